@@ -1,0 +1,297 @@
+"""The ``cno-annotate`` command line.
+
+Exit codes: 0 success, 1 failure (a one-line message, no traceback), 2 usage
+error. Every command takes ``--store DIR`` (default: ``$CNO_ANNOTATE_STORE``,
+else the per-user data folder). Commands that list things take ``--json`` and
+then print exactly one JSON document on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cno_annotate import __version__
+from cno_annotate.errors import CnoError
+from cno_annotate.io.roles import ROLES
+
+PROG = "cno-annotate"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit code.
+
+    Examples
+    --------
+    >>> main(["sample", "--out", "/tmp/wb", "--stations", "2"])  # doctest: +SKIP
+    0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        return int(args.run(args) or 0)
+    except CnoError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # output piped into a pager or head that closed
+        sys.stderr.close()
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description="Read, annotate and score whole-body MRI of children with CNO.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--store", type=Path, default=None,
+        help="study store folder (default: $CNO_ANNOTATE_STORE, else the per-user data folder)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("sample", parents=[common], help="write a synthetic whole-body MRI study",
+                       description="Write a synthetic coronal STIR + T1 whole-body study as DICOM "
+                                   "(CD-export layout) with ground_truth.json.")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (must be empty or new)")
+    p.add_argument("--stations", type=int, default=4, help="stations head to feet (default 4)")
+    p.add_argument("--slices", type=int, default=16, help="coronal slices per station (default 16)")
+    p.add_argument("--matrix", type=int, default=128, help="rows = columns per slice (default 128)")
+    p.add_argument("--seed", type=int, default=0, help="random seed for noise and identifiers")
+    p.set_defaults(run=cmd_sample)
+
+    p = sub.add_parser("import", parents=[common], help="import DICOM / NIfTI files and folders",
+                       description="Index DICOM (any layout, with or without extensions, DICOMDIR "
+                                   "ignored) and NIfTI files into the store. Bad files are listed "
+                                   "with a reason and never stop the import.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_import)
+
+    p = sub.add_parser("studies", parents=[common], help="list the studies in the store")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_studies)
+
+    p = sub.add_parser("series", parents=[common], help="list series and volumes (roles, geometry)",
+                       description="List volumes: slice stacks of DICOM series, composed whole-body "
+                                   "volumes and NIfTI files. shape and spacing_mm are in (column, "
+                                   "row, slice) order.")
+    p.add_argument("study", nargs="?", help="study UID, accession number or patient ID")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_series)
+
+    p = sub.add_parser("set-role", parents=[common], help="override the sequence role of a series",
+                       description="Set the role (STIR, T1, other) of a volume, overriding the "
+                                   "header-based guess; 'auto' removes the override.")
+    p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
+    p.add_argument("role", choices=[*ROLES, "auto"])
+    p.set_defaults(run=cmd_set_role)
+
+    p = sub.add_parser("export-nifti", parents=[common], help="write a series or composed volume as NIfTI")
+    p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
+    p.add_argument("--out", type=Path, required=True, help="output file (.nii or .nii.gz)")
+    p.set_defaults(run=cmd_export_nifti)
+
+    p = sub.add_parser("import-log", parents=[common], help="show recent imports and their skipped files")
+    p.add_argument("--last", type=int, default=5, help="how many runs (default 5)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_import_log)
+    return parser
+
+
+# -- commands -------------------------------------------------------------------
+def cmd_sample(args) -> int:
+    from cno_annotate.sample import StudyPlan, generate_study
+
+    out = args.out
+    if out.exists() and any(out.iterdir()):
+        raise CnoError(f"{out} is not empty; choose a new folder")
+    plan = StudyPlan(stations=args.stations, slices=args.slices, matrix=args.matrix, seed=args.seed)
+    truth = generate_study(out, plan)
+    print(f"wrote {truth['files']} DICOM files ({plan.stations} stations x 2 series x {plan.slices} "
+          f"slices of {plan.matrix} x {plan.matrix}) and ground_truth.json to {out}")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from cno_annotate.importer import import_paths
+
+    store = _open_store(args)
+    progress = None if args.json else TerminalProgress.if_terminal("indexing")
+    report = import_paths(store, args.paths, progress=progress)
+    if progress is not None:
+        progress.finish()
+    summary = report.as_dict(store)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    print(
+        f"imported {_count(summary['instances'], 'instance')} ({summary['new_instances']} new, "
+        f"{summary['already_imported']} already in the store) and {_count(summary['nifti'], 'NIfTI file')} "
+        f"from {_count(summary['files'], 'file')}: {_count(summary['studies'], 'study', 'studies')}, "
+        f"{_count(summary['series'], 'series', 'series')}, {_count(summary['volumes'], 'volume')} "
+        f"({summary['composed']} composed whole-body)"
+    )
+    if summary["skipped"]:
+        print(f"skipped {_count(len(summary['skipped']), 'file')}:")
+        for item in summary["skipped"]:
+            print(f"  {item['path']}: {item['reason']}")
+    print(f"store: {store.root}")
+    for study_uid in sorted(report.studies):
+        _print_volumes(store.volumes(study_uid))
+    return 0
+
+
+def cmd_studies(args) -> int:
+    store = _open_store(args)
+    studies = store.studies()
+    if args.json:
+        print(json.dumps(studies, indent=2))
+        return 0
+    if not studies:
+        print(f"no studies in the store at {store.root} (use 'cno-annotate import PATH')")
+    for s in studies:
+        print(f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
+              f"{s['series']:3} series  {s['volumes']:3} volumes  {s['description'] or ''}")
+    return 0
+
+
+def cmd_series(args) -> int:
+    store = _open_store(args)
+    study = store.study_uid_for(args.study) if args.study else None
+    rows = [series_summary(v) for v in store.volumes(study)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"no series in the store at {store.root}")
+    _print_volumes(store.volumes(study))
+    return 0
+
+
+def series_summary(volume: dict) -> dict:
+    """The JSON form of one volume for ``series --json``."""
+    affine = np.array(volume["affine"])
+    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    k, j, i = volume["shape"]
+    return {
+        "study_uid": volume["study_uid"],
+        "series_uid": volume["volume_id"],
+        "dicom_series_uid": volume["series_uid"],
+        "kind": volume["kind"],
+        "role": volume["role"],
+        "role_reason": "set by the user" if volume["overridden"] else volume["role_reason"],
+        "orientation": volume["orientation"],
+        "composed": volume["kind"] == "composed",
+        "stations": volume["stations"],
+        "members": volume["members"],
+        "shape": [i, j, k],
+        "spacing_mm": [round(float(s), 4) for s in spacing],
+        "gaps": volume["gaps"],
+        "duplicate_slices": volume["duplicates"],
+        "description": volume["description"],
+        "source_path": volume["source_path"],
+    }
+
+
+def cmd_set_role(args) -> int:
+    from cno_annotate.importer import rebuild_volumes
+
+    store = _open_store(args)
+    volume = store.volume(args.volume)
+    store.set_role(volume["volume_id"], None if args.role == "auto" else args.role)
+    rebuild_volumes(store, [volume["study_uid"]])
+    now_role = store.volume(volume["volume_id"])["role"]
+    print(f"{volume['volume_id']}: role {now_role}" + (" (from headers)" if args.role == "auto" else " (set by the user)"))
+    return 0
+
+
+def cmd_export_nifti(args) -> int:
+    from cno_annotate.io.nifti import write_nifti
+    from cno_annotate.volumes import load_volume
+
+    if not args.out.name.lower().endswith((".nii", ".nii.gz")):
+        raise CnoError(f"{args.out}: the output must end in .nii or .nii.gz")
+    if not args.out.parent.is_dir():
+        raise CnoError(f"{args.out.parent} is not a folder")
+    store = _open_store(args)
+    volume = load_volume(store, args.volume)
+    write_nifti(volume, args.out)
+    i, j, k = volume.shape[2], volume.shape[1], volume.shape[0]
+    print(f"wrote {args.out} ({i} x {j} x {k} voxels, {volume.role}, {volume.meta['kind']})")
+    return 0
+
+
+def cmd_import_log(args) -> int:
+    store = _open_store(args)
+    runs = store.import_runs(args.last)
+    if args.json:
+        print(json.dumps(runs, indent=2))
+        return 0
+    for run in runs:
+        summary = run["summary"] or {}
+        print(f"run {run['run_id']}  {run['started']}  {summary.get('instances', '?')} instances, "
+              f"{len(run['skipped'])} skipped  {' '.join(run['paths'])}")
+        for item in run["skipped"]:
+            print(f"    {item['path']}: {item['reason']}")
+    return 0
+
+
+# -- helpers ----------------------------------------------------------------------
+def _count(n: int, singular: str, plural: str | None = None) -> str:
+    return f"{n} {singular if n == 1 else (plural or singular + 's')}"
+
+
+def _open_store(args):
+    from cno_annotate.store import Store
+
+    return Store.open(args.store)
+
+
+def _print_volumes(volumes: list[dict]) -> None:
+    for v in volumes:
+        s = series_summary(v)
+        shape = "x".join(str(n) for n in s["shape"])
+        spacing = "x".join(f"{x:.2f}" for x in s["spacing_mm"])
+        stations = f"{s['stations']} stations" if s["composed"] else s["kind"]
+        gaps = f"  GAPS: {sum(g['missing'] for g in s['gaps'])} missing slices" if s["gaps"] else ""
+        print(f"  {s['series_uid']}  {s['role']:5} {s['orientation']:8} {stations:11} {shape:>12} "
+              f"@ {spacing} mm  {s['description']}  [{s['role_reason']}]{gaps}")
+
+
+class TerminalProgress:
+    """A one-line progress bar on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, label: str):
+        self.label = label
+        self.last = -1
+
+    @classmethod
+    def if_terminal(cls, label: str) -> TerminalProgress | None:
+        """A progress bar if stderr is a terminal, else ``None``."""
+        return cls(label) if sys.stderr.isatty() else None
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100 * done // max(total, 1)
+        if percent == self.last:
+            return
+        self.last = percent
+        bar = "#" * (percent // 4)
+        sys.stderr.write(f"\r{self.label} [{bar:25}] {done}/{total} files")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        """End the progress line."""
+        sys.stderr.write("\n")

@@ -1,0 +1,1 @@
+"""Reading images: DICOM indexing, slice stacks, composition, NIfTI."""

@@ -1,0 +1,379 @@
+"""Index DICOM files by their headers, without decoding pixels.
+
+:func:`index_dicom_file` reads one file's header and returns one
+:class:`ImageRecord` per 2-D image (one per frame for enhanced multi-frame
+MR), or raises :class:`SkipFile` with the reason the file cannot be used.
+For uncompressed pixel data it also records where the pixel bytes start, so
+that volumes load later with one read per file and no second header parse.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MediaStorageDirectoryStorage,
+)
+
+from cno_annotate.io.volume import is_valid_orientation
+
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+NATIVE_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian}
+_PIXEL_DATA_TAG = 0x7FE00010
+_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN"}
+
+#: Header attributes kept per series to classify its sequence (see roles.py).
+SEQUENCE_ATTRIBUTES = (
+    "ScanningSequence", "SequenceVariant", "ScanOptions", "InversionTime",
+    "RepetitionTime", "EchoTime", "ImageType", "SequenceName", "SeriesDescription",
+    "ProtocolName", "MagneticFieldStrength", "MRAcquisitionType",
+    "EchoPulseSequence", "InversionRecovery",
+)
+
+
+class SkipFile(Exception):
+    """A file that cannot be imported; the message is the reason."""
+
+
+@dataclass
+class ImageRecord:
+    """One 2-D image found in a file: identity, geometry, pixel layout."""
+
+    path: str
+    sop_uid: str
+    frame: int
+    patient: dict[str, str]
+    study: dict[str, str]
+    series: dict[str, Any]
+    position: tuple[float, float, float]
+    orientation: tuple[float, ...]
+    pixel_spacing: tuple[float, float]
+    rows: int
+    columns: int
+    transfer_syntax: str
+    pixel_offset: int  # -1 when pixels must be decoded by pydicom
+    frames: int
+    dtype: str  # numpy dtype of stored values, e.g. "<u2"
+    photometric: str
+    bits_stored: int
+    rescale: tuple[float, float]  # slope, intercept
+    slice_thickness: float
+    echo_time: float | None
+    instance_number: int
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+def read_header(path: Path) -> tuple[Dataset, int]:
+    """Read a DICOM header up to the pixel data.
+
+    Returns
+    -------
+    (Dataset, int)
+        The dataset and the byte offset of the PixelData element (-1 if the
+        file has none).
+
+    Raises
+    ------
+    SkipFile
+        With the reason: empty, not DICOM, unreadable.
+    """
+    size = path.stat().st_size
+    if size == 0:
+        raise SkipFile("empty file (0 bytes)")
+    with open(path, "rb") as fp:
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True)
+        except InvalidDicomError:
+            ds = _read_without_preamble(fp)
+        except Exception as exc:  # pydicom raises many types on corrupt input
+            raise SkipFile(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+        element_start = fp.tell()
+        head = fp.read(12)
+    if len(head) < 8:
+        return ds, -1
+    return ds, element_start if _is_pixel_data(head, ds) else -1
+
+
+def _read_without_preamble(fp) -> Dataset:
+    """Accept a dataset with no 128-byte preamble if it looks like an image file."""
+    fp.seek(0)
+    try:
+        ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
+    except Exception:
+        raise SkipFile("not a DICOM file") from None
+    if "SOPInstanceUID" not in ds or "SOPClassUID" not in ds:
+        raise SkipFile("not a DICOM file")
+    return ds
+
+
+def _is_pixel_data(head: bytes, ds: Dataset) -> bool:
+    group, element = struct.unpack("<HH" if _little_endian(ds) else ">HH", head[:4])
+    return (group << 16 | element) == _PIXEL_DATA_TAG
+
+
+def _little_endian(ds: Dataset) -> bool:
+    return _transfer_syntax(ds) != ExplicitVRBigEndian
+
+
+def _transfer_syntax(ds: Dataset) -> UID:
+    meta = getattr(ds, "file_meta", None)
+    syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    return UID(syntax) if syntax else ImplicitVRLittleEndian
+
+
+def pixel_value_offset(path: Path, element_start: int, ds: Dataset) -> tuple[int, int]:
+    """Offset and length of the PixelData value of a natively encoded file."""
+    syntax = _transfer_syntax(ds)
+    with open(path, "rb") as fp:
+        fp.seek(element_start)
+        head = fp.read(12)
+    endian = "<" if syntax != ExplicitVRBigEndian else ">"
+    if syntax == ImplicitVRLittleEndian:
+        return element_start + 8, struct.unpack("<I", head[4:8])[0]
+    vr = head[4:6]
+    if vr in _LONG_VRS:
+        return element_start + 12, struct.unpack(endian + "I", head[8:12])[0]
+    return element_start + 8, struct.unpack(endian + "H", head[6:8])[0]
+
+
+def index_dicom_file(path: Path) -> list[ImageRecord]:
+    """Index one file: one record per 2-D image.
+
+    Raises
+    ------
+    SkipFile
+        If the file is not an image this tool can use; the message says why.
+    """
+    ds, element_start = read_header(path)
+    _reject_non_images(ds)
+    syntax = _transfer_syntax(ds)
+    _require_decoder(syntax)
+    if element_start < 0:
+        raise SkipFile("no pixel data (image header without PixelData)")
+    rows, columns = int(ds.Rows), int(ds.Columns)
+    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    if samples != 1:
+        raise SkipFile(f"colour image ({samples} samples per pixel); MR grey-level images only")
+    bits = int(ds.BitsAllocated)
+    dtype = _stored_dtype(ds, bits, syntax)
+    offset = -1
+    if syntax in NATIVE_SYNTAXES:
+        offset, length = pixel_value_offset(path, element_start, ds)
+        expected = rows * columns * frames * bits // 8
+        if length < expected or offset + expected > path.stat().st_size:
+            raise SkipFile(
+                f"truncated pixel data ({min(length, path.stat().st_size - offset)} of {expected} bytes)"
+            )
+    common = _common_fields(path, ds, syntax, offset, frames, dtype)
+    geometry = _frame_geometry(ds, frames)
+    return [
+        ImageRecord(**common, frame=n, rows=rows, columns=columns, **geom)
+        for n, geom in enumerate(geometry)
+    ]
+
+
+def _reject_non_images(ds: Dataset) -> None:
+    sop_class = UID(str(getattr(ds, "SOPClassUID", "") or ""))
+    meta_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    if meta_class == MediaStorageDirectoryStorage or sop_class == MediaStorageDirectoryStorage:
+        raise SkipFile("DICOMDIR (media directory, not an image; its files are found by walking the folder)")
+    if "SOPInstanceUID" not in ds:
+        raise SkipFile("no SOPInstanceUID")
+    if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
+        name = sop_class.name if sop_class else "unknown SOP class"
+        raise SkipFile(f"not an image ({name})")
+    image_type = [str(v).upper() for v in _as_list(getattr(ds, "ImageType", []))]
+    if "MOSAIC" in image_type:
+        raise SkipFile("Siemens mosaic image (not supported: slices are tiled in one frame)")
+
+
+def _require_decoder(syntax: UID) -> None:
+    if syntax in NATIVE_SYNTAXES:
+        return
+    if syntax == DeflatedExplicitVRLittleEndian:
+        return
+    try:
+        from pydicom.pixels import get_decoder
+
+        available = get_decoder(syntax).is_available
+    except (NotImplementedError, ValueError):
+        available = False
+    if not available:
+        name = syntax.name if syntax.is_valid else str(syntax)
+        raise SkipFile(f"unsupported transfer syntax {name} ({syntax}): no decoder installed")
+
+
+def _stored_dtype(ds: Dataset, bits: int, syntax: UID) -> str:
+    if bits not in (8, 16, 32):
+        raise SkipFile(f"unsupported BitsAllocated {bits}")
+    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    endian = ">" if syntax == ExplicitVRBigEndian else "<"
+    return f"{endian}{'i' if signed else 'u'}{bits // 8}"
+
+
+def _common_fields(path, ds, syntax, offset, frames, dtype) -> dict:
+    return {
+        "path": str(path),
+        "sop_uid": str(ds.SOPInstanceUID),
+        "patient": {
+            "patient_id": str(getattr(ds, "PatientID", "") or ""),
+            "patient_name": str(getattr(ds, "PatientName", "") or ""),
+            "birth_date": str(getattr(ds, "PatientBirthDate", "") or ""),
+            "sex": str(getattr(ds, "PatientSex", "") or ""),
+        },
+        "study": {
+            "study_uid": str(getattr(ds, "StudyInstanceUID", "") or "") or "unknown-study",
+            "study_date": str(getattr(ds, "StudyDate", "") or ""),
+            "description": str(getattr(ds, "StudyDescription", "") or ""),
+            "accession": str(getattr(ds, "AccessionNumber", "") or ""),
+            "institution": str(getattr(ds, "InstitutionName", "") or ""),
+        },
+        "series": {
+            "series_uid": str(getattr(ds, "SeriesInstanceUID", "") or "") or "unknown-series",
+            "modality": str(getattr(ds, "Modality", "") or ""),
+            "series_number": _int_or_none(getattr(ds, "SeriesNumber", None)),
+            "attributes": _sequence_attributes(ds),
+        },
+        "transfer_syntax": str(syntax),
+        "pixel_offset": offset,
+        "frames": frames,
+        "dtype": dtype,
+        "photometric": str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
+        "bits_stored": int(getattr(ds, "BitsStored", ds.BitsAllocated) or ds.BitsAllocated),
+        "echo_time": _float_or_none(getattr(ds, "EchoTime", None)),
+        "instance_number": _int_or_none(getattr(ds, "InstanceNumber", None)) or 0,
+    }
+
+
+def _frame_geometry(ds: Dataset, frames: int) -> list[dict]:
+    """Geometry and rescale of each frame (classic or enhanced multi-frame)."""
+    shared = _first_item(ds, "SharedFunctionalGroupsSequence")
+    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    out = []
+    for n in range(frames):
+        groups = [shared] if shared is not None else []
+        if per_frame is not None and n < len(per_frame):
+            groups.insert(0, per_frame[n])
+        out.append(_geometry(ds, groups))
+    return out
+
+
+def _geometry(ds: Dataset, groups: list[Dataset]) -> dict:
+    position = _lookup(ds, groups, "PlanePositionSequence", "ImagePositionPatient")
+    orientation = _lookup(ds, groups, "PlaneOrientationSequence", "ImageOrientationPatient")
+    spacing = _lookup(ds, groups, "PixelMeasuresSequence", "PixelSpacing")
+    thickness = _lookup(ds, groups, "PixelMeasuresSequence", "SliceThickness")
+    slope = _lookup(ds, groups, "PixelValueTransformationSequence", "RescaleSlope")
+    intercept = _lookup(ds, groups, "PixelValueTransformationSequence", "RescaleIntercept")
+    if position is None or orientation is None or spacing is None:
+        raise SkipFile("no patient geometry (ImagePositionPatient / ImageOrientationPatient / PixelSpacing)")
+    try:
+        position_v = tuple(float(v) for v in position)
+        orientation_v = tuple(float(v) for v in orientation)
+        spacing_v = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        raise SkipFile("unreadable geometry values") from None
+    if len(position_v) != 3 or not all(np.isfinite(position_v)):
+        raise SkipFile(f"inconsistent geometry: ImagePositionPatient {list(position)}")
+    if not is_valid_orientation(np.array(orientation_v)):
+        raise SkipFile(f"inconsistent geometry: ImageOrientationPatient {list(orientation)} is not orthonormal")
+    if len(spacing_v) != 2 or min(spacing_v) <= 0 or not all(np.isfinite(spacing_v)):
+        raise SkipFile(f"inconsistent geometry: PixelSpacing {list(spacing)}")
+    return {
+        "position": position_v,
+        "orientation": orientation_v,
+        "pixel_spacing": spacing_v,
+        "slice_thickness": _float_or_none(thickness) or 0.0,
+        "rescale": (_float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0),
+    }
+
+
+def _lookup(ds: Dataset, groups: list[Dataset], sequence: str, keyword: str):
+    """Find an attribute in functional groups first, then at the top level."""
+    for group in groups:
+        item = _first_item(group, sequence)
+        if item is not None and keyword in item:
+            return item[keyword].value
+    if keyword in ds:
+        return ds[keyword].value
+    return None
+
+
+def _first_item(ds: Dataset, keyword: str):
+    value = getattr(ds, keyword, None)
+    if value is None or len(value) == 0:
+        return None
+    return value[0]
+
+
+def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
+    """The attributes that tell STIR from T1, as plain JSON values."""
+    out: dict[str, Any] = {}
+    for keyword in SEQUENCE_ATTRIBUTES:
+        value = getattr(ds, keyword, None)
+        if value is None:
+            value = _enhanced_attribute(ds, keyword)
+        if value is None or value == "":
+            continue
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            out[keyword] = [str(v) for v in value]
+        elif isinstance(value, (int, float)) or keyword in ("InversionTime", "RepetitionTime", "EchoTime", "MagneticFieldStrength"):
+            out[keyword] = _float_or_none(value)
+        else:
+            out[keyword] = str(value)
+    return out
+
+
+def _enhanced_attribute(ds: Dataset, keyword: str):
+    """Sequence attributes that enhanced MR keeps inside functional groups."""
+    places = {
+        "InversionTime": ("MRModifierSequence", "InversionTimes"),
+        "RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+        "EchoTime": ("MREchoSequence", "EffectiveEchoTime"),
+    }
+    if keyword not in places:
+        return None
+    groups = [g for g in (_first_item(ds, "SharedFunctionalGroupsSequence"),
+                          _first_item(ds, "PerFrameFunctionalGroupsSequence")) if g is not None]
+    value = _lookup(Dataset(), groups, *places[keyword])
+    if isinstance(value, (list, pydicom.multival.MultiValue)):
+        value = value[0] if len(value) else None
+    return value
+
+
+def _as_list(value) -> list:
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return list(value)
+    return [value] if value else []
+
+
+def _float_or_none(value) -> float | None:
+    try:
+        if value is None or value == "":
+            return None
+        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+            value = value[0]
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _int_or_none(value) -> int | None:
+    try:
+        return int(value) if value not in (None, "") else None
+    except (TypeError, ValueError):
+        return None

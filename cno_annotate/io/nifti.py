@@ -1,0 +1,82 @@
+"""NIfTI volumes in and out, converted between NIfTI's RAS and DICOM's LPS.
+
+nibabel's affine maps ``(i, j, k)`` to RAS millimetres; ours maps the same
+indices to LPS, so the two differ by a sign flip of x and y. Data arrays are
+``[i, j, k]`` in nibabel and ``[k, j, i]`` here.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from cno_annotate.io.dicom_index import SkipFile
+from cno_annotate.io.volume import Volume
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def is_nifti_path(path: Path) -> bool:
+    """Whether a file name says NIfTI."""
+    name = path.name.lower()
+    return name.endswith(NIFTI_SUFFIXES)
+
+
+def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
+    """LPS affine and ``(k, j, i)`` shape of a 3-D NIfTI file.
+
+    Raises
+    ------
+    SkipFile
+        If the file is unreadable, not 3-D, or holds several volumes.
+    """
+    try:
+        image = nib.load(str(path))
+    except Exception as exc:
+        raise SkipFile(f"unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
+    shape = image.shape
+    if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
+        raise SkipFile(f"4D NIfTI with {int(np.prod(shape[3:]))} volumes (not supported: one 3-D volume per file)")
+    if len(shape) < 3:
+        shape = tuple(shape) + (1,) * (3 - len(shape))
+    affine = RAS_TO_LPS @ image.affine
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise SkipFile("NIfTI affine is not invertible")
+    return affine, (int(shape[2]), int(shape[1]), int(shape[0]))
+
+
+def load_nifti(path: Path, volume_id: str = "") -> Volume:
+    """Read a 3-D NIfTI file as a float32 :class:`Volume` in LPS."""
+    affine, shape = read_nifti_geometry(path)
+    image = nib.load(str(path))
+    data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape[::-1])
+    return Volume(array=np.ascontiguousarray(data.transpose(2, 1, 0)), affine=affine, volume_id=volume_id)
+
+
+def write_nifti(volume: Volume, path: Path) -> Path:
+    """Write a volume as NIfTI-1 (RAS affine, scanner frame), atomically.
+
+    The file is written to a temporary name in the same folder, flushed to
+    disk and renamed, so a crash never leaves a half-written file.
+    """
+    path = Path(path)
+    image = nib.Nifti1Image(volume.array.transpose(2, 1, 0), RAS_TO_LPS @ volume.affine)
+    image.set_qform(image.affine, code=1)
+    image.set_sform(image.affine, code=1)
+    suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
+    os.close(handle)
+    try:
+        nib.save(image, temporary)
+        with open(temporary, "rb+") as fp:
+            os.fsync(fp.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,246 @@
+"""Synthetic whole-body MRI studies written as real DICOM.
+
+:func:`generate_study` writes a coronal STIR and a coronal T1 spin-echo
+series, each acquired as N overlapping stations from head to feet, in the
+nested, extension-less layout of a CD export, plus ``ground_truth.json`` with
+each lesion's site, side and LPS position. Patient identifiers are fake but
+look real, so that de-identification can be tested.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+from cno_annotate import __version__, phantom
+from cno_annotate.errors import CnoError
+
+BODY_TOP_Z = 680.0
+BODY_BOTTOM_Z = -900.0
+STATION_OVERLAP_MM = 30.0
+
+FIRST_NAMES = ["Lotte", "Noah", "Emma", "Lucas", "Mila", "Arthur", "Olivia", "Louis"]
+LAST_NAMES = ["Janssens", "Peeters", "Maes", "Jacobs", "Mertens", "Willems", "Claes", "Goossens"]
+
+#: Header values that make a series STIR or T1 (Siemens-like, 1.5 T).
+SEQUENCES = {
+    "STIR": {
+        "SeriesDescription": "t2_tirm_cor_wb",
+        "ProtocolName": "t2_tirm_cor_wb",
+        "SequenceName": "*tir2d1_13",
+        "ScanningSequence": ["SE", "IR"],
+        "SequenceVariant": ["SK", "SP", "MP"],
+        "ScanOptions": ["IR"],
+        "RepetitionTime": 4500.0,
+        "EchoTime": 62.0,
+        "InversionTime": 160.0,
+        "EchoTrainLength": 13,
+    },
+    "T1": {
+        "SeriesDescription": "t1_tse_cor_wb",
+        "ProtocolName": "t1_tse_cor_wb",
+        "SequenceName": "*tse2d1_3",
+        "ScanningSequence": ["SE"],
+        "SequenceVariant": ["SK", "SP"],
+        "ScanOptions": "",
+        "RepetitionTime": 520.0,
+        "EchoTime": 11.0,
+        "EchoTrainLength": 3,
+    },
+}
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """Acquisition parameters of a synthetic study."""
+
+    stations: int = 4
+    slices: int = 16
+    matrix: int = 128
+    seed: int = 0
+    slice_thickness: float = 6.0
+    centre_y: float = 10.0
+
+    def validate(self) -> None:
+        """Raise :class:`CnoError` for parameters no scanner would use."""
+        if not 1 <= self.stations <= 12:
+            raise CnoError(f"--stations must be 1 to 12, not {self.stations}")
+        if not 1 <= self.slices <= 400:
+            raise CnoError(f"--slices must be 1 to 400, not {self.slices}")
+        if not 16 <= self.matrix <= 1024:
+            raise CnoError(f"--matrix must be 16 to 1024, not {self.matrix}")
+
+    @property
+    def station_fov(self) -> float:
+        """Square field of view of one station (mm) so the stations cover the body."""
+        body = BODY_TOP_Z - BODY_BOTTOM_Z
+        return (body + (self.stations - 1) * STATION_OVERLAP_MM) / self.stations
+
+    @property
+    def pixel_mm(self) -> float:
+        """In-plane pixel size (mm)."""
+        return self.station_fov / self.matrix
+
+
+def fake_patient(rng: np.random.Generator) -> dict[str, str]:
+    """Fake but realistic patient identifiers (no real person)."""
+    year = int(rng.integers(2010, 2020))
+    return {
+        "PatientName": f"{rng.choice(LAST_NAMES)}^{rng.choice(FIRST_NAMES)}",
+        "PatientID": f"UZ{int(rng.integers(1_000_000, 9_999_999))}",
+        "PatientBirthDate": f"{year}{int(rng.integers(1, 13)):02d}{int(rng.integers(1, 29)):02d}",
+        "PatientSex": str(rng.choice(["F", "M"])),
+        "InstitutionName": "Sint-Anna Kinderziekenhuis Leuven",
+        "ReferringPhysicianName": f"{rng.choice(LAST_NAMES)}^{rng.choice(FIRST_NAMES)}",
+        "AccessionNumber": f"A{int(rng.integers(10**9, 10**10))}",
+        "StudyDate": "20261104",
+        "StudyTime": "091500",
+    }
+
+
+def station_grid(plan: StudyPlan, station: int) -> phantom.Grid:
+    """The voxel centres of one station (coronal, head to feet)."""
+    px = plan.pixel_mm
+    fov = plan.station_fov
+    top = BODY_TOP_Z - station * (fov - STATION_OVERLAP_MM)
+    xs = -fov / 2 + px / 2 + px * np.arange(plan.matrix)
+    zs = top - px / 2 - px * np.arange(plan.matrix)
+    ys = plan.centre_y + plan.slice_thickness * (np.arange(plan.slices) - (plan.slices - 1) / 2)
+    return phantom.Grid(xs=xs, ys=ys, zs=zs)
+
+
+def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
+    """Write a synthetic whole-body MRI study and its ground truth.
+
+    Parameters
+    ----------
+    out_dir : Path
+        Folder to create; DICOM files go under ``DICOM/`` without extensions.
+    plan : StudyPlan
+        Stations, slices, matrix and seed.
+
+    Returns
+    -------
+    dict
+        The ground truth, also written to ``out_dir/ground_truth.json``.
+    """
+    plan.validate()
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(plan.seed)
+    patient = fake_patient(rng)
+    uid = _uid_maker(plan)
+    study_uid = uid("study")
+    frame_uid = uid("frame")
+    lesions = phantom.default_lesions()
+    series_info = []
+    files = 0
+    for station in range(plan.stations):
+        grid = station_grid(plan, station)
+        body = phantom.Phantom(grid)
+        phantom.paint_body(body)
+        phantom.paint_lesions(body, lesions)
+        for number, role in enumerate(("STIR", "T1")):
+            series_number = 100 * (number + 1) + station + 1
+            series_uid = uid(f"series-{role}-{station}")
+            image = phantom.render(body.labels, role, rng) * _coil_profile(grid)
+            files += _write_series(
+                out_dir, plan, grid, image, role, station,
+                common={**patient, "StudyInstanceUID": study_uid, "FrameOfReferenceUID": frame_uid},
+                series_uid=series_uid, series_number=series_number, uid=uid,
+            )
+            series_info.append({"series_uid": series_uid, "role": role, "station": station + 1})
+    truth = {
+        "generator": f"cno-annotate {__version__} sample",
+        "plan": plan.__dict__,
+        "study_uid": study_uid,
+        "fake_identifiers": patient,
+        "series": series_info,
+        "lesions": lesions,
+        "files": files,
+    }
+    (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n")
+    return truth
+
+
+def _uid_maker(plan: StudyPlan):
+    """Deterministic UIDs: the same plan gives the same UIDs."""
+    base = f"cno-sample-{plan.seed}-{plan.stations}-{plan.slices}-{plan.matrix}"
+
+    def make(name: str) -> str:
+        return generate_uid(prefix=None, entropy_srcs=[base, name])
+
+    return make
+
+
+def _coil_profile(grid: phantom.Grid) -> np.ndarray:
+    """A smooth receive-coil shading along head-feet, different per station."""
+    j = np.linspace(-1, 1, len(grid.zs), dtype=np.float32)
+    return (1.0 - 0.12 * j**2)[None, :, None]
+
+
+def _write_series(out_dir, plan, grid, image, role, station, common, series_uid, series_number, uid) -> int:
+    """Write one station of one sequence; return the number of files."""
+    px = plan.pixel_mm
+    pixels = np.clip(np.rint(image), 0, 4095).astype(np.uint16)
+    folder = out_dir / "DICOM" / "PA000001" / "ST000001" / f"SE{series_number:06d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(grid.ys)
+    for k in range(n):
+        ds = _base_dataset(common, role)
+        ds.SeriesInstanceUID = series_uid
+        ds.SeriesNumber = series_number
+        ds.SOPInstanceUID = uid(f"{series_uid}-{k}")
+        # T1 numbers its slices posterior to anterior: order must come from
+        # ImagePositionPatient, not from InstanceNumber.
+        ds.InstanceNumber = (n - k) if role == "T1" else k + 1
+        ds.ImagePositionPatient = [float(grid.xs[0]), float(grid.ys[k]), float(grid.zs[0])]
+        ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
+        ds.PixelSpacing = [round(px, 6), round(px, 6)]
+        ds.SliceThickness = plan.slice_thickness
+        ds.SpacingBetweenSlices = plan.slice_thickness
+        ds.SliceLocation = float(grid.ys[k])
+        ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[2]
+        ds.PixelData = pixels[k].tobytes()
+        ds.file_meta = _file_meta(ds.SOPInstanceUID)
+        ds.save_as(folder / f"IM{k + 1:06d}", enforce_file_format=True)
+    return n
+
+
+def _base_dataset(common: dict, role: str) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = MRImageStorage
+    ds.Modality = "MR"
+    ds.Manufacturer = "SIEMENS"
+    ds.ManufacturerModelName = "Avanto"
+    ds.MagneticFieldStrength = 1.5
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "NORM", "DIS2D"]
+    ds.StudyDescription = "WB MRI CNO follow-up"
+    ds.StudyID = "1"
+    ds.BodyPartExamined = "WHOLEBODY"
+    ds.MRAcquisitionType = "2D"
+    for key, value in {**common, **SEQUENCES[role]}.items():
+        setattr(ds, key, value)
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 12
+    ds.HighBit = 11
+    ds.PixelRepresentation = 0
+    ds.RescaleIntercept = 0
+    ds.RescaleSlope = 1
+    ds.WindowCenter = 500 if role == "STIR" else 600
+    ds.WindowWidth = 1200
+    return ds
+
+
+def _file_meta(sop_uid: str) -> FileMetaDataset:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = sop_uid
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    return meta

@@ -1,0 +1,288 @@
+"""The study store: an embedded SQLite database plus a cache folder.
+
+The database holds what was imported (patients, studies, series, images with
+their geometry and pixel layout), the volumes derived from them (slice
+stacks, composed whole-body volumes, NIfTI files), role overrides and the
+import log. Pixels stay in the original files and are read on demand;
+composed volumes are cached under ``cache/``.
+
+The schema version lives in ``PRAGMA user_version``; :data:`MIGRATIONS` holds
+one step per version and :meth:`Store.open` applies the missing steps in
+order, each in its own transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+from cno_annotate.errors import CnoError
+
+STORE_ENV = "CNO_ANNOTATE_STORE"
+DB_NAME = "store.sqlite"
+
+MIGRATIONS: list[str] = [
+    # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
+    """
+    CREATE TABLE patients (
+        patient_key INTEGER PRIMARY KEY,
+        patient_id TEXT NOT NULL, patient_name TEXT NOT NULL,
+        birth_date TEXT NOT NULL, sex TEXT NOT NULL,
+        UNIQUE (patient_id, patient_name, birth_date)
+    );
+    CREATE TABLE studies (
+        study_uid TEXT PRIMARY KEY,
+        patient_key INTEGER REFERENCES patients (patient_key),
+        study_date TEXT, description TEXT, accession TEXT, institution TEXT
+    );
+    CREATE TABLE dicom_series (
+        series_uid TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL REFERENCES studies (study_uid),
+        modality TEXT, series_number INTEGER, attributes TEXT NOT NULL
+    );
+    CREATE TABLE images (
+        sop_uid TEXT NOT NULL, frame INTEGER NOT NULL,
+        series_uid TEXT NOT NULL REFERENCES dicom_series (series_uid),
+        path TEXT NOT NULL, transfer_syntax TEXT NOT NULL,
+        pixel_offset INTEGER NOT NULL, frames INTEGER NOT NULL, dtype TEXT NOT NULL,
+        photometric TEXT NOT NULL, bits_stored INTEGER NOT NULL,
+        rows INTEGER NOT NULL, columns INTEGER NOT NULL,
+        position TEXT NOT NULL, orientation TEXT NOT NULL, pixel_spacing TEXT NOT NULL,
+        slice_thickness REAL, rescale TEXT NOT NULL, echo_time REAL, instance_number INTEGER,
+        PRIMARY KEY (sop_uid, frame)
+    );
+    CREATE INDEX images_by_series ON images (series_uid);
+    CREATE INDEX images_by_path ON images (path);
+    CREATE TABLE volumes (
+        volume_id TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('stack', 'composed', 'nifti')),
+        series_uid TEXT, auto_role TEXT NOT NULL, role_reason TEXT NOT NULL,
+        orientation TEXT NOT NULL, shape TEXT NOT NULL, affine TEXT NOT NULL,
+        stations INTEGER NOT NULL, members TEXT NOT NULL, gaps TEXT NOT NULL,
+        duplicates INTEGER NOT NULL, description TEXT NOT NULL,
+        source_path TEXT, fingerprint TEXT NOT NULL
+    );
+    CREATE INDEX volumes_by_study ON volumes (study_uid);
+    CREATE TABLE role_overrides (
+        volume_id TEXT PRIMARY KEY, role TEXT NOT NULL, set_at TEXT NOT NULL
+    );
+    CREATE TABLE import_runs (
+        run_id INTEGER PRIMARY KEY, started TEXT NOT NULL, finished TEXT,
+        paths TEXT NOT NULL, summary TEXT
+    );
+    CREATE TABLE skipped (
+        run_id INTEGER NOT NULL REFERENCES import_runs (run_id),
+        path TEXT NOT NULL, reason TEXT NOT NULL
+    );
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def default_store_dir() -> Path:
+    """``$CNO_ANNOTATE_STORE``, else the per-user data directory."""
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV])
+    from platformdirs import user_data_dir
+
+    return Path(user_data_dir("cno-annotate", appauthor=False)) / "store"
+
+
+def now() -> str:
+    """The current UTC time, ISO 8601."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    """An open study store.
+
+    Use :meth:`open`; the connection is in WAL mode with foreign keys on.
+    """
+
+    def __init__(self, root: Path, connection: sqlite3.Connection):
+        self.root = root
+        self.db = connection
+
+    @classmethod
+    def open(cls, root: Path | str | None = None) -> Store:
+        """Open (creating if needed) the store at ``root`` and migrate it.
+
+        Raises
+        ------
+        CnoError
+            If the folder cannot be created, the file is not a store, or the
+            store is newer than this program.
+        """
+        root = Path(root) if root is not None else default_store_dir()
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA foreign_keys=ON")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            store = cls(root, connection)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise CnoError(f"cannot open the store at {root}: {exc}") from None
+        except OSError as exc:
+            raise CnoError(f"cannot create the store at {root}: {exc.strerror}") from None
+        return store
+
+    def close(self) -> None:
+        """Close the database connection."""
+        self.db.close()
+
+    @property
+    def cache_dir(self) -> Path:
+        """Folder for cached composed volumes."""
+        path = self.root / "cache"
+        path.mkdir(exist_ok=True)
+        return path
+
+    def _migrate(self) -> None:
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CnoError(
+                f"the store at {self.root} has schema version {version}; this program knows up "
+                f"to {SCHEMA_VERSION}: update cno-annotate"
+            )
+        for step in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                for statement in _statements(MIGRATIONS[step]):
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version = {step + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the open database."""
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextmanager
+    def transaction(self):
+        """A write transaction: all or nothing."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- queries ------------------------------------------------------------
+    def studies(self) -> list[dict]:
+        """Every study with its patient and volume counts."""
+        rows = self.db.execute(
+            """
+            SELECT s.study_uid, s.study_date, s.description, s.accession, s.institution,
+                   p.patient_id, p.patient_name, p.birth_date, p.sex,
+                   (SELECT COUNT(*) FROM dicom_series d WHERE d.study_uid = s.study_uid) AS series,
+                   (SELECT COUNT(*) FROM volumes v WHERE v.study_uid = s.study_uid) AS volumes,
+                   (SELECT COUNT(*) FROM images i JOIN dicom_series d USING (series_uid)
+                    WHERE d.study_uid = s.study_uid) AS images
+            FROM studies s LEFT JOIN patients p USING (patient_key)
+            ORDER BY s.study_date, s.study_uid
+            """
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def volumes(self, study_uid: str | None = None) -> list[dict]:
+        """Volumes (stacks, composed, NIfTI) with their effective role."""
+        sql = """
+            SELECT v.*, COALESCE(o.role, v.auto_role) AS role, o.role IS NOT NULL AS overridden
+            FROM volumes v LEFT JOIN role_overrides o USING (volume_id)
+        """
+        args: tuple = ()
+        if study_uid is not None:
+            sql += " WHERE v.study_uid = ?"
+            args = (study_uid,)
+        sql += " ORDER BY v.study_uid, v.kind = 'composed', v.description, v.volume_id"
+        return [_volume_row(r) for r in self.db.execute(sql, args)]
+
+    def volume(self, volume_id: str) -> dict:
+        """One volume row.
+
+        Raises
+        ------
+        CnoError
+            If no volume has this id (a unique prefix of 8+ characters is accepted).
+        """
+        rows = [v for v in self.volumes() if v["volume_id"] == volume_id]
+        if not rows and len(volume_id) >= 8:
+            rows = [v for v in self.volumes() if v["volume_id"].startswith(volume_id)]
+        if len(rows) != 1:
+            what = "no volume" if not rows else f"{len(rows)} volumes"
+            raise CnoError(f"{what} with id {volume_id!r} in the store at {self.root} (see 'cno-annotate series')")
+        return rows[0]
+
+    def study_uid_for(self, text: str) -> str:
+        """Resolve a study given by UID, accession number or patient ID.
+
+        Raises
+        ------
+        CnoError
+            If nothing or more than one study matches.
+        """
+        matches = [
+            s["study_uid"] for s in self.studies()
+            if text in (s["study_uid"], s["accession"], s["patient_id"])
+        ]
+        if len(matches) != 1:
+            what = "no study" if not matches else f"{len(matches)} studies"
+            raise CnoError(f"{what} match {text!r} in the store at {self.root} (see 'cno-annotate studies')")
+        return matches[0]
+
+    def images(self, series_uid: str) -> list[dict]:
+        """Image rows of a DICOM series, with geometry decoded."""
+        rows = self.db.execute("SELECT * FROM images WHERE series_uid = ?", (series_uid,))
+        return [_image_row(r) for r in rows]
+
+    def set_role(self, volume_id: str, role: str | None) -> None:
+        """Override a volume's role (``None`` removes the override)."""
+        with self.transaction():
+            if role is None:
+                self.db.execute("DELETE FROM role_overrides WHERE volume_id = ?", (volume_id,))
+            else:
+                self.db.execute(
+                    "INSERT OR REPLACE INTO role_overrides VALUES (?, ?, ?)", (volume_id, role, now())
+                )
+
+    def import_runs(self, limit: int = 10) -> list[dict]:
+        """The latest import runs with their skipped files."""
+        runs = []
+        for r in self.db.execute("SELECT * FROM import_runs ORDER BY run_id DESC LIMIT ?", (limit,)):
+            run = dict(r)
+            run["summary"] = json.loads(run["summary"]) if run["summary"] else None
+            run["paths"] = json.loads(run["paths"])
+            run["skipped"] = [
+                dict(s) for s in self.db.execute(
+                    "SELECT path, reason FROM skipped WHERE run_id = ? ORDER BY path", (run["run_id"],)
+                )
+            ]
+            runs.append(run)
+        return runs
+
+
+def _statements(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def _volume_row(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    for key in ("shape", "affine", "members", "gaps"):
+        out[key] = json.loads(out[key])
+    out["overridden"] = bool(out["overridden"])
+    return out
+
+
+def _image_row(row: sqlite3.Row) -> dict:
+    out = dict(row)
+    for key in ("position", "orientation", "pixel_spacing", "rescale"):
+        out[key] = json.loads(out[key])
+    return out
