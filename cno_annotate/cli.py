@@ -201,6 +201,7 @@ def series_summary(volume: dict) -> dict:
         "spacing_mm": [round(float(s), 4) for s in spacing],
         "gaps": volume["gaps"],
         "duplicate_slices": volume["duplicates"],
+        "patient_geometry": volume["patient_geometry"],
         "description": volume["description"],
         "source_path": volume["source_path"],
     }

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from pydicom.uid import generate_uid
 
 from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, index_dicom_file
@@ -26,6 +25,7 @@ from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.series import build_stacks
 from cno_annotate.io.volume import orientation_name
 from cno_annotate.store.db import Store, now
+from cno_annotate.uids import stable_uid
 
 Progress = Callable[[int, int], None]
 _BATCH = 200
@@ -170,14 +170,14 @@ def _write_images(store: Store, records: list[ImageRecord]) -> None:
         for record in {r.series["series_uid"]: r for r in records}.values():
             _upsert_hierarchy(db, record)
         db.executemany(
-            "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     r.sop_uid, r.frame, r.series["series_uid"], r.path, r.transfer_syntax,
                     r.pixel_offset, r.frames, r.dtype, r.photometric, r.bits_stored,
                     r.rows, r.columns, json.dumps(r.position), json.dumps(r.orientation),
                     json.dumps(r.pixel_spacing), r.slice_thickness, json.dumps(r.rescale),
-                    r.echo_time, r.instance_number,
+                    r.echo_time, r.instance_number, int(r.geometry_known),
                 )
                 for r in records
             ],
@@ -208,14 +208,14 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> None:
     """Record a 3-D NIfTI file as a volume in a study named after its folder."""
     affine, shape = nifti.read_nifti_geometry(path)
     digest = hashlib.sha1(path.read_bytes()).hexdigest()
-    volume_id = generate_uid(prefix=None, entropy_srcs=["nifti", digest])
+    volume_id = stable_uid("nifti", digest)
     row = store.db.execute("SELECT source_path FROM volumes WHERE volume_id = ?", (volume_id,)).fetchone()
     if row is not None and row[0] != str(path):
         report.duplicates += 1
         report.skipped.append({"path": str(path), "reason": f"duplicate of {row[0]} (same content)"})
         return
     folder = path.resolve().parent
-    study_uid = generate_uid(prefix=None, entropy_srcs=["nifti-study", str(folder)])
+    study_uid = stable_uid("nifti-study", str(folder))
     name = path.name
     role, reason = classify_sequence({"SeriesDescription": name})
     normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
@@ -225,10 +225,10 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> None:
             (study_uid, f"NIfTI files in {folder.name}"),
         )
         db.execute(
-            "INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 volume_id, study_uid, "nifti", None, role, reason, orientation_name(normal),
-                json.dumps(shape), json.dumps(affine.tolist()), 1, "[]", "[]", 0, name, str(path), digest,
+                json.dumps(shape), json.dumps(affine.tolist()), 1, "[]", "[]", 0, name, str(path), digest, 1,
             ),
         )
     report.nifti += 1
@@ -256,6 +256,8 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
             description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
             for stack in build_stacks(series_uid, store.images(series_uid)):
                 rows.append(_stack_row(study_uid, stack, role, reason, description))
+                if not stack.patient_geometry:
+                    continue
                 geometries.append(
                     compose.StackGeometry(
                         stack.volume_id, study_uid, overrides.get(stack.volume_id, role),
@@ -266,7 +268,7 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
             rows.append(_composed_row(study_uid, chain, rows))
         with store.transaction() as db:
             db.execute("DELETE FROM volumes WHERE study_uid = ? AND kind != 'nifti'", (study_uid,))
-            db.executemany("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
 
 def _stack_row(study_uid, stack, role, reason, description) -> tuple:
@@ -275,7 +277,7 @@ def _stack_row(study_uid, stack, role, reason, description) -> tuple:
         stack.volume_id, study_uid, "stack", stack.series_uid, role, reason, stack.orientation,
         json.dumps(stack.shape), json.dumps(stack.affine.tolist()), 1, json.dumps([stack.volume_id]),
         json.dumps(stack.gaps), stack.duplicates, description, None,
-        hashlib.sha1(paths.encode()).hexdigest(),
+        hashlib.sha1(paths.encode()).hexdigest(), int(stack.patient_geometry),
     )
 
 
@@ -284,10 +286,10 @@ def _composed_row(study_uid, chain, stack_rows) -> tuple:
     affine, shape = compose.composed_geometry([(g.affine, g.shape) for g in chain])
     fingerprints = {r[0]: r[15] for r in stack_rows}
     fingerprint = hashlib.sha1("".join(fingerprints[m] for m in members).encode()).hexdigest()
-    gaps = [{"member": m, **g} for r in stack_rows if r[0] in members for g in json.loads(r[11])]
+    gaps = [{"member": r[0], **g} for r in stack_rows if r[0] in members for g in json.loads(r[11])]
     return (
         compose.composed_volume_id(members), study_uid, "composed", None, chain[0].role,
         f"composed from {len(members)} {chain[0].role} stations ({chain[0].orientation})",
         chain[0].orientation, json.dumps(shape), json.dumps(affine.tolist()), len(members),
-        json.dumps(members), json.dumps(gaps), 0, chain[0].description, None, fingerprint,
+        json.dumps(members), json.dumps(gaps), 0, chain[0].description, None, fingerprint, 1,
     )

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage
 
 from cno_annotate import __version__, phantom
 from cno_annotate.errors import CnoError
+from cno_annotate.uids import stable_uid
 
 BODY_TOP_Z = 680.0
 BODY_BOTTOM_Z = -900.0
@@ -172,7 +173,7 @@ def _uid_maker(plan: StudyPlan):
     base = f"cno-sample-{plan.seed}-{plan.stations}-{plan.slices}-{plan.matrix}"
 
     def make(name: str) -> str:
-        return generate_uid(prefix=None, entropy_srcs=[base, name])
+        return stable_uid(base, name)
 
     return make
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
-from pydicom.uid import generate_uid
+from cno_annotate.uids import stable_uid
 
 from cno_annotate.io.volume import Volume, apply_affine
 
@@ -50,7 +50,7 @@ class StackGeometry:
 
 def composed_volume_id(member_ids: list[str]) -> str:
     """A stable UID for the composition of these stacks."""
-    return generate_uid(prefix=None, entropy_srcs=["composed", *member_ids])
+    return stable_uid("composed", *member_ids)
 
 
 def plan_chains(stacks: list[StackGeometry]) -> list[list[StackGeometry]]:

@@ -71,6 +71,7 @@ class ImageRecord:
     bits_stored: int
     rescale: tuple[float, float]  # slope, intercept
     slice_thickness: float
+    geometry_known: bool  # False: no patient geometry, stacked by frame/instance order
     echo_time: float | None
     instance_number: int
     extras: dict[str, Any] = field(default_factory=dict)
@@ -178,12 +179,28 @@ def index_dicom_file(path: Path) -> list[ImageRecord]:
             raise SkipFile(
                 f"truncated pixel data ({min(length, path.stat().st_size - offset)} of {expected} bytes)"
             )
+    else:
+        _require_encapsulation_end(path)
     common = _common_fields(path, ds, syntax, offset, frames, dtype)
-    geometry = _frame_geometry(ds, frames)
+    geometry = _frame_geometry(ds, frames, common["instance_number"])
     return [
         ImageRecord(**common, frame=n, rows=rows, columns=columns, **geom)
         for n, geom in enumerate(geometry)
     ]
+
+
+_SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_TAIL_BYTES = 65536
+
+
+def _require_encapsulation_end(path: Path) -> None:
+    """Compressed frames end with a sequence delimiter; a cut file lacks it."""
+    size = path.stat().st_size
+    with open(path, "rb") as fp:
+        fp.seek(max(0, size - _TAIL_BYTES))
+        tail = fp.read()
+    if _SEQUENCE_DELIMITER not in tail:
+        raise SkipFile("truncated compressed pixel data (the file ends inside the encapsulated frames)")
 
 
 def _reject_non_images(ds: Dataset) -> None:
@@ -192,9 +209,14 @@ def _reject_non_images(ds: Dataset) -> None:
     if meta_class == MediaStorageDirectoryStorage or sop_class == MediaStorageDirectoryStorage:
         raise SkipFile("DICOMDIR (media directory, not an image; its files are found by walking the folder)")
     if "SOPInstanceUID" not in ds:
-        raise SkipFile("no SOPInstanceUID")
+        meta_uid = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPInstanceUID", None)
+        if not meta_uid:
+            raise SkipFile("no SOPInstanceUID")
+        ds.SOPInstanceUID = meta_uid  # tolerant reading: the file meta names it
     if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
         name = sop_class.name if sop_class else "unknown SOP class"
+        if "Image Storage" in name:
+            raise SkipFile(f"incomplete image header: {name} without Rows / Columns / BitsAllocated")
         raise SkipFile(f"not an image ({name})")
     image_type = [str(v).upper() for v in _as_list(getattr(ds, "ImageType", []))]
     if "MOSAIC" in image_type:
@@ -259,7 +281,7 @@ def _common_fields(path, ds, syntax, offset, frames, dtype) -> dict:
     }
 
 
-def _frame_geometry(ds: Dataset, frames: int) -> list[dict]:
+def _frame_geometry(ds: Dataset, frames: int, instance_number: int) -> list[dict]:
     """Geometry and rescale of each frame (classic or enhanced multi-frame)."""
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
     per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
@@ -268,19 +290,21 @@ def _frame_geometry(ds: Dataset, frames: int) -> list[dict]:
         groups = [shared] if shared is not None else []
         if per_frame is not None and n < len(per_frame):
             groups.insert(0, per_frame[n])
-        out.append(_geometry(ds, groups))
+        out.append(_geometry(ds, groups, instance_number + n))
     return out
 
 
-def _geometry(ds: Dataset, groups: list[Dataset]) -> dict:
+def _geometry(ds: Dataset, groups: list[Dataset], order: int) -> dict:
     position = _lookup(ds, groups, "PlanePositionSequence", "ImagePositionPatient")
     orientation = _lookup(ds, groups, "PlaneOrientationSequence", "ImageOrientationPatient")
     spacing = _lookup(ds, groups, "PixelMeasuresSequence", "PixelSpacing")
     thickness = _lookup(ds, groups, "PixelMeasuresSequence", "SliceThickness")
     slope = _lookup(ds, groups, "PixelValueTransformationSequence", "RescaleSlope")
     intercept = _lookup(ds, groups, "PixelValueTransformationSequence", "RescaleIntercept")
+    if position is None and orientation is None:
+        return _unknown_geometry(ds, spacing, thickness, slope, intercept, order)
     if position is None or orientation is None or spacing is None:
-        raise SkipFile("no patient geometry (ImagePositionPatient / ImageOrientationPatient / PixelSpacing)")
+        raise SkipFile("incomplete geometry (ImagePositionPatient, ImageOrientationPatient and PixelSpacing must all be present)")
     try:
         position_v = tuple(float(v) for v in position)
         orientation_v = tuple(float(v) for v in orientation)
@@ -299,6 +323,32 @@ def _geometry(ds: Dataset, groups: list[Dataset]) -> dict:
         "pixel_spacing": spacing_v,
         "slice_thickness": _float_or_none(thickness) or 0.0,
         "rescale": (_float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0),
+        "geometry_known": True,
+    }
+
+
+def _unknown_geometry(ds: Dataset, spacing, thickness, slope, intercept, order: int) -> dict:
+    """An image without patient geometry: stack it by frame or instance order.
+
+    Such images (secondary captures, some projection or stripped test
+    images) are kept so they can be viewed, but they carry no patient
+    coordinates and are never composed or linked to other series.
+    """
+    spacing = spacing or getattr(ds, "ImagerPixelSpacing", None) or (1.0, 1.0)
+    try:
+        spacing_v = tuple(float(v) for v in spacing)
+    except (TypeError, ValueError):
+        spacing_v = (1.0, 1.0)
+    if len(spacing_v) != 2 or min(spacing_v) <= 0:
+        spacing_v = (1.0, 1.0)
+    step = _float_or_none(getattr(ds, "SpacingBetweenSlices", None)) or _float_or_none(thickness) or 1.0
+    return {
+        "position": (0.0, 0.0, float(order) * abs(step)),
+        "orientation": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
+        "pixel_spacing": spacing_v,
+        "slice_thickness": _float_or_none(thickness) or 0.0,
+        "rescale": (_float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0),
+        "geometry_known": False,
     }
 
 

@@ -38,6 +38,7 @@ class Stack:
     orientation: str
     gaps: list[dict] = field(default_factory=list)
     duplicates: int = 0
+    patient_geometry: bool = True
 
 
 def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
@@ -72,6 +73,7 @@ def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
 
 def _group_key(image: dict) -> tuple:
     return (
+        image.get("geometry_known", True),
         tuple(round(v, 3) for v in image["orientation"]),
         image["rows"],
         image["columns"],
@@ -129,6 +131,7 @@ def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:
         orientation=orientation_name(normal),
         gaps=gaps,
         duplicates=duplicates,
+        patient_geometry=bool(images[0].get("geometry_known", True)),
     )
 
 

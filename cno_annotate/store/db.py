@@ -53,6 +53,7 @@ MIGRATIONS: list[str] = [
         rows INTEGER NOT NULL, columns INTEGER NOT NULL,
         position TEXT NOT NULL, orientation TEXT NOT NULL, pixel_spacing TEXT NOT NULL,
         slice_thickness REAL, rescale TEXT NOT NULL, echo_time REAL, instance_number INTEGER,
+        geometry_known INTEGER NOT NULL,
         PRIMARY KEY (sop_uid, frame)
     );
     CREATE INDEX images_by_series ON images (series_uid);
@@ -65,7 +66,7 @@ MIGRATIONS: list[str] = [
         orientation TEXT NOT NULL, shape TEXT NOT NULL, affine TEXT NOT NULL,
         stations INTEGER NOT NULL, members TEXT NOT NULL, gaps TEXT NOT NULL,
         duplicates INTEGER NOT NULL, description TEXT NOT NULL,
-        source_path TEXT, fingerprint TEXT NOT NULL
+        source_path TEXT, fingerprint TEXT NOT NULL, patient_geometry INTEGER NOT NULL
     );
     CREATE INDEX volumes_by_study ON volumes (study_uid);
     CREATE TABLE role_overrides (
@@ -278,6 +279,7 @@ def _volume_row(row: sqlite3.Row) -> dict:
     for key in ("shape", "affine", "members", "gaps"):
         out[key] = json.loads(out[key])
     out["overridden"] = bool(out["overridden"])
+    out["patient_geometry"] = bool(out["patient_geometry"])
     return out
 
 
@@ -285,4 +287,5 @@ def _image_row(row: sqlite3.Row) -> dict:
     out = dict(row)
     for key in ("position", "orientation", "pixel_spacing", "rescale"):
         out[key] = json.loads(out[key])
+    out["geometry_known"] = bool(out["geometry_known"])
     return out

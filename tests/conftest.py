@@ -1,0 +1,71 @@
+"""Shared fixtures: small generated studies, stores, and the CLI runner."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from cno_annotate.cli import main
+from cno_annotate.importer import import_paths
+from cno_annotate.sample import StudyPlan, generate_study
+from cno_annotate.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_scans" / "wbmri-cno-01"
+
+
+@pytest.fixture(scope="session")
+def small_study(tmp_path_factory) -> Path:
+    """A 3-station study, 6 slices of 48 x 48 per station (generated once)."""
+    out = tmp_path_factory.mktemp("small") / "study"
+    generate_study(out, StudyPlan(stations=3, slices=6, matrix=48, seed=3))
+    return out
+
+
+@pytest.fixture(scope="session")
+def sample_truth() -> dict:
+    """Ground truth of the bundled sample study."""
+    return json.loads((SAMPLE / "ground_truth.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sample_store(tmp_path_factory) -> Store:
+    """A store holding the bundled sample study (imported once, read-only use)."""
+    store = Store.open(tmp_path_factory.mktemp("sample-store"))
+    import_paths(store, [SAMPLE / "DICOM"])
+    return store
+
+
+@pytest.fixture
+def store(tmp_path) -> Store:
+    """An empty store."""
+    s = Store.open(tmp_path / "store")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def copy_tree(tmp_path):
+    """Copy a folder into the test's temporary folder."""
+
+    def copy(source: Path, name: str = "copy") -> Path:
+        target = tmp_path / name
+        shutil.copytree(source, target)
+        return target
+
+    return copy
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return code, out.out, out.err
+
+    return run

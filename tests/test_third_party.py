@@ -1,0 +1,171 @@
+"""Real files not made by us: pydicom's, pydicom-data's and nibabel's test data."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.pixels import apply_modality_lut
+
+from cno_annotate.errors import CnoError
+from cno_annotate.importer import import_paths
+from cno_annotate.store import Store
+from cno_annotate.volumes import load_volume
+
+PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
+NIBABEL_DATA = Path(nibabel.__file__).parent / "tests" / "data"
+NICOM_DATA = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
+
+
+def data_file(name: str) -> Path:
+    """A pydicom / pydicom-data file, never downloaded."""
+    path = get_testdata_file(name, download=False)
+    assert path is not None, f"{name} is missing: install the test extra (pydicom-data)"
+    return Path(path)
+
+
+def import_one(tmp_path: Path, path: Path) -> tuple[Store, object]:
+    store = Store.open(tmp_path / "store")
+    return store, import_paths(store, [path])
+
+
+MR_SMALL = ["MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "MR_small_expb.dcm",
+            "MR_small_padded.dcm", "MR_small_RLE.dcm", "MR_small_jp2klossless.dcm", "MR_small_jpeg_ls_lossless.dcm"]
+
+
+@pytest.mark.parametrize("name", MR_SMALL)
+def test_mr_small_in_every_encoding_decodes_like_pydicom(tmp_path, name):
+    store, report = import_one(tmp_path, data_file(name))
+    assert report.skipped == [] and report.instances == 1
+    (row,) = store.volumes()
+    assert row["shape"] == [1, 64, 64] and row["orientation"] in ("axial", "coronal", "sagittal", "oblique")
+    volume = load_volume(store, row["volume_id"])
+    np.testing.assert_array_equal(volume.array[0], reference_values("MR_small.dcm"))
+
+
+def reference_values(name: str) -> np.ndarray:
+    """pydicom's own decode with the modality LUT (rescale) applied."""
+    ds = pydicom.dcmread(data_file(name))
+    return apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+
+
+def test_colour_images_are_reported_not_crashed_on(tmp_path):
+    store, report = import_one(tmp_path, data_file("SC_rgb_jpeg_dcmd.dcm"))
+    assert report.instances == 0 and "colour" in report.skipped[0]["reason"]
+
+
+def test_lossy_jpeg2000_decodes_like_pydicom(tmp_path):
+    store, report = import_one(tmp_path, data_file("JPEG2000.dcm"))
+    assert report.instances == 1 and report.skipped == []
+    volume = load_volume(store, store.volumes()[0]["volume_id"])
+    np.testing.assert_array_equal(volume.array[0], reference_values("JPEG2000.dcm"))
+
+
+def test_undecodable_12_bit_jpeg_gives_a_clear_message_at_load(tmp_path):
+    """No installed decoder reads 12-bit JPEG Extended: say so, naming the file."""
+    store, report = import_one(tmp_path, data_file("JPEG-lossy.dcm"))
+    assert report.instances == 1
+    with pytest.raises(CnoError, match="no slice of .* could be read: .*JPEG-lossy.dcm"):
+        load_volume(store, store.volumes()[0]["volume_id"])
+    assert store.volumes()  # nothing lost
+
+
+@pytest.mark.parametrize("name", ["MR2_UNCR.dcm", "MR2_UNCI.dcm", "MR2_J2KR.dcm", "MR2_J2KI.dcm"])
+def test_larger_real_mr_files(tmp_path, name):
+    store, report = import_one(tmp_path, data_file(name))
+    assert report.skipped == []
+    (row,) = store.volumes()
+    assert row["shape"] == [1, 1024, 1024]
+    volume = load_volume(store, row["volume_id"])
+    np.testing.assert_allclose(volume.array[0], reference_values(name), rtol=1e-6)
+    if name != "MR2_UNCR.dcm":  # lossless and lossy encodings of the same image
+        assert np.corrcoef(volume.array[0].ravel(), reference_values("MR2_UNCR.dcm").ravel())[0, 1] > 0.99
+
+
+@pytest.mark.parametrize("name", ["emri_small.dcm", "emri_small_big_endian.dcm", "emri_small_RLE.dcm",
+                                  "emri_small_jpeg_2k_lossless.dcm", "emri_small_jpeg_ls_lossless.dcm"])
+def test_enhanced_multiframe_emri(tmp_path, name):
+    """Enhanced MR, 10 frames, geometry stripped: kept, stacked by frame order."""
+    store, report = import_one(tmp_path, data_file(name))
+    assert report.skipped == [] and report.instances == 1
+    (row,) = store.volumes()
+    assert row["shape"] == [10, 64, 64] and row["patient_geometry"] is False
+    volume = load_volume(store, row["volume_id"])
+    np.testing.assert_array_equal(volume.array, reference_values("emri_small.dcm"))
+
+
+@pytest.mark.filterwarnings("ignore:End of file reached before delimiter")
+def test_truncated_jpeg2000_is_reported_at_import(tmp_path):
+    store, report = import_one(tmp_path, data_file("emri_small_jpeg_2k_lossless_too_short.dcm"))
+    assert report.instances == 0
+    assert "truncated compressed pixel data" in report.skipped[0]["reason"]
+
+
+def test_philips_cd_export_with_dicomdir(tmp_path):
+    folder = PYDICOM_FILES / "dicomdirtests"
+    store, report = import_one(tmp_path, folder)
+    reasons = {Path(s["path"]).name: s["reason"] for s in report.skipped}
+    assert reasons["DICOMDIR"].startswith("DICOMDIR")
+    assert reasons["README.txt"] == "not a DICOM file"
+    assert report.instances == 31 and len(report.studies) >= 3
+    for volume in store.volumes():  # every volume decodes
+        got = load_volume(store, volume["volume_id"])
+        assert got.array.shape == tuple(volume["shape"]) and np.isfinite(got.array).all()
+    mr = [v for v in store.volumes() if store.db.execute(
+        "SELECT modality FROM dicom_series WHERE series_uid = ?", (v["series_uid"],)).fetchone()[0] == "MR"]
+    assert mr and all(v["patient_geometry"] for v in mr)
+
+
+def test_siemens_mosaic_is_reported_as_unsupported(tmp_path):
+    target = tmp_path / "mosaic"
+    target.mkdir()
+    for name in ("siemens_dwi_0.dcm.gz", "siemens_dwi_1000.dcm.gz"):
+        with gzip.open(NICOM_DATA / name) as src, open(target / name[:-3], "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    store, report = import_one(tmp_path, target)
+    assert report.instances == 0
+    assert all("mosaic" in s["reason"] for s in report.skipped) and len(report.skipped) == 2
+
+
+def test_nibabel_dicom_examples(tmp_path):
+    target = tmp_path / "nicom"
+    shutil.copytree(NICOM_DATA, target, ignore=shutil.ignore_patterns("*.gz", "*.bin", "*.txt"))
+    store, report = import_one(tmp_path, target)
+    mosaics = sorted(Path(s["path"]).name for s in report.skipped if "mosaic" in s["reason"])
+    assert mosaics == ["0.dcm", "1.dcm", "csa_slice_norm.dcm"]
+    # decimal_rescale.dcm names its SOP instance only in the file meta.
+    assert report.instances == 2 and len(report.skipped) == 3
+    for volume in store.volumes():
+        name = Path(store.images(volume["series_uid"])[0]["path"]).name
+        np.testing.assert_allclose(load_volume(store, volume["volume_id"]).array[0], reference(NICOM_DATA / name),
+                                   rtol=1e-6)
+
+
+def reference(path: Path) -> np.ndarray:
+    ds = pydicom.dcmread(path)
+    return apply_modality_lut(ds.pixel_array, ds).astype(np.float32)
+
+
+def test_4d_nifti_is_reported_and_3d_nifti_imports(tmp_path):
+    folder = tmp_path / "nifti"
+    folder.mkdir()
+    shutil.copy(NIBABEL_DATA / "example4d.nii.gz", folder)
+    shutil.copy(NIBABEL_DATA / "anatomical.nii", folder)
+    store, report = import_one(tmp_path, folder)
+    (skipped,) = report.skipped
+    assert skipped["path"].endswith("example4d.nii.gz") and "4D NIfTI" in skipped["reason"]
+    (row,) = store.volumes()
+    assert row["kind"] == "nifti" and row["description"] == "anatomical.nii"
+    volume = load_volume(store, row["volume_id"])
+    data = np.asarray(nibabel.load(folder / "anatomical.nii").dataobj)
+    assert volume.shape == data.shape[::-1]
+    np.testing.assert_array_equal(volume.array.transpose(2, 1, 0), data)
+    # LPS = RAS with x and y negated.
+    ras = nibabel.load(folder / "anatomical.nii").affine
+    np.testing.assert_allclose(volume.affine, np.diag([-1, -1, 1, 1]) @ ras)
