@@ -204,17 +204,21 @@ def _require_encapsulation_end(path: Path) -> None:
 
 
 def _reject_non_images(ds: Dataset) -> None:
-    sop_class = UID(str(getattr(ds, "SOPClassUID", "") or ""))
-    meta_class = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPClassUID", None)
+    meta = getattr(ds, "file_meta", None)
+    meta_class = getattr(meta, "MediaStorageSOPClassUID", None)
+    # Tolerant reading: some writers name the SOP class and instance only in the file meta.
+    sop_class = UID(str(getattr(ds, "SOPClassUID", "") or meta_class or ""))
     if meta_class == MediaStorageDirectoryStorage or sop_class == MediaStorageDirectoryStorage:
         raise SkipFile("DICOMDIR (media directory, not an image; its files are found by walking the folder)")
     if "SOPInstanceUID" not in ds:
-        meta_uid = getattr(getattr(ds, "file_meta", None), "MediaStorageSOPInstanceUID", None)
+        meta_uid = getattr(meta, "MediaStorageSOPInstanceUID", None)
         if not meta_uid:
             raise SkipFile("no SOPInstanceUID")
-        ds.SOPInstanceUID = meta_uid  # tolerant reading: the file meta names it
+        ds.SOPInstanceUID = meta_uid
+    if not sop_class:
+        raise SkipFile("incomplete DICOM header: no SOPClassUID (truncated file?)")
     if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
-        name = sop_class.name if sop_class else "unknown SOP class"
+        name = sop_class.name
         if "Image Storage" in name:
             raise SkipFile(f"incomplete image header: {name} without Rows / Columns / BitsAllocated")
         raise SkipFile(f"not an image ({name})")
