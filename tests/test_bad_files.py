@@ -71,7 +71,7 @@ def bad_corpus(small_study, tmp_path) -> tuple[Path, dict[str, str]]:
     expected = {
         "EMPTY": "empty file",
         "TRUNC": "truncated pixel data",
-        "HEADCUT": "incomplete DICOM header",
+        "HEADCUT": "incomplete image header: MR Image Storage without Rows",
         "RANDOM": "not a DICOM file",
         "NOTES": "not a DICOM file",
         "SR": "not an image (Comprehensive SR Storage)",
