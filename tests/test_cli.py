@@ -1,0 +1,138 @@
+"""The command line: help, exit codes, messages, JSON output, headless core."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from cno_annotate.cli import build_parser
+
+REPO = Path(__file__).resolve().parents[1]
+SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_every_subcommand_has_help(cli, command):
+    code, out, err = cli(command, "--help")
+    assert code == 0 and "usage: cno-annotate " + command in out and "--store" in out
+
+
+def test_usage_errors_exit_2(cli):
+    assert cli()[0] == 2
+    assert cli("import")[0] == 2
+    assert cli("no-such-command")[0] == 2
+    assert cli("set-role", "x", "T2")[0] == 2
+
+
+def test_expected_failures_exit_1_with_one_line(cli, tmp_path):
+    store = tmp_path / "store"
+    cases = [
+        ("series", "no-such-study", "--store", store),
+        ("export-nifti", "1.2.3", "--out", tmp_path / "x.nii", "--store", store),
+        ("export-nifti", "1.2.3", "--out", tmp_path / "x.png", "--store", store),
+        ("export-nifti", "1.2.3", "--out", tmp_path / "missing" / "x.nii", "--store", store),
+        ("sample", "--out", tmp_path / "s", "--stations", "0"),
+    ]
+    for args in cases:
+        code, out, err = cli(*args)
+        assert code == 1, args
+        assert err.startswith("cno-annotate: error: ") and err.count("\n") == 1, err
+        assert "Traceback" not in err
+
+
+def test_store_from_environment(cli, small_study, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNO_ANNOTATE_STORE", str(tmp_path / "env-store"))
+    assert cli("import", small_study)[0] == 0
+    code, out, _ = cli("studies", "--json")
+    assert code == 0 and len(json.loads(out)) == 1
+    assert (tmp_path / "env-store" / "store.sqlite").exists()
+
+
+def test_series_json_fields(cli, small_study, tmp_path):
+    store = tmp_path / "store"
+    cli("import", small_study, "--store", store)
+    code, out, _ = cli("series", "--store", store, "--json")
+    rows = json.loads(out)
+    required = {"study_uid", "series_uid", "role", "role_reason", "orientation", "composed", "stations", "shape", "spacing_mm"}
+    assert all(required <= set(r) for r in rows)
+    composed = [r for r in rows if r["composed"]]
+    assert sorted(r["role"] for r in composed) == ["STIR", "T1"]
+    assert all(r["stations"] == 3 and r["shape"][0] == 48 and r["shape"][2] == 6 for r in composed)
+    study = rows[0]["study_uid"]
+    code, out, _ = cli("series", study, "--store", store, "--json")
+    assert len(json.loads(out)) == len(rows)
+
+
+def test_human_output_names_roles_and_composition(cli, small_study, tmp_path):
+    code, out, _ = cli("import", small_study, "--store", tmp_path / "store")
+    assert code == 0
+    assert "2 volumes" not in out and "(2 composed whole-body)" in out
+    assert out.count("STIR") >= 4 and "3 stations" in out
+
+
+def test_sample_refuses_a_non_empty_folder(cli, tmp_path):
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("x")
+    code, _, err = cli("sample", "--out", tmp_path / "busy")
+    assert code == 1 and "not empty" in err
+
+
+def test_python_dash_m_runs_the_cli(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "cno_annotate", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("cno-annotate ")
+
+
+BLOCK_QT = textwrap.dedent(
+    """
+    import importlib.abc, sys
+
+    class BlockQt(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in {"PySide6", "PyQt5", "PyQt6", "PySide2", "shiboken6", "qtpy", "pytestqt"}:
+                raise ImportError(f"Qt is not installed here ({name})")
+            return None
+
+    sys.meta_path.insert(0, BlockQt())
+    """
+)
+
+
+def test_core_and_cli_run_with_no_qt(tmp_path, small_study):
+    """Import every core module and run an import + listing with Qt unavailable."""
+    script = BLOCK_QT + textwrap.dedent(
+        f"""
+        import pkgutil, importlib, sys
+        import cno_annotate
+        for module in pkgutil.walk_packages(cno_annotate.__path__, "cno_annotate."):
+            if module.name != "cno_annotate.__main__":
+                importlib.import_module(module.name)
+        from cno_annotate.cli import main
+        assert main(["import", {str(small_study)!r}, "--store", {str(tmp_path / 's')!r}]) == 0
+        assert main(["series", "--store", {str(tmp_path / 's')!r}, "--json"]) == 0
+        from cno_annotate.store import Store
+        from cno_annotate.volumes import load_volume
+        store = Store.open({str(tmp_path / 's')!r})
+        for v in store.volumes():
+            load_volume(store, v["volume_id"])
+        loaded = [m for m in sys.modules if m.split(".")[0] in ("PySide6", "shiboken6", "PyQt5", "PyQt6")]
+        assert not loaded, loaded
+        print("HEADLESS-OK")
+        """
+    )
+    env = {**os.environ, "QT_QPA_PLATFORM": ""}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "HEADLESS-OK" in result.stdout
+
+
+def test_no_core_source_mentions_qt():
+    for path in (REPO / "cno_annotate").rglob("*.py"):
+        text = path.read_text()
+        for binding in ("PySide", "PyQt", "qtpy", "shiboken"):
+            assert f"import {binding}" not in text and f"from {binding}" not in text, path
