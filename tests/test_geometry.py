@@ -61,6 +61,17 @@ def test_compose_on_whole_voxel_offsets_copies_and_blends():
     np.testing.assert_allclose(out.array[1, :, 5], 100 + zs, atol=1e-4)
 
 
+@pytest.mark.parametrize("bottom_z", [50.7, 49.1, 51.99])
+def test_compose_sub_voxel_table_moves_interpolate_exactly(bottom_z):
+    """Stations a fraction of a voxel off the grid: a linear ramp stays exact."""
+    top, bottom = _coronal(100.0, 30), _coronal(bottom_z, 30)
+    out = compose([top, bottom])
+    rows = np.arange(out.shape[1])
+    zs = apply_affine(out.affine, np.stack([np.zeros(rows.size), rows, np.zeros(rows.size)], axis=1))[:, 2]
+    np.testing.assert_allclose(out.array[2, :, 7], 100 + zs, atol=5e-3)
+    assert zs.max() == pytest.approx(100.0) and zs.min() >= bottom_z - 2 * 29 - 1e-6
+
+
 def test_compose_blends_overlaps_linearly():
     top, bottom = _coronal(100.0, 30, value=10.0), _coronal(50.0, 30, value=20.0)
     out = compose([top, bottom]).array[0, :, 0]

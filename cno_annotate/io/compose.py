@@ -5,10 +5,12 @@ to feet with some overlap. :func:`plan_chains` decides from geometry alone
 which stacks of a study belong together; :func:`compose` puts their pixels on
 one grid in patient coordinates, blending overlaps with linear feathering.
 
-When the stations share direction and spacing and sit on whole-voxel offsets
-(the usual case: same protocol, table moves), slices are copied without
-interpolation. Otherwise each station is resampled (linear, SimpleITK) onto
-the grid of the first one.
+Stations of one protocol share direction and voxel size but the table moves by
+any number of millimetres, so a station usually sits a fraction of a voxel off
+the common grid. Such a pure translation is resampled exactly (trilinear) as
+one linear interpolation per axis with a constant fraction, in numpy, without
+touching voxels twice. Stations with another direction or voxel size are
+resampled with SimpleITK (linear).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 import numpy as np
+
 from cno_annotate.uids import stable_uid
 
 from cno_annotate.io.volume import Volume, apply_affine
@@ -27,7 +30,7 @@ MAX_GAP_MM = 10.0
 MAX_OVERLAP_FRACTION = 0.5
 #: Stations must share at least this fraction of their left-right extent.
 MIN_SIDE_OVERLAP = 0.5
-_ON_GRID = 0.01
+_ON_GRID = 1e-3
 
 
 @dataclass(frozen=True)
@@ -122,43 +125,22 @@ def compose(stations: list[Volume], volume_id: str | None = None) -> Volume:
     Returns
     -------
     Volume
-        On the grid of the first (head-most) station, extended to cover all
-        stations; overlaps are blended linearly along head-feet.
+        On the grid of :func:`composed_geometry`; overlaps are blended with
+        weights that fall linearly towards each station's head and feet edges.
     """
     stations = sorted(stations, key=lambda v: -_corners(v.affine, v.shape)[:, 2].max())
     grid_affine, shape = composed_geometry([(v.affine, v.shape) for v in stations])
     direction = grid_affine[:3, :3] / np.linalg.norm(grid_affine[:3, :3], axis=0)
-    out = np.zeros(shape, dtype=np.float32)
     # The array axis (k, j, i) most aligned with head-feet carries the blend.
-    hf_index_axis = int(np.argmax(np.abs(direction[2, :])))
-    hf_array_axis = 2 - hf_index_axis
-    weights = np.zeros(shape[hf_array_axis], dtype=np.float32)
-    full_weights = None
+    hf_axis = 2 - int(np.argmax(np.abs(direction[2, :])))
     inverse = np.linalg.inv(grid_affine)
-    placements = [_place(station, inverse, shape) for station in stations]
-    same_extent = len({tuple(p[0][:hf_array_axis] + p[0][hf_array_axis + 1:]) for p in placements}) == 1
-    ramp = _ramp_lengths(placements, hf_array_axis)
-    for station, (box, resampled) in zip(stations, placements):
-        data = resampled if resampled is not None else _on_grid(station, grid_affine, box)
-        region = tuple(slice(lo, hi) for lo, hi in box)
-        w = _feather(box[hf_array_axis], ramp)
-        shape_w = [1, 1, 1]
-        shape_w[hf_array_axis] = w.size
-        w3 = w.reshape(shape_w)
-        coverage = None
-        if resampled is not None:
-            coverage = np.asarray(data > np.finfo(np.float32).tiny, dtype=np.float32)
-        if same_extent and coverage is None and full_weights is None:
-            out[region] += data * w3
-            weights[box[hf_array_axis][0]:box[hf_array_axis][1]] += w
-        else:
-            if full_weights is None:
-                full_weights = _expand(weights, shape, hf_array_axis)
-            local = w3 if coverage is None else w3 * coverage
-            out[region] += data * local
-            full_weights[region] += local
-    norm = full_weights if full_weights is not None else _expand(weights, shape, hf_array_axis, lazy=True)
-    np.divide(out, norm, out=out, where=norm > 0)
+    placed = [_place(station, inverse, shape) for station in stations]
+    out = np.zeros(shape, dtype=np.float32)
+    same_extent = len({tuple(b[:hf_axis] + b[hf_axis + 1:]) for b, _, _ in placed}) == 1
+    if same_extent and all(coverage is None for _, _, coverage in placed):
+        _blend_rows(out, placed, hf_axis)
+    else:
+        _blend_voxels(out, placed, hf_axis)
     members = [v.volume_id for v in stations]
     return Volume(
         array=out,
@@ -187,55 +169,86 @@ def composed_geometry(geometries: list[tuple[np.ndarray, tuple[int, int, int]]])
         mins.append(local.min(axis=0))
         maxs.append(local.max(axis=0))
     lo, hi = np.min(mins, axis=0), np.max(maxs, axis=0)
-    counts = np.floor((hi - lo) / spacing + 0.5 + _ON_GRID).astype(int) + 1
+    counts = np.floor((hi - lo) / spacing + _ON_GRID).astype(int) + 1  # never past the last voxel
     grid = np.eye(4)
     grid[:3, :3] = direction * spacing
     grid[:3, 3] = reference_origin + direction @ lo
     return grid, (int(counts[2]), int(counts[1]), int(counts[0]))
 
 
-def _place(station: Volume, inverse: np.ndarray, shape) -> tuple[list[tuple[int, int]], np.ndarray | None]:
-    """Where a station lands in the grid; resampled data if not on whole voxels."""
+def _place(station: Volume, inverse: np.ndarray, shape):
+    """Where a station lands in the grid, and its voxels on the grid there.
+
+    Returns ``(box, data, coverage)``: ``box`` is ``[(start, stop)]`` per
+    array axis, ``data`` the station's values on those grid voxels, and
+    ``coverage`` ``None`` when every voxel of the box is inside the station,
+    else a 0/1 array of the voxels that are.
+    """
     corners = apply_affine(inverse, _corners(station.affine, station.shape))
-    lo = corners.min(axis=0)
-    hi = corners.max(axis=0)
-    same_axes = np.allclose(
-        np.abs(inverse[:3, :3] @ station.affine[:3, :3]), np.eye(3), atol=1e-3
-    )
-    on_grid = same_axes and np.all(np.abs(lo - np.round(lo)) < _ON_GRID)
-    start = np.clip(np.round(lo).astype(int) if on_grid else np.floor(lo).astype(int), 0, None)
-    stop = np.minimum(np.round(hi).astype(int) + 1 if on_grid else np.ceil(hi).astype(int) + 1,
-                      [shape[2], shape[1], shape[0]])
-    box = [(int(start[2]), int(stop[2])), (int(start[1]), int(stop[1])), (int(start[0]), int(stop[0]))]
-    if on_grid:
-        return box, None
-    return box, _resample(station, np.linalg.inv(inverse), box)
+    lo, hi = corners.min(axis=0), corners.max(axis=0)
+    grid_size = np.array([shape[2], shape[1], shape[0]])
+    axes_map = inverse[:3, :3] @ station.affine[:3, :3]
+    if np.allclose(np.abs(axes_map), np.eye(3), atol=1e-3):
+        start = np.clip(np.ceil(lo - _ON_GRID).astype(int), 0, None)
+        stop = np.minimum(np.floor(hi + _ON_GRID).astype(int) + 1, grid_size)
+        box = [(int(start[a]), int(stop[a])) for a in (2, 1, 0)]
+        data = _translate(_in_grid_order(station.array, axes_map), start - lo, stop - start)
+        return box, data, None
+    start = np.clip(np.floor(lo).astype(int), 0, None)
+    stop = np.minimum(np.ceil(hi).astype(int) + 1, grid_size)
+    box = [(int(start[a]), int(stop[a])) for a in (2, 1, 0)]
+    data, coverage = _resample(station, np.linalg.inv(inverse), box)
+    return box, data, coverage
 
 
-def _on_grid(station: Volume, grid_affine: np.ndarray, box) -> np.ndarray:
-    """A station whose voxels coincide with the grid, flipped into grid order."""
-    data = station.array
-    axes_map = np.linalg.inv(grid_affine[:3, :3]) @ station.affine[:3, :3]
+def _in_grid_order(array: np.ndarray, axes_map: np.ndarray) -> np.ndarray:
+    """Flip the station's axes that run against the grid's."""
     for index_axis in range(3):
         if axes_map[index_axis, index_axis] < 0:
-            data = np.flip(data, axis=2 - index_axis)
-    return data
+            array = np.flip(array, axis=2 - index_axis)
+    return array
 
 
-def _resample(station: Volume, grid_affine: np.ndarray, box) -> np.ndarray:
+def _translate(array: np.ndarray, fraction: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Sample a volume at a sub-voxel offset: one linear interpolation per axis.
+
+    ``fraction[a]`` (index order i, j, k) is where the first grid voxel falls
+    between station voxels 0 and 1 along axis ``a``; ``counts[a]`` how many
+    grid voxels to produce. Exact trilinear interpolation of a translation.
+    """
+    out = array
+    for index_axis in range(3):
+        axis = 2 - index_axis
+        f = float(fraction[index_axis])
+        n = int(counts[index_axis])
+        first = out[_along(axis, slice(0, n))]
+        if f > _ON_GRID and n < out.shape[axis]:
+            second = out[_along(axis, slice(1, n + 1))]
+            blended = np.subtract(second, first, dtype=np.float32)
+            blended *= f
+            blended += first
+            first = blended
+        out = first
+    return np.ascontiguousarray(out, dtype=np.float32)
+
+
+def _resample(station: Volume, grid_affine: np.ndarray, box):
     """Linear resampling of a station onto a box of the grid (SimpleITK)."""
     import SimpleITK as sitk
 
-    image = _to_sitk(station.array, station.affine)
     origin = apply_affine(grid_affine, np.array([box[2][0], box[1][0], box[0][0]], float))
     spacing = np.linalg.norm(grid_affine[:3, :3], axis=0)
-    direction = grid_affine[:3, :3] / spacing
     reference = sitk.Image([box[2][1] - box[2][0], box[1][1] - box[1][0], box[0][1] - box[0][0]], sitk.sitkFloat32)
     reference.SetOrigin(origin.tolist())
     reference.SetSpacing(spacing.tolist())
-    reference.SetDirection(direction.flatten().tolist())
-    result = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
-    return sitk.GetArrayFromImage(result)
+    reference.SetDirection((grid_affine[:3, :3] / spacing).flatten().tolist())
+    outputs = []
+    for array in (station.array, np.ones(station.shape, np.float32)):
+        image = _to_sitk(array, station.affine)
+        result = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+        outputs.append(sitk.GetArrayFromImage(result))
+    data, coverage = outputs
+    return data, (coverage > 0.5).astype(np.float32)
 
 
 def _to_sitk(array: np.ndarray, affine: np.ndarray):
@@ -249,23 +262,58 @@ def _to_sitk(array: np.ndarray, affine: np.ndarray):
     return image
 
 
-def _ramp_lengths(placements, axis: int) -> int:
-    """Feather length: the largest overlap between neighbouring stations."""
-    spans = sorted(p[0][axis] for p in placements)
-    overlaps = [a[1] - b[0] for a, b in zip(spans, spans[1:])]
-    return max([o for o in overlaps if o > 0], default=1)
+def _feather_weights(placed, axis: int) -> list[np.ndarray]:
+    """Per station, weights along head-feet that rise over the largest overlap."""
+    spans = [box[axis] for box, _, _ in placed]
+    ordered = sorted(spans)
+    overlaps = [a[1] - b[0] for a, b in zip(ordered, ordered[1:])]
+    ramp = max([o for o in overlaps if o > 0], default=1)
+    weights = []
+    for start, stop in spans:
+        r = np.arange(stop - start, dtype=np.float32)
+        edge = np.minimum(r + 1, stop - start - r)
+        weights.append(np.minimum(edge / (ramp + 1), 1.0).astype(np.float32))
+    return weights
 
 
-def _feather(span: tuple[int, int], ramp: int) -> np.ndarray:
-    """Weights that rise over ``ramp`` voxels from each end of a station."""
-    n = span[1] - span[0]
-    r = np.arange(n, dtype=np.float32)
-    edge = np.minimum(r + 1, n - r)
-    return np.minimum(edge / (ramp + 1), 1.0).astype(np.float32)
+def _along(axis: int, rows) -> tuple:
+    """An index that selects ``rows`` along ``axis`` of a 3-D array."""
+    index: list = [slice(None)] * 3
+    index[axis] = rows
+    return tuple(index)
 
 
-def _expand(weights: np.ndarray, shape, axis: int, lazy: bool = False) -> np.ndarray:
-    view_shape = [1, 1, 1]
-    view_shape[axis] = weights.size
-    view = weights.reshape(view_shape)
-    return view if lazy else np.broadcast_to(view, shape).astype(np.float32)
+def _blend_rows(out: np.ndarray, placed, axis: int) -> None:
+    """Blend stations that share their extent across head-feet (the fast path).
+
+    Rows with full weight are copied; only the ramp rows near station edges
+    are weighted, summed and normalised.
+    """
+    total = np.zeros(out.shape[axis], dtype=np.float32)
+    for (box, data, _), w in zip(placed, _feather_weights(placed, axis)):
+        region = out[tuple(slice(lo, hi) for lo, hi in box)]
+        full = np.nonzero(w >= 1.0)[0]
+        first, last = (int(full[0]), int(full[-1]) + 1) if full.size else (w.size, w.size)
+        region[_along(axis, slice(first, last))] += data[_along(axis, slice(first, last))]
+        for rows in (slice(0, first), slice(last, w.size)):
+            shape = [1, 1, 1]
+            shape[axis] = rows.stop - rows.start
+            region[_along(axis, rows)] += data[_along(axis, rows)] * w[rows].reshape(shape)
+        total[box[axis][0]:box[axis][1]] += w
+    rows = np.nonzero((total > 0) & (np.abs(total - 1.0) > 1e-6))[0]
+    shape = [1, 1, 1]
+    shape[axis] = rows.size
+    out[_along(axis, rows)] /= total[rows].reshape(shape)
+
+
+def _blend_voxels(out: np.ndarray, placed, axis: int) -> None:
+    """Blend stations with per-voxel weights (different extents or resampled)."""
+    total = np.zeros(out.shape, dtype=np.float32)
+    for (box, data, coverage), w in zip(placed, _feather_weights(placed, axis)):
+        region = tuple(slice(lo, hi) for lo, hi in box)
+        shape = [1, 1, 1]
+        shape[axis] = w.size
+        local = w.reshape(shape) if coverage is None else w.reshape(shape) * coverage
+        out[region] += data * local
+        total[region] += local
+    np.divide(out, total, out=out, where=total > 0)
