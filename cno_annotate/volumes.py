@@ -75,9 +75,10 @@ def _stack(store: Store, row: dict):
 
 
 def _load_stack(store: Store, row: dict, progress) -> Volume:
-    volume = load_stack(_stack(store, row), progress)
+    stack = _stack(store, row)
+    volume = load_stack(stack, progress)
     errors = volume.meta["load_errors"]
-    if errors and len(errors) == len(_stack(store, row).images):
+    if errors and len(errors) == len(stack.images):
         raise CnoError(f"no slice of {row['volume_id']} could be read: {errors[0]['path']}: {errors[0]['reason']}")
     return volume
 
@@ -93,25 +94,46 @@ def _load_composed(store: Store, row: dict, progress, use_cache: bool) -> Volume
         except (OSError, ValueError):
             pass  # a damaged cache file is rebuilt below
     members = [store.volume(m) for m in row["members"]]
+    total = sum(m["shape"][0] for m in members)
     stations = []
-    errors: list[dict] = []
-    total = sum(int(np.prod(m["shape"][:1])) for m in members)
-    done = [0]
-
-    def station_progress(n: int, _total: int) -> None:
-        if progress is not None:
-            progress(done[0] + n, total)
-
     for member in members:
-        station = _load_stack(store, member, station_progress)
-        done[0] += member["shape"][0]
-        errors.extend(station.meta["load_errors"])
-        stations.append(station)
+        offset = sum(m["shape"][0] for m in members[: len(stations)])
+        stations.append(_LazyStation(store, member, _offset_progress(progress, offset, total)))
     volume = compose.compose(stations, volume_id=row["volume_id"])
     if use_cache:
         _save_atomic(cache, volume.array)
-    volume.meta.update({"cached": False, "load_errors": errors})
+    volume.meta.update({"cached": False, "load_errors": [e for s in stations for e in s.errors]})
     return volume
+
+
+class _LazyStation:
+    """A station stack that reads its pixels when composition asks for them."""
+
+    def __init__(self, store: Store, row: dict, progress):
+        self.store, self.row, self.progress = store, row, progress
+        self.affine = np.array(row["affine"])
+        self.shape = tuple(row["shape"])
+        self.volume_id = row["volume_id"]
+        self.role = row["role"]
+        self.errors: list[dict] = []
+        self._array: np.ndarray | None = None
+
+    @property
+    def array(self) -> np.ndarray:
+        if self._array is None:
+            volume = _load_stack(self.store, self.row, self.progress)
+            self.errors = volume.meta["load_errors"]
+            self._array = volume.array
+        return self._array
+
+    def release(self) -> None:
+        self._array = None
+
+
+def _offset_progress(progress, offset: int, total: int):
+    if progress is None:
+        return None
+    return lambda done, _n: progress(offset + done, total)
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -112,13 +113,36 @@ def _corners(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return apply_affine(affine, ijk)
 
 
-def compose(stations: list[Volume], volume_id: str | None = None) -> Volume:
+class Station(Protocol):
+    """What :func:`compose` needs of a station: geometry first, pixels on demand.
+
+    A :class:`~cno_annotate.io.volume.Volume` is one. A lazy station may load
+    its ``array`` on first access and drop it in ``release()``, so that only
+    one station's pixels are in memory at a time.
+    """
+
+    affine: np.ndarray
+    volume_id: str
+    role: str
+
+    @property
+    def shape(self) -> tuple[int, int, int]: ...
+
+    @property
+    def array(self) -> np.ndarray: ...
+
+
+def compose(stations: list[Station], volume_id: str | None = None) -> Volume:
     """Compose station volumes into one volume on a common grid.
+
+    Stations are read and blended one at a time: peak memory is the result
+    plus about one station.
 
     Parameters
     ----------
-    stations : list of Volume
-        The stations of one chain, any order.
+    stations : list of Station
+        The stations of one chain, any order (``Volume`` objects, or lazy
+        stations with a ``release()`` method).
     volume_id : str, optional
         Id of the result; by default :func:`composed_volume_id` of the members.
 
@@ -134,13 +158,21 @@ def compose(stations: list[Volume], volume_id: str | None = None) -> Volume:
     # The array axis (k, j, i) most aligned with head-feet carries the blend.
     hf_axis = 2 - int(np.argmax(np.abs(direction[2, :])))
     inverse = np.linalg.inv(grid_affine)
-    placed = [_place(station, inverse, shape) for station in stations]
+    plans = [_plan(station, inverse, shape) for station in stations]
+    weights = _feather_weights([p.box for p in plans], hf_axis)
+    same_extent = len({tuple(p.box[:hf_axis] + p.box[hf_axis + 1:]) for p in plans}) == 1
+    per_row = same_extent and all(p.translate for p in plans)
     out = np.zeros(shape, dtype=np.float32)
-    same_extent = len({tuple(b[:hf_axis] + b[hf_axis + 1:]) for b, _, _ in placed}) == 1
-    if same_extent and all(coverage is None for _, _, coverage in placed):
-        _blend_rows(out, placed, hf_axis)
-    else:
-        _blend_voxels(out, placed, hf_axis)
+    total = np.zeros(shape[hf_axis] if per_row else shape, dtype=np.float32)
+    for station, plan, w in zip(stations, plans, weights):
+        data, coverage = _station_on_grid(station, plan, grid_affine)
+        if per_row:
+            _add_rows(out, total, plan.box, data, w, hf_axis)
+        else:
+            _add_voxels(out, total, plan.box, data, coverage, w, hf_axis)
+        del data, coverage
+        getattr(station, "release", lambda: None)()
+    _normalise(out, total, hf_axis)
     members = [v.volume_id for v in stations]
     return Volume(
         array=out,
@@ -176,29 +208,42 @@ def composed_geometry(geometries: list[tuple[np.ndarray, tuple[int, int, int]]])
     return grid, (int(counts[2]), int(counts[1]), int(counts[0]))
 
 
-def _place(station: Volume, inverse: np.ndarray, shape):
-    """Where a station lands in the grid, and its voxels on the grid there.
+@dataclass(frozen=True)
+class _Placement:
+    """Where a station lands on the grid, decided from geometry alone."""
 
-    Returns ``(box, data, coverage)``: ``box`` is ``[(start, stop)]`` per
-    array axis, ``data`` the station's values on those grid voxels, and
-    ``coverage`` ``None`` when every voxel of the box is inside the station,
-    else a 0/1 array of the voxels that are.
-    """
+    box: list[tuple[int, int]]  # (start, stop) per array axis (k, j, i)
+    translate: bool  # same axes and spacing: a sub-voxel shift, done in numpy
+    axes_map: np.ndarray
+    fraction: np.ndarray  # index order (i, j, k)
+
+
+def _plan(station: Station, inverse: np.ndarray, shape) -> _Placement:
     corners = apply_affine(inverse, _corners(station.affine, station.shape))
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     grid_size = np.array([shape[2], shape[1], shape[0]])
     axes_map = inverse[:3, :3] @ station.affine[:3, :3]
-    if np.allclose(np.abs(axes_map), np.eye(3), atol=1e-3):
+    translate = bool(np.allclose(np.abs(axes_map), np.eye(3), atol=1e-3))
+    if translate:
         start = np.clip(np.ceil(lo - _ON_GRID).astype(int), 0, None)
         stop = np.minimum(np.floor(hi + _ON_GRID).astype(int) + 1, grid_size)
-        box = [(int(start[a]), int(stop[a])) for a in (2, 1, 0)]
-        data = _translate(_in_grid_order(station.array, axes_map), start - lo, stop - start)
-        return box, data, None
-    start = np.clip(np.floor(lo).astype(int), 0, None)
-    stop = np.minimum(np.ceil(hi).astype(int) + 1, grid_size)
+    else:
+        start = np.clip(np.floor(lo).astype(int), 0, None)
+        stop = np.minimum(np.ceil(hi).astype(int) + 1, grid_size)
     box = [(int(start[a]), int(stop[a])) for a in (2, 1, 0)]
-    data, coverage = _resample(station, np.linalg.inv(inverse), box)
-    return box, data, coverage
+    return _Placement(box, translate, axes_map, start - lo)
+
+
+def _station_on_grid(station: Station, plan: _Placement, grid_affine: np.ndarray):
+    """A station's values on its box of the grid, and its coverage there.
+
+    Coverage is ``None`` when the station fills the whole box.
+    """
+    if plan.translate:
+        counts = np.array([plan.box[2][1] - plan.box[2][0], plan.box[1][1] - plan.box[1][0],
+                           plan.box[0][1] - plan.box[0][0]])
+        return _translate(_in_grid_order(station.array, plan.axes_map), plan.fraction, counts), None
+    return _resample(station, grid_affine, plan.box)
 
 
 def _in_grid_order(array: np.ndarray, axes_map: np.ndarray) -> np.ndarray:
@@ -262,9 +307,9 @@ def _to_sitk(array: np.ndarray, affine: np.ndarray):
     return image
 
 
-def _feather_weights(placed, axis: int) -> list[np.ndarray]:
+def _feather_weights(boxes: list, axis: int) -> list[np.ndarray]:
     """Per station, weights along head-feet that rise over the largest overlap."""
-    spans = [box[axis] for box, _, _ in placed]
+    spans = [box[axis] for box in boxes]
     ordered = sorted(spans)
     overlaps = [a[1] - b[0] for a, b in zip(ordered, ordered[1:])]
     ramp = max([o for o in overlaps if o > 0], default=1)
@@ -283,37 +328,39 @@ def _along(axis: int, rows) -> tuple:
     return tuple(index)
 
 
-def _blend_rows(out: np.ndarray, placed, axis: int) -> None:
-    """Blend stations that share their extent across head-feet (the fast path).
-
-    Rows with full weight are copied; only the ramp rows near station edges
-    are weighted, summed and normalised.
-    """
-    total = np.zeros(out.shape[axis], dtype=np.float32)
-    for (box, data, _), w in zip(placed, _feather_weights(placed, axis)):
-        region = out[tuple(slice(lo, hi) for lo, hi in box)]
-        full = np.nonzero(w >= 1.0)[0]
-        first, last = (int(full[0]), int(full[-1]) + 1) if full.size else (w.size, w.size)
-        region[_along(axis, slice(first, last))] += data[_along(axis, slice(first, last))]
-        for rows in (slice(0, first), slice(last, w.size)):
-            shape = [1, 1, 1]
-            shape[axis] = rows.stop - rows.start
-            region[_along(axis, rows)] += data[_along(axis, rows)] * w[rows].reshape(shape)
-        total[box[axis][0]:box[axis][1]] += w
-    rows = np.nonzero((total > 0) & (np.abs(total - 1.0) > 1e-6))[0]
+def _column(w: np.ndarray, axis: int) -> np.ndarray:
     shape = [1, 1, 1]
-    shape[axis] = rows.size
-    out[_along(axis, rows)] /= total[rows].reshape(shape)
+    shape[axis] = w.size
+    return w.reshape(shape)
 
 
-def _blend_voxels(out: np.ndarray, placed, axis: int) -> None:
-    """Blend stations with per-voxel weights (different extents or resampled)."""
-    total = np.zeros(out.shape, dtype=np.float32)
-    for (box, data, coverage), w in zip(placed, _feather_weights(placed, axis)):
-        region = tuple(slice(lo, hi) for lo, hi in box)
-        shape = [1, 1, 1]
-        shape[axis] = w.size
-        local = w.reshape(shape) if coverage is None else w.reshape(shape) * coverage
-        out[region] += data * local
-        total[region] += local
-    np.divide(out, total, out=out, where=total > 0)
+def _add_rows(out, total, box, data, w, axis: int) -> None:
+    """Add a station whose weights vary only along head-feet (the fast path).
+
+    Rows with full weight are added as they are; only the ramp rows near the
+    station's edges are multiplied.
+    """
+    region = out[tuple(slice(lo, hi) for lo, hi in box)]
+    full = np.nonzero(w >= 1.0)[0]
+    first, last = (int(full[0]), int(full[-1]) + 1) if full.size else (w.size, w.size)
+    region[_along(axis, slice(first, last))] += data[_along(axis, slice(first, last))]
+    for rows in (slice(0, first), slice(last, w.size)):
+        region[_along(axis, rows)] += data[_along(axis, rows)] * _column(w[rows], axis)
+    total[box[axis][0]:box[axis][1]] += w
+
+
+def _add_voxels(out, total, box, data, coverage, w, axis: int) -> None:
+    """Add a station with per-voxel weights (other extents, or resampled)."""
+    region = tuple(slice(lo, hi) for lo, hi in box)
+    local = _column(w, axis) if coverage is None else _column(w, axis) * coverage
+    out[region] += data * local
+    total[region] += local
+
+
+def _normalise(out: np.ndarray, total: np.ndarray, axis: int) -> None:
+    """Divide by the summed weights where they are not already 1."""
+    if total.ndim == 1:
+        rows = np.nonzero((total > 0) & (np.abs(total - 1.0) > 1e-6))[0]
+        out[_along(axis, rows)] /= _column(total[rows], axis)
+    else:
+        np.divide(out, total, out=out, where=(total > 0) & (total != 1.0))

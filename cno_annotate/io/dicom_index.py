@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import (
@@ -46,6 +49,52 @@ SEQUENCE_ATTRIBUTES = (
 
 class SkipFile(Exception):
     """A file that cannot be imported; the message is the reason."""
+
+
+class _ConvertedValues:
+    """Memoised pydicom value conversion, keyed by the element's raw bytes.
+
+    Converting raw bytes to Python values is most of the cost of indexing,
+    and files of one series repeat almost every value byte for byte
+    (patient, study, orientation, spacing, sequence parameters). The key is
+    (tag, VR, raw bytes, encoding, character set), so a hit returns exactly
+    what pydicom would have produced.
+    """
+
+    def __init__(self, limit: int = 50_000):
+        self.limit = limit
+        self.values: dict[tuple, Any] = {}
+
+    def get(self, ds: Dataset, keyword: str, default: Any = None) -> Any:
+        tag = _tag(keyword)
+        raw = ds.get_item(tag) if tag is not None else None
+        if raw is None:
+            return default
+        if not isinstance(raw, RawDataElement) or raw.VR == "SQ" or raw.value is None or len(raw.value) > 256:
+            value = ds[tag].value
+            return default if value is None else value
+        charset = ds.get_item(0x00080005)
+        key = (tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR,
+               getattr(charset, "value", None))
+        if key not in self.values:
+            if len(self.values) >= self.limit:
+                self.values.clear()
+            self.values[key] = ds[tag].value
+        value = self.values[key]
+        return default if value is None else value
+
+
+_converted = _ConvertedValues()
+
+
+@lru_cache(maxsize=None)
+def _tag(keyword: str):
+    return tag_for_keyword(keyword)
+
+
+def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``getattr(ds, keyword, default)``, with conversions memoised."""
+    return _converted.get(ds, keyword, default)
 
 
 @dataclass
@@ -164,12 +213,12 @@ def index_dicom_file(path: Path) -> list[ImageRecord]:
     _require_decoder(syntax)
     if element_start < 0:
         raise SkipFile("no pixel data (image header without PixelData)")
-    rows, columns = int(ds.Rows), int(ds.Columns)
-    frames = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+    rows, columns = int(_get(ds, "Rows")), int(_get(ds, "Columns"))
+    frames = int(_get(ds, "NumberOfFrames", 1) or 1)
+    samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
     if samples != 1:
         raise SkipFile(f"colour image ({samples} samples per pixel); MR grey-level images only")
-    bits = int(ds.BitsAllocated)
+    bits = int(_get(ds, "BitsAllocated"))
     dtype = _stored_dtype(ds, bits, syntax)
     offset = -1
     if syntax in NATIVE_SYNTAXES:
@@ -207,7 +256,7 @@ def _reject_non_images(ds: Dataset) -> None:
     meta = getattr(ds, "file_meta", None)
     meta_class = getattr(meta, "MediaStorageSOPClassUID", None)
     # Tolerant reading: some writers name the SOP class and instance only in the file meta.
-    sop_class = UID(str(getattr(ds, "SOPClassUID", "") or meta_class or ""))
+    sop_class = UID(str(_get(ds, "SOPClassUID", "") or meta_class or ""))
     if meta_class == MediaStorageDirectoryStorage or sop_class == MediaStorageDirectoryStorage:
         raise SkipFile("DICOMDIR (media directory, not an image; its files are found by walking the folder)")
     if "SOPInstanceUID" not in ds:
@@ -222,7 +271,7 @@ def _reject_non_images(ds: Dataset) -> None:
         if "Image Storage" in name:
             raise SkipFile(f"incomplete image header: {name} without Rows / Columns / BitsAllocated")
         raise SkipFile(f"not an image ({name})")
-    image_type = [str(v).upper() for v in _as_list(getattr(ds, "ImageType", []))]
+    image_type = [str(v).upper() for v in _as_list(_get(ds, "ImageType", []))]
     if "MOSAIC" in image_type:
         raise SkipFile("Siemens mosaic image (not supported: slices are tiled in one frame)")
 
@@ -246,7 +295,7 @@ def _require_decoder(syntax: UID) -> None:
 def _stored_dtype(ds: Dataset, bits: int, syntax: UID) -> str:
     if bits not in (8, 16, 32):
         raise SkipFile(f"unsupported BitsAllocated {bits}")
-    signed = int(getattr(ds, "PixelRepresentation", 0) or 0) == 1
+    signed = int(_get(ds, "PixelRepresentation", 0) or 0) == 1
     endian = ">" if syntax == ExplicitVRBigEndian else "<"
     return f"{endian}{'i' if signed else 'u'}{bits // 8}"
 
@@ -256,39 +305,39 @@ def _common_fields(path, ds, syntax, offset, frames, dtype) -> dict:
         "path": str(path),
         "sop_uid": str(ds.SOPInstanceUID),
         "patient": {
-            "patient_id": str(getattr(ds, "PatientID", "") or ""),
-            "patient_name": str(getattr(ds, "PatientName", "") or ""),
-            "birth_date": str(getattr(ds, "PatientBirthDate", "") or ""),
-            "sex": str(getattr(ds, "PatientSex", "") or ""),
+            "patient_id": str(_get(ds, "PatientID", "") or ""),
+            "patient_name": str(_get(ds, "PatientName", "") or ""),
+            "birth_date": str(_get(ds, "PatientBirthDate", "") or ""),
+            "sex": str(_get(ds, "PatientSex", "") or ""),
         },
         "study": {
-            "study_uid": str(getattr(ds, "StudyInstanceUID", "") or "") or "unknown-study",
-            "study_date": str(getattr(ds, "StudyDate", "") or ""),
-            "description": str(getattr(ds, "StudyDescription", "") or ""),
-            "accession": str(getattr(ds, "AccessionNumber", "") or ""),
-            "institution": str(getattr(ds, "InstitutionName", "") or ""),
+            "study_uid": str(_get(ds, "StudyInstanceUID", "") or "") or "unknown-study",
+            "study_date": str(_get(ds, "StudyDate", "") or ""),
+            "description": str(_get(ds, "StudyDescription", "") or ""),
+            "accession": str(_get(ds, "AccessionNumber", "") or ""),
+            "institution": str(_get(ds, "InstitutionName", "") or ""),
         },
         "series": {
-            "series_uid": str(getattr(ds, "SeriesInstanceUID", "") or "") or "unknown-series",
-            "modality": str(getattr(ds, "Modality", "") or ""),
-            "series_number": _int_or_none(getattr(ds, "SeriesNumber", None)),
+            "series_uid": str(_get(ds, "SeriesInstanceUID", "") or "") or "unknown-series",
+            "modality": str(_get(ds, "Modality", "") or ""),
+            "series_number": _int_or_none(_get(ds, "SeriesNumber", None)),
             "attributes": _sequence_attributes(ds),
         },
         "transfer_syntax": str(syntax),
         "pixel_offset": offset,
         "frames": frames,
         "dtype": dtype,
-        "photometric": str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")),
-        "bits_stored": int(getattr(ds, "BitsStored", ds.BitsAllocated) or ds.BitsAllocated),
-        "echo_time": _float_or_none(getattr(ds, "EchoTime", None)),
-        "instance_number": _int_or_none(getattr(ds, "InstanceNumber", None)) or 0,
+        "photometric": str(_get(ds, "PhotometricInterpretation", "MONOCHROME2")),
+        "bits_stored": int(_get(ds, "BitsStored") or _get(ds, "BitsAllocated")),
+        "echo_time": _float_or_none(_get(ds, "EchoTime", None)),
+        "instance_number": _int_or_none(_get(ds, "InstanceNumber", None)) or 0,
     }
 
 
 def _frame_geometry(ds: Dataset, frames: int, instance_number: int) -> list[dict]:
     """Geometry and rescale of each frame (classic or enhanced multi-frame)."""
     shared = _first_item(ds, "SharedFunctionalGroupsSequence")
-    per_frame = getattr(ds, "PerFrameFunctionalGroupsSequence", None)
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence", None)
     out = []
     for n in range(frames):
         groups = [shared] if shared is not None else []
@@ -338,14 +387,14 @@ def _unknown_geometry(ds: Dataset, spacing, thickness, slope, intercept, order: 
     images) are kept so they can be viewed, but they carry no patient
     coordinates and are never composed or linked to other series.
     """
-    spacing = spacing or getattr(ds, "ImagerPixelSpacing", None) or (1.0, 1.0)
+    spacing = spacing or _get(ds, "ImagerPixelSpacing", None) or (1.0, 1.0)
     try:
         spacing_v = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
         spacing_v = (1.0, 1.0)
     if len(spacing_v) != 2 or min(spacing_v) <= 0:
         spacing_v = (1.0, 1.0)
-    step = _float_or_none(getattr(ds, "SpacingBetweenSlices", None)) or _float_or_none(thickness) or 1.0
+    step = _float_or_none(_get(ds, "SpacingBetweenSlices", None)) or _float_or_none(thickness) or 1.0
     return {
         "position": (0.0, 0.0, float(order) * abs(step)),
         "orientation": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
@@ -362,13 +411,11 @@ def _lookup(ds: Dataset, groups: list[Dataset], sequence: str, keyword: str):
         item = _first_item(group, sequence)
         if item is not None and keyword in item:
             return item[keyword].value
-    if keyword in ds:
-        return ds[keyword].value
-    return None
+    return _get(ds, keyword)
 
 
 def _first_item(ds: Dataset, keyword: str):
-    value = getattr(ds, keyword, None)
+    value = _get(ds, keyword)
     if value is None or len(value) == 0:
         return None
     return value[0]
@@ -378,7 +425,7 @@ def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
     """The attributes that tell STIR from T1, as plain JSON values."""
     out: dict[str, Any] = {}
     for keyword in SEQUENCE_ATTRIBUTES:
-        value = getattr(ds, keyword, None)
+        value = _get(ds, keyword)
         if value is None:
             value = _enhanced_attribute(ds, keyword)
         if value is None or value == "":

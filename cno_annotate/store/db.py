@@ -195,15 +195,17 @@ class Store:
 
     def volumes(self, study_uid: str | None = None) -> list[dict]:
         """Volumes (stacks, composed, NIfTI) with their effective role."""
-        sql = """
+        if study_uid is None:
+            return self._volume_rows("1", ())
+        return self._volume_rows("v.study_uid = ?", (study_uid,))
+
+    def _volume_rows(self, where: str, args: tuple) -> list[dict]:
+        sql = f"""
             SELECT v.*, COALESCE(o.role, v.auto_role) AS role, o.role IS NOT NULL AS overridden
             FROM volumes v LEFT JOIN role_overrides o USING (volume_id)
+            WHERE {where}
+            ORDER BY v.study_uid, v.kind = 'composed', v.description, v.volume_id
         """
-        args: tuple = ()
-        if study_uid is not None:
-            sql += " WHERE v.study_uid = ?"
-            args = (study_uid,)
-        sql += " ORDER BY v.study_uid, v.kind = 'composed', v.description, v.volume_id"
         return [_volume_row(r) for r in self.db.execute(sql, args)]
 
     def volume(self, volume_id: str) -> dict:
@@ -214,9 +216,10 @@ class Store:
         CnoError
             If no volume has this id (a unique prefix of 8+ characters is accepted).
         """
-        rows = [v for v in self.volumes() if v["volume_id"] == volume_id]
+        rows = self._volume_rows("v.volume_id = ?", (volume_id,))
         if not rows and len(volume_id) >= 8:
-            rows = [v for v in self.volumes() if v["volume_id"].startswith(volume_id)]
+            pattern = volume_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            rows = self._volume_rows("v.volume_id LIKE ? ESCAPE '\\'", (pattern,))
         if len(rows) != 1:
             what = "no volume" if not rows else f"{len(rows)} volumes"
             raise CnoError(f"{what} with id {volume_id!r} in the store at {self.root} (see 'cno-annotate series')")
