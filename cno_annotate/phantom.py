@@ -83,28 +83,27 @@ class Phantom:
     # -- primitives ---------------------------------------------------------
     def capsule(self, a, b, radius: float, label: int, only=None) -> None:
         """Paint a capsule (segment a-b swept by a sphere)."""
-        a, b = np.asarray(a, float), np.asarray(b, float)
-        found = self.grid.block(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
-        if found is None:
-            return
-        index, pts = found
-        t, radial, length = _segment_coords(pts, a, b)
-        tc = np.clip(t, 0, length)
-        axis_unit = (b - a) / length
-        closest = a + tc[..., None] * axis_unit
-        inside = np.linalg.norm(pts - closest, axis=-1) <= radius
-        self._set(index, inside, label, only)
+        found = self._around_segment(a, b, radius)
+        if found is not None:
+            index, t, radial, length = found
+            distance = np.hypot(radial, t - np.clip(t, 0, length))
+            self._set(index, distance <= radius, label, only)
 
     def cylinder(self, a, b, radius: float, label: int, only=None) -> None:
         """Paint a flat-ended cylinder from a to b."""
+        found = self._around_segment(a, b, radius)
+        if found is not None:
+            index, t, radial, length = found
+            self._set(index, (t >= 0) & (t <= length) & (radial <= radius), label, only)
+
+    def _around_segment(self, a, b, radius: float):
+        """Voxels near segment a-b, with their axial and radial coordinates."""
         a, b = np.asarray(a, float), np.asarray(b, float)
         found = self.grid.block(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
         if found is None:
-            return
+            return None
         index, pts = found
-        t, radial, length = _segment_coords(pts, a, b)
-        inside = (t >= 0) & (t <= length) & (radial <= radius)
-        self._set(index, inside, label, only)
+        return (index, *_segment_coords(pts, a, b))
 
     def ellipsoid(self, centre, radii, label: int, only=None) -> None:
         """Paint an axis-aligned ellipsoid."""

@@ -97,6 +97,11 @@ def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
     return _converted.get(ds, keyword, default)
 
 
+def _text(ds: Dataset, keyword: str) -> str:
+    """An attribute as text, ``""`` when absent or empty."""
+    return str(_get(ds, keyword) or "")
+
+
 @dataclass
 class ImageRecord:
     """One 2-D image found in a file: identity, geometry, pixel layout."""
@@ -305,21 +310,21 @@ def _common_fields(path, ds, syntax, offset, frames, dtype) -> dict:
         "path": str(path),
         "sop_uid": str(ds.SOPInstanceUID),
         "patient": {
-            "patient_id": str(_get(ds, "PatientID", "") or ""),
-            "patient_name": str(_get(ds, "PatientName", "") or ""),
-            "birth_date": str(_get(ds, "PatientBirthDate", "") or ""),
-            "sex": str(_get(ds, "PatientSex", "") or ""),
+            "patient_id": _text(ds, "PatientID"),
+            "patient_name": _text(ds, "PatientName"),
+            "birth_date": _text(ds, "PatientBirthDate"),
+            "sex": _text(ds, "PatientSex"),
         },
         "study": {
-            "study_uid": str(_get(ds, "StudyInstanceUID", "") or "") or "unknown-study",
-            "study_date": str(_get(ds, "StudyDate", "") or ""),
-            "description": str(_get(ds, "StudyDescription", "") or ""),
-            "accession": str(_get(ds, "AccessionNumber", "") or ""),
-            "institution": str(_get(ds, "InstitutionName", "") or ""),
+            "study_uid": _text(ds, "StudyInstanceUID") or "unknown-study",
+            "study_date": _text(ds, "StudyDate"),
+            "description": _text(ds, "StudyDescription"),
+            "accession": _text(ds, "AccessionNumber"),
+            "institution": _text(ds, "InstitutionName"),
         },
         "series": {
-            "series_uid": str(_get(ds, "SeriesInstanceUID", "") or "") or "unknown-series",
-            "modality": str(_get(ds, "Modality", "") or ""),
+            "series_uid": _text(ds, "SeriesInstanceUID") or "unknown-series",
+            "modality": _text(ds, "Modality"),
             "series_number": _int_or_none(_get(ds, "SeriesNumber", None)),
             "attributes": _sequence_attributes(ds),
         },
