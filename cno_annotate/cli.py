@@ -20,6 +20,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import ROLES
 
 PROG = "cno-annotate"
+PLUGIN_GROUP = "cno_annotate.commands"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +109,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=5, help="how many runs (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_import_log)
+    _add_plugin_commands(sub, common)
     return parser
+
+
+def _add_plugin_commands(sub, common) -> None:
+    """Commands other packages register (the viewer's ``view``), by entry point.
+
+    The core never imports them: ``ui`` registers itself in the
+    ``cno_annotate.commands`` group.
+    """
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        try:
+            register = entry.load()
+        except ImportError as exc:  # a plugin whose dependencies are missing
+            print(f"{PROG}: warning: command {entry.name!r} is unavailable: {exc}", file=sys.stderr)
+            continue
+        register(sub, common)
 
 
 # -- commands -------------------------------------------------------------------

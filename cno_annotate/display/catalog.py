@@ -1,0 +1,82 @@
+"""What a study offers to the views: labelled series and the default pair."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from cno_annotate.errors import CnoError
+
+SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
+
+
+def series_choices(volumes: list[dict]) -> list[tuple[str, str]]:
+    """(volume id, label) for every volume of a study, whole-body first.
+
+    Stations are numbered head to feet within their role and orientation.
+    """
+    stations: dict[tuple, list[dict]] = {}
+    for v in volumes:
+        if v["kind"] == "stack":
+            stations.setdefault((v["role"], v["orientation"], v["description"]), []).append(v)
+    number = {}
+    for group in stations.values():
+        group.sort(key=lambda v: -v["affine"][2][3])  # origin z: head first
+        for n, v in enumerate(group, start=1):
+            number[v["volume_id"]] = (n, len(group))
+
+    def label(v: dict) -> str:
+        text = f"{v['role']} {v['orientation']}"
+        if v["kind"] == "composed":
+            return f"{text} whole body ({v['stations']} stations)"
+        if v["kind"] == "nifti":
+            return f"{text} {v['description']}"
+        n, total = number[v["volume_id"]]
+        return f"{text} station {n}/{total}" if total > 1 else f"{text} {v['description']}".rstrip()
+
+    order = {"composed": 0, "stack": 1, "nifti": 2}
+    ranked = sorted(volumes, key=lambda v: (order[v["kind"]], v["role"] == "other", v["role"],
+                                             number.get(v["volume_id"], (0, 0))[0]))
+    return [(v["volume_id"], label(v)) for v in ranked]
+
+
+def default_pair(volumes: list[dict]) -> tuple[str | None, str | None]:
+    """The volumes to show first: STIR left and T1 right, whole-body preferred."""
+
+    def best(role: str) -> str | None:
+        candidates = [v for v in volumes if v["role"] == role and v["patient_geometry"]]
+        candidates.sort(key=lambda v: (v["kind"] != "composed", v["orientation"] != "coronal"))
+        return candidates[0]["volume_id"] if candidates else None
+
+    left, right = best("STIR"), best("T1")
+    rest = [v["volume_id"] for v in volumes if v["volume_id"] not in (left, right)]
+    if left is None and rest:
+        left = rest.pop(0)
+    if right is None and rest:
+        right = rest.pop(0)
+    return left, right
+
+
+def bundled_sample_dir() -> Path:
+    """The DICOM folder of the bundled sample study.
+
+    ``$CNO_ANNOTATE_SAMPLE`` wins; otherwise ``sample_scans/wbmri-cno-01`` of
+    the source tree this package runs from.
+
+    Raises
+    ------
+    CnoError
+        If the sample cannot be found (an installed copy without the tree).
+    """
+    import cno_annotate
+
+    if os.environ.get(SAMPLE_ENV):
+        folder = Path(os.environ[SAMPLE_ENV])
+    else:
+        folder = Path(cno_annotate.__file__).resolve().parents[1] / "sample_scans" / "wbmri-cno-01"
+    dicom = folder / "DICOM" if (folder / "DICOM").is_dir() else folder
+    if not dicom.is_dir():
+        raise CnoError(
+            f"the bundled sample study is not at {folder}; run from the source tree or set {SAMPLE_ENV}"
+        )
+    return dicom

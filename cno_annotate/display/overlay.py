@@ -1,0 +1,76 @@
+"""Lesion markers on displayed slices.
+
+A :class:`Marker` is what a view needs to draw a lesion: its centre in LPS
+millimetres, its extent (semi-axes along x, y, z in mm), a label, a colour and
+whether it is selected. :func:`markers_on_slice` cuts each marker's
+ellipsoid with the displayed slice and returns screen ellipses, so a lesion
+shows on every plane and every view it intersects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from cno_annotate.display.planes import PlaneMapping, index_to_screen
+from cno_annotate.io.volume import apply_affine
+
+#: LPS axis of the screen's columns and rows, and the normal, per plane.
+_PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A lesion as the views draw it."""
+
+    lps: tuple[float, float, float]
+    radii_mm: tuple[float, float, float] = (5.0, 5.0, 5.0)
+    label: str = ""
+    colour: str = "#ffb000"
+    selected: bool = False
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class ScreenMarker:
+    """A marker's cut through one slice, in image pixels (row, column)."""
+
+    marker: Marker
+    row: float
+    col: float
+    row_radius: float
+    col_radius: float
+    in_plane: bool  # True: the slice passes through the marker's centre voxel
+
+
+def markers_on_slice(
+    markers: list[Marker], mapping: PlaneMapping, affine: np.ndarray, slice_index: int
+) -> list[ScreenMarker]:
+    """The markers that the slice ``slice_index`` of this plane cuts.
+
+    Each marker is an axis-aligned ellipsoid in LPS; its section at the
+    slice's distance from the centre gives the drawn ellipse.
+    """
+    inverse = np.linalg.inv(affine)
+    col_axis, row_axis, normal_axis = _PLANE_AXES[mapping.plane]
+    out = []
+    for marker in markers:
+        ijk = apply_affine(inverse, np.array(marker.lps, float))
+        slice_pos, row, col = index_to_screen(mapping, ijk)
+        distance_mm = abs(slice_pos - slice_index) * mapping.slice_mm
+        normal_radius = max(marker.radii_mm[normal_axis], mapping.slice_mm / 2)
+        if distance_mm > normal_radius:
+            continue
+        scale = float(np.sqrt(max(0.0, 1.0 - (distance_mm / normal_radius) ** 2)))
+        out.append(
+            ScreenMarker(
+                marker=marker,
+                row=row,
+                col=col,
+                row_radius=max(marker.radii_mm[row_axis] * scale / mapping.row_mm, 1.0),
+                col_radius=max(marker.radii_mm[col_axis] * scale / mapping.col_mm, 1.0),
+                in_plane=abs(slice_pos - slice_index) < 0.5,
+            )
+        )
+    return out

@@ -1,0 +1,238 @@
+"""The viewer's state, without any widget: views, linked cursor, markers.
+
+The Qt front end draws what a :class:`ViewerSession` holds and calls its
+methods for every gesture; it keeps no state of its own. Views follow each
+other in **patient coordinates**: each view keeps an LPS point, shows the
+slice that contains it, and, while linked, every move of one view's point
+moves the others', whatever their grids, spacing or stations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cno_annotate.display.overlay import Marker, ScreenMarker, markers_on_slice
+from cno_annotate.display.planes import (
+    PLANES,
+    PlaneMapping,
+    extract,
+    index_to_screen,
+    plane_mapping,
+    screen_to_index,
+)
+from cno_annotate.display.regions import region_z
+from cno_annotate.display.windowing import AUTO, Window, presets
+from cno_annotate.io.volume import Volume
+
+VIEW_NAMES = ("left", "right")
+MIN_ZOOM, MAX_ZOOM = 0.05, 40.0  # screen pixels per mm
+
+
+class Event:
+    """A minimal observer list: ``connect(callback)``, ``emit(*args)``."""
+
+    def __init__(self) -> None:
+        self._callbacks: list[Callable] = []
+
+    def connect(self, callback: Callable) -> None:
+        """Call ``callback(*args)`` on every emit."""
+        self._callbacks.append(callback)
+
+    def disconnect(self, callback: Callable) -> None:
+        """Stop calling ``callback``."""
+        self._callbacks.remove(callback)
+
+    def emit(self, *args) -> None:
+        """Call every connected callback."""
+        for callback in list(self._callbacks):
+            callback(*args)
+
+
+@dataclass
+class ViewState:
+    """One image view: its volume, plane, window, zoom and point."""
+
+    name: str
+    volume: Volume | None = None
+    label: str = ""
+    plane: str = "coronal"
+    mapping: PlaneMapping | None = None
+    window: Window | None = None
+    presets: dict[str, Window] = field(default_factory=dict)
+    point: np.ndarray | None = None  # LPS mm
+    zoom: float | None = None  # screen px per mm; None: fit the window
+    centre: np.ndarray | None = None  # LPS point at the view's centre; None: image centre
+    status: str = "empty"  # empty, loading, ready, error
+    message: str = ""
+    progress: float = 0.0
+
+    @property
+    def ready(self) -> bool:
+        """Whether an image can be shown."""
+        return self.status == "ready" and self.volume is not None and self.mapping is not None
+
+    @property
+    def slice_index(self) -> int:
+        """The displayed slice: the one that contains the view's point."""
+        if not self.ready:
+            return 0
+        ijk = self.volume.lps_to_index(self.point)
+        by_axis = {2 - n: ijk[n] for n in range(3)}
+        return int(np.clip(np.round(by_axis[self.mapping.slice_axis]), 0, self.mapping.slices - 1))
+
+    def image(self) -> np.ndarray:
+        """The displayed 2-D slice (float, a view into the volume)."""
+        return extract(self.volume.array, self.mapping, self.slice_index)
+
+    def value_at(self, lps: np.ndarray) -> float | None:
+        """The voxel value nearest to an LPS point, or None outside the volume."""
+        if not self.ready:
+            return None
+        ijk = np.round(self.volume.lps_to_index(lps)).astype(int)
+        k, j, i = ijk[2], ijk[1], ijk[0]
+        shape = self.volume.shape
+        if not (0 <= k < shape[0] and 0 <= j < shape[1] and 0 <= i < shape[2]):
+            return None
+        return float(self.volume.array[k, j, i])
+
+    def screen_to_lps(self, row: float, col: float) -> np.ndarray:
+        """LPS of a (row, column) position on the displayed slice."""
+        ijk = screen_to_index(self.mapping, self.slice_index, row, col)
+        return self.volume.index_to_lps(ijk)
+
+    def lps_to_screen(self, lps: np.ndarray) -> tuple[float, float]:
+        """(row, column) of an LPS point projected onto the displayed plane."""
+        _, row, col = index_to_screen(self.mapping, self.volume.lps_to_index(lps))
+        return row, col
+
+
+class ViewerSession:
+    """Two linked views and the lesion markers drawn over them.
+
+    Events
+    ------
+    changed(view_name, what)
+        After any change; ``what`` is ``"point"``, ``"volume"``, ``"plane"``,
+        ``"window"``, ``"zoom"``, ``"status"`` or ``"markers"``;
+        ``view_name`` is None for changes to every view.
+    """
+
+    def __init__(self) -> None:
+        self.views = {name: ViewState(name) for name in VIEW_NAMES}
+        self.link_position = True
+        self.link_zoom = True
+        self.markers: list[Marker] = []
+        self.changed = Event()
+
+    # -- volumes ---------------------------------------------------------------
+    def set_loading(self, name: str, label: str, progress: float = 0.0) -> None:
+        """Mark a view as loading (the UI shows progress)."""
+        view = self.views[name]
+        view.status, view.label, view.progress, view.message = "loading", label, progress, ""
+        self.changed.emit(name, "status")
+
+    def set_error(self, name: str, message: str) -> None:
+        """Mark a view as failed, with the message to show in it."""
+        view = self.views[name]
+        view.status, view.message, view.volume, view.mapping = "error", message, None, None
+        self.changed.emit(name, "status")
+
+    def set_volume(self, name: str, volume: Volume, label: str = "") -> None:
+        """Show a loaded volume in a view, keeping the linked point."""
+        view = self.views[name]
+        view.volume, view.label = volume, label or volume.volume_id
+        view.presets = presets(volume.array, volume.role)
+        view.window = view.presets[AUTO[0]]
+        view.status, view.message = "ready", ""
+        view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
+        others = [v.point for v in self.views.values() if v is not view and v.point is not None and v.ready]
+        if view.point is None:
+            view.point = others[0].copy() if (others and self.link_position) else _centre(volume)
+        view.zoom, view.centre = None, None
+        self.changed.emit(name, "volume")
+
+    # -- navigation ------------------------------------------------------------
+    def set_point(self, name: str, lps) -> None:
+        """Move a view's point (and, while linked, every view's point)."""
+        lps = np.asarray(lps, dtype=float)
+        targets = self.views.values() if self.link_position else [self.views[name]]
+        for view in targets:
+            view.point = lps.copy()
+        self.changed.emit(None if self.link_position else name, "point")
+
+    def scroll(self, name: str, steps: int) -> None:
+        """Move a view ``steps`` slices along its normal (clamped to the volume)."""
+        view = self.views[name]
+        if not view.ready:
+            return
+        target = int(np.clip(view.slice_index + steps, 0, view.mapping.slices - 1))
+        self.go_to_slice(name, target)
+
+    def go_to_slice(self, name: str, index: int) -> None:
+        """Show slice ``index`` of a view, keeping the in-plane position."""
+        view = self.views[name]
+        if not view.ready:
+            return
+        ijk = view.volume.lps_to_index(view.point)
+        ijk[2 - view.mapping.slice_axis] = int(np.clip(index, 0, view.mapping.slices - 1))
+        self.set_point(name, view.volume.index_to_lps(ijk))
+
+    def set_plane(self, name: str, plane: str) -> None:
+        """Switch a view to axial, coronal or sagittal (others follow while linked)."""
+        if plane not in PLANES:
+            raise ValueError(f"unknown plane {plane!r}")
+        targets = self.views.values() if self.link_position else [self.views[name]]
+        for view in targets:
+            view.plane = plane
+            if view.volume is not None:
+                view.mapping = plane_mapping(view.volume.affine, view.volume.shape, plane)
+            view.zoom, view.centre = None, None
+        self.changed.emit(None if self.link_position else name, "plane")
+
+    def jump_to_region(self, name: str, region: str) -> None:
+        """Move the point to a body region (head-feet only)."""
+        view = self.views[name]
+        if not view.ready:
+            return
+        point = view.point.copy()
+        point[2] = region_z(view.volume)[region]
+        self.set_point(name, point)
+
+    # -- display ---------------------------------------------------------------
+    def set_window(self, name: str, window: Window) -> None:
+        """Set a view's window / level."""
+        self.views[name].window = window
+        self.changed.emit(name, "window")
+
+    def apply_preset(self, name: str, preset: str) -> None:
+        """Apply one of the view's named window presets."""
+        self.set_window(name, self.views[name].presets[preset])
+
+    def set_zoom(self, name: str, zoom: float | None, centre=None) -> None:
+        """Set screen pixels per mm (None: fit) and the LPS point at the view centre."""
+        zoom = None if zoom is None else float(np.clip(zoom, MIN_ZOOM, MAX_ZOOM))
+        centre = None if centre is None else np.asarray(centre, dtype=float)
+        targets = self.views.values() if self.link_zoom else [self.views[name]]
+        for view in targets:
+            view.zoom, view.centre = zoom, centre
+        self.changed.emit(None if self.link_zoom else name, "zoom")
+
+    def set_markers(self, markers: list[Marker]) -> None:
+        """Replace the lesion markers drawn over every view."""
+        self.markers = list(markers)
+        self.changed.emit(None, "markers")
+
+    def screen_markers(self, name: str) -> list[ScreenMarker]:
+        """The markers cut by a view's displayed slice."""
+        view = self.views[name]
+        if not view.ready:
+            return []
+        return markers_on_slice(self.markers, view.mapping, view.volume.affine, view.slice_index)
+
+
+def _centre(volume: Volume) -> np.ndarray:
+    k, j, i = volume.shape
+    return volume.index_to_lps(np.array([(i - 1) / 2, (j - 1) / 2, (k - 1) / 2]))

@@ -1,0 +1,90 @@
+"""Start the viewer: ``cno-annotate view`` and the ``cno-annotate-viewer`` GUI script."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+from cno_annotate.display.catalog import bundled_sample_dir
+from cno_annotate.errors import CnoError
+from cno_annotate.importer import import_paths
+from cno_annotate.store import Store
+from cno_annotate.store.db import default_store_dir
+
+
+def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screenshot: Path | None,
+               size: tuple[int, int] = (1400, 900)) -> int:
+    """Open the main window; with ``screenshot``, save it once loaded and exit.
+
+    Raises
+    ------
+    CnoError
+        If the store, the study or the sample cannot be opened.
+    """
+    store_dir = Path(store_dir) if store_dir else default_store_dir()
+    store = Store.open(store_dir)
+    try:
+        study_uid = _study_to_open(store, study, sample)
+    finally:
+        store.close()
+    if screenshot is not None and not screenshot.parent.is_dir():
+        raise CnoError(f"{screenshot.parent} is not a folder")
+    if screenshot is not None and "QT_QPA_PLATFORM" not in os.environ and not _has_display():
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    try:
+        from PySide6.QtCore import QTimer
+        from PySide6.QtWidgets import QApplication
+    except ImportError:
+        raise CnoError("the viewer needs PySide6: pip install 'cno-annotate[ui]'") from None
+    from ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication(sys.argv[:1])
+    app.setApplicationName("cno-annotate")
+    window = MainWindow(store_dir)
+    window.resize(*size)
+    result = {"code": 0}
+    if screenshot is not None:
+        def save() -> None:
+            app.processEvents()
+            window.repaint()
+            if not window.grab().save(str(screenshot)):
+                result["code"] = 1
+                print(f"cno-annotate: error: cannot write {screenshot}", file=sys.stderr)
+            window.close()
+            app.quit()
+
+        window.all_loaded.connect(lambda: QTimer.singleShot(50, save))
+        if study_uid is None:
+            QTimer.singleShot(100, save)
+    window.show()
+    if study_uid is not None:
+        window.select_study(study_uid)
+    app.exec()
+    return result["code"]
+
+
+def _study_to_open(store: Store, study: str | None, sample: bool) -> str | None:
+    if sample:
+        folder = bundled_sample_dir()
+        report = import_paths(store, [folder])
+        if not report.studies:
+            raise CnoError(f"no study found in {folder}")
+        return sorted(report.studies)[0]
+    if study:
+        return store.study_uid_for(study)
+    studies = store.studies()
+    return studies[0]["study_uid"] if studies else None
+
+
+def _has_display() -> bool:
+    if sys.platform != "linux":
+        return True
+    return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+
+
+def main() -> int:
+    """GUI entry point: the viewer on the default store."""
+    from cno_annotate.cli import main as cli_main
+
+    return cli_main(["view", *sys.argv[1:]])

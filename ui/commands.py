@@ -1,0 +1,37 @@
+"""The ``view`` subcommand, registered with the core CLI through an entry point.
+
+The core CLI looks up the ``cno_annotate.commands`` entry points and calls
+each with its subparsers; so the core never imports the front end, and
+registering this command imports no Qt (Qt loads when the command runs).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def register(subparsers, common) -> None:
+    """Add ``cno-annotate view`` to the CLI."""
+    p = subparsers.add_parser(
+        "view", parents=[common], help="open the reading viewer (STIR and T1 side by side)",
+        description="Open the viewer on a study of the store (default: the first). Needs PySide6 "
+                    "(pip install 'cno-annotate[ui]'). Press F1 in the window for every mouse and "
+                    "keyboard action.",
+    )
+    p.add_argument("study", nargs="?", help="study UID, accession number or patient ID")
+    p.add_argument("--sample", action="store_true", help="import and open the bundled sample study")
+    p.add_argument("--screenshot", type=Path, metavar="FILE.png",
+                   help="render the window with the study loaded to a PNG and exit (works offscreen)")
+    p.add_argument("--size", default="1400x900", help="window size for --screenshot, WIDTHxHEIGHT")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from cno_annotate.errors import CnoError
+    from ui.app import run_viewer
+
+    try:
+        width, height = (int(n) for n in args.size.lower().split("x"))
+    except ValueError:
+        raise CnoError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
+    return run_viewer(args.store, args.study, args.sample, args.screenshot, (width, height))

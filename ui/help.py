@@ -1,0 +1,60 @@
+"""Every mouse and keyboard action of the viewer, shown by F1."""
+
+from __future__ import annotations
+
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout
+
+SHORTCUTS = [
+    ("Mouse", [
+        ("Left click / drag", "Move the crosshair; linked views follow in patient coordinates"),
+        ("Wheel", "Previous / next slice"),
+        ("Ctrl + wheel", "Zoom about the mouse"),
+        ("Right drag", "Window (left-right) and level (up-down)"),
+        ("Middle drag, or Space + left drag", "Pan"),
+        ("Double click", "Zoom to fit"),
+    ]),
+    ("Keyboard (in the view under focus)", [
+        ("Up / Down, Left / Right", "Previous / next slice"),
+        ("Page Up / Page Down", "Ten per cent of the slices back / forward"),
+        ("Home / End", "First / last slice"),
+        ("+ / -", "Zoom in / out"),
+        ("F or 0", "Zoom to fit"),
+        ("R", "Reset: fit and automatic window"),
+        ("A / C / S", "Axial / coronal / sagittal plane"),
+    ]),
+    ("Window", [
+        ("Ctrl+L", "Link or unlink the views' position"),
+        ("Ctrl+Shift+L", "Link or unlink zoom and pan"),
+        ("Ctrl+F", "Search the study list"),
+        ("F1", "This help"),
+        ("Ctrl+Q", "Quit"),
+    ]),
+]
+
+
+def help_html() -> str:
+    """The shortcut table as HTML."""
+    parts = ["<h2>cno-annotate viewer</h2>"]
+    for title, rows in SHORTCUTS:
+        parts.append(f"<h3>{title}</h3><table cellpadding='3'>")
+        parts += [f"<tr><td><b>{key}</b></td><td>{action}</td></tr>" for key, action in rows]
+        parts.append("</table>")
+    parts.append("<p>Orientation letters follow the radiological convention: the patient's right is on "
+                 "the screen's left; sagittal images show anterior on the left.</p>")
+    return "".join(parts)
+
+
+class HelpDialog(QDialog):
+    """A dialog listing every action."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("Mouse and keyboard")
+        layout = QVBoxLayout(self)
+        text = QTextBrowser(self)
+        text.setHtml(help_html())
+        layout.addWidget(text)
+        buttons = QDialogButtonBox(QDialogButtonBox.Close, parent=self)
+        buttons.rejected.connect(self.reject)
+        layout.addWidget(buttons)
+        self.resize(560, 560)

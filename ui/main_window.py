@@ -1,0 +1,332 @@
+"""The main window: studies, two linked views, lesion list, status bar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QComboBox,
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QProgressBar,
+    QSplitter,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cno_annotate.display.catalog import default_pair, series_choices
+from cno_annotate.display.overlay import Marker
+from cno_annotate.display.planes import PLANES
+from cno_annotate.display.regions import REGION_FRACTIONS
+from cno_annotate.display.session import VIEW_NAMES, ViewerSession
+from cno_annotate.store import Store
+from ui.help import HelpDialog
+from ui.loader import VolumeLoader
+from ui.slice_view import SliceView
+
+
+def _toggle(text: str, parent, shortcut: QKeySequence) -> QAction:
+    """A checkable action, on at start."""
+    action = QAction(text, parent)
+    action.setCheckable(True)
+    action.setChecked(True)
+    action.setShortcut(shortcut)
+    return action
+
+
+class ViewPanel(QWidget):
+    """A slice view with its series, plane and window-preset selectors."""
+
+    def __init__(self, session: ViewerSession, name: str, parent=None):
+        super().__init__(parent)
+        self.session, self.name = session, name
+        self.series = QComboBox(self)
+        self.series.setToolTip("Series shown in this view")
+        self.series.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.plane = QComboBox(self)
+        self.plane.addItems([p.capitalize() for p in PLANES])
+        self.plane.setToolTip("Plane (A / C / S)")
+        self.preset = QComboBox(self)
+        self.preset.setToolTip("Window / level preset")
+        self.view = SliceView(session, name, self)
+        header = QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.addWidget(self.series, 3)
+        header.addWidget(self.plane, 1)
+        header.addWidget(self.preset, 2)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
+        layout.addLayout(header)
+        layout.addWidget(self.view, 1)
+        self.plane.currentIndexChanged.connect(lambda i: session.set_plane(name, PLANES[i]))
+        self.preset.textActivated.connect(lambda text: session.apply_preset(name, text))
+        session.changed.connect(self._sync)
+
+    def _sync(self, name, what) -> None:
+        """Show the session's plane and presets in the selectors."""
+        state = self.session.views[self.name]
+        if what in ("plane", "volume") and (name is None or name == self.name):
+            self.plane.blockSignals(True)
+            self.plane.setCurrentIndex(PLANES.index(state.plane))
+            self.plane.blockSignals(False)
+        if what == "volume" and name == self.name:
+            self.preset.clear()
+            self.preset.addItems(list(state.presets))
+
+
+class MainWindow(QMainWindow):
+    """Studies on the left, STIR and T1 side by side, lesions on the right."""
+
+    all_loaded = Signal()
+
+    def __init__(self, store_root: Path, parent=None):
+        super().__init__(parent)
+        self.setWindowTitle("cno-annotate")
+        self.store_root = Path(store_root)
+        self.store = Store.open(self.store_root)
+        self.session = ViewerSession()
+        self.loader = VolumeLoader(self.store_root, self)
+        self._pending: set[str] = set()
+        self._labels: dict[str, str] = {}
+        self.panels = {name: ViewPanel(self.session, name) for name in VIEW_NAMES}
+        splitter = QSplitter(Qt.Horizontal, self)
+        for panel in self.panels.values():
+            splitter.addWidget(panel)
+        self.setCentralWidget(splitter)
+        self._build_studies_dock()
+        self._build_lesions_dock()
+        self._build_toolbar()
+        self._build_status_bar()
+        for name, panel in self.panels.items():
+            panel.series.activated.connect(lambda index, n=name: self._series_chosen(n, index))
+            panel.view.hovered.connect(self._show_position)
+        self.loader.progress.connect(self._on_progress)
+        self.loader.loaded.connect(self._on_loaded)
+        self.loader.failed.connect(self._on_failed)
+        self.session.changed.connect(self._on_session_changed)
+        self.resize(1400, 900)
+        self.refresh_studies()
+
+    # -- building ----------------------------------------------------------------
+    def _build_studies_dock(self) -> None:
+        panel = QWidget(self)
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.search = QLineEdit(panel)
+        self.search.setPlaceholderText("Search studies")
+        self.search.setClearButtonEnabled(True)
+        self.study_list = QListWidget(panel)
+        layout.addWidget(self.search)
+        layout.addWidget(self.study_list)
+        dock = QDockWidget("Studies", self)
+        dock.setObjectName("studies")
+        dock.setWidget(panel)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.LeftDockWidgetArea, dock)
+        self.search.textChanged.connect(self._filter_studies)
+        self.study_list.currentItemChanged.connect(self._study_chosen)
+        find = QAction("Search studies", self)
+        find.setShortcut(QKeySequence("Ctrl+F"))
+        find.triggered.connect(lambda: self.search.setFocus())
+        self.addAction(find)
+
+    def _build_lesions_dock(self) -> None:
+        self.lesion_list = QListWidget(self)
+        self.lesion_list.setToolTip("Lesions drawn over the views; double click to go to one")
+        self.lesion_list.itemDoubleClicked.connect(self._go_to_lesion)
+        dock = QDockWidget("Lesions", self)
+        dock.setObjectName("lesions")
+        dock.setWidget(self.lesion_list)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.RightDockWidgetArea, dock)
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("View", self)
+        bar.setObjectName("view")
+        bar.setMovable(False)
+        self.addToolBar(bar)
+        self.link_action = _toggle("Link position", self, QKeySequence("Ctrl+L"))
+        self.link_action.setToolTip("Views follow each other in patient coordinates (Ctrl+L)")
+        self.link_action.toggled.connect(lambda on: setattr(self.session, "link_position", on))
+        self.zoom_link_action = _toggle("Link zoom", self, QKeySequence("Ctrl+Shift+L"))
+        self.zoom_link_action.setToolTip("Zoom and pan together (Ctrl+Shift+L)")
+        self.zoom_link_action.toggled.connect(lambda on: setattr(self.session, "link_zoom", on))
+        bar.addAction(self.link_action)
+        bar.addAction(self.zoom_link_action)
+        bar.addSeparator()
+        self.region = QComboBox(self)
+        self.region.addItem("Go to region…")
+        self.region.addItems(list(REGION_FRACTIONS))
+        self.region.setToolTip("Jump to a body region (head to feet)")
+        self.region.activated.connect(self._jump_to_region)
+        bar.addWidget(self.region)
+        bar.addSeparator()
+        help_action = QAction("Help", self)
+        help_action.setShortcut(QKeySequence(Qt.Key_F1))
+        help_action.setToolTip("Mouse and keyboard (F1)")
+        help_action.triggered.connect(self.show_help)
+        bar.addAction(help_action)
+        quit_action = QAction("Quit", self)
+        quit_action.setShortcut(QKeySequence("Ctrl+Q"))
+        quit_action.triggered.connect(self.close)
+        self.addAction(quit_action)
+
+    def _build_status_bar(self) -> None:
+        self.position_label = QLabel("", self)
+        self.progress = QProgressBar(self)
+        self.progress.setMaximumWidth(180)
+        self.progress.setRange(0, 100)
+        self.progress.hide()
+        self.statusBar().addWidget(self.position_label, 1)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    # -- studies -------------------------------------------------------------------
+    def refresh_studies(self) -> None:
+        """Fill the study list from the store."""
+        self.study_list.blockSignals(True)
+        self.study_list.clear()
+        for study in self.store.studies():
+            text = "  ".join(x for x in (study["study_date"], study["patient_id"], study["description"]) if x)
+            item = QListWidgetItem(text or study["study_uid"])
+            item.setData(Qt.UserRole, study["study_uid"])
+            item.setToolTip(f"{study['volumes']} volumes")
+            self.study_list.addItem(item)
+        self.study_list.blockSignals(False)
+        if self.study_list.count() == 0:
+            self.statusBar().showMessage("No studies in the store: import some with 'cno-annotate import PATH'")
+
+    def _study_chosen(self, item: QListWidgetItem | None, _previous=None) -> None:
+        if item is not None:
+            self.open_study(item.data(Qt.UserRole))
+
+    def _filter_studies(self, text: str) -> None:
+        words = text.lower().split()
+        for row in range(self.study_list.count()):
+            item = self.study_list.item(row)
+            item.setHidden(not all(w in item.text().lower() for w in words))
+
+    def select_study(self, study_uid: str) -> None:
+        """Select a study in the list (and open it)."""
+        for row in range(self.study_list.count()):
+            if self.study_list.item(row).data(Qt.UserRole) == study_uid:
+                self.study_list.setCurrentRow(row)
+                return
+        self.open_study(study_uid)
+
+    def open_study(self, study_uid: str) -> None:
+        """Fill the series selectors and load STIR left, T1 right."""
+        volumes = self.store.volumes(study_uid)
+        choices = series_choices(volumes)
+        self._labels = dict(choices)
+        for panel in self.panels.values():
+            panel.series.clear()
+            for volume_id, label in choices:
+                panel.series.addItem(label, volume_id)
+        for name, volume_id in zip(VIEW_NAMES, default_pair(volumes)):
+            if volume_id is None:
+                self.session.set_error(name, "this study has no series to show here")
+                continue
+            self.show_volume(name, volume_id)
+
+    def _series_chosen(self, name: str, index: int) -> None:
+        self.show_volume(name, self.panels[name].series.itemData(index))
+
+    def show_volume(self, name: str, volume_id: str) -> None:
+        """Load a volume into a view (in the background)."""
+        panel = self.panels[name]
+        panel.series.setCurrentIndex(max(0, panel.series.findData(volume_id)))
+        self._pending.add(name)
+        self.session.set_loading(name, self._labels.get(volume_id, volume_id))
+        self.loader.load(name, volume_id)
+        self._update_progress()
+
+    # -- loading -------------------------------------------------------------------
+    def _on_progress(self, name: str, fraction: float) -> None:
+        self.session.set_loading(name, self.session.views[name].label, fraction)
+        self._update_progress()
+
+    def _on_loaded(self, name: str, volume) -> None:
+        self.session.set_volume(name, volume, self.session.views[name].label)
+        errors = volume.meta.get("load_errors") or []
+        if errors:
+            self.statusBar().showMessage(f"{len(errors)} slices could not be read; first: {errors[0]['path']}: "
+                                         f"{errors[0]['reason']}", 15000)
+        self._finish(name)
+
+    def _on_failed(self, name: str, message: str) -> None:
+        self.session.set_error(name, message)
+        self.statusBar().showMessage(f"Cannot load {self.session.views[name].label}: {message}", 15000)
+        self._finish(name)
+
+    def _finish(self, name: str) -> None:
+        self._pending.discard(name)
+        self._update_progress()
+        if not self._pending:
+            self.all_loaded.emit()
+
+    def _update_progress(self) -> None:
+        loading = [v for v in self.session.views.values() if v.status == "loading"]
+        self.progress.setVisible(bool(loading))
+        if loading:
+            self.progress.setValue(int(100 * min(v.progress for v in loading)))
+            self.progress.setFormat(f"Loading {loading[0].label} %p%")
+
+    # -- actions -----------------------------------------------------------------------
+    def set_markers(self, markers: list[Marker]) -> None:
+        """Show lesion markers in both views and in the lesion list."""
+        self.session.set_markers(markers)
+        self.lesion_list.clear()
+        for marker in markers:
+            item = QListWidgetItem(marker.label or marker.key)
+            item.setData(Qt.UserRole, marker.lps)
+            self.lesion_list.addItem(item)
+
+    def _go_to_lesion(self, item: QListWidgetItem) -> None:
+        self.session.set_point(VIEW_NAMES[0], np.array(item.data(Qt.UserRole), float))
+
+    def _jump_to_region(self, index: int) -> None:
+        if index <= 0:
+            return
+        region = self.region.itemText(index)
+        ready = [name for name, v in self.session.views.items() if v.ready]
+        if ready:
+            self.session.jump_to_region(ready[0], region)
+        self.region.setCurrentIndex(0)
+
+    def show_help(self) -> None:
+        """Show every mouse and keyboard action."""
+        HelpDialog(self).exec()
+
+    def _show_position(self, lps) -> None:
+        point = lps if lps is not None else next(
+            (v.point for v in self.session.views.values() if v.ready), None)
+        if point is None:
+            self.position_label.setText("")
+            return
+        parts = [f"LPS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f} mm"]
+        for name, view in self.session.views.items():
+            if not view.ready:
+                continue
+            value = view.value_at(point)
+            shown = "outside" if value is None else f"{value:.0f}"
+            parts.append(f"{view.label}: {shown} ({view.plane} {view.slice_index + 1}/{view.mapping.slices})")
+        self.position_label.setText("   |   ".join(parts))
+
+    def _on_session_changed(self, name, what) -> None:
+        if what in ("point", "volume", "plane"):
+            self._show_position(None)
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        self.loader.wait(5000)
+        self.store.close()
+        super().closeEvent(event)

@@ -1,0 +1,318 @@
+"""One image view: draws a :class:`ViewState` and turns gestures into session calls.
+
+Mouse: left click / drag moves the crosshair (the linked point); wheel
+scrolls slices; Ctrl+wheel zooms about the mouse; right drag changes window
+(horizontal) and level (vertical); middle drag or Space+left drag pans;
+double click fits. Keyboard: see :data:`ui.help.SHORTCUTS`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRectF, Qt, Signal
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from cno_annotate.display.session import ViewerSession, ViewState
+from cno_annotate.display.windowing import Window, Windowing
+
+CROSSHAIR = QColor(255, 220, 0, 170)
+TEXT = QColor(230, 230, 230)
+LETTERS = QColor(255, 210, 90)
+_NICE_MM = (5, 10, 20, 50, 100, 200, 500)
+_ZOOM_STEP = 1.25
+
+
+class SliceView(QWidget):
+    """A view of one :class:`ViewState` of a :class:`ViewerSession`."""
+
+    hovered = Signal(object)  # LPS point under the mouse (numpy array) or None
+    first_image_painted = Signal()
+
+    def __init__(self, session: ViewerSession, name: str, parent=None):
+        super().__init__(parent)
+        self.session, self.name = session, name
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setMouseTracking(True)
+        self.setMinimumSize(200, 200)
+        self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Expanding)
+        self.setAttribute(Qt.WA_OpaquePaintEvent)
+        self._windowing = Windowing()
+        self._image_key = None
+        self._qimage: QImage | None = None
+        self._buffer = None
+        self._drag = None  # (mode, start position, start value)
+        self._space = False
+        self._painted_once = False
+        session.changed.connect(self._on_session_changed)
+
+    @property
+    def state(self) -> ViewState:
+        """The view's state in the session."""
+        return self.session.views[self.name]
+
+    # -- geometry --------------------------------------------------------------
+    def pixels_per_mm(self) -> float:
+        """Current zoom: screen pixels per millimetre (fit when the zoom is unset)."""
+        view = self.state
+        if view.zoom is not None:
+            return view.zoom
+        m = view.mapping
+        width_mm, height_mm = m.cols * m.col_mm, m.rows * m.row_mm
+        return 0.98 * min(self.width() / width_mm, self.height() / height_mm)
+
+    def _centre_pixel(self) -> tuple[float, float]:
+        """Image (row, column) shown at the widget's centre."""
+        view = self.state
+        if view.centre is None:
+            return (view.mapping.rows - 1) / 2, (view.mapping.cols - 1) / 2
+        return view.lps_to_screen(view.centre)
+
+    def image_to_widget(self, row: float, col: float) -> QPointF:
+        """Widget position of the centre of image pixel (row, column)."""
+        m = self.state.mapping
+        scale = self.pixels_per_mm()
+        c_row, c_col = self._centre_pixel()
+        return QPointF(self.width() / 2 + (col - c_col) * m.col_mm * scale,
+                       self.height() / 2 + (row - c_row) * m.row_mm * scale)
+
+    def widget_to_image(self, point: QPointF) -> tuple[float, float]:
+        """Image (row, column) under a widget position."""
+        m = self.state.mapping
+        scale = self.pixels_per_mm()
+        c_row, c_col = self._centre_pixel()
+        return (c_row + (point.y() - self.height() / 2) / (m.row_mm * scale),
+                c_col + (point.x() - self.width() / 2) / (m.col_mm * scale))
+
+    # -- painting --------------------------------------------------------------
+    def current_image(self) -> QImage | None:
+        """The windowed slice as an 8-bit image (cached until slice or window change)."""
+        view = self.state
+        key = (id(view.volume), view.plane, view.slice_index, view.window)
+        if key != self._image_key:
+            display = self._windowing.apply(view.image(), view.window)
+            self._buffer = display
+            rows, cols = display.shape
+            self._qimage = QImage(display.data, cols, rows, cols, QImage.Format_Grayscale8)
+            self._image_key = key
+        return self._qimage
+
+    def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        painter = QPainter(self)
+        painter.fillRect(self.rect(), Qt.black)
+        view = self.state
+        if not view.ready:
+            self._paint_status(painter, view)
+            painter.end()
+            return
+        image = self.current_image()
+        m = view.mapping
+        top_left = self.image_to_widget(-0.5, -0.5)
+        bottom_right = self.image_to_widget(m.rows - 0.5, m.cols - 0.5)
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, self.pixels_per_mm() * m.col_mm > 1.5)
+        painter.drawImage(QRectF(top_left, bottom_right), image, QRectF(0, 0, m.cols, m.rows))
+        painter.setRenderHint(QPainter.Antialiasing, True)
+        self._paint_markers(painter)
+        self._paint_crosshair(painter)
+        self._paint_annotations(painter, view)
+        painter.end()
+        if not self._painted_once:
+            self._painted_once = True
+            if os.environ.get("CNO_ANNOTATE_TIMING"):
+                print(f"first-image-painted {self.name} {time.time():.6f}", flush=True)
+            self.first_image_painted.emit()
+
+    def _paint_status(self, painter: QPainter, view: ViewState) -> None:
+        painter.setPen(TEXT if view.status != "error" else QColor(255, 120, 120))
+        painter.setFont(QFont(self.font().family(), 11))
+        if view.status == "loading":
+            text = f"Loading {view.label} … {int(100 * view.progress)} %"
+        elif view.status == "error":
+            text = f"Cannot show {view.label or 'this series'}:\n{view.message}"
+        else:
+            text = "No series selected"
+        painter.drawText(self.rect().adjusted(12, 12, -12, -12), Qt.AlignCenter | Qt.TextWordWrap, text)
+
+    def _paint_crosshair(self, painter: QPainter) -> None:
+        row, col = self.state.lps_to_screen(self.state.point)
+        centre = self.image_to_widget(row, col)
+        pen = QPen(CROSSHAIR, 1, Qt.DashLine)
+        painter.setPen(pen)
+        gap = 8
+        painter.drawLine(QPointF(0, centre.y()), QPointF(centre.x() - gap, centre.y()))
+        painter.drawLine(QPointF(centre.x() + gap, centre.y()), QPointF(self.width(), centre.y()))
+        painter.drawLine(QPointF(centre.x(), 0), QPointF(centre.x(), centre.y() - gap))
+        painter.drawLine(QPointF(centre.x(), centre.y() + gap), QPointF(centre.x(), self.height()))
+
+    def _paint_markers(self, painter: QPainter) -> None:
+        m = self.state.mapping
+        scale = self.pixels_per_mm()
+        for sm in self.session.screen_markers(self.name):
+            centre = self.image_to_widget(sm.row, sm.col)
+            colour = QColor(sm.marker.colour)
+            pen = QPen(colour, 3 if sm.marker.selected else 2, Qt.SolidLine if sm.in_plane else Qt.DotLine)
+            painter.setPen(pen)
+            painter.setBrush(Qt.NoBrush)
+            painter.drawEllipse(centre, sm.col_radius * m.col_mm * scale, sm.row_radius * m.row_mm * scale)
+            if sm.marker.label:
+                painter.drawText(centre + QPointF(sm.col_radius * m.col_mm * scale + 3, -3), sm.marker.label)
+
+    def _paint_annotations(self, painter: QPainter, view: ViewState) -> None:
+        m = view.mapping
+        painter.setFont(QFont(self.font().family(), 10))
+        metrics = painter.fontMetrics()
+        w, h = self.width(), self.height()
+        painter.setPen(LETTERS)
+        bold = QFont(self.font().family(), 12, QFont.Bold)
+        painter.setFont(bold)
+        painter.drawText(QRectF(4, 0, 30, h), Qt.AlignVCenter | Qt.AlignLeft, m.letters["left"])
+        painter.drawText(QRectF(w - 34, 0, 30, h), Qt.AlignVCenter | Qt.AlignRight, m.letters["right"])
+        painter.drawText(QRectF(0, metrics.height() + 6, w, 24), Qt.AlignHCenter | Qt.AlignTop, m.letters["top"])
+        painter.drawText(QRectF(0, h - 26, w, 24), Qt.AlignHCenter | Qt.AlignBottom, m.letters["bottom"])
+        painter.setFont(QFont(self.font().family(), 10))
+        painter.setPen(TEXT)
+        line = metrics.height() + 2
+        painter.drawText(QPointF(8, line), view.label)
+        plane = f"{view.plane.capitalize()}  {view.slice_index + 1}/{m.slices}"
+        painter.drawText(QPointF(w - metrics.horizontalAdvance(plane) - 8, line), plane)
+        window = f"W {view.window.width:.0f}  L {view.window.level:.0f}"
+        painter.drawText(QPointF(w - metrics.horizontalAdvance(window) - 8, h - 8), window)
+        self._paint_scale_bar(painter, h)
+
+    def _paint_scale_bar(self, painter: QPainter, h: int) -> None:
+        scale = self.pixels_per_mm()
+        target = 0.2 * self.width() / scale
+        length_mm = max([n for n in _NICE_MM if n <= target], default=_NICE_MM[0])
+        length_px = length_mm * scale
+        y = h - 14
+        painter.setPen(QPen(TEXT, 2))
+        painter.drawLine(QPointF(12, y), QPointF(12 + length_px, y))
+        painter.drawLine(QPointF(12, y - 4), QPointF(12, y + 4))
+        painter.drawLine(QPointF(12 + length_px, y - 4), QPointF(12 + length_px, y + 4))
+        text = f"{length_mm / 10:g} cm" if length_mm >= 10 else f"{length_mm} mm"
+        painter.drawText(QPointF(12, y - 6), text)
+
+    # -- events ----------------------------------------------------------------
+    def _on_session_changed(self, name, what) -> None:
+        if name is None or name == self.name:
+            if what == "volume":
+                self._image_key = None
+            self.update()
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        self.setFocus()
+        if not self.state.ready:
+            return
+        button = event.button()
+        if button == Qt.MiddleButton or (button == Qt.LeftButton and self._space):
+            self._drag = ("pan", event.position(), self._centre_pixel())
+        elif button == Qt.RightButton:
+            self._drag = ("window", event.position(), self.state.window)
+        elif button == Qt.LeftButton:
+            self._drag = ("point", event.position(), None)
+            self._move_point(event.position())
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        if not self.state.ready:
+            return
+        position = event.position()
+        row, col = self.widget_to_image(position)
+        self.hovered.emit(self.state.screen_to_lps(row, col))
+        if self._drag is None:
+            return
+        mode, start, value = self._drag
+        if mode == "point":
+            self._move_point(position)
+        elif mode == "window":
+            self._drag_window(position - start, value)
+        elif mode == "pan":
+            self._drag_pan(position - start, value)
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        self._drag = None
+
+    def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.LeftButton and self.state.ready:
+            self.session.set_zoom(self.name, None)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.hovered.emit(None)
+
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        if not self.state.ready:
+            return
+        steps = event.angleDelta().y() / 120 or event.angleDelta().x() / 120
+        if event.modifiers() & Qt.ControlModifier:
+            self.zoom_about(event.position(), _ZOOM_STEP ** steps)
+        else:
+            self.session.scroll(self.name, -int(math.copysign(max(1, round(abs(steps))), steps)) if steps else 0)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        key = event.key()
+        if key == Qt.Key_Space:
+            self._space = True
+            return
+        if not self.state.ready:
+            super().keyPressEvent(event)
+            return
+        m = self.state.mapping
+        scroll = {Qt.Key_Up: -1, Qt.Key_Down: 1, Qt.Key_Left: -1, Qt.Key_Right: 1,
+                  Qt.Key_PageUp: -max(1, m.slices // 10), Qt.Key_PageDown: max(1, m.slices // 10)}
+        planes = {Qt.Key_A: "axial", Qt.Key_C: "coronal", Qt.Key_S: "sagittal"}
+        if key in scroll:
+            self.session.scroll(self.name, scroll[key])
+        elif key == Qt.Key_Home:
+            self.session.go_to_slice(self.name, 0)
+        elif key == Qt.Key_End:
+            self.session.go_to_slice(self.name, m.slices - 1)
+        elif key in (Qt.Key_Plus, Qt.Key_Equal):
+            self.zoom_about(QPointF(self.width() / 2, self.height() / 2), _ZOOM_STEP)
+        elif key == Qt.Key_Minus:
+            self.zoom_about(QPointF(self.width() / 2, self.height() / 2), 1 / _ZOOM_STEP)
+        elif key in (Qt.Key_F, Qt.Key_0):
+            self.session.set_zoom(self.name, None)
+        elif key == Qt.Key_R:
+            self.session.set_zoom(self.name, None)
+            self.session.apply_preset(self.name, next(iter(self.state.presets)))
+        elif key in planes:
+            self.session.set_plane(self.name, planes[key])
+        else:
+            super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:  # noqa: N802
+        if event.key() == Qt.Key_Space and not event.isAutoRepeat():
+            self._space = False
+        super().keyReleaseEvent(event)
+
+    # -- gestures --------------------------------------------------------------
+    def _move_point(self, position: QPointF) -> None:
+        row, col = self.widget_to_image(position)
+        m = self.state.mapping
+        row = float(np.clip(row, 0, m.rows - 1))
+        col = float(np.clip(col, 0, m.cols - 1))
+        self.session.set_point(self.name, self.state.screen_to_lps(row, col))
+
+    def zoom_about(self, position: QPointF, factor: float) -> None:
+        """Zoom by ``factor`` keeping the image point under ``position`` still."""
+        row, col = self.widget_to_image(position)
+        old = self.pixels_per_mm()
+        new = old * factor
+        c_row, c_col = self._centre_pixel()
+        keep = 1 - old / new  # the centre moves this far toward the point under the mouse
+        centre = (c_row + (row - c_row) * keep, c_col + (col - c_col) * keep)
+        self.session.set_zoom(self.name, new, self.state.screen_to_lps(*centre))
+
+    def _drag_window(self, delta: QPointF, start: Window) -> None:
+        sensitivity = max(start.width, 1.0) / 300.0
+        self.session.set_window(self.name, start.adjusted(-delta.y() * sensitivity, delta.x() * sensitivity * 2))
+
+    def _drag_pan(self, delta: QPointF, start_centre: tuple[float, float]) -> None:
+        m = self.state.mapping
+        scale = self.pixels_per_mm()
+        row = start_centre[0] - delta.y() / (m.row_mm * scale)
+        col = start_centre[1] - delta.x() / (m.col_mm * scale)
+        self.session.set_zoom(self.name, scale, self.state.screen_to_lps(row, col))
