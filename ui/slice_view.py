@@ -43,7 +43,7 @@ class SliceView(QWidget):
         self.setAttribute(Qt.WA_OpaquePaintEvent)
         self._windowing = Windowing()
         self._image_key = None
-        self._qimage: QImage | None = None
+        self._drawn: tuple | None = None
         self._buffer = None
         self._drag = None  # (mode, start position, start value)
         self._space = False
@@ -89,17 +89,50 @@ class SliceView(QWidget):
                 c_col + (point.x() - self.width() / 2) / (m.col_mm * scale))
 
     # -- painting --------------------------------------------------------------
-    def current_image(self) -> QImage | None:
-        """The windowed slice as an 8-bit image (cached until slice or window change)."""
+    def current_image(self) -> tuple[QImage, QRectF, QRectF]:
+        """The windowed slice as an 8-bit image, with its target and source rectangles.
+
+        Zoomed out (an image pixel smaller than a screen pixel), the visible
+        part of the slice is sampled at screen resolution (nearest voxel)
+        before windowing, and drawn 1:1; zoomed in, the whole slice is
+        windowed and Qt scales it smoothly. Cached until slice, window or
+        geometry change.
+        """
         view = self.state
-        key = (id(view.volume), view.plane, view.slice_index, view.window)
-        if key != self._image_key:
-            display = self._windowing.apply(view.image(), view.window)
-            self._buffer = display
-            rows, cols = display.shape
-            self._qimage = QImage(display.data, cols, rows, cols, QImage.Format_Grayscale8)
-            self._image_key = key
-        return self._qimage
+        m = view.mapping
+        scale = self.pixels_per_mm()
+        sample = scale * m.col_mm <= 1.0 and scale * m.row_mm <= 1.0
+        geometry = (self.width(), self.height(), scale, self._centre_pixel()) if sample else None
+        key = (id(view.volume), view.plane, view.slice_index, view.window, geometry)
+        if key == self._image_key:
+            return self._drawn
+        image = view.image()
+        top_left = self.image_to_widget(-0.5, -0.5)
+        bottom_right = self.image_to_widget(m.rows - 0.5, m.cols - 0.5)
+        target = QRectF(top_left, bottom_right)
+        source = QRectF(0, 0, m.cols, m.rows)
+        if sample:
+            image, target = self._screen_sample(image, target)
+            source = QRectF(0, 0, image.shape[1], image.shape[0])
+        display = self._windowing.apply(image, view.window)
+        self._buffer = display
+        rows, cols = display.shape
+        self._drawn = (QImage(display.data, cols, rows, cols, QImage.Format_Grayscale8), target, source)
+        self._image_key = key
+        return self._drawn
+
+    def _screen_sample(self, image: np.ndarray, target: QRectF) -> tuple[np.ndarray, QRectF]:
+        """The nearest image pixel for every visible screen pixel of ``target``."""
+        x0, y0 = max(0, math.floor(target.left())), max(0, math.floor(target.top()))
+        x1, y1 = min(self.width(), math.ceil(target.right())), min(self.height(), math.ceil(target.bottom()))
+        if x1 <= x0 or y1 <= y0:
+            return image[:1, :1], QRectF(0, 0, 0, 0)
+        xs = (np.arange(x0, x1) + 0.5 - target.left()) / target.width() * image.shape[1]
+        ys = (np.arange(y0, y1) + 0.5 - target.top()) / target.height() * image.shape[0]
+        cols = np.clip(xs.astype(np.intp), 0, image.shape[1] - 1)
+        rows = np.clip(ys.astype(np.intp), 0, image.shape[0] - 1)
+        sampled = image.take(rows, axis=0).take(cols, axis=1)
+        return sampled, QRectF(x0, y0, x1 - x0, y1 - y0)
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt API)
         painter = QPainter(self)
@@ -109,12 +142,9 @@ class SliceView(QWidget):
             self._paint_status(painter, view)
             painter.end()
             return
-        image = self.current_image()
-        m = view.mapping
-        top_left = self.image_to_widget(-0.5, -0.5)
-        bottom_right = self.image_to_widget(m.rows - 0.5, m.cols - 0.5)
-        painter.setRenderHint(QPainter.SmoothPixmapTransform, self.pixels_per_mm() * m.col_mm > 1.5)
-        painter.drawImage(QRectF(top_left, bottom_right), image, QRectF(0, 0, m.cols, m.rows))
+        image, target, source = self.current_image()
+        painter.setRenderHint(QPainter.SmoothPixmapTransform, target.width() > source.width() * 1.5)
+        painter.drawImage(target, image, source)
         painter.setRenderHint(QPainter.Antialiasing, True)
         self._paint_markers(painter)
         self._paint_crosshair(painter)

@@ -52,7 +52,7 @@ def markers_on_slice(
     Each marker is an axis-aligned ellipsoid in LPS; its section at the
     slice's distance from the centre gives the drawn ellipse.
     """
-    inverse = np.linalg.inv(affine)
+    inverse = np.linalg.inv(affine)  # once per call, for every marker
     col_axis, row_axis, normal_axis = _PLANE_AXES[mapping.plane]
     out = []
     for marker in markers:

@@ -43,6 +43,7 @@ class Volume:
     volume_id: str = ""
     role: str = "other"
     meta: dict = field(default_factory=dict)
+    _inverse: tuple | None = field(default=None, repr=False, compare=False)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -60,7 +61,14 @@ class Volume:
 
     def lps_to_index(self, lps: np.ndarray) -> np.ndarray:
         """Map LPS mm ``(..., 3)`` to fractional voxel indices ``(i, j, k)``."""
-        return apply_affine(np.linalg.inv(self.affine), lps)
+        return apply_affine(self.inverse_affine, lps)
+
+    @property
+    def inverse_affine(self) -> np.ndarray:
+        """LPS mm -> voxel index; recomputed only when ``affine`` is replaced."""
+        if self._inverse is None or self._inverse[0] is not self.affine:
+            self._inverse = (self.affine, np.linalg.inv(self.affine))
+        return self._inverse[1]
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:

@@ -1,0 +1,189 @@
+"""Viewer benchmark: windowing, reformatting, repaint per scroll step, time to first image.
+
+On the 5-station, 400-file study of the import benchmark (generated, then deleted):
+
+- window/level of one slice to an 8-bit image, 448 x 448 and 512 x 512: our preallocated path
+  against a naive numpy expression and SimpleITK's IntensityWindowing (the peers);
+- slice extraction per plane (coronal, axial, sagittal) of the composed STIR volume, windowed;
+- repaint of both linked views per scroll step, views about 900 px tall, offscreen;
+- wall time from starting ``cno-annotate view`` to the first STIR image painted (cold: the
+  composed volume is built; warm: it comes from the cache).
+
+Run: ``python bench/view_bench.py [--repeats N]``. Nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+from cno_annotate.display.planes import extract, plane_mapping  # noqa: E402
+from cno_annotate.display.windowing import Window, Windowing  # noqa: E402
+from cno_annotate.importer import import_paths  # noqa: E402
+from cno_annotate.sample import StudyPlan, generate_study  # noqa: E402
+from cno_annotate.store import Store  # noqa: E402
+from cno_annotate.volumes import load_volume  # noqa: E402
+
+
+def per_call_ms(fn, repeats: int) -> float:
+    """Median milliseconds per call over ``repeats`` calls (after 10 warm-up calls)."""
+    for _ in range(10):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def naive(image: np.ndarray, window: Window) -> np.ndarray:
+    return (np.clip((image - window.low) / window.width, 0, 1) * 255).astype(np.uint8)
+
+
+def sitk_window(image: np.ndarray, window: Window):
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.IntensityWindowing(
+        sitk.GetImageFromArray(image), window.low, window.high, 0, 255))
+
+
+def windowing_figures(repeats: int) -> dict:
+    out = {}
+    rng = np.random.default_rng(0)
+    for size in (448, 512):
+        image = rng.normal(500, 200, (size, size)).astype(np.float32)
+        window = Window(500, 800)
+        ours = Windowing()
+        out[size] = {
+            "ours_ms": per_call_ms(lambda: ours.apply(image, window), repeats),
+            "naive_ms": per_call_ms(lambda: naive(image, window), repeats),
+            "sitk_ms": per_call_ms(lambda: sitk_window(image, window), max(50, repeats // 10)),
+        }
+        assert np.abs(ours.apply(image, window).astype(int) - naive(image, window).astype(int)).max() <= 1
+    return out
+
+
+def reformat_figures(volume, repeats: int) -> dict:
+    out = {}
+    windowing = Windowing()
+    window = Window(500, 1000)
+    for plane in ("coronal", "axial", "sagittal"):
+        mapping = plane_mapping(volume.affine, volume.shape, plane)
+        indices = np.linspace(0, mapping.slices - 1, 50).astype(int)
+        counter = iter(np.tile(indices, 10_000))
+        out[plane] = {
+            "shape": list(extract(volume.array, mapping, 0).shape),
+            "extract_and_window_ms": per_call_ms(
+                lambda: windowing.apply(extract(volume.array, mapping, next(counter)), window), repeats),
+        }
+    return out
+
+
+def repaint_figures(store_dir: Path, steps: int) -> dict:
+    from PySide6.QtWidgets import QApplication
+
+    from ui.main_window import MainWindow
+
+    app = QApplication.instance() or QApplication([])
+    window = MainWindow(store_dir)
+    window.resize(1500, 1000)
+    window.show()
+    window.select_study(window.store.studies()[0]["study_uid"])
+    window.loader.wait()
+    app.processEvents()
+    views = [p.view for p in window.panels.values()]
+    results = {"view_height_px": views[0].height()}
+    for plane in ("coronal", "axial"):
+        window.session.set_plane("left", plane)
+        app.processEvents()
+        times = []
+        for step in range(steps):
+            start = time.perf_counter()
+            window.session.scroll("left", 1 if (step // 20) % 2 == 0 else -1)
+            for v in views:
+                v.repaint()
+            times.append(time.perf_counter() - start)
+        results[plane] = 1000 * statistics.median(times[5:])
+    window.close()
+    return results
+
+
+def first_image_seconds(store_dir: Path, runs: int) -> list[float]:
+    out = []
+    env = {**os.environ, "CNO_ANNOTATE_TIMING": "1", "QT_QPA_PLATFORM": "offscreen"}
+    for _ in range(runs):
+        shot = Path(tempfile.mkstemp(suffix=".png")[1])
+        start = time.time()
+        result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", str(store_dir),
+                                 "--screenshot", str(shot)], capture_output=True, text=True, env=env, check=True)
+        shot.unlink()
+        painted = [float(line.split()[-1]) for line in result.stdout.splitlines()
+                   if line.startswith("first-image-painted left")]
+        out.append(painted[0] - start)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=500)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="cno-view-bench-"))
+    try:
+        generate_study(work / "study", StudyPlan(stations=5, slices=40, matrix=448, seed=0))
+        store = Store.open(work / "store")
+        import_paths(store, [work / "study"])
+        row = next(r for r in store.volumes() if r["kind"] == "composed" and r["role"] == "STIR")
+        volume = load_volume(store, row["volume_id"], use_cache=False)
+        store.close()
+        for cache in (work / "store" / "cache").glob("*.npy"):
+            cache.unlink()  # the first viewer start below builds the cache: a cold start
+        figures = {
+            "first_image_s": first_image_seconds(work / "store", 4),
+            "windowing": windowing_figures(args.repeats),
+            "reformat": reformat_figures(volume, args.repeats // 5),
+            "repaint_ms": repaint_figures(work / "store", 120),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    (args.out / "view_bench.json").write_text(json.dumps(figures, indent=2))
+    print(report(figures))
+    return 0
+
+
+def report(f: dict) -> str:
+    lines = ["| window/level of one slice | ours ms | naive numpy ms | SimpleITK ms | naive / ours | SimpleITK / ours |",
+             "|---|---|---|---|---|---|"]
+    for size, w in f["windowing"].items():
+        lines.append(f"| {size} x {size} float32 -> uint8 | {w['ours_ms']:.3f} | {w['naive_ms']:.3f} | "
+                     f"{w['sitk_ms']:.3f} | {w['naive_ms'] / w['ours_ms']:.1f} | {w['sitk_ms'] / w['ours_ms']:.1f} |")
+    lines += ["", "| plane of the composed STIR | slice shape | extract + window ms |", "|---|---|---|"]
+    for plane, r in f["reformat"].items():
+        lines.append(f"| {plane} | {r['shape'][0]} x {r['shape'][1]} | {r['extract_and_window_ms']:.3f} |")
+    rp = f["repaint_ms"]
+    lines += ["", f"repaint of both linked views per scroll step (views {rp['view_height_px']} px tall, offscreen): "
+              f"coronal {rp['coronal']:.2f} ms, axial {rp['axial']:.2f} ms"]
+    cold, *warm = f["first_image_s"]
+    lines.append(f"process start to first STIR image painted: cold cache {cold:.2f} s, warm cache "
+                 f"{statistics.median(warm):.2f} s (median of {len(warm)})")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
