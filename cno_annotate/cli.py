@@ -109,8 +109,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=5, help="how many runs (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_import_log)
+    _add_read_commands(sub, common)
     _add_plugin_commands(sub, common)
     return parser
+
+
+def _add_read_commands(sub, common) -> None:
+    read = sub.add_parser("read", help="list, export and import reads (JSON)",
+                          description="Reads of the store as JSON documents validated by "
+                                      "schemas/annotation.schema.json.")
+    read_sub = read.add_subparsers(dest="read_command", required=True, metavar="ACTION")
+    p = read_sub.add_parser("list", parents=[common], help="list the reads of the store")
+    p.add_argument("--study", help="study UID, accession number or patient ID")
+    p.add_argument("--reader", help="reader id")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_read_list)
+    p = read_sub.add_parser("export", parents=[common], help="write reads as one JSON document")
+    p.add_argument("--study", help="study UID, accession number or patient ID")
+    p.add_argument("--reader", help="reader id")
+    p.add_argument("--out", type=Path, required=True, help="output .json file (written atomically)")
+    p.set_defaults(run=cmd_read_export)
+    p = read_sub.add_parser("import", parents=[common], help="bring reads back from a JSON document",
+                            description="Validate the whole document, then import every read in one "
+                                        "transaction; a document with any error is refused whole.")
+    p.add_argument("file", type=Path, metavar="FILE.json")
+    p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
+    p.set_defaults(run=cmd_read_import)
+    p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv and reads.csv for statistics")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--study", help="study UID, accession number or patient ID")
+    p.add_argument("--reader", help="reader id")
+    p.set_defaults(run=cmd_export_csv)
 
 
 def _add_plugin_commands(sub, common) -> None:
@@ -266,6 +295,55 @@ def cmd_import_log(args) -> int:
               f"{len(run['skipped'])} skipped  {' '.join(run['paths'])}")
         for item in run["skipped"]:
             print(f"    {item['path']}: {item['reason']}")
+    return 0
+
+
+def cmd_read_list(args) -> int:
+    from cno_annotate.annotation.reads import list_reads
+
+    store = _open_store(args)
+    study = store.study_uid_for(args.study) if args.study else None
+    rows = list_reads(store, study, args.reader)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no reads")
+    for r in rows:
+        print(f"{r['read_id']}  {r['status']:9}  {r['reader']:12}  {r['scheme_id']} {r['scheme_version']}  "
+              f"study {r['study_uid']}  revision {r['revision']}")
+    return 0
+
+
+def cmd_read_export(args) -> int:
+    from cno_annotate.annotation.documents import export_document, write_document
+
+    store = _open_store(args)
+    study = store.study_uid_for(args.study) if args.study else None
+    document = export_document(store, study, args.reader)
+    write_document(document, args.out)
+    print(f"wrote {len(document['reads'])} reads to {args.out}")
+    return 0
+
+
+def cmd_read_import(args) -> int:
+    from cno_annotate.annotation.documents import import_document
+
+    store = _open_store(args)
+    ids = import_document(store, args.file, replace=args.replace)
+    print(f"imported {len(ids)} reads from {args.file}")
+    return 0
+
+
+def cmd_export_csv(args) -> int:
+    from cno_annotate.annotation.csv_export import write_tables
+    from cno_annotate.annotation.documents import export_document
+
+    store = _open_store(args)
+    study = store.study_uid_for(args.study) if args.study else None
+    document = export_document(store, study, args.reader)
+    paths = write_tables(document, args.out)
+    print(f"wrote {', '.join(str(p) for p in paths)} ({len(document['reads'])} reads)")
     return 0
 
 

@@ -7,13 +7,12 @@ member's files change), so a second open is a memory map of one file.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from cno_annotate.errors import CnoError
+from cno_annotate.fileio import atomic_write
 from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.pixels import load_stack
@@ -137,10 +136,7 @@ def _offset_progress(progress, offset: int, total: int):
 
 
 def _save_atomic(path: Path, array: np.ndarray) -> None:
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".npy")
     try:
-        with os.fdopen(handle, "wb") as fp:
-            np.save(fp, array)
-        os.replace(temporary, path)
+        atomic_write(path, lambda fp: np.save(fp, array), ".npy")
     except OSError:
-        Path(temporary).unlink(missing_ok=True)  # the cache is optional
+        pass  # the cache is optional: a full disk only costs speed

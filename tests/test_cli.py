@@ -14,13 +14,27 @@ import pytest
 from cno_annotate.cli import build_parser
 
 REPO = Path(__file__).resolve().parents[1]
-SUBCOMMANDS = sorted(build_parser()._subparsers._group_actions[0].choices)
+def _commands(parser, prefix=()):
+    """Every leaf command as a tuple of words (``("read", "export")``)."""
+    import argparse
+
+    actions = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not actions:
+        return [prefix]
+    return [c for name, sub in actions[0].choices.items() for c in _commands(sub, prefix + (name,))]
 
 
-@pytest.mark.parametrize("command", SUBCOMMANDS)
+SUBCOMMANDS = sorted(_commands(build_parser()))
+
+
+def test_the_command_list_is_complete():
+    assert {("import",), ("series",), ("view",), ("read", "export"), ("read", "import"), ("export-csv",)} <= set(SUBCOMMANDS)
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS, ids=" ".join)
 def test_every_subcommand_has_help(cli, command):
-    code, out, err = cli(command, "--help")
-    assert code == 0 and "usage: cno-annotate " + command in out and "--store" in out
+    code, out, err = cli(*command, "--help")
+    assert code == 0 and "usage: cno-annotate " + " ".join(command) in out and "--store" in out
 
 
 def test_usage_errors_exit_2(cli):

@@ -9,7 +9,6 @@ moves the others', whatever their grids, spacing or stations.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,30 +24,11 @@ from cno_annotate.display.planes import (
 )
 from cno_annotate.display.regions import region_z
 from cno_annotate.display.windowing import AUTO, Window, presets
+from cno_annotate.events import Event
 from cno_annotate.io.volume import Volume
 
 VIEW_NAMES = ("left", "right")
 MIN_ZOOM, MAX_ZOOM = 0.05, 40.0  # screen pixels per mm
-
-
-class Event:
-    """A minimal observer list: ``connect(callback)``, ``emit(*args)``."""
-
-    def __init__(self) -> None:
-        self._callbacks: list[Callable] = []
-
-    def connect(self, callback: Callable) -> None:
-        """Call ``callback(*args)`` on every emit."""
-        self._callbacks.append(callback)
-
-    def disconnect(self, callback: Callable) -> None:
-        """Stop calling ``callback``."""
-        self._callbacks.remove(callback)
-
-    def emit(self, *args) -> None:
-        """Call every connected callback."""
-        for callback in list(self._callbacks):
-            callback(*args)
 
 
 @dataclass

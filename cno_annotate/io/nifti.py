@@ -7,13 +7,13 @@ indices to LPS, so the two differ by a sign flip of x and y. Data arrays are
 
 from __future__ import annotations
 
-import os
-import tempfile
+import gzip
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
+from cno_annotate.fileio import atomic_write
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.volume import Volume
 
@@ -69,14 +69,9 @@ def write_nifti(volume: Volume, path: Path) -> Path:
     image.set_qform(image.affine, code=1)
     image.set_sform(image.affine, code=1)
     suffix = ".nii.gz" if path.name.lower().endswith(".gz") else ".nii"
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=suffix)
-    os.close(handle)
-    try:
-        nib.save(image, temporary)
-        with open(temporary, "rb+") as fp:
-            os.fsync(fp.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda fp: fp.write(image.to_bytes() if suffix == ".nii" else _gzipped(image)), suffix)
     return path
+
+
+def _gzipped(image) -> bytes:
+    return gzip.compress(image.to_bytes(), compresslevel=6, mtime=0)

@@ -81,6 +81,29 @@ MIGRATIONS: list[str] = [
         path TEXT NOT NULL, reason TEXT NOT NULL
     );
     """,
+    # 2: reads, their lesions and per-unit marks (one row per lesion: an edit is one small write).
+    """
+    CREATE TABLE reads (
+        read_id TEXT PRIMARY KEY,
+        study_uid TEXT NOT NULL, reader TEXT NOT NULL,
+        scheme_id TEXT NOT NULL, scheme_version TEXT NOT NULL, taxonomy TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('draft', 'submitted')),
+        started TEXT NOT NULL, submitted TEXT, modified TEXT NOT NULL,
+        revision INTEGER NOT NULL, next_lesion INTEGER NOT NULL
+    );
+    CREATE INDEX reads_by_study ON reads (study_uid, reader);
+    CREATE TABLE lesions (
+        read_id TEXT NOT NULL REFERENCES reads (read_id) ON DELETE CASCADE,
+        lesion_id TEXT NOT NULL, ordinal INTEGER NOT NULL, data TEXT NOT NULL,
+        PRIMARY KEY (read_id, lesion_id)
+    );
+    CREATE TABLE unit_marks (
+        read_id TEXT NOT NULL REFERENCES reads (read_id) ON DELETE CASCADE,
+        unit_id TEXT NOT NULL,
+        mark TEXT NOT NULL CHECK (mark IN ('no_lesion', 'not_assessable')),
+        PRIMARY KEY (read_id, unit_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,201 @@
+"""Reads as JSON documents (``schemas/annotation.schema.json``), and back.
+
+Export writes primary fields (site id, side, sub-site id, position, extent,
+grades...) with their derived forms (labels, codes, sizes, volume, scores);
+import validates the whole document against the schema and the taxonomy and
+schemes, then writes every read in one transaction: a document with any
+error is refused whole, and the message names the file, the JSON path and why.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cno_annotate import __version__
+from cno_annotate.annotation.model import Lesion, Read
+from cno_annotate.annotation.reads import list_reads, load_read, write_read
+from cno_annotate.annotation.resources import validate
+from cno_annotate.annotation.scheme import NOT_ASSESSABLE, load_scheme
+from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
+from cno_annotate.errors import CnoError
+from cno_annotate.fileio import atomic_write_text
+from cno_annotate.store.db import Store
+
+SCHEMA = "annotation.schema.json"
+SCHEMA_VERSION = "1.0.0"
+
+
+def split_name(name: str) -> tuple[str, str]:
+    """``cno-sites-1.0.0`` -> (``cno-sites``, ``1.0.0``)."""
+    ident, _, version = name.rpartition("-")
+    return ident, version
+
+
+def read_document(read: Read) -> dict:
+    """The export form of one read, scores included."""
+    scheme = load_scheme(read.scheme_id, read.scheme_version)
+    taxonomy = load_taxonomy(read.taxonomy)
+    findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions]
+    scores = score_read(findings, read.unit_marks, scheme, taxonomy)
+    tax_id, tax_version = split_name(read.taxonomy)
+    return {
+        "read_id": read.read_id,
+        "study_uid": read.study_uid,
+        "reader": read.reader,
+        "status": read.status,
+        "started": read.started,
+        "submitted": read.submitted,
+        "modified": read.modified,
+        "revision": read.revision,
+        "scheme": scheme.ref,
+        "taxonomy": {"id": tax_id, "version": tax_version},
+        "lesions": [_lesion_document(l, taxonomy, scores.lesions[l.lesion_id]) for l in read.lesions],
+        "unit_marks": [{"unit_id": u, "mark": m} for u, m in sorted(read.unit_marks.items())],
+        "scores": scores.as_dict(),
+    }
+
+
+def _lesion_document(lesion: Lesion, taxonomy: Taxonomy, score) -> dict:
+    site = taxonomy.site(lesion.site_id) if lesion.site_id else None
+    unit_id = None
+    if site is not None and (lesion.side or not site.lateral):
+        unit_id = taxonomy.unit_id(site.id, lesion.side)
+    return {
+        "lesion_id": lesion.lesion_id,
+        "site": None if site is None else {
+            "id": site.id, "label": site.label, "code": site.code, "bone_code": site.bone_code,
+            "region": site.region, "group": site.group, "unit_id": unit_id,
+        },
+        "subsite": None if lesion.subsite is None else {
+            "id": lesion.subsite, "label": taxonomy.subsites[lesion.subsite]["label"],
+            "code": taxonomy.subsites[lesion.subsite]["code"],
+        },
+        "laterality": None if lesion.side is None else {"side": lesion.side, "code": taxonomy.laterality[lesion.side]},
+        "position": {"lps_mm": list(lesion.position), "series_uid": lesion.series_uid, "voxel": list(lesion.voxel)},
+        "extent": lesion.extent,
+        "sizes_mm": None if lesion.sizes_mm is None else [round(s, 3) for s in lesion.sizes_mm],
+        "volume_ml": None if lesion.volume_ml is None else round(lesion.volume_ml, 4),
+        "grades": dict(sorted(lesion.grades.items())),
+        "score": score,
+        "comment": lesion.comment,
+        "confidence": lesion.confidence,
+        "created": {"by": lesion.created_by, "at": lesion.created_at},
+        "modified": {"by": lesion.modified_by, "at": lesion.modified_at},
+    }
+
+
+def export_document(store: Store, study_uid: str | None = None, reader: str | None = None) -> dict:
+    """Every matching read of the store as one validated document."""
+    reads = [load_read(store, r["read_id"]) for r in list_reads(store, study_uid, reader)]
+    document = {
+        "schema_version": SCHEMA_VERSION,
+        "generator": f"cno-annotate {__version__}",
+        "reads": [read_document(r) for r in reads],
+    }
+    validate(document, SCHEMA, "export")
+    return document
+
+
+def write_document(document: dict, path: Path) -> Path:
+    """Write a document atomically (temporary file, fsync, rename)."""
+    if not Path(path).parent.is_dir():
+        raise CnoError(f"{Path(path).parent} is not a folder")
+    return atomic_write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+
+
+def reads_from_document(document: dict, source: str) -> list[Read]:
+    """Validate a document (schema, sites, grades) and build its reads.
+
+    Raises
+    ------
+    CnoError
+        Naming ``source``, the JSON path of the first problem and why.
+    """
+    validate(document, SCHEMA, source)
+    reads = []
+    seen = set()
+    for r, data in enumerate(document["reads"]):
+        where = f"$.reads[{r}]"
+        if data["read_id"] in seen:
+            raise CnoError(f"{source}: {where}.read_id: read {data['read_id']!r} appears twice")
+        seen.add(data["read_id"])
+        taxonomy_name = f"{data['taxonomy']['id']}-{data['taxonomy']['version']}"
+        taxonomy = _load(lambda: load_taxonomy(taxonomy_name), source, f"{where}.taxonomy")
+        scheme = _load(lambda: load_scheme(data["scheme"]["id"], data["scheme"]["version"]), source, f"{where}.scheme")
+        lesions = [_lesion_from(l, taxonomy, scheme, source, f"{where}.lesions[{n}]")
+                   for n, l in enumerate(data["lesions"])]
+        ids = [l.lesion_id for l in lesions]
+        if len(set(ids)) != len(ids):
+            raise CnoError(f"{source}: {where}.lesions: lesion ids repeat")
+        marks = {}
+        for n, mark in enumerate(data["unit_marks"]):
+            _load(lambda: taxonomy.unit_site(mark["unit_id"]), source, f"{where}.unit_marks[{n}].unit_id")
+            marks[mark["unit_id"]] = mark["mark"]
+        reads.append(Read(data["read_id"], data["study_uid"], data["reader"], scheme.id, scheme.version,
+                          taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
+                          data["revision"], lesions, marks))
+    return reads
+
+
+def _load(fn, source: str, where: str):
+    try:
+        return fn()
+    except CnoError as exc:
+        raise CnoError(f"{source}: {where}: {exc}") from None
+
+
+def _lesion_from(data: dict, taxonomy: Taxonomy, scheme, source: str, where: str) -> Lesion:
+    site_id = data["site"]["id"] if data["site"] else None
+    if site_id is not None:
+        site = _load(lambda: taxonomy.site(site_id), source, f"{where}.site.id")
+        subsite = data["subsite"]["id"] if data["subsite"] else None
+        if subsite is not None and subsite not in site.subsites:
+            raise CnoError(f"{source}: {where}.subsite.id: {site.label} has no sub-site {subsite!r}")
+    elif data["subsite"]:
+        raise CnoError(f"{source}: {where}.subsite: a sub-site needs a site")
+    for item_id, value in data["grades"].items():
+        _load(lambda: scheme.check_grade(item_id, value), source, f"{where}.grades.{item_id}")
+    return Lesion(
+        lesion_id=data["lesion_id"],
+        position=tuple(data["position"]["lps_mm"]),
+        series_uid=data["position"]["series_uid"],
+        voxel=tuple(data["position"]["voxel"]),
+        site_id=site_id,
+        side=data["laterality"]["side"] if data["laterality"] else None,
+        subsite=data["subsite"]["id"] if data["subsite"] else None,
+        extent=data["extent"],
+        grades={k: (v if v == NOT_ASSESSABLE else int(v)) for k, v in data["grades"].items()},
+        comment=data["comment"],
+        confidence=data["confidence"],
+        created_by=data["created"]["by"], created_at=data["created"]["at"],
+        modified_by=data["modified"]["by"], modified_at=data["modified"]["at"],
+    )
+
+
+def import_document(store: Store, path: Path, replace: bool = False) -> list[str]:
+    """Import every read of a JSON file, all or nothing; returns the read ids.
+
+    Raises
+    ------
+    CnoError
+        If the file is unreadable or invalid, or a read exists already
+        (unless ``replace``).
+    """
+    source = str(path)
+    try:
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CnoError(f"{source}: no such file") from None
+    except json.JSONDecodeError as exc:
+        raise CnoError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    reads = reads_from_document(document, source)
+    existing = {r["read_id"] for r in list_reads(store)}
+    clashes = [r.read_id for r in reads if r.read_id in existing]
+    if clashes and not replace:
+        raise CnoError(f"{source}: the store already has read {clashes[0]} (use --replace to overwrite)")
+    with store.transaction():
+        for read in reads:
+            write_read(store, read, in_transaction=True)
+    return [r.read_id for r in reads]

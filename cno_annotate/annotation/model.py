@@ -1,0 +1,135 @@
+"""Reads and lesions as values.
+
+A :class:`Read` is one reader's reading of one study; a :class:`Lesion` is
+one marked lesion: position in patient LPS mm with the series UID and voxel
+index, coded site with sub-site and side, extent, grades of the scheme,
+comment, confidence, and who and when created and modified it. Both convert
+to and from plain dicts (the stored and exported form).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+#: LPS axis of the screen columns, rows and the normal of each plane.
+PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
+DEFAULT_RADIUS_MM = 5.0
+CONFIDENCE = (1, 2, 3, 4, 5)
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One lesion of a read."""
+
+    lesion_id: str
+    position: tuple[float, float, float]
+    series_uid: str
+    voxel: tuple[float, float, float]
+    site_id: str | None = None
+    side: str | None = None
+    subsite: str | None = None
+    extent: dict | None = None
+    grades: dict = field(default_factory=dict)
+    comment: str = ""
+    confidence: int | None = None
+    created_by: str = ""
+    created_at: str = ""
+    modified_by: str = ""
+    modified_at: str = ""
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON-ready)."""
+        out = asdict(self)
+        out["position"] = [float(v) for v in self.position]
+        out["voxel"] = [float(v) for v in self.voxel]
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Lesion:
+        """Inverse of :meth:`to_dict`."""
+        data = dict(data)
+        data["position"] = tuple(float(v) for v in data["position"])
+        data["voxel"] = tuple(float(v) for v in data["voxel"])
+        data["grades"] = dict(data.get("grades") or {})
+        return cls(**data)
+
+    @property
+    def sizes_mm(self) -> tuple[float, float, float] | None:
+        """Extent along LPS x, y, z in mm (None without an extent)."""
+        return extent_sizes(self.extent)[0] if self.extent else None
+
+    @property
+    def volume_ml(self) -> float | None:
+        """Volume estimated from the extent, in ml."""
+        return extent_sizes(self.extent)[1] if self.extent else None
+
+    @property
+    def radii_mm(self) -> tuple[float, float, float]:
+        """Half sizes along x, y, z, for drawing (5 mm without an extent)."""
+        sizes = self.sizes_mm
+        if sizes is None:
+            return (DEFAULT_RADIUS_MM,) * 3
+        return tuple(max(s / 2, 1.0) for s in sizes)
+
+
+def extent_sizes(extent: dict) -> tuple[tuple[float, float, float], float]:
+    """Sizes along LPS x, y, z (mm) and volume (ml) of an extent.
+
+    Kinds
+    -----
+    ellipse
+        ``plane``, ``radii_mm`` [along screen columns, rows], ``slice_range_mm``
+        [low, high] along the normal; volume of the ellipsoid with these diameters.
+    box
+        ``min_mm`` and ``max_mm`` corners in LPS; volume of the box.
+    polygon
+        ``plane``, ``points_mm`` (LPS, on one slice), ``slice_range_mm``; area
+        (shoelace) times thickness.
+    """
+    kind = extent["kind"]
+    if kind == "box":
+        sizes = np.abs(np.array(extent["max_mm"], float) - np.array(extent["min_mm"], float))
+        return tuple(float(s) for s in sizes), float(np.prod(sizes)) / 1000.0
+    col_axis, row_axis, normal = PLANE_AXES[extent["plane"]]
+    low, high = extent["slice_range_mm"]
+    sizes = [0.0, 0.0, 0.0]
+    sizes[normal] = abs(high - low)
+    if kind == "ellipse":
+        a, b = extent["radii_mm"]
+        sizes[col_axis], sizes[row_axis] = 2 * a, 2 * b
+        volume = math.pi / 6 * sizes[0] * sizes[1] * sizes[2]
+        return tuple(sizes), volume / 1000.0
+    points = np.array(extent["points_mm"], float)
+    u, v = points[:, col_axis], points[:, row_axis]
+    sizes[col_axis], sizes[row_axis] = float(np.ptp(u)), float(np.ptp(v))
+    area = 0.5 * abs(float(np.dot(u, np.roll(v, 1)) - np.dot(v, np.roll(u, 1))))
+    return tuple(sizes), area * sizes[normal] / 1000.0
+
+
+@dataclass
+class Read:
+    """One reader's reading of one study."""
+
+    read_id: str
+    study_uid: str
+    reader: str
+    scheme_id: str
+    scheme_version: str
+    taxonomy: str
+    status: str = "draft"
+    started: str = ""
+    submitted: str | None = None
+    modified: str = ""
+    revision: int = 0
+    lesions: list[Lesion] = field(default_factory=list)
+    unit_marks: dict[str, str] = field(default_factory=dict)
+
+    def lesion(self, lesion_id: str) -> Lesion:
+        """The lesion with this id (KeyError if none)."""
+        for lesion in self.lesions:
+            if lesion.lesion_id == lesion_id:
+                return lesion
+        raise KeyError(lesion_id)

@@ -1,0 +1,322 @@
+"""Reads in the store, and the session that edits one with undo / redo.
+
+Every change is written as it is made, in one SQLite transaction that also
+bumps the read's revision: after a crash the store holds every change that
+was committed and no half change. The undo history lives in the
+:class:`ReadSession` (one step per user gesture) and undoing is itself a
+saved change.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from dataclasses import dataclass
+
+from cno_annotate.annotation.model import CONFIDENCE, Lesion, Read
+from cno_annotate.annotation.scheme import Scheme, load_scheme
+from cno_annotate.annotation.scoring import UNIT_MARKS, UNIT_NOT_ASSESSABLE, Finding, ReadScores, score_read
+from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, SIDES, Taxonomy, load_taxonomy
+from cno_annotate.errors import CnoError
+from cno_annotate.events import Event
+from cno_annotate.store.db import Store, now
+
+EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
+
+
+# -- storage ---------------------------------------------------------------------------
+def list_reads(store: Store, study_uid: str | None = None, reader: str | None = None) -> list[dict]:
+    """Read rows (without lesions), oldest first."""
+    sql, args = "SELECT * FROM reads WHERE 1", []
+    if study_uid:
+        sql, args = sql + " AND study_uid = ?", args + [study_uid]
+    if reader:
+        sql, args = sql + " AND reader = ?", args + [reader]
+    return [dict(r) for r in store.db.execute(sql + " ORDER BY started, read_id", args)]
+
+
+def load_read(store: Store, read_id: str) -> Read:
+    """A read with its lesions and unit marks.
+
+    Raises
+    ------
+    CnoError
+        If the store has no such read.
+    """
+    row = store.db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,)).fetchone()
+    if row is None:
+        raise CnoError(f"no read {read_id!r} in the store at {store.root}")
+    lesions = [
+        Lesion.from_dict(json.loads(r["data"]))
+        for r in store.db.execute("SELECT data FROM lesions WHERE read_id = ? ORDER BY ordinal", (read_id,))
+    ]
+    marks = {r["unit_id"]: r["mark"] for r in store.db.execute(
+        "SELECT unit_id, mark FROM unit_marks WHERE read_id = ?", (read_id,))}
+    fields = {k: row[k] for k in ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy",
+                                  "status", "started", "submitted", "modified", "revision")}
+    return Read(**fields, lesions=lesions, unit_marks=marks)
+
+
+def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy: Taxonomy,
+                read_id: str | None = None) -> Read:
+    """Create an empty draft read."""
+    if not reader.strip():
+        raise CnoError("a read needs a reader id")
+    stamp = now()
+    read = Read(read_id or uuid.uuid4().hex, study_uid, reader, scheme.id, scheme.version,
+                f"{taxonomy.id}-{taxonomy.version}", "draft", stamp, None, stamp, 0)
+    with store.transaction() as db:
+        db.execute(
+            "INSERT INTO reads VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (read.read_id, study_uid, reader, scheme.id, scheme.version, read.taxonomy, "draft",
+             stamp, None, stamp, 0, 1),
+        )
+    return read
+
+
+def write_read(store: Store, read: Read, in_transaction: bool = False) -> None:
+    """Write a whole read (replacing any read with the same id), in one transaction.
+
+    With ``in_transaction`` the caller holds the transaction (to write several
+    reads all or nothing).
+    """
+    if in_transaction:
+        _write_read(store.db, read)
+    else:
+        with store.transaction() as db:
+            _write_read(db, read)
+
+
+def _write_read(db, read: Read) -> None:
+    db.execute("DELETE FROM reads WHERE read_id = ?", (read.read_id,))
+    next_lesion = 1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0)
+    db.execute(
+        "INSERT INTO reads VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+        (read.read_id, read.study_uid, read.reader, read.scheme_id, read.scheme_version, read.taxonomy,
+         read.status, read.started, read.submitted, read.modified, read.revision, next_lesion),
+    )
+    for n, lesion in enumerate(read.lesions):
+        db.execute("INSERT INTO lesions VALUES (?,?,?,?)",
+                   (read.read_id, lesion.lesion_id, n, json.dumps(lesion.to_dict())))
+    for unit_id, mark in read.unit_marks.items():
+        db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read.read_id, unit_id, mark))
+
+
+def _lesion_number(lesion_id: str) -> int:
+    digits = "".join(c for c in lesion_id if c.isdigit())
+    return int(digits) if digits else 0
+
+
+# -- editing --------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Change:
+    """What one gesture changed: the affected lesions and marks, before and after."""
+
+    label: str
+    lesions_before: dict  # lesion id -> Lesion or None
+    lesions_after: dict
+    marks_before: dict  # unit id -> mark or None
+    marks_after: dict
+
+
+class ReadSession:
+    """An open read: validated edits, autosave, undo / redo, live scores.
+
+    Events
+    ------
+    changed(label)
+        After every change, undo and redo.
+    """
+
+    def __init__(self, store: Store, read: Read):
+        self.store = store
+        self.read = read
+        self.scheme = load_scheme(read.scheme_id, read.scheme_version)
+        self.taxonomy = load_taxonomy(read.taxonomy)
+        self._undo: list[_Change] = []
+        self._redo: list[_Change] = []
+        self.changed = Event()
+
+    @classmethod
+    def open(cls, store: Store, read_id: str) -> ReadSession:
+        """Open a stored read."""
+        return cls(store, load_read(store, read_id))
+
+    @classmethod
+    def open_or_create(cls, store: Store, study_uid: str, reader: str, scheme_id: str | None = None,
+                       taxonomy: str = DEFAULT_TAXONOMY) -> ReadSession:
+        """The reader's latest read of a study, or a new draft."""
+        existing = list_reads(store, study_uid, reader)
+        if existing:
+            return cls.open(store, existing[-1]["read_id"])
+        scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
+        return cls(store, create_read(store, study_uid, reader, scheme, load_taxonomy(taxonomy)))
+
+    # -- queries ---------------------------------------------------------------------------
+    @property
+    def can_undo(self) -> bool:
+        """Whether there is a change to undo."""
+        return bool(self._undo)
+
+    @property
+    def can_redo(self) -> bool:
+        """Whether there is an undone change to redo."""
+        return bool(self._redo)
+
+    def scores(self) -> ReadScores:
+        """Scores of the read as it is now."""
+        findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in self.read.lesions]
+        return score_read(findings, self.read.unit_marks, self.scheme, self.taxonomy)
+
+    # -- edits -----------------------------------------------------------------------------
+    def add_lesion(self, position, series_uid: str, voxel, **fields) -> str:
+        """Place a lesion; returns its id (ids are never reused)."""
+        self._require_draft()
+        number = self.store.db.execute(
+            "SELECT next_lesion FROM reads WHERE read_id = ?", (self.read.read_id,)).fetchone()[0]
+        stamp = now()
+        lesion = Lesion(f"L{number}", tuple(float(v) for v in position), series_uid,
+                        tuple(float(v) for v in voxel), created_by=self.read.reader, created_at=stamp,
+                        modified_by=self.read.reader, modified_at=stamp)
+        lesion = self._validated(dataclasses.replace(lesion, **fields)) if fields else lesion
+        self._commit(_Change("add lesion", {lesion.lesion_id: None}, {lesion.lesion_id: lesion}, {}, {}),
+                     next_lesion=number + 1)
+        return lesion.lesion_id
+
+    def update_lesion(self, lesion_id: str, **fields) -> None:
+        """Change fields of a lesion (site_id, side, subsite, extent, grades, comment, ...)."""
+        self._require_draft()
+        unknown = set(fields) - EDITABLE
+        if unknown:
+            raise CnoError(f"cannot edit {', '.join(sorted(unknown))} of a lesion")
+        before = self._lesion(lesion_id)
+        after = self._validated(dataclasses.replace(
+            before, **fields, modified_by=self.read.reader, modified_at=now()))
+        label = "edit " + ", ".join(sorted(fields))
+        self._commit(_Change(label, {lesion_id: before}, {lesion_id: after}, {}, {}))
+
+    def set_grade(self, lesion_id: str, item_id: str, value) -> None:
+        """Grade one item of a lesion (an allowed value, ``"NA"``, or None to clear)."""
+        grades = dict(self._lesion(lesion_id).grades)
+        if value is None:
+            grades.pop(item_id, None)
+        else:
+            grades[item_id] = value
+        self.update_lesion(lesion_id, grades=grades)
+
+    def delete_lesion(self, lesion_id: str) -> None:
+        """Remove a lesion."""
+        self._require_draft()
+        before = self._lesion(lesion_id)
+        self._commit(_Change("delete lesion", {lesion_id: before}, {lesion_id: None}, {}, {}))
+
+    def mark_unit(self, unit_id: str, mark: str | None) -> None:
+        """Mark a bone unit "no_lesion" or "not_assessable" (None clears the mark)."""
+        self._require_draft()
+        self.taxonomy.unit_site(unit_id)
+        if mark is not None and mark not in UNIT_MARKS:
+            raise CnoError(f"a unit mark is one of {', '.join(UNIT_MARKS)}, not {mark!r}")
+        if mark is not None and self._lesions_in(unit_id):
+            raise CnoError(f"{unit_id} has lesions; delete them before marking it "
+                           f"{'not assessable' if mark == UNIT_NOT_ASSESSABLE else 'without lesion'}")
+        before = self.read.unit_marks.get(unit_id)
+        self._commit(_Change(f"mark {unit_id}", {}, {}, {unit_id: before}, {unit_id: mark}))
+
+    def submit(self) -> None:
+        """Submit the read: it is locked from then on."""
+        self._require_draft()
+        if self.scores().unplaced_lesions:
+            raise CnoError(f"lesions without a site or side: {', '.join(self.scores().unplaced_lesions)}")
+        stamp = now()
+        with self.store.transaction() as db:
+            db.execute("UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
+                       "WHERE read_id = ?", (stamp, stamp, self.read.read_id))
+        self.read = load_read(self.store, self.read.read_id)
+        self._undo.clear()
+        self._redo.clear()
+        self.changed.emit("submit")
+
+    def undo(self) -> None:
+        """Undo the last change (a no-op when there is none)."""
+        if not self._undo:
+            return
+        change = self._undo.pop()
+        self._write(change.lesions_before, change.marks_before)
+        self._redo.append(change)
+        self.changed.emit(f"undo {change.label}")
+
+    def redo(self) -> None:
+        """Redo the last undone change."""
+        if not self._redo:
+            return
+        change = self._redo.pop()
+        self._write(change.lesions_after, change.marks_after)
+        self._undo.append(change)
+        self.changed.emit(f"redo {change.label}")
+
+    # -- internals ---------------------------------------------------------------------------
+    def _require_draft(self) -> None:
+        if self.read.status != "draft":
+            raise CnoError(f"read {self.read.read_id} is submitted and locked")
+
+    def _lesion(self, lesion_id: str) -> Lesion:
+        try:
+            return self.read.lesion(lesion_id)
+        except KeyError:
+            raise CnoError(f"read {self.read.read_id} has no lesion {lesion_id!r}") from None
+
+    def _lesions_in(self, unit_id: str) -> list[str]:
+        out = []
+        for lesion in self.read.lesions:
+            if lesion.site_id and (lesion.side or not self.taxonomy.site(lesion.site_id).lateral):
+                if self.taxonomy.unit_id(lesion.site_id, lesion.side) == unit_id:
+                    out.append(lesion.lesion_id)
+        return out
+
+    def _validated(self, lesion: Lesion) -> Lesion:
+        if lesion.site_id is not None:
+            site = self.taxonomy.site(lesion.site_id)
+            if not site.lateral and lesion.side is not None:
+                lesion = dataclasses.replace(lesion, side=None)
+            if lesion.subsite is not None and lesion.subsite not in site.subsites:
+                choices = ", ".join(site.subsites) or "none"
+                raise CnoError(f"{site.label} has no sub-site {lesion.subsite!r} (choices: {choices})")
+        elif lesion.subsite is not None:
+            raise CnoError("choose the site before its sub-site")
+        if lesion.side is not None and lesion.side not in SIDES:
+            raise CnoError(f"side must be R or L, not {lesion.side!r}")
+        for item_id, value in lesion.grades.items():
+            self.scheme.check_grade(item_id, value)
+        if lesion.confidence is not None and lesion.confidence not in CONFIDENCE:
+            raise CnoError(f"confidence is 1 to 5, not {lesion.confidence!r}")
+        return lesion
+
+    def _commit(self, change: _Change, next_lesion: int | None = None) -> None:
+        self._write(change.lesions_after, change.marks_after, next_lesion)
+        self._undo.append(change)
+        self._redo.clear()
+        self.changed.emit(change.label)
+
+    def _write(self, lesions: dict, marks: dict, next_lesion: int | None = None) -> None:
+        """Apply lesion and mark states in one transaction, then in memory."""
+        read_id = self.read.read_id
+        ordinals = {l.lesion_id: n for n, l in enumerate(self.read.lesions)}
+        stamp = now()
+        with self.store.transaction() as db:
+            for lesion_id, lesion in lesions.items():
+                if lesion is None:
+                    db.execute("DELETE FROM lesions WHERE read_id = ? AND lesion_id = ?", (read_id, lesion_id))
+                else:
+                    ordinal = ordinals.get(lesion_id, _lesion_number(lesion_id))
+                    db.execute("INSERT OR REPLACE INTO lesions VALUES (?,?,?,?)",
+                               (read_id, lesion_id, ordinal, json.dumps(lesion.to_dict())))
+            for unit_id, mark in marks.items():
+                if mark is None:
+                    db.execute("DELETE FROM unit_marks WHERE read_id = ? AND unit_id = ?", (read_id, unit_id))
+                else:
+                    db.execute("INSERT OR REPLACE INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, mark))
+            extra = ", next_lesion = ?" if next_lesion is not None else ""
+            args = (stamp, next_lesion, read_id) if next_lesion is not None else (stamp, read_id)
+            db.execute(f"UPDATE reads SET revision = revision + 1, modified = ?{extra} WHERE read_id = ?", args)
+        self.read = load_read(self.store, read_id)

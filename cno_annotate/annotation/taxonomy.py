@@ -1,0 +1,144 @@
+"""The anatomical site taxonomy: sites, codes, bone units, reporting groups.
+
+Loaded from ``schemas/sites/<id>-<version>.json`` and validated against
+``schemas/site-taxonomy.schema.json``. A bone unit (what a scoring scheme
+scores) is a site's ``unit`` plus its side: ``femur.distal:L``, ``spine.T8``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from cno_annotate.annotation.resources import load_json, schemas_dir
+from cno_annotate.errors import CnoError
+
+DEFAULT_TAXONOMY = "cno-sites-1.0.0"
+SIDES = ("R", "L")
+#: How far from the midline (mm) a click must be to propose a side.
+MIDLINE_MM = 10.0
+
+
+@dataclass(frozen=True)
+class Site:
+    """One reportable site (a bone or a segment of one)."""
+
+    id: str
+    label: str
+    aliases: tuple[str, ...]
+    region: str
+    bone: str
+    segment: str
+    lateral: bool
+    unit_type: str
+    unit: str
+    code: dict
+    bone_code: dict
+    subsites: tuple[str, ...]
+    group: str
+
+
+class Taxonomy:
+    """Sites with their codes, units and reporting groups."""
+
+    def __init__(self, document: dict):
+        self.document = document
+        self.id: str = document["id"]
+        self.version: str = document["version"]
+        self.sites: dict[str, Site] = {
+            s["id"]: Site(**{**s, "aliases": tuple(s["aliases"]), "subsites": tuple(s["subsites"])})
+            for s in document["sites"]
+        }
+        self.subsites: dict[str, dict] = document["subsites"]
+        self.laterality: dict[str, dict] = document["laterality"]
+        self.regions: dict[str, str] = document["regions"]
+        self.groups: list[dict] = document["reporting_groups"]
+        self._check_references()
+        self._words = {sid: _words(site) for sid, site in self.sites.items()}
+
+    def _check_references(self) -> None:
+        group_ids = {g["id"] for g in self.groups}
+        for site in self.sites.values():
+            unknown = [s for s in site.subsites if s not in self.subsites]
+            if site.group not in group_ids or site.region not in self.regions or unknown:
+                raise CnoError(f"taxonomy {self.id}: site {site.id} names an unknown group, region or sub-site")
+
+    # -- lookup ---------------------------------------------------------------------
+    def site(self, site_id: str) -> Site:
+        """The site with this id.
+
+        Raises
+        ------
+        CnoError
+            For an unknown id.
+        """
+        try:
+            return self.sites[site_id]
+        except KeyError:
+            raise CnoError(f"unknown site {site_id!r} in taxonomy {self.id} {self.version}") from None
+
+    def unit_id(self, site_id: str, side: str | None) -> str:
+        """The bone unit of a site on a side, e.g. ``femur.distal:L``."""
+        site = self.site(site_id)
+        if site.lateral:
+            if side not in SIDES:
+                raise CnoError(f"{site.label} needs a side (R or L)")
+            return f"{site.unit}:{side}"
+        return site.unit
+
+    def unit_site(self, unit_id: str) -> tuple[Site, str | None]:
+        """The (first) site and the side of a bone unit id."""
+        unit, _, side = unit_id.partition(":")
+        for site in self.sites.values():
+            if site.unit == unit and (bool(side) == site.lateral):
+                return site, side or None
+        raise CnoError(f"unknown bone unit {unit_id!r} in taxonomy {self.id}")
+
+    def group_path(self, group_id: str) -> list[str]:
+        """A reporting group and its parents, innermost first."""
+        parents = {g["id"]: g["parent"] for g in self.groups}
+        path = [group_id]
+        while parents.get(path[-1]):
+            path.append(parents[path[-1]])
+        return path
+
+    def search(self, text: str, limit: int = 20) -> list[Site]:
+        """Sites whose words start with every typed word ("dist fem" finds distal femur).
+
+        Sites whose label matches rank before those matched through aliases.
+        """
+        tokens = [t for t in re.split(r"[\s.,/]+", text.lower()) if t]
+        if not tokens:
+            return list(self.sites.values())[:limit]
+        ranked = []
+        for order, (sid, (label_words, all_words)) in enumerate(self._words.items()):
+            if all(any(w.startswith(t) for w in all_words) for t in tokens):
+                in_label = all(any(w.startswith(t) for w in label_words) for t in tokens)
+                ranked.append((not in_label, order, self.sites[sid]))
+        return [site for *_, site in sorted(ranked, key=lambda r: (r[0], r[1]))][:limit]
+
+    @staticmethod
+    def propose_side(x_mm: float) -> str | None:
+        """The side of the body of an LPS x (patient's left is +x); None near the midline."""
+        if x_mm > MIDLINE_MM:
+            return "L"
+        if x_mm < -MIDLINE_MM:
+            return "R"
+        return None
+
+
+def _words(site: Site) -> tuple[set[str], set[str]]:
+    label = set(re.split(r"[\s()/,.-]+", site.label.lower())) - {""}
+    extra = set()
+    for text in (*site.aliases, site.id, site.bone, site.segment):
+        extra |= set(re.split(r"[\s()/,._-]+", text.lower())) - {""}
+    return label, label | extra
+
+
+@lru_cache(maxsize=8)
+def load_taxonomy(name: str = DEFAULT_TAXONOMY) -> Taxonomy:
+    """Load and validate a taxonomy by name (``cno-sites-1.0.0``) or path."""
+    path = Path(name) if name.endswith(".json") else schemas_dir() / "sites" / f"{name}.json"
+    return Taxonomy(load_json(path, "site-taxonomy.schema.json"))
