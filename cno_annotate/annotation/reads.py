@@ -27,13 +27,13 @@ EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confid
 
 # -- storage ---------------------------------------------------------------------------
 def list_reads(store: Store, study_uid: str | None = None, reader: str | None = None) -> list[dict]:
-    """Read rows (without lesions), oldest first."""
+    """Read rows (without lesions), by study, reader and start time."""
     sql, args = "SELECT * FROM reads WHERE 1", []
     if study_uid:
         sql, args = sql + " AND study_uid = ?", args + [study_uid]
     if reader:
         sql, args = sql + " AND reader = ?", args + [reader]
-    return [dict(r) for r in store.db.execute(sql + " ORDER BY started, read_id", args)]
+    return [dict(r) for r in store.db.execute(sql + " ORDER BY study_uid, reader, started, read_id", args)]
 
 
 def load_read(store: Store, read_id: str) -> Read:
