@@ -14,7 +14,7 @@ from cno_annotate.store.db import default_store_dir
 
 
 def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screenshot: Path | None,
-               size: tuple[int, int] = (1400, 900)) -> int:
+               size: tuple[int, int] = (1400, 900), reader: str | None = None) -> int:
     """Open the main window; with ``screenshot``, save it once loaded and exit.
 
     Raises
@@ -41,7 +41,7 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cno-annotate")
-    window = MainWindow(store_dir)
+    window = MainWindow(store_dir, reader=reader)
     window.resize(*size)
     result = {"code": 0}
     if screenshot is not None:

@@ -23,6 +23,7 @@ def register(subparsers, common) -> None:
     p.add_argument("--screenshot", type=Path, metavar="FILE.png",
                    help="render the window with the study loaded to a PNG and exit (works offscreen)")
     p.add_argument("--size", default="1400x900", help="window size for --screenshot, WIDTHxHEIGHT")
+    p.add_argument("--reader", help="reader id for the reads you make (default: your login name)")
     p.set_defaults(run=run)
 
 
@@ -34,4 +35,4 @@ def run(args) -> int:
         width, height = (int(n) for n in args.size.lower().split("x"))
     except ValueError:
         raise CnoError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
-    return run_viewer(args.store, args.study, args.sample, args.screenshot, (width, height))
+    return run_viewer(args.store, args.study, args.sample, args.screenshot, (width, height), args.reader)

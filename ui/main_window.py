@@ -23,13 +23,16 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.display.overlay import Marker
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import VIEW_NAMES, ViewerSession
+from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
 from ui.help import HelpDialog
+from ui.lesion_panel import LesionPanel
 from ui.loader import VolumeLoader
 from ui.slice_view import SliceView
 
@@ -84,16 +87,29 @@ class ViewPanel(QWidget):
             self.preset.addItems(list(state.presets))
 
 
+def default_reader() -> str:
+    """The reader id when none is given: the login name."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "reader"
+
+
 class MainWindow(QMainWindow):
     """Studies on the left, STIR and T1 side by side, lesions on the right."""
 
     all_loaded = Signal()
 
-    def __init__(self, store_root: Path, parent=None):
+    def __init__(self, store_root: Path, reader: str | None = None, parent=None):
         super().__init__(parent)
         self.setWindowTitle("cno-annotate")
         self.store_root = Path(store_root)
         self.store = Store.open(self.store_root)
+        self.reader = reader or default_reader()
+        self.read_session: ReadSession | None = None
+        self.extra_markers: list[Marker] = []
         self.session = ViewerSession()
         self.loader = VolumeLoader(self.store_root, self)
         self._pending: set[str] = set()
@@ -110,6 +126,7 @@ class MainWindow(QMainWindow):
         for name, panel in self.panels.items():
             panel.series.activated.connect(lambda index, n=name: self._series_chosen(n, index))
             panel.view.hovered.connect(self._show_position)
+            panel.view.lesion_drawn.connect(self._lesion_drawn)
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)
@@ -141,12 +158,12 @@ class MainWindow(QMainWindow):
         self.addAction(find)
 
     def _build_lesions_dock(self) -> None:
-        self.lesion_list = QListWidget(self)
-        self.lesion_list.setToolTip("Lesions drawn over the views; double click to go to one")
-        self.lesion_list.itemDoubleClicked.connect(self._go_to_lesion)
+        self.lesion_panel = LesionPanel(self)
+        self.lesion_panel.lesion_selected.connect(self._lesion_selected)
+        self.lesion_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         dock = QDockWidget("Lesions", self)
         dock.setObjectName("lesions")
-        dock.setWidget(self.lesion_list)
+        dock.setWidget(self.lesion_panel)
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
 
@@ -163,6 +180,20 @@ class MainWindow(QMainWindow):
         self.zoom_link_action.toggled.connect(lambda on: setattr(self.session, "link_zoom", on))
         bar.addAction(self.link_action)
         bar.addAction(self.zoom_link_action)
+        bar.addSeparator()
+        self.mark_action = QAction("Mark lesion", self)
+        self.mark_action.setCheckable(True)
+        self.mark_action.setShortcut(QKeySequence(Qt.Key_M))
+        self.mark_action.setToolTip("Click to place a lesion, drag to draw its extent (M)")
+        self.mark_action.toggled.connect(self._set_mark_mode)
+        self.undo_action = QAction("Undo", self)
+        self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
+        self.undo_action.triggered.connect(lambda: self._edit_read(lambda r: r.undo()))
+        self.redo_action = QAction("Redo", self)
+        self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.redo_action.triggered.connect(lambda: self._edit_read(lambda r: r.redo()))
+        for action in (self.mark_action, self.undo_action, self.redo_action):
+            bar.addAction(action)
         bar.addSeparator()
         self.region = QComboBox(self)
         self.region.addItem("Go to region…")
@@ -232,11 +263,26 @@ class MainWindow(QMainWindow):
             panel.series.clear()
             for volume_id, label in choices:
                 panel.series.addItem(label, volume_id)
+        self.open_read(study_uid)
         for name, volume_id in zip(VIEW_NAMES, default_pair(volumes)):
             if volume_id is None:
                 self.session.set_error(name, "this study has no series to show here")
                 continue
             self.show_volume(name, volume_id)
+
+    def open_read(self, study_uid: str) -> None:
+        """Open (or start) this reader's read of the study."""
+        if self.read_session is not None:
+            self.read_session.changed.disconnect(self._read_changed)
+        try:
+            self.read_session = ReadSession.open_or_create(self.store, study_uid, self.reader)
+        except CnoError as exc:
+            self.read_session = None
+            self.statusBar().showMessage(f"Cannot open the read: {exc}", 15000)
+        else:
+            self.read_session.changed.connect(self._read_changed)
+        self.lesion_panel.set_session(self.read_session)
+        self._refresh_markers()
 
     def _series_chosen(self, name: str, index: int) -> None:
         self.show_volume(name, self.panels[name].series.itemData(index))
@@ -283,16 +329,62 @@ class MainWindow(QMainWindow):
 
     # -- actions -----------------------------------------------------------------------
     def set_markers(self, markers: list[Marker]) -> None:
-        """Show lesion markers in both views and in the lesion list."""
-        self.session.set_markers(markers)
-        self.lesion_list.clear()
-        for marker in markers:
-            item = QListWidgetItem(marker.label or marker.key)
-            item.setData(Qt.UserRole, marker.lps)
-            self.lesion_list.addItem(item)
+        """Show extra markers (not lesions of the open read) in both views."""
+        self.extra_markers = list(markers)
+        self._refresh_markers()
 
-    def _go_to_lesion(self, item: QListWidgetItem) -> None:
-        self.session.set_point(VIEW_NAMES[0], np.array(item.data(Qt.UserRole), float))
+    def _refresh_markers(self) -> None:
+        markers = list(self.extra_markers)
+        if self.read_session is not None:
+            taxonomy = self.read_session.taxonomy
+            for lesion in self.read_session.read.lesions:
+                site = taxonomy.site(lesion.site_id).label if lesion.site_id else "no site"
+                selected = lesion.lesion_id == self.lesion_panel.selected
+                colour = "#ffd000" if selected else ("#ff5a5a" if lesion.site_id is None else "#3ec8ff")
+                label = f"{lesion.lesion_id} {site}{' ' + lesion.side if lesion.side else ''}"
+                markers.append(Marker(lesion.position, lesion.radii_mm, label, colour, selected, lesion.lesion_id))
+        self.session.set_markers(markers)
+
+    def _read_changed(self, _label: str) -> None:
+        self._refresh_markers()
+        self.undo_action.setEnabled(self.read_session.can_undo)
+        self.redo_action.setEnabled(self.read_session.can_redo)
+
+    def _edit_read(self, change) -> None:
+        if self.read_session is None:
+            return
+        try:
+            change(self.read_session)
+        except CnoError as exc:
+            self.statusBar().showMessage(str(exc), 10000)
+
+    def _set_mark_mode(self, on: bool) -> None:
+        for panel in self.panels.values():
+            panel.view.mark_mode = on
+            panel.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
+        self.statusBar().showMessage("Mark lesion: click a lesion, or drag from its centre to draw its extent"
+                                     if on else "", 5000)
+
+    def _lesion_drawn(self, name: str, centre, extent) -> None:
+        """Place a lesion where the reader clicked or dragged, in one undo step."""
+        view = self.session.views[name]
+        if self.read_session is None or not view.ready:
+            self.statusBar().showMessage("Open a study before marking lesions", 10000)
+            return
+        side = self.read_session.taxonomy.propose_side(float(centre[0]))
+        voxel = view.volume.lps_to_index(centre)
+        try:
+            lesion_id = self.read_session.add_lesion(centre, view.volume.volume_id, voxel, side=side, extent=extent)
+        except CnoError as exc:
+            self.statusBar().showMessage(str(exc), 10000)
+            return
+        self.lesion_panel.select(lesion_id, focus_site=True)
+
+    def _lesion_selected(self, lesion_id: str) -> None:
+        if lesion_id and self.read_session is not None:
+            lesion = self.read_session.read.lesion(lesion_id)
+            self.session.set_point(VIEW_NAMES[0], np.array(lesion.position, float))
+        self._refresh_markers()
 
     def _jump_to_region(self, index: int) -> None:
         if index <= 0:

@@ -32,6 +32,7 @@ class SliceView(QWidget):
 
     hovered = Signal(object)  # LPS point under the mouse (numpy array) or None
     first_image_painted = Signal()
+    lesion_drawn = Signal(str, object, object)  # view name, LPS centre, extent dict or None
 
     def __init__(self, session: ViewerSession, name: str, parent=None):
         super().__init__(parent)
@@ -48,6 +49,8 @@ class SliceView(QWidget):
         self._drag = None  # (mode, start position, start value)
         self._space = False
         self._painted_once = False
+        self.mark_mode = False  # left click / drag places a lesion instead of moving the crosshair
+        self._rubber: tuple[QPointF, QPointF] | None = None
         session.changed.connect(self._on_session_changed)
 
     @property
@@ -148,6 +151,8 @@ class SliceView(QWidget):
         painter.setRenderHint(QPainter.Antialiasing, True)
         self._paint_markers(painter)
         self._paint_crosshair(painter)
+        if self._rubber is not None:
+            self._paint_rubber(painter)
         self._paint_annotations(painter, view)
         painter.end()
         if not self._painted_once:
@@ -242,6 +247,9 @@ class SliceView(QWidget):
             self._drag = ("pan", event.position(), self._centre_pixel())
         elif button == Qt.RightButton:
             self._drag = ("window", event.position(), self.state.window)
+        elif button == Qt.LeftButton and self.mark_mode:
+            self._drag = ("mark", event.position(), None)
+            self._rubber = (event.position(), event.position())
         elif button == Qt.LeftButton:
             self._drag = ("point", event.position(), None)
             self._move_point(event.position())
@@ -257,13 +265,20 @@ class SliceView(QWidget):
         mode, start, value = self._drag
         if mode == "point":
             self._move_point(position)
+        elif mode == "mark":
+            self._rubber = (start, position)
+            self.update()
         elif mode == "window":
             self._drag_window(position - start, value)
         elif mode == "pan":
             self._drag_pan(position - start, value)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag is not None and self._drag[0] == "mark" and event.button() == Qt.LeftButton:
+            self._finish_mark(self._drag[1], event.position())
         self._drag = None
+        self._rubber = None
+        self.update()
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
         if event.button() == Qt.LeftButton and self.state.ready:
@@ -319,6 +334,31 @@ class SliceView(QWidget):
         super().keyReleaseEvent(event)
 
     # -- gestures --------------------------------------------------------------
+    def _finish_mark(self, start: QPointF, end: QPointF) -> None:
+        """Turn a click (a point) or a drag (an ellipse from its centre) into a lesion."""
+        view = self.state
+        m = view.mapping
+        row0, col0 = self.widget_to_image(start)
+        row1, col1 = self.widget_to_image(end)
+        row0, col0 = float(np.clip(row0, 0, m.rows - 1)), float(np.clip(col0, 0, m.cols - 1))
+        centre = view.screen_to_lps(row0, col0)
+        a, b = abs(col1 - col0) * m.col_mm, abs(row1 - row0) * m.row_mm
+        extent = None
+        if (end - start).manhattanLength() >= 4 and max(a, b) >= 1.0:
+            a, b = max(a, 1.0), max(b, 1.0)
+            depth = min(a, b)  # through-plane half-size: as deep as the narrower in-plane axis
+            normal = {"axial": 2, "coronal": 1, "sagittal": 0}[view.plane]
+            extent = {"kind": "ellipse", "plane": view.plane, "radii_mm": [round(a, 2), round(b, 2)],
+                      "slice_range_mm": [round(centre[normal] - depth, 2), round(centre[normal] + depth, 2)]}
+        self.lesion_drawn.emit(self.name, centre, extent)
+
+    def _paint_rubber(self, painter: QPainter) -> None:
+        start, end = self._rubber
+        painter.setPen(QPen(QColor(255, 90, 90), 1.5, Qt.DashLine))
+        painter.setBrush(Qt.NoBrush)
+        d = end - start
+        painter.drawEllipse(start, abs(d.x()), abs(d.y()))
+
     def _move_point(self, position: QPointF) -> None:
         row, col = self.widget_to_image(position)
         m = self.state.mapping

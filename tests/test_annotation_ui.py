@@ -1,0 +1,162 @@
+"""Annotating in the viewer, offscreen: click, name the site, grade with digits, undo."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, sample_store):
+    from ui.main_window import MainWindow
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(sample_store.root, store_dir)
+    w = MainWindow(store_dir, reader="dr-test")
+    w.resize(1300, 850)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.all_loaded, timeout=20000):
+        w.select_study(w.store.studies()[0]["study_uid"])
+    yield w
+    w.loader.wait(5000)
+
+
+def _view(window, name="left"):
+    return window.panels[name].view
+
+
+def test_a_click_in_mark_mode_places_a_lesion_at_the_clicked_lps(window, qtbot):
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    state = window.session.views["left"]
+    row, col = 337.0, 40.0  # the right distal femur of the sample
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(row, col).toPoint())
+    (lesion,) = window.read_session.read.lesions
+    expected = state.screen_to_lps(row, col)
+    pixel_mm = max(state.mapping.row_mm, state.mapping.col_mm)
+    np.testing.assert_allclose(lesion.position, expected, atol=pixel_mm / 2 + 1e-6)
+    assert lesion.series_uid == state.volume.volume_id
+    np.testing.assert_allclose(state.volume.index_to_lps(np.array(lesion.voxel)), lesion.position, atol=1e-6)
+    assert lesion.side == "R"  # proposed from the clicked side of the body (patient's right)
+    assert lesion.extent is None
+    assert window.lesion_panel.selected == lesion.lesion_id
+    # the lesion appears in both linked views
+    assert [m.marker.key for m in window.session.screen_markers("left")] == [lesion.lesion_id]
+    assert [m.marker.key for m in window.session.screen_markers("right")] == [lesion.lesion_id]
+
+
+def test_dragging_draws_the_extent(window, qtbot):
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    m = window.session.views["left"].mapping
+    start = view.image_to_widget(300.0, 60.0)
+    end = view.image_to_widget(306.0, 64.0)  # 6 rows and 4 columns from the centre
+    qtbot.mousePress(view, Qt.LeftButton, pos=start.toPoint())
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                    Qt.NoModifier))
+    qtbot.mouseRelease(view, Qt.LeftButton, pos=end.toPoint())
+    (lesion,) = window.read_session.read.lesions
+    assert lesion.extent["kind"] == "ellipse" and lesion.extent["plane"] == "coronal"
+    a, b = lesion.extent["radii_mm"]
+    assert a == pytest.approx(4 * m.col_mm, abs=m.col_mm) and b == pytest.approx(6 * m.row_mm, abs=m.row_mm)
+    assert lesion.sizes_mm[0] == pytest.approx(2 * a) and lesion.volume_ml > 0
+
+
+def test_site_search_digit_grade_totals_and_undo(window, qtbot):
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    panel = window.lesion_panel
+    qtbot.keyClicks(panel.site_picker.search, "dist fem")
+    qtbot.keyClick(panel.site_picker.search, Qt.Key_Return)
+    (lesion,) = window.read_session.read.lesions
+    assert lesion.site_id == "femur.distal" and lesion.side == "R"
+    selectors = panel._grade_widgets
+    assert list(selectors) == ["marrow_hyperintensity", "signal_extension", "soft_tissue_periosteal", "bony_expansion"]
+    qtbot.keyClick(selectors["marrow_hyperintensity"], Qt.Key_2)
+    qtbot.keyClick(selectors["signal_extension"], Qt.Key_3)
+    qtbot.keyClick(selectors["soft_tissue_periosteal"], Qt.Key_N)
+    lesion = window.read_session.read.lesions[0]
+    assert lesion.grades == {"marrow_hyperintensity": 2, "signal_extension": 3, "soft_tissue_periosteal": "NA"}
+    assert "Total 5" in panel.totals.text()
+    assert "score 5" in panel.lesions.item(0).text()
+    # undo, one gesture at a time: the NA grade, then the 3
+    qtbot.keyClick(window, Qt.Key_Z, Qt.ControlModifier)
+    assert "soft_tissue_periosteal" not in window.read_session.read.lesions[0].grades
+    window.undo_action.trigger()
+    assert "Total 2" in panel.totals.text()
+    for _ in range(3):  # the 2, the site, the lesion itself
+        window.undo_action.trigger()
+    assert window.read_session.read.lesions == []
+    assert "Total 0" in panel.totals.text() and panel.lesions.count() == 0
+    window.redo_action.trigger()
+    assert len(window.read_session.read.lesions) == 1
+
+
+def _next_tab_stop(widget):
+    nxt = widget.nextInFocusChain()
+    while not (nxt.focusPolicy() & Qt.TabFocus) or not nxt.isEnabled():
+        nxt = nxt.nextInFocusChain()
+    return nxt
+
+
+def test_tab_moves_between_grade_items(window, qtbot):
+    """The tab chain runs sub-site -> each grade row in scheme order -> comment."""
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    panel = window.lesion_panel
+    qtbot.keyClicks(panel.site_picker.search, "dist fem")
+    qtbot.keyClick(panel.site_picker.search, Qt.Key_Return)
+    selectors = list(panel._grade_widgets.values())
+    assert _next_tab_stop(panel.subsite) is selectors[0]
+    for first, second in zip(selectors, selectors[1:]):
+        assert _next_tab_stop(first) is second
+    assert _next_tab_stop(selectors[-1]) is panel.comment
+
+
+def test_unit_marks_without_a_lesion(window, qtbot):
+    panel = window.lesion_panel
+    qtbot.keyClicks(panel.unit_picker.search, "L5")
+    qtbot.keyClick(panel.unit_picker.search, Qt.Key_Return)
+    not_assessable = [b for b in panel.units_box.findChildren(type(panel.submit_button)) if b.text() == "Not assessable"][0]
+    not_assessable.click()
+    assert window.read_session.read.unit_marks == {"spine.L5": "not_assessable"}
+    assert "1 not assessable" in panel.totals.text()
+
+
+def test_refused_edits_show_a_message_not_a_crash(window, qtbot):
+    panel = window.lesion_panel
+    qtbot.keyClicks(panel.unit_picker.search, "dist fem")
+    qtbot.keyClick(panel.unit_picker.search, Qt.Key_Return)
+    no_lesion = [b for b in panel.units_box.findChildren(type(panel.submit_button)) if b.text() == "No lesion"][0]
+    no_lesion.click()  # no side chosen for a paired bone
+    assert "needs a side" in window.statusBar().currentMessage()
+    assert window.read_session.read.unit_marks == {}
+
+
+def test_reads_are_saved_per_reader_and_reopen(window, qtbot, tmp_path):
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    from cno_annotate.annotation.reads import list_reads
+
+    (row,) = list_reads(window.store, reader="dr-test")
+    from ui.main_window import MainWindow
+
+    again = MainWindow(window.store_root, reader="dr-test")
+    qtbot.addWidget(again)
+    again.open_read(row["study_uid"])
+    assert len(again.read_session.read.lesions) == 1

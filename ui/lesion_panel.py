@@ -1,0 +1,447 @@
+"""The lesion panel: the read's lesions, their site and grades, live totals, unit marks.
+
+Every control calls the core :class:`~cno_annotate.annotation.reads.ReadSession`;
+the panel redraws itself from the session after every change (its own
+edits, undo, redo), so it never holds state the core does not.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from cno_annotate.annotation.reads import ReadSession
+from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Item
+from cno_annotate.annotation.scoring import NO_LESION, UNIT_NOT_ASSESSABLE
+from cno_annotate.errors import CnoError
+
+NO_SIDE = "—"
+CHECKED_STYLE = "QToolButton { min-width: 22px; } QToolButton:checked { background: #1f6fd1; color: white; font-weight: bold; }"
+
+
+class GradeSelector(QWidget):
+    """One scheme item: a button per grade plus "NA"; digits, N and Delete from the keyboard."""
+
+    graded = Signal(str, object)  # item id, value (int, "NA" or None)
+
+    def __init__(self, item: Item, parent=None):
+        super().__init__(parent)
+        self.item = item
+        self.setFocusPolicy(Qt.StrongFocus)
+        self.setToolTip(f"{item.definition}\nKeys: {', '.join(str(v) for v in item.values)}, N = not assessable, "
+                        "Delete = clear; Tab = next item")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(2, 1, 2, 1)
+        layout.setSpacing(2)
+        self.buttons = QButtonGroup(self)
+        self.buttons.setExclusive(False)
+        for grade in item.grades:
+            self._add_button(str(grade["value"]), grade["value"], f"{grade['label']}: {grade['definition']}")
+        self._add_button("NA", NOT_ASSESSABLE, "Not assessable (outside the field of view, artefact)")
+        layout.addStretch(1)
+        self.buttons.buttonClicked.connect(self._clicked)
+
+    def _add_button(self, text: str, value, tip: str) -> None:
+        button = QToolButton(self)
+        button.setText(text)
+        button.setCheckable(True)
+        button.setFocusPolicy(Qt.NoFocus)
+        button.setToolTip(tip)
+        button.setProperty("grade", value)
+        button.setStyleSheet(CHECKED_STYLE)
+        self.buttons.addButton(button)
+        self.layout().addWidget(button)
+
+    def set_value(self, value) -> None:
+        """Show a grade (None: none chosen)."""
+        for button in self.buttons.buttons():
+            button.setChecked(value is not None and button.property("grade") == value)
+
+    def _clicked(self, button) -> None:
+        value = button.property("grade")
+        self.graded.emit(self.item.id, None if not button.isChecked() else value)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        text = event.text().strip().upper()
+        if text.isdigit() and int(text) in self.item.values:
+            self.graded.emit(self.item.id, int(text))
+        elif text == "N":
+            self.graded.emit(self.item.id, NOT_ASSESSABLE)
+        elif event.key() in (Qt.Key_Delete, Qt.Key_Backspace):
+            self.graded.emit(self.item.id, None)
+        else:
+            super().keyPressEvent(event)
+
+    def focusInEvent(self, event) -> None:  # noqa: N802
+        self.setStyleSheet("GradeSelector { background: palette(highlight); }")
+        super().focusInEvent(event)
+
+    def focusOutEvent(self, event) -> None:  # noqa: N802
+        self.setStyleSheet("")
+        super().focusOutEvent(event)
+
+
+class SitePicker(QWidget):
+    """A search box over the taxonomy: typing "dist fem" lists Distal femur."""
+
+    picked = Signal(str)  # site id
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.session: ReadSession | None = None
+        self.search = QLineEdit(self)
+        self.search.setPlaceholderText("Site: type e.g. dist fem, T8, SI joint")
+        self.search.setClearButtonEnabled(True)
+        self.results = QListWidget(self)
+        self.results.setMaximumHeight(110)
+        self.results.hide()
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(1)
+        layout.addWidget(self.search)
+        layout.addWidget(self.results)
+        self.search.textEdited.connect(self._update)
+        self.search.returnPressed.connect(self._pick_first)
+        self.results.itemActivated.connect(self._pick)
+        self.results.itemClicked.connect(self._pick)
+
+    def _update(self, text: str) -> None:
+        self.results.clear()
+        if self.session is None or not text.strip():
+            self.results.hide()
+            return
+        for site in self.session.taxonomy.search(text, limit=12):
+            item = QListWidgetItem(site.label)
+            item.setData(Qt.UserRole, site.id)
+            self.results.addItem(item)
+        self.results.setVisible(self.results.count() > 0)
+        if self.results.count():
+            self.results.setCurrentRow(0)
+
+    def _pick_first(self) -> None:
+        item = self.results.currentItem() or (self.results.item(0) if self.results.count() else None)
+        if item is not None:
+            self._pick(item)
+
+    def _pick(self, item: QListWidgetItem) -> None:
+        self.results.hide()
+        self.picked.emit(item.data(Qt.UserRole))
+
+    def show_site(self, label: str) -> None:
+        """Show the chosen site's name in the box."""
+        self.search.setText(label)
+        self.results.hide()
+
+
+class LesionPanel(QWidget):
+    """The read: lesions, the selected lesion's editor, totals and unit marks."""
+
+    lesion_selected = Signal(str)  # lesion id ("" for none)
+    message = Signal(str)
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.session: ReadSession | None = None
+        self.selected: str | None = None
+        self._grade_widgets: dict[str, GradeSelector] = {}
+        self._grade_key = None
+        self.header = QLabel("No read open", self)
+        self.header.setWordWrap(True)
+        self.totals = QLabel("", self)
+        self.totals.setWordWrap(True)
+        self.totals.setObjectName("totals")
+        self.lesions = QListWidget(self)
+        self.lesions.setToolTip("Lesions of this read with their score; select one to go to it")
+        self.lesions.currentItemChanged.connect(self._lesion_clicked)
+        self._build_editor()
+        self._build_units()
+        self.submit_button = QPushButton("Submit read…", self)
+        self.submit_button.setToolTip("Submit and lock the read")
+        self.submit_button.clicked.connect(self._submit)
+        content = QWidget(self)
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(self.header)
+        layout.addWidget(self.totals)
+        layout.addWidget(self.lesions, 1)
+        layout.addWidget(self.editor)
+        layout.addWidget(self.units_box)
+        layout.addWidget(self.submit_button)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(content)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(scroll)
+        self.setMinimumWidth(320)
+        self.refresh()
+
+    # -- building --------------------------------------------------------------------
+    def _build_editor(self) -> None:
+        self.editor = QGroupBox("Selected lesion", self)
+        form = QFormLayout(self.editor)
+        form.setContentsMargins(4, 4, 4, 4)
+        self.site_picker = SitePicker(self.editor)
+        self.site_picker.picked.connect(lambda site_id: self._edit(site_id=site_id))
+        self.side = QComboBox(self.editor)
+        self.side.addItems([NO_SIDE, "R", "L"])
+        self.side.setToolTip("Side, proposed from where the lesion was placed")
+        self.side.activated.connect(lambda i: self._edit(side=None if i == 0 else self.side.itemText(i)))
+        self.subsite = QComboBox(self.editor)
+        self.subsite.activated.connect(lambda i: self._edit(subsite=self.subsite.itemData(i)))
+        self.grades_box = QWidget(self.editor)
+        self.grades_layout = QFormLayout(self.grades_box)
+        self.grades_layout.setContentsMargins(0, 0, 0, 0)
+        self.comment = QLineEdit(self.editor)
+        self.comment.setPlaceholderText("Comment")
+        self.comment.editingFinished.connect(self._comment_done)
+        self.confidence = QComboBox(self.editor)
+        self.confidence.addItems(["—", "1 (low)", "2", "3", "4", "5 (high)"])
+        self.confidence.activated.connect(lambda i: self._edit(confidence=None if i == 0 else i))
+        self.size_label = QLabel("", self.editor)
+        self.delete_button = QPushButton("Delete lesion…", self.editor)
+        self.delete_button.clicked.connect(self._delete)
+        form.addRow("Site", self.site_picker)
+        form.addRow("Side", self.side)
+        form.addRow("Sub-site", self.subsite)
+        form.addRow(self.grades_box)
+        form.addRow("Comment", self.comment)
+        form.addRow("Confidence", self.confidence)
+        form.addRow("Size", self.size_label)
+        form.addRow(self.delete_button)
+
+    def _build_units(self) -> None:
+        self.units_box = QGroupBox("Bone units without a lesion", self)
+        layout = QVBoxLayout(self.units_box)
+        layout.setContentsMargins(4, 4, 4, 4)
+        row = QHBoxLayout()
+        self.unit_picker = SitePicker(self.units_box)
+        self.unit_picker.search.setPlaceholderText("Unit: type a site")
+        self.unit_side = QComboBox(self.units_box)
+        self.unit_side.addItems([NO_SIDE, "R", "L"])
+        row.addWidget(self.unit_picker, 1)
+        row.addWidget(self.unit_side)
+        buttons = QHBoxLayout()
+        for text, mark in (("No lesion", NO_LESION), ("Not assessable", UNIT_NOT_ASSESSABLE), ("Clear", None)):
+            button = QPushButton(text, self.units_box)
+            button.clicked.connect(lambda _=False, m=mark: self._mark_unit(m))
+            buttons.addWidget(button)
+        self.unit_marks = QListWidget(self.units_box)
+        self.unit_marks.setMaximumHeight(90)
+        self._unit_site: str | None = None
+        self.unit_picker.picked.connect(self._unit_site_picked)
+        layout.addLayout(row)
+        layout.addLayout(buttons)
+        layout.addWidget(self.unit_marks)
+
+    # -- model -> widgets ------------------------------------------------------------------
+    def set_session(self, session: ReadSession | None) -> None:
+        """Show a read (None: no read)."""
+        if self.session is not None:
+            self.session.changed.disconnect(self._on_changed)
+        self.session = session
+        self.selected = None
+        self._grade_key = None
+        self.site_picker.session = self.unit_picker.session = session
+        if session is not None:
+            session.changed.connect(self._on_changed)
+        self.refresh()
+
+    def _on_changed(self, _label: str) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Redraw everything from the session."""
+        session = self.session
+        enabled = session is not None and session.read.status == "draft"
+        for widget in (self.editor, self.units_box, self.submit_button):
+            widget.setEnabled(enabled)
+        if session is None:
+            self.header.setText("No read open")
+            self.totals.setText("")
+            self.lesions.clear()
+            self.editor.setEnabled(False)
+            return
+        read = session.read
+        self.header.setText(f"Reader {read.reader} · {read.status} · {session.scheme.title} "
+                            f"({session.scheme.id} {session.scheme.version})")
+        scores = session.scores()
+        regions = ", ".join(f"{session.taxonomy.regions[r]} {v}" for r, v in sorted(scores.regions.items()) if v)
+        self.totals.setText(f"<b>Total {scores.total}</b> · {scores.units_with_lesion} units with lesions · "
+                            f"{scores.units_not_assessable} not assessable<br>{regions}")
+        self.lesions.blockSignals(True)
+        self.lesions.clear()
+        for lesion in read.lesions:
+            item = QListWidgetItem(self._lesion_text(lesion, scores.lesions.get(lesion.lesion_id)))
+            item.setData(Qt.UserRole, lesion.lesion_id)
+            self.lesions.addItem(item)
+            if lesion.lesion_id == self.selected:
+                self.lesions.setCurrentItem(item)
+        self.lesions.blockSignals(False)
+        if self.selected not in {l.lesion_id for l in read.lesions}:
+            self.selected = None
+        self._refresh_editor()
+        self.unit_marks.clear()
+        for unit_id, mark in sorted(read.unit_marks.items()):
+            self.unit_marks.addItem(f"{unit_id}: {'no lesion' if mark == NO_LESION else 'not assessable'}")
+
+    def _lesion_text(self, lesion, score) -> str:
+        if lesion.site_id is None:
+            return f"{lesion.lesion_id}  (no site yet)"
+        site = self.session.taxonomy.site(lesion.site_id)
+        parts = [lesion.lesion_id, site.label]
+        if lesion.side:
+            parts.append(lesion.side)
+        if lesion.subsite:
+            parts.append(f"· {self.session.taxonomy.subsites[lesion.subsite]['label'].lower()}")
+        return "  ".join(parts) + f"  — score {score if score is not None else '–'}"
+
+    def _refresh_editor(self) -> None:
+        lesion = self.current_lesion()
+        self.editor.setEnabled(lesion is not None and self.session.read.status == "draft")
+        self.editor.setTitle(f"Lesion {lesion.lesion_id}" if lesion else "Selected lesion")
+        site = self.session.taxonomy.site(lesion.site_id) if lesion and lesion.site_id else None
+        self.site_picker.show_site(site.label if site else "")
+        self.side.setCurrentIndex({"R": 1, "L": 2}.get(lesion.side if lesion else None, 0))
+        self.side.setEnabled(bool(site is None or site.lateral))
+        self.subsite.clear()
+        self.subsite.addItem(NO_SIDE, None)
+        for sub in (site.subsites if site else ()):
+            self.subsite.addItem(self.session.taxonomy.subsites[sub]["label"], sub)
+        self.subsite.setCurrentIndex(max(0, self.subsite.findData(lesion.subsite if lesion else None)))
+        self._rebuild_grades(site.unit_type if site else None)
+        for item_id, widget in self._grade_widgets.items():
+            widget.set_value(lesion.grades.get(item_id) if lesion else None)
+        if not self.comment.hasFocus():
+            self.comment.setText(lesion.comment if lesion else "")
+        self.confidence.setCurrentIndex(lesion.confidence or 0 if lesion else 0)
+        if lesion and lesion.sizes_mm:
+            sizes = " x ".join(f"{s:.0f}" for s in lesion.sizes_mm)
+            self.size_label.setText(f"{sizes} mm, {lesion.volume_ml:.2f} ml")
+        else:
+            self.size_label.setText("point (drag to draw an extent)")
+
+    def _rebuild_grades(self, unit_type: str | None) -> None:
+        key = (self.session.scheme.id, unit_type)
+        if key == self._grade_key:
+            return
+        self._grade_key = key
+        while self.grades_layout.rowCount():
+            self.grades_layout.removeRow(0)
+        self._grade_widgets = {}
+        items = self.session.scheme.items_for(unit_type) if unit_type else self.session.scheme.items
+        previous = self.comment
+        for item in items:
+            selector = GradeSelector(item, self.grades_box)
+            selector.graded.connect(self._grade)
+            label = QLabel(item.label, self.grades_box)
+            label.setToolTip(item.definition)
+            label.setWordWrap(True)
+            self.grades_layout.addRow(label, selector)
+            self._grade_widgets[item.id] = selector
+        chain = [self.subsite, *self._grade_widgets.values(), previous]
+        for first, second in zip(chain, chain[1:]):
+            QWidget.setTabOrder(first, second)
+
+    # -- widgets -> model -----------------------------------------------------------------
+    def current_lesion(self):
+        """The selected lesion, or None."""
+        if self.session is None or self.selected is None:
+            return None
+        try:
+            return self.session.read.lesion(self.selected)
+        except KeyError:
+            return None
+
+    def select(self, lesion_id: str | None, focus_site: bool = False) -> None:
+        """Select a lesion (and put the keyboard in its site box)."""
+        self.selected = lesion_id
+        self.refresh()
+        self.lesion_selected.emit(lesion_id or "")
+        if focus_site and lesion_id:
+            self.site_picker.search.setFocus()
+            self.site_picker.search.selectAll()
+
+    def focus_first_grade(self) -> None:
+        """Put the keyboard on the first grade of the selected lesion."""
+        if self._grade_widgets:
+            next(iter(self._grade_widgets.values())).setFocus()
+
+    def _lesion_clicked(self, item, _previous=None) -> None:
+        if item is not None:
+            self.selected = item.data(Qt.UserRole)
+            self._refresh_editor()
+            self.lesion_selected.emit(self.selected)
+
+    def _edit(self, **fields) -> None:
+        if self.current_lesion() is None:
+            return
+        self._run(lambda: self.session.update_lesion(self.selected, **fields))
+        if "site_id" in fields:
+            self.focus_first_grade()
+
+    def _grade(self, item_id: str, value) -> None:
+        if self.current_lesion() is not None:
+            self._run(lambda: self.session.set_grade(self.selected, item_id, value))
+
+    def _comment_done(self) -> None:
+        lesion = self.current_lesion()
+        if lesion is not None and self.comment.text() != lesion.comment:
+            self._edit(comment=self.comment.text())
+
+    def _delete(self) -> None:
+        lesion = self.current_lesion()
+        if lesion is None:
+            return
+        answer = QMessageBox.question(self, "Delete lesion", f"Delete lesion {lesion.lesion_id}? (Ctrl+Z undoes it)")
+        if answer == QMessageBox.Yes:
+            self._run(lambda: self.session.delete_lesion(lesion.lesion_id))
+
+    def _unit_site_picked(self, site_id: str) -> None:
+        self._unit_site = site_id
+        site = self.session.taxonomy.site(site_id)
+        self.unit_picker.show_site(site.label)
+        self.unit_side.setEnabled(site.lateral)
+
+    def _mark_unit(self, mark) -> None:
+        if self.session is None or self._unit_site is None:
+            self.message.emit("Choose a site for the unit first")
+            return
+        side = self.unit_side.currentText()
+
+        def do() -> None:
+            unit = self.session.taxonomy.unit_id(self._unit_site, None if side == NO_SIDE else side)
+            self.session.mark_unit(unit, mark)
+
+        self._run(do)
+
+    def _submit(self) -> None:
+        if self.session is None:
+            return
+        answer = QMessageBox.question(self, "Submit read", "Submit this read? It is locked afterwards.")
+        if answer == QMessageBox.Yes:
+            self._run(self.session.submit)
+
+    def _run(self, action) -> None:
+        """Run an edit; show a refusal from the core as a message, not a crash."""
+        try:
+            action()
+        except CnoError as exc:
+            self.message.emit(str(exc))
+            self.refresh()
