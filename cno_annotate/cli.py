@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cno_annotate import __version__
+from cno_annotate import __version__, cli_reading
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import ROLES
 
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_import_log)
     _add_read_commands(sub, common)
+    cli_reading.register(sub, common)
     _add_plugin_commands(sub, common)
     return parser
 

@@ -14,7 +14,8 @@ from cno_annotate.store.db import default_store_dir
 
 
 def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screenshot: Path | None,
-               size: tuple[int, int] = (1400, 900), reader: str | None = None) -> int:
+               size: tuple[int, int] = (1400, 900), reader: str | None = None,
+               reading_study: str | None = None) -> int:
     """Open the main window; with ``screenshot``, save it once loaded and exit.
 
     Raises
@@ -25,7 +26,16 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
     store_dir = Path(store_dir) if store_dir else default_store_dir()
     store = Store.open(store_dir)
     try:
-        study_uid = _study_to_open(store, study, sample)
+        if reading_study:
+            if not reader:
+                raise CnoError("reader mode needs --reader ID with --reading-study")
+            from cno_annotate import reading_study as rs
+
+            rs.role_of(store, reading_study, reader)
+            rs.worklist(store, reading_study, reader)
+            study_uid = None
+        else:
+            study_uid = _study_to_open(store, study, sample)
     finally:
         store.close()
     if screenshot is not None and not screenshot.parent.is_dir():
@@ -41,7 +51,7 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cno-annotate")
-    window = MainWindow(store_dir, reader=reader)
+    window = MainWindow(store_dir, reader=reader, reading_study=reading_study)
     window.resize(*size)
     result = {"code": 0}
     if screenshot is not None:
@@ -58,10 +68,12 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
             app.quit()
 
         window.all_loaded.connect(lambda: QTimer.singleShot(50, save))
-        if study_uid is None:
+        if study_uid is None and not reading_study:
             QTimer.singleShot(100, save)
     window.show()
-    if study_uid is not None:
+    if reading_study:
+        window.open_next_case()
+    elif study_uid is not None:
         window.select_study(study_uid)
     app.exec()
     return result["code"]

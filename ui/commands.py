@@ -24,6 +24,8 @@ def register(subparsers, common) -> None:
                    help="render the window with the study loaded to a PNG and exit (works offscreen)")
     p.add_argument("--size", default="1400x900", help="window size for --screenshot, WIDTHxHEIGHT")
     p.add_argument("--reader", help="reader id for the reads you make (default: your login name)")
+    p.add_argument("--reading-study", metavar="NAME",
+                   help="reader mode: your worklist of this blinded reading study (needs --reader)")
     p.set_defaults(run=run)
 
 
@@ -35,4 +37,5 @@ def run(args) -> int:
         width, height = (int(n) for n in args.size.lower().split("x"))
     except ValueError:
         raise CnoError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
-    return run_viewer(args.store, args.study, args.sample, args.screenshot, (width, height), args.reader)
+    return run_viewer(args.store, args.study, args.sample, args.screenshot, (width, height), args.reader,
+                      args.reading_study)

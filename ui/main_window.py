@@ -17,12 +17,14 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QMainWindow,
     QProgressBar,
+    QPushButton,
     QSplitter,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
+from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.display.overlay import Marker
@@ -102,12 +104,15 @@ class MainWindow(QMainWindow):
 
     all_loaded = Signal()
 
-    def __init__(self, store_root: Path, reader: str | None = None, parent=None):
+    def __init__(self, store_root: Path, reader: str | None = None, reading_study: str | None = None, parent=None):
         super().__init__(parent)
         self.setWindowTitle("cno-annotate")
         self.store_root = Path(store_root)
         self.store = Store.open(self.store_root)
         self.reader = reader or default_reader()
+        self.reading_study = reading_study  # reader mode: blinded, reading codes only
+        self.role = rs.role_of(self.store, reading_study, self.reader) if reading_study else "reader"
+        self.current_code: str | None = None
         self.read_session: ReadSession | None = None
         self.extra_markers: list[Marker] = []
         self.session = ViewerSession()
@@ -145,8 +150,21 @@ class MainWindow(QMainWindow):
         self.study_list = QListWidget(panel)
         layout.addWidget(self.search)
         layout.addWidget(self.study_list)
-        dock = QDockWidget("Studies", self)
+        dock = QDockWidget("Worklist" if self.reading_study else "Studies", self)
         dock.setObjectName("studies")
+        if self.reading_study:
+            self.search.setPlaceholderText("Search reading codes")
+            self.next_button = QPushButton("Next case", panel)
+            self.next_button.setToolTip("The next case of your worklist that you have not submitted (Ctrl+N)")
+            self.next_button.clicked.connect(self.open_next_case)
+            layout.addWidget(self.next_button)
+            self.case_info = QLabel("", panel)
+            self.case_info.setWordWrap(True)
+            layout.addWidget(self.case_info)
+            next_action = QAction("Next case", self)
+            next_action.setShortcut(QKeySequence("Ctrl+N"))
+            next_action.triggered.connect(self.open_next_case)
+            self.addAction(next_action)
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.LeftDockWidgetArea, dock)
@@ -223,7 +241,10 @@ class MainWindow(QMainWindow):
 
     # -- studies -------------------------------------------------------------------
     def refresh_studies(self) -> None:
-        """Fill the study list from the store."""
+        """Fill the study list from the store (reader mode: the worklist of reading codes)."""
+        if self.reading_study:
+            self._refresh_worklist()
+            return
         self.study_list.blockSignals(True)
         self.study_list.clear()
         for study in self.store.studies():
@@ -237,8 +258,49 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage("No studies in the store: import some with 'cno-annotate import PATH'")
 
     def _study_chosen(self, item: QListWidgetItem | None, _previous=None) -> None:
-        if item is not None:
+        if item is None:
+            return
+        if self.reading_study:
+            self.open_case(item.data(Qt.UserRole))
+        else:
             self.open_study(item.data(Qt.UserRole))
+
+    def open_case(self, code: str) -> None:
+        """Reader mode: open a case by its reading code."""
+        self.current_code = code
+        study_uid = rs.study_uid_of(self.store, self.reading_study, code)
+        self.setWindowTitle(f"cno-annotate — {self.reading_study} — {self.role} {self.reader} — {code}")
+        self.open_study(study_uid)
+
+    def _refresh_worklist(self) -> None:
+        self.study_list.blockSignals(True)
+        current = self.current_code
+        self.study_list.clear()
+        for entry in rs.worklist(self.store, self.reading_study, self.reader):
+            extra = []
+            if "sex" in entry:
+                extra.append(f"{entry['sex'] or '?'} {entry['age_years'] if entry['age_years'] is not None else '?'} y")
+            if "timepoint" in entry:
+                extra.append(f"{entry['patient_code']} tp {entry['timepoint']}/{entry['timepoints']}")
+            text = f"{entry['position']:3}. {entry['reading_code']}  {entry['status']}"
+            item = QListWidgetItem(text + (f"  ({', '.join(extra)})" if extra else ""))
+            item.setData(Qt.UserRole, entry["reading_code"])
+            item.setData(Qt.UserRole + 1, entry["status"])
+            self.study_list.addItem(item)
+            if entry["reading_code"] == current:
+                self.study_list.setCurrentItem(item)
+        self.study_list.blockSignals(False)
+
+    def open_next_case(self) -> None:
+        """Open the next case of the worklist not yet submitted."""
+        rows = [self.study_list.item(n) for n in range(self.study_list.count())]
+        codes = [r.data(Qt.UserRole) for r in rows]
+        start = codes.index(self.current_code) + 1 if self.current_code in codes else 0
+        for item in rows[start:] + rows[:start]:
+            if item.data(Qt.UserRole + 1) != "submitted" and item.data(Qt.UserRole) != self.current_code:
+                self.study_list.setCurrentItem(item)
+                return
+        self.statusBar().showMessage("Every case of your worklist is submitted", 10000)
 
     def _filter_studies(self, text: str) -> None:
         words = text.lower().split()
@@ -257,7 +319,7 @@ class MainWindow(QMainWindow):
     def open_study(self, study_uid: str) -> None:
         """Fill the series selectors and load STIR left, T1 right."""
         volumes = self.store.volumes(study_uid)
-        choices = series_choices(volumes)
+        choices = series_choices(volumes, blinded=self.reading_study is not None)
         self._labels = dict(choices)
         for panel in self.panels.values():
             panel.series.clear()
@@ -275,7 +337,14 @@ class MainWindow(QMainWindow):
         if self.read_session is not None:
             self.read_session.changed.disconnect(self._read_changed)
         try:
-            self.read_session = ReadSession.open_or_create(self.store, study_uid, self.reader)
+            if self.reading_study:
+                study = rs.get(self.store, self.reading_study)
+                self.read_session = ReadSession.open_or_create(
+                    self.store, study_uid, self.reader, study.scheme_id, reading_study=self.reading_study,
+                    role=self.role, scheme_version=study.scheme_version)
+                self._show_case_info(study)
+            else:
+                self.read_session = ReadSession.open_or_create(self.store, study_uid, self.reader)
         except CnoError as exc:
             self.read_session = None
             self.statusBar().showMessage(f"Cannot open the read: {exc}", 15000)
@@ -328,6 +397,29 @@ class MainWindow(QMainWindow):
             self.progress.setFormat(f"Loading {loading[0].label} %p%")
 
     # -- actions -----------------------------------------------------------------------
+    def _show_case_info(self, study) -> None:
+        """Age / sex if the study allows; for adjudicators, the readers' submitted reads."""
+        details = rs.case_details(self.store, study, self.current_code)
+        lines = [f"Case {self.current_code}"]
+        if "sex" in details:
+            lines.append(f"Sex {details['sex'] or '?'}, age {details['age_years'] if details['age_years'] is not None else '?'} y")
+        if "timepoint" in details:
+            lines.append(f"Patient {details['patient_code']}, timepoint {details['timepoint']} of {details['timepoints']}")
+        self.extra_markers = []
+        if self.role == "adjudicator":
+            colours = ["#ff7ad9", "#7dff7a", "#ffb14d", "#b48cff"]
+            for n, read in enumerate(rs.adjudication_view(self.store, self.reading_study, self.current_code, self.reader)):
+                colour = colours[n % len(colours)]
+                lines.append(f"<span style='color:{colour}'>{read['reader']}</span>: total {read['scores']['total']}, "
+                             f"{len(read['lesions'])} lesions")
+                for lesion in read["lesions"]:
+                    site = lesion["site"]["label"] if lesion["site"] else "no site"
+                    side = lesion["laterality"]["side"] if lesion["laterality"] else ""
+                    markers_label = f"{read['reader']} {lesion['lesion_id']} {site} {side}".strip()
+                    self.extra_markers.append(Marker(tuple(lesion["position"]["lps_mm"]), (5.0, 5.0, 5.0),
+                                                     markers_label, colour, False, f"{read['reader']}/{lesion['lesion_id']}"))
+        self.case_info.setText("<br>".join(lines))
+
     def set_markers(self, markers: list[Marker]) -> None:
         """Show extra markers (not lesions of the open read) in both views."""
         self.extra_markers = list(markers)
@@ -345,8 +437,10 @@ class MainWindow(QMainWindow):
                 markers.append(Marker(lesion.position, lesion.radii_mm, label, colour, selected, lesion.lesion_id))
         self.session.set_markers(markers)
 
-    def _read_changed(self, _label: str) -> None:
+    def _read_changed(self, label: str) -> None:
         self._refresh_markers()
+        if self.reading_study and label == "submit":
+            self._refresh_worklist()
         self.undo_action.setEnabled(self.read_session.can_undo)
         self.redo_action.setEnabled(self.read_session.can_redo)
 

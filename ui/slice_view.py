@@ -211,24 +211,44 @@ class SliceView(QWidget):
         painter.setFont(QFont(self.font().family(), 10))
         painter.setPen(TEXT)
         line = metrics.height() + 2
-        painter.drawText(QPointF(8, line), view.label)
-        plane = f"{view.plane.capitalize()}  {view.slice_index + 1}/{m.slices}"
-        painter.drawText(QPointF(w - metrics.horizontalAdvance(plane) - 8, line), plane)
-        window = f"W {view.window.width:.0f}  L {view.window.level:.0f}"
-        painter.drawText(QPointF(w - metrics.horizontalAdvance(window) - 8, h - 8), window)
+        texts = self._corner_texts()
+        painter.drawText(QPointF(8, line), texts["label"])
+        painter.drawText(QPointF(w - metrics.horizontalAdvance(texts["plane"]) - 8, line), texts["plane"])
+        painter.drawText(QPointF(w - metrics.horizontalAdvance(texts["window"]) - 8, h - 8), texts["window"])
         self._paint_scale_bar(painter, h)
 
-    def _paint_scale_bar(self, painter: QPainter, h: int) -> None:
+    def _corner_texts(self) -> dict[str, str]:
+        view = self.state
+        return {
+            "label": view.label,
+            "plane": f"{view.plane.capitalize()}  {view.slice_index + 1}/{view.mapping.slices}",
+            "window": f"W {view.window.width:.0f}  L {view.window.level:.0f}",
+        }
+
+    def overlay_texts(self) -> list[str]:
+        """Every string this view paints over the image (for blinding checks)."""
+        view = self.state
+        if not view.ready:
+            return [view.label, view.message]
+        texts = list(self._corner_texts().values()) + list(view.mapping.letters.values())
+        texts.append(self._scale_bar()[1])
+        texts += [sm.marker.label for sm in self.session.screen_markers(self.name)]
+        return texts
+
+    def _scale_bar(self) -> tuple[float, str]:
+        """Length in pixels and label of a scale bar about a fifth of the view wide."""
         scale = self.pixels_per_mm()
         target = 0.2 * self.width() / scale
         length_mm = max([n for n in _NICE_MM if n <= target], default=_NICE_MM[0])
-        length_px = length_mm * scale
+        return length_mm * scale, (f"{length_mm / 10:g} cm" if length_mm >= 10 else f"{length_mm} mm")
+
+    def _paint_scale_bar(self, painter: QPainter, h: int) -> None:
+        length_px, text = self._scale_bar()
         y = h - 14
         painter.setPen(QPen(TEXT, 2))
         painter.drawLine(QPointF(12, y), QPointF(12 + length_px, y))
         painter.drawLine(QPointF(12, y - 4), QPointF(12, y + 4))
         painter.drawLine(QPointF(12 + length_px, y - 4), QPointF(12 + length_px, y + 4))
-        text = f"{length_mm / 10:g} cm" if length_mm >= 10 else f"{length_mm} mm"
         painter.drawText(QPointF(12, y - 6), text)
 
     # -- events ----------------------------------------------------------------

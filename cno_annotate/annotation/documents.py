@@ -51,6 +51,11 @@ def read_document(read: Read) -> dict:
         "revision": read.revision,
         "scheme": scheme.ref,
         "taxonomy": {"id": tax_id, "version": tax_version},
+        "reading_study": read.reading_study,
+        "role": read.role,
+        "version": read.version,
+        "supersedes": read.supersedes,
+        "reason": read.reason,
         "lesions": [_lesion_document(l, taxonomy, scores.lesions[l.lesion_id]) for l in read.lesions],
         "unit_marks": [{"unit_id": u, "mark": m} for u, m in sorted(read.unit_marks.items())],
         "scores": scores.as_dict(),
@@ -86,9 +91,15 @@ def _lesion_document(lesion: Lesion, taxonomy: Taxonomy, score) -> dict:
     }
 
 
-def export_document(store: Store, study_uid: str | None = None, reader: str | None = None) -> dict:
+def export_document(store: Store, study_uid: str | None = None, reader: str | None = None,
+                    reading_study: str | None = None, latest_only: bool = False) -> dict:
     """Every matching read of the store as one validated document."""
-    reads = [load_read(store, r["read_id"]) for r in list_reads(store, study_uid, reader)]
+    rows = list_reads(store, study_uid, reader, reading_study, latest_only=latest_only)
+    return document_of([load_read(store, r["read_id"]) for r in rows])
+
+
+def document_of(reads: list[Read]) -> dict:
+    """A validated document holding these reads."""
     document = {
         "schema_version": SCHEMA_VERSION,
         "generator": f"cno-annotate {__version__}",
@@ -135,7 +146,8 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
             marks[mark["unit_id"]] = mark["mark"]
         reads.append(Read(data["read_id"], data["study_uid"], data["reader"], scheme.id, scheme.version,
                           taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
-                          data["revision"], lesions, marks))
+                          data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
+                          data["supersedes"], data["reason"]))
     return reads
 
 
@@ -174,7 +186,7 @@ def _lesion_from(data: dict, taxonomy: Taxonomy, scheme, source: str, where: str
     )
 
 
-def import_document(store: Store, path: Path, replace: bool = False) -> list[str]:
+def import_document(store: Store, path: Path, replace: bool = False, actor: str = "coordinator") -> list[str]:
     """Import every read of a JSON file, all or nothing; returns the read ids.
 
     Raises
@@ -197,5 +209,5 @@ def import_document(store: Store, path: Path, replace: bool = False) -> list[str
         raise CnoError(f"{source}: the store already has read {clashes[0]} (use --replace to overwrite)")
     with store.transaction():
         for read in reads:
-            write_read(store, read, in_transaction=True)
+            write_read(store, read, actor=actor, in_transaction=True)
     return [r.read_id for r in reads]

@@ -126,6 +126,11 @@ class Read:
     revision: int = 0
     lesions: list[Lesion] = field(default_factory=list)
     unit_marks: dict[str, str] = field(default_factory=dict)
+    reading_study: str | None = None
+    role: str = "reader"  # reader or adjudicator
+    version: int = 1
+    supersedes: str | None = None  # the read this version replaces
+    reason: str | None = None  # why a submitted read got a new version
 
     def lesion(self, lesion_id: str) -> Lesion:
         """The lesion with this id (KeyError if none)."""

@@ -20,20 +20,35 @@ from cno_annotate.annotation.scoring import UNIT_MARKS, UNIT_NOT_ASSESSABLE, Fin
 from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, SIDES, Taxonomy, load_taxonomy
 from cno_annotate.errors import CnoError
 from cno_annotate.events import Event
+from cno_annotate.store import audit
 from cno_annotate.store.db import Store, now
 
 EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
 
 
 # -- storage ---------------------------------------------------------------------------
-def list_reads(store: Store, study_uid: str | None = None, reader: str | None = None) -> list[dict]:
-    """Read rows (without lesions), by study, reader and start time."""
+READ_COLUMNS = ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy", "status", "started",
+                "submitted", "modified", "revision", "next_lesion", "reading_study", "role", "version",
+                "supersedes", "reason")
+
+
+def list_reads(store: Store, study_uid: str | None = None, reader: str | None = None,
+               reading_study: str | None = None, latest_only: bool = False) -> list[dict]:
+    """Read rows (without lesions), by study, reader and version.
+
+    With ``latest_only``, only the newest version of each read.
+    """
     sql, args = "SELECT * FROM reads WHERE 1", []
-    if study_uid:
-        sql, args = sql + " AND study_uid = ?", args + [study_uid]
-    if reader:
-        sql, args = sql + " AND reader = ?", args + [reader]
-    return [dict(r) for r in store.db.execute(sql + " ORDER BY study_uid, reader, started, read_id", args)]
+    for column, value in (("study_uid", study_uid), ("reader", reader), ("reading_study", reading_study)):
+        if value:
+            sql, args = sql + f" AND {column} = ?", args + [value]
+    rows = [dict(r) for r in store.db.execute(sql + " ORDER BY study_uid, reader, version, started, read_id", args)]
+    if latest_only:
+        newest = {}
+        for row in rows:
+            newest[(row["study_uid"], row["reader"], row["reading_study"], row["role"])] = row
+        rows = [r for r in rows if newest[(r["study_uid"], r["reader"], r["reading_study"], r["role"])] is r]
+    return rows
 
 
 def load_read(store: Store, read_id: str) -> Read:
@@ -53,54 +68,69 @@ def load_read(store: Store, read_id: str) -> Read:
     ]
     marks = {r["unit_id"]: r["mark"] for r in store.db.execute(
         "SELECT unit_id, mark FROM unit_marks WHERE read_id = ?", (read_id,))}
-    fields = {k: row[k] for k in ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy",
-                                  "status", "started", "submitted", "modified", "revision")}
+    fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
     return Read(**fields, lesions=lesions, unit_marks=marks)
 
 
 def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy: Taxonomy,
-                read_id: str | None = None) -> Read:
-    """Create an empty draft read."""
+                read_id: str | None = None, reading_study: str | None = None, role: str = "reader") -> Read:
+    """Create an empty draft read (and record it in the audit trail)."""
     if not reader.strip():
         raise CnoError("a read needs a reader id")
     stamp = now()
     read = Read(read_id or uuid.uuid4().hex, study_uid, reader, scheme.id, scheme.version,
-                f"{taxonomy.id}-{taxonomy.version}", "draft", stamp, None, stamp, 0)
+                f"{taxonomy.id}-{taxonomy.version}", "draft", stamp, None, stamp, 0,
+                reading_study=reading_study, role=role)
     with store.transaction() as db:
-        db.execute(
-            "INSERT INTO reads VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            (read.read_id, study_uid, reader, scheme.id, scheme.version, read.taxonomy, "draft",
-             stamp, None, stamp, 0, 1),
-        )
+        _insert_read_row(db, read, next_lesion=1)
+        audit.append(db, reader, "create", f"read:{read.read_id}", after=_read_summary(read))
     return read
 
 
-def write_read(store: Store, read: Read, in_transaction: bool = False) -> None:
-    """Write a whole read (replacing any read with the same id), in one transaction.
+def _insert_read_row(db, read: Read, next_lesion: int) -> None:
+    values = {**{k: getattr(read, k) for k in READ_COLUMNS if k != "next_lesion"}, "next_lesion": next_lesion}
+    db.execute(f"INSERT INTO reads ({', '.join(READ_COLUMNS)}) VALUES ({', '.join('?' * len(READ_COLUMNS))})",
+               [values[k] for k in READ_COLUMNS])
+
+
+def _read_summary(read: Read) -> dict:
+    return {"study_uid": read.study_uid, "reader": read.reader, "status": read.status, "version": read.version,
+            "reading_study": read.reading_study, "role": read.role, "scheme": f"{read.scheme_id} {read.scheme_version}"}
+
+
+def write_read(store: Store, read: Read, actor: str = "coordinator", in_transaction: bool = False) -> None:
+    """Write a whole read (replacing any read with the same id), in one transaction, audited.
 
     With ``in_transaction`` the caller holds the transaction (to write several
     reads all or nothing).
     """
     if in_transaction:
         _write_read(store.db, read)
+        audit.append(store.db, actor, "import", f"read:{read.read_id}", after=_read_summary(read),
+                     lesions=len(read.lesions))
     else:
         with store.transaction() as db:
             _write_read(db, read)
+            audit.append(db, actor, "import", f"read:{read.read_id}", after=_read_summary(read),
+                         lesions=len(read.lesions))
 
 
 def _write_read(db, read: Read) -> None:
     db.execute("DELETE FROM reads WHERE read_id = ?", (read.read_id,))
-    next_lesion = 1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0)
-    db.execute(
-        "INSERT INTO reads VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-        (read.read_id, read.study_uid, read.reader, read.scheme_id, read.scheme_version, read.taxonomy,
-         read.status, read.started, read.submitted, read.modified, read.revision, next_lesion),
-    )
+    _insert_read_row(db, read, next_lesion=1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0))
     for n, lesion in enumerate(read.lesions):
         db.execute("INSERT INTO lesions VALUES (?,?,?,?)",
                    (read.read_id, lesion.lesion_id, n, json.dumps(lesion.to_dict())))
     for unit_id, mark in read.unit_marks.items():
         db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read.read_id, unit_id, mark))
+
+
+def _state_json(lesions: dict, marks: dict) -> dict:
+    """Lesions and marks as JSON for the audit trail."""
+    return {
+        "lesions": {k: (v.to_dict() if v is not None else None) for k, v in lesions.items()},
+        "unit_marks": dict(marks),
+    }
 
 
 def _lesion_number(lesion_id: str) -> int:
@@ -129,9 +159,12 @@ class ReadSession:
         After every change, undo and redo.
     """
 
-    def __init__(self, store: Store, read: Read):
+    def __init__(self, store: Store, read: Read, actor: str | None = None):
+        if actor is not None and actor != read.reader:
+            raise CnoError(f"read {read.read_id} belongs to reader {read.reader}; {actor} cannot open it")
         self.store = store
         self.read = read
+        self.actor = actor or read.reader
         self.scheme = load_scheme(read.scheme_id, read.scheme_version)
         self.taxonomy = load_taxonomy(read.taxonomy)
         self._undo: list[_Change] = []
@@ -139,19 +172,52 @@ class ReadSession:
         self.changed = Event()
 
     @classmethod
-    def open(cls, store: Store, read_id: str) -> ReadSession:
-        """Open a stored read."""
-        return cls(store, load_read(store, read_id))
+    def open(cls, store: Store, read_id: str, actor: str | None = None) -> ReadSession:
+        """Open a stored read; an ``actor`` other than its reader is refused."""
+        return cls(store, load_read(store, read_id), actor)
 
     @classmethod
     def open_or_create(cls, store: Store, study_uid: str, reader: str, scheme_id: str | None = None,
-                       taxonomy: str = DEFAULT_TAXONOMY) -> ReadSession:
-        """The reader's latest read of a study, or a new draft."""
-        existing = list_reads(store, study_uid, reader)
+                       taxonomy: str = DEFAULT_TAXONOMY, reading_study: str | None = None,
+                       role: str = "reader", scheme_version: str | None = None) -> ReadSession:
+        """The reader's latest read (version) of a study, or a new draft."""
+        existing = [r for r in list_reads(store, study_uid, reader, reading_study, latest_only=True)
+                    if r["reading_study"] == reading_study and r["role"] == role]
         if existing:
-            return cls.open(store, existing[-1]["read_id"])
-        scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
-        return cls(store, create_read(store, study_uid, reader, scheme, load_taxonomy(taxonomy)))
+            return cls.open(store, existing[-1]["read_id"], reader)
+        scheme = load_scheme(scheme_id, scheme_version) if scheme_id else load_scheme()
+        read = create_read(store, study_uid, reader, scheme, load_taxonomy(taxonomy), reading_study=reading_study,
+                           role=role)
+        return cls(store, read, reader)
+
+    @classmethod
+    def new_version(cls, store: Store, read_id: str, actor: str, reason: str) -> ReadSession:
+        """Open a submitted read for change: a new draft version; the old one is kept as it was.
+
+        Raises
+        ------
+        CnoError
+            Without a reason, for a draft, for another reader, or if a newer version exists.
+        """
+        if not reason or not reason.strip():
+            raise CnoError("a new version of a submitted read needs a reason")
+        old = load_read(store, read_id)
+        if actor != old.reader:
+            raise CnoError(f"read {read_id} belongs to reader {old.reader}; {actor} cannot change it")
+        if old.status != "submitted":
+            raise CnoError(f"read {read_id} is a draft: change it directly")
+        newer = store.db.execute("SELECT read_id FROM reads WHERE supersedes = ?", (read_id,)).fetchone()
+        if newer is not None:
+            raise CnoError(f"read {read_id} already has a newer version {newer[0]}")
+        stamp = now()
+        new = dataclasses.replace(old, read_id=uuid.uuid4().hex, status="draft", started=stamp, submitted=None,
+                                  modified=stamp, revision=0, version=old.version + 1, supersedes=old.read_id,
+                                  reason=reason.strip())
+        with store.transaction() as db:
+            _write_read(db, new)
+            audit.append(db, actor, "new-version", f"read:{new.read_id}", before={"read_id": old.read_id},
+                         after=_read_summary(new), reason=new.reason)
+        return cls(store, new, actor)
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -232,6 +298,8 @@ class ReadSession:
         with self.store.transaction() as db:
             db.execute("UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
                        "WHERE read_id = ?", (stamp, stamp, self.read.read_id))
+            audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft", after="submitted",
+                         total=self.scores().total)
         self.read = load_read(self.store, self.read.read_id)
         self._undo.clear()
         self._redo.clear()
@@ -242,7 +310,8 @@ class ReadSession:
         if not self._undo:
             return
         change = self._undo.pop()
-        self._write(change.lesions_before, change.marks_before)
+        self._write(change.lesions_before, change.marks_before, action=f"undo {change.label}",
+                    before=(change.lesions_after, change.marks_after))
         self._redo.append(change)
         self.changed.emit(f"undo {change.label}")
 
@@ -251,7 +320,8 @@ class ReadSession:
         if not self._redo:
             return
         change = self._redo.pop()
-        self._write(change.lesions_after, change.marks_after)
+        self._write(change.lesions_after, change.marks_after, action=f"redo {change.label}",
+                    before=(change.lesions_before, change.marks_before))
         self._undo.append(change)
         self.changed.emit(f"redo {change.label}")
 
@@ -293,13 +363,15 @@ class ReadSession:
         return lesion
 
     def _commit(self, change: _Change, next_lesion: int | None = None) -> None:
-        self._write(change.lesions_after, change.marks_after, next_lesion)
+        self._write(change.lesions_after, change.marks_after, next_lesion, action=change.label,
+                    before=(change.lesions_before, change.marks_before))
         self._undo.append(change)
         self._redo.clear()
         self.changed.emit(change.label)
 
-    def _write(self, lesions: dict, marks: dict, next_lesion: int | None = None) -> None:
-        """Apply lesion and mark states in one transaction, then in memory."""
+    def _write(self, lesions: dict, marks: dict, next_lesion: int | None = None, action: str = "change",
+               before: tuple = ({}, {})) -> None:
+        """Apply lesion and mark states, with their audit entry, in one transaction; then in memory."""
         read_id = self.read.read_id
         ordinals = {l.lesion_id: n for n, l in enumerate(self.read.lesions)}
         stamp = now()
@@ -319,4 +391,6 @@ class ReadSession:
             extra = ", next_lesion = ?" if next_lesion is not None else ""
             args = (stamp, next_lesion, read_id) if next_lesion is not None else (stamp, read_id)
             db.execute(f"UPDATE reads SET revision = revision + 1, modified = ?{extra} WHERE read_id = ?", args)
+            audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before),
+                         after=_state_json(lesions, marks))
         self.read = load_read(self.store, read_id)

@@ -10,10 +10,12 @@ from cno_annotate.errors import CnoError
 SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
 
 
-def series_choices(volumes: list[dict]) -> list[tuple[str, str]]:
+def series_choices(volumes: list[dict], blinded: bool = False) -> list[tuple[str, str]]:
     """(volume id, label) for every volume of a study, whole-body first.
 
     Stations are numbered head to feet within their role and orientation.
+    ``blinded`` labels never use series descriptions or file names (they can
+    carry identifying text): only role, orientation and a number.
     """
     stations: dict[tuple, list[dict]] = {}
     for v in volumes:
@@ -25,19 +27,20 @@ def series_choices(volumes: list[dict]) -> list[tuple[str, str]]:
         for n, v in enumerate(group, start=1):
             number[v["volume_id"]] = (n, len(group))
 
-    def label(v: dict) -> str:
+    def label(v: dict, index: int) -> str:
         text = f"{v['role']} {v['orientation']}"
         if v["kind"] == "composed":
             return f"{text} whole body ({v['stations']} stations)"
-        if v["kind"] == "nifti":
-            return f"{text} {v['description']}"
-        n, total = number[v["volume_id"]]
-        return f"{text} station {n}/{total}" if total > 1 else f"{text} {v['description']}".rstrip()
+        if v["kind"] != "nifti":
+            n, total = number[v["volume_id"]]
+            if total > 1:
+                return f"{text} station {n}/{total}"
+        return f"{text} series {index}" if blinded else f"{text} {v['description']}".rstrip()
 
     order = {"composed": 0, "stack": 1, "nifti": 2}
     ranked = sorted(volumes, key=lambda v: (order[v["kind"]], v["role"] == "other", v["role"],
                                              number.get(v["volume_id"], (0, 0))[0]))
-    return [(v["volume_id"], label(v)) for v in ranked]
+    return [(v["volume_id"], label(v, n)) for n, v in enumerate(ranked, start=1)]
 
 
 def default_pair(volumes: list[dict]) -> tuple[str | None, str | None]:

@@ -104,6 +104,42 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (read_id, unit_id)
     );
     """,
+    # 3: blinded reading studies, read versions and roles, the hash-chained audit trail.
+    """
+    CREATE TABLE reading_studies (
+        name TEXT PRIMARY KEY, scheme_id TEXT NOT NULL, scheme_version TEXT NOT NULL,
+        seed INTEGER NOT NULL, show_age_sex INTEGER NOT NULL, reveal_timepoints INTEGER NOT NULL,
+        created TEXT NOT NULL, created_by TEXT NOT NULL
+    );
+    CREATE TABLE rs_cases (
+        reading_study TEXT NOT NULL REFERENCES reading_studies (name),
+        reading_code TEXT NOT NULL, study_uid TEXT NOT NULL, patient_code TEXT NOT NULL,
+        timepoint INTEGER NOT NULL,
+        PRIMARY KEY (reading_study, reading_code), UNIQUE (reading_study, study_uid)
+    );
+    CREATE TABLE rs_readers (
+        reading_study TEXT NOT NULL REFERENCES reading_studies (name),
+        reader TEXT NOT NULL, role TEXT NOT NULL CHECK (role IN ('reader', 'adjudicator')),
+        PRIMARY KEY (reading_study, reader)
+    );
+    CREATE TABLE rs_worklists (
+        reading_study TEXT NOT NULL, reader TEXT NOT NULL, position INTEGER NOT NULL,
+        reading_code TEXT NOT NULL,
+        PRIMARY KEY (reading_study, reader, position), UNIQUE (reading_study, reader, reading_code)
+    );
+    ALTER TABLE reads ADD COLUMN reading_study TEXT;
+    ALTER TABLE reads ADD COLUMN role TEXT NOT NULL DEFAULT 'reader';
+    ALTER TABLE reads ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE reads ADD COLUMN supersedes TEXT;
+    ALTER TABLE reads ADD COLUMN reason TEXT;
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY, at TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
+        entity TEXT NOT NULL, detail TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL
+    );
+    CREATE TABLE audit_head (
+        id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

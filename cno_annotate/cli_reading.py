@@ -1,0 +1,257 @@
+"""CLI groups for blinded reading studies, clinical linkage and the audit trail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cno_annotate.errors import CnoError
+
+
+def register(sub, common) -> None:
+    """Add ``reading-study``, ``link``, ``clinical`` and ``audit`` to the CLI."""
+    rs = sub.add_parser("reading-study", help="blinded multi-reader reading studies",
+                        description="Create a reading study, add cases and readers, assign seeded random "
+                                    "worklists, follow progress, export reads.")
+    rs_sub = rs.add_subparsers(dest="rs_command", required=True, metavar="ACTION")
+    p = rs_sub.add_parser("create", parents=[common], help="create a reading study")
+    p.add_argument("name")
+    p.add_argument("--scheme", help="scoring scheme id (default rai-cromris)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the reading codes and worklists")
+    p.add_argument("--show-age-sex", action="store_true", help="let readers see age and sex")
+    p.add_argument("--reveal-timepoints", action="store_true", help="let readers see timepoints of one patient")
+    p.set_defaults(run=cmd_create)
+    p = rs_sub.add_parser("add-cases", parents=[common], help="add studies as cases (reading codes)")
+    p.add_argument("name")
+    p.add_argument("studies", nargs="*", metavar="STUDY", help="study UID, accession number or patient ID")
+    p.add_argument("--all", action="store_true", help="add every study of the store")
+    p.set_defaults(run=cmd_add_cases)
+    p = rs_sub.add_parser("add-readers", parents=[common], help="add readers")
+    p.add_argument("name")
+    p.add_argument("readers", nargs="+", metavar="READER")
+    p.add_argument("--adjudicator", action="store_true", help="add them as adjudicators")
+    p.set_defaults(run=cmd_add_readers)
+    p = rs_sub.add_parser("assign", parents=[common], help="give each reader a seeded random worklist")
+    p.add_argument("name")
+    p.add_argument("--seed", type=int, help="seed (default: the study's)")
+    p.set_defaults(run=cmd_assign)
+    p = rs_sub.add_parser("worklist", parents=[common], help="a reader's cases in order (reading codes only)")
+    p.add_argument("name")
+    p.add_argument("--reader", required=True)
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_worklist)
+    p = rs_sub.add_parser("progress", parents=[common], help="cases not started / draft / submitted per reader")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_progress)
+    p = rs_sub.add_parser("export", parents=[common], help="a reader's own reads, blinded (reading codes)")
+    p.add_argument("name")
+    p.add_argument("--reader", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(run=cmd_export)
+    p = rs_sub.add_parser("new-version", parents=[common], help="open a submitted read for change (kept as it was)")
+    p.add_argument("name")
+    p.add_argument("--reader", required=True)
+    p.add_argument("--code", required=True, help="reading code of the case")
+    p.add_argument("--reason", required=True, help="why the submitted read must change")
+    p.set_defaults(run=cmd_new_version)
+    p = rs_sub.add_parser("export-unblinded", parents=[common],
+                          help="coordinator only: reads joined with clinical records (JSON and CSV)")
+    p.add_argument("name")
+    p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.set_defaults(run=cmd_export_unblinded)
+
+    link = sub.add_parser("link", help="coordinator only: the link key (reading code <-> clinical record id)")
+    link_sub = link.add_subparsers(dest="link_command", required=True, metavar="ACTION")
+    p = link_sub.add_parser("add", parents=[common], help="link one reading code to a record id")
+    p.add_argument("name", help="reading study")
+    p.add_argument("code")
+    p.add_argument("record")
+    p.add_argument("--link-key", type=Path, required=True)
+    p.set_defaults(run=cmd_link_add)
+    p = link_sub.add_parser("from-patient-ids", parents=[common], help="link every case to its DICOM PatientID")
+    p.add_argument("name", help="reading study")
+    p.add_argument("--link-key", type=Path, required=True)
+    p.set_defaults(run=cmd_link_patient_ids)
+
+    clinical = sub.add_parser("clinical", help="coordinator only: clinical records")
+    clinical_sub = clinical.add_subparsers(dest="clinical_command", required=True, metavar="ACTION")
+    p = clinical_sub.add_parser("import", parents=[common], help="import clinical records from CSV (all or nothing)",
+                                description="Columns: record_id, visit_date (YYYY-MM-DD), sex (F/M), age_at_onset, "
+                                            "age_at_diagnosis (years), painful_sites ('femur.distal:R; Distal tibia L; "
+                                            "T8'), treatments ('nsaid 2024-01-10..2024-03-01; bisphosphonate "
+                                            "2024-03-02..'), crp_mg_l, esr_mm_h.")
+    p.add_argument("file", type=Path, metavar="FILE.csv")
+    p.add_argument("--link-key", type=Path, required=True, help="the coordinator database (holds the records)")
+    p.add_argument("--replace", action="store_true", help="replace visits imported before")
+    p.set_defaults(run=cmd_clinical_import)
+
+    au = sub.add_parser("audit", help="the audit trail")
+    au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    p = au_sub.add_parser("verify", parents=[common], help="check the hash chain; name the first broken entry")
+    p.set_defaults(run=cmd_audit_verify)
+    p = au_sub.add_parser("show", parents=[common], help="the latest entries")
+    p.add_argument("--last", type=int, default=20)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=cmd_audit_show)
+
+
+def _store(args):
+    from cno_annotate.store import Store
+
+    return Store.open(args.store)
+
+
+def cmd_create(args) -> int:
+    from cno_annotate import reading_study as rs
+
+    study = rs.create(_store(args), args.name, args.scheme, args.seed, args.show_age_sex, args.reveal_timepoints)
+    print(f"created reading study {study.name} ({study.scheme_id} {study.scheme_version}, seed {study.seed})")
+    return 0
+
+
+def cmd_add_cases(args) -> int:
+    from cno_annotate import reading_study as rs
+
+    store = _store(args)
+    if args.all:
+        uids = [s["study_uid"] for s in store.studies()]
+    elif args.studies:
+        uids = [store.study_uid_for(s) for s in args.studies]
+    else:
+        raise CnoError("name studies to add, or --all")
+    codes = rs.add_cases(store, args.name, uids)
+    print(f"added {len(codes)} cases to {args.name}: {', '.join(codes) or 'none new'}")
+    return 0
+
+
+def cmd_add_readers(args) -> int:
+    from cno_annotate import reading_study as rs
+
+    role = "adjudicator" if args.adjudicator else "reader"
+    rs.add_readers(_store(args), args.name, args.readers, role)
+    print(f"added {len(args.readers)} {role}s to {args.name}")
+    return 0
+
+
+def cmd_assign(args) -> int:
+    from cno_annotate import reading_study as rs
+
+    worklists = rs.assign(_store(args), args.name, args.seed)
+    for reader, codes in worklists.items():
+        print(f"{reader}: {' '.join(codes)}")
+    return 0
+
+
+def cmd_worklist(args) -> int:
+    from cno_annotate import reading_study as rs
+
+    rows = rs.worklist(_store(args), args.name, args.reader)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        extra = "".join(f"  {k} {v}" for k, v in row.items() if k not in ("position", "reading_code", "status"))
+        print(f"{row['position']:4}  {row['reading_code']}  {row['status']}{extra}")
+    return 0
+
+
+def cmd_progress(args) -> int:
+    from cno_annotate import reading_study as rs
+
+    rows = rs.progress(_store(args), args.name)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['reader']:16} {row['role']:11} not started {row['not started']:3}  draft {row['draft']:3}  "
+              f"submitted {row['submitted']:3}")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.documents import write_document
+
+    document = rs.reader_document(_store(args), args.name, args.reader)
+    write_document(document, args.out)
+    print(f"wrote {len(document['reads'])} reads of {args.reader} to {args.out}")
+    return 0
+
+
+def cmd_new_version(args) -> int:
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.reads import ReadSession, list_reads
+
+    store = _store(args)
+    uid = rs.study_uid_of(store, args.name, args.code)
+    rows = list_reads(store, uid, args.reader, args.name, latest_only=True)
+    if not rows:
+        raise CnoError(f"{args.reader} has no read of {args.code} in {args.name}")
+    session = ReadSession.new_version(store, rows[-1]["read_id"], args.reader, args.reason)
+    print(f"{args.code}: version {session.read.version} of {args.reader}'s read is open for change")
+    return 0
+
+
+def cmd_export_unblinded(args) -> int:
+    from cno_annotate.clinical import CoordinatorDB, unblinded_document, write_unblinded
+    from cno_annotate.store import audit
+
+    store = _store(args)
+    db = CoordinatorDB.open(args.link_key)
+    document = unblinded_document(store, db, args.name)
+    paths = write_unblinded(document, args.out)
+    with store.transaction() as conn:
+        audit.append(conn, "coordinator", "export-unblinded", f"reading-study:{args.name}",
+                     after={"cases": len(document["cases"]), "out": str(args.out)})
+    print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_link_add(args) -> int:
+    from cno_annotate import reading_study as rs
+    from cno_annotate.clinical import CoordinatorDB
+
+    rs.study_uid_of(_store(args), args.name, args.code)
+    CoordinatorDB.open(args.link_key).link(args.name, {args.code: args.record})
+    print(f"linked {args.code} in {args.name}")
+    return 0
+
+
+def cmd_link_patient_ids(args) -> int:
+    from cno_annotate.clinical import CoordinatorDB, link_patient_ids
+
+    n = link_patient_ids(_store(args), CoordinatorDB.open(args.link_key), args.name)
+    print(f"linked {n} cases of {args.name} to their patient IDs in {args.link_key}")
+    return 0
+
+
+def cmd_clinical_import(args) -> int:
+    from cno_annotate.clinical import CoordinatorDB, import_clinical
+
+    n = import_clinical(CoordinatorDB.open(args.link_key), args.file, replace=args.replace)
+    print(f"imported {n} visits from {args.file}")
+    return 0
+
+
+def cmd_audit_verify(args) -> int:
+    from cno_annotate.store import audit
+
+    result = audit.verify(_store(args).db)
+    if not result.ok:
+        raise CnoError(f"audit chain broken at entry {result.broken_at}: {result.reason}")
+    print(result.reason)
+    return 0
+
+
+def cmd_audit_show(args) -> int:
+    from cno_annotate.store import audit
+
+    rows = audit.entries(_store(args).db, args.last)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for row in rows:
+        print(f"{row['seq']:6}  {row['at']}  {row['actor']:14} {row['action']:18} {row['entity']}")
+    return 0

@@ -1,0 +1,377 @@
+"""Clinical linkage, kept apart from the reads: the coordinator's database.
+
+The link key (reading code <-> clinical record id) and the clinical records
+live in their own SQLite file, whose path is always given explicitly
+(``--link-key FILE``); nothing reader-facing reads it. Clinical records come
+from CSV: one row per record and visit, painful sites mapped to the site
+taxonomy, treatments with dates, CRP and ESR. A file with any bad row is
+refused whole, with every bad line listed.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
+from cno_annotate.errors import CnoError
+
+COLUMNS = ("record_id", "visit_date", "sex", "age_at_onset", "age_at_diagnosis", "painful_sites", "treatments",
+           "crp_mg_l", "esr_mm_h")
+TREATMENTS = {
+    "nsaid": ("nsaid", "nsaids", "naproxen", "ibuprofen", "indomethacin"),
+    "bisphosphonate": ("bisphosphonate", "bisphosphonates", "pamidronate", "zoledronate", "zoledronic acid"),
+    "dmard": ("dmard", "dmards", "methotrexate", "sulfasalazine"),
+    "tnf_blocker": ("tnf_blocker", "tnf-alpha blocker", "tnf blocker", "anti-tnf", "etanercept", "adalimumab",
+                    "infliximab"),
+    "other_biologic": ("other_biologic", "biologic", "anakinra", "tocilizumab", "secukinumab"),
+    "corticosteroid": ("corticosteroid", "corticosteroids", "steroid", "prednisolone", "prednisone"),
+}
+_TREATMENT_OF = {alias: category for category, aliases in TREATMENTS.items() for alias in aliases}
+_SIDE_WORDS = {"r": "R", "right": "R", "l": "L", "left": "L"}
+
+MIGRATIONS = [
+    """
+    CREATE TABLE link_key (
+        reading_study TEXT NOT NULL, reading_code TEXT NOT NULL, record_id TEXT NOT NULL,
+        PRIMARY KEY (reading_study, reading_code)
+    );
+    CREATE TABLE visits (
+        record_id TEXT NOT NULL, visit_date TEXT NOT NULL, sex TEXT, age_at_onset REAL,
+        age_at_diagnosis REAL, crp_mg_l REAL, esr_mm_h REAL,
+        PRIMARY KEY (record_id, visit_date)
+    );
+    CREATE TABLE painful_sites (
+        record_id TEXT NOT NULL, visit_date TEXT NOT NULL, site_id TEXT NOT NULL, side TEXT,
+        FOREIGN KEY (record_id, visit_date) REFERENCES visits (record_id, visit_date) ON DELETE CASCADE
+    );
+    CREATE TABLE treatments (
+        record_id TEXT NOT NULL, visit_date TEXT NOT NULL, treatment TEXT NOT NULL, start TEXT, stop TEXT,
+        FOREIGN KEY (record_id, visit_date) REFERENCES visits (record_id, visit_date) ON DELETE CASCADE
+    );
+    """,
+]
+
+
+class CoordinatorDB:
+    """The link key and clinical records (open with :meth:`open`)."""
+
+    def __init__(self, path: Path, connection: sqlite3.Connection):
+        self.path = path
+        self.db = connection
+
+    @classmethod
+    def open(cls, path: Path | str | None) -> CoordinatorDB:
+        """Open (creating) the coordinator database at an explicit path.
+
+        Raises
+        ------
+        CnoError
+            Without a path, or if the file is not such a database.
+        """
+        if not path:
+            raise CnoError("the link key's location must be given explicitly (--link-key FILE)")
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, isolation_level=None)
+            connection.row_factory = sqlite3.Row
+            connection.execute("PRAGMA foreign_keys=ON")
+            version = connection.execute("PRAGMA user_version").fetchone()[0]
+            for step in range(version, len(MIGRATIONS)):
+                connection.execute("BEGIN IMMEDIATE")
+                for statement in (x.strip() for x in MIGRATIONS[step].split(";") if x.strip()):
+                    connection.execute(statement)
+                connection.execute(f"PRAGMA user_version = {step + 1}")
+                connection.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            raise CnoError(f"{path} is not a cno-annotate link key: {exc}") from None
+        return cls(path, connection)
+
+    @contextmanager
+    def transaction(self):
+        """All or nothing."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        """Close the file."""
+        self.db.close()
+
+    # -- link key -----------------------------------------------------------------------
+    def link(self, reading_study: str, links: dict[str, str]) -> None:
+        """Set reading code -> record id links."""
+        with self.transaction() as db:
+            for code, record in links.items():
+                db.execute("INSERT OR REPLACE INTO link_key VALUES (?,?,?)", (reading_study, code, record))
+
+    def links(self, reading_study: str) -> dict[str, str]:
+        """Reading code -> record id for a reading study."""
+        return {r[0]: r[1] for r in self.db.execute(
+            "SELECT reading_code, record_id FROM link_key WHERE reading_study = ?", (reading_study,))}
+
+    # -- clinical records -----------------------------------------------------------------
+    def record(self, record_id: str) -> list[dict]:
+        """Every visit of a record, with painful sites and treatments."""
+        visits = []
+        for row in self.db.execute("SELECT * FROM visits WHERE record_id = ? ORDER BY visit_date", (record_id,)):
+            visit = dict(row)
+            key = (record_id, visit["visit_date"])
+            visit["painful_sites"] = [dict(r) for r in self.db.execute(
+                "SELECT site_id, side FROM painful_sites WHERE record_id = ? AND visit_date = ?", key)]
+            visit["treatments"] = [dict(r) for r in self.db.execute(
+                "SELECT treatment, start, stop FROM treatments WHERE record_id = ? AND visit_date = ?", key)]
+            visits.append(visit)
+        return visits
+
+
+@dataclass
+class ClinicalRow:
+    """One parsed CSV row."""
+
+    line: int
+    record_id: str
+    visit_date: str
+    sex: str | None
+    age_at_onset: float | None
+    age_at_diagnosis: float | None
+    painful_sites: list[tuple[str, str | None]]
+    treatments: list[tuple[str, str | None, str | None]]
+    crp: float | None
+    esr: float | None
+
+
+def parse_clinical_csv(path: Path, taxonomy: Taxonomy | None = None) -> list[ClinicalRow]:
+    """Parse and check a clinical CSV; every problem is reported with its line.
+
+    Raises
+    ------
+    CnoError
+        Listing every bad line (or the missing columns), so the file can be fixed in one go.
+    """
+    taxonomy = taxonomy or load_taxonomy()
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise CnoError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnoError(f"{path}: cannot read ({exc})") from None
+    reader = csv.DictReader(text.splitlines())
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise CnoError(f"{path}: missing column(s) {', '.join(missing)}; the columns are {', '.join(COLUMNS)}")
+    rows, errors, seen = [], [], {}
+    for line, raw in enumerate(reader, start=2):
+        raw = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
+        try:
+            row = _parse_row(line, raw, taxonomy)
+        except ValueError as exc:
+            errors.append(f"line {line}: {exc}")
+            continue
+        key = (row.record_id, row.visit_date)
+        if key in seen:
+            errors.append(f"line {line}: record {row.record_id} visit {row.visit_date} repeats line {seen[key]}")
+            continue
+        seen[key] = line
+        rows.append(row)
+    if errors:
+        raise CnoError(f"{path}: {len(errors)} bad row(s), nothing imported:\n  " + "\n  ".join(errors))
+    return rows
+
+
+def _parse_row(line: int, raw: dict, taxonomy: Taxonomy) -> ClinicalRow:
+    if not raw["record_id"]:
+        raise ValueError("record_id is empty")
+    sex = raw["sex"].upper() or None
+    if sex not in (None, "F", "M"):
+        raise ValueError(f"sex must be F or M, not {raw['sex']!r}")
+    return ClinicalRow(
+        line=line,
+        record_id=raw["record_id"],
+        visit_date=_date(raw["visit_date"], "visit_date", required=True),
+        sex=sex,
+        age_at_onset=_number(raw["age_at_onset"], "age_at_onset"),
+        age_at_diagnosis=_number(raw["age_at_diagnosis"], "age_at_diagnosis"),
+        painful_sites=[_site(part, taxonomy) for part in _parts(raw["painful_sites"])],
+        treatments=[_treatment(part) for part in _parts(raw["treatments"])],
+        crp=_number(raw["crp_mg_l"], "crp_mg_l"),
+        esr=_number(raw["esr_mm_h"], "esr_mm_h"),
+    )
+
+
+def _parts(text: str) -> list[str]:
+    return [p.strip() for p in text.split(";") if p.strip()]
+
+
+def _date(text: str, column: str, required: bool = False) -> str | None:
+    if not text:
+        if required:
+            raise ValueError(f"{column} is empty")
+        return None
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _number(text: str, column: str) -> float | None:
+    if not text:
+        return None
+    try:
+        value = float(text.replace(",", "."))
+    except ValueError:
+        raise ValueError(f"{column} {text!r} is not a number") from None
+    if value < 0:
+        raise ValueError(f"{column} {text!r} is negative")
+    return value
+
+
+def _site(text: str, taxonomy: Taxonomy) -> tuple[str, str | None]:
+    """``femur.distal:R``, ``Distal femur R``, ``T8``, ``distal femur left`` -> (site id, side)."""
+    name, side = text, None
+    if ":" in text:
+        name, _, side_text = text.rpartition(":")
+        side = _SIDE_WORDS.get(side_text.strip().lower())
+        if side is None:
+            raise ValueError(f"painful site {text!r}: side must be R or L")
+    else:
+        words = text.split()
+        if len(words) > 1 and words[-1].lower() in _SIDE_WORDS:
+            name, side = " ".join(words[:-1]), _SIDE_WORDS[words[-1].lower()]
+    name = name.strip()
+    site = taxonomy.sites.get(name)
+    if site is None:
+        exact = [s for s in taxonomy.sites.values()
+                 if name.lower() in (s.label.lower(), s.segment.lower() if s.bone == "vertebra" else "")]
+        site = exact[0] if len(exact) == 1 else None
+    if site is None:
+        guesses = ", ".join(s.id for s in taxonomy.search(name, limit=3)) or "none"
+        raise ValueError(f"unknown site {name!r} (use a site id or name of the taxonomy; close: {guesses})")
+    if site.lateral and side is None:
+        raise ValueError(f"painful site {text!r}: {site.label} needs a side (R or L)")
+    return site.id, side if site.lateral else None
+
+
+def _treatment(text: str) -> tuple[str, str | None, str | None]:
+    """``bisphosphonate 2024-03-02..2024-09-01`` or ``nsaid 2024-01-10..`` -> (category, start, stop)."""
+    match = re.fullmatch(r"(.+?)\s+(\d{4}-\d{2}-\d{2})?\s*\.\.\s*(\d{4}-\d{2}-\d{2})?", text)
+    name, start, stop = (match.group(1), match.group(2), match.group(3)) if match else (text, None, None)
+    category = _TREATMENT_OF.get(name.strip().lower())
+    if category is None:
+        raise ValueError(f"unknown treatment {name.strip()!r} (one of {', '.join(TREATMENTS)})")
+    start, stop = _date(start or "", "treatment start"), _date(stop or "", "treatment stop")
+    if start and stop and stop < start:
+        raise ValueError(f"treatment {text!r} stops before it starts")
+    return category, start, stop
+
+
+def import_clinical(db: CoordinatorDB, path: Path, replace: bool = False) -> int:
+    """Import a clinical CSV, all or nothing; returns the number of visits.
+
+    Raises
+    ------
+    CnoError
+        For any bad row, or visits already in the database (unless ``replace``).
+    """
+    rows = parse_clinical_csv(path)
+    clashes = [r for r in rows if db.db.execute("SELECT 1 FROM visits WHERE record_id = ? AND visit_date = ?",
+                                                (r.record_id, r.visit_date)).fetchone()]
+    if clashes and not replace:
+        first = clashes[0]
+        raise CnoError(f"{path}: line {first.line}: record {first.record_id} visit {first.visit_date} is already "
+                       f"imported (use --replace)")
+    with db.transaction() as conn:
+        for r in rows:
+            conn.execute("DELETE FROM visits WHERE record_id = ? AND visit_date = ?", (r.record_id, r.visit_date))
+            conn.execute("INSERT INTO visits VALUES (?,?,?,?,?,?,?)",
+                         (r.record_id, r.visit_date, r.sex, r.age_at_onset, r.age_at_diagnosis, r.crp, r.esr))
+            conn.executemany("INSERT INTO painful_sites VALUES (?,?,?,?)",
+                             [(r.record_id, r.visit_date, s, side) for s, side in r.painful_sites])
+            conn.executemany("INSERT INTO treatments VALUES (?,?,?,?,?)",
+                             [(r.record_id, r.visit_date, t, a, b) for t, a, b in r.treatments])
+    return len(rows)
+
+
+def link_patient_ids(store, db: CoordinatorDB, reading_study: str) -> int:
+    """Link every case of a reading study to its DICOM PatientID (the common case)."""
+    from cno_annotate.reading_study import cases
+
+    ids = {s["study_uid"]: s["patient_id"] for s in store.studies()}
+    links = {c["reading_code"]: ids[c["study_uid"]] for c in cases(store, reading_study) if ids.get(c["study_uid"])}
+    db.link(reading_study, links)
+    return len(links)
+
+
+def unblinded_document(store, db: CoordinatorDB, reading_study: str) -> dict:
+    """Reads (latest versions) of every case joined with the clinical record (coordinator only)."""
+    from cno_annotate import __version__
+    from cno_annotate.annotation.documents import read_document
+    from cno_annotate.annotation.reads import list_reads, load_read
+    from cno_annotate.reading_study import cases, get
+
+    get(store, reading_study)
+    links = db.links(reading_study)
+    out = []
+    for case in cases(store, reading_study):
+        record = links.get(case["reading_code"])
+        reads = [read_document(load_read(store, r["read_id"]))
+                 for r in list_reads(store, study_uid=case["study_uid"], reading_study=reading_study, latest_only=True)]
+        out.append({
+            "reading_code": case["reading_code"], "study_uid": case["study_uid"],
+            "patient_code": case["patient_code"], "timepoint": case["timepoint"],
+            "record_id": record, "clinical": db.record(record) if record else [], "reads": reads,
+        })
+    return {"generator": f"cno-annotate {__version__}", "reading_study": reading_study, "unblinded": True,
+            "cases": out}
+
+
+def write_unblinded(document: dict, folder: Path) -> list[Path]:
+    """``unblinded.json``, ``reads.csv`` and ``lesions.csv`` (with record ids and clinical columns)."""
+    import io
+    import json
+
+    from cno_annotate.annotation.csv_export import lesion_rows, read_rows
+    from cno_annotate.fileio import atomic_write_text
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    reads_doc = {"reads": [r for case in document["cases"] for r in case["reads"]]}
+    by_study = {case["study_uid"]: case for case in document["cases"]}
+    paths = [atomic_write_text(folder / "unblinded.json", json.dumps(document, indent=2) + "\n")]
+    extra = ["reading_code", "record_id", "timepoint", "visit_date", "sex", "age_at_onset", "age_at_diagnosis",
+             "crp_mg_l", "esr_mm_h", "painful_sites", "treatments"]
+    for name, (columns, rows) in (("reads.csv", read_rows(reads_doc)), ("lesions.csv", lesion_rows(reads_doc))):
+        for row in rows:
+            case = by_study[row["study_uid"]]
+            visit = case["clinical"][-1] if case["clinical"] else {}
+            row.update({
+                "reading_code": case["reading_code"], "record_id": case["record_id"] or "",
+                "timepoint": case["timepoint"], "visit_date": visit.get("visit_date", ""),
+                "sex": visit.get("sex") or "", "age_at_onset": _blank(visit.get("age_at_onset")),
+                "age_at_diagnosis": _blank(visit.get("age_at_diagnosis")), "crp_mg_l": _blank(visit.get("crp_mg_l")),
+                "esr_mm_h": _blank(visit.get("esr_mm_h")),
+                "painful_sites": "; ".join(f"{s['site_id']}{':' + s['side'] if s['side'] else ''}"
+                                           for s in visit.get("painful_sites", [])),
+                "treatments": "; ".join(t["treatment"] for t in visit.get("treatments", [])),
+            })
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=extra + columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        paths.append(atomic_write_text(folder / name, buffer.getvalue()))
+    return paths
+
+
+def _blank(value):
+    return "" if value is None else value

@@ -1,0 +1,311 @@
+"""Blinded multi-reader reading studies.
+
+A reading study groups cases (studies of the store), readers and a scoring
+scheme. Each case gets a reading code (``CNO-0007``), which is all a reader
+ever sees of it; each reader reads the cases in a seeded random order of their
+own. Whether readers see age and sex, and whether they learn that two cases
+are timepoints of one patient, are settings of the study (both off by
+default). Every change is written to the audit trail.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date
+
+from cno_annotate.annotation.documents import document_of, read_document
+from cno_annotate.annotation.reads import list_reads, load_read
+from cno_annotate.annotation.scheme import load_scheme
+from cno_annotate.errors import CnoError
+from cno_annotate.store import audit
+from cno_annotate.store.db import Store, now
+from cno_annotate.uids import stable_uid
+
+CODE_PREFIX = "CNO-"
+ROLES = ("reader", "adjudicator")
+COORDINATOR = "coordinator"
+
+
+@dataclass(frozen=True)
+class ReadingStudy:
+    """The settings of a reading study."""
+
+    name: str
+    scheme_id: str
+    scheme_version: str
+    seed: int
+    show_age_sex: bool
+    reveal_timepoints: bool
+
+
+def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0, show_age_sex: bool = False,
+           reveal_timepoints: bool = False, actor: str = COORDINATOR) -> ReadingStudy:
+    """Create a reading study.
+
+    Raises
+    ------
+    CnoError
+        If the name is taken or the scheme unknown.
+    """
+    if not name.strip():
+        raise CnoError("a reading study needs a name")
+    if store.db.execute("SELECT 1 FROM reading_studies WHERE name = ?", (name,)).fetchone():
+        raise CnoError(f"reading study {name!r} exists already")
+    scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
+    with store.transaction() as db:
+        db.execute("INSERT INTO reading_studies VALUES (?,?,?,?,?,?,?,?)",
+                   (name, scheme.id, scheme.version, seed, int(show_age_sex), int(reveal_timepoints), now(), actor))
+        audit.append(db, actor, "create", f"reading-study:{name}",
+                     after={"scheme": f"{scheme.id} {scheme.version}", "seed": seed, "show_age_sex": show_age_sex,
+                            "reveal_timepoints": reveal_timepoints})
+    return get(store, name)
+
+
+def get(store: Store, name: str) -> ReadingStudy:
+    """The reading study with this name.
+
+    Raises
+    ------
+    CnoError
+        If there is none.
+    """
+    row = store.db.execute("SELECT * FROM reading_studies WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        known = [r[0] for r in store.db.execute("SELECT name FROM reading_studies ORDER BY name")]
+        raise CnoError(f"no reading study {name!r}" + (f" (known: {', '.join(known)})" if known else ""))
+    return ReadingStudy(row["name"], row["scheme_id"], row["scheme_version"], row["seed"],
+                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]))
+
+
+def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORDINATOR) -> list[str]:
+    """Add studies as cases; returns their new reading codes.
+
+    Codes are numbered in a seeded random order of the batch, so a code does
+    not tell when a study was acquired or added; several studies of one
+    patient become separate cases (timepoints).
+    """
+    study = get(store, name)
+    known = {r["study_uid"] for r in store.studies()}
+    unknown = [uid for uid in study_uids if uid not in known]
+    if unknown:
+        raise CnoError(f"not in the store: {', '.join(unknown)}")
+    existing = {r[0] for r in store.db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ?", (name,))}
+    new = [uid for uid in dict.fromkeys(study_uids) if uid not in existing]
+    random.Random(f"{study.seed}:{name}:codes:{len(existing)}").shuffle(new)
+    first = 1 + len(existing)
+    codes = [f"{CODE_PREFIX}{n:04d}" for n in range(first, first + len(new))]
+    with store.transaction() as db:
+        for uid, code in zip(new, codes):
+            db.execute("INSERT INTO rs_cases VALUES (?,?,?,?,?)", (name, code, uid, "", 0))
+        _number_patients(db, store, name)
+        audit.append(db, actor, "add-cases", f"reading-study:{name}", after={"codes": codes, "studies": new})
+    return codes
+
+
+def _number_patients(db, store: Store, name: str) -> None:
+    """Give each patient a pseudonymous code and each study its timepoint number (by study date)."""
+    by_patient: dict[str, list[tuple[str, str]]] = {}
+    studies = {s["study_uid"]: s for s in store.studies()}
+    for (uid,) in db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ?", (name,)).fetchall():
+        s = studies[uid]
+        key = s["patient_id"] or s["patient_name"] or uid
+        by_patient.setdefault(key, []).append((s["study_date"] or "", uid))
+    ordered = sorted(by_patient, key=lambda k: stable_uid(name, "patient", k))
+    for n, key in enumerate(ordered, start=1):
+        for timepoint, (_, uid) in enumerate(sorted(by_patient[key]), start=1):
+            db.execute("UPDATE rs_cases SET patient_code = ?, timepoint = ? WHERE reading_study = ? AND study_uid = ?",
+                       (f"P-{n:03d}", timepoint, name, uid))
+
+
+def add_readers(store: Store, name: str, readers: list[str], role: str = "reader", actor: str = COORDINATOR) -> None:
+    """Add readers (or adjudicators) to a reading study."""
+    get(store, name)
+    if role not in ROLES:
+        raise CnoError(f"a role is one of {', '.join(ROLES)}")
+    if any(not r.strip() or r == COORDINATOR for r in readers):
+        raise CnoError(f"reader ids must be non-empty and not {COORDINATOR!r}")
+    with store.transaction() as db:
+        for reader in readers:
+            db.execute("INSERT OR REPLACE INTO rs_readers VALUES (?,?,?)", (name, reader, role))
+        audit.append(db, actor, "add-readers", f"reading-study:{name}", after={"readers": readers, "role": role})
+
+
+def role_of(store: Store, name: str, reader: str) -> str:
+    """A reader's role in the study.
+
+    Raises
+    ------
+    CnoError
+        If the reader is not part of it.
+    """
+    get(store, name)
+    row = store.db.execute("SELECT role FROM rs_readers WHERE reading_study = ? AND reader = ?",
+                           (name, reader)).fetchone()
+    if row is None:
+        raise CnoError(f"{reader!r} is not a reader of reading study {name!r}")
+    return row[0]
+
+
+def cases(store: Store, name: str) -> list[dict]:
+    """Every case with its study UID (coordinator view)."""
+    get(store, name)
+    return [dict(r) for r in store.db.execute(
+        "SELECT * FROM rs_cases WHERE reading_study = ? ORDER BY reading_code", (name,))]
+
+
+def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDINATOR) -> dict[str, list[str]]:
+    """Give every reader all cases in a random order of their own, reproducible from the seed.
+
+    Adjudicators get the cases in code order. Returns reader -> codes.
+    """
+    study = get(store, name)
+    seed = study.seed if seed is None else seed
+    codes = [c["reading_code"] for c in cases(store, name)]
+    if not codes:
+        raise CnoError(f"reading study {name!r} has no cases yet")
+    readers = store.db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader",
+                               (name,)).fetchall()
+    if not readers:
+        raise CnoError(f"reading study {name!r} has no readers yet")
+    worklists = {}
+    for reader, role in readers:
+        order = list(codes)
+        if role == "reader":
+            random.Random(f"{seed}:{name}:{reader}").shuffle(order)
+        worklists[reader] = order
+    with store.transaction() as db:
+        db.execute("DELETE FROM rs_worklists WHERE reading_study = ?", (name,))
+        for reader, order in worklists.items():
+            db.executemany("INSERT INTO rs_worklists VALUES (?,?,?,?)",
+                           [(name, reader, n, code) for n, code in enumerate(order, start=1)])
+        audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists)})
+    return worklists
+
+
+def study_uid_of(store: Store, name: str, code: str) -> str:
+    """The study behind a reading code."""
+    row = store.db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
+                           (name, code)).fetchone()
+    if row is None:
+        raise CnoError(f"reading study {name!r} has no case {code!r}")
+    return row[0]
+
+
+def worklist(store: Store, name: str, reader: str) -> list[dict]:
+    """A reader's cases in their order, with the status of their read of each.
+
+    Only what a blinded reader may see: code, position, status, and (if the
+    study allows) age, sex and timepoint.
+    """
+    study = get(store, name)
+    role_of(store, name, reader)
+    rows = store.db.execute(
+        "SELECT w.position, w.reading_code, c.study_uid FROM rs_worklists w JOIN rs_cases c "
+        "ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code "
+        "WHERE w.reading_study = ? AND w.reader = ? ORDER BY w.position", (name, reader)).fetchall()
+    if not rows:
+        raise CnoError(f"{reader!r} has no worklist in {name!r} yet (run 'cno-annotate reading-study assign')")
+    status = {r["study_uid"]: r["status"] for r in list_reads(store, reader=reader, reading_study=name,
+                                                               latest_only=True)}
+    out = []
+    for position, code, uid in rows:
+        entry = {"position": position, "reading_code": code, "status": status.get(uid, "not started")}
+        entry.update(case_details(store, study, code))
+        out.append(entry)
+    return out
+
+
+def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
+    """What the study's settings let a reader know about a case besides its code."""
+    out: dict = {}
+    if study.show_age_sex:
+        uid = study_uid_of(store, study.name, code)
+        info = next(s for s in store.studies() if s["study_uid"] == uid)
+        out["sex"] = info["sex"] or None
+        out["age_years"] = _age(info["birth_date"], info["study_date"])
+    if study.reveal_timepoints:
+        row = store.db.execute("SELECT patient_code, timepoint FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
+                               (study.name, code)).fetchone()
+        total = store.db.execute("SELECT COUNT(*) FROM rs_cases WHERE reading_study = ? AND patient_code = ?",
+                                 (study.name, row[0])).fetchone()[0]
+        out.update({"patient_code": row[0], "timepoint": row[1], "timepoints": total})
+    return out
+
+
+def _age(birth: str, at: str) -> float | None:
+    try:
+        b = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+        a = date(int(at[:4]), int(at[4:6]), int(at[6:8]))
+    except (ValueError, TypeError, IndexError):
+        return None
+    return round((a - b).days / 365.25, 1)
+
+
+def progress(store: Store, name: str) -> list[dict]:
+    """Per reader: cases not started, in draft and submitted."""
+    get(store, name)
+    out = []
+    for reader, role in store.db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader",
+                                         (name,)).fetchall():
+        counts = {"reader": reader, "role": role, "not started": 0, "draft": 0, "submitted": 0}
+        try:
+            for entry in worklist(store, name, reader):
+                counts[entry["status"]] += 1
+        except CnoError:
+            counts["not started"] = len(cases(store, name))
+        out.append(counts)
+    return out
+
+
+def pseudonymous_series_uid(name: str, series_uid: str) -> str:
+    """A stable stand-in for a series UID in reader-facing output."""
+    return stable_uid("cno-annotate-pseudonym", name, series_uid)
+
+
+def reader_document(store: Store, name: str, reader: str, actor: str | None = None) -> dict:
+    """A reader's own reads as an annotation document, blinded.
+
+    Study UIDs become reading codes and series UIDs stable pseudonyms; no
+    other reader's read is included. The export is written to the audit trail.
+
+    Raises
+    ------
+    CnoError
+        If ``actor`` is another reader.
+    """
+    actor = actor or reader
+    if actor != reader:
+        raise CnoError(f"{actor} cannot export the reads of {reader}")
+    role_of(store, name, reader)
+    codes = {c["study_uid"]: c["reading_code"] for c in cases(store, name)}
+    reads = []
+    for row in list_reads(store, reader=reader, reading_study=name):
+        read = load_read(store, row["read_id"])
+        read.study_uid = codes[read.study_uid]
+        read.lesions = [_blind_lesion(name, lesion) for lesion in read.lesions]
+        reads.append(read)
+    document = document_of(reads)
+    with store.transaction() as db:
+        audit.append(db, actor, "export", f"reading-study:{name}", after={"reader": reader, "reads": len(reads)})
+    return document
+
+
+def _blind_lesion(name: str, lesion):
+    import dataclasses
+
+    return dataclasses.replace(lesion, series_uid=pseudonymous_series_uid(name, lesion.series_uid))
+
+
+def adjudication_view(store: Store, name: str, code: str, adjudicator: str) -> list[dict]:
+    """The readers' submitted reads of a case, side by side (adjudicators only)."""
+    if role_of(store, name, adjudicator) != "adjudicator":
+        raise CnoError(f"{adjudicator!r} is not an adjudicator of {name!r}")
+    uid = study_uid_of(store, name, code)
+    out = []
+    for row in list_reads(store, study_uid=uid, reading_study=name, latest_only=True):
+        if row["role"] == "reader" and row["status"] == "submitted":
+            document = read_document(load_read(store, row["read_id"]))
+            document["study_uid"] = code
+            out.append(document)
+    return out
