@@ -87,6 +87,18 @@ def register(sub, common) -> None:
     p.add_argument("--replace", action="store_true", help="replace visits imported before")
     p.set_defaults(run=cmd_clinical_import)
 
+    p = sub.add_parser("report", parents=[common], help="cohort reports: agreement, concordance, distribution, ...",
+                       description="Build a report of a reading study into a folder: report.json, CSV tables, "
+                                   "PNG and SVG figures and a self-contained report.html.")
+    p.add_argument("kind", choices=["agreement", "concordance", "distribution", "followup", "skeleton", "all"])
+    p.add_argument("name", help="reading study")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--link-key", type=Path, help="the coordinator database (needed for concordance)")
+    p.add_argument("--reader", help="use this reader's reads instead of the adjudicated ones")
+    p.add_argument("--threshold-mm", type=float, default=20.0, help="lesion matching distance (default 20 mm)")
+    p.add_argument("--json", action="store_true", help="also print the report as JSON")
+    p.set_defaults(run=cmd_report)
+
     au = sub.add_parser("audit", help="the audit trail")
     au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
     p = au_sub.add_parser("verify", parents=[common], help="check the hash chain; name the first broken entry")
@@ -254,4 +266,19 @@ def cmd_audit_show(args) -> int:
         return 0
     for row in rows:
         print(f"{row['seq']:6}  {row['at']}  {row['actor']:14} {row['action']:18} {row['entity']}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from cno_annotate.analysis import report
+
+    sections = list(report.SECTIONS) if args.kind == "all" else [args.kind]
+    if args.kind == "all" and args.link_key is None:
+        sections.remove("concordance")
+    result = report.run(_store(args), args.name, sections, args.out, args.link_key, args.reader or "adjudicated",
+                        args.threshold_mm)
+    if args.json:
+        print((args.out / "report.json").read_text(), end="")
+    else:
+        print(f"wrote {args.out / 'report.html'} ({', '.join(result['sections'])})")
     return 0

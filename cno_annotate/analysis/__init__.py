@@ -1,0 +1,1 @@
+"""Cohort analysis: reader agreement, clinical-imaging concordance, site distribution, follow-up."""

@@ -1,0 +1,315 @@
+"""Reports of a reading study: JSON, CSV tables, PNG/SVG figures and one HTML file.
+
+The HTML report is self-contained (figures embedded as base64 PNG, no
+scripts, no network). Reports name cases by reading code and patients by
+pseudonymous patient code only.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import io
+import json
+import math
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from cno_annotate import __version__
+from cno_annotate.analysis import cohort, figures
+from cno_annotate.annotation.scheme import load_scheme
+from cno_annotate.annotation.taxonomy import load_taxonomy
+from cno_annotate.errors import CnoError
+from cno_annotate.fileio import atomic_write_text
+
+SECTIONS = ("agreement", "concordance", "distribution", "followup", "skeleton")
+
+
+def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, str], source: str,
+          threshold_mm: float, out: Path) -> dict:
+    """Compute the sections, write figures and tables under ``out``; return the report as a dict."""
+    scheme, taxonomy = load_scheme(*scheme_ref), load_taxonomy()
+    readers = sorted({r for c in cases for r in c.reads})
+    report: dict = {"generator": f"cno-annotate {__version__}", "scheme": scheme.ref, "source": source,
+                    "cases": len(cases), "sections": {}}
+    figs = out / "figures"
+    if "agreement" in sections:
+        result = cohort.agreement_report(cases, readers, scheme, taxonomy, threshold_mm)
+        ba = result["totals"].get("bland_altman")
+        if ba:
+            a = np.array([row[ba["readers"][0]] for row in result["totals"]["values"].values()], float)
+            b = np.array([row[ba["readers"][1]] for row in result["totals"]["values"].values()], float)
+            result["figures"] = {"bland_altman": figures.save(
+                figures.bland_altman_figure(a, b, ba["readers"], ba), figs, "bland_altman")}
+        report["sections"]["agreement"] = result
+    if "concordance" in sections:
+        if all(c.clinical_sites is None for c in cases):
+            raise CnoError("concordance needs clinical records: give --link-key with linked, imported records")
+        result = cohort.concordance(cases, source, taxonomy)
+        result["figures"] = {"concordance": figures.save(figures.concordance_figure(result), figs, "concordance")}
+        report["sections"]["concordance"] = result
+    if "distribution" in sections:
+        result = cohort.distribution(cases, source, taxonomy)
+        result["figures"] = {"distribution": figures.save(figures.distribution_figure(result), figs, "distribution")}
+        report["sections"]["distribution"] = result
+    if "followup" in sections:
+        result = cohort.followup(cases, source, scheme, taxonomy)
+        result["figures"] = {"followup": figures.save(figures.followup_figure(result), figs, "followup")}
+        report["sections"]["followup"] = result
+    if "skeleton" in sections:
+        report["sections"]["skeleton"] = _skeletons(cases, source, taxonomy, figs)
+    write_tables(report, out)
+    return report
+
+
+def _skeletons(cases, source, taxonomy, figs: Path) -> dict:
+    cohort_counts: dict = {}
+    per_case = {}
+    for case in cases:
+        read = cohort.reference_read(case, source)
+        if read is None:
+            continue
+        counts: dict = {}
+        for lesion in read.lesions:
+            if lesion.site_id:
+                key = (lesion.site_id, lesion.side if taxonomy.site(lesion.site_id).lateral else None)
+                if key[1] is None and taxonomy.site(lesion.site_id).lateral:
+                    continue
+                counts[key] = counts.get(key, 0) + 1
+                cohort_counts[key] = cohort_counts.get(key, 0) + 1
+        per_case[case.code] = counts
+    out = {"cohort": {f"{s}:{side}" if side else s: n for (s, side), n in sorted(cohort_counts.items(), key=str)},
+           "figures": {"cohort": figures.save(figures.skeleton_figure(
+               cohort_counts, taxonomy, f"Lesions of {len(per_case)} cases", "lesions (cohort)"), figs, "skeleton_cohort")}}
+    if per_case:
+        code = sorted(per_case)[0]
+        out["example_case"] = code
+        out["figures"]["case"] = figures.save(figures.skeleton_figure(
+            per_case[code], taxonomy, f"Case {code}", "lesions"), figs, f"skeleton_{code}")
+    return out
+
+
+# -- tables ------------------------------------------------------------------------------------
+def table_rows(report: dict) -> dict[str, tuple[list[str], list[dict]]]:
+    """The report's tables as (columns, rows), by file name."""
+    tables = {}
+    sections = report["sections"]
+    if "agreement" in sections:
+        a = sections["agreement"]
+        rows = [{"statistic": "fleiss_kappa", "target": "unit presence", "value": a["unit_presence"]["fleiss_kappa"]},
+                {"statistic": "randolph_kappa", "target": "unit presence", "value": a["unit_presence"]["randolph_kappa"]}]
+        for icc in a["totals"]["icc"]:
+            rows.append({"statistic": icc["kind"], "target": "patient total", "value": icc["value"],
+                         "ci_low": icc["ci_low"], "ci_high": icc["ci_high"]})
+        for item in a["items"]:
+            rows.append({"statistic": "krippendorff_alpha", "target": item["item"], "value": item["krippendorff_alpha"]})
+            for pair in item["pairs"]:
+                for w in ("linear", "quadratic"):
+                    rows.append({"statistic": f"cohen_kappa_{w}", "target": item["item"],
+                                 "readers": " vs ".join(pair["readers"]), "value": pair[f"kappa_{w}"]})
+        for pair in a["lesions"]:
+            rows.append({"statistic": "positive_specific_agreement", "target": "lesions",
+                         "readers": " vs ".join(pair["readers"]), "value": pair["psa"]})
+        tables["agreement.csv"] = (["statistic", "target", "readers", "value", "ci_low", "ci_high"], rows)
+    if "concordance" in sections:
+        c = sections["concordance"]
+        tables["concordance_groups.csv"] = (["group", "label", "parent", "confirmed", "clinical_only", "imaging_only"],
+                                            c["groups"])
+        tables["concordance_cases.csv"] = (["case", "patient", "confirmed", "clinical_only", "imaging_only"],
+                                           [{**e, **{k: " ".join(e[k]) for k in ("confirmed", "clinical_only", "imaging_only")}}
+                                            for e in c["cases"]])
+    if "distribution" in sections:
+        tables["distribution.csv"] = (["group", "label", "parent", "clinical_n", "clinical_pct", "radiological_n",
+                                       "radiological_pct"], sections["distribution"]["rows"])
+    if "followup" in sections:
+        rows = [{"patient": p["patient"], "from": s["from"], "to": s["to"], **u}
+                for p in sections["followup"]["patients"] for s in p["steps"] for u in s["units"]]
+        tables["followup_units.csv"] = (["patient", "from", "to", "unit", "before", "after", "change"], rows)
+        tables["followup_patients.csv"] = (["patient", "cases", "totals", "total_change"],
+                                           [{**p, "cases": " ".join(p["cases"]),
+                                             "totals": " ".join(str(t) for t in p["totals"])}
+                                            for p in sections["followup"]["patients"]])
+    return tables
+
+
+def write_tables(report: dict, out: Path) -> list[Path]:
+    """Write every table as CSV (atomically)."""
+    paths = []
+    for name, (columns, rows) in table_rows(report).items():
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        paths.append(atomic_write_text(out / name, buffer.getvalue()))
+    return paths
+
+
+def write_json(report: dict, out: Path) -> Path:
+    """The report as JSON (figures by path, not embedded)."""
+    return atomic_write_text(out / "report.json", json.dumps(_without_embedded(report), indent=2, default=_json) + "\n")
+
+
+def _without_embedded(value):
+    if isinstance(value, dict):
+        return {k: _without_embedded(v) for k, v in value.items() if k != "png_base64"}
+    if isinstance(value, list):
+        return [_without_embedded(v) for v in value]
+    return value
+
+
+def _json(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    raise TypeError(type(value))
+
+
+# -- HTML -----------------------------------------------------------------------------------------
+def write_html(report: dict, title: str, out: Path) -> Path:
+    """One self-contained HTML file: tables, and figures embedded as PNG."""
+    parts = [f"<h1>{html.escape(title)}</h1>",
+             f"<p class='meta'>{html.escape(report['generator'])} · {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · "
+             f"scheme {report['scheme']['id']} {report['scheme']['version']} · {report['cases']} cases · "
+             f"reference read: {html.escape(report['source'])}</p>"]
+    s = report["sections"]
+    if "agreement" in s:
+        parts.append(_agreement_html(s["agreement"]))
+    if "concordance" in s:
+        parts.append(_concordance_html(s["concordance"]))
+    if "distribution" in s:
+        parts.append(_distribution_html(s["distribution"]))
+    if "followup" in s:
+        parts.append(_followup_html(s["followup"]))
+    if "skeleton" in s:
+        sk = s["skeleton"]
+        parts.append("<h2>Skeleton map</h2><div class='row'>" + "".join(_img(f) for f in sk["figures"].values()) + "</div>")
+    document = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>
+body {{ font-family: sans-serif; margin: 2em; color: #222; max-width: 1100px; }}
+table {{ border-collapse: collapse; margin: 0.6em 0 1.2em; font-size: 0.9em; }}
+th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: right; }}
+th:first-child, td:first-child {{ text-align: left; }}
+td.sub {{ padding-left: 1.8em; color: #555; }}
+.meta {{ color: #666; }} img {{ max-width: 100%; }} .row {{ display: flex; gap: 1em; flex-wrap: wrap; align-items: flex-start; }}
+</style></head><body>
+{"".join(parts)}
+</body></html>
+"""
+    return atomic_write_text(out / "report.html", document)
+
+
+def _img(figure: dict) -> str:
+    return f"<img alt='figure' src='data:image/png;base64,{figure['png_base64']}'>"
+
+
+def _num(value, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def _table(header: list[str], rows: list[list], sub: list[bool] | None = None) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = []
+    for n, row in enumerate(rows):
+        cells = "".join(f"<td{' class=sub' if (sub and sub[n] and i == 0) else ''}>{html.escape(str(c))}</td>"
+                        for i, c in enumerate(row))
+        body.append(f"<tr>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _agreement_html(a: dict) -> str:
+    p = a["unit_presence"]
+    parts = [f"<h2>Agreement between readers</h2><p>Readers: {html.escape(', '.join(a['readers']))}; submitted reads: "
+             + ", ".join(f"{html.escape(r)} {n}" for r, n in a["reads"].items()) + "</p>",
+             "<h3>Lesion present per bone unit</h3>",
+             _table(["statistic", "value", "bone units (all readers)"],
+                    [["Fleiss' kappa", _num(p["fleiss_kappa"]), p["complete_targets"]],
+                     ["Free-marginal (Randolph) kappa", _num(p["randolph_kappa"]), p["complete_targets"]]]),
+             "<h3>Scheme items (ordinal grades, units with a lesion)</h3>"]
+    rows = []
+    for item in a["items"]:
+        for pair in item["pairs"]:
+            rows.append([item["label"], " vs ".join(pair["readers"]), pair["n"], _num(pair["kappa_linear"]),
+                         _num(pair["kappa_quadratic"]), _num(item["krippendorff_alpha"])])
+    parts.append(_table(["item", "readers", "units", "weighted kappa (linear)", "weighted kappa (quadratic)",
+                         "Krippendorff's alpha (ordinal)"], rows))
+    parts.append("<h3>Patient totals</h3>")
+    parts.append(_table(["ICC", "value", "95 % CI", "cases"],
+                        [[i["kind"], _num(i["value"]), f"{_num(i['ci_low'], 2)} to {_num(i['ci_high'], 2)}", i["n_targets"]]
+                         for i in a["totals"]["icc"]]))
+    if a.get("figures"):
+        parts.append(_img(a["figures"]["bland_altman"]))
+    parts.append("<h3>Lesions matched between readers</h3>")
+    parts.append(_table(["readers", "distance limit (mm)", "matched", "first only", "second only",
+                         "positive specific agreement"],
+                        [[" vs ".join(x["readers"]), x["threshold_mm"], x["matched"], x["only_first"], x["only_second"],
+                          _num(x["psa"])] for x in a["lesions"]]))
+    unmatched = [u for x in a["lesions"] for u in x["unmatched"]]
+    if unmatched:
+        parts.append("<p>Unmatched lesions: " + ", ".join(
+            html.escape(f"{u['case']} {u['reader']} {u['lesion']}") for u in unmatched) + "</p>")
+    return "".join(parts)
+
+
+def _concordance_html(c: dict) -> str:
+    t = c["totals"]
+    rows = [[g["label"], g["confirmed"], g["clinical_only"], g["imaging_only"]] for g in c["groups"]]
+    sub = [g["parent"] is not None for g in c["groups"]]
+    return "".join([
+        "<h2>Clinical and imaging concordance</h2>",
+        f"<p>{t['clinical']} painful bone units: {t['confirmed']} confirmed on imaging, {t['clinical_only']} clinical "
+        f"only; {t['imaging_only']} subclinical lesions (on imaging only). Compared per bone unit; "
+        f"{len(c['skipped'])} cases skipped.</p>",
+        _table(["site", "confirmed", "clinical only", "subclinical"], rows, sub),
+        _img(c["figures"]["concordance"]),
+    ])
+
+
+def _distribution_html(d: dict) -> str:
+    rows, sub = [], []
+    for r in d["rows"]:
+        if r["clinical_n"] or r["radiological_n"]:
+            rows.append([r["label"], r["clinical_n"], f"{r['clinical_pct']:.0f} %", r["radiological_n"],
+                         f"{r['radiological_pct']:.0f} %"])
+            sub.append(r["parent"] is not None)
+    lpp = d["lesions_per_patient"]
+    return "".join([
+        "<h2>Distribution of lesions</h2>",
+        f"<p>{d['total_clinical']} clinical and {d['total_radiological']} radiological lesions. Lesions per patient "
+        f"(first timepoint): mean {_num(lpp['mean'], 1)}, range {lpp['min']}-{lpp['max']}; unifocal {d['unifocal']}, "
+        f"multifocal {d['multifocal']}; symmetric {d['symmetric']}, asymmetric {d['asymmetric']}.</p>",
+        _table(["site", "clinical n", "%", "radiological n", "%"], rows, sub),
+        _img(d["figures"]["distribution"]),
+    ])
+
+
+def _followup_html(f: dict) -> str:
+    rows = [[p["patient"], " → ".join(p["cases"]), " → ".join(str(t) for t in p["totals"]), p["total_change"]]
+            for p in f["patients"]]
+    counts = f["counts"]
+    return "".join([
+        "<h2>Follow-up</h2>",
+        "<p>Bone units between consecutive timepoints: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".</p>",
+        _table(["patient", "cases", "total score", "change"], rows),
+        _img(f["figures"]["followup"]),
+    ])
+
+
+def run(store, name: str, sections: list[str], out: Path, link_key: Path | None = None, source: str = "adjudicated",
+        threshold_mm: float = 20.0) -> dict:
+    """Build a reading study's report into ``out`` (JSON, CSV, figures, HTML)."""
+    from cno_annotate import reading_study as rs
+    from cno_annotate.clinical import CoordinatorDB
+
+    study = rs.get(store, name)
+    db = CoordinatorDB.open(link_key) if link_key else None
+    cases = cohort.collect(store, name, db)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out)
+    report["reading_study"] = name
+    write_json(report, out)
+    write_html(report, f"Reading study {name}", out)
+    return report
