@@ -1,0 +1,300 @@
+"""Cohort analysis: statistics against reference libraries, exact tables on a known cohort, the HTML report."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cno_annotate.analysis import agreement, cohort, report
+from cno_annotate.analysis.cohort import Case
+from cno_annotate.annotation.model import Lesion, Read
+from cno_annotate.annotation.scheme import load_scheme
+from cno_annotate.annotation.taxonomy import load_taxonomy
+
+
+def datasets():
+    """Several synthetic rating sets: (targets, raters) with grades 0-3, some with missing values and ties."""
+    rng = np.random.default_rng(20)
+    out = []
+    for n, k, missing in ((30, 3, 0.0), (25, 2, 0.1), (40, 4, 0.15), (12, 3, 0.0)):
+        truth = rng.integers(0, 4, n)
+        ratings = np.clip(truth[:, None] + rng.integers(-1, 2, (n, k)), 0, 3).astype(float)
+        ratings[rng.random((n, k)) < missing] = np.nan
+        out.append(ratings)
+    tied = np.array([[1, 1, 1], [2, 2, 2], [2, 2, 1], [0, 0, 0], [3, 3, 3], [1, 1, 1], [2, 2, 2], [0, 1, 0]], float)
+    out.append(tied)
+    return out
+
+
+@pytest.mark.parametrize("ratings", datasets())
+def test_fleiss_and_randolph_kappa_match_statsmodels_and_the_textbook_formula(ratings):
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    complete = ratings[~np.isnan(ratings).any(axis=1)].astype(int)
+    table, _ = aggregate_raters(complete)
+    for method in ("fleiss", "randolph"):
+        assert agreement.fleiss_kappa(ratings, method) == pytest.approx(fleiss_kappa(table, method=method), abs=1e-9)
+    n, k = complete.shape
+    p_j = table.sum(axis=0) / (n * k)
+    p_i = ((table**2).sum(axis=1) - k) / (k * (k - 1))
+    textbook = (p_i.mean() - (p_j**2).sum()) / (1 - (p_j**2).sum())
+    assert agreement.fleiss_kappa(ratings) == pytest.approx(textbook, abs=1e-9)
+    randolph = (p_i.mean() - 1 / table.shape[1]) / (1 - 1 / table.shape[1])
+    assert agreement.fleiss_kappa(ratings, "randolph") == pytest.approx(randolph, abs=1e-9)
+
+
+@pytest.mark.parametrize("ratings", datasets())
+@pytest.mark.parametrize("weights", [None, "linear", "quadratic"])
+def test_weighted_cohen_kappa_matches_scikit_learn(ratings, weights):
+    from sklearn.metrics import cohen_kappa_score
+
+    a, b = ratings[:, 0], ratings[:, 1]
+    keep = ~(np.isnan(a) | np.isnan(b))
+    expected = cohen_kappa_score(a[keep], b[keep], labels=[0, 1, 2, 3], weights=weights)
+    assert agreement.cohen_kappa(a, b, [0, 1, 2, 3], weights) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.parametrize("ratings", datasets())
+def test_krippendorff_alpha_matches_the_package(ratings):
+    import krippendorff
+
+    expected = krippendorff.alpha(reliability_data=ratings.T, level_of_measurement="ordinal", value_domain=[0, 1, 2, 3])
+    assert agreement.krippendorff_alpha(ratings, [0, 1, 2, 3]) == pytest.approx(expected, abs=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore:The inplace keyword in DataFrame.dropna")  # inside pingouin
+@pytest.mark.parametrize("ratings", datasets())
+def test_icc_matches_pingouin(ratings):
+    import pingouin
+
+    long = pd.DataFrame([(t, r, ratings[t, r]) for t in range(ratings.shape[0]) for r in range(ratings.shape[1])],
+                        columns=["target", "rater", "score"])
+    table = pingouin.intraclass_corr(long, "target", "rater", "score", nan_policy="omit").set_index("Type")
+    icc2, icc3 = agreement.icc(ratings)
+    for ours, kind in ((icc2, "ICC(A,1)"), (icc3, "ICC(C,1)")):
+        assert ours.value == pytest.approx(table.loc[kind, "ICC"], abs=1e-9)
+        low, high = table.loc[kind, "CI95"]
+        assert round(ours.ci_low, 2) == pytest.approx(low, abs=1e-9)  # pingouin rounds its interval to 0.01
+        assert round(ours.ci_high, 2) == pytest.approx(high, abs=1e-9)
+
+
+def test_bland_altman_limits():
+    a = np.array([10, 12, 9, np.nan, 15, 7], float)
+    b = np.array([11, 12, 11, 4, 13, 8], float)
+    ba = agreement.bland_altman(a, b)
+    diff = np.array([1, 0, 2, -2, 1], float)
+    assert ba.n == 5 and ba.bias == pytest.approx(diff.mean()) and ba.sd == pytest.approx(diff.std(ddof=1))
+    assert ba.upper == pytest.approx(diff.mean() + 1.96 * diff.std(ddof=1))
+
+
+def test_lesion_matching_is_optimal_within_unit_and_threshold():
+    # Greedy matching would pair A1-B1 (1 mm) and leave A2 unmatched; the optimum pairs A1-B2 and A2-B1.
+    a = [("A1", "femur.distal:R", [0, 0, 0]), ("A2", "femur.distal:R", [0, 0, 4.0]), ("A3", "spine.T8", [0, 0, 300])]
+    b = [("B1", "femur.distal:R", [0, 0, 1.0]), ("B2", "femur.distal:R", [0, 0, -3.0]),
+         ("B3", "femur.distal:L", [0, 0, 0]), ("B4", "spine.T8", [0, 0, 340])]
+    result = agreement.match_lesions(a, b, threshold_mm=5.0)
+    assert sorted((x, y) for x, y, _ in result.matched) == [("A1", "B2"), ("A2", "B1")]
+    assert result.only_a == ["A3"] and result.only_b == ["B3", "B4"]
+    assert result.positive_specific_agreement == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))
+
+
+# -- a cohort with known counts ---------------------------------------------------------------------
+def _read(code: str, reader: str, lesions: list[tuple], role: str = "adjudicator", marks=None) -> Read:
+    items = []
+    for n, (site, side, grade) in enumerate(lesions, start=1):
+        x = -70.0 if side == "R" else 70.0
+        items.append(Lesion(f"L{n}", (x, 0.0, -400.0 + 50 * n), "1.2.3", (0, 0, 0), site_id=site, side=side,
+                            grades={"marrow_hyperintensity": grade, "signal_extension": 1}))
+    return Read(f"{code}-{reader}", code, reader, "rai-cromris", "1.0.0", "cno-sites-1.0.0", status="submitted",
+                lesions=items, unit_marks=marks or {}, role=role)
+
+
+@pytest.fixture
+def known_cohort() -> list[Case]:
+    """Three patients; P1 has two timepoints. Counts below are worked out by hand."""
+    c1 = Case("CNO-0001", "P1", 1, adjudicated=_read("CNO-0001", "adj", [
+        ("femur.distal", "R", 2), ("femur.distal", "L", 1), ("spine.T8", None, 2)]),
+        clinical_sites=[("femur.distal", "R"), ("clavicle.medial", "R")])
+    c2 = Case("CNO-0002", "P1", 2, adjudicated=_read("CNO-0002", "adj", [
+        ("femur.distal", "R", 1), ("spine.T8", None, 2), ("tibia.proximal", "L", 1)]),
+        clinical_sites=[("femur.distal", "R")])
+    c3 = Case("CNO-0003", "P2", 1, adjudicated=_read("CNO-0003", "adj", [("clavicle.medial", "R", 2)]),
+              clinical_sites=[("clavicle.medial", "R"), ("sacroiliac_joint", "L")])
+    c4 = Case("CNO-0004", "P3", 1, adjudicated=None, clinical_sites=[("tibia.distal", "R")])
+    return [c1, c2, c3, c4]
+
+
+def test_concordance_counts_are_exact(known_cohort):
+    result = cohort.concordance(known_cohort, cohort.ADJUDICATED, load_taxonomy())
+    per_case = {c["case"]: c for c in result["cases"]}
+    assert per_case["CNO-0001"]["confirmed"] == ["femur.distal:R"]
+    assert per_case["CNO-0001"]["clinical_only"] == ["clavicle.medial:R"]
+    assert per_case["CNO-0001"]["imaging_only"] == ["femur.distal:L", "spine.T8"]
+    assert per_case["CNO-0002"] == {"case": "CNO-0002", "patient": "P1", "confirmed": ["femur.distal:R"],
+                                    "clinical_only": [], "imaging_only": ["spine.T8", "tibia.proximal:L"]}
+    assert per_case["CNO-0003"]["clinical_only"] == ["sacroiliac_joint:L"]
+    assert result["skipped"] == [{"case": "CNO-0004", "why": "no reference read"}]
+    assert result["totals"] == {"confirmed": 3, "clinical_only": 2, "imaging_only": 4, "clinical": 5, "imaging": 7}
+    groups = {g["group"]: g for g in result["groups"]}
+    assert (groups["knee"]["confirmed"], groups["knee"]["clinical_only"], groups["knee"]["imaging_only"]) == (2, 0, 2)
+    assert (groups["knee.distal_femur"]["confirmed"], groups["knee.distal_femur"]["imaging_only"]) == (2, 1)
+    assert (groups["clavicle"]["confirmed"], groups["clavicle"]["clinical_only"]) == (1, 1)
+    assert (groups["spine"]["imaging_only"], groups["spine.thoracic"]["imaging_only"]) == (2, 2)
+    assert (groups["pelvis"]["clinical_only"], groups["pelvis.sij"]["clinical_only"]) == (1, 1)
+
+
+def test_site_distribution_in_table_2_layout_is_exact(known_cohort):
+    result = cohort.distribution(known_cohort, cohort.ADJUDICATED, load_taxonomy())
+    rows = {r["group"]: r for r in result["rows"]}
+    # radiological: 7 lesions = knee 4 (distal femur 3, proximal tibia 1), spine 2, clavicle 1
+    assert result["total_radiological"] == 7 and result["total_clinical"] == 6
+    assert (rows["knee"]["radiological_n"], rows["knee.distal_femur"]["radiological_n"],
+            rows["knee.proximal_tibia"]["radiological_n"]) == (4, 3, 1)
+    assert rows["knee"]["radiological_pct"] == pytest.approx(400 / 7)
+    assert (rows["spine"]["radiological_n"], rows["clavicle"]["radiological_n"]) == (2, 1)
+    # clinical: 6 painful sites = knee 2, clavicle 2, pelvis 1 (SI joint), tibia 1
+    assert (rows["knee"]["clinical_n"], rows["clavicle"]["clinical_n"], rows["pelvis"]["clinical_n"],
+            rows["pelvis.sij"]["clinical_n"], rows["tibia"]["clinical_n"]) == (2, 2, 1, 1, 1)
+    assert rows["clavicle"]["clinical_pct"] == pytest.approx(200 / 6)
+    assert [r["label"] for r in result["rows"] if r["parent"] is None][:3] == ["Clavicle", "Shoulder", "Humerus"]
+    # per patient, first timepoint: P1 3 lesions (distal femur on both sides: symmetric), P2 1 lesion
+    assert result["patients"] == [{"patient": "P1", "case": "CNO-0001", "lesions": 3, "symmetric": True},
+                                  {"patient": "P2", "case": "CNO-0003", "lesions": 1, "symmetric": False}]
+    assert result["lesions_per_patient"] == {"mean": 2.0, "min": 1, "max": 3}
+    assert (result["unifocal"], result["multifocal"], result["symmetric"], result["asymmetric"]) == (1, 1, 1, 1)
+
+
+def test_followup_categories_are_exact(known_cohort):
+    result = cohort.followup(known_cohort, cohort.ADJUDICATED, load_scheme(), load_taxonomy())
+    (patient,) = result["patients"]
+    assert patient["patient"] == "P1" and patient["cases"] == ["CNO-0001", "CNO-0002"]
+    # units: femur.distal:R 3 -> 2 improved; femur.distal:L 2 -> 0 resolved; spine.T8 3 -> 3 stable;
+    # tibia.proximal:L 0 -> 2 new
+    changes = {u["unit"]: u["change"] for u in patient["steps"][0]["units"]}
+    assert changes == {"femur.distal:R": "improved", "femur.distal:L": "resolved", "spine.T8": "stable",
+                       "tibia.proximal:L": "new"}
+    assert patient["totals"] == [8, 7] and patient["total_change"] == -1
+    assert result["counts"] == {"new": 1, "resolved": 1, "improved": 1, "stable": 1, "worse": 0}
+    assert cohort.unit_change(1, 3) == "worse" and cohort.unit_change(0, 0) is None
+
+
+def test_agreement_report_builds_tables_the_libraries_agree_with():
+    from statsmodels.stats.inter_rater import aggregate_raters, fleiss_kappa
+
+    scheme, taxonomy = load_scheme(), load_taxonomy()
+    cases = []
+    specs = {"a": [("femur.distal", "R", 2), ("spine.T8", None, 1)], "b": [("femur.distal", "R", 1)],
+             "c": [("femur.distal", "R", 2), ("tibia.proximal", "L", 2)]}
+    for n in range(4):
+        case = Case(f"CNO-{n:04d}", f"P{n}", 1)
+        for reader, lesions in specs.items():
+            if not (reader == "c" and n == 3):  # a missing read
+                case.reads[reader] = _read(case.code, reader, lesions[: 1 + n % 2], role="reader")
+        cases.append(case)
+    result = cohort.agreement_report(cases, ["a", "b", "c"], scheme, taxonomy, threshold_mm=20)
+    units = cohort.all_units(taxonomy)
+    assert result["unit_presence"]["targets"] == 4 * len(units)
+    assert result["unit_presence"]["complete_targets"] == 3 * len(units)
+    table = []
+    for case in cases[:3]:
+        scores = {r: cohort.scores_of(case.reads[r], scheme, taxonomy) for r in "abc"}
+        for unit in units:
+            table.append([int(unit in scores[r].units) for r in "abc"])
+    expected = fleiss_kappa(aggregate_raters(np.array(table))[0], method="fleiss")
+    assert result["unit_presence"]["fleiss_kappa"] == pytest.approx(expected, abs=1e-9)
+    assert result["reads"] == {"a": 4, "b": 4, "c": 3}
+    (ab, ac, bc) = result["lesions"]
+    assert ab["readers"] == ["a", "b"] and ab["matched"] == 4 and ab["only_first"] == 2  # a's T8 lesions
+    icc2, icc3 = result["totals"]["icc"]
+    assert icc2["n_targets"] == 3
+
+
+def test_report_files_and_self_contained_html(known_cohort, tmp_path):
+    result = report.build(known_cohort, ["concordance", "distribution", "followup", "skeleton"],
+                          ("rai-cromris", "1.0.0"), cohort.ADJUDICATED, 20.0, tmp_path)
+    report.write_json(result, tmp_path)
+    page = report.write_html(result, "Known cohort", tmp_path).read_text()
+    for name in ("concordance", "distribution", "followup", "skeleton_cohort"):
+        assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
+        assert (tmp_path / "figures" / f"{name}.svg").read_text().startswith("<?xml")
+    assert page.count("data:image/png;base64,") >= 5
+    assert "<script" not in page and "http://" not in page and "https://" not in page
+    assert (tmp_path / "distribution.csv").read_text().splitlines()[0].startswith("group,label,parent,clinical_n")
+    assert "report.json" in {p.name for p in tmp_path.iterdir()}
+
+
+def test_html_report_renders_in_headless_chromium(known_cohort, tmp_path):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (sh dev test installs it)")
+    from matplotlib.image import imread
+
+    result = report.build(known_cohort, ["concordance", "distribution", "followup", "skeleton"],
+                          ("rai-cromris", "1.0.0"), cohort.ADJUDICATED, 20.0, tmp_path)
+    page = report.write_html(result, "Known cohort", tmp_path)
+    shot = tmp_path / "shot.png"
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2600", f"--screenshot={shot}",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = (imread(shot)[..., :3] * 255).astype(int)
+
+    def present(hex_colour: str, tolerance: int = 12) -> int:
+        rgb = np.array([int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)])
+        return int((np.abs(pixels - rgb).max(axis=-1) <= tolerance).sum())
+
+    # the figures were drawn: the bar colours of the concordance and distribution figures are on screen
+    assert present("#3a9d3a") > 200 and present("#2f6fd0") > 200 and present("#f0c020") > 200
+    assert present("#d0502f") > 200
+
+
+def test_report_command(tmp_path, cli, studies_for_report):
+    store_dir, key = studies_for_report
+    out = tmp_path / "out"
+    code, text, err = cli("report", "all", "demo", "--store", store_dir, "--link-key", key, "--out", out)
+    assert code == 0, err
+    assert (out / "report.html").exists() and (out / "agreement.csv").exists()
+    code, _, err = cli("report", "concordance", "demo", "--store", store_dir, "--out", tmp_path / "x")
+    assert code == 1 and "needs clinical records" in err
+
+
+@pytest.fixture(scope="module")
+def studies_for_report(tmp_path_factory):
+    """A stored reading study with two readers, an adjudicator and clinical records."""
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.clinical import CoordinatorDB, import_clinical, link_patient_ids
+    from cno_annotate.importer import import_paths
+    from cno_annotate.sample import StudyPlan, generate_study
+    from cno_annotate.store import Store
+
+    root = tmp_path_factory.mktemp("report")
+    for seed in range(3):
+        generate_study(root / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=seed))
+    store = Store.open(root / "store")
+    import_paths(store, [root])
+    rs.create(store, "demo", seed=1)
+    rs.add_cases(store, "demo", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "demo", ["dr-a", "dr-b"])
+    rs.add_readers(store, "demo", ["dr-adj"], role="adjudicator")
+    rs.assign(store, "demo")
+    for n, case in enumerate(rs.cases(store, "demo")):
+        for reader, role in (("dr-a", "reader"), ("dr-b", "reader"), ("dr-adj", "adjudicator")):
+            session = ReadSession.open_or_create(store, case["study_uid"], reader, reading_study="demo", role=role)
+            lesion = session.add_lesion((-70, 0, -400), "1.2", (1, 1, 1), site_id="femur.distal", side="R")
+            session.set_grade(lesion, "marrow_hyperintensity", (n + len(reader)) % 3)
+            session.submit()
+    key = root / "key.sqlite"
+    db = CoordinatorDB.open(key)
+    link_patient_ids(store, db, "demo")
+    csv_path = root / "clinical.csv"
+    lines = ["record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,esr_mm_h"]
+    lines += [f"{s['patient_id']},2026-11-01,F,9,10,femur.distal:R; spine.T8,,5,20" for s in store.studies()]
+    csv_path.write_text("\n".join(lines) + "\n")
+    import_clinical(db, csv_path)
+    return Path(store.root), key
