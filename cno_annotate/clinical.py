@@ -13,13 +13,13 @@ from __future__ import annotations
 import csv
 import re
 import sqlite3
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.errors import CnoError
+from cno_annotate.store.sqlite import migrate, transaction
 
 COLUMNS = ("record_id", "visit_date", "sex", "age_at_onset", "age_at_diagnosis", "painful_sites", "treatments",
            "crp_mg_l", "esr_mm_h")
@@ -82,27 +82,16 @@ class CoordinatorDB:
             connection = sqlite3.connect(path, isolation_level=None)
             connection.row_factory = sqlite3.Row
             connection.execute("PRAGMA foreign_keys=ON")
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            for step in range(version, len(MIGRATIONS)):
-                connection.execute("BEGIN IMMEDIATE")
-                for statement in (x.strip() for x in MIGRATIONS[step].split(";") if x.strip()):
-                    connection.execute(statement)
-                connection.execute(f"PRAGMA user_version = {step + 1}")
-                connection.execute("COMMIT")
+            before, _ = migrate(connection, MIGRATIONS)
+            if before > len(MIGRATIONS):
+                raise CnoError(f"{path} was written by a newer cno-annotate: update it")
         except sqlite3.DatabaseError as exc:
             raise CnoError(f"{path} is not a cno-annotate link key: {exc}") from None
         return cls(path, connection)
 
-    @contextmanager
     def transaction(self):
-        """All or nothing."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        """A write transaction: all or nothing."""
+        return transaction(self.db)
 
     def close(self) -> None:
         """Close the file."""

@@ -73,3 +73,22 @@ def cli(capsys):
         return code, out.out, out.err
 
     return run
+
+
+@pytest.fixture
+def open_viewer(qtbot, tmp_path, sample_store):
+    """Open the main window on a copy of the sample store, with the sample study loaded."""
+    from ui.main_window import MainWindow
+
+    def open_window(reader: str | None = None, size=(1200, 800)):
+        store_dir = tmp_path / "viewer-store"
+        shutil.copytree(sample_store.root, store_dir)
+        window = MainWindow(store_dir, reader=reader)
+        window.resize(*size)
+        qtbot.addWidget(window)
+        window.show()
+        with qtbot.waitSignal(window.all_loaded, timeout=20000):
+            window.select_study(window.store.studies()[0]["study_uid"])
+        return window
+
+    return open_window

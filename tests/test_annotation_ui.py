@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-
 import numpy as np
 import pytest
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
@@ -18,23 +14,25 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, sample_store):
-    from ui.main_window import MainWindow
-
-    store_dir = tmp_path / "store"
-    shutil.copytree(sample_store.root, store_dir)
-    w = MainWindow(store_dir, reader="dr-test")
-    w.resize(1300, 850)
-    qtbot.addWidget(w)
-    w.show()
-    with qtbot.waitSignal(w.all_loaded, timeout=20000):
-        w.select_study(w.store.studies()[0]["study_uid"])
+def window(open_viewer):
+    w = open_viewer(reader="dr-test", size=(1300, 850))
     yield w
     w.loader.wait(5000)
 
 
 def _view(window, name="left"):
     return window.panels[name].view
+
+
+def _place_distal_femur_lesion(window, qtbot):
+    """Mark a lesion at the right distal femur of the sample and name its site by typing."""
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    panel = window.lesion_panel
+    qtbot.keyClicks(panel.site_picker.search, "dist fem")
+    qtbot.keyClick(panel.site_picker.search, Qt.Key_Return)
+    return panel
 
 
 def test_a_click_in_mark_mode_places_a_lesion_at_the_clicked_lps(window, qtbot):
@@ -75,12 +73,7 @@ def test_dragging_draws_the_extent(window, qtbot):
 
 
 def test_site_search_digit_grade_totals_and_undo(window, qtbot):
-    window.mark_action.setChecked(True)
-    view = _view(window)
-    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
-    panel = window.lesion_panel
-    qtbot.keyClicks(panel.site_picker.search, "dist fem")
-    qtbot.keyClick(panel.site_picker.search, Qt.Key_Return)
+    panel = _place_distal_femur_lesion(window, qtbot)
     (lesion,) = window.read_session.read.lesions
     assert lesion.site_id == "femur.distal" and lesion.side == "R"
     selectors = panel._grade_widgets
@@ -114,12 +107,7 @@ def _next_tab_stop(widget):
 
 def test_tab_moves_between_grade_items(window, qtbot):
     """The tab chain runs sub-site -> each grade row in scheme order -> comment."""
-    window.mark_action.setChecked(True)
-    view = _view(window)
-    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
-    panel = window.lesion_panel
-    qtbot.keyClicks(panel.site_picker.search, "dist fem")
-    qtbot.keyClick(panel.site_picker.search, Qt.Key_Return)
+    panel = _place_distal_femur_lesion(window, qtbot)
     selectors = list(panel._grade_widgets.values())
     assert _next_tab_stop(panel.subsite) is selectors[0]
     for first, second in zip(selectors, selectors[1:]):

@@ -11,7 +11,6 @@ import sys
 import numpy as np
 import pytest
 
-os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 
 from PySide6.QtCore import QPoint, QPointF, Qt  # noqa: E402
@@ -28,17 +27,8 @@ pytestmark = pytest.mark.gui
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, sample_store):
-    from ui.main_window import MainWindow
-
-    store_dir = tmp_path / "store"
-    shutil.copytree(sample_store.root, store_dir)
-    w = MainWindow(store_dir)
-    w.resize(1200, 800)
-    qtbot.addWidget(w)
-    w.show()
-    with qtbot.waitSignal(w.all_loaded, timeout=20000):
-        w.select_study(w.store.studies()[0]["study_uid"])
+def window(open_viewer):
+    w = open_viewer(reader=None, size=(1200, 800))
     yield w
     w.loader.wait(5000)
 

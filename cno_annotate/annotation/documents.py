@@ -15,7 +15,7 @@ from pathlib import Path
 from cno_annotate import __version__
 from cno_annotate.annotation.model import Lesion, Read
 from cno_annotate.annotation.reads import list_reads, load_read, write_read
-from cno_annotate.annotation.resources import validate
+from cno_annotate.annotation.resources import read_json, validate
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, load_scheme
 from cno_annotate.annotation.scoring import Finding, score_read
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
@@ -196,13 +196,7 @@ def import_document(store: Store, path: Path, replace: bool = False, actor: str 
         (unless ``replace``).
     """
     source = str(path)
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CnoError(f"{source}: no such file") from None
-    except json.JSONDecodeError as exc:
-        raise CnoError(f"{source}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
-    reads = reads_from_document(document, source)
+    reads = reads_from_document(read_json(path), source)
     existing = {r["read_id"] for r in list_reads(store)}
     clashes = [r.read_id for r in reads if r.read_id in existing]
     if clashes and not replace:

@@ -62,21 +62,32 @@ def validate(document: Any, schema_name: str, source: str) -> None:
         raise CnoError(f"{source}: {errors[0]}{more}")
 
 
-def load_json(path: Path, schema_name: str) -> dict:
-    """Read a JSON file and validate it.
+def read_json(path: Path) -> Any:
+    """Read a JSON file.
 
     Raises
     ------
     CnoError
-        If the file is missing, not JSON, or fails the schema.
+        If the file is missing, unreadable or not JSON (with line and column).
     """
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CnoError(f"{path}: no such file") from None
     except json.JSONDecodeError as exc:
         raise CnoError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CnoError(f"{path}: cannot read ({exc})") from None
+
+
+def load_json(path: Path, schema_name: str) -> dict:
+    """Read a JSON file and validate it against a schema of ``schemas/``.
+
+    Raises
+    ------
+    CnoError
+        If the file is missing, not JSON, or fails the schema.
+    """
+    document = read_json(path)
     validate(document, schema_name, str(path))
     return document

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
 from cno_annotate.errors import CnoError
+from cno_annotate.store.sqlite import migrate, transaction
 
 STORE_ENV = "CNO_ANNOTATE_STORE"
 DB_NAME = "store.sqlite"
@@ -213,27 +213,16 @@ class Store:
                 f"the store at {self.root} has schema version {version}; this program knows up "
                 f"to {SCHEMA_VERSION}: update cno-annotate"
             )
-        for step in range(version, SCHEMA_VERSION):
-            with self.transaction():
-                for statement in _statements(MIGRATIONS[step]):
-                    self.db.execute(statement)
-                self.db.execute(f"PRAGMA user_version = {step + 1}")
+        migrate(self.db, MIGRATIONS)
 
     @property
     def schema_version(self) -> int:
         """The schema version of the open database."""
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
-    @contextmanager
     def transaction(self):
-        """A write transaction: all or nothing."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+        """A write transaction: all or nothing (``with store.transaction() as db:``)."""
+        return transaction(self.db)
 
     # -- queries ------------------------------------------------------------
     def studies(self) -> list[dict]:
@@ -330,10 +319,6 @@ class Store:
             ]
             runs.append(run)
         return runs
-
-
-def _statements(script: str) -> list[str]:
-    return [s.strip() for s in script.split(";") if s.strip()]
 
 
 def _volume_row(row: sqlite3.Row) -> dict:

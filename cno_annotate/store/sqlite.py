@@ -1,0 +1,45 @@
+"""SQLite helpers shared by the study store and the coordinator database.
+
+One way to run a write transaction, and one way to migrate a database step
+by step (schema version in ``PRAGMA user_version``).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import contextmanager
+
+
+@contextmanager
+def transaction(connection: sqlite3.Connection):
+    """A write transaction on a connection in autocommit mode: all or nothing."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        yield connection
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+    connection.execute("COMMIT")
+
+
+def statements(script: str) -> list[str]:
+    """The statements of a migration script."""
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+def migrate(connection: sqlite3.Connection, migrations: list[str]) -> tuple[int, int]:
+    """Apply the missing migration steps in order, each in its own transaction.
+
+    Returns
+    -------
+    (before, after)
+        The schema versions; ``before > len(migrations)`` means the database is
+        newer than this program and nothing was done.
+    """
+    before = connection.execute("PRAGMA user_version").fetchone()[0]
+    for step in range(before, len(migrations)):
+        with transaction(connection):
+            for statement in statements(migrations[step]):
+                connection.execute(statement)
+            connection.execute(f"PRAGMA user_version = {step + 1}")
+    return before, max(before, len(migrations))
