@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
 
     Examples
     --------
-    >>> main(["sample", "--out", "/tmp/wb", "--stations", "2"])  # doctest: +SKIP
+    >>> main(["sample", "--out", "wb-sample", "--stations", "2"])  # doctest: +SKIP
     0
     """
     parser = build_parser()
@@ -40,6 +41,13 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.run(args) or 0)
     except CnoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:  # a file or folder the user named cannot be used
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
+    except sqlite3.Error as exc:  # e.g. the store is locked by another program
+        print(f"{PROG}: error: store: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

@@ -60,6 +60,15 @@ def test_expected_failures_exit_1_with_one_line(cli, tmp_path):
         assert "Traceback" not in err
 
 
+def test_file_system_errors_are_one_line_messages(cli, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    code, out, err = cli("export-csv", "--out", blocker / "sub", "--store", tmp_path / "store")
+    assert code == 1 and err.startswith("cno-annotate: error: ") and err.count("\n") == 1 and "Traceback" not in err
+    code, out, err = cli("sample", "--out", blocker / "sub")
+    assert code == 1 and "Not a directory" in err
+
+
 def test_store_from_environment(cli, small_study, tmp_path, monkeypatch):
     monkeypatch.setenv("CNO_ANNOTATE_STORE", str(tmp_path / "env-store"))
     assert cli("import", small_study)[0] == 0
