@@ -148,3 +148,20 @@ def test_reads_are_saved_per_reader_and_reopen(window, qtbot, tmp_path):
     qtbot.addWidget(again)
     again.open_read(row["study_uid"])
     assert len(again.read_session.read.lesions) == 1
+
+
+def test_selecting_a_lesion_in_the_list_jumps_to_it(window, qtbot):
+    session = window.read_session
+    state = window.session.views["left"]
+    far = state.screen_to_lps(100.0, 90.0)
+    near = state.screen_to_lps(337.0, 40.0)
+    first = session.add_lesion(far, state.volume.volume_id, state.volume.lps_to_index(far))
+    session.add_lesion(near, state.volume.volume_id, state.volume.lps_to_index(near))
+    window.lesion_panel.refresh()
+    assert not np.allclose(window.session.views["right"].point, far)
+    window.lesion_panel.lesions.setCurrentRow(0)
+    assert window.lesion_panel.selected == first
+    np.testing.assert_allclose(window.session.views["left"].point, far)
+    np.testing.assert_allclose(window.session.views["right"].point, far)  # the linked view follows
+    selected = [m for m in window.session.markers if m.selected]
+    assert [m.key for m in selected] == [first]

@@ -362,3 +362,34 @@ def test_no_identifier_in_reader_exports_and_logs(blinded_store, tmp_path):
     text = "\n".join(outputs).lower()
     assert "cno-0001" in text
     assert [ident for ident in _identifiers() if ident.lower() in text] == []
+
+
+@pytest.mark.gui
+def test_reader_mode_worklist_next_case_and_submit(qtbot, tmp_path, studies_dir):
+    from ui.main_window import MainWindow
+
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [studies_dir])
+    rs.create(store, "wl", seed=5)
+    rs.add_cases(store, "wl", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "wl", ["dr-a"])
+    order = rs.assign(store, "wl")["dr-a"]
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-a", reading_study="wl")
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    assert window.current_code == order[0]
+    assert window.study_list.count() == len(order)
+    assert [window.study_list.item(n).data(256) for n in range(len(order))] == order  # Qt.UserRole
+    session = window.read_session
+    assert session.read.reading_study == "wl" and session.read.reader == "dr-a"
+    lesion = session.add_lesion((0, 0, 0), "1.2", (0, 0, 0), site_id="spine.T8")
+    session.set_grade(lesion, "marrow_hyperintensity", 1)
+    session.submit()
+    assert "submitted" in window.study_list.item(0).text()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    assert window.current_code == order[1]
+    assert window.windowTitle().endswith(order[1])
