@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt  # noqa: E402
+from PySide6.QtCore import QEvent, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent  # noqa: E402
 
 pytestmark = pytest.mark.gui

@@ -12,7 +12,7 @@ import html
 import io
 import json
 import math
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -169,7 +169,7 @@ def _json(value):
 def write_html(report: dict, title: str, out: Path) -> Path:
     """One self-contained HTML file: tables, and figures embedded as PNG."""
     parts = [f"<h1>{html.escape(title)}</h1>",
-             f"<p class='meta'>{html.escape(report['generator'])} · {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC · "
+             f"<p class='meta'>{html.escape(report['generator'])} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · "
              f"scheme {report['scheme']['id']} {report['scheme']['version']} · {report['cases']} cases · "
              f"reference read: {html.escape(report['source'])}</p>"]
     s = report["sections"]

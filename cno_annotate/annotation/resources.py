@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ def schemas_dir() -> Path:
     return folder
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(schema_name: str) -> jsonschema.protocols.Validator:
     path = schemas_dir() / schema_name
     schema = json.loads(path.read_text(encoding="utf-8"))

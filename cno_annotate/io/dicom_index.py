@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +87,7 @@ class _ConvertedValues:
 _converted = _ConvertedValues()
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tag(keyword: str):
     return tag_for_keyword(keyword)
 
