@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,10 @@ from cno_annotate.uids import stable_uid
 
 Progress = Callable[[int, int], None]
 _BATCH = 200
+#: Imports of at least this many files index headers in parallel.
+PARALLEL_FROM = 256
+MAX_WORKERS = 4
+_CHUNK = 32
 
 
 @dataclass
@@ -110,8 +115,8 @@ def import_paths(store: Store, paths: list[Path], progress: Progress | None = No
     report = ImportReport(run_id=run_id, files=len(files), skipped=missing)
     known = {row[0]: row[1] for row in store.db.execute("SELECT sop_uid, path FROM images WHERE frame = 0")}
     batch: list[ImageRecord] = []
-    for n, path in enumerate(files, start=1):
-        _index_one(store, path, known, batch, report)
+    for n, (path, indexed) in enumerate(_indexed(files), start=1):
+        _record_one(store, path, indexed, known, batch, report)
         if len(batch) >= _BATCH:
             _write_images(store, batch)
             batch = []
@@ -129,19 +134,56 @@ def import_paths(store: Store, paths: list[Path], progress: Progress | None = No
     return report
 
 
-def _index_one(store: Store, path: Path, known: dict, batch: list, report: ImportReport) -> None:
-    """Index one file into ``batch`` or record why it was skipped."""
+def index_file(path: Path) -> list[ImageRecord] | str | None:
+    """Index one DICOM file: its image records, or the reason it is skipped (None: NIfTI)."""
+    if nifti.is_nifti_path(path):
+        return None
     try:
-        if nifti.is_nifti_path(path):
-            _import_nifti(store, path, report)
-            return
-        records = index_dicom_file(path)
+        return index_dicom_file(path)
     except SkipFile as exc:
-        report.skipped.append({"path": str(path), "reason": str(exc)})
-        return
+        return str(exc)
     except OSError as exc:
-        report.skipped.append({"path": str(path), "reason": f"cannot read: {exc.strerror}"})
+        return f"cannot read: {exc.strerror}"
+
+
+def _index_chunk(paths: list[Path]) -> list:
+    return [index_file(p) for p in paths]
+
+
+def _indexed(files: list[Path]):
+    """(path, result of :func:`index_file`) for every file, in order.
+
+    Large imports read headers in worker processes (one per core, forked, on
+    Linux): header parsing is CPU-bound pure Python.
+    """
+    workers = min(os.cpu_count() or 1, MAX_WORKERS)
+    if workers < 2 or len(files) < PARALLEL_FROM or sys.platform != "linux":
+        for path in files:
+            yield path, index_file(path)
         return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [files[i:i + _CHUNK] for i in range(0, len(files), _CHUNK)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for chunk, results in zip(chunks, pool.map(_index_chunk, chunks)):
+            yield from zip(chunk, results)
+
+
+def _record_one(store: Store, path: Path, indexed, known: dict, batch: list, report: ImportReport) -> None:
+    """Add one indexed file to ``batch``, or record why it was skipped."""
+    if indexed is None:
+        try:
+            _import_nifti(store, path, report)
+        except SkipFile as exc:
+            report.skipped.append({"path": str(path), "reason": str(exc)})
+        except OSError as exc:
+            report.skipped.append({"path": str(path), "reason": f"cannot read: {exc.strerror}"})
+        return
+    if isinstance(indexed, str):
+        report.skipped.append({"path": str(path), "reason": indexed})
+        return
+    records = indexed
     first = records[0]
     report.studies.add(first.study["study_uid"])
     report.series.add(first.series["series_uid"])

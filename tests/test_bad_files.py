@@ -19,6 +19,7 @@ from pydicom.uid import (
 )
 
 from cno_annotate.importer import import_paths
+from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
 
 
@@ -126,3 +127,32 @@ def test_a_file_deleted_after_import_is_reported_at_load(small_study, copy_tree,
     volume = load_volume(store, station["volume_id"])
     assert [e["path"] for e in volume.meta["load_errors"]] == [victim]
     assert np.count_nonzero(volume.array.reshape(volume.shape[0], -1).any(axis=1)) == volume.shape[0] - 1
+
+
+def test_parallel_header_indexing_gives_the_serial_result(small_study, bad_corpus, tmp_path):
+    """Large imports index in worker processes; the store must come out the same, bad files included."""
+    import json as _json
+    import subprocess
+    import sys
+
+    folder, expected = bad_corpus
+    script = (
+        "import sys, json; from pathlib import Path\n"
+        "import cno_annotate.importer as importer\n"
+        "from cno_annotate.store import Store\n"
+        "importer.PARALLEL_FROM = 1\n"
+        "report = importer.import_paths(Store.open(sys.argv[1]), [Path(p) for p in sys.argv[2:]])\n"
+        "print(json.dumps({'skipped': report.skipped, 'instances': report.instances}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "parallel"), str(small_study), str(folder)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    parallel_report = _json.loads(result.stdout)
+    serial_store = Store.open(tmp_path / "serial")
+    serial = import_paths(serial_store, [small_study, folder])
+    assert parallel_report == {"skipped": serial.skipped, "instances": serial.instances}
+    parallel_store = Store.open(tmp_path / "parallel")
+    images = "SELECT sop_uid, frame, series_uid, position, pixel_offset FROM images ORDER BY sop_uid, frame"
+    assert parallel_store.db.execute(images).fetchall() == serial_store.db.execute(images).fetchall()
+    assert parallel_store.volumes() == serial_store.volumes()
+    assert len(serial.skipped) == len(expected) + 1  # and the study's ground_truth.json
