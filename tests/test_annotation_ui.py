@@ -165,3 +165,21 @@ def test_selecting_a_lesion_in_the_list_jumps_to_it(window, qtbot):
     np.testing.assert_allclose(window.session.views["right"].point, far)  # the linked view follows
     selected = [m for m in window.session.markers if m.selected]
     assert [m.key for m in selected] == [first]
+
+
+def test_a_submitted_read_reopens_as_a_new_version_from_the_panel(window, qtbot):
+    panel = _place_distal_femur_lesion(window, qtbot)
+    qtbot.keyClick(panel._grade_widgets["marrow_hyperintensity"], Qt.Key_1)
+    first = window.read_session.read
+    window.read_session.submit()
+    assert not panel.editor.isEnabled() and not panel.version_button.isHidden()
+    panel.new_version("")  # a reason is required
+    assert "needs a reason" in window.statusBar().currentMessage()
+    panel.new_version("second look at the knee")
+    read = window.read_session.read
+    assert read.version == 2 and read.supersedes == first.read_id and read.status == "draft"
+    assert len(read.lesions) == 1 and panel.version_button.isHidden() and panel.submit_button.isEnabled()
+    assert "version 2" in panel.header.text()
+    from cno_annotate.annotation.reads import load_read
+
+    assert load_read(window.store, first.read_id).status == "submitted"

@@ -14,6 +14,7 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
     QHBoxLayout,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
@@ -154,6 +155,7 @@ class LesionPanel(QWidget):
 
     lesion_selected = Signal(str)  # lesion id ("" for none)
     message = Signal(str)
+    session_replaced = Signal(object)  # a new ReadSession (a new version of a submitted read)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -174,6 +176,10 @@ class LesionPanel(QWidget):
         self.submit_button = QPushButton("Submit read…", self)
         self.submit_button.setToolTip("Submit and lock the read")
         self.submit_button.clicked.connect(self._submit)
+        self.version_button = QPushButton("New version…", self)
+        self.version_button.setToolTip("Change a submitted read: a new draft version, with a reason; the "
+                                       "submitted read is kept as it was")
+        self.version_button.clicked.connect(self._new_version)
         content = QWidget(self)
         layout = QVBoxLayout(content)
         layout.setContentsMargins(4, 4, 4, 4)
@@ -183,6 +189,7 @@ class LesionPanel(QWidget):
         layout.addWidget(self.editor)
         layout.addWidget(self.units_box)
         layout.addWidget(self.submit_button)
+        layout.addWidget(self.version_button)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(content)
@@ -272,6 +279,7 @@ class LesionPanel(QWidget):
         enabled = session is not None and session.read.status == "draft"
         for widget in (self.editor, self.units_box, self.submit_button):
             widget.setEnabled(enabled)
+        self.version_button.setVisible(session is not None and session.read.status == "submitted")
         if session is None:
             self.header.setText("No read open")
             self.totals.setText("")
@@ -279,7 +287,8 @@ class LesionPanel(QWidget):
             self.editor.setEnabled(False)
             return
         read = session.read
-        self.header.setText(f"Reader {read.reader} · {read.status} · {session.scheme.title} "
+        version = f" · version {read.version}" if read.version > 1 else ""
+        self.header.setText(f"Reader {read.reader} · {read.status}{version} · {session.scheme.title} "
                             f"({session.scheme.id} {session.scheme.version})")
         scores = session.scores()
         regions = ", ".join(f"{session.taxonomy.regions[r]} {v}" for r, v in sorted(scores.regions.items()) if v)
@@ -437,6 +446,23 @@ class LesionPanel(QWidget):
         answer = QMessageBox.question(self, "Submit read", "Submit this read? It is locked afterwards.")
         if answer == QMessageBox.Yes:
             self._run(self.session.submit)
+
+    def _new_version(self) -> None:
+        if self.session is None:
+            return
+        reason, ok = QInputDialog.getText(self, "New version", "Why must the submitted read change?")
+        if ok:
+            self.new_version(reason)
+
+    def new_version(self, reason: str) -> None:
+        """Open a new draft version of the submitted read (the old one is kept)."""
+        try:
+            session = ReadSession.new_version(self.session.store, self.session.read.read_id,
+                                              self.session.actor, reason)
+        except CnoError as exc:
+            self.message.emit(str(exc))
+            return
+        self.session_replaced.emit(session)
 
     def _run(self, action) -> None:
         """Run an edit; show a refusal from the core as a message, not a crash."""

@@ -179,6 +179,7 @@ class MainWindow(QMainWindow):
         self.lesion_panel = LesionPanel(self)
         self.lesion_panel.lesion_selected.connect(self._lesion_selected)
         self.lesion_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        self.lesion_panel.session_replaced.connect(self._use_read_session)
         dock = QDockWidget("Lesions", self)
         dock.setObjectName("lesions")
         dock.setWidget(self.lesion_panel)
@@ -352,6 +353,18 @@ class MainWindow(QMainWindow):
             self.read_session.changed.connect(self._read_changed)
         self.lesion_panel.set_session(self.read_session)
         self._refresh_markers()
+
+    def _use_read_session(self, session: ReadSession) -> None:
+        """Switch to another read of the same study (a new version of a submitted read)."""
+        if self.read_session is not None:
+            self.read_session.changed.disconnect(self._read_changed)
+        self.read_session = session
+        session.changed.connect(self._read_changed)
+        self.lesion_panel.set_session(session)
+        self._refresh_markers()
+        if self.reading_study:
+            self._refresh_worklist()
+        self.statusBar().showMessage(f"Version {session.read.version} is open for change", 10000)
 
     def _series_chosen(self, name: str, index: int) -> None:
         self.show_volume(name, self.panels[name].series.itemData(index))
