@@ -183,3 +183,21 @@ def test_a_submitted_read_reopens_as_a_new_version_from_the_panel(window, qtbot)
     from cno_annotate.annotation.reads import load_read
 
     assert load_read(window.store, first.read_id).status == "submitted"
+
+
+def test_shift_drag_draws_a_box(window, qtbot):
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    m = window.session.views["left"].mapping
+    start, end = view.image_to_widget(300.0, 60.0), view.image_to_widget(310.0, 66.0)
+    qtbot.mousePress(view, Qt.LeftButton, Qt.ShiftModifier, pos=start.toPoint())
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                    Qt.ShiftModifier))
+    qtbot.mouseRelease(view, Qt.LeftButton, Qt.ShiftModifier, pos=end.toPoint())
+    (lesion,) = window.read_session.read.lesions
+    assert lesion.extent["kind"] == "box"
+    sx, sy, sz = lesion.sizes_mm
+    assert sx == pytest.approx(6 * m.col_mm, abs=m.col_mm) and sz == pytest.approx(10 * m.row_mm, abs=m.row_mm)
+    assert sy == pytest.approx(max(min(sx, sz) / 2, m.slice_mm / 2) * 2, abs=0.05)
+    centre = (np.array(lesion.extent["min_mm"]) + np.array(lesion.extent["max_mm"])) / 2
+    np.testing.assert_allclose(lesion.position, centre, atol=0.01)  # corners are stored to 0.01 mm

@@ -26,6 +26,7 @@ SHORTCUTS = [
         ("M", "Mark mode on / off"),
         ("Click (mark mode)", "Place a lesion at the point; the side is proposed from the side of the body"),
         ("Drag (mark mode)", "Draw the lesion's extent as an ellipse from its centre"),
+        ("Shift + drag (mark mode)", "Draw the lesion's extent as a box from corner to corner"),
         ("Site box", "Type to search (e.g. 'dist fem'), Enter picks the first match"),
         ("Digits in a grade row", "Set the grade; N = not assessable; Delete clears; Tab moves to the next item"),
         ("Ctrl+Z / Ctrl+Shift+Z", "Undo / redo, one step per gesture"),

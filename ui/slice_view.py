@@ -268,8 +268,9 @@ class SliceView(QWidget):
         elif button == Qt.RightButton:
             self._drag = ("window", event.position(), self.state.window)
         elif button == Qt.LeftButton and self.mark_mode:
-            self._drag = ("mark", event.position(), None)
-            self._rubber = (event.position(), event.position())
+            box = bool(event.modifiers() & Qt.ShiftModifier)
+            self._drag = ("mark", event.position(), box)
+            self._rubber = (event.position(), event.position(), box)
         elif button == Qt.LeftButton:
             self._drag = ("point", event.position(), None)
             self._move_point(event.position())
@@ -286,7 +287,7 @@ class SliceView(QWidget):
         if mode == "point":
             self._move_point(position)
         elif mode == "mark":
-            self._rubber = (start, position)
+            self._rubber = (start, position, value)
             self.update()
         elif mode == "window":
             self._drag_window(position - start, value)
@@ -295,7 +296,7 @@ class SliceView(QWidget):
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         if self._drag is not None and self._drag[0] == "mark" and event.button() == Qt.LeftButton:
-            self._finish_mark(self._drag[1], event.position())
+            self._finish_mark(self._drag[1], event.position(), box=self._drag[2])
         self._drag = None
         self._rubber = None
         self.update()
@@ -354,30 +355,51 @@ class SliceView(QWidget):
         super().keyReleaseEvent(event)
 
     # -- gestures --------------------------------------------------------------
-    def _finish_mark(self, start: QPointF, end: QPointF) -> None:
-        """Turn a click (a point) or a drag (an ellipse from its centre) into a lesion."""
+    def _finish_mark(self, start: QPointF, end: QPointF, box: bool = False) -> None:
+        """Turn a gesture into a lesion.
+
+        A click places a point; a drag draws an ellipse from its centre; a
+        Shift+drag draws a box from corner to corner. The extent's depth across
+        the slices is the narrower in-plane half-size, on both sides of the slice.
+        """
         view = self.state
         m = view.mapping
-        row0, col0 = self.widget_to_image(start)
-        row1, col1 = self.widget_to_image(end)
-        row0, col0 = float(np.clip(row0, 0, m.rows - 1)), float(np.clip(col0, 0, m.cols - 1))
-        centre = view.screen_to_lps(row0, col0)
+        row0, col0 = self._clipped(start)
+        row1, col1 = self._clipped(end)
         a, b = abs(col1 - col0) * m.col_mm, abs(row1 - row0) * m.row_mm
-        extent = None
-        if (end - start).manhattanLength() >= 4 and max(a, b) >= 1.0:
-            a, b = max(a, 1.0), max(b, 1.0)
-            depth = min(a, b)  # through-plane half-size: as deep as the narrower in-plane axis
-            normal = {"axial": 2, "coronal": 1, "sagittal": 0}[view.plane]
-            extent = {"kind": "ellipse", "plane": view.plane, "radii_mm": [round(a, 2), round(b, 2)],
-                      "slice_range_mm": [round(centre[normal] - depth, 2), round(centre[normal] + depth, 2)]}
+        normal = {"axial": 2, "coronal": 1, "sagittal": 0}[view.plane]
+        if (end - start).manhattanLength() < 4 or max(a, b) < 1.0:
+            self.lesion_drawn.emit(self.name, view.screen_to_lps(row0, col0), None)
+            return
+        if box:
+            corners = np.array([view.screen_to_lps(row0, col0), view.screen_to_lps(row1, col1)])
+            depth = max(min(a, b) / 2, m.slice_mm / 2)
+            low, high = corners.min(axis=0), corners.max(axis=0)
+            low[normal], high[normal] = corners[0][normal] - depth, corners[0][normal] + depth
+            extent = {"kind": "box", "min_mm": [round(v, 2) for v in low], "max_mm": [round(v, 2) for v in high]}
+            self.lesion_drawn.emit(self.name, (low + high) / 2, extent)
+            return
+        centre = view.screen_to_lps(row0, col0)
+        a, b = max(a, 1.0), max(b, 1.0)
+        depth = min(a, b)
+        extent = {"kind": "ellipse", "plane": view.plane, "radii_mm": [round(a, 2), round(b, 2)],
+                  "slice_range_mm": [round(centre[normal] - depth, 2), round(centre[normal] + depth, 2)]}
         self.lesion_drawn.emit(self.name, centre, extent)
 
+    def _clipped(self, point: QPointF) -> tuple[float, float]:
+        row, col = self.widget_to_image(point)
+        m = self.state.mapping
+        return float(np.clip(row, 0, m.rows - 1)), float(np.clip(col, 0, m.cols - 1))
+
     def _paint_rubber(self, painter: QPainter) -> None:
-        start, end = self._rubber
+        start, end, box = self._rubber
         painter.setPen(QPen(QColor(255, 90, 90), 1.5, Qt.DashLine))
         painter.setBrush(Qt.NoBrush)
         d = end - start
-        painter.drawEllipse(start, abs(d.x()), abs(d.y()))
+        if box:
+            painter.drawRect(QRectF(start, end).normalized())
+        else:
+            painter.drawEllipse(start, abs(d.x()), abs(d.y()))
 
     def _move_point(self, position: QPointF) -> None:
         row, col = self.widget_to_image(position)
