@@ -94,6 +94,7 @@ def test_site_search_digit_grade_totals_and_undo(window, qtbot):
         window.undo_action.trigger()
     assert window.read_session.read.lesions == []
     assert "Total 0" in panel.totals.text() and panel.lesions.count() == 0
+    assert not window.undo_action.isEnabled() and window.redo_action.isEnabled()
     window.redo_action.trigger()
     assert len(window.read_session.read.lesions) == 1
 

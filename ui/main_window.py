@@ -353,6 +353,7 @@ class MainWindow(QMainWindow):
             self.read_session.changed.connect(self._read_changed)
         self.lesion_panel.set_session(self.read_session)
         self._refresh_markers()
+        self._update_undo_actions()
 
     def _use_read_session(self, session: ReadSession) -> None:
         """Switch to another read of the same study (a new version of a submitted read)."""
@@ -362,6 +363,7 @@ class MainWindow(QMainWindow):
         session.changed.connect(self._read_changed)
         self.lesion_panel.set_session(session)
         self._refresh_markers()
+        self._update_undo_actions()
         if self.reading_study:
             self._refresh_worklist()
         self.statusBar().showMessage(f"Version {session.read.version} is open for change", 10000)
@@ -452,10 +454,14 @@ class MainWindow(QMainWindow):
 
     def _read_changed(self, label: str) -> None:
         self._refresh_markers()
+        self._update_undo_actions()
         if self.reading_study and label == "submit":
             self._refresh_worklist()
-        self.undo_action.setEnabled(self.read_session.can_undo)
-        self.redo_action.setEnabled(self.read_session.can_redo)
+
+    def _update_undo_actions(self) -> None:
+        session = self.read_session
+        self.undo_action.setEnabled(session is not None and session.can_undo)
+        self.redo_action.setEnabled(session is not None and session.can_redo)
 
     def _edit_read(self, change) -> None:
         if self.read_session is None:
