@@ -202,3 +202,20 @@ def test_shift_drag_draws_a_box(window, qtbot):
     assert sy == pytest.approx(max(min(sx, sz) / 2, m.slice_mm / 2) * 2, abs=0.05)
     centre = (np.array(lesion.extent["min_mm"]) + np.array(lesion.extent["max_mm"])) / 2
     np.testing.assert_allclose(lesion.position, centre, atol=0.01)  # corners are stored to 0.01 mm
+
+
+def test_a_comment_being_typed_is_never_lost(window, qtbot):
+    panel = _place_distal_femur_lesion(window, qtbot)
+    first = panel.selected
+    state = window.session.views["left"]
+    other = state.screen_to_lps(100.0, 90.0)
+    second = window.read_session.add_lesion(other, state.volume.volume_id, state.volume.lps_to_index(other))
+    panel.select(first)
+    panel.comment.setFocus()
+    panel.comment.setText("bright metaphysis")  # typed, not yet confirmed
+    panel.lesions.setCurrentRow(1)  # the reader picks another lesion
+    read = window.read_session.read
+    assert read.lesion(first).comment == "bright metaphysis" and read.lesion(second).comment == ""
+    panel.comment.setText("check on T1")
+    window.close()  # closing the window saves it too
+    assert window.read_session.read.lesion(second).comment == "check on T1"

@@ -163,6 +163,7 @@ class LesionPanel(QWidget):
         self.selected: str | None = None
         self._grade_widgets: dict[str, GradeSelector] = {}
         self._grade_key = None
+        self._comment_for: str | None = None  # the lesion the comment box belongs to
         self.header = QLabel("No read open", self)
         self.header.setWordWrap(True)
         self.totals = QLabel("", self)
@@ -259,7 +260,8 @@ class LesionPanel(QWidget):
 
     # -- model -> widgets ------------------------------------------------------------------
     def set_session(self, session: ReadSession | None) -> None:
-        """Show a read (None: no read)."""
+        """Show a read (None: no read); a comment being typed is saved first."""
+        self.flush()
         if self.session is not None:
             self.session.changed.disconnect(self._on_changed)
         self.session = session
@@ -337,8 +339,9 @@ class LesionPanel(QWidget):
         self._rebuild_grades(site.unit_type if site else None)
         for item_id, widget in self._grade_widgets.items():
             widget.set_value(lesion.grades.get(item_id) if lesion else None)
-        if not self.comment.hasFocus():
+        if not self.comment.hasFocus() or self._comment_for != (lesion.lesion_id if lesion else None):
             self.comment.setText(lesion.comment if lesion else "")
+            self._comment_for = lesion.lesion_id if lesion else None
         self.confidence.setCurrentIndex(lesion.confidence or 0 if lesion else 0)
         if lesion and lesion.sizes_mm:
             sizes = " x ".join(f"{s:.0f}" for s in lesion.sizes_mm)
@@ -380,6 +383,7 @@ class LesionPanel(QWidget):
 
     def select(self, lesion_id: str | None, focus_site: bool = False) -> None:
         """Select a lesion (and put the keyboard in its site box)."""
+        self.flush()
         self.selected = lesion_id
         self.refresh()
         self.lesion_selected.emit(lesion_id or "")
@@ -393,10 +397,13 @@ class LesionPanel(QWidget):
             next(iter(self._grade_widgets.values())).setFocus()
 
     def _lesion_clicked(self, item, _previous=None) -> None:
-        if item is not None:
-            self.selected = item.data(Qt.UserRole)
-            self._refresh_editor()
-            self.lesion_selected.emit(self.selected)
+        if item is None:
+            return
+        lesion_id = item.data(Qt.UserRole)  # before saving a comment redraws the list (and deletes item)
+        self.flush()
+        self.selected = lesion_id
+        self.refresh()
+        self.lesion_selected.emit(lesion_id)
 
     def _edit(self, **fields) -> None:
         if self.current_lesion() is None:
@@ -410,9 +417,18 @@ class LesionPanel(QWidget):
             self._run(lambda: self.session.set_grade(self.selected, item_id, value))
 
     def _comment_done(self) -> None:
-        lesion = self.current_lesion()
-        if lesion is not None and self.comment.text() != lesion.comment:
-            self._edit(comment=self.comment.text())
+        self.flush()
+
+    def flush(self) -> None:
+        """Save a comment being typed to the lesion it was typed for (before any switch or close)."""
+        if self.session is None or self._comment_for is None or self.session.read.status != "draft":
+            return
+        try:
+            lesion = self.session.read.lesion(self._comment_for)
+        except KeyError:
+            return
+        if self.comment.text() != lesion.comment:
+            self._run(lambda: self.session.update_lesion(lesion.lesion_id, comment=self.comment.text()))
 
     def _delete(self) -> None:
         lesion = self.current_lesion()

@@ -532,6 +532,7 @@ class MainWindow(QMainWindow):
             self._show_position(None)
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self.lesion_panel.flush()  # a comment still being typed is saved
         self.loader.wait(5000)
         self.store.close()
         super().closeEvent(event)
