@@ -170,6 +170,7 @@ def _add_plugin_commands(sub, common) -> None:
 
 # -- commands -------------------------------------------------------------------
 def cmd_sample(args) -> int:
+    """Run ``cno-annotate sample`` (see its ``--help``)."""
     from cno_annotate.sample import StudyPlan, generate_study
 
     out = args.out
@@ -183,6 +184,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_import(args) -> int:
+    """Run ``cno-annotate import`` (see its ``--help``)."""
     from cno_annotate.importer import import_paths
 
     store = _open_store(args)
@@ -212,6 +214,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_studies(args) -> int:
+    """Run ``cno-annotate studies`` (see its ``--help``)."""
     store = _open_store(args)
     studies = store.studies()
     if args.json:
@@ -226,6 +229,7 @@ def cmd_studies(args) -> int:
 
 
 def cmd_series(args) -> int:
+    """Run ``cno-annotate series`` (see its ``--help``)."""
     store = _open_store(args)
     study = store.study_uid_for(args.study) if args.study else None
     rows = [series_summary(v) for v in store.volumes(study)]
@@ -265,6 +269,7 @@ def series_summary(volume: dict) -> dict:
 
 
 def cmd_set_role(args) -> int:
+    """Run ``cno-annotate set-role`` (see its ``--help``)."""
     from cno_annotate.importer import rebuild_volumes
 
     store = _open_store(args)
@@ -277,6 +282,7 @@ def cmd_set_role(args) -> int:
 
 
 def cmd_export_nifti(args) -> int:
+    """Run ``cno-annotate export-nifti`` (see its ``--help``)."""
     from cno_annotate.io.nifti import write_nifti
     from cno_annotate.volumes import load_volume
 
@@ -293,6 +299,7 @@ def cmd_export_nifti(args) -> int:
 
 
 def cmd_import_log(args) -> int:
+    """Run ``cno-annotate import-log`` (see its ``--help``)."""
     store = _open_store(args)
     runs = store.import_runs(args.last)
     if args.json:
@@ -308,6 +315,7 @@ def cmd_import_log(args) -> int:
 
 
 def cmd_read_list(args) -> int:
+    """Run ``cno-annotate read list`` (see its ``--help``)."""
     from cno_annotate.annotation.reads import list_reads
 
     store = _open_store(args)
@@ -325,6 +333,7 @@ def cmd_read_list(args) -> int:
 
 
 def cmd_read_export(args) -> int:
+    """Run ``cno-annotate read export`` (see its ``--help``)."""
     from cno_annotate.annotation.documents import export_document, write_document
 
     store = _open_store(args)
@@ -336,6 +345,7 @@ def cmd_read_export(args) -> int:
 
 
 def cmd_read_import(args) -> int:
+    """Run ``cno-annotate read import`` (see its ``--help``)."""
     from cno_annotate.annotation.documents import import_document
 
     store = _open_store(args)
@@ -345,6 +355,7 @@ def cmd_read_import(args) -> int:
 
 
 def cmd_export_csv(args) -> int:
+    """Run ``cno-annotate export-csv`` (see its ``--help``)."""
     from cno_annotate.annotation.csv_export import write_tables
     from cno_annotate.annotation.documents import export_document
 

@@ -116,6 +116,7 @@ def _store(args):
 
 
 def cmd_create(args) -> int:
+    """Run ``cno-annotate reading-study create`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
     study = rs.create(_store(args), args.name, args.scheme, args.seed, args.show_age_sex, args.reveal_timepoints)
@@ -124,6 +125,7 @@ def cmd_create(args) -> int:
 
 
 def cmd_add_cases(args) -> int:
+    """Run ``cno-annotate reading-study add-cases`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
     store = _store(args)
@@ -139,6 +141,7 @@ def cmd_add_cases(args) -> int:
 
 
 def cmd_add_readers(args) -> int:
+    """Run ``cno-annotate reading-study add-readers`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
     role = "adjudicator" if args.adjudicator else "reader"
@@ -148,6 +151,7 @@ def cmd_add_readers(args) -> int:
 
 
 def cmd_assign(args) -> int:
+    """Run ``cno-annotate reading-study assign`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
     worklists = rs.assign(_store(args), args.name, args.seed)
@@ -157,6 +161,7 @@ def cmd_assign(args) -> int:
 
 
 def cmd_worklist(args) -> int:
+    """Run ``cno-annotate reading-study worklist`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
     rows = rs.worklist(_store(args), args.name, args.reader)
@@ -170,6 +175,7 @@ def cmd_worklist(args) -> int:
 
 
 def cmd_progress(args) -> int:
+    """Run ``cno-annotate reading-study progress`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
     rows = rs.progress(_store(args), args.name)
@@ -183,6 +189,7 @@ def cmd_progress(args) -> int:
 
 
 def cmd_export(args) -> int:
+    """Run ``cno-annotate reading-study export`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.documents import write_document
 
@@ -193,6 +200,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_new_version(args) -> int:
+    """Run ``cno-annotate reading-study new-version`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.reads import ReadSession, list_reads
 
@@ -207,6 +215,7 @@ def cmd_new_version(args) -> int:
 
 
 def cmd_export_unblinded(args) -> int:
+    """Run ``cno-annotate reading-study export-unblinded`` (see its ``--help``)."""
     from cno_annotate.clinical import CoordinatorDB, unblinded_document, write_unblinded
     from cno_annotate.store import audit
 
@@ -222,6 +231,7 @@ def cmd_export_unblinded(args) -> int:
 
 
 def cmd_link_add(args) -> int:
+    """Run ``cno-annotate link add`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
 
@@ -232,6 +242,7 @@ def cmd_link_add(args) -> int:
 
 
 def cmd_link_patient_ids(args) -> int:
+    """Run ``cno-annotate link from-patient-ids`` (see its ``--help``)."""
     from cno_annotate.clinical import CoordinatorDB, link_patient_ids
 
     n = link_patient_ids(_store(args), CoordinatorDB.open(args.link_key), args.name)
@@ -240,6 +251,7 @@ def cmd_link_patient_ids(args) -> int:
 
 
 def cmd_clinical_import(args) -> int:
+    """Run ``cno-annotate clinical import`` (see its ``--help``)."""
     from cno_annotate.clinical import CoordinatorDB, import_clinical
 
     n = import_clinical(CoordinatorDB.open(args.link_key), args.file, replace=args.replace)
@@ -248,6 +260,7 @@ def cmd_clinical_import(args) -> int:
 
 
 def cmd_audit_verify(args) -> int:
+    """Run ``cno-annotate audit verify`` (see its ``--help``)."""
     from cno_annotate.store import audit
 
     result = audit.verify(_store(args).db)
@@ -258,6 +271,7 @@ def cmd_audit_verify(args) -> int:
 
 
 def cmd_audit_show(args) -> int:
+    """Run ``cno-annotate audit show`` (see its ``--help``)."""
     from cno_annotate.store import audit
 
     rows = audit.entries(_store(args).db, args.last)
@@ -270,6 +284,7 @@ def cmd_audit_show(args) -> int:
 
 
 def cmd_report(args) -> int:
+    """Run ``cno-annotate report`` (see its ``--help``)."""
     from cno_annotate.analysis import report
 
     sections = list(report.SECTIONS) if args.kind == "all" else [args.kind]

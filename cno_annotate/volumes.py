@@ -119,6 +119,7 @@ class _LazyStation:
 
     @property
     def array(self) -> np.ndarray:
+        """The station's voxels, read on first access."""
         if self._array is None:
             volume = _load_stack(self.store, self.row, self.progress)
             self.errors = volume.meta["load_errors"]
@@ -126,6 +127,7 @@ class _LazyStation:
         return self._array
 
     def release(self) -> None:
+        """Drop the voxels once composition has used them."""
         self._array = None
 
 

@@ -30,6 +30,7 @@ def register(subparsers, common) -> None:
 
 
 def run(args) -> int:
+    """Run ``cno-annotate view`` (see its ``--help``)."""
     from cno_annotate.errors import CnoError
     from ui.app import run_viewer
 

@@ -126,10 +126,14 @@ class Station(Protocol):
     role: str
 
     @property
-    def shape(self) -> tuple[int, int, int]: ...
+    def shape(self) -> tuple[int, int, int]:
+        """Shape ``(k, j, i)``, known without reading pixels."""
+        ...
 
     @property
-    def array(self) -> np.ndarray: ...
+    def array(self) -> np.ndarray:
+        """The voxels (a lazy station reads them here)."""
+        ...
 
 
 def compose(stations: list[Station], volume_id: str | None = None) -> Volume:

@@ -66,6 +66,7 @@ class _ConvertedValues:
         self.values: dict[tuple, Any] = {}
 
     def get(self, ds: Dataset, keyword: str, default: Any = None) -> Any:
+        """The value of ``keyword`` in ``ds`` (``default`` if absent), converted once per distinct raw value."""
         tag = _tag(keyword)
         raw = ds.get_item(tag) if tag is not None else None
         if raw is None:
