@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from cno_annotate import __version__, cli_reading
+from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import ROLES
 
@@ -216,22 +217,16 @@ def cmd_import(args) -> int:
 def cmd_studies(args) -> int:
     """Run ``cno-annotate studies`` (see its ``--help``)."""
     store = _open_store(args)
-    studies = store.studies()
-    if args.json:
-        print(json.dumps(studies, indent=2))
-        return 0
-    if not studies:
-        print(f"no studies in the store at {store.root} (use 'cno-annotate import PATH')")
-    for s in studies:
-        print(f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
-              f"{s['series']:3} series  {s['volumes']:3} volumes  {s['description'] or ''}")
+    _print_rows(store.studies(), args.json, f"no studies in the store at {store.root} (use 'cno-annotate import PATH')",
+                lambda s: f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
+                          f"{s['series']:3} series  {s['volumes']:3} volumes  {s['description'] or ''}")
     return 0
 
 
 def cmd_series(args) -> int:
     """Run ``cno-annotate series`` (see its ``--help``)."""
     store = _open_store(args)
-    study = store.study_uid_for(args.study) if args.study else None
+    study = study_arg(store, args)
     rows = [series_summary(v) for v in store.volumes(study)]
     if args.json:
         print(json.dumps(rows, indent=2))
@@ -319,16 +314,9 @@ def cmd_read_list(args) -> int:
     from cno_annotate.annotation.reads import list_reads
 
     store = _open_store(args)
-    study = store.study_uid_for(args.study) if args.study else None
-    rows = list_reads(store, study, args.reader)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    if not rows:
-        print("no reads")
-    for r in rows:
-        print(f"{r['read_id']}  {r['status']:9}  {r['reader']:12}  {r['scheme_id']} {r['scheme_version']}  "
-              f"study {r['study_uid']}  revision {r['revision']}")
+    _print_rows(list_reads(store, study_arg(store, args), args.reader), args.json, "no reads",
+                lambda r: f"{r['read_id']}  {r['status']:9}  {r['reader']:12}  {r['scheme_id']} {r['scheme_version']}  "
+                          f"study {r['study_uid']}  revision {r['revision']}  version {r['version']}")
     return 0
 
 
@@ -337,8 +325,7 @@ def cmd_read_export(args) -> int:
     from cno_annotate.annotation.documents import export_document, write_document
 
     store = _open_store(args)
-    study = store.study_uid_for(args.study) if args.study else None
-    document = export_document(store, study, args.reader)
+    document = export_document(store, study_arg(store, args), args.reader)
     write_document(document, args.out)
     print(f"wrote {len(document['reads'])} reads to {args.out}")
     return 0
@@ -360,14 +347,19 @@ def cmd_export_csv(args) -> int:
     from cno_annotate.annotation.documents import export_document
 
     store = _open_store(args)
-    study = store.study_uid_for(args.study) if args.study else None
-    document = export_document(store, study, args.reader)
+    document = export_document(store, study_arg(store, args), args.reader)
     paths = write_tables(document, args.out)
     print(f"wrote {', '.join(str(p) for p in paths)} ({len(document['reads'])} reads)")
     return 0
 
 
 # -- helpers ----------------------------------------------------------------------
+def study_arg(store, args) -> str | None:
+    """The study named by ``--study`` / STUDY (UID, accession number or patient ID), or None."""
+    text = getattr(args, "study", None)
+    return store.study_uid_for(text) if text else None
+
+
 def _count(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else (plural or singular + 's')}"
 

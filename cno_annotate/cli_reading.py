@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 
 
@@ -164,13 +164,11 @@ def cmd_worklist(args) -> int:
     """Run ``cno-annotate reading-study worklist`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
-    rows = rs.worklist(_store(args), args.name, args.reader)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
+    def line(row: dict) -> str:
         extra = "".join(f"  {k} {v}" for k, v in row.items() if k not in ("position", "reading_code", "status"))
-        print(f"{row['position']:4}  {row['reading_code']}  {row['status']}{extra}")
+        return f"{row['position']:4}  {row['reading_code']}  {row['status']}{extra}"
+
+    _print_rows(rs.worklist(_store(args), args.name, args.reader), args.json, "empty worklist", line)
     return 0
 
 
@@ -178,13 +176,9 @@ def cmd_progress(args) -> int:
     """Run ``cno-annotate reading-study progress`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
-    rows = rs.progress(_store(args), args.name)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
-        print(f"{row['reader']:16} {row['role']:11} not started {row['not started']:3}  draft {row['draft']:3}  "
-              f"submitted {row['submitted']:3}")
+    _print_rows(rs.progress(_store(args), args.name), args.json, "no readers yet",
+                lambda r: f"{r['reader']:16} {r['role']:11} not started {r['not started']:3}  draft {r['draft']:3}  "
+                          f"submitted {r['submitted']:3}")
     return 0
 
 
@@ -274,12 +268,8 @@ def cmd_audit_show(args) -> int:
     """Run ``cno-annotate audit show`` (see its ``--help``)."""
     from cno_annotate.store import audit
 
-    rows = audit.entries(_store(args).db, args.last)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    for row in rows:
-        print(f"{row['seq']:6}  {row['at']}  {row['actor']:14} {row['action']:18} {row['entity']}")
+    _print_rows(audit.entries(_store(args).db, args.last), args.json, "no audit entries",
+                lambda r: f"{r['seq']:6}  {r['at']}  {r['actor']:14} {r['action']:18} {r['entity']}")
     return 0
 
 

@@ -339,7 +339,6 @@ def test_no_identifier_is_visible_in_reader_mode(qtbot, blinded_store, tmp_path)
     from PySide6.QtCore import Qt
 
     qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
-    view.mouseMoveEvent  # noqa: B018 - hovering shows the position in the status bar
     window._show_position(window.session.views["left"].point)
     strings = _visible_strings(window)
     assert "CNO-0001" in " ".join(strings)

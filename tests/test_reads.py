@@ -288,3 +288,26 @@ def test_edits_survive_sigkill_at_random_moments(tmp_path):
         committed_total = len(ids)
         store.close()
     assert committed_total > 12
+
+
+def test_a_locked_store_refuses_the_edit_with_a_message_and_keeps_the_read(store):
+    """Another program holds the store; the edit is refused clearly and nothing half-applies."""
+    import sqlite3
+
+    session = new_session(store)
+    lesion_id = placed(session, marrow_hyperintensity=1)
+    before = (session.read.revision, [l.to_dict() for l in session.read.lesions])
+    history = len(session._undo)
+    store.db.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(store.root / "store.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        with pytest.raises(CnoError, match="could not be written .*nothing was changed"):
+            session.set_grade(lesion_id, "marrow_hyperintensity", 2)
+        assert (session.read.revision, [l.to_dict() for l in session.read.lesions]) == before
+        assert len(session._undo) == history  # the refused edit is not in the undo history
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    session.set_grade(lesion_id, "marrow_hyperintensity", 2)  # once the lock is gone the edit goes through
+    assert load_read(store, session.read.read_id).lesion(lesion_id).grades["marrow_hyperintensity"] == 2

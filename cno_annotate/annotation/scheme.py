@@ -39,12 +39,6 @@ class Item:
         """Whether the item is graded for this unit type."""
         return unit_type in self.applies_to
 
-    def grade_label(self, value) -> str:
-        """The label of a grade value ('Not assessable' for NA)."""
-        if value == NOT_ASSESSABLE:
-            return "Not assessable"
-        return next((g["label"] for g in self.grades if g["value"] == value), str(value))
-
 
 class Scheme:
     """A versioned scoring scheme."""
@@ -120,12 +114,3 @@ def load_scheme(scheme_id: str = DEFAULT_SCHEME, version: str | None = None) -> 
     if scheme.id != scheme_id or (version and scheme.version != version):
         raise CnoError(f"{path}: declares {scheme.id} {scheme.version}, not {scheme_id} {version}")
     return scheme
-
-
-def available_schemes() -> list[tuple[str, str]]:
-    """(id, version) of every scheme file."""
-    out = []
-    for path in sorted((schemas_dir() / "schemes").glob("*.json")):
-        scheme_id, _, version = path.stem.rpartition("-")
-        out.append((scheme_id, version))
-    return out

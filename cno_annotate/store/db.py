@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+from contextlib import contextmanager
 from datetime import datetime, UTC
 from pathlib import Path
 
@@ -220,9 +221,21 @@ class Store:
         """The schema version of the open database."""
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
 
+    @contextmanager
     def transaction(self):
-        """A write transaction: all or nothing (``with store.transaction() as db:``)."""
-        return transaction(self.db)
+        """A write transaction: all or nothing (``with store.transaction() as db:``).
+
+        Raises
+        ------
+        CnoError
+            If SQLite cannot write (locked by another program, disk full, read-only);
+            nothing of the transaction is applied.
+        """
+        try:
+            with transaction(self.db) as db:
+                yield db
+        except sqlite3.OperationalError as exc:
+            raise CnoError(f"the store at {self.root} could not be written ({exc}); nothing was changed") from None
 
     # -- queries ------------------------------------------------------------
     def studies(self) -> list[dict]:
