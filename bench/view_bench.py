@@ -97,7 +97,7 @@ def reformat_figures(volume, repeats: int) -> dict:
 def repaint_figures(store_dir: Path, steps: int) -> dict:
     from PySide6.QtWidgets import QApplication
 
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication([])
     window = MainWindow(store_dir)

@@ -78,7 +78,7 @@ def cli(capsys):
 @pytest.fixture
 def open_viewer(qtbot, tmp_path, sample_store):
     """Open the main window on a copy of the sample store, with the sample study loaded."""
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     def open_window(reader: str | None = None, size=(1200, 800)):
         store_dir = tmp_path / "viewer-store"

@@ -143,7 +143,7 @@ def test_reads_are_saved_per_reader_and_reopen(window, qtbot, tmp_path):
     from cno_annotate.annotation.reads import list_reads
 
     (row,) = list_reads(window.store, reader="dr-test")
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     again = MainWindow(window.store_root, reader="dr-test")
     qtbot.addWidget(again)

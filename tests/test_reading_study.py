@@ -325,7 +325,7 @@ def _visible_strings(window) -> list[str]:
 def test_no_identifier_is_visible_in_reader_mode(qtbot, blinded_store, tmp_path):
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     pytest.importorskip("PySide6")
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     window = MainWindow(blinded_store, reader="dr-a", reading_study="blind")
     window.resize(1300, 850)
@@ -365,7 +365,7 @@ def test_no_identifier_in_reader_exports_and_logs(blinded_store, tmp_path):
 
 @pytest.mark.gui
 def test_reader_mode_worklist_next_case_and_submit(qtbot, tmp_path, studies_dir):
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     store = Store.open(tmp_path / "store")
     import_paths(store, [studies_dir])

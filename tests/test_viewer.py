@@ -68,7 +68,7 @@ def _wheel(widget, delta, modifiers=Qt.NoModifier):
 
 
 def test_crosshair_click_puts_the_other_view_on_the_same_lps_point_with_other_grids(qtbot, tmp_path):
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     w = MainWindow(tmp_path / "empty-store")
     w.resize(1000, 700)
@@ -172,7 +172,7 @@ def test_ground_truth_lesion_marker_is_drawn_at_its_pixel(window):
 
 
 def test_broken_study_shows_a_message_and_the_window_stays_usable(qtbot, tmp_path, small_study):
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     broken = tmp_path / "broken"
     shutil.copytree(small_study, broken)
@@ -228,7 +228,7 @@ def test_qt_binding_keeps_references_to_none():
 
 
 def test_help_lists_every_action():
-    from ui.help import SHORTCUTS, help_html
+    from cno_annotate_ui.help import SHORTCUTS, help_html
 
     html = help_html()
     for _, rows in SHORTCUTS:

@@ -47,7 +47,7 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
         from PySide6.QtWidgets import QApplication
     except ImportError:
         raise CnoError("the viewer needs PySide6: pip install 'cno-annotate[ui]'") from None
-    from ui.main_window import MainWindow
+    from cno_annotate_ui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cno-annotate")

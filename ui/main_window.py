@@ -33,10 +33,10 @@ from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
-from ui.help import HelpDialog
-from ui.lesion_panel import LesionPanel
-from ui.loader import VolumeLoader
-from ui.slice_view import SliceView
+from cno_annotate_ui.help import HelpDialog
+from cno_annotate_ui.lesion_panel import LesionPanel
+from cno_annotate_ui.loader import VolumeLoader
+from cno_annotate_ui.slice_view import SliceView
 
 
 def _toggle(text: str, parent, shortcut: QKeySequence) -> QAction:

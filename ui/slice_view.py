@@ -3,7 +3,7 @@
 Mouse: left click / drag moves the crosshair (the linked point); wheel
 scrolls slices; Ctrl+wheel zooms about the mouse; right drag changes window
 (horizontal) and level (vertical); middle drag or Space+left drag pans;
-double click fits. Keyboard: see :data:`ui.help.SHORTCUTS`.
+double click fits. Keyboard: see :data:`cno_annotate_ui.help.SHORTCUTS`.
 """
 
 from __future__ import annotations

@@ -15,13 +15,14 @@ from typing import Any
 
 import jsonschema
 
+from cno_annotate.datafiles import data_dir
 from cno_annotate.errors import CnoError
 
 SCHEMAS_ENV = "CNO_ANNOTATE_SCHEMAS"
 
 
 def schemas_dir() -> Path:
-    """The ``schemas/`` folder: ``$CNO_ANNOTATE_SCHEMAS`` or the source tree's.
+    """The ``schemas/`` folder: ``$CNO_ANNOTATE_SCHEMAS``, else the installed copy.
 
     Raises
     ------
@@ -31,11 +32,9 @@ def schemas_dir() -> Path:
     if os.environ.get(SCHEMAS_ENV):
         folder = Path(os.environ[SCHEMAS_ENV])
     else:
-        import cno_annotate
-
-        folder = Path(cno_annotate.__file__).resolve().parents[1] / "schemas"
+        folder = data_dir("schemas")
     if not folder.is_dir():
-        raise CnoError(f"the schemas folder is not at {folder}; run from the source tree or set {SCHEMAS_ENV}")
+        raise CnoError(f"the schemas folder is not at {folder}; reinstall the package or set {SCHEMAS_ENV}")
     return folder
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cno_annotate.datafiles import data_dir
 from cno_annotate.errors import CnoError
 
 SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
@@ -64,19 +65,17 @@ def bundled_sample_dir() -> Path:
     """The DICOM folder of the bundled sample study.
 
     ``$CNO_ANNOTATE_SAMPLE`` wins; otherwise ``sample_scans/wbmri-cno-01`` of
-    the source tree this package runs from.
+    the installed package (or the source tree).
 
     Raises
     ------
     CnoError
-        If the sample cannot be found (an installed copy without the tree).
+        If the sample cannot be found.
     """
-    import cno_annotate
-
     if os.environ.get(SAMPLE_ENV):
         folder = Path(os.environ[SAMPLE_ENV])
     else:
-        folder = Path(cno_annotate.__file__).resolve().parents[1] / "sample_scans" / "wbmri-cno-01"
+        folder = data_dir("sample_scans") / "wbmri-cno-01"
     dicom = folder / "DICOM" if (folder / "DICOM").is_dir() else folder
     if not dicom.is_dir():
         raise CnoError(
