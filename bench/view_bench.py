@@ -95,9 +95,8 @@ def reformat_figures(volume, repeats: int) -> dict:
 
 
 def repaint_figures(store_dir: Path, steps: int) -> dict:
-    from PySide6.QtWidgets import QApplication
-
     from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
     window = MainWindow(store_dir)

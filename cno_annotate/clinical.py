@@ -160,7 +160,9 @@ def parse_clinical_csv(path: Path, taxonomy: Taxonomy | None = None) -> list[Cli
     missing = [c for c in COLUMNS if c not in header]
     if missing:
         raise CnoError(f"{path}: missing column(s) {', '.join(missing)}; the columns are {', '.join(COLUMNS)}")
-    rows, errors, seen = [], [], {}
+    rows: list[ClinicalRow] = []
+    errors: list[str] = []
+    seen: dict[tuple[str, str], int] = {}
     for line, raw in enumerate(reader, start=2):
         raw = {k.strip(): (v or "").strip() for k, v in raw.items() if k is not None}
         try:
@@ -188,7 +190,7 @@ def _parse_row(line: int, raw: dict, taxonomy: Taxonomy) -> ClinicalRow:
     return ClinicalRow(
         line=line,
         record_id=raw["record_id"],
-        visit_date=_date(raw["visit_date"], "visit_date", required=True),
+        visit_date=_required_date(raw["visit_date"], "visit_date"),
         sex=sex,
         age_at_onset=_number(raw["age_at_onset"], "age_at_onset"),
         age_at_diagnosis=_number(raw["age_at_diagnosis"], "age_at_diagnosis"),
@@ -203,15 +205,19 @@ def _parts(text: str) -> list[str]:
     return [p.strip() for p in text.split(";") if p.strip()]
 
 
-def _date(text: str, column: str, required: bool = False) -> str | None:
+def _date(text: str, column: str) -> str | None:
     if not text:
-        if required:
-            raise ValueError(f"{column} is empty")
         return None
     try:
         return date.fromisoformat(text).isoformat()
     except ValueError:
         raise ValueError(f"{column} {text!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _required_date(text: str, column: str) -> str:
+    if not text:
+        raise ValueError(f"{column} is empty")
+    return _date(text, column) or ""
 
 
 def _number(text: str, column: str) -> float | None:

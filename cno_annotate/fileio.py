@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 
-def atomic_write(path: Path | str, write: Callable[[BinaryIO], None], suffix: str = "") -> Path:
+def atomic_write(path: Path | str, write: Callable[[BinaryIO], object], suffix: str = "") -> Path:
     """Write a file atomically.
 
     Parameters

@@ -112,7 +112,7 @@ def import_paths(store: Store, paths: list[Path], progress: Progress | None = No
             "INSERT INTO import_runs (started, paths) VALUES (?, ?)",
             (now(), json.dumps([str(p) for p in paths])),
         ).lastrowid
-    report = ImportReport(run_id=run_id, files=len(files), skipped=missing)
+    report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing)
     known = {row[0]: row[1] for row in store.db.execute("SELECT sop_uid, path FROM images WHERE frame = 0")}
     batch: list[ImageRecord] = []
     for n, (path, indexed) in enumerate(_indexed(files), start=1):

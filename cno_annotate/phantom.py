@@ -228,7 +228,7 @@ def paint_skeleton(ph: Phantom) -> None:
         ph.flat_bone((side_x(side, 70), 25, -845), (side_x(side, 70), -10, -860), 22, YELLOW_MARROW)  # calcaneus
         ph.flat_bone((side_x(side, 70), 0, -820), (side_x(side, 70), -20, -825), 16, YELLOW_MARROW)  # talus
         ph.flat_bone((side_x(side, 85), 0, -85), (side_x(side, 100), 0, -92), 19, YELLOW_MARROW)  # femoral head
-        for name, prox, dist, radius in LONG_BONES:
+        for _name, prox, dist, radius in LONG_BONES:
             ph.long_bone(
                 (side_x(side, prox[0]), prox[1], prox[2]),
                 (side_x(side, dist[0]), dist[1], dist[2]),

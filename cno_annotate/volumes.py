@@ -94,7 +94,7 @@ def _load_composed(store: Store, row: dict, progress, use_cache: bool) -> Volume
             pass  # a damaged cache file is rebuilt below
     members = [store.volume(m) for m in row["members"]]
     total = sum(m["shape"][0] for m in members)
-    stations = []
+    stations: list[_LazyStation] = []
     for member in members:
         offset = sum(m["shape"][0] for m in members[: len(stations)])
         stations.append(_LazyStation(store, member, _offset_progress(progress, offset, total)))
@@ -111,7 +111,8 @@ class _LazyStation:
     def __init__(self, store: Store, row: dict, progress):
         self.store, self.row, self.progress = store, row, progress
         self.affine = np.array(row["affine"])
-        self.shape = tuple(row["shape"])
+        k, j, i = (int(n) for n in row["shape"])
+        self.shape = (k, j, i)
         self.volume_id = row["volume_id"]
         self.role = row["role"]
         self.errors: list[dict] = []

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.encaps import encapsulate
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ComprehensiveSRStorage,
     ExplicitVRLittleEndian,

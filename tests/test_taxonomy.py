@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import jsonschema
-import pytest
 import pydicom.sr._concepts_dict as pydicom_concepts
+import pytest
 
 from cno_annotate.annotation.resources import schemas_dir
 from cno_annotate.annotation.taxonomy import load_taxonomy

@@ -123,8 +123,8 @@ def test_right_drag_adjusts_window(window, qtbot):
     before = window.session.views["left"].window
     centre = QPoint(v.width() // 2, v.height() // 2)
     qtbot.mousePress(v, Qt.RightButton, pos=centre)
-    from PySide6.QtGui import QMouseEvent
     from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
 
     move = QMouseEvent(QEvent.MouseMove, QPointF(centre + QPoint(60, -30)), QPointF(v.mapToGlobal(centre)),
                        Qt.NoButton, Qt.RightButton, Qt.NoModifier)

@@ -31,8 +31,9 @@ def register(subparsers, common) -> None:
 
 def run(args) -> int:
     """Run ``cno-annotate view`` (see its ``--help``)."""
-    from cno_annotate.errors import CnoError
     from cno_annotate_ui.app import run_viewer
+
+    from cno_annotate.errors import CnoError
 
     try:
         width, height = (int(n) for n in args.size.lower().split("x"))

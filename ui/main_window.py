@@ -5,6 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from cno_annotate_ui.help import HelpDialog
+from cno_annotate_ui.lesion_panel import LesionPanel
+from cno_annotate_ui.loader import VolumeLoader
+from cno_annotate_ui.slice_view import SliceView
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
@@ -33,10 +37,6 @@ from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
-from cno_annotate_ui.help import HelpDialog
-from cno_annotate_ui.lesion_panel import LesionPanel
-from cno_annotate_ui.loader import VolumeLoader
-from cno_annotate_ui.slice_view import SliceView
 
 
 def _toggle(text: str, parent, shortcut: QKeySequence) -> QAction:
@@ -519,7 +519,7 @@ class MainWindow(QMainWindow):
             self.position_label.setText("")
             return
         parts = [f"LPS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f} mm"]
-        for name, view in self.session.views.items():
+        for view in self.session.views.values():
             if not view.ready:
                 continue
             value = view.value_at(point)

@@ -76,7 +76,7 @@ def krippendorff_alpha(ratings: np.ndarray, categories: list[int], level: str = 
     usable = (~np.isnan(data)).sum(axis=0) >= 2
     if usable.sum() == 0 or len(np.unique(data[:, usable][~np.isnan(data[:, usable])])) < 2:
         return float("nan")
-    return float(krippendorff.alpha(reliability_data=data[:, usable], level_of_measurement=level,
+    return float(krippendorff.alpha(reliability_data=data[:, usable], level_of_measurement=level,  # type: ignore[arg-type]  # checked by krippendorff
                                     value_domain=list(categories)))
 
 

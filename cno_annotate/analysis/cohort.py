@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -299,7 +300,7 @@ def distribution(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
         rows.append({"group": g["id"], "label": g["label"], "parent": g["parent"],
                      "clinical_n": n_cli, "clinical_pct": 100 * n_cli / total_cli if total_cli else 0.0,
                      "radiological_n": n_rad, "radiological_pct": 100 * n_rad / total_rad if total_rad else 0.0})
-    per_patient = []
+    per_patient: list[dict[str, Any]] = []
     for patient, case in sorted(first.items()):
         read = reference_read(case, source)
         if read is None:
@@ -360,19 +361,22 @@ def followup(cases: list[Case], source: str, scheme: Scheme, taxonomy: Taxonomy)
         by_patient.setdefault(case.patient, []).append(case)
     patients, overall = [], dict.fromkeys(CHANGE, 0)
     for patient, series in sorted(by_patient.items()):
-        series = sorted((c for c in series if reference_read(c, source) is not None), key=lambda c: c.timepoint)
-        if len(series) < 2:
+        read_cases = sorted(((c, r) for c in series if (r := reference_read(c, source)) is not None),
+                            key=lambda pair: pair[0].timepoint)
+        if len(read_cases) < 2:
             continue
-        scores = [scores_of(reference_read(c, source), scheme, taxonomy) for c in series]
+        series = [c for c, _ in read_cases]
+        scores = [scores_of(r, scheme, taxonomy) for _, r in read_cases]
         steps = []
         for (c0, s0), (c1, s1) in zip(zip(series, scores), zip(series[1:], scores[1:])):
             counts = dict.fromkeys(CHANGE, 0)
             units = []
             for unit in sorted(set(s0.units) | set(s1.units)):
                 u0, u1 = s0.units.get(unit), s1.units.get(unit)
-                if (u0 and u0.score is None) or (u1 and u1.score is None):
+                score0, score1 = (u0.score if u0 else 0), (u1.score if u1 else 0)
+                if score0 is None or score1 is None:
                     continue  # not assessable at one timepoint: no change can be said
-                category = unit_change(u0.score if u0 else 0, u1.score if u1 else 0)
+                category = unit_change(score0, score1)
                 if category:
                     counts[category] += 1
                     overall[category] += 1

@@ -185,8 +185,8 @@ def skeleton_figure(values: dict[tuple[str, str | None], float], taxonomy: Taxon
                     label: str = "lesions") -> Figure:
     """A front-view skeleton; each site shaded by its value (0: grey outline only)."""
     from matplotlib import colormaps
-    from matplotlib.colors import Normalize
     from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
     shapes = site_shapes(taxonomy)

@@ -12,7 +12,7 @@ import html
 import io
 import json
 import math
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np

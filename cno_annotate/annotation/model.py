@@ -72,7 +72,7 @@ class Lesion:
         sizes = self.sizes_mm
         if sizes is None:
             return (DEFAULT_RADIUS_MM,) * 3
-        return tuple(max(s / 2, 1.0) for s in sizes)
+        return (max(sizes[0] / 2, 1.0), max(sizes[1] / 2, 1.0), max(sizes[2] / 2, 1.0))
 
 
 def extent_sizes(extent: dict) -> tuple[tuple[float, float, float], float]:
@@ -92,7 +92,7 @@ def extent_sizes(extent: dict) -> tuple[tuple[float, float, float], float]:
     kind = extent["kind"]
     if kind == "box":
         sizes = np.abs(np.array(extent["max_mm"], float) - np.array(extent["min_mm"], float))
-        return tuple(float(s) for s in sizes), float(np.prod(sizes)) / 1000.0
+        return (float(sizes[0]), float(sizes[1]), float(sizes[2])), float(np.prod(sizes)) / 1000.0
     col_axis, row_axis, normal = PLANE_AXES[extent["plane"]]
     low, high = extent["slice_range_mm"]
     sizes = [0.0, 0.0, 0.0]
@@ -101,12 +101,12 @@ def extent_sizes(extent: dict) -> tuple[tuple[float, float, float], float]:
         a, b = extent["radii_mm"]
         sizes[col_axis], sizes[row_axis] = 2 * a, 2 * b
         volume = math.pi / 6 * sizes[0] * sizes[1] * sizes[2]
-        return tuple(sizes), volume / 1000.0
+        return (sizes[0], sizes[1], sizes[2]), volume / 1000.0
     points = np.array(extent["points_mm"], float)
     u, v = points[:, col_axis], points[:, row_axis]
     sizes[col_axis], sizes[row_axis] = float(np.ptp(u)), float(np.ptp(v))
     area = 0.5 * abs(float(np.dot(u, np.roll(v, 1)) - np.dot(v, np.roll(u, 1))))
-    return tuple(sizes), area * sizes[normal] / 1000.0
+    return (sizes[0], sizes[1], sizes[2]), area * sizes[normal] / 1000.0
 
 
 @dataclass

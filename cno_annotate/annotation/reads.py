@@ -38,7 +38,7 @@ def list_reads(store: Store, study_uid: str | None = None, reader: str | None = 
 
     With ``latest_only``, only the newest version of each read.
     """
-    sql, args = "SELECT * FROM reads WHERE 1", []
+    sql, args = "SELECT * FROM reads WHERE 1", list[str]()
     for column, value in (("study_uid", study_uid), ("reader", reader), ("reading_study", reading_study)):
         if value:
             sql, args = sql + f" AND {column} = ?", args + [value]
@@ -242,8 +242,9 @@ class ReadSession:
         number = self.store.db.execute(
             "SELECT next_lesion FROM reads WHERE read_id = ?", (self.read.read_id,)).fetchone()[0]
         stamp = now()
-        lesion = Lesion(f"L{number}", tuple(float(v) for v in position), series_uid,
-                        tuple(float(v) for v in voxel), created_by=self.read.reader, created_at=stamp,
+        x, y, z = (float(v) for v in position)
+        i, j, k = (float(v) for v in voxel)
+        lesion = Lesion(f"L{number}", (x, y, z), series_uid, (i, j, k), created_by=self.read.reader, created_at=stamp,
                         modified_by=self.read.reader, modified_at=stamp)
         lesion = self._validated(dataclasses.replace(lesion, **fields)) if fields else lesion
         self._commit(_Change("add lesion", {lesion.lesion_id: None}, {lesion.lesion_id: lesion}, {}, {}),

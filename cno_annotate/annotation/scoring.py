@@ -147,7 +147,10 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
 
 
 def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy: Taxonomy) -> UnitScore:
-    site = taxonomy.site(findings[0].site_id)
+    site_id = findings[0].site_id
+    if site_id is None:
+        raise ValueError(f"unit {unit_id}: a finding without a site cannot be scored in a unit")
+    site = taxonomy.site(site_id)
     combine = scheme.aggregation["unit_combine"]
     items: dict = {}
     for item in scheme.items_for(site.unit_type):

@@ -54,38 +54,54 @@ class ViewState:
         """Whether an image can be shown."""
         return self.status == "ready" and self.volume is not None and self.mapping is not None
 
+    def loaded(self) -> tuple[Volume, PlaneMapping, np.ndarray]:
+        """The volume, plane mapping and LPS point of a view that has an image.
+
+        Raises
+        ------
+        RuntimeError
+            If the view has no image yet.
+        """
+        if self.volume is None or self.mapping is None or self.point is None:
+            raise RuntimeError(f"the {self.name} view has no image")
+        return self.volume, self.mapping, self.point
+
     @property
     def slice_index(self) -> int:
         """The displayed slice: the one that contains the view's point."""
         if not self.ready:
             return 0
-        ijk = self.volume.lps_to_index(self.point)
+        volume, mapping, point = self.loaded()
+        ijk = volume.lps_to_index(point)
         by_axis = {2 - n: ijk[n] for n in range(3)}
-        return int(np.clip(np.round(by_axis[self.mapping.slice_axis]), 0, self.mapping.slices - 1))
+        return int(np.clip(np.round(by_axis[mapping.slice_axis]), 0, mapping.slices - 1))
 
     def image(self) -> np.ndarray:
         """The displayed 2-D slice (float, a view into the volume)."""
-        return extract(self.volume.array, self.mapping, self.slice_index)
+        volume, mapping, _ = self.loaded()
+        return extract(volume.array, mapping, self.slice_index)
 
     def value_at(self, lps: np.ndarray) -> float | None:
         """The voxel value nearest to an LPS point, or None outside the volume."""
         if not self.ready:
             return None
-        ijk = np.round(self.volume.lps_to_index(lps)).astype(int)
+        volume, _, _ = self.loaded()
+        ijk = np.round(volume.lps_to_index(lps)).astype(int)
         k, j, i = ijk[2], ijk[1], ijk[0]
-        shape = self.volume.shape
+        shape = volume.shape
         if not (0 <= k < shape[0] and 0 <= j < shape[1] and 0 <= i < shape[2]):
             return None
-        return float(self.volume.array[k, j, i])
+        return float(volume.array[k, j, i])
 
     def screen_to_lps(self, row: float, col: float) -> np.ndarray:
         """LPS of a (row, column) position on the displayed slice."""
-        ijk = screen_to_index(self.mapping, self.slice_index, row, col)
-        return self.volume.index_to_lps(ijk)
+        volume, mapping, _ = self.loaded()
+        return volume.index_to_lps(screen_to_index(mapping, self.slice_index, row, col))
 
     def lps_to_screen(self, lps: np.ndarray) -> tuple[float, float]:
         """(row, column) of an LPS point projected onto the displayed plane."""
-        _, row, col = index_to_screen(self.mapping, self.volume.lps_to_index(lps))
+        volume, mapping, _ = self.loaded()
+        _, row, col = index_to_screen(mapping, volume.lps_to_index(lps))
         return row, col
 
 
@@ -148,7 +164,8 @@ class ViewerSession:
         view = self.views[name]
         if not view.ready:
             return
-        target = int(np.clip(view.slice_index + steps, 0, view.mapping.slices - 1))
+        _, mapping, _ = view.loaded()
+        target = int(np.clip(view.slice_index + steps, 0, mapping.slices - 1))
         self.go_to_slice(name, target)
 
     def go_to_slice(self, name: str, index: int) -> None:
@@ -156,9 +173,10 @@ class ViewerSession:
         view = self.views[name]
         if not view.ready:
             return
-        ijk = view.volume.lps_to_index(view.point)
-        ijk[2 - view.mapping.slice_axis] = int(np.clip(index, 0, view.mapping.slices - 1))
-        self.set_point(name, view.volume.index_to_lps(ijk))
+        volume, mapping, point = view.loaded()
+        ijk = volume.lps_to_index(point)
+        ijk[2 - mapping.slice_axis] = int(np.clip(index, 0, mapping.slices - 1))
+        self.set_point(name, volume.index_to_lps(ijk))
 
     def set_plane(self, name: str, plane: str) -> None:
         """Switch a view to axial, coronal or sagittal (others follow while linked)."""
@@ -177,8 +195,9 @@ class ViewerSession:
         view = self.views[name]
         if not view.ready:
             return
-        point = view.point.copy()
-        point[2] = region_z(view.volume)[region]
+        volume, _, point = view.loaded()
+        point = point.copy()
+        point[2] = region_z(volume)[region]
         self.set_point(name, point)
 
     # -- display ---------------------------------------------------------------
@@ -210,7 +229,8 @@ class ViewerSession:
         view = self.views[name]
         if not view.ready:
             return []
-        return markers_on_slice(self.markers, view.mapping, view.volume.affine, view.slice_index)
+        volume, mapping, _ = view.loaded()
+        return markers_on_slice(self.markers, mapping, volume.affine, view.slice_index)
 
 
 def _centre(volume: Volume) -> np.ndarray:

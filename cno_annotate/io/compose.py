@@ -16,14 +16,14 @@ resampled with SimpleITK (linear).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from cno_annotate.uids import stable_uid
-
 from cno_annotate.io.volume import Volume, apply_affine
+from cno_annotate.uids import stable_uid
 
 #: Stations further apart than this along head-feet (mm) do not chain.
 MAX_GAP_MM = 10.0
@@ -136,7 +136,7 @@ class Station(Protocol):
         ...
 
 
-def compose(stations: list[Station], volume_id: str | None = None) -> Volume:
+def compose(stations: Sequence[Station], volume_id: str | None = None) -> Volume:
     """Compose station volumes into one volume on a common grid.
 
     Stations are read and blended one at a time: peak memory is the result
@@ -281,7 +281,7 @@ def _translate(array: np.ndarray, fraction: np.ndarray, counts: np.ndarray) -> n
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _resample(station: Volume, grid_affine: np.ndarray, box):
+def _resample(station: Station, grid_affine: np.ndarray, box):
     """Linear resampling of a station onto a box of the grid (SimpleITK)."""
     import SimpleITK as sitk
 

@@ -150,6 +150,7 @@ def read_header(path: Path) -> tuple[Dataset, int]:
     if size == 0:
         raise SkipFile("empty file (0 bytes)")
     with open(path, "rb") as fp:
+        ds: pydicom.Dataset
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
         except InvalidDicomError:

@@ -36,7 +36,7 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
         If the file is unreadable, not 3-D, or holds several volumes.
     """
     try:
-        image = nib.load(str(path))
+        image = _load(path)
     except Exception as exc:
         raise SkipFile(f"unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
     shape = image.shape
@@ -50,10 +50,18 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     return affine, (int(shape[2]), int(shape[1]), int(shape[0]))
 
 
+def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
+    """Open a NIfTI-1 or NIfTI-2 file (header and a lazy data proxy)."""
+    image = nib.load(str(path))
+    if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
+        raise SkipFile(f"not a NIfTI image ({type(image).__name__})")
+    return image
+
+
 def load_nifti(path: Path, volume_id: str = "") -> Volume:
     """Read a 3-D NIfTI file as a float32 :class:`Volume` in LPS."""
     affine, shape = read_nifti_geometry(path)
-    image = nib.load(str(path))
+    image = _load(path)
     data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape[::-1])
     return Volume(array=np.ascontiguousarray(data.transpose(2, 1, 0)), affine=affine, volume_id=volume_id)
 

@@ -103,7 +103,9 @@ def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:
     images = [images[n] for n in order]
     along = along[order]
     step = _typical_step(along, images[0].get("slice_thickness") or 1.0)
-    kept, index, duplicates = [], [], 0
+    kept: list[dict] = []
+    index: list[int] = []
+    duplicates = 0
     for image, pos in zip(images, along):
         k = int(round((pos - along[0]) / step))
         if index and k == index[-1]:

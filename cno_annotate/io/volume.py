@@ -137,7 +137,7 @@ def is_valid_orientation(orientation: np.ndarray, tol: float = 1e-3) -> bool:
     if orientation.shape != (6,) or not np.all(np.isfinite(orientation)):
         return False
     row, col = orientation[:3], orientation[3:]
-    return (
+    return bool(
         abs(np.linalg.norm(row) - 1) < tol
         and abs(np.linalg.norm(col) - 1) < tol
         and abs(float(row @ col)) < tol

@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 from contextlib import contextmanager
-from datetime import datetime, UTC
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cno_annotate.errors import CnoError
