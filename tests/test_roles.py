@@ -60,3 +60,51 @@ def test_override_persists_across_reimport_and_replans_composition(small_study, 
     assert len(stir) == 1 and station["volume_id"] not in stir[0]["members"]
     assert cli("set-role", station["volume_id"], "auto", "--store", store.root)[0] == 0
     assert store.volume(station["volume_id"])["role"] == "STIR"
+
+
+# -- issue 11: enhanced MR, DWIBS, name tokens, honest reasons ------------------------------
+
+@pytest.mark.parametrize(
+    "attributes, role, says",
+    [
+        # DWIBS: echo-planar with an inversion pulse (TI 180 ms) is diffusion with fat suppression.
+        ({"ScanningSequence": ["EP"], "ScanOptions": ["IR"], "InversionTime": 180.0, "RepetitionTime": 6000.0,
+          "EchoTime": 70.0}, "other", "echo-planar"),
+        ({"ScanningSequence": ["SE", "IR"], "InversionTime": 180.0, "SequenceName": "*epse2d1_128"},
+         "other", "echo-planar"),
+        ({"ScanningSequence": ["SE", "IR"], "InversionTime": 180.0, "SeriesDescription": "STIR",
+          "SequenceName": "EPI_DWIBS"}, "other", "diffusion"),
+        # Enhanced MR: inversion recovery from the MR modifier, echo family from EchoPulseSequence.
+        ({"InversionRecovery": "YES", "EchoPulseSequence": "GRADIENT", "InversionTime": 900.0,
+          "RepetitionTime": 1800.0, "EchoTime": 2.41, "SeriesDescription": "T1w_MPR"}, "other", "gradient-echo"),
+        ({"EchoPulseSequence": "SPIN", "RepetitionTime": 600.0, "EchoTime": 12.0}, "T1", "EchoPulseSequence SPIN"),
+        # T1 TSE at 3 T with TR exactly 1000 ms.
+        ({"ScanningSequence": ["SE"], "RepetitionTime": 1000.0, "EchoTime": 10.0}, "T1", "TR 1000 ms"),
+        ({"ScanningSequence": ["SE"], "RepetitionTime": 1200.0, "EchoTime": 10.0}, "other", "TR 1200 ms"),
+    ],
+)
+def test_enhanced_dwibs_and_bounds(attributes, role, says):
+    got, reason = classify_sequence(attributes)
+    assert got == role, reason
+    assert says in reason, reason
+
+
+@pytest.mark.parametrize("name", ["REST1", "TRUFI_COR_ST1", "fMRI_REST1_AP", "BEST1"])
+def test_t1_fallback_matches_tokens_not_substrings(name):
+    role, reason = classify_sequence({"SeriesDescription": name})
+    assert role == "other", reason
+
+
+@pytest.mark.parametrize("name", ["T1 TSE cor", "t1_tse_cor_wb", "WB_T1W", "T1W-TSE", "cor T1"])
+def test_t1_fallback_still_names_t1(name):
+    assert classify_sequence({"SeriesDescription": name})[0] == "T1"
+
+
+def test_a_reason_states_the_values_used():
+    """A GRE FLASH with TR 300 / TE 2.46 named t1: the reason gives its TR and TE."""
+    role, reason = classify_sequence({"ScanningSequence": ["GR"], "RepetitionTime": 300.0, "EchoTime": 2.46,
+                                      "SeriesDescription": "t1_fl2d_tra"})
+    assert role == "T1"
+    assert "no TR/TE" not in reason and "TR 300 ms" in reason and "TE 2.46 ms" in reason
+    _, reason = classify_sequence({"EchoPulseSequence": "SPIN", "RepetitionTime": 500.0, "EchoTime": 9.0})
+    assert "ScanningSequence" not in reason  # the file has no ScanningSequence

@@ -169,3 +169,76 @@ def test_4d_nifti_is_reported_and_3d_nifti_imports(tmp_path):
     # LPS = RAS with x and y negated.
     ras = nibabel.load(folder / "anatomical.nii").affine
     np.testing.assert_allclose(volume.affine, np.diag([-1, -1, 1, 1]) @ ras)
+
+
+def enhanced_from_emri(path: Path, *, echo_pulse: str, inversion: float | None, tr: float, te: float,
+                       description: str, frame_values: list[dict] | None = None) -> Path:
+    """pydicom's enhanced MR file given MR functional groups (timing, echo, modifier) and geometry.
+
+    ``frame_values`` adds per-frame groups: ``{"b": b-value, "frame_type": [...], "echo": TE}``.
+    """
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    ds = pydicom.dcmread(data_file("emri_small.dcm"))
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesDescription, ds.EchoPulseSequence = description, echo_pulse
+    ds.PulseSequenceName = "TIR" if inversion else "TSE"
+    shared, timing, echo, modifier, orientation, measures = (Dataset() for _ in range(6))
+    timing.RepetitionTime, timing.FlipAngle = tr, 90
+    echo.EffectiveEchoTime = te
+    modifier.InversionRecovery = "YES" if inversion else "NO"
+    if inversion:
+        modifier.InversionTimes = [inversion]
+    orientation.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
+    measures.PixelSpacing, measures.SliceThickness = [2.0, 2.0], 4.0
+    shared.MRTimingAndRelatedParametersSequence = Sequence([timing])
+    shared.MREchoSequence = Sequence([echo])
+    shared.MRModifierSequence = Sequence([modifier])
+    shared.PlaneOrientationSequence, shared.PixelMeasuresSequence = Sequence([orientation]), Sequence([measures])
+    ds.SharedFunctionalGroupsSequence = Sequence([shared])
+    frames = []
+    for n in range(int(ds.NumberOfFrames)):
+        item, position = Dataset(), Dataset()
+        values = frame_values[n] if frame_values else {}
+        position.ImagePositionPatient = [0.0, 4.0 * values.get("slice", n), 0.0]
+        item.PlanePositionSequence = Sequence([position])
+        if "b" in values:
+            diffusion = Dataset()
+            diffusion.DiffusionBValue = values["b"]
+            item.MRDiffusionSequence = Sequence([diffusion])
+        if "frame_type" in values:
+            frame_type = Dataset()
+            frame_type.FrameType = values["frame_type"]
+            item.MRImageFrameTypeSequence = Sequence([frame_type])
+        frames.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(frames)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_enhanced_mr_with_inversion_recovery_modifier_is_stir(tmp_path):
+    """Inversion recovery, TI, TR and TE of enhanced MR live in functional groups."""
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    enhanced_from_emri(folder / "stir", echo_pulse="SPIN", inversion=160.0, tr=5000.0, te=60.0,
+                       description="WB cor")
+    store, report = import_one(tmp_path, folder)
+    assert report.skipped == []
+    (row,) = store.volumes()
+    assert row["role"] == "STIR", row["role_reason"]
+    assert "160" in row["role_reason"] and "MRModifierSequence" in row["role_reason"]
+    assert row["patient_geometry"] and row["orientation"] == "coronal" and row["shape"] == [10, 64, 64]
+
+
+def test_enhanced_mprage_is_gradient_echo_ir_not_t1_by_name(tmp_path):
+    """Like the XA30 MPRAGE (IR, TI 900 ms, TR 1800, TE 2.41) that was called T1 'by name'."""
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    enhanced_from_emri(folder / "mprage", echo_pulse="GRADIENT", inversion=900.0, tr=1800.0, te=2.41,
+                       description="T1w_MPR")
+    store, _ = import_one(tmp_path, folder)
+    (row,) = store.volumes()
+    assert row["role"] == "other" and "gradient-echo inversion recovery" in row["role_reason"]
+    assert "TI 900 ms" in row["role_reason"]

@@ -43,8 +43,19 @@ SEQUENCE_ATTRIBUTES = (
     "ScanningSequence", "SequenceVariant", "ScanOptions", "InversionTime",
     "RepetitionTime", "EchoTime", "ImageType", "SequenceName", "SeriesDescription",
     "ProtocolName", "MagneticFieldStrength", "MRAcquisitionType",
-    "EchoPulseSequence", "InversionRecovery",
+    "EchoPulseSequence", "InversionRecovery", "PulseSequenceName", "EchoPlanarPulseSequence",
+    "DiffusionBValue", "SeriesTime",
 )
+_NUMERIC_ATTRIBUTES = {"InversionTime", "RepetitionTime", "EchoTime", "MagneticFieldStrength", "DiffusionBValue"}
+
+#: Where enhanced MR keeps sequence attributes: (functional group sequence, attribute).
+_FUNCTIONAL_GROUP_PLACES = {
+    "InversionRecovery": ("MRModifierSequence", "InversionRecovery"),
+    "InversionTime": ("MRModifierSequence", "InversionTimes"),
+    "RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
+    "EchoTime": ("MREchoSequence", "EffectiveEchoTime"),
+    "DiffusionBValue": ("MRDiffusionSequence", "DiffusionBValue"),
+}
 
 
 class SkipFile(Exception):
@@ -429,35 +440,42 @@ def _first_item(ds: Dataset, keyword: str):
 
 
 def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
-    """The attributes that tell STIR from T1, as plain JSON values."""
+    """The attributes that tell STIR from T1, as plain JSON values.
+
+    Attributes that enhanced MR keeps in functional groups are read there
+    when the top level lacks them; ``FromFunctionalGroups`` lists those, so
+    that a reason can say where a value came from.
+    """
     out: dict[str, Any] = {}
+    from_groups = []
     for keyword in SEQUENCE_ATTRIBUTES:
         value = _get(ds, keyword)
-        if value is None:
+        if value is None and keyword in _FUNCTIONAL_GROUP_PLACES:
             value = _enhanced_attribute(ds, keyword)
+            if value is not None and value != "":
+                from_groups.append(keyword)
         if value is None or value == "":
             continue
-        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if keyword in _NUMERIC_ATTRIBUTES:
+            number = _float_or_none(value)
+            if number is not None:
+                out[keyword] = number
+        elif isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
             out[keyword] = [str(v) for v in value]
-        elif isinstance(value, (int, float)) or keyword in ("InversionTime", "RepetitionTime", "EchoTime", "MagneticFieldStrength"):
+        elif isinstance(value, (int, float)):
             out[keyword] = _float_or_none(value)
         else:
             out[keyword] = str(value)
+    if from_groups:
+        out["FromFunctionalGroups"] = from_groups
     return out
 
 
 def _enhanced_attribute(ds: Dataset, keyword: str):
-    """Sequence attributes that enhanced MR keeps inside functional groups."""
-    places = {
-        "InversionTime": ("MRModifierSequence", "InversionTimes"),
-        "RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
-        "EchoTime": ("MREchoSequence", "EffectiveEchoTime"),
-    }
-    if keyword not in places:
-        return None
+    """A sequence attribute that enhanced MR keeps inside functional groups."""
     groups = [g for g in (_first_item(ds, "SharedFunctionalGroupsSequence"),
                           _first_item(ds, "PerFrameFunctionalGroupsSequence")) if g is not None]
-    value = _lookup(Dataset(), groups, *places[keyword])
+    value = _lookup(Dataset(), groups, *_FUNCTIONAL_GROUP_PLACES[keyword])
     if isinstance(value, (list, pydicom.multival.MultiValue)):
         value = value[0] if len(value) else None
     return value
