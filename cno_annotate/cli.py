@@ -65,11 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
         description="Read, annotate and score whole-body MRI of children with CNO.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    store_help = "study store folder (default: $CNO_ANNOTATE_STORE, else the per-user data folder)"
+    # --store is accepted before the command and after it; SUPPRESS keeps the command's parser
+    # from overwriting a value given before the command with its default.
+    parser.add_argument("--store", type=Path, default=None, help=store_help)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--store", type=Path, default=None,
-        help="study store folder (default: $CNO_ANNOTATE_STORE, else the per-user data folder)",
-    )
+    common.add_argument("--store", type=Path, default=argparse.SUPPRESS, help=store_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("sample", parents=[common], help="write a synthetic whole-body MRI study",
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Set the role (STIR, T1, other) of a volume, overriding the "
                                    "header-based guess; 'auto' removes the override.")
     p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
-    p.add_argument("role", choices=[*ROLES, "auto"])
+    p.add_argument("role", choices=[*ROLES, "auto"], help="the role to use (auto: back to the guess from the header)")
     p.set_defaults(run=cmd_set_role)
 
     p = sub.add_parser("export-nifti", parents=[common], help="write a series or composed volume as NIfTI")
@@ -142,7 +143,7 @@ def _add_read_commands(sub, common) -> None:
     p = read_sub.add_parser("import", parents=[common], help="bring reads back from a JSON document",
                             description="Validate the whole document, then import every read in one "
                                         "transaction; a document with any error is refused whole.")
-    p.add_argument("file", type=Path, metavar="FILE.json")
+    p.add_argument("file", type=Path, metavar="FILE.json", help="reads exported by 'read export'")
     p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
     p.set_defaults(run=cmd_read_import)
     p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv and reads.csv for statistics")
@@ -244,7 +245,8 @@ def series_summary(volume: dict) -> dict:
     k, j, i = volume["shape"]
     return {
         "study_uid": volume["study_uid"],
-        "series_uid": volume["volume_id"],
+        "volume_id": volume["volume_id"],
+        "series_uid": volume["volume_id"],  # deprecated alias of volume_id, kept for release 0.1 readers
         "dicom_series_uid": volume["series_uid"],
         "kind": volume["kind"],
         "role": volume["role"],

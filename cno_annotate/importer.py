@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from cno_annotate.io import compose, nifti
-from cno_annotate.io.dicom_index import ImageRecord, SkipFile, index_dicom_file
+from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.series import build_stacks
 from cno_annotate.io.volume import orientation_name
@@ -115,13 +115,14 @@ def import_paths(store: Store, paths: list[Path], progress: Progress | None = No
     report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing)
     known = {row[0]: row[1] for row in store.db.execute("SELECT sop_uid, path FROM images WHERE frame = 0")}
     batch: list[ImageRecord] = []
-    for n, (path, indexed) in enumerate(_indexed(files), start=1):
-        _record_one(store, path, indexed, known, batch, report)
-        if len(batch) >= _BATCH:
-            _write_images(store, batch)
-            batch = []
-        if progress is not None:
-            progress(n, len(files))
+    with header_value_cache():
+        for n, (path, indexed) in enumerate(_indexed(files), start=1):
+            _record_one(store, path, indexed, known, batch, report)
+            if len(batch) >= _BATCH:
+                _write_images(store, batch)
+                batch = []
+            if progress is not None:
+                progress(n, len(files))
     _write_images(store, batch)
     rebuild_volumes(store, sorted(report.studies))
     with store.transaction():

@@ -82,7 +82,7 @@ def test_series_json_fields(cli, small_study, tmp_path):
     cli("import", small_study, "--store", store)
     code, out, _ = cli("series", "--store", store, "--json")
     rows = json.loads(out)
-    required = {"study_uid", "series_uid", "role", "role_reason", "orientation", "composed", "stations", "shape", "spacing_mm"}
+    required = {"study_uid", "volume_id", "dicom_series_uid", "series_uid", "role", "role_reason", "orientation", "composed", "stations", "shape", "spacing_mm"}
     assert all(required <= set(r) for r in rows)
     composed = [r for r in rows if r["composed"]]
     assert sorted(r["role"] for r in composed) == ["STIR", "T1"]
@@ -159,3 +159,28 @@ def test_no_core_source_mentions_qt():
         text = path.read_text()
         for binding in ("PySide", "PyQt", "qtpy", "shiboken"):
             assert f"import {binding}" not in text and f"from {binding}" not in text, path
+
+
+def _arguments(parser, prefix=()):
+    """(command words, argument) for every argument of every leaf command."""
+    import argparse
+
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [(prefix, a) for a in parser._actions if not isinstance(a, argparse._HelpAction)]
+    return [x for name, sub in subs[0].choices.items() for x in _arguments(sub, prefix + (name,))]
+
+
+def test_every_argument_of_every_command_has_help():
+    missing = [f"{' '.join(words)} {a.option_strings or a.dest}" for words, a in _arguments(build_parser())
+               if not (a.help or "").strip()]
+    assert missing == []
+
+
+def test_store_is_accepted_before_the_command(cli, tmp_path):
+    store = tmp_path / "before"
+    assert cli("--store", store, "studies", "--json")[0] == 0
+    assert (store / "store.sqlite").exists()
+    after = tmp_path / "after"
+    assert cli("--store", store, "studies", "--store", after)[0] == 0
+    assert (after / "store.sqlite").exists()

@@ -10,6 +10,8 @@ that volumes load later with one read per file and no second header parse.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -31,8 +33,6 @@ from pydicom.uid import (
 )
 
 from cno_annotate.io.volume import is_valid_orientation
-
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 NATIVE_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian}
 _PIXEL_DATA_TAG = 0x7FE00010
@@ -96,7 +96,40 @@ class _ConvertedValues:
         return default if value is None else value
 
 
-_converted = _ConvertedValues()
+_converted: _ConvertedValues | None = None
+
+
+@contextmanager
+def header_value_cache(limit: int = 50_000) -> Iterator[None]:
+    """Memoise header value conversion for the duration of one import.
+
+    Outside this context values are converted without a memo, so no memory
+    outlives the import that filled it.
+    """
+    global _converted
+    previous, _converted = _converted, _ConvertedValues(limit)
+    try:
+        yield
+    finally:
+        _converted = previous
+
+
+@contextmanager
+def tolerant_reading() -> Iterator[None]:
+    """Read invalid header values as they are, for this call only.
+
+    Clinical files often break value rules (a bad date, an over-long string);
+    pydicom's ``reading_validation_mode`` is process-wide, so it is set here
+    and restored afterwards instead of changed for every program that imports
+    this package.
+    """
+    settings = pydicom.config.settings
+    previous = settings.reading_validation_mode
+    settings.reading_validation_mode = pydicom.config.IGNORE
+    try:
+        yield
+    finally:
+        settings.reading_validation_mode = previous
 
 
 @cache
@@ -105,7 +138,13 @@ def _tag(keyword: str):
 
 
 def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
-    """``getattr(ds, keyword, default)``, with conversions memoised."""
+    """``getattr(ds, keyword, default)``, with conversions memoised during an import."""
+    if _converted is None:
+        tag = _tag(keyword)
+        if tag is None or tag not in ds:
+            return default
+        value = ds[tag].value
+        return default if value is None else value
     return _converted.get(ds, keyword, default)
 
 
@@ -217,6 +256,7 @@ def pixel_value_offset(path: Path, element_start: int, ds: Dataset) -> tuple[int
     return element_start + 8, struct.unpack(endian + "H", head[6:8])[0]
 
 
+@tolerant_reading()
 def index_dicom_file(path: Path) -> list[ImageRecord]:
     """Index one file: one record per 2-D image.
 

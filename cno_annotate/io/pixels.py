@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 import pydicom
 
+from cno_annotate.io.dicom_index import tolerant_reading
 from cno_annotate.io.series import Stack
 from cno_annotate.io.volume import Volume
 
@@ -67,8 +68,8 @@ def _read_image(image: dict, decoded: dict[str, np.ndarray]) -> np.ndarray:
     path = image["path"]
     if path not in decoded:
         decoded.clear()  # keep one multi-frame file in memory at a time
-        ds = pydicom.dcmread(path)
-        decoded[path] = ds.pixel_array
+        with tolerant_reading():
+            decoded[path] = pydicom.dcmread(path).pixel_array
     frames = decoded[path]
     return frames[image["frame"]] if frames.ndim == 3 else frames
 
