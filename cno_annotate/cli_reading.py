@@ -14,6 +14,9 @@ def register(sub, common) -> None:
                         description="Create a reading study, add cases and readers, assign seeded random "
                                     "worklists, follow progress, export reads.")
     rs_sub = rs.add_subparsers(dest="rs_command", required=True, metavar="ACTION")
+    p = rs_sub.add_parser("list", parents=[common], help="the reading studies of the store: cases, readers, progress")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_list)
     p = rs_sub.add_parser("create", parents=[common], help="create a reading study")
     p.add_argument("name", help="reading study")
     p.add_argument("--scheme", help="scoring scheme id (default rai-cromris)")
@@ -114,6 +117,17 @@ def _store(args):
     from cno_annotate.store import Store
 
     return Store.open(args.store)
+
+
+def cmd_list(args) -> int:
+    """Run ``cno-annotate reading-study list`` (see its ``--help``)."""
+    from cno_annotate import reading_study as rs
+
+    _print_rows(rs.list_studies(_store(args)), args.json, "no reading studies in this store",
+                lambda r: f"{r['name']:16} {r['scheme']:20} cases {r['cases']:4}  readers {r['readers']:2}  "
+                          f"adjudicators {r['adjudicators']:2}  submitted {r['submitted']}/{r['expected']} "
+                          f"({r['progress']:.0f} %)  adjudicated {r['adjudicated']}/{r['cases']}")
+    return 0
 
 
 def cmd_create(args) -> int:
@@ -278,13 +292,14 @@ def cmd_report(args) -> int:
     """Run ``cno-annotate report`` (see its ``--help``)."""
     from cno_annotate.analysis import report
 
-    sections = list(report.SECTIONS) if args.kind == "all" else [args.kind]
-    if args.kind == "all" and args.link_key is None:
-        sections.remove("concordance")
+    every = args.kind == "all"
+    sections = list(report.SECTIONS) if every else [args.kind]
     result = report.run(_store(args), args.name, sections, args.out, args.link_key, args.reader or "adjudicated",
-                        args.threshold_mm)
+                        args.threshold_mm, strict=not every)
     if args.json:
         print((args.out / "report.json").read_text(), end="")
     else:
-        print(f"wrote {args.out / 'report.html'} ({', '.join(result['sections'])})")
+        print(f"wrote {args.out / 'report.html'} ({', '.join(result['sections']) or 'no section'})")
+        for name, why in result["absent"].items():
+            print(f"  {name} not computed: {why}")
     return 0

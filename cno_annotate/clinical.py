@@ -233,7 +233,11 @@ def _number(text: str, column: str) -> float | None:
 
 
 def _site(text: str, taxonomy: Taxonomy) -> tuple[str, str | None]:
-    """``femur.distal:R``, ``Distal femur R``, ``T8``, ``distal femur left`` -> (site id, side)."""
+    """``femur.distal:R``, ``Distal femur R``, ``T8``, ``knee left``, ``SI joint:L`` -> (site or region id, side).
+
+    A painful site is a bone site of the taxonomy or one of its clinical
+    regions (joints and body regions, each covering bone units).
+    """
     name, side = text, None
     if ":" in text:
         name, _, side_text = text.rpartition(":")
@@ -244,18 +248,33 @@ def _site(text: str, taxonomy: Taxonomy) -> tuple[str, str | None]:
         words = text.split()
         if len(words) > 1 and words[-1].lower() in _SIDE_WORDS:
             name, side = " ".join(words[:-1]), _SIDE_WORDS[words[-1].lower()]
-    name = name.strip()
-    site = taxonomy.sites.get(name)
-    if site is None:
-        exact = [s for s in taxonomy.sites.values()
-                 if name.lower() in (s.label.lower(), s.segment.lower() if s.bone == "vertebra" else "")]
-        site = exact[0] if len(exact) == 1 else None
-    if site is None:
-        guesses = ", ".join(s.id for s in taxonomy.search(name, limit=3)) or "none"
-        raise ValueError(f"unknown site {name!r} (use a site id or name of the taxonomy; close: {guesses})")
-    if site.lateral and side is None:
-        raise ValueError(f"painful site {text!r}: {site.label} needs a side (R or L)")
-    return site.id, side if site.lateral else None
+    place = _place(name.strip(), taxonomy)
+    if place.lateral and side is None:
+        raise ValueError(f"painful site {text!r}: {place.label} needs a side (R or L)")
+    if not place.lateral and side is not None:
+        raise ValueError(f"painful site {text!r}: {place.label} has no side")
+    return place.id, side if place.lateral else None
+
+
+def _place(name: str, taxonomy: Taxonomy):
+    """The site or clinical region a name means (id, label, vertebra name or region alias)."""
+    lowered = name.lower()
+    if name in taxonomy.sites:
+        return taxonomy.sites[name]
+    if lowered in taxonomy.clinical_regions:
+        return taxonomy.clinical_regions[lowered]
+    exact = [s for s in taxonomy.sites.values()
+             if lowered in (s.label.lower(), s.segment.lower() if s.bone == "vertebra" else "")]
+    if len(exact) == 1:
+        return exact[0]
+    regions = [r for r in taxonomy.clinical_regions.values()
+               if lowered in (r.label.lower(), *(a.lower() for a in r.aliases))]
+    if len(regions) == 1:
+        return regions[0]
+    guesses = [s.id for s in taxonomy.search(name, limit=3)]
+    guesses += [r.id for r in taxonomy.clinical_regions.values() if lowered and lowered in r.label.lower()][:2]
+    raise ValueError(f"unknown site {name!r} (use a site or clinical region of the taxonomy, e.g. femur.distal, "
+                     f"knee, SI joint; close: {', '.join(guesses) or 'none'})")
 
 
 def _treatment(text: str) -> tuple[str, str | None, str | None]:

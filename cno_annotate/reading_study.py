@@ -258,6 +258,28 @@ def progress(store: Store, name: str) -> list[dict]:
     return out
 
 
+def list_studies(store: Store) -> list[dict]:
+    """Every reading study of the store: scheme, cases, readers, adjudicators and progress.
+
+    ``submitted`` counts reader reads (latest versions) that are submitted;
+    ``expected`` is cases x readers, so ``progress`` is their share in percent.
+    """
+    out = []
+    for (name,) in store.db.execute("SELECT name FROM reading_studies ORDER BY name").fetchall():
+        study = get(store, name)
+        rows = progress(store, name)
+        n_cases = len(cases(store, name))
+        readers = [r for r in rows if r["role"] == "reader"]
+        submitted = sum(r["submitted"] for r in readers)
+        expected = n_cases * len(readers)
+        out.append({"name": name, "scheme": f"{study.scheme_id} {study.scheme_version}", "cases": n_cases,
+                    "readers": len(readers), "adjudicators": len(rows) - len(readers), "submitted": submitted,
+                    "expected": expected,
+                    "progress": round(100 * submitted / expected, 1) if expected else 0.0,
+                    "adjudicated": sum(r["submitted"] for r in rows if r["role"] == "adjudicator")})
+    return out
+
+
 def pseudonymous_series_uid(name: str, series_uid: str) -> str:
     """A stable stand-in for a series UID in reader-facing output."""
     return stable_uid("cno-annotate-pseudonym", name, series_uid)

@@ -130,22 +130,35 @@ def known_cohort() -> list[Case]:
 
 
 def test_concordance_counts_are_exact(known_cohort):
+    # Per timepoint. CNO-0001: painful femur.distal R (a lesion there: confirmed), clavicle.medial R (none:
+    # clinical only); lesions femur.distal R (in a painful site), femur.distal L and T8 (subclinical).
+    # CNO-0002: painful femur.distal R (confirmed); lesions femur.distal R (in), T8 and tibia.proximal L (subclinical).
+    # CNO-0003: painful clavicle.medial R (confirmed), SI joint L (ilium L or sacrum: no lesion, clinical only);
+    # its clavicle lesion is in a painful site. CNO-0004 has no adjudicated read.
     result = cohort.concordance(known_cohort, cohort.ADJUDICATED, load_taxonomy())
-    per_case = {c["case"]: c for c in result["cases"]}
-    assert per_case["CNO-0001"]["confirmed"] == ["femur.distal:R"]
-    assert per_case["CNO-0001"]["clinical_only"] == ["clavicle.medial:R"]
-    assert per_case["CNO-0001"]["imaging_only"] == ["femur.distal:L", "spine.T8"]
-    assert per_case["CNO-0002"] == {"case": "CNO-0002", "patient": "P1", "confirmed": ["femur.distal:R"],
-                                    "clinical_only": [], "imaging_only": ["spine.T8", "tibia.proximal:L"]}
-    assert per_case["CNO-0003"]["clinical_only"] == ["sacroiliac_joint:L"]
+    per_case = {c["case"]: c for c in result["per_timepoint"]["entries"]}
+    assert [(s["site"], s["side"], s["confirmed"]) for s in per_case["CNO-0001"]["sites"]] == [
+        ("femur.distal", "R", True), ("clavicle.medial", "R", False)]
+    assert [(l["unit"], l["subclinical"]) for l in per_case["CNO-0001"]["lesions"]] == [
+        ("femur.distal:R", False), ("femur.distal:L", True), ("spine.T8", True)]
+    assert per_case["CNO-0002"]["counts"] == {"sites": 1, "sites_confirmed": 1, "sites_clinical_only": 0,
+                                              "lesions": 3, "lesions_in_painful_sites": 1, "lesions_subclinical": 2}
+    assert per_case["CNO-0003"]["sites"][1]["units"] == ["ilium:L", "sacrum"]
     assert result["skipped"] == [{"case": "CNO-0004", "why": "no reference read"}]
-    assert result["totals"] == {"confirmed": 3, "clinical_only": 2, "imaging_only": 4, "clinical": 5, "imaging": 7}
-    groups = {g["group"]: g for g in result["groups"]}
-    assert (groups["knee"]["confirmed"], groups["knee"]["clinical_only"], groups["knee"]["imaging_only"]) == (2, 0, 2)
-    assert (groups["knee.distal_femur"]["confirmed"], groups["knee.distal_femur"]["imaging_only"]) == (2, 1)
-    assert (groups["clavicle"]["confirmed"], groups["clavicle"]["clinical_only"]) == (1, 1)
-    assert (groups["spine"]["imaging_only"], groups["spine.thoracic"]["imaging_only"]) == (2, 2)
-    assert (groups["pelvis"]["clinical_only"], groups["pelvis.sij"]["clinical_only"]) == (1, 1)
+    assert result["per_timepoint"]["totals"] == {"sites": 5, "sites_confirmed": 3, "sites_clinical_only": 2,
+                                                 "lesions": 7, "lesions_in_painful_sites": 3, "lesions_subclinical": 4}
+    # Cumulative: P1 has painful femur.distal R and clavicle.medial R once each (2 sites, 1 confirmed); its
+    # lesions per unit are at most one per timepoint: femur.distal R, femur.distal L, T8, tibia.proximal L (4,
+    # 1 in a painful site). P2 as CNO-0003.
+    assert result["cumulative"]["totals"] == {"sites": 4, "sites_confirmed": 2, "sites_clinical_only": 2,
+                                              "lesions": 5, "lesions_in_painful_sites": 2, "lesions_subclinical": 3}
+    groups = {g["group"]: g for g in result["per_timepoint"]["groups"]}
+    assert (groups["knee"]["sites"], groups["knee"]["sites_confirmed"], groups["knee"]["lesions"],
+            groups["knee"]["lesions_subclinical"]) == (2, 2, 4, 2)
+    assert (groups["knee.distal_femur"]["lesions_in_painful_sites"], groups["knee.distal_femur"]["lesions_subclinical"]) == (2, 1)
+    assert (groups["clavicle"]["sites_confirmed"], groups["clavicle"]["sites_clinical_only"]) == (1, 1)
+    assert (groups["spine"]["lesions_subclinical"], groups["spine.thoracic"]["lesions_subclinical"]) == (2, 2)
+    assert (groups["pelvis"]["sites_clinical_only"], groups["pelvis.sij"]["sites_clinical_only"]) == (1, 1)
 
 
 def test_site_distribution_in_table_2_layout_is_exact(known_cohort):

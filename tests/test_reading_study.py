@@ -204,7 +204,7 @@ R-002,2027-04-03,M,10,10.4,,bisphosphonate 2026-10-20..2027-01-20,,
 
 
 @pytest.mark.parametrize("csv_text, message", [
-    (GOOD_CSV.replace("Proximal tibia L", "knee joint L"), r"line 2: unknown site 'knee joint'"),
+    (GOOD_CSV.replace("Proximal tibia L", "kneecap joint L"), r"line 2: unknown site 'kneecap joint'"),
     (GOOD_CSV.replace("2026-10-03", "03/10/2026"), r"line 3: visit_date '03/10/2026' is not a date"),
     (GOOD_CSV + "R-001,2026-10-01,F,,,,,,\n", r"line 5: record R-001 visit 2026-10-01 repeats line 2"),
     (GOOD_CSV.replace(",esr_mm_h", ""), r"missing column\(s\) esr_mm_h"),

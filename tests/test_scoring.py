@@ -16,7 +16,8 @@ GOLDEN = json.loads((Path(__file__).parent / "golden" / "scoring.json").read_tex
 
 @pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
 def test_golden_scores(case):
-    scheme, taxonomy = load_scheme(case["scheme"]), load_taxonomy()
+    # the golden tables were computed by hand with cno-sites 1.0.0 (SI joint as a unit, sacrum as a vertebra)
+    scheme, taxonomy = load_scheme(case["scheme"], case.get("scheme_version", "1.0.0")), load_taxonomy("cno-sites-1.0.0")
     findings = [Finding(f["lesion_id"], f["site_id"], f["side"], f["grades"]) for f in case["findings"]]
     scores = score_read(findings, case["unit_marks"], scheme, taxonomy)
     expected = case["expected"]

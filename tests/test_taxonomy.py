@@ -29,7 +29,8 @@ def test_every_schema_is_a_valid_json_schema():
 
 @pytest.mark.parametrize("data, schema", [("sites/cno-sites-1.0.0.json", "site-taxonomy.schema.json"),
                                           ("schemes/rai-cromris-1.0.0.json", "scoring-scheme.schema.json"),
-                                          ("schemes/cno-descriptive-1.0.0.json", "scoring-scheme.schema.json")])
+                                          ("schemes/cno-descriptive-1.0.0.json", "scoring-scheme.schema.json"),
+                                          ("sites/cno-sites-2.0.0.json", "site-taxonomy-1.1.0.schema.json")])
 def test_data_files_validate(data, schema):
     jsonschema.validate(json.loads((SCHEMAS / data).read_text()), json.loads((SCHEMAS / schema).read_text()))
 
@@ -64,7 +65,7 @@ def test_radius_is_the_bone_not_the_geometric_radius():
 
 
 def test_hierarchy_covers_the_issue_list():
-    taxonomy = load_taxonomy()
+    taxonomy = load_taxonomy("cno-sites-1.0.0")
     vertebrae = [f"spine.{p}{n}" for p, c in (("C", 7), ("T", 12), ("L", 5)) for n in range(1, c + 1)]
     for site_id in vertebrae + ["sacrum", "coccyx", "mandible", "sternum.body", "rib.1", "scapula.body",
                                 "sternoclavicular_joint", "ilium", "ischium", "pubis", "acetabulum", "sacroiliac_joint",
@@ -93,21 +94,26 @@ def test_units_have_sides_only_for_paired_bones():
     assert (site.id, side) == ("tibia.proximal", "R")
 
 
-def test_reporting_groups_follow_table_2():
-    taxonomy = load_taxonomy()
+@pytest.mark.parametrize("version", ["1.0.0", "2.0.0"])
+def test_reporting_groups_follow_table_2(version):
+    taxonomy = load_taxonomy(f"cno-sites-{version}")
     top = [g["label"] for g in taxonomy.groups if g["parent"] is None]
     assert top[: len(TABLE_2)] == TABLE_2
     children = {g["label"] for g in taxonomy.groups if g["parent"] == "knee"}
     assert children == {"Distal femur", "Knee", "Proximal tibia"}
     assert taxonomy.group_path(taxonomy.site("femur.distal").group) == ["knee.distal_femur", "knee"]
     assert taxonomy.group_path(taxonomy.site("tibia.proximal").group) == ["knee.proximal_tibia", "knee"]
-    assert taxonomy.group_path(taxonomy.site("sacroiliac_joint").group) == ["pelvis.sij", "pelvis"]
+    if version == "1.0.0":
+        assert taxonomy.group_path(taxonomy.site("sacroiliac_joint").group) == ["pelvis.sij", "pelvis"]
+    else:  # a lesion at the SI joint lies in the ilium or sacrum, and still counts in the SI joint row
+        assert taxonomy.group_path(taxonomy.site("ilium").group_of("periarticular_sij")) == ["pelvis.sij", "pelvis"]
+        assert taxonomy.group_path(taxonomy.painful_site("sacroiliac_joint").group) == ["pelvis.sij", "pelvis"]
     assert taxonomy.group_path(taxonomy.site("spine.T8").group) == ["spine.thoracic", "spine"]
 
 
 @pytest.mark.parametrize("typed, first", [("dist fem", "femur.distal"), ("prox tib", "tibia.proximal"),
                                           ("t8", "spine.T8"), ("med clav", "clavicle.medial"),
-                                          ("SI joint", "sacroiliac_joint"), ("calc", "calcaneus"),
+                                          ("SI joint", "sacrum"), ("calc", "calcaneus"),
                                           ("radius dist", "radius.distal")])
 def test_search_finds_what_a_radiologist_types(typed, first):
     assert load_taxonomy().search(typed)[0].id == first
@@ -132,7 +138,49 @@ def test_a_broken_taxonomy_is_refused_with_the_field_path(tmp_path):
 
 
 def test_schema_files_are_only_added_never_edited():
-    """Released schemas keep their version in the file name and their $id."""
+    """Released schemas keep their version in the file name and their $id (``name.schema.json`` is 1.0.0)."""
     for path in Path(SCHEMAS).glob("*.schema.json"):
         schema = json.loads(path.read_text())
-        assert schema["$id"].endswith(":1.0.0"), path
+        version = path.name.removesuffix(".schema.json").rpartition("-")[2]
+        expected = version if version[:1].isdigit() else "1.0.0"
+        assert schema["$id"].endswith(f":{expected}"), path
+
+
+def test_reads_that_name_taxonomy_1_0_0_still_load_it():
+    old = load_taxonomy("cno-sites-1.0.0")
+    assert old.site("sacroiliac_joint").unit_type == "joint" and old.site("sacrum").unit_type == "vertebra"
+    assert load_taxonomy().version == "2.0.0"
+
+
+def test_joints_and_the_sacrum_are_decided_in_the_taxonomy_file():
+    taxonomy = load_taxonomy()
+    topics = {d["topic"]: d for d in taxonomy.decisions}
+    assert {"Sacroiliac joint", "Sternoclavicular joint", "Sacrum"} <= set(topics)
+    assert all(len(d["reasoning"]) > 100 for d in topics.values() if d["topic"] != "Sternum")
+    assert not [s.id for s in taxonomy.sites.values() if s.unit_type == "joint"]
+    assert taxonomy.site("sacrum").unit_type == "flat_bone" and taxonomy.site("sacrum").group == "spine.sacral"
+    assert "sacroiliac_joint" not in taxonomy.sites and "sacroiliac_joint" in taxonomy.clinical_regions
+
+
+def test_one_finding_is_never_scored_in_two_units():
+    """Every site, with every sub-site, puts a lesion in exactly one bone unit; no two units share a site."""
+    from cno_annotate.annotation.scheme import load_scheme
+    from cno_annotate.annotation.scoring import Finding, score_read
+
+    taxonomy = load_taxonomy()
+    scheme = load_scheme("rai-cromris")
+    unit_of_site = {}
+    for site in taxonomy.sites.values():
+        side = "L" if site.lateral else None
+        scores = score_read([Finding("L1", site.id, side, {"marrow_hyperintensity": 1})], {}, scheme, taxonomy)
+        lesion_units = [u for u, s in scores.units.items() if s.status == "lesion"]
+        assert len(lesion_units) == 1, site.id
+        unit_of_site[site.id] = lesion_units[0]
+    # the SI joint's two bones are two units: oedema across the joint is two findings, one per bone
+    assert unit_of_site["ilium"] != unit_of_site["sacrum"]
+    assert unit_of_site["clavicle.medial"] != unit_of_site["sternum.manubrium"]
+    # units are made of sites of one bone only (the sternum's three parts form one unit)
+    bones: dict[str, set[str]] = {}
+    for site in taxonomy.sites.values():
+        bones.setdefault(site.unit, set()).add(site.bone)
+    assert all(len(b) == 1 for b in bones.values()), {u: b for u, b in bones.items() if len(b) > 1}

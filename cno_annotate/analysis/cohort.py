@@ -19,7 +19,12 @@ import numpy as np
 from cno_annotate.analysis import agreement
 from cno_annotate.annotation.model import Read
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
-from cno_annotate.annotation.scoring import UNIT_NOT_ASSESSABLE, Finding, ReadScores, score_read
+from cno_annotate.annotation.scoring import (
+    UNIT_NOT_ASSESSABLE,
+    Finding,
+    ReadScores,
+    score_read,
+)
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.errors import CnoError
 
@@ -39,7 +44,7 @@ class Case:
 
 
 def collect(store, name: str, clinical_db=None) -> list[Case]:
-    """The cases of a reading study with their submitted reads (latest versions) and clinical sites.
+    """The cases of a reading study with their latest submitted reads and clinical sites.
 
     The clinical visit used for a case is the one closest in date to the study.
     """
@@ -52,9 +57,7 @@ def collect(store, name: str, clinical_db=None) -> list[Case]:
     cases = []
     for row in rs.cases(store, name):
         case = Case(row["reading_code"], row["patient_code"], row["timepoint"])
-        for read_row in list_reads(store, study_uid=row["study_uid"], reading_study=name, latest_only=True):
-            if read_row["status"] != "submitted":
-                continue
+        for read_row in latest_submitted(list_reads(store, study_uid=row["study_uid"], reading_study=name)):
             read = load_read(store, read_row["read_id"])
             if read.role == "adjudicator":
                 case.adjudicated = read
@@ -65,6 +68,22 @@ def collect(store, name: str, clinical_db=None) -> list[Case]:
             case.clinical_sites = _closest_visit_sites(clinical_db.record(record), dates.get(row["study_uid"], ""))
         cases.append(case)
     return cases
+
+
+def latest_submitted(rows: list[dict]) -> list[dict]:
+    """Per reader and role, the submitted read of the highest version.
+
+    A reader who opened a new version of a submitted read (a draft) is still
+    analysed with the last version they submitted.
+    """
+    newest: dict[tuple, dict] = {}
+    for row in rows:
+        if row["status"] != "submitted":
+            continue
+        key = (row["reader"], row["role"])
+        if key not in newest or row["version"] > newest[key]["version"]:
+            newest[key] = row
+    return list(newest.values())
 
 
 def _closest_visit_sites(visits: list[dict], study_date: str) -> list[tuple[str, str | None]]:
@@ -225,43 +244,130 @@ def _lesion_agreement(cases, readers, taxonomy, threshold_mm) -> list[dict]:
 
 
 # -- clinical versus imaging -----------------------------------------------------------------------
-def concordance(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
-    """Painful sites against lesions on imaging, per case and bone unit.
+CONCORDANCE_RULES = (
+    "Counted as the cohort paper counts: painful sites (a bone site or a clinical region such as 'knee' or "
+    "'SI joint', with its side) and imaging lesions, never merged into bone units. A painful site is confirmed "
+    "when at least one imaging lesion lies in a bone unit it covers on the same side (midline units on either "
+    "side); otherwise it is clinical only. An imaging lesion that lies in no unit covered by a painful site is "
+    "subclinical. Per timepoint: each case's reference read against the clinical visit closest to its study date. "
+    "Cumulative: per patient over every analysed timepoint; a painful site is counted once per patient (site and "
+    "side), confirmed if a lesion at any timepoint lies in a unit it covers; lesions are counted per bone unit as "
+    "the most lesions that unit held at one timepoint (a lesion seen at several timepoints counts once).")
+SITE_COUNTS = ("sites", "sites_confirmed", "sites_clinical_only")
+LESION_COUNTS = ("lesions", "lesions_in_painful_sites", "lesions_subclinical")
 
-    Confirmed: a painful unit with a lesion; clinical only: painful, no
-    lesion; imaging only (subclinical): a lesion in a unit that was not painful.
-    Cases without a clinical record or without the reference read are listed
-    as skipped.
+
+def concordance(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
+    """Painful sites against imaging lesions, per timepoint and cumulative per patient.
+
+    Parameters
+    ----------
+    cases : list of Case
+        ``clinical_sites`` name taxonomy sites or clinical regions (with sides).
+    source : str
+        ``"adjudicated"`` or a reader: whose reads are the imaging.
+    taxonomy : Taxonomy
+        Resolves the painful sites (a read's lesions use the read's own taxonomy).
+
+    Returns
+    -------
+    dict
+        ``per_timepoint`` and ``cumulative``, each with per-case (per-patient)
+        entries, ``totals`` (sites and lesions counted separately, see
+        :data:`CONCORDANCE_RULES`) and ``groups`` (Table 2 rows); ``skipped``
+        lists cases without a reference read or clinical record.
     """
-    per_case, skipped = [], []
-    by_group: dict[str, dict[str, int]] = {}
-    for case in cases:
+    entries, skipped = [], []
+    for case in sorted(cases, key=lambda c: (c.patient, c.timepoint, c.code)):
         read = reference_read(case, source)
         if read is None or case.clinical_sites is None:
             skipped.append({"case": case.code, "why": "no reference read" if read is None else "no clinical record"})
             continue
-        imaging = {u for _, u, _ in lesion_units(read, taxonomy)}
-        clinical = {taxonomy.unit_id(site, side) for site, side in case.clinical_sites}
-        groups = {**{u: _unit_group(u, taxonomy) for u in imaging | clinical}}
-        entry = {"case": case.code, "patient": case.patient,
-                 "confirmed": sorted(imaging & clinical), "clinical_only": sorted(clinical - imaging),
-                 "imaging_only": sorted(imaging - clinical)}
-        per_case.append(entry)
-        for category in ("confirmed", "clinical_only", "imaging_only"):
-            for unit in entry[category]:
-                for group in taxonomy.group_path(groups[unit]):
-                    counts = by_group.setdefault(group, {"confirmed": 0, "clinical_only": 0, "imaging_only": 0})
-                    counts[category] += 1
-    totals = {k: sum(len(e[k]) for e in per_case) for k in ("confirmed", "clinical_only", "imaging_only")}
-    totals["clinical"] = totals["confirmed"] + totals["clinical_only"]
-    totals["imaging"] = totals["confirmed"] + totals["imaging_only"]
-    return {"source": source, "level": "bone unit", "cases": per_case, "skipped": skipped, "totals": totals,
-            "groups": _ordered_groups(by_group, taxonomy)}
+        entries.append(_case_concordance(case, read, taxonomy))
+    by_patient: dict[str, list[dict]] = {}
+    for entry in entries:
+        by_patient.setdefault(entry["patient"], []).append(entry)
+    patients = [_patient_concordance(patient, series) for patient, series in sorted(by_patient.items())]
+    return {"source": source, "rules": CONCORDANCE_RULES, "skipped": skipped,
+            "per_timepoint": _summarise(entries, taxonomy, "case"),
+            "cumulative": _summarise(patients, taxonomy, "patient")}
 
 
-def _unit_group(unit_id: str, taxonomy: Taxonomy) -> str:
-    site, _ = taxonomy.unit_site(unit_id)
-    return site.group
+def _case_concordance(case: Case, read: Read, taxonomy: Taxonomy) -> dict:
+    read_taxonomy = _taxonomy_of(read, taxonomy)
+    lesions = []
+    for lesion in read.lesions:
+        if lesion.site_id and (lesion.side or not read_taxonomy.site(lesion.site_id).lateral):
+            site = read_taxonomy.site(lesion.site_id)
+            lesions.append({"lesion": lesion.lesion_id, "unit": read_taxonomy.unit_id(lesion.site_id, lesion.side),
+                            "group": site.group_of(lesion.subsite)})
+    sites = []
+    for site_id, side in dict.fromkeys(case.clinical_sites or []):
+        units = taxonomy.covered_units(site_id, side)
+        found = [l["lesion"] for l in lesions if l["unit"] in units]
+        sites.append({"site": site_id, "side": side, "label": taxonomy.painful_site(site_id).label,
+                      "group": taxonomy.painful_site(site_id).group, "units": sorted(units),
+                      "confirmed": bool(found), "lesions": found})
+    covered = set().union(*(set(s["units"]) for s in sites)) if sites else set()
+    for lesion in lesions:
+        lesion["subclinical"] = lesion["unit"] not in covered
+    return {"case": case.code, "patient": case.patient, "timepoint": case.timepoint, "sites": sites,
+            "lesions": lesions}
+
+
+def _taxonomy_of(read: Read, default: Taxonomy) -> Taxonomy:
+    from cno_annotate.annotation.taxonomy import load_taxonomy
+
+    return default if read.taxonomy == f"{default.id}-{default.version}" else load_taxonomy(read.taxonomy)
+
+
+def _patient_concordance(patient: str, series: list[dict]) -> dict:
+    sites: dict[tuple, dict] = {}
+    for entry in series:
+        for site in entry["sites"]:
+            sites.setdefault((site["site"], site["side"]), {**site, "confirmed": False, "lesions": []})
+    for site in sites.values():
+        site["lesions"] = [f"{e['case']}/{l['lesion']}" for e in series for l in e["lesions"]
+                           if l["unit"] in site["units"]]
+        site["confirmed"] = bool(site["lesions"])
+    covered = set().union(*(set(s["units"]) for s in sites.values())) if sites else set()
+    per_unit: dict[str, list[dict]] = {}
+    for entry in series:
+        at_timepoint: dict[str, list[dict]] = {}
+        for lesion in entry["lesions"]:
+            at_timepoint.setdefault(lesion["unit"], []).append({**lesion, "lesion": f"{entry['case']}/{lesion['lesion']}"})
+        for unit, found in at_timepoint.items():
+            if len(found) > len(per_unit.get(unit, [])):
+                per_unit[unit] = found
+    lesions = [{**l, "subclinical": unit not in covered} for unit, found in sorted(per_unit.items()) for l in found]
+    return {"patient": patient, "cases": [e["case"] for e in series], "sites": list(sites.values()),
+            "lesions": lesions}
+
+
+def _summarise(entries: list[dict], taxonomy: Taxonomy, key: str) -> dict:
+    by_group: dict[str, dict[str, int]] = {}
+
+    def add(group: str, counter: str) -> None:
+        for g in taxonomy.group_path(group):
+            row = by_group.setdefault(g, dict.fromkeys(SITE_COUNTS + LESION_COUNTS, 0))
+            row[counter] += 1
+
+    rows = []
+    for entry in entries:
+        counts = dict.fromkeys(SITE_COUNTS + LESION_COUNTS, 0)
+        for site in entry["sites"]:
+            outcome = "sites_confirmed" if site["confirmed"] else "sites_clinical_only"
+            for counter in ("sites", outcome):
+                counts[counter] += 1
+                add(site["group"], counter)
+        for lesion in entry["lesions"]:
+            outcome = "lesions_subclinical" if lesion["subclinical"] else "lesions_in_painful_sites"
+            for counter in ("lesions", outcome):
+                counts[counter] += 1
+                add(lesion["group"], counter)
+        rows.append({**entry, "counts": counts})
+    totals = {k: sum(r["counts"][k] for r in rows) for k in SITE_COUNTS + LESION_COUNTS}
+    return {"unit_of_analysis": key, "entries": rows, "totals": totals, "groups": _ordered_groups(by_group, taxonomy)}
 
 
 def _ordered_groups(values: dict, taxonomy: Taxonomy) -> list[dict]:
@@ -285,12 +391,13 @@ def distribution(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
         first.setdefault(case.patient, case)
         read = reference_read(case, source)
         if read is not None:
+            read_taxonomy = _taxonomy_of(read, taxonomy)
             for lesion in read.lesions:
                 if lesion.site_id:
-                    for group in taxonomy.group_path(taxonomy.site(lesion.site_id).group):
+                    for group in taxonomy.group_path(read_taxonomy.site(lesion.site_id).group_of(lesion.subsite)):
                         radiological[group] = radiological.get(group, 0) + 1
         for site, _side in case.clinical_sites or []:
-            for group in taxonomy.group_path(taxonomy.site(site).group):
+            for group in taxonomy.group_path(taxonomy.painful_site(site).group):
                 clinical[group] = clinical.get(group, 0) + 1
     total_rad = sum(v for k, v in radiological.items() if _is_top(k, taxonomy))
     total_cli = sum(v for k, v in clinical.items() if _is_top(k, taxonomy))

@@ -61,26 +61,35 @@ def bland_altman_figure(a: np.ndarray, b: np.ndarray, readers: list[str], stats:
     return figure
 
 
-def concordance_figure(result: dict) -> Figure:
-    """Lesions clinical and on imaging per site group, in the colours of the cohort paper's Fig. 1."""
-    top = [g for g in result["groups"] if g["parent"] is None]
-    figure = new_figure(6.5, 0.35 * max(len(top), 4) + 1.4)
+def concordance_figure(result: dict, basis: str = "cumulative") -> Figure:
+    """Painful sites and imaging lesions per site group, in the colours of the cohort paper's Fig. 1.
+
+    Two bars per group, never merged: painful sites (confirmed on imaging,
+    clinical only) and imaging lesions (in a painful site, subclinical).
+    """
+    summary = result[basis]
+    top = [g for g in summary["groups"] if g["parent"] is None]
+    t = summary["totals"]
+    labels = [g["label"] for g in top] + ["All"]
+    rows = [g for g in top] + [t]
+    figure = new_figure(7.0, 0.5 * max(len(rows), 4) + 1.6)
     ax = figure.add_subplot()
-    labels = [g["label"] for g in top] + ["All sites"]
-    rows = [(g["confirmed"], g["clinical_only"], g["imaging_only"]) for g in top]
-    t = result["totals"]
-    rows.append((t["confirmed"], t["clinical_only"], t["imaging_only"]))
-    y = np.arange(len(rows))[::-1]
-    left = np.zeros(len(rows))
-    for k, (name, colour) in enumerate((("confirmed on imaging", CONFIRMED), ("clinical only", CLINICAL_ONLY),
-                                        ("subclinical (imaging only)", IMAGING_ONLY))):
-        values = np.array([r[k] for r in rows], float)
-        ax.barh(y, values, left=left, color=colour, label=name, height=0.7)
-        left += values
+    y = np.arange(len(rows))[::-1].astype(float)
+    bars = ((0.2, (("sites_confirmed", "painful sites confirmed on imaging", CONFIRMED),
+                   ("sites_clinical_only", "painful sites, clinical only", CLINICAL_ONLY))),
+            (-0.2, (("lesions_in_painful_sites", "lesions in a painful site", "#8fcf8f"),
+                    ("lesions_subclinical", "lesions, subclinical", IMAGING_ONLY))))
+    for offset, parts in bars:
+        left = np.zeros(len(rows))
+        for key, name, colour in parts:
+            values = np.array([r[key] for r in rows], float)
+            ax.barh(y + offset, values, left=left, color=colour, label=name, height=0.38)
+            left += values
     ax.set_yticks(y, labels)
-    ax.set_xlabel("bone units")
-    figure.legend(loc="outside lower center", ncols=3, fontsize=8, frameon=False)
-    ax.set_title("Clinical and imaging lesions")
+    ax.set_xlabel("count (upper bar: painful sites; lower bar: imaging lesions)")
+    figure.legend(loc="outside lower center", ncols=2, fontsize=8, frameon=False)
+    when = "cumulative over each patient's timepoints" if basis == "cumulative" else "per timepoint"
+    ax.set_title(f"Painful sites and imaging lesions ({when})", fontsize=10)
     return figure
 
 

@@ -28,43 +28,77 @@ SECTIONS = ("agreement", "concordance", "distribution", "followup", "skeleton")
 
 
 def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, str], source: str,
-          threshold_mm: float, out: Path) -> dict:
-    """Compute the sections, write figures and tables under ``out``; return the report as a dict."""
+          threshold_mm: float, out: Path, strict: bool = True) -> dict:
+    """Compute the sections, write figures and tables under ``out``; return the report as a dict.
+
+    With ``strict`` (one section asked for), a section that cannot be
+    computed raises :class:`CnoError`; otherwise (``report all``) it is left
+    out and ``report["absent"]`` says why.
+    """
     scheme, taxonomy = load_scheme(*scheme_ref), load_taxonomy()
-    readers = sorted({r for c in cases for r in c.reads})
     report: dict = {"generator": f"cno-annotate {__version__}", "scheme": scheme.ref, "source": source,
-                    "cases": len(cases), "sections": {}}
+                    "cases": len(cases), "sections": {}, "absent": {}}
     figs = out / "figures"
-    if "agreement" in sections:
-        result = cohort.agreement_report(cases, readers, scheme, taxonomy, threshold_mm)
-        ba = result["totals"].get("bland_altman")
-        if ba:
-            a = np.array([row[ba["readers"][0]] for row in result["totals"]["values"].values()], float)
-            b = np.array([row[ba["readers"][1]] for row in result["totals"]["values"].values()], float)
-            result["figures"] = {"bland_altman": figures.save(
-                figures.bland_altman_figure(a, b, ba["readers"], ba), figs, "bland_altman")}
-        report["sections"]["agreement"] = result
-    if "concordance" in sections:
-        if all(c.clinical_sites is None for c in cases):
-            raise CnoError("concordance needs clinical records: give --link-key with linked, imported records")
-        result = cohort.concordance(cases, source, taxonomy)
-        result["figures"] = {"concordance": figures.save(figures.concordance_figure(result), figs, "concordance")}
-        report["sections"]["concordance"] = result
-    if "distribution" in sections:
-        result = cohort.distribution(cases, source, taxonomy)
-        result["figures"] = {"distribution": figures.save(figures.distribution_figure(result), figs, "distribution")}
-        report["sections"]["distribution"] = result
-    if "followup" in sections:
-        result = cohort.followup(cases, source, scheme, taxonomy)
-        result["figures"] = {"followup": figures.save(figures.followup_figure(result), figs, "followup")}
-        report["sections"]["followup"] = result
-    if "skeleton" in sections:
-        report["sections"]["skeleton"] = _skeletons(cases, source, taxonomy, figs)
+    builders = {"agreement": _agreement_section, "concordance": _concordance_section,
+                "distribution": _distribution_section, "followup": _followup_section, "skeleton": _skeletons}
+    for name in SECTIONS:
+        if name not in sections:
+            continue
+        try:
+            report["sections"][name] = builders[name](cases, source, scheme, taxonomy, threshold_mm, figs)
+        except CnoError as exc:
+            if strict:
+                raise
+            report["absent"][name] = str(exc)
     write_tables(report, out)
     return report
 
 
-def _skeletons(cases, source, taxonomy, figs: Path) -> dict:
+def _agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+    readers = sorted({r for c in cases for r in c.reads})
+    result = cohort.agreement_report(cases, readers, scheme, taxonomy, threshold_mm)
+    ba = result["totals"].get("bland_altman")
+    if ba:
+        a = np.array([row[ba["readers"][0]] for row in result["totals"]["values"].values()], float)
+        b = np.array([row[ba["readers"][1]] for row in result["totals"]["values"].values()], float)
+        result["figures"] = {"bland_altman": figures.save(
+            figures.bland_altman_figure(a, b, ba["readers"], ba), figs, "bland_altman")}
+    return result
+
+
+def _require_reference(cases, source: str) -> None:
+    if not any(cohort.reference_read(c, source) is not None for c in cases):
+        what = "adjudicated reads" if source == cohort.ADJUDICATED else f"submitted reads of {source}"
+        raise CnoError(f"no case has {what}")
+
+
+def _concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+    if all(c.clinical_sites is None for c in cases):
+        raise CnoError("concordance needs clinical records: give --link-key with linked, imported records")
+    _require_reference(cases, source)
+    result = cohort.concordance(cases, source, taxonomy)
+    result["figures"] = {"concordance": figures.save(figures.concordance_figure(result), figs, "concordance")}
+    return result
+
+
+def _distribution_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+    _require_reference(cases, source)
+    result = cohort.distribution(cases, source, taxonomy)
+    result["figures"] = {"distribution": figures.save(figures.distribution_figure(result), figs, "distribution")}
+    return result
+
+
+def _followup_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+    _require_reference(cases, source)
+    result = cohort.followup(cases, source, scheme, taxonomy)
+    if not result["patients"]:
+        raise CnoError("no patient has reference reads at two or more timepoints")
+    result["figures"] = {"followup": figures.save(figures.followup_figure(result), figs, "followup")}
+    return result
+
+
+def _skeletons(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+    _require_reference(cases, source)
     cohort_counts: dict = {}
     per_case = {}
     for case in cases:
@@ -115,11 +149,18 @@ def table_rows(report: dict) -> dict[str, tuple[list[str], list[dict]]]:
         tables["agreement.csv"] = (["statistic", "target", "readers", "value", "ci_low", "ci_high"], rows)
     if "concordance" in sections:
         c = sections["concordance"]
-        tables["concordance_groups.csv"] = (["group", "label", "parent", "confirmed", "clinical_only", "imaging_only"],
-                                            c["groups"])
-        tables["concordance_cases.csv"] = (["case", "patient", "confirmed", "clinical_only", "imaging_only"],
-                                           [{**e, **{k: " ".join(e[k]) for k in ("confirmed", "clinical_only", "imaging_only")}}
-                                            for e in c["cases"]])
+        for basis in ("per_timepoint", "cumulative"):
+            summary = c[basis]
+            tables[f"concordance_{basis}_groups.csv"] = (["group", "label", "parent", *cohort.SITE_COUNTS,
+                                                          *cohort.LESION_COUNTS], summary["groups"])
+            tables[f"concordance_{basis}_sites.csv"] = (
+                [summary["unit_of_analysis"], "site", "side", "label", "units", "confirmed", "lesions"],
+                [{summary["unit_of_analysis"]: e[summary["unit_of_analysis"]], **site, "units": " ".join(site["units"]),
+                  "lesions": " ".join(site["lesions"])} for e in summary["entries"] for site in e["sites"]])
+            tables[f"concordance_{basis}_lesions.csv"] = (
+                [summary["unit_of_analysis"], "lesion", "unit", "group", "subclinical"],
+                [{summary["unit_of_analysis"]: e[summary["unit_of_analysis"]], **lesion}
+                 for e in summary["entries"] for lesion in e["lesions"]])
     if "distribution" in sections:
         tables["distribution.csv"] = (["group", "label", "parent", "clinical_n", "clinical_pct", "radiological_n",
                                        "radiological_pct"], sections["distribution"]["rows"])
@@ -181,6 +222,9 @@ def write_html(report: dict, title: str, out: Path) -> Path:
         parts.append(_distribution_html(s["distribution"]))
     if "followup" in s:
         parts.append(_followup_html(s["followup"]))
+    if report.get("absent"):
+        parts.append("<h2>Sections not computed</h2>" + _table(
+            ["section", "why"], [[name, why] for name, why in report["absent"].items()]))
     if "skeleton" in s:
         sk = s["skeleton"]
         parts.append("<h2>Skeleton map</h2><div class='row'>" + "".join(_img(f) for f in sk["figures"].values()) + "</div>")
@@ -255,17 +299,25 @@ def _agreement_html(a: dict) -> str:
 
 
 def _concordance_html(c: dict) -> str:
-    t = c["totals"]
-    rows = [[g["label"], g["confirmed"], g["clinical_only"], g["imaging_only"]] for g in c["groups"]]
-    sub = [g["parent"] is not None for g in c["groups"]]
-    return "".join([
-        "<h2>Clinical and imaging concordance</h2>",
-        f"<p>{t['clinical']} painful bone units: {t['confirmed']} confirmed on imaging, {t['clinical_only']} clinical "
-        f"only; {t['imaging_only']} subclinical lesions (on imaging only). Compared per bone unit; "
-        f"{len(c['skipped'])} cases skipped.</p>",
-        _table(["site", "confirmed", "clinical only", "subclinical"], rows, sub),
-        _img(c["figures"]["concordance"]),
-    ])
+    parts = ["<h2>Clinical and imaging concordance (painful sites and imaging lesions)</h2>",
+             f"<p>{html.escape(c['rules'])} {len(c['skipped'])} cases skipped"
+             + (": " + ", ".join(html.escape(f"{s['case']} ({s['why']})") for s in c["skipped"]) if c["skipped"] else "")
+             + ".</p>"]
+    for basis, title in (("cumulative", "Cumulative over each patient's timepoints"),
+                         ("per_timepoint", "Per timepoint (each case on its own)")):
+        summary = c[basis]
+        t = summary["totals"]
+        parts.append(f"<h3>{title}</h3><p>{t['sites']} painful sites: {t['sites_confirmed']} confirmed on imaging, "
+                     f"{t['sites_clinical_only']} clinical only. {t['lesions']} imaging lesions: "
+                     f"{t['lesions_in_painful_sites']} in a painful site, {t['lesions_subclinical']} subclinical.</p>")
+        rows = [[g["label"], g["sites"], g["sites_confirmed"], g["sites_clinical_only"], g["lesions"],
+                 g["lesions_in_painful_sites"], g["lesions_subclinical"]] for g in summary["groups"]]
+        sub = [g["parent"] is not None for g in summary["groups"]]
+        parts.append(_table(["site group", "painful sites (sites)", "confirmed (sites)", "clinical only (sites)",
+                             "imaging lesions (lesions)", "in a painful site (lesions)", "subclinical (lesions)"],
+                            rows, sub))
+    parts.append(_img(c["figures"]["concordance"]))
+    return "".join(parts)
 
 
 def _distribution_html(d: dict) -> str:
@@ -299,7 +351,7 @@ def _followup_html(f: dict) -> str:
 
 
 def run(store, name: str, sections: list[str], out: Path, link_key: Path | None = None, source: str = "adjudicated",
-        threshold_mm: float = 20.0) -> dict:
+        threshold_mm: float = 20.0, strict: bool = True) -> dict:
     """Build a reading study's report into ``out`` (JSON, CSV, figures, HTML)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
@@ -308,7 +360,7 @@ def run(store, name: str, sections: list[str], out: Path, link_key: Path | None 
     db = CoordinatorDB.open(link_key) if link_key else None
     cases = cohort.collect(store, name, db)
     out.mkdir(parents=True, exist_ok=True)
-    report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out)
+    report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out, strict)
     report["reading_study"] = name
     write_json(report, out)
     write_html(report, f"Reading study {name}", out)

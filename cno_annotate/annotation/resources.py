@@ -79,6 +79,31 @@ def read_json(path: Path) -> Any:
         raise CnoError(f"{path}: cannot read ({exc})") from None
 
 
+def versioned_schema(base: str, version: str) -> str:
+    """The schema file for a document version: ``base.schema.json`` for 1.0.0, else ``base-<version>.schema.json``.
+
+    Released schema files are never edited; a new version is a new file.
+    """
+    return f"{base}.schema.json" if version == "1.0.0" else f"{base}-{version}.schema.json"
+
+
+def load_versioned_json(path: Path, base: str) -> dict:
+    """Read a data file and validate it against the schema version it declares.
+
+    Raises
+    ------
+    CnoError
+        If the file is missing, not JSON, names an unknown schema version, or fails its schema.
+    """
+    document = read_json(path)
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    name = versioned_schema(base, str(version))
+    if not isinstance(version, str) or not (schemas_dir() / name).exists():
+        raise CnoError(f"{path}: $.schema_version: unknown {base} schema version {version!r}")
+    validate(document, name, str(path))
+    return document
+
+
 def load_json(path: Path, schema_name: str) -> dict:
     """Read a JSON file and validate it against a schema of ``schemas/``.
 

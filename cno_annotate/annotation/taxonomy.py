@@ -8,14 +8,14 @@ scores) is a site's ``unit`` plus its side: ``femur.distal:L``, ``spine.T8``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from cno_annotate.annotation.resources import load_json, schemas_dir
+from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
 from cno_annotate.errors import CnoError
 
-DEFAULT_TAXONOMY = "cno-sites-1.0.0"
+DEFAULT_TAXONOMY = "cno-sites-2.0.0"
 SIDES = ("R", "L")
 #: How far from the midline (mm) a click must be to propose a side.
 MIDLINE_MM = 10.0
@@ -38,6 +38,24 @@ class Site:
     bone_code: dict
     subsites: tuple[str, ...]
     group: str
+    subsite_groups: dict = field(default_factory=dict)
+
+    def group_of(self, subsite: str | None) -> str:
+        """The reporting group of a lesion at this site and sub-site."""
+        return self.subsite_groups.get(subsite or "", self.group)
+
+
+@dataclass(frozen=True)
+class ClinicalRegion:
+    """A joint or body region a clinician reports pain in, and the bone units it covers."""
+
+    id: str
+    label: str
+    aliases: tuple[str, ...]
+    lateral: bool
+    covers: tuple[str, ...]
+    group: str
+    reasoning: str
 
 
 class Taxonomy:
@@ -55,6 +73,11 @@ class Taxonomy:
         self.laterality: dict[str, dict] = document["laterality"]
         self.regions: dict[str, str] = document["regions"]
         self.groups: list[dict] = document["reporting_groups"]
+        self.clinical_regions: dict[str, ClinicalRegion] = {
+            r["id"]: ClinicalRegion(**{**r, "aliases": tuple(r["aliases"]), "covers": tuple(r["covers"])})
+            for r in document.get("clinical_regions", [])
+        }
+        self.decisions: list[dict] = document.get("decisions", [])
         self._check_references()
         self._words = {sid: _words(site) for sid, site in self.sites.items()}
 
@@ -62,8 +85,14 @@ class Taxonomy:
         group_ids = {g["id"] for g in self.groups}
         for site in self.sites.values():
             unknown = [s for s in site.subsites if s not in self.subsites]
-            if site.group not in group_ids or site.region not in self.regions or unknown:
+            groups = {site.group, *site.subsite_groups.values()}
+            if not groups <= group_ids or site.region not in self.regions or unknown:
                 raise CnoError(f"taxonomy {self.id}: site {site.id} names an unknown group, region or sub-site")
+        units = {site.unit for site in self.sites.values()}
+        for region in self.clinical_regions.values():
+            if region.id in self.sites or not set(region.covers) <= units or region.group not in group_ids:
+                raise CnoError(f"taxonomy {self.id}: clinical region {region.id} clashes with a site id or names "
+                               f"an unknown unit or group")
 
     # -- lookup ---------------------------------------------------------------------
     def site(self, site_id: str) -> Site:
@@ -95,6 +124,40 @@ class Taxonomy:
             if site.unit == unit and (bool(side) == site.lateral):
                 return site, side or None
         raise CnoError(f"unknown bone unit {unit_id!r} in taxonomy {self.id}")
+
+    def painful_site(self, site_id: str) -> Site | ClinicalRegion:
+        """A site or clinical region by id (what a painful site of a clinical record names).
+
+        Raises
+        ------
+        CnoError
+            For an id that is neither.
+        """
+        if site_id in self.clinical_regions:
+            return self.clinical_regions[site_id]
+        return self.site(site_id)
+
+    def covered_units(self, site_id: str, side: str | None) -> frozenset[str]:
+        """The bone units a painful site or region on a side covers.
+
+        A lateral region covers its units on its own side and any midline unit;
+        a region without a side covers its units on both sides.
+        """
+        place = self.painful_site(site_id)
+        if isinstance(place, Site):
+            return frozenset({self.unit_id(place.id, side)})
+        out = set()
+        for unit in place.covers:
+            lateral = any(s.lateral for s in self.sites.values() if s.unit == unit)
+            if not lateral:
+                out.add(unit)
+            elif place.lateral:
+                if side not in SIDES:
+                    raise CnoError(f"{place.label} needs a side (R or L)")
+                out.add(f"{unit}:{side}")
+            else:
+                out |= {f"{unit}:{s}" for s in SIDES}
+        return frozenset(out)
 
     def group_path(self, group_id: str) -> list[str]:
         """A reporting group and its parents, innermost first."""
@@ -141,4 +204,7 @@ def _words(site: Site) -> tuple[set[str], set[str]]:
 def load_taxonomy(name: str = DEFAULT_TAXONOMY) -> Taxonomy:
     """Load and validate a taxonomy by name (``cno-sites-1.0.0``) or path."""
     path = Path(name) if name.endswith(".json") else schemas_dir() / "sites" / f"{name}.json"
-    return Taxonomy(load_json(path, "site-taxonomy.schema.json"))
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in (schemas_dir() / "sites").glob("*.json")))
+        raise CnoError(f"unknown site taxonomy {name!r}; known: {known}")
+    return Taxonomy(load_versioned_json(path, "site-taxonomy"))
