@@ -295,22 +295,22 @@ def concordance(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
 
 def _case_concordance(case: Case, read: Read, taxonomy: Taxonomy) -> dict:
     read_taxonomy = _taxonomy_of(read, taxonomy)
-    lesions = []
+    lesions: list[dict] = []
     for lesion in read.lesions:
         if lesion.site_id and (lesion.side or not read_taxonomy.site(lesion.site_id).lateral):
             site = read_taxonomy.site(lesion.site_id)
             lesions.append({"lesion": lesion.lesion_id, "unit": read_taxonomy.unit_id(lesion.site_id, lesion.side),
                             "group": site.group_of(lesion.subsite)})
-    sites = []
+    sites: list[dict] = []
     for site_id, side in dict.fromkeys(case.clinical_sites or []):
         units = taxonomy.covered_units(site_id, side)
         found = [l["lesion"] for l in lesions if l["unit"] in units]
         sites.append({"site": site_id, "side": side, "label": taxonomy.painful_site(site_id).label,
                       "group": taxonomy.painful_site(site_id).group, "units": sorted(units),
                       "confirmed": bool(found), "lesions": found})
-    covered = set().union(*(set(s["units"]) for s in sites)) if sites else set()
-    for lesion in lesions:
-        lesion["subclinical"] = lesion["unit"] not in covered
+    covered: set[str] = set().union(*(set(s["units"]) for s in sites)) if sites else set()
+    for entry in lesions:
+        entry["subclinical"] = entry["unit"] not in covered
     return {"case": case.code, "patient": case.patient, "timepoint": case.timepoint, "sites": sites,
             "lesions": lesions}
 
