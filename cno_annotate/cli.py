@@ -261,6 +261,7 @@ def series_summary(volume: dict) -> dict:
         "duplicate_slices": volume["duplicates"],
         "patient_geometry": volume["patient_geometry"],
         "description": volume["description"],
+        "variant": volume["variant"],
         "source_path": volume["source_path"],
     }
 

@@ -213,14 +213,14 @@ def _write_images(store: Store, records: list[ImageRecord]) -> None:
         for record in {r.series["series_uid"]: r for r in records}.values():
             _upsert_hierarchy(db, record)
         db.executemany(
-            "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (
                     r.sop_uid, r.frame, r.series["series_uid"], r.path, r.transfer_syntax,
                     r.pixel_offset, r.frames, r.dtype, r.photometric, r.bits_stored,
                     r.rows, r.columns, json.dumps(r.position), json.dumps(r.orientation),
                     json.dumps(r.pixel_spacing), r.slice_thickness, json.dumps(r.rescale),
-                    r.echo_time, r.instance_number, int(r.geometry_known),
+                    r.echo_time, r.instance_number, int(r.geometry_known), json.dumps(r.split_values),
                 )
                 for r in records
             ],
@@ -268,10 +268,11 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> None:
             (study_uid, f"NIfTI files in {folder.name}"),
         )
         db.execute(
-            "INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 volume_id, study_uid, "nifti", None, role, reason, orientation_name(normal),
                 json.dumps(shape), json.dumps(affine.tolist()), 1, "[]", "[]", 0, name, str(path), digest, 1,
+                "", "{}",
             ),
         )
     report.nifti += 1
@@ -304,23 +305,24 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
                 geometries.append(
                     compose.StackGeometry(
                         stack.volume_id, study_uid, overrides.get(stack.volume_id, role),
-                        stack.orientation, description, stack.affine, stack.shape,
+                        stack.orientation, description, stack.affine, stack.shape, variant=stack.variant,
                     )
                 )
         for chain in compose.plan_chains(geometries):
             rows.append(_composed_row(study_uid, chain, rows))
         with store.transaction() as db:
             db.execute("DELETE FROM volumes WHERE study_uid = ? AND kind != 'nifti'", (study_uid,))
-            db.executemany("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+            db.executemany("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
 
 
 def _stack_row(study_uid, stack, role, reason, description) -> tuple:
     paths = "\n".join(sorted(i["path"] + f"#{i['frame']}" for i in stack.images))
+    name = f"{description} ({stack.variant})".strip() if stack.variant else description
     return (
         stack.volume_id, study_uid, "stack", stack.series_uid, role, reason, stack.orientation,
         json.dumps(stack.shape), json.dumps(stack.affine.tolist()), 1, json.dumps([stack.volume_id]),
-        json.dumps(stack.gaps), stack.duplicates, description, None,
-        hashlib.sha1(paths.encode()).hexdigest(), int(stack.patient_geometry),
+        json.dumps(stack.gaps), stack.duplicates, name, None,
+        hashlib.sha1(paths.encode()).hexdigest(), int(stack.patient_geometry), stack.variant, "{}",
     )
 
 
@@ -335,4 +337,5 @@ def _composed_row(study_uid, chain, stack_rows) -> tuple:
         f"composed from {len(members)} {chain[0].role} stations ({chain[0].orientation})",
         chain[0].orientation, json.dumps(shape), json.dumps(affine.tolist()), len(members),
         json.dumps(members), json.dumps(gaps), 0, chain[0].description, None, fingerprint, 1,
+        chain[0].variant, "{}",
     )

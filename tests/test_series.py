@@ -165,3 +165,43 @@ def test_multiframe_enhanced_mr(small_study, tmp_path):
     assert row["shape"] == [len(slices), 48, 48] and row["patient_geometry"]
     volume = load_volume(store, row["volume_id"])
     np.testing.assert_array_equal(volume.array, np.stack([s.pixel_array for s in slices]).astype(np.float32))
+
+
+# -- issue 11: images at one position are never mixed ---------------------------------------
+
+def kind(y: float, instance: int = 1, **values) -> dict:
+    out = image(y, instance=instance)
+    out["split_values"] = values
+    return out
+
+
+def test_one_series_dixon_becomes_water_and_fat_stacks():
+    types = {"WATER": "DERIVED\\PRIMARY\\DIXON\\WATER", "FAT": "DERIVED\\PRIMARY\\DIXON\\FAT"}
+    images = [kind(y, n, image_type=types[t]) for n, (y, t) in
+              enumerate((y, t) for y in (0.0, 5.0, 10.0) for t in ("WATER", "FAT"))]
+    stacks = build_stacks("1.2.3", images)
+    assert sorted(s.variant for s in stacks) == ["FAT", "WATER"]
+    for stack in stacks:
+        assert stack.shape == (3, 4, 4) and stack.duplicates == 0
+        assert {i["split_values"]["image_type"].split("\\")[-1] for i in stack.images} == {stack.variant}
+
+
+def test_b_values_echoes_and_repeats_at_one_position_are_separate_stacks():
+    rng = np.random.default_rng(1)
+    images = [kind(y, b_value=b) for y in (0.0, 5.0, 10.0) for b in rng.permutation([0.0, 50.0, 800.0])]
+    stacks = build_stacks("1.2.3", images)
+    assert [s.variant for s in stacks] == ["b=0", "b=50", "b=800"]
+    assert all(len({i["split_values"]["b_value"] for i in s.images}) == 1 and s.duplicates == 0 for s in stacks)
+    for key, label in (("echo_number", "echo"), ("temporal_position", "time"), ("acquisition", "acquisition")):
+        stacks = build_stacks("1.2.3", [kind(y, **{key: n}) for y in (0.0, 5.0) for n in (1, 2)])
+        assert [s.variant for s in stacks] == [f"{label} 1", f"{label} 2"], key
+
+
+def test_a_volume_acquired_in_parts_at_distinct_positions_stays_one_stack():
+    (stack,) = build_stacks("1.2.3", [kind(y, acquisition=int(y // 10)) for y in (0.0, 5.0, 10.0, 15.0)])
+    assert stack.shape == (4, 4, 4) and stack.variant == ""
+
+
+def test_stacks_split_by_orientation_are_named_by_orientation():
+    images = [image(0.0), image(0.0, orientation=AXIAL), image(0.0, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))]
+    assert sorted(s.variant for s in build_stacks("1.2.3", images)) == ["axial", "coronal", "sagittal"]

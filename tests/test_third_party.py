@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import gzip
 import shutil
 from pathlib import Path
@@ -242,3 +243,114 @@ def test_enhanced_mprage_is_gradient_echo_ir_not_t1_by_name(tmp_path):
     (row,) = store.volumes()
     assert row["role"] == "other" and "gradient-echo inversion recovery" in row["role_reason"]
     assert "TI 900 ms" in row["role_reason"]
+
+
+def series_from_mr_small(folder: Path, images: list[dict]) -> list[np.ndarray]:
+    """One series of pydicom's MR_small, one file per entry of ``images``.
+
+    Each entry gives ``z`` (the slice position, mm) and header edits: ``ImageType``,
+    ``private`` ((group, creator, element offset, VR, value)), any keyword. The pixels of
+    file n are MR_small's plus 100 n, so that every file can be told apart.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    template = pydicom.dcmread(data_file("MR_small.dcm"))
+    series_uid = pydicom.uid.generate_uid()
+    pixels = []
+    for n, edits in enumerate(images):
+        ds = copy.deepcopy(template)
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        ds.SeriesInstanceUID, ds.InstanceNumber = series_uid, n + 1
+        ds.ImagePositionPatient = [-83.9063, -91.2, edits["z"]]
+        values = ds.pixel_array.astype(np.int16) + 100 * n
+        ds.PixelData = values.tobytes()
+        for keyword, value in edits.items():
+            if keyword == "private":
+                group, creator, offset, vr, item = value
+                ds.private_block(group, creator, create=True).add_new(offset, vr, item)
+            elif keyword != "z":
+                setattr(ds, keyword, value)
+        ds.save_as(folder / f"im{n:03d}.dcm", enforce_file_format=True)
+        pixels.append(values.astype(np.float32))
+    return pixels
+
+
+def test_one_series_dixon_is_split_into_water_and_fat(tmp_path):
+    """Water and fat images of one series at the same positions, interleaved."""
+    kinds = ["DERIVED\\PRIMARY\\DIXON\\WATER", "DERIVED\\PRIMARY\\DIXON\\FAT"]
+    images = [{"z": z, "ImageType": kinds[n % 2], "SeriesDescription": "t1_vibe_dixon_cor"}
+              for n, z in enumerate(np.repeat([0.0, 5.0, 10.0], 2))]
+    pixels = series_from_mr_small(tmp_path / "dixon", images)
+    store, report = import_one(tmp_path, tmp_path / "dixon")
+    rows = {row["variant"]: row for row in store.volumes()}
+    assert set(rows) == {"WATER", "FAT"}
+    assert rows["WATER"]["description"] == "t1_vibe_dixon_cor (WATER)" and rows["WATER"]["duplicates"] == 0
+    for variant, first in (("WATER", 0), ("FAT", 1)):
+        volume = load_volume(store, rows[variant]["volume_id"])
+        np.testing.assert_array_equal(volume.array, np.stack(pixels[first::2]))
+
+
+@pytest.mark.parametrize("vendor", ["standard", "siemens", "ge", "philips"])
+def test_diffusion_with_several_b_values_gives_one_stack_per_b_value(tmp_path, vendor):
+    """b-values in DiffusionBValue or in the vendors' private attributes, shuffled over positions."""
+    def b_value(b: float) -> dict:
+        return {
+            "standard": {"DiffusionBValue": b},
+            "siemens": {"private": (0x0019, "SIEMENS MR HEADER", 0x0C, "IS", str(int(b)))},
+            "ge": {"private": (0x0043, "GEMS_PARM_01", 0x39, "IS", [str(1_000_000_000 + int(b)), "8", "0", "0"])},
+            "philips": {"private": (0x2001, "Philips Imaging DD 001", 0x03, "FL", b)},
+        }[vendor]
+
+    rng = np.random.default_rng(7)
+    plan = [(z, b) for z in (0.0, 5.0, 10.0, 15.0) for b in rng.permutation([0.0, 50.0, 800.0])]
+    pixels = series_from_mr_small(tmp_path / "dwi", [{"z": z, "SeriesDescription": "ep2d_diff_b0_50_800",
+                                                      **b_value(b)} for z, b in plan])
+    store, report = import_one(tmp_path, tmp_path / "dwi")
+    rows = sorted(store.volumes(), key=lambda r: r["description"])
+    assert [r["variant"] for r in rows] == ["b=0", "b=50", "b=800"]
+    assert all(r["duplicates"] == 0 and r["shape"][0] == 4 for r in rows)
+    for row in rows:
+        b = float(row["variant"][2:])
+        expected = [pixels[n] for n, (_z, value) in enumerate(plan) if value == b]
+        np.testing.assert_array_equal(load_volume(store, row["volume_id"]).array, np.stack(expected))
+
+
+def test_enhanced_diffusion_b_values_per_frame(tmp_path):
+    """pydicom's enhanced MR with MRDiffusionSequence per frame: 5 positions x 2 b-values."""
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    frames = [{"slice": n // 2, "b": [0.0, 1000.0][n % 2]} for n in range(10)]
+    enhanced_from_emri(folder / "dwi", echo_pulse="SPIN", inversion=None, tr=5000.0, te=80.0,
+                       description="DWI", frame_values=frames)
+    store, report = import_one(tmp_path, folder)
+    rows = sorted(store.volumes(), key=lambda r: r["description"])
+    assert [r["variant"] for r in rows] == ["b=0", "b=1000"] and all(r["shape"][0] == 5 for r in rows)
+    assert all(r["role"] == "other" and "b-value" in r["role_reason"] for r in rows)
+    reference = reference_values("emri_small.dcm")
+    np.testing.assert_array_equal(load_volume(store, rows[1]["volume_id"]).array, reference[1::2])
+
+
+def test_multiplanar_frames_are_stacks_named_by_orientation(tmp_path):
+    """A 3-frame localizer with three orientations: three stacks, each named by its plane."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    path = tmp_path / "loc" / "scout"
+    path.parent.mkdir()
+    enhanced_from_emri(path, echo_pulse="GRADIENT", inversion=None, tr=8.0, te=4.0, description="localizer")
+    ds = pydicom.dcmread(path)
+    ds.NumberOfFrames = 3
+    ds.PixelData = ds.PixelData[: 3 * 64 * 64 * 2]
+    planes = ([1, 0, 0, 0, 1, 0], [1, 0, 0, 0, 0, -1], [0, 1, 0, 0, 0, -1])
+    items = []
+    for orientation in planes:
+        item, plane, position = Dataset(), Dataset(), Dataset()
+        plane.ImageOrientationPatient, position.ImagePositionPatient = orientation, [0.0, 0.0, 0.0]
+        item.PlaneOrientationSequence, item.PlanePositionSequence = Sequence([plane]), Sequence([position])
+        items.append(item)
+    ds.PerFrameFunctionalGroupsSequence = Sequence(items)
+    del ds.SharedFunctionalGroupsSequence[0].PlaneOrientationSequence
+    ds.save_as(path, enforce_file_format=True)
+    store, report = import_one(tmp_path, path.parent)
+    assert report.skipped == []
+    names = sorted(r["description"] for r in store.volumes())
+    assert names == ["localizer (axial)", "localizer (coronal)", "localizer (sagittal)"]

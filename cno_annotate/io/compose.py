@@ -45,6 +45,7 @@ class StackGeometry:
     description: str
     affine: np.ndarray
     shape: tuple[int, int, int]
+    variant: str = ""
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """LPS bounding box (min, max) of the voxel centres."""
@@ -70,7 +71,7 @@ def plan_chains(stacks: list[StackGeometry]) -> list[list[StackGeometry]]:
     for stack in stacks:
         if stack.role not in ("STIR", "T1") or stack.orientation == "oblique":
             continue
-        key = (stack.study_uid, stack.role, stack.orientation, _station_free(stack.description))
+        key = (stack.study_uid, stack.role, stack.orientation, _station_free(stack.description), stack.variant)
         groups.setdefault(key, []).append(stack)
     chains = []
     for members in groups.values():

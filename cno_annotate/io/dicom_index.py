@@ -180,6 +180,8 @@ class ImageRecord:
     echo_time: float | None
     instance_number: int
     extras: dict[str, Any] = field(default_factory=dict)
+    #: Values that tell apart images of one series at one position (see :func:`split_values`).
+    split_values: dict[str, Any] = field(default_factory=dict)
 
 
 def read_header(path: Path) -> tuple[Dataset, int]:
@@ -401,8 +403,88 @@ def _frame_geometry(ds: Dataset, frames: int, instance_number: int) -> list[dict
         groups = [shared] if shared is not None else []
         if per_frame is not None and n < len(per_frame):
             groups.insert(0, per_frame[n])
-        out.append(_geometry(ds, groups, instance_number + n))
+        out.append({**_geometry(ds, groups, instance_number + n), "split_values": split_values(ds, groups)})
     return out
+
+
+#: Private b-value attributes: (group, private creator, element offset, how the value is stored).
+_VENDOR_B_VALUES = (
+    (0x0019, "SIEMENS MR HEADER", 0x0C, "IS"),
+    (0x0043, "GEMS_PARM_01", 0x39, "GE"),
+    (0x2001, "Philips Imaging DD 001", 0x03, "FL"),
+)
+
+
+def split_values(ds: Dataset, groups: list[Dataset]) -> dict[str, Any]:
+    """Values that tell apart images of one series acquired at one position.
+
+    ``image_type`` (ImageType, or FrameType of enhanced MR), ``b_value``
+    (DiffusionBValue, else Siemens (0019,100C), GE (0043,1039) first value,
+    Philips (2001,1003)), ``echo_number``, ``echo_time`` (EchoTime or the
+    frame's EffectiveEchoTime), ``temporal_position`` and ``acquisition``
+    (the frame's FrameContentSequence for enhanced MR). Absent values are
+    left out.
+    """
+    frame = Dataset()
+    frame_type = _lookup(frame, groups, "MRImageFrameTypeSequence", "FrameType") or _get(ds, "ImageType")
+    b_value = _lookup(ds, groups, "MRDiffusionSequence", "DiffusionBValue")
+    candidates = {
+        "image_type": "\\".join(str(v).strip().upper() for v in _as_list(frame_type)) or None,
+        "b_value": _float_or_none(b_value) if b_value is not None else _vendor_b_value(ds),
+        "echo_number": _int_or_none(_first(_get(ds, "EchoNumbers"))),
+        "echo_time": _float_or_none(_lookup(frame, groups, "MREchoSequence", "EffectiveEchoTime")
+                                    or _get(ds, "EchoTime")),
+        "temporal_position": _int_or_none(
+            _lookup(frame, groups, "FrameContentSequence", "TemporalPositionIndex")
+            or _get(ds, "TemporalPositionIdentifier")),
+        "acquisition": _int_or_none(
+            _lookup(frame, groups, "FrameContentSequence", "FrameAcquisitionNumber")
+            or _get(ds, "AcquisitionNumber")),
+    }
+    return {k: v for k, v in candidates.items() if v is not None}
+
+
+def _vendor_b_value(ds: Dataset) -> float | None:
+    for group, creator, offset, kind in _VENDOR_B_VALUES:
+        value = _private_value(ds, group, creator, offset)
+        if value is None:
+            continue
+        try:
+            if isinstance(value, bytes):
+                if kind == "FL" and len(value) == 4:
+                    value = struct.unpack("<f", value)[0]
+                else:
+                    value = value.decode("ascii", "replace").strip("\x00 ").split("\\")[0]
+            number = float(_first(value))
+        except (TypeError, ValueError, struct.error):
+            continue
+        if kind == "GE" and number >= 1e9:
+            number %= 1e9  # GE adds 10^9 to flag a b-value entered by the operator
+        if np.isfinite(number) and number >= 0:
+            return number
+    return None
+
+
+def _private_value(ds: Dataset, group: int, creator: str, offset: int):
+    """A private attribute's value, found through its private creator (blocks 0x10-0x1F)."""
+    for block in range(0x10, 0x20):
+        owner = ds.get_item((group << 16) | block)
+        if owner is None:
+            continue
+        name = owner.value
+        if isinstance(name, bytes):
+            name = name.decode("ascii", "replace")
+        if str(name).strip("\x00 ") != creator:
+            continue
+        tag = (group << 16) | (block << 8) | offset
+        return ds[tag].value if tag in ds else None
+    return None
+
+
+def _first(value):
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return value[0] if len(value) else None
+    return value
 
 
 def _geometry(ds: Dataset, groups: list[Dataset], order: int) -> dict:

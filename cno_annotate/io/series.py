@@ -1,10 +1,18 @@
 """Assemble indexed images into slice stacks.
 
 A DICOM series can hold images that do not form one volume (a localizer
-with three planes, mixed matrix sizes, several echoes). :func:`build_stacks`
-splits a series into stacks of parallel, equally sized images, orders each
-stack by position along the slice normal (never by InstanceNumber), puts the
-slices on a uniform grid and reports missing slices as gaps.
+with three planes, mixed matrix sizes, several echoes, water and fat images
+of a Dixon, several b-values). :func:`build_stacks` splits a series into
+stacks of parallel, equally sized images of one kind, orders each stack by
+position along the slice normal (never by InstanceNumber), puts the slices
+on a uniform grid and reports missing slices as gaps.
+
+Images are of one kind when they share ImageType, b-value and echo number
+(these change the contrast, so they always split), and, where images repeat
+a position, echo time, temporal position and acquisition number (a 2-D
+series acquired in parts at distinct positions stays one volume). Each stack
+of a split series carries a ``variant`` naming what sets it apart
+("WATER", "b=800", "echo 2", "axial", ...).
 """
 
 from __future__ import annotations
@@ -39,6 +47,14 @@ class Stack:
     gaps: list[dict] = field(default_factory=list)
     duplicates: int = 0
     patient_geometry: bool = True
+    #: What sets this stack apart from the other stacks of its series ("" when it is the only one).
+    variant: str = ""
+
+
+#: Per-image values that always split a series: they change the contrast.
+CONTRAST_KEYS = ("image_type", "b_value", "echo_number")
+#: Values that split a series only where images repeat a position.
+REPEAT_KEYS = ("echo_time", "temporal_position", "acquisition")
 
 
 def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
@@ -50,24 +66,33 @@ def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
         The SeriesInstanceUID.
     images : list of dict
         Rows with ``orientation`` (6), ``position`` (3), ``rows``,
-        ``columns``, ``pixel_spacing`` (2), ``slice_thickness``, ``echo_time``.
+        ``columns``, ``pixel_spacing`` (2), ``slice_thickness``,
+        ``echo_time`` and optionally ``split_values`` (see
+        ``dicom_index.split_values``).
 
     Returns
     -------
     list of Stack
-        One per geometric group; the volume id is the series UID when the
-        series forms one stack, otherwise the UID with ``.1``, ``.2``... added.
+        One per geometric group and kind of image; the volume id is the
+        series UID when the series forms one stack, otherwise the UID with
+        ``.1``, ``.2``... added. A stack never mixes images that differ in
+        ImageType, b-value or echo number, nor, at one position, in echo
+        time, temporal position or acquisition number.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for image in images:
-        groups[_group_key(image)].append(image)
-    parts = []
-    for key in sorted(groups, key=lambda k: (-len(groups[k]), k)):
-        parts.extend(_split_repeats(groups[key]))
+        groups[_group_key(image) + _contrast_key(image)].append(image)
+    parts: list[tuple[dict, list[dict]]] = []
+    for key in sorted(groups, key=lambda k: (-len(groups[k]), _sortable(k))):
+        contrast = dict(zip(CONTRAST_KEYS, key[-len(CONTRAST_KEYS):]))
+        for values, part in _split_repeats(groups[key]):
+            parts.append(({**contrast, **values}, part))
     stacks = []
-    for n, part in enumerate(parts, start=1):
+    for n, (_values, part) in enumerate(parts, start=1):
         volume_id = series_uid if len(parts) == 1 else f"{series_uid}.{n}"
         stacks.append(_make_stack(volume_id, series_uid, part))
+    for stack, label in zip(stacks, _variants([values for values, _ in parts], stacks)):
+        stack.variant = label
     return stacks
 
 
@@ -81,18 +106,77 @@ def _group_key(image: dict) -> tuple:
     )
 
 
-def _split_repeats(images: list[dict]) -> list[list[dict]]:
-    """Separate echoes that share slice positions into their own stacks."""
-    echoes = defaultdict(list)
-    for image in images:
-        echoes[image.get("echo_time")].append(image)
-    if len(echoes) == 1:
-        return [images]
+def _split(image: dict) -> dict:
+    values = dict(image.get("split_values") or {})
+    if "echo_time" not in values and image.get("echo_time") is not None:
+        values["echo_time"] = image["echo_time"]
+    return values
+
+
+def _contrast_key(image: dict) -> tuple:
+    values = _split(image)
+    return tuple(values.get(k) for k in CONTRAST_KEYS)
+
+
+def _sortable(key: tuple) -> tuple:
+    """A key whose None and mixed values sort without error."""
+    return tuple((v is None, v if isinstance(v, (int, float)) else str(v)) if not isinstance(v, tuple)
+                 else v for v in key)
+
+
+def _split_repeats(images: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """Separate images that share slice positions by echo time, temporal position, acquisition."""
+    parts: list[tuple[dict, list[dict]]] = [({}, images)]
+    for key in REPEAT_KEYS:
+        next_parts = []
+        for values, part in parts:
+            by_value: dict = defaultdict(list)
+            for image in part:
+                by_value[_split(image).get(key)].append(image)
+            if len(by_value) == 1 or not _repeats_positions(part):
+                next_parts.append((values, part))
+                continue
+            for value in sorted(by_value, key=lambda v: (v is None, v or 0)):
+                next_parts.append(({**values, key: value}, by_value[value]))
+        parts = next_parts
+    return parts
+
+
+def _repeats_positions(images: list[dict]) -> bool:
     normal = slice_normal(np.array(images[0]["orientation"]))
     positions = {round(float(np.dot(normal, i["position"])), 2) for i in images}
-    if len(positions) == len(images):
-        return [images]  # echo time varies but every slice is distinct
-    return [echoes[te] for te in sorted(echoes, key=lambda t: (t is None, t))]
+    return len(positions) < len(images)
+
+
+def _variants(values: list[dict], stacks: list[Stack]) -> list[str]:
+    """For each part of a split series, what sets it apart from the others ("" if not split)."""
+    if len(stacks) < 2:
+        return [""] * len(stacks)
+    labels: list[list[str]] = [[] for _ in stacks]
+    if len({s.orientation for s in stacks}) > 1:
+        for label, stack in zip(labels, stacks):
+            label.append(stack.orientation)
+    if len({s.shape[1:] for s in stacks}) > 1:
+        for label, stack in zip(labels, stacks):
+            label.append(f"{stack.shape[2]}x{stack.shape[1]}")
+    types = [set(str(v.get("image_type") or "").split("\\")) - {""} for v in values]
+    if len({frozenset(t) for t in types}) > 1:
+        common = set.intersection(*types) if all(types) else set()
+        for label, value in zip(labels, values):
+            own = [t for t in str(value.get("image_type") or "").split("\\") if t and t not in common]
+            label.append(" ".join(own) if own else (value.get("image_type") or "no ImageType"))
+    for key, text in (("b_value", "b={:g}"), ("echo_number", "echo {}"), ("echo_time", "TE {:g} ms"),
+                      ("temporal_position", "time {}"), ("acquisition", "acquisition {}")):
+        if len({v.get(key) for v in values}) > 1:
+            for label, value in zip(labels, values):
+                if value.get(key) is not None:
+                    label.append(text.format(value[key]))
+    out = [", ".join(label) for label in labels]
+    seen: dict[str, int] = defaultdict(int)
+    for text in out:
+        seen[text] += 1
+    return [text if text and seen[text] == 1 else (f"{text}, part {n}" if text else f"part {n}")
+            for n, text in enumerate(out, start=1)]
 
 
 def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:

@@ -141,6 +141,22 @@ MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY CHECK (id = 1), seq INTEGER NOT NULL, hash TEXT NOT NULL
     );
     """,
+    # 4: images at one position told apart (image type, b-value, echo, time, acquisition), each
+    # stack's distinguishing value, how each role of a study composed (or why not), and the
+    # station the reader chose where an acquisition was repeated.
+    """
+    ALTER TABLE images ADD COLUMN split_values TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE volumes ADD COLUMN variant TEXT NOT NULL DEFAULT '';
+    ALTER TABLE volumes ADD COLUMN composition TEXT NOT NULL DEFAULT '{}';
+    CREATE TABLE compositions (
+        study_uid TEXT NOT NULL, role TEXT NOT NULL, orientation TEXT NOT NULL,
+        protocol TEXT NOT NULL, volume_id TEXT, message TEXT NOT NULL, detail TEXT NOT NULL
+    );
+    CREATE INDEX compositions_by_study ON compositions (study_uid);
+    CREATE TABLE station_choices (
+        volume_id TEXT PRIMARY KEY, study_uid TEXT NOT NULL, set_at TEXT NOT NULL
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -336,7 +352,7 @@ class Store:
 
 def _volume_row(row: sqlite3.Row) -> dict:
     out = dict(row)
-    for key in ("shape", "affine", "members", "gaps"):
+    for key in ("shape", "affine", "members", "gaps", "composition"):
         out[key] = json.loads(out[key])
     out["overridden"] = bool(out["overridden"])
     out["patient_geometry"] = bool(out["patient_geometry"])
@@ -345,7 +361,7 @@ def _volume_row(row: sqlite3.Row) -> dict:
 
 def _image_row(row: sqlite3.Row) -> dict:
     out = dict(row)
-    for key in ("position", "orientation", "pixel_spacing", "rescale"):
+    for key in ("position", "orientation", "pixel_spacing", "rescale", "split_values"):
         out[key] = json.loads(out[key])
     out["geometry_known"] = bool(out["geometry_known"])
     return out
