@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0)
     try:
-        return int(args.run(args) or 0)
+        code = int(args.run(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:  # output piped into `head` or a pager that closed: end quietly
+        _silence_stdout()
+        return 0
     except CnoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -53,9 +59,19 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 1
-    except BrokenPipeError:  # output piped into a pager or head that closed
-        sys.stderr.close()
-        return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that Python's flush at exit cannot fail again.
+
+    This is what Python's documentation recommends for SIGPIPE (``signal`` module,
+    "Note on SIGPIPE").
+    """
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (tests capture it)
+        pass
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,6 +135,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--last", type=int, default=5, help="how many runs (default 5)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_import_log)
+    p = sub.add_parser("relocate", parents=[common], help="re-link files that were moved to another folder",
+                       description="Rewrite the folder prefix OLD to NEW in the recorded location of every "
+                                   "imported file (whole folder names only). Importing the moved folder again "
+                                   "re-links its files too.")
+    p.add_argument("old", type=Path, metavar="OLD", help="the folder the files were imported from")
+    p.add_argument("new", type=Path, metavar="NEW", help="the folder they are in now")
+    p.set_defaults(run=cmd_relocate)
+
+    cache = sub.add_parser("cache", help="the cache of composed whole-body volumes",
+                           description="Composed volumes are cached in the store's cache/ folder, least "
+                                       "recently used first out beyond the limit "
+                                       "(CNO_ANNOTATE_CACHE_LIMIT, e.g. 2G; default 4G).")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    p = cache_sub.add_parser("info", parents=[common], help="size, number of files and limit of the cache")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(run=cmd_cache_info)
+    p = cache_sub.add_parser("clear", parents=[common], help="remove every cached volume (open viewers keep theirs)")
+    p.set_defaults(run=cmd_cache_clear)
     _add_read_commands(sub, common)
     cli_reading.register(sub, common)
     _add_plugin_commands(sub, common)
@@ -198,9 +232,10 @@ def cmd_import(args) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
+    relinked = f", {summary['relinked']} re-linked to their new location" if summary["relinked"] else ""
     print(
         f"imported {_count(summary['instances'], 'instance')} ({summary['new_instances']} new, "
-        f"{summary['already_imported']} already in the store) and {_count(summary['nifti'], 'NIfTI file')} "
+        f"{summary['already_imported']} already in the store{relinked}) and {_count(summary['nifti'], 'NIfTI file')} "
         f"from {_count(summary['files'], 'file')}: {_count(summary['studies'], 'study', 'studies')}, "
         f"{_count(summary['series'], 'series', 'series')}, {_count(summary['volumes'], 'volume')} "
         f"({summary['composed']} composed whole-body)"
@@ -220,7 +255,9 @@ def cmd_studies(args) -> int:
     store = _open_store(args)
     _print_rows(store.studies(), args.json, f"no studies in the store at {store.root} (use 'cno-annotate import PATH')",
                 lambda s: f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
-                          f"{s['series']:3} series  {s['volumes']:3} volumes  {s['description'] or ''}")
+                          f"{s['series']:3} series  {s['volumes']:3} volumes  {s['description'] or ''}"
+                          + (f"  MISSING: {_count(s['missing_files'], 'file')} not found (see 'cno-annotate "
+                             "relocate')" if s["missing_files"] else ""))
     return 0
 
 
@@ -309,6 +346,43 @@ def cmd_import_log(args) -> int:
               f"{len(run['skipped'])} skipped  {' '.join(run['paths'])}")
         for item in run["skipped"]:
             print(f"    {item['path']}: {item['reason']}")
+    return 0
+
+
+def cmd_relocate(args) -> int:
+    """Run ``cno-annotate relocate`` (see its ``--help``)."""
+    from cno_annotate.paths import absolute, display
+
+    store = _open_store(args)
+    moved = store.relocate(args.old, args.new)
+    print(f"re-linked {_count(moved, 'file')} from {display(absolute(args.old))} to {display(absolute(args.new))}")
+    still = sum(store.missing_files().values())
+    if still:
+        print(f"{_count(still, 'file')} of the store still not found (see 'cno-annotate studies')")
+    return 0
+
+
+def cmd_cache_info(args) -> int:
+    """Run ``cno-annotate cache info`` (see its ``--help``)."""
+    from cno_annotate.cache import VolumeCache
+
+    store = _open_store(args)
+    info = VolumeCache.of(store).info()
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{info['folder']}: {_count(info['files'], 'file')}, {info['bytes'] / 1e6:.1f} MB of a "
+          f"{info['limit_bytes'] / 1e6:.0f} MB limit (least recently used out first)")
+    return 0
+
+
+def cmd_cache_clear(args) -> int:
+    """Run ``cno-annotate cache clear`` (see its ``--help``)."""
+    from cno_annotate.cache import VolumeCache
+
+    store = _open_store(args)
+    removed, size = VolumeCache.of(store).clear()
+    print(f"removed {_count(removed, 'cached volume')} ({size / 1e6:.1f} MB)")
     return 0
 
 

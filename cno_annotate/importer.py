@@ -13,13 +13,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from cno_annotate import paths
 from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
 from cno_annotate.io.roles import classify_sequence
@@ -45,11 +47,17 @@ class ImportReport:
     instances: int = 0
     new_instances: int = 0
     already_imported: int = 0
+    relinked: int = 0
     nifti: int = 0
     studies: set[str] = field(default_factory=set)
     series: set[str] = field(default_factory=set)
     skipped: list[dict] = field(default_factory=list)
     duplicates: int = 0
+    changed_studies: set[str] = field(default_factory=set)
+
+    def skip(self, path: str, reason: str) -> None:
+        """List a file or folder as skipped, its name printable whatever its bytes."""
+        self.skipped.append({"path": paths.display(path), "reason": reason})
 
     def as_dict(self, store: Store) -> dict:
         """JSON-ready summary, with the volumes of the studies touched."""
@@ -62,6 +70,7 @@ class ImportReport:
             "instances": self.instances,
             "new_instances": self.new_instances,
             "already_imported": self.already_imported,
+            "relinked": self.relinked,
             "nifti": self.nifti,
             "duplicates": self.duplicates,
             "volumes": len(volumes),
@@ -70,32 +79,133 @@ class ImportReport:
         }
 
 
-def iter_files(paths: Iterable[Path], missing: list[dict]) -> Iterator[Path]:
-    """Every file under the given paths, sorted, following no symlinked folders.
+@dataclass(frozen=True)
+class FoundFile:
+    """A file to import: its absolute path (as the OS spells it), size and modification time."""
 
-    Paths that do not exist are appended to ``missing`` with a reason.
+    path: str
+    size: int
+    mtime_ns: int
+
+
+def iter_files(roots: Iterable[str | os.PathLike[str]], skipped: list[dict]) -> Iterator[FoundFile]:
+    """Every file under the given files and folders, sorted per folder.
+
+    Paths are made absolute and normalised. Symbolic links to folders are
+    followed once each, after the folder that holds them; a link to a folder
+    already walked (a loop, or a second way to the same folder) is listed in
+    ``skipped`` with the reason, as are broken links, paths that do not
+    exist and folders without any file.
     """
-    for path in paths:
-        path = Path(path)
-        if path.is_file():
-            yield path
-        elif path.is_dir():
-            for folder, dirs, files in os.walk(path):
-                dirs.sort()
-                for name in sorted(files):
-                    yield Path(folder) / name
+    walked: set[tuple[int, int]] = set()
+    for root in roots:
+        path = paths.absolute(root)
+        try:
+            info = os.stat(path)
+        except OSError:
+            reason = "broken symbolic link" if os.path.islink(path) else "no such file or folder"
+            skipped.append({"path": paths.display(path), "reason": reason})
+            continue
+        if stat.S_ISREG(info.st_mode):
+            yield FoundFile(path, info.st_size, info.st_mtime_ns)
+        elif stat.S_ISDIR(info.st_mode):
+            before = len(skipped)
+            found = yield from _walk(path, walked, skipped)
+            if not found and len(skipped) == before:
+                skipped.append({"path": paths.display(path), "reason": "no files in this folder"})
         else:
-            missing.append({"path": str(path), "reason": "no such file or folder"})
+            skipped.append({"path": paths.display(path), "reason": "not a regular file or folder"})
 
 
-def import_paths(store: Store, paths: list[Path], progress: Progress | None = None) -> ImportReport:
+def _walk(top: str, walked: set[tuple[int, int]], skipped: list[dict]) -> Generator[FoundFile, None, int]:
+    """Files under ``top`` (then under the folder links found there); returns how many."""
+    info = os.stat(top)
+    if (info.st_dev, info.st_ino) in walked:
+        skipped.append({"path": paths.display(top), "reason": "symbolic link to a folder already imported "
+                        f"in this run ({paths.display(os.path.realpath(top))})"})
+        return 0
+    walked.add((info.st_dev, info.st_ino))
+    found, links, folders = 0, [], [top]
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            skipped.append({"path": paths.display(folder), "reason": f"cannot list: {exc.strerror}"})
+            continue
+        subfolders = []
+        for entry in entries:
+            try:
+                if entry.is_symlink():
+                    if entry.is_dir():
+                        links.append(entry.path)
+                        continue
+                    if not entry.is_file():
+                        skipped.append({"path": paths.display(entry.path), "reason": "broken symbolic link"})
+                        continue
+                if entry.is_dir(follow_symlinks=False):
+                    sub = entry.stat(follow_symlinks=False)
+                    if (sub.st_dev, sub.st_ino) not in walked:
+                        walked.add((sub.st_dev, sub.st_ino))
+                        subfolders.append(entry.path)
+                elif entry.is_file():
+                    sub = entry.stat()
+                    found += 1
+                    yield FoundFile(entry.path, sub.st_size, sub.st_mtime_ns)
+            except OSError as exc:
+                skipped.append({"path": paths.display(entry.path), "reason": f"cannot read: {exc.strerror}"})
+        folders.extend(reversed(subfolders))
+    for link in links:
+        found += yield from _walk(link, walked, skipped)
+    return found
+
+
+@dataclass
+class _Known:
+    """What the store already holds, looked up once per import."""
+
+    images: dict[str, tuple[str, str, str]]  # SOP UID -> (path text, series UID, study UID)
+    files: dict[str, tuple]  # path text -> (size, mtime_ns, kind, ref, reason)
+    nifti: dict[str, tuple[str, str]]  # volume id -> (path text, study UID)
+
+    @classmethod
+    def of(cls, store: Store) -> _Known:
+        images = {
+            r[0]: (r[1], r[2], r[3]) for r in store.db.execute(
+                "SELECT i.sop_uid, i.path, i.series_uid, d.study_uid FROM images i "
+                "JOIN dicom_series d USING (series_uid) WHERE i.frame = 0"
+            )
+        }
+        files = {r[0]: tuple(r[1:]) for r in store.db.execute("SELECT path, size, mtime_ns, kind, ref, reason FROM files")}
+        nifti = {r[0]: (r[1], r[2]) for r in store.db.execute(
+            "SELECT volume_id, source_path, study_uid FROM volumes WHERE kind = 'nifti'")}
+        return cls(images, files, nifti)
+
+
+@dataclass
+class _Pending:
+    """Writes collected while files are indexed, flushed in batches."""
+
+    records: list[ImageRecord] = field(default_factory=list)
+    relinks: list[tuple[str, str]] = field(default_factory=list)  # (new path text, SOP UID)
+    files: list[tuple] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.relinks) + len(self.files)
+
+
+def import_paths(store: Store, roots: list[Path], progress: Progress | None = None) -> ImportReport:
     """Import files and folders into the store.
+
+    A file whose path, size and modification time are recorded from an
+    earlier import is not read again. An instance already in the store whose
+    recorded file is gone is re-linked to the file found now.
 
     Parameters
     ----------
     store : Store
         The open store.
-    paths : list of Path
+    roots : list of Path
         Files and folders; folders are walked recursively.
     progress : callable, optional
         Called as ``progress(done, total)`` while files are indexed.
@@ -106,28 +216,34 @@ def import_paths(store: Store, paths: list[Path], progress: Progress | None = No
         Counts, the studies and series found, and every skipped file.
     """
     missing: list[dict] = []
-    files = list(iter_files(paths, missing))
+    files = list(iter_files(roots, missing))
     with store.transaction():
         run_id = store.db.execute(
             "INSERT INTO import_runs (started, paths) VALUES (?, ?)",
-            (now(), json.dumps([str(p) for p in paths])),
+            (now(), json.dumps([paths.display(paths.absolute(p)) for p in roots])),
         ).lastrowid
     report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing)
-    known = {row[0]: row[1] for row in store.db.execute("SELECT sop_uid, path FROM images WHERE frame = 0")}
-    batch: list[ImageRecord] = []
+    known = _Known.of(store)
+    unchanged = [_recorded_outcome(known, f) for f in files]
+    pending = _Pending()
     with header_value_cache():
-        for n, (path, indexed) in enumerate(_indexed(files), start=1):
-            _record_one(store, path, indexed, known, batch, report)
-            if len(batch) >= _BATCH:
-                _write_images(store, batch)
-                batch = []
+        indexed = _indexed([f.path for f, done in zip(files, unchanged) if done is None])
+        for n, (found, outcome) in enumerate(zip(files, unchanged), start=1):
+            if outcome is not None:
+                _count_unchanged(outcome, found, report)
+            else:
+                _, result = next(indexed)
+                _record_one(store, found, result, known, pending, report)
+            if len(pending) >= _BATCH:
+                _flush(store, pending)
+                pending = _Pending()
             if progress is not None:
                 progress(n, len(files))
-    _write_images(store, batch)
-    rebuild_volumes(store, sorted(report.studies))
+    _flush(store, pending)
+    rebuild_volumes(store, sorted(report.changed_studies))
     with store.transaction():
-        for item in report.skipped:
-            store.db.execute("INSERT INTO skipped VALUES (?, ?, ?)", (run_id, item["path"], item["reason"]))
+        store.db.executemany("INSERT INTO skipped VALUES (?, ?, ?)",
+                             [(run_id, item["path"], item["reason"]) for item in report.skipped])
         store.db.execute(
             "UPDATE import_runs SET finished = ?, summary = ? WHERE run_id = ?",
             (now(), json.dumps(report.as_dict(store)), run_id),
@@ -135,8 +251,39 @@ def import_paths(store: Store, paths: list[Path], progress: Progress | None = No
     return report
 
 
-def index_file(path: Path) -> list[ImageRecord] | str | None:
+def _recorded_outcome(known: _Known, found: FoundFile) -> tuple | None:
+    """What an earlier import made of this very file (same path, size, mtime), if it still holds."""
+    text = paths.to_text(found.path)
+    row = known.files.get(text)
+    if row is None or row[0] != found.size or row[1] != found.mtime_ns:
+        return None
+    kind, ref, reason = row[2], row[3], row[4]
+    if kind == "dicom" and ref in known.images and known.images[ref][0] == text:
+        return (kind, known.images[ref][1], known.images[ref][2])
+    if kind == "nifti" and ref in known.nifti and known.nifti[ref][0] == text:
+        return (kind, ref, known.nifti[ref][1])
+    if kind == "skipped":
+        return (kind, reason, None)
+    return None
+
+
+def _count_unchanged(outcome: tuple, found: FoundFile, report: ImportReport) -> None:
+    kind, a, b = outcome
+    if kind == "skipped":
+        report.skip(found.path, a)
+        return
+    report.series.add(a)
+    report.studies.add(b)
+    if kind == "nifti":
+        report.nifti += 1
+    else:
+        report.instances += 1
+        report.already_imported += 1
+
+
+def index_file(path: str | Path) -> list[ImageRecord] | str | None:
     """Index one DICOM file: its image records, or the reason it is skipped (None: NIfTI)."""
+    path = Path(path)
     if nifti.is_nifti_path(path):
         return None
     try:
@@ -147,11 +294,11 @@ def index_file(path: Path) -> list[ImageRecord] | str | None:
         return f"cannot read: {exc.strerror}"
 
 
-def _index_chunk(paths: list[Path]) -> list:
-    return [index_file(p) for p in paths]
+def _index_chunk(chunk: list[str]) -> list:
+    return [index_file(p) for p in chunk]
 
 
-def _indexed(files: list[Path]):
+def _indexed(files: list[str]) -> Iterator[tuple[str, list[ImageRecord] | str | None]]:
     """(path, result of :func:`index_file`) for every file, in order.
 
     Large imports read headers in worker processes (one per core, forked, on
@@ -171,60 +318,82 @@ def _indexed(files: list[Path]):
             yield from zip(chunk, results)
 
 
-def _record_one(store: Store, path: Path, indexed, known: dict, batch: list, report: ImportReport) -> None:
-    """Add one indexed file to ``batch``, or record why it was skipped."""
+def _record_one(store: Store, found: FoundFile, indexed, known: _Known, pending: _Pending,
+                report: ImportReport) -> None:
+    """Add one indexed file to the pending writes, or record why it was skipped."""
+    path, text = found.path, paths.to_text(found.path)
     if indexed is None:
         try:
-            _import_nifti(store, path, report)
+            volume_id = _import_nifti(store, Path(path), report)
         except SkipFile as exc:
-            report.skipped.append({"path": str(path), "reason": str(exc)})
+            report.skip(path, str(exc))
         except OSError as exc:
-            report.skipped.append({"path": str(path), "reason": f"cannot read: {exc.strerror}"})
+            report.skip(path, f"cannot read: {exc.strerror}")
+        else:
+            if volume_id is not None:
+                known.nifti[volume_id] = (text, "")
+                pending.files.append((text, found.size, found.mtime_ns, "nifti", volume_id, None))
         return
     if isinstance(indexed, str):
-        report.skipped.append({"path": str(path), "reason": indexed})
+        report.skip(path, indexed)
+        pending.files.append((text, found.size, found.mtime_ns, "skipped", None, indexed))
         return
     records = indexed
     first = records[0]
-    report.studies.add(first.study["study_uid"])
-    report.series.add(first.series["series_uid"])
-    previous = known.get(first.sop_uid)
-    if previous is not None:
-        if previous == str(path):
-            report.already_imported += 1
-            report.instances += 1
-        else:
-            report.duplicates += 1
-            report.skipped.append(
-                {"path": str(path), "reason": f"duplicate of {previous} (same SOPInstanceUID)"}
-            )
+    study_uid, series_uid = first.study["study_uid"], first.series["series_uid"]
+    report.studies.add(study_uid)
+    report.series.add(series_uid)
+    previous = known.images.get(first.sop_uid)
+    if previous is None:
+        report.new_instances += 1
+        report.changed_studies.add(study_uid)
+        pending.records.extend(records)
+    elif previous[0] == text or paths.same_file(paths.from_text(previous[0]), path):
+        report.already_imported += 1
+        if previous[0] != text:
+            return  # the same file by another way (a link): keep the recorded path
+    elif not paths.exists(paths.from_text(previous[0])):
+        report.relinked += 1
+        report.changed_studies.add(previous[2])
+        pending.relinks.append((text, first.sop_uid))
+    else:
+        report.duplicates += 1
+        report.skip(path, f"duplicate of {paths.display(paths.from_text(previous[0]))} (same SOPInstanceUID)")
         return
-    known[first.sop_uid] = str(path)
+    known.images[first.sop_uid] = (text, series_uid, previous[2] if previous else study_uid)
     report.instances += 1
-    report.new_instances += 1
-    batch.extend(records)
+    pending.files.append((text, found.size, found.mtime_ns, "dicom", first.sop_uid, None))
 
 
-def _write_images(store: Store, records: list[ImageRecord]) -> None:
-    """Insert a batch of image records (and their patients, studies, series)."""
-    if not records:
+def _flush(store: Store, pending: _Pending) -> None:
+    """Write the pending image records, re-links and file states in one transaction."""
+    if not len(pending):
         return
     with store.transaction() as db:
-        for record in {r.series["series_uid"]: r for r in records}.values():
-            _upsert_hierarchy(db, record)
-        db.executemany(
-            "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (
-                    r.sop_uid, r.frame, r.series["series_uid"], r.path, r.transfer_syntax,
-                    r.pixel_offset, r.frames, r.dtype, r.photometric, r.bits_stored,
-                    r.rows, r.columns, json.dumps(r.position), json.dumps(r.orientation),
-                    json.dumps(r.pixel_spacing), r.slice_thickness, json.dumps(r.rescale),
-                    r.echo_time, r.instance_number, int(r.geometry_known), json.dumps(r.split_values),
-                )
-                for r in records
-            ],
-        )
+        _write_images(db, pending.records)
+        db.executemany("UPDATE images SET path = ? WHERE sop_uid = ?", pending.relinks)
+        db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)", pending.files)
+
+
+def _write_images(db, records: list[ImageRecord]) -> None:
+    """Insert a batch of image records (and their patients, studies, series) in the open transaction."""
+    if not records:
+        return
+    for record in {r.series["series_uid"]: r for r in records}.values():
+        _upsert_hierarchy(db, record)
+    db.executemany(
+        "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+        [
+            (
+                r.sop_uid, r.frame, r.series["series_uid"], paths.to_text(r.path), r.transfer_syntax,
+                r.pixel_offset, r.frames, r.dtype, r.photometric, r.bits_stored,
+                r.rows, r.columns, json.dumps(r.position), json.dumps(r.orientation),
+                json.dumps(r.pixel_spacing), r.slice_thickness, json.dumps(r.rescale),
+                r.echo_time, r.instance_number, int(r.geometry_known), json.dumps(r.split_values),
+            )
+            for r in records
+        ],
+    )
 
 
 def _upsert_hierarchy(db, record: ImageRecord) -> None:
@@ -247,16 +416,21 @@ def _upsert_hierarchy(db, record: ImageRecord) -> None:
     )
 
 
-def _import_nifti(store: Store, path: Path, report: ImportReport) -> None:
-    """Record a 3-D NIfTI file as a volume in a study named after its folder."""
+def _import_nifti(store: Store, path: Path, report: ImportReport) -> str | None:
+    """Record a 3-D NIfTI file as a volume in a study named after its folder; its volume id (None: a duplicate)."""
     affine, shape = nifti.read_nifti_geometry(path)
     digest = hashlib.sha1(path.read_bytes()).hexdigest()
     volume_id = stable_uid("nifti", digest)
+    text = paths.to_text(path)
     row = store.db.execute("SELECT source_path FROM volumes WHERE volume_id = ?", (volume_id,)).fetchone()
-    if row is not None and row[0] != str(path):
-        report.duplicates += 1
-        report.skipped.append({"path": str(path), "reason": f"duplicate of {row[0]} (same content)"})
-        return
+    if row is not None and row[0] != text:
+        previous = paths.from_text(row[0])
+        if paths.exists(previous) and not paths.same_file(previous, os.fspath(path)):
+            report.duplicates += 1
+            report.skip(os.fspath(path), f"duplicate of {paths.display(previous)} (same content)")
+            return None
+        if not paths.exists(previous):
+            report.relinked += 1
     folder = path.resolve().parent
     study_uid = stable_uid("nifti-study", str(folder))
     name = path.name
@@ -271,13 +445,14 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> None:
             "INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 volume_id, study_uid, "nifti", None, role, reason, orientation_name(normal),
-                json.dumps(shape), json.dumps(affine.tolist()), 1, "[]", "[]", 0, name, str(path), digest, 1,
+                json.dumps(shape), json.dumps(affine.tolist()), 1, "[]", "[]", 0, name, text, digest, 1,
                 "", "{}",
             ),
         )
     report.nifti += 1
     report.studies.add(study_uid)
     report.series.add(volume_id)
+    return volume_id
 
 
 def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
@@ -316,13 +491,14 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
 
 
 def _stack_row(study_uid, stack, role, reason, description) -> tuple:
-    paths = "\n".join(sorted(i["path"] + f"#{i['frame']}" for i in stack.images))
+    files = "\n".join(sorted(i["path"] + f"#{i['frame']}" for i in stack.images))
     name = f"{description} ({stack.variant})".strip() if stack.variant else description
     return (
         stack.volume_id, study_uid, "stack", stack.series_uid, role, reason, stack.orientation,
         json.dumps(stack.shape), json.dumps(stack.affine.tolist()), 1, json.dumps([stack.volume_id]),
         json.dumps(stack.gaps), stack.duplicates, name, None,
-        hashlib.sha1(paths.encode()).hexdigest(), int(stack.patient_geometry), stack.variant, "{}",
+        hashlib.sha1(files.encode("utf-8", "surrogateescape")).hexdigest(), int(stack.patient_geometry),
+        stack.variant, "{}",
     )
 
 

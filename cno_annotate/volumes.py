@@ -2,7 +2,8 @@
 
 Composed whole-body volumes are cached in the store's ``cache/`` folder as
 ``.npy`` files named by volume id and fingerprint (which changes when a
-member's files change), so a second open is a memory map of one file.
+member's files change), so a second open is a memory map of one file; the
+cache is size-limited (see :mod:`cno_annotate.cache`).
 """
 
 from __future__ import annotations
@@ -11,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from cno_annotate.cache import VolumeCache
 from cno_annotate.errors import CnoError
-from cno_annotate.fileio import atomic_write
 from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.pixels import load_stack
 from cno_annotate.io.series import build_stacks
 from cno_annotate.io.volume import Volume
+from cno_annotate.paths import display
 from cno_annotate.store.db import Store
 
 
@@ -78,20 +80,18 @@ def _load_stack(store: Store, row: dict, progress) -> Volume:
     volume = load_stack(stack, progress)
     errors = volume.meta["load_errors"]
     if errors and len(errors) == len(stack.images):
-        raise CnoError(f"no slice of {row['volume_id']} could be read: {errors[0]['path']}: {errors[0]['reason']}")
+        raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "
+                       f"{errors[0]['reason']}")
     return volume
 
 
 def _load_composed(store: Store, row: dict, progress, use_cache: bool) -> Volume:
-    cache = store.cache_dir / f"{row['volume_id']}-{row['fingerprint'][:16]}.npy"
+    cache = VolumeCache.of(store) if use_cache else None
     affine = np.array(row["affine"])
-    if use_cache and cache.exists():
-        try:
-            array = np.load(cache, mmap_mode="r")
-            if tuple(array.shape) == tuple(row["shape"]):
-                return Volume(array=array, affine=affine, meta={"cached": True, "load_errors": []})
-        except (OSError, ValueError):
-            pass  # a damaged cache file is rebuilt below
+    if cache is not None:
+        array = cache.get(row["volume_id"], row["fingerprint"], tuple(row["shape"]))
+        if array is not None:
+            return Volume(array=array, affine=affine, meta={"cached": True, "load_errors": []})
     members = [store.volume(m) for m in row["members"]]
     total = sum(m["shape"][0] for m in members)
     stations: list[_LazyStation] = []
@@ -99,8 +99,8 @@ def _load_composed(store: Store, row: dict, progress, use_cache: bool) -> Volume
         offset = sum(m["shape"][0] for m in members[: len(stations)])
         stations.append(_LazyStation(store, member, _offset_progress(progress, offset, total)))
     volume = compose.compose(stations, volume_id=row["volume_id"])
-    if use_cache:
-        _save_atomic(cache, volume.array)
+    if cache is not None:
+        cache.put(row["volume_id"], row["fingerprint"], volume.array)
     volume.meta.update({"cached": False, "load_errors": [e for s in stations for e in s.errors]})
     return volume
 
@@ -137,9 +137,3 @@ def _offset_progress(progress, offset: int, total: int):
         return None
     return lambda done, _n: progress(offset + done, total)
 
-
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    try:
-        atomic_write(path, lambda fp: np.save(fp, array), ".npy")
-    except OSError:
-        pass  # the cache is optional: a full disk only costs speed

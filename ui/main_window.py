@@ -250,9 +250,14 @@ class MainWindow(QMainWindow):
         self.study_list.clear()
         for study in self.store.studies():
             text = "  ".join(x for x in (study["study_date"], study["patient_id"], study["description"]) if x)
+            tip = f"{study['volumes']} volumes"
+            if study["missing_files"]:
+                text += f"  ({study['missing_files']} files missing)"
+                tip += (f"; {study['missing_files']} files not found where they were imported from: import the "
+                        "moved folder again or run 'cno-annotate relocate OLD NEW'")
             item = QListWidgetItem(text or study["study_uid"])
             item.setData(Qt.UserRole, study["study_uid"])
-            item.setToolTip(f"{study['volumes']} volumes")
+            item.setToolTip(tip)
             self.study_list.addItem(item)
         self.study_list.blockSignals(False)
         if self.study_list.count() == 0:

@@ -21,12 +21,29 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from cno_annotate.errors import CnoError
-from cno_annotate.store.sqlite import migrate, transaction
+from cno_annotate.paths import from_text
+from cno_annotate.store.locations import missing_files, relocate, resolve_relative_paths
+from cno_annotate.store.sqlite import Step, migrate, transaction
 
 STORE_ENV = "CNO_ANNOTATE_STORE"
 DB_NAME = "store.sqlite"
 
-MIGRATIONS: list[str] = [
+
+def _absolute_paths(connection: sqlite3.Connection) -> None:
+    """5: the file-state table (re-import skips unchanged files), and absolute image paths."""
+    connection.execute(
+        """
+        CREATE TABLE files (
+            path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('dicom', 'nifti', 'skipped')),
+            ref TEXT, reason TEXT
+        )
+        """
+    )
+    resolve_relative_paths(connection)
+
+
+MIGRATIONS: list[Step] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
     CREATE TABLE patients (
@@ -157,6 +174,9 @@ MIGRATIONS: list[str] = [
         volume_id TEXT PRIMARY KEY, study_uid TEXT NOT NULL, set_at TEXT NOT NULL
     );
     """,
+    # 5: absolute, normalised file paths (old relative ones resolved where provable); the
+    # size and modification time of every imported file, so a re-import skips unchanged files.
+    _absolute_paths,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -255,7 +275,7 @@ class Store:
 
     # -- queries ------------------------------------------------------------
     def studies(self) -> list[dict]:
-        """Every study with its patient and volume counts."""
+        """Every study with its patient and volume counts, and how many of its files are missing on disk."""
         rows = self.db.execute(
             """
             SELECT s.study_uid, s.study_date, s.description, s.accession, s.institution,
@@ -268,7 +288,8 @@ class Store:
             ORDER BY s.study_date, s.study_uid
             """
         ).fetchall()
-        return [dict(r) for r in rows]
+        missing = missing_files(self.db)
+        return [{**dict(r), "missing_files": missing.get(r["study_uid"], 0)} for r in rows]
 
     def volumes(self, study_uid: str | None = None) -> list[dict]:
         """Volumes (stacks, composed, NIfTI) with their effective role."""
@@ -334,6 +355,21 @@ class Store:
                     "INSERT OR REPLACE INTO role_overrides VALUES (?, ?, ?)", (volume_id, role, now())
                 )
 
+    def missing_files(self) -> dict[str, int]:
+        """Study UID -> how many of its files are not on disk (studies with none are left out)."""
+        return dict(missing_files(self.db))
+
+    def relocate(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> int:
+        """Rewrite the folder prefix ``old`` to ``new`` in the recorded file paths; how many files moved.
+
+        Raises
+        ------
+        CnoError
+            If no recorded file lies under ``old`` (nothing is changed).
+        """
+        with self.transaction() as db:
+            return relocate(db, os.fspath(old), os.fspath(new))
+
     def import_runs(self, limit: int = 10) -> list[dict]:
         """The latest import runs with their skipped files."""
         runs = []
@@ -354,6 +390,8 @@ def _volume_row(row: sqlite3.Row) -> dict:
     out = dict(row)
     for key in ("shape", "affine", "members", "gaps", "composition"):
         out[key] = json.loads(out[key])
+    if out.get("source_path"):
+        out["source_path"] = from_text(out["source_path"])
     out["overridden"] = bool(out["overridden"])
     out["patient_geometry"] = bool(out["patient_geometry"])
     return out
@@ -363,5 +401,6 @@ def _image_row(row: sqlite3.Row) -> dict:
     out = dict(row)
     for key in ("position", "orientation", "pixel_spacing", "rescale", "split_values"):
         out[key] = json.loads(out[key])
+    out["path"] = from_text(out["path"])
     out["geometry_known"] = bool(out["geometry_known"])
     return out

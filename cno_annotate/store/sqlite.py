@@ -7,7 +7,11 @@ by step (schema version in ``PRAGMA user_version``).
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from contextlib import contextmanager
+
+#: One migration step: an SQL script, or a function that migrates data on the connection.
+Step = str | Callable[[sqlite3.Connection], None]
 
 
 @contextmanager
@@ -27,7 +31,7 @@ def statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def migrate(connection: sqlite3.Connection, migrations: list[str]) -> tuple[int, int]:
+def migrate(connection: sqlite3.Connection, migrations: list[Step]) -> tuple[int, int]:
     """Apply the missing migration steps in order, each in its own transaction.
 
     Returns
@@ -39,7 +43,11 @@ def migrate(connection: sqlite3.Connection, migrations: list[str]) -> tuple[int,
     before = connection.execute("PRAGMA user_version").fetchone()[0]
     for step in range(before, len(migrations)):
         with transaction(connection):
-            for statement in statements(migrations[step]):
-                connection.execute(statement)
+            script = migrations[step]
+            if callable(script):
+                script(connection)
+            else:
+                for statement in statements(script):
+                    connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {step + 1}")
     return before, max(before, len(migrations))
