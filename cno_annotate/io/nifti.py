@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cno_annotate.fileio import atomic_write
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.volume import Volume
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -34,8 +38,6 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     SkipFile
         If the file is unreadable, not 3-D, or holds several volumes.
     """
-    import nibabel as nib  # imported on use: it costs about 0.2 s of start-up
-
     try:
         image = _load(path)
     except Exception as exc:
@@ -53,6 +55,8 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
 
 def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     """Open a NIfTI-1 or NIfTI-2 file (header and a lazy data proxy)."""
+    import nibabel as nib  # imported on use: it costs about 0.2 s of start-up
+
     image = nib.load(str(path))
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
         raise SkipFile(f"not a NIfTI image ({type(image).__name__})")
@@ -61,8 +65,6 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
 
 def load_nifti(path: Path, volume_id: str = "") -> Volume:
     """Read a 3-D NIfTI file as a float32 :class:`Volume` in LPS."""
-    import nibabel as nib
-
     affine, shape = read_nifti_geometry(path)
     image = _load(path)
     data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape[::-1])

@@ -7,7 +7,7 @@ by step (schema version in ``PRAGMA user_version``).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 
 #: One migration step: an SQL script, or a function that migrates data on the connection.
@@ -31,7 +31,7 @@ def statements(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
-def migrate(connection: sqlite3.Connection, migrations: list[Step]) -> tuple[int, int]:
+def migrate(connection: sqlite3.Connection, migrations: Sequence[Step]) -> tuple[int, int]:
     """Apply the missing migration steps in order, each in its own transaction.
 
     Returns
