@@ -414,7 +414,7 @@ def _adjudicator_problems(reads: list[Read], stored: dict[str, dict]) -> list[Pr
         if role == ReadingRole.ADJUDICATOR and reading_study is not None and rid not in superseded:
             heads.setdefault((reading_study, study_uid), []).append((rid, index))
     problems = []
-    for (reading_study, study_uid), found in heads.items():
+    for (reading_study, _study_uid), found in heads.items():
         if len(found) > 1 and any(index is not None for _, index in found):
             index = max(i for _, i in found if i is not None)
             others = ", ".join(sorted(rid for rid, i in found if i != index))
