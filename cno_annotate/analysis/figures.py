@@ -3,7 +3,8 @@
 Every figure is saved as PNG and SVG. The skeleton map is a schematic front
 view built from the sample phantom's anatomy (``cno_annotate.phantom``), one
 shape per site and side, in radiological convention (the patient's right on
-the left).
+the left). All text is drawn as plain text (no mathtext), so user text such
+as reader ids cannot break a figure.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Ellipse, Rectangle
+from matplotlib.text import Text
 
 from cno_annotate import phantom
 from cno_annotate.annotation.taxonomy import Taxonomy
@@ -31,14 +34,25 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+def plain_text(figure: Figure) -> None:
+    """Draw every text of the figure as it is written: reader ids and labels are never math text.
+
+    A reader id such as ``$\\foo$`` would otherwise be parsed as mathtext (and fail).
+    """
+    for text in figure.findobj(Text):
+        text.set_parse_math(False)
+
+
 def save(figure: Figure, folder: Path, name: str) -> dict:
     """Write ``name.png`` and ``name.svg``; return their paths and the PNG as base64 (for HTML)."""
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    png.write_bytes(buffer.getvalue())
-    figure.savefig(svg, format="svg")
+    plain_text(figure)
+    with rc_context({"text.parse_math": False, "text.usetex": False}):  # tick labels are made while drawing
+        figure.savefig(buffer, format="png")
+        png.write_bytes(buffer.getvalue())
+        figure.savefig(svg, format="svg")
     return {"png": str(png), "svg": str(svg), "png_base64": base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
