@@ -5,7 +5,9 @@ On the 5-station, 400-file study of the import benchmark (generated, then delete
 - window/level of one slice to an 8-bit image, 448 x 448 and 512 x 512: our preallocated path
   against a naive numpy expression and SimpleITK's IntensityWindowing (the peers);
 - slice extraction per plane (coronal, axial, sagittal) of the composed STIR volume, windowed;
-- repaint of both linked views per scroll step, views about 900 px tall, offscreen;
+- repaint of both linked views per scroll, zoom and pan step, window 1920 x 1080, offscreen
+  (``--repaint-only`` measures only this, on a smaller generated study if asked);
+- finding the missing slices of the composed volume (done once per volume shown);
 - wall time from starting ``cno-annotate view`` to the first STIR image painted (cold: the
   composed volume is built; warm: it comes from the cache).
 
@@ -94,32 +96,67 @@ def reformat_figures(volume, repeats: int) -> dict:
     return out
 
 
-def repaint_figures(store_dir: Path, steps: int) -> dict:
+def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 1080)) -> dict:
+    """Median ms to change the left view and repaint every visible view, per kind of step."""
     from cno_annotate_ui.main_window import MainWindow
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance() or QApplication([])
     window = MainWindow(store_dir)
-    window.resize(1500, 1000)
+    window.resize(*size)
     window.show()
     window.select_study(window.store.studies()[0]["study_uid"])
     window.loader.wait()
-    app.processEvents()
-    views = [p.view for p in window.panels.values()]
-    results = {"view_height_px": views[0].height()}
-    for plane in ("coronal", "axial"):
-        window.session.set_plane("left", plane)
+    for _ in range(5):
         app.processEvents()
+    views = [p.view for p in window.panels.values()]
+    session = window.session
+
+    def timed(step) -> float:
         times = []
-        for step in range(steps):
+        for n in range(steps):
             start = time.perf_counter()
-            window.session.scroll("left", 1 if (step // 20) % 2 == 0 else -1)
+            step(n)
             for v in views:
                 v.repaint()
             times.append(time.perf_counter() - start)
-        results[plane] = 1000 * statistics.median(times[5:])
+        return 1000 * statistics.median(times[5:])
+
+    def scroll(n: int) -> None:
+        session.scroll("left", 1 if (n // 20) % 2 == 0 else -1)
+
+    def zoom(n: int) -> None:
+        factor = 1.25 if (n // 6) % 2 == 0 else 0.8  # in and out again, through fit and zoomed in
+        views[0].zoom_about(views[0].rect().center(), factor)
+
+    def pan(n: int) -> None:
+        state = session.views["left"]
+        centre = state.centre_pixel() if hasattr(state, "centre_pixel") else views[0]._centre_pixel()
+        dx = 3.0 if (n // 20) % 2 == 0 else -3.0
+        session.set_zoom("left", views[0].pixels_per_mm(), state.screen_to_lps(centre[0], centre[1] + dx))
+
+    results = {"window": list(size), "view_height_px": views[0].height()}
+    for plane in ("coronal", "axial"):
+        session.set_plane("left", plane)
+        app.processEvents()
+        results[plane] = timed(scroll)
+    session.set_plane("left", "coronal")
+    session.set_zoom("left", None)
+    results["zoom"] = timed(zoom)
+    session.set_zoom("left", views[0].pixels_per_mm() * 3)
+    results["pan_zoomed"] = timed(pan)
     window.close()
     return results
+
+
+def missing_figures(volume, repeats: int) -> dict:
+    """Time to find the missing slices of a volume (once per volume shown), if this version has it."""
+    try:
+        from cno_annotate.display.missing import find_missing_slices
+    except ImportError:
+        return {}
+    return {"find_missing_ms": per_call_ms(lambda: find_missing_slices(volume.array), repeats),
+            "voxels": int(np.prod(volume.shape))}
 
 
 def first_image_seconds(store_dir: Path, runs: int) -> list[float]:
@@ -141,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=500)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument("--repaint-only", action="store_true", help="only the repaint figures")
+    parser.add_argument("--size", default="1920x1080", help="window size for the repaint figures")
     args = parser.parse_args(argv)
+    size = tuple(int(n) for n in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cno-view-bench-"))
     try:
@@ -153,11 +193,16 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         for cache in (work / "store" / "cache").glob("*.npy"):
             cache.unlink()  # the first viewer start below builds the cache: a cold start
+        if args.repaint_only:
+            figures = {"repaint_ms": repaint_figures(work / "store", 120, size)}
+            print(json.dumps(figures, indent=2))
+            return 0
         figures = {
             "first_image_s": first_image_seconds(work / "store", 4),
             "windowing": windowing_figures(args.repeats),
             "reformat": reformat_figures(volume, args.repeats // 5),
-            "repaint_ms": repaint_figures(work / "store", 120),
+            "missing": missing_figures(volume, 10),
+            "repaint_ms": repaint_figures(work / "store", 120, size),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -176,8 +221,12 @@ def report(f: dict) -> str:
     for plane, r in f["reformat"].items():
         lines.append(f"| {plane} | {r['shape'][0]} x {r['shape'][1]} | {r['extract_and_window_ms']:.3f} |")
     rp = f["repaint_ms"]
-    lines += ["", f"repaint of both linked views per scroll step (views {rp['view_height_px']} px tall, offscreen): "
-              f"coronal {rp['coronal']:.2f} ms, axial {rp['axial']:.2f} ms"]
+    lines += ["", f"repaint of both linked views per step (window {rp['window'][0]} x {rp['window'][1]}, views "
+              f"{rp['view_height_px']} px tall, offscreen): scroll coronal {rp['coronal']:.2f} ms, axial "
+              f"{rp['axial']:.2f} ms; zoom {rp['zoom']:.2f} ms; pan (zoomed in) {rp['pan_zoomed']:.2f} ms"]
+    if f.get("missing"):
+        lines.append(f"finding missing slices of the composed STIR ({f['missing']['voxels'] / 1e6:.0f} M voxels): "
+                     f"{f['missing']['find_missing_ms']:.1f} ms")
     cold, *warm = f["first_image_s"]
     lines.append(f"process start to first STIR image painted: cold cache {cold:.2f} s, warm cache "
                  f"{statistics.median(warm):.2f} s (median of {len(warm)})")

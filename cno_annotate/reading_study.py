@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from datetime import date
 
 from cno_annotate.annotation.documents import document_of, read_document
-from cno_annotate.annotation.model import ReadingRole
 from cno_annotate.annotation.reads import list_reads, load_read
 from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.errors import CnoError
@@ -24,7 +23,7 @@ from cno_annotate.store.db import Store, now
 from cno_annotate.uids import stable_uid
 
 CODE_PREFIX = "CNO-"
-ROLES = tuple(ReadingRole)
+ROLES = ("reader", "adjudicator")
 COORDINATOR = "coordinator"
 
 

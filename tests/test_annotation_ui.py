@@ -24,11 +24,18 @@ def _view(window, name="left"):
     return window.panels[name].view
 
 
+def _mark_click(qtbot, window, pos):
+    """A click in mark mode; the lesion appears once a double click is ruled out."""
+    before = len(window.read_session.read.lesions)
+    qtbot.mouseClick(_view(window), Qt.LeftButton, pos=pos)
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) > before, timeout=3000)
+
+
 def _place_distal_femur_lesion(window, qtbot):
     """Mark a lesion at the right distal femur of the sample and name its site by typing."""
     window.mark_action.setChecked(True)
     view = _view(window)
-    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    _mark_click(qtbot, window, view.image_to_widget(337.0, 40.0).toPoint())
     panel = window.lesion_panel
     qtbot.keyClicks(panel.site_picker.search, "dist fem")
     qtbot.keyClick(panel.site_picker.search, Qt.Key_Return)
@@ -40,7 +47,7 @@ def test_a_click_in_mark_mode_places_a_lesion_at_the_clicked_lps(window, qtbot):
     view = _view(window)
     state = window.session.views["left"]
     row, col = 337.0, 40.0  # the right distal femur of the sample
-    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(row, col).toPoint())
+    _mark_click(qtbot, window, view.image_to_widget(row, col).toPoint())
     (lesion,) = window.read_session.read.lesions
     expected = state.screen_to_lps(row, col)
     pixel_mm = max(state.mapping.row_mm, state.mapping.col_mm)
@@ -139,7 +146,7 @@ def test_refused_edits_show_a_message_not_a_crash(window, qtbot):
 def test_reads_are_saved_per_reader_and_reopen(window, qtbot, tmp_path):
     window.mark_action.setChecked(True)
     view = _view(window)
-    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    _mark_click(qtbot, window, view.image_to_widget(337.0, 40.0).toPoint())
     from cno_annotate.annotation.reads import list_reads
 
     (row,) = list_reads(window.store, reader="dr-test")
@@ -219,3 +226,182 @@ def test_a_comment_being_typed_is_never_lost(window, qtbot):
     panel.comment.setText("check on T1")
     window.close()  # closing the window saves it too
     assert window.read_session.read.lesion(second).comment == "check on T1"
+
+
+# -- issue 12: the keyboard path and marking gestures, driven from where the focus lands ---------------------
+def _focused():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.focusWidget()
+
+
+def _type(qtbot, text):
+    """Type into whatever has the keyboard, as a reader would."""
+    for char in text:
+        qtbot.keyClicks(_focused(), char)
+
+
+def _key(qtbot, key, modifiers=Qt.NoModifier):
+    qtbot.keyClick(_focused(), key, modifiers)
+
+
+def test_m_typed_in_a_selector_or_text_box_does_not_toggle_mark_mode(window, qtbot):
+    """Defect 4: shortcuts do not fire inside text entry or selectors."""
+    panel = _place_distal_femur_lesion(window, qtbot)
+    assert not window.mark_action.isChecked()
+    panel.subsite.setFocus()  # the reader tabbed into the sub-site selector
+    _key(qtbot, Qt.Key_M)
+    assert not window.mark_action.isChecked()
+    panel.comment.setFocus()
+    _type(qtbot, "m")
+    assert not window.mark_action.isChecked() and panel.comment.text() == "m"
+    _key(qtbot, Qt.Key_Escape)  # back to the image: M toggles mark mode there
+    _key(qtbot, Qt.Key_M)
+    assert window.mark_action.isChecked()
+
+
+def test_esc_leaves_mark_mode_marking_is_one_shot_and_double_click_only_fits(window, qtbot, tmp_path):
+    """Defect 5."""
+    view = _view(window)
+    assert _focused() is view
+    _key(qtbot, Qt.Key_M)
+    assert window.mark_action.isChecked() and view.mark_mode
+    _key(qtbot, Qt.Key_Escape)
+    assert not window.mark_action.isChecked() and not view.mark_mode
+    # one-shot: a lesion placed, mark mode is off again
+    _key(qtbot, Qt.Key_M)
+    _mark_click(qtbot, window, view.image_to_widget(337.0, 40.0).toPoint())
+    assert not window.mark_action.isChecked()
+    # sticky marking is an option
+    window.sticky_action.setChecked(True)
+    window.mark_action.setChecked(True)
+    _mark_click(qtbot, window, view.image_to_widget(300.0, 60.0).toPoint())
+    assert window.mark_action.isChecked()
+    window.sticky_action.setChecked(False)
+    # a double click meant to fit (in mark mode) places nothing
+    view.setFocus()
+    for _ in range(4):
+        _key(qtbot, Qt.Key_Plus)
+    zoomed = view.grab().toImage()
+    assert window.session.views["left"].zoom is not None
+    count = len(window.read_session.read.lesions)
+    qtbot.mouseDClick(view, Qt.LeftButton, pos=view.rect().center())
+    qtbot.wait(2 * _double_click_ms())
+    assert len(window.read_session.read.lesions) == count
+    assert window.session.views["left"].zoom is None
+    fitted = view.grab().toImage()
+    fitted.save(str(tmp_path / "fitted.png"))
+    assert fitted != zoomed
+
+
+def _double_click_ms():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.styleHints().mouseDoubleClickInterval()
+
+
+def test_ctrl_z_right_after_a_misplaced_click_undoes_it(window, qtbot):
+    """Defect 6: the site box has the keyboard after a click; Ctrl+Z still undoes the read."""
+    window.mark_action.setChecked(True)
+    view = _view(window)
+    _mark_click(qtbot, window, view.image_to_widget(337.0, 40.0).toPoint())
+    assert _focused() is window.lesion_panel.site_picker.search
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert window.read_session.read.lesions == []
+    qtbot.waitUntil(lambda: _focused() is _view(window))  # its site box went with it: the image has the keyboard
+    _key(qtbot, Qt.Key_Y, Qt.ControlModifier)
+    (lesion,) = window.read_session.read.lesions
+    # typing in the site box: Ctrl+Z undoes the typing first (a text field being edited), not the read
+    window.lesion_panel.select(lesion.lesion_id, focus_site=True)
+    _type(qtbot, "fem")
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert len(window.read_session.read.lesions) == 1 and window.lesion_panel.site_picker.search.text() == ""
+
+
+def test_keyboard_path_of_a_lesion_needs_no_mouse_and_ends_on_the_image(window, qtbot, tmp_path):
+    """Defects 7 and 8: site type-ahead, side, a digit per grade (each advances), back to the image."""
+    view = _view(window)
+    state = window.session.views["left"]
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    _type(qtbot, "dist fem")  # typed at once: the lesion is placed and the letters reach its site box
+    _key(qtbot, Qt.Key_Return)
+    assert _focused() is window.lesion_panel.side
+    _key(qtbot, Qt.Key_R)
+    for digit in (Qt.Key_2, Qt.Key_3, Qt.Key_1, Qt.Key_0):
+        _key(qtbot, digit)
+    (lesion,) = window.read_session.read.lesions
+    assert lesion.site_id == "femur.distal" and lesion.side == "R"
+    assert lesion.grades == {"marrow_hyperintensity": 2, "signal_extension": 3, "soft_tissue_periosteal": 1,
+                             "bony_expansion": 0}
+    assert _focused() is view
+    before, grab = state.slice_index, view.grab().toImage()
+    _key(qtbot, Qt.Key_Down)
+    assert state.slice_index == before + 1 and view.grab().toImage() != grab
+    # Enter in a grade row also gives the image the keyboard back
+    window.lesion_panel.focus_first_grade()
+    _key(qtbot, Qt.Key_Return)
+    assert _focused() is view
+    window.grab().save(str(tmp_path / "keyboard-path.png"))
+
+
+def test_clicking_a_marker_selects_its_lesion(window, qtbot):
+    """Defect 12."""
+    session = window.read_session
+    state = window.session.views["left"]
+    far = state.screen_to_lps(300.0, 60.0)
+    near = state.screen_to_lps(337.0, 40.0)
+    first = session.add_lesion(far, state.volume.volume_id, state.volume.lps_to_index(far))
+    second = session.add_lesion(near, state.volume.volume_id, state.volume.lps_to_index(near))
+    window.lesion_panel.select(second)
+    view = _view(window)
+    row, col = state.lps_to_screen(far)
+    edge = view.image_to_widget(row, col + 1.0)  # on the marker, off its centre
+    qtbot.mouseClick(view, Qt.LeftButton, pos=edge.toPoint())
+    assert window.lesion_panel.selected == first
+    assert window.lesion_panel.lesions.currentItem().data(Qt.UserRole) == first
+    assert [m.key for m in window.session.markers if m.selected] == [first]
+
+
+def test_adjudicator_markers_follow_the_readers_extents(qtbot, tmp_path, sample_store):
+    """Defect 16: the adjudicator sees each reader's lesion with its drawn extent, not a 5 mm circle."""
+    import shutil
+
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.store import Store
+
+    root = tmp_path / "adj"
+    shutil.copytree(sample_store.root, root)
+    store = Store.open(root)
+    rs.create(store, "adj", seed=1)
+    rs.add_cases(store, "adj", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "adj", ["dr-a"])
+    rs.add_readers(store, "adj", ["dr-adj"], role="adjudicator")
+    rs.assign(store, "adj")
+    study = rs.get(store, "adj")
+    uid = rs.study_uid_of(store, "adj", "CNO-0001")
+    read = ReadSession.open_or_create(store, uid, "dr-a", study.scheme_id, reading_study="adj",
+                                      scheme_version=study.scheme_version)
+    extent = {"kind": "ellipse", "plane": "coronal", "radii_mm": [14.0, 22.0], "slice_range_mm": [-30.0, -2.0]}
+    lesion = read.add_lesion((-60.0, -16.0, -500.0), "1.2", (0, 0, 0), site_id="femur.distal", side="R",
+                             extent=extent)
+    read.set_grade(lesion, "marrow_hyperintensity", 2)
+    read.submit()
+    store.close()
+    window = MainWindow(root, reader="dr-adj", reading_study="adj")
+    window.resize(1300, 850)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    (marker,) = [m for m in window.session.markers if m.key.startswith("dr-a/")]
+    assert marker.radii_mm == pytest.approx((14.0, 14.0, 22.0))
+    window.session.set_point("left", marker.lps)
+    (cut,) = window.session.screen_markers("left")
+    m = window.session.views["left"].mapping
+    assert cut.col_radius * m.col_mm == pytest.approx(14.0, rel=0.05)
+    assert cut.row_radius * m.row_mm == pytest.approx(22.0, rel=0.05)
+    window.loader.wait(5000)

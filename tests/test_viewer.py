@@ -20,7 +20,7 @@ from cno_annotate.display.overlay import Marker  # noqa: E402
 from cno_annotate.display.windowing import Window  # noqa: E402
 from cno_annotate.importer import import_paths  # noqa: E402
 from cno_annotate.store import Store  # noqa: E402
-from tests.conftest import SAMPLE  # noqa: E402
+from tests.conftest import REPO, SAMPLE  # noqa: E402
 from tests.test_display import coronal_volume  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -266,3 +266,377 @@ def test_screenshot_command_writes_a_png_offscreen(tmp_path):
     assert (image.width(), image.height()) == (900, 600)
     colours = {image.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}
     assert len(colours) > 50  # images, not a blank window
+
+
+# -- issue 12: the reading workstation, driven from where the focus lands at open --------------------------------
+def _focused():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.focusWidget()
+
+
+def _key(qtbot, key, modifiers=Qt.NoModifier):
+    qtbot.keyClick(_focused(), key, modifiers)
+
+
+def _post_wheel(widget, delta, modifiers=Qt.NoModifier):
+    from PySide6.QtWidgets import QApplication
+
+    QApplication.sendEvent(widget, _wheel(widget, delta, modifiers))
+
+
+def _agreement(v, state) -> float:
+    """Fraction of sampled view pixels showing the windowed grey of the voxel under them (what zoom implies)."""
+    grab = v.grab().toImage()
+    image, w = state.image(), state.window
+    rows, cols = image.shape
+    hits = total = 0
+    for x in range(30, v.width() - 30, 17):
+        for y in range(40, v.height() - 40, 19):
+            row, col = v.widget_to_image(QPointF(x + 0.5, y + 0.5))
+            if not (1 <= row < rows - 2 and 1 <= col < cols - 2):
+                continue
+            r, c = int(round(row)), int(round(col))
+            expected = np.clip((image[r - 1:r + 2, c - 1:c + 2] - w.low) * 255.0 / w.width, 0, 255)
+            colour = grab.pixelColor(x, y)
+            if colour.red() != colour.blue():  # an overlay (crosshair, marker, text), not the image
+                continue
+            total += 1
+            hits += expected.min() - 2 <= colour.red() <= expected.max() + 2
+    assert total > 100
+    return hits / total
+
+
+def test_zoom_pan_fit_reset_and_resize_redraw_the_image(window, qtbot, tmp_path):
+    """Defect 1: after every gesture, each pixel shows the voxel that the new zoom, centre and size put there."""
+    v = view(window)
+    state = window.session.views["left"]
+    v.setFocus()
+    assert _agreement(v, state) > 0.95
+    steps = [("plus", lambda: _key(qtbot, Qt.Key_Plus)),
+             ("plus-again", lambda: _key(qtbot, Qt.Key_Plus)),
+             ("ctrl-wheel", lambda: _post_wheel(v, 240, Qt.ControlModifier)),
+             ("pan", lambda: _drag(qtbot, v, Qt.MiddleButton, QPoint(80, -60))),
+             ("resize", lambda: window.resize(800, 600)),
+             ("reset", lambda: _key(qtbot, Qt.Key_R)),
+             ("zoom-after-resize", lambda: _key(qtbot, Qt.Key_Plus)),
+             ("fit", lambda: _key(qtbot, Qt.Key_F)),
+             ("plus-before-double-click", lambda: _key(qtbot, Qt.Key_Plus)),
+             ("double-click", lambda: qtbot.mouseDClick(v, Qt.LeftButton, pos=v.rect().center()))]
+    previous = v.grab().toImage()
+    for name, gesture in steps:
+        gesture()
+        qtbot.wait(10)
+        shown = v.grab().toImage()
+        shown.save(str(tmp_path / f"zoom-{name}.png"))
+        assert _agreement(v, state) > 0.95, name
+        assert shown != previous, name
+        previous = shown
+    assert state.zoom is None
+
+
+def _drag(qtbot, widget, button, delta):
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+
+    start = widget.rect().center()
+    qtbot.mousePress(widget, button, pos=start)
+    end = QPointF(start + delta)
+    widget.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, widget.mapToGlobal(end), Qt.NoButton, button,
+                                      Qt.NoModifier))
+    qtbot.mouseRelease(widget, button, pos=start + delta)
+
+
+@pytest.fixture
+def two_studies(qtbot, tmp_path, sample_store, small_study):
+    from cno_annotate_ui.main_window import MainWindow
+
+    root = tmp_path / "two"
+    shutil.copytree(sample_store.root, root)
+    store = Store.open(root)
+    import_paths(store, [small_study])
+    store.close()
+    w = MainWindow(root, reader="dr-k")
+    w.resize(1280, 800)
+    qtbot.addWidget(w)
+    w.show()
+    sample_uid = json.loads((SAMPLE / "ground_truth.json").read_text())["study_uid"]
+    with qtbot.waitSignal(w.all_loaded, timeout=20000):
+        w.select_study(sample_uid)
+    yield w
+    w.loader.wait(5000)
+
+
+def test_navigation_keys_act_on_the_image_wherever_the_focus_was_put(two_studies, qtbot):
+    """Defect 3: focus lands on the image; arrows never turn a series selector or open another patient."""
+    w = two_studies
+    v = view(w)
+    state = w.session.views["left"]
+    assert _focused() is v
+    series = w.panels["left"].series.currentText()
+    start = state.slice_index
+    _key(qtbot, Qt.Key_Down)
+    assert state.slice_index == start + 1 and w.panels["left"].series.currentText() == series
+    # click the open study in the list, then Up / Down: slices, not patients
+    row = w.study_list.currentRow()
+    item = w.study_list.item(row)
+    qtbot.mouseClick(w.study_list.viewport(), Qt.LeftButton, pos=w.study_list.visualItemRect(item).center())
+    before = v.grab().toImage()
+    _key(qtbot, Qt.Key_Down)
+    _key(qtbot, Qt.Key_Down)
+    assert w.study_list.currentRow() == row and state.slice_index == start + 3
+    assert v.grab().toImage() != before
+    # the series selector clicked with the mouse does not keep the arrows either
+    qtbot.mouseClick(w.panels["left"].series, Qt.LeftButton)
+    w.panels["left"].series.hidePopup()
+    _key(qtbot, Qt.Key_Up)
+    assert w.panels["left"].series.currentText() == series and state.slice_index == start + 2
+    # plane keys and fit from anywhere but a text field
+    w.lesion_panel.submit_button.setFocus()
+    _key(qtbot, Qt.Key_A)
+    assert state.plane == "axial"
+    w.search.setFocus()
+    qtbot.keyClicks(_focused(), "a")
+    assert state.plane == "axial" and w.search.text() == "a"
+
+
+def test_a_fine_wheel_scrolls_one_slice_per_notch(window, qtbot):
+    """Defect 9: eight events of 1/8 notch move one slice, not eight."""
+    v = view(window)
+    state = window.session.views["left"]
+    start = state.slice_index
+    before = v.grab().toImage()
+    for _ in range(8):
+        _post_wheel(v, -15)
+    assert state.slice_index == start + 1
+    assert v.grab().toImage() != before
+    for _ in range(7):
+        _post_wheel(v, 15)
+    assert state.slice_index == start + 1  # seven eighths: not a notch yet
+    _post_wheel(v, 15)
+    assert state.slice_index == start
+    _post_wheel(v, -360)  # a coarse wheel: three notches, three slices
+    assert state.slice_index == start + 3
+
+
+def test_selecting_a_lesion_or_a_region_while_zoomed_brings_it_into_view(window, qtbot, tmp_path):
+    """Defect 11."""
+    v = view(window)
+    state = window.session.views["left"]
+    session = window.read_session
+    far = state.screen_to_lps(60.0, 100.0)
+    lesion = session.add_lesion(far, state.volume.volume_id, state.volume.lps_to_index(far))
+    window.lesion_panel.refresh()
+    for _ in range(8):
+        _key(qtbot, Qt.Key_Plus)
+    outside = v.image_to_widget(*state.lps_to_screen(far))
+    assert not v.rect().contains(outside.toPoint())
+    window.lesion_panel.lesions.setCurrentRow(0)
+    assert window.lesion_panel.selected == lesion
+    where = v.image_to_widget(*state.lps_to_screen(far))
+    x, y = where.x(), where.y()
+    assert 0 <= x < v.width() and 0 <= y < v.height()
+    grab = v.grab().toImage()
+    grab.save(str(tmp_path / "lesion-in-view.png"))
+    marker = [grab.pixelColor(int(x) + dx, int(y) + dy) for dx in range(-20, 21) for dy in range(-20, 21)
+              if 0 <= int(x) + dx < v.width() and 0 <= int(y) + dy < v.height()]
+    assert any(c.red() > 200 and c.green() > 180 and c.blue() < 80 for c in marker)  # the selected (yellow) marker
+    window._jump_to_region(window.region.findText("Feet"))
+    where = v.image_to_widget(*state.lps_to_screen(state.point))
+    x, y = where.x(), where.y()
+    assert 0 <= x < v.width() and 0 <= y < v.height() and state.zoom is not None
+
+
+def test_missing_slices_are_hatched_with_a_badge_also_from_the_cache(qtbot, tmp_path, small_study):
+    """Defect 13: a slice that cannot be read is hatched, and a badge says so, on every open."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    folder = tmp_path / "study"
+    shutil.copytree(small_study, folder)
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [folder])
+    composed = next(v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
+    member = store.volume(composed["members"][1])
+    images = sorted(store.images(member["series_uid"]), key=lambda r: r["path"])
+    gone = images[2]
+    store.close()
+    import os as _os
+
+    _os.remove(gone["path"])
+    for attempt in ("first open", "cached"):
+        w = MainWindow(tmp_path / "store", reader="dr-m")
+        w.resize(1000, 700)
+        qtbot.addWidget(w)
+        w.show()
+        with qtbot.waitSignal(w.all_loaded, timeout=20000):
+            w.select_study(composed["study_uid"])
+        v = view(w)
+        state = w.session.views["left"]
+        assert state.volume.volume_id == composed["volume_id"]
+        assert "1 slice missing (hatched)" in v.overlay_texts(), attempt
+        w.session.go_to_slice("left", _slice_of(state, gone))
+        grab = v.grab().toImage()
+        grab.save(str(tmp_path / f"missing-{attempt}.png"))
+        orange = sum(1 for x in range(0, v.width(), 3) for y in range(0, v.height(), 3)
+                     if (c := grab.pixelColor(x, y)).red() > 200 and 100 < c.green() < 180 and c.blue() < 60)
+        assert orange > 200, attempt  # the hatching over the missing part
+        w.session.go_to_slice("left", (_slice_of(state, gone) + 2) % state.mapping.slices)
+        assert "1 slice missing (hatched)" in v.overlay_texts()  # the badge stays on every slice
+        w.close()
+
+
+def _slice_of(state, image_row) -> int:
+    """The displayed slice that holds a file's image (its position, one voxel in from the corner)."""
+    corner = np.array(image_row["position"], float)
+    return int(round(state.volume.lps_to_index(corner)[2 - state.mapping.slice_axis]))
+
+
+def test_reader_mode_messages_carry_no_path_uid_or_header_text(qtbot, tmp_path, sample_store):
+    """Defect 2: a case in a folder named after the patient, with files gone, in reader mode."""
+    import re
+
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate import reading_study as rs
+
+    truth = json.loads((SAMPLE / "ground_truth.json").read_text())
+    last, first = truth["fake_identifiers"]["PatientName"].split("^")
+    folder = tmp_path / f"{last}_{first}_{truth['fake_identifiers']['PatientID']}"
+    shutil.copytree(SAMPLE / "DICOM", folder)
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [folder])
+    rs.create(store, "blind", seed=3)
+    rs.add_cases(store, "blind", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "blind", ["dr-a"])
+    rs.assign(store, "blind")
+    volumes = store.volumes()
+    stir = next(v for v in volumes if v["kind"] == "composed" and v["role"] == "STIR")
+    t1 = next(v for v in volumes if v["kind"] == "composed" and v["role"] == "T1")
+    one = store.images(store.volume(stir["members"][0])["series_uid"])[3]["path"]
+    t1_files = [r["path"] for m in t1["members"] for r in store.images(store.volume(m)["series_uid"])]
+    store.close()
+    import os as _os
+
+    for path in [one, *t1_files]:
+        _os.remove(path)
+    w = MainWindow(tmp_path / "store", reader="dr-a", reading_study="blind")
+    w.resize(1280, 800)
+    qtbot.addWidget(w)
+    w.show()
+    shown = []
+    w.statusBar().messageChanged.connect(shown.append)
+    with qtbot.waitSignal(w.all_loaded, timeout=30000):
+        w.open_next_case()
+    assert w.session.views["left"].ready and w.session.views["right"].status == "error"
+    texts = shown + [w.statusBar().currentMessage()] + view(w).overlay_texts() + view(w, "right").overlay_texts()
+    w.grab().save(str(tmp_path / "reader-missing-files.png"))
+    assert any("could not be read" in t for t in texts)
+    words = [last, first, truth["fake_identifiers"]["PatientID"], str(tmp_path), ".dcm", stir["volume_id"]]
+    leaked = [t for t in texts if any(word.lower() in t.lower() for word in words)
+              or re.search(r"\d+\.\d+\.\d+\.\d+\.\d+", t) or re.search(r"[/\\]\S*[/\\]", t)]
+    assert leaked == []
+    log = (tmp_path / "store" / "logs" / "coordinator.log").read_text()
+    assert str(folder) in log  # the coordinator gets the full message
+
+
+def _layout_report(window) -> dict:
+    """What a reader can see at this size: overlapping overlay texts, cut controls, Submit and status."""
+    from PySide6.QtCore import QRect, QRectF
+    from PySide6.QtWidgets import QComboBox
+
+    out: dict = {"overlaps": [], "cut": [], "hidden": []}
+    for name, panel in window.panels.items():
+        if not hasattr(panel.view, "overlay_layout"):
+            continue
+        layout = panel.view.overlay_layout()
+        keys = list(layout)
+        for n, a in enumerate(keys):
+            if not QRectF(panel.view.rect()).contains(layout[a]):
+                out["overlaps"].append((name, a, "outside"))
+            for b in keys[n + 1:]:
+                if layout[a].intersects(layout[b]):
+                    out["overlaps"].append((name, a, b))
+    for combo in window.findChildren(QComboBox):
+        if combo.isVisible() and combo.width() < min(combo.sizeHint().width(), combo.minimumSizeHint().width()):
+            out["cut"].append(combo.toolTip() or combo.currentText())
+    window_rect = QRect(0, 0, window.width(), window.height())
+    for widget in (window.lesion_panel.submit_button, window.lesion_panel.header, window.lesion_panel.totals,
+                   window.statusBar()):
+        rect = QRect(widget.mapTo(window, widget.rect().topLeft()), widget.size())
+        if not widget.isVisible() or not window_rect.contains(rect) or widget.visibleRegion().isEmpty():
+            out["hidden"].append(type(widget).__name__ + ":" + (getattr(widget, "text", lambda: "")() or ""))
+    return out
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_layout_leaves_nothing_overlapping_or_cut(open_viewer, qtbot, tmp_path, size):
+    """Defect 15 (1x): at 1280x800 and 1920x1080, overlay texts do not overlap, Submit and status are visible."""
+    w = open_viewer(reader="dr-l", size=size)
+    qtbot.wait(20)
+    w.grab().save(str(tmp_path / f"layout-{size[0]}.png"))
+    assert _layout_report(w) == {"overlaps": [], "cut": [], "hidden": []}
+    w.loader.wait(5000)
+
+
+def test_layout_and_device_pixel_sampling_at_2x_scaling(tmp_path, sample_store):
+    """Defect 15 (2x): the same checks with QT_SCALE_FACTOR=2, and zoomed-out images sampled at device pixels."""
+    store_dir = tmp_path / "store"
+    shutil.copytree(sample_store.root, store_dir)
+    script = tmp_path / "hidpi.py"
+    script.write_text(f"""
+import json, sys
+sys.path.insert(0, {str(REPO)!r})
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from cno_annotate_ui.main_window import MainWindow
+from tests.test_viewer import _layout_report
+w = MainWindow({str(store_dir)!r}, reader="dr-h")
+w.resize(1280, 800)
+w.show()
+done = []
+w.all_loaded.connect(lambda: done.append(1))
+w.select_study(w.store.studies()[0]["study_uid"])
+while not done:
+    app.processEvents()
+app.processEvents()
+v = w.panels["left"].view
+for _ in range(6):
+    v.zoom_about(v.rect().center(), 0.8)  # zoomed out: the sampled path
+app.processEvents()
+image, target, source = v.current_image()
+grab = w.grab()
+grab.save({str(tmp_path / "hidpi.png")!r})
+print(json.dumps({{"ratio": v.devicePixelRatioF(), "image_width": image.width(), "target_width": target.width(),
+                   "report": _layout_report(w)}}))
+w.close()
+""")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures["ratio"] == 2.0
+    assert figures["image_width"] == pytest.approx(2 * figures["target_width"], abs=2)  # one sample per device pixel
+    assert figures["report"] == {"overlaps": [], "cut": [], "hidden": []}
+
+
+def test_help_matches_the_real_actions_and_keys(window):
+    """F1 lists every shortcut of the window's actions and every key the image view acts on."""
+    from cno_annotate_ui.help import help_html
+    from PySide6.QtGui import QAction, QKeySequence
+
+    html = help_html()
+    for action in window.findChildren(QAction):
+        for shortcut in action.shortcuts():
+            text = shortcut.toString(QKeySequence.PortableText)
+            assert text in html, (action.text(), text)
+        if action.isCheckable() and not action.shortcuts() and action.parent() is window:
+            assert action.text() in html, action.text()
+    names = {Qt.Key_Up: "Up", Qt.Key_Down: "Down", Qt.Key_Left: "Left", Qt.Key_Right: "Right",
+             Qt.Key_PageUp: "Page Up", Qt.Key_PageDown: "Page Down", Qt.Key_Home: "Home", Qt.Key_End: "End",
+             Qt.Key_Plus: "+", Qt.Key_Equal: "+", Qt.Key_Minus: "-", Qt.Key_0: "0"}
+    for key in view(window).navigation_keys():
+        label = names.get(key) or QKeySequence(key).toString()
+        if label.isdigit():
+            label = "1 - 9" if label != "0" else "0"
+        assert f"<b>{label}" in html or f" {label}" in html or f"{label} /" in html, label

@@ -40,13 +40,15 @@ class GradeSelector(QWidget):
     """One scheme item: a button per grade plus "NA"; digits, N and Delete from the keyboard."""
 
     graded = Signal(str, object)  # item id, value (int, "NA" or None)
+    advance = Signal(str)  # item id: a grade was typed, move to the next item
+    done = Signal()  # Enter: grading finished, back to the image
 
     def __init__(self, item: Item, parent=None):
         super().__init__(parent)
         self.item = item
         self.setFocusPolicy(Qt.StrongFocus)
-        self.setToolTip(f"{item.definition}\nKeys: {', '.join(str(v) for v in item.values)}, N = not assessable, "
-                        "Delete = clear; Tab = next item")
+        self.setToolTip(f"{item.definition}\nKeys: {', '.join(str(v) for v in item.values)} (then the next item), "
+                        "N = not assessable, Delete = clear; Enter = back to the image")
         layout = QHBoxLayout(self)
         layout.setContentsMargins(2, 1, 2, 1)
         layout.setSpacing(2)
@@ -78,14 +80,25 @@ class GradeSelector(QWidget):
         value = button.property("grade")
         self.graded.emit(self.item.id, None if not button.isChecked() else value)
 
+    def takes(self, event) -> bool:
+        """Whether a key is this row's (a grade digit, N, Delete, Backspace, Enter, Tab)."""
+        text = event.text().strip().upper()
+        return ((text.isdigit() and int(text) in self.item.values) or text == "N"
+                or event.key() in (Qt.Key_Delete, Qt.Key_Backspace, Qt.Key_Return, Qt.Key_Enter, Qt.Key_Tab,
+                                   Qt.Key_Backtab))
+
     def keyPressEvent(self, event) -> None:  # noqa: N802
         text = event.text().strip().upper()
         if text.isdigit() and int(text) in self.item.values:
             self.graded.emit(self.item.id, int(text))
+            self.advance.emit(self.item.id)
         elif text == "N":
             self.graded.emit(self.item.id, NOT_ASSESSABLE)
+            self.advance.emit(self.item.id)
         elif event.key() in (Qt.Key_Delete, Qt.Key_Backspace):
             self.graded.emit(self.item.id, None)
+        elif event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.done.emit()
         else:
             super().keyPressEvent(event)
 
@@ -96,6 +109,21 @@ class GradeSelector(QWidget):
     def focusOutEvent(self, event) -> None:  # noqa: N802
         self.setStyleSheet("")
         super().focusOutEvent(event)
+
+
+class SideBox(QComboBox):
+    """The side selector: R or L sets the side and Enter keeps it, each moving on (``typed``)."""
+
+    typed = Signal(object)  # "R", "L", or None (Enter: keep the side shown)
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        text = event.text().strip().upper()
+        if text in ("R", "L"):
+            self.typed.emit(text)
+        elif event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.typed.emit(None)
+        else:
+            super().keyPressEvent(event)
 
 
 class SitePicker(QWidget):
@@ -154,6 +182,7 @@ class LesionPanel(QWidget):
     """The read: lesions, the selected lesion's editor, totals and unit marks."""
 
     lesion_selected = Signal(str)  # lesion id ("" for none)
+    finished = Signal()  # the keyboard path of a lesion ended (last grade, Enter): back to the image
     message = Signal(str)
     session_replaced = Signal(object)  # a new ReadSession (a new version of a submitted read)
 
@@ -165,7 +194,6 @@ class LesionPanel(QWidget):
         self._grade_key = None
         self._comment_for: str | None = None  # the lesion the comment box belongs to
         self.header = QLabel("No read open", self)
-        self.header.setTextFormat(Qt.PlainText)  # reader ids are user text, never markup
         self.header.setWordWrap(True)
         self.totals = QLabel("", self)
         self.totals.setWordWrap(True)
@@ -185,19 +213,23 @@ class LesionPanel(QWidget):
         content = QWidget(self)
         layout = QVBoxLayout(content)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(self.header)
-        layout.addWidget(self.totals)
+        self.lesions.setMinimumHeight(80)
         layout.addWidget(self.lesions, 1)
         layout.addWidget(self.editor)
         layout.addWidget(self.units_box)
-        layout.addWidget(self.submit_button)
-        layout.addWidget(self.version_button)
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(content)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll = scroll
+        # The read's status and totals stay on top, Submit at the bottom, whatever the screen's height.
         outer = QVBoxLayout(self)
-        outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.setContentsMargins(4, 4, 4, 4)
+        outer.addWidget(self.header)
+        outer.addWidget(self.totals)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(self.submit_button)
+        outer.addWidget(self.version_button)
         self.setMinimumWidth(320)
         self.refresh()
 
@@ -208,9 +240,10 @@ class LesionPanel(QWidget):
         form.setContentsMargins(4, 4, 4, 4)
         self.site_picker = SitePicker(self.editor)
         self.site_picker.picked.connect(lambda site_id: self._edit(site_id=site_id))
-        self.side = QComboBox(self.editor)
+        self.side = SideBox(self.editor)
+        self.side.typed.connect(self._side_typed)
         self.side.addItems([NO_SIDE, "R", "L"])
-        self.side.setToolTip("Side, proposed from where the lesion was placed")
+        self.side.setToolTip("Side, proposed from where the lesion was placed (R / L, Enter keeps it)")
         self.side.activated.connect(lambda i: self._edit(side=None if i == 0 else self.side.itemText(i)))
         self.subsite = QComboBox(self.editor)
         self.subsite.activated.connect(lambda i: self._edit(subsite=self.subsite.itemData(i)))
@@ -224,7 +257,8 @@ class LesionPanel(QWidget):
         self.confidence.addItems(["—", "1 (low)", "2", "3", "4", "5 (high)"])
         self.confidence.activated.connect(lambda i: self._edit(confidence=None if i == 0 else i))
         self.size_label = QLabel("", self.editor)
-        self.delete_button = QPushButton("Delete lesion…", self.editor)
+        self.delete_button = QPushButton("Delete lesion", self.editor)
+        self.delete_button.setToolTip("Delete the selected lesion (Ctrl+Z brings it back)")
         self.delete_button.clicked.connect(self._delete)
         form.addRow("Site", self.site_picker)
         form.addRow("Side", self.side)
@@ -363,10 +397,14 @@ class LesionPanel(QWidget):
         for item in items:
             selector = GradeSelector(item, self.grades_box)
             selector.graded.connect(self._grade)
+            selector.advance.connect(self._next_grade)
+            selector.done.connect(self.finished)
             label = QLabel(item.label, self.grades_box)
             label.setToolTip(item.definition)
             label.setWordWrap(True)
             self.grades_layout.addRow(label, selector)
+            label.setVisible(self.grades_box.isVisible())  # now, so the keyboard can go to it at once
+            selector.setVisible(self.grades_box.isVisible())
             self._grade_widgets[item.id] = selector
         chain = [self.subsite, *self._grade_widgets.values(), previous]
         for first, second in zip(chain, chain[1:]):
@@ -395,7 +433,7 @@ class LesionPanel(QWidget):
     def focus_first_grade(self) -> None:
         """Put the keyboard on the first grade of the selected lesion."""
         if self._grade_widgets:
-            next(iter(self._grade_widgets.values())).setFocus()
+            next(iter(self._grade_widgets.values())).setFocus(Qt.TabFocusReason)
 
     def _lesion_clicked(self, item, _previous=None) -> None:
         if item is None:
@@ -411,7 +449,27 @@ class LesionPanel(QWidget):
             return
         self._run(lambda: self.session.update_lesion(self.selected, **fields))
         if "site_id" in fields:
-            self.focus_first_grade()
+            lesion = self.current_lesion()
+            site = self.session.taxonomy.site(lesion.site_id) if lesion and lesion.site_id else None
+            if site is not None and site.lateral:
+                self.side.setFocus(Qt.TabFocusReason)  # next on the keyboard path: the side (proposed)
+            else:
+                self.focus_first_grade()
+
+    def _next_grade(self, item_id: str) -> None:
+        """After a typed grade: the next item, or back to the image after the last one."""
+        ids = list(self._grade_widgets)
+        position = ids.index(item_id) if item_id in ids else len(ids)
+        if position + 1 < len(ids):
+            self._grade_widgets[ids[position + 1]].setFocus(Qt.TabFocusReason)
+        else:
+            self.finished.emit()
+
+    def _side_typed(self, side: str | None) -> None:
+        """The side selector on the keyboard path: R or L sets the side, Enter keeps it; then the grades."""
+        if side is not None and self.side.isEnabled():
+            self._edit(side=side)
+        self.focus_first_grade()
 
     def _grade(self, item_id: str, value) -> None:
         if self.current_lesion() is not None:
@@ -419,6 +477,8 @@ class LesionPanel(QWidget):
 
     def _comment_done(self) -> None:
         self.flush()
+        if self.comment.hasFocus():  # Enter (not a click elsewhere): back to the image
+            self.finished.emit()
 
     def flush(self) -> None:
         """Save a comment being typed to the lesion it was typed for (before any switch or close)."""
@@ -432,12 +492,12 @@ class LesionPanel(QWidget):
             self._run(lambda: self.session.update_lesion(lesion.lesion_id, comment=self.comment.text()))
 
     def _delete(self) -> None:
+        """Delete the selected lesion at once: Ctrl+Z brings it back, so no dialog asks first."""
         lesion = self.current_lesion()
         if lesion is None:
             return
-        answer = QMessageBox.question(self, "Delete lesion", f"Delete lesion {lesion.lesion_id}? (Ctrl+Z undoes it)")
-        if answer == QMessageBox.Yes:
-            self._run(lambda: self.session.delete_lesion(lesion.lesion_id))
+        self._run(lambda: self.session.delete_lesion(lesion.lesion_id))
+        self.message.emit(f"Lesion {lesion.lesion_id} deleted (Ctrl+Z brings it back)")
 
     def _unit_site_picked(self, site_id: str) -> None:
         self._unit_site = site_id

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
-import html
+import logging
 from pathlib import Path
 
 import numpy as np
 from cno_annotate_ui.help import HelpDialog
-from cno_annotate_ui.lesion_panel import LesionPanel
+from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.slice_view import SliceView
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
+    QAbstractButton,
+    QAbstractSpinBox,
+    QApplication,
     QComboBox,
     QDockWidget,
     QHBoxLayout,
@@ -21,9 +24,11 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QPlainTextEdit,
     QProgressBar,
     QPushButton,
     QSplitter,
+    QTextEdit,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -32,12 +37,68 @@ from PySide6.QtWidgets import (
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.display.catalog import default_pair, series_choices
-from cno_annotate.display.overlay import Marker
+from cno_annotate.display.overlay import Marker, extent_radii
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
+
+#: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
+READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
+COORDINATOR_LOG = "coordinator.log"
+
+
+def coordinator_log(store_root: Path) -> logging.Logger:
+    """A logger writing to ``logs/coordinator.log`` in the store folder (full messages, for the coordinator)."""
+    logger = logging.getLogger(f"cno_annotate.coordinator.{store_root}")
+    if not logger.handlers:
+        folder = Path(store_root) / "logs"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handler: logging.Handler = logging.FileHandler(folder / COORDINATOR_LOG, encoding="utf-8", delay=True)
+        except OSError:
+            handler = logging.NullHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+    return logger
+
+
+def is_text_entry(widget) -> bool:
+    """Whether a widget takes typed text (keys go to it, not to the image)."""
+    if isinstance(widget, QLineEdit):
+        return not widget.isReadOnly()
+    if isinstance(widget, (QTextEdit, QPlainTextEdit)):
+        return not widget.isReadOnly()
+    if isinstance(widget, QComboBox):
+        return widget.isEditable()
+    return isinstance(widget, QAbstractSpinBox)
+
+
+def owns_key(widget, event: QKeyEvent) -> bool:
+    """Whether the focused widget keeps a key that would otherwise go to the active image view.
+
+    Text entries keep every key; a grade row keeps its digits, N, Delete and
+    Enter; a selector the reader tabbed into keeps its arrows and letters;
+    a button keeps Space and Enter.
+    """
+    key = event.key()
+    if is_text_entry(widget):
+        return True
+    if isinstance(widget, GradeSelector):
+        return widget.takes(event)
+    if isinstance(widget, QComboBox):
+        return key in (Qt.Key_Up, Qt.Key_Down, Qt.Key_Return, Qt.Key_Enter) or event.text().isalpha()
+    if isinstance(widget, QAbstractButton):
+        return key in (Qt.Key_Space, Qt.Key_Return, Qt.Key_Enter)
+    return False
+
+
+def _types_ahead(widget) -> bool:
+    """Widgets in which a typed letter selects an entry (so it must not fire a one-key shortcut)."""
+    return is_text_entry(widget) or isinstance(widget, (QComboBox, QListWidget))
 
 
 def _toggle(text: str, parent, shortcut: QKeySequence) -> QAction:
@@ -63,12 +124,17 @@ class ViewPanel(QWidget):
         self.plane.setToolTip("Plane (A / C / S)")
         self.preset = QComboBox(self)
         self.preset.setToolTip("Window / level preset")
+        for selector in (self.series, self.plane, self.preset):
+            selector.setFocusPolicy(Qt.NoFocus)  # arrows always go to the image, never to a selector
         self.view = SliceView(session, name, self)
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 0, 0)
-        header.addWidget(self.series, 3)
-        header.addWidget(self.plane, 1)
+        self.preset.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        header.addWidget(self.series, 4)
+        header.addWidget(self.plane, 0)
         header.addWidget(self.preset, 2)
+        for selector in (self.series, self.preset):  # the whole name shows in the tooltip and the list
+            selector.currentTextChanged.connect(lambda text, s=selector: s.setToolTip(text))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -117,6 +183,8 @@ class MainWindow(QMainWindow):
         self.read_session: ReadSession | None = None
         self.extra_markers: list[Marker] = []
         self.session = ViewerSession()
+        self.log = coordinator_log(self.store_root)
+        self.active_name = VIEW_NAMES[0]
         self.loader = VolumeLoader(self.store_root, self)
         self._pending: set[str] = set()
         self._labels: dict[str, str] = {}
@@ -133,12 +201,16 @@ class MainWindow(QMainWindow):
             panel.series.activated.connect(lambda index, n=name: self._series_chosen(n, index))
             panel.view.hovered.connect(self._show_position)
             panel.view.lesion_drawn.connect(self._lesion_drawn)
+            panel.view.marker_clicked.connect(self._marker_clicked)
+            panel.view.activated.connect(self._view_activated)
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)
         self.session.changed.connect(self._on_session_changed)
         self.resize(1400, 900)
         self.refresh_studies()
+        QApplication.instance().installEventFilter(self)
+        self.active_view().setFocus(Qt.OtherFocusReason)  # the keyboard starts on the image
 
     # -- building ----------------------------------------------------------------
     def _build_studies_dock(self) -> None:
@@ -149,6 +221,8 @@ class MainWindow(QMainWindow):
         self.search.setPlaceholderText("Search studies")
         self.search.setClearButtonEnabled(True)
         self.study_list = QListWidget(panel)
+        self.study_list.setFocusPolicy(Qt.NoFocus)  # clicking a study leaves the arrows to the image
+        self.search.returnPressed.connect(self._open_first_match)
         layout.addWidget(self.search)
         layout.addWidget(self.study_list)
         dock = QDockWidget("Worklist" if self.reading_study else "Studies", self)
@@ -158,6 +232,7 @@ class MainWindow(QMainWindow):
             self.next_button = QPushButton("Next case", panel)
             self.next_button.setToolTip("The next case of your worklist that you have not submitted (Ctrl+N)")
             self.next_button.clicked.connect(self.open_next_case)
+            self.next_button.setFocusPolicy(Qt.NoFocus)
             layout.addWidget(self.next_button)
             self.case_info = QLabel("", panel)
             self.case_info.setWordWrap(True)
@@ -181,6 +256,7 @@ class MainWindow(QMainWindow):
         self.lesion_panel.lesion_selected.connect(self._lesion_selected)
         self.lesion_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.lesion_panel.session_replaced.connect(self._use_read_session)
+        self.lesion_panel.finished.connect(self.focus_image)
         dock = QDockWidget("Lesions", self)
         dock.setObjectName("lesions")
         dock.setWidget(self.lesion_panel)
@@ -206,19 +282,23 @@ class MainWindow(QMainWindow):
         self.mark_action.setShortcut(QKeySequence(Qt.Key_M))
         self.mark_action.setToolTip("Click to place a lesion, drag to draw its extent (M)")
         self.mark_action.toggled.connect(self._set_mark_mode)
+        self.sticky_action = QAction("Keep marking", self)
+        self.sticky_action.setCheckable(True)
+        self.sticky_action.setToolTip("Stay in mark mode after placing a lesion (off: one lesion per M)")
         self.undo_action = QAction("Undo", self)
         self.undo_action.setShortcuts([QKeySequence("Ctrl+Z")])
         self.undo_action.triggered.connect(lambda: self._edit_read(lambda r: r.undo()))
         self.redo_action = QAction("Redo", self)
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         self.redo_action.triggered.connect(lambda: self._edit_read(lambda r: r.redo()))
-        for action in (self.mark_action, self.undo_action, self.redo_action):
+        for action in (self.mark_action, self.sticky_action, self.undo_action, self.redo_action):
             bar.addAction(action)
         bar.addSeparator()
         self.region = QComboBox(self)
         self.region.addItem("Go to region…")
         self.region.addItems(list(REGION_FRACTIONS))
         self.region.setToolTip("Jump to a body region (head to feet)")
+        self.region.setFocusPolicy(Qt.NoFocus)
         self.region.activated.connect(self._jump_to_region)
         bar.addWidget(self.region)
         bar.addSeparator()
@@ -338,6 +418,8 @@ class MainWindow(QMainWindow):
                 self.session.set_error(name, "this study has no series to show here")
                 continue
             self.show_volume(name, volume_id)
+        if not is_text_entry(QApplication.focusWidget()):
+            self.focus_image()  # a study just opened: the keyboard is on its image
 
     def open_read(self, study_uid: str) -> None:
         """Open (or start) this reader's read of the study."""
@@ -354,7 +436,8 @@ class MainWindow(QMainWindow):
                 self.read_session = ReadSession.open_or_create(self.store, study_uid, self.reader)
         except CnoError as exc:
             self.read_session = None
-            self.statusBar().showMessage(f"Cannot open the read: {exc}", 15000)
+            self.report("Cannot open your read of this case (the coordinator's log has the details)",
+                        f"Cannot open the read: {exc}")
         else:
             self.read_session.changed.connect(self._read_changed)
         self.lesion_panel.set_session(self.read_session)
@@ -395,14 +478,26 @@ class MainWindow(QMainWindow):
         self.session.set_volume(name, volume, self.session.views[name].label)
         errors = volume.meta.get("load_errors") or []
         if errors:
-            self.statusBar().showMessage(f"{len(errors)} slices could not be read; first: {errors[0]['path']}: "
-                                         f"{errors[0]['reason']}", 15000)
+            label = self.session.views[name].label
+            self.report(f"{label}: {len(errors)} slices could not be read (hatched in the view)",
+                        f"{label}: {len(errors)} slices could not be read; first: {errors[0]['path']}: "
+                        f"{errors[0]['reason']}")
         self._finish(name)
 
     def _on_failed(self, name: str, message: str) -> None:
-        self.session.set_error(name, message)
-        self.statusBar().showMessage(f"Cannot load {self.session.views[name].label}: {message}", 15000)
+        label = self.session.views[name].label
+        self.session.set_error(name, READER_LOAD_FAILED if self.reading_study else message)
+        self.report(f"Cannot load {label}: {READER_LOAD_FAILED}", f"Cannot load {label}: {message}")
         self._finish(name)
+
+    def report(self, public: str, detail: str, msecs: int = 15000) -> None:
+        """Show a problem in the status bar; in reader mode only ``public`` (no paths, UIDs or header text).
+
+        ``detail``, the full message, always goes to the coordinator log.
+        """
+        where = f"[{self.reading_study} {self.current_code}] " if self.reading_study else ""
+        self.log.warning("%s%s", where, detail)
+        self.statusBar().showMessage(public if self.reading_study else detail, msecs)
 
     def _finish(self, name: str) -> None:
         self._pending.discard(name)
@@ -421,7 +516,7 @@ class MainWindow(QMainWindow):
     def _show_case_info(self, study) -> None:
         """Age / sex if the study allows; for adjudicators, the readers' submitted reads."""
         details = rs.case_details(self.store, study, self.current_code)
-        lines = [f"Case {html.escape(self.current_code)}"]
+        lines = [f"Case {self.current_code}"]
         if "sex" in details:
             lines.append(f"Sex {details['sex'] or '?'}, age {details['age_years'] if details['age_years'] is not None else '?'} y")
         if "timepoint" in details:
@@ -431,15 +526,15 @@ class MainWindow(QMainWindow):
             colours = ["#ff7ad9", "#7dff7a", "#ffb14d", "#b48cff"]
             for n, read in enumerate(rs.adjudication_view(self.store, self.reading_study, self.current_code, self.reader)):
                 colour = colours[n % len(colours)]
-                lines.append(f"<span style='color:{colour}'>{html.escape(read['reader'])}</span>: "
-                             f"total {read['scores']['total']}, "
+                lines.append(f"<span style='color:{colour}'>{read['reader']}</span>: total {read['scores']['total']}, "
                              f"{len(read['lesions'])} lesions")
                 for lesion in read["lesions"]:
                     site = lesion["site"]["label"] if lesion["site"] else "no site"
                     side = lesion["laterality"]["side"] if lesion["laterality"] else ""
                     markers_label = f"{read['reader']} {lesion['lesion_id']} {site} {side}".strip()
-                    self.extra_markers.append(Marker(tuple(lesion["position"]["lps_mm"]), (5.0, 5.0, 5.0),
-                                                     markers_label, colour, False, f"{read['reader']}/{lesion['lesion_id']}"))
+                    self.extra_markers.append(Marker(tuple(lesion["position"]["lps_mm"]),
+                                                     extent_radii(lesion.get("extent")), markers_label, colour,
+                                                     False, f"{read['reader']}/{lesion['lesion_id']}"))
         self.case_info.setText("<br>".join(lines))
 
     def set_markers(self, markers: list[Marker]) -> None:
@@ -456,12 +551,14 @@ class MainWindow(QMainWindow):
                 selected = lesion.lesion_id == self.lesion_panel.selected
                 colour = "#ffd000" if selected else ("#ff5a5a" if lesion.site_id is None else "#3ec8ff")
                 label = f"{lesion.lesion_id} {site}{' ' + lesion.side if lesion.side else ''}"
-                markers.append(Marker(lesion.position, lesion.radii_mm, label, colour, selected, lesion.lesion_id))
+                markers.append(Marker(lesion.position, extent_radii(lesion.extent), label, colour, selected,
+                                      lesion.lesion_id))
         self.session.set_markers(markers)
 
     def _read_changed(self, label: str) -> None:
         self._refresh_markers()
         self._update_undo_actions()
+        QTimer.singleShot(0, self._keep_keyboard)
         if self.reading_study and label == "submit":
             self._refresh_worklist()
 
@@ -498,12 +595,21 @@ class MainWindow(QMainWindow):
         except CnoError as exc:
             self.statusBar().showMessage(str(exc), 10000)
             return
+        if not self.sticky_action.isChecked():
+            self.mark_action.setChecked(False)  # one lesion per M unless marking is kept on
         self.lesion_panel.select(lesion_id, focus_site=True)
+
+    def _marker_clicked(self, key: str) -> None:
+        """A click on a marker selects its lesion (markers of other readers only move the crosshair)."""
+        if self.read_session is not None and key in {lesion.lesion_id for lesion in self.read_session.read.lesions}:
+            self.lesion_panel.select(key)
 
     def _lesion_selected(self, lesion_id: str) -> None:
         if lesion_id and self.read_session is not None:
             lesion = self.read_session.read.lesion(lesion_id)
-            self.session.set_point(VIEW_NAMES[0], np.array(lesion.position, float))
+            point = np.array(lesion.position, float)
+            self.session.set_point(self.active_name, point)
+            self.session.reveal(point)
         self._refresh_markers()
 
     def _jump_to_region(self, index: int) -> None:
@@ -512,8 +618,9 @@ class MainWindow(QMainWindow):
         region = self.region.itemText(index)
         ready = [name for name, v in self.session.views.items() if v.ready]
         if ready:
-            self.session.jump_to_region(ready[0], region)
+            self.session.jump_to_region(self.active_name if self.active_name in ready else ready[0], region)
         self.region.setCurrentIndex(0)
+        self.focus_image()
 
     def show_help(self) -> None:
         """Show every mouse and keyboard action."""
@@ -538,7 +645,83 @@ class MainWindow(QMainWindow):
         if what in ("point", "volume", "plane"):
             self._show_position(None)
 
+    # -- keyboard ------------------------------------------------------------------------
+    def active_view(self) -> SliceView:
+        """The image view that navigation keys act on (the last one clicked or focused)."""
+        return self.panels[self.active_name].view
+
+    def _view_activated(self, name: str) -> None:
+        self.active_name = name
+
+    def focus_image(self) -> None:
+        """Give the keyboard back to the active image view."""
+        self.active_view().setFocus(Qt.OtherFocusReason)
+
+    def _keep_keyboard(self) -> None:
+        """When an edit disabled the control that had the keyboard (undo removed its lesion), the image gets it."""
+        focus = QApplication.focusWidget()
+        if self.isActiveWindow() and (focus is None or not focus.isEnabled() or not focus.isVisible()):
+            self.focus_image()
+
+    def _open_first_match(self) -> None:
+        for row in range(self.study_list.count()):
+            item = self.study_list.item(row)
+            if not item.isHidden():
+                self.study_list.setCurrentItem(item)
+                self.focus_image()
+                return
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+        """Keys go to the active image view unless a text field (or a control the reader chose) takes them.
+
+        - Navigation keys pressed anywhere in the window act on the active view.
+        - A letter typed into a text field, a selector or a list never fires a one-key shortcut (M).
+        - Ctrl+Z / Ctrl+Y undo the read unless the text field has typing of its own to undo.
+        - Esc leaves mark mode and gives the keyboard back to the image.
+        """
+        kind = event.type()
+        if kind not in (QEvent.ShortcutOverride, QEvent.KeyPress):
+            return False
+        focus = QApplication.focusWidget()
+        if watched is not focus or focus is None or focus.window() is not self:
+            return False
+        if kind == QEvent.ShortcutOverride:
+            return self._shortcut_override(focus, event)
+        key = event.key()
+        if key == Qt.Key_Escape:
+            for panel in self.panels.values():
+                panel.view.cancel_pending_click()
+            self.lesion_panel.flush()
+            self.mark_action.setChecked(False)
+            self.focus_image()
+            return True
+        view = self.active_view()
+        if focus is view or owns_key(focus, event):
+            return False
+        plain = not (event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier))
+        if plain and key in view.navigation_keys():
+            QApplication.sendEvent(view, QKeyEvent(QEvent.KeyPress, key, event.modifiers(), event.text()))
+            return True
+        return False
+
+    def _shortcut_override(self, focus, event) -> bool:
+        plain = not (event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier))
+        if plain and event.text() and event.text().isprintable() and _types_ahead(focus):
+            event.accept()  # the letter is typed, not a shortcut
+            return True
+        if isinstance(focus, QLineEdit):
+            for sequences, available in ((self.undo_action.shortcuts(), focus.isUndoAvailable()),
+                                         (self.redo_action.shortcuts(), focus.isRedoAvailable())):
+                pressed = QKeySequence(event.keyCombination())
+                if any(pressed.matches(s) == QKeySequence.ExactMatch for s in sequences) and not available:
+                    event.ignore()  # nothing typed to undo here: the read's undo runs
+                    return True
+        return False
+
     def closeEvent(self, event) -> None:  # noqa: N802
+        QApplication.instance().removeEventFilter(self)
+        for panel in self.panels.values():
+            panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
         self.loader.wait(5000)
         self.store.close()

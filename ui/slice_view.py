@@ -1,9 +1,11 @@
 """One image view: draws a :class:`ViewState` and turns gestures into session calls.
 
-Mouse: left click / drag moves the crosshair (the linked point); wheel
-scrolls slices; Ctrl+wheel zooms about the mouse; right drag changes window
-(horizontal) and level (vertical); middle drag or Space+left drag pans;
-double click fits. Keyboard: see :data:`cno_annotate_ui.help.SHORTCUTS`.
+Mouse: left click / drag moves the crosshair (the linked point), a click on a
+marker selects its lesion; wheel scrolls slices (one slice per notch,
+however finely the wheel reports); Ctrl+wheel zooms about the mouse; right
+drag changes window (horizontal) and level (vertical); middle drag or
+Space+left drag pans; double click fits. Keyboard: see
+:data:`cno_annotate_ui.help.SHORTCUTS`.
 """
 
 from __future__ import annotations
@@ -13,16 +15,21 @@ import os
 import time
 
 import numpy as np
-from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPen
-from PySide6.QtWidgets import QSizePolicy, QWidget
+from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QKeyEvent, QPainter, QPainterPath, QPen
+from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
+from cno_annotate.display.marking import clip_to_image, gesture_lesion
+from cno_annotate.display.overlay import marker_at
 from cno_annotate.display.session import ViewerSession, ViewState
 from cno_annotate.display.windowing import Window, Windowing
 
 CROSSHAIR = QColor(255, 220, 0, 170)
-TEXT = QColor(230, 230, 230)
+TEXT = QColor(235, 235, 235)
+OUTLINE = QColor(0, 0, 0, 220)
 LETTERS = QColor(255, 210, 90)
+MISSING = QColor(255, 140, 0)
+WHEEL_NOTCH = 120  # angle delta of one wheel notch (Qt: eighths of a degree)
 _NICE_MM = (5, 10, 20, 50, 100, 200, 500)
 _ZOOM_STEP = 1.25
 
@@ -33,6 +40,8 @@ class SliceView(QWidget):
     hovered = Signal(object)  # LPS point under the mouse (numpy array) or None
     first_image_painted = Signal()
     lesion_drawn = Signal(str, object, object)  # view name, LPS centre, extent dict or None
+    marker_clicked = Signal(str)  # the key of the marker clicked (a lesion id for the open read)
+    activated = Signal(str)  # the view got the keyboard or the mouse: it is the active view
 
     def __init__(self, session: ViewerSession, name: str, parent=None):
         super().__init__(parent)
@@ -51,6 +60,11 @@ class SliceView(QWidget):
         self._painted_once = False
         self.mark_mode = False  # left click / drag places a lesion instead of moving the crosshair
         self._rubber: tuple[QPointF, QPointF] | None = None
+        self._wheel_rest = 0  # angle delta not yet turned into a slice step
+        self._pending_click: tuple[QPointF, QPointF] | None = None  # a mark click waiting out a double click
+        self._click_timer = QTimer(self)
+        self._click_timer.setSingleShot(True)
+        self._click_timer.timeout.connect(self._place_pending_click)
         session.changed.connect(self._on_session_changed)
 
     @property
@@ -61,77 +75,76 @@ class SliceView(QWidget):
     # -- geometry --------------------------------------------------------------
     def pixels_per_mm(self) -> float:
         """Current zoom: screen pixels per millimetre (fit when the zoom is unset)."""
-        view = self.state
-        if view.zoom is not None:
-            return view.zoom
-        m = view.mapping
-        width_mm, height_mm = m.cols * m.col_mm, m.rows * m.row_mm
-        return 0.98 * min(self.width() / width_mm, self.height() / height_mm)
+        self._sync_viewport()
+        return self.state.pixels_per_mm()
 
     def _centre_pixel(self) -> tuple[float, float]:
         """Image (row, column) shown at the widget's centre."""
-        view = self.state
-        if view.centre is None:
-            return (view.mapping.rows - 1) / 2, (view.mapping.cols - 1) / 2
-        return view.lps_to_screen(view.centre)
+        return self.state.centre_pixel()
 
     def image_to_widget(self, row: float, col: float) -> QPointF:
         """Widget position of the centre of image pixel (row, column)."""
-        m = self.state.mapping
-        scale = self.pixels_per_mm()
-        c_row, c_col = self._centre_pixel()
-        return QPointF(self.width() / 2 + (col - c_col) * m.col_mm * scale,
-                       self.height() / 2 + (row - c_row) * m.row_mm * scale)
+        self._sync_viewport()
+        return QPointF(*self.state.image_to_viewport(row, col))
 
     def widget_to_image(self, point: QPointF) -> tuple[float, float]:
         """Image (row, column) under a widget position."""
-        m = self.state.mapping
-        scale = self.pixels_per_mm()
-        c_row, c_col = self._centre_pixel()
-        return (c_row + (point.y() - self.height() / 2) / (m.row_mm * scale),
-                c_col + (point.x() - self.width() / 2) / (m.col_mm * scale))
+        self._sync_viewport()
+        return self.state.viewport_to_image(point.x(), point.y())
+
+    def _sync_viewport(self) -> None:
+        if self.state.viewport != (self.width(), self.height()):
+            self.session.set_viewport(self.name, self.width(), self.height())
 
     # -- painting --------------------------------------------------------------
     def current_image(self) -> tuple[QImage, QRectF, QRectF]:
         """The windowed slice as an 8-bit image, with its target and source rectangles.
 
-        Zoomed out (an image pixel smaller than a screen pixel), the visible
-        part of the slice is sampled at screen resolution (nearest voxel)
+        Zoomed out (an image pixel smaller than a device pixel), the visible
+        part of the slice is sampled at device resolution (nearest voxel)
         before windowing, and drawn 1:1; zoomed in, the whole slice is
-        windowed and Qt scales it smoothly. Cached until slice, window or
-        geometry change.
+        windowed and Qt scales it smoothly. The windowed pixels are cached
+        until slice, window or (when sampled) geometry change; where they go
+        on screen is worked out for every paint, so zoom, pan, fit and resize
+        always redraw the image.
         """
         view = self.state
         m = view.mapping
         scale = self.pixels_per_mm()
-        sample = scale * m.col_mm <= 1.0 and scale * m.row_mm <= 1.0
-        geometry = (self.width(), self.height(), scale, self._centre_pixel()) if sample else None
-        key = (id(view.volume), view.plane, view.slice_index, view.window, geometry)
-        if key == self._image_key:
-            return self._drawn
-        image = view.image()
+        ratio = self.devicePixelRatioF()
         top_left = self.image_to_widget(-0.5, -0.5)
         bottom_right = self.image_to_widget(m.rows - 0.5, m.cols - 0.5)
         target = QRectF(top_left, bottom_right)
-        source = QRectF(0, 0, m.cols, m.rows)
-        if sample:
-            image, target = self._screen_sample(image, target)
-            source = QRectF(0, 0, image.shape[1], image.shape[0])
-        display = self._windowing.apply(image, view.window)
-        self._buffer = display
-        rows, cols = display.shape
-        self._drawn = (QImage(display.data, cols, rows, cols, QImage.Format_Grayscale8), target, source)
-        self._image_key = key
-        return self._drawn
+        sample = scale * m.col_mm * ratio <= 1.0 and scale * m.row_mm * ratio <= 1.0
+        geometry = (self.width(), self.height(), ratio, target.getCoords()) if sample else None
+        key = (id(view.volume), view.plane, view.slice_index, view.window, view.inverted, geometry)
+        if key != self._image_key:
+            image = view.image()
+            sampled_target = None
+            if sample:
+                image, sampled_target = self._screen_sample(image, target, ratio)
+            display = self._windowing.apply(image, view.window)
+            if view.inverted:
+                np.subtract(255, display, out=display)
+            self._buffer = display
+            rows, cols = display.shape
+            qimage = QImage(display.data, cols, rows, cols, QImage.Format_Grayscale8)
+            self._drawn = (qimage, sampled_target)
+            self._image_key = key
+        qimage, sampled_target = self._drawn
+        if sampled_target is not None:
+            return qimage, sampled_target, QRectF(0, 0, qimage.width(), qimage.height())
+        return qimage, target, QRectF(0, 0, m.cols, m.rows)
 
-    def _screen_sample(self, image: np.ndarray, target: QRectF) -> tuple[np.ndarray, QRectF]:
-        """The nearest image pixel for every visible screen pixel of ``target``."""
+    def _screen_sample(self, image: np.ndarray, target: QRectF, ratio: float) -> tuple[np.ndarray, QRectF]:
+        """The nearest image pixel for every visible device pixel of ``target``."""
         x0, y0 = max(0, math.floor(target.left())), max(0, math.floor(target.top()))
         x1, y1 = min(self.width(), math.ceil(target.right())), min(self.height(), math.ceil(target.bottom()))
         if x1 <= x0 or y1 <= y0:
             return image[:1, :1], QRectF(0, 0, 0, 0)
-        xs = (np.arange(x0, x1) + 0.5 - target.left()) / target.width() * image.shape[1]
-        ys = (np.arange(y0, y1) + 0.5 - target.top()) / target.height() * image.shape[0]
+        width, height = round((x1 - x0) * ratio), round((y1 - y0) * ratio)
+        xs = ((x0 + (np.arange(width) + 0.5) / ratio) - target.left()) / target.width() * image.shape[1]
+        ys = ((y0 + (np.arange(height) + 0.5) / ratio) - target.top()) / target.height() * image.shape[0]
         cols = np.clip(xs.astype(np.intp), 0, image.shape[1] - 1)
         rows = np.clip(ys.astype(np.intp), 0, image.shape[0] - 1)
         sampled = image.take(rows, axis=0).take(cols, axis=1)
@@ -148,12 +161,15 @@ class SliceView(QWidget):
         image, target, source = self.current_image()
         painter.setRenderHint(QPainter.SmoothPixmapTransform, target.width() > source.width() * 1.5)
         painter.drawImage(target, image, source)
-        painter.setRenderHint(QPainter.Antialiasing, True)
-        self._paint_markers(painter)
-        self._paint_crosshair(painter)
+        self._paint_missing(painter)
+        if self.session.overlays:
+            painter.setRenderHint(QPainter.Antialiasing, True)
+            self._paint_markers(painter)
+            self._paint_crosshair(painter)
+            self._paint_annotations(painter, view)
+        self._paint_badge(painter)
         if self._rubber is not None:
             self._paint_rubber(painter)
-        self._paint_annotations(painter, view)
         painter.end()
         if not self._painted_once:
             self._painted_once = True
@@ -164,13 +180,59 @@ class SliceView(QWidget):
     def _paint_status(self, painter: QPainter, view: ViewState) -> None:
         painter.setPen(TEXT if view.status != "error" else QColor(255, 120, 120))
         painter.setFont(QFont(self.font().family(), 11))
+        painter.drawText(self.rect().adjusted(12, 12, -12, -12), Qt.AlignCenter | Qt.TextWordWrap,
+                         self._status_text(view))
+
+    @staticmethod
+    def _status_text(view: ViewState) -> str:
         if view.status == "loading":
-            text = f"Loading {view.label} … {int(100 * view.progress)} %"
-        elif view.status == "error":
-            text = f"Cannot show {view.label or 'this series'}:\n{view.message}"
-        else:
-            text = "No series selected"
-        painter.drawText(self.rect().adjusted(12, 12, -12, -12), Qt.AlignCenter | Qt.TextWordWrap, text)
+            return f"Loading {view.label} … {int(100 * view.progress)} %"
+        if view.status == "error":
+            return f"Cannot show {view.label or 'this series'}:\n{view.message}"
+        return "No series selected"
+
+    def _paint_missing(self, painter: QPainter) -> None:
+        """Hatch the parts of the slice that have no data (unreadable files, gaps)."""
+        view = self.state
+        if view.missing is None or view.missing.count == 0:
+            return
+        from cno_annotate.display.planes import extract
+
+        mask = extract(view.missing.mask(view.volume.shape), view.mapping, view.slice_index)
+        if not mask.any():
+            return
+        path = QPainterPath()
+        for top, bottom, left, right in _mask_boxes(np.asarray(mask)):
+            corner = self.image_to_widget(top - 0.5, left - 0.5)
+            far = self.image_to_widget(bottom - 0.5, right - 0.5)
+            path.addRect(QRectF(corner, far))
+        painter.save()
+        painter.setPen(QPen(MISSING, 1))
+        painter.setBrush(QBrush(QColor(MISSING.red(), MISSING.green(), MISSING.blue(), 60)))
+        painter.drawPath(path)
+        painter.setBrush(QBrush(MISSING, Qt.BDiagPattern))
+        painter.drawPath(path)
+        painter.restore()
+
+    def _paint_badge(self, painter: QPainter) -> None:
+        """A persistent badge saying how many slices of the volume are missing."""
+        text = self.badge_text()
+        if not text:
+            return
+        painter.save()
+        painter.setFont(QFont(self.font().family(), 10, QFont.Bold))
+        box = self.overlay_layout()["badge"]
+        painter.setPen(Qt.NoPen)
+        painter.setBrush(QColor(120, 50, 0, 220))
+        painter.drawRoundedRect(box, 4, 4)
+        painter.setPen(QColor(255, 235, 200))
+        painter.drawText(box, Qt.AlignCenter, text)
+        painter.restore()
+
+    def badge_text(self) -> str:
+        """The missing-slices badge ("" when nothing is missing)."""
+        view = self.state
+        return view.missing.badge() if view.ready and view.missing is not None else ""
 
     def _paint_crosshair(self, painter: QPainter) -> None:
         row, col = self.state.lps_to_screen(self.state.point)
@@ -189,50 +251,99 @@ class SliceView(QWidget):
         for sm in self.session.screen_markers(self.name):
             centre = self.image_to_widget(sm.row, sm.col)
             colour = QColor(sm.marker.colour)
-            pen = QPen(colour, 3 if sm.marker.selected else 2, Qt.SolidLine if sm.in_plane else Qt.DotLine)
-            painter.setPen(pen)
+            rx, ry = sm.col_radius * m.col_mm * scale, sm.row_radius * m.row_mm * scale
+            style = Qt.SolidLine if sm.in_plane else Qt.DotLine
             painter.setBrush(Qt.NoBrush)
-            painter.drawEllipse(centre, sm.col_radius * m.col_mm * scale, sm.row_radius * m.row_mm * scale)
+            painter.setPen(QPen(OUTLINE, 5 if sm.marker.selected else 4, style))
+            painter.drawEllipse(centre, rx, ry)
+            painter.setPen(QPen(colour, 3 if sm.marker.selected else 2, style))
+            painter.drawEllipse(centre, rx, ry)
             if sm.marker.label:
-                painter.drawText(centre + QPointF(sm.col_radius * m.col_mm * scale + 3, -3), sm.marker.label)
+                _outlined_text(painter, centre + QPointF(rx + 3, -3), sm.marker.label, colour)
 
     def _paint_annotations(self, painter: QPainter, view: ViewState) -> None:
-        m = view.mapping
-        painter.setFont(QFont(self.font().family(), 10))
-        metrics = painter.fontMetrics()
         w, h = self.width(), self.height()
-        painter.setPen(LETTERS)
         bold = QFont(self.font().family(), 12, QFont.Bold)
         painter.setFont(bold)
-        painter.drawText(QRectF(4, 0, 30, h), Qt.AlignVCenter | Qt.AlignLeft, m.letters["left"])
-        painter.drawText(QRectF(w - 34, 0, 30, h), Qt.AlignVCenter | Qt.AlignRight, m.letters["right"])
-        painter.drawText(QRectF(0, metrics.height() + 6, w, 24), Qt.AlignHCenter | Qt.AlignTop, m.letters["top"])
-        painter.drawText(QRectF(0, h - 26, w, 24), Qt.AlignHCenter | Qt.AlignBottom, m.letters["bottom"])
+        m = view.mapping
+        layout = self.overlay_layout()
+        for edge in ("left", "right", "top", "bottom"):
+            rect = layout[edge]
+            _outlined_text(painter, rect.bottomLeft() - QPointF(0, QFontMetricsF(bold).descent()),
+                           m.letters[edge], LETTERS)
         painter.setFont(QFont(self.font().family(), 10))
-        painter.setPen(TEXT)
-        line = metrics.height() + 2
+        metrics = QFontMetricsF(painter.font())
         texts = self._corner_texts()
-        painter.drawText(QPointF(8, line), texts["label"])
-        painter.drawText(QPointF(w - metrics.horizontalAdvance(texts["plane"]) - 8, line), texts["plane"])
-        painter.drawText(QPointF(w - metrics.horizontalAdvance(texts["window"]) - 8, h - 8), texts["window"])
+        label = metrics.elidedText(texts["label"], Qt.ElideRight, layout["label"].width())
+        for key, text in (("label", label), ("plane", texts["plane"]), ("window", texts["window"])):
+            rect = layout[key]
+            _outlined_text(painter, QPointF(rect.left(), rect.bottom() - metrics.descent()), text, TEXT)
         self._paint_scale_bar(painter, h)
+        del w
+
+    def overlay_layout(self) -> dict[str, QRectF]:
+        """Where each overlay text goes (widget coordinates): no two overlap, none leaves the view.
+
+        The series label gets what the plane text leaves of the top line, and
+        is elided to it; on a narrow view the plane text goes to a second line.
+        """
+        w, h = float(self.width()), float(self.height())
+        small = QFontMetricsF(QFont(self.font().family(), 10))
+        bold = QFontMetricsF(QFont(self.font().family(), 12, QFont.Bold))
+        texts = self._corner_texts()
+        line = small.height()
+        plane_w = small.horizontalAdvance(texts["plane"])
+        window_w = small.horizontalAdvance(texts["window"])
+        out: dict[str, QRectF] = {}
+        label_w = small.horizontalAdvance(texts["label"])
+        room = w - plane_w - 8 - 8 - 12
+        if room >= min(label_w, 120):
+            out["plane"] = QRectF(w - plane_w - 8, 4, plane_w, line)
+            out["label"] = QRectF(8, 4, max(0.0, min(label_w, room)), line)
+        else:
+            out["label"] = QRectF(8, 4, max(0.0, min(label_w, w - 16)), line)
+            out["plane"] = QRectF(w - plane_w - 8, 4 + line, plane_w, line)
+        top_text = out["plane"].bottom()
+        out["window"] = QRectF(w - window_w - 8, h - 8 - line, window_w, line)
+        m = self.state.mapping
+        for edge in ("left", "right", "top", "bottom"):
+            size = QRectF(0, 0, bold.horizontalAdvance(m.letters[edge]), bold.height())
+            if edge == "left":
+                size.moveTopLeft(QPointF(4, h / 2 - size.height() / 2))
+            elif edge == "right":
+                size.moveTopLeft(QPointF(w - 4 - size.width(), h / 2 - size.height() / 2))
+            elif edge == "top":
+                size.moveTopLeft(QPointF(w / 2 - size.width() / 2, top_text + 2))
+            else:
+                size.moveTopLeft(QPointF(w / 2 - size.width() / 2, h - 4 - size.height()))
+            out[edge] = size
+        length_px, text = self._scale_bar()
+        out["scale"] = QRectF(12, h - 14 - 6 - line, max(length_px, small.horizontalAdvance(text)), line + 10)
+        badge = self.badge_text()
+        if badge:
+            badge_font = QFontMetricsF(QFont(self.font().family(), 10, QFont.Bold))
+            width = min(badge_font.horizontalAdvance(badge) + 14, w - 16)
+            out["badge"] = QRectF(w - 8 - width, out["window"].top() - 6 - (badge_font.height() + 8), width,
+                                  badge_font.height() + 8)
+        return out
 
     def _corner_texts(self) -> dict[str, str]:
         view = self.state
         return {
             "label": view.label,
             "plane": f"{view.plane.capitalize()}  {view.slice_index + 1}/{view.mapping.slices}",
-            "window": f"W {view.window.width:.0f}  L {view.window.level:.0f}",
+            "window": f"W {view.window.width:.0f}  L {view.window.level:.0f}" + ("  inverted" if view.inverted else ""),
         }
 
     def overlay_texts(self) -> list[str]:
         """Every string this view paints over the image (for blinding checks)."""
         view = self.state
         if not view.ready:
-            return [view.label, view.message]
+            return [view.label, view.message, self._status_text(view)]
         texts = list(self._corner_texts().values()) + list(view.mapping.letters.values())
         texts.append(self._scale_bar()[1])
         texts += [sm.marker.label for sm in self.session.screen_markers(self.name)]
+        texts.append(self.badge_text())
         return texts
 
     def _scale_bar(self) -> tuple[float, str]:
@@ -245,11 +356,12 @@ class SliceView(QWidget):
     def _paint_scale_bar(self, painter: QPainter, h: int) -> None:
         length_px, text = self._scale_bar()
         y = h - 14
-        painter.setPen(QPen(TEXT, 2))
-        painter.drawLine(QPointF(12, y), QPointF(12 + length_px, y))
-        painter.drawLine(QPointF(12, y - 4), QPointF(12, y + 4))
-        painter.drawLine(QPointF(12 + length_px, y - 4), QPointF(12 + length_px, y + 4))
-        painter.drawText(QPointF(12, y - 6), text)
+        for pen in (QPen(OUTLINE, 4), QPen(TEXT, 2)):
+            painter.setPen(pen)
+            painter.drawLine(QPointF(12, y), QPointF(12 + length_px, y))
+            painter.drawLine(QPointF(12, y - 4), QPointF(12, y + 4))
+            painter.drawLine(QPointF(12 + length_px, y - 4), QPointF(12 + length_px, y + 4))
+        _outlined_text(painter, QPointF(12, y - 6), text, TEXT)
 
     # -- events ----------------------------------------------------------------
     def _on_session_changed(self, name, what) -> None:
@@ -258,8 +370,17 @@ class SliceView(QWidget):
                 self._image_key = None
             self.update()
 
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        self.session.set_viewport(self.name, self.width(), self.height())
+        super().resizeEvent(event)
+
+    def focusInEvent(self, event) -> None:  # noqa: N802
+        self.activated.emit(self.name)
+        super().focusInEvent(event)
+
     def mousePressEvent(self, event) -> None:  # noqa: N802
-        self.setFocus()
+        self.setFocus(Qt.MouseFocusReason)
+        self.activated.emit(self.name)
         if not self.state.ready:
             return
         button = event.button()
@@ -272,8 +393,20 @@ class SliceView(QWidget):
             self._drag = ("mark", event.position(), box)
             self._rubber = (event.position(), event.position(), box)
         elif button == Qt.LeftButton:
+            hit = self.marker_under(event.position())
+            if hit:
+                self._drag = None
+                self.marker_clicked.emit(hit)
+                return
             self._drag = ("point", event.position(), None)
             self._move_point(event.position())
+
+    def marker_under(self, position: QPointF) -> str:
+        """The key of the marker drawn under a widget position ("" for none)."""
+        row, col = self.widget_to_image(position)
+        tolerance = 4.0 / self.pixels_per_mm()  # a few screen pixels around the outline
+        hit = marker_at(self.session.screen_markers(self.name), row, col, self.state.mapping, tolerance)
+        return hit.marker.key if hit is not None else ""
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         if not self.state.ready:
@@ -296,41 +429,89 @@ class SliceView(QWidget):
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
         if self._drag is not None and self._drag[0] == "mark" and event.button() == Qt.LeftButton:
-            self._finish_mark(self._drag[1], event.position(), box=self._drag[2])
+            start, end, box = self._drag[1], event.position(), self._drag[2]
+            if (end - start).manhattanLength() < 4:
+                # A click: wait out a possible double click (which fits and places nothing).
+                self._pending_click = (start, end)
+                self._click_timer.start(QApplication.styleHints().mouseDoubleClickInterval())
+            else:
+                self._finish_mark(start, end, box=box)
         self._drag = None
         self._rubber = None
         self.update()
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        self._click_timer.stop()
+        self._pending_click = None
+        self._drag = None
+        self._rubber = None
         if event.button() == Qt.LeftButton and self.state.ready:
             self.session.set_zoom(self.name, None)
+
+    def _place_pending_click(self) -> None:
+        if self._pending_click is not None and self.state.ready:
+            start, end = self._pending_click
+            self._pending_click = None
+            self._finish_mark(start, end, click=True)
 
     def leaveEvent(self, event) -> None:  # noqa: N802
         self.hovered.emit(None)
 
     def wheelEvent(self, event) -> None:  # noqa: N802
+        """Scroll one slice per notch (fine wheels and trackpads add up to a notch); Ctrl zooms."""
+        event.accept()
         if not self.state.ready:
             return
-        steps = event.angleDelta().y() / 120 or event.angleDelta().x() / 120
+        delta = event.angleDelta().y() or event.angleDelta().x()
         if event.modifiers() & Qt.ControlModifier:
-            self.zoom_about(event.position(), _ZOOM_STEP ** steps)
-        else:
-            self.session.scroll(self.name, -int(math.copysign(max(1, round(abs(steps))), steps)) if steps else 0)
+            self.zoom_about(event.position(), _ZOOM_STEP ** (delta / WHEEL_NOTCH))
+            return
+        if self._wheel_rest and (self._wheel_rest > 0) != (delta > 0):
+            self._wheel_rest = 0  # the wheel turned back: start again from this event
+        self._wheel_rest += delta
+        steps = int(self._wheel_rest / WHEEL_NOTCH)  # toward zero
+        if steps:
+            self._wheel_rest -= steps * WHEEL_NOTCH
+            self.session.scroll(self.name, -steps)
+
+    def navigation_keys(self) -> set[int]:
+        """The keys this view acts on (the main window sends them here wherever the focus is)."""
+        return set(_SCROLL_KEYS) | {Qt.Key_Home, Qt.Key_End, Qt.Key_Plus, Qt.Key_Equal, Qt.Key_Minus, Qt.Key_F,
+                                    Qt.Key_0, Qt.Key_R, Qt.Key_A, Qt.Key_C, Qt.Key_S, Qt.Key_I, Qt.Key_H,
+                                    *_DIGITS}
+
+    def cancel_pending_click(self) -> None:
+        """Forget a mark click still waiting out a double click (Esc)."""
+        self._click_timer.stop()
+        self._pending_click = None
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
         key = event.key()
+        if self._pending_click is not None:
+            # Typing right after a mark click: place the lesion now, the keys go to its site box.
+            self._click_timer.stop()
+            self._place_pending_click()
+            target = QApplication.focusWidget()
+            if target is not None and target is not self:
+                QApplication.sendEvent(target, QKeyEvent(QEvent.KeyPress, key, event.modifiers(), event.text()))
+                return
         if key == Qt.Key_Space:
             self._space = True
+            return
+        if event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier):
+            super().keyPressEvent(event)
+            return
+        if key == Qt.Key_H:
+            self.session.set_overlays(not self.session.overlays)
             return
         if not self.state.ready:
             super().keyPressEvent(event)
             return
         m = self.state.mapping
-        scroll = {Qt.Key_Up: -1, Qt.Key_Down: 1, Qt.Key_Left: -1, Qt.Key_Right: 1,
-                  Qt.Key_PageUp: -max(1, m.slices // 10), Qt.Key_PageDown: max(1, m.slices // 10)}
         planes = {Qt.Key_A: "axial", Qt.Key_C: "coronal", Qt.Key_S: "sagittal"}
-        if key in scroll:
-            self.session.scroll(self.name, scroll[key])
+        if key in _SCROLL_KEYS:
+            page = max(1, m.slices // 10)
+            self.session.scroll(self.name, _SCROLL_KEYS[key] * (page if key in (Qt.Key_PageUp, Qt.Key_PageDown) else 1))
         elif key == Qt.Key_Home:
             self.session.go_to_slice(self.name, 0)
         elif key == Qt.Key_End:
@@ -343,7 +524,12 @@ class SliceView(QWidget):
             self.session.set_zoom(self.name, None)
         elif key == Qt.Key_R:
             self.session.set_zoom(self.name, None)
+            self.session.set_inverted(self.name, False)
             self.session.apply_preset(self.name, next(iter(self.state.presets)))
+        elif key == Qt.Key_I:
+            self.session.set_inverted(self.name, not self.state.inverted)
+        elif key in _DIGITS:
+            self.session.apply_preset_number(self.name, _DIGITS[key])
         elif key in planes:
             self.session.set_plane(self.name, planes[key])
         else:
@@ -355,41 +541,11 @@ class SliceView(QWidget):
         super().keyReleaseEvent(event)
 
     # -- gestures --------------------------------------------------------------
-    def _finish_mark(self, start: QPointF, end: QPointF, box: bool = False) -> None:
-        """Turn a gesture into a lesion.
-
-        A click places a point; a drag draws an ellipse from its centre; a
-        Shift+drag draws a box from corner to corner. The extent's depth across
-        the slices is the narrower in-plane half-size, on both sides of the slice.
-        """
-        view = self.state
-        m = view.mapping
-        row0, col0 = self._clipped(start)
-        row1, col1 = self._clipped(end)
-        a, b = abs(col1 - col0) * m.col_mm, abs(row1 - row0) * m.row_mm
-        normal = {"axial": 2, "coronal": 1, "sagittal": 0}[view.plane]
-        if (end - start).manhattanLength() < 4 or max(a, b) < 1.0:
-            self.lesion_drawn.emit(self.name, view.screen_to_lps(row0, col0), None)
-            return
-        if box:
-            corners = np.array([view.screen_to_lps(row0, col0), view.screen_to_lps(row1, col1)])
-            depth = max(min(a, b) / 2, m.slice_mm / 2)
-            low, high = corners.min(axis=0), corners.max(axis=0)
-            low[normal], high[normal] = corners[0][normal] - depth, corners[0][normal] + depth
-            extent = {"kind": "box", "min_mm": [round(v, 2) for v in low], "max_mm": [round(v, 2) for v in high]}
-            self.lesion_drawn.emit(self.name, (low + high) / 2, extent)
-            return
-        centre = view.screen_to_lps(row0, col0)
-        a, b = max(a, 1.0), max(b, 1.0)
-        depth = min(a, b)
-        extent = {"kind": "ellipse", "plane": view.plane, "radii_mm": [round(a, 2), round(b, 2)],
-                  "slice_range_mm": [round(centre[normal] - depth, 2), round(centre[normal] + depth, 2)]}
+    def _finish_mark(self, start: QPointF, end: QPointF, box: bool = False, click: bool = False) -> None:
+        """Turn a gesture into a lesion (the geometry: :func:`cno_annotate.display.marking.gesture_lesion`)."""
+        centre, extent = gesture_lesion(self.state, self.widget_to_image(start), self.widget_to_image(end),
+                                        box=box, click=click or (end - start).manhattanLength() < 4)
         self.lesion_drawn.emit(self.name, centre, extent)
-
-    def _clipped(self, point: QPointF) -> tuple[float, float]:
-        row, col = self.widget_to_image(point)
-        m = self.state.mapping
-        return float(np.clip(row, 0, m.rows - 1)), float(np.clip(col, 0, m.cols - 1))
 
     def _paint_rubber(self, painter: QPainter) -> None:
         start, end, box = self._rubber
@@ -402,10 +558,7 @@ class SliceView(QWidget):
             painter.drawEllipse(start, abs(d.x()), abs(d.y()))
 
     def _move_point(self, position: QPointF) -> None:
-        row, col = self.widget_to_image(position)
-        m = self.state.mapping
-        row = float(np.clip(row, 0, m.rows - 1))
-        col = float(np.clip(col, 0, m.cols - 1))
+        row, col = clip_to_image(self.state, *self.widget_to_image(position))
         self.session.set_point(self.name, self.state.screen_to_lps(row, col))
 
     def zoom_about(self, position: QPointF, factor: float) -> None:
@@ -428,3 +581,41 @@ class SliceView(QWidget):
         row = start_centre[0] - delta.y() / (m.row_mm * scale)
         col = start_centre[1] - delta.x() / (m.col_mm * scale)
         self.session.set_zoom(self.name, scale, self.state.screen_to_lps(row, col))
+
+
+_SCROLL_KEYS = {Qt.Key_Up: -1, Qt.Key_Down: 1, Qt.Key_Left: -1, Qt.Key_Right: 1, Qt.Key_PageUp: -1,
+                Qt.Key_PageDown: 1}
+_DIGITS = {getattr(Qt, f"Key_{n}"): n for n in range(1, 10)}
+
+
+def _outlined_text(painter: QPainter, baseline: QPointF, text: str, colour: QColor) -> None:
+    """Text with a dark outline, readable over bright fat and dark air alike."""
+    path = QPainterPath()
+    path.addText(baseline, painter.font(), text)
+    painter.save()
+    painter.setRenderHint(QPainter.Antialiasing, True)
+    painter.setPen(QPen(OUTLINE, 3, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
+    painter.setBrush(Qt.NoBrush)
+    painter.drawPath(path)
+    painter.setPen(Qt.NoPen)
+    painter.setBrush(colour)
+    painter.drawPath(path)
+    painter.restore()
+
+
+def _mask_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Rectangles (top, bottom, left, right; bottom and right exclusive) covering a boolean image."""
+    boxes: list[tuple[int, int, int, int]] = []
+    open_runs: dict[tuple[int, int], int] = {}
+    for row in range(mask.shape[0] + 1):
+        runs: set[tuple[int, int]] = set()
+        if row < mask.shape[0]:
+            line = np.concatenate(([False], mask[row], [False]))
+            edges = np.flatnonzero(line[1:] != line[:-1])
+            runs = {(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])}
+        for run in list(open_runs):
+            if run not in runs:
+                boxes.append((open_runs.pop(run), row, run[0], run[1]))
+        for run in runs:
+            open_runs.setdefault(run, row)
+    return boxes

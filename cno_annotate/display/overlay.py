@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cno_annotate.annotation.model import DEFAULT_RADIUS_MM, extent_sizes
 from cno_annotate.display.planes import PlaneMapping, index_to_screen
 from cno_annotate.io.volume import apply_affine
 
@@ -74,3 +75,35 @@ def markers_on_slice(
             )
         )
     return out
+
+
+def extent_radii(extent: dict | None) -> tuple[float, float, float]:
+    """Semi-axes (mm, along LPS x, y, z) that draw a lesion's extent; a point lesion gets the default.
+
+    The one rule for every marker: the open read's lesions, other readers'
+    lesions shown to an adjudicator, and lesions from files.
+    """
+    if not extent:
+        return (DEFAULT_RADIUS_MM,) * 3
+    sizes = extent_sizes(extent)[0]
+    return tuple(max(s / 2, 1.0) for s in sizes)  # type: ignore[return-value]
+
+
+def marker_at(cuts: list[ScreenMarker], row: float, col: float, mapping: PlaneMapping,
+              tolerance_mm: float = 2.0) -> ScreenMarker | None:
+    """The marker drawn under image position (row, column), or None.
+
+    A click hits a marker inside its drawn ellipse or within ``tolerance_mm``
+    of its outline; of several, the one whose centre is nearest wins.
+    """
+    best, best_distance = None, np.inf
+    for cut in cuts:
+        dx = (col - cut.col) * mapping.col_mm
+        dy = (row - cut.row) * mapping.row_mm
+        a = cut.col_radius * mapping.col_mm + tolerance_mm
+        b = cut.row_radius * mapping.row_mm + tolerance_mm
+        if (dx / a) ** 2 + (dy / b) ** 2 <= 1.0:
+            distance = float(np.hypot(dx, dy))
+            if distance < best_distance:
+                best, best_distance = cut, distance
+    return best

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cno_annotate.display.missing import MissingSlices, find_missing_slices
 from cno_annotate.display.overlay import Marker, ScreenMarker, markers_on_slice
 from cno_annotate.display.planes import (
     PLANES,
@@ -48,6 +49,9 @@ class ViewState:
     status: str = "empty"  # empty, loading, ready, error
     message: str = ""
     progress: float = 0.0
+    viewport: tuple[float, float] = (0.0, 0.0)  # the widget's width and height in (logical) pixels
+    missing: MissingSlices | None = None  # slices without any signal (not read, or gaps)
+    inverted: bool = False  # grey scale inverted (bright shown dark)
 
     @property
     def ready(self) -> bool:
@@ -75,6 +79,43 @@ class ViewState:
         ijk = volume.lps_to_index(point)
         by_axis = {2 - n: ijk[n] for n in range(3)}
         return int(np.clip(np.round(by_axis[mapping.slice_axis]), 0, mapping.slices - 1))
+
+    def pixels_per_mm(self) -> float:
+        """Current zoom: screen pixels per millimetre (fit to the viewport when the zoom is unset)."""
+        if self.zoom is not None:
+            return self.zoom
+        m = self.loaded()[1]
+        width, height = self.viewport
+        return 0.98 * min(width / (m.cols * m.col_mm), height / (m.rows * m.row_mm))
+
+    def centre_pixel(self) -> tuple[float, float]:
+        """Image (row, column) shown at the viewport's centre."""
+        m = self.loaded()[1]
+        if self.centre is None:
+            return (m.rows - 1) / 2, (m.cols - 1) / 2
+        return self.lps_to_screen(self.centre)
+
+    def image_to_viewport(self, row: float, col: float) -> tuple[float, float]:
+        """Viewport (x, y) of the centre of image pixel (row, column)."""
+        m = self.loaded()[1]
+        scale = self.pixels_per_mm()
+        c_row, c_col = self.centre_pixel()
+        return (self.viewport[0] / 2 + (col - c_col) * m.col_mm * scale,
+                self.viewport[1] / 2 + (row - c_row) * m.row_mm * scale)
+
+    def viewport_to_image(self, x: float, y: float) -> tuple[float, float]:
+        """Image (row, column) under a viewport position."""
+        m = self.loaded()[1]
+        scale = self.pixels_per_mm()
+        c_row, c_col = self.centre_pixel()
+        return (c_row + (y - self.viewport[1] / 2) / (m.row_mm * scale),
+                c_col + (x - self.viewport[0] / 2) / (m.col_mm * scale))
+
+    def shows(self, lps, margin: float = 0.1) -> bool:
+        """Whether an LPS point projects inside the viewport, ``margin`` (a fraction) away from its edges."""
+        x, y = self.image_to_viewport(*self.lps_to_screen(np.asarray(lps, float)))
+        width, height = self.viewport
+        return margin * width <= x <= (1 - margin) * width and margin * height <= y <= (1 - margin) * height
 
     def image(self) -> np.ndarray:
         """The displayed 2-D slice (float, a view into the volume)."""
@@ -121,6 +162,7 @@ class ViewerSession:
         self.link_position = True
         self.link_zoom = True
         self.markers: list[Marker] = []
+        self.overlays = True  # markers, crosshair and text over the images
         self.changed = Event()
 
     # -- volumes ---------------------------------------------------------------
@@ -144,6 +186,7 @@ class ViewerSession:
         view.window = view.presets[AUTO[0]]
         view.status, view.message = "ready", ""
         view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
+        view.missing = find_missing_slices(volume.array)
         others = [v.point for v in self.views.values() if v is not view and v.point is not None and v.ready]
         if view.point is None:
             view.point = others[0].copy() if (others and self.link_position) else _centre(volume)
@@ -158,6 +201,22 @@ class ViewerSession:
         for view in targets:
             view.point = lps.copy()
         self.changed.emit(None if self.link_position else name, "point")
+
+    def reveal(self, lps) -> None:
+        """Bring an LPS point into every zoomed view that does not show it (the zoom is kept).
+
+        A view at fit shows its whole slice; a zoomed view whose viewport does
+        not hold the point is re-centred on it (linked zoom: every view).
+        """
+        for name, view in self.views.items():
+            if view.ready and view.zoom is not None and not view.shows(lps):
+                self.set_zoom(name, view.zoom, lps)
+                if self.link_zoom:
+                    return
+
+    def set_viewport(self, name: str, width: float, height: float) -> None:
+        """Record a view's size on screen (the fit zoom and :meth:`reveal` depend on it)."""
+        self.views[name].viewport = (float(width), float(height))
 
     def scroll(self, name: str, steps: int) -> None:
         """Move a view ``steps`` slices along its normal (clamped to the volume)."""
@@ -199,12 +258,29 @@ class ViewerSession:
         point = point.copy()
         point[2] = region_z(volume)[region]
         self.set_point(name, point)
+        self.reveal(point)
 
     # -- display ---------------------------------------------------------------
     def set_window(self, name: str, window: Window) -> None:
         """Set a view's window / level."""
         self.views[name].window = window
         self.changed.emit(name, "window")
+
+    def set_inverted(self, name: str, inverted: bool) -> None:
+        """Show a view's grey scale inverted (or not)."""
+        self.views[name].inverted = bool(inverted)
+        self.changed.emit(name, "window")
+
+    def set_overlays(self, shown: bool) -> None:
+        """Show or hide every overlay drawn over the images (markers, crosshair, text)."""
+        self.overlays = bool(shown)
+        self.changed.emit(None, "markers")
+
+    def apply_preset_number(self, name: str, number: int) -> None:
+        """Apply the view's ``number``-th window preset (1 = automatic); a number without preset is ignored."""
+        names = list(self.views[name].presets)
+        if 1 <= number <= len(names):
+            self.apply_preset(name, names[number - 1])
 
     def apply_preset(self, name: str, preset: str) -> None:
         """Apply one of the view's named window presets."""

@@ -1,0 +1,62 @@
+"""From a marking gesture on a displayed slice to a lesion's centre and extent.
+
+The views report where a gesture started and ended (image row and column of
+the displayed slice); the geometry is decided here, so it is tested without a
+window: a click places a point; a drag draws an ellipse from its centre; a
+Shift+drag draws a box from corner to corner. The extent's depth across the
+slices is the narrower in-plane half-size, on both sides of the slice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cno_annotate.display.session import ViewState
+
+_NORMAL = {"axial": 2, "coronal": 1, "sagittal": 0}
+#: A drag shorter than this (mm, larger in-plane half-size) is a click.
+MIN_DRAG_MM = 1.0
+
+
+def clip_to_image(view: ViewState, row: float, col: float) -> tuple[float, float]:
+    """(row, column) clipped to the displayed slice."""
+    m = view.loaded()[1]
+    return float(np.clip(row, 0, m.rows - 1)), float(np.clip(col, 0, m.cols - 1))
+
+
+def gesture_lesion(view: ViewState, start: tuple[float, float], end: tuple[float, float],
+                   box: bool = False, click: bool = False) -> tuple[np.ndarray, dict | None]:
+    """The LPS centre and the extent (None for a point) of a marking gesture.
+
+    Parameters
+    ----------
+    view : ViewState
+        The view the gesture was made in (a ready one).
+    start, end : tuple of float
+        Image (row, column) where the gesture started and ended.
+    box : bool
+        Draw a box from corner to corner instead of an ellipse from the centre.
+    click : bool
+        The pointer hardly moved: a point lesion whatever the positions say.
+    """
+    m = view.loaded()[1]
+    row0, col0 = clip_to_image(view, *start)
+    row1, col1 = clip_to_image(view, *end)
+    a, b = abs(col1 - col0) * m.col_mm, abs(row1 - row0) * m.row_mm
+    normal = _NORMAL[view.plane]
+    if click or max(a, b) < MIN_DRAG_MM:
+        return view.screen_to_lps(row0, col0), None
+    if box:
+        corners = np.array([view.screen_to_lps(row0, col0), view.screen_to_lps(row1, col1)])
+        depth = max(min(a, b) / 2, m.slice_mm / 2)
+        low, high = corners.min(axis=0), corners.max(axis=0)
+        low[normal], high[normal] = corners[0][normal] - depth, corners[0][normal] + depth
+        extent = {"kind": "box", "min_mm": [round(float(v), 2) for v in low],
+                  "max_mm": [round(float(v), 2) for v in high]}
+        return (low + high) / 2, extent
+    centre = view.screen_to_lps(row0, col0)
+    a, b = max(a, 1.0), max(b, 1.0)
+    depth = min(a, b)
+    extent = {"kind": "ellipse", "plane": view.plane, "radii_mm": [round(a, 2), round(b, 2)],
+              "slice_range_mm": [round(float(centre[normal] - depth), 2), round(float(centre[normal] + depth), 2)]}
+    return centre, extent
