@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export-nifti", parents=[common], help="write a series or composed volume as NIfTI")
     p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
     p.add_argument("--out", type=Path, required=True, help="output file (.nii or .nii.gz)")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(run=cmd_export_nifti)
 
     p = sub.add_parser("import-log", parents=[common], help="show recent imports and their skipped files")
@@ -173,6 +174,7 @@ def _add_read_commands(sub, common) -> None:
     p.add_argument("--study", help="study UID, accession number or patient ID")
     p.add_argument("--reader", help="reader id")
     p.add_argument("--out", type=Path, required=True, help="output .json file (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace the file if it exists")
     p.set_defaults(run=cmd_read_export)
     p = read_sub.add_parser("import", parents=[common], help="bring reads back from a JSON document",
                             description="Validate the whole document, then import every read in one "
@@ -182,6 +184,7 @@ def _add_read_commands(sub, common) -> None:
     p.set_defaults(run=cmd_read_import)
     p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv and reads.csv for statistics")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--study", help="study UID, accession number or patient ID")
     p.add_argument("--reader", help="reader id")
     p.set_defaults(run=cmd_export_csv)
@@ -318,16 +321,18 @@ def cmd_set_role(args) -> int:
 
 def cmd_export_nifti(args) -> int:
     """Run ``cno-annotate export-nifti`` (see its ``--help``)."""
+    from cno_annotate.exports import audited_file_export
+    from cno_annotate.fileio import check_output_file
     from cno_annotate.io.nifti import write_nifti
     from cno_annotate.volumes import load_volume
 
     if not args.out.name.lower().endswith((".nii", ".nii.gz")):
         raise CnoError(f"{args.out}: the output must end in .nii or .nii.gz")
-    if not args.out.parent.is_dir():
-        raise CnoError(f"{args.out.parent} is not a folder")
+    check_output_file(args.out, args.force)
     store = _open_store(args)
     volume = load_volume(store, args.volume)
-    write_nifti(volume, args.out)
+    audited_file_export(store, args.out, args.force, "export-nifti", f"volume:{volume.volume_id}",
+                        lambda path: (write_nifti(volume, path), {"format": "nifti", "shape": list(volume.shape)}))
     i, j, k = volume.shape[2], volume.shape[1], volume.shape[0]
     print(f"wrote {args.out} ({i} x {j} x {k} voxels, {volume.role}, {volume.meta['kind']})")
     return 0
@@ -400,10 +405,17 @@ def cmd_read_list(args) -> int:
 def cmd_read_export(args) -> int:
     """Run ``cno-annotate read export`` (see its ``--help``)."""
     from cno_annotate.annotation.documents import export_document, write_document
+    from cno_annotate.exports import audited_file_export
+    from cno_annotate.fileio import check_output_file
 
+    check_output_file(args.out, args.force)
     store = _open_store(args)
-    document = export_document(store, study_arg(store, args), args.reader)
-    write_document(document, args.out)
+    study = study_arg(store, args)
+    document = export_document(store, study, args.reader)
+    audited_file_export(store, args.out, args.force, "export", "reads",
+                        lambda path: (write_document(document, path),
+                                      {"format": "json", "study_uid": study, "reader": args.reader,
+                                       "reads": [r["read_id"] for r in document["reads"]]}))
     print(f"wrote {len(document['reads'])} reads to {args.out}")
     return 0
 
@@ -422,10 +434,15 @@ def cmd_export_csv(args) -> int:
     """Run ``cno-annotate export-csv`` (see its ``--help``)."""
     from cno_annotate.annotation.csv_export import write_tables
     from cno_annotate.annotation.documents import export_document
+    from cno_annotate.exports import audited_export
 
     store = _open_store(args)
-    document = export_document(store, study_arg(store, args), args.reader)
-    paths = write_tables(document, args.out)
+    study = study_arg(store, args)
+    document = export_document(store, study, args.reader)
+    _, paths = audited_export(store, args.out, args.force, "export-csv", "reads",
+                              lambda folder: (write_tables(document, folder),
+                                              {"format": "csv", "study_uid": study, "reader": args.reader,
+                                               "reads": [r["read_id"] for r in document["reads"]]}))
     print(f"wrote {', '.join(str(p) for p in paths)} ({len(document['reads'])} reads)")
     return 0
 

@@ -51,6 +51,7 @@ def register(sub, common) -> None:
     p.add_argument("name", help="reading study")
     p.add_argument("--reader", required=True, help="reader id")
     p.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    p.add_argument("--force", action="store_true", help="replace the file if it exists")
     p.set_defaults(run=cmd_export)
     p = rs_sub.add_parser("new-version", parents=[common], help="open a submitted read for change (kept as it was)")
     p.add_argument("name", help="reading study")
@@ -63,6 +64,7 @@ def register(sub, common) -> None:
     p.add_argument("name", help="reading study")
     p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(run=cmd_export_unblinded)
 
     link = sub.add_parser("link", help="coordinator only: the link key (reading code <-> clinical record id)")
@@ -97,6 +99,7 @@ def register(sub, common) -> None:
                    help="which section to build (all: every section)")
     p.add_argument("name", help="reading study")
     p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--link-key", type=Path, help="the coordinator database (needed for concordance)")
     p.add_argument("--reader", help="use this reader's reads instead of the adjudicated ones")
     p.add_argument("--threshold-mm", type=float, default=20.0, help="lesion matching distance (default 20 mm)")
@@ -201,7 +204,9 @@ def cmd_export(args) -> int:
     """Run ``cno-annotate reading-study export`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.documents import write_document
+    from cno_annotate.fileio import check_output_file
 
+    check_output_file(args.out, args.force)
     document = rs.reader_document(_store(args), args.name, args.reader)
     write_document(document, args.out)
     print(f"wrote {len(document['reads'])} reads of {args.reader} to {args.out}")
@@ -226,15 +231,13 @@ def cmd_new_version(args) -> int:
 def cmd_export_unblinded(args) -> int:
     """Run ``cno-annotate reading-study export-unblinded`` (see its ``--help``)."""
     from cno_annotate.clinical import CoordinatorDB, unblinded_document, write_unblinded
-    from cno_annotate.store import audit
+    from cno_annotate.exports import audited_export
 
     store = _store(args)
     db = CoordinatorDB.open(args.link_key)
     document = unblinded_document(store, db, args.name)
-    paths = write_unblinded(document, args.out)
-    with store.transaction() as conn:
-        audit.append(conn, "coordinator", "export-unblinded", f"reading-study:{args.name}",
-                     after={"cases": len(document["cases"]), "out": str(args.out)})
+    _, paths = audited_export(store, args.out, args.force, "export-unblinded", f"reading-study:{args.name}",
+                              lambda folder: (write_unblinded(document, folder), {"cases": len(document["cases"])}))
     print(f"wrote {', '.join(str(p) for p in paths)}")
     return 0
 
@@ -291,11 +294,19 @@ def cmd_audit_show(args) -> int:
 def cmd_report(args) -> int:
     """Run ``cno-annotate report`` (see its ``--help``)."""
     from cno_annotate.analysis import report
+    from cno_annotate.exports import audited_export
 
     every = args.kind == "all"
     sections = list(report.SECTIONS) if every else [args.kind]
-    result = report.run(_store(args), args.name, sections, args.out, args.link_key, args.reader or "adjudicated",
-                        args.threshold_mm, strict=not every)
+    store = _store(args)
+
+    def write(folder: Path) -> tuple[dict, dict]:
+        result = report.run(store, args.name, sections, folder, args.link_key, args.reader or "adjudicated",
+                            args.threshold_mm, strict=not every)
+        report.write_json(_relocated(result, str(folder), str(args.out)), folder)  # paths where the files end up
+        return result, {"sections": result["sections"], "source": args.reader or "adjudicated"}
+
+    result, _ = audited_export(store, args.out, args.force, "report", f"reading-study:{args.name}", write)
     if args.json:
         print((args.out / "report.json").read_text(), end="")
     else:
@@ -303,3 +314,14 @@ def cmd_report(args) -> int:
         for name, why in result["absent"].items():
             print(f"  {name} not computed: {why}")
     return 0
+
+
+def _relocated(value, old: str, new: str):
+    """``value`` with every text that starts with the folder ``old`` moved under ``new``."""
+    if isinstance(value, dict):
+        return {k: _relocated(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relocated(v, old, new) for v in value]
+    if isinstance(value, str) and value.startswith(old):
+        return new + value[len(old):]
+    return value

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
+from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.errors import CnoError
 from cno_annotate.store.sqlite import migrate, transaction
@@ -184,6 +185,9 @@ def parse_clinical_csv(path: Path, taxonomy: Taxonomy | None = None) -> list[Cli
 def _parse_row(line: int, raw: dict, taxonomy: Taxonomy) -> ClinicalRow:
     if not raw["record_id"]:
         raise ValueError("record_id is empty")
+    if raw["record_id"].startswith(FORMULA_START):
+        raise ValueError(f"record_id {raw['record_id']!r} starts with {raw['record_id'][0]!r}, which spreadsheets "
+                         f"run as a formula; record ids start with a letter or digit")
     sex = raw["sex"].upper() or None
     if sex not in (None, "F", "M"):
         raise ValueError(f"sex must be F or M, not {raw['sex']!r}")
@@ -352,17 +356,15 @@ def unblinded_document(store, db: CoordinatorDB, reading_study: str) -> dict:
 
 def write_unblinded(document: dict, folder: Path) -> list[Path]:
     """``unblinded.json``, ``reads.csv`` and ``lesions.csv`` (with record ids and clinical columns)."""
-    import io
-    import json
-
-    from cno_annotate.annotation.csv_export import lesion_rows, read_rows
+    from cno_annotate.annotation.csv_export import lesion_rows, read_rows, write_csv
+    from cno_annotate.annotation.validation import dumps_strict
     from cno_annotate.fileio import atomic_write_text
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     reads_doc = {"reads": [r for case in document["cases"] for r in case["reads"]]}
     by_study = {case["study_uid"]: case for case in document["cases"]}
-    paths = [atomic_write_text(folder / "unblinded.json", json.dumps(document, indent=2) + "\n")]
+    paths = [atomic_write_text(folder / "unblinded.json", dumps_strict(document) + "\n")]
     extra = ["reading_code", "record_id", "timepoint", "visit_date", "sex", "age_at_onset", "age_at_diagnosis",
              "crp_mg_l", "esr_mm_h", "painful_sites", "treatments"]
     for name, (columns, rows) in (("reads.csv", read_rows(reads_doc)), ("lesions.csv", lesion_rows(reads_doc))):
@@ -379,11 +381,7 @@ def write_unblinded(document: dict, folder: Path) -> list[Path]:
                                            for s in visit.get("painful_sites", [])),
                 "treatments": "; ".join(t["treatment"] for t in visit.get("treatments", [])),
             })
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=extra + columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        paths.append(atomic_write_text(folder / name, buffer.getvalue()))
+        paths.append(write_csv(folder / name, extra + columns, rows))
     return paths
 
 

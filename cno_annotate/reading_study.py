@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from cno_annotate.annotation.documents import document_of, read_document
+from cno_annotate.annotation.model import ReadingRole
 from cno_annotate.annotation.reads import list_reads, load_read
 from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.errors import CnoError
@@ -23,7 +24,7 @@ from cno_annotate.store.db import Store, now
 from cno_annotate.uids import stable_uid
 
 CODE_PREFIX = "CNO-"
-ROLES = ("reader", "adjudicator")
+ROLES = tuple(ReadingRole)
 COORDINATOR = "coordinator"
 
 

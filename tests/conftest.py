@@ -44,6 +44,22 @@ def sample_store(tmp_path_factory) -> Store:
 
 
 @pytest.fixture
+def sample_copy(tmp_path, sample_store):
+    """Copies of the sample store (one study with its series): ``sample_copy("name")`` -> a Store."""
+    opened = []
+
+    def copy(name: str = "sample-copy") -> Store:
+        target = tmp_path / name
+        shutil.copytree(sample_store.root, target)
+        opened.append(Store.open(target))
+        return opened[-1]
+
+    yield copy
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
 def store(tmp_path) -> Store:
     """An empty store."""
     s = Store.open(tmp_path / "store")

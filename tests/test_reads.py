@@ -29,8 +29,8 @@ def new_session(store, reader="dr-a", scheme=None) -> ReadSession:
     return ReadSession.open_or_create(store, STUDY, reader, scheme)
 
 
-def placed(session, site="femur.distal", side="R", **grades) -> str:
-    lesion_id = session.add_lesion((-77.0, 0.0, -420.0), "1.2.3", (40, 337, 6))
+def placed(session, site="femur.distal", side="R", series="1.2.3", **grades) -> str:
+    lesion_id = session.add_lesion((-77.0, 0.0, -420.0), series, (40, 337, 6))
     session.update_lesion(lesion_id, site_id=site, side=side)
     for item, value in grades.items():
         session.set_grade(lesion_id, item, value)
@@ -64,11 +64,18 @@ def test_invalid_edits_are_refused_and_change_nothing(store):
         session.mark_unit("femur.distal:R", "not_assessable")
 
 
-def test_midline_sites_drop_the_side(store):
+def test_a_midline_site_drops_the_proposed_side_and_refuses_one_asked_for(store):
     session = new_session(store)
-    lesion_id = placed(session, site="spine.T8", side="L")
+    lesion_id = session.add_lesion((4.0, 0.0, -200.0), "1.2.3", (40, 337, 6), side="L")  # proposed from the click
+    session.update_lesion(lesion_id, site_id="spine.T8")
     assert session.read.lesion(lesion_id).side is None
     assert session.scores().units["spine.T8"].lesions == [lesion_id]
+    revision = session.read.revision
+    with pytest.raises(CnoError, match="midline site: it has no side"):
+        session.update_lesion(lesion_id, side="L")
+    with pytest.raises(CnoError, match="midline site: it has no side"):
+        session.update_lesion(lesion_id, site_id="spine.T9", side="R")
+    assert session.read.revision == revision and session.read.lesion(lesion_id).side is None
 
 
 OPERATIONS = st.lists(
@@ -101,7 +108,7 @@ def test_n_changes_then_n_undos_restore_the_start_and_n_redos_the_end(tmp_path_f
     for op, a, b in operations:
         lesions = session.read.lesions
         if op == "add":
-            placed(session, site=a, side=b)
+            placed(session, site=a, side=b if session.taxonomy.site(a).lateral else None)
             applied += 2  # placing and naming the site are two gestures
         elif op == "grade" and lesions:
             session.set_grade(lesions[-1].lesion_id, a, b)
@@ -145,25 +152,28 @@ def test_submit_needs_every_lesion_placed(store):
 
 
 def _filled_store(store) -> Store:
+    """Two readers' reads of the store's first study (a copy of the sample store)."""
+    study = store.studies()[0]["study_uid"]
+    series = store.volumes(study)[0]["volume_id"]
     for reader, scheme in (("dr-a", None), ("dr-b", "cno-descriptive")):
-        session = new_session(store, reader, scheme)
-        lesion = placed(session)
+        session = ReadSession.open_or_create(store, study, reader, scheme)
+        lesion = placed(session, series=series)
         item = session.scheme.items[0].id
         session.set_grade(lesion, item, 1)
         session.update_lesion(lesion, subsite="metaphysis", comment="ä ü ok", confidence=3,
                               extent={"kind": "box", "min_mm": [-80, -5, -430], "max_mm": [-70, 5, -410]})
-        spine = placed(session, site="spine.T8", side=None)
+        spine = placed(session, site="spine.T8", side=None, series=series)
         session.set_grade(spine, item, "NA")
         session.mark_unit("spine.L5", "not_assessable")
         session.mark_unit("clavicle.medial:R", "no_lesion")
     return store
 
 
-def test_json_round_trip_is_exact(store, tmp_path):
-    _filled_store(store)
+def test_json_round_trip_is_exact(sample_copy, tmp_path):
+    store = _filled_store(sample_copy("first"))
     first = export_document(store)
     path = write_document(first, tmp_path / "reads.json")
-    other = Store.open(tmp_path / "other")
+    other = sample_copy("other")
     assert import_document(other, path) == [r["read_id"] for r in first["reads"]]
     second = export_document(other)
     assert second == first
@@ -175,8 +185,8 @@ def test_json_round_trip_is_exact(store, tmp_path):
     assert lesion["position"]["lps_mm"] == [-77.0, 0.0, -420.0]
 
 
-def test_importing_twice_needs_replace(store, tmp_path):
-    _filled_store(store)
+def test_importing_twice_needs_replace(sample_copy, tmp_path):
+    store = _filled_store(sample_copy())
     path = write_document(export_document(store), tmp_path / "reads.json")
     with pytest.raises(CnoError, match="already has read .* --replace"):
         import_document(store, path)
@@ -195,13 +205,13 @@ def test_importing_twice_needs_replace(store, tmp_path):
     (lambda d: d["reads"][0]["lesions"][0]["position"].__setitem__("lps_mm", [1, 2]),
      r"\$\.reads\[0\]\.lesions\[0\]\.position\.lps_mm", "too short"),
 ])
-def test_invalid_documents_are_refused_whole_with_the_field_path(store, tmp_path, change, path, why):
-    _filled_store(store)
+def test_invalid_documents_are_refused_whole_with_the_field_path(sample_copy, tmp_path, change, path, why):
+    store = _filled_store(sample_copy())
     document = export_document(store)
     change(document)
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(document))
-    target = Store.open(tmp_path / "target")
+    target = sample_copy("target")
     with pytest.raises(CnoError, match=rf"bad\.json: {path}.*{why}"):
         import_document(target, bad)
     assert export_document(target)["reads"] == []  # nothing partly applied
@@ -214,12 +224,12 @@ def test_import_of_broken_json_names_the_line(store, tmp_path):
         import_document(store, bad)
 
 
-def test_cli_export_import_and_csv(store, tmp_path, cli):
-    _filled_store(store)
+def test_cli_export_import_and_csv(sample_copy, tmp_path, cli):
+    store = _filled_store(sample_copy())
     out = tmp_path / "reads.json"
     code, text, err = cli("read", "export", "--out", out, "--store", store.root)
     assert code == 0 and "wrote 2 reads" in text
-    code, text, err = cli("read", "import", out, "--store", tmp_path / "b")
+    code, text, err = cli("read", "import", out, "--store", sample_copy("b").root)
     assert code == 0 and "imported 2 reads" in text
     code, text, err = cli("read", "import", tmp_path / "missing.json", "--store", tmp_path / "b")
     assert code == 1 and "missing.json: no such file" in err

@@ -184,3 +184,19 @@ def test_one_finding_is_never_scored_in_two_units():
     for site in taxonomy.sites.values():
         bones.setdefault(site.unit, set()).add(site.bone)
     assert all(len(b) == 1 for b in bones.values()), {u: b for u, b in bones.items() if len(b) > 1}
+
+
+def test_the_skeleton_map_is_data_with_a_shape_for_every_site_of_every_taxonomy():
+    import subprocess
+    import sys
+
+    from cno_annotate.annotation.skeleton import load_skeleton
+
+    skeleton = load_skeleton()
+    for name in ("cno-sites-1.0.0", None):
+        taxonomy = load_taxonomy(name) if name else load_taxonomy()
+        assert skeleton.missing(taxonomy) == [], name
+    keys = [(s.site, s.side) for s in skeleton.shapes]
+    assert len(keys) == len(set(keys))
+    code = "import sys, cno_annotate.analysis.report; sys.exit('cno_annotate.phantom' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0, "the report imports the sample generator"

@@ -194,6 +194,7 @@ class LesionPanel(QWidget):
         self._grade_key = None
         self._comment_for: str | None = None  # the lesion the comment box belongs to
         self.header = QLabel("No read open", self)
+        self.header.setTextFormat(Qt.PlainText)  # reader ids are user text, never markup
         self.header.setWordWrap(True)
         self.totals = QLabel("", self)
         self.totals.setWordWrap(True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import logging
 from pathlib import Path
 
@@ -516,7 +517,7 @@ class MainWindow(QMainWindow):
     def _show_case_info(self, study) -> None:
         """Age / sex if the study allows; for adjudicators, the readers' submitted reads."""
         details = rs.case_details(self.store, study, self.current_code)
-        lines = [f"Case {self.current_code}"]
+        lines = [f"Case {html.escape(self.current_code)}"]
         if "sex" in details:
             lines.append(f"Sex {details['sex'] or '?'}, age {details['age_years'] if details['age_years'] is not None else '?'} y")
         if "timepoint" in details:
@@ -526,7 +527,8 @@ class MainWindow(QMainWindow):
             colours = ["#ff7ad9", "#7dff7a", "#ffb14d", "#b48cff"]
             for n, read in enumerate(rs.adjudication_view(self.store, self.reading_study, self.current_code, self.reader)):
                 colour = colours[n % len(colours)]
-                lines.append(f"<span style='color:{colour}'>{read['reader']}</span>: total {read['scores']['total']}, "
+                lines.append(f"<span style='color:{colour}'>{html.escape(read['reader'])}</span>: "
+                             f"total {read['scores']['total']}, "
                              f"{len(read['lesions'])} lesions")
                 for lesion in read["lesions"]:
                     site = lesion["site"]["label"] if lesion["site"] else "no site"

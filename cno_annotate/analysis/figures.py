@@ -1,9 +1,10 @@
 """Report figures, drawn with matplotlib's object API (Agg; no pyplot, no GUI).
 
 Every figure is saved as PNG and SVG. The skeleton map is a schematic front
-view built from the sample phantom's anatomy (``cno_annotate.phantom``), one
-shape per site and side, in radiological convention (the patient's right on
-the left).
+view kept as data (``schemas/skeleton/``, :mod:`cno_annotate.annotation.skeleton`),
+one shape per site and side, in radiological convention (the patient's right on
+the left). All text is drawn as plain text (no mathtext), so user text such
+as reader ids cannot break a figure.
 """
 
 from __future__ import annotations
@@ -13,11 +14,13 @@ import io
 from pathlib import Path
 
 import numpy as np
+from matplotlib import rc_context
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Circle, Ellipse, Rectangle
+from matplotlib.text import Text
 
-from cno_annotate import phantom
+from cno_annotate.annotation.skeleton import Shape, load_skeleton
 from cno_annotate.annotation.taxonomy import Taxonomy
 
 CONFIRMED, CLINICAL_ONLY, IMAGING_ONLY = "#3a9d3a", "#2f6fd0", "#f0c020"  # the cohort paper's Fig. 1 colours
@@ -31,14 +34,25 @@ def new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+def plain_text(figure: Figure) -> None:
+    """Draw every text of the figure as it is written: reader ids and labels are never math text.
+
+    A reader id such as ``$\\foo$`` would otherwise be parsed as mathtext (and fail).
+    """
+    for text in figure.findobj(Text):
+        text.set_parse_math(False)
+
+
 def save(figure: Figure, folder: Path, name: str) -> dict:
     """Write ``name.png`` and ``name.svg``; return their paths and the PNG as base64 (for HTML)."""
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    png.write_bytes(buffer.getvalue())
-    figure.savefig(svg, format="svg")
+    plain_text(figure)
+    with rc_context({"text.parse_math": False, "text.usetex": False}):  # tick labels are made while drawing
+        figure.savefig(buffer, format="png")
+        png.write_bytes(buffer.getvalue())
+        figure.savefig(svg, format="svg")
     return {"png": str(png), "svg": str(svg), "png_base64": base64.b64encode(buffer.getvalue()).decode("ascii")}
 
 
@@ -128,68 +142,6 @@ def followup_figure(result: dict) -> Figure:
 
 
 # -- the skeleton map -------------------------------------------------------------------------------
-def _x(side: str | None, x: float) -> float:
-    return phantom.side_x(side, x) if side else x
-
-
-def site_shapes(taxonomy: Taxonomy) -> dict[tuple[str, str | None], tuple]:
-    """(site id, side) -> a shape in the coronal plane (LPS x, z in mm)."""
-    shapes: dict[tuple[str, str | None], tuple] = {}
-    # The sternum first, so the thoracic vertebrae are drawn over it and stay visible.
-    shapes[("sternum.manubrium", None)] = ("rect", (0.0, 362.0), 22.0, 40.0)
-    shapes[("sternum.body", None)] = ("rect", (0.0, 300.0), 18.0, 80.0)
-    shapes[("sternum.xiphoid", None)] = ("rect", (0.0, 250.0), 10.0, 18.0)
-    for name, centre_height_radius in phantom.vertebra_centres().items():
-        centre, height, radius = centre_height_radius
-        shapes[(f"spine.{name}", None)] = ("rect", (0.0, centre[2]), 2 * radius, height - 3)
-    shapes[("sacrum", None)] = ("rect", (0.0, -50.0), 44.0, 80.0)
-    shapes[("coccyx", None)] = ("rect", (0.0, -105.0), 14.0, 16.0)
-    shapes[("skull", None)] = ("ellipse", (0.0, 560.0), 150.0, 190.0)
-    for side in "RL":
-        for bone, prox, dist, radius in phantom.LONG_BONES:
-            p = np.array([_x(side, prox[0]), prox[2]])
-            d = np.array([_x(side, dist[0]), dist[2]])
-            cut1, cut2 = p + (d - p) * 0.25, p + (d - p) * 0.75
-            shapes[(f"{bone}.proximal", side)] = ("line", p, cut1, 2 * radius)
-            shapes[(f"{bone}.shaft", side)] = ("line", cut1, cut2, 2 * radius)
-            shapes[(f"{bone}.distal", side)] = ("line", cut2, d, 2 * radius)
-        medial, lateral = np.array([_x(side, 18), 385.0]), np.array([_x(side, 130), 402.0])
-        shapes[("clavicle.medial", side)] = ("line", medial, medial + (lateral - medial) / 3, 15.0)
-        shapes[("clavicle.shaft", side)] = ("line", medial + (lateral - medial) / 3, medial + 2 * (lateral - medial) / 3, 15.0)
-        shapes[("clavicle.lateral", side)] = ("line", medial + 2 * (lateral - medial) / 3, lateral, 15.0)
-        shapes[("sternoclavicular_joint", side)] = ("circle", (_x(side, 12), 383.0), 9.0)
-        shapes[("mandible", side)] = ("line", np.array([_x(side, 40), 470.0]), np.array([_x(side, 4), 452.0]), 14.0)
-        shapes[("maxilla", side)] = ("circle", (_x(side, 25), 500.0), 14.0)
-        shapes[("scapula.body", side)] = ("line", np.array([_x(side, 100), 375.0]), np.array([_x(side, 95), 295.0]), 30.0)
-        shapes[("scapula.glenoid", side)] = ("circle", (_x(side, 128), 372.0), 10.0)
-        shapes[("scapula.acromion", side)] = ("circle", (_x(side, 135), 398.0), 9.0)
-        shapes[("scapula.coracoid", side)] = ("circle", (_x(side, 112), 385.0), 7.0)
-        for n, (_, (centre, _h, _r)) in enumerate(list(phantom.vertebra_centres().items())[7:19], start=1):
-            z = centre[2]
-            shapes[(f"rib.{n}", side)] = ("line", np.array([_x(side, 22), z]), np.array([_x(side, 60 + 4 * min(n, 8)), z - 28]), 7.0)
-        shapes[("ilium", side)] = ("line", np.array([_x(side, 62), 30.0]), np.array([_x(side, 95), -60.0]), 40.0)
-        shapes[("sacroiliac_joint", side)] = ("line", np.array([_x(side, 26), -15.0]), np.array([_x(side, 34), -70.0]), 8.0)
-        shapes[("acetabulum", side)] = ("circle", (_x(side, 88), -85.0), 17.0)
-        shapes[("pubis", side)] = ("line", np.array([_x(side, 80), -95.0]), np.array([_x(side, 18), -118.0]), 18.0)
-        shapes[("ischium", side)] = ("line", np.array([_x(side, 80), -100.0]), np.array([_x(side, 62), -140.0]), 22.0)
-        shapes[("patella", side)] = ("circle", (_x(side, 76), -448.0), 13.0)
-        shapes[("carpals", side)] = ("circle", (_x(side, 193), -112.0), 12.0)
-        shapes[("metacarpals", side)] = ("line", np.array([_x(side, 194), -124.0]), np.array([_x(side, 197), -150.0]), 20.0)
-        shapes[("hand_phalanges", side)] = ("line", np.array([_x(side, 197), -154.0]), np.array([_x(side, 199), -185.0]), 16.0)
-        shapes[("talus", side)] = ("circle", (_x(side, 70), -818.0), 12.0)
-        shapes[("calcaneus", side)] = ("circle", (_x(side, 72), -848.0), 15.0)
-        shapes[("navicular", side)] = ("circle", (_x(side, 58), -836.0), 7.0)
-        shapes[("cuboid", side)] = ("circle", (_x(side, 86), -840.0), 7.0)
-        shapes[("cuneiforms", side)] = ("circle", (_x(side, 58), -852.0), 7.0)
-        shapes[("metatarsals", side)] = ("line", np.array([_x(side, 68), -862.0]), np.array([_x(side, 68), -890.0]), 22.0)
-        shapes[("toe_phalanges", side)] = ("line", np.array([_x(side, 68), -894.0]), np.array([_x(side, 68), -912.0]), 18.0)
-    missing = [(s.id, side) for s in taxonomy.sites.values()
-               for side in (("R", "L") if s.lateral else (None,)) if (s.id, side) not in shapes]
-    if missing:
-        raise ValueError(f"the skeleton map lacks shapes for {missing[:5]}")
-    return shapes
-
-
 def skeleton_figure(values: dict[tuple[str, str | None], float], taxonomy: Taxonomy, title: str,
                     label: str = "lesions") -> Figure:
     """A front-view skeleton; each site shaded by its value (0: grey outline only)."""
@@ -198,20 +150,23 @@ def skeleton_figure(values: dict[tuple[str, str | None], float], taxonomy: Taxon
     from matplotlib.colors import Normalize
     from matplotlib.ticker import MaxNLocator
 
-    shapes = site_shapes(taxonomy)
+    skeleton = load_skeleton()
+    missing = skeleton.missing(taxonomy)
+    if missing:
+        raise ValueError(f"the skeleton map lacks shapes for {missing[:5]}")
     top = max([v for v in values.values() if v], default=1)
     norm = Normalize(0, top)
     cmap = colormaps["YlOrRd"]
     figure = new_figure(4.2, 7.6)
     ax = figure.add_subplot()
-    for key, shape in shapes.items():
-        value = values.get(key, 0)
+    for shape in skeleton.shapes:
+        value = values.get((shape.site, shape.side), 0)
         colour = cmap(0.25 + 0.75 * norm(value)) if value else "#e4e4e4"
         edge = "#8a2a0a" if value else "#9a9a9a"
         _draw(ax, shape, colour, edge)
     ax.set_aspect("equal")
-    ax.set_xlim(-240, 240)
-    ax.set_ylim(-930, 670)
+    ax.set_xlim(*skeleton.extent_x)
+    ax.set_ylim(*skeleton.extent_z)
     ax.axis("off")
     ax.text(-230, 640, "R", fontsize=12, weight="bold")
     ax.text(215, 640, "L", fontsize=12, weight="bold")
@@ -223,20 +178,18 @@ def skeleton_figure(values: dict[tuple[str, str | None], float], taxonomy: Taxon
     return figure
 
 
-def _draw(ax, shape: tuple, face, edge) -> None:
-    kind = shape[0]
-    if kind == "line":
-        _, a, b, width = shape
+def _draw(ax, shape: Shape, face, edge) -> None:
+    if shape.kind == "capsule":
+        a, b = np.array(shape.a), np.array(shape.b)
         length = float(np.hypot(*(b - a)))
         angle = float(np.degrees(np.arctan2(b[1] - a[1], b[0] - a[0])))
-        centre = (a + b) / 2
-        ax.add_patch(Ellipse(centre, length + width * 0.3, width, angle=angle, facecolor=face, edgecolor=edge, lw=0.6))
-    elif kind == "rect":
-        _, (x, z), w, h = shape
+        ax.add_patch(Ellipse((a + b) / 2, length + shape.width * 0.3, shape.width, angle=angle, facecolor=face,
+                             edgecolor=edge, lw=0.6))
+    elif shape.kind == "rectangle":
+        (x, z), (w, h) = shape.centre, shape.size
         ax.add_patch(Rectangle((x - w / 2, z - h / 2), w, h, facecolor=face, edgecolor=edge, lw=0.6))
-    elif kind == "circle":
-        _, (x, z), r = shape
-        ax.add_patch(Circle((x, z), r, facecolor=face, edgecolor=edge, lw=0.6))
-    else:
-        _, (x, z), w, h = shape
-        ax.add_patch(Ellipse((x, z), w, h, facecolor="none" if face == "#e4e4e4" else face, edgecolor=edge, lw=0.8))
+    elif shape.kind == "circle":
+        ax.add_patch(Circle(shape.centre, shape.radius, facecolor=face, edgecolor=edge, lw=0.6))
+    else:  # outline_ellipse: the skull, an outline unless shaded
+        ax.add_patch(Ellipse(shape.centre, *shape.size, facecolor="none" if face == "#e4e4e4" else face,
+                             edgecolor=edge, lw=0.8))

@@ -7,9 +7,7 @@ pseudonymous patient code only.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import math
 from datetime import UTC, datetime
@@ -19,6 +17,7 @@ import numpy as np
 
 from cno_annotate import __version__
 from cno_annotate.analysis import cohort, figures
+from cno_annotate.annotation.csv_export import write_csv
 from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
@@ -179,17 +178,14 @@ def write_tables(report: dict, out: Path) -> list[Path]:
     """Write every table as CSV (atomically)."""
     paths = []
     for name, (columns, rows) in table_rows(report).items():
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        paths.append(atomic_write_text(out / name, buffer.getvalue()))
+        paths.append(write_csv(out / name, columns, rows))  # formula cells neutralised
     return paths
 
 
 def write_json(report: dict, out: Path) -> Path:
     """The report as JSON (figures by path, not embedded)."""
-    return atomic_write_text(out / "report.json", json.dumps(_without_embedded(report), indent=2, default=_json) + "\n")
+    return atomic_write_text(out / "report.json", json.dumps(_without_embedded(report), indent=2, default=_json,
+                                                                 allow_nan=False) + "\n")
 
 
 def _without_embedded(value):
@@ -197,6 +193,8 @@ def _without_embedded(value):
         return {k: _without_embedded(v) for k, v in value.items() if k != "png_base64"}
     if isinstance(value, list):
         return [_without_embedded(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None  # strict JSON: an undefined statistic is null, never NaN
     return value
 
 

@@ -3,12 +3,22 @@
 Built from the JSON export form (:func:`documents.export_document`), so the
 two exports always agree. Missing values are empty cells; "not assessable"
 grades are ``NA``.
+
+Formula injection: a spreadsheet runs a cell that starts with ``=``, ``+``,
+``-``, ``@``, a tab or a carriage return as a formula. Every CSV the tool
+writes goes through :func:`safe_cell`, which (as OWASP recommends) prefixes
+such text with a single quote. Numbers stay numbers: a value that is a number
+(``-77.0``), or text that is exactly a decimal number (``-3``, ``+1.5e3``), is
+written as it is, since a spreadsheet reads it as a number, not a formula.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import numbers
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from cno_annotate.annotation.scheme import load_scheme
@@ -111,6 +121,45 @@ def _blank(value):
     return "" if value is None else value
 
 
+#: What a spreadsheet takes for the start of a formula (OWASP CSV injection).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def safe_cell(value):
+    """A CSV cell that no spreadsheet runs as a formula.
+
+    Text starting with ``= + - @``, a tab or a carriage return gets a leading
+    single quote, unless it is exactly a decimal number; numbers are returned
+    unchanged.
+
+    Examples
+    --------
+    >>> safe_cell("=HYPERLINK(\"http://x\")"), safe_cell("-77.5"), safe_cell(-77.5), safe_cell("@SUM(A1)")
+    ('\'=HYPERLINK("http://x")', '-77.5', -77.5, "'@SUM(A1)")
+    """
+    if isinstance(value, numbers.Number) or not isinstance(value, str):
+        return value
+    if value.startswith(FORMULA_START) and not _DECIMAL.fullmatch(value):
+        return "'" + value
+    return value
+
+
+def csv_text(columns: list[str], rows: Iterable[dict]) -> str:
+    """CSV text of ``rows`` (keys outside ``columns`` ignored), every cell through :func:`safe_cell`."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=[safe_cell(c) for c in columns], extrasaction="ignore",
+                            lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({safe_cell(k): safe_cell(v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> Path:
+    """Write a CSV table atomically, formula cells neutralised (:func:`safe_cell`)."""
+    return atomic_write_text(path, csv_text(columns, rows))
+
+
 def write_tables(document: dict, folder: Path) -> list[Path]:
     """Write ``lesions.csv`` and ``reads.csv`` atomically; returns the paths."""
     folder = Path(folder)
@@ -120,9 +169,5 @@ def write_tables(document: dict, folder: Path) -> list[Path]:
         raise CnoError(f"cannot create {folder}: {exc.strerror}") from None
     out = []
     for name, (columns, rows) in (("lesions.csv", lesion_rows(document)), ("reads.csv", read_rows(document))):
-        buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        out.append(atomic_write_text(folder / name, buffer.getvalue()))
+        out.append(write_csv(folder / name, columns, rows))
     return out

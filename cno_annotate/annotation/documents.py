@@ -9,16 +9,23 @@ error is refused whole, and the message names the file, the JSON path and why.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from cno_annotate import __version__
 from cno_annotate.annotation.model import Lesion, Read
 from cno_annotate.annotation.reads import list_reads, load_read, write_read
-from cno_annotate.annotation.resources import read_json, validate
-from cno_annotate.annotation.scheme import NOT_ASSESSABLE, load_scheme
+from cno_annotate.annotation.resources import validate
+from cno_annotate.annotation.scheme import Scheme, load_scheme
 from cno_annotate.annotation.scoring import Finding, score_read
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
+from cno_annotate.annotation.validation import (
+    InvalidLesion,
+    dumps_strict,
+    load_strict_json,
+    make_lesion,
+    read_problems,
+    reference_problems,
+)
 from cno_annotate.errors import CnoError
 from cno_annotate.fileio import atomic_write_text
 from cno_annotate.store.db import Store
@@ -113,11 +120,11 @@ def write_document(document: dict, path: Path) -> Path:
     """Write a document atomically (temporary file, fsync, rename)."""
     if not Path(path).parent.is_dir():
         raise CnoError(f"{Path(path).parent} is not a folder")
-    return atomic_write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    return atomic_write_text(path, dumps_strict(document) + "\n")
 
 
 def reads_from_document(document: dict, source: str) -> list[Read]:
-    """Validate a document (schema, sites, grades) and build its reads.
+    """Validate a document (schema, then every lesion and read through the one validator) and build its reads.
 
     Raises
     ------
@@ -142,12 +149,17 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
             raise CnoError(f"{source}: {where}.lesions: lesion ids repeat")
         marks = {}
         for n, mark in enumerate(data["unit_marks"]):
-            _load(lambda: taxonomy.unit_site(mark["unit_id"]), source, f"{where}.unit_marks[{n}].unit_id")
+            if mark["unit_id"] in marks:
+                raise CnoError(f"{source}: {where}.unit_marks[{n}].unit_id: {mark['unit_id']} is marked twice")
             marks[mark["unit_id"]] = mark["mark"]
-        reads.append(Read(data["read_id"], data["study_uid"], data["reader"], scheme.id, scheme.version,
-                          taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
-                          data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
-                          data["supersedes"], data["reason"]))
+        read = Read(data["read_id"], data["study_uid"], data["reader"], scheme.id, scheme.version,
+                    taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
+                    data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
+                    data["supersedes"], data["reason"])
+        problems = read_problems(read, taxonomy)
+        if problems:
+            raise CnoError(f"{source}: {problems[0].at(where)}")
+        reads.append(read)
     return reads
 
 
@@ -158,49 +170,52 @@ def _load(fn, source: str, where: str):
         raise CnoError(f"{source}: {where}: {exc}") from None
 
 
-def _lesion_from(data: dict, taxonomy: Taxonomy, scheme, source: str, where: str) -> Lesion:
-    site_id = data["site"]["id"] if data["site"] else None
-    if site_id is not None:
-        site = _load(lambda: taxonomy.site(site_id), source, f"{where}.site.id")
-        subsite = data["subsite"]["id"] if data["subsite"] else None
-        if subsite is not None and subsite not in site.subsites:
-            raise CnoError(f"{source}: {where}.subsite.id: {site.label} has no sub-site {subsite!r}")
-    elif data["subsite"]:
-        raise CnoError(f"{source}: {where}.subsite: a sub-site needs a site")
-    for item_id, value in data["grades"].items():
-        _load(lambda: scheme.check_grade(item_id, value), source, f"{where}.grades.{item_id}")
-    return Lesion(
-        lesion_id=data["lesion_id"],
-        position=tuple(data["position"]["lps_mm"]),
-        series_uid=data["position"]["series_uid"],
-        voxel=tuple(data["position"]["voxel"]),
-        site_id=site_id,
-        side=data["laterality"]["side"] if data["laterality"] else None,
-        subsite=data["subsite"]["id"] if data["subsite"] else None,
-        extent=data["extent"],
-        grades={k: (v if v == NOT_ASSESSABLE else int(v)) for k, v in data["grades"].items()},
-        comment=data["comment"],
-        confidence=data["confidence"],
-        created_by=data["created"]["by"], created_at=data["created"]["at"],
-        modified_by=data["modified"]["by"], modified_at=data["modified"]["at"],
-    )
+def _lesion_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: str, where: str) -> Lesion:
+    try:
+        return make_lesion(
+            taxonomy, scheme,
+            lesion_id=data["lesion_id"],
+            position=data["position"]["lps_mm"],
+            series_uid=data["position"]["series_uid"],
+            voxel=data["position"]["voxel"],
+            site_id=data["site"]["id"] if data["site"] else None,
+            side=data["laterality"]["side"] if data["laterality"] else None,
+            subsite=data["subsite"]["id"] if data["subsite"] else None,
+            extent=data["extent"],
+            grades=data["grades"],
+            comment=data["comment"],
+            confidence=data["confidence"],
+            created_by=data["created"]["by"], created_at=data["created"]["at"],
+            modified_by=data["modified"]["by"], modified_at=data["modified"]["at"],
+        )
+    except InvalidLesion as exc:
+        raise CnoError(f"{source}: {exc.problem.at(where)}") from None
 
 
 def import_document(store: Store, path: Path, replace: bool = False, actor: str = "coordinator") -> list[str]:
     """Import every read of a JSON file, all or nothing; returns the read ids.
 
+    The file is read as strict JSON, every lesion is built through
+    :func:`~cno_annotate.annotation.validation.make_lesion`, every read is
+    checked by :func:`~cno_annotate.annotation.validation.read_problems` (the
+    editor's rules) and against the store by
+    :func:`~cno_annotate.annotation.validation.reference_problems`.
+
     Raises
     ------
     CnoError
-        If the file is unreadable or invalid, or a read exists already
-        (unless ``replace``).
+        If the file is unreadable or invalid (naming the JSON path), or a read
+        exists already (unless ``replace``); the store is unchanged.
     """
     source = str(path)
-    reads = reads_from_document(read_json(path), source)
-    existing = {r["read_id"] for r in list_reads(store)}
+    reads = reads_from_document(load_strict_json(path), source)
+    existing = {r["read_id"]: r for r in list_reads(store)}
     clashes = [r.read_id for r in reads if r.read_id in existing]
     if clashes and not replace:
         raise CnoError(f"{source}: the store already has read {clashes[0]} (use --replace to overwrite)")
+    problems = reference_problems(store, reads)
+    if problems:
+        raise CnoError(f"{source}: {problems[0]}")
     with store.transaction():
         for read in reads:
             write_read(store, read, actor=actor, in_transaction=True)

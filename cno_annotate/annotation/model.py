@@ -5,12 +5,17 @@ one marked lesion: position in patient LPS mm with the series UID and voxel
 index, coded site with sub-site and side, extent, grades of the scheme,
 comment, confidence, and who and when created and modified it. Both convert
 to and from plain dicts (the stored and exported form).
+
+Lesions are built through :func:`cno_annotate.annotation.validation.make_lesion`
+(the one constructor that checks a lesion against the taxonomy and the scheme);
+the editor, ``read import``, scoring and the analysis all go through it.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -18,6 +23,34 @@ import numpy as np
 PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 DEFAULT_RADIUS_MM = 5.0
 CONFIDENCE = (1, 2, 3, 4, 5)
+
+
+class Side(StrEnum):
+    """The side of the body of a lateral site."""
+
+    RIGHT = "R"
+    LEFT = "L"
+
+
+class ReadStatus(StrEnum):
+    """Where a read is in its life: editable draft, or submitted and locked."""
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+
+
+class UnitMark(StrEnum):
+    """What a reader says of a bone unit that holds no lesion."""
+
+    NO_LESION = "no_lesion"
+    NOT_ASSESSABLE = "not_assessable"
+
+
+class ReadingRole(StrEnum):
+    """Who made a read in a reading study."""
+
+    READER = "reader"
+    ADJUDICATOR = "adjudicator"
 
 
 @dataclass(frozen=True)
@@ -29,7 +62,7 @@ class Lesion:
     series_uid: str
     voxel: tuple[float, float, float]
     site_id: str | None = None
-    side: str | None = None
+    side: Side | None = None
     subsite: str | None = None
     extent: dict | None = None
     grades: dict = field(default_factory=dict)
@@ -119,7 +152,7 @@ class Read:
     scheme_id: str
     scheme_version: str
     taxonomy: str
-    status: str = "draft"
+    status: ReadStatus = ReadStatus.DRAFT
     started: str = ""
     submitted: str | None = None
     modified: str = ""
@@ -127,10 +160,14 @@ class Read:
     lesions: list[Lesion] = field(default_factory=list)
     unit_marks: dict[str, str] = field(default_factory=dict)
     reading_study: str | None = None
-    role: str = "reader"  # reader or adjudicator
+    role: ReadingRole = ReadingRole.READER
     version: int = 1
     supersedes: str | None = None  # the read this version replaces
     reason: str | None = None  # why a submitted read got a new version
+
+    def __post_init__(self) -> None:
+        self.status = ReadStatus(self.status)
+        self.role = ReadingRole(self.role)
 
     def lesion(self, lesion_id: str) -> Lesion:
         """The lesion with this id (KeyError if none)."""

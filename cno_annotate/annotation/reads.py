@@ -14,10 +14,22 @@ import json
 import uuid
 from dataclasses import dataclass
 
-from cno_annotate.annotation.model import CONFIDENCE, Lesion, Read
+from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus
 from cno_annotate.annotation.scheme import Scheme, load_scheme
-from cno_annotate.annotation.scoring import UNIT_MARKS, UNIT_NOT_ASSESSABLE, Finding, ReadScores, score_read
-from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, SIDES, Taxonomy, load_taxonomy
+from cno_annotate.annotation.scoring import (
+    UNIT_MARKS,
+    UNIT_NOT_ASSESSABLE,
+    Finding,
+    ReadScores,
+    score_read,
+)
+from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
+from cno_annotate.annotation.validation import (
+    check_read,
+    lesion_from_fields,
+    read_problems,
+    reference_problems,
+)
 from cno_annotate.errors import CnoError
 from cno_annotate.events import Event
 from cno_annotate.store import audit
@@ -62,8 +74,9 @@ def load_read(store: Store, read_id: str) -> Read:
     row = store.db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,)).fetchone()
     if row is None:
         raise CnoError(f"no read {read_id!r} in the store at {store.root}")
+    taxonomy, scheme = load_taxonomy(row["taxonomy"]), load_scheme(row["scheme_id"], row["scheme_version"])
     lesions = [
-        Lesion.from_dict(json.loads(r["data"]))
+        lesion_from_fields(taxonomy, scheme, json.loads(r["data"]))
         for r in store.db.execute("SELECT data FROM lesions WHERE read_id = ? ORDER BY ordinal", (read_id,))
     ]
     marks = {r["unit_id"]: r["mark"] for r in store.db.execute(
@@ -79,8 +92,12 @@ def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxon
         raise CnoError("a read needs a reader id")
     stamp = now()
     read = Read(read_id or uuid.uuid4().hex, study_uid, reader, scheme.id, scheme.version,
-                f"{taxonomy.id}-{taxonomy.version}", "draft", stamp, None, stamp, 0,
-                reading_study=reading_study, role=role)
+                f"{taxonomy.id}-{taxonomy.version}", ReadStatus.DRAFT, stamp, None, stamp, 0,
+                reading_study=reading_study, role=ReadingRole(role))
+    if reading_study is not None:  # the same rules as read import: a registered reader, one adjudicator per case
+        problems = reference_problems(store, [read])
+        if problems:
+            raise CnoError(problems[0].reason)
     with store.transaction() as db:
         _insert_read_row(db, read, next_lesion=1)
         audit.append(db, reader, "create", f"read:{read.read_id}", after=_read_summary(read))
@@ -210,7 +227,7 @@ class ReadSession:
         if newer is not None:
             raise CnoError(f"read {read_id} already has a newer version {newer[0]}")
         stamp = now()
-        new = dataclasses.replace(old, read_id=uuid.uuid4().hex, status="draft", started=stamp, submitted=None,
+        new = dataclasses.replace(old, read_id=uuid.uuid4().hex, status=ReadStatus.DRAFT, started=stamp, submitted=None,
                                   modified=stamp, revision=0, version=old.version + 1, supersedes=old.read_id,
                                   reason=reason.strip())
         with store.transaction() as db:
@@ -242,11 +259,13 @@ class ReadSession:
         number = self.store.db.execute(
             "SELECT next_lesion FROM reads WHERE read_id = ?", (self.read.read_id,)).fetchone()[0]
         stamp = now()
-        x, y, z = (float(v) for v in position)
-        i, j, k = (float(v) for v in voxel)
-        lesion = Lesion(f"L{number}", (x, y, z), series_uid, (i, j, k), created_by=self.read.reader, created_at=stamp,
-                        modified_by=self.read.reader, modified_at=stamp)
-        lesion = self._validated(dataclasses.replace(lesion, **fields)) if fields else lesion
+        unknown = set(fields) - EDITABLE
+        if unknown:
+            raise CnoError(f"cannot set {', '.join(sorted(unknown))} of a lesion")
+        lesion = self._validated({"lesion_id": f"L{number}", "position": position, "series_uid": series_uid,
+                                  "voxel": voxel, "created_by": self.read.reader, "created_at": stamp,
+                                  "modified_by": self.read.reader, "modified_at": stamp, **fields})
+        self._check_whole_read({lesion.lesion_id: lesion}, {})
         self._commit(_Change("add lesion", {lesion.lesion_id: None}, {lesion.lesion_id: lesion}, {}, {}),
                      next_lesion=number + 1)
         return lesion.lesion_id
@@ -258,8 +277,11 @@ class ReadSession:
         if unknown:
             raise CnoError(f"cannot edit {', '.join(sorted(unknown))} of a lesion")
         before = self._lesion(lesion_id)
-        after = self._validated(dataclasses.replace(
-            before, **fields, modified_by=self.read.reader, modified_at=now()))
+        if "site_id" in fields and "side" not in fields and fields["site_id"] in self.taxonomy.sites \
+                and not self.taxonomy.sites[fields["site_id"]].lateral:
+            fields = {**fields, "side": None}  # a midline site has no side: the proposed side goes
+        after = self._validated({**before.to_dict(), **fields, "modified_by": self.read.reader, "modified_at": now()})
+        self._check_whole_read({lesion_id: after}, {})
         label = "edit " + ", ".join(sorted(fields))
         self._commit(_Change(label, {lesion_id: before}, {lesion_id: after}, {}, {}))
 
@@ -287,6 +309,7 @@ class ReadSession:
         if mark is not None and self._lesions_in(unit_id):
             raise CnoError(f"{unit_id} has lesions; delete them before marking it "
                            f"{'not assessable' if mark == UNIT_NOT_ASSESSABLE else 'without lesion'}")
+        self._check_whole_read({}, {unit_id: mark})
         before = self.read.unit_marks.get(unit_id)
         self._commit(_Change(f"mark {unit_id}", {}, {}, {unit_id: before}, {unit_id: mark}))
 
@@ -295,6 +318,7 @@ class ReadSession:
         self._require_draft()
         if self.scores().unplaced_lesions:
             raise CnoError(f"lesions without a site or side: {', '.join(self.scores().unplaced_lesions)}")
+        check_read(dataclasses.replace(self.read, status=ReadStatus.SUBMITTED), self.taxonomy)
         stamp = now()
         with self.store.transaction() as db:
             db.execute("UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
@@ -345,23 +369,20 @@ class ReadSession:
                     out.append(lesion.lesion_id)
         return out
 
-    def _validated(self, lesion: Lesion) -> Lesion:
-        if lesion.site_id is not None:
-            site = self.taxonomy.site(lesion.site_id)
-            if not site.lateral and lesion.side is not None:
-                lesion = dataclasses.replace(lesion, side=None)
-            if lesion.subsite is not None and lesion.subsite not in site.subsites:
-                choices = ", ".join(site.subsites) or "none"
-                raise CnoError(f"{site.label} has no sub-site {lesion.subsite!r} (choices: {choices})")
-        elif lesion.subsite is not None:
-            raise CnoError("choose the site before its sub-site")
-        if lesion.side is not None and lesion.side not in SIDES:
-            raise CnoError(f"side must be R or L, not {lesion.side!r}")
-        for item_id, value in lesion.grades.items():
-            self.scheme.check_grade(item_id, value)
-        if lesion.confidence is not None and lesion.confidence not in CONFIDENCE:
-            raise CnoError(f"confidence is 1 to 5, not {lesion.confidence!r}")
-        return lesion
+    def _validated(self, fields: dict) -> Lesion:
+        """A lesion built through the one validator (the same as ``read import``)."""
+        return lesion_from_fields(self.taxonomy, self.scheme, fields)
+
+    def _check_whole_read(self, lesions: dict, marks: dict) -> None:
+        """Refuse a change that would break a whole-read rule the read keeps now."""
+        changed = {**{l.lesion_id: l for l in self.read.lesions}, **lesions}
+        new_marks = {**self.read.unit_marks, **marks}
+        after = dataclasses.replace(self.read, lesions=[l for l in changed.values() if l is not None],
+                                    unit_marks={u: m for u, m in new_marks.items() if m is not None})
+        known = {str(p) for p in read_problems(self.read, self.taxonomy)}
+        new = [p for p in read_problems(after, self.taxonomy) if str(p) not in known]
+        if new:
+            raise CnoError(new[0].reason)
 
     def _commit(self, change: _Change, next_lesion: int | None = None) -> None:
         self._write(change.lesions_after, change.marks_after, next_lesion, action=change.label,

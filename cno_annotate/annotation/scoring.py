@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from cno_annotate.annotation.model import UnitMark
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
 from cno_annotate.annotation.taxonomy import Taxonomy
 
-NO_LESION, UNIT_NOT_ASSESSABLE = "no_lesion", "not_assessable"
-UNIT_MARKS = (NO_LESION, UNIT_NOT_ASSESSABLE)
+NO_LESION, UNIT_NOT_ASSESSABLE = UnitMark.NO_LESION, UnitMark.NOT_ASSESSABLE
+UNIT_MARKS = tuple(UnitMark)
 
 
 @dataclass(frozen=True)

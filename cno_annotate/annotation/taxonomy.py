@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from cno_annotate.annotation.model import Side
 from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
 from cno_annotate.errors import CnoError
 
 DEFAULT_TAXONOMY = "cno-sites-2.0.0"
-SIDES = ("R", "L")
+SIDES = tuple(Side)
 #: How far from the midline (mm) a click must be to propose a side.
 MIDLINE_MM = 10.0
 

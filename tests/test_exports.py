@@ -1,0 +1,226 @@
+"""Exports: no formula cells, plain-text reader ids, safe --out targets, every export audited, nothing half done."""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from cno_annotate.annotation.csv_export import FORMULA_START, safe_cell
+from cno_annotate.errors import CnoError
+from cno_annotate.store import Store, audit
+
+READERS = ["@evil<i>", "$\\foo$"]  # a formula start with markup, and matplotlib math text
+ADJUDICATOR = "<b>adj</b>"
+COMMENTS = ["=1+2", '-2+3+cmd|"/C calc"!A0', "+SUM(A1)", "\tindented", "@here", "plain"]
+_DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    """A reading study whose reader ids and comments are hostile to spreadsheets and matplotlib."""
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.clinical import CoordinatorDB, import_clinical, link_patient_ids
+    from cno_annotate.importer import import_paths
+    from cno_annotate.sample import StudyPlan, generate_study
+
+    root = tmp_path_factory.mktemp("hostile")
+    for seed in range(3):
+        generate_study(root / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=seed))
+    store = Store.open(root / "store")
+    import_paths(store, [root])
+    rs.create(store, "demo", seed=1)
+    rs.add_cases(store, "demo", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "demo", READERS)
+    rs.add_readers(store, "demo", [ADJUDICATOR], role="adjudicator")
+    rs.assign(store, "demo")
+    for n, case in enumerate(rs.cases(store, "demo")):
+        series = store.volumes(case["study_uid"])[0]["volume_id"]
+        for r, (reader, role) in enumerate([(READERS[0], "reader"), (READERS[1], "reader"), (ADJUDICATOR, "adjudicator")]):
+            session = ReadSession.open_or_create(store, case["study_uid"], reader, reading_study="demo", role=role)
+            lesion = session.add_lesion((-70.5, 0, -400), series, (1, 1, 1), site_id="femur.distal", side="R",
+                                        comment=COMMENTS[(n + r) % len(COMMENTS)])
+            session.set_grade(lesion, "marrow_hyperintensity", (n + r) % 3)
+            session.submit()
+    key = root / "key.sqlite"
+    db = CoordinatorDB.open(key)
+    link_patient_ids(store, db, "demo")
+    clinical = root / "clinical.csv"
+    lines = ["record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,esr_mm_h"]
+    lines += [f"{s['patient_id']},2026-11-01,F,9,10,femur.distal:R,,5,20" for s in store.studies()]
+    clinical.write_text("\n".join(lines) + "\n")
+    import_clinical(db, clinical)
+    store.close()
+    return root / "store", key
+
+
+@pytest.fixture
+def hostile_copy(hostile, tmp_path):
+    store_dir, key = hostile
+    shutil.copytree(store_dir, tmp_path / "store")
+    return tmp_path / "store", key
+
+
+def _cells(path: Path) -> list[list[str]]:
+    with open(path, newline="", encoding="utf-8") as fp:
+        return list(csv.reader(fp))
+
+
+def _formula_cells(folder: Path) -> list[tuple[str, str]]:
+    found = []
+    for path in folder.rglob("*.csv"):
+        for row in _cells(path):
+            found += [(path.name, c) for c in row if c.startswith(FORMULA_START) and not _DECIMAL.fullmatch(c)]
+    return found
+
+
+def test_safe_cell_follows_owasp_and_keeps_numbers():
+    assert safe_cell("=1+2") == "'=1+2" and safe_cell("@x") == "'@x" and safe_cell("\tx") == "'\tx"
+    assert safe_cell("\rx") == "'\rx" and safe_cell("-2+3") == "'-2+3" and safe_cell("+A1") == "'+A1"
+    assert safe_cell(-70.5) == -70.5 and safe_cell("-70.5") == "-70.5" and safe_cell("-1e3") == "-1e3"
+    assert safe_cell("plain") == "plain" and safe_cell("") == "" and safe_cell(3) == 3
+
+
+def test_no_csv_the_tool_writes_holds_a_formula_cell(hostile_copy, tmp_path, cli):
+    store, key = hostile_copy
+    code, _, err = cli("export-csv", "--out", tmp_path / "csv", "--store", store)
+    assert code == 0, err
+    code, _, err = cli("reading-study", "export-unblinded", "demo", "--link-key", key, "--out", tmp_path / "unblinded",
+                       "--store", store)
+    assert code == 0, err
+    code, _, err = cli("report", "all", "demo", "--link-key", key, "--out", tmp_path / "report", "--store", store)
+    assert code == 0, err  # reader id $\foo$ is drawn as text, not parsed as math
+    assert _formula_cells(tmp_path) == []
+    for folder in ("csv", "unblinded"):
+        rows = list(csv.DictReader(open(tmp_path / folder / "lesions.csv", newline="", encoding="utf-8")))
+        assert {r["comment"] for r in rows} == {"'" + c for c in COMMENTS[:5]}
+        assert {r["reader"] for r in rows} == {"'@evil<i>", "$\\foo$", ADJUDICATOR}
+        assert {r["x_mm"] for r in rows} == {"-70.5"}  # a negative number stays a number
+    report = (tmp_path / "report" / "report.json").read_text()
+    assert str(tmp_path / "report" / "figures" / "bland_altman.png") in report and ".staging" not in report
+    assert (tmp_path / "report" / "figures" / "bland_altman.png").stat().st_size > 1000
+
+
+def test_clinical_import_refuses_record_ids_that_start_a_formula(tmp_path):
+    from cno_annotate.clinical import CoordinatorDB, import_clinical
+
+    bad = tmp_path / "clinical.csv"
+    bad.write_text("record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,esr_mm_h\n"
+                   "=HYPERLINK(1),2026-11-01,F,9,10,,,,\nok-1,2026-11-01,F,9,10,,,,\n@x,2026-11-01,F,9,10,,,,\n")
+    db = CoordinatorDB.open(tmp_path / "key.sqlite")
+    with pytest.raises(CnoError, match=r"line 2: record_id '=HYPERLINK\(1\)' starts with '='.*\n.*line 4: record_id '@x'"):
+        import_clinical(db, bad)
+    assert db.db.execute("SELECT COUNT(*) FROM visits").fetchone()[0] == 0
+
+
+def _audit_actions(store_dir: Path) -> list[str]:
+    store = Store.open(store_dir)
+    try:
+        return [e["action"] for e in audit.entries(store.db, 100_000)]
+    finally:
+        store.close()
+
+
+def test_every_export_writes_an_audit_entry(hostile_copy, tmp_path, cli):
+    store, key = hostile_copy
+    volume = Store.open(store).volumes()[0]["volume_id"]
+    before = _audit_actions(store)
+    commands = [
+        ("read", "export", "--out", tmp_path / "reads.json"),
+        ("export-csv", "--out", tmp_path / "csv"),
+        ("export-nifti", volume, "--out", tmp_path / "v.nii.gz"),
+        ("report", "agreement", "demo", "--out", tmp_path / "report"),
+        ("reading-study", "export-unblinded", "demo", "--link-key", key, "--out", tmp_path / "unblinded"),
+    ]
+    for command in commands:
+        code, _, err = cli(*command, "--store", store)
+        assert code == 0, err
+    after = _audit_actions(store)
+    assert after[:len(before)] == before
+    assert after[len(before):] == ["export", "export-csv", "export-nifti", "report", "export-unblinded"]
+    entry = audit.entries(Store.open(store).db, 1)[0]
+    assert entry["detail"]["after"]["files"] == sorted(str(tmp_path / "unblinded" / n)
+                                                      for n in ("lesions.csv", "reads.csv", "unblinded.json"))
+
+
+def test_out_refuses_devices_links_and_folders_and_replaces_files_only_with_force(hostile_copy, tmp_path, cli):
+    store, _ = hostile_copy
+    entries = len(_audit_actions(store))
+    pipe = tmp_path / "pipe.json"  # a non-regular file that is safe to test with (never /dev/null: as root a
+    os.mkfifo(pipe)                 # failing test would replace the machine's device node)
+    link = tmp_path / "link.json"
+    link.symlink_to(pipe)
+    (tmp_path / "folder.json").mkdir()
+    for target, why in ((pipe, "not a regular file"), (link, "symbolic link"),
+                        (tmp_path / "folder.json", "not a regular file")):
+        code, _, err = cli("read", "export", "--out", target, "--store", store)
+        assert code == 1 and why in err and err.count("\n") == 1
+    assert pipe.is_fifo() and link.is_symlink() and (tmp_path / "folder.json").is_dir()
+    existing = tmp_path / "reads.json"
+    existing.write_text("keep me")
+    code, _, err = cli("read", "export", "--out", existing, "--store", store)
+    assert code == 1 and "exists; use --force" in err and existing.read_text() == "keep me"
+    (tmp_path / "csv").mkdir()
+    (tmp_path / "csv" / "reads.csv").write_text("keep me")
+    code, _, err = cli("export-csv", "--out", tmp_path / "csv", "--store", store)
+    assert code == 1 and "reads.csv exists; use --force" in err
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["reads.csv"]  # nothing else, nothing staged
+    code, _, err = cli("export-nifti", "whatever", "--out", existing.with_suffix(".nii"), "--store", store)
+    assert code == 1
+    assert len(_audit_actions(store)) == entries  # refused exports are not recorded
+    code, _, err = cli("read", "export", "--out", existing, "--force", "--store", store)
+    assert code == 0 and existing.read_text().startswith("{")
+    code, _, err = cli("export-csv", "--out", tmp_path / "csv", "--force", "--store", store)
+    assert code == 0 and (tmp_path / "csv" / "reads.csv").read_text().startswith("read_id")
+
+
+def test_a_failed_export_leaves_no_files_and_no_entry(hostile_copy, tmp_path):
+    """With the store locked the unblinded export cannot be audited: it must not leave identifying files."""
+    from cno_annotate.clinical import CoordinatorDB, unblinded_document, write_unblinded
+    from cno_annotate.exports import audited_export
+
+    store_dir, key = hostile_copy
+    store = Store.open(store_dir)
+    document = unblinded_document(store, CoordinatorDB.open(key), "demo")
+    entries = len(audit.entries(store.db, 100_000))
+    store.db.execute("PRAGMA busy_timeout = 100")
+    other = sqlite3.connect(store_dir / "store.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another program holds the store
+    out = tmp_path / "unblinded"
+    try:
+        with pytest.raises(CnoError, match="could not be written"):
+            audited_export(store, out, False, "export-unblinded", "reading-study:demo",
+                           lambda folder: (write_unblinded(document, folder), {}))
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert not out.exists()  # no file, no staging folder, not even the folder it made
+    assert len(audit.entries(store.db, 100_000)) == entries
+    audited_export(store, out, False, "export-unblinded", "reading-study:demo",
+                   lambda folder: (write_unblinded(document, folder), {}))
+    assert sorted(p.name for p in out.iterdir()) == ["lesions.csv", "reads.csv", "unblinded.json"]
+
+
+def test_the_adjudicator_panel_shows_reader_ids_as_text(qtbot, hostile_copy, tmp_path):
+    import html
+
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import Qt
+
+    store, _ = hostile_copy
+    window = MainWindow(store, reader=ADJUDICATOR, reading_study="demo")
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_case("CNO-0001")
+    text = window.case_info.text()
+    assert html.escape(READERS[0]) in text and "<i>" not in text  # markup in a reader id is shown, not applied
+    assert window.lesion_panel.header.textFormat() == Qt.PlainText  # the reader id in the header is text too
+    window.case_info.grab().save(str(tmp_path / "case_info.png"))
