@@ -212,3 +212,13 @@ def test_editor_refuses_a_second_adjudicator_for_a_case(reading_store):
     with pytest.raises(CnoError, match="already has an adjudicated read"):
         _session(reading_store, "dr-adj2", "adjudicator")
     assert _session(reading_store, "dr-adj", "adjudicator").read.reader == "dr-adj"  # the first one reopens
+
+
+def test_editor_refuses_text_that_no_export_could_write(reading_store):
+    session = _session(reading_store, "dr-b")
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6))
+    with pytest.raises(CnoError, match="unpaired surrogate"):
+        session.update_lesion(lesion, comment="bad \ud800 text")
+    with pytest.raises(CnoError, match="finite number"):
+        session.update_lesion(lesion, position=(float("nan"), 0.0, 0.0))
+    assert session.read.lesion(lesion).comment == ""

@@ -488,8 +488,10 @@ def load_strict_json(path: Path) -> Any:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise CnoError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise CnoError(f"{path}: cannot read ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise CnoError(f"{path}: not valid UTF-8 text (byte {exc.start}: {exc.reason})") from None
+    except OSError as exc:
+        raise CnoError(f"{path}: cannot read ({exc.strerror or exc})") from None
     try:
         document = json.loads(text, object_pairs_hook=_pairs, parse_constant=_Constant)
     except json.JSONDecodeError as exc:
