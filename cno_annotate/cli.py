@@ -126,6 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("role", choices=[*ROLES, "auto"], help="the role to use (auto: back to the guess from the header)")
     p.set_defaults(run=cmd_set_role)
 
+    p = sub.add_parser("use-station", parents=[common], help="choose the acquisition used for a repeated station",
+                       description="Where a station was acquired more than once (a repeat after "
+                                   "motion), the latest acquisition is composed; this uses the given "
+                                   "one instead (--latest: back to the latest). 'series' lists the "
+                                   "alternatives.")
+    p.add_argument("volume", help="volume id of the station stack (or a unique prefix of 8+ characters)")
+    p.add_argument("--latest", action="store_true", help="forget the choice: use the latest acquisition")
+    p.set_defaults(run=cmd_use_station)
+
     p = sub.add_parser("export-nifti", parents=[common], help="write a series or composed volume as NIfTI")
     p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
     p.add_argument("--out", type=Path, required=True, help="output file (.nii or .nii.gz)")
@@ -250,6 +259,7 @@ def cmd_import(args) -> int:
     print(f"store: {store.root}")
     for study_uid in sorted(report.studies):
         _print_volumes(store.volumes(study_uid))
+        _print_compositions(store.compositions(study_uid))
     return 0
 
 
@@ -275,6 +285,7 @@ def cmd_series(args) -> int:
     if not rows:
         print(f"no series in the store at {store.root}")
     _print_volumes(store.volumes(study))
+    _print_compositions(store.compositions(study))
     return 0
 
 
@@ -302,6 +313,7 @@ def series_summary(volume: dict) -> dict:
         "patient_geometry": volume["patient_geometry"],
         "description": volume["description"],
         "variant": volume["variant"],
+        "composition": volume["composition"],
         "source_path": volume["source_path"],
     }
 
@@ -316,6 +328,16 @@ def cmd_set_role(args) -> int:
     rebuild_volumes(store, [volume["study_uid"]])
     now_role = store.volume(volume["volume_id"])["role"]
     print(f"{volume['volume_id']}: role {now_role}" + (" (from headers)" if args.role == "auto" else " (set by the user)"))
+    return 0
+
+
+def cmd_use_station(args) -> int:
+    """Run ``cno-annotate use-station`` (see its ``--help``)."""
+    from cno_annotate.derive import choose_station, reset_station
+
+    store = _open_store(args)
+    note = (reset_station if args.latest else choose_station)(store, args.volume)
+    print(note["message"])
     return 0
 
 
@@ -473,6 +495,14 @@ def _print_volumes(volumes: list[dict]) -> None:
         gaps = f"  GAPS: {sum(g['missing'] for g in s['gaps'])} missing slices" if s["gaps"] else ""
         print(f"  {s['series_uid']}  {s['role']:5} {s['orientation']:8} {stations:11} {shape:>12} "
               f"@ {spacing} mm  {s['description']}  [{s['role_reason']}]{gaps}")
+
+
+def _print_compositions(notes: list[dict]) -> None:
+    """How each STIR / T1 protocol composed, or why not (one line each)."""
+    if notes:
+        print("  composition:")
+    for note in notes:
+        print(f"    {note['message']}")
 
 
 class TerminalProgress:

@@ -22,10 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from cno_annotate import paths
-from cno_annotate.io import compose, nifti
+from cno_annotate.derive import rebuild_volumes
+from cno_annotate.io import nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
 from cno_annotate.io.roles import classify_sequence
-from cno_annotate.io.series import build_stacks
 from cno_annotate.io.volume import orientation_name
 from cno_annotate.store.db import Store, now
 from cno_annotate.uids import stable_uid
@@ -75,6 +75,9 @@ class ImportReport:
             "duplicates": self.duplicates,
             "volumes": len(volumes),
             "composed": sum(v["kind"] == "composed" for v in volumes),
+            "composition": [
+                {"study_uid": n["study_uid"], **n["detail"]} for s in sorted(self.studies) for n in store.compositions(s)
+            ],
             "skipped": self.skipped,
         }
 
@@ -453,65 +456,3 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> str | None:
     report.studies.add(study_uid)
     report.series.add(volume_id)
     return volume_id
-
-
-def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
-    """Derive the stacks and composed volumes of studies from their images.
-
-    Role overrides (kept in their own table) survive a rebuild; composition
-    uses the effective role, so overriding a station's role re-plans chains.
-    """
-    overrides = {r[0]: r[1] for r in store.db.execute("SELECT volume_id, role FROM role_overrides")}
-    for study_uid in study_uids:
-        series_rows = store.db.execute(
-            "SELECT series_uid, attributes FROM dicom_series WHERE study_uid = ?", (study_uid,)
-        ).fetchall()
-        if not series_rows:
-            continue  # a NIfTI study: nothing to derive
-        rows, geometries = [], []
-        for series_uid, attributes_json in series_rows:
-            attributes = json.loads(attributes_json)
-            role, reason = classify_sequence(attributes)
-            description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
-            for stack in build_stacks(series_uid, store.images(series_uid)):
-                rows.append(_stack_row(study_uid, stack, role, reason, description))
-                if not stack.patient_geometry:
-                    continue
-                geometries.append(
-                    compose.StackGeometry(
-                        stack.volume_id, study_uid, overrides.get(stack.volume_id, role),
-                        stack.orientation, description, stack.affine, stack.shape, variant=stack.variant,
-                    )
-                )
-        for chain in compose.plan_chains(geometries):
-            rows.append(_composed_row(study_uid, chain, rows))
-        with store.transaction() as db:
-            db.execute("DELETE FROM volumes WHERE study_uid = ? AND kind != 'nifti'", (study_uid,))
-            db.executemany("INSERT INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
-
-
-def _stack_row(study_uid, stack, role, reason, description) -> tuple:
-    files = "\n".join(sorted(i["path"] + f"#{i['frame']}" for i in stack.images))
-    name = f"{description} ({stack.variant})".strip() if stack.variant else description
-    return (
-        stack.volume_id, study_uid, "stack", stack.series_uid, role, reason, stack.orientation,
-        json.dumps(stack.shape), json.dumps(stack.affine.tolist()), 1, json.dumps([stack.volume_id]),
-        json.dumps(stack.gaps), stack.duplicates, name, None,
-        hashlib.sha1(files.encode("utf-8", "surrogateescape")).hexdigest(), int(stack.patient_geometry),
-        stack.variant, "{}",
-    )
-
-
-def _composed_row(study_uid, chain, stack_rows) -> tuple:
-    members = [g.volume_id for g in chain]
-    affine, shape = compose.composed_geometry([(g.affine, g.shape) for g in chain])
-    fingerprints = {r[0]: r[15] for r in stack_rows}
-    fingerprint = hashlib.sha1("".join(fingerprints[m] for m in members).encode()).hexdigest()
-    gaps = [{"member": r[0], **g} for r in stack_rows if r[0] in members for g in json.loads(r[11])]
-    return (
-        compose.composed_volume_id(members), study_uid, "composed", None, chain[0].role,
-        f"composed from {len(members)} {chain[0].role} stations ({chain[0].orientation})",
-        chain[0].orientation, json.dumps(shape), json.dumps(affine.tolist()), len(members),
-        json.dumps(members), json.dumps(gaps), 0, chain[0].description, None, fingerprint, 1,
-        chain[0].variant, "{}",
-    )

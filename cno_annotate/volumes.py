@@ -82,7 +82,16 @@ def _load_stack(store: Store, row: dict, progress) -> Volume:
     if errors and len(errors) == len(stack.images):
         raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "
                        f"{errors[0]['reason']}")
+    volume.meta["missing_slices"] = _missing_slices(stack, errors)
     return volume
+
+
+def _missing_slices(stack, errors: list[dict]) -> list[int]:
+    """Slices of a stack without data: gaps in the series and slices that could not be read."""
+    present = set(stack.slice_index)
+    failed = {e["path"] for e in errors}
+    unreadable = {k for image, k in zip(stack.images, stack.slice_index) if image["path"] in failed}
+    return sorted((set(range(stack.shape[0])) - present) | unreadable)
 
 
 def _load_composed(store: Store, row: dict, progress, use_cache: bool) -> Volume:
@@ -116,6 +125,8 @@ class _LazyStation:
         self.volume_id = row["volume_id"]
         self.role = row["role"]
         self.errors: list[dict] = []
+        #: Slices without data (gaps, unreadable files); known once the pixels are read.
+        self.missing_slices: list[int] = []
         self._array: np.ndarray | None = None
 
     @property
@@ -124,6 +135,7 @@ class _LazyStation:
         if self._array is None:
             volume = _load_stack(self.store, self.row, self.progress)
             self.errors = volume.meta["load_errors"]
+            self.missing_slices = volume.meta["missing_slices"]
             self._array = volume.array
         return self._array
 

@@ -160,3 +160,31 @@ def test_composed_volume_ids_are_stable_across_stores(small_study, tmp_path):
         import_paths(store, [small_study])
         ids.append(sorted(v["volume_id"] for v in store.volumes()))
     assert ids[0] == ids[1]
+
+
+# -- issue 11: missing data carries no weight; repeated stations; composition notes ---------
+
+def _with_missing_slice(volume: Volume, k: int) -> Volume:
+    volume.array[k] = 0.0
+    volume.meta["gaps"] = [{"after_slice": k - 1, "missing": 1}]
+    return volume
+
+
+@pytest.mark.parametrize("bottom_z, spacing", [(50.0, 2.0), (50.7, 2.0), (51.0, 1.5)])
+def test_a_missing_slice_does_not_darken_the_overlap(bottom_z, spacing):
+    """The neighbouring station's valid data keeps full weight where one station misses a slice."""
+    top = _with_missing_slice(_coronal(100.0, 30, value=10.0), 1)  # covers z 100 .. 42
+    bottom = _coronal(bottom_z, 30, spacing=spacing, value=10.0)
+    out = compose([top, bottom])
+    rows = np.arange(out.shape[1])
+    grid_z = apply_affine(out.affine, np.stack([np.zeros(rows.size), rows, np.zeros(rows.size)], axis=1))[:, 2]
+    columns = np.arange(out.shape[2])
+    grid_x = apply_affine(out.affine, np.stack([columns, np.zeros(columns.size), np.zeros(columns.size)], axis=1))[:, 0]
+    both_sides = (grid_x >= -20.0 + 1.0) & (grid_x <= -20.0 + 19 * spacing - 1.0)
+    plane = out.array[1][:, both_sides]  # the plane of the missing slice, where both stations reach sideways
+    overlap = (grid_z >= 42.0 + 1.0) & (grid_z <= bottom_z - 1.0)
+    assert overlap.sum() >= 3
+    np.testing.assert_allclose(plane[overlap], 10.0, rtol=1e-5)
+    # Where no other station covers the missing slice, it stays empty (and is flagged by the plan).
+    assert np.all(plane[grid_z > bottom_z + 1.0] == 0.0)
+    np.testing.assert_allclose(out.array[0][overlap][:, both_sides], 10.0, rtol=1e-5)  # present slices unchanged

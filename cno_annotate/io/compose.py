@@ -16,8 +16,8 @@ resampled with SimpleITK (linear).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -46,11 +46,88 @@ class StackGeometry:
     affine: np.ndarray
     shape: tuple[int, int, int]
     variant: str = ""
+    #: Sorts acquisitions in time (SeriesTime, SeriesNumber): the largest is the latest.
+    acquired: tuple = ("", 0)
+    #: Slices missing inside the stack (they carry no weight when composed).
+    missing_slices: int = 0
 
     def bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """LPS bounding box (min, max) of the voxel centres."""
         corners = _corners(self.affine, self.shape)
         return corners.min(axis=0), corners.max(axis=0)
+
+    @property
+    def height(self) -> float:
+        """Head-feet extent of the voxel centres (mm)."""
+        lo, hi = self.bounds()
+        return float(hi[2] - lo[2])
+
+
+@dataclass
+class CompositionPlan:
+    """How the stacks of one study, role, orientation and protocol compose, or why they do not.
+
+    ``stations`` is the chain, head first: two or more when it composes, one
+    when that station stands alone. ``alternatives`` lists the station
+    positions that were acquired more than once: the acquisition used and the
+    others. ``joins`` give, for each pair of neighbouring stations, their
+    overlap in mm (negative: a gap).
+    """
+
+    study_uid: str
+    role: str
+    orientation: str
+    protocol: str
+    variant: str
+    stations: list[StackGeometry]
+    alternatives: list[dict] = field(default_factory=list)
+    joins: list[dict] = field(default_factory=list)
+    empty_rows: int = 0
+    ends: list[str] = field(default_factory=list)
+
+    @property
+    def composed(self) -> bool:
+        """Whether the chain has two or more stations (and so a composed volume)."""
+        return len(self.stations) > 1
+
+    @property
+    def volume_id(self) -> str | None:
+        """The composed volume's id (``None`` when it does not compose)."""
+        return composed_volume_id([s.volume_id for s in self.stations]) if self.composed else None
+
+    @property
+    def message(self) -> str:
+        """One sentence: how it composed (stations, overlaps, gaps in mm) or why it did not."""
+        what = f"{self.role} {self.orientation}" + (f" {self.variant}" if self.variant else "")
+        if self.composed:
+            joins = ", ".join(f"overlap {j['overlap_mm']:.1f} mm" if j["overlap_mm"] >= 0
+                              else f"gap {-j['overlap_mm']:.1f} mm" for j in self.joins)
+            text = f"{what}: composed from {len(self.stations)} stations ({joins})"
+        else:
+            text = f"{what}: not composed"
+        notes = list(self.ends)
+        if self.composed and self.empty_rows:
+            notes.append(f"FLAGGED: {self.empty_rows} empty rows inside the composite (a gap between stations)")
+        for station in self.stations:
+            if station.missing_slices:
+                notes.append(f"FLAGGED: station {station.volume_id} misses {station.missing_slices} slices "
+                             "(no weight in blending; empty where no other station covers them)")
+        for alternative in self.alternatives:
+            others = ", ".join(alternative["others"])
+            notes.append(f"station {alternative['position']} acquired {len(alternative['others']) + 1} times: "
+                         f"using {alternative['used']} ({alternative['why']}), alternative {others}")
+        return "; ".join([text, *notes]) if notes else text
+
+    def detail(self) -> dict:
+        """JSON-ready description (for the store and ``--json``)."""
+        return {
+            "role": self.role, "orientation": self.orientation, "protocol": self.protocol,
+            "variant": self.variant, "composed": self.volume_id,
+            "stations": [s.volume_id for s in self.stations], "joins": self.joins,
+            "alternatives": self.alternatives, "empty_rows": self.empty_rows,
+            "missing_slices": {s.volume_id: s.missing_slices for s in self.stations if s.missing_slices},
+            "message": self.message,
+        }
 
 
 def composed_volume_id(member_ids: list[str]) -> str:
@@ -59,53 +136,137 @@ def composed_volume_id(member_ids: list[str]) -> str:
 
 
 def plan_chains(stacks: list[StackGeometry]) -> list[list[StackGeometry]]:
-    """Group stacks into head-to-feet chains of at least two stations.
+    """The head-to-feet chains of at least two stations (see :func:`plan_compositions`)."""
+    return [plan.stations for plan in plan_compositions(stacks) if plan.composed]
 
-    Stacks chain when they belong to the same study, role (STIR / T1) and
-    orientation, carry the same description once station numbers are
-    removed, share most of their left-right extent, and follow each other
-    along head-feet with an overlap (or a gap of at most 10 mm) that is not
-    so large that one repeats the other.
+
+def plan_compositions(stacks: list[StackGeometry], chosen: Collection[str] = ()) -> list[CompositionPlan]:
+    """Decide, from geometry alone, which stacks compose and say why others do not.
+
+    Stacks chain when they belong to the same study, role (STIR / T1),
+    orientation and variant, carry the same description once station numbers
+    are removed, share most of their left-right extent, and follow each other
+    along head-feet with an overlap, or a gap of at most 10 mm. Stacks that
+    overlap by more than half their height are one station acquired twice:
+    the one in ``chosen`` is used, else the latest, and the others are
+    recorded as alternatives.
+
+    Returns
+    -------
+    list of CompositionPlan
+        One per chain (composed) or lone station (with the reason), for
+        every STIR and T1 group.
     """
     groups: dict[tuple, list[StackGeometry]] = {}
     for stack in stacks:
-        if stack.role not in ("STIR", "T1") or stack.orientation == "oblique":
+        if stack.role not in ("STIR", "T1"):
             continue
         key = (stack.study_uid, stack.role, stack.orientation, _station_free(stack.description), stack.variant)
         groups.setdefault(key, []).append(stack)
-    chains = []
-    for members in groups.values():
+    plans = []
+    for key, members in groups.items():
+        if key[2] == "oblique":
+            plans.append(_new_plan(key, stations=members[:1],
+                                         ends=["oblique slices are not composed"]))
+            continue
         members.sort(key=lambda s: -s.bounds()[1][2])  # top of the head first
-        chain = [members[0]]
-        for stack in members[1:]:
-            if _follows(chain[-1], stack):
-                chain.append(stack)
-            else:
-                if len(chain) > 1:
-                    chains.append(chain)
-                chain = [stack]
-        if len(chain) > 1:
-            chains.append(chain)
-    return chains
+        used, alternatives = _one_per_position(_station_positions(members), set(chosen))
+        plans.extend(_chains(key, used, alternatives))
+    return plans
+
+
+def _new_plan(key: tuple, stations: list[StackGeometry], ends: list[str] | None = None) -> CompositionPlan:
+    study_uid, role, orientation, protocol, variant = key
+    return CompositionPlan(study_uid, role, orientation, protocol, variant, stations=stations, ends=ends or [])
+
+
+def _station_positions(members: list[StackGeometry]) -> list[list[StackGeometry]]:
+    """Group stacks that cover the same station position (repeats), head first."""
+    positions: list[list[StackGeometry]] = []
+    for stack in members:
+        for position in positions:
+            if any(_repeats(other, stack) for other in position):
+                position.append(stack)
+                break
+        else:
+            positions.append([stack])
+    return positions
+
+
+def _repeats(a: StackGeometry, b: StackGeometry) -> bool:
+    (a_lo, a_hi), (b_lo, b_hi) = a.bounds(), b.bounds()
+    overlap = min(a_hi[2], b_hi[2]) - max(a_lo[2], b_lo[2])
+    height = min(a.height, b.height)
+    return height > 0 and overlap > MAX_OVERLAP_FRACTION * height and _side_by_side(a, b) is None
+
+
+def _one_per_position(positions: list[list[StackGeometry]], chosen: set[str]):
+    used, alternatives = [], []
+    for n, position in enumerate(positions, start=1):
+        picked = [s for s in position if s.volume_id in chosen]
+        station = picked[0] if picked else max(position, key=lambda s: (s.acquired, s.volume_id))
+        used.append(station)
+        if len(position) > 1:
+            alternatives.append({
+                "position": n, "used": station.volume_id,
+                "why": "chosen by the reader" if picked else "the latest acquisition",
+                "others": [s.volume_id for s in position if s is not station],
+            })
+    return used, alternatives
+
+
+def _chains(key: tuple, used: list[StackGeometry], alternatives: list[dict]) -> list[CompositionPlan]:
+    """Walk the used stations head to feet; a gap over 10 mm or a sideways shift ends a chain."""
+    plans = [_new_plan(key, stations=[used[0]])]
+    for upper, lower in zip(used, used[1:]):
+        overlap = float(lower.bounds()[1][2] - upper.bounds()[0][2])
+        why = _side_by_side(upper, lower)
+        if why is None and overlap < -MAX_GAP_MM:
+            why = f"{-overlap:.1f} mm apart (more than {MAX_GAP_MM:g} mm)"
+        if why is None:
+            plans[-1].stations.append(lower)
+            plans[-1].joins.append({"upper": upper.volume_id, "lower": lower.volume_id,
+                                    "overlap_mm": round(overlap, 2)})
+            continue
+        plans[-1].ends.append(f"ends above {lower.volume_id}: {why}")
+        plans.append(_new_plan(key, stations=[lower], ends=[f"ends below {upper.volume_id}: {why}"]))
+    if len(used) == 1:
+        plans[0].ends.append("a single station")
+    for plan in plans:
+        ids = {s.volume_id for s in plan.stations}
+        plan.alternatives = [a for a in alternatives if a["used"] in ids]
+        if plan.composed:
+            plan.empty_rows = _empty_rows(plan.stations)
+    return plans
+
+
+def _side_by_side(upper: StackGeometry, lower: StackGeometry) -> str | None:
+    (u_lo, u_hi), (l_lo, l_hi) = upper.bounds(), lower.bounds()
+    side = min(u_hi[0], l_hi[0]) - max(u_lo[0], l_lo[0])
+    width = min(u_hi[0] - u_lo[0], l_hi[0] - l_lo[0])
+    if width <= 0 or side >= MIN_SIDE_OVERLAP * width:
+        return None
+    return f"side by side (they share {max(side, 0):.0f} of {width:.0f} mm left-right)"
+
+
+def _empty_rows(stations: list[StackGeometry]) -> int:
+    """Rows of the composed grid along head-feet that no station covers."""
+    grid, shape = composed_geometry([(s.affine, s.shape) for s in stations])
+    direction = grid[:3, :3] / np.linalg.norm(grid[:3, :3], axis=0)
+    index_axis = int(np.argmax(np.abs(direction[2, :])))
+    inverse = np.linalg.inv(grid)
+    covered = np.zeros(shape[2 - index_axis], dtype=bool)
+    for station in stations:
+        along = apply_affine(inverse, _corners(station.affine, station.shape))[:, index_axis]
+        start = max(int(np.ceil(along.min() - _ON_GRID)), 0)
+        covered[start:int(np.floor(along.max() + _ON_GRID)) + 1] = True
+    return int((~covered).sum())
 
 
 def _station_free(description: str) -> str:
     """A description with station markers and numbers removed."""
     text = re.sub(r"(station|stat|st|bed|level|lvl)[\s_-]*\d+", "", description.lower())
     return re.sub(r"[\d\s_-]+", " ", text).strip()
-
-
-def _follows(upper: StackGeometry, lower: StackGeometry) -> bool:
-    (u_lo, u_hi), (l_lo, l_hi) = upper.bounds(), lower.bounds()
-    overlap = l_hi[2] - u_lo[2]  # negative: a gap between them
-    if overlap < -MAX_GAP_MM:
-        return False
-    height = min(u_hi[2] - u_lo[2], l_hi[2] - l_lo[2])
-    if height > 0 and overlap > MAX_OVERLAP_FRACTION * height:
-        return False
-    side = min(u_hi[0], l_hi[0]) - max(u_lo[0], l_lo[0])
-    width = min(u_hi[0] - u_lo[0], l_hi[0] - l_lo[0])
-    return width <= 0 or side >= MIN_SIDE_OVERLAP * width
 
 
 def _corners(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
@@ -171,6 +332,9 @@ def compose(stations: Sequence[Station], volume_id: str | None = None) -> Volume
     total = np.zeros(shape[hf_axis] if per_row else shape, dtype=np.float32)
     for station, plan, w in zip(stations, plans, weights):
         data, coverage = _station_on_grid(station, plan, grid_affine)
+        if coverage is not None and per_row:
+            total = np.ascontiguousarray(np.broadcast_to(_column(total, hf_axis), shape), dtype=np.float32)
+            per_row = False  # missing slices: weights vary per voxel from here on
         if per_row:
             _add_rows(out, total, plan.box, data, w, hf_axis)
         else:
@@ -242,13 +406,38 @@ def _plan(station: Station, inverse: np.ndarray, shape) -> _Placement:
 def _station_on_grid(station: Station, plan: _Placement, grid_affine: np.ndarray):
     """A station's values on its box of the grid, and its coverage there.
 
-    Coverage is ``None`` when the station fills the whole box.
+    Coverage is ``None`` when the station fills the whole box with data. A
+    grid voxel that draws on a missing slice of the station has coverage 0,
+    so that missing data carries no weight in blending.
     """
+    data = station.array  # a lazy station reads its pixels (and learns its missing slices) here
+    valid = _valid_slices(station)
     if plan.translate:
         counts = np.array([plan.box[2][1] - plan.box[2][0], plan.box[1][1] - plan.box[1][0],
                            plan.box[0][1] - plan.box[0][0]])
-        return _translate(_in_grid_order(station.array, plan.axes_map), plan.fraction, counts), None
-    return _resample(station, grid_affine, plan.box)
+        on_grid = _translate(_in_grid_order(data, plan.axes_map), plan.fraction, counts)
+        if valid is None:
+            return on_grid, None
+        weight = _translate(_in_grid_order(valid[:, None, None], plan.axes_map), plan.fraction, counts)
+        return on_grid, (weight > 1.0 - _ON_GRID).astype(np.float32)
+    return _resample(station, grid_affine, plan.box, valid)
+
+
+def _valid_slices(station: Station) -> np.ndarray | None:
+    """1 for each slice of the station that holds data, 0 for a missing one (``None``: all present).
+
+    A station lists its missing slices in ``missing_slices``, or, for a
+    :class:`Volume` from ``load_stack``, in ``meta["gaps"]``.
+    """
+    missing = getattr(station, "missing_slices", None)
+    if missing is None:
+        gaps = getattr(station, "meta", {}).get("gaps") or []
+        missing = [g["after_slice"] + 1 + n for g in gaps for n in range(g["missing"])]
+    if not len(missing):
+        return None
+    valid = np.ones(station.shape[0], dtype=np.float32)
+    valid[[k for k in missing if 0 <= k < valid.size]] = 0.0
+    return valid
 
 
 def _in_grid_order(array: np.ndarray, axes_map: np.ndarray) -> np.ndarray:
@@ -282,8 +471,11 @@ def _translate(array: np.ndarray, fraction: np.ndarray, counts: np.ndarray) -> n
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _resample(station: Station, grid_affine: np.ndarray, box):
-    """Linear resampling of a station onto a box of the grid (SimpleITK)."""
+def _resample(station: Station, grid_affine: np.ndarray, box, valid: np.ndarray | None = None):
+    """Linear resampling of a station onto a box of the grid (SimpleITK).
+
+    Coverage is where the station (its valid slices only) reaches the grid voxel.
+    """
     import SimpleITK as sitk
 
     origin = apply_affine(grid_affine, np.array([box[2][0], box[1][0], box[0][0]], float))
@@ -293,11 +485,16 @@ def _resample(station: Station, grid_affine: np.ndarray, box):
     reference.SetSpacing(spacing.tolist())
     reference.SetDirection((grid_affine[:3, :3] / spacing).flatten().tolist())
     outputs = []
-    for array in (station.array, np.ones(station.shape, np.float32)):
+    ones = np.ones(station.shape, np.float32)
+    if valid is not None:
+        ones *= valid[:, None, None]
+    for array in (station.array, ones):
         image = _to_sitk(array, station.affine)
         result = sitk.Resample(image, reference, sitk.Transform(), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
         outputs.append(sitk.GetArrayFromImage(result))
     data, coverage = outputs
+    if valid is not None:  # strictly: a voxel touching a missing slice would be darkened
+        return data, (coverage > 1.0 - _ON_GRID).astype(np.float32)
     return data, (coverage > 0.5).astype(np.float32)
 
 

@@ -369,6 +369,20 @@ class Store:
         """
         with self.transaction() as db:
             return relocate(db, os.fspath(old), os.fspath(new))
+    def compositions(self, study_uid: str | None = None) -> list[dict]:
+        """How each STIR / T1 protocol of a study composed, or why not (see ``derive``)."""
+        where, args = ("WHERE study_uid = ?", (study_uid,)) if study_uid else ("", ())
+        rows = self.db.execute(
+            f"SELECT * FROM compositions {where} ORDER BY study_uid, role, orientation, protocol, message", args
+        )
+        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+
+    def choose_station(self, study_uid: str, volume_id: str | None, position: list[str]) -> None:
+        """Record which acquisition of a repeated station the reader uses (``None``: the latest)."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM station_choices WHERE volume_id = ?", [(v,) for v in position])
+            if volume_id is not None:
+                db.execute("INSERT INTO station_choices VALUES (?, ?, ?)", (volume_id, study_uid, now()))
 
     def import_runs(self, limit: int = 10) -> list[dict]:
         """The latest import runs with their skipped files."""
