@@ -204,11 +204,15 @@ def cmd_export(args) -> int:
     """Run ``cno-annotate reading-study export`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.documents import write_document
+    from cno_annotate.exports import audited_file_export
     from cno_annotate.fileio import check_output_file
 
     check_output_file(args.out, args.force)
-    document = rs.reader_document(_store(args), args.name, args.reader)
-    write_document(document, args.out)
+    store = _store(args)
+    document = rs.reader_document(store, args.name, args.reader, audited=False)
+    audited_file_export(store, args.out, args.force, "export", f"reading-study:{args.name}",
+                        lambda path: (write_document(document, path),
+                                      {"reader": args.reader, "reads": len(document["reads"])}), actor=args.reader)
     print(f"wrote {len(document['reads'])} reads of {args.reader} to {args.out}")
     return 0
 

@@ -286,11 +286,13 @@ def pseudonymous_series_uid(name: str, series_uid: str) -> str:
     return stable_uid("cno-annotate-pseudonym", name, series_uid)
 
 
-def reader_document(store: Store, name: str, reader: str, actor: str | None = None) -> dict:
+def reader_document(store: Store, name: str, reader: str, actor: str | None = None, audited: bool = True) -> dict:
     """A reader's own reads as an annotation document, blinded.
 
     Study UIDs become reading codes and series UIDs stable pseudonyms; no
-    other reader's read is included. The export is written to the audit trail.
+    other reader's read is included. The export is written to the audit trail
+    (unless ``audited`` is False: then the caller audits it, as the CLI does
+    when it publishes the file).
 
     Raises
     ------
@@ -309,8 +311,9 @@ def reader_document(store: Store, name: str, reader: str, actor: str | None = No
         read.lesions = [_blind_lesion(name, lesion) for lesion in read.lesions]
         reads.append(read)
     document = document_of(reads)
-    with store.transaction() as db:
-        audit.append(db, actor, "export", f"reading-study:{name}", after={"reader": reader, "reads": len(reads)})
+    if audited:
+        with store.transaction() as db:
+            audit.append(db, actor, "export", f"reading-study:{name}", after={"reader": reader, "reads": len(reads)})
     return document
 
 

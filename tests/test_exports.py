@@ -94,7 +94,7 @@ def test_no_csv_the_tool_writes_holds_a_formula_cell(hostile_copy, tmp_path, cli
     code, _, err = cli("reading-study", "export-unblinded", "demo", "--link-key", key, "--out", tmp_path / "unblinded",
                        "--store", store)
     assert code == 0, err
-    code, _, err = cli("report", "all", "demo", "--link-key", key, "--out", tmp_path / "report", "--store", store)
+    code, _, err = cli("report", "agreement", "demo", "--out", tmp_path / "report", "--store", store)
     assert code == 0, err  # reader id $\foo$ is drawn as text, not parsed as math
     assert _formula_cells(tmp_path) == []
     for folder in ("csv", "unblinded"):
@@ -136,6 +136,7 @@ def test_every_export_writes_an_audit_entry(hostile_copy, tmp_path, cli):
         ("export-csv", "--out", tmp_path / "csv"),
         ("export-nifti", volume, "--out", tmp_path / "v.nii.gz"),
         ("report", "agreement", "demo", "--out", tmp_path / "report"),
+        ("reading-study", "export", "demo", "--reader", READERS[1], "--out", tmp_path / "mine.json"),
         ("reading-study", "export-unblinded", "demo", "--link-key", key, "--out", tmp_path / "unblinded"),
     ]
     for command in commands:
@@ -143,7 +144,7 @@ def test_every_export_writes_an_audit_entry(hostile_copy, tmp_path, cli):
         assert code == 0, err
     after = _audit_actions(store)
     assert after[:len(before)] == before
-    assert after[len(before):] == ["export", "export-csv", "export-nifti", "report", "export-unblinded"]
+    assert after[len(before):] == ["export", "export-csv", "export-nifti", "report", "export", "export-unblinded"]
     entry = audit.entries(Store.open(store).db, 1)[0]
     assert entry["detail"]["after"]["files"] == sorted(str(tmp_path / "unblinded" / n)
                                                       for n in ("lesions.csv", "reads.csv", "unblinded.json"))
