@@ -191,7 +191,7 @@ def _add_read_commands(sub, common) -> None:
     p.add_argument("file", type=Path, metavar="FILE.json", help="reads exported by 'read export'")
     p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
     p.set_defaults(run=cmd_read_import)
-    p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv and reads.csv for statistics")
+    p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv, units.csv, reads.csv and columns.csv (codebook) for statistics")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--study", help="study UID, accession number or patient ID")

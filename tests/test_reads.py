@@ -178,7 +178,7 @@ def test_json_round_trip_is_exact(sample_copy, tmp_path):
     second = export_document(other)
     assert second == first
     assert json.loads(path.read_text()) == first
-    assert first["reads"][0]["scores"]["scheme"] == {"id": "rai-cromris", "version": "1.0.0"}
+    assert first["reads"][0]["scores"]["scheme"] == {"id": "rai-cromris", "version": "2.0.0"}
     lesion = first["reads"][0]["lesions"][0]
     assert lesion["site"]["code"] == {"value": "310652005", "scheme": "SCT", "meaning": "Distal Femur"}
     assert lesion["laterality"]["code"]["value"] == "24028007"
@@ -239,7 +239,7 @@ def test_cli_export_import_and_csv(sample_copy, tmp_path, cli):
         lesions = list(csv.DictReader(fp))
     assert len(lesions) == 4
     first = lesions[0]
-    for column in ("site_id", "site_code", "side", "x_mm", "size_x_mm", "volume_ml", "lesion_score",
+    for column in ("site_id", "site_code", "side", "x_mm", "size_x_mm", "volume_ml", "lesion_item_sum_not_additive",
                    "grade_marrow_hyperintensity", "grade_stir_hyperintensity"):
         assert column in first
     assert first["site_code"] == "310652005" and first["side"] == "R" and float(first["size_x_mm"]) == 10.0
@@ -247,7 +247,8 @@ def test_cli_export_import_and_csv(sample_copy, tmp_path, cli):
     assert spine["grade_marrow_hyperintensity"] == "NA" and spine["side"] == ""
     with open(tmp_path / "csv" / "reads.csv", newline="") as fp:
         reads = list(csv.DictReader(fp))
-    assert [r["units_not_assessable"] for r in reads] == ["1", "1"]
+    # L5 is marked not assessable; T8 holds only a lesion graded not assessable, so it is not assessable too
+    assert [r["units_not_assessable"] for r in reads] == ["2", "2"]
     assert {"total", "region_lower_limb", "group_knee", "group_knee.distal_femur"} <= set(reads[0])
     assert reads[0]["group_knee"] == reads[0]["region_lower_limb"] == "1"
 

@@ -60,7 +60,7 @@ def test_reading_study_list_shows_cases_readers_and_progress(tmp_path, cli):
     assert code == 0, err
     rows = {r["name"]: r for r in json.loads(text)}
     # demo: 2 cases x 2 readers = 4 expected reader reads, all submitted; both cases adjudicated
-    assert rows["demo"] == {"name": "demo", "scheme": "rai-cromris 1.0.0", "cases": 2, "readers": 2,
+    assert rows["demo"] == {"name": "demo", "scheme": "rai-cromris 2.0.0", "cases": 2, "readers": 2,
                             "adjudicators": 1, "submitted": 4, "expected": 4, "progress": 100.0, "adjudicated": 2}
     assert rows["empty"]["cases"] == 0 and rows["empty"]["progress"] == 0.0
     code, text, _ = cli("reading-study", "list", "--store", store.root)

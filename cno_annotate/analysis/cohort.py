@@ -132,7 +132,7 @@ def agreement_report(cases: list[Case], readers: list[str], scheme: Scheme, taxo
         raise CnoError("agreement needs at least two readers with submitted reads")
     scored = {(c.code, r): scores_of(c.reads[r], scheme, taxonomy) for c in cases for r in readers if r in c.reads}
     units = all_units(taxonomy)
-    presence = _unit_table(cases, readers, units, scored, lambda u: 1.0 if u.status == "lesion" else 0.0)
+    presence = _unit_table(cases, readers, units, scored, lambda u: 1.0 if u.lesions else 0.0)
     out: dict = {"readers": readers, "cases": len(cases), "scheme": scheme.ref,
                  "reads": {r: sum((c.code, r) in scored for c in cases) for r in readers}}
     out["unit_presence"] = {
@@ -165,10 +165,10 @@ def _unit_table(cases, readers, units, scored, value) -> np.ndarray:
                     row.append(np.nan)
                     continue
                 unit_score = scores.units.get(unit)
-                if unit_score is not None and unit_score.status == UNIT_NOT_ASSESSABLE:
-                    row.append(np.nan)
-                elif unit_score is None:
+                if unit_score is None:
                     row.append(0.0)
+                elif unit_score.status == UNIT_NOT_ASSESSABLE and not unit_score.lesions:
+                    row.append(np.nan)  # marked not assessable: nobody can say whether it holds a lesion
                 else:
                     row.append(value(unit_score))
             rows.append(row)

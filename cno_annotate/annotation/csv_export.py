@@ -1,8 +1,14 @@
-"""CSV tables for statistics (R, pandas, SPSS): one row per lesion, one per read.
+"""CSV tables for statistics (R, pandas, SPSS): one row per lesion, per scored bone unit, per read.
 
 Built from the JSON export form (:func:`documents.export_document`), so the
-two exports always agree. Missing values are empty cells; "not assessable"
-grades are ``NA``.
+exports always agree. Missing values are empty cells; "not assessable"
+grades and scores are ``NA``. ``columns.csv`` says what every column holds.
+
+Scores live in bone units: ``units.csv`` has each unit's score and
+``reads.csv`` their sum. A lesion's ``lesion_item_sum_not_additive`` is the
+sum of that lesion's own grades, for description only: several lesions in one
+unit share it (the unit takes per item the highest lesion grade, and extent
+is graded for the whole unit), so adding lesion values overstates the score.
 
 Formula injection: a spreadsheet runs a cell that starts with ``=``, ``+``,
 ``-``, ``@``, a tab or a carriage return as a formula. Every CSV the tool
@@ -31,8 +37,28 @@ LESION_COLUMNS = [
     "site_id", "site_label", "site_code", "site_code_scheme", "bone_code", "region", "group",
     "subsite_id", "subsite_code", "side", "side_code", "unit_id",
     "x_mm", "y_mm", "z_mm", "series_uid", "voxel_i", "voxel_j", "voxel_k",
-    "size_x_mm", "size_y_mm", "size_z_mm", "volume_ml", "lesion_score", "confidence", "comment",
+    "size_x_mm", "size_y_mm", "size_z_mm", "volume_ml", "lesion_item_sum_not_additive", "confidence", "comment",
 ]
+UNIT_COLUMNS = [
+    "read_id", "study_uid", "reader", "status", "scheme_id", "scheme_version", "unit_id", "unit_status", "unit_score",
+]
+#: What the columns mean (written to columns.csv); grade_* columns are described by their scheme item.
+COLUMN_MEANINGS = {
+    "lesion_item_sum_not_additive": "Sum of this lesion's own graded items (NA: every graded item not assessable). "
+                                    "NOT a score to add up: lesions in one bone unit share the unit's score "
+                                    "(highest grade per item; extent graded for the whole unit). Use units.csv "
+                                    "unit_score or reads.csv total.",
+    "unit_id": "Bone unit (site unit and side, e.g. femur.distal:R) of the taxonomy the read names.",
+    "unit_status": "lesion, no_lesion (marked) or not_assessable (marked, or its lesions give no assessable grade).",
+    "unit_score": "The unit's score (sum of its item grades, capped at the scheme's unit maximum); NA when not "
+                  "assessable. Unit scores add up to the read's total.",
+    "total": "Sum of unit scores; units and items that are not assessable are left out (units_not_assessable).",
+    "units_with_lesion": "Bone units holding a lesion with at least one assessable grade.",
+    "units_not_assessable": "Bone units marked not assessable or whose lesions are graded not assessable.",
+    "side": "R or L for paired bones; empty for midline sites.",
+    "x_mm": "Lesion position, patient LPS coordinates in mm (x: towards the patient's left).",
+    "volume_ml": "Volume from the drawn extent (ml); empty without an extent.",
+}
 READ_COLUMNS = [
     "read_id", "study_uid", "reader", "status", "scheme_id", "scheme_version", "started", "submitted",
     "lesions", "units_with_lesion", "units_no_lesion", "units_not_assessable", "total",
@@ -64,13 +90,49 @@ def lesion_rows(document: dict) -> tuple[list[str], list[dict]]:
                 "voxel_i": lesion["position"]["voxel"][0], "voxel_j": lesion["position"]["voxel"][1],
                 "voxel_k": lesion["position"]["voxel"][2],
                 "size_x_mm": sizes[0], "size_y_mm": sizes[1], "size_z_mm": sizes[2],
-                "volume_ml": _blank(lesion["volume_ml"]), "lesion_score": _blank(lesion["score"]),
+                "volume_ml": _blank(lesion["volume_ml"]),
+                "lesion_item_sum_not_additive": _lesion_sum(lesion),
                 "confidence": _blank(lesion["confidence"]), "comment": lesion["comment"],
             }
             for column, item_id in items:
                 row[column] = _blank(lesion["grades"].get(item_id))
             rows.append(row)
     return LESION_COLUMNS + [c for c, _ in items], rows
+
+
+def _lesion_sum(lesion: dict):
+    if lesion["score"] is not None:
+        return lesion["score"]
+    placed = lesion["site"] and lesion["site"].get("unit_id")
+    return "NA" if placed else ""
+
+
+def unit_rows(document: dict) -> tuple[list[str], list[dict]]:
+    """Columns and rows of the bone-unit table: one row per scored or marked unit of each read."""
+    items = _item_columns(document)
+    rows = []
+    for read in document["reads"]:
+        for unit in read["scores"]["units"]:
+            row = {"read_id": read["read_id"], "study_uid": read["study_uid"], "reader": read["reader"],
+                   "status": read["status"], "scheme_id": read["scheme"]["id"],
+                   "scheme_version": read["scheme"]["version"], "unit_id": unit["unit_id"],
+                   "unit_status": unit["status"], "unit_score": "NA" if unit["score"] is None else unit["score"]}
+            for column, item_id in items:
+                row[column] = _blank(unit["items"].get(item_id))
+            rows.append(row)
+    return UNIT_COLUMNS + [c for c, _ in items], rows
+
+
+def column_rows(tables: dict[str, list[str]]) -> tuple[list[str], list[dict]]:
+    """The codebook: file, column and meaning of every column written."""
+    rows = []
+    for name, columns in tables.items():
+        for column in columns:
+            meaning = COLUMN_MEANINGS.get(column, "")
+            if column.startswith("grade_"):
+                meaning = f"Grade of scheme item {column[6:]} (NA: not assessable; empty: not graded or not applicable)"
+            rows.append({"file": name, "column": column, "meaning": meaning})
+    return ["file", "column", "meaning"], rows
 
 
 def read_rows(document: dict) -> tuple[list[str], list[dict]]:
@@ -161,13 +223,15 @@ def write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> Path:
 
 
 def write_tables(document: dict, folder: Path) -> list[Path]:
-    """Write ``lesions.csv`` and ``reads.csv`` atomically; returns the paths."""
+    """Write ``lesions.csv``, ``units.csv``, ``reads.csv`` and the codebook ``columns.csv`` atomically."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise CnoError(f"cannot create {folder}: {exc.strerror}") from None
     out = []
-    for name, (columns, rows) in (("lesions.csv", lesion_rows(document)), ("reads.csv", read_rows(document))):
+    tables = {"lesions.csv": lesion_rows(document), "units.csv": unit_rows(document), "reads.csv": read_rows(document)}
+    tables["columns.csv"] = column_rows({name: columns for name, (columns, _) in tables.items()})
+    for name, (columns, rows) in tables.items():
         out.append(write_csv(folder / name, columns, rows))
     return out

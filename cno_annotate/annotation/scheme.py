@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from cno_annotate.annotation.resources import load_json, schemas_dir
+from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
 from cno_annotate.errors import CnoError
 
 DEFAULT_SCHEME = "rai-cromris"
@@ -29,6 +29,29 @@ class Item:
     applies_to: tuple[str, ...]
     grades: tuple[dict, ...]
     source: str
+    graded_per: str = "lesion"  # or "unit": the reader grades the bone unit, proposed from its lesions
+    unit_grade_from_lesions: str = "max"  # or "share_sum"
+
+    @property
+    def per_unit(self) -> bool:
+        """Whether the item is graded per bone unit (not per lesion)."""
+        return self.graded_per == "unit"
+
+    def propose_unit_grade(self, lesion_grades: list[int]) -> int:
+        """The unit grade that the lesions' grades of this item propose.
+
+        ``max`` takes the highest; ``share_sum`` adds the middle of each
+        grade's ``share_percent`` range (capped at 100) and returns the grade
+        whose range holds the sum.
+        """
+        if self.unit_grade_from_lesions == "max" or not lesion_grades:
+            return max(lesion_grades, default=0)
+        ranges = {g["value"]: g["share_percent"] for g in self.grades}
+        total = min(100.0, sum((ranges[v][0] + ranges[v][1]) / 2 for v in lesion_grades))
+        for value, (low, high) in sorted(ranges.items()):
+            if (low < total <= high) or (total == 0 and high == 0):
+                return value
+        return max(ranges)
 
     @property
     def values(self) -> tuple[int, ...]:
@@ -50,7 +73,8 @@ class Scheme:
         self.title: str = document["title"]
         self.items: tuple[Item, ...] = tuple(
             Item(i["id"], i["label"], i["definition"], i["kind"], i["scored"], tuple(i["applies_to"]),
-                 tuple(i["grades"]), i["source"])
+                 tuple(i["grades"]), i["source"], i.get("graded_per", "lesion"),
+                 i.get("unit_grade_from_lesions", "max"))
             for i in document["items"]
         )
         self.aggregation: dict = document["aggregation"]
@@ -77,12 +101,21 @@ class Scheme:
         """The items graded for a unit type, in scheme order."""
         return tuple(i for i in self.items if i.applies(unit_type))
 
-    def check_grade(self, item_id: str, value) -> None:
-        """Raise :class:`CnoError` unless ``value`` is a grade of the item (or NA)."""
+    def check_grade(self, item_id: str, value, unit_type: str | None = None) -> None:
+        """Raise :class:`CnoError` unless ``value`` is a grade of the item (or NA) for this unit type."""
         item = self.item(item_id)
-        if value != NOT_ASSESSABLE and value not in item.values:
+        if isinstance(value, bool) or (value != NOT_ASSESSABLE and value not in item.values):
             allowed = ", ".join(str(v) for v in item.values)
             raise CnoError(f"{item.label}: grade {value!r} is not one of {allowed} or {NOT_ASSESSABLE}")
+        if unit_type is not None and not item.applies(unit_type):
+            raise CnoError(f"{item.label} is not graded for a {unit_type.replace('_', ' ')}")
+
+    def check_unit_grade(self, item_id: str, value, unit_type: str) -> None:
+        """Raise :class:`CnoError` unless ``value`` may be a reader's grade of this bone unit for the item."""
+        item = self.item(item_id)
+        if not item.per_unit:
+            raise CnoError(f"{item.label} is graded per lesion in {self.id} {self.version}, not per bone unit")
+        self.check_grade(item_id, value, unit_type)
 
 
 def scheme_path(scheme_id: str, version: str | None = None) -> Path:
@@ -110,7 +143,7 @@ def load_scheme(scheme_id: str = DEFAULT_SCHEME, version: str | None = None) -> 
     path = scheme_path(scheme_id, version)
     if not path.exists():
         raise CnoError(f"scoring scheme {scheme_id} version {version} is not in {path.parent}")
-    scheme = Scheme(load_json(path, "scoring-scheme.schema.json"))
+    scheme = Scheme(load_versioned_json(path, "scoring-scheme"))
     if scheme.id != scheme_id or (version and scheme.version != version):
         raise CnoError(f"{path}: declares {scheme.id} {scheme.version}, not {scheme_id} {version}")
     return scheme

@@ -1,11 +1,18 @@
 """Scores from findings: pure functions, no storage, no state.
 
-A lesion's score sums its scored item grades. In each bone unit, the grades
-of its lesions combine item by item (``unit_combine``: max or sum); the unit
-score sums those, capped at ``unit_max``. Regions and the patient sum units.
-"Not assessable" is never 0: an NA grade is left out of every sum, a unit
-marked not assessable is left out and counted, and a unit marked "no lesion"
-scores 0 explicitly.
+Scores are per bone unit. An item graded per lesion takes, in each unit, the
+combination of its lesions' grades (``unit_combine``: max or sum); an item
+graded per unit (RAI-CROMRIS extent, scheme 2.0.0) takes the reader's unit
+grade, or else the grade its lesions propose (:meth:`Item.propose_unit_grade`),
+reported as proposed. The unit score sums its items, capped at ``unit_max``;
+regions and the patient sum units. A lesion's own item sum is descriptive
+only: lesion sums do not add up to unit scores.
+
+"Not assessable" is never 0: an NA grade is left out of every sum and makes
+its unit (and the read's total) incomplete; a lesion with no assessable grade
+is not assessable (score None); a unit whose lesions give no assessable grade,
+or that is marked not assessable, is not assessable (score None, counted);
+a unit marked "no lesion" scores 0 explicitly.
 """
 
 from __future__ import annotations
@@ -37,8 +44,10 @@ class UnitScore:
     unit_id: str
     status: str  # lesion, no_lesion, not_assessable
     score: int | None
-    items: dict = field(default_factory=dict)  # item id -> combined grade or NA
+    items: dict = field(default_factory=dict)  # item id -> unit grade or NA
     lesions: list[str] = field(default_factory=list)
+    proposed: list[str] = field(default_factory=list)  # per-unit items not yet graded by the reader
+    complete: bool = True  # False when an applicable item is not assessable
 
 
 @dataclass
@@ -56,6 +65,12 @@ class ReadScores:
     units_not_assessable: int
     unplaced_lesions: list[str]
     warnings: list[str]
+    lesions_not_assessable: list[str] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        """False when the total leaves out a not-assessable unit or item (a flagged total)."""
+        return self.units_not_assessable == 0 and all(u.complete for u in self.units.values())
 
     def as_dict(self) -> dict:
         """JSON-ready form (units sorted by id)."""
@@ -75,18 +90,22 @@ class ReadScores:
 
 
 def lesion_score(finding: Finding, scheme: Scheme, taxonomy: Taxonomy) -> int | None:
-    """Sum of the lesion's scored, applicable, assessable grades (None without a site)."""
+    """Sum of the lesion's scored, applicable, assessable grades.
+
+    None without a site, and None (not assessable) when its scored items are
+    graded "not assessable" and none has a grade (a lesion not graded yet sums
+    to 0). Descriptive only: lesion sums do not add up to a unit score.
+    """
     if finding.site_id is None:
         return None
     unit_type = taxonomy.site(finding.site_id).unit_type
-    return sum(
-        int(finding.grades[item.id])
-        for item in scheme.items_for(unit_type)
-        if item.scored and finding.grades.get(item.id, NOT_ASSESSABLE) != NOT_ASSESSABLE
-    )
+    given = [finding.grades[item.id] for item in scheme.items_for(unit_type) if item.scored and item.id in finding.grades]
+    grades = [int(g) for g in given if g != NOT_ASSESSABLE]
+    return None if not grades and NOT_ASSESSABLE in given else sum(grades)
 
 
-def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Scheme, taxonomy: Taxonomy) -> ReadScores:
+def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Scheme, taxonomy: Taxonomy,
+               unit_grades: dict[str, dict] | None = None) -> ReadScores:
     """Score a read.
 
     Parameters
@@ -97,6 +116,9 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
         Bone unit id -> ``"no_lesion"`` or ``"not_assessable"``.
     scheme, taxonomy
         The scoring scheme and site taxonomy.
+    unit_grades : dict, optional
+        Bone unit id -> {item id: grade or NA}: the reader's grades of items
+        graded per unit (confirming or changing the proposal).
 
     Returns
     -------
@@ -122,7 +144,7 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
     for unit_id, unit_findings in by_unit.items():
         if unit_marks.get(unit_id) == UNIT_NOT_ASSESSABLE:
             continue
-        units[unit_id] = _score_unit(unit_id, unit_findings, scheme, taxonomy)
+        units[unit_id] = _score_unit(unit_id, unit_findings, scheme, taxonomy, (unit_grades or {}).get(unit_id, {}))
     regions: dict[str, int] = {}
     groups: dict[str, int] = {}
     for unit in units.values():
@@ -144,27 +166,41 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
         units_not_assessable=sum(u.status == UNIT_NOT_ASSESSABLE for u in units.values()),
         unplaced_lesions=unplaced,
         warnings=warnings,
+        lesions_not_assessable=[f.lesion_id for f in findings if f.site_id is not None and lesions[f.lesion_id] is None],
     )
 
 
-def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy: Taxonomy) -> UnitScore:
-    site_id = findings[0].site_id
-    if site_id is None:
-        raise ValueError(f"unit {unit_id}: a finding without a site cannot be scored in a unit")
-    site = taxonomy.site(site_id)
+def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy: Taxonomy,
+                reader_grades: dict) -> UnitScore:
+    site = taxonomy.site(findings[0].site_id or "")
     combine = scheme.aggregation["unit_combine"]
     items: dict = {}
+    proposed = []
+    said_na = set()  # items a lesion or the reader graded "not assessable", with no grade to use instead
     for item in scheme.items_for(site.unit_type):
         if not item.scored:
             continue
         grades = [int(f.grades[item.id]) for f in findings
                   if f.grades.get(item.id, NOT_ASSESSABLE) != NOT_ASSESSABLE]
-        if not grades:
+        if item.per_unit and item.id in reader_grades:
+            items[item.id] = reader_grades[item.id]
+        elif not grades:
             items[item.id] = NOT_ASSESSABLE
+        elif item.per_unit:
+            items[item.id] = item.propose_unit_grade(grades)
+            proposed.append(item.id)
         else:
             items[item.id] = max(grades) if combine == "max" else sum(grades)
-    score = sum(v for v in items.values() if v != NOT_ASSESSABLE)
+        if items[item.id] == NOT_ASSESSABLE and (
+                reader_grades.get(item.id) == NOT_ASSESSABLE
+                or any(f.grades.get(item.id) == NOT_ASSESSABLE for f in findings)):
+            said_na.add(item.id)
+    assessable = [int(v) for v in items.values() if v != NOT_ASSESSABLE]
+    lesion_ids = [f.lesion_id for f in findings]
+    if not assessable and said_na:
+        return UnitScore(unit_id, UNIT_NOT_ASSESSABLE, None, items, lesion_ids, proposed, complete=False)
+    score = sum(assessable)
     cap = scheme.aggregation["unit_max"]
     if cap is not None:
         score = min(score, cap)
-    return UnitScore(unit_id, "lesion", score, items, [f.lesion_id for f in findings])
+    return UnitScore(unit_id, "lesion", score, items, lesion_ids, proposed, complete=not said_na)

@@ -1,0 +1,113 @@
+"""RAI-CROMRIS graded per bone unit (scheme 2.0.0): extent per unit, not assessable is never 0, applicability.
+
+Expected numbers are derived by hand from the scheme file's grades (written next to each assertion).
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cno_annotate.annotation.resources import schemas_dir
+from cno_annotate.annotation.scheme import NOT_ASSESSABLE, load_scheme
+from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.taxonomy import load_taxonomy
+from cno_annotate.errors import CnoError
+
+SCHEME = load_scheme("rai-cromris", "2.0.0")
+TAXONOMY = load_taxonomy("cno-sites-2.0.0")
+
+
+def grades(marrow, extent, soft=0, expansion=0) -> dict:
+    return {"marrow_hyperintensity": marrow, "signal_extension": extent, "soft_tissue_periosteal": soft,
+            "bony_expansion": expansion}
+
+
+def test_the_scheme_file_declares_how_each_item_is_graded():
+    document = json.loads((schemas_dir() / "schemes" / "rai-cromris-2.0.0.json").read_text())
+    per = {i["id"]: (i["graded_per"], i.get("unit_grade_from_lesions")) for i in document["items"]}
+    assert per["signal_extension"] == ("unit", "share_sum")
+    assert {k: v[0] for k, v in per.items() if k != "signal_extension"} == dict.fromkeys(
+        ("marrow_hyperintensity", "soft_tissue_periosteal", "bony_expansion", "vertebral_collapse"), "lesion")
+    # the released 1.0.0 scheme is unchanged and still loads
+    assert load_scheme("rai-cromris", "1.0.0").item("signal_extension").graded_per == "lesion"
+
+
+def test_extent_is_proposed_for_the_whole_unit_from_its_lesions():
+    # Two lesions in the right distal femur, each "25-50 %" (grade 2, middle of its range 37.5 %): together
+    # 75 %, grade 3 ("over 50 %"). Marrow: the higher lesion grade, 2. Soft tissue 1 (one lesion has it).
+    # Unit score 2 + 3 + 1 + 0 = 6. Scheme 1.0.0 (largest lesion extent) gives 2 + 2 + 1 = 5.
+    findings = [Finding("L1", "femur.distal", "R", grades(2, 2, soft=1)),
+                Finding("L2", "femur.distal", "R", grades(1, 2))]
+    unit = score_read(findings, {}, SCHEME, TAXONOMY).units["femur.distal:R"]
+    assert unit.items == {"marrow_hyperintensity": 2, "signal_extension": 3, "soft_tissue_periosteal": 1,
+                          "bony_expansion": 0}
+    assert unit.score == 6 and unit.proposed == ["signal_extension"]
+    old = score_read(findings, {}, load_scheme("rai-cromris", "1.0.0"), load_taxonomy("cno-sites-1.0.0"))
+    assert old.units["femur.distal:R"].score == 5
+    # Lesion sums 2+2+1+0 = 5 and 1+2 = 3 add to 8; the unit is worth 6: lesion values do not add up.
+    scores = score_read(findings, {}, SCHEME, TAXONOMY)
+    assert scores.lesions == {"L1": 5, "L2": 3} and scores.total == 6
+    # Three lesions of "up to 25 %" (12.5 % each): 37.5 %, grade 2; one alone stays grade 1.
+    small = [Finding(f"L{n}", "tibia.proximal", "L", grades(1, 1)) for n in range(3)]
+    assert score_read(small, {}, SCHEME, TAXONOMY).units["tibia.proximal:L"].items["signal_extension"] == 2
+    assert score_read(small[:1], {}, SCHEME, TAXONOMY).units["tibia.proximal:L"].items["signal_extension"] == 1
+
+
+def test_the_readers_unit_grade_replaces_the_proposal():
+    findings = [Finding("L1", "femur.distal", "R", grades(2, 2)), Finding("L2", "femur.distal", "R", grades(1, 2))]
+    unit = score_read(findings, {}, SCHEME, TAXONOMY, {"femur.distal:R": {"signal_extension": 2}}).units["femur.distal:R"]
+    assert unit.items["signal_extension"] == 2 and unit.proposed == [] and unit.score == 2 + 2 + 0 + 0
+
+
+def test_not_assessable_lesions_and_units_are_not_zero():
+    # T8: its only lesion has every item graded NA -> the lesion and the unit are not assessable.
+    # Femur: one lesion with marrow 2, extent NA -> unit scores 2 + 0 + 0 = 2 and is flagged incomplete.
+    na = {"marrow_hyperintensity": NOT_ASSESSABLE, "signal_extension": NOT_ASSESSABLE,
+          "soft_tissue_periosteal": NOT_ASSESSABLE, "vertebral_collapse": NOT_ASSESSABLE}
+    findings = [Finding("L1", "spine.T8", None, na),
+                Finding("L2", "femur.distal", "L", {**grades(2, NOT_ASSESSABLE)})]
+    scores = score_read(findings, {}, SCHEME, TAXONOMY)
+    assert scores.lesions["L1"] is None and scores.lesions_not_assessable == ["L1"]
+    t8 = scores.units["spine.T8"]
+    assert (t8.status, t8.score, t8.lesions) == ("not_assessable", None, ["L1"])
+    assert (scores.units_with_lesion, scores.units_not_assessable) == (1, 1)
+    femur = scores.units["femur.distal:L"]
+    assert femur.score == 2 and not femur.complete
+    assert scores.total == 2 and not scores.complete
+    # a lesion not graded yet is not "not assessable": it sums to 0
+    assert score_read([Finding("L1", "talus", "R", {})], {}, SCHEME, TAXONOMY).lesions == {"L1": 0}
+
+
+def test_grades_for_items_that_do_not_apply_are_refused():
+    with pytest.raises(CnoError, match="Bony expansion is not graded for a vertebra"):
+        SCHEME.check_grade("bony_expansion", 1, TAXONOMY.site("spine.T8").unit_type)
+    with pytest.raises(CnoError, match="Vertebral collapse is not graded for a flat bone"):
+        SCHEME.check_grade("vertebral_collapse", 1, TAXONOMY.site("sacrum").unit_type)
+    with pytest.raises(CnoError, match="graded per lesion"):
+        SCHEME.check_unit_grade("marrow_hyperintensity", 1, "long_bone_end")
+    SCHEME.check_unit_grade("signal_extension", 3, "long_bone_end")
+
+
+def test_the_editor_refuses_an_item_that_does_not_apply(store):
+    from cno_annotate.annotation.reads import ReadSession
+
+    session = ReadSession.open_or_create(store, "1.2.3", "dr-a")
+    lesion = session.add_lesion((0, 0, 0), "1.2", (0, 0, 0), site_id="spine.T8")
+    with pytest.raises(CnoError, match="Bony expansion is not graded"):
+        session.set_grade(lesion, "bony_expansion", 1)
+    assert "bony_expansion" not in session.read.lesion(lesion).grades
+
+
+def test_import_refuses_an_item_that_does_not_apply(store, tmp_path):
+    from cno_annotate.annotation.documents import export_document, import_document, write_document
+    from cno_annotate.annotation.reads import ReadSession
+
+    session = ReadSession.open_or_create(store, "1.2.3", "dr-a")
+    session.add_lesion((0, 0, 0), "1.2", (0, 0, 0), site_id="spine.T8")
+    document = export_document(store)
+    document["reads"][0]["lesions"][0]["grades"] = {"bony_expansion": 1}
+    path = write_document(document, tmp_path / "bad.json")
+    with pytest.raises(CnoError, match=r"\$\.reads\[0\]\.lesions\[0\]\.grades\.bony_expansion: Bony expansion"):
+        import_document(store, path, replace=True)
