@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sqlite3
 import sys
 from pathlib import Path
-
-import numpy as np
 
 from cno_annotate import __version__, cli_reading
 from cno_annotate.cli_output import print_rows as _print_rows
@@ -34,7 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["sample", "--out", "wb-sample", "--stations", "2"])  # doctest: +SKIP
     0
     """
-    parser = build_parser()
+    parser = build_parser(plugins=False)
+    if _may_name_a_plugin(sys.argv[1:] if argv is None else argv, _command_names(parser)):
+        parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -74,8 +75,29 @@ def _silence_stdout() -> None:
         pass
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
+def _may_name_a_plugin(argv: list[str], builtin: set[str]) -> bool:
+    """Whether the command line may name a plugin command (else the entry-point scan is skipped).
+
+    Finding and loading plugins costs about 40 ms of start-up; a built-in command
+    does not need them. ``--help``, a usage error or an unknown word load them.
+    """
+    words = iter(argv)
+    for word in words:
+        if word == "--store":
+            next(words, None)
+        elif not word.startswith("-"):
+            return word not in builtin
+    return True
+
+
+def _command_names(parser: argparse.ArgumentParser) -> set[str]:
+    """The names of a parser's subcommands."""
+    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+            for name in action.choices}
+
+
+def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand (``plugins=False``: the built-in ones only)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Read, annotate and score whole-body MRI of children with CNO.",
@@ -165,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_cache_clear)
     _add_read_commands(sub, common)
     cli_reading.register(sub, common)
-    _add_plugin_commands(sub, common)
+    if plugins:
+        _add_plugin_commands(sub, common)
     return parser
 
 
@@ -291,8 +314,9 @@ def cmd_series(args) -> int:
 
 def series_summary(volume: dict) -> dict:
     """The JSON form of one volume for ``series --json``."""
-    affine = np.array(volume["affine"])
-    spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    rows = volume["affine"][:3]
+    spacing = [math.sqrt(rows[0][c] * rows[0][c] + rows[1][c] * rows[1][c] + rows[2][c] * rows[2][c])
+               for c in range(3)]  # column norms, without loading numpy for a listing
     k, j, i = volume["shape"]
     return {
         "study_uid": volume["study_uid"],

@@ -27,7 +27,13 @@ def absolute(path: str | os.PathLike[str]) -> str:
 
 
 def _needs_escape(path: str) -> bool:
-    return any("\udc80" <= c <= "\udcff" for c in path)
+    if path.isascii():
+        return False
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: bytes that were not UTF-8
+        return True
+    return False
 
 
 def to_text(path: str | os.PathLike[str]) -> str:

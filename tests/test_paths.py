@@ -337,6 +337,22 @@ def test_the_cli_and_an_import_load_no_heavy_library(small_study, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
+def test_listing_commands_load_neither_numpy_nor_pydicom_nor_plugins(small_study, tmp_path):
+    import_paths(Store.open(tmp_path / "s"), [small_study])
+    for command in (["studies"], ["series"], ["series", "--json"], ["import-log"]):
+        script = textwrap.dedent(
+            f"""
+            import sys
+            from cno_annotate.cli import main
+            assert main({[*command, "--store", str(tmp_path / "s")]!r}) == 0
+            loaded = sorted(m for m in ("numpy", "pydicom", "importlib.metadata", "cno_annotate_ui") if m in sys.modules)
+            assert not loaded, loaded
+            """
+        )
+        result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+        assert result.returncode == 0, (command, result.stderr)
+
+
 def test_reimport_of_an_unchanged_folder_reads_no_header(small_study, store, monkeypatch):
     first = import_paths(store, [small_study])
     import cno_annotate.importer as importer
