@@ -55,7 +55,9 @@ class ImportReport:
     series: set[str] = field(default_factory=set)
     skipped: list[dict] = field(default_factory=list)
     duplicates: int = 0
-    changed_studies: set[str] = field(default_factory=set)
+    #: Studies whose volumes are derived again: those with a file that was read (not
+    #: recognised as unchanged since an earlier import by path, size and time).
+    rederive: set[str] = field(default_factory=set)
 
     def skip(self, path: str, reason: str) -> None:
         """List a file or folder as skipped, its name printable whatever its bytes."""
@@ -203,7 +205,8 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
     """Import files and folders into the store.
 
     A file whose path, size and modification time are recorded from an
-    earlier import is not read again. An instance already in the store whose
+    earlier import is not read again (and a study none of whose files was
+    read keeps its derived volumes as they are). An instance already in the store whose
     recorded file is gone is re-linked to the file found now.
 
     Parameters
@@ -245,7 +248,7 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
             if progress is not None:
                 progress(n, len(files))
     _flush(store, pending)
-    rebuild_volumes(store, sorted(report.changed_studies))
+    rebuild_volumes(store, sorted(report.rederive))
     with store.transaction():
         store.db.executemany("INSERT INTO skipped VALUES (?, ?, ?)",
                              [(run_id, item["path"], item["reason"]) for item in report.skipped])
@@ -348,10 +351,10 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, pending:
     study_uid, series_uid = first.study["study_uid"], first.series["series_uid"]
     report.studies.add(study_uid)
     report.series.add(series_uid)
+    report.rederive.add(study_uid)
     previous = known.images.get(first.sop_uid)
     if previous is None:
         report.new_instances += 1
-        report.changed_studies.add(study_uid)
         pending.records.extend(records)
     elif previous[0] == text or paths.same_file(paths.from_text(previous[0]), path):
         report.already_imported += 1
@@ -359,7 +362,7 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, pending:
             return  # the same file by another way (a link): keep the recorded path
     elif not paths.exists(paths.from_text(previous[0])):
         report.relinked += 1
-        report.changed_studies.add(previous[2])
+        report.rederive.add(previous[2])
         pending.relinks.append((text, first.sop_uid))
     else:
         report.duplicates += 1
