@@ -205,3 +205,14 @@ def test_a_volume_acquired_in_parts_at_distinct_positions_stays_one_stack():
 def test_stacks_split_by_orientation_are_named_by_orientation():
     images = [image(0.0), image(0.0, orientation=AXIAL), image(0.0, orientation=(0.0, 1.0, 0.0, 0.0, 0.0, -1.0))]
     assert sorted(s.variant for s in build_stacks("1.2.3", images)) == ["axial", "coronal", "sagittal"]
+
+
+def test_diffusion_directions_at_one_b_value_are_separate_stacks():
+    """b=0 once, b=1000 in three directions, all at the same positions (like an XA30 diffusion series)."""
+    images = [kind(y, b_value=0.0) for y in (0.0, 5.0)]
+    images += [kind(y, b_value=1000.0, diffusion_direction=d) for y in (0.0, 5.0)
+               for d in ([1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0])]
+    stacks = build_stacks("1.2.3", images)
+    assert len(stacks) == 4 and all(s.shape == (2, 4, 4) and s.duplicates == 0 for s in stacks)
+    assert sorted(s.variant for s in stacks)[0] == "b=0"
+    assert "b=1000, direction (0.0, 0.0, 1.0)" in {s.variant for s in stacks}

@@ -176,7 +176,8 @@ def enhanced_from_emri(path: Path, *, echo_pulse: str, inversion: float | None, 
                        description: str, frame_values: list[dict] | None = None) -> Path:
     """pydicom's enhanced MR file given MR functional groups (timing, echo, modifier) and geometry.
 
-    ``frame_values`` adds per-frame groups: ``{"b": b-value, "frame_type": [...], "echo": TE}``.
+    ``frame_values`` adds per-frame groups: ``{"slice": n, "b": b-value, "direction": [x, y, z],
+    "frame_type": [...]}``.
     """
     from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
@@ -208,6 +209,10 @@ def enhanced_from_emri(path: Path, *, echo_pulse: str, inversion: float | None, 
         if "b" in values:
             diffusion = Dataset()
             diffusion.DiffusionBValue = values["b"]
+            if "direction" in values:
+                direction = Dataset()
+                direction.DiffusionGradientOrientation = values["direction"]
+                diffusion.DiffusionGradientDirectionSequence = Sequence([direction])
             item.MRDiffusionSequence = Sequence([diffusion])
         if "frame_type" in values:
             frame_type = Dataset()
@@ -354,3 +359,19 @@ def test_multiplanar_frames_are_stacks_named_by_orientation(tmp_path):
     assert report.skipped == []
     names = sorted(r["description"] for r in store.volumes())
     assert names == ["localizer (axial)", "localizer (coronal)", "localizer (sagittal)"]
+
+
+def test_enhanced_diffusion_directions_per_frame(tmp_path):
+    """b=1000 in two gradient directions at the same 5 positions: one stack per direction."""
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    frames = [{"slice": n // 2, "b": 1000.0, "direction": [[1.0, 0.0, 0.0], [0.0, 0.7071, 0.7071]][n % 2]}
+              for n in range(10)]
+    enhanced_from_emri(folder / "dwi", echo_pulse="SPIN", inversion=None, tr=5000.0, te=80.0,
+                       description="DWI", frame_values=frames)
+    store, report = import_one(tmp_path, folder)
+    rows = sorted(store.volumes(), key=lambda r: r["variant"])
+    assert [r["variant"] for r in rows] == ["direction (0.0, 0.707, 0.707)", "direction (1.0, 0.0, 0.0)"]
+    assert all(r["shape"][0] == 5 and r["duplicates"] == 0 for r in rows)
+    np.testing.assert_array_equal(load_volume(store, rows[0]["volume_id"]).array,
+                                  reference_values("emri_small.dcm")[1::2])

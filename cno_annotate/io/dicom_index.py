@@ -420,7 +420,8 @@ def split_values(ds: Dataset, groups: list[Dataset]) -> dict[str, Any]:
 
     ``image_type`` (ImageType, or FrameType of enhanced MR), ``b_value``
     (DiffusionBValue, else Siemens (0019,100C), GE (0043,1039) first value,
-    Philips (2001,1003)), ``echo_number``, ``echo_time`` (EchoTime or the
+    Philips (2001,1003)), ``diffusion_direction`` (DiffusionGradientOrientation,
+    else Siemens (0019,100E)), ``echo_number``, ``echo_time`` (EchoTime or the
     frame's EffectiveEchoTime), ``temporal_position`` and ``acquisition``
     (the frame's FrameContentSequence for enhanced MR). Absent values are
     left out.
@@ -431,6 +432,7 @@ def split_values(ds: Dataset, groups: list[Dataset]) -> dict[str, Any]:
     candidates = {
         "image_type": "\\".join(str(v).strip().upper() for v in _as_list(frame_type)) or None,
         "b_value": _float_or_none(b_value) if b_value is not None else _vendor_b_value(ds),
+        "diffusion_direction": _diffusion_direction(ds, groups),
         "echo_number": _int_or_none(_first(_get(ds, "EchoNumbers"))),
         "echo_time": _float_or_none(_lookup(frame, groups, "MREchoSequence", "EffectiveEchoTime")
                                     or _get(ds, "EchoTime")),
@@ -442,6 +444,28 @@ def split_values(ds: Dataset, groups: list[Dataset]) -> dict[str, Any]:
             or _get(ds, "AcquisitionNumber")),
     }
     return {k: v for k, v in candidates.items() if v is not None}
+
+
+def _diffusion_direction(ds: Dataset, groups: list[Dataset]) -> list[float] | None:
+    """The diffusion gradient direction (rounded), from the frame, the top level or Siemens' header."""
+    value = None
+    for group in groups:
+        item = _first_item(group, "MRDiffusionSequence")
+        inner = _first_item(item, "DiffusionGradientDirectionSequence") if item is not None else None
+        if inner is not None and "DiffusionGradientOrientation" in inner:
+            value = inner.DiffusionGradientOrientation
+            break
+    if value is None:
+        value = _get(ds, "DiffusionGradientOrientation")
+    if value is None:
+        value = _private_value(ds, 0x0019, "SIEMENS MR HEADER", 0x0E)
+        if isinstance(value, bytes):
+            value = struct.unpack("<3d", value) if len(value) == 24 else None
+    try:
+        direction = [round(float(v), 3) + 0.0 for v in _as_list(value)]
+    except (TypeError, ValueError):
+        return None
+    return direction if len(direction) == 3 and all(np.isfinite(direction)) else None
 
 
 def _vendor_b_value(ds: Dataset) -> float | None:

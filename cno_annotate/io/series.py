@@ -7,7 +7,7 @@ stacks of parallel, equally sized images of one kind, orders each stack by
 position along the slice normal (never by InstanceNumber), puts the slices
 on a uniform grid and reports missing slices as gaps.
 
-Images are of one kind when they share ImageType, b-value and echo number
+Images are of one kind when they share ImageType, b-value, diffusion direction and echo number
 (these change the contrast, so they always split), and, where images repeat
 a position, echo time, temporal position and acquisition number (a 2-D
 series acquired in parts at distinct positions stays one volume). Each stack
@@ -52,7 +52,7 @@ class Stack:
 
 
 #: Per-image values that always split a series: they change the contrast.
-CONTRAST_KEYS = ("image_type", "b_value", "echo_number")
+CONTRAST_KEYS = ("image_type", "b_value", "diffusion_direction", "echo_number")
 #: Values that split a series only where images repeat a position.
 REPEAT_KEYS = ("echo_time", "temporal_position", "acquisition")
 
@@ -76,7 +76,7 @@ def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
         One per geometric group and kind of image; the volume id is the
         series UID when the series forms one stack, otherwise the UID with
         ``.1``, ``.2``... added. A stack never mixes images that differ in
-        ImageType, b-value or echo number, nor, at one position, in echo
+        ImageType, b-value, diffusion direction or echo number, nor, at one position, in echo
         time, temporal position or acquisition number.
     """
     groups: dict[tuple, list[dict]] = defaultdict(list)
@@ -115,13 +115,17 @@ def _split(image: dict) -> dict:
 
 def _contrast_key(image: dict) -> tuple:
     values = _split(image)
-    return tuple(values.get(k) for k in CONTRAST_KEYS)
+    return tuple(_hashable(values.get(k)) for k in CONTRAST_KEYS)
+
+
+def _hashable(value):
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _sortable(key: tuple) -> tuple:
     """A key whose None and mixed values sort without error."""
-    return tuple((v is None, v if isinstance(v, (int, float)) else str(v)) if not isinstance(v, tuple)
-                 else v for v in key)
+    return tuple((v is None, v if isinstance(v, (int, float, tuple)) else "" if v is None else str(v))
+                 for v in key)
 
 
 def _split_repeats(images: list[dict]) -> list[tuple[dict, list[dict]]]:
@@ -165,8 +169,9 @@ def _variants(values: list[dict], stacks: list[Stack]) -> list[str]:
         for label, value in zip(labels, values):
             own = [t for t in str(value.get("image_type") or "").split("\\") if t and t not in common]
             label.append(" ".join(own) if own else (value.get("image_type") or "no ImageType"))
-    for key, text in (("b_value", "b={:g}"), ("echo_number", "echo {}"), ("echo_time", "TE {:g} ms"),
-                      ("temporal_position", "time {}"), ("acquisition", "acquisition {}")):
+    for key, text in (("b_value", "b={:g}"), ("diffusion_direction", "direction {}"), ("echo_number", "echo {}"),
+                      ("echo_time", "TE {:g} ms"), ("temporal_position", "time {}"),
+                      ("acquisition", "acquisition {}")):
         if len({v.get(key) for v in values}) > 1:
             for label, value in zip(labels, values):
                 if value.get(key) is not None:
