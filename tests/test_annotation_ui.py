@@ -405,3 +405,15 @@ def test_adjudicator_markers_follow_the_readers_extents(qtbot, tmp_path, sample_
     assert cut.col_radius * m.col_mm == pytest.approx(14.0, rel=0.05)
     assert cut.row_radius * m.row_mm == pytest.approx(22.0, rel=0.05)
     window.loader.wait(5000)
+
+
+def test_delete_is_at_once_and_undoable_without_a_dialog(window, qtbot):
+    from PySide6.QtWidgets import QApplication
+
+    panel = _place_distal_femur_lesion(window, qtbot)
+    qtbot.mouseClick(panel.delete_button, Qt.LeftButton)
+    assert window.read_session.read.lesions == []
+    assert QApplication.activeModalWidget() is None
+    assert "Ctrl+Z" in window.statusBar().currentMessage()
+    window.undo_action.trigger()
+    assert len(window.read_session.read.lesions) == 1

@@ -440,7 +440,7 @@ def test_selecting_a_lesion_or_a_region_while_zoomed_brings_it_into_view(window,
     grab.save(str(tmp_path / "lesion-in-view.png"))
     marker = [grab.pixelColor(int(x) + dx, int(y) + dy) for dx in range(-20, 21) for dy in range(-20, 21)
               if 0 <= int(x) + dx < v.width() and 0 <= int(y) + dy < v.height()]
-    assert any(c.red() > 200 and c.green() > 180 and c.blue() < 80 for c in marker)  # the selected (yellow) marker
+    assert any(c.red() > 200 and c.green() < 120 and c.blue() > 200 for c in marker)  # the selected (magenta) marker
     window._jump_to_region(window.region.findText("Feet"))
     where = v.image_to_widget(*state.lps_to_screen(state.point))
     x, y = where.x(), where.y()
@@ -640,3 +640,83 @@ def test_help_matches_the_real_actions_and_keys(window):
         if label.isdigit():
             label = "1 - 9" if label != "0" else "0"
         assert f"<b>{label}" in html or f" {label}" in html or f"{label} /" in html, label
+
+
+def test_presets_on_number_keys_invert_and_hide_overlays(window, qtbot, tmp_path):
+    """Reading tools: 1-9 apply the view's presets, I inverts the grey scale, H hides every overlay."""
+    v = view(window)
+    state = window.session.views["left"]
+    assert _focused() is v
+    names = list(state.presets)
+    _key(qtbot, Qt.Key_2)
+    assert state.window == state.presets[names[1]]
+    _key(qtbot, Qt.Key_1)
+    assert state.window == state.presets[names[0]]
+    x, y = v.width() // 3, v.height() // 3
+    x, y = next((x, y) for x, y in ((x, y), (x + 7, y + 5), (x + 13, y + 11))
+                if v.grab().toImage().pixelColor(x, y).red() not in (0, 255))
+    before = v.grab().toImage().pixelColor(x, y).red()
+    _key(qtbot, Qt.Key_I)
+    assert abs(v.grab().toImage().pixelColor(x, y).red() - (255 - before)) <= 1
+    _key(qtbot, Qt.Key_I)
+    cross = v.image_to_widget(*state.lps_to_screen(state.point))
+    line = [(int(cross.x()) + dx, int(cross.y())) for dx in range(20, 200, 3)]
+
+    def yellow(image) -> int:
+        return sum(1 for px, py in line if (c := image.pixelColor(px, py)).red() > 150 and c.blue() < 100
+                   and c.green() > 120)
+
+    shown = v.grab().toImage()
+    assert yellow(shown) > 10  # the crosshair
+    _key(qtbot, Qt.Key_H)
+    hidden = v.grab().toImage()
+    hidden.save(str(tmp_path / "overlays-hidden.png"))
+    assert yellow(hidden) == 0
+    _key(qtbot, Qt.Key_H)
+    assert yellow(v.grab().toImage()) > 10
+
+
+def test_dark_reading_room_theme_by_default_light_as_an_option(window):
+    from PySide6.QtGui import QPalette
+    from PySide6.QtWidgets import QApplication
+
+    assert window.theme == "dark"
+    assert QApplication.palette().color(QPalette.Window).lightness() < 60
+    grab = window.grab().toImage()
+    panel = window.lesion_panel
+    corner = panel.mapTo(window, panel.rect().topLeft())
+    assert grab.pixelColor(corner.x() + 3, corner.y() + 3).lightness() < 80  # the panel is dark too
+    window.light_action.setChecked(True)
+    assert QApplication.palette().color(QPalette.Window).lightness() > 180
+    window.light_action.setChecked(False)
+
+
+def test_ruler_measures_millimetres_on_its_slice(window, qtbot, tmp_path):
+    v = view(window)
+    state = window.session.views["left"]
+    m = state.mapping
+    _key(qtbot, Qt.Key_D)
+    assert window.ruler_action.isChecked()
+    start, end = v.image_to_widget(200.0, 30.0), v.image_to_widget(260.0, 110.0)  # 60 rows, 80 columns
+    qtbot.mousePress(v, Qt.LeftButton, pos=start.toPoint())
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+
+    v.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, v.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                 Qt.NoModifier))
+    qtbot.mouseRelease(v, Qt.LeftButton, pos=end.toPoint())
+    (ruler,) = window.session.rulers_on("left")
+    pixel = max(m.row_mm, m.col_mm)
+    assert ruler.length_mm == pytest.approx(np.hypot(60 * m.row_mm, 80 * m.col_mm), abs=2 * pixel)
+    assert ruler.label in v.overlay_texts()
+    grab = v.grab().toImage()
+    grab.save(str(tmp_path / "ruler.png"))
+    middle = (start + end) / 2
+    near = [grab.pixelColor(int(middle.x()) + dx, int(middle.y()) + dy) for dx in range(-3, 4) for dy in range(-3, 4)]
+    assert any(c.green() > 200 and c.red() < 160 and c.blue() < 200 for c in near)  # the green ruler line
+    _key(qtbot, Qt.Key_Escape)
+    assert not window.ruler_action.isChecked()
+    _key(qtbot, Qt.Key_Down)
+    assert window.session.rulers_on("left") == []  # only on the slice it was drawn on
+    _key(qtbot, Qt.Key_Up)
+    assert len(window.session.rulers_on("left")) == 1

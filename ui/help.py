@@ -25,7 +25,8 @@ SHORTCUTS = [
         ("1 - 9", "Window / level presets (1 = automatic, then the series' own, as listed in the view)"),
         ("I", "Invert the grey scale"),
         ("H", "Hide / show markers, crosshair and text over the images"),
-        ("Esc", "Leave mark mode; the keyboard goes back to the image"),
+        ("D", "Ruler: drag to measure a distance in mm (one ruler per view, shown on its slice)"),
+        ("Esc", "Leave mark or ruler mode; the keyboard goes back to the image"),
     ]),
     ("Marking lesions", [
         ("M", "Mark mode for one lesion (Keep marking: stay in mark mode)"),
@@ -46,6 +47,8 @@ SHORTCUTS = [
         ("Ctrl+Shift+L", "Link or unlink zoom and pan"),
         ("Ctrl+F", "Search the study list (the worklist in reader mode); Enter opens the first match"),
         ("Ctrl+N", "Reader mode: the next case of your worklist not yet submitted"),
+        ("Light theme", "A light theme instead of the dark reading-room one (or start with "
+                        "CNO_ANNOTATE_THEME=light)"),
         ("F1", "This help"),
         ("Ctrl+Q", "Quit"),
     ]),

@@ -11,6 +11,7 @@ from cno_annotate_ui.help import HelpDialog
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.slice_view import SliceView
+from cno_annotate_ui.theme import apply_theme, default_theme
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
 from PySide6.QtWidgets import (
@@ -48,6 +49,8 @@ from cno_annotate.store import Store
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
 COORDINATOR_LOG = "coordinator.log"
+#: The selected lesion's marker: magenta, unlike the yellow crosshair and every other marker.
+SELECTED = "#ff3cf0"
 
 
 def coordinator_log(store_root: Path) -> logging.Logger:
@@ -175,6 +178,8 @@ class MainWindow(QMainWindow):
     def __init__(self, store_root: Path, reader: str | None = None, reading_study: str | None = None, parent=None):
         super().__init__(parent)
         self.setWindowTitle("cno-annotate")
+        self.theme = default_theme()
+        apply_theme(self.theme)
         self.store_root = Path(store_root)
         self.store = Store.open(self.store_root)
         self.reader = reader or default_reader()
@@ -283,6 +288,11 @@ class MainWindow(QMainWindow):
         self.mark_action.setShortcut(QKeySequence(Qt.Key_M))
         self.mark_action.setToolTip("Click to place a lesion, drag to draw its extent (M)")
         self.mark_action.toggled.connect(self._set_mark_mode)
+        self.ruler_action = QAction("Ruler", self)
+        self.ruler_action.setCheckable(True)
+        self.ruler_action.setShortcut(QKeySequence(Qt.Key_D))
+        self.ruler_action.setToolTip("Drag to measure a distance in mm (D); Esc leaves; one ruler per view")
+        self.ruler_action.toggled.connect(self._set_ruler_mode)
         self.sticky_action = QAction("Keep marking", self)
         self.sticky_action.setCheckable(True)
         self.sticky_action.setToolTip("Stay in mark mode after placing a lesion (off: one lesion per M)")
@@ -292,7 +302,7 @@ class MainWindow(QMainWindow):
         self.redo_action = QAction("Redo", self)
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         self.redo_action.triggered.connect(lambda: self._edit_read(lambda r: r.redo()))
-        for action in (self.mark_action, self.sticky_action, self.undo_action, self.redo_action):
+        for action in (self.mark_action, self.sticky_action, self.ruler_action, self.undo_action, self.redo_action):
             bar.addAction(action)
         bar.addSeparator()
         self.region = QComboBox(self)
@@ -303,6 +313,13 @@ class MainWindow(QMainWindow):
         self.region.activated.connect(self._jump_to_region)
         bar.addWidget(self.region)
         bar.addSeparator()
+        self.light_action = QAction("Light theme", self)
+        self.light_action.setCheckable(True)
+        self.light_action.setChecked(self.theme == "light")
+        self.light_action.setToolTip("A light theme instead of the dark reading-room one "
+                                     "(start with it: CNO_ANNOTATE_THEME=light)")
+        self.light_action.toggled.connect(self._set_light)
+        bar.addAction(self.light_action)
         help_action = QAction("Help", self)
         help_action.setShortcut(QKeySequence(Qt.Key_F1))
         help_action.setToolTip("Mouse and keyboard (F1)")
@@ -524,7 +541,7 @@ class MainWindow(QMainWindow):
             lines.append(f"Patient {details['patient_code']}, timepoint {details['timepoint']} of {details['timepoints']}")
         self.extra_markers = []
         if self.role == "adjudicator":
-            colours = ["#ff7ad9", "#7dff7a", "#ffb14d", "#b48cff"]
+            colours = ["#7dff7a", "#ffb14d", "#b48cff", "#c8c8ff"]
             for n, read in enumerate(rs.adjudication_view(self.store, self.reading_study, self.current_code, self.reader)):
                 colour = colours[n % len(colours)]
                 lines.append(f"<span style='color:{colour}'>{html.escape(read['reader'])}</span>: "
@@ -551,7 +568,7 @@ class MainWindow(QMainWindow):
             for lesion in self.read_session.read.lesions:
                 site = taxonomy.site(lesion.site_id).label if lesion.site_id else "no site"
                 selected = lesion.lesion_id == self.lesion_panel.selected
-                colour = "#ffd000" if selected else ("#ff5a5a" if lesion.site_id is None else "#3ec8ff")
+                colour = SELECTED if selected else ("#ff5a5a" if lesion.site_id is None else "#3ec8ff")
                 label = f"{lesion.lesion_id} {site}{' ' + lesion.side if lesion.side else ''}"
                 markers.append(Marker(lesion.position, extent_radii(lesion.extent), label, colour, selected,
                                       lesion.lesion_id))
@@ -577,7 +594,17 @@ class MainWindow(QMainWindow):
         except CnoError as exc:
             self.statusBar().showMessage(str(exc), 10000)
 
+    def _set_ruler_mode(self, on: bool) -> None:
+        if on:
+            self.mark_action.setChecked(False)
+        for panel in self.panels.values():
+            panel.view.ruler_mode = on
+            if not self.mark_action.isChecked():
+                panel.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
+
     def _set_mark_mode(self, on: bool) -> None:
+        if on:
+            self.ruler_action.setChecked(False)
         for panel in self.panels.values():
             panel.view.mark_mode = on
             panel.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
@@ -647,6 +674,10 @@ class MainWindow(QMainWindow):
         if what in ("point", "volume", "plane"):
             self._show_position(None)
 
+    def _set_light(self, on: bool) -> None:
+        self.theme = "light" if on else "dark"
+        apply_theme(self.theme)
+
     # -- keyboard ------------------------------------------------------------------------
     def active_view(self) -> SliceView:
         """The image view that navigation keys act on (the last one clicked or focused)."""
@@ -695,6 +726,7 @@ class MainWindow(QMainWindow):
                 panel.view.cancel_pending_click()
             self.lesion_panel.flush()
             self.mark_action.setChecked(False)
+            self.ruler_action.setChecked(False)
             self.focus_image()
             return True
         view = self.active_view()
@@ -708,7 +740,8 @@ class MainWindow(QMainWindow):
 
     def _shortcut_override(self, focus, event) -> bool:
         plain = not (event.modifiers() & (Qt.ControlModifier | Qt.AltModifier | Qt.MetaModifier))
-        if plain and event.text() and event.text().isprintable() and _types_ahead(focus):
+        typing_site = isinstance(focus, SliceView) and focus.has_pending_click()  # after a mark click
+        if plain and event.text() and event.text().isprintable() and (_types_ahead(focus) or typing_site):
             event.accept()  # the letter is typed, not a shortcut
             return True
         if isinstance(focus, QLineEdit):

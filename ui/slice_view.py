@@ -29,6 +29,7 @@ TEXT = QColor(235, 235, 235)
 OUTLINE = QColor(0, 0, 0, 220)
 LETTERS = QColor(255, 210, 90)
 MISSING = QColor(255, 140, 0)
+RULER = QColor(120, 255, 160)
 WHEEL_NOTCH = 120  # angle delta of one wheel notch (Qt: eighths of a degree)
 _NICE_MM = (5, 10, 20, 50, 100, 200, 500)
 _ZOOM_STEP = 1.25
@@ -59,8 +60,10 @@ class SliceView(QWidget):
         self._space = False
         self._painted_once = False
         self.mark_mode = False  # left click / drag places a lesion instead of moving the crosshair
+        self.ruler_mode = False  # left drag measures a distance instead of moving the crosshair
         self._rubber: tuple[QPointF, QPointF] | None = None
         self._wheel_rest = 0  # angle delta not yet turned into a slice step
+        self._measuring: tuple[QPointF, QPointF] | None = None  # a ruler being drawn
         self._pending_click: tuple[QPointF, QPointF] | None = None  # a mark click waiting out a double click
         self._click_timer = QTimer(self)
         self._click_timer.setSingleShot(True)
@@ -165,6 +168,7 @@ class SliceView(QWidget):
         if self.session.overlays:
             painter.setRenderHint(QPainter.Antialiasing, True)
             self._paint_markers(painter)
+            self._paint_rulers(painter)
             self._paint_crosshair(painter)
             self._paint_annotations(painter, view)
         self._paint_badge(painter)
@@ -261,6 +265,26 @@ class SliceView(QWidget):
             if sm.marker.label:
                 _outlined_text(painter, centre + QPointF(rx + 3, -3), sm.marker.label, colour)
 
+    def _paint_rulers(self, painter: QPainter) -> None:
+        """Rulers of this slice, and the one being drawn, with their length in mm."""
+        lines = []
+        for ruler in self.session.rulers_on(self.name):
+            a = self.image_to_widget(*self.state.lps_to_screen(np.array(ruler.start)))
+            b = self.image_to_widget(*self.state.lps_to_screen(np.array(ruler.end)))
+            lines.append((a, b, ruler.label))
+        if self._measuring is not None:
+            a, b = self._measuring
+            state = self.state
+            ends = [state.screen_to_lps(*clip_to_image(state, *self.widget_to_image(p))) for p in (a, b)]
+            lines.append((a, b, f"{float(np.linalg.norm(ends[1] - ends[0])):.1f} mm"))
+        for a, b, label in lines:
+            for pen in (QPen(OUTLINE, 4), QPen(RULER, 2)):
+                painter.setPen(pen)
+                painter.drawLine(a, b)
+                for end in (a, b):
+                    painter.drawEllipse(end, 2.5, 2.5)
+            _outlined_text(painter, b + QPointF(6, -6), label, RULER)
+
     def _paint_annotations(self, painter: QPainter, view: ViewState) -> None:
         w, h = self.width(), self.height()
         bold = QFont(self.font().family(), 12, QFont.Bold)
@@ -344,6 +368,7 @@ class SliceView(QWidget):
         texts.append(self._scale_bar()[1])
         texts += [sm.marker.label for sm in self.session.screen_markers(self.name)]
         texts.append(self.badge_text())
+        texts += [r.label for r in self.session.rulers_on(self.name)]
         return texts
 
     def _scale_bar(self) -> tuple[float, str]:
@@ -388,6 +413,9 @@ class SliceView(QWidget):
             self._drag = ("pan", event.position(), self._centre_pixel())
         elif button == Qt.RightButton:
             self._drag = ("window", event.position(), self.state.window)
+        elif button == Qt.LeftButton and self.ruler_mode:
+            self._drag = ("ruler", event.position(), None)
+            self._measuring = (event.position(), event.position())
         elif button == Qt.LeftButton and self.mark_mode:
             box = bool(event.modifiers() & Qt.ShiftModifier)
             self._drag = ("mark", event.position(), box)
@@ -422,12 +450,21 @@ class SliceView(QWidget):
         elif mode == "mark":
             self._rubber = (start, position, value)
             self.update()
+        elif mode == "ruler":
+            self._measuring = (start, position)
+            self.update()
         elif mode == "window":
             self._drag_window(position - start, value)
         elif mode == "pan":
             self._drag_pan(position - start, value)
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if self._drag is not None and self._drag[0] == "ruler" and event.button() == Qt.LeftButton:
+            start, end = self._drag[1], event.position()
+            if (end - start).manhattanLength() >= 4:
+                self.session.add_ruler(self.name, self.state.screen_to_lps(*clip_to_image(self.state, *self.widget_to_image(start))),
+                                       self.state.screen_to_lps(*clip_to_image(self.state, *self.widget_to_image(end))))
+        self._measuring = None
         if self._drag is not None and self._drag[0] == "mark" and event.button() == Qt.LeftButton:
             start, end, box = self._drag[1], event.position(), self._drag[2]
             if (end - start).manhattanLength() < 4:
@@ -479,6 +516,10 @@ class SliceView(QWidget):
         return set(_SCROLL_KEYS) | {Qt.Key_Home, Qt.Key_End, Qt.Key_Plus, Qt.Key_Equal, Qt.Key_Minus, Qt.Key_F,
                                     Qt.Key_0, Qt.Key_R, Qt.Key_A, Qt.Key_C, Qt.Key_S, Qt.Key_I, Qt.Key_H,
                                     *_DIGITS}
+
+    def has_pending_click(self) -> bool:
+        """Whether a mark click waits out a double click (keys typed now go to its site box)."""
+        return self._pending_click is not None
 
     def cancel_pending_click(self) -> None:
         """Forget a mark click still waiting out a double click (Esc)."""

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cno_annotate.display.measure import Ruler
 from cno_annotate.display.missing import MissingSlices, find_missing_slices
 from cno_annotate.display.overlay import Marker, ScreenMarker, markers_on_slice
 from cno_annotate.display.planes import (
@@ -163,6 +164,7 @@ class ViewerSession:
         self.link_zoom = True
         self.markers: list[Marker] = []
         self.overlays = True  # markers, crosshair and text over the images
+        self.rulers: list[Ruler] = []
         self.changed = Event()
 
     # -- volumes ---------------------------------------------------------------
@@ -294,6 +296,26 @@ class ViewerSession:
         for view in targets:
             view.zoom, view.centre = zoom, centre
         self.changed.emit(None if self.link_zoom else name, "zoom")
+
+    def add_ruler(self, name: str, start, end) -> Ruler:
+        """Measure from ``start`` to ``end`` (LPS mm) on the view's displayed slice; one ruler per view."""
+        view = self.views[name]
+        ruler = Ruler(name, view.plane, view.slice_index, tuple(float(v) for v in start),  # type: ignore[arg-type]
+                      tuple(float(v) for v in end))  # type: ignore[arg-type]
+        self.rulers = [r for r in self.rulers if r.view != name] + [ruler]
+        self.changed.emit(name, "markers")
+        return ruler
+
+    def clear_rulers(self) -> None:
+        """Remove every ruler."""
+        self.rulers = []
+        self.changed.emit(None, "markers")
+
+    def rulers_on(self, name: str) -> list[Ruler]:
+        """The rulers drawn on a view's displayed slice."""
+        view = self.views[name]
+        return [r for r in self.rulers
+                if r.view == name and r.plane == view.plane and view.ready and r.slice_index == view.slice_index]
 
     def set_markers(self, markers: list[Marker]) -> None:
         """Replace the lesion markers drawn over every view."""
