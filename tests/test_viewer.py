@@ -546,7 +546,7 @@ def _layout_report(window) -> dict:
 
     out: dict = {"overlaps": [], "cut": [], "hidden": []}
     for name, panel in window.panels.items():
-        if not hasattr(panel.view, "overlay_layout"):
+        if not hasattr(panel.view, "overlay_layout") or not panel.isVisible() or not panel.view.state.ready:
             continue
         layout = panel.view.overlay_layout()
         keys = list(layout)
@@ -720,3 +720,36 @@ def test_ruler_measures_millimetres_on_its_slice(window, qtbot, tmp_path):
     assert window.session.rulers_on("left") == []  # only on the slice it was drawn on
     _key(qtbot, Qt.Key_Up)
     assert len(window.session.rulers_on("left")) == 1
+
+
+def test_layouts_1x1_1x2_2x2_with_own_planes_and_linked_positions(window, qtbot, tmp_path):
+    """Layouts: 2x2 adds the series above each lower view in sagittal; 1x1 shows the active view full size."""
+    views = window.session.views
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        _key(qtbot, Qt.Key_4, Qt.ControlModifier)
+    assert window.layout_name == "2x2"
+    lower_left, lower_right = views["lower-left"], views["lower-right"]
+    assert lower_left.ready and lower_right.ready
+    assert lower_left.volume.role == "STIR" and lower_right.volume.role == "T1"
+    assert lower_left.plane == lower_right.plane == "sagittal" and views["left"].plane == "coronal"
+    grab = window.grab()
+    grab.save(str(tmp_path / "layout-2x2.png"))
+    for name in ("left", "right", "lower-left", "lower-right"):
+        v = view(window, name)
+        image = v.grab().toImage()
+        assert v.isVisible() and v.width() > 150 and v.height() > 150
+        assert len({image.pixel(x, y) for x in range(0, v.width(), 9) for y in range(0, v.height(), 9)}) > 20, name
+    before = lower_left.point.copy()
+    _key(qtbot, Qt.Key_Down)  # the left view scrolls coronal slices: the sagittal views follow the point
+    np.testing.assert_allclose(lower_left.point, views["left"].point)
+    assert not np.allclose(lower_left.point, before)
+    _key(qtbot, Qt.Key_A)  # each view has its own plane
+    assert views["left"].plane == "axial" and lower_left.plane == "sagittal" and views["right"].plane == "coronal"
+    _key(qtbot, Qt.Key_1, Qt.ControlModifier)
+    assert window.layout_name == "1x1" and window.visible_views() == ["left"]
+    assert view(window).isVisible() and not view(window, "right").isVisible()
+    qtbot.waitUntil(lambda: view(window).width() > 0.9 * window.centralWidget().width())  # once laid out
+    _key(qtbot, Qt.Key_1, Qt.ControlModifier)  # again: back to the layout before
+    assert window.layout_name == "2x2"
+    _key(qtbot, Qt.Key_2, Qt.ControlModifier)
+    assert window.layout_name == "1x2" and not view(window, "lower-left").isVisible()

@@ -43,6 +43,10 @@ SHORTCUTS = [
                                               "with typing of its own to undo"),
     ]),
     ("Window", [
+        ("Ctrl+1", "Layout 1x1: the active view alone, full size (again: the layout before)"),
+        ("Ctrl+2", "Layout 1x2: two views side by side"),
+        ("Ctrl+4", "Layout 2x2: the lower row shows the series above in sagittal; each view has its own "
+                   "plane, positions stay linked"),
         ("Ctrl+L", "Link or unlink the views' position"),
         ("Ctrl+Shift+L", "Link or unlink zoom and pan"),
         ("Ctrl+F", "Search the study list (the worklist in reader mode); Enter opens the first match"),

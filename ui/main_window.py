@@ -42,7 +42,7 @@ from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.display.overlay import Marker, extent_radii
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
-from cno_annotate.display.session import VIEW_NAMES, ViewerSession
+from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
 
@@ -195,10 +195,16 @@ class MainWindow(QMainWindow):
         self._pending: set[str] = set()
         self._labels: dict[str, str] = {}
         self.panels = {name: ViewPanel(self.session, name) for name in VIEW_NAMES}
-        splitter = QSplitter(Qt.Horizontal, self)
-        for panel in self.panels.values():
-            splitter.addWidget(panel)
-        self.setCentralWidget(splitter)
+        self.layout_name = "1x2"
+        self._layout_before_1x1 = "1x2"
+        self._study_uid: str | None = None
+        rows = QSplitter(Qt.Vertical, self)
+        for names in (VIEW_NAMES[:2], VIEW_NAMES[2:]):
+            row = QSplitter(Qt.Horizontal, rows)
+            for name in names:
+                row.addWidget(self.panels[name])
+            rows.addWidget(row)
+        self.setCentralWidget(rows)
         self._build_studies_dock()
         self._build_lesions_dock()
         self._build_toolbar()
@@ -214,6 +220,7 @@ class MainWindow(QMainWindow):
         self.loader.failed.connect(self._on_failed)
         self.session.changed.connect(self._on_session_changed)
         self.resize(1400, 900)
+        self._show_layout()
         self.refresh_studies()
         QApplication.instance().installEventFilter(self)
         self.active_view().setFocus(Qt.OtherFocusReason)  # the keyboard starts on the image
@@ -312,6 +319,19 @@ class MainWindow(QMainWindow):
         self.region.setFocusPolicy(Qt.NoFocus)
         self.region.activated.connect(self._jump_to_region)
         bar.addWidget(self.region)
+        bar.addSeparator()
+        self.layout_actions = {}
+        for name, keys, tip in (("1x1", "Ctrl+1", "The active view alone, full size (again: back)"),
+                                ("1x2", "Ctrl+2", "Two views side by side"),
+                                ("2x2", "Ctrl+4", "Four views: the lower row shows the upper series sagittal")):
+            action = QAction(name, self)
+            action.setCheckable(True)
+            action.setShortcut(QKeySequence(keys))
+            action.setToolTip(f"{tip} ({keys})")
+            action.triggered.connect(lambda _=False, n=name: self.set_layout(n))
+            bar.addAction(action)
+            self.layout_actions[name] = action
+        self.layout_actions["1x2"].setChecked(True)
         bar.addSeparator()
         self.light_action = QAction("Light theme", self)
         self.light_action.setCheckable(True)
@@ -431,11 +451,16 @@ class MainWindow(QMainWindow):
             for volume_id, label in choices:
                 panel.series.addItem(label, volume_id)
         self.open_read(study_uid)
+        self._study_uid = study_uid
+        for name in LOWER_VIEWS:
+            self.session.clear(name)
         for name, volume_id in zip(VIEW_NAMES, default_pair(volumes)):
             if volume_id is None:
                 self.session.set_error(name, "this study has no series to show here")
                 continue
             self.show_volume(name, volume_id)
+        if self.layout_name == "2x2":
+            self._fill_lower_views()
         if not is_text_entry(QApplication.focusWidget()):
             self.focus_image()  # a study just opened: the keyboard is on its image
 
@@ -662,8 +687,9 @@ class MainWindow(QMainWindow):
             self.position_label.setText("")
             return
         parts = [f"LPS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f} mm"]
-        for view in self.session.views.values():
-            if not view.ready:
+        shown = self.visible_views()
+        for name, view in self.session.views.items():
+            if not view.ready or name not in shown:
                 continue
             value = view.value_at(point)
             shown = "outside" if value is None else f"{value:.0f}"
@@ -673,6 +699,48 @@ class MainWindow(QMainWindow):
     def _on_session_changed(self, name, what) -> None:
         if what in ("point", "volume", "plane"):
             self._show_position(None)
+
+    # -- layouts ---------------------------------------------------------------------------
+    def set_layout(self, name: str) -> None:
+        """Show 1x1 (the active view alone; asked again, back to the layout before), 1x2 or 2x2."""
+        if name == "1x1" and self.layout_name == "1x1":
+            name = self._layout_before_1x1
+        elif name == "1x1":
+            self._layout_before_1x1 = self.layout_name
+        self.layout_name = name
+        for layout, action in self.layout_actions.items():
+            action.setChecked(layout == name)
+        self._show_layout()
+        if name == "2x2" and self._study_uid is not None:
+            self._fill_lower_views()
+        self.focus_image()
+
+    def visible_views(self) -> list[str]:
+        """The views the layout shows, in reading order."""
+        if self.layout_name == "1x1":
+            return [self.active_name]
+        return list(VIEW_NAMES[: 4 if self.layout_name == "2x2" else 2])
+
+    def _show_layout(self) -> None:
+        shown = self.visible_views()
+        if self.active_name not in shown:
+            self.active_name = shown[0]
+        for name, panel in self.panels.items():
+            panel.setVisible(name in shown)
+        for n in range(self.centralWidget().count()):
+            row = self.centralWidget().widget(n)
+            row.setVisible(any(name in shown for name in VIEW_NAMES[2 * n: 2 * n + 2]))
+
+    def _fill_lower_views(self) -> None:
+        """2x2: each lower view shows the series above it in its own plane (sagittal), once."""
+        for name, (above, plane) in LOWER_VIEWS.items():
+            if self.session.views[name].status != "empty":
+                continue
+            volume_id = self.panels[above].series.currentData()
+            if volume_id is None:
+                continue
+            self.session.set_plane(name, plane)
+            self.show_volume(name, volume_id)
 
     def _set_light(self, on: bool) -> None:
         self.theme = "light" if on else "dark"

@@ -29,7 +29,11 @@ from cno_annotate.display.windowing import AUTO, Window, presets
 from cno_annotate.events import Event
 from cno_annotate.io.volume import Volume
 
-VIEW_NAMES = ("left", "right")
+VIEW_NAMES = ("left", "right", "lower-left", "lower-right")
+#: The views each layout shows ("1x1" shows the active view only).
+LAYOUTS = {"1x1": 1, "1x2": 2, "2x2": 4}
+#: What the lower row shows in the 2x2 layout: (view above it, plane).
+LOWER_VIEWS = {"lower-left": ("left", "sagittal"), "lower-right": ("right", "sagittal")}
 MIN_ZOOM, MAX_ZOOM = 0.05, 40.0  # screen pixels per mm
 
 
@@ -240,16 +244,21 @@ class ViewerSession:
         self.set_point(name, volume.index_to_lps(ijk))
 
     def set_plane(self, name: str, plane: str) -> None:
-        """Switch a view to axial, coronal or sagittal (others follow while linked)."""
+        """Switch a view to axial, coronal or sagittal; each view has its own plane (positions stay linked)."""
         if plane not in PLANES:
             raise ValueError(f"unknown plane {plane!r}")
-        targets = self.views.values() if self.link_position else [self.views[name]]
-        for view in targets:
-            view.plane = plane
-            if view.volume is not None:
-                view.mapping = plane_mapping(view.volume.affine, view.volume.shape, plane)
-            view.zoom, view.centre = None, None
-        self.changed.emit(None if self.link_position else name, "plane")
+        view = self.views[name]
+        view.plane = plane
+        if view.volume is not None:
+            view.mapping = plane_mapping(view.volume.affine, view.volume.shape, plane)
+        view.zoom, view.centre = None, None
+        self.changed.emit(name, "plane")
+
+    def clear(self, name: str) -> None:
+        """Empty a view (no series)."""
+        view = self.views[name]
+        view.status, view.volume, view.mapping, view.message, view.label = "empty", None, None, "", ""
+        self.changed.emit(name, "status")
 
     def jump_to_region(self, name: str, region: str) -> None:
         """Move the point to a body region (head-feet only)."""
