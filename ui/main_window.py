@@ -687,9 +687,9 @@ class MainWindow(QMainWindow):
             self.position_label.setText("")
             return
         parts = [f"LPS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f} mm"]
-        shown = self.visible_views()
+        visible = self.visible_views()
         for name, view in self.session.views.items():
-            if not view.ready or name not in shown:
+            if not view.ready or name not in visible:
                 continue
             value = view.value_at(point)
             shown = "outside" if value is None else f"{value:.0f}"
