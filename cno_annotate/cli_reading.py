@@ -95,7 +95,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("report", parents=[common], help="cohort reports: agreement, concordance, distribution, ...",
                        description="Build a report of a reading study into a folder: report.json, CSV tables, "
                                    "PNG and SVG figures and a self-contained report.html.")
-    p.add_argument("kind", choices=["agreement", "concordance", "distribution", "followup", "skeleton", "all"],
+    p.add_argument("kind", choices=["design", "agreement", "concordance", "distribution", "followup", "skeleton", "all"],
                    help="which section to build (all: every section)")
     p.add_argument("name", help="reading study")
     p.add_argument("--out", type=Path, required=True, help="output folder")
@@ -103,6 +103,9 @@ def register(sub, common) -> None:
     p.add_argument("--link-key", type=Path, help="the coordinator database (needed for concordance)")
     p.add_argument("--reader", help="use this reader's reads instead of the adjudicated ones")
     p.add_argument("--threshold-mm", type=float, default=20.0, help="lesion matching distance (default 20 mm)")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
+                   help="case-level bootstrap resamples for the confidence intervals (default 1000)")
+    p.add_argument("--seed", type=int, default=20261128, help="seed of the bootstrap (default 20261128)")
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
     p.set_defaults(run=cmd_report)
 
@@ -306,7 +309,7 @@ def cmd_report(args) -> int:
 
     def write(folder: Path) -> tuple[dict, dict]:
         result = report.run(store, args.name, sections, folder, args.link_key, args.reader or "adjudicated",
-                            args.threshold_mm, strict=not every)
+                            args.threshold_mm, strict=not every, resamples=args.bootstrap, seed=args.seed)
         report.write_json(_relocated(result, str(folder), str(args.out)), folder)  # paths where the files end up
         return result, {"sections": result["sections"], "source": args.reader or "adjudicated"}
 

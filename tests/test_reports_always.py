@@ -37,7 +37,7 @@ def test_report_all_with_only_adjudicated_reads_writes_what_it_can_and_says_why_
     code, text, err = cli("report", "all", "demo", "--store", store.root, "--out", out)
     assert code == 0, err
     result = json.loads((out / "report.json").read_text())
-    assert set(result["sections"]) == {"distribution", "skeleton"}
+    assert set(result["sections"]) == {"design", "distribution", "skeleton"}
     assert result["absent"] == {
         "agreement": "agreement needs at least two readers with submitted reads",
         "concordance": "concordance needs clinical records: give --link-key with linked, imported records",

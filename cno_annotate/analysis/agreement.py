@@ -198,3 +198,170 @@ def match_lesions(lesions_a: list[tuple[str, str, np.ndarray]], lesions_b: list[
         only_a=[i for i, _, _ in lesions_a if i not in used_a],
         only_b=[i for i, _, _ in lesions_b if i not in used_b],
     )
+
+
+# -- specific agreement, kappa from count tables, case-level bootstrap -------------------------------
+def specific_agreement(both: float, only_first: float, only_second: float, neither: float) -> tuple[float, float]:
+    """Positive and negative specific agreement of two readers.
+
+    PSA = 2a / (2a + b + c) and NSA = 2d / (2d + b + c), where a = both
+    positive, b and c = positive for one reader only, d = both negative
+    (Cicchetti & Feinstein 1990). NaN when undefined.
+    """
+    positive = 2 * both + only_first + only_second
+    negative = 2 * neither + only_first + only_second
+    return (2 * both / positive if positive else float("nan"), 2 * neither / negative if negative else float("nan"))
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A percentile bootstrap confidence interval."""
+
+    low: float
+    high: float
+    resamples: int
+    valid: int  # resamples where the statistic was defined
+    seed: int
+    level: float = 0.95
+
+
+def bootstrap_weights(n_cases: int, resamples: int, seed: int) -> np.ndarray:
+    """How often each case is drawn in each resample: (resamples, n_cases).
+
+    With ``rng = numpy.random.default_rng(seed)``, resample ``b`` draws
+    ``rng.integers(0, n_cases, size=n_cases)`` (cases with replacement).
+    """
+    rng = np.random.default_rng(seed)
+    weights = np.zeros((resamples, n_cases))
+    for b in range(resamples):
+        weights[b] = np.bincount(rng.integers(0, n_cases, size=n_cases), minlength=n_cases)
+    return weights
+
+
+def case_bootstrap(per_case: np.ndarray, statistic, resamples: int = 1000, seed: int = 0,
+                   level: float = 0.95) -> Interval:
+    """Percentile interval of a statistic of summed per-case tallies, over case resamples.
+
+    Units within a child are not independent, so whole cases are resampled
+    (:func:`bootstrap_weights`). Each statistic here is a function of tallies
+    that add up over cases (count tables, confusion and coincidence matrices),
+    so a resample's tallies are the weighted sum of the cases' tallies and
+    every resample is computed at once: ``statistic`` takes (resamples, ...)
+    summed tallies and returns one value per resample. Resamples where it is
+    NaN are left out (``valid``); the interval is ``numpy.percentile`` at
+    (1 - level) / 2 and 1 - (1 - level) / 2.
+    """
+    per_case = np.asarray(per_case, dtype=float)
+    nan = float("nan")
+    if len(per_case) == 0 or resamples <= 0:
+        return Interval(nan, nan, resamples, 0, seed, level)
+    weights = bootstrap_weights(len(per_case), resamples, seed)
+    sums = np.tensordot(weights, per_case, axes=(1, 0))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        values = np.asarray(statistic(sums), dtype=float)
+    kept = values[~np.isnan(values)]
+    if kept.size == 0:
+        return Interval(nan, nan, resamples, 0, seed, level)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(kept, [tail, 100 - tail])
+    return Interval(float(low), float(high), resamples, int(kept.size), seed, level)
+
+
+# tallies that add up over cases, and the statistics computed from their sums (vectorised over resamples)
+def presence_tally(block: np.ndarray) -> np.ndarray:
+    """[targets, no-lesion choices, lesion choices, sum of squared counts] of one case's complete rows."""
+    kept = block[~np.isnan(block).any(axis=1)]
+    ones = kept.sum(axis=1)
+    zeros = kept.shape[1] - ones
+    return np.array([len(kept), zeros.sum(), ones.sum(), (zeros**2 + ones**2).sum()], dtype=float)
+
+
+def kappa_from_tally(sums: np.ndarray, raters: int, method: str = "fleiss") -> np.ndarray:
+    """Fleiss' or Randolph's kappa (two categories) from summed :func:`presence_tally` rows."""
+    sums = np.atleast_2d(sums)
+    targets, choices, squares = sums[:, 0], sums[:, 1:3], sums[:, 3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        observed = (squares - targets * raters) / (targets * raters * (raters - 1))
+        shares = choices / (targets * raters)[:, None]
+        expected = np.full(len(sums), 0.5) if method == "randolph" else (shares**2).sum(axis=1)
+        kappa = (observed - expected) / (1 - expected)
+    return np.where((targets > 0) & (expected < 1), kappa, np.nan)
+
+
+def specific_from_tally(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """PSA and NSA from summed [both, first only, second only, neither] tallies."""
+    sums = np.atleast_2d(sums)
+    a, b, c, d = sums.T
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (np.where(2 * a + b + c > 0, 2 * a / (2 * a + b + c), np.nan),
+                np.where(2 * d + b + c > 0, 2 * d / (2 * d + b + c), np.nan))
+
+
+def confusion_tally(pairs: np.ndarray, categories: list[int]) -> np.ndarray:
+    """Flattened confusion matrix of (first, second) grade pairs; pairs with a missing grade are left out."""
+    k = len(categories)
+    index = {c: n for n, c in enumerate(categories)}
+    table = np.zeros((k, k))
+    for x, y in np.asarray(pairs, float).reshape(-1, 2):
+        if not (np.isnan(x) or np.isnan(y)):
+            table[index[int(x)], index[int(y)]] += 1
+    return table.ravel()
+
+
+def kappa_from_confusion(sums: np.ndarray, k: int, weights: str | None = None) -> np.ndarray:
+    """Cohen's kappa (unweighted, linear, quadratic) from summed flattened confusion matrices."""
+    observed = np.atleast_2d(sums).reshape(-1, k, k)
+    total = observed.sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = observed.sum(axis=2)[:, :, None] * observed.sum(axis=1)[:, None, :] / total[:, None, None]
+        grid = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
+        w = (grid > 0).astype(float) if weights is None else grid if weights == "linear" else grid**2
+        denominator = (w * expected).sum(axis=(1, 2))
+        return np.where(denominator > 0, 1 - (w * observed).sum(axis=(1, 2)) / denominator, np.nan)
+
+
+def weighted_kappa(a: np.ndarray, b: np.ndarray, categories: list[int], weights: str | None = None) -> float:
+    """Cohen's kappa of two readers in plain numpy (as scikit-learn's ``cohen_kappa_score``); NaN pairs left out."""
+    tally = confusion_tally(np.c_[np.asarray(a, float), np.asarray(b, float)], categories)
+    if tally.sum() == 0:
+        return float("nan")
+    return float(kappa_from_confusion(tally, len(categories), weights)[0])
+
+
+def coincidence_tally(ratings: np.ndarray, categories: list[int]) -> np.ndarray:
+    """Flattened Krippendorff coincidence matrix of (targets, raters) ratings (NaN missing).
+
+    A target rated m >= 2 times adds 1 / (m - 1) for every ordered pair of its
+    ratings by different raters (Krippendorff 2011); targets with fewer
+    ratings add nothing.
+    """
+    k = len(categories)
+    index = {c: n for n, c in enumerate(categories)}
+    table = np.zeros((k, k))
+    for row in np.asarray(ratings, float).reshape(-1, np.asarray(ratings).shape[-1] if np.ndim(ratings) > 1 else 1):
+        values = [index[int(v)] for v in row if not np.isnan(v)]
+        if len(values) < 2:
+            continue
+        for p, x in enumerate(values):
+            for q, y in enumerate(values):
+                if p != q:
+                    table[x, y] += 1.0 / (len(values) - 1)
+    return table.ravel()
+
+
+def alpha_from_coincidence(sums: np.ndarray, k: int) -> np.ndarray:
+    """Krippendorff's ordinal alpha from summed flattened coincidence matrices."""
+    o = np.atleast_2d(sums).reshape(-1, k, k)
+    n_c = o.sum(axis=2)
+    n = n_c.sum(axis=1)
+    # ordinal metric: (sum of n_g from c to k minus (n_c + n_k) / 2) squared
+    cumulative = np.cumsum(n_c, axis=1)
+    c_idx, k_idx = np.meshgrid(np.arange(k), np.arange(k), indexing="ij")
+    low, high = np.minimum(c_idx, k_idx), np.maximum(c_idx, k_idx)
+    between = cumulative[:, high] - np.where(low > 0, cumulative[:, np.maximum(low - 1, 0)], 0.0)
+    delta = (between - (n_c[:, c_idx] + n_c[:, k_idx]) / 2) ** 2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disagreement = (o * delta).sum(axis=(1, 2))
+        expected = (n_c[:, :, None] * n_c[:, None, :] * delta).sum(axis=(1, 2))
+        alpha = 1 - (n - 1) * disagreement / expected
+    return np.where(expected > 0, alpha, np.nan)

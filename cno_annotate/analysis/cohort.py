@@ -106,9 +106,13 @@ def reference_read(case: Case, source: str) -> Read | None:
 
 
 def scores_of(read: Read, scheme: Scheme, taxonomy: Taxonomy) -> ReadScores:
-    """Scores of a read."""
+    """Scores of a read (with its own scheme and taxonomy when they differ from the report's)."""
+    from cno_annotate.annotation.scheme import load_scheme
+
+    if (read.scheme_id, read.scheme_version) != (scheme.id, scheme.version):
+        scheme = load_scheme(read.scheme_id, read.scheme_version)
     findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions]
-    return score_read(findings, read.unit_marks, scheme, taxonomy)
+    return score_read(findings, read.unit_marks, scheme, _taxonomy_of(read, taxonomy))
 
 
 def all_units(taxonomy: Taxonomy) -> list[str]:
@@ -120,37 +124,136 @@ def all_units(taxonomy: Taxonomy) -> list[str]:
 
 
 # -- agreement ---------------------------------------------------------------------------------
-def agreement_report(cases: list[Case], readers: list[str], scheme: Scheme, taxonomy: Taxonomy,
-                     threshold_mm: float = 20.0) -> dict:
-    """Every agreement statistic between the readers of a reading study.
+#: Case-level bootstrap defaults: number of resamples and seed (the report states both).
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 20261128
 
-    Missing reads are missing values (NaN): Fleiss' kappa and the ICCs use the
-    cases every reader read; Krippendorff's alpha and Cohen's kappa use what
-    there is. "Not assessable" is missing too, never 0.
+
+def agreement_report(cases: list[Case], readers: list[str], scheme: Scheme, taxonomy: Taxonomy,
+                     threshold_mm: float = 20.0, resamples: int = BOOTSTRAP_RESAMPLES,
+                     seed: int = BOOTSTRAP_SEED) -> dict:
+    """Every agreement statistic between the readers of a reading study, with case-level bootstrap CIs.
+
+    Missing reads are missing values: Fleiss' and Randolph's kappa and the ICCs
+    use the cases every reader read (the dropped cases are listed); Krippendorff's
+    alpha, Cohen's kappa and specific agreement use every case a reader pair
+    (or reader) read. A unit marked "not assessable" is missing, never 0.
+    Confidence intervals: percentile intervals over ``resamples`` case
+    resamples (:func:`agreement.case_bootstrap`, ``seed``), because the units
+    of one child are not independent.
     """
     if len(readers) < 2:
         raise CnoError("agreement needs at least two readers with submitted reads")
     scored = {(c.code, r): scores_of(c.reads[r], scheme, taxonomy) for c in cases for r in readers if r in c.reads}
     units = all_units(taxonomy)
+    boot = {"resamples": resamples, "seed": seed}
     presence = _unit_table(cases, readers, units, scored, lambda u: 1.0 if u.lesions else 0.0)
+    complete_cases = [c for c in cases if all(r in c.reads for r in readers)]
     out: dict = {"readers": readers, "cases": len(cases), "scheme": scheme.ref,
-                 "reads": {r: sum((c.code, r) in scored for c in cases) for r in readers}}
+                 "reads": {r: sum((c.code, r) in scored for c in cases) for r in readers},
+                 "bootstrap": {**boot, "level": 0.95, "method": "percentile interval over cases drawn with "
+                               "replacement (numpy default_rng(seed).integers(0, n, n) per resample)"}}
+    out["missing"] = {
+        "cases_with_every_read": len(complete_cases),
+        "cases_missing_a_read": [{"case": c.code, "missing": [r for r in readers if r not in c.reads]}
+                                 for c in cases if c not in complete_cases],
+        "fleiss_note": f"Fleiss' and Randolph's kappa need every reader's read: they use {len(complete_cases)} of "
+                       f"{len(cases)} cases and drop {len(cases) - len(complete_cases)}.",
+    }
+    blocks = {c.code: presence[n * len(units):(n + 1) * len(units)] for n, c in enumerate(cases)}
     out["unit_presence"] = {
         "targets": int(presence.shape[0]),
         "complete_targets": int((~np.isnan(presence).any(axis=1)).sum()),
-        "fleiss_kappa": agreement.fleiss_kappa(presence, "fleiss"),
-        "randolph_kappa": agreement.fleiss_kappa(presence, "randolph"),
+        "cases": len(complete_cases),
+        **_kappas([blocks[c.code] for c in complete_cases], boot),
     }
-    out["items"] = _item_agreement(cases, readers, scheme, taxonomy, scored)
-    totals = np.array([[float(scored[(c.code, r)].total) if (c.code, r) in scored else np.nan for r in readers]
-                       for c in cases])
-    icc2, icc3 = agreement.icc(totals)
-    out["totals"] = {"values": {c.code: dict(zip(readers, row.tolist())) for c, row in zip(cases, totals)},
-                     "icc": [vars(icc2), vars(icc3)]}
-    if len(readers) >= 2:
-        ba = agreement.bland_altman(totals[:, 0], totals[:, 1])
-        out["totals"]["bland_altman"] = {"readers": readers[:2], **vars(ba)}
-    out["lesions"] = _lesion_agreement(cases, readers, taxonomy, threshold_mm)
+    out["unit_presence_by_category"] = _kappa_by_category(complete_cases, blocks, units, taxonomy, boot)
+    out["unit_specific_agreement"] = _unit_specific_agreement(cases, readers, blocks, boot)
+    out["items"] = _item_agreement(cases, readers, scheme, taxonomy, scored, boot)
+    out["totals"] = _total_agreement(cases, readers, scored)
+    out["lesions"] = _lesion_agreement(cases, readers, scheme, taxonomy, threshold_mm, blocks, boot)
+    return out
+
+
+def _kappas(blocks: list[np.ndarray], boot: dict) -> dict:
+    """Fleiss' and Randolph's kappa of lesion presence over the units of these case blocks, with case CIs."""
+    raters = blocks[0].shape[1] if blocks else 2
+    tallies = np.array([agreement.presence_tally(b) for b in blocks]).reshape(len(blocks), 4)
+    total = tallies.sum(axis=0)
+    out: dict = {}
+    for method, key in (("fleiss", "fleiss_kappa"), ("randolph", "randolph_kappa")):
+        out[key] = float(agreement.kappa_from_tally(total, raters, method)[0])
+
+        def stat(sums, method=method):
+            return agreement.kappa_from_tally(sums, raters, method)
+
+        ci = agreement.case_bootstrap(tallies, stat, **boot)
+        out[f"{key}_ci"] = [ci.low, ci.high]
+    out["targets_used"] = int(total[0])
+    return out
+
+
+def _kappa_by_category(complete_cases, blocks, units, taxonomy: Taxonomy, boot: dict) -> list[dict]:
+    """Kappa per bone category (top-level reporting group), as the CROMRIS reliability study reported it."""
+    category_of = {u: taxonomy.group_path(taxonomy.unit_site(u)[0].group)[-1] for u in units}
+    out = []
+    for group in taxonomy.groups:
+        if group["parent"] is not None:
+            continue
+        rows = [n for n, u in enumerate(units) if category_of[u] == group["id"]]
+        if not rows:
+            continue
+        result = _kappas([blocks[c.code][rows] for c in complete_cases], boot)
+        out.append({"category": group["id"], "label": group["label"], "units": len(rows), **result})
+    return out
+
+
+def _unit_specific_agreement(cases, readers, blocks, boot: dict) -> list[dict]:
+    out = []
+    for (i, a), (j, b) in itertools.combinations(enumerate(readers), 2):
+        per_case = []
+        for case in cases:
+            if a in case.reads and b in case.reads:
+                pair = blocks[case.code][:, [i, j]]
+                pair = pair[~np.isnan(pair).any(axis=1)]
+                x, y = pair[:, 0] == 1, pair[:, 1] == 1
+                per_case.append((int((x & y).sum()), int((x & ~y).sum()), int((~x & y).sum()), int((~x & ~y).sum())))
+        out.append({"readers": [a, b], "cases": len(per_case), **_specific(per_case, boot)})
+    return out
+
+
+def _specific(per_case: list[tuple], boot: dict) -> dict:
+    tallies = np.array(per_case, dtype=float).reshape(len(per_case), 4)
+    total = tallies.sum(axis=0)
+    psa, nsa = (float(v[0]) for v in agreement.specific_from_tally(total))
+    ci_p = agreement.case_bootstrap(tallies, lambda sums: agreement.specific_from_tally(sums)[0], **boot)
+    ci_n = agreement.case_bootstrap(tallies, lambda sums: agreement.specific_from_tally(sums)[1], **boot)
+    return {"both": int(total[0]), "only_first": int(total[1]), "only_second": int(total[2]),
+            "neither": int(total[3]), "psa": psa, "psa_ci": [ci_p.low, ci_p.high], "nsa": nsa,
+            "nsa_ci": [ci_n.low, ci_n.high]}
+
+
+def _total_agreement(cases, readers, scored) -> dict:
+    """ICCs of patient totals: on complete cases, and with totals flagged for leaving out NA items or units."""
+    every = [c for c in cases if all((c.code, r) in scored for r in readers)]
+    flagged = [c for c in every if not all(scored[(c.code, r)].complete for r in readers)]
+    clean = [c for c in every if c not in flagged]
+    values = np.array([[float(scored[(c.code, r)].total) if (c.code, r) in scored else np.nan for r in readers]
+                       for c in cases]).reshape(len(cases), len(readers))
+
+    def icc_of(subset):
+        rows = np.array([[scored[(c.code, r)].total for r in readers] for c in subset], float).reshape(
+            len(subset), len(readers))
+        return [vars(i) for i in agreement.icc(rows)]
+
+    out = {"values": {c.code: dict(zip(readers, row.tolist())) for c, row in zip(cases, values)},
+           "icc": icc_of(clean), "icc_cases": len(clean), "icc_with_flagged": icc_of(every),
+           "icc_with_flagged_cases": len(every), "flagged_cases": [c.code for c in flagged],
+           "note": f"ICC on {len(clean)} complete cases (every reader read it, no total leaves out a not-assessable "
+                   f"item or unit); with the {len(flagged)} flagged totals: {len(every)} cases; "
+                   f"{len(cases) - len(every)} cases miss a read."}
+    ba = agreement.bland_altman(values[:, 0], values[:, 1])
+    out["bland_altman"] = {"readers": readers[:2], **vars(ba)}
     return out
 
 
@@ -175,22 +278,24 @@ def _unit_table(cases, readers, units, scored, value) -> np.ndarray:
     return np.array(rows, dtype=float).reshape(len(rows), len(readers))
 
 
-def _item_agreement(cases, readers, scheme, taxonomy, scored) -> list[dict]:
+def _item_agreement(cases, readers, scheme, taxonomy, scored, boot: dict) -> list[dict]:
     """Per scored item: over units any reader found a lesion in, each reader's unit grade."""
     out = []
     for item in scheme.items:
         if not item.scored:
             continue
-        rows = []
+        per_case = []
         for case in cases:
             units = {u for r in readers if (case.code, r) in scored
-                     for u, s in scored[(case.code, r)].units.items() if s.status == "lesion" and item.id in s.items}
+                     for u, s in scored[(case.code, r)].units.items() if s.lesions and item.id in s.items}
+            rows = []
             for unit in sorted(units):
                 row = []
                 for reader in readers:
                     scores = scored.get((case.code, reader))
                     unit_score = scores.units.get(unit) if scores else None
-                    if scores is None or (unit_score is not None and unit_score.status == UNIT_NOT_ASSESSABLE):
+                    if scores is None or (unit_score is not None and unit_score.status == UNIT_NOT_ASSESSABLE
+                                          and not unit_score.lesions):
                         row.append(np.nan)
                     elif unit_score is None:
                         row.append(0.0)
@@ -198,7 +303,9 @@ def _item_agreement(cases, readers, scheme, taxonomy, scored) -> list[dict]:
                         grade = unit_score.items.get(item.id, NOT_ASSESSABLE)
                         row.append(np.nan if grade == NOT_ASSESSABLE else float(grade))
                 rows.append(row)
-        table = np.array(rows, dtype=float).reshape(len(rows), len(readers))
+            if rows:
+                per_case.append(np.array(rows, dtype=float))
+        table = np.vstack(per_case) if per_case else np.zeros((0, len(readers)))
         categories = list(item.values)
         pairs = []
         for (i, a), (j, b) in itertools.combinations(enumerate(readers), 2):
@@ -207,8 +314,18 @@ def _item_agreement(cases, readers, scheme, taxonomy, scored) -> list[dict]:
                               "n": int((~np.isnan(table[:, i]) & ~np.isnan(table[:, j])).sum()),
                               "kappa_linear": agreement.cohen_kappa(table[:, i], table[:, j], categories, "linear"),
                               "kappa_quadratic": agreement.cohen_kappa(table[:, i], table[:, j], categories, "quadratic")})
-        out.append({"item": item.id, "label": item.label, "targets": len(rows), "pairs": pairs,
-                    "krippendorff_alpha": agreement.krippendorff_alpha(table, categories) if len(rows) else float("nan")})
+
+        value = agreement.krippendorff_alpha(table, categories) if len(table) else float("nan")
+        tallies = np.array([agreement.coincidence_tally(t, categories) for t in per_case])
+        size = len(categories)
+
+        def alpha(sums, size=size):
+            return agreement.alpha_from_coincidence(sums, size)
+
+        ci = agreement.case_bootstrap(tallies, alpha, **boot) if len(table) else None
+        out.append({"item": item.id, "label": item.label, "targets": len(table), "pairs": pairs,
+                    "krippendorff_alpha": value,
+                    "krippendorff_alpha_ci": [ci.low, ci.high] if ci else [float("nan")] * 2})
     return out
 
 
@@ -221,25 +338,64 @@ def lesion_units(read: Read, taxonomy: Taxonomy) -> list[tuple[str, str, np.ndar
     return out
 
 
-def _lesion_agreement(cases, readers, taxonomy, threshold_mm) -> list[dict]:
+def _lesion_agreement(cases, readers, scheme, taxonomy, threshold_mm, blocks, boot: dict) -> list[dict]:
+    """Per reader pair: lesions matched (same unit and side, within ``threshold_mm``), specific agreement, features.
+
+    Positive specific agreement counts lesions: a = matched pairs, b and c =
+    lesions of one reader only. Negative specific agreement counts bone units
+    neither reader marked (d) against the same b and c. Feature agreement
+    compares the grades of each matched pair, item by item.
+    """
     out = []
-    for a, b in itertools.combinations(readers, 2):
-        matched = only_a = only_b = 0
-        unmatched = []
+    scored_items = [i for i in scheme.items if i.scored]
+    for (i, a), (j, b) in itertools.combinations(enumerate(readers), 2):
+        per_case: list[tuple] = []
+        unmatched: list[dict] = []
+        grades: dict[str, list[np.ndarray]] = {item.id: [] for item in scored_items}
         for case in cases:
             if a not in case.reads or b not in case.reads:
                 continue
-            result = agreement.match_lesions(lesion_units(case.reads[a], taxonomy),
-                                             lesion_units(case.reads[b], taxonomy), threshold_mm)
-            matched += len(result.matched)
-            only_a += len(result.only_a)
-            only_b += len(result.only_b)
+            read_a, read_b = case.reads[a], case.reads[b]
+            result = agreement.match_lesions(lesion_units(read_a, taxonomy), lesion_units(read_b, taxonomy),
+                                             threshold_mm)
+            pair = blocks[case.code][:, [i, j]]
+            pair = pair[~np.isnan(pair).any(axis=1)]
+            neither = int(((pair[:, 0] == 0) & (pair[:, 1] == 0)).sum())
+            per_case.append((len(result.matched), len(result.only_a), len(result.only_b), neither))
             unmatched += [{"case": case.code, "reader": a, "lesion": lid} for lid in result.only_a]
             unmatched += [{"case": case.code, "reader": b, "lesion": lid} for lid in result.only_b]
-        total = 2 * matched + only_a + only_b
-        out.append({"readers": [a, b], "threshold_mm": threshold_mm, "matched": matched, "only_first": only_a,
-                    "only_second": only_b, "psa": (2 * matched / total) if total else float("nan"),
-                    "unmatched": unmatched})
+            for item in scored_items:
+                rows = [(_grade(read_a.lesion(x), item.id), _grade(read_b.lesion(y), item.id))
+                        for x, y, _ in result.matched]
+                grades[item.id].append(np.array(rows, dtype=float).reshape(len(rows), 2))
+        specific = _specific(per_case, boot)
+        features = [_feature_agreement(item, grades[item.id], boot) for item in scored_items]
+        out.append({"readers": [a, b], "threshold_mm": threshold_mm, "cases": len(per_case),
+                    "matched": specific["both"], "only_first": specific["only_first"],
+                    "only_second": specific["only_second"], "agreed_negative_units": specific["neither"],
+                    "psa": specific["psa"], "psa_ci": specific["psa_ci"], "nsa": specific["nsa"],
+                    "nsa_ci": specific["nsa_ci"], "features": features, "unmatched": unmatched})
+    return out
+
+
+def _grade(lesion, item_id: str) -> float:
+    value = lesion.grades.get(item_id)
+    return float("nan") if value is None or value == NOT_ASSESSABLE else float(value)
+
+
+def _feature_agreement(item, per_case: list[np.ndarray], boot: dict) -> dict:
+    categories = list(item.values)
+    tallies = np.array([agreement.confusion_tally(t, categories) for t in per_case]).reshape(
+        len(per_case), len(categories) ** 2)
+    total = tallies.sum(axis=0)
+    out: dict = {"item": item.id, "label": item.label, "pairs_graded": int(total.sum())}
+    for weights in ("linear", "quadratic"):
+        def stat(sums, weights=weights):
+            return agreement.kappa_from_confusion(sums, len(categories), weights)
+
+        out[f"kappa_{weights}"] = float(stat(total)[0]) if total.sum() else float("nan")
+        ci = agreement.case_bootstrap(tallies, stat, **boot)
+        out[f"kappa_{weights}_ci"] = [ci.low, ci.high]
     return out
 
 
@@ -495,3 +651,60 @@ def followup(cases: list[Case], source: str, scheme: Scheme, taxonomy: Taxonomy)
                          "timepoints": [c.timepoint for c in series], "totals": totals,
                          "total_change": totals[-1] - totals[0], "steps": steps})
     return {"source": source, "patients": patients, "counts": overall}
+
+
+# -- design (GRRAS) ---------------------------------------------------------------------------------
+def design(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy, study=None,
+           resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> list[dict]:
+    """The study design in the order of the GRRAS checklist (Kottner et al. 2011), items 2-4 and 6-12.
+
+    Returns a list of {item, topic, text} entries; ``study`` (a ReadingStudy)
+    adds the blinding settings.
+    """
+    readers = sorted({r for c in cases for r in c.reads})
+    patients = sorted({c.patient for c in cases})
+    timepoints = [sum(c.patient == p for c in cases) for p in patients]
+    reads = {r: sum(r in c.reads for c in cases) for r in readers}
+    analysed = [read for c in cases for read in (*c.reads.values(), *([c.adjudicated] if c.adjudicated else []))]
+    later = sum(read.version > 1 for read in analysed)
+    unit_marks_na = sum(m == UNIT_NOT_ASSESSABLE for read in analysed for m in read.unit_marks.values())
+    lesions = [lesion for read in analysed for lesion in read.lesions]
+    na_items = sum(v == NOT_ASSESSABLE for lesion in lesions for v in lesion.grades.values())
+    scored = [scores_of(read, scheme, taxonomy) for read in analysed]
+    na_lesions = sum(len(s.lesions_not_assessable) for s in scored)
+    na_units = sum(s.units_not_assessable for s in scored)
+    blinding = "Readers see reading codes only (no names, IDs, dates, institutions or descriptions)"
+    if study is not None:
+        blinding += (f"; age and sex {'shown' if study.show_age_sex else 'hidden'}; timepoints of one patient "
+                     f"{'revealed' if study.reveal_timepoints else 'hidden (separate cases)'}; each reader's worklist "
+                     f"in its own random order (seed {study.seed})")
+    return [
+        {"item": 2, "topic": "Instrument", "text": f"{scheme.title} ({scheme.id} {scheme.version}); sites "
+         f"{taxonomy.id} {taxonomy.version}, {len(all_units(taxonomy))} bone units."},
+        {"item": 3, "topic": "Subjects", "text": f"{len(cases)} cases (whole-body MRI studies) of {len(patients)} "
+         f"patients; timepoints per patient: {min(timepoints, default=0)} to {max(timepoints, default=0)}."},
+        {"item": 4, "topic": "Raters", "text": f"{len(readers)} readers ({', '.join(readers) or 'none'}); "
+         f"{sum(c.adjudicated is not None for c in cases)} cases adjudicated."},
+        {"item": 6, "topic": "Sample size", "text": f"Every case added to the reading study: {len(cases)} cases x "
+         f"{len(readers)} readers = {len(cases) * len(readers)} planned reads; no replicate reads."},
+        {"item": 7, "topic": "Sampling", "text": "Cases as added by the coordinator (the tool records no sampling "
+         "frame)."},
+        {"item": 8, "topic": "Rating process", "text": blinding + "; no clinical information is available to readers "
+         "(the link key lives in a separate coordinator file)."},
+        {"item": 9, "topic": "Independence", "text": "Readers read independently: each sees and exports only their "
+         "own reads. Adjudicators see the readers' submitted reads (adjudication is not independent)."},
+        {"item": 10, "topic": "Statistical analysis", "text": "Lesion presence per bone unit: Fleiss' and free-marginal "
+         "(Randolph) kappa, overall and per bone category, on cases every reader read; positive and negative "
+         "specific agreement per reader pair (bone units, and lesions matched within unit and side by distance); "
+         "Cohen's weighted kappa of matched lesions' grades and of unit grades; Krippendorff's ordinal alpha; "
+         "ICC(2,1) and ICC(3,1) of patient totals on complete cases and with flagged totals; Bland-Altman. 95 % "
+         f"intervals by case-level percentile bootstrap ({resamples} resamples, seed {seed}); ICC intervals from "
+         "the F distribution. Not assessable is missing, never 0."},
+        {"item": 11, "topic": "Actual numbers", "text": "Submitted reads analysed: "
+         + (", ".join(f"{r} {n} (missing {len(cases) - n})" for r, n in reads.items()) or "none")
+         + f"; {later} analysed reads are a later version of a reopened read (each reader's latest submitted "
+         f"version is used). Not assessable: {unit_marks_na} bone units marked, {na_units} units in total "
+         f"(marked or with only not-assessable lesions), {na_lesions} lesions, {na_items} lesion item grades."},
+        {"item": 12, "topic": "Rater and subject characteristics", "text": "Not recorded by the tool (training and "
+         "experience of the readers belong in the study protocol)."},
+    ]

@@ -23,11 +23,12 @@ from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
 from cno_annotate.fileio import atomic_write_text
 
-SECTIONS = ("agreement", "concordance", "distribution", "followup", "skeleton")
+SECTIONS = ("design", "agreement", "concordance", "distribution", "followup", "skeleton")
 
 
 def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, str], source: str,
-          threshold_mm: float, out: Path, strict: bool = True) -> dict:
+          threshold_mm: float, out: Path, strict: bool = True, study=None,
+          resamples: int = cohort.BOOTSTRAP_RESAMPLES, seed: int = cohort.BOOTSTRAP_SEED) -> dict:
     """Compute the sections, write figures and tables under ``out``; return the report as a dict.
 
     With ``strict`` (one section asked for), a section that cannot be
@@ -38,7 +39,13 @@ def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, 
     report: dict = {"generator": f"cno-annotate {__version__}", "scheme": scheme.ref, "source": source,
                     "cases": len(cases), "sections": {}, "absent": {}}
     figs = out / "figures"
-    builders = {"agreement": _agreement_section, "concordance": _concordance_section,
+    def design_section(*_) -> dict:
+        return {"grras": cohort.design(cases, scheme, taxonomy, study, resamples, seed)}
+
+    def agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs) -> dict:
+        return _agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs, resamples, seed)
+
+    builders = {"design": design_section, "agreement": agreement_section, "concordance": _concordance_section,
                 "distribution": _distribution_section, "followup": _followup_section, "skeleton": _skeletons}
     for name in SECTIONS:
         if name not in sections:
@@ -53,9 +60,10 @@ def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, 
     return report
 
 
-def _agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+def _agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path, resamples: int = 1000,
+                       seed: int = 0) -> dict:
     readers = sorted({r for c in cases for r in c.reads})
-    result = cohort.agreement_report(cases, readers, scheme, taxonomy, threshold_mm)
+    result = cohort.agreement_report(cases, readers, scheme, taxonomy, threshold_mm, resamples, seed)
     ba = result["totals"].get("bland_altman")
     if ba:
         a = np.array([row[ba["readers"][0]] for row in result["totals"]["values"].values()], float)
@@ -130,22 +138,8 @@ def table_rows(report: dict) -> dict[str, tuple[list[str], list[dict]]]:
     tables = {}
     sections = report["sections"]
     if "agreement" in sections:
-        a = sections["agreement"]
-        rows = [{"statistic": "fleiss_kappa", "target": "unit presence", "value": a["unit_presence"]["fleiss_kappa"]},
-                {"statistic": "randolph_kappa", "target": "unit presence", "value": a["unit_presence"]["randolph_kappa"]}]
-        for icc in a["totals"]["icc"]:
-            rows.append({"statistic": icc["kind"], "target": "patient total", "value": icc["value"],
-                         "ci_low": icc["ci_low"], "ci_high": icc["ci_high"]})
-        for item in a["items"]:
-            rows.append({"statistic": "krippendorff_alpha", "target": item["item"], "value": item["krippendorff_alpha"]})
-            for pair in item["pairs"]:
-                for w in ("linear", "quadratic"):
-                    rows.append({"statistic": f"cohen_kappa_{w}", "target": item["item"],
-                                 "readers": " vs ".join(pair["readers"]), "value": pair[f"kappa_{w}"]})
-        for pair in a["lesions"]:
-            rows.append({"statistic": "positive_specific_agreement", "target": "lesions",
-                         "readers": " vs ".join(pair["readers"]), "value": pair["psa"]})
-        tables["agreement.csv"] = (["statistic", "target", "readers", "value", "ci_low", "ci_high"], rows)
+        tables["agreement.csv"] = (["statistic", "target", "unit", "readers", "value", "ci_low", "ci_high", "n"],
+                                   agreement_rows(sections["agreement"]))
     if "concordance" in sections:
         c = sections["concordance"]
         for basis in ("per_timepoint", "cumulative"):
@@ -212,6 +206,9 @@ def write_html(report: dict, title: str, out: Path) -> Path:
              f"scheme {report['scheme']['id']} {report['scheme']['version']} · {report['cases']} cases · "
              f"reference read: {html.escape(report['source'])}</p>"]
     s = report["sections"]
+    if "design" in s:
+        parts.append("<h2>Design (GRRAS checklist order)</h2>" + _table(
+            ["GRRAS item", "topic", "this study"], [[d["item"], d["topic"], d["text"]] for d in s["design"]["grras"]]))
     if "agreement" in s:
         parts.append(_agreement_html(s["agreement"]))
     if "concordance" in s:
@@ -262,33 +259,116 @@ def _table(header: list[str], rows: list[list], sub: list[bool] | None = None) -
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
+def _ci(pair) -> str:
+    low, high = pair
+    return f"{_num(low, 2)} to {_num(high, 2)}"
+
+
+def agreement_rows(a: dict) -> list[dict]:
+    """Every agreement statistic as one table row (statistic, target, unit of analysis, CI, n)."""
+    p = a["unit_presence"]
+    rows = [{"statistic": k, "target": "lesion present", "unit": "bone units", "value": p[k],
+             "ci_low": p[f"{k}_ci"][0], "ci_high": p[f"{k}_ci"][1], "n": p["targets_used"]}
+            for k in ("fleiss_kappa", "randolph_kappa")]
+    for c in a["unit_presence_by_category"]:
+        rows += [{"statistic": k, "target": f"lesion present: {c['label']}", "unit": "bone units", "value": c[k],
+                  "ci_low": c[f"{k}_ci"][0], "ci_high": c[f"{k}_ci"][1], "n": c["targets_used"]}
+                 for k in ("fleiss_kappa", "randolph_kappa")]
+    for x in a["unit_specific_agreement"]:
+        for k, name in (("psa", "positive_specific_agreement"), ("nsa", "negative_specific_agreement")):
+            rows.append({"statistic": name, "target": "lesion present", "unit": "bone units",
+                         "readers": " vs ".join(x["readers"]), "value": x[k], "ci_low": x[f"{k}_ci"][0],
+                         "ci_high": x[f"{k}_ci"][1], "n": x["both"] + x["only_first"] + x["only_second"] + x["neither"]})
+    for x in a["lesions"]:
+        for k, name in (("psa", "positive_specific_agreement"), ("nsa", "negative_specific_agreement")):
+            rows.append({"statistic": name, "target": "matched lesions", "unit": "lesions (negatives: bone units)",
+                         "readers": " vs ".join(x["readers"]), "value": x[k], "ci_low": x[f"{k}_ci"][0],
+                         "ci_high": x[f"{k}_ci"][1], "n": x["matched"] + x["only_first"] + x["only_second"]})
+        for f in x["features"]:
+            for w in ("linear", "quadratic"):
+                rows.append({"statistic": f"cohen_kappa_{w}", "target": f["item"], "unit": "matched lesion pairs",
+                             "readers": " vs ".join(x["readers"]), "value": f[f"kappa_{w}"],
+                             "ci_low": f[f"kappa_{w}_ci"][0], "ci_high": f[f"kappa_{w}_ci"][1],
+                             "n": f["pairs_graded"]})
+    for item in a["items"]:
+        rows.append({"statistic": "krippendorff_alpha", "target": item["item"], "unit": "bone units with a lesion",
+                     "value": item["krippendorff_alpha"], "ci_low": item["krippendorff_alpha_ci"][0],
+                     "ci_high": item["krippendorff_alpha_ci"][1], "n": item["targets"]})
+        for pair in item["pairs"]:
+            for w in ("linear", "quadratic"):
+                rows.append({"statistic": f"cohen_kappa_{w}", "target": item["item"], "unit": "bone units with a lesion",
+                             "readers": " vs ".join(pair["readers"]), "value": pair[f"kappa_{w}"], "n": pair["n"]})
+    t = a["totals"]
+    for key, label, n in (("icc", "patient total (complete cases)", t["icc_cases"]),
+                          ("icc_with_flagged", "patient total (with flagged totals)", t["icc_with_flagged_cases"])):
+        for icc in t[key]:
+            rows.append({"statistic": icc["kind"], "target": label, "unit": "cases", "value": icc["value"],
+                         "ci_low": icc["ci_low"], "ci_high": icc["ci_high"], "n": n})
+    return rows
+
+
 def _agreement_html(a: dict) -> str:
     p = a["unit_presence"]
+    boot = a["bootstrap"]
+    m = a["missing"]
     parts = [f"<h2>Agreement between readers</h2><p>Readers: {html.escape(', '.join(a['readers']))}; submitted reads: "
-             + ", ".join(f"{html.escape(r)} {n}" for r, n in a["reads"].items()) + "</p>",
-             "<h3>Lesion present per bone unit</h3>",
-             _table(["statistic", "value", "bone units (all readers)"],
-                    [["Fleiss' kappa", _num(p["fleiss_kappa"]), p["complete_targets"]],
-                     ["Free-marginal (Randolph) kappa", _num(p["randolph_kappa"]), p["complete_targets"]]]),
-             "<h3>Scheme items (ordinal grades, units with a lesion)</h3>"]
+             + ", ".join(f"{html.escape(r)} {n}" for r, n in a["reads"].items()) + ". "
+             f"95 % confidence intervals: case-level bootstrap, {boot['resamples']} resamples, seed {boot['seed']} "
+             f"(whole cases resampled: the units of one child are not independent). ICC intervals: F-distribution "
+             f"(Shrout and Fleiss; McGraw and Wong).</p>",
+             f"<p>{html.escape(m['fleiss_note'])}"
+             + ("" if not m["cases_missing_a_read"] else " Dropped: " + ", ".join(
+                 html.escape(f"{x['case']} (no read of {', '.join(x['missing'])})") for x in m["cases_missing_a_read"]))
+             + "</p>",
+             "<h3>Lesion present per bone unit (unit: bone units)</h3>",
+             "<p>Over all bone units the agreed negatives dominate; see the kappa per bone category and the specific "
+             "agreement below.</p>",
+             _table(["statistic", "value", "95 % CI", "bone units", "cases"],
+                    [["Fleiss' kappa", _num(p["fleiss_kappa"]), _ci(p["fleiss_kappa_ci"]), p["targets_used"], p["cases"]],
+                     ["Free-marginal (Randolph) kappa", _num(p["randolph_kappa"]), _ci(p["randolph_kappa_ci"]),
+                      p["targets_used"], p["cases"]]]),
+             "<h3>Kappa per bone category (unit: bone units of the category)</h3>",
+             _table(["category", "bone units", "Fleiss' kappa", "95 % CI", "Randolph kappa", "95 % CI"],
+                    [[c["label"], c["targets_used"], _num(c["fleiss_kappa"]), _ci(c["fleiss_kappa_ci"]),
+                      _num(c["randolph_kappa"]), _ci(c["randolph_kappa_ci"])] for c in a["unit_presence_by_category"]]),
+             "<h3>Specific agreement per bone unit (unit: bone units)</h3>",
+             _table(["readers", "both", "one only", "other only", "neither", "positive (PSA)", "95 % CI",
+                     "negative (NSA)", "95 % CI"],
+                    [[" vs ".join(x["readers"]), x["both"], x["only_first"], x["only_second"], x["neither"],
+                      _num(x["psa"]), _ci(x["psa_ci"]), _num(x["nsa"]), _ci(x["nsa_ci"])]
+                     for x in a["unit_specific_agreement"]]),
+             "<h3>Lesions matched between readers (unit: lesions; negatives: bone units neither reader marked)</h3>",
+             _table(["readers", "distance limit (mm)", "matched (lesion pairs)", "first only (lesions)",
+                     "second only (lesions)", "agreed negative (bone units)", "PSA", "95 % CI", "NSA", "95 % CI"],
+                    [[" vs ".join(x["readers"]), x["threshold_mm"], x["matched"], x["only_first"], x["only_second"],
+                      x["agreed_negative_units"], _num(x["psa"]), _ci(x["psa_ci"]), _num(x["nsa"]), _ci(x["nsa_ci"])]
+                     for x in a["lesions"]]),
+             "<h3>Feature agreement on matched lesions (unit: matched lesion pairs)</h3>",
+             _table(["item", "readers", "pairs graded", "weighted kappa (linear)", "95 % CI",
+                     "weighted kappa (quadratic)", "95 % CI"],
+                    [[f["label"], " vs ".join(x["readers"]), f["pairs_graded"], _num(f["kappa_linear"]),
+                      _ci(f["kappa_linear_ci"]), _num(f["kappa_quadratic"]), _ci(f["kappa_quadratic_ci"])]
+                     for x in a["lesions"] for f in x["features"]]),
+             "<h3>Scheme items per bone unit (unit: bone units any reader found a lesion in)</h3>"]
     rows = []
     for item in a["items"]:
         for pair in item["pairs"]:
             rows.append([item["label"], " vs ".join(pair["readers"]), pair["n"], _num(pair["kappa_linear"]),
-                         _num(pair["kappa_quadratic"]), _num(item["krippendorff_alpha"])])
-    parts.append(_table(["item", "readers", "units", "weighted kappa (linear)", "weighted kappa (quadratic)",
-                         "Krippendorff's alpha (ordinal)"], rows))
-    parts.append("<h3>Patient totals</h3>")
-    parts.append(_table(["ICC", "value", "95 % CI", "cases"],
-                        [[i["kind"], _num(i["value"]), f"{_num(i['ci_low'], 2)} to {_num(i['ci_high'], 2)}", i["n_targets"]]
-                         for i in a["totals"]["icc"]]))
+                         _num(pair["kappa_quadratic"]), _num(item["krippendorff_alpha"]),
+                         _ci(item["krippendorff_alpha_ci"])])
+    parts.append(_table(["item", "readers", "bone units", "weighted kappa (linear)", "weighted kappa (quadratic)",
+                         "Krippendorff's alpha (ordinal, all readers)", "95 % CI"], rows))
+    t = a["totals"]
+    parts.append("<h3>Patient totals (unit: cases)</h3>")
+    parts.append(f"<p>{html.escape(t['note'])}"
+                 + (f" Flagged: {html.escape(', '.join(t['flagged_cases']))}." if t["flagged_cases"] else "") + "</p>")
+    parts.append(_table(["ICC", "cases used", "value", "95 % CI"],
+                        [[f"{i['kind']} {label}", n, _num(i["value"]), f"{_num(i['ci_low'], 2)} to {_num(i['ci_high'], 2)}"]
+                         for key, label, n in (("icc", "complete cases", t["icc_cases"]),
+                                               ("icc_with_flagged", "with flagged totals", t["icc_with_flagged_cases"]))
+                         for i in t[key]]))
     if a.get("figures"):
         parts.append(_img(a["figures"]["bland_altman"]))
-    parts.append("<h3>Lesions matched between readers</h3>")
-    parts.append(_table(["readers", "distance limit (mm)", "matched", "first only", "second only",
-                         "positive specific agreement"],
-                        [[" vs ".join(x["readers"]), x["threshold_mm"], x["matched"], x["only_first"], x["only_second"],
-                          _num(x["psa"])] for x in a["lesions"]]))
     unmatched = [u for x in a["lesions"] for u in x["unmatched"]]
     if unmatched:
         parts.append("<p>Unmatched lesions: " + ", ".join(
@@ -349,7 +429,8 @@ def _followup_html(f: dict) -> str:
 
 
 def run(store, name: str, sections: list[str], out: Path, link_key: Path | None = None, source: str = "adjudicated",
-        threshold_mm: float = 20.0, strict: bool = True) -> dict:
+        threshold_mm: float = 20.0, strict: bool = True, resamples: int = cohort.BOOTSTRAP_RESAMPLES,
+        seed: int = cohort.BOOTSTRAP_SEED) -> dict:
     """Build a reading study's report into ``out`` (JSON, CSV, figures, HTML)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
@@ -358,7 +439,8 @@ def run(store, name: str, sections: list[str], out: Path, link_key: Path | None 
     db = CoordinatorDB.open(link_key) if link_key else None
     cases = cohort.collect(store, name, db)
     out.mkdir(parents=True, exist_ok=True)
-    report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out, strict)
+    report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out, strict,
+                   study=study, resamples=resamples, seed=seed)
     report["reading_study"] = name
     write_json(report, out)
     write_html(report, f"Reading study {name}", out)
