@@ -113,12 +113,13 @@ def distribution_figure(result: dict) -> Figure:
     figure = new_figure(6.5, 0.32 * max(len(top), 4) + 1.2)
     ax = figure.add_subplot()
     y = np.arange(len(top))[::-1]
-    ax.barh(y + 0.18, [r["clinical_pct"] for r in top], height=0.36, color=CLINICAL, label="clinical")
-    ax.barh(y - 0.18, [r["radiological_pct"] for r in top], height=0.36, color=RADIOLOGICAL, label="radiological")
+    ax.barh(y + 0.18, [r["clinical_pct"] for r in top], height=0.36, color=CLINICAL, label="clinical (painful sites)")
+    ax.barh(y - 0.18, [r["radiological_pct"] for r in top], height=0.36, color=RADIOLOGICAL,
+            label="radiological (lesions)")
     ax.set_yticks(y, [r["label"] for r in top])
-    ax.set_xlabel("% of lesions")
+    ax.set_xlabel("% of painful sites (clinical) or of lesions (radiological)")
     ax.legend(fontsize=8)
-    ax.set_title("Distribution of lesions by site")
+    ax.set_title("Distribution by site group: painful sites and lesions")
     return figure
 
 

@@ -407,11 +407,13 @@ def _distribution_html(d: dict) -> str:
             sub.append(r["parent"] is not None)
     lpp = d["lesions_per_patient"]
     return "".join([
-        "<h2>Distribution of lesions</h2>",
-        f"<p>{d['total_clinical']} clinical and {d['total_radiological']} radiological lesions. Lesions per patient "
+        "<h2>Distribution of painful sites and lesions</h2>",
+        f"<p>{d['total_clinical']} painful sites (clinical) and {d['total_radiological']} lesions (radiological). "
+        f"Lesions per patient "
         f"(first timepoint): mean {_num(lpp['mean'], 1)}, range {lpp['min']}-{lpp['max']}; unifocal {d['unifocal']}, "
         f"multifocal {d['multifocal']}; symmetric {d['symmetric']}, asymmetric {d['asymmetric']}.</p>",
-        _table(["site", "clinical n", "%", "radiological n", "%"], rows, sub),
+        _table(["site group", "clinical (painful sites)", "% of sites", "radiological (lesions)", "% of lesions"],
+               rows, sub),
         _img(d["figures"]["distribution"]),
     ])
 
