@@ -104,7 +104,7 @@ class CompositionPlan:
                               else f"gap {-j['overlap_mm']:.1f} mm" for j in self.joins)
             text = f"{what}: composed from {len(self.stations)} stations ({joins})"
         else:
-            text = f"{what}: not composed"
+            text = f"{what}: station {self.stations[0].volume_id} not composed"
         notes = list(self.ends)
         if self.composed and self.empty_rows:
             notes.append(f"FLAGGED: {self.empty_rows} empty rows inside the composite (a gap between stations)")
@@ -228,8 +228,8 @@ def _chains(key: tuple, used: list[StackGeometry], alternatives: list[dict]) -> 
             plans[-1].joins.append({"upper": upper.volume_id, "lower": lower.volume_id,
                                     "overlap_mm": round(overlap, 2)})
             continue
-        plans[-1].ends.append(f"ends above {lower.volume_id}: {why}")
-        plans.append(_new_plan(key, stations=[lower], ends=[f"ends below {upper.volume_id}: {why}"]))
+        plans[-1].ends.append(f"not joined to the station below ({lower.volume_id}): {why}")
+        plans.append(_new_plan(key, stations=[lower], ends=[f"not joined to the station above ({upper.volume_id}): {why}"]))
     if len(used) == 1:
         plans[0].ends.append("a single station")
     for plan in plans:
