@@ -12,22 +12,31 @@ from __future__ import annotations
 import hashlib
 import json
 
+import numpy as np
+
 from cno_annotate.errors import CnoError
 from cno_annotate.io import compose
 from cno_annotate.io.roles import classify_sequence
-from cno_annotate.io.series import Stack, build_stacks
+from cno_annotate.io.series import Stack, build_stacks, usable_images
 from cno_annotate.store.db import Store
 
 _VOLUME_COLUMNS = 19
 
 
-def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
+def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
     """Derive the stacks and composed volumes of studies from their images.
 
     Role overrides and station choices (kept in their own tables) survive a
     rebuild; composition uses the effective role, so overriding a station's
     role re-plans chains.
+
+    Returns
+    -------
+    list of dict
+        ``{"path", "reason"}`` for stored images (or series) that could not
+        be made into a volume; the rest of the study is rebuilt regardless.
     """
+    problems: list[dict] = []
     overrides = {r[0]: r[1] for r in store.db.execute("SELECT volume_id, role FROM role_overrides")}
     chosen = {r[0] for r in store.db.execute("SELECT volume_id FROM station_choices")}
     for study_uid in study_uids:
@@ -43,7 +52,7 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
             role, reason = classify_sequence(attributes)
             description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
             acquired = (str(attributes.get("SeriesTime") or ""), int(series_number or 0))
-            for stack in build_stacks(series_uid, store.images(series_uid)):
+            for stack in _series_stacks(series_uid, store.images(series_uid), problems):
                 stacks.append((stack, role, reason, description))
                 if stack.patient_geometry:
                     geometries.append(compose.StackGeometry(
@@ -64,6 +73,21 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> None:
                 [(study_uid, p.role, p.orientation, p.protocol, p.volume_id, p.message, json.dumps(p.detail()))
                  for p in plans],
             )
+    return problems
+
+
+def _series_stacks(series_uid: str, images: list[dict], problems: list[dict]) -> list[Stack]:
+    """A series' stacks; unusable rows and a series that forms no volume go to ``problems``."""
+    usable, refused = usable_images(images)
+    problems.extend(refused)
+    if not usable:
+        return []
+    try:
+        return build_stacks(series_uid, usable)
+    except (ValueError, ArithmeticError, IndexError, np.linalg.LinAlgError) as exc:
+        problems.append({"path": usable[0]["path"],
+                         "reason": f"series {series_uid} forms no volume ({type(exc).__name__}: {exc})"})
+        return []
 
 
 def choose_station(store: Store, volume_id: str) -> dict:

@@ -232,6 +232,7 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
         ).lastrowid
     report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing)
     known = _Known.of(store)
+    owners = _Owners.from_store(store)
     unchanged = [_recorded_outcome(known, f) for f in files]
     pending = _Pending()
     with header_value_cache():
@@ -241,14 +242,15 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
                 _count_unchanged(outcome, found, report)
             else:
                 _, result = next(indexed)
-                _record_one(store, found, result, known, pending, report)
+                _record_one(store, found, result, known, owners, pending, report)
             if len(pending) >= _BATCH:
                 _flush(store, pending)
                 pending = _Pending()
             if progress is not None:
                 progress(n, len(files))
     _flush(store, pending)
-    rebuild_volumes(store, sorted(report.rederive))
+    for problem in rebuild_volumes(store, sorted(report.rederive)):
+        report.skip(problem["path"], problem["reason"])
     with store.transaction():
         store.db.executemany("INSERT INTO skipped VALUES (?, ?, ?)",
                              [(run_id, item["path"], item["reason"]) for item in report.skipped])
@@ -300,6 +302,8 @@ def index_file(path: str | Path) -> list[ImageRecord] | str | None:
         return str(exc)
     except OSError as exc:
         return f"cannot read: {exc.strerror}"
+    except MemoryError:
+        return "not enough memory to read its header"
 
 
 def _index_chunk(chunk: list[str]) -> list:
@@ -326,7 +330,43 @@ def _indexed(files: list[str]) -> Iterator[tuple[str, list[ImageRecord] | str | 
             yield from zip(chunk, results)
 
 
-def _record_one(store: Store, found: FoundFile, indexed, known: _Known, pending: _Pending,
+@dataclass
+class _Owners:
+    """Which patient each study belongs to and which study each series belongs to.
+
+    Files of different patients never share a study or a series, even when
+    they carry the same UIDs: the first file seen (in the store, then in
+    import order) owns the UID and the others are refused with the reason.
+    """
+
+    study_patient: dict[str, tuple[str, str, str]]
+    series_study: dict[str, str]
+
+    @classmethod
+    def from_store(cls, store: Store) -> _Owners:
+        """What the store already holds."""
+        studies = store.db.execute(
+            "SELECT s.study_uid, p.patient_id, p.patient_name, p.birth_date "
+            "FROM studies s JOIN patients p USING (patient_key)"
+        )
+        series = store.db.execute("SELECT series_uid, study_uid FROM dicom_series")
+        return cls({r[0]: (r[1], r[2], r[3]) for r in studies}, {r[0]: r[1] for r in series})
+
+    def conflict(self, record: ImageRecord) -> str:
+        """Why a record may not join its study or series ("" if it may); claims them if free."""
+        p, study_uid, series_uid = record.patient, record.study["study_uid"], record.series["series_uid"]
+        patient = (p["patient_id"], p["patient_name"], p["birth_date"])
+        owner = self.study_patient.setdefault(study_uid, patient)
+        if owner != patient:
+            return (f"StudyInstanceUID {study_uid} already belongs to another patient "
+                    "(PatientID, PatientName or birth date differ): not merged")
+        study = self.series_study.setdefault(series_uid, study_uid)
+        if study != study_uid:
+            return f"SeriesInstanceUID {series_uid} already belongs to another study ({study}): not merged"
+        return ""
+
+
+def _record_one(store: Store, found: FoundFile, indexed, known: _Known, owners: _Owners, pending: _Pending,
                 report: ImportReport) -> None:
     """Add one indexed file to the pending writes, or record why it was skipped."""
     path, text = found.path, paths.to_text(found.path)
@@ -348,6 +388,11 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, pending:
         return
     records = indexed
     first = records[0]
+    conflict = owners.conflict(first)
+    if conflict:
+        report.skip(path, conflict)
+        pending.files.append((text, found.size, found.mtime_ns, "skipped", None, conflict))
+        return
     study_uid, series_uid = first.study["study_uid"], first.series["series_uid"]
     report.studies.add(study_uid)
     report.series.add(series_uid)

@@ -17,7 +17,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.pixels import load_stack
-from cno_annotate.io.series import build_stacks
+from cno_annotate.io.series import build_stacks, usable_images
 from cno_annotate.io.volume import Volume
 from cno_annotate.paths import display
 from cno_annotate.store.db import Store
@@ -68,8 +68,8 @@ def _load_nifti(row: dict) -> Volume:
 
 
 def _stack(store: Store, row: dict):
-    stacks = [s for s in build_stacks(row["series_uid"], store.images(row["series_uid"]))
-              if s.volume_id == row["volume_id"]]
+    images, _refused = usable_images(store.images(row["series_uid"]))  # reported at import
+    stacks = [s for s in build_stacks(row["series_uid"], images) if s.volume_id == row["volume_id"]]
     if not stacks:
         raise CnoError(f"volume {row['volume_id']} has no images left in the store")
     return stacks[0]
@@ -77,7 +77,10 @@ def _stack(store: Store, row: dict):
 
 def _load_stack(store: Store, row: dict, progress) -> Volume:
     stack = _stack(store, row)
-    volume = load_stack(stack, progress)
+    try:
+        volume = load_stack(stack, progress)
+    except ValueError as exc:  # a stack too large to hold
+        raise CnoError(f"volume {row['volume_id']} cannot be loaded: {exc}") from None
     errors = volume.meta["load_errors"]
     if errors and len(errors) == len(stack.images):
         raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "

@@ -9,6 +9,8 @@ that volumes load later with one read per file and no second header parse.
 
 from __future__ import annotations
 
+import math
+import os
 import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,10 +35,24 @@ from pydicom.uid import (
 )
 
 from cno_annotate.io.volume import is_valid_orientation
+from cno_annotate.uids import stable_uid
 
 NATIVE_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian}
 _PIXEL_DATA_TAG = 0x7FE00010
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN"}
+_RLE_LOSSLESS = "1.2.840.10008.1.2.5"
+#: RLE packs at most 128 equal bytes into 2: no segment decodes to more than 64 times its size.
+_RLE_MAX_RATIO = 64
+
+#: Largest decoded pixel data one file may declare (all frames), in bytes. Files above it are
+#: refused before anything is allocated; set ``CNO_ANNOTATE_MAX_DECODED_MB`` to change it.
+MAX_DECODED_BYTES = int(os.environ.get("CNO_ANNOTATE_MAX_DECODED_MB", "1024")) * 2**20
+
+#: Plausible ranges (mm) for geometry; values outside them make volumes no viewer can show.
+SPACING_RANGE_MM = (1e-3, 1e3)
+MAX_POSITION_MM = 1e5
+#: Rescaled values must stay far inside float32 (voxels are float32).
+_MAX_RESCALED = 1e30
 
 #: Header attributes kept per series to classify its sequence (see roles.py).
 SEQUENCE_ATTRIBUTES = (
@@ -83,7 +99,7 @@ class _ConvertedValues:
         if raw is None:
             return default
         if not isinstance(raw, RawDataElement) or raw.VR == "SQ" or raw.value is None or len(raw.value) > 256:
-            value = ds[tag].value
+            value = _convert(ds, tag, keyword)
             return default if value is None else value
         charset = ds.get_item(0x00080005)
         key = (tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR,
@@ -91,7 +107,7 @@ class _ConvertedValues:
         if key not in self.values:
             if len(self.values) >= self.limit:
                 self.values.clear()
-            self.values[key] = ds[tag].value
+            self.values[key] = _convert(ds, tag, keyword)
         value = self.values[key]
         return default if value is None else value
 
@@ -132,6 +148,23 @@ def tolerant_reading() -> Iterator[None]:
         settings.reading_validation_mode = previous
 
 
+def _convert(ds: Dataset, tag, keyword: str) -> Any:
+    """An element's value; a damaged element (wrong VR, bad length) is a SkipFile naming it."""
+    try:
+        return ds[tag].value
+    except Exception as exc:  # pydicom raises many types on damaged values
+        raise SkipFile(f"unreadable {keyword} ({_short(exc)})") from None
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    """``Type: message`` on one line, cut to ``limit`` characters."""
+    message = " ".join(str(exc).split())
+    if len(message) > limit:
+        message = message[:limit] + "..."
+    return f"{type(exc).__name__}: {message}"
+
+
+
 @cache
 def _tag(keyword: str):
     return tag_for_keyword(keyword)
@@ -143,7 +176,7 @@ def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
         tag = _tag(keyword)
         if tag is None or tag not in ds:
             return default
-        value = ds[tag].value
+        value = _convert(ds, tag, keyword)
         return default if value is None else value
     return _converted.get(ds, keyword, default)
 
@@ -266,36 +299,119 @@ def index_dicom_file(path: Path) -> list[ImageRecord]:
     ------
     SkipFile
         If the file is not an image this tool can use; the message says why.
+        Any failure to parse a damaged header (a wrong VR, a value that is
+        not a number, a length that lies) is reported this way too.
+    OSError
+        If the file cannot be read at all.
     """
+    try:
+        return _index(path)
+    except (SkipFile, OSError, MemoryError):
+        raise
+    except Exception as exc:  # pydicom converts values lazily: damage surfaces here
+        raise SkipFile(f"unreadable DICOM header ({_short(exc)})") from None
+
+
+def _index(path: Path) -> list[ImageRecord]:
     ds, element_start = read_header(path)
     _reject_non_images(ds)
     syntax = _transfer_syntax(ds)
     _require_decoder(syntax)
     if element_start < 0:
         raise SkipFile("no pixel data (image header without PixelData)")
-    rows, columns = int(_get(ds, "Rows")), int(_get(ds, "Columns"))
-    frames = int(_get(ds, "NumberOfFrames", 1) or 1)
-    samples = int(_get(ds, "SamplesPerPixel", 1) or 1)
+    rows, columns = _count(ds, "Rows"), _count(ds, "Columns")
+    frames = _count(ds, "NumberOfFrames", default=1)
+    samples = _count(ds, "SamplesPerPixel", default=1)
     if samples != 1:
         raise SkipFile(f"colour image ({samples} samples per pixel); MR grey-level images only")
-    bits = int(_get(ds, "BitsAllocated"))
+    bits = _count(ds, "BitsAllocated")
     dtype = _stored_dtype(ds, bits, syntax)
+    declared = rows * columns * frames * (bits // 8)
+    _require_size_within_limit(rows, columns, frames, bits, declared)
     offset = -1
     if syntax in NATIVE_SYNTAXES:
         offset, length = pixel_value_offset(path, element_start, ds)
-        expected = rows * columns * frames * bits // 8
-        if length < expected or offset + expected > path.stat().st_size:
+        if length < declared or offset + declared > path.stat().st_size:
             raise SkipFile(
-                f"truncated pixel data ({min(length, path.stat().st_size - offset)} of {expected} bytes)"
+                f"truncated pixel data ({min(length, path.stat().st_size - offset)} of {declared} bytes)"
             )
     else:
         _require_encapsulation_end(path)
+        if syntax != DeflatedExplicitVRLittleEndian:
+            _require_plausible_compression(path, element_start, ds, syntax, frames, declared)
     common = _common_fields(path, ds, syntax, offset, frames, dtype)
     geometry = _frame_geometry(ds, frames, common["instance_number"])
     return [
         ImageRecord(**common, frame=n, rows=rows, columns=columns, **geom)
         for n, geom in enumerate(geometry)
     ]
+
+
+def _count(ds: Dataset, keyword: str, default: int | None = None) -> int:
+    """A positive whole-number attribute (Rows, NumberOfFrames...), or SkipFile naming it."""
+    value = _get(ds, keyword)
+    if value is None or value == "":
+        if default is None:
+            raise SkipFile(f"incomplete image header: no {keyword}")
+        return default
+    try:
+        number = float(value) if isinstance(value, str) else value
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError
+        count = int(number)
+    except (TypeError, ValueError, OverflowError):
+        raise SkipFile(f"invalid {keyword} {str(value)[:40]!r} (a whole number is required)") from None
+    if count < 1:
+        raise SkipFile(f"invalid {keyword} {count} (must be at least 1)")
+    return count
+
+
+def _require_size_within_limit(rows: int, columns: int, frames: int, bits: int, declared: int) -> None:
+    if declared > MAX_DECODED_BYTES:
+        raise SkipFile(
+            f"declares {rows} x {columns} pixels x {frames} frame(s) of {bits} bits "
+            f"({_megabytes(declared)}), above the import limit of {_megabytes(MAX_DECODED_BYTES)} "
+            "(set CNO_ANNOTATE_MAX_DECODED_MB to raise it)"
+        )
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 2**20:,.1f} MB"
+
+
+def _require_plausible_compression(path: Path, element_start: int, ds: Dataset, syntax: UID,
+                                   frames: int, declared: int) -> None:
+    """Compressed data must hold a fragment per frame (and, for RLE, enough bytes) for what it declares."""
+    fragments, data_bytes = _encapsulated_fragments(path, element_start, _little_endian(ds))
+    if frames > fragments:
+        raise SkipFile(f"declares {frames} frames but holds {fragments} compressed fragment(s)")
+    if syntax == _RLE_LOSSLESS and declared > _RLE_MAX_RATIO * data_bytes:
+        raise SkipFile(
+            f"declares {_megabytes(declared)} of pixels but its {data_bytes} bytes of RLE data "
+            f"can hold at most {_megabytes(_RLE_MAX_RATIO * data_bytes)}"
+        )
+
+
+def _encapsulated_fragments(path: Path, element_start: int, little: bool) -> tuple[int, int]:
+    """Number of fragments and their total size in encapsulated pixel data (offset table excluded)."""
+    endian = "<" if little else ">"
+    size = path.stat().st_size
+    fragments, total = -1, 0  # the first item is the basic offset table
+    with open(path, "rb") as fp:
+        fp.seek(element_start + 12)
+        while True:
+            head = fp.read(8)
+            if len(head) < 8:
+                raise SkipFile("truncated compressed pixel data (the file ends inside the encapsulated frames)")
+            group, element, length = struct.unpack(endian + "HHI", head)
+            if (group, element) == (0xFFFE, 0xE0DD):
+                return max(fragments, 0), total
+            if (group, element) != (0xFFFE, 0xE000) or fp.tell() + length > size:
+                raise SkipFile("damaged compressed pixel data (an item header is wrong)")
+            fragments += 1
+            if fragments > 0:
+                total += length
+            fp.seek(length, 1)
 
 
 _SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
@@ -361,24 +477,26 @@ def _stored_dtype(ds: Dataset, bits: int, syntax: UID) -> str:
 
 
 def _common_fields(path, ds, syntax, offset, frames, dtype) -> dict:
+    patient = {
+        "patient_id": _text(ds, "PatientID"),
+        "patient_name": _text(ds, "PatientName"),
+        "birth_date": _text(ds, "PatientBirthDate"),
+        "sex": _text(ds, "PatientSex"),
+    }
+    study_uid = _text(ds, "StudyInstanceUID").strip("\0 ") or _missing_study_uid(ds, patient)
     return {
         "path": str(path),
         "sop_uid": str(ds.SOPInstanceUID),
-        "patient": {
-            "patient_id": _text(ds, "PatientID"),
-            "patient_name": _text(ds, "PatientName"),
-            "birth_date": _text(ds, "PatientBirthDate"),
-            "sex": _text(ds, "PatientSex"),
-        },
+        "patient": patient,
         "study": {
-            "study_uid": _text(ds, "StudyInstanceUID") or "unknown-study",
+            "study_uid": study_uid,
             "study_date": _text(ds, "StudyDate"),
             "description": _text(ds, "StudyDescription"),
             "accession": _text(ds, "AccessionNumber"),
             "institution": _text(ds, "InstitutionName"),
         },
         "series": {
-            "series_uid": _text(ds, "SeriesInstanceUID") or "unknown-series",
+            "series_uid": _text(ds, "SeriesInstanceUID").strip("\0 ") or _missing_series_uid(ds, patient, study_uid),
             "modality": _text(ds, "Modality"),
             "series_number": _int_or_none(_get(ds, "SeriesNumber", None)),
             "attributes": _sequence_attributes(ds),
@@ -392,6 +510,23 @@ def _common_fields(path, ds, syntax, offset, frames, dtype) -> dict:
         "echo_time": _float_or_none(_get(ds, "EchoTime", None)),
         "instance_number": _int_or_none(_get(ds, "InstanceNumber", None)) or 0,
     }
+
+
+def _patient_key(patient: dict[str, str]) -> tuple[str, str, str]:
+    return (patient["patient_id"], patient["patient_name"], patient["birth_date"])
+
+
+def _missing_study_uid(ds: Dataset, patient: dict[str, str]) -> str:
+    """A stable study key for a file without StudyInstanceUID: one per patient and visit."""
+    visit = [_text(ds, k) for k in ("StudyDate", "StudyTime", "AccessionNumber", "StudyID")]
+    return stable_uid("study-without-uid", *_patient_key(patient), *visit)
+
+
+def _missing_series_uid(ds: Dataset, patient: dict[str, str], study_uid: str) -> str:
+    """A stable series key for a file without SeriesInstanceUID: one per patient and acquisition."""
+    acquisition = [_text(ds, k) for k in ("SeriesNumber", "SeriesDescription", "Modality", "SeriesDate",
+                                          "SeriesTime", "ProtocolName")]
+    return stable_uid("series-without-uid", *_patient_key(patient), study_uid, *acquisition)
 
 
 def _frame_geometry(ds: Dataset, frames: int, instance_number: int) -> list[dict]:
@@ -534,14 +669,65 @@ def _geometry(ds: Dataset, groups: list[Dataset], order: int) -> dict:
         raise SkipFile(f"inconsistent geometry: ImageOrientationPatient {list(orientation)} is not orthonormal")
     if len(spacing_v) != 2 or min(spacing_v) <= 0 or not all(np.isfinite(spacing_v)):
         raise SkipFile(f"inconsistent geometry: PixelSpacing {list(spacing)}")
+    _require_in_range("PixelSpacing", spacing_v, *SPACING_RANGE_MM)
+    if max(abs(v) for v in position_v) > MAX_POSITION_MM:
+        raise SkipFile(f"implausible ImagePositionPatient {list(position)} (beyond {MAX_POSITION_MM:g} mm)")
     return {
         "position": position_v,
         "orientation": orientation_v,
         "pixel_spacing": spacing_v,
-        "slice_thickness": _float_or_none(thickness) or 0.0,
-        "rescale": (_float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0),
+        "slice_thickness": _thickness(thickness),
+        "rescale": _rescale(ds, slope, intercept),
         "geometry_known": True,
     }
+
+
+def _require_in_range(keyword: str, values: tuple[float, ...], low: float, high: float) -> None:
+    if not all(math.isfinite(v) and low <= v <= high for v in values):
+        shown = "\\".join(f"{v:g}" for v in values)
+        raise SkipFile(f"implausible {keyword} {shown} (must be between {low:g} and {high:g} mm)")
+
+
+def _number(keyword: str, value) -> float | None:
+    """An optional decimal attribute: None when absent, SkipFile when present but not a finite number."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if len(value) == 0:
+            return None
+        value = value[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise SkipFile(f"invalid {keyword} {str(value)[:40]!r} (not a number)") from None
+    if not math.isfinite(number):
+        raise SkipFile(f"invalid {keyword} {number} (not a finite number)")
+    return number
+
+
+def _thickness(value) -> float:
+    thickness = _number("SliceThickness", value)
+    if thickness is None or thickness == 0:
+        return 0.0
+    _require_in_range("SliceThickness", (thickness,), *SPACING_RANGE_MM)
+    return thickness
+
+
+def _rescale(ds: Dataset, slope_value, intercept_value) -> tuple[float, float]:
+    """RescaleSlope and RescaleIntercept, refused when rescaled voxels would be NaN, inf or constant."""
+    slope = _number("RescaleSlope", slope_value)
+    intercept = _number("RescaleIntercept", intercept_value)
+    slope = 1.0 if slope is None else slope
+    intercept = 0.0 if intercept is None else intercept
+    if slope == 0:
+        raise SkipFile("invalid RescaleSlope 0 (every voxel would have the same value)")
+    bits = _int_or_none(_get(ds, "BitsAllocated")) or 16
+    largest = abs(slope) * 2.0 ** min(bits, 32) + abs(intercept)
+    if largest > _MAX_RESCALED:
+        name = "RescaleSlope" if abs(slope) * 2.0 ** min(bits, 32) > abs(intercept) else "RescaleIntercept"
+        raise SkipFile(f"implausible {name} (slope {slope:g}, intercept {intercept:g}: "
+                       "rescaled values would overflow)")
+    return slope, intercept
 
 
 def _unknown_geometry(ds: Dataset, spacing, thickness, slope, intercept, order: int) -> dict:
@@ -555,16 +741,21 @@ def _unknown_geometry(ds: Dataset, spacing, thickness, slope, intercept, order: 
     try:
         spacing_v = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
-        spacing_v = (1.0, 1.0)
-    if len(spacing_v) != 2 or min(spacing_v) <= 0:
-        spacing_v = (1.0, 1.0)
-    step = _float_or_none(_get(ds, "SpacingBetweenSlices", None)) or _float_or_none(thickness) or 1.0
+        raise SkipFile(f"invalid PixelSpacing {str(spacing)[:40]!r} (not numbers)") from None
+    if len(spacing_v) != 2:
+        raise SkipFile(f"invalid PixelSpacing {list(spacing_v)} (two values are required)")
+    _require_in_range("PixelSpacing", spacing_v, *SPACING_RANGE_MM)
+    slice_thickness = _thickness(thickness)
+    between = _number("SpacingBetweenSlices", _get(ds, "SpacingBetweenSlices", None))
+    if between is not None and between != 0:
+        _require_in_range("SpacingBetweenSlices", (abs(between),), *SPACING_RANGE_MM)
+    step = abs(between or 0.0) or slice_thickness or 1.0
     return {
-        "position": (0.0, 0.0, float(order) * abs(step)),
+        "position": (0.0, 0.0, float(order) * step),
         "orientation": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0),
         "pixel_spacing": spacing_v,
-        "slice_thickness": _float_or_none(thickness) or 0.0,
-        "rescale": (_float_or_none(slope) or 1.0, _float_or_none(intercept) or 0.0),
+        "slice_thickness": slice_thickness,
+        "rescale": _rescale(ds, slope, intercept),
         "geometry_known": False,
     }
 
@@ -645,7 +836,11 @@ def _float_or_none(value) -> float | None:
 
 
 def _int_or_none(value) -> int | None:
+    """An IS value as int; None when absent, unreadable or outside IS's range (-2**31 to 2**31 - 1)."""
     try:
-        return int(value) if value not in (None, "") else None
-    except (TypeError, ValueError):
+        number = int(value) if value not in (None, "") else None
+    except (TypeError, ValueError, OverflowError):
         return None
+    if number is None or not -(2**31) <= number < 2**31:
+        return None
+    return number

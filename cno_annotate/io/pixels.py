@@ -9,6 +9,7 @@ and MONOCHROME1 is inverted so that bright always means high signal.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -17,6 +18,25 @@ import pydicom
 from cno_annotate.io.dicom_index import tolerant_reading
 from cno_annotate.io.series import Stack
 from cno_annotate.io.volume import Volume
+
+#: Largest float32 volume a stack may make, in bytes (``CNO_ANNOTATE_MAX_VOLUME_MB``).
+MAX_VOLUME_BYTES = int(os.environ.get("CNO_ANNOTATE_MAX_VOLUME_MB", "4096")) * 2**20
+
+
+class DecodeError(Exception):
+    """The pixel decoder failed on a file; the message says how."""
+
+
+def is_decoder_panic(exc: BaseException) -> bool:
+    """Whether ``exc`` is a panic of a Rust decoder (pyo3's PanicException).
+
+    pyo3 derives PanicException from BaseException, so ``except Exception``
+    does not catch it; it is recognised by its type's name and module so that
+    nothing else deriving from BaseException (KeyboardInterrupt, SystemExit)
+    is ever swallowed.
+    """
+    kind = type(exc)
+    return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
 
 
 def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None) -> Volume:
@@ -35,6 +55,12 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None)
         float32 voxels; slices missing from the series (gaps) are 0.
         ``meta["load_errors"]`` lists files that could not be decoded.
     """
+    size = int(np.prod(stack.shape, dtype=np.int64)) * 4
+    if size > MAX_VOLUME_BYTES:
+        raise ValueError(
+            f"{stack.shape[0]} x {stack.shape[1]} x {stack.shape[2]} voxels ({size / 2**20:,.0f} MB) is above "
+            f"the limit of {MAX_VOLUME_BYTES / 2**20:,.0f} MB (set CNO_ANNOTATE_MAX_VOLUME_MB to raise it)"
+        )
     out = np.zeros(stack.shape, dtype=np.float32)
     errors: list[dict] = []
     decoded: dict[str, np.ndarray] = {}
@@ -43,6 +69,8 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None)
         try:
             raw = _read_image(image, decoded)
             _store_slice(out[k], raw, image)
+        except DecodeError as exc:
+            errors.append({"path": image["path"], "reason": str(exc)})
         except Exception as exc:  # a corrupt slice must not lose the rest
             errors.append({"path": image["path"], "reason": f"{type(exc).__name__}: {exc}"})
         if progress is not None:
@@ -68,10 +96,25 @@ def _read_image(image: dict, decoded: dict[str, np.ndarray]) -> np.ndarray:
     path = image["path"]
     if path not in decoded:
         decoded.clear()  # keep one multi-frame file in memory at a time
-        with tolerant_reading():
-            decoded[path] = pydicom.dcmread(path).pixel_array
+        try:
+            decoded[path] = _decode_file(path)
+        except Exception as exc:
+            raise DecodeError(f"the image decoder failed ({type(exc).__name__}: {exc})") from None
+        except BaseException as exc:
+            if not is_decoder_panic(exc):
+                raise
+            raise DecodeError(f"the image decoder crashed (panic: {exc})") from None
     frames = decoded[path]
-    return frames[image["frame"]] if frames.ndim == 3 else frames
+    frame = frames[image["frame"]] if frames.ndim == 3 else frames
+    if frame.shape != (rows, columns):
+        raise DecodeError(f"the decoder gave {frame.shape} pixels, the header declares {(rows, columns)}")
+    return frame
+
+
+def _decode_file(path: str) -> np.ndarray:
+    """Every frame of a compressed or deflated file, decoded by pydicom's plugins."""
+    with tolerant_reading():
+        return pydicom.dcmread(path).pixel_array
 
 
 def _store_slice(target: np.ndarray, raw: np.ndarray, image: dict) -> None:

@@ -57,6 +57,37 @@ CONTRAST_KEYS = ("image_type", "b_value", "diffusion_direction", "echo_number")
 REPEAT_KEYS = ("echo_time", "temporal_position", "acquisition")
 
 
+def unusable_reason(image: dict) -> str:
+    """Why a stored image row cannot be stacked ("" when it can).
+
+    Indexing refuses such files; this catches rows committed by older
+    versions (NaN or infinite geometry), so that one bad row cannot stop
+    every later rebuild of its study.
+    """
+    numbers = [*image["position"], *image["orientation"], *image["pixel_spacing"]]
+    if len(image["position"]) != 3 or len(image["orientation"]) != 6 or len(image["pixel_spacing"]) != 2:
+        return "malformed geometry in the store"
+    if not all(np.isfinite(numbers)) or min(image["pixel_spacing"]) <= 0:
+        return "non-finite or zero geometry in the store"
+    if int(image["rows"]) < 1 or int(image["columns"]) < 1:
+        return f"empty image ({image['rows']} x {image['columns']})"
+    if not all(np.isfinite(image["rescale"])) or image["rescale"][0] == 0:
+        return f"invalid rescale {list(image['rescale'])}"
+    return ""
+
+
+def usable_images(images: list[dict]) -> tuple[list[dict], list[dict]]:
+    """Split image rows into those :func:`build_stacks` may use and ``{"path", "reason"}`` for the rest."""
+    usable, refused = [], []
+    for image in images:
+        reason = unusable_reason(image)
+        if reason:
+            refused.append({"path": image["path"], "reason": f"{reason}; re-import the file"})
+        else:
+            usable.append(image)
+    return usable, refused
+
+
 def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
     """Split one series' images into ordered slice stacks.
 
@@ -192,23 +223,29 @@ def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:
     images = [images[n] for n in order]
     along = along[order]
     step = _typical_step(along, images[0].get("slice_thickness") or 1.0)
+    geometry_known = bool(images[0].get("geometry_known", True))
     kept: list[dict] = []
     index: list[int] = []
-    duplicates = 0
+    duplicates, previous = 0, None
     for image, pos in zip(images, along):
-        k = int(round((pos - along[0]) / step))
-        if index and k == index[-1]:
+        if geometry_known:
+            k = int(round((pos - along[0]) / step))
+            same = bool(index) and k == index[-1]
+        else:  # without patient geometry, positions only order the images: no gaps
+            k, same = len(kept), pos == previous
+        if same:
             duplicates += 1  # same position twice: keep the first
             continue
         kept.append(image)
         index.append(k)
+        previous = pos
     gaps = [
         {"after_slice": int(a), "missing": int(b - a - 1)}
         for a, b in zip(index, index[1:])
         if b - a > 1
     ]
     slice_step = normal * step
-    if len(kept) > 1:
+    if len(kept) > 1 and geometry_known:
         slice_step = (np.array(kept[-1]["position"]) - np.array(kept[0]["position"])) / index[-1]
     affine = affine_from_dicom(orientation, np.array(kept[0]["position"]), kept[0]["pixel_spacing"], slice_step)
     shape = (index[-1] + 1, int(kept[0]["rows"]), int(kept[0]["columns"]))
