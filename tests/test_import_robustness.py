@@ -15,6 +15,7 @@ import pytest
 from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths, rebuild_volumes
 from cno_annotate.io import dicom_index
+from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "stress"))
@@ -185,7 +186,7 @@ def test_the_size_limit_is_configurable(small_study, tmp_path, store, monkeypatc
     report = import_paths(store, [files[0]])
     assert "limit" in _reasons(report)[files[0].name]
     monkeypatch.setattr(dicom_index, "MAX_DECODED_BYTES", 48 * 48 * 2)
-    assert import_paths(store, [files[0]]).new_instances == 1
+    assert import_paths(Store.open(tmp_path / "other"), [files[0]]).new_instances == 1
 
 
 # -- item 7: a decoder panic becomes the series' error message -------------------------------
