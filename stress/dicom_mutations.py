@@ -269,7 +269,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[bytes, str]:
         size = element.length_size
         limit = 0xFFFF if size == 2 else 0xFFFFFFFF
         new = rng.choice([0, 1, element.length + 1, element.length + 2, max(0, element.length - 2),
-                          limit, limit - 1, rng.randrange(limit)])
+                          limit, limit - 1, rng.randrange(limit)]) & limit
         packed = struct.pack(("<" if element.little else ">") + ("H" if size == 2 else "I"), new)
         at = element.length_at
         return data[:at] + packed + data[at + size:], f"length of {element.tag:08X} {element.length} -> {new}"

@@ -222,6 +222,22 @@ def test_the_viewer_loader_reports_a_decoder_panic(qtbot, store, panicking_rle):
     assert view == "left" and "decoder" in message
 
 
+def test_the_viewer_loader_survives_a_panic_from_anywhere(qtbot, store, panicking_rle, monkeypatch):
+    """A panic outside the pixel reader (a future decoder) must not leave the view loading forever."""
+    import cno_annotate_ui.loader as loader_module
+
+    panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
+
+    def panicking(*_args, **_kwargs):
+        raise panic("index out of bounds")
+
+    monkeypatch.setattr(loader_module, "load_volume", panicking)
+    loader = loader_module.VolumeLoader(store.root)
+    with qtbot.waitSignal(loader.failed, timeout=20000) as blocker:
+        loader.load("left", panicking_rle)
+    assert "decoder crashed" in blocker.args[1]
+
+
 def test_keyboard_interrupt_is_not_swallowed_by_the_decoder_guard(store, panicking_rle, monkeypatch):
     from cno_annotate.io import pixels
 

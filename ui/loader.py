@@ -12,6 +12,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
 from cno_annotate.errors import CnoError
+from cno_annotate.io.pixels import is_decoder_panic
 from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
 
@@ -47,6 +48,10 @@ class _LoadJob(QRunnable):
             self.signals.failed.emit(self.view, self.request, str(exc))
         except Exception as exc:  # the window must survive any failure
             self.signals.failed.emit(self.view, self.request, f"{type(exc).__name__}: {exc}")
+        except BaseException as exc:  # a Rust decoder's panic is not an Exception
+            if not is_decoder_panic(exc):
+                raise
+            self.signals.failed.emit(self.view, self.request, f"the image decoder crashed: {exc}")
         else:
             self.signals.loaded.emit(self.view, self.request, volume)
 
