@@ -111,3 +111,78 @@ def test_import_refuses_an_item_that_does_not_apply(store, tmp_path):
     path = write_document(document, tmp_path / "bad.json")
     with pytest.raises(CnoError, match=r"\$\.reads\[0\]\.lesions\[0\]\.grades\.bony_expansion: Bony expansion"):
         import_document(store, path, replace=True)
+
+
+def _two_lesions(store, study: str = "1.2.3", series: str = "1.2"):
+    from cno_annotate.annotation.reads import ReadSession
+
+    session = ReadSession.open_or_create(store, study, "dr-a")
+    for z in (-400, -420):
+        lesion = session.add_lesion((-70, 0, z), series, (0, 0, 0), site_id="femur.distal", side="R")
+        session.set_grade(lesion, "marrow_hyperintensity", 2)
+        session.set_grade(lesion, "signal_extension", 2)
+    return session
+
+
+def test_the_reader_confirms_or_changes_the_proposed_unit_extent_and_it_is_stored(store):
+    from cno_annotate.annotation.reads import ReadSession, load_read
+
+    session = _two_lesions(store)
+    # two lesions of 25-50 % propose "over 50 %" (3); marrow 2: unit 2 + 3 = 5
+    assert session.unit_grade("femur.distal:R", "signal_extension") == (3, False)
+    assert session.scores().total == 5
+    session.set_unit_grade("femur.distal:R", "signal_extension", 2)
+    assert session.unit_grade("femur.distal:R", "signal_extension") == (2, True)
+    assert session.scores().total == 4
+    assert load_read(store, session.read.read_id).unit_grades == {"femur.distal:R": {"signal_extension": 2}}
+    session.undo()
+    assert session.unit_grade("femur.distal:R", "signal_extension") == (3, False)
+    assert load_read(store, session.read.read_id).unit_grades == {}
+    session.redo()
+    reopened = ReadSession.open(store, session.read.read_id)
+    assert reopened.unit_grade("femur.distal:R", "signal_extension") == (2, True)
+    session.set_unit_grade("femur.distal:R", "signal_extension", "NA")
+    assert session.scores().units["femur.distal:R"].complete is False
+    session.set_unit_grade("femur.distal:R", "signal_extension", None)  # back to the proposal
+    assert session.unit_grade("femur.distal:R", "signal_extension") == (3, False)
+
+
+def test_unit_grades_that_make_no_sense_are_refused(store):
+    session = _two_lesions(store)
+    with pytest.raises(CnoError, match="graded per lesion"):
+        session.set_unit_grade("femur.distal:R", "marrow_hyperintensity", 1)
+    with pytest.raises(CnoError, match="holds no lesion"):
+        session.set_unit_grade("femur.distal:L", "signal_extension", 1)
+    with pytest.raises(CnoError, match="grade 7 is not one of"):
+        session.set_unit_grade("femur.distal:R", "signal_extension", 7)
+    assert session.read.unit_grades == {}
+
+
+def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sample_copy, tmp_path):
+    from cno_annotate.annotation.documents import export_document, import_document, write_document
+
+    store = sample_copy("first")
+    study = store.studies()[0]["study_uid"]
+    series = next(v["series_uid"] for v in store.volumes(study) if v["kind"] != "composed" and v["series_uid"])
+    session = _two_lesions(store, study, series)
+    session.set_unit_grade("femur.distal:R", "signal_extension", 2)
+    document = export_document(store)
+    assert document["schema_version"] == "1.1.0"
+    assert document["reads"][0]["unit_grades"] == [{"unit_id": "femur.distal:R", "item_id": "signal_extension",
+                                                    "grade": 2}]
+    assert document["reads"][0]["scores"]["total"] == 4
+    other = sample_copy("other")
+    import_document(other, write_document(document, tmp_path / "reads.json"))
+    assert export_document(other)["reads"] == document["reads"]
+    # a 1.0.0 document (no unit grades) is still accepted
+    old = json.loads(json.dumps(document))
+    old["schema_version"] = "1.0.0"
+    for read in old["reads"]:
+        del read["unit_grades"]
+    third = sample_copy("third")
+    import_document(third, write_document(old, tmp_path / "old.json"))
+    assert export_document(third)["reads"][0]["scores"]["total"] == 5  # the proposal again
+    bad = json.loads(json.dumps(document))
+    bad["reads"][0]["unit_grades"][0]["item_id"] = "marrow_hyperintensity"
+    with pytest.raises(CnoError, match=r"\$\.reads\[0\]\.unit_grades\[0\]\.grade: .*graded per lesion"):
+        import_document(sample_copy("fourth"), write_document(bad, tmp_path / "bad.json"))

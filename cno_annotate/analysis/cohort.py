@@ -112,7 +112,7 @@ def scores_of(read: Read, scheme: Scheme, taxonomy: Taxonomy) -> ReadScores:
     if (read.scheme_id, read.scheme_version) != (scheme.id, scheme.version):
         scheme = load_scheme(read.scheme_id, read.scheme_version)
     findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions]
-    return score_read(findings, read.unit_marks, scheme, _taxonomy_of(read, taxonomy))
+    return score_read(findings, read.unit_marks, scheme, _taxonomy_of(read, taxonomy), read.unit_grades)
 
 
 def all_units(taxonomy: Taxonomy) -> list[str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from cno_annotate import __version__
 from cno_annotate.annotation.model import Lesion, Read
 from cno_annotate.annotation.reads import list_reads, load_read, write_read
-from cno_annotate.annotation.resources import validate
+from cno_annotate.annotation.resources import schemas_dir, validate, versioned_schema
 from cno_annotate.annotation.scheme import Scheme, load_scheme
 from cno_annotate.annotation.scoring import Finding, score_read
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
@@ -30,8 +30,8 @@ from cno_annotate.errors import CnoError
 from cno_annotate.fileio import atomic_write_text
 from cno_annotate.store.db import Store
 
-SCHEMA = "annotation.schema.json"
-SCHEMA_VERSION = "1.0.0"
+SCHEMA = "annotation-1.1.0.schema.json"
+SCHEMA_VERSION = "1.1.0"
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -45,7 +45,7 @@ def read_document(read: Read) -> dict:
     scheme = load_scheme(read.scheme_id, read.scheme_version)
     taxonomy = load_taxonomy(read.taxonomy)
     findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions]
-    scores = score_read(findings, read.unit_marks, scheme, taxonomy)
+    scores = score_read(findings, read.unit_marks, scheme, taxonomy, read.unit_grades)
     tax_id, tax_version = split_name(read.taxonomy)
     return {
         "read_id": read.read_id,
@@ -65,6 +65,8 @@ def read_document(read: Read) -> dict:
         "reason": read.reason,
         "lesions": [_lesion_document(l, taxonomy, scores.lesions[l.lesion_id]) for l in read.lesions],
         "unit_marks": [{"unit_id": u, "mark": m} for u, m in sorted(read.unit_marks.items())],
+        "unit_grades": [{"unit_id": u, "item_id": i, "grade": g} for u, items in sorted(read.unit_grades.items())
+                        for i, g in sorted(items.items())],
         "scores": scores.as_dict(),
     }
 
@@ -131,7 +133,9 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
     CnoError
         Naming ``source``, the JSON path of the first problem and why.
     """
-    validate(document, SCHEMA, source)
+    version = document.get("schema_version") if isinstance(document, dict) else None
+    known = schemas_dir() / versioned_schema("annotation", str(version))
+    validate(document, known.name if isinstance(version, str) and known.exists() else SCHEMA, source)
     reads = []
     seen = set()
     for r, data in enumerate(document["reads"]):
@@ -155,12 +159,26 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
         read = Read(data["read_id"], data["study_uid"], data["reader"], scheme.id, scheme.version,
                     taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
                     data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
-                    data["supersedes"], data["reason"])
+                    data["supersedes"], data["reason"], _unit_grades_from(data, taxonomy, scheme, source, where))
         problems = read_problems(read, taxonomy)
         if problems:
             raise CnoError(f"{source}: {problems[0].at(where)}")
         reads.append(read)
     return reads
+
+
+def _unit_grades_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: str, where: str) -> dict:
+    """A read's unit grades (schema 1.1.0), each checked: a known unit, an item graded per unit that applies."""
+    grades: dict[str, dict] = {}
+    for n, entry in enumerate(data.get("unit_grades", [])):
+        path = f"{where}.unit_grades[{n}]"
+        site, _ = _load(lambda: taxonomy.unit_site(entry["unit_id"]), source, f"{path}.unit_id")
+        _load(lambda: scheme.check_unit_grade(entry["item_id"], entry["grade"], site.unit_type), source,
+              f"{path}.grade")
+        if entry["item_id"] in grades.get(entry["unit_id"], {}):
+            raise CnoError(f"{source}: {path}: {entry['unit_id']} {entry['item_id']} is graded twice")
+        grades.setdefault(entry["unit_id"], {})[entry["item_id"]] = entry["grade"]
+    return grades
 
 
 def _load(fn, source: str, where: str):

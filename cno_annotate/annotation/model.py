@@ -164,6 +164,7 @@ class Read:
     version: int = 1
     supersedes: str | None = None  # the read this version replaces
     reason: str | None = None  # why a submitted read got a new version
+    unit_grades: dict[str, dict] = field(default_factory=dict)  # unit id -> {item id: reader's unit grade}
 
     def __post_init__(self) -> None:
         self.status = ReadStatus(self.status)

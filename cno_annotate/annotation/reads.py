@@ -81,8 +81,11 @@ def load_read(store: Store, read_id: str) -> Read:
     ]
     marks = {r["unit_id"]: r["mark"] for r in store.db.execute(
         "SELECT unit_id, mark FROM unit_marks WHERE read_id = ?", (read_id,))}
+    unit_grades: dict[str, dict] = {}
+    for r in store.db.execute("SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ?", (read_id,)):
+        unit_grades.setdefault(r["unit_id"], {})[r["item_id"]] = json.loads(r["grade"])
     fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
-    return Read(**fields, lesions=lesions, unit_marks=marks)
+    return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades)
 
 
 def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy: Taxonomy,
@@ -140,6 +143,9 @@ def _write_read(db, read: Read) -> None:
                    (read.read_id, lesion.lesion_id, n, json.dumps(lesion.to_dict())))
     for unit_id, mark in read.unit_marks.items():
         db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read.read_id, unit_id, mark))
+    for unit_id, grades in read.unit_grades.items():
+        for item_id, grade in grades.items():
+            db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read.read_id, unit_id, item_id, json.dumps(grade)))
 
 
 def _state_json(lesions: dict, marks: dict) -> dict:
@@ -165,6 +171,8 @@ class _Change:
     lesions_after: dict
     marks_before: dict  # unit id -> mark or None
     marks_after: dict
+    grades_before: dict = dataclasses.field(default_factory=dict)  # (unit id, item id) -> unit grade or None
+    grades_after: dict = dataclasses.field(default_factory=dict)
 
 
 class ReadSession:
@@ -250,7 +258,7 @@ class ReadSession:
     def scores(self) -> ReadScores:
         """Scores of the read as it is now."""
         findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in self.read.lesions]
-        return score_read(findings, self.read.unit_marks, self.scheme, self.taxonomy)
+        return score_read(findings, self.read.unit_marks, self.scheme, self.taxonomy, self.read.unit_grades)
 
     # -- edits -----------------------------------------------------------------------------
     def add_lesion(self, position, series_uid: str, voxel, **fields) -> str:
@@ -313,6 +321,35 @@ class ReadSession:
         before = self.read.unit_marks.get(unit_id)
         self._commit(_Change(f"mark {unit_id}", {}, {}, {unit_id: before}, {unit_id: mark}))
 
+    def set_unit_grade(self, unit_id: str, item_id: str, value) -> None:
+        """Grade an item graded per bone unit (RAI-CROMRIS extent): confirm or change the proposal.
+
+        ``value`` is a grade of the item, ``"NA"``, or None to go back to the
+        grade the unit's lesions propose.
+
+        Raises
+        ------
+        CnoError
+            For a unit without lesions, an item graded per lesion, or a grade
+            that the item does not have or that does not apply to the unit.
+        """
+        self._require_draft()
+        site, _ = self.taxonomy.unit_site(unit_id)
+        if not self._lesions_in(unit_id):
+            raise CnoError(f"{unit_id} holds no lesion: place a lesion before grading the unit")
+        if value is not None:
+            self.scheme.check_unit_grade(item_id, value, site.unit_type)
+        key = (unit_id, item_id)
+        before = self.read.unit_grades.get(unit_id, {}).get(item_id)
+        self._commit(_Change(f"grade {unit_id} {item_id}", {}, {}, {}, {}, {key: before}, {key: value}))
+
+    def unit_grade(self, unit_id: str, item_id: str) -> tuple[object, bool]:
+        """(grade, confirmed) of an item graded per unit: the reader's grade, or the lesions' proposal."""
+        unit = self.scores().units.get(unit_id)
+        if unit is None or item_id not in unit.items:
+            return None, False
+        return unit.items[item_id], item_id not in unit.proposed
+
     def submit(self) -> None:
         """Submit the read: it is locked from then on."""
         self._require_draft()
@@ -336,7 +373,7 @@ class ReadSession:
             return
         change = self._undo.pop()
         self._write(change.lesions_before, change.marks_before, action=f"undo {change.label}",
-                    before=(change.lesions_after, change.marks_after))
+                    before=(change.lesions_after, change.marks_after), unit_grades=change.grades_before)
         self._redo.append(change)
         self.changed.emit(f"undo {change.label}")
 
@@ -346,7 +383,7 @@ class ReadSession:
             return
         change = self._redo.pop()
         self._write(change.lesions_after, change.marks_after, action=f"redo {change.label}",
-                    before=(change.lesions_before, change.marks_before))
+                    before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
         self._undo.append(change)
         self.changed.emit(f"redo {change.label}")
 
@@ -386,14 +423,14 @@ class ReadSession:
 
     def _commit(self, change: _Change, next_lesion: int | None = None) -> None:
         self._write(change.lesions_after, change.marks_after, next_lesion, action=change.label,
-                    before=(change.lesions_before, change.marks_before))
+                    before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
         self._undo.append(change)
         self._redo.clear()
         self.changed.emit(change.label)
 
     def _write(self, lesions: dict, marks: dict, next_lesion: int | None = None, action: str = "change",
-               before: tuple = ({}, {})) -> None:
-        """Apply lesion and mark states, with their audit entry, in one transaction; then in memory."""
+               before: tuple = ({}, {}), unit_grades: dict | None = None) -> None:
+        """Apply lesion, mark and unit-grade states, with their audit entry, in one transaction; then in memory."""
         read_id = self.read.read_id
         ordinals = {l.lesion_id: n for n, l in enumerate(self.read.lesions)}
         stamp = now()
@@ -410,9 +447,16 @@ class ReadSession:
                     db.execute("DELETE FROM unit_marks WHERE read_id = ? AND unit_id = ?", (read_id, unit_id))
                 else:
                     db.execute("INSERT OR REPLACE INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, mark))
+            for (unit_id, item_id), grade in (unit_grades or {}).items():
+                db.execute("DELETE FROM unit_grades WHERE read_id = ? AND unit_id = ? AND item_id = ?",
+                           (read_id, unit_id, item_id))
+                if grade is not None:
+                    db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, unit_id, item_id, json.dumps(grade)))
             extra = ", next_lesion = ?" if next_lesion is not None else ""
             args = (stamp, next_lesion, read_id) if next_lesion is not None else (stamp, read_id)
             db.execute(f"UPDATE reads SET revision = revision + 1, modified = ?{extra} WHERE read_id = ?", args)
-            audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before),
-                         after=_state_json(lesions, marks))
+            after = _state_json(lesions, marks)
+            if unit_grades:
+                after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
+            audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after)
         self.read = load_read(self.store, read_id)

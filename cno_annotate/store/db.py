@@ -177,6 +177,14 @@ MIGRATIONS: list[Step] = [
     # 5: absolute, normalised file paths (old relative ones resolved where provable); the
     # size and modification time of every imported file, so a re-import skips unchanged files.
     _absolute_paths,
+    # 6: a reader's grades of items graded per bone unit (RAI-CROMRIS 2.0.0 extent); grade is JSON (0-9 or "NA").
+    """
+    CREATE TABLE unit_grades (
+        read_id TEXT NOT NULL REFERENCES reads (read_id) ON DELETE CASCADE,
+        unit_id TEXT NOT NULL, item_id TEXT NOT NULL, grade TEXT NOT NULL,
+        PRIMARY KEY (read_id, unit_id, item_id)
+    );
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
