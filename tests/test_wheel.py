@@ -92,8 +92,8 @@ def test_installed_wheel_runs_the_whole_loop_outside_the_checkout(wheel_env):
     assert str(REPO) not in made.stdout and "site-packages" in made.stdout
     _run(venv, work, "cno-annotate", "read", "export", "--store", store, "--out", "reads.json")
     document = json.loads((work / "reads.json").read_text())
-    from cno_annotate.annotation.resources import validation_errors
-    assert validation_errors(document, "annotation.schema.json") == []
+    from cno_annotate.annotation.resources import validation_errors, versioned_schema
+    assert validation_errors(document, versioned_schema("annotation", document["schema_version"])) == []
     assert "femur.distal" in json.dumps(document)
     _run(venv, work, "cno-annotate", "report", "distribution", "trial", "--store", store, "--out", "report")
     assert "femur" in (work / "report" / "report.html").read_text().lower()
