@@ -301,7 +301,8 @@ def test_diffusion_with_several_b_values_gives_one_stack_per_b_value(tmp_path, v
         return {
             "standard": {"DiffusionBValue": b},
             "siemens": {"private": (0x0019, "SIEMENS MR HEADER", 0x0C, "IS", str(int(b)))},
-            "ge": {"private": (0x0043, "GEMS_PARM_01", 0x39, "IS", [str(1_000_000_000 + int(b)), "8", "0", "0"])},
+            "ge": {"ScanningSequence": ["EP", "SE"],
+                   "private": (0x0043, "GEMS_PARM_01", 0x39, "IS", [str(1_000_000_000 + int(b)), "8", "0", "0"])},
             "philips": {"private": (0x2001, "Philips Imaging DD 001", 0x03, "FL", b)},
         }[vendor]
 
@@ -317,6 +318,16 @@ def test_diffusion_with_several_b_values_gives_one_stack_per_b_value(tmp_path, v
         b = float(row["variant"][2:])
         expected = [pixels[n] for n, (_z, value) in enumerate(plan) if value == b]
         np.testing.assert_array_equal(load_volume(store, row["volume_id"]).array, np.stack(expected))
+
+
+def test_ge_parameter_block_outside_diffusion_does_not_split(tmp_path):
+    """GE writes (0043,1039) on every image; in a spin-echo series its first value is no b-value."""
+    images = [{"z": z, "SeriesDescription": "t1_se", "private": (0x0043, "GEMS_PARM_01", 0x39, "IS", [str(n), "0"])}
+              for n, z in enumerate((0.0, 5.0, 10.0))]
+    series_from_mr_small(tmp_path / "ge", images)
+    store, _ = import_one(tmp_path, tmp_path / "ge")
+    (row,) = store.volumes()
+    assert row["shape"][0] == 3 and row["variant"] == ""
 
 
 def test_enhanced_diffusion_b_values_per_frame(tmp_path):

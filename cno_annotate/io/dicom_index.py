@@ -605,6 +605,8 @@ def _diffusion_direction(ds: Dataset, groups: list[Dataset]) -> list[float] | No
 
 def _vendor_b_value(ds: Dataset) -> float | None:
     for group, creator, offset, kind in _VENDOR_B_VALUES:
+        if kind == "GE" and not _echo_planar(ds):
+            continue  # GE fills (0043,1039) on every image; it is a b-value only in diffusion (echo-planar)
         value = _private_value(ds, group, creator, offset)
         if value is None:
             continue
@@ -622,6 +624,12 @@ def _vendor_b_value(ds: Dataset) -> float | None:
         if np.isfinite(number) and number >= 0:
             return number
     return None
+
+
+def _echo_planar(ds: Dataset) -> bool:
+    scanning = [str(v).upper() for v in _as_list(_get(ds, "ScanningSequence"))]
+    image_type = [str(v).upper() for v in _as_list(_get(ds, "ImageType"))]
+    return "EP" in scanning or "DIFFUSION" in image_type
 
 
 def _private_value(ds: Dataset, group: int, creator: str, offset: int):
