@@ -243,6 +243,7 @@ class SliceView(QWidget):
         centre = self.image_to_widget(row, col)
         pen = QPen(CROSSHAIR, 1, Qt.DashLine)
         painter.setPen(pen)
+        painter.setRenderHint(QPainter.Antialiasing, False)  # straight lines: no smoothing needed (and faster)
         gap = 8
         painter.drawLine(QPointF(0, centre.y()), QPointF(centre.x() - gap, centre.y()))
         painter.drawLine(QPointF(centre.x() + gap, centre.y()), QPointF(self.width(), centre.y()))
@@ -381,6 +382,7 @@ class SliceView(QWidget):
     def _paint_scale_bar(self, painter: QPainter, h: int) -> None:
         length_px, text = self._scale_bar()
         y = h - 14
+        painter.setRenderHint(QPainter.Antialiasing, False)
         for pen in (QPen(OUTLINE, 4), QPen(TEXT, 2)):
             painter.setPen(pen)
             painter.drawLine(QPointF(12, y), QPointF(12 + length_px, y))
@@ -629,19 +631,48 @@ _SCROLL_KEYS = {Qt.Key_Up: -1, Qt.Key_Down: 1, Qt.Key_Left: -1, Qt.Key_Right: 1,
 _DIGITS = {getattr(Qt, f"Key_{n}"): n for n in range(1, 10)}
 
 
+_TEXT_CACHE: dict[tuple, tuple[QImage, QPointF]] = {}
+_TEXT_CACHE_SIZE = 512
+
+
 def _outlined_text(painter: QPainter, baseline: QPointF, text: str, colour: QColor) -> None:
-    """Text with a dark outline, readable over bright fat and dark air alike."""
-    path = QPainterPath()
-    path.addText(baseline, painter.font(), text)
-    painter.save()
-    painter.setRenderHint(QPainter.Antialiasing, True)
-    painter.setPen(QPen(OUTLINE, 3, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
-    painter.setBrush(Qt.NoBrush)
-    painter.drawPath(path)
-    painter.setPen(Qt.NoPen)
-    painter.setBrush(colour)
-    painter.drawPath(path)
-    painter.restore()
+    """Text with a dark outline, readable over bright fat and dark air alike.
+
+    Stroking a glyph outline is slow (about a millisecond per label), so each
+    label is rendered once into an image, kept by text, font, colour and
+    device pixel ratio, and drawn as an image afterwards.
+    """
+    if not text:
+        return
+    font = painter.font()
+    ratio = painter.device().devicePixelRatioF() if painter.device() is not None else 1.0
+    key = (text, font.key(), colour.rgba(), ratio)
+    cached = _TEXT_CACHE.get(key)
+    if cached is None:
+        metrics = QFontMetricsF(font)
+        pad = 3.0
+        width = metrics.horizontalAdvance(text) + 2 * pad
+        height = metrics.height() + 2 * pad
+        image = QImage(max(1, math.ceil(width * ratio)), max(1, math.ceil(height * ratio)),
+                       QImage.Format_ARGB32_Premultiplied)
+        image.setDevicePixelRatio(ratio)
+        image.fill(Qt.transparent)
+        origin = QPointF(pad, pad + metrics.ascent())
+        path = QPainterPath()
+        path.addText(origin, font, text)
+        p = QPainter(image)
+        p.setRenderHint(QPainter.Antialiasing, True)
+        p.setPen(QPen(OUTLINE, 3, Qt.SolidLine, Qt.RoundCap, Qt.RoundJoin))
+        p.drawPath(path)
+        p.setPen(Qt.NoPen)
+        p.setBrush(colour)
+        p.drawPath(path)
+        p.end()
+        if len(_TEXT_CACHE) >= _TEXT_CACHE_SIZE:
+            _TEXT_CACHE.pop(next(iter(_TEXT_CACHE)))
+        cached = _TEXT_CACHE[key] = (image, origin)
+    image, origin = cached
+    painter.drawImage(baseline - origin, image)
 
 
 def _mask_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:

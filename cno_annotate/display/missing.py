@@ -13,6 +13,7 @@ volume). The views draw them hatched and say how many there are.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -23,7 +24,7 @@ class MissingSlices:
 
     lines: np.ndarray
 
-    @property
+    @cached_property
     def count(self) -> int:
         """Missing slices: runs of missing rows within one slice."""
         padded = np.pad(self.lines, ((0, 0), (1, 0)))
