@@ -339,8 +339,12 @@ def test_no_identifier_is_visible_in_reader_mode(qtbot, blinded_store, tmp_path)
     from PySide6.QtCore import Qt
 
     qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(337.0, 40.0).toPoint())
+    # a mark click waits out a possible double click before it places the lesion
+    qtbot.waitUntil(lambda: window.lesion_panel.lesions.count() == 1, timeout=5000)
     window._show_position(window.session.views["left"].point)
     strings = _visible_strings(window)
+    lesion_label = window.lesion_panel.lesions.item(0).text()
+    assert lesion_label in strings  # the lesion's own label is among the strings checked
     assert "CNO-0001" in " ".join(strings)
     window.grab().save(str(tmp_path / "reader-mode.png"))
     leaked = [(ident, s) for ident in _identifiers() for s in strings if ident.lower() in s.lower()]
