@@ -25,6 +25,7 @@ from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.tag import BaseTag
 from pydicom.uid import (
     UID,
     DeflatedExplicitVRLittleEndian,
@@ -74,6 +75,9 @@ _FUNCTIONAL_GROUP_PLACES = {
 }
 
 
+_CHARSET_TAG = BaseTag(0x00080005)
+
+
 class SkipFile(Exception):
     """A file that cannot be imported; the message is the reason."""
 
@@ -91,25 +95,36 @@ class _ConvertedValues:
     def __init__(self, limit: int = 50_000):
         self.limit = limit
         self.values: dict[tuple, Any] = {}
+        self._charset_of: tuple[Dataset | None, Any] = (None, None)
 
     def get(self, ds: Dataset, keyword: str, default: Any = None) -> Any:
         """The value of ``keyword`` in ``ds`` (``default`` if absent), converted once per distinct raw value."""
         tag = _tag(keyword)
-        raw = ds.get_item(tag) if tag is not None else None
+        if tag is None:
+            return default
+        # The element as read (what ``ds.get_item`` returns, without its per-call tag
+        # conversion: this lookup runs about 70 times per file).
+        raw = ds._dict.get(tag)
         if raw is None:
             return default
         if not isinstance(raw, RawDataElement) or raw.VR == "SQ" or raw.value is None or len(raw.value) > 256:
             value = _convert(ds, tag, keyword)
             return default if value is None else value
-        charset = ds.get_item(0x00080005)
-        key = (tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR,
-               getattr(charset, "value", None))
+        key = (tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, self._charset(ds))
         if key not in self.values:
             if len(self.values) >= self.limit:
                 self.values.clear()
             self.values[key] = _convert(ds, tag, keyword)
         value = self.values[key]
         return default if value is None else value
+
+    def _charset(self, ds: Dataset) -> Any:
+        """The raw SpecificCharacterSet of ``ds``, looked up once per dataset."""
+        last, value = self._charset_of
+        if last is not ds:
+            value = getattr(ds._dict.get(_CHARSET_TAG), "value", None)
+            self._charset_of = (ds, value)
+        return value
 
 
 _converted: _ConvertedValues | None = None
@@ -166,8 +181,9 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 @cache
-def _tag(keyword: str):
-    return tag_for_keyword(keyword)
+def _tag(keyword: str) -> BaseTag | None:
+    tag = tag_for_keyword(keyword)
+    return None if tag is None else BaseTag(tag)
 
 
 def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
