@@ -191,6 +191,7 @@ class LesionPanel(QWidget):
         self.session: ReadSession | None = None
         self.selected: str | None = None
         self._grade_widgets: dict[str, GradeSelector] = {}
+        self._unit_grade_widgets: dict[str, tuple[QLabel, GradeSelector]] = {}
         self._grade_key = None
         self._comment_for: str | None = None  # the lesion the comment box belongs to
         self.header = QLabel("No read open", self)
@@ -375,6 +376,12 @@ class LesionPanel(QWidget):
         self._rebuild_grades(site.unit_type if site else None)
         for item_id, widget in self._grade_widgets.items():
             widget.set_value(lesion.grades.get(item_id) if lesion else None)
+        unit = self._lesion_unit(lesion)
+        for item_id, (label, selector) in self._unit_grade_widgets.items():
+            value, confirmed = self.session.unit_grade(unit, item_id) if unit else (None, False)
+            selector.set_value(value)
+            item_label = self.session.scheme.item(item_id).label
+            label.setText(f"Unit: {item_label}" + ("" if value is None else " (yours)" if confirmed else " (proposed)"))
         if not self.comment.hasFocus() or self._comment_for != (lesion.lesion_id if lesion else None):
             self.comment.setText(lesion.comment if lesion else "")
             self._comment_for = lesion.lesion_id if lesion else None
@@ -393,6 +400,7 @@ class LesionPanel(QWidget):
         while self.grades_layout.rowCount():
             self.grades_layout.removeRow(0)
         self._grade_widgets = {}
+        self._unit_grade_widgets = {}
         items = self.session.scheme.items_for(unit_type) if unit_type else self.session.scheme.items
         previous = self.comment
         for item in items:
@@ -407,6 +415,18 @@ class LesionPanel(QWidget):
             label.setVisible(self.grades_box.isVisible())  # now, so the keyboard can go to it at once
             selector.setVisible(self.grades_box.isVisible())
             self._grade_widgets[item.id] = selector
+        for item in items if unit_type else ():
+            if item.per_unit:  # graded for the whole bone unit: proposed from its lesions, confirmed here
+                unit_selector = GradeSelector(item, self.grades_box)
+                unit_selector.graded.connect(self._unit_grade)
+                unit_label = QLabel(f"Unit: {item.label}", self.grades_box)
+                unit_label.setWordWrap(True)
+                unit_label.setToolTip("Graded for the whole bone unit, all its lesions together: proposed from the "
+                                      "lesions' grades until you choose one (Delete goes back to the proposal)")
+                self.grades_layout.addRow(unit_label, unit_selector)
+                unit_label.setVisible(self.grades_box.isVisible())
+                unit_selector.setVisible(self.grades_box.isVisible())
+                self._unit_grade_widgets[item.id] = (unit_label, unit_selector)
         chain = [self.subsite, *self._grade_widgets.values(), previous]
         for first, second in zip(chain, chain[1:]):
             QWidget.setTabOrder(first, second)
@@ -471,6 +491,17 @@ class LesionPanel(QWidget):
         if side is not None and self.side.isEnabled():
             self._edit(side=side)
         self.focus_first_grade()
+
+    def _lesion_unit(self, lesion) -> str | None:
+        if lesion is None or not lesion.site_id:
+            return None
+        site = self.session.taxonomy.site(lesion.site_id)
+        return None if site.lateral and lesion.side is None else self.session.taxonomy.unit_id(site.id, lesion.side)
+
+    def _unit_grade(self, item_id: str, value) -> None:
+        unit = self._lesion_unit(self.current_lesion())
+        if unit is not None:
+            self._run(lambda: self.session.set_unit_grade(unit, item_id, value))
 
     def _grade(self, item_id: str, value) -> None:
         if self.current_lesion() is not None:
