@@ -18,6 +18,7 @@ Missing values are NaN; each function says what it does with them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats
@@ -225,16 +226,19 @@ class Interval:
     level: float = 0.95
 
 
+@lru_cache(maxsize=8)
 def bootstrap_weights(n_cases: int, resamples: int, seed: int) -> np.ndarray:
-    """How often each case is drawn in each resample: (resamples, n_cases).
+    """How often each case is drawn in each resample: (resamples, n_cases), read-only.
 
     With ``rng = numpy.random.default_rng(seed)``, resample ``b`` draws
-    ``rng.integers(0, n_cases, size=n_cases)`` (cases with replacement).
+    ``rng.integers(0, n_cases, size=n_cases)`` (cases with replacement). Every
+    statistic of a report over the same cases uses the same draws (cached).
     """
     rng = np.random.default_rng(seed)
     weights = np.zeros((resamples, n_cases))
     for b in range(resamples):
         weights[b] = np.bincount(rng.integers(0, n_cases, size=n_cases), minlength=n_cases)
+    weights.setflags(write=False)
     return weights
 
 
