@@ -187,6 +187,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.set_defaults(run=cmd_cache_clear)
     _add_read_commands(sub, common)
     cli_reading.register(sub, common)
+    cli_reading.register_store(sub, common)
     if plugins:
         _add_plugin_commands(sub, common)
     return parser

@@ -111,12 +111,32 @@ def register(sub, common) -> None:
 
     au = sub.add_parser("audit", help="the audit trail")
     au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    p = au_sub.add_parser("verify", parents=[common], help="check the hash chain; name the first broken entry")
+    p = au_sub.add_parser("verify", parents=[common], help="check the hash chain and the data against it",
+                          description="Check the hash chain (name the first broken entry), then every read and "
+                                      "reading study against the state its latest entry recorded; with --anchor, "
+                                      "also that the chain still holds the head recorded earlier.")
+    p.add_argument("--anchor", metavar="FILE_OR_VALUE",
+                   help="an anchor from 'audit anchor' (the line itself, or a file holding it)")
     p.set_defaults(run=cmd_audit_verify)
+    p = au_sub.add_parser("anchor", parents=[common], help="print (or write) the chain head to keep outside the store",
+                          description="Print the current head of the audit chain as one line. Keep it where the "
+                                      "store's users cannot write (e-mail it, print it); 'audit verify --anchor' "
+                                      "later proves the trail up to that entry was not rewritten.")
+    p.add_argument("--out", type=Path, help="also write the anchor to this file")
+    p.set_defaults(run=cmd_audit_anchor)
     p = au_sub.add_parser("show", parents=[common], help="the latest entries")
     p.add_argument("--last", type=int, default=20, help="how many of the newest entries (default 20)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_audit_show)
+
+
+def register_store(sub, common) -> None:
+    """Add ``store check`` to the CLI."""
+    st = sub.add_parser("store", help="the study store itself")
+    st_sub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    p = st_sub.add_parser("check", parents=[common], help="integrity check of the database and the audit trail",
+                          description="Run SQLite's full integrity check, then 'audit verify'. Exit 1 on any problem.")
+    p.set_defaults(run=cmd_store_check)
 
 
 def _store(args):
@@ -282,10 +302,59 @@ def cmd_audit_verify(args) -> int:
     """Run ``cno-annotate audit verify`` (see its ``--help``)."""
     from cno_annotate.store import audit
 
-    result = audit.verify(_store(args).db)
+    result = audit.verify(_store(args).db, _anchor_text(args.anchor) if args.anchor else None)
     if not result.ok:
-        raise CnoError(f"audit chain broken at entry {result.broken_at}: {result.reason}")
+        for problem in result.problems[1:]:
+            print(problem)
+        if result.broken_at:
+            raise CnoError(f"audit chain broken at entry {result.broken_at}: {result.reason}")
+        raise CnoError(f"the data do not match the audit trail: {result.reason}")
     print(result.reason)
+    return 0
+
+
+def _anchor_text(value: str) -> str:
+    """An anchor given as the line itself or as a file holding it."""
+    from cno_annotate.store.audit import ANCHOR_PREFIX
+
+    if value.startswith(ANCHOR_PREFIX):
+        return value
+    try:
+        return Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CnoError(f"cannot read the anchor {value!r}: {getattr(exc, 'strerror', None) or exc}") from None
+
+
+def cmd_audit_anchor(args) -> int:
+    """Run ``cno-annotate audit anchor`` (see its ``--help``)."""
+    from cno_annotate.fileio import atomic_write_text
+    from cno_annotate.store import audit
+
+    line = audit.anchor(_store(args).db)
+    if args.out is not None:
+        atomic_write_text(args.out, line + "\n")
+    print(line)
+    return 0
+
+
+def cmd_store_check(args) -> int:
+    """Run ``cno-annotate store check`` (see its ``--help``)."""
+    from cno_annotate.store import Store, audit
+    from cno_annotate.store.db import default_store_dir, integrity_problems
+
+    root = args.store or default_store_dir()
+    problems = integrity_problems(root)
+    for problem in problems:
+        print(f"integrity: {problem}")
+    if problems:
+        raise CnoError(f"the store at {root} is damaged ({len(problems)} problems listed); restore it from a backup")
+    store = Store.open(root, quick_check=False)
+    result = audit.verify(store.db)
+    for problem in result.problems:
+        print(f"audit: {problem}")
+    if not result.ok:
+        raise CnoError(f"the store at {store.root} is intact but its audit check failed: {result.reason}")
+    print(f"store intact (integrity check ok); {result.reason}")
     return 0
 
 

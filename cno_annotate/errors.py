@@ -8,3 +8,19 @@ exits 1, with no traceback.
 
 class CnoError(Exception):
     """An expected failure with a message meant for the user."""
+
+
+class StoreWriteError(CnoError):
+    """The store could not be written (locked, full, read-only); ``reason`` is SQLite's."""
+
+    def __init__(self, message: str, reason: str = ""):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ReadConflict(CnoError):
+    """A read changed in another window or program since it was loaded; the edit was refused."""
+
+
+class ReadLocked(CnoError):
+    """A submitted read cannot change (the database refuses it)."""

@@ -23,6 +23,7 @@ import numpy as np
 
 from cno_annotate import paths
 from cno_annotate.derive import rebuild_volumes
+from cno_annotate.errors import StoreWriteError
 from cno_annotate.io import nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
 from cno_annotate.io.roles import classify_sequence
@@ -235,22 +236,27 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
     owners = _Owners.from_store(store)
     unchanged = [_recorded_outcome(known, f) for f in files]
     pending = _Pending()
-    with header_value_cache():
-        indexed = _indexed([f.path for f, done in zip(files, unchanged) if done is None])
-        for n, (found, outcome) in enumerate(zip(files, unchanged), start=1):
-            if outcome is not None:
-                _count_unchanged(outcome, found, report)
-            else:
-                _, result = next(indexed)
-                _record_one(store, found, result, known, owners, pending, report)
-            if len(pending) >= _BATCH:
-                _flush(store, pending)
-                pending = _Pending()
-            if progress is not None:
-                progress(n, len(files))
-    _flush(store, pending)
-    for problem in rebuild_volumes(store, sorted(report.rederive)):
-        report.skip(problem["path"], problem["reason"])
+    saved = 0
+    try:
+        with header_value_cache():
+            indexed = _indexed([f.path for f, done in zip(files, unchanged) if done is None])
+            for n, (found, outcome) in enumerate(zip(files, unchanged), start=1):
+                if outcome is not None:
+                    _count_unchanged(outcome, found, report)
+                else:
+                    _, result = next(indexed)
+                    _record_one(store, found, result, known, owners, pending, report)
+                if len(pending) >= _BATCH:
+                    _flush(store, pending)
+                    saved, pending = saved + len(pending.records), _Pending()
+                if progress is not None:
+                    progress(n, len(files))
+        _flush(store, pending)
+        saved += len(pending.records)
+        for problem in rebuild_volumes(store, sorted(report.rederive)):
+            report.skip(problem["path"], problem["reason"])
+    except StoreWriteError as exc:
+        raise StoreWriteError(_stopped_message(store, exc, saved), exc.reason) from None
     with store.transaction():
         store.db.executemany("INSERT INTO skipped VALUES (?, ?, ?)",
                              [(run_id, item["path"], item["reason"]) for item in report.skipped])
@@ -289,6 +295,15 @@ def _count_unchanged(outcome: tuple, found: FoundFile, report: ImportReport) -> 
     else:
         report.instances += 1
         report.already_imported += 1
+
+
+def _stopped_message(store: Store, exc: StoreWriteError, saved: int) -> str:
+    """What a write failure in the middle of an import left behind, truthfully."""
+    if not saved:
+        return str(exc)
+    return (f"the store at {store.root} could not be written ({exc.reason}): the import stopped after saving "
+            f"{saved} images (kept in the store, their series may be incomplete); run the import again to "
+            f"finish it")
 
 
 def index_file(path: str | Path) -> list[ImageRecord] | str | None:

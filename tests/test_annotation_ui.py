@@ -417,3 +417,28 @@ def test_delete_is_at_once_and_undoable_without_a_dialog(window, qtbot):
     assert "Ctrl+Z" in window.statusBar().currentMessage()
     window.undo_action.trigger()
     assert len(window.read_session.read.lesions) == 1
+
+
+def test_an_edit_on_a_read_changed_elsewhere_is_refused_and_the_panel_reloads(window, qtbot):
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.store import Store
+
+    panel = _place_distal_femur_lesion(window, qtbot)
+    lesion = panel.selected
+    elsewhere = ReadSession.open(Store.open(window.store_root), window.read_session.read.read_id)
+    elsewhere.update_lesion(lesion, comment="from the other window")
+    panel.comment.setFocus()
+    panel.comment.setText("mine")
+    qtbot.keyClick(panel.comment, Qt.Key_Return)
+    assert "changed in another window" in window.statusBar().currentMessage()
+    assert window.read_session.read.lesion(lesion).comment == "from the other window"
+    panel.comment.setFocus()
+    panel.comment.setText("mine")
+    qtbot.keyClick(panel.comment, Qt.Key_Return)  # the retry, on the reloaded read, goes through
+    assert window.read_session.read.lesion(lesion).comment == "mine"
+
+
+def test_the_viewer_waits_only_briefly_for_a_locked_store(window):
+    from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
+
+    assert window.store.db.execute("PRAGMA busy_timeout").fetchone()[0] == int(INTERACTIVE_BUSY_TIMEOUT * 1000)

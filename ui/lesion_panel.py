@@ -30,7 +30,7 @@ from PySide6.QtWidgets import (
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Item
 from cno_annotate.annotation.scoring import NO_LESION, UNIT_NOT_ASSESSABLE
-from cno_annotate.errors import CnoError
+from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 
 NO_SIDE = "—"
 CHECKED_STYLE = "QToolButton { min-width: 22px; } QToolButton:checked { background: #1f6fd1; color: white; font-weight: bold; }"
@@ -574,9 +574,18 @@ class LesionPanel(QWidget):
         self.session_replaced.emit(session)
 
     def _run(self, action) -> None:
-        """Run an edit; show a refusal from the core as a message, not a crash."""
+        """Run an edit; show a refusal from the core as a message, not a crash.
+
+        A read changed or submitted in another window or program: the session
+        has reloaded it, so the panel shows what the store holds now.
+        """
         try:
             action()
+        except (ReadConflict, ReadLocked) as exc:
+            self.message.emit(str(exc))
+            if self.selected is not None and self.selected not in {l.lesion_id for l in self.session.read.lesions}:
+                self.selected = None
+            self.refresh()
         except CnoError as exc:
             self.message.emit(str(exc))
             self.refresh()

@@ -45,6 +45,7 @@ from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
+from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
@@ -181,7 +182,7 @@ class MainWindow(QMainWindow):
         self.theme = default_theme()
         apply_theme(self.theme)
         self.store_root = Path(store_root)
-        self.store = Store.open(self.store_root)
+        self.store = Store.open(self.store_root, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)  # never freeze on a lock
         self.reader = reader or default_reader()
         self.reading_study = reading_study  # reader mode: blinded, reading codes only
         self.role = rs.role_of(self.store, reading_study, self.reader) if reading_study else "reader"

@@ -5,13 +5,25 @@ bumps the read's revision: after a crash the store holds every change that
 was committed and no half change. The undo history lives in the
 :class:`ReadSession` (one step per user gesture) and undoing is itself a
 saved change.
+
+Two windows or programs may hold the same read. Each change is written only
+if the read's revision is still the one the session loaded (and the read is
+still a draft), checked in the same UPDATE that bumps it: a change based on
+a stale copy is refused with :class:`~cno_annotate.errors.ReadConflict` and
+the session reloads the read, so nobody's edit is silently overwritten. The
+database itself refuses changes to submitted reads (triggers) and a second
+first version or successor of a read (unique indexes); see store/db.py.
+A session on a case that was never edited holds no read in the store yet:
+the read is created with the first change.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus
@@ -30,10 +42,10 @@ from cno_annotate.annotation.validation import (
     read_problems,
     reference_problems,
 )
-from cno_annotate.errors import CnoError
+from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 from cno_annotate.events import Event
 from cno_annotate.store import audit
-from cno_annotate.store.db import Store, now
+from cno_annotate.store.db import LOCKED_MESSAGE, Store, now
 
 EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
 
@@ -90,7 +102,22 @@ def load_read(store: Store, read_id: str) -> Read:
 
 def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy: Taxonomy,
                 read_id: str | None = None, reading_study: str | None = None, role: str = "reader") -> Read:
-    """Create an empty draft read (and record it in the audit trail)."""
+    """Create an empty draft read (and record it in the audit trail).
+
+    Raises
+    ------
+    ReadConflict
+        If the reader already has a read of this case (made in another program).
+    """
+    read = new_read(store, study_uid, reader, scheme, taxonomy, read_id, reading_study, role)
+    with guarded(store, read.read_id), store.transaction() as db:
+        _insert_new(db, read)
+    return read
+
+
+def new_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy: Taxonomy,
+             read_id: str | None = None, reading_study: str | None = None, role: str = "reader") -> Read:
+    """An empty draft read, not yet stored (checked as ``read import`` checks one)."""
     if not reader.strip():
         raise CnoError("a read needs a reader id")
     stamp = now()
@@ -101,10 +128,31 @@ def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxon
         problems = reference_problems(store, [read])
         if problems:
             raise CnoError(problems[0].reason)
-    with store.transaction() as db:
-        _insert_read_row(db, read, next_lesion=1)
-        audit.append(db, reader, "create", f"read:{read.read_id}", after=_read_summary(read))
     return read
+
+
+def _insert_new(db, read: Read) -> None:
+    _insert_read_row(db, read, next_lesion=1)
+    audit.append(db, read.reader, "create", f"read:{read.read_id}", after=_read_summary(read))
+
+
+@contextmanager
+def guarded(store: Store, read_id: str):
+    """Turn the database's refusals about a read into clear errors.
+
+    The lock triggers become :class:`ReadLocked`; the unique indexes (a second
+    first version, or a second successor, of one read) :class:`ReadConflict`.
+    """
+    try:
+        yield
+    except sqlite3.IntegrityError as exc:
+        text = str(exc)
+        if LOCKED_MESSAGE in text:
+            raise ReadLocked(f"read {read_id} is submitted and locked (the store refused the change)") from None
+        if "UNIQUE" in text and ("reads." in text or "reads_one_" in text):
+            raise ReadConflict(f"read {read_id}: another window or program made a read of this case, or a new "
+                               f"version of this read, at the same time; reopen the case") from None
+        raise CnoError(f"the store refused the change to read {read_id}: {text}") from None
 
 
 def _insert_read_row(db, read: Read, next_lesion: int) -> None:
@@ -119,25 +167,38 @@ def _read_summary(read: Read) -> dict:
 
 
 def write_read(store: Store, read: Read, actor: str = "coordinator", in_transaction: bool = False) -> None:
-    """Write a whole read (replacing any read with the same id), in one transaction, audited.
+    """Write a whole read (replacing a draft with the same id), in one transaction, audited.
 
     With ``in_transaction`` the caller holds the transaction (to write several
     reads all or nothing).
+
+    Raises
+    ------
+    ReadLocked
+        If the store holds a submitted read with this id (it is never overwritten).
     """
-    if in_transaction:
-        _write_read(store.db, read)
-        audit.append(store.db, actor, "import", f"read:{read.read_id}", after=_read_summary(read),
-                     lesions=len(read.lesions))
-    else:
-        with store.transaction() as db:
-            _write_read(db, read)
-            audit.append(db, actor, "import", f"read:{read.read_id}", after=_read_summary(read),
-                         lesions=len(read.lesions))
+    try:
+        with guarded(store, read.read_id):
+            if in_transaction:
+                _write_audited(store.db, read, actor)
+            else:
+                with store.transaction() as db:
+                    _write_audited(db, read, actor)
+    except ReadLocked:
+        raise ReadLocked(f"the store's read {read.read_id} is submitted and locked: it cannot be replaced "
+                         f"(nothing was changed)") from None
+
+
+def _write_audited(db, read: Read, actor: str) -> None:
+    _write_read(db, read)
+    audit.append(db, actor, "import", f"read:{read.read_id}", after=_read_summary(read), lesions=len(read.lesions))
 
 
 def _write_read(db, read: Read) -> None:
+    """Replace the read's rows: inserted as a draft, its lesions and marks added, then its status set."""
     db.execute("DELETE FROM reads WHERE read_id = ?", (read.read_id,))
-    _insert_read_row(db, read, next_lesion=1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0))
+    _insert_read_row(db, dataclasses.replace(read, status=ReadStatus.DRAFT),
+                     next_lesion=1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0))
     for n, lesion in enumerate(read.lesions):
         db.execute("INSERT INTO lesions VALUES (?,?,?,?)",
                    (read.read_id, lesion.lesion_id, n, json.dumps(lesion.to_dict())))
@@ -146,6 +207,8 @@ def _write_read(db, read: Read) -> None:
     for unit_id, grades in read.unit_grades.items():
         for item_id, grade in grades.items():
             db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read.read_id, unit_id, item_id, json.dumps(grade)))
+    if read.status != ReadStatus.DRAFT:
+        db.execute("UPDATE reads SET status = ? WHERE read_id = ?", (read.status, read.read_id))
 
 
 def _state_json(lesions: dict, marks: dict) -> dict:
@@ -184,7 +247,7 @@ class ReadSession:
         After every change, undo and redo.
     """
 
-    def __init__(self, store: Store, read: Read, actor: str | None = None):
+    def __init__(self, store: Store, read: Read, actor: str | None = None, stored: bool = True):
         if actor is not None and actor != read.reader:
             raise CnoError(f"read {read.read_id} belongs to reader {read.reader}; {actor} cannot open it")
         self.store = store
@@ -195,6 +258,7 @@ class ReadSession:
         self._undo: list[_Change] = []
         self._redo: list[_Change] = []
         self.changed = Event()
+        self.stored = stored  # False until the first change creates the read in the store
 
     @classmethod
     def open(cls, store: Store, read_id: str, actor: str | None = None) -> ReadSession:
@@ -205,15 +269,18 @@ class ReadSession:
     def open_or_create(cls, store: Store, study_uid: str, reader: str, scheme_id: str | None = None,
                        taxonomy: str = DEFAULT_TAXONOMY, reading_study: str | None = None,
                        role: str = "reader", scheme_version: str | None = None) -> ReadSession:
-        """The reader's latest read (version) of a study, or a new draft."""
-        existing = [r for r in list_reads(store, study_uid, reader, reading_study, latest_only=True)
-                    if r["reading_study"] == reading_study and r["role"] == role]
-        if existing:
-            return cls.open(store, existing[-1]["read_id"], reader)
+        """The reader's latest read (version) of a study, or a new draft.
+
+        A new draft is not written to the store until its first change, so
+        opening a case only to look at it leaves no read behind.
+        """
+        latest = _latest_read_id(store, study_uid, reader, reading_study, role)
+        if latest is not None:
+            return cls.open(store, latest, reader)
         scheme = load_scheme(scheme_id, scheme_version) if scheme_id else load_scheme()
-        read = create_read(store, study_uid, reader, scheme, load_taxonomy(taxonomy), reading_study=reading_study,
-                           role=role)
-        return cls(store, read, reader)
+        read = new_read(store, study_uid, reader, scheme, load_taxonomy(taxonomy), reading_study=reading_study,
+                        role=role)
+        return cls(store, read, reader, stored=False)
 
     @classmethod
     def new_version(cls, store: Store, read_id: str, actor: str, reason: str) -> ReadSession:
@@ -238,7 +305,7 @@ class ReadSession:
         new = dataclasses.replace(old, read_id=uuid.uuid4().hex, status=ReadStatus.DRAFT, started=stamp, submitted=None,
                                   modified=stamp, revision=0, version=old.version + 1, supersedes=old.read_id,
                                   reason=reason.strip())
-        with store.transaction() as db:
+        with guarded(store, read_id), store.transaction() as db:
             _write_read(db, new)
             audit.append(db, actor, "new-version", f"read:{new.read_id}", before={"read_id": old.read_id},
                          after=_read_summary(new), reason=new.reason)
@@ -255,6 +322,23 @@ class ReadSession:
         """Whether there is an undone change to redo."""
         return bool(self._redo)
 
+    def reload(self) -> None:
+        """Load the read again from the store (after a conflict); the undo history is cleared.
+
+        A session whose read was not yet stored picks up a read of the case
+        that another window or program created meanwhile.
+        """
+        read = self.read
+        if not self.stored:
+            latest = _latest_read_id(self.store, read.study_uid, read.reader, read.reading_study, read.role)
+            if latest is not None:
+                self.read, self.stored = load_read(self.store, latest), True
+        elif self.store.db.execute("SELECT 1 FROM reads WHERE read_id = ?", (read.read_id,)).fetchone():
+            self.read = load_read(self.store, read.read_id)
+        self._undo.clear()
+        self._redo.clear()
+        self.changed.emit("reload")
+
     def scores(self) -> ReadScores:
         """Scores of the read as it is now."""
         findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in self.read.lesions]
@@ -262,21 +346,20 @@ class ReadSession:
 
     # -- edits -----------------------------------------------------------------------------
     def add_lesion(self, position, series_uid: str, voxel, **fields) -> str:
-        """Place a lesion; returns its id (ids are never reused)."""
+        """Place a lesion; returns its id (ids are never reused; the number is taken inside the write)."""
         self._require_draft()
-        number = self.store.db.execute(
-            "SELECT next_lesion FROM reads WHERE read_id = ?", (self.read.read_id,)).fetchone()[0]
         stamp = now()
         unknown = set(fields) - EDITABLE
         if unknown:
             raise CnoError(f"cannot set {', '.join(sorted(unknown))} of a lesion")
-        lesion = self._validated({"lesion_id": f"L{number}", "position": position, "series_uid": series_uid,
+        lesion = self._validated({"lesion_id": "L0", "position": position, "series_uid": series_uid,
                                   "voxel": voxel, "created_by": self.read.reader, "created_at": stamp,
                                   "modified_by": self.read.reader, "modified_at": stamp, **fields})
         self._check_whole_read({lesion.lesion_id: lesion}, {})
-        self._commit(_Change("add lesion", {lesion.lesion_id: None}, {lesion.lesion_id: lesion}, {}, {}),
-                     next_lesion=number + 1)
-        return lesion.lesion_id
+        added = self._write({}, {}, action="add lesion", new_lesion=lesion)
+        assert added is not None
+        self._remember(_Change("add lesion", {added.lesion_id: None}, {added.lesion_id: added}, {}, {}))
+        return added.lesion_id
 
     def update_lesion(self, lesion_id: str, **fields) -> None:
         """Change fields of a lesion (site_id, side, subsite, extent, grades, comment, ...)."""
@@ -351,17 +434,24 @@ class ReadSession:
         return unit.items[item_id], item_id not in unit.proposed
 
     def submit(self) -> None:
-        """Submit the read: it is locked from then on."""
+        """Submit the read: it is locked from then on (the database refuses later changes)."""
         self._require_draft()
         if self.scores().unplaced_lesions:
             raise CnoError(f"lesions without a site or side: {', '.join(self.scores().unplaced_lesions)}")
         check_read(dataclasses.replace(self.read, status=ReadStatus.SUBMITTED), self.taxonomy)
         stamp = now()
-        with self.store.transaction() as db:
-            db.execute("UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
-                       "WHERE read_id = ?", (stamp, stamp, self.read.read_id))
-            audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft", after="submitted",
-                         total=self.scores().total)
+        with self._refusals_reload():
+            with guarded(self.store, self.read.read_id), self.store.transaction() as db:
+                self._create_if_new(db)
+                row = db.execute(
+                    "UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
+                    "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
+                    (stamp, stamp, self.read.read_id, self.read.revision)).fetchone()
+                if row is None:
+                    raise self._refusal(db)
+                audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft",
+                             after="submitted", total=self.scores().total)
+        self.stored = True
         self.read = load_read(self.store, self.read.read_id)
         self._undo.clear()
         self._redo.clear()
@@ -371,20 +461,22 @@ class ReadSession:
         """Undo the last change (a no-op when there is none)."""
         if not self._undo:
             return
-        change = self._undo.pop()
+        self._require_draft()
+        change = self._undo[-1]
         self._write(change.lesions_before, change.marks_before, action=f"undo {change.label}",
                     before=(change.lesions_after, change.marks_after), unit_grades=change.grades_before)
-        self._redo.append(change)
+        self._redo.append(self._undo.pop())
         self.changed.emit(f"undo {change.label}")
 
     def redo(self) -> None:
         """Redo the last undone change."""
         if not self._redo:
             return
-        change = self._redo.pop()
+        self._require_draft()
+        change = self._redo[-1]
         self._write(change.lesions_after, change.marks_after, action=f"redo {change.label}",
                     before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
-        self._undo.append(change)
+        self._undo.append(self._redo.pop())
         self.changed.emit(f"redo {change.label}")
 
     # -- internals ---------------------------------------------------------------------------
@@ -421,42 +513,114 @@ class ReadSession:
         if new:
             raise CnoError(new[0].reason)
 
-    def _commit(self, change: _Change, next_lesion: int | None = None) -> None:
-        self._write(change.lesions_after, change.marks_after, next_lesion, action=change.label,
+    def _commit(self, change: _Change) -> None:
+        self._write(change.lesions_after, change.marks_after, action=change.label,
                     before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
+        self._remember(change)
+
+    def _remember(self, change: _Change) -> None:
         self._undo.append(change)
         self._redo.clear()
         self.changed.emit(change.label)
 
-    def _write(self, lesions: dict, marks: dict, next_lesion: int | None = None, action: str = "change",
-               before: tuple = ({}, {}), unit_grades: dict | None = None) -> None:
-        """Apply lesion, mark and unit-grade states, with their audit entry, in one transaction; then in memory."""
+    @contextmanager
+    def _refusals_reload(self):
+        """A refused change (conflict, lock) reloads the read, then the refusal goes on to the caller."""
+        try:
+            yield
+        except (ReadConflict, ReadLocked):
+            self.reload()
+            raise
+
+    def _create_if_new(self, db) -> None:
+        if not self.stored:
+            _insert_new(db, self.read)
+
+    def _refusal(self, db) -> CnoError:
+        """Why the revision-checked UPDATE matched no row."""
+        read_id = self.read.read_id
+        row = db.execute("SELECT status, revision FROM reads WHERE read_id = ?", (read_id,)).fetchone()
+        if row is None:
+            return ReadConflict(f"read {read_id} is no longer in the store; your change was not saved")
+        if row["status"] != ReadStatus.DRAFT:
+            return ReadLocked(f"read {read_id} was submitted in another window or program and is locked; "
+                              f"your change was not saved")
+        return ReadConflict(f"read {read_id} was changed in another window or program (revision {row['revision']}, "
+                            f"this window had {self.read.revision}); your change was not saved and the read was "
+                            f"reloaded: check it and repeat the change")
+
+    def _write(self, lesions: dict, marks: dict, action: str = "change", before: tuple = ({}, {}),
+               new_lesion: Lesion | None = None, unit_grades: dict | None = None) -> Lesion | None:
+        """Apply lesion, mark and unit-grade states, with their audit entry, in one transaction; then in memory.
+
+        The write goes through only if the stored read is still the draft at
+        the revision this session holds (checked in the UPDATE that bumps it).
+        A ``new_lesion`` gets the read's next lesion number inside the same
+        transaction; it is returned with its id.
+
+        Raises
+        ------
+        ReadConflict, ReadLocked
+            The read changed or was submitted elsewhere; the session reloads it.
+        """
         read_id = self.read.read_id
         ordinals = {l.lesion_id: n for n, l in enumerate(self.read.lesions)}
         stamp = now()
-        with self.store.transaction() as db:
-            for lesion_id, lesion in lesions.items():
-                if lesion is None:
-                    db.execute("DELETE FROM lesions WHERE read_id = ? AND lesion_id = ?", (read_id, lesion_id))
-                else:
-                    ordinal = ordinals.get(lesion_id, _lesion_number(lesion_id))
-                    db.execute("INSERT OR REPLACE INTO lesions VALUES (?,?,?,?)",
-                               (read_id, lesion_id, ordinal, json.dumps(lesion.to_dict())))
-            for unit_id, mark in marks.items():
-                if mark is None:
-                    db.execute("DELETE FROM unit_marks WHERE read_id = ? AND unit_id = ?", (read_id, unit_id))
-                else:
-                    db.execute("INSERT OR REPLACE INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, mark))
-            for (unit_id, item_id), grade in (unit_grades or {}).items():
-                db.execute("DELETE FROM unit_grades WHERE read_id = ? AND unit_id = ? AND item_id = ?",
-                           (read_id, unit_id, item_id))
-                if grade is not None:
-                    db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, unit_id, item_id, json.dumps(grade)))
-            extra = ", next_lesion = ?" if next_lesion is not None else ""
-            args = (stamp, next_lesion, read_id) if next_lesion is not None else (stamp, read_id)
-            db.execute(f"UPDATE reads SET revision = revision + 1, modified = ?{extra} WHERE read_id = ?", args)
-            after = _state_json(lesions, marks)
-            if unit_grades:
-                after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
-            audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after)
+        with self._refusals_reload():
+            with guarded(self.store, read_id), self.store.transaction() as db:
+                self._create_if_new(db)
+                row = db.execute(
+                    "UPDATE reads SET revision = revision + 1, modified = ?, next_lesion = next_lesion + ? "
+                    "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING next_lesion",
+                    (stamp, int(new_lesion is not None), read_id, self.read.revision)).fetchone()
+                if row is None:
+                    raise self._refusal(db)
+                if new_lesion is not None:
+                    new_lesion = dataclasses.replace(new_lesion, lesion_id=f"L{row[0] - 1}")
+                    lesions, before = {new_lesion.lesion_id: new_lesion}, ({new_lesion.lesion_id: None}, {})
+                _write_rows(db, read_id, lesions, marks, before, ordinals)
+                _write_unit_grades(db, read_id, unit_grades or {})
+                after = _state_json(lesions, marks)
+                if unit_grades:
+                    after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
+                audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after)
+        self.stored = True
         self.read = load_read(self.store, read_id)
+        return new_lesion
+
+
+def _write_rows(db, read_id: str, lesions: dict, marks: dict, before: tuple, ordinals: dict) -> None:
+    """Lesion and mark rows: deleted, inserted where there was none before, else updated in place."""
+    lesions_before, marks_before = before
+    for lesion_id, lesion in lesions.items():
+        if lesion is None:
+            db.execute("DELETE FROM lesions WHERE read_id = ? AND lesion_id = ?", (read_id, lesion_id))
+        elif lesions_before.get(lesion_id) is None:
+            db.execute("INSERT INTO lesions VALUES (?,?,?,?)", (read_id, lesion_id,
+                       ordinals.get(lesion_id, _lesion_number(lesion_id)), json.dumps(lesion.to_dict())))
+        else:
+            db.execute("UPDATE lesions SET data = ? WHERE read_id = ? AND lesion_id = ?",
+                       (json.dumps(lesion.to_dict()), read_id, lesion_id))
+    for unit_id, mark in marks.items():
+        if mark is None:
+            db.execute("DELETE FROM unit_marks WHERE read_id = ? AND unit_id = ?", (read_id, unit_id))
+        elif marks_before.get(unit_id) is None:
+            db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, mark))
+        else:
+            db.execute("UPDATE unit_marks SET mark = ? WHERE read_id = ? AND unit_id = ?", (mark, read_id, unit_id))
+
+
+def _write_unit_grades(db, read_id: str, unit_grades: dict) -> None:
+    """Unit grades, keyed (unit id, item id): each replaced by its new value, or removed for None."""
+    for (unit_id, item_id), grade in unit_grades.items():
+        db.execute("DELETE FROM unit_grades WHERE read_id = ? AND unit_id = ? AND item_id = ?",
+                   (read_id, unit_id, item_id))
+        if grade is not None:
+            db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, unit_id, item_id, json.dumps(grade)))
+
+
+def _latest_read_id(store: Store, study_uid: str, reader: str, reading_study: str | None, role: str) -> str | None:
+    """The newest version of the reader's read of a study in this reading study and role, if any."""
+    rows = [r for r in list_reads(store, study_uid, reader, reading_study, latest_only=True)
+            if r["reading_study"] == reading_study and r["role"] == role]
+    return rows[-1]["read_id"] if rows else None

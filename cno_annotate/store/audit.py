@@ -3,9 +3,18 @@
 Each entry's hash is the SHA-256 of the previous entry's hash and the
 entry's own canonical JSON, so editing or deleting any entry breaks the
 chain from there on; the last sequence number and hash are also kept in
-``audit_head``, so cutting entries off the end is caught too. :func:`verify`
-names the first broken entry. Entries are written in the same transaction as
-the change they record.
+``audit_head``, so cutting entries off the end is caught too. Entries are
+written in the same transaction as the change they record.
+
+An entry about a read or a reading study also records the content hash of
+that object's whole state after the change (``state``): the read's row, its
+lesions and unit marks; the reading study's settings, cases, codes, readers,
+worklists and the patients and studies behind its cases. :func:`verify`
+checks the chain and then the data: every read and reading study in the
+store must equal the state its latest entry recorded, so a change made to
+the database outside the program is found. An *anchor* (the chain head,
+kept by the coordinator outside the store, see :func:`anchor`) catches a
+chain that was rewritten and recomputed.
 """
 
 from __future__ import annotations
@@ -15,6 +24,7 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+from cno_annotate.errors import CnoError
 from cno_annotate.store.db import now
 
 GENESIS = "0" * 64
@@ -42,6 +52,9 @@ def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=
     row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
     at = now()
+    kind, _, key = entity.partition(":")
+    if kind in STATES:
+        extra["state"] = STATES[kind](db, key)
     detail = json.dumps({"before": before, "after": after, **extra}, ensure_ascii=False, sort_keys=True)
     digest = _digest(prev, seq, at, actor, action, entity, detail)
     db.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?)", (seq, at, actor, action, entity, detail, prev, digest))
@@ -49,21 +62,110 @@ def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=
     return seq
 
 
+# -- the state of audited objects -------------------------------------------------------
+_READ_COLUMNS = ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy", "status", "started",
+                 "submitted", "modified", "revision", "next_lesion", "reading_study", "role", "version",
+                 "supersedes", "reason")
+
+
+def _hash(value) -> str:
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_state(db: sqlite3.Connection, read_id: str) -> str | None:
+    """Content hash of a read as stored (row, lesions, unit marks, unit grades); None if there is no such read."""
+    row = db.execute(f"SELECT {', '.join(_READ_COLUMNS)} FROM reads WHERE read_id = ?", (read_id,)).fetchone()
+    if row is None:
+        return None
+    lesions = db.execute("SELECT lesion_id, ordinal, data FROM lesions WHERE read_id = ? ORDER BY lesion_id",
+                         (read_id,)).fetchall()
+    marks = db.execute("SELECT unit_id, mark FROM unit_marks WHERE read_id = ? ORDER BY unit_id",
+                       (read_id,)).fetchall()
+    grades = db.execute("SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ? ORDER BY unit_id, item_id",
+                        (read_id,)).fetchall()
+    return _hash([list(row), [list(r) for r in lesions], [list(r) for r in marks], [list(r) for r in grades]])
+
+
+def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
+    """Content hash of a reading study: settings, cases and codes, the patients behind them, readers, worklists."""
+    row = db.execute("SELECT name, scheme_id, scheme_version, seed, show_age_sex, reveal_timepoints, created, "
+                     "created_by FROM reading_studies WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    cases = db.execute(
+        """
+        SELECT c.reading_code, c.study_uid, c.patient_code, c.timepoint, s.study_date,
+               p.patient_id, p.patient_name, p.birth_date, p.sex
+        FROM rs_cases c LEFT JOIN studies s USING (study_uid) LEFT JOIN patients p USING (patient_key)
+        WHERE c.reading_study = ? ORDER BY c.reading_code
+        """, (name,)).fetchall()
+    readers = db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader",
+                         (name,)).fetchall()
+    worklists = db.execute("SELECT reader, position, reading_code FROM rs_worklists WHERE reading_study = ? "
+                           "ORDER BY reader, position", (name,)).fetchall()
+    return _hash([list(row)] + [[list(r) for r in rows] for rows in (cases, readers, worklists)])
+
+
+#: Entity kinds whose state every entry records, and how to compute it.
+STATES = {"read": read_state, "reading-study": reading_study_state}
+_TABLES = {"read": "SELECT read_id FROM reads", "reading-study": "SELECT name FROM reading_studies"}
+
+
+# -- checking ------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Verification:
-    """The result of checking the chain."""
+    """The result of checking the chain and the data against it.
+
+    ``broken_at`` is the first bad entry (chain problems) or 0 (the data or
+    the anchor disagree with an intact chain); ``problems`` lists every
+    disagreement found, ``objects`` how many reads and reading studies were
+    compared with their audited state.
+    """
 
     entries: int
     broken_at: int | None
     reason: str
+    objects: int = 0
+    problems: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        """Whether the whole chain is intact."""
+        """Whether the chain is intact and the data match it."""
         return self.broken_at is None
 
 
-def verify(db: sqlite3.Connection) -> Verification:
+def verify(db: sqlite3.Connection, anchor_text: str | None = None) -> Verification:
+    """Check the chain, then the data against it, then the anchor (if given).
+
+    Parameters
+    ----------
+    anchor_text : str, optional
+        An anchor printed earlier by :func:`anchor` (``cno-audit-anchor:SEQ:HASH``).
+
+    Returns
+    -------
+    Verification
+        The first broken entry, or every read / reading study whose stored
+        content differs from its latest audited state.
+    """
+    chain = _verify_chain(db)
+    if not chain.ok:
+        return chain
+    latest = _latest_states(db)
+    problems = _data_problems(db, latest)
+    objects = sum(len(db.execute(sql).fetchall()) for sql in _TABLES.values())
+    if anchor_text is not None:
+        problems += _anchor_problems(db, anchor_text)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        return Verification(chain.entries, 0, problems[0] + more, objects, tuple(problems))
+    anchored = ", anchor matches" if anchor_text is not None else ""
+    return Verification(chain.entries, None, f"audit chain intact: {chain.entries} entries; {objects} reads and "
+                                             f"reading studies match their audited state{anchored}", objects)
+
+
+def _verify_chain(db: sqlite3.Connection) -> Verification:
     """Recompute the chain; report the first entry that was edited, removed or reordered."""
     expected_seq, prev = 1, GENESIS
     count = 0
@@ -85,6 +187,72 @@ def verify(db: sqlite3.Connection) -> Verification:
     if head is None and count:
         return Verification(count, 1, "the recorded end of the chain is missing")
     return Verification(count, None, f"audit chain intact: {count} entries")
+
+
+def _latest_states(db: sqlite3.Connection) -> dict[str, tuple[int, str | None]]:
+    """entity -> (seq, state) of the latest entry that recorded a state."""
+    latest: dict[str, tuple[int, str | None]] = {}
+    for seq, entity, detail in db.execute("SELECT seq, entity, detail FROM audit ORDER BY seq"):
+        if entity.partition(":")[0] in STATES:
+            recorded = json.loads(detail)
+            if "state" in recorded:
+                latest[entity] = (seq, recorded["state"])
+    return latest
+
+
+def _data_problems(db: sqlite3.Connection, latest: dict[str, tuple[int, str | None]]) -> list[str]:
+    problems = []
+    present = {f"{kind}:{key}" for kind, sql in _TABLES.items() for (key,) in db.execute(sql).fetchall()}
+    for entity in sorted(present | set(latest)):
+        kind, _, key = entity.partition(":")
+        current = STATES[kind](db, key)
+        if entity not in latest:
+            problems.append(f"{entity} is in the store but in no audit entry (added outside the program, or the "
+                            f"trail was cut)")
+        elif latest[entity][1] != current:
+            seq, recorded = latest[entity]
+            what = "was deleted" if current is None else ("was added" if recorded is None else "was changed")
+            problems.append(f"{entity} {what} outside the program after audit entry {seq} (its content differs "
+                            f"from the audited state)")
+    return problems
+
+
+# -- anchors ---------------------------------------------------------------------------------
+ANCHOR_PREFIX = "cno-audit-anchor"
+
+
+def anchor(db: sqlite3.Connection) -> str:
+    """The chain head as one line to keep outside the store (``cno-audit-anchor:SEQ:HASH``)."""
+    head = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
+    seq, digest = (head[0], head[1]) if head else (0, GENESIS)
+    return f"{ANCHOR_PREFIX}:{seq}:{digest}"
+
+
+def parse_anchor(text: str) -> tuple[int, str]:
+    """(seq, hash) of an anchor line.
+
+    Raises
+    ------
+    CnoError
+        If the text is not an anchor.
+    """
+    parts = text.strip().split(":")
+    if len(parts) != 3 or parts[0] != ANCHOR_PREFIX or not parts[1].isdigit() or len(parts[2]) != 64:
+        raise CnoError(f"not an audit anchor: {text.strip()[:80]!r} (expected {ANCHOR_PREFIX}:SEQ:HASH, as "
+                       f"printed by 'cno-annotate audit anchor')")
+    return int(parts[1]), parts[2]
+
+
+def _anchor_problems(db: sqlite3.Connection, text: str) -> list[str]:
+    seq, digest = parse_anchor(text)
+    if seq == 0:
+        return []
+    row = db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
+    if row is None:
+        return [f"the anchored entry {seq} is not in the chain (entries were removed)"]
+    if row[0] != digest:
+        return [f"entry {seq} differs from the anchor kept outside the store: the trail was rewritten"]
+    return []
 
 
 def entries(db: sqlite3.Connection, last: int = 20) -> list[dict]:

@@ -16,17 +16,23 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
-from cno_annotate.errors import CnoError
+from cno_annotate.errors import CnoError, StoreWriteError
 from cno_annotate.paths import from_text
+from cno_annotate.store.files import check_file, file_identity, newer_message, sidecar, writable
 from cno_annotate.store.locations import missing_files, relocate, resolve_relative_paths
-from cno_annotate.store.sqlite import Step, migrate, transaction
+from cno_annotate.store.sqlite import Step, migrate, statements, transaction
 
 STORE_ENV = "CNO_ANNOTATE_STORE"
 DB_NAME = "store.sqlite"
+#: Seconds a command waits for another program's write lock.
+DEFAULT_BUSY_TIMEOUT = 30.0
+#: Seconds the viewer waits: an edit on a busy store is refused at once, and can be retried.
+INTERACTIVE_BUSY_TIMEOUT = 0.3
 
 
 def _absolute_paths(connection: sqlite3.Connection) -> None:
@@ -185,9 +191,76 @@ MIGRATIONS: list[Step] = [
         PRIMARY KEY (read_id, unit_id, item_id)
     );
     """,
+    # 7: locks and uniqueness enforced by the database; every read and reading study gets an audited state.
+    lambda connection: _lock_reads(connection),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
+
+#: Raised by the triggers below; reads.py turns it into ReadLocked.
+LOCKED_MESSAGE = "read is submitted and locked"
+
+LOCKS = f"""
+    CREATE UNIQUE INDEX reads_one_first_version
+        ON reads (study_uid, reader, COALESCE(reading_study, ''), role) WHERE supersedes IS NULL;
+    CREATE UNIQUE INDEX reads_one_successor ON reads (supersedes) WHERE supersedes IS NOT NULL;
+    CREATE TRIGGER reads_locked_update BEFORE UPDATE ON reads WHEN OLD.status = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER reads_locked_delete BEFORE DELETE ON reads WHEN OLD.status = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+""" + "".join(
+    f"""
+    CREATE TRIGGER {table}_locked_insert BEFORE INSERT ON {table}
+        WHEN (SELECT status FROM reads WHERE read_id = NEW.read_id) = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER {table}_locked_update BEFORE UPDATE ON {table}
+        WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
+          OR (SELECT status FROM reads WHERE read_id = NEW.read_id) = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER {table}_locked_delete BEFORE DELETE ON {table}
+        WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    """ for table in ("lesions", "unit_marks", "unit_grades"))
+
+
+def _lock_reads(connection: sqlite3.Connection) -> None:
+    """Migration 7: drop empty duplicate drafts, add the unique indexes and lock triggers, audit a baseline.
+
+    Opening a case in two programs used to create two drafts; the extra ones
+    that hold nothing are removed (audited). Duplicates holding lesions or
+    marks are not guessed at: the store is refused with their ids.
+    """
+    from cno_annotate.store import audit
+
+    duplicates = connection.execute(
+        """
+        SELECT r.read_id, r.status, r.supersedes,
+               EXISTS (SELECT 1 FROM lesions l WHERE l.read_id = r.read_id)
+               OR EXISTS (SELECT 1 FROM unit_marks m WHERE m.read_id = r.read_id) AS holds,
+               EXISTS (SELECT 1 FROM reads n WHERE n.supersedes = r.read_id) AS superseded,
+               ROW_NUMBER() OVER (
+                   PARTITION BY CASE WHEN r.supersedes IS NULL
+                       THEN json_array(r.study_uid, r.reader, COALESCE(r.reading_study, ''), r.role)
+                       ELSE r.supersedes END
+                   ORDER BY r.status = 'draft', r.started, r.read_id) AS rank
+        FROM reads r
+        """).fetchall()
+    for read_id, status, supersedes, holds, superseded, rank in duplicates:
+        if rank == 1:
+            continue
+        if status != "draft" or holds or superseded:
+            raise CnoError(f"the store holds two reads of one case by one reader ({read_id} and another; "
+                           f"made by an older cno-annotate): export them with 'cno-annotate read export' and "
+                           f"ask for help to merge them")
+        connection.execute("DELETE FROM reads WHERE read_id = ?", (read_id,))
+        audit.append(connection, "cno-annotate", "delete", f"read:{read_id}",
+                     reason="an empty duplicate draft (the case was opened twice at once)")
+    for statement in statements(LOCKS):
+        connection.execute(statement)
+    for (read_id,) in connection.execute("SELECT read_id FROM reads ORDER BY read_id").fetchall():
+        audit.append(connection, "cno-annotate", "baseline", f"read:{read_id}")
+    for (name,) in connection.execute("SELECT name FROM reading_studies ORDER BY name").fetchall():
+        audit.append(connection, "cno-annotate", "baseline", f"reading-study:{name}")
 
 
 def default_store_dir() -> Path:
@@ -207,38 +280,103 @@ def now() -> str:
 class Store:
     """An open study store.
 
-    Use :meth:`open`; the connection is in WAL mode with foreign keys on.
+    Use :meth:`open`; the connection is in WAL mode with foreign keys on and
+    ``synchronous=FULL`` (a commit is on disk when it returns; see bench/README.md
+    for the measured cost). ``read_only`` is True when the store was opened for
+    reading only (read-only media, or asked for).
     """
 
-    def __init__(self, root: Path, connection: sqlite3.Connection):
+    def __init__(self, root: Path, connection: sqlite3.Connection, read_only: bool = False,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
         self.root = root
         self.db = connection
+        self.read_only = read_only
+        self._busy_timeout = busy_timeout
+        self._wal: tuple[int, int] | None = None
 
     @classmethod
-    def open(cls, root: Path | str | None = None) -> Store:
+    def open(cls, root: Path | str | None = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+             read_only: bool | None = None, quick_check: bool = True) -> Store:
         """Open (creating if needed) the store at ``root`` and migrate it.
+
+        Parameters
+        ----------
+        root : path, optional
+            The store folder (default :func:`default_store_dir`).
+        busy_timeout : float
+            Seconds to wait for another program's write lock before an edit is
+            refused; interactive sessions use :data:`INTERACTIVE_BUSY_TIMEOUT`.
+        read_only : bool, optional
+            Open for reading only. ``None`` (default): read-only when the store
+            exists but cannot be written (read-only media), else read-write.
+        quick_check : bool
+            Run SQLite's ``quick_check`` before use (a damaged store is refused).
 
         Raises
         ------
         CnoError
-            If the folder cannot be created, the file is not a store, or the
-            store is newer than this program.
+            If the folder cannot be created, the file is empty or not a store,
+            the store is newer than this program, damaged, or lost committed
+            changes with a deleted write-ahead log. A refusal writes nothing.
         """
         root = Path(root) if root is not None else default_store_dir()
+        path = root / DB_NAME
         try:
-            root.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(root / DB_NAME, timeout=30, isolation_level=None)
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute("PRAGMA foreign_keys=ON")
-            connection.execute("PRAGMA synchronous=NORMAL")
-            store = cls(root, connection)
-            store._migrate()
-        except sqlite3.DatabaseError as exc:
+            if path.exists():
+                check_file(path, SCHEMA_VERSION)
+                automatic = read_only is None
+                read_only = bool(read_only) or not (writable(root) and writable(path))
+            elif read_only:
+                raise CnoError(f"there is no store at {root}")
+            else:
+                automatic, read_only = False, False
+                root.mkdir(parents=True, exist_ok=True)
+                _create(path)
+            try:
+                store = cls._connected(root, busy_timeout, read_only, quick_check)
+            except sqlite3.OperationalError as exc:
+                if not automatic or read_only or not _cannot_write(exc):
+                    raise
+                store = cls._connected(root, busy_timeout, True, quick_check)  # e.g. a full disk
+        except sqlite3.OperationalError as exc:
             raise CnoError(f"cannot open the store at {root}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise CnoError(f"the store at {root} is damaged ({exc}); run 'cno-annotate store check' and restore it "
+                           f"from a backup (nothing was changed)") from None
         except OSError as exc:
             raise CnoError(f"cannot create the store at {root}: {exc.strerror}") from None
         return store
+
+    @classmethod
+    def _connected(cls, root: Path, busy_timeout: float, read_only: bool, quick_check: bool) -> Store:
+        connection = _connect(root / DB_NAME, busy_timeout, read_only)
+        store = cls(root, connection, read_only, busy_timeout)
+        try:
+            store._prepare(quick_check)
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def _prepare(self, quick_check: bool) -> None:
+        """Check the version and health, then set the connection up and migrate."""
+        self._refuse_newer()
+        if quick_check:
+            problem = self.db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise CnoError(f"the store at {self.root} is damaged ({problem}); run 'cno-annotate store "
+                               f"check' and restore the store from a backup")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        if self.read_only:
+            if self.schema_version < SCHEMA_VERSION:
+                raise CnoError(f"the store at {self.root} is read-only and from an older cno-annotate "
+                               f"(schema {self.schema_version}); open it once where it can be written to upgrade it")
+            return
+        self.db.execute("PRAGMA synchronous=FULL")
+        if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            self.db.execute("PRAGMA journal_mode=WAL")
+        self._migrate()
+        self._wal = file_identity(sidecar(self.root / DB_NAME, "-wal"))
 
     def close(self) -> None:
         """Close the database connection."""
@@ -251,13 +389,12 @@ class Store:
         path.mkdir(exist_ok=True)
         return path
 
-    def _migrate(self) -> None:
+    def _refuse_newer(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise CnoError(
-                f"the store at {self.root} has schema version {version}; this program knows up "
-                f"to {SCHEMA_VERSION}: update cno-annotate"
-            )
+            raise CnoError(newer_message(self.root, version, SCHEMA_VERSION))
+
+    def _migrate(self) -> None:
         migrate(self.db, MIGRATIONS)
 
     @property
@@ -269,17 +406,40 @@ class Store:
     def transaction(self):
         """A write transaction: all or nothing (``with store.transaction() as db:``).
 
+        After the commit, a write-ahead log deleted behind the program's back
+        is noticed: its committed contents are copied into the main file and
+        the connection is reopened, so a crash later loses nothing.
+
         Raises
         ------
-        CnoError
+        StoreWriteError
             If SQLite cannot write (locked by another program, disk full, read-only);
             nothing of the transaction is applied.
         """
+        if self.read_only:
+            raise StoreWriteError(f"the store at {self.root} is open read-only (read-only media?); "
+                                  f"nothing was changed", "read-only")
         try:
             with transaction(self.db) as db:
                 yield db
         except sqlite3.OperationalError as exc:
-            raise CnoError(f"the store at {self.root} could not be written ({exc}); nothing was changed") from None
+            raise StoreWriteError(f"the store at {self.root} could not be written ({exc}); nothing was changed",
+                                  str(exc)) from None
+        self._check_wal()
+
+    def _check_wal(self) -> None:
+        """Save the commits of a write-ahead log that was deleted while open, then reopen."""
+        wal = sidecar(self.root / DB_NAME, "-wal")
+        identity = file_identity(wal)
+        if self._wal is None or identity == self._wal:
+            self._wal = identity
+            return
+        self.db.execute("PRAGMA wal_checkpoint(FULL)")
+        self.db.close()
+        self.db = _connect(self.root / DB_NAME, self._busy_timeout, False)
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self._wal = None
 
     # -- queries ------------------------------------------------------------
     def studies(self) -> list[dict]:
@@ -406,6 +566,85 @@ class Store:
             ]
             runs.append(run)
         return runs
+
+
+def integrity_problems(root: Path, limit: int = 20) -> list[str]:
+    """SQLite's full ``integrity_check`` of a store, read-only; an empty list when it is intact.
+
+    Raises
+    ------
+    CnoError
+        If there is no store, or its file is refused before SQLite opens it.
+    """
+    path = Path(root) / DB_NAME
+    if not path.exists():
+        raise CnoError(f"there is no store at {root}")
+    try:
+        check_file(path, SCHEMA_VERSION)
+    except CnoError as exc:
+        return [str(exc)]
+    try:
+        wal = sidecar(path, "-wal")
+        if wal.exists() and wal.stat().st_size:
+            connection = _connect(path, DEFAULT_BUSY_TIMEOUT, read_only=True)
+        else:  # nothing outside the main file: read it without creating the WAL index files
+            connection = sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", isolation_level=None, uri=True)
+        try:
+            rows = connection.execute(f"PRAGMA integrity_check({int(limit)})").fetchall()
+        finally:
+            connection.close()
+    except sqlite3.DatabaseError as exc:
+        return [str(exc)]
+    return [r[0] for r in rows if r[0] != "ok"]
+
+
+def _cannot_write(exc: sqlite3.OperationalError) -> bool:
+    """Whether SQLite failed because the location cannot be written (full, read-only)."""
+    text = str(exc).lower()
+    return any(word in text for word in ("readonly", "read-only", "disk", "full", "unable to open"))
+
+
+def _connect(path: Path, busy_timeout: float, read_only: bool) -> sqlite3.Connection:
+    """A connection in autocommit mode with rows as :class:`sqlite3.Row`.
+
+    Read-only: ``mode=ro``, and ``immutable=1`` where even that cannot work
+    (read-only media without the WAL index files).
+    """
+    if not read_only:
+        connection = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
+    else:
+        uri = path.resolve().as_uri()
+        connection = sqlite3.connect(f"{uri}?mode=ro", timeout=busy_timeout, isolation_level=None, uri=True)
+        try:
+            connection.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError:
+            connection.close()
+            connection = sqlite3.connect(f"{uri}?immutable=1", isolation_level=None, uri=True)
+    connection.row_factory = sqlite3.Row
+    return connection
+
+
+def _create(path: Path) -> None:
+    """Create a new store file whole: built aside with its schema, then linked into place.
+
+    If another program creates the store at the same moment, its file is kept
+    and this one discarded; nobody ever sees a half-made or empty store.
+    """
+    temporary = path.with_name(f".{path.name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        connection = sqlite3.connect(temporary, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            migrate(connection, MIGRATIONS)
+        finally:
+            connection.close()
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+    finally:
+        for leftover in (temporary, sidecar(temporary, "-wal"), sidecar(temporary, "-shm")):
+            leftover.unlink(missing_ok=True)
 
 
 def _volume_row(row: sqlite3.Row) -> dict:

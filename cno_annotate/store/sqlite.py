@@ -27,12 +27,25 @@ def transaction(connection: sqlite3.Connection):
 
 
 def statements(script: str) -> list[str]:
-    """The statements of a migration script."""
-    return [s.strip() for s in script.split(";") if s.strip()]
+    """The statements of a migration script (a trigger body's semicolons stay inside its statement)."""
+    out, pending = [], ""
+    for part in script.split(";"):
+        pending += part + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \n;"):
+                out.append(pending.strip())
+            pending = ""
+    if pending.strip(" \n;"):
+        out.append(pending.strip())
+    return out
 
 
 def migrate(connection: sqlite3.Connection, migrations: Sequence[Step]) -> tuple[int, int]:
-    """Apply the missing migration steps in order, each in its own transaction.
+    """Apply the missing migration steps in order, each in its own write transaction.
+
+    A step is an SQL script or a function of the connection. The version is
+    read again inside each transaction (which holds the write lock), so two
+    programs opening a new or old database at once apply every step once.
 
     Returns
     -------
@@ -41,13 +54,16 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Step]) -> tuple
         newer than this program and nothing was done.
     """
     before = connection.execute("PRAGMA user_version").fetchone()[0]
-    for step in range(before, len(migrations)):
+    while True:
         with transaction(connection):
-            script = migrations[step]
-            if callable(script):
-                script(connection)
+            step = connection.execute("PRAGMA user_version").fetchone()[0]
+            if step >= len(migrations):
+                break
+            migration = migrations[step]
+            if callable(migration):
+                migration(connection)
             else:
-                for statement in statements(script):
+                for statement in statements(migration):
                     connection.execute(statement)
             connection.execute(f"PRAGMA user_version = {step + 1}")
     return before, max(before, len(migrations))

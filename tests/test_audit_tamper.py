@@ -1,0 +1,146 @@
+"""Tamper evidence that covers the data: direct changes to the database are found, an anchor finds a rewritten chain."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+
+import pytest
+
+from cno_annotate import reading_study as rs
+from cno_annotate.annotation.reads import ReadSession
+from cno_annotate.store import Store, audit
+from cno_annotate.store.audit import _digest
+
+SERIES = "1.2.3"
+
+
+@pytest.fixture
+def trial(sample_store, tmp_path) -> Store:
+    """A reading study with one case, two readers, a submitted read and a draft with a unit mark."""
+    shutil.copytree(sample_store.root, tmp_path / "store")
+    store = Store.open(tmp_path / "store")
+    uid = store.studies()[0]["study_uid"]
+    rs.create(store, "trial", show_age_sex=True)
+    rs.add_cases(store, "trial", [uid])
+    rs.add_readers(store, "trial", ["dr-a", "dr-b"])
+    rs.assign(store, "trial")
+    for reader in ("dr-a", "dr-b"):
+        session = ReadSession.open_or_create(store, uid, reader, reading_study="trial")
+        session.add_lesion((1.0, 2.0, 3.0), SERIES, (1, 2, 3), site_id="femur.distal", side="R",
+                           grades={"marrow_hyperintensity": 2})
+        session.mark_unit("spine.L5", "no_lesion")
+        if reader == "dr-a":
+            session.submit()
+    return store
+
+
+def _attacker(store: Store) -> sqlite3.Connection:
+    """Someone with write access to the file and an SQLite shell: the lock triggers are dropped first."""
+    db = sqlite3.connect(store.root / "store.sqlite", isolation_level=None)
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    return db
+
+
+def _read_id(store: Store, reader: str) -> str:
+    return store.db.execute("SELECT read_id FROM reads WHERE reader = ?", (reader,)).fetchone()[0]
+
+
+#: Eight direct changes to the data, as (name, entity kind, SQL with the target's read id or study name).
+TAMPERS = [
+    ("lesion grade", "read", "UPDATE lesions SET data = replace(data, '\"marrow_hyperintensity\": 2', "
+                             "'\"marrow_hyperintensity\": 0') WHERE read_id = :a"),
+    ("lesion deleted", "read", "DELETE FROM lesions WHERE read_id = :a"),
+    ("status", "read", "UPDATE reads SET status = 'draft', submitted = NULL WHERE read_id = :a"),
+    ("reader", "read", "UPDATE reads SET reader = 'dr-z' WHERE read_id = :a"),
+    ("unit mark", "read", "UPDATE unit_marks SET mark = 'not_assessable' WHERE read_id = :b"),
+    ("patient", "reading-study", "UPDATE patients SET sex = CASE sex WHEN 'F' THEN 'M' ELSE 'F' END, "
+                                 "birth_date = '20100101'"),
+    ("reading code", "reading-study", "UPDATE rs_cases SET reading_code = 'CNO-0999'"),
+    ("worklist reader", "reading-study", "UPDATE rs_readers SET role = 'adjudicator' WHERE reader = 'dr-b'"),
+]
+
+
+def _tamper(store: Store, sql: str) -> sqlite3.Connection:
+    db = _attacker(store)
+    db.execute(sql, {"a": _read_id(store, "dr-a"), "b": _read_id(store, "dr-b")})
+    return db
+
+
+def _recompute_chain(db: sqlite3.Connection, entity: str, state: str | None) -> None:
+    """The attacker records the forged state in the entity's latest entry and recomputes every hash after it."""
+    seq, detail = db.execute("SELECT seq, detail FROM audit WHERE entity = ? ORDER BY seq DESC LIMIT 1",
+                             (entity,)).fetchone()
+    detail = json.loads(detail)
+    detail["state"] = state
+    db.execute("UPDATE audit SET detail = ? WHERE seq = ?", (json.dumps(detail, ensure_ascii=False,
+                                                                        sort_keys=True), seq))
+    prev = db.execute("SELECT prev_hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0]
+    for row in db.execute("SELECT seq, at, actor, action, entity, detail FROM audit WHERE seq >= ? ORDER BY seq",
+                          (seq,)).fetchall():
+        digest = _digest(prev, *row)
+        db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, row[0]))
+        prev = digest
+    db.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+
+
+def test_an_untouched_store_verifies_and_counts_what_it_checked(trial):
+    result = audit.verify(trial.db, audit.anchor(trial.db))
+    assert result.ok and result.objects == 3  # two reads and one reading study
+    assert "3 reads and reading studies match" in result.reason and "anchor matches" in result.reason
+
+
+@pytest.mark.parametrize("name,kind,sql", TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_a_direct_change_to_the_data_is_found(trial, name, kind, sql):
+    _tamper(trial, sql).close()
+    result = audit.verify(trial.db)
+    assert not result.ok and result.broken_at == 0
+    assert any(p.startswith(f"{kind}:") and "outside the program" in p for p in result.problems)
+
+
+@pytest.mark.parametrize("name,kind,sql", TAMPERS, ids=[t[0] for t in TAMPERS])
+def test_a_change_hidden_by_recomputing_the_chain_is_found_with_the_anchor(trial, name, kind, sql):
+    anchor = audit.anchor(trial.db)
+    key = _read_id(trial, "dr-b" if "unit_marks" in sql else "dr-a") if kind == "read" else "trial"
+    db = _tamper(trial, sql)
+    state = audit.STATES[kind](db, key)
+    _recompute_chain(db, f"{kind}:{key}", state)
+    db.close()
+    assert audit.verify(trial.db).ok  # without the anchor the forgery passes (what the README says)
+    result = audit.verify(trial.db, anchor)
+    assert not result.ok and "differs from the anchor" in result.reason
+
+
+def test_wiping_the_trail_and_its_head_is_not_intact(trial):
+    db = _attacker(trial)
+    db.execute("DELETE FROM audit")
+    db.execute("DELETE FROM audit_head")
+    db.close()
+    result = audit.verify(trial.db)
+    assert not result.ok and "in no audit entry" in result.reason and len(result.problems) == 3
+
+
+def test_cli_anchor_and_verify_with_it(trial, cli, tmp_path):
+    code, out, _ = cli("audit", "anchor", "--store", trial.root, "--out", tmp_path / "anchor.txt")
+    assert code == 0 and out.strip() == (tmp_path / "anchor.txt").read_text().strip()
+    code, out, _ = cli("audit", "verify", "--store", trial.root, "--anchor", tmp_path / "anchor.txt")
+    assert code == 0 and "anchor matches" in out
+    code, _, _ = cli("audit", "verify", "--store", trial.root, "--anchor", (tmp_path / "anchor.txt").read_text())
+    assert code == 0  # the anchor line itself works as well as its file
+    db = _tamper(trial, TAMPERS[0][2])
+    _recompute_chain(db, f"read:{_read_id(trial, 'dr-a')}", audit.read_state(db, _read_id(trial, "dr-a")))
+    db.close()
+    code, _, err = cli("audit", "verify", "--store", trial.root, "--anchor", tmp_path / "anchor.txt")
+    assert code == 1 and "rewritten" in err and "Traceback" not in err
+    code, _, err = cli("audit", "verify", "--store", trial.root, "--anchor", "nonsense")
+    assert code == 1 and "cannot read the anchor" in err
+
+
+def test_store_check_runs_the_integrity_check_and_the_audit(trial, cli):
+    code, out, _ = cli("store", "check", "--store", trial.root)
+    assert code == 0 and "integrity check ok" in out and "3 reads and reading studies match" in out
+    _tamper(trial, TAMPERS[3][2]).close()
+    code, out, err = cli("store", "check", "--store", trial.root)
+    assert code == 1 and "audit: read:" in out and "audit check failed" in err
