@@ -6,8 +6,8 @@ UPDATE + COMMIT of one row under the same settings (the floor of any durable edi
 
 from __future__ import annotations
 
-import statistics
 import sqlite3
+import statistics
 import sys
 import tempfile
 import time

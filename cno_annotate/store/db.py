@@ -234,7 +234,7 @@ def _lock_reads(connection: sqlite3.Connection) -> None:
 
     duplicates = connection.execute(
         """
-        SELECT r.read_id, r.status, r.supersedes,
+        SELECT r.read_id, r.status,
                EXISTS (SELECT 1 FROM lesions l WHERE l.read_id = r.read_id)
                OR EXISTS (SELECT 1 FROM unit_marks m WHERE m.read_id = r.read_id) AS holds,
                EXISTS (SELECT 1 FROM reads n WHERE n.supersedes = r.read_id) AS superseded,
@@ -245,7 +245,7 @@ def _lock_reads(connection: sqlite3.Connection) -> None:
                    ORDER BY r.status = 'draft', r.started, r.read_id) AS rank
         FROM reads r
         """).fetchall()
-    for read_id, status, supersedes, holds, superseded, rank in duplicates:
+    for read_id, status, holds, superseded, rank in duplicates:
         if rank == 1:
             continue
         if status != "draft" or holds or superseded:
