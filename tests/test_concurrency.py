@@ -126,8 +126,13 @@ def test_the_database_refuses_changes_to_a_submitted_read_from_any_connection(st
     other.close()
 
 
-def test_read_import_replace_refuses_to_overwrite_a_submitted_read(store, tmp_path, cli):
-    session = _started(store)
+def test_read_import_replace_refuses_to_overwrite_a_submitted_read(sample_store, tmp_path, cli):
+    import shutil
+
+    shutil.copytree(sample_store.root, tmp_path / "store")
+    store = Store.open(tmp_path / "store")
+    session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
+    session.add_lesion((1.0, 2.0, 3.0), SERIES, (1, 2, 3), site_id="femur.distal", side="R")
     session.submit()
     document = export_document(store)
     document["reads"][0]["lesions"] = []
