@@ -208,9 +208,12 @@ def test_editor_refuses_reading_studies_and_readers_that_do_not_exist(reading_st
 
 
 def test_editor_refuses_a_second_adjudicator_for_a_case(reading_store):
-    _session(reading_store, "dr-adj", "adjudicator")
+    second = _session(reading_store, "dr-adj2", "adjudicator")  # opened, nothing stored yet
+    _session(reading_store, "dr-adj", "adjudicator").mark_unit("spine.L5", "no_lesion")  # the read is made
     with pytest.raises(CnoError, match="already has an adjudicated read"):
         _session(reading_store, "dr-adj2", "adjudicator")
+    with pytest.raises(CnoError, match="already has an adjudicated read"):
+        second.mark_unit("spine.L4", "no_lesion")  # checked again when the first change makes the read
     assert _session(reading_store, "dr-adj", "adjudicator").read.reader == "dr-adj"  # the first one reopens
 
 

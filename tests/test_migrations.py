@@ -83,4 +83,6 @@ def test_reading_study_and_audit_survive_migration(tmp_path):
     statuses = {(r["reader"], r["status"]) for r in list_reads(store, reading_study="trial")}
     assert statuses == {("dr-a", "submitted"), ("dr-b", "draft"), ("dr-c", "submitted")}
     result = audit.verify(store.db)
-    assert result.ok and result.entries == 16, result
+    baseline = [e for e in audit.entries(store.db, 10_000) if e["action"] == "baseline"]
+    assert {e["entity"].split(":")[0] for e in baseline} == {"read", "reading-study"}  # each object's state, once
+    assert result.ok and result.entries == 16 + len(baseline) and result.objects == len(baseline), result

@@ -533,8 +533,14 @@ class ReadSession:
             raise
 
     def _create_if_new(self, db) -> None:
-        if not self.stored:
-            _insert_new(db, self.read)
+        """The first change makes the read: checked again (inside the write) as when it was opened."""
+        if self.stored:
+            return
+        if self.read.reading_study is not None:
+            problems = reference_problems(self.store, [self.read])
+            if problems:
+                raise CnoError(problems[0].reason)
+        _insert_new(db, self.read)
 
     def _refusal(self, db) -> CnoError:
         """Why the revision-checked UPDATE matched no row."""
