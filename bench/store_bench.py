@@ -66,7 +66,7 @@ def open_cost(root: Path, images: int) -> tuple[float, float, float]:
         db.execute("INSERT INTO studies VALUES ('s', 1, '', '', '', '')")
         db.execute("INSERT INTO dicom_series VALUES ('se', 's', 'MR', 1, '{}')")
         db.executemany("INSERT INTO images VALUES (?,0,'se',?,'1.2',0,1,'u2','M2',12,448,448,'[0,0,0]',"
-                       "'[1,0,0,0,1,0]','[1,1]',5,'[1,0]',60,1,1)",
+                       "'[1,0,0,0,1,0]','[1,1]',5,'[1,0]',60,1,1,'{}')",
                        [(f"1.2.3.{n}", f"/data/study/IM{n:06d}") for n in range(images)])
     store.close()
     size = (root / "store.sqlite").stat().st_size / 1e6
