@@ -8,12 +8,14 @@ indices to LPS, so the two differ by a sign flip of x and y. Data arrays are
 from __future__ import annotations
 
 import gzip
+import zlib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cno_annotate.fileio import atomic_write
+from cno_annotate.io import pixels
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.volume import Volume
 
@@ -36,13 +38,16 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     Raises
     ------
     SkipFile
-        If the file is unreadable, not 3-D, or holds several volumes.
+        If the file is unreadable, not 3-D, holds several volumes, declares
+        more voxel bytes than an uncompressed file holds, or would make a
+        volume above the size limit (``CNO_ANNOTATE_MAX_VOLUME_MB``).
     """
     try:
         image = _load(path)
     except Exception as exc:
         raise SkipFile(f"unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
     shape = image.shape
+    _check_size(path, image)
     if len(shape) > 3 and int(np.prod(shape[3:])) > 1:
         raise SkipFile(f"4D NIfTI with {int(np.prod(shape[3:]))} volumes (not supported: one 3-D volume per file)")
     if len(shape) < 3:
@@ -51,6 +56,34 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise SkipFile("NIfTI affine is not invertible")
     return affine, (int(shape[2]), int(shape[1]), int(shape[0]))
+
+
+def _check_size(path: Path, image: nib.Nifti1Image | nib.Nifti2Image) -> None:
+    """Refuse a header whose voxels the file cannot hold or the memory limit refuses.
+
+    An uncompressed file must hold ``vox_offset`` plus the declared voxel
+    bytes; a gzipped one cannot be checked without decompressing it, so only
+    the size limit applies to it (a cut-off one is caught when it is read).
+    """
+    header = image.header
+    count = int(np.prod([int(n) for n in image.shape], dtype=object))
+    declared = count * np.dtype(header.get_data_dtype()).itemsize
+    as_float32 = count * 4
+    dims = " x ".join(str(int(n)) for n in image.shape)
+    if as_float32 > pixels.MAX_VOLUME_BYTES:
+        raise SkipFile(
+            f"header declares {dims} voxels ({as_float32 / 2**20:,.0f} MB as float32), above the limit of "
+            f"{pixels.MAX_VOLUME_BYTES / 2**20:,.0f} MB (set CNO_ANNOTATE_MAX_VOLUME_MB to raise it)"
+        )
+    if not path.name.lower().endswith(".nii"):
+        return
+    offset = int(getattr(image.dataobj, "offset", 0))  # the loaded header's vox_offset is reset to 0
+    size = path.stat().st_size
+    if offset + declared > size:
+        raise SkipFile(
+            f"truncated NIfTI: header declares {dims} voxels ({declared:,} bytes from offset {offset}) "
+            f"but the file has {size:,} bytes"
+        )
 
 
 def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
@@ -64,10 +97,25 @@ def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
 
 
 def load_nifti(path: Path, volume_id: str = "") -> Volume:
-    """Read a 3-D NIfTI file as a float32 :class:`Volume` in LPS."""
+    """Read a 3-D NIfTI file as a float32 :class:`Volume` in LPS.
+
+    Raises
+    ------
+    SkipFile
+        As :func:`read_nifti_geometry`, or if the (gzipped) data end early.
+    """
     affine, shape = read_nifti_geometry(path)
     image = _load(path)
-    data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape[::-1])
+    try:
+        data = np.asarray(image.dataobj, dtype=np.float32).reshape(shape[::-1])
+    except EOFError:
+        raise SkipFile("truncated NIfTI: the compressed data end before the voxels the header declares") from None
+    except (zlib.error, gzip.BadGzipFile) as exc:
+        raise SkipFile(f"corrupt compressed NIfTI data ({exc})") from None
+    except ValueError as exc:  # too few bytes for the declared shape
+        raise SkipFile(f"incomplete NIfTI data ({exc})") from None
+    except MemoryError:
+        raise SkipFile(f"not enough memory for {' x '.join(map(str, shape))} voxels") from None
     return Volume(array=np.ascontiguousarray(data.transpose(2, 1, 0)), affine=affine, volume_id=volume_id)
 
 
