@@ -215,6 +215,28 @@ def _add_read_commands(sub, common) -> None:
     p.add_argument("file", type=Path, metavar="FILE.json", help="reads exported by 'read export'")
     p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
     p.set_defaults(run=cmd_read_import)
+    p = read_sub.add_parser("export-sr", parents=[common], help="coordinator: reads as DICOM SR (TID 1500), audited",
+                            description="One Comprehensive 3D SR per read (<read id>.sr.dcm). SR files carry the "
+                                        "study's identifiers: in reading studies this is a coordinator export.")
+    p.add_argument("--study", help="study UID, accession number or patient ID")
+    p.add_argument("--reader", help="reader id")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.set_defaults(run=cmd_read_export_sr)
+    p = read_sub.add_parser("export-seg", parents=[common], help="coordinator: lesion extents as DICOM SEG, audited",
+                            description="One BINARY segmentation per read and station series, one segment per "
+                                        "lesion with an extent (<read id>.<n>.seg.dcm).")
+    p.add_argument("--study", help="study UID, accession number or patient ID")
+    p.add_argument("--reader", help="reader id")
+    p.add_argument("--out", type=Path, required=True, help="output folder")
+    p.add_argument("--force", action="store_true", help="replace existing output files")
+    p.set_defaults(run=cmd_read_export_seg)
+    p = read_sub.add_parser("import-sr", parents=[common], help="bring reads back from DICOM SR (TID 1500)",
+                            description="Import SRs written by export-sr losslessly, and TID 1500 SRs of other "
+                                        "tools as draft reads; lists what could not be mapped. All or nothing.")
+    p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="SR files")
+    p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
+    p.set_defaults(run=cmd_read_import_sr)
     p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv, units.csv, reads.csv and columns.csv (codebook) for statistics")
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="replace existing output files")
@@ -474,6 +496,41 @@ def cmd_read_import(args) -> int:
     store = _open_store(args)
     ids = import_document(store, args.file, replace=args.replace)
     print(f"imported {len(ids)} reads from {args.file}")
+    return 0
+
+
+def cmd_read_export_sr(args) -> int:
+    """Run ``cno-annotate read export-sr`` (see its ``--help``)."""
+    from cno_annotate.exchange.commands import export_sr
+
+    store = _open_store(args)
+    paths = export_sr(store, study_arg(store, args), args.reader, args.out, args.force)
+    print(f"wrote {_count(len(paths), 'SR')} to {args.out}")
+    return 0
+
+
+def cmd_read_export_seg(args) -> int:
+    """Run ``cno-annotate read export-seg`` (see its ``--help``)."""
+    from cno_annotate.exchange.commands import export_seg
+
+    store = _open_store(args)
+    paths, skipped = export_seg(store, study_arg(store, args), args.reader, args.out, args.force)
+    print(f"wrote {_count(len(paths), 'SEG')} to {args.out}")
+    for read_id, lesions in skipped.items():
+        print(f"  read {read_id}: no extent, no segment: {', '.join(lesions)}")
+    return 0
+
+
+def cmd_read_import_sr(args) -> int:
+    """Run ``cno-annotate read import-sr`` (see its ``--help``)."""
+    from cno_annotate.exchange.commands import import_srs
+
+    imported = import_srs(_open_store(args), args.files, replace=args.replace)
+    for path, item in zip(args.files, imported):
+        read = item.read
+        print(f"{path}: read {read.read_id} of {read.reader} ({read.status}, {_count(len(read.lesions), 'lesion')})")
+        for what in item.unmapped:
+            print(f"  not mapped: {what}")
     return 0
 
 

@@ -1,0 +1,271 @@
+"""Reads as DICOM SR (TID 1500) and lesion extents as SEG: built with highdicom, checked three ways.
+
+highdicom and pydicom read every file back, dciodvfy (dicom3tools) reports no
+error, and the SR content tree is compared with the read item by item. The
+round trip export -> import -> export gives the same content tree, and an SR
+built directly with highdicom (another tool's) imports with what it cannot map listed.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from pydicom.sr.codedict import codes
+
+from cno_annotate.annotation.reads import ReadSession, load_read
+from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
+from cno_annotate.annotation.scheme import load_scheme
+from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.taxonomy import load_taxonomy
+from cno_annotate.exchange import codes as cc
+from cno_annotate.exchange.commands import import_srs
+from cno_annotate.exchange.seg_export import build_segs
+from cno_annotate.exchange.sr_export import build_sr, tracking_uid
+from cno_annotate.exchange.sr_import import read_sr
+from cno_annotate.exchange.stations import Stations
+from cno_annotate.store import audit
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+ELLIPSE = {"kind": "ellipse", "plane": "coronal", "radii_mm": [12.5, 8.25], "slice_range_mm": [-8.25, 8.25]}
+BOX = {"kind": "box", "min_mm": [-10.0, -5.0, -110.0], "max_mm": [10.0, 5.0, -90.0]}
+POLYGON = {"kind": "polygon", "plane": "coronal", "points_mm": [[20.0, 2.0, -210.0], [40.0, 2.0, -210.0],
+                                                                  [30.0, 2.0, -190.0]], "slice_range_mm": [-3.0, 7.0]}
+
+
+def _stir_composed(store) -> dict:
+    return next(v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
+
+
+@pytest.fixture
+def read_store(sample_copy):
+    """A copy of the sample store with one submitted read: ellipse, box, polygon and point lesions, unit marks."""
+    store = sample_copy("sr-store")
+    volume = _stir_composed(store)["volume_id"]
+    session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
+    l1 = session.add_lesion((-70.5, 0.0, -400.0), volume, (1, 1, 1), site_id="femur.distal", side="R",
+                            subsite="metaphysis", extent=ELLIPSE, confidence=4)
+    session.set_grade(l1, "marrow_hyperintensity", 2)
+    session.set_grade(l1, "signal_extension", "NA")
+    session.set_grade(l1, "bony_expansion", 1)
+    l2 = session.add_lesion((0.0, 0.0, -100.0), volume, (1, 1, 1), site_id="spine.L2", extent=BOX)
+    session.set_grade(l2, "vertebral_collapse", 1)
+    session.add_lesion((30.0, 2.0, -200.0), volume, (1, 1, 1), site_id="ilium", side="L", extent=POLYGON)
+    session.add_lesion((-30.0, 2.0, -250.0), volume, (1, 1, 1), site_id="tibia.shaft", side="L")
+    session.mark_unit("clavicle.medial:L", "no_lesion")
+    session.mark_unit("spine.T8", "not_assessable")
+    session.submit()
+    return store, load_read(store, session.read.read_id)
+
+
+def _saved(dataset, path):
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _dciodvfy_errors(path) -> list[str]:
+    tool = shutil.which("dciodvfy")
+    assert tool, "dciodvfy is missing: install the Debian package dicom3tools (sh dev test does as root)"
+    result = subprocess.run([tool, str(path)], capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("Error")]
+
+
+def test_code_table_is_valid_and_codes_every_item_grade_and_private_site():
+    table = cc.load_code_table()
+    load_versioned_json(schemas_dir() / "codes" / "cno-codes-1.0.0.json", "code-table")
+    values = [c["value"] for c in table.document["concepts"]]
+    assert len(values) == len(set(values))
+    for scheme_id in ("rai-cromris", "cno-descriptive"):
+        scheme = load_scheme(scheme_id)
+        for item in scheme.items:
+            assert table.item_of(scheme_id, table.item_code(scheme_id, item.id).value) == item.id
+            for value in item.values:
+                assert table.grade_of(scheme_id, item.id, table.grade_code(scheme_id, item.id, value).value) == value
+    for name in ("cno-sites-1.0.0", "cno-sites-2.0.0"):
+        taxonomy = load_taxonomy(name)
+        private = [s.code for s in taxonomy.sites.values()] + [s["code"] for s in taxonomy.subsites.values()]
+        for code in private:
+            if code["scheme"] == cc.PRIVATE:
+                assert table.has(code["value"]), code
+
+
+def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store, tmp_path):
+    store, read = read_store
+    stations = Stations(store)
+    path = _saved(build_sr(read, stations), tmp_path / "read.sr.dcm")
+    dataset = pydicom.dcmread(path)
+    assert dataset.SOPClassUID == "1.2.840.10008.5.1.4.1.1.88.34"  # Comprehensive 3D SR
+    assert dataset.CompletionFlag == "COMPLETE"
+    assert [i.CodingSchemeDesignator for i in dataset.CodingSchemeIdentificationSequence] == ["99CNO"]
+    sr = hd.sr.srread(path)
+    report = sr.content
+    observer = [str(i.PersonName) for c in report.get_observer_contexts() for i in c if i.ValueType == "PNAME"]
+    assert observer == ["dr-a^"]
+    table, scheme, taxonomy = cc.load_code_table(), load_scheme("rai-cromris"), load_taxonomy("cno-sites-2.0.0")
+    groups = report.get_planar_roi_measurement_groups()
+    assert [g.tracking_identifier for g in groups] == [l.lesion_id for l in read.lesions]
+    kinds = {"ellipse": "ELLIPSE", "box": "POLYGON", "polygon": "POLYGON", None: "POINT"}
+    for lesion, group in zip(read.lesions, groups):
+        assert group.tracking_uid == tracking_uid(read.read_id, lesion.lesion_id)
+        station = stations.holding(lesion.series_uid, lesion.position)
+        assert group.roi.ReferencedFrameOfReferenceUID == station.frame_of_reference_uid
+        assert group.roi.graphic_type.value == kinds[lesion.extent["kind"] if lesion.extent else None]
+        if lesion.extent and lesion.extent["kind"] != "ellipse":
+            assert np.array_equal(group.roi.value[0], group.roi.value[-1])  # closed polygon
+        site = taxonomy.site(lesion.site_id)
+        found = group.finding_sites[0]
+        assert (found.value.value, found.value.scheme_designator) == (site.code["value"], site.code["scheme"])
+        assert (found.laterality.value if found.laterality else None) == \
+            (taxonomy.laterality[lesion.side]["value"] if lesion.side else None)
+        assert (found.topographical_modifier.value if found.topographical_modifier else None) == \
+            (taxonomy.subsites[lesion.subsite]["code"]["value"] if lesion.subsite else None)
+        evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()
+                       if e.name.value != "276214006"}
+        assert evaluations == {(table.item_code(scheme.id, i).value, table.grade_code(scheme.id, i, g).value)
+                               for i, g in lesion.grades.items()}
+        measured = {m.name.value: m for m in group.get_measurements()}
+        if lesion.extent is None:
+            assert "118565006" not in measured
+        else:
+            assert measured["118565006"].value == pytest.approx(lesion.volume_ml, abs=1e-4)
+            assert measured["118565006"].unit.value == "ml"
+            sizes = [measured[c.value].value for c in (cc.WIDTH, cc.DEPTH, cc.LENGTH)]
+            assert sizes == pytest.approx(lesion.sizes_mm, abs=1e-3)
+            assert measured[cc.WIDTH.value].unit.value == "mm"
+    scores = score_read([Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions],
+                        read.unit_marks, scheme, taxonomy)
+    units = {g.tracking_identifier: g for g in report.get_image_measurement_groups()}
+    totals = {m.name.value: m.value for m in units.pop("read totals").get_measurements()}
+    assert totals["TOTAL-SCORE"] == scores.total and totals["UNITS-NA"] == 1 and totals["UNITS-NOLESION"] == 1
+    assert set(units) == {f"bone unit {u}" for u in scores.units}
+    for unit_id, unit in scores.units.items():
+        group = units[f"bone unit {unit_id}"]
+        status = {e.name.value: e.value.value for e in group.get_qualitative_evaluations()}["UNIT-STATUS"]
+        assert status == {"lesion": "WITH-LESION", "no_lesion": "NO-LESION", "not_assessable": "NOT-ASSESSABLE"}[
+            unit.status]
+        score = [m.value for m in group.get_measurements()]
+        assert score == ([] if unit.score is None else [unit.score])
+
+
+def test_dciodvfy_finds_no_error_in_the_sr_and_the_segs(read_store, tmp_path):
+    store, read = read_store
+    stations = Stations(store)
+    files = [_saved(build_sr(read, stations), tmp_path / "read.sr.dcm")]
+    segs, _ = build_segs(read, stations)
+    files += [_saved(seg, tmp_path / f"{n}.seg.dcm") for n, seg in enumerate(segs)]
+    for path in files:
+        assert _dciodvfy_errors(path) == [], path
+
+
+def test_export_import_export_gives_the_same_content_and_the_same_read(read_store, tmp_path):
+    store, read = read_store
+    first = _saved(build_sr(read, Stations(store)), tmp_path / "first.sr.dcm")
+    imported = read_sr(first, store, Stations(store))
+    assert imported.unmapped == []
+    again = imported.read
+    assert (again.read_id, again.reader, again.status, again.unit_marks) == \
+        (read.read_id, read.reader, read.status, read.unit_marks)
+    for before, after in zip(read.lesions, again.lesions, strict=True):
+        for name in ("lesion_id", "position", "site_id", "side", "subsite", "extent", "grades", "confidence"):
+            assert getattr(after, name) == getattr(before, name), (before.lesion_id, name)
+    second = _saved(build_sr(again, Stations(store)), tmp_path / "second.sr.dcm")
+    a, b = pydicom.dcmread(first), pydicom.dcmread(second)
+    assert a.ContentSequence == b.ContentSequence
+    assert a.CurrentRequestedProcedureEvidenceSequence == b.CurrentRequestedProcedureEvidenceSequence
+
+
+def test_an_sr_of_another_tool_imports_its_regions_and_lists_what_it_cannot_map(read_store, tmp_path):
+    store, read = read_store
+    station = Stations(store).in_study(read.study_uid, (-70.5, 0.0, -400.0), None)
+    frame = station.frame_of_reference_uid
+
+    def group(n, graphic, points, site, laterality=None, evaluations=None):
+        return hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=hd.UID(), identifier=f"finding {n}"),
+            referenced_region=hd.sr.ImageRegion3D(graphic, np.array(points, float), frame),
+            finding_type=codes.SCT.Lesion,
+            finding_sites=[hd.sr.FindingSite(site, laterality=laterality)],
+            qualitative_evaluations=evaluations)
+
+    observer = hd.sr.ObserverContext(
+        observer_type=codes.cid270.Person,
+        observer_identifying_attributes=hd.sr.PersonObserverIdentifyingAttributes(name="Other^Tool"))
+    groups = [
+        group(1, "POINT", [[-70.5, 0.0, -400.0]], codes.SCT.Patella, codes.SCT.Left),
+        group(2, "ELLIPSE", [[-80.5, 0.0, -400.0], [-60.5, 0.0, -400.0], [-70.5, 0.0, -405.0],
+                             [-70.5, 0.0, -395.0]], codes.SCT.Tibia, codes.SCT.Right,
+              [hd.sr.QualitativeEvaluation(codes.SCT.Finding, codes.SCT.Present)]),
+        group(3, "POLYGON", [[0.0, 0.0, -100.0], [10.0, 0.0, -100.0], [5.0, 0.0, -90.0], [0.0, 0.0, -100.0]],
+              codes.SCT.Sacrum),
+        group(4, "POLYGON", [[0.0, 0.0, -100.0], [10.0, 5.0, -100.0], [5.0, 0.0, -90.0], [0.0, 0.0, -100.0]],
+              codes.SCT.Sacrum),
+    ]
+    report = hd.sr.MeasurementReport(
+        observation_context=hd.sr.ObservationContext(observer_person_context=observer),
+        procedure_reported=codes.LN.CTUnspecifiedBodyRegion, imaging_measurements=groups)
+    other = hd.sr.Comprehensive3DSR(evidence=station.headers, content=report, series_instance_uid=hd.UID(),
+                                    series_number=5, sop_instance_uid=hd.UID(), instance_number=1,
+                                    manufacturer="another tool")
+    path = _saved(other, tmp_path / "other.dcm")
+    [item] = import_srs(store, [path])
+    lesions = {l.lesion_id: l for l in item.read.lesions}
+    assert item.read.reader == "Other^Tool" and item.read.status == "draft"
+    assert lesions["finding 1"].site_id == "patella"
+    assert lesions["finding 1"].side == "L" and lesions["finding 1"].extent is None
+    assert lesions["finding 2"].extent["kind"] == "ellipse" and lesions["finding 2"].extent["radii_mm"] == [10.0, 5.0]
+    assert lesions["finding 2"].site_id is None  # tibia has three sites: not guessed
+    assert lesions["finding 3"].site_id == "sacrum" and lesions["finding 3"].extent["kind"] == "polygon"
+    assert "finding 4" not in lesions
+    listed = "\n".join(item.unmapped)
+    assert "finding 2: finding site Tibia" in listed and "Finding = Present" in listed
+    assert "finding 4: the POLYGON region is not in an axial, coronal or sagittal plane" in listed
+    assert load_read(store, item.read.read_id).lesions == item.read.lesions
+
+
+def test_segs_one_per_station_series_one_segment_per_lesion_with_extent(read_store, tmp_path):
+    store, read = read_store
+    stations = Stations(store)
+    segs, skipped = build_segs(read, stations)
+    assert skipped == ["L4"]  # the point lesion has no extent
+    expected = {}
+    for lesion in read.lesions[:3]:
+        expected.setdefault(stations.holding(lesion.series_uid, lesion.position).series_uid, []).append(lesion)
+    assert len(segs) == len(expected)
+    for n, seg in enumerate(segs):
+        back = hd.seg.segread(_saved(seg, tmp_path / f"{n}.seg.dcm"))
+        assert back.SegmentationType == "BINARY"
+        lesions = expected[back.ReferencedSeriesSequence[0].SeriesInstanceUID]
+        assert [s.TrackingID for s in back.SegmentSequence] == [l.lesion_id for l in lesions]
+        for number, (segment, lesion) in enumerate(zip(back.SegmentSequence, lesions), start=1):
+            assert segment.TrackingUID == tracking_uid(read.read_id, lesion.lesion_id)
+            assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
+            assert back.get_segment_description(number).anatomic_regions[0].value == \
+                load_taxonomy("cno-sites-2.0.0").site(lesion.site_id).code["value"]
+            pixels = back.get_pixels_by_source_instance(
+                [h.SOPInstanceUID for h in stations.holding(lesion.series_uid, lesion.position).headers],
+                segment_numbers=[number])
+            assert pixels.sum() > 0
+        assert pydicom.dcmread(tmp_path / f"{n}.seg.dcm").Modality == "SEG"
+
+
+def test_export_sr_and_seg_are_audited_coordinator_exports(read_store, tmp_path, cli):
+    store, read = read_store
+    code, out, err = cli("read", "export-sr", "--store", store.root, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert (tmp_path / "out" / f"{read.read_id}.sr.dcm").is_file()
+    code, out, err = cli("read", "export-seg", "--store", store.root, "--out", tmp_path / "out")
+    assert code == 0, err
+    assert "no extent, no segment: L4" in out
+    actions = [(e["actor"], e["action"]) for e in audit.entries(store.db, 5)]
+    assert ("coordinator", "export-sr") in actions and ("coordinator", "export-seg") in actions
+    code, out, err = cli("read", "import-sr", "--store", store.root, tmp_path / "out" / f"{read.read_id}.sr.dcm")
+    assert code == 1 and "already has read" in err
+    code, out, err = cli("read", "import-sr", "--store", store.root, "--replace",
+                         tmp_path / "out" / f"{read.read_id}.sr.dcm")
+    assert code == 0, err
+    assert load_read(store, read.read_id).lesions[0].extent == ELLIPSE
