@@ -80,8 +80,10 @@ def test_code_table_is_valid_and_codes_every_item_grade_and_private_site():
     load_versioned_json(schemas_dir() / "codes" / "cno-codes-1.0.0.json", "code-table")
     values = [c["value"] for c in table.document["concepts"]]
     assert len(values) == len(set(values))
-    for scheme_id in ("rai-cromris", "cno-descriptive"):
-        scheme = load_scheme(scheme_id)
+    for scheme_id, version in (("rai-cromris", "1.0.0"), ("rai-cromris", "2.0.0"), ("cno-descriptive", "1.0.0")):
+        scheme = load_scheme(scheme_id, version)
+        assert table.scheme_of(table.scheme_code(scheme).value) == (scheme_id, version)
+        scheme_id = cc.scheme_key(scheme)
         for item in scheme.items:
             assert table.item_of(scheme_id, table.item_code(scheme_id, item.id).value) == item.id
             for value in item.values:
@@ -106,7 +108,9 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
     report = sr.content
     observer = [str(i.PersonName) for c in report.get_observer_contexts() for i in c if i.ValueType == "PNAME"]
     assert observer == ["dr-a^"]
-    table, scheme, taxonomy = cc.load_code_table(), load_scheme("rai-cromris"), load_taxonomy("cno-sites-2.0.0")
+    table, taxonomy = cc.load_code_table(), load_taxonomy("cno-sites-2.0.0")
+    scheme = load_scheme(read.scheme_id, read.scheme_version)
+    key = cc.scheme_key(scheme)
     groups = report.get_planar_roi_measurement_groups()
     assert [g.tracking_identifier for g in groups] == [l.lesion_id for l in read.lesions]
     kinds = {"ellipse": "ELLIPSE", "box": "POLYGON", "polygon": "POLYGON", None: "POINT"}
@@ -126,7 +130,8 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
             (taxonomy.subsites[lesion.subsite]["code"]["value"] if lesion.subsite else None)
         evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()
                        if e.name.value != "276214006"}
-        assert evaluations == {(table.item_code(scheme.id, i).value, table.grade_code(scheme.id, i, g).value)
+        assert group.method.value == table.scheme_code(scheme).value
+        assert evaluations == {(table.item_code(key, i).value, table.grade_code(key, i, g).value)
                                for i, g in lesion.grades.items()}
         measured = {m.name.value: m for m in group.get_measurements()}
         if lesion.extent is None:
@@ -160,6 +165,31 @@ def test_dciodvfy_finds_no_error_in_the_sr_and_the_segs(read_store, tmp_path):
     files += [_saved(seg, tmp_path / f"{n}.seg.dcm") for n, seg in enumerate(segs)]
     for path in files:
         assert _dciodvfy_errors(path) == [], path
+
+
+def test_dciodvfy_check_is_not_vacuous(read_store, tmp_path):
+    store, read = read_store
+    sr = build_sr(read, Stations(store))
+    del sr.CompletionFlag  # type 1 in the SR Document General module
+    assert _dciodvfy_errors(_saved(sr, tmp_path / "broken.sr.dcm"))
+
+
+def test_import_sr_refuses_other_files_and_unknown_studies_with_one_line_and_changes_nothing(read_store, tmp_path, cli):
+    store, read = read_store
+    junk = tmp_path / "junk.dcm"
+    junk.write_bytes(b"not dicom at all")
+    image = tmp_path / "image.dcm"
+    shutil.copy(Stations(store).holding(read.lesions[0].series_uid, read.lesions[0].position).stack.images[0]["path"],
+                image)
+    sr = build_sr(read, Stations(store))
+    sr.StudyInstanceUID = "2.25.1"
+    elsewhere = _saved(sr, tmp_path / "elsewhere.sr.dcm")
+    before = audit.verify(store.db).entries
+    for path, message in ((junk, "not a readable DICOM SR"), (image, "not a TID 1500 measurement report"),
+                          (elsewhere, "is not in the store")):
+        code, out, err = cli("read", "import-sr", "--store", store.root, path)
+        assert code == 1 and message in err and len(err.strip().splitlines()) == 1, err
+    assert audit.verify(store.db).entries == before
 
 
 def test_export_import_export_gives_the_same_content_and_the_same_read(read_store, tmp_path):
@@ -250,6 +280,12 @@ def test_segs_one_per_station_series_one_segment_per_lesion_with_extent(read_sto
                 [h.SOPInstanceUID for h in stations.holding(lesion.series_uid, lesion.position).headers],
                 segment_numbers=[number])
             assert pixels.sum() > 0
+            if lesion.extent["kind"] == "box":  # every voxel of the segment lies in the box
+                station = stations.holding(lesion.series_uid, lesion.position)
+                k, j, i = np.nonzero(pixels[..., 0])
+                slices = np.asarray(station.stack.slice_index)[k]
+                lps = (station.affine @ np.stack([i, j, slices, np.ones_like(i)]).astype(float))[:3].T
+                assert np.all(lps >= np.array(BOX["min_mm"]) - 1e-6) and np.all(lps <= np.array(BOX["max_mm"]) + 1e-6)
         assert pydicom.dcmread(tmp_path / f"{n}.seg.dcm").Modality == "SEG"
 
 

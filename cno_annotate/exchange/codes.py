@@ -67,12 +67,16 @@ class CodeTable:
         return any(entry["value"] == value for entry in self.document["concepts"])
 
     def scheme_code(self, scheme: Scheme) -> CodedConcept:
-        """The code of a scoring scheme (the method of every measurement group)."""
-        return self.concept(self._scheme(scheme.id)["code"])
+        """The code of a scoring scheme version (the method of every measurement group)."""
+        return self.concept(self._scheme(scheme_key(scheme))["code"])
 
-    def scheme_of(self, value: str) -> str | None:
-        """The scoring scheme id whose code is ``value``, or None."""
-        return next((sid for sid, s in self.document["schemes"].items() if s["code"] == value), None)
+    def scheme_of(self, value: str) -> tuple[str, str] | None:
+        """The scoring scheme (id, version) whose code is ``value``, or None."""
+        key = next((k for k, s in self.document["schemes"].items() if s["code"] == value), None)
+        if key is None:
+            return None
+        ident, _, version = key.rpartition("-")
+        return ident, version
 
     def item_code(self, scheme_id: str, item_id: str) -> CodedConcept:
         """The code of a scheme item."""
@@ -100,7 +104,7 @@ class CodeTable:
         try:
             return self.document["schemes"][scheme_id]
         except KeyError:
-            raise CnoError(f"scoring scheme {scheme_id!r} has no codes in the {PRIVATE} table {self.version}") from None
+            raise CnoError(f"scoring scheme {scheme_id} has no codes in the {PRIVATE} table {self.version}") from None
 
     def _item(self, scheme_id: str, item_id: str) -> dict:
         try:
@@ -108,6 +112,11 @@ class CodeTable:
         except KeyError:
             raise CnoError(f"item {item_id!r} of {scheme_id} has no code in the {PRIVATE} table {self.version}") \
                 from None
+
+
+def scheme_key(scheme: Scheme) -> str:
+    """How the code table names a scheme version: ``rai-cromris-2.0.0``."""
+    return f"{scheme.id}-{scheme.version}"
 
 
 @lru_cache(maxsize=4)

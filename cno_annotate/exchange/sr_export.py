@@ -142,7 +142,7 @@ def finding_site(site_id: str, side, subsite, ctx: SRContext, whole_bone: bool =
 
 def _lesion_group(read: Read, lesion: Lesion, station: Station, ctx: SRContext):
     region = region_of(lesion)
-    scheme_id = ctx.scheme.id
+    scheme_id = cc.scheme_key(ctx.scheme)
     evaluations = [QualitativeEvaluation(ctx.table.item_code(scheme_id, item_id),
                                          ctx.table.grade_code(scheme_id, item_id, grade))
                    for item_id, grade in sorted(lesion.grades.items(), key=lambda kv: _item_order(ctx.scheme, kv[0]))]

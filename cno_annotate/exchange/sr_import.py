@@ -21,7 +21,7 @@ import pydicom
 from cno_annotate.annotation.model import Lesion, Read, ReadStatus
 from cno_annotate.annotation.scheme import DEFAULT_SCHEME, load_scheme
 from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_taxonomy
-from cno_annotate.annotation.validation import InvalidLesion, make_lesion, read_problems
+from cno_annotate.annotation.validation import InvalidLesion, make_lesion, read_problems, unit_of
 from cno_annotate.errors import CnoError
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import Region, lesion_geometry
@@ -76,10 +76,13 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
     volumetric = report.get_volumetric_roi_measurement_groups()
     sessions = [s for g in [*planar, *other] for s in _text_items(g, "C67447")]
     methods = [g.method for g in [*planar, *other] if g.method is not None]
-    scheme_id = next((table.scheme_of(m.value) for m in methods
-                      if m.scheme_designator == cc.PRIVATE and table.scheme_of(m.value)), DEFAULT_SCHEME)
-    scheme, taxonomy = load_scheme(scheme_id), load_taxonomy(DEFAULT_TAXONOMY)
-    ours = bool(sessions) and len(set(sessions)) == 1
+    named = {table.scheme_of(m.value) for m in methods if m.scheme_designator == cc.PRIVATE}
+    named.discard(None)
+    if len(named) > 1:
+        raise CnoError(f"{path}: the measurement groups name {len(named)} scoring schemes; a read has one")
+    scheme = load_scheme(*next(iter(named))) if named else load_scheme(DEFAULT_SCHEME)
+    taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
+    ours = bool(named) and len(set(sessions)) == 1 and len(methods) == len(planar) + len(other)
     read_id = sessions[0] if ours else f"sr-{uuid.uuid5(uuid.NAMESPACE_OID, str(dataset.SOPInstanceUID)).hex}"
     reader = _observer(report) or "sr-import"
     unmapped: list[str] = [f"volumetric ROI group {g.tracking_identifier or '?'}: volumetric regions are not "
@@ -91,7 +94,7 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
     for n, group in enumerate(planar):
         name = group.tracking_identifier or f"ROI {n + 1}"
         try:
-            lesions.append(_lesion(group, name, n, study_uid, scheme.id, taxonomy, table, stations, evidence,
+            lesions.append(_lesion(group, name, n, study_uid, cc.scheme_key(scheme), taxonomy, table, stations, evidence,
                                    store, reader, stamp, scheme, unmapped))
         except (ValueError, CnoError) as exc:
             unmapped.append(f"ROI {name}: {exc}")
@@ -108,6 +111,9 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
             mark = UNIT_STATUS_MARKS.get(code) if evaluation.name.value == "UNIT-STATUS" else None
             if mark:
                 marks[name[len(UNIT_PREFIX):]] = mark
+    holding = {unit_of(l, taxonomy) for l in lesions}
+    for unit_id in [u for u in marks if u in holding]:  # "not assessable" computed for a unit with lesions
+        del marks[unit_id]
     lesion_ids = {l.lesion_id for l in lesions}
     if len(lesion_ids) != len(lesions):
         lesions = [_renamed(l, f"L{n + 1}", taxonomy, scheme) for n, l in enumerate(lesions)]
