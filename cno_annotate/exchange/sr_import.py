@@ -76,8 +76,7 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
     volumetric = report.get_volumetric_roi_measurement_groups()
     sessions = [s for g in [*planar, *other] for s in _text_items(g, "C67447")]
     methods = [g.method for g in [*planar, *other] if g.method is not None]
-    named = {table.scheme_of(m.value) for m in methods if m.scheme_designator == cc.PRIVATE}
-    named.discard(None)
+    named = {found for m in methods if m.scheme_designator == cc.PRIVATE and (found := table.scheme_of(m.value))}
     if len(named) > 1:
         raise CnoError(f"{path}: the measurement groups name {len(named)} scoring schemes; a read has one")
     scheme = load_scheme(*next(iter(named))) if named else load_scheme(DEFAULT_SCHEME)
