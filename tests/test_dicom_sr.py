@@ -289,7 +289,7 @@ def test_segs_one_per_station_series_one_segment_per_lesion_with_extent(read_sto
         assert pydicom.dcmread(tmp_path / f"{n}.seg.dcm").Modality == "SEG"
 
 
-def test_export_sr_and_seg_are_audited_coordinator_exports(read_store, tmp_path, cli):
+def test_export_sr_and_seg_are_audited_coordinator_exports(read_store, sample_copy, tmp_path, cli):
     store, read = read_store
     code, out, err = cli("read", "export-sr", "--store", store.root, "--out", tmp_path / "out")
     assert code == 0, err
@@ -301,7 +301,8 @@ def test_export_sr_and_seg_are_audited_coordinator_exports(read_store, tmp_path,
     assert ("coordinator", "export-sr") in actions and ("coordinator", "export-seg") in actions
     code, out, err = cli("read", "import-sr", "--store", store.root, tmp_path / "out" / f"{read.read_id}.sr.dcm")
     assert code == 1 and "already has read" in err
-    code, out, err = cli("read", "import-sr", "--store", store.root, "--replace",
-                         tmp_path / "out" / f"{read.read_id}.sr.dcm")
+    other = sample_copy("other-store")  # the same study in another store, without the read
+    code, out, err = cli("read", "import-sr", "--store", other.root, tmp_path / "out" / f"{read.read_id}.sr.dcm")
     assert code == 0, err
-    assert load_read(store, read.read_id).lesions[0].extent == ELLIPSE
+    assert load_read(other, read.read_id).lesions[0].extent == ELLIPSE
+    assert ("coordinator", "import") in [(e["actor"], e["action"]) for e in audit.entries(other.db, 3)]
