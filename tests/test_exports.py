@@ -82,7 +82,7 @@ def _formula_cells(folder: Path) -> list[tuple[str, str]]:
 
 def test_safe_cell_follows_owasp_and_keeps_numbers():
     assert safe_cell("=1+2") == "'=1+2" and safe_cell("@x") == "'@x" and safe_cell("\tx") == "'\tx"
-    assert safe_cell("\rx") == "'\rx" and safe_cell("-2+3") == "'-2+3" and safe_cell("+A1") == "'+A1"
+    assert safe_cell("\rx") == "\nx" and safe_cell("-2+3") == "'-2+3" and safe_cell("+A1") == "'+A1"
     assert safe_cell(-70.5) == -70.5 and safe_cell("-70.5") == "-70.5" and safe_cell("-1e3") == "-1e3"
     assert safe_cell("plain") == "plain" and safe_cell("") == "" and safe_cell(3) == 3
 
@@ -225,3 +225,18 @@ def test_the_adjudicator_panel_shows_reader_ids_as_text(qtbot, hostile_copy, tmp
     assert html.escape(READERS[0]) in text and "<i>" not in text  # markup in a reader id is shown, not applied
     assert window.lesion_panel.header.textFormat() == Qt.PlainText  # the reader id in the header is text too
     window.case_info.grab().save(str(tmp_path / "case_info.png"))
+
+
+LINE_BREAK_COMMENTS = ["\r=1", "note\n=2", "a\r\n@b", "x\r+SUM(A1)", "two\nlines"]
+
+
+def test_cells_with_line_breaks_are_quoted_and_start_no_formula_row(tmp_path):
+    from cno_annotate.annotation.csv_export import write_csv
+
+    path = write_csv(tmp_path / "t.csv", ["id", "comment"],
+                     [{"id": n, "comment": c} for n, c in enumerate(LINE_BREAK_COMMENTS)])
+    raw = path.read_text(encoding="utf-8")
+    assert [ln for ln in raw.replace("\r", "\n").split("\n") if ln.startswith(("=", "+", "-", "@"))] == []
+    rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))
+    assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4"]  # no cell started a row of its own
+    assert [r["comment"] for r in rows] == ["\n'=1", "note\n'=2", "a\n'@b", "x\n'+SUM(A1)", "two\nlines"]

@@ -16,6 +16,12 @@ writes goes through :func:`safe_cell`, which (as OWASP recommends) prefixes
 such text with a single quote. Numbers stay numbers: a value that is a number
 (``-77.0``), or text that is exactly a decimal number (``-3``, ``+1.5e3``), is
 written as it is, since a spreadsheet reads it as a number, not a formula.
+
+Line breaks: a bare carriage return is not quoted by a writer whose line
+terminator is ``\n``, and a spreadsheet starts a new row at it. So text
+cells have every line break (CR LF, CR) written as LF, which the writer
+always quotes, and each line inside a cell is neutralised like a cell start
+(``"note\n=2"`` is written ``"note\n'=2"``).
 """
 
 from __future__ import annotations
@@ -193,7 +199,8 @@ def safe_cell(value):
 
     Text starting with ``= + - @``, a tab or a carriage return gets a leading
     single quote, unless it is exactly a decimal number; numbers are returned
-    unchanged.
+    unchanged. Line breaks are written as LF (so the CSV writer quotes the
+    cell) and every line of the cell is neutralised the same way.
 
     Examples
     --------
@@ -202,9 +209,17 @@ def safe_cell(value):
     """
     if isinstance(value, numbers.Number) or not isinstance(value, str):
         return value
-    if value.startswith(FORMULA_START) and not _DECIMAL.fullmatch(value):
-        return "'" + value
-    return value
+    if "\r" in value or "\n" in value:
+        lines = value.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        return "\n".join(_safe_line(line) for line in lines)
+    return _safe_line(value)
+
+
+def _safe_line(text: str) -> str:
+    """``text`` (one line) with a leading single quote when it starts a formula and is no number."""
+    if text.startswith(FORMULA_START) and not _DECIMAL.fullmatch(text):
+        return "'" + text
+    return text
 
 
 def csv_text(columns: list[str], rows: Iterable[dict]) -> str:
