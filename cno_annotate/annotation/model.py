@@ -74,20 +74,11 @@ class Lesion:
     modified_at: str = ""
 
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-ready)."""
+        """Plain-dict form (JSON-ready); back through ``validation.lesion_from_fields``."""
         out = asdict(self)
         out["position"] = [float(v) for v in self.position]
         out["voxel"] = [float(v) for v in self.voxel]
         return out
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Lesion:
-        """Inverse of :meth:`to_dict`."""
-        data = dict(data)
-        data["position"] = tuple(float(v) for v in data["position"])
-        data["voxel"] = tuple(float(v) for v in data["voxel"])
-        data["grades"] = dict(data.get("grades") or {})
-        return cls(**data)
 
     @property
     def sizes_mm(self) -> tuple[float, float, float] | None:
