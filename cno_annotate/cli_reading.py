@@ -106,6 +106,9 @@ def register(sub, common) -> None:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="case-level bootstrap resamples for the confidence intervals (default 1000)")
     p.add_argument("--seed", type=int, default=20261128, help="seed of the bootstrap (default 20261128)")
+    p.add_argument("--visit-window-days", type=int, default=90, metavar="DAYS",
+                   help="use the clinical visit nearest the study date within DAYS days (default 90); cases "
+                        "without one have missing clinical data")
     p.add_argument("--json", action="store_true", help="also print the report as JSON")
     p.set_defaults(run=cmd_report)
 
@@ -378,7 +381,8 @@ def cmd_report(args) -> int:
 
     def write(folder: Path) -> tuple[dict, dict]:
         result = report.run(store, args.name, sections, folder, args.link_key, args.reader or "adjudicated",
-                            args.threshold_mm, strict=not every, resamples=args.bootstrap, seed=args.seed)
+                            args.threshold_mm, strict=not every, resamples=args.bootstrap, seed=args.seed,
+                            visit_window_days=args.visit_window_days)
         report.write_json(_relocated(result, str(folder), str(args.out)), folder)  # paths where the files end up
         return result, {"sections": result["sections"], "source": args.reader or "adjudicated"}
 

@@ -72,7 +72,7 @@ def test_per_timepoint_counts_sites_and_lesions_without_merging_them_into_units(
                                                  "lesions": 10, "lesions_in_painful_sites": 8,
                                                  "lesions_subclinical": 2}
     assert result["skipped"] == [{"case": "CNO-0004", "why": "no reference read"},
-                                 {"case": "CNO-0005", "why": "no clinical record"}]
+                                 {"case": "CNO-0005", "why": "missing clinical data"}]
 
 
 def test_cumulative_counts_each_painful_site_once_per_patient_over_its_timepoints(cohort_cases):
@@ -123,3 +123,74 @@ def test_clinical_csv_accepts_regions_and_refuses_unknown_names(tmp_path):
         parse_clinical_csv(path)
     message = str(error.value)
     assert "Knee needs a side" in message and "unknown site 'elbw'" in message and "Pelvis has no side" in message
+
+
+@pytest.fixture(scope="module")
+def linked_store(tmp_path_factory):
+    """Four one-reader cases (adjudicated, a lesion in the distal femur R), linked in four ways to the records."""
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.clinical import CoordinatorDB, import_clinical
+    from cno_annotate.importer import import_paths
+    from cno_annotate.sample import StudyPlan, generate_study
+    from cno_annotate.store import Store
+
+    root = tmp_path_factory.mktemp("linked")
+    for seed in range(4):
+        generate_study(root / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=seed))
+    store = Store.open(root / "store")
+    import_paths(store, [root])
+    rs.create(store, "demo", seed=1)
+    rs.add_cases(store, "demo", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "demo", ["dr-adj"], role="adjudicator")
+    rs.assign(store, "demo")
+    codes = sorted(c["reading_code"] for c in rs.cases(store, "demo"))
+    for case in rs.cases(store, "demo"):
+        session = ReadSession.open_or_create(store, case["study_uid"], "dr-adj", reading_study="demo",
+                                             role="adjudicator")
+        session.add_lesion((-70, 0, -400), "1.2", (1, 1, 1), site_id="femur.distal", side="R")
+        session.submit()
+    key = root / "key.sqlite"
+    db = CoordinatorDB.open(key)
+    # the sample studies are dated 2026-11-04: R0 seen 3 days before, R1 only years before, R2 has no visit,
+    # the fourth case is not linked at all
+    db.link("demo", {codes[0]: "R0", codes[1]: "R1", codes[2]: "R2"})
+    csv_path = root / "clinical.csv"
+    csv_path.write_text("record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,"
+                        "esr_mm_h\nR0,2026-11-01,F,9,10,femur.distal:R,,,\nR0,2025-01-01,F,9,10,spine.T8,,,\n"
+                        "R1,2020-01-01,F,9,10,spine.T8,,,\n")
+    import_clinical(db, csv_path)
+    return store, db, codes
+
+
+def test_cases_without_clinical_data_are_left_out_of_concordance_and_listed(linked_store):
+    store, db, codes = linked_store
+    cases = cohort.collect(store, "demo", db, visit_window_days=90)
+    result = cohort.concordance(cases, cohort.ADJUDICATED, load_taxonomy(), visit_window_days=90)
+    # only the first case has a visit (3 days before its scan, the nearest): its lesion lies in the painful site
+    assert [e["case"] for e in result["per_timepoint"]["entries"]] == [codes[0]]
+    assert result["per_timepoint"]["totals"]["lesions"] == 1
+    assert result["per_timepoint"]["totals"]["lesions_subclinical"] == 0
+    missing = result["missing_clinical"]
+    assert missing["per_timepoint"]["count"] == 3
+    assert {m["case"]: m["why"] for m in missing["per_timepoint"]["cases"]} == {
+        codes[1]: "no clinical visit within 90 days of the study (nearest 2499 days)",
+        codes[2]: "no clinical visit for the linked record",
+        codes[3]: "not linked to a clinical record"}
+    assert sorted(missing["cumulative"]["cases"]) == codes[1:]
+    assert missing["cumulative"]["count"] == 3 and len(missing["cumulative"]["patients"]) >= 1
+    assert "90 days" in result["visit_rule"]
+    assert result["visit_gaps"] == [{"case": codes[0], "gap_days": 3}]
+
+
+def test_report_states_the_missing_clinical_data_and_the_visit_rule(linked_store, tmp_path):
+    from cno_annotate.analysis import report
+
+    store, db, codes = linked_store
+    cases = cohort.collect(store, "demo", db, visit_window_days=30)
+    result = report.build(cases, ["concordance"], ("rai-cromris", "2.0.0"), "adjudicated", 20.0, tmp_path,
+                          visit_window_days=30)
+    page = report.write_html(result, "demo", tmp_path).read_text()
+    assert "Missing clinical data (per timepoint): 3 cases" in page and "(cumulative): 3 cases" in page
+    assert all(code in page for code in codes[1:])
+    assert "within 30 days" in page and f"{codes[0]} 3 days" in page

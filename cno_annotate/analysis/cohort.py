@@ -40,13 +40,22 @@ class Case:
     timepoint: int
     reads: dict[str, Read] = field(default_factory=dict)  # reader -> latest submitted read
     adjudicated: Read | None = None
-    clinical_sites: list[tuple[str, str | None]] | None = None  # painful (site id, side); None: no record
+    clinical_sites: list[tuple[str, str | None]] | None = None  # painful (site id, side); None: no clinical data
+    clinical_missing: str | None = None  # why clinical_sites is None (when a link key was given)
+    visit_gap_days: int | None = None  # days between the study and the clinical visit used
 
 
-def collect(store, name: str, clinical_db=None) -> list[Case]:
+#: Default largest gap, in days, between a study and the clinical visit used for it.
+VISIT_WINDOW_DAYS = 90
+
+
+def collect(store, name: str, clinical_db=None, visit_window_days: int = VISIT_WINDOW_DAYS) -> list[Case]:
     """The cases of a reading study with their latest submitted reads and clinical sites.
 
-    The clinical visit used for a case is the one closest in date to the study.
+    The clinical visit used for a case is the one nearest in date to the
+    study, before or after, if it lies within ``visit_window_days``; a case
+    without such a visit (or without a linked record) has no clinical data
+    (``clinical_sites`` None, ``clinical_missing`` says why).
     """
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.reads import list_reads, load_read
@@ -63,11 +72,41 @@ def collect(store, name: str, clinical_db=None) -> list[Case]:
                 case.adjudicated = read
             else:
                 case.reads[read.reader] = read
-        record = links.get(row["reading_code"])
-        if record is not None:
-            case.clinical_sites = _closest_visit_sites(clinical_db.record(record), dates.get(row["study_uid"], ""))
+        if clinical_db is not None:
+            record = links.get(row["reading_code"])
+            visits = clinical_db.record(record) if record is not None else None
+            _attach_visit(case, visits, dates.get(row["study_uid"]) or "", visit_window_days)
         cases.append(case)
     return cases
+
+
+def _attach_visit(case: Case, visits: list[dict] | None, study_date: str, window_days: int) -> None:
+    """Set the case's painful sites from the visit nearest its study date within the window, or say why not."""
+    if visits is None:
+        case.clinical_missing = "not linked to a clinical record"
+        return
+    if not visits:
+        case.clinical_missing = "no clinical visit for the linked record"
+        return
+    study_day = _study_day(study_date)
+    if study_day is None:
+        case.clinical_missing = "the study has no date to match a clinical visit to"
+        return
+    visit = min(visits, key=lambda v: abs(_days(v["visit_date"]) - study_day))
+    gap = abs(_days(visit["visit_date"]) - study_day)
+    if gap > window_days:
+        case.clinical_missing = f"no clinical visit within {window_days} days of the study (nearest {gap} days)"
+        return
+    case.clinical_sites = [(s["site_id"], s["side"]) for s in visit["painful_sites"]]
+    case.visit_gap_days = gap
+
+
+def _study_day(study_date: str) -> int | None:
+    """Day number of a DICOM date (YYYYMMDD), or None when absent or malformed."""
+    try:
+        return _days(f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:8]}") if len(study_date) == 8 else None
+    except ValueError:
+        return None
 
 
 def latest_submitted(rows: list[dict]) -> list[dict]:
@@ -84,14 +123,6 @@ def latest_submitted(rows: list[dict]) -> list[dict]:
         if key not in newest or row["version"] > newest[key]["version"]:
             newest[key] = row
     return list(newest.values())
-
-
-def _closest_visit_sites(visits: list[dict], study_date: str) -> list[tuple[str, str | None]]:
-    if not visits:
-        return []
-    target = f"{study_date[:4]}-{study_date[4:6]}-{study_date[6:8]}" if len(study_date) == 8 else ""
-    visit = min(visits, key=lambda v: abs(_days(v["visit_date"]) - _days(target)) if target else 0)
-    return [(s["site_id"], s["side"]) for s in visit["painful_sites"]]
 
 
 def _days(text: str) -> int:
@@ -405,7 +436,7 @@ CONCORDANCE_RULES = (
     "'SI joint', with its side) and imaging lesions, never merged into bone units. A painful site is confirmed "
     "when at least one imaging lesion lies in a bone unit it covers on the same side (midline units on either "
     "side); otherwise it is clinical only. An imaging lesion that lies in no unit covered by a painful site is "
-    "subclinical. Per timepoint: each case's reference read against the clinical visit closest to its study date. "
+    "subclinical. Per timepoint: each case's reference read against the clinical visit nearest its study date within the visit window; cases without clinical data are left out. "
     "Cumulative: per patient over every analysed timepoint; a painful site is counted once per patient (site and "
     "side), confirmed if a lesion at any timepoint lies in a unit it covers; lesions are counted per bone unit as "
     "the most lesions that unit held at one timepoint (a lesion seen at several timepoints counts once).")
@@ -413,7 +444,8 @@ SITE_COUNTS = ("sites", "sites_confirmed", "sites_clinical_only")
 LESION_COUNTS = ("lesions", "lesions_in_painful_sites", "lesions_subclinical")
 
 
-def concordance(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
+def concordance(cases: list[Case], source: str, taxonomy: Taxonomy,
+                visit_window_days: int = VISIT_WINDOW_DAYS) -> dict:
     """Painful sites against imaging lesions, per timepoint and cumulative per patient.
 
     Parameters
@@ -424,6 +456,8 @@ def concordance(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
         ``"adjudicated"`` or a reader: whose reads are the imaging.
     taxonomy : Taxonomy
         Resolves the painful sites (a read's lesions use the read's own taxonomy).
+    visit_window_days : int
+        The largest study-to-visit gap :func:`collect` accepted (stated in ``visit_rule``).
 
     Returns
     -------
@@ -431,20 +465,38 @@ def concordance(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
         ``per_timepoint`` and ``cumulative``, each with per-case (per-patient)
         entries, ``totals`` (sites and lesions counted separately, see
         :data:`CONCORDANCE_RULES`) and ``groups`` (Table 2 rows); ``skipped``
-        lists cases without a reference read or clinical record.
+        lists cases without a reference read or clinical data; ``missing_clinical``
+        the cases left out for want of clinical data (never analysed as "no
+        painful site"), per timepoint and cumulative; ``visit_gaps`` the
+        study-to-visit gap of each analysed case.
     """
-    entries, skipped = [], []
+    entries, skipped, missing = [], [], []
     for case in sorted(cases, key=lambda c: (c.patient, c.timepoint, c.code)):
         read = reference_read(case, source)
+        if case.clinical_sites is None:
+            missing.append({"case": case.code, "patient": case.patient,
+                            "why": case.clinical_missing or "no clinical record"})
         if read is None or case.clinical_sites is None:
-            skipped.append({"case": case.code, "why": "no reference read" if read is None else "no clinical record"})
+            skipped.append({"case": case.code, "why": "no reference read" if read is None else "missing clinical data"})
             continue
         entries.append(_case_concordance(case, read, taxonomy))
     by_patient: dict[str, list[dict]] = {}
     for entry in entries:
         by_patient.setdefault(entry["patient"], []).append(entry)
     patients = [_patient_concordance(patient, series) for patient, series in sorted(by_patient.items())]
+    analysed = {c.code for c in cases if c.code in {e["case"] for e in entries}}
     return {"source": source, "rules": CONCORDANCE_RULES, "skipped": skipped,
+            "visit_rule": f"Clinical visit: the one nearest the study date, before or after, within "
+                          f"{visit_window_days} days; a case with no visit in that window (or no linked record) "
+                          f"has missing clinical data and is left out.",
+            "visit_window_days": visit_window_days,
+            "visit_gaps": [{"case": c.code, "gap_days": c.visit_gap_days} for c in sorted(cases, key=lambda c: c.code)
+                           if c.code in analysed and c.visit_gap_days is not None],
+            "missing_clinical": {
+                "per_timepoint": {"count": len(missing), "cases": [{"case": m["case"], "why": m["why"]}
+                                                                   for m in missing]},
+                "cumulative": {"count": len(missing), "cases": [m["case"] for m in missing],
+                               "patients": sorted({m["patient"] for m in missing} - set(by_patient))}},
             "per_timepoint": _summarise(entries, taxonomy, "case"),
             "cumulative": _summarise(patients, taxonomy, "patient")}
 

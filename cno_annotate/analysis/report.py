@@ -28,7 +28,8 @@ SECTIONS = ("design", "agreement", "concordance", "distribution", "followup", "s
 
 def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, str], source: str,
           threshold_mm: float, out: Path, strict: bool = True, study=None,
-          resamples: int = cohort.BOOTSTRAP_RESAMPLES, seed: int = cohort.BOOTSTRAP_SEED) -> dict:
+          resamples: int = cohort.BOOTSTRAP_RESAMPLES, seed: int = cohort.BOOTSTRAP_SEED,
+          visit_window_days: int = cohort.VISIT_WINDOW_DAYS) -> dict:
     """Compute the sections, write figures and tables under ``out``; return the report as a dict.
 
     With ``strict`` (one section asked for), a section that cannot be
@@ -45,7 +46,10 @@ def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, 
     def agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs) -> dict:
         return _agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs, resamples, seed)
 
-    builders = {"design": design_section, "agreement": agreement_section, "concordance": _concordance_section,
+    def concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs) -> dict:
+        return _concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs, visit_window_days)
+
+    builders = {"design": design_section, "agreement": agreement_section, "concordance": concordance_section,
                 "distribution": _distribution_section, "followup": _followup_section, "skeleton": _skeletons}
     for name in SECTIONS:
         if name not in sections:
@@ -79,11 +83,12 @@ def _require_reference(cases, source: str) -> None:
         raise CnoError(f"no case has {what}")
 
 
-def _concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
-    if all(c.clinical_sites is None for c in cases):
+def _concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path,
+                         visit_window_days: int = cohort.VISIT_WINDOW_DAYS) -> dict:
+    if all(c.clinical_sites is None and c.clinical_missing is None for c in cases):
         raise CnoError("concordance needs clinical records: give --link-key with linked, imported records")
     _require_reference(cases, source)
-    result = cohort.concordance(cases, source, taxonomy)
+    result = cohort.concordance(cases, source, taxonomy, visit_window_days)
     result["figures"] = {"concordance": figures.save(figures.concordance_figure(result), figs, "concordance")}
     return result
 
@@ -243,6 +248,11 @@ def _img(figure: dict) -> str:
     return f"<img alt='figure' src='data:image/png;base64,{figure['png_base64']}'>"
 
 
+def _count(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless n is 1 ("1 case", "3 cases")."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def _num(value, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -378,9 +388,19 @@ def _agreement_html(a: dict) -> str:
 
 def _concordance_html(c: dict) -> str:
     parts = ["<h2>Clinical and imaging concordance (painful sites and imaging lesions)</h2>",
-             f"<p>{html.escape(c['rules'])} {len(c['skipped'])} cases skipped"
+             f"<p>{html.escape(c['rules'])} {_count(len(c['skipped']), 'case')} skipped"
              + (": " + ", ".join(html.escape(f"{s['case']} ({s['why']})") for s in c["skipped"]) if c["skipped"] else "")
              + ".</p>"]
+    if "visit_rule" in c:
+        gaps = ", ".join(f"{g['case']} {g['gap_days']} days" for g in c["visit_gaps"]) or "none"
+        parts.append(f"<p>{html.escape(c['visit_rule'])} Study-to-visit gaps used: {html.escape(gaps)}.</p>")
+        for basis, label in (("per_timepoint", "per timepoint"), ("cumulative", "cumulative")):
+            m = c["missing_clinical"][basis]
+            listed = (", ".join(f"{x['case']} ({x['why']})" for x in m["cases"]) if basis == "per_timepoint"
+                      else ", ".join(m["cases"]) + (f"; patients left out entirely: {', '.join(m['patients'])}"
+                                                     if m["patients"] else ""))
+            parts.append(f"<p>Missing clinical data ({label}): {_count(m['count'], 'case')}"
+                         + (f": {html.escape(listed)}" if m["count"] else "") + ".</p>")
     for basis, title in (("cumulative", "Cumulative over each patient's timepoints"),
                          ("per_timepoint", "Per timepoint (each case on its own)")):
         summary = c[basis]
@@ -432,17 +452,17 @@ def _followup_html(f: dict) -> str:
 
 def run(store, name: str, sections: list[str], out: Path, link_key: Path | None = None, source: str = "adjudicated",
         threshold_mm: float = 20.0, strict: bool = True, resamples: int = cohort.BOOTSTRAP_RESAMPLES,
-        seed: int = cohort.BOOTSTRAP_SEED) -> dict:
+        seed: int = cohort.BOOTSTRAP_SEED, visit_window_days: int = cohort.VISIT_WINDOW_DAYS) -> dict:
     """Build a reading study's report into ``out`` (JSON, CSV, figures, HTML)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
 
     study = rs.get(store, name)
     db = CoordinatorDB.open(link_key) if link_key else None
-    cases = cohort.collect(store, name, db)
+    cases = cohort.collect(store, name, db, visit_window_days)
     out.mkdir(parents=True, exist_ok=True)
     report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out, strict,
-                   study=study, resamples=resamples, seed=seed)
+                   study=study, resamples=resamples, seed=seed, visit_window_days=visit_window_days)
     report["reading_study"] = name
     write_json(report, out)
     write_html(report, f"Reading study {name}", out)
