@@ -242,6 +242,9 @@ def _add_read_commands(sub, common) -> None:
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.add_argument("--study", help="study UID, accession number or patient ID")
     p.add_argument("--reader", help="reader id")
+    p.add_argument("--reading-study", metavar="NAME", help="only reads of this reading study")
+    p.add_argument("--latest-submitted", action="store_true",
+                   help="only each reader's latest submitted version per case (default: every version and draft)")
     p.set_defaults(run=cmd_export_csv)
 
 
@@ -536,16 +539,28 @@ def cmd_read_import_sr(args) -> int:
 
 def cmd_export_csv(args) -> int:
     """Run ``cno-annotate export-csv`` (see its ``--help``)."""
-    from cno_annotate.annotation.csv_export import write_tables
+    from cno_annotate import reading_study as rs
+    from cno_annotate.annotation.csv_export import latest_submitted, write_tables
     from cno_annotate.annotation.documents import export_document
     from cno_annotate.exports import audited_export
 
     store = _open_store(args)
     study = study_arg(store, args)
-    document = export_document(store, study, args.reader)
+    if args.reading_study:
+        rs.get(store, args.reading_study)  # refuses a name that is no reading study
+    document = export_document(store, study, args.reader, args.reading_study)
+    if args.latest_submitted:
+        document["reads"] = latest_submitted(document["reads"])
+    codes = {(name, c["study_uid"]): c["reading_code"]
+             for name in {r["reading_study"] for r in document["reads"] if r["reading_study"]}
+             for c in rs.cases(store, name)}
+    for read in document["reads"]:
+        read["reading_code"] = codes.get((read["reading_study"], read["study_uid"]), "")
     _, paths = audited_export(store, args.out, args.force, "export-csv", "reads",
                               lambda folder: (write_tables(document, folder),
                                               {"format": "csv", "study_uid": study, "reader": args.reader,
+                                               "reading_study": args.reading_study,
+                                               "latest_submitted": args.latest_submitted,
                                                "reads": [r["read_id"] for r in document["reads"]]}))
     print(f"wrote {', '.join(str(p) for p in paths)} ({len(document['reads'])} reads)")
     return 0

@@ -240,3 +240,40 @@ def test_cells_with_line_breaks_are_quoted_and_start_no_formula_row(tmp_path):
     rows = list(csv.DictReader(open(path, newline="", encoding="utf-8")))
     assert [r["id"] for r in rows] == ["0", "1", "2", "3", "4"]  # no cell started a row of its own
     assert [r["comment"] for r in rows] == ["\n'=1", "note\n'=2", "a\n'@b", "x\n'+SUM(A1)", "two\nlines"]
+
+
+def _new_draft_version(store_dir: Path) -> tuple[str, str]:
+    from cno_annotate.annotation.reads import ReadSession, list_reads
+
+    store = Store.open(store_dir)
+    try:
+        old = list_reads(store, reader="$\\foo$", reading_study="demo")[0]
+        session = ReadSession.new_version(store, old["read_id"], actor="$\\foo$", reason="second look")
+        return old["read_id"], session.read.read_id
+    finally:
+        store.close()
+
+
+def test_export_csv_names_reading_study_role_version_and_filters_latest_submitted(hostile_copy, tmp_path, cli):
+    store, _ = hostile_copy
+    old_id, draft_id = _new_draft_version(store)
+    code, _, err = cli("export-csv", "--out", tmp_path / "all", "--store", store)
+    assert code == 0, err
+    for name in ("reads.csv", "units.csv", "lesions.csv"):
+        rows = list(csv.DictReader(open(tmp_path / "all" / name, newline="", encoding="utf-8")))
+        assert {"reading_study", "reading_code", "role", "version", "supersedes", "status"} <= set(rows[0])
+    reads = {r["read_id"]: r for r in csv.DictReader(open(tmp_path / "all" / "reads.csv", newline="", encoding="utf-8"))}
+    assert reads[draft_id]["version"] == "2" and reads[draft_id]["supersedes"] == old_id
+    assert reads[draft_id]["status"] == "draft" and reads[draft_id]["reading_study"] == "demo"
+    assert reads[draft_id]["reading_code"].startswith("CNO-") and reads[draft_id]["role"] == "reader"
+    assert {r["role"] for r in reads.values()} == {"reader", "adjudicator"}
+    code, _, err = cli("export-csv", "--out", tmp_path / "latest", "--reading-study", "demo", "--latest-submitted",
+                       "--store", store)
+    assert code == 0, err
+    latest = {r["read_id"]: r for r in csv.DictReader(open(tmp_path / "latest" / "reads.csv", newline="", encoding="utf-8"))}
+    assert draft_id not in latest and old_id in latest and len(latest) == len(reads) - 1
+    assert {r["status"] for r in latest.values()} == {"submitted"}
+    code, _, err = cli("export-csv", "--out", tmp_path / "none", "--reading-study", "nosuch", "--store", store)
+    assert code != 0 and "nosuch" in err
+    codebook = list(csv.DictReader(open(tmp_path / "all" / "columns.csv", newline="", encoding="utf-8")))
+    assert [r["column"] for r in codebook if not r["meaning"].strip()] == []

@@ -38,16 +38,19 @@ from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
 from cno_annotate.fileio import atomic_write_text
 
-LESION_COLUMNS = [
-    "read_id", "study_uid", "reader", "status", "scheme_id", "scheme_version", "lesion_id",
+#: Columns that say which read a row belongs to (every table starts with them).
+READ_KEY_COLUMNS = [
+    "read_id", "study_uid", "reader", "status", "reading_study", "reading_code", "role", "version", "supersedes",
+    "scheme_id", "scheme_version",
+]
+LESION_COLUMNS = READ_KEY_COLUMNS + [
+    "lesion_id",
     "site_id", "site_label", "site_code", "site_code_scheme", "bone_code", "region", "group",
     "subsite_id", "subsite_code", "side", "side_code", "unit_id",
     "x_mm", "y_mm", "z_mm", "series_uid", "voxel_i", "voxel_j", "voxel_k",
     "size_x_mm", "size_y_mm", "size_z_mm", "volume_ml", "lesion_item_sum_not_additive", "confidence", "comment",
 ]
-UNIT_COLUMNS = [
-    "read_id", "study_uid", "reader", "status", "scheme_id", "scheme_version", "unit_id", "unit_status", "unit_score",
-]
+UNIT_COLUMNS = READ_KEY_COLUMNS + ["unit_id", "unit_status", "unit_score"]
 #: What the columns mean (written to columns.csv); grade_* columns are described by their scheme item.
 COLUMN_MEANINGS = {
     "lesion_item_sum_not_additive": "Sum of this lesion's own graded items (NA: every graded item not assessable). "
@@ -64,10 +67,46 @@ COLUMN_MEANINGS = {
     "side": "R or L for paired bones; empty for midline sites.",
     "x_mm": "Lesion position, patient LPS coordinates in mm (x: towards the patient's left).",
     "volume_ml": "Volume from the drawn extent (ml); empty without an extent.",
+    "read_id": "Identifier of the read (one reader's reading of one study, one version).",
+    "study_uid": "DICOM Study Instance UID of the MRI study read.",
+    "reader": "Reader id as registered (pseudonymous).",
+    "status": "draft (still being edited) or submitted (final for this version).",
+    "reading_study": "Name of the blinded reading study the read belongs to; empty for a read outside one.",
+    "reading_code": "The case's blinded code in that reading study (e.g. CNO-0001); empty outside one.",
+    "role": "reader or adjudicator (the adjudicator's read is the consensus of a case).",
+    "version": "Version of the read (1 first; a revision of a submitted read adds 1).",
+    "supersedes": "read_id of the version this read revises; empty for version 1.",
+    "scheme_id": "Grading scheme of the read.",
+    "scheme_version": "Version of the grading scheme.",
+    "started": "When the read was started (ISO 8601, UTC).",
+    "submitted": "When the read was submitted (ISO 8601, UTC); empty for a draft.",
+    "lesions": "Number of lesions marked in the read.",
+    "units_no_lesion": "Bone units marked as holding no lesion.",
+    "lesion_id": "Identifier of the lesion within its read.",
+    "site_id": "Anatomical site of the lesion (taxonomy id, e.g. femur.distal).",
+    "site_label": "Readable name of the site.",
+    "site_code": "Code of the site in the coding scheme named by site_code_scheme.",
+    "site_code_scheme": "Coding scheme of site_code.",
+    "bone_code": "Code of the whole bone the site belongs to.",
+    "region": "Taxonomy region of the site.",
+    "group": "Reporting group of the site.",
+    "subsite_id": "Sub-site within the site (e.g. metaphysis); empty when not given.",
+    "subsite_code": "Code of the sub-site; empty when not given.",
+    "side_code": "Code of the side (laterality); empty for midline sites.",
+    "y_mm": "Lesion position, patient LPS coordinates in mm (y: towards the patient's back).",
+    "z_mm": "Lesion position, patient LPS coordinates in mm (z: towards the patient's head).",
+    "series_uid": "DICOM Series Instance UID of the series the lesion was marked on.",
+    "voxel_i": "Voxel column index of the lesion position in that series (0-based).",
+    "voxel_j": "Voxel row index of the lesion position in that series (0-based).",
+    "voxel_k": "Slice index of the lesion position in that series (0-based).",
+    "size_x_mm": "Extent of the lesion along x (mm); empty without an extent.",
+    "size_y_mm": "Extent of the lesion along y (mm); empty without an extent.",
+    "size_z_mm": "Extent of the lesion along z (mm); empty without an extent.",
+    "confidence": "Reader's confidence in the lesion, 1 (low) to 5 (high); empty when not given.",
+    "comment": "Reader's free-text comment (line breaks written as LF; formula starts neutralised).",
 }
-READ_COLUMNS = [
-    "read_id", "study_uid", "reader", "status", "scheme_id", "scheme_version", "started", "submitted",
-    "lesions", "units_with_lesion", "units_no_lesion", "units_not_assessable", "total",
+READ_COLUMNS = READ_KEY_COLUMNS + [
+    "started", "submitted", "lesions", "units_with_lesion", "units_no_lesion", "units_not_assessable", "total",
 ]
 
 
@@ -80,9 +119,7 @@ def lesion_rows(document: dict) -> tuple[list[str], list[dict]]:
             site, sub, side = lesion["site"] or {}, lesion["subsite"] or {}, lesion["laterality"] or {}
             sizes = lesion["sizes_mm"] or ["", "", ""]
             row = {
-                "read_id": read["read_id"], "study_uid": read["study_uid"], "reader": read["reader"],
-                "status": read["status"], "scheme_id": read["scheme"]["id"],
-                "scheme_version": read["scheme"]["version"], "lesion_id": lesion["lesion_id"],
+                **_read_key(read), "lesion_id": lesion["lesion_id"],
                 "site_id": site.get("id", ""), "site_label": site.get("label", ""),
                 "site_code": site.get("code", {}).get("value", ""),
                 "site_code_scheme": site.get("code", {}).get("scheme", ""),
@@ -106,6 +143,15 @@ def lesion_rows(document: dict) -> tuple[list[str], list[dict]]:
     return LESION_COLUMNS + [c for c, _ in items], rows
 
 
+def _read_key(read: dict) -> dict:
+    """The :data:`READ_KEY_COLUMNS` cells of a read (``reading_code`` when the caller added it)."""
+    return {"read_id": read["read_id"], "study_uid": read["study_uid"], "reader": read["reader"],
+            "status": read["status"], "reading_study": _blank(read.get("reading_study")),
+            "reading_code": _blank(read.get("reading_code")), "role": _blank(read.get("role")),
+            "version": _blank(read.get("version")), "supersedes": _blank(read.get("supersedes")),
+            "scheme_id": read["scheme"]["id"], "scheme_version": read["scheme"]["version"]}
+
+
 def _lesion_sum(lesion: dict):
     if lesion["score"] is not None:
         return lesion["score"]
@@ -119,9 +165,7 @@ def unit_rows(document: dict) -> tuple[list[str], list[dict]]:
     rows = []
     for read in document["reads"]:
         for unit in read["scores"]["units"]:
-            row = {"read_id": read["read_id"], "study_uid": read["study_uid"], "reader": read["reader"],
-                   "status": read["status"], "scheme_id": read["scheme"]["id"],
-                   "scheme_version": read["scheme"]["version"], "unit_id": unit["unit_id"],
+            row = {**_read_key(read), "unit_id": unit["unit_id"],
                    "unit_status": unit["status"], "unit_score": "NA" if unit["score"] is None else unit["score"]}
             for column, item_id in items:
                 row[column] = _blank(unit["items"].get(item_id))
@@ -137,6 +181,11 @@ def column_rows(tables: dict[str, list[str]]) -> tuple[list[str], list[dict]]:
             meaning = COLUMN_MEANINGS.get(column, "")
             if column.startswith("grade_"):
                 meaning = f"Grade of scheme item {column[6:]} (NA: not assessable; empty: not graded or not applicable)"
+            elif column.startswith("region_"):
+                meaning = f"Sum of the read's assessable unit scores in taxonomy region {column[7:]}."
+            elif column.startswith("group_"):
+                meaning = (f"Sum of the read's assessable unit scores in reporting group {column[6:]} "
+                           "(a group includes its subgroups).")
             rows.append({"file": name, "column": column, "meaning": meaning})
     return ["file", "column", "meaning"], rows
 
@@ -149,9 +198,7 @@ def read_rows(document: dict) -> tuple[list[str], list[dict]]:
     for read in document["reads"]:
         scores = read["scores"]
         row = {
-            "read_id": read["read_id"], "study_uid": read["study_uid"], "reader": read["reader"],
-            "status": read["status"], "scheme_id": read["scheme"]["id"], "scheme_version": read["scheme"]["version"],
-            "started": read["started"], "submitted": _blank(read["submitted"]), "lesions": len(read["lesions"]),
+            **_read_key(read), "started": read["started"], "submitted": _blank(read["submitted"]), "lesions": len(read["lesions"]),
             "units_with_lesion": scores["units_with_lesion"], "units_no_lesion": scores["units_no_lesion"],
             "units_not_assessable": scores["units_not_assessable"], "total": scores["total"],
         }
@@ -235,6 +282,19 @@ def csv_text(columns: list[str], rows: Iterable[dict]) -> str:
 def write_csv(path: Path, columns: list[str], rows: Iterable[dict]) -> Path:
     """Write a CSV table atomically, formula cells neutralised (:func:`safe_cell`)."""
     return atomic_write_text(path, csv_text(columns, rows))
+
+
+def latest_submitted(reads: list[dict]) -> list[dict]:
+    """Of the submitted ``reads`` (read documents), each reader's newest version per case, reading study and role."""
+    newest: dict[tuple, dict] = {}
+    for read in reads:
+        if read["status"] != "submitted":
+            continue
+        key = (read["study_uid"], read["reader"], read.get("reading_study"), read.get("role"))
+        if key not in newest or read["version"] > newest[key]["version"]:
+            newest[key] = read
+    kept = {id(r) for r in newest.values()}
+    return [r for r in reads if id(r) in kept]
 
 
 def write_tables(document: dict, folder: Path) -> list[Path]:
