@@ -311,3 +311,32 @@ def studies_for_report(tmp_path_factory):
     csv_path.write_text("\n".join(lines) + "\n")
     import_clinical(db, csv_path)
     return Path(store.root), key
+
+
+def test_a_total_that_leaves_out_a_not_assessable_unit_is_flagged_and_kept_out_of_icc_and_bland_altman(tmp_path):
+    scheme, taxonomy = load_scheme(), load_taxonomy()
+    cases = []
+    for n in range(4):
+        case = Case(f"CNO-{n:04d}", f"P{n}", 1)
+        case.reads["a"] = _read(case.code, "a", [("femur.distal", "R", n % 3)], role="reader")
+        case.reads["b"] = _read(case.code, "b", [("femur.distal", "R", (n + 1) % 3)], role="reader")
+        cases.append(case)
+    # reader a's only lesion of CNO-0000 is graded "not assessable" throughout: total 0, one unit not assessable
+    from dataclasses import replace
+
+    lesion = replace(cases[0].reads["a"].lesions[0], grades={item.id: "NA" for item in scheme.items})
+    cases[0].reads["a"] = replace(cases[0].reads["a"], lesions=[lesion])
+    scores = cohort.scores_of(cases[0].reads["a"], scheme, taxonomy)
+    assert (scores.total, scores.units_not_assessable) == (0, 1)
+    result = report.build(cases, ["design", "agreement"], (scheme.id, scheme.version), "adjudicated", 20.0, tmp_path,
+                          resamples=20)
+    totals = result["sections"]["agreement"]["totals"]
+    assert totals["flagged_cases"] == ["CNO-0000"] and totals["icc_cases"] == 3
+    assert totals["bland_altman"]["n"] == 3 and totals["bland_altman"]["excluded_flagged"] == 1
+    assert totals["bland_altman_cases"] == ["CNO-0001", "CNO-0002", "CNO-0003"]
+    assert result["flagged_cases"] == [{"case": "CNO-0000", "reader": "a", "units_not_assessable": 1,
+                                        "items_not_assessable": 0}]
+    design = {d["topic"]: d["text"] for d in result["sections"]["design"]["grras"]}
+    assert "Flagged totals (leave out a not-assessable item or unit): 1 (CNO-0000 a)" in design["Actual numbers"]
+    page = report.write_html(result, "t", tmp_path).read_text()
+    assert "Bland-Altman: 3 cases; 1 flagged case left out (CNO-0000)" in page

@@ -283,8 +283,32 @@ def _total_agreement(cases, readers, scored) -> dict:
            "note": f"ICC on {len(clean)} complete cases (every reader read it, no total leaves out a not-assessable "
                    f"item or unit); with the {len(flagged)} flagged totals: {len(every)} cases; "
                    f"{len(cases) - len(every)} cases miss a read."}
-    ba = agreement.bland_altman(values[:, 0], values[:, 1])
-    out["bland_altman"] = {"readers": readers[:2], **vars(ba)}
+    clean_rows = [n for n, c in enumerate(cases) if c in clean]
+    ba = agreement.bland_altman(values[clean_rows, 0], values[clean_rows, 1])
+    out["bland_altman"] = {"readers": readers[:2], **vars(ba), "excluded_flagged": len(flagged)}
+    out["bland_altman_cases"] = [c.code for c in clean]
+    return out
+
+
+def flagged_totals(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy) -> list[dict]:
+    """Every analysed read whose total leaves out a not-assessable unit or item (a flagged total).
+
+    Returns
+    -------
+    list of dict
+        ``case``, ``reader``, ``units_not_assessable`` (units left out of the
+        total) and ``items_not_assessable`` (scored units whose score leaves
+        out a not-assessable item).
+    """
+    out = []
+    for case in sorted(cases, key=lambda c: c.code):
+        reads = sorted(case.reads.items()) + ([(ADJUDICATED, case.adjudicated)] if case.adjudicated else [])
+        for reader, read in reads:
+            scores = scores_of(read, scheme, taxonomy)
+            if not scores.complete:
+                out.append({"case": case.code, "reader": reader, "units_not_assessable": scores.units_not_assessable,
+                            "items_not_assessable": sum(u.status != UNIT_NOT_ASSESSABLE and not u.complete
+                                                        for u in scores.units.values())})
     return out
 
 
@@ -725,6 +749,8 @@ def design(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy, study=None,
     scored = [scores_of(read, scheme, taxonomy) for read in analysed]
     na_lesions = sum(len(s.lesions_not_assessable) for s in scored)
     na_units = sum(s.units_not_assessable for s in scored)
+    flagged = flagged_totals(cases, scheme, taxonomy)
+    flagged_text = ", ".join(f"{f['case']} {f['reader']}" for f in flagged)
     blinding = "Readers see reading codes only (no names, IDs, dates, institutions or descriptions)"
     if study is not None:
         blinding += (f"; age and sex {'shown' if study.show_age_sex else 'hidden'}; timepoints of one patient "
@@ -756,7 +782,10 @@ def design(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy, study=None,
          + (", ".join(f"{r} {n} (missing {len(cases) - n})" for r, n in reads.items()) or "none")
          + f"; {later} analysed reads are a later version of a reopened read (each reader's latest submitted "
          f"version is used). Not assessable: {unit_marks_na} bone units marked, {na_units} units in total "
-         f"(marked or with only not-assessable lesions), {na_lesions} lesions, {na_items} lesion item grades."},
+         f"(marked or with only not-assessable lesions), {na_lesions} lesions, {na_items} lesion item grades. "
+         f"Flagged totals (leave out a not-assessable item or unit): {len(flagged)}"
+         + (f" ({flagged_text})" if flagged else "") + "; they are left out of the complete-case ICC and the "
+         "Bland-Altman plot."},
         {"item": 12, "topic": "Rater and subject characteristics", "text": "Not recorded by the tool (training and "
          "experience of the readers belong in the study protocol)."},
     ]

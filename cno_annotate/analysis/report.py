@@ -60,6 +60,7 @@ def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, 
             if strict:
                 raise
             report["absent"][name] = str(exc)
+    report["flagged_cases"] = cohort.flagged_totals(cases, scheme, taxonomy)
     write_tables(report, out)
     return report
 
@@ -70,8 +71,10 @@ def _agreement_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path
     result = cohort.agreement_report(cases, readers, scheme, taxonomy, threshold_mm, resamples, seed)
     ba = result["totals"].get("bland_altman")
     if ba:
-        a = np.array([row[ba["readers"][0]] for row in result["totals"]["values"].values()], float)
-        b = np.array([row[ba["readers"][1]] for row in result["totals"]["values"].values()], float)
+        values = result["totals"]["values"]
+        used = result["totals"]["bland_altman_cases"]  # flagged totals are left out
+        a = np.array([values[code][ba["readers"][0]] for code in used], float)
+        b = np.array([values[code][ba["readers"][1]] for code in used], float)
         result["figures"] = {"bland_altman": figures.save(
             figures.bland_altman_figure(a, b, ba["readers"], ba), figs, "bland_altman")}
     return result
@@ -377,6 +380,11 @@ def _agreement_html(a: dict) -> str:
                          for key, label, n in (("icc", "complete cases", t["icc_cases"]),
                                                ("icc_with_flagged", "with flagged totals", t["icc_with_flagged_cases"]))
                          for i in t[key]]))
+    ba = t["bland_altman"]
+    flagged = t["flagged_cases"]
+    parts.append(f"<p>Bland-Altman: {_count(len(t['bland_altman_cases']), 'case')}; "
+                 f"{_count(ba['excluded_flagged'], 'flagged case')} left out"
+                 + (f" ({html.escape(', '.join(flagged))})" if flagged else "") + ".</p>")
     if a.get("figures"):
         parts.append(_img(a["figures"]["bland_altman"]))
     unmatched = [u for x in a["lesions"] for u in x["unmatched"]]
