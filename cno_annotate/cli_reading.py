@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from cno_annotate.cli_output import print_rows as _print_rows
@@ -74,7 +75,13 @@ def register(sub, common) -> None:
     p.add_argument("code", help="reading code of the case (CNO-0007)")
     p.add_argument("record", help="clinical record id of that patient")
     p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
+    p.add_argument("--replace", action="store_true", help="replace the code's existing link")
     p.set_defaults(run=cmd_link_add)
+    p = link_sub.add_parser("list", parents=[common], help="list the reading code -> record id links (coordinator only)")
+    p.add_argument("name", help="reading study")
+    p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(run=cmd_link_list)
     p = link_sub.add_parser("from-patient-ids", parents=[common], help="link every case to its DICOM PatientID")
     p.add_argument("name", help="reading study")
     p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
@@ -278,8 +285,24 @@ def cmd_link_add(args) -> int:
     from cno_annotate.clinical import CoordinatorDB
 
     rs.study_uid_of(_store(args), args.name, args.code)
-    CoordinatorDB.open(args.link_key).link(args.name, {args.code: args.record})
+    CoordinatorDB.open(args.link_key).link(args.name, {args.code: args.record}, replace=args.replace)
     print(f"linked {args.code} in {args.name}")
+    return 0
+
+
+def cmd_link_list(args) -> int:
+    """Run ``cno-annotate link list`` (see its ``--help``)."""
+    from cno_annotate import reading_study as rs
+    from cno_annotate.clinical import CoordinatorDB
+
+    rs.get(_store(args), args.name)
+    links = CoordinatorDB.open(args.link_key).links(args.name)
+    rows = [{"reading_code": code, "record_id": links[code]} for code in sorted(links)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            print(f"{row['reading_code']}\t{row['record_id']}")
     return 0
 
 

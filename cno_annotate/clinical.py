@@ -11,6 +11,7 @@ refused whole, with every bad line listed.
 from __future__ import annotations
 
 import csv
+import math
 import re
 import sqlite3
 from dataclasses import dataclass
@@ -99,11 +100,26 @@ class CoordinatorDB:
         self.db.close()
 
     # -- link key -----------------------------------------------------------------------
-    def link(self, reading_study: str, links: dict[str, str]) -> None:
-        """Set reading code -> record id links."""
+    def link(self, reading_study: str, links: dict[str, str], replace: bool = True) -> None:
+        """Set reading code -> record id links, all or none.
+
+        Raises
+        ------
+        CnoError
+            If a record id is empty or starts a spreadsheet formula, or (without ``replace``)
+            a code is already linked to another record.
+        """
+        for record in links.values():
+            check_record_id(record)
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self.transaction() as db:
             for code, record in links.items():
-                db.execute("INSERT OR REPLACE INTO link_key VALUES (?,?,?)", (reading_study, code, record))
+                db.execute(f"{verb} INTO link_key VALUES (?,?,?)", (reading_study, code, record))
+                stored = db.execute("SELECT record_id FROM link_key WHERE reading_study = ? AND reading_code = ?",
+                                    (reading_study, code)).fetchone()[0]
+                if stored != record:
+                    raise CnoError(f"{code} in {reading_study} is already linked to record {stored}; "
+                                   f"use --replace to link it to {record}")
 
     def links(self, reading_study: str) -> dict[str, str]:
         """Reading code -> record id for a reading study."""
@@ -182,22 +198,41 @@ def parse_clinical_csv(path: Path, taxonomy: Taxonomy | None = None) -> list[Cli
     return rows
 
 
+def check_record_id(record_id: str) -> str:
+    """``record_id`` when it is not empty and starts no spreadsheet formula.
+
+    Raises
+    ------
+    CnoError
+        Otherwise, in one line.
+    """
+    if not record_id:
+        raise CnoError("record_id is empty")
+    if record_id.startswith(FORMULA_START):
+        raise CnoError(f"record_id {record_id!r} starts with {record_id[0]!r}, which spreadsheets "
+                       f"run as a formula; record ids start with a letter or digit")
+    return record_id
+
+
 def _parse_row(line: int, raw: dict, taxonomy: Taxonomy) -> ClinicalRow:
-    if not raw["record_id"]:
-        raise ValueError("record_id is empty")
-    if raw["record_id"].startswith(FORMULA_START):
-        raise ValueError(f"record_id {raw['record_id']!r} starts with {raw['record_id'][0]!r}, which spreadsheets "
-                         f"run as a formula; record ids start with a letter or digit")
+    try:
+        check_record_id(raw["record_id"])
+    except CnoError as exc:
+        raise ValueError(str(exc)) from None
     sex = raw["sex"].upper() or None
     if sex not in (None, "F", "M"):
         raise ValueError(f"sex must be F or M, not {raw['sex']!r}")
+    onset = _number(raw["age_at_onset"], "age_at_onset")
+    diagnosis = _number(raw["age_at_diagnosis"], "age_at_diagnosis")
+    if onset is not None and diagnosis is not None and onset > diagnosis:
+        raise ValueError(f"age_at_onset {onset:g} is after age_at_diagnosis {diagnosis:g}")
     return ClinicalRow(
         line=line,
         record_id=raw["record_id"],
         visit_date=_required_date(raw["visit_date"], "visit_date"),
         sex=sex,
-        age_at_onset=_number(raw["age_at_onset"], "age_at_onset"),
-        age_at_diagnosis=_number(raw["age_at_diagnosis"], "age_at_diagnosis"),
+        age_at_onset=onset,
+        age_at_diagnosis=diagnosis,
         painful_sites=[_site(part, taxonomy) for part in _parts(raw["painful_sites"])],
         treatments=[_treatment(part) for part in _parts(raw["treatments"])],
         crp=_number(raw["crp_mg_l"], "crp_mg_l"),
@@ -224,6 +259,12 @@ def _required_date(text: str, column: str) -> str:
     return _date(text, column) or ""
 
 
+#: Plausible bounds of the numeric columns (inclusive): ages in years (a paediatric CNO cohort
+#: followed into young adulthood), CRP in mg/L, ESR in mm/h. A value outside is a typing or unit error.
+BOUNDS = {"age_at_onset": (0.0, 30.0), "age_at_diagnosis": (0.0, 30.0), "crp_mg_l": (0.0, 1000.0),
+          "esr_mm_h": (0.0, 200.0)}
+
+
 def _number(text: str, column: str) -> float | None:
     if not text:
         return None
@@ -231,8 +272,13 @@ def _number(text: str, column: str) -> float | None:
         value = float(text.replace(",", "."))
     except ValueError:
         raise ValueError(f"{column} {text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise ValueError(f"{column} {text!r} is not a finite number")
     if value < 0:
         raise ValueError(f"{column} {text!r} is negative")
+    low, high = BOUNDS[column]
+    if not low <= value <= high:
+        raise ValueError(f"{column} {text!r} is outside {low:g}-{high:g}, the plausible range")
     return value
 
 

@@ -277,3 +277,45 @@ def test_export_csv_names_reading_study_role_version_and_filters_latest_submitte
     assert code != 0 and "nosuch" in err
     codebook = list(csv.DictReader(open(tmp_path / "all" / "columns.csv", newline="", encoding="utf-8")))
     assert [r["column"] for r in codebook if not r["meaning"].strip()] == []
+
+
+def test_clinical_import_refuses_non_finite_impossible_and_absurd_values_with_line_numbers(tmp_path):
+    from cno_annotate.clinical import CoordinatorDB, import_clinical
+
+    bad = tmp_path / "clinical.csv"
+    bad.write_text("record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,esr_mm_h\n"
+                   "r1,2026-11-01,F,1e400,10,,,,\n"      # line 2: inf
+                   "r2,2026-11-01,F,9,NaN,,,,\n"         # line 3: NaN
+                   "r3,2026-11-01,F,12,10,,,,\n"         # line 4: onset after diagnosis
+                   "r4,2026-11-01,F,9,10,,,5,1e6\n"      # line 5: ESR absurd
+                   "r5,2026-11-01,F,9,10,,,1001,20\n"    # line 6: CRP above 1000 mg/L
+                   "r6,2026-11-01,F,9,31,,,,\n"          # line 7: age above 30 years
+                   "ok,2026-11-01,F,9,10,,,1000,200\n")  # the bounds themselves are fine
+    db = CoordinatorDB.open(tmp_path / "key.sqlite")
+    with pytest.raises(CnoError) as caught:
+        import_clinical(db, bad)
+    message = str(caught.value)
+    for line, why in [(2, "age_at_onset '1e400' is not a finite number"), (3, "age_at_diagnosis 'NaN' is not a finite"),
+                      (4, "age_at_onset 12 is after age_at_diagnosis 10"), (5, "esr_mm_h '1e6' is outside 0-200"),
+                      (6, "crp_mg_l '1001' is outside 0-1000"), (7, "age_at_diagnosis '31' is outside 0-30")]:
+        assert f"line {line}: {why}" in message, message
+    assert "line 8" not in message
+    assert db.db.execute("SELECT COUNT(*) FROM visits").fetchone()[0] == 0
+
+
+def test_link_add_refuses_formula_record_ids_and_overwrites_only_with_replace_and_link_list_shows_them(
+        hostile_copy, tmp_path, cli):
+    store, _ = hostile_copy
+    key = tmp_path / "fresh-key.sqlite"
+    code, _, err = cli("link", "add", "demo", "CNO-0001", "=HYPERLINK(1)", "--link-key", key, "--store", store)
+    assert code != 0 and "starts with '='" in err
+    code, out, err = cli("link", "add", "demo", "CNO-0001", "rec-1", "--link-key", key, "--store", store)
+    assert code == 0, err
+    code, _, err = cli("link", "add", "demo", "CNO-0001", "rec-2", "--link-key", key, "--store", store)
+    assert code != 0 and "already linked" in err and "--replace" in err
+    code, out, err = cli("link", "list", "demo", "--link-key", key, "--store", store)
+    assert code == 0 and "CNO-0001" in out and "rec-1" in out and "rec-2" not in out, err
+    code, _, err = cli("link", "add", "demo", "CNO-0001", "rec-2", "--replace", "--link-key", key, "--store", store)
+    assert code == 0, err
+    code, out, _ = cli("link", "list", "demo", "--link-key", key, "--store", store)
+    assert "rec-2" in out and "rec-1" not in out
