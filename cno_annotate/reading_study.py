@@ -55,9 +55,10 @@ def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0,
         raise CnoError(f"reading study {name!r} exists already")
     scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
     with store.transaction() as db:
+        state = audit.require_unchanged(db, f"reading-study:{name}")
         db.execute("INSERT INTO reading_studies VALUES (?,?,?,?,?,?,?,?)",
                    (name, scheme.id, scheme.version, seed, int(show_age_sex), int(reveal_timepoints), now(), actor))
-        audit.append(db, actor, "create", f"reading-study:{name}",
+        audit.append(db, actor, "create", f"reading-study:{name}", state_before=state,
                      after={"scheme": f"{scheme.id} {scheme.version}", "seed": seed, "show_age_sex": show_age_sex,
                             "reveal_timepoints": reveal_timepoints})
     return get(store, name)
@@ -97,10 +98,12 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
     first = 1 + len(existing)
     codes = [f"{CODE_PREFIX}{n:04d}" for n in range(first, first + len(new))]
     with store.transaction() as db:
+        state = audit.require_unchanged(db, f"reading-study:{name}")
         for uid, code in zip(new, codes):
             db.execute("INSERT INTO rs_cases VALUES (?,?,?,?,?)", (name, code, uid, "", 0))
         _number_patients(db, store, name)
-        audit.append(db, actor, "add-cases", f"reading-study:{name}", after={"codes": codes, "studies": new})
+        audit.append(db, actor, "add-cases", f"reading-study:{name}", after={"codes": codes, "studies": new},
+                     state_before=state)
     return codes
 
 
@@ -127,9 +130,11 @@ def add_readers(store: Store, name: str, readers: list[str], role: str = "reader
     if any(not r.strip() or r == COORDINATOR for r in readers):
         raise CnoError(f"reader ids must be non-empty and not {COORDINATOR!r}")
     with store.transaction() as db:
+        state = audit.require_unchanged(db, f"reading-study:{name}")
         for reader in readers:
             db.execute("INSERT OR REPLACE INTO rs_readers VALUES (?,?,?)", (name, reader, role))
-        audit.append(db, actor, "add-readers", f"reading-study:{name}", after={"readers": readers, "role": role})
+        audit.append(db, actor, "add-readers", f"reading-study:{name}", after={"readers": readers, "role": role},
+                     state_before=state)
 
 
 def role_of(store: Store, name: str, reader: str) -> str:
@@ -176,11 +181,13 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
             random.Random(f"{seed}:{name}:{reader}").shuffle(order)
         worklists[reader] = order
     with store.transaction() as db:
+        state = audit.require_unchanged(db, f"reading-study:{name}")
         db.execute("DELETE FROM rs_worklists WHERE reading_study = ?", (name,))
         for reader, order in worklists.items():
             db.executemany("INSERT INTO rs_worklists VALUES (?,?,?,?)",
                            [(name, reader, n, code) for n, code in enumerate(order, start=1)])
-        audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists)})
+        audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists)},
+                     state_before=state)
     return worklists
 
 

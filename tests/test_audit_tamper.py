@@ -10,6 +10,7 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
+from cno_annotate.errors import CnoError
 from cno_annotate.store import Store, audit
 from cno_annotate.store.audit import _digest
 
@@ -144,3 +145,49 @@ def test_store_check_runs_the_integrity_check_and_the_audit(trial, cli):
     _tamper(trial, TAMPERS[3][2]).close()
     code, out, err = cli("store", "check", "--store", trial.root)
     assert code == 1 and "audit: read:" in out and "audit check failed" in err
+
+
+def _audit_count(store: Store) -> int:
+    return store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+
+
+@pytest.mark.parametrize("edit", ["mark", "grade", "submit"])
+def test_a_direct_change_is_not_laundered_by_the_next_edit(trial, edit):
+    uid = trial.studies()[0]["study_uid"]
+    session = ReadSession.open_or_create(trial, uid, "dr-b", reading_study="trial")
+    read_id = session.read.read_id
+    entries, revision = _audit_count(trial), session.read.revision
+    _tamper(trial, "UPDATE lesions SET data = replace(data, '\"marrow_hyperintensity\": 2', "
+                   "'\"marrow_hyperintensity\": 0') WHERE read_id = :b").close()
+    with pytest.raises(CnoError, match=f"read {read_id} was changed outside the program since its last audited "
+                                       f"change; run cno-annotate store check"):
+        if edit == "mark":
+            session.mark_unit("spine.L4", "no_lesion")
+        elif edit == "grade":
+            session.set_grade(session.read.lesions[0].lesion_id, "marrow_hyperintensity", 1)
+        else:
+            session.submit()
+    assert _audit_count(trial) == entries  # nothing was written
+    assert trial.db.execute("SELECT revision FROM reads WHERE read_id = ?", (read_id,)).fetchone()[0] == revision
+    assert not audit.verify(trial.db).ok  # the change is still found
+
+
+def test_a_reading_study_changed_outside_is_not_laundered_by_the_next_change(trial):
+    entries = _audit_count(trial)
+    _tamper(trial, "UPDATE rs_cases SET reading_code = 'CNO-0999'").close()
+    with pytest.raises(CnoError, match="reading study trial was changed outside the program"):
+        rs.add_readers(trial, "trial", ["dr-c"])
+    assert _audit_count(trial) == entries
+    assert not audit.verify(trial.db).ok
+
+
+def test_verify_finds_a_gap_between_entries_after_a_later_edit(trial):
+    """An entry whose recorded state before the change is not the previous entry's state after it."""
+    read_id = _read_id(trial, "dr-b")
+    _tamper(trial, "UPDATE unit_marks SET mark = 'not_assessable' WHERE read_id = :b").close()
+    with trial.transaction() as db:  # what an older program did: hash whatever is in the store
+        seq = audit.append(db, "dr-b", "change", f"read:{read_id}", state_before=audit.read_state(db, read_id))
+    result = audit.verify(trial.db)
+    assert not result.ok
+    assert any(f"read:{read_id}" in p and f"entry {seq}" in p and "outside the program" in p
+               for p in result.problems)

@@ -132,8 +132,9 @@ def new_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy
 
 
 def _insert_new(db, read: Read) -> None:
+    state = audit.require_unchanged(db, f"read:{read.read_id}")
     _insert_read_row(db, read, next_lesion=1)
-    audit.append(db, read.reader, "create", f"read:{read.read_id}", after=_read_summary(read))
+    audit.append(db, read.reader, "create", f"read:{read.read_id}", after=_read_summary(read), state_before=state)
 
 
 @contextmanager
@@ -190,8 +191,10 @@ def write_read(store: Store, read: Read, actor: str = "coordinator", in_transact
 
 
 def _write_audited(db, read: Read, actor: str) -> None:
+    state = audit.require_unchanged(db, f"read:{read.read_id}")
     _write_read(db, read)
-    audit.append(db, actor, "import", f"read:{read.read_id}", after=_read_summary(read), lesions=len(read.lesions))
+    audit.append(db, actor, "import", f"read:{read.read_id}", after=_read_summary(read), lesions=len(read.lesions),
+                 state_before=state)
 
 
 def _write_read(db, read: Read) -> None:
@@ -306,9 +309,11 @@ class ReadSession:
                                   modified=stamp, revision=0, version=old.version + 1, supersedes=old.read_id,
                                   reason=reason.strip())
         with guarded(store, read_id), store.transaction() as db:
+            audit.require_unchanged(db, f"read:{old.read_id}")  # the copy must not carry a change made outside
+            state = audit.require_unchanged(db, f"read:{new.read_id}")
             _write_read(db, new)
             audit.append(db, actor, "new-version", f"read:{new.read_id}", before={"read_id": old.read_id},
-                         after=_read_summary(new), reason=new.reason)
+                         after=_read_summary(new), reason=new.reason, state_before=state)
         return cls(store, new, actor)
 
     # -- queries ---------------------------------------------------------------------------
@@ -443,6 +448,7 @@ class ReadSession:
         with self._refusals_reload():
             with guarded(self.store, self.read.read_id), self.store.transaction() as db:
                 self._create_if_new(db)
+                state = audit.require_unchanged(db, f"read:{self.read.read_id}")
                 row = db.execute(
                     "UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
@@ -450,7 +456,7 @@ class ReadSession:
                 if row is None:
                     raise self._refusal(db)
                 audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft",
-                             after="submitted", total=self.scores().total)
+                             after="submitted", total=self.scores().total, state_before=state)
         self.stored = True
         self.read = load_read(self.store, self.read.read_id)
         self._undo.clear()
@@ -575,6 +581,7 @@ class ReadSession:
         with self._refusals_reload():
             with guarded(self.store, read_id), self.store.transaction() as db:
                 self._create_if_new(db)
+                state = audit.require_unchanged(db, f"read:{read_id}")
                 row = db.execute(
                     "UPDATE reads SET revision = revision + 1, modified = ?, next_lesion = next_lesion + ? "
                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING next_lesion",
@@ -589,7 +596,8 @@ class ReadSession:
                 after = _state_json(lesions, marks)
                 if unit_grades:
                     after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
-                audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after)
+                audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after,
+                             state_before=state)
         self.stored = True
         self.read = load_read(self.store, read_id)
         return new_lesion

@@ -28,6 +28,8 @@ from cno_annotate.errors import CnoError
 from cno_annotate.store.db import now
 
 GENESIS = "0" * 64
+#: ``append`` without ``state_before``: nothing was written yet, so the object is checked as it is now.
+CHECK_NOW = object()
 
 
 def _digest(prev_hash: str, seq: int, at: str, actor: str, action: str, entity: str, detail: str) -> str:
@@ -35,7 +37,8 @@ def _digest(prev_hash: str, seq: int, at: str, actor: str, action: str, entity: 
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
-def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=None, after=None, **extra) -> int:
+def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=None, after=None,
+           state_before=CHECK_NOW, **extra) -> int:
     """Append an entry inside the caller's transaction; returns its sequence number.
 
     Parameters
@@ -48,12 +51,25 @@ def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=
         Which object, e.g. ``read:<id>``, ``lesion:<read>/<lesion>``.
     before, after : JSON-serialisable, optional
         The state before and after the change.
+    state_before : str or None, optional
+        For a read or reading study: the content hash before the change, as
+        :func:`require_unchanged` returned it at the start of the transaction.
+        Left out, the entry writes nothing to the object and it is checked now.
+
+    Raises
+    ------
+    CnoError
+        If the read or reading study was changed outside the program since its
+        latest entry (the caller's transaction is then rolled back).
     """
     row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
     at = now()
     kind, _, key = entity.partition(":")
     if kind in STATES:
+        if state_before is CHECK_NOW:
+            state_before = require_unchanged(db, entity)
+        extra["state_before"] = state_before
         extra["state"] = STATES[kind](db, key)
     detail = json.dumps({"before": before, "after": after, **extra}, ensure_ascii=False, sort_keys=True)
     digest = _digest(prev, seq, at, actor, action, entity, detail)
@@ -110,6 +126,36 @@ def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
 #: Entity kinds whose state every entry records, and how to compute it.
 STATES = {"read": read_state, "reading-study": reading_study_state}
 _TABLES = {"read": "SELECT read_id FROM reads", "reading-study": "SELECT name FROM reading_studies"}
+_NAMES = {"read": "read", "reading-study": "reading study"}
+
+
+def audited_state(db: sqlite3.Connection, entity: str) -> str | None:
+    """The state the entity's latest entry recorded (None: no entry recorded one)."""
+    for (detail,) in db.execute("SELECT detail FROM audit WHERE entity = ? ORDER BY seq DESC", (entity,)):
+        recorded = json.loads(detail)
+        if "state" in recorded:
+            return recorded["state"]
+    return None
+
+
+def require_unchanged(db: sqlite3.Connection, entity: str) -> str | None:
+    """The entity's current state, after checking it is the state its latest entry recorded.
+
+    Called inside the transaction of a change, before anything is written, so
+    that a change made to the database outside the program is not absorbed
+    (and hidden) by the next audited change.
+
+    Raises
+    ------
+    CnoError
+        If the stored object differs from its audited state.
+    """
+    kind, _, key = entity.partition(":")
+    current = STATES[kind](db, key)
+    if current != audited_state(db, entity):
+        raise CnoError(f"{_NAMES[kind]} {key} was changed outside the program since its last audited change; "
+                       f"run cno-annotate store check")
+    return current
 
 
 # -- checking ------------------------------------------------------------------------------
@@ -153,7 +199,7 @@ def verify(db: sqlite3.Connection, anchor_text: str | None = None) -> Verificati
     if not chain.ok:
         return chain
     latest = _latest_states(db)
-    problems = _data_problems(db, latest)
+    problems = _gap_problems(db) + _data_problems(db, latest)
     objects = sum(len(db.execute(sql).fetchall()) for sql in _TABLES.values())
     if anchor_text is not None:
         problems += _anchor_problems(db, anchor_text)
@@ -198,6 +244,25 @@ def _latest_states(db: sqlite3.Connection) -> dict[str, tuple[int, str | None]]:
             if "state" in recorded:
                 latest[entity] = (seq, recorded["state"])
     return latest
+
+
+def _gap_problems(db: sqlite3.Connection) -> list[str]:
+    """Entries whose state before the change is not what the previous entry about the object left."""
+    problems = []
+    previous: dict[str, tuple[int, str | None]] = {}
+    for seq, entity, detail in db.execute("SELECT seq, entity, detail FROM audit ORDER BY seq"):
+        if entity.partition(":")[0] not in STATES:
+            continue
+        recorded = json.loads(detail)
+        if "state_before" in recorded:
+            last_seq, last_state = previous.get(entity, (0, None))
+            if recorded["state_before"] != last_state:
+                since = f"audit entry {last_seq}" if last_seq else "it first appeared"
+                problems.append(f"{entity} was changed outside the program between {since} and entry {seq} "
+                                f"(entry {seq} found a state that no entry recorded)")
+        if "state" in recorded:
+            previous[entity] = (seq, recorded["state"])
+    return problems
 
 
 def _data_problems(db: sqlite3.Connection, latest: dict[str, tuple[int, str | None]]) -> list[str]:

@@ -258,13 +258,13 @@ def _lock_reads(connection: sqlite3.Connection) -> None:
                            f"ask for help to merge them")
         connection.execute("DELETE FROM reads WHERE read_id = ?", (read_id,))
         audit.append(connection, "cno-annotate", "delete", f"read:{read_id}",
-                     reason="an empty duplicate draft (the case was opened twice at once)")
+                     state_before=None, reason="an empty duplicate draft (the case was opened twice at once)")
     for statement in statements(LOCKS):
         connection.execute(statement)
     for (read_id,) in connection.execute("SELECT read_id FROM reads ORDER BY read_id").fetchall():
-        audit.append(connection, "cno-annotate", "baseline", f"read:{read_id}")
+        audit.append(connection, "cno-annotate", "baseline", f"read:{read_id}", state_before=None)
     for (name,) in connection.execute("SELECT name FROM reading_studies ORDER BY name").fetchall():
-        audit.append(connection, "cno-annotate", "baseline", f"reading-study:{name}")
+        audit.append(connection, "cno-annotate", "baseline", f"reading-study:{name}", state_before=None)
 
 
 def default_store_dir() -> Path:
