@@ -191,3 +191,38 @@ def test_verify_finds_a_gap_between_entries_after_a_later_edit(trial):
     assert not result.ok
     assert any(f"read:{read_id}" in p and f"entry {seq}" in p and "outside the program" in p
                for p in result.problems)
+
+
+def _plain_shell(store: Store) -> sqlite3.Connection:
+    """A second program with an SQLite shell that leaves the triggers in place (recursive_triggers off)."""
+    return sqlite3.connect(store.root / "store.sqlite", isolation_level=None)
+
+
+def quote(text: str) -> str:
+    """An SQL string literal."""
+    return "'" + text + "'"
+
+
+_COLUMNS = ("read_id, study_uid, reader, scheme_id, scheme_version, taxonomy, status, started, submitted, modified, "
+            "revision, next_lesion, reading_study, role, version, supersedes, reason")
+
+
+@pytest.mark.parametrize("sql", [
+    f"INSERT OR REPLACE INTO reads ({_COLUMNS}) SELECT {_COLUMNS.replace('status', quote('draft'))} "
+    f"FROM reads WHERE read_id = :a",
+    f"REPLACE INTO reads ({_COLUMNS}) SELECT {_COLUMNS.replace('status', quote('draft'))} FROM reads "
+    f"WHERE read_id = :a",
+    f"INSERT OR REPLACE INTO reads ({_COLUMNS}) SELECT {_COLUMNS.replace('read_id', quote('intruder'))} "
+    f"FROM reads WHERE read_id = :a",
+    "UPDATE OR REPLACE reads SET read_id = :a WHERE read_id = :b",
+], ids=["insert-or-replace", "replace", "same-case", "update-or-replace"])
+def test_replacing_a_submitted_read_is_refused_by_the_database(trial, sql):
+    submitted = _read_id(trial, "dr-a")
+    before = audit.read_state(trial.db, submitted)
+    db = _plain_shell(trial)
+    with pytest.raises(sqlite3.IntegrityError):
+        db.execute(sql, {"a": submitted, "b": _read_id(trial, "dr-b")})
+    db.close()
+    assert audit.read_state(trial.db, submitted) == before
+    assert trial.db.execute("SELECT status FROM reads WHERE read_id = ?", (submitted,)).fetchone()[0] == "submitted"
+    assert audit.verify(trial.db).ok

@@ -193,6 +193,9 @@ MIGRATIONS: list[Step] = [
     """,
     # 7: locks and uniqueness enforced by the database; every read and reading study gets an audited state.
     lambda connection: _lock_reads(connection),
+    # 8: a submitted read cannot be replaced (INSERT OR REPLACE, UPDATE OR REPLACE delete the old row
+    # without firing the delete trigger).
+    lambda connection: _lock_replacing(connection),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -225,6 +228,35 @@ LOCKS = f"""
         WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
         BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
     """ for table in ("lesions", "unit_marks", "unit_grades"))
+
+
+#: Raised when a change would replace a submitted read of the same case; reads.py makes it a ReadConflict.
+REPLACED_MESSAGE = "UNIQUE: a submitted read holds this case (reads_one_first_version or reads_one_successor)"
+
+_SAME_CASE = """
+    (r.read_id = NEW.read_id
+     OR (NEW.supersedes IS NULL AND r.supersedes IS NULL AND r.study_uid = NEW.study_uid AND r.reader = NEW.reader
+         AND COALESCE(r.reading_study, '') = COALESCE(NEW.reading_study, '') AND r.role = NEW.role)
+     OR (NEW.supersedes IS NOT NULL AND r.supersedes = NEW.supersedes))
+"""
+
+REPLACE_LOCKS = f"""
+    CREATE TRIGGER reads_locked_replace BEFORE INSERT ON reads
+        WHEN EXISTS (SELECT 1 FROM reads r WHERE r.read_id = NEW.read_id AND r.status = 'submitted')
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER reads_case_replace BEFORE INSERT ON reads
+        WHEN EXISTS (SELECT 1 FROM reads r WHERE r.status = 'submitted' AND r.read_id != NEW.read_id AND {_SAME_CASE})
+        BEGIN SELECT RAISE(ABORT, '{REPLACED_MESSAGE}'); END;
+    CREATE TRIGGER reads_update_replace BEFORE UPDATE ON reads
+        WHEN EXISTS (SELECT 1 FROM reads r WHERE r.status = 'submitted' AND r.read_id != OLD.read_id AND {_SAME_CASE})
+        BEGIN SELECT RAISE(ABORT, '{REPLACED_MESSAGE}'); END;
+"""
+
+
+def _lock_replacing(connection: sqlite3.Connection) -> None:
+    """Migration 8: triggers that refuse an insert or update replacing a submitted read (by id or by case)."""
+    for statement in statements(REPLACE_LOCKS):
+        connection.execute(statement)
 
 
 def _lock_reads(connection: sqlite3.Connection) -> None:
@@ -371,6 +403,7 @@ class Store:
                 raise CnoError(f"the store at {self.root} is damaged ({problem}); run 'cno-annotate store "
                                f"check' and restore the store from a backup")
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA recursive_triggers=ON")  # a REPLACE fires the delete triggers too
         if self.read_only:
             if self.schema_version < SCHEMA_VERSION:
                 raise CnoError(f"the store at {self.root} is read-only and from an older cno-annotate "
@@ -457,6 +490,7 @@ class Store:
         self.db.close()
         self.db = _connect(self.root / DB_NAME, self._busy_timeout, False)
         self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.execute("PRAGMA recursive_triggers=ON")
         self.db.execute("PRAGMA synchronous=FULL")
         self._wal = None
 
