@@ -365,6 +365,7 @@ def cmd_audit_anchor(args) -> int:
 
 def cmd_store_check(args) -> int:
     """Run ``cno-annotate store check`` (see its ``--help``)."""
+    from cno_annotate.annotation.reads import damaged_reads
     from cno_annotate.store import Store, audit
     from cno_annotate.store.db import default_store_dir, integrity_problems
 
@@ -378,6 +379,12 @@ def cmd_store_check(args) -> int:
     result = audit.verify(store.db)
     for problem in result.problems:
         print(f"audit: {problem}")
+    damaged = damaged_reads(store)
+    for problem in damaged:
+        print(f"read: {problem}")
+    if damaged:
+        raise CnoError(f"the store at {store.root} holds {len(damaged)} damaged reads (listed); "
+                       f"{'its audit check failed too: ' + result.reason if not result.ok else 'the audit is intact'}")
     if not result.ok:
         raise CnoError(f"the store at {store.root} is intact but its audit check failed: {result.reason}")
     print(f"store intact (integrity check ok); {result.reason}")

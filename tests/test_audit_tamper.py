@@ -226,3 +226,20 @@ def test_replacing_a_submitted_read_is_refused_by_the_database(trial, sql):
     assert audit.read_state(trial.db, submitted) == before
     assert trial.db.execute("SELECT status FROM reads WHERE read_id = ?", (submitted,)).fetchone()[0] == "submitted"
     assert audit.verify(trial.db).ok
+
+
+@pytest.mark.parametrize("data", ["not json", "null", '{"lesion_id": "L1"}', "[1, 2]"],
+                         ids=["not-json", "null", "missing-fields", "list"])
+def test_a_damaged_lesion_row_is_one_line_naming_read_and_lesion(trial, cli, tmp_path, data):
+    read_id = _read_id(trial, "dr-b")
+    lesion_id = trial.db.execute("SELECT lesion_id FROM lesions WHERE read_id = ?", (read_id,)).fetchone()[0]
+    db = _plain_shell(trial)
+    db.execute("UPDATE lesions SET data = ? WHERE read_id = ?", (data, read_id))
+    db.close()
+    expected = f"lesion {lesion_id} of read {read_id} is damaged: "
+    for command in (("read", "export", "--out", tmp_path / "reads.json"), ("export-csv", "--out", tmp_path / "csv")):
+        code, _, err = cli(*command, "--store", trial.root)
+        assert code == 1 and expected in err and "run cno-annotate store check" in err, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli("store", "check", "--store", trial.root)
+    assert code == 1 and expected in out and "Traceback" not in err

@@ -88,16 +88,49 @@ def load_read(store: Store, read_id: str) -> Read:
         raise CnoError(f"no read {read_id!r} in the store at {store.root}")
     taxonomy, scheme = load_taxonomy(row["taxonomy"]), load_scheme(row["scheme_id"], row["scheme_version"])
     lesions = [
-        lesion_from_fields(taxonomy, scheme, json.loads(r["data"]))
-        for r in store.db.execute("SELECT data FROM lesions WHERE read_id = ? ORDER BY ordinal", (read_id,))
+        _stored_lesion(taxonomy, scheme, read_id, r["lesion_id"], r["data"])
+        for r in store.db.execute("SELECT lesion_id, data FROM lesions WHERE read_id = ? ORDER BY ordinal",
+                                  (read_id,))
     ]
     marks = {r["unit_id"]: r["mark"] for r in store.db.execute(
         "SELECT unit_id, mark FROM unit_marks WHERE read_id = ?", (read_id,))}
     unit_grades: dict[str, dict] = {}
     for r in store.db.execute("SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ?", (read_id,)):
-        unit_grades.setdefault(r["unit_id"], {})[r["item_id"]] = json.loads(r["grade"])
+        try:
+            grade = json.loads(r["grade"])
+        except ValueError as exc:
+            raise CnoError(f"the {r['item_id']} grade of {r['unit_id']} in read {read_id} is damaged: "
+                           f"{_one_line(exc)}; run cno-annotate store check") from None
+        unit_grades.setdefault(r["unit_id"], {})[r["item_id"]] = grade
     fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
     return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades)
+
+
+def _stored_lesion(taxonomy: Taxonomy, scheme: Scheme, read_id: str, lesion_id: str, data) -> Lesion:
+    """A lesion row back through the validator; a damaged row is a one-line error naming read and lesion."""
+    try:
+        fields = json.loads(data)
+        if not isinstance(fields, dict):
+            raise ValueError(f"not a JSON object but {type(fields).__name__}")
+        return lesion_from_fields(taxonomy, scheme, fields)
+    except (ValueError, TypeError, CnoError) as exc:
+        raise CnoError(f"lesion {lesion_id} of read {read_id} is damaged: {_one_line(exc)}; "
+                       f"run cno-annotate store check") from None
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
+
+
+def damaged_reads(store: Store) -> list[str]:
+    """Why each read that cannot be loaded cannot be (a damaged lesion or grade row), for ``store check``."""
+    problems = []
+    for (read_id,) in store.db.execute("SELECT read_id FROM reads ORDER BY read_id").fetchall():
+        try:
+            load_read(store, read_id)
+        except CnoError as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def create_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy: Taxonomy,
