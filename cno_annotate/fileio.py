@@ -78,8 +78,10 @@ def check_output_file(path: Path | str, force: bool = False) -> Path:
 
 
 def check_output_folder(folder: Path | str) -> Path:
-    """Refuse an output folder that exists but is not a folder."""
+    """Refuse an output folder that is a symbolic link, or exists but is not a folder."""
     folder = Path(folder)
+    if folder.is_symlink():
+        raise CnoError(f"{folder} is a symbolic link; name the folder itself")
     if folder.exists() and not folder.is_dir():
         raise CnoError(f"{folder} is not a folder")
     return folder

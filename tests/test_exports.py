@@ -319,3 +319,16 @@ def test_link_add_refuses_formula_record_ids_and_overwrites_only_with_replace_an
     assert code == 0, err
     code, out, _ = cli("link", "list", "demo", "--link-key", key, "--store", store)
     assert "rec-2" in out and "rec-1" not in out
+
+
+def test_export_and_report_refuse_a_symlinked_output_folder(hostile_copy, tmp_path, cli):
+    store, _ = hostile_copy
+    real = tmp_path / "real"
+    real.mkdir()
+    link = tmp_path / "linkdir"
+    link.symlink_to(real, target_is_directory=True)
+    for args in (("export-csv", "--out", link, "--force"), ("report", "agreement", "demo", "--out", link),
+                 ("report", "agreement", "demo", "--out", link, "--force")):
+        code, _, err = cli(*args, "--store", store)
+        assert code != 0 and "symbolic link" in err, (args, err)
+    assert list(real.iterdir()) == []
