@@ -408,6 +408,7 @@ def cmd_report(args) -> int:
     every = args.kind == "all"
     sections = list(report.SECTIONS) if every else [args.kind]
     store = _store(args)
+    _check_report_options(store, args)
 
     def write(folder: Path) -> tuple[dict, dict]:
         result = report.run(store, args.name, sections, folder, args.link_key, args.reader or "adjudicated",
@@ -424,6 +425,25 @@ def cmd_report(args) -> int:
         for name, why in result["absent"].items():
             print(f"  {name} not computed: {why}")
     return 0
+
+
+def _check_report_options(store, args) -> None:
+    """Refuse report options that would give a wrong or empty report, each with a one-line message."""
+    import math
+
+    from cno_annotate import reading_study as rs
+
+    if not (math.isfinite(args.threshold_mm) and args.threshold_mm > 0):
+        raise CnoError(f"--threshold-mm must be a finite number of mm above 0, not {args.threshold_mm:g}")
+    if args.bootstrap < 0:
+        raise CnoError(f"--bootstrap must be 0 (no intervals) or more resamples, not {args.bootstrap}")
+    if args.visit_window_days < 0:
+        raise CnoError(f"--visit-window-days must be 0 or more days, not {args.visit_window_days}")
+    if args.reader:
+        rs.role_of(store, args.name, args.reader)
+    if args.link_key is not None and not args.link_key.is_file():
+        raise CnoError(f"--link-key {args.link_key}: no such file (the coordinator database is made by "
+                       f"'link' and 'clinical import', never by a report)")
 
 
 def _relocated(value, old: str, new: str):

@@ -340,3 +340,36 @@ def test_a_total_that_leaves_out_a_not_assessable_unit_is_flagged_and_kept_out_o
     assert "Flagged totals (leave out a not-assessable item or unit): 1 (CNO-0000 a)" in design["Actual numbers"]
     page = report.write_html(result, "t", tmp_path).read_text()
     assert "Bland-Altman: 3 cases; 1 flagged case left out (CNO-0000)" in page
+
+
+@pytest.mark.parametrize(("option", "message"), [
+    (["--threshold-mm", "nan"], "--threshold-mm must be a finite number of mm above 0, not nan"),
+    (["--threshold-mm", "0"], "--threshold-mm must be a finite number of mm above 0, not 0"),
+    (["--threshold-mm", "-5"], "--threshold-mm must be a finite number of mm above 0, not -5"),
+    (["--bootstrap", "-1"], "--bootstrap must be 0 (no intervals) or more resamples, not -1"),
+    (["--visit-window-days", "-1"], "--visit-window-days must be 0 or more days, not -1"),
+    (["--reader", "dr-nobody"], "'dr-nobody' is not a reader of reading study 'demo'"),
+])
+def test_report_options_are_checked_with_a_one_line_message(tmp_path, cli, studies_for_report, option, message):
+    store_dir, key = studies_for_report
+    code, _, err = cli("report", "agreement", "demo", "--store", store_dir, "--out", tmp_path / "out", *option)
+    assert code != 0 and message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_report_refuses_a_link_key_that_does_not_exist_and_never_creates_it(tmp_path, cli, studies_for_report):
+    store_dir, _ = studies_for_report
+    typo = tmp_path / "typo.sqlite"
+    code, _, err = cli("report", "concordance", "demo", "--store", store_dir, "--out", tmp_path / "out",
+                       "--link-key", typo)
+    assert code != 0 and f"--link-key {typo}: no such file" in err and len(err.strip().splitlines()) == 1, err
+    assert not typo.exists()
+
+
+def test_report_with_no_bootstrap_says_there_are_no_intervals(tmp_path, cli, studies_for_report):
+    store_dir, key = studies_for_report
+    code, _, err = cli("report", "agreement", "demo", "--store", store_dir, "--out", tmp_path / "out",
+                       "--bootstrap", "0")
+    assert code == 0, err
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "No confidence intervals (--bootstrap 0)" in page

@@ -775,9 +775,10 @@ def design(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy, study=None,
          "(Randolph) kappa, overall and per bone category, on cases every reader read; positive and negative "
          "specific agreement per reader pair (bone units, and lesions matched within unit and side by distance); "
          "Cohen's weighted kappa of matched lesions' grades and of unit grades; Krippendorff's ordinal alpha; "
-         "ICC(2,1) and ICC(3,1) of patient totals on complete cases and with flagged totals; Bland-Altman. 95 % "
-         f"intervals by case-level percentile bootstrap ({resamples} resamples, seed {seed}); ICC intervals from "
-         "the F distribution. Not assessable is missing, never 0."},
+         "ICC(2,1) and ICC(3,1) of patient totals on complete cases and with flagged totals; Bland-Altman. "
+         + (f"95 % intervals by case-level percentile bootstrap ({resamples} resamples, seed {seed})" if resamples
+            else "No bootstrap intervals (0 resamples asked for)")
+         + "; ICC intervals from the F distribution. Not assessable is missing, never 0."},
         {"item": 11, "topic": "Actual numbers", "text": "Submitted reads analysed: "
          + (", ".join(f"{r} {n} (missing {len(cases) - n})" for r, n in reads.items()) or "none")
          + f"; {later} analysed reads are a later version of a reopened read (each reader's latest submitted "

@@ -326,9 +326,10 @@ def _agreement_html(a: dict) -> str:
     m = a["missing"]
     parts = [f"<h2>Agreement between readers</h2><p>Readers: {html.escape(', '.join(a['readers']))}; submitted reads: "
              + ", ".join(f"{html.escape(r)} {n}" for r, n in a["reads"].items()) + ". "
-             f"95 % confidence intervals: case-level bootstrap, {boot['resamples']} resamples, seed {boot['seed']} "
-             f"(whole cases resampled: the units of one child are not independent). ICC intervals: F-distribution "
-             f"(Shrout and Fleiss; McGraw and Wong).</p>",
+             + (f"95 % confidence intervals: case-level bootstrap, {boot['resamples']} resamples, seed {boot['seed']} "
+                f"(whole cases resampled: the units of one child are not independent)." if boot["resamples"] else
+                "No confidence intervals (--bootstrap 0): kappa, alpha and specific agreement intervals show as –.")
+             + " ICC intervals: F-distribution (Shrout and Fleiss; McGraw and Wong).</p>",
              f"<p>{html.escape(m['fleiss_note'])}"
              + ("" if not m["cases_missing_a_read"] else " Dropped: " + ", ".join(
                  html.escape(f"{x['case']} (no read of {', '.join(x['missing'])})") for x in m["cases_missing_a_read"]))
