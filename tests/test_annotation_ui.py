@@ -442,3 +442,17 @@ def test_the_viewer_waits_only_briefly_for_a_locked_store(window):
     from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 
     assert window.store.db.execute("PRAGMA busy_timeout").fetchone()[0] == int(INTERACTIVE_BUSY_TIMEOUT * 1000)
+
+
+def test_opening_a_case_in_the_window_creates_no_read_until_the_first_lesion(window, qtbot):
+    def counts():
+        db = window.store.db
+        return (db.execute("SELECT COUNT(*) FROM reads").fetchone()[0],
+                db.execute("SELECT COUNT(*) FROM audit WHERE entity LIKE 'read%'").fetchone()[0])
+
+    assert window.read_session is not None and not window.read_session.stored
+    assert counts() == (0, 0)  # only looked at: nothing written, nothing audited
+    window.mark_action.setChecked(True)
+    _mark_click(qtbot, window, _view(window).image_to_widget(337.0, 40.0).toPoint())
+    reads, audited = counts()
+    assert reads == 1 and audited >= 1 and window.read_session.stored
