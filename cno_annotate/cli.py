@@ -20,6 +20,7 @@ from cno_annotate import __version__, cli_reading
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import ROLES
+from cno_annotate.paths import display as display_path
 
 PROG = "cno-annotate"
 PLUGIN_GROUP = "cno_annotate.commands"
@@ -284,7 +285,10 @@ def cmd_import(args) -> int:
     """Run ``cno-annotate import`` (see its ``--help``)."""
     from cno_annotate.importer import import_paths
 
-    store = _open_store(args)
+    missing = [p for p in args.paths if not os.path.lexists(p)]
+    if missing and len(missing) == len(args.paths):
+        raise CnoError(f"nothing imported: no such file or folder: {', '.join(display_path(p) for p in missing)}")
+    store = _open_store(args, create=True)
     progress = None if args.json else TerminalProgress.if_terminal("indexing")
     report = import_paths(store, args.paths, progress=progress)
     if progress is not None:
@@ -305,6 +309,9 @@ def cmd_import(args) -> int:
         print(f"skipped {_count(len(summary['skipped']), 'file')}:")
         for item in summary["skipped"]:
             print(f"  {item['path']}: {item['reason']}")
+    if missing:
+        print(f"note: {len(missing)} of {_count(len(args.paths), 'path')} given "
+              f"{'does' if len(missing) == 1 else 'do'} not exist (listed above)")
     print(f"store: {store.root}")
     for study_uid in sorted(report.studies):
         _print_volumes(store.volumes(study_uid))
@@ -577,10 +584,10 @@ def _count(n: int, singular: str, plural: str | None = None) -> str:
     return f"{n} {singular if n == 1 else (plural or singular + 's')}"
 
 
-def _open_store(args):
-    from cno_annotate.store import Store
+def _open_store(args, create: bool = False):
+    from cno_annotate.cli_output import open_store
 
-    return Store.open(args.store)
+    return open_store(args.store, create)
 
 
 def _print_volumes(volumes: list[dict]) -> None:

@@ -1,9 +1,42 @@
-"""How the CLI prints lists: one JSON document, or one line per row."""
+"""How the CLI opens the store and prints lists: one JSON document, or one line per row."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cno_annotate.errors import CnoError
+from cno_annotate.paths import display
+
+if TYPE_CHECKING:
+    from cno_annotate.store import Store
+
+
+def existing_store_root(root: str | os.PathLike[str] | None) -> Path:
+    """The store folder named by ``--store`` (or the default), refused if it holds no store.
+
+    Raises
+    ------
+    CnoError
+        If the folder has no ``store.sqlite``: a mistyped ``--store`` must not
+        silently make a new, empty store.
+    """
+    from cno_annotate.store.db import DB_NAME, default_store_dir
+
+    folder = Path(root) if root is not None else default_store_dir()
+    if not (folder / DB_NAME).exists():
+        raise CnoError(f"no store at {display(folder)} (import something first or check --store)")
+    return folder
+
+
+def open_store(root: str | os.PathLike[str] | None, create: bool = False) -> Store:
+    """Open the store for a command; only commands that write new data (``create``) may make one."""
+    from cno_annotate.store import Store
+
+    return Store.open(root if create else existing_store_root(root))
 
 
 def print_rows(rows: list, as_json: bool, empty: str, line: Callable[[dict], str]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cno_annotate.cli_output import existing_store_root, open_store
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 
@@ -150,9 +151,7 @@ def register_store(sub, common) -> None:
 
 
 def _store(args):
-    from cno_annotate.store import Store
-
-    return Store.open(args.store)
+    return open_store(args.store)
 
 
 def cmd_list(args) -> int:
@@ -367,9 +366,9 @@ def cmd_store_check(args) -> int:
     """Run ``cno-annotate store check`` (see its ``--help``)."""
     from cno_annotate.annotation.reads import damaged_reads
     from cno_annotate.store import Store, audit
-    from cno_annotate.store.db import default_store_dir, integrity_problems
+    from cno_annotate.store.db import integrity_problems
 
-    root = args.store or default_store_dir()
+    root = existing_store_root(args.store)
     problems = integrity_problems(root)
     for problem in problems:
         print(f"integrity: {problem}")
