@@ -36,7 +36,9 @@ def open_store(root: str | os.PathLike[str] | None, create: bool = False) -> Sto
     """Open the store for a command; only commands that write new data (``create``) may make one."""
     from cno_annotate.store import Store
 
-    return Store.open(root if create else existing_store_root(root))
+    if not create:
+        return Store.open(existing_store_root(root))
+    return Store.open(Path(root) if root is not None else None)
 
 
 def print_rows(rows: list, as_json: bool, empty: str, line: Callable[[dict], str]) -> None:

@@ -178,9 +178,11 @@ def test_every_argument_of_every_command_has_help():
 
 
 def test_store_is_accepted_before_the_command(cli, tmp_path):
+    from cno_annotate.store import Store
+
     store = tmp_path / "before"
+    Store.open(store).close()
     assert cli("--store", store, "studies", "--json")[0] == 0
-    assert (store / "store.sqlite").exists()
-    after = tmp_path / "after"
-    assert cli("--store", store, "studies", "--store", after)[0] == 0
-    assert (after / "store.sqlite").exists()
+    after = tmp_path / "after"  # no store there: the refusal names it, so the later --store wins
+    code, _out, err = cli("--store", store, "studies", "--store", after)
+    assert code == 1 and f"no store at {after}" in err
