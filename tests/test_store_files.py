@@ -201,3 +201,37 @@ def test_an_import_that_stops_on_a_full_disk_says_what_it_kept(tmp_path, small_s
     saved = store.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
     assert saved == calls[0] > 0
     assert f"saving {saved} images" in message and "nothing was changed" not in message
+
+
+def test_store_check_on_a_newer_store_says_update_and_never_restore(tmp_path, cli):
+    root = _closed_store(tmp_path / "store")
+    connection = sqlite3.connect(root / "store.sqlite")
+    connection.execute("PRAGMA user_version = 99")
+    connection.close()
+    before = _snapshot(root)
+    code, out, err = cli("store", "check", "--store", root)
+    assert code == 1 and "newer than this program" in err and "update cno-annotate" in err
+    assert "backup" not in out + err and "damaged" not in out + err and err.count("\n") == 1
+    assert _snapshot(root) == before
+
+
+def test_store_check_on_an_empty_store_file_names_it_precisely(tmp_path, cli):
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "store.sqlite").write_bytes(b"")
+    code, out, err = cli("store", "check", "--store", tmp_path / "store")
+    assert code == 1 and err.count("\n") == 1 and "empty file (0 bytes)" in err
+    assert "problems listed" not in err and not out
+
+
+def test_a_multi_line_damage_report_from_sqlite_is_one_line(tmp_path, cli):
+    root = _closed_store(tmp_path / "store", lesions=12)
+    data = bytearray((root / "store.sqlite").read_bytes())
+    data[2 * 4096: 2 * 4096 + 4] = b"\x00\x00\xff\xff"  # SQLite reports "*** in database main ***\nPage 3: ..."
+    (root / "store.sqlite").write_bytes(bytes(data))
+    with pytest.raises(CnoError, match="is damaged") as refused:
+        Store.open(root)
+    assert "\n" not in str(refused.value)
+    code, _, err = cli("studies", "--store", root)
+    assert code == 1 and err.count("\n") == 1 and "damaged" in err
+    code, out, err = cli("store", "check", "--store", root)
+    assert code == 1 and all(line.startswith("integrity: ") for line in out.splitlines()) and out

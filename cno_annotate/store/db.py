@@ -427,7 +427,7 @@ class Store:
             if table in present:
                 problem = self.db.execute(f"PRAGMA quick_check({table})").fetchone()[0]
                 if problem != "ok":
-                    return problem
+                    return " ".join(problem.split())  # SQLite's report can span lines: one line
         return "ok"
 
     def close(self) -> None:
@@ -627,15 +627,13 @@ def integrity_problems(root: Path, limit: int = 20) -> list[str]:
     Raises
     ------
     CnoError
-        If there is no store, or its file is refused before SQLite opens it.
+        If there is no store, or its file is refused before SQLite opens it
+        (a newer store is not damaged: the message says to update the program).
     """
     path = Path(root) / DB_NAME
     if not path.exists():
         raise CnoError(f"there is no store at {root}")
-    try:
-        check_file(path, SCHEMA_VERSION)
-    except CnoError as exc:
-        return [str(exc)]
+    check_file(path, SCHEMA_VERSION)  # empty, not SQLite, newer, truncated, lost WAL: its own precise line
     try:
         wal = sidecar(path, "-wal")
         if wal.exists() and wal.stat().st_size:
@@ -647,8 +645,8 @@ def integrity_problems(root: Path, limit: int = 20) -> list[str]:
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
-        return [str(exc)]
-    return [r[0] for r in rows if r[0] != "ok"]
+        return [" ".join(str(exc).split())]
+    return [" ".join(r[0].split()) for r in rows if r[0] != "ok"]
 
 
 def _cannot_write(exc: sqlite3.OperationalError) -> bool:

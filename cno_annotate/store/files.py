@@ -67,8 +67,8 @@ def check_file(path: Path, newest_version: int) -> None:
 
 def newer_message(root: Path, version: int, newest: int) -> str:
     """The refusal of a store written by a newer program."""
-    return (f"the store at {root} has schema version {version}; this program knows up to {newest}: "
-            f"update cno-annotate (nothing was changed)")
+    return (f"the store at {root} is newer than this program (schema version {version}; this program knows up "
+            f"to {newest}): update cno-annotate (the store itself is fine; nothing was changed)")
 
 
 def lost_wal_frames(path: Path) -> int:
