@@ -416,7 +416,8 @@ def cmd_report(args) -> int:
         report.write_json(_relocated(result, str(folder), str(args.out)), folder)  # paths where the files end up
         return result, {"sections": result["sections"], "source": args.reader or "adjudicated"}
 
-    result, _ = audited_export(store, args.out, args.force, "report", f"reading-study:{args.name}", write)
+    result, _ = audited_export(store, args.out, args.force, "report", f"reading-study:{args.name}", write,
+                               replace_run=True)
     if args.json:
         print((args.out / "report.json").read_text(), end="")
     else:

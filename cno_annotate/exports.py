@@ -23,7 +23,8 @@ COORDINATOR = "coordinator"
 
 
 def audited_export(store, destination: Path, force: bool, action: str, entity: str,
-                   write: Callable[[Path], tuple[T, dict]], actor: str = COORDINATOR) -> tuple[T, list[Path]]:
+                   write: Callable[[Path], tuple[T, dict]], actor: str = COORDINATOR,
+                   replace_run: bool = False) -> tuple[T, list[Path]]:
     """Stage an export, then audit it and publish its files in one step.
 
     Parameters
@@ -39,6 +40,11 @@ def audited_export(store, destination: Path, force: bool, action: str, entity: s
     write : callable
         Called with the staging folder; writes the files there and returns
         ``(result, detail)`` (``detail`` goes into the audit entry).
+    replace_run : bool
+        Whether the export is one run that replaces the earlier one in ``destination``
+        (a report): then, with ``force``, files an earlier audited export of this
+        ``action`` wrote there and this run did not are removed, so no stale file
+        of another run stays mixed in; other files are left alone.
 
     Returns
     -------
@@ -60,12 +66,24 @@ def audited_export(store, destination: Path, force: bool, action: str, entity: s
             with store.transaction() as db:
                 audit.append(db, actor, action, entity, after={**detail, "files": files})
                 paths = staging.publish(force)
+                stale = _stale_files(db, action, destination, paths) if replace_run and force else []
         except BaseException:
             staging.unpublish()
             raise
+        for path in stale:
+            path.unlink(missing_ok=True)
         return result, paths
     finally:
         staging.discard()
+
+
+def _stale_files(db, action: str, destination: Path, published: list[Path]) -> list[Path]:
+    """Regular files under ``destination`` that earlier ``action`` exports wrote and this run did not."""
+    keep = {str(p) for p in published}
+    root = str(destination)
+    return [Path(f) for f in sorted(audit.exported_files(db, action))
+            if f not in keep and Path(f).parent.is_relative_to(root) and Path(f).is_file()
+            and not Path(f).is_symlink()]
 
 
 def audited_file_export(store, path: Path, force: bool, action: str, entity: str,

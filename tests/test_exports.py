@@ -332,3 +332,29 @@ def test_export_and_report_refuse_a_symlinked_output_folder(hostile_copy, tmp_pa
         code, _, err = cli(*args, "--store", store)
         assert code != 0 and "symbolic link" in err, (args, err)
     assert list(real.iterdir()) == []
+
+
+def test_report_force_into_an_older_report_leaves_no_stale_files_of_that_run(hostile_copy, tmp_path, cli):
+    store, _ = hostile_copy
+    out = tmp_path / "report"
+    code, _, err = cli("report", "agreement", "demo", "--out", out, "--store", store)
+    assert code == 0, err
+    stale = out / "figures" / "old_run_only.png"  # a file the earlier run wrote that the next one does not
+    stale.write_bytes(b"png")
+    _record_as_exported(store, str(stale))
+    (out / "notes.txt").write_text("the user's own file")
+    code, _, err = cli("report", "agreement", "demo", "--out", out, "--store", store)
+    assert code != 0 and "--force" in err
+    code, _, err = cli("report", "agreement", "demo", "--out", out, "--force", "--store", store)
+    assert code == 0, err
+    assert not stale.exists() and (out / "notes.txt").read_text() == "the user's own file"
+    assert (out / "report.json").exists()
+
+
+def _record_as_exported(store_dir: Path, path: str) -> None:
+    store = Store.open(store_dir)
+    try:
+        with store.transaction() as db:
+            audit.append(db, "coordinator", "report", "reading-study:demo", after={"files": [path]})
+    finally:
+        store.close()

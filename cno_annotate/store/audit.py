@@ -327,3 +327,13 @@ def entries(db: sqlite3.Connection, last: int = 20) -> list[dict]:
     for entry in out:
         entry["detail"] = json.loads(entry["detail"])
     return out[::-1]
+
+
+def exported_files(db: sqlite3.Connection, action: str) -> set[str]:
+    """Every file path that audited exports with this ``action`` (``report``) recorded writing."""
+    files: set[str] = set()
+    for (detail,) in db.execute("SELECT detail FROM audit WHERE action = ?", (action,)):
+        after = (json.loads(detail) or {}).get("after") or {}
+        if isinstance(after, dict) and isinstance(after.get("files"), list):
+            files.update(f for f in after["files"] if isinstance(f, str))
+    return files
