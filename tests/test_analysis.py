@@ -103,6 +103,20 @@ def test_lesion_matching_is_optimal_within_unit_and_threshold():
     assert result.positive_specific_agreement == pytest.approx(2 * 2 / (2 * 2 + 1 + 2))
 
 
+def test_lesion_matching_never_crashes_on_huge_finite_positions_and_prefers_more_matches():
+    a = [("A1", "femur.distal:R", [1e308, 0, 0]), ("A2", "femur.distal:R", [0, 0, 0]),
+         ("A3", "femur.distal:R", [-1e308, 1e308, 0])]
+    b = [("B1", "femur.distal:R", [0, 0, 1.0]), ("B2", "femur.distal:R", [-1e308, 0, 0])]
+    result = agreement.match_lesions(a, b, threshold_mm=20.0)
+    assert [(x, y) for x, y, _ in result.matched] == [("A2", "B1")]
+    assert result.only_a == ["A1", "A3"] and result.only_b == ["B2"]
+    # two matches 19 mm apart each beat one perfect match: the number of matched pairs comes first
+    a = [("A1", "spine.T8", [0, 0, 0]), ("A2", "spine.T8", [0, 0, 19.0])]
+    b = [("B1", "spine.T8", [0, 0, 19.0]), ("B2", "spine.T8", [0, 0, 38.0])]
+    result = agreement.match_lesions(a, b, threshold_mm=20.0)
+    assert sorted((x, y) for x, y, _ in result.matched) == [("A1", "B1"), ("A2", "B2")]
+
+
 # -- a cohort with known counts ---------------------------------------------------------------------
 def _read(code: str, reader: str, lesions: list[tuple], role: str = "adjudicator", marks=None) -> Read:
     items = []

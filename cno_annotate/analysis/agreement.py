@@ -186,8 +186,11 @@ def match_lesions(lesions_a: list[tuple[str, str, np.ndarray]], lesions_b: list[
     for unit in sorted({u for _, u, _ in lesions_a} & {u for _, u, _ in lesions_b}):
         a = [(i, np.asarray(p, float)) for i, u, p in lesions_a if u == unit]
         b = [(i, np.asarray(p, float)) for i, u, p in lesions_b if u == unit]
-        cost = np.array([[np.linalg.norm(pa - pb) for _, pb in b] for _, pa in a])
-        big = cost.max() + threshold_mm + 1.0
+        with np.errstate(over="ignore", invalid="ignore"):  # huge finite positions: an infinite distance
+            cost = np.array([[np.linalg.norm(pa - pb) for _, pb in b] for _, pa in a])
+        # A pair beyond the threshold costs more than every allowed pair together, so the assignment
+        # matches as many pairs as it can, then the closest; always finite, so never "infeasible".
+        big = (min(len(a), len(b)) + 1) * (threshold_mm + 1.0)
         rows, cols = linear_sum_assignment(np.where(cost <= threshold_mm, cost, big))
         for r, c in zip(rows, cols):
             if cost[r, c] <= threshold_mm:
