@@ -243,3 +243,15 @@ def test_a_damaged_lesion_row_is_one_line_naming_read_and_lesion(trial, cli, tmp
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     code, out, err = cli("store", "check", "--store", trial.root)
     assert code == 1 and expected in out and "Traceback" not in err
+
+
+def test_importing_a_submitted_read_again_does_not_suggest_replace(trial, tmp_path):
+    from cno_annotate.annotation.documents import export_document, import_document, write_document
+
+    path = write_document(export_document(trial), tmp_path / "reads.json")
+    submitted = _read_id(trial, "dr-a")
+    for replace in (False, True):
+        with pytest.raises(CnoError, match=f"read {submitted} is submitted: submitted reads change only through a "
+                                           f"new version") as refused:
+            import_document(trial, path, replace=replace)
+        assert "--replace" not in str(refused.value)
