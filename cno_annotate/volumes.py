@@ -19,7 +19,7 @@ from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.pixels import load_stack
 from cno_annotate.io.series import build_stacks, usable_images
 from cno_annotate.io.volume import Volume
-from cno_annotate.paths import display
+from cno_annotate.paths import display, exists
 from cno_annotate.store.db import Store
 
 
@@ -83,6 +83,10 @@ def _load_stack(store: Store, row: dict, progress) -> Volume:
         raise CnoError(f"volume {row['volume_id']} cannot be loaded: {exc}") from None
     errors = volume.meta["load_errors"]
     if errors and len(errors) == len(stack.images):
+        missing = sum(1 for image in stack.images if not exists(image["path"]))
+        if missing:
+            raise CnoError(f"{missing} files of this series are missing; if the folder moved, run: "
+                           "cno-annotate relocate OLD NEW")
         raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "
                        f"{errors[0]['reason']}")
     volume.meta["missing_slices"] = _missing_slices(stack, errors)

@@ -16,7 +16,18 @@ import time
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
-from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QImage, QKeyEvent, QPainter, QPainterPath, QPen
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QFont,
+    QFontMetricsF,
+    QImage,
+    QKeyEvent,
+    QPainter,
+    QPainterPath,
+    QPen,
+    QTextOption,
+)
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
 from cno_annotate.display.marking import clip_to_image, gesture_lesion
@@ -184,8 +195,9 @@ class SliceView(QWidget):
     def _paint_status(self, painter: QPainter, view: ViewState) -> None:
         painter.setPen(TEXT if view.status != "error" else QColor(255, 120, 120))
         painter.setFont(QFont(self.font().family(), 11))
-        painter.drawText(self.rect().adjusted(12, 12, -12, -12), Qt.AlignCenter | Qt.TextWordWrap,
-                         self._status_text(view))
+        option = QTextOption(Qt.AlignCenter)
+        option.setWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)  # long paths wrap inside the view
+        painter.drawText(QRectF(self.rect().adjusted(12, 12, -12, -12)), self._status_text(view), option)
 
     @staticmethod
     def _status_text(view: ViewState) -> str:
