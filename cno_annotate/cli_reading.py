@@ -195,8 +195,10 @@ def cmd_add_readers(args) -> int:
     from cno_annotate import reading_study as rs
 
     role = "adjudicator" if args.adjudicator else "reader"
-    rs.add_readers(_store(args), args.name, args.readers, role)
-    print(f"added {len(args.readers)} {role}s to {args.name}")
+    added = rs.add_readers(_store(args), args.name, args.readers, role)
+    print(f"added {len(added)} {role}{'' if len(added) == 1 else 's'} to {args.name}")
+    for reader in dict.fromkeys(r for r in args.readers if r not in added):
+        print(f"  {reader} is already a reader of {args.name}")
     return 0
 
 

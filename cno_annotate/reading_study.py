@@ -11,9 +11,11 @@ default). Every change is written to the audit trail.
 from __future__ import annotations
 
 import random
+import unicodedata
 from dataclasses import dataclass
 from datetime import date
 
+from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.documents import document_of, read_document
 from cno_annotate.annotation.model import ReadingRole
 from cno_annotate.annotation.reads import list_reads, load_read
@@ -49,8 +51,7 @@ def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0,
     CnoError
         If the name is taken or the scheme unknown.
     """
-    if not name.strip():
-        raise CnoError("a reading study needs a name")
+    check_identifier(name, "reading study name")
     if store.db.execute("SELECT 1 FROM reading_studies WHERE name = ?", (name,)).fetchone():
         raise CnoError(f"reading study {name!r} exists already")
     scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
@@ -122,19 +123,55 @@ def _number_patients(db, store: Store, name: str) -> None:
                        (f"P-{n:03d}", timepoint, name, uid))
 
 
-def add_readers(store: Store, name: str, readers: list[str], role: str = "reader", actor: str = COORDINATOR) -> None:
-    """Add readers (or adjudicators) to a reading study."""
+def check_identifier(text: str, what: str) -> str:
+    """``text`` when it is a usable reader id or reading study name (``what`` names which).
+
+    Such ids end up in CSV cells, file names and worklists, so they must be non-empty,
+    hold no space or control character and not start a spreadsheet formula.
+
+    Raises
+    ------
+    CnoError
+        Otherwise, in one line.
+    """
+    if not text:
+        raise CnoError(f"a {what} must not be empty")
+    if any(c.isspace() or unicodedata.category(c).startswith("C") for c in text):
+        raise CnoError(f"{what} {text!r} holds a space or control character; use letters, digits, '-', '_' or '.'")
+    if text.startswith(FORMULA_START):
+        raise CnoError(f"{what} {text!r} starts with {text[0]!r}, which spreadsheets run as a formula; "
+                       f"start with a letter or digit")
+    return text
+
+
+def add_readers(store: Store, name: str, readers: list[str], role: str = "reader",
+                actor: str = COORDINATOR) -> list[str]:
+    """Add readers (or adjudicators) to a reading study; returns those that were not registered already.
+
+    A repeated id keeps its registration (a different ``role`` replaces its role).
+
+    Raises
+    ------
+    CnoError
+        For an unknown study or role, or a reader id refused by :func:`check_identifier`.
+    """
     get(store, name)
     if role not in ROLES:
         raise CnoError(f"a role is one of {', '.join(ROLES)}")
-    if any(not r.strip() or r == COORDINATOR for r in readers):
-        raise CnoError(f"reader ids must be non-empty and not {COORDINATOR!r}")
+    for reader in readers:
+        check_identifier(reader, "reader id")
+        if reader == COORDINATOR:
+            raise CnoError(f"reader id {COORDINATOR!r} is reserved for the coordinator")
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
+        known = {r[0]: r[1] for r in db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ?",
+                                                 (name,))}
+        added = [r for r in dict.fromkeys(readers) if r not in known]
         for reader in readers:
             db.execute("INSERT OR REPLACE INTO rs_readers VALUES (?,?,?)", (name, reader, role))
         audit.append(db, actor, "add-readers", f"reading-study:{name}", after={"readers": readers, "role": role},
                      state_before=state)
+    return added
 
 
 def role_of(store: Store, name: str, reader: str) -> str:

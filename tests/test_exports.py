@@ -15,7 +15,7 @@ from cno_annotate.annotation.csv_export import FORMULA_START, safe_cell
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store, audit
 
-READERS = ["@evil<i>", "$\\foo$"]  # a formula start with markup, and matplotlib math text
+READERS = ["evil<i>", "$\\foo$"]  # markup, and matplotlib math text (a formula start is refused at registration)
 ADJUDICATOR = "<b>adj</b>"
 COMMENTS = ["=1+2", '-2+3+cmd|"/C calc"!A0', "+SUM(A1)", "\tindented", "@here", "plain"]
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
@@ -100,7 +100,7 @@ def test_no_csv_the_tool_writes_holds_a_formula_cell(hostile_copy, tmp_path, cli
     for folder in ("csv", "unblinded"):
         rows = list(csv.DictReader(open(tmp_path / folder / "lesions.csv", newline="", encoding="utf-8")))
         assert {r["comment"] for r in rows} == {"'" + c for c in COMMENTS[:5]}
-        assert {r["reader"] for r in rows} == {"'@evil<i>", "$\\foo$", ADJUDICATOR}
+        assert {r["reader"] for r in rows} == {"evil<i>", "$\\foo$", ADJUDICATOR}
         assert {r["x_mm"] for r in rows} == {"-70.5"}  # a negative number stays a number
     report = (tmp_path / "report" / "report.json").read_text()
     assert str(tmp_path / "report" / "figures" / "bland_altman.png") in report and ".staging" not in report
@@ -358,3 +358,19 @@ def _record_as_exported(store_dir: Path, path: str) -> None:
             audit.append(db, "coordinator", "report", "reading-study:demo", after={"files": [path]})
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("bad", ["=cmd", "@x", "-1", "+1", "dr a", "dr\tb", "dr\nc", "dr\x1bd", ""])
+def test_add_readers_refuses_control_characters_spaces_and_formula_starts(hostile_copy, cli, bad):
+    store, _ = hostile_copy
+    code, _, err = cli("reading-study", "add-readers", "demo", bad, "--store", store)
+    assert code != 0 and "reader id" in err and len(err.strip().splitlines()) == 1, err
+    code, _, err = cli("reading-study", "create", bad or " ", "--store", store)
+    assert code != 0 and "reading study name" in err, err
+
+
+def test_add_readers_says_already_a_reader_for_a_repeat(hostile_copy, cli):
+    store, _ = hostile_copy
+    code, out, err = cli("reading-study", "add-readers", "demo", "$\\foo$", "dr-new", "--store", store)
+    assert code == 0, err
+    assert "added 1 reader" in out and "$\\foo$ is already a reader" in out, out
