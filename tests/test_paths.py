@@ -389,3 +389,29 @@ def test_the_viewer_lists_a_study_with_missing_files(small_study, tmp_path, qtbo
     qtbot.addWidget(window)
     item = window.study_list.item(0)
     assert item.text().startswith(f"{n_files} files missing") and "relocate" in item.toolTip()
+
+
+def test_a_read_only_store_composes_without_writing_a_cache_into_it(small_study, store, monkeypatch):
+    """On read-only media the store's cache/ folder cannot be made: volumes compose anyway, cached elsewhere."""
+    import errno
+
+    from cno_annotate.store import db as store_db
+
+    import_paths(store, [small_study])
+    root, volume_id = store.root, _composed(store)[0]["volume_id"]
+    store.close()
+    real_mkdir = Path.mkdir
+
+    def read_only_mkdir(path, *args, **kwargs):
+        if Path(path).is_relative_to(root):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_mkdir)
+    monkeypatch.setattr(store_db, "writable", lambda path: False)
+    read_only = Store.open(root)
+    assert read_only.read_only
+    volume = load_volume(read_only, volume_id)
+    assert volume.array.ndim == 3 and not (root / "cache").exists()
+    assert not read_only.cache_dir.is_relative_to(root)
+    read_only.close()

@@ -299,6 +299,19 @@ def _lock_reads(connection: sqlite3.Connection) -> None:
         audit.append(connection, "cno-annotate", "baseline", f"reading-study:{name}", state_before=None)
 
 
+def _user_cache(root: Path) -> Path:
+    """A per-user temporary cache folder for the store at ``root`` (for read-only stores)."""
+    import getpass
+    import hashlib
+    import tempfile
+
+    user = str(os.getuid()) if hasattr(os, "getuid") else getpass.getuser()
+    key = hashlib.sha256(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / f"cno-annotate-cache-{user}" / key
+    path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return path
+
+
 def default_store_dir() -> Path:
     """``$CNO_ANNOTATE_STORE``, else the per-user data directory."""
     if os.environ.get(STORE_ENV):
@@ -436,10 +449,20 @@ class Store:
 
     @property
     def cache_dir(self) -> Path:
-        """Folder for cached composed volumes."""
-        path = self.root / "cache"
-        path.mkdir(exist_ok=True)
-        return path
+        """Folder for cached composed volumes: the store's ``cache/``, or a per-user temporary folder.
+
+        A store opened read-only (read-only media) is never written to: its
+        volumes are cached in a folder of this user's temporary directory, one
+        per store.
+        """
+        if not self.read_only:
+            path = self.root / "cache"
+            try:
+                path.mkdir(exist_ok=True)
+                return path
+            except OSError:
+                pass  # the folder cannot be made: cache elsewhere rather than fail to show the volume
+        return _user_cache(self.root)
 
     def _refuse_newer(self) -> None:
         version = self.db.execute("PRAGMA user_version").fetchone()[0]
