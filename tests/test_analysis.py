@@ -387,3 +387,28 @@ def test_report_with_no_bootstrap_says_there_are_no_intervals(tmp_path, cli, stu
     assert code == 0, err
     page = (tmp_path / "out" / "report.html").read_text()
     assert "No confidence intervals (--bootstrap 0)" in page
+
+
+def test_unit_grade_kappas_have_seeded_bootstrap_intervals_and_say_why_when_undefined(tmp_path):
+    scheme, taxonomy = load_scheme(), load_taxonomy()
+    cases = []
+    for n in range(6):
+        case = Case(f"CNO-{n:04d}", f"P{n}", 1)
+        case.reads["a"] = _read(case.code, "a", [("femur.distal", "R", n % 3)], role="reader")
+        case.reads["b"] = _read(case.code, "b", [("femur.distal", "R", (n // 2) % 3)], role="reader")
+        cases.append(case)
+    first = cohort.agreement_report(cases, ["a", "b"], scheme, taxonomy, resamples=200, seed=7)
+    again = cohort.agreement_report(cases, ["a", "b"], scheme, taxonomy, resamples=200, seed=7)
+    items = {i["item"]: i for i in first["items"]}
+    (pair,) = items["marrow_hyperintensity"]["pairs"]
+    low, high = pair["kappa_linear_ci"]
+    assert np.isfinite(low) and low <= pair["kappa_linear"] <= high and np.isfinite(pair["kappa_quadratic_ci"][0])
+    assert pair["kappa_linear_ci"] == {i["item"]: i for i in again["items"]}["marrow_hyperintensity"]["pairs"][0][
+        "kappa_linear_ci"]
+    # both readers grade signal extension 1 in every unit: kappa is undefined, and the report says why
+    (flat,) = items["signal_extension"]["pairs"]
+    assert np.isnan(flat["kappa_linear"]) and flat["kappa_note"] == "not computable: every rating is 1"
+    result = report.build(cases, ["agreement"], (scheme.id, scheme.version), "adjudicated", 20.0, tmp_path,
+                          resamples=50)
+    page = report.write_html(result, "t", tmp_path).read_text()
+    assert "not computable: every rating is 1" in page

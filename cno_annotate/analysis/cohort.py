@@ -365,10 +365,7 @@ def _item_agreement(cases, readers, scheme, taxonomy, scored, boot: dict) -> lis
         pairs = []
         for (i, a), (j, b) in itertools.combinations(enumerate(readers), 2):
             if len(table):
-                pairs.append({"readers": [a, b],
-                              "n": int((~np.isnan(table[:, i]) & ~np.isnan(table[:, j])).sum()),
-                              "kappa_linear": agreement.cohen_kappa(table[:, i], table[:, j], categories, "linear"),
-                              "kappa_quadratic": agreement.cohen_kappa(table[:, i], table[:, j], categories, "quadratic")})
+                pairs.append({"readers": [a, b], **_pair_kappas(table, per_case, i, j, categories, boot)})
 
         value = agreement.krippendorff_alpha(table, categories) if len(table) else float("nan")
         tallies = np.array([agreement.coincidence_tally(t, categories) for t in per_case])
@@ -381,6 +378,30 @@ def _item_agreement(cases, readers, scheme, taxonomy, scored, boot: dict) -> lis
         out.append({"item": item.id, "label": item.label, "targets": len(table), "pairs": pairs,
                     "krippendorff_alpha": value,
                     "krippendorff_alpha_ci": [ci.low, ci.high] if ci else [float("nan")] * 2})
+    return out
+
+
+def _pair_kappas(table: np.ndarray, per_case: list[np.ndarray], i: int, j: int, categories: list,
+                 boot: dict) -> dict:
+    """Weighted Cohen's kappas of readers i and j over the rows of ``table``, with case-bootstrap CIs.
+
+    ``kappa_note`` says why a kappa is undefined (no unit graded by both, or every rating equal).
+    """
+    both = table[~np.isnan(table[:, i]) & ~np.isnan(table[:, j])][:, [i, j]]
+    tallies = np.array([agreement.confusion_tally(t[:, [i, j]], categories) for t in per_case]).reshape(
+        len(per_case), len(categories) ** 2)
+    out: dict = {"n": len(both)}
+    for weights in ("linear", "quadratic"):
+        def stat(sums, weights=weights):
+            return agreement.kappa_from_confusion(sums, len(categories), weights)
+
+        out[f"kappa_{weights}"] = agreement.cohen_kappa(table[:, i], table[:, j], categories, weights)
+        ci = agreement.case_bootstrap(tallies, stat, **boot)
+        out[f"kappa_{weights}_ci"] = [ci.low, ci.high]
+    if not len(both):
+        out["kappa_note"] = "not computable: no bone unit graded by both readers"
+    elif len(np.unique(both)) == 1:
+        out["kappa_note"] = f"not computable: every rating is {int(both[0, 0])}"
     return out
 
 

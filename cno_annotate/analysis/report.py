@@ -310,7 +310,8 @@ def agreement_rows(a: dict) -> list[dict]:
         for pair in item["pairs"]:
             for w in ("linear", "quadratic"):
                 rows.append({"statistic": f"cohen_kappa_{w}", "target": item["item"], "unit": "bone units with a lesion",
-                             "readers": " vs ".join(pair["readers"]), "value": pair[f"kappa_{w}"], "n": pair["n"]})
+                             "readers": " vs ".join(pair["readers"]), "value": pair[f"kappa_{w}"],
+                             "ci_low": pair[f"kappa_{w}_ci"][0], "ci_high": pair[f"kappa_{w}_ci"][1], "n": pair["n"]})
     t = a["totals"]
     for key, label, n in (("icc", "patient total (complete cases)", t["icc_cases"]),
                           ("icc_with_flagged", "patient total (with flagged totals)", t["icc_with_flagged_cases"])):
@@ -367,11 +368,14 @@ def _agreement_html(a: dict) -> str:
     rows = []
     for item in a["items"]:
         for pair in item["pairs"]:
-            rows.append([item["label"], " vs ".join(pair["readers"]), pair["n"], _num(pair["kappa_linear"]),
-                         _num(pair["kappa_quadratic"]), _num(item["krippendorff_alpha"]),
-                         _ci(item["krippendorff_alpha_ci"])])
-    parts.append(_table(["item", "readers", "bone units", "weighted kappa (linear)", "weighted kappa (quadratic)",
-                         "Krippendorff's alpha (ordinal, all readers)", "95 % CI"], rows))
+            note = pair.get("kappa_note")
+            rows.append([item["label"], " vs ".join(pair["readers"]), pair["n"],
+                         note or _num(pair["kappa_linear"]), "" if note else _ci(pair["kappa_linear_ci"]),
+                         note or _num(pair["kappa_quadratic"]), "" if note else _ci(pair["kappa_quadratic_ci"]),
+                         _num(item["krippendorff_alpha"]), _ci(item["krippendorff_alpha_ci"])])
+    parts.append(_table(["item", "readers", "bone units", "weighted kappa (linear)", "95 % CI",
+                         "weighted kappa (quadratic)", "95 % CI", "Krippendorff's alpha (ordinal, all readers)",
+                         "95 % CI"], rows))
     t = a["totals"]
     parts.append("<h3>Patient totals (unit: cases)</h3>")
     parts.append(f"<p>{html.escape(t['note'])}"
