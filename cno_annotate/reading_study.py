@@ -228,6 +228,12 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
     return worklists
 
 
+def case_of_code(store: Store, name: str, code: str) -> bool:
+    """Whether ``code`` is a reading code of reading study ``name`` (a missing study has none)."""
+    return store.db.execute("SELECT 1 FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
+                            (name, code)).fetchone() is not None
+
+
 def study_uid_of(store: Store, name: str, code: str) -> str:
     """The study behind a reading code."""
     row = store.db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ? AND reading_code = ?",

@@ -374,3 +374,13 @@ def test_add_readers_says_already_a_reader_for_a_repeat(hostile_copy, cli):
     code, out, err = cli("reading-study", "add-readers", "demo", "$\\foo$", "dr-new", "--store", store)
     assert code == 0, err
     assert "added 1 reader" in out and "$\\foo$ is already a reader" in out, out
+
+
+def test_read_import_of_a_reader_export_says_it_is_a_blinded_record_not_re_importable(hostile_copy, tmp_path, cli):
+    store, _ = hostile_copy
+    exported = tmp_path / "mine.json"
+    code, _, err = cli("reading-study", "export", "demo", "--reader", "evil<i>", "--out", exported, "--store", store)
+    assert code == 0, err
+    code, _, err = cli("read", "import", exported, "--store", store)
+    assert code != 0
+    assert "is a reading code of reading study demo" in err and "cannot be imported back" in err, err

@@ -210,6 +210,17 @@ def _lesion_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: str, wh
         raise CnoError(f"{source}: {exc.problem.at(where)}") from None
 
 
+def _refuse_reader_exports(store: Store, reads: list[Read], source: str) -> None:
+    """Refuse a reader's blinded export (``reading-study export``): its study UIDs are reading codes."""
+    from cno_annotate.reading_study import case_of_code
+
+    for read in reads:
+        if read.reading_study and case_of_code(store, read.reading_study, read.study_uid):
+            raise CnoError(f"{source}: study {read.study_uid} is a reading code of reading study "
+                           f"{read.reading_study}: a reader export is a blinded record for the coordinator and "
+                           f"cannot be imported back (its reads are in the store already); nothing was imported")
+
+
 def import_document(store: Store, path: Path, replace: bool = False, actor: str = "coordinator") -> list[str]:
     """Import every read of a JSON file, all or nothing; returns the read ids.
 
@@ -227,6 +238,7 @@ def import_document(store: Store, path: Path, replace: bool = False, actor: str 
     """
     source = str(path)
     reads = reads_from_document(load_strict_json(path), source)
+    _refuse_reader_exports(store, reads, source)
     existing = {r["read_id"]: r for r in list_reads(store)}
     clashes = [r.read_id for r in reads if r.read_id in existing]
     locked = [read_id for read_id in clashes if existing[read_id]["status"] == "submitted"]
