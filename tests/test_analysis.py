@@ -412,3 +412,18 @@ def test_unit_grade_kappas_have_seeded_bootstrap_intervals_and_say_why_when_unde
                           resamples=50)
     page = report.write_html(result, "t", tmp_path).read_text()
     assert "not computable: every rating is 1" in page
+
+
+def test_headings_state_their_unit_and_counts_of_one_are_singular(known_cohort, tmp_path):
+    one = [c for c in known_cohort if c.code == "CNO-0001"]
+    one[0].reads["adj"] = one[0].adjudicated
+    design = {d["topic"]: d["text"] for d in cohort.design(one, load_scheme(), load_taxonomy())}
+    assert design["Subjects"].startswith("1 case (whole-body MRI study) of 1 patient;")
+    assert design["Raters"].startswith("1 reader (adj); 1 case adjudicated")
+    assert "1 case x 1 reader = 1 planned read;" in design["Sample size"]
+    result = report.build(known_cohort, ["concordance", "followup"], ("rai-cromris", "1.0.0"), "adjudicated", 20.0,
+                          tmp_path)
+    page = report.write_html(result, "t", tmp_path).read_text()
+    assert "<h2>Follow-up (unit: patients; changes counted in bone units; totals in points)</h2>" in page
+    assert "<h3>Cumulative over each patient's timepoints (unit: patients)</h3>" in page
+    assert "<h3>Per timepoint (unit: cases, each on its own)</h3>" in page

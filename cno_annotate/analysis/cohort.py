@@ -131,6 +131,11 @@ def _days(text: str) -> int:
     return date.fromisoformat(text).toordinal()
 
 
+def plural(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless n is 1 ("1 case", "3 cases")."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def reference_read(case: Case, source: str) -> Read | None:
     """The read a cohort table uses: the adjudicated one or a named reader's."""
     return case.adjudicated if source == ADJUDICATED else case.reads.get(source)
@@ -780,12 +785,12 @@ def design(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy, study=None,
     return [
         {"item": 2, "topic": "Instrument", "text": f"{scheme.title} ({scheme.id} {scheme.version}); sites "
          f"{taxonomy.id} {taxonomy.version}, {len(all_units(taxonomy))} bone units."},
-        {"item": 3, "topic": "Subjects", "text": f"{len(cases)} cases (whole-body MRI studies) of {len(patients)} "
-         f"patients; timepoints per patient: {min(timepoints, default=0)} to {max(timepoints, default=0)}."},
-        {"item": 4, "topic": "Raters", "text": f"{len(readers)} readers ({', '.join(readers) or 'none'}); "
-         f"{sum(c.adjudicated is not None for c in cases)} cases adjudicated."},
-        {"item": 6, "topic": "Sample size", "text": f"Every case added to the reading study: {len(cases)} cases x "
-         f"{len(readers)} readers = {len(cases) * len(readers)} planned reads; no replicate reads."},
+        {"item": 3, "topic": "Subjects", "text": f"{plural(len(cases), 'case')} (whole-body MRI "
+         f"{'study' if len(cases) == 1 else 'studies'}) of {plural(len(patients), 'patient')}; timepoints per patient: {min(timepoints, default=0)} to {max(timepoints, default=0)}."},
+        {"item": 4, "topic": "Raters", "text": f"{plural(len(readers), 'reader')} ({', '.join(readers) or 'none'}); "
+         f"{plural(sum(c.adjudicated is not None for c in cases), 'case')} adjudicated."},
+        {"item": 6, "topic": "Sample size", "text": f"Every case added to the reading study: {plural(len(cases), 'case')} x "
+         f"{plural(len(readers), 'reader')} = {plural(len(cases) * len(readers), 'planned read')}; no replicate reads."},
         {"item": 7, "topic": "Sampling", "text": "Cases as added by the coordinator (the tool records no sampling "
          "frame)."},
         {"item": 8, "topic": "Rating process", "text": blinding + "; no clinical information is available to readers "

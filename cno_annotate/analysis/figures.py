@@ -69,8 +69,8 @@ def bland_altman_figure(a: np.ndarray, b: np.ndarray, readers: list[str], stats:
             ax.axhline(value, color="#c03030", linestyle=style, linewidth=1)
             ax.annotate(f"{text} {value:.2f}", (1.0, value), xycoords=("axes fraction", "data"), ha="right",
                         va="bottom", fontsize=8, color="#c03030")
-    ax.set_xlabel(f"mean total score of {readers[0]} and {readers[1]}")
-    ax.set_ylabel(f"{readers[1]} - {readers[0]}")
+    ax.set_xlabel(f"mean total score of {readers[0]} and {readers[1]} (points)")
+    ax.set_ylabel(f"{readers[1]} - {readers[0]} (points)")
     ax.set_title("Bland-Altman: patient totals")
     return figure
 
@@ -134,7 +134,7 @@ def followup_figure(result: dict) -> Figure:
     for patient in result["patients"]:
         ax.plot(patient["timepoints"], patient["totals"], marker="o", label=patient["patient"])
     ax.set_xlabel("timepoint")
-    ax.set_ylabel("total score")
+    ax.set_ylabel("total score (points)")
     ax.set_title("Follow-up: total score per patient")
     if result["patients"]:
         ax.legend(fontsize=7, ncols=2)

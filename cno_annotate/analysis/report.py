@@ -131,7 +131,7 @@ def _skeletons(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dic
         per_case[case.code] = counts
     out = {"cohort": {f"{s}:{side}" if side else s: n for (s, side), n in sorted(cohort_counts.items(), key=str)},
            "figures": {"cohort": figures.save(figures.skeleton_figure(
-               cohort_counts, taxonomy, f"Lesions of {len(per_case)} cases", "lesions (cohort)"), figs, "skeleton_cohort")}}
+               cohort_counts, taxonomy, f"Lesions of {_count(len(per_case), 'case')}", "lesions (cohort)"), figs, "skeleton_cohort")}}
     if per_case:
         code = sorted(per_case)[0]
         out["example_case"] = code
@@ -211,7 +211,7 @@ def write_html(report: dict, title: str, out: Path) -> Path:
     """One self-contained HTML file: tables, and figures embedded as PNG."""
     parts = [f"<h1>{html.escape(title)}</h1>",
              f"<p class='meta'>{html.escape(report['generator'])} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · "
-             f"scheme {report['scheme']['id']} {report['scheme']['version']} · {report['cases']} cases · "
+             f"scheme {report['scheme']['id']} {report['scheme']['version']} · {_count(report['cases'], 'case')} · "
              f"reference read: {html.escape(report['source'])}</p>"]
     s = report["sections"]
     if "design" in s:
@@ -251,9 +251,7 @@ def _img(figure: dict) -> str:
     return f"<img alt='figure' src='data:image/png;base64,{figure['png_base64']}'>"
 
 
-def _count(n: int, noun: str) -> str:
-    """``n`` and the noun, plural unless n is 1 ("1 case", "3 cases")."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+_count = cohort.plural
 
 
 def _num(value, digits: int = 3) -> str:
@@ -414,8 +412,8 @@ def _concordance_html(c: dict) -> str:
                                                      if m["patients"] else ""))
             parts.append(f"<p>Missing clinical data ({label}): {_count(m['count'], 'case')}"
                          + (f": {html.escape(listed)}" if m["count"] else "") + ".</p>")
-    for basis, title in (("cumulative", "Cumulative over each patient's timepoints"),
-                         ("per_timepoint", "Per timepoint (each case on its own)")):
+    for basis, title in (("cumulative", "Cumulative over each patient's timepoints (unit: patients)"),
+                         ("per_timepoint", "Per timepoint (unit: cases, each on its own)")):
         summary = c[basis]
         t = summary["totals"]
         parts.append(f"<h3>{title}</h3><p>{t['sites']} painful sites: {t['sites_confirmed']} confirmed on imaging, "
@@ -456,9 +454,9 @@ def _followup_html(f: dict) -> str:
             for p in f["patients"]]
     counts = f["counts"]
     return "".join([
-        "<h2>Follow-up</h2>",
+        "<h2>Follow-up (unit: patients; changes counted in bone units; totals in points)</h2>",
         "<p>Bone units between consecutive timepoints: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".</p>",
-        _table(["patient", "cases", "total score", "change"], rows),
+        _table(["patient", "cases", "total score (points)", "change (points)"], rows),
         _img(f["figures"]["followup"]),
     ])
 
