@@ -456,3 +456,25 @@ def test_opening_a_case_in_the_window_creates_no_read_until_the_first_lesion(win
     _mark_click(qtbot, window, _view(window).image_to_widget(337.0, 40.0).toPoint())
     reads, audited = counts()
     assert reads == 1 and audited >= 1 and window.read_session.stored
+
+
+def test_a_read_on_a_read_only_store_is_shown_read_only(window, qtbot, monkeypatch):
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate.annotation.reads import list_reads
+    from cno_annotate.store import db as store_db
+
+    window.mark_action.setChecked(True)
+    _mark_click(qtbot, window, _view(window).image_to_widget(337.0, 40.0).toPoint())
+    (row,) = list_reads(window.store, reader="dr-test")
+    monkeypatch.setattr(store_db, "writable", lambda path: False)  # read-only media
+    again = MainWindow(window.store_root, reader="dr-test")
+    qtbot.addWidget(again)
+    assert again.store.read_only
+    again.open_read(row["study_uid"])
+    panel = again.lesion_panel
+    assert len(again.read_session.read.lesions) == 1
+    assert not panel.submit_button.isEnabled() and not panel.units_box.isEnabled()
+    assert not panel.editor.isEnabled() and not panel.version_button.isVisible()
+    assert "read-only" in panel.header.text()
+    assert "read-only" in again.statusBar().currentMessage()

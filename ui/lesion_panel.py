@@ -315,10 +315,11 @@ class LesionPanel(QWidget):
     def refresh(self) -> None:
         """Redraw everything from the session."""
         session = self.session
-        enabled = session is not None and session.read.status == "draft"
+        enabled = session is not None and session.editable
         for widget in (self.editor, self.units_box, self.submit_button):
             widget.setEnabled(enabled)
-        self.version_button.setVisible(session is not None and session.read.status == "submitted")
+        self.version_button.setVisible(session is not None and session.read.status == "submitted"
+                                       and not session.store.read_only)
         if session is None:
             self.header.setText("No read open")
             self.totals.setText("")
@@ -327,7 +328,8 @@ class LesionPanel(QWidget):
             return
         read = session.read
         version = f" · version {read.version}" if read.version > 1 else ""
-        self.header.setText(f"Reader {read.reader} · {read.status}{version} · {session.scheme.title} "
+        read_only = " · read-only (the store cannot be written)" if session.store.read_only else ""
+        self.header.setText(f"Reader {read.reader} · {read.status}{version}{read_only} · {session.scheme.title} "
                             f"({session.scheme.id} {session.scheme.version})")
         scores = session.scores()
         regions = ", ".join(f"{session.taxonomy.regions[r]} {v}" for r, v in sorted(scores.regions.items()) if v)
@@ -362,7 +364,7 @@ class LesionPanel(QWidget):
 
     def _refresh_editor(self) -> None:
         lesion = self.current_lesion()
-        self.editor.setEnabled(lesion is not None and self.session.read.status == "draft")
+        self.editor.setEnabled(lesion is not None and self.session.editable)
         self.editor.setTitle(f"Lesion {lesion.lesion_id}" if lesion else "Selected lesion")
         site = self.session.taxonomy.site(lesion.site_id) if lesion and lesion.site_id else None
         self.site_picker.show_site(site.label if site else "")
@@ -514,7 +516,7 @@ class LesionPanel(QWidget):
 
     def flush(self) -> None:
         """Save a comment being typed to the lesion it was typed for (before any switch or close)."""
-        if self.session is None or self._comment_for is None or self.session.read.status != "draft":
+        if self.session is None or self._comment_for is None or not self.session.editable:
             return
         try:
             lesion = self.session.read.lesion(self._comment_for)

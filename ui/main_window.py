@@ -488,6 +488,9 @@ class MainWindow(QMainWindow):
                         f"Cannot open the read: {exc}")
         else:
             self.read_session.changed.connect(self._read_changed)
+            if self.store.read_only:
+                self.statusBar().showMessage("The store is read-only (read-only media): the read is shown, "
+                                             "it cannot be changed or submitted here")
         self.lesion_panel.set_session(self.read_session)
         self._refresh_markers()
         self._update_undo_actions()

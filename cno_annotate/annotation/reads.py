@@ -351,6 +351,11 @@ class ReadSession:
 
     # -- queries ---------------------------------------------------------------------------
     @property
+    def editable(self) -> bool:
+        """Whether this read can be changed here: a draft, in a store that can be written."""
+        return self.read.status == ReadStatus.DRAFT and not self.store.read_only
+
+    @property
     def can_undo(self) -> bool:
         """Whether there is a change to undo."""
         return bool(self._undo)
