@@ -251,7 +251,7 @@ def test_importing_a_submitted_read_again_does_not_suggest_replace(trial, tmp_pa
     path = write_document(export_document(trial), tmp_path / "reads.json")
     submitted = _read_id(trial, "dr-a")
     for replace in (False, True):
-        with pytest.raises(CnoError, match=f"read {submitted} is submitted: submitted reads change only through a "
-                                           f"new version") as refused:
+        with pytest.raises(CnoError, match=f"read {submitted} is submitted and locked: it cannot be replaced; "
+                                           f"submitted reads change only through a new version") as refused:
             import_document(trial, path, replace=replace)
         assert "--replace" not in str(refused.value)

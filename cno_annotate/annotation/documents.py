@@ -243,8 +243,8 @@ def import_document(store: Store, path: Path, replace: bool = False, actor: str 
     clashes = [r.read_id for r in reads if r.read_id in existing]
     locked = [read_id for read_id in clashes if existing[read_id]["status"] == "submitted"]
     if locked:
-        raise CnoError(f"{source}: the store's read {locked[0]} is submitted: submitted reads change only through a "
-                       f"new version ('cno-annotate reading-study new-version'); nothing was imported")
+        raise CnoError(f"{source}: the store's read {locked[0]} is submitted and locked: it cannot be replaced; "
+                       f"submitted reads change only through a new version ('cno-annotate reading-study new-version'); nothing was imported")
     if clashes and not replace:
         raise CnoError(f"{source}: the store already has read {clashes[0]} (use --replace to overwrite)")
     problems = reference_problems(store, reads)
