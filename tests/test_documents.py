@@ -225,3 +225,20 @@ def test_editor_refuses_text_that_no_export_could_write(reading_store):
     with pytest.raises(CnoError, match="finite number"):
         session.update_lesion(lesion, position=(float("nan"), 0.0, 0.0))
     assert session.read.lesion(lesion).comment == ""
+
+
+def test_a_position_beyond_10_m_from_the_origin_is_refused_by_editor_and_validator(reading_store):
+    from cno_annotate.annotation.scheme import load_scheme
+    from cno_annotate.annotation.taxonomy import load_taxonomy
+    from cno_annotate.annotation.validation import make_lesion
+
+    session = _session(reading_store, "dr-b")
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6))
+    with pytest.raises(CnoError, match=r"within 10 m \(10000 mm\) of the origin"):
+        session.update_lesion(lesion, position=(1e308, 0.0, 0.0))
+    assert session.read.lesion(lesion).position == (-77.0, 0.0, -420.0)
+    with pytest.raises(CnoError, match=r"within 10 m \(10000 mm\) of the origin"):
+        make_lesion(load_taxonomy(), load_scheme(), lesion_id="L9", position=[0.0, -10000.5, 0.0], series_uid="1.2",
+                    voxel=[0, 0, 0])
+    assert make_lesion(load_taxonomy(), load_scheme(), lesion_id="L9", position=[0.0, -9999.0, 0.0],
+                       series_uid="1.2", voxel=[0, 0, 0]).position == (0.0, -9999.0, 0.0)

@@ -118,6 +118,19 @@ def _triple(value: Any, path: str, what: str) -> tuple[float, float, float]:
     return (x, y, z)
 
 
+#: Largest distance, in mm along any axis, of a lesion from the scanner origin: no patient lies 10 m away.
+MAX_POSITION_MM = 10_000.0
+
+
+def _position(value: Any, path: str) -> tuple[float, float, float]:
+    """A lesion position in LPS mm: three finite numbers within :data:`MAX_POSITION_MM` of the origin."""
+    position = _triple(value, path, "a position")
+    if any(abs(v) > MAX_POSITION_MM for v in position):
+        raise _refuse(path, f"a position must lie within 10 m ({MAX_POSITION_MM:.0f} mm) of the origin on every "
+                            f"axis, not {list(position)}")
+    return position
+
+
 # -- lesions -----------------------------------------------------------------------------------
 def make_lesion(taxonomy: Taxonomy, scheme: Scheme, *, lesion_id: str, position: Any, series_uid: str, voxel: Any,
                 site_id: str | None = None, side: str | None = None, subsite: str | None = None,
@@ -155,7 +168,7 @@ def make_lesion(taxonomy: Taxonomy, scheme: Scheme, *, lesion_id: str, position:
     checked_side = _side(side, site)
     return Lesion(
         lesion_id=lesion_id,
-        position=_triple(position, ".position.lps_mm", "a position"),
+        position=_position(position, ".position.lps_mm"),
         series_uid=_text(series_uid, ".position.series_uid", "the series UID"),
         voxel=_triple(voxel, ".position.voxel", "a voxel index"),
         site_id=site_id,
