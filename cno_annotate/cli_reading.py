@@ -186,7 +186,7 @@ def cmd_add_cases(args) -> int:
     else:
         raise CnoError("name studies to add, or --all")
     codes = rs.add_cases(store, args.name, uids)
-    print(f"added {len(codes)} cases to {args.name}: {', '.join(codes) or 'none new'}")
+    print(f"added {_plural(len(codes), 'case')} to {args.name}: {', '.join(codes) or 'none new'}")
     return 0
 
 
@@ -312,7 +312,7 @@ def cmd_link_patient_ids(args) -> int:
     from cno_annotate.clinical import CoordinatorDB, link_patient_ids
 
     n = link_patient_ids(_store(args), CoordinatorDB.open(args.link_key), args.name)
-    print(f"linked {n} cases of {args.name} to their patient IDs in {args.link_key}")
+    print(f"linked {_plural(n, 'case')} of {args.name} to their patient IDs in {args.link_key}")
     return 0
 
 
@@ -321,7 +321,7 @@ def cmd_clinical_import(args) -> int:
     from cno_annotate.clinical import CoordinatorDB, import_clinical
 
     n = import_clinical(CoordinatorDB.open(args.link_key), args.file, replace=args.replace)
-    print(f"imported {n} visits from {args.file}")
+    print(f"imported {_plural(n, 'visit')} from {args.file}")
     return 0
 
 
@@ -427,6 +427,11 @@ def cmd_report(args) -> int:
         for name, why in result["absent"].items():
             print(f"  {name} not computed: {why}")
     return 0
+
+
+def _plural(n: int, noun: str) -> str:
+    """``n`` and the noun, plural unless n is 1."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _check_report_options(store, args) -> None:

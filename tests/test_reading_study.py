@@ -396,3 +396,10 @@ def test_reader_mode_worklist_next_case_and_submit(qtbot, tmp_path, studies_dir)
         window.open_next_case()
     assert window.current_code == order[1]
     assert window.windowTitle().endswith(order[1])
+
+
+def test_cli_counts_of_one_are_singular(tmp_path, cli):
+    path = tmp_path / "clinical.csv"
+    path.write_text(GOOD_CSV.splitlines()[0] + "\n" + GOOD_CSV.splitlines()[1] + "\n")
+    code, out, err = cli("clinical", "import", path, "--link-key", tmp_path / "key.sqlite")
+    assert code == 0 and f"imported 1 visit from {path}" in out, out + err
