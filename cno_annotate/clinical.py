@@ -427,7 +427,7 @@ def write_unblinded(document: dict, folder: Path) -> list[Path]:
                                            for s in visit.get("painful_sites", [])),
                 "treatments": "; ".join(t["treatment"] for t in visit.get("treatments", [])),
             })
-        paths.append(write_csv(folder / name, extra + columns, rows))
+        paths.append(write_csv(folder / name, extra + [c for c in columns if c not in extra], rows))
     return paths
 
 

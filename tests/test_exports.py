@@ -384,3 +384,13 @@ def test_read_import_of_a_reader_export_says_it_is_a_blinded_record_not_re_impor
     code, _, err = cli("read", "import", exported, "--store", store)
     assert code != 0
     assert "is a reading code of reading study demo" in err and "cannot be imported back" in err, err
+
+
+def test_unblinded_tables_name_each_column_once(hostile_copy, tmp_path, cli):
+    store, key = hostile_copy
+    code, _, err = cli("reading-study", "export-unblinded", "demo", "--link-key", key, "--out", tmp_path / "u",
+                       "--store", store)
+    assert code == 0, err
+    for name in ("reads.csv", "lesions.csv"):
+        header = _cells(tmp_path / "u" / name)[0]
+        assert len(header) == len(set(header)) and "reading_code" in header, header
