@@ -196,6 +196,8 @@ MIGRATIONS: list[Step] = [
     # 8: a submitted read cannot be replaced (INSERT OR REPLACE, UPDATE OR REPLACE delete the old row
     # without firing the delete trigger).
     lambda connection: _lock_replacing(connection),
+    # 9: every audited edit looks up its object's latest entry: an index keeps that off a table scan.
+    "CREATE INDEX audit_by_entity ON audit (entity, seq)",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
