@@ -119,7 +119,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--stations", type=int, default=4, help="stations head to feet (default 4)")
     p.add_argument("--slices", type=int, default=16, help="coronal slices per station (default 16)")
     p.add_argument("--matrix", type=int, default=128, help="rows = columns per slice (default 128)")
-    p.add_argument("--seed", type=int, default=0, help="random seed for noise and identifiers")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for noise and identifiers (>= 0)")
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("import", parents=[common], help="import DICOM / NIfTI files and folders",
@@ -578,6 +578,17 @@ def study_arg(store, args) -> str | None:
     """The study named by ``--study`` / STUDY (UID, accession number or patient ID), or None."""
     text = getattr(args, "study", None)
     return store.study_uid_for(text) if text else None
+
+
+def _non_negative_int(text: str) -> int:
+    """An argparse type: a whole number 0 or more (numpy refuses negative seeds)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, not {value}")
+    return value
 
 
 def _count(n: int, singular: str, plural: str | None = None) -> str:

@@ -24,6 +24,8 @@ from cno_annotate.uids import stable_uid
 BODY_TOP_Z = 680.0
 BODY_BOTTOM_Z = -900.0
 STATION_OVERLAP_MM = 30.0
+#: Fewest whole rows neighbouring stations share (matters only for coarse matrices).
+MIN_OVERLAP_ROWS = 2
 
 FIRST_NAMES = ["Lotte", "Noah", "Emma", "Lucas", "Mila", "Arthur", "Olivia", "Louis"]
 LAST_NAMES = ["Janssens", "Peeters", "Maes", "Jacobs", "Mertens", "Willems", "Claes", "Goossens"]
@@ -78,9 +80,23 @@ class StudyPlan:
 
     @property
     def station_fov(self) -> float:
-        """Square field of view of one station (mm) so the stations cover the body."""
+        """Square field of view of one station (mm) so the stations cover the body.
+
+        Stations overlap by :data:`STATION_OVERLAP_MM`, or by
+        :data:`MIN_OVERLAP_ROWS` whole rows when the pixels are coarser than
+        that (a small matrix), so that neighbours share rows at any matrix.
+        """
         body = BODY_TOP_Z - BODY_BOTTOM_Z
-        return (body + (self.stations - 1) * STATION_OVERLAP_MM) / self.stations
+        joins = self.stations - 1
+        fov = (body + joins * STATION_OVERLAP_MM) / self.stations
+        if MIN_OVERLAP_ROWS * fov / self.matrix > STATION_OVERLAP_MM:
+            fov = body / (self.stations - joins * MIN_OVERLAP_ROWS / self.matrix)
+        return fov
+
+    @property
+    def station_overlap_mm(self) -> float:
+        """How far neighbouring stations overlap head-feet (mm)."""
+        return max(STATION_OVERLAP_MM, MIN_OVERLAP_ROWS * self.pixel_mm)
 
     @property
     def pixel_mm(self) -> float:
@@ -108,7 +124,7 @@ def station_grid(plan: StudyPlan, station: int) -> phantom.Grid:
     """The voxel centres of one station (coronal, head to feet)."""
     px = plan.pixel_mm
     fov = plan.station_fov
-    top = BODY_TOP_Z - station * (fov - STATION_OVERLAP_MM)
+    top = BODY_TOP_Z - station * (fov - plan.station_overlap_mm)
     xs = -fov / 2 + px / 2 + px * np.arange(plan.matrix)
     zs = top - px / 2 - px * np.arange(plan.matrix)
     ys = plan.centre_y + plan.slice_thickness * (np.arange(plan.slices) - (plan.slices - 1) / 2)
