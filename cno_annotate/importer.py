@@ -28,7 +28,7 @@ from cno_annotate.io import nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.volume import orientation_name
-from cno_annotate.store.db import Store, now
+from cno_annotate.store.db import DB_NAME, Store, now
 from cno_annotate.uids import stable_uid
 
 Progress = Callable[[int, int], None]
@@ -168,6 +168,15 @@ def _walk(top: str, walked: set[tuple[int, int]], skipped: list[dict]) -> Genera
     return found
 
 
+def _store_files(store: Store) -> Callable[[str], bool]:
+    """Whether a path is one of the store's own files (database, its journals, cached volumes)."""
+    root = paths.absolute(store.root)
+    database = os.path.join(root, DB_NAME)
+    own = {database + suffix for suffix in ("", "-wal", "-shm", "-journal")}
+    cache = paths.absolute(store.root / "cache")  # not store.cache_dir: that makes the folder
+    return lambda path: path in own or paths.is_under(path, cache)
+
+
 @dataclass
 class _Known:
     """What the store already holds, looked up once per import."""
@@ -225,7 +234,8 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
         Counts, the studies and series found, and every skipped file.
     """
     missing: list[dict] = []
-    files = list(iter_files(roots, missing))
+    own = _store_files(store)
+    files = [f for f in iter_files(roots, missing) if not own(f.path)]
     with store.transaction():
         run_id = store.db.execute(
             "INSERT INTO import_runs (started, paths) VALUES (?, ?)",
