@@ -22,3 +22,14 @@ def test_the_stores_own_files_inside_an_imported_folder_are_skipped_silently(sma
     assert not [p for p in reported if "/store/" in p], reported
     assert [p.rsplit("/", 1)[-1] for p in reported] == ["ground_truth.json"]  # other files are still listed
     store.close()
+
+
+def test_a_file_with_two_character_sets_is_indexed_not_refused_with_a_type_error(tmp_path):
+    import pydicom.data
+
+    path = pydicom.data.get_testdata_file("J2K_pixelrep_mismatch.dcm")  # SpecificCharacterSet has 2 values
+    store = Store.open(tmp_path / "store")
+    report = import_paths(store, [path])
+    assert not any("unhashable" in s["reason"] or "TypeError" in s["reason"] for s in report.skipped), report.skipped
+    assert report.new_instances == 1
+    store.close()

@@ -123,6 +123,8 @@ class _ConvertedValues:
         last, value = self._charset_of
         if last is not ds:
             value = getattr(ds._dict.get(_CHARSET_TAG), "value", None)
+            if value is not None and not isinstance(value, str | bytes):  # a converted MultiValue cannot be a key
+                value = tuple(value)
             self._charset_of = (ds, value)
         return value
 
