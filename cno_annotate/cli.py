@@ -20,6 +20,7 @@ from cno_annotate import __version__, cli_reading
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import ROLES
+from cno_annotate.io.volume import VolumeKind
 from cno_annotate.paths import display as display_path
 
 PROG = "cno-annotate"
@@ -360,7 +361,7 @@ def series_summary(volume: dict) -> dict:
         "role": volume["role"],
         "role_reason": "set by the user" if volume["overridden"] else volume["role_reason"],
         "orientation": volume["orientation"],
-        "composed": volume["kind"] == "composed",
+        "composed": volume["kind"] == VolumeKind.COMPOSED,
         "stations": volume["stations"],
         "members": volume["members"],
         "shape": [i, j, k],

@@ -27,7 +27,7 @@ from cno_annotate.errors import StoreWriteError
 from cno_annotate.io import nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
 from cno_annotate.io.roles import classify_sequence
-from cno_annotate.io.volume import orientation_name
+from cno_annotate.io.volume import VolumeKind, orientation_name
 from cno_annotate.store.db import DB_NAME, Store, now
 from cno_annotate.uids import stable_uid
 
@@ -79,7 +79,7 @@ class ImportReport:
             "nifti": self.nifti,
             "duplicates": self.duplicates,
             "volumes": len(volumes),
-            "composed": sum(v["kind"] == "composed" for v in volumes),
+            "composed": sum(v["kind"] == VolumeKind.COMPOSED for v in volumes),
             "composition": [
                 {"study_uid": n["study_uid"], **n["detail"]} for s in sorted(self.studies) for n in store.compositions(s)
             ],

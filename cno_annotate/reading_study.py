@@ -26,7 +26,7 @@ from cno_annotate.store.db import Store, now
 from cno_annotate.uids import stable_uid
 
 CODE_PREFIX = "CNO-"
-ROLES = tuple(ReadingRole)
+READING_ROLES = tuple(ReadingRole)
 COORDINATOR = "coordinator"
 
 
@@ -156,8 +156,8 @@ def add_readers(store: Store, name: str, readers: list[str], role: str = "reader
         For an unknown study or role, or a reader id refused by :func:`check_identifier`.
     """
     get(store, name)
-    if role not in ROLES:
-        raise CnoError(f"a role is one of {', '.join(ROLES)}")
+    if role not in READING_ROLES:
+        raise CnoError(f"a role is one of {', '.join(READING_ROLES)}")
     for reader in readers:
         check_identifier(reader, "reader id")
         if reader == COORDINATOR:

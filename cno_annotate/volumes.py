@@ -18,7 +18,7 @@ from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.pixels import load_stack
 from cno_annotate.io.series import build_stacks, usable_images
-from cno_annotate.io.volume import Volume
+from cno_annotate.io.volume import Volume, VolumeKind
 from cno_annotate.paths import display, exists
 from cno_annotate.store.db import Store
 
@@ -48,9 +48,9 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
         If the id is unknown or the files cannot be read at all.
     """
     row = store.volume(volume_id)
-    if row["kind"] == "nifti":
+    if row["kind"] == VolumeKind.NIFTI:
         volume = _load_nifti(row)
-    elif row["kind"] == "composed":
+    elif row["kind"] == VolumeKind.COMPOSED:
         volume = _load_composed(store, row, progress, use_cache)
     else:
         volume = _load_stack(store, row, progress)

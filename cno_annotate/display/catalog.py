@@ -7,6 +7,8 @@ from pathlib import Path
 
 from cno_annotate.datafiles import data_dir
 from cno_annotate.errors import CnoError
+from cno_annotate.io.roles import SequenceRole
+from cno_annotate.io.volume import VolumeKind
 
 SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
 
@@ -20,7 +22,7 @@ def series_choices(volumes: list[dict], blinded: bool = False) -> list[tuple[str
     """
     stations: dict[tuple, list[dict]] = {}
     for v in volumes:
-        if v["kind"] == "stack":
+        if v["kind"] == VolumeKind.STACK:
             stations.setdefault((v["role"], v["orientation"], v["description"]), []).append(v)
     number = {}
     for group in stations.values():
@@ -30,16 +32,16 @@ def series_choices(volumes: list[dict], blinded: bool = False) -> list[tuple[str
 
     def label(v: dict, index: int) -> str:
         text = f"{v['role']} {v['orientation']}"
-        if v["kind"] == "composed":
+        if v["kind"] == VolumeKind.COMPOSED:
             return f"{text} whole body ({v['stations']} stations)"
-        if v["kind"] != "nifti":
+        if v["kind"] != VolumeKind.NIFTI:
             n, total = number[v["volume_id"]]
             if total > 1:
                 return f"{text} station {n}/{total}"
         return f"{text} series {index}" if blinded else f"{text} {v['description']}".rstrip()
 
-    order = {"composed": 0, "stack": 1, "nifti": 2}
-    ranked = sorted(volumes, key=lambda v: (order[v["kind"]], v["role"] == "other", v["role"],
+    order = {VolumeKind.COMPOSED: 0, VolumeKind.STACK: 1, VolumeKind.NIFTI: 2}
+    ranked = sorted(volumes, key=lambda v: (order[v["kind"]], v["role"] == SequenceRole.OTHER, v["role"],
                                              number.get(v["volume_id"], (0, 0))[0]))
     return [(v["volume_id"], label(v, n)) for n, v in enumerate(ranked, start=1)]
 
@@ -49,10 +51,10 @@ def default_pair(volumes: list[dict]) -> tuple[str | None, str | None]:
 
     def best(role: str) -> str | None:
         candidates = [v for v in volumes if v["role"] == role and v["patient_geometry"]]
-        candidates.sort(key=lambda v: (v["kind"] != "composed", v["orientation"] != "coronal"))
+        candidates.sort(key=lambda v: (v["kind"] != VolumeKind.COMPOSED, v["orientation"] != "coronal"))
         return candidates[0]["volume_id"] if candidates else None
 
-    left, right = best("STIR"), best("T1")
+    left, right = best(SequenceRole.STIR), best(SequenceRole.T1)
     rest = [v["volume_id"] for v in volumes if v["volume_id"] not in (left, right)]
     if left is None and rest:
         left = rest.pop(0)

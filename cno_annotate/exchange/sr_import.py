@@ -27,6 +27,7 @@ from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import Region, lesion_geometry
 from cno_annotate.exchange.sr_export import TOTALS_ID, UNIT_PREFIX
 from cno_annotate.exchange.stations import Stations
+from cno_annotate.io.volume import VolumeKind
 
 #: Measurements the export writes that import recomputes from the extent.
 DERIVED = {cc.VOLUME.value, cc.WIDTH.value, cc.DEPTH.value, cc.LENGTH.value}
@@ -196,7 +197,7 @@ def _station(group, stations: Stations, study_uid: str, position, frame_uid: str
             sop = str(image.referenced_sop_instance_uid)
             row = store.db.execute("SELECT series_uid FROM images WHERE sop_uid = ?", (sop,)).fetchone()
             if row is not None:
-                candidates = [v for v in store.volumes(study_uid) if v["kind"] == "stack"
+                candidates = [v for v in store.volumes(study_uid) if v["kind"] == VolumeKind.STACK
                               and v["series_uid"] == row[0]]
                 for volume in candidates:
                     station = stations.get(volume["volume_id"])

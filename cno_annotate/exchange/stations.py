@@ -18,7 +18,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from cno_annotate.errors import CnoError
+from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.series import Stack, build_stacks
+from cno_annotate.io.volume import VolumeKind
 from cno_annotate.paths import display
 from cno_annotate.store.db import Store
 
@@ -119,7 +121,7 @@ class Stations:
         """
         if volume_id not in self._cache:
             row = self.store.volume(volume_id)
-            if row["kind"] != "stack":
+            if row["kind"] != VolumeKind.STACK:
                 raise CnoError(f"volume {volume_id} is {row['kind']}, not a DICOM series")
             stacks = [s for s in build_stacks(row["series_uid"], self.store.images(row["series_uid"]))
                       if s.volume_id == row["volume_id"]]
@@ -137,9 +139,9 @@ class Stations:
             If the volume is NIfTI or no station of a composed volume holds the position.
         """
         row = self.store.volume(volume_id)
-        if row["kind"] == "stack":
+        if row["kind"] == VolumeKind.STACK:
             return self.get(row["volume_id"])
-        if row["kind"] != "composed":
+        if row["kind"] != VolumeKind.COMPOSED:
             raise CnoError(f"a lesion on {row['kind']} volume {volume_id} has no DICOM series to refer to")
         return self._best([self.get(m) for m in row["members"]], position, volume_id)
 
@@ -148,8 +150,8 @@ class Stations:
 
         STIR stacks come first, as the reader marks lesions on STIR.
         """
-        rows = [r for r in self.store.volumes(study_uid) if r["kind"] == "stack" and r["patient_geometry"]]
-        stations = [self.get(r["volume_id"]) for r in sorted(rows, key=lambda r: (r["role"] != "STIR", r["volume_id"]))]
+        rows = [r for r in self.store.volumes(study_uid) if r["kind"] == VolumeKind.STACK and r["patient_geometry"]]
+        stations = [self.get(r["volume_id"]) for r in sorted(rows, key=lambda r: (r["role"] != SequenceRole.STIR, r["volume_id"]))]
         if frame_of_reference_uid:
             stations = [s for s in stations if s.frame_of_reference_uid == frame_of_reference_uid]
         return self._best(stations, position, f"study {study_uid}")

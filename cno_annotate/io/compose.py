@@ -22,6 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.volume import Volume, apply_affine
 from cno_annotate.uids import stable_uid
 
@@ -159,7 +160,7 @@ def plan_compositions(stacks: list[StackGeometry], chosen: Collection[str] = ())
     """
     groups: dict[tuple, list[StackGeometry]] = {}
     for stack in stacks:
-        if stack.role not in ("STIR", "T1"):
+        if stack.role not in (SequenceRole.STIR, SequenceRole.T1):
             continue
         key = (stack.study_uid, stack.role, stack.orientation, _station_free(stack.description), stack.variant)
         groups.setdefault(key, []).append(stack)

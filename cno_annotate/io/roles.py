@@ -25,9 +25,20 @@ Every reason states the header values actually used.
 from __future__ import annotations
 
 import re
+from enum import StrEnum
 from typing import Any
 
-ROLES = ("STIR", "T1", "other")
+
+class SequenceRole(StrEnum):
+    """What a series is for in a CNO read: fluid-sensitive STIR, anatomical T1, or neither."""
+
+    STIR = "STIR"
+    T1 = "T1"
+    OTHER = "other"
+
+
+#: The role names, in the order the command line offers them.
+ROLES = tuple(SequenceRole)
 
 STIR_TI_MS = (90.0, 300.0)
 FLAIR_TI_MS = 1500.0
@@ -43,7 +54,7 @@ _EPI_NAME = re.compile(r"epi|^\*?ep", re.IGNORECASE)
 _DIFFUSION_IMAGE_TYPES = {"DIFFUSION", "ADC", "TRACEW", "FA", "EADC"}
 
 
-def classify_sequence(attributes: dict[str, Any]) -> tuple[str, str]:
+def classify_sequence(attributes: dict[str, Any]) -> tuple[SequenceRole, str]:
     """Classify a series as ``"STIR"``, ``"T1"`` or ``"other"``.
 
     Parameters
@@ -60,8 +71,9 @@ def classify_sequence(attributes: dict[str, Any]) -> tuple[str, str]:
 
     Examples
     --------
-    >>> classify_sequence({"ScanningSequence": ["SE", "IR"], "InversionTime": 160})
-    ('STIR', 'inversion recovery (ScanningSequence SE\\\\IR) with short TI 160 ms')
+    >>> role, reason = classify_sequence({"ScanningSequence": ["SE", "IR"], "InversionTime": 160})
+    >>> role is SequenceRole.STIR, reason
+    (True, 'inversion recovery (ScanningSequence SE\\\\IR) with short TI 160 ms')
     """
     scanning = _tokens(attributes.get("ScanningSequence"))
     options = _tokens(attributes.get("ScanOptions"))
@@ -75,42 +87,42 @@ def classify_sequence(attributes: dict[str, Any]) -> tuple[str, str]:
 
     if inversion and planar:
         with_ti = f", TI {ti:g} ms" if ti is not None else ""
-        return "other", (f"echo-planar ({planar}) inversion recovery ({inversion}{with_ti}): "
-                         "diffusion with fat suppression (DWIBS), not STIR")
+        return SequenceRole.OTHER, (f"echo-planar ({planar}) inversion recovery ({inversion}{with_ti}): "
+                                    "diffusion with fat suppression (DWIBS), not STIR")
     if diffusion or planar:
-        return "other", f"{'diffusion' if diffusion else 'echo-planar'} ({diffusion or planar}), not STIR or T1"
+        return SequenceRole.OTHER, f"{'diffusion' if diffusion else 'echo-planar'} ({diffusion or planar}), not STIR or T1"
     if inversion and ti is not None:
         if gradient and not spin:
-            return "other", f"gradient-echo inversion recovery ({inversion}, {gradient}, TI {ti:g} ms), not STIR"
+            return SequenceRole.OTHER, f"gradient-echo inversion recovery ({inversion}, {gradient}, TI {ti:g} ms), not STIR"
         if STIR_TI_MS[0] <= ti <= STIR_TI_MS[1]:
-            return "STIR", f"inversion recovery ({inversion}) with short TI {ti:g} ms"
+            return SequenceRole.STIR, f"inversion recovery ({inversion}) with short TI {ti:g} ms"
         if ti >= FLAIR_TI_MS:
-            return "other", f"inversion recovery ({inversion}) with long TI {ti:g} ms (FLAIR), not STIR"
-        return "other", (f"inversion recovery ({inversion}) with TI {ti:g} ms, outside the STIR range "
-                         f"{STIR_TI_MS[0]:g}-{STIR_TI_MS[1]:g} ms")
+            return SequenceRole.OTHER, f"inversion recovery ({inversion}) with long TI {ti:g} ms (FLAIR), not STIR"
+        return SequenceRole.OTHER, (f"inversion recovery ({inversion}) with TI {ti:g} ms, outside the STIR range "
+                                    f"{STIR_TI_MS[0]:g}-{STIR_TI_MS[1]:g} ms")
     if not inversion and spin and tr is not None and te is not None:
         fat_saturated = "FS" in options
         if tr <= T1_MAX_TR_MS and te < T1_MAX_TE_MS and not fat_saturated:
-            return "T1", f"spin echo ({spin}) with short TR {tr:g} ms and TE {te:g} ms"
-        return "other", (f"spin echo ({spin}) with TR {tr:g} ms, TE {te:g} ms"
-                         f"{', fat saturated (ScanOptions FS)' if fat_saturated else ''}: not T1-weighted "
-                         f"(T1 needs TR <= {T1_MAX_TR_MS:g} ms, TE < {T1_MAX_TE_MS:g} ms)")
+            return SequenceRole.T1, f"spin echo ({spin}) with short TR {tr:g} ms and TE {te:g} ms"
+        return SequenceRole.OTHER, (f"spin echo ({spin}) with TR {tr:g} ms, TE {te:g} ms"
+                                    f"{', fat saturated (ScanOptions FS)' if fat_saturated else ''}: not T1-weighted "
+                                    f"(T1 needs TR <= {T1_MAX_TR_MS:g} ms, TE < {T1_MAX_TE_MS:g} ms)")
     return _classify_by_name(attributes, inversion, _header_summary(attributes, inversion, spin or gradient))
 
 
-def _classify_by_name(attributes: dict[str, Any], inversion: str, headers: str) -> tuple[str, str]:
+def _classify_by_name(attributes: dict[str, Any], inversion: str, headers: str) -> tuple[SequenceRole, str]:
     for keyword in ("SeriesDescription", "ProtocolName", "SequenceName", "PulseSequenceName"):
         name = str(attributes.get(keyword) or "")
         if not name:
             continue
         if _EXCLUDED_NAME.search(name):
-            return "other", f"{keyword} '{name}' names another sequence"
+            return SequenceRole.OTHER, f"{keyword} '{name}' names another sequence"
         if _STIR_NAME.search(name) and attributes.get("InversionTime") is None:
-            return "STIR", f"{keyword} '{name}' names STIR ({headers})"
+            return SequenceRole.STIR, f"{keyword} '{name}' names STIR ({headers})"
         t1 = _T1_NAME.search(name)
         if t1 and not inversion and not _T1_EXCLUDED.search(name[t1.end():]):
-            return "T1", f"{keyword} '{name}' names T1 ({headers})"
-    return "other", f"no STIR or T1 evidence in the headers ({headers})"
+            return SequenceRole.T1, f"{keyword} '{name}' names T1 ({headers})"
+    return SequenceRole.OTHER, f"no STIR or T1 evidence in the headers ({headers})"
 
 
 def _header_summary(attributes: dict[str, Any], inversion: str, family: str) -> str:

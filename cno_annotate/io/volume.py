@@ -9,8 +9,20 @@ contiguous 2-D image; the affine takes ``(i, j, k, 1)`` to ``(x, y, z, 1)``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
+
+from cno_annotate.io.roles import SequenceRole
+
+
+class VolumeKind(StrEnum):
+    """Where a stored volume comes from."""
+
+    STACK = "stack"  #: one geometrically consistent stack of a DICOM series
+    COMPOSED = "composed"  #: stations joined into one whole-body volume
+    NIFTI = "nifti"  #: a NIfTI file
+
 
 #: Orientation names, decided from the slice normal.
 ORIENTATIONS = ("axial", "coronal", "sagittal", "oblique")
@@ -32,8 +44,8 @@ class Volume:
     volume_id : str
         The store's identifier: the SeriesInstanceUID for a plain DICOM
         series, a generated UID for composed or NIfTI volumes.
-    role : str
-        ``"STIR"``, ``"T1"`` or ``"other"``.
+    role : SequenceRole or str
+        ``SequenceRole.STIR``, ``SequenceRole.T1`` or ``SequenceRole.OTHER``.
     meta : dict
         Anything else worth keeping (description, stations, ...).
     """
@@ -41,7 +53,7 @@ class Volume:
     array: np.ndarray
     affine: np.ndarray
     volume_id: str = ""
-    role: str = "other"
+    role: str = SequenceRole.OTHER
     meta: dict = field(default_factory=dict)
     _inverse: tuple | None = field(default=None, repr=False, compare=False)
 
