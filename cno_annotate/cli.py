@@ -19,8 +19,8 @@ from pathlib import Path
 from cno_annotate import __version__, cli_reading
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
+from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import ROLES
-from cno_annotate.io.volume import VolumeKind
 from cno_annotate.paths import display as display_path
 
 PROG = "cno-annotate"
@@ -414,7 +414,7 @@ def cmd_export_nifti(args) -> int:
     audited_file_export(store, args.out, args.force, "export-nifti", f"volume:{volume.volume_id}",
                         lambda path: (write_nifti(volume, path), {"format": "nifti", "shape": list(volume.shape)}))
     i, j, k = volume.shape[2], volume.shape[1], volume.shape[0]
-    print(f"wrote {args.out} ({i} x {j} x {k} voxels, {volume.role}, {volume.meta['kind']})")
+    print(f"wrote {args.out} ({i} x {j} x {k} voxels, {volume.role}, {volume.header.kind})")
     return 0
 
 

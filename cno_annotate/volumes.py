@@ -18,9 +18,30 @@ from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.pixels import load_stack
 from cno_annotate.io.series import build_stacks, usable_images
-from cno_annotate.io.volume import Volume, VolumeKind
+from cno_annotate.io.volume import LoadReport, Volume, VolumeHeader, VolumeKind
 from cno_annotate.paths import display, exists
 from cno_annotate.store.db import Store
+
+
+def open_volume(store: Store, volume_id: str) -> Volume:
+    """A volume of the store, its voxels not yet read.
+
+    Shape, affine and header come from the store; the voxels are read on
+    first access to ``array`` (and can be dropped with ``release()``).
+
+    Parameters
+    ----------
+    store : Store
+        The open store.
+    volume_id : str
+        A volume id from :meth:`Store.volumes` (unique prefixes accepted).
+
+    Raises
+    ------
+    CnoError
+        If the id is unknown.
+    """
+    return _lazy(store, store.volume(volume_id), progress=None, use_cache=True)
 
 
 def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = True) -> Volume:
@@ -40,29 +61,38 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
     Returns
     -------
     Volume
-        float32 voxels in LPS; ``meta`` carries the row from the store.
+        float32 voxels in LPS, read; ``header`` from the store, ``load``
+        says what reading found.
 
     Raises
     ------
     CnoError
         If the id is unknown or the files cannot be read at all.
     """
-    row = store.volume(volume_id)
-    if row["kind"] == VolumeKind.NIFTI:
-        volume = _load_nifti(row)
-    elif row["kind"] == VolumeKind.COMPOSED:
-        volume = _load_composed(store, row, progress, use_cache)
-    else:
-        volume = _load_stack(store, row, progress)
-    volume.volume_id = row["volume_id"]
-    volume.role = row["role"]
-    volume.meta.update({k: row[k] for k in ("kind", "study_uid", "orientation", "description", "members")})
+    volume = _lazy(store, store.volume(volume_id), progress, use_cache)
+    volume.array  # noqa: B018 - read now
     return volume
 
 
-def _load_nifti(row: dict) -> Volume:
+def _lazy(store: Store, row: dict, progress, use_cache: bool) -> Volume:
+    header = VolumeHeader.from_row(row)
+    if row["kind"] == VolumeKind.NIFTI:
+        return Volume.lazy(lambda volume: _read_nifti(row), _row_shape(row), np.array(row["affine"]), header)
+    if row["kind"] == VolumeKind.COMPOSED:
+        return Volume.lazy(lambda volume: _read_composed(store, row, volume, progress, use_cache),
+                           _row_shape(row), np.array(row["affine"]), header)
+    return Volume.lazy(lambda volume: _read_stack(store, row, volume, progress), _row_shape(row),
+                       np.array(row["affine"]), header)
+
+
+def _row_shape(row: dict) -> tuple[int, int, int]:
+    k, j, i = (int(n) for n in row["shape"])
+    return (k, j, i)
+
+
+def _read_nifti(row: dict) -> np.ndarray:
     try:
-        return nifti.load_nifti(Path(row["source_path"]))
+        return nifti.load_nifti(Path(row["source_path"])).array
     except (SkipFile, OSError) as exc:
         raise CnoError(f"cannot read NIfTI {row['source_path']}: {exc}") from None
 
@@ -75,13 +105,13 @@ def _stack(store: Store, row: dict):
     return stacks[0]
 
 
-def _load_stack(store: Store, row: dict, progress) -> Volume:
+def _read_stack(store: Store, row: dict, volume: Volume, progress) -> np.ndarray:
     stack = _stack(store, row)
     try:
-        volume = load_stack(stack, progress)
+        read = load_stack(stack, progress)
     except ValueError as exc:  # a stack too large to hold
         raise CnoError(f"volume {row['volume_id']} cannot be loaded: {exc}") from None
-    errors = volume.meta["load_errors"]
+    errors = read.load.errors
     if errors and len(errors) == len(stack.images):
         missing = sum(1 for image in stack.images if not exists(image["path"]))
         if missing:
@@ -89,8 +119,9 @@ def _load_stack(store: Store, row: dict, progress) -> Volume:
                            "cno-annotate relocate OLD NEW")
         raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "
                        f"{errors[0]['reason']}")
-    volume.meta["missing_slices"] = _missing_slices(stack, errors)
-    return volume
+    volume.with_header(gaps=read.header.gaps)
+    volume.load = LoadReport(errors=errors, missing_slices=_missing_slices(stack, errors))
+    return read.array
 
 
 def _missing_slices(stack, errors: list[dict]) -> list[int]:
@@ -101,58 +132,27 @@ def _missing_slices(stack, errors: list[dict]) -> list[int]:
     return sorted((set(range(stack.shape[0])) - present) | unreadable)
 
 
-def _load_composed(store: Store, row: dict, progress, use_cache: bool) -> Volume:
+def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache: bool) -> np.ndarray:
     cache = VolumeCache.of(store) if use_cache else None
-    affine = np.array(row["affine"])
     if cache is not None:
         array = cache.get(row["volume_id"], row["fingerprint"], tuple(row["shape"]))
         if array is not None:
-            return Volume(array=array, affine=affine, meta={"cached": True, "load_errors": []})
+            volume.load = LoadReport(cached=True)
+            return array
     members = [store.volume(m) for m in row["members"]]
     total = sum(m["shape"][0] for m in members)
-    stations: list[_LazyStation] = []
+    stations: list[Volume] = []
     for member in members:
         offset = sum(m["shape"][0] for m in members[: len(stations)])
-        stations.append(_LazyStation(store, member, _offset_progress(progress, offset, total)))
-    volume = compose.compose(stations, volume_id=row["volume_id"])
+        stations.append(_lazy(store, member, _offset_progress(progress, offset, total), use_cache))
+    composed = compose.compose(stations, volume_id=row["volume_id"])
     if cache is not None:
-        cache.put(row["volume_id"], row["fingerprint"], volume.array)
-    volume.meta.update({"cached": False, "load_errors": [e for s in stations for e in s.errors]})
-    return volume
-
-
-class _LazyStation:
-    """A station stack that reads its pixels when composition asks for them."""
-
-    def __init__(self, store: Store, row: dict, progress):
-        self.store, self.row, self.progress = store, row, progress
-        self.affine = np.array(row["affine"])
-        k, j, i = (int(n) for n in row["shape"])
-        self.shape = (k, j, i)
-        self.volume_id = row["volume_id"]
-        self.role = row["role"]
-        self.errors: list[dict] = []
-        #: Slices without data (gaps, unreadable files); known once the pixels are read.
-        self.missing_slices: list[int] = []
-        self._array: np.ndarray | None = None
-
-    @property
-    def array(self) -> np.ndarray:
-        """The station's voxels, read on first access."""
-        if self._array is None:
-            volume = _load_stack(self.store, self.row, self.progress)
-            self.errors = volume.meta["load_errors"]
-            self.missing_slices = volume.meta["missing_slices"]
-            self._array = volume.array
-        return self._array
-
-    def release(self) -> None:
-        """Drop the voxels once composition has used them."""
-        self._array = None
+        cache.put(row["volume_id"], row["fingerprint"], composed.array)
+    volume.load = LoadReport(errors=[e for s in stations for e in s.load.errors])
+    return composed.array
 
 
 def _offset_progress(progress, offset: int, total: int):
     if progress is None:
         return None
     return lambda done, _n: progress(offset + done, total)
-

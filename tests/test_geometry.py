@@ -166,8 +166,7 @@ def test_composed_volume_ids_are_stable_across_stores(small_study, tmp_path):
 
 def _with_missing_slice(volume: Volume, k: int) -> Volume:
     volume.array[k] = 0.0
-    volume.meta["gaps"] = [{"after_slice": k - 1, "missing": 1}]
-    return volume
+    return volume.with_header(gaps=({"after_slice": k - 1, "missing": 1},))
 
 
 @pytest.mark.parametrize("bottom_z, spacing", [(50.0, 2.0), (50.7, 2.0), (51.0, 1.5)])

@@ -28,7 +28,7 @@ def _load_all(store: Store) -> int:
     assert volumes
     for row in volumes:
         volume = load_volume(store, row["volume_id"], use_cache=False)
-        assert volume.meta["load_errors"] == [], volume.meta["load_errors"][:1]
+        assert volume.load.errors == [], volume.load.errors[:1]
     return len(volumes)
 
 
@@ -254,7 +254,7 @@ def test_cache_is_limited_and_eviction_keeps_open_volumes_readable(small_study, 
     first, second = _composed(store)[:2]
     a = load_volume(store, first["volume_id"])
     a_cached = load_volume(store, first["volume_id"])
-    assert a_cached.meta["cached"] and isinstance(a_cached.array, np.memmap)
+    assert a_cached.load.cached and isinstance(a_cached.array, np.memmap)
     expected = np.array(a.array)
     size = a.array.nbytes
     monkeypatch.setenv("CNO_ANNOTATE_CACHE_LIMIT", str(int(size * 1.5)))
@@ -262,7 +262,7 @@ def test_cache_is_limited_and_eviction_keeps_open_volumes_readable(small_study, 
     files = sorted(store.cache_dir.glob("*.npy"))
     assert len(files) == 1 and files[0].name.startswith(second["volume_id"])
     assert np.array_equal(np.asarray(a_cached.array), expected)  # the open (mapped) volume still reads
-    assert not load_volume(store, first["volume_id"]).meta["cached"]
+    assert not load_volume(store, first["volume_id"]).load.cached
 
 
 def test_cache_keeps_the_most_recently_used(small_study, store, monkeypatch):

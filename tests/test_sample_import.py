@@ -62,7 +62,7 @@ def test_second_open_of_a_composed_volume_uses_the_cache(sample_store):
     row = composed(sample_store, "T1")
     first = load_volume(sample_store, row["volume_id"])
     second = load_volume(sample_store, row["volume_id"])
-    assert second.meta["cached"] is True
+    assert second.load.cached is True
     np.testing.assert_array_equal(np.asarray(first.array), np.asarray(second.array))
 
 

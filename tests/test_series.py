@@ -101,7 +101,7 @@ def test_encodings_decode_to_the_same_values(small_study, copy_tree, tmp_path, s
     other = Store.open(tmp_path / "other")
     import_paths(other, [study])
     got = load_volume(other, row["volume_id"])
-    assert got.meta["load_errors"] == []
+    assert got.load.errors == []
     np.testing.assert_array_equal(got.array, expected.array)
 
 

@@ -41,7 +41,7 @@ def test_both_series_load_stir_left_t1_right(window):
     left, right = window.session.views["left"], window.session.views["right"]
     assert left.ready and right.ready
     assert left.volume.role == "STIR" and right.volume.role == "T1"
-    assert left.volume.meta["kind"] == right.volume.meta["kind"] == "composed"
+    assert left.volume.header.kind == right.volume.header.kind == "composed"
 
 
 def test_scrolling_changes_the_slice_and_the_linked_view_follows(window, qtbot):

@@ -527,7 +527,7 @@ class MainWindow(QMainWindow):
 
     def _on_loaded(self, name: str, volume) -> None:
         self.session.set_volume(name, volume, self.session.views[name].label)
-        errors = volume.meta.get("load_errors") or []
+        errors = volume.load.errors
         if errors:
             label = self.session.views[name].label
             self.report(f"{label}: {len(errors)} slices could not be read (hatched in the view)",

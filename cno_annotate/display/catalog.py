@@ -7,8 +7,8 @@ from pathlib import Path
 
 from cno_annotate.datafiles import data_dir
 from cno_annotate.errors import CnoError
+from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import SequenceRole
-from cno_annotate.io.volume import VolumeKind
 
 SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
 

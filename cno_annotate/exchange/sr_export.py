@@ -46,7 +46,7 @@ from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import region_of
 from cno_annotate.exchange.stations import Station, Stations
-from cno_annotate.io.volume import VolumeKind
+from cno_annotate.io.kinds import VolumeKind
 
 #: Namespace of the tracking UIDs (a fixed random UUID: never change it, UIDs must stay stable).
 TRACKING_NAMESPACE = uuid.UUID("5d0f0a9e-4f8b-4c59-9d43-0c6e1b7a2c31")

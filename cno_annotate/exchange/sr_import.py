@@ -27,7 +27,7 @@ from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import Region, lesion_geometry
 from cno_annotate.exchange.sr_export import TOTALS_ID, UNIT_PREFIX
 from cno_annotate.exchange.stations import Stations
-from cno_annotate.io.volume import VolumeKind
+from cno_annotate.io.kinds import VolumeKind
 
 #: Measurements the export writes that import recomputes from the extent.
 DERIVED = {cc.VOLUME.value, cc.WIDTH.value, cc.DEPTH.value, cc.LENGTH.value}

@@ -18,9 +18,9 @@ import pydicom
 from pydicom.dataset import Dataset
 
 from cno_annotate.errors import CnoError
+from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.series import Stack, build_stacks
-from cno_annotate.io.volume import VolumeKind
 from cno_annotate.paths import display
 from cno_annotate.store.db import Store
 

@@ -18,12 +18,11 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 import numpy as np
 
 from cno_annotate.io.roles import SequenceRole
-from cno_annotate.io.volume import Volume, apply_affine
+from cno_annotate.io.volume import Volume, VolumeHeader, VolumeKind, apply_affine
 from cno_annotate.uids import stable_uid
 
 #: Stations further apart than this along head-feet (mm) do not chain.
@@ -276,30 +275,7 @@ def _corners(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return apply_affine(affine, ijk)
 
 
-class Station(Protocol):
-    """What :func:`compose` needs of a station: geometry first, pixels on demand.
-
-    A :class:`~cno_annotate.io.volume.Volume` is one. A lazy station may load
-    its ``array`` on first access and drop it in ``release()``, so that only
-    one station's pixels are in memory at a time.
-    """
-
-    affine: np.ndarray
-    volume_id: str
-    role: str
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """Shape ``(k, j, i)``, known without reading pixels."""
-        ...
-
-    @property
-    def array(self) -> np.ndarray:
-        """The voxels (a lazy station reads them here)."""
-        ...
-
-
-def compose(stations: Sequence[Station], volume_id: str | None = None) -> Volume:
+def compose(stations: Sequence[Volume], volume_id: str | None = None) -> Volume:
     """Compose station volumes into one volume on a common grid.
 
     Stations are read and blended one at a time: peak memory is the result
@@ -307,9 +283,9 @@ def compose(stations: Sequence[Station], volume_id: str | None = None) -> Volume
 
     Parameters
     ----------
-    stations : list of Station
-        The stations of one chain, any order (``Volume`` objects, or lazy
-        stations with a ``release()`` method).
+    stations : list of Volume
+        The stations of one chain, any order. Lazy volumes are read one at
+        a time and released once blended.
     volume_id : str, optional
         Id of the result; by default :func:`composed_volume_id` of the members.
 
@@ -341,16 +317,12 @@ def compose(stations: Sequence[Station], volume_id: str | None = None) -> Volume
         else:
             _add_voxels(out, total, plan.box, data, coverage, w, hf_axis)
         del data, coverage
-        getattr(station, "release", lambda: None)()
+        station.release()
     _normalise(out, total, hf_axis)
     members = [v.volume_id for v in stations]
-    return Volume(
-        array=out,
-        affine=grid_affine,
-        volume_id=volume_id or composed_volume_id(members),
-        role=stations[0].role,
-        meta={"stations": len(stations), "members": members},
-    )
+    header = VolumeHeader(volume_id=volume_id or composed_volume_id(members), role=stations[0].role,
+                          kind=VolumeKind.COMPOSED, members=tuple(members))
+    return Volume(out, grid_affine, header=header)
 
 
 def composed_geometry(geometries: list[tuple[np.ndarray, tuple[int, int, int]]]):
@@ -388,7 +360,7 @@ class _Placement:
     fraction: np.ndarray  # index order (i, j, k)
 
 
-def _plan(station: Station, inverse: np.ndarray, shape) -> _Placement:
+def _plan(station: Volume, inverse: np.ndarray, shape) -> _Placement:
     corners = apply_affine(inverse, _corners(station.affine, station.shape))
     lo, hi = corners.min(axis=0), corners.max(axis=0)
     grid_size = np.array([shape[2], shape[1], shape[0]])
@@ -404,7 +376,7 @@ def _plan(station: Station, inverse: np.ndarray, shape) -> _Placement:
     return _Placement(box, translate, axes_map, start - lo)
 
 
-def _station_on_grid(station: Station, plan: _Placement, grid_affine: np.ndarray):
+def _station_on_grid(station: Volume, plan: _Placement, grid_affine: np.ndarray):
     """A station's values on its box of the grid, and its coverage there.
 
     Coverage is ``None`` when the station fills the whole box with data. A
@@ -424,16 +396,14 @@ def _station_on_grid(station: Station, plan: _Placement, grid_affine: np.ndarray
     return _resample(station, grid_affine, plan.box, valid)
 
 
-def _valid_slices(station: Station) -> np.ndarray | None:
+def _valid_slices(station: Volume) -> np.ndarray | None:
     """1 for each slice of the station that holds data, 0 for a missing one (``None``: all present).
 
-    A station lists its missing slices in ``missing_slices``, or, for a
-    :class:`Volume` from ``load_stack``, in ``meta["gaps"]``.
+    The missing slices are those found when the voxels were read
+    (``load.missing_slices``: gaps and unreadable files), or else the
+    header's gaps.
     """
-    missing = getattr(station, "missing_slices", None)
-    if missing is None:
-        gaps = getattr(station, "meta", {}).get("gaps") or []
-        missing = [g["after_slice"] + 1 + n for g in gaps for n in range(g["missing"])]
+    missing = station.load.missing_slices or station.header.gap_slices()
     if not len(missing):
         return None
     valid = np.ones(station.shape[0], dtype=np.float32)
@@ -472,7 +442,7 @@ def _translate(array: np.ndarray, fraction: np.ndarray, counts: np.ndarray) -> n
     return np.ascontiguousarray(out, dtype=np.float32)
 
 
-def _resample(station: Station, grid_affine: np.ndarray, box, valid: np.ndarray | None = None):
+def _resample(station: Volume, grid_affine: np.ndarray, box, valid: np.ndarray | None = None):
     """Linear resampling of a station onto a box of the grid (SimpleITK).
 
     Coverage is where the station (its valid slices only) reaches the grid voxel.

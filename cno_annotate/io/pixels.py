@@ -17,7 +17,7 @@ import pydicom
 
 from cno_annotate.io.dicom_index import tolerant_reading
 from cno_annotate.io.series import Stack
-from cno_annotate.io.volume import Volume
+from cno_annotate.io.volume import LoadReport, Volume, VolumeHeader
 
 #: Largest float32 volume a stack may make, in bytes (``CNO_ANNOTATE_MAX_VOLUME_MB``).
 MAX_VOLUME_BYTES = int(os.environ.get("CNO_ANNOTATE_MAX_VOLUME_MB", "4096")) * 2**20
@@ -53,7 +53,7 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None)
     -------
     Volume
         float32 voxels; slices missing from the series (gaps) are 0.
-        ``meta["load_errors"]`` lists files that could not be decoded.
+        ``load.errors`` lists files that could not be decoded; ``header.gaps`` the gaps.
     """
     size = int(np.prod(stack.shape, dtype=np.int64)) * 4
     if size > MAX_VOLUME_BYTES:
@@ -75,12 +75,9 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None)
             errors.append({"path": image["path"], "reason": f"{type(exc).__name__}: {exc}"})
         if progress is not None:
             progress(n + 1, total)
-    return Volume(
-        array=out,
-        affine=stack.affine,
-        volume_id=stack.volume_id,
-        meta={"load_errors": errors, "gaps": stack.gaps},
-    )
+    volume = Volume(out, stack.affine, header=VolumeHeader(volume_id=stack.volume_id, gaps=tuple(stack.gaps)))
+    volume.load = LoadReport(errors=errors)
+    return volume
 
 
 def _read_image(image: dict, decoded: dict[str, np.ndarray]) -> np.ndarray:

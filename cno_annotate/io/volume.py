@@ -8,21 +8,13 @@ contiguous 2-D image; the affine takes ``(i, j, k, 1)`` to ``(x, y, z, 1)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import SequenceRole
-
-
-class VolumeKind(StrEnum):
-    """Where a stored volume comes from."""
-
-    STACK = "stack"  #: one geometrically consistent stack of a DICOM series
-    COMPOSED = "composed"  #: stations joined into one whole-body volume
-    NIFTI = "nifti"  #: a NIfTI file
-
 
 #: Orientation names, decided from the slice normal.
 ORIENTATIONS = ("axial", "coronal", "sagittal", "oblique")
@@ -31,9 +23,73 @@ ORIENTATIONS = ("axial", "coronal", "sagittal", "oblique")
 _OBLIQUE_COSINE = 0.8
 
 
+@dataclass(frozen=True)
+class VolumeHeader:
+    """What is known of a volume without reading its pixels.
+
+    Parameters
+    ----------
+    volume_id : str
+        The store's identifier: a stack's id (the SeriesInstanceUID when the
+        series is one stack), or a generated UID for composed and NIfTI volumes.
+    role : SequenceRole
+        STIR, T1 or other.
+    kind : VolumeKind or None
+        Stack, composed or NIfTI (``None`` for a volume not from the store).
+    study_uid, orientation, description : str or None
+        As the store lists them.
+    members : tuple of str
+        A composed volume's station ids, head first.
+    gaps : tuple of dict
+        A stack's gaps in the series: ``{"after_slice": k, "missing": n}``.
+    """
+
+    volume_id: str = ""
+    role: str = SequenceRole.OTHER
+    kind: VolumeKind | None = None
+    study_uid: str | None = None
+    orientation: str | None = None
+    description: str | None = None
+    members: tuple[str, ...] = ()
+    gaps: tuple[dict, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: dict) -> VolumeHeader:
+        """The header of a volume row from :meth:`Store.volumes`."""
+        return cls(volume_id=row["volume_id"], role=SequenceRole(row["role"]), kind=VolumeKind(row["kind"]),
+                   study_uid=row.get("study_uid"), orientation=row.get("orientation"),
+                   description=row.get("description"), members=tuple(row.get("members") or ()))
+
+    def gap_slices(self) -> list[int]:
+        """The slices that the gaps leave without data."""
+        return [g["after_slice"] + 1 + n for g in self.gaps for n in range(g["missing"])]
+
+
 @dataclass
+class LoadReport:
+    """What reading a volume's pixels found.
+
+    Attributes
+    ----------
+    errors : list of dict
+        Files that could not be decoded: ``{"path": ..., "reason": ...}``.
+    missing_slices : list of int
+        Slices without data (gaps in the series and unreadable files).
+    cached : bool
+        Whether the voxels came from the composed-volume cache.
+    """
+
+    errors: list[dict] = field(default_factory=list)
+    missing_slices: list[int] = field(default_factory=list)
+    cached: bool = False
+
+
 class Volume:
-    """A 3-D image in patient LPS coordinates.
+    """A 3-D image in patient LPS coordinates: data, affine and header.
+
+    As in nibabel's image model, shape and affine are known without reading
+    pixels: a volume made with :meth:`lazy` reads its voxels on first access
+    to :attr:`array` and can drop them again with :meth:`release`.
 
     Parameters
     ----------
@@ -41,26 +97,70 @@ class Volume:
         Voxel values, shape ``(k, j, i)`` = (slices, rows, columns).
     affine : numpy.ndarray
         4 x 4 matrix mapping ``(i, j, k, 1)`` to LPS millimetres.
-    volume_id : str
-        The store's identifier: the SeriesInstanceUID for a plain DICOM
-        series, a generated UID for composed or NIfTI volumes.
-    role : SequenceRole or str
-        ``SequenceRole.STIR``, ``SequenceRole.T1`` or ``SequenceRole.OTHER``.
-    meta : dict
-        Anything else worth keeping (description, stations, ...).
+    volume_id, role : str
+        Shorthands for a header holding only these (ignored with ``header``).
+    header : VolumeHeader, optional
+        What is known of the volume besides its voxels.
     """
 
-    array: np.ndarray
-    affine: np.ndarray
-    volume_id: str = ""
-    role: str = SequenceRole.OTHER
-    meta: dict = field(default_factory=dict)
-    _inverse: tuple | None = field(default=None, repr=False, compare=False)
+    def __init__(self, array: np.ndarray, affine: np.ndarray, volume_id: str = "",
+                 role: str = SequenceRole.OTHER, *, header: VolumeHeader | None = None) -> None:
+        self._array: np.ndarray | None = array
+        self._loader: Callable[[Volume], np.ndarray] | None = None
+        self._shape = tuple(int(n) for n in array.shape)
+        self.affine = np.asarray(affine, dtype=float)
+        self.header = header or VolumeHeader(volume_id=volume_id, role=role)
+        self.load = LoadReport()
+        self._inverse: tuple | None = None
+
+    @classmethod
+    def lazy(cls, loader: Callable[[Volume], np.ndarray], shape: tuple[int, int, int], affine: np.ndarray,
+             header: VolumeHeader) -> Volume:
+        """A volume whose voxels ``loader(volume)`` reads on first access (it may fill ``volume.load``)."""
+        volume = cls(np.empty((0, 0, 0), dtype=np.float32), affine, header=header)
+        volume._array, volume._loader, volume._shape = None, loader, tuple(int(n) for n in shape)
+        return volume
+
+    @property
+    def array(self) -> np.ndarray:
+        """The voxels, ``float32`` ``(k, j, i)``; a lazy volume reads them here."""
+        if self._array is None:
+            assert self._loader is not None
+            array = self._loader(self)
+            if tuple(array.shape) != self._shape:
+                raise ValueError(f"volume {self.volume_id}: read {array.shape}, expected {self._shape}")
+            self._array = array
+        return self._array
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether the voxels are held (always, for a volume that is not lazy)."""
+        return self._array is not None
+
+    def release(self) -> None:
+        """Drop the voxels of a lazy volume; the next access reads them again."""
+        if self._loader is not None:
+            self._array = None
+
+    @property
+    def volume_id(self) -> str:
+        """The header's volume id."""
+        return self.header.volume_id
+
+    @property
+    def role(self) -> str:
+        """The header's sequence role."""
+        return self.header.role
+
+    def with_header(self, **changes) -> Volume:
+        """This volume (same voxels) with header fields replaced."""
+        self.header = replace(self.header, **changes)
+        return self
 
     @property
     def shape(self) -> tuple[int, int, int]:
-        """Shape ``(k, j, i)``."""
-        return tuple(int(n) for n in self.array.shape)  # type: ignore[return-value]
+        """Shape ``(k, j, i)``, known without reading the voxels."""
+        return self._shape  # type: ignore[return-value]
 
     @property
     def spacing(self) -> tuple[float, float, float]:
@@ -81,6 +181,10 @@ class Volume:
         if self._inverse is None or self._inverse[0] is not self.affine:
             self._inverse = (self.affine, np.linalg.inv(self.affine))
         return self._inverse[1]
+
+    def __repr__(self) -> str:
+        return (f"Volume({self.volume_id or '?'}, {self.role}, shape={self.shape}, "
+                f"{'in memory' if self.in_memory else 'not read'})")
 
 
 def apply_affine(affine: np.ndarray, points: np.ndarray) -> np.ndarray:
