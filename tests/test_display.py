@@ -162,3 +162,18 @@ def test_series_choices_and_default_pair(sample_store):
     by_id = {v["volume_id"]: v for v in volumes}
     assert by_id[left]["role"] == "STIR" and by_id[left]["kind"] == "composed"
     assert by_id[right]["role"] == "T1" and by_id[right]["kind"] == "composed"
+
+
+def test_the_session_tells_views_what_changed_with_typed_events():
+    from cno_annotate.display.session import ViewChange
+
+    session = ViewerSession()
+    events: list[tuple] = []
+    session.changed.connect(lambda name, what: events.append((name, what)))
+    stir = coronal_volume()
+    session.set_volume("left", stir)
+    session.set_point("left", stir.index_to_lps(np.array([1.0, 2.0, 3.0])))
+    session.set_plane("left", "axial")
+    assert all(isinstance(what, ViewChange) for _, what in events)
+    kinds = [what for _, what in events]
+    assert ViewChange.VOLUME in kinds and ViewChange.POINT in kinds and kinds[-1] is ViewChange.PLANE

@@ -329,3 +329,21 @@ def test_a_locked_store_refuses_the_edit_with_a_message_and_keeps_the_read(store
         other.close()
     session.set_grade(lesion_id, "marrow_hyperintensity", 2)  # once the lock is gone the edit goes through
     assert load_read(store, session.read.read_id).lesion(lesion_id).grades["marrow_hyperintensity"] == 2
+
+
+def test_the_session_reports_each_change_as_a_typed_event(store):
+    """Widgets observe typed ReadChange events (kind + label), not free strings."""
+    from cno_annotate.annotation.reads import ReadChange, ReadChangeKind
+
+    session = new_session(store)
+    seen: list[ReadChange] = []
+    session.changed.connect(seen.append)
+    lesion_id = placed(session, marrow_hyperintensity=1)
+    session.undo()
+    session.redo()
+    session.submit()
+    kinds = [change.kind for change in seen]
+    assert kinds[-3:] == [ReadChangeKind.UNDO, ReadChangeKind.REDO, ReadChangeKind.SUBMIT]
+    assert set(kinds[:-3]) == {ReadChangeKind.EDIT} and len(kinds) > 3
+    assert seen[-3].label == seen[-2].label == seen[-4].label != ""
+    assert str(seen[-3]).startswith("undo ") and lesion_id

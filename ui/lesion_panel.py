@@ -309,7 +309,7 @@ class LesionPanel(QWidget):
             session.changed.connect(self._on_changed)
         self.refresh()
 
-    def _on_changed(self, _label: str) -> None:
+    def _on_changed(self, _change) -> None:
         self.refresh()
 
     def refresh(self) -> None:

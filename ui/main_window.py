@@ -38,7 +38,7 @@ from PySide6.QtWidgets import (
 )
 
 from cno_annotate import reading_study as rs
-from cno_annotate.annotation.reads import ReadSession
+from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
 from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.display.overlay import Marker, extent_radii
 from cno_annotate.display.planes import PLANES
@@ -607,11 +607,11 @@ class MainWindow(QMainWindow):
                                       lesion.lesion_id))
         self.session.set_markers(markers)
 
-    def _read_changed(self, label: str) -> None:
+    def _read_changed(self, change: ReadChange) -> None:
         self._refresh_markers()
         self._update_undo_actions()
         QTimer.singleShot(0, self._keep_keyboard)
-        if self.reading_study and label == "submit":
+        if self.reading_study and change.kind is ReadChangeKind.SUBMIT:
             self._refresh_worklist()
 
     def _update_undo_actions(self) -> None:

@@ -25,6 +25,7 @@ import sqlite3
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus
 from cno_annotate.annotation.scheme import Scheme, load_scheme
@@ -274,13 +275,43 @@ class _Change:
     grades_after: dict = dataclasses.field(default_factory=dict)
 
 
+class ReadChangeKind(StrEnum):
+    """What kind of change a :class:`ReadChange` reports."""
+
+    EDIT = "edit"  #: a lesion, mark or grade changed
+    UNDO = "undo"
+    REDO = "redo"
+    SUBMIT = "submit"  #: the read was submitted (and is locked)
+    RELOAD = "reload"  #: the read was read again from the store (another program changed it)
+
+
+@dataclass(frozen=True)
+class ReadChange:
+    """The event a :class:`ReadSession` emits after every change.
+
+    Attributes
+    ----------
+    kind : ReadChangeKind
+        What happened.
+    label : str
+        The edit's label as the undo history names it (``""`` for submit and reload).
+    """
+
+    kind: ReadChangeKind
+    label: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.label}".strip() if self.kind in (ReadChangeKind.UNDO, ReadChangeKind.REDO) \
+            else (self.label or str(self.kind))
+
+
 class ReadSession:
     """An open read: validated edits, autosave, undo / redo, live scores.
 
     Events
     ------
-    changed(label)
-        After every change, undo and redo.
+    changed(change)
+        A :class:`ReadChange` after every edit, undo, redo, submit and reload.
     """
 
     def __init__(self, store: Store, read: Read, actor: str | None = None, stored: bool = True):
@@ -380,7 +411,7 @@ class ReadSession:
             self.read = load_read(self.store, read.read_id)
         self._undo.clear()
         self._redo.clear()
-        self.changed.emit("reload")
+        self.changed.emit(ReadChange(ReadChangeKind.RELOAD))
 
     def scores(self) -> ReadScores:
         """Scores of the read as it is now."""
@@ -499,7 +530,7 @@ class ReadSession:
         self.read = load_read(self.store, self.read.read_id)
         self._undo.clear()
         self._redo.clear()
-        self.changed.emit("submit")
+        self.changed.emit(ReadChange(ReadChangeKind.SUBMIT))
 
     def undo(self) -> None:
         """Undo the last change (a no-op when there is none)."""
@@ -510,7 +541,7 @@ class ReadSession:
         self._write(change.lesions_before, change.marks_before, action=f"undo {change.label}",
                     before=(change.lesions_after, change.marks_after), unit_grades=change.grades_before)
         self._redo.append(self._undo.pop())
-        self.changed.emit(f"undo {change.label}")
+        self.changed.emit(ReadChange(ReadChangeKind.UNDO, change.label))
 
     def redo(self) -> None:
         """Redo the last undone change."""
@@ -521,7 +552,7 @@ class ReadSession:
         self._write(change.lesions_after, change.marks_after, action=f"redo {change.label}",
                     before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
         self._undo.append(self._redo.pop())
-        self.changed.emit(f"redo {change.label}")
+        self.changed.emit(ReadChange(ReadChangeKind.REDO, change.label))
 
     # -- internals ---------------------------------------------------------------------------
     def _require_draft(self) -> None:
@@ -565,7 +596,7 @@ class ReadSession:
     def _remember(self, change: _Change) -> None:
         self._undo.append(change)
         self._redo.clear()
-        self.changed.emit(change.label)
+        self.changed.emit(ReadChange(ReadChangeKind.EDIT, change.label))
 
     @contextmanager
     def _refusals_reload(self):

@@ -10,6 +10,7 @@ moves the others', whatever their grids, spacing or stations.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import numpy as np
 
@@ -35,6 +36,18 @@ LAYOUTS = {"1x1": 1, "1x2": 2, "2x2": 4}
 #: What the lower row shows in the 2x2 layout: (view above it, plane).
 LOWER_VIEWS = {"lower-left": ("left", "sagittal"), "lower-right": ("right", "sagittal")}
 MIN_ZOOM, MAX_ZOOM = 0.05, 40.0  # screen pixels per mm
+
+
+class ViewChange(StrEnum):
+    """What changed in a view, as the session's ``changed`` event says it."""
+
+    POINT = "point"  #: the linked LPS point (the slice shown, the crosshair)
+    VOLUME = "volume"  #: the volume shown
+    PLANE = "plane"  #: axial, coronal or sagittal
+    WINDOW = "window"  #: window/level, preset, inversion
+    ZOOM = "zoom"  #: zoom or pan
+    STATUS = "status"  #: loading, progress, errors
+    MARKERS = "markers"  #: lesion markers, rulers, overlays
 
 
 @dataclass
@@ -157,9 +170,8 @@ class ViewerSession:
     Events
     ------
     changed(view_name, what)
-        After any change; ``what`` is ``"point"``, ``"volume"``, ``"plane"``,
-        ``"window"``, ``"zoom"``, ``"status"`` or ``"markers"``;
-        ``view_name`` is None for changes to every view.
+        After any change; ``what`` is a :class:`ViewChange`; ``view_name`` is
+        None for changes to every view.
     """
 
     def __init__(self) -> None:
@@ -176,13 +188,13 @@ class ViewerSession:
         """Mark a view as loading (the UI shows progress)."""
         view = self.views[name]
         view.status, view.label, view.progress, view.message = "loading", label, progress, ""
-        self.changed.emit(name, "status")
+        self.changed.emit(name, ViewChange.STATUS)
 
     def set_error(self, name: str, message: str) -> None:
         """Mark a view as failed, with the message to show in it."""
         view = self.views[name]
         view.status, view.message, view.volume, view.mapping = "error", message, None, None
-        self.changed.emit(name, "status")
+        self.changed.emit(name, ViewChange.STATUS)
 
     def set_volume(self, name: str, volume: Volume, label: str = "") -> None:
         """Show a loaded volume in a view, keeping the linked point."""
@@ -197,7 +209,7 @@ class ViewerSession:
         if view.point is None:
             view.point = others[0].copy() if (others and self.link_position) else _centre(volume)
         view.zoom, view.centre = None, None
-        self.changed.emit(name, "volume")
+        self.changed.emit(name, ViewChange.VOLUME)
 
     # -- navigation ------------------------------------------------------------
     def set_point(self, name: str, lps) -> None:
@@ -206,7 +218,7 @@ class ViewerSession:
         targets = self.views.values() if self.link_position else [self.views[name]]
         for view in targets:
             view.point = lps.copy()
-        self.changed.emit(None if self.link_position else name, "point")
+        self.changed.emit(None if self.link_position else name, ViewChange.POINT)
 
     def reveal(self, lps) -> None:
         """Bring an LPS point into every zoomed view that does not show it (the zoom is kept).
@@ -252,13 +264,13 @@ class ViewerSession:
         if view.volume is not None:
             view.mapping = plane_mapping(view.volume.affine, view.volume.shape, plane)
         view.zoom, view.centre = None, None
-        self.changed.emit(name, "plane")
+        self.changed.emit(name, ViewChange.PLANE)
 
     def clear(self, name: str) -> None:
         """Empty a view (no series)."""
         view = self.views[name]
         view.status, view.volume, view.mapping, view.message, view.label = "empty", None, None, "", ""
-        self.changed.emit(name, "status")
+        self.changed.emit(name, ViewChange.STATUS)
 
     def jump_to_region(self, name: str, region: str) -> None:
         """Move the point to a body region (head-feet only)."""
@@ -275,17 +287,17 @@ class ViewerSession:
     def set_window(self, name: str, window: Window) -> None:
         """Set a view's window / level."""
         self.views[name].window = window
-        self.changed.emit(name, "window")
+        self.changed.emit(name, ViewChange.WINDOW)
 
     def set_inverted(self, name: str, inverted: bool) -> None:
         """Show a view's grey scale inverted (or not)."""
         self.views[name].inverted = bool(inverted)
-        self.changed.emit(name, "window")
+        self.changed.emit(name, ViewChange.WINDOW)
 
     def set_overlays(self, shown: bool) -> None:
         """Show or hide every overlay drawn over the images (markers, crosshair, text)."""
         self.overlays = bool(shown)
-        self.changed.emit(None, "markers")
+        self.changed.emit(None, ViewChange.MARKERS)
 
     def apply_preset_number(self, name: str, number: int) -> None:
         """Apply the view's ``number``-th window preset (1 = automatic); a number without preset is ignored."""
@@ -304,7 +316,7 @@ class ViewerSession:
         targets = self.views.values() if self.link_zoom else [self.views[name]]
         for view in targets:
             view.zoom, view.centre = zoom, centre
-        self.changed.emit(None if self.link_zoom else name, "zoom")
+        self.changed.emit(None if self.link_zoom else name, ViewChange.ZOOM)
 
     def add_ruler(self, name: str, start, end) -> Ruler:
         """Measure from ``start`` to ``end`` (LPS mm) on the view's displayed slice; one ruler per view."""
@@ -312,13 +324,13 @@ class ViewerSession:
         ruler = Ruler(name, view.plane, view.slice_index, tuple(float(v) for v in start),  # type: ignore[arg-type]
                       tuple(float(v) for v in end))  # type: ignore[arg-type]
         self.rulers = [r for r in self.rulers if r.view != name] + [ruler]
-        self.changed.emit(name, "markers")
+        self.changed.emit(name, ViewChange.MARKERS)
         return ruler
 
     def clear_rulers(self) -> None:
         """Remove every ruler."""
         self.rulers = []
-        self.changed.emit(None, "markers")
+        self.changed.emit(None, ViewChange.MARKERS)
 
     def rulers_on(self, name: str) -> list[Ruler]:
         """The rulers drawn on a view's displayed slice."""
@@ -329,7 +341,7 @@ class ViewerSession:
     def set_markers(self, markers: list[Marker]) -> None:
         """Replace the lesion markers drawn over every view."""
         self.markers = list(markers)
-        self.changed.emit(None, "markers")
+        self.changed.emit(None, ViewChange.MARKERS)
 
     def screen_markers(self, name: str) -> list[ScreenMarker]:
         """The markers cut by a view's displayed slice."""
