@@ -68,6 +68,33 @@ def register(sub, common) -> None:
     p.add_argument("--out", type=Path, required=True, help="output folder")
     p.add_argument("--force", action="store_true", help="replace existing output files")
     p.set_defaults(run=cmd_export_unblinded)
+    p = rs_sub.add_parser("package", parents=[common], help="coordinator: a de-identified reading package for one reader",
+                          description="Write into a new folder everything one reader needs and nothing more: "
+                                      "de-identified copies of the reader's cases (DICOM PS3.15 Basic Profile with "
+                                      "Clean Descriptors and shifted dates; UIDs replaced the same way in every "
+                                      "package of the study), a reader store with the worklist, the scheme and "
+                                      "the taxonomy. The reader opens it with 'cno-annotate view --package DIR'.")
+    p.add_argument("name", help="reading study")
+    p.add_argument("--reader", required=True, help="the reader the package is for")
+    p.add_argument("--out", type=Path, required=True, help="new (or empty) folder to write")
+    p.set_defaults(run=cmd_package)
+    p = rs_sub.add_parser("export-results", help="reader: your reads of a package, as a file for the coordinator",
+                          description="Write the reads made in a reading package (drafts and submitted) as a "
+                                      "signed results file; send it to the coordinator, who runs "
+                                      "'reading-study collect'.")
+    p.add_argument("--package", type=Path, required=True, help="the package folder")
+    p.add_argument("--out", type=Path, required=True, help="results file to write (JSON)")
+    p.add_argument("--force", action="store_true", help="replace the file if it exists")
+    p.set_defaults(run=cmd_export_results)
+    p = rs_sub.add_parser("collect", parents=[common], help="coordinator: import readers' results files",
+                          description="Import the reads of results files exported from reading packages, under "
+                                      "the original study and series UIDs, audited. Collecting a file again "
+                                      "changes nothing. A file from another study, another reader, a package "
+                                      "this store did not issue, or changed after export is refused.")
+    p.add_argument("name", help="reading study")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS", help="results files")
+    p.add_argument("--reader", help="refuse results of any other reader")
+    p.set_defaults(run=cmd_collect)
 
     link = sub.add_parser("link", help="coordinator only: the link key (reading code <-> clinical record id)")
     link_sub = link.add_subparsers(dest="link_command", required=True, metavar="ACTION")
@@ -277,6 +304,44 @@ def cmd_export_unblinded(args) -> int:
     _, paths = audited_export(store, args.out, args.force, "export-unblinded", f"reading-study:{args.name}",
                               lambda folder: (write_unblinded(document, folder), {"cases": len(document["cases"])}))
     print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_package(args) -> int:
+    """Run ``cno-annotate reading-study package`` (see its ``--help``)."""
+    from cno_annotate import packages
+
+    report = packages.build(_store(args), args.name, args.reader, args.out)
+    print(f"wrote the package of {args.reader} to {report.folder}: {_plural(report.cases, 'case')}, "
+          f"{_plural(report.images, 'image')} (package {report.package_id})")
+    for line in report.left_out:
+        print(f"  {line}")
+    return 0
+
+
+def cmd_export_results(args) -> int:
+    """Run ``cno-annotate reading-study export-results`` (see its ``--help``)."""
+    from cno_annotate import packages
+
+    package = packages.open_package(args.package)
+    n = packages.export_results(package, args.out, args.force)
+    print(f"wrote {_plural(n, 'read')} of {package.reader} to {args.out}; send this file to the coordinator")
+    return 0
+
+
+def cmd_collect(args) -> int:
+    """Run ``cno-annotate reading-study collect`` (see its ``--help``)."""
+    from cno_annotate import packages
+
+    store = _store(args)
+    for path in args.results:
+        done = packages.collect(store, args.name, path, args.reader)
+        if done.new or done.updated:
+            print(f"{path}: collected {_plural(done.new, 'new read')}, {done.updated} updated, "
+                  f"{done.unchanged} unchanged ({done.reader}, package {done.package_id})")
+        else:
+            print(f"{path}: already collected, nothing changed ({_plural(done.unchanged, 'read')} of "
+                  f"{done.reader} unchanged)")
     return 0
 
 

@@ -24,6 +24,13 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
         If the store, the study or the sample cannot be opened.
     """
     store_dir = Path(store_dir) if store_dir else default_store_dir()
+    package = _package_at(store_dir)
+    if package is not None:  # a reading package offers reader mode only: its own study and reader
+        if study or sample or (reader and reader != package.reader) or (
+                reading_study and reading_study != package.reading_study):
+            raise CnoError(f"{package.folder} is a reading package for {package.reader} in {package.reading_study}: "
+                           f"it opens in reader mode only (no other study, reader or sample)")
+        store_dir, reader, reading_study = package.store_root, package.reader, package.reading_study
     store = Store.open(store_dir)
     try:
         if reading_study:
@@ -51,7 +58,8 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cno-annotate")
-    window = MainWindow(store_dir, reader=reader, reading_study=reading_study)
+    window = MainWindow(store_dir, reader=reader, reading_study=reading_study,
+                        package=package.folder if package is not None else None)
     window.resize(*size)
     result = {"code": 0}
     if screenshot is not None:
@@ -77,6 +85,16 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
         window.select_study(study_uid)
     app.exec()
     return result["code"]
+
+
+def _package_at(folder: Path):
+    """The reading package at ``folder`` (the package itself or its ``store`` folder), or None."""
+    from cno_annotate import packages
+
+    for candidate in (folder, folder.parent):
+        if packages.is_package(candidate) and (candidate == folder or folder.name == packages.STORE):
+            return packages.open_package(candidate)
+    return None
 
 
 def _study_to_open(store: Store, study: str | None, sample: bool) -> str | None:

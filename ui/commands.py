@@ -26,6 +26,8 @@ def register(subparsers, common) -> None:
     p.add_argument("--reader", help="reader id for the reads you make (default: your login name)")
     p.add_argument("--reading-study", metavar="NAME",
                    help="reader mode: your worklist of this blinded reading study (needs --reader)")
+    p.add_argument("--package", type=Path, metavar="DIR",
+                   help="open a reading package you were sent (reader mode only: its study and reader)")
     p.set_defaults(run=run)
 
 
@@ -39,5 +41,12 @@ def run(args) -> int:
         width, height = (int(n) for n in args.size.lower().split("x"))
     except ValueError:
         raise CnoError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
-    return run_viewer(args.store, args.study, args.sample, args.screenshot, (width, height), args.reader,
-                      args.reading_study)
+    if args.package is not None:
+        given = [flag for flag, value in (("STUDY", args.study), ("--sample", args.sample), ("--store", args.store),
+                                          ("--reader", args.reader), ("--reading-study", args.reading_study))
+                 if value]
+        if given:
+            raise CnoError(f"a package opens in reader mode only, with its own study and reader: drop "
+                           f"{', '.join(given)}")
+    return run_viewer(args.package or args.store, args.study, args.sample, args.screenshot, (width, height),
+                      args.reader, args.reading_study)

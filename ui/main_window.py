@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QApplication,
     QComboBox,
     QDockWidget,
+    QFileDialog,
     QHBoxLayout,
     QLabel,
     QLineEdit,
@@ -177,8 +178,10 @@ class MainWindow(QMainWindow):
 
     all_loaded = Signal()
 
-    def __init__(self, store_root: Path, reader: str | None = None, reading_study: str | None = None, parent=None):
+    def __init__(self, store_root: Path, reader: str | None = None, reading_study: str | None = None, parent=None,
+                 package: Path | None = None):
         super().__init__(parent)
+        self.package = package  # a reading package: reader mode only, plus Export results
         self.setWindowTitle("cno-annotate")
         self.theme = default_theme()
         apply_theme(self.theme)
@@ -342,6 +345,12 @@ class MainWindow(QMainWindow):
                                      "(start with it: CNO_ANNOTATE_THEME=light)")
         self.light_action.toggled.connect(self._set_light)
         bar.addAction(self.light_action)
+        if self.package is not None:
+            self.export_action = QAction("Export results…", self)
+            self.export_action.setShortcut(QKeySequence("Ctrl+E"))
+            self.export_action.setToolTip("Write your reads as a file to send to the coordinator (Ctrl+E)")
+            self.export_action.triggered.connect(self.export_results)
+            bar.addAction(self.export_action)
         help_action = QAction("Help", self)
         help_action.setShortcut(QKeySequence(Qt.Key_F1))
         help_action.setToolTip("Mouse and keyboard (F1)")
@@ -360,6 +369,26 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.statusBar().addWidget(self.position_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
+
+    def export_results(self, path: Path | None = None) -> Path | None:
+        """Package mode: write the reader's results file (asks where, unless ``path`` is given)."""
+        from cno_annotate import packages
+
+        if path is None:
+            chosen, _ = QFileDialog.getSaveFileName(self, "Export results for the coordinator",
+                                                    str(Path.home() / f"{self.reading_study}-{self.reader}-results.json"),
+                                                    "Results (*.json)")
+            if not chosen:
+                return None
+            path = Path(chosen)
+        try:
+            n = packages.export_results(packages.open_package(self.package), path, force=True)
+        except CnoError as exc:
+            self.statusBar().showMessage(f"Results not exported: {exc}", 15000)
+            return None
+        self.statusBar().showMessage(f"Wrote {n} read{'' if n == 1 else 's'} to {path}: send this file to the "
+                                     f"coordinator", 15000)
+        return path
 
     # -- studies -------------------------------------------------------------------
     def refresh_studies(self) -> None:

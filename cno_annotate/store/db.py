@@ -198,6 +198,25 @@ MIGRATIONS: list[Step] = [
     lambda connection: _lock_replacing(connection),
     # 9: every audited edit looks up its object's latest entry: an index keeps that off a table scan.
     "CREATE INDEX audit_by_entity ON audit (entity, seq)",
+    # 10: de-identified reading packages (coordinator side): the study's secret that derives stand-in UIDs
+    # and date offsets, each issued package, and every source UID with its stand-in (for collect).
+    """
+    CREATE TABLE package_secrets (
+        reading_study TEXT PRIMARY KEY REFERENCES reading_studies (name), secret TEXT NOT NULL
+    );
+    CREATE TABLE packages (
+        package_id TEXT PRIMARY KEY, reading_study TEXT NOT NULL REFERENCES reading_studies (name),
+        reader TEXT NOT NULL, created TEXT NOT NULL, content_hash TEXT NOT NULL, results_key TEXT NOT NULL,
+        codes TEXT NOT NULL
+    );
+    CREATE TABLE package_uids (
+        reading_study TEXT NOT NULL REFERENCES reading_studies (name),
+        source_uid TEXT NOT NULL, package_uid TEXT NOT NULL,
+        PRIMARY KEY (reading_study, source_uid), UNIQUE (reading_study, package_uid)
+    );
+    CREATE TRIGGER package_uids_fixed BEFORE UPDATE ON package_uids
+        BEGIN SELECT RAISE(ABORT, 'a stand-in UID never changes'); END;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,0 +1,503 @@
+"""De-identified reading packages: everything one reader needs, nothing that identifies a patient.
+
+Coordinator side, :func:`build` writes a folder for one reader of a reading
+study::
+
+    manifest.json        study, reader, package id, schema_version, content hash, the files' hashes
+    images/CNO-0007/s001/00001.dcm ...   de-identified copies of the reader's cases (see deid.py)
+    store/store.sqlite   a reader store: the de-identified images indexed, that reader's worklist
+                         (reading codes), nothing else
+    scheme/              the scoring scheme and site taxonomy the reads use
+
+The stand-in UIDs and date offsets come from a secret of the reading study kept
+in the coordinator's store (``package_secrets``), so every package of a study
+gives a source UID the same stand-in; the pairs are recorded in
+``package_uids`` for :func:`collect`, and never leave the coordinator's store.
+
+Reader side, :func:`open_package` re-links the images wherever the folder now
+lies and :func:`export_results` writes the reader's reads as a results file
+signed with the package's key. :func:`collect` checks that file, maps the
+reads back to the original study and series, validates them with the one
+validator and writes them, audited; collecting the same results again changes
+nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+
+from cno_annotate import __version__
+from cno_annotate import reading_study as rs
+from cno_annotate.annotation.documents import export_document, reads_from_document, write_document
+from cno_annotate.annotation.reads import list_reads, write_read
+from cno_annotate.annotation.resources import schemas_dir
+from cno_annotate.annotation.scheme import scheme_path
+from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY
+from cno_annotate.annotation.validation import load_strict_json, reference_problems
+from cno_annotate.deid import Replacements, deidentify, options
+from cno_annotate.errors import CnoError
+from cno_annotate.store import Store, audit
+from cno_annotate.store.db import DB_NAME, now
+from cno_annotate.store.locations import relocate
+
+MANIFEST = "manifest.json"
+PACKAGE_SCHEMA = "reading-package-1.0.0"
+RESULTS_SCHEMA = "reading-results-1.0.0"
+IMAGES, STORE, RESOURCES = "images", "store", "scheme"
+#: Where the package store says its images are until the reader first opens the package.
+NEUTRAL_ROOT = "/cno-reading-package"
+#: Dates move back by a patient's secret number of days in this range.
+OFFSET_DAYS = (365, 3 * 365)
+
+
+@dataclass
+class PackageReport:
+    """What :func:`build` wrote."""
+
+    folder: Path
+    package_id: str
+    cases: int
+    images: int
+    left_out: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Package:
+    """An opened package (reader side): its manifest and its reader store folder."""
+
+    folder: Path
+    manifest: dict
+
+    @property
+    def reading_study(self) -> str:
+        """The reading study the package belongs to."""
+        return self.manifest["reading_study"]
+
+    @property
+    def reader(self) -> str:
+        """The reader the package was made for."""
+        return self.manifest["reader"]
+
+    @property
+    def store_root(self) -> Path:
+        """The reader store inside the package."""
+        return self.folder / STORE
+
+
+# -- coordinator: build ---------------------------------------------------------------------------
+def build(store: Store, name: str, reader: str, out: Path, actor: str = rs.COORDINATOR) -> PackageReport:
+    """Write the de-identified reading package of one reader to the new folder ``out``.
+
+    Raises
+    ------
+    CnoError
+        If the reader has no worklist or is an adjudicator, ``out`` exists and
+        is not empty, a case's files are missing, or a case keeps no image
+        (all of it may carry burned-in text). Nothing is written then.
+    """
+    study = rs.get(store, name)
+    if rs.role_of(store, name, reader) != "reader":
+        raise CnoError(f"{reader!r} is an adjudicator of {name!r}: packages are for readers (adjudicators "
+                       f"see the readers' reads, so they work on the coordinator's store)")
+    worklist = rs.worklist(store, name, reader)
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise CnoError(f"{out} exists and is not an empty folder; name a new folder for the package")
+    if not out.parent.is_dir():
+        raise CnoError(f"{out.parent} is not a folder")
+    secret = _secret(store, name)
+    staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
+    try:
+        report, pairs = _write_package(store, study, reader, worklist, secret, staging)
+        _record(store, study.name, reader, staging, report, pairs, actor)
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    report.folder = out
+    return report
+
+
+def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: list[dict], secret: bytes,
+                   staging: Path) -> tuple[PackageReport, dict[str, str]]:
+    """The package's files in ``staging``; returns the report and the source -> stand-in UID pairs used."""
+    mapping: dict[str, str] = {}
+
+    def stand_in(source: str) -> str:
+        if source not in mapping:
+            mapping[source] = stand_in_uid(secret, source)
+        return mapping[source]
+
+    cases = {c["reading_code"]: c for c in rs.cases(store, study.name)}
+    report = PackageReport(staging, uuid.uuid4().hex, len(worklist), 0)
+    for entry in worklist:
+        case = cases[entry["reading_code"]]
+        subject = case["patient_code"] if study.reveal_timepoints else case["reading_code"]
+        replacements = Replacements(case["reading_code"], -offset_days(secret, subject), stand_in,
+                                    study.show_age_sex)
+        report.images += _write_case(store, case, replacements, staging / IMAGES, report.left_out)
+    package_store = Store.open(staging / STORE)
+    try:
+        from cno_annotate.importer import import_paths
+
+        import_paths(package_store, [staging / IMAGES])
+        with package_store.transaction() as db:
+            relocate(db, str(staging), NEUTRAL_ROOT)
+            db.execute("DELETE FROM skipped")
+            db.execute("DELETE FROM import_runs")  # the build's own log: the coordinator's folder names
+        _record_volume_ids(store, package_store, mapping)
+        _install_worklist(package_store, study, reader, worklist, cases, mapping)
+        package_store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        package_store.db.execute("VACUUM")  # no deleted row survives in a free page
+    finally:
+        package_store.close()
+    shutil.rmtree(staging / STORE / "cache", ignore_errors=True)  # composed volumes: rebuilt where the package is read
+    _copy_resources(study, staging / RESOURCES)
+    _write_manifest(study, reader, staging, report)
+    return report, mapping
+
+
+def _write_case(store: Store, case: dict, replacements: Replacements, images: Path, left_out: list[str]) -> int:
+    """De-identified copies of one case's DICOM files; returns how many were written."""
+    code = case["reading_code"]
+    rows = store.db.execute(
+        "SELECT DISTINCT i.path, d.series_uid, d.series_number FROM images i JOIN dicom_series d USING (series_uid) "
+        "WHERE d.study_uid = ? ORDER BY d.series_number, d.series_uid, i.instance_number, i.path",
+        (case["study_uid"],)).fetchall()
+    missing = [r["path"] for r in rows if not Path(r["path"]).is_file()]
+    if missing:
+        raise CnoError(f"{code}: {len(missing)} of its files are missing (see 'cno-annotate studies'; if the "
+                       f"folder moved, run 'cno-annotate relocate OLD NEW'); no package was written")
+    series: dict[str, int] = {}
+    written = 0
+    for row in rows:
+        number = series.setdefault(row["series_uid"], len(series) + 1)
+        try:
+            clean = deidentify(pydicom.dcmread(row["path"]), replacements)
+        except CnoError as exc:
+            left_out.append(f"{code} series {number}: {exc}")
+            continue
+        target = images / code / f"s{number:03d}" / f"{written + 1:05d}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        clean.save_as(target, enforce_file_format=True)
+        written += 1
+    if not written:
+        raise CnoError(f"{code}: no image of this case can be packaged ({'; '.join(left_out[-3:]) or 'no images'}); "
+                       f"no package was written")
+    return written
+
+
+def _record_volume_ids(store: Store, package_store: Store, mapping: dict[str, str]) -> None:
+    """Add the volume ids (split stacks, composed volumes) of the package to the UID pairs."""
+    from cno_annotate.io.compose import composed_volume_id
+
+    back = {new: source for source, new in mapping.items()}
+    package_volumes = package_store.volumes()
+    for volume in package_volumes:
+        if volume["kind"] == "stack" and volume["series_uid"] in back:
+            suffix = volume["volume_id"][len(volume["series_uid"]):]
+            mapping[back[volume["series_uid"]] + suffix] = volume["volume_id"]
+    back = {new: source for source, new in mapping.items()}
+    for volume in package_volumes:
+        if volume["kind"] == "composed" and all(m in back for m in volume["members"]):
+            mapping[composed_volume_id([back[m] for m in volume["members"]])] = volume["volume_id"]
+
+
+def _install_worklist(package_store: Store, study: rs.ReadingStudy, reader: str, worklist: list[dict],
+                      cases: dict[str, dict], mapping: dict[str, str]) -> None:
+    """The reading study in the reader store: same name, scheme, settings and codes; this reader only."""
+    with package_store.transaction() as db:
+        db.execute("INSERT INTO reading_studies VALUES (?,?,?,?,?,?,?,?)",
+                   (study.name, study.scheme_id, study.scheme_version, study.seed, int(study.show_age_sex),
+                    int(study.reveal_timepoints), now(), rs.COORDINATOR))
+        for entry in worklist:
+            case = cases[entry["reading_code"]]
+            patient = case["patient_code"] if study.reveal_timepoints else case["reading_code"]
+            db.execute("INSERT INTO rs_cases VALUES (?,?,?,?,?)",
+                       (study.name, case["reading_code"], mapping[case["study_uid"]], patient,
+                        case["timepoint"] if study.reveal_timepoints else 1))
+            db.execute("INSERT INTO rs_worklists VALUES (?,?,?,?)",
+                       (study.name, reader, entry["position"], case["reading_code"]))
+        db.execute("INSERT INTO rs_readers VALUES (?,?,?)", (study.name, reader, "reader"))
+        audit.append(db, rs.COORDINATOR, "package", f"reading-study:{study.name}", state_before=None,
+                     after={"reader": reader, "cases": len(worklist)})
+
+
+def _copy_resources(study: rs.ReadingStudy, folder: Path) -> None:
+    folder.mkdir(parents=True)
+    shutil.copyfile(scheme_path(study.scheme_id, study.scheme_version), folder / f"{study.scheme_id}-"
+                                                                                  f"{study.scheme_version}.json")
+    shutil.copyfile(schemas_dir() / "sites" / f"{DEFAULT_TAXONOMY}.json", folder / f"{DEFAULT_TAXONOMY}.json")
+
+
+def _write_manifest(study: rs.ReadingStudy, reader: str, staging: Path, report: PackageReport) -> None:
+    files = {path.relative_to(staging).as_posix(): _sha256(path)
+             for folder in (IMAGES, RESOURCES) for path in sorted((staging / folder).rglob("*")) if path.is_file()}
+    manifest = {
+        "schema_version": PACKAGE_SCHEMA,
+        "kind": "cno-annotate reading package",
+        "generator": f"cno-annotate {__version__}",
+        "reading_study": study.name,
+        "reader": reader,
+        "package_id": report.package_id,
+        "created": now(),
+        "scheme": {"id": study.scheme_id, "version": study.scheme_version},
+        "taxonomy": DEFAULT_TAXONOMY,
+        "cases": report.cases,
+        "deidentification": {"standard": "DICOM PS3.15 Annex E", "options": options(study.show_age_sex)},
+        "content_hash": content_hash(files),
+        "files": files,
+        "results_key": secrets.token_hex(32),
+    }
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+
+
+def _record(store: Store, name: str, reader: str, staging: Path, report: PackageReport, pairs: dict[str, str],
+            actor: str) -> None:
+    """The package and the UID pairs it uses, in the coordinator's store (audited)."""
+    manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
+    codes = sorted(p.name for p in (staging / IMAGES).iterdir())
+    with store.transaction() as db:
+        db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?)",
+                   (report.package_id, name, reader, manifest["created"], manifest["content_hash"],
+                    manifest["results_key"], json.dumps(codes)))
+        db.executemany("INSERT OR IGNORE INTO package_uids VALUES (?,?,?)",
+                       [(name, source, new) for source, new in sorted(pairs.items())])
+        audit.append(db, actor, "package", f"reading-study:{name}",
+                     after={"reader": reader, "package_id": report.package_id, "cases": report.cases,
+                            "images": report.images, "content_hash": manifest["content_hash"]})
+
+
+def content_hash(files: dict[str, str]) -> str:
+    """One SHA-256 over the files' relative names and SHA-256s."""
+    return hashlib.sha256("".join(f"{name}\0{digest}\n" for name, digest in sorted(files.items()))
+                          .encode("utf-8")).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _secret(store: Store, name: str) -> bytes:
+    """The reading study's secret (made at its first package); never leaves the coordinator's store."""
+    row = store.db.execute("SELECT secret FROM package_secrets WHERE reading_study = ?", (name,)).fetchone()
+    if row is None:
+        with store.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO package_secrets VALUES (?, ?)", (name, secrets.token_hex(32)))
+        row = store.db.execute("SELECT secret FROM package_secrets WHERE reading_study = ?", (name,)).fetchone()
+    return bytes.fromhex(row[0])
+
+
+def stand_in_uid(secret: bytes, source: str) -> str:
+    """The stand-in of a source UID: a ``2.25.`` UID from a keyed hash (the same in every package)."""
+    digest = hmac.new(secret, f"uid\0{source}".encode(), hashlib.sha256).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
+
+
+def offset_days(secret: bytes, subject: str) -> int:
+    """The secret number of days a subject's dates move back (``OFFSET_DAYS``)."""
+    digest = hmac.new(secret, f"days\0{subject}".encode(), hashlib.sha256).digest()
+    low, high = OFFSET_DAYS
+    return low + int.from_bytes(digest[:8], "big") % (high - low + 1)
+
+
+# -- reader: open and export -------------------------------------------------------------------
+def is_package(folder: Path) -> bool:
+    """Whether ``folder`` holds a reading package."""
+    return (Path(folder) / MANIFEST).is_file() and (Path(folder) / STORE / DB_NAME).is_file()
+
+
+def open_package(folder: Path) -> Package:
+    """Read a package's manifest and re-link its images where the folder now lies.
+
+    Raises
+    ------
+    CnoError
+        If ``folder`` is not a reading package.
+    """
+    folder = Path(folder).resolve()
+    if not is_package(folder):
+        raise CnoError(f"{folder} is not a reading package (no {MANIFEST} and {STORE}/{DB_NAME})")
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CnoError(f"{folder / MANIFEST} cannot be read: {exc}") from None
+    if not isinstance(manifest, dict) or manifest.get("schema_version") != PACKAGE_SCHEMA:
+        raise CnoError(f"{folder / MANIFEST} is not a {PACKAGE_SCHEMA} manifest")
+    package = Package(folder, manifest)
+    store = Store.open(package.store_root)
+    try:
+        row = store.db.execute("SELECT path FROM images LIMIT 1").fetchone()
+        if row is not None:
+            recorded = Path(row[0]).parents[3]  # ROOT/images/CODE/sNNN/file.dcm
+            if recorded != folder and not store.read_only:
+                store.relocate(recorded, folder)
+    finally:
+        store.close()
+    return package
+
+
+def results_document(package: Package) -> dict:
+    """The reader's reads of the package as a signed results document."""
+    store = Store.open(package.store_root)
+    try:
+        document = export_document(store, reader=package.reader, reading_study=package.reading_study)
+    finally:
+        store.close()
+    payload = {
+        "schema_version": RESULTS_SCHEMA,
+        "package_id": package.manifest["package_id"],
+        "reading_study": package.reading_study,
+        "reader": package.reader,
+        "content_hash": package.manifest["content_hash"],
+        "exported": now(),
+        "document": document,
+    }
+    return {**payload, "signature": _signature(package.manifest["results_key"], payload)}
+
+
+def export_results(package: Package, out: Path, force: bool = False) -> int:
+    """Write the reader's results file (audited in the reader store); returns how many reads it holds."""
+    from cno_annotate.exports import audited_file_export
+
+    document = results_document(package)
+    store = Store.open(package.store_root)
+    try:
+        audited_file_export(store, out, force, "export-results", f"reading-study:{package.reading_study}",
+                            lambda path: (write_document(document, path),
+                                          {"reader": package.reader, "reads": len(document["document"]["reads"])}),
+                            actor=package.reader)
+    finally:
+        store.close()
+    return len(document["document"]["reads"])
+
+
+def _signature(key: str, payload: dict) -> str:
+    text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return hmac.new(bytes.fromhex(key), text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+
+# -- coordinator: collect ----------------------------------------------------------------------
+@dataclass
+class Collected:
+    """What :func:`collect` did with one results file."""
+
+    source: str
+    package_id: str
+    reader: str
+    new: int = 0
+    updated: int = 0
+    unchanged: int = 0
+
+
+def collect(store: Store, name: str, path: Path, reader: str | None = None,
+            actor: str = rs.COORDINATOR) -> Collected:
+    """Import the reads of one results file under the original study and series UIDs, audited.
+
+    Reads already collected (same read, revision and status) are left as they
+    are, so collecting a file twice changes nothing.
+
+    Raises
+    ------
+    CnoError
+        In one line, naming the file, if it is not a results file, its package
+        was not issued by this store, belongs to another reading study or
+        reader, was changed after export, or a read breaks a rule of the
+        validator; nothing is written then.
+    """
+    source = str(path)
+    rs.get(store, name)
+    data = load_strict_json(Path(path))
+    if not isinstance(data, dict) or data.get("schema_version") != RESULTS_SCHEMA:
+        raise CnoError(f"{source}: not a reading-package results file (schema_version is not {RESULTS_SCHEMA}); "
+                       f"nothing was collected")
+    package_id = str(data.get("package_id"))
+    row = store.db.execute("SELECT * FROM packages WHERE package_id = ?", (package_id,)).fetchone()
+    if row is None:
+        raise CnoError(f"{source}: package {package_id} was not issued by this store (no such package); "
+                       f"nothing was collected")
+    payload = {k: v for k, v in data.items() if k != "signature"}
+    if not hmac.compare_digest(str(data.get("signature")), _signature(row["results_key"], payload)):
+        raise CnoError(f"{source}: the file was changed after it was exported (its signature does not match "
+                       f"package {package_id}); nothing was collected")
+    if row["reading_study"] != name or data.get("reading_study") != name:
+        raise CnoError(f"{source}: package {package_id} belongs to reading study {row['reading_study']!r}, "
+                       f"not {name!r}; nothing was collected")
+    if data.get("reader") != row["reader"] or (reader is not None and reader != row["reader"]):
+        raise CnoError(f"{source}: package {package_id} was issued to {row['reader']!r}"
+                       f"{f', not {reader!r}' if reader and reader != row['reader'] else ''}; nothing was collected")
+    reads = reads_from_document(_mapped_back(store, name, row, data["document"], source), source)
+    return _write_collected(store, name, row, reads, source, actor)
+
+
+def _mapped_back(store: Store, name: str, package: dict, document: dict, source: str) -> dict:
+    """The document with the package's study and series stand-ins replaced by the original UIDs."""
+    back = {new: old for old, new in store.db.execute(
+        "SELECT source_uid, package_uid FROM package_uids WHERE reading_study = ?", (name,))}
+    allowed = {rs.study_uid_of(store, name, code) for code in json.loads(package["codes"])}
+    mapped = copy.deepcopy(document)
+    for n, read in enumerate(mapped.get("reads", []) if isinstance(mapped, dict) else []):
+        where = f"$.document.reads[{n}]"
+        if not isinstance(read, dict):
+            continue
+        original = back.get(read.get("study_uid"))
+        if original not in allowed:
+            raise CnoError(f"{source}: {where}.study_uid: not a case of package {package['package_id']}; "
+                           f"nothing was collected")
+        if read.get("reader") != package["reader"] or read.get("reading_study") != name:
+            raise CnoError(f"{source}: {where}: a read of {read.get('reader')!r} in {read.get('reading_study')!r}, "
+                           f"but the package was issued to {package['reader']!r} in {name!r}; nothing was collected")
+        read["study_uid"] = original
+        for m, lesion in enumerate(read.get("lesions", [])):
+            position = lesion.get("position") if isinstance(lesion, dict) else None
+            if isinstance(position, dict) and position.get("series_uid") in back:
+                position["series_uid"] = back[position["series_uid"]]
+            elif isinstance(position, dict):
+                raise CnoError(f"{source}: {where}.lesions[{m}].position.series_uid: not a series of the package; "
+                               f"nothing was collected")
+    return mapped
+
+
+def _write_collected(store: Store, name: str, package: dict, reads: list, source: str, actor: str) -> Collected:
+    result = Collected(source, package["package_id"], package["reader"])
+    stored = {r["read_id"]: r for r in list_reads(store, reader=package["reader"], reading_study=name)}
+    changed = []
+    for read in reads:
+        old = stored.get(read.read_id)
+        if old is not None and old["revision"] == read.revision and old["status"] == read.status:
+            result.unchanged += 1
+            continue
+        if old is not None and old["status"] == "submitted":
+            raise CnoError(f"{source}: read {read.read_id} was collected submitted and now differs; a submitted "
+                           f"read changes only through a new version; nothing was collected")
+        changed.append(read)
+        result.updated += old is not None
+        result.new += old is None
+    if not changed:
+        return result
+    problems = reference_problems(store, changed)
+    if problems:
+        raise CnoError(f"{source}: {problems[0]}; nothing was collected")
+    with store.transaction() as db:
+        for read in changed:
+            write_read(store, read, actor=actor, in_transaction=True)
+        audit.append(db, actor, "collect", f"reading-study:{name}",
+                     after={"package_id": package["package_id"], "reader": package["reader"], "new": result.new,
+                            "updated": result.updated, "unchanged": result.unchanged})
+    return result

@@ -1,0 +1,362 @@
+"""De-identified reading packages: nothing identifying inside, intervals and UIDs kept, reads come back.
+
+The source studies carry identifiers everywhere a hospital puts them (names and
+their parts, ids, birth dates, accession, institution, physicians, UIDs,
+descriptions with a name inside, a private tag, an overlay, folder names with
+the patient's name); every byte of every package file, and every file and
+folder name, is searched for each of them.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import date
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from cno_annotate import packages
+from cno_annotate import reading_study as rs
+from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
+from cno_annotate.errors import CnoError
+from cno_annotate.importer import import_paths
+from cno_annotate.sample import StudyPlan, generate_study
+from cno_annotate.store import Store, audit
+
+PATIENTS = {
+    "wolfgang": {"PatientName": "Testperson^Wolfgang^Amadeus", "PatientID": "HOSP778812Q",
+                 "PatientBirthDate": "20140307", "OtherPatientIDs": "SVNR4471930", "folder": "Testperson_Wolfgang",
+                 "visits": {"20240110": ("ACCX90317", "ACCX90318"), "20240710": ("ACCX91555", "ACCX91556")}},
+    "henrietta": {"PatientName": "Quackenbusch^Henrietta", "PatientID": "KLIN553901Z",
+                  "PatientBirthDate": "20120921", "OtherPatientIDs": "SVNR8820417", "folder": "Quackenbusch Henrietta",
+                  "visits": {"20240301": ("ACCX77120", "ACCX77121")}},
+}
+STAFF = {"ReferringPhysicianName": "Drosselmeyer^Clarissa", "PerformingPhysicianName": "Pfefferkorn^Hubertus",
+         "OperatorsName": "Zwiebelfisch^Annegret", "InstitutionName": "Kinderklinik Musterhausen",
+         "InstitutionAddress": "Lindenallee 17 Musterhausen", "StationName": "MRSTATIONBLAU"}
+VISIT_DAYS = (date(2024, 7, 10) - date(2024, 1, 10)).days
+
+
+def _spellings(dicom_date: str) -> list[str]:
+    y, m, d = dicom_date[:4], dicom_date[4:6], dicom_date[6:]
+    return [dicom_date, f"{y}-{m}-{d}", f"{d}.{m}.{y}", f"{d}/{m}/{y}", f"{m}/{d}/{y}"]
+
+
+def _identify(path: Path, patient: dict, visit_date: str, accession: str) -> None:
+    """Give one generated file the identifiers a hospital's header carries."""
+    ds = pydicom.dcmread(path)
+    for key in ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs"):
+        setattr(ds, key, patient[key])
+    for key, value in STAFF.items():
+        setattr(ds, key, value)
+    family, given = patient["PatientName"].split("^")[:2]
+    ds.PatientSex = "M"
+    ds.StudyDate = ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = visit_date
+    ds.AccessionNumber = accession
+    ds.StudyID = accession[-5:]
+    ds.StudyDescription = f"WB-MRI {given} {family} geb. {_spellings(patient['PatientBirthDate'])[2]}"
+    ds.SeriesDescription = f"{ds.SeriesDescription} {family.upper()} {patient['PatientBirthDate'][:4]}-" \
+                           f"{patient['PatientBirthDate'][4:6]}-{patient['PatientBirthDate'][6:]}"
+    ds.RequestedProcedureDescription = f"CNO follow-up {family}"
+    block = ds.private_block(0x0029, "HOSPITAL PRIVATE", create=True)
+    block.add_new(0x01, "LO", f"{family} {patient['PatientID']}")
+    ds.add_new(0x60000010, "US", 4)
+    ds.add_new(0x60000011, "US", 4)
+    ds.add_new(0x60000022, "LO", f"overlay of {family}")
+    ds.add_new(0x60003000, "OW", b"\x01\x02")
+    ds.add_new(0x50000005, "US", 2)  # a retired curve
+    ds.save_as(path)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """A coordinator store with three visits of two patients, a reading study and two readers' packages."""
+    root = tmp_path_factory.mktemp("site")
+    source = root / "PACS export"
+    seed = 10
+    for patient in PATIENTS.values():
+        for visit_date, (accession, _) in patient["visits"].items():
+            folder = source / patient["folder"] / f"{patient['PatientName'].split('^')[0]} {visit_date}"
+            generate_study(folder, StudyPlan(stations=2, slices=3, matrix=24, seed=seed))
+            seed += 1
+            for path in folder.rglob("*"):
+                if path.is_file() and path.name != "ground_truth.json":
+                    _identify(path, patient, visit_date, accession)
+            (folder / "ground_truth.json").unlink(missing_ok=True)
+    store = Store.open(root / "coordinator")
+    import_paths(store, [source])
+    rs.create(store, "trial", reveal_timepoints=True)
+    rs.add_cases(store, "trial", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "trial", ["dr-a", "dr-b"])
+    rs.assign(store, "trial")
+    built = {reader: packages.build(store, "trial", reader, root / f"package-{reader}") for reader in ("dr-a", "dr-b")}
+    yield {"root": root, "source": source, "store": store, "packages": built}
+    store.close()
+
+
+def _identifiers(site) -> set[str]:
+    """Every identifying string of the source studies."""
+    found: set[str] = set()
+    for patient in PATIENTS.values():
+        name = patient["PatientName"]
+        found.update([name, name.replace("^", " "), *name.split("^"), patient["PatientID"], patient["OtherPatientIDs"],
+                      patient["folder"], *_spellings(patient["PatientBirthDate"])])
+        for visit_date, accessions in patient["visits"].items():
+            found.update([*accessions, *_spellings(visit_date)])
+    for value in STAFF.values():
+        found.update([value, value.replace("^", " "), *value.replace("^", " ").split()])
+    store = site["store"]
+    for study in store.studies():
+        found.update([study["study_uid"], study["description"]])
+    for row in store.db.execute("SELECT series_uid, attributes FROM dicom_series"):
+        found.add(row["series_uid"])
+        description = json.loads(row["attributes"]).get("SeriesDescription")
+        if description:
+            found.add(description)
+    found.update(r[0] for r in store.db.execute("SELECT DISTINCT sop_uid FROM images"))
+    found.update([str(site["source"]), site["source"].name])
+    return {f for f in found if f and len(f) >= 4}
+
+
+def test_no_byte_of_a_package_holds_an_identifier(site):
+    identifiers = _identifiers(site)
+    assert len(identifiers) > 60  # names, parts, ids, dates, UIDs of 3 studies and their series and images
+    source = next(p for p in site["source"].rglob("*") if p.is_file()).read_bytes()
+    assert all(i.encode() in source for i in ("Testperson", "HOSP778812Q", "20140307", "Pfefferkorn"))  # the scan finds
+    for report in site["packages"].values():
+        files = [p for p in report.folder.rglob("*")]
+        assert any(p.suffix == ".dcm" for p in files) and any(p.name == "store.sqlite" for p in files)
+        assert (report.folder / "manifest.json").is_file()
+        names = "\n".join(str(p.relative_to(report.folder)) for p in files)
+        blobs = {str(p.relative_to(report.folder)): p.read_bytes() for p in files if p.is_file()}
+        for identifier in identifiers:
+            for form in {identifier, identifier.upper(), identifier.lower()}:
+                assert form not in names, f"{form!r} in a file or folder name"
+                needle = form.encode("utf-8")
+                for name, blob in blobs.items():
+                    assert needle not in blob, f"{form!r} found in {name}"
+
+
+def test_package_dicom_is_deidentified_by_the_profile(site):
+    report = site["packages"]["dr-a"]
+    ds = pydicom.dcmread(next(report.folder.rglob("*.dcm")))
+    code = ds.PatientID
+    assert code.startswith("CNO-") and str(ds.PatientName) == code
+    assert ds.PatientIdentityRemoved == "YES" and ds.BurnedInAnnotation == "NO"
+    assert [c.CodeValue for c in ds.DeidentificationMethodCodeSequence] == ["113100", "113105", "113107"]
+    assert not any(e.tag.is_private for e in ds) and not any(e.tag.group in (0x5000, 0x6000) for e in ds)
+    assert ds.AccessionNumber == "" and "InstitutionName" not in ds and "OtherPatientIDs" not in ds
+    assert ds.PatientBirthDate == "" and ds.PatientSex == ""  # the study does not show age and sex
+    assert ds.SeriesDescription in ("t2_tirm_cor_wb", "t1_tse_cor_wb")  # cleaned, still tells the sequence
+
+
+def _case_dates(report, store) -> dict[str, str]:
+    out = {}
+    for folder in (report.folder / "images").iterdir():
+        out[folder.name] = pydicom.dcmread(next(folder.rglob("*.dcm"))).StudyDate
+    return out
+
+
+def test_intervals_between_visits_of_one_patient_survive(site):
+    store = site["store"]
+    by_code = {c["reading_code"]: c for c in rs.cases(store, "trial")}
+    studies = {s["study_uid"]: s for s in store.studies()}
+    dates = _case_dates(site["packages"]["dr-a"], store)
+    wolfgang = sorted((studies[by_code[code]["study_uid"]]["study_date"], dates[code]) for code in dates
+                      if studies[by_code[code]["study_uid"]]["patient_id"] == "HOSP778812Q")
+    assert len(wolfgang) == 2
+    (first_source, first), (second_source, second) = wolfgang
+    as_date = lambda text: date(int(text[:4]), int(text[4:6]), int(text[6:]))  # noqa: E731
+    assert (as_date(second) - as_date(first)).days == VISIT_DAYS
+    assert first != first_source and second != second_source
+    assert _case_dates(site["packages"]["dr-b"], store) == dates  # the same offset in every package
+
+
+def _uids(report) -> dict[str, set]:
+    out: dict[str, set] = {}
+    for path in (report.folder / "images").rglob("*.dcm"):
+        ds = pydicom.dcmread(path)
+        out.setdefault(path.parts[-3], set()).update(
+            {ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID, ds.FrameOfReferenceUID})
+    return out
+
+
+def test_uids_are_replaced_the_same_way_in_every_package(site):
+    a, b = _uids(site["packages"]["dr-a"]), _uids(site["packages"]["dr-b"])
+    assert a == b and len(a) == 3
+    originals = {r[0] for r in site["store"].db.execute("SELECT sop_uid FROM images")}
+    assert not originals & set().union(*a.values())
+    stored = dict(site["store"].db.execute("SELECT package_uid, source_uid FROM package_uids"))
+    assert set().union(*a.values()) <= set(stored)  # the mapping is on the coordinator's side
+
+
+def test_the_reader_store_holds_only_that_readers_worklist(site):
+    report = site["packages"]["dr-a"]
+    copy = Store.open(report.folder / "store")
+    try:
+        assert [r[0] for r in copy.db.execute("SELECT reader FROM rs_readers")] == ["dr-a"]
+        assert {r[0] for r in copy.db.execute("SELECT reader FROM rs_worklists")} == {"dr-a"}
+        assert [e["reading_code"] for e in rs.worklist(copy, "trial", "dr-a")] == \
+            [e["reading_code"] for e in rs.worklist(site["store"], "trial", "dr-a")]
+        assert copy.db.execute("SELECT COUNT(*) FROM package_uids").fetchone()[0] == 0
+        assert copy.db.execute("SELECT COUNT(*) FROM package_secrets").fetchone()[0] == 0
+    finally:
+        copy.close()
+    manifest = json.loads((report.folder / "manifest.json").read_text())
+    assert (manifest["reading_study"], manifest["reader"], manifest["schema_version"]) == \
+        ("trial", "dr-a", "reading-package-1.0.0")
+    assert manifest["package_id"] == report.package_id and len(manifest["content_hash"]) == 64
+    assert sorted(p.name for p in (report.folder / "scheme").iterdir()) == ["cno-sites-2.0.0.json",
+                                                                              "rai-cromris-2.0.0.json"]
+
+
+@pytest.fixture
+def moved_package(site, tmp_path):
+    """dr-a's package copied elsewhere (as a reader receives it), with one submitted read and one draft."""
+    folder = tmp_path / "received" / "package"
+    shutil.copytree(site["packages"]["dr-a"].folder, folder)
+    package = packages.open_package(folder)
+    store = Store.open(package.store_root)
+    codes = [e["reading_code"] for e in rs.worklist(store, "trial", "dr-a")]
+    for n, code in enumerate(codes[:2]):
+        uid = rs.study_uid_of(store, "trial", code)
+        session = ReadSession.open_or_create(store, uid, "dr-a", reading_study="trial",
+                                             scheme_id="rai-cromris", scheme_version="2.0.0")
+        series = store.volumes(uid)[-1]["volume_id"]
+        lesion = session.add_lesion((-70.0, 0.0, -400.0), series, (1, 2, 0), site_id="femur.distal", side="R")
+        session.set_grade(lesion, "marrow_hyperintensity", 2)
+        if n == 0:
+            session.submit()
+    store.close()
+    return package
+
+
+def test_collect_brings_the_reads_back_under_the_original_uids_once(site, moved_package, tmp_path, cli):
+    store = site["store"]
+    results = tmp_path / "results-dr-a.json"
+    code, out, err = cli("reading-study", "export-results", "--package", moved_package.folder, "--out", results)
+    assert code == 0 and "wrote 2 reads of dr-a" in out, err
+    text = results.read_text()
+    assert all(i not in text for i in ("HOSP778812Q", "Testperson"))
+    code, out, err = cli("reading-study", "collect", "trial", results, "--store", store.root)
+    assert code == 0 and "collected 2 new reads" in out, err
+    reads = [load_read(store, r["read_id"]) for r in list_reads(store, reader="dr-a", reading_study="trial")]
+    assert sorted(r.status for r in reads) == ["draft", "submitted"]
+    studies = {s["study_uid"] for s in store.studies()}
+    series = {v for s in studies for volume in store.volumes(s) for v in (volume["volume_id"], volume["series_uid"])}
+    for read in reads:
+        assert read.study_uid in studies and read.lesions[0].series_uid in series
+        assert read.lesions[0].grades == {"marrow_hyperintensity": 2}
+    assert audit.verify(store.db).ok
+    entries = store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    code, out, err = cli("reading-study", "collect", "trial", results, "--store", store.root)
+    assert code == 0 and "already collected, nothing changed (2 reads of dr-a unchanged)" in out
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == entries
+
+
+def _signed_copy(results: Path, tmp_path: Path, change) -> Path:
+    data = json.loads(results.read_text())
+    change(data)
+    out = tmp_path / f"changed-{len(list(tmp_path.iterdir()))}.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+def test_collect_refuses_foreign_tampered_and_unissued_results(site, moved_package, tmp_path, cli):
+    store = site["store"]
+    results = tmp_path / "results.json"
+    packages.export_results(moved_package, results)
+    before = store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+
+    def refused(path, *extra) -> str:
+        code, out, err = cli("reading-study", "collect", *extra, path, "--store", store.root)
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "nothing was collected" in err, err
+        return err
+
+    def grade(data):
+        data["document"]["reads"][0]["lesions"][0]["grades"]["marrow_hyperintensity"] = 1
+
+    assert "changed after it was exported" in refused(_signed_copy(results, tmp_path, grade), "trial")
+    assert "not issued by this store" in refused(
+        _signed_copy(results, tmp_path, lambda d: d.update(package_id="0" * 32)), "trial")
+    assert "issued to 'dr-a', not 'dr-b'" in refused(results, "trial", "--reader", "dr-b")
+    rs.create(store, "other-trial")
+    rs.add_cases(store, "other-trial", [s["study_uid"] for s in store.studies()][:1])
+    rs.add_readers(store, "other-trial", ["dr-a"])
+    rs.assign(store, "other-trial")
+    other = packages.build(store, "other-trial", "dr-a", tmp_path / "other-package")
+    other_results = tmp_path / "other-results.json"
+    packages.export_results(packages.open_package(other.folder), other_results)
+    assert "belongs to reading study 'other-trial', not 'trial'" in refused(other_results, "trial")
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == before + 5  # other-trial's create, cases, readers, worklists, package
+
+
+def test_package_refusals_are_one_line(site, tmp_path, cli):
+    store = site["store"]
+    code, _, err = cli("reading-study", "package", "trial", "--reader", "dr-a", "--out",
+                       site["packages"]["dr-a"].folder, "--store", store.root)
+    assert code == 1 and "exists and is not an empty folder" in err
+    code, _, err = cli("reading-study", "package", "trial", "--reader", "dr-x", "--out", tmp_path / "x",
+                       "--store", store.root)
+    assert code == 1 and "not a reader" in err and not (tmp_path / "x").exists()
+    with pytest.raises(CnoError, match="not a reading package"):
+        packages.open_package(tmp_path)
+
+
+@pytest.mark.gui
+def test_the_viewer_opens_a_package_in_reader_mode_only(site, tmp_path, qtbot):
+    pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+    import re
+
+    from cno_annotate_ui.app import _package_at
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication, QDockWidget, QLabel
+
+    folder = tmp_path / "at the reader's"
+    shutil.copytree(site["packages"]["dr-a"].folder, folder)
+    package = _package_at(folder / "store")  # opening the package's store finds the package too
+    assert package is not None and (package.reader, package.reading_study) == ("dr-a", "trial")
+    window = MainWindow(package.store_root, reader=package.reader, reading_study=package.reading_study,
+                        package=package.folder)
+    window.resize(1300, 850)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=30000):
+        window.open_next_case()
+    assert [d.windowTitle() for d in window.findChildren(QDockWidget)] == ["Worklist", "Lesions"]
+    rows = [window.study_list.item(n).text() for n in range(window.study_list.count())]
+    assert len(rows) == 3 and all(re.fullmatch(r"\s*\d\. CNO-\d{4}  not started  \(P-\d{3} tp \d/\d\)", r)
+                                  for r in rows), rows
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_M)  # from where the keyboard lands at open
+    assert window.mark_action.isChecked()
+    view = window.panels["left"].view
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.rect().center())
+    qtbot.waitUntil(lambda: window.read_session is not None and len(window.read_session.read.lesions) == 1,
+                    timeout=3000)
+    window.grab().save(str(tmp_path / "package-viewer.png"))
+    shown = [window.windowTitle(), *rows, *(label.text() for label in window.findChildren(QLabel)),
+             *window.panels["left"].view.overlay_texts(), *window.panels["right"].view.overlay_texts()]
+    identifiers = _identifiers(site)
+    assert not [t for t in shown if any(i.lower() in t.lower() for i in identifiers)]
+    assert "Export results…" in [a.text() for a in window.findChildren(type(window.mark_action))]
+    written = window.export_results(tmp_path / "results.json")
+    data = json.loads(written.read_text())
+    assert data["reader"] == "dr-a" and len(data["document"]["reads"]) == 1
+    assert "send this file to the coordinator" in window.statusBar().currentMessage()
+    window.close()
+
+
+def test_a_package_refuses_any_other_mode(site, tmp_path, cli):
+    pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+    from cno_annotate_ui.app import run_viewer
+
+    folder = site["packages"]["dr-a"].folder
+    with pytest.raises(CnoError, match="reader mode only"):
+        run_viewer(folder / "store", "CNO-0001", False, None)
+    with pytest.raises(CnoError, match="reader mode only"):
+        run_viewer(folder, None, False, None, reader="dr-b")
+    code, out, err = cli("view", "--package", folder, "--reading-study", "other")
+    assert code == 1 and "a package opens in reader mode only" in err and len(err.strip().splitlines()) == 1
