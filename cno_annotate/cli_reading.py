@@ -78,7 +78,7 @@ def register(sub, common) -> None:
     p.add_argument("--reader", required=True, help="the reader the package is for")
     p.add_argument("--out", type=Path, required=True, help="new (or empty) folder to write")
     p.set_defaults(run=cmd_package)
-    p = rs_sub.add_parser("export-results", help="reader: your reads of a package, as a file for the coordinator",
+    p = rs_sub.add_parser("export-results", parents=[common], help="reader: your reads of a package, as a file for the coordinator",
                           description="Write the reads made in a reading package (drafts and submitted) as a "
                                       "signed results file; send it to the coordinator, who runs "
                                       "'reading-study collect'.")
@@ -323,6 +323,8 @@ def cmd_export_results(args) -> int:
     """Run ``cno-annotate reading-study export-results`` (see its ``--help``)."""
     from cno_annotate import packages
 
+    if getattr(args, "store", None) is not None:
+        raise CnoError("export-results uses the package's own store: give --package DIR, not --store")
     package = packages.open_package(args.package)
     n = packages.export_results(package, args.out, args.force)
     print(f"wrote {_plural(n, 'read')} of {package.reader} to {args.out}; send this file to the coordinator")
