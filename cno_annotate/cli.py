@@ -121,6 +121,8 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--slices", type=int, default=16, help="coronal slices per station (default 16)")
     p.add_argument("--matrix", type=int, default=128, help="rows = columns per slice (default 128)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for noise and identifiers (>= 0)")
+    p.add_argument("--timepoints", type=int, default=1,
+                   help="visits of the same patient, repositioned, lesions changing (1 to 3, default 1)")
     p.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("import", parents=[common], help="import DICOM / NIfTI files and folders",
@@ -275,9 +277,11 @@ def cmd_sample(args) -> int:
     out = args.out
     if out.exists() and any(out.iterdir()):
         raise CnoError(f"{out} is not empty; choose a new folder")
-    plan = StudyPlan(stations=args.stations, slices=args.slices, matrix=args.matrix, seed=args.seed)
+    plan = StudyPlan(stations=args.stations, slices=args.slices, matrix=args.matrix, seed=args.seed,
+                     timepoints=args.timepoints)
     truth = generate_study(out, plan)
-    print(f"wrote {truth['files']} DICOM files ({plan.stations} stations x 2 series x {plan.slices} "
+    visits = f"{plan.timepoints} visits x " if plan.timepoints > 1 else ""
+    print(f"wrote {truth['files']} DICOM files ({visits}{plan.stations} stations x 2 series x {plan.slices} "
           f"slices of {plan.matrix} x {plan.matrix}) and ground_truth.json to {out}")
     return 0
 

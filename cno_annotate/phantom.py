@@ -12,6 +12,8 @@ The vertex of the head is at about z = +660 mm and the soles at z = -880 mm.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,12 +75,45 @@ def _segment_coords(points: np.ndarray, a: np.ndarray, b: np.ndarray):
     return t, radial, length
 
 
+#: Body parts that move as one when a child is positioned (the generator's regions).
+BODY_PARTS = ("head_neck", "trunk", "pelvis", "left_arm", "right_arm", "left_leg", "right_leg")
+
+
 class Phantom:
-    """Paints tissue labels into a :class:`Grid`."""
+    """Paints tissue labels into a :class:`Grid`.
+
+    Solids are given in the body's own frame; :attr:`pose` (a 4 x 4 affine,
+    body mm -> scanner LPS mm, identity by default) places them, so the same
+    body can lie differently at each visit (see :meth:`posed`).
+    """
 
     def __init__(self, grid: Grid):
         self.grid = grid
         self.labels = np.zeros((len(grid.ys), len(grid.zs), len(grid.xs)), dtype=np.uint8)
+        self.pose = np.eye(4)
+
+    @contextmanager
+    def posed(self, pose: np.ndarray | None) -> Iterator[None]:
+        """Paint with ``pose`` (body -> scanner affine) inside the ``with`` block."""
+        previous = self.pose
+        self.pose = np.eye(4) if pose is None else np.asarray(pose, float)
+        try:
+            yield
+        finally:
+            self.pose = previous
+
+    def _block(self, lo: np.ndarray, hi: np.ndarray):
+        """Grid voxels that may hold a body-frame box, with their body-frame coordinates."""
+        if np.array_equal(self.pose, np.eye(4)):
+            return self.grid.block(lo, hi)
+        corners = np.array([[a, b, c] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])])
+        placed = corners @ self.pose[:3, :3].T + self.pose[:3, 3]
+        found = self.grid.block(placed.min(axis=0), placed.max(axis=0))
+        if found is None:
+            return None
+        index, points = found
+        inverse = np.linalg.inv(self.pose)
+        return index, points @ inverse[:3, :3].T + inverse[:3, 3]
 
     # -- primitives ---------------------------------------------------------
     def capsule(self, a, b, radius: float, label: int, only=None) -> None:
@@ -99,7 +134,7 @@ class Phantom:
     def _around_segment(self, a, b, radius: float):
         """Voxels near segment a-b, with their axial and radial coordinates."""
         a, b = np.asarray(a, float), np.asarray(b, float)
-        found = self.grid.block(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
+        found = self._block(np.minimum(a, b) - radius, np.maximum(a, b) + radius)
         if found is None:
             return None
         index, pts = found
@@ -108,7 +143,7 @@ class Phantom:
     def ellipsoid(self, centre, radii, label: int, only=None) -> None:
         """Paint an axis-aligned ellipsoid."""
         centre, radii = np.asarray(centre, float), np.asarray(radii, float)
-        found = self.grid.block(centre - radii, centre + radii)
+        found = self._block(centre - radii, centre + radii)
         if found is None:
             return
         index, pts = found
@@ -189,51 +224,98 @@ LONG_BONES = [
 ]
 
 
-def paint_body(ph: Phantom) -> None:
-    """Paint the whole child: soft tissue, organs and skeleton."""
+Poses = Mapping[str, np.ndarray]
+
+
+def _limb(side: str, kind: str) -> str:
+    return f"{'left' if side == 'L' else 'right'}_{kind}"
+
+
+def paint_body(ph: Phantom, poses: Poses | None = None) -> None:
+    """Paint the whole child: soft tissue, organs and skeleton.
+
+    Parameters
+    ----------
+    ph : Phantom
+        Where to paint.
+    poses : mapping, optional
+        Body part (:data:`BODY_PARTS`) -> 4 x 4 affine (body -> scanner mm);
+        a missing part is not moved.
+    """
+    poses = poses or {}
     # Soft tissues, outside in.
-    ph.soft("ellipsoid", (0, 10, 560), (78, 92, 102))
-    ph.soft("capsule", (0, 20, 470), (0, 20, 400), 48)
-    ph.soft("ellipsoid", (0, 10, 190), (145, 100, 290))
+    with ph.posed(poses.get("head_neck")):
+        ph.soft("ellipsoid", (0, 10, 560), (78, 92, 102))
+        ph.soft("capsule", (0, 20, 470), (0, 20, 400), 48)
+    with ph.posed(poses.get("trunk")):
+        ph.soft("ellipsoid", (0, 10, 190), (145, 100, 290))
     for side in "LR":
-        ph.soft("capsule", (side_x(side, 155), 0, 390), (side_x(side, 170), 0, 120), 38)
-        ph.soft("capsule", (side_x(side, 172), 0, 120), (side_x(side, 185), -5, -100), 30)
-        ph.soft("ellipsoid", (side_x(side, 188), -10, -160), (28, 18, 60))
-        ph.soft("capsule", (side_x(side, 90), 0, -70), (side_x(side, 75), 0, -450), 62)
-        ph.soft("capsule", (side_x(side, 75), 0, -460), (side_x(side, 72), 10, -820), 45)
-        ph.soft("ellipsoid", (side_x(side, 72), -20, -855), (40, 90, 35))
-    ph.ellipsoid((0, 10, 560), (66, 80, 90), BRAIN)
-    ph.ellipsoid((0, 20, 120), (118, 75, 120), VISCERA)
-    for side in "LR":
-        ph.ellipsoid((side_x(side, 62), 5, 300), (50, 58, 105), LUNG)
-    paint_skeleton(ph)
+        with ph.posed(poses.get(_limb(side, "arm"))):
+            ph.soft("capsule", (side_x(side, 155), 0, 390), (side_x(side, 170), 0, 120), 38)
+            ph.soft("capsule", (side_x(side, 172), 0, 120), (side_x(side, 185), -5, -100), 30)
+            ph.soft("ellipsoid", (side_x(side, 188), -10, -160), (28, 18, 60))
+        with ph.posed(poses.get(_limb(side, "leg"))):
+            ph.soft("capsule", (side_x(side, 90), 0, -70), (side_x(side, 75), 0, -450), 62)
+            ph.soft("capsule", (side_x(side, 75), 0, -460), (side_x(side, 72), 10, -820), 45)
+            ph.soft("ellipsoid", (side_x(side, 72), -20, -855), (40, 90, 35))
+    with ph.posed(poses.get("head_neck")):
+        ph.ellipsoid((0, 10, 560), (66, 80, 90), BRAIN)
+    with ph.posed(poses.get("trunk")):
+        ph.ellipsoid((0, 20, 120), (118, 75, 120), VISCERA)
+        for side in "LR":
+            ph.ellipsoid((side_x(side, 62), 5, 300), (50, 58, 105), LUNG)
+    paint_skeleton(ph, poses)
 
 
-def paint_skeleton(ph: Phantom) -> None:
-    """Paint the bones (cortex, marrow, growth plates)."""
-    for centre, height, radius in vertebra_centres().values():
-        top, bottom = centre + [0, 0, height / 2 - 2], centre - [0, 0, height / 2 - 2]
-        ph.cylinder(centre - [0, 0, height / 2], centre + [0, 0, height / 2], radius, DISC)
-        ph.cylinder(bottom, top, radius, CORTEX)
-        ph.cylinder(bottom + [0, 0, 1.5], top - [0, 0, 1.5], radius - CORTEX_MM, RED_MARROW)
-    ph.flat_bone((0, 45, -5), (0, 70, -95), 24)  # sacrum
-    ph.flat_bone((0, -70, 385), (0, -75, 250), 9)  # sternum
+def paint_skeleton(ph: Phantom, poses: Poses | None = None) -> None:
+    """Paint the bones (cortex, marrow, growth plates), each with its body part's pose."""
+    poses = poses or {}
+    for name, (centre, height, radius) in vertebra_centres().items():
+        with ph.posed(poses.get("head_neck" if name.startswith("C") else "trunk")):
+            top, bottom = centre + [0, 0, height / 2 - 2], centre - [0, 0, height / 2 - 2]
+            ph.cylinder(centre - [0, 0, height / 2], centre + [0, 0, height / 2], radius, DISC)
+            ph.cylinder(bottom, top, radius, CORTEX)
+            ph.cylinder(bottom + [0, 0, 1.5], top - [0, 0, 1.5], radius - CORTEX_MM, RED_MARROW)
+    with ph.posed(poses.get("pelvis")):
+        ph.flat_bone((0, 45, -5), (0, 70, -95), 24)  # sacrum
+    with ph.posed(poses.get("trunk")):
+        ph.flat_bone((0, -70, 385), (0, -75, 250), 9)  # sternum
     for side in "LR":
-        ph.flat_bone((side_x(side, 40), -45, 470), (0, -60, 452), 8)  # mandible
-        ph.flat_bone((side_x(side, 18), -40, 385), (side_x(side, 130), -10, 402), 7.5)  # clavicle
-        ph.flat_bone((side_x(side, 100), 60, 380), (side_x(side, 95), 65, 290), 16)  # scapula
-        ph.flat_bone((side_x(side, 62), 35, 30), (side_x(side, 95), 10, -60), 22)  # ilium
-        ph.flat_bone((side_x(side, 85), -10, -92), (side_x(side, 18), -50, -118), 10)  # pubis
-        ph.flat_bone((side_x(side, 80), 20, -95), (side_x(side, 62), 25, -140), 12)  # ischium
-        ph.flat_bone((side_x(side, 70), 25, -845), (side_x(side, 70), -10, -860), 22, YELLOW_MARROW)  # calcaneus
-        ph.flat_bone((side_x(side, 70), 0, -820), (side_x(side, 70), -20, -825), 16, YELLOW_MARROW)  # talus
-        ph.flat_bone((side_x(side, 85), 0, -85), (side_x(side, 100), 0, -92), 19, YELLOW_MARROW)  # femoral head
-        for _name, prox, dist, radius in LONG_BONES:
-            ph.long_bone(
-                (side_x(side, prox[0]), prox[1], prox[2]),
-                (side_x(side, dist[0]), dist[1], dist[2]),
-                radius,
-            )
+        with ph.posed(poses.get("head_neck")):
+            ph.flat_bone((side_x(side, 40), -45, 470), (0, -60, 452), 8)  # mandible
+        with ph.posed(poses.get("trunk")):
+            ph.flat_bone((side_x(side, 18), -40, 385), (side_x(side, 130), -10, 402), 7.5)  # clavicle
+            ph.flat_bone((side_x(side, 100), 60, 380), (side_x(side, 95), 65, 290), 16)  # scapula
+        with ph.posed(poses.get("pelvis")):
+            ph.flat_bone((side_x(side, 62), 35, 30), (side_x(side, 95), 10, -60), 22)  # ilium
+            ph.flat_bone((side_x(side, 85), -10, -92), (side_x(side, 18), -50, -118), 10)  # pubis
+            ph.flat_bone((side_x(side, 80), 20, -95), (side_x(side, 62), 25, -140), 12)  # ischium
+        with ph.posed(poses.get(_limb(side, "leg"))):
+            ph.flat_bone((side_x(side, 70), 25, -845), (side_x(side, 70), -10, -860), 22, YELLOW_MARROW)  # calcaneus
+            ph.flat_bone((side_x(side, 70), 0, -820), (side_x(side, 70), -20, -825), 16, YELLOW_MARROW)  # talus
+            ph.flat_bone((side_x(side, 85), 0, -85), (side_x(side, 100), 0, -92), 19, YELLOW_MARROW)  # femoral head
+        for name, prox, dist, radius in LONG_BONES:
+            with ph.posed(poses.get(_limb(side, BONE_LIMB[name]))):
+                ph.long_bone(
+                    (side_x(side, prox[0]), prox[1], prox[2]),
+                    (side_x(side, dist[0]), dist[1], dist[2]),
+                    radius,
+                )
+
+
+#: The limb each long bone belongs to.
+BONE_LIMB = {"humerus": "arm", "radius": "arm", "ulna": "arm", "femur": "leg", "tibia": "leg", "fibula": "leg"}
+
+
+def body_part(bone: str, side: str) -> str:
+    """The body part (:data:`BODY_PARTS`) a bone moves with."""
+    if bone in BONE_LIMB:
+        return _limb(side, BONE_LIMB[bone])
+    if bone in ("ilium", "pubis", "ischium", "sacrum"):
+        return "pelvis"
+    if bone.startswith("C") and bone[1:].isdigit() or bone == "mandible":
+        return "head_neck"
+    return "trunk"
 
 
 def _metaphysis(bone: str, end: str, side: str) -> np.ndarray:
@@ -274,10 +356,12 @@ def default_lesions() -> list[dict]:
     return out
 
 
-def paint_lesions(ph: Phantom, lesions: list[dict]) -> None:
-    """Paint each ground-truth lesion into marrow."""
+def paint_lesions(ph: Phantom, lesions: list[dict], poses: Poses | None = None) -> None:
+    """Paint each ground-truth lesion into marrow (centre ``lps_mm`` in the body frame)."""
+    poses = poses or {}
     for lesion in lesions:
-        ph.lesion(lesion["lps_mm"], lesion["radii_mm"])
+        with ph.posed(poses.get(body_part(lesion["bone"], lesion["side"]))):
+            ph.lesion(lesion["lps_mm"], lesion["radii_mm"])
 
 
 def render(labels: np.ndarray, sequence: str, rng: np.random.Generator, noise: float = 12.0) -> np.ndarray:

@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
-from cno_annotate import __version__, phantom
+from cno_annotate import __version__, phantom, sample_visits
 from cno_annotate.errors import CnoError
 from cno_annotate.uids import stable_uid
 
@@ -26,6 +26,11 @@ BODY_BOTTOM_Z = -900.0
 STATION_OVERLAP_MM = 30.0
 #: Fewest whole rows neighbouring stations share (matters only for coarse matrices).
 MIN_OVERLAP_ROWS = 2
+
+#: Most visits of one patient the generator writes.
+MAX_TIMEPOINTS = 3
+#: Study dates of the visits: baseline, 6 and 12 months.
+VISIT_DATES = ("20261104", "20270505", "20271103")
 
 FIRST_NAMES = ["Lotte", "Noah", "Emma", "Lucas", "Mila", "Arthur", "Olivia", "Louis"]
 LAST_NAMES = ["Janssens", "Peeters", "Maes", "Jacobs", "Mertens", "Willems", "Claes", "Goossens"]
@@ -68,9 +73,12 @@ class StudyPlan:
     seed: int = 0
     slice_thickness: float = 6.0
     centre_y: float = 10.0
+    timepoints: int = 1
 
     def validate(self) -> None:
         """Raise :class:`CnoError` for parameters no scanner would use."""
+        if not 1 <= self.timepoints <= MAX_TIMEPOINTS:
+            raise CnoError(f"--timepoints must be 1 to {MAX_TIMEPOINTS}, not {self.timepoints}")
         if not 1 <= self.stations <= 12:
             raise CnoError(f"--stations must be 1 to 12, not {self.stations}")
         if not 1 <= self.slices <= 400:
@@ -115,7 +123,7 @@ def fake_patient(rng: np.random.Generator) -> dict[str, str]:
         "InstitutionName": "Sint-Anna Kinderziekenhuis Leuven",
         "ReferringPhysicianName": f"{rng.choice(LAST_NAMES)}^{rng.choice(FIRST_NAMES)}",
         "AccessionNumber": f"A{int(rng.integers(10**9, 10**10))}",
-        "StudyDate": "20261104",
+        "StudyDate": VISIT_DATES[0],
         "StudyTime": "091500",
     }
 
@@ -132,53 +140,80 @@ def station_grid(plan: StudyPlan, station: int) -> phantom.Grid:
 
 
 def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
-    """Write a synthetic whole-body MRI study and its ground truth.
+    """Write a synthetic whole-body MRI study (or several visits) and its ground truth.
 
     Parameters
     ----------
     out_dir : Path
-        Folder to create; DICOM files go under ``DICOM/`` without extensions.
+        Folder to create; DICOM files go under ``DICOM/`` without extensions,
+        visit ``n`` in ``DICOM/PA000001/ST00000n``.
     plan : StudyPlan
-        Stations, slices, matrix and seed.
+        Stations, slices, matrix, seed and number of timepoints.
 
     Returns
     -------
     dict
-        The ground truth, also written to ``out_dir/ground_truth.json``.
+        The ground truth, also written to ``out_dir/ground_truth.json``. The
+        top-level ``study_uid``, ``series`` and ``lesions`` describe the first
+        visit; ``visits`` lists every visit (its lesions in that visit's LPS
+        mm, each with the ``track_id`` it keeps across visits, and the body
+        parts' poses) and ``transforms`` the true per-region transforms
+        between visits (LPS mm of the earlier visit -> the later one).
     """
     plan.validate()
     out_dir = Path(out_dir)
     rng = np.random.default_rng(plan.seed)
     patient = fake_patient(rng)
     uid = _uid_maker(plan)
-    study_uid = uid("study")
     frame_uid = uid("frame")
-    lesions = phantom.default_lesions()
-    series_info = []
+    body_lesions = phantom.default_lesions()
+    pose_rng = np.random.default_rng([plan.seed, 1])
+    poses = [sample_visits.identity_poses()] + [sample_visits.random_poses(pose_rng) for _ in range(plan.timepoints - 1)]
+    courses = sample_visits.lesion_courses(body_lesions, plan.timepoints, np.random.default_rng([plan.seed, 2]))
+    visits = []
     files = 0
-    for station in range(plan.stations):
-        grid = station_grid(plan, station)
-        body = phantom.Phantom(grid)
-        phantom.paint_body(body)
-        phantom.paint_lesions(body, lesions)
-        for number, role in enumerate(("STIR", "T1")):
-            series_number = 100 * (number + 1) + station + 1
-            series_uid = uid(f"series-{role}-{station}")
-            image = phantom.render(body.labels, role, rng) * _coil_profile(grid)
-            files += _write_series(
-                out_dir, plan, grid, image, role, station,
-                common={**patient, "StudyInstanceUID": study_uid, "FrameOfReferenceUID": frame_uid},
-                series_uid=series_uid, series_number=series_number, uid=uid,
-            )
-            series_info.append({"series_uid": series_uid, "role": role, "station": station + 1})
+    for visit in range(plan.timepoints):
+        prefix = "" if visit == 0 else f"visit{visit + 1}-"
+        study_uid = uid(f"{prefix}study")
+        lesions = sample_visits.lesions_at(courses, visit)
+        scanner_lesions = sample_visits.placed(lesions, poses[visit])
+        common = {**patient, "StudyDate": VISIT_DATES[visit], "StudyInstanceUID": study_uid,
+                  "FrameOfReferenceUID": uid(f"{prefix}frame") if visit else frame_uid}
+        series_info = []
+        for station in range(plan.stations):
+            grid = station_grid(plan, station)
+            body = phantom.Phantom(grid)
+            phantom.paint_body(body, poses[visit])
+            phantom.paint_lesions(body, lesions, poses[visit])
+            for number, role in enumerate(("STIR", "T1")):
+                series_number = 100 * (number + 1) + station + 1
+                series_uid = uid(f"{prefix}series-{role}-{station}")
+                image = phantom.render(body.labels, role, rng) * _coil_profile(grid)
+                files += _write_series(
+                    out_dir, plan, grid, image, role, station, common=common,
+                    series_uid=series_uid, series_number=series_number, uid=uid, study_folder=visit + 1,
+                )
+                series_info.append({"series_uid": series_uid, "role": role, "station": station + 1})
+        visits.append({
+            "visit": visit + 1,
+            "study_uid": study_uid,
+            "study_date": VISIT_DATES[visit],
+            "series": series_info,
+            "lesions": scanner_lesions,
+            "poses": {part: sample_visits.as_list(m) for part, m in poses[visit].items()},
+            "table_offset_mm": round(float(poses[visit]["trunk"][2, 3]), 3),
+        })
     truth = {
         "generator": f"cno-annotate {__version__} sample",
         "plan": plan.__dict__,
-        "study_uid": study_uid,
+        "study_uid": visits[0]["study_uid"],
         "fake_identifiers": patient,
-        "series": series_info,
-        "lesions": lesions,
+        "series": visits[0]["series"],
+        "lesions": visits[0]["lesions"],
         "files": files,
+        "visits": visits,
+        "tracks": [course.as_dict() for course in courses],
+        "transforms": sample_visits.true_transforms(poses),
     }
     (out_dir / "ground_truth.json").write_text(json.dumps(truth, indent=2) + "\n")
     return truth
@@ -200,11 +235,12 @@ def _coil_profile(grid: phantom.Grid) -> np.ndarray:
     return (1.0 - 0.12 * j**2)[None, :, None]
 
 
-def _write_series(out_dir, plan, grid, image, role, station, common, series_uid, series_number, uid) -> int:
+def _write_series(out_dir, plan, grid, image, role, station, common, series_uid, series_number, uid,
+                  study_folder: int = 1) -> int:
     """Write one station of one sequence; return the number of files."""
     px = plan.pixel_mm
     pixels = np.clip(np.rint(image), 0, 4095).astype(np.uint16)
-    folder = out_dir / "DICOM" / "PA000001" / "ST000001" / f"SE{series_number:06d}"
+    folder = out_dir / "DICOM" / "PA000001" / f"ST{study_folder:06d}" / f"SE{series_number:06d}"
     folder.mkdir(parents=True, exist_ok=True)
     n = len(grid.ys)
     for k in range(n):

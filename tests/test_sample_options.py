@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store
@@ -19,3 +21,23 @@ def test_two_stations_at_matrix_16_compose(tmp_path):
     import_paths(store, [tmp_path / "s"])
     composed = [v for v in store.volumes() if v["kind"] == "composed"]
     assert len(composed) == 2, [c for s in store.studies() for c in store.compositions(s["study_uid"])]
+
+
+def test_timepoints_write_visits_of_one_patient_with_tracked_lesions(cli, tmp_path):
+    code, out, err = cli("sample", "--out", tmp_path / "bad", "--timepoints", "4")
+    assert code == 1 and "--timepoints must be 1 to 3" in err
+    code, out, _ = cli("sample", "--out", tmp_path / "s", "--timepoints", "3", "--stations", "1", "--slices", "2",
+                       "--matrix", "16")
+    assert code == 0 and "3 visits x 1 stations" in out
+    truth = json.loads((tmp_path / "s" / "ground_truth.json").read_text())
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [tmp_path / "s"])
+    studies = store.studies()
+    assert len(studies) == 3 and len({s["patient_id"] for s in studies}) == 1
+    assert sorted(s["study_date"] for s in studies) == [v["study_date"] for v in truth["visits"]]
+    courses = {t["track_id"]: t["course"] for t in truth["tracks"]}
+    present = [{lesion["track_id"] for lesion in v["lesions"]} for v in truth["visits"]]
+    assert {"resolves", "appears", "shrinks", "grows", "persists"} <= set(courses.values())
+    assert {t for t, c in courses.items() if c == "resolves"} <= present[0] - present[1]
+    assert {t for t, c in courses.items() if c == "appears"} <= present[1] - present[0]
+    assert [(t["from_visit"], t["to_visit"]) for t in truth["transforms"]] == [(1, 2), (1, 3), (2, 3)]

@@ -1,0 +1,243 @@
+"""Piecewise rigid (or affine) registration of two whole-body volumes with SimpleITK.
+
+The fixed image is the source (prior) volume, the moving image the target
+(current) one, so each region's result maps source points to target points.
+First the whole body is aligned (centres of mass, then one rigid registration
+inside the body mask); each region then starts from that trunk-level
+transform, re-centred on the region, and is refined with the fixed image
+masked to the region's box. Correlation is the metric (same sequence, scanner
+gain may differ), sampled at a fixed seed so that results repeat exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import SimpleITK as sitk
+
+from cno_annotate.errors import CnoError
+from cno_annotate.io.volume import Volume
+from cno_annotate.registration.regions import RegionBox, body_regions
+from cno_annotate.registration.transform import PiecewiseTransform, RegionTransform
+
+#: Fewest fixed-image voxels a region needs to be registered on its own.
+MIN_REGION_VOXELS = 500
+SAMPLING_SEED = 20261128
+#: Share of the (masked) fixed voxels the metric samples at each level.
+SAMPLING_FRACTION = 0.05
+
+
+@dataclass
+class RegistrationTimes:
+    """Seconds spent, per step (``whole_body`` and each region)."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        """All steps together."""
+        return sum(self.seconds.values())
+
+
+def to_sitk(volume: Volume) -> sitk.Image:
+    """A SimpleITK image with the volume's LPS geometry (ITK works in LPS too)."""
+    image = sitk.GetImageFromArray(np.ascontiguousarray(volume.array, dtype=np.float32))
+    linear = np.asarray(volume.affine, float)[:3, :3]
+    spacing = np.linalg.norm(linear, axis=0)
+    image.SetSpacing([float(s) for s in spacing])
+    image.SetOrigin([float(v) for v in np.asarray(volume.affine, float)[:3, 3]])
+    image.SetDirection([float(v) for v in (linear / spacing).ravel()])
+    return image
+
+
+def body_mask(image: sitk.Image) -> sitk.Image:
+    """Voxels brighter than 15 % of the image's bright end (uint8, same grid)."""
+    array = sitk.GetArrayViewFromImage(image)
+    level = 0.15 * float(np.percentile(array, 99.5))
+    mask = sitk.GetImageFromArray((array > level).astype(np.uint8))
+    mask.CopyInformation(image)
+    return mask
+
+
+def region_labels(image: sitk.Image, boxes: list[RegionBox]) -> np.ndarray:
+    """Per voxel ``[k, j, i]``, the index of the first box (priority order) holding it; -1 for none."""
+    size = image.GetSize()
+    i, j, k = np.meshgrid(*(np.arange(n, dtype=np.float32) for n in size), indexing="ij")
+    index = np.stack([i, j, k], axis=-1).reshape(-1, 3)
+    linear = np.array(image.GetDirection()).reshape(3, 3) * np.array(image.GetSpacing())
+    lps = index @ linear.T.astype(np.float32) + np.array(image.GetOrigin(), dtype=np.float32)
+    labels = np.full(len(lps), -1, dtype=np.int16)
+    for n in reversed(range(len(boxes))):  # the first box wins: paint it last
+        inside = np.all((lps >= boxes[n].lo) & (lps <= boxes[n].hi), axis=1)
+        labels[inside] = n
+    return labels.reshape(size).transpose(2, 1, 0)
+
+
+def region_mask(mask: sitk.Image, labels: np.ndarray, number: int) -> sitk.Image:
+    """The body mask limited to the voxels a region holds."""
+    array = sitk.GetArrayViewFromImage(mask) * (labels == number)
+    out = sitk.GetImageFromArray(array.astype(np.uint8))
+    out.CopyInformation(mask)
+    return out
+
+
+def _centroid(mask: sitk.Image) -> np.ndarray | None:
+    array = sitk.GetArrayViewFromImage(mask)
+    if int(array.sum()) < MIN_REGION_VOXELS:
+        return None
+    k, j, i = (float(np.mean(a)) for a in np.nonzero(array))
+    return np.array(mask.TransformContinuousIndexToPhysicalPoint((i, j, k)))
+
+
+def _crop(image: sitk.Image, mask: sitk.Image, margin: int = 4) -> tuple[sitk.Image, sitk.Image]:
+    """The image and mask cut to the mask's bounding box (plus ``margin`` voxels)."""
+    array = sitk.GetArrayViewFromImage(mask)
+    lo, hi = [], []
+    for axis in (2, 1, 0):  # i, j, k
+        others = tuple(a for a in (0, 1, 2) if a != axis)
+        used = np.nonzero(array.any(axis=others))[0]
+        size = array.shape[axis]
+        lo.append(max(int(used[0]) - margin, 0))
+        hi.append(min(int(used[-1]) + margin + 1, size))
+    extent = [h - low for low, h in zip(lo, hi)]
+    return sitk.RegionOfInterest(image, extent, lo), sitk.RegionOfInterest(mask, extent, lo)
+
+
+def matrix_of(transform: sitk.Transform) -> np.ndarray:
+    """The 4 x 4 affine of a linear SimpleITK transform (fixed -> moving points).
+
+    Read off the images of the origin and of three 100 mm steps, which works
+    for any linear transform type (rigid, affine, or a composite of them).
+    """
+    origin = np.array(transform.TransformPoint((0.0, 0.0, 0.0)))
+    out = np.eye(4)
+    for axis in range(3):
+        step = [0.0, 0.0, 0.0]
+        step[axis] = 100.0
+        out[:3, axis] = (np.array(transform.TransformPoint(tuple(step))) - origin) / 100.0
+    out[:3, 3] = origin
+    return out
+
+
+def _euler_from(matrix: np.ndarray, centre: np.ndarray) -> sitk.Euler3DTransform:
+    """A rigid transform equal to ``matrix`` (its rigid part), centred at ``centre``."""
+    euler = sitk.Euler3DTransform()
+    euler.SetCenter([float(v) for v in centre])
+    euler.SetMatrix([float(v) for v in matrix[:3, :3].ravel()])
+    offset = matrix[:3, 3]
+    euler.SetTranslation([float(v) for v in matrix[:3, :3] @ centre + offset - centre])
+    return euler
+
+
+def _method(fixed_mask: sitk.Image | None, iterations: int = 100) -> sitk.ImageRegistrationMethod:
+    method = sitk.ImageRegistrationMethod()
+    method.SetMetricAsCorrelation()
+    method.SetMetricSamplingStrategy(method.RANDOM)
+    method.SetMetricSamplingPercentage(SAMPLING_FRACTION, SAMPLING_SEED)
+    if fixed_mask is not None:
+        method.SetMetricFixedMask(fixed_mask)
+    method.SetInterpolator(sitk.sitkLinear)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=2.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6)
+    method.SetOptimizerScalesFromPhysicalShift()
+    method.SetShrinkFactorsPerLevel([2, 1])
+    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
+    method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
+    return method
+
+
+def _register(fixed: sitk.Image, moving: sitk.Image, initial: sitk.Transform,
+              fixed_mask: sitk.Image | None) -> np.ndarray:
+    method = _method(fixed_mask)
+    method.SetInitialTransform(initial, inPlace=False)
+    try:
+        result = method.Execute(fixed, moving)
+    except RuntimeError as exc:  # e.g. too few samples inside the mask
+        raise CnoError(f"registration failed: {str(exc).strip().splitlines()[-1]}") from None
+    return matrix_of(result)
+
+
+def whole_body_rigid(fixed: sitk.Image, moving: sitk.Image, mask: sitk.Image | None = None) -> np.ndarray:
+    """One rigid transform for the whole volume, started at the centres of mass."""
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS)
+    return _register(fixed, moving, initial, mask)
+
+
+def naive_rigid(fixed_volume: Volume, moving_volume: Volume) -> np.ndarray:
+    """SimpleITK's plain way: one rigid registration of the whole volumes, geometric centres.
+
+    For comparison in ``bench/registration_bench.py``.
+    """
+    fixed, moving = to_sitk(fixed_volume), to_sitk(moving_volume)
+    initial = sitk.CenteredTransformInitializer(
+        fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.GEOMETRY)
+    return _register(fixed, moving, initial, None)
+
+
+def register_piecewise(
+    source: Volume,
+    target: Volume,
+    *,
+    affine: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    times: RegistrationTimes | None = None,
+) -> PiecewiseTransform:
+    """Register ``target`` onto ``source`` region by region.
+
+    Parameters
+    ----------
+    source, target : Volume
+        Prior and current volumes (same sequence), LPS.
+    affine : bool
+        Refine each region with an affine transform after the rigid one.
+    progress : callable, optional
+        ``progress(done, total)`` after each step.
+    times : RegistrationTimes, optional
+        Filled with the seconds each step took.
+
+    Returns
+    -------
+    PiecewiseTransform
+        Source (prior) to target (current) LPS mm, one transform per region.
+    """
+    times = times if times is not None else RegistrationTimes()
+    fixed, moving = to_sitk(source), to_sitk(target)
+    mask = body_mask(fixed)
+    boxes = body_regions(source)
+    labels = region_labels(fixed, boxes)
+    total = len(boxes) + 1
+    start = time.perf_counter()
+    trunk = whole_body_rigid(fixed, moving, mask)
+    times.seconds["whole_body"] = time.perf_counter() - start
+    if progress is not None:
+        progress(1, total)
+    regions = []
+    for number, box in enumerate(boxes):
+        start = time.perf_counter()
+        masked = region_mask(mask, labels, number)
+        regions.append(_register_region(fixed, moving, masked, box, trunk, affine))
+        times.seconds[box.name] = time.perf_counter() - start
+        if progress is not None:
+            progress(number + 2, total)
+    method = "piecewise-affine" if affine else "piecewise-rigid"
+    return PiecewiseTransform(source.volume_id, target.volume_id, tuple(regions), method)
+
+
+def _register_region(fixed, moving, masked, box: RegionBox, trunk: np.ndarray, affine: bool) -> RegionTransform:
+    """One region's transform (fixed image masked to the region), starting from the whole-body one."""
+    centre = _centroid(masked)
+    if centre is None:  # the region is (almost) outside the field of view: keep the trunk's
+        return RegionTransform(box.name, trunk, np.array(box.lo), np.array(box.hi))
+    fixed, masked = _crop(fixed, masked)
+    matrix = _register(fixed, moving, _euler_from(trunk, centre), masked)
+    if affine:
+        initial = sitk.AffineTransform(3)
+        initial.SetCenter([float(v) for v in centre])
+        initial.SetMatrix([float(v) for v in matrix[:3, :3].ravel()])
+        initial.SetTranslation([float(v) for v in matrix[:3, :3] @ centre + matrix[:3, 3] - centre])
+        matrix = _register(fixed, moving, initial, masked)
+    return RegionTransform(box.name, matrix, np.array(box.lo), np.array(box.hi))

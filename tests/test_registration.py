@@ -1,0 +1,137 @@
+"""Registration of two visits: the piecewise transform's behaviour and its accuracy.
+
+Accuracy is checked against the sample generator's true per-region transforms:
+the target registration error at the truth lesions is at most one in-plane voxel.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from cno_annotate.errors import CnoError
+from cno_annotate.importer import import_paths
+from cno_annotate.registration import (
+    SCHEMA_VERSION,
+    PiecewiseTransform,
+    RegionTransform,
+    cache_path,
+    transform_between,
+)
+from cno_annotate.sample import StudyPlan, generate_study
+from cno_annotate.sample_visits import rigid
+from cno_annotate.store import Store
+
+FAR = 1e4
+
+
+def _two_regions() -> PiecewiseTransform:
+    """An arm box (x > 100) turned 10 degrees about z, and a shifted trunk everywhere else."""
+    arm = RegionTransform("left_arm", rigid([0, 0, 10], [0, 0, 0], [150, 0, 0]), [100, -FAR, -FAR], [FAR, FAR, FAR])
+    trunk = RegionTransform("trunk", rigid([0, 0, 0], [5, -3, 12], [0, 0, 0]), [-FAR] * 3, [FAR] * 3)
+    return PiecewiseTransform("prior", "current", (arm, trunk))
+
+
+def test_a_point_is_mapped_by_the_first_region_whose_box_holds_it():
+    transform = _two_regions()
+    assert transform.regions == ("left_arm", "trunk")
+    trunk_point = transform.map_point([0, 0, 0])
+    assert trunk_point.region == "trunk" and np.allclose(trunk_point.point, [5, -3, 12])
+    arm_point = transform.map_point([150, 0, 0])  # on the pivot: does not move
+    assert arm_point.region == "left_arm" and np.allclose(arm_point.point, [150, 0, 0])
+
+
+def test_the_inverse_maps_back_in_every_region():
+    transform = _two_regions()
+    for point in ([0, 10, -40], [180, 20, 5], [120, -5, 300]):
+        there = transform.map_point(point)
+        back = transform.inverse().map_point(there.point)
+        assert back.region == there.region
+        assert np.allclose(back.point, point)
+
+
+def test_a_nudge_moves_one_region_and_keeps_the_computed_matrix():
+    transform = _two_regions()
+    nudged = transform.nudged("trunk", [0, 0, 2])
+    assert np.allclose(nudged.map_point([0, 0, 0]).point, [5, -3, 14])
+    assert np.allclose(nudged.map_point([150, 0, 0]).point, [150, 0, 0])  # the arm is not nudged
+    assert np.allclose(nudged.region("trunk").matrix, transform.region("trunk").matrix)
+    assert nudged.is_corrected and not transform.is_corrected
+    assert np.allclose(nudged.inverse().map_point([5, -3, 14]).point, [0, 0, 0])
+    with pytest.raises(CnoError, match="no region 'spleen'"):
+        transform.nudged("spleen", [1, 0, 0])
+
+
+def test_the_document_round_trips_and_bad_documents_are_refused():
+    nudged = _two_regions().nudged("left_arm", [1, 2, 3])
+    document = nudged.to_dict()
+    assert document["schema_version"] == SCHEMA_VERSION
+    again = PiecewiseTransform.from_dict(document)
+    assert again.regions == nudged.regions
+    assert np.allclose(again.map_point([170, 4, 4]).point, nudged.map_point([170, 4, 4]).point)
+    with pytest.raises(CnoError, match="schema_version"):
+        PiecewiseTransform.from_dict({**document, "schema_version": "registration-0.1"})
+    flat = {**document, "regions": [{**document["regions"][0], "matrix": np.zeros((4, 4)).tolist()}]}
+    with pytest.raises(CnoError, match="not an invertible affine"):
+        PiecewiseTransform.from_dict(flat)
+
+
+@pytest.fixture(scope="module")
+def two_visits(tmp_path_factory):
+    """Two visits of one patient (repositioned), imported: (store, truth, prior id, current id)."""
+    root = tmp_path_factory.mktemp("visits")
+    truth = generate_study(root / "study", StudyPlan(stations=4, slices=16, matrix=96, seed=5, timepoints=2))
+    store = Store.open(root / "store")
+    import_paths(store, [root / "study"])
+
+    def stir(study_uid: str) -> str:
+        return next(v["volume_id"] for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
+
+    yield store, truth, stir(truth["visits"][0]["study_uid"]), stir(truth["visits"][1]["study_uid"])
+    store.close()
+
+
+def test_registration_error_at_the_lesions_is_within_one_in_plane_voxel(two_visits):
+    store, truth, prior, current = two_visits
+    result: dict = {}
+    worker = threading.Thread(target=lambda: result.update(t=transform_between(store, prior, current)))
+    worker.start()  # from a worker thread, with the main thread's store object
+    worker.join()
+    transform = result["t"]
+    true = truth["transforms"][0]["regions"]
+    voxel = StudyPlan(stations=4, matrix=96).pixel_mm
+    errors = {}
+    for lesion in truth["visits"][0]["lesions"]:
+        matrix = np.array(true[lesion["body_part"]])
+        point = np.array(lesion["lps_mm"])
+        expected = matrix[:3, :3] @ point + matrix[:3, 3]
+        errors[lesion["id"], lesion["body_part"]] = float(np.linalg.norm(transform.map_point(point).point - expected))
+    assert len(errors) >= 5 and max(errors.values()) <= voxel, errors
+
+
+def test_the_transform_is_cached_and_answers_the_reverse_question(two_visits):
+    store, _truth, prior, current = two_visits
+    computed = transform_between(store, prior, current)
+    assert cache_path(store, store.volume(prior), store.volume(current)).is_file()
+    cached = transform_between(store, prior, current, compute=False)
+    assert cached is not None and cached.regions == computed.regions
+    backward = transform_between(store, current, prior, compute=False)
+    assert backward is not None
+    point = [40.0, 10.0, 200.0]
+    assert np.allclose(backward.map_point(cached.map_point(point).point).point, point, atol=1e-6)
+
+
+def test_nothing_is_computed_when_not_asked_and_other_patients_are_refused(two_visits, tmp_path):
+    store, _truth, prior, current = two_visits
+    other = tmp_path / "other"
+    generate_study(other, StudyPlan(stations=2, slices=3, matrix=32, seed=9))
+    import_paths(store, [other])
+    stranger = next(v["volume_id"] for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"
+                    and v["volume_id"] not in (prior, current))
+    with pytest.raises(CnoError, match="different patients"):
+        transform_between(store, prior, stranger)
+    for path in cache_path(store, store.volume(prior), store.volume(current)).parent.glob("*.json"):
+        path.unlink()
+    assert transform_between(store, prior, current, compute=False) is None
