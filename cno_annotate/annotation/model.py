@@ -72,6 +72,7 @@ class Lesion:
     created_at: str = ""
     modified_by: str = ""
     modified_at: str = ""
+    stir_muscle_ratio: float | None = None  # STIR signal-intensity ratio lesion:muscle (ROI means)
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-ready); back through ``validation.lesion_from_fields``."""
@@ -133,6 +134,44 @@ def extent_sizes(extent: dict) -> tuple[tuple[float, float, float], float]:
     return (sizes[0], sizes[1], sizes[2]), area * sizes[normal] / 1000.0
 
 
+class RoiKind(StrEnum):
+    """The outline of a region of interest."""
+
+    ELLIPSE = "ellipse"  # points: centre, then a corner of the bounding box
+    RECTANGLE = "rectangle"  # points: two opposite corners
+    POLYGON = "polygon"  # points: the vertices (three or more)
+
+
+class RoiRole(StrEnum):
+    """What a region of interest measures."""
+
+    MEASUREMENT = "measurement"  # a plain measurement
+    MUSCLE = "muscle"  # the read's reference ROI (one per read): the denominator of signal ratios
+    LESION = "lesion"  # a lesion's ROI (``lesion_id``): the numerator of its STIR lesion:muscle ratio
+
+
+@dataclass(frozen=True)
+class Roi:
+    """A region of interest drawn on one slice, its points in LPS mm.
+
+    Built through :func:`cno_annotate.annotation.validation.make_roi`.
+    """
+
+    roi_id: str
+    kind: RoiKind
+    plane: str
+    points_mm: tuple[tuple[float, float, float], ...]
+    series_uid: str
+    role: RoiRole = RoiRole.MEASUREMENT
+    lesion_id: str | None = None
+
+    def to_dict(self) -> dict:
+        """Plain-dict form (JSON-ready); back through ``validation.roi_from_fields``."""
+        return {"roi_id": self.roi_id, "kind": str(self.kind), "plane": self.plane,
+                "points_mm": [[float(v) for v in p] for p in self.points_mm], "series_uid": self.series_uid,
+                "role": str(self.role), "lesion_id": self.lesion_id}
+
+
 @dataclass
 class Read:
     """One reader's reading of one study."""
@@ -156,6 +195,7 @@ class Read:
     supersedes: str | None = None  # the read this version replaces
     reason: str | None = None  # why a submitted read got a new version
     unit_grades: dict[str, dict] = field(default_factory=dict)  # unit id -> {item id: reader's unit grade}
+    rois: list[Roi] = field(default_factory=list)  # regions of interest, in drawing order
 
     def __post_init__(self) -> None:
         self.status = ReadStatus(self.status)
@@ -167,3 +207,15 @@ class Read:
             if lesion.lesion_id == lesion_id:
                 return lesion
         raise KeyError(lesion_id)
+
+    def roi(self, roi_id: str) -> Roi:
+        """The ROI with this id (KeyError if none)."""
+        for roi in self.rois:
+            if roi.roi_id == roi_id:
+                return roi
+        raise KeyError(roi_id)
+
+    @property
+    def muscle_roi(self) -> Roi | None:
+        """The read's reference (muscle) ROI, if drawn."""
+        return next((r for r in self.rois if r.role == RoiRole.MUSCLE), None)

@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus
+from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus, Roi, RoiRole
 from cno_annotate.annotation.scheme import Scheme, load_scheme
 from cno_annotate.annotation.scoring import (
     UNIT_MARKS,
@@ -40,8 +40,10 @@ from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, Taxonomy, load_ta
 from cno_annotate.annotation.validation import (
     check_read,
     lesion_from_fields,
+    make_roi,
     read_problems,
     reference_problems,
+    roi_from_fields,
 )
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 from cno_annotate.events import Event
@@ -103,8 +105,19 @@ def load_read(store: Store, read_id: str) -> Read:
             raise CnoError(f"the {r['item_id']} grade of {r['unit_id']} in read {read_id} is damaged: "
                            f"{_one_line(exc)}; run cno-annotate store check") from None
         unit_grades.setdefault(r["unit_id"], {})[r["item_id"]] = grade
+    rois = [_stored_roi(read_id, r["roi_id"], r["data"]) for r in store.db.execute(
+        "SELECT roi_id, data FROM rois WHERE read_id = ? ORDER BY ordinal", (read_id,))]
     fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
-    return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades)
+    return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades, rois=rois)
+
+
+def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
+    """An ROI row back through the validator; a damaged row is a one-line error naming read and ROI."""
+    try:
+        return roi_from_fields(json.loads(data))
+    except (ValueError, TypeError, CnoError) as exc:
+        raise CnoError(f"ROI {roi_id} of read {read_id} is damaged: {_one_line(exc)}; "
+                       f"run cno-annotate store check") from None
 
 
 def _stored_lesion(taxonomy: Taxonomy, scheme: Scheme, read_id: str, lesion_id: str, data) -> Lesion:
@@ -244,6 +257,9 @@ def _write_read(db, read: Read) -> None:
     for unit_id, grades in read.unit_grades.items():
         for item_id, grade in grades.items():
             db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read.read_id, unit_id, item_id, json.dumps(grade)))
+    for n, roi in enumerate(read.rois):
+        db.execute("INSERT INTO rois VALUES (?,?,?,?,?)", (read.read_id, roi.roi_id, n, json.dumps(roi.to_dict()),
+                                                           str(roi.role)))
     if read.status != ReadStatus.DRAFT:
         db.execute("UPDATE reads SET status = ? WHERE read_id = ?", (read.status, read.read_id))
 
@@ -273,6 +289,8 @@ class _Change:
     marks_after: dict
     grades_before: dict = dataclasses.field(default_factory=dict)  # (unit id, item id) -> unit grade or None
     grades_after: dict = dataclasses.field(default_factory=dict)
+    rois_before: dict = dataclasses.field(default_factory=dict)  # ROI id -> Roi or None
+    rois_after: dict = dataclasses.field(default_factory=dict)
 
 
 class ReadChangeKind(StrEnum):
@@ -463,7 +481,9 @@ class ReadSession:
         """Remove a lesion."""
         self._require_draft()
         before = self._lesion(lesion_id)
-        self._commit(_Change("delete lesion", {lesion_id: before}, {lesion_id: None}, {}, {}))
+        rois = {r.roi_id: r for r in self.read.rois if r.lesion_id == lesion_id}  # its ROI goes with it
+        self._commit(_Change("delete lesion", {lesion_id: before}, {lesion_id: None}, {}, {},
+                             rois_before=rois, rois_after=dict.fromkeys(rois)))
 
     def mark_unit(self, unit_id: str, mark: str | None) -> None:
         """Mark a bone unit "no_lesion" or "not_assessable" (None clears the mark)."""
@@ -507,6 +527,65 @@ class ReadSession:
             return None, False
         return unit.items[item_id], item_id not in unit.proposed
 
+    def add_roi(self, kind: str, plane: str, points_mm, series_uid: str) -> str:
+        """Draw a measurement ROI (points in LPS mm); returns its id (R1, R2, ... never reused in a session)."""
+        self._require_draft()
+        taken = [_lesion_number(r.roi_id) for r in self.read.rois]
+        taken += [_lesion_number(k) for c in self._undo + self._redo for k in {**c.rois_before, **c.rois_after}]
+        roi = make_roi(roi_id=f"R{1 + max(taken, default=0)}", kind=kind, plane=plane, points_mm=points_mm,
+                       series_uid=series_uid)
+        self._commit(_Change("draw ROI", {}, {}, {}, {}, rois_before={roi.roi_id: None}, rois_after={roi.roi_id: roi}))
+        return roi.roi_id
+
+    def delete_roi(self, roi_id: str, stir=None) -> None:
+        """Remove an ROI (undoable); the ratio of a lesion that loses its ROI or the muscle ROI is recomputed."""
+        self._require_draft()
+        self._roi(roi_id)
+        self._commit_rois("delete ROI", {roi_id: None}, stir)
+
+    def set_roi_role(self, roi_id: str, role: str, lesion_id: str | None = None, stir=None) -> None:
+        """Make an ROI the read's muscle reference, a lesion's ROI, or a plain measurement, in one undo step.
+
+        The muscle ROI that this one replaces becomes a measurement, as does
+        a lesion's earlier ROI. Each lesion's STIR lesion:muscle ratio is then
+        recomputed on ``stir`` (a :class:`~cno_annotate.io.volume.Volume` of
+        the case's STIR series; without one, changed ratios are cleared).
+        """
+        self._require_draft()
+        roi = self._roi(roi_id)
+        if lesion_id is not None:
+            self._lesion(lesion_id)
+        changed = {roi_id: roi_from_fields({**roi.to_dict(), "role": role, "lesion_id": lesion_id})}
+        for other in self.read.rois:
+            replaced = (role == RoiRole.MUSCLE and other.role == RoiRole.MUSCLE) or (
+                role == RoiRole.LESION and other.lesion_id == lesion_id)
+            if other.roi_id != roi_id and replaced:
+                changed[other.roi_id] = dataclasses.replace(other, role=RoiRole.MEASUREMENT, lesion_id=None)
+        self._commit_rois(f"ROI {roi_id} {role}", changed, stir)
+
+    def _commit_rois(self, label: str, changed: dict, stir) -> None:
+        """One change of ROIs, with the lesion ratios it moves."""
+        before = {k: next((r for r in self.read.rois if r.roi_id == k), None) for k in changed}
+        rois = [r for r in [changed.get(r.roi_id, r) for r in self.read.rois] if r is not None]
+        rois += [r for k, r in changed.items() if before[k] is None and r is not None]
+        lesions_before, lesions_after = {}, {}
+        for lesion_id, ratio in _ratios(self.read, rois, stir).items():
+            lesion = self._lesion(lesion_id)
+            if lesion.stir_muscle_ratio != ratio:
+                lesions_before[lesion_id] = lesion
+                lesions_after[lesion_id] = self._validated({**lesion.to_dict(), "stir_muscle_ratio": ratio})
+        after = dataclasses.replace(self.read, rois=rois)
+        problems = [p for p in read_problems(after, self.taxonomy) if p.path.startswith(".rois")]
+        if problems:
+            raise CnoError(problems[0].reason)
+        self._commit(_Change(label, lesions_before, lesions_after, {}, {}, rois_before=before, rois_after=changed))
+
+    def _roi(self, roi_id: str) -> Roi:
+        try:
+            return self.read.roi(roi_id)
+        except KeyError:
+            raise CnoError(f"read {self.read.read_id} has no ROI {roi_id!r}") from None
+
     def submit(self) -> None:
         """Submit the read: it is locked from then on (the database refuses later changes)."""
         self._require_draft()
@@ -539,7 +618,8 @@ class ReadSession:
         self._require_draft()
         change = self._undo[-1]
         self._write(change.lesions_before, change.marks_before, action=f"undo {change.label}",
-                    before=(change.lesions_after, change.marks_after), unit_grades=change.grades_before)
+                    before=(change.lesions_after, change.marks_after), unit_grades=change.grades_before,
+                    rois=(change.rois_before, change.rois_after))
         self._redo.append(self._undo.pop())
         self.changed.emit(ReadChange(ReadChangeKind.UNDO, change.label))
 
@@ -550,7 +630,8 @@ class ReadSession:
         self._require_draft()
         change = self._redo[-1]
         self._write(change.lesions_after, change.marks_after, action=f"redo {change.label}",
-                    before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
+                    before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after,
+                    rois=(change.rois_after, change.rois_before))
         self._undo.append(self._redo.pop())
         self.changed.emit(ReadChange(ReadChangeKind.REDO, change.label))
 
@@ -590,7 +671,8 @@ class ReadSession:
 
     def _commit(self, change: _Change) -> None:
         self._write(change.lesions_after, change.marks_after, action=change.label,
-                    before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after)
+                    before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after,
+                    rois=(change.rois_after, change.rois_before))
         self._remember(change)
 
     def _remember(self, change: _Change) -> None:
@@ -631,7 +713,8 @@ class ReadSession:
                             f"reloaded: check it and repeat the change")
 
     def _write(self, lesions: dict, marks: dict, action: str = "change", before: tuple = ({}, {}),
-               new_lesion: Lesion | None = None, unit_grades: dict | None = None) -> Lesion | None:
+               new_lesion: Lesion | None = None, unit_grades: dict | None = None,
+               rois: tuple[dict, dict] = ({}, {})) -> Lesion | None:
         """Apply lesion, mark and unit-grade states, with their audit entry, in one transaction; then in memory.
 
         The write goes through only if the stored read is still the draft at
@@ -662,7 +745,10 @@ class ReadSession:
                     lesions, before = {new_lesion.lesion_id: new_lesion}, ({new_lesion.lesion_id: None}, {})
                 _write_rows(db, read_id, lesions, marks, before, ordinals)
                 _write_unit_grades(db, read_id, unit_grades or {})
+                _write_rois(db, read_id, *rois, ordinals={r.roi_id: n for n, r in enumerate(self.read.rois)})
                 after = _state_json(lesions, marks)
+                if rois[0]:
+                    after["rois"] = {k: (v.to_dict() if v is not None else None) for k, v in rois[0].items()}
                 if unit_grades:
                     after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
                 audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after,
@@ -693,6 +779,18 @@ def _write_rows(db, read_id: str, lesions: dict, marks: dict, before: tuple, ord
             db.execute("UPDATE unit_marks SET mark = ? WHERE read_id = ? AND unit_id = ?", (mark, read_id, unit_id))
 
 
+def _write_rois(db, read_id: str, rois: dict, rois_before: dict, ordinals: dict) -> None:
+    """ROI rows: every changed row deleted first (so a muscle ROI handed on frees its place), then the new ones."""
+    for roi_id in rois:
+        db.execute("DELETE FROM rois WHERE read_id = ? AND roi_id = ?", (read_id, roi_id))
+    for roi_id, roi in rois.items():
+        if roi is None:
+            continue
+        ordinal = ordinals.get(roi_id, _lesion_number(roi_id))
+        db.execute("INSERT INTO rois VALUES (?,?,?,?,?)", (read_id, roi_id, ordinal, json.dumps(roi.to_dict()),
+                                                           str(roi.role)))
+
+
 def _write_unit_grades(db, read_id: str, unit_grades: dict) -> None:
     """Unit grades, keyed (unit id, item id): each replaced by its new value, or removed for None."""
     for (unit_id, item_id), grade in unit_grades.items():
@@ -700,6 +798,29 @@ def _write_unit_grades(db, read_id: str, unit_grades: dict) -> None:
                    (read_id, unit_id, item_id))
         if grade is not None:
             db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, unit_id, item_id, json.dumps(grade)))
+
+
+def _ratios(read: Read, rois: list[Roi], stir) -> dict[str, float | None]:
+    """The STIR lesion:muscle ratio of every lesion whose ratio the ROIs ``rois`` may change.
+
+    A lesion with an ROI gets lesion mean / muscle mean on ``stir`` (None
+    without a STIR volume or a muscle ROI); a lesion that had a ratio and
+    has no ROI any more gets None.
+    """
+    from cno_annotate.display.measure import signal_ratio
+
+    muscle = next((r for r in rois if r.role == RoiRole.MUSCLE), None)
+    by_lesion = {r.lesion_id: r for r in rois if r.role == RoiRole.LESION}
+    out: dict[str, float | None] = {}
+    for lesion in read.lesions:
+        roi = by_lesion.get(lesion.lesion_id)
+        if roi is None:
+            if lesion.stir_muscle_ratio is not None:
+                out[lesion.lesion_id] = None
+            continue
+        ratio = None if (stir is None or muscle is None) else signal_ratio(roi, muscle, stir)
+        out[lesion.lesion_id] = None if ratio is None else round(ratio, 4)
+    return out
 
 
 def _latest_read_id(store: Store, study_uid: str, reader: str, reading_study: str | None, role: str) -> str | None:

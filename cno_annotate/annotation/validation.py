@@ -36,6 +36,9 @@ from cno_annotate.annotation.model import (
     Read,
     ReadingRole,
     ReadStatus,
+    Roi,
+    RoiKind,
+    RoiRole,
     Side,
     UnitMark,
     extent_sizes,
@@ -136,7 +139,7 @@ def make_lesion(taxonomy: Taxonomy, scheme: Scheme, *, lesion_id: str, position:
                 site_id: str | None = None, side: str | None = None, subsite: str | None = None,
                 extent: dict | None = None, grades: Mapping | None = None, comment: str = "",
                 confidence: int | None = None, created_by: str = "", created_at: str = "",
-                modified_by: str = "", modified_at: str = "") -> Lesion:
+                modified_by: str = "", modified_at: str = "", stir_muscle_ratio: Any = None) -> Lesion:
     """Build a lesion that is valid for this taxonomy and scheme.
 
     Returns
@@ -182,7 +185,67 @@ def make_lesion(taxonomy: Taxonomy, scheme: Scheme, *, lesion_id: str, position:
         created_at=_text(created_at, ".created.at", "the creation time"),
         modified_by=_text(modified_by, ".modified.by", "the last editor"),
         modified_at=_text(modified_at, ".modified.at", "the modification time"),
+        stir_muscle_ratio=_ratio(stir_muscle_ratio),
     )
+
+
+def _ratio(value: Any) -> float | None:
+    """A signal-intensity ratio: a finite number above 0 (or None)."""
+    if value is None:
+        return None
+    ratio = _finite(value, ".stir_muscle_ratio", "the STIR lesion:muscle ratio")
+    if not 0 < ratio < 1e6:
+        raise _refuse(".stir_muscle_ratio", f"the STIR lesion:muscle ratio must be above 0, not {ratio!r}")
+    return ratio
+
+
+# -- regions of interest ------------------------------------------------------------------------
+def make_roi(*, roi_id: str, kind: Any, plane: Any, points_mm: Any, series_uid: str,
+             role: Any = RoiRole.MEASUREMENT, lesion_id: str | None = None) -> Roi:
+    """Build a region of interest: a known kind and plane, the points the kind needs, a lesion only for a lesion ROI.
+
+    Raises
+    ------
+    InvalidLesion
+        Naming the field and why.
+    """
+    _text(roi_id, ".roi_id", "the ROI id")
+    if not roi_id:
+        raise _refuse(".roi_id", "an ROI needs an id")
+    try:
+        checked_kind = RoiKind(kind)
+    except ValueError:
+        raise _refuse(".kind", f"an ROI is an ellipse, a rectangle or a polygon, not {kind!r}") from None
+    try:
+        checked_role = RoiRole(role)
+    except ValueError:
+        raise _refuse(".role", f"an ROI's role is measurement, muscle or lesion, not {role!r}") from None
+    if plane not in PLANE_AXES:
+        raise _refuse(".plane", f"a plane is one of {', '.join(PLANE_AXES)}")
+    if not _sequence(points_mm):
+        raise _refuse(".points_mm", "the points must be a list of LPS positions")
+    needed = 3 if checked_kind == RoiKind.POLYGON else 2
+    if (len(points_mm) < needed) if checked_kind == RoiKind.POLYGON else (len(points_mm) != needed):
+        raise _refuse(".points_mm", f"a {checked_kind} ROI needs {'at least ' if needed == 3 else ''}{needed} points")
+    points = tuple(_position(p, f".points_mm[{n}]") for n, p in enumerate(points_mm))
+    if checked_role == RoiRole.LESION:
+        if not lesion_id:
+            raise _refuse(".lesion_id", "a lesion ROI names its lesion")
+        _text(lesion_id, ".lesion_id", "the lesion id")
+    elif lesion_id is not None:
+        raise _refuse(".lesion_id", f"only a lesion ROI names a lesion (this one is a {checked_role} ROI)")
+    return Roi(roi_id=roi_id, kind=checked_kind, plane=plane, points_mm=points,
+               series_uid=_text(series_uid, ".series_uid", "the series UID"), role=checked_role, lesion_id=lesion_id)
+
+
+def roi_from_fields(fields: Mapping) -> Roi:
+    """:func:`make_roi` from the stored (``Roi.to_dict``) form."""
+    if not isinstance(fields, Mapping):
+        raise _refuse("", "an ROI must be an object")
+    unknown = set(fields) - set(Roi.__dataclass_fields__)
+    if unknown:
+        raise _refuse("", f"an ROI has no field {min(unknown)!r}")
+    return make_roi(**fields)
 
 
 def lesion_from_fields(taxonomy: Taxonomy, scheme: Scheme, fields: Mapping) -> Lesion:
@@ -304,7 +367,9 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
     - every unit mark names a bone unit of the taxonomy and is ``no_lesion`` or ``not_assessable``;
     - a unit that holds lesions carries no mark (a "not assessable" unit with lesions would be
       counted in concordance and dropped by scoring);
-    - a submitted read places every lesion: a site, and a side where the site is lateral.
+    - a submitted read places every lesion: a site, and a side where the site is lateral;
+    - ROI ids are unique, one muscle (reference) ROI at most, a lesion ROI names a lesion of the
+      read and each lesion has one ROI at most.
     """
     problems = []
     if not 0 <= read.revision <= SQLITE_MAX_INT:
@@ -339,6 +404,27 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
                 label = taxonomy.site(lesion.site_id).label
                 problems.append(Problem(f".lesions[{n}].laterality", f"lesion {lesion.lesion_id} of a submitted read "
                                                                      f"needs a side ({label} is lateral)"))
+    return problems + _roi_problems(read)
+
+
+def _roi_problems(read: Read) -> list[Problem]:
+    problems, seen, muscle, measured = [], set(), None, set()
+    lesions = {lesion.lesion_id for lesion in read.lesions}
+    for n, roi in enumerate(read.rois):
+        if roi.roi_id in seen:
+            problems.append(Problem(f".rois[{n}].roi_id", f"two ROIs are called {roi.roi_id}"))
+        seen.add(roi.roi_id)
+        if roi.role == RoiRole.MUSCLE:
+            if muscle is not None:
+                problems.append(Problem(f".rois[{n}].role", f"a read has one muscle ROI ({muscle} already is)"))
+            muscle = roi.roi_id
+        if roi.role == RoiRole.LESION:
+            if roi.lesion_id not in lesions:
+                problems.append(Problem(f".rois[{n}].lesion_id", f"ROI {roi.roi_id} names lesion {roi.lesion_id}, "
+                                                                 f"which the read does not have"))
+            elif roi.lesion_id in measured:
+                problems.append(Problem(f".rois[{n}].lesion_id", f"lesion {roi.lesion_id} has an ROI already"))
+            measured.add(roi.lesion_id)
     return problems
 
 

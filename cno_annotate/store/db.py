@@ -217,12 +217,14 @@ MIGRATIONS: list[Step] = [
     CREATE TRIGGER package_uids_fixed BEFORE UPDATE ON package_uids
         BEGIN SELECT RAISE(ABORT, 'a stand-in UID never changes'); END;
     """,
+    # 11: a read's regions of interest (ROIs; data is the ROI's JSON form, points in LPS mm), locked with the read.
+    lambda connection: _add_rois(connection),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Checked at every open (quick_check): small, and what must never be served damaged.
-QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "audit", "audit_head", "reading_studies",
+QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "audit", "audit_head", "reading_studies",
                         "rs_cases", "rs_readers", "rs_worklists", "patients", "studies")
 
 #: Raised by the triggers below; reads.py turns it into ReadLocked.
@@ -249,6 +251,39 @@ LOCKS = f"""
         WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
         BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
     """ for table in ("lesions", "unit_marks", "unit_grades"))
+
+
+def _row_locks(table: str) -> str:
+    """Triggers refusing any change to ``table``'s rows of a submitted read."""
+    return f"""
+    CREATE TRIGGER {table}_locked_insert BEFORE INSERT ON {table}
+        WHEN (SELECT status FROM reads WHERE read_id = NEW.read_id) = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER {table}_locked_update BEFORE UPDATE ON {table}
+        WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
+          OR (SELECT status FROM reads WHERE read_id = NEW.read_id) = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER {table}_locked_delete BEFORE DELETE ON {table}
+        WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    """
+
+
+ROIS = """
+    CREATE TABLE rois (
+        read_id TEXT NOT NULL REFERENCES reads (read_id) ON DELETE CASCADE,
+        roi_id TEXT NOT NULL, ordinal INTEGER NOT NULL, data TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('measurement', 'muscle', 'lesion')),
+        PRIMARY KEY (read_id, roi_id)
+    );
+    CREATE UNIQUE INDEX rois_one_muscle ON rois (read_id) WHERE role = 'muscle';
+""" + _row_locks("rois")
+
+
+def _add_rois(connection: sqlite3.Connection) -> None:
+    """Migration 11: the rois table, one muscle ROI per read, locked with its read."""
+    for statement in statements(ROIS):
+        connection.execute(statement)
 
 
 #: Raised when a change would replace a submitted read of the same case; reads.py makes it a ReadConflict.
