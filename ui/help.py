@@ -26,7 +26,17 @@ SHORTCUTS = [
         ("I", "Invert the grey scale"),
         ("H", "Hide / show markers, crosshair and text over the images"),
         ("D", "Ruler: drag to measure a distance in mm (one ruler per view, shown on its slice)"),
-        ("Esc", "Leave mark or ruler mode; the keyboard goes back to the image"),
+        ("Esc", "Leave mark, ruler or ROI mode (an ROI being drawn is dropped); the keyboard goes back to the image"),
+    ]),
+    ("Measuring: regions of interest (ROIs)", [
+        ("E", "Ellipse ROI: drag from its centre"),
+        ("B", "Rectangle ROI: drag from corner to corner"),
+        ("P", "Polygon ROI: click each vertex; double click, Enter or a click on the first vertex closes it"),
+        ("Beside each ROI", "Mean, SD, min, max of the voxels of the series shown in that view, and area in mm²"),
+        ("Click inside an ROI", "Select it"),
+        ("Delete (on the image)", "Delete the selected ROI; Ctrl+Z brings it back"),
+        ("U", "The selected ROI becomes the read's muscle reference"),
+        ("L", "The selected ROI becomes the selected lesion's ROI: its STIR lesion:muscle ratio is stored on it"),
     ]),
     ("Marking lesions", [
         ("M", "Mark mode for one lesion (Keep marking: stay in mark mode)"),

@@ -220,6 +220,8 @@ class MainWindow(QMainWindow):
             panel.view.lesion_drawn.connect(self._lesion_drawn)
             panel.view.marker_clicked.connect(self._marker_clicked)
             panel.view.activated.connect(self._view_activated)
+            panel.view.roi_drawn.connect(self._roi_drawn)
+            panel.view.roi_delete.connect(self._delete_roi)
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)
@@ -316,6 +318,7 @@ class MainWindow(QMainWindow):
         self.redo_action.triggered.connect(lambda: self._edit_read(lambda r: r.redo()))
         for action in (self.mark_action, self.sticky_action, self.ruler_action, self.undo_action, self.redo_action):
             bar.addAction(action)
+        self._build_roi_actions(bar)
         bar.addSeparator()
         self.region = QComboBox(self)
         self.region.addItem("Go to region…")
@@ -360,6 +363,35 @@ class MainWindow(QMainWindow):
         quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         quit_action.triggered.connect(self.close)
         self.addAction(quit_action)
+
+    def _build_roi_actions(self, bar: QToolBar) -> None:
+        """ROI tools (E ellipse, B rectangle, P polygon) and the roles of the selected ROI (U muscle, L lesion)."""
+        bar.addSeparator()
+        self.roi_actions: dict[str, QAction] = {}
+        for kind, key, tip in (("ellipse", Qt.Key_E, "drag from its centre"),
+                               ("rectangle", Qt.Key_B, "drag from corner to corner"),
+                               ("polygon", Qt.Key_P, "click each vertex; double click, Enter or a click on the first "
+                                                     "vertex closes it")):
+            action = QAction(f"{kind.capitalize()} ROI", self)
+            action.setCheckable(True)
+            action.setShortcut(QKeySequence(key))
+            action.setToolTip(f"{kind.capitalize()} region of interest: {tip} "
+                              f"({QKeySequence(key).toString()}; Esc cancels)")
+            action.toggled.connect(lambda on, k=kind: self._set_roi_tool(k, on))
+            bar.addAction(action)
+            self.roi_actions[kind] = action
+        self.muscle_action = QAction("Muscle ROI", self)
+        self.muscle_action.setShortcut(QKeySequence(Qt.Key_U))
+        self.muscle_action.setToolTip("Make the selected ROI the read's muscle reference (U): the denominator of "
+                                      "every lesion's STIR lesion:muscle ratio")
+        self.muscle_action.triggered.connect(lambda: self.set_roi_role("muscle"))
+        self.lesion_roi_action = QAction("Lesion ROI", self)
+        self.lesion_roi_action.setShortcut(QKeySequence(Qt.Key_L))
+        self.lesion_roi_action.setToolTip("Make the selected ROI the selected lesion's ROI (L): its STIR "
+                                          "lesion:muscle ratio is stored on the lesion")
+        self.lesion_roi_action.triggered.connect(lambda: self.set_roi_role("lesion"))
+        bar.addAction(self.muscle_action)
+        bar.addAction(self.lesion_roi_action)
 
     def _build_status_bar(self) -> None:
         self.position_label = QLabel("", self)
@@ -635,6 +667,8 @@ class MainWindow(QMainWindow):
                 markers.append(Marker(lesion.position, extent_radii(lesion.extent), label, colour, selected,
                                       lesion.lesion_id))
         self.session.set_markers(markers)
+        rois = self.read_session.read.rois if self.read_session is not None else []
+        self.session.set_rois(rois, self._roi_titles(), self.session.selected_roi)
 
     def _read_changed(self, change: ReadChange) -> None:
         self._refresh_markers()
@@ -656,9 +690,84 @@ class MainWindow(QMainWindow):
         except CnoError as exc:
             self.statusBar().showMessage(str(exc), 10000)
 
+    def _set_roi_tool(self, kind: str, on: bool) -> None:
+        """Draw ROIs of this kind with the left button (one ROI, then back to navigation)."""
+        if on:
+            self.mark_action.setChecked(False)
+            self.ruler_action.setChecked(False)
+            for other, action in self.roi_actions.items():
+                if other != kind:
+                    action.setChecked(False)
+        elif any(a.isChecked() for a in self.roi_actions.values()):
+            return  # another tool took over
+        for panel in self.panels.values():
+            panel.view.cancel_roi()
+            panel.view.roi_tool = kind if on else None
+            panel.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
+        if on:
+            self.statusBar().showMessage(f"{kind.capitalize()} ROI: {self.roi_actions[kind].toolTip()}", 8000)
+
+    def _roi_drawn(self, name: str, kind: str, points) -> None:
+        """Keep a drawn ROI with the read (one undo step) and select it."""
+        view = self.session.views[name]
+        self.roi_actions[kind].setChecked(False)  # one ROI per key press
+        if self.read_session is None or not view.ready:
+            self.statusBar().showMessage("Open a study before drawing ROIs", 10000)
+            return
+        try:
+            roi_id = self.read_session.add_roi(kind, view.plane, [tuple(float(v) for v in p) for p in points],
+                                               view.volume.volume_id)
+        except CnoError as exc:
+            self.statusBar().showMessage(str(exc), 10000)
+            return
+        self.session.select_roi(roi_id)
+        self.statusBar().showMessage(f"{roi_id} drawn: U makes it the muscle reference, L the selected lesion's ROI, "
+                                     f"Delete removes it", 10000)
+
+    def _delete_roi(self, roi_id: str) -> None:
+        self._edit_read(lambda r: r.delete_roi(roi_id, stir=self.stir_volume()))
+
+    def stir_volume(self):
+        """The case's STIR volume shown in a view (the ratios are measured on it), or None."""
+        return next((v.volume for v in self.session.views.values() if v.ready and v.volume.role == "STIR"), None)
+
+    def set_roi_role(self, role: str) -> None:
+        """Make the selected ROI the muscle reference or the selected lesion's ROI."""
+        roi_id = self.session.selected_roi
+        if self.read_session is None or roi_id is None:
+            self.statusBar().showMessage("Select an ROI first: draw one (E, B, P) or click inside one", 10000)
+            return
+        lesion_id = self.lesion_panel.selected if role == "lesion" else None
+        if role == "lesion" and not lesion_id:
+            self.statusBar().showMessage("Select the lesion first (click its marker or pick it in the list)", 10000)
+            return
+        stir = self.stir_volume()
+        self._edit_read(lambda r: r.set_roi_role(roi_id, role, lesion_id, stir=stir))
+        self.session.select_roi(roi_id)
+        if stir is None:
+            self.statusBar().showMessage("No STIR series is shown: the STIR lesion:muscle ratio cannot be measured",
+                                         10000)
+
+    def _roi_titles(self) -> dict[str, str]:
+        """What each ROI's label says: its id and role, and a lesion ROI's ratio."""
+        titles = {}
+        read = self.read_session.read if self.read_session is not None else None
+        for roi in read.rois if read is not None else []:
+            if roi.role == "muscle":
+                titles[roi.roi_id] = f"{roi.roi_id} muscle (reference)"
+            elif roi.role == "lesion" and read is not None:
+                ratio = read.lesion(roi.lesion_id).stir_muscle_ratio if roi.lesion_id else None
+                shown = f"STIR lesion:muscle {ratio:.2f}" if ratio is not None else "no ratio yet (muscle ROI: U)"
+                titles[roi.roi_id] = f"{roi.roi_id} lesion {roi.lesion_id}  {shown}"
+            else:
+                titles[roi.roi_id] = roi.roi_id
+        return titles
+
     def _set_ruler_mode(self, on: bool) -> None:
         if on:
             self.mark_action.setChecked(False)
+            for action in self.roi_actions.values():
+                action.setChecked(False)
         for panel in self.panels.values():
             panel.view.ruler_mode = on
             if not self.mark_action.isChecked():
@@ -667,6 +776,8 @@ class MainWindow(QMainWindow):
     def _set_mark_mode(self, on: bool) -> None:
         if on:
             self.ruler_action.setChecked(False)
+            for action in self.roi_actions.values():
+                action.setChecked(False)
         for panel in self.panels.values():
             panel.view.mark_mode = on
             panel.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
@@ -829,9 +940,12 @@ class MainWindow(QMainWindow):
         if key == Qt.Key_Escape:
             for panel in self.panels.values():
                 panel.view.cancel_pending_click()
+                panel.view.cancel_roi()
             self.lesion_panel.flush()
             self.mark_action.setChecked(False)
             self.ruler_action.setChecked(False)
+            for action in self.roi_actions.values():
+                action.setChecked(False)
             self.focus_image()
             return True
         view = self.active_view()

@@ -41,6 +41,9 @@ OUTLINE = QColor(0, 0, 0, 220)
 LETTERS = QColor(255, 210, 90)
 MISSING = QColor(255, 140, 0)
 RULER = QColor(120, 255, 160)
+#: ROI outlines by role: a measurement, the muscle reference, a lesion's ROI.
+ROI_COLOURS = {"measurement": QColor(255, 160, 64), "muscle": QColor(185, 140, 255), "lesion": QColor(96, 224, 255)}
+ROI_TOOLS = ("ellipse", "rectangle", "polygon")
 WHEEL_NOTCH = 120  # angle delta of one wheel notch (Qt: eighths of a degree)
 _NICE_MM = (5, 10, 20, 50, 100, 200, 500)
 _ZOOM_STEP = 1.25
@@ -54,6 +57,9 @@ class SliceView(QWidget):
     lesion_drawn = Signal(str, object, object)  # view name, LPS centre, extent dict or None
     marker_clicked = Signal(str)  # the key of the marker clicked (a lesion id for the open read)
     activated = Signal(str)  # the view got the keyboard or the mouse: it is the active view
+    roi_drawn = Signal(str, str, object)  # view name, ROI kind, list of LPS points
+    roi_clicked = Signal(str)  # the id of the ROI clicked
+    roi_delete = Signal(str)  # Delete pressed on the image with this ROI selected
 
     def __init__(self, session: ViewerSession, name: str, parent=None):
         super().__init__(parent)
@@ -75,6 +81,10 @@ class SliceView(QWidget):
         self._rubber: tuple[QPointF, QPointF] | None = None
         self._wheel_rest = 0  # angle delta not yet turned into a slice step
         self._measuring: tuple[QPointF, QPointF] | None = None  # a ruler being drawn
+        self.roi_tool: str | None = None  # "ellipse", "rectangle" or "polygon": left drag / clicks draw an ROI
+        self._roi_drag: tuple[QPointF, QPointF] | None = None  # an ellipse or rectangle being dragged
+        self._polygon: list[tuple[float, float]] = []  # image (row, column) of the vertices placed so far
+        self._hover: QPointF | None = None
         self._pending_click: tuple[QPointF, QPointF] | None = None  # a mark click waiting out a double click
         self._click_timer = QTimer(self)
         self._click_timer.setSingleShot(True)
@@ -180,11 +190,13 @@ class SliceView(QWidget):
             painter.setRenderHint(QPainter.Antialiasing, True)
             self._paint_markers(painter)
             self._paint_rulers(painter)
+            self._paint_rois(painter)
             self._paint_crosshair(painter)
             self._paint_annotations(painter, view)
         self._paint_badge(painter)
         if self._rubber is not None:
             self._paint_rubber(painter)
+        self._paint_roi_in_progress(painter)
         painter.end()
         if not self._painted_once:
             self._painted_once = True
@@ -298,6 +310,60 @@ class SliceView(QWidget):
                     painter.drawEllipse(end, 2.5, 2.5)
             _outlined_text(painter, b + QPointF(6, -6), label, RULER)
 
+    def roi_labels(self) -> list[tuple[str, str]]:
+        """(title, statistics) of every ROI on the displayed slice, as painted beside it."""
+        return [(sr.title, sr.stats.label if sr.stats is not None else "no voxel inside")
+                for sr in self.session.rois_on(self.name)]
+
+    def _paint_rois(self, painter: QPainter) -> None:
+        """Outlines of the ROIs of this slice, with their title and statistics on this view's volume."""
+        painter.save()
+        painter.setFont(QFont(self.font().family(), 10))
+        metrics = QFontMetricsF(painter.font())
+        for sr in self.session.rois_on(self.name):
+            points = [self.image_to_widget(float(r), float(c)) for r, c in sr.outline]
+            path = QPainterPath(points[0])
+            for point in points[1:]:
+                path.lineTo(point)
+            path.closeSubpath()
+            colour = ROI_COLOURS[str(sr.roi.role)]
+            painter.setBrush(Qt.NoBrush)
+            painter.setPen(QPen(OUTLINE, 5 if sr.selected else 4))
+            painter.drawPath(path)
+            painter.setPen(QPen(colour, 3 if sr.selected else 1.5))
+            painter.drawPath(path)
+            lines = [sr.title] + (sr.stats.label if sr.stats is not None else "no voxel inside").split("\n")
+            box = path.boundingRect()
+            width = max(metrics.horizontalAdvance(line) for line in lines)
+            height = metrics.height() * len(lines)
+            x = min(max(4.0, box.left()), self.width() - 4 - width)
+            top = box.bottom() + 4 if box.bottom() + 4 + height < self.height() - 4 else box.top() - 4 - height
+            for n, line in enumerate(lines):
+                _outlined_text(painter, QPointF(x, max(0.0, top) + metrics.ascent() + n * metrics.height()), line,
+                               colour)
+        painter.restore()
+
+    def _paint_roi_in_progress(self, painter: QPainter) -> None:
+        """The ellipse or rectangle being dragged, or the polygon's vertices so far."""
+        pen = QPen(ROI_COLOURS["measurement"], 1.5, Qt.DashLine)
+        painter.setPen(pen)
+        painter.setBrush(Qt.NoBrush)
+        if self._roi_drag is not None:
+            start, end = self._roi_drag
+            d = end - start
+            if self.roi_tool == "rectangle":
+                painter.drawRect(QRectF(start, end).normalized())
+            else:
+                painter.drawEllipse(start, abs(d.x()), abs(d.y()))
+        if self._polygon:
+            points = [self.image_to_widget(r, c) for r, c in self._polygon]
+            if self._hover is not None:
+                points.append(self._hover)
+            for a, b in zip(points, points[1:]):
+                painter.drawLine(a, b)
+            for point in points[: len(self._polygon)]:
+                painter.drawEllipse(point, 2.5, 2.5)
+
     def _paint_annotations(self, painter: QPainter, view: ViewState) -> None:
         w, h = self.width(), self.height()
         bold = QFont(self.font().family(), 12, QFont.Bold)
@@ -382,6 +448,7 @@ class SliceView(QWidget):
         texts += [sm.marker.label for sm in self.session.screen_markers(self.name)]
         texts.append(self.badge_text())
         texts += [r.label for r in self.session.rulers_on(self.name)]
+        texts += [line for pair in self.roi_labels() for text in pair for line in text.split("\n")]
         return texts
 
     def _scale_bar(self) -> tuple[float, str]:
@@ -427,6 +494,11 @@ class SliceView(QWidget):
             self._drag = ("pan", event.position(), self._centre_pixel())
         elif button == Qt.RightButton:
             self._drag = ("window", event.position(), self.state.window)
+        elif button == Qt.LeftButton and self.roi_tool in ("ellipse", "rectangle"):
+            self._drag = ("roi", event.position(), None)
+            self._roi_drag = (event.position(), event.position())
+        elif button == Qt.LeftButton and self.roi_tool == "polygon":
+            self._add_vertex(event.position())
         elif button == Qt.LeftButton and self.ruler_mode:
             self._drag = ("ruler", event.position(), None)
             self._measuring = (event.position(), event.position())
@@ -440,6 +512,11 @@ class SliceView(QWidget):
                 self._drag = None
                 self.marker_clicked.emit(hit)
                 return
+            roi = self.session.roi_at(self.name, *self.widget_to_image(event.position()))
+            if roi is not None or self.session.selected_roi is not None:
+                self.session.select_roi(roi)
+                if roi is not None:
+                    self.roi_clicked.emit(roi)
             self._drag = ("point", event.position(), None)
             self._move_point(event.position())
 
@@ -456,6 +533,9 @@ class SliceView(QWidget):
         position = event.position()
         row, col = self.widget_to_image(position)
         self.hovered.emit(self.state.screen_to_lps(row, col))
+        if self._polygon:
+            self._hover = position
+            self.update()
         if self._drag is None:
             return
         mode, start, value = self._drag
@@ -466,6 +546,9 @@ class SliceView(QWidget):
             self.update()
         elif mode == "ruler":
             self._measuring = (start, position)
+            self.update()
+        elif mode == "roi":
+            self._roi_drag = (start, position)
             self.update()
         elif mode == "window":
             self._drag_window(position - start, value)
@@ -479,6 +562,11 @@ class SliceView(QWidget):
                 self.session.add_ruler(self.name, self.state.screen_to_lps(*clip_to_image(self.state, *self.widget_to_image(start))),
                                        self.state.screen_to_lps(*clip_to_image(self.state, *self.widget_to_image(end))))
         self._measuring = None
+        if self._drag is not None and self._drag[0] == "roi" and event.button() == Qt.LeftButton:
+            start, end = self._drag[1], event.position()
+            if (end - start).manhattanLength() >= 4:
+                self.roi_drawn.emit(self.name, self.roi_tool, [self._lps_at(start), self._lps_at(end)])
+        self._roi_drag = None
         if self._drag is not None and self._drag[0] == "mark" and event.button() == Qt.LeftButton:
             start, end, box = self._drag[1], event.position(), self._drag[2]
             if (end - start).manhattanLength() < 4:
@@ -492,6 +580,9 @@ class SliceView(QWidget):
         self.update()
 
     def mouseDoubleClickEvent(self, event) -> None:  # noqa: N802
+        if self.roi_tool == "polygon" and event.button() == Qt.LeftButton:
+            self.close_polygon()  # a double click ends the polygon (its first click placed the last vertex)
+            return
         self._click_timer.stop()
         self._pending_click = None
         self._drag = None
@@ -535,6 +626,39 @@ class SliceView(QWidget):
         """Whether a mark click waits out a double click (keys typed now go to its site box)."""
         return self._pending_click is not None
 
+    def _lps_at(self, position: QPointF) -> np.ndarray:
+        return self.state.screen_to_lps(*clip_to_image(self.state, *self.widget_to_image(position)))
+
+    def _add_vertex(self, position: QPointF) -> None:
+        """Place a polygon vertex; a click on the first vertex (within 6 pixels) closes the polygon."""
+        if len(self._polygon) >= 3:
+            first = self.image_to_widget(*self._polygon[0])
+            if (first - position).manhattanLength() <= 6:
+                self.close_polygon()
+                return
+        vertex = clip_to_image(self.state, *self.widget_to_image(position))
+        if not self._polygon or vertex != self._polygon[-1]:
+            self._polygon.append(vertex)
+        self.update()
+
+    def close_polygon(self) -> None:
+        """Finish the polygon being drawn (three vertices or more; fewer: nothing is drawn)."""
+        vertices, self._polygon, self._hover = self._polygon, [], None
+        if len(vertices) >= 3 and self.state.ready:
+            self.roi_drawn.emit(self.name, "polygon", [self.state.screen_to_lps(r, c) for r, c in vertices])
+        self.update()
+
+    def drawing_roi(self) -> bool:
+        """Whether an ROI is being drawn (Esc cancels it)."""
+        return bool(self._polygon) or self._roi_drag is not None
+
+    def cancel_roi(self) -> None:
+        """Forget the ROI being drawn."""
+        self._polygon, self._hover, self._roi_drag = [], None, None
+        if self._drag is not None and self._drag[0] == "roi":
+            self._drag = None
+        self.update()
+
     def cancel_pending_click(self) -> None:
         """Forget a mark click still waiting out a double click (Esc)."""
         self._click_timer.stop()
@@ -558,6 +682,12 @@ class SliceView(QWidget):
             return
         if key == Qt.Key_H:
             self.session.set_overlays(not self.session.overlays)
+            return
+        if key in (Qt.Key_Return, Qt.Key_Enter) and self._polygon:
+            self.close_polygon()
+            return
+        if key in (Qt.Key_Delete, Qt.Key_Backspace) and self.session.selected_roi is not None:
+            self.roi_delete.emit(self.session.selected_roi)
             return
         if not self.state.ready:
             super().keyPressEvent(event)

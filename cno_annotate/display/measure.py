@@ -63,9 +63,20 @@ class RoiStats:
 
     @property
     def label(self) -> str:
-        """What the view writes beside the outline."""
-        return (f"mean {self.mean:.1f}  SD {self.sd:.1f}  min {self.minimum:.0f}  max {self.maximum:.0f}  "
-                f"{self.area_mm2:.1f} mm²")
+        """What the view writes under the outline (three short lines)."""
+        return (f"mean {self.mean:.1f}  SD {self.sd:.1f}\nmin {self.minimum:.0f}  max {self.maximum:.0f}\n"
+                f"area {self.area_mm2:.1f} mm²")
+
+
+@dataclass(frozen=True)
+class ScreenRoi:
+    """An ROI as one view draws it: its outline in image (row, column) and its statistics on the view's volume."""
+
+    roi: Roi
+    outline: np.ndarray
+    stats: RoiStats | None
+    title: str = ""
+    selected: bool = False
 
 
 def _screen_points(roi: Roi, volume: Volume, mapping: PlaneMapping) -> np.ndarray:
@@ -124,6 +135,11 @@ def _inside_polygon(rows: np.ndarray, cols: np.ndarray, vertices: np.ndarray) ->
         inside ^= crosses & (cols < at)
         r_prev, c_prev = r_next, c_next
     return inside
+
+
+def outline_holds(outline: np.ndarray, row: float, col: float) -> bool:
+    """Whether image (row, column) lies inside an outline of (row, column) vertices."""
+    return bool(_inside_polygon(np.array([row], float), np.array([col], float), outline)[0])
 
 
 def roi_stats(roi: Roi, volume: Volume) -> RoiStats | None:

@@ -14,7 +14,16 @@ from enum import StrEnum
 
 import numpy as np
 
-from cno_annotate.display.measure import Ruler
+from cno_annotate.annotation.model import Roi
+from cno_annotate.display.measure import (
+    RoiStats,
+    Ruler,
+    ScreenRoi,
+    outline_holds,
+    roi_outline,
+    roi_slice,
+    roi_stats,
+)
 from cno_annotate.display.missing import MissingSlices, find_missing_slices
 from cno_annotate.display.overlay import Marker, ScreenMarker, markers_on_slice
 from cno_annotate.display.planes import (
@@ -181,6 +190,10 @@ class ViewerSession:
         self.markers: list[Marker] = []
         self.overlays = True  # markers, crosshair and text over the images
         self.rulers: list[Ruler] = []
+        self.rois: list[Roi] = []  # the open read's regions of interest
+        self.roi_titles: dict[str, str] = {}  # ROI id -> what is written above its statistics
+        self.selected_roi: str | None = None
+        self._roi_stats: dict[tuple, RoiStats | None] = {}
         self.changed = Event()
 
     # -- volumes ---------------------------------------------------------------
@@ -337,6 +350,43 @@ class ViewerSession:
         view = self.views[name]
         return [r for r in self.rulers
                 if r.view == name and r.plane == view.plane and view.ready and r.slice_index == view.slice_index]
+
+    def set_rois(self, rois: list[Roi], titles: dict[str, str] | None = None, selected: str | None = None) -> None:
+        """Replace the regions of interest drawn over the views (and which one is selected)."""
+        self.rois = list(rois)
+        self.roi_titles = dict(titles or {})
+        self.selected_roi = selected if selected in {r.roi_id for r in rois} else None
+        self.changed.emit(None, "markers")
+
+    def select_roi(self, roi_id: str | None) -> None:
+        """Select an ROI (Delete removes it, U / L give it a role)."""
+        self.selected_roi = roi_id
+        self.changed.emit(None, "markers")
+
+    def rois_on(self, name: str) -> list[ScreenRoi]:
+        """The ROIs that lie on a view's displayed slice, with their statistics on the view's volume."""
+        view = self.views[name]
+        if not view.ready:
+            return []
+        volume, mapping, _ = view.loaded()
+        out = []
+        for roi in self.rois:
+            if roi.plane != view.plane or roi_slice(roi, volume, mapping) != view.slice_index:
+                continue
+            key = (roi, id(volume), volume.volume_id)
+            if key not in self._roi_stats:
+                if len(self._roi_stats) > 256:
+                    self._roi_stats.clear()
+                self._roi_stats[key] = roi_stats(roi, volume)
+            out.append(ScreenRoi(roi, roi_outline(roi, volume, mapping), self._roi_stats[key],
+                                 self.roi_titles.get(roi.roi_id, roi.roi_id), roi.roi_id == self.selected_roi))
+        return out
+
+    def roi_at(self, name: str, row: float, col: float) -> str | None:
+        """The ROI of the displayed slice whose outline holds image (row, column), the smallest first (or None)."""
+        hits = [(float(np.ptp(sr.outline[:, 0]) * np.ptp(sr.outline[:, 1])), sr.roi.roi_id)
+                for sr in self.rois_on(name) if outline_holds(sr.outline, row, col)]
+        return min(hits)[1] if hits else None
 
     def set_markers(self, markers: list[Marker]) -> None:
         """Replace the lesion markers drawn over every view."""

@@ -1,0 +1,173 @@
+"""ROIs in the real window: drawn with keys and the mouse from where the focus lands at open, seen in the pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+
+from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(open_viewer):
+    w = open_viewer(reader=None, size=(1280, 800))
+    yield w
+    w.loader.wait(5000)
+
+
+def _focused():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.focusWidget()
+
+
+def _key(qtbot, key, modifiers=Qt.NoModifier):
+    qtbot.keyClick(_focused(), key, modifiers)
+
+
+def _drag(qtbot, view, start: QPointF, end: QPointF) -> None:
+    qtbot.mousePress(view, Qt.LeftButton, pos=start.toPoint())
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                    Qt.NoModifier))
+    qtbot.mouseRelease(view, Qt.LeftButton, pos=end.toPoint())
+
+
+def _expected_rectangle(view, state, start: QPointF, end: QPointF) -> np.ndarray:
+    (r0, c0), (r1, c1) = view.widget_to_image(QPointF(start.toPoint())), view.widget_to_image(QPointF(end.toPoint()))
+    rows = np.arange(int(np.ceil(min(r0, r1) - 1e-6)), int(np.floor(max(r0, r1) + 1e-6)) + 1)
+    cols = np.arange(int(np.ceil(min(c0, c1) - 1e-6)), int(np.floor(max(c0, c1) + 1e-6)) + 1)
+    return state.image()[np.ix_(rows, cols)].astype(float)
+
+
+def _orange_near(image, point: QPointF, reach: int = 3) -> bool:
+    for dx in range(-reach, reach + 1):
+        for dy in range(-reach, reach + 1):
+            c = image.pixelColor(int(point.x()) + dx, int(point.y()) + dy)
+            if c.red() > 200 and 110 < c.green() < 200 and c.blue() < 110:
+                return True
+    return False
+
+
+def test_rectangle_roi_drawn_with_b_shows_its_outline_and_numpy_statistics(window, qtbot, tmp_path):
+    v = window.panels["left"].view
+    state = window.session.views["left"]
+    assert _focused() is v  # the keyboard starts on the image
+    _key(qtbot, Qt.Key_B)
+    assert window.roi_actions["rectangle"].isChecked()
+    start, end = v.image_to_widget(150.2, 20.3), v.image_to_widget(190.7, 60.6)
+    _drag(qtbot, v, start, end)
+    assert not window.roi_actions["rectangle"].isChecked()  # one ROI, then back to navigation
+    (roi,) = window.read_session.read.rois
+    assert (roi.kind, roi.plane, roi.series_uid) == ("rectangle", state.plane, state.volume.volume_id)
+    expected = _expected_rectangle(v, state, start, end)
+    (shown,) = window.session.rois_on("left")
+    assert shown.stats.count == expected.size
+    assert shown.stats.mean == pytest.approx(expected.mean())
+    assert shown.stats.sd == pytest.approx(expected.std(ddof=1))
+    m = state.mapping
+    assert shown.stats.area_mm2 == pytest.approx(expected.size * m.row_mm * m.col_mm)
+    assert all(line in v.overlay_texts() for line in shown.stats.label.split("\n"))
+    assert f"mean {expected.mean():.1f}" in shown.stats.label
+    grab = v.grab().toImage()
+    grab.save(str(tmp_path / "rectangle-roi.png"))
+    top_middle = QPointF((start.x() + end.x()) / 2, start.y())
+    left_middle = QPointF(start.x(), (start.y() + end.y()) / 2)
+    inside = QPointF((start.x() + end.x()) / 2, (start.y() + end.y()) / 2 + 7)
+    assert _orange_near(grab, top_middle) and _orange_near(grab, left_middle)  # the outline is drawn
+    assert not _orange_near(grab, inside, reach=1)
+    # the right view shows T1 on the same plane and slice: the same outline measures T1's voxels there
+    right = window.session.views["right"]
+    (on_t1,) = window.session.rois_on("right")
+    assert on_t1.roi == roi and right.volume.volume_id != state.volume.volume_id
+    # Delete (on the image) removes it; Ctrl+Z brings it back
+    qtbot.mouseClick(v, Qt.LeftButton, pos=inside.toPoint())
+    assert window.session.selected_roi == roi.roi_id
+    _key(qtbot, Qt.Key_Delete)
+    assert window.read_session.read.rois == [] and window.session.rois_on("left") == []
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert [r.roi_id for r in window.read_session.read.rois] == [roi.roi_id]
+    # only on its slice
+    _key(qtbot, Qt.Key_Down)
+    assert window.session.rois_on("left") == []
+    _key(qtbot, Qt.Key_Up)
+    assert len(window.session.rois_on("left")) == 1
+
+
+def test_polygon_by_clicks_closes_on_enter_and_esc_cancels_one_being_drawn(window, qtbot, tmp_path):
+    v = window.panels["left"].view
+    state = window.session.views["left"]
+    corners = [(150.0, 20.0), (150.0, 60.0), (190.0, 20.0)]  # image (row, column): a right triangle
+    _key(qtbot, Qt.Key_P)
+    for corner in corners[:2]:
+        qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(*corner).toPoint())
+    _key(qtbot, Qt.Key_Escape)  # cancels the polygon being drawn and leaves the tool
+    assert not window.roi_actions["polygon"].isChecked() and not v.drawing_roi()
+    assert window.read_session.read.rois == []
+    _key(qtbot, Qt.Key_P)
+    for corner in corners:
+        qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(*corner).toPoint())
+    assert v.drawing_roi()
+    _key(qtbot, Qt.Key_Return)
+    (roi,) = window.read_session.read.rois
+    assert roi.kind == "polygon" and len(roi.points_mm) == 3
+    (shown,) = window.session.rois_on("left")
+    placed = np.array([v.widget_to_image(QPointF(v.image_to_widget(*c).toPoint())) for c in corners])
+    rows, cols = np.mgrid[0:state.mapping.rows, 0:state.mapping.cols]
+    # inside the triangle: on the near side of each of its three edges (barycentric, independent of the even-odd rule)
+    (r0, c0), (r1, c1), (r2, c2) = placed
+    det = (c1 - c0) * (r2 - r0) - (c2 - c0) * (r1 - r0)
+    u = ((cols - c0) * (r2 - r0) - (rows - r0) * (c2 - c0)) / det
+    w = ((c1 - c0) * (rows - r0) - (r1 - r0) * (cols - c0)) / det
+    inside = (u >= 0) & (w >= 0) & (u + w <= 1)
+    expected = state.image()[inside].astype(float)
+    assert shown.stats.count == pytest.approx(expected.size, abs=2)  # boundary voxels may fall either way
+    assert shown.stats.mean == pytest.approx(expected.mean(), rel=0.02)
+    grab = v.grab().toImage()
+    grab.save(str(tmp_path / "polygon-roi.png"))
+    edge = (v.image_to_widget(*corners[0]) + v.image_to_widget(*corners[1])) / 2
+    assert _orange_near(grab, edge)
+
+
+def test_muscle_and_lesion_rois_give_the_stir_ratio_stored_and_shown_again_on_reopen(window, qtbot, tmp_path):
+    from cno_annotate_ui.main_window import MainWindow
+
+    v = window.panels["left"].view
+    state = window.session.views["left"]
+    assert state.volume.role == "STIR"
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: bool(window.read_session.read.lesions))
+    lesion_id = window.read_session.read.lesions[0].lesion_id
+    _key(qtbot, Qt.Key_Escape)
+    assert window.lesion_panel.selected == lesion_id
+    _key(qtbot, Qt.Key_E)
+    _drag(qtbot, v, v.image_to_widget(300.0, 40.0), v.image_to_widget(306.0, 46.0))
+    _key(qtbot, Qt.Key_L)
+    _key(qtbot, Qt.Key_B)
+    _drag(qtbot, v, v.image_to_widget(150.0, 20.0), v.image_to_widget(170.0, 40.0))
+    _key(qtbot, Qt.Key_U)
+    read = window.read_session.read
+    lesion_roi = next(r for r in read.rois if r.role == "lesion")
+    assert lesion_roi.lesion_id == lesion_id and read.muscle_roi is not None
+    stats = {s.roi.role: s.stats for s in window.session.rois_on("left")}
+    ratio = read.lesion(lesion_id).stir_muscle_ratio
+    assert ratio == pytest.approx(stats["lesion"].mean / stats["muscle"].mean, abs=1e-4)
+    title = f"STIR lesion:muscle {ratio:.2f}"
+    assert any(title in text for text in v.overlay_texts())
+    v.grab().toImage().save(str(tmp_path / "ratio.png"))
+    store_dir = window.store_root
+    window.close()
+    again = MainWindow(store_dir, reader=window.reader)
+    qtbot.addWidget(again)
+    again.resize(1280, 800)
+    again.show()
+    with qtbot.waitSignal(again.all_loaded, timeout=20000):
+        again.select_study(again.store.studies()[0]["study_uid"])
+    assert {s.roi.roi_id for s in again.session.rois_on("left")} == {r.roi_id for r in read.rois}
+    assert any(title in text for text in again.panels["left"].view.overlay_texts())
+    again.loader.wait(5000)
