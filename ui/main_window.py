@@ -46,6 +46,7 @@ from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
+from cno_annotate.io.roles import SequenceRole
 from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 
@@ -729,7 +730,7 @@ class MainWindow(QMainWindow):
 
     def stir_volume(self):
         """The case's STIR volume shown in a view (the ratios are measured on it), or None."""
-        return next((v.volume for v in self.session.views.values() if v.ready and v.volume.role == "STIR"), None)
+        return next((v.volume for v in self.session.views.values() if v.ready and v.volume.role == SequenceRole.STIR), None)
 
     def set_roi_role(self, role: str) -> None:
         """Make the selected ROI the muscle reference or the selected lesion's ROI."""

@@ -356,12 +356,12 @@ class ViewerSession:
         self.rois = list(rois)
         self.roi_titles = dict(titles or {})
         self.selected_roi = selected if selected in {r.roi_id for r in rois} else None
-        self.changed.emit(None, "markers")
+        self.changed.emit(None, ViewChange.MARKERS)
 
     def select_roi(self, roi_id: str | None) -> None:
         """Select an ROI (Delete removes it, U / L give it a role)."""
         self.selected_roi = roi_id
-        self.changed.emit(None, "markers")
+        self.changed.emit(None, ViewChange.MARKERS)
 
     def rois_on(self, name: str) -> list[ScreenRoi]:
         """The ROIs that lie on a view's displayed slice, with their statistics on the view's volume."""
