@@ -338,7 +338,9 @@ def cmd_collect(args) -> int:
     store = _store(args)
     for path in args.results:
         done = packages.collect(store, args.name, path, args.reader)
-        if done.new or done.updated:
+        if not (done.new or done.updated or done.unchanged):
+            print(f"{path}: holds no reads yet ({done.reader}, package {done.package_id}); nothing to collect")
+        elif done.new or done.updated:
             print(f"{path}: collected {_plural(done.new, 'new read')}, {done.updated} updated, "
                   f"{done.unchanged} unchanged ({done.reader}, package {done.package_id})")
         else:

@@ -360,3 +360,33 @@ def test_a_package_refuses_any_other_mode(site, tmp_path, cli):
         run_viewer(folder, None, False, None, reader="dr-b")
     code, out, err = cli("view", "--package", folder, "--reading-study", "other")
     assert code == 1 and "a package opens in reader mode only" in err and len(err.strip().splitlines()) == 1
+
+
+def test_patient_characteristics_keep_the_age_and_burned_in_images_stay_out():
+    from pydicom.dataset import Dataset
+
+    from cno_annotate.deid import Replacements, deidentify
+
+    source = Dataset()
+    source.file_meta = pydicom.dataset.FileMetaDataset()
+    source.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    source.SOPClassUID, source.SOPInstanceUID = pydicom.uid.MRImageStorage, "1.2.3.4"
+    source.PatientName, source.PatientID, source.PatientSex = "Testperson^Wolfgang", "HOSP778812Q", "M"
+    source.PatientBirthDate, source.StudyDate = "20140307", "20240110"
+    source.AcquisitionDateTime = "20240110093000.000000+0100"
+    shown = deidentify(source, Replacements("CNO-0001", -400, lambda uid: "2.25.1", patient_characteristics=True))
+    hidden = deidentify(source, Replacements("CNO-0001", -400, lambda uid: "2.25.1"))
+    assert (shown.PatientBirthDate, shown.StudyDate, shown.PatientSex) == ("20130131", "20221206", "M")
+    assert shown.AcquisitionDateTime == "20221206093000.000000+0100"
+    assert (hidden.PatientBirthDate, hidden.PatientSex) == ("", "")
+    assert "113108" in [c.CodeValue for c in shown.DeidentificationMethodCodeSequence]
+    source.BurnedInAnnotation = "YES"
+    with pytest.raises(CnoError, match="left out: BurnedInAnnotation is YES"):
+        deidentify(source, Replacements("CNO-0001", -400, lambda uid: "2.25.1"))
+
+
+def test_collecting_results_without_reads_says_so(site, tmp_path, cli):
+    results = tmp_path / "empty.json"
+    packages.export_results(packages.open_package(site["packages"]["dr-b"].folder), results)
+    code, out, err = cli("reading-study", "collect", "trial", results, "--store", site["store"].root)
+    assert code == 0 and "holds no reads yet (dr-b" in out, err
