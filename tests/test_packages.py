@@ -390,3 +390,25 @@ def test_collecting_results_without_reads_says_so(site, tmp_path, cli):
     packages.export_results(packages.open_package(site["packages"]["dr-b"].folder), results)
     code, out, err = cli("reading-study", "collect", "trial", results, "--store", site["store"].root)
     assert code == 0 and "holds no reads yet (dr-b" in out, err
+
+
+def test_without_revealed_timepoints_each_case_has_its_own_offset(site, tmp_path):
+    store = site["store"]
+    rs.create(store, "blind")
+    rs.add_cases(store, "blind", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "blind", ["dr-a"])
+    rs.assign(store, "blind")
+    report = packages.build(store, "blind", "dr-a", tmp_path / "blind-package")
+    secret = bytes.fromhex(store.db.execute("SELECT secret FROM package_secrets WHERE reading_study = 'blind'")
+                           .fetchone()[0])
+    studies = {s["study_uid"]: s["study_date"] for s in store.studies()}
+    as_date = lambda text: date(int(text[:4]), int(text[4:6]), int(text[6:]))  # noqa: E731
+    for case in rs.cases(store, "blind"):
+        shifted = pydicom.dcmread(next((report.folder / "images" / case["reading_code"]).rglob("*.dcm"))).StudyDate
+        moved = (as_date(studies[case["study_uid"]]) - as_date(shifted)).days
+        assert moved == packages.offset_days(secret, case["reading_code"])  # keyed by the case, not the patient
+    copy = Store.open(report.folder / "store")
+    try:
+        assert all(c["patient_code"] == c["reading_code"] for c in rs.cases(copy, "blind"))  # no grouping leaks
+    finally:
+        copy.close()
