@@ -255,3 +255,78 @@ def test_importing_a_submitted_read_again_does_not_suggest_replace(trial, tmp_pa
                                            f"submitted reads change only through a new version") as refused:
             import_document(trial, path, replace=replace)
         assert "--replace" not in str(refused.value)
+
+
+# -- found by stress/mutation_run.py: what verify and the anchor report, exactly ---------------
+
+def test_data_and_anchor_problems_are_reported_together_and_counted(trial):
+    entries = trial.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    seq = trial.db.execute("SELECT seq FROM audit_head").fetchone()[0]
+    forged_anchor = f"{audit.ANCHOR_PREFIX}:{seq}:{'f' * 64}"
+    _tamper(trial, TAMPERS[0][2]).close()
+    result = audit.verify(trial.db, forged_anchor)
+    assert not result.ok and result.broken_at == 0
+    assert result.entries == entries and result.objects == 3
+    assert any("outside the program" in p for p in result.problems)
+    assert any("differs from the anchor" in p for p in result.problems)
+    assert result.reason == f"{result.problems[0]} (and {len(result.problems) - 1} more)"
+
+
+def test_one_problem_is_reported_without_a_count(trial):
+    _tamper(trial, TAMPERS[0][2]).close()
+    result = audit.verify(trial.db)
+    assert len(result.problems) == 1 and result.reason == result.problems[0]
+
+
+def test_without_an_anchor_the_report_does_not_claim_one(trial):
+    result = audit.verify(trial.db)
+    assert result.ok and "anchor" not in result.reason
+    assert result.reason.endswith("3 reads and reading studies match their audited state")
+
+
+def test_a_removed_entry_is_named_with_the_entries_read_so_far(trial):
+    db = _attacker(trial)
+    db.execute("DELETE FROM audit WHERE seq = 2")
+    db.close()
+    result = audit.verify(trial.db)
+    assert (result.broken_at, result.entries) == (2, 2)
+    assert result.reason == "entry 2 is missing (next is 3)"
+
+
+def test_the_anchor_of_an_empty_trail_is_the_genesis(store):
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == 0
+    assert audit.anchor(store.db) == f"{audit.ANCHOR_PREFIX}:0:{audit.GENESIS}"
+    assert audit.verify(store.db, audit.anchor(store.db)).ok
+
+
+def test_an_anchor_on_the_first_entry_catches_its_rewrite(store):
+    with store.transaction() as db:
+        audit.append(db, "coordinator", "export", "file:a.csv", after={"files": ["a.csv"]})
+    anchor = audit.anchor(store.db)
+    assert anchor.startswith(f"{audit.ANCHOR_PREFIX}:1:")
+    db = sqlite3.connect(store.root / "store.sqlite", isolation_level=None)
+    for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+        db.execute(f"DROP TRIGGER {name}")
+    row = db.execute("SELECT at, actor, action, entity, detail FROM audit WHERE seq = 1").fetchone()
+    detail = row[4].replace("a.csv", "b.csv")
+    digest = _digest(audit.GENESIS, 1, row[0], row[1], row[2], row[3], detail)
+    db.execute("UPDATE audit SET detail = ?, hash = ? WHERE seq = 1", (detail, digest))
+    db.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (digest,))
+    db.close()
+    assert audit.verify(store.db).ok  # the rewritten chain is consistent in itself
+    result = audit.verify(store.db, anchor)
+    assert not result.ok and "entry 1 differs from the anchor" in result.reason
+
+
+@pytest.mark.parametrize("text", [
+    f"{audit.ANCHOR_PREFIX}:12",  # two parts
+    f"other-anchor:12:{'a' * 64}",  # another prefix
+    f"{audit.ANCHOR_PREFIX}:x12:{'a' * 64}",  # not a number
+    f"{audit.ANCHOR_PREFIX}:12:{'a' * 63}",  # a short hash
+    f"{audit.ANCHOR_PREFIX}:12:{'a' * 64}:{'b' * 90}",  # four parts, long
+])
+def test_text_that_is_not_an_anchor_is_refused_with_what_was_expected(text):
+    with pytest.raises(CnoError) as refused:
+        audit.parse_anchor(text)
+    message = str(refused.value)
+    assert message.startswith(f"not an audit anchor: {text[:80]!r} (expected {audit.ANCHOR_PREFIX}:SEQ:HASH")
