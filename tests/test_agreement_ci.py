@@ -252,3 +252,32 @@ def test_tally_statistics_match_the_libraries(seed):
     for method in ("fleiss", "randolph"):
         assert agreement.kappa_from_tally(tally, 3, method)[0] == pytest.approx(fleiss_kappa(table, method=method),
                                                                                abs=1e-12)
+
+
+# -- edge cases found by stress/mutation_run.py ------------------------------------------------
+
+def test_fleiss_kappa_edge_cases_match_their_definition():
+    from statsmodels.stats.inter_rater import aggregate_raters
+    from statsmodels.stats.inter_rater import fleiss_kappa as sm_fleiss
+
+    from cno_annotate.analysis.agreement import fleiss_kappa
+
+    nan = float("nan")
+    assert np.isnan(fleiss_kappa(np.array([[1.0, nan, 2.0], [nan, 0.0, 0.0]])))  # no target rated by all
+    one_target = np.array([[0.0, 1.0, 1.0]])
+    expected = sm_fleiss(aggregate_raters(one_target.astype(int))[0])
+    assert np.isfinite(expected) and fleiss_kappa(one_target) == pytest.approx(expected)
+    same_category = np.array([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]])
+    assert np.isnan(fleiss_kappa(same_category))  # chance agreement is 1: Fleiss' kappa is undefined
+    assert fleiss_kappa(same_category, method="randolph") == 1.0  # free-marginal: perfect agreement
+
+
+def test_cohen_kappa_edge_cases_match_scikit_learn():
+    from sklearn.metrics import cohen_kappa_score
+
+    from cno_annotate.analysis.agreement import weighted_kappa
+
+    nan = float("nan")
+    assert np.isnan(weighted_kappa(np.array([nan, 1.0]), np.array([0.0, nan]), [0, 1]))  # no pair rated by both
+    one_pair = weighted_kappa(np.array([0.0]), np.array([1.0]), [0, 1])
+    assert one_pair == cohen_kappa_score([0], [1], labels=[0, 1]) == 0.0
