@@ -4,7 +4,9 @@ The phantom is a list of simple solids (capsules, cylinders, ellipsoids) in
 patient LPS millimetres, each painting a tissue label into a label volume.
 Tissue labels become STIR or T1 signal through :data:`SIGNAL`. Lesions are
 painted last and only into marrow, so they sit inside bone as CNO lesions do:
-bright on STIR, dark on T1, mostly in metaphyses next to growth plates.
+bright on STIR, dark on T1, mostly in metaphyses next to growth plates; an
+ill-defined one has a faint halo, and oedema may reach the periosteum and the
+soft tissue around the bone. Normal growth plates are bright too.
 
 Coordinates: x grows to the patient's left, y to posterior, z to superior.
 The vertex of the head is at about z = +660 mm and the soles at z = -880 mm.
@@ -19,14 +21,21 @@ from dataclasses import dataclass
 import numpy as np
 
 # Tissue labels.
-AIR, FAT, MUSCLE, LUNG, BRAIN, CORTEX, YELLOW_MARROW, RED_MARROW, PHYSIS, LESION, DISC, VISCERA = range(12)
+(AIR, FAT, MUSCLE, LUNG, BRAIN, CORTEX, YELLOW_MARROW, RED_MARROW, PHYSIS, LESION, DISC, VISCERA,
+ LESION_MODERATE, OEDEMA_FAINT, SOFT_OEDEMA) = range(15)
 MARROW_LABELS = (YELLOW_MARROW, RED_MARROW, PHYSIS)
+#: What a lesion paints over: marrow, and the halo or core of a neighbouring lesion.
+LESION_TARGETS = (*MARROW_LABELS, OEDEMA_FAINT, LESION_MODERATE, LESION)
 
 #: Mean signal per tissue label for each sequence (arbitrary scanner units).
 SIGNAL = {
-    "STIR": np.array([0, 40, 220, 30, 550, 15, 90, 260, 750, 1150, 600, 330], dtype=np.float32),
-    "T1": np.array([0, 950, 420, 40, 520, 25, 780, 520, 380, 230, 350, 450], dtype=np.float32),
+    "STIR": np.array([0, 40, 220, 30, 550, 15, 90, 260, 750, 1150, 600, 330, 820, 470, 640], dtype=np.float32),
+    "T1": np.array([0, 950, 420, 40, 520, 25, 780, 520, 380, 230, 350, 450, 300, 430, 390], dtype=np.float32),
 }
+#: Extra radius (mm) of periosteal and soft-tissue oedema around a lesion.
+SURROUNDING_MM = {"periosteal": 5.0, "soft tissue": 14.0}
+#: A lesion's ill-defined halo reaches this factor of its radii.
+HALO = 1.7
 
 CORTEX_MM = 2.0
 FAT_LAYER_MM = 8.0
@@ -186,9 +195,22 @@ class Phantom:
         self.capsule(a, b, radius, CORTEX)
         self.capsule(a, b, radius - CORTEX_MM, marrow)
 
-    def lesion(self, centre, radii) -> None:
-        """A CNO lesion: marrow oedema, painted only into marrow."""
-        self.ellipsoid(centre, radii, LESION, only=MARROW_LABELS)
+    def lesion(self, centre, radii, intensity: str = "marked", margin: str = "sharp",
+               surroundings: str = "none") -> None:
+        """A CNO lesion: marrow oedema, painted only into marrow.
+
+        ``intensity`` ``"marked"`` or ``"moderate"``; ``margin`` ``"sharp"`` or
+        ``"ill-defined"`` (a faint halo); ``surroundings`` ``"none"``,
+        ``"periosteal"`` or ``"soft tissue"`` (oedema of the muscle and fat around the bone).
+        """
+        centre, radii = np.asarray(centre, float), np.asarray(radii, float)
+        extra = SURROUNDING_MM.get(surroundings)
+        if extra is not None:
+            self.ellipsoid(centre, radii + [extra, extra, 1.3 * extra], SOFT_OEDEMA, only=(MUSCLE, FAT))
+        if margin == "ill-defined":
+            self.ellipsoid(centre, HALO * radii, OEDEMA_FAINT, only=MARROW_LABELS)
+        label = LESION_MODERATE if intensity == "moderate" else LESION
+        self.ellipsoid(centre, radii, label, only=LESION_TARGETS)
 
 
 def side_x(side: str, x: float) -> float:
@@ -311,6 +333,8 @@ def body_part(bone: str, side: str) -> str:
     """The body part (:data:`BODY_PARTS`) a bone moves with."""
     if bone in BONE_LIMB:
         return _limb(side, BONE_LIMB[bone])
+    if bone in ("calcaneus", "talus", "femoral head"):
+        return _limb(side, "leg")
     if bone in ("ilium", "pubis", "ischium", "sacrum"):
         return "pelvis"
     if bone.startswith("C") and bone[1:].isdigit() or bone == "mandible":
@@ -318,42 +342,46 @@ def body_part(bone: str, side: str) -> str:
     return "trunk"
 
 
-def _metaphysis(bone: str, end: str, side: str) -> np.ndarray:
-    """Centre of the metaphysis at one end of a long bone, just past the physis."""
-    name, prox, dist, radius = next(b for b in LONG_BONES if b[0] == bone)
+def _bone_axis(bone: str, side: str) -> tuple[np.ndarray, np.ndarray, float]:
+    """Proximal end, distal end and radius of a long bone on one side."""
+    _name, prox, dist, radius = next(b for b in LONG_BONES if b[0] == bone)
     p = np.array([side_x(side, prox[0]), prox[1], prox[2]], float)
     d = np.array([side_x(side, dist[0]), dist[1], dist[2]], float)
+    return p, d, radius
+
+
+def physis_centre(bone: str, end: str, side: str) -> np.ndarray:
+    """Centre of the growth plate at one end of a long bone (body frame)."""
+    p, d, radius = _bone_axis(bone, side)
+    unit = (d - p) / np.linalg.norm(d - p)
+    start, direction = (p, unit) if end == "proximal" else (d, -unit)
+    return start + direction * 1.1 * radius
+
+
+def metaphysis_centre(bone: str, end: str, side: str) -> np.ndarray:
+    """Centre of the metaphysis at one end of a long bone, just past the physis."""
+    p, d, radius = _bone_axis(bone, side)
     unit = (d - p) / np.linalg.norm(d - p)
     start, direction = (p, unit) if end == "proximal" else (d, -unit)
     return start + direction * (1.1 * radius + 1.2 * radius)
 
 
-def default_lesions() -> list[dict]:
-    """The sample's CNO lesions, with site and LPS centre (ground truth)."""
-    vertebra = vertebra_centres()["T8"][0]
-    lesions = [
-        ("femur", "distal", "metaphysis", "R", _metaphysis("femur", "distal", "R"), (10, 6, 9)),
-        ("tibia", "proximal", "metaphysis", "L", _metaphysis("tibia", "proximal", "L"), (9, 6, 9)),
-        ("tibia", "distal", "metaphysis", "R", _metaphysis("tibia", "distal", "R"), (8, 6, 9)),
-        ("humerus", "proximal", "metaphysis", "L", _metaphysis("humerus", "proximal", "L"), (8, 6, 9)),
-        ("T8", "", "vertebral body", "", vertebra, (10, 8, 7)),
-        ("clavicle", "medial", "medial end", "R", np.array([side_x("R", 35), -36, 388.0]), (12, 6, 6)),
-        ("ilium", "", "", "L", np.array([side_x("L", 70), 30, 15.0]), (12, 8, 14)),
-    ]
-    out = []
-    for n, (bone, segment, subsite, side, centre, radii) in enumerate(lesions, start=1):
-        out.append(
-            {
-                "id": f"L{n}",
-                "bone": bone,
-                "segment": segment,
-                "subsite": subsite,
-                "side": side,
-                "lps_mm": [round(float(c), 2) for c in centre],
-                "radii_mm": list(radii),
-            }
-        )
-    return out
+def shaft_point(bone: str, side: str, fraction: float) -> np.ndarray:
+    """A point on a long bone's axis, ``fraction`` of the way from its proximal end."""
+    p, d, _radius = _bone_axis(bone, side)
+    return p + fraction * (d - p)
+
+
+def paint_variants(ph: Phantom, variants: list[dict], poses: Poses | None = None) -> None:
+    """Paint the normal variants that are not part of every body (residual red marrow)."""
+    poses = poses or {}
+    radius_of = {name: r for name, _p, _d, r in LONG_BONES}
+    for variant in variants:
+        if variant["kind"] != "residual red marrow":
+            continue  # growth plates are painted with the bones
+        inner = radius_of[variant["bone"]] - CORTEX_MM
+        with ph.posed(poses.get(body_part(variant["bone"], variant["side"]))):
+            ph.ellipsoid(variant["lps_mm"], (inner, inner, variant["length_mm"] / 2), RED_MARROW, only=(YELLOW_MARROW,))
 
 
 def paint_lesions(ph: Phantom, lesions: list[dict], poses: Poses | None = None) -> None:
@@ -361,12 +389,21 @@ def paint_lesions(ph: Phantom, lesions: list[dict], poses: Poses | None = None) 
     poses = poses or {}
     for lesion in lesions:
         with ph.posed(poses.get(body_part(lesion["bone"], lesion["side"]))):
-            ph.lesion(lesion["lps_mm"], lesion["radii_mm"])
+            ph.lesion(lesion["lps_mm"], lesion["radii_mm"], lesion.get("intensity", "marked"),
+                      lesion.get("margin", "sharp"), lesion.get("surroundings", "none"))
 
 
-def render(labels: np.ndarray, sequence: str, rng: np.random.Generator, noise: float = 12.0) -> np.ndarray:
-    """Turn tissue labels into MR signal with partial-volume blur and noise."""
+def render(labels: np.ndarray, sequence: str, rng: np.random.Generator, noise: float = 12.0,
+           sub_slices: int = 1) -> np.ndarray:
+    """Turn tissue labels into MR signal with partial-volume blur and noise.
+
+    With ``sub_slices`` > 1 the labels were painted at that many positions
+    across each slice's thickness (``labels`` axis 0 holds slice x sub-slice)
+    and the slice's signal is their mean: thick slices average what they hold.
+    """
     image = SIGNAL[sequence][labels]
+    if sub_slices > 1:
+        image = image.reshape(-1, sub_slices, *image.shape[1:]).mean(axis=1)
     blurred = image.copy()
     blurred[..., 1:-1, :] += image[..., :-2, :] + image[..., 2:, :]
     blurred[..., 1:-1, :] /= 3

@@ -3,13 +3,19 @@
 :func:`generate_study` writes a coronal STIR and a coronal T1 spin-echo
 series, each acquired as N overlapping stations from head to feet, in the
 nested, extension-less layout of a CD export, plus ``ground_truth.json`` with
-each lesion's site, side and LPS position. Patient identifiers are fake but
-look real, so that de-identification can be tested.
+each lesion's site, side, LPS position, size, intensity, margin and
+surroundings, and the normal variants a reader must not call lesions
+(:mod:`cno_annotate.sample_lesions`; both change with the seed). The slices
+cover the body's whole depth. With ``timepoints`` > 1 it writes follow-up
+visits of the same patient, repositioned, with lesions that change
+(:mod:`cno_annotate.sample_visits`). Patient identifiers are fake but look
+real, so that de-identification can be tested.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,13 +23,15 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian, MRImageStorage
 
-from cno_annotate import __version__, phantom, sample_visits
+from cno_annotate import __version__, phantom, sample_lesions, sample_visits
 from cno_annotate.errors import CnoError
 from cno_annotate.uids import stable_uid
 
 BODY_TOP_Z = 680.0
 BODY_BOTTOM_Z = -900.0
 STATION_OVERLAP_MM = 30.0
+#: Anterior-posterior depth of the body the slices cover by default (mm).
+BODY_DEPTH_MM = 220.0
 #: Fewest whole rows neighbouring stations share (matters only for coarse matrices).
 MIN_OVERLAP_ROWS = 2
 
@@ -71,8 +79,8 @@ class StudyPlan:
     slices: int = 16
     matrix: int = 128
     seed: int = 0
-    slice_thickness: float = 6.0
-    centre_y: float = 10.0
+    slice_thickness: float | None = None
+    centre_y: float = 5.0
     timepoints: int = 1
 
     def validate(self) -> None:
@@ -85,6 +93,20 @@ class StudyPlan:
             raise CnoError(f"--slices must be 1 to 400, not {self.slices}")
         if not 16 <= self.matrix <= 1024:
             raise CnoError(f"--matrix must be 16 to 1024, not {self.matrix}")
+        if self.slice_thickness is not None and not 0.5 <= self.slice_thickness <= 50:
+            raise CnoError(f"slice thickness must be 0.5 to 50 mm, not {self.slice_thickness}")
+
+    @property
+    def slice_mm(self) -> float:
+        """Slice thickness (= spacing): given, or the body's depth shared by the slices (3 to 15 mm)."""
+        if self.slice_thickness is not None:
+            return float(self.slice_thickness)
+        return min(15.0, max(3.0, BODY_DEPTH_MM / self.slices))
+
+    @property
+    def sub_slices(self) -> int:
+        """Positions painted across each slice's thickness (one per 4 mm) for partial volume."""
+        return max(1, math.ceil(self.slice_mm / 4.0))
 
     @property
     def station_fov(self) -> float:
@@ -128,14 +150,21 @@ def fake_patient(rng: np.random.Generator) -> dict[str, str]:
     }
 
 
-def station_grid(plan: StudyPlan, station: int) -> phantom.Grid:
-    """The voxel centres of one station (coronal, head to feet)."""
+def station_grid(plan: StudyPlan, station: int, sub_slices: int = 1) -> phantom.Grid:
+    """The voxel centres of one station (coronal, head to feet).
+
+    With ``sub_slices`` > 1, that many points across each slice's thickness
+    (slice-major), where the phantom is painted for partial volume.
+    """
     px = plan.pixel_mm
     fov = plan.station_fov
     top = BODY_TOP_Z - station * (fov - plan.station_overlap_mm)
     xs = -fov / 2 + px / 2 + px * np.arange(plan.matrix)
     zs = top - px / 2 - px * np.arange(plan.matrix)
-    ys = plan.centre_y + plan.slice_thickness * (np.arange(plan.slices) - (plan.slices - 1) / 2)
+    ys = plan.centre_y + plan.slice_mm * (np.arange(plan.slices) - (plan.slices - 1) / 2)
+    if sub_slices > 1:
+        offsets = plan.slice_mm * ((np.arange(sub_slices) + 0.5) / sub_slices - 0.5)
+        ys = (ys[:, None] + offsets[None, :]).ravel()
     return phantom.Grid(xs=xs, ys=ys, zs=zs)
 
 
@@ -166,10 +195,14 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
     patient = fake_patient(rng)
     uid = _uid_maker(plan)
     frame_uid = uid("frame")
-    body_lesions = phantom.default_lesions()
+    body_lesions = sample_lesions.random_lesions(np.random.default_rng([plan.seed, 3]))
+    later = sample_lesions.random_lesions(np.random.default_rng([plan.seed, 4]), count=plan.timepoints - 1,
+                                          exclude=[(x["bone"], x["segment"], x["side"]) for x in body_lesions])
+    variants = sample_lesions.normal_variants(np.random.default_rng([plan.seed, 5]))
     pose_rng = np.random.default_rng([plan.seed, 1])
     poses = [sample_visits.identity_poses()] + [sample_visits.random_poses(pose_rng) for _ in range(plan.timepoints - 1)]
-    courses = sample_visits.lesion_courses(body_lesions, plan.timepoints, np.random.default_rng([plan.seed, 2]))
+    courses = sample_visits.lesion_courses(sample_lesions.numbered(body_lesions + later[: plan.timepoints - 1]),
+                                           len(body_lesions), plan.timepoints, np.random.default_rng([plan.seed, 2]))
     visits = []
     files = 0
     for visit in range(plan.timepoints):
@@ -177,18 +210,20 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
         study_uid = uid(f"{prefix}study")
         lesions = sample_visits.lesions_at(courses, visit)
         scanner_lesions = sample_visits.placed(lesions, poses[visit])
+        scanner_variants = sample_visits.placed(variants, poses[visit])
         common = {**patient, "StudyDate": VISIT_DATES[visit], "StudyInstanceUID": study_uid,
                   "FrameOfReferenceUID": uid(f"{prefix}frame") if visit else frame_uid}
         series_info = []
         for station in range(plan.stations):
             grid = station_grid(plan, station)
-            body = phantom.Phantom(grid)
+            body = phantom.Phantom(station_grid(plan, station, plan.sub_slices))
             phantom.paint_body(body, poses[visit])
+            phantom.paint_variants(body, variants, poses[visit])
             phantom.paint_lesions(body, lesions, poses[visit])
             for number, role in enumerate(("STIR", "T1")):
                 series_number = 100 * (number + 1) + station + 1
                 series_uid = uid(f"{prefix}series-{role}-{station}")
-                image = phantom.render(body.labels, role, rng) * _coil_profile(grid)
+                image = phantom.render(body.labels, role, rng, sub_slices=plan.sub_slices) * _coil_profile(grid)
                 files += _write_series(
                     out_dir, plan, grid, image, role, station, common=common,
                     series_uid=series_uid, series_number=series_number, uid=uid, study_folder=visit + 1,
@@ -200,16 +235,18 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
             "study_date": VISIT_DATES[visit],
             "series": series_info,
             "lesions": scanner_lesions,
+            "normal_variants": scanner_variants,
             "poses": {part: sample_visits.as_list(m) for part, m in poses[visit].items()},
             "table_offset_mm": round(float(poses[visit]["trunk"][2, 3]), 3),
         })
     truth = {
         "generator": f"cno-annotate {__version__} sample",
-        "plan": plan.__dict__,
+        "plan": {**plan.__dict__, "slice_mm": plan.slice_mm},
         "study_uid": visits[0]["study_uid"],
         "fake_identifiers": patient,
         "series": visits[0]["series"],
         "lesions": visits[0]["lesions"],
+        "normal_variants": visits[0]["normal_variants"],
         "files": files,
         "visits": visits,
         "tracks": [course.as_dict() for course in courses],
@@ -254,8 +291,8 @@ def _write_series(out_dir, plan, grid, image, role, station, common, series_uid,
         ds.ImagePositionPatient = [float(grid.xs[0]), float(grid.ys[k]), float(grid.zs[0])]
         ds.ImageOrientationPatient = [1.0, 0.0, 0.0, 0.0, 0.0, -1.0]
         ds.PixelSpacing = [round(px, 6), round(px, 6)]
-        ds.SliceThickness = plan.slice_thickness
-        ds.SpacingBetweenSlices = plan.slice_thickness
+        ds.SliceThickness = round(plan.slice_mm, 4)
+        ds.SpacingBetweenSlices = round(plan.slice_mm, 4)
         ds.SliceLocation = float(grid.ys[k])
         ds.Rows, ds.Columns = pixels.shape[1], pixels.shape[2]
         ds.PixelData = pixels[k].tobytes()

@@ -94,20 +94,30 @@ def random_poses(rng: np.random.Generator) -> dict[str, np.ndarray]:
     return poses
 
 
-def lesion_courses(lesions: list[dict], timepoints: int, rng: np.random.Generator) -> list[LesionTrack]:
-    """A course for each lesion; with follow-up visits, one of them appears only later.
+def lesion_courses(lesions: list[dict], baseline: int, timepoints: int,
+                   rng: np.random.Generator) -> list[LesionTrack]:
+    """A course for each lesion: the first ``baseline`` are present at the first visit.
 
+    Those resolve, shrink, persist or grow (each course used before any
+    repeats, in random order); the others appear, one at each later visit.
     With one timepoint every lesion is simply present.
     """
     tracks = []
-    for n, lesion in enumerate(lesions, start=1):
+    scales: tuple[float, ...]
+    changes = [Course.RESOLVES, Course.SHRINKS, Course.PERSISTS, Course.GROWS]
+    order = [changes[int(i)] for i in rng.permutation(4)]
+    for n, lesion in enumerate(lesions):
         if timepoints == 1:
-            course = Course.PERSISTS
-        elif n == len(lesions):
-            course = Course.APPEARS
+            course, scales = Course.PERSISTS, (1.0,)
+        elif n < baseline:
+            course = order[n % 4]
+            scales = SCALES[course][:timepoints]
         else:
-            course = [Course.RESOLVES, Course.SHRINKS, Course.PERSISTS, Course.GROWS][(n - 1) % 4]
-        tracks.append(LesionTrack(f"T{n}", lesion, course, SCALES[course][:timepoints]))
+            course = Course.APPEARS
+            first = n - baseline + 1  # the visit (0-based) it appears at
+            scales = tuple(0.0 if v < first else SCALES[Course.APPEARS][1 + min(v - first, 1)]
+                           for v in range(timepoints))
+        tracks.append(LesionTrack(f"T{n + 1}", lesion, course, scales))
     return tracks
 
 
@@ -124,7 +134,7 @@ def lesions_at(tracks: list[LesionTrack], visit: int) -> list[dict]:
 
 
 def placed(lesions: list[dict], poses: dict[str, np.ndarray]) -> list[dict]:
-    """The lesions with ``lps_mm`` in the scanner frame of a visit (and their body part)."""
+    """Lesions (or variants) with ``lps_mm`` in the scanner frame of a visit (and their body part)."""
     out = []
     for lesion in lesions:
         part = phantom.body_part(lesion["bone"], lesion["side"])

@@ -39,5 +39,31 @@ def test_timepoints_write_visits_of_one_patient_with_tracked_lesions(cli, tmp_pa
     present = [{lesion["track_id"] for lesion in v["lesions"]} for v in truth["visits"]]
     assert {"resolves", "appears", "shrinks", "grows", "persists"} <= set(courses.values())
     assert {t for t, c in courses.items() if c == "resolves"} <= present[0] - present[1]
-    assert {t for t, c in courses.items() if c == "appears"} <= present[1] - present[0]
+    appearing = {t for t, c in courses.items() if c == "appears"}
+    assert len(appearing) == 2 and appearing <= present[2] - present[0] and len(appearing & present[1]) == 1
     assert [(t["from_visit"], t["to_visit"]) for t in truth["transforms"]] == [(1, 2), (1, 3), (2, 3)]
+
+
+def test_each_seed_draws_its_own_lesions_and_normal_variants(tmp_path):
+    truths = [generate_study(tmp_path / f"s{seed}", StudyPlan(stations=1, slices=2, matrix=16, seed=seed))
+              for seed in range(4)]
+    sites = [tuple(sorted((x["bone"], x["segment"], x["side"]) for x in t["lesions"])) for t in truths]
+    assert len(set(sites)) == 4, sites
+    lesions = [x for t in truths for x in t["lesions"]]
+    assert {x["intensity"] for x in lesions} == {"marked", "moderate"}
+    assert {x["margin"] for x in lesions} == {"sharp", "ill-defined"}
+    assert {x["surroundings"] for x in lesions} == {"none", "periosteal", "soft tissue"}
+    assert len({tuple(x["radii_mm"]) for x in lesions}) > len(lesions) // 2
+    for truth in truths:
+        kinds = [v["kind"] for v in truth["normal_variants"]]
+        assert kinds.count("bright physis") == 24 and 1 <= kinds.count("residual red marrow") <= 3
+        lesion_ids = {x["id"] for x in truth["lesions"]}
+        assert len(lesion_ids) == len(truth["lesions"]) and not any("id" in v for v in truth["normal_variants"])
+
+
+def test_the_default_slices_cover_the_whole_body_depth():
+    plan = StudyPlan()
+    assert plan.slices == 16 and plan.slices * plan.slice_mm >= 220
+    # the phantom's deepest points (back of the trunk, front of the feet) lie inside the slab
+    slab = (plan.centre_y - plan.slices * plan.slice_mm / 2, plan.centre_y + plan.slices * plan.slice_mm / 2)
+    assert slab[0] <= -105 and slab[1] >= 110
