@@ -27,7 +27,13 @@ from cno_annotate.registration.transform import PiecewiseTransform, RegionTransf
 MIN_REGION_VOXELS = 500
 SAMPLING_SEED = 20261128
 #: Share of the (masked) fixed voxels the metric samples at each level.
-SAMPLING_FRACTION = 0.05
+SAMPLING_FRACTION = 0.2
+#: Optimiser: most steps per resolution level, first step length (mm, after scaling).
+ITERATIONS = 100
+LEARNING_RATE = 2.0
+#: Resolution levels: shrink factor and Gaussian smoothing (mm) of each.
+SHRINK_FACTORS = (2, 1)
+SMOOTHING_MM = (2.0, 0.0)
 
 
 @dataclass
@@ -132,7 +138,7 @@ def _euler_from(matrix: np.ndarray, centre: np.ndarray) -> sitk.Euler3DTransform
     return euler
 
 
-def _method(fixed_mask: sitk.Image | None, iterations: int = 100) -> sitk.ImageRegistrationMethod:
+def _method(fixed_mask: sitk.Image | None) -> sitk.ImageRegistrationMethod:
     method = sitk.ImageRegistrationMethod()
     method.SetMetricAsCorrelation()
     method.SetMetricSamplingStrategy(method.RANDOM)
@@ -141,10 +147,10 @@ def _method(fixed_mask: sitk.Image | None, iterations: int = 100) -> sitk.ImageR
         method.SetMetricFixedMask(fixed_mask)
     method.SetInterpolator(sitk.sitkLinear)
     method.SetOptimizerAsRegularStepGradientDescent(
-        learningRate=2.0, minStep=1e-3, numberOfIterations=iterations, relaxationFactor=0.6)
+        learningRate=LEARNING_RATE, minStep=1e-3, numberOfIterations=ITERATIONS, relaxationFactor=0.6)
     method.SetOptimizerScalesFromPhysicalShift()
-    method.SetShrinkFactorsPerLevel([2, 1])
-    method.SetSmoothingSigmasPerLevel([2.0, 0.0])
+    method.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
+    method.SetSmoothingSigmasPerLevel(list(SMOOTHING_MM))
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOn()
     return method
 
