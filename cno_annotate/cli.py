@@ -16,7 +16,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from cno_annotate import __version__, cli_reading
+from cno_annotate import __version__, cli_pacs, cli_reading
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 from cno_annotate.io.kinds import VolumeKind
@@ -192,6 +192,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     _add_read_commands(sub, common)
     cli_reading.register(sub, common)
     cli_reading.register_store(sub, common)
+    cli_pacs.register(sub, common)
     if plugins:
         _add_plugin_commands(sub, common)
     return parser

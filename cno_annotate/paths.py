@@ -83,3 +83,16 @@ def same_file(a: str, b: str) -> bool:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+#: Environment variable that overrides the per-user configuration folder (tests use it).
+CONFIG_ENV = "CNO_ANNOTATE_CONFIG"
+
+
+def config_dir() -> str:
+    """The per-user configuration folder: ``$CNO_ANNOTATE_CONFIG``, else the platform's (not created here)."""
+    if os.environ.get(CONFIG_ENV):
+        return absolute(os.environ[CONFIG_ENV])
+    from platformdirs import user_config_dir
+
+    return absolute(user_config_dir("cno-annotate", appauthor=False))

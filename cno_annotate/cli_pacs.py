@@ -1,0 +1,222 @@
+"""CLI group ``pacs``: register PACS nodes, query, retrieve into the store, send SR and SEG back."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from cno_annotate.cli_output import open_store
+from cno_annotate.cli_output import print_rows as _print_rows
+from cno_annotate.errors import CnoError
+
+
+def _port(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 1 to 65535, not {value}")
+    return value
+
+
+def register(sub, common) -> None:
+    """Add ``pacs`` and its actions to the CLI."""
+    pacs = sub.add_parser("pacs", help="query and retrieve from a PACS, send SR and SEG back",
+                          description="PACS nodes are kept in the per-user configuration folder; DICOMweb "
+                                      "credentials come from pacs-credentials.json there (chmod 600) or from "
+                                      "CNO_PACS_TOKEN_<NAME> / CNO_PACS_USER_<NAME> + CNO_PACS_PASSWORD_<NAME>.")
+    pacs_sub = pacs.add_subparsers(dest="pacs_command", required=True, metavar="ACTION")
+    p = pacs_sub.add_parser("add", help="register a PACS (DICOMweb URL or DIMSE AE@HOST:PORT)")
+    p.add_argument("name", help="your name for it")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--dicomweb", metavar="URL", help="DICOMweb root URL (QIDO-RS, WADO-RS, STOW-RS)")
+    where.add_argument("--dimse", metavar="AE@HOST:PORT", help="DIMSE node (C-FIND, C-GET/C-MOVE, C-STORE)")
+    p.add_argument("--retrieve", choices=["get", "move"], default="get", help="DIMSE retrieve by C-GET (default) "
+                   "or C-MOVE (the PACS must know --calling-ae at this computer, port --move-port)")
+    p.add_argument("--calling-ae", default=None, help="this program's AE title (default CNOANNOTATE)")
+    p.add_argument("--move-port", type=_port, default=None, help="port of the C-MOVE storage SCP (default 11113)")
+    p.add_argument("--move-ae", default=None, help="C-MOVE destination AE title (default: --calling-ae)")
+    p.add_argument("--replace", action="store_true", help="replace a node of that name")
+    p.set_defaults(run=cmd_add)
+    p = pacs_sub.add_parser("list", help="the registered PACS nodes (never their credentials)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_list)
+    p = pacs_sub.add_parser("remove", help="forget a PACS node")
+    p.add_argument("name")
+    p.set_defaults(run=cmd_remove)
+    p = pacs_sub.add_parser("echo", help="check that a PACS answers (C-ECHO, or a DICOMweb search)")
+    p.add_argument("name")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.set_defaults(run=cmd_echo)
+    p = pacs_sub.add_parser("find", help="search a PACS for studies (or a study's series with --study)")
+    p.add_argument("name")
+    p.add_argument("--patient-id", default="")
+    p.add_argument("--name", dest="patient_name", default="", help="patient name, * as wildcard")
+    p.add_argument("--date", default="", help="study date or range FROM-TO (YYYYMMDD, either end may be left out)")
+    p.add_argument("--accession", default="")
+    p.add_argument("--modality", default="", help="modality in study, e.g. MR")
+    p.add_argument("--study", default="", metavar="UID", help="list this study's series instead")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--json", action="store_true", help="print a JSON list")
+    p.set_defaults(run=cmd_find)
+    p = pacs_sub.add_parser("retrieve", parents=[common], help="retrieve a study into the store (resumable)",
+                            description="Series by series (STIR first), each imported as soon as it arrives. "
+                                        "Run it again after an interruption: only what the store lacks is fetched.")
+    p.add_argument("name")
+    p.add_argument("study_uid", metavar="STUDY_UID")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(run=cmd_retrieve)
+    p = pacs_sub.add_parser("send", help="store DICOM files (SR, SEG) in a PACS (STOW-RS or C-STORE)")
+    p.add_argument("name")
+    p.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
+    p.set_defaults(run=cmd_send)
+
+
+def _client(args):
+    from cno_annotate.pacs import config
+    from cno_annotate.pacs.client import open_client
+
+    return open_client(config.get_node(args.name), timeout=args.timeout)
+
+
+def cmd_add(args) -> int:
+    """Run ``cno-annotate pacs add``."""
+    from cno_annotate.pacs import config
+
+    options: dict = {"retrieve": config.RetrieveMethod(args.retrieve)}
+    if args.calling_ae is not None:
+        options["calling_ae"] = args.calling_ae
+    if args.move_port is not None:
+        options["move_port"] = args.move_port
+    if args.move_ae is not None:
+        options["move_ae"] = args.move_ae
+    if args.dicomweb:
+        if args.retrieve != "get" or any(v is not None for v in (args.move_port, args.calling_ae, args.move_ae)):
+            raise CnoError("--retrieve, --calling-ae, --move-port and --move-ae are for DIMSE nodes (--dimse), "
+                           "not DICOMweb")
+        node = config.PacsNode(args.name, config.Protocol.DICOMWEB, url=args.dicomweb)
+    else:
+        node = config.PacsNode.dimse(args.name, args.dimse, **options)
+    config.add_node(node, replace=args.replace)
+    print(f"added PACS {node.name}: {node.protocol.value} {node.address}"
+          + (f", retrieve by C-{node.retrieve.value.upper()} as {node.calling_ae}" if node.protocol.value == "dimse"
+             else ""))
+    return 0
+
+
+def cmd_list(args) -> int:
+    """Run ``cno-annotate pacs list``."""
+    from cno_annotate.pacs import config
+
+    nodes = config.load_nodes().values()
+    _print_rows([n.as_dict() for n in nodes], args.json, "no PACS registered (add one with 'cno-annotate pacs add')",
+                _node_line)
+    return 0
+
+
+def _node_line(n: dict) -> str:
+    where = n["url"] or f"{n['called_ae']}@{n['host']}:{n['port']}"
+    how = ""
+    if n["protocol"] == "dimse":
+        how = f"  C-{n['retrieve'].upper()} as {n['calling_ae']}"
+        if n["retrieve"] == "move":
+            how += f" (to {n['move_ae'] or n['calling_ae']} on port {n['move_port']})"
+    return f"{n['name']:16} {n['protocol']:8} {where}{how}"
+
+
+def cmd_remove(args) -> int:
+    """Run ``cno-annotate pacs remove``."""
+    from cno_annotate.pacs import config
+
+    config.remove_node(args.name)
+    print(f"removed PACS {args.name}")
+    return 0
+
+
+def cmd_echo(args) -> int:
+    """Run ``cno-annotate pacs echo``."""
+    client = _client(args)
+    client.echo()
+    print(f"{client.node.name} answers ({client.node.address})")
+    return 0
+
+
+def cmd_find(args) -> int:
+    """Run ``cno-annotate pacs find``."""
+    from cno_annotate.pacs.query import StudyQuery, parse_date_range
+
+    client = _client(args)
+    if args.study:
+        series = [s.as_dict() for s in client.find_series(args.study)]
+        _print_rows(series, args.json, f"{client.node.name} holds no series of study {args.study}",
+                    lambda s: f"{s['series_uid']}  {s['modality'] or '-':3} #{s['number'] if s['number'] is not None else '-':<4}"
+                              f" {s['instances'] if s['instances'] is not None else '?':>5} instances  {s['description']}")
+        return 0
+    start, end = parse_date_range(args.date) if args.date else ("", "")
+    query = StudyQuery(patient_id=args.patient_id, patient_name=args.patient_name, date_from=start, date_to=end,
+                       accession=args.accession, modality=args.modality)
+    studies = [s.as_dict() for s in client.find_studies(query)]
+    _print_rows(studies, args.json, f"no study on {client.node.name} matches",
+                lambda s: f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
+                          f"{s['accession'] or '-':10}  {s['modalities'] or '-':6} "
+                          f"{s['series'] if s['series'] is not None else '?':>3} series "
+                          f"{s['instances'] if s['instances'] is not None else '?':>5} instances  {s['description']}")
+    return 0
+
+
+class _Progress:
+    """Retrieve progress on stderr when it is a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = -1
+
+    def __call__(self, received: int, expected: int) -> None:
+        if not self.tty:
+            return
+        percent = 100 * received // max(expected, 1)
+        if percent != self.last:
+            self.last = percent
+            sys.stderr.write(f"\rretrieving [{'#' * (min(percent, 100) // 4):25}] {received}/{expected} instances")
+            sys.stderr.flush()
+
+    def series(self, series, seconds: float) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+        print(f"  imported series {series.number if series.number is not None else '-'} "
+              f"{series.description or series.series_uid} ({seconds:.1f} s)", file=sys.stderr)
+
+
+def cmd_retrieve(args) -> int:
+    """Run ``cno-annotate pacs retrieve``."""
+    from cno_annotate.pacs.retrieve import retrieve_study
+
+    client = _client(args)
+    store = open_store(args.store, create=True)
+    progress = _Progress()
+    report = retrieve_study(store, client, args.study_uid, progress=progress,
+                            series_imported=None if args.json else progress.series)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2))
+        return 0
+    held = f" ({report.already_in_store} already in the store)" if report.already_in_store else ""
+    print(f"retrieved {report.received} of {report.expected} instances{held} of study {report.study_uid} "
+          f"from {client.node.name} in {report.seconds:.1f} s; imported {len(report.imported_series)} series into "
+          f"{store.root}")
+    return 0
+
+
+def cmd_send(args) -> int:
+    """Run ``cno-annotate pacs send``."""
+    from cno_annotate.pacs.send import send_files
+
+    client = _client(args)
+    sent = send_files(client, args.files)
+    print(f"sent {len(sent)} file{'s' if len(sent) != 1 else ''} to {client.node.name}")
+    return 0

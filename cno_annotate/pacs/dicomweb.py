@@ -1,0 +1,164 @@
+"""A DICOMweb PACS through dicomweb-client: QIDO-RS search, WADO-RS retrieve, STOW-RS store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pydicom
+import requests
+from dicomweb_client import DICOMwebClient
+
+from cno_annotate.pacs.client import Cancelled, InstanceSink, PacsClient, file_bytes
+from cno_annotate.pacs.config import PacsError, PacsNode, credentials_for
+from cno_annotate.pacs.query import SeriesMatch, StudyMatch, StudyQuery, whole_number
+
+_STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
+                 "NumberOfStudyRelatedInstances", "AccessionNumber", "PatientName", "PatientID", "StudyDate"]
+# No get_remaining: dicomweb-client then pages with offset until an empty answer, and Orthanc's
+# DICOMweb plugin answers a ModalitiesInStudy search with the same study whatever the offset
+# (an endless loop, seen with orthanc-dicomweb 1.7).
+_SERIES_FIELDS = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
+
+
+class _Session(requests.Session):
+    """A session that sends QIDO-RS wildcards (``*``) and name separators (``^``) as themselves.
+
+    requests percent-encodes them; both may stand unencoded in a query (RFC 3986 sub-delimiters),
+    and servers such as Orthanc's DICOMweb plugin match ``Wil%2A`` literally (no study found).
+    """
+
+    def send(self, request, **kwargs):
+        if request.url and "?" in request.url:
+            path, query = request.url.split("?", 1)
+            request.url = path + "?" + query.replace("%2A", "*").replace("%5E", "^")
+        return super().send(request, **kwargs)
+
+
+class DicomWebPacs(PacsClient):
+    """A DICOMweb node; credentials from :func:`~cno_annotate.pacs.config.credentials_for`."""
+
+    def __init__(self, node: PacsNode, timeout: float = 30.0):
+        super().__init__(node, timeout)
+        credentials = credentials_for(node.name)
+        session = _Session()
+        session.auth = credentials.basic()
+        session.headers.update(credentials.headers())
+        self._client = DICOMwebClient(node.url, session=session, timeout=timeout)
+        # dicomweb-client retries failed requests with growing waits (a wrong port took minutes
+        # to report); a retrieve is resumable, so one attempt and a clear message serve better.
+        self._client.set_http_retry_params(retry=False)
+
+    def close(self) -> None:
+        """Close the HTTP connections."""
+        self._client._session.close()
+
+    @contextmanager
+    def _talking(self, what: str) -> Iterator[None]:
+        """Turn network and HTTP failures into one-line :class:`PacsError` messages (no credentials)."""
+        try:
+            yield
+        except requests.exceptions.Timeout:
+            raise PacsError(f"{self.node.name}: {what}: no answer from {self.node.url} within "
+                            f"{self.timeout:g} s") from None
+        except requests.exceptions.ConnectionError:
+            raise PacsError(f"{self.node.name}: {what}: cannot connect to {self.node.url} (is the server "
+                            "running, and are the host and port right?)") from None
+        except requests.exceptions.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else 0
+            if status in (401, 403):
+                raise PacsError(f"{self.node.name}: {what}: the server refused the credentials (HTTP {status}); "
+                                "set them in pacs-credentials.json or CNO_PACS_* (see the README)") from None
+            raise PacsError(f"{self.node.name}: {what}: the server answered HTTP {status} "
+                            f"{exc.response.reason if exc.response is not None else ''}".rstrip()) from None
+        except requests.exceptions.RequestException as exc:
+            raise PacsError(f"{self.node.name}: {what}: {type(exc).__name__}") from None
+
+    def echo(self) -> None:
+        """Search for one study (DICOMweb has no echo)."""
+        with self._talking("echo"):
+            self._client.search_for_studies(limit=1)
+
+    def find_studies(self, query: StudyQuery) -> list[StudyMatch]:
+        """QIDO-RS study search."""
+        filters = {key: value for key, value in (
+            ("PatientID", query.patient_id), ("PatientName", query.patient_name),
+            ("StudyDate", query.date_range), ("AccessionNumber", query.accession),
+            ("ModalitiesInStudy", query.modality)) if value}
+        with self._talking("study search"):
+            found = self._client.search_for_studies(search_filters=filters, fields=_STUDY_FIELDS)
+        matches = [_study(pydicom.Dataset.from_json(item)) for item in found]
+        return sorted(matches, key=lambda m: (m.study_date, m.study_uid))
+
+    def find_series(self, study_uid: str) -> list[SeriesMatch]:
+        """QIDO-RS series search within a study."""
+        with self._talking("series search"):
+            found = self._client.search_for_series(study_instance_uid=study_uid, fields=_SERIES_FIELDS)
+        return [_series(pydicom.Dataset.from_json(item)) for item in found]
+
+    def instance_uids(self, study_uid: str, series_uid: str) -> list[str]:
+        """QIDO-RS instance search within a series."""
+        with self._talking("instance search"):
+            found = self._client.search_for_instances(study_instance_uid=study_uid, series_instance_uid=series_uid)
+        return [str(pydicom.Dataset.from_json(item).get("SOPInstanceUID", "")) for item in found]
+
+    def fetch(self, study_uid: str, series_uid: str, sop_uids: list[str] | None,
+              sink: InstanceSink, cancelled: Cancelled) -> None:
+        """WADO-RS: a whole series as one multipart stream, or instance by instance."""
+        with self._talking("retrieve"):
+            if sop_uids is None:
+                for dataset in self._client.iter_series(study_uid, series_uid):
+                    sink(series_uid, str(dataset.SOPInstanceUID), file_bytes(dataset))
+                    if cancelled():
+                        return
+                return
+            for sop_uid in sop_uids:
+                if cancelled():
+                    return
+                dataset = self._client.retrieve_instance(study_uid, series_uid, sop_uid)
+                sink(series_uid, sop_uid, file_bytes(dataset))
+
+    def send(self, files: list[Path]) -> None:
+        """STOW-RS, one request per study."""
+        by_study: dict[str, list[pydicom.Dataset]] = {}
+        for path in files:
+            dataset = pydicom.dcmread(path)
+            by_study.setdefault(str(dataset.StudyInstanceUID), []).append(dataset)
+        for study_uid, datasets in by_study.items():
+            with self._talking("store"):
+                answer = self._client.store_instances(datasets, study_instance_uid=study_uid)
+            failed = answer.get("FailedSOPSequence") or []
+            if failed:
+                reasons = ", ".join(f"{item.get('ReferencedSOPInstanceUID', '?')} (reason "
+                                    f"0x{int(item.get('FailureReason', 0)):04X})" for item in failed)
+                raise PacsError(f"{self.node.name}: the server refused {len(failed)} of {len(datasets)} "
+                                f"instances: {reasons}")
+
+
+def _text(dataset: pydicom.Dataset, keyword: str) -> str:
+    value = dataset.get(keyword, "")
+    if isinstance(value, pydicom.multival.MultiValue):
+        return "\\".join(str(v) for v in value)
+    return str(value or "")
+
+
+def _study(dataset: pydicom.Dataset) -> StudyMatch:
+    return StudyMatch(
+        study_uid=_text(dataset, "StudyInstanceUID"), patient_id=_text(dataset, "PatientID"),
+        patient_name=_text(dataset, "PatientName"), study_date=_text(dataset, "StudyDate"),
+        accession=_text(dataset, "AccessionNumber"), description=_text(dataset, "StudyDescription"),
+        modalities=_text(dataset, "ModalitiesInStudy"),
+        series=whole_number(dataset.get("NumberOfStudyRelatedSeries")),
+        instances=whole_number(dataset.get("NumberOfStudyRelatedInstances")))
+
+
+def _series(dataset: pydicom.Dataset) -> SeriesMatch:
+    return SeriesMatch(
+        series_uid=_text(dataset, "SeriesInstanceUID"), modality=_text(dataset, "Modality"),
+        number=whole_number(dataset.get("SeriesNumber")), description=_text(dataset, "SeriesDescription"),
+        instances=whole_number(dataset.get("NumberOfSeriesRelatedInstances")))
+
+
+study_from_dataset = _study
+series_from_dataset = _series

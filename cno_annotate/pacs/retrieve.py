@@ -1,0 +1,196 @@
+"""Retrieve a study from a PACS into the store, importing each series as it arrives; resumable.
+
+Instances are written to ``STORE/retrieved/<study UID>/<series UID>/<SOP UID>.dcm``
+(each through a temporary name, so no half-written file is left behind) and each
+series is imported through :func:`cno_annotate.importer.import_paths` as soon
+as it is complete. An interrupted retrieve (cancel, Ctrl-C, a lost connection)
+keeps and imports what arrived; the next retrieve of the study imports any file
+left un-imported, asks the PACS only for the instances the store does not hold,
+and fetches nothing for series that are complete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cno_annotate.importer import import_paths
+from cno_annotate.pacs.client import PacsClient
+from cno_annotate.pacs.config import PacsError
+from cno_annotate.pacs.query import SeriesMatch
+from cno_annotate.store.db import Store
+
+RETRIEVED = "retrieved"
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
+#: Called as ``progress(received, expected)`` as instances arrive (possibly from another thread).
+Progress = Callable[[int, int], None]
+#: Called in the retrieving thread after each series is imported: ``series_imported(series, seconds)``.
+SeriesDone = Callable[[SeriesMatch, float], None]
+
+
+@dataclass
+class RetrieveReport:
+    """What one retrieve did."""
+
+    study_uid: str
+    folder: Path
+    series: int = 0
+    expected: int = 0
+    already_in_store: int = 0
+    received: int = 0
+    imported_series: list[str] = field(default_factory=list)
+    cancelled: bool = False
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict:
+        """JSON-ready fields."""
+        return {**self.__dict__, "folder": str(self.folder)}
+
+
+def study_folder(store: Store, study_uid: str) -> Path:
+    """Where a study's retrieved files go inside the store."""
+    if not _UID.fullmatch(study_uid) or len(study_uid) > 64:
+        raise PacsError(f"{study_uid!r} is not a study instance UID (digits and dots)")
+    return Path(store.root) / RETRIEVED / study_uid
+
+
+def _sop_uids_in_store(store: Store, study_uid: str) -> dict[str, set[str]]:
+    rows = store.db.execute(
+        "SELECT i.series_uid, i.sop_uid FROM images i JOIN dicom_series d USING (series_uid) "
+        "WHERE d.study_uid = ? AND i.frame = 0", (study_uid,))
+    held: dict[str, set[str]] = {}
+    for series_uid, sop_uid in rows:
+        held.setdefault(series_uid, set()).add(sop_uid)
+    return held
+
+
+def _sop_uids_held(store: Store, folder: Path, study_uid: str) -> dict[str, set[str]]:
+    """Instances the store holds: imported images, and every file retrieved before (SR, SEG too)."""
+    held = _sop_uids_in_store(store, study_uid)
+    if folder.is_dir():
+        for path in folder.glob("*/*.dcm"):
+            held.setdefault(path.parent.name, set()).add(path.stem)
+    return held
+
+
+def _reading_order(series: list[SeriesMatch]) -> list[SeriesMatch]:
+    """STIR series first (the reader starts there), then by series number."""
+    def key(s: SeriesMatch) -> tuple:
+        stir = bool(re.search(r"stir|tirm|\bir\b", s.description, re.IGNORECASE))
+        return (not stir, s.number if s.number is not None else 1 << 30, s.series_uid)
+    return sorted(series, key=key)
+
+
+class _Writer:
+    """Writes arriving instances to the study folder (thread-safe) and counts them."""
+
+    def __init__(self, folder: Path, progress: Progress | None, expected: int):
+        self.folder = folder
+        self.progress = progress
+        self.expected = expected
+        self.received = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, series_uid: str, sop_uid: str, data: bytes) -> None:
+        if not _UID.fullmatch(series_uid) or not _UID.fullmatch(sop_uid):
+            raise PacsError(f"an instance arrived with an invalid UID ({sop_uid!r} in series {series_uid!r})")
+        target = self.folder / series_uid / f"{sop_uid}.dcm"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{sop_uid}.{threading.get_ident()}.part")
+        partial.write_bytes(data)
+        os.replace(partial, target)
+        with self.lock:
+            self.received += 1
+            received = self.received
+        if self.progress is not None:
+            self.progress(received, self.expected)
+
+
+def _clear_partials(folder: Path) -> None:
+    for partial in folder.glob("*/.*.part"):
+        partial.unlink(missing_ok=True)
+
+
+def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: Progress | None = None,
+                   cancel: threading.Event | None = None, series_imported: SeriesDone | None = None) -> RetrieveReport:
+    """Retrieve ``study_uid`` into ``store``, series by series (STIR first), importing each as it completes.
+
+    Parameters
+    ----------
+    store : Store
+        The open store (used from this thread only).
+    client : PacsClient
+        The PACS connection.
+    study_uid : str
+        The study to retrieve.
+    progress : callable, optional
+        ``progress(received, expected)`` after each instance written.
+    cancel : threading.Event, optional
+        Set it to stop after the instance in flight; what arrived is imported.
+    series_imported : callable, optional
+        ``series_imported(series, seconds_since_start)`` after each series is imported.
+
+    Returns
+    -------
+    RetrieveReport
+
+    Raises
+    ------
+    PacsError
+        If the PACS fails; whatever arrived before is imported first.
+    """
+    started = time.monotonic()
+    folder = study_folder(store, study_uid)
+    report = RetrieveReport(study_uid, folder)
+    if folder.is_dir():  # what an interrupted retrieve wrote but did not import
+        _clear_partials(folder)
+        import_paths(store, [folder])
+    series = _reading_order(client.find_series(study_uid))
+    if not series:
+        raise PacsError(f"{client.node.name} holds no study {study_uid}")
+    held = _sop_uids_held(store, folder, study_uid)
+    plan: list[tuple[SeriesMatch, list[str] | None, int]] = []
+    missing: list[str] | None
+    for item in series:
+        have = held.get(item.series_uid, set())
+        if not have:
+            plan.append((item, None, item.instances or 0))
+            continue
+        missing = [uid for uid in client.instance_uids(study_uid, item.series_uid) if uid not in have]
+        report.already_in_store += len(have)
+        if missing:
+            plan.append((item, missing, len(missing)))
+    report.series = len(series)
+    report.expected = sum(n for _, _, n in plan)
+    writer = _Writer(folder, progress, report.expected)
+    cancelled = cancel.is_set if cancel is not None else (lambda: False)
+    try:
+        for item, missing, _ in plan:
+            if cancelled():
+                break
+            before = writer.received
+            try:
+                client.fetch(study_uid, item.series_uid, missing, writer, cancelled)
+            finally:
+                if writer.received > before:
+                    import_paths(store, [folder / item.series_uid])
+                    report.imported_series.append(item.series_uid)
+                    if series_imported is not None:
+                        series_imported(item, time.monotonic() - started)
+    finally:
+        report.received = writer.received
+        report.cancelled = cancelled()
+        report.seconds = time.monotonic() - started
+    return report
+
+
+def remaining(store: Store, client: PacsClient, study_uid: str) -> int:
+    """How many instances of the study the PACS holds that the store does not (asks the PACS)."""
+    held = _sop_uids_held(store, study_folder(store, study_uid), study_uid)
+    return sum(len([u for u in client.instance_uids(study_uid, s.series_uid) if u not in held.get(s.series_uid, set())])
+               for s in client.find_series(study_uid))
