@@ -53,6 +53,7 @@ def read_store(sample_copy):
     session.set_grade(l1, "marrow_hyperintensity", 2)
     session.set_grade(l1, "signal_extension", "NA")
     session.set_grade(l1, "bony_expansion", 1)
+    _stir_ratio(session, l1)
     l2 = session.add_lesion((0.0, 0.0, -100.0), volume, (1, 1, 1), site_id="spine.L2", extent=BOX)
     session.set_grade(l2, "vertebral_collapse", 1)
     session.add_lesion((30.0, 2.0, -200.0), volume, (1, 1, 1), site_id="ilium", side="L", extent=POLYGON)
@@ -61,6 +62,22 @@ def read_store(sample_copy):
     session.mark_unit("spine.T8", "not_assessable")
     session.submit()
     return store, load_read(store, session.read.read_id)
+
+
+def _stir_ratio(session, lesion_id: str) -> None:
+    """A lesion ROI and a muscle ROI on a constructed STIR volume: the lesion's ratio is 3.0."""
+    from cno_annotate.io.volume import Volume
+
+    array = np.full((40, 20, 60), 100.0, np.float32)  # z -420..-381, y -10..9, x -100..-41
+    array[15:26, 5:16, 20:40] = 300.0  # around the lesion at (-70.5, 0, -400)
+    affine = np.eye(4)
+    affine[:3, 3] = (-100.0, -10.0, -420.0)
+    stir = Volume(array, affine, "stir", "STIR")
+    lesion_roi = session.add_roi("ellipse", "coronal", [(-70.5, 0.0, -400.0), (-66.5, 0.0, -397.0)], "stir")
+    muscle = session.add_roi("rectangle", "coronal", [(-95.0, 0.0, -418.0), (-90.0, 0.0, -412.0)], "stir")
+    session.set_roi_role(lesion_roi, "lesion", lesion_id, stir=stir)
+    session.set_roi_role(muscle, "muscle", stir=stir)
+    assert session.read.lesion(lesion_id).stir_muscle_ratio == 3.0
 
 
 def _saved(dataset, path):
@@ -134,6 +151,11 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
         assert evaluations == {(table.item_code(key, i).value, table.grade_code(key, i, g).value)
                                for i, g in lesion.grades.items()}
         measured = {m.name.value: m for m in group.get_measurements()}
+        if lesion.stir_muscle_ratio is None:
+            assert "STIR-SIR" not in measured
+        else:  # the STIR lesion:muscle ratio: a measurement in UCUM unit 1
+            assert measured["STIR-SIR"].value == pytest.approx(lesion.stir_muscle_ratio)
+            assert (measured["STIR-SIR"].unit.value, measured["STIR-SIR"].unit.scheme_designator) == ("1", "UCUM")
         if lesion.extent is None:
             assert "118565006" not in measured
         else:
@@ -201,8 +223,10 @@ def test_export_import_export_gives_the_same_content_and_the_same_read(read_stor
     assert (again.read_id, again.reader, again.status, again.unit_marks) == \
         (read.read_id, read.reader, read.status, read.unit_marks)
     for before, after in zip(read.lesions, again.lesions, strict=True):
-        for name in ("lesion_id", "position", "site_id", "side", "subsite", "extent", "grades", "confidence"):
+        for name in ("lesion_id", "position", "site_id", "side", "subsite", "extent", "grades", "confidence",
+                     "stir_muscle_ratio"):
             assert getattr(after, name) == getattr(before, name), (before.lesion_id, name)
+    assert again.lesion("L1").stir_muscle_ratio == 3.0
     second = _saved(build_sr(again, Stations(store)), tmp_path / "second.sr.dcm")
     a, b = pydicom.dcmread(first), pydicom.dcmread(second)
     assert a.ContentSequence == b.ContentSequence

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -180,3 +182,37 @@ def test_the_database_keeps_one_muscle_roi_and_locks_rois_of_a_submitted_read(st
             db.execute("DELETE FROM rois WHERE read_id = ?", (read_id,))
     with pytest.raises(CnoError, match="submitted and locked"):
         session.add_roi("ellipse", "axial", [(2, 2, 2), (5, 5, 2)], "stir-1")
+
+
+def test_rois_and_the_ratio_go_through_json_and_csv_and_come_back(sample_copy, tmp_path) -> None:
+    from cno_annotate.annotation.csv_export import lesion_rows
+    from cno_annotate.annotation.documents import export_document, import_document, write_document
+    from cno_annotate.annotation.reads import ReadSession
+
+    store = sample_copy("rois")
+    study = store.studies()[0]["study_uid"]
+    series = next(v["volume_id"] for v in store.volumes(study) if v["role"] == "STIR")
+    session = ReadSession.open_or_create(store, study, "dr-a")
+    lesion_id = session.add_lesion((13.0, 13.0, 2.0), series, (13, 13, 2))
+    muscle = session.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], series)
+    lesion_roi = session.add_roi("polygon", "axial", [(11, 11, 2), (15, 11, 2), (15, 15, 2), (11, 15, 2)], series)
+    session.set_roi_role(muscle, "muscle", stir=_stir())
+    session.set_roi_role(lesion_roi, "lesion", lesion_id, stir=_stir())
+    document = export_document(store)
+    assert document["schema_version"] == "1.2.0"
+    read = document["reads"][0]
+    assert [r["roi_id"] for r in read["rois"]] == [muscle, lesion_roi]
+    assert read["rois"][1] == {"roi_id": lesion_roi, "kind": "polygon", "plane": "axial",
+                               "points_mm": [[11.0, 11.0, 2.0], [15.0, 11.0, 2.0], [15.0, 15.0, 2.0],
+                                             [11.0, 15.0, 2.0]],
+                               "series_uid": series, "role": "lesion", "lesion_id": lesion_id}
+    assert read["lesions"][0]["stir_muscle_ratio"] == 2.5
+    columns, rows = lesion_rows(document)
+    assert "stir_muscle_ratio" in columns and rows[0]["stir_muscle_ratio"] == 2.5
+    other = sample_copy("other")
+    import_document(other, write_document(document, tmp_path / "reads.json"))
+    assert export_document(other)["reads"] == document["reads"]
+    bad = json.loads(json.dumps(document))
+    bad["reads"][0]["rois"][1]["lesion_id"] = "L99"
+    with pytest.raises(CnoError, match=r"\$\.reads\[0\]\.rois\[1\]\.lesion_id: .*L99"):
+        import_document(sample_copy("third"), write_document(bad, tmp_path / "bad.json"))

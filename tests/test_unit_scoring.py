@@ -167,7 +167,7 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
     session = _two_lesions(store, study, series)
     session.set_unit_grade("femur.distal:R", "signal_extension", 2)
     document = export_document(store)
-    assert document["schema_version"] == "1.1.0"
+    assert document["schema_version"] == "1.2.0"
     assert document["reads"][0]["unit_grades"] == [{"unit_id": "femur.distal:R", "item_id": "signal_extension",
                                                     "grade": 2}]
     assert document["reads"][0]["scores"]["total"] == 4
@@ -178,7 +178,9 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
     old = json.loads(json.dumps(document))
     old["schema_version"] = "1.0.0"
     for read in old["reads"]:
-        del read["unit_grades"]
+        del read["unit_grades"], read["rois"]  # 1.1.0 and 1.2.0 fields
+        for lesion in read["lesions"]:
+            del lesion["stir_muscle_ratio"]
     third = sample_copy("third")
     import_document(third, write_document(old, tmp_path / "old.json"))
     assert export_document(third)["reads"][0]["scores"]["total"] == 5  # the proposal again

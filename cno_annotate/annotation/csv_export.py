@@ -49,6 +49,7 @@ LESION_COLUMNS = READ_KEY_COLUMNS + [
     "subsite_id", "subsite_code", "side", "side_code", "unit_id",
     "x_mm", "y_mm", "z_mm", "series_uid", "voxel_i", "voxel_j", "voxel_k",
     "size_x_mm", "size_y_mm", "size_z_mm", "volume_ml", "lesion_item_sum_not_additive", "confidence", "comment",
+    "stir_muscle_ratio",
 ]
 UNIT_COLUMNS = READ_KEY_COLUMNS + ["unit_id", "unit_status", "unit_score"]
 #: What the columns mean (written to columns.csv); grade_* columns are described by their scheme item.
@@ -102,6 +103,8 @@ COLUMN_MEANINGS = {
     "size_x_mm": "Extent of the lesion along x (mm); empty without an extent.",
     "size_y_mm": "Extent of the lesion along y (mm); empty without an extent.",
     "size_z_mm": "Extent of the lesion along z (mm); empty without an extent.",
+    "stir_muscle_ratio": "STIR signal-intensity ratio lesion:muscle (unit 1): mean of the lesion's ROI divided by "
+                         "the mean of the read's muscle ROI, both on the STIR series; empty without both ROIs.",
     "confidence": "Reader's confidence in the lesion, 1 (low) to 5 (high); empty when not given.",
     "comment": "Reader's free-text comment (line breaks written as LF; formula starts neutralised).",
 }
@@ -136,6 +139,7 @@ def lesion_rows(document: dict) -> tuple[list[str], list[dict]]:
                 "volume_ml": _blank(lesion["volume_ml"]),
                 "lesion_item_sum_not_additive": _lesion_sum(lesion),
                 "confidence": _blank(lesion["confidence"]), "comment": lesion["comment"],
+                "stir_muscle_ratio": _blank(lesion.get("stir_muscle_ratio")),
             }
             for column, item_id in items:
                 row[column] = _blank(lesion["grades"].get(item_id))

@@ -25,13 +25,14 @@ from cno_annotate.annotation.validation import (
     make_lesion,
     read_problems,
     reference_problems,
+    roi_from_fields,
 )
 from cno_annotate.errors import CnoError
 from cno_annotate.fileio import atomic_write_text
 from cno_annotate.store.db import Store
 
-SCHEMA = "annotation-1.1.0.schema.json"
-SCHEMA_VERSION = "1.1.0"
+SCHEMA = "annotation-1.2.0.schema.json"
+SCHEMA_VERSION = "1.2.0"
 
 
 def split_name(name: str) -> tuple[str, str]:
@@ -67,6 +68,7 @@ def read_document(read: Read) -> dict:
         "unit_marks": [{"unit_id": u, "mark": m} for u, m in sorted(read.unit_marks.items())],
         "unit_grades": [{"unit_id": u, "item_id": i, "grade": g} for u, items in sorted(read.unit_grades.items())
                         for i, g in sorted(items.items())],
+        "rois": [roi.to_dict() for roi in read.rois],
         "scores": scores.as_dict(),
     }
 
@@ -95,6 +97,7 @@ def _lesion_document(lesion: Lesion, taxonomy: Taxonomy, score) -> dict:
         "score": score,
         "comment": lesion.comment,
         "confidence": lesion.confidence,
+        "stir_muscle_ratio": lesion.stir_muscle_ratio,
         "created": {"by": lesion.created_by, "at": lesion.created_at},
         "modified": {"by": lesion.modified_by, "at": lesion.modified_at},
     }
@@ -159,12 +162,24 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
         read = Read(data["read_id"], data["study_uid"], data["reader"], scheme.id, scheme.version,
                     taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
                     data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
-                    data["supersedes"], data["reason"], _unit_grades_from(data, taxonomy, scheme, source, where))
+                    data["supersedes"], data["reason"], _unit_grades_from(data, taxonomy, scheme, source, where),
+                    _rois_from(data, source, where))
         problems = read_problems(read, taxonomy)
         if problems:
             raise CnoError(f"{source}: {problems[0].at(where)}")
         reads.append(read)
     return reads
+
+
+def _rois_from(data: dict, source: str, where: str) -> list:
+    """A read's ROIs (schema 1.2.0), each through the one ROI validator."""
+    rois = []
+    for n, entry in enumerate(data.get("rois", [])):
+        try:
+            rois.append(roi_from_fields(entry))
+        except InvalidLesion as exc:
+            raise CnoError(f"{source}: {exc.problem.at(f'{where}.rois[{n}]')}") from None
+    return rois
 
 
 def _unit_grades_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: str, where: str) -> dict:
@@ -205,6 +220,7 @@ def _lesion_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: str, wh
             confidence=data["confidence"],
             created_by=data["created"]["by"], created_at=data["created"]["at"],
             modified_by=data["modified"]["by"], modified_at=data["modified"]["at"],
+            stir_muscle_ratio=data.get("stir_muscle_ratio"),
         )
     except InvalidLesion as exc:
         raise CnoError(f"{source}: {exc.problem.at(where)}") from None

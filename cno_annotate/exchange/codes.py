@@ -18,7 +18,7 @@ from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
 from cno_annotate.errors import CnoError
 
-CODE_TABLE = "cno-codes-1.0.0"
+CODE_TABLE = "cno-codes-1.1.0"
 PRIVATE = "99CNO"
 
 #: Standard concepts (SNOMED CT and DICOM) the reports use.
@@ -31,6 +31,7 @@ MM = CodedConcept("mm", "UCUM", "millimeter")
 ML = CodedConcept("ml", "UCUM", "milliliter")
 SCORE_UNIT = CodedConcept("{score}", "UCUM", "score")
 COUNT_UNIT = CodedConcept("{count}", "UCUM", "count")
+RATIO_UNIT = CodedConcept("1", "UCUM", "ratio")
 
 
 @dataclass(frozen=True)

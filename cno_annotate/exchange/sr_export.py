@@ -11,7 +11,7 @@ Content (what :mod:`.sr_import` reads back):
   99CNO) with laterality and the sub-site as topographical modifier, one
   qualitative evaluation per graded item, measurements (Width / Depth / Length
   in mm along LPS x / y / z, Volume in ml, the extent's slab along the region's
-  normal, reader confidence), and the region as SCOORD3D in the frame of
+  normal, reader confidence, the STIR lesion:muscle signal-intensity ratio in UCUM unit 1), and the region as SCOORD3D in the frame of
   reference of the station series that holds the lesion; the volume refers to
   the station image nearest the lesion (source of measurement);
 - one TID 1501 group per scored or marked bone unit (status, score) and one with
@@ -179,6 +179,8 @@ def _measurements(lesion: Lesion, slab, station: Station, ctx: SRContext) -> lis
         out.append(Measurement(ctx.table.concept("SLAB-HIGH"), float(slab[1]), cc.MM))
     if lesion.confidence is not None:
         out.append(Measurement(ctx.table.concept("CONFIDENCE"), int(lesion.confidence), cc.SCORE_UNIT))
+    if lesion.stir_muscle_ratio is not None:
+        out.append(Measurement(ctx.table.concept("STIR-SIR"), float(lesion.stir_muscle_ratio), cc.RATIO_UNIT))
     return out
 
 

@@ -155,13 +155,15 @@ def _lesion(group, name, n, study_uid, scheme_id, taxonomy, table, stations, evi
     if not isinstance(roi, hd.sr.ImageRegion3D):
         raise ValueError("the region is not SCOORD3D (image-relative regions are not mapped)")
     numbers = {}
-    confidence = None
+    confidence, ratio = None, None
     for measurement in group.get_measurements():
         code = measurement.name.value
         if measurement.name.scheme_designator == cc.PRIVATE and code in ("SLAB-LOW", "SLAB-HIGH"):
             numbers[code] = float(measurement.value)
         elif measurement.name.scheme_designator == cc.PRIVATE and code == "CONFIDENCE":
             confidence = int(measurement.value)
+        elif measurement.name.scheme_designator == cc.PRIVATE and code == "STIR-SIR":
+            ratio = float(measurement.value)
         elif code not in DERIVED:
             unmapped.append(f"ROI {name}: measurement {measurement.name.meaning} (recomputed or not kept)")
     slab = (numbers["SLAB-LOW"], numbers["SLAB-HIGH"]) if len(numbers) == 2 else None
@@ -186,7 +188,7 @@ def _lesion(group, name, n, study_uid, scheme_id, taxonomy, table, stations, evi
         return make_lesion(taxonomy, scheme, lesion_id=lesion_id, position=position, series_uid=station.volume_id,
                            voxel=voxel, site_id=site_id, side=side, subsite=subsite, extent=extent, grades=grades,
                            confidence=confidence, created_by=reader, created_at=stamp, modified_by=reader,
-                           modified_at=stamp)
+                           modified_at=stamp, stir_muscle_ratio=ratio)
     except InvalidLesion as exc:
         raise CnoError(str(exc.problem)) from None
 
