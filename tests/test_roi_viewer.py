@@ -171,3 +171,29 @@ def test_muscle_and_lesion_rois_give_the_stir_ratio_stored_and_shown_again_on_re
     assert {s.roi.roi_id for s in again.session.rois_on("left")} == {r.roi_id for r in read.rois}
     assert any(title in text for text in again.panels["left"].view.overlay_texts())
     again.loader.wait(5000)
+
+
+def test_cine_plays_the_slices_at_the_set_rate_and_any_navigation_key_stops_it(window, qtbot):
+    state = window.session.views["left"]
+    window.cine_fps.setValue(25)
+    assert window._cine_timer.interval() == 40  # 1000 ms / 25 fps
+    start = state.slice_index
+    _key(qtbot, Qt.Key_K)
+    assert window.cine_running()
+    seen = {start}
+    qtbot.waitUntil(lambda: seen.add(state.slice_index) or len(seen) >= 3, timeout=5000)
+    _key(qtbot, Qt.Key_Down)  # a navigation key stops it (and still moves one slice)
+    assert not window.cine_running() and not window.cine_action.isChecked()
+    stopped = state.slice_index
+    qtbot.wait(200)
+    assert state.slice_index == stopped
+    _key(qtbot, Qt.Key_K)
+    assert window.cine_running()
+    _key(qtbot, Qt.Key_K)  # K again stops it
+    assert not window.cine_running()
+    _key(qtbot, Qt.Key_K)
+    qtbot.mouseClick(window.panels["left"].view, Qt.LeftButton)  # so does a click on the image
+    assert not window.cine_running()
+    # the last slice is followed by the first
+    window.session.go_to_slice("left", state.mapping.slices - 1)
+    assert window.session.cine_step("left") == 0 and state.slice_index == 0

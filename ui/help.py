@@ -25,6 +25,8 @@ SHORTCUTS = [
         ("1 - 9", "Window / level presets (1 = automatic, then the series' own, as listed in the view)"),
         ("I", "Invert the grey scale"),
         ("H", "Hide / show markers, crosshair and text over the images"),
+        ("K", "Cine: play the active view's slices, looping, at the rate set beside Cine (fps); K again, "
+              "any navigation key, the wheel or a click stops it"),
         ("D", "Ruler: drag to measure a distance in mm (one ruler per view, shown on its slice)"),
         ("Esc", "Leave mark, ruler or ROI mode (an ROI being drawn is dropped); the keyboard goes back to the image"),
     ]),

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSpinBox,
     QSplitter,
     QStyle,
     QTextEdit,
@@ -223,6 +224,7 @@ class MainWindow(QMainWindow):
             panel.view.activated.connect(self._view_activated)
             panel.view.roi_drawn.connect(self._roi_drawn)
             panel.view.roi_delete.connect(self._delete_roi)
+            panel.view.navigated.connect(self.stop_cine)
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.failed.connect(self._on_failed)
@@ -320,6 +322,7 @@ class MainWindow(QMainWindow):
         for action in (self.mark_action, self.sticky_action, self.ruler_action, self.undo_action, self.redo_action):
             bar.addAction(action)
         self._build_roi_actions(bar)
+        self._build_cine(bar)
         bar.addSeparator()
         self.region = QComboBox(self)
         self.region.addItem("Go to region…")
@@ -393,6 +396,42 @@ class MainWindow(QMainWindow):
         self.lesion_roi_action.triggered.connect(lambda: self.set_roi_role("lesion"))
         bar.addAction(self.muscle_action)
         bar.addAction(self.lesion_roi_action)
+
+    def _build_cine(self, bar: QToolBar) -> None:
+        """Cine through the active view's slices (K starts and stops; any navigation stops it) at a set rate."""
+        bar.addSeparator()
+        self.cine_action = QAction("Cine", self)
+        self.cine_action.setCheckable(True)
+        self.cine_action.setShortcut(QKeySequence(Qt.Key_K))
+        self.cine_action.setToolTip("Play the active view's slices, looping (K starts and stops; any navigation "
+                                    "key, the wheel or a click stops it)")
+        self.cine_action.toggled.connect(self._set_cine)
+        bar.addAction(self.cine_action)
+        self.cine_fps = QSpinBox(self)
+        self.cine_fps.setRange(1, 30)
+        self.cine_fps.setValue(8)
+        self.cine_fps.setSuffix(" fps")
+        self.cine_fps.setToolTip("Cine frame rate (slices per second)")
+        self.cine_fps.setFocusPolicy(Qt.ClickFocus)
+        self.cine_fps.valueChanged.connect(lambda fps: self._cine_timer.setInterval(round(1000 / fps)))
+        bar.addWidget(self.cine_fps)
+        self._cine_timer = QTimer(self)
+        self._cine_timer.setInterval(round(1000 / self.cine_fps.value()))
+        self._cine_timer.timeout.connect(lambda: self.session.cine_step(self.active_name))
+
+    def _set_cine(self, on: bool) -> None:
+        if on:
+            self._cine_timer.start()
+        else:
+            self._cine_timer.stop()
+
+    def stop_cine(self) -> None:
+        """Stop the cine (a navigation key, the wheel or a click on an image)."""
+        self.cine_action.setChecked(False)
+
+    def cine_running(self) -> bool:
+        """Whether the cine is playing."""
+        return self._cine_timer.isActive()
 
     def _build_status_bar(self) -> None:
         self.position_label = QLabel("", self)
@@ -947,6 +986,7 @@ class MainWindow(QMainWindow):
             self.ruler_action.setChecked(False)
             for action in self.roi_actions.values():
                 action.setChecked(False)
+            self.stop_cine()
             self.focus_image()
             return True
         view = self.active_view()
@@ -974,6 +1014,7 @@ class MainWindow(QMainWindow):
         return False
 
     def closeEvent(self, event) -> None:  # noqa: N802
+        self.stop_cine()
         QApplication.instance().removeEventFilter(self)
         for panel in self.panels.values():
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed

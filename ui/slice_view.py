@@ -60,6 +60,7 @@ class SliceView(QWidget):
     roi_drawn = Signal(str, str, object)  # view name, ROI kind, list of LPS points
     roi_clicked = Signal(str)  # the id of the ROI clicked
     roi_delete = Signal(str)  # Delete pressed on the image with this ROI selected
+    navigated = Signal()  # a navigation key, the wheel or a click on the image (stops the cine)
 
     def __init__(self, session: ViewerSession, name: str, parent=None):
         super().__init__(parent)
@@ -485,6 +486,7 @@ class SliceView(QWidget):
         super().focusInEvent(event)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        self.navigated.emit()
         self.setFocus(Qt.MouseFocusReason)
         self.activated.emit(self.name)
         if not self.state.ready:
@@ -602,6 +604,7 @@ class SliceView(QWidget):
     def wheelEvent(self, event) -> None:  # noqa: N802
         """Scroll one slice per notch (fine wheels and trackpads add up to a notch); Ctrl zooms."""
         event.accept()
+        self.navigated.emit()
         if not self.state.ready:
             return
         delta = event.angleDelta().y() or event.angleDelta().x()
@@ -666,6 +669,8 @@ class SliceView(QWidget):
 
     def keyPressEvent(self, event) -> None:  # noqa: N802
         key = event.key()
+        if key in self.navigation_keys():
+            self.navigated.emit()
         if self._pending_click is not None:
             # Typing right after a mark click: place the lesion now, the keys go to its site box.
             self._click_timer.stop()

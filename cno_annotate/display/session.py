@@ -258,6 +258,16 @@ class ViewerSession:
         target = int(np.clip(view.slice_index + steps, 0, mapping.slices - 1))
         self.go_to_slice(name, target)
 
+    def cine_step(self, name: str) -> int:
+        """Cine: show a view's next slice, from the last back to the first; returns the slice shown."""
+        view = self.views[name]
+        if not view.ready:
+            return 0
+        _, mapping, _ = view.loaded()
+        target = (view.slice_index + 1) % mapping.slices
+        self.go_to_slice(name, target)
+        return target
+
     def go_to_slice(self, name: str, index: int) -> None:
         """Show slice ``index`` of a view, keeping the in-plane position."""
         view = self.views[name]
