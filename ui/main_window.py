@@ -376,7 +376,7 @@ class MainWindow(QMainWindow):
                                ("rectangle", Qt.Key_B, "drag from corner to corner"),
                                ("polygon", Qt.Key_P, "click each vertex; double click, Enter or a click on the first "
                                                      "vertex closes it")):
-            action = QAction(f"{kind.capitalize()} ROI", self)
+            action = QAction(kind.capitalize(), self)
             action.setCheckable(True)
             action.setShortcut(QKeySequence(key))
             action.setToolTip(f"{kind.capitalize()} region of interest: {tip} "
@@ -384,7 +384,7 @@ class MainWindow(QMainWindow):
             action.toggled.connect(lambda on, k=kind: self._set_roi_tool(k, on))
             bar.addAction(action)
             self.roi_actions[kind] = action
-        self.muscle_action = QAction("Muscle ROI", self)
+        self.muscle_action = QAction("Muscle", self)
         self.muscle_action.setShortcut(QKeySequence(Qt.Key_U))
         self.muscle_action.setToolTip("Make the selected ROI the read's muscle reference (U): the denominator of "
                                       "every lesion's STIR lesion:muscle ratio")

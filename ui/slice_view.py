@@ -321,6 +321,7 @@ class SliceView(QWidget):
         painter.save()
         painter.setFont(QFont(self.font().family(), 10))
         metrics = QFontMetricsF(painter.font())
+        taken: list[QRectF] = []  # label blocks already placed: the next one goes where it overlaps none
         for sr in self.session.rois_on(self.name):
             points = [self.image_to_widget(float(r), float(c)) for r, c in sr.outline]
             path = QPainterPath(points[0])
@@ -334,15 +335,31 @@ class SliceView(QWidget):
             painter.setPen(QPen(colour, 3 if sr.selected else 1.5))
             painter.drawPath(path)
             lines = [sr.title] + (sr.stats.label if sr.stats is not None else "no voxel inside").split("\n")
-            box = path.boundingRect()
             width = max(metrics.horizontalAdvance(line) for line in lines)
-            height = metrics.height() * len(lines)
-            x = min(max(4.0, box.left()), self.width() - 4 - width)
-            top = box.bottom() + 4 if box.bottom() + 4 + height < self.height() - 4 else box.top() - 4 - height
+            block = self._label_place(path.boundingRect(), width, metrics.height() * len(lines), taken)
+            taken.append(block)
             for n, line in enumerate(lines):
-                _outlined_text(painter, QPointF(x, max(0.0, top) + metrics.ascent() + n * metrics.height()), line,
-                               colour)
+                _outlined_text(painter, QPointF(block.left(), block.top() + metrics.ascent() + n * metrics.height()),
+                               line, colour)
         painter.restore()
+
+    def _label_place(self, box: QRectF, width: float, height: float, taken: list[QRectF]) -> QRectF:
+        """Where an ROI's label block goes: below, above, right or left of its outline, clear of the others."""
+        w, h = float(self.width()), float(self.height())
+        candidates = [QPointF(box.left(), box.bottom() + 4), QPointF(box.left(), box.top() - 4 - height),
+                      QPointF(box.right() + 6, box.top()), QPointF(box.left() - 6 - width, box.top())]
+        placed = []
+        for corner in candidates:
+            x = min(max(4.0, corner.x()), w - 4 - width)
+            y = min(max(4.0, corner.y()), h - 4 - height)
+            placed.append(QRectF(x, y, width, height))
+        for rect in placed:
+            if not any(rect.intersects(other) for other in taken):
+                return rect
+        rect = placed[0]
+        while any(rect.intersects(other) for other in taken) and rect.bottom() < h:
+            rect.translate(0, max(other.bottom() for other in taken if rect.intersects(other)) - rect.top() + 2)
+        return rect
 
     def _paint_roi_in_progress(self, painter: QPainter) -> None:
         """The ellipse or rectangle being dragged, or the polygon's vertices so far."""
