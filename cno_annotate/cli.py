@@ -56,8 +56,10 @@ def main(argv: list[str] | None = None) -> int:
         where = f": {exc.filename}" if exc.filename else ""
         print(f"{PROG}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
-    except sqlite3.Error as exc:  # e.g. the store is locked by another program
-        print(f"{PROG}: error: store: {exc}", file=sys.stderr)
+    except Exception as exc:  # e.g. the store is locked by another program, or the server refused
+        if not _database_error(exc):
+            raise
+        print(f"{PROG}: error: store: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
@@ -75,6 +77,19 @@ def _silence_stdout() -> None:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # stdout is not a real file (tests capture it)
         pass
+
+
+def _database_error(exc: Exception) -> bool:
+    """Whether SQLite or the PostgreSQL server refused (psycopg is looked at only if it was loaded)."""
+    psycopg = sys.modules.get("psycopg")
+    return isinstance(exc, sqlite3.Error) or (psycopg is not None and isinstance(exc, psycopg.DatabaseError))
+
+
+def store_location(text: str) -> Path | str:
+    """A ``--store`` value: a folder, or a ``postgresql://`` URL kept as text."""
+    from cno_annotate.store.postgres import is_url
+
+    return text if is_url(text) else Path(text)
 
 
 def _may_name_a_plugin(argv: list[str], builtin: set[str]) -> bool:
@@ -105,12 +120,13 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         description="Read, annotate and score whole-body MRI of children with CNO.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    store_help = "study store folder (default: $CNO_ANNOTATE_STORE, else the per-user data folder)"
+    store_help = ("study store folder, or a PostgreSQL server as postgresql://USER@HOST/DB (default: "
+                  "$CNO_ANNOTATE_STORE, else the per-user data folder)")
     # --store is accepted before the command and after it; SUPPRESS keeps the command's parser
     # from overwriting a value given before the command with its default.
-    parser.add_argument("--store", type=Path, default=None, help=store_help)
+    parser.add_argument("--store", type=store_location, default=None, help=store_help)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", type=Path, default=argparse.SUPPRESS, help=store_help)
+    common.add_argument("--store", type=store_location, default=argparse.SUPPRESS, help=store_help)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("sample", parents=[common], help="write a synthetic whole-body MRI study",

@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from cno_annotate.store import Store
 
 
-def existing_store_root(root: str | os.PathLike[str] | None) -> Path:
+def existing_store_root(root: str | os.PathLike[str] | None) -> Path | str:
     """The store folder named by ``--store`` (or the default), refused if it holds no store.
+
+    A ``postgresql://`` URL is returned as it is (the server says whether it holds a store).
 
     Raises
     ------
@@ -24,9 +26,13 @@ def existing_store_root(root: str | os.PathLike[str] | None) -> Path:
         If the folder has no ``store.sqlite``: a mistyped ``--store`` must not
         silently make a new, empty store.
     """
-    from cno_annotate.store.db import DB_NAME, default_store_dir
+    from cno_annotate.store.db import DB_NAME, default_store_location
+    from cno_annotate.store.postgres import is_url
 
-    folder = Path(root) if root is not None else default_store_dir()
+    location = root if root is not None else default_store_location()
+    if is_url(location):
+        return str(location)
+    folder = Path(location)
     if not (folder / DB_NAME).exists():
         raise CnoError(f"no store at {display(folder)} (import something first or check --store)")
     return folder
@@ -38,7 +44,7 @@ def open_store(root: str | os.PathLike[str] | None, create: bool = False) -> Sto
 
     if not create:
         return Store.open(existing_store_root(root))
-    return Store.open(Path(root) if root is not None else None)
+    return Store.open(root)
 
 
 def print_rows(rows: list, as_json: bool, empty: str, line: Callable[[dict], str]) -> None:

@@ -175,6 +175,16 @@ def register_store(sub, common) -> None:
     p = st_sub.add_parser("check", parents=[common], help="integrity check of the database and the audit trail",
                           description="Run SQLite's full integrity check, then 'audit verify'. Exit 1 on any problem.")
     p.set_defaults(run=cmd_store_check)
+    p = st_sub.add_parser("grant", parents=[common], help="give a person a login on a PostgreSQL store",
+                          description="Create a login role on the PostgreSQL server of --store (run by the store's "
+                                      "owner) in the coordinator, reader or adjudicator group. The role's name is the "
+                                      "reader id. Readers see only their own reads and worklist; the server enforces "
+                                      "it. A new role's password is printed once.")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--reader", metavar="ID", help="a reader (sees their own reads and worklist only)")
+    who.add_argument("--adjudicator", metavar="ID", help="an adjudicator (also the submitted reads of their cases)")
+    who.add_argument("--coordinator", metavar="ID", help="a coordinator (sees and manages everything)")
+    p.set_defaults(run=cmd_store_grant)
 
 
 def _store(args):
@@ -440,7 +450,8 @@ def cmd_store_check(args) -> int:
     from cno_annotate.store.db import integrity_problems
 
     root = existing_store_root(args.store)
-    problems = integrity_problems(root)
+    # a server checks its own pages (data checksums, amcheck); the file check is SQLite's
+    problems = integrity_problems(root) if isinstance(root, Path) else []
     for problem in problems:
         print(f"integrity: {problem}")
     if problems:
@@ -458,6 +469,33 @@ def cmd_store_check(args) -> int:
     if not result.ok:
         raise CnoError(f"the store at {store.root} is intact but its audit check failed: {result.reason}")
     print(f"store intact (integrity check ok); {result.reason}")
+    return 0
+
+
+def cmd_store_grant(args) -> int:
+    """Run ``cno-annotate store grant`` (see its ``--help``)."""
+    import secrets
+
+    from cno_annotate.store import postgres
+    from cno_annotate.store.db import PgStore
+
+    store = open_store(args.store)
+    if not isinstance(store, PgStore):
+        raise CnoError("store grant needs a PostgreSQL store (--store postgresql://...); an SQLite store has no logins")
+    kind = "reader" if args.reader else "adjudicator" if args.adjudicator else "coordinator"
+    login = args.reader or args.adjudicator or args.coordinator
+    password = secrets.token_urlsafe(18)
+    try:
+        created = postgres.grant(store.pg, login, kind, password)
+    except Exception as exc:
+        if not postgres.is_database_error(exc):
+            raise
+        raise CnoError(f"the server refused to grant {login!r}: {' '.join(str(exc).split())} (run this as the "
+                       f"store's owner)") from None
+    if created:
+        print(f"created login {login!r} as {kind}; password (shown once): {password}")
+    else:
+        print(f"login {login!r} exists; it is now also a {kind} (its password is unchanged)")
     return 0
 
 

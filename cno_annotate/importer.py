@@ -170,6 +170,8 @@ def _walk(top: str, walked: set[tuple[int, int]], skipped: list[dict]) -> Genera
 
 def _store_files(store: Store) -> Callable[[str], bool]:
     """Whether a path is one of the store's own files (database, its journals, cached volumes)."""
+    if store.folder is None:  # a server store: none of its files is on this machine
+        return lambda path: False
     root = paths.absolute(store.root)
     database = os.path.join(root, DB_NAME)
     own = {database + suffix for suffix in ("", "-wal", "-shm", "-journal")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store
 
+_DATABASES = itertools.count()  # names of the databases made on the session's PostgreSQL server
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_scans" / "wbmri-cno-01"
 
@@ -60,11 +62,117 @@ def sample_copy(tmp_path, sample_store):
 
 
 @pytest.fixture
-def store(tmp_path) -> Store:
-    """An empty store."""
-    s = Store.open(tmp_path / "store")
+def store(request, tmp_path) -> Store:
+    """An empty store: SQLite, or (in modules that list it in STORE_BACKENDS) a database on the test server."""
+    s = new_store(request, tmp_path / "store")
     yield s
     s.close()
+
+
+def new_store(request, folder: Path) -> Store:
+    """An empty store on the backend the test was given (``request.param``; SQLite by default, in ``folder``)."""
+    if getattr(request, "param", "sqlite") == "postgresql":
+        return Store.open(request.getfixturevalue("pg_database")())
+    return Store.open(folder)
+
+
+@pytest.fixture
+def other_connection():
+    """``other_connection(store)``: a second, raw connection to the same store (as another program would open).
+
+    SQLite's ``sqlite3`` connection, or a session on the same PostgreSQL database; both take ``?``
+    placeholders. Closed at the end of the test.
+    """
+    import sqlite3
+
+    opened = []
+
+    def connect(store):
+        if store.folder is None:
+            from cno_annotate.store.postgres import PgConnection
+
+            opened.append(PgConnection(store.url))
+        else:
+            opened.append(sqlite3.connect(store.root / "store.sqlite", isolation_level=None))
+        return opened[-1]
+
+    yield connect
+    for connection in opened:
+        connection.close()
+
+
+def integrity_error(store) -> type[Exception]:
+    """The exception a constraint or lock trigger raises on this store's backend."""
+    import sqlite3
+
+    if store.folder is None:
+        import psycopg
+
+        return psycopg.errors.IntegrityError
+    return sqlite3.IntegrityError
+
+
+def pytest_generate_tests(metafunc):
+    """Run a module's store tests on each backend it lists in ``STORE_BACKENDS`` (default: SQLite only).
+
+    The fixture given the backend is ``store``, or those the module names in ``BACKEND_FIXTURES``
+    (they read it as ``request.param``). Tests marked ``sqlite_only`` run on SQLite alone.
+    """
+    backends = getattr(metafunc.module, "STORE_BACKENDS", None)
+    if not backends or metafunc.definition.get_closest_marker("sqlite_only"):
+        return
+    for name in getattr(metafunc.module, "BACKEND_FIXTURES", ("store",)):
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, backends, indirect=True)
+            return
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """One PostgreSQL server for the whole session (Debian postgresql, loopback, a free port), stopped at the end.
+
+    Skipped only on a machine without the server binaries; ``sh dev test`` installs them and sets
+    CNO_REQUIRE_POSTGRESQL, so in CI a missing server fails instead.
+    """
+    from cno_annotate.store import pg_local
+
+    if pg_local.server_binaries() is None:
+        message = "PostgreSQL server binaries not found (Debian: apt-get install postgresql; sh dev test does it)"
+        if os.environ.get("CNO_REQUIRE_POSTGRESQL"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = pg_local.start(durable=False)
+    previous = os.environ.get("PGPASSFILE")
+    os.environ["PGPASSFILE"] = str(server.passfile)  # URLs without passwords: store.root reopens the store
+    yield server
+    server.stop()
+    if previous is None:
+        os.environ.pop("PGPASSFILE", None)
+    else:
+        os.environ["PGPASSFILE"] = previous
+
+
+@pytest.fixture(scope="session")
+def pg_template(pg_server) -> str:
+    """A database migrated once, copied for every test (CREATE DATABASE ... TEMPLATE is quick)."""
+    Store.open(pg_server.create_database("cno_template")).close()
+    return "cno_template"
+
+
+@pytest.fixture
+def pg_database(pg_server, pg_template):
+    """``pg_database()`` -> the owner's URL of a new, migrated, empty store database on the test server."""
+    import psycopg
+    from psycopg import sql
+
+    def make(template: str = pg_template) -> str:
+        name = f"store_{next(_DATABASES)}"
+        with psycopg.connect(pg_server.url(), autocommit=True) as connection:
+            connection.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)))
+        return pg_server.plain_url(name)
+
+    return make
 
 
 @pytest.fixture

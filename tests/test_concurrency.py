@@ -17,6 +17,9 @@ from cno_annotate.annotation.reads import ReadSession, load_read
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 from cno_annotate.store import Store, audit
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
+from tests.conftest import integrity_error
+
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = "1.2.826.0.1.3680043.99.5"
@@ -107,11 +110,11 @@ def test_a_read_submitted_elsewhere_refuses_every_change(store, path):
     assert mine.read.status == "submitted"  # the window now shows the lock
 
 
-def test_the_database_refuses_changes_to_a_submitted_read_from_any_connection(store):
+def test_the_database_refuses_changes_to_a_submitted_read_from_any_connection(store, other_connection):
     session = _started(store)
     session.mark_unit("spine.L5", "no_lesion")
     session.submit()
-    other = sqlite3.connect(store.root / "store.sqlite", isolation_level=None)
+    other = other_connection(store)
     read_id = session.read.read_id
     for sql in ("UPDATE reads SET status = 'draft' WHERE read_id = ?",
                 "UPDATE reads SET reader = 'dr-x' WHERE read_id = ?",
@@ -121,9 +124,8 @@ def test_the_database_refuses_changes_to_a_submitted_read_from_any_connection(st
                 "INSERT INTO lesions VALUES (?, 'L9', 9, '{}')",
                 "UPDATE unit_marks SET mark = 'not_assessable' WHERE read_id = ?",
                 "INSERT INTO unit_marks VALUES (?, 'spine.L4', 'no_lesion')"):
-        with pytest.raises(sqlite3.IntegrityError, match="submitted and locked"):
+        with pytest.raises(integrity_error(store), match="submitted and locked"):
             other.execute(sql, (read_id,))
-    other.close()
 
 
 def test_read_import_replace_refuses_to_overwrite_a_submitted_read(sample_store, tmp_path, cli):
@@ -158,21 +160,24 @@ def test_opening_a_case_twice_makes_one_read(store):
     assert len(load_read(store, first.read.read_id).lesions) == 2
 
 
+def _insert_audited(store, row: dict) -> None:
+    """A read row written as a program would: with its audit entry in the same transaction."""
+    with store.transaction() as db:
+        db.execute(f"INSERT INTO reads ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", list(row.values()))
+        audit.append(db, row["reader"], "create", f"read:{row['read_id']}", state_before=None)
+
+
 def test_the_schema_allows_one_first_version_and_one_successor(store):
     session = _started(store)
     session.submit()
-    db = store.db
-    row = dict(db.execute("SELECT * FROM reads").fetchone())
+    row = dict(store.db.execute("SELECT * FROM reads").fetchone())
     clash = {**row, "read_id": "other", "status": "draft"}
-    with pytest.raises(sqlite3.IntegrityError, match="reads_one_first_version"):
-        db.execute(f"INSERT INTO reads ({', '.join(clash)}) VALUES ({', '.join('?' * len(clash))})",
-                   list(clash.values()))
+    with pytest.raises(integrity_error(store), match="reads_one_first_version"):
+        _insert_audited(store, clash)
     successor = {**row, "read_id": "v2", "status": "draft", "version": 2, "supersedes": row["read_id"]}
-    db.execute(f"INSERT INTO reads ({', '.join(successor)}) VALUES ({', '.join('?' * len(successor))})",
-               list(successor.values()))
-    with pytest.raises(sqlite3.IntegrityError, match="reads.supersedes"):
-        db.execute(f"INSERT INTO reads ({', '.join(successor)}) VALUES ({', '.join('?' * len(successor))})",
-                   [*{**successor, "read_id": "v2b"}.values()])
+    _insert_audited(store, successor)
+    with pytest.raises(integrity_error(store), match="reads.supersedes|reads_one_successor"):
+        _insert_audited(store, {**successor, "read_id": "v2b"})
 
 
 def test_progress_counts_a_case_only_looked_at_as_not_started(sample_store, tmp_path):
@@ -192,6 +197,7 @@ def test_progress_counts_a_case_only_looked_at_as_not_started(sample_store, tmp_
     assert (progress["not started"], progress["draft"]) == (0, 1)
 
 
+@pytest.mark.sqlite_only
 def test_an_interactive_store_gives_up_on_a_lock_at_once_and_the_retry_works(store):
     interactive = Store.open(store.root, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)
     assert interactive.db.execute("PRAGMA busy_timeout").fetchone()[0] == int(INTERACTIVE_BUSY_TIMEOUT * 1000)

@@ -18,7 +18,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
-from tests.conftest import SAMPLE
+from tests.conftest import SAMPLE, new_store
 
 
 @pytest.fixture(scope="module")
@@ -30,9 +30,13 @@ def studies_dir(tmp_path_factory) -> Path:
     return root
 
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+BACKEND_FIXTURES = ("trial",)
+
+
 @pytest.fixture
-def trial(tmp_path, studies_dir) -> Store:
-    store = Store.open(tmp_path / "store")
+def trial(request, tmp_path, studies_dir) -> Store:
+    store = new_store(request, tmp_path / "store")
     import_paths(store, [studies_dir])
     rs.create(store, "trial", seed=42)
     rs.add_cases(store, "trial", [s["study_uid"] for s in store.studies()])
@@ -153,6 +157,7 @@ def test_adjudicator_sees_submitted_reads_side_by_side(trial):
     assert progress["dr-a"]["submitted"] == 1 and progress["dr-c"]["draft"] == 1
 
 
+@pytest.mark.sqlite_only  # PostgreSQL refuses the tampering itself: test_postgres_store.py
 def test_audit_chain_verifies_and_names_the_first_broken_entry(trial, cli):
     session = _read(trial, "dr-a")
     lesion = _lesion(session)
@@ -176,6 +181,7 @@ def test_audit_chain_verifies_and_names_the_first_broken_entry(trial, cli):
     assert code == 1 and "broken at entry 5" in err
 
 
+@pytest.mark.sqlite_only  # PostgreSQL refuses the tampering itself: test_postgres_store.py
 def test_deleted_audit_entries_are_found(trial):
     session = _read(trial, "dr-a")
     _lesion(session)
@@ -187,6 +193,7 @@ def test_deleted_audit_entries_are_found(trial):
     assert total > 3
 
 
+@pytest.mark.sqlite_only  # PostgreSQL refuses the tampering itself: test_postgres_store.py
 def test_truncating_the_audit_tail_is_found(trial):
     session = _read(trial, "dr-a")
     _lesion(session)

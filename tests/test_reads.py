@@ -23,6 +23,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
 
 STUDY = "1.2.826.0.1.3680043.99.1"
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 
 def new_session(store, reader="dr-a", scheme=None) -> ReadSession:
@@ -308,6 +309,7 @@ def test_edits_survive_sigkill_at_random_moments(tmp_path):
     assert committed_total > 12
 
 
+@pytest.mark.sqlite_only
 def test_a_locked_store_refuses_the_edit_with_a_message_and_keeps_the_read(store):
     """Another program holds the store; the edit is refused clearly and nothing half-applies."""
     import sqlite3

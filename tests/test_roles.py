@@ -7,6 +7,8 @@ import pytest
 from cno_annotate.importer import import_paths
 from cno_annotate.io.roles import classify_sequence
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 SIEMENS_STIR = {"ScanningSequence": ["SE", "IR"], "ScanOptions": ["IR"], "InversionTime": 160.0,
                 "RepetitionTime": 4500.0, "EchoTime": 62.0, "SequenceName": "*tir2d1_13"}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -12,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from cno_annotate.store.db import Store
+
+STORE_BACKENDS = ("sqlite", "postgresql")
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,15 +27,12 @@ def test_a_transaction_that_fails_applies_nothing(store):
     assert [tuple(r) for r in store.db.execute("SELECT volume_id FROM role_overrides")] == [("vol-b",)]
 
 
-def test_other_connections_see_a_transaction_only_once_it_commits(store):
-    other = sqlite3.connect(store.root / "store.sqlite")
-    try:
-        with store.transaction() as db:
-            db.execute("INSERT INTO role_overrides VALUES ('vol-a', 'T1', 'now')")
-            assert other.execute("SELECT COUNT(*) FROM role_overrides").fetchone()[0] == 0
-        assert other.execute("SELECT COUNT(*) FROM role_overrides").fetchone()[0] == 1
-    finally:
-        other.close()
+def test_other_connections_see_a_transaction_only_once_it_commits(store, other_connection):
+    other = other_connection(store)
+    with store.transaction() as db:
+        db.execute("INSERT INTO role_overrides VALUES ('vol-a', 'T1', 'now')")
+        assert other.execute("SELECT COUNT(*) FROM role_overrides").fetchone()[0] == 0
+    assert other.execute("SELECT COUNT(*) FROM role_overrides").fetchone()[0] == 1
 
 
 CRASH_BETWEEN_DATA_AND_AUDIT = textwrap.dedent("""

@@ -13,6 +13,8 @@ from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 
+STORE_BACKENDS = ("sqlite", "postgresql")
+
 
 def test_adjudicators_get_cases_in_code_order_and_readers_their_own_order(store, tmp_path):
     from cno_annotate.sample import StudyPlan, generate_study

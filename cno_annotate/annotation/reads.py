@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sqlite3
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,7 +47,7 @@ from cno_annotate.annotation.validation import (
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 from cno_annotate.events import Event
 from cno_annotate.store import audit
-from cno_annotate.store.db import LOCKED_MESSAGE, Store, now
+from cno_annotate.store.db import LOCKED_MESSAGE, Store, is_integrity_error, now
 
 EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
 
@@ -193,14 +192,16 @@ def guarded(store: Store, read_id: str):
     """
     try:
         yield
-    except sqlite3.IntegrityError as exc:
+    except Exception as exc:
+        if not is_integrity_error(exc):
+            raise
         text = str(exc)
         if LOCKED_MESSAGE in text:
             raise ReadLocked(f"read {read_id} is submitted and locked (the store refused the change)") from None
-        if "UNIQUE" in text and ("reads." in text or "reads_one_" in text):
+        if "unique" in text.lower() and ("reads." in text or "reads_one_" in text or "reads_pkey" in text):
             raise ReadConflict(f"read {read_id}: another window or program made a read of this case, or a new "
                                f"version of this read, at the same time; reopen the case") from None
-        raise CnoError(f"the store refused the change to read {read_id}: {text}") from None
+        raise CnoError(f"the store refused the change to read {read_id}: {' '.join(text.split())}") from None
 
 
 def _insert_read_row(db, read: Read, next_lesion: int) -> None:

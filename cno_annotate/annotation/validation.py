@@ -450,11 +450,8 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
 
     reads = list(reads)
     problems: list[Problem] = []
-    studies = {s["study_uid"] for s in store.studies()}
-    series_of: dict[str, set[str]] = {}
-    for volume in store.volumes():
-        series_of.setdefault(volume["study_uid"], set()).update(
-            v for v in (volume["volume_id"], volume["series_uid"]) if v)
+    studies = store.study_uids()
+    series_of = store.series_of_studies()
     stored = {r["read_id"]: r for r in list_reads(store)}
     incoming = {r.read_id: r for r in reads}
     for n, read in enumerate(reads):

@@ -62,9 +62,6 @@ def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=
         If the read or reading study was changed outside the program since its
         latest entry (the caller's transaction is then rolled back).
     """
-    row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
-    seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
-    at = now()
     kind, _, key = entity.partition(":")
     if kind in STATES:
         if state_before is CHECK_NOW:
@@ -72,9 +69,17 @@ def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=
         extra["state_before"] = state_before
         extra["state"] = STATES[kind](db, key)
     detail = json.dumps({"before": before, "after": after, **extra}, ensure_ascii=False, sort_keys=True)
+    if getattr(db, "audit_by_server", False):
+        # PostgreSQL: the server numbers, stamps, chains and writes the entry (the caller's login is the
+        # actor it accepts), in this transaction; nobody may change it afterwards.
+        return int(db.execute("SELECT cno_audit_append(?, ?, ?, ?)", (actor, action, entity, detail)).fetchone()[0])
+    row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
+    at = now()
     digest = _digest(prev, seq, at, actor, action, entity, detail)
     db.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?)", (seq, at, actor, action, entity, detail, prev, digest))
-    db.execute("INSERT OR REPLACE INTO audit_head VALUES (1, ?, ?)", (seq, digest))
+    db.execute("INSERT INTO audit_head VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
+               "hash = excluded.hash", (seq, digest))
     return seq
 
 
@@ -127,6 +132,7 @@ def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
 STATES = {"read": read_state, "reading-study": reading_study_state}
 _TABLES = {"read": "SELECT read_id FROM reads", "reading-study": "SELECT name FROM reading_studies"}
 _NAMES = {"read": "read", "reading-study": "reading study"}
+_LOCKED_ROWS = {"read": ("reads", "read_id"), "reading-study": ("reading_studies", "name")}
 
 
 def audited_state(db: sqlite3.Connection, entity: str) -> str | None:
@@ -151,6 +157,8 @@ def require_unchanged(db: sqlite3.Connection, entity: str) -> str | None:
         If the stored object differs from its audited state.
     """
     kind, _, key = entity.partition(":")
+    if hasattr(db, "lock_row"):  # a server: nobody else changes the object until this transaction ends
+        db.lock_row(*_LOCKED_ROWS[kind], key)
     current = STATES[kind](db, key)
     if current != audited_state(db, entity):
         raise CnoError(f"{_NAMES[kind]} {key} was changed outside the program since its last audited change; "

@@ -20,12 +20,14 @@ import uuid
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cno_annotate.errors import CnoError, StoreWriteError
 from cno_annotate.paths import from_text
+from cno_annotate.store import postgres
 from cno_annotate.store.files import check_file, file_identity, newer_message, sidecar, writable
 from cno_annotate.store.locations import missing_files, relocate, resolve_relative_paths
-from cno_annotate.store.sqlite import Step, migrate, statements, transaction
+from cno_annotate.store.sqlite import ByDialect, Step, migrate, statements, transaction
 
 STORE_ENV = "CNO_ANNOTATE_STORE"
 DB_NAME = "store.sqlite"
@@ -49,7 +51,24 @@ def _absolute_paths(connection: sqlite3.Connection) -> None:
     resolve_relative_paths(connection)
 
 
-MIGRATIONS: list[Step] = [
+#: Migration 10's tables: the reading packages a coordinator issued (the same on both backends).
+PACKAGE_TABLES = """
+    CREATE TABLE package_secrets (
+        reading_study TEXT PRIMARY KEY REFERENCES reading_studies (name), secret TEXT NOT NULL
+    );
+    CREATE TABLE packages (
+        package_id TEXT PRIMARY KEY, reading_study TEXT NOT NULL REFERENCES reading_studies (name),
+        reader TEXT NOT NULL, created TEXT NOT NULL, content_hash TEXT NOT NULL, results_key TEXT NOT NULL,
+        codes TEXT NOT NULL
+    );
+    CREATE TABLE package_uids (
+        reading_study TEXT NOT NULL REFERENCES reading_studies (name),
+        source_uid TEXT NOT NULL, package_uid TEXT NOT NULL,
+        PRIMARY KEY (reading_study, source_uid), UNIQUE (reading_study, package_uid)
+    );
+"""
+
+MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
     CREATE TABLE patients (
@@ -192,33 +211,25 @@ MIGRATIONS: list[Step] = [
     );
     """,
     # 7: locks and uniqueness enforced by the database; every read and reading study gets an audited state.
-    lambda connection: _lock_reads(connection),
+    ByDialect(lambda connection: _lock_reads(connection), lambda connection: _lock_reads(connection)),
     # 8: a submitted read cannot be replaced (INSERT OR REPLACE, UPDATE OR REPLACE delete the old row
-    # without firing the delete trigger).
-    lambda connection: _lock_replacing(connection),
+    # without firing the delete trigger). PostgreSQL has no REPLACE: an upsert fires the update triggers.
+    ByDialect(lambda connection: _lock_replacing(connection), lambda connection: None),
     # 9: every audited edit looks up its object's latest entry: an index keeps that off a table scan.
     "CREATE INDEX audit_by_entity ON audit (entity, seq)",
     # 10: de-identified reading packages (coordinator side): the study's secret that derives stand-in UIDs
     # and date offsets, each issued package, and every source UID with its stand-in (for collect).
-    """
-    CREATE TABLE package_secrets (
-        reading_study TEXT PRIMARY KEY REFERENCES reading_studies (name), secret TEXT NOT NULL
-    );
-    CREATE TABLE packages (
-        package_id TEXT PRIMARY KEY, reading_study TEXT NOT NULL REFERENCES reading_studies (name),
-        reader TEXT NOT NULL, created TEXT NOT NULL, content_hash TEXT NOT NULL, results_key TEXT NOT NULL,
-        codes TEXT NOT NULL
-    );
-    CREATE TABLE package_uids (
-        reading_study TEXT NOT NULL REFERENCES reading_studies (name),
-        source_uid TEXT NOT NULL, package_uid TEXT NOT NULL,
-        PRIMARY KEY (reading_study, source_uid), UNIQUE (reading_study, package_uid)
-    );
+    ByDialect(PACKAGE_TABLES + """
     CREATE TRIGGER package_uids_fixed BEFORE UPDATE ON package_uids
         BEGIN SELECT RAISE(ABORT, 'a stand-in UID never changes'); END;
-    """,
+    """, lambda connection: connection.script(postgres.pg_ddl(PACKAGE_TABLES) + postgres.PACKAGE_UIDS_FIXED)),
     # 11: a read's regions of interest (ROIs; data is the ROI's JSON form, points in LPS mm), locked with the read.
-    lambda connection: _add_rois(connection),
+    ByDialect(lambda connection: _add_rois(connection),
+              lambda connection: connection.script(postgres.pg_ddl(ROIS_TABLE) + postgres.part_lock_trigger("rois"))),
+    # 12: on a PostgreSQL server, access by database role: the audit trail written by the database and
+    # append-only, row-level security and column privileges for readers and adjudicators (postgres.py).
+    # An SQLite store has one user: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.access_rules())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -227,13 +238,21 @@ SCHEMA_VERSION = len(MIGRATIONS)
 QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "audit", "audit_head", "reading_studies",
                         "rs_cases", "rs_readers", "rs_worklists", "patients", "studies")
 
+
+def is_integrity_error(exc: BaseException) -> bool:
+    """A change refused by a constraint or a lock trigger, on either backend."""
+    return isinstance(exc, sqlite3.IntegrityError) or postgres.is_integrity_error(exc)
+
 #: Raised by the triggers below; reads.py turns it into ReadLocked.
 LOCKED_MESSAGE = "read is submitted and locked"
 
-LOCKS = f"""
+UNIQUE_READS = """
     CREATE UNIQUE INDEX reads_one_first_version
         ON reads (study_uid, reader, COALESCE(reading_study, ''), role) WHERE supersedes IS NULL;
     CREATE UNIQUE INDEX reads_one_successor ON reads (supersedes) WHERE supersedes IS NOT NULL;
+"""
+
+LOCKS = UNIQUE_READS + f"""
     CREATE TRIGGER reads_locked_update BEFORE UPDATE ON reads WHEN OLD.status = 'submitted'
         BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
     CREATE TRIGGER reads_locked_delete BEFORE DELETE ON reads WHEN OLD.status = 'submitted'
@@ -269,7 +288,7 @@ def _row_locks(table: str) -> str:
     """
 
 
-ROIS = """
+ROIS_TABLE = """
     CREATE TABLE rois (
         read_id TEXT NOT NULL REFERENCES reads (read_id) ON DELETE CASCADE,
         roi_id TEXT NOT NULL, ordinal INTEGER NOT NULL, data TEXT NOT NULL,
@@ -277,7 +296,8 @@ ROIS = """
         PRIMARY KEY (read_id, roi_id)
     );
     CREATE UNIQUE INDEX rois_one_muscle ON rois (read_id) WHERE role = 'muscle';
-""" + _row_locks("rois")
+"""
+ROIS = ROIS_TABLE + _row_locks("rois")
 
 
 def _add_rois(connection: sqlite3.Connection) -> None:
@@ -315,7 +335,7 @@ def _lock_replacing(connection: sqlite3.Connection) -> None:
         connection.execute(statement)
 
 
-def _lock_reads(connection: sqlite3.Connection) -> None:
+def _lock_reads(connection: Any) -> None:
     """Migration 7: drop empty duplicate drafts, add the unique indexes and lock triggers, audit a baseline.
 
     Opening a case in two programs used to create two drafts; the extra ones
@@ -324,16 +344,18 @@ def _lock_reads(connection: sqlite3.Connection) -> None:
     """
     from cno_annotate.store import audit
 
+    on_postgres = getattr(connection, "dialect", "sqlite") == postgres.DIALECT
+    case_key = "jsonb_build_array" if on_postgres else "json_array"
     duplicates = connection.execute(
-        """
+        f"""
         SELECT r.read_id, r.status,
                EXISTS (SELECT 1 FROM lesions l WHERE l.read_id = r.read_id)
                OR EXISTS (SELECT 1 FROM unit_marks m WHERE m.read_id = r.read_id) AS holds,
                EXISTS (SELECT 1 FROM reads n WHERE n.supersedes = r.read_id) AS superseded,
                ROW_NUMBER() OVER (
                    PARTITION BY CASE WHEN r.supersedes IS NULL
-                       THEN json_array(r.study_uid, r.reader, COALESCE(r.reading_study, ''), r.role)
-                       ELSE r.supersedes END
+                       THEN {case_key}(r.study_uid, r.reader, COALESCE(r.reading_study, ''), r.role)
+                       ELSE {"to_jsonb(r.supersedes)" if on_postgres else "r.supersedes"} END
                    ORDER BY r.status = 'draft', r.started, r.read_id) AS rank
         FROM reads r
         """).fetchall()
@@ -347,8 +369,11 @@ def _lock_reads(connection: sqlite3.Connection) -> None:
         connection.execute("DELETE FROM reads WHERE read_id = ?", (read_id,))
         audit.append(connection, "cno-annotate", "delete", f"read:{read_id}",
                      state_before=None, reason="an empty duplicate draft (the case was opened twice at once)")
-    for statement in statements(LOCKS):
-        connection.execute(statement)
+    if on_postgres:
+        connection.script(UNIQUE_READS + postgres.lock_triggers(LOCKED_MESSAGE))
+    else:
+        for statement in statements(LOCKS):
+            connection.execute(statement)
     for (read_id,) in connection.execute("SELECT read_id FROM reads ORDER BY read_id").fetchall():
         audit.append(connection, "cno-annotate", "baseline", f"read:{read_id}", state_before=None)
     for (name,) in connection.execute("SELECT name FROM reading_studies ORDER BY name").fetchall():
@@ -377,6 +402,14 @@ def default_store_dir() -> Path:
     return Path(user_data_dir("cno-annotate", appauthor=False)) / "store"
 
 
+def default_store_location() -> Path | str:
+    """``$CNO_ANNOTATE_STORE`` (a folder, or a ``postgresql://`` URL), else the per-user data directory."""
+    value = os.environ.get(STORE_ENV)
+    if value and postgres.is_url(value):
+        return value
+    return default_store_dir()
+
+
 def now() -> str:
     """The current UTC time, ISO 8601."""
     return datetime.now(UTC).isoformat(timespec="seconds")
@@ -400,7 +433,7 @@ class Store:
         self._wal: tuple[int, int] | None = None
 
     @classmethod
-    def open(cls, root: Path | str | None = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
+    def open(cls, root: str | os.PathLike[str] | None = None, busy_timeout: float = DEFAULT_BUSY_TIMEOUT,
              read_only: bool | None = None, quick_check: bool = True) -> Store:
         """Open (creating if needed) the store at ``root`` and migrate it.
 
@@ -424,7 +457,10 @@ class Store:
             the store is newer than this program, damaged, or lost committed
             changes with a deleted write-ahead log. A refusal writes nothing.
         """
-        root = Path(root) if root is not None else default_store_dir()
+        location = root if root is not None else default_store_location()
+        if postgres.is_url(location):
+            return PgStore.connect(str(location), busy_timeout, bool(read_only))
+        root = Path(location)
         path = root / DB_NAME
         try:
             if path.exists():
@@ -502,6 +538,11 @@ class Store:
     def close(self) -> None:
         """Close the database connection."""
         self.db.close()
+
+    @property
+    def folder(self) -> Path | None:
+        """The store's folder on this machine (None for a store on a server)."""
+        return self.root
 
     @property
     def cache_dir(self) -> Path:
@@ -590,6 +631,17 @@ class Store:
         ).fetchall()
         missing = missing_files(self.db)
         return [{**dict(r), "missing_files": missing.get(r["study_uid"], 0)} for r in rows]
+
+    def study_uids(self) -> set[str]:
+        """The UIDs of the studies this login may see (readers on a server: those of their worklist)."""
+        return {r[0] for r in self.db.execute("SELECT study_uid FROM studies")}
+
+    def series_of_studies(self) -> dict[str, set[str]]:
+        """Study UID -> the ids a lesion may name as its series: volume ids and their DICOM series UIDs."""
+        out: dict[str, set[str]] = {}
+        for study_uid, volume_id, series_uid in self.db.execute("SELECT study_uid, volume_id, series_uid FROM volumes"):
+            out.setdefault(study_uid, set()).update(v for v in (volume_id, series_uid) if v)
+        return out
 
     def volumes(self, study_uid: str | None = None) -> list[dict]:
         """Volumes (stacks, composed, NIfTI) with their effective role."""
@@ -795,3 +847,124 @@ def _image_row(row: sqlite3.Row) -> dict:
     out["path"] = from_text(out["path"])
     out["geometry_known"] = bool(out["geometry_known"])
     return out
+
+
+class PgStore(Store):
+    """The study store on a PostgreSQL server (``--store postgresql://...``), shared by several programs.
+
+    The same queries and schema as the SQLite store (one migration history);
+    who may see and change what is decided by the server from the login role
+    (see :func:`cno_annotate.store.postgres.access_rules`). ``root`` is the
+    server URL without its password.
+    """
+
+    def __init__(self, url: str, connection: postgres.PgConnection, read_only: bool = False,
+                 busy_timeout: float = DEFAULT_BUSY_TIMEOUT):
+        self.url = url
+        self.root = postgres.shown_url(url)  # type: ignore[assignment]
+        self.pg = connection
+        self.db = connection  # type: ignore[assignment]  # runs the same SQL as sqlite3.Connection
+        self.read_only = read_only
+        self._busy_timeout = busy_timeout
+        self._wal = None
+
+    @classmethod
+    def connect(cls, url: str, busy_timeout: float = DEFAULT_BUSY_TIMEOUT, read_only: bool = False) -> PgStore:
+        """Connect, set the lock wait, and migrate (the owner) or check the schema version (everyone else).
+
+        Raises
+        ------
+        CnoError
+            If the server cannot be reached or refuses the login, or the schema is
+            newer than this program or older and this login cannot upgrade it.
+        """
+        shown = postgres.shown_url(url)
+        try:
+            connection = postgres.PgConnection(url)
+        except Exception as exc:
+            if not postgres.is_database_error(exc):
+                raise
+            raise CnoError(f"cannot open the store at {shown}: {' '.join(str(exc).split())}") from None
+        store = cls(url, connection, read_only, busy_timeout)
+        try:
+            store._prepare_server()
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def _prepare_server(self) -> None:
+        self.db.execute(f"SET lock_timeout = '{int(self._busy_timeout * 1000)}ms'")
+        version = postgres.schema_version(self.pg)
+        if version > SCHEMA_VERSION:
+            raise CnoError(f"the store at {self.root} is from a newer cno-annotate (schema {version}, this program "
+                           f"knows {SCHEMA_VERSION}); update cno-annotate")
+        if version == SCHEMA_VERSION:
+            return
+        if self.read_only:
+            raise CnoError(f"the store at {self.root} needs an upgrade (schema {version}); open it once read-write")
+        try:
+            postgres.migrate(self.pg, MIGRATIONS, _run_pg_step)
+        except Exception as exc:
+            if not postgres.is_permission_error(exc):
+                raise
+            raise CnoError(f"the store at {self.root} needs an upgrade (schema {version} of {SCHEMA_VERSION}) that "
+                           f"only its owner may make: ask the coordinator to open it once") from None
+
+    @property
+    def folder(self) -> Path | None:
+        """None: the store lives on a server."""
+        return None
+
+    @property
+    def cache_dir(self) -> Path:
+        """A per-user temporary folder, one per server database."""
+        return _user_cache(Path(self.root))
+
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the database."""
+        return postgres.schema_version(self.pg)
+
+    @contextmanager
+    def transaction(self):
+        """A write transaction on the server: all or nothing.
+
+        Raises
+        ------
+        StoreWriteError
+            If the server cannot be reached, the session was ended, a lock wait
+            timed out, or two transactions deadlocked; nothing was applied.
+        """
+        if self.read_only:
+            raise StoreWriteError(f"the store at {self.root} is open read-only; nothing was changed", "read-only")
+        try:
+            with self.pg.transaction() as db:
+                yield db
+        except Exception as exc:
+            if postgres.is_retryable(exc):
+                raise StoreWriteError(f"the store at {self.root} refused the change because another program changed "
+                                      f"the same data at once ({_first_line(exc)}); nothing was changed",
+                                      str(exc)) from None
+            if not postgres.is_operational(exc):
+                raise
+            raise StoreWriteError(f"the store at {self.root} could not be written ({_first_line(exc)}); nothing "
+                                  f"was changed", str(exc)) from None
+
+    def close(self) -> None:
+        """Close the server session."""
+        self.db.close()
+
+
+def _first_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split("\n")[0].split()) or type(exc).__name__
+
+
+def _run_pg_step(connection: postgres.PgConnection, step: Step | ByDialect) -> None:
+    """Apply one step of the shared migration history on PostgreSQL."""
+    if isinstance(step, ByDialect):
+        step.postgresql(connection)
+    elif callable(step):
+        step(connection)  # type: ignore[arg-type]
+    elif step.strip():
+        connection.script(postgres.pg_ddl(step))

@@ -9,9 +9,19 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 #: One migration step: an SQL script, or a function that migrates data on the connection.
 Step = str | Callable[[sqlite3.Connection], None]
+
+
+@dataclass(frozen=True)
+class ByDialect:
+    """A migration step written differently for SQLite and for PostgreSQL (one history, two dialects)."""
+
+    sqlite: Step
+    postgresql: Callable[[Any], None]
 
 
 @contextmanager
@@ -40,7 +50,7 @@ def statements(script: str) -> list[str]:
     return out
 
 
-def migrate(connection: sqlite3.Connection, migrations: Sequence[Step]) -> tuple[int, int]:
+def migrate(connection: sqlite3.Connection, migrations: Sequence[Step | ByDialect]) -> tuple[int, int]:
     """Apply the missing migration steps in order, each in its own write transaction.
 
     A step is an SQL script or a function of the connection. The version is
@@ -60,6 +70,8 @@ def migrate(connection: sqlite3.Connection, migrations: Sequence[Step]) -> tuple
             if step >= len(migrations):
                 break
             migration = migrations[step]
+            if isinstance(migration, ByDialect):
+                migration = migration.sqlite
             if callable(migration):
                 migration(connection)
             else:

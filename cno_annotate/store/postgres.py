@@ -1,0 +1,565 @@
+"""The study store on a PostgreSQL server (psycopg 3): a shared store for readers at several sites.
+
+The rest of the program speaks one SQL: SQLite's ``?`` placeholders and rows
+read by position or by name. :class:`PgConnection` runs that SQL on
+PostgreSQL: it rewrites the placeholders, the few SQLite-only forms
+(``INSERT OR IGNORE``, ``INSERT OR REPLACE``, ``lastrowid``) and returns rows
+like :class:`sqlite3.Row`, so every dialect difference stays in this module.
+
+The schema is the one of :mod:`cno_annotate.store.db` (one migration history):
+its version is kept in ``store_meta`` (SQLite keeps it in ``PRAGMA user_version``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:  # psycopg is loaded only when a server store is opened (it costs ~0.1 s at start-up)
+    import psycopg
+
+DIALECT = "postgresql"
+URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+def is_url(text: object) -> bool:
+    """Whether a ``--store`` value names a PostgreSQL server rather than a folder."""
+    return isinstance(text, str) and text.startswith(URL_SCHEMES)
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += f":{parts.port}"
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class Row(tuple):
+    """A result row read by position or by column name, like :class:`sqlite3.Row`."""
+
+    _names: tuple[str, ...]
+
+    def __new__(cls, names: tuple[str, ...], values: Sequence[Any]) -> Row:
+        row = super().__new__(cls, values)
+        row._names = names
+        return row
+
+    def keys(self) -> list[str]:
+        """The column names."""
+        return list(self._names)
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            try:
+                return tuple.__getitem__(self, self._names.index(key))
+            except ValueError:
+                raise IndexError(f"no column {key!r}") from None
+        return tuple.__getitem__(self, key)
+
+
+def _row_factory(cursor: psycopg.Cursor) -> Any:
+    names = tuple(c.name for c in cursor.description or ())
+
+    def make(values: Sequence[Any]) -> Row:
+        return Row(names, values)
+
+    return make
+
+
+# -- SQLite's SQL on PostgreSQL ------------------------------------------------------------
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\?|%")
+_OR_IGNORE = re.compile(r"^\s*INSERT\s+OR\s+IGNORE\s+INTO\s+", re.IGNORECASE)
+_OR_REPLACE = re.compile(r"^\s*INSERT\s+OR\s+REPLACE\s+INTO\s+(\w+)", re.IGNORECASE)
+_INSERT_INTO = re.compile(r"^\s*INSERT\s+INTO\s+(\w+)", re.IGNORECASE)
+_WHERE_ONE = re.compile(r"\bWHERE 1\b(?!\s*=)")
+
+
+def _placeholders(sql: str) -> str:
+    """``?`` -> ``%s`` outside string literals; a literal ``%`` doubled for psycopg."""
+    def swap(match: re.Match[str]) -> str:
+        token = match.group(0)
+        if token == "?":
+            return "%s"
+        if token == "%":
+            return "%%"
+        return token.replace("%", "%%")
+    return _PLACEHOLDER.sub(swap, sql)
+
+
+class PgConnection:
+    """A psycopg connection that runs the store's SQL (autocommit; transactions by :meth:`transaction`)."""
+
+    dialect = DIALECT
+
+    def __init__(self, url: str, connect_timeout: float = 10.0) -> None:
+        self.url = url
+        self._connect_timeout = connect_timeout
+        self._keys: dict[str, tuple[list[str], list[str]]] = {}
+        self.raw = self._open()
+        self.in_transaction = False
+        self._audit_by_server = False
+
+    def _open(self) -> psycopg.Connection:
+        import psycopg
+
+        connection = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self._connect_timeout)),
+                                     application_name="cno-annotate")
+        connection.row_factory = _row_factory
+        return connection
+
+    def reconnect_if_lost(self) -> None:
+        """A new session if the server ended the old one (restart, ``pg_terminate_backend``)."""
+        if self.raw.closed or self.raw.broken:
+            self.raw = self._open()
+            self.in_transaction = False
+
+    def close(self) -> None:
+        """Close the session."""
+        self.raw.close()
+
+    @property
+    def audit_by_server(self) -> bool:
+        """Whether the server writes the audit entries (``cno_audit_append``, migration 10)."""
+        if not self._audit_by_server:
+            row = self.raw.execute("SELECT to_regprocedure('cno_audit_append(text,text,text,text)') IS NOT NULL"
+                                   ).fetchone()
+            self._audit_by_server = bool(row and row[0])
+        return self._audit_by_server
+
+    def lock_row(self, table: str, column: str, key: str) -> None:
+        """Hold a row's lock until the transaction ends (a concurrent change of it waits)."""
+        self.execute(f"SELECT 1 FROM {table} WHERE {column} = ? FOR UPDATE", (key,))
+
+    @property
+    def backend_pid(self) -> int:
+        """The server process of this session (``pg_terminate_backend`` ends it)."""
+        return int(self.raw.info.backend_pid)
+
+    # -- running SQL -------------------------------------------------------------------------
+    def execute(self, sql: str, params: Sequence[Any] | None = ()) -> _Cursor:
+        """Run one statement written for SQLite (``?`` placeholders); a cursor with ``lastrowid``."""
+        sql, returning = self._translated(sql)
+        cursor = self.raw.cursor()
+        cursor.execute(_placeholders(sql) if params else sql, list(params) if params else None)
+        return _Cursor(cursor, returning)
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        """Run one statement for each parameter row."""
+        rows = [list(r) for r in rows]
+        if not rows:
+            return
+        sql, _ = self._translated(sql)
+        with self.raw.cursor() as cursor:
+            cursor.executemany(_placeholders(sql), rows)
+
+    def script(self, sql: str) -> None:
+        """Run a script of several statements (PL/pgSQL bodies included), no parameters."""
+        self.raw.execute(sql)
+
+    @contextmanager
+    def transaction(self) -> Iterator[PgConnection]:
+        """A write transaction: all or nothing; the server session is renewed first if it was lost."""
+        self.reconnect_if_lost()
+        self.raw.execute("BEGIN")
+        self.in_transaction = True
+        try:
+            yield self
+        except BaseException:
+            self.in_transaction = False
+            if not self.raw.closed and not self.raw.broken:
+                self.raw.execute("ROLLBACK")
+            raise
+        self.in_transaction = False
+        self.raw.execute("COMMIT")
+
+    def _translated(self, sql: str) -> tuple[str, str | None]:
+        """SQLite-only forms rewritten; the key column to return as ``lastrowid`` for an INSERT."""
+        sql = _WHERE_ONE.sub("WHERE TRUE", sql)
+        if _DDL.match(sql):
+            self._keys.clear()
+            return pg_ddl(sql), None
+        if _OR_IGNORE.match(sql):
+            return _OR_IGNORE.sub("INSERT INTO ", sql, count=1).rstrip().rstrip(";") + " ON CONFLICT DO NOTHING", None
+        replace = _OR_REPLACE.match(sql)
+        if replace:
+            table = replace.group(1)
+            columns, keys = self._table_keys(table)
+            update = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns if c not in keys)
+            body = _OR_REPLACE.sub(f"INSERT INTO {table}", sql, count=1).rstrip().rstrip(";")
+            action = f"DO UPDATE SET {update}" if update else "DO NOTHING"
+            return f"{body} ON CONFLICT ({', '.join(keys)}) {action}", None
+        insert = _INSERT_INTO.match(sql)
+        if insert and "RETURNING" not in sql.upper():
+            _, keys = self._table_keys(insert.group(1))
+            if len(keys) == 1:
+                return sql.rstrip().rstrip(";") + f" RETURNING {keys[0]}", keys[0]
+        return sql, None
+
+    def _table_keys(self, table: str) -> tuple[list[str], list[str]]:
+        """(columns in order, primary key columns) of a table, looked up once."""
+        if table not in self._keys:
+            columns = [r[0] for r in self.raw.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() "
+                "AND table_name = %s ORDER BY ordinal_position", (table,))]
+            keys = [r[0] for r in self.raw.execute(
+                "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
+                "AND a.attnum = ANY (i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary "
+                "ORDER BY array_position(i.indkey, a.attnum)", (table,))]
+            self._keys[table] = (columns, keys)
+        return self._keys[table]
+
+
+class _Cursor:
+    """A psycopg cursor seen as an :class:`sqlite3.Cursor` (``fetchone``, ``fetchall``, iteration, ``lastrowid``)."""
+
+    def __init__(self, cursor: psycopg.Cursor, returning: str | None):
+        self._cursor = cursor
+        self.lastrowid: int | None = None
+        self._pending: list[Any] = []
+        if returning is not None and cursor.description:
+            row = cursor.fetchone()
+            self.lastrowid = row[0] if row is not None else None
+
+    @property
+    def rowcount(self) -> int:
+        """Rows changed by the statement."""
+        return self._cursor.rowcount
+
+    def fetchone(self) -> Any:
+        """The next row, or None."""
+        return self._cursor.fetchone() if self._cursor.description else None
+
+    def fetchall(self) -> list[Any]:
+        """The remaining rows."""
+        return self._cursor.fetchall() if self._cursor.description else []
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.fetchall())
+
+
+# -- errors --------------------------------------------------------------------------------
+def _loaded() -> Any:
+    """psycopg if a server store was opened in this process, else None."""
+    import sys
+
+    return sys.modules.get("psycopg")
+
+
+def is_integrity_error(exc: BaseException) -> bool:
+    """A statement refused by a constraint or a lock trigger (SQLSTATE class 23)."""
+    psycopg = _loaded()
+    return psycopg is not None and isinstance(exc, psycopg.errors.IntegrityError)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Two transactions waited on each other (deadlock, serialisation): nothing was applied."""
+    psycopg = _loaded()
+    return psycopg is not None and isinstance(exc, (psycopg.errors.SerializationFailure,
+                                                    psycopg.errors.DeadlockDetected))
+
+
+def is_operational(exc: BaseException) -> bool:
+    """The server or the session was lost, or a lock wait ended: the transaction was rolled back."""
+    psycopg = _loaded()
+    return psycopg is not None and isinstance(exc, psycopg.OperationalError)
+
+
+def is_permission_error(exc: BaseException) -> bool:
+    """A statement refused for lack of privilege or by row-level security."""
+    psycopg = _loaded()
+    return psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege)
+
+
+def is_database_error(exc: BaseException) -> bool:
+    """Anything the server refused."""
+    psycopg = _loaded()
+    return psycopg is not None and isinstance(exc, psycopg.DatabaseError)
+
+
+# -- schema --------------------------------------------------------------------------------
+_TYPES = [(re.compile(r"\bINTEGER PRIMARY KEY\b"), "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+          (re.compile(r"\bINTEGER\b"), "BIGINT"), (re.compile(r"\bREAL\b"), "DOUBLE PRECISION")]
+_DDL = re.compile(r"^\s*(CREATE\s+TABLE|ALTER\s+TABLE)", re.IGNORECASE)
+
+
+def pg_ddl(sql: str) -> str:
+    """SQLite column types as PostgreSQL's: 64-bit integers, double precision, identity keys."""
+    for pattern, replacement in _TYPES:
+        sql = pattern.sub(replacement, sql)
+    return sql
+
+
+#: Serialises programs that migrate one database at the same time.
+_MIGRATION_LOCK = 7_244_101
+
+
+def schema_version(connection: PgConnection) -> int:
+    """The schema version recorded in ``store_meta`` (0: a new database)."""
+    row = connection.execute("SELECT to_regclass('store_meta') IS NOT NULL").fetchone()
+    if not row[0]:
+        return 0
+    return int(connection.execute("SELECT version FROM store_meta WHERE id = 1").fetchone()[0])
+
+
+def migrate(connection: PgConnection, migrations: Sequence[Any], run_step: Any) -> tuple[int, int]:
+    """Apply the missing steps, each in its own transaction, under one advisory lock.
+
+    ``run_step(connection, step)`` applies one step of the shared history.
+    """
+    before = schema_version(connection)
+    if before >= len(migrations):
+        return before, before
+    connection.execute("SELECT pg_advisory_lock(?)", (_MIGRATION_LOCK,))
+    try:
+        connection.script("CREATE TABLE IF NOT EXISTS store_meta (id INTEGER PRIMARY KEY CHECK (id = 1), "
+                          "version INTEGER NOT NULL); INSERT INTO store_meta VALUES (1, 0) ON CONFLICT DO NOTHING")
+        while True:
+            with connection.transaction():
+                step = int(connection.execute("SELECT version FROM store_meta WHERE id = 1 FOR UPDATE").fetchone()[0])
+                if step >= len(migrations):
+                    break
+                run_step(connection, migrations[step])
+                connection.execute("UPDATE store_meta SET version = ? WHERE id = 1", (step + 1,))
+    finally:
+        connection.execute("SELECT pg_advisory_unlock(?)", (_MIGRATION_LOCK,))
+    return before, max(before, len(migrations))
+
+
+def _raise_locked(message: str) -> str:
+    return f"RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation', MESSAGE = '{message}'"
+
+
+def lock_triggers(locked_message: str) -> str:
+    """Migration 7 on PostgreSQL: submitted reads (their row, lesions, marks, grades) refuse any change."""
+    raise_locked = _raise_locked(locked_message)
+    parts = f"""
+    CREATE FUNCTION cno_read_locked() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+    BEGIN
+        IF OLD.status = 'submitted' THEN {raise_locked}; END IF;
+        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER reads_locked BEFORE UPDATE OR DELETE ON reads FOR EACH ROW EXECUTE FUNCTION cno_read_locked();
+    CREATE FUNCTION cno_part_locked() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+    BEGIN
+        IF TG_OP <> 'DELETE' AND EXISTS (SELECT 1 FROM reads WHERE read_id = NEW.read_id AND status = 'submitted')
+        THEN {raise_locked}; END IF;
+        IF TG_OP <> 'INSERT' AND EXISTS (SELECT 1 FROM reads WHERE read_id = OLD.read_id AND status = 'submitted')
+        THEN {raise_locked}; END IF;
+        IF TG_OP = 'DELETE' THEN RETURN OLD; END IF;
+        RETURN NEW;
+    END $$;
+    """
+    return parts + "".join(part_lock_trigger(table) for table in ("lesions", "unit_marks", "unit_grades"))
+
+
+def part_lock_trigger(table: str) -> str:
+    """A table of a read's parts refuses any change while its read is submitted (cno_part_locked, migration 7)."""
+    return (f"CREATE TRIGGER {table}_locked BEFORE INSERT OR UPDATE OR DELETE ON {table} "
+            f"FOR EACH ROW EXECUTE FUNCTION cno_part_locked();\n")
+
+
+#: Migration 10 on PostgreSQL: a package's stand-in UIDs never change (the tables are db.PACKAGE_TABLES).
+PACKAGE_UIDS_FIXED = """
+CREATE FUNCTION cno_package_uid_fixed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation', MESSAGE = 'a stand-in UID never changes';
+END $$;
+CREATE TRIGGER package_uids_fixed BEFORE UPDATE ON package_uids FOR EACH ROW EXECUTE FUNCTION cno_package_uid_fixed();
+"""
+
+
+#: The groups every login role of a store belongs to (one of them).
+GROUPS = {"coordinator": "cno_coordinator", "reader": "cno_reader", "adjudicator": "cno_adjudicator"}
+
+_ACCESS = r"""
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cno_coordinator') THEN CREATE ROLE cno_coordinator NOLOGIN; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cno_reader') THEN CREATE ROLE cno_reader NOLOGIN; END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cno_adjudicator') THEN CREATE ROLE cno_adjudicator NOLOGIN; END IF;
+END $$;
+
+-- The audit trail: written only by cno_audit_append (in the caller's transaction), never changed.
+ALTER TABLE audit ADD COLUMN xact BIGINT NOT NULL DEFAULT txid_current();
+CREATE INDEX audit_by_xact ON audit (xact);
+INSERT INTO audit_head
+    SELECT 1, COALESCE(MAX(seq), 0), COALESCE((SELECT hash FROM audit ORDER BY seq DESC LIMIT 1), repeat('0', 64))
+    FROM audit ON CONFLICT DO NOTHING;
+
+CREATE FUNCTION cno_is_coordinator() RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+    SELECT pg_has_role(session_user, 'cno_coordinator', 'MEMBER')
+        OR NOT (pg_has_role(session_user, 'cno_reader', 'MEMBER') OR pg_has_role(session_user, 'cno_adjudicator', 'MEMBER'))
+$$;
+
+CREATE FUNCTION cno_audit_append(p_actor text, p_action text, p_entity text, p_detail text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    who text := session_user;
+    head_seq bigint;
+    head_hash text;
+    stamp text := to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '+00:00';
+    digest text;
+BEGIN
+    IF NOT cno_is_coordinator() THEN
+        IF p_actor <> who THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write audit entries as %s', who, p_actor);
+        END IF;
+        IF p_entity NOT LIKE 'read:%' OR NOT EXISTS (SELECT 1 FROM reads WHERE read_id = substr(p_entity, 6) AND reader = who)
+           AND NOT (p_action = 'delete' AND NOT EXISTS (SELECT 1 FROM reads WHERE read_id = substr(p_entity, 6))) THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write audit entries about %s', who, p_entity);
+        END IF;
+    END IF;
+    SELECT seq, hash INTO head_seq, head_hash FROM audit_head WHERE id = 1 FOR UPDATE;
+    head_seq := head_seq + 1;
+    digest := encode(sha256(convert_to(head_hash || '[' || head_seq || ',' || to_json(stamp)::text || ','
+        || to_json(p_actor)::text || ',' || to_json(p_action)::text || ',' || to_json(p_entity)::text || ','
+        || to_json(p_detail)::text || ']', 'UTF8')), 'hex');
+    INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash)
+        VALUES (head_seq, stamp, p_actor, p_action, p_entity, p_detail, head_hash, digest);
+    UPDATE audit_head SET seq = head_seq, hash = digest WHERE id = 1;
+    RETURN head_seq;
+END $$;
+
+CREATE FUNCTION cno_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'audit_head' AND TG_OP = 'UPDATE' AND NEW.seq = OLD.seq + 1
+       AND EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq AND hash = NEW.hash AND xact = txid_current()) THEN
+        RETURN NEW;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+        MESSAGE = format('the audit trail is append-only: %s on %s refused', TG_OP, TG_TABLE_NAME);
+END $$;
+CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
+    FOR EACH ROW EXECUTE FUNCTION cno_audit_append_only();
+CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION cno_audit_append_only();
+CREATE TRIGGER audit_head_append_only BEFORE UPDATE OR DELETE ON audit_head
+    FOR EACH ROW EXECUTE FUNCTION cno_audit_append_only();
+CREATE TRIGGER audit_head_no_truncate BEFORE TRUNCATE ON audit_head
+    FOR EACH STATEMENT EXECUTE FUNCTION cno_audit_append_only();
+
+-- Every change of a read is audited in its own transaction: checked by the database at commit.
+CREATE FUNCTION cno_require_audit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    rid text := CASE WHEN TG_OP = 'DELETE' THEN OLD.read_id ELSE NEW.read_id END;
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM audit WHERE xact = txid_current() AND entity = 'read:' || rid) THEN
+        RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation',
+            MESSAGE = format('read %s was changed without an audit entry in the same transaction', rid);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE CONSTRAINT TRIGGER reads_audited AFTER INSERT OR UPDATE OR DELETE ON reads
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cno_require_audit();
+CREATE CONSTRAINT TRIGGER lesions_audited AFTER INSERT OR UPDATE OR DELETE ON lesions
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cno_require_audit();
+CREATE CONSTRAINT TRIGGER unit_marks_audited AFTER INSERT OR UPDATE OR DELETE ON unit_marks
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cno_require_audit();
+CREATE CONSTRAINT TRIGGER unit_grades_audited AFTER INSERT OR UPDATE OR DELETE ON unit_grades
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cno_require_audit();
+CREATE CONSTRAINT TRIGGER rois_audited AFTER INSERT OR UPDATE OR DELETE ON rois
+    DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cno_require_audit();
+
+-- Privileges: coordinators everything but rewriting the trail; readers and adjudicators only what they need.
+REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
+REVOKE ALL ON FUNCTION cno_audit_append(text, text, text, text) FROM PUBLIC;
+GRANT USAGE ON SCHEMA public TO cno_coordinator, cno_reader, cno_adjudicator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO cno_coordinator;
+GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO cno_coordinator;
+REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON audit, audit_head, store_meta FROM cno_coordinator;
+GRANT EXECUTE ON FUNCTION cno_audit_append(text, text, text, text) TO cno_coordinator, cno_reader, cno_adjudicator;
+GRANT SELECT ON store_meta, audit TO cno_reader, cno_adjudicator;
+GRANT SELECT, INSERT, UPDATE, DELETE ON reads, lesions, unit_marks, unit_grades, rois TO cno_reader, cno_adjudicator;
+GRANT SELECT ON reading_studies, rs_cases, rs_readers, rs_worklists TO cno_reader, cno_adjudicator;
+GRANT SELECT (study_uid) ON studies TO cno_reader, cno_adjudicator;
+GRANT SELECT (volume_id, study_uid, series_uid) ON volumes TO cno_reader, cno_adjudicator;
+
+-- Rows: a reader sees their own reads and worklist; an adjudicator also the submitted reads of their cases.
+ALTER TABLE reads ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON reads TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY own_reads ON reads TO cno_reader, cno_adjudicator
+    USING (reader = session_user) WITH CHECK (reader = session_user);
+CREATE POLICY adjudicated_cases ON reads FOR SELECT TO cno_adjudicator USING (
+    status = 'submitted' AND role = 'reader' AND EXISTS (
+        SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
+            AND c.reading_code = w.reading_code
+        WHERE w.reader = session_user AND w.reading_study = reads.reading_study AND c.study_uid = reads.study_uid));
+"""
+
+_PARTS = """
+ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON {t} TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY visible_reads ON {t} FOR SELECT TO cno_reader, cno_adjudicator
+    USING (EXISTS (SELECT 1 FROM reads r WHERE r.read_id = {t}.read_id));
+CREATE POLICY own_reads ON {t} TO cno_reader, cno_adjudicator
+    USING (EXISTS (SELECT 1 FROM reads r WHERE r.read_id = {t}.read_id AND r.reader = session_user))
+    WITH CHECK (EXISTS (SELECT 1 FROM reads r WHERE r.read_id = {t}.read_id AND r.reader = session_user));
+"""
+
+_STUDY_TABLES = """
+ALTER TABLE rs_worklists ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON rs_worklists TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY own_worklist ON rs_worklists FOR SELECT TO cno_reader, cno_adjudicator USING (reader = session_user);
+ALTER TABLE rs_readers ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON rs_readers TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY own_registration ON rs_readers FOR SELECT TO cno_reader, cno_adjudicator USING (reader = session_user);
+ALTER TABLE rs_cases ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON rs_cases TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY worklist_cases ON rs_cases FOR SELECT TO cno_reader, cno_adjudicator USING (EXISTS (
+    SELECT 1 FROM rs_worklists w WHERE w.reading_study = rs_cases.reading_study
+        AND w.reading_code = rs_cases.reading_code AND w.reader = session_user));
+ALTER TABLE reading_studies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON reading_studies TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY own_studies ON reading_studies FOR SELECT TO cno_reader, cno_adjudicator USING (EXISTS (
+    SELECT 1 FROM rs_readers x WHERE x.reading_study = reading_studies.name AND x.reader = session_user));
+ALTER TABLE studies ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON studies TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY worklist_studies ON studies FOR SELECT TO cno_reader, cno_adjudicator
+    USING (EXISTS (SELECT 1 FROM rs_cases c WHERE c.study_uid = studies.study_uid));
+ALTER TABLE volumes ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON volumes TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY worklist_volumes ON volumes FOR SELECT TO cno_reader, cno_adjudicator
+    USING (EXISTS (SELECT 1 FROM rs_cases c WHERE c.study_uid = volumes.study_uid));
+ALTER TABLE audit ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON audit FOR SELECT TO cno_coordinator USING (true);
+CREATE POLICY visible_reads ON audit FOR SELECT TO cno_reader, cno_adjudicator USING (
+    entity LIKE 'read:%' AND EXISTS (SELECT 1 FROM reads r WHERE r.read_id = substr(audit.entity, 6)));
+"""
+
+
+def access_rules() -> str:
+    """Migration 10 on PostgreSQL: the append-only audit written by the database, roles, privileges, row security."""
+    return _ACCESS + "".join(_PARTS.format(t=t) for t in ("lesions", "unit_marks", "unit_grades", "rois")) + _STUDY_TABLES
+
+
+def grant(connection: PgConnection, login: str, kind: str, password: str | None = None) -> bool:
+    """Create (or extend) a login role in a group; True if the role was created.
+
+    Run by the store's owner. The role's name is the reader id the store knows
+    the person by (``rs_readers.reader``, ``reads.reader``).
+    """
+    from psycopg import sql
+
+    if kind not in GROUPS:
+        raise ValueError(f"kind is one of {', '.join(GROUPS)}, not {kind!r}")
+    exists = connection.execute("SELECT 1 FROM pg_roles WHERE rolname = ?", (login,)).fetchone() is not None
+    name = sql.Identifier(login)
+    if not exists:
+        statement = sql.SQL("CREATE ROLE {} LOGIN").format(name)
+        if password is not None:
+            statement = sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(name, sql.Literal(password))
+        connection.raw.execute(statement)
+    connection.raw.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(GROUPS[kind]), name))
+    connection.raw.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
+        sql.Identifier(connection.raw.info.dbname), name))
+    return not exists

@@ -1,0 +1,270 @@
+"""The shared store on a real PostgreSQL server: access by database role, the append-only audit, killed sessions.
+
+One server for the session (conftest.pg_server); a reading study is built once into a template database
+and each test works on its own copy. Readers' connections are tried with raw SQL: the server, not the
+program, must refuse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import threading
+import time
+
+import psycopg
+import pytest
+
+from cno_annotate import reading_study as rs
+from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
+from cno_annotate.cli import main
+from cno_annotate.errors import CnoError, ReadConflict, StoreWriteError
+from cno_annotate.importer import import_paths
+from cno_annotate.sample import StudyPlan, generate_study
+from cno_annotate.store import Store, audit
+from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
+from cno_annotate.store.postgres import PgConnection
+
+READERS = ("dr-a", "dr-b")
+ADJUDICATOR = "dr-adj"
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main([str(a) for a in args])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def trial_template(pg_server, pg_template, tmp_path_factory) -> str:
+    """A database holding two imported studies in reading study 'trial' (2 readers, 1 adjudicator), logins granted."""
+    studies = tmp_path_factory.mktemp("pg-studies")
+    for seed in range(2):
+        generate_study(studies / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=40 + seed))
+    url = pg_server.create_database("trial_template")
+    store = Store.open(url)
+    import_paths(store, [studies])
+    rs.create(store, "trial", seed=7)
+    rs.add_cases(store, "trial", sorted(store.study_uids()))
+    rs.add_readers(store, "trial", list(READERS))
+    rs.add_readers(store, "trial", [ADJUDICATOR], role="adjudicator")
+    rs.assign(store, "trial")
+    store.close()
+    for flag, login in [("--reader", r) for r in READERS] + [("--adjudicator", ADJUDICATOR)]:
+        code, out = _cli("store", "grant", flag, login, "--store", url)
+        assert code == 0, out
+        if "password (shown once): " in out:  # roles belong to the server: made once per session
+            pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
+    return "trial_template"
+
+
+@pytest.fixture
+def trial(pg_server, pg_database, trial_template):
+    """``trial(login)`` -> a Store on this test's copy of the trial database, as that login (owner by default)."""
+    database = pg_database(trial_template).rsplit("/", 1)[1]
+    opened: list[Store] = []
+
+    def open_as(login: str = "cno_owner", **options) -> Store:
+        opened.append(Store.open(pg_server.plain_url(database, user=login), **options))
+        return opened[-1]
+
+    yield open_as
+    for store in opened:
+        store.close()
+
+
+def _raw(store: Store) -> PgConnection:
+    return PgConnection(store.url)
+
+
+def _start_read(store: Store, reader: str, code: str = "CNO-0001") -> ReadSession:
+    session = ReadSession.open_or_create(store, rs.study_uid_of(store, "trial", code), reader, reading_study="trial")
+    lesion = session.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    session.set_grade(lesion, "marrow_hyperintensity", 2)
+    return session
+
+
+def test_a_reader_reads_through_the_program_and_the_server_records_who(trial):
+    store = trial("dr-a")
+    assert [e["reading_code"] for e in rs.worklist(store, "trial", "dr-a")]  # the worklist, by code
+    session = _start_read(store, "dr-a")
+    session.submit()
+    owner = trial()
+    verification = audit.verify(owner.db)
+    assert verification.ok, verification.reason
+    mine = [e for e in audit.entries(owner.db, 100) if e["entity"] == f"read:{session.read.read_id}"]
+    assert {e["actor"] for e in mine} == {"dr-a"}
+    assert [e["action"] for e in mine][-1] == "submit"
+    code, out = _cli("audit", "verify", "--store", owner.root)
+    assert code == 0 and "intact" in out
+
+
+def test_a_readers_connection_cannot_select_identifiers_or_other_readers_rows(trial):
+    other = _start_read(trial("dr-b"), "dr-b")
+    mine = _start_read(trial("dr-a"), "dr-a", "CNO-0002")
+    reader = _raw(trial("dr-a"))
+    for sql in ("SELECT * FROM patients", "SELECT patient_name FROM patients", "SELECT birth_date FROM patients",
+                "SELECT accession FROM studies", "SELECT institution FROM studies", "SELECT description FROM studies",
+                "SELECT * FROM studies", "SELECT * FROM dicom_series", "SELECT path FROM images",
+                "SELECT source_path FROM volumes", "SELECT description FROM volumes", "SELECT * FROM import_runs",
+                "SELECT * FROM files", "SELECT * FROM audit_head"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute(sql)
+    assert {r[0] for r in reader.execute("SELECT reader FROM reads")} == {"dr-a"}
+    assert {r[0] for r in reader.execute("SELECT read_id FROM lesions")} == {mine.read.read_id}
+    assert reader.execute("SELECT COUNT(*) FROM lesions WHERE read_id = ?", (other.read.read_id,)).fetchone()[0] == 0
+    assert {r[0] for r in reader.execute("SELECT reader FROM rs_worklists")} == {"dr-a"}
+    assert {r[0] for r in reader.execute("SELECT reader FROM rs_readers")} == {"dr-a"}
+    entities = {r[0] for r in reader.execute("SELECT entity FROM audit")}
+    assert entities == {f"read:{mine.read.read_id}"}  # not the other reader's entries, nor the study's
+    assert reader.execute("UPDATE reads SET modified = 'x' WHERE reader = 'dr-b'").rowcount == 0
+    assert reader.execute("DELETE FROM lesions WHERE read_id = ?", (other.read.read_id,)).rowcount == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        reader.execute("UPDATE reads SET reader = 'dr-b' WHERE reader = 'dr-a'")
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute("SELECT cno_audit_append('dr-b', 'change', ?, '{}')", (f"read:{other.read.read_id}",))
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        reader.execute("INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash) "
+                       "VALUES (999, 'x', 'dr-a', 'x', 'x', '{}', 'x', 'x')")
+    reader.close()
+    assert list_reads(trial("dr-a"), reading_study="trial")[0]["reader"] == "dr-a"
+    with pytest.raises(CnoError, match="no read"):
+        load_read(trial("dr-a"), other.read.read_id)
+
+
+def test_an_adjudicator_sees_submitted_reads_of_their_cases_and_no_drafts(trial):
+    submitted = _start_read(trial("dr-a"), "dr-a")
+    submitted.submit()
+    draft = _start_read(trial("dr-b"), "dr-b")
+    adjudicator = _raw(trial(ADJUDICATOR))
+    seen = {r[0] for r in adjudicator.execute("SELECT read_id FROM reads")}
+    assert seen == {submitted.read.read_id}
+    assert draft.read.read_id not in seen
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        adjudicator.execute("SELECT patient_id FROM patients")
+    assert adjudicator.execute("UPDATE reads SET modified = 'x' WHERE read_id = ?",
+                               (submitted.read.read_id,)).rowcount == 0  # sees it, may not change it
+    adjudicator.close()
+
+
+def test_the_audit_trail_is_append_only_even_for_the_owner(trial):
+    _start_read(trial("dr-a"), "dr-a")
+    owner = _raw(trial())
+    for sql in ("UPDATE audit SET actor = 'dr-b' WHERE seq = 2", "DELETE FROM audit WHERE seq = 2",
+                "DELETE FROM audit", "TRUNCATE audit", "UPDATE audit_head SET seq = 1", "DELETE FROM audit_head"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            owner.execute(sql)
+    owner.close()
+    assert audit.verify(trial().db).ok
+
+
+def test_a_change_to_a_read_without_its_audit_entry_is_refused_at_commit(trial):
+    session = _start_read(trial("dr-a"), "dr-a")
+    owner = _raw(trial())
+    with pytest.raises(psycopg.errors.IntegrityError, match="without an audit entry"):
+        owner.execute("UPDATE lesions SET data = '{}' WHERE read_id = ?", (session.read.read_id,))
+    with pytest.raises(psycopg.errors.IntegrityError, match="without an audit entry"):
+        owner.execute("UPDATE reads SET revision = 99 WHERE read_id = ?", (session.read.read_id,))
+    owner.close()
+    assert load_read(trial(), session.read.read_id).revision == session.read.revision
+
+
+def test_the_server_chains_entries_exactly_as_the_program_checks_them(trial):
+    store = trial()
+    awkward = ["quote \" backslash \\ slash /", "tab\tnewline\nreturn\r", "\x00\x01\x1f\x7f", "é ß 漢字 🦴",
+               "\u2028\u2029", "{\"json\": [1, 2]}", ""]
+    with store.transaction() as db:
+        for n, text in enumerate(awkward):
+            plain = text.replace("\x00", "")  # a text column holds no NUL (the JSON detail escapes it)
+            audit.append(db, f"coordinator {plain}", f"note {n}", f"note:{plain}", before=text, after={text: [text]})
+    verification = audit.verify(store.db)
+    assert verification.ok, verification.reason
+
+
+def test_a_conflicting_edit_is_refused_and_reloaded_and_nothing_is_lost(trial):
+    first = _start_read(trial("dr-a"), "dr-a")
+    second = ReadSession.open(trial("dr-a"), first.read.read_id, "dr-a")
+    lesion = first.read.lesions[0].lesion_id
+    first.update_lesion(lesion, comment="first")
+    with pytest.raises(ReadConflict, match="changed in another window"):
+        second.update_lesion(lesion, comment="second")
+    assert second.read.lesions[0].comment == "first"  # reloaded: the first edit is there
+    second.update_lesion(lesion, comment="second, after reload")
+    assert load_read(trial(), first.read.read_id).lesions[0].comment == "second, after reload"
+    assert audit.verify(trial().db).ok
+
+
+def _wait_for_lock(watcher: PgConnection, pid: int) -> None:
+    for _ in range(400):
+        row = watcher.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = ?", (pid,)).fetchone()
+        if row is not None and row[0] == "Lock":
+            return
+        time.sleep(0.025)
+    raise AssertionError("the edit never waited on the lock")
+
+
+def test_a_session_killed_mid_edit_applies_the_edit_once_or_refuses_it_never_twice(trial):
+    store = trial("dr-a")
+    session = _start_read(store, "dr-a")
+    lesion = session.read.lesions[0].lesion_id
+    revision = session.read.revision
+    owner = _raw(trial())
+    owner.execute("BEGIN")
+    owner.execute("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")  # the edit will wait to append its entry
+    outcome: list[BaseException | None] = []
+
+    def edit() -> None:
+        try:
+            session.update_lesion(lesion, comment="killed mid-edit")
+            outcome.append(None)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test thread
+            outcome.append(exc)
+
+    editor = threading.Thread(target=edit)
+    editor.start()
+    _wait_for_lock(owner, store.pg.backend_pid)
+    owner.execute("SELECT pg_terminate_backend(?)", (store.pg.backend_pid,))
+    editor.join(30)
+    owner.execute("ROLLBACK")
+    assert len(outcome) == 1 and isinstance(outcome[0], StoreWriteError)
+    assert "nothing was changed" in str(outcome[0])
+    stored = load_read(trial(), session.read.read_id)
+    assert stored.revision == revision and stored.lesions[0].comment == ""  # refused whole
+    session.update_lesion(lesion, comment="killed mid-edit")  # the same session tries again, on a new connection
+    stored = load_read(trial(), session.read.read_id)
+    assert stored.revision == revision + 1 and stored.lesions[0].comment == "killed mid-edit"
+    edits = [e for e in audit.entries(trial().db, 100) if e["action"] == "edit comment"]
+    assert len(edits) == 1  # applied once
+    assert audit.verify(trial().db).ok
+    owner.close()
+
+
+def test_an_edit_waiting_on_another_programs_lock_is_refused_with_a_message(trial):
+    store = trial("dr-a", busy_timeout=INTERACTIVE_BUSY_TIMEOUT)
+    session = _start_read(store, "dr-a")
+    before = session.read.revision
+    owner = _raw(trial())
+    owner.execute("BEGIN")
+    owner.execute("SELECT 1 FROM reads WHERE read_id = ? FOR UPDATE", (session.read.read_id,))
+    try:
+        with pytest.raises(StoreWriteError, match="could not be written .*nothing was changed"):
+            session.update_lesion(session.read.lesions[0].lesion_id, comment="blocked")
+    finally:
+        owner.execute("ROLLBACK")
+        owner.close()
+    assert session.read.revision == before
+    session.update_lesion(session.read.lesions[0].lesion_id, comment="after")
+    assert load_read(trial(), session.read.read_id).lesions[0].comment == "after"
+
+
+def test_the_store_is_named_by_the_environment_and_grant_needs_a_server(trial, tmp_path, monkeypatch):
+    owner = trial()
+    monkeypatch.setenv("CNO_ANNOTATE_STORE", owner.root)
+    code, out = _cli("reading-study", "list")
+    assert code == 0 and "trial" in out
+    code, out = _cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "nothing")
+    assert code == 1 and "no store" in out
+    Store.open(tmp_path / "local").close()
+    code, out = _cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "local")
+    assert code == 1 and "needs a PostgreSQL store" in out
