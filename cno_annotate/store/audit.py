@@ -137,6 +137,13 @@ _LOCKED_ROWS = {"read": ("reads", "read_id"), "reading-study": ("reading_studies
 
 def audited_state(db: sqlite3.Connection, entity: str) -> str | None:
     """The state the entity's latest entry recorded (None: no entry recorded one)."""
+    # The latest entry nearly always records one (all since migration 7): read it alone, not the object's history.
+    latest = db.execute("SELECT detail FROM audit WHERE entity = ? ORDER BY seq DESC LIMIT 1", (entity,)).fetchone()
+    if latest is None:
+        return None
+    recorded = json.loads(latest[0])
+    if "state" in recorded:
+        return recorded["state"]
     for (detail,) in db.execute("SELECT detail FROM audit WHERE entity = ? ORDER BY seq DESC", (entity,)):
         recorded = json.loads(detail)
         if "state" in recorded:

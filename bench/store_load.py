@@ -1,0 +1,186 @@
+"""Load on one shared store: N reader processes x M edits each, on PostgreSQL and on one local SQLite store.
+
+Readers work in pairs: both processes of a pair are one reader with the same read open (two windows,
+or two machines), each editing its own lesion of that read. Every edit is revision-checked, so the
+pair's edits conflict; a refused edit reloads the read and is repeated, as a reader would. Counted:
+
+- lost edits: a lesion's final comment is not the last edit its process saw succeed, or fewer audit
+  entries than acknowledged edits;
+- duplicated edits: more audit entries for a process's edits than it made;
+- conflicts reported (refused, reloaded, repeated), audit verification, p50/p95 latency of an edit.
+
+    python bench/store_load.py [--processes 10] [--edits 200] [--backend both|sqlite|postgresql]
+
+PostgreSQL: a throwaway server (Debian postgresql; initdb/pg_ctl in a temporary folder, fsync on,
+127.0.0.1), readers connect with their own login roles (row-level security on).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+STUDY = "1.2.826.0.1.3680043.99.77"
+SERIES = "1.2.3"
+SIDES = ("R", "L")
+
+
+def worker(location: str, reader: str, read_id: str, lesion: str, tag: str, edits: int) -> dict:
+    """One process: ``edits`` comment changes of its lesion; conflicts reload and repeat."""
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.errors import ReadConflict, StoreWriteError
+    from cno_annotate.store import Store
+
+    store = Store.open(location)
+    session = ReadSession.open(store, read_id, reader)
+    latencies, conflicts, refused, acknowledged = [], 0, 0, None
+    for n in range(edits):
+        while True:
+            start = time.perf_counter()
+            try:
+                session.update_lesion(lesion, comment=f"{tag}:{n}")
+            except ReadConflict:
+                conflicts += 1  # refused and reloaded: repeat on the fresh copy
+                continue
+            except StoreWriteError:
+                refused += 1
+                session.reload()
+                continue
+            latencies.append(time.perf_counter() - start)
+            acknowledged = f"{tag}:{n}"
+            break
+    store.close()
+    return {"tag": tag, "latencies": latencies, "conflicts": conflicts, "refused": refused, "last": acknowledged}
+
+
+def _prepare(location: str, readers: list[str]) -> dict[str, tuple[str, list[str]]]:
+    """Each reader's read with one lesion per process of the pair; reader -> (read id, lesion ids)."""
+    from cno_annotate.annotation.reads import ReadSession
+    from cno_annotate.store import Store
+
+    out = {}
+    for reader in readers:
+        store = Store.open(_as(location, reader))
+        session = ReadSession.open_or_create(store, STUDY, reader)
+        lesions = [session.add_lesion((-70.0, 0.0, -400.0), SERIES, (1, 2, 3), site_id="femur.distal", side=side)
+                   for side in SIDES]
+        out[reader] = (session.read.read_id, lesions)
+        store.close()
+    return out
+
+
+def _as(location: str, reader: str) -> str:
+    """The store location as a reader's login (PostgreSQL), or as it is (SQLite)."""
+    if location.startswith("postgresql://"):
+        return location.replace("cno_owner@", f"{reader}@")
+    return location
+
+
+def run(location: str, processes: int, edits: int) -> dict:
+    from cno_annotate.store import Store, audit
+
+    readers = [f"reader-{k:02d}" for k in range(processes // 2)]
+    reads = _prepare(location, readers)
+    jobs = []
+    for reader in readers:
+        read_id, lesions = reads[reader]
+        for lesion, side in zip(lesions, SIDES):
+            tag = f"{reader}/{side}"
+            command = [sys.executable, __file__, "--worker", _as(location, reader), reader, read_id, lesion, tag,
+                       str(edits)]
+            jobs.append((tag, read_id, lesion, subprocess.Popen(command, stdout=subprocess.PIPE, text=True)))
+    started = time.perf_counter()
+    results = {}
+    for tag, read_id, lesion, job in jobs:
+        out, _ = job.communicate()
+        if job.returncode != 0:
+            raise SystemExit(f"worker {tag} failed ({job.returncode})")
+        results[tag] = {**json.loads(out), "read_id": read_id, "lesion": lesion}
+    wall = time.perf_counter() - started
+    store = Store.open(location)
+    from cno_annotate.annotation.reads import load_read
+
+    lost = duplicated = 0
+    entries = audit.entries(store.db, 10**7)
+    for tag, result in results.items():
+        read = load_read(store, result["read_id"])
+        final = next(l.comment for l in read.lesions if l.lesion_id == result["lesion"])
+        made = [e for e in entries if e["action"] == "edit comment" and _comment(e, result["lesion"]) is not None
+                and _comment(e, result["lesion"]).startswith(tag + ":")]
+        lost += int(final != result["last"]) + max(0, edits - len(made))
+        duplicated += max(0, len(made) - edits)
+    verification = audit.verify(store.db)
+    store.close()
+    latencies = [x for r in results.values() for x in r["latencies"]]
+    cuts = statistics.quantiles(latencies, n=20)
+    return {"edits": len(latencies), "lost": lost, "duplicated": duplicated,
+            "conflicts": sum(r["conflicts"] for r in results.values()),
+            "refused": sum(r["refused"] for r in results.values()),
+            "audit": verification.reason if verification.ok else f"BROKEN: {verification.reason}",
+            "audit_ok": verification.ok, "entries": verification.entries,
+            "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * cuts[18], "wall_s": wall,
+            "edits_per_s": len(latencies) / wall}
+
+
+def _comment(entry: dict, lesion: str) -> str | None:
+    after = (entry["detail"].get("after") or {}).get("lesions") or {}
+    value = after.get(lesion)
+    return value.get("comment") if isinstance(value, dict) else None
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        location, reader, read_id, lesion, tag, edits = sys.argv[2:8]
+        print(json.dumps(worker(location, reader, read_id, lesion, tag, int(edits))))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, default=10, help="reader processes (pairs share a read)")
+    parser.add_argument("--edits", type=int, default=200, help="edits per process")
+    parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
+    args = parser.parse_args()
+    rows = {}
+    if args.backend in ("both", "sqlite"):
+        with tempfile.TemporaryDirectory() as folder:
+            os.chmod(folder, 0o755)
+            rows["SQLite (one local file, WAL, synchronous=FULL)"] = run(str(Path(folder) / "store"),
+                                                                        args.processes, args.edits)
+    if args.backend in ("both", "postgresql"):
+        rows["PostgreSQL 127.0.0.1 (fsync on, reader logins, RLS)"] = _on_server(args.processes, args.edits)
+    print(f"{args.processes} processes x {args.edits} edits, on {os.cpu_count()} cores")
+    print("| store | edits | lost | duplicated | conflicts reported | audit | p50 ms | p95 ms | edits/s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        print(f"| {name} | {r['edits']} | {r['lost']} | {r['duplicated']} | {r['conflicts']} | "
+              f"{'intact' if r['audit_ok'] else 'BROKEN'} ({r['entries']} entries) | {r['p50_ms']:.1f} | "
+              f"{r['p95_ms']:.1f} | {r['edits_per_s']:.0f} |")
+
+
+def _on_server(processes: int, edits: int) -> dict:
+    from cno_annotate.store import Store, pg_local, postgres
+
+    server = pg_local.start(durable=True)
+    os.environ["PGPASSFILE"] = str(server.passfile)
+    try:
+        server.create_database("load")
+        location = server.plain_url("load")
+        store = Store.open(location)
+        for k in range(processes // 2):
+            reader = f"reader-{k:02d}"
+            password = f"pw-{reader}"
+            if postgres.grant(store.pg, reader, "reader", password):
+                server.remember(reader, password)
+        store.close()
+        return run(location, processes, edits)
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
