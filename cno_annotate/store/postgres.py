@@ -127,7 +127,7 @@ class PgConnection:
 
     @property
     def audit_by_server(self) -> bool:
-        """Whether the server writes the audit entries (``cno_audit_append``, migration 10)."""
+        """Whether the server writes the audit entries (``cno_audit_append``, migration 11)."""
         if not self._audit_by_server:
             row = self.raw.execute("SELECT to_regprocedure('cno_audit_append(text,text,text,text)') IS NOT NULL"
                                    ).fetchone()
@@ -538,7 +538,7 @@ CREATE POLICY visible_reads ON audit FOR SELECT TO cno_reader, cno_adjudicator U
 
 
 def access_rules() -> str:
-    """Migration 10 on PostgreSQL: the append-only audit written by the database, roles, privileges, row security."""
+    """Migration 12 on PostgreSQL: the append-only audit written by the database, roles, privileges, row security."""
     return _ACCESS + "".join(_PARTS.format(t=t) for t in ("lesions", "unit_marks", "unit_grades", "rois")) + _STUDY_TABLES
 
 
