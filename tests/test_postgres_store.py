@@ -89,7 +89,9 @@ def test_a_reader_reads_through_the_program_and_the_server_records_who(trial):
     store = trial("dr-a")
     assert [e["reading_code"] for e in rs.worklist(store, "trial", "dr-a")]  # the worklist, by code
     session = _start_read(store, "dr-a")
+    session.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], "1.2.3.4")
     session.submit()
+    assert len(load_read(trial(), session.read.read_id).rois) == 1
     owner = trial()
     verification = audit.verify(owner.db)
     assert verification.ok, verification.reason
@@ -113,6 +115,8 @@ def test_a_readers_connection_cannot_select_identifiers_or_other_readers_rows(tr
             reader.execute(sql)
     assert {r[0] for r in reader.execute("SELECT reader FROM reads")} == {"dr-a"}
     assert {r[0] for r in reader.execute("SELECT read_id FROM lesions")} == {mine.read.read_id}
+    other.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], "1.2.3.4")
+    assert reader.execute("SELECT COUNT(*) FROM rois").fetchone()[0] == 0
     assert reader.execute("SELECT COUNT(*) FROM lesions WHERE read_id = ?", (other.read.read_id,)).fetchone()[0] == 0
     assert {r[0] for r in reader.execute("SELECT reader FROM rs_worklists")} == {"dr-a"}
     assert {r[0] for r in reader.execute("SELECT reader FROM rs_readers")} == {"dr-a"}

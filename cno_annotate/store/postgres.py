@@ -127,7 +127,7 @@ class PgConnection:
 
     @property
     def audit_by_server(self) -> bool:
-        """Whether the server writes the audit entries (``cno_audit_append``, migration 11)."""
+        """Whether the server writes the audit entries (``cno_audit_append``, migration 12)."""
         if not self._audit_by_server:
             row = self.raw.execute("SELECT to_regprocedure('cno_audit_append(text,text,text,text)') IS NOT NULL"
                                    ).fetchone()
