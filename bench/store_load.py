@@ -126,7 +126,40 @@ def run(location: str, processes: int, edits: int) -> dict:
             "audit": verification.reason if verification.ok else f"BROKEN: {verification.reason}",
             "audit_ok": verification.ok, "entries": verification.entries,
             "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * cuts[18], "wall_s": wall,
-            "edits_per_s": len(latencies) / wall}
+            "edits_per_s": len(latencies) / wall, "floor_ms": floor_ms(location)}
+
+
+def floor_ms(location: str, repeats: int = 200) -> float:
+    """Median ms of a bare one-row UPDATE + COMMIT on the same backend, one process: the floor of a durable write."""
+    if location.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(location, autocommit=True) as connection:
+            connection.execute("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, n INTEGER)")
+            connection.execute("INSERT INTO floor VALUES (1, 0) ON CONFLICT DO NOTHING")
+            times = []
+            for _ in range(repeats):
+                start = time.perf_counter()
+                with connection.transaction():
+                    connection.execute("UPDATE floor SET n = n + 1 WHERE id = 1")
+                times.append(time.perf_counter() - start)
+        return 1000 * statistics.median(times)
+    import sqlite3
+
+    connection = sqlite3.connect(Path(location) / "floor.sqlite", isolation_level=None)
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
+    connection.execute("CREATE TABLE IF NOT EXISTS floor (id INTEGER PRIMARY KEY, n INTEGER)")
+    connection.execute("INSERT OR IGNORE INTO floor VALUES (1, 0)")
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        connection.execute("BEGIN IMMEDIATE")
+        connection.execute("UPDATE floor SET n = n + 1 WHERE id = 1")
+        connection.execute("COMMIT")
+        times.append(time.perf_counter() - start)
+    connection.close()
+    return 1000 * statistics.median(times)
 
 
 def _comment(entry: dict, lesion: str) -> str | None:
@@ -154,12 +187,14 @@ def main() -> None:
     if args.backend in ("both", "postgresql"):
         rows["PostgreSQL 127.0.0.1 (fsync on, reader logins, RLS)"] = _on_server(args.processes, args.edits)
     print(f"{args.processes} processes x {args.edits} edits, on {os.cpu_count()} cores")
-    print("| store | edits | lost | duplicated | conflicts reported | audit | p50 ms | p95 ms | edits/s |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| store | edits | lost | duplicated | conflicts reported | audit | p50 ms | p95 ms | edits/s | "
+          "bare UPDATE+COMMIT ms | p50 x bare |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, r in rows.items():
         print(f"| {name} | {r['edits']} | {r['lost']} | {r['duplicated']} | {r['conflicts']} | "
               f"{'intact' if r['audit_ok'] else 'BROKEN'} ({r['entries']} entries) | {r['p50_ms']:.1f} | "
-              f"{r['p95_ms']:.1f} | {r['edits_per_s']:.0f} |")
+              f"{r['p95_ms']:.1f} | {r['edits_per_s']:.0f} | {r['floor_ms']:.2f} | "
+              f"{r['p50_ms'] / r['floor_ms']:.1f} |")
 
 
 def _on_server(processes: int, edits: int) -> dict:
