@@ -59,7 +59,10 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # e.g. the store is locked by another program, or the server refused
         if not _database_error(exc):
             raise
-        print(f"{PROG}: error: store: {' '.join(str(exc).split())}", file=sys.stderr)
+        text = " ".join(str(exc).split())
+        if type(exc).__name__ == "InsufficientPrivilege":  # the server's access rules, not a fault
+            text += " (the server's access rules do not let this login do that; nothing was changed)"
+        print(f"{PROG}: error: store: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)

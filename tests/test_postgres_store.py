@@ -267,6 +267,8 @@ def test_the_store_is_named_by_the_environment_and_grant_needs_a_server(trial, t
     monkeypatch.setenv("CNO_ANNOTATE_STORE", owner.root)
     code, out = _cli("reading-study", "list")
     assert code == 0 and "trial" in out
+    code, out = _cli("studies", "--store", trial("dr-a").root)  # a reader asks for the identifying list
+    assert code == 1 and "permission denied" in out and "access rules" in out and "Traceback" not in out
     code, out = _cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "nothing")
     assert code == 1 and "no store" in out
     Store.open(tmp_path / "local").close()
