@@ -17,6 +17,7 @@ from cno_annotate.cli import main
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store
+from tests.pacs_fixtures import move_port, nodes, pacs  # noqa: F401 (a real Orthanc, one per test module)
 
 _DATABASES = itertools.count()  # names of the databases made on the session's PostgreSQL server
 REPO = Path(__file__).resolve().parents[1]

@@ -22,6 +22,7 @@ from cno_annotate.pacs.client import open_client
 from cno_annotate.pacs.retrieve import retrieve_study
 from cno_annotate.store import Store
 from tests import orthanc_server
+from tests.pacs_fixtures import AE
 
 
 @contextlib.contextmanager
@@ -34,49 +35,7 @@ def opened(root):
 
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-AE = "CNOTEST"
 STRANGER = "STRANGER"
-
-
-@pytest.fixture(scope="module")
-def move_port() -> int:
-    return orthanc_server.free_port()
-
-
-@pytest.fixture(scope="module")
-def pacs(tmp_path_factory, move_port):
-    """A running Orthanc holding the sample study; yields (server, study folder, study UID)."""
-    why = orthanc_server.missing()
-    if why:
-        pytest.fail(why)
-    from cno_annotate.cli import main
-
-    study = tmp_path_factory.mktemp("pacs-sample") / "study"
-    assert main(["sample", "--out", str(study), "--stations", "2", "--slices", "6", "--matrix", "32"]) == 0
-    server = orthanc_server.Orthanc(tmp_path_factory.mktemp("orthanc"), {AE: move_port}).start()
-    try:
-        files = sorted(p for p in study.rglob("*") if p.is_file() and p.name != "ground_truth.json")
-        server.upload(files)
-        study_uid = json.loads((study / "ground_truth.json").read_text())["study_uid"]
-        yield server, study, study_uid
-    finally:
-        server.stop()
-
-
-@pytest.fixture
-def nodes(pacs, tmp_path, monkeypatch, cli, move_port):
-    """A fresh per-user configuration with nodes 'web' (DICOMweb), 'get' and 'move' (DIMSE)."""
-    server, _, _ = pacs
-    monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path / "config"))
-    monkeypatch.setenv("CNO_PACS_USER_WEB", orthanc_server.USER)
-    monkeypatch.setenv("CNO_PACS_PASSWORD_WEB", orthanc_server.PASSWORD)
-    dimse = f"{orthanc_server.CALLED_AE}@127.0.0.1:{server.dicom_port}"
-    for args in (("web", "--dicomweb", server.dicomweb_url),
-                 ("get", "--dimse", dimse, "--calling-ae", AE),
-                 ("move", "--dimse", dimse, "--calling-ae", AE, "--retrieve", "move", "--move-port", str(move_port))):
-        code, out, err = cli("pacs", "add", *args)
-        assert code == 0, err
-    return server
 
 
 def _held(store: Store, study_uid: str) -> list[str]:

@@ -358,6 +358,16 @@ class MainWindow(QMainWindow):
             self.export_action.setToolTip("Write your reads as a file to send to the coordinator (Ctrl+E)")
             self.export_action.triggered.connect(self.export_results)
             bar.addAction(self.export_action)
+        if self.package is None and not self.reading_study:  # PACS: the coordinator's own store only
+            self.pacs_action = QAction("PACS…", self)
+            self.pacs_action.setToolTip("Search a PACS and retrieve a study into the store (Ctrl+Shift+P)")
+            self.pacs_action.setShortcut(QKeySequence("Ctrl+Shift+P"))
+            self.pacs_action.triggered.connect(self.open_pacs_dialog)
+            bar.addAction(self.pacs_action)
+            self.send_sr_action = QAction("Send SR to PACS…", self)
+            self.send_sr_action.setToolTip("Export the open read as DICOM SR (audited) and store it in a PACS")
+            self.send_sr_action.triggered.connect(lambda: self.send_sr_to_pacs())
+            bar.addAction(self.send_sr_action)
         help_action = QAction("Help", self)
         help_action.setShortcut(QKeySequence(Qt.Key_F1))
         help_action.setToolTip("Mouse and keyboard (F1)")
@@ -441,6 +451,51 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.statusBar().addWidget(self.position_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
+
+    def open_pacs_dialog(self):
+        """The query/retrieve dialog; a retrieved study is listed and opened."""
+        from cno_annotate_ui.pacs_dialog import PacsDialog
+
+        dialog = PacsDialog(self.store_root, self)
+        dialog.study_retrieved.connect(self._study_retrieved)
+        dialog.show()
+        self.pacs_dialog = dialog
+        return dialog
+
+    def _study_retrieved(self, study_uid: str) -> None:
+        self.refresh_studies()
+        self.select_study(study_uid)
+        self.statusBar().showMessage(f"Study {study_uid} retrieved from the PACS into the store", 15000)
+
+    def send_sr_to_pacs(self, node_name: str | None = None) -> bool:
+        """Send the open read as SR to a PACS (asks which one if several); False if nothing was started."""
+        from cno_annotate_ui.pacs_dialog import send_sr_in_background
+        from PySide6.QtWidgets import QInputDialog
+
+        from cno_annotate.pacs import config
+
+        if self.read_session is None or self._study_uid is None:
+            self.statusBar().showMessage("Open a study first: its read is what is sent", 10000)
+            return False
+        try:
+            names = sorted(config.load_nodes())
+        except CnoError as exc:
+            self.statusBar().showMessage(str(exc), 15000)
+            return False
+        if not names:
+            self.statusBar().showMessage("No PACS registered: add one with 'cno-annotate pacs add'", 15000)
+            return False
+        if node_name is None:
+            node_name = names[0]
+            if len(names) > 1:
+                node_name, ok = QInputDialog.getItem(self, "Send SR to PACS", "PACS:", names, 0, False)
+                if not ok:
+                    return False
+        self.statusBar().showMessage(f"Sending the SR to {node_name}…")
+        self._send_pool = send_sr_in_background(self, self.store_root, node_name, self._study_uid, self.reader,
+                                                self.read_session.read.read_id,
+                                                lambda message: self.statusBar().showMessage(message, 30000))
+        return True
 
     def export_results(self, path: Path | None = None) -> Path | None:
         """Package mode: write the reader's results file (asks where, unless ``path`` is given)."""

@@ -26,3 +26,24 @@ def send_files(client: PacsClient, files: list[Path]) -> list[Path]:
             raise CnoError(f"nothing sent: {path}: no SOP class, SOP instance or study UID")
     client.send(list(files))
     return list(files)
+
+
+def send_read_sr(store, client: PacsClient, study_uid: str, reader: str, read_id: str) -> str:
+    """Export one read as DICOM SR (an audited coordinator export) and store it in the PACS.
+
+    Returns
+    -------
+    str
+        The SR's SOP Instance UID.
+    """
+    import tempfile
+
+    from cno_annotate.exchange.commands import export_sr
+
+    with tempfile.TemporaryDirectory(prefix="cno-sr-") as folder:
+        paths = export_sr(store, study_uid, reader, Path(folder) / "sr", True)
+        chosen = [p for p in paths if p.name == f"{read_id}.sr.dcm"]
+        if not chosen:
+            raise CnoError(f"read {read_id} gave no SR (is it a read of this study and reader?)")
+        send_files(client, chosen)
+        return str(pydicom.dcmread(chosen[0], stop_before_pixels=True).SOPInstanceUID)
