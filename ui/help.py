@@ -65,6 +65,8 @@ SHORTCUTS = [
         ("Ctrl+N", "Reader mode: the next case of your worklist not yet submitted"),
         ("Light theme", "A light theme instead of the dark reading-room one (or start with "
                         "CNO_ANNOTATE_THEME=light)"),
+        ("Ctrl+Shift+P", "PACS: search a registered PACS and retrieve a study into the store (progress, cancel); "
+                         "Send SR to PACS stores the open read as DICOM SR (not in reader mode)"),
         ("F1", "This help"),
         ("Ctrl+Q", "Quit"),
     ]),
