@@ -153,7 +153,8 @@ def cmd_find(args) -> int:
 
     client = _client(args)
     if args.study:
-        series = [s.as_dict() for s in client.find_series(args.study)]
+        series = [s.as_dict() for s in sorted(client.find_series(args.study),
+                                                key=lambda s: (s.number is None, s.number or 0, s.series_uid))]
         _print_rows(series, args.json, f"{client.node.name} holds no series of study {args.study}",
                     lambda s: f"{s['series_uid']}  {s['modality'] or '-':3} #{s['number'] if s['number'] is not None else '-':<4}"
                               f" {s['instances'] if s['instances'] is not None else '?':>5} instances  {s['description']}")
