@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 
 from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
-from PySide6.QtGui import QMouseEvent  # noqa: E402
+from PySide6.QtGui import QColor, QMouseEvent  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -197,3 +197,63 @@ def test_cine_plays_the_slices_at_the_set_rate_and_any_navigation_key_stops_it(w
     # the last slice is followed by the first
     window.session.go_to_slice("left", state.mapping.slices - 1)
     assert window.session.cine_step("left") == 0 and state.slice_index == 0
+
+
+def test_polygon_extent_drawn_with_x_is_the_lesions_extent_and_drawn_as_its_polygon(window, qtbot, tmp_path):
+    from cno_annotate_ui.main_window import SELECTED
+
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_X)  # no lesion selected: refused with a message, nothing to draw
+    assert not window.extent_action.isChecked()
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(170.0, 50.0).toPoint())
+    qtbot.waitUntil(lambda: bool(window.read_session.read.lesions))
+    lesion_id = window.read_session.read.lesions[0].lesion_id
+    _key(qtbot, Qt.Key_Escape)
+    _key(qtbot, Qt.Key_X)
+    assert window.extent_action.isChecked()
+    corners = [(150.0, 30.0), (150.0, 70.0), (190.0, 70.0), (185.0, 35.0)]
+    for corner in corners:
+        qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(*corner).toPoint())
+    _key(qtbot, Qt.Key_Return)
+    lesion = window.read_session.read.lesion(lesion_id)
+    assert lesion.extent["kind"] == "polygon" and len(lesion.extent["points_mm"]) == 4
+    assert lesion.extent["plane"] == window.session.views["left"].plane
+    assert window.read_session.read.rois == []  # an extent, not an ROI
+    (cut,) = [sm for sm in window.session.screen_markers("left") if sm.marker.key == lesion_id]
+    assert cut.outline is not None and len(cut.outline) == 4
+    grab = v.grab().toImage()
+    grab.save(str(tmp_path / "polygon-extent.png"))
+    edge = (v.image_to_widget(*corners[1]) + v.image_to_widget(*corners[2])) / 2  # the polygon's lower right edge
+    selected = QColor(SELECTED)
+
+    def magenta(point):
+        return any(abs(grab.pixelColor(int(point.x()) + dx, int(point.y()) + dy).red() - selected.red()) < 40
+                   and abs(grab.pixelColor(int(point.x()) + dx, int(point.y()) + dy).green() - selected.green()) < 40
+                   for dx in range(-3, 4) for dy in range(-3, 4))
+    assert magenta(edge)
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)  # one undo step
+    assert window.read_session.read.lesion(lesion_id).extent is None
+
+
+def test_polygon_extent_geometry_in_the_core():
+    from cno_annotate.display.marking import polygon_extent
+    from cno_annotate.display.overlay import Marker, marker_outline, markers_on_slice
+    from cno_annotate.display.session import ViewerSession
+    from tests.test_display import coronal_volume
+
+    session = ViewerSession()
+    session.set_volume("left", coronal_volume(shape=(30, 40, 30)))
+    state = session.views["left"]
+    volume, mapping, _ = state.loaded()
+    points = [state.screen_to_lps(r, c) for r, c in ((10, 10), (10, 30), (20, 30))]
+    extent = polygon_extent(state, points)
+    normal = {"axial": 2, "coronal": 1, "sagittal": 0}[state.plane]
+    assert extent["plane"] == state.plane
+    low, high = extent["slice_range_mm"]
+    assert low < points[0][normal] < high
+    marker = Marker(tuple(np.mean(points, axis=0)), (5, 5, 5), outline=marker_outline(extent))
+    (cut,) = markers_on_slice([marker], mapping, volume.affine, state.slice_index)
+    assert cut.outline == pytest.approx(np.array([[10, 10], [10, 30], [20, 30]]), abs=0.01)
+    far = state.slice_index + 10  # 50 mm away; the slab is 15 mm deep on each side
+    assert all(c.outline is None for c in markers_on_slice([marker], mapping, volume.affine, far))

@@ -42,7 +42,8 @@ from PySide6.QtWidgets import (
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
 from cno_annotate.display.catalog import default_pair, series_choices
-from cno_annotate.display.overlay import Marker, extent_radii
+from cno_annotate.display.marking import polygon_extent
+from cno_annotate.display.overlay import Marker, extent_radii, marker_outline
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
@@ -406,6 +407,14 @@ class MainWindow(QMainWindow):
         self.lesion_roi_action.triggered.connect(lambda: self.set_roi_role("lesion"))
         bar.addAction(self.muscle_action)
         bar.addAction(self.lesion_roi_action)
+        self.extent_action = QAction("Polygon extent", self)
+        self.extent_action.setCheckable(True)
+        self.extent_action.setShortcut(QKeySequence(Qt.Key_X))
+        self.extent_action.setToolTip("Draw the selected lesion's extent as a polygon (X): click each vertex; "
+                                      "double click, Enter or a click on the first vertex closes it; Esc cancels")
+        self.extent_action.toggled.connect(self._set_extent_tool)
+        bar.addAction(self.extent_action)
+        self._extent_lesion: str | None = None
 
     def _build_cine(self, bar: QToolBar) -> None:
         """Cine through the active view's slices (K starts and stops; any navigation stops it) at a set rate."""
@@ -742,7 +751,8 @@ class MainWindow(QMainWindow):
                     markers_label = f"{read['reader']} {lesion['lesion_id']} {site} {side}".strip()
                     self.extra_markers.append(Marker(tuple(lesion["position"]["lps_mm"]),
                                                      extent_radii(lesion.get("extent")), markers_label, colour,
-                                                     False, f"{read['reader']}/{lesion['lesion_id']}"))
+                                                     False, f"{read['reader']}/{lesion['lesion_id']}",
+                                                     marker_outline(lesion.get("extent"))))
         self.case_info.setText("<br>".join(lines))
 
     def set_markers(self, markers: list[Marker]) -> None:
@@ -760,7 +770,7 @@ class MainWindow(QMainWindow):
                 colour = SELECTED if selected else ("#ff5a5a" if lesion.site_id is None else "#3ec8ff")
                 label = f"{lesion.lesion_id} {site}{' ' + lesion.side if lesion.side else ''}"
                 markers.append(Marker(lesion.position, extent_radii(lesion.extent), label, colour, selected,
-                                      lesion.lesion_id))
+                                      lesion.lesion_id, marker_outline(lesion.extent)))
         self.session.set_markers(markers)
         rois = self.read_session.read.rois if self.read_session is not None else []
         self.session.set_rois(rois, self._roi_titles(), self.session.selected_roi)
@@ -802,9 +812,33 @@ class MainWindow(QMainWindow):
         if on:
             self.statusBar().showMessage(f"{kind.capitalize()} ROI: {self.roi_actions[kind].toolTip()}", 8000)
 
+    def _set_extent_tool(self, on: bool) -> None:
+        """Draw the selected lesion's polygon extent (clicks on the image, as for a polygon ROI)."""
+        lesion_id = self.lesion_panel.selected if on else None
+        if on and not lesion_id:
+            self.statusBar().showMessage("Select the lesion first (click its marker or pick it in the list)", 10000)
+            self.extent_action.setChecked(False)
+            return
+        if on:
+            for action in (self.mark_action, self.ruler_action, *self.roi_actions.values()):
+                action.setChecked(False)
+        self._extent_lesion = lesion_id
+        for panel in self.panels.values():
+            panel.view.cancel_roi()
+            panel.view.roi_tool = "polygon" if on else None
+            panel.view.setCursor(Qt.CrossCursor if on else Qt.ArrowCursor)
+        if on:
+            self.statusBar().showMessage(f"Polygon extent of {lesion_id}: {self.extent_action.toolTip()}", 8000)
+
     def _roi_drawn(self, name: str, kind: str, points) -> None:
-        """Keep a drawn ROI with the read (one undo step) and select it."""
+        """Keep a drawn ROI with the read (one undo step) and select it; or set the lesion's polygon extent."""
         view = self.session.views[name]
+        if self._extent_lesion is not None:
+            lesion_id = self._extent_lesion
+            self.extent_action.setChecked(False)
+            extent = polygon_extent(view, points)
+            self._edit_read(lambda r: r.update_lesion(lesion_id, extent=extent))
+            return
         self.roi_actions[kind].setChecked(False)  # one ROI per key press
         if self.read_session is None or not view.ready:
             self.statusBar().showMessage("Open a study before drawing ROIs", 10000)
@@ -1041,6 +1075,7 @@ class MainWindow(QMainWindow):
             self.ruler_action.setChecked(False)
             for action in self.roi_actions.values():
                 action.setChecked(False)
+            self.extent_action.setChecked(False)
             self.stop_cine()
             self.focus_image()
             return True

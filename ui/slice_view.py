@@ -284,10 +284,19 @@ class SliceView(QWidget):
             rx, ry = sm.col_radius * m.col_mm * scale, sm.row_radius * m.row_mm * scale
             style = Qt.SolidLine if sm.in_plane else Qt.DotLine
             painter.setBrush(Qt.NoBrush)
-            painter.setPen(QPen(OUTLINE, 5 if sm.marker.selected else 4, style))
-            painter.drawEllipse(centre, rx, ry)
-            painter.setPen(QPen(colour, 3 if sm.marker.selected else 2, style))
-            painter.drawEllipse(centre, rx, ry)
+            polygon = None
+            if sm.outline is not None:  # a polygon extent: drawn as its polygon on its plane
+                polygon = QPainterPath(self.image_to_widget(*sm.outline[0]))
+                for r, c in sm.outline[1:]:
+                    polygon.lineTo(self.image_to_widget(float(r), float(c)))
+                polygon.closeSubpath()
+            for pen in (QPen(OUTLINE, 5 if sm.marker.selected else 4, style),
+                        QPen(colour, 3 if sm.marker.selected else 2, style)):
+                painter.setPen(pen)
+                if polygon is not None:
+                    painter.drawPath(polygon)
+                else:
+                    painter.drawEllipse(centre, rx, ry)
             if sm.marker.label:
                 _outlined_text(painter, centre + QPointF(rx + 3, -3), sm.marker.label, colour)
 

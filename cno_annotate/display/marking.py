@@ -24,6 +24,29 @@ def clip_to_image(view: ViewState, row: float, col: float) -> tuple[float, float
     return float(np.clip(row, 0, m.rows - 1)), float(np.clip(col, 0, m.cols - 1))
 
 
+def polygon_extent(view: ViewState, points_lps) -> dict:
+    """A polygon extent drawn on a view's slice: its vertices (LPS mm) and a slab along the normal.
+
+    The slab is as deep as the polygon's narrower in-plane half-size (at
+    least half a slice) on both sides of the slice, as for a dragged ellipse.
+
+    Raises
+    ------
+    ValueError
+        With fewer than three vertices.
+    """
+    points = np.asarray(points_lps, dtype=float)
+    if len(points) < 3:
+        raise ValueError("a polygon extent needs at least three points")
+    m = view.loaded()[1]
+    normal = _NORMAL[view.plane]
+    in_plane = [a for a in range(3) if a != normal]
+    depth = max(min(float(np.ptp(points[:, a])) for a in in_plane) / 2, m.slice_mm / 2)
+    centre = float(points[0, normal])
+    return {"kind": "polygon", "plane": view.plane, "points_mm": [[round(float(v), 2) for v in p] for p in points],
+            "slice_range_mm": [round(centre - depth, 2), round(centre + depth, 2)]}
+
+
 def gesture_lesion(view: ViewState, start: tuple[float, float], end: tuple[float, float],
                    box: bool = False, click: bool = False) -> tuple[np.ndarray, dict | None]:
     """The LPS centre and the extent (None for a point) of a marking gesture.

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cno_annotate.annotation.model import DEFAULT_RADIUS_MM, extent_sizes
-from cno_annotate.display.planes import PlaneMapping, index_to_screen
+from cno_annotate.display.planes import PlaneMapping, index_to_screen, screen_to_index
 from cno_annotate.io.volume import apply_affine
 
 #: LPS axis of the screen's columns and rows, and the normal, per plane.
@@ -31,6 +31,7 @@ class Marker:
     colour: str = "#ffb000"
     selected: bool = False
     key: str = ""
+    outline: dict | None = None  # a polygon extent (plane, LPS points, slice range): drawn as that polygon
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class ScreenMarker:
     row_radius: float
     col_radius: float
     in_plane: bool  # True: the slice passes through the marker's centre voxel
+    outline: np.ndarray | None = None  # a polygon extent cut by this slice: its vertices, image (row, column)
 
 
 def markers_on_slice(
@@ -72,9 +74,29 @@ def markers_on_slice(
                 row_radius=max(marker.radii_mm[row_axis] * scale / mapping.row_mm, 1.0),
                 col_radius=max(marker.radii_mm[col_axis] * scale / mapping.col_mm, 1.0),
                 in_plane=abs(slice_pos - slice_index) < 0.5,
+                outline=_outline_on_slice(marker.outline, mapping, affine, inverse, slice_index),
             )
         )
     return out
+
+
+def _outline_on_slice(extent: dict | None, mapping: PlaneMapping, affine: np.ndarray, inverse: np.ndarray,
+                      slice_index: int) -> np.ndarray | None:
+    """A polygon extent's vertices on this slice (image row, column), when the slice is of its plane and within it."""
+    if not extent or extent.get("kind") != "polygon" or extent["plane"] != mapping.plane:
+        return None
+    normal = _PLANE_AXES[mapping.plane][2]
+    slice_lps = apply_affine(affine, screen_to_index(mapping, slice_index, 0.0, 0.0))
+    low, high = extent["slice_range_mm"]
+    if not min(low, high) - mapping.slice_mm / 2 <= slice_lps[normal] <= max(low, high) + mapping.slice_mm / 2:
+        return None
+    return np.array([index_to_screen(mapping, apply_affine(inverse, np.array(p, float)))[1:]
+                     for p in extent["points_mm"]])
+
+
+def marker_outline(extent: dict | None) -> dict | None:
+    """What a marker draws as a polygon: a polygon extent (None for ellipses, boxes and points)."""
+    return extent if extent and extent.get("kind") == "polygon" else None
 
 
 def extent_radii(extent: dict | None) -> tuple[float, float, float]:
