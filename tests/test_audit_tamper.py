@@ -330,3 +330,15 @@ def test_text_that_is_not_an_anchor_is_refused_with_what_was_expected(text):
         audit.parse_anchor(text)
     message = str(refused.value)
     assert message.startswith(f"not an audit anchor: {text[:80]!r} (expected {audit.ANCHOR_PREFIX}:SEQ:HASH")
+
+
+def test_a_direct_change_to_a_reads_roi_is_found(trial):
+    """ROIs (and the lesion:muscle ratio computed from them) are part of the read's audited content."""
+    session = ReadSession.open(trial, _read_id(trial, "dr-b"), "dr-b")
+    session.add_roi("rectangle", "coronal", [(0.0, 0.0, 0.0), (10.0, 0.0, 10.0)], SERIES)
+    assert audit.verify(trial.db).ok
+    db = _attacker(trial)
+    db.execute("UPDATE rois SET role = 'muscle'")
+    db.close()
+    result = audit.verify(trial.db)
+    assert not result.ok and any(p.startswith("read:") and "outside the program" in p for p in result.problems)

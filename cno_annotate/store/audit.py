@@ -95,7 +95,7 @@ def _hash(value) -> str:
 
 
 def read_state(db: sqlite3.Connection, read_id: str) -> str | None:
-    """Content hash of a read as stored (row, lesions, unit marks, unit grades); None if there is no such read."""
+    """Content hash of a read as stored (row, lesions, unit marks, unit grades, ROIs); None if there is no such read."""
     row = db.execute(f"SELECT {', '.join(_READ_COLUMNS)} FROM reads WHERE read_id = ?", (read_id,)).fetchone()
     if row is None:
         return None
@@ -105,7 +105,19 @@ def read_state(db: sqlite3.Connection, read_id: str) -> str | None:
                        (read_id,)).fetchall()
     grades = db.execute("SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ? ORDER BY unit_id, item_id",
                         (read_id,)).fetchall()
-    return _hash([list(row), [list(r) for r in lesions], [list(r) for r in marks], [list(r) for r in grades]])
+    parts = [list(row), [list(r) for r in lesions], [list(r) for r in marks], [list(r) for r in grades]]
+    rois = db.execute("SELECT roi_id, ordinal, data, role FROM rois WHERE read_id = ? ORDER BY roi_id",
+                      (read_id,)).fetchall() if _has_rois(db) else []
+    if rois:  # only then: the state of a read without ROIs keeps the hash it was audited with before ROIs existed
+        parts.append([list(r) for r in rois])
+    return _hash(parts)
+
+
+def _has_rois(db: sqlite3.Connection) -> bool:
+    """Whether the store has the ROI table yet (an older SQLite store being migrated may not)."""
+    if getattr(db, "dialect", "sqlite") != "sqlite":
+        return True  # server stores start at a schema that has it
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rois'").fetchone() is not None
 
 
 def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
