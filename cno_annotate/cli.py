@@ -575,8 +575,9 @@ def cmd_export_csv(args) -> int:
     from cno_annotate.annotation.csv_export import latest_submitted, write_tables
     from cno_annotate.annotation.documents import export_document
     from cno_annotate.exports import audited_export
+    from cno_annotate.packages import refuse_reader_store
 
-    store = _open_store(args)
+    store = refuse_reader_store(_open_store(args), "export-csv")
     study = study_arg(store, args)
     if args.reading_study:
         rs.get(store, args.reading_study)  # refuses a name that is no reading study

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from cno_annotate.cli_output import existing_store_root, open_store
@@ -191,6 +192,13 @@ def _store(args):
     return open_store(args.store)
 
 
+def _coordinator_store(args, command: str):
+    """The store of a coordinator's command; a reader's package store is refused in one line."""
+    from cno_annotate.packages import refuse_reader_store
+
+    return refuse_reader_store(_store(args), command)
+
+
 def cmd_list(args) -> int:
     """Run ``cno-annotate reading-study list`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
@@ -206,7 +214,7 @@ def cmd_create(args) -> int:
     """Run ``cno-annotate reading-study create`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
-    study = rs.create(_store(args), args.name, args.scheme, args.seed, args.show_age_sex, args.reveal_timepoints)
+    study = rs.create(_coordinator_store(args, "reading-study create"), args.name, args.scheme, args.seed, args.show_age_sex, args.reveal_timepoints)
     print(f"created reading study {study.name} ({study.scheme_id} {study.scheme_version}, seed {study.seed})")
     return 0
 
@@ -215,7 +223,7 @@ def cmd_add_cases(args) -> int:
     """Run ``cno-annotate reading-study add-cases`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
-    store = _store(args)
+    store = _coordinator_store(args, "reading-study add-cases")
     if args.all:
         uids = [s["study_uid"] for s in store.studies()]
     elif args.studies:
@@ -232,7 +240,7 @@ def cmd_add_readers(args) -> int:
     from cno_annotate import reading_study as rs
 
     role = "adjudicator" if args.adjudicator else "reader"
-    added = rs.add_readers(_store(args), args.name, args.readers, role)
+    added = rs.add_readers(_coordinator_store(args, "reading-study add-readers"), args.name, args.readers, role)
     print(f"added {len(added)} {role}{'' if len(added) == 1 else 's'} to {args.name}")
     for reader in dict.fromkeys(r for r in args.readers if r not in added):
         print(f"  {reader} is already a reader of {args.name}")
@@ -243,7 +251,7 @@ def cmd_assign(args) -> int:
     """Run ``cno-annotate reading-study assign`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
-    worklists = rs.assign(_store(args), args.name, args.seed)
+    worklists = rs.assign(_coordinator_store(args, "reading-study assign"), args.name, args.seed)
     for reader, codes in worklists.items():
         print(f"{reader}: {' '.join(codes)}")
     return 0
@@ -308,7 +316,7 @@ def cmd_export_unblinded(args) -> int:
     from cno_annotate.clinical import CoordinatorDB, unblinded_document, write_unblinded
     from cno_annotate.exports import audited_export
 
-    store = _store(args)
+    store = _coordinator_store(args, "reading-study export-unblinded")
     db = CoordinatorDB.open(args.link_key)
     document = unblinded_document(store, db, args.name)
     _, paths = audited_export(store, args.out, args.force, "export-unblinded", f"reading-study:{args.name}",
@@ -321,7 +329,7 @@ def cmd_package(args) -> int:
     """Run ``cno-annotate reading-study package`` (see its ``--help``)."""
     from cno_annotate import packages
 
-    report = packages.build(_store(args), args.name, args.reader, args.out)
+    report = packages.build(_coordinator_store(args, "reading-study package"), args.name, args.reader, args.out)
     print(f"wrote the package of {args.reader} to {report.folder}: {_plural(report.cases, 'case')}, "
           f"{_plural(report.images, 'image')} (package {report.package_id})")
     for line in report.left_out:
@@ -342,21 +350,36 @@ def cmd_export_results(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    """Run ``cno-annotate reading-study collect`` (see its ``--help``)."""
+    """Run ``cno-annotate reading-study collect`` (see its ``--help``); one line per file says what it did."""
     from cno_annotate import packages
 
-    store = _store(args)
+    store = _coordinator_store(args, "reading-study collect")
+    refused = 0
     for path in args.results:
-        done = packages.collect(store, args.name, path, args.reader)
-        if not (done.new or done.updated or done.unchanged):
-            print(f"{path}: holds no reads yet ({done.reader}, package {done.package_id}); nothing to collect")
-        elif done.new or done.updated:
-            print(f"{path}: collected {_plural(done.new, 'new read')}, {done.updated} updated, "
-                  f"{done.unchanged} unchanged ({done.reader}, package {done.package_id})")
-        else:
-            print(f"{path}: already collected, nothing changed ({_plural(done.unchanged, 'read')} of "
-                  f"{done.reader} unchanged)")
-    return 0
+        try:
+            done = packages.collect(store, args.name, path, args.reader)
+        except CnoError as exc:
+            refused += 1
+            print(f"cno-annotate: error: {exc}" if len(args.results) == 1 else f"refused: {exc}", file=sys.stderr)
+            continue
+        print(f"{path}: {_collected(done)}")
+    if refused and len(args.results) > 1:
+        print(f"cno-annotate: error: {refused} of {len(args.results)} files refused (see above); "
+              f"{len(args.results) - refused} handled as said above", file=sys.stderr)
+    return 1 if refused else 0
+
+
+def _collected(done) -> str:
+    """What collecting one results file did, in words."""
+    older = f"{_plural(len(done.older), 'read')} older than what was collected; nothing changed" if done.older else ""
+    if done.new or done.updated:
+        return (f"collected {_plural(done.new, 'new read')}, {done.updated} updated, {done.unchanged} unchanged"
+                f"{f', {older}' if older else ''} ({done.reader}, package {done.package_id})")
+    if older:
+        return f"{older} ({done.reader}, {done.unchanged} unchanged)"
+    if done.unchanged:
+        return f"already collected, nothing changed ({_plural(done.unchanged, 'read')} of {done.reader} unchanged)"
+    return f"holds no reads yet ({done.reader}, package {done.package_id}); nothing to collect"
 
 
 def cmd_link_add(args) -> int:
@@ -364,7 +387,7 @@ def cmd_link_add(args) -> int:
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
 
-    rs.study_uid_of(_store(args), args.name, args.code)
+    rs.study_uid_of(_coordinator_store(args, "link add"), args.name, args.code)
     CoordinatorDB.open(args.link_key).link(args.name, {args.code: args.record}, replace=args.replace)
     print(f"linked {args.code} in {args.name}")
     return 0
@@ -375,7 +398,7 @@ def cmd_link_list(args) -> int:
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
 
-    rs.get(_store(args), args.name)
+    rs.get(_coordinator_store(args, "link list"), args.name)
     links = CoordinatorDB.open(args.link_key).links(args.name)
     rows = [{"reading_code": code, "record_id": links[code]} for code in sorted(links)]
     if args.json:
@@ -390,7 +413,7 @@ def cmd_link_patient_ids(args) -> int:
     """Run ``cno-annotate link from-patient-ids`` (see its ``--help``)."""
     from cno_annotate.clinical import CoordinatorDB, link_patient_ids
 
-    n = link_patient_ids(_store(args), CoordinatorDB.open(args.link_key), args.name)
+    n = link_patient_ids(_coordinator_store(args, "link from-patient-ids"), CoordinatorDB.open(args.link_key), args.name)
     print(f"linked {_plural(n, 'case')} of {args.name} to their patient IDs in {args.link_key}")
     return 0
 

@@ -59,6 +59,13 @@ IMAGES, STORE, RESOURCES = "images", "store", "scheme"
 NEUTRAL_ROOT = "/cno-reading-package"
 #: Dates move back by a patient's secret number of days in this range.
 OFFSET_DAYS = (365, 3 * 365)
+#: The reader store marks itself with triggers of this name prefix (refusing the reading study's set-up).
+READER_STORE_MARK = "reader_package_store_"
+READER_STORE_REFUSAL = ("this is a reader's package store: only the coordinator's store can set up the reading "
+                        "study, issue packages or export for analysis")
+#: The reading study's set-up, which only the coordinator's store may change.
+_COORDINATOR_TABLES = ("reading_studies", "rs_cases", "rs_readers", "rs_worklists", "packages", "package_secrets",
+                       "package_uids")
 
 
 @dataclass
@@ -159,6 +166,7 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
             db.execute("DELETE FROM import_runs")  # the build's own log: the coordinator's folder names
         _record_volume_ids(store, package_store, mapping)
         _install_worklist(package_store, study, reader, worklist, cases, mapping)
+        _carry_collected_reads(store, package_store, study.name, reader, mapping)
         package_store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         package_store.db.execute("VACUUM")  # no deleted row survives in a free page
     finally:
@@ -215,6 +223,32 @@ def _record_volume_ids(store: Store, package_store: Store, mapping: dict[str, st
             mapping[composed_volume_id([back[m] for m in volume["members"]])] = volume["volume_id"]
 
 
+def _carry_collected_reads(store: Store, package_store: Store, name: str, reader: str,
+                           mapping: dict[str, str]) -> None:
+    """The reader's reads already in the coordinator's store, under the stand-in UIDs, locked as they are.
+
+    A package issued again to a reader (a lost folder, a new laptop) so shows
+    their submitted cases as submitted and their drafts as drafts; collecting
+    its results later finds these reads unchanged.
+    """
+    document = export_document(store, reader=reader, reading_study=name)
+    if not document["reads"]:
+        return
+    carried = reads_from_document(_replaced(document, mapping), f"{reader}'s collected reads")
+    with package_store.transaction():
+        for read in carried:
+            write_read(package_store, read, actor=rs.COORDINATOR, in_transaction=True)
+
+
+def _replaced(value, mapping: dict[str, str]):
+    """``value`` (a JSON document) with every string that is a key of ``mapping`` replaced by its value."""
+    if isinstance(value, dict):
+        return {key: _replaced(item, mapping) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_replaced(item, mapping) for item in value]
+    return mapping.get(value, value) if isinstance(value, str) else value
+
+
 def _install_worklist(package_store: Store, study: rs.ReadingStudy, reader: str, worklist: list[dict],
                       cases: dict[str, dict], mapping: dict[str, str]) -> None:
     """The reading study in the reader store: same name, scheme, settings and codes; this reader only."""
@@ -233,6 +267,37 @@ def _install_worklist(package_store: Store, study: rs.ReadingStudy, reader: str,
         db.execute("INSERT INTO rs_readers VALUES (?,?,?)", (study.name, reader, "reader"))
         audit.append(db, rs.COORDINATOR, "package", f"reading-study:{study.name}", state_before=None,
                      after={"reader": reader, "cases": len(worklist)})
+        _mark_reader_store(db)
+
+
+def _mark_reader_store(db) -> None:
+    """Triggers that refuse any change to the reading study's set-up: the mark of a reader store."""
+    message = READER_STORE_REFUSAL.replace("'", "''")
+    for table in _COORDINATOR_TABLES:
+        for change in ("INSERT", "UPDATE", "DELETE"):
+            db.execute(f"CREATE TRIGGER {READER_STORE_MARK}{table}_{change.lower()} BEFORE {change} ON {table} "
+                       f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
+
+
+def is_reader_store(store: Store) -> bool:
+    """Whether ``store`` is the reader store of a package (marked when the package was made)."""
+    if getattr(store.db, "dialect", "sqlite") != "sqlite":
+        return False
+    return store.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?",
+                            (f"{READER_STORE_MARK}packages_insert",)).fetchone() is not None
+
+
+def refuse_reader_store(store: Store, command: str) -> Store:
+    """``store`` itself, unless it is a reader's package store.
+
+    Raises
+    ------
+    CnoError
+        In one line if ``store`` is a reader's package store: ``command`` is the coordinator's.
+    """
+    if is_reader_store(store):
+        raise CnoError(f"{READER_STORE_REFUSAL} ('{command}' refused; nothing was changed)")
+    return store
 
 
 def _copy_resources(study: rs.ReadingStudy, folder: Path) -> None:
@@ -404,6 +469,7 @@ class Collected:
     new: int = 0
     updated: int = 0
     unchanged: int = 0
+    older: list[str] = field(default_factory=list)  # read ids whose collected revision is newer than the file's
 
 
 def collect(store: Store, name: str, path: Path, reader: str | None = None,
@@ -411,7 +477,9 @@ def collect(store: Store, name: str, path: Path, reader: str | None = None,
     """Import the reads of one results file under the original study and series UIDs, audited.
 
     Reads already collected (same read, revision and status) are left as they
-    are, so collecting a file twice changes nothing.
+    are, so collecting a file twice changes nothing; a read whose collected
+    revision is newer than the file's (an older export collected after a newer
+    one) is left as it is too and listed in ``Collected.older``.
 
     Raises
     ------
@@ -426,22 +494,22 @@ def collect(store: Store, name: str, path: Path, reader: str | None = None,
     data = load_strict_json(Path(path))
     if not isinstance(data, dict) or data.get("schema_version") != RESULTS_SCHEMA:
         raise CnoError(f"{source}: not a reading-package results file (schema_version is not {RESULTS_SCHEMA}); "
-                       f"nothing was collected")
+                       f"the file was refused, nothing of it collected")
     package_id = str(data.get("package_id"))
     row = store.db.execute("SELECT * FROM packages WHERE package_id = ?", (package_id,)).fetchone()
     if row is None:
         raise CnoError(f"{source}: package {package_id} was not issued by this store (no such package); "
-                       f"nothing was collected")
+                       f"the file was refused, nothing of it collected")
     payload = {k: v for k, v in data.items() if k != "signature"}
     if not hmac.compare_digest(str(data.get("signature")), _signature(row["results_key"], payload)):
         raise CnoError(f"{source}: the file was changed after it was exported (its signature does not match "
-                       f"package {package_id}); nothing was collected")
+                       f"package {package_id}); the file was refused, nothing of it collected")
     if row["reading_study"] != name or data.get("reading_study") != name:
         raise CnoError(f"{source}: package {package_id} belongs to reading study {row['reading_study']!r}, "
-                       f"not {name!r}; nothing was collected")
+                       f"not {name!r}; the file was refused, nothing of it collected")
     if data.get("reader") != row["reader"] or (reader is not None and reader != row["reader"]):
         raise CnoError(f"{source}: package {package_id} was issued to {row['reader']!r}"
-                       f"{f', not {reader!r}' if reader and reader != row['reader'] else ''}; nothing was collected")
+                       f"{f', not {reader!r}' if reader and reader != row['reader'] else ''}; the file was refused, nothing of it collected")
     reads = reads_from_document(_mapped_back(store, name, row, data["document"], source), source)
     return _write_collected(store, name, row, reads, source, actor)
 
@@ -459,10 +527,10 @@ def _mapped_back(store: Store, name: str, package: dict, document: dict, source:
         original = back.get(read.get("study_uid"))
         if original not in allowed:
             raise CnoError(f"{source}: {where}.study_uid: not a case of package {package['package_id']}; "
-                           f"nothing was collected")
+                           f"the file was refused, nothing of it collected")
         if read.get("reader") != package["reader"] or read.get("reading_study") != name:
             raise CnoError(f"{source}: {where}: a read of {read.get('reader')!r} in {read.get('reading_study')!r}, "
-                           f"but the package was issued to {package['reader']!r} in {name!r}; nothing was collected")
+                           f"but the package was issued to {package['reader']!r} in {name!r}; the file was refused, nothing of it collected")
         read["study_uid"] = original
         for m, lesion in enumerate(read.get("lesions", [])):
             position = lesion.get("position") if isinstance(lesion, dict) else None
@@ -470,7 +538,7 @@ def _mapped_back(store: Store, name: str, package: dict, document: dict, source:
                 position["series_uid"] = back[position["series_uid"]]
             elif isinstance(position, dict):
                 raise CnoError(f"{source}: {where}.lesions[{m}].position.series_uid: not a series of the package; "
-                               f"nothing was collected")
+                               f"the file was refused, nothing of it collected")
     return mapped
 
 
@@ -483,9 +551,12 @@ def _write_collected(store: Store, name: str, package: dict, reads: list, source
         if old is not None and old["revision"] == read.revision and old["status"] == read.status:
             result.unchanged += 1
             continue
+        if old is not None and (old["revision"] > read.revision or old["status"] == "submitted" != read.status):
+            result.older.append(read.read_id)  # an earlier export: a collected read never goes back
+            continue
         if old is not None and old["status"] == "submitted":
             raise CnoError(f"{source}: read {read.read_id} was collected submitted and now differs; a submitted "
-                           f"read changes only through a new version; nothing was collected")
+                           f"read changes only through a new version; the file was refused, nothing of it collected")
         changed.append(read)
         result.updated += old is not None
         result.new += old is None
@@ -493,11 +564,11 @@ def _write_collected(store: Store, name: str, package: dict, reads: list, source
         return result
     problems = reference_problems(store, changed)
     if problems:
-        raise CnoError(f"{source}: {problems[0]}; nothing was collected")
+        raise CnoError(f"{source}: {problems[0]}; the file was refused, nothing of it collected")
     with store.transaction() as db:
         for read in changed:
             write_read(store, read, actor=actor, in_transaction=True)
         audit.append(db, actor, "collect", f"reading-study:{name}",
                      after={"package_id": package["package_id"], "reader": package["reader"], "new": result.new,
-                            "updated": result.updated, "unchanged": result.unchanged})
+                            "updated": result.updated, "unchanged": result.unchanged, "older": len(result.older)})
     return result

@@ -92,6 +92,7 @@ def site(tmp_path_factory):
     rs.add_readers(store, "trial", ["dr-a", "dr-b"])
     rs.assign(store, "trial")
     built = {reader: packages.build(store, "trial", reader, root / f"package-{reader}") for reader in ("dr-a", "dr-b")}
+    store.db.execute("VACUUM INTO ?", (str(root / "pristine.sqlite"),))  # before any test collects
     yield {"root": root, "source": source, "store": store, "packages": built}
     store.close()
 
@@ -272,7 +273,7 @@ def test_collect_refuses_foreign_tampered_and_unissued_results(site, moved_packa
 
     def refused(path, *extra) -> str:
         code, out, err = cli("reading-study", "collect", *extra, path, "--store", store.root)
-        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "nothing was collected" in err, err
+        assert code == 1 and out == "" and len(err.strip().splitlines()) == 1 and "the file was refused" in err, err
         return err
 
     def grade(data):
@@ -412,3 +413,144 @@ def test_without_revealed_timepoints_each_case_has_its_own_offset(site, tmp_path
         assert all(c["patient_code"] == c["reading_code"] for c in rs.cases(copy, "blind"))  # no grouping leaks
     finally:
         copy.close()
+
+
+@pytest.mark.gui
+def test_export_results_from_the_toolbar_and_ctrl_e_writes_the_file(site, tmp_path, qtbot, monkeypatch):
+    pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication, QFileDialog, QToolButton
+
+    folder = tmp_path / "package"
+    shutil.copytree(site["packages"]["dr-a"].folder, folder)
+    package = packages.open_package(folder)
+    chosen = [tmp_path / "from-ctrl-e.json", tmp_path / "from-the-button.json"]
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *a, **k: (str(chosen[0]), "Results (*.json)"))
+    window = MainWindow(package.store_root, reader=package.reader, reading_study=package.reading_study,
+                        package=package.folder)
+    window.resize(1280, 800)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=30000):
+        window.open_next_case()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_E, Qt.ControlModifier)  # from where the keyboard lands
+    qtbot.waitUntil(chosen[0].is_file, timeout=5000)
+    assert json.loads(chosen[0].read_text())["reader"] == "dr-a"
+    assert f"to {chosen[0]}" in window.statusBar().currentMessage()
+    chosen.pop(0)
+    button = next(b for b in window.findChildren(QToolButton) if b.defaultAction() is window.export_action)
+    window.grab().save(str(tmp_path / "export-at-1280x800.png"))
+    assert button.isVisible() and window.rect().contains(button.geometry().translated(
+        button.mapTo(window, button.rect().topLeft()) - button.geometry().topLeft()))
+    qtbot.mouseClick(button, Qt.LeftButton)
+    qtbot.waitUntil(chosen[0].is_file, timeout=5000)
+    assert f"to {chosen[0]}" in window.statusBar().currentMessage()
+    window.close()
+
+
+@pytest.fixture
+def coordinator(site, tmp_path):
+    """A copy of the coordinator's store as it was when the packages were made (no read collected yet)."""
+    folder = tmp_path / "coordinator"
+    folder.mkdir()
+    shutil.copyfile(site["root"] / "pristine.sqlite", folder / "store.sqlite")
+    store = Store.open(folder)
+    yield store
+    store.close()
+
+
+def _read_revision(store, reader="dr-a") -> dict[str, int]:
+    return {r["read_id"]: r["revision"] for r in list_reads(store, reader=reader, reading_study="trial")}
+
+
+def test_an_older_results_file_changes_nothing(coordinator, moved_package, tmp_path, cli):
+    store = coordinator
+    older, newer = tmp_path / "older.json", tmp_path / "newer.json"
+    packages.export_results(moved_package, older)
+    package_store = Store.open(moved_package.store_root)
+    draft = next(r for r in list_reads(package_store, reader="dr-a", reading_study="trial") if r["status"] == "draft")
+    session = ReadSession.open_or_create(package_store, draft["study_uid"], "dr-a", reading_study="trial",
+                                         scheme_id="rai-cromris", scheme_version="2.0.0")
+    session.set_grade(session.read.lesions[0].lesion_id, "marrow_hyperintensity", 1)
+    package_store.close()
+    packages.export_results(moved_package, newer)
+    code, out, err = cli("reading-study", "collect", "trial", newer, "--store", store.root)
+    assert code == 0, err
+    collected = _read_revision(store)
+    entries = store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    code, out, err = cli("reading-study", "collect", "trial", older, "--store", store.root)
+    assert code == 0 and "older than what was collected; nothing changed" in out, out + err
+    assert _read_revision(store) == collected
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == entries
+
+
+def test_a_multi_file_collect_reports_each_file(coordinator, moved_package, tmp_path, cli):
+    store = coordinator
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    packages.export_results(moved_package, good)
+    bad.write_text("{}")
+    code, out, err = cli("reading-study", "collect", "trial", good, bad, "--store", store.root)
+    assert code == 1
+    assert f"{good}: collected" in out and f"{bad}: not a reading-package results file" in err
+    assert "nothing was collected" not in out + err
+    assert "refused" in err and len(list_reads(store, reader="dr-a", reading_study="trial")) >= 2
+
+
+@pytest.mark.parametrize("command", [
+    ("reading-study", "add-readers", "trial", "dr-z"),
+    ("reading-study", "assign", "trial"),
+    ("reading-study", "package", "trial", "--reader", "dr-a", "--out", "{tmp}/again"),
+    ("reading-study", "export-unblinded", "trial", "--link-key", "{tmp}/key.sqlite", "--out", "{tmp}/unblinded"),
+    ("export-csv", "--out", "{tmp}/csv"),
+    ("reading-study", "create", "another"),
+    ("reading-study", "collect", "trial", "{tmp}/results.json"),
+])
+def test_a_reader_store_refuses_coordinator_commands(site, tmp_path, cli, command):
+    folder = tmp_path / "package"
+    shutil.copytree(site["packages"]["dr-a"].folder, folder)
+    package = packages.open_package(folder)
+    packages.export_results(package, tmp_path / "results.json")
+    args = [a.replace("{tmp}", str(tmp_path)) for a in command]
+    code, out, err = cli(*args, "--store", package.store_root)
+    assert code == 1 and out == "" and len(err.strip().splitlines()) == 1, (out, err)
+    assert "this is a reader's package store" in err and "only the coordinator's store can" in err
+    assert not (tmp_path / "again").exists() and not (tmp_path / "unblinded").exists()
+    assert not (tmp_path / "csv").exists()
+    store = Store.open(package.store_root)
+    try:  # the database itself refuses, whatever program writes to it
+        with pytest.raises(Exception, match="reader's package store"):
+            rs.add_readers(store, "trial", ["dr-z"])
+    finally:
+        store.close()
+
+
+def test_a_package_issued_again_carries_the_readers_collected_reads(site, coordinator, moved_package, tmp_path,
+                                                                   cli):
+    store = coordinator
+    results = tmp_path / "results.json"
+    packages.export_results(moved_package, results)
+    assert cli("reading-study", "collect", "trial", results, "--store", store.root)[0] == 0
+    exported = {r["read_id"]: r for r in json.loads(results.read_text())["document"]["reads"]}
+    again = packages.build(store, "trial", "dr-a", tmp_path / "again")
+    copy = Store.open(again.folder / "store")
+    try:
+        carried = {r["read_id"]: r for r in list_reads(copy, reader="dr-a", reading_study="trial")}
+        assert set(exported) <= set(carried)
+        for read_id, read in exported.items():  # as the reader left them, under the same stand-in UIDs
+            assert (carried[read_id]["status"], carried[read_id]["revision"], carried[read_id]["study_uid"]) == \
+                (read["status"], read["revision"], read["study_uid"])
+        submitted = next(r for r in exported.values() if r["status"] == "submitted")
+        session = ReadSession.open_or_create(copy, submitted["study_uid"], "dr-a", reading_study="trial",
+                                             scheme_id="rai-cromris", scheme_version="2.0.0")
+        assert session.read.status == "submitted"
+        with pytest.raises(CnoError):  # still locked
+            session.set_grade(session.read.lesions[0].lesion_id, "marrow_hyperintensity", 1)
+    finally:
+        copy.close()
+    assert not [i for i in _identifiers(site) if i in (again.folder / "store" / "store.sqlite").read_bytes().decode(
+        "latin-1")]
+    again_results = tmp_path / "again.json"
+    packages.export_results(packages.open_package(again.folder), again_results)
+    code, out, err = cli("reading-study", "collect", "trial", again_results, "--store", store.root)
+    assert code == 0 and "nothing changed" in out, out + err

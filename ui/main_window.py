@@ -292,6 +292,13 @@ class MainWindow(QMainWindow):
         bar.setObjectName("view")
         bar.setMovable(False)
         self.addToolBar(bar)
+        if self.package is not None:  # first, so no window width hides it
+            self.export_action = QAction("Export results…", self)
+            self.export_action.setShortcut(QKeySequence("Ctrl+E"))
+            self.export_action.setToolTip("Write your reads as a file to send to the coordinator (Ctrl+E)")
+            self.export_action.triggered.connect(lambda: self.export_results())  # not triggered(checked) as path
+            bar.addAction(self.export_action)
+            bar.addSeparator()
         self.link_action = _toggle("Link position", self, QKeySequence("Ctrl+L"))
         self.link_action.setToolTip("Views follow each other in patient coordinates (Ctrl+L)")
         self.link_action.toggled.connect(lambda on: setattr(self.session, "link_position", on))
@@ -353,12 +360,6 @@ class MainWindow(QMainWindow):
                                      "(start with it: CNO_ANNOTATE_THEME=light)")
         self.light_action.toggled.connect(self._set_light)
         bar.addAction(self.light_action)
-        if self.package is not None:
-            self.export_action = QAction("Export results…", self)
-            self.export_action.setShortcut(QKeySequence("Ctrl+E"))
-            self.export_action.setToolTip("Write your reads as a file to send to the coordinator (Ctrl+E)")
-            self.export_action.triggered.connect(self.export_results)
-            bar.addAction(self.export_action)
         if self.package is None and not self.reading_study:  # PACS: the coordinator's own store only
             self.pacs_action = QAction("PACS…", self)
             self.pacs_action.setToolTip("Search a PACS and retrieve a study into the store (Ctrl+Shift+P)")
