@@ -53,6 +53,10 @@ SHORTCUTS = [
         ("N / Delete (grade row)", "Not assessable / clear the grade"),
         ("Enter (lesion panel)", "Done: the keyboard goes back to the image"),
         ("Delete lesion", "Deletes at once; Ctrl+Z brings it back"),
+        ("Click a bone unit (Bone units)", "Go to the unit: the views move to its place in this patient"),
+        ("Right click a bone unit", "Mark it no lesion or not assessable, or clear its mark"),
+        ("Ctrl+Shift+N", "Mark every bone unit not yet reviewed 'no lesion' (one confirmation, Enter accepts; "
+                         "one Ctrl+Z undoes it)"),
         ("Ctrl+Z / Ctrl+Shift+Z (or Ctrl+Y)", "Undo / redo, one step per gesture, from anywhere but a text field "
                                               "with typing of its own to undo"),
     ]),

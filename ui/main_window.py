@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from cno_annotate_ui.checklist import SkeletonChecklist
 from cno_annotate_ui.help import HelpDialog
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
 from cno_annotate_ui.loader import VolumeLoader
@@ -27,6 +28,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMessageBox,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -41,7 +43,9 @@ from PySide6.QtWidgets import (
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
+from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.display.catalog import default_pair, series_choices
+from cno_annotate.display.checklist import unit_states, unit_target
 from cno_annotate.display.marking import polygon_extent
 from cno_annotate.display.overlay import Marker, extent_radii, marker_outline
 from cno_annotate.display.planes import PLANES
@@ -215,6 +219,7 @@ class MainWindow(QMainWindow):
         self.setCentralWidget(rows)
         self._build_studies_dock()
         self._build_lesions_dock()
+        self._build_checklist_dock()
         self._build_toolbar()
         self._build_status_bar()
         for name, panel in self.panels.items():
@@ -286,6 +291,34 @@ class MainWindow(QMainWindow):
         dock.setWidget(self.lesion_panel)
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.RightDockWidgetArea, dock)
+
+    def _build_checklist_dock(self) -> None:
+        """The bone-unit checklist under the study list: click a unit to go to it; mark the rest at once."""
+        panel = QWidget(self)
+        layout = QVBoxLayout(panel)
+        layout.setContentsMargins(2, 2, 2, 2)
+        self.checklist = SkeletonChecklist(load_taxonomy(), panel)
+        self.checklist.unit_clicked.connect(self.go_to_unit)
+        self.checklist.mark_requested.connect(self._mark_unit)
+        self.mark_rest_action = QAction("Mark remaining units no lesion", self)
+        self.mark_rest_action.setShortcut(QKeySequence("Ctrl+Shift+N"))
+        self.mark_rest_action.setToolTip("Every unit not yet reviewed: no lesion, after one confirmation; "
+                                         "one Ctrl+Z undoes it (Ctrl+Shift+N)")
+        self.mark_rest_action.triggered.connect(self.mark_remaining_units)
+        self.addAction(self.mark_rest_action)
+        self.mark_rest_button = QPushButton("Mark remaining no lesion", panel)
+        self.mark_rest_button.setToolTip(self.mark_rest_action.toolTip())
+        self.mark_rest_button.setFocusPolicy(Qt.NoFocus)
+        self.mark_rest_button.clicked.connect(self.mark_remaining_units)
+        layout.addWidget(self.checklist, 1)
+        layout.addWidget(self.mark_rest_button)
+        dock = QDockWidget("Bone units", self)
+        dock.setObjectName("checklist")
+        dock.setWidget(panel)
+        dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
+        self.addDockWidget(Qt.LeftDockWidgetArea, dock)
+        studies = self.findChild(QDockWidget, "studies")
+        self.resizeDocks([studies, dock], [1, 3], Qt.Vertical)  # the skeleton gets most of the height
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("View", self)
@@ -775,6 +808,64 @@ class MainWindow(QMainWindow):
         self.session.set_markers(markers)
         rois = self.read_session.read.rois if self.read_session is not None else []
         self.session.set_rois(rois, self._roi_titles(), self.session.selected_roi)
+        self._refresh_checklist()
+
+    def _refresh_checklist(self) -> None:
+        """Colour the checklist by the open read's unit states."""
+        session = self.read_session
+        if session is None:
+            self.checklist.set_states({}, editable=False)
+            self.mark_rest_button.setEnabled(False)
+            return
+        if self.checklist.taxonomy is not session.taxonomy:
+            self.checklist.set_taxonomy(session.taxonomy)
+        self.checklist.set_states(unit_states(session.read, session.taxonomy), editable=session.editable)
+        remaining = len(session.remaining_units()) if session.editable else 0
+        self.mark_rest_button.setEnabled(remaining > 0)
+        self.mark_rest_button.setText(f"Mark remaining {remaining} no lesion" if remaining
+                                      else "No unit left to review")
+
+    def go_to_unit(self, unit_id: str) -> None:
+        """Move the views to a bone unit (its place in this patient, from the schematic) and bring it into view."""
+        ready = [name for name, v in self.session.views.items() if v.ready]
+        if not ready:
+            self.statusBar().showMessage("Open a study to go to a bone unit", 5000)
+            return
+        name = self.active_name if self.active_name in ready else ready[0]
+        view = self.session.views[name]
+        volume, _, point = view.loaded()
+        target = unit_target(volume, self.checklist.taxonomy, unit_id, point)
+        self.session.set_point(name, target)
+        self.session.reveal(target)
+        self.focus_image()
+
+    def mark_remaining_units(self) -> None:
+        """Mark every unit not yet reviewed "no lesion", after one confirmation (Enter accepts); one undo step."""
+        session = self.read_session
+        if session is None or not session.editable:
+            self.statusBar().showMessage("Open a draft read to mark bone units", 5000)
+            return
+        remaining = session.remaining_units()
+        if not remaining:
+            self.statusBar().showMessage("Every bone unit is already reviewed", 5000)
+            return
+        if self.confirm(f"Mark the {len(remaining)} bone units not yet reviewed as 'no lesion'?",
+                        "Units with a lesion or a mark keep it. Ctrl+Z undoes this in one step."):
+            self._edit_read(lambda r: r.mark_remaining())
+            self.statusBar().showMessage(f"{len(remaining)} units marked no lesion (Ctrl+Z undoes)", 10000)
+        self.focus_image()
+
+    def confirm(self, question: str, detail: str) -> bool:
+        """Ask one yes/no question; Enter accepts, Esc declines."""
+        box = QMessageBox(QMessageBox.Question, "cno-annotate", question, QMessageBox.Yes | QMessageBox.Cancel, self)
+        box.setInformativeText(detail)
+        box.setDefaultButton(QMessageBox.Yes)
+        answer = box.exec() == QMessageBox.Yes
+        self.activateWindow()  # the keyboard comes back to this window's image
+        return answer
+
+    def _mark_unit(self, unit_id: str, mark: str) -> None:
+        self._edit_read(lambda r: r.mark_unit(unit_id, mark or None))
 
     def _read_changed(self, change: ReadChange) -> None:
         self._refresh_markers()

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus, Roi, RoiRole
+from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus, Roi, RoiRole, UnitMark
 from cno_annotate.annotation.scheme import Scheme, load_scheme
 from cno_annotate.annotation.scoring import (
     UNIT_MARKS,
@@ -498,6 +498,27 @@ class ReadSession:
         self._check_whole_read({}, {unit_id: mark})
         before = self.read.unit_marks.get(unit_id)
         self._commit(_Change(f"mark {unit_id}", {}, {}, {unit_id: before}, {unit_id: mark}))
+
+    def remaining_units(self) -> list[str]:
+        """Units not yet reviewed: neither a lesion placed in them nor a mark, in taxonomy order."""
+        held = {u for u in self.taxonomy.unit_ids() if self._lesions_in(u)}
+        return [u for u in self.taxonomy.unit_ids() if u not in held and u not in self.read.unit_marks]
+
+    def mark_remaining(self, mark: str = UnitMark.NO_LESION) -> list[str]:
+        """Mark every unit not yet reviewed (default: no lesion), as one change: one audit entry, one undo.
+
+        Returns the units marked (none: nothing is written).
+        """
+        self._require_draft()
+        if mark not in UNIT_MARKS:
+            raise CnoError(f"a unit mark is one of {', '.join(UNIT_MARKS)}, not {mark!r}")
+        units = self.remaining_units()
+        if not units:
+            return []
+        after = {unit: str(mark) for unit in units}
+        self._check_whole_read({}, after)
+        self._commit(_Change(f"mark {len(units)} remaining units {mark}", {}, {}, dict.fromkeys(units), after))
+        return units
 
     def set_unit_grade(self, unit_id: str, item_id: str, value) -> None:
         """Grade an item graded per bone unit (RAI-CROMRIS extent): confirm or change the proposal.

@@ -118,6 +118,14 @@ class Taxonomy:
             return f"{site.unit}:{side}"
         return site.unit
 
+    def unit_ids(self) -> list[str]:
+        """Every bone unit id (each side of a lateral unit), in the order of the sites."""
+        units: dict[str, None] = {}
+        for site in self.sites.values():
+            for side in SIDES if site.lateral else (None,):
+                units[self.unit_id(site.id, side)] = None
+        return list(units)
+
     def unit_site(self, unit_id: str) -> tuple[Site, str | None]:
         """The (first) site and the side of a bone unit id."""
         unit, _, side = unit_id.partition(":")

@@ -33,9 +33,18 @@ def body_extent_z(volume: Volume) -> tuple[float, float]:
     Rows along head-feet whose mean signal exceeds a fifth of the typical
     body row count as body; without such rows the volume's own extent is used.
     """
+    return body_extent(volume, 2)
+
+
+def body_extent(volume: Volume, lps_axis: int) -> tuple[float, float]:
+    """LPS coordinate (mm) along ``lps_axis`` (0 x, 1 y, 2 z) of the body's two ends, larger first.
+
+    Rows along the axis whose mean signal exceeds a fifth of the typical
+    body row count as body; without such rows the volume's own extent is used.
+    """
     direction = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
-    hf_index_axis = int(np.argmax(np.abs(direction[2, :])))
-    array_axis = 2 - hf_index_axis
+    index_axis = int(np.argmax(np.abs(direction[lps_axis, :])))
+    array_axis = 2 - index_axis
     other = tuple(a for a in range(3) if a != array_axis)
     key: list = [slice(None)] * 3
     key[other[0]] = slice(None, None, max(1, volume.shape[other[0]] // 16))  # a few slices suffice
@@ -47,8 +56,8 @@ def body_extent_z(volume: Volume) -> tuple[float, float]:
     ends = []
     for r in (body.min(), body.max()):
         ijk = np.zeros(3)
-        ijk[hf_index_axis] = r
-        ends.append(float(volume.index_to_lps(ijk)[2]))
+        ijk[index_axis] = r
+        ends.append(float(volume.index_to_lps(ijk)[lps_axis]))
     return max(ends), min(ends)
 
 

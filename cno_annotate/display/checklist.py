@@ -1,0 +1,138 @@
+"""The bone-unit checklist: every unit of a read, its state, and where it lies in the patient.
+
+The viewer draws the schematic front-view skeleton (``cno-skeleton``) with one
+colour per unit state; a click on a unit moves the views to the LPS point that
+:func:`unit_target` computes from the schematic's proportions fitted to the
+body found in the volume. Nothing here knows of Qt.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+from cno_annotate.annotation.model import Read, UnitMark
+from cno_annotate.annotation.skeleton import Shape, Skeleton, load_skeleton
+from cno_annotate.annotation.taxonomy import Taxonomy
+from cno_annotate.display.regions import body_extent
+from cno_annotate.io.volume import Volume
+
+
+class UnitState(StrEnum):
+    """What the read says of a bone unit so far."""
+
+    LESION = "lesion"
+    NO_LESION = "no_lesion"
+    NOT_ASSESSABLE = "not_assessable"
+    NOT_REVIEWED = "not_reviewed"
+
+
+#: The legend's wording of each state.
+STATE_LABELS = {UnitState.LESION: "Lesion", UnitState.NO_LESION: "No lesion",
+                UnitState.NOT_ASSESSABLE: "Not assessable", UnitState.NOT_REVIEWED: "Not reviewed"}
+
+
+def unit_states(read: Read, taxonomy: Taxonomy) -> dict[str, UnitState]:
+    """The state of every unit: a lesion placed in it, its mark, or not yet reviewed.
+
+    A lesion without site, or a lateral site without side, is in no unit yet.
+    """
+    states = {unit: UnitState.NOT_REVIEWED for unit in taxonomy.unit_ids()}
+    for unit, mark in read.unit_marks.items():
+        if unit in states:
+            states[unit] = UnitState(UnitMark(mark).value)
+    for lesion in read.lesions:
+        if lesion.site_id and lesion.site_id in taxonomy.sites:
+            site = taxonomy.sites[lesion.site_id]
+            if lesion.side or not site.lateral:
+                states[taxonomy.unit_id(site.id, lesion.side)] = UnitState.LESION
+    return states
+
+
+def remaining_units(read: Read, taxonomy: Taxonomy) -> list[str]:
+    """The units not yet reviewed (neither a lesion nor a mark), in taxonomy order."""
+    return [u for u, s in unit_states(read, taxonomy).items() if s is UnitState.NOT_REVIEWED]
+
+
+@dataclass(frozen=True)
+class UnitShape:
+    """One skeleton shape and the bone unit it belongs to."""
+
+    unit_id: str
+    shape: Shape
+
+
+def unit_shapes(taxonomy: Taxonomy, skeleton: Skeleton | None = None) -> list[UnitShape]:
+    """The skeleton's shapes of the taxonomy's sites, with their units, in drawing order."""
+    skeleton = skeleton or load_skeleton()
+    return [UnitShape(taxonomy.unit_id(s.site, s.side), s) for s in skeleton.shapes if s.site in taxonomy.sites]
+
+
+def shape_bounds(shape: Shape) -> tuple[float, float, float, float]:
+    """(x min, x max, z min, z max) of a shape on the schematic, mm."""
+    if shape.kind == "capsule":
+        half = shape.width / 2
+        xs, zs = (shape.a[0], shape.b[0]), (shape.a[1], shape.b[1])
+        return min(xs) - half, max(xs) + half, min(zs) - half, max(zs) + half
+    if shape.kind == "circle":
+        (x, z), r = shape.centre, shape.radius
+        return x - r, x + r, z - r, z + r
+    (x, z), (w, h) = shape.centre, shape.size
+    return x - w / 2, x + w / 2, z - h / 2, z + h / 2
+
+
+def shape_centre(shape: Shape) -> tuple[float, float]:
+    """The schematic (x, z) at the middle of a shape."""
+    x0, x1, z0, z1 = shape_bounds(shape)
+    return (x0 + x1) / 2, (z0 + z1) / 2
+
+
+def unit_centre(taxonomy: Taxonomy, unit_id: str, skeleton: Skeleton | None = None) -> tuple[float, float]:
+    """The schematic (x, z) of a unit: the mean of its shapes' centres.
+
+    Raises
+    ------
+    KeyError
+        If no shape of the skeleton belongs to the unit.
+    """
+    centres = [shape_centre(u.shape) for u in unit_shapes(taxonomy, skeleton) if u.unit_id == unit_id]
+    if not centres:
+        raise KeyError(f"the skeleton has no shape for bone unit {unit_id}")
+    return float(np.mean([c[0] for c in centres])), float(np.mean([c[1] for c in centres]))
+
+
+def schematic_height(taxonomy: Taxonomy, skeleton: Skeleton | None = None) -> tuple[float, float]:
+    """(top, bottom) z of the schematic child: the vertex and the soles, mm."""
+    bounds = [shape_bounds(u.shape) for u in unit_shapes(taxonomy, skeleton)]
+    return max(b[3] for b in bounds), min(b[2] for b in bounds)
+
+
+def unit_target(volume: Volume, taxonomy: Taxonomy, unit_id: str, current_lps,
+                skeleton: Skeleton | None = None) -> np.ndarray:
+    """The LPS point (mm) of a bone unit in this patient's volume.
+
+    The schematic is scaled so that its vertex and soles meet the top and
+    bottom of the body found in the volume (head-feet signal profile), and
+    centred on the body's midline (right-left profile); the unit lands at the
+    middle of its shapes. The anterior-posterior coordinate of ``current_lps``
+    is kept (a coronal view stays on its slice). The point is clamped into the
+    volume's extent.
+    """
+    x_s, z_s = unit_centre(taxonomy, unit_id, skeleton)
+    top_s, bottom_s = schematic_height(taxonomy, skeleton)
+    top, bottom = body_extent(volume, 2)
+    left, right = body_extent(volume, 0)
+    scale = (top - bottom) / (top_s - bottom_s)
+    point = np.array(current_lps, dtype=float)
+    point[0] = (left + right) / 2 + x_s * scale
+    point[2] = top - (top_s - z_s) * scale
+    return _clamped(volume, point)
+
+
+def _clamped(volume: Volume, lps: np.ndarray) -> np.ndarray:
+    """The point moved into the volume's index box, if it lies outside."""
+    ijk = volume.lps_to_index(lps)
+    limits = np.array(volume.shape[::-1], dtype=float) - 1
+    return volume.index_to_lps(np.clip(ijk, 0, limits))
