@@ -26,6 +26,10 @@ def register(sub, common) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the reading codes and worklists")
     p.add_argument("--show-age-sex", action="store_true", help="let readers see age and sex")
     p.add_argument("--reveal-timepoints", action="store_true", help="let readers see timepoints of one patient")
+    p.add_argument("--show-timer", action="store_true",
+                   help="let readers see their active reading time in the viewer (it is measured either way)")
+    p.add_argument("--idle-seconds", type=float, default=60.0, metavar="S",
+                   help="the reading timer pauses after S seconds without input (default 60)")
     p.set_defaults(run=cmd_create)
     p = rs_sub.add_parser("add-cases", parents=[common], help="add studies as cases (reading codes)")
     p.add_argument("name", help="reading study")
@@ -214,7 +218,9 @@ def cmd_create(args) -> int:
     """Run ``cno-annotate reading-study create`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
 
-    study = rs.create(_coordinator_store(args, "reading-study create"), args.name, args.scheme, args.seed, args.show_age_sex, args.reveal_timepoints)
+    study = rs.create(_coordinator_store(args, "reading-study create"), args.name, args.scheme, args.seed,
+                      args.show_age_sex, args.reveal_timepoints, show_timer=args.show_timer,
+                      idle_seconds=args.idle_seconds)
     print(f"created reading study {study.name} ({study.scheme_id} {study.scheme_version}, seed {study.seed})")
     return 0
 
@@ -275,8 +281,16 @@ def cmd_progress(args) -> int:
 
     _print_rows(rs.progress(_store(args), args.name), args.json, "no readers yet",
                 lambda r: f"{r['reader']:16} {r['role']:11} not started {r['not started']:3}  draft {r['draft']:3}  "
-                          f"submitted {r['submitted']:3}")
+                          f"submitted {r['submitted']:3}  active {_minutes(r['active_seconds'])}"
+                          + (f" ({_minutes(r['seconds_per_submitted'])} per submitted case)"
+                             if r["seconds_per_submitted"] is not None else ""))
     return 0
+
+
+def _minutes(seconds: float) -> str:
+    """Seconds as minutes and seconds: ``12 min 05 s``."""
+    whole = int(round(seconds))
+    return f"{whole // 60} min {whole % 60:02d} s"
 
 
 def cmd_export(args) -> int:

@@ -253,9 +253,11 @@ def _install_worklist(package_store: Store, study: rs.ReadingStudy, reader: str,
                       cases: dict[str, dict], mapping: dict[str, str]) -> None:
     """The reading study in the reader store: same name, scheme, settings and codes; this reader only."""
     with package_store.transaction() as db:
-        db.execute("INSERT INTO reading_studies VALUES (?,?,?,?,?,?,?,?)",
+        db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
+                   "reveal_timepoints, created, created_by, show_timer, idle_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
                    (study.name, study.scheme_id, study.scheme_version, study.seed, int(study.show_age_sex),
-                    int(study.reveal_timepoints), now(), rs.COORDINATOR))
+                    int(study.reveal_timepoints), now(), rs.COORDINATOR, int(study.show_timer),
+                    study.idle_seconds))
         for entry in worklist:
             case = cases[entry["reading_code"]]
             patient = case["patient_code"] if study.reveal_timepoints else case["reading_code"]

@@ -18,8 +18,9 @@ from datetime import date
 from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.documents import document_of, read_document
 from cno_annotate.annotation.model import ReadingRole
-from cno_annotate.annotation.reads import list_reads, load_read
+from cno_annotate.annotation.reads import list_reads, load_read, stored_reading_time
 from cno_annotate.annotation.scheme import load_scheme
+from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS
 from cno_annotate.errors import CnoError
 from cno_annotate.store import audit
 from cno_annotate.store.db import Store, now
@@ -40,28 +41,39 @@ class ReadingStudy:
     seed: int
     show_age_sex: bool
     reveal_timepoints: bool
+    show_timer: bool = False  # whether readers see their active reading time in the viewer
+    idle_seconds: float = DEFAULT_IDLE_SECONDS  # input-free time after which the reading timer pauses
 
 
 def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0, show_age_sex: bool = False,
-           reveal_timepoints: bool = False, actor: str = COORDINATOR) -> ReadingStudy:
+           reveal_timepoints: bool = False, actor: str = COORDINATOR, show_timer: bool = False,
+           idle_seconds: float = DEFAULT_IDLE_SECONDS) -> ReadingStudy:
     """Create a reading study.
+
+    ``show_timer`` lets readers see their active reading time; ``idle_seconds``
+    is the input-free time after which the timer pauses.
 
     Raises
     ------
     CnoError
-        If the name is taken or the scheme unknown.
+        If the name is taken, the scheme unknown or the idle time not above 0.
     """
     check_identifier(name, "reading study name")
+    if not idle_seconds > 0 or idle_seconds != idle_seconds or idle_seconds == float("inf"):
+        raise CnoError(f"the idle time must be a number of seconds above 0, not {idle_seconds!r}")
     if store.db.execute("SELECT 1 FROM reading_studies WHERE name = ?", (name,)).fetchone():
         raise CnoError(f"reading study {name!r} exists already")
     scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
-        db.execute("INSERT INTO reading_studies VALUES (?,?,?,?,?,?,?,?)",
-                   (name, scheme.id, scheme.version, seed, int(show_age_sex), int(reveal_timepoints), now(), actor))
+        db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
+                   "reveal_timepoints, created, created_by, show_timer, idle_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                   (name, scheme.id, scheme.version, seed, int(show_age_sex), int(reveal_timepoints), now(), actor,
+                    int(show_timer), float(idle_seconds)))
         audit.append(db, actor, "create", f"reading-study:{name}", state_before=state,
                      after={"scheme": f"{scheme.id} {scheme.version}", "seed": seed, "show_age_sex": show_age_sex,
-                            "reveal_timepoints": reveal_timepoints})
+                            "reveal_timepoints": reveal_timepoints, "show_timer": show_timer,
+                            "idle_seconds": float(idle_seconds)})
     return get(store, name)
 
 
@@ -78,7 +90,8 @@ def get(store: Store, name: str) -> ReadingStudy:
         known = [r[0] for r in store.db.execute("SELECT name FROM reading_studies ORDER BY name")]
         raise CnoError(f"no reading study {name!r}" + (f" (known: {', '.join(known)})" if known else ""))
     return ReadingStudy(row["name"], row["scheme_id"], row["scheme_version"], row["seed"],
-                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]))
+                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]), bool(row["show_timer"]),
+                        float(row["idle_seconds"]))
 
 
 def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORDINATOR) -> list[str]:
@@ -294,12 +307,17 @@ def _age(birth: str, at: str) -> float | None:
 
 
 def progress(store: Store, name: str) -> list[dict]:
-    """Per reader: cases not started, in draft and submitted."""
+    """Per reader: cases not started, in draft and submitted, and active reading time.
+
+    ``active_seconds`` sums the reader's latest reads of the study;
+    ``seconds_per_submitted`` is the mean over their submitted reads (None before the first).
+    """
     get(store, name)
     out = []
     for reader, role in store.db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader",
                                          (name,)).fetchall():
-        counts = {"reader": reader, "role": role, "not started": 0, "draft": 0, "submitted": 0}
+        counts = {"reader": reader, "role": role, "not started": 0, "draft": 0, "submitted": 0,
+                  **_reading_time(store, name, reader, role)}
         try:
             for entry in worklist(store, name, reader):
                 counts[entry["status"]] += 1
@@ -307,6 +325,15 @@ def progress(store: Store, name: str) -> list[dict]:
             counts["not started"] = len(cases(store, name))
         out.append(counts)
     return out
+
+
+def _reading_time(store: Store, name: str, reader: str, role: str) -> dict:
+    """Active reading time of a reader's latest reads in a study: the total and the mean per submitted read."""
+    reads = [r for r in list_reads(store, reader=reader, reading_study=name, latest_only=True) if r["role"] == role]
+    seconds = {r["read_id"]: stored_reading_time(store.db, r["read_id"]) for r in reads}
+    submitted = [seconds[r["read_id"]] for r in reads if r["status"] == "submitted"]
+    return {"active_seconds": round(sum(seconds.values()), 1),
+            "seconds_per_submitted": round(sum(submitted) / len(submitted), 1) if submitted else None}
 
 
 def list_studies(store: Store) -> list[dict]:

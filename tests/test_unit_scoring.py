@@ -178,7 +178,7 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
     old = json.loads(json.dumps(document))
     old["schema_version"] = "1.0.0"
     for read in old["reads"]:
-        del read["unit_grades"], read["rois"]  # 1.1.0 and 1.2.0 fields
+        del read["unit_grades"], read["rois"], read["active_seconds"]  # 1.1.0 and 1.2.0 fields
         for lesion in read["lesions"]:
             del lesion["stir_muscle_ratio"]
     third = sample_copy("third")

@@ -185,6 +185,7 @@ class LesionPanel(QWidget):
     finished = Signal()  # the keyboard path of a lesion ended (last grade, Enter): back to the image
     message = Signal(str)
     session_replaced = Signal(object)  # a new ReadSession (a new version of a submitted read)
+    about_to_submit = Signal()  # the reader confirmed Submit: the read is about to be locked
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -556,6 +557,7 @@ class LesionPanel(QWidget):
             return
         answer = QMessageBox.question(self, "Submit read", "Submit this read? It is locked afterwards.")
         if answer == QMessageBox.Yes:
+            self.about_to_submit.emit()
             self._run(self.session.submit)
 
     def _new_version(self) -> None:

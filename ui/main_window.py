@@ -44,6 +44,7 @@ from PySide6.QtWidgets import (
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
 from cno_annotate.annotation.taxonomy import load_taxonomy
+from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS, ActiveTimer
 from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.display.checklist import unit_states, unit_target
 from cno_annotate.display.marking import polygon_extent
@@ -59,6 +60,10 @@ from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
 COORDINATOR_LOG = "coordinator.log"
+#: How often the active reading time measured so far is added to the open read (ms).
+TIME_SAVE_MS = 20000
+#: Inputs that make the reader active (the reading timer counts).
+ACTIVITY_EVENTS = (QEvent.KeyPress, QEvent.MouseButtonPress, QEvent.Wheel, QEvent.MouseMove)
 #: The selected lesion's marker: magenta, unlike the yellow crosshair and every other marker.
 SELECTED = "#ff3cf0"
 
@@ -204,6 +209,9 @@ class MainWindow(QMainWindow):
         self.log = coordinator_log(self.store_root)
         self.active_name = VIEW_NAMES[0]
         self.loader = VolumeLoader(self.store_root, self)
+        study_settings = rs.get(self.store, reading_study) if reading_study else None
+        self.reading_timer = ActiveTimer(study_settings.idle_seconds if study_settings else DEFAULT_IDLE_SECONDS)
+        self.show_timer = bool(study_settings and study_settings.show_timer)  # readers see it only if the study says
         self._pending: set[str] = set()
         self._labels: dict[str, str] = {}
         self.panels = {name: ViewPanel(self.session, name) for name in VIEW_NAMES}
@@ -239,6 +247,11 @@ class MainWindow(QMainWindow):
         self._show_layout()
         self.refresh_studies()
         QApplication.instance().installEventFilter(self)
+        QApplication.instance().applicationStateChanged.connect(self._application_state)
+        self._time_saver = QTimer(self)
+        self._time_saver.setInterval(TIME_SAVE_MS)
+        self._time_saver.timeout.connect(self.save_reading_time)
+        self._time_saver.start()
         self.active_view().setFocus(Qt.OtherFocusReason)  # the keyboard starts on the image
 
     # -- building ----------------------------------------------------------------
@@ -286,6 +299,7 @@ class MainWindow(QMainWindow):
         self.lesion_panel.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.lesion_panel.session_replaced.connect(self._use_read_session)
         self.lesion_panel.finished.connect(self.focus_image)
+        self.lesion_panel.about_to_submit.connect(self.save_reading_time)
         dock = QDockWidget("Lesions", self)
         dock.setObjectName("lesions")
         dock.setWidget(self.lesion_panel)
@@ -494,6 +508,16 @@ class MainWindow(QMainWindow):
         self.progress.hide()
         self.statusBar().addWidget(self.position_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
+        self.timer_label = QLabel("", self)
+        self.timer_label.setToolTip("Your active reading time of this case (pauses when you are idle or in "
+                                    "another window); the reading study shows it")
+        self.statusBar().addPermanentWidget(self.timer_label)
+        self.timer_label.setVisible(self.show_timer)
+        if self.show_timer:
+            ticker = QTimer(self)
+            ticker.setInterval(1000)
+            ticker.timeout.connect(self._show_reading_time)
+            ticker.start()
 
     def open_pacs_dialog(self):
         """The query/retrieve dialog; a retrieved study is listed and opened."""
@@ -669,7 +693,9 @@ class MainWindow(QMainWindow):
             self.focus_image()  # a study just opened: the keyboard is on its image
 
     def open_read(self, study_uid: str) -> None:
-        """Open (or start) this reader's read of the study."""
+        """Open (or start) this reader's read of the study (the time spent on the case before is saved to it)."""
+        self.save_reading_time()
+        self.reading_timer.activity()  # opening a case is an input: the new case's time starts now
         if self.read_session is not None:
             self.read_session.changed.disconnect(self._read_changed)
         try:
@@ -696,6 +722,7 @@ class MainWindow(QMainWindow):
 
     def _use_read_session(self, session: ReadSession) -> None:
         """Switch to another read of the same study (a new version of a submitted read)."""
+        self.save_reading_time()
         if self.read_session is not None:
             self.read_session.changed.disconnect(self._read_changed)
         self.read_session = session
@@ -809,6 +836,32 @@ class MainWindow(QMainWindow):
         rois = self.read_session.read.rois if self.read_session is not None else []
         self.session.set_rois(rois, self._roi_titles(), self.session.selected_roi)
         self._refresh_checklist()
+
+    # -- reading time ----------------------------------------------------------------------
+    def save_reading_time(self) -> None:
+        """Add the active time measured since the last save to the open read (kept in memory if the store refuses)."""
+        seconds = self.reading_timer.take()
+        if self.read_session is None or seconds <= 0:
+            return
+        try:
+            self.read_session.add_reading_time(seconds)
+        except CnoError as exc:  # a store locked by another program: try again at the next save
+            self.reading_timer.give_back(seconds)
+            self.log.warning("reading time not saved yet: %s", exc)
+
+    def _application_state(self, state) -> None:
+        """The window lost (timer pauses) or regained (restarts) the focus."""
+        self.reading_timer.focus_changed(state == Qt.ApplicationActive)
+
+    def reading_time_text(self) -> str:
+        """The open case's active reading time as shown to the reader (when the study allows)."""
+        stored = self.read_session.reading_time if self.read_session is not None else 0.0
+        seconds = int(stored + self.reading_timer.elapsed() - self.reading_timer.taken)
+        paused = "" if self.reading_timer.running else " (paused)"
+        return f"Reading time {seconds // 60}:{seconds % 60:02d}{paused}"
+
+    def _show_reading_time(self) -> None:
+        self.timer_label.setText(self.reading_time_text())
 
     def _refresh_checklist(self) -> None:
         """Colour the checklist by the open read's unit states."""
@@ -1150,6 +1203,8 @@ class MainWindow(QMainWindow):
         - Esc leaves mark mode and gives the keyboard back to the image.
         """
         kind = event.type()
+        if kind in ACTIVITY_EVENTS:
+            self.reading_timer.activity()
         if kind not in (QEvent.ShortcutOverride, QEvent.KeyPress):
             return False
         focus = QApplication.focusWidget()
@@ -1198,9 +1253,11 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event) -> None:  # noqa: N802
         self.stop_cine()
         QApplication.instance().removeEventFilter(self)
+        QApplication.instance().applicationStateChanged.disconnect(self._application_state)
         for panel in self.panels.values():
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
+        self.save_reading_time()
         self.loader.wait(5000)
         self.store.close()
         super().closeEvent(event)

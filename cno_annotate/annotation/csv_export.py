@@ -106,10 +106,13 @@ COLUMN_MEANINGS = {
     "stir_muscle_ratio": "STIR signal-intensity ratio lesion:muscle (unit 1): mean of the lesion's ROI divided by "
                          "the mean of the read's muscle ROI, both on the STIR series; empty without both ROIs.",
     "confidence": "Reader's confidence in the lesion, 1 (low) to 5 (high); empty when not given.",
+    "active_seconds": "Active reading time of the read in seconds: time with input while the viewer had the focus; "
+                      "idle spells count up to the reading study's idle limit (60 s outside a study), then pause.",
     "comment": "Reader's free-text comment (line breaks written as LF; formula starts neutralised).",
 }
 READ_COLUMNS = READ_KEY_COLUMNS + [
     "started", "submitted", "lesions", "units_with_lesion", "units_no_lesion", "units_not_assessable", "total",
+    "active_seconds",
 ]
 
 
@@ -205,6 +208,7 @@ def read_rows(document: dict) -> tuple[list[str], list[dict]]:
             **_read_key(read), "started": read["started"], "submitted": _blank(read["submitted"]), "lesions": len(read["lesions"]),
             "units_with_lesion": scores["units_with_lesion"], "units_no_lesion": scores["units_no_lesion"],
             "units_not_assessable": scores["units_not_assessable"], "total": scores["total"],
+            "active_seconds": read.get("active_seconds", 0.0),
         }
         group_totals = _group_totals(read)
         for region in regions:

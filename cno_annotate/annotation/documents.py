@@ -70,6 +70,7 @@ def read_document(read: Read) -> dict:
                         for i, g in sorted(items.items())],
         "rois": [roi.to_dict() for roi in read.rois],
         "scores": scores.as_dict(),
+        "active_seconds": round(read.active_seconds, 1),
     }
 
 
@@ -163,7 +164,8 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
                     taxonomy_name, data["status"], data["started"], data["submitted"], data["modified"],
                     data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
                     data["supersedes"], data["reason"], _unit_grades_from(data, taxonomy, scheme, source, where),
-                    _rois_from(data, source, where))
+                    _rois_from(data, source, where),
+                    float(data.get("active_seconds", 0.0)))
         problems = read_problems(read, taxonomy)
         if problems:
             raise CnoError(f"{source}: {problems[0].at(where)}")

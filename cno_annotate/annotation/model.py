@@ -196,6 +196,7 @@ class Read:
     reason: str | None = None  # why a submitted read got a new version
     unit_grades: dict[str, dict] = field(default_factory=dict)  # unit id -> {item id: reader's unit grade}
     rois: list[Roi] = field(default_factory=list)  # regions of interest, in drawing order
+    active_seconds: float = 0.0  # active reading time (viewer input with the focus, idle spells left out)
 
     def __post_init__(self) -> None:
         self.status = ReadStatus(self.status)

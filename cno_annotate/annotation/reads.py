@@ -107,7 +107,8 @@ def load_read(store: Store, read_id: str) -> Read:
     rois = [_stored_roi(read_id, r["roi_id"], r["data"]) for r in store.db.execute(
         "SELECT roi_id, data FROM rois WHERE read_id = ? ORDER BY ordinal", (read_id,))]
     fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
-    return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades, rois=rois)
+    return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades, rois=rois,
+                active_seconds=stored_reading_time(store.db, read_id))
 
 
 def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
@@ -117,6 +118,17 @@ def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
     except (ValueError, TypeError, CnoError) as exc:
         raise CnoError(f"ROI {roi_id} of read {read_id} is damaged: {_one_line(exc)}; "
                        f"run cno-annotate store check") from None
+
+
+def stored_reading_time(db, read_id: str) -> float:
+    """The active reading time stored for a read (seconds; 0 when none was measured)."""
+    row = db.execute("SELECT active_seconds FROM read_times WHERE read_id = ?", (read_id,)).fetchone()
+    return float(row[0]) if row else 0.0
+
+
+def _add_time(db, read_id: str, seconds: float) -> None:
+    db.execute("INSERT INTO read_times VALUES (?, ?) ON CONFLICT (read_id) DO UPDATE "
+               "SET active_seconds = read_times.active_seconds + excluded.active_seconds", (read_id, float(seconds)))
 
 
 def _stored_lesion(taxonomy: Taxonomy, scheme: Scheme, read_id: str, lesion_id: str, data) -> Lesion:
@@ -261,6 +273,8 @@ def _write_read(db, read: Read) -> None:
     for n, roi in enumerate(read.rois):
         db.execute("INSERT INTO rois VALUES (?,?,?,?,?)", (read.read_id, roi.roi_id, n, json.dumps(roi.to_dict()),
                                                            str(roi.role)))
+    if read.active_seconds > 0:
+        _add_time(db, read.read_id, read.active_seconds)
     if read.status != ReadStatus.DRAFT:
         db.execute("UPDATE reads SET status = ? WHERE read_id = ?", (read.status, read.read_id))
 
@@ -345,6 +359,7 @@ class ReadSession:
         self._redo: list[_Change] = []
         self.changed = Event()
         self.stored = stored  # False until the first change creates the read in the store
+        self._unsaved_seconds = 0.0  # reading time measured before the read exists in the store
 
     @classmethod
     def open(cls, store: Store, read_id: str, actor: str | None = None) -> ReadSession:
@@ -390,7 +405,7 @@ class ReadSession:
         stamp = now()
         new = dataclasses.replace(old, read_id=uuid.uuid4().hex, status=ReadStatus.DRAFT, started=stamp, submitted=None,
                                   modified=stamp, revision=0, version=old.version + 1, supersedes=old.read_id,
-                                  reason=reason.strip())
+                                  reason=reason.strip(), active_seconds=0.0)
         with guarded(store, read_id), store.transaction() as db:
             audit.require_unchanged(db, f"read:{old.read_id}")  # the copy must not carry a change made outside
             state = audit.require_unchanged(db, f"read:{new.read_id}")
@@ -436,6 +451,31 @@ class ReadSession:
         """Scores of the read as it is now."""
         findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in self.read.lesions]
         return score_read(findings, self.read.unit_marks, self.scheme, self.taxonomy, self.read.unit_grades)
+
+    # -- reading time ----------------------------------------------------------------------
+    @property
+    def reading_time(self) -> float:
+        """Active reading time of the read so far (stored, plus what waits for the read to be created)."""
+        return self.read.active_seconds + self._unsaved_seconds
+
+    def add_reading_time(self, seconds: float) -> None:
+        """Add active reading time to the read (kept until the first change stores a new read).
+
+        Time never bumps the revision (it cannot conflict with an edit made
+        elsewhere); time on a submitted read, or in a read-only store, is
+        dropped (the read's time is final once submitted).
+        """
+        if not seconds > 0 or not self.editable:
+            return
+        if not self.stored:
+            self._unsaved_seconds += float(seconds)
+            return
+        with guarded(self.store, self.read.read_id), self.store.transaction() as db:
+            if db.execute("SELECT 1 FROM reads WHERE read_id = ? AND status = 'draft'",
+                          (self.read.read_id,)).fetchone() is None:
+                return  # submitted (or gone) in another program meanwhile
+            _add_time(db, self.read.read_id, seconds)
+        self.read.active_seconds = stored_reading_time(self.store.db, self.read.read_id)
 
     # -- edits -----------------------------------------------------------------------------
     def add_lesion(self, position, series_uid: str, voxel, **fields) -> str:
@@ -720,6 +760,9 @@ class ReadSession:
             if problems:
                 raise CnoError(problems[0].reason)
         _insert_new(db, self.read)
+        if self._unsaved_seconds > 0:
+            _add_time(db, self.read.read_id, self._unsaved_seconds)
+            self._unsaved_seconds = 0.0
 
     def _refusal(self, db) -> CnoError:
         """Why the revision-checked UPDATE matched no row."""

@@ -230,12 +230,17 @@ MIGRATIONS: list[Step | ByDialect] = [
     # append-only, row-level security and column privileges for readers and adjudicators (postgres.py).
     # An SQLite store has one user: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.access_rules())),
+    # 13: active reading time per read (added as the reader works, locked with the read once submitted;
+    # kept beside the read so that it never bumps the read's revision); a reading study's idle limit and
+    # whether readers see the timer. On PostgreSQL a reader may write only their own reads' times.
+    ByDialect(lambda connection: _add_reading_time(connection),
+              lambda connection: connection.script(postgres.pg_ddl(READ_TIMES_TABLE) + postgres.reading_time_rules())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Checked at every open (quick_check): small, and what must never be served damaged.
-QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "audit", "audit_head", "reading_studies",
+QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "read_times", "audit", "audit_head", "reading_studies",
                         "rs_cases", "rs_readers", "rs_worklists", "patients", "studies")
 
 
@@ -327,6 +332,23 @@ REPLACE_LOCKS = f"""
         WHEN EXISTS (SELECT 1 FROM reads r WHERE r.status = 'submitted' AND r.read_id != OLD.read_id AND {_SAME_CASE})
         BEGIN SELECT RAISE(ABORT, '{REPLACED_MESSAGE}'); END;
 """
+
+
+READ_TIMES_TABLE = """
+    CREATE TABLE read_times (
+        read_id TEXT PRIMARY KEY REFERENCES reads (read_id) ON DELETE CASCADE,
+        active_seconds REAL NOT NULL CHECK (active_seconds >= 0)
+    );
+    ALTER TABLE reading_studies ADD COLUMN show_timer INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE reading_studies ADD COLUMN idle_seconds REAL NOT NULL DEFAULT 60 CHECK (idle_seconds > 0);
+"""
+READ_TIMES = READ_TIMES_TABLE + _row_locks("read_times")
+
+
+def _add_reading_time(connection: sqlite3.Connection) -> None:
+    """Migration 13: the read_times table with its lock triggers, and the reading studies' timer settings."""
+    for statement in statements(READ_TIMES):
+        connection.execute(statement)
 
 
 def _lock_replacing(connection: sqlite3.Connection) -> None:

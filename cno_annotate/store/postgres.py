@@ -542,6 +542,17 @@ def access_rules() -> str:
     return _ACCESS + "".join(_PARTS.format(t=t) for t in ("lesions", "unit_marks", "unit_grades", "rois")) + _STUDY_TABLES
 
 
+def reading_time_rules() -> str:
+    """Migration 13 on PostgreSQL: a read's active time locked with its read and under the read's access rules.
+
+    A reader (or adjudicator) sees the times of the reads they see and writes
+    only the times of their own reads; coordinators all (like a read's parts, migration 12).
+    """
+    return (part_lock_trigger("read_times")
+            + "GRANT SELECT, INSERT, UPDATE, DELETE ON read_times TO cno_coordinator, cno_reader, cno_adjudicator;\n"
+            + _PARTS.format(t="read_times"))
+
+
 def grant(connection: PgConnection, login: str, kind: str, password: str | None = None) -> bool:
     """Create (or extend) a login role in a group; True if the role was created.
 
