@@ -24,6 +24,12 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_scans" / "wbmri-cno-01"
 
 
+@pytest.fixture(autouse=True)
+def _own_config_folder(tmp_path_factory, monkeypatch):
+    """Every test has an empty per-user config folder (no keymap of the machine's user leaks in)."""
+    monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path_factory.getbasetemp() / "user-config"))
+
+
 @pytest.fixture(scope="session")
 def small_study(tmp_path_factory) -> Path:
     """A 3-station study, 6 slices of 48 x 48 per station (generated once)."""

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import html
+
 from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout
+
+from cno_annotate.keymap import ACTIONS, Keymap, default_keymap, keymap_path
 
 SHORTCUTS = [
     ("Mouse", [
@@ -25,23 +29,14 @@ SHORTCUTS = [
         ("1 - 9", "Window / level presets (1 = automatic, then the series' own, as listed in the view)"),
         ("I", "Invert the grey scale"),
         ("H", "Hide / show markers, crosshair and text over the images"),
-        ("K", "Cine: play the active view's slices, looping, at the rate set beside Cine (fps); K again, "
-              "any navigation key, the wheel or a click stops it"),
-        ("D", "Ruler: drag to measure a distance in mm (one ruler per view, shown on its slice)"),
         ("Esc", "Leave mark, ruler or ROI mode (an ROI being drawn is dropped); the keyboard goes back to the image"),
     ]),
     ("Measuring: regions of interest (ROIs)", [
-        ("E", "Ellipse ROI: drag from its centre"),
-        ("B", "Rectangle ROI: drag from corner to corner"),
-        ("P", "Polygon ROI: click each vertex; double click, Enter or a click on the first vertex closes it"),
         ("Beside each ROI", "Mean, SD, min, max of the voxels of the series shown in that view, and area in mm²"),
         ("Click inside an ROI", "Select it"),
         ("Delete (on the image)", "Delete the selected ROI; Ctrl+Z brings it back"),
-        ("U", "The selected ROI becomes the read's muscle reference"),
-        ("L", "The selected ROI becomes the selected lesion's ROI: its STIR lesion:muscle ratio is stored on it"),
     ]),
     ("Marking lesions", [
-        ("M", "Mark mode for one lesion (Keep marking: stay in mark mode)"),
         ("Click (mark mode)", "Place a lesion at the point; the side is proposed from the side of the body"),
         ("Drag (mark mode)", "Draw the lesion's extent as an ellipse from its centre"),
         ("Shift + drag (mark mode)", "Draw the lesion's extent as a box from corner to corner"),
@@ -55,37 +50,45 @@ SHORTCUTS = [
         ("Delete lesion", "Deletes at once; Ctrl+Z brings it back"),
         ("Click a bone unit (Bone units)", "Go to the unit: the views move to its place in this patient"),
         ("Right click a bone unit", "Mark it no lesion or not assessable, or clear its mark"),
-        ("Ctrl+Shift+N", "Mark every bone unit not yet reviewed 'no lesion' (one confirmation, Enter accepts; "
-                         "one Ctrl+Z undoes it)"),
-        ("Ctrl+Z / Ctrl+Shift+Z (or Ctrl+Y)", "Undo / redo, one step per gesture, from anywhere but a text field "
-                                              "with typing of its own to undo"),
     ]),
     ("Window", [
-        ("Ctrl+1", "Layout 1x1: the active view alone, full size (again: the layout before)"),
-        ("Ctrl+2", "Layout 1x2: two views side by side"),
-        ("Ctrl+4", "Layout 2x2: the lower row shows the series above in sagittal; each view has its own "
-                   "plane, positions stay linked"),
-        ("Ctrl+L", "Link or unlink the views' position"),
-        ("Ctrl+Shift+L", "Link or unlink zoom and pan"),
-        ("Ctrl+F", "Search the study list (the worklist in reader mode); Enter opens the first match"),
-        ("Ctrl+N", "Reader mode: the next case of your worklist not yet submitted"),
         ("Light theme", "A light theme instead of the dark reading-room one (or start with "
                         "CNO_ANNOTATE_THEME=light)"),
         ("Ctrl+Shift+P", "PACS: search a registered PACS and retrieve a study into the store (progress, cancel); "
                          "Send SR to PACS stores the open read as DICOM SR (not in reader mode)"),
-        ("F1", "This help"),
-        ("Ctrl+Q", "Quit"),
     ]),
 ]
 
 
-def help_html() -> str:
-    """The shortcut table as HTML."""
+def help_html(bindings: dict[str, list[str]] | None = None, keymap: Keymap | None = None) -> str:
+    """Every action as HTML; the window's actions with the keys they have (default: the default keymap).
+
+    Parameters
+    ----------
+    bindings : dict, optional
+        Action id -> key strings, as the window's actions have them.
+    keymap : Keymap, optional
+        The keymap loaded (its file and problems are listed).
+    """
+    keys = bindings if bindings is not None else {a: list(k) for a, k in default_keymap().keys.items()}
     parts = ["<h2>cno-annotate viewer</h2>"]
     for title, rows in SHORTCUTS:
         parts.append(f"<h3>{title}</h3><table cellpadding='3'>")
         parts += [f"<tr><td><b>{key}</b></td><td>{action}</td></tr>" for key, action in rows]
         parts.append("</table>")
+    source = keymap.source if keymap is not None and keymap.source is not None else keymap_path()
+    parts.append(f"<h3>Window actions (your keymap: {html.escape(str(source))})</h3><table cellpadding='3'>")
+    for action_id, (description, _) in ACTIONS.items():
+        if action_id in keys:
+            shown = " or ".join(html.escape(k) for k in keys[action_id]) or "(no key)"
+            parts.append(f"<tr><td><b>{shown}</b></td><td>{html.escape(description)} "
+                         f"<span style='color:gray'>[{action_id}]</span></td></tr>")
+    parts.append("</table>")
+    if keymap is not None and keymap.problems:
+        parts.append("<p><b>Keymap problems (defaults kept):</b><br>"
+                     + "<br>".join(html.escape(p) for p in keymap.problems) + "</p>")
+    parts.append("<p>Change a key: write {\"schema_version\": \"1.0.0\", \"keys\": {\"mark_lesion\": \"K\"}} "
+                 "(action ids in brackets above) to that file and restart the viewer.</p>")
     parts.append("<p>Orientation letters follow the radiological convention: the patient's right is on "
                  "the screen's left; sagittal images show anterior on the left.</p>")
     return "".join(parts)
@@ -94,12 +97,12 @@ def help_html() -> str:
 class HelpDialog(QDialog):
     """A dialog listing every action."""
 
-    def __init__(self, parent=None):
+    def __init__(self, parent=None, bindings: dict[str, list[str]] | None = None, keymap: Keymap | None = None):
         super().__init__(parent)
         self.setWindowTitle("Mouse and keyboard")
         layout = QVBoxLayout(self)
         text = QTextBrowser(self)
-        text.setHtml(help_html())
+        text.setHtml(help_html(bindings, keymap))
         layout.addWidget(text)
         buttons = QDialogButtonBox(QDialogButtonBox.Close, parent=self)
         buttons.rejected.connect(self.reject)

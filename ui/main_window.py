@@ -54,6 +54,7 @@ from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import SequenceRole
+from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
 from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 
@@ -252,6 +253,7 @@ class MainWindow(QMainWindow):
         self._time_saver.setInterval(TIME_SAVE_MS)
         self._time_saver.timeout.connect(self.save_reading_time)
         self._time_saver.start()
+        self.apply_keymap(load_keymap())
         self.active_view().setFocus(Qt.OtherFocusReason)  # the keyboard starts on the image
 
     # -- building ----------------------------------------------------------------
@@ -279,16 +281,16 @@ class MainWindow(QMainWindow):
             self.case_info = QLabel("", panel)
             self.case_info.setWordWrap(True)
             layout.addWidget(self.case_info)
-            next_action = QAction("Next case", self)
-            next_action.setShortcut(QKeySequence("Ctrl+N"))
-            next_action.triggered.connect(self.open_next_case)
-            self.addAction(next_action)
+            self.next_action = QAction("Next case", self)
+            self.next_action.setShortcut(QKeySequence("Ctrl+N"))
+            self.next_action.triggered.connect(self.open_next_case)
+            self.addAction(self.next_action)
         dock.setWidget(panel)
         dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.addDockWidget(Qt.LeftDockWidgetArea, dock)
         self.search.textChanged.connect(self._filter_studies)
         self.study_list.currentItemChanged.connect(self._study_chosen)
-        find = QAction("Search studies", self)
+        self.find_action = find = QAction("Search studies", self)
         find.setShortcut(QKeySequence("Ctrl+F"))
         find.triggered.connect(lambda: self.search.setFocus())
         self.addAction(find)
@@ -417,12 +419,12 @@ class MainWindow(QMainWindow):
             self.send_sr_action.setToolTip("Export the open read as DICOM SR (audited) and store it in a PACS")
             self.send_sr_action.triggered.connect(lambda: self.send_sr_to_pacs())
             bar.addAction(self.send_sr_action)
-        help_action = QAction("Help", self)
+        self.help_action = help_action = QAction("Help", self)
         help_action.setShortcut(QKeySequence(Qt.Key_F1))
         help_action.setToolTip("Mouse and keyboard (F1)")
         help_action.triggered.connect(self.show_help)
         bar.addAction(help_action)
-        quit_action = QAction("Quit", self)
+        self.quit_action = quit_action = QAction("Quit", self)
         quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         quit_action.triggered.connect(self.close)
         self.addAction(quit_action)
@@ -1098,9 +1100,43 @@ class MainWindow(QMainWindow):
         self.region.setCurrentIndex(0)
         self.focus_image()
 
+    def keyed_actions(self) -> dict[str, QAction]:
+        """The window's actions that the keymap names, by action id."""
+        actions = {"mark_lesion": self.mark_action, "ruler": self.ruler_action, "undo": self.undo_action,
+                   "redo": self.redo_action, "mark_remaining": self.mark_rest_action,
+                   "link_position": self.link_action, "link_zoom": self.zoom_link_action, "search": self.find_action,
+                   "help": self.help_action, "quit": self.quit_action, "roi_muscle": self.muscle_action,
+                   "roi_lesion": self.lesion_roi_action, "cine": self.cine_action,
+                   **{f"roi_{kind}": action for kind, action in self.roi_actions.items()},
+                   **{f"layout_{name}": action for name, action in self.layout_actions.items()}}
+        if self.reading_study:
+            actions["next_case"] = self.next_action
+        if self.package is not None:
+            actions["export_results"] = self.export_action
+        return actions
+
+    def apply_keymap(self, keymap: Keymap) -> None:
+        """Give each action its keys; a problem of the reader's keymap file is told in one line (defaults kept)."""
+        self.keymap = keymap
+        for action_id, action in self.keyed_actions().items():
+            keys = keymap.keys[action_id]
+            action.setShortcuts([QKeySequence(k) for k in keys])
+            action.setToolTip(f"{ACTIONS[action_id][0]} ({', '.join(keys) or 'no key'})")
+        self.mark_rest_button.setToolTip(self.mark_rest_action.toolTip())
+        for problem in keymap.problems:
+            self.log.warning("keymap: %s", problem)
+        if keymap.problems:
+            more = f" (and {len(keymap.problems) - 1} more: see F1)" if len(keymap.problems) > 1 else ""
+            self.statusBar().showMessage(f"Keymap: {keymap.problems[0]}{more}", 30000)
+
+    def key_bindings(self) -> dict[str, list[str]]:
+        """Each keyed action's keys as the window has them (what F1 lists)."""
+        return {action_id: [k.toString(QKeySequence.PortableText) for k in action.shortcuts()]
+                for action_id, action in self.keyed_actions().items()}
+
     def show_help(self) -> None:
-        """Show every mouse and keyboard action."""
-        HelpDialog(self).exec()
+        """Show every mouse and keyboard action, the keys as this window has them."""
+        HelpDialog(self, self.key_bindings(), self.keymap).exec()
 
     def _show_position(self, lps) -> None:
         point = lps if lps is not None else next(
