@@ -249,6 +249,7 @@ class MainWindow(QMainWindow):
         self.refresh_studies()
         QApplication.instance().installEventFilter(self)
         QApplication.instance().applicationStateChanged.connect(self._application_state)
+        self._closed = False  # after close, nothing is written to the (closed) store
         self._time_saver = QTimer(self)
         self._time_saver.setInterval(TIME_SAVE_MS)
         self._time_saver.timeout.connect(self.save_reading_time)
@@ -843,7 +844,7 @@ class MainWindow(QMainWindow):
     def save_reading_time(self) -> None:
         """Add the active time measured since the last save to the open read (kept in memory if the store refuses)."""
         seconds = self.reading_timer.take()
-        if self.read_session is None or seconds <= 0:
+        if self.read_session is None or seconds <= 0 or self._closed:
             return
         try:
             self.read_session.add_reading_time(seconds)
@@ -1288,12 +1289,14 @@ class MainWindow(QMainWindow):
 
     def closeEvent(self, event) -> None:  # noqa: N802
         self.stop_cine()
+        self._time_saver.stop()
+        self.save_reading_time()
+        self._closed = True
         QApplication.instance().removeEventFilter(self)
         QApplication.instance().applicationStateChanged.disconnect(self._application_state)
         for panel in self.panels.values():
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
-        self.save_reading_time()
         self.loader.wait(5000)
         self.store.close()
         super().closeEvent(event)
