@@ -88,3 +88,17 @@ def test_a_target_outside_the_volume_is_clamped_into_it(sample_store):
     target = unit_target(volume, load_taxonomy(), "toe_phalanges:R", np.zeros(3))
     ijk = volume.lps_to_index(target)
     assert np.all(ijk >= -1e-6) and np.all(ijk <= np.array(volume.shape[::-1]) - 1 + 1e-6)
+
+
+def test_a_clicked_point_proposes_the_bone_under_it(sample_store, sample_truth):
+    """The inverse of the unit target: the sample's lesions propose their own bones (the spine within a level)."""
+    from cno_annotate.display.checklist import propose_site
+    from cno_annotate.volumes import load_volume
+
+    row = next(v for v in sample_store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
+    volume = load_volume(sample_store, row["volume_id"])
+    proposed = {l["id"]: propose_site(volume, load_taxonomy(), l["lps_mm"]) for l in sample_truth["lesions"]}
+    assert proposed["L1"] == ("femur.distal", "R") and proposed["L2"] == ("tibia.proximal", "L")
+    assert proposed["L3"] == ("tibia.distal", "R") and proposed["L4"] == ("humerus.proximal", "L")
+    assert proposed["L6"] == ("clavicle.medial", "R") and proposed["L7"] == ("ilium", "L")
+    assert proposed["L5"][0] in ("spine.T7", "spine.T8", "spine.T9")

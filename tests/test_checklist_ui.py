@@ -102,3 +102,40 @@ def test_a_lesion_colours_its_unit(window, qtbot):
     session.update_lesion(lesion, site_id="femur.distal", side="R")
     assert _close(_colour(window, "femur.distal:R"), STATE_COLOURS[UnitState.LESION])
     assert "Mark remaining 135" in window.mark_rest_button.text()
+
+
+def test_the_keyboard_path_of_a_typical_lesion_is_eight_actions(window, qtbot):
+    """M, a click on the bone, Enter takes the proposed site, Enter the proposed side, one digit per grade."""
+    from cno_annotate.display.checklist import propose_site
+
+    view = window.active_view()
+    state = window.session.views["left"]
+    truth_l1 = np.array([-77.07, 0.0, -420.17])  # the sample's right distal femur lesion
+    window.session.set_point("left", truth_l1)
+    row, col = state.lps_to_screen(truth_l1)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_M)  # 1
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(row, col).toPoint())  # 2
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Return)  # 3: the proposed site
+    assert QApplication.focusWidget() is window.lesion_panel.side
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Return)  # 4: the proposed side
+    for digit in (Qt.Key_2, Qt.Key_3, Qt.Key_1, Qt.Key_0):  # 5-8
+        qtbot.keyClick(QApplication.focusWidget(), digit)
+    (lesion,) = window.read_session.read.lesions
+    assert (lesion.site_id, lesion.side) == ("femur.distal", "R")
+    assert propose_site(state.volume, window.read_session.taxonomy, lesion.position) == ("femur.distal", "R")
+    assert lesion.grades == {"marrow_hyperintensity": 2, "signal_extension": 3, "soft_tissue_periosteal": 1,
+                             "bony_expansion": 0}
+    assert QApplication.focusWidget() is view
+
+
+def test_typing_replaces_the_proposed_site(window, qtbot):
+    view = window.active_view()
+    state = window.session.views["left"]
+    row, col = state.lps_to_screen(np.array([-77.07, 0.0, -420.17]))
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_M)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(row, col).toPoint())
+    for char in "patel":
+        qtbot.keyClicks(QApplication.focusWidget(), char)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Return)
+    (lesion,) = window.read_session.read.lesions
+    assert lesion.site_id == "patella"

@@ -172,6 +172,20 @@ class SitePicker(QWidget):
         self.results.hide()
         self.picked.emit(item.data(Qt.UserRole))
 
+    def propose(self, site_id: str) -> None:
+        """Offer a site (from where the lesion lies): its name selected in the box, Enter takes it, typing replaces it."""
+        if self.session is None or site_id not in self.session.taxonomy.sites:
+            return
+        site = self.session.taxonomy.sites[site_id]
+        self.search.setText(site.label)
+        self.search.selectAll()
+        self.results.clear()
+        item = QListWidgetItem(f"{site.label} (proposed from the position: Enter takes it)")
+        item.setData(Qt.UserRole, site.id)
+        self.results.addItem(item)
+        self.results.setCurrentRow(0)
+        self.results.show()
+
     def show_site(self, label: str) -> None:
         """Show the chosen site's name in the box."""
         self.search.setText(label)
@@ -453,6 +467,12 @@ class LesionPanel(QWidget):
         if focus_site and lesion_id:
             self.site_picker.search.setFocus()
             self.site_picker.search.selectAll()
+
+    def propose_site(self, site_id: str) -> None:
+        """Offer a site for the selected lesion while its site box has the keyboard (Enter accepts)."""
+        lesion = self.current_lesion()
+        if lesion is not None and lesion.site_id is None:
+            self.site_picker.propose(site_id)
 
     def focus_first_grade(self) -> None:
         """Put the keyboard on the first grade of the selected lesion."""

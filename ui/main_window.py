@@ -46,7 +46,7 @@ from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSessio
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS, ActiveTimer
 from cno_annotate.display.catalog import default_pair, series_choices
-from cno_annotate.display.checklist import unit_states, unit_target
+from cno_annotate.display.checklist import propose_site, unit_states, unit_target
 from cno_annotate.display.marking import polygon_extent
 from cno_annotate.display.overlay import Marker, extent_radii, marker_outline
 from cno_annotate.display.planes import PLANES
@@ -1077,6 +1077,8 @@ class MainWindow(QMainWindow):
         if not self.sticky_action.isChecked():
             self.mark_action.setChecked(False)  # one lesion per M unless marking is kept on
         self.lesion_panel.select(lesion_id, focus_site=True)
+        site, _ = propose_site(view.volume, self.read_session.taxonomy, centre)
+        self.lesion_panel.propose_site(site)  # Enter takes the bone under the click; typing searches
 
     def _marker_clicked(self, key: str) -> None:
         """A click on a marker selects its lesion (markers of other readers only move the crosshair)."""

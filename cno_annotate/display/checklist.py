@@ -136,3 +136,35 @@ def _clamped(volume: Volume, lps: np.ndarray) -> np.ndarray:
     ijk = volume.lps_to_index(lps)
     limits = np.array(volume.shape[::-1], dtype=float) - 1
     return volume.index_to_lps(np.clip(ijk, 0, limits))
+
+
+def _distance_to_shape(shape: Shape, x: float, z: float) -> float:
+    """Distance (schematic mm) from a point to a shape; 0 inside it."""
+    if shape.kind == "capsule":
+        a, b = np.array(shape.a), np.array(shape.b)
+        ab = b - a
+        t = float(np.clip(np.dot(np.array([x, z]) - a, ab) / max(float(np.dot(ab, ab)), 1e-9), 0.0, 1.0))
+        return max(0.0, float(np.hypot(*(np.array([x, z]) - (a + t * ab)))) - shape.width / 2)
+    if shape.kind == "circle":
+        return max(0.0, float(np.hypot(x - shape.centre[0], z - shape.centre[1])) - shape.radius)
+    x0, x1, z0, z1 = shape_bounds(shape)
+    return float(np.hypot(max(x0 - x, 0.0, x - x1), max(z0 - z, 0.0, z - z1)))
+
+
+def propose_site(volume: Volume, taxonomy: Taxonomy, lps, skeleton: Skeleton | None = None) -> tuple[str, str | None]:
+    """The site (and side) whose schematic shape lies nearest to an LPS point, for the reader to confirm.
+
+    The inverse of :func:`unit_target`: the point is placed on the schematic fitted to the
+    body in the volume; of the shapes it falls in, the one drawn first wins (the skeleton file
+    draws the axial skeleton and long bones before what lies over them: ribs, patellae);
+    outside every shape, the nearest.
+    """
+    top_s, bottom_s = schematic_height(taxonomy, skeleton)
+    top, bottom = body_extent(volume, 2)
+    left, right = body_extent(volume, 0)
+    scale = (top - bottom) / (top_s - bottom_s)
+    x = (float(lps[0]) - (left + right) / 2) / scale
+    z = top_s - (top - float(lps[2])) / scale
+    shapes = [u.shape for u in unit_shapes(taxonomy, skeleton)]
+    best = min(range(len(shapes)), key=lambda n: (_distance_to_shape(shapes[n], x, z), n))
+    return shapes[best].site, shapes[best].side
