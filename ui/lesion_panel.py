@@ -7,7 +7,7 @@ edits, undo, redo), so it never holds state the core does not.
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
@@ -399,6 +399,8 @@ class LesionPanel(QWidget):
             selector.set_value(value)
             item_label = self.session.scheme.item(item_id).label
             label.setText(f"Unit: {item_label}" + ("" if value is None else " (yours)" if confirmed else " (proposed)"))
+
+        QTimer.singleShot(0, self._fit_grades)
         if not self.comment.hasFocus() or self._comment_for != (lesion.lesion_id if lesion else None):
             self.comment.setText(lesion.comment if lesion else "")
             self._comment_for = lesion.lesion_id if lesion else None
@@ -408,6 +410,16 @@ class LesionPanel(QWidget):
             self.size_label.setText(f"{sizes} mm, {lesion.volume_ml:.2f} ml")
         else:
             self.size_label.setText("point (drag to draw an extent)")
+
+    def _fit_grades(self) -> None:
+        """Give the grade rows the height their wrapped labels need at the panel's width (none is cut)."""
+        for label in self.grades_box.findChildren(QLabel):  # the form layout underestimates wrapped labels
+            if label.wordWrap() and label.width() > 0:
+                label.setMinimumHeight(label.heightForWidth(label.width()))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        QTimer.singleShot(0, self._fit_grades)
 
     def _rebuild_grades(self, unit_type: str | None) -> None:
         key = (self.session.scheme.id, unit_type)

@@ -33,6 +33,7 @@ from PySide6.QtWidgets import (
     QProgressBar,
     QPushButton,
     QSpinBox,
+    QSizePolicy,
     QSplitter,
     QStyle,
     QTextEdit,
@@ -61,6 +62,8 @@ from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
 COORDINATOR_LOG = "coordinator.log"
+#: The bone-unit checklist's width at start (logical pixels; the reader can narrow it).
+CHECKLIST_WIDTH = 210
 #: How often the active reading time measured so far is added to the open read (ms).
 TIME_SAVE_MS = 20000
 #: Inputs that make the reader active (the reading timer counts).
@@ -323,9 +326,10 @@ class MainWindow(QMainWindow):
                                          "one Ctrl+Z undoes it (Ctrl+Shift+N)")
         self.mark_rest_action.triggered.connect(self.mark_remaining_units)
         self.addAction(self.mark_rest_action)
-        self.mark_rest_button = QPushButton("Mark remaining no lesion", panel)
+        self.mark_rest_button = QPushButton("Rest: no lesion", panel)
         self.mark_rest_button.setToolTip(self.mark_rest_action.toolTip())
         self.mark_rest_button.setFocusPolicy(Qt.NoFocus)
+        self.mark_rest_button.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Fixed)  # never widens the dock
         self.mark_rest_button.clicked.connect(self.mark_remaining_units)
         layout.addWidget(self.checklist, 1)
         layout.addWidget(self.mark_rest_button)
@@ -336,6 +340,7 @@ class MainWindow(QMainWindow):
         self.addDockWidget(Qt.LeftDockWidgetArea, dock)
         studies = self.findChild(QDockWidget, "studies")
         self.resizeDocks([studies, dock], [1, 3], Qt.Vertical)  # the skeleton gets most of the height
+        self.resizeDocks([dock], [CHECKLIST_WIDTH], Qt.Horizontal)  # preferred, not a minimum
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("View", self)
@@ -878,8 +883,7 @@ class MainWindow(QMainWindow):
         self.checklist.set_states(unit_states(session.read, session.taxonomy), editable=session.editable)
         remaining = len(session.remaining_units()) if session.editable else 0
         self.mark_rest_button.setEnabled(remaining > 0)
-        self.mark_rest_button.setText(f"Mark remaining {remaining} no lesion" if remaining
-                                      else "No unit left to review")
+        self.mark_rest_button.setText(f"Rest: no lesion ({remaining})" if remaining else "All units reviewed")
 
     def go_to_unit(self, unit_id: str) -> None:
         """Move the views to a bone unit (its place in this patient, from the schematic) and bring it into view."""
@@ -927,8 +931,10 @@ class MainWindow(QMainWindow):
         self._refresh_markers()
         self._update_undo_actions()
         QTimer.singleShot(0, self._keep_keyboard)
-        if self.reading_study and change.kind is ReadChangeKind.SUBMIT:
-            self._refresh_worklist()
+        item = self.study_list.currentItem()
+        started = item is not None and item.data(Qt.UserRole + 1) == "not started"
+        if self.reading_study and (change.kind is ReadChangeKind.SUBMIT or started):
+            self._refresh_worklist()  # submitted, or the first change made the case a draft
 
     def _update_undo_actions(self) -> None:
         session = self.read_session
@@ -1149,12 +1155,14 @@ class MainWindow(QMainWindow):
             return
         parts = [f"LPS {point[0]:.1f}, {point[1]:.1f}, {point[2]:.1f} mm"]
         visible = self.visible_views()
+        series: dict[str, tuple[str, list[str]]] = {}  # one entry per series shown (2x2 shows each twice)
         for name, view in self.session.views.items():
             if not view.ready or name not in visible:
                 continue
             value = view.value_at(point)
-            shown = "outside" if value is None else f"{value:.0f}"
-            parts.append(f"{view.label}: {shown} ({view.plane} {view.slice_index + 1}/{view.mapping.slices})")
+            shown, planes = series.setdefault(view.label, ("outside" if value is None else f"{value:.0f}", []))
+            planes.append(f"{view.plane} {view.slice_index + 1}/{view.mapping.slices}")
+        parts += [f"{label}: {shown} ({', '.join(planes)})" for label, (shown, planes) in series.items()]
         self.position_label.setText("   |   ".join(parts))
 
     def _on_session_changed(self, name, what) -> None:
