@@ -327,7 +327,7 @@ def test_the_viewer_opens_a_package_in_reader_mode_only(site, tmp_path, qtbot):
     window.show()
     with qtbot.waitSignal(window.all_loaded, timeout=30000):
         window.open_next_case()
-    assert [d.windowTitle() for d in window.findChildren(QDockWidget)] == ["Worklist", "Lesions"]
+    assert [d.windowTitle() for d in window.findChildren(QDockWidget)] == ["Worklist", "Lesions", "Bone units"]
     rows = [window.study_list.item(n).text() for n in range(window.study_list.count())]
     assert len(rows) == 3 and all(re.fullmatch(r"\s*\d\. CNO-\d{4}  not started  \(P-\d{3} tp \d/\d\)", r)
                                   for r in rows), rows
