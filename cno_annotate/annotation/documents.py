@@ -165,7 +165,7 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
                     data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
                     data["supersedes"], data["reason"], _unit_grades_from(data, taxonomy, scheme, source, where),
                     _rois_from(data, source, where),
-                    float(data.get("active_seconds", 0.0)))
+                    active_seconds=float(data.get("active_seconds", 0.0)))
         problems = read_problems(read, taxonomy)
         if problems:
             raise CnoError(f"{source}: {problems[0].at(where)}")
