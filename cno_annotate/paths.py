@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 _MARK = "%"
 _SURROGATE = re.compile("[\udc80-\udcff%]")
