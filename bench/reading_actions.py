@@ -34,7 +34,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_scans" / "wbmri-cno-01" / "DICOM"
-L1 = np.array([-77.07, 0.0, -420.17])  # the sample's right distal femur lesion (ground_truth.json)
+L1 = np.array([-77.07, 0.0, -420.17])  # the right distal femur of the sample (a lesion there in ground_truth.json)
 
 
 class Reader:
