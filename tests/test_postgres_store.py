@@ -152,6 +152,30 @@ def test_an_adjudicator_sees_submitted_reads_of_their_cases_and_no_drafts(trial)
     adjudicator.close()
 
 
+def test_a_reader_writes_only_their_own_reads_time_and_a_submitted_time_is_final(trial):
+    """Migration 13 on the server: read_times follow the read's row security and lock (raw SQL as dr-a)."""
+    mine = _start_read(trial("dr-a"), "dr-a")
+    mine.add_reading_time(40)  # through the program, as the reader's login
+    mine.add_reading_time(2.5)
+    other = _start_read(trial("dr-b"), "dr-b", "CNO-0002")
+    other.add_reading_time(10)
+    assert load_read(trial(), mine.read.read_id).active_seconds == pytest.approx(42.5)
+    reader = _raw(trial("dr-a"))
+    assert {r[0] for r in reader.execute("SELECT read_id FROM read_times")} == {mine.read.read_id}
+    assert reader.execute("UPDATE read_times SET active_seconds = 0 WHERE read_id = ?",
+                          (other.read.read_id,)).rowcount == 0
+    assert reader.execute("DELETE FROM read_times WHERE read_id = ?", (other.read.read_id,)).rowcount == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        reader.execute("UPDATE read_times SET read_id = ? WHERE read_id = ?", (other.read.read_id, mine.read.read_id))
+    reader.execute("DELETE FROM read_times WHERE read_id = ?", (other.read.read_id,))
+    assert load_read(trial(), other.read.read_id).active_seconds == pytest.approx(10)
+    mine.submit()
+    with pytest.raises(psycopg.errors.IntegrityError, match="locked"):
+        reader.execute("UPDATE read_times SET active_seconds = 0 WHERE read_id = ?", (mine.read.read_id,))
+    reader.close()
+    assert load_read(trial(), mine.read.read_id).active_seconds == pytest.approx(42.5)
+
+
 def test_the_audit_trail_is_append_only_even_for_the_owner(trial):
     _start_read(trial("dr-a"), "dr-a")
     owner = _raw(trial())

@@ -9,7 +9,9 @@ import pytest
 
 from cno_annotate.annotation.reads import ReadSession, load_read
 from cno_annotate.annotation.timing import ActiveTimer
+from tests.conftest import integrity_error
 
+STORE_BACKENDS = ("sqlite", "postgresql")
 STUDY = "1.2.826.0.1.3680043.99.1"
 
 
@@ -97,13 +99,11 @@ def test_reading_time_is_stored_with_the_read_and_only_added(store):
 
 
 def test_the_database_refuses_time_on_a_submitted_read(store):
-    import sqlite3
-
     session = ReadSession.open_or_create(store, STUDY, "dr-a")
     session.mark_unit("skull", "no_lesion")
     session.add_reading_time(3)
     session.submit()
-    with pytest.raises(sqlite3.IntegrityError, match="locked"):
+    with pytest.raises(integrity_error(store), match="locked"):
         with store.transaction() as db:
             db.execute("UPDATE read_times SET active_seconds = 0 WHERE read_id = ?", (session.read.read_id,))
 
