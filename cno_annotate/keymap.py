@@ -36,6 +36,9 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "roi_muscle": ("The selected ROI becomes the read's muscle reference", ("U",)),
     "roi_lesion": ("The selected ROI becomes the selected lesion's ROI: its STIR lesion:muscle ratio is stored on it",
                    ("L",)),
+    "polygon_extent": ("Draw the selected lesion's extent as a polygon: click each vertex; double click, Enter or a "
+                       "click on the first vertex closes it (shown as that polygon on its plane, for readers and "
+                       "adjudicators)", ("X",)),
     "undo": ("Undo, one step per gesture, from anywhere but a text field with typing of its own to undo",
              ("Ctrl+Z",)),
     "redo": ("Redo", ("Ctrl+Shift+Z", "Ctrl+Y")),
@@ -50,6 +53,9 @@ ACTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "search": ("Search the study list (the worklist in reader mode); Enter opens the first match", ("Ctrl+F",)),
     "next_case": ("Reader mode: the next case of your worklist not yet submitted", ("Ctrl+N",)),
     "export_results": ("Reading package: write your reads as a file to send to the coordinator", ("Ctrl+E",)),
+    "pacs": ("PACS: search a registered PACS and retrieve a study into the store (progress, cancel); 'Send SR to "
+             "PACS' stores the open read as DICOM SR (the coordinator's own store, not in reader mode)",
+             ("Ctrl+Shift+P",)),
     "help": ("This help (with your keymap)", ("F1",)),
     "quit": ("Quit", ("Ctrl+Q",)),
 }

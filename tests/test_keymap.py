@@ -55,6 +55,8 @@ def test_a_good_entry_changes_its_action_and_swapping_two_keys_works(tmp_path):
     ({"mark_lesion": "Ctrl+Q"}, "mark_lesion: Ctrl+Q is already the key of quit"),
     ({"mark_lesion": "G", "ruler": "g"}, "is already the key of"),
     ({"mark_lesion": "A"}, "A is a key of the image view"),
+    ({"mark_lesion": "X"}, "mark_lesion: X is already the key of polygon_extent"),
+    ({"ruler": "Ctrl+Shift+P"}, "ruler: Ctrl+Shift+P is already the key of pacs"),
     ({"mark_lesion": 7}, "a key string or a list of them"),
 ])
 def test_each_bad_entry_gets_one_line_and_keeps_its_default(tmp_path, keys, words):

@@ -40,8 +40,6 @@ SHORTCUTS = [
         ("Click (mark mode)", "Place a lesion at the point; the side is proposed from the side of the body"),
         ("Drag (mark mode)", "Draw the lesion's extent as an ellipse from its centre"),
         ("Shift + drag (mark mode)", "Draw the lesion's extent as a box from corner to corner"),
-        ("X", "Draw the selected lesion's extent as a polygon: click each vertex; double click, Enter or a click "
-              "on the first vertex closes it (shown as that polygon on its plane, for readers and adjudicators)"),
         ("Site box", "Type to search (e.g. 'dist fem'), Enter picks the first match and moves to the side"),
         ("R / L or Enter (side)", "Set the side or keep the proposed one, then the first grade"),
         ("Digits in a grade row", "Set the grade and move to the next item; after the last, back to the image"),
@@ -54,8 +52,6 @@ SHORTCUTS = [
     ("Window", [
         ("Light theme", "A light theme instead of the dark reading-room one (or start with "
                         "CNO_ANNOTATE_THEME=light)"),
-        ("Ctrl+Shift+P", "PACS: search a registered PACS and retrieve a study into the store (progress, cancel); "
-                         "Send SR to PACS stores the open read as DICOM SR (not in reader mode)"),
     ]),
 ]
 

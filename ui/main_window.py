@@ -1116,12 +1116,15 @@ class MainWindow(QMainWindow):
                    "link_position": self.link_action, "link_zoom": self.zoom_link_action, "search": self.find_action,
                    "help": self.help_action, "quit": self.quit_action, "roi_muscle": self.muscle_action,
                    "roi_lesion": self.lesion_roi_action, "cine": self.cine_action,
+                   "polygon_extent": self.extent_action,
                    **{f"roi_{kind}": action for kind, action in self.roi_actions.items()},
                    **{f"layout_{name}": action for name, action in self.layout_actions.items()}}
         if self.reading_study:
             actions["next_case"] = self.next_action
         if self.package is not None:
             actions["export_results"] = self.export_action
+        if getattr(self, "pacs_action", None) is not None:  # the coordinator's own store only
+            actions["pacs"] = self.pacs_action
         return actions
 
     def apply_keymap(self, keymap: Keymap) -> None:
