@@ -228,6 +228,7 @@ class MainWindow(QMainWindow):
             panel.view.navigated.connect(self.stop_cine)
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
+        self.loader.preview.connect(self._on_preview)
         self.loader.failed.connect(self._on_failed)
         self.session.changed.connect(self._on_session_changed)
         self.resize(1400, 900)
@@ -688,8 +689,17 @@ class MainWindow(QMainWindow):
 
     # -- loading -------------------------------------------------------------------
     def _on_progress(self, name: str, fraction: float) -> None:
-        self.session.set_loading(name, self.session.views[name].label, fraction)
+        view = self.session.views[name]
+        if view.previewing:  # its first station is shown: only the bar moves on
+            view.progress = fraction
+        else:
+            self.session.set_loading(name, view.label, fraction)
         self._update_progress()
+
+    def _on_preview(self, name: str, volume) -> None:
+        """Show the first station of a composed volume while the others are read."""
+        if self.session.views[name].status == "loading":
+            self.session.set_volume(name, volume, self.session.views[name].label)
 
     def _on_loaded(self, name: str, volume) -> None:
         self.session.set_volume(name, volume, self.session.views[name].label)
@@ -723,7 +733,7 @@ class MainWindow(QMainWindow):
             self.all_loaded.emit()
 
     def _update_progress(self) -> None:
-        loading = [v for v in self.session.views.values() if v.status == "loading"]
+        loading = [v for v in self.session.views.values() if v.status == "loading" or v.previewing]
         self.progress.setVisible(bool(loading))
         if loading:
             self.progress.setValue(int(100 * min(v.progress for v in loading)))

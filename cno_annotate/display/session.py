@@ -81,6 +81,11 @@ class ViewState:
     inverted: bool = False  # grey scale inverted (bright shown dark)
 
     @property
+    def previewing(self) -> bool:
+        """Whether the view shows a composed volume whose composition has not ended yet."""
+        return self.volume is not None and self.volume.load.preview
+
+    @property
     def ready(self) -> bool:
         """Whether an image can be shown."""
         return self.status == "ready" and self.volume is not None and self.mapping is not None
@@ -210,18 +215,28 @@ class ViewerSession:
         self.changed.emit(name, ViewChange.STATUS)
 
     def set_volume(self, name: str, volume: Volume, label: str = "") -> None:
-        """Show a loaded volume in a view, keeping the linked point."""
+        """Show a loaded volume in a view, keeping the linked point.
+
+        A volume with ``load.preview`` is a composed volume being built (its first
+        station): it is shown at once, without missing-slice marks. The finished volume
+        that follows keeps the point, zoom and centre the reader may have changed
+        meanwhile, and the window unless the reader chose another one.
+        """
         view = self.views[name]
+        refining = view.volume is not None and view.previewing and view.volume.volume_id == volume.volume_id
+        auto_window = view.window == view.presets.get(AUTO[0])
         view.volume, view.label = volume, label or volume.volume_id
         view.presets = presets(volume.array, volume.role)
-        view.window = view.presets[AUTO[0]]
+        if not refining or auto_window:
+            view.window = view.presets[AUTO[0]]
         view.status, view.message = "ready", ""
         view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
-        view.missing = find_missing_slices(volume.array)
+        view.missing = None if volume.load.preview else find_missing_slices(volume.array)
         others = [v.point for v in self.views.values() if v is not view and v.point is not None and v.ready]
         if view.point is None:
             view.point = others[0].copy() if (others and self.link_position) else _centre(volume)
-        view.zoom, view.centre = None, None
+        if not refining:
+            view.zoom, view.centre = None, None
         self.changed.emit(name, ViewChange.VOLUME)
 
     # -- navigation ------------------------------------------------------------
