@@ -17,8 +17,8 @@ from pathlib import Path
 import nibabel
 import pydicom
 import pytest
-from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.data import get_testdata_file
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 
 import cno_annotate.io.dicom_index as dicom_index
 from cno_annotate.io.dicom_header import ATTRIBUTES, read_plain_header
