@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -25,8 +25,9 @@ from cno_annotate.io.dicom_header import NoElements, PlainHeader, read_plain_hea
 from cno_annotate.io.volume import is_valid_orientation
 from cno_annotate.uids import stable_uid
 
-if TYPE_CHECKING:
-    from pydicom.dataset import Dataset
+#: A header as the index reads it: a pydicom Dataset, or a PlainHeader / NoElements of
+#: io/dicom_header.py, which answer the same lookups (pydicom stays unimported for those).
+Dataset = Any
 
 # pydicom is imported when a file needs it (see dicom_header.py): most files of an import do not.
 ImplicitVRLittleEndian = "1.2.840.10008.1.2"
@@ -183,7 +184,7 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 @cache
-def _raw_data_element() -> type:
+def _raw_data_element() -> Any:
     from pydicom.dataelem import RawDataElement
 
     return RawDataElement
