@@ -16,8 +16,8 @@ import pytest
 
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 
-from cno_annotate.store import Store  # noqa: E402
 import cno_annotate.volumes as volumes  # noqa: E402
+from cno_annotate.store import Store  # noqa: E402
 from cno_annotate.volumes import load_volume  # noqa: E402
 from tests.test_viewer import _agreement  # noqa: E402
 
