@@ -106,6 +106,7 @@ def test_plain_reading_gives_pydicom_s_records_on_the_whole_corpus(tmp_path, sma
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR IS")
+@pytest.mark.filterwarnings("ignore:Expected explicit VR, but found implicit VR")  # SC_rgb_jpeg.dcm, read directly
 def test_indexing_gives_the_same_records_and_reasons_with_or_without_the_plain_reader(tmp_path, small_study,
                                                                                         monkeypatch):
     files = corpus(tmp_path, small_study)
