@@ -204,3 +204,29 @@ class CarryForward:
         """Take back the outcome of a prior lesion (a persisting lesion is removed)."""
         self._ghost(tracking_uid)
         self.session.set_outcome(tracking_uid, None)
+
+
+# -- registration between the two studies ---------------------------------------------------------
+def registration_between(store: Store, prior_volume_id: str, current_volume_id: str, progress=None):
+    """The prior -> current registration (computed and cached, or from the cache); may run in a worker thread.
+
+    Returns None when this installation has no registration module yet.
+    """
+    try:
+        from cno_annotate.registration import transform_between
+    except ImportError:
+        return None
+    return transform_between(store, prior_volume_id, current_volume_id, progress=progress)
+
+
+def save_transform(store: Store, transform) -> None:
+    """Keep a reader's nudged registration with the studies (in the registration cache, beside the computed one)."""
+    import json
+
+    from cno_annotate.fileio import atomic_write_text
+    from cno_annotate.registration import cache_path
+
+    prior, current = store.volume(transform.source_volume_id), store.volume(transform.target_volume_id)
+    path = cache_path(store, prior, current)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(transform.to_dict(), indent=1) + "\n")

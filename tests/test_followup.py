@@ -279,3 +279,57 @@ def test_in_a_reading_study_only_the_chronological_design_carries_the_prior_forw
     blind = ReadSession.open_or_create(store, uids["followup"], "dr-a", reading_study="blind")
     with pytest.raises(CnoError, match="unpaired-blinded: the prior read is not carried forward"):
         CarryForward(blind, blind_prior)
+
+
+# -- prior beside current: views linked through the registration ----------------------------------
+class _Piecewise:
+    """A test registration with ``inverse`` and ``nudged``: a shift per side of the body (x < 0: right)."""
+
+    def __init__(self, shifts: dict[str, tuple], sign: float = 1.0):
+        self.shifts, self.sign = {k: np.asarray(v, float) for k, v in shifts.items()}, sign
+
+    def map_point(self, point_lps):
+        region = "right_leg" if point_lps[0] < 0 else "left_leg"
+        return Shift(self.sign * self.shifts[region], region).map_point(point_lps)
+
+    def inverse(self):
+        return _Piecewise(self.shifts, -self.sign)
+
+    def nudged(self, region, delta_mm):
+        shifts = dict(self.shifts)
+        shifts[region] = shifts[region] + np.asarray(delta_mm, float)
+        nudged = _Piecewise(shifts, self.sign)
+        nudged.nudges = {**self.nudges, region: self.nudges.get(region, np.zeros(3)) + np.asarray(delta_mm, float)}
+        return nudged
+
+    nudges: dict = {}
+
+    def region(self, name):
+        class Region:
+            nudge_mm = self.nudges.get(name, np.zeros(3))
+
+        return Region()
+
+
+def test_prior_and_current_views_follow_each_other_through_the_registration():
+    from cno_annotate.display.session import CURRENT, PRIOR, UNREGISTERED, ViewerSession
+    from cno_annotate.io.volume import Volume
+
+    volume = Volume(np.zeros((20, 40, 40), np.float32), np.diag([5.0, 5.0, 5.0, 1.0]), "v", "STIR")
+    session = ViewerSession()
+    session.set_frame("left", PRIOR)
+    session.set_frame("right", CURRENT)
+    session.set_volume("left", volume)
+    session.set_volume("right", volume)
+    session.set_point("right", (-20.0, 50.0, 60.0))
+    assert session.region == UNREGISTERED  # before the registration: the same coordinates
+    np.testing.assert_allclose(session.views["left"].point, (-20.0, 50.0, 60.0))
+    session.set_transform(_Piecewise({"right_leg": (3.0, 0.0, 10.0), "left_leg": (-2.0, 0.0, 0.0)}))
+    np.testing.assert_allclose(session.views["left"].point, (-23.0, 50.0, 50.0))  # current -> prior: inverse
+    assert session.region == "right_leg"
+    session.set_point("left", (30.0, 40.0, 20.0))  # a click in the prior view
+    np.testing.assert_allclose(session.views["right"].point, (28.0, 40.0, 20.0))
+    assert session.region == "left_leg"
+    session.nudge((0.0, 0.0, 4.0))  # the reader corrects the left leg by 4 mm
+    np.testing.assert_allclose(session.views["left"].point, (30.0, 40.0, 16.0))
+    assert session.transform.shifts["left_leg"].tolist() == [-2.0, 0.0, 4.0]
