@@ -81,6 +81,7 @@ class Comparison(QObject):
         self.prior: followup.Prior | None = None
         self.carry: followup.CarryForward | None = None
         self.state = "off"  # off, registering, registered, unavailable, failed
+        self._ghosts_shown = False
         self._request = 0
         self.pool = QThreadPool(self)
         self.pool.setMaxThreadCount(1)
@@ -214,7 +215,9 @@ class Comparison(QObject):
             self.w.session.set_frame(name, CURRENT)
         self.w.session.set_transform(None)
         self.w.session.set_prior_markers([])
-        self.w.set_markers([])
+        if self._ghosts_shown:  # only the ghosts this controller drew (an adjudicator's markers stay)
+            self.w.set_markers([])
+            self._ghosts_shown = False
         for panel in self.w.panels.values():
             panel.set_tag("")
         self.dock.hide()
@@ -401,6 +404,7 @@ class Comparison(QObject):
         counts = self.carry.counts()
         self.counts.setText(f"persisting {counts['persisting']}, resolved {counts['resolved']}, not assessable "
                             f"{counts['not_assessable']}, unconfirmed {counts['unconfirmed']}; new {counts['new']}")
+        self._ghosts_shown = True
         self.w.set_markers([Marker(g.position, extent_radii(g.prior.extent), f"{g.label} ?", GHOST, False,
                                    f"ghost:{g.tracking_uid}") for g in ghosts if g.status is None])
 

@@ -56,6 +56,16 @@ SHORTCUTS = [
         ("Ctrl+Z / Ctrl+Shift+Z (or Ctrl+Y)", "Undo / redo, one step per gesture, from anywhere but a text field "
                                               "with typing of its own to undo"),
     ]),
+    ("Follow-up: prior beside current", [
+        ("Ctrl+P", "Show the patient's earlier study (the other visit) beside this one, where the reading "
+                   "study's design allows it; the views follow each other through the registration"),
+        ("Alt+Left / Alt+Right", "Nudge the registration of the region in use 1 mm along the patient's "
+                                 "right-left axis (kept with the studies)"),
+        ("Alt+Up / Alt+Down", "Nudge it 1 mm towards the head / the feet"),
+        ("Alt+PgUp / Alt+PgDown", "Nudge it 1 mm forwards / backwards"),
+        ("Prior lesions", "Choose a prior lesion (or click its ghost), then Persisting, Resolved or Not "
+                          "assessable"),
+    ]),
     ("Window", [
         ("Ctrl+1", "Layout 1x1: the active view alone, full size (again: the layout before)"),
         ("Ctrl+2", "Layout 1x2: two views side by side"),
