@@ -208,14 +208,9 @@ class CarryForward:
 
 # -- registration between the two studies ---------------------------------------------------------
 def registration_between(store: Store, prior_volume_id: str, current_volume_id: str, progress=None):
-    """The prior -> current registration (computed and cached, or from the cache); may run in a worker thread.
+    """The prior -> current registration (computed and cached, or from the cache); may run in a worker thread."""
+    from cno_annotate.registration import transform_between
 
-    Returns None when this installation has no registration module yet.
-    """
-    try:
-        from cno_annotate.registration import transform_between
-    except ImportError:
-        return None
     return transform_between(store, prior_volume_id, current_volume_id, progress=progress)
 
 

@@ -112,7 +112,7 @@ def test_prior_beside_current_links_views_through_the_registration_and_carries_l
     assert left.slice_index == before + 1 or left.slice_index == right.slice_index
     with qtbot.waitSignal(window.comparison.registered, timeout=30000):
         release.set()
-    assert "region" in window.comparison.region_label.text()
+    assert window.session.region.replace("_", " ") in window.comparison.region_label.text()
     qtbot.mouseClick(view, Qt.LeftButton, pos=view.rect().center() + QPoint(-60, 40))
     np.testing.assert_allclose(left.point, right.point - (0.0, 0.0, 10.0))  # through the inverse transform
     region = window.session.region
@@ -162,3 +162,55 @@ def test_hidden_order_window_never_says_which_visit_is_earlier(qtbot, tmp_path, 
             assert not re.search(rf"\b{hint}\b", text.lower()), (hint, text)
     assert not window.comparison.dock.isVisible()  # nothing is carried forward without a known order
     window.grab().save(str(tmp_path / "hidden.png"))
+
+
+@pytest.fixture(scope="module")
+def repositioned(tmp_path_factory):
+    """Two visits of one patient from the generator (repositioned trunk and limbs), imported once."""
+    from cno_annotate.sample import StudyPlan, generate_study
+
+    root = tmp_path_factory.mktemp("repositioned")
+    truth = generate_study(root / "study", StudyPlan(stations=2, slices=8, matrix=48, seed=7, timepoints=2))
+    store = Store.open(root / "store")
+    import_paths(store, [root / "study"])
+    store.close()
+    return root / "store", [v["study_uid"] for v in truth["visits"]]
+
+
+def test_with_the_real_registration_a_click_maps_through_it_and_a_nudge_is_kept(qtbot, tmp_path, repositioned):
+    import shutil
+
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import QPoint, Qt
+
+    from cno_annotate.registration import transform_between
+
+    source, (first, second) = repositioned
+    shutil.copytree(source, tmp_path / "store")
+    window = MainWindow(tmp_path / "store", reader="dr-a")
+    window.resize(1400, 850)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.select_study(second)
+    assert _focused() is window.active_view()
+    assert [p.study_uid for p in window.comparison.priors] == [first]
+    with qtbot.waitSignals([window.all_loaded, window.comparison.registered], timeout=60000):
+        qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+    assert window.comparison.state == "registered"
+    prior_stir, current_stir = _stir(window.store, first), _stir(window.store, second)
+    transform = transform_between(window.store, prior_stir, current_stir, compute=False)  # cached by the viewer
+    left, right = window.session.views["left"], window.session.views["right"]
+    view = window.panels["right"].view
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.rect().center() + QPoint(30, 60))
+    expected = transform.inverse().map_point(right.point)
+    np.testing.assert_allclose(left.point, expected.point, atol=1e-6)
+    assert expected.region.replace("_", " ") in window.comparison.region_label.text()
+    qtbot.keyClick(_focused(), Qt.Key_Right, Qt.AltModifier)
+    kept = transform_between(window.store, prior_stir, current_stir, compute=False)
+    region = window.session.region
+    assert kept.is_corrected and np.allclose(kept.region(region).nudge_mm, (1.0, 0.0, 0.0))
+    assert "nudged +1 +0 +0 mm" in window.comparison.region_label.text()
+    window.grab().save(str(tmp_path / "registered.png"))
+    window.grab().save(str(SHOTS / "followup-registered.png"))
+    window.comparison.wait(5000)

@@ -359,8 +359,10 @@ class Comparison(QObject):
                 offset = np.asarray(session.transform.region(region).nudge_mm, float)
                 if np.any(offset != 0):
                     nudge = f", nudged {offset[0]:+.0f} {offset[1]:+.0f} {offset[2]:+.0f} mm"
-            text = f"region {region.replace('_', ' ')}{nudge} (Alt+arrows nudge)"
+            text = f"{region.replace('_', ' ')}{nudge}"
         self.region_label.setText(f"Registration: {text}")
+        self.region_label.setToolTip("The body region whose transform links the views; Alt+arrows and "
+                                     "Alt+PgUp/PgDown nudge it by 1 mm")
 
     # -- the prior read carried forward ------------------------------------------------------------
     def _carry_forward(self) -> None:
