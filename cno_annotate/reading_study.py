@@ -123,6 +123,9 @@ def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0,
 def set_design(store: Store, name: str, design: ReadingDesign | str, actor: str = COORDINATOR) -> ReadingStudy:
     """Change the design of a reading study before reading starts.
 
+    Worklists already assigned are assigned again under the new design (a
+    chronological worklist would tell a hidden-order reader which visit is earlier).
+
     Raises
     ------
     CnoError
@@ -146,6 +149,8 @@ def set_design(store: Store, name: str, design: ReadingDesign | str, actor: str 
         if is_integrity_error(exc) and DESIGN_FIXED_MESSAGE in str(exc):
             raise CnoError(f"reading study {name!r}: {DESIGN_FIXED_MESSAGE}; nothing was changed") from None
         raise
+    if store.db.execute("SELECT 1 FROM rs_worklists WHERE reading_study = ? LIMIT 1", (name,)).fetchone():
+        assign(store, name, actor=actor)  # worklists made for the old design: its order may tell the dates
     return get(store, name)
 
 

@@ -104,6 +104,29 @@ def test_the_design_is_fixed_once_reading_starts_in_the_program_and_in_the_datab
         rs.create(store, "bad", design="paired-hidden-order", reveal_timepoints=True)
 
 
+def test_a_changed_design_reassigns_the_worklists_so_their_order_tells_nothing(patient):
+    store, uids = patient
+    code_of: dict[str, str] = {}
+    for seed in range(40):  # the first seed whose shuffled worklist puts the follow-up first (not vacuous)
+        name = f"s{seed}"
+        rs.create(store, name, seed=seed)
+        rs.add_cases(store, name, [s["study_uid"] for s in store.studies()])
+        rs.add_readers(store, name, ["dr-a"])
+        rs.assign(store, name)
+        code_of = {c["study_uid"]: c["reading_code"] for c in rs.cases(store, name)}
+        shuffled = [e["reading_code"] for e in rs.worklist(store, name, "dr-a")]
+        if shuffled.index(code_of[uids["followup"]]) < shuffled.index(code_of[uids["baseline"]]):
+            break
+    else:
+        pytest.fail("no seed puts the follow-up first")
+    rs.set_design(store, name, "paired-chronological")
+    order = [e["reading_code"] for e in rs.worklist(store, name, "dr-a")]
+    assert order.index(code_of[uids["baseline"]]) < order.index(code_of[uids["followup"]])
+    rs.set_design(store, name, "paired-hidden-order")
+    assert [e["reading_code"] for e in rs.worklist(store, name, "dr-a")] == shuffled  # the plain seeded order
+    assert audit.verify(store.db).ok
+
+
 def test_paired_chronological_shows_the_earlier_visit_of_the_same_patient_only(patient):
     store, uids = patient
     _study(store, "paired-chronological")
