@@ -117,10 +117,13 @@ class Comparison(QObject):
             w.addAction(nudge)
         self.region_label = QLabel("", w)
         w.statusBar().addPermanentWidget(self.region_label)
-        self._build_dock()
+        self.dock: QDockWidget | None = None  # built when a prior read is first carried forward
+        self._dock_title = "Prior lesions"
         self._set_available(False)
 
-    def _build_dock(self) -> None:
+    def _build_dock(self) -> QDockWidget:
+        if self.dock is not None:
+            return self.dock
         panel = QWidget(self.w)
         layout = QVBoxLayout(panel)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -147,6 +150,7 @@ class Comparison(QObject):
         self.dock.setFeatures(QDockWidget.DockWidgetMovable | QDockWidget.DockWidgetFloatable)
         self.w.addDockWidget(Qt.RightDockWidgetArea, self.dock)
         self.dock.hide()
+        return self.dock
 
     # -- which prior ---------------------------------------------------------------------------
     @property
@@ -182,13 +186,15 @@ class Comparison(QObject):
             self.action.setText("Other visit beside this one")
             self.action.setToolTip("Show the patient's other visit beside this one, linked by registration (Ctrl+P)")
             self.prior_box.setToolTip("The other visit to show beside this one")
-            self.dock.setWindowTitle("Other visit's lesions")
+            self._dock_title = "Other visit's lesions"
         else:
             self.action.setText("Prior beside current")
             self.action.setToolTip("Show the patient's earlier study beside this one, linked by registration "
                                    "(Ctrl+P)")
             self.prior_box.setToolTip("The earlier study to show beside this one")
-            self.dock.setWindowTitle("Prior lesions")
+            self._dock_title = "Prior lesions"
+        if self.dock is not None:
+            self.dock.setWindowTitle(self._dock_title)
 
     def _set_available(self, available: bool) -> None:
         self.action.setEnabled(available)
@@ -220,7 +226,8 @@ class Comparison(QObject):
             self._ghosts_shown = False
         for panel in self.w.panels.values():
             panel.set_tag("")
-        self.dock.hide()
+        if self.dock is not None:
+            self.dock.hide()
         self.region_label.setText("")
 
     # -- showing ---------------------------------------------------------------------------------
@@ -377,16 +384,20 @@ class Comparison(QObject):
         allowed = w.reading_study is None or rs.get(w.store, w.reading_study).design == \
             rs.ReadingDesign.PAIRED_CHRONOLOGICAL
         if prior_read is None or not allowed or w.read_session is None:
-            self.dock.hide()
+            if self.dock is not None:
+                self.dock.hide()
             return
         try:
             self.carry = followup.CarryForward(w.read_session, prior_read, w.session.transform)
         except CnoError as exc:
             w.statusBar().showMessage(f"The prior read is not carried forward: {exc}", 10000)
-            self.dock.hide()
+            if self.dock is not None:
+                self.dock.hide()
             return
         w.read_session.changed.connect(lambda _label: self._refresh_ghosts())
-        self.dock.show()
+        dock = self._build_dock()
+        dock.setWindowTitle(self._dock_title)
+        dock.show()
         self._refresh_ghosts()
 
     def _refresh_ghosts(self) -> None:
