@@ -125,7 +125,7 @@ def _stored_followup(store: Store, read_id: str, prior_read: str | None) -> Foll
         return None
     outcomes = {r["tracking_uid"]: r["status"] for r in store.db.execute(
         "SELECT tracking_uid, status FROM followup_outcomes WHERE read_id = ?", (read_id,))}
-    return Followup(prior_read, outcomes)  # type: ignore[arg-type]
+    return Followup(prior_read, outcomes)
 
 
 def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
