@@ -78,9 +78,9 @@ def test_an_older_document_without_uids_gets_new_ones_and_a_bad_uid_is_refused_w
     old = json.loads(json.dumps(document))
     old["schema_version"] = "1.1.0"
     for read in old["reads"]:
-        del read["followup"]
+        del read["followup"], read["rois"]  # 1.2.0 fields
         for lesion in read["lesions"]:
-            del lesion["tracking_uid"]
+            del lesion["tracking_uid"], lesion["stir_muscle_ratio"]
     (tmp_path / "old.json").write_text(json.dumps(old))
     import_document(store, tmp_path / "old.json", replace=True)
     given = [l.tracking_uid for l in load_read(store, session.read.read_id).lesions]
