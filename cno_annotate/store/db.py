@@ -376,7 +376,10 @@ def _track_lesions(connection: Any) -> None:
         connection.script(postgres.pg_ddl(FOLLOWUP_TABLE) + postgres.followup_rules())
         connection.script("ALTER TABLE lesions DISABLE TRIGGER lesions_locked")
         _give_tracking_uids(connection)
-        connection.script("ALTER TABLE lesions ENABLE TRIGGER lesions_locked")
+        # The commit-time audit checks of the changed lesions run now (each read's entry is written): a table
+        # with pending trigger events cannot be altered.
+        connection.script("SET CONSTRAINTS ALL IMMEDIATE; ALTER TABLE lesions ENABLE TRIGGER lesions_locked; "
+                          "SET CONSTRAINTS ALL DEFERRED")
         return
     for statement in statements(FOLLOWUP_TABLE + _row_locks("followup_outcomes")):
         connection.execute(statement)
