@@ -44,11 +44,11 @@ _SCRIPT = Path(sys.executable).parent / "cno-annotate"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() and not os.environ.get("PYTHONPATH") else [sys.executable, "-m", "cno_annotate"]
 
 
-def run(command: list[str], cwd: Path | None = None) -> tuple[float, float]:
+def run(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
     """Run a command to completion, output discarded; (wall s, CPU s of the child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -81,20 +81,26 @@ def median_pair(samples: list[tuple[float, float]]) -> dict:
     return {"wall_s": statistics.median(s[0] for s in samples), "cpu_s": statistics.median(s[1] for s in samples)}
 
 
-def paired(study: Path, work: Path, repeats: int, cold: bool) -> dict:
-    """Alternate cno-annotate import (fresh store) and dcm2niix (fresh folder)."""
-    ours, theirs, reimport = [], [], []
+def paired(study: Path, work: Path, repeats: int, cold: bool, before: Path | None = None) -> dict:
+    """Alternate cno-annotate import (fresh store), dcm2niix (fresh folder) and, if given, an older version."""
+    ours, theirs, reimport, older = [], [], [], []
     for n in range(repeats):
         store, out = work / f"store-{cold}-{n}", work / f"nii-{cold}-{n}"
         out.mkdir()
-        order = [("ours", None), ("theirs", None)] if n % 2 == 0 else [("theirs", None), ("ours", None)]
-        for who, _ in order:
+        order = ["ours", "theirs"] + (["before"] if before else [])
+        order = order[n % len(order):] + order[:n % len(order)]
+        for who in order:
             if cold:
                 drop_from_page_cache(study)
             else:
                 warm(study)
             if who == "ours":
                 ours.append(run([*CLI, "import", str(study), "--store", str(store)]))
+            elif who == "before":
+                older_store = work / f"before-{cold}-{n}"
+                older.append(run([sys.executable, "-m", "cno_annotate", "import", str(study), "--store",
+                                  str(older_store)], env={**os.environ, "PYTHONPATH": str(before)}))
+                shutil.rmtree(older_store)
             else:
                 theirs.append(run(["dcm2niix", "-z", "n", "-b", "n", "-o", str(out), "-f", "%s_%p", str(study)]))
         if cold:
@@ -102,7 +108,10 @@ def paired(study: Path, work: Path, repeats: int, cold: bool) -> dict:
         reimport.append(run([*CLI, "import", str(study), "--store", str(store)]))
         shutil.rmtree(store)
         shutil.rmtree(out)
-    return {"cno_import": median_pair(ours), "dcm2niix": median_pair(theirs), "cno_reimport": median_pair(reimport)}
+    result = {"cno_import": median_pair(ours), "dcm2niix": median_pair(theirs), "cno_reimport": median_pair(reimport)}
+    if older:
+        result["before"] = median_pair(older)
+    return result
 
 
 def in_process(study: Path, work: Path, repeats: int) -> float:
@@ -162,6 +171,12 @@ def report(results: dict) -> str:
                      f"{ours['cpu_s'] / theirs['cpu_s']:.2f} |")
     for key in ("warm", "cold"):
         r = results[key]
+        if "before" in r:
+            b, theirs = r["before"], r["dcm2niix"]
+            lines.append(f"| before ({results['before_version']}), {key} | {b['wall_s']:.2f} / {b['cpu_s']:.2f} | | "
+                         f"{b['wall_s'] / theirs['wall_s']:.2f} | {b['cpu_s'] / theirs['cpu_s']:.2f} |")
+    for key in ("warm", "cold"):
+        r = results[key]
         lines.append(f"| re-import, {key} (same store) | {r['cno_reimport']['wall_s']:.2f} / {r['cno_reimport']['cpu_s']:.2f} "
                      f"| | {r['cno_reimport']['wall_s'] / r['dcm2niix']['wall_s']:.2f} | "
                      f"{r['cno_reimport']['cpu_s'] / r['dcm2niix']['cpu_s']:.2f} |")
@@ -189,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--studies", type=int, default=20, help="studies for the growth run (0: skip)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument("--before", type=Path, help="a folder holding an older cno_annotate package, timed in the "
+                        "same paired runs (e.g. from: git archive COMMIT cno_annotate | tar -x -C DIR)")
     args = parser.parse_args(argv)
     if not shutil.which("dcm2niix"):
         print("dcm2niix is needed (Debian package dcm2niix)", file=sys.stderr)
@@ -206,8 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         results: dict = {"files": len(files_of(study)), "bytes": sum(p.stat().st_size for p in files_of(study)),
                          "repeats": args.repeats}
         results["startup"] = startup(args.repeats)
-        results["warm"] = paired(study, work, args.repeats, cold=False)
-        results["cold"] = paired(study, work, args.repeats, cold=True)
+        results["before_version"] = str(args.before) if args.before else ""
+        results["warm"] = paired(study, work, args.repeats, cold=False, before=args.before)
+        results["cold"] = paired(study, work, args.repeats, cold=True, before=args.before)
         results["in_process_s"] = in_process(study, work, args.repeats)
         if args.studies:
             results["growth"] = growth(studies, work, args.repeats)

@@ -96,7 +96,7 @@ def reformat_figures(volume, repeats: int) -> dict:
     return out
 
 
-def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 1080)) -> dict:
+def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 1080), layout: str = "1x2") -> dict:
     """Median CPU ms to change the left view and repaint every visible view, per kind of step."""
     from cno_annotate_ui.main_window import MainWindow
     from PySide6.QtWidgets import QApplication
@@ -107,9 +107,12 @@ def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 
     window.show()
     window.select_study(window.store.studies()[0]["study_uid"])
     window.loader.wait()
+    if layout != "1x2" and hasattr(window, "set_layout"):
+        window.set_layout(layout)
+        window.loader.wait()
     for _ in range(5):
         app.processEvents()
-    views = [p.view for p in window.panels.values()]
+    views = [p.view for p in window.panels.values() if p.view.isVisible()]
     session = window.session
 
     def timed(step) -> float:
@@ -136,7 +139,7 @@ def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 
         dx = 3.0 if (n // 20) % 2 == 0 else -3.0
         session.set_zoom("left", views[0].pixels_per_mm(), state.screen_to_lps(centre[0], centre[1] + dx))
 
-    results = {"window": list(size), "view_height_px": views[0].height()}
+    results = {"window": list(size), "layout": layout, "views": len(views), "view_height_px": views[0].height()}
     for plane in ("coronal", "axial"):
         session.set_plane("left", plane)
         app.processEvents()
@@ -160,10 +163,16 @@ def missing_figures(volume, repeats: int) -> dict:
             "voxels": int(np.prod(volume.shape))}
 
 
-def first_image_seconds(store_dir: Path, runs: int) -> list[float]:
+def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpath: Path | None = None) -> list[float]:
+    """Seconds from starting ``cno-annotate view`` to the first STIR image painted (cold: the cache emptied first)."""
     out = []
     env = {**os.environ, "CNO_ANNOTATE_TIMING": "1", "QT_QPA_PLATFORM": "offscreen"}
+    if pythonpath is not None:
+        env["PYTHONPATH"] = str(pythonpath)
     for _ in range(runs):
+        if cold:
+            for cached in (store_dir / "cache").rglob("*.npy"):
+                cached.unlink()
         shot = Path(tempfile.mkstemp(suffix=".png")[1])
         start = time.time()
         result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", str(store_dir),
@@ -181,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
     parser.add_argument("--repaint-only", action="store_true", help="only the repaint figures")
     parser.add_argument("--size", default="1920x1080", help="window size for the repaint figures")
+    parser.add_argument("--layout", default="1x2", help="layout for --repaint-only (1x2 or 2x2)")
+    parser.add_argument("--before", type=Path, help="a folder with older cno_annotate and cno_annotate_ui packages: "
+                        "its start to first image is timed in the same runs, alternating")
     args = parser.parse_args(argv)
     size = tuple(int(n) for n in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -195,11 +207,17 @@ def main(argv: list[str] | None = None) -> int:
         for cache in (work / "store" / "cache").glob("*.npy"):
             cache.unlink()  # the first viewer start below builds the cache: a cold start
         if args.repaint_only:
-            figures = {"repaint_ms": repaint_figures(work / "store", 120, size)}
+            figures = {"repaint_ms": repaint_figures(work / "store", 120, size, args.layout)}
             print(json.dumps(figures, indent=2))
             return 0
+        cold, cold_before = [], []
+        for _ in range(4):  # alternating, cold cache each time
+            cold += first_image_seconds(work / "store", 1, cold=True)
+            if args.before:
+                cold_before += first_image_seconds(work / "store", 1, cold=True, pythonpath=args.before)
+        warm = first_image_seconds(work / "store", 4)
         figures = {
-            "first_image_s": first_image_seconds(work / "store", 4),
+            "first_image_s": {"cold": cold, "warm": warm, "cold_before": cold_before},
             "windowing": windowing_figures(args.repeats),
             "reformat": reformat_figures(volume, args.repeats // 5),
             "missing": missing_figures(volume, 10),
@@ -228,9 +246,12 @@ def report(f: dict) -> str:
     if f.get("missing"):
         lines.append(f"finding missing slices of the composed STIR ({f['missing']['voxels'] / 1e6:.0f} M voxels): "
                      f"{f['missing']['find_missing_ms']:.1f} ms")
-    cold, *warm = f["first_image_s"]
-    lines.append(f"process start to first STIR image painted: cold cache {cold:.2f} s, warm cache "
-                 f"{statistics.median(warm):.2f} s (median of {len(warm)})")
+    first = f["first_image_s"]
+    lines.append(f"process start to first STIR image painted: cold cache {statistics.median(first['cold']):.2f} s, "
+                 f"warm cache {statistics.median(first['warm']):.2f} s (medians of {len(first['cold'])})")
+    if first["cold_before"]:
+        lines.append(f"the older version, same runs alternating, cold cache: "
+                     f"{statistics.median(first['cold_before']):.2f} s")
     return "\n".join(lines)
 
 

@@ -334,6 +334,11 @@ def cmd_import(args) -> int:
         print(f"skipped {_count(len(summary['skipped']), 'file')}:")
         for item in summary["skipped"]:
             print(f"  {item['path']}: {item['reason']}")
+    if summary["warnings"]:
+        warned = len({item["path"] for item in summary["warnings"]})
+        print(f"warnings for {_count(warned, 'file')}:")
+        for item in summary["warnings"]:
+            print(f"  {item['path']}: {item['message']}")
     if missing:
         print(f"note: {len(missing)} of {_count(len(args.paths), 'path')} given "
               f"{'does' if len(missing) == 1 else 'do'} not exist (listed above)")
@@ -455,6 +460,8 @@ def cmd_import_log(args) -> int:
               f"{len(run['skipped'])} skipped  {' '.join(run['paths'])}")
         for item in run["skipped"]:
             print(f"    {item['path']}: {item['reason']}")
+        for item in summary.get("warnings", []):
+            print(f"    {item['path']}: warning: {item['message']}")
     return 0
 
 

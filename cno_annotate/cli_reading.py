@@ -30,7 +30,20 @@ def register(sub, common) -> None:
                    help="let readers see their active reading time in the viewer (it is measured either way)")
     p.add_argument("--idle-seconds", type=float, default=60.0, metavar="S",
                    help="the reading timer pauses after S seconds without input (default 60)")
+    p.add_argument("--design", default="unpaired-blinded", choices=DESIGNS,
+                   help="how a patient's timepoints are read: unpaired-blinded (default: separate cases, random "
+                        "order, no prior shown), paired-chronological (prior shown, order known), "
+                        "paired-hidden-order (both visits shown as A and B, which is earlier hidden); fixed once "
+                        "reading starts")
     p.set_defaults(run=cmd_create)
+    p = rs_sub.add_parser("show", parents=[common], help="a reading study's settings: scheme, seed, design, blinding")
+    p.add_argument("name", help="reading study")
+    p.add_argument("--json", action="store_true", help="print a JSON object")
+    p.set_defaults(run=cmd_show)
+    p = rs_sub.add_parser("design", parents=[common], help="change the design before reading starts")
+    p.add_argument("name", help="reading study")
+    p.add_argument("design", choices=DESIGNS, help="the new design")
+    p.set_defaults(run=cmd_design)
     p = rs_sub.add_parser("add-cases", parents=[common], help="add studies as cases (reading codes)")
     p.add_argument("name", help="reading study")
     p.add_argument("studies", nargs="*", metavar="STUDY", help="study UID, accession number or patient ID")
@@ -192,6 +205,9 @@ def register_store(sub, common) -> None:
     p.set_defaults(run=cmd_store_grant)
 
 
+DESIGNS = ("unpaired-blinded", "paired-chronological", "paired-hidden-order")
+
+
 def _store(args):
     return open_store(args.store)
 
@@ -219,9 +235,46 @@ def cmd_create(args) -> int:
     from cno_annotate import reading_study as rs
 
     study = rs.create(_coordinator_store(args, "reading-study create"), args.name, args.scheme, args.seed,
-                      args.show_age_sex, args.reveal_timepoints, show_timer=args.show_timer,
-                      idle_seconds=args.idle_seconds)
-    print(f"created reading study {study.name} ({study.scheme_id} {study.scheme_version}, seed {study.seed})")
+                      args.show_age_sex, args.reveal_timepoints, design=args.design,
+                      show_timer=args.show_timer, idle_seconds=args.idle_seconds)
+    print(f"created reading study {study.name} ({study.scheme_id} {study.scheme_version}, seed {study.seed}, "
+          f"design {study.design.value})")
+    return 0
+
+
+def cmd_show(args) -> int:
+    """Run ``cno-annotate reading-study show`` (see its ``--help``)."""
+    import json
+
+    from cno_annotate import reading_study as rs
+
+    store = _store(args)
+    study = rs.get(store, args.name)
+    info = {"name": study.name, "scheme": f"{study.scheme_id} {study.scheme_version}", "seed": study.seed,
+            "design": study.design.value, "design_text": study.design.label,
+            "design_fixed": rs.reading_started(store, study.name), "show_age_sex": study.show_age_sex,
+            "reveal_timepoints": study.reveal_timepoints or study.design == rs.ReadingDesign.PAIRED_CHRONOLOGICAL,
+            "cases": len(rs.cases(store, study.name))}
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"reading study {study.name}")
+    print(f"  scheme      {info['scheme']}")
+    print(f"  seed        {study.seed}")
+    print(f"  design      {study.design.value}: {study.design.label}"
+          + (" (fixed: reading has started)" if info["design_fixed"] else ""))
+    print(f"  age and sex {'shown' if study.show_age_sex else 'hidden'}")
+    print(f"  timepoints  {'revealed' if info['reveal_timepoints'] else 'hidden'}")
+    print(f"  cases       {info['cases']}")
+    return 0
+
+
+def cmd_design(args) -> int:
+    """Run ``cno-annotate reading-study design`` (see its ``--help``)."""
+    from cno_annotate import reading_study as rs
+
+    study = rs.set_design(_coordinator_store(args, "reading-study design"), args.name, args.design)
+    print(f"reading study {study.name}: design {study.design.value}")
     return 0
 
 

@@ -15,6 +15,7 @@ import json
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +56,8 @@ class ImportReport:
     studies: set[str] = field(default_factory=set)
     series: set[str] = field(default_factory=set)
     skipped: list[dict] = field(default_factory=list)
+    #: Warnings raised while a file was read (pydicom's, for instance), one entry per message and file.
+    warnings: list[dict] = field(default_factory=list)
     duplicates: int = 0
     #: Studies whose volumes are derived again: those with a file that was read (not
     #: recognised as unchanged since an earlier import by path, size and time).
@@ -63,6 +66,10 @@ class ImportReport:
     def skip(self, path: str, reason: str) -> None:
         """List a file or folder as skipped, its name printable whatever its bytes."""
         self.skipped.append({"path": paths.display(path), "reason": reason})
+
+    def warn(self, path: str, messages: list[str]) -> None:
+        """Record the warnings raised while a file was read."""
+        self.warnings.extend({"path": paths.display(path), "message": m} for m in messages)
 
     def as_dict(self, store: Store) -> dict:
         """JSON-ready summary, with the volumes of the studies touched."""
@@ -84,6 +91,7 @@ class ImportReport:
                 {"study_uid": n["study_uid"], **n["detail"]} for s in sorted(self.studies) for n in store.compositions(s)
             ],
             "skipped": self.skipped,
+            "warnings": self.warnings,
         }
 
 
@@ -256,7 +264,9 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
                 if outcome is not None:
                     _count_unchanged(outcome, found, report)
                 else:
-                    _, result = next(indexed)
+                    _, (result, notes) = next(indexed)
+                    if notes:
+                        report.warn(found.path, notes)
                     _record_one(store, found, result, known, owners, pending, report)
                 if len(pending) >= _BATCH:
                     _flush(store, pending)
@@ -318,9 +328,23 @@ def _stopped_message(store: Store, exc: StoreWriteError, saved: int) -> str:
             f"finish it")
 
 
-def index_file(path: str | Path) -> list[ImageRecord] | str | None:
-    """Index one DICOM file: its image records, or the reason it is skipped (None: NIfTI)."""
-    path = Path(path)
+def index_file(path: str | Path) -> tuple[list[ImageRecord] | str | None, list[str]]:
+    """Index one DICOM file: its image records, or the reason it is skipped (None: NIfTI).
+
+    Returns
+    -------
+    (result, warnings)
+        The result, and the messages of the warnings raised while the file
+        was read (caught here, for this file only, so that they go into the
+        import report instead of to stderr).
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = _index_file(Path(path))
+    return result, list(dict.fromkeys(" ".join(str(w.message).split()) for w in caught))
+
+
+def _index_file(path: Path) -> list[ImageRecord] | str | None:
     if nifti.is_nifti_path(path):
         return None
     try:
@@ -337,7 +361,7 @@ def _index_chunk(chunk: list[str]) -> list:
     return [index_file(p) for p in chunk]
 
 
-def _indexed(files: list[str]) -> Iterator[tuple[str, list[ImageRecord] | str | None]]:
+def _indexed(files: list[str]) -> Iterator[tuple[str, tuple[list[ImageRecord] | str | None, list[str]]]]:
     """(path, result of :func:`index_file`) for every file, in order.
 
     Large imports read headers in worker processes (one per core, forked, on

@@ -151,7 +151,7 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
     report = PackageReport(staging, uuid.uuid4().hex, len(worklist), 0)
     for entry in worklist:
         case = cases[entry["reading_code"]]
-        subject = case["patient_code"] if study.reveal_timepoints else case["reading_code"]
+        subject = case["patient_code"] if _dates_kept_in_order(study) else case["reading_code"]
         replacements = Replacements(case["reading_code"], -offset_days(secret, subject), stand_in,
                                     study.show_age_sex)
         report.images += _write_case(store, case, replacements, staging / IMAGES, report.left_out)
@@ -249,21 +249,31 @@ def _replaced(value, mapping: dict[str, str]):
     return mapping.get(value, value) if isinstance(value, str) else value
 
 
+def _dates_kept_in_order(study: rs.ReadingStudy) -> bool:
+    """Whether the reader may know the visits' order: one date shift per patient, true timepoints.
+
+    Not in the hidden-order design (each case its own shift, no timepoint), nor when unpaired and unrevealed.
+    """
+    return study.reveal_timepoints or study.design == rs.ReadingDesign.PAIRED_CHRONOLOGICAL
+
+
 def _install_worklist(package_store: Store, study: rs.ReadingStudy, reader: str, worklist: list[dict],
                       cases: dict[str, dict], mapping: dict[str, str]) -> None:
     """The reading study in the reader store: same name, scheme, settings and codes; this reader only."""
     with package_store.transaction() as db:
         db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
-                   "reveal_timepoints, created, created_by, show_timer, idle_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                   "reveal_timepoints, created, created_by, design, show_timer, idle_seconds) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                    (study.name, study.scheme_id, study.scheme_version, study.seed, int(study.show_age_sex),
-                    int(study.reveal_timepoints), now(), rs.COORDINATOR, int(study.show_timer),
+                    int(study.reveal_timepoints), now(), rs.COORDINATOR, study.design.value, int(study.show_timer),
                     study.idle_seconds))
         for entry in worklist:
             case = cases[entry["reading_code"]]
-            patient = case["patient_code"] if study.reveal_timepoints else case["reading_code"]
+            paired = study.reveal_timepoints or study.design.paired
+            patient = case["patient_code"] if paired else case["reading_code"]
             db.execute("INSERT INTO rs_cases VALUES (?,?,?,?,?)",
                        (study.name, case["reading_code"], mapping[case["study_uid"]], patient,
-                        case["timepoint"] if study.reveal_timepoints else 1))
+                        case["timepoint"] if _dates_kept_in_order(study) else 1))
             db.execute("INSERT INTO rs_worklists VALUES (?,?,?,?)",
                        (study.name, reader, entry["position"], case["reading_code"]))
         db.execute("INSERT INTO rs_readers VALUES (?,?,?)", (study.name, reader, "reader"))

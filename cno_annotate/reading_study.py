@@ -6,6 +6,13 @@ ever sees of it; each reader reads the cases in a seeded random order of their
 own. Whether readers see age and sex, and whether they learn that two cases
 are timepoints of one patient, are settings of the study (both off by
 default). Every change is written to the audit trail.
+
+The study's :class:`ReadingDesign`, fixed once reading starts (the database
+refuses a change after the first read), says how the timepoints of one patient
+are read: unpaired and blinded (the default: each timepoint a separate case
+in random order, no prior shown), paired chronological (the prior is shown
+and the order is known), or paired with hidden order (the visits are shown
+side by side as A and B; which is earlier is never shown to the reader).
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import random
 import unicodedata
 from dataclasses import dataclass
 from datetime import date
+from enum import StrEnum
 
 from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.documents import document_of, read_document
@@ -23,12 +31,40 @@ from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS
 from cno_annotate.errors import CnoError
 from cno_annotate.store import audit
-from cno_annotate.store.db import Store, now
+from cno_annotate.store.db import DESIGN_FIXED_MESSAGE, Store, is_integrity_error, now
 from cno_annotate.uids import stable_uid
 
 CODE_PREFIX = "CNO-"
 READING_ROLES = tuple(ReadingRole)
 COORDINATOR = "coordinator"
+
+
+class ReadingDesign(StrEnum):
+    """How the timepoints of one patient are read in a reading study."""
+
+    UNPAIRED_BLINDED = "unpaired-blinded"  # each timepoint a separate case, random order, no prior shown
+    PAIRED_CHRONOLOGICAL = "paired-chronological"  # the prior shown beside the current visit, order known
+    PAIRED_HIDDEN_ORDER = "paired-hidden-order"  # both visits shown as A and B; which is earlier is hidden
+
+    @property
+    def label(self) -> str:
+        """How reports and ``reading-study show`` name the design."""
+        return DESIGN_LABELS[self]
+
+    @property
+    def paired(self) -> bool:
+        """Whether a patient's other visit is shown beside a case."""
+        return self != ReadingDesign.UNPAIRED_BLINDED
+
+
+DESIGN_LABELS = {
+    ReadingDesign.UNPAIRED_BLINDED: "unpaired blinded (each timepoint a separate case in random order; no prior "
+                                    "shown)",
+    ReadingDesign.PAIRED_CHRONOLOGICAL: "paired chronological (the prior visit shown beside the current one; "
+                                        "order known)",
+    ReadingDesign.PAIRED_HIDDEN_ORDER: "paired with hidden order (both visits shown as A and B; which is earlier "
+                                       "is hidden)",
+}
 
 
 @dataclass(frozen=True)
@@ -41,12 +77,27 @@ class ReadingStudy:
     seed: int
     show_age_sex: bool
     reveal_timepoints: bool
+    design: ReadingDesign = ReadingDesign.UNPAIRED_BLINDED
     show_timer: bool = False  # whether readers see their active reading time in the viewer
     idle_seconds: float = DEFAULT_IDLE_SECONDS  # input-free time after which the reading timer pauses
 
 
+def design_of(text: str) -> ReadingDesign:
+    """The design named ``text`` (one clear line for an unknown name)."""
+    try:
+        return ReadingDesign(text)
+    except ValueError:
+        raise CnoError(f"a reading study design is one of {', '.join(ReadingDesign)}, not {text!r}") from None
+
+
+def _check_settings(design: ReadingDesign, reveal_timepoints: bool) -> None:
+    if design == ReadingDesign.PAIRED_HIDDEN_ORDER and reveal_timepoints:
+        raise CnoError("the paired hidden-order design hides which visit is earlier: it cannot reveal timepoints")
+
+
 def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0, show_age_sex: bool = False,
-           reveal_timepoints: bool = False, actor: str = COORDINATOR, show_timer: bool = False,
+           reveal_timepoints: bool = False, actor: str = COORDINATOR,
+           design: ReadingDesign | str = ReadingDesign.UNPAIRED_BLINDED, show_timer: bool = False,
            idle_seconds: float = DEFAULT_IDLE_SECONDS) -> ReadingStudy:
     """Create a reading study.
 
@@ -56,9 +107,12 @@ def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0,
     Raises
     ------
     CnoError
-        If the name is taken, the scheme unknown or the idle time not above 0.
+        If the name is taken, the scheme or design unknown, the settings contradict the design,
+        or the idle time is not above 0.
     """
     check_identifier(name, "reading study name")
+    design = design_of(str(design))
+    _check_settings(design, reveal_timepoints)
     if not idle_seconds > 0 or idle_seconds != idle_seconds or idle_seconds == float("inf"):
         raise CnoError(f"the idle time must be a number of seconds above 0, not {idle_seconds!r}")
     if store.db.execute("SELECT 1 FROM reading_studies WHERE name = ?", (name,)).fetchone():
@@ -67,14 +121,54 @@ def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0,
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
         db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
-                   "reveal_timepoints, created, created_by, show_timer, idle_seconds) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                   "reveal_timepoints, created, created_by, design, show_timer, idle_seconds) "
+                   "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
                    (name, scheme.id, scheme.version, seed, int(show_age_sex), int(reveal_timepoints), now(), actor,
-                    int(show_timer), float(idle_seconds)))
+                    design.value, int(show_timer), float(idle_seconds)))
         audit.append(db, actor, "create", f"reading-study:{name}", state_before=state,
                      after={"scheme": f"{scheme.id} {scheme.version}", "seed": seed, "show_age_sex": show_age_sex,
-                            "reveal_timepoints": reveal_timepoints, "show_timer": show_timer,
+                            "reveal_timepoints": reveal_timepoints, "design": design.value, "show_timer": show_timer,
                             "idle_seconds": float(idle_seconds)})
     return get(store, name)
+
+
+def set_design(store: Store, name: str, design: ReadingDesign | str, actor: str = COORDINATOR) -> ReadingStudy:
+    """Change the design of a reading study before reading starts.
+
+    Worklists already assigned are assigned again under the new design (a
+    chronological worklist would tell a hidden-order reader which visit is earlier).
+
+    Raises
+    ------
+    CnoError
+        For an unknown design, a setting it contradicts, or once any read of
+        the study exists (the database refuses the change too).
+    """
+    study = get(store, name)
+    design = design_of(str(design))
+    _check_settings(design, study.reveal_timepoints)
+    if design == study.design:
+        return study
+    if reading_started(store, name):
+        raise CnoError(f"reading study {name!r}: {DESIGN_FIXED_MESSAGE} (it is {study.design.value})")
+    try:
+        with store.transaction() as db:
+            state = audit.require_unchanged(db, f"reading-study:{name}")
+            db.execute("UPDATE reading_studies SET design = ? WHERE name = ?", (design.value, name))
+            audit.append(db, actor, "set-design", f"reading-study:{name}", before=study.design.value,
+                         after=design.value, state_before=state)
+    except Exception as exc:
+        if is_integrity_error(exc) and DESIGN_FIXED_MESSAGE in str(exc):
+            raise CnoError(f"reading study {name!r}: {DESIGN_FIXED_MESSAGE}; nothing was changed") from None
+        raise
+    if store.db.execute("SELECT 1 FROM rs_worklists WHERE reading_study = ? LIMIT 1", (name,)).fetchone():
+        assign(store, name, actor=actor)  # worklists made for the old design: its order may tell the dates
+    return get(store, name)
+
+
+def reading_started(store: Store, name: str) -> bool:
+    """Whether any read of the study exists (draft or submitted)."""
+    return store.db.execute("SELECT 1 FROM reads WHERE reading_study = ? LIMIT 1", (name,)).fetchone() is not None
 
 
 def get(store: Store, name: str) -> ReadingStudy:
@@ -90,8 +184,8 @@ def get(store: Store, name: str) -> ReadingStudy:
         known = [r[0] for r in store.db.execute("SELECT name FROM reading_studies ORDER BY name")]
         raise CnoError(f"no reading study {name!r}" + (f" (known: {', '.join(known)})" if known else ""))
     return ReadingStudy(row["name"], row["scheme_id"], row["scheme_version"], row["seed"],
-                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]), bool(row["show_timer"]),
-                        float(row["idle_seconds"]))
+                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]), ReadingDesign(row["design"]),
+                        bool(row["show_timer"]), float(row["idle_seconds"]))
 
 
 def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORDINATOR) -> list[str]:
@@ -229,6 +323,8 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
         order = list(codes)
         if role == "reader":
             random.Random(f"{seed}:{name}:{reader}").shuffle(order)
+        if study.design == ReadingDesign.PAIRED_CHRONOLOGICAL:
+            order = _chronological_within_patients(store, name, order)
         worklists[reader] = order
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
@@ -239,6 +335,66 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
         audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists)},
                      state_before=state)
     return worklists
+
+
+def _chronological_within_patients(store: Store, name: str, order: list[str]) -> list[str]:
+    """The order with each patient's visits moved, within the slots they hold, into chronological order."""
+    rows = {c["reading_code"]: c for c in cases(store, name)}
+    slots: dict[str, list[int]] = {}
+    for n, code in enumerate(order):
+        slots.setdefault(rows[code]["patient_code"], []).append(n)
+    out = list(order)
+    for positions in slots.values():
+        visits = sorted((order[n] for n in positions), key=lambda c: rows[c]["timepoint"])
+        for n, code in zip(positions, visits):
+            out[n] = code
+    return out
+
+
+def visit_letters(store: Store, name: str, patient_code: str) -> dict[str, str]:
+    """Reading code -> visit letter (A, B, ...) of one patient in a hidden-order study.
+
+    Letters follow a seeded random order of the patient's cases, never their
+    dates, so the letter does not tell which visit is earlier.
+    """
+    study = get(store, name)
+    codes = sorted(r[0] for r in store.db.execute(
+        "SELECT reading_code FROM rs_cases WHERE reading_study = ? AND patient_code = ?", (name, patient_code)))
+    random.Random(f"{study.seed}:{name}:visits:{patient_code}").shuffle(codes)
+    return {code: chr(ord("A") + n) for n, code in enumerate(codes)}
+
+
+def comparison_cases(store: Store, name: str, code: str) -> list[dict]:
+    """The other visits of a case's patient that the design lets the reader open beside it.
+
+    Unpaired blinded: none. Paired chronological: the earlier timepoints,
+    latest first, labelled with their timepoint. Paired with hidden order: the
+    other visits, labelled by visit letter only. Never a case of another patient.
+
+    Returns
+    -------
+    list of dict
+        ``reading_code``, ``study_uid`` (for the viewer to load; never shown) and ``label``.
+    """
+    study = get(store, name)
+    if not study.design.paired:
+        return []
+    row = store.db.execute("SELECT patient_code, timepoint FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
+                           (name, code)).fetchone()
+    if row is None:
+        raise CnoError(f"reading study {name!r} has no case {code!r}")
+    patient, timepoint = row
+    others = [dict(r) for r in store.db.execute(
+        "SELECT reading_code, study_uid, timepoint FROM rs_cases WHERE reading_study = ? AND patient_code = ? "
+        "AND reading_code != ?", (name, patient, code))]
+    if study.design == ReadingDesign.PAIRED_CHRONOLOGICAL:
+        earlier = sorted((o for o in others if o["timepoint"] < timepoint), key=lambda o: -o["timepoint"])
+        return [{"reading_code": o["reading_code"], "study_uid": o["study_uid"],
+                 "label": f"{o['reading_code']} (prior, timepoint {o['timepoint']})"} for o in earlier]
+    letters = visit_letters(store, name, patient)
+    return [{"reading_code": o["reading_code"], "study_uid": o["study_uid"],
+             "label": f"{o['reading_code']} (visit {letters[o['reading_code']]})"}
+            for o in sorted(others, key=lambda o: letters[o["reading_code"]])]
 
 
 def case_of_code(store: Store, name: str, code: str) -> bool:
@@ -288,7 +444,12 @@ def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
         info = next(s for s in store.studies() if s["study_uid"] == uid)
         out["sex"] = info["sex"] or None
         out["age_years"] = _age(info["birth_date"], info["study_date"])
-    if study.reveal_timepoints:
+    if study.design == ReadingDesign.PAIRED_HIDDEN_ORDER:
+        patient = store.db.execute("SELECT patient_code FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
+                                   (study.name, code)).fetchone()[0]
+        letters = visit_letters(store, study.name, patient)
+        out.update({"patient_code": patient, "visit": letters[code], "visits": len(letters)})
+    elif study.reveal_timepoints or study.design == ReadingDesign.PAIRED_CHRONOLOGICAL:
         row = store.db.execute("SELECT patient_code, timepoint FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
                                (study.name, code)).fetchone()
         total = store.db.execute("SELECT COUNT(*) FROM rs_cases WHERE reading_study = ? AND patient_code = ?",

@@ -44,7 +44,7 @@ def open_volume(store: Store, volume_id: str) -> Volume:
     return _lazy(store, store.volume(volume_id), progress=None, use_cache=True)
 
 
-def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = True) -> Volume:
+def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = True, preview=None) -> Volume:
     """Read a volume's pixels.
 
     Parameters
@@ -57,6 +57,10 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
         ``progress(done, total)`` while slices are read.
     use_cache : bool
         Whether a cached composed volume may be used (and written).
+    preview : callable, optional
+        ``preview(volume)`` with a first view of a composed volume being built: its
+        final geometry and header, the first station's voxels, ``load.preview`` True.
+        Its array is the one the result fills (a viewer shows it, then the result).
 
     Returns
     -------
@@ -69,17 +73,17 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
     CnoError
         If the id is unknown or the files cannot be read at all.
     """
-    volume = _lazy(store, store.volume(volume_id), progress, use_cache)
+    volume = _lazy(store, store.volume(volume_id), progress, use_cache, preview)
     volume.array  # noqa: B018 - read now
     return volume
 
 
-def _lazy(store: Store, row: dict, progress, use_cache: bool) -> Volume:
+def _lazy(store: Store, row: dict, progress, use_cache: bool, preview=None) -> Volume:
     header = VolumeHeader.from_row(row)
     if row["kind"] == VolumeKind.NIFTI:
         return Volume.lazy(lambda volume: _read_nifti(row), _row_shape(row), np.array(row["affine"]), header)
     if row["kind"] == VolumeKind.COMPOSED:
-        return Volume.lazy(lambda volume: _read_composed(store, row, volume, progress, use_cache),
+        return Volume.lazy(lambda volume: _read_composed(store, row, volume, progress, use_cache, preview),
                            _row_shape(row), np.array(row["affine"]), header)
     return Volume.lazy(lambda volume: _read_stack(store, row, volume, progress), _row_shape(row),
                        np.array(row["affine"]), header)
@@ -132,7 +136,7 @@ def _missing_slices(stack, errors: list[dict]) -> list[int]:
     return sorted((set(range(stack.shape[0])) - present) | unreadable)
 
 
-def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache: bool) -> np.ndarray:
+def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache: bool, preview=None) -> np.ndarray:
     cache = VolumeCache.of(store) if use_cache else None
     if cache is not None:
         array = cache.get(row["volume_id"], row["fingerprint"], tuple(row["shape"]))
@@ -145,7 +149,13 @@ def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache:
     for member in members:
         offset = sum(m["shape"][0] for m in members[: len(stations)])
         stations.append(_lazy(store, member, _offset_progress(progress, offset, total), use_cache))
-    composed = compose.compose(stations, volume_id=row["volume_id"])
+    first = None
+    if preview is not None:
+        def first(array: np.ndarray, grid_affine: np.ndarray) -> None:
+            shown = Volume(array, grid_affine, header=volume.header)
+            shown.load = LoadReport(preview=True)
+            preview(shown)
+    composed = compose.compose(stations, volume_id=row["volume_id"], preview=first)
     if cache is not None:
         cache.put(row["volume_id"], row["fingerprint"], composed.array)
     volume.load = LoadReport(errors=[e for s in stations for e in s.load.errors])

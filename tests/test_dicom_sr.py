@@ -25,7 +25,7 @@ from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.commands import import_srs
 from cno_annotate.exchange.seg_export import build_segs
-from cno_annotate.exchange.sr_export import build_sr, tracking_uid
+from cno_annotate.exchange.sr_export import build_sr
 from cno_annotate.exchange.sr_import import read_sr
 from cno_annotate.exchange.stations import Stations
 from cno_annotate.store import audit
@@ -132,7 +132,7 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
     assert [g.tracking_identifier for g in groups] == [l.lesion_id for l in read.lesions]
     kinds = {"ellipse": "ELLIPSE", "box": "POLYGON", "polygon": "POLYGON", None: "POINT"}
     for lesion, group in zip(read.lesions, groups):
-        assert group.tracking_uid == tracking_uid(read.read_id, lesion.lesion_id)
+        assert group.tracking_uid == lesion.tracking_uid  # the lesion's own UID, kept across versions and visits
         station = stations.holding(lesion.series_uid, lesion.position)
         assert group.roi.ReferencedFrameOfReferenceUID == station.frame_of_reference_uid
         assert group.roi.graphic_type.value == kinds[lesion.extent["kind"] if lesion.extent else None]
@@ -223,8 +223,8 @@ def test_export_import_export_gives_the_same_content_and_the_same_read(read_stor
     assert (again.read_id, again.reader, again.status, again.unit_marks) == \
         (read.read_id, read.reader, read.status, read.unit_marks)
     for before, after in zip(read.lesions, again.lesions, strict=True):
-        for name in ("lesion_id", "position", "site_id", "side", "subsite", "extent", "grades", "confidence",
-                     "stir_muscle_ratio"):
+        for name in ("lesion_id", "tracking_uid", "position", "site_id", "side", "subsite", "extent", "grades",
+                     "confidence", "stir_muscle_ratio"):
             assert getattr(after, name) == getattr(before, name), (before.lesion_id, name)
     assert again.lesion("L1").stir_muscle_ratio == 3.0
     second = _saved(build_sr(again, Stations(store)), tmp_path / "second.sr.dcm")
@@ -296,7 +296,7 @@ def test_segs_one_per_station_series_one_segment_per_lesion_with_extent(read_sto
         lesions = expected[back.ReferencedSeriesSequence[0].SeriesInstanceUID]
         assert [s.TrackingID for s in back.SegmentSequence] == [l.lesion_id for l in lesions]
         for number, (segment, lesion) in enumerate(zip(back.SegmentSequence, lesions), start=1):
-            assert segment.TrackingUID == tracking_uid(read.read_id, lesion.lesion_id)
+            assert segment.TrackingUID == lesion.tracking_uid
             assert segment.SegmentedPropertyCategoryCodeSequence[0].CodeValue == "49755003"
             assert back.get_segment_description(number).anatomic_regions[0].value == \
                 load_taxonomy("cno-sites-2.0.0").site(lesion.site_id).code["value"]

@@ -85,4 +85,24 @@ def test_reading_study_and_audit_survive_migration(tmp_path):
     result = audit.verify(store.db)
     baseline = [e for e in audit.entries(store.db, 10_000) if e["action"] == "baseline"]
     assert {e["entity"].split(":")[0] for e in baseline} == {"read", "reading-study"}  # each object's state, once
-    assert result.ok and result.entries == 16 + len(baseline) and result.objects == len(baseline), result
+    migrated = [e for e in audit.entries(store.db, 10_000) if e["action"] == "migrate"]
+    assert {e["entity"] for e in migrated} == {f"read:{r['read_id']}" for r in list_reads(store)}  # UIDs given
+    assert result.ok and result.entries == 16 + len(baseline) + len(migrated), result
+    assert result.objects == len(baseline), result
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_migration_gives_every_lesion_a_tracking_uid_kept_by_later_versions(tmp_path, version):
+    from cno_annotate.uids import is_uid
+
+    store = _open_copy(tmp_path, version)
+    reads = {r["read_id"]: load_read(store, r["read_id"]) for r in list_reads(store)}
+    uids = {rid: [l.tracking_uid for l in read.lesions] for rid, read in reads.items()}
+    assert all(is_uid(uid) for found in uids.values() for uid in found)
+    for read in reads.values():
+        if read.supersedes:  # a later version's lesion is the same lesion as in the version it copies
+            assert uids[read.read_id] == uids[read.supersedes]
+    first = {rid: u for rid, u in uids.items() if not reads[rid].supersedes}
+    assert len({u for found in first.values() for u in found}) == sum(map(len, first.values()))
+    again = Store.open(store.root)  # stable: opening again changes nothing
+    assert {rid: [l.tracking_uid for l in load_read(again, rid).lesions] for rid in reads} == uids

@@ -153,7 +153,7 @@ def test_an_adjudicator_sees_submitted_reads_of_their_cases_and_no_drafts(trial)
 
 
 def test_a_reader_writes_only_their_own_reads_time_and_a_submitted_time_is_final(trial):
-    """Migration 13 on the server: read_times follow the read's row security and lock (raw SQL as dr-a)."""
+    """Migration 15 on the server: read_times follow the read's row security and lock (raw SQL as dr-a)."""
     mine = _start_read(trial("dr-a"), "dr-a")
     mine.add_reading_time(40)  # through the program, as the reader's login
     mine.add_reading_time(2.5)
@@ -196,6 +196,30 @@ def test_a_change_to_a_read_without_its_audit_entry_is_refused_at_commit(trial):
         owner.execute("UPDATE reads SET revision = 99 WHERE read_id = ?", (session.read.read_id,))
     owner.close()
     assert load_read(trial(), session.read.read_id).revision == session.read.revision
+
+
+def test_follow_up_outcomes_follow_the_reads_row_security_and_audit_check(trial):
+    store = trial("dr-a")
+    first, second = (rs.study_uid_of(store, "trial", code) for code in ("CNO-0001", "CNO-0002"))
+    prior = ReadSession.open_or_create(store, first, "dr-a")
+    prior.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    prior.submit()
+    session = ReadSession.open_or_create(store, second, "dr-a")
+    session.follow_up(prior.read.read_id)
+    session.set_outcome(prior.read.lesions[0].tracking_uid, "not_assessable")
+    mine, other = _raw(store), _raw(trial("dr-b"))
+    assert mine.execute("SELECT COUNT(*) FROM followup_outcomes").fetchone()[0] == 1
+    assert other.execute("SELECT COUNT(*) FROM followup_outcomes").fetchone()[0] == 0
+    assert other.execute("DELETE FROM followup_outcomes").rowcount == 0
+    with pytest.raises(psycopg.errors.InsufficientPrivilege, match="row-level security"):
+        other.execute("INSERT INTO followup_outcomes VALUES (?, '1.2.3', 'resolved')", (session.read.read_id,))
+    with pytest.raises(psycopg.errors.IntegrityError, match="without an audit entry"):
+        mine.execute("UPDATE followup_outcomes SET status = 'resolved' WHERE read_id = ?", (session.read.read_id,))
+    mine.close()
+    other.close()
+    assert load_read(store, session.read.read_id).followup.outcomes == {prior.read.lesions[0].tracking_uid:
+                                                                        "not_assessable"}
+    assert audit.verify(trial().db).ok
 
 
 def test_the_server_chains_entries_exactly_as_the_program_checks_them(trial):
@@ -298,3 +322,31 @@ def test_the_store_is_named_by_the_environment_and_grant_needs_a_server(trial, t
     Store.open(tmp_path / "local").close()
     code, out = _cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "local")
     assert code == 1 and "needs a PostgreSQL store" in out
+
+
+def test_a_server_store_of_schema_12_is_upgraded_with_tracking_uids_carried_across_versions(pg_server):
+    from cno_annotate.store.db import MIGRATIONS, _run_pg_step
+    from cno_annotate.store.postgres import migrate
+
+    url = pg_server.create_database("schema_12")
+    old = PgConnection(url)
+    migrate(old, MIGRATIONS[:12], _run_pg_step)
+    columns = "read_id, study_uid, reader, scheme_id, scheme_version, taxonomy, status, started, modified, " \
+              "revision, next_lesion, version, supersedes"
+    for read_id, status, version, supersedes in (("r1", "submitted", 1, None), ("r2", "draft", 2, "r1")):
+        with old.transaction():
+            old.execute(f"INSERT INTO reads ({columns}) VALUES (?, '1.2.3', 'dr-a', 'rai-cromris', '2.0.0', "
+                        f"'wbmri-sites', 'draft', 'x', 'x', 1, 2, ?, ?)", (read_id, version, supersedes))
+            old.execute("INSERT INTO lesions VALUES (?, 'L1', 1, ?)", (read_id, '{"lesion_id": "L1"}'))
+            old.execute("UPDATE reads SET status = ? WHERE read_id = ?", (status, read_id))
+            audit.append(old, "coordinator", "create", f"read:{read_id}", state_before=None)
+    old.close()
+    store = Store.open(url)
+    uids = dict(store.db.execute("SELECT read_id, data::json ->> 'tracking_uid' FROM lesions").fetchall())
+    assert uids["r1"] and uids["r1"] == uids["r2"]  # the later version keeps the lesion's UID
+    migrated = store.db.execute("SELECT entity FROM audit WHERE action = 'migrate' ORDER BY seq").fetchall()
+    assert [m[0] for m in migrated] == ["read:r1", "read:r2"]
+    assert audit.verify(store.db).ok
+    with pytest.raises(psycopg.errors.IntegrityError, match="submitted and locked"):
+        store.db.execute("UPDATE lesions SET data = '{}' WHERE read_id = 'r1'")  # the lock is back
+    store.close()

@@ -18,7 +18,8 @@ from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
-from tests.conftest import SAMPLE, new_store
+from cno_annotate.store.db import DESIGN_FIXED_MESSAGE, LOCKED_MESSAGE
+from tests.conftest import SAMPLE, integrity_error, new_store
 
 
 @pytest.fixture(scope="module")
@@ -410,3 +411,34 @@ def test_cli_counts_of_one_are_singular(tmp_path, cli):
     path.write_text(GOOD_CSV.splitlines()[0] + "\n" + GOOD_CSV.splitlines()[1] + "\n")
     code, out, err = cli("clinical", "import", path, "--link-key", tmp_path / "key.sqlite")
     assert code == 0 and f"imported 1 visit from {path}" in out, out + err
+
+
+def test_follow_up_outcomes_are_locked_and_audited_and_the_design_fixed_by_the_database(trial, other_connection):
+    prior_uid, current_uid = sorted(trial.study_uids())[:2]
+    prior = ReadSession.open_or_create(trial, prior_uid, "dr-a")
+    prior.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    prior.submit()
+    tracking_uid = prior.read.lesions[0].tracking_uid
+    session = ReadSession.open_or_create(trial, current_uid, "dr-a")
+    session.follow_up(prior.read.read_id)
+    session.set_outcome(tracking_uid, "resolved")
+    session.submit()
+    assert load_read(trial, session.read.read_id).followup.outcomes == {tracking_uid: "resolved"}
+    assert audit.verify(trial.db).ok  # the follow-up part is in the read's audited state
+    raw = other_connection(trial)
+    read_id = session.read.read_id
+    for sql in ("UPDATE followup_outcomes SET status = 'persisting' WHERE read_id = ?",
+                "DELETE FROM followup_outcomes WHERE read_id = ?",
+                "INSERT INTO followup_outcomes VALUES (?, '1.2.3', 'resolved')"):
+        with pytest.raises(integrity_error(trial), match=LOCKED_MESSAGE):
+            raw.execute(sql, (read_id,))
+    rs.set_design(trial, "trial", "paired-chronological")  # no read of the study yet: it may change
+    code = rs.worklist(trial, "trial", "dr-b")[0]["reading_code"]
+    started = ReadSession.open_or_create(trial, rs.study_uid_of(trial, "trial", code), "dr-b", reading_study="trial")
+    started.add_lesion((0.0, 0.0, -100.0), "1.2.3.4", (1, 1, 1), site_id="spine.L2")
+    with pytest.raises(integrity_error(trial), match=DESIGN_FIXED_MESSAGE):
+        raw.execute("UPDATE reading_studies SET design = 'paired-hidden-order' WHERE name = 'trial'")
+    with pytest.raises(CnoError, match=DESIGN_FIXED_MESSAGE):
+        rs.set_design(trial, "trial", "unpaired-blinded")
+    assert rs.get(trial, "trial").design == rs.ReadingDesign.PAIRED_CHRONOLOGICAL
+    assert audit.verify(trial.db).ok

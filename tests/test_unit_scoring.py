@@ -178,9 +178,9 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
     old = json.loads(json.dumps(document))
     old["schema_version"] = "1.0.0"
     for read in old["reads"]:
-        del read["unit_grades"], read["rois"], read["active_seconds"]  # 1.1.0 and 1.2.0 fields
+        del read["unit_grades"], read["rois"], read["followup"], read["active_seconds"]  # 1.1.0 and 1.2.0 fields
         for lesion in read["lesions"]:
-            del lesion["stir_muscle_ratio"]
+            del lesion["stir_muscle_ratio"], lesion["tracking_uid"]
     third = sample_copy("third")
     import_document(third, write_document(old, tmp_path / "old.json"))
     assert export_document(third)["reads"][0]["scores"]["total"] == 5  # the proposal again

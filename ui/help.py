@@ -49,6 +49,16 @@ SHORTCUTS = [
         ("Click a bone unit (Bone units)", "Go to the unit: the views move to its place in this patient"),
         ("Right click a bone unit", "Mark it no lesion or not assessable, or clear its mark"),
     ]),
+    ("Follow-up: prior beside current", [
+        ("Ctrl+P", "Show the patient's earlier study (the other visit) beside this one, where the reading "
+                   "study's design allows it; the views follow each other through the registration"),
+        ("Alt+Left / Alt+Right", "Nudge the registration of the region in use 1 mm along the patient's "
+                                 "right-left axis (kept with the studies)"),
+        ("Alt+Up / Alt+Down", "Nudge it 1 mm towards the head / the feet"),
+        ("Alt+PgUp / Alt+PgDown", "Nudge it 1 mm forwards / backwards"),
+        ("Prior lesions", "Choose a prior lesion (or click its ghost), then Persisting, Resolved or Not "
+                          "assessable"),
+    ]),
     ("Window", [
         ("Light theme", "A light theme instead of the dark reading-room one (or start with "
                         "CNO_ANNOTATE_THEME=light)"),

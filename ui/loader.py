@@ -19,6 +19,7 @@ from cno_annotate.volumes import load_volume
 
 class _Signals(QObject):
     progress = Signal(str, int, float)  # view, request, fraction
+    preview = Signal(str, int, object)  # view, request, Volume being composed
     loaded = Signal(str, int, object)  # view, request, Volume
     failed = Signal(str, int, str)  # view, request, message
 
@@ -41,7 +42,8 @@ class _LoadJob(QRunnable):
         try:
             store = Store.open(self.store_root)
             try:
-                volume = load_volume(store, self.volume_id, progress)
+                volume = load_volume(store, self.volume_id, progress,
+                                     preview=lambda v: self.signals.preview.emit(self.view, self.request, v))
             finally:
                 store.close()
         except CnoError as exc:
@@ -60,6 +62,8 @@ class VolumeLoader(QObject):
     """Queue volume loads, one at a time, in the order asked (visible first)."""
 
     progress = Signal(str, float)
+    #: A composed volume's first station, before composition ends (``load.preview``).
+    preview = Signal(str, object)
     loaded = Signal(str, object)
     failed = Signal(str, str)
 
@@ -73,6 +77,7 @@ class VolumeLoader(QObject):
         self._counter = 0
         self._signals.progress.connect(self._relay_progress)
         self._signals.loaded.connect(self._relay_loaded)
+        self._signals.preview.connect(self._relay_preview)
         self._signals.failed.connect(self._relay_failed)
 
     def load(self, view: str, volume_id: str) -> None:
@@ -91,6 +96,10 @@ class VolumeLoader(QObject):
     def _relay_progress(self, view: str, request: int, fraction: float) -> None:
         if self._current(view, request):
             self.progress.emit(view, fraction)
+
+    def _relay_preview(self, view: str, request: int, volume) -> None:
+        if self._current(view, request):
+            self.preview.emit(view, volume)
 
     def _relay_loaded(self, view: str, request: int, volume) -> None:
         if self._current(view, request):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 from cno_annotate_ui.checklist import SkeletonChecklist
+from cno_annotate_ui.comparison import Comparison
 from cno_annotate_ui.help import HelpDialog
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
 from cno_annotate_ui.loader import VolumeLoader
@@ -153,6 +154,10 @@ class ViewPanel(QWidget):
         header = QHBoxLayout()
         header.setContentsMargins(0, 0, 0, 0)
         self.preset.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.tag = QLabel("", self)  # follow-up reading: which study this view shows
+        self.tag.setObjectName("study-tag")
+        self.tag.hide()
+        header.addWidget(self.tag, 0)
         header.addWidget(self.series, 4)
         header.addWidget(self.plane, 0)
         header.addWidget(self.preset, 2)
@@ -166,6 +171,12 @@ class ViewPanel(QWidget):
         self.plane.currentIndexChanged.connect(lambda i: session.set_plane(name, PLANES[i]))
         self.preset.textActivated.connect(lambda text: session.apply_preset(name, text))
         session.changed.connect(self._sync)
+
+    def set_tag(self, text: str) -> None:
+        """Name the study the view shows (prior beside current); empty hides the tag."""
+        self.tag.setText(text)
+        self.tag.setToolTip(text)
+        self.tag.setVisible(bool(text))
 
     def _sync(self, name, what) -> None:
         """Show the session's plane and presets in the selectors."""
@@ -245,8 +256,10 @@ class MainWindow(QMainWindow):
             panel.view.navigated.connect(self.stop_cine)
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
+        self.loader.preview.connect(self._on_preview)
         self.loader.failed.connect(self._on_failed)
         self.session.changed.connect(self._on_session_changed)
+        self.comparison = Comparison(self)
         self.resize(1400, 900)
         self._show_layout()
         self.refresh_studies()
@@ -344,6 +357,7 @@ class MainWindow(QMainWindow):
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("View", self)
+        self.view_bar = bar
         bar.setObjectName("view")
         bar.setMovable(False)
         self.addToolBar(bar)
@@ -697,6 +711,7 @@ class MainWindow(QMainWindow):
             self.show_volume(name, volume_id)
         if self.layout_name == "2x2":
             self._fill_lower_views()
+        self.comparison.study_opened(study_uid)
         if not is_text_entry(QApplication.focusWidget()):
             self.focus_image()  # a study just opened: the keyboard is on its image
 
@@ -756,8 +771,17 @@ class MainWindow(QMainWindow):
 
     # -- loading -------------------------------------------------------------------
     def _on_progress(self, name: str, fraction: float) -> None:
-        self.session.set_loading(name, self.session.views[name].label, fraction)
+        view = self.session.views[name]
+        if view.previewing:  # its first station is shown: only the bar moves on
+            view.progress = fraction
+        else:
+            self.session.set_loading(name, view.label, fraction)
         self._update_progress()
+
+    def _on_preview(self, name: str, volume) -> None:
+        """Show the first station of a composed volume while the others are read."""
+        if self.session.views[name].status == "loading":
+            self.session.set_volume(name, volume, self.session.views[name].label)
 
     def _on_loaded(self, name: str, volume) -> None:
         self.session.set_volume(name, volume, self.session.views[name].label)
@@ -791,7 +815,7 @@ class MainWindow(QMainWindow):
             self.all_loaded.emit()
 
     def _update_progress(self) -> None:
-        loading = [v for v in self.session.views.values() if v.status == "loading"]
+        loading = [v for v in self.session.views.values() if v.status == "loading" or v.previewing]
         self.progress.setVisible(bool(loading))
         if loading:
             self.progress.setValue(int(100 * min(v.progress for v in loading)))
@@ -1088,6 +1112,9 @@ class MainWindow(QMainWindow):
 
     def _marker_clicked(self, key: str) -> None:
         """A click on a marker selects its lesion (markers of other readers only move the crosshair)."""
+        if key.startswith("ghost:"):
+            self.comparison.select_ghost(key.removeprefix("ghost:"))
+            return
         if self.read_session is not None and key in {lesion.lesion_id for lesion in self.read_session.read.lesions}:
             self.lesion_panel.select(key)
 
@@ -1204,7 +1231,13 @@ class MainWindow(QMainWindow):
             row.setVisible(any(name in shown for name in VIEW_NAMES[2 * n: 2 * n + 2]))
 
     def _fill_lower_views(self) -> None:
-        """2x2: each lower view shows the series above it in its own plane (sagittal), once."""
+        """2x2: each lower view shows the series above it in its own plane (sagittal), once.
+
+        Prior beside current: the T1 of each study, coronal, below its STIR.
+        """
+        if self.comparison.active:
+            self.comparison.fill_lower_views()
+            return
         for name, (above, plane) in LOWER_VIEWS.items():
             if self.session.views[name].status != "empty":
                 continue
@@ -1311,5 +1344,6 @@ class MainWindow(QMainWindow):
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
         self.loader.wait(5000)
+        self.comparison.wait(5000)
         self.store.close()
         super().closeEvent(event)

@@ -26,6 +26,7 @@ from cno_annotate.annotation.scoring import (
     score_read,
 )
 from cno_annotate.annotation.taxonomy import Taxonomy
+from cno_annotate.annotation.validation import unit_of
 from cno_annotate.errors import CnoError
 
 ADJUDICATED = "adjudicated"
@@ -702,6 +703,10 @@ def _symmetric(units: list[str]) -> bool:
 
 # -- follow-up ------------------------------------------------------------------------------------
 CHANGE = ("new", "resolved", "improved", "stable", "worse")
+#: Relative change of a measure that counts as improved (a fall) or worse (a rise); smaller changes are stable.
+#: Largest diameter 20 % (as RECIST), volume 30 %, STIR lesion:muscle ratio 20 %.
+MEASURE_CHANGE = {"size_mm": 0.2, "volume_ml": 0.3, "stir_muscle_ratio": 0.2}
+MEASURES = ("grade", *MEASURE_CHANGE)
 
 
 def unit_change(before: int, after: int) -> str | None:
@@ -719,40 +724,155 @@ def unit_change(before: int, after: int) -> str | None:
     return "stable"
 
 
-def followup(cases: list[Case], source: str, scheme: Scheme, taxonomy: Taxonomy) -> dict:
-    """Per patient with several timepoints: unit changes between consecutive reads, and totals over time."""
+def measure_change(measure: str, before: float | None, after: float | None) -> str | None:
+    """Improved / stable / worse of one measure of a lesion or unit seen at both visits (None: not measured).
+
+    Grades compare as numbers (any fall is improved); size, volume and
+    STIR ratio by their relative change against :data:`MEASURE_CHANGE`.
+    """
+    if before is None or after is None:
+        return None
+    if measure == "grade":
+        return "improved" if after < before else "worse" if after > before else "stable"
+    if before <= 0:
+        return "worse" if after > 0 else "stable"
+    relative = (after - before) / before
+    threshold = MEASURE_CHANGE[measure]
+    return "improved" if relative <= -threshold else "worse" if relative >= threshold else "stable"
+
+
+def lesion_measures(lesion) -> dict[str, float | None]:
+    """A lesion's measures at one visit: grade sum (assessable items), largest diameter, volume, STIR ratio."""
+    graded = [v for v in lesion.grades.values() if v != NOT_ASSESSABLE]
+    sizes = lesion.sizes_mm
+    ratio = getattr(lesion, "stir_muscle_ratio", None)  # measured where the reader drew a lesion and a muscle ROI
+    return {"grade": float(sum(graded)) if graded else None, "size_mm": max(sizes) if sizes else None,
+            "volume_ml": lesion.volume_ml, "stir_muscle_ratio": None if ratio is None else float(ratio)}
+
+
+def _unit_measures(lesions: list, score: int | None) -> dict[str, float | None]:
+    """A bone unit's measures: its score; largest diameter, summed volume and highest ratio of its lesions
+    (None when any of its lesions lacks the measure)."""
+    per = [lesion_measures(l) for l in lesions]
+
+    def combine(key: str, how) -> float | None:
+        values = [m[key] for m in per]
+        return how(values) if values and all(v is not None for v in values) else None
+
+    return {"grade": None if score is None else float(score), "size_mm": combine("size_mm", max),
+            "volume_ml": combine("volume_ml", sum), "stir_muscle_ratio": combine("stir_muscle_ratio", max)}
+
+
+def tracked_pair(before: Read, after: Read) -> bool:
+    """Whether two reads can be matched lesion by lesion: the later follows the earlier, or they share UIDs."""
+    if after.followup is not None and after.followup.prior_read_id == before.read_id:
+        return True
+    return bool({l.tracking_uid for l in before.lesions if l.tracking_uid}
+                & {l.tracking_uid for l in after.lesions if l.tracking_uid})
+
+
+def lesion_changes(before: Read, after: Read, taxonomy: Taxonomy) -> list[dict]:
+    """Per tracked lesion between two reads: new, resolved, or improved / stable / worse by each measure.
+
+    The change by grades is the lesion's ``change``; ``by`` holds the change by
+    every measure measured at both visits. A prior lesion the reader marked
+    not assessable at the later visit gets change None (``status`` says why).
+    """
+    outcomes = after.followup.outcomes if after.followup is not None else {}
+    earlier = {l.tracking_uid: l for l in before.lesions}
+    later = {l.tracking_uid: l for l in after.lesions}
+    rows = []
+    for uid in [*earlier, *(u for u in later if u not in earlier)]:
+        l0, l1 = earlier.get(uid), later.get(uid)
+        lesion = l1 if l1 is not None else earlier[uid]
+        by: dict[str, str] = {}
+        row: dict[str, Any] = {"tracking_uid": uid, "unit": unit_of(lesion, taxonomy), "from": l0.lesion_id if l0 else None,
+               "to": l1.lesion_id if l1 else None, "status": str(outcomes.get(uid, "")) or None, "by": by}
+        if l0 is None:
+            row["change"] = "new"
+        elif l1 is None:
+            row["change"] = None if outcomes.get(uid) == "not_assessable" else "resolved"
+        else:
+            m0, m1 = lesion_measures(l0), lesion_measures(l1)
+            by.update({k: c for k in MEASURES if (c := measure_change(k, m0[k], m1[k])) is not None})
+            row["change"] = by.get("grade")
+        row["measures"] = {"before": lesion_measures(l0) if l0 else None, "after": lesion_measures(l1) if l1 else None}
+        rows.append(row)
+    return rows
+
+
+def followup(cases: list[Case], source: str, scheme: Scheme, taxonomy: Taxonomy, design: str | None = None) -> dict:
+    """Per patient with several timepoints: lesion and unit changes between consecutive reads, totals over time.
+
+    Lesions are matched by tracking UID where the later read follows the
+    earlier one (carry-forward) or they share tracking UIDs; otherwise, as in
+    unpaired blinded reading, by bone unit only (``matching`` of each step says
+    which). Bone units change by score (new / resolved / improved / stable /
+    worse) and, where measured at both visits, by size, volume and STIR ratio.
+    """
     by_patient: dict[str, list[Case]] = {}
     for case in cases:
         by_patient.setdefault(case.patient, []).append(case)
     patients, overall = [], dict.fromkeys(CHANGE, 0)
+    lesions_overall = dict.fromkeys(CHANGE, 0)
     for patient, series in sorted(by_patient.items()):
         read_cases = sorted(((c, r) for c in series if (r := reference_read(c, source)) is not None),
                             key=lambda pair: pair[0].timepoint)
         if len(read_cases) < 2:
             continue
         series = [c for c, _ in read_cases]
-        scores = [scores_of(r, scheme, taxonomy) for _, r in read_cases]
+        reads = [r for _, r in read_cases]
+        scores = [scores_of(r, scheme, taxonomy) for r in reads]
         steps = []
-        for (c0, s0), (c1, s1) in zip(zip(series, scores), zip(series[1:], scores[1:])):
-            counts = dict.fromkeys(CHANGE, 0)
-            units = []
-            for unit in sorted(set(s0.units) | set(s1.units)):
-                u0, u1 = s0.units.get(unit), s1.units.get(unit)
-                score0, score1 = (u0.score if u0 else 0), (u1.score if u1 else 0)
-                if score0 is None or score1 is None:
-                    continue  # not assessable at one timepoint: no change can be said
-                category = unit_change(score0, score1)
-                if category:
-                    counts[category] += 1
-                    overall[category] += 1
-                    units.append({"unit": unit, "before": u0.score if u0 else 0, "after": u1.score if u1 else 0,
-                                  "change": category})
-            steps.append({"from": c0.code, "to": c1.code, "counts": counts, "units": units})
+        for n in range(len(series) - 1):
+            step = _followup_step(series[n], series[n + 1], reads[n], reads[n + 1], scores[n], scores[n + 1],
+                                  taxonomy)
+            for category, count in step["counts"].items():
+                overall[category] += count
+            for category, count in step["lesion_counts"].items():
+                lesions_overall[category] += count
+            steps.append(step)
         totals = [s.total for s in scores]
         patients.append({"patient": patient, "cases": [c.code for c in series],
                          "timepoints": [c.timepoint for c in series], "totals": totals,
                          "total_change": totals[-1] - totals[0], "steps": steps})
-    return {"source": source, "patients": patients, "counts": overall}
+    return {"source": source, "design": design, "patients": patients, "counts": overall,
+            "lesion_counts": lesions_overall, "thresholds": dict(MEASURE_CHANGE)}
+
+
+def _followup_step(c0: Case, c1: Case, r0: Read, r1: Read, s0: ReadScores, s1: ReadScores,
+                   taxonomy: Taxonomy) -> dict:
+    counts = dict.fromkeys(CHANGE, 0)
+    units = []
+    lesions_in: dict[tuple[int, str], list] = {}
+    for k, read in enumerate((r0, r1)):
+        for lesion in read.lesions:
+            unit = unit_of(lesion, taxonomy)
+            if unit is not None:
+                lesions_in.setdefault((k, unit), []).append(lesion)
+    for unit in sorted(set(s0.units) | set(s1.units)):
+        u0, u1 = s0.units.get(unit), s1.units.get(unit)
+        score0, score1 = (u0.score if u0 else 0), (u1.score if u1 else 0)
+        if score0 is None or score1 is None:
+            continue  # not assessable at one timepoint: no change can be said
+        category = unit_change(score0, score1)
+        if category:
+            counts[category] += 1
+            entry = {"unit": unit, "before": score0, "after": score1, "change": category, "by": {}}
+            if category not in ("new", "resolved"):
+                m0 = _unit_measures(lesions_in.get((0, unit), []), score0)
+                m1 = _unit_measures(lesions_in.get((1, unit), []), score1)
+                entry["by"] = {k: c for k in MEASURES if (c := measure_change(k, m0[k], m1[k])) is not None}
+            units.append(entry)
+    tracked = tracked_pair(r0, r1)
+    lesions = lesion_changes(r0, r1, taxonomy) if tracked else []
+    lesion_counts = dict.fromkeys(CHANGE, 0)
+    for row in lesions:
+        if row["change"] is not None:
+            lesion_counts[row["change"]] += 1
+    return {"from": c0.code, "to": c1.code, "matching": "tracking UID" if tracked else "bone unit",
+            "counts": counts, "units": units, "lesion_counts": lesion_counts, "lesions": lesions,
+            "not_assessable": sum(row["status"] == "not_assessable" for row in lesions)}
 
 
 # -- design (GRRAS) ---------------------------------------------------------------------------------
@@ -779,9 +899,12 @@ def design(cases: list[Case], scheme: Scheme, taxonomy: Taxonomy, study=None,
     flagged_text = ", ".join(f"{f['case']} {f['reader']}" for f in flagged)
     blinding = "Readers see reading codes only (no names, IDs, dates, institutions or descriptions)"
     if study is not None:
-        blinding += (f"; age and sex {'shown' if study.show_age_sex else 'hidden'}; timepoints of one patient "
-                     f"{'revealed' if study.reveal_timepoints else 'hidden (separate cases)'}; each reader's worklist "
-                     f"in its own random order (seed {study.seed})")
+        revealed = study.reveal_timepoints or study.design.value == "paired-chronological"
+        shown = ("shown as visits A and B, which is earlier hidden" if study.design.value == "paired-hidden-order"
+                 else "revealed" if revealed else "hidden (separate cases)")
+        blinding += (f"; reading design {study.design.label}; age and sex "
+                     f"{'shown' if study.show_age_sex else 'hidden'}; timepoints of one patient {shown}; "
+                     f"each reader's worklist in its own random order (seed {study.seed})")
     return [
         {"item": 2, "topic": "Instrument", "text": f"{scheme.title} ({scheme.id} {scheme.version}); sites "
          f"{taxonomy.id} {taxonomy.version}, {len(all_units(taxonomy))} bone units."},

@@ -49,8 +49,11 @@ def build(cases: list[cohort.Case], sections: list[str], scheme_ref: tuple[str, 
     def concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs) -> dict:
         return _concordance_section(cases, source, scheme, taxonomy, threshold_mm, figs, visit_window_days)
 
+    def followup_section(cases, source, scheme, taxonomy, threshold_mm, figs) -> dict:
+        return _followup_section(cases, source, scheme, taxonomy, threshold_mm, figs, study)
+
     builders = {"design": design_section, "agreement": agreement_section, "concordance": concordance_section,
-                "distribution": _distribution_section, "followup": _followup_section, "skeleton": _skeletons}
+                "distribution": _distribution_section, "followup": followup_section, "skeleton": _skeletons}
     for name in SECTIONS:
         if name not in sections:
             continue
@@ -103,9 +106,9 @@ def _distribution_section(cases, source, scheme, taxonomy, threshold_mm, figs: P
     return result
 
 
-def _followup_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path) -> dict:
+def _followup_section(cases, source, scheme, taxonomy, threshold_mm, figs: Path, study=None) -> dict:
     _require_reference(cases, source)
-    result = cohort.followup(cases, source, scheme, taxonomy)
+    result = cohort.followup(cases, source, scheme, taxonomy, None if study is None else study.design.value)
     if not result["patients"]:
         raise CnoError("no patient has reference reads at two or more timepoints")
     result["figures"] = {"followup": figures.save(figures.followup_figure(result), figs, "followup")}
@@ -168,7 +171,15 @@ def table_rows(report: dict) -> dict[str, tuple[list[str], list[dict]]]:
     if "followup" in sections:
         rows = [{"patient": p["patient"], "from": s["from"], "to": s["to"], **u}
                 for p in sections["followup"]["patients"] for s in p["steps"] for u in s["units"]]
-        tables["followup_units.csv"] = (["patient", "from", "to", "unit", "before", "after", "change"], rows)
+        rows = [{**r, "by": " ".join(f"{k}:{v}" for k, v in r["by"].items())} for r in rows]
+        tables["followup_units.csv"] = (["patient", "from", "to", "unit", "before", "after", "change", "by"], rows)
+        lesion_rows = [{"patient": p["patient"], "from_case": s["from"], "to_case": s["to"],
+                        "tracking_uid": r["tracking_uid"], "unit": r["unit"], "from_lesion": r["from"],
+                        "to_lesion": r["to"], "status": r["status"], "change": r["change"],
+                        "by": " ".join(f"{k}:{v}" for k, v in r["by"].items())}
+                       for p in sections["followup"]["patients"] for s in p["steps"] for r in s["lesions"]]
+        tables["followup_lesions.csv"] = (["patient", "from_case", "to_case", "tracking_uid", "unit", "from_lesion",
+                                           "to_lesion", "status", "change", "by"], lesion_rows)
         tables["followup_patients.csv"] = (["patient", "cases", "totals", "total_change"],
                                            [{**p, "cases": " ".join(p["cases"]),
                                              "totals": " ".join(str(t) for t in p["totals"])}
@@ -213,6 +224,8 @@ def write_html(report: dict, title: str, out: Path) -> Path:
              f"<p class='meta'>{html.escape(report['generator'])} · {datetime.now(UTC):%Y-%m-%d %H:%M} UTC · "
              f"scheme {report['scheme']['id']} {report['scheme']['version']} · {_count(report['cases'], 'case')} · "
              f"reference read: {html.escape(report['source'])}</p>"]
+    if report.get("design"):
+        parts.append(f"<p class='meta'>Reading design: {html.escape(report['design']['text'])}</p>")
     s = report["sections"]
     if "design" in s:
         parts.append("<h2>Design (GRRAS checklist order)</h2>" + _table(
@@ -453,9 +466,16 @@ def _followup_html(f: dict) -> str:
     rows = [[p["patient"], " → ".join(p["cases"]), " → ".join(str(t) for t in p["totals"]), p["total_change"]]
             for p in f["patients"]]
     counts = f["counts"]
+    by_unit = sum(s.get("matching") == "bone unit" for p in f["patients"] for s in p["steps"])
     return "".join([
         "<h2>Follow-up (unit: patients; changes counted in bone units; totals in points)</h2>",
         "<p>Bone units between consecutive timepoints: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".</p>",
+        "<p>Lesions matched by tracking UID (carried forward by the reader): "
+        + ", ".join(f"{k} {v}" for k, v in f.get("lesion_counts", {}).items())
+        + f"; steps matched by bone unit only (reads without shared tracking UIDs): {by_unit}. Size, volume and "
+        f"STIR lesion:muscle ratio count as improved or worse from a relative change of "
+        + ", ".join(f"{k.split('_')[0]} {v:.0%}" for k, v in f.get("thresholds", {}).items()) + ".</p>"
+        + (f"<p>Reading design: {html.escape(f['design'])}.</p>" if f.get("design") else ""),
         _table(["patient", "cases", "total score (points)", "change (points)"], rows),
         _img(f["figures"]["followup"]),
     ])
@@ -475,6 +495,7 @@ def run(store, name: str, sections: list[str], out: Path, link_key: Path | None 
     report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out, strict,
                    study=study, resamples=resamples, seed=seed, visit_window_days=visit_window_days)
     report["reading_study"] = name
+    report["design"] = {"id": study.design.value, "text": study.design.label}
     write_json(report, out)
     write_html(report, f"Reading study {name}", out)
     return report

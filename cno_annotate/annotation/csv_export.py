@@ -44,7 +44,7 @@ READ_KEY_COLUMNS = [
     "scheme_id", "scheme_version",
 ]
 LESION_COLUMNS = READ_KEY_COLUMNS + [
-    "lesion_id",
+    "lesion_id", "tracking_uid",
     "site_id", "site_label", "site_code", "site_code_scheme", "bone_code", "region", "group",
     "subsite_id", "subsite_code", "side", "side_code", "unit_id",
     "x_mm", "y_mm", "z_mm", "series_uid", "voxel_i", "voxel_j", "voxel_k",
@@ -84,6 +84,8 @@ COLUMN_MEANINGS = {
     "lesions": "Number of lesions marked in the read.",
     "units_no_lesion": "Bone units marked as holding no lesion.",
     "lesion_id": "Identifier of the lesion within its read.",
+    "tracking_uid": "DICOM tracking UID of the lesion: the same lesion keeps it across edits, versions, exports "
+                    "and follow-up visits (as the SR's tracking UID).",
     "site_id": "Anatomical site of the lesion (taxonomy id, e.g. femur.distal).",
     "site_label": "Readable name of the site.",
     "site_code": "Code of the site in the coding scheme named by site_code_scheme.",
@@ -126,6 +128,7 @@ def lesion_rows(document: dict) -> tuple[list[str], list[dict]]:
             sizes = lesion["sizes_mm"] or ["", "", ""]
             row = {
                 **_read_key(read), "lesion_id": lesion["lesion_id"],
+                "tracking_uid": lesion.get("tracking_uid", ""),
                 "site_id": site.get("id", ""), "site_label": site.get("label", ""),
                 "site_code": site.get("code", {}).get("value", ""),
                 "site_code_scheme": site.get("code", {}).get("scheme", ""),

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from cno_annotate import __version__
-from cno_annotate.annotation.model import Lesion, Read
+from cno_annotate.annotation.model import Followup, Lesion, Read
 from cno_annotate.annotation.reads import list_reads, load_read, write_read
 from cno_annotate.annotation.resources import schemas_dir, validate, versioned_schema
 from cno_annotate.annotation.scheme import Scheme, load_scheme
@@ -71,6 +71,10 @@ def read_document(read: Read) -> dict:
         "rois": [roi.to_dict() for roi in read.rois],
         "scores": scores.as_dict(),
         "active_seconds": round(read.active_seconds, 1),
+        "followup": None if read.followup is None else {
+            "prior_read_id": read.followup.prior_read_id,
+            "outcomes": [{"tracking_uid": u, "status": str(s)} for u, s in sorted(read.followup.outcomes.items())],
+        },
     }
 
 
@@ -81,6 +85,7 @@ def _lesion_document(lesion: Lesion, taxonomy: Taxonomy, score) -> dict:
         unit_id = taxonomy.unit_id(site.id, lesion.side)
     return {
         "lesion_id": lesion.lesion_id,
+        "tracking_uid": lesion.tracking_uid,
         "site": None if site is None else {
             "id": site.id, "label": site.label, "code": site.code, "bone_code": site.bone_code,
             "region": site.region, "group": site.group, "unit_id": unit_id,
@@ -165,7 +170,8 @@ def reads_from_document(document: dict, source: str) -> list[Read]:
                     data["revision"], lesions, marks, data["reading_study"], data["role"], data["version"],
                     data["supersedes"], data["reason"], _unit_grades_from(data, taxonomy, scheme, source, where),
                     _rois_from(data, source, where),
-                    active_seconds=float(data.get("active_seconds", 0.0)))
+                    active_seconds=float(data.get("active_seconds", 0.0)),
+                    followup=_followup_from(data.get("followup"), source, where))
         problems = read_problems(read, taxonomy)
         if problems:
             raise CnoError(f"{source}: {problems[0].at(where)}")
@@ -198,6 +204,19 @@ def _unit_grades_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: st
     return grades
 
 
+def _followup_from(data: dict | None, source: str, where: str) -> Followup | None:
+    """A read's follow-up link (schema 1.2.0); an outcome repeated for one prior lesion is refused."""
+    if data is None:
+        return None
+    outcomes: dict[str, str] = {}
+    for n, entry in enumerate(data["outcomes"]):
+        if entry["tracking_uid"] in outcomes:
+            raise CnoError(f"{source}: {where}.followup.outcomes[{n}].tracking_uid: prior lesion "
+                           f"{entry['tracking_uid']} has two outcomes")
+        outcomes[entry["tracking_uid"]] = entry["status"]
+    return Followup(data["prior_read_id"], outcomes)  # type: ignore[arg-type]
+
+
 def _load(fn, source: str, where: str):
     try:
         return fn()
@@ -223,6 +242,7 @@ def _lesion_from(data: dict, taxonomy: Taxonomy, scheme: Scheme, source: str, wh
             created_by=data["created"]["by"], created_at=data["created"]["at"],
             modified_by=data["modified"]["by"], modified_at=data["modified"]["at"],
             stir_muscle_ratio=data.get("stir_muscle_ratio"),
+            tracking_uid=data.get("tracking_uid"),  # documents before 1.2.0: a new UID
         )
     except InvalidLesion as exc:
         raise CnoError(f"{source}: {exc.problem.at(where)}") from None

@@ -3,7 +3,9 @@
 A :class:`Read` is one reader's reading of one study; a :class:`Lesion` is
 one marked lesion: position in patient LPS mm with the series UID and voxel
 index, coded site with sub-site and side, extent, grades of the scheme,
-comment, confidence, and who and when created and modified it. Both convert
+comment, confidence, who and when created and modified it, and its tracking
+UID (a DICOM UID given at creation that stays with the lesion through edits,
+new versions, exports and follow-up visits). Both convert
 to and from plain dicts (the stored and exported form).
 
 Lesions are built through :func:`cno_annotate.annotation.validation.make_lesion`
@@ -53,6 +55,29 @@ class ReadingRole(StrEnum):
     ADJUDICATOR = "adjudicator"
 
 
+class FollowupStatus(StrEnum):
+    """What a reader says, at a follow-up visit, of a lesion of the prior read."""
+
+    PERSISTING = "persisting"  # still there: a lesion of this read carries its tracking UID
+    RESOLVED = "resolved"
+    NOT_ASSESSABLE = "not_assessable"
+
+
+@dataclass(frozen=True)
+class Followup:
+    """A follow-up read's link to the prior read, and the reader's outcome for each prior lesion.
+
+    ``outcomes`` maps a prior lesion's tracking UID to its :class:`FollowupStatus`;
+    a prior lesion without an outcome is still unconfirmed.
+    """
+
+    prior_read_id: str
+    outcomes: dict[str, FollowupStatus] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcomes", {k: FollowupStatus(v) for k, v in self.outcomes.items()})
+
+
 @dataclass(frozen=True)
 class Lesion:
     """One lesion of a read."""
@@ -73,6 +98,7 @@ class Lesion:
     modified_by: str = ""
     modified_at: str = ""
     stir_muscle_ratio: float | None = None  # STIR signal-intensity ratio lesion:muscle (ROI means)
+    tracking_uid: str = ""  # a DICOM UID: the same lesion across edits, versions, exports and visits
 
     def to_dict(self) -> dict:
         """Plain-dict form (JSON-ready); back through ``validation.lesion_from_fields``."""
@@ -197,6 +223,7 @@ class Read:
     unit_grades: dict[str, dict] = field(default_factory=dict)  # unit id -> {item id: reader's unit grade}
     rois: list[Roi] = field(default_factory=list)  # regions of interest, in drawing order
     active_seconds: float = 0.0  # active reading time (viewer input with the focus, idle spells left out)
+    followup: Followup | None = None  # a follow-up read: the prior read and the outcome of each of its lesions
 
     def __post_init__(self) -> None:
         self.status = ReadStatus(self.status)

@@ -26,7 +26,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cno_annotate.annotation.model import Lesion, Read, ReadingRole, ReadStatus, Roi, RoiRole, UnitMark
+from cno_annotate.annotation.model import (
+    Followup,
+    FollowupStatus,
+    Lesion,
+    Read,
+    ReadingRole,
+    ReadStatus,
+    Roi,
+    RoiRole,
+    UnitMark,
+)
 from cno_annotate.annotation.scheme import Scheme, load_scheme
 from cno_annotate.annotation.scoring import (
     UNIT_MARKS,
@@ -108,7 +118,16 @@ def load_read(store: Store, read_id: str) -> Read:
         "SELECT roi_id, data FROM rois WHERE read_id = ? ORDER BY ordinal", (read_id,))]
     fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
     return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades, rois=rois,
-                active_seconds=stored_reading_time(store.db, read_id))
+                active_seconds=stored_reading_time(store.db, read_id),
+                followup=_stored_followup(store, read_id, row["prior_read"]))
+
+
+def _stored_followup(store: Store, read_id: str, prior_read: str | None) -> Followup | None:
+    if prior_read is None:
+        return None
+    outcomes = {r["tracking_uid"]: r["status"] for r in store.db.execute(
+        "SELECT tracking_uid, status FROM followup_outcomes WHERE read_id = ?", (read_id,))}
+    return Followup(prior_read, outcomes)
 
 
 def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
@@ -275,8 +294,19 @@ def _write_read(db, read: Read) -> None:
                                                            str(roi.role)))
     if read.active_seconds > 0:
         _add_time(db, read.read_id, read.active_seconds)
+    _write_followup(db, read.read_id, read.followup)
     if read.status != ReadStatus.DRAFT:
         db.execute("UPDATE reads SET status = ? WHERE read_id = ?", (read.status, read.read_id))
+
+
+def _write_followup(db, read_id: str, followup: Followup | None) -> None:
+    """Replace a draft read's follow-up link and outcomes."""
+    db.execute("DELETE FROM followup_outcomes WHERE read_id = ?", (read_id,))
+    db.execute("UPDATE reads SET prior_read = ? WHERE read_id = ?",
+               (None if followup is None else followup.prior_read_id, read_id))
+    if followup is not None:
+        db.executemany("INSERT INTO followup_outcomes VALUES (?,?,?)",
+                       [(read_id, uid, str(status)) for uid, status in sorted(followup.outcomes.items())])
 
 
 def _state_json(lesions: dict, marks: dict) -> dict:
@@ -306,6 +336,8 @@ class _Change:
     grades_after: dict = dataclasses.field(default_factory=dict)
     rois_before: dict = dataclasses.field(default_factory=dict)  # ROI id -> Roi or None
     rois_after: dict = dataclasses.field(default_factory=dict)
+    outcomes_before: dict = dataclasses.field(default_factory=dict)  # prior tracking UID -> FollowupStatus or None
+    outcomes_after: dict = dataclasses.field(default_factory=dict)
 
 
 class ReadChangeKind(StrEnum):
@@ -478,8 +510,13 @@ class ReadSession:
         self.read.active_seconds = stored_reading_time(self.store.db, self.read.read_id)
 
     # -- edits -----------------------------------------------------------------------------
-    def add_lesion(self, position, series_uid: str, voxel, **fields) -> str:
-        """Place a lesion; returns its id (ids are never reused; the number is taken inside the write)."""
+    def add_lesion(self, position, series_uid: str, voxel, tracking_uid: str | None = None, **fields) -> str:
+        """Place a lesion; returns its id (ids are never reused; the number is taken inside the write).
+
+        ``tracking_uid`` is given only for a lesion of an earlier visit that the
+        reader confirms as persisting (see :mod:`cno_annotate.followup`); a new
+        lesion gets a new tracking UID.
+        """
         self._require_draft()
         stamp = now()
         unknown = set(fields) - EDITABLE
@@ -487,7 +524,8 @@ class ReadSession:
             raise CnoError(f"cannot set {', '.join(sorted(unknown))} of a lesion")
         lesion = self._validated({"lesion_id": "L0", "position": position, "series_uid": series_uid,
                                   "voxel": voxel, "created_by": self.read.reader, "created_at": stamp,
-                                  "modified_by": self.read.reader, "modified_at": stamp, **fields})
+                                  "modified_by": self.read.reader, "modified_at": stamp, **fields,
+                                  "tracking_uid": tracking_uid})
         self._check_whole_read({lesion.lesion_id: lesion}, {})
         added = self._write({}, {}, action="add lesion", new_lesion=lesion)
         assert added is not None
@@ -523,8 +561,12 @@ class ReadSession:
         self._require_draft()
         before = self._lesion(lesion_id)
         rois = {r.roi_id: r for r in self.read.rois if r.lesion_id == lesion_id}  # its ROI goes with it
+        outcome: dict = {}  # a persisting prior lesion deleted is unconfirmed again
+        if self.read.followup is not None and before.tracking_uid in self.read.followup.outcomes:
+            outcome = {before.tracking_uid: self.read.followup.outcomes[before.tracking_uid]}
         self._commit(_Change("delete lesion", {lesion_id: before}, {lesion_id: None}, {}, {},
-                             rois_before=rois, rois_after=dict.fromkeys(rois)))
+                             rois_before=rois, rois_after=dict.fromkeys(rois),
+                             outcomes_before=outcome, outcomes_after=dict.fromkeys(outcome)))
 
     def mark_unit(self, unit_id: str, mark: str | None) -> None:
         """Mark a bone unit "no_lesion" or "not_assessable" (None clears the mark)."""
@@ -648,9 +690,98 @@ class ReadSession:
         except KeyError:
             raise CnoError(f"read {self.read.read_id} has no ROI {roi_id!r}") from None
 
-    def submit(self) -> None:
-        """Submit the read: it is locked from then on (the database refuses later changes)."""
+    def follow_up(self, prior_read_id: str) -> None:
+        """Make this read a follow-up of ``prior_read_id`` (before any outcome is recorded).
+
+        Raises
+        ------
+        CnoError
+            If the prior read is not a submitted read of the same reader of another study,
+            or this read already follows another read.
+        """
         self._require_draft()
+        prior = load_read(self.store, prior_read_id)
+        if prior.reader != self.read.reader or prior.study_uid == self.read.study_uid:
+            raise CnoError(f"read {prior_read_id} is not a read of {self.read.reader} of an earlier study")
+        if prior.status != ReadStatus.SUBMITTED:
+            raise CnoError(f"read {prior_read_id} is a draft: submit the prior read before following it up")
+        if self.read.reading_study is not None:
+            _check_design_allows(self.store, self.read, prior)
+        current = self.read.followup
+        if current is not None:
+            if current.prior_read_id == prior_read_id:
+                return
+            raise CnoError(f"read {self.read.read_id} already follows read {current.prior_read_id}")
+        read_id = self.read.read_id
+        with self._refusals_reload():
+            with guarded(self.store, read_id), self.store.transaction() as db:
+                self._create_if_new(db)
+                state = audit.require_unchanged(db, f"read:{read_id}")
+                row = db.execute("UPDATE reads SET revision = revision + 1, modified = ?, prior_read = ? "
+                                 "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
+                                 (now(), prior_read_id, read_id, self.read.revision)).fetchone()
+                if row is None:
+                    raise self._refusal(db)
+                audit.append(db, self.actor, "follow-up", f"read:{read_id}", after={"prior_read": prior_read_id},
+                             state_before=state)
+        self.stored = True
+        self.read = load_read(self.store, read_id)
+        self.changed.emit(ReadChange(ReadChangeKind.EDIT, "follow up"))
+
+    def set_outcome(self, tracking_uid: str, status: str | None, lesion: dict | None = None) -> str | None:
+        """Record what became of a prior lesion: persisting, resolved, not assessable (None: unconfirmed again).
+
+        Persisting needs ``lesion``: the fields of the lesion on this study
+        (position, series_uid, voxel, and any of site, side, grades ...); it is
+        added with the prior lesion's tracking UID, in the same change (one
+        undo step). Changing a persisting lesion to another outcome removes it.
+        Returns the id of the lesion added, if any.
+        """
+        self._require_draft()
+        if self.read.followup is None:
+            raise CnoError(f"read {self.read.read_id} is not a follow-up read (choose the prior read first)")
+        status = None if status is None else FollowupStatus(status)
+        before = self.read.followup.outcomes.get(tracking_uid)
+        carried = [l for l in self.read.lesions if l.tracking_uid == tracking_uid]
+        lesions_before = {l.lesion_id: l for l in carried}
+        lesions_after: dict = {l.lesion_id: None for l in carried}
+        new_lesion = None
+        if status == FollowupStatus.PERSISTING:
+            if carried:
+                lesions_after = {}  # already persisting: nothing to add
+            else:
+                if lesion is None:
+                    raise CnoError("a persisting lesion needs its position on this study")
+                unknown = set(lesion) - EDITABLE
+                if unknown:
+                    raise CnoError(f"cannot set {', '.join(sorted(unknown))} of a lesion")
+                stamp = now()
+                new_lesion = self._validated({"lesion_id": "L0", "created_by": self.read.reader, "created_at": stamp,
+                                              "modified_by": self.read.reader, "modified_at": stamp, **lesion,
+                                              "tracking_uid": tracking_uid})
+        label = f"{'unconfirm' if status is None else status.value.replace('_', ' ')} prior lesion"
+        if new_lesion is not None:
+            added = self._write({}, {}, action=label, new_lesion=new_lesion, outcomes={tracking_uid: status})
+            assert added is not None
+            self._remember(_Change(label, {added.lesion_id: None}, {added.lesion_id: added}, {}, {},
+                                   outcomes_before={tracking_uid: before}, outcomes_after={tracking_uid: status}))
+            return added.lesion_id
+        self._commit(_Change(label, lesions_before, lesions_after, {}, {},
+                             outcomes_before={tracking_uid: before}, outcomes_after={tracking_uid: status}))
+        return None
+
+    def submit(self) -> None:
+        """Submit the read: it is locked from then on (the database refuses later changes).
+
+        A follow-up read is submitted only once every prior lesion has an outcome.
+        """
+        self._require_draft()
+        if self.read.followup is not None:
+            prior = load_read(self.store, self.read.followup.prior_read_id)
+            open_ = [l.lesion_id for l in prior.lesions if l.tracking_uid not in self.read.followup.outcomes]
+            if open_:
+                raise CnoError(f"prior lesions not yet confirmed as persisting, resolved or not assessable: "
+                               f"{', '.join(open_)}")
         if self.scores().unplaced_lesions:
             raise CnoError(f"lesions without a site or side: {', '.join(self.scores().unplaced_lesions)}")
         check_read(dataclasses.replace(self.read, status=ReadStatus.SUBMITTED), self.taxonomy)
@@ -681,7 +812,7 @@ class ReadSession:
         change = self._undo[-1]
         self._write(change.lesions_before, change.marks_before, action=f"undo {change.label}",
                     before=(change.lesions_after, change.marks_after), unit_grades=change.grades_before,
-                    rois=(change.rois_before, change.rois_after))
+                    rois=(change.rois_before, change.rois_after), outcomes=change.outcomes_before)
         self._redo.append(self._undo.pop())
         self.changed.emit(ReadChange(ReadChangeKind.UNDO, change.label))
 
@@ -693,7 +824,7 @@ class ReadSession:
         change = self._redo[-1]
         self._write(change.lesions_after, change.marks_after, action=f"redo {change.label}",
                     before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after,
-                    rois=(change.rois_after, change.rois_before))
+                    rois=(change.rois_after, change.rois_before), outcomes=change.outcomes_after)
         self._undo.append(self._redo.pop())
         self.changed.emit(ReadChange(ReadChangeKind.REDO, change.label))
 
@@ -734,7 +865,7 @@ class ReadSession:
     def _commit(self, change: _Change) -> None:
         self._write(change.lesions_after, change.marks_after, action=change.label,
                     before=(change.lesions_before, change.marks_before), unit_grades=change.grades_after,
-                    rois=(change.rois_after, change.rois_before))
+                    rois=(change.rois_after, change.rois_before), outcomes=change.outcomes_after)
         self._remember(change)
 
     def _remember(self, change: _Change) -> None:
@@ -779,7 +910,7 @@ class ReadSession:
 
     def _write(self, lesions: dict, marks: dict, action: str = "change", before: tuple = ({}, {}),
                new_lesion: Lesion | None = None, unit_grades: dict | None = None,
-               rois: tuple[dict, dict] = ({}, {})) -> Lesion | None:
+               rois: tuple[dict, dict] = ({}, {}), outcomes: dict | None = None) -> Lesion | None:
         """Apply lesion, mark and unit-grade states, with their audit entry, in one transaction; then in memory.
 
         The write goes through only if the stored read is still the draft at
@@ -811,7 +942,10 @@ class ReadSession:
                 _write_rows(db, read_id, lesions, marks, before, ordinals)
                 _write_unit_grades(db, read_id, unit_grades or {})
                 _write_rois(db, read_id, *rois, ordinals={r.roi_id: n for n, r in enumerate(self.read.rois)})
+                _write_outcomes(db, read_id, outcomes or {})
                 after = _state_json(lesions, marks)
+                if outcomes:
+                    after["followup"] = {u: (None if v is None else str(v)) for u, v in outcomes.items()}
                 if rois[0]:
                     after["rois"] = {k: (v.to_dict() if v is not None else None) for k, v in rois[0].items()}
                 if unit_grades:
@@ -856,6 +990,14 @@ def _write_rois(db, read_id: str, rois: dict, rois_before: dict, ordinals: dict)
                                                            str(roi.role)))
 
 
+def _write_outcomes(db, read_id: str, outcomes: dict) -> None:
+    """Follow-up outcomes, keyed by prior tracking UID: each replaced by its new status, or removed for None."""
+    for uid, status in outcomes.items():
+        db.execute("DELETE FROM followup_outcomes WHERE read_id = ? AND tracking_uid = ?", (read_id, uid))
+        if status is not None:
+            db.execute("INSERT INTO followup_outcomes VALUES (?,?,?)", (read_id, uid, str(status)))
+
+
 def _write_unit_grades(db, read_id: str, unit_grades: dict) -> None:
     """Unit grades, keyed (unit id, item id): each replaced by its new value, or removed for None."""
     for (unit_id, item_id), grade in unit_grades.items():
@@ -886,6 +1028,20 @@ def _ratios(read: Read, rois: list[Roi], stir) -> dict[str, float | None]:
         ratio = None if (stir is None or muscle is None) else signal_ratio(roi, muscle, stir)
         out[lesion.lesion_id] = None if ratio is None else round(ratio, 4)
     return out
+
+
+def _check_design_allows(store: Store, read: Read, prior: Read) -> None:
+    """In a reading study, a prior read is carried forward only where the design shows the prior visit."""
+    from cno_annotate import reading_study as rs
+
+    study = rs.get(store, read.reading_study or "")
+    if study.design != rs.ReadingDesign.PAIRED_CHRONOLOGICAL:
+        raise CnoError(f"reading study {study.name} is {study.design.value}: the prior read is not carried forward")
+    code = next((c["reading_code"] for c in rs.cases(store, study.name) if c["study_uid"] == read.study_uid), None)
+    allowed = {c["study_uid"] for c in rs.comparison_cases(store, study.name, code)} if code else set()
+    if prior.reading_study != study.name or prior.study_uid not in allowed:
+        raise CnoError(f"read {prior.read_id} is not a read of an earlier visit of this case's patient in "
+                       f"{study.name}")
 
 
 def _latest_read_id(store: Store, study_uid: str, reader: str, reading_study: str | None, role: str) -> str | None:

@@ -32,6 +32,7 @@ import numpy as np
 from cno_annotate.annotation.model import (
     CONFIDENCE,
     PLANE_AXES,
+    FollowupStatus,
     Lesion,
     Read,
     ReadingRole,
@@ -46,6 +47,7 @@ from cno_annotate.annotation.model import (
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.errors import CnoError
+from cno_annotate.uids import UID_MAX_LENGTH, is_uid, new_uid
 
 #: Largest integer SQLite stores (revisions and versions must fit).
 SQLITE_MAX_INT = 2**63 - 1
@@ -139,8 +141,13 @@ def make_lesion(taxonomy: Taxonomy, scheme: Scheme, *, lesion_id: str, position:
                 site_id: str | None = None, side: str | None = None, subsite: str | None = None,
                 extent: dict | None = None, grades: Mapping | None = None, comment: str = "",
                 confidence: int | None = None, created_by: str = "", created_at: str = "",
-                modified_by: str = "", modified_at: str = "", stir_muscle_ratio: Any = None) -> Lesion:
+                modified_by: str = "", modified_at: str = "", stir_muscle_ratio: Any = None,
+                tracking_uid: str | None = None) -> Lesion:
     """Build a lesion that is valid for this taxonomy and scheme.
+
+    ``tracking_uid`` is the lesion's DICOM tracking UID; ``None`` (a lesion
+    created now) gives it a new one. Edits, new versions, exports and a
+    lesion confirmed at a follow-up visit pass the UID on unchanged.
 
     Returns
     -------
@@ -186,6 +193,7 @@ def make_lesion(taxonomy: Taxonomy, scheme: Scheme, *, lesion_id: str, position:
         modified_by=_text(modified_by, ".modified.by", "the last editor"),
         modified_at=_text(modified_at, ".modified.at", "the modification time"),
         stir_muscle_ratio=_ratio(stir_muscle_ratio),
+        tracking_uid=new_uid() if tracking_uid is None else _tracking_uid(tracking_uid),
     )
 
 
@@ -246,6 +254,14 @@ def roi_from_fields(fields: Mapping) -> Roi:
     if unknown:
         raise _refuse("", f"an ROI has no field {min(unknown)!r}")
     return make_roi(**fields)
+
+
+def _tracking_uid(value: Any) -> str:
+    text = _text(value, ".tracking_uid", "the tracking UID")
+    if not is_uid(text):
+        raise _refuse(".tracking_uid", f"the tracking UID must be a DICOM UID (digits and dots, at most "
+                                       f"{UID_MAX_LENGTH} characters, no leading zeros), not {text!r}")
+    return text
 
 
 def lesion_from_fields(taxonomy: Taxonomy, scheme: Scheme, fields: Mapping) -> Lesion:
@@ -369,7 +385,10 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
       counted in concordance and dropped by scoring);
     - a submitted read places every lesion: a site, and a side where the site is lateral;
     - ROI ids are unique, one muscle (reference) ROI at most, a lesion ROI names a lesion of the
-      read and each lesion has one ROI at most.
+      read and each lesion has one ROI at most;
+    - no two lesions share a tracking UID;
+    - a follow-up read's persisting prior lesions are lesions of the read, its resolved and not
+      assessable ones are not.
     """
     problems = []
     if not 0 <= read.revision <= SQLITE_MAX_INT:
@@ -378,6 +397,13 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
         problems.append(Problem(".version", f"version {read.version} is out of range (1 to 2^63-1)"))
     if read.supersedes is not None and read.supersedes == read.read_id:
         problems.append(Problem(".supersedes", "a read cannot supersede itself"))
+    tracked: dict[str, str] = {}
+    for n, lesion in enumerate(read.lesions):
+        if lesion.tracking_uid in tracked:
+            problems.append(Problem(f".lesions[{n}].tracking_uid", f"lesions {tracked[lesion.tracking_uid]} and "
+                                    f"{lesion.lesion_id} have the same tracking UID (one lesion, one UID per read)"))
+        tracked.setdefault(lesion.tracking_uid, lesion.lesion_id)
+    problems.extend(_followup_problems(read, tracked))
     holding: dict[str, str] = {}
     for lesion in read.lesions:
         unit = unit_of(lesion, taxonomy)
@@ -428,6 +454,27 @@ def _roi_problems(read: Read) -> list[Problem]:
     return problems
 
 
+def _followup_problems(read: Read, tracked: dict[str, str]) -> list[Problem]:
+    """A persisting prior lesion is a lesion of this read (same tracking UID); a resolved or not assessable one is not."""
+    if read.followup is None:
+        return []
+    problems = []
+    if read.followup.prior_read_id == read.read_id:
+        problems.append(Problem(".followup.prior_read_id", "a read cannot follow up itself"))
+    for n, (uid, status) in enumerate(read.followup.outcomes.items()):
+        path = f".followup.outcomes[{n}]"
+        if not is_uid(uid):
+            problems.append(Problem(f"{path}.tracking_uid", f"the tracking UID must be a DICOM UID, not {uid!r}"))
+        elif status == FollowupStatus.PERSISTING and uid not in tracked:
+            problems.append(Problem(path, f"prior lesion {uid} is marked persisting but no lesion of the read "
+                                          f"carries its tracking UID"))
+        elif status != FollowupStatus.PERSISTING and uid in tracked:
+            what = "resolved" if status == FollowupStatus.RESOLVED else "not assessable"
+            problems.append(Problem(path, f"prior lesion {uid} is marked {what} but lesion {tracked[uid]} of the "
+                                          f"read carries its tracking UID"))
+    return problems
+
+
 def check_read(read: Read, taxonomy: Taxonomy) -> None:
     """Raise :class:`CnoError` with the first of :func:`read_problems` (for the editor)."""
     problems = read_problems(read, taxonomy)
@@ -466,6 +513,11 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
                     break
         if read.reading_study is not None:
             problems.extend(p.at(where) for p in _reading_study_problems(store, rs, read))
+        if read.followup is not None:
+            prior = incoming.get(read.followup.prior_read_id) or stored.get(read.followup.prior_read_id)
+            if prior is None:
+                problems.append(Problem(f"{where}.followup.prior_read_id",
+                                        f"prior read {read.followup.prior_read_id} does not exist"))
         if read.supersedes is not None:
             old = incoming.get(read.supersedes) or stored.get(read.supersedes)
             if old is None:

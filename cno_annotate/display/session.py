@@ -47,6 +47,18 @@ LOWER_VIEWS = {"lower-left": ("left", "sagittal"), "lower-right": ("right", "sag
 MIN_ZOOM, MAX_ZOOM = 0.05, 40.0  # screen pixels per mm
 
 
+class StudyFrame(StrEnum):
+    """The study a view shows in follow-up reading: the one being read, or the earlier one beside it."""
+
+    CURRENT = "current"
+    PRIOR = "prior"
+
+
+CURRENT, PRIOR = StudyFrame.CURRENT, StudyFrame.PRIOR
+#: The region named while no registration links prior and current (same patient coordinates).
+UNREGISTERED = "unregistered"
+
+
 class ViewChange(StrEnum):
     """What changed in a view, as the session's ``changed`` event says it."""
 
@@ -57,6 +69,7 @@ class ViewChange(StrEnum):
     ZOOM = "zoom"  #: zoom or pan
     STATUS = "status"  #: loading, progress, errors
     MARKERS = "markers"  #: lesion markers, rulers, overlays
+    TRANSFORM = "transform"  #: the registration linking prior and current views (set or nudged)
 
 
 @dataclass
@@ -79,6 +92,12 @@ class ViewState:
     viewport: tuple[float, float] = (0.0, 0.0)  # the widget's width and height in (logical) pixels
     missing: MissingSlices | None = None  # slices without any signal (not read, or gaps)
     inverted: bool = False  # grey scale inverted (bright shown dark)
+    frame: StudyFrame = StudyFrame.CURRENT  # CURRENT or PRIOR: which study's patient coordinates ``point`` is in
+
+    @property
+    def previewing(self) -> bool:
+        """Whether the view shows a composed volume whose composition has not ended yet."""
+        return self.volume is not None and self.volume.load.preview
 
     @property
     def ready(self) -> bool:
@@ -194,6 +213,10 @@ class ViewerSession:
         self.roi_titles: dict[str, str] = {}  # ROI id -> what is written above its statistics
         self.selected_roi: str | None = None
         self._roi_stats: dict[tuple, RoiStats | None] = {}
+        self.prior_markers: list[Marker] = []  # drawn over views of the prior study
+        self.transform = None  # prior -> current registration (map_point, inverse, nudged); None: unregistered
+        self._inverse = None
+        self.region = UNREGISTERED  # the region whose transform linked the views last
         self.changed = Event()
 
     # -- volumes ---------------------------------------------------------------
@@ -210,28 +233,100 @@ class ViewerSession:
         self.changed.emit(name, ViewChange.STATUS)
 
     def set_volume(self, name: str, volume: Volume, label: str = "") -> None:
-        """Show a loaded volume in a view, keeping the linked point."""
+        """Show a loaded volume in a view, keeping the linked point.
+
+        A volume with ``load.preview`` is a composed volume being built (its first
+        station): it is shown at once, without missing-slice marks. The finished volume
+        that follows keeps the point, zoom and centre the reader may have changed
+        meanwhile, and the window unless the reader chose another one.
+        """
         view = self.views[name]
+        refining = view.volume is not None and view.previewing and view.volume.volume_id == volume.volume_id
+        auto_window = view.window == view.presets.get(AUTO[0])
         view.volume, view.label = volume, label or volume.volume_id
         view.presets = presets(volume.array, volume.role)
-        view.window = view.presets[AUTO[0]]
+        if not refining or auto_window:
+            view.window = view.presets[AUTO[0]]
         view.status, view.message = "ready", ""
         view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
-        view.missing = find_missing_slices(volume.array)
-        others = [v.point for v in self.views.values() if v is not view and v.point is not None and v.ready]
+        view.missing = None if volume.load.preview else find_missing_slices(volume.array)
+        others = [v for v in self.views.values() if v is not view and v.point is not None and v.ready]
         if view.point is None:
-            view.point = others[0].copy() if (others and self.link_position) else _centre(volume)
-        view.zoom, view.centre = None, None
+            if others and self.link_position and others[0].point is not None:
+                view.point = self._in_frame(others[0].point, others[0].frame, view.frame)
+            else:
+                view.point = _centre(volume)
+        if not refining:
+            view.zoom, view.centre = None, None
         self.changed.emit(name, ViewChange.VOLUME)
 
     # -- navigation ------------------------------------------------------------
     def set_point(self, name: str, lps) -> None:
-        """Move a view's point (and, while linked, every view's point)."""
+        """Move a view's point (and, while linked, every view's point).
+
+        ``lps`` is in the patient coordinates of the view's study; views of the
+        other study (follow-up reading) get the corresponding point through the
+        registration (:meth:`set_transform`), and :attr:`region` names the
+        region whose transform was used.
+        """
         lps = np.asarray(lps, dtype=float)
+        source = self.views[name].frame
         targets = self.views.values() if self.link_position else [self.views[name]]
         for view in targets:
-            view.point = lps.copy()
+            view.point = self._in_frame(lps, source, view.frame)
         self.changed.emit(None if self.link_position else name, ViewChange.POINT)
+
+    # -- follow-up: prior and current -------------------------------------------------------
+    def set_frame(self, name: str, frame: StudyFrame | str) -> None:
+        """Say which study a view shows: :data:`CURRENT` or :data:`PRIOR`."""
+        self.views[name].frame = StudyFrame(frame)
+
+    def set_transform(self, transform) -> None:
+        """Link prior and current views through a registration (prior -> current); None: same coordinates.
+
+        The prior views move to the point corresponding to the current views' point.
+        """
+        self.transform = transform
+        self._inverse = None if transform is None else transform.inverse()
+        self.changed.emit(None, ViewChange.TRANSFORM)
+        self._realign()
+
+    def nudge(self, delta_mm) -> None:
+        """Correct the transform of the region in use by a translation (mm, current study's axes).
+
+        Raises
+        ------
+        ValueError
+            Without a registration (nothing to correct).
+        """
+        if self.transform is None or self.region == UNREGISTERED:
+            raise ValueError("no registration to correct yet")
+        self.set_transform(self.transform.nudged(self.region, np.asarray(delta_mm, float)))
+
+    def _realign(self) -> None:
+        current = [v.point for v in self.views.values() if v.frame == CURRENT and v.point is not None]
+        prior = [v for v in self.views.values() if v.frame == PRIOR]
+        if current and prior and self.link_position:
+            for view in prior:
+                view.point = self._in_frame(current[0], CURRENT, PRIOR)
+            self.changed.emit(None, ViewChange.POINT)
+
+    def _in_frame(self, lps: np.ndarray, source: StudyFrame, target: StudyFrame) -> np.ndarray:
+        """A point of one study's coordinates in the other's (a copy when both are the same)."""
+        if source == target:
+            return np.array(lps, dtype=float)
+        mapping = self.transform if source == PRIOR else self._inverse
+        if mapping is None:
+            self.region = UNREGISTERED
+            return np.array(lps, dtype=float)
+        mapped = mapping.map_point(np.asarray(lps, float))
+        self.region = str(mapped.region)
+        return np.asarray(mapped.point, dtype=float).copy()
+
+    def set_prior_markers(self, markers: list[Marker]) -> None:
+        """Replace the markers drawn over views of the prior study (the prior read's lesions)."""
+        self.prior_markers = list(markers)
+        self.changed.emit(None, ViewChange.MARKERS)
 
     def reveal(self, lps) -> None:
         """Bring an LPS point into every zoomed view that does not show it (the zoom is kept).
@@ -409,7 +504,8 @@ class ViewerSession:
         if not view.ready:
             return []
         volume, mapping, _ = view.loaded()
-        return markers_on_slice(self.markers, mapping, volume.affine, view.slice_index)
+        markers = self.prior_markers if view.frame == PRIOR else self.markers
+        return markers_on_slice(markers, mapping, volume.affine, view.slice_index)
 
 
 def _centre(volume: Volume) -> np.ndarray:

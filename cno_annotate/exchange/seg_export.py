@@ -18,7 +18,7 @@ from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import extent_mask
-from cno_annotate.exchange.sr_export import SRContext, tracking_uid
+from cno_annotate.exchange.sr_export import SRContext
 from cno_annotate.exchange.stations import Station, Stations
 
 SEG_SERIES_NUMBER = 9902
@@ -55,7 +55,7 @@ def _seg(read: Read, station: Station, lesions: list, ctx: SRContext) -> hd.seg.
             segmented_property_category=cc.FINDING_CATEGORY,
             segmented_property_type=cc.FINDING_TYPE,
             algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL,
-            tracking_uid=tracking_uid(read.read_id, lesion.lesion_id),
+            tracking_uid=lesion.tracking_uid,
             tracking_id=lesion.lesion_id,
             anatomic_regions=[site.value] if site is not None else None,
         ))

@@ -5,7 +5,7 @@ Content (what :mod:`.sr_import` reads back):
 - observer: the reader (person observer context); procedure: MRI of whole body;
   completion flag COMPLETE for a submitted read, PARTIAL for a draft;
 - one TID 1410 planar ROI group per lesion: tracking identifier = lesion id,
-  tracking UID derived from the read and lesion ids (:func:`tracking_uid`),
+  tracking UID = the lesion's own tracking UID (the same across versions and visits),
   activity session = read id, method = the scoring scheme's code, finding type
   Lesion, category Morphologically Abnormal Structure, finding site (SNOMED CT or
   99CNO) with laterality and the sub-site as topographical modifier, one
@@ -148,7 +148,7 @@ def _lesion_group(read: Read, lesion: Lesion, station: Station, ctx: SRContext):
                                          ctx.table.grade_code(scheme_id, item_id, grade))
                    for item_id, grade in sorted(lesion.grades.items(), key=lambda kv: _item_order(ctx.scheme, kv[0]))]
     return PlanarROIMeasurementsAndQualitativeEvaluations(
-        tracking_identifier=TrackingIdentifier(uid=tracking_uid(read.read_id, lesion.lesion_id),
+        tracking_identifier=TrackingIdentifier(uid=lesion.tracking_uid,
                                                identifier=lesion.lesion_id),
         referenced_region=ImageRegion3D(region.graphic_type, region.points,
                                         station.frame_of_reference_uid),

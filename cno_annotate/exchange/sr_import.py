@@ -28,6 +28,7 @@ from cno_annotate.exchange.geometry import Region, lesion_geometry
 from cno_annotate.exchange.sr_export import TOTALS_ID, UNIT_PREFIX
 from cno_annotate.exchange.stations import Stations
 from cno_annotate.io.kinds import VolumeKind
+from cno_annotate.uids import is_uid
 
 #: Measurements the export writes that import recomputes from the extent.
 DERIVED = {cc.VOLUME.value, cc.WIDTH.value, cc.DEPTH.value, cc.LENGTH.value}
@@ -188,9 +189,16 @@ def _lesion(group, name, n, study_uid, scheme_id, taxonomy, table, stations, evi
         return make_lesion(taxonomy, scheme, lesion_id=lesion_id, position=position, series_uid=station.volume_id,
                            voxel=voxel, site_id=site_id, side=side, subsite=subsite, extent=extent, grades=grades,
                            confidence=confidence, created_by=reader, created_at=stamp, modified_by=reader,
-                           modified_at=stamp, stir_muscle_ratio=ratio)
+                           modified_at=stamp, stir_muscle_ratio=ratio,
+                           tracking_uid=_tracking_uid_of(group))
     except InvalidLesion as exc:
         raise CnoError(str(exc.problem)) from None
+
+
+def _tracking_uid_of(group) -> str | None:
+    """The ROI group's tracking UID when it is a valid UID (the lesion keeps it), else None (a new one)."""
+    uid = getattr(group, "tracking_uid", None)
+    return str(uid) if uid and is_uid(str(uid)) else None
 
 
 def _station(group, stations: Stations, study_uid: str, position, frame_uid: str, evidence: set[str], store):

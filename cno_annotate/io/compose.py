@@ -275,7 +275,7 @@ def _corners(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return apply_affine(affine, ijk)
 
 
-def compose(stations: Sequence[Volume], volume_id: str | None = None) -> Volume:
+def compose(stations: Sequence[Volume], volume_id: str | None = None, preview=None) -> Volume:
     """Compose station volumes into one volume on a common grid.
 
     Stations are read and blended one at a time: peak memory is the result
@@ -288,6 +288,11 @@ def compose(stations: Sequence[Volume], volume_id: str | None = None) -> Volume:
         a time and released once blended.
     volume_id : str, optional
         Id of the result; by default :func:`composed_volume_id` of the members.
+    preview : callable, optional
+        Called once as ``preview(array, grid_affine)`` after the first station is
+        added, with the result array being filled (that station's voxels are in it,
+        overlap rows not yet blended, the rest zero), so that a viewer can show it
+        before composition ends. The same array becomes the result.
 
     Returns
     -------
@@ -318,6 +323,9 @@ def compose(stations: Sequence[Volume], volume_id: str | None = None) -> Volume:
             _add_voxels(out, total, plan.box, data, coverage, w, hf_axis)
         del data, coverage
         station.release()
+        if preview is not None:
+            preview(out, grid_affine)
+            preview = None
     _normalise(out, total, hf_axis)
     members = [v.volume_id for v in stations]
     header = VolumeHeader(volume_id=volume_id or composed_volume_id(members), role=stations[0].role,

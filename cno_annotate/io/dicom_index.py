@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableSequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache
@@ -20,25 +20,24 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.datadict import tag_for_keyword
-from pydicom.dataelem import RawDataElement
-from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
-from pydicom.tag import BaseTag
-from pydicom.uid import (
-    UID,
-    DeflatedExplicitVRLittleEndian,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
-    MediaStorageDirectoryStorage,
-)
 
+from cno_annotate.io.dicom_header import NoElements, PlainHeader, read_plain_header
 from cno_annotate.io.volume import is_valid_orientation
 from cno_annotate.uids import stable_uid
 
+#: A header as the index reads it: a pydicom Dataset, or a PlainHeader / NoElements of
+#: io/dicom_header.py, which answer the same lookups (pydicom stays unimported for those).
+Dataset = Any
+
+# pydicom is imported when a file needs it (see dicom_header.py): most files of an import do not.
+ImplicitVRLittleEndian = "1.2.840.10008.1.2"
+ExplicitVRLittleEndian = "1.2.840.10008.1.2.1"
+DeflatedExplicitVRLittleEndian = "1.2.840.10008.1.2.1.99"
+ExplicitVRBigEndian = "1.2.840.10008.1.2.2"
+MediaStorageDirectoryStorage = "1.2.840.10008.1.3.10"
 NATIVE_SYNTAXES = {ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian}
+#: Sequences of values, as pydicom gives them (its MultiValue is a MutableSequence) or as lists.
+_SEQUENCE_TYPES = (list, tuple, MutableSequence)
 _PIXEL_DATA_TAG = 0x7FE00010
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UC", b"UR", b"UT", b"UN"}
 _RLE_LOSSLESS = "1.2.840.10008.1.2.5"
@@ -75,7 +74,7 @@ _FUNCTIONAL_GROUP_PLACES = {
 }
 
 
-_CHARSET_TAG = BaseTag(0x00080005)
+_CHARSET_TAG = 0x00080005
 
 
 class SkipFile(Exception):
@@ -107,7 +106,7 @@ class _ConvertedValues:
         raw = ds._dict.get(tag)
         if raw is None:
             return default
-        if not isinstance(raw, RawDataElement) or raw.VR == "SQ" or raw.value is None or len(raw.value) > 256:
+        if not isinstance(raw, _raw_data_element()) or raw.VR == "SQ" or raw.value is None or len(raw.value) > 256:
             value = _convert(ds, tag, keyword)
             return default if value is None else value
         key = (tag, raw.VR, raw.value, raw.is_little_endian, raw.is_implicit_VR, self._charset(ds))
@@ -156,6 +155,8 @@ def tolerant_reading() -> Iterator[None]:
     and restored afterwards instead of changed for every program that imports
     this package.
     """
+    import pydicom.config
+
     settings = pydicom.config.settings
     previous = settings.reading_validation_mode
     settings.reading_validation_mode = pydicom.config.IGNORE
@@ -183,13 +184,25 @@ def _short(exc: BaseException, limit: int = 160) -> str:
 
 
 @cache
-def _tag(keyword: str) -> BaseTag | None:
+def _raw_data_element() -> Any:
+    from pydicom.dataelem import RawDataElement
+
+    return RawDataElement
+
+
+@cache
+def _tag(keyword: str):
+    from pydicom.datadict import tag_for_keyword
+    from pydicom.tag import BaseTag
+
     tag = tag_for_keyword(keyword)
     return None if tag is None else BaseTag(tag)
 
 
 def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
     """``getattr(ds, keyword, default)``, with conversions memoised during an import."""
+    if type(ds) is PlainHeader or type(ds) is NoElements:
+        return ds.get(keyword, default)
     if _converted is None:
         tag = _tag(keyword)
         if tag is None or tag not in ds:
@@ -249,11 +262,13 @@ def read_header(path: Path) -> tuple[Dataset, int]:
     SkipFile
         With the reason: empty, not DICOM, unreadable.
     """
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
     size = path.stat().st_size
     if size == 0:
         raise SkipFile("empty file (0 bytes)")
     with open(path, "rb") as fp:
-        ds: pydicom.Dataset
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
         except InvalidDicomError:
@@ -269,6 +284,8 @@ def read_header(path: Path) -> tuple[Dataset, int]:
 
 def _read_without_preamble(fp) -> Dataset:
     """Accept a dataset with no 128-byte preamble if it looks like an image file."""
+    import pydicom
+
     fp.seek(0)
     try:
         ds = pydicom.dcmread(fp, stop_before_pixels=True, force=True)
@@ -288,10 +305,10 @@ def _little_endian(ds: Dataset) -> bool:
     return _transfer_syntax(ds) != ExplicitVRBigEndian
 
 
-def _transfer_syntax(ds: Dataset) -> UID:
+def _transfer_syntax(ds: Dataset | PlainHeader) -> str:
     meta = getattr(ds, "file_meta", None)
     syntax = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    return UID(syntax) if syntax else ImplicitVRLittleEndian
+    return str(syntax) if syntax else ImplicitVRLittleEndian
 
 
 def pixel_value_offset(path: Path, element_start: int, ds: Dataset) -> tuple[int, int]:
@@ -309,7 +326,6 @@ def pixel_value_offset(path: Path, element_start: int, ds: Dataset) -> tuple[int
     return element_start + 8, struct.unpack(endian + "H", head[6:8])[0]
 
 
-@tolerant_reading()
 def index_dicom_file(path: Path) -> list[ImageRecord]:
     """Index one file: one record per 2-D image.
 
@@ -331,7 +347,22 @@ def index_dicom_file(path: Path) -> list[ImageRecord]:
 
 
 def _index(path: Path) -> list[ImageRecord]:
-    ds, element_start = read_header(path)
+    """The records of one file: from its plain header when it has one, else through pydicom.
+
+    A file the plain reader takes but whose records cannot be made (a SkipFile or any
+    error) is read again with pydicom, so every reason given is pydicom's.
+    """
+    plain = read_plain_header(path)
+    if plain is not None:
+        try:
+            return _records(path, *plain)
+        except Exception:  # noqa: BLE001 - read again with pydicom, which gives the reason
+            pass
+    with tolerant_reading():
+        return _records(path, *read_header(path))
+
+
+def _records(path: Path, ds: Dataset | PlainHeader, element_start: int) -> list[ImageRecord]:
     _reject_non_images(ds)
     syntax = _transfer_syntax(ds)
     _require_decoder(syntax)
@@ -397,7 +428,7 @@ def _megabytes(size: int) -> str:
     return f"{size / 2**20:,.1f} MB"
 
 
-def _require_plausible_compression(path: Path, element_start: int, ds: Dataset, syntax: UID,
+def _require_plausible_compression(path: Path, element_start: int, ds: Dataset, syntax: str,
                                    frames: int, declared: int) -> None:
     """Compressed data must hold a fragment per frame (and, for RLE, enough bytes) for what it declares."""
     fragments, data_bytes = _encapsulated_fragments(path, element_start, _little_endian(ds))
@@ -450,7 +481,7 @@ def _reject_non_images(ds: Dataset) -> None:
     meta = getattr(ds, "file_meta", None)
     meta_class = getattr(meta, "MediaStorageSOPClassUID", None)
     # Tolerant reading: some writers name the SOP class and instance only in the file meta.
-    sop_class = UID(str(_get(ds, "SOPClassUID", "") or meta_class or ""))
+    sop_class = str(_get(ds, "SOPClassUID", "") or meta_class or "")
     if meta_class == MediaStorageDirectoryStorage or sop_class == MediaStorageDirectoryStorage:
         raise SkipFile("DICOMDIR (media directory, not an image; its files are found by walking the folder)")
     if "SOPInstanceUID" not in ds:
@@ -461,7 +492,9 @@ def _reject_non_images(ds: Dataset) -> None:
     if not sop_class:
         raise SkipFile("incomplete DICOM header: no SOPClassUID (truncated file?)")
     if "Rows" not in ds or "Columns" not in ds or "BitsAllocated" not in ds:
-        name = sop_class.name
+        from pydicom.uid import UID
+
+        name = UID(sop_class).name
         if "Image Storage" in name:
             raise SkipFile(f"incomplete image header: {name} without Rows / Columns / BitsAllocated")
         raise SkipFile(f"not an image ({name})")
@@ -470,14 +503,16 @@ def _reject_non_images(ds: Dataset) -> None:
         raise SkipFile("Siemens mosaic image (not supported: slices are tiled in one frame)")
 
 
-def _require_decoder(syntax: UID) -> None:
+def _require_decoder(syntax: str) -> None:
     if syntax in NATIVE_SYNTAXES:
         return
     if syntax == DeflatedExplicitVRLittleEndian:
         return
-    try:
-        from pydicom.pixels import get_decoder
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
 
+    syntax = UID(syntax)
+    try:
         available = get_decoder(syntax).is_available
     except (NotImplementedError, ValueError):
         available = False
@@ -486,7 +521,7 @@ def _require_decoder(syntax: UID) -> None:
         raise SkipFile(f"unsupported transfer syntax {name} ({syntax}): no decoder installed")
 
 
-def _stored_dtype(ds: Dataset, bits: int, syntax: UID) -> str:
+def _stored_dtype(ds: Dataset, bits: int, syntax: str) -> str:
     if bits not in (8, 16, 32):
         raise SkipFile(f"unsupported BitsAllocated {bits}")
     signed = int(_get(ds, "PixelRepresentation", 0) or 0) == 1
@@ -579,7 +614,7 @@ def split_values(ds: Dataset, groups: list[Dataset]) -> dict[str, Any]:
     (the frame's FrameContentSequence for enhanced MR). Absent values are
     left out.
     """
-    frame = Dataset()
+    frame = NoElements()
     frame_type = _lookup(frame, groups, "MRImageFrameTypeSequence", "FrameType") or _get(ds, "ImageType")
     b_value = _lookup(ds, groups, "MRDiffusionSequence", "DiffusionBValue")
     candidates = {
@@ -667,7 +702,7 @@ def _private_value(ds: Dataset, group: int, creator: str, offset: int):
 
 
 def _first(value):
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    if isinstance(value, (list, tuple, MutableSequence)):
         return value[0] if len(value) else None
     return value
 
@@ -718,7 +753,7 @@ def _number(keyword: str, value) -> float | None:
     """An optional decimal attribute: None when absent, SkipFile when present but not a finite number."""
     if value is None or value == "":
         return None
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    if isinstance(value, (list, tuple, MutableSequence)):
         if len(value) == 0:
             return None
         value = value[0]
@@ -823,7 +858,7 @@ def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
             number = _float_or_none(value)
             if number is not None:
                 out[keyword] = number
-        elif isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        elif isinstance(value, (list, tuple, MutableSequence)):
             out[keyword] = [str(v) for v in value]
         elif isinstance(value, (int, float)):
             out[keyword] = _float_or_none(value)
@@ -838,14 +873,14 @@ def _enhanced_attribute(ds: Dataset, keyword: str):
     """A sequence attribute that enhanced MR keeps inside functional groups."""
     groups = [g for g in (_first_item(ds, "SharedFunctionalGroupsSequence"),
                           _first_item(ds, "PerFrameFunctionalGroupsSequence")) if g is not None]
-    value = _lookup(Dataset(), groups, *_FUNCTIONAL_GROUP_PLACES[keyword])
-    if isinstance(value, (list, pydicom.multival.MultiValue)):
+    value = _lookup(NoElements(), groups, *_FUNCTIONAL_GROUP_PLACES[keyword])
+    if isinstance(value, (list, MutableSequence)):
         value = value[0] if len(value) else None
     return value
 
 
 def _as_list(value) -> list:
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    if isinstance(value, (list, tuple, MutableSequence)):
         return list(value)
     return [value] if value else []
 
@@ -854,7 +889,7 @@ def _float_or_none(value) -> float | None:
     try:
         if value is None or value == "":
             return None
-        if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        if isinstance(value, (list, tuple, MutableSequence)):
             value = value[0]
         return float(value)
     except (TypeError, ValueError):

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cno_annotate.fileio import atomic_write
-from cno_annotate.io import pixels
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.volume import Volume
 
@@ -70,6 +69,8 @@ def _check_size(path: Path, image: nib.Nifti1Image | nib.Nifti2Image) -> None:
     declared = count * np.dtype(header.get_data_dtype()).itemsize
     as_float32 = count * 4
     dims = " x ".join(str(int(n)) for n in image.shape)
+    from cno_annotate.io import pixels  # (it loads pydicom, which an import of DICOM files may not need)
+
     if as_float32 > pixels.MAX_VOLUME_BYTES:
         raise SkipFile(
             f"header declares {dims} voxels ({as_float32 / 2**20:,.0f} MB as float32), above the limit of "

@@ -77,11 +77,15 @@ class LoadReport:
         Slices without data (gaps in the series and unreadable files).
     cached : bool
         Whether the voxels came from the composed-volume cache.
+    preview : bool
+        Whether this is a composed volume still being built: its first station
+        is in the array (on the final grid), the other stations not yet.
     """
 
     errors: list[dict] = field(default_factory=list)
     missing_slices: list[int] = field(default_factory=list)
     cached: bool = False
+    preview: bool = False
 
 
 class Volume:

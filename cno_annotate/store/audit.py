@@ -89,27 +89,42 @@ _READ_COLUMNS = ("read_id", "study_uid", "reader", "scheme_id", "scheme_version"
                  "supersedes", "reason")
 
 
+_STUDY_COLUMNS = ("name", "scheme_id", "scheme_version", "seed", "show_age_sex", "reveal_timepoints", "created",
+                  "created_by")
+
+
 def _hash(value) -> str:
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def read_state(db: sqlite3.Connection, read_id: str) -> str | None:
-    """Content hash of a read as stored (row, lesions, unit marks, unit grades, ROIs); None if there is no such read."""
-    row = db.execute(f"SELECT {', '.join(_READ_COLUMNS)} FROM reads WHERE read_id = ?", (read_id,)).fetchone()
-    if row is None:
+    """Content hash of a read as stored (row, lesions, marks, grades, ROIs, follow-up); None if there is none.
+
+    A read without ROIs, or that follows no prior read, hashes as it did before
+    store schema 11 or 13 (that part is left out), so audited states recorded earlier hold.
+    """
+    cursor = db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,))
+    found = cursor.fetchone()
+    if found is None:
         return None
+    fields = dict(zip([c[0] for c in cursor.description], found, strict=True))
+    row = [fields[c] for c in _READ_COLUMNS]
     lesions = db.execute("SELECT lesion_id, ordinal, data FROM lesions WHERE read_id = ? ORDER BY lesion_id",
                          (read_id,)).fetchall()
     marks = db.execute("SELECT unit_id, mark FROM unit_marks WHERE read_id = ? ORDER BY unit_id",
                        (read_id,)).fetchall()
     grades = db.execute("SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ? ORDER BY unit_id, item_id",
                         (read_id,)).fetchall()
-    parts = [list(row), [list(r) for r in lesions], [list(r) for r in marks], [list(r) for r in grades]]
+    parts = [row, [list(r) for r in lesions], [list(r) for r in marks], [list(r) for r in grades]]
     rois = db.execute("SELECT roi_id, ordinal, data, role FROM rois WHERE read_id = ? ORDER BY roi_id",
                       (read_id,)).fetchall() if _has_rois(db) else []
     if rois:  # only then: the state of a read without ROIs keeps the hash it was audited with before ROIs existed
         parts.append([list(r) for r in rois])
+    if "prior_read" in fields:  # store schema 13 on: the follow-up table exists too
+        followup = _followup_state(db, read_id, fields["prior_read"])
+        if followup is not None:  # only follow-up reads: the state of every other read hashes as before
+            parts.append(followup)
     return _hash(parts)
 
 
@@ -120,12 +135,23 @@ def _has_rois(db: sqlite3.Connection) -> bool:
     return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'rois'").fetchone() is not None
 
 
+def _followup_state(db: sqlite3.Connection, read_id: str, prior: str | None) -> list | None:
+    """A follow-up read's prior read and outcomes (None for a read that follows no prior one)."""
+    outcomes = db.execute("SELECT tracking_uid, status FROM followup_outcomes WHERE read_id = ? "
+                          "ORDER BY tracking_uid", (read_id,)).fetchall()
+    if prior is None and not outcomes:
+        return None
+    return [prior, [list(r) for r in outcomes]]
+
+
 def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
     """Content hash of a reading study: settings, cases and codes, the patients behind them, readers, worklists."""
-    row = db.execute("SELECT name, scheme_id, scheme_version, seed, show_age_sex, reveal_timepoints, created, "
-                     "created_by FROM reading_studies WHERE name = ?", (name,)).fetchone()
-    if row is None:
+    cursor = db.execute("SELECT * FROM reading_studies WHERE name = ?", (name,))
+    found = cursor.fetchone()
+    if found is None:
         return None
+    fields = dict(zip([c[0] for c in cursor.description], found, strict=True))
+    row = [fields[c] for c in _STUDY_COLUMNS]
     cases = db.execute(
         """
         SELECT c.reading_code, c.study_uid, c.patient_code, c.timepoint, s.study_date,
@@ -137,7 +163,11 @@ def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
                          (name,)).fetchall()
     worklists = db.execute("SELECT reader, position, reading_code FROM rs_worklists WHERE reading_study = ? "
                            "ORDER BY reader, position", (name,)).fetchall()
-    return _hash([list(row)] + [[list(r) for r in rows] for rows in (cases, readers, worklists)])
+    parts = [row] + [[list(r) for r in rows] for rows in (cases, readers, worklists)]
+    design = fields.get("design")  # store schema 14 on
+    if design not in (None, "unpaired-blinded"):  # the default design hashes as before schema 14
+        parts.append(design)
+    return _hash(parts)
 
 
 #: Entity kinds whose state every entry records, and how to compute it.

@@ -68,6 +68,15 @@ PACKAGE_TABLES = """
     );
 """
 
+#: Raised when a reading study's design would change after its first read (reading_study.py says so in one line).
+DESIGN_FIXED_MESSAGE = "the design of a reading study is fixed once reading has started"
+
+#: Migration 14's column: a reading study's design.
+DESIGN_COLUMN = """
+    ALTER TABLE reading_studies ADD COLUMN design TEXT NOT NULL DEFAULT 'unpaired-blinded'
+        CHECK (design IN ('unpaired-blinded', 'paired-chronological', 'paired-hidden-order'));
+"""
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -230,7 +239,18 @@ MIGRATIONS: list[Step | ByDialect] = [
     # append-only, row-level security and column privileges for readers and adjudicators (postgres.py).
     # An SQLite store has one user: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.access_rules())),
-    # 13: active reading time per read (added as the reader works, locked with the read once submitted;
+    # 13: tracking UIDs (every lesion gets one; a later version's lesion the one of the version it copies),
+    # and follow-up reads: the prior read and the outcome of each prior lesion, locked and audited like the lesions.
+    ByDialect(lambda connection: _track_lesions(connection), lambda connection: _track_lesions(connection)),
+    # 14: a reading study's design (unpaired blinded, paired chronological, paired with hidden order),
+    # fixed by the database once reading has started.
+    ByDialect(DESIGN_COLUMN + f"""
+    CREATE TRIGGER reading_study_design_fixed BEFORE UPDATE OF design ON reading_studies
+        WHEN NEW.design != OLD.design AND EXISTS (SELECT 1 FROM reads WHERE reading_study = OLD.name)
+        BEGIN SELECT RAISE(ABORT, '{DESIGN_FIXED_MESSAGE}'); END;
+    """, lambda connection: connection.script(postgres.pg_ddl(DESIGN_COLUMN)
+                                              + postgres.design_fixed_trigger(DESIGN_FIXED_MESSAGE))),
+    # 15: active reading time per read (added as the reader works, locked with the read once submitted;
     # kept beside the read so that it never bumps the read's revision); a reading study's idle limit and
     # whether readers see the timer. On PostgreSQL a reader may write only their own reads' times.
     ByDialect(lambda connection: _add_reading_time(connection),
@@ -240,8 +260,9 @@ MIGRATIONS: list[Step | ByDialect] = [
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Checked at every open (quick_check): small, and what must never be served damaged.
-QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "read_times", "audit", "audit_head", "reading_studies",
-                        "rs_cases", "rs_readers", "rs_worklists", "patients", "studies")
+QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "followup_outcomes", "read_times",
+                        "audit", "audit_head", "reading_studies", "rs_cases", "rs_readers", "rs_worklists", "patients",
+                        "studies")
 
 
 def is_integrity_error(exc: BaseException) -> bool:
@@ -334,6 +355,78 @@ REPLACE_LOCKS = f"""
 """
 
 
+#: Migration 13's table and column (the same on both backends): a follow-up read's prior read, and the outcome
+#: of each lesion of the prior read (by tracking UID).
+FOLLOWUP_TABLE = """
+    ALTER TABLE reads ADD COLUMN prior_read TEXT;
+    CREATE TABLE followup_outcomes (
+        read_id TEXT NOT NULL REFERENCES reads (read_id) ON DELETE CASCADE,
+        tracking_uid TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('persisting', 'resolved', 'not_assessable')),
+        PRIMARY KEY (read_id, tracking_uid)
+    );
+"""
+
+
+def _track_lesions(connection: Any) -> None:
+    """Migration 13: the follow-up table, and a tracking UID for every lesion that has none (audited per read).
+
+    Versions are handled oldest first, so a lesion of a later version gets the
+    tracking UID of the lesion with the same id in the version it replaced.
+    The lock trigger on lesions is lifted for the step only (submitted reads
+    gain their UIDs too) and put back as it was; the step is one transaction,
+    so no other program sees the store without it.
+    """
+    if getattr(connection, "dialect", "sqlite") == postgres.DIALECT:
+        connection.script(postgres.pg_ddl(FOLLOWUP_TABLE) + postgres.followup_rules())
+        connection.script("ALTER TABLE lesions DISABLE TRIGGER lesions_locked")
+        _give_tracking_uids(connection)
+        # The commit-time audit checks of the changed lesions run now (each read's entry is written): a table
+        # with pending trigger events cannot be altered.
+        connection.script("SET CONSTRAINTS ALL IMMEDIATE; ALTER TABLE lesions ENABLE TRIGGER lesions_locked; "
+                          "SET CONSTRAINTS ALL DEFERRED")
+        return
+    for statement in statements(FOLLOWUP_TABLE + _row_locks("followup_outcomes")):
+        connection.execute(statement)
+    trigger = connection.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' "
+                                 "AND name = 'lesions_locked_update'").fetchone()
+    if trigger is not None:
+        connection.execute("DROP TRIGGER lesions_locked_update")
+    _give_tracking_uids(connection)
+    if trigger is not None:
+        connection.execute(trigger[0])
+
+
+def _give_tracking_uids(connection: Any) -> None:
+    """A tracking UID for every lesion that has none, a later version's from the version it replaced."""
+    from cno_annotate.store import audit
+    from cno_annotate.uids import new_uid
+
+    uids: dict[tuple[str, str], str] = {}
+    reads = connection.execute("SELECT read_id, supersedes FROM reads ORDER BY version, started, read_id").fetchall()
+    for read_id, supersedes in reads:
+        rows = connection.execute("SELECT lesion_id, data FROM lesions WHERE read_id = ?", (read_id,)).fetchall()
+        state = audit.read_state(connection, read_id)
+        changed = 0
+        for lesion_id, data in rows:
+            try:
+                fields = json.loads(data)
+            except ValueError:
+                continue  # a damaged row stays as it is: 'store check' names it
+            if not isinstance(fields, dict) or fields.get("tracking_uid"):
+                if isinstance(fields, dict):
+                    uids[(read_id, lesion_id)] = fields["tracking_uid"]
+                continue
+            uid = uids.get((supersedes or "", lesion_id)) or new_uid()
+            uids[(read_id, lesion_id)] = uid
+            connection.execute("UPDATE lesions SET data = ? WHERE read_id = ? AND lesion_id = ?",
+                               (json.dumps({**fields, "tracking_uid": uid}), read_id, lesion_id))
+            changed += 1
+        if changed:
+            audit.append(connection, "cno-annotate", "migrate", f"read:{read_id}", state_before=state,
+                         reason=f"tracking UIDs given to {changed} lesions (store schema 13)")
+
+
 READ_TIMES_TABLE = """
     CREATE TABLE read_times (
         read_id TEXT PRIMARY KEY REFERENCES reads (read_id) ON DELETE CASCADE,
@@ -346,7 +439,7 @@ READ_TIMES = READ_TIMES_TABLE + _row_locks("read_times")
 
 
 def _add_reading_time(connection: sqlite3.Connection) -> None:
-    """Migration 13: the read_times table with its lock triggers, and the reading studies' timer settings."""
+    """Migration 15: the read_times table with its lock triggers, and the reading studies' timer settings."""
     for statement in statements(READ_TIMES):
         connection.execute(statement)
 

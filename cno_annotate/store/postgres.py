@@ -229,6 +229,11 @@ class _Cursor:
             self.lastrowid = row[0] if row is not None else None
 
     @property
+    def description(self) -> Any:
+        """The result's columns (each one's ``[0]`` is its name), or None: as :attr:`sqlite3.Cursor.description`."""
+        return self._cursor.description
+
+    @property
     def rowcount(self) -> int:
         """Rows changed by the statement."""
         return self._cursor.rowcount
@@ -542,13 +547,45 @@ def access_rules() -> str:
     return _ACCESS + "".join(_PARTS.format(t=t) for t in ("lesions", "unit_marks", "unit_grades", "rois")) + _STUDY_TABLES
 
 
+def followup_rules() -> str:
+    """Migration 13 on PostgreSQL: follow-up outcomes locked, audited and visible like the other parts of a read.
+
+    The table (db.FOLLOWUP_TABLE) comes after the access rules of migration 12,
+    so it gets their lock trigger, commit-time audit check, privileges and row
+    security here.
+    """
+    return (part_lock_trigger("followup_outcomes")
+            + "CREATE CONSTRAINT TRIGGER followup_outcomes_audited AFTER INSERT OR UPDATE OR DELETE ON followup_outcomes "
+              "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION cno_require_audit();\n"
+            + "REVOKE ALL ON followup_outcomes FROM PUBLIC;\n"
+            + "GRANT SELECT, INSERT, UPDATE, DELETE ON followup_outcomes TO cno_coordinator;\n"
+            + "GRANT SELECT, INSERT, UPDATE, DELETE ON followup_outcomes TO cno_reader, cno_adjudicator;\n"
+            + _PARTS.format(t="followup_outcomes"))
+
+
+def design_fixed_trigger(message: str) -> str:
+    """Migration 14 on PostgreSQL: a reading study's design cannot change once any of its reads exists."""
+    return f"""
+    CREATE FUNCTION cno_design_fixed() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+    BEGIN
+        IF NEW.design <> OLD.design AND EXISTS (SELECT 1 FROM reads WHERE reading_study = OLD.name) THEN
+            {_raise_locked(message)};
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER reading_study_design_fixed BEFORE UPDATE OF design ON reading_studies
+        FOR EACH ROW EXECUTE FUNCTION cno_design_fixed();
+    """
+
+
 def reading_time_rules() -> str:
-    """Migration 13 on PostgreSQL: a read's active time locked with its read and under the read's access rules.
+    """Migration 15 on PostgreSQL: a read's active time locked with its read and under the read's access rules.
 
     A reader (or adjudicator) sees the times of the reads they see and writes
     only the times of their own reads; coordinators all (like a read's parts, migration 12).
     """
     return (part_lock_trigger("read_times")
+            + "REVOKE ALL ON read_times FROM PUBLIC;\n"
             + "GRANT SELECT, INSERT, UPDATE, DELETE ON read_times TO cno_coordinator, cno_reader, cno_adjudicator;\n"
             + _PARTS.format(t="read_times"))
 

@@ -1,0 +1,114 @@
+"""The follow-up report on hand-built reads: lesions by tracking UID, bone units by score and by measures."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from cno_annotate.analysis import cohort
+from cno_annotate.analysis.cohort import Case
+from cno_annotate.annotation.model import Followup, Lesion, Read
+from cno_annotate.annotation.scheme import load_scheme
+from cno_annotate.annotation.taxonomy import load_taxonomy
+
+PLACES = {"femur.distal": (-70.0, -400.0), "spine.L2": (0.0, -100.0), "ilium": (60.0, -250.0),
+          "tibia.shaft": (70.0, -600.0), "clavicle.medial": (-30.0, 150.0)}
+
+
+def _lesion(n: int, uid: str, site: str, side: str | None, grade: int, radius: float | None = None,
+            ratio: float | None = None) -> Lesion:
+    x, z = PLACES[site]
+    extent = None if radius is None else {"kind": "ellipse", "plane": "coronal", "radii_mm": [radius, radius],
+                                          "slice_range_mm": [-radius, radius]}
+    lesion = Lesion(f"L{n}", (x, 0.0, z), "1.2.3", (0, 0, 0), site_id=site, side=side, extent=extent,
+                    grades={"marrow_hyperintensity": grade}, tracking_uid=uid)
+    if ratio is not None:  # the STIR lesion:muscle ratio, where a reader measured it
+        object.__setattr__(lesion, "stir_muscle_ratio", ratio)
+    return lesion
+
+
+def _read(read_id: str, code: str, lesions: list[Lesion], followup: Followup | None = None) -> Read:
+    return Read(read_id, code, "dr-a", "rai-cromris", "1.0.0", "cno-sites-1.0.0", status="submitted",
+                lesions=lesions, followup=followup)
+
+
+#: (uid, site, side, (grade, radius, ratio) before or None, (grade, radius, ratio) after or None, outcome)
+PLAN = [
+    ("2.25.1", "femur.distal", "R", (2, 10.0, 3.0), (1, 5.0, 1.5), "persisting"),  # improved on every measure
+    ("2.25.2", "spine.L2", None, (2, 6.0, None), (2, 6.5, None), "persisting"),  # stable grade and size
+    ("2.25.3", "ilium", "L", (1, None, None), None, "resolved"),
+    ("2.25.4", "tibia.shaft", "L", (1, None, None), None, "not_assessable"),
+    ("2.25.5", "clavicle.medial", "L", None, (2, None, None), None),  # new
+]
+
+
+def _tracked_cohort() -> list[Case]:
+    before, after = [], []
+    for n, (uid, site, side, b, a, _) in enumerate(PLAN, start=1):
+        if b is not None:
+            before.append(_lesion(n, uid, site, side, b[0], b[1], b[2]))
+        if a is not None:
+            after.append(_lesion(n, uid, site, side, a[0], a[1], a[2]))
+    outcomes = {uid: o for uid, *_, o in PLAN if o is not None}
+    r0 = _read("r0", "CNO-0001", before)
+    r1 = _read("r1", "CNO-0002", after, Followup("r0", outcomes))
+    return [Case("CNO-0001", "P1", 1, reads={"dr-a": r0}), Case("CNO-0002", "P1", 2, reads={"dr-a": r1})]
+
+
+def _expected_lesion_change(b, a, outcome) -> str | None:
+    if b is None:
+        return "new"
+    if a is None:
+        return None if outcome == "not_assessable" else "resolved"
+    return "improved" if a[0] < b[0] else "worse" if a[0] > b[0] else "stable"
+
+
+def test_tracked_lesions_are_matched_by_uid_and_counted_from_their_grades():
+    result = cohort.followup(_tracked_cohort(), "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"),
+                             "paired-chronological")
+    [patient] = result["patients"]
+    [step] = patient["steps"]
+    assert step["matching"] == "tracking UID" and result["design"] == "paired-chronological"
+    expected = {uid: _expected_lesion_change(b, a, o) for uid, _, _, b, a, o in PLAN}
+    assert {r["tracking_uid"]: r["change"] for r in step["lesions"]} == expected
+    counts = Counter(c for c in expected.values() if c is not None)
+    assert step["lesion_counts"] == {k: counts.get(k, 0) for k in cohort.CHANGE} == result["lesion_counts"]
+    assert step["not_assessable"] == sum(o == "not_assessable" for *_, o in PLAN)
+    femur = next(r for r in step["lesions"] if r["tracking_uid"] == "2.25.1")
+    assert femur["by"] == {"grade": "improved", "size_mm": "improved", "volume_ml": "improved",
+                           "stir_muscle_ratio": "improved"}
+    spine = next(r for r in step["lesions"] if r["tracking_uid"] == "2.25.2")
+    # 12 -> 13 mm is +8 % (< 20 %): stable; the volume grows (13/12)^3 - 1 = 27 % (< 30 %): stable
+    assert spine["by"] == {"grade": "stable", "size_mm": "stable", "volume_ml": "stable"}
+
+
+def test_bone_units_change_by_score_and_by_measures_where_measured():
+    cases = _tracked_cohort()
+    result = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))
+    [step] = result["patients"][0]["steps"]
+    units = {u["unit"]: u for u in step["units"]}
+    # grades per unit: femur 2 -> 1, spine 2 -> 2, ilium 1 -> 0, tibia 1 -> 0 (its lesion is gone from the
+    # later read: the unit has no lesion there), clavicle 0 -> 2
+    assert {u: e["change"] for u, e in units.items()} == {
+        "femur.distal:R": "improved", "spine.L2": "stable", "ilium:L": "resolved", "tibia.shaft:L": "resolved",
+        "clavicle.medial:L": "new"}
+    assert step["counts"] == {"new": 1, "resolved": 2, "improved": 1, "stable": 1, "worse": 0}
+    assert units["femur.distal:R"]["by"]["size_mm"] == "improved"
+    assert units["spine.L2"]["by"] == {"grade": "stable", "size_mm": "stable", "volume_ml": "stable"}
+
+
+def test_reads_without_shared_tracking_uids_fall_back_to_bone_units():
+    a = _read("a0", "CNO-0003", [_lesion(1, "2.25.10", "femur.distal", "R", 2)])
+    b = _read("a1", "CNO-0004", [_lesion(1, "2.25.20", "femur.distal", "R", 1)])  # blinded: its own UIDs
+    cases = [Case("CNO-0003", "P2", 1, reads={"dr-a": a}), Case("CNO-0004", "P2", 2, reads={"dr-a": b})]
+    result = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"), "unpaired-blinded")
+    [step] = result["patients"][0]["steps"]
+    assert step["matching"] == "bone unit" and step["lesions"] == []
+    assert step["counts"]["improved"] == 1 and sum(step["lesion_counts"].values()) == 0
+
+
+def test_measure_thresholds():
+    assert cohort.measure_change("size_mm", 10.0, 8.0) == "improved"  # -20 %
+    assert cohort.measure_change("size_mm", 10.0, 8.5) == "stable"
+    assert cohort.measure_change("volume_ml", 1.0, 1.3) == "worse"
+    assert cohort.measure_change("stir_muscle_ratio", 2.0, None) is None
+    assert cohort.measure_change("grade", 3.0, 3.0) == "stable"
