@@ -170,9 +170,10 @@ def test_reading_time_survives_export_and_import_and_a_1_1_0_document_still_impo
     old["schema_version"] = "1.1.0"
     with pytest.raises(CnoError, match="active_seconds"):  # 1.1.0 has no reading time
         import_document(sample_copy("third"), write_document(old, tmp_path / "old-bad.json"))
-    del old["reads"][0]["active_seconds"], old["reads"][0]["rois"]  # the other 1.2.0 fields
+    del old["reads"][0]["active_seconds"], old["reads"][0]["rois"], old["reads"][0]["followup"]  # other 1.2.0 fields
     for lesion in old["reads"][0]["lesions"]:
         lesion.pop("stir_muscle_ratio", None)
+        lesion.pop("tracking_uid", None)
     third = sample_copy("fourth")
     import_document(third, write_document(old, tmp_path / "old.json"))
     assert load_read(third, session.read.read_id).active_seconds == 0
