@@ -162,6 +162,23 @@ def test_hidden_order_window_never_says_which_visit_is_earlier(qtbot, tmp_path, 
     window.grab().save(str(tmp_path / "hidden.png"))
 
 
+def test_hidden_order_worklist_in_the_window_shows_visit_letters_as_the_cli_does(qtbot, tmp_path, visit_dirs, cli):
+    store_root, uids = _prepared(tmp_path, visit_dirs, "paired-hidden-order")
+    window = _open(qtbot, store_root)
+    rows = [window.study_list.item(n).text() for n in range(window.study_list.count())]
+    entries = rs.worklist(window.store, "fu", "dr-a")
+    code, out, _ = cli("--store", str(store_root), "reading-study", "worklist", "fu", "--reader", "dr-a")
+    assert code == 0
+    for entry, row in zip(entries, rows, strict=True):
+        assert entry["reading_code"] in row
+        assert f"{entry['patient_code']} visit {entry['visit']} of {entry['visits']}" in row, row
+        assert f"visit {entry['visit']}" in out  # the same letter the CLI prints
+    pair = [e["visit"] for e in entries if e["visits"] == 2]
+    assert sorted(pair) == ["A", "B"]  # the two visits of one patient, by letter only
+    for row in rows:
+        assert not re.search(r"\b(tp|timepoint|prior|earlier|baseline)\b", row.lower()), row
+
+
 @pytest.fixture(scope="module")
 def repositioned(tmp_path_factory):
     """Two visits of one patient from the generator (repositioned trunk and limbs), imported once."""

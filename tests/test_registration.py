@@ -135,3 +135,19 @@ def test_nothing_is_computed_when_not_asked_and_other_patients_are_refused(two_v
     for path in cache_path(store, store.volume(prior), store.volume(current)).parent.glob("*.json"):
         path.unlink()
     assert transform_between(store, prior, current, compute=False) is None
+
+
+def test_a_volume_of_fewer_than_four_slices_is_refused_in_one_line_naming_its_slices():
+    from cno_annotate.io.volume import Volume
+    from cno_annotate.registration import register_piecewise
+
+    rng = np.random.default_rng(3)
+    affine = np.diag([1.5, 1.5, 6.0, 1.0])
+    thin = Volume(rng.random((3, 48, 48)).astype(np.float32) * 100, affine, volume_id="thin")
+    full = Volume(rng.random((12, 48, 48)).astype(np.float32) * 100, affine, volume_id="full")
+    for source, target in ((thin, full), (full, thin)):
+        with pytest.raises(CnoError) as caught:
+            register_piecewise(source, target)
+        message = str(caught.value)
+        assert "3 slices" in message and "at least 4" in message and "patient coordinates" in message
+        assert "\n" not in message

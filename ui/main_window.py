@@ -657,6 +657,8 @@ class MainWindow(QMainWindow):
                 extra.append(f"{entry['sex'] or '?'} {entry['age_years'] if entry['age_years'] is not None else '?'} y")
             if "timepoint" in entry:
                 extra.append(f"{entry['patient_code']} tp {entry['timepoint']}/{entry['timepoints']}")
+            if "visit" in entry:  # hidden order: the visit's letter, never which visit is earlier
+                extra.append(f"{entry['patient_code']} visit {entry['visit']} of {entry['visits']}")
             text = f"{entry['position']:3}. {entry['reading_code']}  {entry['status']}"
             item = QListWidgetItem(text + (f"  ({', '.join(extra)})" if extra else ""))
             item.setData(Qt.UserRole, entry["reading_code"])

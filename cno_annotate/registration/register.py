@@ -23,6 +23,8 @@ from cno_annotate.io.volume import Volume
 from cno_annotate.registration.regions import RegionBox, body_regions
 from cno_annotate.registration.transform import PiecewiseTransform, RegionTransform
 
+#: Fewest slices a volume needs: SimpleITK's Gaussian smoothing wants four voxels along every axis.
+MIN_SLICES = 4
 #: Fewest fixed-image voxels a region needs to be registered on its own.
 MIN_REGION_VOXELS = 500
 SAMPLING_SEED = 20261128
@@ -209,8 +211,16 @@ def register_piecewise(
     -------
     PiecewiseTransform
         Source (prior) to target (current) LPS mm, one transform per region.
+
+    Raises
+    ------
+    CnoError
+        If a volume has fewer than :data:`MIN_SLICES` slices along any axis, or
+        SimpleITK fails; one line either way.
     """
     times = times if times is not None else RegistrationTimes()
+    for volume in (source, target):
+        _require_slices(volume)
     fixed, moving = to_sitk(source), to_sitk(target)
     mask = body_mask(fixed)
     boxes = body_regions(source)
@@ -231,6 +241,14 @@ def register_piecewise(
             progress(number + 2, total)
     method = "piecewise-affine" if affine else "piecewise-rigid"
     return PiecewiseTransform(source.volume_id, target.volume_id, tuple(regions), method)
+
+
+def _require_slices(volume: Volume) -> None:
+    """Refuse, in one line, a volume too thin to register (the views stay linked by patient coordinates)."""
+    slices = min(volume.shape)
+    if slices < MIN_SLICES:
+        raise CnoError(f"volume {volume.volume_id or '?'} has {slices} slices: registration needs at least "
+                       f"{MIN_SLICES}; the views stay linked by patient coordinates")
 
 
 def _register_region(fixed, moving, masked, box: RegionBox, trunk: np.ndarray, affine: bool) -> RegionTransform:
