@@ -442,3 +442,21 @@ def test_follow_up_outcomes_are_locked_and_audited_and_the_design_fixed_by_the_d
         rs.set_design(trial, "trial", "unpaired-blinded")
     assert rs.get(trial, "trial").design == rs.ReadingDesign.PAIRED_CHRONOLOGICAL
     assert audit.verify(trial.db).ok
+
+
+def test_a_reader_with_nothing_left_to_read_gets_a_screenshot_not_a_hang(blinded_store, tmp_path):
+    """Every case submitted (or none assigned): reader mode shows the worklist and ends, it does not wait forever."""
+    from cno_annotate.annotation.reads import ReadSession
+
+    store = Store.open(blinded_store)
+    for study in store.studies():  # every study is a case of "blind", all in dr-a's worklist
+        session = ReadSession.open_or_create(store, study["study_uid"], "dr-a", reading_study="blind")
+        session.mark_unit("spine.L5", "no_lesion")
+        session.submit()
+    store.close()
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CNO_ANNOTATE_STORE": str(blinded_store)}
+    out = tmp_path / "done.png"
+    result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--reader", "dr-a", "--reading-study",
+                             "blind", "--screenshot", str(out)], capture_output=True, text=True, env=env, timeout=90)
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "wrote" in result.stdout

@@ -80,7 +80,8 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
             QTimer.singleShot(100, save)
     window.show()
     if reading_study:
-        window.open_next_case()
+        if not window.open_next_case() and screenshot is not None:
+            QTimer.singleShot(100, save)  # nothing to load: the worklist is what there is to show
     elif study_uid is not None:
         window.select_study(study_uid)
     app.exec()

@@ -668,16 +668,17 @@ class MainWindow(QMainWindow):
                 self.study_list.setCurrentItem(item)
         self.study_list.blockSignals(False)
 
-    def open_next_case(self) -> None:
-        """Open the next case of the worklist not yet submitted."""
+    def open_next_case(self) -> bool:
+        """Open the next case of the worklist not yet submitted; False (and a message) when there is none."""
         rows = [self.study_list.item(n) for n in range(self.study_list.count())]
         codes = [r.data(Qt.UserRole) for r in rows]
         start = codes.index(self.current_code) + 1 if self.current_code in codes else 0
         for item in rows[start:] + rows[:start]:
             if item.data(Qt.UserRole + 1) != "submitted" and item.data(Qt.UserRole) != self.current_code:
                 self.study_list.setCurrentItem(item)
-                return
+                return True
         self.statusBar().showMessage("Every case of your worklist is submitted", 10000)
+        return False
 
     def _filter_studies(self, text: str) -> None:
         words = text.lower().split()
