@@ -18,7 +18,7 @@ from pathlib import Path
 
 from cno_annotate import __version__, cli_pacs, cli_reading
 from cno_annotate.cli_output import print_rows as _print_rows
-from cno_annotate.errors import CnoError
+from cno_annotate.errors import CnoError, UsageError
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import ROLES
 from cno_annotate.paths import display as display_path
@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` or a pager that closed: end quietly
         _silence_stdout()
         return 0
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
     except CnoError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1

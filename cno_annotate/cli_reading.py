@@ -401,6 +401,8 @@ def cmd_package(args) -> int:
           f"{_plural(report.images, 'image')} (package {report.package_id})")
     for line in report.left_out:
         print(f"  {line}")
+    for line in report.notes:
+        print(f"  note: {line}")
     return 0
 
 

@@ -135,12 +135,32 @@ def shift_datetime(text: str, days: int) -> str:
     return moved + text[8:] if moved else ""
 
 
+#: Words that only lead into an identifier ("geb. 07.03.2014", "vom 10.01.2024", "born on ..."): dropped with it.
+_LEAD_INS = frozenset({"geb", "geb.", "geboren", "vom", "von", "am", "born", "dob", "d.o.b.", "on", "of", "pat",
+                       "pat.", "patient", "patientin", "name", "nee", "née", "b.", "*"})
+_GAP = "\x00"
+
+
 def clean(text: str, identifiers: Iterable[str]) -> str:
-    """A descriptor without the given identifying strings (any case) and without anything shaped like a date or id."""
+    """A descriptor without the given identifying strings (any case) and without anything shaped like a date or id.
+
+    Punctuation and lead-in words ("geb.", "vom", "born") left beside a removed
+    identifier go with it: 'WB-MRT Name, Given geb. 07.03.2014 vom 10.01.2024'
+    becomes 'WB-MRT'.
+    """
     for value in identifiers:
-        text = re.sub(re.escape(value), " ", text, flags=re.IGNORECASE)
-    text = _DATE_SHAPES.sub(" ", text)
-    return " ".join(text.replace("^", " ").split())
+        text = re.sub(re.escape(value), _GAP, text, flags=re.IGNORECASE)
+    text = _DATE_SHAPES.sub(_GAP, text.replace("^", " "))
+    tokens = re.findall(f"{_GAP}|[^\\s{_GAP}]+", text)
+    changed = True
+    while changed:
+        changed = False
+        for n, token in enumerate(tokens):
+            beside_gap = _GAP in (tokens[n - 1] if n else "", tokens[n + 1] if n + 1 < len(tokens) else "")
+            if token != _GAP and beside_gap and (not token.strip(",;:.-/()[]") or
+                                                 token.lower().strip(",;:()[]") in _LEAD_INS):
+                tokens[n], changed = _GAP, True
+    return " ".join(t for t in tokens if t != _GAP).strip(" ,;:-/")
 
 
 def burned_in(ds: Dataset) -> str | None:

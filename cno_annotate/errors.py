@@ -10,6 +10,10 @@ class CnoError(Exception):
     """An expected failure with a message meant for the user."""
 
 
+class UsageError(CnoError):
+    """Options that do not go together (the CLI exits 2, as for argparse's usage errors)."""
+
+
 class StoreWriteError(CnoError):
     """The store could not be written (locked, full, read-only); ``reason`` is SQLite's."""
 

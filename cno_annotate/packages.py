@@ -32,6 +32,7 @@ import os
 import secrets
 import shutil
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,7 @@ class PackageReport:
     cases: int
     images: int
     left_out: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what pydicom said about the source headers (once each)
 
 
 @dataclass(frozen=True)
@@ -154,7 +156,11 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
         subject = case["patient_code"] if _dates_kept_in_order(study) else case["reading_code"]
         replacements = Replacements(case["reading_code"], -offset_days(secret, subject), stand_in,
                                     study.show_age_sex)
-        report.images += _write_case(store, case, replacements, staging / IMAGES, report.left_out)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            report.images += _write_case(store, case, replacements, staging / IMAGES, report.left_out)
+        for message in dict.fromkeys(str(w.message) for w in said):
+            report.notes.append(f"{case['reading_code']}: source header: {message}")
     package_store = Store.open(staging / STORE)
     try:
         from cno_annotate.importer import import_paths

@@ -337,6 +337,8 @@ def test_the_viewer_opens_a_package_in_reader_mode_only(site, tmp_path, qtbot):
     qtbot.mouseClick(view, Qt.LeftButton, pos=view.rect().center())
     qtbot.waitUntil(lambda: window.read_session is not None and len(window.read_session.read.lesions) == 1,
                     timeout=3000)
+    current = window.study_list.currentItem().text()
+    assert f"{window.current_code}  draft" in current, current  # the read exists from the first edit on
     window.grab().save(str(tmp_path / "package-viewer.png"))
     shown = [window.windowTitle(), *rows, *(label.text() for label in window.findChildren(QLabel)),
              *window.panels["left"].view.overlay_texts(), *window.panels["right"].view.overlay_texts()]
@@ -360,7 +362,7 @@ def test_a_package_refuses_any_other_mode(site, tmp_path, cli):
     with pytest.raises(CnoError, match="reader mode only"):
         run_viewer(folder, None, False, None, reader="dr-b")
     code, out, err = cli("view", "--package", folder, "--reading-study", "other")
-    assert code == 1 and "a package opens in reader mode only" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "a package opens in reader mode only" in err and len(err.strip().splitlines()) == 1
 
 
 def test_patient_characteristics_keep_the_age_and_burned_in_images_stay_out():
@@ -554,3 +556,44 @@ def test_a_package_issued_again_carries_the_readers_collected_reads(site, coordi
     packages.export_results(packages.open_package(again.folder), again_results)
     code, out, err = cli("reading-study", "collect", "trial", again_results, "--store", store.root)
     assert code == 0 and "nothing changed" in out, out + err
+
+
+def test_cleaned_descriptions_keep_no_dangling_lead_ins(site):
+    from cno_annotate.deid import clean
+
+    report = site["packages"]["dr-a"]
+    described = {pydicom.dcmread(p).StudyDescription for p in (report.folder / "images").rglob("*.dcm")}
+    assert described == {"WB-MRI"}  # was 'WB-MRI Wolfgang Testperson geb. 07.03.2014'
+    assert clean("WB-MRT Müller, Zoë geb. 07.03.2014 vom 10.01.2024", ["Müller", "Zoë"]) == "WB-MRT"
+    assert clean("Knee MRI of Wu Li born 2013/01/01", ["Wu Li"]) == "Knee MRI"
+    assert clean("STIR cor Testperson", ["Testperson"]) == "STIR cor"
+
+
+def test_header_warnings_go_into_the_package_report(tmp_path, cli):
+    import warnings
+
+    source = tmp_path / "source"
+    generate_study(source, StudyPlan(stations=1, slices=2, matrix=16, seed=3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the long value is the point of the test
+        for path in (p for p in source.rglob("*") if p.is_file() and p.name != "ground_truth.json"):
+            ds = pydicom.dcmread(path)
+            ds.PatientName = "Quackenbusch^Henrietta"
+            ds.StudyDescription = "WB-MRT Quackenbusch, Henrietta geb. 21.09.2012 vom 01.03.2024 Kinderklinik"
+            ds.save_as(path)
+    store = Store.open(tmp_path / "coordinator")
+    try:
+        import_paths(store, [source])
+        rs.create(store, "long")
+        rs.add_cases(store, "long", [s["study_uid"] for s in store.studies()])
+        rs.add_readers(store, "long", ["dr-a"])
+        rs.assign(store, "long")
+    finally:
+        store.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a raw pydicom warning on the terminal fails the test
+        code, out, err = cli("reading-study", "package", "long", "--reader", "dr-a", "--out", tmp_path / "package",
+                             "--store", tmp_path / "coordinator")
+    assert code == 0 and err == "", err
+    assert "note: CNO-0001: source header: The value length (74) exceeds the maximum length of 64 allowed for VR LO" \
+        in out, out

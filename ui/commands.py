@@ -35,18 +35,18 @@ def run(args) -> int:
     """Run ``cno-annotate view`` (see its ``--help``)."""
     from cno_annotate_ui.app import run_viewer
 
-    from cno_annotate.errors import CnoError
+    from cno_annotate.errors import UsageError
 
     try:
         width, height = (int(n) for n in args.size.lower().split("x"))
     except ValueError:
-        raise CnoError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
+        raise UsageError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
     if args.package is not None:
         given = [flag for flag, value in (("STUDY", args.study), ("--sample", args.sample), ("--store", args.store),
                                           ("--reader", args.reader), ("--reading-study", args.reading_study))
                  if value]
         if given:
-            raise CnoError(f"a package opens in reader mode only, with its own study and reader: drop "
+            raise UsageError(f"a package opens in reader mode only, with its own study and reader: drop "
                            f"{', '.join(given)}")
     return run_viewer(args.package or args.store, args.study, args.sample, args.screenshot, (width, height),
                       args.reader, args.reading_study)
