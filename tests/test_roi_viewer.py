@@ -257,3 +257,36 @@ def test_polygon_extent_geometry_in_the_core():
     assert cut.outline == pytest.approx(np.array([[10, 10], [10, 30], [20, 30]]), abs=0.01)
     far = state.slice_index + 10  # 50 mm away; the slab is 15 mm deep on each side
     assert all(c.outline is None for c in markers_on_slice([marker], mapping, volume.affine, far))
+
+
+def test_after_setting_the_frame_rate_the_keys_act_on_the_image_again(window, qtbot):
+    """Click the fps box, type a rate, Enter: K starts cine and Down moves the slice, not the rate."""
+    qtbot.mouseClick(window.cine_fps, Qt.LeftButton)
+    assert _focused() is window.cine_fps
+    window.cine_fps.lineEdit().selectAll()
+    qtbot.keyClicks(_focused(), "2")
+    _key(qtbot, Qt.Key_Return)
+    assert window.cine_fps.value() == 2
+    _key(qtbot, Qt.Key_K)
+    assert window.cine_running()
+    _key(qtbot, Qt.Key_Down)
+    assert not window.cine_running() and window.cine_fps.value() == 2
+
+
+def test_after_choosing_a_lesion_in_the_list_its_letter_keys_still_work(window, qtbot):
+    """Clicking a row of the lesion list selects the lesion; X (polygon extent) and M (mark) still act."""
+    state = window.session.views["left"]
+    session = window.read_session
+    assert session is not None
+    session.add_lesion(tuple(state.point), state.volume.volume_id, (1, 1, 1), site_id="femur.distal", side="R")
+    window._refresh_markers()
+    window.lesion_panel.refresh()
+    lesions = window.lesion_panel.lesions
+    qtbot.mouseClick(lesions.viewport(), Qt.LeftButton, pos=lesions.visualItemRect(lesions.item(0)).center())
+    assert _focused() is lesions
+    _key(qtbot, Qt.Key_X)
+    assert window.extent_action.isChecked()
+    _key(qtbot, Qt.Key_Escape)
+    qtbot.mouseClick(lesions.viewport(), Qt.LeftButton, pos=lesions.visualItemRect(lesions.item(0)).center())
+    _key(qtbot, Qt.Key_M)
+    assert window.mark_action.isChecked()

@@ -121,8 +121,12 @@ def owns_key(widget, event: QKeyEvent) -> bool:
 
 
 def _types_ahead(widget) -> bool:
-    """Widgets in which a typed letter selects an entry (so it must not fire a one-key shortcut)."""
-    return is_text_entry(widget) or isinstance(widget, (QComboBox, QListWidget))
+    """Widgets in which a typed letter selects an entry (so it must not fire a one-key shortcut).
+
+    Lists are not among them: a row clicked in the lesion list or the worklist
+    selects it, and the reader's next letter (X, M, E...) acts on it.
+    """
+    return is_text_entry(widget) or isinstance(widget, QComboBox)
 
 
 def _toggle(text: str, parent, shortcut: QKeySequence) -> QAction:
@@ -503,6 +507,7 @@ class MainWindow(QMainWindow):
         self.cine_fps.setToolTip("Cine frame rate (slices per second)")
         self.cine_fps.setFocusPolicy(Qt.ClickFocus)
         self.cine_fps.valueChanged.connect(lambda fps: self._cine_timer.setInterval(round(1000 / fps)))
+        self.cine_fps.lineEdit().returnPressed.connect(self.focus_image)  # the rate is set: keys go back to the image
         bar.addWidget(self.cine_fps)
         self._cine_timer = QTimer(self)
         self._cine_timer.setInterval(round(1000 / self.cine_fps.value()))
