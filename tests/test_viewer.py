@@ -756,3 +756,21 @@ def test_layouts_1x1_1x2_2x2_with_own_planes_and_linked_positions(window, qtbot,
     assert window.layout_name == "2x2"
     _key(qtbot, Qt.Key_2, Qt.ControlModifier)
     assert window.layout_name == "1x2" and not view(window, "lower-left").isVisible()
+
+
+@pytest.mark.parametrize("size", [(1280, 800)])
+def test_every_toolbar_action_is_on_screen_at_small_window_sizes(open_viewer, size):
+    """No action hides behind the edge or an overflow arrow: the reader can reach every one with the mouse."""
+    from PySide6.QtWidgets import QToolBar
+
+    window = open_viewer(reader=None, size=size)
+    hidden = []
+    for bar in window.findChildren(QToolBar):
+        for action in bar.actions():
+            if action.isSeparator() or not action.isVisible():
+                continue
+            widget = bar.widgetForAction(action)
+            if widget is None or not widget.isVisible() or widget.geometry().right() > bar.width():
+                hidden.append(action.text() or type(widget).__name__)
+    window.loader.wait(5000)
+    assert hidden == []

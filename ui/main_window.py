@@ -403,6 +403,14 @@ class MainWindow(QMainWindow):
         for action in (self.mark_action, self.sticky_action, self.ruler_action, self.undo_action, self.redo_action):
             bar.addAction(action)
         self._build_roi_actions(bar)
+        # A second row: reading tools above, where to look and how to show it below, so that no
+        # action falls off the right edge at 1280 px or at 2x scaling (QToolBar does not wrap).
+        self.addToolBarBreak()
+        bar = QToolBar("Layout", self)
+        self.view_bar = bar  # later additions (the prior study's selector) go on this row
+        bar.setObjectName("layout")
+        bar.setMovable(False)
+        self.addToolBar(bar)
         self._build_cine(bar)
         bar.addSeparator()
         self.region = QComboBox(self)
