@@ -44,7 +44,8 @@ def _stir_composed(store) -> dict:
 
 @pytest.fixture
 def read_store(sample_copy):
-    """A copy of the sample store with one submitted read: ellipse, box, polygon and point lesions, unit marks."""
+    """A copy of the sample store with one submitted read: ellipse, box, polygon and point lesions, unit marks,
+    lesion comments and unit grades (one not assessable)."""
     store = sample_copy("sr-store")
     volume = _stir_composed(store)["volume_id"]
     session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
@@ -53,9 +54,13 @@ def read_store(sample_copy):
     session.set_grade(l1, "marrow_hyperintensity", 2)
     session.set_grade(l1, "signal_extension", "NA")
     session.set_grade(l1, "bony_expansion", 1)
+    session.update_lesion(l1, comment="Metaphyseal focus; compare with the last visit.")
     _stir_ratio(session, l1)
     l2 = session.add_lesion((0.0, 0.0, -100.0), volume, (1, 1, 1), site_id="spine.L2", extent=BOX)
     session.set_grade(l2, "vertebral_collapse", 1)
+    session.update_lesion(l2, comment="Anterior wedging")
+    session.set_unit_grade("femur.distal:R", "signal_extension", 2)  # items graded per bone unit
+    session.set_unit_grade("spine.L2", "signal_extension", "NA")
     session.add_lesion((30.0, 2.0, -200.0), volume, (1, 1, 1), site_id="ilium", side="L", extent=POLYGON)
     session.add_lesion((-30.0, 2.0, -250.0), volume, (1, 1, 1), site_id="tibia.shaft", side="L")
     session.mark_unit("clavicle.medial:L", "no_lesion")
@@ -83,6 +88,20 @@ def _stir_ratio(session, lesion_id: str) -> None:
 def _saved(dataset, path):
     dataset.save_as(path, enforce_file_format=True)
     return path
+
+
+def _comments(group) -> list[str]:
+    """The TEXT items (121106, DCM, "Comment") of a measurement group."""
+    return [str(i.TextValue) for i in group[0].ContentSequence
+            if i.ValueType == "TEXT" and i.ConceptNameCodeSequence[0].CodeValue == "121106"]
+
+
+def _report_texts(dataset) -> dict[str, str]:
+    """The TEXT items of the report's Qualitative Evaluations container, by code value."""
+    containers = [i for i in dataset.ContentSequence if i.ValueType == "CONTAINER"
+                  and i.ConceptNameCodeSequence[0].CodeValue == "C0034375"]
+    return {str(t.ConceptNameCodeSequence[0].CodeValue): str(t.TextValue)
+            for c in containers for t in c.ContentSequence if t.ValueType == "TEXT"}
 
 
 def _dciodvfy_errors(path) -> list[str]:
@@ -147,6 +166,7 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
             (taxonomy.subsites[lesion.subsite]["code"]["value"] if lesion.subsite else None)
         evaluations = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()
                        if e.name.value != "276214006"}
+        assert _comments(group) == ([lesion.comment] if lesion.comment else [])
         assert group.method.value == table.scheme_code(scheme).value
         assert evaluations == {(table.item_code(key, i).value, table.grade_code(key, i, g).value)
                                for i, g in lesion.grades.items()}
@@ -165,7 +185,7 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
             assert sizes == pytest.approx(lesion.sizes_mm, abs=1e-3)
             assert measured[cc.WIDTH.value].unit.value == "mm"
     scores = score_read([Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions],
-                        read.unit_marks, scheme, taxonomy)
+                        read.unit_marks, scheme, taxonomy, read.unit_grades)  # scores count the reader's unit grades
     units = {g.tracking_identifier: g for g in report.get_image_measurement_groups()}
     totals = {m.name.value: m.value for m in units.pop("read totals").get_measurements()}
     assert totals["TOTAL-SCORE"] == scores.total and totals["UNITS-NA"] == 1 and totals["UNITS-NOLESION"] == 1
@@ -177,6 +197,12 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
             unit.status]
         score = [m.value for m in group.get_measurements()]
         assert score == ([] if unit.score is None else [unit.score])
+        graded = {(e.name.value, e.value.value) for e in group.get_qualitative_evaluations()
+                  if e.name.value != "UNIT-STATUS"}
+        assert graded == {(table.item_code(key, i).value, table.grade_code(key, i, g).value)
+                          for i, g in read.unit_grades.get(unit_id, {}).items()}
+    assert read.unit_grades == {"femur.distal:R": {"signal_extension": 2}, "spine.L2": {"signal_extension": "NA"}}
+    assert _report_texts(dataset) == {"SITE-TAXONOMY": read.taxonomy}
 
 
 def test_dciodvfy_finds_no_error_in_the_sr_and_the_segs(read_store, tmp_path):
@@ -220,17 +246,31 @@ def test_export_import_export_gives_the_same_content_and_the_same_read(read_stor
     imported = read_sr(first, store, Stations(store))
     assert imported.unmapped == []
     again = imported.read
-    assert (again.read_id, again.reader, again.status, again.unit_marks) == \
-        (read.read_id, read.reader, read.status, read.unit_marks)
+    assert (again.read_id, again.reader, again.status, again.unit_marks, again.unit_grades, again.taxonomy) == \
+        (read.read_id, read.reader, read.status, read.unit_marks, read.unit_grades, read.taxonomy)
+    assert again.unit_grades["spine.L2"] == {"signal_extension": "NA"}
     for before, after in zip(read.lesions, again.lesions, strict=True):
         for name in ("lesion_id", "tracking_uid", "position", "site_id", "side", "subsite", "extent", "grades",
-                     "confidence", "stir_muscle_ratio"):
+                     "confidence", "stir_muscle_ratio", "comment"):
             assert getattr(after, name) == getattr(before, name), (before.lesion_id, name)
     assert again.lesion("L1").stir_muscle_ratio == 3.0
+    assert again.lesion("L2").comment == "Anterior wedging"
     second = _saved(build_sr(again, Stations(store)), tmp_path / "second.sr.dcm")
     a, b = pydicom.dcmread(first), pydicom.dcmread(second)
     assert a.ContentSequence == b.ContentSequence
     assert a.CurrentRequestedProcedureEvidenceSequence == b.CurrentRequestedProcedureEvidenceSequence
+
+
+def test_import_sr_lists_an_unknown_site_taxonomy_and_maps_sites_with_the_default(read_store, tmp_path):
+    store, read = read_store
+    sr = build_sr(read, Stations(store))
+    container = next(i for i in sr.ContentSequence if i.ValueType == "CONTAINER"
+                     and i.ConceptNameCodeSequence[0].CodeValue == "C0034375")
+    container.ContentSequence[0].TextValue = "cno-sites-9.9.9"
+    imported = read_sr(_saved(sr, tmp_path / "taxonomy.sr.dcm"), store, Stations(store))
+    assert imported.read.taxonomy == "cno-sites-2.0.0"
+    assert [m for m in imported.unmapped if m.startswith("site taxonomy 'cno-sites-9.9.9'")], imported.unmapped
+    assert [l.site_id for l in imported.read.lesions] == [l.site_id for l in read.lesions]
 
 
 def test_an_sr_of_another_tool_imports_its_regions_and_lists_what_it_cannot_map(read_store, tmp_path):

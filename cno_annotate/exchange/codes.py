@@ -18,7 +18,7 @@ from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
 from cno_annotate.errors import CnoError
 
-CODE_TABLE = "cno-codes-1.1.0"
+CODE_TABLE = "cno-codes-1.2.0"
 PRIVATE = "99CNO"
 
 #: Standard concepts (SNOMED CT and DICOM) the reports use.

@@ -13,9 +13,14 @@ Content (what :mod:`.sr_import` reads back):
   in mm along LPS x / y / z, Volume in ml, the extent's slab along the region's
   normal, reader confidence, the STIR lesion:muscle signal-intensity ratio in UCUM unit 1), and the region as SCOORD3D in the frame of
   reference of the station series that holds the lesion; the volume refers to
-  the station image nearest the lesion (source of measurement);
-- one TID 1501 group per scored or marked bone unit (status, score) and one with
-  the read's totals.
+  the station image nearest the lesion (source of measurement); the lesion's
+  comment as a TEXT item (121106, DCM, "Comment");
+- one TID 1501 group per scored or marked bone unit (status, score, and one
+  qualitative evaluation per item the reader graded for the unit, "not
+  assessable" included) and one with the read's totals;
+- the report's Qualitative Evaluations container (C0034375, UMLS) with the site
+  taxonomy (id-version) as the 99CNO TEXT item SITE-TAXONOMY (the scoring scheme
+  and its version are the method code of every group).
 """
 
 from __future__ import annotations
@@ -27,13 +32,18 @@ import highdicom as hd
 import numpy as np
 from highdicom.coding_schemes import CodingSchemeIdentificationItem
 from highdicom.sr import (
+    CodedConcept,
+    ContainerContentItem,
+    ContentSequence,
     FindingSite,
     ImageRegion3D,
     Measurement,
     MeasurementsAndQualitativeEvaluations,
     PlanarROIMeasurementsAndQualitativeEvaluations,
     QualitativeEvaluation,
+    RelationshipTypeValues,
     SourceImageForMeasurement,
+    TextContentItem,
     TrackingIdentifier,
 )
 from pydicom.sr.codedict import codes
@@ -52,6 +62,9 @@ from cno_annotate.io.kinds import VolumeKind
 TRACKING_NAMESPACE = uuid.UUID("5d0f0a9e-4f8b-4c59-9d43-0c6e1b7a2c31")
 UNIT_PREFIX = "bone unit "
 TOTALS_ID = "read totals"
+#: TID 1500's container of qualitative evaluations of the whole report.
+REPORT_EVALUATIONS = CodedConcept("C0034375", "UMLS", "Qualitative Evaluations")
+COMMENT = codes.DCM.Comment
 SR_SERIES_NUMBER = 9901
 
 
@@ -81,7 +94,7 @@ def build_sr(read: Read, stations: Stations, table: cc.CodeTable | None = None) 
     ctx = SRContext(load_taxonomy(read.taxonomy), load_scheme(read.scheme_id, read.scheme_version),
                     table or cc.load_code_table(), stations)
     scores = score_read([Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions],
-                        read.unit_marks, ctx.scheme, ctx.taxonomy)
+                        read.unit_marks, ctx.scheme, ctx.taxonomy, read.unit_grades)
     evidence: dict[str, Station] = {}
     groups: list = []
     for lesion in read.lesions:
@@ -101,6 +114,7 @@ def build_sr(read: Read, stations: Stations, table: cc.CodeTable | None = None) 
         imaging_measurements=groups,
         title=codes.cid7021.ImagingMeasurementReport,
     )
+    report[0].ContentSequence.append(_report_evaluations(read, ctx))
     info = ctx.table.scheme_info
     scheme_item = CodingSchemeIdentificationItem(
         designator=info["designator"], name=info["name"], version=info["version"],
@@ -119,6 +133,17 @@ def build_sr(read: Read, stations: Stations, table: cc.CodeTable | None = None) 
         coding_schemes=[scheme_item],
         software_versions=__version__,
     )
+
+
+def _text(name: CodedConcept, value: str) -> TextContentItem:
+    return TextContentItem(name=name, value=value, relationship_type=RelationshipTypeValues.CONTAINS)
+
+
+def _report_evaluations(read: Read, ctx: SRContext) -> ContainerContentItem:
+    """TID 1500's Qualitative Evaluations container: the read's site taxonomy as a TEXT item."""
+    container = ContainerContentItem(name=REPORT_EVALUATIONS, relationship_type=RelationshipTypeValues.CONTAINS)
+    container.ContentSequence = ContentSequence([_text(ctx.table.concept("SITE-TAXONOMY"), read.taxonomy)])
+    return container
 
 
 def _study_centre(stations: Stations, study_uid: str) -> np.ndarray:
@@ -147,7 +172,7 @@ def _lesion_group(read: Read, lesion: Lesion, station: Station, ctx: SRContext):
     evaluations = [QualitativeEvaluation(ctx.table.item_code(scheme_id, item_id),
                                          ctx.table.grade_code(scheme_id, item_id, grade))
                    for item_id, grade in sorted(lesion.grades.items(), key=lambda kv: _item_order(ctx.scheme, kv[0]))]
-    return PlanarROIMeasurementsAndQualitativeEvaluations(
+    group = PlanarROIMeasurementsAndQualitativeEvaluations(
         tracking_identifier=TrackingIdentifier(uid=lesion.tracking_uid,
                                                identifier=lesion.lesion_id),
         referenced_region=ImageRegion3D(region.graphic_type, region.points,
@@ -160,6 +185,9 @@ def _lesion_group(read: Read, lesion: Lesion, station: Station, ctx: SRContext):
         measurements=_measurements(lesion, region.slab, station, ctx) or None,
         qualitative_evaluations=evaluations or None,
     )
+    if lesion.comment:
+        group[0].ContentSequence.append(_text(COMMENT, lesion.comment))
+    return group
 
 
 def _item_order(scheme: Scheme, item_id: str) -> int:
@@ -186,6 +214,7 @@ def _measurements(lesion: Lesion, slab, station: Station, ctx: SRContext) -> lis
 
 def _unit_groups(read: Read, scores: ReadScores, ctx: SRContext) -> list:
     groups = []
+    scheme_id = cc.scheme_key(ctx.scheme)
     status_codes = {"lesion": "WITH-LESION", "no_lesion": "NO-LESION", "not_assessable": "NOT-ASSESSABLE"}
     for unit_id in sorted(scores.units):
         unit = scores.units[unit_id]
@@ -193,6 +222,10 @@ def _unit_groups(read: Read, scores: ReadScores, ctx: SRContext) -> list:
         shared = sum(s.unit == site.unit for s in ctx.taxonomy.sites.values()) > 1
         measurements = [] if unit.score is None else [
             Measurement(ctx.table.concept("UNIT-SCORE"), int(unit.score), cc.SCORE_UNIT)]
+        graded = read.unit_grades.get(unit_id, {})
+        unit_grades = [QualitativeEvaluation(ctx.table.item_code(scheme_id, item_id),
+                                             ctx.table.grade_code(scheme_id, item_id, graded[item_id]))
+                       for item_id in sorted(graded, key=lambda i: _item_order(ctx.scheme, i))]
         groups.append(MeasurementsAndQualitativeEvaluations(
             tracking_identifier=TrackingIdentifier(uid=tracking_uid(read.read_id, f"unit:{unit_id}"),
                                                    identifier=UNIT_PREFIX + unit_id),
@@ -201,7 +234,8 @@ def _unit_groups(read: Read, scores: ReadScores, ctx: SRContext) -> list:
             session=read.read_id,
             measurements=measurements or None,
             qualitative_evaluations=[QualitativeEvaluation(ctx.table.concept("UNIT-STATUS"),
-                                                           ctx.table.concept(status_codes[unit.status]))],
+                                                           ctx.table.concept(status_codes[unit.status])),
+                                     *unit_grades],
         ))
     totals = [("TOTAL-SCORE", scores.total, cc.SCORE_UNIT), ("UNITS-LESION", scores.units_with_lesion, cc.COUNT_UNIT),
               ("UNITS-NOLESION", scores.units_no_lesion, cc.COUNT_UNIT),

@@ -4,13 +4,15 @@ Planar ROI groups with a SCOORD3D point, ellipse or polygon become lesions,
 built through the one lesion validator
 (:func:`~cno_annotate.annotation.validation.make_lesion`); finding sites map by
 code to the taxonomy (laterality to the side, the topographical modifier to the
-sub-site), qualitative evaluations by the 99CNO table to grades. Bone-unit
-groups give back the unit marks. What cannot be mapped is listed, never dropped
-silently.
+sub-site), qualitative evaluations by the 99CNO table to grades, comments
+(121106, DCM) to the lesion's comment. Bone-unit groups give back the unit marks
+and the reader's unit grades; the report's SITE-TAXONOMY text names the site
+taxonomy. What cannot be mapped is listed, never dropped silently.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +27,7 @@ from cno_annotate.annotation.validation import InvalidLesion, make_lesion, read_
 from cno_annotate.errors import CnoError
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import Region, lesion_geometry
-from cno_annotate.exchange.sr_export import TOTALS_ID, UNIT_PREFIX
+from cno_annotate.exchange.sr_export import COMMENT, REPORT_EVALUATIONS, TOTALS_ID, UNIT_PREFIX
 from cno_annotate.exchange.stations import Stations
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.uids import is_uid
@@ -34,6 +36,7 @@ from cno_annotate.uids import is_uid
 DERIVED = {cc.VOLUME.value, cc.WIDTH.value, cc.DEPTH.value, cc.LENGTH.value}
 FINDING_CATEGORY_NAME = "276214006"
 UNIT_STATUS_MARKS = {"NO-LESION": "no_lesion", "NOT-ASSESSABLE": "not_assessable", "WITH-LESION": None}
+TAXONOMY_NAME = re.compile(r"[a-z][a-z0-9-]*-\d+\.\d+\.\d+")
 
 
 @dataclass
@@ -82,12 +85,14 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
     if len(named) > 1:
         raise CnoError(f"{path}: the measurement groups name {len(named)} scoring schemes; a read has one")
     scheme = load_scheme(*next(iter(named))) if named else load_scheme(DEFAULT_SCHEME)
-    taxonomy = load_taxonomy(DEFAULT_TAXONOMY)
+    unmapped: list[str] = []
+    taxonomy_name = _taxonomy_name(dataset, table, unmapped)
+    taxonomy = load_taxonomy(taxonomy_name)
     ours = bool(named) and len(set(sessions)) == 1 and len(methods) == len(planar) + len(other)
     read_id = sessions[0] if ours else f"sr-{uuid.uuid5(uuid.NAMESPACE_OID, str(dataset.SOPInstanceUID)).hex}"
     reader = _observer(report) or "sr-import"
-    unmapped: list[str] = [f"volumetric ROI group {g.tracking_identifier or '?'}: volumetric regions are not "
-                           f"mapped" for g in volumetric]
+    unmapped += [f"volumetric ROI group {g.tracking_identifier or '?'}: volumetric regions are not mapped"
+                 for g in volumetric]
     evidence = {str(s.SeriesInstanceUID) for item in dataset.get("CurrentRequestedProcedureEvidenceSequence", [])
                 for s in item.ReferencedSeriesSequence}
     stamp = _content_time(dataset)
@@ -100,6 +105,7 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
         except (ValueError, CnoError) as exc:
             unmapped.append(f"ROI {name}: {exc}")
     marks: dict[str, str] = {}
+    unit_grades: dict[str, dict] = {}
     for unit_group in other:
         name = unit_group.tracking_identifier or ""
         if name == TOTALS_ID:
@@ -107,26 +113,77 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
         if not name.startswith(UNIT_PREFIX):
             unmapped.append(f"measurement group {name or '?'}: not a bone-unit group")
             continue
+        unit_id = name[len(UNIT_PREFIX):]
         for evaluation in unit_group.get_qualitative_evaluations():
             code = evaluation.value.value  # type: ignore[union-attr]  # a qualitative evaluation's value is coded
-            mark = UNIT_STATUS_MARKS.get(code) if evaluation.name.value == "UNIT-STATUS" else None
-            if mark:
-                marks[name[len(UNIT_PREFIX):]] = mark
+            if evaluation.name.value == "UNIT-STATUS":
+                if mark := UNIT_STATUS_MARKS.get(code):
+                    marks[unit_id] = mark
+                continue
+            grade = _unit_grade(unit_id, evaluation, cc.scheme_key(scheme), scheme, taxonomy, table)
+            if grade is None:
+                value = evaluation.value.meaning  # type: ignore[union-attr]  # a qualitative evaluation is coded
+                unmapped.append(f"{name}: qualitative evaluation {evaluation.name.meaning} = {value}")
+            else:
+                unit_grades.setdefault(unit_id, {})[grade[0]] = grade[1]
     holding = {unit_of(l, taxonomy) for l in lesions}
     for unit_id in [u for u in marks if u in holding]:  # "not assessable" computed for a unit with lesions
         del marks[unit_id]
+    for unit_id in [u for u in unit_grades if u not in holding]:
+        unmapped.append(f"{UNIT_PREFIX}{unit_id}: unit grades of a unit without lesions")
+        del unit_grades[unit_id]
     lesion_ids = {l.lesion_id for l in lesions}
     if len(lesion_ids) != len(lesions):
         lesions = [_renamed(l, f"L{n + 1}", taxonomy, scheme) for n, l in enumerate(lesions)]
     complete = str(dataset.get("CompletionFlag", "")) == "COMPLETE" and ours
     placed = all(l.site_id is not None for l in lesions)
-    read = Read(read_id, study_uid, reader, scheme.id, scheme.version, DEFAULT_TAXONOMY,
+    read = Read(read_id, study_uid, reader, scheme.id, scheme.version, taxonomy_name,
                 ReadStatus.SUBMITTED if complete and placed else ReadStatus.DRAFT,
-                stamp, stamp if complete and placed else None, stamp, 0, lesions, marks)
+                stamp, stamp if complete and placed else None, stamp, 0, lesions, marks, unit_grades=unit_grades)
     problems = read_problems(read, taxonomy)
     if problems:
         raise CnoError(f"{path}: {problems[0]}")
     return ImportedSR(read, unmapped)
+
+
+def _taxonomy_name(dataset, table, unmapped: list[str]) -> str:
+    """The site taxonomy the report names in its Qualitative Evaluations (SITE-TAXONOMY), else the default."""
+    names = [str(text.TextValue) for item in dataset.get("ContentSequence", [])
+             if item.ValueType == "CONTAINER" and _names(item, REPORT_EVALUATIONS)
+             for text in item.get("ContentSequence", [])
+             if text.ValueType == "TEXT" and _names(text, table.concept("SITE-TAXONOMY"))]
+    if not names:
+        return DEFAULT_TAXONOMY
+    try:
+        if not TAXONOMY_NAME.fullmatch(names[0]):
+            raise CnoError(f"{names[0]!r} is no taxonomy name")
+        load_taxonomy(names[0])
+    except CnoError as exc:
+        unmapped.append(f"site taxonomy {names[0]!r}: {exc} (sites mapped with {DEFAULT_TAXONOMY})")
+        return DEFAULT_TAXONOMY
+    return names[0]
+
+
+def _names(item, concept) -> bool:
+    """Whether a content item's concept name is this concept (by scheme and value)."""
+    name = item.ConceptNameCodeSequence[0]
+    return (str(name.CodingSchemeDesignator), str(name.CodeValue)) == (concept.scheme_designator, concept.value)
+
+
+def _unit_grade(unit_id: str, evaluation, scheme_key: str, scheme, taxonomy: Taxonomy, table):
+    """(item id, grade) of a reader's unit grade in a bone-unit group, or None if it does not map."""
+    if evaluation.name.scheme_designator != cc.PRIVATE:
+        return None
+    item_id = table.item_of(scheme_key, evaluation.name.value)
+    grade = table.grade_of(scheme_key, item_id, evaluation.value.value) if item_id else None
+    if grade is None:
+        return None
+    try:
+        site, _ = taxonomy.unit_site(unit_id)
+        scheme.check_unit_grade(item_id, grade, site.unit_type)
+    except CnoError:
+        return None
+    return item_id, grade
 
 
 def _renamed(lesion: Lesion, lesion_id: str, taxonomy: Taxonomy, scheme) -> Lesion:
@@ -183,6 +240,10 @@ def _lesion(group, name, n, study_uid, scheme_id, taxonomy, table, stations, evi
                             f"{evaluation.value.meaning}")
             continue
         grades[item_id] = grade
+    comments = [str(item.TextValue) for item in group[0].ContentSequence
+                if item.ValueType == "TEXT" and _names(item, COMMENT)]
+    if len(comments) > 1:
+        unmapped.append(f"ROI {name}: {len(comments) - 1} more comments (the first is kept)")
     voxel = tuple(round(float(v), 3) for v in station.voxel_of(position))
     lesion_id = group.tracking_identifier if group.tracking_identifier else f"L{n + 1}"
     try:
@@ -190,7 +251,7 @@ def _lesion(group, name, n, study_uid, scheme_id, taxonomy, table, stations, evi
                            voxel=voxel, site_id=site_id, side=side, subsite=subsite, extent=extent, grades=grades,
                            confidence=confidence, created_by=reader, created_at=stamp, modified_by=reader,
                            modified_at=stamp, stir_muscle_ratio=ratio,
-                           tracking_uid=_tracking_uid_of(group))
+                           tracking_uid=_tracking_uid_of(group), comment=comments[0] if comments else "")
     except InvalidLesion as exc:
         raise CnoError(str(exc.problem)) from None
 
