@@ -37,6 +37,8 @@ BOX = {"kind": "box", "min_mm": [-10.0, -5.0, -110.0], "max_mm": [10.0, 5.0, -90
 POLYGON = {"kind": "polygon", "plane": "coronal", "points_mm": [[20.0, 2.0, -210.0], [40.0, 2.0, -210.0],
                                                                   [30.0, 2.0, -190.0]], "slice_range_mm": [-3.0, 7.0]}
 
+WEDGING = "Anterior wedging – Höhenminderung ≈ 20 %\nsecond line"
+
 
 def _stir_composed(store) -> dict:
     return next(v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
@@ -58,7 +60,7 @@ def read_store(sample_copy):
     _stir_ratio(session, l1)
     l2 = session.add_lesion((0.0, 0.0, -100.0), volume, (1, 1, 1), site_id="spine.L2", extent=BOX)
     session.set_grade(l2, "vertebral_collapse", 1)
-    session.update_lesion(l2, comment="Anterior wedging")
+    session.update_lesion(l2, comment=WEDGING)  # not ASCII, two lines
     session.set_unit_grade("femur.distal:R", "signal_extension", 2)  # items graded per bone unit
     session.set_unit_grade("spine.L2", "signal_extension", "NA")
     session.add_lesion((30.0, 2.0, -200.0), volume, (1, 1, 1), site_id="ilium", side="L", extent=POLYGON)
@@ -254,7 +256,7 @@ def test_export_import_export_gives_the_same_content_and_the_same_read(read_stor
                      "confidence", "stir_muscle_ratio", "comment"):
             assert getattr(after, name) == getattr(before, name), (before.lesion_id, name)
     assert again.lesion("L1").stir_muscle_ratio == 3.0
-    assert again.lesion("L2").comment == "Anterior wedging"
+    assert again.lesion("L2").comment == WEDGING
     second = _saved(build_sr(again, Stations(store)), tmp_path / "second.sr.dcm")
     a, b = pydicom.dcmread(first), pydicom.dcmread(second)
     assert a.ContentSequence == b.ContentSequence

@@ -14,7 +14,7 @@ Content (what :mod:`.sr_import` reads back):
   normal, reader confidence, the STIR lesion:muscle signal-intensity ratio in UCUM unit 1), and the region as SCOORD3D in the frame of
   reference of the station series that holds the lesion; the volume refers to
   the station image nearest the lesion (source of measurement); the lesion's
-  comment as a TEXT item (121106, DCM, "Comment");
+  comment as a TEXT item (121106, DCM, "Comment"); the SR is UTF-8 (ISO_IR 192);
 - one TID 1501 group per scored or marked bone unit (status, score, and one
   qualitative evaluation per item the reader graded for the unit, "not
   assessable" included) and one with the read's totals;
@@ -132,6 +132,7 @@ def build_sr(read: Read, stations: Stations, table: cc.CodeTable | None = None) 
         series_description=f"CNO read ({ctx.scheme.id} {ctx.scheme.version})",
         coding_schemes=[scheme_item],
         software_versions=__version__,
+        specific_character_set="ISO_IR 192",  # UTF-8: comments and reader ids are free Unicode text
     )
 
 
