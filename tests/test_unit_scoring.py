@@ -181,6 +181,9 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
         del read["unit_grades"], read["rois"], read["followup"], read["active_seconds"]  # 1.1.0 and 1.2.0 fields
         for lesion in read["lesions"]:
             del lesion["stir_muscle_ratio"], lesion["tracking_uid"]
+        del read["scores"]["complete"]  # 1.2.0; before it, an item nobody graded was written NA
+        for unit in read["scores"]["units"]:
+            unit["items"] = {k: "NA" if v is None else v for k, v in unit["items"].items()}
     third = sample_copy("third")
     import_document(third, write_document(old, tmp_path / "old.json"))
     assert export_document(third)["reads"][0]["scores"]["total"] == 5  # the proposal again
@@ -188,3 +191,61 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
     bad["reads"][0]["unit_grades"][0]["item_id"] = "marrow_hyperintensity"
     with pytest.raises(CnoError, match=r"\$\.reads\[0\]\.unit_grades\[0\]\.grade: .*graded per lesion"):
         import_document(sample_copy("fourth"), write_document(bad, tmp_path / "bad.json"))
+
+
+def _point_lesions(store):
+    """Two point lesions (no extent): marrow graded, extent never graded on one, said NA on the other."""
+    from cno_annotate.annotation.reads import ReadSession
+
+    session = ReadSession.open_or_create(store, "1.2.3", "dr-a")
+    graded_none = session.add_lesion((-70, 0, -400), "1.2", (0, 0, 0), site_id="femur.distal", side="L")
+    session.set_grade(graded_none, "marrow_hyperintensity", 2)
+    said_na = session.add_lesion((70, 0, -400), "1.2", (0, 0, 0), site_id="femur.distal", side="R")
+    session.set_grade(said_na, "marrow_hyperintensity", 1)
+    session.set_grade(said_na, "signal_extension", NOT_ASSESSABLE)
+    return session
+
+
+def test_an_item_nobody_graded_is_exported_empty_and_only_a_said_na_is_na(store):
+    from cno_annotate.analysis import cohort
+    from cno_annotate.annotation.csv_export import column_rows, read_rows, unit_rows
+    from cno_annotate.annotation.documents import document_of
+    from cno_annotate.annotation.reads import load_read
+
+    session = _point_lesions(store)
+    scores = session.scores()
+    left, right = scores.units["femur.distal:L"], scores.units["femur.distal:R"]
+    # not graded: no grade (None), not "not assessable"; the totals are unchanged (2 and 1, total 3)
+    assert left.items["signal_extension"] is None and left.complete and left.score == 2
+    assert right.items["signal_extension"] == NOT_ASSESSABLE and not right.complete and right.score == 1
+    assert scores.total == 3 and not scores.complete
+    document = document_of([load_read(store, session.read.read_id)])
+    units = {u["unit_id"]: u for u in document["reads"][0]["scores"]["units"]}
+    assert units["femur.distal:L"]["items"]["signal_extension"] is None
+    assert units["femur.distal:R"]["items"]["signal_extension"] == "NA"
+    assert document["reads"][0]["scores"]["complete"] is False
+    _, rows = unit_rows(document)
+    cells = {r["unit_id"]: r["grade_signal_extension"] for r in rows}
+    assert cells == {"femur.distal:L": "", "femur.distal:R": "NA"}
+    columns, rows = read_rows(document)
+    assert "complete" in columns and rows[0]["complete"] == "false"
+    meanings = {r["column"]: r["meaning"] for r in column_rows({"reads.csv": columns})[1]}
+    assert "incomplete" in meanings["complete"] or "not assessable" in meanings["complete"]
+    # the report's design counts the one lesion item grade said NA, not the item never graded
+    case = cohort.Case("CNO-0001", "P1", 1, reads={"dr-a": load_read(store, session.read.read_id)})
+    text = {d["topic"]: d["text"] for d in cohort.design([case], SCHEME, TAXONOMY)}
+    assert "1 lesion item grade" in " ".join(text.values())
+
+
+def test_a_read_with_every_item_graded_is_complete(store):
+    from cno_annotate.annotation.csv_export import read_rows
+    from cno_annotate.annotation.documents import document_of
+    from cno_annotate.annotation.reads import load_read
+
+    session = _two_lesions(store)
+    for lesion in session.read.lesions:
+        session.set_grade(lesion.lesion_id, "soft_tissue_periosteal", 0)
+        session.set_grade(lesion.lesion_id, "bony_expansion", 0)
+    document = document_of([load_read(store, session.read.read_id)])
+    assert document["reads"][0]["scores"]["complete"] is True
+    assert read_rows(document)[1][0]["complete"] == "true"

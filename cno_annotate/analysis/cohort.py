@@ -361,8 +361,8 @@ def _item_agreement(cases, readers, scheme, taxonomy, scored, boot: dict) -> lis
                     elif unit_score is None:
                         row.append(0.0)
                     else:
-                        grade = unit_score.items.get(item.id, NOT_ASSESSABLE)
-                        row.append(np.nan if grade == NOT_ASSESSABLE else float(grade))
+                        grade = unit_score.items.get(item.id)
+                        row.append(np.nan if grade is None or grade == NOT_ASSESSABLE else float(grade))
                 rows.append(row)
             if rows:
                 per_case.append(np.array(rows, dtype=float))

@@ -64,6 +64,8 @@ COLUMN_MEANINGS = {
                   "assessable. Unit scores add up to the read's total.",
     "total": "Sum of unit scores; units and items that are not assessable are left out (units_not_assessable).",
     "units_with_lesion": "Bone units holding a lesion with at least one assessable grade.",
+    "complete": ("true when the total leaves out no not-assessable bone unit or item grade; false: the total "
+                 "is flagged incomplete (it sums only what was assessable)."),
     "units_not_assessable": "Bone units marked not assessable or whose lesions are graded not assessable.",
     "side": "R or L for paired bones; empty for midline sites.",
     "x_mm": "Lesion position, patient LPS coordinates in mm (x: towards the patient's left).",
@@ -115,6 +117,7 @@ COLUMN_MEANINGS = {
 READ_COLUMNS = READ_KEY_COLUMNS + [
     "started", "submitted", "lesions", "units_with_lesion", "units_no_lesion", "units_not_assessable", "total",
     "active_seconds",
+    "complete",
 ]
 
 
@@ -212,6 +215,7 @@ def read_rows(document: dict) -> tuple[list[str], list[dict]]:
             "units_with_lesion": scores["units_with_lesion"], "units_no_lesion": scores["units_no_lesion"],
             "units_not_assessable": scores["units_not_assessable"], "total": scores["total"],
             "active_seconds": read.get("active_seconds", 0.0),
+            "complete": "true" if scores["complete"] else "false",
         }
         group_totals = _group_totals(read)
         for region in regions:

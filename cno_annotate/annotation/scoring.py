@@ -8,7 +8,9 @@ reported as proposed. The unit score sums its items, capped at ``unit_max``;
 regions and the patient sum units. A lesion's own item sum is descriptive
 only: lesion sums do not add up to unit scores.
 
-"Not assessable" is never 0: an NA grade is left out of every sum and makes
+"Not assessable" is never 0, and never the same as "not graded": a unit's
+item that no lesion and no unit grade gave is None (exported empty), one that
+a lesion or the reader said not assessable is NA. An NA grade is left out of every sum and makes
 its unit (and the read's total) incomplete; a lesion with no assessable grade
 is not assessable (score None); a unit whose lesions give no assessable grade,
 or that is marked not assessable, is not assessable (score None, counted);
@@ -44,7 +46,7 @@ class UnitScore:
     unit_id: str
     status: str  # lesion, no_lesion, not_assessable
     score: int | None
-    items: dict = field(default_factory=dict)  # item id -> unit grade or NA
+    items: dict = field(default_factory=dict)  # item id -> unit grade, NA (said not assessable) or None (not graded)
     lesions: list[str] = field(default_factory=list)
     proposed: list[str] = field(default_factory=list)  # per-unit items not yet graded by the reader
     complete: bool = True  # False when an applicable item is not assessable
@@ -80,6 +82,7 @@ class ReadScores:
             "units_with_lesion": self.units_with_lesion,
             "units_no_lesion": self.units_no_lesion,
             "units_not_assessable": self.units_not_assessable,
+            "complete": self.complete,
             "regions": dict(sorted(self.regions.items())),
             "lesions": dict(sorted(self.lesions.items())),
             "units": [
@@ -185,7 +188,8 @@ def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy:
         if item.per_unit and item.id in reader_grades:
             items[item.id] = reader_grades[item.id]
         elif not grades:
-            items[item.id] = NOT_ASSESSABLE
+            said = any(f.grades.get(item.id) == NOT_ASSESSABLE for f in findings)
+            items[item.id] = NOT_ASSESSABLE if said else None
         elif item.per_unit:
             items[item.id] = item.propose_unit_grade(grades)
             proposed.append(item.id)
@@ -195,7 +199,7 @@ def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy:
                 reader_grades.get(item.id) == NOT_ASSESSABLE
                 or any(f.grades.get(item.id) == NOT_ASSESSABLE for f in findings)):
             said_na.add(item.id)
-    assessable = [int(v) for v in items.values() if v != NOT_ASSESSABLE]
+    assessable = [int(v) for v in items.values() if v is not None and v != NOT_ASSESSABLE]
     lesion_ids = [f.lesion_id for f in findings]
     if not assessable and said_na:
         return UnitScore(unit_id, UNIT_NOT_ASSESSABLE, None, items, lesion_ids, proposed, complete=False)
