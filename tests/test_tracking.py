@@ -78,7 +78,9 @@ def test_an_older_document_without_uids_gets_new_ones_and_a_bad_uid_is_refused_w
     old = json.loads(json.dumps(document))
     old["schema_version"] = "1.1.0"
     for read in old["reads"]:
-        del read["followup"], read["rois"], read["active_seconds"]  # 1.2.0 fields
+        del read["followup"], read["rois"], read["active_seconds"], read["scores"]["complete"]  # 1.2.0 fields
+        for unit in read["scores"]["units"]:  # before 1.2.0 an item nobody graded was written NA
+            unit["items"] = {k: "NA" if v is None else v for k, v in unit["items"].items()}
         for lesion in read["lesions"]:
             del lesion["tracking_uid"], lesion["stir_muscle_ratio"]
     (tmp_path / "old.json").write_text(json.dumps(old))
