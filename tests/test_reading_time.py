@@ -171,6 +171,7 @@ def test_reading_time_survives_export_and_import_and_a_1_1_0_document_still_impo
     with pytest.raises(CnoError, match="active_seconds"):  # 1.1.0 has no reading time
         import_document(sample_copy("third"), write_document(old, tmp_path / "old-bad.json"))
     del old["reads"][0]["active_seconds"], old["reads"][0]["rois"], old["reads"][0]["followup"]  # other 1.2.0 fields
+    del old["reads"][0]["scores"]["complete"]
     for lesion in old["reads"][0]["lesions"]:
         lesion.pop("stir_muscle_ratio", None)
         lesion.pop("tracking_uid", None)
