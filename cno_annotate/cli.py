@@ -171,7 +171,7 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
                        description="Set the role (STIR, T1, other) of a volume, overriding the "
                                    "header-based guess; 'auto' removes the override.")
     p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
-    p.add_argument("role", choices=[*ROLES, "auto"], help="the role to use (auto: back to the guess from the header)")
+    p.add_argument("role", choices=[*(role.value for role in ROLES), "auto"], help="the role to use (auto: back to the guess from the header)")
     p.set_defaults(run=cmd_set_role)
 
     p = sub.add_parser("use-station", parents=[common], help="choose the acquisition used for a repeated station",

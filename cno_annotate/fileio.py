@@ -65,6 +65,8 @@ def check_output_file(path: Path | str, force: bool = False) -> Path:
         replaced), an existing file (unless ``force``), or a missing folder.
     """
     path = Path(path)
+    if str(path) == "-":
+        raise CnoError("--out -: standard output is not supported (every export is an audited file); name the file")
     if path.is_symlink():
         raise CnoError(f"{path} is a symbolic link; name the file itself")
     if path.exists():
@@ -72,9 +74,17 @@ def check_output_file(path: Path | str, force: bool = False) -> Path:
             raise CnoError(f"{path} is not a regular file (a folder, device or pipe); choose another name")
         if not force:
             raise CnoError(f"{path} exists; use --force to overwrite it")
-    elif not path.parent.is_dir():
-        raise CnoError(f"{path.parent} is not a folder")
+    else:
+        check_parent_folder(path)
     return path
+
+
+def check_parent_folder(path: Path) -> None:
+    """Refuse an output file whose folder is missing (it is not created) or is not a folder."""
+    if not path.parent.exists():
+        raise CnoError(f"{path.parent} does not exist; create the folder first")
+    if not path.parent.is_dir():
+        raise CnoError(f"{path.parent} is not a folder")
 
 
 def check_output_folder(folder: Path | str) -> Path:

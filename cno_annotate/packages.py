@@ -48,6 +48,7 @@ from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY
 from cno_annotate.annotation.validation import load_strict_json, reference_problems
 from cno_annotate.deid import Replacements, deidentify, options
 from cno_annotate.errors import CnoError
+from cno_annotate.fileio import check_parent_folder
 from cno_annotate.store import Store, audit
 from cno_annotate.store.db import DB_NAME, now
 from cno_annotate.store.locations import relocate
@@ -123,8 +124,7 @@ def build(store: Store, name: str, reader: str, out: Path, actor: str = rs.COORD
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CnoError(f"{out} exists and is not an empty folder; name a new folder for the package")
-    if not out.parent.is_dir():
-        raise CnoError(f"{out.parent} is not a folder")
+    check_parent_folder(out)
     secret = _secret(store, name)
     staging = out.parent / f".{out.name}.partial-{uuid.uuid4().hex[:8]}"
     try:

@@ -260,6 +260,8 @@ def test_screenshot_command_writes_a_png_offscreen(tmp_path):
     result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--sample", "--screenshot", str(out),
                              "--size", "900x600"], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
+    # an empty view is named once, without a blank label: "lower-left: (empty)", never "lower-left:  (empty)"
+    assert "lower-left: (empty)" in result.stdout and ":  (" not in result.stdout, result.stdout
     from PySide6.QtGui import QImage
 
     image = QImage(str(out))

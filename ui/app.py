@@ -70,7 +70,8 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
                 result["code"] = 1
                 print(f"cno-annotate: error: cannot write {screenshot}", file=sys.stderr)
             else:
-                shown = ", ".join(f"{name}: {v.label} ({v.status})" for name, v in window.session.views.items())
+                shown = ", ".join(" ".join(filter(None, (f"{name}:", v.label, f"({v.status})")))
+                                  for name, v in window.session.views.items())
                 print(f"wrote {screenshot} ({shown})")
             window.close()
             app.quit()

@@ -28,7 +28,7 @@ from cno_annotate.annotation.validation import (
     roi_from_fields,
 )
 from cno_annotate.errors import CnoError
-from cno_annotate.fileio import atomic_write_text
+from cno_annotate.fileio import atomic_write_text, check_parent_folder
 from cno_annotate.store.db import Store
 
 SCHEMA = "annotation-1.2.0.schema.json"
@@ -129,8 +129,7 @@ def document_of(reads: list[Read]) -> dict:
 
 def write_document(document: dict, path: Path) -> Path:
     """Write a document atomically (temporary file, fsync, rename)."""
-    if not Path(path).parent.is_dir():
-        raise CnoError(f"{Path(path).parent} is not a folder")
+    check_parent_folder(Path(path))
     return atomic_write_text(path, dumps_strict(document) + "\n")
 
 

@@ -803,8 +803,8 @@ class Store:
             if text in (s["study_uid"], s["accession"], s["patient_id"])
         ]
         if len(matches) != 1:
-            what = "no study" if not matches else f"{len(matches)} studies"
-            raise CnoError(f"{what} match {text!r} in the store at {self.root} (see 'cno-annotate studies')")
+            what = "no study matches" if not matches else f"{len(matches)} studies match"
+            raise CnoError(f"{what} {text!r} in the store at {self.root} (see 'cno-annotate studies')")
         return matches[0]
 
     def images(self, series_uid: str) -> list[dict]:
