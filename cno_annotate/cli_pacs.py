@@ -205,12 +205,18 @@ def cmd_retrieve(args) -> int:
                             series_imported=None if args.json else progress.series)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
-        return 0
+        return 1 if report.failed else 0
     held = f" ({report.already_in_store} already in the store)" if report.already_in_store else ""
     print(f"retrieved {report.received} of {report.expected} instances{held} of study {report.study_uid} "
           f"from {client.node.name} in {report.seconds:.1f} s; imported {len(report.imported_series)} series into "
           f"{store.root}")
-    return 0
+    for failed in report.failed:
+        print(f"cno-annotate: error: series {failed['number'] if failed['number'] is not None else '-'} "
+              f"{failed['description'] or failed['series_uid']} not retrieved: {failed['reason']}", file=sys.stderr)
+    if report.failed:
+        print(f"cno-annotate: error: {len(report.failed)} of {report.series} series not retrieved; run the same "
+              "command again to retry them", file=sys.stderr)
+    return 1 if report.failed else 0
 
 
 def cmd_send(args) -> int:

@@ -41,6 +41,10 @@ class PacsError(CnoError):
     """A PACS could not be reached or refused a request; the message says what to do."""
 
 
+class SeriesFailed(PacsError):
+    """The PACS refused one series of a retrieve (the others may still come); the message says why."""
+
+
 class Protocol(Enum):
     """How cno-annotate talks to a PACS."""
 

@@ -11,7 +11,7 @@ import requests
 from dicomweb_client import DICOMwebClient
 
 from cno_annotate.pacs.client import Cancelled, InstanceSink, PacsClient, file_bytes
-from cno_annotate.pacs.config import PacsError, PacsNode, credentials_for
+from cno_annotate.pacs.config import PacsError, PacsNode, SeriesFailed, credentials_for
 from cno_annotate.pacs.query import SeriesMatch, StudyMatch, StudyQuery, whole_number
 
 _STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
@@ -19,6 +19,8 @@ _STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedS
 # No get_remaining: dicomweb-client then pages with offset until an empty answer, and Orthanc's
 # DICOMweb plugin answers a ModalitiesInStudy search with the same study whatever the offset
 # (an endless loop, seen with orthanc-dicomweb 1.7).
+#: WADO-RS media type: DICOM files in the transfer syntax they are stored in.
+_AS_STORED = (("application/dicom", "*"),)
 _SERIES_FIELDS = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
 
 
@@ -55,8 +57,12 @@ class DicomWebPacs(PacsClient):
         self._client._session.close()
 
     @contextmanager
-    def _talking(self, what: str) -> Iterator[None]:
-        """Turn network and HTTP failures into one-line :class:`PacsError` messages (no credentials)."""
+    def _talking(self, what: str, one_series: bool = False) -> Iterator[None]:
+        """Turn network and HTTP failures into one-line :class:`PacsError` messages (no credentials).
+
+        With ``one_series``, an HTTP error other than a refusal of the credentials is a
+        :class:`SeriesFailed` (the server refused this series; the others may still come).
+        """
         try:
             yield
         except requests.exceptions.Timeout:
@@ -70,8 +76,12 @@ class DicomWebPacs(PacsClient):
             if status in (401, 403):
                 raise PacsError(f"{self.node.name}: {what}: the server refused the credentials (HTTP {status}); "
                                 "set them in pacs-credentials.json or CNO_PACS_* (see the README)") from None
-            raise PacsError(f"{self.node.name}: {what}: the server answered HTTP {status} "
-                            f"{exc.response.reason if exc.response is not None else ''}".rstrip()) from None
+            reason = exc.response.reason if exc.response is not None else ""
+            detail = _error_detail(exc.response)
+            if one_series:
+                raise SeriesFailed(f"the server answered HTTP {status} {reason}".rstrip() + detail) from None
+            raise PacsError(f"{self.node.name}: {what}: the server answered HTTP {status} {reason}".rstrip()
+                            + detail) from None
         except requests.exceptions.RequestException as exc:
             raise PacsError(f"{self.node.name}: {what}: {type(exc).__name__}") from None
 
@@ -105,10 +115,15 @@ class DicomWebPacs(PacsClient):
 
     def fetch(self, study_uid: str, series_uid: str, sop_uids: list[str] | None,
               sink: InstanceSink, cancelled: Cancelled) -> None:
-        """WADO-RS: a whole series as one multipart stream, or instance by instance."""
-        with self._talking("retrieve"):
+        """WADO-RS: a whole series as one multipart stream, or instance by instance, as stored.
+
+        The request asks for the transfer syntax each instance is stored in (``transfer-syntax=*``):
+        the default (explicit VR little endian) makes a server such as Orthanc transcode, which
+        fails for JPEG 2000 (HTTP 500).
+        """
+        with self._talking("retrieve", one_series=True):
             if sop_uids is None:
-                for dataset in self._client.iter_series(study_uid, series_uid):
+                for dataset in self._client.iter_series(study_uid, series_uid, media_types=_AS_STORED):
                     sink(series_uid, str(dataset.SOPInstanceUID), file_bytes(dataset))
                     if cancelled():
                         return
@@ -116,7 +131,7 @@ class DicomWebPacs(PacsClient):
             for sop_uid in sop_uids:
                 if cancelled():
                     return
-                dataset = self._client.retrieve_instance(study_uid, series_uid, sop_uid)
+                dataset = self._client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=_AS_STORED)
                 sink(series_uid, sop_uid, file_bytes(dataset))
 
     def send(self, files: list[Path]) -> None:
@@ -134,6 +149,16 @@ class DicomWebPacs(PacsClient):
                                     f"0x{int(item.get('FailureReason', 0)):04X})" for item in failed)
                 raise PacsError(f"{self.node.name}: the server refused {len(failed)} of {len(datasets)} "
                                 f"instances: {reasons}")
+
+
+def _error_detail(response) -> str:
+    """The server's one-line reason (Orthanc's JSON "Message"), as ``: reason``, or nothing."""
+    try:
+        message = str(response.json().get("Message", "")) if response is not None else ""
+    except (ValueError, AttributeError):
+        message = ""
+    message = " ".join(message.split())[:200]
+    return f": {message}" if message else ""
 
 
 def _text(dataset: pydicom.Dataset, keyword: str) -> str:

@@ -18,16 +18,18 @@ from pydicom.uid import (
     JPEG2000Lossless,
     JPEGBaseline8Bit,
     JPEGExtended12Bit,
+    JPEGLossless,
     JPEGLosslessSV1,
     JPEGLSLossless,
+    JPEGLSNearLossless,
     RLELossless,
 )
 from pynetdicom import AE, build_role, evt
 from pynetdicom.association import Association
 
 from cno_annotate.pacs.client import Cancelled, InstanceSink, PacsClient
-from cno_annotate.pacs.config import PacsError, RetrieveMethod
-from cno_annotate.pacs.query import SeriesMatch, StudyMatch, StudyQuery
+from cno_annotate.pacs.config import PacsError, RetrieveMethod, SeriesFailed
+from cno_annotate.pacs.query import SeriesMatch, StudyMatch, StudyQuery, whole_number
 
 #: What an MR study for this tool holds: the images (classic and enhanced MR), what readers and
 #: scanners add to such a study (secondary captures, presentation states, key images, reports,
@@ -39,11 +41,19 @@ STORAGE_CLASSES = [
     sop.Comprehensive3DSRStorage, sop.ComprehensiveSRStorage, sop.EnhancedSRStorage, sop.BasicTextSRStorage,
     sop.SegmentationStorage,
 ]
-#: Transfer syntaxes accepted for incoming images: the uncompressed ones and those pydicom decodes
-#: through pylibjpeg (the store keeps files as they arrive).
-TRANSFER_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian,
-                     JPEG2000Lossless, JPEG2000, JPEGLosslessSV1, JPEGLSLossless, JPEGBaseline8Bit,
-                     JPEGExtended12Bit, RLELossless]
+#: Storage classes that carry pixel data, offered in compressed transfer syntaxes too.
+IMAGE_CLASSES = [
+    sop.MRImageStorage, sop.EnhancedMRImageStorage, sop.EnhancedMRColorImageStorage, sop.LegacyConvertedEnhancedMRImageStorage,
+    sop.SecondaryCaptureImageStorage, sop.MultiFrameGrayscaleWordSecondaryCaptureImageStorage, sop.SegmentationStorage,
+]
+UNCOMPRESSED_SYNTAXES = [ExplicitVRLittleEndian, ImplicitVRLittleEndian, DeflatedExplicitVRLittleEndian]
+#: Compressed (and deflated) transfer syntaxes pydicom decodes (through pylibjpeg, pyjpegls and its own RLE decoder);
+#: the store keeps files as they arrive. A PACS such as Orthanc cannot transcode JPEG 2000, so a
+#: retrieve must accept instances in the syntax they are stored in.
+COMPRESSED_SYNTAXES = [DeflatedExplicitVRLittleEndian, JPEG2000Lossless, JPEG2000, JPEGLosslessSV1, JPEGLossless, JPEGLSLossless, JPEGLSNearLossless,
+                       JPEGBaseline8Bit, JPEGExtended12Bit, RLELossless]
+#: Transfer syntaxes accepted for incoming instances.
+TRANSFER_SYNTAXES = UNCOMPRESSED_SYNTAXES + COMPRESSED_SYNTAXES[1:]
 _PENDING = (0xFF00, 0xFF01)
 # Query/retrieve and verification SOP classes (pydicom.uid does not name them).
 _FIND = UID("1.2.840.10008.5.1.4.1.2.2.1")  # Study Root Q/R Information Model - FIND
@@ -194,7 +204,13 @@ class DimsePacs(PacsClient):
         ae = self._ae()
         ae.add_requested_context(_GET)
         for uid in STORAGE_CLASSES:
-            ae.add_requested_context(uid, TRANSFER_SYNTAXES)
+            ae.add_requested_context(uid, UNCOMPRESSED_SYNTAXES)
+        # The PACS accepts one transfer syntax per presentation context (in the SCP role of a
+        # C-GET, the first it likes): each compressed syntax gets a context of its own, so that
+        # an instance stored compressed is sent as it is, without transcoding (85 contexts of 128).
+        for uid in IMAGE_CLASSES:
+            for syntax in COMPRESSED_SYNTAXES:
+                ae.add_requested_context(uid, [syntax])
         roles = [build_role(uid, scp_role=True) for uid in STORAGE_CLASSES]
         handlers = [(evt.EVT_C_STORE, self._store_handler(sink))]
         with self._association(ae, "retrieve (C-GET)", ext_neg=roles, evt_handlers=handlers) as assoc:
@@ -245,8 +261,12 @@ class DimsePacs(PacsClient):
                     return True
                 raise PacsError(f"{self.node.name}: {what}: the PACS stopped answering (association lost "
                                 f"or no answer within {self.timeout:g} s); run the retrieve again to resume")
-            if code not in (0x0000, 0xB000):
-                raise PacsError(f"{self.node.name}: {what}: {_status_text(code)}")
+            failed = whole_number(status.get("NumberOfFailedSuboperations"))
+            if code not in (0x0000, 0xB000) or failed:
+                comment = str(status.get("ErrorComment", "") or "").strip()
+                counts = f"{failed} instance{'s' if failed != 1 else ''} not sent, " if failed else ""
+                raise SeriesFailed(f"{_status_text(code)}{': ' if counts or comment else ''}{counts}{comment}"
+                                   .rstrip(", "))
         return cancelled()
 
     def _unknown_destination(self, what: str, code: int) -> str:
@@ -291,5 +311,5 @@ def _status_text(code: int | None) -> str:
     known = {0xA700: "out of resources", 0xA701: "out of resources (matches)", 0xA702: "out of resources (sub-operations)",
              0xA900: "identifier does not match the SOP class", 0xC000: "unable to process",
              0x0122: "SOP class not supported", 0xFE00: "cancelled", 0x0124: "not authorised",
-             0xA801: "move destination unknown"}
+             0xA801: "move destination unknown", 0xB000: "some instances failed"}
     return f"the PACS answered 0x{code:04X} ({known.get(code, 'failure')})"

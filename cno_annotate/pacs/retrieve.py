@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cno_annotate.importer import import_paths
 from cno_annotate.pacs.client import PacsClient
-from cno_annotate.pacs.config import PacsError
+from cno_annotate.pacs.config import PacsError, SeriesFailed
 from cno_annotate.pacs.query import SeriesMatch
 from cno_annotate.store.db import Store
 
@@ -44,6 +44,8 @@ class RetrieveReport:
     already_in_store: int = 0
     received: int = 0
     imported_series: list[str] = field(default_factory=list)
+    #: Series the PACS refused: ``{"series_uid", "number", "description", "reason"}`` each.
+    failed: list[dict] = field(default_factory=list)
     cancelled: bool = False
     seconds: float = 0.0
 
@@ -142,7 +144,8 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
     Raises
     ------
     PacsError
-        If the PACS fails; whatever arrived before is imported first.
+        If the PACS fails; whatever arrived before is imported first. A series the PACS
+        refuses does not stop the others: it is listed in the report's ``failed``.
     """
     started = time.monotonic()
     folder = study_folder(store, study_uid)
@@ -176,6 +179,9 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
             before = writer.received
             try:
                 client.fetch(study_uid, item.series_uid, missing, writer, cancelled)
+            except SeriesFailed as exc:  # one series refused: the others may still come
+                report.failed.append({"series_uid": item.series_uid, "number": item.number,
+                                      "description": item.description, "reason": str(exc)})
             finally:
                 if writer.received > before:
                     import_paths(store, [folder / item.series_uid])
