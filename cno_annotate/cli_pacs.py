@@ -23,6 +23,15 @@ def _port(text: str) -> int:
     return value
 
 
+def _study_uid(text: str) -> str:
+    import argparse
+    import re
+
+    if not re.fullmatch(r"[0-9]+(\.[0-9]+)*", text) or len(text) > 64:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a study instance UID (digits and dots, at most 64)")
+    return text
+
+
 def register(sub, common) -> None:
     """Add ``pacs`` and its actions to the CLI."""
     pacs = sub.add_parser("pacs", help="query and retrieve from a PACS, send SR and SEG back",
@@ -59,7 +68,7 @@ def register(sub, common) -> None:
     p.add_argument("--date", default="", help="study date or range FROM-TO (YYYYMMDD, either end may be left out)")
     p.add_argument("--accession", default="", help="accession number")
     p.add_argument("--modality", default="", help="modality in study, e.g. MR")
-    p.add_argument("--study", default="", metavar="UID", help="list this study's series instead")
+    p.add_argument("--study", default=None, metavar="UID", type=_study_uid, help="list this study's series instead")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--json", action="store_true", help="print a JSON list")
     p.set_defaults(run=cmd_find)
@@ -67,7 +76,7 @@ def register(sub, common) -> None:
                             description="Series by series (STIR first), each imported as soon as it arrives. "
                                         "Run it again after an interruption: only what the store lacks is fetched.")
     p.add_argument("name", help="the PACS (as registered with pacs add)")
-    p.add_argument("study_uid", metavar="STUDY_UID", help="the study to retrieve (from pacs find)")
+    p.add_argument("study_uid", metavar="STUDY_UID", type=_study_uid, help="the study to retrieve (from pacs find)")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(run=cmd_retrieve)
@@ -187,11 +196,12 @@ class _Progress:
             sys.stderr.write(f"\rretrieving [{'#' * (min(percent, 100) // 4):25}] {received}/{expected} instances")
             sys.stderr.flush()
 
-    def series(self, series, seconds: float) -> None:
+    def series(self, outcome, seconds: float) -> None:
         if self.tty:
             sys.stderr.write("\n")
-        print(f"  imported series {series.number if series.number is not None else '-'} "
-              f"{series.description or series.series_uid} ({seconds:.1f} s)", file=sys.stderr)
+        from cno_annotate.pacs.retrieve import series_line
+
+        print(f"  {series_line(outcome.as_dict())} ({seconds:.1f} s)", file=sys.stderr)
 
 
 def cmd_retrieve(args) -> int:
@@ -205,18 +215,25 @@ def cmd_retrieve(args) -> int:
                             series_imported=None if args.json else progress.series)
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
-        return 1 if report.failed else 0
-    held = f" ({report.already_in_store} already in the store)" if report.already_in_store else ""
+        return 1 if report.failed or any(o["result"] == "refused" for o in report.outcomes) else 0
+    before = [f"{n} {what}" for n, what in ((report.already_in_store, "already in the store"),
+                                            (report.already_kept, "kept as non-image files"),
+                                            (report.already_refused, "refused by the importer")) if n]
+    held = f" ({', '.join(before)})" if before else ""
+    kept = [o for o in report.outcomes if o["result"] == "kept"]
+    refused = [o for o in report.outcomes if o["result"] == "refused"]
+    kinds = ", ".join(sorted({k for o in kept for k in o["reason"].split(", ")}))
     print(f"retrieved {report.received} of {report.expected} instances{held} of study {report.study_uid} "
           f"from {client.node.name} in {report.seconds:.1f} s; imported {len(report.imported_series)} series into "
-          f"{store.root}")
+          f"{store.root}" + (f"; {len(kept)} series kept as non-image files ({kinds})" if kept else "")
+          + (f"; {len(refused)} series refused by the importer (listed above)" if refused else ""))
     for failed in report.failed:
         print(f"cno-annotate: error: series {failed['number'] if failed['number'] is not None else '-'} "
               f"{failed['description'] or failed['series_uid']} not retrieved: {failed['reason']}", file=sys.stderr)
     if report.failed:
         print(f"cno-annotate: error: {len(report.failed)} of {report.series} series not retrieved; run the same "
               "command again to retry them", file=sys.stderr)
-    return 1 if report.failed else 0
+    return 1 if report.failed or refused else 0
 
 
 def cmd_send(args) -> int:
@@ -224,6 +241,10 @@ def cmd_send(args) -> int:
     from cno_annotate.pacs.send import send_files
 
     client = _client(args)
-    sent = send_files(client, args.files)
-    print(f"sent {len(sent)} file{'s' if len(sent) != 1 else ''} to {client.node.name}")
-    return 0
+    sent, refused = send_files(client, args.files)
+    for path, reason in refused.items():
+        print(f"cno-annotate: error: {path} not sent: {reason}", file=sys.stderr)
+    total = len(args.files)
+    print(f"sent {len(sent)} file{'s' if len(sent) != 1 else ''} to {client.node.name}" if not refused
+          else f"sent {len(sent)} of {total} files to {client.node.name}")
+    return 1 if refused else 0

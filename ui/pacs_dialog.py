@@ -33,7 +33,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.pacs import config
 from cno_annotate.pacs.client import open_client
 from cno_annotate.pacs.query import StudyMatch, StudyQuery, parse_date_range
-from cno_annotate.pacs.retrieve import retrieve_study
+from cno_annotate.pacs.retrieve import retrieve_study, series_line
 from cno_annotate.store import Store
 
 COLUMNS = ("Date", "Patient ID", "Name", "Accession", "Modalities", "Series", "Instances", "Description")
@@ -176,8 +176,8 @@ class PacsDialog(QDialog):
                 with open_client(config.get_node(name)) as client:
                     return retrieve_study(store, client, study.study_uid, progress=signals.progress.emit,
                                           cancel=cancel,
-                                          series_imported=lambda s, _t: signals.series_done.emit(
-                                              s.description or s.series_uid))
+                                          series_imported=lambda o, _t: signals.series_done.emit(
+                                              series_line(o.as_dict())))
             finally:
                 store.close()
 
@@ -194,7 +194,7 @@ class PacsDialog(QDialog):
         signals = _Signals(self)
         signals.found.connect(self._found)
         signals.progress.connect(self._progress)
-        signals.series_done.connect(lambda text: self.status.setText(f"Imported series {text}"))
+        signals.series_done.connect(lambda text: self.status.setText(text[:1].upper() + text[1:]))
         signals.finished.connect(self._retrieved)
         signals.failed.connect(self._failed)
         self.busy = True
@@ -227,6 +227,10 @@ class PacsDialog(QDialog):
         verb = "Cancelled after" if report.cancelled else "Retrieved"
         self.status.setText(f"{verb} {report.received} of {report.expected} instances{held} "
                             f"({report.seconds:.1f} s); {len(report.imported_series)} series imported"
+                            + (f"; {len(report.failed)} series not retrieved: "
+                               + "; ".join(f"{f['description'] or f['series_uid']}: {f['reason']}"
+                                           for f in report.failed) if report.failed else "")
+                            + "".join(f"; {series_line(o)}" for o in report.outcomes if o["result"] != "imported")
                             + ("; Retrieve again to finish" if report.cancelled else ""))
         self._update_buttons()
         if report.imported_series or report.already_in_store:

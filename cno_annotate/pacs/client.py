@@ -61,8 +61,8 @@ class PacsClient(ABC):
         """Retrieve a whole series (``sop_uids`` None) or some of its instances, handing each to ``sink``."""
 
     @abstractmethod
-    def send(self, files: list[Path]) -> None:
-        """Store DICOM files (STOW-RS or C-STORE)."""
+    def send(self, files: list[Path]) -> dict[Path, str]:
+        """Store DICOM files (STOW-RS or C-STORE); returns those the PACS refused, with the reason."""
 
 
 def file_bytes(dataset: pydicom.Dataset) -> bytes:

@@ -134,21 +134,24 @@ class DicomWebPacs(PacsClient):
                 dataset = self._client.retrieve_instance(study_uid, series_uid, sop_uid, media_types=_AS_STORED)
                 sink(series_uid, sop_uid, file_bytes(dataset))
 
-    def send(self, files: list[Path]) -> None:
-        """STOW-RS, one request per study."""
-        by_study: dict[str, list[pydicom.Dataset]] = {}
+    def send(self, files: list[Path]) -> dict[Path, str]:
+        """STOW-RS, one request per study; returns the files the server refused and why."""
+        by_study: dict[str, list[tuple[Path, pydicom.Dataset]]] = {}
         for path in files:
             dataset = pydicom.dcmread(path)
-            by_study.setdefault(str(dataset.StudyInstanceUID), []).append(dataset)
-        for study_uid, datasets in by_study.items():
+            by_study.setdefault(str(dataset.StudyInstanceUID), []).append((path, dataset))
+        refused: dict[Path, str] = {}
+        for study_uid, items in by_study.items():
             with self._talking("store"):
-                answer = self._client.store_instances(datasets, study_instance_uid=study_uid)
-            failed = answer.get("FailedSOPSequence") or []
-            if failed:
-                reasons = ", ".join(f"{item.get('ReferencedSOPInstanceUID', '?')} (reason "
-                                    f"0x{int(item.get('FailureReason', 0)):04X})" for item in failed)
-                raise PacsError(f"{self.node.name}: the server refused {len(failed)} of {len(datasets)} "
-                                f"instances: {reasons}")
+                answer = self._client.store_instances([d for _, d in items], study_instance_uid=study_uid)
+            by_uid = {str(d.SOPInstanceUID): path for path, d in items}
+            for item in answer.get("FailedSOPSequence") or []:
+                failed = by_uid.get(str(item.get("ReferencedSOPInstanceUID", "")))
+                if failed is not None:
+                    code = whole_number(item.get("FailureReason"))
+                    refused[failed] = (f"the server refused it (reason 0x{code:04X})" if code is not None
+                                     else "the server refused it")
+        return refused
 
 
 def _error_detail(response) -> str:

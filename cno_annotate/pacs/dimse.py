@@ -278,20 +278,48 @@ class DimsePacs(PacsClient):
                 f"this computer's address, port {node.move_port}, in the PACS, or use C-GET "
                 f"('pacs add {node.name} ... --retrieve get --replace')")
 
-    def send(self, files: list[Path]) -> None:
-        """C-STORE each file, in the transfer syntax it is written in."""
+    def send(self, files: list[Path]) -> dict[Path, str]:
+        """C-STORE each file, in the transfer syntax it is written in; returns the files refused and why."""
         datasets = [pydicom.dcmread(path) for path in files]
         ae = self._ae()
         for uid in sorted({(str(d.SOPClassUID), str(d.file_meta.TransferSyntaxUID)) for d in datasets}):
             ae.add_requested_context(uid[0], [uid[1], ExplicitVRLittleEndian, ImplicitVRLittleEndian]
                                      if uid[1] not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
                                      else [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+        refused: dict[Path, str] = {}
         with self._association(ae, "store (C-STORE)") as assoc:
+            accepted = {(str(c.abstract_syntax), str(c.transfer_syntax[0])) for c in assoc.accepted_contexts}
             for path, dataset in zip(files, datasets):
+                sop_class, syntax = str(dataset.SOPClassUID), str(dataset.file_meta.TransferSyntaxUID)
+                if not any(a == sop_class for a, _ in accepted):
+                    refused[path] = f"the PACS does not accept its SOP class {_uid_name(sop_class)}"
+                    continue
+                if (sop_class, syntax) not in accepted and not _uncompressed(syntax, accepted, sop_class):
+                    refused[path] = (f"the PACS accepts {_uid_name(sop_class)} but not in its transfer syntax "
+                                     f"{_uid_name(syntax)}")
+                    continue
                 status = assoc.send_c_store(dataset)
                 code = status.get("Status") if status else None
                 if code not in (0x0000, 0xB000, 0xB007, 0xB006):
-                    raise PacsError(f"{self.node.name}: store (C-STORE) of {path.name}: {_status_text(code)}")
+                    comment = str(status.get("ErrorComment", "") or "").strip() if status else ""
+                    refused[path] = _status_text(code) + (f": {comment}" if comment else "")
+                    if code is None or not assoc.is_established:  # the rest cannot go either
+                        for rest in files[files.index(path) + 1:]:
+                            refused[rest] = "not tried: the association was lost"
+                        break
+        return refused
+
+
+def _uncompressed(syntax: str, accepted: set[tuple[str, str]], sop_class: str) -> bool:
+    """Whether pynetdicom can send a dataset of ``syntax`` through an accepted uncompressed context."""
+    plain = {ExplicitVRLittleEndian, ImplicitVRLittleEndian}
+    return syntax in plain and any(a == sop_class and t in plain for a, t in accepted)
+
+
+def _uid_name(uid: str) -> str:
+    """A UID's name when pydicom knows it, else the UID."""
+    name = UID(uid).name
+    return name if name and name != uid else uid
 
 
 def _identifier(study_uid: str, series_uid: str, sop_uid: str | None) -> pydicom.Dataset:

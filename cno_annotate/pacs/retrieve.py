@@ -17,7 +17,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
+
+import pydicom
+from pydicom.errors import InvalidDicomError
 
 from cno_annotate.importer import import_paths
 from cno_annotate.pacs.client import PacsClient
@@ -29,8 +33,41 @@ RETRIEVED = "retrieved"
 _UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 #: Called as ``progress(received, expected)`` as instances arrive (possibly from another thread).
 Progress = Callable[[int, int], None]
-#: Called in the retrieving thread after each series is imported: ``series_imported(series, seconds)``.
-SeriesDone = Callable[[SeriesMatch, float], None]
+
+
+class SeriesResult(Enum):
+    """What became of one retrieved series in the store."""
+
+    IMPORTED = "imported"  # its images are in the store
+    KEPT = "kept"  # kept as files that are not images (SR, SEG, key objects, presentation states)
+    REFUSED = "refused"  # the importer refused its files (the reason says why)
+
+
+#: Non-image storage classes by the short name the messages give them.
+_NON_IMAGE = {"1.2.840.10008.5.1.4.1.1.66.4": "SEG", "1.2.840.10008.5.1.4.1.1.88.11": "SR",
+              "1.2.840.10008.5.1.4.1.1.88.22": "SR", "1.2.840.10008.5.1.4.1.1.88.33": "SR",
+              "1.2.840.10008.5.1.4.1.1.88.34": "SR", "1.2.840.10008.5.1.4.1.1.88.59": "key objects",
+              "1.2.840.10008.5.1.4.1.1.11.1": "presentation state", "1.2.840.10008.5.1.4.1.1.4.2": "spectroscopy"}
+
+
+@dataclass(frozen=True)
+class SeriesOutcome:
+    """What the importer made of one retrieved series."""
+
+    series: SeriesMatch
+    result: SeriesResult
+    instances: int
+    reason: str = ""  # why refused; for KEPT, the kinds of files ("SR", "SEG")
+
+    def as_dict(self) -> dict:
+        """JSON-ready fields."""
+        return {"series_uid": self.series.series_uid, "number": self.series.number,
+                "description": self.series.description, "result": self.result.value,
+                "instances": self.instances, "reason": self.reason}
+
+
+#: Called in the retrieving thread after each series is imported: ``series_imported(outcome, seconds)``.
+SeriesDone = Callable[[SeriesOutcome, float], None]
 
 
 @dataclass
@@ -41,9 +78,14 @@ class RetrieveReport:
     folder: Path
     series: int = 0
     expected: int = 0
+    #: Instances the store held before: images in the store, and files kept or refused before.
     already_in_store: int = 0
+    already_kept: int = 0
+    already_refused: int = 0
     received: int = 0
     imported_series: list[str] = field(default_factory=list)
+    #: Per series retrieved now: :meth:`SeriesOutcome.as_dict` each.
+    outcomes: list[dict] = field(default_factory=list)
     #: Series the PACS refused: ``{"series_uid", "number", "description", "reason"}`` each.
     failed: list[dict] = field(default_factory=list)
     cancelled: bool = False
@@ -52,6 +94,18 @@ class RetrieveReport:
     def as_dict(self) -> dict:
         """JSON-ready fields."""
         return {**self.__dict__, "folder": str(self.folder)}
+
+
+def series_line(outcome: dict) -> str:
+    """What the importer made of one retrieved series, as a line (``SeriesOutcome.as_dict``)."""
+    number = outcome["number"] if outcome["number"] is not None else "-"
+    name = f"series {number} {outcome['description'] or outcome['series_uid']}"
+    count = f"{outcome['instances']} instance{'s' if outcome['instances'] != 1 else ''}"
+    if outcome["result"] == "imported":
+        return f"imported {name} ({count})" + (f"; some files refused: {outcome['reason']}" if outcome["reason"] else "")
+    if outcome["result"] == "kept":
+        return f"kept {name} as non-image files ({outcome['reason']}, {count}; not imported as images)"
+    return f"refused {name} ({count}): {outcome['reason']}"
 
 
 def study_folder(store: Store, study_uid: str) -> Path:
@@ -78,6 +132,43 @@ def _sop_uids_held(store: Store, folder: Path, study_uid: str) -> dict[str, set[
         for path in folder.glob("*/*.dcm"):
             held.setdefault(path.parent.name, set()).add(path.stem)
     return held
+
+
+def _non_image_kind(path: Path) -> str:
+    """"SR", "SEG" ... for a file of a non-image storage class, else "" (unreadable too)."""
+    try:
+        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    except (OSError, ValueError, InvalidDicomError, AttributeError, EOFError):
+        return ""
+    return _NON_IMAGE.get(str(header.get("SOPClassUID", "")), "")
+
+
+def _files_not_imported(folder: Path, sop_uids: set[str]) -> dict[str, int]:
+    """How many of these retrieved files are of each non-image kind ("" for refused images)."""
+    counts: dict[str, int] = {}
+    for sop_uid in sop_uids:
+        kind = _non_image_kind(folder / f"{sop_uid}.dcm")
+        counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def _import_series(store: Store, folder: Path, series: SeriesMatch) -> SeriesOutcome:
+    """Import one series folder and say what became of it."""
+    result = import_paths(store, [folder])
+    imported = result.new_instances + result.already_imported + result.relinked + result.duplicates
+    kinds: set[str] = set()
+    reasons: list[str] = []
+    for skipped in result.skipped:
+        kind = _non_image_kind(Path(skipped["path"]))
+        if kind:
+            kinds.add(kind)
+        elif skipped["reason"] not in reasons:
+            reasons.append(skipped["reason"])
+    if imported:
+        return SeriesOutcome(series, SeriesResult.IMPORTED, imported, "; ".join(reasons))
+    if kinds and not reasons:
+        return SeriesOutcome(series, SeriesResult.KEPT, len(result.skipped), ", ".join(sorted(kinds)))
+    return SeriesOutcome(series, SeriesResult.REFUSED, len(result.skipped), "; ".join(reasons) or "no image found")
 
 
 def _reading_order(series: list[SeriesMatch]) -> list[SeriesMatch]:
@@ -157,6 +248,7 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
     if not series:
         raise PacsError(f"{client.node.name} holds no study {study_uid}")
     held = _sop_uids_held(store, folder, study_uid)
+    in_store = _sop_uids_in_store(store, study_uid)
     plan: list[tuple[SeriesMatch, list[str] | None, int]] = []
     missing: list[str] | None
     for item in series:
@@ -165,7 +257,13 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
             plan.append((item, None, item.instances or 0))
             continue
         missing = [uid for uid in client.instance_uids(study_uid, item.series_uid) if uid not in have]
-        report.already_in_store += len(have)
+        images = have & in_store.get(item.series_uid, set())
+        report.already_in_store += len(images)
+        for kind, count in _files_not_imported(folder / item.series_uid, have - images).items():
+            if kind:
+                report.already_kept += count
+            else:
+                report.already_refused += count
         if missing:
             plan.append((item, missing, len(missing)))
     report.series = len(series)
@@ -184,10 +282,12 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
                                       "description": item.description, "reason": str(exc)})
             finally:
                 if writer.received > before:
-                    import_paths(store, [folder / item.series_uid])
-                    report.imported_series.append(item.series_uid)
+                    outcome = _import_series(store, folder / item.series_uid, item)
+                    report.outcomes.append(outcome.as_dict())
+                    if outcome.result is SeriesResult.IMPORTED:
+                        report.imported_series.append(item.series_uid)
                     if series_imported is not None:
-                        series_imported(item, time.monotonic() - started)
+                        series_imported(outcome, time.monotonic() - started)
     finally:
         report.received = writer.received
         report.cancelled = cancelled()

@@ -11,10 +11,17 @@ from cno_annotate.errors import CnoError
 from cno_annotate.pacs.client import PacsClient
 
 
-def send_files(client: PacsClient, files: list[Path]) -> list[Path]:
+def send_files(client: PacsClient, files: list[Path]) -> tuple[list[Path], dict[Path, str]]:
     """Check that every file is a DICOM file with its SOP class and instance, then store them all.
 
     Nothing is sent if one file is not usable (the message names it).
+
+    Returns
+    -------
+    sent : list of Path
+        The files the PACS stored.
+    refused : dict
+        The files the PACS refused (SOP class, transfer syntax, a failure status), with the reason.
     """
     for path in files:
         try:
@@ -24,8 +31,8 @@ def send_files(client: PacsClient, files: list[Path]) -> list[Path]:
             raise CnoError(f"nothing sent: {path}: {reason}") from None
         if "SOPClassUID" not in dataset or "SOPInstanceUID" not in dataset or "StudyInstanceUID" not in dataset:
             raise CnoError(f"nothing sent: {path}: no SOP class, SOP instance or study UID")
-    client.send(list(files))
-    return list(files)
+    refused = client.send(list(files))
+    return [path for path in files if path not in refused], refused
 
 
 def send_read_sr(store, client: PacsClient, study_uid: str, reader: str, read_id: str) -> str:
@@ -45,5 +52,7 @@ def send_read_sr(store, client: PacsClient, study_uid: str, reader: str, read_id
         chosen = [p for p in paths if p.name == f"{read_id}.sr.dcm"]
         if not chosen:
             raise CnoError(f"read {read_id} gave no SR (is it a read of this study and reader?)")
-        send_files(client, chosen)
+        _, refused = send_files(client, chosen)
+        if refused:
+            raise CnoError(f"{client.node.name}: the SR was not sent: {next(iter(refused.values()))}")
         return str(pydicom.dcmread(chosen[0], stop_before_pixels=True).SOPInstanceUID)
