@@ -32,6 +32,26 @@ def _study_uid(text: str) -> str:
     return text
 
 
+def _date_range(text: str) -> tuple[str, str]:
+    import argparse
+
+    from cno_annotate.pacs.query import parse_date_range
+
+    try:
+        return parse_date_range(text)
+    except CnoError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
+    """Lines of a table with a header row, each column as wide as its widest cell (the last one free)."""
+    cells = [[str(row[key]) if row[key] not in (None, "") else "-" for key, _ in columns] for row in rows]
+    widths = [max([len(title)] + [len(line[i]) for line in cells]) for i, (_, title) in enumerate(columns)]
+    def joined(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths)).rstrip()
+    return [joined([title for _, title in columns])] + [joined(line) for line in cells]
+
+
 def register(sub, common) -> None:
     """Add ``pacs`` and its actions to the CLI."""
     pacs = sub.add_parser("pacs", help="query and retrieve from a PACS, send SR and SEG back",
@@ -65,7 +85,7 @@ def register(sub, common) -> None:
     p.add_argument("name", help="the PACS (as registered with pacs add)")
     p.add_argument("--patient-id", default="", help="patient ID (exact)")
     p.add_argument("--name", dest="patient_name", default="", help="patient name, * as wildcard")
-    p.add_argument("--date", default="", help="study date or range FROM-TO (YYYYMMDD, either end may be left out)")
+    p.add_argument("--date", default=None, type=_date_range, help="study date or range FROM-TO (YYYYMMDD, either end may be left out)")
     p.add_argument("--accession", default="", help="accession number")
     p.add_argument("--modality", default="", help="modality in study, e.g. MR")
     p.add_argument("--study", default=None, metavar="UID", type=_study_uid, help="list this study's series instead")
@@ -158,26 +178,33 @@ def cmd_echo(args) -> int:
 
 def cmd_find(args) -> int:
     """Run ``cno-annotate pacs find``."""
-    from cno_annotate.pacs.query import StudyQuery, parse_date_range
+    from cno_annotate.pacs.query import StudyQuery
 
     client = _client(args)
     if args.study:
         series = [s.as_dict() for s in sorted(client.find_series(args.study),
                                                 key=lambda s: (s.number is None, s.number or 0, s.series_uid))]
-        _print_rows(series, args.json, f"{client.node.name} holds no series of study {args.study}",
-                    lambda s: f"{s['series_uid']}  {s['modality'] or '-':3} #{s['number'] if s['number'] is not None else '-':<4}"
-                              f" {s['instances'] if s['instances'] is not None else '?':>5} instances  {s['description']}")
+        _print_table(series, args.json, f"{client.node.name} holds no series of study {args.study}",
+                     [("series_uid", "SERIES UID"), ("modality", "MODALITY"), ("number", "NUMBER"),
+                      ("instances", "INSTANCES"), ("description", "DESCRIPTION")])
         return 0
-    start, end = parse_date_range(args.date) if args.date else ("", "")
+    start, end = args.date or ("", "")
     query = StudyQuery(patient_id=args.patient_id, patient_name=args.patient_name, date_from=start, date_to=end,
                        accession=args.accession, modality=args.modality)
     studies = [s.as_dict() for s in client.find_studies(query)]
-    _print_rows(studies, args.json, f"no study on {client.node.name} matches",
-                lambda s: f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
-                          f"{s['accession'] or '-':10}  {s['modalities'] or '-':6} "
-                          f"{s['series'] if s['series'] is not None else '?':>3} series "
-                          f"{s['instances'] if s['instances'] is not None else '?':>5} instances  {s['description']}")
+    _print_table(studies, args.json, f"no study on {client.node.name} matches",
+                 [("study_uid", "STUDY UID"), ("study_date", "DATE"), ("patient_id", "PATIENT ID"),
+                  ("patient_name", "PATIENT NAME"), ("accession", "ACCESSION"), ("modalities", "MODALITIES"),
+                  ("series", "SERIES"), ("instances", "INSTANCES"), ("description", "DESCRIPTION")])
     return 0
+
+
+def _print_table(rows: list[dict], as_json: bool, empty: str, columns: list[tuple[str, str]]) -> None:
+    if as_json or not rows:
+        _print_rows(rows, as_json, empty, str)
+        return
+    for line in _table(rows, columns):
+        print(line)
 
 
 class _Progress:
@@ -209,10 +236,21 @@ def cmd_retrieve(args) -> int:
     from cno_annotate.pacs.retrieve import retrieve_study
 
     client = _client(args)
+    client.find_series(args.study_uid)  # a PACS that is down or refuses us: no store is made for nothing
     store = open_store(args.store, create=True)
     progress = _Progress()
-    report = retrieve_study(store, client, args.study_uid, progress=progress,
-                            series_imported=None if args.json else progress.series)
+    try:
+        report = retrieve_study(store, client, args.study_uid, progress=progress,
+                                series_imported=None if args.json else progress.series)
+    except KeyboardInterrupt:
+        from cno_annotate.pacs.retrieve import study_folder
+
+        arrived = len(list(study_folder(store, args.study_uid).glob("*/*.dcm")))
+        if progress.tty:
+            sys.stderr.write("\n")
+        print(f"cno-annotate: interrupted: {arrived} instance{'s' if arrived != 1 else ''} of the study are kept in "
+              f"{store.root}; run the same command again to fetch the rest", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(report.as_dict(), indent=2))
         return 1 if report.failed or any(o["result"] == "refused" for o in report.outcomes) else 0

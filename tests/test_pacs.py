@@ -129,7 +129,7 @@ def test_find_studies_by_each_key_then_the_series(nodes, pacs, cli, name):
     series = json.loads(out)
     assert code == 0 and len(series) == 4 and {s["instances"] for s in series} == {6}
     code, out, err = cli("pacs", "find", name, "--date", "2024-13")
-    assert code == 1 and "YYYYMMDD" in err
+    assert code == 2 and "YYYYMMDD" in err
 
 
 # -- retrieve ---------------------------------------------------------------------------------------------------------

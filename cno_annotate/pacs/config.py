@@ -112,6 +112,10 @@ class PacsNode:
         object.__setattr__(self, "protocol", Protocol(self.protocol))
         object.__setattr__(self, "retrieve", RetrieveMethod(self.retrieve))
         if self.protocol is Protocol.DICOMWEB:
+            if re.match(r"https?://[^/]*@", self.url):  # never echo it: it holds a password
+                raise CnoError(f"a DICOMweb URL must not hold a user name or password: put them in {CREDENTIALS_FILE} "
+                               f"(chmod 600) or CNO_PACS_USER_{env_key(self.name)} and "
+                               f"CNO_PACS_PASSWORD_{env_key(self.name)} (see the README's PACS section)")
             if not re.fullmatch(r"https?://[^\s/]+(/\S*)?", self.url):
                 raise CnoError(f"DICOMweb URL {self.url!r} must start with http:// or https:// and name a host")
             object.__setattr__(self, "url", self.url.rstrip("/"))
@@ -245,7 +249,9 @@ def remove_node(name: str) -> None:
     save_nodes(nodes)
 
 
-def _env_key(name: str) -> str:
+def env_key(name: str) -> str:
+    """The part of the environment variables' names for node ``name``: upper-cased, other characters than
+    letters and digits as ``_`` (``st-mary.pacs`` -> ``ST_MARY_PACS``)."""
     return re.sub(r"[^A-Z0-9]", "_", name.upper())
 
 
@@ -257,7 +263,7 @@ def credentials_for(name: str) -> Credentials:
     CnoError
         If the credentials file can be read by group or others, or is not valid.
     """
-    key = _env_key(name)
+    key = env_key(name)
     token = os.environ.get(f"CNO_PACS_TOKEN_{key}", "")
     user = os.environ.get(f"CNO_PACS_USER_{key}", "")
     if token or user:

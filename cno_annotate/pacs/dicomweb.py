@@ -11,7 +11,7 @@ import requests
 from dicomweb_client import DICOMwebClient
 
 from cno_annotate.pacs.client import Cancelled, InstanceSink, PacsClient, file_bytes
-from cno_annotate.pacs.config import PacsError, PacsNode, SeriesFailed, credentials_for
+from cno_annotate.pacs.config import PacsError, PacsNode, SeriesFailed, credentials_for, env_key
 from cno_annotate.pacs.query import SeriesMatch, StudyMatch, StudyQuery, whole_number
 
 _STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
@@ -74,8 +74,11 @@ class DicomWebPacs(PacsClient):
         except requests.exceptions.HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else 0
             if status in (401, 403):
+                key = env_key(self.node.name)
                 raise PacsError(f"{self.node.name}: {what}: the server refused the credentials (HTTP {status}); "
-                                "set them in pacs-credentials.json or CNO_PACS_* (see the README)") from None
+                                f"set them in pacs-credentials.json or CNO_PACS_USER_{key} and "
+                                f"CNO_PACS_PASSWORD_{key} (or CNO_PACS_TOKEN_{key}; the node name upper-cased, "
+                                "other characters than letters and digits as '_')") from None
             reason = exc.response.reason if exc.response is not None else ""
             detail = _error_detail(exc.response)
             if one_series:

@@ -134,6 +134,8 @@ class DimsePacs(PacsClient):
                 code = status.get("Status") if status else None
                 if code in _PENDING and answer is not None:
                     found.append(answer)
+                elif code is None:
+                    raise PacsError(self._no_answer(what))
                 elif code != 0x0000:
                     raise PacsError(f"{self.node.name}: {what}: {_status_text(code)}")
             return found
@@ -259,8 +261,7 @@ class DimsePacs(PacsClient):
             if code is None:
                 if cancelled():
                     return True
-                raise PacsError(f"{self.node.name}: {what}: the PACS stopped answering (association lost "
-                                f"or no answer within {self.timeout:g} s); run the retrieve again to resume")
+                raise PacsError(self._no_answer(what) + "; run the retrieve again to resume")
             failed = whole_number(status.get("NumberOfFailedSuboperations"))
             if code not in (0x0000, 0xB000) or failed:
                 comment = str(status.get("ErrorComment", "") or "").strip()
@@ -268,6 +269,14 @@ class DimsePacs(PacsClient):
                 raise SeriesFailed(f"{_status_text(code)}{': ' if counts or comment else ''}{counts}{comment}"
                                    .rstrip(", "))
         return cancelled()
+
+    def _no_answer(self, what: str) -> str:
+        """The PACS accepted the association, then ended it or went silent: most often it refuses the calling AE."""
+        node = self.node
+        return (f"{node.name}: {what}: the PACS ended the association without answering (or gave no answer within "
+                f"{self.timeout:g} s): it may not know calling AE {node.calling_ae!r} (many PACSs answer echo from "
+                f"anyone but queries only from registered AEs): register {node.calling_ae} (this computer's "
+                f"address) in the PACS, or raise --timeout")
 
     def _unknown_destination(self, what: str, code: int) -> str:
         """What to do when the PACS does not know (0xA801) or may not know (0xC000) the C-MOVE destination."""

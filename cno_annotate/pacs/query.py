@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import re
 from dataclasses import dataclass
 
@@ -15,6 +16,11 @@ def _dicom_date(text: str) -> str:
     compact = text.replace("-", "") if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text) else text
     if compact and not re.fullmatch(_DATE, compact):
         raise CnoError(f"date {text!r}: write it as YYYYMMDD or YYYY-MM-DD")
+    if compact:
+        try:
+            datetime.date(int(compact[:4]), int(compact[4:6]), int(compact[6:]))
+        except ValueError:
+            raise CnoError(f"date {text!r} is not a day of the calendar") from None
     return compact
 
 
