@@ -11,7 +11,7 @@ added there, and ``mutmut run`` works in that clone; the checkout is never touch
 
     python stress/mutation_run.py                        # the default modules (below)
     python stress/mutation_run.py cno_annotate/store/audit.py --tests tests/test_audit_content.py
-    python stress/mutation_run.py --keep /tmp/mutants    # keep the clone to inspect survivors
+    python stress/mutation_run.py --keep mutants-clone   # keep the clone (a new folder) to inspect survivors
 
 Prints killed / survived / other per module, the score (killed / all), and every survivor's
 diff, and writes them as JSON (``--json``). mutmut must be installed (``pip install mutmut``);

@@ -278,26 +278,6 @@ UNIQUE_READS = """
     CREATE UNIQUE INDEX reads_one_successor ON reads (supersedes) WHERE supersedes IS NOT NULL;
 """
 
-LOCKS = UNIQUE_READS + f"""
-    CREATE TRIGGER reads_locked_update BEFORE UPDATE ON reads WHEN OLD.status = 'submitted'
-        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
-    CREATE TRIGGER reads_locked_delete BEFORE DELETE ON reads WHEN OLD.status = 'submitted'
-        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
-""" + "".join(
-    f"""
-    CREATE TRIGGER {table}_locked_insert BEFORE INSERT ON {table}
-        WHEN (SELECT status FROM reads WHERE read_id = NEW.read_id) = 'submitted'
-        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
-    CREATE TRIGGER {table}_locked_update BEFORE UPDATE ON {table}
-        WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
-          OR (SELECT status FROM reads WHERE read_id = NEW.read_id) = 'submitted'
-        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
-    CREATE TRIGGER {table}_locked_delete BEFORE DELETE ON {table}
-        WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
-        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
-    """ for table in ("lesions", "unit_marks", "unit_grades"))
-
-
 def _row_locks(table: str) -> str:
     """Triggers refusing any change to ``table``'s rows of a submitted read."""
     return f"""
@@ -312,6 +292,14 @@ def _row_locks(table: str) -> str:
         WHEN (SELECT status FROM reads WHERE read_id = OLD.read_id) = 'submitted'
         BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
     """
+
+
+LOCKS = UNIQUE_READS + f"""
+    CREATE TRIGGER reads_locked_update BEFORE UPDATE ON reads WHEN OLD.status = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+    CREATE TRIGGER reads_locked_delete BEFORE DELETE ON reads WHEN OLD.status = 'submitted'
+        BEGIN SELECT RAISE(ABORT, '{LOCKED_MESSAGE}'); END;
+""" + "".join(_row_locks(table) for table in ("lesions", "unit_marks", "unit_grades"))
 
 
 ROIS_TABLE = """
