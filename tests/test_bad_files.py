@@ -12,6 +12,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import (
     ComprehensiveSRStorage,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRLittleEndian,
     GrayscaleSoftcopyPresentationStateStorage,
     KeyObjectSelectionDocumentStorage,
@@ -48,6 +49,10 @@ def _as_mpeg2(ds: Dataset) -> None:
     ds.PixelData = encapsulate([ds.PixelData])
 
 
+def _deflated(ds: Dataset) -> None:
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+
+
 @pytest.fixture
 def bad_corpus(small_study, tmp_path) -> tuple[Path, dict[str, str]]:
     """Bad files in CD-export style (no extensions) and the reason each must get."""
@@ -66,6 +71,11 @@ def bad_corpus(small_study, tmp_path) -> tuple[Path, dict[str, str]]:
     _non_image(folder / "KO", KeyObjectSelectionDocumentStorage)
     _variant(good, folder / "NOPIXELS", lambda ds: delattr(ds, "PixelData"))
     _variant(good, folder / "BADSYNTAX", _as_mpeg2)
+    _variant(good, folder / "DEFLATED", _deflated)  # a good one, to cut:
+    deflated = (folder / "DEFLATED").read_bytes()
+    (folder / "DEFLATED").unlink()
+    (folder / "DEFLATECUT").write_bytes(deflated[: len(deflated) * 2 // 3])
+    _variant(good, folder / "DEFLATENOPIXELS", lambda ds: (_deflated(ds), delattr(ds, "PixelData")))
     _variant(good, folder / "SKEWED", lambda ds: setattr(ds, "ImageOrientationPatient", [1, 0, 0, 0.5, 0, -1]))
     _variant(good, folder / "NOSPACING", lambda ds: delattr(ds, "PixelSpacing"))
     _variant(good, folder / "ZEROSPACING", lambda ds: setattr(ds, "PixelSpacing", [0, 0]))
@@ -79,7 +89,9 @@ def bad_corpus(small_study, tmp_path) -> tuple[Path, dict[str, str]]:
         "PR": "not an image (Grayscale Softcopy Presentation State Storage)",
         "KO": "not an image (Key Object Selection Document Storage)",
         "NOPIXELS": "no pixel data",
-        "BADSYNTAX": "unsupported transfer syntax",
+        "BADSYNTAX": "unsupported transfer syntax MPEG2 Main Profile / Main Level (1.2.840.10008.1.2.4.100)",
+        "DEFLATECUT": "damaged deflated data",
+        "DEFLATENOPIXELS": "no pixel data",
         "SKEWED": "not orthonormal",
         "NOSPACING": "incomplete geometry",
         "ZEROSPACING": "inconsistent geometry: PixelSpacing",

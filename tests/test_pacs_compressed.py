@@ -57,9 +57,10 @@ def test_a_compressed_study_arrives_whole_in_its_stored_transfer_syntax(nodes, c
     code, out, err = cli("pacs", "retrieve", name, study_uid, "--store", store_dir, "--json")
     report = json.loads(out)
     results = {o["number"]: o["result"] for o in report["outcomes"]}
-    # The MR series (JPEG-LS, RLE, JPEG 2000 lossless) are imported; the importer refuses the colour
-    # secondary capture (MR grey levels only) and, for now, the deflated one: exit status 1.
-    assert results[1] == results[2] == results[6] == "imported" and code == 1, report["outcomes"]
+    # The grey series (JPEG-LS, RLE, JPEG 2000 lossless, deflated) are imported; the importer refuses
+    # the colour secondary capture (grey levels only): exit status 1.
+    assert results[1] == results[2] == results[5] == results[6] == "imported" and code == 1, report["outcomes"]
+    assert results[4] != "imported", report["outcomes"]
     assert report["received"] == report["expected"] == len(syntaxes) and not report["failed"], report
     arrived = {path.stem: pydicom.dcmread(path) for path in (store_dir / "retrieved" / study_uid).glob("*/*.dcm")}
     assert {uid: str(d.file_meta.TransferSyntaxUID) for uid, d in arrived.items()} == syntaxes

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.uid import ImplicitVRLittleEndian, JPEG2000Lossless, RLELossless
+from pydicom.uid import (DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless, JPEGLSLossless,
+                         RLELossless)
 
 from cno_annotate.importer import import_paths
 from cno_annotate.io.series import build_stacks
@@ -84,7 +85,8 @@ def _reference(store, study):
     return row, load_volume(store, row["volume_id"])
 
 
-@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, ImplicitVRLittleEndian])
+@pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless, ImplicitVRLittleEndian,
+                                    DeflatedExplicitVRLittleEndian])
 def test_encodings_decode_to_the_same_values(small_study, copy_tree, tmp_path, syntax):
     from cno_annotate.store import Store
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import struct
+import zlib
 from collections.abc import Iterator, MutableSequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -273,13 +274,33 @@ def read_header(path: Path) -> tuple[Dataset, int]:
             ds = pydicom.dcmread(fp, stop_before_pixels=True)
         except InvalidDicomError:
             ds = _read_without_preamble(fp)
+        except zlib.error as exc:  # a deflated dataset is inflated while its header is read
+            raise SkipFile(f"damaged deflated data ({exc})") from None
         except Exception as exc:  # pydicom raises many types on corrupt input
             raise SkipFile(f"unreadable DICOM header ({type(exc).__name__}: {exc})") from None
+        if _transfer_syntax(ds) == DeflatedExplicitVRLittleEndian:
+            return _read_deflated(path)
         element_start = fp.tell()
         head = fp.read(12)
     if len(head) < 8:
         return ds, -1
     return ds, element_start if _is_pixel_data(head, ds) else -1
+
+
+def _read_deflated(path: Path) -> tuple[Dataset, int]:
+    """A deflated file, read whole: its dataset, pixels included, is one deflate stream.
+
+    The file position where pydicom stopped says nothing about the inflated dataset, so
+    the PixelData element is looked up in it; 0 stands for "present" (the pixels of a
+    deflated file are always decoded by pydicom, never read at an offset).
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path)
+    except Exception as exc:  # zlib and pydicom raise many types on a damaged stream
+        raise SkipFile(f"damaged deflated data ({type(exc).__name__}: {exc})") from None
+    return ds, 0 if "PixelData" in ds else -1
 
 
 def _read_without_preamble(fp) -> Dataset:
@@ -384,16 +405,24 @@ def _records(path: Path, ds: Dataset | PlainHeader, element_start: int) -> list[
             raise SkipFile(
                 f"truncated pixel data ({min(length, path.stat().st_size - offset)} of {declared} bytes)"
             )
+    elif syntax == DeflatedExplicitVRLittleEndian:
+        _require_deflated_pixels(ds, declared)
     else:
         _require_encapsulation_end(path)
-        if syntax != DeflatedExplicitVRLittleEndian:
-            _require_plausible_compression(path, element_start, ds, syntax, frames, declared)
+        _require_plausible_compression(path, element_start, ds, syntax, frames, declared)
     common = _common_fields(path, ds, syntax, offset, frames, dtype)
     geometry = _frame_geometry(ds, frames, common["instance_number"])
     return [
         ImageRecord(**common, frame=n, rows=rows, columns=columns, **geom)
         for n, geom in enumerate(geometry)
     ]
+
+
+def _require_deflated_pixels(ds: Dataset, declared: int) -> None:
+    """The inflated PixelData of a deflated file holds every pixel the header declares."""
+    length = len(ds.PixelData)
+    if length < declared:
+        raise SkipFile(f"truncated pixel data ({length} of {declared} bytes, deflated)")
 
 
 def _count(ds: Dataset, keyword: str, default: int | None = None) -> int:
