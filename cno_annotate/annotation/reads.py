@@ -57,34 +57,36 @@ from cno_annotate.annotation.validation import (
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 from cno_annotate.events import Event
 from cno_annotate.store import audit
+from cno_annotate.store import reads as rows
 from cno_annotate.store.db import LOCKED_MESSAGE, Store, is_integrity_error, now
 
 EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
 
 
 # -- storage ---------------------------------------------------------------------------
-READ_COLUMNS = ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy", "status", "started",
-                "submitted", "modified", "revision", "next_lesion", "reading_study", "role", "version",
-                "supersedes", "reason")
+READ_COLUMNS = rows.READ_COLUMNS
 
 
 def list_reads(store: Store, study_uid: str | None = None, reader: str | None = None,
                reading_study: str | None = None, latest_only: bool = False) -> list[dict]:
+    """Read rows (without lesions) as dicts, by study, reader and version (see :func:`list_read_rows`).
+
+    With ``latest_only``, only the newest version of each read.
+    """
+    return [r.as_dict() for r in list_read_rows(store, study_uid, reader, reading_study, latest_only)]
+
+
+def list_read_rows(store: Store, study_uid: str | None = None, reader: str | None = None,
+                   reading_study: str | None = None, latest_only: bool = False) -> list[rows.ReadRow]:
     """Read rows (without lesions), by study, reader and version.
 
     With ``latest_only``, only the newest version of each read.
     """
-    sql, args = "SELECT * FROM reads WHERE 1", list[str]()
-    for column, value in (("study_uid", study_uid), ("reader", reader), ("reading_study", reading_study)):
-        if value:
-            sql, args = sql + f" AND {column} = ?", args + [value]
-    rows = [dict(r) for r in store.db.execute(sql + " ORDER BY study_uid, reader, version, started, read_id", args)]
+    found = rows.select_reads(store.db, study_uid, reader, reading_study)
     if latest_only:
-        newest = {}
-        for row in rows:
-            newest[(row["study_uid"], row["reader"], row["reading_study"], row["role"])] = row
-        rows = [r for r in rows if newest[(r["study_uid"], r["reader"], r["reading_study"], r["role"])] is r]
-    return rows
+        newest = {(r.study_uid, r.reader, r.reading_study, r.role): r for r in found}
+        found = [r for r in found if newest[(r.study_uid, r.reader, r.reading_study, r.role)] is r]
+    return found
 
 
 def load_read(store: Store, read_id: str) -> Read:
@@ -95,39 +97,31 @@ def load_read(store: Store, read_id: str) -> Read:
     CnoError
         If the store has no such read.
     """
-    row = store.db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,)).fetchone()
-    if row is None:
+    stored = rows.stored_read(store.db, read_id)
+    if stored is None:
         raise CnoError(f"no read {read_id!r} in the store at {store.root}")
-    taxonomy, scheme = load_taxonomy(row["taxonomy"]), load_scheme(row["scheme_id"], row["scheme_version"])
-    lesions = [
-        _stored_lesion(taxonomy, scheme, read_id, r["lesion_id"], r["data"])
-        for r in store.db.execute("SELECT lesion_id, data FROM lesions WHERE read_id = ? ORDER BY ordinal",
-                                  (read_id,))
-    ]
-    marks = {r["unit_id"]: r["mark"] for r in store.db.execute(
-        "SELECT unit_id, mark FROM unit_marks WHERE read_id = ?", (read_id,))}
+    return read_from_stored(stored)
+
+
+def read_from_stored(stored: rows.StoredRead) -> Read:
+    """The :class:`Read` of a stored read, every part back through the validator."""
+    row, read_id = stored.row, stored.row.read_id
+    taxonomy, scheme = load_taxonomy(row.taxonomy), load_scheme(row.scheme_id, row.scheme_version)
+    lesions = [_stored_lesion(taxonomy, scheme, read_id, r.lesion_id, r.data) for r in stored.lesions]
     unit_grades: dict[str, dict] = {}
-    for r in store.db.execute("SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ?", (read_id,)):
+    for g in stored.unit_grades:
         try:
-            grade = json.loads(r["grade"])
+            grade = json.loads(g.grade)
         except ValueError as exc:
-            raise CnoError(f"the {r['item_id']} grade of {r['unit_id']} in read {read_id} is damaged: "
+            raise CnoError(f"the {g.item_id} grade of {g.unit_id} in read {read_id} is damaged: "
                            f"{_one_line(exc)}; run cno-annotate store check") from None
-        unit_grades.setdefault(r["unit_id"], {})[r["item_id"]] = grade
-    rois = [_stored_roi(read_id, r["roi_id"], r["data"]) for r in store.db.execute(
-        "SELECT roi_id, data FROM rois WHERE read_id = ? ORDER BY ordinal", (read_id,))]
-    fields = {k: row[k] for k in READ_COLUMNS if k != "next_lesion"}
-    return Read(**fields, lesions=lesions, unit_marks=marks, unit_grades=unit_grades, rois=rois,
-                active_seconds=stored_reading_time(store.db, read_id),
-                followup=_stored_followup(store, read_id, row["prior_read"]))
-
-
-def _stored_followup(store: Store, read_id: str, prior_read: str | None) -> Followup | None:
-    if prior_read is None:
-        return None
-    outcomes = {r["tracking_uid"]: r["status"] for r in store.db.execute(
-        "SELECT tracking_uid, status FROM followup_outcomes WHERE read_id = ?", (read_id,))}
-    return Followup(prior_read, outcomes)
+        unit_grades.setdefault(g.unit_id, {})[g.item_id] = grade
+    rois = [_stored_roi(read_id, r.roi_id, r.data) for r in stored.rois]
+    fields = {k: getattr(row, k) for k in READ_COLUMNS if k != "next_lesion"}
+    followup = None if row.prior_read is None else Followup(
+        row.prior_read, {uid: FollowupStatus(status) for uid, status in stored.outcomes})
+    return Read(**fields, lesions=lesions, unit_marks=dict(stored.unit_marks), unit_grades=unit_grades, rois=rois,
+                active_seconds=stored.active_seconds, followup=followup)
 
 
 def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
@@ -141,13 +135,7 @@ def _stored_roi(read_id: str, roi_id: str, data) -> Roi:
 
 def stored_reading_time(db, read_id: str) -> float:
     """The active reading time stored for a read (seconds; 0 when none was measured)."""
-    row = db.execute("SELECT active_seconds FROM read_times WHERE read_id = ?", (read_id,)).fetchone()
-    return float(row[0]) if row else 0.0
-
-
-def _add_time(db, read_id: str, seconds: float) -> None:
-    db.execute("INSERT INTO read_times VALUES (?, ?) ON CONFLICT (read_id) DO UPDATE "
-               "SET active_seconds = read_times.active_seconds + excluded.active_seconds", (read_id, float(seconds)))
+    return rows.reading_time(db, read_id)
 
 
 def _stored_lesion(taxonomy: Taxonomy, scheme: Scheme, read_id: str, lesion_id: str, data) -> Lesion:
@@ -169,7 +157,7 @@ def _one_line(exc: Exception) -> str:
 def damaged_reads(store: Store) -> list[str]:
     """Why each read that cannot be loaded cannot be (a damaged lesion or grade row), for ``store check``."""
     problems = []
-    for (read_id,) in store.db.execute("SELECT read_id FROM reads ORDER BY read_id").fetchall():
+    for read_id in rows.read_ids(store.db):
         try:
             load_read(store, read_id)
         except CnoError as exc:
@@ -210,7 +198,7 @@ def new_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy
 
 def _insert_new(db, read: Read) -> None:
     state = audit.require_unchanged(db, f"read:{read.read_id}")
-    _insert_read_row(db, read, next_lesion=1)
+    rows.insert_read(db, _read_row(read, next_lesion=1))
     audit.append(db, read.reader, "create", f"read:{read.read_id}", after=_read_summary(read), state_before=state)
 
 
@@ -235,10 +223,10 @@ def guarded(store: Store, read_id: str):
         raise CnoError(f"the store refused the change to read {read_id}: {' '.join(text.split())}") from None
 
 
-def _insert_read_row(db, read: Read, next_lesion: int) -> None:
-    values = {**{k: getattr(read, k) for k in READ_COLUMNS if k != "next_lesion"}, "next_lesion": next_lesion}
-    db.execute(f"INSERT INTO reads ({', '.join(READ_COLUMNS)}) VALUES ({', '.join('?' * len(READ_COLUMNS))})",
-               [values[k] for k in READ_COLUMNS])
+def _read_row(read: Read, next_lesion: int) -> rows.ReadRow:
+    """The store row of a read (its follow-up link is written with its outcomes)."""
+    return rows.ReadRow(**{k: getattr(read, k) for k in READ_COLUMNS if k != "next_lesion"}, next_lesion=next_lesion,
+                        prior_read=None if read.followup is None else read.followup.prior_read_id)
 
 
 def _read_summary(read: Read) -> dict:
@@ -278,35 +266,16 @@ def _write_audited(db, read: Read, actor: str) -> None:
 
 def _write_read(db, read: Read) -> None:
     """Replace the read's rows: inserted as a draft, its lesions and marks added, then its status set."""
-    db.execute("DELETE FROM reads WHERE read_id = ?", (read.read_id,))
-    _insert_read_row(db, dataclasses.replace(read, status=ReadStatus.DRAFT),
-                     next_lesion=1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0))
-    for n, lesion in enumerate(read.lesions):
-        db.execute("INSERT INTO lesions VALUES (?,?,?,?)",
-                   (read.read_id, lesion.lesion_id, n, json.dumps(lesion.to_dict())))
-    for unit_id, mark in read.unit_marks.items():
-        db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read.read_id, unit_id, mark))
-    for unit_id, grades in read.unit_grades.items():
-        for item_id, grade in grades.items():
-            db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read.read_id, unit_id, item_id, json.dumps(grade)))
-    for n, roi in enumerate(read.rois):
-        db.execute("INSERT INTO rois VALUES (?,?,?,?,?)", (read.read_id, roi.roi_id, n, json.dumps(roi.to_dict()),
-                                                           str(roi.role)))
-    if read.active_seconds > 0:
-        _add_time(db, read.read_id, read.active_seconds)
-    _write_followup(db, read.read_id, read.followup)
-    if read.status != ReadStatus.DRAFT:
-        db.execute("UPDATE reads SET status = ? WHERE read_id = ?", (read.status, read.read_id))
-
-
-def _write_followup(db, read_id: str, followup: Followup | None) -> None:
-    """Replace a draft read's follow-up link and outcomes."""
-    db.execute("DELETE FROM followup_outcomes WHERE read_id = ?", (read_id,))
-    db.execute("UPDATE reads SET prior_read = ? WHERE read_id = ?",
-               (None if followup is None else followup.prior_read_id, read_id))
-    if followup is not None:
-        db.executemany("INSERT INTO followup_outcomes VALUES (?,?,?)",
-                       [(read_id, uid, str(status)) for uid, status in sorted(followup.outcomes.items())])
+    next_lesion = 1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0)
+    outcomes = () if read.followup is None else tuple((u, str(s)) for u, s in read.followup.outcomes.items())
+    rows.replace_read(db, rows.StoredRead(
+        _read_row(read, next_lesion),
+        tuple(rows.LesionRow(l.lesion_id, json.dumps(l.to_dict())) for l in read.lesions),
+        tuple((u, str(m)) for u, m in read.unit_marks.items()),
+        tuple(rows.UnitGradeRow(u, i, json.dumps(g)) for u, grades in read.unit_grades.items()
+              for i, g in grades.items()),
+        tuple(rows.RoiRow(r.roi_id, json.dumps(r.to_dict()), str(r.role)) for r in read.rois),
+        outcomes, read.active_seconds))
 
 
 def _state_json(lesions: dict, marks: dict) -> dict:
@@ -431,9 +400,9 @@ class ReadSession:
             raise CnoError(f"read {read_id} belongs to reader {old.reader}; {actor} cannot change it")
         if old.status != "submitted":
             raise CnoError(f"read {read_id} is a draft: change it directly")
-        newer = store.db.execute("SELECT read_id FROM reads WHERE supersedes = ?", (read_id,)).fetchone()
+        newer = rows.successor(store.db, read_id)
         if newer is not None:
-            raise CnoError(f"read {read_id} already has a newer version {newer[0]}")
+            raise CnoError(f"read {read_id} already has a newer version {newer}")
         stamp = now()
         new = dataclasses.replace(old, read_id=uuid.uuid4().hex, status=ReadStatus.DRAFT, started=stamp, submitted=None,
                                   modified=stamp, revision=0, version=old.version + 1, supersedes=old.read_id,
@@ -473,7 +442,7 @@ class ReadSession:
             latest = _latest_read_id(self.store, read.study_uid, read.reader, read.reading_study, read.role)
             if latest is not None:
                 self.read, self.stored = load_read(self.store, latest), True
-        elif self.store.db.execute("SELECT 1 FROM reads WHERE read_id = ?", (read.read_id,)).fetchone():
+        elif rows.exists(self.store.db, read.read_id):
             self.read = load_read(self.store, read.read_id)
         self._undo.clear()
         self._redo.clear()
@@ -503,11 +472,10 @@ class ReadSession:
             self._unsaved_seconds += float(seconds)
             return
         with guarded(self.store, self.read.read_id), self.store.transaction() as db:
-            if db.execute("SELECT 1 FROM reads WHERE read_id = ? AND status = 'draft'",
-                          (self.read.read_id,)).fetchone() is None:
+            if not rows.exists(db, self.read.read_id, draft_only=True):
                 return  # submitted (or gone) in another program meanwhile
-            _add_time(db, self.read.read_id, seconds)
-        self.read.active_seconds = stored_reading_time(self.store.db, self.read.read_id)
+            rows.add_reading_time(db, self.read.read_id, seconds)
+        self.read.active_seconds = rows.reading_time(self.store.db, self.read.read_id)
 
     # -- edits -----------------------------------------------------------------------------
     def add_lesion(self, position, series_uid: str, voxel, tracking_uid: str | None = None, **fields) -> str:
@@ -717,10 +685,7 @@ class ReadSession:
             with guarded(self.store, read_id), self.store.transaction() as db:
                 self._create_if_new(db)
                 state = audit.require_unchanged(db, f"read:{read_id}")
-                row = db.execute("UPDATE reads SET revision = revision + 1, modified = ?, prior_read = ? "
-                                 "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
-                                 (now(), prior_read_id, read_id, self.read.revision)).fetchone()
-                if row is None:
+                if not rows.set_prior_read(db, read_id, self.read.revision, now(), prior_read_id):
                     raise self._refusal(db)
                 audit.append(db, self.actor, "follow-up", f"read:{read_id}", after={"prior_read": prior_read_id},
                              state_before=state)
@@ -790,11 +755,7 @@ class ReadSession:
             with guarded(self.store, self.read.read_id), self.store.transaction() as db:
                 self._create_if_new(db)
                 state = audit.require_unchanged(db, f"read:{self.read.read_id}")
-                row = db.execute(
-                    "UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
-                    "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
-                    (stamp, stamp, self.read.read_id, self.read.revision)).fetchone()
-                if row is None:
+                if not rows.submit(db, self.read.read_id, self.read.revision, stamp):
                     raise self._refusal(db)
                 audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft",
                              after="submitted", total=self.scores().total, state_before=state)
@@ -892,19 +853,19 @@ class ReadSession:
                 raise CnoError(problems[0].reason)
         _insert_new(db, self.read)
         if self._unsaved_seconds > 0:
-            _add_time(db, self.read.read_id, self._unsaved_seconds)
+            rows.add_reading_time(db, self.read.read_id, self._unsaved_seconds)
             self._unsaved_seconds = 0.0
 
     def _refusal(self, db) -> CnoError:
         """Why the revision-checked UPDATE matched no row."""
         read_id = self.read.read_id
-        row = db.execute("SELECT status, revision FROM reads WHERE read_id = ?", (read_id,)).fetchone()
+        row = rows.read_status(db, read_id)
         if row is None:
             return ReadConflict(f"read {read_id} is no longer in the store; your change was not saved")
-        if row["status"] != ReadStatus.DRAFT:
+        if row.status != ReadStatus.DRAFT:
             return ReadLocked(f"read {read_id} was submitted in another window or program and is locked; "
                               f"your change was not saved")
-        return ReadConflict(f"read {read_id} was changed in another window or program (revision {row['revision']}, "
+        return ReadConflict(f"read {read_id} was changed in another window or program (revision {row.revision}, "
                             f"this window had {self.read.revision}); your change was not saved and the read was "
                             f"reloaded: check it and repeat the change")
 
@@ -930,19 +891,21 @@ class ReadSession:
             with guarded(self.store, read_id), self.store.transaction() as db:
                 self._create_if_new(db)
                 state = audit.require_unchanged(db, f"read:{read_id}")
-                row = db.execute(
-                    "UPDATE reads SET revision = revision + 1, modified = ?, next_lesion = next_lesion + ? "
-                    "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING next_lesion",
-                    (stamp, int(new_lesion is not None), read_id, self.read.revision)).fetchone()
-                if row is None:
+                next_lesion = rows.bump_revision(db, read_id, self.read.revision, stamp, new_lesion is not None)
+                if next_lesion is None:
                     raise self._refusal(db)
                 if new_lesion is not None:
-                    new_lesion = dataclasses.replace(new_lesion, lesion_id=f"L{row[0] - 1}")
+                    new_lesion = dataclasses.replace(new_lesion, lesion_id=f"L{next_lesion - 1}")
                     lesions, before = {new_lesion.lesion_id: new_lesion}, ({new_lesion.lesion_id: None}, {})
-                _write_rows(db, read_id, lesions, marks, before, ordinals)
-                _write_unit_grades(db, read_id, unit_grades or {})
-                _write_rois(db, read_id, *rois, ordinals={r.roi_id: n for n, r in enumerate(self.read.rois)})
-                _write_outcomes(db, read_id, outcomes or {})
+                rows.write_lesions(db, read_id, _lesion_changes(lesions, before[0], ordinals))
+                rows.write_unit_marks(db, read_id, [rows.PartChange((u, ), None if m is None else str(m),
+                                                                    before[1].get(u) is not None)
+                                                    for u, m in marks.items()])
+                rows.write_unit_grades(db, read_id, [rows.PartChange(k, None if g is None else json.dumps(g))
+                                                     for k, g in (unit_grades or {}).items()])
+                rows.write_rois(db, read_id, _roi_changes(rois[0], {r.roi_id: n for n, r in enumerate(self.read.rois)}))
+                rows.write_outcomes(db, read_id, [rows.PartChange((u, ), None if v is None else str(v))
+                                                  for u, v in (outcomes or {}).items()])
                 after = _state_json(lesions, marks)
                 if outcomes:
                     after["followup"] = {u: (None if v is None else str(v)) for u, v in outcomes.items()}
@@ -957,54 +920,20 @@ class ReadSession:
         return new_lesion
 
 
-def _write_rows(db, read_id: str, lesions: dict, marks: dict, before: tuple, ordinals: dict) -> None:
-    """Lesion and mark rows: deleted, inserted where there was none before, else updated in place."""
-    lesions_before, marks_before = before
-    for lesion_id, lesion in lesions.items():
-        if lesion is None:
-            db.execute("DELETE FROM lesions WHERE read_id = ? AND lesion_id = ?", (read_id, lesion_id))
-        elif lesions_before.get(lesion_id) is None:
-            db.execute("INSERT INTO lesions VALUES (?,?,?,?)", (read_id, lesion_id,
-                       ordinals.get(lesion_id, _lesion_number(lesion_id)), json.dumps(lesion.to_dict())))
-        else:
-            db.execute("UPDATE lesions SET data = ? WHERE read_id = ? AND lesion_id = ?",
-                       (json.dumps(lesion.to_dict()), read_id, lesion_id))
-    for unit_id, mark in marks.items():
-        if mark is None:
-            db.execute("DELETE FROM unit_marks WHERE read_id = ? AND unit_id = ?", (read_id, unit_id))
-        elif marks_before.get(unit_id) is None:
-            db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, mark))
-        else:
-            db.execute("UPDATE unit_marks SET mark = ? WHERE read_id = ? AND unit_id = ?", (mark, read_id, unit_id))
+def _lesion_changes(lesions: dict, lesions_before: dict, ordinals: dict) -> list[rows.PartChange]:
+    """Lesion states as rows to write: a lesion without a row before is inserted at its place."""
+    return [rows.PartChange((lesion_id, ), None if lesion is None else json.dumps(lesion.to_dict()),
+                            existed=lesions_before.get(lesion_id) is not None,
+                            ordinal=ordinals.get(lesion_id, _lesion_number(lesion_id)))
+            for lesion_id, lesion in lesions.items()]
 
 
-def _write_rois(db, read_id: str, rois: dict, rois_before: dict, ordinals: dict) -> None:
-    """ROI rows: every changed row deleted first (so a muscle ROI handed on frees its place), then the new ones."""
-    for roi_id in rois:
-        db.execute("DELETE FROM rois WHERE read_id = ? AND roi_id = ?", (read_id, roi_id))
-    for roi_id, roi in rois.items():
-        if roi is None:
-            continue
-        ordinal = ordinals.get(roi_id, _lesion_number(roi_id))
-        db.execute("INSERT INTO rois VALUES (?,?,?,?,?)", (read_id, roi_id, ordinal, json.dumps(roi.to_dict()),
-                                                           str(roi.role)))
-
-
-def _write_outcomes(db, read_id: str, outcomes: dict) -> None:
-    """Follow-up outcomes, keyed by prior tracking UID: each replaced by its new status, or removed for None."""
-    for uid, status in outcomes.items():
-        db.execute("DELETE FROM followup_outcomes WHERE read_id = ? AND tracking_uid = ?", (read_id, uid))
-        if status is not None:
-            db.execute("INSERT INTO followup_outcomes VALUES (?,?,?)", (read_id, uid, str(status)))
-
-
-def _write_unit_grades(db, read_id: str, unit_grades: dict) -> None:
-    """Unit grades, keyed (unit id, item id): each replaced by its new value, or removed for None."""
-    for (unit_id, item_id), grade in unit_grades.items():
-        db.execute("DELETE FROM unit_grades WHERE read_id = ? AND unit_id = ? AND item_id = ?",
-                   (read_id, unit_id, item_id))
-        if grade is not None:
-            db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, unit_id, item_id, json.dumps(grade)))
+def _roi_changes(rois: dict, ordinals: dict) -> list[rows.PartChange]:
+    """ROI states as rows to write (every changed row is replaced)."""
+    return [rows.PartChange((roi_id, ), None if roi is None else json.dumps(roi.to_dict()),
+                            ordinal=ordinals.get(roi_id, _lesion_number(roi_id)),
+                            role="" if roi is None else str(roi.role))
+            for roi_id, roi in rois.items()]
 
 
 def _ratios(read: Read, rois: list[Roi], stir) -> dict[str, float | None]:

@@ -1,0 +1,320 @@
+"""Reads in the store: the SQL of reads and their parts, returned as typed rows.
+
+A read is one row of ``reads`` and its parts: lesions, unit marks, unit
+grades, ROIs, follow-up outcomes (each one row per part, so an edit is one
+small write) and the active reading time. The functions here run inside the
+caller's transaction (``db`` is the store's connection, SQLite or
+PostgreSQL); :mod:`cno_annotate.annotation.reads` decides what to write and
+audits it.
+
+Rows are frozen dataclasses; the JSON of a lesion, grade or ROI is returned
+as stored (text) for the caller's validator to read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+#: The columns of ``reads`` up to store schema 3, in table order (``prior_read`` came with schema 13).
+READ_COLUMNS = ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy", "status", "started",
+                "submitted", "modified", "revision", "next_lesion", "reading_study", "role", "version",
+                "supersedes", "reason")
+
+
+@dataclass(frozen=True)
+class ReadRow:
+    """One row of ``reads``: a read without its parts."""
+
+    read_id: str
+    study_uid: str
+    reader: str
+    scheme_id: str
+    scheme_version: str
+    taxonomy: str
+    status: str
+    started: str
+    submitted: str | None
+    modified: str
+    revision: int
+    next_lesion: int
+    reading_study: str | None
+    role: str
+    version: int
+    supersedes: str | None
+    reason: str | None
+    prior_read: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> ReadRow:
+        """From a ``SELECT * FROM reads`` row (by column name)."""
+        names = set(row.keys())
+        return cls(**{f.name: row[f.name] for f in dataclasses.fields(cls) if f.name in names})
+
+    def as_dict(self) -> dict:
+        """The row as a dict of column -> value."""
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class LesionRow:
+    """A stored lesion: its id and its JSON (the document form of the lesion)."""
+
+    lesion_id: str
+    data: str
+
+
+@dataclass(frozen=True)
+class UnitGradeRow:
+    """A reader's grade of an item graded per bone unit; ``grade`` is JSON (a number or ``"NA"``)."""
+
+    unit_id: str
+    item_id: str
+    grade: str
+
+
+@dataclass(frozen=True)
+class RoiRow:
+    """A stored ROI: its id, its JSON and its role (measurement, muscle or lesion)."""
+
+    roi_id: str
+    data: str
+    role: str
+
+
+@dataclass(frozen=True)
+class StoredRead:
+    """A read as stored: its row and every part, lesions and ROIs in their order."""
+
+    row: ReadRow
+    lesions: tuple[LesionRow, ...]
+    unit_marks: tuple[tuple[str, str], ...]  # (unit id, mark)
+    unit_grades: tuple[UnitGradeRow, ...]
+    rois: tuple[RoiRow, ...]
+    outcomes: tuple[tuple[str, str], ...]  # (prior tracking UID, status)
+    active_seconds: float
+
+
+@dataclass(frozen=True)
+class ReadRevision:
+    """What a revision-checked write needs to know when it matched no row."""
+
+    status: str
+    revision: int
+
+
+# -- reading -------------------------------------------------------------------------------
+def select_reads(db: Any, study_uid: str | None = None, reader: str | None = None,
+                 reading_study: str | None = None) -> list[ReadRow]:
+    """Read rows matching every filter given, ordered by study, reader, version, start."""
+    sql, args = "SELECT * FROM reads WHERE 1", list[str]()
+    for column, value in (("study_uid", study_uid), ("reader", reader), ("reading_study", reading_study)):
+        if value:
+            sql, args = sql + f" AND {column} = ?", args + [value]
+    return [ReadRow.from_row(r) for r in db.execute(sql + " ORDER BY study_uid, reader, version, started, read_id",
+                                                      args)]
+
+
+def read_ids(db: Any) -> list[str]:
+    """Every read id in the store, sorted."""
+    return [r[0] for r in db.execute("SELECT read_id FROM reads ORDER BY read_id").fetchall()]
+
+
+def read_row(db: Any, read_id: str) -> ReadRow | None:
+    """The row of one read, or None."""
+    row = db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,)).fetchone()
+    return None if row is None else ReadRow.from_row(row)
+
+
+def stored_read(db: Any, read_id: str) -> StoredRead | None:
+    """A read with all its parts, or None if the store has no such read."""
+    row = read_row(db, read_id)
+    if row is None:
+        return None
+    lesions = tuple(LesionRow(r["lesion_id"], r["data"]) for r in db.execute(
+        "SELECT lesion_id, data FROM lesions WHERE read_id = ? ORDER BY ordinal", (read_id,)))
+    marks = tuple((r["unit_id"], r["mark"]) for r in db.execute(
+        "SELECT unit_id, mark FROM unit_marks WHERE read_id = ?", (read_id,)))
+    grades = tuple(UnitGradeRow(r["unit_id"], r["item_id"], r["grade"]) for r in db.execute(
+        "SELECT unit_id, item_id, grade FROM unit_grades WHERE read_id = ?", (read_id,)))
+    rois = tuple(RoiRow(r["roi_id"], r["data"], r["role"]) for r in db.execute(
+        "SELECT roi_id, data, role FROM rois WHERE read_id = ? ORDER BY ordinal", (read_id,)))
+    outcomes: tuple[tuple[str, str], ...] = ()
+    if row.prior_read is not None:
+        outcomes = tuple((r["tracking_uid"], r["status"]) for r in db.execute(
+            "SELECT tracking_uid, status FROM followup_outcomes WHERE read_id = ?", (read_id,)))
+    return StoredRead(row, lesions, marks, grades, rois, outcomes, reading_time(db, read_id))
+
+
+def read_status(db: Any, read_id: str) -> ReadRevision | None:
+    """A read's status and revision, or None if it is not in the store."""
+    row = db.execute("SELECT status, revision FROM reads WHERE read_id = ?", (read_id,)).fetchone()
+    return None if row is None else ReadRevision(row["status"], int(row["revision"]))
+
+
+def exists(db: Any, read_id: str, draft_only: bool = False) -> bool:
+    """Whether the store holds the read (with ``draft_only``: as a draft)."""
+    sql = "SELECT 1 FROM reads WHERE read_id = ?" + (" AND status = 'draft'" if draft_only else "")
+    return db.execute(sql, (read_id,)).fetchone() is not None
+
+
+def successor(db: Any, read_id: str) -> str | None:
+    """The id of the read's newer version, if one was made."""
+    row = db.execute("SELECT read_id FROM reads WHERE supersedes = ?", (read_id,)).fetchone()
+    return None if row is None else str(row["read_id"])
+
+
+def reading_time(db: Any, read_id: str) -> float:
+    """The active reading time stored for a read (seconds; 0 when none was measured)."""
+    row = db.execute("SELECT active_seconds FROM read_times WHERE read_id = ?", (read_id,)).fetchone()
+    return float(row["active_seconds"]) if row else 0.0
+
+
+# -- writing -------------------------------------------------------------------------------
+def add_reading_time(db: Any, read_id: str, seconds: float) -> None:
+    """Add active reading time to a read."""
+    db.execute("INSERT INTO read_times VALUES (?, ?) ON CONFLICT (read_id) DO UPDATE "
+               "SET active_seconds = read_times.active_seconds + excluded.active_seconds", (read_id, float(seconds)))
+
+
+def insert_read(db: Any, row: ReadRow) -> None:
+    """Insert a read's row (``prior_read`` is set by :func:`replace_followup`)."""
+    values = row.as_dict()
+    db.execute(f"INSERT INTO reads ({', '.join(READ_COLUMNS)}) VALUES ({', '.join('?' * len(READ_COLUMNS))})",
+               [values[k] for k in READ_COLUMNS])
+
+
+def replace_read(db: Any, read: StoredRead) -> None:
+    """Replace a read and all its parts: inserted as a draft, its parts added, then its status set.
+
+    ``read.row.prior_read`` with ``read.outcomes`` is its follow-up link; the
+    reading time is added to what is stored (a new read has none).
+    """
+    db.execute("DELETE FROM reads WHERE read_id = ?", (read.row.read_id,))
+    read_id = read.row.read_id
+    insert_read(db, dataclasses.replace(read.row, status="draft"))
+    for n, lesion in enumerate(read.lesions):
+        db.execute("INSERT INTO lesions VALUES (?,?,?,?)", (read_id, lesion.lesion_id, n, lesion.data))
+    for unit_id, mark in read.unit_marks:
+        db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, mark))
+    for grade in read.unit_grades:
+        db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, grade.unit_id, grade.item_id, grade.grade))
+    for n, roi in enumerate(read.rois):
+        db.execute("INSERT INTO rois VALUES (?,?,?,?,?)", (read_id, roi.roi_id, n, roi.data, roi.role))
+    if read.active_seconds > 0:
+        add_reading_time(db, read_id, read.active_seconds)
+    replace_followup(db, read_id, read.row.prior_read, read.outcomes)
+    if read.row.status != "draft":
+        db.execute("UPDATE reads SET status = ? WHERE read_id = ?", (read.row.status, read_id))
+
+
+def replace_followup(db: Any, read_id: str, prior_read: str | None, outcomes: Iterable[tuple[str, str]]) -> None:
+    """Replace a draft read's follow-up link and outcomes."""
+    db.execute("DELETE FROM followup_outcomes WHERE read_id = ?", (read_id,))
+    db.execute("UPDATE reads SET prior_read = ? WHERE read_id = ?", (prior_read, read_id))
+    if prior_read is not None:
+        db.executemany("INSERT INTO followup_outcomes VALUES (?,?,?)",
+                       [(read_id, uid, status) for uid, status in sorted(outcomes)])
+
+
+def bump_revision(db: Any, read_id: str, revision: int, stamp: str, new_lesion: bool = False) -> int | None:
+    """Bump a draft read's revision if it is still ``revision``; the next lesion number after, or None.
+
+    With ``new_lesion`` the read's lesion counter is taken too (the new
+    lesion's number is the returned value minus one).
+    """
+    row = db.execute("UPDATE reads SET revision = revision + 1, modified = ?, next_lesion = next_lesion + ? "
+                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING next_lesion",
+                     (stamp, int(new_lesion), read_id, revision)).fetchone()
+    return None if row is None else int(row["next_lesion"])
+
+
+def submit(db: Any, read_id: str, revision: int, stamp: str) -> bool:
+    """Submit a draft read at ``revision`` (its revision bumped); False if no such draft matched."""
+    row = db.execute("UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
+                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
+                     (stamp, stamp, read_id, revision)).fetchone()
+    return row is not None
+
+
+def set_prior_read(db: Any, read_id: str, revision: int, stamp: str, prior_read: str) -> bool:
+    """Make a draft read at ``revision`` a follow-up of ``prior_read``; False if no such draft matched."""
+    row = db.execute("UPDATE reads SET revision = revision + 1, modified = ?, prior_read = ? "
+                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
+                     (stamp, prior_read, read_id, revision)).fetchone()
+    return row is not None
+
+
+@dataclass(frozen=True)
+class PartChange:
+    """One part of a read to write: a lesion, unit mark, unit grade, ROI or follow-up outcome.
+
+    ``value`` is what to store (a lesion's or ROI's JSON, a mark, a grade's
+    JSON, an outcome's status), None to remove the part. ``existed`` says
+    whether the session holds a row of it (updated in place) or not
+    (inserted); ``ordinal`` places a lesion or ROI; ``role`` is an ROI's.
+    """
+
+    key: tuple[str, ...]
+    value: str | None
+    existed: bool = True
+    ordinal: int = 0
+    role: str = ""
+
+
+def write_lesions(db: Any, read_id: str, changes: Iterable[PartChange]) -> None:
+    """Lesion rows (key: lesion id): deleted, inserted where there was none before, else updated in place."""
+    for change in changes:
+        (lesion_id,) = change.key
+        if change.value is None:
+            db.execute("DELETE FROM lesions WHERE read_id = ? AND lesion_id = ?", (read_id, lesion_id))
+        elif not change.existed:
+            db.execute("INSERT INTO lesions VALUES (?,?,?,?)", (read_id, lesion_id, change.ordinal, change.value))
+        else:
+            db.execute("UPDATE lesions SET data = ? WHERE read_id = ? AND lesion_id = ?",
+                       (change.value, read_id, lesion_id))
+
+
+def write_unit_marks(db: Any, read_id: str, changes: Iterable[PartChange]) -> None:
+    """Unit mark rows (key: unit id): deleted, inserted where there was none before, else updated in place."""
+    for change in changes:
+        (unit_id,) = change.key
+        if change.value is None:
+            db.execute("DELETE FROM unit_marks WHERE read_id = ? AND unit_id = ?", (read_id, unit_id))
+        elif not change.existed:
+            db.execute("INSERT INTO unit_marks VALUES (?,?,?)", (read_id, unit_id, change.value))
+        else:
+            db.execute("UPDATE unit_marks SET mark = ? WHERE read_id = ? AND unit_id = ?",
+                       (change.value, read_id, unit_id))
+
+
+def write_unit_grades(db: Any, read_id: str, changes: Iterable[PartChange]) -> None:
+    """Unit grades (key: unit id, item id): each replaced by its new value, or removed for None."""
+    for change in changes:
+        unit_id, item_id = change.key
+        db.execute("DELETE FROM unit_grades WHERE read_id = ? AND unit_id = ? AND item_id = ?",
+                   (read_id, unit_id, item_id))
+        if change.value is not None:
+            db.execute("INSERT INTO unit_grades VALUES (?,?,?,?)", (read_id, unit_id, item_id, change.value))
+
+
+def write_rois(db: Any, read_id: str, changes: Sequence[PartChange]) -> None:
+    """ROI rows (key: ROI id): every changed row deleted first (so a muscle ROI handed on frees its place),
+    then the new ones inserted."""
+    for change in changes:
+        db.execute("DELETE FROM rois WHERE read_id = ? AND roi_id = ?", (read_id, change.key[0]))
+    for change in changes:
+        if change.value is not None:
+            db.execute("INSERT INTO rois VALUES (?,?,?,?,?)",
+                       (read_id, change.key[0], change.ordinal, change.value, change.role))
+
+
+def write_outcomes(db: Any, read_id: str, changes: Iterable[PartChange]) -> None:
+    """Follow-up outcomes (key: prior tracking UID): each replaced by its new status, or removed for None."""
+    for change in changes:
+        (uid,) = change.key
+        db.execute("DELETE FROM followup_outcomes WHERE read_id = ? AND tracking_uid = ?", (read_id, uid))
+        if change.value is not None:
+            db.execute("INSERT INTO followup_outcomes VALUES (?,?,?)", (read_id, uid, change.value))
