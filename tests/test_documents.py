@@ -177,7 +177,7 @@ def test_editor_refuses_a_lesion_in_a_unit_marked_not_assessable(reading_store):
     lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6),
                                 side="R")
     revision = session.read.revision
-    with pytest.raises(CnoError, match="femur.distal:R holds lesion L1 and cannot be marked not assessable"):
+    with pytest.raises(CnoError, match="Distal femur R holds lesion L1 and cannot be marked not assessable"):
         session.update_lesion(lesion, site_id="femur.distal")
     assert session.read.revision == revision and session.read.lesion(lesion).site_id is None
     with pytest.raises(CnoError, match="has lesions"):  # and the other way round

@@ -29,7 +29,7 @@ def test_the_panel_proposes_the_unit_extent_and_the_reader_changes_it(qtbot, sto
         from PySide6.QtWidgets import QFormLayout
 
         row = panel.grades_layout.getWidgetPosition(label)[0]
-        selector = panel.grades_layout.itemAt(row, QFormLayout.ItemRole.FieldRole).widget()
+        selector = panel.grades_layout.itemAt(row + 1, QFormLayout.ItemRole.FieldRole).widget()  # the row below
         checked = [b.text() for b in selector.findChildren(QToolButton) if b.isChecked()]
         return label.text(), checked, selector
 

@@ -25,9 +25,8 @@ MARGIN = 6.0
 
 
 def unit_label(taxonomy: Taxonomy, unit_id: str) -> str:
-    """A unit as a reader names it: ``femur distal R``."""
-    unit, _, side = unit_id.partition(":")
-    return " ".join([unit.replace(".", " ").replace("_", " "), side]).strip()
+    """A unit as a reader names it, the taxonomy's display name: ``Distal femur R``."""
+    return taxonomy.unit_label(unit_id)
 
 
 def _path(shape) -> QPainterPath:

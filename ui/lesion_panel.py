@@ -364,7 +364,8 @@ class LesionPanel(QWidget):
         self._refresh_editor()
         self.unit_marks.clear()
         for unit_id, mark in sorted(read.unit_marks.items()):
-            self.unit_marks.addItem(f"{unit_id}: {'no lesion' if mark == NO_LESION else 'not assessable'}")
+            self.unit_marks.addItem(f"{session.taxonomy.unit_label(unit_id)}: "
+                                    f"{'no lesion' if mark == NO_LESION else 'not assessable'}")
 
     def _lesion_text(self, lesion, score) -> str:
         if lesion.site_id is None:
@@ -452,7 +453,8 @@ class LesionPanel(QWidget):
                 unit_label.setWordWrap(True)
                 unit_label.setToolTip("Graded for the whole bone unit, all its lesions together: proposed from the "
                                       "lesions' grades until you choose one (Delete goes back to the proposal)")
-                self.grades_layout.addRow(unit_label, unit_selector)
+                self.grades_layout.addRow(unit_label)  # the whole width: its state never squeezes it
+                self.grades_layout.addRow("", unit_selector)
                 unit_label.setVisible(self.grades_box.isVisible())
                 unit_selector.setVisible(self.grades_box.isVisible())
                 self._unit_grade_widgets[item.id] = (unit_label, unit_selector)

@@ -152,6 +152,7 @@ class ViewPanel(QWidget):
         self.plane.setToolTip("Plane (A / C / S)")
         self.preset = QComboBox(self)
         self.preset.setToolTip("Window / level preset")
+        self.preset.setPlaceholderText("Custom")  # shown when the window is none of the presets (a right drag)
         for selector in (self.series, self.plane, self.preset):
             selector.setFocusPolicy(Qt.NoFocus)  # arrows always go to the image, never to a selector
         self.view = SliceView(session, name, self)
@@ -192,6 +193,16 @@ class ViewPanel(QWidget):
         if what == "volume" and name == self.name:
             self.preset.clear()
             self.preset.addItems(list(state.presets))
+        if what in ("window", "volume") and (name is None or name == self.name):
+            self._show_preset(state.preset_name)
+
+    def _show_preset(self, preset: str | None) -> None:
+        """Show the preset the window is at (a number key, R, the selector), or "Custom" for one of the reader's."""
+        index = -1 if preset is None else self.preset.findText(preset)
+        if index != self.preset.currentIndex():
+            self.preset.blockSignals(True)
+            self.preset.setCurrentIndex(index)
+            self.preset.blockSignals(False)
 
 
 def default_reader() -> str:

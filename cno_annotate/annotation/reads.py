@@ -543,7 +543,7 @@ class ReadSession:
         if mark is not None and mark not in UNIT_MARKS:
             raise CnoError(f"a unit mark is one of {', '.join(UNIT_MARKS)}, not {mark!r}")
         if mark is not None and self._lesions_in(unit_id):
-            raise CnoError(f"{unit_id} has lesions; delete them before marking it "
+            raise CnoError(f"{self.taxonomy.unit_label(unit_id)} has lesions; delete them before marking it "
                            f"{'not assessable' if mark == UNIT_NOT_ASSESSABLE else 'without lesion'}")
         self._check_whole_read({}, {unit_id: mark})
         before = self.read.unit_marks.get(unit_id)
@@ -585,7 +585,7 @@ class ReadSession:
         self._require_draft()
         site, _ = self.taxonomy.unit_site(unit_id)
         if not self._lesions_in(unit_id):
-            raise CnoError(f"{unit_id} holds no lesion: place a lesion before grading the unit")
+            raise CnoError(f"{self.taxonomy.unit_label(unit_id)} holds no lesion: place a lesion before grading the unit")
         if value is not None:
             self.scheme.check_unit_grade(item_id, value, site.unit_type)
         key = (unit_id, item_id)
@@ -597,7 +597,7 @@ class ReadSession:
         unit = self.scores().units.get(unit_id)
         if unit is None or item_id not in unit.items:
             return None, False
-        return unit.items[item_id], item_id not in unit.proposed
+        return unit.items[item_id], item_id in self.read.unit_grades.get(unit_id, {})
 
     def add_roi(self, kind: str, plane: str, points_mm, series_uid: str) -> str:
         """Draw a measurement ROI (points in LPS mm); returns its id (R1, R2, ... never reused in a session)."""

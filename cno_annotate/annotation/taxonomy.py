@@ -134,6 +134,20 @@ class Taxonomy:
                 return site, side or None
         raise CnoError(f"unknown bone unit {unit_id!r} in taxonomy {self.id}")
 
+    def unit_label(self, unit_id: str) -> str:
+        """A bone unit as a reader names it: ``Distal femur R``, ``T8 vertebra``, ``Sternum``.
+
+        The label of the site that is the whole unit, else the unit's bone; then the side.
+        An unknown id comes back as it is (messages never fail on it).
+        """
+        unit, _, side = unit_id.partition(":")
+        sites = [s for s in self.sites.values() if s.unit == unit]
+        if not sites:
+            return unit_id
+        whole = next((s for s in sites if s.id == unit), None)
+        name = whole.label if whole is not None else sites[0].bone.replace("_", " ").capitalize()
+        return f"{name} {side}" if side else name
+
     def painful_site(self, site_id: str) -> Site | ClinicalRegion:
         """A site or clinical region by id (what a painful site of a clinical record names).
 

@@ -419,8 +419,8 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
             problems.append(Problem(f".unit_marks[{n}].mark", f"a unit mark is one of {', '.join(UnitMark)}"))
         elif unit_id in holding:
             what = "not assessable" if mark == UnitMark.NOT_ASSESSABLE else "without lesion"
-            problems.append(Problem(f".unit_marks[{n}]", f"{unit_id} holds lesion {holding[unit_id]} and cannot be "
-                                                         f"marked {what}"))
+            problems.append(Problem(f".unit_marks[{n}]", f"{taxonomy.unit_label(unit_id)} holds lesion "
+                                                         f"{holding[unit_id]} and cannot be marked {what}"))
     if read.status == ReadStatus.SUBMITTED:
         for n, lesion in enumerate(read.lesions):
             if lesion.site_id is None:

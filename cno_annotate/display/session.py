@@ -95,6 +95,11 @@ class ViewState:
     frame: StudyFrame = StudyFrame.CURRENT  # CURRENT or PRIOR: which study's patient coordinates ``point`` is in
 
     @property
+    def preset_name(self) -> str | None:
+        """The preset the window is at; None for a window of the reader's own (a right drag)."""
+        return next((name for name, preset in self.presets.items() if preset == self.window), None)
+
+    @property
     def previewing(self) -> bool:
         """Whether the view shows a composed volume whose composition has not ended yet."""
         return self.volume is not None and self.volume.load.preview

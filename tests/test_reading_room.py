@@ -1,0 +1,146 @@
+"""What a new-user trial of the reading workstation found left (issue 12), in the real window.
+
+Each test drives the window with keys, the wheel and the mouse from where the focus lands at open
+and looks at what is painted (grabbed pixels, the widgets' visible regions).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+def _focused():
+    return QApplication.focusWidget()
+
+
+def _key(qtbot, key, modifiers=Qt.NoModifier):
+    qtbot.keyClick(_focused(), key, modifiers)
+
+
+def _place_lesion_by_keyboard(window, qtbot, row: float, col: float, site: str, side: str) -> str:
+    """M, a click on the image, the site typed, Enter, the side: the keyboard path of a lesion."""
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(row, col).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) > 0 and _focused() is not v)
+    qtbot.keyClicks(_focused(), site)
+    _key(qtbot, Qt.Key_Return)
+    qtbot.keyClicks(_focused(), side)
+    return window.read_session.read.lesions[-1].lesion_id
+
+
+def _fully_shown(widget) -> bool:
+    """Whether every pixel of a widget is on screen (nothing covers or clips it) and its text fits its height."""
+    region = widget.visibleRegion().boundingRect()
+    fits = not widget.wordWrap() or widget.height() >= widget.heightForWidth(widget.width())
+    return region == widget.rect() and fits
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 768)])
+def test_unit_extent_row_says_yours_only_once_graded_and_is_never_clipped(open_viewer, qtbot, tmp_path, size):
+    """Defect 2: a lesion graded NA proposes NA for the unit: '(proposed)', not '(yours)'; the label shows whole."""
+    window = open_viewer(reader="dr-u", size=size)
+    _place_lesion_by_keyboard(window, qtbot, 300.0, 40.0, "distal fem", "R")
+    _key(qtbot, Qt.Key_2)  # bone marrow hyperintensity 2, then the extent
+    _key(qtbot, Qt.Key_N)  # extent of signal abnormality: not assessable on this lesion
+    qtbot.wait(50)
+    panel = window.lesion_panel
+    ((label, selector),) = panel._unit_grade_widgets.values()
+    panel.grab().save(str(tmp_path / f"unit-row-proposed-{size[0]}.png"))
+    assert window.read_session.read.unit_grades == {}
+    assert "(yours)" not in label.text() and label.text().endswith("(proposed)")
+    assert _fully_shown(label), (label.size(), label.visibleRegion().boundingRect())
+    three = next(b for b in selector.buttons.buttons() if b.text() == "3")
+    panel.scroll.ensureWidgetVisible(three)
+    qtbot.mouseClick(three, Qt.LeftButton)
+    qtbot.wait(50)
+    panel.grab().save(str(tmp_path / f"unit-row-yours-{size[0]}.png"))
+    assert label.text().endswith("(yours)") and _fully_shown(label)
+    window.loader.wait(5000)
+
+
+def test_number_key_presets_show_in_the_preset_selector(open_viewer, qtbot, tmp_path):
+    """Defect 3: 2 applies the second preset and the selector says so; a right drag shows 'Custom'; 1 goes back."""
+    window = open_viewer(reader=None, size=(1280, 800))
+    panel = window.panels["left"]
+    state = window.session.views["left"]
+    names = list(state.presets)
+    assert _focused() is panel.view and len(names) >= 2
+    assert panel.preset.currentText() == names[0]
+    before = panel.preset.grab().toImage()
+    _key(qtbot, Qt.Key_2)
+    assert state.window == state.presets[names[1]]
+    shown = panel.preset.grab().toImage()
+    shown.save(str(tmp_path / "preset-2.png"))
+    assert panel.preset.currentText() == names[1] and shown != before
+    assert window.panels["right"].preset.currentText() == list(window.session.views["right"].presets)[0]
+    v = panel.view
+    centre = QPoint(v.width() // 2, v.height() // 2)
+    qtbot.mousePress(v, Qt.RightButton, pos=centre)
+    end = QPointF(centre + QPoint(40, -25))
+    v.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, v.mapToGlobal(end), Qt.NoButton, Qt.RightButton,
+                                 Qt.NoModifier))
+    qtbot.mouseRelease(v, Qt.RightButton, pos=end.toPoint())
+    assert state.preset_name is None and panel.preset.currentIndex() == -1
+    custom = panel.preset.grab().toImage()
+    custom.save(str(tmp_path / "preset-custom.png"))
+    assert custom != shown
+    _key(qtbot, Qt.Key_1)
+    assert panel.preset.currentText() == names[0] and panel.preset.grab().toImage() == before
+    window.loader.wait(5000)
+
+
+def _choose_in_next_menu(qtbot, downs: int) -> None:
+    """In the context menu about to open: Down ``downs`` times, then Enter (as the reader would)."""
+
+    def choose() -> None:
+        menu = QApplication.activePopupWidget()
+        if menu is None:
+            QTimer.singleShot(20, choose)
+            return
+        for _ in range(downs):
+            qtbot.keyClick(menu, Qt.Key_Down)
+        qtbot.keyClick(menu, Qt.Key_Return)
+
+    QTimer.singleShot(20, choose)
+
+
+def test_messages_name_bone_units_by_their_display_names(open_viewer, qtbot, tmp_path):
+    """Defect 4: the checklist's menu, the refusal in the status bar and the unit marks list say 'Distal femur R'."""
+    window = open_viewer(reader="dr-n", size=(1280, 800))
+    shown: list[str] = []
+    window.statusBar().messageChanged.connect(shown.append)
+    _place_lesion_by_keyboard(window, qtbot, 300.0, 40.0, "distal fem", "R")
+    _key(qtbot, Qt.Key_Return)  # done grading: back to the image
+    checklist = window.checklist
+    titles: list[str] = []
+
+    def read_title() -> None:
+        menu = QApplication.activePopupWidget()
+        if menu is not None:
+            titles.extend(a.text() for a in menu.actions() if a.isSeparator() and a.text())
+
+    QTimer.singleShot(10, read_title)
+    _choose_in_next_menu(qtbot, 1)  # "No lesion" on a unit that holds a lesion: refused
+    qtbot.mouseClick(checklist, Qt.RightButton, pos=checklist.unit_point("femur.distal:R").toPoint())
+    qtbot.waitUntil(lambda: any("has lesions" in m for m in shown))
+    _choose_in_next_menu(qtbot, 2)  # "Not assessable" on the skull
+    qtbot.mouseClick(checklist, Qt.RightButton, pos=checklist.unit_point("skull").toPoint())
+    qtbot.waitUntil(lambda: bool(window.read_session.read.unit_marks))
+    window.grab().save(str(tmp_path / "unit-names.png"))
+    marks = [window.lesion_panel.unit_marks.item(n).text() for n in range(window.lesion_panel.unit_marks.count())]
+    refusal = next(m for m in shown if "has lesions" in m)
+    assert titles == ["Distal femur R"]
+    assert refusal.startswith("Distal femur R has lesions")
+    assert marks == ["Skull: not assessable"]
+    texts = [refusal, *titles, *marks]
+    assert not any("femur.distal" in t or "femur distal" in t or ":R" in t for t in texts), texts
+    window.loader.wait(5000)
