@@ -144,3 +144,75 @@ def test_messages_name_bone_units_by_their_display_names(open_viewer, qtbot, tmp
     texts = [refusal, *titles, *marks]
     assert not any("femur.distal" in t or "femur distal" in t or ":R" in t for t in texts), texts
     window.loader.wait(5000)
+
+
+def _drag(qtbot, view, start: QPointF, end: QPointF) -> None:
+    qtbot.mousePress(view, Qt.LeftButton, pos=start.toPoint())
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                    Qt.NoModifier))
+    qtbot.mouseRelease(view, Qt.LeftButton, pos=end.toPoint())
+
+
+def _near(colour, target, tolerance: int = 45) -> bool:
+    return all(abs(a - b) <= tolerance for a, b in ((colour.red(), target.red()), (colour.green(), target.green()),
+                                                     (colour.blue(), target.blue())))
+
+
+def test_labels_never_cover_another_label_another_roi_or_another_lesion(open_viewer, qtbot, tmp_path):
+    """Defect 1: two lesions a few slices' width apart, each with its lesion ROI and ratio, and a muscle ROI.
+
+    Every label (lesion names, ROI statistics with the STIR ratio) is clear of every other label, of every
+    other lesion's marker and ROI, and of the view's corner texts; in the grabbed pixels no label's box holds
+    another label's or outline's colour.
+    """
+    from cno_annotate_ui.main_window import SELECTED
+    from cno_annotate_ui.slice_view import ROI_COLOURS
+    from PySide6.QtCore import QRectF
+    from PySide6.QtGui import QColor
+
+    window = open_viewer(reader="dr-r", size=(1280, 800))
+    v = window.panels["left"].view
+    assert _focused() is v
+    lesions = []
+    for row in (300.0, 318.0):  # the second lesion just below the first one's ROI
+        _key(qtbot, Qt.Key_M)
+        qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(row, 40.0).toPoint())
+        count = len(lesions)
+        qtbot.waitUntil(lambda: len(window.read_session.read.lesions) > count)  # noqa: B023 (waited for here)
+        _key(qtbot, Qt.Key_Escape)
+        lesions.append(window.read_session.read.lesions[-1].lesion_id)
+        _key(qtbot, Qt.Key_E)
+        _drag(qtbot, v, v.image_to_widget(row, 40.0), v.image_to_widget(row + 5.0, 45.0))
+        _key(qtbot, Qt.Key_L)  # the selected lesion's ROI
+    _key(qtbot, Qt.Key_B)
+    _drag(qtbot, v, v.image_to_widget(280.0, 60.0), v.image_to_widget(292.0, 75.0))
+    _key(qtbot, Qt.Key_U)  # muscle reference, beside the first lesion
+    read = window.read_session.read
+    assert all(read.lesion(lesion).stir_muscle_ratio is not None for lesion in lesions)
+    grab = v.grab().toImage()
+    grab.save(str(tmp_path / "labels.png"))
+    labels = v.label_layout()
+    assert len(labels) == 2 + 3
+    owners = [v._marker_box(sm) for sm in window.session.screen_markers("left")]
+    owners += [v._roi_path(sr).boundingRect() for sr in window.session.rois_on("left")]
+    owners = [o if isinstance(o, QRectF) else QRectF(o.left, o.top, o.width, o.height) for o in owners]
+    fixed = list(v.overlay_layout().values())
+    for n, label in enumerate(labels):
+        assert QRectF(v.rect()).contains(label.box), label.lines
+        for other in labels[n + 1:]:
+            assert not label.box.intersects(other.box), (label.lines[0], other.lines[0])
+        for other in fixed:
+            assert not label.box.intersects(other), label.lines[0]
+        mine = [o for o in owners if label.box.intersects(o)]
+        assert mine == [], (label.lines[0], mine)
+    # the pixels: inside a label's box, only its own colour (and the outline's black, the image's greys)
+    colours = {QColor(SELECTED).name(), QColor("#3ec8ff").name(), QColor("#ff5a5a").name(),
+               *(c.name() for c in ROI_COLOURS.values())}
+    for label in labels:
+        others = [QColor(c) for c in colours if c != label.colour.name()
+                  and not _near(QColor(c), label.colour, 60)]
+        box = label.box.adjusted(2, 2, -2, -2).toRect()
+        strays = [(x, y) for x in range(box.left(), box.right(), 2) for y in range(box.top(), box.bottom(), 2)
+                  if any(_near(grab.pixelColor(x, y), c) for c in others)]
+        assert strays == [], (label.lines[0], strays[:5])
+    window.loader.wait(5000)

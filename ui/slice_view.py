@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import numpy as np
 from PySide6.QtCore import QEvent, QPointF, QRectF, Qt, QTimer, Signal
@@ -30,8 +31,10 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
+from cno_annotate.display.labels import BLOCK_SIDES, MARKER_SIDES, Box, LabelRequest, Side, place_labels
 from cno_annotate.display.marking import clip_to_image, gesture_lesion
-from cno_annotate.display.overlay import marker_at
+from cno_annotate.display.measure import ScreenRoi
+from cno_annotate.display.overlay import ScreenMarker, marker_at
 from cno_annotate.display.session import ViewerSession, ViewState
 from cno_annotate.display.windowing import Window, Windowing
 
@@ -47,6 +50,27 @@ ROI_TOOLS = ("ellipse", "rectangle", "polygon")
 WHEEL_NOTCH = 120  # angle delta of one wheel notch (Qt: eighths of a degree)
 _NICE_MM = (5, 10, 20, 50, 100, 200, 500)
 _ZOOM_STEP = 1.25
+
+
+@dataclass(frozen=True)
+class PaintedLabel:
+    """A label as a view paints it: its lines, colour and font, and the box it takes (widget pixels)."""
+
+    lines: list[str]
+    colour: QColor
+    font: QFont
+    box: QRectF
+
+
+_METRICS: dict[str, QFontMetricsF] = {}
+
+
+def _metrics(font: QFont) -> QFontMetricsF:
+    """Font metrics, kept per font (made once, asked at every paint)."""
+    key = font.key()
+    if key not in _METRICS:
+        _METRICS[key] = QFontMetricsF(font)
+    return _METRICS[key]
 
 
 class SliceView(QWidget):
@@ -74,6 +98,7 @@ class SliceView(QWidget):
         self._image_key = None
         self._drawn: tuple | None = None
         self._buffer = None
+        self._labels_placed: tuple[tuple, list[Box]] | None = None  # the last placement and what it was for
         self._drag = None  # (mode, start position, start value)
         self._space = False
         self._painted_once = False
@@ -190,10 +215,13 @@ class SliceView(QWidget):
         self._paint_missing(painter)
         if self.session.overlays:
             painter.setRenderHint(QPainter.Antialiasing, True)
-            self._paint_markers(painter)
-            self._paint_rulers(painter)
-            self._paint_rois(painter)
+            markers, rois = self.session.screen_markers(self.name), self.session.rois_on(self.name)
+            rulers = self._ruler_lines()
+            self._paint_markers(painter, markers)
+            self._paint_rulers(painter, rulers)
+            self._paint_rois(painter, rois)
             self._paint_crosshair(painter)
+            self._paint_labels(painter, self._label_layout(markers, rois, rulers))
             self._paint_annotations(painter, view)
         self._paint_badge(painter)
         if self._rubber is not None:
@@ -290,10 +318,10 @@ class SliceView(QWidget):
         painter.fillRect(QRectF(x, 0, 1, max(0, y - gap)), vertical)
         painter.fillRect(QRectF(x, y + gap, 1, max(0, self.height() - y - gap)), vertical)
 
-    def _paint_markers(self, painter: QPainter) -> None:
+    def _paint_markers(self, painter: QPainter, markers: list[ScreenMarker]) -> None:
         m = self.state.mapping
         scale = self.pixels_per_mm()
-        for sm in self.session.screen_markers(self.name):
+        for sm in markers:
             centre = self.image_to_widget(sm.row, sm.col)
             colour = QColor(sm.marker.colour)
             rx, ry = sm.col_radius * m.col_mm * scale, sm.row_radius * m.row_mm * scale
@@ -312,11 +340,21 @@ class SliceView(QWidget):
                     painter.drawPath(polygon)
                 else:
                     painter.drawEllipse(centre, rx, ry)
-            if sm.marker.label:
-                _outlined_text(painter, centre + QPointF(rx + 3, -3), sm.marker.label, colour)
 
-    def _paint_rulers(self, painter: QPainter) -> None:
-        """Rulers of this slice, and the one being drawn, with their length in mm."""
+    def _marker_box(self, sm: ScreenMarker) -> Box:
+        """The screen box a marker's outline (ellipse or polygon) takes, its pen included."""
+        if sm.outline is not None:
+            points = [self.image_to_widget(float(r), float(c)) for r, c in sm.outline]
+            box = Box.around([(p.x(), p.y()) for p in points])
+        else:
+            m, scale = self.state.mapping, self.pixels_per_mm()
+            centre = self.image_to_widget(sm.row, sm.col)
+            rx, ry = sm.col_radius * m.col_mm * scale, sm.row_radius * m.row_mm * scale
+            box = Box(centre.x() - rx, centre.y() - ry, 2 * rx, 2 * ry)
+        return Box(box.left - 3, box.top - 3, box.width + 6, box.height + 6)
+
+    def _ruler_lines(self) -> list[tuple[QPointF, QPointF, str]]:
+        """Rulers of this slice, and the one being drawn: widget end points and length label."""
         lines = []
         for ruler in self.session.rulers_on(self.name):
             a = self.image_to_widget(*self.state.lps_to_screen(np.array(ruler.start)))
@@ -327,63 +365,90 @@ class SliceView(QWidget):
             state = self.state
             ends = [state.screen_to_lps(*clip_to_image(state, *self.widget_to_image(p))) for p in (a, b)]
             lines.append((a, b, f"{float(np.linalg.norm(ends[1] - ends[0])):.1f} mm"))
-        for a, b, label in lines:
+        return lines
+
+    def _paint_rulers(self, painter: QPainter, lines: list[tuple[QPointF, QPointF, str]]) -> None:
+        """Ruler lines with their end points (their lengths are labels)."""
+        for a, b, _ in lines:
             for pen in (QPen(OUTLINE, 4), QPen(RULER, 2)):
                 painter.setPen(pen)
                 painter.drawLine(a, b)
                 for end in (a, b):
                     painter.drawEllipse(end, 2.5, 2.5)
-            _outlined_text(painter, b + QPointF(6, -6), label, RULER)
 
     def roi_labels(self) -> list[tuple[str, str]]:
         """(title, statistics) of every ROI on the displayed slice, as painted beside it."""
         return [(sr.title, sr.stats.label if sr.stats is not None else "no voxel inside")
                 for sr in self.session.rois_on(self.name)]
 
-    def _paint_rois(self, painter: QPainter) -> None:
-        """Outlines of the ROIs of this slice, with their title and statistics on this view's volume."""
-        painter.save()
-        painter.setFont(QFont(self.font().family(), 10))
-        metrics = QFontMetricsF(painter.font())
-        taken: list[QRectF] = []  # label blocks already placed: the next one goes where it overlaps none
-        for sr in self.session.rois_on(self.name):
-            points = [self.image_to_widget(float(r), float(c)) for r, c in sr.outline]
-            path = QPainterPath(points[0])
-            for point in points[1:]:
-                path.lineTo(point)
-            path.closeSubpath()
+    def _paint_rois(self, painter: QPainter, rois: list[ScreenRoi]) -> None:
+        """Outlines of the ROIs of this slice (their titles and statistics are labels)."""
+        for sr in rois:
+            path = self._roi_path(sr)
             colour = ROI_COLOURS[str(sr.roi.role)]
             painter.setBrush(Qt.NoBrush)
             painter.setPen(QPen(OUTLINE, 5 if sr.selected else 4))
             painter.drawPath(path)
             painter.setPen(QPen(colour, 3 if sr.selected else 1.5))
             painter.drawPath(path)
-            lines = [sr.title] + (sr.stats.label if sr.stats is not None else "no voxel inside").split("\n")
-            width = max(metrics.horizontalAdvance(line) for line in lines)
-            block = self._label_place(path.boundingRect(), width, metrics.height() * len(lines), taken)
-            taken.append(block)
-            for n, line in enumerate(lines):
-                _outlined_text(painter, QPointF(block.left(), block.top() + metrics.ascent() + n * metrics.height()),
-                               line, colour)
-        painter.restore()
 
-    def _label_place(self, box: QRectF, width: float, height: float, taken: list[QRectF]) -> QRectF:
-        """Where an ROI's label block goes: below, above, right or left of its outline, clear of the others."""
-        w, h = float(self.width()), float(self.height())
-        candidates = [QPointF(box.left(), box.bottom() + 4), QPointF(box.left(), box.top() - 4 - height),
-                      QPointF(box.right() + 6, box.top()), QPointF(box.left() - 6 - width, box.top())]
-        placed = []
-        for corner in candidates:
-            x = min(max(4.0, corner.x()), w - 4 - width)
-            y = min(max(4.0, corner.y()), h - 4 - height)
-            placed.append(QRectF(x, y, width, height))
-        for rect in placed:
-            if not any(rect.intersects(other) for other in taken):
-                return rect
-        rect = placed[0]
-        while any(rect.intersects(other) for other in taken) and rect.bottom() < h:
-            rect.translate(0, max(other.bottom() for other in taken if rect.intersects(other)) - rect.top() + 2)
-        return rect
+    def _roi_path(self, sr: ScreenRoi) -> QPainterPath:
+        points = [self.image_to_widget(float(r), float(c)) for r, c in sr.outline]
+        path = QPainterPath(points[0])
+        for point in points[1:]:
+            path.lineTo(point)
+        path.closeSubpath()
+        return path
+
+    def label_layout(self) -> list[PaintedLabel]:
+        """Every label this view paints (lesion names, ROI statistics, ruler lengths) and where it goes."""
+        if not self.state.ready or not self.session.overlays:
+            return []
+        return self._label_layout(self.session.screen_markers(self.name), self.session.rois_on(self.name),
+                                  self._ruler_lines())
+
+    def _label_layout(self, markers: list[ScreenMarker], rois: list[ScreenRoi],
+                      rulers: list[tuple[QPointF, QPointF, str]]) -> list[PaintedLabel]:
+        """Place the labels with :func:`~cno_annotate.display.labels.place_labels`: none covers another
+        label, another lesion's marker, another ROI or the view's corner texts."""
+        plain, small = QFont(self.font()), QFont(self.font().family(), 10)
+        wanted: list[tuple[list[str], QColor, QFont, Box, tuple[Side, ...]]] = []
+        for sm in markers:
+            if sm.marker.label:
+                wanted.append(([sm.marker.label], QColor(sm.marker.colour), plain, self._marker_box(sm),
+                               MARKER_SIDES))
+        for sr in rois:
+            lines = [sr.title] + (sr.stats.label if sr.stats is not None else "no voxel inside").split("\n")
+            bounds = self._roi_path(sr).boundingRect().adjusted(-2, -2, 2, 2)
+            wanted.append((lines, ROI_COLOURS[str(sr.roi.role)], small,
+                           Box(bounds.left(), bounds.top(), bounds.width(), bounds.height()), BLOCK_SIDES))
+        for _, end, text in rulers:
+            wanted.append(([text], RULER, plain, Box(end.x() - 4, end.y() - 4, 8, 8), MARKER_SIDES))
+        if not wanted:
+            return []
+        requests = []
+        for lines, _, font, owner, sides in wanted:
+            metrics = _metrics(font)
+            requests.append(LabelRequest(owner, max(metrics.horizontalAdvance(line) for line in lines),
+                                         metrics.height() * len(lines), sides))
+        fixed = tuple(Box(r.left(), r.top(), r.width(), r.height()) for r in self.overlay_layout().values())
+        key = (tuple(requests), fixed, self.width(), self.height())
+        if self._labels_placed is None or self._labels_placed[0] != key:
+            boxes = place_labels(requests, Box(2, 2, self.width() - 4, self.height() - 4), fixed)
+            self._labels_placed = (key, boxes)
+        boxes = self._labels_placed[1]
+        return [PaintedLabel(lines, colour, font, QRectF(b.left, b.top, b.width, b.height))
+                for (lines, colour, font, _, _), b in zip(wanted, boxes)]
+
+    def _paint_labels(self, painter: QPainter, labels: list[PaintedLabel]) -> None:
+        painter.save()
+        for label in labels:
+            painter.setFont(label.font)
+            metrics = _metrics(label.font)
+            for n, line in enumerate(label.lines):
+                baseline = QPointF(label.box.left(), label.box.top() + metrics.ascent() + n * metrics.height())
+                _outlined_text(painter, baseline, line, label.colour)
+        painter.restore()
 
     def _paint_roi_in_progress(self, painter: QPainter) -> None:
         """The ellipse or rectangle being dragged, or the polygon's vertices so far."""

@@ -1,0 +1,86 @@
+"""Label placement over an image (no Qt): clear of other labels, other owners and fixed texts, inside the view."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from cno_annotate.display.labels import MARKER_SIDES, Box, LabelRequest, Side, place_labels
+
+VIEW = Box(0, 0, 360, 680)
+
+
+def _clear(boxes, requests, obstacles=()) -> list[str]:
+    """Every way a placement breaks the rules (empty: none)."""
+    problems = []
+    for n, box in enumerate(boxes):
+        if box.left < VIEW.left or box.top < VIEW.top or box.right > VIEW.right or box.bottom > VIEW.bottom:
+            problems.append(f"label {n} leaves the view")
+        problems += [f"label {n} covers label {m}" for m, other in enumerate(boxes[n + 1:], n + 1)
+                     if box.overlap(other)]
+        problems += [f"label {n} covers owner {m}" for m, r in enumerate(requests) if box.overlap(r.owner)]
+        problems += [f"label {n} covers a fixed text" for o in obstacles if box.overlap(o)]
+    return problems
+
+
+def test_a_lone_label_goes_on_its_first_side_at_the_gap():
+    block = LabelRequest(Box(100, 100, 20, 20), 80, 40)
+    marker = LabelRequest(Box(200, 300, 10, 10), 60, 14, MARKER_SIDES)
+    below, beside = place_labels([block, marker], VIEW, gap=4)
+    assert below == Box(100, 124, 80, 40)
+    assert beside == Box(214, 298, 60, 14)  # right of the marker, centred on it
+
+
+def test_a_block_that_would_cover_the_next_lesion_goes_elsewhere():
+    """The ratio block of the upper lesion's ROI must not sit on the ROI of the lesion just below it."""
+    upper = LabelRequest(Box(150, 400, 16, 16), 230, 60)
+    lower = LabelRequest(Box(150, 430, 16, 16), 230, 60)
+    first, second = place_labels([upper, lower], VIEW)
+    assert not first.overlap(lower.owner) and not first.overlap(second) and not second.overlap(upper.owner)
+    assert first.bottom <= upper.owner.top  # above its ROI: below was taken by the other lesion
+    assert second.top >= lower.owner.bottom
+
+
+def test_labels_clamped_into_the_view_near_an_edge():
+    (box,) = place_labels([LabelRequest(Box(330, 660, 20, 15), 120, 45)], VIEW)
+    assert VIEW.left <= box.left and box.right <= VIEW.right and box.bottom <= VIEW.bottom
+    assert not box.overlap(Box(330, 660, 20, 15))
+
+
+def test_fixed_texts_are_avoided():
+    corner = Box(8, 4, 250, 16)
+    (box,) = place_labels([LabelRequest(Box(20, 30, 20, 20), 100, 30, (Side.ABOVE, Side.BELOW))], VIEW, [corner])
+    assert not box.overlap(corner) and box.top >= 54
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_crowded_scenes_leave_every_label_clear(seed):
+    """Markers and ROIs scattered over the legs: every label clear of every other label and owner."""
+    rng = random.Random(seed)
+    requests = []
+    for n in range(10):
+        x, y = rng.uniform(60, 280), rng.uniform(250, 600)
+        if n % 2:
+            requests.append(LabelRequest(Box(x, y, 12, 12), rng.uniform(60, 110), 14, MARKER_SIDES))
+        else:
+            requests.append(LabelRequest(Box(x, y, rng.uniform(10, 40), rng.uniform(10, 40)), 150, 56))
+    fixed = [Box(8, 4, 200, 16), Box(280, 660, 72, 16), Box(4, 330, 12, 18)]
+    boxes = place_labels(requests, VIEW, fixed)
+    assert _clear(boxes, requests, fixed) == []
+
+
+def test_the_least_covering_place_when_nothing_is_clear():
+    """A view too small for the label: it still gets a place, inside the view, covering as little as it can."""
+    small = Box(0, 0, 100, 60)
+    owner = Box(30, 20, 40, 20)
+    (box,) = place_labels([LabelRequest(owner, 90, 30)], small)
+    assert small.left <= box.left and box.bottom <= small.bottom
+    assert box.overlap(owner) <= 90 * 30
+
+
+def test_a_label_needs_a_side_and_a_size():
+    with pytest.raises(ValueError):
+        LabelRequest(Box(0, 0, 1, 1), 10, 10, ())
+    with pytest.raises(ValueError):
+        LabelRequest(Box(0, 0, 1, 1), -1, 10)
