@@ -10,10 +10,11 @@ from cno_annotate.display.catalog import bundled_sample_dir
 from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.store import Store
-from cno_annotate.store.db import default_store_dir
+from cno_annotate.store.db import default_store_location
+from cno_annotate.store.postgres import is_url
 
 
-def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screenshot: Path | None,
+def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, screenshot: Path | None,
                size: tuple[int, int] = (1400, 900), reader: str | None = None,
                reading_study: str | None = None) -> int:
     """Open the main window; with ``screenshot``, save it once loaded and exit.
@@ -23,8 +24,9 @@ def run_viewer(store_dir: Path | None, study: str | None, sample: bool, screensh
     CnoError
         If the store, the study or the sample cannot be opened.
     """
-    store_dir = Path(store_dir) if store_dir else default_store_dir()
-    package = _package_at(store_dir)
+    store_dir = store_dir or default_store_location()  # $CNO_ANNOTATE_STORE may name a server
+    store_dir = store_dir if is_url(store_dir) else Path(store_dir)
+    package = _package_at(store_dir) if isinstance(store_dir, Path) else None
     if package is not None:  # a reading package offers reader mode only: its own study and reader
         if study or sample or (reader and reader != package.reader) or (
                 reading_study and reading_study != package.reading_study):

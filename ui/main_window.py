@@ -11,6 +11,7 @@ from cno_annotate_ui.checklist import SkeletonChecklist
 from cno_annotate_ui.comparison import Comparison
 from cno_annotate_ui.help import HelpDialog
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
+from cno_annotate_ui.live import live_progress_for
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.slice_view import SliceView
 from cno_annotate_ui.theme import apply_theme, default_theme
@@ -59,6 +60,7 @@ from cno_annotate.io.roles import SequenceRole
 from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
 from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
+from cno_annotate.store.postgres import is_url
 
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
@@ -220,14 +222,14 @@ class MainWindow(QMainWindow):
 
     all_loaded = Signal()
 
-    def __init__(self, store_root: Path, reader: str | None = None, reading_study: str | None = None, parent=None,
-                 package: Path | None = None):
+    def __init__(self, store_root: Path | str, reader: str | None = None, reading_study: str | None = None,
+                 parent=None, package: Path | None = None):
         super().__init__(parent)
         self.package = package  # a reading package: reader mode only, plus Export results
         self.setWindowTitle("cno-annotate")
         self.theme = default_theme()
         apply_theme(self.theme)
-        self.store_root = Path(store_root)
+        self.store_root = store_root if is_url(store_root) else Path(store_root)  # a folder, or a server's URL
         self.store = Store.open(self.store_root, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)  # never freeze on a lock
         self.reader = reader or default_reader()
         self.reading_study = reading_study  # reader mode: blinded, reading codes only
@@ -236,7 +238,7 @@ class MainWindow(QMainWindow):
         self.read_session: ReadSession | None = None
         self.extra_markers: list[Marker] = []
         self.session = ViewerSession()
-        self.log = coordinator_log(self.store_root)
+        self.log = coordinator_log(self.store.folder or self.store.cache_dir)
         self.active_name = VIEW_NAMES[0]
         self.loader = VolumeLoader(self.store_root, self)
         study_settings = rs.get(self.store, reading_study) if reading_study else None
@@ -278,6 +280,10 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self._show_layout()
         self.refresh_studies()
+        # a server store tells the worklist when reads change (README: live progress); SQLite does not
+        self.live = live_progress_for(self.store, self) if reading_study else None
+        if self.live is not None:
+            self.live.events.connect(self._live_events)
         QApplication.instance().installEventFilter(self)
         QApplication.instance().applicationStateChanged.connect(self._application_state)
         self._closed = False  # after close, nothing is written to the (closed) store
@@ -691,6 +697,11 @@ class MainWindow(QMainWindow):
             if entry["reading_code"] == current:
                 self.study_list.setCurrentItem(item)
         self.study_list.blockSignals(False)
+
+    def _live_events(self, events: list) -> None:
+        """The server announced reads or worklists changing: show this study's worklist as it is now."""
+        if not self._closed and any(e.reading_study == self.reading_study for e in events):
+            self._refresh_worklist()
 
     def open_next_case(self) -> bool:
         """Open the next case of the worklist not yet submitted; False (and a message) when there is none."""
@@ -1372,5 +1383,7 @@ class MainWindow(QMainWindow):
         self.lesion_panel.flush()  # a comment still being typed is saved
         self.loader.wait(5000)
         self.comparison.wait(5000)
+        if self.live is not None:
+            self.live.close()
         self.store.close()
         super().closeEvent(event)

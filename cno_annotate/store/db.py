@@ -255,6 +255,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # whether readers see the timer. On PostgreSQL a reader may write only their own reads' times.
     ByDialect(lambda connection: _add_reading_time(connection),
               lambda connection: connection.script(postgres.pg_ddl(READ_TIMES_TABLE) + postgres.reading_time_rules())),
+    # 16: on a PostgreSQL server, reading progress announced live: a read created, deleted or changing
+    # status, or a worklist changing, is notified (pg_notify) at commit for the viewers that LISTEN
+    # (store/live.py). An SQLite store has no server to notify from: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.LIVE_NOTIFY)),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

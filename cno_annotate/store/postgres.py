@@ -611,3 +611,35 @@ def grant(connection: PgConnection, login: str, kind: str, password: str | None 
     connection.raw.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(
         sql.Identifier(connection.raw.info.dbname), name))
     return not exists
+
+
+#: The channel on which the server announces changes of reading progress (migration 16, :mod:`.live`).
+LIVE_CHANNEL = "cno_reading"
+
+#: Migration 16 on PostgreSQL: a read created, deleted or changing status, or a worklist changing, is
+#: announced on :data:`LIVE_CHANNEL` when its transaction commits. Every login may LISTEN to every
+#: channel, so the payload names no reader, case or status: ``read:<read id>`` (an opaque id the
+#: listener looks up through its own row security) or ``worklist:<reading study>``.
+LIVE_NOTIFY = f"""
+CREATE FUNCTION cno_notify_read() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        PERFORM pg_notify('{LIVE_CHANNEL}', 'read:' || OLD.read_id);
+        RETURN OLD;
+    END IF;
+    IF TG_OP = 'INSERT' OR NEW.status IS DISTINCT FROM OLD.status THEN
+        PERFORM pg_notify('{LIVE_CHANNEL}', 'read:' || NEW.read_id);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER reads_notify AFTER INSERT OR UPDATE OF status OR DELETE ON reads
+    FOR EACH ROW EXECUTE FUNCTION cno_notify_read();
+CREATE FUNCTION cno_notify_worklist() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('{LIVE_CHANNEL}', 'worklist:' || CASE WHEN TG_OP = 'DELETE' THEN OLD.reading_study
+                                                          ELSE NEW.reading_study END);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rs_worklists_notify AFTER INSERT OR UPDATE OR DELETE ON rs_worklists
+    FOR EACH ROW EXECUTE FUNCTION cno_notify_worklist();
+"""

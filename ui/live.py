@@ -1,0 +1,52 @@
+"""Live reading progress in the viewer: the store's server notifies, a socket notifier wakes the window.
+
+The core :class:`~cno_annotate.store.live.ProgressListener` holds the listening
+session; a ``QSocketNotifier`` on its socket calls :meth:`LiveProgress.deliver`
+in the GUI thread when the server sent something, so nothing polls. An SQLite
+store has no server: :func:`live_progress_for` returns None and the window
+shows what it read when it last refreshed.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QObject, QSocketNotifier, Signal
+
+from cno_annotate.errors import CnoError
+from cno_annotate.store import Store
+from cno_annotate.store.live import ProgressListener, listener_for
+
+
+class LiveProgress(QObject):
+    """Emits :attr:`events` (a list of core events) whenever the server announced reading progress."""
+
+    events = Signal(list)
+
+    def __init__(self, listener: ProgressListener, parent=None):
+        super().__init__(parent)
+        self.listener = listener
+        self._notifier = QSocketNotifier(listener.fileno(), QSocketNotifier.Type.Read, self)
+        self._notifier.activated.connect(self.deliver)
+
+    def deliver(self) -> None:
+        """Turn what arrived into events and emit them (nothing arrived: nothing emitted)."""
+        try:
+            events = self.listener.pending()
+        except Exception:  # the session was lost (server restart): stop listening, the window keeps working
+            self.close()
+            return
+        if events:
+            self.events.emit(events)
+
+    def close(self) -> None:
+        """Stop listening and end the session."""
+        self._notifier.setEnabled(False)
+        self.listener.close()
+
+
+def live_progress_for(store: Store, parent=None) -> LiveProgress | None:
+    """Live progress for a store on a server; None for SQLite or when the server refuses to listen."""
+    try:
+        listener = listener_for(store)
+    except CnoError:
+        return None
+    return LiveProgress(listener, parent) if listener is not None else None
