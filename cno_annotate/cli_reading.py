@@ -96,6 +96,16 @@ def register(sub, common) -> None:
     p.add_argument("--reader", required=True, help="the reader the package is for")
     p.add_argument("--out", type=Path, required=True, help="new (or empty) folder to write")
     p.set_defaults(run=cmd_package)
+    p = rs_sub.add_parser("publish", parents=[common], help="coordinator: de-identified copies of the cases to a study PACS",
+                          description="Send a de-identified copy of every case (or --code CODE ...) to a study PACS "
+                                      "registered with 'cno-annotate pacs add' (the de-identification of reading "
+                                      "packages: same stand-in UIDs, shifted dates, the reading code as patient). "
+                                      "Online readers' viewers fetch their cases from there ('view --pacs NODE').")
+    p.add_argument("name", help="reading study")
+    p.add_argument("--pacs", required=True, metavar="NODE", help="the study PACS (a node of 'cno-annotate pacs list')")
+    p.add_argument("--code", action="append", metavar="CODE", help="only this case (repeatable)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
+    p.set_defaults(run=cmd_publish)
     p = rs_sub.add_parser("export-results", parents=[common], help="reader: your reads of a package, as a file for the coordinator",
                           description="Write the reads made in a reading package (drafts and submitted) as a "
                                       "signed results file; send it to the coordinator, who runs "
@@ -404,6 +414,24 @@ def cmd_package(args) -> int:
     for line in report.notes:
         print(f"  note: {line}")
     return 0
+
+
+def cmd_publish(args) -> int:
+    """Run ``cno-annotate reading-study publish`` (see its ``--help``); exit 1 if the PACS refused a file."""
+    from cno_annotate import study_pacs
+    from cno_annotate.pacs import config
+    from cno_annotate.pacs.client import open_client
+
+    store = _coordinator_store(args, "reading-study publish")
+    with open_client(config.get_node(args.pacs), timeout=args.timeout) as client:
+        report = study_pacs.publish(store, args.name, client, codes=args.code)
+    for line in report.left_out:
+        print(f"  left out: {line}")
+    for line in report.refused:
+        print(f"  refused by {args.pacs}: {line}")
+    print(f"published {_plural(report.cases, 'case')} of {args.name} to {args.pacs} "
+          f"({_plural(report.instances, 'de-identified instance')})")
+    return 1 if report.refused else 0
 
 
 def cmd_export_results(args) -> int:

@@ -16,7 +16,7 @@ from cno_annotate.store.postgres import is_url
 
 def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, screenshot: Path | None,
                size: tuple[int, int] = (1400, 900), reader: str | None = None,
-               reading_study: str | None = None) -> int:
+               reading_study: str | None = None, pacs: str | None = None) -> int:
     """Open the main window; with ``screenshot``, save it once loaded and exit.
 
     Raises
@@ -61,7 +61,7 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("cno-annotate")
     window = MainWindow(store_dir, reader=reader, reading_study=reading_study,
-                        package=package.folder if package is not None else None)
+                        package=package.folder if package is not None else None, pacs=pacs)
     window.resize(*size)
     result = {"code": 0}
     if screenshot is not None:

@@ -26,6 +26,9 @@ def register(subparsers, common) -> None:
     p.add_argument("--reader", help="reader id for the reads you make (default: your login name)")
     p.add_argument("--reading-study", metavar="NAME",
                    help="reader mode: your worklist of this blinded reading study (needs --reader)")
+    p.add_argument("--pacs", metavar="NODE",
+                   help="reader mode on a server store: fetch your cases from this de-identified study PACS "
+                        "(a node of 'cno-annotate pacs list'), cached on this computer")
     p.add_argument("--package", type=Path, metavar="DIR",
                    help="open a reading package you were sent (reader mode only: its study and reader)")
     p.set_defaults(run=run)
@@ -43,10 +46,13 @@ def run(args) -> int:
         raise UsageError(f"--size must be WIDTHxHEIGHT, not {args.size!r}") from None
     if args.package is not None:
         given = [flag for flag, value in (("STUDY", args.study), ("--sample", args.sample), ("--store", args.store),
-                                          ("--reader", args.reader), ("--reading-study", args.reading_study))
+                                          ("--reader", args.reader), ("--reading-study", args.reading_study),
+                                          ("--pacs", args.pacs))
                  if value]
         if given:
             raise UsageError(f"a package opens in reader mode only, with its own study and reader: drop "
                            f"{', '.join(given)}")
+    if args.pacs and not args.reading_study:
+        raise UsageError("--pacs is for reader mode: give --reader ID --reading-study NAME too")
     return run_viewer(args.package or args.store, args.study, args.sample, args.screenshot, (width, height),
-                      args.reader, args.reading_study)
+                      args.reader, args.reading_study, args.pacs)

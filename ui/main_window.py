@@ -14,6 +14,7 @@ from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
 from cno_annotate_ui.live import live_progress_for
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.slice_view import SliceView
+from cno_annotate_ui.study_pacs import CaseFetcher
 from cno_annotate_ui.theme import apply_theme, default_theme
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
@@ -60,7 +61,8 @@ from cno_annotate.io.roles import SequenceRole
 from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
 from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
-from cno_annotate.store.postgres import is_url
+from cno_annotate.store.postgres import is_permission_error, is_url
+from cno_annotate.study_pacs import image_cache, open_cache
 
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
@@ -223,7 +225,7 @@ class MainWindow(QMainWindow):
     all_loaded = Signal()
 
     def __init__(self, store_root: Path | str, reader: str | None = None, reading_study: str | None = None,
-                 parent=None, package: Path | None = None):
+                 parent=None, package: Path | None = None, pacs: str | None = None):
         super().__init__(parent)
         self.package = package  # a reading package: reader mode only, plus Export results
         self.setWindowTitle("cno-annotate")
@@ -241,6 +243,14 @@ class MainWindow(QMainWindow):
         self.log = coordinator_log(self.store.folder or self.store.cache_dir)
         self.active_name = VIEW_NAMES[0]
         self.loader = VolumeLoader(self.store_root, self)
+        self.images = self.store  # where the volumes are: the store, or (online readers) the study PACS cache
+        self._image_study: dict[str, str] = {}  # a case's study UID -> its stand-in in the cache
+        self.fetcher: CaseFetcher | None = None
+        if pacs and reading_study:  # online reader: cases come from the de-identified study PACS
+            self.fetcher = CaseFetcher(str(self.store_root), reading_study, pacs, self)
+            self.fetcher.fetched.connect(self._case_fetched)
+            self.fetcher.failed.connect(self._fetch_failed)
+            self.fetcher.progress.connect(self._fetch_progress)
         study_settings = rs.get(self.store, reading_study) if reading_study else None
         self.reading_timer = ActiveTimer(study_settings.idle_seconds if study_settings else DEFAULT_IDLE_SECONDS)
         self.show_timer = bool(study_settings and study_settings.show_timer)  # readers see it only if the study says
@@ -675,7 +685,35 @@ class MainWindow(QMainWindow):
         self.current_code = code
         study_uid = rs.study_uid_of(self.store, self.reading_study, code)
         self.setWindowTitle(f"cno-annotate — {self.reading_study} — {self.role} {self.reader} — {code}")
+        if self.fetcher is not None and study_uid not in self._image_study:
+            self.statusBar().showMessage(f"Fetching {code} from the study PACS…")
+            self.fetcher.fetch(code)  # opens when it is in the cache (_case_fetched)
+            return
+        try:
+            self.open_study(study_uid)
+        except Exception as exc:
+            if not is_permission_error(exc):
+                raise
+            self.report("The images of this case are on the study PACS: open the viewer with --pacs NODE "
+                        "(README: online readers)", f"Cannot open {code}: {exc}")
+
+    def _case_fetched(self, code: str, image_study_uid: str) -> None:
+        """A case arrived in the study PACS cache: show it (unless the reader moved on to another case)."""
+        if self._closed or code != self.current_code:
+            return
+        if self.images is self.store:
+            self.images = open_cache(self.store)
+            self.loader.store_root = image_cache(self.store)
+        study_uid = rs.study_uid_of(self.store, self.reading_study, code)
+        self._image_study[study_uid] = image_study_uid
+        self.statusBar().clearMessage()
         self.open_study(study_uid)
+
+    def _fetch_failed(self, code: str, message: str) -> None:
+        self.report(f"Cannot fetch {code} from the study PACS: {message}", f"Cannot fetch {code}: {message}")
+
+    def _fetch_progress(self, fraction: float) -> None:
+        self.statusBar().showMessage(f"Fetching {self.current_code} from the study PACS: {100 * fraction:.0f} %")
 
     def _refresh_worklist(self) -> None:
         self.study_list.blockSignals(True)
@@ -731,7 +769,7 @@ class MainWindow(QMainWindow):
 
     def open_study(self, study_uid: str) -> None:
         """Fill the series selectors and load STIR left, T1 right."""
-        volumes = self.store.volumes(study_uid)
+        volumes = self.images.volumes(self._image_study.get(study_uid, study_uid))
         choices = series_choices(volumes, blinded=self.reading_study is not None)
         self._labels = dict(choices)
         for panel in self.panels.values():
@@ -1385,5 +1423,9 @@ class MainWindow(QMainWindow):
         self.comparison.wait(5000)
         if self.live is not None:
             self.live.close()
+        if self.fetcher is not None:
+            self.fetcher.wait(30000)
+        if self.images is not self.store:
+            self.images.close()
         self.store.close()
         super().closeEvent(event)

@@ -77,6 +77,17 @@ DESIGN_COLUMN = """
         CHECK (design IN ('unpaired-blinded', 'paired-chronological', 'paired-hidden-order'));
 """
 
+#: Migration 17's table: the cases of a reading study published (de-identified) to a study PACS, by the
+#: stand-in study UID under which the PACS holds them (store/published.py).
+PUBLISHED_TABLE = """
+    CREATE TABLE rs_published (
+        reading_study TEXT NOT NULL, reading_code TEXT NOT NULL, pacs_study_uid TEXT NOT NULL,
+        instances INTEGER NOT NULL, published TEXT NOT NULL,
+        PRIMARY KEY (reading_study, reading_code),
+        FOREIGN KEY (reading_study, reading_code) REFERENCES rs_cases (reading_study, reading_code)
+    );
+"""
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -259,6 +270,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # status, or a worklist changing, is notified (pg_notify) at commit for the viewers that LISTEN
     # (store/live.py). An SQLite store has no server to notify from: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.LIVE_NOTIFY)),
+    # 17: the cases of a reading study published de-identified to a study PACS (reading-study publish), by
+    # their stand-in study UID; on PostgreSQL a reader or adjudicator sees the rows of their worklist only.
+    ByDialect(PUBLISHED_TABLE, lambda connection: connection.script(postgres.pg_ddl(PUBLISHED_TABLE)
+                                                                    + postgres.PUBLISHED_RULES)),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -487,14 +502,15 @@ def _lock_reads(connection: Any) -> None:
         audit.append(connection, "cno-annotate", "baseline", f"reading-study:{name}", state_before=None)
 
 
-def _user_cache(root: Path) -> Path:
-    """A per-user temporary cache folder for the store at ``root`` (for read-only stores)."""
+def _user_cache(root: Path | str) -> Path:
+    """A per-user temporary cache folder for the store at ``root`` (a folder, or a server URL as text)."""
     import getpass
     import hashlib
     import tempfile
 
     user = str(os.getuid()) if hasattr(os, "getuid") else getpass.getuser()
-    key = hashlib.sha256(str(Path(root).resolve()).encode("utf-8")).hexdigest()[:16]
+    place = root if isinstance(root, str) else str(Path(root).resolve())  # a URL is no path of this machine
+    key = hashlib.sha256(place.encode("utf-8")).hexdigest()[:16]
     path = Path(tempfile.gettempdir()) / f"cno-annotate-cache-{user}" / key
     path.mkdir(parents=True, exist_ok=True, mode=0o700)
     return path
@@ -1026,7 +1042,7 @@ class PgStore(Store):
     @property
     def cache_dir(self) -> Path:
         """A per-user temporary folder, one per server database."""
-        return _user_cache(Path(self.root))
+        return _user_cache(str(self.root))
 
     @property
     def schema_version(self) -> int:

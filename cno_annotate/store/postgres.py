@@ -643,3 +643,16 @@ END $$;
 CREATE TRIGGER rs_worklists_notify AFTER INSERT OR UPDATE OR DELETE ON rs_worklists
     FOR EACH ROW EXECUTE FUNCTION cno_notify_worklist();
 """
+
+#: Migration 17 on PostgreSQL: coordinators publish cases to the study PACS; a reader or adjudicator sees
+#: where the cases of their own worklist are (the stand-in study UID, nothing of the source study).
+PUBLISHED_RULES = """
+REVOKE ALL ON rs_published FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rs_published TO cno_coordinator;
+GRANT SELECT ON rs_published TO cno_reader, cno_adjudicator;
+ALTER TABLE rs_published ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON rs_published TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY worklist_cases ON rs_published FOR SELECT TO cno_reader, cno_adjudicator USING (EXISTS (
+    SELECT 1 FROM rs_worklists w WHERE w.reading_study = rs_published.reading_study
+        AND w.reading_code = rs_published.reading_code AND w.reader = session_user));
+"""

@@ -1,0 +1,223 @@
+"""Online readers: the coordinator publishes de-identified cases to a study PACS, the reader's viewer fetches them.
+
+A real PostgreSQL (conftest.pg_server) holds the shared store; a real Orthanc with its DICOMweb plugin
+(tests/pacs_fixtures.py) is the study PACS. The source studies carry identifiers everywhere a hospital
+puts them (tests/test_packages.py); the reader's image cache is scanned byte by byte for each of them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pydicom
+import pytest
+
+from cno_annotate import reading_study as rs
+from cno_annotate import study_pacs
+from cno_annotate.cli import main
+from cno_annotate.errors import CnoError
+from cno_annotate.importer import import_paths
+from cno_annotate.pacs import config
+from cno_annotate.pacs.client import open_client
+from cno_annotate.pacs.query import StudyQuery
+from cno_annotate.sample import StudyPlan, generate_study
+from cno_annotate.store import Store
+from cno_annotate.volumes import load_volume
+from tests.test_packages import PATIENTS, _identifiers, _identify
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+READER, OTHER = "dr-online", "dr-elsewhere"
+
+
+def _cli(*args: str) -> tuple[int, str]:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+        code = main([str(a) for a in args])
+    return code, out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory):
+    """Three identifying visits of two patients, in folders named after them."""
+    root = tmp_path_factory.mktemp("online") / "PACS export"
+    seed = 30
+    for patient in PATIENTS.values():
+        for visit_date, (accession, _) in patient["visits"].items():
+            folder = root / patient["folder"] / f"{patient['PatientName'].split('^')[0]} {visit_date}"
+            generate_study(folder, StudyPlan(stations=2, slices=3, matrix=24, seed=seed))
+            seed += 1
+            for path in folder.rglob("*"):
+                if path.is_file() and path.name != "ground_truth.json":
+                    _identify(path, patient, visit_date, accession)
+            (folder / "ground_truth.json").unlink(missing_ok=True)
+    return root
+
+
+@pytest.fixture
+def trial(pg_server, pg_database, source):
+    """``trial(login)`` -> URL of this test's database: the sources imported, reading study 'online', assigned."""
+    url = pg_database()
+    database = url.rsplit("/", 1)[1]
+    store = Store.open(url)
+    import_paths(store, [source])
+    rs.create(store, "online", reveal_timepoints=True)
+    rs.add_cases(store, "online", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "online", [READER, OTHER])
+    rs.assign(store, "online")
+    store.close()
+    for login in (READER, OTHER):
+        code, out = _cli("store", "grant", "--reader", login, "--store", url)
+        assert code == 0, out
+        if "password (shown once): " in out:
+            pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
+    return lambda login="cno_owner": pg_server.plain_url(database, user=login)
+
+
+def _source_uids(url: str) -> set[str]:
+    store = Store.open(url)
+    try:
+        return {r[0] for r in store.db.execute("SELECT study_uid FROM studies")}
+    finally:
+        store.close()
+
+
+def test_published_cases_reach_the_pacs_de_identified_and_a_reader_fetches_and_reads_one(trial, nodes, source):
+    code, out = _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())
+    assert code == 0, out
+    assert "published 3 cases of online to web" in out
+    with open_client(config.get_node("web")) as client:
+        on_pacs = {s.study_uid for s in client.find_studies(StudyQuery())}
+    originals = _source_uids(trial())
+    assert not originals & on_pacs  # the PACS never received a source study UID
+
+    reader = Store.open(trial(READER))
+    try:
+        first = rs.worklist(reader, "online", READER)[0]["reading_code"]
+        with open_client(config.get_node("web")) as client:
+            cached = study_pacs.fetch_case(reader, "online", first, client)
+            again = study_pacs.fetch_case(reader, "online", first, client)
+    finally:
+        reader.close()
+    assert cached.study_uid in on_pacs and cached.report.received > 0
+    assert again.report.received == 0 and again.report.already_in_store == cached.report.received  # cached
+    cache = Store.open(cached.cache)
+    try:
+        volumes = cache.volumes(cached.study_uid)
+        assert volumes and {s["patient_id"] for s in cache.studies()} == {first}
+        volume = load_volume(cache, volumes[0]["volume_id"])
+        assert np.ptp(volume.array) > 0  # real pixels, readable
+    finally:
+        cache.close()
+    instance = pydicom.dcmread(next(cached.cache.rglob("*.dcm")))
+    assert str(instance.PatientName) == first and instance.PatientIdentityRemoved == "YES"
+
+
+def test_no_byte_of_the_readers_cache_holds_an_identifier_of_the_source(trial, nodes, source):
+    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    reader = Store.open(trial(READER))
+    try:
+        with open_client(config.get_node("web")) as client:
+            fetched = [study_pacs.fetch_case(reader, "online", entry["reading_code"], client)
+                       for entry in rs.worklist(reader, "online", READER)]
+    finally:
+        reader.close()
+    assert len(fetched) == 3
+    owner = Store.open(trial())
+    try:
+        identifiers = _identifiers({"store": owner, "source": source})
+    finally:
+        owner.close()
+    assert len(identifiers) > 60
+    folder = fetched[0].cache
+    files = [p for p in folder.rglob("*")]
+    assert sum(p.suffix == ".dcm" for p in files) >= 3 * 12 and any(p.name == "store.sqlite" for p in files)
+    names = "\n".join(str(p.relative_to(folder)) for p in files)
+    blobs = {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
+    for identifier in identifiers:
+        for form in {identifier, identifier.upper(), identifier.lower()}:
+            assert form not in names, f"{form!r} in a file or folder name of the cache"
+            needle = form.encode("utf-8")
+            for name, blob in blobs.items():
+                assert needle not in blob, f"{form!r} found in the cache's {name}"
+
+
+def test_a_reader_finds_only_the_cases_of_their_worklist_and_unpublished_cases_are_named(trial, nodes):
+    owner = Store.open(trial())
+    try:
+        codes = [c["reading_code"] for c in rs.cases(owner, "online")]
+        with open_client(config.get_node("web")) as client:
+            study_pacs.publish(owner, "online", client, codes=codes[:1])
+        owner.db.execute("DELETE FROM rs_worklists WHERE reader = ? AND reading_code = ?", (OTHER, codes[0]))
+    finally:
+        owner.close()
+    reader, other = Store.open(trial(READER)), Store.open(trial(OTHER))
+    try:
+        with open_client(config.get_node("web")) as client:
+            with pytest.raises(CnoError, match=f"{codes[1]} of online is not on the study PACS"):
+                study_pacs.fetch_case(reader, "online", codes[1], client)
+            with pytest.raises(CnoError, match="not on the study PACS"):  # not on this login's worklist
+                study_pacs.fetch_case(other, "online", codes[0], client)
+            assert study_pacs.fetch_case(reader, "online", codes[0], client).report.received > 0
+        rows = other.db.execute("SELECT reading_code FROM rs_published").fetchall()
+        assert rows == []  # raw SQL: the server shows a reader nothing of another reader's cases
+    finally:
+        reader.close()
+        other.close()
+
+
+def test_publish_audits_each_case_and_a_refused_study_is_said(trial, nodes):
+    code, out = _cli("reading-study", "publish", "nope", "--pacs", "web", "--store", trial())
+    assert code != 0 and "nope" in out
+    code, out = _cli("reading-study", "publish", "online", "--pacs", "web", "--code", "CNO-9999", "--store", trial())
+    assert code != 0 and "CNO-9999" in out
+    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    owner = Store.open(trial())
+    try:
+        entries = [json.loads(r[0]) for r in owner.db.execute(
+            "SELECT detail FROM audit WHERE action = 'publish' ORDER BY seq")]
+        assert sorted(e["after"]["reading_code"] for e in entries) == sorted(
+            c["reading_code"] for c in rs.cases(owner, "online"))
+        code, out = _cli("audit", "verify", "--store", trial())
+        assert code == 0, out
+    finally:
+        owner.close()
+
+
+@pytest.mark.gui
+def test_the_readers_viewer_fetches_a_case_from_the_study_pacs_and_shows_it(trial, nodes, source, qtbot, tmp_path):
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import Qt
+
+    from tests.test_reading_study import _visible_strings
+
+    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    window = MainWindow(trial(READER), reader=READER, reading_study="online", pacs="web")
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.open_next_case()
+    left = window.panels["left"].view
+    assert window.session.views["left"].ready
+    image = left.grab().toImage()
+    image.save(str(tmp_path / "online-reader.png"))
+    grey = {image.pixelColor(x, y).lightness() for x in range(0, image.width(), 7) for y in range(0, image.height(), 7)}
+    assert len(grey) > 20  # an image is painted, not an empty view
+    # the reader marks a lesion on the fetched images: the read is on the server, under the reader's login
+    window.mark_action.setChecked(True)
+    qtbot.mouseClick(left, Qt.LeftButton, pos=left.rect().center())
+    qtbot.waitUntil(lambda: window.lesion_panel.lesions.count() == 1, timeout=10000)
+    owner = Store.open(trial())
+    try:
+        reads = owner.db.execute("SELECT reader FROM reads").fetchall()
+        identifiers = _identifiers({"store": owner, "source": source})
+    finally:
+        owner.close()
+    assert [r[0] for r in reads] == [READER]
+    strings = _visible_strings(window)
+    assert window.current_code in " ".join(strings)
+    assert [(i, s) for i in identifiers for s in strings if i.lower() in s.lower()] == []
+    window.close()
