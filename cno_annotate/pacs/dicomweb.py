@@ -68,6 +68,10 @@ class DicomWebPacs(PacsClient):
         except requests.exceptions.Timeout:
             raise PacsError(f"{self.node.name}: {what}: no answer from {self.node.url} within "
                             f"{self.timeout:g} s") from None
+        except requests.exceptions.SSLError as exc:  # a ConnectionError too: said apart, it is no network fault
+            raise PacsError(f"{self.node.name}: {what}: the TLS connection to {self.node.url} failed "
+                            f"({_tls_reason(exc)}); if the server's certificate is your own (self-signed or "
+                            f"a site CA), set REQUESTS_CA_BUNDLE to the CA certificate file") from None
         except requests.exceptions.ConnectionError:
             raise PacsError(f"{self.node.name}: {what}: cannot connect to {self.node.url} (is the server "
                             "running, and are the host and port right?)") from None
@@ -155,6 +159,19 @@ class DicomWebPacs(PacsClient):
                     refused[failed] = (f"the server refused it (reason 0x{code:04X})" if code is not None
                                      else "the server refused it")
         return refused
+
+
+def _tls_reason(exc: Exception) -> str:
+    """What OpenSSL said went wrong (e.g. 'certificate verify failed: self-signed certificate'), in short."""
+    text = str(exc).lower()
+    if "wrong version number" in text:
+        return "the server does not speak TLS on this port"
+    for reason in ("self-signed certificate in certificate chain", "self-signed certificate",
+                   "unable to get local issuer certificate", "certificate has expired", "hostname mismatch",
+                   "ip address mismatch"):
+        if reason in text:
+            return f"certificate verify failed: {reason}"
+    return "the server's certificate is not trusted"
 
 
 def _error_detail(response) -> str:
