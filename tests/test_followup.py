@@ -356,3 +356,23 @@ def test_prior_and_current_views_follow_each_other_through_the_registration():
     session.nudge((0.0, 0.0, 4.0))  # the reader corrects the left leg by 4 mm
     np.testing.assert_allclose(session.views["left"].point, (30.0, 40.0, 16.0))
     assert session.transform.shifts["left_leg"].tolist() == [-2.0, 0.0, 4.0]
+
+
+def test_an_ungraded_persisting_lesion_stops_submit_in_the_editor_and_in_read_import(patient, tmp_path):
+    store, uids = patient
+    prior = _baseline(store, uids)
+    session = ReadSession.open_or_create(store, uids["followup"], "dr-a")
+    carry = CarryForward(session, prior, Shift((0.0, 0.0, 0.0)))
+    kept = carry.persisting(prior.lesions[0].tracking_uid, _stir(store, uids["followup"]), lambda p: (1, 1, 1))
+    for other in prior.lesions[1:]:
+        carry.resolved(other.tracking_uid)
+    with pytest.raises(CnoError, match=f"persisting lesion {kept} of a submitted follow-up read needs a grade"):
+        session.submit()
+    document = export_document(store, study_uid=uids["followup"])
+    document["reads"][0]["status"] = "submitted"
+    (tmp_path / "s.json").write_text(json.dumps(document))
+    with pytest.raises(CnoError, match=r"lesions\[0\]\.grades: persisting lesion .* needs a grade"):
+        import_document(store, tmp_path / "s.json", replace=True)
+    session.set_grade(kept, "marrow_hyperintensity", 1)
+    session.submit()
+    assert load_read(store, session.read.read_id).status == "submitted"

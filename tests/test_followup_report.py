@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 
 from cno_annotate.analysis import cohort
 from cno_annotate.analysis.cohort import Case
+from cno_annotate.analysis.report import table_rows
 from cno_annotate.annotation.model import Followup, Lesion, Read
 from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.annotation.taxonomy import load_taxonomy
+from cno_annotate.annotation.validation import read_problems
 
 PLACES = {"femur.distal": (-70.0, -400.0), "spine.L2": (0.0, -100.0), "ilium": (60.0, -250.0),
           "tibia.shaft": (70.0, -600.0), "clavicle.medial": (-30.0, 150.0)}
@@ -112,3 +115,42 @@ def test_measure_thresholds():
     assert cohort.measure_change("volume_ml", 1.0, 1.3) == "worse"
     assert cohort.measure_change("stir_muscle_ratio", 2.0, None) is None
     assert cohort.measure_change("grade", 3.0, 3.0) == "stable"
+
+
+def test_a_persisting_lesion_without_grades_reports_not_graded_never_a_blank():
+    """Data from before the rule (or a prior read graded nowhere): the change says why it is missing."""
+    before = [_lesion(1, "2.25.31", "femur.distal", "R", 2), _lesion(2, "2.25.32", "spine.L2", None, 1)]
+    after = [dataclasses.replace(_lesion(1, "2.25.31", "femur.distal", "R", 2), grades={}),
+             dataclasses.replace(_lesion(2, "2.25.32", "spine.L2", None, 1), grades={"marrow_hyperintensity": "NA"})]
+    outcomes = {"2.25.31": "persisting", "2.25.32": "persisting"}
+    r0 = _read("g0", "CNO-0011", before)
+    r1 = _read("g1", "CNO-0012", after, Followup("g0", outcomes))
+    cases = [Case("CNO-0011", "P3", 1, reads={"dr-a": r0}), Case("CNO-0012", "P3", 2, reads={"dr-a": r1})]
+    result = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))
+    [step] = result["patients"][0]["steps"]
+    assert {r["tracking_uid"]: r["change"] for r in step["lesions"]} == {"2.25.31": "not graded",
+                                                                          "2.25.32": "not graded"}
+    assert sum(step["lesion_counts"].values()) == 0 and step["not_graded"] == 2
+    report = {"sections": {"followup": result}}
+    header, rows = table_rows(report)["followup_lesions.csv"]
+    assert [row["change"] for row in rows] == ["not graded", "not graded"]
+
+
+def test_a_follow_up_read_is_submitted_only_when_every_persisting_lesion_is_graded():
+    taxonomy = load_taxonomy("cno-sites-1.0.0")
+    graded = _lesion(1, "2.25.41", "femur.distal", "R", 1)
+    bare = dataclasses.replace(_lesion(2, "2.25.42", "spine.L2", None, 1), grades={})
+    unassessable = dataclasses.replace(_lesion(3, "2.25.43", "ilium", "L", 1), grades={"marrow_hyperintensity": "NA"})
+    outcomes = {"2.25.41": "persisting", "2.25.42": "persisting", "2.25.43": "persisting"}
+    read = _read("h1", "CNO-0014", [graded, bare, unassessable], Followup("h0", outcomes))
+    problems = read_problems(read, taxonomy)
+    assert [(p.path, p.reason) for p in problems] == [
+        (".lesions[1].grades", "persisting lesion L2 of a submitted follow-up read needs a grade (graded anew at "
+                               "this visit; mark the prior lesion not assessable if it cannot be graded)"),
+        (".lesions[2].grades", "persisting lesion L3 of a submitted follow-up read needs a grade (graded anew at "
+                               "this visit; mark the prior lesion not assessable if it cannot be graded)")]
+    draft = dataclasses.replace(read, status="draft")
+    assert read_problems(draft, taxonomy) == []  # a draft may wait for its grades
+    new = dataclasses.replace(_lesion(4, "2.25.44", "tibia.shaft", "L", 1), grades={})
+    assert read_problems(dataclasses.replace(read, lesions=[graded, new],
+                                             followup=Followup("h0", {"2.25.41": "persisting"})), taxonomy) == []

@@ -703,6 +703,8 @@ def _symmetric(units: list[str]) -> bool:
 
 # -- follow-up ------------------------------------------------------------------------------------
 CHANGE = ("new", "resolved", "improved", "stable", "worse")
+#: The change of a lesion seen at both visits but graded at only one (or neither): no grade change can be said.
+NOT_GRADED = "not graded"
 #: Relative change of a measure that counts as improved (a fall) or worse (a rise); smaller changes are stable.
 #: Largest diameter 20 % (as RECIST), volume 30 %, STIR lesion:muscle ratio 20 %.
 MEASURE_CHANGE = {"size_mm": 0.2, "volume_ml": 0.3, "stir_muscle_ratio": 0.2}
@@ -776,7 +778,10 @@ def lesion_changes(before: Read, after: Read, taxonomy: Taxonomy) -> list[dict]:
 
     The change by grades is the lesion's ``change``; ``by`` holds the change by
     every measure measured at both visits. A prior lesion the reader marked
-    not assessable at the later visit gets change None (``status`` says why).
+    not assessable at the later visit gets change None (``status`` says why);
+    a lesion present at both visits without an assessable grade at one of them
+    gets :data:`NOT_GRADED` (a follow-up read is no longer submitted so, but
+    older data and ungraded prior reads exist).
     """
     outcomes = after.followup.outcomes if after.followup is not None else {}
     earlier = {l.tracking_uid: l for l in before.lesions}
@@ -795,7 +800,7 @@ def lesion_changes(before: Read, after: Read, taxonomy: Taxonomy) -> list[dict]:
         else:
             m0, m1 = lesion_measures(l0), lesion_measures(l1)
             by.update({k: c for k in MEASURES if (c := measure_change(k, m0[k], m1[k])) is not None})
-            row["change"] = by.get("grade")
+            row["change"] = by.get("grade", NOT_GRADED)
         row["measures"] = {"before": lesion_measures(l0) if l0 else None, "after": lesion_measures(l1) if l1 else None}
         rows.append(row)
     return rows
@@ -868,11 +873,12 @@ def _followup_step(c0: Case, c1: Case, r0: Read, r1: Read, s0: ReadScores, s1: R
     lesions = lesion_changes(r0, r1, taxonomy) if tracked else []
     lesion_counts = dict.fromkeys(CHANGE, 0)
     for row in lesions:
-        if row["change"] is not None:
+        if row["change"] in lesion_counts:
             lesion_counts[row["change"]] += 1
     return {"from": c0.code, "to": c1.code, "matching": "tracking UID" if tracked else "bone unit",
             "counts": counts, "units": units, "lesion_counts": lesion_counts, "lesions": lesions,
-            "not_assessable": sum(row["status"] == "not_assessable" for row in lesions)}
+            "not_assessable": sum(row["status"] == "not_assessable" for row in lesions),
+            "not_graded": sum(row["change"] == NOT_GRADED for row in lesions)}
 
 
 # -- design (GRRAS) ---------------------------------------------------------------------------------

@@ -388,7 +388,7 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
       read and each lesion has one ROI at most;
     - no two lesions share a tracking UID;
     - a follow-up read's persisting prior lesions are lesions of the read, its resolved and not
-      assessable ones are not.
+      assessable ones are not; a submitted one grades each persisting lesion (one item not NA).
     """
     problems = []
     if not 0 <= read.revision <= SQLITE_MAX_INT:
@@ -422,6 +422,7 @@ def read_problems(read: Read, taxonomy: Taxonomy) -> list[Problem]:
             problems.append(Problem(f".unit_marks[{n}]", f"{taxonomy.unit_label(unit_id)} holds lesion "
                                                          f"{holding[unit_id]} and cannot be marked {what}"))
     if read.status == ReadStatus.SUBMITTED:
+        problems.extend(_ungraded_persisting_problems(read))
         for n, lesion in enumerate(read.lesions):
             if lesion.site_id is None:
                 problems.append(Problem(f".lesions[{n}].site", f"lesion {lesion.lesion_id} of a submitted read "
@@ -473,6 +474,18 @@ def _followup_problems(read: Read, tracked: dict[str, str]) -> list[Problem]:
             problems.append(Problem(path, f"prior lesion {uid} is marked {what} but lesion {tracked[uid]} of the "
                                           f"read carries its tracking UID"))
     return problems
+
+
+def _ungraded_persisting_problems(read: Read) -> list[Problem]:
+    """A submitted follow-up read grades every persisting lesion anew (at least one item not NA)."""
+    if read.followup is None:
+        return []
+    persisting = {uid for uid, status in read.followup.outcomes.items() if status == FollowupStatus.PERSISTING}
+    return [Problem(f".lesions[{n}].grades", f"persisting lesion {lesion.lesion_id} of a submitted follow-up read "
+                                             f"needs a grade (graded anew at this visit; mark the prior lesion not "
+                                             f"assessable if it cannot be graded)")
+            for n, lesion in enumerate(read.lesions)
+            if lesion.tracking_uid in persisting and all(v == NOT_ASSESSABLE for v in lesion.grades.values())]
 
 
 def check_read(read: Read, taxonomy: Taxonomy) -> None:
