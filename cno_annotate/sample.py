@@ -150,6 +150,16 @@ def fake_patient(rng: np.random.Generator) -> dict[str, str]:
     }
 
 
+def visit_accessions(first: str, timepoints: int, rng: np.random.Generator) -> list[str]:
+    """One accession number per visit (each visit is its own order): the first given, the others drawn anew."""
+    out = [first]
+    while len(out) < timepoints:
+        accession = f"A{int(rng.integers(10**9, 10**10))}"
+        if accession not in out:
+            out.append(accession)
+    return out
+
+
 def station_grid(plan: StudyPlan, station: int, sub_slices: int = 1) -> phantom.Grid:
     """The voxel centres of one station (coronal, head to feet).
 
@@ -203,6 +213,7 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
     poses = [sample_visits.identity_poses()] + [sample_visits.random_poses(pose_rng) for _ in range(plan.timepoints - 1)]
     courses = sample_visits.lesion_courses(sample_lesions.numbered(body_lesions + later[: plan.timepoints - 1]),
                                            len(body_lesions), plan.timepoints, np.random.default_rng([plan.seed, 2]))
+    accessions = visit_accessions(patient["AccessionNumber"], plan.timepoints, np.random.default_rng([plan.seed, 6]))
     visits = []
     files = 0
     for visit in range(plan.timepoints):
@@ -211,7 +222,8 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
         lesions = sample_visits.lesions_at(courses, visit)
         scanner_lesions = sample_visits.placed(lesions, poses[visit])
         scanner_variants = sample_visits.placed(variants, poses[visit])
-        common = {**patient, "StudyDate": VISIT_DATES[visit], "StudyInstanceUID": study_uid,
+        common = {**patient, "AccessionNumber": accessions[visit], "StudyDate": VISIT_DATES[visit],
+                  "StudyInstanceUID": study_uid,
                   "FrameOfReferenceUID": uid(f"{prefix}frame") if visit else frame_uid}
         series_info = []
         for station in range(plan.stations):
@@ -233,6 +245,7 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
             "visit": visit + 1,
             "study_uid": study_uid,
             "study_date": VISIT_DATES[visit],
+            "accession": accessions[visit],
             "series": series_info,
             "lesions": scanner_lesions,
             "normal_variants": scanner_variants,

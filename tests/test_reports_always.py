@@ -82,3 +82,13 @@ def test_a_reopened_read_is_analysed_with_the_last_submitted_version(tmp_path):
     assert sorted(analysed.reads) == ["dr-a", "dr-b"]
     assert analysed.reads["dr-a"].version == 1 and len(analysed.reads["dr-a"].lesions) == 1
     assert analysed.adjudicated is not None and analysed.adjudicated.version == 1
+
+
+def test_the_distribution_says_no_clinical_data_when_none_was_given(tmp_path, cli):
+    store = _study_store(tmp_path, {"dr-adj": "adjudicator"}, n_studies=1)
+    out = tmp_path / "out"
+    code, _, err = cli("report", "distribution", "demo", "--store", store.root, "--out", out)
+    assert code == 0, err
+    page = (out / "report.html").read_text()
+    assert "no clinical data" in page and "1 lesions (radiological)" in page
+    assert "0 painful sites" not in page

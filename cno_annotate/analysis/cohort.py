@@ -678,6 +678,7 @@ def distribution(cases: list[Case], source: str, taxonomy: Taxonomy) -> dict:
     with_lesions = [p for p in per_patient if p["lesions"] > 0]
     return {
         "source": source, "rows": rows, "total_clinical": total_cli, "total_radiological": total_rad,
+        "clinical_cases": sum(case.clinical_sites is not None for case in cases),
         "patients": per_patient,
         "lesions_per_patient": {"mean": float(np.mean(counts)) if counts else float("nan"),
                                 "min": min(counts) if counts else None, "max": max(counts) if counts else None},

@@ -452,7 +452,7 @@ def _distribution_html(d: dict) -> str:
     lpp = d["lesions_per_patient"]
     return "".join([
         "<h2>Distribution of painful sites and lesions</h2>",
-        f"<p>{d['total_clinical']} painful sites (clinical) and {d['total_radiological']} lesions (radiological). "
+        f"<p>{_clinical_count(d)} and {d['total_radiological']} lesions (radiological). "
         f"Lesions per patient "
         f"(first timepoint): mean {_num(lpp['mean'], 1)}, range {lpp['min']}-{lpp['max']}; unifocal {d['unifocal']}, "
         f"multifocal {d['multifocal']}; symmetric {d['symmetric']}, asymmetric {d['asymmetric']}.</p>",
@@ -460,6 +460,13 @@ def _distribution_html(d: dict) -> str:
                rows, sub),
         _img(d["figures"]["distribution"]),
     ])
+
+
+def _clinical_count(d: dict) -> str:
+    """How many painful sites were counted, or that no case had clinical data (then there is nothing to count)."""
+    if not d.get("clinical_cases", 1):
+        return "no clinical data (painful sites not counted)"
+    return f"{d['total_clinical']} painful sites (clinical)"
 
 
 def _followup_html(f: dict) -> str:
