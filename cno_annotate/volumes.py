@@ -44,6 +44,19 @@ def open_volume(store: Store, volume_id: str) -> Volume:
     return _lazy(store, store.volume(volume_id), progress=None, use_cache=True)
 
 
+def volumes_by_series(store: Store) -> dict[str, list[Volume]]:
+    """Every volume of the store, voxels not read, under its volume id and its DICOM series UID.
+
+    What a lesion's ``series_uid`` may name (a series split into stacks names several volumes).
+    """
+    out: dict[str, list[Volume]] = {}
+    for row in store.volumes():
+        volume = _lazy(store, row, progress=None, use_cache=True)
+        for key in {row["volume_id"], row.get("series_uid")} - {None, ""}:
+            out.setdefault(key, []).append(volume)
+    return out
+
+
 def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = True, preview=None) -> Volume:
     """Read a volume's pixels.
 

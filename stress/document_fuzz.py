@@ -72,6 +72,7 @@ def build_base(root: Path, dicom: Path) -> tuple[Path, dict]:
     The document is dr-a's read as a new read of dr-b (registered, no read yet), so it imports as it is.
     """
     from cno_annotate.importer import import_paths
+    from cno_annotate.volumes import open_volume
 
     store = Store.open(root / "base")
     import_paths(store, [dicom])
@@ -82,12 +83,13 @@ def build_base(root: Path, dicom: Path) -> tuple[Path, dict]:
     rs.add_readers(store, READING_STUDY, ["dr-adj"], "adjudicator")
     session = ReadSession.open_or_create(store, uid, "dr-a", reading_study=READING_STUDY)
     series = store.volumes(uid)[0]["volume_id"]
-    femur = session.add_lesion((-77.0, 0.0, -420.0), series, (40, 337, 6), side="R")
+    volume = open_volume(store, series)  # voxel indices derive from the positions (import checks them)
+    femur = session.add_lesion((-77.0, 0.0, -420.0), series, volume.lps_to_index((-77.0, 0.0, -420.0)), side="R")
     session.update_lesion(femur, site_id="femur.distal", subsite="metaphysis", comment="bright", confidence=4,
                           extent={"kind": "ellipse", "plane": "coronal", "radii_mm": [10, 9],
                                   "slice_range_mm": [-6, 6]})
     session.set_grade(femur, "marrow_hyperintensity", 2)
-    spine = session.add_lesion((0.0, 30.0, -100.0), series, (64, 20, 6),
+    spine = session.add_lesion((0.0, 30.0, -100.0), series, volume.lps_to_index((0.0, 30.0, -100.0)),
                                extent={"kind": "box", "min_mm": [-5, 25, -105], "max_mm": [5, 35, -95]})
     session.update_lesion(spine, site_id="spine.T8")
     session.set_grade(spine, "vertebral_collapse", 1)

@@ -18,6 +18,7 @@ from cno_annotate.annotation.documents import export_document, import_document
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.errors import CnoError
 from cno_annotate.store import audit
+from cno_annotate.volumes import open_volume
 
 RS = "trial"
 
@@ -35,10 +36,11 @@ def reading_store(sample_copy):
     rs.add_readers(store, RS, ["dr-adj", "dr-adj2"], "adjudicator")
     session = _session(store, "dr-a")
     series = store.volumes()[0]["volume_id"]
-    femur = session.add_lesion((-77.0, 0.0, -420.0), series, (40, 337, 6), side="R")
+    volume = open_volume(store, series)
+    femur = session.add_lesion((-77.0, 0.0, -420.0), series, volume.lps_to_index((-77.0, 0.0, -420.0)), side="R")
     session.update_lesion(femur, site_id="femur.distal", comment="metaphysis")
     session.set_grade(femur, "marrow_hyperintensity", 2)
-    spine = session.add_lesion((0.0, 30.0, -100.0), series, (64, 20, 6))
+    spine = session.add_lesion((0.0, 30.0, -100.0), series, volume.lps_to_index((0.0, 30.0, -100.0)))
     session.update_lesion(spine, site_id="spine.T8")
     session.set_grade(spine, "vertebral_collapse", 1)
     session.mark_unit("spine.L5", "not_assessable")
@@ -105,6 +107,11 @@ REFUSED = [
     ("series not of the study",
      lambda d: _lateral_lesion(d["reads"][0])["position"].__setitem__("series_uid", "9.9.9"),
      r"\$\.reads\[0\]\.lesions\[0\]\.position\.series_uid", "series 9.9.9 is not a series of study"),
+    ("voxel index not at the lesion's position",
+     lambda d: _lateral_lesion(d["reads"][0])["position"]["voxel"].__setitem__(
+         0, _lateral_lesion(d["reads"][0])["position"]["voxel"][0] + 0.6),
+     r"\$\.reads\[0\]\.lesions\[0\]\.position\.voxel",
+     r"lesion L1: voxel \[.*\] is more than half a voxel from its position \(-77, 0, -420\) mm, voxel \[.*\] of "),
     ("grade of an item that does not apply to the unit",
      lambda d: _midline_lesion(d["reads"][0])["grades"].__setitem__("bony_expansion", 1),
      r"\$\.reads\[0\]\.lesions\[1\]\.grades\.bony_expansion", "not graded for T8 vertebra"),
@@ -242,3 +249,12 @@ def test_a_position_beyond_10_m_from_the_origin_is_refused_by_editor_and_validat
                     voxel=[0, 0, 0])
     assert make_lesion(load_taxonomy(), load_scheme(), lesion_id="L9", position=[0.0, -9999.0, 0.0],
                        series_uid="1.2", voxel=[0, 0, 0]).position == (0.0, -9999.0, 0.0)
+
+
+def test_a_voxel_index_within_half_a_voxel_of_its_position_imports(reading_store, tmp_path):
+    document = _fresh(export_document(reading_store))
+    voxel = _lateral_lesion(document["reads"][0])["position"]["voxel"]
+    voxel[:] = [v + 0.45 for v in voxel]  # the editor keeps fractional indices; a rounded one is as good
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(document))
+    assert import_document(reading_store, good) == ["imported-1"]

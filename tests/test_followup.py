@@ -19,6 +19,7 @@ from cno_annotate.followup import UNREGISTERED, CarryForward, prior_read_of, pri
 from cno_annotate.importer import import_paths
 from cno_annotate.store import Store, audit
 from tests.followup_data import visits
+from tests.voxels import voxel_at
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +82,7 @@ def test_the_design_is_fixed_once_reading_starts_in_the_program_and_in_the_datab
     rs.set_design(store, "fu", "paired-chronological")
     assert rs.get(store, "fu").design == rs.ReadingDesign.PAIRED_CHRONOLOGICAL
     session = ReadSession.open_or_create(store, uids["baseline"], "dr-a", reading_study="fu")
-    session.add_lesion((0.0, 0.0, -100.0), _stir(store, uids["baseline"]), (1, 1, 1))
+    session.add_lesion((0.0, 0.0, -100.0), _stir(store, uids["baseline"]), voxel_at(store, _stir(store, uids["baseline"]), (0.0, 0.0, -100.0)))
     with pytest.raises(CnoError, match="fixed once reading has started"):
         rs.set_design(store, "fu", "paired-hidden-order")
     code, _, err = cli("--store", str(store.root), "reading-study", "design", "fu", "unpaired-blinded")
@@ -175,7 +176,7 @@ def test_hidden_order_never_reveals_which_visit_is_earlier(tmp_path, cli):
         code_of = {c["study_uid"]: c["reading_code"] for c in rs.cases(store, "fu")}
         followup = next(uid for uid, c in code_of.items() if rs.comparison_cases(store, "fu", c))
         session = ReadSession.open_or_create(store, followup, "dr-a", reading_study="fu")
-        session.add_lesion((0.0, 0.0, -100.0), _stir(store, followup), (1, 1, 1), site_id="spine.L2")
+        session.add_lesion((0.0, 0.0, -100.0), _stir(store, followup), voxel_at(store, _stir(store, followup), (0.0, 0.0, -100.0)), site_id="spine.L2")
         document = rs.reader_document(store, "fu", "dr-a", audited=False)
         exported = json.dumps(document)
         for text in texts + [exported]:
@@ -192,10 +193,10 @@ def test_hidden_order_never_reveals_which_visit_is_earlier(tmp_path, cli):
 def _baseline(store: Store, uids: dict, reading_study: str | None = None):
     volume = _stir(store, uids["baseline"])
     session = ReadSession.open_or_create(store, uids["baseline"], "dr-a", reading_study=reading_study)
-    ids = [session.add_lesion((-70.0, 0.0, -400.0), volume, (1, 1, 1), site_id="femur.distal", side="R",
+    ids = [session.add_lesion((-70.0, 0.0, -400.0), volume, voxel_at(store, volume, (-70.0, 0.0, -400.0)), site_id="femur.distal", side="R",
                               subsite="metaphysis"),
-           session.add_lesion((0.0, 0.0, -100.0), volume, (1, 1, 1), site_id="spine.L2"),
-           session.add_lesion((30.0, 0.0, -250.0), volume, (1, 1, 1), site_id="ilium", side="L")]
+           session.add_lesion((0.0, 0.0, -100.0), volume, voxel_at(store, volume, (0.0, 0.0, -100.0)), site_id="spine.L2"),
+           session.add_lesion((30.0, 0.0, -250.0), volume, voxel_at(store, volume, (30.0, 0.0, -250.0)), site_id="ilium", side="L")]
     for lesion_id in ids:
         session.set_grade(lesion_id, "marrow_hyperintensity", 2)
     session.submit()
@@ -216,7 +217,7 @@ def test_prior_lesions_are_carried_forward_confirmed_and_the_read_submitted_only
     assert [g.position for g in ghosts] == [tuple(np.add(l.position, (2.0, -1.0, 15.0))) for l in prior.lesions]
     assert {g.region for g in ghosts} == {"trunk"} and all(g.status is None for g in ghosts)
     femur, spine, ilium = (l.tracking_uid for l in prior.lesions)
-    kept = carry.persisting(femur, volume, lambda p: (1, 1, 1))
+    kept = carry.persisting(femur, volume, lambda p: voxel_at(store, volume, p))
     carry.resolved(spine)
     lesion = session.read.lesion(kept)
     assert lesion.tracking_uid == femur and lesion.position == ghosts[0].position
@@ -226,7 +227,7 @@ def test_prior_lesions_are_carried_forward_confirmed_and_the_read_submitted_only
     with pytest.raises(CnoError, match=f"not yet confirmed.*{prior.lesions[2].lesion_id}"):
         session.submit()
     carry.not_assessable(ilium)
-    new = session.add_lesion((-30.0, 0.0, -300.0), volume, (1, 1, 1), site_id="tibia.shaft", side="L")
+    new = session.add_lesion((-30.0, 0.0, -300.0), volume, voxel_at(store, volume, (-30.0, 0.0, -300.0)), site_id="tibia.shaft", side="L")
     expected = {"persisting": 1, "resolved": 1, "not_assessable": 1, "unconfirmed": 0, "new": 1}
     assert carry.counts() == expected
     assert [l.lesion_id for l in carry.new_lesions()] == [new]
@@ -256,10 +257,10 @@ def test_changing_a_persisting_lesion_to_resolved_removes_it_and_deleting_it_unc
     session = ReadSession.open_or_create(store, uids["followup"], "dr-a")
     carry = CarryForward(session, prior, Shift((0.0, 0.0, 0.0)))
     femur = prior.lesions[0].tracking_uid
-    kept = carry.persisting(femur, volume, lambda p: (1, 1, 1))
+    kept = carry.persisting(femur, volume, lambda p: voxel_at(store, volume, p))
     carry.resolved(femur)
     assert session.read.lesions == [] and carry.counts()["resolved"] == 1
-    kept = carry.persisting(femur, volume, lambda p: (1, 1, 1))
+    kept = carry.persisting(femur, volume, lambda p: voxel_at(store, volume, p))
     session.delete_lesion(kept)
     assert carry.counts()["unconfirmed"] == 3 and session.read.lesions == []
 
@@ -269,7 +270,7 @@ def test_a_follow_up_import_is_checked_by_the_one_validator(patient, tmp_path):
     prior = _baseline(store, uids)
     session = ReadSession.open_or_create(store, uids["followup"], "dr-a")
     carry = CarryForward(session, prior, Shift((0.0, 0.0, 0.0)))
-    carry.persisting(prior.lesions[0].tracking_uid, _stir(store, uids["followup"]), lambda p: (1, 1, 1))
+    carry.persisting(prior.lesions[0].tracking_uid, _stir(store, uids["followup"]), lambda p: voxel_at(store, _stir(store, uids["followup"]), p))
     document = export_document(store, study_uid=uids["followup"])
     broken = json.loads(json.dumps(document))
     broken["reads"][0]["lesions"] = []  # the persisting lesion is gone: its outcome now says too much
@@ -363,7 +364,7 @@ def test_an_ungraded_persisting_lesion_stops_submit_in_the_editor_and_in_read_im
     prior = _baseline(store, uids)
     session = ReadSession.open_or_create(store, uids["followup"], "dr-a")
     carry = CarryForward(session, prior, Shift((0.0, 0.0, 0.0)))
-    kept = carry.persisting(prior.lesions[0].tracking_uid, _stir(store, uids["followup"]), lambda p: (1, 1, 1))
+    kept = carry.persisting(prior.lesions[0].tracking_uid, _stir(store, uids["followup"]), lambda p: voxel_at(store, _stir(store, uids["followup"]), p))
     for other in prior.lesions[1:]:
         carry.resolved(other.tracking_uid)
     with pytest.raises(CnoError, match=f"persisting lesion {kept} of a submitted follow-up read needs a grade"):

@@ -12,6 +12,7 @@ from cno_annotate.annotation.validation import InvalidLesion, make_roi, roi_from
 from cno_annotate.display.measure import roi_stats, signal_ratio
 from cno_annotate.errors import CnoError
 from cno_annotate.io.volume import Volume
+from tests.voxels import voxel_at
 
 SPACING = (0.8, 1.25, 3.0)  # mm along i (x, L), j (y, P), k (z, S)
 
@@ -193,7 +194,7 @@ def test_rois_and_the_ratio_go_through_json_and_csv_and_come_back(sample_copy, t
     study = store.studies()[0]["study_uid"]
     series = next(v["volume_id"] for v in store.volumes(study) if v["role"] == "STIR")
     session = ReadSession.open_or_create(store, study, "dr-a")
-    lesion_id = session.add_lesion((13.0, 13.0, 2.0), series, (13, 13, 2))
+    lesion_id = session.add_lesion((13.0, 13.0, 2.0), series, voxel_at(store, series, (13.0, 13.0, 2.0)))
     muscle = session.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], series)
     lesion_roi = session.add_roi("polygon", "axial", [(11, 11, 2), (15, 11, 2), (15, 15, 2), (11, 15, 2)], series)
     session.set_roi_role(muscle, "muscle", stir=_stir())

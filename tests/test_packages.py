@@ -24,6 +24,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
+from tests.voxels import voxel_at
 
 PATIENTS = {
     "wolfgang": {"PatientName": "Testperson^Wolfgang^Amadeus", "PatientID": "HOSP778812Q",
@@ -226,7 +227,8 @@ def moved_package(site, tmp_path):
         session = ReadSession.open_or_create(store, uid, "dr-a", reading_study="trial",
                                              scheme_id="rai-cromris", scheme_version="2.0.0")
         series = store.volumes(uid)[-1]["volume_id"]
-        lesion = session.add_lesion((-70.0, 0.0, -400.0), series, (1, 2, 0), site_id="femur.distal", side="R")
+        lesion = session.add_lesion((-70.0, 0.0, -400.0), series, voxel_at(store, series, (-70.0, 0.0, -400.0)),
+                                    site_id="femur.distal", side="R")
         session.set_grade(lesion, "marrow_hyperintensity", 2)
         if n == 0:
             session.submit()

@@ -21,6 +21,7 @@ from cno_annotate.annotation.documents import export_document, import_document, 
 from cno_annotate.annotation.reads import ReadSession, load_read
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
+from tests.voxels import voxel_at
 
 STUDY = "1.2.826.0.1.3680043.99.1"
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -30,8 +31,8 @@ def new_session(store, reader="dr-a", scheme=None) -> ReadSession:
     return ReadSession.open_or_create(store, STUDY, reader, scheme)
 
 
-def placed(session, site="femur.distal", side="R", series="1.2.3", **grades) -> str:
-    lesion_id = session.add_lesion((-77.0, 0.0, -420.0), series, (40, 337, 6))
+def placed(session, site="femur.distal", side="R", series="1.2.3", voxel=(40, 337, 6), **grades) -> str:
+    lesion_id = session.add_lesion((-77.0, 0.0, -420.0), series, voxel)
     session.update_lesion(lesion_id, site_id=site, side=side)
     for item, value in grades.items():
         session.set_grade(lesion_id, item, value)
@@ -161,12 +162,13 @@ def _filled_store(store) -> Store:
     series = store.volumes(study)[0]["volume_id"]
     for reader, scheme in (("dr-a", None), ("dr-b", "cno-descriptive")):
         session = ReadSession.open_or_create(store, study, reader, scheme)
-        lesion = placed(session, series=series)
+        lesion = placed(session, series=series, voxel=voxel_at(store, series, (-77.0, 0.0, -420.0)))
         item = session.scheme.items[0].id
         session.set_grade(lesion, item, 1)
         session.update_lesion(lesion, subsite="metaphysis", comment="ä ü ok", confidence=3,
                               extent={"kind": "box", "min_mm": [-80, -5, -430], "max_mm": [-70, 5, -410]})
-        spine = placed(session, site="spine.T8", side=None, series=series)
+        spine = placed(session, site="spine.T8", side=None, series=series,
+                       voxel=voxel_at(store, series, (-77.0, 0.0, -420.0)))
         session.set_grade(spine, item, "NA")
         session.mark_unit("spine.L5", "not_assessable")
         session.mark_unit("clavicle.medial:R", "no_lesion")

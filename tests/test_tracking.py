@@ -15,6 +15,7 @@ from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY, load_taxonomy
 from cno_annotate.annotation.validation import InvalidLesion, make_lesion
 from cno_annotate.errors import CnoError
 from cno_annotate.uids import is_uid
+from tests.voxels import voxel_at
 
 
 @pytest.fixture
@@ -29,8 +30,8 @@ def _series(store) -> str:
 
 def _two_lesions(store) -> ReadSession:
     session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
-    session.add_lesion((-77.0, 0.0, -420.0), _series(store), (40, 337, 6), site_id="femur.distal", side="R")
-    session.add_lesion((0.0, 0.0, -100.0), _series(store), (1, 1, 1), site_id="spine.L2")
+    for position, site, side in (((-77.0, 0.0, -420.0), "femur.distal", "R"), ((0.0, 0.0, -100.0), "spine.L2", None)):
+        session.add_lesion(position, _series(store), voxel_at(store, _series(store), position), site_id=site, side=side)
     return session
 
 
@@ -54,7 +55,8 @@ def test_a_new_version_keeps_every_lesions_uid(store):
     session.submit()
     newer = ReadSession.new_version(store, session.read.read_id, "dr-a", "second look")
     assert [l.tracking_uid for l in newer.read.lesions] == before
-    added = newer.add_lesion((5.0, 0.0, -150.0), _series(store), (1, 1, 1), site_id="spine.L3")
+    added = newer.add_lesion((5.0, 0.0, -150.0), _series(store), voxel_at(store, _series(store), (5.0, 0.0, -150.0)),
+                             site_id="spine.L3")
     assert newer.read.lesion(added).tracking_uid not in before
 
 

@@ -14,6 +14,7 @@ from cno_annotate.annotation.scheme import NOT_ASSESSABLE, load_scheme
 from cno_annotate.annotation.scoring import Finding, score_read
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
+from tests.voxels import voxel_at
 
 SCHEME = load_scheme("rai-cromris", "2.0.0")
 TAXONOMY = load_taxonomy("cno-sites-2.0.0")
@@ -118,7 +119,8 @@ def _two_lesions(store, study: str = "1.2.3", series: str = "1.2"):
 
     session = ReadSession.open_or_create(store, study, "dr-a")
     for z in (-400, -420):
-        lesion = session.add_lesion((-70, 0, z), series, (0, 0, 0), site_id="femur.distal", side="R")
+        voxel = (0, 0, 0) if series == "1.2" else voxel_at(store, series, (-70, 0, z))  # "1.2": not in the store
+        lesion = session.add_lesion((-70, 0, z), series, voxel, site_id="femur.distal", side="R")
         session.set_grade(lesion, "marrow_hyperintensity", 2)
         session.set_grade(lesion, "signal_extension", 2)
     return session

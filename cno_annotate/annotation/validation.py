@@ -500,7 +500,7 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
     """Rules that need the store, for reads about to be written (paths ``$.reads[n]...``).
 
     The study is in the store; each lesion's series is a series or volume of that
-    study; a reading study exists, has the study as a case and the reader with the
+    study and its voxel index is its position in that volume (within half a voxel); a reading study exists, has the study as a case and the reader with the
     read's role; ``supersedes`` names a read of the same reader and study (in the
     store or among ``reads``); a case has at most one adjudicated read (one
     adjudicator, one line of versions).
@@ -510,8 +510,11 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
 
     reads = list(reads)
     problems: list[Problem] = []
+    from cno_annotate.volumes import volumes_by_series  # volumes reads the store's files: imported when used
+
     studies = store.study_uids()
     series_of = store.series_of_studies()
+    volumes = volumes_by_series(store) if any(read.lesions for read in reads) else {}
     stored = {r["read_id"]: r for r in list_reads(store)}
     incoming = {r.read_id: r for r in reads}
     for n, read in enumerate(reads):
@@ -523,6 +526,10 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
                 if lesion.series_uid not in series_of.get(read.study_uid, set()):
                     problems.append(Problem(f"{where}.lesions[{m}].position.series_uid",
                                             f"series {lesion.series_uid} is not a series of study {read.study_uid}"))
+                    break
+                mismatch = voxel_mismatch(lesion, volumes.get(lesion.series_uid, []))
+                if mismatch is not None:
+                    problems.append(Problem(f"{where}.lesions[{m}].position.voxel", mismatch))
                     break
         if read.reading_study is not None:
             problems.extend(p.at(where) for p in _reading_study_problems(store, rs, read))
@@ -542,6 +549,29 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
                                                                    f"same reader and study"))
     problems.extend(_adjudicator_problems(reads, stored))
     return problems
+
+
+#: Slack on the half-voxel rule for indices written with a few decimals.
+VOXEL_SLACK = 1e-3
+
+
+def voxel_mismatch(lesion: Lesion, volumes: list) -> str | None:
+    """Why a lesion's voxel index does not belong to its LPS position, or None when it does.
+
+    The index is derived data: the position mapped through the affine of the
+    volume the lesion names (:meth:`~cno_annotate.io.volume.Volume.lps_to_index`).
+    It must lie within half a voxel of that, on every axis, in one of the
+    volumes its ``series_uid`` names (a DICOM series may be several stacks).
+    """
+    if not volumes:
+        return None
+    expected = [np.asarray(volume.lps_to_index(np.asarray(lesion.position, float)), float) for volume in volumes]
+    given = np.asarray(lesion.voxel, float)
+    if any(np.all(np.abs(given - e) <= 0.5 + VOXEL_SLACK) for e in expected):
+        return None
+    return (f"lesion {lesion.lesion_id}: voxel [{', '.join(f'{v:g}' for v in given)}] is more than half a voxel "
+            f"from its position ({', '.join(f'{v:g}' for v in lesion.position)}) mm, voxel "
+            f"[{', '.join(f'{v:.1f}' for v in expected[0])}] of series {lesion.series_uid}")
 
 
 def _reading_study_problems(store, rs, read: Read) -> list[Problem]:
