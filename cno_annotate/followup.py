@@ -26,6 +26,7 @@ import numpy as np
 from cno_annotate.annotation.model import FollowupStatus, Lesion, Read
 from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
 from cno_annotate.errors import CnoError
+from cno_annotate.store import catalog
 from cno_annotate.store.db import Store
 
 #: Region name shown while no registration is available (ghosts at the same patient coordinates).
@@ -57,7 +58,7 @@ def prior_studies(store: Store, study_uid: str) -> list[Prior]:
     studies = {s["study_uid"]: s for s in store.studies()}
     if study_uid not in studies:
         raise CnoError(f"study {study_uid} is not in the store")
-    keys = {r["study_uid"]: r["patient_key"] for r in store.db.execute("SELECT study_uid, patient_key FROM studies")}
+    keys = catalog.patient_keys(store.db)
     key, date = keys.get(study_uid), studies[study_uid]["study_date"] or ""
     if key is None:
         return []

@@ -30,6 +30,7 @@ from cno_annotate.exchange.geometry import Region, lesion_geometry
 from cno_annotate.exchange.sr_export import COMMENT, REPORT_EVALUATIONS, TOTALS_ID, UNIT_PREFIX
 from cno_annotate.exchange.stations import Stations
 from cno_annotate.io.kinds import VolumeKind
+from cno_annotate.store import catalog
 from cno_annotate.uids import is_uid
 
 #: Measurements the export writes that import recomputes from the extent.
@@ -266,10 +267,10 @@ def _station(group, stations: Stations, study_uid: str, position, frame_uid: str
     for measurement in group.get_measurements():
         for image in measurement.referenced_images:
             sop = str(image.referenced_sop_instance_uid)
-            row = store.db.execute("SELECT series_uid FROM images WHERE sop_uid = ?", (sop,)).fetchone()
-            if row is not None:
+            series_uid = catalog.series_of_instance(store.db, sop)
+            if series_uid is not None:
                 candidates = [v for v in store.volumes(study_uid) if v["kind"] == VolumeKind.STACK
-                              and v["series_uid"] == row[0]]
+                              and v["series_uid"] == series_uid]
                 for volume in candidates:
                     station = stations.get(volume["volume_id"])
                     if any(str(h.SOPInstanceUID) == sop for h in station.headers):

@@ -27,6 +27,7 @@ from cno_annotate.importer import import_paths
 from cno_annotate.pacs.client import PacsClient
 from cno_annotate.pacs.config import PacsError, SeriesFailed
 from cno_annotate.pacs.query import SeriesMatch
+from cno_annotate.store import catalog
 from cno_annotate.store.db import Store
 
 RETRIEVED = "retrieved"
@@ -115,19 +116,9 @@ def study_folder(store: Store, study_uid: str) -> Path:
     return Path(store.root) / RETRIEVED / study_uid
 
 
-def _sop_uids_in_store(store: Store, study_uid: str) -> dict[str, set[str]]:
-    rows = store.db.execute(
-        "SELECT i.series_uid, i.sop_uid FROM images i JOIN dicom_series d USING (series_uid) "
-        "WHERE d.study_uid = ? AND i.frame = 0", (study_uid,))
-    held: dict[str, set[str]] = {}
-    for series_uid, sop_uid in rows:
-        held.setdefault(series_uid, set()).add(sop_uid)
-    return held
-
-
 def _sop_uids_held(store: Store, folder: Path, study_uid: str) -> dict[str, set[str]]:
     """Instances the store holds: imported images, and every file retrieved before (SR, SEG too)."""
-    held = _sop_uids_in_store(store, study_uid)
+    held = catalog.instances_of_study(store.db, study_uid)
     if folder.is_dir():
         for path in folder.glob("*/*.dcm"):
             held.setdefault(path.parent.name, set()).add(path.stem)
@@ -248,7 +239,7 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
     if not series:
         raise PacsError(f"{client.node.name} holds no study {study_uid}")
     held = _sop_uids_held(store, folder, study_uid)
-    in_store = _sop_uids_in_store(store, study_uid)
+    in_store = catalog.instances_of_study(store.db, study_uid)
     plan: list[tuple[SeriesMatch, list[str] | None, int]] = []
     missing: list[str] | None
     for item in series:
