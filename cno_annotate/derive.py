@@ -10,7 +10,6 @@ stations and the acquisition used) or why it did not.
 from __future__ import annotations
 
 import hashlib
-import json
 
 import numpy as np
 
@@ -18,9 +17,8 @@ from cno_annotate.errors import CnoError
 from cno_annotate.io import compose
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.series import Stack, build_stacks, usable_images
+from cno_annotate.store import derived
 from cno_annotate.store.db import Store
-
-_VOLUME_COLUMNS = 19
 
 
 def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
@@ -37,22 +35,20 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
         be made into a volume; the rest of the study is rebuilt regardless.
     """
     problems: list[dict] = []
-    overrides = {r[0]: r[1] for r in store.db.execute("SELECT volume_id, role FROM role_overrides")}
-    chosen = {r[0] for r in store.db.execute("SELECT volume_id FROM station_choices")}
+    overrides = derived.role_overrides(store.db)
+    chosen = derived.chosen_stations(store.db)
     for study_uid in study_uids:
-        series_rows = store.db.execute(
-            "SELECT series_uid, attributes, series_number FROM dicom_series WHERE study_uid = ?", (study_uid,)
-        ).fetchall()
-        if not series_rows:
+        series_records = derived.study_series(store.db, study_uid)
+        if not series_records:
             continue  # a NIfTI study: nothing to derive
         stacks: list[tuple[Stack, str, str, str]] = []
         geometries = []
-        for series_uid, attributes_json, series_number in series_rows:
-            attributes = json.loads(attributes_json)
+        for series in series_records:
+            attributes = series.attributes
             role, reason = classify_sequence(attributes)
             description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
-            acquired = (str(attributes.get("SeriesTime") or ""), int(series_number or 0))
-            for stack in _series_stacks(series_uid, store.images(series_uid), problems):
+            acquired = (str(attributes.get("SeriesTime") or ""), int(series.series_number or 0))
+            for stack in _series_stacks(series.series_uid, store.images(series.series_uid), problems):
                 stacks.append((stack, role, reason, description))
                 if stack.patient_geometry:
                     geometries.append(compose.StackGeometry(
@@ -62,17 +58,12 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
                     ))
         plans = compose.plan_compositions(geometries, chosen)
         notes = _station_notes(plans)
-        rows = [_stack_row(study_uid, *item, notes.get(item[0].volume_id, {})) for item in stacks]
-        rows += [_composed_row(study_uid, plan, rows) for plan in plans if plan.composed]
+        volumes = [_stack_volume(study_uid, *item, notes.get(item[0].volume_id, {})) for item in stacks]
+        volumes += [_composed_volume(study_uid, plan, volumes) for plan in plans if plan.composed]
         with store.transaction() as db:
-            db.execute("DELETE FROM volumes WHERE study_uid = ? AND kind != 'nifti'", (study_uid,))
-            db.executemany(f"INSERT INTO volumes VALUES ({','.join('?' * _VOLUME_COLUMNS)})", rows)
-            db.execute("DELETE FROM compositions WHERE study_uid = ?", (study_uid,))
-            db.executemany(
-                "INSERT INTO compositions VALUES (?,?,?,?,?,?,?)",
-                [(study_uid, p.role, p.orientation, p.protocol, p.volume_id, p.message, json.dumps(p.detail()))
-                 for p in plans],
-            )
+            derived.replace_derived(db, study_uid, volumes, [
+                derived.CompositionNote(study_uid, p.role, p.orientation, p.protocol, p.volume_id, p.message,
+                                        p.detail()) for p in plans])
     return problems
 
 
@@ -150,29 +141,32 @@ def _station_notes(plans: list[compose.CompositionPlan]) -> dict[str, dict]:
     return notes
 
 
-def _stack_row(study_uid: str, stack: Stack, role: str, reason: str, description: str, note: dict) -> tuple:
+def _stack_volume(study_uid: str, stack: Stack, role: str, reason: str, description: str,
+                  note: dict) -> derived.DerivedVolume:
     files = "\n".join(sorted(i["path"] + f"#{i['frame']}" for i in stack.images))
     name = f"{description} ({stack.variant})".strip() if stack.variant else description
-    return (
-        stack.volume_id, study_uid, "stack", stack.series_uid, role, reason, stack.orientation,
-        json.dumps(stack.shape), json.dumps(stack.affine.tolist()), 1, json.dumps([stack.volume_id]),
-        json.dumps(stack.gaps), stack.duplicates, name, None,
-        hashlib.sha1(files.encode("utf-8", "surrogateescape")).hexdigest(), int(stack.patient_geometry),
-        stack.variant, json.dumps(note),
+    return derived.DerivedVolume(
+        volume_id=stack.volume_id, study_uid=study_uid, kind="stack", series_uid=stack.series_uid, auto_role=role,
+        role_reason=reason, orientation=stack.orientation, shape=stack.shape, affine=stack.affine.tolist(),
+        stations=1, members=[stack.volume_id], gaps=stack.gaps, duplicates=stack.duplicates, description=name,
+        source_path=None, fingerprint=hashlib.sha1(files.encode("utf-8", "surrogateescape")).hexdigest(),
+        patient_geometry=stack.patient_geometry, variant=stack.variant, composition=note,
     )
 
 
-def _composed_row(study_uid: str, plan: compose.CompositionPlan, stack_rows: list[tuple]) -> tuple:
+def _composed_volume(study_uid: str, plan: compose.CompositionPlan,
+                     stacks: list[derived.DerivedVolume]) -> derived.DerivedVolume:
     chain = plan.stations
+    assert plan.volume_id is not None, "a plan that composed names its volume"
     members = [g.volume_id for g in chain]
     affine, shape = compose.composed_geometry([(g.affine, g.shape) for g in chain])
-    fingerprints = {r[0]: r[15] for r in stack_rows}
+    fingerprints = {s.volume_id: s.fingerprint for s in stacks}
     fingerprint = hashlib.sha1("".join(fingerprints[m] for m in members).encode()).hexdigest()
-    gaps = [{"member": r[0], **g} for r in stack_rows if r[0] in members for g in json.loads(r[11])]
-    return (
-        plan.volume_id, study_uid, "composed", None, chain[0].role,
-        f"composed from {len(members)} {chain[0].role} stations ({chain[0].orientation})",
-        chain[0].orientation, json.dumps(shape), json.dumps(affine.tolist()), len(members),
-        json.dumps(members), json.dumps(gaps), 0, chain[0].description, None, fingerprint, 1,
-        chain[0].variant, json.dumps(plan.detail()),
+    gaps = [{"member": s.volume_id, **g} for s in stacks if s.volume_id in members for g in s.gaps]
+    return derived.DerivedVolume(
+        volume_id=plan.volume_id, study_uid=study_uid, kind="composed", series_uid=None, auto_role=chain[0].role,
+        role_reason=f"composed from {len(members)} {chain[0].role} stations ({chain[0].orientation})",
+        orientation=chain[0].orientation, shape=shape, affine=affine.tolist(), stations=len(members),
+        members=members, gaps=gaps, duplicates=0, description=chain[0].description, source_path=None,
+        fingerprint=fingerprint, patient_geometry=True, variant=chain[0].variant, composition=plan.detail(),
     )
