@@ -21,7 +21,8 @@ from pathlib import Path
 from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.errors import CnoError
-from cno_annotate.store.sqlite import migrate, transaction
+from cno_annotate.store import clinical as coordinator
+from cno_annotate.store.sqlite import transaction
 
 COLUMNS = ("record_id", "visit_date", "sex", "age_at_onset", "age_at_diagnosis", "painful_sites", "treatments",
            "crp_mg_l", "esr_mm_h")
@@ -36,29 +37,6 @@ TREATMENTS = {
 }
 _TREATMENT_OF = {alias: category for category, aliases in TREATMENTS.items() for alias in aliases}
 _SIDE_WORDS = {"r": "R", "right": "R", "l": "L", "left": "L"}
-
-MIGRATIONS = [
-    """
-    CREATE TABLE link_key (
-        reading_study TEXT NOT NULL, reading_code TEXT NOT NULL, record_id TEXT NOT NULL,
-        PRIMARY KEY (reading_study, reading_code)
-    );
-    CREATE TABLE visits (
-        record_id TEXT NOT NULL, visit_date TEXT NOT NULL, sex TEXT, age_at_onset REAL,
-        age_at_diagnosis REAL, crp_mg_l REAL, esr_mm_h REAL,
-        PRIMARY KEY (record_id, visit_date)
-    );
-    CREATE TABLE painful_sites (
-        record_id TEXT NOT NULL, visit_date TEXT NOT NULL, site_id TEXT NOT NULL, side TEXT,
-        FOREIGN KEY (record_id, visit_date) REFERENCES visits (record_id, visit_date) ON DELETE CASCADE
-    );
-    CREATE TABLE treatments (
-        record_id TEXT NOT NULL, visit_date TEXT NOT NULL, treatment TEXT NOT NULL, start TEXT, stop TEXT,
-        FOREIGN KEY (record_id, visit_date) REFERENCES visits (record_id, visit_date) ON DELETE CASCADE
-    );
-    """,
-]
-
 
 class CoordinatorDB:
     """The link key and clinical records (open with :meth:`open`)."""
@@ -79,16 +57,7 @@ class CoordinatorDB:
         if not path:
             raise CnoError("the link key's location must be given explicitly (--link-key FILE)")
         path = Path(path)
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, isolation_level=None)
-            connection.row_factory = sqlite3.Row
-            connection.execute("PRAGMA foreign_keys=ON")
-            before, _ = migrate(connection, MIGRATIONS)
-            if before > len(MIGRATIONS):
-                raise CnoError(f"{path} was written by a newer cno-annotate: update it")
-        except sqlite3.DatabaseError as exc:
-            raise CnoError(f"{path} is not a cno-annotate link key: {exc}") from None
+        connection = coordinator.connect(path)
         return cls(path, connection)
 
     def transaction(self):
@@ -111,34 +80,20 @@ class CoordinatorDB:
         """
         for record in links.values():
             check_record_id(record)
-        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
-        with self.transaction() as db:
-            for code, record in links.items():
-                db.execute(f"{verb} INTO link_key VALUES (?,?,?)", (reading_study, code, record))
-                stored = db.execute("SELECT record_id FROM link_key WHERE reading_study = ? AND reading_code = ?",
-                                    (reading_study, code)).fetchone()[0]
-                if stored != record:
-                    raise CnoError(f"{code} in {reading_study} is already linked to record {stored}; "
-                                   f"use --replace to link it to {record}")
+        coordinator.put_links(self.db, reading_study, links, replace)
 
     def links(self, reading_study: str) -> dict[str, str]:
         """Reading code -> record id for a reading study."""
-        return {r[0]: r[1] for r in self.db.execute(
-            "SELECT reading_code, record_id FROM link_key WHERE reading_study = ?", (reading_study,))}
+        return coordinator.links(self.db, reading_study)
 
     # -- clinical records -----------------------------------------------------------------
     def record(self, record_id: str) -> list[dict]:
         """Every visit of a record, with painful sites and treatments."""
-        visits = []
-        for row in self.db.execute("SELECT * FROM visits WHERE record_id = ? ORDER BY visit_date", (record_id,)):
-            visit = dict(row)
-            key = (record_id, visit["visit_date"])
-            visit["painful_sites"] = [dict(r) for r in self.db.execute(
-                "SELECT site_id, side FROM painful_sites WHERE record_id = ? AND visit_date = ?", key)]
-            visit["treatments"] = [dict(r) for r in self.db.execute(
-                "SELECT treatment, start, stop FROM treatments WHERE record_id = ? AND visit_date = ?", key)]
-            visits.append(visit)
-        return visits
+        return [visit.as_dict() for visit in self.visits(record_id)]
+
+    def visits(self, record_id: str) -> list[coordinator.Visit]:
+        """Every visit of a record by date, with its painful sites and treatments."""
+        return coordinator.visits(self.db, record_id)
 
 
 @dataclass
@@ -155,6 +110,13 @@ class ClinicalRow:
     treatments: list[tuple[str, str | None, str | None]]
     crp: float | None
     esr: float | None
+
+    def visit(self) -> coordinator.Visit:
+        """The row as the visit it records."""
+        return coordinator.Visit(
+            self.record_id, self.visit_date, self.sex, self.age_at_onset, self.age_at_diagnosis, self.crp, self.esr,
+            tuple(coordinator.PainfulSite(site, side) for site, side in self.painful_sites),
+            tuple(coordinator.Treatment(kind, start, stop) for kind, start, stop in self.treatments))
 
 
 def parse_clinical_csv(path: Path, taxonomy: Taxonomy | None = None) -> list[ClinicalRow]:
@@ -349,21 +311,12 @@ def import_clinical(db: CoordinatorDB, path: Path, replace: bool = False) -> int
         For any bad row, or visits already in the database (unless ``replace``).
     """
     rows = parse_clinical_csv(path)
-    clashes = [r for r in rows if db.db.execute("SELECT 1 FROM visits WHERE record_id = ? AND visit_date = ?",
-                                                (r.record_id, r.visit_date)).fetchone()]
+    clashes = [r for r in rows if coordinator.has_visit(db.db, r.record_id, r.visit_date)]
     if clashes and not replace:
         first = clashes[0]
         raise CnoError(f"{path}: line {first.line}: record {first.record_id} visit {first.visit_date} is already "
                        f"imported (use --replace)")
-    with db.transaction() as conn:
-        for r in rows:
-            conn.execute("DELETE FROM visits WHERE record_id = ? AND visit_date = ?", (r.record_id, r.visit_date))
-            conn.execute("INSERT INTO visits VALUES (?,?,?,?,?,?,?)",
-                         (r.record_id, r.visit_date, r.sex, r.age_at_onset, r.age_at_diagnosis, r.crp, r.esr))
-            conn.executemany("INSERT INTO painful_sites VALUES (?,?,?,?)",
-                             [(r.record_id, r.visit_date, s, side) for s, side in r.painful_sites])
-            conn.executemany("INSERT INTO treatments VALUES (?,?,?,?,?)",
-                             [(r.record_id, r.visit_date, t, a, b) for t, a, b in r.treatments])
+    coordinator.put_visits(db.db, [r.visit() for r in rows])
     return len(rows)
 
 
