@@ -322,10 +322,10 @@ def import_clinical(db: CoordinatorDB, path: Path, replace: bool = False) -> int
 
 def link_patient_ids(store, db: CoordinatorDB, reading_study: str) -> int:
     """Link every case of a reading study to its DICOM PatientID (the common case)."""
-    from cno_annotate.reading_study import cases
+    from cno_annotate.reading_study import case_rows
 
     ids = {s["study_uid"]: s["patient_id"] for s in store.studies()}
-    links = {c["reading_code"]: ids[c["study_uid"]] for c in cases(store, reading_study) if ids.get(c["study_uid"])}
+    links = {c.reading_code: ids[c.study_uid] for c in case_rows(store, reading_study) if ids.get(c.study_uid)}
     db.link(reading_study, links)
     return len(links)
 
@@ -335,18 +335,17 @@ def unblinded_document(store, db: CoordinatorDB, reading_study: str) -> dict:
     from cno_annotate import __version__
     from cno_annotate.annotation.documents import read_document
     from cno_annotate.annotation.reads import list_reads, load_read
-    from cno_annotate.reading_study import cases, get
+    from cno_annotate.reading_study import case_rows
 
-    get(store, reading_study)
     links = db.links(reading_study)
     out = []
-    for case in cases(store, reading_study):
-        record = links.get(case["reading_code"])
+    for case in case_rows(store, reading_study):
+        record = links.get(case.reading_code)
         reads = [read_document(load_read(store, r["read_id"]))
-                 for r in list_reads(store, study_uid=case["study_uid"], reading_study=reading_study, latest_only=True)]
+                 for r in list_reads(store, study_uid=case.study_uid, reading_study=reading_study, latest_only=True)]
         out.append({
-            "reading_code": case["reading_code"], "study_uid": case["study_uid"],
-            "patient_code": case["patient_code"], "timepoint": case["timepoint"],
+            "reading_code": case.reading_code, "study_uid": case.study_uid,
+            "patient_code": case.patient_code, "timepoint": case.timepoint,
             "record_id": record, "clinical": db.record(record) if record else [], "reads": reads,
         })
     return {"generator": f"cno-annotate {__version__}", "reading_study": reading_study, "unblinded": True,

@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import asdict
 from datetime import date
-from enum import StrEnum
 
 from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.documents import document_of, read_document
@@ -31,55 +30,14 @@ from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS
 from cno_annotate.errors import CnoError
 from cno_annotate.store import audit
+from cno_annotate.store import reading_studies as table
 from cno_annotate.store.db import DESIGN_FIXED_MESSAGE, Store, is_integrity_error, now
+from cno_annotate.store.reading_studies import Case, ReadingDesign, ReadingStudy  # the store's row types
 from cno_annotate.uids import stable_uid
 
 CODE_PREFIX = "CNO-"
 READING_ROLES = tuple(ReadingRole)
 COORDINATOR = "coordinator"
-
-
-class ReadingDesign(StrEnum):
-    """How the timepoints of one patient are read in a reading study."""
-
-    UNPAIRED_BLINDED = "unpaired-blinded"  # each timepoint a separate case, random order, no prior shown
-    PAIRED_CHRONOLOGICAL = "paired-chronological"  # the prior shown beside the current visit, order known
-    PAIRED_HIDDEN_ORDER = "paired-hidden-order"  # both visits shown as A and B; which is earlier is hidden
-
-    @property
-    def label(self) -> str:
-        """How reports and ``reading-study show`` name the design."""
-        return DESIGN_LABELS[self]
-
-    @property
-    def paired(self) -> bool:
-        """Whether a patient's other visit is shown beside a case."""
-        return self != ReadingDesign.UNPAIRED_BLINDED
-
-
-DESIGN_LABELS = {
-    ReadingDesign.UNPAIRED_BLINDED: "unpaired blinded (each timepoint a separate case in random order; no prior "
-                                    "shown)",
-    ReadingDesign.PAIRED_CHRONOLOGICAL: "paired chronological (the prior visit shown beside the current one; "
-                                        "order known)",
-    ReadingDesign.PAIRED_HIDDEN_ORDER: "paired with hidden order (both visits shown as A and B; which is earlier "
-                                       "is hidden)",
-}
-
-
-@dataclass(frozen=True)
-class ReadingStudy:
-    """The settings of a reading study."""
-
-    name: str
-    scheme_id: str
-    scheme_version: str
-    seed: int
-    show_age_sex: bool
-    reveal_timepoints: bool
-    design: ReadingDesign = ReadingDesign.UNPAIRED_BLINDED
-    show_timer: bool = False  # whether readers see their active reading time in the viewer
-    idle_seconds: float = DEFAULT_IDLE_SECONDS  # input-free time after which the reading timer pauses
 
 
 def design_of(text: str) -> ReadingDesign:
@@ -115,16 +73,14 @@ def create(store: Store, name: str, scheme_id: str | None = None, seed: int = 0,
     _check_settings(design, reveal_timepoints)
     if not idle_seconds > 0 or idle_seconds != idle_seconds or idle_seconds == float("inf"):
         raise CnoError(f"the idle time must be a number of seconds above 0, not {idle_seconds!r}")
-    if store.db.execute("SELECT 1 FROM reading_studies WHERE name = ?", (name,)).fetchone():
+    if table.exists(store.db, name):
         raise CnoError(f"reading study {name!r} exists already")
     scheme = load_scheme(scheme_id) if scheme_id else load_scheme()
+    settings = ReadingStudy(name, scheme.id, scheme.version, seed, show_age_sex, reveal_timepoints, design,
+                            show_timer, float(idle_seconds))
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
-        db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
-                   "reveal_timepoints, created, created_by, design, show_timer, idle_seconds) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                   (name, scheme.id, scheme.version, seed, int(show_age_sex), int(reveal_timepoints), now(), actor,
-                    design.value, int(show_timer), float(idle_seconds)))
+        table.add(db, settings, now(), actor)
         audit.append(db, actor, "create", f"reading-study:{name}", state_before=state,
                      after={"scheme": f"{scheme.id} {scheme.version}", "seed": seed, "show_age_sex": show_age_sex,
                             "reveal_timepoints": reveal_timepoints, "design": design.value, "show_timer": show_timer,
@@ -154,21 +110,21 @@ def set_design(store: Store, name: str, design: ReadingDesign | str, actor: str 
     try:
         with store.transaction() as db:
             state = audit.require_unchanged(db, f"reading-study:{name}")
-            db.execute("UPDATE reading_studies SET design = ? WHERE name = ?", (design.value, name))
+            table.set_design(db, name, design)
             audit.append(db, actor, "set-design", f"reading-study:{name}", before=study.design.value,
                          after=design.value, state_before=state)
     except Exception as exc:
         if is_integrity_error(exc) and DESIGN_FIXED_MESSAGE in str(exc):
             raise CnoError(f"reading study {name!r}: {DESIGN_FIXED_MESSAGE}; nothing was changed") from None
         raise
-    if store.db.execute("SELECT 1 FROM rs_worklists WHERE reading_study = ? LIMIT 1", (name,)).fetchone():
+    if table.has_worklists(store.db, name):
         assign(store, name, actor=actor)  # worklists made for the old design: its order may tell the dates
     return get(store, name)
 
 
 def reading_started(store: Store, name: str) -> bool:
     """Whether any read of the study exists (draft or submitted)."""
-    return store.db.execute("SELECT 1 FROM reads WHERE reading_study = ? LIMIT 1", (name,)).fetchone() is not None
+    return table.has_reads(store.db, name)
 
 
 def get(store: Store, name: str) -> ReadingStudy:
@@ -179,13 +135,11 @@ def get(store: Store, name: str) -> ReadingStudy:
     CnoError
         If there is none.
     """
-    row = store.db.execute("SELECT * FROM reading_studies WHERE name = ?", (name,)).fetchone()
-    if row is None:
-        known = [r[0] for r in store.db.execute("SELECT name FROM reading_studies ORDER BY name")]
+    study = table.study(store.db, name)
+    if study is None:
+        known = table.names(store.db)
         raise CnoError(f"no reading study {name!r}" + (f" (known: {', '.join(known)})" if known else ""))
-    return ReadingStudy(row["name"], row["scheme_id"], row["scheme_version"], row["seed"],
-                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]), ReadingDesign(row["design"]),
-                        bool(row["show_timer"]), float(row["idle_seconds"]))
+    return study
 
 
 def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORDINATOR) -> list[str]:
@@ -200,7 +154,7 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
     unknown = [uid for uid in study_uids if uid not in known]
     if unknown:
         raise CnoError(f"not in the store: {', '.join(unknown)}")
-    existing = {r[0] for r in store.db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ?", (name,))}
+    existing = {c.study_uid for c in table.cases(store.db, name)}
     new = [uid for uid in dict.fromkeys(study_uids) if uid not in existing]
     random.Random(f"{study.seed}:{name}:codes:{len(existing)}").shuffle(new)
     first = 1 + len(existing)
@@ -208,7 +162,7 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
         for uid, code in zip(new, codes):
-            db.execute("INSERT INTO rs_cases VALUES (?,?,?,?,?)", (name, code, uid, "", 0))
+            table.add_case(db, Case(name, code, uid, "", 0))
         _number_patients(db, store, name)
         audit.append(db, actor, "add-cases", f"reading-study:{name}", after={"codes": codes, "studies": new},
                      state_before=state)
@@ -219,15 +173,14 @@ def _number_patients(db, store: Store, name: str) -> None:
     """Give each patient a pseudonymous code and each study its timepoint number (by study date)."""
     by_patient: dict[str, list[tuple[str, str]]] = {}
     studies = {s["study_uid"]: s for s in store.studies()}
-    for (uid,) in db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ?", (name,)).fetchall():
-        s = studies[uid]
-        key = s["patient_id"] or s["patient_name"] or uid
-        by_patient.setdefault(key, []).append((s["study_date"] or "", uid))
+    for case in table.cases(db, name):
+        s = studies[case.study_uid]
+        key = s["patient_id"] or s["patient_name"] or case.study_uid
+        by_patient.setdefault(key, []).append((s["study_date"] or "", case.study_uid))
     ordered = sorted(by_patient, key=lambda k: stable_uid(name, "patient", k))
     for n, key in enumerate(ordered, start=1):
         for timepoint, (_, uid) in enumerate(sorted(by_patient[key]), start=1):
-            db.execute("UPDATE rs_cases SET patient_code = ?, timepoint = ? WHERE reading_study = ? AND study_uid = ?",
-                       (f"P-{n:03d}", timepoint, name, uid))
+            table.number_case(db, name, uid, f"P-{n:03d}", timepoint)
 
 
 def check_identifier(text: str, what: str) -> str:
@@ -271,11 +224,10 @@ def add_readers(store: Store, name: str, readers: list[str], role: str = "reader
             raise CnoError(f"reader id {COORDINATOR!r} is reserved for the coordinator")
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
-        known = {r[0]: r[1] for r in db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ?",
-                                                 (name,))}
+        known = {r.reader for r in table.readers(db, name)}
         added = [r for r in dict.fromkeys(readers) if r not in known]
         for reader in readers:
-            db.execute("INSERT OR REPLACE INTO rs_readers VALUES (?,?,?)", (name, reader, role))
+            table.set_reader(db, name, reader, role)
         audit.append(db, actor, "add-readers", f"reading-study:{name}", after={"readers": readers, "role": role},
                      state_before=state)
     return added
@@ -290,18 +242,27 @@ def role_of(store: Store, name: str, reader: str) -> str:
         If the reader is not part of it.
     """
     get(store, name)
-    row = store.db.execute("SELECT role FROM rs_readers WHERE reading_study = ? AND reader = ?",
-                           (name, reader)).fetchone()
-    if row is None:
+    role = table.role(store.db, name, reader)
+    if role is None:
         raise CnoError(f"{reader!r} is not a reader of reading study {name!r}")
-    return row[0]
+    return role
+
+
+def case_rows(store: Store, name: str) -> list[Case]:
+    """Every case with its study UID, by reading code (coordinator view).
+
+    Raises
+    ------
+    CnoError
+        If there is no such reading study.
+    """
+    get(store, name)
+    return table.cases(store.db, name)
 
 
 def cases(store: Store, name: str) -> list[dict]:
-    """Every case with its study UID (coordinator view)."""
-    get(store, name)
-    return [dict(r) for r in store.db.execute(
-        "SELECT * FROM rs_cases WHERE reading_study = ? ORDER BY reading_code", (name,))]
+    """Every case with its study UID, as dictionaries of :class:`Case`'s fields (coordinator view)."""
+    return [asdict(case) for case in case_rows(store, name)]
 
 
 def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDINATOR) -> dict[str, list[str]]:
@@ -311,27 +272,23 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
     """
     study = get(store, name)
     seed = study.seed if seed is None else seed
-    codes = [c["reading_code"] for c in cases(store, name)]
+    codes = [c.reading_code for c in case_rows(store, name)]
     if not codes:
         raise CnoError(f"reading study {name!r} has no cases yet")
-    readers = store.db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader",
-                               (name,)).fetchall()
+    readers = table.readers(store.db, name)
     if not readers:
         raise CnoError(f"reading study {name!r} has no readers yet")
     worklists = {}
-    for reader, role in readers:
+    for registration in readers:
         order = list(codes)
-        if role == "reader":
-            random.Random(f"{seed}:{name}:{reader}").shuffle(order)
+        if registration.role == "reader":
+            random.Random(f"{seed}:{name}:{registration.reader}").shuffle(order)
         if study.design == ReadingDesign.PAIRED_CHRONOLOGICAL:
             order = _chronological_within_patients(store, name, order)
-        worklists[reader] = order
+        worklists[registration.reader] = order
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
-        db.execute("DELETE FROM rs_worklists WHERE reading_study = ?", (name,))
-        for reader, order in worklists.items():
-            db.executemany("INSERT INTO rs_worklists VALUES (?,?,?,?)",
-                           [(name, reader, n, code) for n, code in enumerate(order, start=1)])
+        table.replace_worklists(db, name, worklists)
         audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists)},
                      state_before=state)
     return worklists
@@ -339,13 +296,13 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
 
 def _chronological_within_patients(store: Store, name: str, order: list[str]) -> list[str]:
     """The order with each patient's visits moved, within the slots they hold, into chronological order."""
-    rows = {c["reading_code"]: c for c in cases(store, name)}
+    rows = {c.reading_code: c for c in case_rows(store, name)}
     slots: dict[str, list[int]] = {}
     for n, code in enumerate(order):
-        slots.setdefault(rows[code]["patient_code"], []).append(n)
+        slots.setdefault(rows[code].patient_code, []).append(n)
     out = list(order)
     for positions in slots.values():
-        visits = sorted((order[n] for n in positions), key=lambda c: rows[c]["timepoint"])
+        visits = sorted((order[n] for n in positions), key=lambda c: rows[c].timepoint)
         for n, code in zip(positions, visits):
             out[n] = code
     return out
@@ -358,8 +315,7 @@ def visit_letters(store: Store, name: str, patient_code: str) -> dict[str, str]:
     dates, so the letter does not tell which visit is earlier.
     """
     study = get(store, name)
-    codes = sorted(r[0] for r in store.db.execute(
-        "SELECT reading_code FROM rs_cases WHERE reading_study = ? AND patient_code = ?", (name, patient_code)))
+    codes = sorted(c.reading_code for c in table.patient_cases(store.db, name, patient_code))
     random.Random(f"{study.seed}:{name}:visits:{patient_code}").shuffle(codes)
     return {code: chr(ord("A") + n) for n, code in enumerate(codes)}
 
@@ -379,37 +335,31 @@ def comparison_cases(store: Store, name: str, code: str) -> list[dict]:
     study = get(store, name)
     if not study.design.paired:
         return []
-    row = store.db.execute("SELECT patient_code, timepoint FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
-                           (name, code)).fetchone()
-    if row is None:
+    case = table.case(store.db, name, code)
+    if case is None:
         raise CnoError(f"reading study {name!r} has no case {code!r}")
-    patient, timepoint = row
-    others = [dict(r) for r in store.db.execute(
-        "SELECT reading_code, study_uid, timepoint FROM rs_cases WHERE reading_study = ? AND patient_code = ? "
-        "AND reading_code != ?", (name, patient, code))]
+    others = [o for o in table.patient_cases(store.db, name, case.patient_code) if o.reading_code != code]
     if study.design == ReadingDesign.PAIRED_CHRONOLOGICAL:
-        earlier = sorted((o for o in others if o["timepoint"] < timepoint), key=lambda o: -o["timepoint"])
-        return [{"reading_code": o["reading_code"], "study_uid": o["study_uid"],
-                 "label": f"{o['reading_code']} (prior, timepoint {o['timepoint']})"} for o in earlier]
-    letters = visit_letters(store, name, patient)
-    return [{"reading_code": o["reading_code"], "study_uid": o["study_uid"],
-             "label": f"{o['reading_code']} (visit {letters[o['reading_code']]})"}
-            for o in sorted(others, key=lambda o: letters[o["reading_code"]])]
+        earlier = sorted((o for o in others if o.timepoint < case.timepoint), key=lambda o: -o.timepoint)
+        return [{"reading_code": o.reading_code, "study_uid": o.study_uid,
+                 "label": f"{o.reading_code} (prior, timepoint {o.timepoint})"} for o in earlier]
+    letters = visit_letters(store, name, case.patient_code)
+    return [{"reading_code": o.reading_code, "study_uid": o.study_uid,
+             "label": f"{o.reading_code} (visit {letters[o.reading_code]})"}
+            for o in sorted(others, key=lambda o: letters[o.reading_code])]
 
 
 def case_of_code(store: Store, name: str, code: str) -> bool:
     """Whether ``code`` is a reading code of reading study ``name`` (a missing study has none)."""
-    return store.db.execute("SELECT 1 FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
-                            (name, code)).fetchone() is not None
+    return table.case(store.db, name, code) is not None
 
 
 def study_uid_of(store: Store, name: str, code: str) -> str:
     """The study behind a reading code."""
-    row = store.db.execute("SELECT study_uid FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
-                           (name, code)).fetchone()
-    if row is None:
+    case = table.case(store.db, name, code)
+    if case is None:
         raise CnoError(f"reading study {name!r} has no case {code!r}")
-    return row[0]
+    return case.study_uid
 
 
 def worklist(store: Store, name: str, reader: str) -> list[dict]:
@@ -420,18 +370,16 @@ def worklist(store: Store, name: str, reader: str) -> list[dict]:
     """
     study = get(store, name)
     role_of(store, name, reader)
-    rows = store.db.execute(
-        "SELECT w.position, w.reading_code, c.study_uid FROM rs_worklists w JOIN rs_cases c "
-        "ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code "
-        "WHERE w.reading_study = ? AND w.reader = ? ORDER BY w.position", (name, reader)).fetchall()
+    rows = table.worklist(store.db, name, reader)
     if not rows:
         raise CnoError(f"{reader!r} has no worklist in {name!r} yet (run 'cno-annotate reading-study assign')")
     status = {r["study_uid"]: r["status"] for r in list_reads(store, reader=reader, reading_study=name,
                                                                latest_only=True)}
     out = []
-    for position, code, uid in rows:
-        entry = {"position": position, "reading_code": code, "status": status.get(uid, "not started")}
-        entry.update(case_details(store, study, code))
+    for row in rows:
+        entry = {"position": row.position, "reading_code": row.reading_code,
+                 "status": status.get(row.study_uid, "not started")}
+        entry.update(case_details(store, study, row.reading_code))
         out.append(entry)
     return out
 
@@ -444,17 +392,16 @@ def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
         info = next(s for s in store.studies() if s["study_uid"] == uid)
         out["sex"] = info["sex"] or None
         out["age_years"] = _age(info["birth_date"], info["study_date"])
-    if study.design == ReadingDesign.PAIRED_HIDDEN_ORDER:
-        patient = store.db.execute("SELECT patient_code FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
-                                   (study.name, code)).fetchone()[0]
-        letters = visit_letters(store, study.name, patient)
-        out.update({"patient_code": patient, "visit": letters[code], "visits": len(letters)})
-    elif study.reveal_timepoints or study.design == ReadingDesign.PAIRED_CHRONOLOGICAL:
-        row = store.db.execute("SELECT patient_code, timepoint FROM rs_cases WHERE reading_study = ? AND reading_code = ?",
-                               (study.name, code)).fetchone()
-        total = store.db.execute("SELECT COUNT(*) FROM rs_cases WHERE reading_study = ? AND patient_code = ?",
-                                 (study.name, row[0])).fetchone()[0]
-        out.update({"patient_code": row[0], "timepoint": row[1], "timepoints": total})
+    if study.design.paired or study.reveal_timepoints:
+        case = table.case(store.db, study.name, code)
+        if case is None:
+            raise CnoError(f"reading study {study.name!r} has no case {code!r}")
+        if study.design == ReadingDesign.PAIRED_HIDDEN_ORDER:
+            letters = visit_letters(store, study.name, case.patient_code)
+            out.update({"patient_code": case.patient_code, "visit": letters[code], "visits": len(letters)})
+        else:
+            total = len(table.patient_cases(store.db, study.name, case.patient_code))
+            out.update({"patient_code": case.patient_code, "timepoint": case.timepoint, "timepoints": total})
     return out
 
 
@@ -475,15 +422,15 @@ def progress(store: Store, name: str) -> list[dict]:
     """
     get(store, name)
     out = []
-    for reader, role in store.db.execute("SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader",
-                                         (name,)).fetchall():
+    for registration in table.readers(store.db, name):
+        reader, role = registration.reader, registration.role
         counts = {"reader": reader, "role": role, "not started": 0, "draft": 0, "submitted": 0,
                   **_reading_time(store, name, reader, role)}
         try:
             for entry in worklist(store, name, reader):
                 counts[entry["status"]] += 1
         except CnoError:
-            counts["not started"] = len(cases(store, name))
+            counts["not started"] = len(case_rows(store, name))
         out.append(counts)
     return out
 
@@ -504,10 +451,10 @@ def list_studies(store: Store) -> list[dict]:
     ``expected`` is cases x readers, so ``progress`` is their share in percent.
     """
     out = []
-    for (name,) in store.db.execute("SELECT name FROM reading_studies ORDER BY name").fetchall():
+    for name in table.names(store.db):
         study = get(store, name)
         rows = progress(store, name)
-        n_cases = len(cases(store, name))
+        n_cases = len(case_rows(store, name))
         readers = [r for r in rows if r["role"] == "reader"]
         submitted = sum(r["submitted"] for r in readers)
         expected = n_cases * len(readers)
@@ -541,7 +488,7 @@ def reader_document(store: Store, name: str, reader: str, actor: str | None = No
     if actor != reader:
         raise CnoError(f"{actor} cannot export the reads of {reader}")
     role_of(store, name, reader)
-    codes = {c["study_uid"]: c["reading_code"] for c in cases(store, name)}
+    codes = {c.study_uid: c.reading_code for c in case_rows(store, name)}
     reads = []
     for row in list_reads(store, reader=reader, reading_study=name):
         read = load_read(store, row["read_id"])

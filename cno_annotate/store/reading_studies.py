@@ -1,0 +1,215 @@
+"""Reading studies in the store: settings, cases, registered readers and worklists, as typed rows.
+
+:mod:`cno_annotate.reading_study` holds the rules (codes, seeded orders,
+blinding, the audit); this module only reads and writes the tables. Writes run
+inside the caller's transaction. On a server store a reader sees only the rows
+the access rules give them (their own worklist and its cases).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS
+
+
+class ReadingDesign(StrEnum):
+    """How the timepoints of one patient are read in a reading study."""
+
+    UNPAIRED_BLINDED = "unpaired-blinded"  # each timepoint a separate case, random order, no prior shown
+    PAIRED_CHRONOLOGICAL = "paired-chronological"  # the prior shown beside the current visit, order known
+    PAIRED_HIDDEN_ORDER = "paired-hidden-order"  # both visits shown as A and B; which is earlier is hidden
+
+    @property
+    def label(self) -> str:
+        """How reports and ``reading-study show`` name the design."""
+        return DESIGN_LABELS[self]
+
+    @property
+    def paired(self) -> bool:
+        """Whether a patient's other visit is shown beside a case."""
+        return self != ReadingDesign.UNPAIRED_BLINDED
+
+
+DESIGN_LABELS = {
+    ReadingDesign.UNPAIRED_BLINDED: "unpaired blinded (each timepoint a separate case in random order; no prior "
+                                    "shown)",
+    ReadingDesign.PAIRED_CHRONOLOGICAL: "paired chronological (the prior visit shown beside the current one; "
+                                        "order known)",
+    ReadingDesign.PAIRED_HIDDEN_ORDER: "paired with hidden order (both visits shown as A and B; which is earlier "
+                                       "is hidden)",
+}
+
+
+@dataclass(frozen=True)
+class ReadingStudy:
+    """The settings of a reading study."""
+
+    name: str
+    scheme_id: str
+    scheme_version: str
+    seed: int
+    show_age_sex: bool
+    reveal_timepoints: bool
+    design: ReadingDesign = ReadingDesign.UNPAIRED_BLINDED
+    show_timer: bool = False  # whether readers see their active reading time in the viewer
+    idle_seconds: float = DEFAULT_IDLE_SECONDS  # input-free time after which the reading timer pauses
+
+
+@dataclass(frozen=True)
+class Case:
+    """A study of the store as a case of a reading study: its reading code, patient code and timepoint."""
+
+    reading_study: str
+    reading_code: str
+    study_uid: str
+    patient_code: str
+    timepoint: int
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A reader registered in a reading study, with their role (``reader`` or ``adjudicator``)."""
+
+    reader: str
+    role: str
+
+
+@dataclass(frozen=True)
+class WorklistEntry:
+    """A case at its position in a reader's worklist."""
+
+    position: int
+    reading_code: str
+    study_uid: str
+
+
+# -- settings -------------------------------------------------------------------------------------
+def study(db: sqlite3.Connection, name: str) -> ReadingStudy | None:
+    """The settings of the reading study ``name`` (None if there is none)."""
+    row = db.execute("SELECT * FROM reading_studies WHERE name = ?", (name,)).fetchone()
+    if row is None:
+        return None
+    return ReadingStudy(row["name"], row["scheme_id"], row["scheme_version"], row["seed"],
+                        bool(row["show_age_sex"]), bool(row["reveal_timepoints"]), ReadingDesign(row["design"]),
+                        bool(row["show_timer"]), float(row["idle_seconds"]))
+
+
+def exists(db: sqlite3.Connection, name: str) -> bool:
+    """Whether a reading study of this name exists."""
+    return db.execute("SELECT 1 FROM reading_studies WHERE name = ?", (name,)).fetchone() is not None
+
+
+def names(db: sqlite3.Connection) -> list[str]:
+    """The names of the reading studies, sorted."""
+    return [r["name"] for r in db.execute("SELECT name FROM reading_studies ORDER BY name").fetchall()]
+
+
+def add(db: sqlite3.Connection, settings: ReadingStudy, created: str, created_by: str) -> None:
+    """Create a reading study with these settings."""
+    db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
+               "reveal_timepoints, created, created_by, design, show_timer, idle_seconds) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+               (settings.name, settings.scheme_id, settings.scheme_version, settings.seed,
+                int(settings.show_age_sex), int(settings.reveal_timepoints), created, created_by,
+                settings.design.value, int(settings.show_timer), float(settings.idle_seconds)))
+
+
+def set_design(db: sqlite3.Connection, name: str, design: ReadingDesign) -> None:
+    """Change a study's design (the database refuses it once a read of the study exists)."""
+    db.execute("UPDATE reading_studies SET design = ? WHERE name = ?", (design.value, name))
+
+
+def has_reads(db: sqlite3.Connection, name: str) -> bool:
+    """Whether any read (draft or submitted) belongs to the study."""
+    return db.execute("SELECT 1 FROM reads WHERE reading_study = ? LIMIT 1", (name,)).fetchone() is not None
+
+
+# -- cases ----------------------------------------------------------------------------------------
+def _case(row) -> Case:
+    return Case(row["reading_study"], row["reading_code"], row["study_uid"], row["patient_code"], row["timepoint"])
+
+
+def cases(db: sqlite3.Connection, name: str) -> list[Case]:
+    """The cases of a study, by reading code."""
+    return [_case(r) for r in db.execute("SELECT * FROM rs_cases WHERE reading_study = ? ORDER BY reading_code",
+                                         (name,)).fetchall()]
+
+
+def case(db: sqlite3.Connection, name: str, code: str) -> Case | None:
+    """The case with this reading code (None if the study has none)."""
+    row = db.execute("SELECT * FROM rs_cases WHERE reading_study = ? AND reading_code = ?", (name, code)).fetchone()
+    return None if row is None else _case(row)
+
+
+def patient_cases(db: sqlite3.Connection, name: str, patient_code: str) -> list[Case]:
+    """The cases of one patient of the study, by reading code."""
+    return [_case(r) for r in db.execute(
+        "SELECT * FROM rs_cases WHERE reading_study = ? AND patient_code = ? ORDER BY reading_code",
+        (name, patient_code)).fetchall()]
+
+
+def add_case(db: sqlite3.Connection, new: Case) -> None:
+    """Add a case."""
+    db.execute("INSERT INTO rs_cases (reading_study, reading_code, study_uid, patient_code, timepoint) "
+               "VALUES (?,?,?,?,?)", (new.reading_study, new.reading_code, new.study_uid, new.patient_code,
+                                      new.timepoint))
+
+
+def number_case(db: sqlite3.Connection, name: str, study_uid: str, patient_code: str, timepoint: int) -> None:
+    """Set the patient code and timepoint of the case of ``study_uid``."""
+    db.execute("UPDATE rs_cases SET patient_code = ?, timepoint = ? WHERE reading_study = ? AND study_uid = ?",
+               (patient_code, timepoint, name, study_uid))
+
+
+# -- readers and worklists ------------------------------------------------------------------------
+def readers(db: sqlite3.Connection, name: str) -> list[Registration]:
+    """The readers and adjudicators registered in the study, by id."""
+    return [Registration(r["reader"], r["role"]) for r in db.execute(
+        "SELECT reader, role FROM rs_readers WHERE reading_study = ? ORDER BY reader", (name,)).fetchall()]
+
+
+def role(db: sqlite3.Connection, name: str, reader: str) -> str | None:
+    """A reader's role in the study (None if they are not registered)."""
+    row = db.execute("SELECT role FROM rs_readers WHERE reading_study = ? AND reader = ?", (name, reader)).fetchone()
+    return None if row is None else row["role"]
+
+
+def add_reader(db: sqlite3.Connection, name: str, reader: str, role: str) -> None:
+    """Register a reader who is not registered yet."""
+    db.execute("INSERT INTO rs_readers (reading_study, reader, role) VALUES (?,?,?)", (name, reader, role))
+
+
+def set_reader(db: sqlite3.Connection, name: str, reader: str, role: str) -> None:
+    """Register a reader, or change the role of a registered one."""
+    db.execute("INSERT OR REPLACE INTO rs_readers (reading_study, reader, role) VALUES (?,?,?)", (name, reader, role))
+
+
+def has_worklists(db: sqlite3.Connection, name: str) -> bool:
+    """Whether worklists were assigned in the study."""
+    return db.execute("SELECT 1 FROM rs_worklists WHERE reading_study = ? LIMIT 1", (name,)).fetchone() is not None
+
+
+def replace_worklists(db: sqlite3.Connection, name: str, worklists: dict[str, list[str]]) -> None:
+    """Replace every worklist of the study: reader -> reading codes in their order (positions from 1)."""
+    db.execute("DELETE FROM rs_worklists WHERE reading_study = ?", (name,))
+    for reader, order in worklists.items():
+        add_worklist(db, name, reader, enumerate(order, start=1))
+
+
+def add_worklist(db: sqlite3.Connection, name: str, reader: str, entries: Iterable[tuple[int, str]]) -> None:
+    """Add (position, reading code) entries to a reader's worklist."""
+    db.executemany("INSERT INTO rs_worklists (reading_study, reader, position, reading_code) VALUES (?,?,?,?)",
+                   [(name, reader, position, code) for position, code in entries])
+
+
+def worklist(db: sqlite3.Connection, name: str, reader: str) -> list[WorklistEntry]:
+    """A reader's worklist in its order (empty before one is assigned)."""
+    rows = db.execute(
+        "SELECT w.position, w.reading_code, c.study_uid FROM rs_worklists w JOIN rs_cases c "
+        "ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code "
+        "WHERE w.reading_study = ? AND w.reader = ? ORDER BY w.position", (name, reader)).fetchall()
+    return [WorklistEntry(r["position"], r["reading_code"], r["study_uid"]) for r in rows]
