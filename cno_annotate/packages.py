@@ -49,7 +49,9 @@ from cno_annotate.annotation.validation import load_strict_json, reference_probl
 from cno_annotate.deid import Replacements, deidentify, options
 from cno_annotate.errors import CnoError
 from cno_annotate.fileio import check_parent_folder
-from cno_annotate.store import Store, audit
+from cno_annotate.store import Store, audit, catalog
+from cno_annotate.store import packages as issued
+from cno_annotate.store import reading_studies as table
 from cno_annotate.store.db import DB_NAME, now
 from cno_annotate.store.locations import relocate
 
@@ -61,13 +63,8 @@ IMAGES, STORE, RESOURCES = "images", "store", "scheme"
 NEUTRAL_ROOT = "/cno-reading-package"
 #: Dates move back by a patient's secret number of days in this range.
 OFFSET_DAYS = (365, 3 * 365)
-#: The reader store marks itself with triggers of this name prefix (refusing the reading study's set-up).
-READER_STORE_MARK = "reader_package_store_"
 READER_STORE_REFUSAL = ("this is a reader's package store: only the coordinator's store can set up the reading "
                         "study, issue packages or export for analysis")
-#: The reading study's set-up, which only the coordinator's store may change.
-_COORDINATOR_TABLES = ("reading_studies", "rs_cases", "rs_readers", "rs_worklists", "packages", "package_secrets",
-                       "package_uids")
 
 
 @dataclass
@@ -149,18 +146,18 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
             mapping[source] = stand_in_uid(secret, source)
         return mapping[source]
 
-    cases = {c["reading_code"]: c for c in rs.cases(store, study.name)}
+    cases = {c.reading_code: c for c in rs.case_rows(store, study.name)}
     report = PackageReport(staging, uuid.uuid4().hex, len(worklist), 0)
     for entry in worklist:
         case = cases[entry["reading_code"]]
-        subject = case["patient_code"] if _dates_kept_in_order(study) else case["reading_code"]
-        replacements = Replacements(case["reading_code"], -offset_days(secret, subject), stand_in,
+        subject = case.patient_code if _dates_kept_in_order(study) else case.reading_code
+        replacements = Replacements(case.reading_code, -offset_days(secret, subject), stand_in,
                                     study.show_age_sex)
         with warnings.catch_warnings(record=True) as said:
             warnings.simplefilter("always")
             report.images += _write_case(store, case, replacements, staging / IMAGES, report.left_out)
         for message in dict.fromkeys(str(w.message) for w in said):
-            report.notes.append(f"{case['reading_code']}: source header: {message}")
+            report.notes.append(f"{case.reading_code}: source header: {message}")
     package_store = Store.open(staging / STORE)
     try:
         from cno_annotate.importer import import_paths
@@ -168,13 +165,11 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
         import_paths(package_store, [staging / IMAGES])
         with package_store.transaction() as db:
             relocate(db, str(staging), NEUTRAL_ROOT)
-            db.execute("DELETE FROM skipped")
-            db.execute("DELETE FROM import_runs")  # the build's own log: the coordinator's folder names
+            catalog.forget_import_log(db)  # the build's own log: the coordinator's folder names
         _record_volume_ids(store, package_store, mapping)
         _install_worklist(package_store, study, reader, worklist, cases, mapping)
         _carry_collected_reads(store, package_store, study.name, reader, mapping)
-        package_store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        package_store.db.execute("VACUUM")  # no deleted row survives in a free page
+        issued.compact(package_store.db)  # no deleted row survives in a free page
     finally:
         package_store.close()
     shutil.rmtree(staging / STORE / "cache", ignore_errors=True)  # composed volumes: rebuilt where the package is read
@@ -183,23 +178,20 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
     return report, mapping
 
 
-def _write_case(store: Store, case: dict, replacements: Replacements, images: Path, left_out: list[str]) -> int:
+def _write_case(store: Store, case: rs.Case, replacements: Replacements, images: Path, left_out: list[str]) -> int:
     """De-identified copies of one case's DICOM files; returns how many were written."""
-    code = case["reading_code"]
-    rows = store.db.execute(
-        "SELECT DISTINCT i.path, d.series_uid, d.series_number FROM images i JOIN dicom_series d USING (series_uid) "
-        "WHERE d.study_uid = ? ORDER BY d.series_number, d.series_uid, i.instance_number, i.path",
-        (case["study_uid"],)).fetchall()
-    missing = [r["path"] for r in rows if not Path(r["path"]).is_file()]
+    code = case.reading_code
+    rows = catalog.files_of_study(store.db, case.study_uid)
+    missing = [r.path for r in rows if not Path(r.path).is_file()]
     if missing:
         raise CnoError(f"{code}: {len(missing)} of its files are missing (see 'cno-annotate studies'; if the "
                        f"folder moved, run 'cno-annotate relocate OLD NEW'); no package was written")
     series: dict[str, int] = {}
     written = 0
     for row in rows:
-        number = series.setdefault(row["series_uid"], len(series) + 1)
+        number = series.setdefault(row.series_uid, len(series) + 1)
         try:
-            clean = deidentify(pydicom.dcmread(row["path"]), replacements)
+            clean = deidentify(pydicom.dcmread(row.path), replacements)
         except CnoError as exc:
             left_out.append(f"{code} series {number}: {exc}")
             continue
@@ -264,45 +256,26 @@ def _dates_kept_in_order(study: rs.ReadingStudy) -> bool:
 
 
 def _install_worklist(package_store: Store, study: rs.ReadingStudy, reader: str, worklist: list[dict],
-                      cases: dict[str, dict], mapping: dict[str, str]) -> None:
+                      cases: dict[str, rs.Case], mapping: dict[str, str]) -> None:
     """The reading study in the reader store: same name, scheme, settings and codes; this reader only."""
     with package_store.transaction() as db:
-        db.execute("INSERT INTO reading_studies (name, scheme_id, scheme_version, seed, show_age_sex, "
-                   "reveal_timepoints, created, created_by, design, show_timer, idle_seconds) "
-                   "VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                   (study.name, study.scheme_id, study.scheme_version, study.seed, int(study.show_age_sex),
-                    int(study.reveal_timepoints), now(), rs.COORDINATOR, study.design.value, int(study.show_timer),
-                    study.idle_seconds))
+        table.add(db, study, now(), rs.COORDINATOR)
         for entry in worklist:
             case = cases[entry["reading_code"]]
             paired = study.reveal_timepoints or study.design.paired
-            patient = case["patient_code"] if paired else case["reading_code"]
-            db.execute("INSERT INTO rs_cases VALUES (?,?,?,?,?)",
-                       (study.name, case["reading_code"], mapping[case["study_uid"]], patient,
-                        case["timepoint"] if _dates_kept_in_order(study) else 1))
-            db.execute("INSERT INTO rs_worklists VALUES (?,?,?,?)",
-                       (study.name, reader, entry["position"], case["reading_code"]))
-        db.execute("INSERT INTO rs_readers VALUES (?,?,?)", (study.name, reader, "reader"))
+            patient = case.patient_code if paired else case.reading_code
+            table.add_case(db, rs.Case(study.name, case.reading_code, mapping[case.study_uid], patient,
+                                       case.timepoint if _dates_kept_in_order(study) else 1))
+            table.add_worklist(db, study.name, reader, [(entry["position"], case.reading_code)])
+        table.add_reader(db, study.name, reader, "reader")
         audit.append(db, rs.COORDINATOR, "package", f"reading-study:{study.name}", state_before=None,
                      after={"reader": reader, "cases": len(worklist)})
-        _mark_reader_store(db)
-
-
-def _mark_reader_store(db) -> None:
-    """Triggers that refuse any change to the reading study's set-up: the mark of a reader store."""
-    message = READER_STORE_REFUSAL.replace("'", "''")
-    for table in _COORDINATOR_TABLES:
-        for change in ("INSERT", "UPDATE", "DELETE"):
-            db.execute(f"CREATE TRIGGER {READER_STORE_MARK}{table}_{change.lower()} BEFORE {change} ON {table} "
-                       f"BEGIN SELECT RAISE(ABORT, '{message}'); END")
+        issued.mark_reader_store(db, READER_STORE_REFUSAL)
 
 
 def is_reader_store(store: Store) -> bool:
     """Whether ``store`` is the reader store of a package (marked when the package was made)."""
-    if getattr(store.db, "dialect", "sqlite") != "sqlite":
-        return False
-    return store.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ?",
-                            (f"{READER_STORE_MARK}packages_insert",)).fetchone() is not None
+    return issued.is_reader_store(store.db)
 
 
 def refuse_reader_store(store: Store, command: str) -> Store:
@@ -353,11 +326,9 @@ def _record(store: Store, name: str, reader: str, staging: Path, report: Package
     manifest = json.loads((staging / MANIFEST).read_text(encoding="utf-8"))
     codes = sorted(p.name for p in (staging / IMAGES).iterdir())
     with store.transaction() as db:
-        db.execute("INSERT INTO packages VALUES (?,?,?,?,?,?,?)",
-                   (report.package_id, name, reader, manifest["created"], manifest["content_hash"],
-                    manifest["results_key"], json.dumps(codes)))
-        db.executemany("INSERT OR IGNORE INTO package_uids VALUES (?,?,?)",
-                       [(name, source, new) for source, new in sorted(pairs.items())])
+        issued.add_package(db, issued.PackageRecord(report.package_id, name, reader, manifest["created"],
+                                                    manifest["content_hash"], manifest["results_key"], tuple(codes)))
+        issued.add_uid_pairs(db, name, pairs)
         audit.append(db, actor, "package", f"reading-study:{name}",
                      after={"reader": reader, "package_id": report.package_id, "cases": report.cases,
                             "images": report.images, "content_hash": manifest["content_hash"]})
@@ -379,12 +350,13 @@ def _sha256(path: Path) -> str:
 
 def _secret(store: Store, name: str) -> bytes:
     """The reading study's secret (made at its first package); never leaves the coordinator's store."""
-    row = store.db.execute("SELECT secret FROM package_secrets WHERE reading_study = ?", (name,)).fetchone()
-    if row is None:
+    text = issued.secret(store.db, name)
+    if text is None:
         with store.transaction() as db:
-            db.execute("INSERT OR IGNORE INTO package_secrets VALUES (?, ?)", (name, secrets.token_hex(32)))
-        row = store.db.execute("SELECT secret FROM package_secrets WHERE reading_study = ?", (name,)).fetchone()
-    return bytes.fromhex(row[0])
+            issued.add_secret(db, name, secrets.token_hex(32))
+        text = issued.secret(store.db, name)
+        assert text is not None, "the secret was just kept"
+    return bytes.fromhex(text)
 
 
 def stand_in_uid(secret: bytes, source: str) -> str:
@@ -426,9 +398,9 @@ def open_package(folder: Path) -> Package:
     package = Package(folder, manifest)
     store = Store.open(package.store_root)
     try:
-        row = store.db.execute("SELECT path FROM images LIMIT 1").fetchone()
-        if row is not None:
-            recorded = Path(row[0]).parents[3]  # ROOT/images/CODE/sNNN/file.dcm
+        path = catalog.any_image_path(store.db)
+        if path is not None:
+            recorded = Path(path).parents[3]  # ROOT/images/CODE/sNNN/file.dcm
             if recorded != folder and not store.read_only:
                 store.relocate(recorded, folder)
     finally:
@@ -514,29 +486,28 @@ def collect(store: Store, name: str, path: Path, reader: str | None = None,
         raise CnoError(f"{source}: not a reading-package results file (schema_version is not {RESULTS_SCHEMA}); "
                        f"the file was refused, nothing of it collected")
     package_id = str(data.get("package_id"))
-    row = store.db.execute("SELECT * FROM packages WHERE package_id = ?", (package_id,)).fetchone()
+    row = issued.package(store.db, package_id)
     if row is None:
         raise CnoError(f"{source}: package {package_id} was not issued by this store (no such package); "
                        f"the file was refused, nothing of it collected")
     payload = {k: v for k, v in data.items() if k != "signature"}
-    if not hmac.compare_digest(str(data.get("signature")), _signature(row["results_key"], payload)):
+    if not hmac.compare_digest(str(data.get("signature")), _signature(row.results_key, payload)):
         raise CnoError(f"{source}: the file was changed after it was exported (its signature does not match "
                        f"package {package_id}); the file was refused, nothing of it collected")
-    if row["reading_study"] != name or data.get("reading_study") != name:
-        raise CnoError(f"{source}: package {package_id} belongs to reading study {row['reading_study']!r}, "
+    if row.reading_study != name or data.get("reading_study") != name:
+        raise CnoError(f"{source}: package {package_id} belongs to reading study {row.reading_study!r}, "
                        f"not {name!r}; the file was refused, nothing of it collected")
-    if data.get("reader") != row["reader"] or (reader is not None and reader != row["reader"]):
-        raise CnoError(f"{source}: package {package_id} was issued to {row['reader']!r}"
-                       f"{f', not {reader!r}' if reader and reader != row['reader'] else ''}; the file was refused, nothing of it collected")
+    if data.get("reader") != row.reader or (reader is not None and reader != row.reader):
+        raise CnoError(f"{source}: package {package_id} was issued to {row.reader!r}"
+                       f"{f', not {reader!r}' if reader and reader != row.reader else ''}; the file was refused, nothing of it collected")
     reads = reads_from_document(_mapped_back(store, name, row, data["document"], source), source)
     return _write_collected(store, name, row, reads, source, actor)
 
 
-def _mapped_back(store: Store, name: str, package: dict, document: dict, source: str) -> dict:
+def _mapped_back(store: Store, name: str, package: issued.PackageRecord, document: dict, source: str) -> dict:
     """The document with the package's study and series stand-ins replaced by the original UIDs."""
-    back = {new: old for old, new in store.db.execute(
-        "SELECT source_uid, package_uid FROM package_uids WHERE reading_study = ?", (name,))}
-    allowed = {rs.study_uid_of(store, name, code) for code in json.loads(package["codes"])}
+    back: dict[object, str] = {new: old for old, new in issued.uid_pairs(store.db, name).items()}
+    allowed = {rs.study_uid_of(store, name, code) for code in package.codes}
     mapped = copy.deepcopy(document)
     for n, read in enumerate(mapped.get("reads", []) if isinstance(mapped, dict) else []):
         where = f"$.document.reads[{n}]"
@@ -544,11 +515,11 @@ def _mapped_back(store: Store, name: str, package: dict, document: dict, source:
             continue
         original = back.get(read.get("study_uid"))
         if original not in allowed:
-            raise CnoError(f"{source}: {where}.study_uid: not a case of package {package['package_id']}; "
+            raise CnoError(f"{source}: {where}.study_uid: not a case of package {package.package_id}; "
                            f"the file was refused, nothing of it collected")
-        if read.get("reader") != package["reader"] or read.get("reading_study") != name:
+        if read.get("reader") != package.reader or read.get("reading_study") != name:
             raise CnoError(f"{source}: {where}: a read of {read.get('reader')!r} in {read.get('reading_study')!r}, "
-                           f"but the package was issued to {package['reader']!r} in {name!r}; the file was refused, nothing of it collected")
+                           f"but the package was issued to {package.reader!r} in {name!r}; the file was refused, nothing of it collected")
         read["study_uid"] = original
         for m, lesion in enumerate(read.get("lesions", [])):
             position = lesion.get("position") if isinstance(lesion, dict) else None
@@ -560,9 +531,10 @@ def _mapped_back(store: Store, name: str, package: dict, document: dict, source:
     return mapped
 
 
-def _write_collected(store: Store, name: str, package: dict, reads: list, source: str, actor: str) -> Collected:
-    result = Collected(source, package["package_id"], package["reader"])
-    stored = {r["read_id"]: r for r in list_reads(store, reader=package["reader"], reading_study=name)}
+def _write_collected(store: Store, name: str, package: issued.PackageRecord, reads: list, source: str,
+                     actor: str) -> Collected:
+    result = Collected(source, package.package_id, package.reader)
+    stored = {r["read_id"]: r for r in list_reads(store, reader=package.reader, reading_study=name)}
     changed = []
     for read in reads:
         old = stored.get(read.read_id)
@@ -587,6 +559,6 @@ def _write_collected(store: Store, name: str, package: dict, reads: list, source
         for read in changed:
             write_read(store, read, actor=actor, in_transaction=True)
         audit.append(db, actor, "collect", f"reading-study:{name}",
-                     after={"package_id": package["package_id"], "reader": package["reader"], "new": result.new,
+                     after={"package_id": package.package_id, "reader": package.reader, "new": result.new,
                             "updated": result.updated, "unchanged": result.unchanged, "older": len(result.older)})
     return result

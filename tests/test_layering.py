@@ -9,7 +9,7 @@ CORE = Path(__file__).resolve().parents[1] / "cno_annotate"
 SQL_CALLS = {"execute", "executemany", "executescript"}
 #: Modules still running their own SQL while their move into store/ is under way: other helpers
 #: move reads.py and importer.py; the list shrinks to nothing once they land.
-NOT_YET_MOVED = {"annotation/reads.py", "importer.py", "packages.py"}
+NOT_YET_MOVED = {"annotation/reads.py", "importer.py"}
 
 
 def sql_calls(path: Path) -> list[int]:
