@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS
-
 
 class ReadingDesign(StrEnum):
     """How the timepoints of one patient are read in a reading study."""
@@ -54,9 +52,9 @@ class ReadingStudy:
     seed: int
     show_age_sex: bool
     reveal_timepoints: bool
-    design: ReadingDesign = ReadingDesign.UNPAIRED_BLINDED
-    show_timer: bool = False  # whether readers see their active reading time in the viewer
-    idle_seconds: float = DEFAULT_IDLE_SECONDS  # input-free time after which the reading timer pauses
+    design: ReadingDesign
+    show_timer: bool  # whether readers see their active reading time in the viewer
+    idle_seconds: float  # input-free time after which the reading timer pauses
 
 
 @dataclass(frozen=True)
