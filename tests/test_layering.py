@@ -1,15 +1,18 @@
-"""The layers keep to their places: SQL is run only by the store (``cno_annotate/store/``)."""
+"""The layers keep to their places: SQL is run only by the store (``cno_annotate/store/``), never by
+another core module or by the front end (``ui/``)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[1] / "cno_annotate"
+REPO = Path(__file__).resolve().parents[1]
+#: The program's packages: the headless core and the Qt front end.
+PACKAGES = (REPO / "cno_annotate", REPO / "ui")
 SQL_CALLS = {"execute", "executemany", "executescript"}
 #: Modules still running their own SQL while their move into store/ is under way: another helper
 #: moves importer.py's; the list is empty once it lands.
-NOT_YET_MOVED = {"importer.py"}
+NOT_YET_MOVED = {"cno_annotate/importer.py"}
 
 
 def sql_calls(path: Path) -> list[int]:
@@ -21,9 +24,9 @@ def sql_calls(path: Path) -> list[int]:
 
 def test_only_the_store_runs_sql():
     outside = {}
-    for path in sorted(CORE.rglob("*.py")):
-        name = path.relative_to(CORE).as_posix()
-        if name.startswith("store/") or name in NOT_YET_MOVED:
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
+        name = path.relative_to(REPO).as_posix()
+        if name.startswith("cno_annotate/store/") or name in NOT_YET_MOVED:
             continue
         lines = sql_calls(path)
         if lines:
