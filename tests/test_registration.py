@@ -78,19 +78,46 @@ def test_the_document_round_trips_and_bad_documents_are_refused():
         PiecewiseTransform.from_dict(flat)
 
 
-@pytest.fixture(scope="module")
-def two_visits(tmp_path_factory):
+def _visits(root, plan: StudyPlan):
     """Two visits of one patient (repositioned), imported: (store, truth, prior id, current id)."""
-    root = tmp_path_factory.mktemp("visits")
-    truth = generate_study(root / "study", StudyPlan(stations=4, slices=16, matrix=96, seed=5, timepoints=2))
+    truth = generate_study(root / "study", plan)
     store = Store.open(root / "store")
     import_paths(store, [root / "study"])
 
     def stir(study_uid: str) -> str:
         return next(v["volume_id"] for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
 
-    yield store, truth, stir(truth["visits"][0]["study_uid"]), stir(truth["visits"][1]["study_uid"])
+    return store, truth, stir(truth["visits"][0]["study_uid"]), stir(truth["visits"][1]["study_uid"])
+
+
+@pytest.fixture(scope="module")
+def two_visits(tmp_path_factory):
+    """Four stations, seed 5 (lesions in both arms, the legs, pelvis and trunk)."""
+    store, *rest = _visits(tmp_path_factory.mktemp("visits"),
+                           StudyPlan(stations=4, slices=16, matrix=96, seed=5, timepoints=2))
+    yield store, *rest
     store.close()
+
+
+@pytest.fixture(scope="module")
+def arms_cut_by_the_field_of_view(tmp_path_factory):
+    """Five stations (340 mm field of view: both arms partly outside it), seed 21: a lesion near each elbow."""
+    store, *rest = _visits(tmp_path_factory.mktemp("narrow"),
+                           StudyPlan(stations=5, slices=16, matrix=96, seed=21, timepoints=2))
+    yield store, *rest
+    store.close()
+
+
+def _lesion_errors(truth: dict, mapping) -> dict[tuple[str, str], float]:
+    """TRE (mm) at the first visit's lesions against the generator's true per-part transforms."""
+    true = truth["transforms"][0]["regions"]
+    errors = {}
+    for lesion in truth["visits"][0]["lesions"]:
+        matrix = np.array(true[lesion["body_part"]])
+        point = np.array(lesion["lps_mm"])
+        expected = matrix[:3, :3] @ point + matrix[:3, 3]
+        errors[lesion["id"], lesion["body_part"]] = float(np.linalg.norm(mapping(point) - expected))
+    return errors
 
 
 def test_registration_error_at_the_lesions_is_within_one_in_plane_voxel(two_visits):
@@ -100,15 +127,43 @@ def test_registration_error_at_the_lesions_is_within_one_in_plane_voxel(two_visi
     worker.start()  # from a worker thread, with the main thread's store object
     worker.join()
     transform = result["t"]
-    true = truth["transforms"][0]["regions"]
     voxel = StudyPlan(stations=4, matrix=96).pixel_mm
-    errors = {}
-    for lesion in truth["visits"][0]["lesions"]:
-        matrix = np.array(true[lesion["body_part"]])
-        point = np.array(lesion["lps_mm"])
-        expected = matrix[:3, :3] @ point + matrix[:3, 3]
-        errors[lesion["id"], lesion["body_part"]] = float(np.linalg.norm(transform.map_point(point).point - expected))
+    errors = _lesion_errors(truth, lambda p: transform.map_point(p).point)
     assert len(errors) >= 5 and max(errors.values()) <= voxel, errors
+
+
+def test_arms_cut_by_the_field_of_view_register_within_one_in_plane_voxel(arms_cut_by_the_field_of_view):
+    store, truth, prior, current = arms_cut_by_the_field_of_view
+    plan = StudyPlan(stations=5, matrix=96)
+    assert plan.station_fov < 350  # narrower than the child with its arms (about 430 mm)
+    transform = transform_between(store, prior, current)
+    errors = _lesion_errors(truth, lambda p: transform.map_point(p).point)
+    arms = {key: e for key, e in errors.items() if key[1].endswith("_arm")}
+    assert {part for _, part in arms} == {"left_arm", "right_arm"}
+    assert max(errors.values()) <= plan.pixel_mm, errors
+
+
+def test_affine_registration_follows_a_child_who_grew_between_visits(arms_cut_by_the_field_of_view):
+    """The current visit scaled by 4 % about the navel (growth) on top of the repositioning.
+
+    Every region takes the growth up (the arms, turned about their shoulders,
+    take the trunk's), and the lesions stay within one in-plane voxel.
+    """
+    from cno_annotate.registration import register_piecewise
+    from cno_annotate.volumes import load_volume
+
+    store, truth, prior, current = arms_cut_by_the_field_of_view
+    growth = np.diag([1.04, 1.04, 1.04, 1.0])
+    growth[:3, 3] = np.array([0.0, 10.0, 100.0]) * (1 - 1.04)  # about (0, 10, 100): points there stay
+    grown = load_volume(store, current)
+    grown.affine = growth @ grown.affine
+    transform = register_piecewise(load_volume(store, prior), grown, affine=True)
+    assert transform.method == "piecewise-affine"
+    voxel = StudyPlan(stations=5, matrix=96).pixel_mm
+    errors = _lesion_errors(truth, lambda p: (np.linalg.inv(growth) @ [*transform.map_point(p).point, 1.0])[:3])
+    assert len(errors) >= 5 and max(errors.values()) <= voxel, errors
+    scales = [np.cbrt(np.linalg.det(transform.region(name).matrix[:3, :3])) for name in transform.regions]
+    assert all(s == pytest.approx(1.04, abs=0.01) for s in scales), dict(zip(transform.regions, scales))
 
 
 def test_the_transform_is_cached_and_answers_the_reverse_question(two_visits):

@@ -7,6 +7,15 @@ inside the body mask); each region then starts from that trunk-level
 transform, re-centred on the region, and is refined with the fixed image
 masked to the region's box. Correlation is the metric (same sequence, scanner
 gain may differ), sampled at a fixed seed so that results repeat exactly.
+
+The arms come last. An arm is thin, often cut by the edge of the field of
+view, and its length gives a rigid fit little hold along it, so where the seam
+between arm and trunk is seen (:func:`~cno_annotate.registration.regions.arm_boundaries`)
+an arm is registered as a turn about its shoulder: the shoulder goes where
+the trunk region's transform takes it, and only the rotation is optimised
+(three resolution levels), with the metric on the arm's side of the seam
+(air around the arm included: its outline is what moves) and only on voxels
+that lie inside both fields of view.
 """
 
 from __future__ import annotations
@@ -20,7 +29,14 @@ import SimpleITK as sitk
 
 from cno_annotate.errors import CnoError
 from cno_annotate.io.volume import Volume
-from cno_annotate.registration.regions import RegionBox, body_regions
+from cno_annotate.registration.regions import (
+    ArmBoundary,
+    RegionBox,
+    arm_boundaries,
+    body_regions,
+    projection_axes,
+    with_arm_seams,
+)
 from cno_annotate.registration.transform import PiecewiseTransform, RegionTransform
 
 #: Fewest slices a volume needs: SimpleITK's Gaussian smoothing wants four voxels along every axis.
@@ -36,6 +52,17 @@ LEARNING_RATE = 2.0
 #: Resolution levels: shrink factor and Gaussian smoothing (mm) of each.
 SHRINK_FACTORS = (2, 1)
 SMOOTHING_MM = (2.0, 0.0)
+#: An arm's levels (when its cropped image has :data:`ARM_LEVELS_MIN_VOXELS` along every axis) and steps per level.
+ARM_SHRINK_FACTORS = (4, 2, 1)
+ARM_SMOOTHING_MM = (4.0, 2.0, 0.0)
+ARM_LEVELS_MIN_VOXELS = 16
+ARM_ITERATIONS = 150
+#: The shoulder (an arm's pivot): the centre of the arm's region in its top this many mm, at its top.
+SHOULDER_DEPTH_MM = 40.0
+#: An arm's metric keeps fixed voxels whose start position is this many voxels inside the moving image.
+FOV_MARGIN_VOXELS = 1.0
+#: Optimiser scale that holds a parameter where it started (its steps become negligible).
+HELD = 1.0e12
 
 
 @dataclass
@@ -201,7 +228,8 @@ def register_piecewise(
     source, target : Volume
         Prior and current volumes (same sequence), LPS.
     affine : bool
-        Refine each region with an affine transform after the rigid one.
+        Refine each region with an affine transform after the rigid one (an
+        arm registered about its shoulder keeps the trunk's isotropic scaling).
     progress : callable, optional
         ``progress(done, total)`` after each step.
     times : RegistrationTimes, optional
@@ -224,23 +252,36 @@ def register_piecewise(
     fixed, moving = to_sitk(source), to_sitk(target)
     mask = body_mask(fixed)
     boxes = body_regions(source)
+    seams = arm_boundaries(source, boxes)
+    boxes = with_arm_seams(boxes, seams)
     labels = region_labels(fixed, boxes)
     total = len(boxes) + 1
     start = time.perf_counter()
-    trunk = whole_body_rigid(fixed, moving, mask)
+    whole_body = whole_body_rigid(fixed, moving, mask)
     times.seconds["whole_body"] = time.perf_counter() - start
     if progress is not None:
         progress(1, total)
-    regions = []
-    for number, box in enumerate(boxes):
+    done: dict[str, RegionTransform] = {}
+    arms_last = sorted(range(len(boxes)), key=lambda n: boxes[n].name.endswith("_arm"))
+    for step, number in enumerate(arms_last, start=2):
+        box = boxes[number]
         start = time.perf_counter()
-        masked = region_mask(mask, labels, number)
-        regions.append(_register_region(fixed, moving, masked, box, trunk, affine))
+        if box.name.endswith("_arm"):  # from the trunk's own transform: the shoulders move with it
+            trunk = done["trunk"].matrix if "trunk" in done else whole_body
+            seam = seams.get(box.name)
+            if seam is not None:
+                done[box.name] = _register_arm(fixed, moving, source, seam, box, trunk)
+            else:
+                done[box.name] = _register_region(fixed, moving, region_mask(mask, labels, number), box, trunk,
+                                                  affine)
+        else:
+            done[box.name] = _register_region(fixed, moving, region_mask(mask, labels, number), box, whole_body,
+                                              affine)
         times.seconds[box.name] = time.perf_counter() - start
         if progress is not None:
-            progress(number + 2, total)
+            progress(step, total)
     method = "piecewise-affine" if affine else "piecewise-rigid"
-    return PiecewiseTransform(source.volume_id, target.volume_id, tuple(regions), method)
+    return PiecewiseTransform(source.volume_id, target.volume_id, tuple(done[b.name] for b in boxes), method)
 
 
 def _require_slices(volume: Volume) -> None:
@@ -259,9 +300,134 @@ def _register_region(fixed, moving, masked, box: RegionBox, trunk: np.ndarray, a
     fixed, masked = _crop(fixed, masked)
     matrix = _register(fixed, moving, _euler_from(trunk, centre), masked)
     if affine:
-        initial = sitk.AffineTransform(3)
-        initial.SetCenter([float(v) for v in centre])
-        initial.SetMatrix([float(v) for v in matrix[:3, :3].ravel()])
-        initial.SetTranslation([float(v) for v in matrix[:3, :3] @ centre + matrix[:3, 3] - centre])
-        matrix = _register(fixed, moving, initial, masked)
+        matrix = _register(fixed, moving, _affine_from(matrix, centre), masked)
     return RegionTransform(box.name, matrix, np.array(box.lo), np.array(box.hi))
+
+
+def arm_mask(fixed: sitk.Image, source: Volume, seam: ArmBoundary, box: RegionBox) -> sitk.Image:
+    """The voxels on the arm's side of its seam within the box's height, at every depth (air included)."""
+    axes = projection_axes(source.affine)
+    assert axes is not None  # a seam is only found on a volume with LPS-aligned axes
+    ax_x, ax_y, ax_z = axes
+    affine = np.asarray(source.affine, float)
+    shape = tuple(int(n) for n in source.shape)
+    x_of = affine[0, 3] + np.arange(shape[ax_x]) * affine[0, 2 - ax_x]
+    z_of = affine[2, 3] + np.arange(shape[ax_z]) * affine[2, 2 - ax_z]
+    plane = seam.lateral(x_of[None, :], z_of[:, None]) & ((z_of >= box.lo[2]) & (z_of <= box.hi[2]))[:, None]
+    order = sorted((ax_z, ax_x))
+    if order[0] != ax_z:
+        plane = plane.T
+    array = np.broadcast_to(np.expand_dims(plane, axis=ax_y), shape).astype(np.uint8)
+    out = sitk.GetImageFromArray(np.ascontiguousarray(array))
+    out.CopyInformation(fixed)
+    return out
+
+
+def inside_both_fovs(masked: sitk.Image, moving: sitk.Image, start: np.ndarray,
+                     margin: float = FOV_MARGIN_VOXELS) -> sitk.Image:
+    """The mask limited to voxels ``margin`` voxels inside its own image and, moved by ``start``, inside ``moving``.
+
+    A limb cut by the edge of the field of view is cut at another place of the
+    limb at each visit; voxels near either edge would compare tissue with
+    nothing, so the metric leaves them out from the start (not point by point
+    as the transform changes).
+    """
+    array = sitk.GetArrayFromImage(masked)
+    k, j, i = np.nonzero(array)
+    index = np.stack([i, j, k], axis=1).astype(float)
+    linear = np.array(masked.GetDirection()).reshape(3, 3) * np.array(masked.GetSpacing())
+    lps = index @ linear.T + np.array(masked.GetOrigin())
+    there = lps @ start[:3, :3].T + start[:3, 3]
+    moving_linear = np.array(moving.GetDirection()).reshape(3, 3) * np.array(moving.GetSpacing())
+    moving_index = (there - np.array(moving.GetOrigin())) @ np.linalg.inv(moving_linear).T
+    keep = np.ones(len(index), dtype=bool)
+    for where, size in ((index, masked.GetSize()), (moving_index, moving.GetSize())):
+        keep &= np.all((where >= margin - 0.5) & (where <= np.array(size, float) - 0.5 - margin), axis=1)
+    out = np.zeros_like(array)
+    out[k[keep], j[keep], i[keep]] = 1
+    image = sitk.GetImageFromArray(out)
+    image.CopyInformation(masked)
+    return image
+
+
+def shoulder(masked: sitk.Image) -> np.ndarray | None:
+    """An arm's pivot: the centre of its region's top :data:`SHOULDER_DEPTH_MM`, at the region's top (LPS mm)."""
+    array = sitk.GetArrayViewFromImage(masked)
+    if int(array.sum()) < MIN_REGION_VOXELS:
+        return None
+    k, j, i = np.nonzero(array)
+    linear = np.array(masked.GetDirection()).reshape(3, 3) * np.array(masked.GetSpacing())
+    lps = np.stack([i, j, k], axis=1).astype(float) @ linear.T + np.array(masked.GetOrigin())
+    top = float(lps[:, 2].max())
+    pivot = lps[lps[:, 2] >= top - SHOULDER_DEPTH_MM].mean(axis=0)
+    pivot[2] = top
+    return pivot
+
+
+def _register_arm(fixed, moving, source: Volume, seam: ArmBoundary, box: RegionBox, trunk: np.ndarray) -> RegionTransform:
+    """An arm as a turn about its shoulder, which follows the trunk; see the module's docstring.
+
+    With an affine trunk the arm keeps the trunk's scaling (a child's growth)
+    and is turned on top of it: a cut-off arm gives no hold for a scaling of its own.
+    """
+    masked = arm_mask(fixed, source, seam, box)
+    pivot = shoulder(masked)
+    masked = inside_both_fovs(masked, moving, trunk)
+    if pivot is None or int(sitk.GetArrayViewFromImage(masked).sum()) < MIN_REGION_VOXELS:
+        return RegionTransform(box.name, trunk, np.array(box.lo), np.array(box.hi))
+    fixed, masked = _crop(fixed, masked)
+    return RegionTransform(box.name, _turn_about(fixed, moving, masked, pivot, trunk), np.array(box.lo),
+                           np.array(box.hi))
+
+
+def _turn_about(fixed: sitk.Image, moving: sitk.Image, masked: sitk.Image, pivot: np.ndarray,
+                start: np.ndarray) -> np.ndarray:
+    """The rotation about ``pivot`` (which ``start`` places) that best matches, as a 4 x 4 matrix.
+
+    A similarity transform centred on the pivot, started at ``start`` (its
+    rotation, where it takes the pivot, and for an affine ``start`` its
+    isotropic scaling), of which only the rotation moves: the optimiser's
+    scales hold translation and scaling, and the steps are scaled to
+    millimetres of shift at the region's far end, as the rigid regions' are.
+    """
+    rotation = nearest_rotation(start[:3, :3])
+    turn = sitk.Similarity3DTransform()
+    turn.SetCenter([float(v) for v in pivot])
+    turn.SetMatrix([float(v) for v in rotation.ravel()])
+    turn.SetScale(float(np.cbrt(np.linalg.det(start[:3, :3]))))
+    turn.SetTranslation([float(v) for v in start[:3, :3] @ pivot + start[:3, 3] - pivot])
+    size = np.array(fixed.GetSize(), float) - 1
+    corners = np.array([[a, b, c] for a in (0, size[0]) for b in (0, size[1]) for c in (0, size[2])])
+    linear = np.array(fixed.GetDirection()).reshape(3, 3) * np.array(fixed.GetSpacing())
+    reach = 2.0 * float(np.max(np.linalg.norm(corners @ linear.T + np.array(fixed.GetOrigin()) - pivot, axis=1)))
+    method = _method(masked)
+    method.SetOptimizerAsRegularStepGradientDescent(
+        learningRate=LEARNING_RATE / reach, minStep=1e-3 / reach, numberOfIterations=ARM_ITERATIONS,
+        relaxationFactor=0.6, gradientMagnitudeTolerance=1e-12)
+    method.SetOptimizerScales([reach ** 2] * 3 + [HELD] * 4)  # versor; translation and scale held
+    if min(fixed.GetSize()) >= ARM_LEVELS_MIN_VOXELS:
+        method.SetShrinkFactorsPerLevel(list(ARM_SHRINK_FACTORS))
+        method.SetSmoothingSigmasPerLevel(list(ARM_SMOOTHING_MM))
+    method.SetInitialTransform(turn, inPlace=True)
+    try:
+        method.Execute(fixed, moving)
+    except RuntimeError as exc:
+        raise CnoError(f"registration failed: {str(exc).strip().splitlines()[-1]}") from None
+    return matrix_of(turn)
+
+
+def nearest_rotation(linear: np.ndarray) -> np.ndarray:
+    """The rotation closest to a 3 x 3 matrix (its polar factor): an affine start's rigid part."""
+    u, _, vt = np.linalg.svd(linear)
+    if np.linalg.det(u @ vt) < 0:
+        u[:, -1] *= -1
+    return u @ vt
+
+
+def _affine_from(matrix: np.ndarray, centre: np.ndarray) -> sitk.AffineTransform:
+    """An affine transform equal to ``matrix``, centred at ``centre``."""
+    out = sitk.AffineTransform(3)
+    out.SetCenter([float(v) for v in centre])
+    out.SetMatrix([float(v) for v in matrix[:3, :3].ravel()])
+    out.SetTranslation([float(v) for v in matrix[:3, :3] @ centre + matrix[:3, 3] - centre])
+    return out
