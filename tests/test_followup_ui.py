@@ -228,3 +228,99 @@ def test_with_the_real_registration_a_click_maps_through_it_and_a_nudge_is_kept(
     assert "nudged +1 +0 +0 mm" in window.comparison.region_label.text()
     window.grab().save(str(tmp_path / "registered.png"))  # docs/followup-registered.png is this picture
     window.comparison.wait(5000)
+
+
+def _every_visible_text(window) -> list[str]:
+    """Every string a reader can see: labels, buttons, lists, combo items, tooltips, titles, overlays,
+    group boxes, tabs, table and tree cells and headers, text boxes."""
+    from PySide6.QtWidgets import (
+        QGroupBox,
+        QPlainTextEdit,
+        QTableWidget,
+        QTabWidget,
+        QTextEdit,
+        QTreeWidget,
+        QTreeWidgetItemIterator,
+        QWidget,
+    )
+
+    texts = _visible_strings(window)
+    for widget in window.findChildren(QWidget):
+        if not widget.isVisible():
+            continue
+        if isinstance(widget, QGroupBox):
+            texts.append(widget.title())
+        if isinstance(widget, QTabWidget):
+            texts += [widget.tabText(n) for n in range(widget.count())]
+        if isinstance(widget, (QTextEdit, QPlainTextEdit)):
+            texts.append(widget.toPlainText())
+        if isinstance(widget, QTableWidget):
+            texts += [widget.item(r, c).text() for r in range(widget.rowCount()) for c in range(widget.columnCount())
+                      if widget.item(r, c) is not None]
+            texts += [widget.horizontalHeaderItem(c).text() for c in range(widget.columnCount())
+                      if widget.horizontalHeaderItem(c) is not None]
+        if isinstance(widget, QTreeWidget):
+            iterator = QTreeWidgetItemIterator(widget)
+            while iterator.value():
+                texts += [iterator.value().text(c) for c in range(widget.columnCount())]
+                iterator += 1
+    return [t for t in texts if t]
+
+
+def test_hidden_order_every_case_reads_the_same_whichever_visit_is_earlier(qtbot, tmp_path, held_registration):
+    """Two stores whose visit dates are swapped: going through every case, with the other visit beside it,
+    the reader sees exactly the same strings (widgets, tooltips, window titles, every status message),
+    and none of them names an order."""
+    from PySide6.QtCore import Qt
+
+    release, _ = held_registration
+    release.set()
+    seen = []
+    for n, dates in enumerate((("20190104", "20190704"), ("20190704", "20190104"))):
+        root = tmp_path / f"data{n}"
+        uids = visits(root, *dates)
+        store_root, _ = _prepared(tmp_path / f"s{n}", (root, uids), "paired-hidden-order")
+        window = _open(qtbot, store_root)
+        shown: list[str] = []
+        window.statusBar().messageChanged.connect(shown.append)
+        window.windowTitleChanged.connect(shown.append)
+        codes = [e["reading_code"] for e in rs.worklist(window.store, "fu", "dr-a")]
+        compared = 0
+        for code in sorted(codes):
+            with qtbot.waitSignal(window.all_loaded, timeout=20000):
+                window.open_case(code)
+            shown += _every_visible_text(window)
+            if window.comparison.action.isEnabled():
+                with qtbot.waitSignal(window.comparison.registered, timeout=30000):
+                    qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+                window.loader.wait(20000)
+                qtbot.wait(50)
+                shown += _every_visible_text(window) + [window.comparison.region_label.text()]
+                compared += 1
+                window.grab().save(str(tmp_path / f"hidden-{n}-{code}.png"))
+                qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+        for text in shown:
+            for hint in ("2019", "2018", "timepoint", "prior", "earlier", "later", "baseline", "follow-up",
+                         "previous", "newer", "older", "current"):
+                assert not re.search(rf"\b{hint}\b", text.lower()), (hint, text)
+        assert compared == 2  # each visit of the patient, with the other beside it
+        seen.append(sorted(set(shown)))
+        window.close()
+    assert seen[0] == seen[1]
+
+
+def test_unpaired_blinded_offers_no_other_visit_in_any_case(qtbot, tmp_path, visit_dirs):
+    """The default design in the window: each visit a case of its own, never one beside another, and the
+    worklist does not pair a patient's visits."""
+    from PySide6.QtCore import Qt
+
+    store_root, _ = _prepared(tmp_path, visit_dirs, "unpaired-blinded")
+    window = _open(qtbot, store_root)
+    for code in sorted(e["reading_code"] for e in rs.worklist(window.store, "fu", "dr-a")):
+        with qtbot.waitSignal(window.all_loaded, timeout=20000):
+            window.open_case(code)
+        qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)  # asks for the other visit: nothing comes
+        assert not window.comparison.action.isEnabled() and window.comparison.prior_box.count() == 0
+        assert [p.tag.text() for p in window.panels.values() if p.tag.text()] == []
+        for text in _every_visible_text(window):
+            assert not re.search(r"\b(visit [a-z]|p-\d+|timepoint)\b", text.lower()), text
