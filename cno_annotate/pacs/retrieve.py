@@ -171,7 +171,12 @@ def _reading_order(series: list[SeriesMatch]) -> list[SeriesMatch]:
 
 
 class _Writer:
-    """Writes arriving instances to the study folder (thread-safe) and counts them."""
+    """Writes arriving instances to the study folder (thread-safe) and counts them.
+
+    Between :meth:`open` and :meth:`close` instances are written; ``close`` waits for a
+    write in flight, and an instance arriving after it (a C-MOVE storage thread that
+    outlived a cancel) is dropped, so what is counted is exactly what the import sees.
+    """
 
     def __init__(self, folder: Path, progress: Progress | None, expected: int):
         self.folder = folder
@@ -179,16 +184,27 @@ class _Writer:
         self.expected = expected
         self.received = 0
         self.lock = threading.Lock()
+        self.accepting = False
+
+    def open(self) -> None:
+        with self.lock:
+            self.accepting = True
+
+    def close(self) -> None:
+        with self.lock:
+            self.accepting = False
 
     def __call__(self, series_uid: str, sop_uid: str, data: bytes) -> None:
         if not _UID.fullmatch(series_uid) or not _UID.fullmatch(sop_uid):
             raise PacsError(f"an instance arrived with an invalid UID ({sop_uid!r} in series {series_uid!r})")
         target = self.folder / series_uid / f"{sop_uid}.dcm"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        partial = target.with_name(f".{sop_uid}.{threading.get_ident()}.part")
-        partial.write_bytes(data)
-        os.replace(partial, target)
         with self.lock:
+            if not self.accepting:
+                return  # arrived after the retrieve of its series ended: fetched again on resume
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{sop_uid}.{threading.get_ident()}.part")
+            partial.write_bytes(data)
+            os.replace(partial, target)
             self.received += 1
             received = self.received
         if self.progress is not None:
@@ -266,12 +282,14 @@ def retrieve_study(store: Store, client: PacsClient, study_uid: str, progress: P
             if cancelled():
                 break
             before = writer.received
+            writer.open()
             try:
                 client.fetch(study_uid, item.series_uid, missing, writer, cancelled)
             except SeriesFailed as exc:  # one series refused: the others may still come
                 report.failed.append({"series_uid": item.series_uid, "number": item.number,
                                       "description": item.description, "reason": str(exc)})
             finally:
+                writer.close()
                 if writer.received > before:
                     outcome = _import_series(store, folder / item.series_uid, item)
                     report.outcomes.append(outcome.as_dict())
