@@ -342,6 +342,9 @@ def cmd_import(args) -> int:
         print(f"warnings for {_count(warned, 'file')}:")
         for item in summary["warnings"]:
             print(f"  {item['path']}: {item['message']}")
+    if summary["replaced"]:
+        print(f"note: {_count(summary['replaced'], 'instance')} imported earlier lost their file (it holds another "
+              "image now): they count as missing until their files are imported again")
     if missing:
         print(f"note: {len(missing)} of {_count(len(args.paths), 'path')} given "
               f"{'does' if len(missing) == 1 else 'do'} not exist (listed above)")
@@ -436,13 +439,16 @@ def cmd_export_nifti(args) -> int:
     from cno_annotate.exports import audited_file_export
     from cno_annotate.fileio import check_output_file
     from cno_annotate.io.nifti import write_nifti
-    from cno_annotate.volumes import load_volume
+    from cno_annotate.volumes import load_volume, unread_files_message
 
     if not args.out.name.lower().endswith((".nii", ".nii.gz")):
         raise CnoError(f"{args.out}: the output must end in .nii or .nii.gz")
     check_output_file(args.out, args.force)
     store = _open_store(args)
     volume = load_volume(store, args.volume)
+    if volume.load.errors:
+        raise CnoError(f"{unread_files_message(volume.load.errors)}; nothing written (import the folder again, "
+                       "or relocate it if it moved)")
     audited_file_export(store, args.out, args.force, "export-nifti", f"volume:{volume.volume_id}",
                         lambda path: (write_nifti(volume, path), {"format": "nifti", "shape": list(volume.shape)}))
     i, j, k = volume.shape[2], volume.shape[1], volume.shape[0]

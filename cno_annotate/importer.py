@@ -27,9 +27,11 @@ from cno_annotate.derive import rebuild_volumes
 from cno_annotate.errors import StoreWriteError
 from cno_annotate.io import nifti
 from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cache, index_dicom_file
+from cno_annotate.io.identity import check_file
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.volume import VolumeKind, orientation_name
 from cno_annotate.store.db import DB_NAME, Store, now
+from cno_annotate.store.locations import UNLINKED, RecordedFile, relink, unlink_replaced
 from cno_annotate.uids import stable_uid
 
 Progress = Callable[[int, int], None]
@@ -52,6 +54,8 @@ class ImportReport:
     new_instances: int = 0
     already_imported: int = 0
     relinked: int = 0
+    #: Instances whose recorded file now holds another instance (their file is no longer known).
+    replaced: int = 0
     nifti: int = 0
     studies: set[str] = field(default_factory=set)
     series: set[str] = field(default_factory=set)
@@ -83,6 +87,7 @@ class ImportReport:
             "new_instances": self.new_instances,
             "already_imported": self.already_imported,
             "relinked": self.relinked,
+            "replaced": self.replaced,
             "nifti": self.nifti,
             "duplicates": self.duplicates,
             "volumes": len(volumes),
@@ -194,6 +199,24 @@ class _Known:
     images: dict[str, tuple[str, str, str]]  # SOP UID -> (path text, series UID, study UID)
     files: dict[str, tuple]  # path text -> (size, mtime_ns, kind, ref, reason)
     nifti: dict[str, tuple[str, str]]  # volume id -> (path text, study UID)
+    held: dict[str, set[str]] = field(default_factory=dict)  # path text -> SOP UIDs recorded in that file
+
+    def __post_init__(self) -> None:
+        for sop_uid, (text, _series, _study) in self.images.items():
+            self.held.setdefault(text, set()).add(sop_uid)
+
+    def move(self, sop_uid: str, text: str) -> None:
+        """Record that an instance's file is now ``text``."""
+        old, series_uid, study_uid = self.images[sop_uid]
+        self.held.get(old, set()).discard(sop_uid)
+        self.images[sop_uid] = (text, series_uid, study_uid)
+        self.held.setdefault(text, set()).add(sop_uid)
+
+    def still_holds(self, text: str, sop_uid: str) -> bool:
+        """Whether the recorded file ``text`` is still on disk and still holds instance ``sop_uid``."""
+        row = self.files.get(text)
+        recorded = RecordedFile(text, row[0], row[1], row[3]) if row and row[2] == "dicom" else None
+        return check_file(paths.from_text(text), sop_uid, recorded).ok
 
     @classmethod
     def of(cls, store: Store) -> _Known:
@@ -214,11 +237,12 @@ class _Pending:
     """Writes collected while files are indexed, flushed in batches."""
 
     records: list[ImageRecord] = field(default_factory=list)
-    relinks: list[tuple[str, str]] = field(default_factory=list)  # (new path text, SOP UID)
+    relinks: list[tuple[str, str, str]] = field(default_factory=list)  # (old path text, new path text, SOP UID)
+    holders: list[tuple[str, str]] = field(default_factory=list)  # (path text, SOP UID it holds now)
     files: list[tuple] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.records) + len(self.relinks) + len(self.files)
+        return len(self.records) + len(self.relinks) + len(self.holders) + len(self.files)
 
 
 def import_paths(store: Store, roots: list[Path], progress: Progress | None = None) -> ImportReport:
@@ -456,17 +480,34 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, owners: 
         report.already_imported += 1
         if previous[0] != text:
             return  # the same file by another way (a link): keep the recorded path
-    elif not paths.exists(paths.from_text(previous[0])):
+    elif not known.still_holds(previous[0], first.sop_uid):
         report.relinked += 1
         report.rederive.add(previous[2])
-        pending.relinks.append((text, first.sop_uid))
+        pending.relinks.append((previous[0], text, first.sop_uid))
     else:
         report.duplicates += 1
         report.skip(path, f"duplicate of {paths.display(paths.from_text(previous[0]))} (same SOPInstanceUID)")
         return
-    known.images[first.sop_uid] = (text, series_uid, previous[2] if previous else study_uid)
+    _unlink_others(text, first.sop_uid, known, pending, report)
+    if previous is None:
+        known.images[first.sop_uid] = (text, series_uid, study_uid)
+        known.held.setdefault(text, set()).add(first.sop_uid)
+    else:
+        known.move(first.sop_uid, text)
     report.instances += 1
     pending.files.append((text, found.size, found.mtime_ns, "dicom", first.sop_uid, None))
+
+
+def _unlink_others(text: str, sop_uid: str, known: _Known, pending: _Pending, report: ImportReport) -> None:
+    """The file ``text`` holds ``sop_uid`` now: instances recorded there before lose that path."""
+    others = known.held.get(text, set()) - {sop_uid}
+    if not others:
+        return
+    for other in sorted(others):
+        known.move(other, UNLINKED)
+        report.rederive.add(known.images[other][2])
+    report.replaced += len(others)
+    pending.holders.append((text, sop_uid))
 
 
 def _flush(store: Store, pending: _Pending) -> None:
@@ -474,8 +515,9 @@ def _flush(store: Store, pending: _Pending) -> None:
     if not len(pending):
         return
     with store.transaction() as db:
+        unlink_replaced(db, pending.holders)
+        relink(db, pending.relinks)
         _write_images(db, pending.records)
-        db.executemany("UPDATE images SET path = ? WHERE sop_uid = ?", pending.relinks)
         db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)", pending.files)
 
 

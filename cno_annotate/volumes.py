@@ -16,10 +16,11 @@ from cno_annotate.cache import VolumeCache
 from cno_annotate.errors import CnoError
 from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
+from cno_annotate.io.identity import NOT_FOUND, REPLACED, FileCheck, check_files
 from cno_annotate.io.pixels import load_stack
 from cno_annotate.io.series import build_stacks, usable_images
 from cno_annotate.io.volume import LoadReport, Volume, VolumeHeader, VolumeKind
-from cno_annotate.paths import display, exists
+from cno_annotate.paths import display
 from cno_annotate.store.db import Store
 
 
@@ -124,21 +125,50 @@ def _stack(store: Store, row: dict):
 
 def _read_stack(store: Store, row: dict, volume: Volume, progress) -> np.ndarray:
     stack = _stack(store, row)
+    checks = check_files(stack.images, store.recorded_files(image["path"] for image in stack.images))
+    unusable = {path: check.reason for path, check in checks.items() if not check.ok}
+    if unusable and len(unusable) == len(checks):
+        raise CnoError(_unusable_message(list(checks.values())))
     try:
-        read = load_stack(stack, progress)
+        read = load_stack(stack, progress, unusable)
     except ValueError as exc:  # a stack too large to hold
         raise CnoError(f"volume {row['volume_id']} cannot be loaded: {exc}") from None
     errors = read.load.errors
     if errors and len(errors) == len(stack.images):
-        missing = sum(1 for image in stack.images if not exists(image["path"]))
-        if missing:
-            raise CnoError(f"{missing} files of this series are missing; if the folder moved, run: "
-                           "cno-annotate relocate OLD NEW")
         raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "
                        f"{errors[0]['reason']}")
     volume.with_header(gaps=read.header.gaps)
     volume.load = LoadReport(errors=errors, missing_slices=_missing_slices(stack, errors))
     return read.array
+
+
+def _unusable_message(checks: list[FileCheck], what: str = "this series") -> str:
+    """Why no file of a series can be shown: missing (moved?) or holding other images, with counts."""
+    missing = sum(check.missing for check in checks)
+    replaced = len(checks) - missing
+    parts = []
+    if missing:
+        parts.append(f"{missing} files of {what} are missing; if the folder moved, run: "
+                     "cno-annotate relocate OLD NEW")
+    if replaced:
+        parts.append(f"{replaced} files of {what} hold other images than the ones imported (another "
+                     "study's files in their place?): not shown; import their folder again to re-index it")
+    return "; ".join(parts)
+
+
+def unread_files_message(errors: list[dict]) -> str:
+    """One line on the files a load could not use: how many, missing / holding other images / damaged."""
+    files = {e["path"]: e["reason"] for e in errors}
+    missing = sum(reason == NOT_FOUND for reason in files.values())
+    replaced = sum(reason.startswith(REPLACED) for reason in files.values())
+    damaged = [(path, reason) for path, reason in files.items()
+               if reason != NOT_FOUND and not reason.startswith(REPLACED)]
+    parts = [f"{missing} missing"] if missing else []
+    if replaced:
+        parts.append(f"{replaced} holding other images than the ones imported")
+    if damaged:
+        parts.append(f"{len(damaged)} unreadable (first: {display(damaged[0][0])}: {damaged[0][1]})")
+    return f"{len(files)} files of this volume could not be used ({', '.join(parts)}): their slices have no data"
 
 
 def _missing_slices(stack, errors: list[dict]) -> list[int]:
@@ -150,13 +180,17 @@ def _missing_slices(stack, errors: list[dict]) -> list[int]:
 
 
 def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache: bool, preview=None) -> np.ndarray:
-    cache = VolumeCache.of(store) if use_cache else None
+    members = [store.volume(m) for m in row["members"]]
+    checks = [_member_checks(store, member) for member in members]
+    unusable = [check for member in checks for check in member if not check.ok]
+    if any(member and all(not check.ok for check in member) for member in checks):
+        raise CnoError(_unusable_message(unusable, "this whole-body volume"))
+    cache = VolumeCache.of(store) if use_cache and not unusable else None
     if cache is not None:
         array = cache.get(row["volume_id"], row["fingerprint"], tuple(row["shape"]))
         if array is not None:
             volume.load = LoadReport(cached=True)
             return array
-    members = [store.volume(m) for m in row["members"]]
     total = sum(m["shape"][0] for m in members)
     stations: list[Volume] = []
     for member in members:
@@ -169,10 +203,17 @@ def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache:
             shown.load = LoadReport(preview=True)
             preview(shown)
     composed = compose.compose(stations, volume_id=row["volume_id"], preview=first)
-    if cache is not None:
+    errors = [e for s in stations for e in s.load.errors]
+    if cache is not None and not errors:
         cache.put(row["volume_id"], row["fingerprint"], composed.array)
-    volume.load = LoadReport(errors=[e for s in stations for e in s.load.errors])
+    volume.load = LoadReport(errors=errors)
     return composed.array
+
+
+def _member_checks(store: Store, member: dict) -> list[FileCheck]:
+    """The check of every file of a composed volume's member (a stack: the files of its series)."""
+    images = store.images(member["series_uid"]) if member["series_uid"] else []
+    return list(check_files(images, store.recorded_files(image["path"] for image in images)).values())
 
 
 def _offset_progress(progress, offset: int, total: int):

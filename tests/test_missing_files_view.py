@@ -62,7 +62,7 @@ def test_a_series_with_missing_files_shows_the_count_and_the_relocate_command(mo
         window.select_study(moved.studies()[0]["study_uid"])
     view = window.session.views["left"]
     assert view.status == "error"
-    assert "files of this series are missing" in view.message and RELOCATE_HINT in view.message
+    assert "files of this whole-body volume are missing" in view.message and RELOCATE_HINT in view.message
     assert "FileNotFoundError" not in view.message
     window.grab().save(str(tmp_path / "missing.png"))
 

@@ -10,7 +10,7 @@ and MONOCHROME1 is inverted so that bright always means high signal.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pydicom
@@ -39,7 +39,8 @@ def is_decoder_panic(exc: BaseException) -> bool:
     return kind.__name__ == "PanicException" and kind.__module__ == "pyo3_runtime"
 
 
-def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None) -> Volume:
+def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None,
+               unusable: Mapping[str, str] | None = None) -> Volume:
     """Read and rescale every slice of a stack.
 
     Parameters
@@ -48,6 +49,9 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None)
         From :func:`cno_annotate.io.series.build_stacks`.
     progress : callable, optional
         Called as ``progress(done, total)`` after each slice.
+    unusable : mapping of str to str, optional
+        Files not to read (path -> reason): they are listed in ``load.errors``
+        and their slices stay 0 (files that no longer hold the indexed image).
 
     Returns
     -------
@@ -65,19 +69,27 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None)
     errors: list[dict] = []
     decoded: dict[str, np.ndarray] = {}
     total = len(stack.images)
+    unusable = unusable or {}
     for n, (image, k) in enumerate(zip(stack.images, stack.slice_index)):
-        try:
-            raw = _read_image(image, decoded)
-            _store_slice(out[k], raw, image)
-        except DecodeError as exc:
-            errors.append({"path": image["path"], "reason": str(exc)})
-        except Exception as exc:  # a corrupt slice must not lose the rest
-            errors.append({"path": image["path"], "reason": f"{type(exc).__name__}: {exc}"})
+        problem = _read_slice(out[k], image, decoded) if image["path"] not in unusable else unusable[image["path"]]
+        if problem:
+            errors.append({"path": image["path"], "reason": problem})
         if progress is not None:
             progress(n + 1, total)
     volume = Volume(out, stack.affine, header=VolumeHeader(volume_id=stack.volume_id, gaps=tuple(stack.gaps)))
     volume.load = LoadReport(errors=errors)
     return volume
+
+
+def _read_slice(target: np.ndarray, image: dict, decoded: dict[str, np.ndarray]) -> str:
+    """Read one slice into ``target``; the reason it could not be read ("" if it was)."""
+    try:
+        _store_slice(target, _read_image(image, decoded), image)
+    except DecodeError as exc:
+        return str(exc)
+    except Exception as exc:  # a corrupt slice must not lose the rest
+        return f"{type(exc).__name__}: {exc}"
+    return ""
 
 
 def _read_image(image: dict, decoded: dict[str, np.ndarray]) -> np.ndarray:

@@ -26,7 +26,7 @@ from cno_annotate.errors import CnoError, StoreWriteError
 from cno_annotate.paths import from_text
 from cno_annotate.store import postgres
 from cno_annotate.store.files import check_file, file_identity, newer_message, sidecar, writable
-from cno_annotate.store.locations import missing_files, relocate, resolve_relative_paths
+from cno_annotate.store.locations import RecordedFile, missing_files, recorded_files, relocate, resolve_relative_paths
 from cno_annotate.store.sqlite import ByDialect, Step, migrate, statements, transaction
 
 STORE_ENV = "CNO_ANNOTATE_STORE"
@@ -833,6 +833,10 @@ class Store:
     def missing_files(self) -> dict[str, int]:
         """Study UID -> how many of its files are not on disk (studies with none are left out)."""
         return dict(missing_files(self.db))
+
+    def recorded_files(self, file_paths) -> dict[str, RecordedFile]:
+        """What the imports recorded of some DICOM files (size, time, instance); path -> record."""
+        return recorded_files(self.db, file_paths)
 
     def relocate(self, old: str | os.PathLike[str], new: str | os.PathLike[str]) -> int:
         """Rewrite the folder prefix ``old`` to ``new`` in the recorded file paths; how many files moved.

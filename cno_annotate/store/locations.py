@@ -12,9 +12,54 @@ import hashlib
 import os
 import sqlite3
 from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
 
 from cno_annotate import paths
 from cno_annotate.errors import CnoError
+
+#: The path of an instance whose recorded file now holds another instance (its file is unknown).
+UNLINKED = ""
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class RecordedFile:
+    """What an import recorded of one DICOM file: where, its size and time, the instance it held."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sop_uid: str | None
+
+
+def recorded_files(db: sqlite3.Connection, file_paths: Iterable[str]) -> dict[str, RecordedFile]:
+    """The import records of some files (paths as the file system spells them); path -> record."""
+    texts = sorted({paths.to_text(p) for p in file_paths})
+    found: dict[str, RecordedFile] = {}
+    for start in range(0, len(texts), _CHUNK):
+        chunk = texts[start:start + _CHUNK]
+        rows = db.execute(f"SELECT path, size, mtime_ns, ref FROM files WHERE kind = 'dicom' AND path IN "
+                          f"({','.join('?' * len(chunk))})", chunk)
+        for text, size, mtime_ns, ref in rows:
+            path = paths.from_text(text)
+            found[path] = RecordedFile(path, int(size), int(mtime_ns), ref)
+    return found
+
+
+def unlink_replaced(db: sqlite3.Connection, holders: list[tuple[str, str]]) -> None:
+    """For each (path text, SOP UID) now found in a file: other instances recorded there lose that path.
+
+    Their file is no longer known (they count as missing until a re-import finds them elsewhere).
+    """
+    db.executemany("UPDATE images SET path = ? WHERE path = ? AND sop_uid != ?",
+                   [(UNLINKED, text, sop_uid) for text, sop_uid in holders])
+
+
+def relink(db: sqlite3.Connection, moves: list[tuple[str, str, str]]) -> None:
+    """For each (old path text, new path text, SOP UID): the instance's file is now the new one."""
+    db.executemany("UPDATE images SET path = ? WHERE sop_uid = ?", [(new, sop) for _old, new, sop in moves])
+    db.executemany("DELETE FROM files WHERE path = ? AND ref = ?", [(old, sop) for old, _new, sop in moves])
 
 
 def missing_files(db: sqlite3.Connection) -> Counter[str]:
@@ -31,18 +76,25 @@ def missing_files(db: sqlite3.Connection) -> Counter[str]:
         """
     )
     for study_uid, text in rows:
-        if not paths.exists(paths.from_text(text)):
+        if text != UNLINKED and not paths.exists(paths.from_text(text)):
             missing[study_uid] += 1
+    unlinked = db.execute("SELECT d.study_uid, COUNT(DISTINCT i.sop_uid) FROM images i "
+                          "JOIN dicom_series d USING (series_uid) WHERE i.path = ? GROUP BY d.study_uid", (UNLINKED,))
+    for study_uid, count in unlinked:
+        missing[study_uid] += count
     return missing
 
 
 def relocate(db: sqlite3.Connection, old: str, new: str) -> int:
-    """Rewrite the folder prefix ``old`` to ``new`` in every recorded file path.
+    """Rewrite the folder prefix ``old`` to ``new`` in every recorded file path, after checking the files.
 
     Both are made absolute and normalised; only whole path components match
     (``/data/study`` does not match ``/data/study2``). Recorded relative paths
-    (from old versions) match ``old`` as typed too. Runs in the caller's
-    transaction.
+    (from old versions) match ``old`` as typed too. Each file under ``new``
+    must hold what was recorded (the same SOPInstanceUID; the same content
+    for a NIfTI file): if any holds something else, or none is there, nothing
+    is changed. Files not found under ``new`` keep their recorded path. Runs
+    in the caller's transaction.
 
     Returns
     -------
@@ -52,24 +104,64 @@ def relocate(db: sqlite3.Connection, old: str, new: str) -> int:
     Raises
     ------
     CnoError
-        If no recorded file lies under ``old``.
+        If no recorded file lies under ``old``, none of them is under ``new``,
+        or a file under ``new`` holds another image (nothing is changed).
     """
     old_abs, new_abs = paths.absolute(old), paths.absolute(new)
     old_typed = os.path.normpath(os.fspath(old))
-    moves: dict[str, str] = {}
-    for (text,) in db.execute("SELECT DISTINCT path FROM images UNION SELECT source_path FROM volumes "
-                              "WHERE source_path IS NOT NULL"):
+    moves = _planned_moves(db, old_abs, old_typed, new_abs)
+    if not moves:
+        raise CnoError(f"no file of the store lies under {paths.display(old_abs)}; nothing was changed")
+    found = [m for m in moves if os.path.isfile(paths.from_text(m.new))]
+    wrong = [m for m in found if not m.holds_recorded()]
+    if wrong:
+        raise CnoError(f"{len(wrong)} of the {len(found)} files found under {paths.display(new_abs)} hold other "
+                       f"images than the ones recorded under {paths.display(old_abs)} (first: "
+                       f"{paths.display(paths.from_text(wrong[0].new))}): not the same files; nothing was changed")
+    if not found:
+        raise CnoError(f"none of the {len(moves)} files recorded under {paths.display(old_abs)} is under "
+                       f"{paths.display(new_abs)}; nothing was changed")
+    pairs = [(m.new, m.old) for m in found]
+    db.executemany("UPDATE images SET path = ? WHERE path = ?", pairs)
+    db.executemany("UPDATE volumes SET source_path = ? WHERE source_path = ?", pairs)
+    db.executemany("DELETE FROM files WHERE path = ?", [(m.new,) for m in found])  # stale records of the target
+    for move in found:
+        info = os.stat(paths.from_text(move.new))
+        db.execute("UPDATE files SET path = ?, size = ?, mtime_ns = ? WHERE path = ?",
+                   (move.new, info.st_size, info.st_mtime_ns, move.old))
+    return len(found)
+
+
+@dataclass(frozen=True)
+class _Move:
+    """One recorded file to move: its path texts and what it must hold (an instance, or NIfTI content)."""
+
+    old: str
+    new: str
+    sop_uid: str | None
+    digest: str | None
+
+    def holds_recorded(self) -> bool:
+        """Whether the file at the new path holds what was recorded."""
+        path = paths.from_text(self.new)
+        if self.sop_uid is not None:
+            return sop_uid_of(path) == self.sop_uid
+        return _digest_of(path) == self.digest
+
+
+def _planned_moves(db: sqlite3.Connection, old_abs: str, old_typed: str, new_abs: str) -> list[_Move]:
+    moves: list[_Move] = []
+    rows = db.execute("SELECT path, MIN(sop_uid), NULL FROM images WHERE path != ? GROUP BY path UNION "
+                      "SELECT source_path, NULL, fingerprint FROM volumes WHERE kind = 'nifti' AND source_path "
+                      "IS NOT NULL", (UNLINKED,))
+    for text, sop_uid, digest in rows:
         path = paths.from_text(text)
         for prefix in {old_abs, old_typed}:
             if paths.is_under(path, prefix):
-                moves[text] = paths.to_text(new_abs + path[len(prefix.rstrip(os.sep)):])
+                target = paths.to_text(new_abs + path[len(prefix.rstrip(os.sep)):])
+                moves.append(_Move(text, target, sop_uid, digest))
                 break
-    if not moves:
-        raise CnoError(f"no file of the store lies under {paths.display(old_abs)}; nothing was changed")
-    db.executemany("UPDATE images SET path = ? WHERE path = ?", [(n, o) for o, n in moves.items()])
-    db.executemany("UPDATE volumes SET source_path = ? WHERE source_path = ?", [(n, o) for o, n in moves.items()])
-    db.executemany("UPDATE files SET path = ? WHERE path = ?", [(n, o) for o, n in moves.items()])
-    return len(moves)
+    return moves
 
 
 def resolve_relative_paths(db: sqlite3.Connection) -> None:
@@ -86,7 +178,7 @@ def resolve_relative_paths(db: sqlite3.Connection) -> None:
         if os.path.isabs(text):
             continue
         candidate = paths.absolute(text)
-        if _sop_uid_of(candidate) == sop_uid:
+        if sop_uid_of(candidate) == sop_uid:
             db.execute("UPDATE images SET path = ? WHERE path = ?", (paths.to_text(candidate), text))
     rows = db.execute("SELECT volume_id, source_path, fingerprint FROM volumes WHERE kind = 'nifti'").fetchall()
     for volume_id, text, digest in rows:
@@ -97,11 +189,15 @@ def resolve_relative_paths(db: sqlite3.Connection) -> None:
             db.execute("UPDATE volumes SET source_path = ? WHERE volume_id = ?", (paths.to_text(candidate), volume_id))
 
 
-def _sop_uid_of(path: str) -> str | None:
+def sop_uid_of(path: str) -> str | None:
+    """The SOPInstanceUID in a file's header (None if the header cannot be read)."""
     import pydicom
 
+    from cno_annotate.io.dicom_index import tolerant_reading
+
     try:
-        header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
+        with tolerant_reading():
+            header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPInstanceUID"])
         return str(header.SOPInstanceUID)
     except Exception:  # noqa: BLE001 - any unreadable file is simply not the recorded one
         return None
