@@ -53,7 +53,7 @@ from cno_annotate.store import Store, audit, catalog
 from cno_annotate.store import packages as issued
 from cno_annotate.store import reading_studies as table
 from cno_annotate.store.db import DB_NAME, now
-from cno_annotate.store.locations import relocate
+from cno_annotate.store.locations import rewrite_prefix
 
 MANIFEST = "manifest.json"
 PACKAGE_SCHEMA = "reading-package-1.0.0"
@@ -164,7 +164,7 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
 
         import_paths(package_store, [staging / IMAGES])
         with package_store.transaction() as db:
-            relocate(db, str(staging), NEUTRAL_ROOT)
+            rewrite_prefix(db, str(staging), NEUTRAL_ROOT)
             catalog.forget_import_log(db)  # the build's own log: the coordinator's folder names
         _record_volume_ids(store, package_store, mapping)
         _install_worklist(package_store, study, reader, worklist, cases, mapping)

@@ -132,6 +132,20 @@ def relocate(db: sqlite3.Connection, old: str, new: str) -> int:
     return len(found)
 
 
+def rewrite_prefix(db: sqlite3.Connection, old: str, new: str) -> int:
+    """Rewrite the folder prefix ``old`` to ``new`` in every recorded path, without looking at the files.
+
+    For a store being built whose files go elsewhere (a reading package names a neutral
+    folder); a user's moved folder goes through :func:`relocate`, which checks them.
+    """
+    moves = _planned_moves(db, paths.absolute(old), os.path.normpath(os.fspath(old)), paths.absolute(new))
+    pairs = [(m.new, m.old) for m in moves]
+    db.executemany("UPDATE images SET path = ? WHERE path = ?", pairs)
+    db.executemany("UPDATE volumes SET source_path = ? WHERE source_path = ?", pairs)
+    db.executemany("UPDATE files SET path = ? WHERE path = ?", pairs)
+    return len(moves)
+
+
 @dataclass(frozen=True)
 class _Move:
     """One recorded file to move: its path texts and what it must hold (an instance, or NIfTI content)."""
