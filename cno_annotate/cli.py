@@ -324,6 +324,7 @@ def cmd_import(args) -> int:
     summary = report.as_dict(store)
     if args.json:
         print(json.dumps(summary, indent=2))
+        _require_something_imported(summary)
         return 0
     relinked = f", {summary['relinked']} re-linked to their new location" if summary["relinked"] else ""
     print(
@@ -337,6 +338,8 @@ def cmd_import(args) -> int:
         print(f"skipped {_count(len(summary['skipped']), 'file')}:")
         for item in summary["skipped"]:
             print(f"  {item['path']}: {item['reason']}")
+    if summary["ignored_files"]:
+        print(f"ignored {_count(summary['ignored_files'], 'known non-image file')} ({', '.join(summary['ignored'])})")
     if summary["warnings"]:
         warned = len({item["path"] for item in summary["warnings"]})
         print(f"warnings for {_count(warned, 'file')}:")
@@ -352,7 +355,18 @@ def cmd_import(args) -> int:
     for study_uid in sorted(report.studies):
         _print_volumes(store.volumes(study_uid))
         _print_compositions(store.compositions(study_uid))
+    _require_something_imported(summary)
     return 0
+
+
+def _require_something_imported(summary: dict) -> None:
+    """An import that found no image at all is an error (exit 1), with the reason in one line."""
+    if summary["instances"] or summary["nifti"]:
+        return
+    if not summary["files"]:
+        raise CnoError("nothing imported: no file found (the folder is empty or holds only known non-image files)")
+    raise CnoError(f"nothing imported: none of the {_count(summary['files'], 'file')} found is a DICOM image or "
+                   "NIfTI file that can be used (reasons listed above)")
 
 
 def cmd_studies(args) -> int:
@@ -650,6 +664,9 @@ def _print_volumes(volumes: list[dict]) -> None:
         spacing = "x".join(f"{x:.2f}" for x in s["spacing_mm"])
         stations = f"{s['stations']} stations" if s["composed"] else s["kind"]
         gaps = f"  GAPS: {sum(g['missing'] for g in s['gaps'])} missing slices" if s["gaps"] else ""
+        if s["duplicate_slices"]:
+            gaps += (f"  DUPLICATES: {_count(s['duplicate_slices'], 'image')} at a repeated position not used "
+                     "(see --json)")
         print(f"  {s['series_uid']}  {s['role']:5} {s['orientation']:8} {stations:11} {shape:>12} "
               f"@ {spacing} mm  {s['description']}  [{s['role_reason']}]{gaps}")
 

@@ -19,6 +19,7 @@ from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.series import Stack, build_stacks, usable_images
 from cno_annotate.store import derived
 from cno_annotate.store.db import Store
+from cno_annotate.store.locations import damaged_files
 
 
 def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
@@ -37,6 +38,7 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
     problems: list[dict] = []
     overrides = derived.role_overrides(store.db)
     chosen = derived.chosen_stations(store.db)
+    damaged = damaged_files(store.db)  # their slices are gaps until a re-import finds the files whole
     for study_uid in study_uids:
         series_records = derived.study_series(store.db, study_uid)
         if not series_records:
@@ -48,7 +50,8 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
             role, reason = classify_sequence(attributes)
             description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
             acquired = (str(attributes.get("SeriesTime") or ""), int(series.series_number or 0))
-            for stack in _series_stacks(series.series_uid, store.images(series.series_uid), problems):
+            images = [i for i in store.images(series.series_uid) if i["path"] not in damaged]
+            for stack in _series_stacks(series.series_uid, images, problems):
                 stacks.append((stack, role, reason, description))
                 if stack.patient_geometry:
                     geometries.append(compose.StackGeometry(

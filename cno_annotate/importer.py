@@ -31,7 +31,7 @@ from cno_annotate.io.identity import check_file
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.volume import VolumeKind, orientation_name
 from cno_annotate.store.db import DB_NAME, Store, now
-from cno_annotate.store.locations import UNLINKED, RecordedFile, relink, unlink_replaced
+from cno_annotate.store.locations import UNLINKED, RecordedFile, relink, stored_instances, unlink_replaced
 from cno_annotate.uids import stable_uid
 
 Progress = Callable[[int, int], None]
@@ -60,6 +60,8 @@ class ImportReport:
     studies: set[str] = field(default_factory=set)
     series: set[str] = field(default_factory=set)
     skipped: list[dict] = field(default_factory=list)
+    #: Known files that are not images (DICOMDIR, the sample's ground_truth.json...), by name: not listed as skipped.
+    ignored: list[str] = field(default_factory=list)
     #: Warnings raised while a file was read (pydicom's, for instance), one entry per message and file.
     warnings: list[dict] = field(default_factory=list)
     duplicates: int = 0
@@ -96,8 +98,19 @@ class ImportReport:
                 {"study_uid": n["study_uid"], **n["detail"]} for s in sorted(self.studies) for n in store.compositions(s)
             ],
             "skipped": self.skipped,
+            "ignored": sorted({os.path.basename(p) for p in self.ignored}, key=str.lower),
+            "ignored_files": len(self.ignored),
             "warnings": self.warnings,
         }
+
+
+#: Files that are known not to be images, by name (lower case): quietly counted, never listed as skipped.
+KNOWN_NON_IMAGES = frozenset({"dicomdir", "ground_truth.json", ".ds_store", "thumbs.db", "desktop.ini"})
+
+
+def is_known_non_image(path: str) -> bool:
+    """Whether a file's name says it is a known non-image file (a DICOMDIR, the sample's ground truth...)."""
+    return os.path.basename(path).lower() in KNOWN_NON_IMAGES
 
 
 @dataclass(frozen=True)
@@ -112,7 +125,8 @@ class FoundFile:
 def iter_files(roots: Iterable[str | os.PathLike[str]], skipped: list[dict]) -> Iterator[FoundFile]:
     """Every file under the given files and folders, sorted per folder.
 
-    Paths are made absolute and normalised. Symbolic links to folders are
+    Paths are made absolute and normalised; a DICOMDIR file stands for the
+    folder it sits in (a CD's images). Symbolic links to folders are
     followed once each, after the folder that holds them; a link to a folder
     already walked (a loop, or a second way to the same folder) is listed in
     ``skipped`` with the reason, as are broken links, paths that do not
@@ -121,6 +135,8 @@ def iter_files(roots: Iterable[str | os.PathLike[str]], skipped: list[dict]) -> 
     walked: set[tuple[int, int]] = set()
     for root in roots:
         path = paths.absolute(root)
+        if os.path.basename(path).upper() == "DICOMDIR" and os.path.isfile(path):
+            path = os.path.dirname(path)  # a CD's DICOMDIR: its images are in the folder it sits in
         try:
             info = os.stat(path)
         except OSError:
@@ -269,13 +285,15 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
     """
     missing: list[dict] = []
     own = _store_files(store)
-    files = [f for f in iter_files(roots, missing) if not own(f.path)]
+    listed = [f for f in iter_files(roots, missing) if not own(f.path)]
+    files = [f for f in listed if not is_known_non_image(f.path)]
     with store.transaction():
         run_id = store.db.execute(
             "INSERT INTO import_runs (started, paths) VALUES (?, ?)",
             (now(), json.dumps([paths.display(paths.absolute(p)) for p in roots])),
         ).lastrowid
-    report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing)
+    report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing,
+                          ignored=[f.path for f in listed if is_known_non_image(f.path)])
     known = _Known.of(store)
     owners = _Owners.from_store(store)
     unchanged = [_recorded_outcome(known, f) for f in files]
@@ -293,11 +311,11 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
                         report.warn(found.path, notes)
                     _record_one(store, found, result, known, owners, pending, report)
                 if len(pending) >= _BATCH:
-                    _flush(store, pending)
+                    _count_raced(_flush(store, pending), report)
                     saved, pending = saved + len(pending.records), _Pending()
                 if progress is not None:
                     progress(n, len(files))
-        _flush(store, pending)
+        _count_raced(_flush(store, pending), report)
         saved += len(pending.records)
         for problem in rebuild_volumes(store, sorted(report.rederive)):
             report.skip(problem["path"], problem["reason"])
@@ -458,6 +476,8 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, owners: 
                 pending.files.append((text, found.size, found.mtime_ns, "nifti", volume_id, None))
         return
     if isinstance(indexed, str):
+        for sop_uid in known.held.get(text, ()):  # an imported file now unusable: its slice becomes a gap
+            report.rederive.add(known.images[sop_uid][2])
         report.skip(path, indexed)
         pending.files.append((text, found.size, found.mtime_ns, "skipped", None, indexed))
         return
@@ -510,15 +530,26 @@ def _unlink_others(text: str, sop_uid: str, known: _Known, pending: _Pending, re
     pending.holders.append((text, sop_uid))
 
 
-def _flush(store: Store, pending: _Pending) -> None:
-    """Write the pending image records, re-links and file states in one transaction."""
+def _count_raced(raced: int, report: ImportReport) -> None:
+    """Instances another import wrote while this one read them count as already imported, not new."""
+    report.new_instances -= raced
+    report.already_imported += raced
+
+
+def _flush(store: Store, pending: _Pending) -> int:
+    """Write the pending image records, re-links and file states in one transaction.
+
+    Returns how many of the new instances another import wrote in the meantime (not written again).
+    """
     if not len(pending):
-        return
+        return 0
     with store.transaction() as db:
+        raced = stored_instances(db, sorted({r.sop_uid for r in pending.records}))
         unlink_replaced(db, pending.holders)
         relink(db, pending.relinks)
         _write_images(db, pending.records)
         db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)", pending.files)
+    return len(raced)
 
 
 def _write_images(db, records: list[ImageRecord]) -> None:

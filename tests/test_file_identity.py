@@ -216,3 +216,27 @@ def test_export_of_a_volume_with_one_file_cut_short_fails_in_one_line(small_stud
     assert "1 files of this volume could not be used" in err and "file ends after" in err, err
     volume = load_volume(store, stack["volume_id"], use_cache=False)
     assert len(volume.load.missing_slices) == 1
+
+
+def test_a_file_cut_short_after_import_is_a_gap_once_imported_again(small_study, tmp_path, cli):
+    shutil.copytree(small_study, tmp_path / "cd")
+    cli("import", tmp_path / "cd", "--store", tmp_path / "s")
+    store = Store.open(tmp_path / "s")
+    stack = _stacks(store)[0]
+    images = sorted(store.images(stack["series_uid"]), key=lambda image: image["position"][1])
+    victim = Path(images[2]["path"])
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[:-500])
+    code, out, err = cli("import", tmp_path / "cd", "--store", tmp_path / "s")
+    assert code == 0, err
+    assert f"{victim}: truncated pixel data" in out, out
+    code, out, err = cli("series", "--store", tmp_path / "s")
+    line = next(line for line in out.splitlines() if line.strip().startswith(stack["volume_id"] + " "))
+    assert "GAPS: 1 missing slices" in line, out
+    volume = load_volume(store, stack["volume_id"], use_cache=False)
+    assert volume.load.missing_slices == [2]
+    victim.write_bytes(whole)  # restored: imported again, the gap closes
+    code, out, err = cli("import", tmp_path / "cd", "--store", tmp_path / "s")
+    code, out, err = cli("series", "--store", tmp_path / "s")
+    line = next(line for line in out.splitlines() if line.strip().startswith(stack["volume_id"] + " "))
+    assert "GAPS" not in line, out

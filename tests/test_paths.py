@@ -364,7 +364,7 @@ def test_reimport_of_an_unchanged_folder_reads_no_header(small_study, store, mon
     again = import_paths(store, [small_study])
     assert again.instances == first.instances and again.already_imported == first.instances
     assert again.studies == first.studies and again.series == first.series
-    assert again.skipped == first.skipped  # ground_truth.json, not DICOM, still listed
+    assert again.skipped == first.skipped and again.ignored == first.ignored  # ground_truth.json, known
 
 
 def test_a_changed_file_is_read_again(small_study, tmp_path, store):

@@ -188,7 +188,7 @@ def test_broken_study_shows_a_message_and_the_window_stays_usable(qtbot, tmp_pat
     with qtbot.waitSignal(w.all_loaded, timeout=20000):
         w.select_study(broken_uid)
     left = w.session.views["left"]
-    assert left.status == "error" and "files of this series are missing" in left.message
+    assert left.status == "error" and "files of this whole-body volume are missing" in left.message
     assert "Cannot" in w.statusBar().currentMessage()
     other = next(s["study_uid"] for s in w.store.studies() if s["study_uid"] != broken_uid)
     with qtbot.waitSignal(w.all_loaded, timeout=20000):

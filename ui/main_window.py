@@ -63,6 +63,7 @@ from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import is_permission_error, is_url
 from cno_annotate.study_pacs import image_cache, open_cache
+from cno_annotate.volumes import unread_files_message
 
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
@@ -865,8 +866,7 @@ class MainWindow(QMainWindow):
         if errors:
             label = self.session.views[name].label
             self.report(f"{label}: {len(errors)} slices could not be read (hatched in the view)",
-                        f"{label}: {len(errors)} slices could not be read; first: {errors[0]['path']}: "
-                        f"{errors[0]['reason']}")
+                        f"{label}: {unread_files_message(errors)} (hatched in the view)")
         self._finish(name)
 
     def _on_failed(self, name: str, message: str) -> None:

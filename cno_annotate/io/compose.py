@@ -161,7 +161,8 @@ def plan_compositions(stacks: list[StackGeometry], chosen: Collection[str] = ())
     for stack in stacks:
         if stack.role not in (SequenceRole.STIR, SequenceRole.T1):
             continue
-        key = (stack.study_uid, stack.role, stack.orientation, _station_free(stack.description), stack.variant)
+        key = (stack.study_uid, stack.role, stack.orientation, _station_free(stack.description),
+               _without_station(stack.variant))
         groups.setdefault(key, []).append(stack)
     plans = []
     for key, members in groups.items():
@@ -267,6 +268,11 @@ def _station_free(description: str) -> str:
     """A description with station markers and numbers removed."""
     text = re.sub(r"(station|stat|st|bed|level|lvl)[\s_-]*\d+", "", description.lower())
     return re.sub(r"[\d\s_-]+", " ", text).strip()
+
+
+def _without_station(variant: str) -> str:
+    """A stack's variant without the station number a series of several stations gives it."""
+    return re.sub(r"(^|, )station \d+", "", variant).lstrip(", ")
 
 
 def _corners(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:

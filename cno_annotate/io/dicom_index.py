@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import struct
 import zlib
 from collections.abc import Iterator, MutableSequence
@@ -524,12 +525,45 @@ def _reject_non_images(ds: Dataset) -> None:
         from pydicom.uid import UID
 
         name = UID(sop_class).name
+        overrun = _overrunning_element(ds)
+        if overrun:
+            raise SkipFile(overrun)
         if "Image Storage" in name:
             raise SkipFile(f"incomplete image header: {name} without Rows / Columns / BitsAllocated")
         raise SkipFile(f"not an image ({name})")
     image_type = [str(v).upper() for v in _as_list(_get(ds, "ImageType", []))]
     if "MOSAIC" in image_type:
         raise SkipFile("Siemens mosaic image (not supported: slices are tiled in one frame)")
+
+
+#: Text value representations that never hold control characters (PS3.5 6.2), with their longest value.
+_SHORT_TEXT_VRS = {"AE": 16, "AS": 4, "CS": 16, "DA": 8, "DS": 16, "DT": 26, "IS": 12, "LO": 64, "PN": 324,
+                   "SH": 16, "TM": 14, "UI": 64}
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0e-\x1a\x1c-\x1f]")
+
+
+def _overrunning_element(ds: Dataset) -> str:
+    """The reason a header lost its image attributes to an element whose length field is wrong ("" if none).
+
+    A text element whose declared length runs over the elements after it holds their binary
+    tags and lengths: far longer than its VR allows, with control bytes in it.
+    """
+    for tag in list(ds.keys()):
+        element = ds.get_item(tag)
+        limit = _SHORT_TEXT_VRS.get(str(getattr(element, "VR", "") or ""))
+        value = getattr(element, "value", None)
+        if limit is None or value is None:
+            continue
+        data = value if isinstance(value, bytes) else str(value).encode("utf-8", "surrogateescape")
+        body = data.rstrip(b"\x00 ")
+        count = max(1, body.count(b"\\") + 1)
+        if len(body) > limit * count and _CONTROL_BYTES.search(body):
+            from pydicom.datadict import keyword_for_tag
+
+            name = keyword_for_tag(tag) or str(tag)
+            return (f"damaged header: the length field of {name} says {len(data)} bytes, which runs over the "
+                    f"elements after it (Rows, Columns and the pixel data are lost with them)")
+    return ""
 
 
 def _require_decoder(syntax: str) -> None:
@@ -874,13 +908,17 @@ def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
     that a reason can say where a value came from.
     """
     out: dict[str, Any] = {}
-    from_groups = []
+    from_groups, converted = [], []
     for keyword in SEQUENCE_ATTRIBUTES:
         value = _get(ds, keyword)
         if value is None and keyword in _FUNCTIONAL_GROUP_PLACES:
             value = _enhanced_attribute(ds, keyword)
             if value is not None and value != "":
                 from_groups.append(keyword)
+        if value is None or value == "":
+            value = _converted_attribute(ds, keyword)
+            if value is not None and value != "":
+                converted.append(keyword)
         if value is None or value == "":
             continue
         if keyword in _NUMERIC_ATTRIBUTES:
@@ -895,7 +933,26 @@ def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
             out[keyword] = str(value)
     if from_groups:
         out["FromFunctionalGroups"] = from_groups
+    if converted:
+        out["FromConvertedAttributes"] = converted
     return out
+
+
+def _converted_attribute(ds: Dataset, keyword: str):
+    """An attribute a legacy converted enhanced image keeps in its unassigned converted attributes.
+
+    Legacy Converted Enhanced MR (PS3.3 C.8.13.5 ff., as highdicom's converter writes it) moves the
+    classic attributes that fit no functional group into UnassignedSharedConvertedAttributesSequence
+    (same in every frame) or UnassignedPerFrameConvertedAttributesSequence (the first frame's is used).
+    """
+    for group_sequence, item_sequence in (
+            ("SharedFunctionalGroupsSequence", "UnassignedSharedConvertedAttributesSequence"),
+            ("PerFrameFunctionalGroupsSequence", "UnassignedPerFrameConvertedAttributesSequence")):
+        group = _first_item(ds, group_sequence)
+        item = _first_item(group, item_sequence) if group is not None else None
+        if item is not None and keyword in item:
+            return item[keyword].value
+    return None
 
 
 def _enhanced_attribute(ds: Dataset, keyword: str):

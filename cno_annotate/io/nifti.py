@@ -43,6 +43,8 @@ def read_nifti_geometry(path: Path) -> tuple[np.ndarray, tuple[int, int, int]]:
     """
     try:
         image = _load(path)
+    except SkipFile:
+        raise
     except Exception as exc:
         raise SkipFile(f"unreadable NIfTI file ({type(exc).__name__}: {exc})") from None
     shape = image.shape
@@ -87,13 +89,20 @@ def _check_size(path: Path, image: nib.Nifti1Image | nib.Nifti2Image) -> None:
         )
 
 
+#: What nibabel's other image classes hold, for the reason a file is skipped.
+_OTHER_FORMATS = {
+    "Cifti2Image": "a CIFTI-2 file (brain surface and grayordinate data, not a 3-D image): not imported",
+    "GiftiImage": "a GIFTI surface file, not a 3-D image: not imported",
+}
+
+
 def _load(path: Path) -> nib.Nifti1Image | nib.Nifti2Image:
     """Open a NIfTI-1 or NIfTI-2 file (header and a lazy data proxy)."""
     import nibabel as nib  # imported on use: it costs about 0.2 s of start-up
 
     image = nib.load(str(path))
     if not isinstance(image, nib.Nifti1Image | nib.Nifti2Image):
-        raise SkipFile(f"not a NIfTI image ({type(image).__name__})")
+        raise SkipFile(_OTHER_FORMATS.get(type(image).__name__, "not a 3-D NIfTI image (another neuroimaging format)"))
     return image
 
 

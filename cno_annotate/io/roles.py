@@ -62,7 +62,8 @@ def classify_sequence(attributes: dict[str, Any]) -> tuple[SequenceRole, str]:
     attributes : dict
         Header values by DICOM keyword (see ``dicom_index.SEQUENCE_ATTRIBUTES``);
         ``FromFunctionalGroups`` lists the keywords read from enhanced MR
-        functional groups.
+        functional groups, ``FromConvertedAttributes`` those read from a
+        legacy converted image's unassigned converted attributes.
 
     Returns
     -------
@@ -144,9 +145,9 @@ def _header_summary(attributes: dict[str, Any], inversion: str, family: str) -> 
 def _inversion_source(attributes: dict[str, Any], scanning: list[str], options: list[str]) -> str:
     """Where inversion recovery is stated ("" when it is not)."""
     if "IR" in scanning:
-        return "ScanningSequence " + "\\".join(scanning)
+        return "ScanningSequence " + "\\".join(scanning) + _where(attributes, "ScanningSequence")
     if "IR" in options:
-        return "ScanOptions " + "\\".join(options)
+        return "ScanOptions " + "\\".join(options) + _where(attributes, "ScanOptions")
     if str(attributes.get("InversionRecovery") or "").upper() == "YES":
         return "InversionRecovery YES" + _where(attributes, "InversionRecovery")
     return ""
@@ -157,7 +158,7 @@ def _echo_family(attributes: dict[str, Any], scanning: list[str]) -> tuple[str, 
     pulse = str(attributes.get("EchoPulseSequence") or "").upper()
     spin = gradient = ""
     if "SE" in scanning:
-        spin = "ScanningSequence " + "\\".join(scanning)
+        spin = "ScanningSequence " + "\\".join(scanning) + _where(attributes, "ScanningSequence")
     elif pulse in ("SPIN", "BOTH"):
         spin = f"EchoPulseSequence {pulse}"
     if "GR" in scanning:
@@ -189,6 +190,8 @@ def _diffusion_source(attributes: dict[str, Any]) -> str:
 
 
 def _where(attributes: dict[str, Any], keyword: str) -> str:
+    if keyword in attributes.get("FromConvertedAttributes", ()):
+        return " in UnassignedSharedConvertedAttributesSequence"
     if keyword in attributes.get("FromFunctionalGroups", ()):
         return " in MRModifierSequence" if keyword in ("InversionRecovery", "InversionTime") else " in functional groups"
     return ""

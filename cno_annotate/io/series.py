@@ -10,7 +10,9 @@ on a uniform grid and reports missing slices as gaps.
 Images are of one kind when they share ImageType, b-value, diffusion direction and echo number
 (these change the contrast, so they always split), and, where images repeat
 a position, echo time, temporal position and acquisition number (a 2-D
-series acquired in parts at distinct positions stays one volume). Each stack
+series acquired in parts at distinct positions stays one volume). A series
+holding several stations (the same depths at other table positions) is split
+into one stack per station first, numbered head first ("station 1", ...). Each stack
 of a split series carries a ``variant`` naming what sets it apart
 ("WATER", "b=800", "echo 2", "axial", ...).
 """
@@ -116,8 +118,9 @@ def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
     parts: list[tuple[dict, list[dict]]] = []
     for key in sorted(groups, key=lambda k: (-len(groups[k]), _sortable(k))):
         contrast = dict(zip(CONTRAST_KEYS, key[-len(CONTRAST_KEYS):]))
-        for values, part in _split_repeats(groups[key]):
-            parts.append(({**contrast, **values}, part))
+        for station, images_of_station in _split_stations(groups[key]):
+            for values, part in _split_repeats(images_of_station):
+                parts.append(({**contrast, **station, **values}, part))
     stacks = []
     for n, (_values, part) in enumerate(parts, start=1):
         volume_id = series_uid if len(parts) == 1 else f"{series_uid}.{n}"
@@ -177,6 +180,36 @@ def _split_repeats(images: list[dict]) -> list[tuple[dict, list[dict]]]:
     return parts
 
 
+def _split_stations(images: list[dict]) -> list[tuple[dict, list[dict]]]:
+    """Separate the stations of a series that holds several (same depths, other table positions).
+
+    Images that repeat positions along the slice normal but lie at distinct
+    in-plane origins (the table moved between them) are stations; each is
+    numbered head first (``{"station": n}``). A series whose images share one
+    in-plane origin, or without patient geometry, is returned whole.
+    """
+    if not images[0].get("geometry_known", True) or not _repeats_positions(images):
+        return [({}, images)]
+    orientation = np.array(images[0]["orientation"], dtype=float)
+    tolerance = max(float(max(images[0]["pixel_spacing"])), 1.0)
+    origins: list[np.ndarray] = []
+    members: list[list[dict]] = []
+    for image in images:
+        position = np.array(image["position"], dtype=float)
+        origin = np.array([orientation[:3] @ position, orientation[3:] @ position])
+        for n, known in enumerate(origins):
+            if np.all(np.abs(known - origin) <= tolerance):
+                members[n].append(image)
+                break
+        else:
+            origins.append(origin)
+            members.append([image])
+    if len(members) < 2 or min(len(m) for m in members) < 2:
+        return [({}, images)]
+    members.sort(key=lambda m: -float(np.mean([i["position"][2] for i in m])))  # head first (LPS: +z is up)
+    return [({"station": n}, m) for n, m in enumerate(members, start=1)]
+
+
 def _repeats_positions(images: list[dict]) -> bool:
     normal = slice_normal(np.array(images[0]["orientation"]))
     positions = {round(float(np.dot(normal, i["position"])), 2) for i in images}
@@ -200,7 +233,7 @@ def _variants(values: list[dict], stacks: list[Stack]) -> list[str]:
         for label, value in zip(labels, values):
             own = [t for t in str(value.get("image_type") or "").split("\\") if t and t not in common]
             label.append(" ".join(own) if own else (value.get("image_type") or "no ImageType"))
-    for key, text in (("b_value", "b={:g}"), ("diffusion_direction", "direction {}"), ("echo_number", "echo {}"),
+    for key, text in (("station", "station {}"), ("b_value", "b={:g}"), ("diffusion_direction", "direction {}"), ("echo_number", "echo {}"),
                       ("echo_time", "TE {:g} ms"), ("temporal_position", "time {}"),
                       ("acquisition", "acquisition {}")):
         if len({v.get(key) for v in values}) > 1:

@@ -62,6 +62,22 @@ def relink(db: sqlite3.Connection, moves: list[tuple[str, str, str]]) -> None:
     db.executemany("DELETE FROM files WHERE path = ? AND ref = ?", [(old, sop) for old, _new, sop in moves])
 
 
+def damaged_files(db: sqlite3.Connection) -> set[str]:
+    """Files of recorded instances that a later import found unusable (cut short, damaged); their paths."""
+    rows = db.execute("SELECT DISTINCT f.path FROM files f JOIN images i ON i.path = f.path WHERE f.kind = 'skipped'")
+    return {paths.from_text(r[0]) for r in rows}
+
+
+def stored_instances(db: sqlite3.Connection, sop_uids: list[str]) -> set[str]:
+    """Which of these instances the store holds (another import may have written them meanwhile)."""
+    found: set[str] = set()
+    for start in range(0, len(sop_uids), _CHUNK):
+        chunk = sop_uids[start:start + _CHUNK]
+        found.update(r[0] for r in db.execute(
+            f"SELECT DISTINCT sop_uid FROM images WHERE sop_uid IN ({','.join('?' * len(chunk))})", chunk))
+    return found
+
+
 def missing_files(db: sqlite3.Connection) -> Counter[str]:
     """How many distinct files each study refers to that are not on disk (study UID -> count).
 
