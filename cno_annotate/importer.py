@@ -256,6 +256,8 @@ class _Pending:
     relinks: list[tuple[str, str, str]] = field(default_factory=list)  # (old path text, new path text, SOP UID)
     holders: list[tuple[str, str]] = field(default_factory=list)  # (path text, SOP UID it holds now)
     files: list[tuple] = field(default_factory=list)
+    #: How many of the records' instances another import had written by the time they were flushed.
+    raced: int = 0
 
     def __len__(self) -> int:
         return len(self.records) + len(self.relinks) + len(self.holders) + len(self.files)
@@ -292,7 +294,7 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
             "INSERT INTO import_runs (started, paths) VALUES (?, ?)",
             (now(), json.dumps([paths.display(paths.absolute(p)) for p in roots])),
         ).lastrowid
-    report = ImportReport(run_id=int(run_id or 0), files=len(files), skipped=missing,
+    report = ImportReport(run_id=int(run_id or 0), files=len(listed), skipped=missing,
                           ignored=[f.path for f in listed if is_known_non_image(f.path)])
     known = _Known.of(store)
     owners = _Owners.from_store(store)
@@ -311,11 +313,13 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
                         report.warn(found.path, notes)
                     _record_one(store, found, result, known, owners, pending, report)
                 if len(pending) >= _BATCH:
-                    _count_raced(_flush(store, pending), report)
+                    _flush(store, pending)
+                    _count_raced(pending, report)
                     saved, pending = saved + len(pending.records), _Pending()
                 if progress is not None:
                     progress(n, len(files))
-        _count_raced(_flush(store, pending), report)
+        _flush(store, pending)
+        _count_raced(pending, report)
         saved += len(pending.records)
         for problem in rebuild_volumes(store, sorted(report.rederive)):
             report.skip(problem["path"], problem["reason"])
@@ -530,26 +534,26 @@ def _unlink_others(text: str, sop_uid: str, known: _Known, pending: _Pending, re
     pending.holders.append((text, sop_uid))
 
 
-def _count_raced(raced: int, report: ImportReport) -> None:
+def _count_raced(pending: _Pending, report: ImportReport) -> None:
     """Instances another import wrote while this one read them count as already imported, not new."""
-    report.new_instances -= raced
-    report.already_imported += raced
+    report.new_instances -= pending.raced
+    report.already_imported += pending.raced
 
 
-def _flush(store: Store, pending: _Pending) -> int:
+def _flush(store: Store, pending: _Pending) -> None:
     """Write the pending image records, re-links and file states in one transaction.
 
-    Returns how many of the new instances another import wrote in the meantime (not written again).
+    ``pending.raced`` is set to how many of its new instances another import wrote in the
+    meantime (they are not written again).
     """
     if not len(pending):
-        return 0
+        return
     with store.transaction() as db:
-        raced = stored_instances(db, sorted({r.sop_uid for r in pending.records}))
+        pending.raced = len(stored_instances(db, sorted({r.sop_uid for r in pending.records})))
         unlink_replaced(db, pending.holders)
         relink(db, pending.relinks)
         _write_images(db, pending.records)
         db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)", pending.files)
-    return len(raced)
 
 
 def _write_images(db, records: list[ImageRecord]) -> None:

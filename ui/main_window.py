@@ -866,7 +866,8 @@ class MainWindow(QMainWindow):
         if errors:
             label = self.session.views[name].label
             self.report(f"{label}: {len(errors)} slices could not be read (hatched in the view)",
-                        f"{label}: {unread_files_message(errors)} (hatched in the view)")
+                        f"{label}: {unread_files_message(errors)} (hatched in the view); first: "
+                        f"{errors[0]['path']}: {errors[0]['reason']}")
         self._finish(name)
 
     def _on_failed(self, name: str, message: str) -> None:

@@ -88,6 +88,14 @@ PUBLISHED_TABLE = """
     );
 """
 
+#: Migration 18: why a second instance on one file is refused.
+ONE_INSTANCE_MESSAGE = "a file holds one instance: another SOPInstanceUID is recorded at this path"
+ONE_INSTANCE_PER_FILE = "".join(f"""
+    CREATE TRIGGER images_one_instance_per_file_{event} BEFORE {statement} ON images
+        WHEN NEW.path != '' AND EXISTS (SELECT 1 FROM images WHERE path = NEW.path AND sop_uid != NEW.sop_uid)
+        BEGIN SELECT RAISE(ABORT, '{ONE_INSTANCE_MESSAGE}'); END;
+""" for event, statement in (("insert", "INSERT"), ("update", "UPDATE OF path")))
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -274,6 +282,11 @@ MIGRATIONS: list[Step | ByDialect] = [
     # their stand-in study UID; on PostgreSQL a reader or adjudicator sees the rows of their worklist only.
     ByDialect(PUBLISHED_TABLE, lambda connection: connection.script(postgres.pg_ddl(PUBLISHED_TABLE)
                                                                     + postgres.PUBLISHED_RULES)),
+    # 18: a file holds one instance: no path is recorded for two SOPInstanceUIDs (a re-import of a
+    # folder whose files now hold other instances gives the old ones up first). Existing rows are
+    # left as they are; every later write is checked.
+    ByDialect(ONE_INSTANCE_PER_FILE, lambda connection: connection.script(
+        postgres.one_instance_per_file_trigger(ONE_INSTANCE_MESSAGE))),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

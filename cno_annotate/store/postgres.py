@@ -578,6 +578,21 @@ def design_fixed_trigger(message: str) -> str:
     """
 
 
+def one_instance_per_file_trigger(message: str) -> str:
+    """Migration 18 on PostgreSQL: no path is recorded for two SOPInstanceUIDs."""
+    return f"""
+    CREATE FUNCTION cno_one_instance_per_file() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        IF NEW.path <> '' AND EXISTS (SELECT 1 FROM images WHERE path = NEW.path AND sop_uid <> NEW.sop_uid) THEN
+            {_raise_locked(message)};
+        END IF;
+        RETURN NEW;
+    END $$;
+    CREATE TRIGGER images_one_instance_per_file BEFORE INSERT OR UPDATE OF path ON images
+        FOR EACH ROW EXECUTE FUNCTION cno_one_instance_per_file();
+    """
+
+
 def reading_time_rules() -> str:
     """Migration 15 on PostgreSQL: a read's active time locked with its read and under the read's access rules.
 
