@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import subprocess
+import sys
 
 import pytest
 
@@ -149,3 +152,33 @@ def test_the_viewers_worklist_repaints_a_read_submitted_elsewhere(live, qtbot, t
     assert _visible_rows(window)[1] == rows[1].replace("not started", "submitted")
     assert [r for n, r in enumerate(_visible_rows(window)) if n != 1] == [r for n, r in enumerate(rows) if n != 1]
     window.close()
+
+
+def test_a_readers_window_without_a_study_pacs_says_where_the_images_are(live, qtbot):
+    from cno_annotate_ui.main_window import MainWindow
+
+    window = MainWindow(live("dr-la"), reader="dr-la", reading_study="live")
+    qtbot.addWidget(window)
+    window.show()
+    assert window.open_next_case()
+    assert "on the study PACS: open the viewer with --pacs NODE" in window.statusBar().currentMessage()
+    window.close()
+
+
+def test_view_with_an_unknown_study_pacs_is_refused_before_the_window_opens(live, cli):
+    code, out, err = cli("view", "--store", live("dr-la"), "--reader", "dr-la", "--reading-study", "live",
+                         "--pacs", "nowhere", "--screenshot", "shot.png")
+    assert code != 0 and "nowhere" in err and "pacs add" in err
+
+
+def test_a_screenshot_of_a_case_the_study_pacs_cannot_deliver_is_written_not_waited_for(live, tmp_path, monkeypatch):
+    monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path / "config"))  # this test's own nodes
+    assert main(["pacs", "add", "study-pacs", "--dicomweb", "http://127.0.0.1:9/dicom-web"]) == 0
+    shot = tmp_path / "shot.png"
+    # its own process, as a user runs it (the window runs the application's event loop until it quits)
+    result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", live("dr-la"), "--reader",
+                             "dr-la", "--reading-study", "live", "--pacs", "study-pacs", "--screenshot", str(shot)],
+                            capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
+    assert result.returncode == 0, result.stderr
+    assert shot.is_file() and "wrote" in result.stdout

@@ -52,8 +52,9 @@ def tls_server(tmp_path):
         server.server_close()
 
 
-def test_an_untrusted_certificate_is_named_with_the_way_to_trust_it(tls_server, cli, monkeypatch):
+def test_an_untrusted_certificate_is_named_with_the_way_to_trust_it(tls_server, cli, monkeypatch, tmp_path):
     url, cert = tls_server
+    monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path / "config"))  # this test's own nodes
     monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     assert main(["pacs", "add", "study-pacs", "--dicomweb", url]) == 0

@@ -42,6 +42,10 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
 
             rs.role_of(store, reading_study, reader)
             rs.worklist(store, reading_study, reader)
+            if pacs:
+                from cno_annotate.pacs import config
+
+                config.get_node(pacs)  # an unknown node is said now, not after the window opened
             study_uid = None
         else:
             study_uid = _study_to_open(store, study, sample)
@@ -79,6 +83,8 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
             app.quit()
 
         window.all_loaded.connect(lambda: QTimer.singleShot(50, save))
+        if window.fetcher is not None:  # a case the study PACS did not deliver: the window says why
+            window.fetcher.failed.connect(lambda *_: QTimer.singleShot(50, save))
         if study_uid is None and not reading_study:
             QTimer.singleShot(100, save)
     window.show()
