@@ -240,3 +240,19 @@ def test_a_file_cut_short_after_import_is_a_gap_once_imported_again(small_study,
     code, out, err = cli("series", "--store", tmp_path / "s")
     line = next(line for line in out.splitlines() if line.strip().startswith(stack["volume_id"] + " "))
     assert "GAPS" not in line, out
+
+
+def test_a_touched_plain_file_is_checked_without_pydicom(small_study, tmp_path, monkeypatch):
+    shutil.copytree(small_study, tmp_path / "cd")
+    store = Store.open(tmp_path / "s")
+    import_paths(store, [tmp_path / "cd"])
+    for path in _files(tmp_path / "cd"):
+        os.utime(path, ns=(1, 1))
+    import pydicom
+
+    def no_pydicom(*args, **kwargs):
+        raise AssertionError("pydicom read a plain header")
+
+    monkeypatch.setattr(pydicom, "dcmread", no_pydicom)
+    stack = _stacks(store)[0]
+    assert load_volume(store, stack["volume_id"], use_cache=False).load.errors == []

@@ -220,7 +220,19 @@ def resolve_relative_paths(db: sqlite3.Connection) -> None:
 
 
 def sop_uid_of(path: str) -> str | None:
-    """The SOPInstanceUID in a file's header (None if the header cannot be read)."""
+    """The SOPInstanceUID in a file's header (None if the header cannot be read).
+
+    A plain little-endian file is read by the index's own small header reader (about ten
+    times faster than pydicom); any other file by pydicom.
+    """
+    from cno_annotate.io.dicom_header import read_plain_header
+
+    try:
+        plain = read_plain_header(path)
+    except OSError:
+        return None
+    if plain is not None and plain[0].get("SOPInstanceUID"):
+        return str(plain[0].get("SOPInstanceUID"))
     import pydicom
 
     from cno_annotate.io.dicom_index import tolerant_reading
