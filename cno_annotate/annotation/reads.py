@@ -1,8 +1,11 @@
 """Reads in the store, and the session that edits one with undo / redo.
 
-Every change is written as it is made, in one SQLite transaction that also
-bumps the read's revision: after a crash the store holds every change that
-was committed and no half change. The undo history lives in the
+Every change is written as it is made, in one transaction that also bumps
+the read's revision and appends the audit entry: after a crash the store
+holds every change that was committed and no half change. On a PostgreSQL
+server a change of a stored read is one statement (``cno_edit_read``, store
+migration 16): the database checks, writes, audits and returns the read in
+one round trip. The SQL is in :mod:`cno_annotate.store.reads`. The undo history lives in the
 :class:`ReadSession` (one step per user gesture) and undoing is itself a
 saved change.
 
@@ -97,10 +100,7 @@ def load_read(store: Store, read_id: str) -> Read:
     CnoError
         If the store has no such read.
     """
-    stored = rows.stored_read(store.db, read_id)
-    if stored is None:
-        raise CnoError(f"no read {read_id!r} in the store at {store.root}")
-    return read_from_stored(stored)
+    return read_from_stored(_load_stored(store, read_id))
 
 
 def read_from_stored(stored: rows.StoredRead) -> Read:
@@ -264,8 +264,11 @@ def _write_audited(db, read: Read, actor: str) -> None:
                  state_before=state)
 
 
-def _write_read(db, read: Read) -> None:
-    """Replace the read's rows: inserted as a draft, its lesions and marks added, then its status set."""
+def _write_read(db, read: Read) -> int:
+    """Replace the read's rows: inserted as a draft, its lesions and marks added, then its status set.
+
+    Returns the number the read's next lesion takes.
+    """
     next_lesion = 1 + max((_lesion_number(l.lesion_id) for l in read.lesions), default=0)
     outcomes = () if read.followup is None else tuple((u, str(s)) for u, s in read.followup.outcomes.items())
     rows.replace_read(db, rows.StoredRead(
@@ -276,6 +279,7 @@ def _write_read(db, read: Read) -> None:
               for i, g in grades.items()),
         tuple(rows.RoiRow(r.roi_id, json.dumps(r.to_dict()), str(r.role)) for r in read.rois),
         outcomes, read.active_seconds))
+    return next_lesion
 
 
 def _state_json(lesions: dict, marks: dict) -> dict:
@@ -348,7 +352,8 @@ class ReadSession:
         A :class:`ReadChange` after every edit, undo, redo, submit and reload.
     """
 
-    def __init__(self, store: Store, read: Read, actor: str | None = None, stored: bool = True):
+    def __init__(self, store: Store, read: Read, actor: str | None = None, stored: bool = True,
+                 next_lesion: int | None = None):
         if actor is not None and actor != read.reader:
             raise CnoError(f"read {read.read_id} belongs to reader {read.reader}; {actor} cannot open it")
         self.store = store
@@ -361,11 +366,14 @@ class ReadSession:
         self.changed = Event()
         self.stored = stored  # False until the first change creates the read in the store
         self._unsaved_seconds = 0.0  # reading time measured before the read exists in the store
+        # The number the read's next lesion takes, as stored (None: not known yet; looked up when needed).
+        self._next_lesion = next_lesion if stored else 1
 
     @classmethod
     def open(cls, store: Store, read_id: str, actor: str | None = None) -> ReadSession:
         """Open a stored read; an ``actor`` other than its reader is refused."""
-        return cls(store, load_read(store, read_id), actor)
+        stored = _load_stored(store, read_id)
+        return cls(store, read_from_stored(stored), actor, next_lesion=stored.row.next_lesion)
 
     @classmethod
     def open_or_create(cls, store: Store, study_uid: str, reader: str, scheme_id: str | None = None,
@@ -410,10 +418,10 @@ class ReadSession:
         with guarded(store, read_id), store.transaction() as db:
             audit.require_unchanged(db, f"read:{old.read_id}")  # the copy must not carry a change made outside
             state = audit.require_unchanged(db, f"read:{new.read_id}")
-            _write_read(db, new)
+            next_lesion = _write_read(db, new)
             audit.append(db, actor, "new-version", f"read:{new.read_id}", before={"read_id": old.read_id},
                          after=_read_summary(new), reason=new.reason, state_before=state)
-        return cls(store, new, actor)
+        return cls(store, new, actor, next_lesion=next_lesion)
 
     # -- queries ---------------------------------------------------------------------------
     @property
@@ -441,9 +449,11 @@ class ReadSession:
         if not self.stored:
             latest = _latest_read_id(self.store, read.study_uid, read.reader, read.reading_study, read.role)
             if latest is not None:
-                self.read, self.stored = load_read(self.store, latest), True
-        elif rows.exists(self.store.db, read.read_id):
-            self.read = load_read(self.store, read.read_id)
+                self._loaded(_load_stored(self.store, latest))
+        else:
+            stored = rows.stored_read(self.store.db, read.read_id)
+            if stored is not None:
+                self._loaded(stored)
         self._undo.clear()
         self._redo.clear()
         self.changed.emit(ReadChange(ReadChangeKind.RELOAD))
@@ -686,11 +696,10 @@ class ReadSession:
                 self._create_if_new(db)
                 state = audit.require_unchanged(db, f"read:{read_id}")
                 if not rows.set_prior_read(db, read_id, self.read.revision, now(), prior_read_id):
-                    raise self._refusal(db)
+                    raise self._refusal(rows.read_status(db, read_id))
                 audit.append(db, self.actor, "follow-up", f"read:{read_id}", after={"prior_read": prior_read_id},
                              state_before=state)
-        self.stored = True
-        self.read = load_read(self.store, read_id)
+        self._loaded(_load_stored(self.store, read_id))
         self.changed.emit(ReadChange(ReadChangeKind.EDIT, "follow up"))
 
     def set_outcome(self, tracking_uid: str, status: str | None, lesion: dict | None = None) -> str | None:
@@ -756,11 +765,10 @@ class ReadSession:
                 self._create_if_new(db)
                 state = audit.require_unchanged(db, f"read:{self.read.read_id}")
                 if not rows.submit(db, self.read.read_id, self.read.revision, stamp):
-                    raise self._refusal(db)
+                    raise self._refusal(rows.read_status(db, self.read.read_id))
                 audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft",
                              after="submitted", total=self.scores().total, state_before=state)
-        self.stored = True
-        self.read = load_read(self.store, self.read.read_id)
+        self._loaded(_load_stored(self.store, self.read.read_id))
         self._undo.clear()
         self._redo.clear()
         self.changed.emit(ReadChange(ReadChangeKind.SUBMIT))
@@ -856,10 +864,9 @@ class ReadSession:
             rows.add_reading_time(db, self.read.read_id, self._unsaved_seconds)
             self._unsaved_seconds = 0.0
 
-    def _refusal(self, db) -> CnoError:
-        """Why the revision-checked UPDATE matched no row."""
+    def _refusal(self, row: rows.ReadRevision | None) -> CnoError:
+        """Why the revision-checked write matched no row: the stored read is ``row`` (None: gone)."""
         read_id = self.read.read_id
-        row = rows.read_status(db, read_id)
         if row is None:
             return ReadConflict(f"read {read_id} is no longer in the store; your change was not saved")
         if row.status != ReadStatus.DRAFT:
@@ -876,8 +883,9 @@ class ReadSession:
 
         The write goes through only if the stored read is still the draft at
         the revision this session holds (checked in the UPDATE that bumps it).
-        A ``new_lesion`` gets the read's next lesion number inside the same
-        transaction; it is returned with its id.
+        A ``new_lesion`` gets the read's next lesion number (the one this
+        session's copy holds, which the store checks while taking it); it is
+        returned with its id. The session then holds the read as stored.
 
         Raises
         ------
@@ -885,55 +893,74 @@ class ReadSession:
             The read changed or was submitted elsewhere; the session reloads it.
         """
         read_id = self.read.read_id
-        ordinals = {l.lesion_id: n for n, l in enumerate(self.read.lesions)}
-        stamp = now()
+        if new_lesion is not None:
+            new_lesion = dataclasses.replace(new_lesion, lesion_id=f"L{self._lesion_counter()}")
+            lesions, before = {new_lesion.lesion_id: new_lesion}, ({new_lesion.lesion_id: None}, {})
+        after = _state_json(lesions, marks)
+        if outcomes:
+            after["followup"] = {u: (None if v is None else str(v)) for u, v in outcomes.items()}
+        if rois[0]:
+            after["rois"] = {k: (v.to_dict() if v is not None else None) for k, v in rois[0].items()}
+        if unit_grades:
+            after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
+        edit = rows.Edit(
+            read_id, self.read.revision, now(), self.actor, action,
+            lesions=_lesion_changes(lesions, before[0], {l.lesion_id: n for n, l in enumerate(self.read.lesions)}),
+            unit_marks=tuple(rows.PartChange((u, ), None if m is None else str(m), before[1].get(u) is not None)
+                             for u, m in marks.items()),
+            unit_grades=tuple(rows.PartChange(k, None if g is None else json.dumps(g))
+                              for k, g in (unit_grades or {}).items()),
+            rois=_roi_changes(rois[0], {r.roi_id: n for n, r in enumerate(self.read.rois)}),
+            outcomes=tuple(rows.PartChange((u, ), None if v is None else str(v)) for u, v in (outcomes or {}).items()),
+            new_lesion=None if new_lesion is None else self._lesion_counter(),
+            before=_state_json(*before), after=after)
+        # A stored read is changed by one statement (on a server: one round trip); the first change makes the read.
+        writing = self.store.single_statement() if self.stored else self.store.transaction()
         with self._refusals_reload():
-            with guarded(self.store, read_id), self.store.transaction() as db:
+            with guarded(self.store, read_id), writing as db:
                 self._create_if_new(db)
-                state = audit.require_unchanged(db, f"read:{read_id}")
-                next_lesion = rows.bump_revision(db, read_id, self.read.revision, stamp, new_lesion is not None)
-                if next_lesion is None:
-                    raise self._refusal(db)
-                if new_lesion is not None:
-                    new_lesion = dataclasses.replace(new_lesion, lesion_id=f"L{next_lesion - 1}")
-                    lesions, before = {new_lesion.lesion_id: new_lesion}, ({new_lesion.lesion_id: None}, {})
-                rows.write_lesions(db, read_id, _lesion_changes(lesions, before[0], ordinals))
-                rows.write_unit_marks(db, read_id, [rows.PartChange((u, ), None if m is None else str(m),
-                                                                    before[1].get(u) is not None)
-                                                    for u, m in marks.items()])
-                rows.write_unit_grades(db, read_id, [rows.PartChange(k, None if g is None else json.dumps(g))
-                                                     for k, g in (unit_grades or {}).items()])
-                rows.write_rois(db, read_id, _roi_changes(rois[0], {r.roi_id: n for n, r in enumerate(self.read.rois)}))
-                rows.write_outcomes(db, read_id, [rows.PartChange((u, ), None if v is None else str(v))
-                                                  for u, v in (outcomes or {}).items()])
-                after = _state_json(lesions, marks)
-                if outcomes:
-                    after["followup"] = {u: (None if v is None else str(v)) for u, v in outcomes.items()}
-                if rois[0]:
-                    after["rois"] = {k: (v.to_dict() if v is not None else None) for k, v in rois[0].items()}
-                if unit_grades:
-                    after["unit_grades"] = {f"{u} {i}": g for (u, i), g in unit_grades.items()}
-                audit.append(db, self.actor, action, f"read:{read_id}", before=_state_json(*before), after=after,
-                             state_before=state)
-        self.stored = True
-        self.read = load_read(self.store, read_id)
+                result = rows.apply_edit(db, edit)
+                if isinstance(result, rows.Refusal):
+                    raise self._refusal(result.current)
+        self._loaded(result)
         return new_lesion
 
+    def _lesion_counter(self) -> int:
+        """The number the read's next lesion takes (looked up once if this session was given a read without it)."""
+        if self._next_lesion is None:
+            row = rows.read_row(self.store.db, self.read.read_id)
+            self._next_lesion = 1 if row is None else row.next_lesion
+        return self._next_lesion
 
-def _lesion_changes(lesions: dict, lesions_before: dict, ordinals: dict) -> list[rows.PartChange]:
+    def _loaded(self, stored: rows.StoredRead) -> None:
+        """Hold the read as the store holds it now."""
+        self.read = read_from_stored(stored)
+        self._next_lesion = stored.row.next_lesion
+        self.stored = True
+
+
+def _load_stored(store: Store, read_id: str) -> rows.StoredRead:
+    """A stored read; a one-line error if the store has no such read."""
+    stored = rows.stored_read(store.db, read_id)
+    if stored is None:
+        raise CnoError(f"no read {read_id!r} in the store at {store.root}")
+    return stored
+
+
+def _lesion_changes(lesions: dict, lesions_before: dict, ordinals: dict) -> tuple[rows.PartChange, ...]:
     """Lesion states as rows to write: a lesion without a row before is inserted at its place."""
-    return [rows.PartChange((lesion_id, ), None if lesion is None else json.dumps(lesion.to_dict()),
+    return tuple(rows.PartChange((lesion_id, ), None if lesion is None else json.dumps(lesion.to_dict()),
                             existed=lesions_before.get(lesion_id) is not None,
                             ordinal=ordinals.get(lesion_id, _lesion_number(lesion_id)))
-            for lesion_id, lesion in lesions.items()]
+                 for lesion_id, lesion in lesions.items())
 
 
-def _roi_changes(rois: dict, ordinals: dict) -> list[rows.PartChange]:
+def _roi_changes(rois: dict, ordinals: dict) -> tuple[rows.PartChange, ...]:
     """ROI states as rows to write (every changed row is replaced)."""
-    return [rows.PartChange((roi_id, ), None if roi is None else json.dumps(roi.to_dict()),
+    return tuple(rows.PartChange((roi_id, ), None if roi is None else json.dumps(roi.to_dict()),
                             ordinal=ordinals.get(roi_id, _lesion_number(roi_id)),
                             role="" if roi is None else str(roi.role))
-            for roi_id, roi in rois.items()]
+                 for roi_id, roi in rois.items())
 
 
 def _ratios(read: Read, rois: list[Roi], stir) -> dict[str, float | None]:

@@ -287,6 +287,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # left as they are; every later write is checked.
     ByDialect(ONE_INSTANCE_PER_FILE, lambda connection: connection.script(
         postgres.one_instance_per_file_trigger(ONE_INSTANCE_MESSAGE))),
+    # 19: on a PostgreSQL server, one edit of a read is one statement (cno_edit_read): the database locks the
+    # read, checks its revision and audited state, writes the parts, bumps the revision, computes the content
+    # hash and appends the audit entry, and returns the read. An SQLite store does the same from Python.
+    ByDialect("", lambda connection: connection.script(postgres.edit_functions())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -735,6 +739,17 @@ class Store:
                                   str(exc)) from None
         self._check_wal()
 
+    @contextmanager
+    def single_statement(self):
+        """A write of one statement, which is its own transaction (``with store.single_statement() as db:``).
+
+        Refused and reported as :meth:`transaction` does. SQLite runs it in a
+        transaction; a server runs the statement alone (no BEGIN and COMMIT
+        round trips).
+        """
+        with self.transaction() as db:
+            yield db
+
     def _check_wal(self) -> None:
         """Save the commits of a write-ahead log that was deleted while open, then reopen."""
         wal = sidecar(self.root / DB_NAME, "-wal")
@@ -1031,6 +1046,7 @@ class PgStore(Store):
         except BaseException:
             connection.close()
             raise
+        connection.server_edits = True  # the schema is this program's: cno_edit_read is there (migration 16)
         return store
 
     def _prepare_server(self) -> None:
@@ -1076,11 +1092,37 @@ class PgStore(Store):
             If the server cannot be reached, the session was ended, a lock wait
             timed out, or two transactions deadlocked; nothing was applied.
         """
+        with self._refusals_explained():
+            with self.pg.transaction() as db:
+                yield db
+
+    @contextmanager
+    def single_statement(self):
+        """One write statement, run alone (autocommit: the statement is its own transaction, one round trip).
+
+        Raises
+        ------
+        StoreWriteError
+            As :meth:`transaction`.
+        """
+        with self._refusals_explained():
+            self.pg.reconnect_if_lost()
+            try:
+                yield self.pg
+            except Exception as exc:
+                if postgres.is_operational(exc) and getattr(exc, "sqlstate", None) is None:
+                    # No answer at all: the server may have applied the statement before the connection went.
+                    raise StoreWriteError(f"the store at {self.root} did not confirm the change ({_first_line(exc)}); "
+                                          f"it may have been saved: reopen the read to see", str(exc)) from None
+                raise
+
+    @contextmanager
+    def _refusals_explained(self):
+        """A lost server, a lock wait given up or a deadlock as :class:`StoreWriteError`; nothing was applied."""
         if self.read_only:
             raise StoreWriteError(f"the store at {self.root} is open read-only; nothing was changed", "read-only")
         try:
-            with self.pg.transaction() as db:
-                yield db
+            yield
         except Exception as exc:
             if postgres.is_retryable(exc):
                 raise StoreWriteError(f"the store at {self.root} refused the change because another program changed "

@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -106,6 +107,7 @@ class PgConnection:
         self.raw = self._open()
         self.in_transaction = False
         self._audit_by_server = False
+        self.server_edits = False  # True once the store knows the schema has cno_edit_read (migration 16)
 
     def _open(self) -> psycopg.Connection:
         import psycopg
@@ -248,6 +250,50 @@ class _Cursor:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.fetchall())
+
+
+@dataclass
+class RoundTrips:
+    """The requests a session sent to the server in a block (see :func:`round_trips`)."""
+
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        """Round trips: requests that wait for the server's answer (a simple query, or a Sync)."""
+        return sum(1 for m in self.messages if m in ("Query", "Sync"))
+
+
+@contextmanager
+def round_trips(connection: PgConnection) -> Iterator[RoundTrips]:
+    """Count the round trips a session makes in the block, from libpq's trace of the wire protocol.
+
+    A diagnostic for tests and benchmarks: every frontend message is listed
+    (``Parse``, ``Bind``, ``Execute``, ``Sync``, ``Query`` ...), available when the block ends.
+    """
+    import os
+    import tempfile
+
+    from psycopg import pq
+
+    counted = RoundTrips()
+    handle, path = tempfile.mkstemp(prefix="cno-trace-")
+    pgconn = connection.raw.pgconn
+    try:
+        pgconn.trace(os.dup(handle))
+        pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS | pq.Trace.REGRESS_MODE)
+        try:
+            yield counted
+        finally:
+            pgconn.untrace()
+        with open(path, encoding="utf-8", errors="replace") as trace:
+            for line in trace:
+                fields = line.split("\t")
+                if len(fields) > 2 and fields[0] == "F":
+                    counted.messages.append(fields[2].strip())
+    finally:
+        os.close(handle)
+        os.unlink(path)
 
 
 # -- errors --------------------------------------------------------------------------------
@@ -603,6 +649,164 @@ def reading_time_rules() -> str:
             + "REVOKE ALL ON read_times FROM PUBLIC;\n"
             + "GRANT SELECT, INSERT, UPDATE, DELETE ON read_times TO cno_coordinator, cno_reader, cno_adjudicator;\n"
             + _PARTS.format(t="read_times"))
+
+
+#: Migration 16 on PostgreSQL: a read's content hash, its whole state as JSON, and one edit, all by the database.
+_EDITS = r"""
+-- A value as Python's json.dumps(ensure_ascii=False) writes it: the audited state hashes the same on both sides.
+CREATE FUNCTION cno_json(v text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
+    SELECT COALESCE(to_json(v)::text, 'null')
+$$;
+
+-- The content hash of a read (audit.read_state computes the same from Python): its row, lesions, marks,
+-- grades, then ROIs and the follow-up only where there are any. NULL: no such read.
+CREATE FUNCTION cno_read_state(p_read_id text) RETURNS text LANGUAGE plpgsql STABLE SET search_path = public AS $$
+DECLARE
+    r reads%ROWTYPE;
+    parts text;
+    roi_part text;
+    outcome_part text;
+BEGIN
+    SELECT * INTO r FROM reads WHERE read_id = p_read_id;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    parts := '[[' || concat_ws(',', cno_json(r.read_id), cno_json(r.study_uid), cno_json(r.reader),
+        cno_json(r.scheme_id), cno_json(r.scheme_version), cno_json(r.taxonomy), cno_json(r.status),
+        cno_json(r.started), cno_json(r.submitted), cno_json(r.modified), r.revision::text, r.next_lesion::text,
+        cno_json(r.reading_study), cno_json(r.role), r.version::text, cno_json(r.supersedes), cno_json(r.reason))
+        || '],['
+        || COALESCE((SELECT string_agg('[' || cno_json(lesion_id) || ',' || ordinal || ',' || cno_json(data) || ']',
+                                       ',' ORDER BY lesion_id) FROM lesions WHERE read_id = p_read_id), '')
+        || '],['
+        || COALESCE((SELECT string_agg('[' || cno_json(unit_id) || ',' || cno_json(mark) || ']', ',' ORDER BY unit_id)
+                     FROM unit_marks WHERE read_id = p_read_id), '')
+        || '],['
+        || COALESCE((SELECT string_agg('[' || cno_json(unit_id) || ',' || cno_json(item_id) || ',' || cno_json(grade)
+                                       || ']', ',' ORDER BY unit_id, item_id)
+                     FROM unit_grades WHERE read_id = p_read_id), '')
+        || ']';
+    roi_part := (SELECT string_agg('[' || cno_json(roi_id) || ',' || ordinal || ',' || cno_json(data) || ','
+                                   || cno_json(role) || ']', ',' ORDER BY roi_id) FROM rois WHERE read_id = p_read_id);
+    IF roi_part IS NOT NULL THEN
+        parts := parts || ',[' || roi_part || ']';
+    END IF;
+    outcome_part := (SELECT string_agg('[' || cno_json(tracking_uid) || ',' || cno_json(status) || ']', ','
+                                       ORDER BY tracking_uid) FROM followup_outcomes WHERE read_id = p_read_id);
+    IF r.prior_read IS NOT NULL OR outcome_part IS NOT NULL THEN
+        parts := parts || ',[' || cno_json(r.prior_read) || ',[' || COALESCE(outcome_part, '') || ']]';
+    END IF;
+    RETURN encode(sha256(convert_to(parts || ']', 'UTF8')), 'hex');
+END $$;
+
+-- The state the latest audit entry about an object recorded (NULL: none recorded one, or it recorded none).
+CREATE FUNCTION cno_audited_state(p_entity text) RETURNS text LANGUAGE sql STABLE SET search_path = public AS $$
+    SELECT d ->> 'state' FROM (SELECT seq, detail::jsonb AS d FROM audit WHERE entity = p_entity) entries
+    WHERE d ? 'state' ORDER BY seq DESC LIMIT 1
+$$;
+
+-- A read and all its parts as one JSON object (lesions and ROIs in their order); NULL: no such read.
+CREATE FUNCTION cno_read_json(p_read_id text) RETURNS json LANGUAGE sql STABLE SET search_path = public AS $$
+    SELECT json_build_object(
+        'row', to_json(r),
+        'lesions', COALESCE((SELECT json_agg(json_build_array(lesion_id, data) ORDER BY ordinal)
+                             FROM lesions WHERE read_id = r.read_id), '[]'),
+        'unit_marks', COALESCE((SELECT json_agg(json_build_array(unit_id, mark) ORDER BY unit_id)
+                                FROM unit_marks WHERE read_id = r.read_id), '[]'),
+        'unit_grades', COALESCE((SELECT json_agg(json_build_array(unit_id, item_id, grade) ORDER BY unit_id, item_id)
+                                 FROM unit_grades WHERE read_id = r.read_id), '[]'),
+        'rois', COALESCE((SELECT json_agg(json_build_array(roi_id, data, role) ORDER BY ordinal)
+                          FROM rois WHERE read_id = r.read_id), '[]'),
+        'outcomes', COALESCE((SELECT json_agg(json_build_array(tracking_uid, status) ORDER BY tracking_uid)
+                              FROM followup_outcomes WHERE read_id = r.read_id AND r.prior_read IS NOT NULL), '[]'),
+        'active_seconds', COALESCE((SELECT active_seconds FROM read_times WHERE read_id = r.read_id), 0))
+    FROM reads r WHERE r.read_id = p_read_id
+$$;
+
+-- One edit of a draft read, in the caller's transaction (one statement: its own): the read's row locked, its
+-- stored state checked against its audited state, the revision bumped only if it is still p_revision (and the
+-- lesion counter taken if p_next_lesion is given), the parts written, the audit entry appended with the states
+-- before and after. Returns the read as cno_read_json does, or {"refused": {status, revision}} (or
+-- {"refused": null}: no such read) with nothing written. Runs with the caller's rights: row security applies.
+-- p_parts: {"lesions": [[id, ordinal, data|null, existed]], "unit_marks": [[unit, mark|null, existed]],
+--           "unit_grades": [[unit, item, grade|null]], "rois": [[id, ordinal, data|null, role]],
+--           "outcomes": [[tracking uid, status|null]]}; p_detail: the entry's JSON object without the states.
+CREATE FUNCTION cno_edit_read(p_read_id text, p_revision bigint, p_next_lesion bigint, p_stamp text, p_actor text,
+                              p_action text, p_parts jsonb, p_detail text) RETURNS json
+LANGUAGE plpgsql SET search_path = public AS $$
+DECLARE
+    entity text := 'read:' || p_read_id;
+    state_before text;
+    state_after text;
+    part jsonb;
+BEGIN
+    PERFORM 1 FROM reads WHERE read_id = p_read_id FOR UPDATE;
+    state_before := cno_read_state(p_read_id);
+    IF state_before IS DISTINCT FROM cno_audited_state(entity) THEN
+        RAISE EXCEPTION USING ERRCODE = 'CNO01', MESSAGE = format(
+            'read %s was changed outside the program since its last audited change; run cno-annotate store check',
+            p_read_id);
+    END IF;
+    UPDATE reads SET revision = revision + 1, modified = p_stamp,
+                     next_lesion = next_lesion + (p_next_lesion IS NOT NULL)::int
+        WHERE read_id = p_read_id AND revision = p_revision AND status = 'draft'
+          AND (p_next_lesion IS NULL OR next_lesion = p_next_lesion);
+    IF NOT FOUND THEN
+        RETURN json_build_object('refused', (SELECT json_build_object('status', status, 'revision', revision)
+                                             FROM reads WHERE read_id = p_read_id));
+    END IF;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'lesions', '[]')) LOOP
+        IF part ->> 2 IS NULL THEN
+            DELETE FROM lesions WHERE read_id = p_read_id AND lesion_id = part ->> 0;
+        ELSIF NOT (part -> 3)::boolean THEN
+            INSERT INTO lesions VALUES (p_read_id, part ->> 0, (part ->> 1)::bigint, part ->> 2);
+        ELSE
+            UPDATE lesions SET data = part ->> 2 WHERE read_id = p_read_id AND lesion_id = part ->> 0;
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'unit_marks', '[]')) LOOP
+        IF part ->> 1 IS NULL THEN
+            DELETE FROM unit_marks WHERE read_id = p_read_id AND unit_id = part ->> 0;
+        ELSIF NOT (part -> 2)::boolean THEN
+            INSERT INTO unit_marks VALUES (p_read_id, part ->> 0, part ->> 1);
+        ELSE
+            UPDATE unit_marks SET mark = part ->> 1 WHERE read_id = p_read_id AND unit_id = part ->> 0;
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'unit_grades', '[]')) LOOP
+        DELETE FROM unit_grades WHERE read_id = p_read_id AND unit_id = part ->> 0 AND item_id = part ->> 1;
+        IF part ->> 2 IS NOT NULL THEN
+            INSERT INTO unit_grades VALUES (p_read_id, part ->> 0, part ->> 1, part ->> 2);
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'rois', '[]')) LOOP
+        DELETE FROM rois WHERE read_id = p_read_id AND roi_id = part ->> 0;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'rois', '[]')) LOOP
+        IF part ->> 2 IS NOT NULL THEN
+            INSERT INTO rois VALUES (p_read_id, part ->> 0, (part ->> 1)::bigint, part ->> 2, part ->> 3);
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'outcomes', '[]')) LOOP
+        DELETE FROM followup_outcomes WHERE read_id = p_read_id AND tracking_uid = part ->> 0;
+        IF part ->> 1 IS NOT NULL THEN
+            INSERT INTO followup_outcomes VALUES (p_read_id, part ->> 0, part ->> 1);
+        END IF;
+    END LOOP;
+    state_after := cno_read_state(p_read_id);
+    PERFORM cno_audit_append(p_actor, p_action, entity, left(p_detail, -1) || ', "state": ' || cno_json(state_after)
+                             || ', "state_before": ' || cno_json(state_before) || '}');
+    RETURN cno_read_json(p_read_id);
+END $$;
+"""
+
+#: Raised by cno_edit_read when the stored read differs from its audited state.
+CHANGED_OUTSIDE = "CNO01"
+
+
+def edit_functions() -> str:
+    """Migration 16 on PostgreSQL: a read's state hash, its JSON, and one edit in one statement (cno_edit_read)."""
+    return _EDITS
 
 
 def grant(connection: PgConnection, login: str, kind: str, password: str | None = None) -> bool:

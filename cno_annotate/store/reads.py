@@ -14,9 +14,13 @@ as stored (text) for the caller's validator to read.
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from cno_annotate.errors import CnoError
+from cno_annotate.store import audit
 
 #: The columns of ``reads`` up to store schema 3, in table order (``prior_read`` came with schema 13).
 READ_COLUMNS = ("read_id", "study_uid", "reader", "scheme_id", "scheme_version", "taxonomy", "status", "started",
@@ -129,7 +133,9 @@ def read_row(db: Any, read_id: str) -> ReadRow | None:
 
 
 def stored_read(db: Any, read_id: str) -> StoredRead | None:
-    """A read with all its parts, or None if the store has no such read."""
+    """A read with all its parts, or None if the store has no such read (one statement on a server)."""
+    if getattr(db, "server_edits", False):
+        return _from_json(db.execute("SELECT cno_read_json(?::text)", (read_id,)).fetchone()[0])
     row = read_row(db, read_id)
     if row is None:
         return None
@@ -146,6 +152,19 @@ def stored_read(db: Any, read_id: str) -> StoredRead | None:
         outcomes = tuple((r["tracking_uid"], r["status"]) for r in db.execute(
             "SELECT tracking_uid, status FROM followup_outcomes WHERE read_id = ?", (read_id,)))
     return StoredRead(row, lesions, marks, grades, rois, outcomes, reading_time(db, read_id))
+
+
+def _from_json(found: dict | None) -> StoredRead | None:
+    """A read as the server's cno_read_json returns it (migration 16)."""
+    if found is None:
+        return None
+    return StoredRead(ReadRow.from_row(found["row"]),
+                      tuple(LesionRow(*r) for r in found["lesions"]),
+                      tuple((u, m) for u, m in found["unit_marks"]),
+                      tuple(UnitGradeRow(*r) for r in found["unit_grades"]),
+                      tuple(RoiRow(*r) for r in found["rois"]),
+                      tuple((u, v) for u, v in found["outcomes"]),
+                      float(found["active_seconds"]))
 
 
 def read_status(db: Any, read_id: str) -> ReadRevision | None:
@@ -219,15 +238,16 @@ def replace_followup(db: Any, read_id: str, prior_read: str | None, outcomes: It
                        [(read_id, uid, status) for uid, status in sorted(outcomes)])
 
 
-def bump_revision(db: Any, read_id: str, revision: int, stamp: str, new_lesion: bool = False) -> int | None:
+def bump_revision(db: Any, read_id: str, revision: int, stamp: str, new_lesion: int | None = None) -> int | None:
     """Bump a draft read's revision if it is still ``revision``; the next lesion number after, or None.
 
-    With ``new_lesion`` the read's lesion counter is taken too (the new
-    lesion's number is the returned value minus one).
+    With ``new_lesion`` (the number the read's next lesion should take) the
+    read's lesion counter is taken too, if it is at that number.
     """
     row = db.execute("UPDATE reads SET revision = revision + 1, modified = ?, next_lesion = next_lesion + ? "
-                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING next_lesion",
-                     (stamp, int(new_lesion), read_id, revision)).fetchone()
+                     "WHERE read_id = ? AND revision = ? AND status = 'draft' AND next_lesion = COALESCE(?, next_lesion) "
+                     "RETURNING next_lesion",
+                     (stamp, int(new_lesion is not None), read_id, revision, new_lesion)).fetchone()
     return None if row is None else int(row["next_lesion"])
 
 
@@ -318,3 +338,96 @@ def write_outcomes(db: Any, read_id: str, changes: Iterable[PartChange]) -> None
         db.execute("DELETE FROM followup_outcomes WHERE read_id = ? AND tracking_uid = ?", (read_id, uid))
         if change.value is not None:
             db.execute("INSERT INTO followup_outcomes VALUES (?,?,?)", (read_id, uid, change.value))
+
+
+# -- one edit ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Edit:
+    """One change of a draft read, written whole or not at all, with its audit entry.
+
+    ``revision`` is the revision the editor holds: the edit is refused if the
+    stored read is at another one (or submitted). ``new_lesion`` is the number
+    the read's next lesion takes (the editor's copy says so; the store checks
+    it while taking it). ``before`` and ``after`` are the audit entry's JSON.
+    """
+
+    read_id: str
+    revision: int
+    stamp: str
+    actor: str
+    action: str
+    lesions: tuple[PartChange, ...] = ()
+    unit_marks: tuple[PartChange, ...] = ()
+    unit_grades: tuple[PartChange, ...] = ()
+    rois: tuple[PartChange, ...] = ()
+    outcomes: tuple[PartChange, ...] = ()
+    new_lesion: int | None = None
+    before: Any = None
+    after: Any = None
+
+    @property
+    def entity(self) -> str:
+        """The audit trail's name of the read."""
+        return f"read:{self.read_id}"
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An edit that matched no draft at the editor's revision: what the store holds instead (None: no read)."""
+
+    current: ReadRevision | None
+
+
+def apply_edit(db: Any, edit: Edit) -> StoredRead | Refusal:
+    """Apply one edit in the caller's transaction; the read as stored after it, or why it was refused.
+
+    On a server this is one statement (``cno_edit_read``, migration 16): the
+    database checks, writes, audits and returns the read.
+
+    Raises
+    ------
+    CnoError
+        If the read was changed outside the program since its last audited change.
+    """
+    if getattr(db, "server_edits", False):
+        return _apply_on_server(db, edit)
+    state = audit.require_unchanged(db, edit.entity)
+    next_lesion = bump_revision(db, edit.read_id, edit.revision, edit.stamp, edit.new_lesion)
+    if next_lesion is None:
+        return Refusal(read_status(db, edit.read_id))
+    write_lesions(db, edit.read_id, edit.lesions)
+    write_unit_marks(db, edit.read_id, edit.unit_marks)
+    write_unit_grades(db, edit.read_id, edit.unit_grades)
+    write_rois(db, edit.read_id, edit.rois)
+    write_outcomes(db, edit.read_id, edit.outcomes)
+    audit.append(db, edit.actor, edit.action, edit.entity, before=edit.before, after=edit.after, state_before=state)
+    stored = stored_read(db, edit.read_id)
+    assert stored is not None  # written in this transaction
+    return stored
+
+
+def _apply_on_server(db: Any, edit: Edit) -> StoredRead | Refusal:
+    from cno_annotate.store import postgres
+
+    parts = {
+        "lesions": [[c.key[0], c.ordinal, c.value, c.existed] for c in edit.lesions],
+        "unit_marks": [[c.key[0], c.value, c.existed] for c in edit.unit_marks],
+        "unit_grades": [[*c.key, c.value] for c in edit.unit_grades],
+        "rois": [[c.key[0], c.ordinal, c.value, c.role] for c in edit.rois],
+        "outcomes": [[c.key[0], c.value] for c in edit.outcomes],
+    }
+    detail = json.dumps({"before": edit.before, "after": edit.after}, ensure_ascii=False, sort_keys=True)
+    try:
+        found = db.execute("SELECT cno_edit_read(?::text, ?::bigint, ?::bigint, ?::text, ?::text, ?::text, ?::jsonb, "
+                           "?::text)", (edit.read_id, edit.revision, edit.new_lesion, edit.stamp, edit.actor,
+                                        edit.action, json.dumps(parts), detail)).fetchone()[0]
+    except Exception as exc:
+        if getattr(exc, "sqlstate", None) == postgres.CHANGED_OUTSIDE:
+            raise CnoError(str(getattr(getattr(exc, "diag", None), "message_primary", None) or exc)) from None
+        raise
+    if "refused" in found:
+        refused = found["refused"]
+        return Refusal(None if refused is None else ReadRevision(refused["status"], int(refused["revision"])))
+    stored = _from_json(found)
+    assert stored is not None
+    return stored

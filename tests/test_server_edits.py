@@ -1,0 +1,138 @@
+"""Edits on a shared PostgreSQL store made by the database in one statement (issue 16, edit latency).
+
+Round trips are counted on the wire (libpq's protocol trace of the session: every request that waits for
+the server's answer), not timed. A lesion edit costs one round trip: the database checks the revision and
+the audited state, writes the change, its audit entry and the revision bump, and returns the read. The
+content hash the database records must be the one ``audit verify`` computes, and a change made to the data
+directly must still be found and refused.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cno_annotate.annotation.reads import ReadSession, load_read
+from cno_annotate.errors import CnoError
+from cno_annotate.store import Store, audit
+from cno_annotate.store.postgres import PgConnection, round_trips
+
+STUDY = "1.2.826.0.1.3680043.99.16"
+#: An edit may take this many round trips at most: the write (checked, audited, returning the read) and one spare.
+MOST_ROUND_TRIPS_PER_EDIT = 2
+
+
+@pytest.fixture
+def pg_store(pg_database):
+    store = Store.open(pg_database())
+    yield store
+    store.close()
+
+
+def _session_with_a_lesion(store: Store) -> tuple[ReadSession, str]:
+    session = ReadSession.open_or_create(store, STUDY, "dr-a")
+    lesion = session.add_lesion((-70.0, 0.0, -400.0), "1.2.3", (1, 2, 3), site_id="femur.distal", side="R")
+    return session, lesion
+
+
+def test_the_probe_counts_round_trips(pg_store):
+    """The counter sees each statement as one round trip (so the bound below can fail)."""
+    with round_trips(pg_store.db) as counted:
+        for _ in range(3):
+            pg_store.db.execute("SELECT 1").fetchone()
+    assert counted.total == 3
+
+
+def test_a_lesion_edit_takes_at_most_two_round_trips(pg_store):
+    session, lesion = _session_with_a_lesion(pg_store)
+    with round_trips(pg_store.db) as first:
+        session.update_lesion(lesion, comment="first edit")
+    with round_trips(pg_store.db) as later:
+        session.set_grade(lesion, "marrow_hyperintensity", 2)
+    assert first.total <= MOST_ROUND_TRIPS_PER_EDIT, first.messages
+    assert later.total <= MOST_ROUND_TRIPS_PER_EDIT, later.messages
+    stored = load_read(pg_store, session.read.read_id)
+    assert stored == session.read  # what the session holds is what the store holds
+    assert stored.lesion(lesion).comment == "first edit" and stored.lesion(lesion).grades["marrow_hyperintensity"] == 2
+    assert audit.verify(pg_store.db).ok
+
+
+def test_a_reopened_read_is_edited_in_at_most_two_round_trips(pg_store):
+    session, lesion = _session_with_a_lesion(pg_store)
+    other = Store.open(pg_store.url)
+    try:
+        reopened = ReadSession.open(other, session.read.read_id, "dr-a")
+        with round_trips(other.db) as counted:
+            reopened.update_lesion(lesion, comment="from the second window")
+        assert counted.total <= MOST_ROUND_TRIPS_PER_EDIT, counted.messages
+    finally:
+        other.close()
+
+
+#: Text that JSON escapes in every way it can: quotes, backslashes, control characters, non-ASCII, astral plane.
+AWKWARD = 'a "quoted" \\ back\\slash\nnew line\ttab\x01\x1f\x7f é 漢字 😀 \u2028 \\u0041 %s ?'
+
+
+def test_the_database_hashes_a_read_as_audit_verify_does(pg_store):
+    """Lesions, marks, grades, ROIs and a follow-up, with awkward text: the server's state equals Python's."""
+    session, lesion = _session_with_a_lesion(pg_store)
+    session.update_lesion(lesion, comment=AWKWARD)
+    session.set_grade(lesion, "marrow_hyperintensity", 2)
+    session.mark_unit("spine.L5", "no_lesion")
+    session.add_roi("ellipse", "coronal", [(0.0, 0.0, 0.0), (10.0, 0.0, 8.0)], "1.2.3")
+    session.submit()
+    follow = ReadSession.open_or_create(pg_store, STUDY + ".2", "dr-a")
+    follow.follow_up(session.read.read_id)
+    tracking = session.read.lesions[0].tracking_uid
+    follow.set_outcome(tracking, "persisting", {"position": (1.0, 2.0, 3.0), "series_uid": "1.2.4",
+                                                "voxel": (1, 2, 3), "comment": AWKWARD[::-1]})
+    for read_id in (session.read.read_id, follow.read.read_id):
+        server = pg_store.db.execute("SELECT cno_read_state(?)", (read_id,)).fetchone()[0]
+        assert server == audit.read_state(pg_store.db, read_id)
+    assert pg_store.db.execute("SELECT cno_read_state('no such read')").fetchone()[0] is None
+    assert audit.verify(pg_store.db).ok
+
+
+def _tamper(store: Store, sql: str, read_id: str) -> None:
+    """The store's owner changes the data directly, past the commit-time audit check."""
+    owner = PgConnection(store.url)
+    try:
+        with owner.transaction():
+            owner.execute("ALTER TABLE lesions DISABLE TRIGGER lesions_audited")
+            owner.execute(sql, (read_id,))
+            owner.execute("ALTER TABLE lesions ENABLE TRIGGER lesions_audited")
+    finally:
+        owner.close()
+
+
+def test_a_direct_change_is_refused_by_the_next_edit_and_found_by_verify(pg_store):
+    session, lesion = _session_with_a_lesion(pg_store)
+    session.set_grade(lesion, "marrow_hyperintensity", 2)
+    read_id, revision = session.read.read_id, session.read.revision
+    entries = len(audit.entries(pg_store.db, 1000))
+    _tamper(pg_store, "UPDATE lesions SET data = replace(data, '\"marrow_hyperintensity\": 2', "
+                      "'\"marrow_hyperintensity\": 0') WHERE read_id = ?", read_id)
+    with pytest.raises(CnoError, match=f"^read {read_id} was changed outside the program since its last audited "
+                                       f"change; run cno-annotate store check$"):
+        session.update_lesion(lesion, comment="would launder the change")
+    assert len(audit.entries(pg_store.db, 1000)) == entries  # nothing was written
+    assert load_read(pg_store, read_id).revision == revision
+    assert not audit.verify(pg_store.db).ok
+
+
+def test_a_conflicting_edit_is_refused_and_the_read_reloaded(pg_store):
+    from cno_annotate.errors import ReadConflict
+
+    session, lesion = _session_with_a_lesion(pg_store)
+    other = Store.open(pg_store.url)
+    try:
+        second = ReadSession.open(other, session.read.read_id, "dr-a")
+        second.update_lesion(lesion, comment="second window first")
+        with round_trips(pg_store.db) as counted, pytest.raises(ReadConflict, match="changed in another window"):
+            session.update_lesion(lesion, comment="stale copy")
+        assert session.read.lesion(lesion).comment == "second window first"  # reloaded, nothing lost
+        assert counted.total <= 1 + MOST_ROUND_TRIPS_PER_EDIT  # the refusal, then the reload
+        second_lesion = session.add_lesion((1.0, 2.0, 3.0), "1.2.3", (1, 2, 3))
+        assert second_lesion == "L2" and load_read(other, session.read.read_id).lesion("L2")
+    finally:
+        other.close()
+    assert audit.verify(pg_store.db).ok
