@@ -5,9 +5,9 @@ the read's revision and appends the audit entry: after a crash the store
 holds every change that was committed and no half change. On a PostgreSQL
 server a change of a stored read is one statement (``cno_edit_read``, store
 migration 16): the database checks, writes, audits and returns the read in
-one round trip. The SQL is in :mod:`cno_annotate.store.reads`. The undo history lives in the
-:class:`ReadSession` (one step per user gesture) and undoing is itself a
-saved change.
+one round trip. The SQL is in :mod:`cno_annotate.store.reads`. The undo
+history lives in the :class:`ReadSession` (one step per user gesture) and
+undoing is itself a saved change.
 
 Two windows or programs may hold the same read. Each change is written only
 if the read's revision is still the one the session loaded (and the read is

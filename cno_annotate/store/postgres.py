@@ -700,10 +700,21 @@ BEGIN
 END $$;
 
 -- The state the latest audit entry about an object recorded (NULL: none recorded one, or it recorded none).
-CREATE FUNCTION cno_audited_state(p_entity text) RETURNS text LANGUAGE sql STABLE SET search_path = public AS $$
-    SELECT d ->> 'state' FROM (SELECT seq, detail::jsonb AS d FROM audit WHERE entity = p_entity) entries
-    WHERE d ? 'state' ORDER BY seq DESC LIMIT 1
-$$;
+-- Every entry about a read records one since migration 7: the latest entry alone is read (by index).
+CREATE FUNCTION cno_audited_state(p_entity text) RETURNS text LANGUAGE plpgsql STABLE SET search_path = public AS $$
+DECLARE
+    latest json;
+BEGIN
+    SELECT detail::json INTO latest FROM audit WHERE entity = p_entity ORDER BY seq DESC LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    END IF;
+    IF latest -> 'state' IS NOT NULL THEN
+        RETURN latest ->> 'state';
+    END IF;
+    RETURN (SELECT d ->> 'state' FROM (SELECT seq, detail::json AS d FROM audit WHERE entity = p_entity) entries
+            WHERE d -> 'state' IS NOT NULL ORDER BY seq DESC LIMIT 1);
+END $$;
 
 -- A read and all its parts as one JSON object (lesions and ROIs in their order); NULL: no such read.
 CREATE FUNCTION cno_read_json(p_read_id text) RETURNS json LANGUAGE sql STABLE SET search_path = public AS $$
@@ -738,6 +749,7 @@ DECLARE
     entity text := 'read:' || p_read_id;
     state_before text;
     state_after text;
+    result json;
     part jsonb;
 BEGIN
     PERFORM 1 FROM reads WHERE read_id = p_read_id FOR UPDATE;
@@ -794,9 +806,11 @@ BEGIN
         END IF;
     END LOOP;
     state_after := cno_read_state(p_read_id);
+    result := cno_read_json(p_read_id);
+    -- Last: the audit chain's head stays locked from here until the commit, for every writer of the store.
     PERFORM cno_audit_append(p_actor, p_action, entity, left(p_detail, -1) || ', "state": ' || cno_json(state_after)
                              || ', "state_before": ' || cno_json(state_before) || '}');
-    RETURN cno_read_json(p_read_id);
+    RETURN result;
 END $$;
 """
 
