@@ -4,7 +4,7 @@ Every change is written as it is made, in one transaction that also bumps
 the read's revision and appends the audit entry: after a crash the store
 holds every change that was committed and no half change. On a PostgreSQL
 server a change of a stored read is one statement (``cno_edit_read``, store
-migration 18): the database checks, writes, audits and returns the read in
+migration 19): the database checks, writes, audits and returns the read in
 one round trip. The SQL is in :mod:`cno_annotate.store.reads`. The undo
 history lives in the :class:`ReadSession` (one step per user gesture) and
 undoing is itself a saved change.

@@ -1046,7 +1046,7 @@ class PgStore(Store):
         except BaseException:
             connection.close()
             raise
-        connection.server_edits = True  # the schema is this program's: cno_edit_read is there (migration 18)
+        connection.server_edits = True  # the schema is this program's: cno_edit_read is there (migration 19)
         return store
 
     def _prepare_server(self) -> None:

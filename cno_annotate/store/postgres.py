@@ -107,7 +107,7 @@ class PgConnection:
         self.raw = self._open()
         self.in_transaction = False
         self._audit_by_server = False
-        self.server_edits = False  # True once the store knows the schema has cno_edit_read (migration 18)
+        self.server_edits = False  # True once the store knows the schema has cno_edit_read (migration 19)
 
     def _open(self) -> psycopg.Connection:
         import psycopg
@@ -651,7 +651,7 @@ def reading_time_rules() -> str:
             + _PARTS.format(t="read_times"))
 
 
-#: Migration 18 on PostgreSQL: a read's content hash, its whole state as JSON, and one edit, all by the database.
+#: Migration 19 on PostgreSQL: a read's content hash, its whole state as JSON, and one edit, all by the database.
 _EDITS = r"""
 -- A value as Python's json.dumps(ensure_ascii=False) writes it: the audited state hashes the same on both sides.
 CREATE FUNCTION cno_json(v text) RETURNS text LANGUAGE sql IMMUTABLE AS $$
@@ -819,7 +819,7 @@ CHANGED_OUTSIDE = "CNO01"
 
 
 def edit_functions() -> str:
-    """Migration 18 on PostgreSQL: a read's state hash, its JSON, and one edit in one statement (cno_edit_read)."""
+    """Migration 19 on PostgreSQL: a read's state hash, its JSON, and one edit in one statement (cno_edit_read)."""
     return _EDITS
 
 

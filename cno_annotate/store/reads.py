@@ -155,7 +155,7 @@ def stored_read(db: Any, read_id: str) -> StoredRead | None:
 
 
 def _from_json(found: dict | None) -> StoredRead | None:
-    """A read as the server's cno_read_json returns it (migration 18)."""
+    """A read as the server's cno_read_json returns it (migration 19)."""
     if found is None:
         return None
     return StoredRead(ReadRow.from_row(found["row"]),
@@ -381,7 +381,7 @@ class Refusal:
 def apply_edit(db: Any, edit: Edit) -> StoredRead | Refusal:
     """Apply one edit in the caller's transaction; the read as stored after it, or why it was refused.
 
-    On a server this is one statement (``cno_edit_read``, migration 18): the
+    On a server this is one statement (``cno_edit_read``, migration 19): the
     database checks, writes, audits and returns the read.
 
     Raises
