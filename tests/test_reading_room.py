@@ -216,3 +216,76 @@ def test_labels_never_cover_another_label_another_roi_or_another_lesion(open_vie
                   if any(_near(grab.pixelColor(x, y), c) for c in others)]
         assert strays == [], (label.lines[0], strays[:5])
     window.loader.wait(5000)
+
+
+def _luminance(colour) -> float:
+    """WCAG relative luminance of an sRGB colour."""
+
+    def channel(value: int) -> float:
+        c = value / 255.0
+        return c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(colour.red()) + 0.7152 * channel(colour.green()) + 0.0722 * channel(colour.blue())
+
+
+def _text_contrast(image) -> float:
+    """Contrast ratio of a widget's text against its background, from its grabbed pixels.
+
+    The background is the commonest colour inside the widget's frame (3 pixels in from its edges); the text
+    is the pixel there that differs most from it (a glyph's core).
+    """
+    from collections import Counter
+
+    pixels = Counter(image.pixel(x, y) for x in range(3, image.width() - 3) for y in range(3, image.height() - 3))
+    from PySide6.QtGui import QColor
+
+    background = _luminance(QColor.fromRgb(pixels.most_common(1)[0][0]))
+    ratios = [(max(background, lum) + 0.05) / (min(background, lum) + 0.05)
+              for lum in (_luminance(QColor.fromRgb(p)) for p in pixels)]
+    return max(ratios)
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_a_submitted_read_stays_readable_in_either_theme(open_viewer, qtbot, tmp_path, monkeypatch, theme):
+    """Defect 5: after Submit the panel's texts keep a contrast of at least 4.5:1 (WCAG AA) on grabbed pixels."""
+    from PySide6.QtWidgets import QComboBox, QGroupBox, QLabel, QLineEdit, QListWidget, QToolButton
+
+    monkeypatch.setenv("CNO_ANNOTATE_THEME", theme)
+    window = open_viewer(reader="dr-c", size=(1280, 800))
+    assert window.theme == theme
+    _place_lesion_by_keyboard(window, qtbot, 300.0, 40.0, "distal fem", "R")
+    for digit in (Qt.Key_2, Qt.Key_2, Qt.Key_1, Qt.Key_0):
+        _key(qtbot, digit)
+    panel = window.lesion_panel
+
+    def press_enter() -> None:
+        dialog = QApplication.activeModalWidget()
+        if dialog is None:
+            QTimer.singleShot(20, press_enter)
+            return
+        qtbot.keyClick(dialog, Qt.Key_Return)
+
+    QTimer.singleShot(20, press_enter)
+    qtbot.mouseClick(panel.submit_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: window.read_session.read.status == "submitted")
+    panel.select(window.read_session.read.lesions[0].lesion_id)
+    qtbot.wait(50)
+    panel.grab().save(str(tmp_path / f"submitted-{theme}.png"))
+    checked = {}
+    kinds = (QLabel, QLineEdit, QComboBox, QListWidget, QGroupBox, QToolButton)
+    widgets = [w for kind in kinds for w in panel.findChildren(kind)]
+    for widget in widgets:
+        text = (widget.text() if isinstance(widget, (QLabel, QLineEdit, QToolButton)) else widget.currentText()
+                if isinstance(widget, QComboBox) else widget.title() if isinstance(widget, QGroupBox)
+                else widget.item(0).text() if widget.count() else "")
+        if not any(c.isalnum() for c in text) or not widget.isVisible() or widget.visibleRegion().isEmpty():
+            continue
+        image = widget.grab(widget.visibleRegion().boundingRect()).toImage()
+        if isinstance(widget, QGroupBox):  # its title only
+            image = widget.grab(widget.visibleRegion().boundingRect().intersected(
+                widget.rect().adjusted(0, 0, 0, -(widget.height() - widget.fontMetrics().height() - 4)))).toImage()
+        checked[f"{type(widget).__name__}:{text[:30]}"] = round(_text_contrast(image), 2)
+    low = {name: ratio for name, ratio in checked.items() if ratio < 4.5}
+    assert len(checked) >= 12 and low == {}, low  # a dash alone ("none") is left out: its one-pixel line never
+    # reaches its full colour on screen
+    window.loader.wait(5000)

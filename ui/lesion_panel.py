@@ -33,7 +33,9 @@ from cno_annotate.annotation.scoring import NO_LESION, UNIT_NOT_ASSESSABLE
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 
 NO_SIDE = "—"
-CHECKED_STYLE = "QToolButton { min-width: 22px; } QToolButton:checked { background: #1f6fd1; color: white; font-weight: bold; }"
+CHECKED_STYLE = ("QToolButton { min-width: 22px; } "
+                 "QToolButton:checked { background: #1f6fd1; color: white; font-weight: bold; } "
+                 "QToolButton:checked:disabled { background: #0a3f80; color: white; }")  # a submitted read: 4.5:1
 
 
 class GradeSelector(QWidget):
