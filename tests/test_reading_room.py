@@ -289,3 +289,52 @@ def test_a_submitted_read_stays_readable_in_either_theme(open_viewer, qtbot, tmp
     assert len(checked) >= 12 and low == {}, low  # a dash alone ("none") is left out: its one-pixel line never
     # reaches its full colour on screen
     window.loader.wait(5000)
+
+
+def _off_the_toolbars(window) -> list[str]:
+    """Toolbar actions a reader cannot click: hidden, past a bar's right edge, behind an extension arrow."""
+    from PySide6.QtCore import QRect
+    from PySide6.QtWidgets import QToolBar, QToolButton
+
+    out = []
+    window_rect = QRect(0, 0, window.width(), window.height())
+    for bar in window.findChildren(QToolBar):
+        if not bar.isVisible():
+            assert [a for a in bar.actions() if not a.isSeparator()] == [], bar.objectName()
+            continue
+        arrows = [b for b in bar.findChildren(QToolButton) if b.objectName() == "qt_toolbar_ext_button"]
+        if any(b.isVisible() for b in arrows):
+            out.append(f"{bar.objectName()}: extension arrow")
+        for action in bar.actions():
+            if action.isSeparator() or not action.isVisible():
+                continue
+            widget = bar.widgetForAction(action)
+            if widget is None or not widget.isVisible() or widget.geometry().right() > bar.width():
+                out.append(action.text() or type(widget).__name__)
+            elif not window_rect.contains(QRect(widget.mapTo(window, widget.rect().topLeft()), widget.size())):
+                out.append((action.text() or type(widget).__name__) + " (off the window)")
+    return out
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (800, 600)])
+def test_every_toolbar_action_is_on_screen_below_1280(open_viewer, qtbot, tmp_path, size):
+    """Defect 6: at 1024x768 (and 800x600) the toolbar wraps onto more rows: no action hides, and each works."""
+    from PySide6.QtWidgets import QToolBar
+
+    def button(action):
+        return next(b.widgetForAction(action) for b in window.findChildren(QToolBar)
+                    if b.widgetForAction(action) is not None)
+
+    window = open_viewer(reader=None, size=size)
+    qtbot.wait(20)
+    window.grab().save(str(tmp_path / f"toolbar-{size[0]}.png"))
+    assert _off_the_toolbars(window) == []
+    assert button(window.comparison.action).isVisible()  # the last one, the prior study's
+    qtbot.mouseClick(button(window.layout_actions["2x2"]), Qt.LeftButton)
+    assert window.layout_name == "2x2"
+    qtbot.mouseClick(button(window.layout_actions["1x2"]), Qt.LeftButton)
+    window.resize(1400, 900)  # wider again: back to two rows, nothing lost
+    qtbot.wait(20)
+    assert _off_the_toolbars(window) == []
+    assert sum(b.isVisible() for b in window.findChildren(QToolBar)) == 2
+    window.loader.wait(5000)

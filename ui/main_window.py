@@ -76,6 +76,8 @@ TIME_SAVE_MS = 20000
 ACTIVITY_EVENTS = (QEvent.KeyPress, QEvent.MouseButtonPress, QEvent.Wheel, QEvent.MouseMove)
 #: The selected lesion's marker: magenta, unlike the yellow crosshair and every other marker.
 SELECTED = "#ff3cf0"
+ROW_START = "cno_row_start"  # a toolbar action's property: its group starts a row of the toolbar
+SEPARATOR_WIDTH = 7  # a toolbar separator and the spacing beside it, in pixels
 
 
 def coordinator_log(store_root: Path) -> logging.Logger:
@@ -439,7 +441,10 @@ class MainWindow(QMainWindow):
         bar.setObjectName("layout")
         bar.setMovable(False)
         self.addToolBar(bar)
+        self._tool_bars = [self.findChild(QToolBar, "view"), bar]  # narrower windows add rows (_reflow_toolbars)
+        self._tool_rows: list[list[QAction]] = []
         self._build_cine(bar)
+        self.cine_action.setProperty(ROW_START, True)  # the second row starts here however wide the window
         bar.addSeparator()
         self.region = QComboBox(self)
         self.region.addItem("Go to region…")
@@ -488,6 +493,86 @@ class MainWindow(QMainWindow):
         quit_action.setShortcut(QKeySequence("Ctrl+Q"))
         quit_action.triggered.connect(self.close)
         self.addAction(quit_action)
+
+    # -- toolbar rows -------------------------------------------------------------------------
+    def resizeEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().resizeEvent(event)
+        self._reflow_toolbars()
+
+    def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
+        super().showEvent(event)
+        self._reflow_toolbars()
+
+    def _tool_groups(self) -> list[tuple[bool, list[QAction]]]:
+        """The toolbars' actions in order, in groups between separators; True for a group that starts a row."""
+        groups: list[tuple[bool, list[QAction]]] = []
+        for bar in self._tool_bars:
+            current: list[QAction] | None = None
+            for action in bar.actions():
+                if action.isSeparator():
+                    current = None
+                    continue
+                if current is None:
+                    current = []
+                    groups.append((bool(action.property(ROW_START)), current))
+                current.append(action)
+        return groups
+
+    def _action_width(self, action: QAction) -> int:
+        if not action.isVisible():
+            return 0
+        widget = next((w for bar in self._tool_bars if (w := bar.widgetForAction(action)) is not None), None)
+        return widget.sizeHint().width() + 1 if widget is not None else 0
+
+    def _reflow_toolbars(self) -> None:
+        """Put the toolbar's groups on as many rows as the window's width needs: no action hides.
+
+        QToolBar does not wrap: past the right edge its actions go behind a small extension arrow that a
+        new reader misses (at 1024 px the prior study's selector, at 800 px half the ROI tools). The groups
+        (between separators) fill each row in order; a group wider than a row is split between actions.
+        """
+        if not hasattr(self, "_tool_bars"):
+            return
+        limit = self.width() - 16  # the bar's margins and a little room
+        rows: list[list[list[QAction]]] = []
+        used = 0
+        for starts_row, group in self._tool_groups():
+            width = sum(self._action_width(a) for a in group)
+            if rows and not starts_row and used + SEPARATOR_WIDTH + width <= limit:
+                rows[-1].append(group)
+                used += SEPARATOR_WIDTH + width
+                continue
+            rows.append([[]])
+            used = 0
+            for action in group:  # a new row; split the group where it would leave the row
+                step = self._action_width(action)
+                if rows[-1][-1] and used + step > limit:
+                    rows.append([[]])
+                    used = 0
+                rows[-1][-1].append(action)
+                used += step
+        wanted = [[a for group in row for a in group] for row in rows]
+        if wanted == self._tool_rows:
+            return
+        self._tool_rows = wanted
+        while len(self._tool_bars) < len(rows):
+            bar = QToolBar(f"Tools {len(self._tool_bars) + 1}", self)
+            bar.setObjectName(f"tools-{len(self._tool_bars) + 1}")
+            bar.setMovable(False)
+            self.addToolBarBreak()
+            self.addToolBar(bar)
+            self._tool_bars.append(bar)
+        for bar in self._tool_bars:  # every action leaves its bar first: a widget is in one bar at a time
+            for action in bar.actions():
+                bar.removeAction(action)
+                if action.isSeparator() and action.parent() is bar:
+                    action.deleteLater()
+        for n, bar in enumerate(self._tool_bars):
+            for m, group in enumerate(rows[n] if n < len(rows) else []):
+                if m:
+                    bar.addSeparator()
+                bar.addActions(group)
+            bar.setVisible(n < len(rows))
 
     def _build_roi_actions(self, bar: QToolBar) -> None:
         """ROI tools (E ellipse, B rectangle, P polygon) and the roles of the selected ROI (U muscle, L lesion)."""
