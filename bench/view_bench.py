@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+# CNO_BENCH_CODE: a folder with other cno_annotate and cno_annotate_ui packages to measure (--before)
+sys.path.insert(0, os.environ.get("CNO_BENCH_CODE") or str(REPO))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 from cno_annotate.display.planes import extract, plane_mapping  # noqa: E402
@@ -117,12 +118,16 @@ def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 
 
     def timed(step) -> float:
         # CPU time of this thread (painting offscreen is all in it): steady on a shared, loaded machine.
+        # One step, then one paint of every visible view, as Qt paints a frame: each view marked dirty,
+        # and one repaint() paints every dirty view of the window once. (Until issue 12 was closed each view was
+        # repainted in turn, and the first repaint already painted the other linked view: 3 paints for 2.)
         times = []
         for n in range(steps):
             start = time.thread_time()
             step(n)
             for v in views:
-                v.repaint()
+                v.update()
+            views[0].repaint()
             times.append(time.thread_time() - start)
         return 1000 * statistics.median(times[5:])
 
@@ -151,6 +156,34 @@ def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 
     results["pan_zoomed"] = timed(pan)
     window.close()
     return results
+
+
+def paired_repaints(store_dir: Path, size: str, layout: str, pairs: int, before: Path | None) -> dict:
+    """Repaint figures of this version and of ``before``, each in its own process, alternating ``pairs`` times.
+
+    Alternating pairs on a shared machine: both versions see the same load; the medians of the runs
+    and the ratio after / before per step are what to compare.
+    """
+    runs: dict[str, list[dict]] = {"after": [], "before": []}
+    for _ in range(pairs):
+        for name, code in (("after", None), ("before", before)):
+            if name == "before" and code is None:
+                continue
+            env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+            if code is not None:
+                env["CNO_BENCH_CODE"] = str(code)
+                env["PYTHONPATH"] = str(code)
+            result = subprocess.run([sys.executable, __file__, "--repaint-only", "--size", size, "--layout", layout,
+                                     "--store", str(store_dir)], capture_output=True, text=True, env=env, check=True)
+            runs[name].append(json.loads(result.stdout.strip().splitlines()[-1]))
+    steps = ("coronal", "axial", "zoom", "pan_zoomed")
+    out = {"window": size, "layout": layout, "pairs": pairs, "runs": runs}
+    for name, figures in runs.items():
+        if figures:
+            out[name] = {step: statistics.median(f[step] for f in figures) for step in steps}
+    if runs["before"]:
+        out["after_over_before"] = {step: out["after"][step] / out["before"][step] for step in steps}
+    return out
 
 
 def missing_figures(volume, repeats: int) -> dict:
@@ -191,11 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repaint-only", action="store_true", help="only the repaint figures")
     parser.add_argument("--size", default="1920x1080", help="window size for the repaint figures")
     parser.add_argument("--layout", default="1x2", help="layout for --repaint-only (1x2 or 2x2)")
+    parser.add_argument("--pairs", type=int, default=0, help="with --repaint-only: this many alternating process "
+                        "runs of this version and of --before (if given), the medians of each")
+    parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)  # a child of --pairs: measure this store
     parser.add_argument("--before", type=Path, help="a folder with older cno_annotate and cno_annotate_ui packages: "
                         "its start to first image is timed in the same runs, alternating")
     args = parser.parse_args(argv)
     size = tuple(int(n) for n in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.store is not None:  # one measuring process of --pairs
+        print(json.dumps(repaint_figures(args.store, 120, size, args.layout)))
+        return 0
     work = Path(tempfile.mkdtemp(prefix="cno-view-bench-"))
     try:
         generate_study(work / "study", StudyPlan(stations=5, slices=40, matrix=448, seed=0))
@@ -206,6 +245,10 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         for cache in (work / "store" / "cache").glob("*.npy"):
             cache.unlink()  # the first viewer start below builds the cache: a cold start
+        if args.repaint_only and args.pairs:
+            print(json.dumps(paired_repaints(work / "store", args.size, args.layout, args.pairs, args.before),
+                             indent=2))
+            return 0
         if args.repaint_only:
             figures = {"repaint_ms": repaint_figures(work / "store", 120, size, args.layout)}
             print(json.dumps(figures, indent=2))

@@ -60,6 +60,12 @@ class PaintedLabel:
     colour: QColor
     font: QFont
     box: QRectF
+    owner: QRectF  # what it names: a label placed away from it gets a leader line to it
+
+
+def _nearest(rect: QRectF, point: QPointF) -> QPointF:
+    """The point of ``rect`` nearest to ``point``."""
+    return QPointF(min(max(point.x(), rect.left()), rect.right()), min(max(point.y(), rect.top()), rect.bottom()))
 
 
 _METRICS: dict[str, QFontMetricsF] = {}
@@ -432,8 +438,10 @@ class SliceView(QWidget):
             bounds = self._roi_path(sr).boundingRect().adjusted(-2, -2, 2, 2)
             wanted.append((lines, ROI_COLOURS[str(sr.roi.role)], small,
                            Box(bounds.left(), bounds.top(), bounds.width(), bounds.height()), BLOCK_SIDES))
-        for _, end, text in rulers:
-            wanted.append(([text], RULER, plain, Box(end.x() - 4, end.y() - 4, 8, 8), MARKER_SIDES))
+        for start, end, text in rulers:  # beside the ruler, never over its line
+            line = Box.around([(start.x(), start.y()), (end.x(), end.y())])
+            wanted.append(([text], RULER, plain, Box(line.left - 4, line.top - 4, line.width + 8, line.height + 8),
+                           MARKER_SIDES))
         if not wanted:
             return []
         requests = []
@@ -447,11 +455,18 @@ class SliceView(QWidget):
             boxes = place_labels(requests, Box(2, 2, self.width() - 4, self.height() - 4), fixed)
             self._labels_placed = (key, boxes)
         boxes = self._labels_placed[1]
-        return [PaintedLabel(lines, colour, font, QRectF(b.left, b.top, b.width, b.height))
-                for (lines, colour, font, _, _), b in zip(wanted, boxes)]
+        return [PaintedLabel(lines, colour, font, QRectF(b.left, b.top, b.width, b.height),
+                             QRectF(o.left, o.top, o.width, o.height))
+                for (lines, colour, font, o, _), b in zip(wanted, boxes)]
 
     def _paint_labels(self, painter: QPainter, labels: list[PaintedLabel]) -> None:
         painter.save()
+        for label in labels:
+            start, end = _nearest(label.owner, label.box.center()), _nearest(label.box, label.owner.center())
+            if (end - start).manhattanLength() > 12:  # moved away from what it names: a leader line to it
+                for pen in (QPen(OUTLINE, 3), QPen(label.colour, 1)):
+                    painter.setPen(pen)
+                    painter.drawLine(start, end)
         for label in labels:
             painter.setFont(label.font)
             metrics = _metrics(label.font)

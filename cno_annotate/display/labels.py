@@ -85,7 +85,8 @@ def _candidates(request: LabelRequest, ring: int, gap: float, step: float) -> li
     """The label's places ``ring`` steps out from its owner, on each side in the request's order."""
     owner, w, h = request.owner, request.width, request.height
     out = ring * step
-    middle = owner.top + owner.height / 2 - h / 2
+    middle = owner.top + owner.height / 2 - h + 3  # beside: its baseline just above the owner's centre line,
+    # clear of a crosshair through a marker's centre
     places = []
     for side in request.sides:
         if side is Side.RIGHT:

@@ -4,7 +4,8 @@
     python docs/screenshots/make_screenshots.py --scene checklist --size 1280x800
 
 Scenes: ``dark`` (the default dark theme, a graded lesion selected), ``layout-2x2``,
-``checklist`` (bone units in every state) and ``reader`` (reader mode of a blinded study that
+``measure`` (a ruler, a muscle reference ROI, the selected lesion's ROI with its STIR
+lesion:muscle ratio, a polygon), ``checklist`` (bone units in every state) and ``reader`` (reader mode of a blinded study that
 shows the reading timer). Sizes: 1280x800, 1920x1080, and 1280x800 logical at 2x scaling
 (``QT_SCALE_FACTOR=2``, a 2560x1600 image). Each scene runs in its own process (the scale
 factor is read at start). PNGs are reduced to an adaptive palette (they are greys and a few
@@ -23,7 +24,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 SAMPLE = REPO / "sample_scans" / "wbmri-cno-01" / "DICOM"
-SCENES = ("dark", "layout-2x2", "checklist", "reader")
+SCENES = ("dark", "layout-2x2", "measure", "checklist", "reader")
 SIZES = {"1280x800": ((1280, 800), "1"), "1920x1080": ((1920, 1080), "1"), "2x": ((1280, 800), "2")}
 L1 = (-77.07, 0.0, -420.17)  # the sample's right distal femur lesion
 L2 = (71.83, 0.0, -497.6)  # left proximal tibia
@@ -58,6 +59,25 @@ def _lesion(window, lps, site, side, grades) -> str:
     return lesion
 
 
+def _measure(window, lesion: str) -> None:
+    """A ruler, the muscle reference, the selected lesion's ROI (its ratio) and a polygon, on L1's slice."""
+    import numpy as np
+
+    window.session.set_point("left", L1)
+    x, y, z = L1
+
+    def draw(kind: str, offsets) -> None:
+        window._roi_drawn("left", kind, [np.array((x + dx, y, z + dz)) for dx, dz in offsets])
+
+    draw("ellipse", [(0, 0), (12, 12)])
+    window.set_roi_role("lesion")
+    draw("rectangle", [(20, 70), (50, 120)])  # thigh muscle above the knee
+    window.set_roi_role("muscle")
+    draw("polygon", [(120, 40), (150, 40), (140, 90)])
+    window.session.add_ruler("left", (x - 40, y, z - 40), (x + 40, y, z - 60))
+    window.lesion_panel.select(lesion)
+
+
 def render(store: Path, scene: str, size: tuple[int, int], out: Path) -> None:
     """Open the window on the scene, wait for its images, grab it and save a palette PNG."""
     from cno_annotate_ui.main_window import MainWindow
@@ -79,10 +99,12 @@ def render(store: Path, scene: str, size: tuple[int, int], out: Path) -> None:
         app.processEvents()
         QTest.qWait(20)
     grades = {"marrow_hyperintensity": 2, "signal_extension": 2, "soft_tissue_periosteal": 1, "bony_expansion": 0}
-    if scene in ("dark", "checklist", "layout-2x2", "reader"):
+    if scene in ("dark", "checklist", "layout-2x2", "reader", "measure"):
         first = _lesion(window, L1, "femur.distal", "R", grades)
         _lesion(window, L2, "tibia.proximal", "L", {**grades, "signal_extension": 1})
         window.lesion_panel.select(first)
+    if scene == "measure":
+        _measure(window, first)
     if scene == "checklist":
         session = window.read_session
         session.mark_unit("skull", "not_assessable")
