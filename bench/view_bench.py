@@ -209,7 +209,8 @@ def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpa
         shot = Path(tempfile.mkstemp(suffix=".png")[1])
         start = time.time()
         result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", str(store_dir),
-                                 "--screenshot", str(shot)], capture_output=True, text=True, env=env, check=True)
+                                 "--screenshot", str(shot)], capture_output=True, text=True, env=env, check=True,
+                                cwd=store_dir.parent)  # not the checkout: -m would import its code first
         shot.unlink()
         painted = [float(line.split()[-1]) for line in result.stdout.splitlines()
                    if line.startswith("first-image-painted left")]
@@ -226,6 +227,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", default="1x2", help="layout for --repaint-only (1x2 or 2x2)")
     parser.add_argument("--pairs", type=int, default=0, help="with --repaint-only: this many alternating process "
                         "runs of this version and of --before (if given), the medians of each")
+    parser.add_argument("--first-image-only", type=int, default=0, metavar="PAIRS",
+                        help="only the start to first STIR image: this many cold starts of this version (and of "
+                        "--before, alternating), then as many warm ones")
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)  # a child of --pairs: measure this store
     parser.add_argument("--before", type=Path, help="a folder with older cno_annotate and cno_annotate_ui packages: "
                         "its start to first image is timed in the same runs, alternating")
@@ -245,6 +249,19 @@ def main(argv: list[str] | None = None) -> int:
         store.close()
         for cache in (work / "store" / "cache").glob("*.npy"):
             cache.unlink()  # the first viewer start below builds the cache: a cold start
+        if args.first_image_only:
+            cold, cold_before, warm, warm_before = [], [], [], []
+            for _ in range(args.first_image_only):
+                cold += first_image_seconds(work / "store", 1, cold=True)
+                warm += first_image_seconds(work / "store", 1)
+                if args.before:
+                    cold_before += first_image_seconds(work / "store", 1, cold=True, pythonpath=args.before)
+                    warm_before += first_image_seconds(work / "store", 1, pythonpath=args.before)
+            print(json.dumps({"cold": cold, "cold_before": cold_before, "warm": warm, "warm_before": warm_before,
+                              "medians": {k: statistics.median(v) for k, v in (("cold", cold), ("warm", warm),
+                                          ("cold_before", cold_before), ("warm_before", warm_before)) if v}},
+                             indent=2))
+            return 0
         if args.repaint_only and args.pairs:
             print(json.dumps(paired_repaints(work / "store", args.size, args.layout, args.pairs, args.before),
                              indent=2))
