@@ -12,8 +12,9 @@ added there, and ``mutmut run`` works in that clone; the checkout is never touch
     python stress/mutation_run.py                        # the default modules (below)
     python stress/mutation_run.py cno_annotate/store/audit.py --tests tests/test_audit_content.py
     python stress/mutation_run.py --keep mutants-clone   # keep the clone (a new folder) to inspect survivors
+    python stress/mutation_run.py --minutes 60           # stop after an hour; score the mutants checked
 
-Prints killed / survived / other per module, the score (killed / all), and every survivor's
+Prints killed / survived / other per module, the score (killed / all checked), and every survivor's
 diff, and writes them as JSON (``--json``). mutmut must be installed (``pip install mutmut``);
 it is a tool for this script only, not a dependency of the project.
 """
@@ -22,8 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -58,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("modules", nargs="*", default=list(DEFAULT_MODULES), help="source files to mutate")
     parser.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), help="test files mutmut may run")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
+    parser.add_argument("--minutes", type=float,
+                        help="stop mutmut after this many minutes and report the mutants it finished")
     parser.add_argument("--keep", type=Path, help="clone into this folder and keep it")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
@@ -69,9 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _clone(work, args.modules, args.tests)
         mutmut = str(Path(sys.executable).parent / "mutmut")
-        subprocess.run([mutmut, "run", "--max-children", str(args.children)], cwd=work,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        finished = _run(mutmut, work, args.children, args.minutes)
         results = _results(mutmut, work)
+        results["finished"] = finished
     finally:
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -99,6 +104,23 @@ def _clone(work: Path, modules: list[str], tests: list[str]) -> None:
         file.write(config)
 
 
+def _run(mutmut: str, work: Path, children: int, minutes: float | None) -> bool:
+    """Run mutmut in ``work``; stop its whole process group after ``minutes``. True if it ended by itself."""
+    process = subprocess.Popen([mutmut, "run", "--max-children", str(children)], cwd=work,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        process.wait(timeout=None if minutes is None else minutes * 60)
+        return True
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        return False
+
+
 def _results(mutmut: str, work: Path) -> dict:
     listing = subprocess.run([mutmut, "results", "--all", "true"], cwd=work, capture_output=True,
                              text=True, check=False).stdout
@@ -116,7 +138,8 @@ def _results(mutmut: str, work: Path) -> dict:
                                    check=False).stdout
             diff = [l for l in shown.splitlines() if re.match(r"^[-+][^-+]", l)]
             survivors.append({"mutant": name, "diff": diff})
-    total = sum(sum(c.values()) for c in per_module.values())
+    unchecked = ("not checked", "check was interrupted by user")
+    total = sum(n for c in per_module.values() for status, n in c.items() if status not in unchecked)
     killed = sum(c["killed"] for c in per_module.values())
     return {"modules": {m: dict(c) for m, c in per_module.items()}, "killed": killed, "total": total,
             "score": round(killed / total, 3) if total else None, "survivors": survivors}
@@ -126,7 +149,7 @@ def _print(results: dict) -> None:
     for module, counts in sorted(results["modules"].items()):
         print(f"{module}: " + ", ".join(f"{n} {status}" for status, n in sorted(counts.items())))
     print(f"score: {results['killed']} killed of {results['total']} mutants ({results['score']}) "
-          f"in {results['seconds']} s")
+          f"in {results['seconds']} s" + ("" if results.get("finished", True) else " (stopped by --minutes)"))
     for survivor in results["survivors"]:
         print(f"\n{survivor['mutant']}")
         print("\n".join("    " + line for line in survivor["diff"]))
