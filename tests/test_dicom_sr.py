@@ -20,7 +20,7 @@ from pydicom.sr.codedict import codes
 from cno_annotate.annotation.reads import ReadSession, load_read
 from cno_annotate.annotation.resources import load_versioned_json, schemas_dir
 from cno_annotate.annotation.scheme import load_scheme
-from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.scoring import score_read
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.commands import import_srs
@@ -186,8 +186,7 @@ def test_sr_reads_back_and_its_content_matches_the_read_item_by_item(read_store,
             sizes = [measured[c.value].value for c in (cc.WIDTH, cc.DEPTH, cc.LENGTH)]
             assert sizes == pytest.approx(lesion.sizes_mm, abs=1e-3)
             assert measured[cc.WIDTH.value].unit.value == "mm"
-    scores = score_read([Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions],
-                        read.unit_marks, scheme, taxonomy, read.unit_grades)  # scores count the reader's unit grades
+    scores = score_read(read.lesions, read.unit_marks, scheme, taxonomy, read.unit_grades)  # scores count the reader's unit grades
     units = {g.tracking_identifier: g for g in report.get_image_measurement_groups()}
     totals = {m.name.value: m.value for m in units.pop("read totals").get_measurements()}
     assert totals["TOTAL-SCORE"] == scores.total and totals["UNITS-NA"] == 1 and totals["UNITS-NOLESION"] == 1

@@ -165,14 +165,16 @@ def test_joints_and_the_sacrum_are_decided_in_the_taxonomy_file():
 def test_one_finding_is_never_scored_in_two_units():
     """Every site, with every sub-site, puts a lesion in exactly one bone unit; no two units share a site."""
     from cno_annotate.annotation.scheme import load_scheme
-    from cno_annotate.annotation.scoring import Finding, score_read
+    from cno_annotate.annotation.scoring import score_read
+    from tests.lesions import graded_lesion
 
     taxonomy = load_taxonomy()
     scheme = load_scheme("rai-cromris")
     unit_of_site = {}
     for site in taxonomy.sites.values():
         side = "L" if site.lateral else None
-        scores = score_read([Finding("L1", site.id, side, {"marrow_hyperintensity": 1})], {}, scheme, taxonomy)
+        scores = score_read([graded_lesion("L1", site.id, side, {"marrow_hyperintensity": 1}, scheme=scheme, taxonomy=taxonomy)],
+                            {}, scheme, taxonomy)
         lesion_units = [u for u, s in scores.units.items() if s.status == "lesion"]
         assert len(lesion_units) == 1, site.id
         unit_of_site[site.id] = lesion_units[0]

@@ -9,15 +9,21 @@ import json
 
 import pytest
 
+from cno_annotate.annotation.model import Lesion
 from cno_annotate.annotation.resources import schemas_dir
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, load_scheme
-from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.scoring import score_read
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
+from tests.lesions import graded_lesion
 from tests.voxels import voxel_at
 
 SCHEME = load_scheme("rai-cromris", "2.0.0")
 TAXONOMY = load_taxonomy("cno-sites-2.0.0")
+
+
+def lesion(lesion_id: str, site_id: str | None, side: str | None, grades: dict) -> Lesion:
+    return graded_lesion(lesion_id, site_id, side, grades, scheme=SCHEME, taxonomy=TAXONOMY)
 
 
 def grades(marrow, extent, soft=0, expansion=0) -> dict:
@@ -39,26 +45,26 @@ def test_extent_is_proposed_for_the_whole_unit_from_its_lesions():
     # Two lesions in the right distal femur, each "25-50 %" (grade 2, middle of its range 37.5 %): together
     # 75 %, grade 3 ("over 50 %"). Marrow: the higher lesion grade, 2. Soft tissue 1 (one lesion has it).
     # Unit score 2 + 3 + 1 + 0 = 6. Scheme 1.0.0 (largest lesion extent) gives 2 + 2 + 1 = 5.
-    findings = [Finding("L1", "femur.distal", "R", grades(2, 2, soft=1)),
-                Finding("L2", "femur.distal", "R", grades(1, 2))]
-    unit = score_read(findings, {}, SCHEME, TAXONOMY).units["femur.distal:R"]
+    lesions = [lesion("L1", "femur.distal", "R", grades(2, 2, soft=1)),
+                lesion("L2", "femur.distal", "R", grades(1, 2))]
+    unit = score_read(lesions, {}, SCHEME, TAXONOMY).units["femur.distal:R"]
     assert unit.items == {"marrow_hyperintensity": 2, "signal_extension": 3, "soft_tissue_periosteal": 1,
                           "bony_expansion": 0}
     assert unit.score == 6 and unit.proposed == ["signal_extension"]
-    old = score_read(findings, {}, load_scheme("rai-cromris", "1.0.0"), load_taxonomy("cno-sites-1.0.0"))
+    old = score_read(lesions, {}, load_scheme("rai-cromris", "1.0.0"), load_taxonomy("cno-sites-1.0.0"))
     assert old.units["femur.distal:R"].score == 5
     # Lesion sums 2+2+1+0 = 5 and 1+2 = 3 add to 8; the unit is worth 6: lesion values do not add up.
-    scores = score_read(findings, {}, SCHEME, TAXONOMY)
+    scores = score_read(lesions, {}, SCHEME, TAXONOMY)
     assert scores.lesions == {"L1": 5, "L2": 3} and scores.total == 6
     # Three lesions of "up to 25 %" (12.5 % each): 37.5 %, grade 2; one alone stays grade 1.
-    small = [Finding(f"L{n}", "tibia.proximal", "L", grades(1, 1)) for n in range(3)]
+    small = [lesion(f"L{n}", "tibia.proximal", "L", grades(1, 1)) for n in range(3)]
     assert score_read(small, {}, SCHEME, TAXONOMY).units["tibia.proximal:L"].items["signal_extension"] == 2
     assert score_read(small[:1], {}, SCHEME, TAXONOMY).units["tibia.proximal:L"].items["signal_extension"] == 1
 
 
 def test_the_readers_unit_grade_replaces_the_proposal():
-    findings = [Finding("L1", "femur.distal", "R", grades(2, 2)), Finding("L2", "femur.distal", "R", grades(1, 2))]
-    unit = score_read(findings, {}, SCHEME, TAXONOMY, {"femur.distal:R": {"signal_extension": 2}}).units["femur.distal:R"]
+    lesions = [lesion("L1", "femur.distal", "R", grades(2, 2)), lesion("L2", "femur.distal", "R", grades(1, 2))]
+    unit = score_read(lesions, {}, SCHEME, TAXONOMY, {"femur.distal:R": {"signal_extension": 2}}).units["femur.distal:R"]
     assert unit.items["signal_extension"] == 2 and unit.proposed == [] and unit.score == 2 + 2 + 0 + 0
 
 
@@ -67,9 +73,9 @@ def test_not_assessable_lesions_and_units_are_not_zero():
     # Femur: one lesion with marrow 2, extent NA -> unit scores 2 + 0 + 0 = 2 and is flagged incomplete.
     na = {"marrow_hyperintensity": NOT_ASSESSABLE, "signal_extension": NOT_ASSESSABLE,
           "soft_tissue_periosteal": NOT_ASSESSABLE, "vertebral_collapse": NOT_ASSESSABLE}
-    findings = [Finding("L1", "spine.T8", None, na),
-                Finding("L2", "femur.distal", "L", {**grades(2, NOT_ASSESSABLE)})]
-    scores = score_read(findings, {}, SCHEME, TAXONOMY)
+    lesions = [lesion("L1", "spine.T8", None, na),
+                lesion("L2", "femur.distal", "L", {**grades(2, NOT_ASSESSABLE)})]
+    scores = score_read(lesions, {}, SCHEME, TAXONOMY)
     assert scores.lesions["L1"] is None and scores.lesions_not_assessable == ["L1"]
     t8 = scores.units["spine.T8"]
     assert (t8.status, t8.score, t8.lesions) == ("not_assessable", None, ["L1"])
@@ -78,7 +84,7 @@ def test_not_assessable_lesions_and_units_are_not_zero():
     assert femur.score == 2 and not femur.complete
     assert scores.total == 2 and not scores.complete
     # a lesion not graded yet is not "not assessable": it sums to 0
-    assert score_read([Finding("L1", "talus", "R", {})], {}, SCHEME, TAXONOMY).lesions == {"L1": 0}
+    assert score_read([lesion("L1", "talus", "R", {})], {}, SCHEME, TAXONOMY).lesions == {"L1": 0}
 
 
 def test_grades_for_items_that_do_not_apply_are_refused():

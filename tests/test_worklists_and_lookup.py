@@ -8,10 +8,11 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.scheme import Scheme, load_scheme
-from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.scoring import score_read
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
+from tests.lesions import graded_lesion
 
 STORE_BACKENDS = ("sqlite", "postgresql")
 
@@ -52,7 +53,8 @@ def test_a_unit_score_is_capped_at_the_scheme_maximum():
     document = json.loads(json.dumps(load_scheme("rai-cromris", "1.0.0").document))
     document["aggregation"]["unit_max"] = 3
     scheme, taxonomy = Scheme(document), load_taxonomy("cno-sites-1.0.0")
-    top = {i.id: max(i.values) for i in scheme.items}
-    scores = score_read([Finding("L1", "femur.distal", "R", top)], {}, scheme, taxonomy)
+    top = {i.id: max(i.values) for i in scheme.items_for("long_bone_end")}
+    scores = score_read([graded_lesion("L1", "femur.distal", "R", top, scheme=scheme, taxonomy=taxonomy)], {},
+                        scheme, taxonomy)
     assert sum(top[i.id] for i in scheme.items_for("long_bone_end") if i.scored) == 7
     assert scores.total == 3

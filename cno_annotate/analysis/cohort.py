@@ -21,7 +21,6 @@ from cno_annotate.annotation.model import Read
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
 from cno_annotate.annotation.scoring import (
     UNIT_NOT_ASSESSABLE,
-    Finding,
     ReadScores,
     score_read,
 )
@@ -148,8 +147,7 @@ def scores_of(read: Read, scheme: Scheme, taxonomy: Taxonomy) -> ReadScores:
 
     if (read.scheme_id, read.scheme_version) != (scheme.id, scheme.version):
         scheme = load_scheme(read.scheme_id, read.scheme_version)
-    findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions]
-    return score_read(findings, read.unit_marks, scheme, _taxonomy_of(read, taxonomy), read.unit_grades)
+    return score_read(read.lesions, read.unit_marks, scheme, _taxonomy_of(read, taxonomy), read.unit_grades)
 
 
 def all_units(taxonomy: Taxonomy) -> list[str]:

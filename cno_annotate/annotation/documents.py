@@ -16,7 +16,7 @@ from cno_annotate.annotation.model import Followup, Lesion, Read
 from cno_annotate.annotation.reads import list_reads, load_read, write_read
 from cno_annotate.annotation.resources import schemas_dir, validate, versioned_schema
 from cno_annotate.annotation.scheme import Scheme, load_scheme
-from cno_annotate.annotation.scoring import Finding, score_read
+from cno_annotate.annotation.scoring import score_read
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.annotation.validation import (
     InvalidLesion,
@@ -45,8 +45,7 @@ def read_document(read: Read) -> dict:
     """The export form of one read, scores included."""
     scheme = load_scheme(read.scheme_id, read.scheme_version)
     taxonomy = load_taxonomy(read.taxonomy)
-    findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions]
-    scores = score_read(findings, read.unit_marks, scheme, taxonomy, read.unit_grades)
+    scores = score_read(read.lesions, read.unit_marks, scheme, taxonomy, read.unit_grades)
     tax_id, tax_version = split_name(read.taxonomy)
     return {
         "read_id": read.read_id,

@@ -44,7 +44,6 @@ from cno_annotate.annotation.scheme import Scheme, load_scheme
 from cno_annotate.annotation.scoring import (
     UNIT_MARKS,
     UNIT_NOT_ASSESSABLE,
-    Finding,
     ReadScores,
     score_read,
 )
@@ -460,8 +459,7 @@ class ReadSession:
 
     def scores(self) -> ReadScores:
         """Scores of the read as it is now."""
-        findings = [Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in self.read.lesions]
-        return score_read(findings, self.read.unit_marks, self.scheme, self.taxonomy, self.read.unit_grades)
+        return score_read(self.read.lesions, self.read.unit_marks, self.scheme, self.taxonomy, self.read.unit_grades)
 
     # -- reading time ----------------------------------------------------------------------
     @property

@@ -1,4 +1,4 @@
-"""Scores from findings: pure functions, no storage, no state.
+"""Scores from a read's lesions: pure functions, no storage, no state.
 
 Scores are per bone unit. An item graded per lesion takes, in each unit, the
 combination of its lesions' grades (``unit_combine``: max or sum); an item
@@ -19,24 +19,15 @@ a unit marked "no lesion" scores 0 explicitly.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from cno_annotate.annotation.model import UnitMark
+from cno_annotate.annotation.model import Lesion, UnitMark
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Scheme
 from cno_annotate.annotation.taxonomy import Taxonomy
 
 NO_LESION, UNIT_NOT_ASSESSABLE = UnitMark.NO_LESION, UnitMark.NOT_ASSESSABLE
 UNIT_MARKS = tuple(UnitMark)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """What scoring needs of a lesion: its id, site, side and grades."""
-
-    lesion_id: str
-    site_id: str | None
-    side: str | None
-    grades: dict
 
 
 @dataclass
@@ -92,29 +83,30 @@ class ReadScores:
         }
 
 
-def lesion_score(finding: Finding, scheme: Scheme, taxonomy: Taxonomy) -> int | None:
+def lesion_score(lesion: Lesion, scheme: Scheme, taxonomy: Taxonomy) -> int | None:
     """Sum of the lesion's scored, applicable, assessable grades.
 
     None without a site, and None (not assessable) when its scored items are
     graded "not assessable" and none has a grade (a lesion not graded yet sums
     to 0). Descriptive only: lesion sums do not add up to a unit score.
     """
-    if finding.site_id is None:
+    if lesion.site_id is None:
         return None
-    unit_type = taxonomy.site(finding.site_id).unit_type
-    given = [finding.grades[item.id] for item in scheme.items_for(unit_type) if item.scored and item.id in finding.grades]
+    unit_type = taxonomy.site(lesion.site_id).unit_type
+    given = [lesion.grades[item.id] for item in scheme.items_for(unit_type) if item.scored and item.id in lesion.grades]
     grades = [int(g) for g in given if g != NOT_ASSESSABLE]
     return None if not grades and NOT_ASSESSABLE in given else sum(grades)
 
 
-def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Scheme, taxonomy: Taxonomy,
+def score_read(lesions: Sequence[Lesion], unit_marks: dict[str, str], scheme: Scheme, taxonomy: Taxonomy,
                unit_grades: dict[str, dict] | None = None) -> ReadScores:
     """Score a read.
 
     Parameters
     ----------
-    findings : list of Finding
-        The read's lesions.
+    lesions : sequence of Lesion
+        The read's lesions (built by :func:`~cno_annotate.annotation.validation.make_lesion`,
+        so scoring sees what the editor and import accepted).
     unit_marks : dict
         Bone unit id -> ``"no_lesion"`` or ``"not_assessable"``.
     scheme, taxonomy
@@ -130,24 +122,24 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
         without a site yet are listed in ``unplaced_lesions`` and not scored.
     """
     warnings: list[str] = []
-    lesions: dict[str, int | None] = {}
-    by_unit: dict[str, list[Finding]] = {}
+    lesion_scores: dict[str, int | None] = {}
+    by_unit: dict[str, list[Lesion]] = {}
     unplaced = []
-    for finding in findings:
-        lesions[finding.lesion_id] = lesion_score(finding, scheme, taxonomy)
-        if finding.site_id is None or (taxonomy.site(finding.site_id).lateral and finding.side is None):
-            unplaced.append(finding.lesion_id)
+    for lesion in lesions:
+        lesion_scores[lesion.lesion_id] = lesion_score(lesion, scheme, taxonomy)
+        if lesion.site_id is None or (taxonomy.site(lesion.site_id).lateral and lesion.side is None):
+            unplaced.append(lesion.lesion_id)
             continue
-        by_unit.setdefault(taxonomy.unit_id(finding.site_id, finding.side), []).append(finding)
+        by_unit.setdefault(taxonomy.unit_id(lesion.site_id, lesion.side), []).append(lesion)
     units: dict[str, UnitScore] = {}
     for unit_id, mark in unit_marks.items():
         if mark == UNIT_NOT_ASSESSABLE and unit_id in by_unit:
             warnings.append(f"{unit_id} is marked not assessable but has lesions; they are left out")
         units[unit_id] = UnitScore(unit_id, mark, 0 if mark == NO_LESION else None)
-    for unit_id, unit_findings in by_unit.items():
+    for unit_id, unit_lesions in by_unit.items():
         if unit_marks.get(unit_id) == UNIT_NOT_ASSESSABLE:
             continue
-        units[unit_id] = _score_unit(unit_id, unit_findings, scheme, taxonomy, (unit_grades or {}).get(unit_id, {}))
+        units[unit_id] = _score_unit(unit_id, unit_lesions, scheme, taxonomy, (unit_grades or {}).get(unit_id, {}))
     regions: dict[str, int] = {}
     groups: dict[str, int] = {}
     for unit in units.values():
@@ -159,7 +151,7 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
             groups[group] = groups.get(group, 0) + unit.score
     return ReadScores(
         scheme=scheme.ref,
-        lesions=lesions,
+        lesions=lesion_scores,
         units=units,
         regions=regions,
         groups=groups,
@@ -169,13 +161,14 @@ def score_read(findings: list[Finding], unit_marks: dict[str, str], scheme: Sche
         units_not_assessable=sum(u.status == UNIT_NOT_ASSESSABLE for u in units.values()),
         unplaced_lesions=unplaced,
         warnings=warnings,
-        lesions_not_assessable=[f.lesion_id for f in findings if f.site_id is not None and lesions[f.lesion_id] is None],
+        lesions_not_assessable=[lesion.lesion_id for lesion in lesions
+                                if lesion.site_id is not None and lesion_scores[lesion.lesion_id] is None],
     )
 
 
-def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy: Taxonomy,
+def _score_unit(unit_id: str, lesions: list[Lesion], scheme: Scheme, taxonomy: Taxonomy,
                 reader_grades: dict) -> UnitScore:
-    site = taxonomy.site(findings[0].site_id or "")
+    site = taxonomy.site(lesions[0].site_id or "")
     combine = scheme.aggregation["unit_combine"]
     items: dict = {}
     proposed = []
@@ -183,12 +176,12 @@ def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy:
     for item in scheme.items_for(site.unit_type):
         if not item.scored:
             continue
-        grades = [int(f.grades[item.id]) for f in findings
-                  if f.grades.get(item.id, NOT_ASSESSABLE) != NOT_ASSESSABLE]
+        grades = [int(lesion.grades[item.id]) for lesion in lesions
+                  if lesion.grades.get(item.id, NOT_ASSESSABLE) != NOT_ASSESSABLE]
         if item.per_unit and item.id in reader_grades:
             items[item.id] = reader_grades[item.id]
         elif not grades:
-            said = any(f.grades.get(item.id) == NOT_ASSESSABLE for f in findings)
+            said = any(lesion.grades.get(item.id) == NOT_ASSESSABLE for lesion in lesions)
             items[item.id] = NOT_ASSESSABLE if said else None
         elif item.per_unit:
             items[item.id] = item.propose_unit_grade(grades)
@@ -197,10 +190,10 @@ def _score_unit(unit_id: str, findings: list[Finding], scheme: Scheme, taxonomy:
             items[item.id] = max(grades) if combine == "max" else sum(grades)
         if items[item.id] == NOT_ASSESSABLE and (
                 reader_grades.get(item.id) == NOT_ASSESSABLE
-                or any(f.grades.get(item.id) == NOT_ASSESSABLE for f in findings)):
+                or any(lesion.grades.get(item.id) == NOT_ASSESSABLE for lesion in lesions)):
             said_na.add(item.id)
     assessable = [int(v) for v in items.values() if v is not None and v != NOT_ASSESSABLE]
-    lesion_ids = [f.lesion_id for f in findings]
+    lesion_ids = [lesion.lesion_id for lesion in lesions]
     if not assessable and said_na:
         return UnitScore(unit_id, UNIT_NOT_ASSESSABLE, None, items, lesion_ids, proposed, complete=False)
     score = sum(assessable)

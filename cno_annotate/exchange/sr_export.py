@@ -51,7 +51,7 @@ from pydicom.sr.codedict import codes
 from cno_annotate import __version__
 from cno_annotate.annotation.model import Lesion, Read, ReadStatus
 from cno_annotate.annotation.scheme import Scheme, load_scheme
-from cno_annotate.annotation.scoring import Finding, ReadScores, score_read
+from cno_annotate.annotation.scoring import ReadScores, score_read
 from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.exchange import codes as cc
 from cno_annotate.exchange.geometry import region_of
@@ -93,8 +93,7 @@ def build_sr(read: Read, stations: Stations, table: cc.CodeTable | None = None) 
     """
     ctx = SRContext(load_taxonomy(read.taxonomy), load_scheme(read.scheme_id, read.scheme_version),
                     table or cc.load_code_table(), stations)
-    scores = score_read([Finding(l.lesion_id, l.site_id, l.side, l.grades) for l in read.lesions],
-                        read.unit_marks, ctx.scheme, ctx.taxonomy, read.unit_grades)
+    scores = score_read(read.lesions, read.unit_marks, ctx.scheme, ctx.taxonomy, read.unit_grades)
     evidence: dict[str, Station] = {}
     groups: list = []
     for lesion in read.lesions:
