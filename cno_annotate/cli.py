@@ -17,6 +17,15 @@ import sys
 from pathlib import Path
 
 from cno_annotate import __version__, cli_pacs, cli_reading
+from cno_annotate.cli_args import (
+    add_json,
+    add_output,
+    add_read_filters,
+    add_replace,
+    add_store,
+    command,
+    store_parent,
+)
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError, UsageError
 from cno_annotate.io.kinds import VolumeKind
@@ -25,6 +34,7 @@ from cno_annotate.paths import display as display_path
 
 PROG = "cno-annotate"
 PLUGIN_GROUP = "cno_annotate.commands"
+VOLUME_HELP = "volume id (or a unique prefix of 8+ characters)"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,13 +101,6 @@ def _database_error(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.Error) or (psycopg is not None and isinstance(exc, psycopg.DatabaseError))
 
 
-def store_location(text: str) -> Path | str:
-    """A ``--store`` value: a folder, or a ``postgresql://`` URL kept as text."""
-    from cno_annotate.store.postgres import is_url
-
-    return text if is_url(text) else Path(text)
-
-
 def _may_name_a_plugin(argv: list[str], builtin: set[str]) -> bool:
     """Whether the command line may name a plugin command (else the entry-point scan is skipped).
 
@@ -126,91 +129,10 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
         description="Read, annotate and score whole-body MRI of children with CNO.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    store_help = ("study store folder, or a PostgreSQL server as postgresql://USER@HOST/DB (default: "
-                  "$CNO_ANNOTATE_STORE, else the per-user data folder)")
-    # --store is accepted before the command and after it; SUPPRESS keeps the command's parser
-    # from overwriting a value given before the command with its default.
-    parser.add_argument("--store", type=store_location, default=None, help=store_help)
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--store", type=store_location, default=argparse.SUPPRESS, help=store_help)
+    add_store(parser)  # before the command; each command takes it after too (store_parent)
+    common = store_parent()
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    p = sub.add_parser("sample", parents=[common], help="write a synthetic whole-body MRI study",
-                       description="Write a synthetic coronal STIR + T1 whole-body study as DICOM "
-                                   "(CD-export layout) with ground_truth.json.")
-    p.add_argument("--out", type=Path, required=True, help="folder to write (must be empty or new)")
-    p.add_argument("--stations", type=int, default=4, help="stations head to feet (default 4)")
-    p.add_argument("--slices", type=int, default=16, help="coronal slices per station (default 16)")
-    p.add_argument("--matrix", type=int, default=128, help="rows = columns per slice (default 128)")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for noise and identifiers (>= 0)")
-    p.add_argument("--timepoints", type=int, default=1,
-                   help="visits of the same patient, repositioned, lesions changing (1 to 3, default 1)")
-    p.set_defaults(run=cmd_sample)
-
-    p = sub.add_parser("import", parents=[common], help="import DICOM / NIfTI files and folders",
-                       description="Index DICOM (any layout, with or without extensions, DICOMDIR "
-                                   "ignored) and NIfTI files into the store. Bad files are listed "
-                                   "with a reason and never stop the import.")
-    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(run=cmd_import)
-
-    p = sub.add_parser("studies", parents=[common], help="list the studies in the store")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_studies)
-
-    p = sub.add_parser("series", parents=[common], help="list series and volumes (roles, geometry)",
-                       description="List volumes: slice stacks of DICOM series, composed whole-body "
-                                   "volumes and NIfTI files. shape and spacing_mm are in (column, "
-                                   "row, slice) order.")
-    p.add_argument("study", nargs="?", help="study UID, accession number or patient ID")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_series)
-
-    p = sub.add_parser("set-role", parents=[common], help="override the sequence role of a series",
-                       description="Set the role (STIR, T1, other) of a volume, overriding the "
-                                   "header-based guess; 'auto' removes the override.")
-    p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
-    p.add_argument("role", choices=[*(role.value for role in ROLES), "auto"], help="the role to use (auto: back to the guess from the header)")
-    p.set_defaults(run=cmd_set_role)
-
-    p = sub.add_parser("use-station", parents=[common], help="choose the acquisition used for a repeated station",
-                       description="Where a station was acquired more than once (a repeat after "
-                                   "motion), the latest acquisition is composed; this uses the given "
-                                   "one instead (--latest: back to the latest). 'series' lists the "
-                                   "alternatives.")
-    p.add_argument("volume", help="volume id of the station stack (or a unique prefix of 8+ characters)")
-    p.add_argument("--latest", action="store_true", help="forget the choice: use the latest acquisition")
-    p.set_defaults(run=cmd_use_station)
-
-    p = sub.add_parser("export-nifti", parents=[common], help="write a series or composed volume as NIfTI")
-    p.add_argument("volume", help="volume id (or a unique prefix of 8+ characters)")
-    p.add_argument("--out", type=Path, required=True, help="output file (.nii or .nii.gz)")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.set_defaults(run=cmd_export_nifti)
-
-    p = sub.add_parser("import-log", parents=[common], help="show recent imports and their skipped files")
-    p.add_argument("--last", type=int, default=5, help="how many runs (default 5)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_import_log)
-    p = sub.add_parser("relocate", parents=[common], help="re-link files that were moved to another folder",
-                       description="Rewrite the folder prefix OLD to NEW in the recorded location of every "
-                                   "imported file (whole folder names only). Importing the moved folder again "
-                                   "re-links its files too.")
-    p.add_argument("old", type=Path, metavar="OLD", help="the folder the files were imported from")
-    p.add_argument("new", type=Path, metavar="NEW", help="the folder they are in now")
-    p.set_defaults(run=cmd_relocate)
-
-    cache = sub.add_parser("cache", help="the cache of composed whole-body volumes",
-                           description="Composed volumes are cached in the store's cache/ folder, least "
-                                       "recently used first out beyond the limit "
-                                       "(CNO_ANNOTATE_CACHE_LIMIT, e.g. 2G; default 4G).")
-    cache_sub = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
-    p = cache_sub.add_parser("info", parents=[common], help="size, number of files and limit of the cache")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(run=cmd_cache_info)
-    p = cache_sub.add_parser("clear", parents=[common], help="remove every cached volume (open viewers keep theirs)")
-    p.set_defaults(run=cmd_cache_clear)
+    _add_study_commands(sub, common)
     _add_read_commands(sub, common)
     cli_reading.register(sub, common)
     cli_reading.register_store(sub, common)
@@ -220,59 +142,100 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     return parser
 
 
+def _add_study_commands(sub, common) -> None:
+    p = command(sub, "sample", common, cmd_sample, "write a synthetic whole-body MRI study",
+                "Write a synthetic coronal STIR + T1 whole-body study as DICOM (CD-export layout) with "
+                "ground_truth.json.")
+    p.add_argument("--out", type=Path, required=True, help="folder to write (must be empty or new)")
+    p.add_argument("--stations", type=int, default=4, help="stations head to feet (default 4)")
+    p.add_argument("--slices", type=int, default=16, help="coronal slices per station (default 16)")
+    p.add_argument("--matrix", type=int, default=128, help="rows = columns per slice (default 128)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="random seed for noise and identifiers (>= 0)")
+    p.add_argument("--timepoints", type=int, default=1,
+                   help="visits of the same patient, repositioned, lesions changing (1 to 3, default 1)")
+    p = command(sub, "import", common, cmd_import, "import DICOM / NIfTI files and folders",
+                "Index DICOM (any layout, with or without extensions, DICOMDIR ignored) and NIfTI files into the "
+                "store. Bad files are listed with a reason and never stop the import.")
+    p.add_argument("paths", nargs="+", type=Path, metavar="PATH", help="files or folders")
+    add_json(p, "summary")
+    p = command(sub, "studies", common, cmd_studies, "list the studies in the store")
+    add_json(p)
+    p = command(sub, "series", common, cmd_series, "list series and volumes (roles, geometry)",
+                "List volumes: slice stacks of DICOM series, composed whole-body volumes and NIfTI files. shape "
+                "and spacing_mm are in (column, row, slice) order.")
+    p.add_argument("study", nargs="?", help="study UID, accession number or patient ID")
+    add_json(p)
+    p = command(sub, "set-role", common, cmd_set_role, "override the sequence role of a series",
+                "Set the role (STIR, T1, other) of a volume, overriding the header-based guess; 'auto' removes the "
+                "override.")
+    p.add_argument("volume", help=VOLUME_HELP)
+    p.add_argument("role", choices=[*(role.value for role in ROLES), "auto"],
+                   help="the role to use (auto: back to the guess from the header)")
+    p = command(sub, "use-station", common, cmd_use_station, "choose the acquisition used for a repeated station",
+                "Where a station was acquired more than once (a repeat after motion), the latest acquisition is "
+                "composed; this uses the given one instead (--latest: back to the latest). 'series' lists the "
+                "alternatives.")
+    p.add_argument("volume", help="volume id of the station stack (or a unique prefix of 8+ characters)")
+    p.add_argument("--latest", action="store_true", help="forget the choice: use the latest acquisition")
+    p = command(sub, "export-nifti", common, cmd_export_nifti, "write a series or composed volume as NIfTI")
+    p.add_argument("volume", help=VOLUME_HELP)
+    add_output(p, "file", "output file (.nii or .nii.gz)")
+    p = command(sub, "import-log", common, cmd_import_log, "show recent imports and their skipped files")
+    p.add_argument("--last", type=int, default=5, help="how many runs (default 5)")
+    add_json(p)
+    p = command(sub, "relocate", common, cmd_relocate, "re-link files that were moved to another folder",
+                "Rewrite the folder prefix OLD to NEW in the recorded location of every imported file (whole "
+                "folder names only). Importing the moved folder again re-links its files too.")
+    p.add_argument("old", type=Path, metavar="OLD", help="the folder the files were imported from")
+    p.add_argument("new", type=Path, metavar="NEW", help="the folder they are in now")
+    cache = sub.add_parser("cache", help="the cache of composed whole-body volumes",
+                           description="Composed volumes are cached in the store's cache/ folder, least "
+                                       "recently used first out beyond the limit "
+                                       "(CNO_ANNOTATE_CACHE_LIMIT, e.g. 2G; default 4G).")
+    actions = cache.add_subparsers(dest="cache_command", required=True, metavar="ACTION")
+    add_json(command(actions, "info", common, cmd_cache_info, "size, number of files and limit of the cache"),
+             "object")
+    command(actions, "clear", common, cmd_cache_clear, "remove every cached volume (open viewers keep theirs)")
+
+
 def _add_read_commands(sub, common) -> None:
     read = sub.add_parser("read", help="list, export and import reads (JSON)",
                           description="Reads of the store as JSON documents validated by "
                                       "schemas/annotation.schema.json.")
-    read_sub = read.add_subparsers(dest="read_command", required=True, metavar="ACTION")
-    p = read_sub.add_parser("list", parents=[common], help="list the reads of the store")
-    p.add_argument("--study", help="study UID, accession number or patient ID")
-    p.add_argument("--reader", help="reader id")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_read_list)
-    p = read_sub.add_parser("export", parents=[common], help="write reads as one JSON document")
-    p.add_argument("--study", help="study UID, accession number or patient ID")
-    p.add_argument("--reader", help="reader id")
-    p.add_argument("--out", type=Path, required=True, help="output .json file (written atomically)")
-    p.add_argument("--force", action="store_true", help="replace the file if it exists")
-    p.set_defaults(run=cmd_read_export)
-    p = read_sub.add_parser("import", parents=[common], help="bring reads back from a JSON document",
-                            description="Validate the whole document, then import every read in one "
-                                        "transaction; a document with any error is refused whole.")
+    actions = read.add_subparsers(dest="read_command", required=True, metavar="ACTION")
+    p = command(actions, "list", common, cmd_read_list, "list the reads of the store")
+    add_read_filters(p)
+    add_json(p)
+    p = command(actions, "export", common, cmd_read_export, "write reads as one JSON document")
+    add_read_filters(p)
+    add_output(p, "file", "output .json file (written atomically)")
+    p = command(actions, "import", common, cmd_read_import, "bring reads back from a JSON document",
+                "Validate the whole document, then import every read in one transaction; a document with any "
+                "error is refused whole.")
     p.add_argument("file", type=Path, metavar="FILE.json", help="reads exported by 'read export'")
-    p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
-    p.set_defaults(run=cmd_read_import)
-    p = read_sub.add_parser("export-sr", parents=[common], help="coordinator: reads as DICOM SR (TID 1500), audited",
-                            description="One Comprehensive 3D SR per read (<read id>.sr.dcm). SR files carry the "
-                                        "study's identifiers: in reading studies this is a coordinator export.")
-    p.add_argument("--study", help="study UID, accession number or patient ID")
-    p.add_argument("--reader", help="reader id")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.set_defaults(run=cmd_read_export_sr)
-    p = read_sub.add_parser("export-seg", parents=[common], help="coordinator: lesion extents as DICOM SEG, audited",
-                            description="One BINARY segmentation per read and station series, one segment per "
-                                        "lesion with an extent (<read id>.<n>.seg.dcm).")
-    p.add_argument("--study", help="study UID, accession number or patient ID")
-    p.add_argument("--reader", help="reader id")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.set_defaults(run=cmd_read_export_seg)
-    p = read_sub.add_parser("import-sr", parents=[common], help="bring reads back from DICOM SR (TID 1500)",
-                            description="Import SRs written by export-sr losslessly, and TID 1500 SRs of other "
-                                        "tools as draft reads; lists what could not be mapped. All or nothing.")
+    add_replace(p, "overwrite reads that exist in the store")
+    p = command(actions, "export-sr", common, cmd_read_export_sr, "coordinator: reads as DICOM SR (TID 1500), audited",
+                "One Comprehensive 3D SR per read (<read id>.sr.dcm). SR files carry the study's identifiers: in "
+                "reading studies this is a coordinator export.")
+    add_read_filters(p)
+    add_output(p, "folder", "output folder")
+    p = command(actions, "export-seg", common, cmd_read_export_seg, "coordinator: lesion extents as DICOM SEG, audited",
+                "One BINARY segmentation per read and station series, one segment per lesion with an extent "
+                "(<read id>.<n>.seg.dcm).")
+    add_read_filters(p)
+    add_output(p, "folder", "output folder")
+    p = command(actions, "import-sr", common, cmd_read_import_sr, "bring reads back from DICOM SR (TID 1500)",
+                "Import SRs written by export-sr losslessly, and TID 1500 SRs of other tools as draft reads; lists "
+                "what could not be mapped. All or nothing.")
     p.add_argument("files", type=Path, nargs="+", metavar="FILE", help="SR files")
-    p.add_argument("--replace", action="store_true", help="overwrite reads that exist in the store")
-    p.set_defaults(run=cmd_read_import_sr)
-    p = sub.add_parser("export-csv", parents=[common], help="write lesions.csv, units.csv, reads.csv and columns.csv (codebook) for statistics")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.add_argument("--study", help="study UID, accession number or patient ID")
-    p.add_argument("--reader", help="reader id")
+    add_replace(p, "overwrite reads that exist in the store")
+    p = command(sub, "export-csv", common, cmd_export_csv,
+                "write lesions.csv, units.csv, reads.csv and columns.csv (codebook) for statistics")
+    add_output(p, "folder", "output folder")
+    add_read_filters(p)
     p.add_argument("--reading-study", metavar="NAME", help="only reads of this reading study")
     p.add_argument("--latest-submitted", action="store_true",
                    help="only each reader's latest submitted version per case (default: every version and draft)")
-    p.set_defaults(run=cmd_export_csv)
 
 
 def _add_plugin_commands(sub, common) -> None:

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from cno_annotate.cli_args import add_json, add_pacs_node, add_replace, add_timeout, command
 from cno_annotate.cli_output import open_store
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
@@ -58,8 +59,8 @@ def register(sub, common) -> None:
                           description="PACS nodes are kept in the per-user configuration folder; DICOMweb "
                                       "credentials come from pacs-credentials.json there (chmod 600) or from "
                                       "CNO_PACS_TOKEN_<NAME> / CNO_PACS_USER_<NAME> + CNO_PACS_PASSWORD_<NAME>.")
-    pacs_sub = pacs.add_subparsers(dest="pacs_command", required=True, metavar="ACTION")
-    p = pacs_sub.add_parser("add", parents=[common], help="register a PACS (DICOMweb URL or DIMSE AE@HOST:PORT)")
+    actions = pacs.add_subparsers(dest="pacs_command", required=True, metavar="ACTION")
+    p = command(actions, "add", common, cmd_add, "register a PACS (DICOMweb URL or DIMSE AE@HOST:PORT)")
     p.add_argument("name", help="your name for it")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--dicomweb", metavar="URL", help="DICOMweb root URL (QIDO-RS, WADO-RS, STOW-RS)")
@@ -69,42 +70,36 @@ def register(sub, common) -> None:
     p.add_argument("--calling-ae", default=None, help="this program's AE title (default CNOANNOTATE)")
     p.add_argument("--move-port", type=_port, default=None, help="port of the C-MOVE storage SCP (default 11113)")
     p.add_argument("--move-ae", default=None, help="C-MOVE destination AE title (default: --calling-ae)")
-    p.add_argument("--replace", action="store_true", help="replace a node of that name")
-    p.set_defaults(run=cmd_add)
-    p = pacs_sub.add_parser("list", parents=[common], help="the registered PACS nodes (never their credentials)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_list)
-    p = pacs_sub.add_parser("remove", parents=[common], help="forget a PACS node")
-    p.add_argument("name", help="the PACS (as registered with pacs add)")
-    p.set_defaults(run=cmd_remove)
-    p = pacs_sub.add_parser("echo", parents=[common], help="check that a PACS answers (C-ECHO, or a DICOMweb search)")
-    p.add_argument("name", help="the PACS (as registered with pacs add)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
-    p.set_defaults(run=cmd_echo)
-    p = pacs_sub.add_parser("find", parents=[common], help="search a PACS for studies (or a study's series with --study)")
-    p.add_argument("name", help="the PACS (as registered with pacs add)")
+    add_replace(p, "replace a node of that name")
+    p = command(actions, "list", common, cmd_list, "the registered PACS nodes (never their credentials)")
+    add_json(p)
+    p = command(actions, "remove", common, cmd_remove, "forget a PACS node")
+    add_pacs_node(p)
+    p = command(actions, "echo", common, cmd_echo, "check that a PACS answers (C-ECHO, or a DICOMweb search)")
+    add_pacs_node(p)
+    add_timeout(p)
+    p = command(actions, "find", common, cmd_find, "search a PACS for studies (or a study's series with --study)")
+    add_pacs_node(p)
     p.add_argument("--patient-id", default="", help="patient ID (exact)")
     p.add_argument("--name", dest="patient_name", default="", help="patient name, * as wildcard")
-    p.add_argument("--date", default=None, type=_date_range, help="study date or range FROM-TO (YYYYMMDD, either end may be left out)")
+    p.add_argument("--date", default=None, type=_date_range,
+                   help="study date or range FROM-TO (YYYYMMDD, either end may be left out)")
     p.add_argument("--accession", default="", help="accession number")
     p.add_argument("--modality", default="", help="modality in study, e.g. MR")
     p.add_argument("--study", default=None, metavar="UID", type=_study_uid, help="list this study's series instead")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_find)
-    p = pacs_sub.add_parser("retrieve", parents=[common], help="retrieve a study into the store (resumable)",
-                            description="Series by series (STIR first), each imported as soon as it arrives. "
-                                        "Run it again after an interruption: only what the store lacks is fetched.")
-    p.add_argument("name", help="the PACS (as registered with pacs add)")
+    add_timeout(p)
+    add_json(p)
+    p = command(actions, "retrieve", common, cmd_retrieve, "retrieve a study into the store (resumable)",
+                "Series by series (STIR first), each imported as soon as it arrives. "
+                "Run it again after an interruption: only what the store lacks is fetched.")
+    add_pacs_node(p)
     p.add_argument("study_uid", metavar="STUDY_UID", type=_study_uid, help="the study to retrieve (from pacs find)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    p.set_defaults(run=cmd_retrieve)
-    p = pacs_sub.add_parser("send", parents=[common], help="store DICOM files (SR, SEG) in a PACS (STOW-RS or C-STORE)")
-    p.add_argument("name", help="the PACS (as registered with pacs add)")
+    add_timeout(p)
+    add_json(p, "summary")
+    p = command(actions, "send", common, cmd_send, "store DICOM files (SR, SEG) in a PACS (STOW-RS or C-STORE)")
+    add_pacs_node(p)
     p.add_argument("files", nargs="+", type=Path, metavar="FILE", help="DICOM files (SR, SEG)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for an answer (default 30)")
-    p.set_defaults(run=cmd_send)
+    add_timeout(p)
 
 
 def _client(args):

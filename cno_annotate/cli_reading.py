@@ -6,22 +6,47 @@ import json
 import sys
 from pathlib import Path
 
+from cno_annotate.cli_args import (
+    add_json,
+    add_link_key,
+    add_output,
+    add_reader,
+    add_reading_study,
+    add_replace,
+    add_timeout,
+    command,
+)
 from cno_annotate.cli_output import existing_store_root, open_store
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
 
 
 def register(sub, common) -> None:
-    """Add ``reading-study``, ``link``, ``clinical`` and ``audit`` to the CLI."""
+    """Add ``reading-study``, ``link``, ``clinical``, ``report`` and ``audit`` to the CLI."""
+    _register_reading_study(sub, common)
+    _register_link(sub, common)
+    clinical = sub.add_parser("clinical", help="coordinator only: clinical records")
+    actions = clinical.add_subparsers(dest="clinical_command", required=True, metavar="ACTION")
+    p = command(actions, "import", common, cmd_clinical_import, "import clinical records from CSV (all or nothing)",
+                "Columns: record_id, visit_date (YYYY-MM-DD), sex (F/M), age_at_onset, age_at_diagnosis (years), "
+                "painful_sites ('femur.distal:R; Distal tibia L; T8'), treatments ('nsaid 2024-01-10..2024-03-01; "
+                "bisphosphonate 2024-03-02..'), crp_mg_l, esr_mm_h.")
+    p.add_argument("file", type=Path, metavar="FILE.csv", help="clinical records, one row per visit")
+    add_link_key(p, help="the coordinator database (holds the records)")
+    add_replace(p, "replace visits imported before")
+    _register_report(sub, common)
+    _register_audit(sub, common)
+
+
+def _register_reading_study(sub, common) -> None:
     rs = sub.add_parser("reading-study", help="blinded multi-reader reading studies",
                         description="Create a reading study, add cases and readers, assign seeded random "
                                     "worklists, follow progress, export reads.")
-    rs_sub = rs.add_subparsers(dest="rs_command", required=True, metavar="ACTION")
-    p = rs_sub.add_parser("list", parents=[common], help="the reading studies of the store: cases, readers, progress")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_list)
-    p = rs_sub.add_parser("create", parents=[common], help="create a reading study")
-    p.add_argument("name", help="reading study")
+    actions = rs.add_subparsers(dest="rs_command", required=True, metavar="ACTION")
+    p = command(actions, "list", common, cmd_list, "the reading studies of the store: cases, readers, progress")
+    add_json(p)
+    p = command(actions, "create", common, cmd_create, "create a reading study")
+    add_reading_study(p)
     p.add_argument("--scheme", help="scoring scheme id (default rai-cromris)")
     p.add_argument("--seed", type=int, default=0, help="seed of the reading codes and worklists")
     p.add_argument("--show-age-sex", action="store_true", help="let readers see age and sex")
@@ -35,136 +60,104 @@ def register(sub, common) -> None:
                         "order, no prior shown), paired-chronological (prior shown, order known), "
                         "paired-hidden-order (both visits shown as A and B, which is earlier hidden); fixed once "
                         "reading starts")
-    p.set_defaults(run=cmd_create)
-    p = rs_sub.add_parser("show", parents=[common], help="a reading study's settings: scheme, seed, design, blinding")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--json", action="store_true", help="print a JSON object")
-    p.set_defaults(run=cmd_show)
-    p = rs_sub.add_parser("design", parents=[common], help="change the design before reading starts")
-    p.add_argument("name", help="reading study")
+    p = command(actions, "show", common, cmd_show, "a reading study's settings: scheme, seed, design, blinding")
+    add_reading_study(p)
+    add_json(p, "object")
+    p = command(actions, "design", common, cmd_design, "change the design before reading starts")
+    add_reading_study(p)
     p.add_argument("design", choices=DESIGNS, help="the new design")
-    p.set_defaults(run=cmd_design)
-    p = rs_sub.add_parser("add-cases", parents=[common], help="add studies as cases (reading codes)")
-    p.add_argument("name", help="reading study")
+    p = command(actions, "add-cases", common, cmd_add_cases, "add studies as cases (reading codes)")
+    add_reading_study(p)
     p.add_argument("studies", nargs="*", metavar="STUDY", help="study UID, accession number or patient ID")
     p.add_argument("--all", action="store_true", help="add every study of the store")
-    p.set_defaults(run=cmd_add_cases)
-    p = rs_sub.add_parser("add-readers", parents=[common], help="add readers")
-    p.add_argument("name", help="reading study")
+    p = command(actions, "add-readers", common, cmd_add_readers, "add readers")
+    add_reading_study(p)
     p.add_argument("readers", nargs="+", metavar="READER", help="reader ids (as they will log in)")
     p.add_argument("--adjudicator", action="store_true", help="add them as adjudicators")
-    p.set_defaults(run=cmd_add_readers)
-    p = rs_sub.add_parser("assign", parents=[common], help="give each reader a seeded random worklist")
-    p.add_argument("name", help="reading study")
+    p = command(actions, "assign", common, cmd_assign, "give each reader a seeded random worklist")
+    add_reading_study(p)
     p.add_argument("--seed", type=int, help="seed (default: the study's)")
-    p.set_defaults(run=cmd_assign)
-    p = rs_sub.add_parser("worklist", parents=[common], help="a reader's cases in order (reading codes only)")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--reader", required=True, help="reader id")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_worklist)
-    p = rs_sub.add_parser("progress", parents=[common], help="cases not started / draft / submitted per reader")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_progress)
-    p = rs_sub.add_parser("export", parents=[common], help="a reader's own reads, blinded (reading codes)")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--reader", required=True, help="reader id")
-    p.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    p.add_argument("--force", action="store_true", help="replace the file if it exists")
-    p.set_defaults(run=cmd_export)
-    p = rs_sub.add_parser("new-version", parents=[common], help="open a submitted read for change (kept as it was)")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--reader", required=True, help="reader id whose read changes")
+    p = command(actions, "worklist", common, cmd_worklist, "a reader's cases in order (reading codes only)")
+    add_reading_study(p)
+    add_reader(p, required=True)
+    add_json(p)
+    p = command(actions, "progress", common, cmd_progress, "cases not started / draft / submitted per reader")
+    add_reading_study(p)
+    add_json(p)
+    p = command(actions, "export", common, cmd_export, "a reader's own reads, blinded (reading codes)")
+    add_reading_study(p)
+    add_reader(p, required=True)
+    add_output(p, "file", "JSON file to write")
+    p = command(actions, "new-version", common, cmd_new_version, "open a submitted read for change (kept as it was)")
+    add_reading_study(p)
+    add_reader(p, required=True, help="reader id whose read changes")
     p.add_argument("--code", required=True, help="reading code of the case")
     p.add_argument("--reason", required=True, help="why the submitted read must change")
-    p.set_defaults(run=cmd_new_version)
-    p = rs_sub.add_parser("export-unblinded", parents=[common],
-                          help="coordinator only: reads joined with clinical records (JSON and CSV)")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.set_defaults(run=cmd_export_unblinded)
-    p = rs_sub.add_parser("package", parents=[common], help="coordinator: a de-identified reading package for one reader",
-                          description="Write into a new folder everything one reader needs and nothing more: "
-                                      "de-identified copies of the reader's cases (DICOM PS3.15 Basic Profile with "
-                                      "Clean Descriptors and shifted dates; UIDs replaced the same way in every "
-                                      "package of the study), a reader store with the worklist, the scheme and "
-                                      "the taxonomy. The reader opens it with 'cno-annotate view --package DIR'.")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--reader", required=True, help="the reader the package is for")
-    p.add_argument("--out", type=Path, required=True, help="new (or empty) folder to write")
-    p.set_defaults(run=cmd_package)
-    p = rs_sub.add_parser("publish", parents=[common], help="coordinator: de-identified copies of the cases to a study PACS",
-                          description="Send a de-identified copy of every case (or --code CODE ...) to a study PACS "
-                                      "registered with 'cno-annotate pacs add' (the de-identification of reading "
-                                      "packages: same stand-in UIDs, shifted dates, the reading code as patient). "
-                                      "Online readers' viewers fetch their cases from there ('view --pacs NODE').")
-    p.add_argument("name", help="reading study")
+    p = command(actions, "export-unblinded", common, cmd_export_unblinded,
+                "coordinator only: reads joined with clinical records (JSON and CSV)")
+    add_reading_study(p)
+    add_link_key(p)
+    add_output(p, "folder", "output folder")
+    p = command(actions, "package", common, cmd_package, "coordinator: a de-identified reading package for one reader",
+                "Write into a new folder everything one reader needs and nothing more: de-identified copies of the "
+                "reader's cases (DICOM PS3.15 Basic Profile with Clean Descriptors and shifted dates; UIDs replaced "
+                "the same way in every package of the study), a reader store with the worklist, the scheme and the "
+                "taxonomy. The reader opens it with 'cno-annotate view --package DIR'.")
+    add_reading_study(p)
+    add_reader(p, required=True, help="the reader the package is for")
+    add_output(p, "folder", "new (or empty) folder to write", force=False)
+    p = command(actions, "publish", common, cmd_publish, "coordinator: de-identified copies of the cases to a study PACS",
+                "Send a de-identified copy of every case (or --code CODE ...) to a study PACS registered with "
+                "'cno-annotate pacs add' (the de-identification of reading packages: same stand-in UIDs, shifted "
+                "dates, the reading code as patient). Online readers' viewers fetch their cases from there "
+                "('view --pacs NODE').")
+    add_reading_study(p)
     p.add_argument("--pacs", required=True, metavar="NODE", help="the study PACS (a node of 'cno-annotate pacs list')")
     p.add_argument("--code", action="append", metavar="CODE", help="only this case (repeatable)")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the PACS (default 30)")
-    p.set_defaults(run=cmd_publish)
-    p = rs_sub.add_parser("export-results", parents=[common], help="reader: your reads of a package, as a file for the coordinator",
-                          description="Write the reads made in a reading package (drafts and submitted) as a "
-                                      "signed results file; send it to the coordinator, who runs "
-                                      "'reading-study collect'.")
+    add_timeout(p)
+    p = command(actions, "export-results", common, cmd_export_results,
+                "reader: your reads of a package, as a file for the coordinator",
+                "Write the reads made in a reading package (drafts and submitted) as a signed results file; send "
+                "it to the coordinator, who runs 'reading-study collect'.")
     p.add_argument("--package", type=Path, required=True, help="the package folder")
-    p.add_argument("--out", type=Path, required=True, help="results file to write (JSON)")
-    p.add_argument("--force", action="store_true", help="replace the file if it exists")
-    p.set_defaults(run=cmd_export_results)
-    p = rs_sub.add_parser("collect", parents=[common], help="coordinator: import readers' results files",
-                          description="Import the reads of results files exported from reading packages, under "
-                                      "the original study and series UIDs, audited. Collecting a file again "
-                                      "changes nothing. A file from another study, another reader, a package "
-                                      "this store did not issue, or changed after export is refused.")
-    p.add_argument("name", help="reading study")
+    add_output(p, "file", "results file to write (JSON)")
+    p = command(actions, "collect", common, cmd_collect, "coordinator: import readers' results files",
+                "Import the reads of results files exported from reading packages, under the original study and "
+                "series UIDs, audited. Collecting a file again changes nothing. A file from another study, another "
+                "reader, a package this store did not issue, or changed after export is refused.")
+    add_reading_study(p)
     p.add_argument("results", nargs="+", type=Path, metavar="RESULTS", help="results files")
-    p.add_argument("--reader", help="refuse results of any other reader")
-    p.set_defaults(run=cmd_collect)
+    add_reader(p, help="refuse results of any other reader")
 
+
+def _register_link(sub, common) -> None:
     link = sub.add_parser("link", help="coordinator only: the link key (reading code <-> clinical record id)")
-    link_sub = link.add_subparsers(dest="link_command", required=True, metavar="ACTION")
-    p = link_sub.add_parser("add", parents=[common], help="link one reading code to a record id")
-    p.add_argument("name", help="reading study")
+    actions = link.add_subparsers(dest="link_command", required=True, metavar="ACTION")
+    p = command(actions, "add", common, cmd_link_add, "link one reading code to a record id")
+    add_reading_study(p)
     p.add_argument("code", help="reading code of the case (CNO-0007)")
     p.add_argument("record", help="clinical record id of that patient")
-    p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
-    p.add_argument("--replace", action="store_true", help="replace the code's existing link")
-    p.set_defaults(run=cmd_link_add)
-    p = link_sub.add_parser("list", parents=[common], help="list the reading code -> record id links (coordinator only)")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
-    p.add_argument("--json", action="store_true", help="print JSON")
-    p.set_defaults(run=cmd_link_list)
-    p = link_sub.add_parser("from-patient-ids", parents=[common], help="link every case to its DICOM PatientID")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--link-key", type=Path, required=True, help="the coordinator's link key file")
-    p.set_defaults(run=cmd_link_patient_ids)
+    add_link_key(p)
+    add_replace(p, "replace the code's existing link")
+    p = command(actions, "list", common, cmd_link_list, "list the reading code -> record id links (coordinator only)")
+    add_reading_study(p)
+    add_link_key(p)
+    add_json(p)
+    p = command(actions, "from-patient-ids", common, cmd_link_patient_ids, "link every case to its DICOM PatientID")
+    add_reading_study(p)
+    add_link_key(p)
 
-    clinical = sub.add_parser("clinical", help="coordinator only: clinical records")
-    clinical_sub = clinical.add_subparsers(dest="clinical_command", required=True, metavar="ACTION")
-    p = clinical_sub.add_parser("import", parents=[common], help="import clinical records from CSV (all or nothing)",
-                                description="Columns: record_id, visit_date (YYYY-MM-DD), sex (F/M), age_at_onset, "
-                                            "age_at_diagnosis (years), painful_sites ('femur.distal:R; Distal tibia L; "
-                                            "T8'), treatments ('nsaid 2024-01-10..2024-03-01; bisphosphonate "
-                                            "2024-03-02..'), crp_mg_l, esr_mm_h.")
-    p.add_argument("file", type=Path, metavar="FILE.csv", help="clinical records, one row per visit")
-    p.add_argument("--link-key", type=Path, required=True, help="the coordinator database (holds the records)")
-    p.add_argument("--replace", action="store_true", help="replace visits imported before")
-    p.set_defaults(run=cmd_clinical_import)
 
-    p = sub.add_parser("report", parents=[common], help="cohort reports: agreement, concordance, distribution, ...",
-                       description="Build a report of a reading study into a folder: report.json, CSV tables, "
-                                   "PNG and SVG figures and a self-contained report.html.")
+def _register_report(sub, common) -> None:
+    p = command(sub, "report", common, cmd_report, "cohort reports: agreement, concordance, distribution, ...",
+                "Build a report of a reading study into a folder: report.json, CSV tables, PNG and SVG figures "
+                "and a self-contained report.html.")
     p.add_argument("kind", choices=["design", "agreement", "concordance", "distribution", "followup", "skeleton", "all"],
                    help="which section to build (all: every section)")
-    p.add_argument("name", help="reading study")
-    p.add_argument("--out", type=Path, required=True, help="output folder")
-    p.add_argument("--force", action="store_true", help="replace existing output files")
-    p.add_argument("--link-key", type=Path, help="the coordinator database (needed for concordance)")
-    p.add_argument("--reader", help="use this reader's reads instead of the adjudicated ones")
+    add_reading_study(p)
+    add_output(p, "folder", "output folder")
+    add_link_key(p, required=False, help="the coordinator database (needed for concordance)")
+    add_reader(p, help="use this reader's reads instead of the adjudicated ones")
     p.add_argument("--threshold-mm", type=float, default=20.0, help="lesion matching distance (default 20 mm)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N",
                    help="case-level bootstrap resamples for the confidence intervals (default 1000)")
@@ -172,47 +165,42 @@ def register(sub, common) -> None:
     p.add_argument("--visit-window-days", type=int, default=90, metavar="DAYS",
                    help="use the clinical visit nearest the study date within DAYS days (default 90); cases "
                         "without one have missing clinical data")
-    p.add_argument("--json", action="store_true", help="also print the report as JSON")
-    p.set_defaults(run=cmd_report)
+    add_json(p, "report")
 
-    au = sub.add_parser("audit", help="the audit trail")
-    au_sub = au.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
-    p = au_sub.add_parser("verify", parents=[common], help="check the hash chain and the data against it",
-                          description="Check the hash chain (name the first broken entry), then every read and "
-                                      "reading study against the state its latest entry recorded; with --anchor, "
-                                      "also that the chain still holds the head recorded earlier.")
+
+def _register_audit(sub, common) -> None:
+    audit = sub.add_parser("audit", help="the audit trail")
+    actions = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    p = command(actions, "verify", common, cmd_audit_verify, "check the hash chain and the data against it",
+                "Check the hash chain (name the first broken entry), then every read and reading study against the "
+                "state its latest entry recorded; with --anchor, also that the chain still holds the head recorded "
+                "earlier.")
     p.add_argument("--anchor", metavar="FILE_OR_VALUE",
                    help="an anchor from 'audit anchor' (the line itself, or a file holding it)")
-    p.set_defaults(run=cmd_audit_verify)
-    p = au_sub.add_parser("anchor", parents=[common], help="print (or write) the chain head to keep outside the store",
-                          description="Print the current head of the audit chain as one line. Keep it where the "
-                                      "store's users cannot write (e-mail it, print it); 'audit verify --anchor' "
-                                      "later proves the trail up to that entry was not rewritten.")
+    p = command(actions, "anchor", common, cmd_audit_anchor, "print (or write) the chain head to keep outside the store",
+                "Print the current head of the audit chain as one line. Keep it where the store's users cannot "
+                "write (e-mail it, print it); 'audit verify --anchor' later proves the trail up to that entry was "
+                "not rewritten.")
     p.add_argument("--out", type=Path, help="also write the anchor to this file")
-    p.set_defaults(run=cmd_audit_anchor)
-    p = au_sub.add_parser("show", parents=[common], help="the latest entries")
+    p = command(actions, "show", common, cmd_audit_show, "the latest entries")
     p.add_argument("--last", type=int, default=20, help="how many of the newest entries (default 20)")
-    p.add_argument("--json", action="store_true", help="print a JSON list")
-    p.set_defaults(run=cmd_audit_show)
+    add_json(p)
 
 
 def register_store(sub, common) -> None:
-    """Add ``store check`` to the CLI."""
+    """Add ``store check`` and ``store grant`` to the CLI."""
     st = sub.add_parser("store", help="the study store itself")
-    st_sub = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")
-    p = st_sub.add_parser("check", parents=[common], help="integrity check of the database and the audit trail",
-                          description="Run SQLite's full integrity check, then 'audit verify'. Exit 1 on any problem.")
-    p.set_defaults(run=cmd_store_check)
-    p = st_sub.add_parser("grant", parents=[common], help="give a person a login on a PostgreSQL store",
-                          description="Create a login role on the PostgreSQL server of --store (run by the store's "
-                                      "owner) in the coordinator, reader or adjudicator group. The role's name is the "
-                                      "reader id. Readers see only their own reads and worklist; the server enforces "
-                                      "it. A new role's password is printed once.")
+    actions = st.add_subparsers(dest="store_command", required=True, metavar="ACTION")
+    command(actions, "check", common, cmd_store_check, "integrity check of the database and the audit trail",
+            "Run SQLite's full integrity check, then 'audit verify'. Exit 1 on any problem.")
+    p = command(actions, "grant", common, cmd_store_grant, "give a person a login on a PostgreSQL store",
+                "Create a login role on the PostgreSQL server of --store (run by the store's owner) in the "
+                "coordinator, reader or adjudicator group. The role's name is the reader id. Readers see only their "
+                "own reads and worklist; the server enforces it. A new role's password is printed once.")
     who = p.add_mutually_exclusive_group(required=True)
     who.add_argument("--reader", metavar="ID", help="a reader (sees their own reads and worklist only)")
     who.add_argument("--adjudicator", metavar="ID", help="an adjudicator (also the submitted reads of their cases)")
     who.add_argument("--coordinator", metavar="ID", help="a coordinator (sees and manages everything)")
-    p.set_defaults(run=cmd_store_grant)
 
 
 DESIGNS = ("unpaired-blinded", "paired-chronological", "paired-hidden-order")

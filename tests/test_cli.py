@@ -162,19 +162,64 @@ def test_no_core_source_mentions_qt():
 
 
 def _arguments(parser, prefix=()):
-    """(command words, argument) for every argument of every leaf command."""
+    """(command words, argument) for every argument of every parser: the main one, groups and leaf commands."""
+    import argparse
+
+    own = [(prefix, a) for a in parser._actions
+           if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))]
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    return own + [x for sub in subs for name, child in sub.choices.items() for x in _arguments(child, prefix + (name,))]
+
+
+def test_every_argument_of_every_command_has_help():
+    arguments = _arguments(build_parser())
+    assert {words for words, _ in arguments} >= {(), ("view",), ("pacs", "find"), ("reading-study", "package")}
+    missing = [f"{' '.join(words)} {a.option_strings or a.dest}" for words, a in arguments
+               if not (a.help or "").strip()]
+    assert missing == []
+
+
+def test_a_shared_flag_says_the_same_thing_in_every_command():
+    """--store, --json, --force, --timeout and the reading study's name come from one helper each (cli_args)."""
+    from cno_annotate.cli_args import FORCE_HELP, JSON_HELP, STORE_HELP
+
+    helps: dict[str, set] = {}
+    for words, action in _arguments(build_parser()):
+        for name in action.option_strings or [f"{words[0] if words else ''}:{action.dest}"]:
+            helps.setdefault(name, set()).add(action.help)
+    assert helps["--store"] == {STORE_HELP}
+    assert helps["--json"] <= set(JSON_HELP.values()) and helps["--force"] <= set(FORCE_HELP.values())
+    assert len(helps["--timeout"]) == 1 and helps["reading-study:name"] == helps["link:name"] == {"reading study"}
+    assert helps["pacs:name"] == {"your name for it", "the PACS (as registered with pacs add)"}
+
+
+def _leaf_parsers(parser, prefix=()):
     import argparse
 
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
-        return [(prefix, a) for a in parser._actions if not isinstance(a, argparse._HelpAction)]
-    return [x for name, sub in subs[0].choices.items() for x in _arguments(sub, prefix + (name,))]
+        return [(prefix, parser)]
+    return [x for name, child in subs[0].choices.items() for x in _leaf_parsers(child, prefix + (name,))]
 
 
-def test_every_argument_of_every_command_has_help():
-    missing = [f"{' '.join(words)} {a.option_strings or a.dest}" for words, a in _arguments(build_parser())
-               if not (a.help or "").strip()]
-    assert missing == []
+def test_every_command_takes_store_after_it_without_overriding_one_given_before():
+    import argparse
+
+    for words, parser in _leaf_parsers(build_parser()):
+        store = [a for a in parser._actions if "--store" in a.option_strings]
+        assert len(store) == 1 and store[0].default is argparse.SUPPRESS, words
+
+
+@pytest.mark.parametrize("words", [("studies",), ("read", "list"), ("reading-study", "progress", "RS"),
+                                   ("pacs", "list"), ("audit", "show"), ("report", "all", "RS", "--out", "o"),
+                                   ("view",)], ids=" ".join)
+def test_store_is_parsed_before_and_after_the_command(words, tmp_path):
+    parser = build_parser()
+    before, after = tmp_path / "before", tmp_path / "after"
+    assert parser.parse_args(["--store", str(before), *words]).store == before
+    assert parser.parse_args([*words, "--store", str(after)]).store == after
+    assert parser.parse_args(["--store", str(before), *words, "--store", str(after)]).store == after
+    assert parser.parse_args(list(words)).store is None  # the default store, decided when the store is opened
 
 
 def test_store_is_accepted_before_the_command(cli, tmp_path):

@@ -9,21 +9,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cno_annotate.cli_args import add_reader, command
+
 
 def register(subparsers, common) -> None:
     """Add ``cno-annotate view`` to the CLI."""
-    p = subparsers.add_parser(
-        "view", parents=[common], help="open the reading viewer (STIR and T1 side by side)",
-        description="Open the viewer on a study of the store (default: the first). Needs PySide6 "
-                    "(pip install 'cno-annotate[ui]'). Press F1 in the window for every mouse and "
-                    "keyboard action.",
-    )
+    p = command(subparsers, "view", common, run, "open the reading viewer (STIR and T1 side by side)",
+                "Open the viewer on a study of the store (default: the first). Needs PySide6 "
+                "(pip install 'cno-annotate[ui]'). Press F1 in the window for every mouse and keyboard action.")
     p.add_argument("study", nargs="?", help="study UID, accession number or patient ID")
     p.add_argument("--sample", action="store_true", help="import and open the bundled sample study")
     p.add_argument("--screenshot", type=Path, metavar="FILE.png",
                    help="render the window with the study loaded to a PNG and exit (works offscreen)")
     p.add_argument("--size", default="1400x900", help="window size for --screenshot, WIDTHxHEIGHT")
-    p.add_argument("--reader", help="reader id for the reads you make (default: your login name)")
+    add_reader(p, help="reader id for the reads you make (default: your login name)")
     p.add_argument("--reading-study", metavar="NAME",
                    help="reader mode: your worklist of this blinded reading study (needs --reader)")
     p.add_argument("--pacs", metavar="NODE",
@@ -31,7 +30,6 @@ def register(subparsers, common) -> None:
                         "(a node of 'cno-annotate pacs list'), cached on this computer")
     p.add_argument("--package", type=Path, metavar="DIR",
                    help="open a reading package you were sent (reader mode only: its study and reader)")
-    p.set_defaults(run=run)
 
 
 def run(args) -> int:
