@@ -46,3 +46,18 @@ def test_changing_the_recorded_state_of_an_entry_breaks_the_chain(store, small_s
     store.db.execute("UPDATE audit SET detail = ? WHERE seq = ?", (json.dumps(forged, sort_keys=True), seq))
     result = audit.verify(store.db)
     assert not result.ok and result.broken_at == seq
+
+
+def test_audit_show_lists_the_newest_entries_oldest_first(store, cli):
+    """``audit show --last N``: the N newest entries, in the order they happened, every field named."""
+    with store.transaction():
+        for n in range(5):
+            audit.append(store.db, "coordinator", "export", f"file:{n}", after={"n": n})
+    code, out, _ = cli("--store", store.root, "audit", "show", "--last", "3", "--json")
+    shown = json.loads(out)
+    assert code == 0 and [e["entity"] for e in shown] == ["file:2", "file:3", "file:4"]
+    assert [e["seq"] for e in shown] == sorted(e["seq"] for e in shown)
+    assert set(shown[0]) == {"seq", "at", "actor", "action", "entity", "detail"}
+    assert shown[-1]["at"] and shown[-1]["actor"] == "coordinator" and shown[-1]["detail"]["after"] == {"n": 4}
+    code, out, _ = cli("--store", store.root, "audit", "show")
+    assert out.splitlines()[-1].split()[-1] == "file:4"

@@ -342,3 +342,103 @@ def test_a_direct_change_to_a_reads_roi_is_found(trial):
     db.close()
     result = audit.verify(trial.db)
     assert not result.ok and any(p.startswith("read:") and "outside the program" in p for p in result.problems)
+
+
+def _latest_entry(store: Store, entity: str) -> int:
+    return store.db.execute("SELECT MAX(seq) FROM audit WHERE entity = ?", (entity,)).fetchone()[0]
+
+
+def _copy_read(db: sqlite3.Connection, read_id: str, new_id: str) -> None:
+    """Insert, as a second program would, a read row like ``read_id`` under ``new_id`` (another reader)."""
+    cursor = db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,))
+    row = dict(zip([c[0] for c in cursor.description], cursor.fetchone()))
+    row.update(read_id=new_id, reader="dr-z")
+    db.execute(f"INSERT INTO reads ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
+
+
+def test_verify_says_whether_a_read_was_changed_deleted_or_added_and_after_which_entry(trial):
+    a, b = _read_id(trial, "dr-a"), _read_id(trial, "dr-b")
+    with trial.transaction() as db:  # the program deleted the read 'ghost' (an empty duplicate draft)
+        audit.append(db, "cno-annotate", "delete", "read:ghost", state_before=None)
+    db = _tamper(trial, TAMPERS[0][2])
+    db.execute("DELETE FROM unit_marks WHERE read_id = ?", (b,))
+    db.execute("DELETE FROM lesions WHERE read_id = ?", (b,))
+    db.execute("DELETE FROM reads WHERE read_id = ?", (b,))
+    _copy_read(db, a, "ghost")
+    db.close()
+    problems = audit.verify(trial.db).problems
+    for entity, what in ((f"read:{a}", "was changed"), (f"read:{b}", "was deleted"), ("read:ghost", "was added")):
+        assert f"{entity} {what} outside the program after audit entry {_latest_entry(trial, entity)} " \
+               f"(its content differs from the audited state)" in problems
+
+
+def test_a_gap_is_found_after_entries_about_files(trial):
+    """Entries about other things (an export's files) do not end the search for gaps."""
+    read_id = _read_id(trial, "dr-b")
+    with trial.transaction() as db:
+        audit.append(db, "coordinator", "export", "file:reads.json", after={"files": ["reads.json"]})
+    _tamper(trial, "UPDATE unit_marks SET mark = 'not_assessable' WHERE read_id = :b").close()
+    with trial.transaction() as db:  # what an older program did: hash whatever is in the store
+        seq = audit.append(db, "dr-b", "change", f"read:{read_id}", state_before=audit.read_state(db, read_id))
+    before = trial.db.execute("SELECT MAX(seq) FROM audit WHERE entity = ? AND seq < ?",
+                              (f"read:{read_id}", seq)).fetchone()[0]
+    assert (f"read:{read_id} was changed outside the program between audit entry {before} and entry {seq} "
+            f"(entry {seq} found a state that no entry recorded)") in audit.verify(trial.db).problems
+
+
+def test_a_read_first_audited_after_it_was_made_outside_the_program_is_a_gap(trial):
+    """Its first entry found a state no entry recorded: the message says since when."""
+    db = _attacker(trial)
+    _copy_read(db, _read_id(trial, "dr-a"), "ghost")
+    db.close()
+    with trial.transaction() as db:  # an older program audits it as it finds it
+        seq = audit.append(db, "dr-z", "change", "read:ghost", state_before=audit.read_state(db, "ghost"))
+    assert (f"read:ghost was changed outside the program between it first appeared and entry {seq} "
+            f"(entry {seq} found a state that no entry recorded)") in audit.verify(trial.db).problems
+
+
+def test_a_reading_study_whose_name_holds_a_colon_verifies(trial):
+    rs.create(trial, "site:A")
+    rs.add_readers(trial, "site:A", ["dr-c"])
+    result = audit.verify(trial.db)
+    assert result.ok and result.objects == 4, result.problems
+    _tamper(trial, "UPDATE rs_readers SET role = 'adjudicator' WHERE reader = 'dr-c'").close()
+    assert any(p.startswith("reading-study:site:A was changed outside the program after audit entry")
+               for p in audit.verify(trial.db).problems)
+    with trial.transaction() as db:  # an older program hid the change in its next entry: a gap
+        audit.append(db, "coordinator", "change", "reading-study:site:A",
+                     state_before=audit.reading_study_state(db, "site:A"))
+    assert any(p.startswith("reading-study:site:A was changed outside the program between audit entry")
+               for p in audit.verify(trial.db).problems)
+
+
+#: A break of the chain (SQL; {f} a forged hash, {n} the last entry), and what verify reports for a chain
+#: of n entries: (entries read, the entry named, the reason).
+CHAIN_BREAKS = [
+    ("UPDATE audit SET prev_hash = '{f}' WHERE seq = 3",
+     lambda n: (3, 3, "entry 3 does not follow entry 2 (previous hash differs)")),
+    ("UPDATE audit SET actor = 'dr-z' WHERE seq = 2",
+     lambda n: (2, 2, "entry 2 was changed after it was written (hash differs)")),
+    ("UPDATE audit_head SET hash = '{f}'", lambda n: (n, n, f"entry {n} does not match the recorded end of the chain")),
+    ("DELETE FROM audit WHERE seq = {n}", lambda n: (n - 1, n, f"entry {n} is missing (the chain ends early)")),
+    ("DELETE FROM audit_head", lambda n: (n, 1, "the recorded end of the chain is missing")),
+]
+
+
+@pytest.mark.parametrize("sql,expected", CHAIN_BREAKS,
+                         ids=["previous hash", "entry hash", "head hash", "last entry removed", "head removed"])
+def test_verify_names_the_broken_entry_and_counts_what_it_read(trial, sql, expected):
+    n = trial.db.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+    db = _attacker(trial)
+    db.execute(sql.format(f="f" * 64, n=n))
+    db.close()
+    result = audit.verify(trial.db)
+    assert (result.entries, result.broken_at, result.reason) == expected(n)
+
+
+def test_an_intact_store_says_so_with_its_counts(trial):
+    n = trial.db.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+    assert audit.verify(trial.db, audit.anchor(trial.db)).reason == (
+        f"audit chain intact: {n} entries; 3 reads and reading studies match their audited state, anchor matches")
+    assert audit.verify(trial.db).reason == (
+        f"audit chain intact: {n} entries; 3 reads and reading studies match their audited state")

@@ -205,18 +205,6 @@ def match_lesions(lesions_a: list[tuple[str, str, np.ndarray]], lesions_b: list[
 
 
 # -- specific agreement, kappa from count tables, case-level bootstrap -------------------------------
-def specific_agreement(both: float, only_first: float, only_second: float, neither: float) -> tuple[float, float]:
-    """Positive and negative specific agreement of two readers.
-
-    PSA = 2a / (2a + b + c) and NSA = 2d / (2d + b + c), where a = both
-    positive, b and c = positive for one reader only, d = both negative
-    (Cicchetti & Feinstein 1990). NaN when undefined.
-    """
-    positive = 2 * both + only_first + only_second
-    negative = 2 * neither + only_first + only_second
-    return (2 * both / positive if positive else float("nan"), 2 * neither / negative if negative else float("nan"))
-
-
 @dataclass(frozen=True)
 class Interval:
     """A percentile bootstrap confidence interval."""
@@ -296,7 +284,12 @@ def kappa_from_tally(sums: np.ndarray, raters: int, method: str = "fleiss") -> n
 
 
 def specific_from_tally(sums: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """PSA and NSA from summed [both, first only, second only, neither] tallies."""
+    """Positive and negative specific agreement from summed [a, b, c, d] tallies.
+
+    a = both readers positive, b and c = positive for one reader only, d = both
+    negative: PSA = 2a / (2a + b + c), NSA = 2d / (2d + b + c) (Cicchetti &
+    Feinstein 1990); NaN where undefined.
+    """
     sums = np.atleast_2d(sums)
     a, b, c, d = sums.T
     with np.errstate(divide="ignore", invalid="ignore"):
