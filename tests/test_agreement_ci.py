@@ -281,3 +281,39 @@ def test_cohen_kappa_edge_cases_match_scikit_learn():
     assert np.isnan(weighted_kappa(np.array([nan, 1.0]), np.array([0.0, nan]), [0, 1]))  # no pair rated by both
     one_pair = weighted_kappa(np.array([0.0]), np.array([1.0]), [0, 1])
     assert one_pair == cohen_kappa_score([0], [1], labels=[0, 1]) == 0.0
+
+
+# -- found by stress/mutation_run.py: the bootstrap interval and specific agreement, field by field ----------------
+def _ratio(sums: np.ndarray) -> np.ndarray:
+    """First tally over second, NaN where the second is 0 (an undefined statistic)."""
+    return np.where(sums[:, 1] > 0, sums[:, 0] / np.where(sums[:, 1] > 0, sums[:, 1], 1), np.nan)
+
+
+def test_the_case_bootstrap_interval_is_the_percentile_of_the_resampled_statistic():
+    # four cases; resample b sums the cases it drew (numpy's default_rng(3)); a resample without the first
+    # case has no denominator and is left out; level 0.9 -> the 5th and 95th percentiles of the rest
+    per_case = np.array([[3, 4], [1, 0], [2, 0], [0, 0]])
+    values = _ratio(agreement.bootstrap_weights(4, 300, 3) @ per_case)
+    kept = values[~np.isnan(values)]
+    assert 100 < kept.size < 300
+    interval = agreement.case_bootstrap(per_case, _ratio, resamples=300, seed=3, level=0.9)
+    assert (interval.low, interval.high) == tuple(np.percentile(kept, [5, 95]))
+    assert (interval.resamples, interval.valid, interval.seed, interval.level) == (300, kept.size, 3, 0.9)
+    one = agreement.case_bootstrap(per_case[:1], _ratio, resamples=1, seed=3)  # one case, one resample
+    assert (one.low, one.high, one.resamples, one.valid) == (0.75, 0.75, 1, 1)
+
+
+@pytest.mark.parametrize("per_case,resamples", [(np.zeros((0, 2)), 50), (np.ones((3, 2)), 0),
+                                                (np.array([[1.0, 0.0], [2.0, 0.0]]), 50)],
+                         ids=["no cases", "no resamples", "never defined"])
+def test_an_interval_that_cannot_be_computed_is_nan_and_says_why(per_case, resamples):
+    interval = agreement.case_bootstrap(per_case, _ratio, resamples=resamples, seed=4, level=0.9)
+    assert np.isnan(interval.low) and np.isnan(interval.high)
+    assert (interval.resamples, interval.valid, interval.seed, interval.level) == (resamples, 0, 4, 0.9)
+
+
+def test_specific_agreement_is_zero_not_undefined_when_only_one_reader_saw_anything():
+    # [both, first only, second only, neither]: PSA = 2a / (2a + b + c), NSA = 2d / (2d + b + c)
+    psa, nsa = agreement.specific_from_tally(np.array([[0, 0, 1, 5], [0, 1, 0, 5], [0, 0, 0, 4], [2, 1, 1, 0]]))
+    assert list(psa[:2]) == [0.0, 0.0] and np.isnan(psa[2]) and psa[3] == 4 / 6
+    assert list(nsa) == [10 / 11, 10 / 11, 1.0, 0.0]

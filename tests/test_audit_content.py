@@ -51,13 +51,14 @@ def test_changing_the_recorded_state_of_an_entry_breaks_the_chain(store, small_s
 def test_audit_show_lists_the_newest_entries_oldest_first(store, cli):
     """``audit show --last N``: the N newest entries, in the order they happened, every field named."""
     with store.transaction():
-        for n in range(5):
+        for n in range(25):
             audit.append(store.db, "coordinator", "export", f"file:{n}", after={"n": n})
     code, out, _ = cli("--store", store.root, "audit", "show", "--last", "3", "--json")
     shown = json.loads(out)
-    assert code == 0 and [e["entity"] for e in shown] == ["file:2", "file:3", "file:4"]
+    assert code == 0 and [e["entity"] for e in shown] == ["file:22", "file:23", "file:24"]
+    assert [e["entity"] for e in audit.entries(store.db)] == [f"file:{n}" for n in range(5, 25)]  # 20 by default
     assert [e["seq"] for e in shown] == sorted(e["seq"] for e in shown)
     assert set(shown[0]) == {"seq", "at", "actor", "action", "entity", "detail"}
-    assert shown[-1]["at"] and shown[-1]["actor"] == "coordinator" and shown[-1]["detail"]["after"] == {"n": 4}
+    assert shown[-1]["at"] and shown[-1]["actor"] == "coordinator" and shown[-1]["detail"]["after"] == {"n": 24}
     code, out, _ = cli("--store", store.root, "audit", "show")
-    assert out.splitlines()[-1].split()[-1] == "file:4"
+    assert len(out.splitlines()) == 20 and out.splitlines()[-1].split()[-1] == "file:24"

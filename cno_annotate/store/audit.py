@@ -377,8 +377,8 @@ def _anchor_problems(db: sqlite3.Connection, text: str) -> list[str]:
     return []
 
 
-def entries(db: sqlite3.Connection, last: int) -> list[dict]:
-    """The ``last`` newest entries, oldest first."""
+def entries(db: sqlite3.Connection, last: int = 20) -> list[dict]:
+    """The ``last`` newest entries (20 by default), oldest first."""
     rows = db.execute("SELECT seq, at, actor, action, entity, detail FROM audit ORDER BY seq DESC LIMIT ?", (last,))
     out = [dict(zip(("seq", "at", "actor", "action", "entity", "detail"), r)) for r in rows]
     for entry in out:
