@@ -7,6 +7,7 @@ use, plus variants written here, both ways and compare every record and every re
 
 from __future__ import annotations
 
+import copy
 import gzip
 import shutil
 import subprocess
@@ -18,10 +19,10 @@ import nibabel
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, private_dictionary_VR, tag_for_keyword
 
 import cno_annotate.io.dicom_index as dicom_index
-from cno_annotate.io.dicom_header import ATTRIBUTES, read_plain_header
+from cno_annotate.io.dicom_header import ATTRIBUTES, PRIVATE_ATTRIBUTES, read_plain_header
 
 PYDICOM_FILES = Path(pydicom.data.__file__).parent / "test_files"
 NICOM_DATA = Path(nibabel.__file__).parent / "nicom" / "tests" / "data"
@@ -54,13 +55,27 @@ def variants(folder: Path) -> list[Path]:
         "charset_other": {"SpecificCharacterSet": "ISO_IR 144", "PatientName": "Ivanov"},
         "no_uids": {"SeriesInstanceUID": None, "StudyInstanceUID": None},
         "decimal_is": {"InstanceNumber": "3.0"},
+        # Vendors' private b-values and directions (the plain reader reads them with their creators).
+        "siemens_b": {"private": [(0x0019, "SIEMENS MR HEADER", 0x0C, "IS", "800"),
+                                  (0x0019, "SIEMENS MR HEADER", 0x0E, "FD", [0.0, 0.7071, -0.7071])]},
+        "siemens_b_block11": {"private": [(0x0019, "SOMEONE ELSE", 0x0C, "LO", "not a b-value"),
+                                          (0x0019, "SIEMENS MR HEADER", 0x0C, "IS", "1000")]},
+        "ge_b": {"ScanningSequence": "EP\\SE",
+                 "private": [(0x0043, "GEMS_PARM_01", 0x39, "IS", ["1000000500", "8", "0", "0"])]},
+        "ge_not_diffusion": {"private": [(0x0043, "GEMS_PARM_01", 0x39, "IS", ["7", "0"])]},
+        "philips_b": {"private": [(0x2001, "Philips Imaging DD 001", 0x03, "FL", 50.0)]},
+        "other_creator": {"private": [(0x0019, "GEMS_ACQU_01", 0x0C, "SS", 5)]},
+        "siemens_b_un": {"private": [(0x0019, "SIEMENS MR HEADER", 0x0C, "UN", b"800 ")]},
     }
     paths = []
     for name, values in edits.items():
         for syntax in (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian):
-            ds = source.copy()
+            ds = copy.deepcopy(source)
             for keyword, value in values.items():
-                if value is None:
+                if keyword == "private":
+                    for group, creator, offset, vr, item in value:
+                        ds.private_block(group, creator, create=True).add_new(offset, vr, item)
+                elif value is None:
                     ds.pop(keyword, None)
                 else:
                     setattr(ds, keyword, value)
@@ -86,6 +101,8 @@ def pydicom_only(path: Path):
 def test_the_keyword_table_is_pydicom_s_dictionary():
     for keyword, (tag, vr) in ATTRIBUTES.items():
         assert tag_for_keyword(keyword) == tag and dictionary_VR(tag) == vr, keyword
+    for (group, creator, offset), vr in PRIVATE_ATTRIBUTES.items():
+        assert private_dictionary_VR(group << 16 | 0x1000 | offset, creator) == vr, (creator, offset)
 
 
 @pytest.mark.filterwarnings("ignore:Invalid value for VR IS")  # writing the "3.0" variant
@@ -100,7 +117,19 @@ def test_plain_reading_gives_pydicom_s_records_on_the_whole_corpus(tmp_path, sma
     assert {"MR_small.dcm", "MR_small_implicit.dcm", "spaces-Explicit.dcm", "spaces-Implicit.dcm",
             "multi_text-Explicit.dcm", "empty_numbers-Implicit.dcm", "charset_latin1-Explicit.dcm"} <= names
     assert not names & {"MR_small_bigendian.dcm", "MR_small_RLE.dcm", "charset_latin1_text-Explicit.dcm",
-                        "charset_other-Explicit.dcm", "emri_small.dcm", "no_meta.dcm"}
+                        "charset_other-Explicit.dcm", "emri_small.dcm", "no_meta.dcm", "siemens_b_un-Explicit.dcm"}
+    # Files with the vendors' private b-values go the plain way too, and give their b-values.
+    vendor = {f"{name}-{syntax}.dcm" for name in ("siemens_b", "siemens_b_block11", "ge_b", "ge_not_diffusion",
+                                                   "philips_b", "other_creator") for syntax in ("Explicit", "Implicit")}
+    assert vendor <= names
+    b_values = {p.name: dicom_index._records(p, *read_plain_header(p))[0].split_values for p in plain
+                if p.name in vendor}
+    assert b_values["siemens_b-Implicit.dcm"]["b_value"] == 800.0
+    assert b_values["siemens_b-Explicit.dcm"]["diffusion_direction"] == [0.0, 0.707, -0.707]
+    assert b_values["siemens_b_block11-Explicit.dcm"]["b_value"] == 1000.0
+    assert b_values["ge_b-Implicit.dcm"]["b_value"] == 500.0 and "b_value" not in b_values["ge_not_diffusion-Explicit.dcm"]
+    assert b_values["philips_b-Explicit.dcm"]["b_value"] == 50.0
+    assert "b_value" not in b_values["other_creator-Implicit.dcm"]
     assert sum(p.is_relative_to(small_study) for p in plain) == sum(1 for p in small_study.rglob("*")
                                                                         if p.is_file() and p.suffix != ".json")
 

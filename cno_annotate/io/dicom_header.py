@@ -4,12 +4,15 @@ Most files of a clinical MR export are Explicit (or Implicit) VR Little Endian w
 plain header: reading the few attributes the index needs from them directly skips
 importing pydicom and building a full dataset per file, which was most of the time of an
 import. :func:`read_plain_header` returns ``None`` for anything it does not handle exactly
-as pydicom does (another transfer syntax, no preamble, functional groups, vendor private
-groups that the index reads, a character set other than ASCII-compatible ones with
-non-ASCII text, values pydicom would read leniently, tags out of order...); the caller
-then reads the file with pydicom. Values come out as pydicom converts them (text split on
-backslashes and stripped the same way, numbers as int and float), which a test checks on
-every file of the third-party corpus.
+as pydicom does (another transfer syntax, no preamble, functional groups, a character set
+other than ASCII-compatible ones with non-ASCII text, values pydicom would read leniently,
+tags out of order...); the caller then reads the file with pydicom. The vendors' private
+b-value and diffusion-direction attributes the index reads (Siemens (0019,xx0C/xx0E),
+GE (0043,xx39), Philips (2001,xx03)) are read here too, with their private creators, in
+the VR the file gives (explicit VR) or pydicom's private dictionary gives (implicit VR);
+any other VR for them (UN, OB...) sends the file to pydicom. Values come out as pydicom
+converts them (text split on backslashes and stripped the same way, numbers as int and
+float), which a test checks on every file of the third-party corpus.
 """
 
 from __future__ import annotations
@@ -91,8 +94,19 @@ ATTRIBUTES: dict[str, tuple[int, str]] = {
     "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"),
 }
 _BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in ATTRIBUTES.items()}
-#: Groups whose private attributes the index reads (vendor b-values and directions): pydicom reads them.
-_PRIVATE_GROUPS_READ = {0x0019, 0x0043, 0x2001}
+#: Private attributes the index reads (vendor b-values and diffusion directions): (group, private
+#: creator, element offset in the creator's block) -> VR in pydicom's private dictionary.
+PRIVATE_ATTRIBUTES: dict[tuple[int, str, int], str] = {
+    (0x0019, "SIEMENS MR HEADER", 0x0C): "IS",
+    (0x0019, "SIEMENS MR HEADER", 0x0E): "FD",
+    (0x0043, "GEMS_PARM_01", 0x39): "IS",
+    (0x2001, "Philips Imaging DD 001", 0x03): "FL",
+}
+#: Element offsets looked at in each private group (the block's creator then decides).
+_PRIVATE_OFFSETS = {(group, offset) for group, _, offset in PRIVATE_ATTRIBUTES}
+_PRIVATE_GROUPS_READ = {group for group, _, _ in PRIVATE_ATTRIBUTES}
+#: VRs in which a private value is converted here (any other goes to pydicom).
+_PRIVATE_VRS = {"IS", "DS", "FD", "FL"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC", b"UR", b"UT", b"UN", b"UV"}
 #: Character sets in which ASCII bytes mean ASCII (non-ASCII text is left to pydicom in any case).
 _ASCII_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}
@@ -106,12 +120,24 @@ class Unusual(Exception):
     """The file is not one this reader handles exactly like pydicom; read it with pydicom."""
 
 
+class PrivateElement:
+    """A private element as the index reads it: only its value (as ``DataElement.value``)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any):
+        self.value = value
+
+
 class PlainHeader:
     """The attributes the index reads from one file, converted as pydicom converts them."""
 
-    def __init__(self, values: dict[str, Any], meta: SimpleNamespace):
+    def __init__(self, values: dict[str, Any], meta: SimpleNamespace,
+                 private: dict[int, tuple[str, bytes]] | None = None):
         self._values = values
         self.file_meta = meta
+        #: Private creators of the groups the index reads, and the private attributes it reads: (VR, bytes).
+        self._private = private or {}
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """The value of ``keyword`` (``default`` when absent or empty as pydicom gives None)."""
@@ -120,11 +146,20 @@ class PlainHeader:
         value = self._values.get(keyword)
         return default if value is None else value
 
-    def get_item(self, tag: int) -> None:
-        """No private attribute the index reads is present (such files go to pydicom)."""
-        return None
+    def get_item(self, tag: int) -> PrivateElement | None:
+        """A private creator element of a group the index reads (its value as text), or None."""
+        if tag >> 16 not in _PRIVATE_GROUPS_READ or not 0x10 <= (tag & 0xFFFF) <= 0xFF:
+            raise Unusual(f"private creator {tag:08X}")
+        raw = self._private.get(tag)
+        return None if raw is None else PrivateElement(_ascii(raw[1]))
 
-    def __contains__(self, keyword: str) -> bool:
+    def __getitem__(self, tag: int) -> PrivateElement:
+        """A private attribute the index reads, converted as pydicom converts it."""
+        return PrivateElement(_convert(*self._private[tag]))
+
+    def __contains__(self, keyword: str | int) -> bool:
+        if isinstance(keyword, int):
+            return keyword in self._private
         if keyword not in ATTRIBUTES:
             raise Unusual(keyword)
         return keyword in self._values
@@ -132,6 +167,11 @@ class PlainHeader:
     @property
     def SOPInstanceUID(self) -> str:  # noqa: N802 (the DICOM keyword, as on a pydicom Dataset)
         return self._values["SOPInstanceUID"]
+
+    @SOPInstanceUID.setter
+    def SOPInstanceUID(self, value: str) -> None:  # noqa: N802
+        """Set as the index does for a file that names its instance only in the file meta."""
+        self._values["SOPInstanceUID"] = value
 
 
 class NoElements:
@@ -181,6 +221,7 @@ def _parse(data: bytes) -> tuple[PlainHeader, int]:
         raise Unusual("transfer syntax")
     explicit = syntax == EXPLICIT_LE
     raw: dict[int, tuple[str, bytes]] = {}
+    private: dict[int, tuple[str, bytes]] = {}
     last_tag = -1
     size = len(data)
     unpack_from = struct.unpack_from
@@ -200,12 +241,13 @@ def _parse(data: bytes) -> tuple[PlainHeader, int]:
         tag = group << 16 | element
         if tag == PIXEL_DATA_TAG:
             break
-        if (vr == "?" or tag <= last_tag or group == 0xFFFE or group == 0x0002 or group == 0x7FE0
-                or group in _PRIVATE_GROUPS_READ):
+        if vr == "?" or tag <= last_tag or group == 0xFFFE or group == 0x0002 or group == 0x7FE0:
             raise Unusual("element VR, order or group")
         last_tag = tag
+        private_read = group in _PRIVATE_GROUPS_READ and (
+            0x10 <= element <= 0xFF or (element >= 0x1000 and (group, element & 0xFF) in _PRIVATE_OFFSETS))
         if length == _UNDEFINED:
-            if vr not in ("SQ", "") or tag in _BY_TAG:
+            if vr not in ("SQ", "") or tag in _BY_TAG or private_read:
                 raise Unusual("undefined length")
             pos = _skip_sequence(data, start, explicit)
             continue
@@ -217,8 +259,34 @@ def _parse(data: bytes) -> tuple[PlainHeader, int]:
             if explicit and vr != known[1]:
                 raise Unusual("VR differs from the dictionary")
             raw[tag] = (known[1], data[start:end])
+        elif private_read:
+            _keep_private(private, tag, vr, data[start:end])
         pos = end
-    return PlainHeader(_convert_all(raw), _meta_namespace(meta)), pos
+    return PlainHeader(_convert_all(raw), _meta_namespace(meta), private), pos
+
+
+def _keep_private(private: dict[int, tuple[str, bytes]], tag: int, vr: str, value: bytes) -> None:
+    """Keep a private creator, or a private attribute the index reads, with the VR to convert it in.
+
+    Creators (gggg,0010-00FF) come before the elements of their block (tags are in
+    order), so an element's creator is known when the element is met.
+    """
+    group, element = tag >> 16, tag & 0xFFFF
+    if element <= 0xFF:
+        if vr not in ("LO", ""):
+            raise Unusual("private creator VR")
+        private[tag] = ("LO", value)
+        return
+    creator = private.get(group << 16 | element >> 8)
+    if creator is None:
+        return
+    known = PRIVATE_ATTRIBUTES.get((group, _ascii(creator[1]).strip("\0 "), element & 0xFF))
+    if known is None:
+        return
+    vr = vr or known  # implicit VR: pydicom takes it from its private dictionary
+    if vr not in _PRIVATE_VRS:
+        raise Unusual(f"private attribute {tag:08X} in VR {vr}")
+    private[tag] = (vr, value)
 
 
 def _element_head(data: bytes, pos: int, explicit: bool) -> tuple[str, int, int]:
@@ -334,9 +402,9 @@ def _ascii(value: bytes) -> str:
 def _convert(vr: str, value: bytes) -> Any:
     """A value as pydicom converts it (``None`` where pydicom gives an empty number)."""
     if not value:
-        return None if vr in ("DS", "IS", "US", "UL", "FD") else ""
-    if vr in ("US", "UL", "FD"):
-        code = {"US": "H", "UL": "I", "FD": "d"}[vr]
+        return None if vr in ("DS", "IS", "US", "UL", "FD", "FL") else ""
+    if vr in ("US", "UL", "FD", "FL"):
+        code = {"US": "H", "UL": "I", "FD": "d", "FL": "f"}[vr]
         size = struct.calcsize(code)
         if len(value) % size:
             raise Unusual("length")
