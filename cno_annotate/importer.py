@@ -302,27 +302,29 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
     pending = _Pending()
     saved = 0
     try:
-        with header_value_cache():
-            indexed = _indexed([f.path for f, done in zip(files, unchanged) if done is None])
-            for n, (found, outcome) in enumerate(zip(files, unchanged), start=1):
-                if outcome is not None:
-                    _count_unchanged(outcome, found, report)
-                else:
-                    _, (result, notes) = next(indexed)
-                    if notes:
-                        report.warn(found.path, notes)
-                    _record_one(store, found, result, known, owners, pending, report)
-                if len(pending) >= _BATCH:
-                    _flush(store, pending)
-                    _count_raced(pending, report)
-                    saved, pending = saved + len(pending.records), _Pending()
-                if progress is not None:
-                    progress(n, len(files))
-        _flush(store, pending)
-        _count_raced(pending, report)
-        saved += len(pending.records)
-        for problem in rebuild_volumes(store, sorted(report.rederive)):
-            report.skip(problem["path"], problem["reason"])
+        # Commits until the run's last one below are flushed to disk with it (Store.deferred_flush).
+        with store.deferred_flush():
+            with header_value_cache():
+                indexed = _indexed([f.path for f, done in zip(files, unchanged) if done is None])
+                for n, (found, outcome) in enumerate(zip(files, unchanged), start=1):
+                    if outcome is not None:
+                        _count_unchanged(outcome, found, report)
+                    else:
+                        _, (result, notes) = next(indexed)
+                        if notes:
+                            report.warn(found.path, notes)
+                        _record_one(store, found, result, known, owners, pending, report)
+                    if len(pending) >= _BATCH:
+                        _flush(store, pending)
+                        _count_raced(pending, report)
+                        saved, pending = saved + len(pending.records), _Pending()
+                    if progress is not None:
+                        progress(n, len(files))
+            _flush(store, pending)
+            _count_raced(pending, report)
+            saved += len(pending.records)
+            for problem in rebuild_volumes(store, sorted(report.rederive)):
+                report.skip(problem["path"], problem["reason"])
     except StoreWriteError as exc:
         raise StoreWriteError(_stopped_message(store, exc, saved), exc.reason) from None
     with store.transaction():

@@ -126,3 +126,39 @@ def test_a_process_killed_inside_an_edit_leaves_no_half_written_edit(store, smal
     if store.folder is not None:
         assert (comments, added) == (["as committed"], 0)  # the process died before its commit
     assert audit.verify(reopened.db).ok
+
+
+KILLED_BEFORE_THE_LAST_COMMIT = textwrap.dedent(
+    """
+    import os, sys
+    from pathlib import Path
+    import cno_annotate.importer as importer
+    from cno_annotate.store.db import Store
+
+    store = Store.open(Path(sys.argv[1]))
+    importer.rebuild_volumes = lambda store, studies: os._exit(9)  # after the image batches' commits
+    importer.import_paths(store, [Path(sys.argv[2])])
+    """
+)
+
+
+def test_an_import_killed_before_its_last_commit_keeps_its_committed_batches(tmp_path, small_study):
+    """Batches are committed without a flush each (synchronous=NORMAL): a crash of the program keeps them."""
+    root = tmp_path / "store"
+    Store.open(root).close()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", KILLED_BEFORE_THE_LAST_COMMIT, str(root), str(small_study)],
+                          env=env, capture_output=True, text=True)
+    assert proc.returncode == 9, proc.stderr
+    reopened = Store.open(root)
+    files = [p for p in small_study.rglob("*") if p.is_file() and p.suffix != ".json"]
+    assert reopened.db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == len(files)
+
+
+def test_after_an_import_commits_are_flushed_one_by_one_again(tmp_path, small_study):
+    from cno_annotate.importer import import_paths
+
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [small_study])
+    assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"

@@ -17,6 +17,7 @@ float), which a test checks on every file of the third-party corpus.
 
 from __future__ import annotations
 
+import os
 import re
 import struct
 from types import SimpleNamespace
@@ -111,6 +112,8 @@ _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC", b"UR
 #: Character sets in which ASCII bytes mean ASCII (non-ASCII text is left to pydicom in any case).
 _ASCII_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}
 _INTEGER = re.compile(r"\s*[+-]?\d+\s*\Z")
+#: Every two-capital-letter VR, bytes -> text (anything else is no VR).
+_VR_TEXT = {bytes((a, b)): chr(a) + chr(b) for a in range(65, 91) for b in range(65, 91)}
 _UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _FIRST_READ = 1 << 14
@@ -120,24 +123,16 @@ class Unusual(Exception):
     """The file is not one this reader handles exactly like pydicom; read it with pydicom."""
 
 
-class PrivateElement:
-    """A private element as the index reads it: only its value (as ``DataElement.value``)."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: Any):
-        self.value = value
-
-
 class PlainHeader:
     """The attributes the index reads from one file, converted as pydicom converts them."""
 
-    def __init__(self, values: dict[str, Any], meta: SimpleNamespace,
-                 private: dict[int, tuple[str, bytes]] | None = None):
+    def __init__(self, values: dict[str, Any], meta: SimpleNamespace, private: _Private | None = None):
         self._values = values
         self.file_meta = meta
-        #: Private creators of the groups the index reads, and the private attributes it reads: (VR, bytes).
-        self._private = private or {}
+        self._private = private or _Private()
+        #: Offset and length of the PixelData value (None: no such element), and the file's size.
+        self.pixel_value: tuple[int, int] | None = None
+        self.file_size = 0
 
     def get(self, keyword: str, default: Any = None) -> Any:
         """The value of ``keyword`` (``default`` when absent or empty as pydicom gives None)."""
@@ -146,20 +141,19 @@ class PlainHeader:
         value = self._values.get(keyword)
         return default if value is None else value
 
-    def get_item(self, tag: int) -> PrivateElement | None:
-        """A private creator element of a group the index reads (its value as text), or None."""
-        if tag >> 16 not in _PRIVATE_GROUPS_READ or not 0x10 <= (tag & 0xFFFF) <= 0xFF:
-            raise Unusual(f"private creator {tag:08X}")
-        raw = self._private.get(tag)
-        return None if raw is None else PrivateElement(_ascii(raw[1]))
+    def private_value(self, group: int, creator: str, offset: int) -> Any:
+        """A private attribute of :data:`PRIVATE_ATTRIBUTES`, converted as pydicom converts it (None: absent).
 
-    def __getitem__(self, tag: int) -> PrivateElement:
-        """A private attribute the index reads, converted as pydicom converts it."""
-        return PrivateElement(_convert(*self._private[tag]))
+        Found as the index finds it in a pydicom dataset: in the first block
+        (0x10-0x1F) whose private creator is ``creator``.
+        """
+        block = self._private.blocks.get((group, creator))
+        if block is None:
+            return None
+        raw = self._private.values.get(group << 16 | block << 8 | offset)
+        return None if raw is None else _convert(*raw)
 
-    def __contains__(self, keyword: str | int) -> bool:
-        if isinstance(keyword, int):
-            return keyword in self._private
+    def __contains__(self, keyword: str) -> bool:
         if keyword not in ATTRIBUTES:
             raise Unusual(keyword)
         return keyword in self._values
@@ -196,7 +190,9 @@ def read_plain_header(path) -> tuple[PlainHeader, int] | None:
             data = fp.read(_FIRST_READ)
             while True:
                 try:
-                    return _parse(data)
+                    header, start = _parse(data)
+                    header.file_size = os.fstat(fp.fileno()).st_size
+                    return header, start
                 except _NeedMore:
                     more = fp.read(len(data))
                     if not more:
@@ -221,7 +217,7 @@ def _parse(data: bytes) -> tuple[PlainHeader, int]:
         raise Unusual("transfer syntax")
     explicit = syntax == EXPLICIT_LE
     raw: dict[int, tuple[str, bytes]] = {}
-    private: dict[int, tuple[str, bytes]] = {}
+    private = _Private()
     last_tag = -1
     size = len(data)
     unpack_from = struct.unpack_from
@@ -234,12 +230,13 @@ def _parse(data: bytes) -> tuple[PlainHeader, int]:
                 length, start = unpack_from("<I", data, pos + 8)[0], pos + 12
             else:
                 start = pos + 8
-            vr = vr_bytes.decode("ascii") if 65 <= vr_bytes[0] <= 90 and 65 <= vr_bytes[1] <= 90 else "?"
+            vr = _VR_TEXT.get(vr_bytes, "?")
         else:
             group, element, length = unpack_from("<HHI", data, pos)
             vr, start = "", pos + 8
         tag = group << 16 | element
         if tag == PIXEL_DATA_TAG:
+            pixel_value = (start, length)
             break
         if vr == "?" or tag <= last_tag or group == 0xFFFE or group == 0x0002 or group == 0x7FE0:
             raise Unusual("element VR, order or group")
@@ -260,33 +257,47 @@ def _parse(data: bytes) -> tuple[PlainHeader, int]:
                 raise Unusual("VR differs from the dictionary")
             raw[tag] = (known[1], data[start:end])
         elif private_read:
-            _keep_private(private, tag, vr, data[start:end])
+            private.keep(tag, vr, data[start:end])
         pos = end
-    return PlainHeader(_convert_all(raw), _meta_namespace(meta), private), pos
+    header = PlainHeader(_convert_all(raw), _meta_namespace(meta), private)
+    header.pixel_value = pixel_value
+    return header, pos
 
 
-def _keep_private(private: dict[int, tuple[str, bytes]], tag: int, vr: str, value: bytes) -> None:
-    """Keep a private creator, or a private attribute the index reads, with the VR to convert it in.
+class _Private:
+    """Private creators met in the groups the index reads, and the private attributes it reads."""
 
-    Creators (gggg,0010-00FF) come before the elements of their block (tags are in
-    order), so an element's creator is known when the element is met.
-    """
-    group, element = tag >> 16, tag & 0xFFFF
-    if element <= 0xFF:
-        if vr not in ("LO", ""):
-            raise Unusual("private creator VR")
-        private[tag] = ("LO", value)
-        return
-    creator = private.get(group << 16 | element >> 8)
-    if creator is None:
-        return
-    known = PRIVATE_ATTRIBUTES.get((group, _ascii(creator[1]).strip("\0 "), element & 0xFF))
-    if known is None:
-        return
-    vr = vr or known  # implicit VR: pydicom takes it from its private dictionary
-    if vr not in _PRIVATE_VRS:
-        raise Unusual(f"private attribute {tag:08X} in VR {vr}")
-    private[tag] = (vr, value)
+    def __init__(self) -> None:
+        #: Creator text of each block met: (group << 16 | block) -> creator.
+        self.creators: dict[int, str] = {}
+        #: The first block (0x10-0x1F) of each (group, creator), as the index looks them up.
+        self.blocks: dict[tuple[int, str], int] = {}
+        #: Attributes of PRIVATE_ATTRIBUTES found: tag -> (VR to convert in, bytes).
+        self.values: dict[int, tuple[str, bytes]] = {}
+
+    def keep(self, tag: int, vr: str, value: bytes) -> None:
+        """Keep a private creator, or a private attribute the index reads with the VR to convert it in.
+
+        Creators (gggg,0010-00FF) come before the elements of their block (tags
+        are in order), so an element's creator is known when the element is met.
+        """
+        group, element = tag >> 16, tag & 0xFFFF
+        if element <= 0xFF:
+            if vr not in ("LO", ""):
+                raise Unusual("private creator VR")
+            name = _ascii(value).strip("\0 ")
+            self.creators[tag] = name
+            if element <= 0x1F:
+                self.blocks.setdefault((group, name), element)
+            return
+        creator = self.creators.get(group << 16 | element >> 8)
+        known = PRIVATE_ATTRIBUTES.get((group, creator, element & 0xFF)) if creator is not None else None
+        if known is None:
+            return
+        vr = vr or known  # implicit VR: pydicom takes it from its private dictionary
+        if vr not in _PRIVATE_VRS:
+            raise Unusual(f"private attribute {tag:08X} in VR {vr}")
+        self.values[tag] = (vr, value)
 
 
 def _element_head(data: bytes, pos: int, explicit: bool) -> tuple[str, int, int]:

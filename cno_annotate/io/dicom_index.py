@@ -17,7 +17,7 @@ import zlib
 from collections.abc import Iterator, MutableSequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -348,6 +348,17 @@ def pixel_value_offset(path: Path, element_start: int, ds: Dataset) -> tuple[int
     return element_start + 8, struct.unpack(endian + "H", head[6:8])[0]
 
 
+def _pixel_value(path: Path, element_start: int, ds: Dataset | PlainHeader) -> tuple[int, int, int]:
+    """Offset and length of the native PixelData value, and the file's size.
+
+    The plain reader saw them while reading the header; a pydicom header is
+    followed by one more read of the element's head.
+    """
+    if type(ds) is PlainHeader and ds.pixel_value is not None:
+        return (*ds.pixel_value, ds.file_size)
+    return (*pixel_value_offset(path, element_start, ds), path.stat().st_size)
+
+
 def index_dicom_file(path: Path) -> list[ImageRecord]:
     """Index one file: one record per 2-D image.
 
@@ -401,11 +412,9 @@ def _records(path: Path, ds: Dataset | PlainHeader, element_start: int) -> list[
     _require_size_within_limit(rows, columns, frames, bits, declared)
     offset = -1
     if syntax in NATIVE_SYNTAXES:
-        offset, length = pixel_value_offset(path, element_start, ds)
-        if length < declared or offset + declared > path.stat().st_size:
-            raise SkipFile(
-                f"truncated pixel data ({min(length, path.stat().st_size - offset)} of {declared} bytes)"
-            )
+        offset, length, size = _pixel_value(path, element_start, ds)
+        if length < declared or offset + declared > size:
+            raise SkipFile(f"truncated pixel data ({min(length, size - offset)} of {declared} bytes)")
     elif syntax == DeflatedExplicitVRLittleEndian:
         _require_deflated_pixels(ds, declared)
     else:
@@ -750,6 +759,8 @@ def _echo_planar(ds: Dataset) -> bool:
 
 def _private_value(ds: Dataset, group: int, creator: str, offset: int):
     """A private attribute's value, found through its private creator (blocks 0x10-0x1F)."""
+    if type(ds) is PlainHeader:
+        return ds.private_value(group, creator, offset)
     for block in range(0x10, 0x20):
         owner = ds.get_item((group << 16) | block)
         if owner is None:
@@ -787,9 +798,9 @@ def _geometry(ds: Dataset, groups: list[Dataset], order: int) -> dict:
         spacing_v = tuple(float(v) for v in spacing)
     except (TypeError, ValueError):
         raise SkipFile("unreadable geometry values") from None
-    if len(position_v) != 3 or not all(np.isfinite(position_v)):
+    if len(position_v) != 3 or not all(math.isfinite(v) for v in position_v):
         raise SkipFile(f"inconsistent geometry: ImagePositionPatient {list(position)}")
-    if not is_valid_orientation(np.array(orientation_v)):
+    if not _orthonormal(orientation_v):
         raise SkipFile(f"inconsistent geometry: ImageOrientationPatient {list(orientation)} is not orthonormal")
     if len(spacing_v) != 2 or min(spacing_v) <= 0 or not all(np.isfinite(spacing_v)):
         raise SkipFile(f"inconsistent geometry: PixelSpacing {list(spacing)}")
@@ -804,6 +815,12 @@ def _geometry(ds: Dataset, groups: list[Dataset], order: int) -> dict:
         "rescale": _rescale(ds, slope, intercept),
         "geometry_known": True,
     }
+
+
+@lru_cache(maxsize=256)
+def _orthonormal(orientation: tuple[float, ...]) -> bool:
+    """:func:`is_valid_orientation`, once per distinct orientation (a series repeats one)."""
+    return is_valid_orientation(np.array(orientation))
 
 
 def _require_in_range(keyword: str, values: tuple[float, ...], low: float, high: float) -> None:
@@ -957,6 +974,8 @@ def _converted_attribute(ds: Dataset, keyword: str):
 
 def _enhanced_attribute(ds: Dataset, keyword: str):
     """A sequence attribute that enhanced MR keeps inside functional groups."""
+    if type(ds) is PlainHeader:
+        return None  # the plain reader leaves files with functional groups to pydicom
     groups = [g for g in (_first_item(ds, "SharedFunctionalGroupsSequence"),
                           _first_item(ds, "PerFrameFunctionalGroupsSequence")) if g is not None]
     value = _lookup(NoElements(), groups, *_FUNCTIONAL_GROUP_PLACES[keyword])
