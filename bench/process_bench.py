@@ -15,7 +15,12 @@ from ``getrusage``), which varies less on a busy machine.
 - growth: 20 studies of 400 files imported one after the other into one store, each import
   timed, then ``studies`` and ``series`` on the full store.
 
-Run: ``python bench/process_bench.py [--repeats N] [--studies 20] [--out bench/out]``.
+Python modules run from cached bytecode, as after ``pip install`` (which compiles them):
+the children run without ``PYTHONDONTWRITEBYTECODE`` and with a bytecode cache of their
+own (``PYTHONPYCACHEPREFIX`` in the work folder), filled by one untimed run first.
+``--no-bytecode`` times them compiling every module on every run instead.
+
+Run: ``python bench/process_bench.py [--repeats N] [--studies 20] [--study DIR] [--out bench/out]``.
 Needs ``dcm2niix`` (Debian package). Nothing here is a test.
 """
 
@@ -44,11 +49,26 @@ _SCRIPT = Path(sys.executable).parent / "cno-annotate"
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() and not os.environ.get("PYTHONPATH") else [sys.executable, "-m", "cno_annotate"]
 
 
+#: The environment of the timed programs (see the module notes); set by :func:`use_bytecode`.
+CHILD_ENV: dict[str, str] = dict(os.environ)
+
+
+def use_bytecode(work: Path, cached: bool) -> None:
+    """Let the timed Python programs keep compiled modules in ``work`` (``cached``), or compile every run."""
+    CHILD_ENV.pop("PYTHONDONTWRITEBYTECODE", None)
+    CHILD_ENV.pop("PYTHONPYCACHEPREFIX", None)
+    if cached:
+        CHILD_ENV["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    else:
+        CHILD_ENV["PYTHONDONTWRITEBYTECODE"] = "1"
+
+
 def run(command: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, float]:
     """Run a command to completion, output discarded; (wall s, CPU s of the child)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd, env=env)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=cwd,
+                   env={**CHILD_ENV, **(env or {})})
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -99,7 +119,7 @@ def paired(study: Path, work: Path, repeats: int, cold: bool, before: Path | Non
             elif who == "before":
                 older_store = work / f"before-{cold}-{n}"
                 older.append(run([sys.executable, "-m", "cno_annotate", "import", str(study), "--store",
-                                  str(older_store)], env={**os.environ, "PYTHONPATH": str(before)}))
+                                  str(older_store)], env={"PYTHONPATH": str(before)}))
                 shutil.rmtree(older_store)
             else:
                 theirs.append(run(["dcm2niix", "-z", "n", "-b", "n", "-o", str(out), "-f", "%s_%p", str(study)]))
@@ -128,7 +148,7 @@ def in_process(study: Path, work: Path, repeats: int) -> float:
         warm(study)
         store = work / f"inproc-{n}"
         out = subprocess.run([sys.executable, "-c", script, str(study), str(store)], check=True,
-                             capture_output=True, text=True).stdout
+                             capture_output=True, text=True, env=CHILD_ENV).stdout
         times.append(float(out))
         shutil.rmtree(store)
     return statistics.median(times)
@@ -204,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--studies", type=int, default=20, help="studies for the growth run (0: skip)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "out")
+    parser.add_argument("--study", type=Path, help="time this generated study (ground_truth.json removed) instead "
+                        "of generating one; the growth run then needs --studies 0")
+    parser.add_argument("--no-bytecode", action="store_true", help="compile every module on every run")
     parser.add_argument("--before", type=Path, help="a folder holding an older cno_annotate package, timed in the "
                         "same paired runs (e.g. from: git archive COMMIT cno_annotate | tar -x -C DIR)")
     args = parser.parse_args(argv)
@@ -212,16 +235,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="cno-process-bench-"))
+    use_bytecode(work, cached=not args.no_bytecode)
     try:
-        studies = []
-        for seed in range(max(1, args.studies)):
+        studies = [args.study] if args.study else []
+        for seed in range(len(studies), max(1, args.studies)):
             root = work / f"study{seed:02d}"
             generate_study(root, StudyPlan(seed=seed, **PLAN))
             (root / "ground_truth.json").unlink()  # both tools see DICOM files only
             studies.append(root)
         study = studies[0]
+        for who in (CLI, [sys.executable, "-m", "cno_annotate"]):  # fill the bytecode cache (untimed)
+            run([*who, "--version"], env={"PYTHONPATH": str(args.before)} if args.before and who != CLI else None)
+            run([*who, "import", str(study), "--store", str(work / "untimed")],
+                env={"PYTHONPATH": str(args.before)} if args.before and who != CLI else None)
+            shutil.rmtree(work / "untimed")
         results: dict = {"files": len(files_of(study)), "bytes": sum(p.stat().st_size for p in files_of(study)),
-                         "repeats": args.repeats}
+                         "repeats": args.repeats, "bytecode": not args.no_bytecode}
         results["startup"] = startup(args.repeats)
         results["before_version"] = str(args.before) if args.before else ""
         results["warm"] = paired(study, work, args.repeats, cold=False, before=args.before)
