@@ -52,6 +52,24 @@ def test_an_idle_spell_longer_than_the_limit_adds_the_limit_then_pauses():
     assert timer.take() == pytest.approx(44)
 
 
+def test_autosaves_taking_the_time_do_not_restart_the_idle_limit():
+    """The viewer takes the time every 20 s (autosave); a reader idle for 150 s adds only the limit."""
+    clock = FakeClock()
+    timer = ActiveTimer(idle_limit=60, clock=clock)
+    timer.activity()
+    taken = 0.0
+    for _ in range(7):  # 140 s without any input, an autosave every 20 s
+        clock.advance(20)
+        taken += timer.take()
+    clock.advance(10)
+    assert taken + timer.take() == pytest.approx(60)
+    assert not timer.running and timer.elapsed() == pytest.approx(60)
+    timer.activity()  # back: the idle spell is not counted, the next inputs are
+    clock.advance(5)
+    timer.activity()
+    assert timer.take() == pytest.approx(5)
+
+
 def test_losing_the_focus_pauses_at_once_and_regaining_it_restarts():
     clock = FakeClock()
     timer = ActiveTimer(idle_limit=60, clock=clock)

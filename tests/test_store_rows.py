@@ -64,3 +64,16 @@ def test_clinical_visits_come_back_typed_and_as_the_document_dictionaries(tmp_pa
         "crp_mg_l": 12.0, "esr_mm_h": None,
         "painful_sites": [{"site_id": "femur.distal", "side": "R"}, {"site_id": "T8", "side": None}],
         "treatments": [{"treatment": "nsaid", "start": "2026-01-10", "stop": None}]}]
+
+
+def test_a_studys_files_come_back_in_series_and_instance_order(store, small_study):
+    """The reading package copies a study's files by this listing (it failed on PostgreSQL: DISTINCT + ORDER BY)."""
+    from cno_annotate.importer import import_paths
+    from cno_annotate.store import catalog
+
+    import_paths(store, [small_study])
+    (study_uid,) = {s["study_uid"] for s in store.studies()}
+    files = catalog.files_of_study(store.db, study_uid)
+    assert len(files) == len({f.path for f in files}) == len(store.db.execute("SELECT path FROM images").fetchall())
+    keys = [(f.series_number, f.series_uid) for f in files]
+    assert keys == sorted(keys)

@@ -37,6 +37,7 @@ class ActiveTimer:
         self._clock = clock
         self._focused = True
         self._last: float | None = None  # time of the last input while running; None: paused
+        self._counted_to = 0.0  # time up to which the running interval is already in _pending
         self._pending = 0.0  # accrued, not yet taken
         self.taken = 0.0  # handed over by take() so far
 
@@ -52,12 +53,13 @@ class ActiveTimer:
         if not self._focused:
             return
         self._accrue()
-        self._last = self._clock()
+        self._last = self._counted_to = self._clock()
 
     def focus_changed(self, focused: bool) -> None:
         """The window gained (the timer restarts) or lost (it pauses) the focus."""
         if focused and not self._focused:
-            self._focused, self._last = True, self._clock()
+            self._focused = True
+            self._last = self._counted_to = self._clock()
         elif not focused and self._focused:
             self._accrue()
             self._focused, self._last = False, None
@@ -86,12 +88,19 @@ class ActiveTimer:
     def _running_part(self) -> float:
         if self._last is None or not self._focused:
             return 0.0
-        return min(max(0.0, self._clock() - self._last), self.idle_limit)
+        return max(0.0, min(self._clock(), self._last + self.idle_limit) - self._counted_to)
 
     def _accrue(self) -> None:
-        """Move the running interval into the pending total; pause if the idle limit has passed."""
+        """Move the running interval into the pending total; pause if the idle limit has passed.
+
+        The interval runs from what was counted last (the last input, or an earlier take) to
+        now, but never past the last input plus the idle limit: taking the time (an autosave)
+        is not an input and does not restart the idle limit.
+        """
         if self._last is None or not self._focused:
             return
         now = self._clock()
-        self._pending += min(max(0.0, now - self._last), self.idle_limit)
-        self._last = now if now - self._last <= self.idle_limit else None
+        self._pending += self._running_part()
+        self._counted_to = max(self._counted_to, min(now, self._last + self.idle_limit))
+        if now - self._last > self.idle_limit:
+            self._last = None

@@ -44,8 +44,9 @@ def instances_of_study(db: sqlite3.Connection, study_uid: str) -> dict[str, set[
 def files_of_study(db: sqlite3.Connection, study_uid: str) -> list[StudyFile]:
     """The distinct image files of a study, by series number, series, instance number and path."""
     rows = db.execute(
-        "SELECT DISTINCT i.path, d.series_uid, d.series_number FROM images i JOIN dicom_series d USING (series_uid) "
-        "WHERE d.study_uid = ? ORDER BY d.series_number, d.series_uid, i.instance_number, i.path",
+        "SELECT i.path, d.series_uid, d.series_number FROM images i JOIN dicom_series d USING (series_uid) "
+        "WHERE d.study_uid = ? GROUP BY i.path, d.series_uid, d.series_number "
+        "ORDER BY d.series_number, d.series_uid, MIN(i.instance_number), i.path",
         (study_uid,)).fetchall()
     return [StudyFile(r["path"], r["series_uid"], r["series_number"]) for r in rows]
 
