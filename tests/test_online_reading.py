@@ -221,3 +221,18 @@ def test_the_readers_viewer_fetches_a_case_from_the_study_pacs_and_shows_it(tria
     assert window.current_code in " ".join(strings)
     assert [(i, s) for i in identifiers for s in strings if i.lower() in s.lower()] == []
     window.close()
+
+
+def test_a_readers_viewer_without_the_study_pacs_says_why_and_a_screenshot_run_ends(trial, nodes, qtbot):
+    """Without --pacs the case cannot load: the window tells the reader and '--screenshot' does not wait forever."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    window = MainWindow(trial(READER), reader=READER, reading_study="online")
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.case_unavailable, timeout=60000) as blocker:
+        window.open_next_case()
+    assert blocker.args == [window.current_code]
+    assert "--pacs NODE" in window.statusBar().currentMessage()
+    window.close()

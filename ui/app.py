@@ -83,6 +83,7 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
             app.quit()
 
         window.all_loaded.connect(lambda: QTimer.singleShot(50, save))
+        window.case_unavailable.connect(lambda *_: QTimer.singleShot(50, save))  # the window says why
         if window.fetcher is not None:  # a case the study PACS did not deliver: the window says why
             window.fetcher.failed.connect(lambda *_: QTimer.singleShot(50, save))
         if study_uid is None and not reading_study:

@@ -226,6 +226,8 @@ class MainWindow(QMainWindow):
     """Studies on the left, STIR and T1 side by side, lesions on the right."""
 
     all_loaded = Signal()
+    #: A case could not be opened and nothing will load (the window says why); ``--screenshot`` saves then.
+    case_unavailable = Signal(str)
 
     def __init__(self, store_root: Path | str, reader: str | None = None, reading_study: str | None = None,
                  parent=None, package: Path | None = None, pacs: str | None = None):
@@ -782,6 +784,7 @@ class MainWindow(QMainWindow):
                 raise
             self.report("The images of this case are on the study PACS: open the viewer with --pacs NODE "
                         "(README: online readers)", f"Cannot open {code}: {exc}")
+            self.case_unavailable.emit(code)
 
     def _case_fetched(self, code: str, image_study_uid: str) -> None:
         """A case arrived in the study PACS cache: show it (unless the reader moved on to another case)."""
