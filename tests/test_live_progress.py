@@ -182,3 +182,27 @@ def test_a_screenshot_of_a_case_the_study_pacs_cannot_deliver_is_written_not_wai
                             env={**os.environ, "QT_QPA_PLATFORM": "offscreen"})
     assert result.returncode == 0, result.stderr
     assert shot.is_file() and "wrote" in result.stdout
+
+
+def test_a_dropped_listening_session_is_opened_again_and_the_worklist_catches_up(live, pg_server, qtbot):
+    """The listener's backend is terminated; a read submitted meanwhile still shows, and later ones live."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    window = MainWindow(live("dr-la"), reader="dr-la", reading_study="live")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    rows = _visible_rows(window)
+    first, second = rows[1].split()[1], rows[2].split()[1]
+    owner = Store.open(live())
+    try:
+        owner.db.execute("SELECT pg_terminate_backend(?)", (window.live.listener._connection.info.backend_pid,))
+    finally:
+        owner.close()
+    _submit(live("dr-la"), "dr-la", first)  # sent while nobody listened for this window
+    with qtbot.waitSignal(window.live.reconnected, timeout=int(ARRIVES * 1000)):
+        pass
+    qtbot.waitUntil(lambda: _visible_rows(window)[1].endswith("submitted"), timeout=int(ARRIVES * 1000))
+    _submit(live("dr-la"), "dr-la", second)  # the new session hears this one
+    qtbot.waitUntil(lambda: _visible_rows(window)[2].endswith("submitted"), timeout=int(ARRIVES * 1000))
+    window.close()

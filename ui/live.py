@@ -17,30 +17,55 @@ from cno_annotate.store.live import ProgressListener, listener_for
 
 
 class LiveProgress(QObject):
-    """Emits :attr:`events` (a list of core events) whenever the server announced reading progress."""
+    """Emits :attr:`events` (a list of core events) whenever the server announced reading progress.
+
+    A lost listening session (server restart, a terminated backend) is opened again at
+    once; then :attr:`reconnected` tells the window to re-read what it shows, because
+    notifications sent meanwhile were missed. If the server cannot be reached,
+    :attr:`lost` carries a one-line message and live updates stop.
+    """
 
     events = Signal(list)
+    reconnected = Signal()
+    lost = Signal(str)
 
     def __init__(self, listener: ProgressListener, parent=None):
         super().__init__(parent)
         self.listener = listener
-        self._notifier = QSocketNotifier(listener.fileno(), QSocketNotifier.Type.Read, self)
-        self._notifier.activated.connect(self.deliver)
+        self._notifier = self._watch(listener)
+
+    def _watch(self, listener: ProgressListener) -> QSocketNotifier:
+        notifier = QSocketNotifier(listener.fileno(), QSocketNotifier.Type.Read, self)
+        notifier.activated.connect(self.deliver)
+        return notifier
 
     def deliver(self) -> None:
         """Turn what arrived into events and emit them (nothing arrived: nothing emitted)."""
         try:
             events = self.listener.pending()
-        except Exception:  # the session was lost (server restart): stop listening, the window keeps working
-            self.close()
+        except Exception:  # the session was lost: listen again, the window keeps working either way
+            self._listen_again()
             return
         if events:
             self.events.emit(events)
 
+    def _listen_again(self) -> None:
+        self.close()
+        try:
+            self.listener = ProgressListener(self.listener.url)
+        except CnoError as exc:
+            self.lost.emit(f"Live updates stopped ({exc}); the worklist shows what it read last")
+            return
+        self._notifier = self._watch(self.listener)
+        self.reconnected.emit()
+
     def close(self) -> None:
         """Stop listening and end the session."""
         self._notifier.setEnabled(False)
-        self.listener.close()
+        try:
+            self.listener.close()
+        except Exception:  # a session already lost has nothing left to close
+            pass
 
 
 def live_progress_for(store: Store, parent=None) -> LiveProgress | None:

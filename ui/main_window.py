@@ -299,6 +299,8 @@ class MainWindow(QMainWindow):
         self.live = live_progress_for(self.store, self) if reading_study else None
         if self.live is not None:
             self.live.events.connect(self._live_events)
+            self.live.reconnected.connect(self._refresh_worklist)  # notifications may have been missed
+            self.live.lost.connect(lambda message: self.statusBar().showMessage(message))
         QApplication.instance().installEventFilter(self)
         QApplication.instance().applicationStateChanged.connect(self._application_state)
         self._closed = False  # after close, nothing is written to the (closed) store
