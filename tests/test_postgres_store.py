@@ -350,3 +350,19 @@ def test_a_server_store_of_schema_12_is_upgraded_with_tracking_uids_carried_acro
     with pytest.raises(psycopg.errors.IntegrityError, match="submitted and locked"):
         store.db.execute("UPDATE lesions SET data = '{}' WHERE read_id = 'r1'")  # the lock is back
     store.close()
+
+
+@pytest.mark.parametrize("action, detail", [("edit comment", '{"state": "forged", "state_before": null}'),
+                                            ("edit comment", "{}"), ("delete", '{"state": null}')])
+def test_a_reader_cannot_forge_audit_entries_about_their_own_or_unknown_reads(trial, action, detail):
+    mine = _start_read(trial("dr-a"), "dr-a")
+    reader = _raw(trial("dr-a"))
+    for entity in (f"read:{mine.read.read_id}", "read:no-such-read"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute("SELECT cno_audit_append('dr-a', ?, ?, ?)", (action, entity, detail))
+    reader.close()
+    owner = trial()
+    verification = audit.verify(owner.db)
+    assert verification.ok, verification.reason
+    mine.add_lesion((-60.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="L")  # not locked out
+    assert len(load_read(owner, mine.read.read_id).lesions) == 2

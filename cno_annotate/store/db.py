@@ -292,6 +292,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # read, checks its revision and audited state, writes the parts, bumps the revision, computes the content
     # hash and appends the audit entry, and returns the read. An SQLite store does the same from Python.
     ByDialect("", lambda connection: connection.script(postgres.edit_functions())),
+    # 20: on a PostgreSQL server, a reader's or adjudicator's audit entry (cno_audit_append) must be about a
+    # read of theirs and record the state the database computes for it and the trail's state before it: a
+    # forged entry could otherwise make audit verify report a change and lock the read against every edit.
+    ByDialect("", lambda connection: connection.script(postgres.truthful_audit())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

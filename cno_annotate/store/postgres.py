@@ -814,6 +814,70 @@ BEGIN
 END $$;
 """
 
+_TRUTHFUL_AUDIT = r"""
+-- A reader's or adjudicator's entry must tell the truth: about a read of theirs, with the state the database
+-- computes for it now and, before it, the state the trail last recorded; about a read that no longer exists,
+-- only its deletion, and only if the trail recorded it as theirs. The coordinator's entries are as before.
+CREATE OR REPLACE FUNCTION cno_audit_append(p_actor text, p_action text, p_entity text, p_detail text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    who text := session_user;
+    read_key text := substr(p_entity, 6);
+    detail jsonb;
+    head_seq bigint;
+    head_hash text;
+    stamp text := to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '+00:00';
+    digest text;
+BEGIN
+    IF NOT cno_is_coordinator() THEN
+        IF p_actor <> who THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write audit entries as %s', who, p_actor);
+        END IF;
+        BEGIN
+            detail := p_detail::jsonb;
+        EXCEPTION WHEN others THEN
+            detail := NULL;
+        END;
+        IF p_entity NOT LIKE 'read:%' OR jsonb_typeof(detail) IS DISTINCT FROM 'object'
+           OR (detail ->> 'state') IS DISTINCT FROM cno_read_state(read_key)
+           OR (detail ->> 'state_before') IS DISTINCT FROM cno_audited_state(p_entity)
+           OR (EXISTS (SELECT 1 FROM reads WHERE read_id = read_key)
+               AND NOT EXISTS (SELECT 1 FROM reads WHERE read_id = read_key AND reader = who))
+           OR (NOT EXISTS (SELECT 1 FROM reads WHERE read_id = read_key)
+               AND (p_action <> 'delete' OR cno_audited_state(p_entity) IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity AND actor = who))) THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write this audit entry about %s: it must record the state the '
+                                 'database holds for a read of theirs', who, p_entity);
+        END IF;
+    END IF;
+    SELECT seq, hash INTO head_seq, head_hash FROM audit_head WHERE id = 1 FOR UPDATE;
+    head_seq := head_seq + 1;
+    digest := encode(sha256(convert_to(head_hash || '[' || head_seq || ',' || to_json(stamp)::text || ','
+        || to_json(p_actor)::text || ',' || to_json(p_action)::text || ',' || to_json(p_entity)::text || ','
+        || to_json(p_detail)::text || ']', 'UTF8')), 'hex');
+    INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash)
+        VALUES (head_seq, stamp, p_actor, p_action, p_entity, p_detail, head_hash, digest);
+    UPDATE audit_head SET seq = head_seq, hash = digest WHERE id = 1;
+    RETURN head_seq;
+END $$;
+REVOKE ALL ON FUNCTION cno_audit_append(text, text, text, text) FROM PUBLIC;
+"""
+
+
+def truthful_audit() -> str:
+    """Migration 20 on PostgreSQL: a reader's or adjudicator's audit entry must record the read's true state.
+
+    Readers append their own entries (create, submit, follow-up, and every edit through
+    ``cno_edit_read``), so the function stays theirs to run; what they may write is checked
+    instead: their own read, the state the database computes for it, and the trail's last
+    state before it. A forged entry cannot then make ``audit verify`` report a change, nor
+    lock the read against the program's next edit.
+    """
+    return _TRUTHFUL_AUDIT
+
+
 #: Raised by cno_edit_read when the stored read differs from its audited state.
 CHANGED_OUTSIDE = "CNO01"
 
