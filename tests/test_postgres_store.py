@@ -366,3 +366,23 @@ def test_a_reader_cannot_forge_audit_entries_about_their_own_or_unknown_reads(tr
     assert verification.ok, verification.reason
     mine.add_lesion((-60.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="L")  # not locked out
     assert len(load_read(owner, mine.read.read_id).lesions) == 2
+
+
+@pytest.mark.parametrize("design, sees_patient, sees_timepoint", [
+    ("unpaired-blinded", False, False), ("paired-hidden-order", True, False), ("paired-chronological", True, True)])
+def test_a_reader_sees_patient_and_timepoint_of_cases_only_as_the_design_allows(trial, design, sees_patient,
+                                                                                  sees_timepoint):
+    rs.set_design(trial(), "trial", design)
+    reader = _raw(trial("dr-a"))
+    for sql in ("SELECT * FROM rs_cases", "SELECT patient_code FROM rs_cases", "SELECT timepoint FROM rs_cases"):
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            reader.execute(sql)
+    seen = reader.execute("SELECT patient_code, timepoint FROM rs_cases_seen").fetchall()
+    reader.close()
+    assert len(seen) == 2
+    assert all((row[0] is not None) == sees_patient and (row[1] is not None) == sees_timepoint for row in seen)
+    store = trial("dr-a")
+    entries = rs.worklist(store, "trial", "dr-a")  # the program's reader paths still work
+    assert [e.get("patient_code") is not None for e in entries] == [sees_patient] * 2
+    assert rs.comparison_cases(store, "trial", entries[0]["reading_code"]) == []  # two patients, one visit each
+    assert rs.study_uid_of(store, "trial", entries[0]["reading_code"])

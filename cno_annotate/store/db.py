@@ -296,6 +296,12 @@ MIGRATIONS: list[Step | ByDialect] = [
     # read of theirs and record the state the database computes for it and the trail's state before it: a
     # forged entry could otherwise make audit verify report a change and lock the read against every edit.
     ByDialect("", lambda connection: connection.script(postgres.truthful_audit())),
+    # 21: the cases of reading studies as a reader may see them (rs_cases_seen): on a PostgreSQL server a
+    # reader or adjudicator may not select rs_cases' patient code and timepoint, and the view shows them only
+    # as the study's design allows (an unpaired blinded study hides which cases are one patient and their
+    # order). An SQLite store has one user: the view shows every case as it is.
+    ByDialect("CREATE VIEW rs_cases_seen AS SELECT reading_study, reading_code, study_uid, patient_code, timepoint "
+              "FROM rs_cases", lambda connection: connection.script(postgres.cases_seen())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -878,6 +878,35 @@ def truthful_audit() -> str:
     return _TRUTHFUL_AUDIT
 
 
+_CASES_SEEN = """
+CREATE VIEW rs_cases_seen WITH (security_barrier) AS
+    SELECT c.reading_study, c.reading_code, c.study_uid,
+        CASE WHEN cno_is_coordinator() OR s.design <> 'unpaired-blinded' OR s.reveal_timepoints <> 0
+             THEN c.patient_code END AS patient_code,
+        CASE WHEN cno_is_coordinator() OR s.design = 'paired-chronological' OR s.reveal_timepoints <> 0
+             THEN c.timepoint END AS timepoint
+    FROM rs_cases c JOIN reading_studies s ON s.name = c.reading_study
+    WHERE cno_is_coordinator() OR EXISTS (SELECT 1 FROM rs_worklists w WHERE w.reading_study = c.reading_study
+                                          AND w.reading_code = c.reading_code AND w.reader = session_user);
+REVOKE ALL ON rs_cases_seen FROM PUBLIC;
+GRANT SELECT ON rs_cases_seen TO cno_coordinator, cno_reader, cno_adjudicator;
+REVOKE SELECT ON rs_cases FROM cno_reader, cno_adjudicator;
+GRANT SELECT (reading_study, reading_code, study_uid) ON rs_cases TO cno_reader, cno_adjudicator;
+"""
+
+
+def cases_seen() -> str:
+    """Migration 21 on PostgreSQL: readers see a case's patient and timepoint only as the study's design allows.
+
+    Readers and adjudicators may select only the reading study, code and study UID
+    of ``rs_cases``; the view ``rs_cases_seen`` (their worklist's cases) adds the
+    patient code in paired designs or when timepoints are revealed, and the
+    timepoint in the paired chronological design or when revealed (NULL otherwise).
+    Coordinators see every case as it is.
+    """
+    return _CASES_SEEN
+
+
 #: Raised by cno_edit_read when the stored read differs from its audited state.
 CHANGED_OUTSIDE = "CNO01"
 

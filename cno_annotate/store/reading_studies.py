@@ -127,26 +127,33 @@ def has_reads(db: sqlite3.Connection, name: str) -> bool:
 
 
 # -- cases ----------------------------------------------------------------------------------------
+#: Read through the view rs_cases_seen (migration 21): on a server a reader sees the patient code and
+#: timepoint only as the study's design allows (None otherwise); an SQLite store's view is the table.
+_CASE_COLUMNS = "reading_study, reading_code, study_uid, patient_code, timepoint"
+
+
 def _case(row) -> Case:
     return Case(row["reading_study"], row["reading_code"], row["study_uid"], row["patient_code"], row["timepoint"])
 
 
 def cases(db: sqlite3.Connection, name: str) -> list[Case]:
     """The cases of a study, by reading code."""
-    return [_case(r) for r in db.execute("SELECT * FROM rs_cases WHERE reading_study = ? ORDER BY reading_code",
-                                         (name,)).fetchall()]
+    return [_case(r) for r in db.execute(
+        f"SELECT {_CASE_COLUMNS} FROM rs_cases_seen WHERE reading_study = ? ORDER BY reading_code", (name,)).fetchall()]
 
 
 def case(db: sqlite3.Connection, name: str, code: str) -> Case | None:
     """The case with this reading code (None if the study has none)."""
-    row = db.execute("SELECT * FROM rs_cases WHERE reading_study = ? AND reading_code = ?", (name, code)).fetchone()
+    row = db.execute(f"SELECT {_CASE_COLUMNS} FROM rs_cases_seen WHERE reading_study = ? AND reading_code = ?",
+                     (name, code)).fetchone()
     return None if row is None else _case(row)
 
 
 def patient_cases(db: sqlite3.Connection, name: str, patient_code: str) -> list[Case]:
     """The cases of one patient of the study, by reading code."""
     return [_case(r) for r in db.execute(
-        "SELECT * FROM rs_cases WHERE reading_study = ? AND patient_code = ? ORDER BY reading_code",
+        f"SELECT {_CASE_COLUMNS} FROM rs_cases_seen WHERE reading_study = ? AND patient_code = ? "
+        "ORDER BY reading_code",
         (name, patient_code)).fetchall()]
 
 
