@@ -53,8 +53,9 @@ class LiveProgress(QObject):
         self.close()
         try:
             self.listener = ProgressListener(self.listener.url)
-        except CnoError as exc:
-            self.lost.emit(f"Live updates stopped ({exc}); the worklist shows what it read last")
+        except Exception as exc:  # unreachable, or LISTEN refused: one line in the window, no traceback
+            self.lost.emit(f"Live updates stopped ({' '.join(str(exc).split())}); "
+                           "the worklist shows what it read last")
             return
         self._notifier = self._watch(self.listener)
         self.reconnected.emit()

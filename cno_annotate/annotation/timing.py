@@ -52,8 +52,8 @@ class ActiveTimer:
         """An input by the reader: counts the time since the previous one (capped), or restarts a paused timer."""
         if not self._focused:
             return
-        self._accrue()
-        self._last = self._counted_to = self._clock()
+        now = self._accrue()
+        self._last = self._counted_to = now
 
     def focus_changed(self, focused: bool) -> None:
         """The window gained (the timer restarts) or lost (it pauses) the focus."""
@@ -71,7 +71,7 @@ class ActiveTimer:
 
     def elapsed(self) -> float:
         """Seconds counted so far (taken or not), including the running interval."""
-        return self.taken + self._pending + self._running_part()
+        return self.taken + self._pending + self._running_part(self._clock())
 
     def take(self) -> float:
         """The seconds counted since the last take (to be added to the stored time); counting goes on."""
@@ -85,22 +85,24 @@ class ActiveTimer:
         self.taken -= seconds
         self._pending += seconds
 
-    def _running_part(self) -> float:
+    def _running_part(self, now: float) -> float:
+        """Seconds not yet counted up to ``now``, never past the last input plus the idle limit."""
         if self._last is None or not self._focused:
             return 0.0
-        return max(0.0, min(self._clock(), self._last + self.idle_limit) - self._counted_to)
+        return max(0.0, min(now, self._last + self.idle_limit) - self._counted_to)
 
-    def _accrue(self) -> None:
-        """Move the running interval into the pending total; pause if the idle limit has passed.
+    def _accrue(self) -> float:
+        """Move the running interval into the pending total; pause if the idle limit has passed; the time now.
 
         The interval runs from what was counted last (the last input, or an earlier take) to
         now, but never past the last input plus the idle limit: taking the time (an autosave)
         is not an input and does not restart the idle limit.
         """
-        if self._last is None or not self._focused:
-            return
         now = self._clock()
-        self._pending += self._running_part()
+        if self._last is None or not self._focused:
+            return now
+        self._pending += self._running_part(now)
         self._counted_to = max(self._counted_to, min(now, self._last + self.idle_limit))
         if now - self._last > self.idle_limit:
             self._last = None
+        return now
