@@ -7,8 +7,6 @@ reader's machine (or the same reader in a second window) would be.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
@@ -17,21 +15,15 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
-from cno_annotate.cli import main
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store
 from cno_annotate.store.live import ProgressListener, ReadStatusChanged, WorklistChanged, listener_for
+from tests.cli_run import run_cli
 
 #: Seconds a test waits for a notification that must come (a deadline, not a measured time).
 ARRIVES = 20.0
 
-
-def _cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = main([str(a) for a in args])
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +41,7 @@ def live_template(pg_server, pg_template, tmp_path_factory) -> str:
     rs.assign(store, "live")
     store.close()
     for login in ("dr-la", "dr-lb"):
-        code, out = _cli("store", "grant", "--reader", login, "--store", url)
+        code, out = run_cli("store", "grant", "--reader", login, "--store", url)
         assert code == 0, out
         if "password (shown once): " in out:
             pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
@@ -173,7 +165,7 @@ def test_view_with_an_unknown_study_pacs_is_refused_before_the_window_opens(live
 
 def test_a_screenshot_of_a_case_the_study_pacs_cannot_deliver_is_written_not_waited_for(live, tmp_path, monkeypatch):
     monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path / "config"))  # this test's own nodes
-    assert main(["pacs", "add", "study-pacs", "--dicomweb", "http://127.0.0.1:9/dicom-web"]) == 0
+    assert run_cli("pacs", "add", "study-pacs", "--dicomweb", "http://127.0.0.1:9/dicom-web")[0] == 0
     shot = tmp_path / "shot.png"
     # its own process, as a user runs it (the window runs the application's event loop until it quits)
     result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", live("dr-la"), "--reader",

@@ -7,8 +7,6 @@ puts them (tests/test_packages.py); the reader's image cache is scanned byte by 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -17,7 +15,6 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate import study_pacs
-from cno_annotate.cli import main
 from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.pacs import config
@@ -26,17 +23,12 @@ from cno_annotate.pacs.query import StudyQuery
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
+from tests.cli_run import run_cli
 from tests.test_packages import PATIENTS, _identifiers, _identify
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 READER, OTHER = "dr-online", "dr-elsewhere"
 
-
-def _cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = main([str(a) for a in args])
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +61,7 @@ def trial(pg_server, pg_database, source):
     rs.assign(store, "online")
     store.close()
     for login in (READER, OTHER):
-        code, out = _cli("store", "grant", "--reader", login, "--store", url)
+        code, out = run_cli("store", "grant", "--reader", login, "--store", url)
         assert code == 0, out
         if "password (shown once): " in out:
             pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
@@ -85,7 +77,7 @@ def _source_uids(url: str) -> set[str]:
 
 
 def test_published_cases_reach_the_pacs_de_identified_and_a_reader_fetches_and_reads_one(trial, nodes, source):
-    code, out = _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())
+    code, out = run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())
     assert code == 0, out
     assert "published 3 cases of online to web" in out
     with open_client(config.get_node("web")) as client:
@@ -116,7 +108,7 @@ def test_published_cases_reach_the_pacs_de_identified_and_a_reader_fetches_and_r
 
 
 def test_no_byte_of_the_readers_cache_holds_an_identifier_of_the_source(trial, nodes, source):
-    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
     reader = Store.open(trial(READER))
     try:
         with open_client(config.get_node("web")) as client:
@@ -169,18 +161,18 @@ def test_a_reader_finds_only_the_cases_of_their_worklist_and_unpublished_cases_a
 
 
 def test_publish_audits_each_case_and_a_refused_study_is_said(trial, nodes):
-    code, out = _cli("reading-study", "publish", "nope", "--pacs", "web", "--store", trial())
+    code, out = run_cli("reading-study", "publish", "nope", "--pacs", "web", "--store", trial())
     assert code != 0 and "nope" in out
-    code, out = _cli("reading-study", "publish", "online", "--pacs", "web", "--code", "CNO-9999", "--store", trial())
+    code, out = run_cli("reading-study", "publish", "online", "--pacs", "web", "--code", "CNO-9999", "--store", trial())
     assert code != 0 and "CNO-9999" in out
-    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
     owner = Store.open(trial())
     try:
         entries = [json.loads(r[0]) for r in owner.db.execute(
             "SELECT detail FROM audit WHERE action = 'publish' ORDER BY seq")]
         assert sorted(e["after"]["reading_code"] for e in entries) == sorted(
             c["reading_code"] for c in rs.cases(owner, "online"))
-        code, out = _cli("audit", "verify", "--store", trial())
+        code, out = run_cli("audit", "verify", "--store", trial())
         assert code == 0, out
     finally:
         owner.close()
@@ -193,7 +185,7 @@ def test_the_readers_viewer_fetches_a_case_from_the_study_pacs_and_shows_it(tria
 
     from tests.test_reading_study import _visible_strings
 
-    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
     window = MainWindow(trial(READER), reader=READER, reading_study="online", pacs="web")
     qtbot.addWidget(window)
     window.resize(1200, 800)
@@ -227,7 +219,7 @@ def test_a_readers_viewer_without_the_study_pacs_says_why_and_a_screenshot_run_e
     """Without --pacs the case cannot load: the window tells the reader and '--screenshot' does not wait forever."""
     from cno_annotate_ui.main_window import MainWindow
 
-    assert _cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
     window = MainWindow(trial(READER), reader=READER, reading_study="online")
     qtbot.addWidget(window)
     window.show()

@@ -7,8 +7,6 @@ program, must refuse.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import threading
 import time
 
@@ -17,23 +15,17 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
-from cno_annotate.cli import main
 from cno_annotate.errors import CnoError, ReadConflict, StoreWriteError
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import PgConnection
+from tests.cli_run import run_cli
 
 READERS = ("dr-a", "dr-b")
 ADJUDICATOR = "dr-adj"
 
-
-def _cli(*args: str) -> tuple[int, str]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        code = main([str(a) for a in args])
-    return code, out.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +44,7 @@ def trial_template(pg_server, pg_template, tmp_path_factory) -> str:
     rs.assign(store, "trial")
     store.close()
     for flag, login in [("--reader", r) for r in READERS] + [("--adjudicator", ADJUDICATOR)]:
-        code, out = _cli("store", "grant", flag, login, "--store", url)
+        code, out = run_cli("store", "grant", flag, login, "--store", url)
         assert code == 0, out
         if "password (shown once): " in out:  # roles belong to the server: made once per session
             pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
@@ -98,7 +90,7 @@ def test_a_reader_reads_through_the_program_and_the_server_records_who(trial):
     mine = [e for e in audit.entries(owner.db, 100) if e["entity"] == f"read:{session.read.read_id}"]
     assert {e["actor"] for e in mine} == {"dr-a"}
     assert [e["action"] for e in mine][-1] == "submit"
-    code, out = _cli("audit", "verify", "--store", owner.root)
+    code, out = run_cli("audit", "verify", "--store", owner.root)
     assert code == 0 and "intact" in out
 
 
@@ -313,14 +305,14 @@ def test_an_edit_waiting_on_another_programs_lock_is_refused_with_a_message(tria
 def test_the_store_is_named_by_the_environment_and_grant_needs_a_server(trial, tmp_path, monkeypatch):
     owner = trial()
     monkeypatch.setenv("CNO_ANNOTATE_STORE", owner.root)
-    code, out = _cli("reading-study", "list")
+    code, out = run_cli("reading-study", "list")
     assert code == 0 and "trial" in out
-    code, out = _cli("studies", "--store", trial("dr-a").root)  # a reader asks for the identifying list
+    code, out = run_cli("studies", "--store", trial("dr-a").root)  # a reader asks for the identifying list
     assert code == 1 and "permission denied" in out and "access rules" in out and "Traceback" not in out
-    code, out = _cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "nothing")
+    code, out = run_cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "nothing")
     assert code == 1 and "no store" in out
     Store.open(tmp_path / "local").close()
-    code, out = _cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "local")
+    code, out = run_cli("store", "grant", "--reader", "dr-z", "--store", tmp_path / "local")
     assert code == 1 and "needs a PostgreSQL store" in out
 
 
