@@ -11,7 +11,6 @@ slice stacks, their sequence role, and composed whole-body volumes.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import stat
 import sys
@@ -30,6 +29,7 @@ from cno_annotate.io.dicom_index import ImageRecord, SkipFile, header_value_cach
 from cno_annotate.io.identity import check_file
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.volume import VolumeKind, orientation_name
+from cno_annotate.store import instances
 from cno_annotate.store.db import DB_NAME, Store, now
 from cno_annotate.store.locations import UNLINKED, RecordedFile, relink, stored_instances, unlink_replaced
 from cno_annotate.uids import stable_uid
@@ -212,40 +212,37 @@ def _store_files(store: Store) -> Callable[[str], bool]:
 class _Known:
     """What the store already holds, looked up once per import."""
 
-    images: dict[str, tuple[str, str, str]]  # SOP UID -> (path text, series UID, study UID)
-    files: dict[str, tuple]  # path text -> (size, mtime_ns, kind, ref, reason)
-    nifti: dict[str, tuple[str, str]]  # volume id -> (path text, study UID)
+    images: dict[str, instances.KnownInstance]  # SOP UID -> the instance, its recorded file, series and study
+    files: dict[str, instances.FileState]  # path text -> what an earlier import made of the file
+    nifti: dict[str, instances.NiftiSource]  # volume id -> the volume and its recorded file
     held: dict[str, set[str]] = field(default_factory=dict)  # path text -> SOP UIDs recorded in that file
 
     def __post_init__(self) -> None:
-        for sop_uid, (text, _series, _study) in self.images.items():
-            self.held.setdefault(text, set()).add(sop_uid)
+        for sop_uid, instance in self.images.items():
+            self.held.setdefault(instance.path, set()).add(sop_uid)
+
+    def add(self, instance: instances.KnownInstance) -> None:
+        """Record a new instance and its file."""
+        self.images[instance.sop_uid] = instance
+        self.held.setdefault(instance.path, set()).add(instance.sop_uid)
 
     def move(self, sop_uid: str, text: str) -> None:
         """Record that an instance's file is now ``text``."""
-        old, series_uid, study_uid = self.images[sop_uid]
-        self.held.get(old, set()).discard(sop_uid)
-        self.images[sop_uid] = (text, series_uid, study_uid)
-        self.held.setdefault(text, set()).add(sop_uid)
+        old = self.images[sop_uid]
+        self.held.get(old.path, set()).discard(sop_uid)
+        self.add(instances.KnownInstance(sop_uid, text, old.series_uid, old.study_uid))
 
     def still_holds(self, text: str, sop_uid: str) -> bool:
         """Whether the recorded file ``text`` is still on disk and still holds instance ``sop_uid``."""
-        row = self.files.get(text)
-        recorded = RecordedFile(text, row[0], row[1], row[3]) if row and row[2] == "dicom" else None
+        state = self.files.get(text)
+        recorded = RecordedFile(text, state.size, state.mtime_ns, state.ref) if state and state.kind == "dicom" else None
         return check_file(paths.from_text(text), sop_uid, recorded).ok
 
     @classmethod
     def of(cls, store: Store) -> _Known:
-        images = {
-            r[0]: (r[1], r[2], r[3]) for r in store.db.execute(
-                "SELECT i.sop_uid, i.path, i.series_uid, d.study_uid FROM images i "
-                "JOIN dicom_series d USING (series_uid) WHERE i.frame = 0"
-            )
-        }
-        files = {r[0]: tuple(r[1:]) for r in store.db.execute("SELECT path, size, mtime_ns, kind, ref, reason FROM files")}
-        nifti = {r[0]: (r[1], r[2]) for r in store.db.execute(
-            "SELECT volume_id, source_path, study_uid FROM volumes WHERE kind = 'nifti'")}
-        return cls(images, files, nifti)
+        return cls({i.sop_uid: i for i in instances.known_instances(store.db)},
+                   {f.path: f for f in instances.file_states(store.db)},
+                   {n.volume_id: n for n in instances.nifti_sources(store.db)})
 
 
 @dataclass
@@ -255,7 +252,7 @@ class _Pending:
     records: list[ImageRecord] = field(default_factory=list)
     relinks: list[tuple[str, str, str]] = field(default_factory=list)  # (old path text, new path text, SOP UID)
     holders: list[tuple[str, str]] = field(default_factory=list)  # (path text, SOP UID it holds now)
-    files: list[tuple] = field(default_factory=list)
+    files: list[instances.FileState] = field(default_factory=list)
     #: How many of the records' instances another import had written by the time they were flushed.
     raced: int = 0
 
@@ -289,12 +286,9 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
     own = _store_files(store)
     listed = [f for f in iter_files(roots, missing) if not own(f.path)]
     files = [f for f in listed if not is_known_non_image(f.path)]
-    with store.transaction():
-        run_id = store.db.execute(
-            "INSERT INTO import_runs (started, paths) VALUES (?, ?)",
-            (now(), json.dumps([paths.display(paths.absolute(p)) for p in roots])),
-        ).lastrowid
-    report = ImportReport(run_id=int(run_id or 0), files=len(listed), skipped=missing,
+    with store.transaction() as db:
+        run_id = instances.start_import_run(db, now(), [paths.display(paths.absolute(p)) for p in roots])
+    report = ImportReport(run_id=run_id, files=len(listed), skipped=missing,
                           ignored=[f.path for f in listed if is_known_non_image(f.path)])
     known = _Known.of(store)
     owners = _Owners.from_store(store)
@@ -327,29 +321,25 @@ def import_paths(store: Store, roots: list[Path], progress: Progress | None = No
                 report.skip(problem["path"], problem["reason"])
     except StoreWriteError as exc:
         raise StoreWriteError(_stopped_message(store, exc, saved), exc.reason) from None
-    with store.transaction():
-        store.db.executemany("INSERT INTO skipped VALUES (?, ?, ?)",
-                             [(run_id, item["path"], item["reason"]) for item in report.skipped])
-        store.db.execute(
-            "UPDATE import_runs SET finished = ?, summary = ? WHERE run_id = ?",
-            (now(), json.dumps(report.as_dict(store)), run_id),
-        )
+    with store.transaction() as db:
+        instances.finish_import_run(db, run_id, now(), report.as_dict(store),
+                                    [(item["path"], item["reason"]) for item in report.skipped])
     return report
 
 
 def _recorded_outcome(known: _Known, found: FoundFile) -> tuple | None:
     """What an earlier import made of this very file (same path, size, mtime), if it still holds."""
     text = paths.to_text(found.path)
-    row = known.files.get(text)
-    if row is None or row[0] != found.size or row[1] != found.mtime_ns:
+    state = known.files.get(text)
+    if state is None or state.size != found.size or state.mtime_ns != found.mtime_ns:
         return None
-    kind, ref, reason = row[2], row[3], row[4]
-    if kind == "dicom" and ref in known.images and known.images[ref][0] == text:
-        return (kind, known.images[ref][1], known.images[ref][2])
-    if kind == "nifti" and ref in known.nifti and known.nifti[ref][0] == text:
-        return (kind, ref, known.nifti[ref][1])
+    kind, ref = state.kind, state.ref
+    if kind == "dicom" and ref in known.images and known.images[ref].path == text:
+        return (kind, known.images[ref].series_uid, known.images[ref].study_uid)
+    if kind == "nifti" and ref in known.nifti and known.nifti[ref].path == text:
+        return (kind, ref, known.nifti[ref].study_uid)
     if kind == "skipped":
-        return (kind, reason, None)
+        return (kind, state.reason, None)
     return None
 
 
@@ -444,12 +434,8 @@ class _Owners:
     @classmethod
     def from_store(cls, store: Store) -> _Owners:
         """What the store already holds."""
-        studies = store.db.execute(
-            "SELECT s.study_uid, p.patient_id, p.patient_name, p.birth_date "
-            "FROM studies s JOIN patients p USING (patient_key)"
-        )
-        series = store.db.execute("SELECT series_uid, study_uid FROM dicom_series")
-        return cls({r[0]: (r[1], r[2], r[3]) for r in studies}, {r[0]: r[1] for r in series})
+        studies = {o.study_uid: (o.patient_id, o.patient_name, o.birth_date) for o in instances.study_owners(store.db)}
+        return cls(studies, {s.series_uid: s.study_uid for s in instances.series_studies(store.db)})
 
     def conflict(self, record: ImageRecord) -> str:
         """Why a record may not join its study or series ("" if it may); claims them if free."""
@@ -478,21 +464,21 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, owners: 
             report.skip(path, f"cannot read: {exc.strerror}")
         else:
             if volume_id is not None:
-                known.nifti[volume_id] = (text, "")
-                pending.files.append((text, found.size, found.mtime_ns, "nifti", volume_id, None))
+                known.nifti[volume_id] = instances.NiftiSource(volume_id, text, "")
+                pending.files.append(instances.FileState(text, found.size, found.mtime_ns, "nifti", volume_id, None))
         return
     if isinstance(indexed, str):
         for sop_uid in known.held.get(text, ()):  # an imported file now unusable: its slice becomes a gap
-            report.rederive.add(known.images[sop_uid][2])
+            report.rederive.add(known.images[sop_uid].study_uid)
         report.skip(path, indexed)
-        pending.files.append((text, found.size, found.mtime_ns, "skipped", None, indexed))
+        pending.files.append(instances.FileState(text, found.size, found.mtime_ns, "skipped", None, indexed))
         return
     records = indexed
     first = records[0]
     conflict = owners.conflict(first)
     if conflict:
         report.skip(path, conflict)
-        pending.files.append((text, found.size, found.mtime_ns, "skipped", None, conflict))
+        pending.files.append(instances.FileState(text, found.size, found.mtime_ns, "skipped", None, conflict))
         return
     study_uid, series_uid = first.study["study_uid"], first.series["series_uid"]
     report.studies.add(study_uid)
@@ -502,26 +488,25 @@ def _record_one(store: Store, found: FoundFile, indexed, known: _Known, owners: 
     if previous is None:
         report.new_instances += 1
         pending.records.extend(records)
-    elif previous[0] == text or paths.same_file(paths.from_text(previous[0]), path):
+    elif previous.path == text or paths.same_file(paths.from_text(previous.path), path):
         report.already_imported += 1
-        if previous[0] != text:
+        if previous.path != text:
             return  # the same file by another way (a link): keep the recorded path
-    elif not known.still_holds(previous[0], first.sop_uid):
+    elif not known.still_holds(previous.path, first.sop_uid):
         report.relinked += 1
-        report.rederive.add(previous[2])
-        pending.relinks.append((previous[0], text, first.sop_uid))
+        report.rederive.add(previous.study_uid)
+        pending.relinks.append((previous.path, text, first.sop_uid))
     else:
         report.duplicates += 1
-        report.skip(path, f"duplicate of {paths.display(paths.from_text(previous[0]))} (same SOPInstanceUID)")
+        report.skip(path, f"duplicate of {paths.display(paths.from_text(previous.path))} (same SOPInstanceUID)")
         return
     _unlink_others(text, first.sop_uid, known, pending, report)
     if previous is None:
-        known.images[first.sop_uid] = (text, series_uid, study_uid)
-        known.held.setdefault(text, set()).add(first.sop_uid)
+        known.add(instances.KnownInstance(first.sop_uid, text, series_uid, study_uid))
     else:
         known.move(first.sop_uid, text)
     report.instances += 1
-    pending.files.append((text, found.size, found.mtime_ns, "dicom", first.sop_uid, None))
+    pending.files.append(instances.FileState(text, found.size, found.mtime_ns, "dicom", first.sop_uid, None))
 
 
 def _unlink_others(text: str, sop_uid: str, known: _Known, pending: _Pending, report: ImportReport) -> None:
@@ -531,7 +516,7 @@ def _unlink_others(text: str, sop_uid: str, known: _Known, pending: _Pending, re
         return
     for other in sorted(others):
         known.move(other, UNLINKED)
-        report.rederive.add(known.images[other][2])
+        report.rederive.add(known.images[other].study_uid)
     report.replaced += len(others)
     pending.holders.append((text, sop_uid))
 
@@ -555,7 +540,7 @@ def _flush(store: Store, pending: _Pending) -> None:
         unlink_replaced(db, pending.holders)
         relink(db, pending.relinks)
         _write_images(db, pending.records)
-        db.executemany("INSERT OR REPLACE INTO files VALUES (?,?,?,?,?,?)", pending.files)
+        instances.record_file_states(db, pending.files)
 
 
 def _write_images(db, records: list[ImageRecord]) -> None:
@@ -563,39 +548,27 @@ def _write_images(db, records: list[ImageRecord]) -> None:
     if not records:
         return
     for record in {r.series["series_uid"]: r for r in records}.values():
-        _upsert_hierarchy(db, record)
-    db.executemany(
-        "INSERT OR IGNORE INTO images VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-        [
-            (
-                r.sop_uid, r.frame, r.series["series_uid"], paths.to_text(r.path), r.transfer_syntax,
-                r.pixel_offset, r.frames, r.dtype, r.photometric, r.bits_stored,
-                r.rows, r.columns, json.dumps(r.position), json.dumps(r.orientation),
-                json.dumps(r.pixel_spacing), r.slice_thickness, json.dumps(r.rescale),
-                r.echo_time, r.instance_number, int(r.geometry_known), json.dumps(r.split_values),
-            )
-            for r in records
-        ],
-    )
+        instances.add_series(db, _series_place(record))
+    instances.add_images(db, (_image_row(r) for r in records))
 
 
-def _upsert_hierarchy(db, record: ImageRecord) -> None:
+def _series_place(record: ImageRecord) -> instances.SeriesPlace:
+    """Where an image record's series goes: its study and patient, as the headers name them."""
     p, s, se = record.patient, record.study, record.series
-    db.execute(
-        "INSERT OR IGNORE INTO patients (patient_id, patient_name, birth_date, sex) VALUES (?,?,?,?)",
-        (p["patient_id"], p["patient_name"], p["birth_date"], p["sex"]),
+    return instances.SeriesPlace(
+        patient_id=p["patient_id"], patient_name=p["patient_name"], birth_date=p["birth_date"], sex=p["sex"],
+        study_uid=s["study_uid"], study_date=s["study_date"], study_description=s["description"],
+        accession=s["accession"], institution=s["institution"], series_uid=se["series_uid"],
+        modality=se["modality"], series_number=se["series_number"], attributes=se["attributes"],
     )
-    key = db.execute(
-        "SELECT patient_key FROM patients WHERE patient_id = ? AND patient_name = ? AND birth_date = ?",
-        (p["patient_id"], p["patient_name"], p["birth_date"]),
-    ).fetchone()[0]
-    db.execute(
-        "INSERT OR IGNORE INTO studies VALUES (?,?,?,?,?,?)",
-        (s["study_uid"], key, s["study_date"], s["description"], s["accession"], s["institution"]),
-    )
-    db.execute(
-        "INSERT OR IGNORE INTO dicom_series VALUES (?,?,?,?,?)",
-        (se["series_uid"], s["study_uid"], se["modality"], se["series_number"], json.dumps(se["attributes"])),
+
+
+def _image_row(r: ImageRecord) -> instances.ImageRow:
+    """An image record as the index stores it."""
+    return instances.ImageRow(
+        r.sop_uid, r.frame, r.series["series_uid"], r.path, r.transfer_syntax, r.pixel_offset, r.frames, r.dtype,
+        r.photometric, r.bits_stored, r.rows, r.columns, r.position, r.orientation, r.pixel_spacing,
+        r.slice_thickness, r.rescale, r.echo_time, r.instance_number, r.geometry_known, r.split_values,
     )
 
 
@@ -605,9 +578,9 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> str | None:
     digest = hashlib.sha1(path.read_bytes()).hexdigest()
     volume_id = stable_uid("nifti", digest)
     text = paths.to_text(path)
-    row = store.db.execute("SELECT source_path FROM volumes WHERE volume_id = ?", (volume_id,)).fetchone()
-    if row is not None and row[0] != text:
-        previous = paths.from_text(row[0])
+    recorded = instances.nifti_source_path(store.db, volume_id)
+    if recorded is not None and recorded != text:
+        previous = paths.from_text(recorded)
         if paths.exists(previous) and not paths.same_file(previous, os.fspath(path)):
             report.duplicates += 1
             report.skip(os.fspath(path), f"duplicate of {paths.display(previous)} (same content)")
@@ -620,18 +593,9 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> str | None:
     role, reason = classify_sequence({"SeriesDescription": name})
     normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])
     with store.transaction() as db:
-        db.execute(
-            "INSERT OR IGNORE INTO studies VALUES (?, NULL, '', ?, '', '')",
-            (study_uid, f"NIfTI files in {folder.name}"),
-        )
-        db.execute(
-            "INSERT OR REPLACE INTO volumes VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                volume_id, study_uid, "nifti", None, role, reason, orientation_name(normal),
-                json.dumps(shape), json.dumps(affine.tolist()), 1, "[]", "[]", 0, name, text, digest, 1,
-                "", "{}",
-            ),
-        )
+        instances.add_nifti_volume(db, instances.NiftiVolume(
+            volume_id, study_uid, f"NIfTI files in {folder.name}", role, reason, orientation_name(normal),
+            tuple(shape), affine.tolist(), name, text, digest))
     report.nifti += 1
     report.studies.add(study_uid)
     report.series.add(volume_id)

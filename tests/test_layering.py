@@ -10,9 +10,6 @@ REPO = Path(__file__).resolve().parents[1]
 #: The program's packages: the headless core and the Qt front end.
 PACKAGES = (REPO / "cno_annotate", REPO / "ui")
 SQL_CALLS = {"execute", "executemany", "executescript"}
-#: Modules still running their own SQL while their move into store/ is under way: another helper
-#: moves importer.py's; the list is empty once it lands.
-NOT_YET_MOVED = {"cno_annotate/importer.py"}
 
 
 def sql_calls(path: Path) -> list[int]:
@@ -26,7 +23,7 @@ def test_only_the_store_runs_sql():
     outside = {}
     for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
         name = path.relative_to(REPO).as_posix()
-        if name.startswith("cno_annotate/store/") or name in NOT_YET_MOVED:
+        if name.startswith("cno_annotate/store/"):
             continue
         lines = sql_calls(path)
         if lines:
