@@ -78,13 +78,29 @@ def _recompute_chain(db: sqlite3.Connection, entity: str, state: str | None) -> 
     detail["state"] = state
     db.execute("UPDATE audit SET detail = ? WHERE seq = ?", (json.dumps(detail, ensure_ascii=False,
                                                                         sort_keys=True), seq))
-    prev = db.execute("SELECT prev_hash FROM audit WHERE seq = ?", (seq,)).fetchone()[0]
-    for row in db.execute("SELECT seq, at, actor, action, entity, detail FROM audit WHERE seq >= ? ORDER BY seq",
-                          (seq,)).fetchall():
-        digest = _digest(prev, *row)
-        db.execute("UPDATE audit SET prev_hash = ?, hash = ? WHERE seq = ?", (prev, digest, row[0]))
-        prev = digest
-    db.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (prev,))
+    _rechain(db, seq)
+
+
+def _rechain(db: sqlite3.Connection, first: int) -> None:
+    """The attacker recomputes the hashes of entry ``first`` and of every entry after it, chain by chain, and the
+    recorded ends: what someone who knows how the trail is chained (per object, first entries on the spine) does."""
+    spine, ends = (0, audit.GENESIS), {}
+    for seq, at, actor, action, entity, detail, prev_hash, digest, prev_seq in db.execute(
+            "SELECT seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq FROM audit ORDER BY seq"
+    ).fetchall():
+        parent = ends[entity] if prev_seq is not None and entity in ends else spine
+        if seq >= first:
+            prev_seq, prev_hash = (None if prev_seq is None else parent[0]), parent[1]
+            digest = _digest(prev_hash, seq, at, actor, action, entity, detail, prev_seq)
+            db.execute("UPDATE audit SET prev_seq = ?, prev_hash = ?, hash = ? WHERE seq = ?",
+                       (prev_seq, prev_hash, digest, seq))
+        if parent is spine:
+            spine = (seq, digest)
+        if prev_seq is not None:
+            ends[entity] = (seq, digest)
+    db.execute("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1", spine)
+    for entity, (seq, digest) in ends.items():
+        db.execute("UPDATE audit_heads SET seq = ?, hash = ? WHERE entity = ?", (seq, digest, entity))
 
 
 def test_an_untouched_store_verifies_and_counts_what_it_checked(trial):
@@ -118,6 +134,7 @@ def test_wiping_the_trail_and_its_head_is_not_intact(trial):
     db = _attacker(trial)
     db.execute("DELETE FROM audit")
     db.execute("DELETE FROM audit_head")
+    db.execute("DELETE FROM audit_heads")
     db.close()
     result = audit.verify(trial.db)
     assert not result.ok and "in no audit entry" in result.reason and len(result.problems) == 3
@@ -307,11 +324,8 @@ def test_an_anchor_on_the_first_entry_catches_its_rewrite(store):
     db = sqlite3.connect(store.root / "store.sqlite", isolation_level=None)
     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         db.execute(f"DROP TRIGGER {name}")
-    row = db.execute("SELECT at, actor, action, entity, detail FROM audit WHERE seq = 1").fetchone()
-    detail = row[4].replace("a.csv", "b.csv")
-    digest = _digest(audit.GENESIS, 1, row[0], row[1], row[2], row[3], detail)
-    db.execute("UPDATE audit SET detail = ?, hash = ? WHERE seq = 1", (detail, digest))
-    db.execute("UPDATE audit_head SET hash = ? WHERE id = 1", (digest,))
+    db.execute("UPDATE audit SET detail = replace(detail, 'a.csv', 'b.csv') WHERE seq = 1")
+    _rechain(db, 1)
     db.close()
     assert audit.verify(store.db).ok  # the rewritten chain is consistent in itself
     result = audit.verify(store.db, anchor)
@@ -419,7 +433,8 @@ CHAIN_BREAKS = [
      lambda n: (3, 3, "entry 3 does not follow entry 2 (previous hash differs)")),
     ("UPDATE audit SET actor = 'dr-z' WHERE seq = 2",
      lambda n: (2, 2, "entry 2 was changed after it was written (hash differs)")),
-    ("UPDATE audit_head SET hash = '{f}'", lambda n: (n, n, f"entry {n} does not match the recorded end of the chain")),
+    ("UPDATE audit_heads SET hash = '{f}' WHERE seq = {n}",
+     lambda n: (n, n, f"entry {n} does not match the recorded end of the chain")),
     ("DELETE FROM audit WHERE seq = {n}", lambda n: (n - 1, n, f"entry {n} is missing (the chain ends early)")),
     ("DELETE FROM audit_head", lambda n: (n, 1, "the recorded end of the chain is missing")),
 ]

@@ -102,7 +102,7 @@ def test_a_readers_connection_cannot_select_identifiers_or_other_readers_rows(tr
                 "SELECT accession FROM studies", "SELECT institution FROM studies", "SELECT description FROM studies",
                 "SELECT * FROM studies", "SELECT * FROM dicom_series", "SELECT path FROM images",
                 "SELECT source_path FROM volumes", "SELECT description FROM volumes", "SELECT * FROM import_runs",
-                "SELECT * FROM files", "SELECT * FROM audit_head"):
+                "SELECT * FROM files", "SELECT * FROM audit_head", "SELECT * FROM audit_heads"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             reader.execute(sql)
     assert {r[0] for r in reader.execute("SELECT reader FROM reads")} == {"dr-a"}
@@ -172,7 +172,9 @@ def test_the_audit_trail_is_append_only_even_for_the_owner(trial):
     _start_read(trial("dr-a"), "dr-a")
     owner = _raw(trial())
     for sql in ("UPDATE audit SET actor = 'dr-b' WHERE seq = 2", "DELETE FROM audit WHERE seq = 2",
-                "DELETE FROM audit", "TRUNCATE audit", "UPDATE audit_head SET seq = 1", "DELETE FROM audit_head"):
+                "DELETE FROM audit", "TRUNCATE audit", "UPDATE audit_head SET seq = 1", "DELETE FROM audit_head",
+                "UPDATE audit_heads SET seq = 1", "DELETE FROM audit_heads", "TRUNCATE audit_heads",
+                "INSERT INTO audit_heads VALUES ('read:x', 1, 'x')"):
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
             owner.execute(sql)
     owner.close()
@@ -255,7 +257,8 @@ def test_a_session_killed_mid_edit_applies_the_edit_once_or_refuses_it_never_twi
     revision = session.read.revision
     owner = _raw(trial())
     owner.execute("BEGIN")
-    owner.execute("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")  # the edit will wait to append its entry
+    owner.execute("SELECT seq FROM audit_heads WHERE entity = ? FOR UPDATE",  # the edit will wait to append its entry
+                  (f"read:{session.read.read_id}",))
     outcome: list[BaseException | None] = []
 
     def edit() -> None:

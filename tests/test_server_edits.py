@@ -9,11 +9,13 @@ directly must still be found and refused.
 
 from __future__ import annotations
 
+import psycopg
 import pytest
 
 from cno_annotate.annotation.reads import ReadSession, load_read
-from cno_annotate.errors import CnoError
+from cno_annotate.errors import CnoError, StoreWriteError
 from cno_annotate.store import Store, audit
+from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import PgConnection, round_trips
 
 STUDY = "1.2.826.0.1.3680043.99.16"
@@ -136,3 +138,74 @@ def test_a_conflicting_edit_is_refused_and_the_read_reloaded(pg_store):
     finally:
         other.close()
     assert audit.verify(pg_store.db).ok
+
+
+# -- one chain per read (migration 22): edits of different reads do not queue on one lock ------------------
+def _edit_in_flight(store: Store, read_id: str) -> PgConnection:
+    """Another session's edit of ``read_id``, applied by the database and not yet committed (its locks held)."""
+    owner = PgConnection(store.url)
+    owner.execute("BEGIN")
+    revision = owner.execute("SELECT revision FROM reads WHERE read_id = ?", (read_id,)).fetchone()[0]
+    found = owner.execute("SELECT cno_edit_read(?::text, ?::bigint, NULL, 'now', 'dr-a', 'edit comment', "
+                          "'{}'::jsonb, '{\"after\": null, \"before\": null}')", (read_id, revision)).fetchone()[0]
+    assert "refused" not in found
+    return owner
+
+
+def test_an_edit_does_not_wait_for_another_reads_edit_in_flight(pg_store):
+    """While one read's edit is written but not committed, another read's edit goes through at once.
+
+    With one chain for the whole store, the second edit waited for the first one's commit (here: until
+    the lock wait of an interactive session ran out, and it was refused).
+    """
+    first, _ = _session_with_a_lesion(pg_store)
+    impatient = Store.open(pg_store.url, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)
+    owner = None
+    try:
+        second = ReadSession.open_or_create(impatient, STUDY + ".2", "dr-b")
+        lesion = second.add_lesion((1.0, 2.0, 3.0), "1.2.3", (1, 2, 3), site_id="femur.distal", side="R")
+        owner = _edit_in_flight(pg_store, first.read.read_id)
+        second.update_lesion(lesion, comment="not kept waiting")
+        same_read = ReadSession.open(impatient, first.read.read_id, "dr-a")
+        with pytest.raises(StoreWriteError):  # the same read's edits do wait for one another (and the lock is real)
+            same_read.update_lesion(first.read.lesions[0].lesion_id, comment="waits for the first")
+        owner.execute("COMMIT")
+        assert load_read(pg_store, second.read.read_id).lesion(lesion).comment == "not kept waiting"
+    finally:
+        if owner is not None:
+            owner.close()
+        impatient.close()
+    assert audit.verify(pg_store.db).ok
+
+
+def test_a_new_read_does_not_wait_for_another_reads_edit_in_flight(pg_store):
+    first, _ = _session_with_a_lesion(pg_store)
+    impatient = Store.open(pg_store.url, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)
+    owner = _edit_in_flight(pg_store, first.read.read_id)
+    try:
+        other = ReadSession.open_or_create(impatient, STUDY + ".3", "dr-b")
+        other.add_lesion((1.0, 2.0, 3.0), "1.2.3", (1, 2, 3))  # creates the read: its chain begins on the spine
+        owner.execute("COMMIT")
+    finally:
+        owner.close()
+        impatient.close()
+    assert audit.verify(pg_store.db).ok
+
+
+def test_an_anchor_waits_for_entries_being_written_so_none_can_appear_before_it(pg_store):
+    first, _ = _session_with_a_lesion(pg_store)
+    owner = _edit_in_flight(pg_store, first.read.read_id)
+    impatient = Store.open(pg_store.url, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)
+    try:
+        with pytest.raises(psycopg.errors.LockNotAvailable):
+            audit.anchor(impatient.db)
+        owner.execute("COMMIT")
+        anchor = audit.anchor(impatient.db)
+        newest = pg_store.db.execute("SELECT MAX(seq) FROM audit").fetchone()[0]
+        assert anchor.split(":")[1] == str(newest)
+        first.reload()
+        first.update_lesion(first.read.lesions[0].lesion_id, comment="after the anchor")
+        assert audit.verify(pg_store.db, anchor).ok
+    finally:
+        owner.close()
+        impatient.close()

@@ -78,7 +78,7 @@ def _kill_while_the_server_applies_the_edit(store, read_id: str) -> None:
     try:
         pid = int(proc.stdout.readline())
         owner.execute("BEGIN")
-        owner.execute("SELECT seq FROM audit_head WHERE id = 1 FOR UPDATE")
+        owner.execute("SELECT seq FROM audit_heads WHERE entity = ? FOR UPDATE", (f"read:{read_id}",))
         proc.stdin.write("go\n")
         proc.stdin.flush()
         for _ in range(400):

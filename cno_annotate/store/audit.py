@@ -1,20 +1,28 @@
 """The audit trail: every change appended with who, when and what, hash-chained.
 
-Each entry's hash is the SHA-256 of the previous entry's hash and the
-entry's own canonical JSON, so editing or deleting any entry breaks the
-chain from there on; the last sequence number and hash are also kept in
-``audit_head``, so cutting entries off the end is caught too. Entries are
-written in the same transaction as the change they record.
+Each entry's hash is the SHA-256 of the hash of the entry it follows and the
+entry's own canonical JSON. Since store schema 22 the entries about one object
+(``read:<id>``, ``reading-study:<name>``, ``file:<path>`` ...) form that
+object's own chain, so writers of different reads never wait on one another:
+an entry follows the object's previous entry (``prev_seq``, ``prev_hash``),
+and the first entry about an object follows the *spine*, the chain of every
+object's first entry (and of every entry written before schema 22, which
+were one chain). The end of each object's chain is kept in ``audit_heads``
+and the end of the spine in ``audit_head``. Editing, deleting, inserting,
+reordering or moving an entry to another object breaks a chain; deleting an
+object's whole chain breaks the spine; cutting entries off the end of a chain
+is caught by its recorded end. Entries are written in the same transaction as
+the change they record.
 
 An entry about a read or a reading study also records the content hash of
 that object's whole state after the change (``state``): the read's row, its
 lesions and unit marks; the reading study's settings, cases, codes, readers,
 worklists and the patients and studies behind its cases. :func:`verify`
-checks the chain and then the data: every read and reading study in the
+checks the chains and then the data: every read and reading study in the
 store must equal the state its latest entry recorded, so a change made to
-the database outside the program is found. An *anchor* (the chain head,
-kept by the coordinator outside the store, see :func:`anchor`) catches a
-chain that was rewritten and recomputed.
+the database outside the program is found. An *anchor* (a digest of the ends
+of every chain, kept by the coordinator outside the store, see
+:func:`anchor`) catches chains that were rewritten and recomputed.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cno_annotate.errors import CnoError
 from cno_annotate.store.db import now
@@ -32,14 +40,21 @@ GENESIS = "0" * 64
 CHECK_NOW = object()
 
 
-def _digest(prev_hash: str, seq: int, at: str, actor: str, action: str, entity: str, detail: str) -> str:
-    body = json.dumps([seq, at, actor, action, entity, detail], ensure_ascii=False, separators=(",", ":"))
+def _digest(prev_hash: str, seq: int, at: str, actor: str, action: str, entity: str, detail: str,
+            prev_seq: int | None = None) -> str:
+    """An entry's hash. Entries written before store schema 22 (``prev_seq`` None) hash without ``prev_seq``."""
+    fields = [seq, at, actor, action, entity, detail] if prev_seq is None else \
+        [seq, prev_seq, at, actor, action, entity, detail]
+    body = json.dumps(fields, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256((prev_hash + body).encode("utf-8")).hexdigest()
 
 
 def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=None, after=None,
            state_before=CHECK_NOW, **extra) -> int:
     """Append an entry inside the caller's transaction; returns its sequence number.
+
+    The entry goes on the chain of ``entity`` (its first one on the spine,
+    see the module's description).
 
     Parameters
     ----------
@@ -73,11 +88,44 @@ def append(db: sqlite3.Connection, actor: str, action: str, entity: str, before=
         # PostgreSQL: the server numbers, stamps, chains and writes the entry (the caller's login is the
         # actor it accepts), in this transaction; nobody may change it afterwards.
         return int(db.execute("SELECT cno_audit_append(?, ?, ?, ?)", (actor, action, entity, detail)).fetchone()[0])
+    if not _chained(db):
+        return _append_to_one_chain(db, actor, action, entity, detail)
+    head = db.execute("SELECT seq, hash FROM audit_heads WHERE entity = ?", (entity,)).fetchone()
+    opening = head is None
+    if opening:  # the object's first entry follows the spine
+        head = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone() or (0, GENESIS)
+    prev_seq, prev = int(head[0]), str(head[1])
+    seq = int(db.execute("SELECT COALESCE(MAX(seq), 0) + 1 FROM audit").fetchone()[0])
+    at = now()
+    digest = _digest(prev, seq, at, actor, action, entity, detail, prev_seq)
+    db.execute("INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq) "
+               "VALUES (?,?,?,?,?,?,?,?,?)", (seq, at, actor, action, entity, detail, prev, digest, prev_seq))
+    db.execute("INSERT INTO audit_heads VALUES (?, ?, ?) ON CONFLICT (entity) DO UPDATE SET seq = excluded.seq, "
+               "hash = excluded.hash", (entity, seq, digest))
+    if opening:
+        db.execute("INSERT INTO audit_head VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
+                   "hash = excluded.hash", (seq, digest))
+    return seq
+
+
+def _chained(db: sqlite3.Connection) -> bool:
+    """Whether the store keeps a chain per object (schema 22 on); a store being migrated from before has one chain.
+
+    On a server the program writes entries itself only while migrating, before the server writes them.
+    """
+    if getattr(db, "dialect", "sqlite") != "sqlite":
+        return False
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_heads'").fetchone() is not None
+
+
+def _append_to_one_chain(db: sqlite3.Connection, actor: str, action: str, entity: str, detail: str) -> int:
+    """An entry as stores before schema 22 chained them: after the store's latest entry (while migrating)."""
     row = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     seq, prev = (row[0] + 1, row[1]) if row else (1, GENESIS)
     at = now()
     digest = _digest(prev, seq, at, actor, action, entity, detail)
-    db.execute("INSERT INTO audit VALUES (?,?,?,?,?,?,?,?)", (seq, at, actor, action, entity, detail, prev, digest))
+    db.execute("INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash) VALUES (?,?,?,?,?,?,?,?)",
+               (seq, at, actor, action, entity, detail, prev, digest))
     db.execute("INSERT INTO audit_head VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, "
                "hash = excluded.hash", (seq, digest))
     return seq
@@ -268,28 +316,97 @@ def verify(db: sqlite3.Connection, anchor_text: str | None = None) -> Verificati
                                              f"reading studies match their audited state{anchored}", objects)
 
 
+@dataclass
+class _Chains:
+    """The chains as far as they were followed: the spine's end, each object's end, and the first break."""
+
+    count: int = 0
+    spine: tuple[int, str] = (0, GENESIS)
+    spine_first: int = 0
+    ends: dict[str, tuple[int, str]] = field(default_factory=dict)
+    firsts: dict[str, int] = field(default_factory=dict)
+    broken: Verification | None = None
+
+    def follow(self, seq: int, at: str, actor: str, action: str, entity: str, detail: str, prev_hash: str,
+               digest: str, prev_seq: int | None) -> Verification | None:
+        """Check one entry against the end of the chain it must follow (entries come in ``seq`` order)."""
+        self.count += 1
+        chained = prev_seq is not None and entity in self.ends
+        parent = self.ends[entity] if chained else self.spine
+        if prev_seq is None:  # written before schema 22: on the spine, numbered one after another
+            if seq != parent[0] + 1:
+                return self._break(parent[0] + 1, f"entry {parent[0] + 1} is missing (next is {seq})")
+        elif prev_seq > parent[0]:
+            return self._break(prev_seq, f"entry {prev_seq} is missing (next is {seq})")
+        elif prev_seq < parent[0]:
+            return self._break(seq, f"entry {seq} does not follow entry {parent[0]} (it names entry {prev_seq})")
+        if prev_hash != parent[1]:
+            return self._break(seq, f"entry {seq} does not follow entry {parent[0]} (previous hash differs)")
+        if _digest(prev_hash, seq, at, actor, action, entity, detail, prev_seq) != digest:
+            return self._break(seq, f"entry {seq} was changed after it was written (hash differs)")
+        if not chained:
+            self.spine = (seq, digest)
+            self.spine_first = self.spine_first or seq
+        if prev_seq is not None:
+            self.ends[entity] = (seq, digest)
+            self.firsts.setdefault(entity, seq)
+        return None
+
+    def _break(self, seq: int, reason: str) -> Verification:
+        self.broken = Verification(self.count, seq, reason)
+        return self.broken
+
+    def heads(self) -> list:
+        """The end of the spine and of every object's chain, as one canonical list (what an anchor digests)."""
+        return [["", *self.spine]] + [[entity, *end] for entity, end in sorted(self.ends.items())]
+
+
+def _followed(db: sqlite3.Connection, upto: int | None = None) -> _Chains:
+    """Follow every chain in the order the entries were written (up to entry ``upto``); stops at the first break."""
+    chains = _Chains()
+    sql = "SELECT seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq FROM audit"
+    rows = db.execute(sql + " ORDER BY seq") if upto is None else \
+        db.execute(sql + " WHERE seq <= ? ORDER BY seq", (upto,))
+    for row in rows:
+        if chains.follow(*row) is not None:
+            break
+    return chains
+
+
 def _verify_chain(db: sqlite3.Connection) -> Verification:
-    """Recompute the chain; report the first entry that was edited, removed or reordered."""
-    expected_seq, prev = 1, GENESIS
-    count = 0
-    for row in db.execute("SELECT seq, at, actor, action, entity, detail, prev_hash, hash FROM audit ORDER BY seq"):
-        seq, at, actor, action, entity, detail, prev_hash, digest = row
-        count += 1
-        if seq != expected_seq:
-            return Verification(count, expected_seq, f"entry {expected_seq} is missing (next is {seq})")
-        if prev_hash != prev:
-            return Verification(count, seq, f"entry {seq} does not follow entry {seq - 1} (previous hash differs)")
-        if _digest(prev_hash, seq, at, actor, action, entity, detail) != digest:
-            return Verification(count, seq, f"entry {seq} was changed after it was written (hash differs)")
-        expected_seq, prev = seq + 1, digest
+    """Recompute the chains; report the first entry that was edited, removed, inserted, reordered or moved."""
+    chains = _followed(db)
+    if chains.broken is not None:
+        return chains.broken
+    count = chains.count
+    problems: list[tuple[int, str]] = []
     head = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-    if head is not None and (head[0] != expected_seq - 1 or head[1] != prev):
-        if head[0] >= expected_seq:
-            return Verification(count, expected_seq, f"entry {expected_seq} is missing (the chain ends early)")
-        return Verification(count, head[0], f"entry {head[0]} does not match the recorded end of the chain")
-    if head is None and count:
-        return Verification(count, 1, "the recorded end of the chain is missing")
+    if head is None and chains.spine_first:
+        problems.append((chains.spine_first, "the recorded end of the chain is missing"))
+    elif head is not None:
+        problems += _end_problems((int(head[0]), head[1]), chains.spine)
+    recorded = {entity: (int(seq), digest) for entity, seq, digest in
+                db.execute("SELECT entity, seq, hash FROM audit_heads").fetchall()}
+    for entity, end in chains.ends.items():
+        if entity not in recorded:
+            problems.append((chains.firsts[entity], f"the recorded end of the chain of {entity} is missing"))
+        else:
+            problems += _end_problems(recorded.pop(entity), end)
+    for entity, (seq, _) in recorded.items():
+        problems.append((seq, f"entry {seq} is missing (the whole chain of {entity} was removed)"))
+    if problems:
+        seq, reason = min(problems)
+        return Verification(count, seq, reason)
     return Verification(count, None, f"audit chain intact: {count} entries")
+
+
+def _end_problems(recorded: tuple[int, str], end: tuple[int, str]) -> list[tuple[int, str]]:
+    """A chain's recorded end against the last entry found on it."""
+    if recorded == end:
+        return []
+    if recorded[0] > end[0]:
+        return [(recorded[0], f"entry {recorded[0]} is missing (the chain ends early)")]
+    return [(recorded[0], f"entry {recorded[0]} does not match the recorded end of the chain")]
 
 
 def _latest_states(db: sqlite3.Connection) -> dict[str, tuple[int, str | None]]:
@@ -344,10 +461,36 @@ ANCHOR_PREFIX = "cno-audit-anchor"
 
 
 def anchor(db: sqlite3.Connection) -> str:
-    """The chain head as one line to keep outside the store (``cno-audit-anchor:SEQ:HASH``)."""
-    head = db.execute("SELECT seq, hash FROM audit_head WHERE id = 1").fetchone()
-    seq, digest = (head[0], head[1]) if head else (0, GENESIS)
-    return f"{ANCHOR_PREFIX}:{seq}:{digest}"
+    """The ends of every chain as one line to keep outside the store (``cno-audit-anchor:SEQ:HASH``).
+
+    SEQ is the newest entry; HASH the SHA-256 of the ends of the spine and of
+    every object's chain as they were at that entry (or, on a store whose
+    newest entry was written before schema 22, that entry's hash, which then
+    covered every entry). On a server, entries still being written when the
+    anchor is taken finish first, so none can later appear before SEQ.
+    """
+    cut = _cut(db)
+    if cut == 0:
+        return f"{ANCHOR_PREFIX}:0:{GENESIS}"
+    return f"{ANCHOR_PREFIX}:{cut}:{_anchored_hash(db, cut)}"
+
+
+def _cut(db: sqlite3.Connection) -> int:
+    """The newest entry, once no entry before it can still be written."""
+    if getattr(db, "dialect", "sqlite") != "sqlite" and db.execute(
+            "SELECT to_regprocedure('cno_audit_cut()') IS NOT NULL").fetchone()[0]:
+        return int(db.execute("SELECT cno_audit_cut()").fetchone()[0])
+    return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM audit").fetchone()[0])
+
+
+def _anchored_hash(db: sqlite3.Connection, seq: int) -> str | None:
+    """What an anchor at entry ``seq`` holds (None: there is no such entry)."""
+    row = db.execute("SELECT hash, prev_seq FROM audit WHERE seq = ?", (seq,)).fetchone()
+    if row is None:
+        return None
+    if row[1] is None:  # written before schema 22: its hash covers every entry before it
+        return str(row[0])
+    return _hash(_followed(db, seq).heads())
 
 
 def parse_anchor(text: str) -> tuple[int, str]:
@@ -369,11 +512,11 @@ def _anchor_problems(db: sqlite3.Connection, text: str) -> list[str]:
     seq, digest = parse_anchor(text)
     if seq == 0:
         return []
-    row = db.execute("SELECT hash FROM audit WHERE seq = ?", (seq,)).fetchone()
-    if row is None:
+    found = _anchored_hash(db, seq)
+    if found is None:
         return [f"the anchored entry {seq} is not in the chain (entries were removed)"]
-    if row[0] != digest:
-        return [f"entry {seq} differs from the anchor kept outside the store: the trail was rewritten"]
+    if found != digest:
+        return [f"the trail up to entry {seq} differs from the anchor kept outside the store: the trail was rewritten"]
     return []
 
 

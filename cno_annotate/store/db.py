@@ -97,6 +97,12 @@ ONE_INSTANCE_PER_FILE = "".join(f"""
         BEGIN SELECT RAISE(ABORT, '{ONE_INSTANCE_MESSAGE}'); END;
 """ for event, statement in (("insert", "INSERT"), ("update", "UPDATE OF path")))
 
+#: Migration 22 on SQLite: the entry each audit entry follows on its object's chain, and where each chain ends.
+AUDIT_CHAINS = """
+    ALTER TABLE audit ADD COLUMN prev_seq INTEGER;
+    CREATE TABLE audit_heads (entity TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL);
+"""
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -302,13 +308,19 @@ MIGRATIONS: list[Step | ByDialect] = [
     # order). An SQLite store has one user: the view shows every case as it is.
     ByDialect("CREATE VIEW rs_cases_seen AS SELECT reading_study, reading_code, study_uid, patient_code, timepoint "
               "FROM rs_cases", lambda connection: connection.script(postgres.cases_seen())),
+    # 22: a hash chain per audited object (audit.py): an entry follows the object's previous entry
+    # (prev_seq, prev_hash), an object's first entry follows the spine (audit_head, the chain of first entries
+    # and of every entry written before), and each object's chain ends where audit_heads says. Writers of
+    # different reads no longer queue on one chain head until their commit is on disk. On a PostgreSQL server
+    # entries are numbered from a sequence (a number is never given twice; a rolled-back entry leaves a gap).
+    ByDialect(AUDIT_CHAINS, lambda connection: connection.script(postgres.audit_chains())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
 
 #: Checked at every open (quick_check): small, and what must never be served damaged.
 QUICK_CHECKED_TABLES = ("reads", "lesions", "unit_marks", "unit_grades", "rois", "followup_outcomes", "read_times",
-                        "audit", "audit_head", "reading_studies", "rs_cases", "rs_readers", "rs_worklists", "patients",
+                        "audit", "audit_head", "audit_heads", "reading_studies", "rs_cases", "rs_readers", "rs_worklists", "patients",
                         "studies")
 
 

@@ -878,6 +878,129 @@ def truthful_audit() -> str:
     return _TRUTHFUL_AUDIT
 
 
+#: Migration 22 on PostgreSQL: a hash chain per audited object (see audit.py), written by cno_audit_append.
+_AUDIT_CHAINS = r"""
+ALTER TABLE audit ADD COLUMN prev_seq BIGINT;
+CREATE TABLE audit_heads (entity TEXT PRIMARY KEY, seq BIGINT NOT NULL, hash TEXT NOT NULL);
+CREATE SEQUENCE audit_seq;
+SELECT setval('audit_seq', COALESCE((SELECT MAX(seq) FROM audit), 0) + 1, false);
+REVOKE ALL ON audit_heads FROM PUBLIC;
+REVOKE ALL ON SEQUENCE audit_seq FROM PUBLIC;
+GRANT SELECT ON audit_heads TO cno_coordinator;
+
+-- The trail stays append-only: a chain's recorded end moves only to an entry of this transaction on that chain.
+CREATE OR REPLACE FUNCTION cno_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF TG_TABLE_NAME = 'audit_head' AND TG_OP = 'UPDATE' AND NEW.seq > OLD.seq
+       AND EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq AND hash = NEW.hash AND xact = txid_current()) THEN
+        RETURN NEW;
+    END IF;
+    IF TG_TABLE_NAME = 'audit_heads' AND TG_OP IN ('INSERT', 'UPDATE') THEN
+        IF (TG_OP = 'INSERT' OR NEW.entity = OLD.entity AND NEW.seq > OLD.seq)
+           AND EXISTS (SELECT 1 FROM audit WHERE seq = NEW.seq AND hash = NEW.hash AND entity = NEW.entity
+                       AND xact = txid_current()) THEN
+            RETURN NEW;
+        END IF;
+    END IF;
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+        MESSAGE = format('the audit trail is append-only: %s on %s refused', TG_OP, TG_TABLE_NAME);
+END $$;
+CREATE TRIGGER audit_heads_append_only BEFORE INSERT OR UPDATE OR DELETE ON audit_heads
+    FOR EACH ROW EXECUTE FUNCTION cno_audit_append_only();
+CREATE TRIGGER audit_heads_no_truncate BEFORE TRUNCATE ON audit_heads
+    FOR EACH STATEMENT EXECUTE FUNCTION cno_audit_append_only();
+
+-- The newest entry once no entry before it can still be written (audit anchor): writers hold ROW EXCLUSIVE on
+-- the trail from before they take their number until they commit, so this waits for them.
+CREATE FUNCTION cno_audit_cut() RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+BEGIN
+    LOCK TABLE audit IN SHARE MODE;
+    RETURN COALESCE((SELECT MAX(seq) FROM audit), 0);
+END $$;
+REVOKE ALL ON FUNCTION cno_audit_cut() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cno_audit_cut() TO cno_coordinator;
+
+-- As migration 20 (a reader's entry must tell the truth), but the entry goes on its object's own chain: only the
+-- object's chain end is locked until commit (for a read, a lock its writer holds anyway), not one row for every
+-- writer. An object's first entry follows the spine (audit_head), which only such entries lock.
+CREATE OR REPLACE FUNCTION cno_audit_append(p_actor text, p_action text, p_entity text, p_detail text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    who text := session_user;
+    read_key text := substr(p_entity, 6);
+    detail jsonb;
+    parent_seq bigint;
+    parent_hash text;
+    opening boolean := false;
+    entry_seq bigint;
+    stamp text := to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '+00:00';
+    digest text;
+BEGIN
+    IF NOT cno_is_coordinator() THEN
+        IF p_actor <> who THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write audit entries as %s', who, p_actor);
+        END IF;
+        BEGIN
+            detail := p_detail::jsonb;
+        EXCEPTION WHEN others THEN
+            detail := NULL;
+        END;
+        IF p_entity NOT LIKE 'read:%' OR jsonb_typeof(detail) IS DISTINCT FROM 'object'
+           OR (detail ->> 'state') IS DISTINCT FROM cno_read_state(read_key)
+           OR (detail ->> 'state_before') IS DISTINCT FROM cno_audited_state(p_entity)
+           OR (EXISTS (SELECT 1 FROM reads WHERE read_id = read_key)
+               AND NOT EXISTS (SELECT 1 FROM reads WHERE read_id = read_key AND reader = who))
+           OR (NOT EXISTS (SELECT 1 FROM reads WHERE read_id = read_key)
+               AND (p_action <> 'delete' OR cno_audited_state(p_entity) IS NULL
+                    OR NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity AND actor = who))) THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write this audit entry about %s: it must record the state the '
+                                 'database holds for a read of theirs', who, p_entity);
+        END IF;
+    END IF;
+    SELECT seq, hash INTO parent_seq, parent_hash FROM audit_heads WHERE entity = p_entity FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT seq, hash INTO parent_seq, parent_hash FROM audit_head WHERE id = 1 FOR UPDATE;
+        opening := true;
+        -- Another writer may have begun this object's chain while this one waited for the spine.
+        PERFORM 1 FROM audit_heads WHERE entity = p_entity FOR UPDATE;
+        IF FOUND THEN
+            SELECT seq, hash INTO parent_seq, parent_hash FROM audit_heads WHERE entity = p_entity;
+            opening := false;
+        END IF;
+    END IF;
+    LOCK TABLE audit IN ROW EXCLUSIVE MODE;  -- before the number is taken: an anchor (cno_audit_cut) waits
+    entry_seq := nextval('audit_seq');
+    digest := encode(sha256(convert_to(parent_hash || '[' || entry_seq || ',' || parent_seq || ','
+        || to_json(stamp)::text || ',' || to_json(p_actor)::text || ',' || to_json(p_action)::text || ','
+        || to_json(p_entity)::text || ',' || to_json(p_detail)::text || ']', 'UTF8')), 'hex');
+    INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq)
+        VALUES (entry_seq, stamp, p_actor, p_action, p_entity, p_detail, parent_hash, digest, parent_seq);
+    IF opening THEN
+        INSERT INTO audit_heads VALUES (p_entity, entry_seq, digest);
+        UPDATE audit_head SET seq = entry_seq, hash = digest WHERE id = 1;
+    ELSE
+        UPDATE audit_heads SET seq = entry_seq, hash = digest WHERE entity = p_entity;
+    END IF;
+    RETURN entry_seq;
+END $$;
+REVOKE ALL ON FUNCTION cno_audit_append(text, text, text, text) FROM PUBLIC;
+"""
+
+
+def audit_chains() -> str:
+    """Migration 22 on PostgreSQL: a hash chain per audited object, its end in ``audit_heads``, numbers from a sequence.
+
+    ``cno_audit_append`` locks the end of the entry's own chain (and, for an
+    object's first entry, the spine) instead of one head for the whole store, so
+    edits of different reads commit side by side; what a reader may append is
+    checked as in migration 20. ``cno_audit_cut`` gives ``audit anchor`` an entry
+    no later-committing entry can precede.
+    """
+    return _AUDIT_CHAINS
+
+
 _CASES_SEEN = """
 CREATE VIEW rs_cases_seen WITH (security_barrier) AS
     SELECT c.reading_study, c.reading_code, c.study_uid,
