@@ -209,3 +209,59 @@ def test_an_anchor_waits_for_entries_being_written_so_none_can_appear_before_it(
     finally:
         owner.close()
         impatient.close()
+
+
+# -- a read's other writes, one round trip each (migration 23: cno_change_read) ----------------------------
+def test_a_new_reads_first_change_is_one_round_trip_with_its_creation_and_earlier_time(pg_store):
+    session = ReadSession.open_or_create(pg_store, STUDY, "dr-a")
+    session.add_reading_time(12.5)  # measured before the read exists: written with its first change
+    with round_trips(pg_store.db) as counted:
+        lesion = session.add_lesion((-70.0, 0.0, -400.0), "1.2.3", (1, 2, 3), site_id="femur.distal", side="R")
+    assert counted.total == 1, counted.messages
+    stored = load_read(pg_store, session.read.read_id)
+    assert stored == session.read and stored.lesion(lesion) and stored.active_seconds == pytest.approx(12.5)
+    actions = [e["action"] for e in audit.entries(pg_store.db) if e["entity"] == f"read:{stored.read_id}"]
+    assert actions[0] == "create" and len(actions) == 2
+    assert audit.verify(pg_store.db).ok
+
+
+def test_submit_is_one_round_trip(pg_store):
+    session, _ = _session_with_a_lesion(pg_store)
+    with round_trips(pg_store.db) as counted:
+        session.submit()
+    assert counted.total == 1, counted.messages
+    stored = load_read(pg_store, session.read.read_id)
+    assert stored.status == "submitted" and stored == session.read
+    submitted = [e for e in audit.entries(pg_store.db) if e["action"] == "submit"]
+    assert len(submitted) == 1 and submitted[0]["detail"]["total"] == session.scores().total
+    assert audit.verify(pg_store.db).ok
+
+
+def test_reading_time_is_one_round_trip_and_none_is_added_once_submitted_elsewhere(pg_store):
+    session, _ = _session_with_a_lesion(pg_store)
+    with round_trips(pg_store.db) as counted:
+        session.add_reading_time(30)
+    assert counted.total == 1, counted.messages
+    assert session.reading_time == pytest.approx(30) == load_read(pg_store, session.read.read_id).active_seconds
+    other = Store.open(pg_store.url)
+    try:
+        ReadSession.open(other, session.read.read_id, "dr-a").submit()
+    finally:
+        other.close()
+    with round_trips(pg_store.db) as counted:
+        session.add_reading_time(5)  # this window still holds a draft: the store adds nothing to a submitted read
+    assert counted.total == 1
+    assert load_read(pg_store, session.read.read_id).active_seconds == pytest.approx(30)
+
+
+def test_follow_up_is_written_in_one_round_trip_after_the_prior_read_is_loaded(pg_store):
+    prior, _ = _session_with_a_lesion(pg_store)
+    prior.submit()
+    follow = ReadSession.open_or_create(pg_store, STUDY + ".2", "dr-a")
+    with round_trips(pg_store.db) as counted:
+        follow.follow_up(prior.read.read_id)  # also makes the new read
+    assert counted.total == 2, counted.messages  # the prior read (one statement), then the write
+    stored = load_read(pg_store, follow.read.read_id)
+    assert stored.followup is not None and stored.followup.prior_read_id == prior.read.read_id
+    assert stored == follow.read
+    assert audit.verify(pg_store.db).ok

@@ -196,9 +196,12 @@ def new_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy
 
 
 def _insert_new(db, read: Read) -> None:
-    state = audit.require_unchanged(db, f"read:{read.read_id}")
-    rows.insert_read(db, _read_row(read, next_lesion=1))
-    audit.append(db, read.reader, "create", f"read:{read.read_id}", after=_read_summary(read), state_before=state)
+    rows.create(db, _creation(read), read.reader)
+
+
+def _creation(read: Read, seconds: float = 0.0) -> rows.Creation:
+    """What the store needs to make a new read: its row, its ``create`` entry, reading time measured before."""
+    return rows.Creation(_read_row(read, next_lesion=1), _read_summary(read), seconds)
 
 
 @contextmanager
@@ -479,11 +482,10 @@ class ReadSession:
         if not self.stored:
             self._unsaved_seconds += float(seconds)
             return
-        with guarded(self.store, self.read.read_id), self.store.transaction() as db:
-            if not rows.exists(db, self.read.read_id, draft_only=True):
-                return  # submitted (or gone) in another program meanwhile
-            rows.add_reading_time(db, self.read.read_id, seconds)
-        self.read.active_seconds = rows.reading_time(self.store.db, self.read.read_id)
+        with guarded(self.store, self.read.read_id), self.store.single_statement() as db:
+            total = rows.add_draft_reading_time(db, self.read.read_id, seconds)
+        if total is not None:  # else submitted (or gone) in another program meanwhile
+            self.read.active_seconds = total
 
     # -- edits -----------------------------------------------------------------------------
     def add_lesion(self, position, series_uid: str, voxel, tracking_uid: str | None = None, **fields) -> str:
@@ -688,16 +690,8 @@ class ReadSession:
             if current.prior_read_id == prior_read_id:
                 return
             raise CnoError(f"read {self.read.read_id} already follows read {current.prior_read_id}")
-        read_id = self.read.read_id
-        with self._refusals_reload():
-            with guarded(self.store, read_id), self.store.transaction() as db:
-                self._create_if_new(db)
-                state = audit.require_unchanged(db, f"read:{read_id}")
-                if not rows.set_prior_read(db, read_id, self.read.revision, now(), prior_read_id):
-                    raise self._refusal(rows.read_status(db, read_id))
-                audit.append(db, self.actor, "follow-up", f"read:{read_id}", after={"prior_read": prior_read_id},
-                             state_before=state)
-        self._loaded(_load_stored(self.store, read_id))
+        self._apply(rows.Edit(self.read.read_id, self.read.revision, now(), self.actor, "follow-up",
+                              after={"prior_read": prior_read_id}, prior_read=prior_read_id))
         self.changed.emit(ReadChange(ReadChangeKind.EDIT, "follow up"))
 
     def set_outcome(self, tracking_uid: str, status: str | None, lesion: dict | None = None) -> str | None:
@@ -757,16 +751,8 @@ class ReadSession:
         if self.scores().unplaced_lesions:
             raise CnoError(f"lesions without a site or side: {', '.join(self.scores().unplaced_lesions)}")
         check_read(dataclasses.replace(self.read, status=ReadStatus.SUBMITTED), self.taxonomy)
-        stamp = now()
-        with self._refusals_reload():
-            with guarded(self.store, self.read.read_id), self.store.transaction() as db:
-                self._create_if_new(db)
-                state = audit.require_unchanged(db, f"read:{self.read.read_id}")
-                if not rows.submit(db, self.read.read_id, self.read.revision, stamp):
-                    raise self._refusal(rows.read_status(db, self.read.read_id))
-                audit.append(db, self.actor, "submit", f"read:{self.read.read_id}", before="draft",
-                             after="submitted", total=self.scores().total, state_before=state)
-        self._loaded(_load_stored(self.store, self.read.read_id))
+        self._apply(rows.Edit(self.read.read_id, self.read.revision, now(), self.actor, "submit", before="draft",
+                              after="submitted", extra={"total": self.scores().total}, submit=True))
         self._undo.clear()
         self._redo.clear()
         self.changed.emit(ReadChange(ReadChangeKind.SUBMIT))
@@ -849,18 +835,37 @@ class ReadSession:
             self.reload()
             raise
 
-    def _create_if_new(self, db) -> None:
-        """The first change makes the read: checked again (inside the write) as when it was opened."""
+    def _creation(self) -> rows.Creation | None:
+        """The first change makes the read: checked again (inside the write) as when it was opened; None if stored."""
         if self.stored:
-            return
+            return None
         if self.read.reading_study is not None:
             problems = reference_problems(self.store, [self.read])
             if problems:
                 raise CnoError(problems[0].reason)
-        _insert_new(db, self.read)
-        if self._unsaved_seconds > 0:
-            rows.add_reading_time(db, self.read.read_id, self._unsaved_seconds)
+        return _creation(self.read, self._unsaved_seconds)
+
+    def _apply(self, edit: rows.Edit) -> None:
+        """Write one change (making the read first if it is new), then hold the read as stored.
+
+        One statement on a server (one round trip), one transaction in SQLite.
+
+        Raises
+        ------
+        ReadConflict, ReadLocked
+            The read changed or was submitted elsewhere; the session reloads it.
+        """
+        server = getattr(self.store.db, "server_edits", False)
+        writing = self.store.single_statement() if self.stored or server else self.store.transaction()
+        with self._refusals_reload():
+            with guarded(self.store, edit.read_id), writing as db:
+                creation = self._creation()
+                result = rows.apply_edit(db, edit, creation)
+                if isinstance(result, rows.Refusal):
+                    raise self._refusal(result.current)
+        if creation is not None:
             self._unsaved_seconds = 0.0
+        self._loaded(result)
 
     def _refusal(self, row: rows.ReadRevision | None) -> CnoError:
         """Why the revision-checked write matched no row: the stored read is ``row`` (None: gone)."""
@@ -912,15 +917,7 @@ class ReadSession:
             outcomes=tuple(rows.PartChange((u, ), None if v is None else str(v)) for u, v in (outcomes or {}).items()),
             new_lesion=None if new_lesion is None else self._lesion_counter(),
             before=_state_json(*before), after=after)
-        # A stored read is changed by one statement (on a server: one round trip); the first change makes the read.
-        writing = self.store.single_statement() if self.stored else self.store.transaction()
-        with self._refusals_reload():
-            with guarded(self.store, read_id), writing as db:
-                self._create_if_new(db)
-                result = rows.apply_edit(db, edit)
-                if isinstance(result, rows.Refusal):
-                    raise self._refusal(result.current)
-        self._loaded(result)
+        self._apply(edit)
         return new_lesion
 
     def _lesion_counter(self) -> int:

@@ -314,6 +314,9 @@ MIGRATIONS: list[Step | ByDialect] = [
     # different reads no longer queue on one chain head until their commit is on disk. On a PostgreSQL server
     # entries are numbered from a sequence (a number is never given twice; a rolled-back entry leaves a gap).
     ByDialect(AUDIT_CHAINS, lambda connection: connection.script(postgres.audit_chains())),
+    # 23: on a PostgreSQL server, a read's first change (which makes it, audited, with the reading time measured
+    # before), a submit and a follow-up are one statement each, like an edit (cno_change_read). SQLite: nothing.
+    ByDialect("", lambda connection: connection.script(postgres.one_statement_writes())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1001,6 +1001,106 @@ def audit_chains() -> str:
     return _AUDIT_CHAINS
 
 
+#: Migration 23 on PostgreSQL: every write of a read's content in one statement (cno_change_read).
+_ONE_STATEMENT_WRITES = r"""
+-- One change of a draft read, as cno_edit_read (migration 19), and also: the read made first when p_create is given
+-- ({"row": the reads row as JSON, "detail": the 'create' entry's JSON without the states, "seconds": reading time
+-- measured before it existed}), the read submitted (p_row {"status": "submitted"}) or made a follow-up
+-- (p_row {"prior_read": id}). So a read's first change, an edit, a submit and a follow-up are one round trip each.
+CREATE FUNCTION cno_change_read(p_read_id text, p_revision bigint, p_next_lesion bigint, p_stamp text, p_actor text,
+                                p_action text, p_parts jsonb, p_detail text, p_row jsonb, p_create jsonb)
+RETURNS json LANGUAGE plpgsql SET search_path = public AS $$
+DECLARE
+    entity text := 'read:' || p_read_id;
+    state_before text;
+    state_after text;
+    result json;
+    part jsonb;
+BEGIN
+    IF p_create IS NOT NULL THEN
+        IF cno_read_state(p_read_id) IS DISTINCT FROM cno_audited_state(entity) THEN
+            RAISE EXCEPTION USING ERRCODE = 'CNO01', MESSAGE = format(
+                'read %s was changed outside the program since its last audited change; run cno-annotate store check',
+                p_read_id);
+        END IF;
+        INSERT INTO reads SELECT * FROM jsonb_populate_record(NULL::reads, p_create -> 'row');
+        PERFORM cno_audit_append(p_actor, 'create', entity, left(p_create ->> 'detail', -1) || ', "state": '
+                                 || cno_json(cno_read_state(p_read_id)) || ', "state_before": null}');
+        IF (p_create ->> 'seconds')::float8 > 0 THEN
+            INSERT INTO read_times VALUES (p_read_id, (p_create ->> 'seconds')::float8);
+        END IF;
+    END IF;
+    PERFORM 1 FROM reads WHERE read_id = p_read_id FOR UPDATE;
+    state_before := cno_read_state(p_read_id);
+    IF state_before IS DISTINCT FROM cno_audited_state(entity) THEN
+        RAISE EXCEPTION USING ERRCODE = 'CNO01', MESSAGE = format(
+            'read %s was changed outside the program since its last audited change; run cno-annotate store check',
+            p_read_id);
+    END IF;
+    UPDATE reads SET revision = revision + 1, modified = p_stamp,
+                     next_lesion = next_lesion + (p_next_lesion IS NOT NULL)::int,
+                     prior_read = CASE WHEN p_row ? 'prior_read' THEN p_row ->> 'prior_read' ELSE prior_read END
+        WHERE read_id = p_read_id AND revision = p_revision AND status = 'draft'
+          AND (p_next_lesion IS NULL OR next_lesion = p_next_lesion);
+    IF NOT FOUND THEN
+        RETURN json_build_object('refused', (SELECT json_build_object('status', status, 'revision', revision)
+                                             FROM reads WHERE read_id = p_read_id));
+    END IF;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'lesions', '[]')) LOOP
+        IF part ->> 2 IS NULL THEN
+            DELETE FROM lesions WHERE read_id = p_read_id AND lesion_id = part ->> 0;
+        ELSIF NOT (part -> 3)::boolean THEN
+            INSERT INTO lesions VALUES (p_read_id, part ->> 0, (part ->> 1)::bigint, part ->> 2);
+        ELSE
+            UPDATE lesions SET data = part ->> 2 WHERE read_id = p_read_id AND lesion_id = part ->> 0;
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'unit_marks', '[]')) LOOP
+        IF part ->> 1 IS NULL THEN
+            DELETE FROM unit_marks WHERE read_id = p_read_id AND unit_id = part ->> 0;
+        ELSIF NOT (part -> 2)::boolean THEN
+            INSERT INTO unit_marks VALUES (p_read_id, part ->> 0, part ->> 1);
+        ELSE
+            UPDATE unit_marks SET mark = part ->> 1 WHERE read_id = p_read_id AND unit_id = part ->> 0;
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'unit_grades', '[]')) LOOP
+        DELETE FROM unit_grades WHERE read_id = p_read_id AND unit_id = part ->> 0 AND item_id = part ->> 1;
+        IF part ->> 2 IS NOT NULL THEN
+            INSERT INTO unit_grades VALUES (p_read_id, part ->> 0, part ->> 1, part ->> 2);
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'rois', '[]')) LOOP
+        DELETE FROM rois WHERE read_id = p_read_id AND roi_id = part ->> 0;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'rois', '[]')) LOOP
+        IF part ->> 2 IS NOT NULL THEN
+            INSERT INTO rois VALUES (p_read_id, part ->> 0, (part ->> 1)::bigint, part ->> 2, part ->> 3);
+        END IF;
+    END LOOP;
+    FOR part IN SELECT jsonb_array_elements(COALESCE(p_parts -> 'outcomes', '[]')) LOOP
+        DELETE FROM followup_outcomes WHERE read_id = p_read_id AND tracking_uid = part ->> 0;
+        IF part ->> 1 IS NOT NULL THEN
+            INSERT INTO followup_outcomes VALUES (p_read_id, part ->> 0, part ->> 1);
+        END IF;
+    END LOOP;
+    IF p_row ->> 'status' = 'submitted' THEN  -- last: the read is locked from here on
+        UPDATE reads SET status = 'submitted', submitted = p_stamp WHERE read_id = p_read_id;
+    END IF;
+    state_after := cno_read_state(p_read_id);
+    result := cno_read_json(p_read_id);
+    PERFORM cno_audit_append(p_actor, p_action, entity, left(p_detail, -1) || ', "state": ' || cno_json(state_after)
+                             || ', "state_before": ' || cno_json(state_before) || '}');
+    RETURN result;
+END $$;
+"""
+
+
+def one_statement_writes() -> str:
+    """Migration 23 on PostgreSQL: a read's first change, edits, submit and follow-up, each one statement."""
+    return _ONE_STATEMENT_WRITES
+
+
 _CASES_SEEN = """
 CREATE VIEW rs_cases_seen WITH (security_barrier) AS
     SELECT c.reading_study, c.reading_code, c.study_uid,

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from cno_annotate.errors import CnoError
@@ -173,12 +173,6 @@ def read_status(db: Any, read_id: str) -> ReadRevision | None:
     return None if row is None else ReadRevision(row["status"], int(row["revision"]))
 
 
-def exists(db: Any, read_id: str, draft_only: bool = False) -> bool:
-    """Whether the store holds the read (with ``draft_only``: as a draft)."""
-    sql = "SELECT 1 FROM reads WHERE read_id = ?" + (" AND status = 'draft'" if draft_only else "")
-    return db.execute(sql, (read_id,)).fetchone() is not None
-
-
 def successor(db: Any, read_id: str) -> str | None:
     """The id of the read's newer version, if one was made."""
     row = db.execute("SELECT read_id FROM reads WHERE supersedes = ?", (read_id,)).fetchone()
@@ -196,6 +190,18 @@ def add_reading_time(db: Any, read_id: str, seconds: float) -> None:
     """Add active reading time to a read."""
     db.execute("INSERT INTO read_times VALUES (?, ?) ON CONFLICT (read_id) DO UPDATE "
                "SET active_seconds = read_times.active_seconds + excluded.active_seconds", (read_id, float(seconds)))
+
+
+def add_draft_reading_time(db: Any, read_id: str, seconds: float) -> float | None:
+    """Add active reading time to a draft read, in one statement; its time after, or None if it is not a draft.
+
+    A read submitted (or deleted) in another program meanwhile gets nothing: its time is final.
+    """
+    row = db.execute("INSERT INTO read_times (read_id, active_seconds) SELECT read_id, ? FROM reads "
+                     "WHERE read_id = ? AND status = 'draft' ON CONFLICT (read_id) DO UPDATE "
+                     "SET active_seconds = read_times.active_seconds + excluded.active_seconds "
+                     "RETURNING active_seconds", (float(seconds), read_id)).fetchone()
+    return None if row is None else float(row[0])
 
 
 def insert_read(db: Any, row: ReadRow) -> None:
@@ -249,22 +255,6 @@ def bump_revision(db: Any, read_id: str, revision: int, stamp: str, new_lesion: 
                      "RETURNING next_lesion",
                      (stamp, int(new_lesion is not None), read_id, revision, new_lesion)).fetchone()
     return None if row is None else int(row["next_lesion"])
-
-
-def submit(db: Any, read_id: str, revision: int, stamp: str) -> bool:
-    """Submit a draft read at ``revision`` (its revision bumped); False if no such draft matched."""
-    row = db.execute("UPDATE reads SET status = 'submitted', submitted = ?, modified = ?, revision = revision + 1 "
-                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
-                     (stamp, stamp, read_id, revision)).fetchone()
-    return row is not None
-
-
-def set_prior_read(db: Any, read_id: str, revision: int, stamp: str, prior_read: str) -> bool:
-    """Make a draft read at ``revision`` a follow-up of ``prior_read``; False if no such draft matched."""
-    row = db.execute("UPDATE reads SET revision = revision + 1, modified = ?, prior_read = ? "
-                     "WHERE read_id = ? AND revision = ? AND status = 'draft' RETURNING revision",
-                     (stamp, prior_read, read_id, revision)).fetchone()
-    return row is not None
 
 
 @dataclass(frozen=True)
@@ -342,13 +332,34 @@ def write_outcomes(db: Any, read_id: str, changes: Iterable[PartChange]) -> None
 
 # -- one edit ------------------------------------------------------------------------------
 @dataclass(frozen=True)
+class Creation:
+    """A read made by its first change: its row, its ``create`` entry's ``after``, reading time measured before."""
+
+    row: ReadRow
+    after: Any
+    seconds: float = 0.0
+
+
+def create(db: Any, creation: Creation, actor: str) -> None:
+    """Insert a new read, audited (``create``), with the reading time measured before it existed."""
+    entity = f"read:{creation.row.read_id}"
+    state = audit.require_unchanged(db, entity)
+    insert_read(db, creation.row)
+    audit.append(db, actor, "create", entity, after=creation.after, state_before=state)
+    if creation.seconds > 0:
+        add_reading_time(db, creation.row.read_id, creation.seconds)
+
+
+@dataclass(frozen=True)
 class Edit:
     """One change of a draft read, written whole or not at all, with its audit entry.
 
     ``revision`` is the revision the editor holds: the edit is refused if the
     stored read is at another one (or submitted). ``new_lesion`` is the number
     the read's next lesion takes (the editor's copy says so; the store checks
-    it while taking it). ``before`` and ``after`` are the audit entry's JSON.
+    it while taking it). ``before``, ``after`` and ``extra`` are the audit
+    entry's JSON. ``submit`` submits the read (after its parts are written:
+    it is locked from then on); ``prior_read`` makes it a follow-up of that read.
     """
 
     read_id: str
@@ -364,6 +375,9 @@ class Edit:
     new_lesion: int | None = None
     before: Any = None
     after: Any = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    submit: bool = False
+    prior_read: str | None = None
 
     @property
     def entity(self) -> str:
@@ -378,11 +392,12 @@ class Refusal:
     current: ReadRevision | None
 
 
-def apply_edit(db: Any, edit: Edit) -> StoredRead | Refusal:
+def apply_edit(db: Any, edit: Edit, creation: Creation | None = None) -> StoredRead | Refusal:
     """Apply one edit in the caller's transaction; the read as stored after it, or why it was refused.
 
-    On a server this is one statement (``cno_edit_read``, migration 19): the
-    database checks, writes, audits and returns the read.
+    With ``creation`` the read is made first (its first change). On a server this
+    is one statement (``cno_change_read``, migration 23): the database makes the
+    read if asked, checks, writes, audits and returns the read.
 
     Raises
     ------
@@ -390,23 +405,30 @@ def apply_edit(db: Any, edit: Edit) -> StoredRead | Refusal:
         If the read was changed outside the program since its last audited change.
     """
     if getattr(db, "server_edits", False):
-        return _apply_on_server(db, edit)
+        return _apply_on_server(db, edit, creation)
+    if creation is not None:
+        create(db, creation, edit.actor)
     state = audit.require_unchanged(db, edit.entity)
     next_lesion = bump_revision(db, edit.read_id, edit.revision, edit.stamp, edit.new_lesion)
     if next_lesion is None:
         return Refusal(read_status(db, edit.read_id))
+    if edit.prior_read is not None:
+        db.execute("UPDATE reads SET prior_read = ? WHERE read_id = ?", (edit.prior_read, edit.read_id))
     write_lesions(db, edit.read_id, edit.lesions)
     write_unit_marks(db, edit.read_id, edit.unit_marks)
     write_unit_grades(db, edit.read_id, edit.unit_grades)
     write_rois(db, edit.read_id, edit.rois)
     write_outcomes(db, edit.read_id, edit.outcomes)
-    audit.append(db, edit.actor, edit.action, edit.entity, before=edit.before, after=edit.after, state_before=state)
+    if edit.submit:  # last: the read is locked from here on
+        db.execute("UPDATE reads SET status = 'submitted', submitted = ? WHERE read_id = ?", (edit.stamp, edit.read_id))
+    audit.append(db, edit.actor, edit.action, edit.entity, before=edit.before, after=edit.after, state_before=state,
+                 **edit.extra)
     stored = stored_read(db, edit.read_id)
     assert stored is not None  # written in this transaction
     return stored
 
 
-def _apply_on_server(db: Any, edit: Edit) -> StoredRead | Refusal:
+def _apply_on_server(db: Any, edit: Edit, creation: Creation | None) -> StoredRead | Refusal:
     from cno_annotate.store import postgres
 
     parts = {
@@ -416,11 +438,20 @@ def _apply_on_server(db: Any, edit: Edit) -> StoredRead | Refusal:
         "rois": [[c.key[0], c.ordinal, c.value, c.role] for c in edit.rois],
         "outcomes": [[c.key[0], c.value] for c in edit.outcomes],
     }
-    detail = json.dumps({"before": edit.before, "after": edit.after}, ensure_ascii=False, sort_keys=True)
+    detail = json.dumps({"before": edit.before, "after": edit.after, **edit.extra}, ensure_ascii=False, sort_keys=True)
+    row: dict[str, str] = {}
+    if edit.submit:
+        row["status"] = "submitted"
+    if edit.prior_read is not None:
+        row["prior_read"] = edit.prior_read
+    create_json = None if creation is None else json.dumps({
+        "row": creation.row.as_dict(), "seconds": creation.seconds,
+        "detail": json.dumps({"before": None, "after": creation.after}, ensure_ascii=False, sort_keys=True)})
     try:
-        found = db.execute("SELECT cno_edit_read(?::text, ?::bigint, ?::bigint, ?::text, ?::text, ?::text, ?::jsonb, "
-                           "?::text)", (edit.read_id, edit.revision, edit.new_lesion, edit.stamp, edit.actor,
-                                        edit.action, json.dumps(parts), detail)).fetchone()[0]
+        found = db.execute("SELECT cno_change_read(?::text, ?::bigint, ?::bigint, ?::text, ?::text, ?::text, "
+                           "?::jsonb, ?::text, ?::jsonb, ?::jsonb)",
+                           (edit.read_id, edit.revision, edit.new_lesion, edit.stamp, edit.actor, edit.action,
+                            json.dumps(parts), detail, json.dumps(row), create_json)).fetchone()[0]
     except Exception as exc:
         if getattr(exc, "sqlstate", None) == postgres.CHANGED_OUTSIDE:
             raise CnoError(str(getattr(getattr(exc, "diag", None), "message_primary", None) or exc)) from None
