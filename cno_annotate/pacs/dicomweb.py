@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -16,9 +16,11 @@ from cno_annotate.pacs.query import SeriesMatch, StudyMatch, StudyQuery, whole_n
 
 _STUDY_FIELDS = ["StudyDescription", "ModalitiesInStudy", "NumberOfStudyRelatedSeries",
                  "NumberOfStudyRelatedInstances", "AccessionNumber", "PatientName", "PatientID", "StudyDate"]
-# No get_remaining: dicomweb-client then pages with offset until an empty answer, and Orthanc's
-# DICOMweb plugin answers a ModalitiesInStudy search with the same study whatever the offset
-# (an endless loop, seen with orthanc-dicomweb 1.7).
+# Searches page through the server's own limit with _every_match, not dicomweb-client's get_remaining:
+# that pages with offset until an empty answer, and Orthanc's DICOMweb plugin answers a ModalitiesInStudy
+# search with the same studies whatever the offset (an endless loop, seen with orthanc-dicomweb 1.7).
+#: QIDO-RS JSON tags of the UIDs that tell the matches of a study, series and instance search apart.
+_STUDY_UID, _SERIES_UID, _SOP_UID = "0020000D", "0020000E", "00080018"
 #: WADO-RS media type: DICOM files in the transfer syntax they are stored in.
 _AS_STORED = (("application/dicom", "*"),)
 _SERIES_FIELDS = ["SeriesDescription", "SeriesNumber", "Modality", "NumberOfSeriesRelatedInstances"]
@@ -104,20 +106,23 @@ class DicomWebPacs(PacsClient):
             ("StudyDate", query.date_range), ("AccessionNumber", query.accession),
             ("ModalitiesInStudy", query.modality)) if value}
         with self._talking("study search"):
-            found = self._client.search_for_studies(search_filters=filters, fields=_STUDY_FIELDS)
+            found = _every_match(lambda **page: self._client.search_for_studies(
+                search_filters=filters, fields=_STUDY_FIELDS, **page), _STUDY_UID)
         matches = [_study(pydicom.Dataset.from_json(item)) for item in found]
         return sorted(matches, key=lambda m: (m.study_date, m.study_uid))
 
     def find_series(self, study_uid: str) -> list[SeriesMatch]:
         """QIDO-RS series search within a study."""
         with self._talking("series search"):
-            found = self._client.search_for_series(study_instance_uid=study_uid, fields=_SERIES_FIELDS)
+            found = _every_match(lambda **page: self._client.search_for_series(
+                study_instance_uid=study_uid, fields=_SERIES_FIELDS, **page), _SERIES_UID)
         return [_series(pydicom.Dataset.from_json(item)) for item in found]
 
     def instance_uids(self, study_uid: str, series_uid: str) -> list[str]:
         """QIDO-RS instance search within a series."""
         with self._talking("instance search"):
-            found = self._client.search_for_instances(study_instance_uid=study_uid, series_instance_uid=series_uid)
+            found = _every_match(lambda **page: self._client.search_for_instances(
+                study_instance_uid=study_uid, series_instance_uid=series_uid, **page), _SOP_UID)
         return [str(pydicom.Dataset.from_json(item).get("SOPInstanceUID", "")) for item in found]
 
     def fetch(self, study_uid: str, series_uid: str, sop_uids: list[str] | None,
@@ -159,6 +164,40 @@ class DicomWebPacs(PacsClient):
                     refused[failed] = (f"the server refused it (reason 0x{code:04X})" if code is not None
                                      else "the server refused it")
         return refused
+
+
+def _every_match(search: Callable[..., list[dict]], uid_tag: str) -> list[dict]:
+    """Every match of a QIDO-RS search, asked for page by page.
+
+    A server answers at most its own limit of matches per request (dcm4chee's
+    QIDO limit, cloud archives' page size), silently. The first request asks
+    for everything; while an answer brings new matches, the next asks again
+    from ``offset`` = the matches so far, until an answer is empty, shorter than
+    the first (the last page) or brings nothing new (a server that ignores the
+    offset, as Orthanc's DICOMweb plugin does for ModalitiesInStudy).
+
+    Parameters
+    ----------
+    search : callable
+        Runs the search; called with no argument, then with ``offset=N``.
+    uid_tag : str
+        The JSON tag of the UID that tells two matches apart (each is kept once).
+    """
+    found: dict[str, dict] = {}
+    page_size = 0
+    while True:
+        page = search(offset=len(found)) if found else search()
+        new = {key: item for item in page if (key := _match_key(item, uid_tag)) not in found}
+        found.update(new)
+        if not new or (page_size and len(page) < page_size):
+            return list(found.values())
+        page_size = page_size or len(page)
+
+
+def _match_key(item: dict, uid_tag: str) -> str:
+    """The match's UID (its whole JSON when it has none)."""
+    values = (item.get(uid_tag) or {}).get("Value") or []
+    return str(values[0]) if values else repr(sorted(item.items()))
 
 
 def _tls_reason(exc: Exception) -> str:
