@@ -504,7 +504,8 @@ def cmd_read_list(args) -> int:
 
 def cmd_read_export(args) -> int:
     """Run ``cno-annotate read export`` (see its ``--help``)."""
-    from cno_annotate.annotation.documents import export_document, write_document
+    from cno_annotate.annotation.documents import write_document
+    from cno_annotate.export_reads import export_document
     from cno_annotate.exports import audited_file_export
     from cno_annotate.fileio import check_output_file
 
@@ -569,7 +570,7 @@ def cmd_export_csv(args) -> int:
     """Run ``cno-annotate export-csv`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.csv_export import latest_submitted, write_tables
-    from cno_annotate.annotation.documents import export_document
+    from cno_annotate.export_reads import export_document
     from cno_annotate.exports import audited_export
     from cno_annotate.packages import refuse_reader_store
 

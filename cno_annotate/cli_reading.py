@@ -165,6 +165,9 @@ def _register_report(sub, common) -> None:
     p.add_argument("--visit-window-days", type=int, default=90, metavar="DAYS",
                    help="use the clinical visit nearest the study date within DAYS days (default 90); cases "
                         "without one have missing clinical data")
+    p.add_argument("--include-tampered", action="store_true",
+                   help="build the report even if reads it uses were changed outside the program (audit verify "
+                        "finds them); the report lists them. Without it such a report is refused")
     add_json(p, "report")
 
 
@@ -629,9 +632,10 @@ def cmd_report(args) -> int:
     def write(folder: Path) -> tuple[dict, dict]:
         result = report.run(store, args.name, sections, folder, args.link_key, args.reader or "adjudicated",
                             args.threshold_mm, strict=not every, resamples=args.bootstrap, seed=args.seed,
-                            visit_window_days=args.visit_window_days)
+                            visit_window_days=args.visit_window_days, include_tampered=args.include_tampered)
         report.write_json(_relocated(result, str(folder), str(args.out)), folder)  # paths where the files end up
-        return result, {"sections": result["sections"], "source": args.reader or "adjudicated"}
+        return result, {"sections": result["sections"], "source": args.reader or "adjudicated",
+                        "reads_changed_outside_the_program": result["reads_changed_outside_the_program"]}
 
     result, _ = audited_export(store, args.out, args.force, "report", f"reading-study:{args.name}", write,
                                replace_run=True)
@@ -641,6 +645,10 @@ def cmd_report(args) -> int:
         print(f"wrote {args.out / 'report.html'} ({', '.join(result['sections']) or 'no section'})")
         for name, why in result["absent"].items():
             print(f"  {name} not computed: {why}")
+    changed = result["reads_changed_outside_the_program"]
+    if changed:
+        print(f"  included (--include-tampered) reads changed outside the program: {', '.join(changed)}",
+              file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

@@ -334,15 +334,16 @@ def unblinded_document(store, db: CoordinatorDB, reading_study: str) -> dict:
     """Reads (latest versions) of every case joined with the clinical record (coordinator only)."""
     from cno_annotate import __version__
     from cno_annotate.annotation.documents import read_document
-    from cno_annotate.annotation.reads import list_reads, load_read
+    from cno_annotate.annotation.reads import list_reads
+    from cno_annotate.export_reads import load_for_export
     from cno_annotate.reading_study import case_rows
 
     links = db.links(reading_study)
     out = []
     for case in case_rows(store, reading_study):
         record = links.get(case.reading_code)
-        reads = [read_document(load_read(store, r["read_id"]))
-                 for r in list_reads(store, study_uid=case.study_uid, reading_study=reading_study, latest_only=True)]
+        rows = list_reads(store, study_uid=case.study_uid, reading_study=reading_study, latest_only=True)
+        reads = [read_document(read) for read in load_for_export(store, [r["read_id"] for r in rows])]
         out.append({
             "reading_code": case.reading_code, "study_uid": case.study_uid,
             "patient_code": case.patient_code, "timepoint": case.timepoint,

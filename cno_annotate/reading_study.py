@@ -488,10 +488,11 @@ def reader_document(store: Store, name: str, reader: str, actor: str | None = No
     if actor != reader:
         raise CnoError(f"{actor} cannot export the reads of {reader}")
     role_of(store, name, reader)
+    from cno_annotate.export_reads import load_for_export
+
     codes = {c.study_uid: c.reading_code for c in case_rows(store, name)}
     reads = []
-    for row in list_reads(store, reader=reader, reading_study=name):
-        read = load_read(store, row["read_id"])
+    for read in load_for_export(store, [r["read_id"] for r in list_reads(store, reader=reader, reading_study=name)]):
         read.study_uid = codes[read.study_uid]
         read.lesions = [_blind_lesion(name, lesion) for lesion in read.lesions]
         reads.append(read)

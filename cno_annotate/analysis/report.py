@@ -490,19 +490,38 @@ def _followup_html(f: dict) -> str:
 
 def run(store, name: str, sections: list[str], out: Path, link_key: Path | None = None, source: str = "adjudicated",
         threshold_mm: float = 20.0, strict: bool = True, resamples: int = cohort.BOOTSTRAP_RESAMPLES,
-        seed: int = cohort.BOOTSTRAP_SEED, visit_window_days: int = cohort.VISIT_WINDOW_DAYS) -> dict:
-    """Build a reading study's report into ``out`` (JSON, CSV, figures, HTML)."""
+        seed: int = cohort.BOOTSTRAP_SEED, visit_window_days: int = cohort.VISIT_WINDOW_DAYS,
+        include_tampered: bool = False) -> dict:
+    """Build a reading study's report into ``out`` (JSON, CSV, figures, HTML).
+
+    The reads it uses are checked against the audit trail first; reads changed
+    outside the program refuse the report unless ``include_tampered``, and are
+    then listed in ``reads_changed_outside_the_program``.
+
+    Raises
+    ------
+    TamperedReads
+        If a read the report uses differs from its audited state (and not ``include_tampered``).
+    """
     from cno_annotate import reading_study as rs
     from cno_annotate.clinical import CoordinatorDB
+    from cno_annotate.export_reads import TamperedReads, unaudited_reads
 
     study = rs.get(store, name)
     db = CoordinatorDB.open(link_key) if link_key else None
     cases = cohort.collect(store, name, db, visit_window_days)
+    changed = unaudited_reads(store, [r.read_id for c in cases for r in (*c.reads.values(), c.adjudicated) if r])
+    if changed and not include_tampered:
+        raise TamperedReads(f"{'read' if len(changed) == 1 else 'reads'} {', '.join(changed)} of {name} "
+                            f"{'was' if len(changed) == 1 else 'were'} changed outside the program since the last "
+                            f"audited change (audit verify finds it), so no report was built; run cno-annotate store "
+                            f"check, or give --include-tampered to build it with them (the report names them)", changed)
     out.mkdir(parents=True, exist_ok=True)
     report = build(cases, sections, (study.scheme_id, study.scheme_version), source, threshold_mm, out, strict,
                    study=study, resamples=resamples, seed=seed, visit_window_days=visit_window_days)
     report["reading_study"] = name
     report["design"] = {"id": study.design.value, "text": study.design.label}
+    report["reads_changed_outside_the_program"] = changed
     write_json(report, out)
     write_html(report, f"Reading study {name}", out)
     return report

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cno_annotate.annotation.reads import list_reads, load_read, write_read
+from cno_annotate.annotation.reads import list_reads, write_read
 from cno_annotate.annotation.validation import reference_problems
 from cno_annotate.errors import CnoError
 from cno_annotate.exchange.seg_export import build_segs
 from cno_annotate.exchange.sr_export import build_sr
 from cno_annotate.exchange.sr_import import ImportedSR, read_sr
 from cno_annotate.exchange.stations import Stations
+from cno_annotate.export_reads import load_for_export
 from cno_annotate.exports import audited_export
 
 
@@ -23,7 +24,7 @@ def _reads(store, study_uid: str | None, reader: str | None):
     rows = list_reads(store, study_uid, reader)
     if not rows:
         raise CnoError("no reads match (see 'cno-annotate read list')")
-    return [load_read(store, r["read_id"]) for r in rows]
+    return load_for_export(store, [r["read_id"] for r in rows])
 
 
 def export_sr(store, study_uid: str | None, reader: str | None, out: Path, force: bool) -> list[Path]:
