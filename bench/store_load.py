@@ -89,6 +89,7 @@ def run(location: str, processes: int, edits: int) -> dict:
     readers = [f"reader-{k:02d}" for k in range(processes // 2)]
     reads = _prepare(location, readers)
     per_edit = statements_per_edit(_as(location, readers[0]), reads[readers[0]][0], reads[readers[0]][1][0])
+    sampler = WaitSampler(location) if location.startswith("postgresql://") else None
     jobs = []
     for reader in readers:
         read_id, lesions = reads[reader]
@@ -105,6 +106,7 @@ def run(location: str, processes: int, edits: int) -> dict:
             raise SystemExit(f"worker {tag} failed ({job.returncode})")
         results[tag] = {**json.loads(out), "read_id": read_id, "lesion": lesion}
     wall = time.perf_counter() - started
+    waits = sampler.stop() if sampler is not None else {}
     store = Store.open(location)
     from cno_annotate.annotation.reads import load_read
 
@@ -127,7 +129,59 @@ def run(location: str, processes: int, edits: int) -> dict:
             "audit": verification.reason if verification.ok else f"BROKEN: {verification.reason}",
             "audit_ok": verification.ok, "entries": verification.entries,
             "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * cuts[18], "wall_s": wall,
-            "edits_per_s": len(latencies) / wall, "floor_ms": floor_ms(location), "per_edit": per_edit}
+            "edits_per_s": len(latencies) / wall, "floor_ms": floor_ms(location), "per_edit": per_edit,
+            "waits": waits, "functions": server_functions(location)}
+
+
+class WaitSampler:
+    """Where the server's sessions of the program spend the run: pg_stat_activity sampled every few ms.
+
+    Each sample counts every client session of the program once: waiting on a lock (which kind), on the
+    write-ahead log's flush (the commit's fsync), running (no wait event), or idle (the server waits for the
+    client: Python, the network, the other processes on the cores).
+    """
+
+    def __init__(self, location: str, interval: float = 0.005) -> None:
+        import threading
+
+        import psycopg
+
+        self.counts: dict[str, int] = {}
+        self._connection = psycopg.connect(location, autocommit=True)
+        self._interval = interval
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(self._interval):
+            for state, kind, event in self._connection.execute(
+                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity "
+                    "WHERE application_name = 'cno-annotate' AND backend_type = 'client backend' "
+                    "AND pid <> pg_backend_pid()").fetchall():
+                key = "idle (waiting for the client)" if state != "active" else \
+                    "running" if kind is None else f"{kind}: {event}"
+                self.counts[key] = self.counts.get(key, 0) + 1
+
+    def stop(self) -> dict[str, float]:
+        """Share of session samples per state, largest first."""
+        self._done.set()
+        self._thread.join()
+        self._connection.close()
+        total = sum(self.counts.values()) or 1
+        return {k: v / total for k, v in sorted(self.counts.items(), key=lambda kv: -kv[1])}
+
+
+def server_functions(location: str) -> dict[str, tuple[int, float, float]]:
+    """PostgreSQL: calls, mean total ms and mean own ms of the store's functions (track_functions = pl)."""
+    if not location.startswith("postgresql://"):
+        return {}
+    import psycopg
+
+    with psycopg.connect(location, autocommit=True) as connection:
+        rows = connection.execute("SELECT funcname, calls, total_time, self_time FROM pg_stat_user_functions "
+                                  "WHERE funcname LIKE 'cno_%' ORDER BY total_time DESC").fetchall()
+    return {name: (calls, total / calls, own / calls) for name, calls, total, own in rows if calls}
 
 
 def statements_per_edit(location: str, read_id: str, lesion: str) -> int:
@@ -202,6 +256,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=10, help="reader processes (pairs share a read)")
     parser.add_argument("--edits", type=int, default=200, help="edits per process")
     parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
+    parser.add_argument("--commit-delay", type=int, default=0, metavar="US",
+                        help="PostgreSQL group commit: commit_delay in microseconds (commit_siblings 4); 0: off")
     args = parser.parse_args()
     rows = {}
     if args.backend in ("both", "sqlite"):
@@ -210,7 +266,10 @@ def main() -> None:
             rows["SQLite (one local file, WAL, synchronous=FULL)"] = run(str(Path(folder) / "store"),
                                                                         args.processes, args.edits)
     if args.backend in ("both", "postgresql"):
-        rows["PostgreSQL 127.0.0.1 (fsync on, reader logins, RLS)"] = _on_server(args.processes, args.edits)
+        name = "PostgreSQL 127.0.0.1 (fsync on, reader logins, RLS)"
+        if args.commit_delay:
+            name = name[:-1] + f", commit_delay {args.commit_delay} us)"
+        rows[name] = _on_server(args.processes, args.edits, args.commit_delay)
     print(f"{args.processes} processes x {args.edits} edits, on {os.cpu_count()} cores")
     print("| store | statements per edit | edits | lost | duplicated | conflicts reported | audit | p50 ms | p95 ms | "
           "edits/s | bare UPDATE+COMMIT ms | p50 x bare |")
@@ -220,9 +279,20 @@ def main() -> None:
               f"{'intact' if r['audit_ok'] else 'BROKEN'} ({r['entries']} entries) | {r['p50_ms']:.1f} | "
               f"{r['p95_ms']:.1f} | {r['edits_per_s']:.0f} | {r['floor_ms']:.2f} | "
               f"{r['p50_ms'] / r['floor_ms']:.1f} |")
+    for name, r in rows.items():
+        if r["waits"]:
+            print(f"\n{name}: where the program's server sessions were, share of samples during the run")
+            for key, share in r["waits"].items():
+                print(f"- {key}: {100 * share:.1f} %")
+        if r["functions"]:
+            print(f"\n{name}: server functions (calls, mean ms in all, mean ms in its own code)")
+            for function, (calls, total, own) in r["functions"].items():
+                print(f"- {function}: {calls} calls, {total:.2f} ms, {own:.2f} ms")
 
 
-def _on_server(processes: int, edits: int) -> dict:
+def _on_server(processes: int, edits: int, commit_delay: int = 0) -> dict:
+    import psycopg
+
     from cno_annotate.store import Store, pg_local, postgres
 
     server = pg_local.start(durable=True)
@@ -230,6 +300,11 @@ def _on_server(processes: int, edits: int) -> dict:
     try:
         server.create_database("load")
         location = server.plain_url("load")
+        with psycopg.connect(location, autocommit=True) as connection:  # the owner made the cluster: superuser
+            connection.execute("ALTER DATABASE load SET track_functions = 'pl'")
+            if commit_delay:  # group commit: still synchronous, a commit is acknowledged once on disk
+                connection.execute(f"ALTER DATABASE load SET commit_delay = {int(commit_delay)}")
+                connection.execute("ALTER DATABASE load SET commit_siblings = 4")
         store = Store.open(location)
         for k in range(processes // 2):
             reader = f"reader-{k:02d}"
