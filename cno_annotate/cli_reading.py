@@ -519,7 +519,9 @@ def cmd_audit_verify(args) -> int:
     """Run ``cno-annotate audit verify`` (see its ``--help``)."""
     from cno_annotate.store import audit
 
-    result = audit.verify(_store(args).db, _anchor_text(args.anchor) if args.anchor else None)
+    store = _store(args)
+    _refuse_limited_login(store, "audit verify")
+    result = audit.verify(store.db, _anchor_text(args.anchor) if args.anchor else None)
     if not result.ok:
         for problem in result.problems[1:]:
             print(problem)
@@ -528,6 +530,16 @@ def cmd_audit_verify(args) -> int:
         raise CnoError(f"the data do not match the audit trail: {result.reason}")
     print(result.reason)
     return 0
+
+
+def _refuse_limited_login(store, command: str) -> None:
+    """A reader's or adjudicator's login sees only its own part of the trail: the whole-trail checks are refused."""
+    from cno_annotate import reading_study as rs
+
+    login = rs.limited_login(store)
+    if login is not None:
+        raise CnoError(f"{command} checks the whole audit trail, and the login {login!r} sees only the entries of its "
+                       f"own reads: ask the coordinator to run '{command}' with their login (nothing was checked)")
 
 
 def _anchor_text(value: str) -> str:
@@ -568,6 +580,7 @@ def cmd_store_check(args) -> int:
     if problems:
         raise CnoError(f"the store at {root} is damaged ({len(problems)} problems listed); restore it from a backup")
     store = Store.open(root, quick_check=False)
+    _refuse_limited_login(store, "store check")
     result = audit.verify(store.db)
     for problem in result.problems:
         print(f"audit: {problem}")
@@ -595,6 +608,12 @@ def cmd_store_grant(args) -> int:
         raise CnoError("store grant needs a PostgreSQL store (--store postgresql://...); an SQLite store has no logins")
     kind = "reader" if args.reader else "adjudicator" if args.adjudicator else "coordinator"
     login = args.reader or args.adjudicator or args.coordinator
+    if kind != "coordinator" and not store.db.execute("SELECT 1 FROM rs_readers WHERE reader = ? AND role = ?",
+                                                      (login, kind)).fetchone():
+        option = " --adjudicator" if kind == "adjudicator" else ""
+        raise CnoError(f"{login!r} is not a{'n' if kind == 'adjudicator' else ''} {kind} of any reading study of this "
+                       f"store: add them first ('cno-annotate reading-study add-readers NAME{option} {login}'), then "
+                       f"grant (no login was created)")
     password = secrets.token_urlsafe(18)
     try:
         created = postgres.grant(store.pg, login, kind, password)

@@ -369,6 +369,10 @@ def worklist(store: Store, name: str, reader: str) -> list[dict]:
     study allows) age, sex and timepoint.
     """
     study = get(store, name)
+    login = limited_login(store)
+    if login is not None and login != reader:
+        raise CnoError(f"the login {login!r} sees only its own worklist, not the one of {reader!r}: run it "
+                       f"with '--reader {login}' (the coordinator's login sees every reader's worklist)")
     role_of(store, name, reader)
     rows = table.worklist(store.db, name, reader)
     if not rows:
@@ -382,6 +386,14 @@ def worklist(store: Store, name: str, reader: str) -> list[dict]:
         entry.update(case_details(store, study, row.reading_code))
         out.append(entry)
     return out
+
+
+def limited_login(store: Store) -> str | None:
+    """The login of a reader or adjudicator on a PostgreSQL store (it sees only its own rows); None otherwise."""
+    from cno_annotate.store import postgres
+
+    connection = getattr(store, "pg", None)
+    return postgres.limited_login(connection) if connection is not None else None
 
 
 def case_details(store: Store, study: ReadingStudy, code: str) -> dict:

@@ -139,3 +139,20 @@ def test_typing_replaces_the_proposed_site(window, qtbot):
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Return)
     (lesion,) = window.read_session.read.lesions
     assert lesion.site_id == "patella"
+
+
+def test_marking_the_rest_that_another_window_refused_says_it_was_not_done(window, qtbot):
+    """The read changed in another window: the refusal stays on the status bar, not 'N units marked no lesion'."""
+    from cno_annotate.annotation.reads import ReadSession
+
+    session = window.read_session
+    volume = window.session.views["left"].volume.volume_id
+    session.add_lesion((-77.0, 0.0, -420.0), volume, (40, 337, 6))  # the read is stored now
+    other = ReadSession.open(window.store, session.read.read_id, "dr-test")  # a second window on the same read
+    other.add_lesion((77.0, 0.0, -420.0), volume, (80, 337, 6))
+    _answer_next_dialog(qtbot)
+    window.mark_rest_button.click()
+    message = window.statusBar().currentMessage()
+    assert window.read_session.read.unit_marks == {}  # refused: nothing marked
+    assert "marked no lesion" not in message
+    assert "changed in another window" in message and "no unit was marked" in message.lower(), message

@@ -1102,8 +1102,12 @@ class MainWindow(QMainWindow):
             return
         if self.confirm(f"Mark the {len(remaining)} bone units not yet reviewed as 'no lesion'?",
                         "Units with a lesion or a mark keep it. Ctrl+Z undoes this in one step."):
-            self._edit_read(lambda r: r.mark_remaining())
-            self.statusBar().showMessage(f"{len(remaining)} units marked no lesion (Ctrl+Z undoes)", 10000)
+            try:
+                marked = session.mark_remaining()
+            except CnoError as exc:  # refused whole (changed elsewhere, submitted, not written): say so, not success
+                self.statusBar().showMessage(f"No unit was marked: {exc}", 10000)
+            else:
+                self.statusBar().showMessage(f"{len(marked)} units marked no lesion (Ctrl+Z undoes)", 10000)
         self.focus_image()
 
     def confirm(self, question: str, detail: str) -> bool:

@@ -1139,6 +1139,17 @@ def edit_functions() -> str:
     return _EDITS
 
 
+def limited_login(connection: PgConnection) -> str | None:
+    """The login of a reader's or adjudicator's session (row security limits what it sees); None for a coordinator.
+
+    A login in none of the groups (the store's owner) counts as a coordinator, as in ``cno_is_coordinator``.
+    """
+    row = connection.execute("SELECT session_user, pg_has_role(session_user, 'cno_coordinator', 'MEMBER') OR NOT "
+                             "(pg_has_role(session_user, 'cno_reader', 'MEMBER') OR "
+                             "pg_has_role(session_user, 'cno_adjudicator', 'MEMBER'))").fetchone()
+    return None if row[1] else str(row[0])
+
+
 def grant(connection: PgConnection, login: str, kind: str, password: str | None = None) -> bool:
     """Create (or extend) a login role in a group; True if the role was created.
 
