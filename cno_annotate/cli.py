@@ -512,11 +512,12 @@ def cmd_read_export(args) -> int:
     check_output_file(args.out, args.force)
     store = _open_store(args)
     study = study_arg(store, args)
-    document = export_document(store, study, args.reader)
+    reader, actor = _exporter(store, args.reader, "read export")
+    document = export_document(store, study, reader)
     audited_file_export(store, args.out, args.force, "export", "reads",
                         lambda path: (write_document(document, path),
-                                      {"format": "json", "study_uid": study, "reader": args.reader,
-                                       "reads": [r["read_id"] for r in document["reads"]]}))
+                                      {"format": "json", "study_uid": study, "reader": reader,
+                                       "reads": [r["read_id"] for r in document["reads"]]}), actor)
     print(f"wrote {len(document['reads'])} reads to {args.out}")
     return 0
 
@@ -578,7 +579,8 @@ def cmd_export_csv(args) -> int:
     study = study_arg(store, args)
     if args.reading_study:
         rs.get(store, args.reading_study)  # refuses a name that is no reading study
-    document = export_document(store, study, args.reader, args.reading_study)
+    reader, actor = _exporter(store, args.reader, "export-csv")
+    document = export_document(store, study, reader, args.reading_study)
     if args.latest_submitted:
         document["reads"] = latest_submitted(document["reads"])
     codes = {(name, c["study_uid"]): c["reading_code"]
@@ -588,15 +590,35 @@ def cmd_export_csv(args) -> int:
         read["reading_code"] = codes.get((read["reading_study"], read["study_uid"]), "")
     _, paths = audited_export(store, args.out, args.force, "export-csv", "reads",
                               lambda folder: (write_tables(document, folder),
-                                              {"format": "csv", "study_uid": study, "reader": args.reader,
+                                              {"format": "csv", "study_uid": study, "reader": reader,
                                                "reading_study": args.reading_study,
                                                "latest_submitted": args.latest_submitted,
-                                               "reads": [r["read_id"] for r in document["reads"]]}))
+                                               "reads": [r["read_id"] for r in document["reads"]]}), actor)
     print(f"wrote {', '.join(str(p) for p in paths)} ({len(document['reads'])} reads)")
     return 0
 
 
 # -- helpers ----------------------------------------------------------------------
+def _exporter(store, reader: str | None, command: str) -> tuple[str | None, str]:
+    """(reader filter, audit actor) of an export: a reader's or adjudicator's login exports its own reads as itself.
+
+    Raises
+    ------
+    CnoError
+        If such a login asks for another reader's reads.
+    """
+    from cno_annotate import reading_study as rs
+    from cno_annotate.exports import COORDINATOR
+
+    login = rs.limited_login(store)
+    if login is None:
+        return reader, COORDINATOR
+    if reader not in (None, login):
+        raise CnoError(f"the login {login!r} exports only its own reads, not those of {reader!r}: leave out "
+                       f"--reader, or ask the coordinator to run '{command}' (nothing was written)")
+    return login, login
+
+
 def study_arg(store, args) -> str | None:
     """The study named by ``--study`` / STUDY (UID, accession number or patient ID), or None."""
     text = getattr(args, "study", None)

@@ -7,13 +7,16 @@ each refusal the command line meets is one line that says what happened and what
 
 from __future__ import annotations
 
+import json
+
+import psycopg
 import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
-from cno_annotate.store import Store
+from cno_annotate.store import Store, audit
 from cno_annotate.store.postgres import PgConnection
 from tests.cli_run import run_cli
 
@@ -100,3 +103,105 @@ def test_store_grant_for_someone_in_no_reading_study_says_so_and_what_to_do(tria
         assert owner.execute("SELECT 1 FROM pg_roles WHERE rolname = 'dr-nobody'").fetchone() is None
     finally:
         owner.close()
+
+
+# -- the audit entries a reader may append -------------------------------------------------------------------------
+def _true_entry(reader: PgConnection, read_id: str) -> str:
+    """An entry's detail that records the read's true state (all the database checked before migration 24)."""
+    state, before = reader.execute("SELECT cno_read_state(?), cno_audited_state(?)",
+                                   (read_id, f"read:{read_id}")).fetchone()
+    return json.dumps({"state": state, "state_before": before})
+
+
+@pytest.mark.parametrize("action", ["adjudicate", "approve by coordinator", "unblind", "edit patient_name",
+                                    "submit", "create", "delete", "import", "export"])
+def test_a_reader_appends_only_the_actions_the_program_writes_for_them(trial, action):
+    mine = _start_read(trial("dr-a"), "dr-a")  # a draft: 'submit' would say it is submitted; 'create' happened
+    reader = _raw(trial("dr-a"))
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot write"):
+            reader.execute("SELECT cno_audit_append('dr-a', ?, ?, ?)",
+                           (action, f"read:{mine.read.read_id}", _true_entry(reader, mine.read.read_id)))
+        assert reader.execute("SELECT cno_audit_append('dr-a', 'edit comment', ?, ?)",  # a name the program writes
+                              (f"read:{mine.read.read_id}", _true_entry(reader, mine.read.read_id))).fetchone()[0]
+    finally:
+        reader.close()
+    verification = audit.verify(trial().db)
+    assert verification.ok, verification.reason
+
+
+def test_every_change_the_program_makes_for_a_reader_is_still_audited_under_their_login(trial):
+    store = trial("dr-a")
+    first, second = (rs.study_uid_of(store, "trial", code) for code in ("CNO-0001", "CNO-0002"))
+    prior = ReadSession.open_or_create(store, first, "dr-a", reading_study="trial")
+    kept = prior.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    gone = prior.add_lesion((70.0, 0.0, -400.0), "1.2.3.4", (5, 2, 3), site_id="femur.distal", side="L")
+    prior.update_lesion(kept, comment="knee", confidence=4)
+    prior.set_grade(kept, "marrow_hyperintensity", 2)
+    prior.set_unit_grade("femur.distal:R", "signal_extension", 2)
+    prior.delete_lesion(gone)
+    prior.undo()
+    prior.redo()
+    prior.mark_unit("spine.L5", "no_lesion")
+    roi = prior.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], "1.2.3.4")
+    prior.set_roi_role(roi, "muscle")
+    other = prior.add_roi("rectangle", "axial", [(6, 6, 2), (9, 9, 2)], "1.2.3.4")
+    prior.delete_roi(other)
+    prior.mark_remaining()
+    prior.submit()
+    later = ReadSession.new_version(store, prior.read.read_id, "dr-a", "second look")
+    later.submit()
+    earlier = ReadSession.open_or_create(store, first, "dr-a")  # follow-up reads outside the blinded study
+    earlier.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    earlier.submit()
+    follow = ReadSession.open_or_create(store, second, "dr-a")
+    follow.follow_up(earlier.read.read_id)
+    tracking = earlier.read.lesions[0].tracking_uid
+    for status in ("resolved", "not_assessable", None):
+        follow.set_outcome(tracking, status)
+    owner = trial()
+    actions = {e["action"] for e in audit.entries(owner.db, 500) if e["actor"] == "dr-a"}
+    assert {"create", "add lesion", "edit comment, confidence", "edit grades", "grade femur.distal:R signal_extension",
+            "delete lesion", "undo delete lesion", "redo delete lesion", "mark spine.L5", "draw ROI",
+            f"ROI {roi} muscle", "delete ROI", "submit", "new-version", "follow-up", "resolved prior lesion",
+            "not assessable prior lesion", "unconfirm prior lesion"} <= actions, actions
+    assert any(a.startswith("mark ") and a.endswith(" remaining units no_lesion") for a in actions)
+    verification = audit.verify(owner.db)
+    assert verification.ok, verification.reason
+
+
+# -- a reader's exports ---------------------------------------------------------------------------------------------
+def test_a_reader_exports_their_own_reads_audited_under_their_login(trial, tmp_path):
+    mine = _start_read(trial("dr-a"), "dr-a")
+    _start_read(trial("dr-b"), "dr-b", "CNO-0002")
+    url = trial("dr-a").root
+    code, out = run_cli("read", "export", "--store", url, "--out", tmp_path / "mine.json")
+    assert code == 0, out
+    document = json.loads((tmp_path / "mine.json").read_text())
+    assert [r["read_id"] for r in document["reads"]] == [mine.read.read_id]
+    code, out = run_cli("export-csv", "--store", url, "--out", tmp_path / "csv", "--reading-study", "trial")
+    assert code == 0, out
+    assert mine.read.read_id in (tmp_path / "csv" / "reads.csv").read_text()
+    code, out = run_cli("read", "export", "--reader", "dr-b", "--store", url, "--out", tmp_path / "theirs.json")
+    assert code == 1 and len(out.strip().splitlines()) == 1 and "own reads" in out, out
+    assert not (tmp_path / "theirs.json").exists()
+    owner = trial()
+    exports = [e for e in audit.entries(owner.db, 100) if e["action"] in ("export", "export-csv")]
+    assert [(e["actor"], e["action"]) for e in exports] == [("dr-a", "export"), ("dr-a", "export-csv")]
+    assert all(e["detail"]["after"]["reads"] == [mine.read.read_id] for e in exports)
+    verification = audit.verify(owner.db)
+    assert verification.ok, verification.reason
+
+
+def test_a_reader_cannot_append_an_export_entry_about_reads_not_theirs(trial):
+    _start_read(trial("dr-a"), "dr-a")
+    theirs = _start_read(trial("dr-b"), "dr-b", "CNO-0002")
+    reader = _raw(trial("dr-a"))
+    try:
+        for actor, action, reads in (("dr-a", "export", [theirs.read.read_id]), ("dr-a", "publish", []),
+                                     ("coordinator", "export", [])):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot write"):
+                reader.execute("SELECT cno_audit_append(?, ?, 'reads', ?)",
+                               (actor, action, json.dumps({"after": {"reader": "dr-a", "reads": reads}})))
+    finally:
+        reader.close()

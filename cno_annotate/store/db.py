@@ -317,6 +317,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # 23: on a PostgreSQL server, a read's first change (which makes it, audited, with the reading time measured
     # before), a submit and a follow-up are one statement each, like an edit (cno_change_read). SQLite: nothing.
     ByDialect("", lambda connection: connection.script(postgres.one_statement_writes())),
+    # 24: on a PostgreSQL server, a reader's or adjudicator's audit entry is one the program writes for them: an
+    # action name of theirs that matches the read (create, new-version, follow-up, submit, an edit's label on a
+    # draft), or the export of reads all theirs. An SQLite store has one user: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.reader_entries())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1101,6 +1101,130 @@ def one_statement_writes() -> str:
     return _ONE_STATEMENT_WRITES
 
 
+_READER_ENTRIES = r"""
+-- The actions the program writes for a reader or adjudicator about a read of theirs (annotation/reads.py): the
+-- read's creation, new version, follow-up link and submission, and the labels of its edits (an undo or redo of
+-- an edit is named after it).
+CREATE FUNCTION cno_reader_edit_action(p_action text) RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT regexp_replace(p_action, '^(undo|redo) ', '') ~ ('^(add lesion|delete lesion|draw ROI|delete ROI'
+        || '|edit (site_id|side|subsite|extent|grades|comment|confidence|position|series_uid|voxel)'
+        || '(, (site_id|side|subsite|extent|grades|comment|confidence|position|series_uid|voxel))*'
+        || '|mark [A-Za-z0-9_.:-]+|mark [0-9]+ remaining units (no_lesion|not_assessable)'
+        || '|grade [A-Za-z0-9_.:-]+ [A-Za-z0-9_.-]+|ROI R[0-9]+ (measurement|muscle|lesion)'
+        || '|(persisting|resolved|not assessable|unconfirm) prior lesion)$')
+$$;
+
+-- A reader's or adjudicator's entry tells the truth (migration 20), goes on its object's chain (migration 22), and
+-- is one the program writes for them: about a read of theirs, under the action that matches what happened to it ('create' and 'new-version' first of its
+-- trail, 'follow-up' once it follows a read, 'submit' once it is submitted, an edit's label while it is a draft);
+-- or the export of reads, all of them theirs ('export', 'export-csv' about 'reads'). The coordinator's entries are
+-- as before.
+CREATE OR REPLACE FUNCTION cno_audit_append(p_actor text, p_action text, p_entity text, p_detail text) RETURNS bigint
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+DECLARE
+    who text := session_user;
+    read_key text := substr(p_entity, 6);
+    detail jsonb;
+    r reads%ROWTYPE;
+    allowed boolean;
+    parent_seq bigint;
+    parent_hash text;
+    opening boolean := false;
+    entry_seq bigint;
+    stamp text := to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS') || '+00:00';
+    digest text;
+BEGIN
+    IF NOT cno_is_coordinator() THEN
+        IF p_actor <> who THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write audit entries as %s', who, p_actor);
+        END IF;
+        BEGIN
+            detail := p_detail::jsonb;
+        EXCEPTION WHEN others THEN
+            detail := NULL;
+        END;
+        IF jsonb_typeof(detail) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                MESSAGE = format('%s cannot write this audit entry about %s: its detail is not a JSON object',
+                                 who, p_entity);
+        END IF;
+        IF p_entity = 'reads' THEN
+            IF p_action NOT IN ('export', 'export-csv') OR (detail -> 'after' ->> 'reader') IS DISTINCT FROM who
+               OR jsonb_typeof(detail -> 'after' -> 'reads') IS DISTINCT FROM 'array'
+               OR EXISTS (SELECT 1 FROM jsonb_array_elements_text(detail -> 'after' -> 'reads') AS e(read_id)
+                          WHERE NOT EXISTS (SELECT 1 FROM reads x WHERE x.read_id = e.read_id AND x.reader = who)) THEN
+                RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                    MESSAGE = format('%s cannot write this audit entry about reads: only the export of their own '
+                                     'reads', who);
+            END IF;
+        ELSE
+            SELECT * INTO r FROM reads WHERE read_id = read_key AND p_entity LIKE 'read:%';
+            IF NOT FOUND OR r.reader <> who
+               OR (detail ->> 'state') IS DISTINCT FROM cno_read_state(read_key)
+               OR (detail ->> 'state_before') IS DISTINCT FROM cno_audited_state(p_entity) THEN
+                RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                    MESSAGE = format('%s cannot write this audit entry about %s: it must record the state the '
+                                     'database holds for a read of theirs', who, p_entity);
+            END IF;
+            allowed := CASE
+                WHEN p_action = 'create' THEN NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity)
+                WHEN p_action = 'new-version' THEN r.supersedes IS NOT NULL
+                                                   AND NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity)
+                WHEN p_action = 'follow-up' THEN r.prior_read IS NOT NULL
+                WHEN p_action = 'submit' THEN r.status = 'submitted'
+                ELSE r.status = 'draft' AND cno_reader_edit_action(p_action)
+            END;
+            IF NOT allowed THEN
+                RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege',
+                    MESSAGE = format('%s cannot write a %L entry about %s: the program writes no such entry for '
+                                     'this read', who, p_action, p_entity);
+            END IF;
+        END IF;
+    END IF;
+    SELECT seq, hash INTO parent_seq, parent_hash FROM audit_heads WHERE entity = p_entity FOR UPDATE;
+    IF NOT FOUND THEN
+        SELECT seq, hash INTO parent_seq, parent_hash FROM audit_head WHERE id = 1 FOR UPDATE;
+        opening := true;
+        -- Another writer may have begun this object's chain while this one waited for the spine.
+        PERFORM 1 FROM audit_heads WHERE entity = p_entity FOR UPDATE;
+        IF FOUND THEN
+            SELECT seq, hash INTO parent_seq, parent_hash FROM audit_heads WHERE entity = p_entity;
+            opening := false;
+        END IF;
+    END IF;
+    LOCK TABLE audit IN ROW EXCLUSIVE MODE;  -- before the number is taken: an anchor (cno_audit_cut) waits
+    entry_seq := nextval('audit_seq');
+    digest := encode(sha256(convert_to(parent_hash || '[' || entry_seq || ',' || parent_seq || ','
+        || to_json(stamp)::text || ',' || to_json(p_actor)::text || ',' || to_json(p_action)::text || ','
+        || to_json(p_entity)::text || ',' || to_json(p_detail)::text || ']', 'UTF8')), 'hex');
+    INSERT INTO audit (seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq)
+        VALUES (entry_seq, stamp, p_actor, p_action, p_entity, p_detail, parent_hash, digest, parent_seq);
+    IF opening THEN
+        INSERT INTO audit_heads VALUES (p_entity, entry_seq, digest);
+        UPDATE audit_head SET seq = entry_seq, hash = digest WHERE id = 1;
+    ELSE
+        UPDATE audit_heads SET seq = entry_seq, hash = digest WHERE entity = p_entity;
+    END IF;
+    RETURN entry_seq;
+END $$;
+REVOKE ALL ON FUNCTION cno_audit_append(text, text, text, text) FROM PUBLIC;
+"""
+
+
+def reader_entries() -> str:
+    """Migration 24 on PostgreSQL: a reader's or adjudicator's audit entry is one the program writes for them.
+
+    Migration 20 made their entries record the read's true state, under any
+    action name (migration 22 kept that, on per-object chains). Now the name
+    must be one the program writes, and match the read: ``create`` and
+    ``new-version`` open the read's trail, ``follow-up`` needs the read to follow one, ``submit`` needs it submitted, the labels of
+    edits need a draft. A reader may also audit the export of reads that are
+    all theirs (``export``, ``export-csv`` about ``reads``, under their login).
+    """
+    return _READER_ENTRIES
+
+
 _CASES_SEEN = """
 CREATE VIEW rs_cases_seen WITH (security_barrier) AS
     SELECT c.reading_study, c.reading_code, c.study_uid,
