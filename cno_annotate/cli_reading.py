@@ -600,7 +600,7 @@ def cmd_store_grant(args) -> int:
     """Run ``cno-annotate store grant`` (see its ``--help``)."""
     import secrets
 
-    from cno_annotate.store import postgres
+    from cno_annotate.store import postgres, reading_studies
     from cno_annotate.store.db import PgStore
 
     store = open_store(args.store)
@@ -608,8 +608,7 @@ def cmd_store_grant(args) -> int:
         raise CnoError("store grant needs a PostgreSQL store (--store postgresql://...); an SQLite store has no logins")
     kind = "reader" if args.reader else "adjudicator" if args.adjudicator else "coordinator"
     login = args.reader or args.adjudicator or args.coordinator
-    if kind != "coordinator" and not store.db.execute("SELECT 1 FROM rs_readers WHERE reader = ? AND role = ?",
-                                                      (login, kind)).fetchone():
+    if kind != "coordinator" and not reading_studies.in_any_study(store.db, login, kind):
         option = " --adjudicator" if kind == "adjudicator" else ""
         raise CnoError(f"{login!r} is not a{'n' if kind == 'adjudicator' else ''} {kind} of any reading study of this "
                        f"store: add them first ('cno-annotate reading-study add-readers NAME{option} {login}'), then "

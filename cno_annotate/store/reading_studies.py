@@ -183,6 +183,12 @@ def role(db: sqlite3.Connection, name: str, reader: str) -> str | None:
     return None if row is None else row["role"]
 
 
+def in_any_study(db: sqlite3.Connection, reader: str, role: str) -> bool:
+    """Whether a person is registered with this role in any reading study of the store."""
+    return db.execute("SELECT 1 FROM rs_readers WHERE reader = ? AND role = ? LIMIT 1", (reader, role)).fetchone() \
+        is not None
+
+
 def add_reader(db: sqlite3.Connection, name: str, reader: str, role: str) -> None:
     """Register a reader who is not registered yet."""
     db.execute("INSERT INTO rs_readers (reading_study, reader, role) VALUES (?,?,?)", (name, reader, role))
