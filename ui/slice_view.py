@@ -840,9 +840,9 @@ class SliceView(QWidget):
         elif key == Qt.Key_End:
             self.session.go_to_slice(self.name, m.slices - 1)
         elif key in (Qt.Key_Plus, Qt.Key_Equal):
-            self.zoom_about(QPointF(self.width() / 2, self.height() / 2), _ZOOM_STEP)
+            self.zoom_about(self._zoom_anchor(), _ZOOM_STEP)
         elif key == Qt.Key_Minus:
-            self.zoom_about(QPointF(self.width() / 2, self.height() / 2), 1 / _ZOOM_STEP)
+            self.zoom_about(self._zoom_anchor(), 1 / _ZOOM_STEP)
         elif key in (Qt.Key_F, Qt.Key_0):
             self.session.set_zoom(self.name, None)
         elif key == Qt.Key_R:
@@ -893,6 +893,15 @@ class SliceView(QWidget):
         keep = 1 - old / new  # the centre moves this far toward the point under the mouse
         centre = (c_row + (row - c_row) * keep, c_col + (col - c_col) * keep)
         self.session.set_zoom(self.name, new, self.state.screen_to_lps(*centre))
+
+    def _zoom_anchor(self) -> QPointF:
+        """Where + and - zoom about: the crosshair while it is in view (the reader's point stays put), else the centre."""
+        point = self.state.point
+        if point is not None:
+            at = self.image_to_widget(*self.state.lps_to_screen(point))
+            if 0 <= at.x() < self.width() and 0 <= at.y() < self.height():
+                return at
+        return QPointF(self.width() / 2, self.height() / 2)
 
     def _drag_window(self, delta: QPointF, start: Window) -> None:
         sensitivity = max(start.width, 1.0) / 300.0
