@@ -66,3 +66,51 @@ def test_keyboard_zoom_keeps_the_crosshair_in_view(open_viewer, qtbot, tmp_path)
     _key(qtbot, Qt.Key_Minus)
     assert state.shows(target, margin=0.02)
     window.loader.wait(5000)
+
+
+def _scroll_to(qtbot, view, lps) -> None:
+    """Arrow keys (from the focused widget) until the view's slice holds the LPS point."""
+    state = view.state
+    ijk = state.volume.lps_to_index(np.asarray(lps, float))
+    want = int(np.clip(np.round({2 - k: ijk[k] for k in range(3)}[state.mapping.slice_axis]),
+                       0, state.mapping.slices - 1))
+    for _ in range(state.mapping.slices):
+        if state.slice_index == want:
+            return
+        _key(qtbot, Qt.Key_Down if state.slice_index < want else Qt.Key_Up)
+    assert state.slice_index == want
+
+
+def test_a_thoracic_vertebra_is_proposed_as_a_vertebra_not_the_sternum(open_viewer, qtbot, tmp_path):
+    """M, a click on the T5 vertebral body, Enter: the site taken is a thoracic vertebra (it was the xiphoid).
+
+    The schematic skeleton is a front view: the sternum lies over the thoracic spine, and the proposal
+    ignored depth. The sample's spine lies behind the body's midplane, its sternum in front.
+    """
+    from cno_annotate.phantom import vertebra_centres
+
+    window = open_viewer(reader="dr-s", size=(1280, 800))
+    v = window.panels["left"].view
+    centres = vertebra_centres()
+    for name in ("T5", "T2"):
+        _scroll_to(qtbot, v, centres[name][0])
+        _key(qtbot, Qt.Key_M)
+        count = len(window.read_session.read.lesions)
+        spot = v.image_to_widget(*v.state.lps_to_screen(centres[name][0]))
+        qtbot.mouseClick(v, Qt.LeftButton, pos=spot.toPoint())
+        qtbot.waitUntil(lambda: len(window.read_session.read.lesions) > count)  # noqa: B023 (waited for here)
+        _key(qtbot, Qt.Key_Return)  # the proposed site
+        lesion = window.read_session.read.lesions[-1]
+        site = window.read_session.taxonomy.site(lesion.site_id)
+        window.grab().save(str(tmp_path / f"{name}.png"))
+        assert site.bone == "vertebra" and site.group == "spine.thoracic", (name, lesion.site_id)
+        assert abs(int(site.segment[1:]) - int(name[1:])) <= 1, (name, lesion.site_id)
+        _key(qtbot, Qt.Key_Escape)
+    sternum = (0.0, -72.0, 330.0)
+    _scroll_to(qtbot, v, sternum)
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(*v.state.lps_to_screen(np.array(sternum))).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 3)
+    _key(qtbot, Qt.Key_Return)
+    assert window.read_session.read.lesions[-1].site_id.startswith("sternum")
+    window.loader.wait(5000)

@@ -157,14 +157,28 @@ def propose_site(volume: Volume, taxonomy: Taxonomy, lps, skeleton: Skeleton | N
     The inverse of :func:`unit_target`: the point is placed on the schematic fitted to the
     body in the volume; of the shapes it falls in, the one drawn first wins (the skeleton file
     draws the axial skeleton and long bones before what lies over them: ribs, patellae);
-    outside every shape, the nearest.
+    outside every shape, the nearest. The front view draws the sternum over the thoracic
+    spine, so depth decides between them: a point behind the body's coronal midplane is never
+    proposed the sternum, one in front of it never a vertebra or the sacrum.
     """
     top_s, bottom_s = schematic_height(taxonomy, skeleton)
     top, bottom = body_extent(volume, 2)
     left, right = body_extent(volume, 0)
+    back, front = body_extent(volume, 1)
     scale = (top - bottom) / (top_s - bottom_s)
     x = (float(lps[0]) - (left + right) / 2) / scale
     z = top_s - (top - float(lps[2])) / scale
+    posterior = float(lps[1]) > (back + front) / 2
     shapes = [u.shape for u in unit_shapes(taxonomy, skeleton)]
-    best = min(range(len(shapes)), key=lambda n: (_distance_to_shape(shapes[n], x, z), n))
+    candidates = [n for n in range(len(shapes)) if _at_depth(taxonomy.sites[shapes[n].site], posterior)]
+    best = min(candidates or range(len(shapes)), key=lambda n: (_distance_to_shape(shapes[n], x, z), n))
     return shapes[best].site, shapes[best].side
+
+
+def _at_depth(site, posterior: bool) -> bool:
+    """Whether a site can lie at a point behind (``posterior``) or in front of the coronal midplane."""
+    if site.bone == "sternum":
+        return not posterior
+    if site.region == "spine":
+        return posterior
+    return True
