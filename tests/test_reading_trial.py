@@ -114,3 +114,80 @@ def test_a_thoracic_vertebra_is_proposed_as_a_vertebra_not_the_sternum(open_view
     _key(qtbot, Qt.Key_Return)
     assert window.read_session.read.lesions[-1].site_id.startswith("sternum")
     window.loader.wait(5000)
+
+
+def _press_enter_in_next_dialog(qtbot) -> None:
+    def press() -> None:
+        dialog = QApplication.activeModalWidget()
+        if dialog is None:
+            QTimer.singleShot(20, press)
+            return
+        qtbot.keyClick(dialog, Qt.Key_Return)
+
+    QTimer.singleShot(20, press)
+
+
+def test_the_read_header_and_status_bar_say_what_the_read_is(open_viewer, qtbot, tmp_path):
+    """Opened only: 'not started' (no read is stored); after the first mark 'draft'; Submit says it in the status bar.
+
+    The trial opened a case and read 'Reader ... · draft' before any change (none was stored); after
+    Submit the status bar still said 'Lesion L7 deleted (Ctrl+Z brings it back)' and the skeleton's
+    button 'All units reviewed' with 135 units not reviewed.
+    """
+    window = open_viewer(reader="dr-h", size=(1280, 800))
+    panel = window.lesion_panel
+    v = window.panels["left"].view
+    assert "not started" in panel.header.text() and "draft" not in panel.header.text()
+    assert panel.header.text().startswith("Reader dr-h")
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    qtbot.keyClicks(_focused(), "distal fem")
+    _key(qtbot, Qt.Key_Return)
+    _key(qtbot, Qt.Key_R)
+    for digit in (Qt.Key_2, Qt.Key_1, Qt.Key_1, Qt.Key_0):
+        _key(qtbot, digit)
+    assert " · draft · " in panel.header.text()
+    qtbot.mouseClick(panel.delete_button, Qt.LeftButton)
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert len(window.read_session.read.lesions) == 1
+    _press_enter_in_next_dialog(qtbot)
+    qtbot.mouseClick(panel.submit_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: window.read_session.read.status == "submitted")
+    window.grab().save(str(tmp_path / "submitted.png"))
+    message = window.statusBar().currentMessage()
+    assert "submitted" in message.lower() and "Ctrl+Z" not in message, message
+    assert " · submitted · " in panel.header.text()
+    remaining = window.read_session.remaining_units()
+    assert len(remaining) > 100 and window.mark_rest_button.text() == f"Rest: no lesion ({len(remaining)})"
+    assert not window.mark_rest_button.isEnabled()  # it said "All units reviewed" with 135 not reviewed
+    window.loader.wait(5000)
+
+
+def test_an_adjudicator_is_named_as_such_in_the_header(qtbot, tmp_path, sample_store):
+    """The adjudicator's own read: 'Adjudicator dr-adj · not started', not 'Reader dr-adj · draft'."""
+    import shutil
+
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate import reading_study as rs
+    from cno_annotate.store import Store
+
+    root = tmp_path / "adj"
+    shutil.copytree(sample_store.root, root)
+    store = Store.open(root)
+    rs.create(store, "adj", seed=1)
+    rs.add_cases(store, "adj", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "adj", ["dr-a"])
+    rs.add_readers(store, "adj", ["dr-adj"], role="adjudicator")
+    rs.assign(store, "adj")
+    store.close()
+    window = MainWindow(root, reader="dr-adj", reading_study="adj")
+    window.resize(1280, 800)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    header = window.lesion_panel.header.text()
+    assert header.startswith("Adjudicator dr-adj · not started"), header
+    window.loader.wait(5000)

@@ -346,8 +346,9 @@ class LesionPanel(QWidget):
         read = session.read
         version = f" · version {read.version}" if read.version > 1 else ""
         read_only = " · read-only (the store cannot be written)" if session.store.read_only else ""
-        self.header.setText(f"Reader {read.reader} · {read.status}{version}{read_only} · {session.scheme.title} "
-                            f"({session.scheme.id} {session.scheme.version})")
+        status = read.status if session.stored else "not started (saved from your first change)"
+        self.header.setText(f"{read.role.capitalize()} {read.reader} · {status}{version}{read_only} · "
+                            f"{session.scheme.title} ({session.scheme.id} {session.scheme.version})")
         scores = session.scores()
         regions = ", ".join(f"{session.taxonomy.regions[r]} {v}" for r, v in sorted(scores.regions.items()) if v)
         self.totals.setText(f"<b>Total {scores.total}</b> · {scores.units_with_lesion} units with lesions · "
@@ -595,6 +596,8 @@ class LesionPanel(QWidget):
         if answer == QMessageBox.Yes:
             self.about_to_submit.emit()
             self._run(self.session.submit)
+            if self.session.read.status == "submitted":
+                self.message.emit("Read submitted: it is locked (New version… changes it, with a reason)")
 
     def _new_version(self) -> None:
         if self.session is None:

@@ -1072,8 +1072,8 @@ class MainWindow(QMainWindow):
         if self.checklist.taxonomy is not session.taxonomy:
             self.checklist.set_taxonomy(session.taxonomy)
         self.checklist.set_states(unit_states(session.read, session.taxonomy), editable=session.editable)
-        remaining = len(session.remaining_units()) if session.editable else 0
-        self.mark_rest_button.setEnabled(remaining > 0)
+        remaining = len(session.remaining_units())
+        self.mark_rest_button.setEnabled(remaining > 0 and session.editable)
         self.mark_rest_button.setText(f"Rest: no lesion ({remaining})" if remaining else "All units reviewed")
 
     def go_to_unit(self, unit_id: str) -> None:
