@@ -191,3 +191,27 @@ def test_an_adjudicator_is_named_as_such_in_the_header(qtbot, tmp_path, sample_s
     header = window.lesion_panel.header.text()
     assert header.startswith("Adjudicator dr-adj · not started"), header
     window.loader.wait(5000)
+
+
+def test_a_mark_click_beside_the_image_places_nothing_and_says_why(open_viewer, qtbot, tmp_path):
+    """A click in the black beside the image (outside the field of view) places no lesion; the status bar says why.
+
+    The trial clicked where a forearm lay outside the field of view: the lesion was placed at the
+    image's edge, 22 mm from where the reader clicked, and the site proposed was the ulna.
+    """
+    window = open_viewer(reader="dr-o", size=(1280, 800))
+    v = window.panels["left"].view
+    shown: list[str] = []
+    window.statusBar().messageChanged.connect(shown.append)
+    left_edge = v.image_to_widget(0.0, -0.5).x()
+    assert left_edge > 20  # the fitted slice leaves black beside it
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=QPoint(int(left_edge) - 12, v.height() // 2))
+    qtbot.wait(QApplication.styleHints().mouseDoubleClickInterval() + 100)
+    window.grab().save(str(tmp_path / "outside.png"))
+    assert window.read_session.read.lesions == []
+    assert any("outside the image" in m for m in shown), shown
+    assert window.mark_action.isChecked()  # still marking: the next click on the image places it
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    window.loader.wait(5000)

@@ -286,6 +286,7 @@ class MainWindow(QMainWindow):
             panel.view.roi_drawn.connect(self._roi_drawn)
             panel.view.roi_delete.connect(self._delete_roi)
             panel.view.navigated.connect(self.stop_cine)
+            panel.view.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.preview.connect(self._on_preview)

@@ -91,6 +91,7 @@ class SliceView(QWidget):
     roi_clicked = Signal(str)  # the id of the ROI clicked
     roi_delete = Signal(str)  # Delete pressed on the image with this ROI selected
     navigated = Signal()  # a navigation key, the wheel or a click on the image (stops the cine)
+    message = Signal(str)  # a gesture refused, and why (the status bar shows it)
 
     def __init__(self, session: ViewerSession, name: str, parent=None):
         super().__init__(parent)
@@ -762,6 +763,12 @@ class SliceView(QWidget):
         """Whether a mark click waits out a double click (keys typed now go to its site box)."""
         return self._pending_click is not None
 
+    def _on_image(self, position: QPointF) -> bool:
+        """Whether a widget position lies on the displayed slice (not in the black beside it)."""
+        row, col = self.widget_to_image(position)
+        m = self.state.mapping
+        return -0.5 <= row <= m.rows - 0.5 and -0.5 <= col <= m.cols - 0.5
+
     def _lps_at(self, position: QPointF) -> np.ndarray:
         return self.state.screen_to_lps(*clip_to_image(self.state, *self.widget_to_image(position)))
 
@@ -865,7 +872,15 @@ class SliceView(QWidget):
 
     # -- gestures --------------------------------------------------------------
     def _finish_mark(self, start: QPointF, end: QPointF, box: bool = False, click: bool = False) -> None:
-        """Turn a gesture into a lesion (the geometry: :func:`cno_annotate.display.marking.gesture_lesion`)."""
+        """Turn a gesture into a lesion (the geometry: :func:`cno_annotate.display.marking.gesture_lesion`).
+
+        A gesture that starts beside the slice (outside the field of view) places nothing: clipped to the
+        image's edge, the lesion would lie where the reader did not point.
+        """
+        if not self._on_image(start):
+            self.message.emit("That point is outside the image (the field of view): no lesion placed; "
+                              "click on the image")
+            return
         centre, extent = gesture_lesion(self.state, self.widget_to_image(start), self.widget_to_image(end),
                                         box=box, click=click or (end - start).manhattanLength() < 4)
         self.lesion_drawn.emit(self.name, centre, extent)
