@@ -13,8 +13,8 @@ import pytest
 
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 
-from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer  # noqa: E402
-from PySide6.QtGui import QColor, QMouseEvent  # noqa: E402
+from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
+from PySide6.QtGui import QColor  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 pytestmark = pytest.mark.gui
