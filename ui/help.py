@@ -22,7 +22,7 @@ SHORTCUTS = [
         ("Up / Down, Left / Right", "Previous / next slice"),
         ("Page Up / Page Down", "Ten per cent of the slices back / forward"),
         ("Home / End", "First / last slice"),
-        ("+ / -", "Zoom in / out"),
+        ("+ / -", "Zoom in / out about the crosshair (about the centre when it is off the view)"),
         ("F or 0", "Zoom to fit"),
         ("R", "Reset: fit, automatic window, not inverted"),
         ("A / C / S", "Axial / coronal / sagittal plane"),
