@@ -168,7 +168,8 @@ def unread_files_message(errors: list[dict]) -> str:
         parts.append(f"{replaced} holding other images than the ones imported")
     if damaged:
         parts.append(f"{len(damaged)} unreadable (first: {display(damaged[0][0])}: {damaged[0][1]})")
-    return f"{len(files)} files of this volume could not be used ({', '.join(parts)}): their slices have no data"
+    count, theirs = (f"{len(files)} files", "their slices have") if len(files) != 1 else ("1 file", "its slice has")
+    return f"{count} of this volume could not be used ({', '.join(parts)}): {theirs} no data"
 
 
 def _missing_slices(stack, errors: list[dict]) -> list[int]:

@@ -213,7 +213,7 @@ def test_export_of_a_volume_with_one_file_cut_short_fails_in_one_line(small_stud
     code, out, err = cli("export-nifti", stack["volume_id"], "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
     assert code == 1 and not (tmp_path / "x.nii").exists()
     assert len(err.strip().splitlines()) == 1, err
-    assert "1 files of this volume could not be used" in err and "file ends after" in err, err
+    assert "1 file of this volume could not be used" in err and "file ends after" in err, err
     volume = load_volume(store, stack["volume_id"], use_cache=False)
     assert len(volume.load.missing_slices) == 1
 

@@ -215,3 +215,42 @@ def test_a_mark_click_beside_the_image_places_nothing_and_says_why(open_viewer, 
     qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
     qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
     window.loader.wait(5000)
+
+
+def test_one_unreadable_slice_is_said_in_the_singular(qtbot, tmp_path, small_study):
+    """'1 slice could not be read' to the reader, '1 file ... its slice has no data' in the log; not '1 slices'."""
+    import shutil
+
+    import pydicom
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate import reading_study as rs
+    from cno_annotate.importer import import_paths
+    from cno_annotate.store import Store
+
+    folder = tmp_path / "study"
+    shutil.copytree(small_study, folder)
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [folder])
+    rs.create(store, "one", seed=1)
+    rs.add_cases(store, "one", [s["study_uid"] for s in store.studies()])
+    rs.add_readers(store, "one", ["dr-1"])
+    rs.assign(store, "one")
+    store.close()
+    stir = sorted(p for p in folder.rglob("IM*") if "IR" in pydicom.dcmread(p, stop_before_pixels=True).ScanningSequence)
+    stir[len(stir) // 2].unlink()
+    window = MainWindow(tmp_path / "store", reader="dr-1", reading_study="one")
+    window.resize(1280, 800)
+    qtbot.addWidget(window)
+    window.show()
+    shown: list[str] = []
+    window.statusBar().messageChanged.connect(shown.append)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    said = [m for m in shown if "could not be" in m]
+    assert said and all(m.endswith(": 1 slice could not be read (hatched in the view)") for m in said), shown
+    assert window.panels["left"].view.badge_text().startswith("1 slice missing")
+    window.loader.wait(5000)
+    log = (tmp_path / "store" / "logs" / "coordinator.log").read_text()
+    assert "1 file of this volume could not be used (1 missing): its slice has no data" in log, log
+

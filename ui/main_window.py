@@ -956,7 +956,8 @@ class MainWindow(QMainWindow):
         errors = volume.load.errors
         if errors:
             label = self.session.views[name].label
-            self.report(f"{label}: {len(errors)} slices could not be read (hatched in the view)",
+            slices = f"{len(errors)} slice{'' if len(errors) == 1 else 's'}"
+            self.report(f"{label}: {slices} could not be read (hatched in the view)",
                         f"{label}: {unread_files_message(errors)} (hatched in the view); first: "
                         f"{errors[0]['path']}: {errors[0]['reason']}")
         self._finish(name)
