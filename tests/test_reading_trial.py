@@ -254,3 +254,45 @@ def test_one_unreadable_slice_is_said_in_the_singular(qtbot, tmp_path, small_stu
     log = (tmp_path / "store" / "logs" / "coordinator.log").read_text()
     assert "1 file of this volume could not be used (1 missing): its slice has no data" in log, log
 
+
+def test_a_study_of_one_series_leaves_the_second_view_empty_not_failed(qtbot, tmp_path):
+    """One series (pydicom's enhanced MR): the right view says how to fill it, in the normal colour, not an error.
+
+    The trial opened a one-series third-party study (a Philips MPRAGE) and the right view said in red
+    'Cannot show this series: this study has no series to show here' under a selector naming the left
+    view's series.
+    """
+    import shutil
+
+    from cno_annotate_ui.main_window import MainWindow
+    from cno_annotate_ui.slice_view import TEXT
+    from pydicom.data import get_testdata_file
+
+    from cno_annotate.importer import import_paths
+    from cno_annotate.store import Store
+
+    folder = tmp_path / "one"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("emri_small.dcm", download=False), folder / "IM0001")
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [folder])
+    study_uid = store.studies()[0]["study_uid"]
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-1")
+    window.resize(1280, 800)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.select_study(study_uid)
+    right = window.panels["right"]
+    state = window.session.views["right"]
+    assert window.session.views["left"].ready
+    assert state.status == "empty" and "pick one above" in state.message, (state.status, state.message)
+    assert right.series.currentIndex() == -1 and right.series.count() == 1
+    grab = right.view.grab().toImage()
+    grab.save(str(tmp_path / "right.png"))
+    colours = {QColor(grab.pixel(x, y)).name() for x in range(0, grab.width(), 2) for y in range(0, grab.height(), 2)}
+    assert QColor(255, 120, 120).name() not in colours  # no error red
+    assert any(QColor(c).lightness() > 150 for c in colours) and TEXT.lightness() > 150  # the text is painted
+    window.loader.wait(5000)
+

@@ -873,8 +873,10 @@ class MainWindow(QMainWindow):
         for name in LOWER_VIEWS:
             self.session.clear(name)
         for name, volume_id in zip(VIEW_NAMES, default_pair(volumes)):
-            if volume_id is None:
-                self.session.set_error(name, "this study has no series to show here")
+            if volume_id is None:  # a study of one series: nothing failed, the view waits for a choice
+                self.panels[name].series.setCurrentIndex(-1)
+                self.session.clear(name, "No second series in this study: pick one above to show it here too "
+                                         "(in another plane, for example)")
                 continue
             self.show_volume(name, volume_id)
         if self.layout_name == "2x2":

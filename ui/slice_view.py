@@ -274,7 +274,7 @@ class SliceView(QWidget):
             return f"Loading {view.label} … {int(100 * view.progress)} %"
         if view.status == "error":
             return f"Cannot show {view.label or 'this series'}:\n{view.message}"
-        return "No series selected"
+        return view.message or "No series selected"
 
     def _paint_missing(self, painter: QPainter) -> None:
         """Hatch the parts of the slice that have no data (unreadable files, gaps)."""

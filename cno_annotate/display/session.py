@@ -389,10 +389,10 @@ class ViewerSession:
         view.zoom, view.centre = None, None
         self.changed.emit(name, ViewChange.PLANE)
 
-    def clear(self, name: str) -> None:
-        """Empty a view (no series)."""
+    def clear(self, name: str, message: str = "") -> None:
+        """Empty a view (no series); ``message`` says what the reader can show there."""
         view = self.views[name]
-        view.status, view.volume, view.mapping, view.message, view.label = "empty", None, None, "", ""
+        view.status, view.volume, view.mapping, view.message, view.label = "empty", None, None, message, ""
         self.changed.emit(name, ViewChange.STATUS)
 
     def jump_to_region(self, name: str, region: str) -> None:
