@@ -296,3 +296,23 @@ def test_a_study_of_one_series_leaves_the_second_view_empty_not_failed(qtbot, tm
     assert any(QColor(c).lightness() > 150 for c in colours) and TEXT.lightness() > 150  # the text is painted
     window.loader.wait(5000)
 
+
+def test_the_status_bar_says_the_polygon_extent_was_set(open_viewer, qtbot, tmp_path):
+    """After the polygon closes the status bar says the extent is set, not the drawing instructions any more."""
+    window = open_viewer(reader="dr-x", size=(1280, 800))
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    _key(qtbot, Qt.Key_Escape)
+    _key(qtbot, Qt.Key_X)
+    assert "click each vertex" in window.statusBar().currentMessage()
+    for row, col in ((295.0, 35.0), (295.0, 45.0), (306.0, 46.0), (306.0, 34.0)):
+        qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(row, col).toPoint())
+    _key(qtbot, Qt.Key_Return)
+    lesion = window.read_session.read.lesions[0]
+    assert lesion.extent["kind"] == "polygon"
+    window.grab().save(str(tmp_path / "extent.png"))
+    message = window.statusBar().currentMessage()
+    assert f"Polygon extent of {lesion.lesion_id} set" in message and "click each vertex" not in message, message
+    window.loader.wait(5000)

@@ -1190,7 +1190,10 @@ class MainWindow(QMainWindow):
             lesion_id = self._extent_lesion
             self.extent_action.setChecked(False)
             extent = polygon_extent(view, points)
+            before = self.read_session.read.revision if self.read_session is not None else None
             self._edit_read(lambda r: r.update_lesion(lesion_id, extent=extent))
+            if self.read_session is not None and self.read_session.read.revision != before:
+                self.statusBar().showMessage(f"Polygon extent of {lesion_id} set (Ctrl+Z undoes it)", 10000)
             return
         self.roi_actions[kind].setChecked(False)  # one ROI per key press
         if self.read_session is None or not view.ready:
