@@ -1,4 +1,4 @@
-"""Reads as exports and reports take them: checked against the audit trail first.
+"""Reads as exports and reports take them: checked against the audit trail, naming the source series.
 
 An export or report must not carry a read that ``audit verify`` would find
 changed outside the program (an SQLite shell, raw SQL on the server). Checking
@@ -8,10 +8,17 @@ stored content hashed (:func:`cno_annotate.store.audit.read_state`) against the
 state its latest audit entry recorded. A read that differs, or that no entry
 records, is refused with one line naming it (reports: unless the user asks to
 include such reads, and then the report names them).
+
+Readers who read de-identified copies (online readers on the study PACS,
+package readers) mark lesions on stand-in series and volumes; a coordinator's
+export names the source series and volumes instead (:class:`SourceReferences`,
+from the UID pairs only the coordinator's store holds), as ``reading-study
+collect`` maps a package's results back.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 
 from cno_annotate.annotation.documents import document_of
@@ -61,14 +68,43 @@ def require_audited(store: Store, read_ids: Iterable[str], what: str = "exported
                             f"run cno-annotate store check", changed)
 
 
+class SourceReferences:
+    """Maps the stand-in series and volume ids in a read back to the store's own (per reading study, read once)."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        self._maps: dict[str, dict[str, str]] = {}
+
+    def back(self, reading_study: str | None) -> dict[str, str]:
+        """Stand-in id -> source id for a reading study's copies (empty outside reading studies)."""
+        if reading_study is None:
+            return {}
+        if reading_study not in self._maps:
+            from cno_annotate.study_pacs import source_references
+
+            self._maps[reading_study] = source_references(self.store, reading_study)
+        return self._maps[reading_study]
+
+    def resolved(self, read: Read) -> Read:
+        """The read with its lesions' and ROIs' series named by the source ids (the stored read is unchanged)."""
+        back = self.back(read.reading_study)
+        if not back:
+            return read
+        return dataclasses.replace(
+            read, lesions=[dataclasses.replace(lesion, series_uid=back.get(lesion.series_uid, lesion.series_uid))
+                           for lesion in read.lesions],
+            rois=[dataclasses.replace(roi, series_uid=back.get(roi.series_uid, roi.series_uid)) for roi in read.rois])
+
+
 def load_for_export(store: Store, read_ids: list[str]) -> list[Read]:
-    """The reads, each checked against the audit trail (see :func:`require_audited`).
+    """The reads, each checked against the audit trail (:func:`require_audited`), naming the source series.
 
     They are loaded first, so a damaged row is named as such (lesion L of read X is damaged).
     """
     reads = [load_read(store, read_id) for read_id in read_ids]
     require_audited(store, read_ids)
-    return reads
+    sources = SourceReferences(store)
+    return [sources.resolved(read) for read in reads]
 
 
 def export_document(store: Store, study_uid: str | None = None, reader: str | None = None,

@@ -31,10 +31,12 @@ import pydicom
 from cno_annotate import reading_study as rs
 from cno_annotate.deid import Replacements, deidentify
 from cno_annotate.errors import CnoError
+from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.packages import _dates_kept_in_order, _secret, offset_days, stand_in_uid  # one rule for both
 from cno_annotate.pacs.client import PacsClient
 from cno_annotate.pacs.retrieve import RetrieveReport, retrieve_study
 from cno_annotate.store import Store, published
+from cno_annotate.store import packages as issued
 
 #: The image cache's folder inside the per-user cache of a server store.
 CACHE_FOLDER = "study-pacs"
@@ -161,3 +163,37 @@ def fetch_case(store: Store, name: str, code: str, client: PacsClient,
     finally:
         cache.close()
     return CachedCase(image_cache(store), study_uid, report)
+
+
+# -- coordinator side: the readers' references back to the source ---------------------------------------------
+def source_references(store: Store, name: str) -> dict[str, str]:
+    """Stand-in volume and series ids of a reading study's de-identified copies -> the coordinator's own.
+
+    An online reader marks lesions on the copies fetched from the study PACS
+    (and a package reader on the package's copies): their lesions and ROIs name
+    stand-in series UIDs, split stacks of them (the stand-in UID with the
+    stack's suffix) and composed volumes of those stacks. The de-identified
+    copies keep every image's geometry, so each source stack has the stand-in
+    volume id of its series' stand-in with the same suffix, and each composed
+    volume the composed id of its members' stand-ins (and so the same grid).
+    Empty for a login that may not see the UID pairs (a reader or adjudicator
+    on a server): their exports keep the stand-ins.
+    """
+    from cno_annotate.io.compose import composed_volume_id
+
+    if not published.may_map_back(store):
+        return {}
+    pairs = issued.uid_pairs(store.db, name)  # source -> stand-in, volume ids of packages included
+    if not pairs:
+        return {}
+    forward: dict[str, str] = {}
+    volumes = [v for uid in {c["study_uid"] for c in rs.cases(store, name)} for v in store.volumes(uid)]
+    for volume in volumes:
+        if volume["kind"] == VolumeKind.STACK and volume["series_uid"] in pairs:
+            forward[volume["volume_id"]] = pairs[volume["series_uid"]] + volume["volume_id"][len(volume["series_uid"]):]
+    for volume in volumes:
+        if volume["kind"] == VolumeKind.COMPOSED and all(m in forward for m in volume["members"]):
+            forward[volume["volume_id"]] = composed_volume_id([forward[m] for m in volume["members"]])
+    back = {new: old for old, new in pairs.items()}
+    back.update({new: old for old, new in forward.items()})
+    return back

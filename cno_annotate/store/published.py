@@ -51,3 +51,10 @@ def pacs_study_uid(store: Store, name: str, code: str) -> str:
         raise CnoError(f"{code} of {name} is not on the study PACS; ask the coordinator to run "
                        f"'cno-annotate reading-study publish {name} --pacs NODE'")
     return str(row[0])
+
+
+def may_map_back(store: Store) -> bool:
+    """Whether this login may read the stand-in UID pairs: a coordinator (anyone on an SQLite store)."""
+    if getattr(store.db, "dialect", "sqlite") == "sqlite":
+        return True
+    return bool(store.db.execute("SELECT cno_is_coordinator()").fetchone()[0])
