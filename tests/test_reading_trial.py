@@ -316,3 +316,29 @@ def test_the_status_bar_says_the_polygon_extent_was_set(open_viewer, qtbot, tmp_
     message = window.statusBar().currentMessage()
     assert f"Polygon extent of {lesion.lesion_id} set" in message and "click each vertex" not in message, message
     window.loader.wait(5000)
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 768)])
+def test_the_proposed_site_is_shown_whole(open_viewer, qtbot, tmp_path, size):
+    """After a mark click the proposal row ('Distal femur ... Enter takes it') fits the panel: no scroll bar, no cut.
+
+    The trial read 'Xiphoid process (proposed from the p' above a horizontal scroll bar.
+    """
+    window = open_viewer(reader="dr-p", size=size)
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    results = window.lesion_panel.site_picker.results
+    qtbot.waitUntil(results.isVisible)
+    qtbot.wait(50)
+    window.lesion_panel.grab().save(str(tmp_path / f"proposal-{size[0]}.png"))
+    item = results.item(0)
+    assert "Enter" in item.text()
+    text_width = results.fontMetrics().horizontalAdvance(item.text())
+    assert not results.horizontalScrollBar().isVisible()
+    shown = results.visualItemRect(item)
+    assert shown.width() <= results.viewport().width()
+    lines = -(-text_width // max(1, results.viewport().width() - 8))
+    assert shown.height() >= lines * results.fontMetrics().height(), (text_width, shown, results.viewport().width())
+    window.loader.wait(5000)

@@ -141,6 +141,9 @@ class SitePicker(QWidget):
         self.search.setClearButtonEnabled(True)
         self.results = QListWidget(self)
         self.results.setMaximumHeight(110)
+        self.results.setWordWrap(True)  # a long name or the proposal's hint wraps: never cut, no sideways scrolling
+        self.results.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.results.setTextElideMode(Qt.ElideNone)
         self.results.hide()
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -182,7 +185,7 @@ class SitePicker(QWidget):
         self.search.setText(site.label)
         self.search.selectAll()
         self.results.clear()
-        item = QListWidgetItem(f"{site.label} (proposed from the position: Enter takes it)")
+        item = QListWidgetItem(f"{site.label}: proposed from the position, Enter takes it")
         item.setData(Qt.UserRole, site.id)
         self.results.addItem(item)
         self.results.setCurrentRow(0)
