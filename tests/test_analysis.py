@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -427,3 +428,29 @@ def test_headings_state_their_unit_and_counts_of_one_are_singular(known_cohort, 
     assert "<h2>Follow-up (unit: patients; changes counted in bone units; totals in points)</h2>" in page
     assert "<h3>Cumulative over each patient's timepoints (unit: patients)</h3>" in page
     assert "<h3>Per timepoint (unit: cases, each on its own)</h3>" in page
+
+
+def test_report_shows_an_icc_bound_outside_the_range_as_not_estimable_and_says_why(tmp_path):
+    scheme = load_scheme()
+    cases = []
+    for n, (grade_a, grade_b) in enumerate([(2, 0), (1, 2), (0, 2), (2, 1)]):  # totals 3-1, 2-3, 1-3, 3-2
+        case = Case(f"CNO-{n:04d}", f"P{n}", 1)
+        case.reads["a"] = _read(case.code, "a", [("femur.distal", "R", grade_a)], role="reader")
+        case.reads["b"] = _read(case.code, "b", [("femur.distal", "R", grade_b)], role="reader")
+        cases.append(case)
+    result = report.build(cases, ["agreement"], (scheme.id, scheme.version), "adjudicated", 20.0, tmp_path,
+                          resamples=20)
+    icc2, icc3 = result["sections"]["agreement"]["totals"]["icc"]
+    # McGraw & Wong's formula gives an estimate of -1.5 and a lower bound of -1.96 here (pingouin: -1.96)
+    assert icc2["value"] != icc2["value"] and icc2["ci_low"] != icc2["ci_low"]
+    assert icc2["note"] == ("not estimable: the ICC(2,1) estimate (-1.5) and the 95 % CI lower bound (-1.96) fall "
+                            "outside the range of an ICC of 2 readers (-1 to 1) with 4 cases")
+    page = report.write_html(result, "t", tmp_path).read_text()
+    assert f"ICC(2,1) complete cases: {icc2['note']}" in page
+    assert f"<td>ICC(2,1) complete cases</td><td>4</td><td>–</td><td>– to {icc2['ci_high']:.2f}</td>" in page
+    assert "-1.96 to" not in page and icc3["note"] == ""
+    report.write_json(result, tmp_path)
+    saved = json.loads((tmp_path / "report.json").read_text())["sections"]["agreement"]["totals"]["icc"][0]
+    assert saved["ci_low"] is None and saved["note"] == icc2["note"]
+    rows = [r for r in report.agreement_rows(result["sections"]["agreement"]) if r["statistic"] == "ICC(2,1)"]
+    assert all(-1 <= r["ci_low"] <= 1 or r["ci_low"] != r["ci_low"] for r in rows)

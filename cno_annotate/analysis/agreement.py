@@ -83,7 +83,12 @@ def krippendorff_alpha(ratings: np.ndarray, categories: list[int], level: str = 
 
 @dataclass(frozen=True)
 class ICC:
-    """An intraclass correlation with its 95 % confidence interval."""
+    """An intraclass correlation with its 95 % confidence interval.
+
+    An ICC of k readers lies between -1/(k-1) and 1. A number the formulas cannot give inside that
+    range (too few cases, or no residual variance) is NaN, and ``note`` says which and why;
+    a number outside the range is refused.
+    """
 
     kind: str  # "ICC(2,1)" or "ICC(3,1)"
     value: float
@@ -91,10 +96,30 @@ class ICC:
     ci_high: float
     n_targets: int
     n_raters: int
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        floor = icc_floor(self.n_raters)
+        for name, number in (("value", self.value), ("ci_low", self.ci_low), ("ci_high", self.ci_high)):
+            if np.isfinite(number) and not floor <= number <= 1:
+                raise ValueError(f"{self.kind} {name} {number:g} lies outside the range of an ICC of "
+                                 f"{self.n_raters} readers ({floor:.3g} to 1)")
+        if not np.isfinite([self.value, self.ci_low, self.ci_high]).all() and not self.note:
+            raise ValueError(f"{self.kind}: a number that is not estimable needs a note saying why")
+
+
+def icc_floor(raters: int) -> float:
+    """The lowest value an ICC of ``raters`` readers can take: -1/(k-1) (-1 for two readers)."""
+    return -1.0 / (raters - 1) if raters > 1 else -1.0
 
 
 def icc(ratings: np.ndarray, alpha: float = 0.05) -> tuple[ICC, ICC]:
     """ICC(2,1) and ICC(3,1) of a (targets, raters) table; incomplete targets are left out.
+
+    The intervals are the F-distribution intervals of Shrout & Fleiss (1979) for ICC(3,1) and
+    McGraw & Wong (1996, Satterthwaite degrees of freedom) for ICC(2,1), as pingouin computes
+    them. A value or bound these give outside the ICC's range, or cannot give at all, is
+    reported as not estimable (NaN, with the reason in ``note``).
 
     Returns
     -------
@@ -105,7 +130,8 @@ def icc(ratings: np.ndarray, alpha: float = 0.05) -> tuple[ICC, ICC]:
     n, k = y.shape
     if n < 2 or k < 2:
         nan = float("nan")
-        return ICC("ICC(2,1)", nan, nan, nan, n, k), ICC("ICC(3,1)", nan, nan, nan, n, k)
+        note = f"not estimable: {n} complete case{'s' * (n != 1)} and {k} reader{'s' * (k != 1)} (2 of each needed)"
+        return ICC("ICC(2,1)", nan, nan, nan, n, k, note), ICC("ICC(3,1)", nan, nan, nan, n, k, note)
     grand = y.mean()
     ms_targets = k * ((y.mean(axis=1) - grand) ** 2).sum() / (n - 1)
     ms_raters = n * ((y.mean(axis=0) - grand) ** 2).sum() / (k - 1)
@@ -129,8 +155,36 @@ def icc(ratings: np.ndarray, alpha: float = 0.05) -> tuple[ICC, ICC]:
         f2l = stats.f.ppf(1 - alpha / 2, v, n - 1)
         ci2 = (n * (ms_targets - f2u * ms_error) / (f2u * (k * ms_raters + (k * n - k - n) * ms_error) + n * ms_targets),
                n * (f2l * ms_targets - ms_error) / (k * ms_raters + (k * n - k - n) * ms_error + n * f2l * ms_targets))
-    return (ICC("ICC(2,1)", float(icc2), float(ci2[0]), float(ci2[1]), n, k),
-            ICC("ICC(3,1)", float(icc3), float(ci3[0]), float(ci3[1]), n, k))
+    exact = bool(ms_error == 0)
+    return (_estimable("ICC(2,1)", float(icc2), float(ci2[0]), float(ci2[1]), n, k, exact),
+            _estimable("ICC(3,1)", float(icc3), float(ci3[0]), float(ci3[1]), n, k, exact))
+
+
+def _estimable(kind: str, value: float, low: float, high: float, n: int, k: int, exact: bool) -> ICC:
+    """The ICC with every number outside the range, or undefined, replaced by NaN and named in the note."""
+    floor = icc_floor(k)
+    numbers = {f"the {kind} estimate": value, "the 95 % CI lower bound": low, "the 95 % CI upper bound": high}
+    outside = [f"{name} ({number:.3g})" for name, number in numbers.items()
+               if np.isfinite(number) and not floor <= number <= 1]
+    undefined = [name for name, number in numbers.items() if not np.isfinite(number)]
+    notes = []
+    if outside:
+        notes.append(f"not estimable: {_listing(outside)} "
+                     f"{'falls' if len(outside) == 1 else 'fall'} outside the range of an ICC of {k} readers "
+                     f"({floor:.3g} to 1) with {n} cases")
+    if undefined:
+        why = ("the readers agree exactly (no residual variance)" if exact
+               else "no variance between cases or readers" if not np.isfinite(value) else "the F quantile is undefined")
+        notes.append(f"not estimable: {_listing(undefined)} {'is' if len(undefined) == 1 else 'are'} "
+                     f"undefined, {why}")
+    value, low, high = (number if np.isfinite(number) and floor <= number <= 1 else float("nan")
+                        for number in numbers.values())
+    return ICC(kind, value, low, high, n, k, "; ".join(notes))
+
+
+def _listing(names: list[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
 @dataclass(frozen=True)

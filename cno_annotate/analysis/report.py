@@ -391,11 +391,15 @@ def _agreement_html(a: dict) -> str:
     parts.append("<h3>Patient totals (unit: cases)</h3>")
     parts.append(f"<p>{html.escape(t['note'])}"
                  + (f" Flagged: {html.escape(', '.join(t['flagged_cases']))}." if t["flagged_cases"] else "") + "</p>")
+    iccs = [(f"{i['kind']} {label}", n, i) for key, label, n in (
+        ("icc", "complete cases", t["icc_cases"]), ("icc_with_flagged", "with flagged totals", t["icc_with_flagged_cases"]))
+        for i in t[key]]
     parts.append(_table(["ICC", "cases used", "value", "95 % CI"],
-                        [[f"{i['kind']} {label}", n, _num(i["value"]), f"{_num(i['ci_low'], 2)} to {_num(i['ci_high'], 2)}"]
-                         for key, label, n in (("icc", "complete cases", t["icc_cases"]),
-                                               ("icc_with_flagged", "with flagged totals", t["icc_with_flagged_cases"]))
-                         for i in t[key]]))
+                        [[name, n, _num(i["value"]), f"{_num(i['ci_low'], 2)} to {_num(i['ci_high'], 2)}"]
+                         for name, n, i in iccs]))
+    notes = [f"{name}: {i['note']}" for name, _, i in iccs if i["note"]]
+    if notes:
+        parts.append("<p>" + "<br>".join(html.escape(note) for note in notes) + "</p>")
     ba = t["bland_altman"]
     flagged = t["flagged_cases"]
     parts.append(f"<p>Bland-Altman: {_count(len(t['bland_altman_cases']), 'case')}; "
