@@ -13,6 +13,7 @@ added there, and ``mutmut run`` works in that clone; the checkout is never touch
     python stress/mutation_run.py cno_annotate/store/audit.py --tests tests/test_audit_content.py
     python stress/mutation_run.py --keep mutants-clone   # keep the clone (a new folder) to inspect survivors
     python stress/mutation_run.py --minutes 60           # stop after an hour; score the mutants checked
+    python stress/mutation_run.py --deselect tests/test_analysis.py::test_html_report_renders_in_headless_chromium
 
 Prints killed / survived / other per module, the score (killed / all checked), and every survivor's
 diff, and writes them as JSON (``--json``). mutmut must be installed (``pip install mutmut``);
@@ -60,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("modules", nargs="*", default=list(DEFAULT_MODULES), help="source files to mutate")
     parser.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), help="test files mutmut may run")
+    parser.add_argument("--deselect", action="append", default=[], metavar="NODEID",
+                        help="a slow test mutmut must not run (pytest --deselect; may be given several times)")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--minutes", type=float,
                         help="stop mutmut after this many minutes and report the mutants it finished")
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="cno-mutmut-"))
     started = time.monotonic()
     try:
-        _clone(work, args.modules, args.tests)
+        _clone(work, args.modules, args.tests, args.deselect)
         mutmut = str(Path(sys.executable).parent / "mutmut")
         finished = _run(mutmut, work, args.children, args.minutes)
         results = _results(mutmut, work)
@@ -87,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _clone(work: Path, modules: list[str], tests: list[str]) -> None:
+def _clone(work: Path, modules: list[str], tests: list[str], deselect: list[str]) -> None:
     if work.exists() and any(work.iterdir()):
         raise SystemExit(f"mutation_run: {work} is not empty")
     subprocess.run(["git", "clone", "-q", str(REPO), str(work)], check=True)
@@ -96,7 +99,8 @@ def _clone(work: Path, modules: list[str], tests: list[str]) -> None:
         "[tool.mutmut]",
         f"paths_to_mutate = {json.dumps(modules)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
-        'pytest_add_cli_args = ["-q", "-x", "-p", "no:cacheprovider"]',
+        "pytest_add_cli_args = " + json.dumps(["-q", "-x", "-p", "no:cacheprovider",
+                                               *(arg for test in deselect for arg in ("--deselect", test))]),
         'also_copy = ["schemas", "sample_scans", "tests", "cno_annotate", "ui", "setup.py"]',
         "",
     ])
