@@ -118,3 +118,18 @@ def test_a_unit_score_is_capped_at_the_schemes_unit_max():
     lesions = [lesion("L1", "femur.distal", "R", grades), lesion("L2", "femur.distal", "R", grades)]
     result = score_read(lesions, {}, _variant("sum"), TAXONOMY).units[TAXONOMY.unit_id("femur.distal", "R")]
     assert sum(v for v in result.items.values() if v is not None) == 8 and result.score == 7
+
+
+def test_a_grade_from_another_lesion_or_the_reader_overrides_a_said_not_assessable():
+    """An item one lesion calls "not assessable" but another lesion, or the reader's unit grade, grades is
+    assessable: the unit (and the read's total) is complete, not flagged."""
+    unit = TAXONOMY.unit_id("femur.distal", "R")
+    by_lesion = score_read([lesion("L1", "femur.distal", "R", {"marrow_hyperintensity": NOT_ASSESSABLE}),
+                            lesion("L2", "femur.distal", "R", {"marrow_hyperintensity": 2})], {}, SCHEME, TAXONOMY)
+    assert by_lesion.units[unit].items["marrow_hyperintensity"] == 2
+    assert by_lesion.units[unit].complete and by_lesion.complete and by_lesion.units[unit].score == 2
+    by_reader = score_read([lesion("L1", "femur.distal", "R", {"marrow_hyperintensity": 1,
+                                                                "signal_extension": NOT_ASSESSABLE})],
+                           {}, SCHEME, TAXONOMY, unit_grades={unit: {"signal_extension": 2}})
+    assert by_reader.units[unit].items["signal_extension"] == 2
+    assert by_reader.units[unit].complete and by_reader.complete and by_reader.units[unit].score == 3
