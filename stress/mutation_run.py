@@ -63,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tests", nargs="+", default=list(DEFAULT_TESTS), help="test files mutmut may run")
     parser.add_argument("--deselect", action="append", default=[], metavar="NODEID",
                         help="a slow test mutmut must not run (pytest --deselect; may be given several times)")
+    parser.add_argument("--only", nargs="+", default=[], metavar="PATTERN",
+                        help="run only the mutants whose names match (mutmut's names with * wildcards, e.g. "
+                             "'cno_annotate.analysis.agreement.x_bland_altman*'); mutmut runs the cheapest first, "
+                             "so a run stopped by --minutes never reaches the functions slow tests cover")
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once (default 2)")
     parser.add_argument("--minutes", type=float,
                         help="stop mutmut after this many minutes and report the mutants it finished")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         _clone(work, args.modules, args.tests, args.deselect)
         mutmut = str(Path(sys.executable).parent / "mutmut")
-        finished = _run(mutmut, work, args.children, args.minutes)
+        finished = _run(mutmut, work, args.children, args.minutes, args.only)
         results = _results(mutmut, work)
         results["finished"] = finished
     finally:
@@ -108,9 +112,9 @@ def _clone(work: Path, modules: list[str], tests: list[str], deselect: list[str]
         file.write(config)
 
 
-def _run(mutmut: str, work: Path, children: int, minutes: float | None) -> bool:
+def _run(mutmut: str, work: Path, children: int, minutes: float | None, only: list[str]) -> bool:
     """Run mutmut in ``work``; stop its whole process group after ``minutes``. True if it ended by itself."""
-    process = subprocess.Popen([mutmut, "run", "--max-children", str(children)], cwd=work,
+    process = subprocess.Popen([mutmut, "run", "--max-children", str(children), *only], cwd=work,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         process.wait(timeout=None if minutes is None else minutes * 60)

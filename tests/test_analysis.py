@@ -454,3 +454,17 @@ def test_report_shows_an_icc_bound_outside_the_range_as_not_estimable_and_says_w
     assert saved["ci_low"] is None and saved["note"] == icc2["note"]
     rows = [r for r in report.agreement_rows(result["sections"]["agreement"]) if r["statistic"] == "ICC(2,1)"]
     assert all(-1 <= r["ci_low"] <= 1 or r["ci_low"] != r["ci_low"] for r in rows)
+
+
+def test_the_followup_section_states_its_counts_thresholds_and_each_patients_totals(known_cohort, tmp_path):
+    # P1: CNO-0001 -> CNO-0002 (no shared tracking UIDs: matched by bone unit); units femur.distal:R 3 -> 2
+    # improved, femur.distal:L resolved, spine.T8 stable, tibia.proximal:L new; totals 8 -> 7.
+    result = report.build(known_cohort, ["followup"], ("rai-cromris", "1.0.0"), "adjudicated", 20.0, tmp_path)
+    page = report.write_html(result, "t", tmp_path).read_text()
+    assert ("<h2>Follow-up (unit: patients; changes counted in bone units; totals in points)</h2>"
+            "<p>Bone units between consecutive timepoints: new 1, resolved 1, improved 1, stable 1, worse 0.</p>"
+            "<p>Lesions matched by tracking UID (carried forward by the reader): new 0, resolved 0, improved 0, "
+            "stable 0, worse 0; steps matched by bone unit only (reads without shared tracking UIDs): 1. Size, volume "
+            "and STIR lesion:muscle ratio count as improved or worse from a relative change of size 20%, volume 30%, "
+            "stir 20%.</p><table>") in page
+    assert "<tr><td>P1</td><td>CNO-0001 → CNO-0002</td><td>8 → 7</td><td>-1</td></tr></tbody></table><img" in page

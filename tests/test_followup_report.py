@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import Counter
+
+import pytest
 
 from cno_annotate.analysis import cohort
 from cno_annotate.analysis.cohort import Case
@@ -154,3 +157,32 @@ def test_a_follow_up_read_is_submitted_only_when_every_persisting_lesion_is_grad
     new = dataclasses.replace(_lesion(4, "2.25.44", "tibia.shaft", "L", 1), grades={})
     assert read_problems(dataclasses.replace(read, lesions=[graded, new],
                                              followup=Followup("h0", {"2.25.41": "persisting"})), taxonomy) == []
+
+
+def test_each_tracked_lesion_names_its_lesions_the_readers_outcome_and_its_measures_at_both_visits():
+    result = cohort.followup(_tracked_cohort(), "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))
+    rows = {r["tracking_uid"]: r for r in result["patients"][0]["steps"][0]["lesions"]}
+    assert {uid: (r["from"], r["to"], r["status"]) for uid, r in rows.items()} == {
+        "2.25.1": ("L1", "L1", "persisting"), "2.25.2": ("L2", "L2", "persisting"), "2.25.3": ("L3", None, "resolved"),
+        "2.25.4": ("L4", None, "not_assessable"), "2.25.5": (None, "L5", None)}
+    femur = rows["2.25.1"]["measures"]  # radius 10 -> 5 mm: size is the diameter, volume a sphere's
+    assert femur["before"] == {"grade": 2.0, "size_mm": 20.0, "volume_ml": pytest.approx(4 / 3 * math.pi),
+                               "stir_muscle_ratio": 3.0}
+    assert femur["after"] == {"grade": 1.0, "size_mm": 10.0, "volume_ml": pytest.approx(math.pi / 6),
+                              "stir_muscle_ratio": 1.5}
+    assert rows["2.25.3"]["measures"]["after"] is None and rows["2.25.5"]["measures"]["before"] is None
+    assert rows["2.25.5"]["measures"]["after"] == {"grade": 2.0, "size_mm": None, "volume_ml": None,
+                                                   "stir_muscle_ratio": None}
+
+
+def test_lesions_sharing_tracking_uids_without_a_followup_record_are_matched_with_no_outcome():
+    """Reads that share tracking UIDs but whose later read records no outcomes (not a carry-forward read)."""
+    before = [_lesion(1, "2.25.41", "femur.distal", "R", 2)]
+    after = [_lesion(1, "2.25.41", "femur.distal", "R", 1)]
+    cases = [Case("CNO-0021", "P4", 1, reads={"dr-a": _read("s0", "CNO-0021", before)}),
+             Case("CNO-0022", "P4", 2, reads={"dr-a": _read("s1", "CNO-0022", after)})]
+    result = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))
+    [step] = result["patients"][0]["steps"]
+    assert step["matching"] == "tracking UID"
+    [row] = step["lesions"]
+    assert (row["from"], row["to"], row["status"], row["change"]) == ("L1", "L1", None, "improved")
