@@ -194,3 +194,21 @@ def test_report_states_the_missing_clinical_data_and_the_visit_rule(linked_store
     assert "Missing clinical data (per timepoint): 3 cases" in page and "(cumulative): 3 cases" in page
     assert all(code in page for code in codes[1:])
     assert "within 30 days" in page and f"{codes[0]} 3 days" in page
+
+
+def test_a_visit_exactly_the_window_away_is_used_and_one_day_more_is_not(linked_store):
+    store, db, codes = linked_store  # codes[0]'s visit is 3 days before its study
+    [within] = [c for c in cohort.collect(store, "demo", db, visit_window_days=3) if c.code == codes[0]]
+    assert within.visit_gap_days == 3 and within.clinical_sites == [("femur.distal", "R")]
+    assert within.clinical_missing is None
+    [beyond] = [c for c in cohort.collect(store, "demo", db, visit_window_days=2) if c.code == codes[0]]
+    assert beyond.clinical_missing == "no clinical visit within 2 days of the study (nearest 3 days)"
+
+
+@pytest.mark.parametrize("study_date", ["", "2026110", "202611041", "2026-11-04"])
+def test_a_study_without_a_dicom_date_is_matched_to_no_visit_and_says_why(study_date):
+    case = Case("CNO-0001", "P1", 1)
+    visits = [{"visit_date": "2026-11-04", "painful_sites": [{"site_id": "femur.distal", "side": "R"}]}]
+    cohort._attach_visit(case, visits, study_date, 90)
+    assert case.clinical_missing == "the study has no date to match a clinical visit to"
+    assert case.clinical_sites is None

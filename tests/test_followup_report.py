@@ -186,3 +186,75 @@ def test_lesions_sharing_tracking_uids_without_a_followup_record_are_matched_wit
     assert step["matching"] == "tracking UID"
     [row] = step["lesions"]
     assert (row["from"], row["to"], row["status"], row["change"]) == ("L1", "L1", None, "improved")
+
+
+def test_measure_changes_at_their_edges():
+    assert cohort.measure_change("grade", 1.0, 2.0) == "worse" and cohort.measure_change("grade", 2.0, 2.0) == "stable"
+    assert cohort.measure_change("size_mm", 10.0, 12.0) == "worse"  # +20 %: the threshold itself counts
+    assert cohort.measure_change("size_mm", 10.0, 11.5) == "stable"
+    # nothing measurable before: any growth is worse, none is stable (a relative change is undefined)
+    assert cohort.measure_change("volume_ml", 0.0, 0.5) == "worse"
+    assert cohort.measure_change("volume_ml", 0.0, 0.0) == "stable"
+
+
+def test_a_follow_up_read_whose_prior_lesions_all_resolved_is_still_matched_by_tracking_uid():
+    """The later read follows the earlier one (carry-forward) although no UID is shared: one resolved, one new."""
+    before = [_lesion(1, "2.25.51", "femur.distal", "R", 2)]
+    after = [_lesion(1, "2.25.52", "spine.L2", None, 1)]
+    r0 = _read("c0", "CNO-0031", before)
+    r1 = _read("c1", "CNO-0032", after, Followup("c0", {"2.25.51": "resolved"}))
+    cases = [Case("CNO-0031", "P5", 1, reads={"dr-a": r0}), Case("CNO-0032", "P5", 2, reads={"dr-a": r1})]
+    [step] = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))["patients"][0]["steps"]
+    assert step["matching"] == "tracking UID"
+    assert step["lesion_counts"] == {"new": 1, "resolved": 1, "improved": 0, "stable": 0, "worse": 0}
+
+
+def test_lesion_counts_add_up_lesions_with_the_same_change():
+    before = [_lesion(1, "2.25.61", "femur.distal", "R", 2), _lesion(2, "2.25.62", "spine.L2", None, 1),
+              _lesion(3, "2.25.63", "ilium", "L", 1)]
+    r0 = _read("d0", "CNO-0041", before)
+    r1 = _read("d1", "CNO-0042", [], Followup("d0", dict.fromkeys(("2.25.61", "2.25.62", "2.25.63"), "resolved")))
+    cases = [Case("CNO-0041", "P6", 1, reads={"dr-a": r0}), Case("CNO-0042", "P6", 2, reads={"dr-a": r1})]
+    [step] = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))["patients"][0]["steps"]
+    assert step["lesion_counts"]["resolved"] == 3 and step["counts"]["resolved"] == 3
+
+
+def test_each_unit_entry_states_its_scores_and_new_or_resolved_units_have_no_measure_changes():
+    cases = _tracked_cohort()
+    [step] = cohort.followup(cases, "dr-a", load_scheme(), load_taxonomy("cno-sites-1.0.0"))["patients"][0]["steps"]
+    units = {u["unit"]: u for u in step["units"]}
+    assert {u: (e["before"], e["after"]) for u, e in units.items()} == {
+        "femur.distal:R": (2, 1), "spine.L2": (2, 2), "ilium:L": (1, 0), "tibia.shaft:L": (1, 0),
+        "clavicle.medial:L": (0, 2)}
+    assert units["clavicle.medial:L"]["by"] == {} and units["ilium:L"]["by"] == {}
+
+
+def test_a_unit_not_assessable_at_one_visit_is_skipped_and_the_units_after_it_still_count():
+    taxonomy = load_taxonomy("cno-sites-1.0.0")
+    before = [_lesion(1, "2.25.71", "clavicle.medial", "L", 2), _lesion(2, "2.25.72", "femur.distal", "R", 2)]
+    after = [_lesion(2, "2.25.72", "femur.distal", "R", 1)]
+    r0 = _read("e0", "CNO-0051", before)
+    r1 = dataclasses.replace(_read("e1", "CNO-0052", after),
+                             unit_marks={taxonomy.unit_id("clavicle.medial", "L"): "not_assessable"})
+    cases = [Case("CNO-0051", "P7", 1, reads={"dr-a": r0}), Case("CNO-0052", "P7", 2, reads={"dr-a": r1})]
+    [step] = cohort.followup(cases, "dr-a", load_scheme(), taxonomy)["patients"][0]["steps"]
+    # clavicle.medial:L sorts first and is not assessable later: no change; femur.distal:R 2 -> 1 improved
+    assert [u["unit"] for u in step["units"]] == ["femur.distal:R"]
+    assert step["counts"] == {"new": 0, "resolved": 0, "improved": 1, "stable": 0, "worse": 0}
+
+
+def test_the_followup_figure_draws_each_patients_totals_over_its_timepoints():
+    from cno_annotate.analysis import figures
+
+    result = {"patients": [{"patient": "P1", "timepoints": [1, 2, 3], "totals": [8, 7, 3]},
+                           {"patient": "P2", "timepoints": [1, 3], "totals": [2, 4]}]}
+    [ax] = figures.followup_figure(result).axes
+    lines = {line.get_label(): (list(line.get_xdata()), list(line.get_ydata()), line.get_marker())
+             for line in ax.get_lines()}
+    assert lines == {"P1": ([1, 2, 3], [8, 7, 3], "o"), "P2": ([1, 3], [2, 4], "o")}
+    assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == (
+        "timepoint", "total score (points)", "Follow-up: total score per patient")
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["P1", "P2"]
+    assert list(ax.get_xticks()) == [1, 2, 3]
+    [empty] = figures.followup_figure({"patients": []}).axes
+    assert [t.get_text() for t in empty.texts] == ["No patient has more than one timepoint"] and not empty.axison
