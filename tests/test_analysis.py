@@ -468,3 +468,22 @@ def test_the_followup_section_states_its_counts_thresholds_and_each_patients_tot
             "and STIR lesion:muscle ratio count as improved or worse from a relative change of size 20%, volume 30%, "
             "stir 20%.</p><table>") in page
     assert "<tr><td>P1</td><td>CNO-0001 → CNO-0002</td><td>8 → 7</td><td>-1</td></tr></tbody></table><img" in page
+
+
+def test_report_shows_each_bootstrap_interval_as_low_to_high_in_two_decimals(tmp_path):
+    scheme = load_scheme()
+    cases = []
+    for n in range(6):
+        case = Case(f"CNO-{n:04d}", f"P{n}", 1)
+        case.reads["a"] = _read(case.code, "a", [("femur.distal", "R", n % 3)], role="reader")
+        case.reads["b"] = _read(case.code, "b", [("femur.distal", "R", (n // 2) % 3)], role="reader")
+        cases.append(case)
+    result = report.build(cases, ["agreement"], (scheme.id, scheme.version), "adjudicated", 20.0, tmp_path,
+                          resamples=50)
+    [pair] = result["sections"]["agreement"]["lesions"]
+    grades = next(f for f in pair["features"] if f["item"] == "marrow_hyperintensity")
+    (low, high), (low_q, high_q) = grades["kappa_linear_ci"], grades["kappa_quadratic_ci"]
+    assert np.isfinite([low, high, low_q, high_q]).all() and low < high
+    page = report.write_html(result, "t", tmp_path).read_text()
+    assert (f"<td>a vs b</td><td>6</td><td>{grades['kappa_linear']:.3f}</td><td>{low:.2f} to {high:.2f}</td>"
+            f"<td>{grades['kappa_quadratic']:.3f}</td><td>{low_q:.2f} to {high_q:.2f}</td></tr>") in page
