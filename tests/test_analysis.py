@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 import subprocess
 from pathlib import Path
@@ -487,3 +488,24 @@ def test_report_shows_each_bootstrap_interval_as_low_to_high_in_two_decimals(tmp
     page = report.write_html(result, "t", tmp_path).read_text()
     assert (f"<td>a vs b</td><td>6</td><td>{grades['kappa_linear']:.3f}</td><td>{low:.2f} to {high:.2f}</td>"
             f"<td>{grades['kappa_quadratic']:.3f}</td><td>{low_q:.2f} to {high_q:.2f}</td></tr>") in page
+
+
+def test_bland_altman_limits_lie_1_96_sd_either_side_and_need_two_pairs():
+    ba = agreement.bland_altman(np.array([10, 12, 9], float), np.array([11, 12, 13], float))
+    diff = np.array([1, 0, 4], float)
+    assert ba.lower == pytest.approx(diff.mean() - 1.96 * diff.std(ddof=1))
+    assert ba.upper == pytest.approx(diff.mean() + 1.96 * diff.std(ddof=1))
+    two = agreement.bland_altman(np.array([1, 2], float), np.array([2, 4], float))
+    assert (two.n, two.bias, two.sd) == (2, 1.5, pytest.approx(np.std([1, 2], ddof=1)))
+    one = agreement.bland_altman(np.array([1, np.nan], float), np.array([2, 4], float))
+    assert one.n == 1 and all(math.isnan(v) for v in (one.bias, one.sd, one.lower, one.upper))
+
+
+def test_lesions_exactly_the_threshold_apart_match_and_a_small_threshold_still_prefers_more_matches():
+    at_limit = agreement.match_lesions([("A1", "spine.T8", [0, 0, 0])], [("B1", "spine.T8", [0, 0, 5.0])], 5.0)
+    assert at_limit.matched == [("A1", "B1", 5.0)]
+    # threshold 1 mm: A1-B1, A2-B1 and A1-B2 are 0.5 mm apart, A2-B2 1.5 mm; two pairs (A1-B2, A2-B1) beat one
+    a = [("A1", "spine.T8", [0, 0, 0.5]), ("A2", "spine.T8", [0, 0, -0.5])]
+    b = [("B1", "spine.T8", [0, 0, 0.0]), ("B2", "spine.T8", [0, 0, 1.0])]
+    result = agreement.match_lesions(a, b, threshold_mm=1.0)
+    assert sorted((x, y) for x, y, _ in result.matched) == [("A1", "B2"), ("A2", "B1")]

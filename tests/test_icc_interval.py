@@ -103,3 +103,13 @@ def test_the_icc_type_refuses_a_number_outside_its_range():
         agreement.ICC("ICC(2,1)", 0.5, -1.6, 0.9, 4, 2)
     with pytest.raises(ValueError, match="note"):
         agreement.ICC("ICC(2,1)", 0.5, float("nan"), 0.9, 4, 2)
+
+
+def test_fewer_than_two_complete_cases_or_readers_give_no_icc_and_say_why():
+    one_case = agreement.icc(np.array([[3, 4], [np.nan, 2]], float))
+    assert all(math.isnan(i.value) and math.isnan(i.ci_low) and math.isnan(i.ci_high) for i in one_case)
+    assert one_case[0].note == "not estimable: 1 complete case and 2 readers (2 of each needed)"
+    assert agreement.icc(np.array([[3], [4], [5]], float))[1].note == (
+        "not estimable: 3 complete cases and 1 reader (2 of each needed)")
+    two_cases, _ = agreement.icc(np.array([[1, 2], [4, 4]], float))  # two cases are enough for a value
+    assert two_cases.n_targets == 2 and np.isfinite(two_cases.value)
