@@ -135,6 +135,7 @@ def test_a_report_with_a_changed_read_is_refused_unless_asked_and_then_names_it(
     assert changed in out
     report = json.loads((tmp_path / "r" / "report.json").read_text())
     assert report["reads_changed_outside_the_program"] == [changed]
+    assert changed in (tmp_path / "r" / "report.html").read_text()  # the reader of the report sees it too
 
 
 def test_untouched_reads_export_and_report_as_before(trial, tmp_path):

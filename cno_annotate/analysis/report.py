@@ -226,6 +226,10 @@ def write_html(report: dict, title: str, out: Path) -> Path:
              f"reference read: {html.escape(report['source'])}</p>"]
     if report.get("design"):
         parts.append(f"<p class='meta'>Reading design: {html.escape(report['design']['text'])}</p>")
+    if report.get("reads_changed_outside_the_program"):
+        changed = ", ".join(report["reads_changed_outside_the_program"])
+        parts.append(f"<p><strong>Included on request (--include-tampered): reads changed outside the program "
+                     f"since their last audited change: {html.escape(changed)}</strong></p>")
     s = report["sections"]
     if "design" in s:
         parts.append("<h2>Design (GRRAS checklist order)</h2>" + _table(
