@@ -72,8 +72,8 @@ def pydicom_headers(files: list[Path]) -> None:
 def our_load(store: Store, kind: str) -> int:
     voxels = 0
     for row in store.volumes():
-        if row["kind"] == kind:
-            voxels += load_volume(store, row["volume_id"], use_cache=False).array.size
+        if row.kind == kind:
+            voxels += load_volume(store, row.volume_id, use_cache=False).array.size
     return voxels
 
 
@@ -110,9 +110,9 @@ from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
 import numpy, SimpleITK, pydicom  # loaded before the baseline
 store = Store.open({store!r})
-rows = [r for r in store.volumes() if r["kind"] == "composed"]
+rows = [r for r in store.volumes() if r.kind == "composed"]
 base = high_water_kb()
-kept = [load_volume(store, r["volume_id"], use_cache=False) for r in rows]
+kept = [load_volume(store, r.volume_id, use_cache=False) for r in rows]
 peak = high_water_kb()
 print(json.dumps({{"base_kb": base, "peak_kb": peak, "voxel_bytes": sum(v.array.nbytes for v in kept)}}))
 """

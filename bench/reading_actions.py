@@ -90,7 +90,7 @@ def open_window(app: QApplication, folder: Path):
 
     store = Store.open(folder / "store")
     import_paths(store, [SAMPLE])
-    study = store.studies()[0]["study_uid"]
+    study = store.studies()[0].study_uid
     store.close()
     window = MainWindow(folder / "store", reader="bench")
     window.resize(1280, 800)

@@ -33,8 +33,8 @@ from cno_annotate.volumes import load_volume
 
 def composed_stir(store: Store, study_uid: str):
     """The composed STIR volume of a study, loaded."""
-    row = next(v for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
-    return load_volume(store, row["volume_id"])
+    row = next(v for v in store.volumes(study_uid) if v.kind == "composed" and v.role == "STIR")
+    return load_volume(store, row.volume_id)
 
 
 def errors_by_part(truth: dict, mapping) -> dict[str, list[float]]:

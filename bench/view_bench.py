@@ -106,7 +106,7 @@ def repaint_figures(store_dir: Path, steps: int, size: tuple[int, int] = (1920, 
     window = MainWindow(store_dir)
     window.resize(*size)
     window.show()
-    window.select_study(window.store.studies()[0]["study_uid"])
+    window.select_study(window.store.studies()[0].study_uid)
     window.loader.wait()
     if layout != "1x2" and hasattr(window, "set_layout"):
         window.set_layout(layout)
@@ -244,8 +244,8 @@ def main(argv: list[str] | None = None) -> int:
         generate_study(work / "study", StudyPlan(stations=5, slices=40, matrix=448, seed=0))
         store = Store.open(work / "store")
         import_paths(store, [work / "study"])
-        row = next(r for r in store.volumes() if r["kind"] == "composed" and r["role"] == "STIR")
-        volume = load_volume(store, row["volume_id"], use_cache=False)
+        row = next(r for r in store.volumes() if r.kind == "composed" and r.role == "STIR")
+        volume = load_volume(store, row.volume_id, use_cache=False)
         store.close()
         for cache in (work / "store" / "cache").glob("*.npy"):
             cache.unlink()  # the first viewer start below builds the cache: a cold start

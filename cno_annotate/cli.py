@@ -9,12 +9,14 @@ then print exactly one JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
 import sqlite3
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cno_annotate import __version__, cli_pacs, cli_reading
 from cno_annotate.cli_args import (
@@ -31,6 +33,9 @@ from cno_annotate.errors import CnoError, UsageError
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import ROLES
 from cno_annotate.paths import display as display_path
+
+if TYPE_CHECKING:
+    from cno_annotate.store.catalog import VolumeRow
 
 PROG = "cno-annotate"
 PLUGIN_GROUP = "cno_annotate.commands"
@@ -338,11 +343,15 @@ def _require_something_imported(summary: dict) -> None:
 def cmd_studies(args) -> int:
     """Run ``cno-annotate studies`` (see its ``--help``)."""
     store = _open_store(args)
-    _print_rows(store.studies(), args.json, f"no studies in the store at {store.root} (use 'cno-annotate import PATH')",
-                lambda s: f"{s['study_uid']}  {s['study_date'] or '-':8}  {s['patient_id'] or '-':12}  "
-                          f"{s['series']:3} series  {s['volumes']:3} volumes  {s['description'] or ''}"
-                          + (f"  MISSING: {_count(s['missing_files'], 'file')} not found (see 'cno-annotate "
-                             "relocate')" if s["missing_files"] else ""))
+    studies = store.studies()
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in studies], indent=2))
+        return 0
+    _print_rows(studies, False, f"no studies in the store at {store.root} (use 'cno-annotate import PATH')",
+                lambda s: f"{s.study_uid}  {s.study_date or '-':8}  {s.patient_id or '-':12}  "
+                          f"{s.series:3} series  {s.volumes:3} volumes  {s.description or ''}"
+                          + (f"  MISSING: {_count(s.missing_files, 'file')} not found (see 'cno-annotate "
+                             "relocate')" if s.missing_files else ""))
     return 0
 
 
@@ -361,33 +370,33 @@ def cmd_series(args) -> int:
     return 0
 
 
-def series_summary(volume: dict) -> dict:
+def series_summary(volume: VolumeRow) -> dict:
     """The JSON form of one volume for ``series --json``."""
-    rows = volume["affine"][:3]
+    rows = volume.affine[:3]
     spacing = [math.sqrt(rows[0][c] * rows[0][c] + rows[1][c] * rows[1][c] + rows[2][c] * rows[2][c])
                for c in range(3)]  # column norms, without loading numpy for a listing
-    k, j, i = volume["shape"]
+    k, j, i = volume.shape
     return {
-        "study_uid": volume["study_uid"],
-        "volume_id": volume["volume_id"],
-        "series_uid": volume["volume_id"],  # deprecated alias of volume_id, kept for release 0.1 readers
-        "dicom_series_uid": volume["series_uid"],
-        "kind": volume["kind"],
-        "role": volume["role"],
-        "role_reason": "set by the user" if volume["overridden"] else volume["role_reason"],
-        "orientation": volume["orientation"],
-        "composed": volume["kind"] == VolumeKind.COMPOSED,
-        "stations": volume["stations"],
-        "members": volume["members"],
+        "study_uid": volume.study_uid,
+        "volume_id": volume.volume_id,
+        "series_uid": volume.volume_id,  # deprecated alias of volume_id, kept for release 0.1 readers
+        "dicom_series_uid": volume.series_uid,
+        "kind": volume.kind,
+        "role": volume.role,
+        "role_reason": "set by the user" if volume.overridden else volume.role_reason,
+        "orientation": volume.orientation,
+        "composed": volume.kind == VolumeKind.COMPOSED,
+        "stations": volume.stations,
+        "members": volume.members,
         "shape": [i, j, k],
         "spacing_mm": [round(float(s), 4) for s in spacing],
-        "gaps": volume["gaps"],
-        "duplicate_slices": volume["duplicates"],
-        "patient_geometry": volume["patient_geometry"],
-        "description": volume["description"],
-        "variant": volume["variant"],
-        "composition": volume["composition"],
-        "source_path": volume["source_path"],
+        "gaps": volume.gaps,
+        "duplicate_slices": volume.duplicates,
+        "patient_geometry": volume.patient_geometry,
+        "description": volume.description,
+        "variant": volume.variant,
+        "composition": volume.composition,
+        "source_path": volume.source_path,
     }
 
 
@@ -397,10 +406,10 @@ def cmd_set_role(args) -> int:
 
     store = _open_store(args)
     volume = store.volume(args.volume)
-    store.set_role(volume["volume_id"], None if args.role == "auto" else args.role)
-    rebuild_volumes(store, [volume["study_uid"]])
-    now_role = store.volume(volume["volume_id"])["role"]
-    print(f"{volume['volume_id']}: role {now_role}" + (" (from headers)" if args.role == "auto" else " (set by the user)"))
+    store.set_role(volume.volume_id, None if args.role == "auto" else args.role)
+    rebuild_volumes(store, [volume.study_uid])
+    now_role = store.volume(volume.volume_id).role
+    print(f"{volume.volume_id}: role {now_role}" + (" (from headers)" if args.role == "auto" else " (set by the user)"))
     return 0
 
 
@@ -583,7 +592,7 @@ def cmd_export_csv(args) -> int:
     document = export_document(store, study, reader, args.reading_study)
     if args.latest_submitted:
         document["reads"] = latest_submitted(document["reads"])
-    codes = {(name, c["study_uid"]): c["reading_code"]
+    codes = {(name, c.study_uid): c.reading_code
              for name in {r["reading_study"] for r in document["reads"] if r["reading_study"]}
              for c in rs.cases(store, name)}
     for read in document["reads"]:
@@ -646,7 +655,7 @@ def _open_store(args, create: bool = False):
     return open_store(args.store, create)
 
 
-def _print_volumes(volumes: list[dict]) -> None:
+def _print_volumes(volumes: list[VolumeRow]) -> None:
     for v in volumes:
         s = series_summary(v)
         shape = "x".join(str(n) for n in s["shape"])

@@ -6,7 +6,7 @@ import json
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cno_annotate.errors import CnoError
 from cno_annotate.paths import display
@@ -47,7 +47,7 @@ def open_store(root: str | os.PathLike[str] | None, create: bool = False) -> Sto
     return Store.open(root)
 
 
-def print_rows(rows: list, as_json: bool, empty: str, line: Callable[[dict], str]) -> None:
+def print_rows(rows: list, as_json: bool, empty: str, line: Callable[[Any], str]) -> None:
     """Print rows as one JSON document, or one line each (``empty`` when there are none)."""
     if as_json:
         print(json.dumps(rows, indent=2))

@@ -87,10 +87,6 @@ class CoordinatorDB:
         return coordinator.links(self.db, reading_study)
 
     # -- clinical records -----------------------------------------------------------------
-    def record(self, record_id: str) -> list[dict]:
-        """Every visit of a record, with painful sites and treatments."""
-        return [visit.as_dict() for visit in self.visits(record_id)]
-
     def visits(self, record_id: str) -> list[coordinator.Visit]:
         """Every visit of a record by date, with its painful sites and treatments."""
         return coordinator.visits(self.db, record_id)
@@ -322,10 +318,10 @@ def import_clinical(db: CoordinatorDB, path: Path, replace: bool = False) -> int
 
 def link_patient_ids(store, db: CoordinatorDB, reading_study: str) -> int:
     """Link every case of a reading study to its DICOM PatientID (the common case)."""
-    from cno_annotate.reading_study import case_rows
+    from cno_annotate.reading_study import cases
 
-    ids = {s["study_uid"]: s["patient_id"] for s in store.studies()}
-    links = {c.reading_code: ids[c.study_uid] for c in case_rows(store, reading_study) if ids.get(c.study_uid)}
+    ids = {s.study_uid: s.patient_id for s in store.studies()}
+    links = {c.reading_code: ids[c.study_uid] for c in cases(store, reading_study) if ids.get(c.study_uid)}
     db.link(reading_study, links)
     return len(links)
 
@@ -336,18 +332,18 @@ def unblinded_document(store, db: CoordinatorDB, reading_study: str) -> dict:
     from cno_annotate.annotation.documents import read_document
     from cno_annotate.annotation.reads import list_reads
     from cno_annotate.export_reads import load_for_export
-    from cno_annotate.reading_study import case_rows
+    from cno_annotate.reading_study import cases
 
     links = db.links(reading_study)
     out = []
-    for case in case_rows(store, reading_study):
+    for case in cases(store, reading_study):
         record = links.get(case.reading_code)
         rows = list_reads(store, study_uid=case.study_uid, reading_study=reading_study, latest_only=True)
         reads = [read_document(read) for read in load_for_export(store, [r["read_id"] for r in rows])]
         out.append({
             "reading_code": case.reading_code, "study_uid": case.study_uid,
             "patient_code": case.patient_code, "timepoint": case.timepoint,
-            "record_id": record, "clinical": db.record(record) if record else [], "reads": reads,
+            "record_id": record, "clinical": [v.as_dict() for v in db.visits(record)] if record else [], "reads": reads,
         })
     return {"generator": f"cno-annotate {__version__}", "reading_study": reading_study, "unblinded": True,
             "cases": out}

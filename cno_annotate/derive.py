@@ -18,6 +18,7 @@ from cno_annotate.io import compose
 from cno_annotate.io.roles import classify_sequence
 from cno_annotate.io.series import Stack, build_stacks, usable_images
 from cno_annotate.store import derived
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
 from cno_annotate.store.locations import damaged_files
 
@@ -98,37 +99,37 @@ def choose_station(store: Store, volume_id: str) -> dict:
         If the stack is not one of several acquisitions of a station.
     """
     row = store.volume(volume_id)
-    for note in store.compositions(row["study_uid"]):
+    for note in store.compositions(row.study_uid):
         for alternative in note["detail"]["alternatives"]:
             position = [alternative["used"], *alternative["others"]]
-            if row["volume_id"] in position:
-                store.choose_station(row["study_uid"], row["volume_id"], position)
-                rebuild_volumes(store, [row["study_uid"]])
+            if row.volume_id in position:
+                store.choose_station(row.study_uid, row.volume_id, position)
+                rebuild_volumes(store, [row.study_uid])
                 return _note_with(store, row)
-    raise CnoError(f"{row['volume_id']} is not a repeated station: there is no other acquisition to switch from "
+    raise CnoError(f"{row.volume_id} is not a repeated station: there is no other acquisition to switch from "
                    "(see 'cno-annotate series')")
 
 
 def reset_station(store: Store, volume_id: str) -> dict:
     """Forget the reader's choice at this stack's station position: the latest acquisition is used."""
     row = store.volume(volume_id)
-    for note in store.compositions(row["study_uid"]):
+    for note in store.compositions(row.study_uid):
         for alternative in note["detail"]["alternatives"]:
             position = [alternative["used"], *alternative["others"]]
-            if row["volume_id"] in position:
-                store.choose_station(row["study_uid"], None, position)
-                rebuild_volumes(store, [row["study_uid"]])
+            if row.volume_id in position:
+                store.choose_station(row.study_uid, None, position)
+                rebuild_volumes(store, [row.study_uid])
                 return _note_with(store, row)
-    raise CnoError(f"{row['volume_id']} is not a repeated station (see 'cno-annotate series')")
+    raise CnoError(f"{row.volume_id} is not a repeated station (see 'cno-annotate series')")
 
 
-def _note_with(store: Store, row: dict) -> dict:
-    for note in store.compositions(row["study_uid"]):
+def _note_with(store: Store, row: VolumeRow) -> dict:
+    for note in store.compositions(row.study_uid):
         detail = note["detail"]
         ids = set(detail["stations"]) | {i for a in detail["alternatives"] for i in a["others"]}
-        if row["volume_id"] in ids:
+        if row.volume_id in ids:
             return note
-    raise CnoError(f"no composition note names {row['volume_id']}")
+    raise CnoError(f"no composition note names {row.volume_id}")
 
 
 def _station_notes(plans: list[compose.CompositionPlan]) -> dict[str, dict]:

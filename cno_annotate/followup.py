@@ -55,17 +55,17 @@ def prior_studies(store: Store, study_uid: str) -> list[Prior]:
     A study is the same patient's when both name the same patient record
     (patient ID, name and birth date); a study with no patient record has no priors.
     """
-    studies = {s["study_uid"]: s for s in store.studies()}
+    studies = {s.study_uid: s for s in store.studies()}
     if study_uid not in studies:
         raise CnoError(f"study {study_uid} is not in the store")
     keys = catalog.patient_keys(store.db)
-    key, date = keys.get(study_uid), studies[study_uid]["study_date"] or ""
+    key, date = keys.get(study_uid), studies[study_uid].study_date or ""
     if key is None:
         return []
     earlier = [s for uid, s in studies.items() if uid != study_uid and keys.get(uid) == key
-               and (s["study_date"] or "") < date]
-    earlier.sort(key=lambda s: s["study_date"] or "", reverse=True)
-    return [Prior(s["study_uid"], f"{_date(s['study_date'])} {s['description'] or ''}".strip()) for s in earlier]
+               and (s.study_date or "") < date]
+    earlier.sort(key=lambda s: s.study_date or "", reverse=True)
+    return [Prior(s.study_uid, f"{_date(s.study_date)} {s.description or ''}".strip()) for s in earlier]
 
 
 def reading_study_priors(store: Store, name: str, code: str) -> list[Prior]:

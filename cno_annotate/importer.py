@@ -93,7 +93,7 @@ class ImportReport:
             "nifti": self.nifti,
             "duplicates": self.duplicates,
             "volumes": len(volumes),
-            "composed": sum(v["kind"] == VolumeKind.COMPOSED for v in volumes),
+            "composed": sum(v.kind == VolumeKind.COMPOSED for v in volumes),
             "composition": [
                 {"study_uid": n["study_uid"], **n["detail"]} for s in sorted(self.studies) for n in store.compositions(s)
             ],

@@ -146,7 +146,7 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
             mapping[source] = stand_in_uid(secret, source)
         return mapping[source]
 
-    cases = {c.reading_code: c for c in rs.case_rows(store, study.name)}
+    cases = {c.reading_code: c for c in rs.cases(store, study.name)}
     report = PackageReport(staging, uuid.uuid4().hex, len(worklist), 0)
     for entry in worklist:
         case = cases[entry["reading_code"]]
@@ -212,13 +212,13 @@ def _record_volume_ids(store: Store, package_store: Store, mapping: dict[str, st
     back = {new: source for source, new in mapping.items()}
     package_volumes = package_store.volumes()
     for volume in package_volumes:
-        if volume["kind"] == "stack" and volume["series_uid"] in back:
-            suffix = volume["volume_id"][len(volume["series_uid"]):]
-            mapping[back[volume["series_uid"]] + suffix] = volume["volume_id"]
+        if volume.kind == "stack" and volume.series_uid in back:
+            suffix = volume.volume_id[len(volume.series_uid):]
+            mapping[back[volume.series_uid] + suffix] = volume.volume_id
     back = {new: source for source, new in mapping.items()}
     for volume in package_volumes:
-        if volume["kind"] == "composed" and all(m in back for m in volume["members"]):
-            mapping[composed_volume_id([back[m] for m in volume["members"]])] = volume["volume_id"]
+        if volume.kind == "composed" and all(m in back for m in volume.members):
+            mapping[composed_volume_id([back[m] for m in volume.members])] = volume.volume_id
 
 
 def _carry_collected_reads(store: Store, package_store: Store, name: str, reader: str,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import random
 import unicodedata
-from dataclasses import asdict
 from datetime import date
 
 from cno_annotate.annotation.csv_export import FORMULA_START
@@ -150,7 +149,7 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
     patient become separate cases (timepoints).
     """
     study = get(store, name)
-    known = {r["study_uid"] for r in store.studies()}
+    known = {r.study_uid for r in store.studies()}
     unknown = [uid for uid in study_uids if uid not in known]
     if unknown:
         raise CnoError(f"not in the store: {', '.join(unknown)}")
@@ -172,11 +171,11 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
 def _number_patients(db, store: Store, name: str) -> None:
     """Give each patient a pseudonymous code and each study its timepoint number (by study date)."""
     by_patient: dict[str, list[tuple[str, str]]] = {}
-    studies = {s["study_uid"]: s for s in store.studies()}
+    studies = {s.study_uid: s for s in store.studies()}
     for case in table.cases(db, name):
         s = studies[case.study_uid]
-        key = s["patient_id"] or s["patient_name"] or case.study_uid
-        by_patient.setdefault(key, []).append((s["study_date"] or "", case.study_uid))
+        key = s.patient_id or s.patient_name or case.study_uid
+        by_patient.setdefault(key, []).append((s.study_date or "", case.study_uid))
     ordered = sorted(by_patient, key=lambda k: stable_uid(name, "patient", k))
     for n, key in enumerate(ordered, start=1):
         for timepoint, (_, uid) in enumerate(sorted(by_patient[key]), start=1):
@@ -248,7 +247,7 @@ def role_of(store: Store, name: str, reader: str) -> str:
     return role
 
 
-def case_rows(store: Store, name: str) -> list[Case]:
+def cases(store: Store, name: str) -> list[Case]:
     """Every case with its study UID, by reading code (coordinator view).
 
     Raises
@@ -260,11 +259,6 @@ def case_rows(store: Store, name: str) -> list[Case]:
     return table.cases(store.db, name)
 
 
-def cases(store: Store, name: str) -> list[dict]:
-    """Every case with its study UID, as dictionaries of :class:`Case`'s fields (coordinator view)."""
-    return [asdict(case) for case in case_rows(store, name)]
-
-
 def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDINATOR) -> dict[str, list[str]]:
     """Give every reader all cases in a random order of their own, reproducible from the seed.
 
@@ -272,7 +266,7 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
     """
     study = get(store, name)
     seed = study.seed if seed is None else seed
-    codes = [c.reading_code for c in case_rows(store, name)]
+    codes = [c.reading_code for c in cases(store, name)]
     if not codes:
         raise CnoError(f"reading study {name!r} has no cases yet")
     readers = table.readers(store.db, name)
@@ -296,7 +290,7 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
 
 def _chronological_within_patients(store: Store, name: str, order: list[str]) -> list[str]:
     """The order with each patient's visits moved, within the slots they hold, into chronological order."""
-    rows = {c.reading_code: c for c in case_rows(store, name)}
+    rows = {c.reading_code: c for c in cases(store, name)}
     slots: dict[str, list[int]] = {}
     for n, code in enumerate(order):
         slots.setdefault(rows[code].patient_code, []).append(n)
@@ -401,9 +395,9 @@ def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
     out: dict = {}
     if study.show_age_sex:
         uid = study_uid_of(store, study.name, code)
-        info = next(s for s in store.studies() if s["study_uid"] == uid)
-        out["sex"] = info["sex"] or None
-        out["age_years"] = _age(info["birth_date"], info["study_date"])
+        info = next(s for s in store.studies() if s.study_uid == uid)
+        out["sex"] = info.sex or None
+        out["age_years"] = _age(info.birth_date, info.study_date)
     if study.design.paired or study.reveal_timepoints:
         case = table.case(store.db, study.name, code)
         if case is None:
@@ -417,7 +411,9 @@ def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
     return out
 
 
-def _age(birth: str, at: str) -> float | None:
+def _age(birth: str | None, at: str | None) -> float | None:
+    if not birth or not at:
+        return None
     try:
         b = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
         a = date(int(at[:4]), int(at[4:6]), int(at[6:8]))
@@ -442,7 +438,7 @@ def progress(store: Store, name: str) -> list[dict]:
             for entry in worklist(store, name, reader):
                 counts[entry["status"]] += 1
         except CnoError:
-            counts["not started"] = len(case_rows(store, name))
+            counts["not started"] = len(cases(store, name))
         out.append(counts)
     return out
 
@@ -466,7 +462,7 @@ def list_studies(store: Store) -> list[dict]:
     for name in table.names(store.db):
         study = get(store, name)
         rows = progress(store, name)
-        n_cases = len(case_rows(store, name))
+        n_cases = len(cases(store, name))
         readers = [r for r in rows if r["role"] == "reader"]
         submitted = sum(r["submitted"] for r in readers)
         expected = n_cases * len(readers)
@@ -502,7 +498,7 @@ def reader_document(store: Store, name: str, reader: str, actor: str | None = No
     role_of(store, name, reader)
     from cno_annotate.export_reads import load_for_export
 
-    codes = {c.study_uid: c.reading_code for c in case_rows(store, name)}
+    codes = {c.study_uid: c.reading_code for c in cases(store, name)}
     reads = []
     for read in load_for_export(store, [r["read_id"] for r in list_reads(store, reader=reader, reading_study=name)]):
         read.study_uid = codes[read.study_uid]

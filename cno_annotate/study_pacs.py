@@ -37,6 +37,7 @@ from cno_annotate.pacs.client import PacsClient
 from cno_annotate.pacs.retrieve import RetrieveReport, retrieve_study
 from cno_annotate.store import Store, published
 from cno_annotate.store import packages as issued
+from cno_annotate.store.reading_studies import Case
 
 #: The image cache's folder inside the per-user cache of a server store.
 CACHE_FOLDER = "study-pacs"
@@ -74,10 +75,10 @@ def publish(store: Store, name: str, client: PacsClient, actor: str = rs.COORDIN
     secret = _secret(store, name)
     cases = rs.cases(store, name)
     if codes:
-        unknown = sorted(set(codes) - {c["reading_code"] for c in cases})
+        unknown = sorted(set(codes) - {c.reading_code for c in cases})
         if unknown:
             raise CnoError(f"reading study {name!r} has no case {', '.join(unknown)}")
-        cases = [c for c in cases if c["reading_code"] in codes]
+        cases = [c for c in cases if c.reading_code in codes]
     report = PublishReport()
     for case in cases:
         pairs: dict[str, str] = {}
@@ -85,24 +86,24 @@ def publish(store: Store, name: str, client: PacsClient, actor: str = rs.COORDIN
         def stand_in(source: str, pairs: dict[str, str] = pairs) -> str:
             return pairs.setdefault(source, stand_in_uid(secret, source))
 
-        subject = case["patient_code"] if _dates_kept_in_order(study) else case["reading_code"]
-        replacements = Replacements(case["reading_code"], -offset_days(secret, subject), stand_in, study.show_age_sex)
+        subject = case.patient_code if _dates_kept_in_order(study) else case.reading_code
+        replacements = Replacements(case.reading_code, -offset_days(secret, subject), stand_in, study.show_age_sex)
         with tempfile.TemporaryDirectory(prefix="cno-publish-") as staging:
             files = _deidentified_copies(store, case, replacements, Path(staging), report.left_out)
             refused = client.send(files)
-            report.refused += [f"{case['reading_code']} file {path.name}: {why}" for path, why in refused.items()]
+            report.refused += [f"{case.reading_code} file {path.name}: {why}" for path, why in refused.items()]
             if files and not refused:
-                published.record_case(store, name, case["reading_code"], stand_in(case["study_uid"]), len(files),
+                published.record_case(store, name, case.reading_code, stand_in(case.study_uid), len(files),
                                       pairs, client.node.name, actor)
                 report.cases += 1
                 report.instances += len(files)
     return report
 
 
-def _deidentified_copies(store: Store, case: dict, replacements: Replacements, folder: Path,
+def _deidentified_copies(store: Store, case: Case, replacements: Replacements, folder: Path,
                          left_out: list[str]) -> list[Path]:
-    code = case["reading_code"]
-    paths = published.case_files(store, case["study_uid"])
+    code = case.reading_code
+    paths = published.case_files(store, case.study_uid)
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise CnoError(f"{code}: {len(missing)} of its files are missing (if the folder moved, run 'cno-annotate "
@@ -187,13 +188,13 @@ def source_references(store: Store, name: str) -> dict[str, str]:
     if not pairs:
         return {}
     forward: dict[str, str] = {}
-    volumes = [v for uid in {c["study_uid"] for c in rs.cases(store, name)} for v in store.volumes(uid)]
+    volumes = [v for uid in {c.study_uid for c in rs.cases(store, name)} for v in store.volumes(uid)]
     for volume in volumes:
-        if volume["kind"] == VolumeKind.STACK and volume["series_uid"] in pairs:
-            forward[volume["volume_id"]] = pairs[volume["series_uid"]] + volume["volume_id"][len(volume["series_uid"]):]
+        if volume.kind == VolumeKind.STACK and volume.series_uid in pairs:
+            forward[volume.volume_id] = pairs[volume.series_uid] + volume.volume_id[len(volume.series_uid):]
     for volume in volumes:
-        if volume["kind"] == VolumeKind.COMPOSED and all(m in forward for m in volume["members"]):
-            forward[volume["volume_id"]] = composed_volume_id([forward[m] for m in volume["members"]])
+        if volume.kind == VolumeKind.COMPOSED and all(m in forward for m in volume.members):
+            forward[volume.volume_id] = composed_volume_id([forward[m] for m in volume.members])
     back = {new: old for old, new in pairs.items()}
     back.update({new: old for old, new in forward.items()})
     return back

@@ -18,9 +18,11 @@ from cno_annotate.io import compose, nifti
 from cno_annotate.io.dicom_index import SkipFile
 from cno_annotate.io.identity import NOT_FOUND, REPLACED, FileCheck, check_files
 from cno_annotate.io.pixels import load_stack
+from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.series import build_stacks, usable_images
 from cno_annotate.io.volume import LoadReport, Volume, VolumeHeader, VolumeKind
 from cno_annotate.paths import display
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
 
 
@@ -53,7 +55,7 @@ def volumes_by_series(store: Store) -> dict[str, list[Volume]]:
     out: dict[str, list[Volume]] = {}
     for row in store.volumes():
         volume = _lazy(store, row, progress=None, use_cache=True)
-        for key in {row["volume_id"], row.get("series_uid")} - {None, ""}:
+        for key in {k for k in (row.volume_id, row.series_uid) if k}:
             out.setdefault(key, []).append(volume)
     return out
 
@@ -92,38 +94,49 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
     return volume
 
 
-def _lazy(store: Store, row: dict, progress, use_cache: bool, preview=None) -> Volume:
-    header = VolumeHeader.from_row(row)
-    if row["kind"] == VolumeKind.NIFTI:
-        return Volume.lazy(lambda volume: _read_nifti(row), _row_shape(row), np.array(row["affine"]), header)
-    if row["kind"] == VolumeKind.COMPOSED:
+def _lazy(store: Store, row: VolumeRow, progress, use_cache: bool, preview=None) -> Volume:
+    header = _header(row)
+    if row.kind == VolumeKind.NIFTI:
+        return Volume.lazy(lambda volume: _read_nifti(row), _row_shape(row), np.array(row.affine), header)
+    if row.kind == VolumeKind.COMPOSED:
         return Volume.lazy(lambda volume: _read_composed(store, row, volume, progress, use_cache, preview),
-                           _row_shape(row), np.array(row["affine"]), header)
+                           _row_shape(row), np.array(row.affine), header)
     return Volume.lazy(lambda volume: _read_stack(store, row, volume, progress), _row_shape(row),
-                       np.array(row["affine"]), header)
+                       np.array(row.affine), header)
 
 
-def _row_shape(row: dict) -> tuple[int, int, int]:
-    k, j, i = (int(n) for n in row["shape"])
+def _header(row: VolumeRow) -> VolumeHeader:
+    """What the store knows of a volume without reading its pixels."""
+    return VolumeHeader(volume_id=row.volume_id, role=SequenceRole(row.role), kind=VolumeKind(row.kind),
+                        study_uid=row.study_uid, orientation=row.orientation, description=row.description,
+                        members=tuple(row.members))
+
+
+def _row_shape(row: VolumeRow) -> tuple[int, int, int]:
+    k, j, i = (int(n) for n in row.shape)
     return (k, j, i)
 
 
-def _read_nifti(row: dict) -> np.ndarray:
+def _read_nifti(row: VolumeRow) -> np.ndarray:
     try:
-        return nifti.load_nifti(Path(row["source_path"])).array
+        if row.source_path is None:
+            raise OSError("no file recorded")
+        return nifti.load_nifti(Path(row.source_path)).array
     except (SkipFile, OSError) as exc:
-        raise CnoError(f"cannot read NIfTI {row['source_path']}: {exc}") from None
+        raise CnoError(f"cannot read NIfTI {row.source_path}: {exc}") from None
 
 
-def _stack(store: Store, row: dict):
-    images, _refused = usable_images(store.images(row["series_uid"]))  # reported at import
-    stacks = [s for s in build_stacks(row["series_uid"], images) if s.volume_id == row["volume_id"]]
+def _stack(store: Store, row: VolumeRow):
+    if row.series_uid is None:
+        raise CnoError(f"volume {row.volume_id} is {row.kind}, not a DICOM series")
+    images, _refused = usable_images(store.images(row.series_uid))  # reported at import
+    stacks = [s for s in build_stacks(row.series_uid, images) if s.volume_id == row.volume_id]
     if not stacks:
-        raise CnoError(f"volume {row['volume_id']} has no images left in the store")
+        raise CnoError(f"volume {row.volume_id} has no images left in the store")
     return stacks[0]
 
 
-def _read_stack(store: Store, row: dict, volume: Volume, progress) -> np.ndarray:
+def _read_stack(store: Store, row: VolumeRow, volume: Volume, progress) -> np.ndarray:
     stack = _stack(store, row)
     checks = check_files(stack.images, store.recorded_files(image["path"] for image in stack.images))
     unusable = {path: check.reason for path, check in checks.items() if not check.ok}
@@ -132,10 +145,10 @@ def _read_stack(store: Store, row: dict, volume: Volume, progress) -> np.ndarray
     try:
         read = load_stack(stack, progress, unusable)
     except ValueError as exc:  # a stack too large to hold
-        raise CnoError(f"volume {row['volume_id']} cannot be loaded: {exc}") from None
+        raise CnoError(f"volume {row.volume_id} cannot be loaded: {exc}") from None
     errors = read.load.errors
     if errors and len(errors) == len(stack.images):
-        raise CnoError(f"no slice of {row['volume_id']} could be read: {display(errors[0]['path'])}: "
+        raise CnoError(f"no slice of {row.volume_id} could be read: {display(errors[0]['path'])}: "
                        f"{errors[0]['reason']}")
     volume.with_header(gaps=read.header.gaps)
     volume.load = LoadReport(errors=errors, missing_slices=_missing_slices(stack, errors))
@@ -180,22 +193,22 @@ def _missing_slices(stack, errors: list[dict]) -> list[int]:
     return sorted((set(range(stack.shape[0])) - present) | unreadable)
 
 
-def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache: bool, preview=None) -> np.ndarray:
-    members = [store.volume(m) for m in row["members"]]
+def _read_composed(store: Store, row: VolumeRow, volume: Volume, progress, use_cache: bool, preview=None) -> np.ndarray:
+    members = [store.volume(m) for m in row.members]
     checks = [_member_checks(store, member) for member in members]
     unusable = [check for member in checks for check in member if not check.ok]
     if any(member and all(not check.ok for check in member) for member in checks):
         raise CnoError(_unusable_message(unusable, "this whole-body volume"))
     cache = VolumeCache.of(store) if use_cache and not unusable else None
     if cache is not None:
-        array = cache.get(row["volume_id"], row["fingerprint"], tuple(row["shape"]))
+        array = cache.get(row.volume_id, row.fingerprint, tuple(row.shape))
         if array is not None:
             volume.load = LoadReport(cached=True)
             return array
-    total = sum(m["shape"][0] for m in members)
+    total = sum(m.shape[0] for m in members)
     stations: list[Volume] = []
     for member in members:
-        offset = sum(m["shape"][0] for m in members[: len(stations)])
+        offset = sum(m.shape[0] for m in members[: len(stations)])
         stations.append(_lazy(store, member, _offset_progress(progress, offset, total), use_cache))
     first = None
     if preview is not None:
@@ -203,17 +216,17 @@ def _read_composed(store: Store, row: dict, volume: Volume, progress, use_cache:
             shown = Volume(array, grid_affine, header=volume.header)
             shown.load = LoadReport(preview=True)
             preview(shown)
-    composed = compose.compose(stations, volume_id=row["volume_id"], preview=first)
+    composed = compose.compose(stations, volume_id=row.volume_id, preview=first)
     errors = [e for s in stations for e in s.load.errors]
     if cache is not None and not errors:
-        cache.put(row["volume_id"], row["fingerprint"], composed.array)
+        cache.put(row.volume_id, row.fingerprint, composed.array)
     volume.load = LoadReport(errors=errors)
     return composed.array
 
 
-def _member_checks(store: Store, member: dict) -> list[FileCheck]:
+def _member_checks(store: Store, member: VolumeRow) -> list[FileCheck]:
     """The check of every file of a composed volume's member (a stack: the files of its series)."""
-    images = store.images(member["series_uid"]) if member["series_uid"] else []
+    images = store.images(member.series_uid) if member.series_uid else []
     return list(check_files(images, store.recorded_files(image["path"] for image in images)).values())
 
 

@@ -76,13 +76,13 @@ def build_base(root: Path, dicom: Path) -> tuple[Path, dict]:
 
     store = Store.open(root / "base")
     import_paths(store, [dicom])
-    uid = store.studies()[0]["study_uid"]
+    uid = store.studies()[0].study_uid
     rs.create(store, READING_STUDY)
     rs.add_cases(store, READING_STUDY, [uid])
     rs.add_readers(store, READING_STUDY, ["dr-a", "dr-b"])
     rs.add_readers(store, READING_STUDY, ["dr-adj"], "adjudicator")
     session = ReadSession.open_or_create(store, uid, "dr-a", reading_study=READING_STUDY)
-    series = store.volumes(uid)[0]["volume_id"]
+    series = store.volumes(uid)[0].volume_id
     volume = open_volume(store, series)  # voxel indices derive from the positions (import checks them)
     femur = session.add_lesion((-77.0, 0.0, -420.0), series, volume.lps_to_index((-77.0, 0.0, -420.0)), side="R")
     session.update_lesion(femur, site_id="femur.distal", subsite="metaphysis", comment="bright", confidence=4,

@@ -79,7 +79,7 @@ def run_trial(workdir: Path, seed: Seed, data: bytes) -> dict:
         for row in store.volumes():
             stage = "load"
             try:
-                volume = load_volume(store, row["volume_id"])
+                volume = load_volume(store, row.volume_id)
             except CnoError:
                 continue  # refused with a reason
             problem = _garbage(volume)

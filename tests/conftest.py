@@ -219,7 +219,7 @@ def open_viewer(qtbot, tmp_path, sample_store):
         qtbot.addWidget(window)
         window.show()
         with qtbot.waitSignal(window.all_loaded, timeout=20000):
-            window.select_study(window.store.studies()[0]["study_uid"])
+            window.select_study(window.store.studies()[0].study_uid)
         return window
 
     return open_window

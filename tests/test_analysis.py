@@ -308,13 +308,13 @@ def studies_for_report(tmp_path_factory):
     store = Store.open(root / "store")
     import_paths(store, [root])
     rs.create(store, "demo", seed=1)
-    rs.add_cases(store, "demo", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "demo", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "demo", ["dr-a", "dr-b"])
     rs.add_readers(store, "demo", ["dr-adj"], role="adjudicator")
     rs.assign(store, "demo")
     for n, case in enumerate(rs.cases(store, "demo")):
         for reader, role in (("dr-a", "reader"), ("dr-b", "reader"), ("dr-adj", "adjudicator")):
-            session = ReadSession.open_or_create(store, case["study_uid"], reader, reading_study="demo", role=role)
+            session = ReadSession.open_or_create(store, case.study_uid, reader, reading_study="demo", role=role)
             lesion = session.add_lesion((-70, 0, -400), "1.2", (1, 1, 1), site_id="femur.distal", side="R")
             session.set_grade(lesion, "marrow_hyperintensity", (n + len(reader)) % 3)
             session.submit()
@@ -323,7 +323,7 @@ def studies_for_report(tmp_path_factory):
     link_patient_ids(store, db, "demo")
     csv_path = root / "clinical.csv"
     lines = ["record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,esr_mm_h"]
-    lines += [f"{s['patient_id']},2026-11-01,F,9,10,femur.distal:R; spine.T8,,5,20" for s in store.studies()]
+    lines += [f"{s.patient_id},2026-11-01,F,9,10,femur.distal:R; spine.T8,,5,20" for s in store.studies()]
     csv_path.write_text("\n".join(lines) + "\n")
     import_clinical(db, csv_path)
     return Path(store.root), key

@@ -377,7 +377,7 @@ def test_adjudicator_markers_follow_the_readers_extents(qtbot, tmp_path, sample_
     shutil.copytree(sample_store.root, root)
     store = Store.open(root)
     rs.create(store, "adj", seed=1)
-    rs.add_cases(store, "adj", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "adj", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "adj", ["dr-a"])
     rs.add_readers(store, "adj", ["dr-adj"], role="adjudicator")
     rs.assign(store, "adj")

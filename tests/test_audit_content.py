@@ -15,8 +15,8 @@ STORE_BACKENDS = ("sqlite", "postgresql")
 
 def _submitted_read(store, small_study):
     import_paths(store, [small_study])
-    study = store.studies()[0]["study_uid"]
-    series = next(v["series_uid"] for v in store.volumes(study) if v["series_uid"])
+    study = store.studies()[0].study_uid
+    series = next(v.series_uid for v in store.volumes(study) if v.series_uid)
     session = ReadSession.open_or_create(store, study, "dr-a")
     lesion = session.add_lesion((1.0, 2.0, 3.0), series, (0, 0, 0))
     session.update_lesion(lesion, site_id="femur.distal", side="L")

@@ -22,7 +22,7 @@ def trial(sample_store, tmp_path) -> Store:
     """A reading study with one case, two readers, a submitted read and a draft with a unit mark."""
     shutil.copytree(sample_store.root, tmp_path / "store")
     store = Store.open(tmp_path / "store")
-    uid = store.studies()[0]["study_uid"]
+    uid = store.studies()[0].study_uid
     rs.create(store, "trial", show_age_sex=True)
     rs.add_cases(store, "trial", [uid])
     rs.add_readers(store, "trial", ["dr-a", "dr-b"])
@@ -170,7 +170,7 @@ def _audit_count(store: Store) -> int:
 
 @pytest.mark.parametrize("edit", ["mark", "grade", "submit"])
 def test_a_direct_change_is_not_laundered_by_the_next_edit(trial, edit):
-    uid = trial.studies()[0]["study_uid"]
+    uid = trial.studies()[0].study_uid
     session = ReadSession.open_or_create(trial, uid, "dr-b", reading_study="trial")
     read_id = session.read.read_id
     entries, revision = _audit_count(trial), session.read.revision

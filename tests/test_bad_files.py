@@ -114,7 +114,7 @@ def test_bad_files_are_reported_and_nothing_stored_is_lost(bad_corpus, small_stu
     assert store.db.execute("SELECT COUNT(*) FROM images").fetchone()[0] == before_images
     assert store.volumes() == before_volumes
     for volume in before_volumes:  # and every volume still loads
-        assert load_volume(store, volume["volume_id"]).load.errors == []
+        assert load_volume(store, volume.volume_id).load.errors == []
 
 
 def test_skipped_files_are_kept_in_the_import_log(bad_corpus, store, cli):
@@ -133,10 +133,10 @@ def test_skipped_files_are_kept_in_the_import_log(bad_corpus, store, cli):
 def test_a_file_deleted_after_import_is_reported_at_load(small_study, copy_tree, store):
     study = copy_tree(small_study)
     import_paths(store, [study])
-    station = next(v for v in store.volumes() if v["kind"] == "stack")
-    victim = store.images(station["series_uid"])[0]["path"]
+    station = next(v for v in store.volumes() if v.kind == "stack")
+    victim = store.images(station.series_uid)[0]["path"]
     Path(victim).unlink()
-    volume = load_volume(store, station["volume_id"])
+    volume = load_volume(store, station.volume_id)
     assert [e["path"] for e in volume.load.errors] == [victim]
     assert np.count_nonzero(volume.array.reshape(volume.shape[0], -1).any(axis=1)) == volume.shape[0] - 1
 

@@ -72,8 +72,8 @@ def _truth_unit(lesion: dict) -> str:
 def _sample_stir(sample_store):
     from cno_annotate.volumes import load_volume
 
-    row = next(v for v in sample_store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
-    return load_volume(sample_store, row["volume_id"])
+    row = next(v for v in sample_store.volumes() if v.kind == "composed" and v.role == "STIR")
+    return load_volume(sample_store, row.volume_id)
 
 
 def test_each_unit_lands_on_its_bone_in_the_sample(sample_store, sample_truth):
@@ -90,8 +90,8 @@ def test_each_unit_lands_on_its_bone_in_the_sample(sample_store, sample_truth):
 def test_a_target_outside_the_volume_is_clamped_into_it(sample_store):
     from cno_annotate.volumes import load_volume
 
-    row = next(v for v in sample_store.volumes() if v["kind"] == "stack" and v["role"] == "STIR")
-    volume = load_volume(sample_store, row["volume_id"])  # one station: the feet lie outside it
+    row = next(v for v in sample_store.volumes() if v.kind == "stack" and v.role == "STIR")
+    volume = load_volume(sample_store, row.volume_id)  # one station: the feet lie outside it
     target = unit_target(volume, load_taxonomy(), "toe_phalanges:R", np.zeros(3))
     ijk = volume.lps_to_index(target)
     assert np.all(ijk >= -1e-6) and np.all(ijk <= np.array(volume.shape[::-1]) - 1 + 1e-6)

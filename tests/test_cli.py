@@ -142,7 +142,7 @@ def test_core_and_cli_run_with_no_qt(tmp_path, small_study):
         from cno_annotate.volumes import load_volume
         store = Store.open({str(tmp_path / 's')!r})
         for v in store.volumes():
-            load_volume(store, v["volume_id"])
+            load_volume(store, v.volume_id)
         loaded = [m for m in sys.modules if m.split(".")[0] in ("PySide6", "shiboken6", "PyQt5", "PyQt6")]
         assert not loaded, loaded
         print("HEADLESS-OK")

@@ -86,26 +86,26 @@ def test_a_repeated_station_gives_one_whole_body_with_the_latest_and_the_reader_
     study = copy_tree(small_study)
     repeat_station(study, 102, 104)
     import_paths(store, [study])
-    stir = [v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"]
-    assert len(stir) == 1 and stir[0]["stations"] == 3
+    stir = [v for v in store.volumes() if v.kind == "composed" and v.role == "STIR"]
+    assert len(stir) == 1 and stir[0].stations == 3
     first = pydicom.dcmread(next(series_folder(study, 102).iterdir()), stop_before_pixels=True).SeriesInstanceUID
     repeat = pydicom.dcmread(next(series_folder(study, 104).iterdir()), stop_before_pixels=True).SeriesInstanceUID
-    assert repeat in stir[0]["members"] and first not in stir[0]["members"]
-    (alternative,) = stir[0]["composition"]["alternatives"]
+    assert repeat in stir[0].members and first not in stir[0].members
+    (alternative,) = stir[0].composition["alternatives"]
     assert alternative["used"] == repeat and alternative["others"] == [first]
     code, out, _ = cli("series", "--store", store.root)
     assert f"using {repeat} (the latest acquisition), alternative {first}" in out
 
     code, out, _ = cli("use-station", first, "--store", store.root)
     assert code == 0 and f"using {first} (chosen by the reader)" in out
-    (stir,) = [v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"]
-    assert first in stir["members"] and repeat not in stir["members"] and stir["stations"] == 3
+    (stir,) = [v for v in store.volumes() if v.kind == "composed" and v.role == "STIR"]
+    assert first in stir.members and repeat not in stir.members and stir.stations == 3
     import_paths(store, [study])  # the choice survives a re-import
-    (stir,) = [v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"]
-    assert first in stir["members"]
+    (stir,) = [v for v in store.volumes() if v.kind == "composed" and v.role == "STIR"]
+    assert first in stir.members
     assert cli("use-station", first, "--latest", "--store", store.root)[0] == 0
-    (stir,) = [v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"]
-    assert repeat in stir["members"]
+    (stir,) = [v for v in store.volumes() if v.kind == "composed" and v.role == "STIR"]
+    assert repeat in stir.members
     head = pydicom.dcmread(next(series_folder(study, 101).iterdir()), stop_before_pixels=True).SeriesInstanceUID
     code, _, err = cli("use-station", head, "--store", store.root)
     assert code == 1 and "not a repeated station" in err

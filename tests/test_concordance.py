@@ -141,12 +141,12 @@ def linked_store(tmp_path_factory):
     store = Store.open(root / "store")
     import_paths(store, [root])
     rs.create(store, "demo", seed=1)
-    rs.add_cases(store, "demo", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "demo", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "demo", ["dr-adj"], role="adjudicator")
     rs.assign(store, "demo")
-    codes = sorted(c["reading_code"] for c in rs.cases(store, "demo"))
+    codes = sorted(c.reading_code for c in rs.cases(store, "demo"))
     for case in rs.cases(store, "demo"):
-        session = ReadSession.open_or_create(store, case["study_uid"], "dr-adj", reading_study="demo",
+        session = ReadSession.open_or_create(store, case.study_uid, "dr-adj", reading_study="demo",
                                              role="adjudicator")
         session.add_lesion((-70, 0, -400), "1.2", (1, 1, 1), site_id="femur.distal", side="R")
         session.submit()

@@ -133,7 +133,7 @@ def test_read_import_replace_refuses_to_overwrite_a_submitted_read(sample_store,
 
     shutil.copytree(sample_store.root, tmp_path / "store")
     store = Store.open(tmp_path / "store")
-    session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
+    session = ReadSession.open_or_create(store, store.studies()[0].study_uid, "dr-a")
     session.add_lesion((1.0, 2.0, 3.0), SERIES, (1, 2, 3), site_id="femur.distal", side="R")
     session.submit()
     document = export_document(store)
@@ -185,7 +185,7 @@ def test_progress_counts_a_case_only_looked_at_as_not_started(sample_store, tmp_
 
     shutil.copytree(sample_store.root, tmp_path / "store")
     store = Store.open(tmp_path / "store")
-    uid = store.studies()[0]["study_uid"]
+    uid = store.studies()[0].study_uid
     rs.create(store, "trial")
     rs.add_cases(store, "trial", [uid])
     rs.add_readers(store, "trial", ["dr-a"])

@@ -29,6 +29,7 @@ from cno_annotate.exchange.sr_export import build_sr
 from cno_annotate.exchange.sr_import import read_sr
 from cno_annotate.exchange.stations import Stations
 from cno_annotate.store import audit
+from cno_annotate.store.catalog import VolumeRow
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -40,8 +41,8 @@ POLYGON = {"kind": "polygon", "plane": "coronal", "points_mm": [[20.0, 2.0, -210
 WEDGING = "Anterior wedging – Höhenminderung ≈ 20 %\nsecond line"
 
 
-def _stir_composed(store) -> dict:
-    return next(v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
+def _stir_composed(store) -> VolumeRow:
+    return next(v for v in store.volumes() if v.kind == "composed" and v.role == "STIR")
 
 
 @pytest.fixture
@@ -49,8 +50,8 @@ def read_store(sample_copy):
     """A copy of the sample store with one submitted read: ellipse, box, polygon and point lesions, unit marks,
     lesion comments and unit grades (one not assessable)."""
     store = sample_copy("sr-store")
-    volume = _stir_composed(store)["volume_id"]
-    session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
+    volume = _stir_composed(store).volume_id
+    session = ReadSession.open_or_create(store, store.studies()[0].study_uid, "dr-a")
     l1 = session.add_lesion((-70.5, 0.0, -400.0), volume, (1, 1, 1), site_id="femur.distal", side="R",
                             subsite="metaphysis", extent=ELLIPSE, confidence=4)
     session.set_grade(l1, "marrow_hyperintensity", 2)

@@ -144,8 +144,8 @@ def test_scroll_is_clamped_and_plane_switch_follows():
 def test_regions_order_head_to_feet(sample_store):
     from cno_annotate.volumes import load_volume
 
-    row = next(v for v in sample_store.volumes() if v["kind"] == "composed" and v["role"] == "T1")
-    volume = load_volume(sample_store, row["volume_id"])
+    row = next(v for v in sample_store.volumes() if v.kind == "composed" and v.role == "T1")
+    volume = load_volume(sample_store, row.volume_id)
     z = region_z(volume)
     values = [z[name] for name in REGION_FRACTIONS]
     assert values == sorted(values, reverse=True)
@@ -159,9 +159,9 @@ def test_series_choices_and_default_pair(sample_store):
     assert labels[:2] == ["STIR coronal whole body (4 stations)", "T1 coronal whole body (4 stations)"]
     assert "STIR coronal station 1/4" in labels and "T1 coronal station 4/4" in labels
     left, right = default_pair(volumes)
-    by_id = {v["volume_id"]: v for v in volumes}
-    assert by_id[left]["role"] == "STIR" and by_id[left]["kind"] == "composed"
-    assert by_id[right]["role"] == "T1" and by_id[right]["kind"] == "composed"
+    by_id = {v.volume_id: v for v in volumes}
+    assert by_id[left].role == "STIR" and by_id[left].kind == "composed"
+    assert by_id[right].role == "T1" and by_id[right].kind == "composed"
 
 
 def test_the_session_tells_views_what_changed_with_typed_events():

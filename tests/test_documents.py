@@ -31,11 +31,11 @@ def reading_store(sample_copy):
     """
     store = sample_copy()
     rs.create(store, RS)
-    rs.add_cases(store, RS, [store.studies()[0]["study_uid"]])
+    rs.add_cases(store, RS, [store.studies()[0].study_uid])
     rs.add_readers(store, RS, ["dr-a", "dr-b"])
     rs.add_readers(store, RS, ["dr-adj", "dr-adj2"], "adjudicator")
     session = _session(store, "dr-a")
-    series = store.volumes()[0]["volume_id"]
+    series = store.volumes()[0].volume_id
     volume = open_volume(store, series)
     femur = session.add_lesion((-77.0, 0.0, -420.0), series, volume.lps_to_index((-77.0, 0.0, -420.0)), side="R")
     session.update_lesion(femur, site_id="femur.distal", comment="metaphysis")
@@ -49,7 +49,7 @@ def reading_store(sample_copy):
 
 
 def _session(store, reader: str, role: str = "reader") -> ReadSession:
-    return ReadSession.open_or_create(store, store.studies()[0]["study_uid"], reader, reading_study=RS, role=role)
+    return ReadSession.open_or_create(store, store.studies()[0].study_uid, reader, reading_study=RS, role=role)
 
 
 def _snapshot(store) -> tuple:
@@ -171,7 +171,7 @@ def test_import_refuses_what_strict_json_refuses(reading_store, tmp_path, name, 
 # -- the editor refuses the same states -----------------------------------------------------------
 def test_editor_refuses_submitting_a_lesion_without_its_side(reading_store):
     session = _session(reading_store, "dr-b")
-    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6))
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0].volume_id, (40, 337, 6))
     session.update_lesion(lesion, site_id="femur.distal")
     with pytest.raises(CnoError, match="without a site or side: L1"):
         session.submit()
@@ -181,7 +181,7 @@ def test_editor_refuses_submitting_a_lesion_without_its_side(reading_store):
 def test_editor_refuses_a_lesion_in_a_unit_marked_not_assessable(reading_store):
     session = _session(reading_store, "dr-b")
     session.mark_unit("femur.distal:R", "not_assessable")
-    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6),
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0].volume_id, (40, 337, 6),
                                 side="R")
     revision = session.read.revision
     with pytest.raises(CnoError, match="Distal femur R holds lesion L1 and cannot be marked not assessable"):
@@ -194,7 +194,7 @@ def test_editor_refuses_a_lesion_in_a_unit_marked_not_assessable(reading_store):
 
 def test_editor_refuses_a_grade_that_does_not_apply_to_the_unit(reading_store):
     session = _session(reading_store, "dr-b")
-    lesion = session.add_lesion((0.0, 30.0, -100.0), reading_store.volumes()[0]["volume_id"], (64, 20, 6))
+    lesion = session.add_lesion((0.0, 30.0, -100.0), reading_store.volumes()[0].volume_id, (64, 20, 6))
     session.set_grade(lesion, "bony_expansion", 1)  # no site yet: every item may be graded
     with pytest.raises(CnoError, match="Bony expansion is not graded for T8 vertebra"):
         session.update_lesion(lesion, site_id="spine.T8")
@@ -205,7 +205,7 @@ def test_editor_refuses_a_grade_that_does_not_apply_to_the_unit(reading_store):
 
 
 def test_editor_refuses_reading_studies_and_readers_that_do_not_exist(reading_store):
-    uid = reading_store.studies()[0]["study_uid"]
+    uid = reading_store.studies()[0].study_uid
     with pytest.raises(CnoError, match="no reading study 'nope'"):
         ReadSession.open_or_create(reading_store, uid, "dr-a", reading_study="nope")
     with pytest.raises(CnoError, match="'dr-stranger' is not a reader of reading study 'trial'"):
@@ -226,7 +226,7 @@ def test_editor_refuses_a_second_adjudicator_for_a_case(reading_store):
 
 def test_editor_refuses_text_that_no_export_could_write(reading_store):
     session = _session(reading_store, "dr-b")
-    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6))
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0].volume_id, (40, 337, 6))
     with pytest.raises(CnoError, match="unpaired surrogate"):
         session.update_lesion(lesion, comment="bad \ud800 text")
     with pytest.raises(CnoError, match="finite number"):
@@ -240,7 +240,7 @@ def test_a_position_beyond_10_m_from_the_origin_is_refused_by_editor_and_validat
     from cno_annotate.annotation.validation import make_lesion
 
     session = _session(reading_store, "dr-b")
-    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0]["volume_id"], (40, 337, 6))
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), reading_store.volumes()[0].volume_id, (40, 337, 6))
     with pytest.raises(CnoError, match=r"within 10 m \(10000 mm\) of the origin"):
         session.update_lesion(lesion, position=(1e308, 0.0, 0.0))
     assert session.read.lesion(lesion).position == (-77.0, 0.0, -420.0)

@@ -36,14 +36,14 @@ def hostile(tmp_path_factory):
     store = Store.open(root / "store")
     import_paths(store, [root])
     rs.create(store, "demo", seed=1)
-    rs.add_cases(store, "demo", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "demo", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "demo", READERS)
     rs.add_readers(store, "demo", [ADJUDICATOR], role="adjudicator")
     rs.assign(store, "demo")
     for n, case in enumerate(rs.cases(store, "demo")):
-        series = store.volumes(case["study_uid"])[0]["volume_id"]
+        series = store.volumes(case.study_uid)[0].volume_id
         for r, (reader, role) in enumerate([(READERS[0], "reader"), (READERS[1], "reader"), (ADJUDICATOR, "adjudicator")]):
-            session = ReadSession.open_or_create(store, case["study_uid"], reader, reading_study="demo", role=role)
+            session = ReadSession.open_or_create(store, case.study_uid, reader, reading_study="demo", role=role)
             lesion = session.add_lesion((-70.5, 0, -400), series, (1, 1, 1), site_id="femur.distal", side="R",
                                         comment=COMMENTS[(n + r) % len(COMMENTS)])
             session.set_grade(lesion, "marrow_hyperintensity", (n + r) % 3)
@@ -53,7 +53,7 @@ def hostile(tmp_path_factory):
     link_patient_ids(store, db, "demo")
     clinical = root / "clinical.csv"
     lines = ["record_id,visit_date,sex,age_at_onset,age_at_diagnosis,painful_sites,treatments,crp_mg_l,esr_mm_h"]
-    lines += [f"{s['patient_id']},2026-11-01,F,9,10,femur.distal:R,,5,20" for s in store.studies()]
+    lines += [f"{s.patient_id},2026-11-01,F,9,10,femur.distal:R,,5,20" for s in store.studies()]
     clinical.write_text("\n".join(lines) + "\n")
     import_clinical(db, clinical)
     store.close()
@@ -129,7 +129,7 @@ def _audit_actions(store_dir: Path) -> list[str]:
 
 def test_every_export_writes_an_audit_entry(hostile_copy, tmp_path, cli):
     store, key = hostile_copy
-    volume = Store.open(store).volumes()[0]["volume_id"]
+    volume = Store.open(store).volumes()[0].volume_id
     before = _audit_actions(store)
     commands = [
         ("read", "export", "--out", tmp_path / "reads.json"),

@@ -13,6 +13,7 @@ from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.volumes import load_volume
 
 
@@ -34,8 +35,8 @@ def _swap(folder: Path, replacement: Path) -> None:
     shutil.copytree(replacement, folder)
 
 
-def _stacks(store: Store) -> list[dict]:
-    return [v for v in store.volumes() if v["kind"] == "stack"]
+def _stacks(store: Store) -> list[VolumeRow]:
+    return [v for v in store.volumes() if v.kind == "stack"]
 
 
 def test_same_names_in_the_test_data(small_study, other_child):
@@ -51,10 +52,10 @@ def test_a_swapped_folder_never_shows_the_other_childs_pixels(small_study, other
     stack = _stacks(store)[0]
     _swap(cd, other_child)
     with pytest.raises(CnoError) as caught:
-        load_volume(store, stack["volume_id"])
+        load_volume(store, stack.volume_id)
     message = str(caught.value)
     assert "\n" not in message
-    assert f"{stack['shape'][0]} files of this series hold other images than the ones imported" in message, message
+    assert f"{stack.shape[0]} files of this series hold other images than the ones imported" in message, message
 
 
 def test_one_swapped_file_is_a_missing_slice_not_another_childs_slice(small_study, other_child, tmp_path):
@@ -63,11 +64,11 @@ def test_one_swapped_file_is_a_missing_slice_not_another_childs_slice(small_stud
     store = Store.open(tmp_path / "s")
     import_paths(store, [cd])
     stack = _stacks(store)[0]
-    before = load_volume(store, stack["volume_id"], use_cache=False)
-    images = sorted(store.images(stack["series_uid"]), key=lambda image: image["position"][1])
+    before = load_volume(store, stack.volume_id, use_cache=False)
+    images = sorted(store.images(stack.series_uid), key=lambda image: image["position"][1])
     victim = Path(images[2]["path"])
     shutil.copy(other_child / victim.relative_to(cd), victim)
-    after = load_volume(store, stack["volume_id"], use_cache=False)
+    after = load_volume(store, stack.volume_id, use_cache=False)
     assert [e["path"] for e in after.load.errors] == [str(victim)]
     assert "holds another image" in after.load.errors[0]["reason"]
     assert len(after.load.missing_slices) == 1
@@ -85,7 +86,7 @@ def test_a_copy_of_the_same_file_with_a_new_time_still_loads(small_study, tmp_pa
     for path in _files(cd):
         os.utime(path, ns=(1, 1))
     for stack in _stacks(store):
-        assert load_volume(store, stack["volume_id"], use_cache=False).load.errors == []
+        assert load_volume(store, stack.volume_id, use_cache=False).load.errors == []
 
 
 def test_a_composed_volume_is_not_served_from_the_cache_once_its_files_changed(small_study, other_child, tmp_path):
@@ -93,12 +94,12 @@ def test_a_composed_volume_is_not_served_from_the_cache_once_its_files_changed(s
     shutil.copytree(small_study, cd)
     store = Store.open(tmp_path / "s")
     import_paths(store, [cd])
-    composed = next(v for v in store.volumes() if v["kind"] == "composed")
-    load_volume(store, composed["volume_id"])  # fills the cache
-    member = store.volume(composed["members"][0])
-    first = Path(store.images(member["series_uid"])[0]["path"])
+    composed = next(v for v in store.volumes() if v.kind == "composed")
+    load_volume(store, composed.volume_id)  # fills the cache
+    member = store.volume(composed.members[0])
+    first = Path(store.images(member.series_uid)[0]["path"])
     shutil.copy(other_child / first.relative_to(cd), first)
-    again = load_volume(store, composed["volume_id"])
+    again = load_volume(store, composed.volume_id)
     assert not again.load.cached
     assert [e["path"] for e in again.load.errors] == [str(first)]
 
@@ -109,9 +110,9 @@ def test_export_of_a_swapped_folder_fails_in_one_line(small_study, other_child, 
     code, _, err = cli("import", cd, "--store", tmp_path / "s")
     assert code == 0, err
     store = Store.open(tmp_path / "s")
-    composed = next(v for v in store.volumes() if v["kind"] == "composed")
+    composed = next(v for v in store.volumes() if v.kind == "composed")
     _swap(cd, other_child)
-    code, out, err = cli("export-nifti", composed["volume_id"], "--out", tmp_path / "x.nii", "--store",
+    code, out, err = cli("export-nifti", composed.volume_id, "--out", tmp_path / "x.nii", "--store",
                          tmp_path / "s")
     assert code == 1
     assert not (tmp_path / "x.nii").exists()
@@ -138,7 +139,7 @@ def test_a_reimport_of_a_swapped_folder_repoints_every_instance(small_study, oth
     assert third.relinked == first.new_instances and third.duplicates == 0
     assert store.missing_files() == {}
     for stack in _stacks(store):
-        assert load_volume(store, stack["volume_id"], use_cache=False).load.errors == []
+        assert load_volume(store, stack.volume_id, use_cache=False).load.errors == []
 
 
 # -- relocate checks each target before it re-links ------------------------------------------
@@ -186,7 +187,7 @@ def test_moving_back_and_relocating_back_works(small_study, tmp_path, cli):
     store = Store.open(tmp_path / "s")
     assert store.missing_files() == {}
     for stack in _stacks(store):
-        assert load_volume(store, stack["volume_id"], use_cache=False).load.errors == []
+        assert load_volume(store, stack.volume_id, use_cache=False).load.errors == []
     code, out, err = cli("import", a, "--store", tmp_path / "s")
     assert code == 0 and "0 new" in out, out + err
 
@@ -195,10 +196,10 @@ def test_export_of_a_composed_volume_counts_the_missing_files_of_every_station(s
     shutil.copytree(small_study, tmp_path / "before")
     cli("import", tmp_path / "before", "--store", tmp_path / "s")
     store = Store.open(tmp_path / "s")
-    composed = next(v for v in store.volumes() if v["kind"] == "composed")
-    files = sum(len({i["path"] for i in store.images(store.volume(m)["series_uid"])}) for m in composed["members"])
+    composed = next(v for v in store.volumes() if v.kind == "composed")
+    files = sum(len({i["path"] for i in store.images(store.volume(m).series_uid)}) for m in composed.members)
     (tmp_path / "before").rename(tmp_path / "after")
-    code, out, err = cli("export-nifti", composed["volume_id"], "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
+    code, out, err = cli("export-nifti", composed.volume_id, "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
     assert code == 1
     assert f"{files} files of this whole-body volume are missing" in err, err
 
@@ -208,13 +209,13 @@ def test_export_of_a_volume_with_one_file_cut_short_fails_in_one_line(small_stud
     cli("import", tmp_path / "cd", "--store", tmp_path / "s")
     store = Store.open(tmp_path / "s")
     stack = _stacks(store)[0]
-    victim = Path(store.images(stack["series_uid"])[0]["path"])
+    victim = Path(store.images(stack.series_uid)[0]["path"])
     victim.write_bytes(victim.read_bytes()[:-500])
-    code, out, err = cli("export-nifti", stack["volume_id"], "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
+    code, out, err = cli("export-nifti", stack.volume_id, "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
     assert code == 1 and not (tmp_path / "x.nii").exists()
     assert len(err.strip().splitlines()) == 1, err
     assert "1 file of this volume could not be used" in err and "file ends after" in err, err
-    volume = load_volume(store, stack["volume_id"], use_cache=False)
+    volume = load_volume(store, stack.volume_id, use_cache=False)
     assert len(volume.load.missing_slices) == 1
 
 
@@ -223,7 +224,7 @@ def test_a_file_cut_short_after_import_is_a_gap_once_imported_again(small_study,
     cli("import", tmp_path / "cd", "--store", tmp_path / "s")
     store = Store.open(tmp_path / "s")
     stack = _stacks(store)[0]
-    images = sorted(store.images(stack["series_uid"]), key=lambda image: image["position"][1])
+    images = sorted(store.images(stack.series_uid), key=lambda image: image["position"][1])
     victim = Path(images[2]["path"])
     whole = victim.read_bytes()
     victim.write_bytes(whole[:-500])
@@ -231,14 +232,14 @@ def test_a_file_cut_short_after_import_is_a_gap_once_imported_again(small_study,
     assert code == 0, err
     assert f"{victim}: truncated pixel data" in out, out
     code, out, err = cli("series", "--store", tmp_path / "s")
-    line = next(line for line in out.splitlines() if line.strip().startswith(stack["volume_id"] + " "))
+    line = next(line for line in out.splitlines() if line.strip().startswith(stack.volume_id + " "))
     assert "GAPS: 1 missing slices" in line, out
-    volume = load_volume(store, stack["volume_id"], use_cache=False)
+    volume = load_volume(store, stack.volume_id, use_cache=False)
     assert volume.load.missing_slices == [2]
     victim.write_bytes(whole)  # restored: imported again, the gap closes
     code, out, err = cli("import", tmp_path / "cd", "--store", tmp_path / "s")
     code, out, err = cli("series", "--store", tmp_path / "s")
-    line = next(line for line in out.splitlines() if line.strip().startswith(stack["volume_id"] + " "))
+    line = next(line for line in out.splitlines() if line.strip().startswith(stack.volume_id + " "))
     assert "GAPS" not in line, out
 
 
@@ -255,4 +256,4 @@ def test_a_touched_plain_file_is_checked_without_pydicom(small_study, tmp_path, 
 
     monkeypatch.setattr(pydicom, "dcmread", no_pydicom)
     stack = _stacks(store)[0]
-    assert load_volume(store, stack["volume_id"], use_cache=False).load.errors == []
+    assert load_volume(store, stack.volume_id, use_cache=False).load.errors == []

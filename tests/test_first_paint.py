@@ -40,7 +40,7 @@ def held_after_first_station(monkeypatch):
     read = volumes._read_stack
 
     def gated(store, row, volume, progress):
-        reads.append(row["volume_id"])
+        reads.append(row.volume_id)
         if len(reads) >= 2:
             gate.wait(60)
         return read(store, row, volume, progress)
@@ -55,21 +55,21 @@ def test_first_paint_shows_the_first_station_then_the_composed_volume(qtbot, col
     from cno_annotate_ui.main_window import MainWindow
 
     store = Store.open(cold_store)
-    stir = next(r for r in store.volumes() if r["kind"] == "composed" and r["role"] == "STIR")
+    stir = next(r for r in store.volumes() if r.kind == "composed" and r.role == "STIR")
     store.close()
     window = MainWindow(cold_store)
     window.resize(1200, 800)
     qtbot.addWidget(window)
     window.show()
     state, v = window.session.views["left"], window.panels["left"].view
-    window.select_study(window.store.studies()[0]["study_uid"])
+    window.select_study(window.store.studies()[0].study_uid)
     qtbot.waitUntil(lambda: state.previewing, timeout=30000)
 
     # First paint: the composed grid, the first station's real voxels, the rest still to come.
     v.repaint()
     v.grab().save(str(tmp_path / "first-paint.png"))
-    assert state.volume.volume_id == stir["volume_id"] and state.status == "ready"
-    assert list(state.volume.shape) == stir["shape"]
+    assert state.volume.volume_id == stir.volume_id and state.status == "ready"
+    assert list(state.volume.shape) == stir.shape
     preview, preview_slice = state.image().copy(), state.slice_index
     filled = preview.any(axis=1)
     assert 0.05 < filled.mean() < 0.5  # one station of the whole body
@@ -86,7 +86,7 @@ def test_first_paint_shows_the_first_station_then_the_composed_volume(qtbot, col
     assert state.slice_index == slice_index
 
     store = Store.open(cold_store)
-    composed = load_volume(store, stir["volume_id"], use_cache=False)
+    composed = load_volume(store, stir.volume_id, use_cache=False)
     store.close()
     np.testing.assert_array_equal(state.volume.array, composed.array)
     assert _agreement(v, state) > 0.95  # the refined paint is the composed volume

@@ -37,7 +37,7 @@ def patient(tmp_path, visit_dirs) -> tuple[Store, dict[str, str]]:
 
 
 def _stir(store: Store, study_uid: str) -> str:
-    return next(v["volume_id"] for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
+    return next(v.volume_id for v in store.volumes(study_uid) if v.kind == "composed" and v.role == "STIR")
 
 
 class Shift:
@@ -57,7 +57,7 @@ class Shift:
 
 def _study(store: Store, design: str, name: str = "fu") -> None:
     rs.create(store, name, seed=5, design=design)
-    rs.add_cases(store, name, [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, name, [s.study_uid for s in store.studies()])
     rs.add_readers(store, name, ["dr-a", "dr-b"])
     rs.assign(store, name)
 
@@ -70,7 +70,7 @@ def test_the_default_design_is_unpaired_blinded_and_shows_no_prior(patient, cli)
     rs.create(store, "plain")
     assert rs.get(store, "plain").design == rs.ReadingDesign.UNPAIRED_BLINDED
     for case in rs.cases(store, "fu"):
-        assert rs.comparison_cases(store, "fu", case["reading_code"]) == []
+        assert rs.comparison_cases(store, "fu", case.reading_code) == []
     assert all(set(e) == {"position", "reading_code", "status"} for e in rs.worklist(store, "fu", "dr-a"))
     code, out, _ = cli("--store", str(store.root), "reading-study", "show", "fu")
     assert code == 0 and "design      unpaired-blinded: unpaired blinded" in out
@@ -111,10 +111,10 @@ def test_a_changed_design_reassigns_the_worklists_so_their_order_tells_nothing(p
     for seed in range(40):  # the first seed whose shuffled worklist puts the follow-up first (not vacuous)
         name = f"s{seed}"
         rs.create(store, name, seed=seed)
-        rs.add_cases(store, name, [s["study_uid"] for s in store.studies()])
+        rs.add_cases(store, name, [s.study_uid for s in store.studies()])
         rs.add_readers(store, name, ["dr-a"])
         rs.assign(store, name)
-        code_of = {c["study_uid"]: c["reading_code"] for c in rs.cases(store, name)}
+        code_of = {c.study_uid: c.reading_code for c in rs.cases(store, name)}
         shuffled = [e["reading_code"] for e in rs.worklist(store, name, "dr-a")]
         if shuffled.index(code_of[uids["followup"]]) < shuffled.index(code_of[uids["baseline"]]):
             break
@@ -131,7 +131,7 @@ def test_a_changed_design_reassigns_the_worklists_so_their_order_tells_nothing(p
 def test_paired_chronological_shows_the_earlier_visit_of_the_same_patient_only(patient):
     store, uids = patient
     _study(store, "paired-chronological")
-    code_of = {c["study_uid"]: c["reading_code"] for c in rs.cases(store, "fu")}
+    code_of = {c.study_uid: c.reading_code for c in rs.cases(store, "fu")}
     [prior] = rs.comparison_cases(store, "fu", code_of[uids["followup"]])
     assert prior["study_uid"] == uids["baseline"] and "prior" in prior["label"]
     assert rs.comparison_cases(store, "fu", code_of[uids["baseline"]]) == []  # nothing before the first visit
@@ -157,7 +157,7 @@ def _reader_visible(store: Store, cli, name: str, reader: str, tmp_path: Path) -
     texts = [json.dumps(rs.worklist(store, name, reader))]
     for case in rs.cases(store, name):
         texts.append(json.dumps([{k: v for k, v in c.items() if k != "study_uid"}
-                                 for c in rs.comparison_cases(store, name, case["reading_code"])]))
+                                 for c in rs.comparison_cases(store, name, case.reading_code)]))
     for args in (("worklist", name, reader), ("worklist", name, reader, "--json")):
         texts.append(cli("--store", str(store.root), "reading-study", *args)[1])
     return texts
@@ -173,7 +173,7 @@ def test_hidden_order_never_reveals_which_visit_is_earlier(tmp_path, cli):
         import_paths(store, [root])
         _study(store, "paired-hidden-order")
         texts = _reader_visible(store, cli, "fu", "dr-a", tmp_path)
-        code_of = {c["study_uid"]: c["reading_code"] for c in rs.cases(store, "fu")}
+        code_of = {c.study_uid: c.reading_code for c in rs.cases(store, "fu")}
         followup = next(uid for uid, c in code_of.items() if rs.comparison_cases(store, "fu", c))
         session = ReadSession.open_or_create(store, followup, "dr-a", reading_study="fu")
         session.add_lesion((0.0, 0.0, -100.0), _stir(store, followup), voxel_at(store, _stir(store, followup), (0.0, 0.0, -100.0)), site_id="spine.L2")

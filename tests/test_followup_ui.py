@@ -30,7 +30,7 @@ def visit_dirs(tmp_path_factory):
 
 
 def _stir(store, study_uid):
-    return next(v["volume_id"] for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
+    return next(v.volume_id for v in store.volumes(study_uid) if v.kind == "composed" and v.role == "STIR")
 
 
 def _prepared(tmp_path, visit_dirs, design: str) -> tuple[Path, dict]:

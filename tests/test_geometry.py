@@ -13,11 +13,11 @@ from cno_annotate.volumes import load_volume
 
 
 def test_dicom_to_nifti_to_import_keeps_a_landmark_within_half_a_voxel(sample_store, sample_truth, cli, tmp_path):
-    row = next(v for v in sample_store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
+    row = next(v for v in sample_store.volumes() if v.kind == "composed" and v.role == "STIR")
     out = tmp_path / "stir.nii.gz"
-    code, text, err = cli("export-nifti", row["volume_id"], "--out", out, "--store", sample_store.root)
+    code, text, err = cli("export-nifti", row.volume_id, "--out", out, "--store", sample_store.root)
     assert code == 0, err
-    dicom = load_volume(sample_store, row["volume_id"])
+    dicom = load_volume(sample_store, row.volume_id)
     lesion = np.array(sample_truth["lesions"][0]["lps_mm"])
     ijk = np.round(dicom.lps_to_index(lesion))
     # nibabel reads our file as RAS: the same voxel sits at (-x, -y, z).
@@ -30,7 +30,7 @@ def test_dicom_to_nifti_to_import_keeps_a_landmark_within_half_a_voxel(sample_st
 
     store = Store.open(tmp_path / "nifti-store")
     (back_row,) = store.volumes()
-    back = load_volume(store, back_row["volume_id"])
+    back = load_volume(store, back_row.volume_id)
     spacing = np.array(dicom.spacing)
     back_ijk = back.lps_to_index(dicom.index_to_lps(ijk))
     assert np.all(np.abs(back_ijk - np.round(back_ijk)) < 0.5)
@@ -158,7 +158,7 @@ def test_composed_volume_ids_are_stable_across_stores(small_study, tmp_path):
     for name in ("one", "two"):
         store = Store.open(tmp_path / name)
         import_paths(store, [small_study])
-        ids.append(sorted(v["volume_id"] for v in store.volumes()))
+        ids.append(sorted(v.volume_id for v in store.volumes()))
     assert ids[0] == ids[1]
 
 

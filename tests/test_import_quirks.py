@@ -14,8 +14,8 @@ def test_the_stores_own_files_inside_an_imported_folder_are_skipped_silently(sma
     shutil.copytree(small_study, data)
     store = Store.open(data / "store")  # the store lives inside the folder being imported
     import_paths(store, [data])
-    composed = next(v for v in store.volumes() if v["kind"] == "composed")
-    load_volume(store, composed["volume_id"])  # fills cache/
+    composed = next(v for v in store.volumes() if v.kind == "composed")
+    load_volume(store, composed.volume_id)  # fills cache/
     assert any(store.cache_dir.iterdir())
     report = import_paths(store, [data])
     reported = [s["path"] for s in report.skipped]

@@ -143,7 +143,7 @@ def test_nan_spacing_between_slices_is_refused_and_later_imports_still_work(smal
     report = import_paths(store, [folder])
     assert "SpacingBetweenSlices" in _reasons(report)["F1"]
     for row in store.volumes():
-        assert np.isfinite(load_volume(store, row["volume_id"]).affine).all()
+        assert np.isfinite(load_volume(store, row.volume_id).affine).all()
     assert import_paths(store, [small_study]).new_instances > 0
 
 
@@ -159,7 +159,7 @@ def test_a_store_poisoned_before_this_fix_does_not_stop_later_imports(small_stud
     rebuild_volumes(store, [study_uid])  # must not raise
     for row in store.volumes():
         try:
-            volume = load_volume(store, row["volume_id"])
+            volume = load_volume(store, row.volume_id)
         except CnoError:
             continue
         assert np.isfinite(volume.affine).all()
@@ -198,7 +198,7 @@ def panicking_rle(tmp_path, store):
     path = _write(tmp_path / "panic", "PANIC", _with(RLE_MR.read_bytes(), Rows=b"\x20\x00"))
     import_paths(store, [path])
     (row,) = store.volumes()
-    return row["volume_id"]
+    return row.volume_id
 
 
 def test_a_decoder_panic_is_a_load_error_with_a_message(store, panicking_rle):
@@ -270,5 +270,5 @@ def test_values_that_would_make_garbage_voxels_or_geometry_are_refused(small_stu
     assert name in _reasons(report).get("BAD", ""), _reasons(report)
     assert report.new_instances == 2
     for row in store.volumes():
-        volume = load_volume(store, row["volume_id"])
+        volume = load_volume(store, row.volume_id)
         assert volume.array.size > 0 and np.isfinite(volume.array).all() and np.isfinite(volume.affine).all()

@@ -40,13 +40,13 @@ def test_converted_files_hold_the_values_only_in_the_converted_attributes(conver
 def test_legacy_converted_stir_and_t1_are_recognised_from_their_values(converted, tmp_path):
     store = Store.open(tmp_path / "s")
     import_paths(store, [converted])
-    stacks = [v for v in store.volumes() if v["kind"] == "stack"]
-    assert sorted(v["role"] for v in stacks) == ["STIR"] * 3 + ["T1"] * 3
+    stacks = [v for v in store.volumes() if v.kind == "stack"]
+    assert sorted(v.role for v in stacks) == ["STIR"] * 3 + ["T1"] * 3
     for volume in stacks:
-        reason = volume["role_reason"]
+        reason = volume.role_reason
         assert "name only" not in reason
-        if volume["role"] == "STIR":
+        if volume.role == "STIR":
             assert "TI 160 ms" in reason and "UnassignedSharedConvertedAttributesSequence" in reason, reason
         else:
             assert "TR 520 ms" in reason, reason
-    assert any(v["kind"] == "composed" and v["role"] == "STIR" for v in store.volumes())
+    assert any(v.kind == "composed" and v.role == "STIR" for v in store.volumes())

@@ -191,8 +191,8 @@ def test_rois_and_the_ratio_go_through_json_and_csv_and_come_back(sample_copy, t
     from cno_annotate.annotation.reads import ReadSession
 
     store = sample_copy("rois")
-    study = store.studies()[0]["study_uid"]
-    series = next(v["volume_id"] for v in store.volumes(study) if v["role"] == "STIR")
+    study = store.studies()[0].study_uid
+    series = next(v.volume_id for v in store.volumes(study) if v.role == "STIR")
     session = ReadSession.open_or_create(store, study, "dr-a")
     lesion_id = session.add_lesion((13.0, 13.0, 2.0), series, voxel_at(store, series, (13.0, 13.0, 2.0)))
     muscle = session.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], series)

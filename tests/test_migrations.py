@@ -58,9 +58,9 @@ def test_imported_study_survives_migration(tmp_path, version):
     store = _open_copy(tmp_path, version)
     studies = store.studies()
     assert len(studies) == 1
-    volumes = store.volumes(studies[0]["study_uid"])
-    assert sorted(v["kind"] for v in volumes) == ["composed", "composed", "stack", "stack", "stack", "stack"]
-    assert {v["role"] for v in volumes} == {"STIR", "T1"}
+    volumes = store.volumes(studies[0].study_uid)
+    assert sorted(v.kind for v in volumes) == ["composed", "composed", "stack", "stack", "stack", "stack"]
+    assert {v.role for v in volumes} == {"STIR", "T1"}
 
 
 @pytest.mark.parametrize("version", [2, 3])
@@ -79,7 +79,7 @@ def test_reading_study_and_audit_survive_migration(tmp_path):
     from cno_annotate.store import audit
 
     store = _open_copy(tmp_path, 3)
-    assert [c["reading_code"] for c in rs.cases(store, "trial")] == ["CNO-0001"]
+    assert [c.reading_code for c in rs.cases(store, "trial")] == ["CNO-0001"]
     statuses = {(r["reader"], r["status"]) for r in list_reads(store, reading_study="trial")}
     assert statuses == {("dr-a", "submitted"), ("dr-b", "draft"), ("dr-c", "submitted")}
     result = audit.verify(store.db)

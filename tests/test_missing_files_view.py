@@ -27,11 +27,11 @@ def moved(small_study, tmp_path):
 
 
 def test_loading_a_series_whose_files_are_missing_says_how_many_and_how_to_relocate(moved):
-    stack = next(v for v in moved.volumes() if v["kind"] == "stack")
+    stack = next(v for v in moved.volumes() if v.kind == "stack")
     with pytest.raises(CnoError) as caught:
-        load_volume(moved, stack["volume_id"])
+        load_volume(moved, stack.volume_id)
     message = str(caught.value)
-    assert f"{stack['shape'][0]} files of this series are missing; {RELOCATE_HINT}" in message, message
+    assert f"{stack.shape[0]} files of this series are missing; {RELOCATE_HINT}" in message, message
     assert "FileNotFoundError" not in message and "before" not in message
 
 
@@ -49,7 +49,7 @@ def _window(qtbot, root, reader=None):
 @pytest.mark.gui
 def test_the_missing_files_warning_comes_first_in_the_study_list(moved, qtbot):
     window = _window(qtbot, moved.root)
-    n_files = sum(s["missing_files"] for s in moved.studies())
+    n_files = sum(s.missing_files for s in moved.studies())
     item = window.study_list.item(0)
     assert item.text().startswith(f"{n_files} files missing"), item.text()
     assert not item.icon().isNull() and "relocate" in item.toolTip()
@@ -59,7 +59,7 @@ def test_the_missing_files_warning_comes_first_in_the_study_list(moved, qtbot):
 def test_a_series_with_missing_files_shows_the_count_and_the_relocate_command(moved, qtbot, tmp_path):
     window = _window(qtbot, moved.root)
     with qtbot.waitSignal(window.all_loaded, timeout=20000):
-        window.select_study(moved.studies()[0]["study_uid"])
+        window.select_study(moved.studies()[0].study_uid)
     view = window.session.views["left"]
     assert view.status == "error"
     assert "files of this whole-body volume are missing" in view.message and RELOCATE_HINT in view.message
@@ -71,7 +71,7 @@ def test_a_series_with_missing_files_shows_the_count_and_the_relocate_command(mo
 def test_long_error_text_stays_inside_the_view(sample_store, qtbot, tmp_path):
     window = _window(qtbot, sample_store.root)
     with qtbot.waitSignal(window.all_loaded, timeout=20000):
-        window.select_study(sample_store.studies()[0]["study_uid"])
+        window.select_study(sample_store.studies()[0].study_uid)
     panel = window.panels["left"].view
     long_word = "/very/long/folder/" + "x" * 300 + "/IM0001.dcm"
     window.session.set_error("left", f"no slice could be read: {long_word}: FileNotFoundError")

@@ -67,7 +67,7 @@ def test_a_nii_gz_above_the_size_limit_is_refused_at_import(tmp_path, store, mon
 def _imported(store, path: Path) -> str:
     import_paths(store, [path])
     (row,) = store.volumes()
-    return row["volume_id"]
+    return row.volume_id
 
 
 def test_a_half_gzip_nii_gz_is_a_one_line_error_at_load(tmp_path, store, cli):

@@ -56,7 +56,7 @@ def trial(pg_server, pg_database, source):
     store = Store.open(url)
     import_paths(store, [source])
     rs.create(store, "online", reveal_timepoints=True)
-    rs.add_cases(store, "online", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "online", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "online", [READER, OTHER])
     rs.assign(store, "online")
     store.close()
@@ -98,8 +98,8 @@ def test_published_cases_reach_the_pacs_de_identified_and_a_reader_fetches_and_r
     cache = Store.open(cached.cache)
     try:
         volumes = cache.volumes(cached.study_uid)
-        assert volumes and {s["patient_id"] for s in cache.studies()} == {first}
-        volume = load_volume(cache, volumes[0]["volume_id"])
+        assert volumes and {s.patient_id for s in cache.studies()} == {first}
+        volume = load_volume(cache, volumes[0].volume_id)
         assert np.ptp(volume.array) > 0  # real pixels, readable
     finally:
         cache.close()
@@ -139,7 +139,7 @@ def test_no_byte_of_the_readers_cache_holds_an_identifier_of_the_source(trial, n
 def test_a_reader_finds_only_the_cases_of_their_worklist_and_unpublished_cases_are_named(trial, nodes):
     owner = Store.open(trial())
     try:
-        codes = [c["reading_code"] for c in rs.cases(owner, "online")]
+        codes = [c.reading_code for c in rs.cases(owner, "online")]
         with open_client(config.get_node("web")) as client:
             study_pacs.publish(owner, "online", client, codes=codes[:1])
         owner.db.execute("DELETE FROM rs_worklists WHERE reader = ? AND reading_code = ?", (OTHER, codes[0]))
@@ -171,7 +171,7 @@ def test_publish_audits_each_case_and_a_refused_study_is_said(trial, nodes):
         entries = [json.loads(r[0]) for r in owner.db.execute(
             "SELECT detail FROM audit WHERE action = 'publish' ORDER BY seq")]
         assert sorted(e["after"]["reading_code"] for e in entries) == sorted(
-            c["reading_code"] for c in rs.cases(owner, "online"))
+            c.reading_code for c in rs.cases(owner, "online"))
         code, out = run_cli("audit", "verify", "--store", trial())
         assert code == 0, out
     finally:

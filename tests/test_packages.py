@@ -89,7 +89,7 @@ def site(tmp_path_factory):
     store = Store.open(root / "coordinator")
     import_paths(store, [source])
     rs.create(store, "trial", reveal_timepoints=True)
-    rs.add_cases(store, "trial", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "trial", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "trial", ["dr-a", "dr-b"])
     rs.assign(store, "trial")
     built = {reader: packages.build(store, "trial", reader, root / f"package-{reader}") for reader in ("dr-a", "dr-b")}
@@ -111,7 +111,7 @@ def _identifiers(site) -> set[str]:
         found.update([value, value.replace("^", " "), *value.replace("^", " ").split()])
     store = site["store"]
     for study in store.studies():
-        found.update([study["study_uid"], study["description"]])
+        found.update([study.study_uid, study.description])
     for row in store.db.execute("SELECT series_uid, attributes FROM dicom_series"):
         found.add(row["series_uid"])
         description = json.loads(row["attributes"]).get("SeriesDescription")
@@ -163,11 +163,11 @@ def _case_dates(report, store) -> dict[str, str]:
 
 def test_intervals_between_visits_of_one_patient_survive(site):
     store = site["store"]
-    by_code = {c["reading_code"]: c for c in rs.cases(store, "trial")}
-    studies = {s["study_uid"]: s for s in store.studies()}
+    by_code = {c.reading_code: c for c in rs.cases(store, "trial")}
+    studies = {s.study_uid: s for s in store.studies()}
     dates = _case_dates(site["packages"]["dr-a"], store)
-    wolfgang = sorted((studies[by_code[code]["study_uid"]]["study_date"], dates[code]) for code in dates
-                      if studies[by_code[code]["study_uid"]]["patient_id"] == "HOSP778812Q")
+    wolfgang = sorted((studies[by_code[code].study_uid].study_date, dates[code]) for code in dates
+                      if studies[by_code[code].study_uid].patient_id == "HOSP778812Q")
     assert len(wolfgang) == 2
     (first_source, first), (second_source, second) = wolfgang
     as_date = lambda text: date(int(text[:4]), int(text[4:6]), int(text[6:]))  # noqa: E731
@@ -226,7 +226,7 @@ def moved_package(site, tmp_path):
         uid = rs.study_uid_of(store, "trial", code)
         session = ReadSession.open_or_create(store, uid, "dr-a", reading_study="trial",
                                              scheme_id="rai-cromris", scheme_version="2.0.0")
-        series = store.volumes(uid)[-1]["volume_id"]
+        series = store.volumes(uid)[-1].volume_id
         lesion = session.add_lesion((-70.0, 0.0, -400.0), series, voxel_at(store, series, (-70.0, 0.0, -400.0)),
                                     site_id="femur.distal", side="R")
         session.set_grade(lesion, "marrow_hyperintensity", 2)
@@ -247,8 +247,8 @@ def test_collect_brings_the_reads_back_under_the_original_uids_once(site, moved_
     assert code == 0 and "collected 2 new reads" in out, err
     reads = [load_read(store, r["read_id"]) for r in list_reads(store, reader="dr-a", reading_study="trial")]
     assert sorted(r.status for r in reads) == ["draft", "submitted"]
-    studies = {s["study_uid"] for s in store.studies()}
-    series = {v for s in studies for volume in store.volumes(s) for v in (volume["volume_id"], volume["series_uid"])}
+    studies = {s.study_uid for s in store.studies()}
+    series = {v for s in studies for volume in store.volumes(s) for v in (volume.volume_id, volume.series_uid)}
     for read in reads:
         assert read.study_uid in studies and read.lesions[0].series_uid in series
         assert read.lesions[0].grades == {"marrow_hyperintensity": 2}
@@ -286,7 +286,7 @@ def test_collect_refuses_foreign_tampered_and_unissued_results(site, moved_packa
         _signed_copy(results, tmp_path, lambda d: d.update(package_id="0" * 32)), "trial")
     assert "issued to 'dr-a', not 'dr-b'" in refused(results, "trial", "--reader", "dr-b")
     rs.create(store, "other-trial")
-    rs.add_cases(store, "other-trial", [s["study_uid"] for s in store.studies()][:1])
+    rs.add_cases(store, "other-trial", [s.study_uid for s in store.studies()][:1])
     rs.add_readers(store, "other-trial", ["dr-a"])
     rs.assign(store, "other-trial")
     other = packages.build(store, "other-trial", "dr-a", tmp_path / "other-package")
@@ -400,21 +400,21 @@ def test_collecting_results_without_reads_says_so(site, tmp_path, cli):
 def test_without_revealed_timepoints_each_case_has_its_own_offset(site, tmp_path):
     store = site["store"]
     rs.create(store, "blind")
-    rs.add_cases(store, "blind", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "blind", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "blind", ["dr-a"])
     rs.assign(store, "blind")
     report = packages.build(store, "blind", "dr-a", tmp_path / "blind-package")
     secret = bytes.fromhex(store.db.execute("SELECT secret FROM package_secrets WHERE reading_study = 'blind'")
                            .fetchone()[0])
-    studies = {s["study_uid"]: s["study_date"] for s in store.studies()}
+    studies = {s.study_uid: s.study_date for s in store.studies()}
     as_date = lambda text: date(int(text[:4]), int(text[4:6]), int(text[6:]))  # noqa: E731
     for case in rs.cases(store, "blind"):
-        shifted = pydicom.dcmread(next((report.folder / "images" / case["reading_code"]).rglob("*.dcm"))).StudyDate
-        moved = (as_date(studies[case["study_uid"]]) - as_date(shifted)).days
-        assert moved == packages.offset_days(secret, case["reading_code"])  # keyed by the case, not the patient
+        shifted = pydicom.dcmread(next((report.folder / "images" / case.reading_code).rglob("*.dcm"))).StudyDate
+        moved = (as_date(studies[case.study_uid]) - as_date(shifted)).days
+        assert moved == packages.offset_days(secret, case.reading_code)  # keyed by the case, not the patient
     copy = Store.open(report.folder / "store")
     try:
-        assert all(c["patient_code"] == c["reading_code"] for c in rs.cases(copy, "blind"))  # no grouping leaks
+        assert all(c.patient_code == c.reading_code for c in rs.cases(copy, "blind"))  # no grouping leaks
     finally:
         copy.close()
 
@@ -587,7 +587,7 @@ def test_header_warnings_go_into_the_package_report(tmp_path, cli):
     try:
         import_paths(store, [source])
         rs.create(store, "long")
-        rs.add_cases(store, "long", [s["study_uid"] for s in store.studies()])
+        rs.add_cases(store, "long", [s.study_uid for s in store.studies()])
         rs.add_readers(store, "long", ["dr-a"])
         rs.assign(store, "long")
     finally:

@@ -143,7 +143,7 @@ def test_retrieve_imports_every_instance_and_a_second_run_fetches_nothing(nodes,
     assert err.index("t2_tirm") < err.index("t1_tse")  # STIR series come first
     with opened(store_dir) as store:
         assert _held(store, study_uid) == server.study_instances(study_uid)
-        composed = [v["role"] for v in store.volumes(study_uid) if v["kind"] == "composed"]
+        composed = [v.role for v in store.volumes(study_uid) if v.kind == "composed"]
         assert sorted(composed) == ["STIR", "T1"]
     code, out, err = cli("pacs", "retrieve", name, study_uid, "--store", store_dir)
     assert code == 0 and "retrieved 0 of 0 instances (24 already in the store)" in out
@@ -236,9 +236,9 @@ def test_retrieve_read_export_sr_send_it_back_and_read_it_from_orthanc(nodes, pa
     store_dir = tmp_path / "store"
     assert cli("pacs", "retrieve", "move", study_uid, "--store", store_dir)[0] == 0
     with opened(store_dir) as store:
-        stir = next(v for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
+        stir = next(v for v in store.volumes(study_uid) if v.kind == "composed" and v.role == "STIR")
         session = ReadSession.open_or_create(store, study_uid, "dr-pacs")
-        lesion = session.add_lesion((-40.0, 0.0, -150.0), stir["volume_id"], (1, 1, 1), site_id="femur.distal",
+        lesion = session.add_lesion((-40.0, 0.0, -150.0), stir.volume_id, (1, 1, 1), site_id="femur.distal",
                                     side="R", subsite="metaphysis")
         session.set_grade(lesion, "marrow_hyperintensity", 2)
         session.submit()

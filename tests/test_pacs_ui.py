@@ -83,8 +83,8 @@ def test_send_sr_of_the_open_read_to_the_pacs(window, qtbot, pacs):
     qtbot.waitUntil(lambda: _finished(dialog) and window._study_uid == study_uid, timeout=60000)
     dialog.reject()
     qtbot.waitUntil(lambda: window.read_session is not None, timeout=30000)
-    stir = next(v for v in window.store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
-    window.read_session.add_lesion((-40.0, 0.0, -150.0), stir["volume_id"], (1, 1, 1), site_id="femur.distal",
+    stir = next(v for v in window.store.volumes(study_uid) if v.kind == "composed" and v.role == "STIR")
+    window.read_session.add_lesion((-40.0, 0.0, -150.0), stir.volume_id, (1, 1, 1), site_id="femur.distal",
                                    side="R", subsite="metaphysis")
     before = set(server.study_instances(study_uid))
     assert window.send_sr_to_pacs("web")

@@ -17,6 +17,7 @@ import pytest
 from cno_annotate.importer import import_paths
 from cno_annotate.paths import from_text
 from cno_annotate.store import Store
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import MIGRATIONS
 from cno_annotate.store.sqlite import migrate
 from cno_annotate.volumes import load_volume
@@ -27,7 +28,7 @@ def _load_all(store: Store) -> int:
     volumes = store.volumes()
     assert volumes
     for row in volumes:
-        volume = load_volume(store, row["volume_id"], use_cache=False)
+        volume = load_volume(store, row.volume_id, use_cache=False)
         assert volume.load.errors == [], volume.load.errors[:1]
     return len(volumes)
 
@@ -50,8 +51,8 @@ def test_import_with_a_relative_path_then_load_every_volume_from_elsewhere(small
     store = Store.open(tmp_path / "store")
     assert all(os.path.isabs(p) and p == os.path.normpath(p) for p in _image_paths(store))
     assert _load_all(store) >= 4
-    composed = next(v for v in store.volumes() if v["kind"] == "composed")
-    code, out, err = cli("export-nifti", composed["volume_id"], "--out", "whole.nii", "--store", tmp_path / "store")
+    composed = next(v for v in store.volumes() if v.kind == "composed")
+    code, out, err = cli("export-nifti", composed.volume_id, "--out", "whole.nii", "--store", tmp_path / "store")
     assert code == 0, err
     assert (elsewhere / "whole.nii").stat().st_size > 0
 
@@ -96,7 +97,7 @@ def test_migration_resolves_relative_paths_it_can_prove(small_study, tmp_path, m
     assert paths and all(p.startswith(str(tmp_path / "A" / "cor_ref") + os.sep) for p in paths)
     monkeypatch.chdir(tmp_path)
     assert _load_all(store) >= 4
-    assert all(s["missing_files"] == 0 for s in store.studies())
+    assert all(s.missing_files == 0 for s in store.studies())
 
 
 def test_migration_leaves_unprovable_relative_paths_and_reports_them_missing(small_study, tmp_path, monkeypatch, cli):
@@ -113,7 +114,7 @@ def test_migration_leaves_unprovable_relative_paths_and_reports_them_missing(sma
     # a re-import from the real folder re-links them
     report = import_paths(store, [tmp_path / "A" / "cor_ref"])
     assert report.relinked == len(relative) and report.new_instances == 0
-    assert store.studies()[0]["missing_files"] == 0
+    assert store.studies()[0].missing_files == 0
     assert _load_all(store) >= 4
 
 
@@ -168,7 +169,7 @@ def test_relocate_rewrites_a_path_prefix(small_study, tmp_path, cli):
     assert code == 0, err
     assert f"{n_images} " in out
     assert all(p.startswith(str(tmp_path / "disk2" / "study") + os.sep) for p in _image_paths(store))
-    assert store.studies()[0]["missing_files"] == 0
+    assert store.studies()[0].missing_files == 0
     assert _load_all(store) >= 4
     code, out, err = cli("relocate", tmp_path / "nowhere", tmp_path / "disk3", "--store", tmp_path / "s")
     assert code == 1 and "no file" in err
@@ -245,44 +246,44 @@ def test_a_broken_symlink_and_an_empty_folder_are_reported(tmp_path, store):
 
 
 # -- 14: the composed-volume cache --------------------------------------------------
-def _composed(store: Store) -> list[dict]:
-    return [v for v in store.volumes() if v["kind"] == "composed"]
+def _composed(store: Store) -> list[VolumeRow]:
+    return [v for v in store.volumes() if v.kind == "composed"]
 
 
 def test_cache_is_limited_and_eviction_keeps_open_volumes_readable(small_study, store, monkeypatch):
     import_paths(store, [small_study])
     first, second = _composed(store)[:2]
-    a = load_volume(store, first["volume_id"])
-    a_cached = load_volume(store, first["volume_id"])
+    a = load_volume(store, first.volume_id)
+    a_cached = load_volume(store, first.volume_id)
     assert a_cached.load.cached and isinstance(a_cached.array, np.memmap)
     expected = np.array(a.array)
     size = a.array.nbytes
     monkeypatch.setenv("CNO_ANNOTATE_CACHE_LIMIT", str(int(size * 1.5)))
-    load_volume(store, second["volume_id"])  # does not fit beside the first: the first is evicted
+    load_volume(store, second.volume_id)  # does not fit beside the first: the first is evicted
     files = sorted(store.cache_dir.glob("*.npy"))
-    assert len(files) == 1 and files[0].name.startswith(second["volume_id"])
+    assert len(files) == 1 and files[0].name.startswith(second.volume_id)
     assert np.array_equal(np.asarray(a_cached.array), expected)  # the open (mapped) volume still reads
-    assert not load_volume(store, first["volume_id"]).load.cached
+    assert not load_volume(store, first.volume_id).load.cached
 
 
 def test_cache_keeps_the_most_recently_used(small_study, store, monkeypatch):
     import_paths(store, [small_study])
     first, second = _composed(store)[:2]
-    size = load_volume(store, first["volume_id"]).array.nbytes
-    load_volume(store, second["volume_id"])
-    os.utime(next(store.cache_dir.glob(first["volume_id"] + "*")), (1, 1))  # long unused
-    os.utime(next(store.cache_dir.glob(second["volume_id"] + "*")), (2, 2))
-    load_volume(store, first["volume_id"])  # a hit makes it the most recent
+    size = load_volume(store, first.volume_id).array.nbytes
+    load_volume(store, second.volume_id)
+    os.utime(next(store.cache_dir.glob(first.volume_id + "*")), (1, 1))  # long unused
+    os.utime(next(store.cache_dir.glob(second.volume_id + "*")), (2, 2))
+    load_volume(store, first.volume_id)  # a hit makes it the most recent
     from cno_annotate.cache import VolumeCache
 
     VolumeCache(store.cache_dir, limit=int(size * 1.5)).trim()
-    assert [p.name[: len(first["volume_id"])] for p in store.cache_dir.glob("*.npy")] == [first["volume_id"]]
+    assert [p.name[: len(first.volume_id)] for p in store.cache_dir.glob("*.npy")] == [first.volume_id]
 
 
 def test_cache_info_and_clear_commands(small_study, store, cli):
     import_paths(store, [small_study])
-    kept = [load_volume(store, v["volume_id"]) for v in _composed(store)]
-    kept = [load_volume(store, v["volume_id"]) for v in _composed(store)]  # memory maps of the cache
+    kept = [load_volume(store, v.volume_id) for v in _composed(store)]
+    kept = [load_volume(store, v.volume_id) for v in _composed(store)]  # memory maps of the cache
     expected = [np.array(v.array) for v in kept]
     code, out, err = cli("cache", "info", "--store", store.root, "--json")
     info = json.loads(out)
@@ -398,7 +399,7 @@ def test_a_read_only_store_composes_without_writing_a_cache_into_it(small_study,
     from cno_annotate.store import db as store_db
 
     import_paths(store, [small_study])
-    root, volume_id = store.root, _composed(store)[0]["volume_id"]
+    root, volume_id = store.root, _composed(store)[0].volume_id
     store.close()
     real_mkdir = Path.mkdir
 

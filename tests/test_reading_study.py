@@ -40,7 +40,7 @@ def trial(request, tmp_path, studies_dir) -> Store:
     store = new_store(request, tmp_path / "store")
     import_paths(store, [studies_dir])
     rs.create(store, "trial", seed=42)
-    rs.add_cases(store, "trial", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "trial", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "trial", ["dr-a", "dr-b", "dr-c"])
     rs.add_readers(store, "trial", ["dr-adj"], role="adjudicator")
     rs.assign(store, "trial")
@@ -48,7 +48,7 @@ def trial(request, tmp_path, studies_dir) -> Store:
 
 
 def test_seeded_worklists_are_reproducible_and_differ_between_readers(trial, tmp_path, studies_dir):
-    codes = sorted(c["reading_code"] for c in rs.cases(trial, "trial"))
+    codes = sorted(c.reading_code for c in rs.cases(trial, "trial"))
     orders = {r: [e["reading_code"] for e in rs.worklist(trial, "trial", r)] for r in ("dr-a", "dr-b", "dr-c")}
     for order in orders.values():
         assert sorted(order) == codes and len(set(order)) == len(order)  # every case once
@@ -56,13 +56,13 @@ def test_seeded_worklists_are_reproducible_and_differ_between_readers(trial, tmp
     again = Store.open(tmp_path / "again")
     import_paths(again, [studies_dir])
     rs.create(again, "trial", seed=42)
-    rs.add_cases(again, "trial", [s["study_uid"] for s in again.studies()])
+    rs.add_cases(again, "trial", [s.study_uid for s in again.studies()])
     rs.add_readers(again, "trial", ["dr-a", "dr-b", "dr-c"])
     rs.assign(again, "trial")
     same = {r: [e["reading_code"] for e in rs.worklist(again, "trial", r)] for r in orders}
     assert same == orders
-    by_code = {c["reading_code"]: c["study_uid"] for c in rs.cases(trial, "trial")}
-    assert {c["reading_code"]: c["study_uid"] for c in rs.cases(again, "trial")} == by_code
+    by_code = {c.reading_code: c.study_uid for c in rs.cases(trial, "trial")}
+    assert {c.reading_code: c.study_uid for c in rs.cases(again, "trial")} == by_code
     assert rs.assign(trial, "trial", seed=7)["dr-a"] != orders["dr-a"]
 
 
@@ -70,7 +70,7 @@ def test_codes_and_worklists_reveal_nothing_by_default(trial):
     entry = rs.worklist(trial, "trial", "dr-a")[0]
     assert set(entry) == {"position", "reading_code", "status"}
     rs.create(trial, "open", seed=1, show_age_sex=True, reveal_timepoints=True)
-    rs.add_cases(trial, "open", [s["study_uid"] for s in trial.studies()])
+    rs.add_cases(trial, "open", [s.study_uid for s in trial.studies()])
     rs.add_readers(trial, "open", ["dr-a"])
     rs.assign(trial, "open")
     entry = rs.worklist(trial, "open", "dr-a")[0]
@@ -238,12 +238,12 @@ def test_clinical_import_maps_sites_and_treatments(tmp_path, cli):
     code, out, err = cli("clinical", "import", path, "--link-key", tmp_path / "key.sqlite")
     assert code == 0 and "imported 3 visits" in out
     db = CoordinatorDB.open(tmp_path / "key.sqlite")
-    (visit,) = [v for v in db.record("R-001")]
-    assert {(s["site_id"], s["side"]) for s in visit["painful_sites"]} == {
+    (visit,) = db.visits("R-001")
+    assert {(s.site_id, s.side) for s in visit.painful_sites} == {
         ("femur.distal", "R"), ("tibia.proximal", "L"), ("spine.T8", None)}
-    assert [(t["treatment"], t["start"], t["stop"]) for t in visit["treatments"]] == [
+    assert [(t.treatment, t.start, t.stop) for t in visit.treatments] == [
         ("nsaid", "2026-09-01", "2026-10-15"), ("bisphosphonate", "2026-10-16", None)]
-    assert visit["crp_mg_l"] == 12 and visit["sex"] == "F"
+    assert visit.crp_mg_l == 12 and visit.sex == "F"
     code, _, err = cli("clinical", "import", path, "--link-key", tmp_path / "key.sqlite")
     assert code == 1 and "already imported" in err
     code, _, err = cli("clinical", "import", path)
@@ -257,8 +257,8 @@ def test_unblinded_export_joins_reads_and_records_for_the_coordinator(trial, tmp
     key = tmp_path / "key.sqlite"
     db = CoordinatorDB.open(key)
     assert link_patient_ids(trial, db, "trial") == 4
-    patient = next(s["patient_id"] for s in trial.studies()
-                   if s["study_uid"] == rs.study_uid_of(trial, "trial", "CNO-0001"))
+    patient = next(s.patient_id for s in trial.studies()
+                   if s.study_uid == rs.study_uid_of(trial, "trial", "CNO-0001"))
     csv_path = tmp_path / "clinical.csv"
     csv_path.write_text(GOOD_CSV.replace("R-001", patient))
     import_clinical(db, csv_path)
@@ -299,7 +299,7 @@ def blinded_store(tmp_path, sample_store) -> Path:
     shutil.copytree(sample_store.root, root)
     store = Store.open(root)
     rs.create(store, "blind", seed=3)
-    rs.add_cases(store, "blind", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "blind", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "blind", ["dr-a"])
     rs.assign(store, "blind")
     store.close()
@@ -382,7 +382,7 @@ def test_reader_mode_worklist_next_case_and_submit(qtbot, tmp_path, studies_dir)
     store = Store.open(tmp_path / "store")
     import_paths(store, [studies_dir])
     rs.create(store, "wl", seed=5)
-    rs.add_cases(store, "wl", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "wl", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "wl", ["dr-a"])
     order = rs.assign(store, "wl")["dr-a"]
     store.close()
@@ -450,7 +450,7 @@ def test_a_reader_with_nothing_left_to_read_gets_a_screenshot_not_a_hang(blinded
 
     store = Store.open(blinded_store)
     for study in store.studies():  # every study is a case of "blind", all in dr-a's worklist
-        session = ReadSession.open_or_create(store, study["study_uid"], "dr-a", reading_study="blind")
+        session = ReadSession.open_or_create(store, study.study_uid, "dr-a", reading_study="blind")
         session.mark_unit("spine.L5", "no_lesion")
         session.submit()
     store.close()

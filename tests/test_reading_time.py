@@ -150,7 +150,7 @@ def test_progress_shows_each_readers_active_time_and_the_study_sets_the_timer(sa
     from cno_annotate import reading_study as rs
 
     store = sample_copy()
-    uid = store.studies()[0]["study_uid"]
+    uid = store.studies()[0].study_uid
     code, out, err = cli("--store", store.root, "reading-study", "create", "trial", "--show-timer", "--idle-seconds", "90")
     assert code == 0, err
     study = rs.get(store, "trial")
@@ -176,7 +176,7 @@ def test_reading_time_survives_export_and_import_and_a_1_1_0_document_still_impo
     from cno_annotate.errors import CnoError
 
     store = sample_copy("first")
-    session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
+    session = ReadSession.open_or_create(store, store.studies()[0].study_uid, "dr-a")
     session.add_reading_time(33.3)
     session.mark_unit("skull", "no_lesion")
     document = export_document(store)
@@ -245,7 +245,7 @@ def test_reader_mode_shows_the_timer_only_when_the_study_enables_it(sample_store
     shutil.copytree(sample_store.root, tmp_path / "store")
     store = Store.open(tmp_path / "store")
     rs.create(store, "blind", show_timer=shown, idle_seconds=45)
-    rs.add_cases(store, "blind", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "blind", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "blind", ["dr-a"])
     rs.assign(store, "blind")
     store.close()

@@ -158,8 +158,8 @@ def test_submit_needs_every_lesion_placed(store):
 
 def _filled_store(store) -> Store:
     """Two readers' reads of the store's first study (a copy of the sample store)."""
-    study = store.studies()[0]["study_uid"]
-    series = store.volumes(study)[0]["volume_id"]
+    study = store.studies()[0].study_uid
+    series = store.volumes(study)[0].volume_id
     for reader, scheme in (("dr-a", None), ("dr-b", "cno-descriptive")):
         session = ReadSession.open_or_create(store, study, reader, scheme)
         lesion = placed(session, series=series, voxel=voxel_at(store, series, (-77.0, 0.0, -420.0)))

@@ -85,7 +85,7 @@ def _visits(root, plan: StudyPlan):
     import_paths(store, [root / "study"])
 
     def stir(study_uid: str) -> str:
-        return next(v["volume_id"] for v in store.volumes(study_uid) if v["kind"] == "composed" and v["role"] == "STIR")
+        return next(v.volume_id for v in store.volumes(study_uid) if v.kind == "composed" and v.role == "STIR")
 
     return store, truth, stir(truth["visits"][0]["study_uid"]), stir(truth["visits"][1]["study_uid"])
 
@@ -183,8 +183,8 @@ def test_nothing_is_computed_when_not_asked_and_other_patients_are_refused(two_v
     other = tmp_path / "other"
     generate_study(other, StudyPlan(stations=2, slices=3, matrix=32, seed=9))
     import_paths(store, [other])
-    stranger = next(v["volume_id"] for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"
-                    and v["volume_id"] not in (prior, current))
+    stranger = next(v.volume_id for v in store.volumes() if v.kind == "composed" and v.role == "STIR"
+                    and v.volume_id not in (prior, current))
     with pytest.raises(CnoError, match="different patients"):
         transform_between(store, prior, stranger)
     for path in cache_path(store, store.volume(prior), store.volume(current)).parent.glob("*.json"):

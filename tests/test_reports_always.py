@@ -18,13 +18,13 @@ def _study_store(root, readers: dict[str, str], name: str = "demo", n_studies: i
     store = Store.open(root / "store")
     import_paths(store, [root])
     rs.create(store, name, seed=1)
-    rs.add_cases(store, name, [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, name, [s.study_uid for s in store.studies()])
     for reader, role in readers.items():
         rs.add_readers(store, name, [reader], role=role)
     rs.assign(store, name)
     for case in rs.cases(store, name):
         for reader, role in readers.items():
-            session = ReadSession.open_or_create(store, case["study_uid"], reader, reading_study=name, role=role)
+            session = ReadSession.open_or_create(store, case.study_uid, reader, reading_study=name, role=role)
             lesion = session.add_lesion((-70, 0, -400), "1.2", (1, 1, 1), site_id="femur.distal", side="R")
             session.set_grade(lesion, "marrow_hyperintensity", 2)
             session.submit()
@@ -75,7 +75,7 @@ def test_a_reopened_read_is_analysed_with_the_last_submitted_version(tmp_path):
     store = _study_store(tmp_path, {"dr-a": "reader", "dr-b": "reader", "dr-adj": "adjudicator"}, n_studies=1)
     (case,) = rs.cases(store, "demo")
     for reader in ("dr-a", "dr-adj"):
-        (row,) = list_reads(store, study_uid=case["study_uid"], reader=reader, reading_study="demo")
+        (row,) = list_reads(store, study_uid=case.study_uid, reader=reader, reading_study="demo")
         draft = ReadSession.new_version(store, row["read_id"], reader, "recheck the femur")
         draft.add_lesion((70, 0, -400), "1.2", (1, 1, 1), site_id="femur.distal", side="L")
     (analysed,) = cohort.collect(store, "demo")

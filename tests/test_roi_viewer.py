@@ -167,7 +167,7 @@ def test_muscle_and_lesion_rois_give_the_stir_ratio_stored_and_shown_again_on_re
     again.resize(1280, 800)
     again.show()
     with qtbot.waitSignal(again.all_loaded, timeout=20000):
-        again.select_study(again.store.studies()[0]["study_uid"])
+        again.select_study(again.store.studies()[0].study_uid)
     assert {s.roi.roi_id for s in again.session.rois_on("left")} == {r.roi_id for r in read.rois}
     assert any(title in text for text in again.panels["left"].view.overlay_texts())
     again.loader.wait(5000)

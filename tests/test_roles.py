@@ -50,18 +50,18 @@ def test_a_name_never_beats_the_inversion_time():
 
 def test_override_persists_across_reimport_and_replans_composition(small_study, store, cli):
     import_paths(store, [small_study])
-    assert sum(v["kind"] == "composed" for v in store.volumes()) == 2
-    stir_stations = [v for v in store.volumes() if v["kind"] == "stack" and v["role"] == "STIR"]
-    station = max(stir_stations, key=lambda v: v["affine"][2][3])  # the head station
-    code, out, _ = cli("set-role", station["volume_id"], "other", "--store", store.root)
+    assert sum(v.kind == "composed" for v in store.volumes()) == 2
+    stir_stations = [v for v in store.volumes() if v.kind == "stack" and v.role == "STIR"]
+    station = max(stir_stations, key=lambda v: v.affine[2][3])  # the head station
+    code, out, _ = cli("set-role", station.volume_id, "other", "--store", store.root)
     assert code == 0 and "set by the user" in out
     import_paths(store, [small_study])  # the override survives a re-import
-    row = store.volume(station["volume_id"])
-    assert row["role"] == "other" and row["overridden"] and row["auto_role"] == "STIR"
-    stir = [v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR"]
-    assert len(stir) == 1 and station["volume_id"] not in stir[0]["members"]
-    assert cli("set-role", station["volume_id"], "auto", "--store", store.root)[0] == 0
-    assert store.volume(station["volume_id"])["role"] == "STIR"
+    row = store.volume(station.volume_id)
+    assert row.role == "other" and row.overridden and row.auto_role == "STIR"
+    stir = [v for v in store.volumes() if v.kind == "composed" and v.role == "STIR"]
+    assert len(stir) == 1 and station.volume_id not in stir[0].members
+    assert cli("set-role", station.volume_id, "auto", "--store", store.root)[0] == 0
+    assert store.volume(station.volume_id).role == "STIR"
 
 
 # -- issue 11: enhanced MR, DWIBS, name tokens, honest reasons ------------------------------

@@ -8,28 +8,29 @@ import numpy as np
 
 from cno_annotate.importer import import_paths
 from cno_annotate.io.volume import Volume
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.volumes import load_volume
 
 
-def composed(store, role: str) -> dict:
-    rows = [v for v in store.volumes() if v["kind"] == "composed" and v["role"] == role]
+def composed(store, role: str) -> VolumeRow:
+    rows = [v for v in store.volumes() if v.kind == "composed" and v.role == role]
     assert len(rows) == 1, rows
     return rows[0]
 
 
 def test_sample_roles_stations_and_composed_shapes(sample_store, sample_truth):
     plan = sample_truth["plan"]
-    stacks = [v for v in sample_store.volumes() if v["kind"] == "stack"]
-    assert sorted(v["role"] for v in stacks) == ["STIR"] * plan["stations"] + ["T1"] * plan["stations"]
-    assert all(v["orientation"] == "coronal" for v in stacks)
+    stacks = [v for v in sample_store.volumes() if v.kind == "stack"]
+    assert sorted(v.role for v in stacks) == ["STIR"] * plan["stations"] + ["T1"] * plan["stations"]
+    assert all(v.orientation == "coronal" for v in stacks)
     for role in ("STIR", "T1"):
         row = composed(sample_store, role)
-        assert row["stations"] == plan["stations"]
-        assert len(row["members"]) == plan["stations"]
-        slices, rows, columns = row["shape"]
+        assert row.stations == plan["stations"]
+        assert len(row.members) == plan["stations"]
+        slices, rows, columns = row.shape
         assert (slices, columns) == (plan["slices"], plan["matrix"])
         # Head to feet: stations minus their overlaps.
-        pixel = np.linalg.norm(np.array(row["affine"])[:3, 1])
+        pixel = np.linalg.norm(np.array(row.affine)[:3, 1])
         overlap_rows = round(30.0 / pixel)
         assert abs(rows - (plan["stations"] * plan["matrix"] - (plan["stations"] - 1) * overlap_rows)) <= 1
 
@@ -39,8 +40,8 @@ def test_lesion_landmarks_land_at_their_lps_position(sample_store, sample_truth)
     marrow, muscle and fat (darker on STIR than on T1) do not reach, and that drops to less than
     half 3 cm further along the body. Slices are thick (the body's depth in 16 slices), so a
     lesion in a thin bone may straddle two: the best of the nearest slice and its neighbours counts."""
-    stir = load_volume(sample_store, composed(sample_store, "STIR")["volume_id"])
-    t1 = load_volume(sample_store, composed(sample_store, "T1")["volume_id"])
+    stir = load_volume(sample_store, composed(sample_store, "STIR").volume_id)
+    t1 = load_volume(sample_store, composed(sample_store, "T1").volume_id)
     assert np.allclose(stir.affine, t1.affine)
     assert len(sample_truth["lesions"]) >= 4
 
@@ -58,7 +59,7 @@ def test_lesion_landmarks_land_at_their_lps_position(sample_store, sample_truth)
 
 
 def test_index_and_patient_geometry_round_trip(sample_store):
-    volume = load_volume(sample_store, composed(sample_store, "STIR")["volume_id"])
+    volume = load_volume(sample_store, composed(sample_store, "STIR").volume_id)
     ijk = np.array([[0, 0, 0], [17, 250, 9], [127, 483, 15]], float)
     np.testing.assert_allclose(volume.lps_to_index(volume.index_to_lps(ijk)), ijk, atol=1e-9)
     # Coronal: columns run to the patient's left, rows to the feet, slices to posterior.
@@ -68,15 +69,15 @@ def test_index_and_patient_geometry_round_trip(sample_store):
 
 def test_second_open_of_a_composed_volume_uses_the_cache(sample_store):
     row = composed(sample_store, "T1")
-    first = load_volume(sample_store, row["volume_id"])
-    second = load_volume(sample_store, row["volume_id"])
+    first = load_volume(sample_store, row.volume_id)
+    second = load_volume(sample_store, row.volume_id)
     assert second.load.cached is True
     np.testing.assert_array_equal(np.asarray(first.array), np.asarray(second.array))
 
 
 def test_station_seams_are_blended_not_stepped(sample_store):
     """Across a station overlap the mean row intensity changes smoothly."""
-    volume = load_volume(sample_store, composed(sample_store, "T1")["volume_id"])
+    volume = load_volume(sample_store, composed(sample_store, "T1").volume_id)
     profile = volume.array.mean(axis=(0, 2))
     steps = np.abs(np.diff(profile))
     assert steps.max() < 6 * np.median(steps) + 0.25 * profile.mean()
@@ -112,15 +113,15 @@ def test_many_studies_in_one_run(tmp_path, store):
     report = import_paths(store, [tmp_path])
     assert len(report.studies) == 3
     assert len(store.studies()) == 3
-    assert len({s["patient_id"] for s in store.studies()}) == 3
-    assert sum(v["kind"] == "composed" for v in store.volumes()) == 6
+    assert len({s.patient_id for s in store.studies()}) == 3
+    assert sum(v.kind == "composed" for v in store.volumes()) == 6
 
 
 def test_volume_is_float32_with_slices_in_position_order(small_study, store):
     """T1 InstanceNumbers run posterior to anterior; order follows position."""
     import_paths(store, [small_study])
-    t1 = [v for v in store.volumes() if v["role"] == "T1" and v["kind"] == "stack"][0]
-    volume = load_volume(store, t1["volume_id"])
+    t1 = [v for v in store.volumes() if v.role == "T1" and v.kind == "stack"][0]
+    volume = load_volume(store, t1.volume_id)
     assert isinstance(volume, Volume) and volume.array.dtype == np.float32
     step = volume.affine[:3, 2]
     assert step[1] > 0  # slice k+1 is posterior of slice k

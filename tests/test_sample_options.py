@@ -19,8 +19,8 @@ def test_two_stations_at_matrix_16_compose(tmp_path):
     generate_study(tmp_path / "s", StudyPlan(stations=2, slices=4, matrix=16, seed=1))
     store = Store.open(tmp_path / "store")
     import_paths(store, [tmp_path / "s"])
-    composed = [v for v in store.volumes() if v["kind"] == "composed"]
-    assert len(composed) == 2, [c for s in store.studies() for c in store.compositions(s["study_uid"])]
+    composed = [v for v in store.volumes() if v.kind == "composed"]
+    assert len(composed) == 2, [c for s in store.studies() for c in store.compositions(s.study_uid)]
 
 
 def test_timepoints_write_visits_of_one_patient_with_tracked_lesions(cli, tmp_path):
@@ -33,10 +33,10 @@ def test_timepoints_write_visits_of_one_patient_with_tracked_lesions(cli, tmp_pa
     store = Store.open(tmp_path / "store")
     import_paths(store, [tmp_path / "s"])
     studies = store.studies()
-    assert len(studies) == 3 and len({s["patient_id"] for s in studies}) == 1
-    assert len({s["accession"] for s in studies}) == 3  # each visit is its own order, with its own accession
-    assert store.study_uid_for(studies[1]["accession"]) == studies[1]["study_uid"]
-    assert sorted(s["study_date"] for s in studies) == [v["study_date"] for v in truth["visits"]]
+    assert len(studies) == 3 and len({s.patient_id for s in studies}) == 1
+    assert len({s.accession for s in studies}) == 3  # each visit is its own order, with its own accession
+    assert store.study_uid_for(studies[1].accession) == studies[1].study_uid
+    assert sorted(s.study_date for s in studies) == [v["study_date"] for v in truth["visits"]]
     courses = {t["track_id"]: t["course"] for t in truth["tracks"]}
     present = [{lesion["track_id"] for lesion in v["lesions"]} for v in truth["visits"]]
     assert {"resolves", "appears", "shrinks", "grows", "persists"} <= set(courses.values())

@@ -71,9 +71,9 @@ def test_gap_in_real_files_is_reported(small_study, copy_tree, store, cli):
     files = sorted(folder.iterdir())
     files[2].unlink()
     import_paths(store, [study])
-    gapped = [v for v in store.volumes() if v["kind"] == "stack" and v["gaps"]]
-    assert len(gapped) == 1 and gapped[0]["gaps"] == [{"after_slice": 1, "missing": 1}]
-    volume = load_volume(store, gapped[0]["volume_id"])
+    gapped = [v for v in store.volumes() if v.kind == "stack" and v.gaps]
+    assert len(gapped) == 1 and gapped[0].gaps == [{"after_slice": 1, "missing": 1}]
+    volume = load_volume(store, gapped[0].volume_id)
     assert volume.shape[0] == 6 and not volume.array[2].any() and volume.array[3].any()
 
 
@@ -87,7 +87,7 @@ def _reference(store, study):
     import_paths(store, [study])
     series_uid = pydicom.dcmread(_station_files(study)[0], stop_before_pixels=True).SeriesInstanceUID
     row = store.volume(series_uid)
-    return row, load_volume(store, row["volume_id"])
+    return row, load_volume(store, row.volume_id)
 
 
 @pytest.mark.parametrize("syntax", [RLELossless, JPEG2000Lossless, JPEGLSLossless, ImplicitVRLittleEndian,
@@ -107,7 +107,7 @@ def test_encodings_decode_to_the_same_values(small_study, copy_tree, tmp_path, s
         ds.save_as(path, implicit_vr=syntax == ImplicitVRLittleEndian, enforce_file_format=True)
     other = Store.open(tmp_path / "other")
     import_paths(other, [study])
-    got = load_volume(other, row["volume_id"])
+    got = load_volume(other, row.volume_id)
     assert got.load.errors == []
     np.testing.assert_array_equal(got.array, expected.array)
 
@@ -125,7 +125,7 @@ def test_rescale_and_monochrome1(small_study, copy_tree, tmp_path):
         ds.save_as(path, enforce_file_format=True)
     store = Store.open(tmp_path / "other")
     import_paths(store, [study])
-    got = load_volume(store, row["volume_id"])
+    got = load_volume(store, row.volume_id)
     np.testing.assert_allclose(got.array, expected.array * 0.5 - 10)
 
 
@@ -169,8 +169,8 @@ def test_multiframe_enhanced_mr(small_study, tmp_path):
     report = import_paths(store, [path.parent])
     assert report.skipped == [] and report.instances == 1
     (row,) = store.volumes()
-    assert row["shape"] == [len(slices), 48, 48] and row["patient_geometry"]
-    volume = load_volume(store, row["volume_id"])
+    assert row.shape == [len(slices), 48, 48] and row.patient_geometry
+    volume = load_volume(store, row.volume_id)
     np.testing.assert_array_equal(volume.array, np.stack([s.pixel_array for s in slices]).astype(np.float32))
 
 

@@ -24,7 +24,7 @@ def test_pydicom_reading_mode_is_not_changed_for_the_process(tmp_path):
         import_paths(store, [folder])
         from cno_annotate.volumes import load_volume
         for row in store.volumes():
-            load_volume(store, row["volume_id"])
+            load_volume(store, row.volume_id)
         assert pydicom.config.settings.reading_validation_mode == before, pydicom.config.settings.reading_validation_mode
         print("same")
     """)

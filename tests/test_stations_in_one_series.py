@@ -64,10 +64,10 @@ def test_a_one_series_whole_body_composes_and_lists_no_dropped_slices(small_stud
     code, out, err = cli("import", tmp_path / "one", "--store", tmp_path / "s")
     assert code == 0, err
     store = Store.open(tmp_path / "s")
-    stacks = [v for v in store.volumes() if v["kind"] == "stack"]
-    composed = [v for v in store.volumes() if v["kind"] == "composed"]
-    assert len(stacks) == 3 and all(v["duplicates"] == 0 for v in stacks)
-    assert len(composed) == 1 and composed[0]["stations"] == 3, out
+    stacks = [v for v in store.volumes() if v.kind == "stack"]
+    composed = [v for v in store.volumes() if v.kind == "composed"]
+    assert len(stacks) == 3 and all(v.duplicates == 0 for v in stacks)
+    assert len(composed) == 1 and composed[0].stations == 3, out
     assert "composed from 3 stations" in out and "single station" not in out
 
 

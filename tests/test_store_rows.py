@@ -48,7 +48,7 @@ def test_a_derived_volume_is_read_back_as_it_was_written(store):
     with store.transaction() as db:
         derived.replace_derived(db, "1.2.3", [volume], [note])
     row = store.volume(volume.volume_id)
-    assert {f.name: row[f.name] for f in dataclasses.fields(volume)} == dataclasses.asdict(volume)
+    assert {f.name: getattr(row, f.name) for f in dataclasses.fields(volume)} == dataclasses.asdict(volume)
     assert store.compositions("1.2.3") == [dataclasses.asdict(note)]
 
 
@@ -59,7 +59,7 @@ def test_clinical_visits_come_back_typed_and_as_the_document_dictionaries(tmp_pa
     db = CoordinatorDB.open(tmp_path / "key.sqlite")
     clinical.put_visits(db.db, [visit])
     assert db.visits("REC-1") == [visit]
-    assert db.record("REC-1") == [{
+    assert [v.as_dict() for v in db.visits("REC-1")] == [{
         "record_id": "REC-1", "visit_date": "2026-03-02", "sex": "F", "age_at_onset": 8.5, "age_at_diagnosis": 9.0,
         "crp_mg_l": 12.0, "esr_mm_h": None,
         "painful_sites": [{"site_id": "femur.distal", "side": "R"}, {"site_id": "T8", "side": None}],
@@ -72,7 +72,7 @@ def test_a_studys_files_come_back_in_series_and_instance_order(store, small_stud
     from cno_annotate.store import catalog
 
     import_paths(store, [small_study])
-    (study_uid,) = {s["study_uid"] for s in store.studies()}
+    (study_uid,) = {s.study_uid for s in store.studies()}
     files = catalog.files_of_study(store.db, study_uid)
     assert len(files) == len({f.path for f in files}) == len(store.db.execute("SELECT path FROM images").fetchall())
     keys = [(f.series_number, f.series_uid) for f in files]

@@ -103,8 +103,8 @@ def test_a_process_killed_inside_an_edit_leaves_no_half_written_edit(store, smal
     from cno_annotate.store import audit
 
     import_paths(store, [small_study])
-    study = store.studies()[0]["study_uid"]
-    series = next(v["series_uid"] for v in store.volumes(study) if v["series_uid"])
+    study = store.studies()[0].study_uid
+    series = next(v.series_uid for v in store.volumes(study) if v.series_uid)
     session = ReadSession.open_or_create(store, study, "dr-a")
     session.add_lesion((1.0, 2.0, 3.0), series, (0, 0, 0), comment="as committed")
     read_id = session.read.read_id

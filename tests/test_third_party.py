@@ -45,8 +45,8 @@ def test_mr_small_in_every_encoding_decodes_like_pydicom(tmp_path, name):
     store, report = import_one(tmp_path, data_file(name))
     assert report.skipped == [] and report.instances == 1
     (row,) = store.volumes()
-    assert row["shape"] == [1, 64, 64] and row["orientation"] in ("axial", "coronal", "sagittal", "oblique")
-    volume = load_volume(store, row["volume_id"])
+    assert row.shape == [1, 64, 64] and row.orientation in ("axial", "coronal", "sagittal", "oblique")
+    volume = load_volume(store, row.volume_id)
     np.testing.assert_array_equal(volume.array[0], reference_values("MR_small.dcm"))
 
 
@@ -64,7 +64,7 @@ def test_colour_images_are_reported_not_crashed_on(tmp_path):
 def test_lossy_jpeg2000_decodes_like_pydicom(tmp_path):
     store, report = import_one(tmp_path, data_file("JPEG2000.dcm"))
     assert report.instances == 1 and report.skipped == []
-    volume = load_volume(store, store.volumes()[0]["volume_id"])
+    volume = load_volume(store, store.volumes()[0].volume_id)
     np.testing.assert_array_equal(volume.array[0], reference_values("JPEG2000.dcm"))
 
 
@@ -73,7 +73,7 @@ def test_undecodable_12_bit_jpeg_gives_a_clear_message_at_load(tmp_path):
     store, report = import_one(tmp_path, data_file("JPEG-lossy.dcm"))
     assert report.instances == 1
     with pytest.raises(CnoError, match="no slice of .* could be read: .*JPEG-lossy.dcm"):
-        load_volume(store, store.volumes()[0]["volume_id"])
+        load_volume(store, store.volumes()[0].volume_id)
     assert store.volumes()  # nothing lost
 
 
@@ -82,8 +82,8 @@ def test_larger_real_mr_files(tmp_path, name):
     store, report = import_one(tmp_path, data_file(name))
     assert report.skipped == []
     (row,) = store.volumes()
-    assert row["shape"] == [1, 1024, 1024]
-    volume = load_volume(store, row["volume_id"])
+    assert row.shape == [1, 1024, 1024]
+    volume = load_volume(store, row.volume_id)
     np.testing.assert_allclose(volume.array[0], reference_values(name), rtol=1e-6)
     if name != "MR2_UNCR.dcm":  # lossless and lossy encodings of the same image
         assert np.corrcoef(volume.array[0].ravel(), reference_values("MR2_UNCR.dcm").ravel())[0, 1] > 0.99
@@ -96,8 +96,8 @@ def test_enhanced_multiframe_emri(tmp_path, name):
     store, report = import_one(tmp_path, data_file(name))
     assert report.skipped == [] and report.instances == 1
     (row,) = store.volumes()
-    assert row["shape"] == [10, 64, 64] and row["patient_geometry"] is False
-    volume = load_volume(store, row["volume_id"])
+    assert row.shape == [10, 64, 64] and row.patient_geometry is False
+    volume = load_volume(store, row.volume_id)
     np.testing.assert_array_equal(volume.array, reference_values("emri_small.dcm"))
 
 
@@ -116,11 +116,11 @@ def test_philips_cd_export_with_dicomdir(tmp_path):
     assert reasons["README.txt"] == "not a DICOM file"
     assert report.instances == 31 and len(report.studies) >= 3
     for volume in store.volumes():  # every volume decodes
-        got = load_volume(store, volume["volume_id"])
-        assert got.array.shape == tuple(volume["shape"]) and np.isfinite(got.array).all()
+        got = load_volume(store, volume.volume_id)
+        assert got.array.shape == tuple(volume.shape) and np.isfinite(got.array).all()
     mr = [v for v in store.volumes() if store.db.execute(
-        "SELECT modality FROM dicom_series WHERE series_uid = ?", (v["series_uid"],)).fetchone()[0] == "MR"]
-    assert mr and all(v["patient_geometry"] for v in mr)
+        "SELECT modality FROM dicom_series WHERE series_uid = ?", (v.series_uid,)).fetchone()[0] == "MR"]
+    assert mr and all(v.patient_geometry for v in mr)
 
 
 def test_siemens_mosaic_is_reported_as_unsupported(tmp_path):
@@ -143,8 +143,8 @@ def test_nibabel_dicom_examples(tmp_path):
     # decimal_rescale.dcm names its SOP instance only in the file meta.
     assert report.instances == 2 and len(report.skipped) == 3
     for volume in store.volumes():
-        name = Path(store.images(volume["series_uid"])[0]["path"]).name
-        np.testing.assert_allclose(load_volume(store, volume["volume_id"]).array[0], reference(NICOM_DATA / name),
+        name = Path(store.images(volume.series_uid)[0]["path"]).name
+        np.testing.assert_allclose(load_volume(store, volume.volume_id).array[0], reference(NICOM_DATA / name),
                                    rtol=1e-6)
 
 
@@ -162,8 +162,8 @@ def test_4d_nifti_is_reported_and_3d_nifti_imports(tmp_path):
     (skipped,) = report.skipped
     assert skipped["path"].endswith("example4d.nii.gz") and "4D NIfTI" in skipped["reason"]
     (row,) = store.volumes()
-    assert row["kind"] == "nifti" and row["description"] == "anatomical.nii"
-    volume = load_volume(store, row["volume_id"])
+    assert row.kind == "nifti" and row.description == "anatomical.nii"
+    volume = load_volume(store, row.volume_id)
     data = np.asarray(nibabel.load(folder / "anatomical.nii").dataobj)
     assert volume.shape == data.shape[::-1]
     np.testing.assert_array_equal(volume.array.transpose(2, 1, 0), data)
@@ -233,9 +233,9 @@ def test_enhanced_mr_with_inversion_recovery_modifier_is_stir(tmp_path):
     store, report = import_one(tmp_path, folder)
     assert report.skipped == []
     (row,) = store.volumes()
-    assert row["role"] == "STIR", row["role_reason"]
-    assert "160" in row["role_reason"] and "MRModifierSequence" in row["role_reason"]
-    assert row["patient_geometry"] and row["orientation"] == "coronal" and row["shape"] == [10, 64, 64]
+    assert row.role == "STIR", row.role_reason
+    assert "160" in row.role_reason and "MRModifierSequence" in row.role_reason
+    assert row.patient_geometry and row.orientation == "coronal" and row.shape == [10, 64, 64]
 
 
 def test_enhanced_mprage_is_gradient_echo_ir_not_t1_by_name(tmp_path):
@@ -246,8 +246,8 @@ def test_enhanced_mprage_is_gradient_echo_ir_not_t1_by_name(tmp_path):
                        description="T1w_MPR")
     store, _ = import_one(tmp_path, folder)
     (row,) = store.volumes()
-    assert row["role"] == "other" and "gradient-echo inversion recovery" in row["role_reason"]
-    assert "TI 900 ms" in row["role_reason"]
+    assert row.role == "other" and "gradient-echo inversion recovery" in row.role_reason
+    assert "TI 900 ms" in row.role_reason
 
 
 def series_from_mr_small(folder: Path, images: list[dict]) -> list[np.ndarray]:
@@ -286,11 +286,11 @@ def test_one_series_dixon_is_split_into_water_and_fat(tmp_path):
               for n, z in enumerate(np.repeat([0.0, 5.0, 10.0], 2))]
     pixels = series_from_mr_small(tmp_path / "dixon", images)
     store, report = import_one(tmp_path, tmp_path / "dixon")
-    rows = {row["variant"]: row for row in store.volumes()}
+    rows = {row.variant: row for row in store.volumes()}
     assert set(rows) == {"WATER", "FAT"}
-    assert rows["WATER"]["description"] == "t1_vibe_dixon_cor (WATER)" and rows["WATER"]["duplicates"] == 0
+    assert rows["WATER"].description == "t1_vibe_dixon_cor (WATER)" and rows["WATER"].duplicates == 0
     for variant, first in (("WATER", 0), ("FAT", 1)):
-        volume = load_volume(store, rows[variant]["volume_id"])
+        volume = load_volume(store, rows[variant].volume_id)
         np.testing.assert_array_equal(volume.array, np.stack(pixels[first::2]))
 
 
@@ -311,13 +311,13 @@ def test_diffusion_with_several_b_values_gives_one_stack_per_b_value(tmp_path, v
     pixels = series_from_mr_small(tmp_path / "dwi", [{"z": z, "SeriesDescription": "ep2d_diff_b0_50_800",
                                                       **b_value(b)} for z, b in plan])
     store, report = import_one(tmp_path, tmp_path / "dwi")
-    rows = sorted(store.volumes(), key=lambda r: r["description"])
-    assert [r["variant"] for r in rows] == ["b=0", "b=50", "b=800"]
-    assert all(r["duplicates"] == 0 and r["shape"][0] == 4 for r in rows)
+    rows = sorted(store.volumes(), key=lambda r: r.description)
+    assert [r.variant for r in rows] == ["b=0", "b=50", "b=800"]
+    assert all(r.duplicates == 0 and r.shape[0] == 4 for r in rows)
     for row in rows:
-        b = float(row["variant"][2:])
+        b = float(row.variant[2:])
         expected = [pixels[n] for n, (_z, value) in enumerate(plan) if value == b]
-        np.testing.assert_array_equal(load_volume(store, row["volume_id"]).array, np.stack(expected))
+        np.testing.assert_array_equal(load_volume(store, row.volume_id).array, np.stack(expected))
 
 
 def test_ge_parameter_block_outside_diffusion_does_not_split(tmp_path):
@@ -327,7 +327,7 @@ def test_ge_parameter_block_outside_diffusion_does_not_split(tmp_path):
     series_from_mr_small(tmp_path / "ge", images)
     store, _ = import_one(tmp_path, tmp_path / "ge")
     (row,) = store.volumes()
-    assert row["shape"][0] == 3 and row["variant"] == ""
+    assert row.shape[0] == 3 and row.variant == ""
 
 
 def test_enhanced_diffusion_b_values_per_frame(tmp_path):
@@ -338,11 +338,11 @@ def test_enhanced_diffusion_b_values_per_frame(tmp_path):
     enhanced_from_emri(folder / "dwi", echo_pulse="SPIN", inversion=None, tr=5000.0, te=80.0,
                        description="DWI", frame_values=frames)
     store, report = import_one(tmp_path, folder)
-    rows = sorted(store.volumes(), key=lambda r: r["description"])
-    assert [r["variant"] for r in rows] == ["b=0", "b=1000"] and all(r["shape"][0] == 5 for r in rows)
-    assert all(r["role"] == "other" and "b-value" in r["role_reason"] for r in rows)
+    rows = sorted(store.volumes(), key=lambda r: r.description)
+    assert [r.variant for r in rows] == ["b=0", "b=1000"] and all(r.shape[0] == 5 for r in rows)
+    assert all(r.role == "other" and "b-value" in r.role_reason for r in rows)
     reference = reference_values("emri_small.dcm")
-    np.testing.assert_array_equal(load_volume(store, rows[1]["volume_id"]).array, reference[1::2])
+    np.testing.assert_array_equal(load_volume(store, rows[1].volume_id).array, reference[1::2])
 
 
 def test_multiplanar_frames_are_stacks_named_by_orientation(tmp_path):
@@ -368,7 +368,7 @@ def test_multiplanar_frames_are_stacks_named_by_orientation(tmp_path):
     ds.save_as(path, enforce_file_format=True)
     store, report = import_one(tmp_path, path.parent)
     assert report.skipped == []
-    names = sorted(r["description"] for r in store.volumes())
+    names = sorted(r.description for r in store.volumes())
     assert names == ["localizer (axial)", "localizer (coronal)", "localizer (sagittal)"]
 
 
@@ -381,8 +381,8 @@ def test_enhanced_diffusion_directions_per_frame(tmp_path):
     enhanced_from_emri(folder / "dwi", echo_pulse="SPIN", inversion=None, tr=5000.0, te=80.0,
                        description="DWI", frame_values=frames)
     store, report = import_one(tmp_path, folder)
-    rows = sorted(store.volumes(), key=lambda r: r["variant"])
-    assert [r["variant"] for r in rows] == ["direction (0.0, 0.707, 0.707)", "direction (1.0, 0.0, 0.0)"]
-    assert all(r["shape"][0] == 5 and r["duplicates"] == 0 for r in rows)
-    np.testing.assert_array_equal(load_volume(store, rows[0]["volume_id"]).array,
+    rows = sorted(store.volumes(), key=lambda r: r.variant)
+    assert [r.variant for r in rows] == ["direction (0.0, 0.707, 0.707)", "direction (1.0, 0.0, 0.0)"]
+    assert all(r.shape[0] == 5 and r.duplicates == 0 for r in rows)
+    np.testing.assert_array_equal(load_volume(store, rows[0].volume_id).array,
                                   reference_values("emri_small.dcm")[1::2])

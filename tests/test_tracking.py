@@ -25,11 +25,11 @@ def store(sample_copy):
 
 
 def _series(store) -> str:
-    return next(v["volume_id"] for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
+    return next(v.volume_id for v in store.volumes() if v.kind == "composed" and v.role == "STIR")
 
 
 def _two_lesions(store) -> ReadSession:
-    session = ReadSession.open_or_create(store, store.studies()[0]["study_uid"], "dr-a")
+    session = ReadSession.open_or_create(store, store.studies()[0].study_uid, "dr-a")
     for position, site, side in (((-77.0, 0.0, -420.0), "femur.distal", "R"), ((0.0, 0.0, -100.0), "spine.L2", None)):
         session.add_lesion(position, _series(store), voxel_at(store, _series(store), position), site_id=site, side=side)
     return session

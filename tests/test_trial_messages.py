@@ -8,7 +8,7 @@ from cno_annotate.annotation.resources import schemas_dir
 
 
 def test_an_output_file_in_a_missing_folder_says_the_folder_does_not_exist(cli, sample_store, tmp_path):
-    volume = sample_store.volumes()[0]["volume_id"]
+    volume = sample_store.volumes()[0].volume_id
     code, _, err = cli("export-nifti", volume, "--out", tmp_path / "out" / "x.nii.gz", "--store", sample_store.root)
     assert code == 1 and err.count("\n") == 1
     assert f"{tmp_path / 'out'} does not exist" in err and "not a folder" not in err

@@ -170,8 +170,8 @@ def test_unit_grades_survive_export_and_import_and_old_documents_still_import(sa
     from cno_annotate.annotation.documents import export_document, import_document, write_document
 
     store = sample_copy("first")
-    study = store.studies()[0]["study_uid"]
-    series = next(v["series_uid"] for v in store.volumes(study) if v["kind"] != "composed" and v["series_uid"])
+    study = store.studies()[0].study_uid
+    series = next(v.series_uid for v in store.volumes(study) if v.kind != "composed" and v.series_uid)
     session = _two_lesions(store, study, series)
     session.set_unit_grade("femur.distal:R", "signal_extension", 2)
     document = export_document(store)

@@ -179,7 +179,7 @@ def test_broken_study_shows_a_message_and_the_window_stays_usable(qtbot, tmp_pat
     store = Store.open(tmp_path / "store")
     import_paths(store, [broken])
     import_paths(store, [SAMPLE / "DICOM"])
-    broken_uid = next(s["study_uid"] for s in store.studies() if s["images"] == 36)
+    broken_uid = next(s.study_uid for s in store.studies() if s.images == 36)
     store.close()
     shutil.rmtree(broken / "DICOM")  # the files are gone after import
     w = MainWindow(tmp_path / "store")
@@ -190,7 +190,7 @@ def test_broken_study_shows_a_message_and_the_window_stays_usable(qtbot, tmp_pat
     left = w.session.views["left"]
     assert left.status == "error" and "files of this whole-body volume are missing" in left.message
     assert "Cannot" in w.statusBar().currentMessage()
-    other = next(s["study_uid"] for s in w.store.studies() if s["study_uid"] != broken_uid)
+    other = next(s.study_uid for s in w.store.studies() if s.study_uid != broken_uid)
     with qtbot.waitSignal(w.all_loaded, timeout=20000):
         w.select_study(other)
     assert w.session.views["left"].ready and w.session.views["right"].ready
@@ -457,9 +457,9 @@ def test_missing_slices_are_hatched_with_a_badge_also_from_the_cache(qtbot, tmp_
     shutil.copytree(small_study, folder)
     store = Store.open(tmp_path / "store")
     import_paths(store, [folder])
-    composed = next(v for v in store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
-    member = store.volume(composed["members"][1])
-    images = sorted(store.images(member["series_uid"]), key=lambda r: r["path"])
+    composed = next(v for v in store.volumes() if v.kind == "composed" and v.role == "STIR")
+    member = store.volume(composed.members[1])
+    images = sorted(store.images(member.series_uid), key=lambda r: r["path"])
     gone = images[2]
     store.close()
     import os as _os
@@ -471,10 +471,10 @@ def test_missing_slices_are_hatched_with_a_badge_also_from_the_cache(qtbot, tmp_
         qtbot.addWidget(w)
         w.show()
         with qtbot.waitSignal(w.all_loaded, timeout=20000):
-            w.select_study(composed["study_uid"])
+            w.select_study(composed.study_uid)
         v = view(w)
         state = w.session.views["left"]
-        assert state.volume.volume_id == composed["volume_id"]
+        assert state.volume.volume_id == composed.volume_id
         assert "1 slice missing (hatched)" in v.overlay_texts(), attempt
         w.session.go_to_slice("left", _slice_of(state, gone))
         grab = v.grab().toImage()
@@ -508,14 +508,14 @@ def test_reader_mode_messages_carry_no_path_uid_or_header_text(qtbot, tmp_path, 
     store = Store.open(tmp_path / "store")
     import_paths(store, [folder])
     rs.create(store, "blind", seed=3)
-    rs.add_cases(store, "blind", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "blind", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "blind", ["dr-a"])
     rs.assign(store, "blind")
     volumes = store.volumes()
-    stir = next(v for v in volumes if v["kind"] == "composed" and v["role"] == "STIR")
-    t1 = next(v for v in volumes if v["kind"] == "composed" and v["role"] == "T1")
-    one = store.images(store.volume(stir["members"][0])["series_uid"])[3]["path"]
-    t1_files = [r["path"] for m in t1["members"] for r in store.images(store.volume(m)["series_uid"])]
+    stir = next(v for v in volumes if v.kind == "composed" and v.role == "STIR")
+    t1 = next(v for v in volumes if v.kind == "composed" and v.role == "T1")
+    one = store.images(store.volume(stir.members[0]).series_uid)[3]["path"]
+    t1_files = [r["path"] for m in t1.members for r in store.images(store.volume(m).series_uid)]
     store.close()
     import os as _os
 
@@ -533,7 +533,7 @@ def test_reader_mode_messages_carry_no_path_uid_or_header_text(qtbot, tmp_path, 
     texts = shown + [w.statusBar().currentMessage()] + view(w).overlay_texts() + view(w, "right").overlay_texts()
     w.grab().save(str(tmp_path / "reader-missing-files.png"))
     assert any("could not be read" in t for t in texts)
-    words = [last, first, truth["fake_identifiers"]["PatientID"], str(tmp_path), ".dcm", stir["volume_id"]]
+    words = [last, first, truth["fake_identifiers"]["PatientID"], str(tmp_path), ".dcm", stir.volume_id]
     leaked = [t for t in texts if any(word.lower() in t.lower() for word in words)
               or re.search(r"\d+\.\d+\.\d+\.\d+\.\d+", t) or re.search(r"[/\\]\S*[/\\]", t)]
     assert leaked == []
@@ -597,7 +597,7 @@ w.resize(1280, 800)
 w.show()
 done = []
 w.all_loaded.connect(lambda: done.append(1))
-w.select_study(w.store.studies()[0]["study_uid"])
+w.select_study(w.store.studies()[0].study_uid)
 while not done:
     app.processEvents()
 app.processEvents()

@@ -12,16 +12,16 @@ from cno_annotate.volumes import load_volume, open_volume
 
 
 def test_a_store_volume_opens_without_reading_pixels_and_reads_them_once(sample_store):
-    row = next(v for v in sample_store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
-    volume = open_volume(sample_store, row["volume_id"])
+    row = next(v for v in sample_store.volumes() if v.kind == "composed" and v.role == "STIR")
+    volume = open_volume(sample_store, row.volume_id)
     assert not volume.in_memory
-    assert volume.shape == tuple(row["shape"])
-    assert np.allclose(volume.affine, row["affine"])
+    assert volume.shape == tuple(row.shape)
+    assert np.allclose(volume.affine, row.affine)
     assert volume.header.kind is VolumeKind.COMPOSED and volume.role is SequenceRole.STIR
-    assert len(volume.header.members) == row["stations"]
+    assert len(volume.header.members) == row.stations
     data = volume.array
     assert volume.in_memory and data.shape == volume.shape and data is volume.array
-    assert np.array_equal(data, load_volume(sample_store, row["volume_id"]).array)
+    assert np.array_equal(data, load_volume(sample_store, row.volume_id).array)
 
 
 def test_a_released_lazy_volume_reads_its_pixels_again():
@@ -47,7 +47,7 @@ def test_a_loader_that_returns_another_shape_is_refused():
 
 
 def test_a_stack_read_says_which_slices_were_missing(sample_store):
-    row = next(v for v in sample_store.volumes() if v["kind"] == "stack")
-    volume = load_volume(sample_store, row["volume_id"])
+    row = next(v for v in sample_store.volumes() if v.kind == "stack")
+    volume = load_volume(sample_store, row.volume_id)
     assert volume.header.kind is VolumeKind.STACK
     assert volume.load.errors == [] and volume.load.missing_slices == [] and not volume.load.cached

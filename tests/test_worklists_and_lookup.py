@@ -27,11 +27,11 @@ def test_adjudicators_get_cases_in_code_order_and_readers_their_own_order(store,
         folders.append(folder)
     import_paths(store, folders)
     rs.create(store, "trial", seed=7)
-    rs.add_cases(store, "trial", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "trial", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "trial", ["dr-a", "dr-b"])
     rs.add_readers(store, "trial", ["dr-c"], role="adjudicator")
     lists = rs.assign(store, "trial")
-    codes = sorted(c["reading_code"] for c in rs.cases(store, "trial"))
+    codes = sorted(c.reading_code for c in rs.cases(store, "trial"))
     assert len(codes) == 6
     assert lists["dr-c"] == codes
     assert sorted(lists["dr-a"]) == codes and sorted(lists["dr-b"]) == codes
@@ -41,8 +41,8 @@ def test_adjudicators_get_cases_in_code_order_and_readers_their_own_order(store,
 
 def test_a_volume_is_found_by_a_unique_prefix_of_its_id(store, small_study):
     import_paths(store, [small_study])
-    volume_id = store.volumes()[0]["volume_id"]
-    assert store.volume(volume_id[:12])["volume_id"] == volume_id
+    volume_id = store.volumes()[0].volume_id
+    assert store.volume(volume_id[:12]).volume_id == volume_id
     with pytest.raises(CnoError, match="no volume"):
         store.volume(volume_id[:7])  # too short to be taken as a prefix
     with pytest.raises(CnoError, match="no volume"):

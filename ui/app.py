@@ -118,7 +118,7 @@ def _study_to_open(store: Store, study: str | None, sample: bool) -> str | None:
     if study:
         return store.study_uid_for(study)
     studies = store.studies()
-    return studies[0]["study_uid"] if studies else None
+    return studies[0].study_uid if studies else None
 
 
 def _has_display() -> bool:

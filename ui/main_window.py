@@ -746,17 +746,17 @@ class MainWindow(QMainWindow):
         self.study_list.blockSignals(True)
         self.study_list.clear()
         for study in self.store.studies():
-            text = "  ".join(x for x in (study["study_date"], study["patient_id"], study["description"]) if x)
-            tip = f"{study['volumes']} volumes"
-            text = text or study["study_uid"]
-            if study["missing_files"]:  # first, so that a narrow list never cuts it off
-                text = f"{study['missing_files']} files missing  {text}"
-                tip += (f"; {study['missing_files']} files not found where they were imported from: import the "
+            text = "  ".join(x for x in (study.study_date, study.patient_id, study.description) if x)
+            tip = f"{study.volumes} volumes"
+            text = text or study.study_uid
+            if study.missing_files:  # first, so that a narrow list never cuts it off
+                text = f"{study.missing_files} files missing  {text}"
+                tip += (f"; {study.missing_files} files not found where they were imported from: import the "
                         "moved folder again or run 'cno-annotate relocate OLD NEW'")
             item = QListWidgetItem(text)
-            if study["missing_files"]:
+            if study.missing_files:
                 item.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
-            item.setData(Qt.UserRole, study["study_uid"])
+            item.setData(Qt.UserRole, study.study_uid)
             item.setToolTip(tip)
             self.study_list.addItem(item)
         self.study_list.blockSignals(False)

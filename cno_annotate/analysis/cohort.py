@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -27,6 +27,9 @@ from cno_annotate.annotation.scoring import (
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.annotation.validation import unit_of
 from cno_annotate.errors import CnoError
+
+if TYPE_CHECKING:
+    from cno_annotate.store.clinical import Visit
 
 ADJUDICATED = "adjudicated"
 
@@ -61,26 +64,26 @@ def collect(store, name: str, clinical_db=None, visit_window_days: int = VISIT_W
     from cno_annotate.annotation.reads import list_reads, load_read
 
     rs.get(store, name)
-    dates = {s["study_uid"]: s["study_date"] for s in store.studies()}
+    dates = {s.study_uid: s.study_date for s in store.studies()}
     links = clinical_db.links(name) if clinical_db is not None else {}
     cases = []
     for row in rs.cases(store, name):
-        case = Case(row["reading_code"], row["patient_code"], row["timepoint"])
-        for read_row in latest_submitted(list_reads(store, study_uid=row["study_uid"], reading_study=name)):
+        case = Case(row.reading_code, row.patient_code, row.timepoint)
+        for read_row in latest_submitted(list_reads(store, study_uid=row.study_uid, reading_study=name)):
             read = load_read(store, read_row["read_id"])
             if read.role == "adjudicator":
                 case.adjudicated = read
             else:
                 case.reads[read.reader] = read
         if clinical_db is not None:
-            record = links.get(row["reading_code"])
-            visits = clinical_db.record(record) if record is not None else None
-            _attach_visit(case, visits, dates.get(row["study_uid"]) or "", visit_window_days)
+            record = links.get(row.reading_code)
+            visits = clinical_db.visits(record) if record is not None else None
+            _attach_visit(case, visits, dates.get(row.study_uid) or "", visit_window_days)
         cases.append(case)
     return cases
 
 
-def _attach_visit(case: Case, visits: list[dict] | None, study_date: str, window_days: int) -> None:
+def _attach_visit(case: Case, visits: list[Visit] | None, study_date: str, window_days: int) -> None:
     """Set the case's painful sites from the visit nearest its study date within the window, or say why not."""
     if visits is None:
         case.clinical_missing = "not linked to a clinical record"
@@ -92,12 +95,12 @@ def _attach_visit(case: Case, visits: list[dict] | None, study_date: str, window
     if study_day is None:
         case.clinical_missing = "the study has no date to match a clinical visit to"
         return
-    visit = min(visits, key=lambda v: abs(_days(v["visit_date"]) - study_day))
-    gap = abs(_days(visit["visit_date"]) - study_day)
+    visit = min(visits, key=lambda v: abs(_days(v.visit_date) - study_day))
+    gap = abs(_days(visit.visit_date) - study_day)
     if gap > window_days:
         case.clinical_missing = f"no clinical visit within {window_days} days of the study (nearest {gap} days)"
         return
-    case.clinical_sites = [(s["site_id"], s["side"]) for s in visit["painful_sites"]]
+    case.clinical_sites = [(s.site_id, s.side) for s in visit.painful_sites]
     case.visit_gap_days = gap
 
 

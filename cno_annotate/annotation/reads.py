@@ -988,7 +988,7 @@ def _check_design_allows(store: Store, read: Read, prior: Read) -> None:
     study = rs.get(store, read.reading_study or "")
     if study.design != rs.ReadingDesign.PAIRED_CHRONOLOGICAL:
         raise CnoError(f"reading study {study.name} is {study.design.value}: the prior read is not carried forward")
-    code = next((c["reading_code"] for c in rs.cases(store, study.name) if c["study_uid"] == read.study_uid), None)
+    code = next((c.reading_code for c in rs.cases(store, study.name) if c.study_uid == read.study_uid), None)
     allowed = {c["study_uid"] for c in rs.comparison_cases(store, study.name, code)} if code else set()
     if prior.reading_study != study.name or prior.study_uid not in allowed:
         raise CnoError(f"read {prior.read_id} is not a read of an earlier visit of this case's patient in "

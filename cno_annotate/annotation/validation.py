@@ -579,7 +579,7 @@ def _reading_study_problems(store, rs, read: Read) -> list[Problem]:
         rs.get(store, read.reading_study)
     except CnoError as exc:
         return [Problem(".reading_study", str(exc))]
-    if read.study_uid not in {c["study_uid"] for c in rs.cases(store, read.reading_study)}:
+    if read.study_uid not in {c.study_uid for c in rs.cases(store, read.reading_study)}:
         return [Problem(".study_uid", f"study {read.study_uid} is not a case of reading study "
                                       f"{read.reading_study!r}")]
     try:

@@ -3,59 +3,64 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cno_annotate.datafiles import data_dir
 from cno_annotate.errors import CnoError
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import SequenceRole
 
+if TYPE_CHECKING:
+    from cno_annotate.store.catalog import VolumeRow
+
 SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
 
 
-def series_choices(volumes: list[dict], blinded: bool = False) -> list[tuple[str, str]]:
+def series_choices(volumes: Sequence[VolumeRow], blinded: bool = False) -> list[tuple[str, str]]:
     """(volume id, label) for every volume of a study, whole-body first.
 
     Stations are numbered head to feet within their role and orientation.
     ``blinded`` labels never use series descriptions or file names (they can
     carry identifying text): only role, orientation and a number.
     """
-    stations: dict[tuple, list[dict]] = {}
+    stations: dict[tuple, list[VolumeRow]] = {}
     for v in volumes:
-        if v["kind"] == VolumeKind.STACK:
-            stations.setdefault((v["role"], v["orientation"], v["description"]), []).append(v)
+        if v.kind == VolumeKind.STACK:
+            stations.setdefault((v.role, v.orientation, v.description), []).append(v)
     number = {}
     for group in stations.values():
-        group.sort(key=lambda v: -v["affine"][2][3])  # origin z: head first
+        group.sort(key=lambda v: -v.affine[2][3])  # origin z: head first
         for n, v in enumerate(group, start=1):
-            number[v["volume_id"]] = (n, len(group))
+            number[v.volume_id] = (n, len(group))
 
-    def label(v: dict, index: int) -> str:
-        text = f"{v['role']} {v['orientation']}"
-        if v["kind"] == VolumeKind.COMPOSED:
-            return f"{text} whole body ({v['stations']} stations)"
-        if v["kind"] != VolumeKind.NIFTI:
-            n, total = number[v["volume_id"]]
+    def label(v: VolumeRow, index: int) -> str:
+        text = f"{v.role} {v.orientation}"
+        if v.kind == VolumeKind.COMPOSED:
+            return f"{text} whole body ({v.stations} stations)"
+        if v.kind != VolumeKind.NIFTI:
+            n, total = number[v.volume_id]
             if total > 1:
                 return f"{text} station {n}/{total}"
-        return f"{text} series {index}" if blinded else f"{text} {v['description']}".rstrip()
+        return f"{text} series {index}" if blinded else f"{text} {v.description}".rstrip()
 
-    order = {VolumeKind.COMPOSED: 0, VolumeKind.STACK: 1, VolumeKind.NIFTI: 2}
-    ranked = sorted(volumes, key=lambda v: (order[v["kind"]], v["role"] == SequenceRole.OTHER, v["role"],
-                                             number.get(v["volume_id"], (0, 0))[0]))
-    return [(v["volume_id"], label(v, n)) for n, v in enumerate(ranked, start=1)]
+    order: dict[str, int] = {VolumeKind.COMPOSED: 0, VolumeKind.STACK: 1, VolumeKind.NIFTI: 2}
+    ranked = sorted(volumes, key=lambda v: (order[v.kind], v.role == SequenceRole.OTHER, v.role,
+                                             number.get(v.volume_id, (0, 0))[0]))
+    return [(v.volume_id, label(v, n)) for n, v in enumerate(ranked, start=1)]
 
 
-def default_pair(volumes: list[dict]) -> tuple[str | None, str | None]:
+def default_pair(volumes: Sequence[VolumeRow]) -> tuple[str | None, str | None]:
     """The volumes to show first: STIR left and T1 right, whole-body preferred."""
 
     def best(role: str) -> str | None:
-        candidates = [v for v in volumes if v["role"] == role and v["patient_geometry"]]
-        candidates.sort(key=lambda v: (v["kind"] != VolumeKind.COMPOSED, v["orientation"] != "coronal"))
-        return candidates[0]["volume_id"] if candidates else None
+        candidates = [v for v in volumes if v.role == role and v.patient_geometry]
+        candidates.sort(key=lambda v: (v.kind != VolumeKind.COMPOSED, v.orientation != "coronal"))
+        return candidates[0].volume_id if candidates else None
 
     left, right = best(SequenceRole.STIR), best(SequenceRole.T1)
-    rest = [v["volume_id"] for v in volumes if v["volume_id"] not in (left, right)]
+    rest = [v.volume_id for v in volumes if v.volume_id not in (left, right)]
     if left is None and rest:
         left = rest.pop(0)
     if right is None and rest:

@@ -147,12 +147,12 @@ def _report_evaluations(read: Read, ctx: SRContext) -> ContainerContentItem:
 
 
 def _study_centre(stations: Stations, study_uid: str) -> np.ndarray:
-    rows = [r for r in stations.store.volumes(study_uid) if r["kind"] == VolumeKind.STACK]
+    rows = [r for r in stations.store.volumes(study_uid) if r.kind == VolumeKind.STACK]
     if not rows:
         return np.zeros(3)
     row = rows[0]
-    k, j, i = row["shape"]
-    return (np.asarray(row["affine"], float) @ np.array([(i - 1) / 2, (j - 1) / 2, (k - 1) / 2, 1.0]))[:3]
+    k, j, i = row.shape
+    return (np.asarray(row.affine, float) @ np.array([(i - 1) / 2, (j - 1) / 2, (k - 1) / 2, 1.0]))[:3]
 
 
 def finding_site(site_id: str, side, subsite, ctx: SRContext, whole_bone: bool = False) -> FindingSite:

@@ -73,7 +73,7 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
     if sr is None or not isinstance(sr.content, hd.sr.MeasurementReport):
         raise CnoError(f"{path}: not a TID 1500 measurement report")
     study_uid = str(dataset.StudyInstanceUID)
-    if study_uid not in {s["study_uid"] for s in store.studies()}:
+    if study_uid not in {s.study_uid for s in store.studies()}:
         raise CnoError(f"{path}: study {study_uid} is not in the store (import its images first)")
     table = cc.load_code_table()
     report = sr.content
@@ -269,10 +269,10 @@ def _station(group, stations: Stations, study_uid: str, position, frame_uid: str
             sop = str(image.referenced_sop_instance_uid)
             series_uid = catalog.series_of_instance(store.db, sop)
             if series_uid is not None:
-                candidates = [v for v in store.volumes(study_uid) if v["kind"] == VolumeKind.STACK
-                              and v["series_uid"] == series_uid]
+                candidates = [v for v in store.volumes(study_uid) if v.kind == VolumeKind.STACK
+                              and v.series_uid == series_uid]
                 for volume in candidates:
-                    station = stations.get(volume["volume_id"])
+                    station = stations.get(volume.volume_id)
                     if any(str(h.SOPInstanceUID) == sop for h in station.headers):
                         return station
     station = stations.in_study(study_uid, position, frame_uid)

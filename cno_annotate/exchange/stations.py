@@ -22,6 +22,7 @@ from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.series import Stack, build_stacks
 from cno_annotate.paths import display
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
 
 
@@ -29,13 +30,13 @@ from cno_annotate.store.db import Store
 class Station:
     """One stack volume of the store with the headers of its images, in slice order."""
 
-    row: dict
+    row: VolumeRow
     stack: Stack
 
     @property
     def volume_id(self) -> str:
         """The store's id of the stack."""
-        return self.row["volume_id"]
+        return self.row.volume_id
 
     @property
     def series_uid(self) -> str:
@@ -121,10 +122,10 @@ class Stations:
         """
         if volume_id not in self._cache:
             row = self.store.volume(volume_id)
-            if row["kind"] != VolumeKind.STACK:
-                raise CnoError(f"volume {volume_id} is {row['kind']}, not a DICOM series")
-            stacks = [s for s in build_stacks(row["series_uid"], self.store.images(row["series_uid"]))
-                      if s.volume_id == row["volume_id"]]
+            if row.kind != VolumeKind.STACK or row.series_uid is None:
+                raise CnoError(f"volume {volume_id} is {row.kind}, not a DICOM series")
+            stacks = [s for s in build_stacks(row.series_uid, self.store.images(row.series_uid))
+                      if s.volume_id == row.volume_id]
             if not stacks:
                 raise CnoError(f"volume {volume_id} has no images left in the store")
             self._cache[volume_id] = Station(row, stacks[0])
@@ -139,19 +140,19 @@ class Stations:
             If the volume is NIfTI or no station of a composed volume holds the position.
         """
         row = self.store.volume(volume_id)
-        if row["kind"] == VolumeKind.STACK:
-            return self.get(row["volume_id"])
-        if row["kind"] != VolumeKind.COMPOSED:
-            raise CnoError(f"a lesion on {row['kind']} volume {volume_id} has no DICOM series to refer to")
-        return self._best([self.get(m) for m in row["members"]], position, volume_id)
+        if row.kind == VolumeKind.STACK:
+            return self.get(row.volume_id)
+        if row.kind != VolumeKind.COMPOSED:
+            raise CnoError(f"a lesion on {row.kind} volume {volume_id} has no DICOM series to refer to")
+        return self._best([self.get(m) for m in row.members], position, volume_id)
 
     def in_study(self, study_uid: str, position, frame_of_reference_uid: str | None) -> Station:
         """The stack of a study (in the frame of reference, if given) that best holds a position.
 
         STIR stacks come first, as the reader marks lesions on STIR.
         """
-        rows = [r for r in self.store.volumes(study_uid) if r["kind"] == VolumeKind.STACK and r["patient_geometry"]]
-        stations = [self.get(r["volume_id"]) for r in sorted(rows, key=lambda r: (r["role"] != SequenceRole.STIR, r["volume_id"]))]
+        rows = [r for r in self.store.volumes(study_uid) if r.kind == VolumeKind.STACK and r.patient_geometry]
+        stations = [self.get(r.volume_id) for r in sorted(rows, key=lambda r: (r.role != SequenceRole.STIR, r.volume_id))]
         if frame_of_reference_uid:
             stations = [s for s in stations if s.frame_of_reference_uid == frame_of_reference_uid]
         return self._best(stations, position, f"study {study_uid}")

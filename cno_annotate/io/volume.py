@@ -53,13 +53,6 @@ class VolumeHeader:
     members: tuple[str, ...] = ()
     gaps: tuple[dict, ...] = ()
 
-    @classmethod
-    def from_row(cls, row: dict) -> VolumeHeader:
-        """The header of a volume row from :meth:`Store.volumes`."""
-        return cls(volume_id=row["volume_id"], role=SequenceRole(row["role"]), kind=VolumeKind(row["kind"]),
-                   study_uid=row.get("study_uid"), orientation=row.get("orientation"),
-                   description=row.get("description"), members=tuple(row.get("members") or ()))
-
     def gap_slices(self) -> list[int]:
         """The slices that the gaps leave without data."""
         return [g["after_slice"] + 1 + n for g in self.gaps for n in range(g["missing"])]

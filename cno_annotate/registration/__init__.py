@@ -49,6 +49,7 @@ from cno_annotate.registration.transform import (
     PiecewiseTransform,
     RegionTransform,
 )
+from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
 
 __all__ = [
@@ -70,10 +71,10 @@ __all__ = [
 CACHE_FOLDER = "registration"
 
 
-def cache_path(store: Store, source: dict, target: dict) -> Path:
+def cache_path(store: Store, source: VolumeRow, target: VolumeRow) -> Path:
     """The cache file of the transform from one volume row to another."""
-    def key(row: dict) -> str:
-        return f"{row['volume_id']}-{str(row['fingerprint'])[:16]}"
+    def key(row: VolumeRow) -> str:
+        return f"{row.volume_id}-{str(row.fingerprint)[:16]}"
 
     return store.cache_dir / CACHE_FOLDER / f"{key(source)}--{key(target)}.json"
 
@@ -120,8 +121,8 @@ def transform_between(
         cached = _cached(own, prior, current)
         if cached is not None or not compute:
             return cached
-        transform = register_piecewise(load_volume(own, prior["volume_id"]),
-                                       load_volume(own, current["volume_id"]), progress=progress)
+        transform = register_piecewise(load_volume(own, prior.volume_id),
+                                       load_volume(own, current.volume_id), progress=progress)
         path = cache_path(own, prior, current)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,7 +134,7 @@ def transform_between(
         own.close()
 
 
-def _cached(store: Store, prior: dict, current: dict) -> PiecewiseTransform | None:
+def _cached(store: Store, prior: VolumeRow, current: VolumeRow) -> PiecewiseTransform | None:
     forward = cache_path(store, prior, current)
     backward = cache_path(store, current, prior)
     for path, invert in ((forward, False), (backward, True)):
@@ -145,8 +146,8 @@ def _cached(store: Store, prior: dict, current: dict) -> PiecewiseTransform | No
     return None
 
 
-def _refuse_other_patient(store: Store, prior: dict, current: dict) -> None:
-    patients = {s["study_uid"]: s["patient_id"] for s in store.studies()}
-    a, b = patients.get(prior["study_uid"]), patients.get(current["study_uid"])
+def _refuse_other_patient(store: Store, prior: VolumeRow, current: VolumeRow) -> None:
+    patients = {s.study_uid: s.patient_id for s in store.studies()}
+    a, b = patients.get(prior.study_uid), patients.get(current.study_uid)
     if a is not None and b is not None and a != b:
         raise CnoError("the two volumes belong to different patients: they are not registered")

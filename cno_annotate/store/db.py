@@ -25,7 +25,8 @@ from typing import Any
 
 from cno_annotate.errors import CnoError, StoreWriteError
 from cno_annotate.paths import from_text
-from cno_annotate.store import postgres
+from cno_annotate.store import catalog, postgres
+from cno_annotate.store.catalog import StudyRow, VolumeRow
 from cno_annotate.store.files import check_file, file_identity, newer_message, sidecar, writable
 from cno_annotate.store.locations import RecordedFile, missing_files, recorded_files, relocate, resolve_relative_paths
 from cno_annotate.store.sqlite import ByDialect, Step, migrate, statements, transaction
@@ -817,22 +818,9 @@ class Store:
         self._wal = None
 
     # -- queries ------------------------------------------------------------
-    def studies(self) -> list[dict]:
+    def studies(self) -> list[StudyRow]:
         """Every study with its patient and volume counts, and how many of its files are missing on disk."""
-        rows = self.db.execute(
-            """
-            SELECT s.study_uid, s.study_date, s.description, s.accession, s.institution,
-                   p.patient_id, p.patient_name, p.birth_date, p.sex,
-                   (SELECT COUNT(*) FROM dicom_series d WHERE d.study_uid = s.study_uid) AS series,
-                   (SELECT COUNT(*) FROM volumes v WHERE v.study_uid = s.study_uid) AS volumes,
-                   (SELECT COUNT(*) FROM images i JOIN dicom_series d USING (series_uid)
-                    WHERE d.study_uid = s.study_uid) AS images
-            FROM studies s LEFT JOIN patients p USING (patient_key)
-            ORDER BY s.study_date, s.study_uid
-            """
-        ).fetchall()
-        missing = missing_files(self.db)
-        return [{**dict(r), "missing_files": missing.get(r["study_uid"], 0)} for r in rows]
+        return catalog.studies(self.db, missing_files(self.db))
 
     def study_uids(self) -> set[str]:
         """The UIDs of the studies this login may see (readers on a server: those of their worklist)."""
@@ -845,33 +833,24 @@ class Store:
             out.setdefault(study_uid, set()).update(v for v in (volume_id, series_uid) if v)
         return out
 
-    def volumes(self, study_uid: str | None = None) -> list[dict]:
-        """Volumes (stacks, composed, NIfTI) with their effective role."""
+    def volumes(self, study_uid: str | None = None) -> list[VolumeRow]:
+        """Volumes (stacks, composed, NIfTI) with their effective role, of one study or all."""
         if study_uid is None:
-            return self._volume_rows("1", ())
-        return self._volume_rows("v.study_uid = ?", (study_uid,))
+            return catalog.volumes(self.db)
+        return catalog.volumes(self.db, "v.study_uid = ?", (study_uid,))
 
-    def _volume_rows(self, where: str, args: tuple) -> list[dict]:
-        sql = f"""
-            SELECT v.*, COALESCE(o.role, v.auto_role) AS role, o.role IS NOT NULL AS overridden
-            FROM volumes v LEFT JOIN role_overrides o USING (volume_id)
-            WHERE {where}
-            ORDER BY v.study_uid, v.kind = 'composed', v.description, v.volume_id
-        """
-        return [_volume_row(r) for r in self.db.execute(sql, args)]
-
-    def volume(self, volume_id: str) -> dict:
-        """One volume row.
+    def volume(self, volume_id: str) -> VolumeRow:
+        """One volume.
 
         Raises
         ------
         CnoError
             If no volume has this id (a unique prefix of 8+ characters is accepted).
         """
-        rows = self._volume_rows("v.volume_id = ?", (volume_id,))
+        rows = catalog.volumes(self.db, "v.volume_id = ?", (volume_id,))
         if not rows and len(volume_id) >= 8:
             pattern = volume_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            rows = self._volume_rows("v.volume_id LIKE ? ESCAPE '\\'", (pattern,))
+            rows = catalog.volumes(self.db, "v.volume_id LIKE ? ESCAPE '\\'", (pattern,))
         if len(rows) != 1:
             what = "no volume" if not rows else f"{len(rows)} volumes"
             raise CnoError(f"{what} with id {volume_id!r} in the store at {self.root} (see 'cno-annotate series')")
@@ -885,10 +864,7 @@ class Store:
         CnoError
             If nothing or more than one study matches.
         """
-        matches = [
-            s["study_uid"] for s in self.studies()
-            if text in (s["study_uid"], s["accession"], s["patient_id"])
-        ]
+        matches = [s.study_uid for s in self.studies() if text in (s.study_uid, s.accession, s.patient_id)]
         if len(matches) != 1:
             what = "no study matches" if not matches else f"{len(matches)} studies match"
             raise CnoError(f"{what} {text!r} in the store at {self.root} (see 'cno-annotate studies')")
@@ -1046,17 +1022,6 @@ def _flush_to_disk(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _volume_row(row: sqlite3.Row) -> dict:
-    out = dict(row)
-    for key in ("shape", "affine", "members", "gaps", "composition"):
-        out[key] = json.loads(out[key])
-    if out.get("source_path"):
-        out["source_path"] = from_text(out["source_path"])
-    out["overridden"] = bool(out["overridden"])
-    out["patient_geometry"] = bool(out["patient_geometry"])
-    return out
 
 
 def _image_row(row: sqlite3.Row) -> dict:
