@@ -20,6 +20,7 @@ from cno_annotate.io.series import Stack, build_stacks, usable_images
 from cno_annotate.store import derived
 from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
+from cno_annotate.store.instances import ImageRow
 from cno_annotate.store.locations import damaged_files
 
 
@@ -51,7 +52,7 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
             role, reason = classify_sequence(attributes)
             description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
             acquired = (str(attributes.get("SeriesTime") or ""), int(series.series_number or 0))
-            images = [i for i in store.images(series.series_uid) if i["path"] not in damaged]
+            images = [i for i in store.images(series.series_uid) if i.path not in damaged]
             for stack in _series_stacks(series.series_uid, images, problems):
                 stacks.append((stack, role, reason, description))
                 if stack.patient_geometry:
@@ -71,7 +72,7 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
     return problems
 
 
-def _series_stacks(series_uid: str, images: list[dict], problems: list[dict]) -> list[Stack]:
+def _series_stacks(series_uid: str, images: list[ImageRow], problems: list[dict]) -> list[Stack]:
     """A series' stacks; unusable rows and a series that forms no volume go to ``problems``."""
     usable, refused = usable_images(images)
     problems.extend(refused)
@@ -80,7 +81,7 @@ def _series_stacks(series_uid: str, images: list[dict], problems: list[dict]) ->
     try:
         return build_stacks(series_uid, usable)
     except (ValueError, ArithmeticError, IndexError, np.linalg.LinAlgError) as exc:
-        problems.append({"path": usable[0]["path"],
+        problems.append({"path": usable[0].path,
                          "reason": f"series {series_uid} forms no volume ({type(exc).__name__}: {exc})"})
         return []
 
@@ -147,7 +148,7 @@ def _station_notes(plans: list[compose.CompositionPlan]) -> dict[str, dict]:
 
 def _stack_volume(study_uid: str, stack: Stack, role: str, reason: str, description: str,
                   note: dict) -> derived.DerivedVolume:
-    files = "\n".join(sorted(i["path"] + f"#{i['frame']}" for i in stack.images))
+    files = "\n".join(sorted(i.path + f"#{i.frame}" for i in stack.images))
     name = f"{description} ({stack.variant})".strip() if stack.variant else description
     return derived.DerivedVolume(
         volume_id=stack.volume_id, study_uid=study_uid, kind="stack", series_uid=stack.series_uid, auto_role=role,

@@ -138,7 +138,7 @@ def _stack(store: Store, row: VolumeRow):
 
 def _read_stack(store: Store, row: VolumeRow, volume: Volume, progress) -> np.ndarray:
     stack = _stack(store, row)
-    checks = check_files(stack.images, store.recorded_files(image["path"] for image in stack.images))
+    checks = check_files(stack.images, store.recorded_files(image.path for image in stack.images))
     unusable = {path: check.reason for path, check in checks.items() if not check.ok}
     if unusable and len(unusable) == len(checks):
         raise CnoError(_unusable_message(list(checks.values())))
@@ -189,7 +189,7 @@ def _missing_slices(stack, errors: list[dict]) -> list[int]:
     """Slices of a stack without data: gaps in the series and slices that could not be read."""
     present = set(stack.slice_index)
     failed = {e["path"] for e in errors}
-    unreadable = {k for image, k in zip(stack.images, stack.slice_index) if image["path"] in failed}
+    unreadable = {k for image, k in zip(stack.images, stack.slice_index) if image.path in failed}
     return sorted((set(range(stack.shape[0])) - present) | unreadable)
 
 
@@ -227,7 +227,7 @@ def _read_composed(store: Store, row: VolumeRow, volume: Volume, progress, use_c
 def _member_checks(store: Store, member: VolumeRow) -> list[FileCheck]:
     """The check of every file of a composed volume's member (a stack: the files of its series)."""
     images = store.images(member.series_uid) if member.series_uid else []
-    return list(check_files(images, store.recorded_files(image["path"] for image in images)).values())
+    return list(check_files(images, store.recorded_files(image.path for image in images)).values())
 
 
 def _offset_progress(progress, offset: int, total: int):

@@ -134,7 +134,7 @@ def test_a_file_deleted_after_import_is_reported_at_load(small_study, copy_tree,
     study = copy_tree(small_study)
     import_paths(store, [study])
     station = next(v for v in store.volumes() if v.kind == "stack")
-    victim = store.images(station.series_uid)[0]["path"]
+    victim = store.images(station.series_uid)[0].path
     Path(victim).unlink()
     volume = load_volume(store, station.volume_id)
     assert [e["path"] for e in volume.load.errors] == [victim]

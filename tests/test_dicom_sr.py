@@ -229,7 +229,7 @@ def test_import_sr_refuses_other_files_and_unknown_studies_with_one_line_and_cha
     junk = tmp_path / "junk.dcm"
     junk.write_bytes(b"not dicom at all")
     image = tmp_path / "image.dcm"
-    shutil.copy(Stations(store).holding(read.lesions[0].series_uid, read.lesions[0].position).stack.images[0]["path"],
+    shutil.copy(Stations(store).holding(read.lesions[0].series_uid, read.lesions[0].position).stack.images[0].path,
                 image)
     sr = build_sr(read, Stations(store))
     sr.StudyInstanceUID = "2.25.1"

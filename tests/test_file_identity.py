@@ -65,8 +65,8 @@ def test_one_swapped_file_is_a_missing_slice_not_another_childs_slice(small_stud
     import_paths(store, [cd])
     stack = _stacks(store)[0]
     before = load_volume(store, stack.volume_id, use_cache=False)
-    images = sorted(store.images(stack.series_uid), key=lambda image: image["position"][1])
-    victim = Path(images[2]["path"])
+    images = sorted(store.images(stack.series_uid), key=lambda image: image.position[1])
+    victim = Path(images[2].path)
     shutil.copy(other_child / victim.relative_to(cd), victim)
     after = load_volume(store, stack.volume_id, use_cache=False)
     assert [e["path"] for e in after.load.errors] == [str(victim)]
@@ -97,7 +97,7 @@ def test_a_composed_volume_is_not_served_from_the_cache_once_its_files_changed(s
     composed = next(v for v in store.volumes() if v.kind == "composed")
     load_volume(store, composed.volume_id)  # fills the cache
     member = store.volume(composed.members[0])
-    first = Path(store.images(member.series_uid)[0]["path"])
+    first = Path(store.images(member.series_uid)[0].path)
     shutil.copy(other_child / first.relative_to(cd), first)
     again = load_volume(store, composed.volume_id)
     assert not again.load.cached
@@ -197,7 +197,7 @@ def test_export_of_a_composed_volume_counts_the_missing_files_of_every_station(s
     cli("import", tmp_path / "before", "--store", tmp_path / "s")
     store = Store.open(tmp_path / "s")
     composed = next(v for v in store.volumes() if v.kind == "composed")
-    files = sum(len({i["path"] for i in store.images(store.volume(m).series_uid)}) for m in composed.members)
+    files = sum(len({i.path for i in store.images(store.volume(m).series_uid)}) for m in composed.members)
     (tmp_path / "before").rename(tmp_path / "after")
     code, out, err = cli("export-nifti", composed.volume_id, "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
     assert code == 1
@@ -209,7 +209,7 @@ def test_export_of_a_volume_with_one_file_cut_short_fails_in_one_line(small_stud
     cli("import", tmp_path / "cd", "--store", tmp_path / "s")
     store = Store.open(tmp_path / "s")
     stack = _stacks(store)[0]
-    victim = Path(store.images(stack.series_uid)[0]["path"])
+    victim = Path(store.images(stack.series_uid)[0].path)
     victim.write_bytes(victim.read_bytes()[:-500])
     code, out, err = cli("export-nifti", stack.volume_id, "--out", tmp_path / "x.nii", "--store", tmp_path / "s")
     assert code == 1 and not (tmp_path / "x.nii").exists()
@@ -224,8 +224,8 @@ def test_a_file_cut_short_after_import_is_a_gap_once_imported_again(small_study,
     cli("import", tmp_path / "cd", "--store", tmp_path / "s")
     store = Store.open(tmp_path / "s")
     stack = _stacks(store)[0]
-    images = sorted(store.images(stack.series_uid), key=lambda image: image["position"][1])
-    victim = Path(images[2]["path"])
+    images = sorted(store.images(stack.series_uid), key=lambda image: image.position[1])
+    victim = Path(images[2].path)
     whole = victim.read_bytes()
     victim.write_bytes(whole[:-500])
     code, out, err = cli("import", tmp_path / "cd", "--store", tmp_path / "s")

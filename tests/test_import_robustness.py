@@ -77,7 +77,7 @@ def test_files_without_uids_of_two_patients_get_separate_studies_and_series(smal
     assert sorted(len(p) for p in patients.values()) == [1, 1]
     assert {next(iter(p)) for p in patients.values()} == {"PAT-A", "PAT-B"}
     for series_uid in patients:  # every image of a series is in it, and per-patient keys are stable
-        paths = [i["path"] for i in store.images(series_uid)]
+        paths = [i.path for i in store.images(series_uid)]
         assert len(paths) == 2
     again = import_paths(store, [folder])
     assert again.already_imported == 4 and again.new_instances == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -18,24 +19,27 @@ from pydicom.uid import (
 
 from cno_annotate.importer import import_paths
 from cno_annotate.io.series import build_stacks
+from cno_annotate.store.instances import ImageRow
 from cno_annotate.volumes import load_volume
 
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 
-def image(y: float, orientation=CORONAL, rows=4, columns=4, instance=1, echo=10.0) -> dict:
-    return {
-        "orientation": orientation, "position": (0.0, y, 0.0) if orientation == CORONAL else (0.0, 0.0, y),
-        "rows": rows, "columns": columns, "pixel_spacing": (1.0, 1.0), "slice_thickness": 5.0,
-        "echo_time": echo, "instance_number": instance, "path": f"f{y}", "frame": 0,
-    }
+def image(y: float, orientation=CORONAL, rows=4, columns=4, instance=1, echo=10.0) -> ImageRow:
+    return ImageRow(
+        sop_uid=f"2.25.{instance}", frame=0, series_uid="1.2.3", path=f"f{y}", transfer_syntax="1.2.840.10008.1.2.1",
+        pixel_offset=0, frames=1, dtype="<u2", photometric="MONOCHROME2", bits_stored=12, rows=rows, columns=columns,
+        position=(0.0, y, 0.0) if orientation == CORONAL else (0.0, 0.0, y), orientation=orientation,
+        pixel_spacing=(1.0, 1.0), slice_thickness=5.0, rescale=(1.0, 0.0), echo_time=echo, instance_number=instance,
+        geometry_known=True, split_values={},
+    )
 
 
 def test_order_follows_position_not_instance_number():
     images = [image(y, instance=n) for n, y in enumerate([10.0, 0.0, 5.0, 20.0, 15.0])]
     (stack,) = build_stacks("1.2.3", images)
-    assert [i["position"][1] for i in stack.images] == [0.0, 5.0, 10.0, 15.0, 20.0]
+    assert [i.position[1] for i in stack.images] == [0.0, 5.0, 10.0, 15.0, 20.0]
     assert stack.shape == (5, 4, 4) and stack.gaps == []
     np.testing.assert_allclose(stack.affine[:3, 2], [0, 5, 0])
 
@@ -176,10 +180,8 @@ def test_multiframe_enhanced_mr(small_study, tmp_path):
 
 # -- issue 11: images at one position are never mixed ---------------------------------------
 
-def kind(y: float, instance: int = 1, **values) -> dict:
-    out = image(y, instance=instance)
-    out["split_values"] = values
-    return out
+def kind(y: float, instance: int = 1, **values) -> ImageRow:
+    return dataclasses.replace(image(y, instance=instance), split_values=values)
 
 
 def test_one_series_dixon_becomes_water_and_fat_stacks():
@@ -190,7 +192,7 @@ def test_one_series_dixon_becomes_water_and_fat_stacks():
     assert sorted(s.variant for s in stacks) == ["FAT", "WATER"]
     for stack in stacks:
         assert stack.shape == (3, 4, 4) and stack.duplicates == 0
-        assert {i["split_values"]["image_type"].split("\\")[-1] for i in stack.images} == {stack.variant}
+        assert {i.split_values["image_type"].split("\\")[-1] for i in stack.images} == {stack.variant}
 
 
 def test_b_values_echoes_and_repeats_at_one_position_are_separate_stacks():
@@ -198,7 +200,7 @@ def test_b_values_echoes_and_repeats_at_one_position_are_separate_stacks():
     images = [kind(y, b_value=b) for y in (0.0, 5.0, 10.0) for b in rng.permutation([0.0, 50.0, 800.0])]
     stacks = build_stacks("1.2.3", images)
     assert [s.variant for s in stacks] == ["b=0", "b=50", "b=800"]
-    assert all(len({i["split_values"]["b_value"] for i in s.images}) == 1 and s.duplicates == 0 for s in stacks)
+    assert all(len({i.split_values["b_value"] for i in s.images}) == 1 and s.duplicates == 0 for s in stacks)
     for key, label in (("echo_number", "echo"), ("temporal_position", "time"), ("acquisition", "acquisition")):
         stacks = build_stacks("1.2.3", [kind(y, **{key: n}) for y in (0.0, 5.0) for n in (1, 2)])
         assert [s.variant for s in stacks] == [f"{label} 1", f"{label} 2"], key

@@ -10,15 +10,19 @@ import pytest
 from pydicom.uid import generate_uid
 
 from cno_annotate.io.series import build_stacks
+from cno_annotate.store.instances import ImageRow
 from cno_annotate.store import Store
 
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
 
-def _image(y: float, z: float, **values) -> dict:
-    return {"orientation": CORONAL, "position": (0.0, y, z), "rows": 4, "columns": 4, "pixel_spacing": (1.0, 1.0),
-            "slice_thickness": 5.0, "echo_time": 10.0, "instance_number": 1, "path": f"f{y}-{z}", "frame": 0,
-            "split_values": values}
+def _image(y: float, z: float, **values) -> ImageRow:
+    return ImageRow(
+        sop_uid=f"2.25.{abs(y)}.{abs(z)}", frame=0, series_uid="1.2.3", path=f"f{y}-{z}",
+        transfer_syntax="1.2.840.10008.1.2.1", pixel_offset=0, frames=1, dtype="<u2", photometric="MONOCHROME2",
+        bits_stored=12, rows=4, columns=4, position=(0.0, y, z), orientation=CORONAL, pixel_spacing=(1.0, 1.0),
+        slice_thickness=5.0, rescale=(1.0, 0.0), echo_time=10.0, instance_number=1, geometry_known=True,
+        split_values=values)
 
 
 @pytest.mark.parametrize("acquisition", [False, True])
@@ -27,7 +31,7 @@ def test_stations_at_the_same_depths_are_separate_stacks_head_first(acquisition)
               for n, z in enumerate((-300.0, 0.0, -150.0), start=1) for y in (0.0, 5.0, 10.0)]
     stacks = build_stacks("1.2.3", images)
     assert len(stacks) == 3
-    assert [s.images[0]["position"][2] for s in stacks] == [0.0, -150.0, -300.0]
+    assert [s.images[0].position[2] for s in stacks] == [0.0, -150.0, -300.0]
     assert [s.variant for s in stacks] == ["station 1", "station 2", "station 3"]
     assert all(s.shape == (3, 4, 4) and s.duplicates == 0 for s in stacks)
 

@@ -143,7 +143,7 @@ def test_nibabel_dicom_examples(tmp_path):
     # decimal_rescale.dcm names its SOP instance only in the file meta.
     assert report.instances == 2 and len(report.skipped) == 3
     for volume in store.volumes():
-        name = Path(store.images(volume.series_uid)[0]["path"]).name
+        name = Path(store.images(volume.series_uid)[0].path).name
         np.testing.assert_allclose(load_volume(store, volume.volume_id).array[0], reference(NICOM_DATA / name),
                                    rtol=1e-6)
 

@@ -459,12 +459,12 @@ def test_missing_slices_are_hatched_with_a_badge_also_from_the_cache(qtbot, tmp_
     import_paths(store, [folder])
     composed = next(v for v in store.volumes() if v.kind == "composed" and v.role == "STIR")
     member = store.volume(composed.members[1])
-    images = sorted(store.images(member.series_uid), key=lambda r: r["path"])
+    images = sorted(store.images(member.series_uid), key=lambda r: r.path)
     gone = images[2]
     store.close()
     import os as _os
 
-    _os.remove(gone["path"])
+    _os.remove(gone.path)
     for attempt in ("first open", "cached"):
         w = MainWindow(tmp_path / "store", reader="dr-m")
         w.resize(1000, 700)
@@ -489,7 +489,7 @@ def test_missing_slices_are_hatched_with_a_badge_also_from_the_cache(qtbot, tmp_
 
 def _slice_of(state, image_row) -> int:
     """The displayed slice that holds a file's image (its position, one voxel in from the corner)."""
-    corner = np.array(image_row["position"], float)
+    corner = np.array(image_row.position, float)
     return int(round(state.volume.lps_to_index(corner)[2 - state.mapping.slice_axis]))
 
 
@@ -514,8 +514,8 @@ def test_reader_mode_messages_carry_no_path_uid_or_header_text(qtbot, tmp_path, 
     volumes = store.volumes()
     stir = next(v for v in volumes if v.kind == "composed" and v.role == "STIR")
     t1 = next(v for v in volumes if v.kind == "composed" and v.role == "T1")
-    one = store.images(store.volume(stir.members[0]).series_uid)[3]["path"]
-    t1_files = [r["path"] for m in t1.members for r in store.images(store.volume(m).series_uid)]
+    one = store.images(store.volume(stir.members[0]).series_uid)[3].path
+    t1_files = [r.path for m in t1.members for r in store.images(store.volume(m).series_uid)]
     store.close()
     import os as _os
 

@@ -75,7 +75,7 @@ class Station:
         """
         out: list[Dataset] = []
         for image in self.stack.images:
-            path = Path(image["path"])
+            path = Path(image.path)
             try:
                 out.append(pydicom.dcmread(path, stop_before_pixels=True))
             except (OSError, pydicom.errors.InvalidDicomError) as exc:

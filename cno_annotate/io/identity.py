@@ -15,6 +15,7 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from cno_annotate.store.instances import ImageRow
 from cno_annotate.store.locations import RecordedFile, sop_uid_of
 
 #: Reason given for a file that is not on disk.
@@ -60,14 +61,14 @@ def check_file(path: str, sop_uid: str, recorded: RecordedFile | None) -> FileCh
     return FileCheck(path)
 
 
-def check_files(images: Iterable[Mapping], recorded: Mapping[str, RecordedFile]) -> dict[str, FileCheck]:
+def check_files(images: Iterable[ImageRow], recorded: Mapping[str, RecordedFile]) -> dict[str, FileCheck]:
     """Check each distinct file of some image rows (``path``, ``sop_uid``); path -> its check.
 
     ``recorded`` maps a path (as the file system spells it) to what the store recorded at import.
     """
     checks: dict[str, FileCheck] = {}
     for image in images:
-        path = image["path"]
+        path = image.path
         if path not in checks:
-            checks[path] = check_file(path, image["sop_uid"], recorded.get(path))
+            checks[path] = check_file(path, image.sop_uid, recorded.get(path))
     return checks

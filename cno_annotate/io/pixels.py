@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pydicom
@@ -18,6 +19,9 @@ import pydicom
 from cno_annotate.io.dicom_index import tolerant_reading
 from cno_annotate.io.series import Stack
 from cno_annotate.io.volume import LoadReport, Volume, VolumeHeader
+
+if TYPE_CHECKING:
+    from cno_annotate.store.instances import ImageRow
 
 #: Largest float32 volume a stack may make, in bytes (``CNO_ANNOTATE_MAX_VOLUME_MB``).
 MAX_VOLUME_BYTES = int(os.environ.get("CNO_ANNOTATE_MAX_VOLUME_MB", "4096")) * 2**20
@@ -71,9 +75,9 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None,
     total = len(stack.images)
     unusable = unusable or {}
     for n, (image, k) in enumerate(zip(stack.images, stack.slice_index)):
-        problem = _read_slice(out[k], image, decoded) if image["path"] not in unusable else unusable[image["path"]]
+        problem = _read_slice(out[k], image, decoded) if image.path not in unusable else unusable[image.path]
         if problem:
-            errors.append({"path": image["path"], "reason": problem})
+            errors.append({"path": image.path, "reason": problem})
         if progress is not None:
             progress(n + 1, total)
     volume = Volume(out, stack.affine, header=VolumeHeader(volume_id=stack.volume_id, gaps=tuple(stack.gaps)))
@@ -81,7 +85,7 @@ def load_stack(stack: Stack, progress: Callable[[int, int], None] | None = None,
     return volume
 
 
-def _read_slice(target: np.ndarray, image: dict, decoded: dict[str, np.ndarray]) -> str:
+def _read_slice(target: np.ndarray, image: ImageRow, decoded: dict[str, np.ndarray]) -> str:
     """Read one slice into ``target``; the reason it could not be read ("" if it was)."""
     try:
         _store_slice(target, _read_image(image, decoded), image)
@@ -92,17 +96,17 @@ def _read_slice(target: np.ndarray, image: dict, decoded: dict[str, np.ndarray])
     return ""
 
 
-def _read_image(image: dict, decoded: dict[str, np.ndarray]) -> np.ndarray:
-    rows, columns = image["rows"], image["columns"]
-    if image["pixel_offset"] >= 0:
-        dtype = np.dtype(image["dtype"])
+def _read_image(image: ImageRow, decoded: dict[str, np.ndarray]) -> np.ndarray:
+    rows, columns = image.rows, image.columns
+    if image.pixel_offset >= 0:
+        dtype = np.dtype(image.dtype)
         count = rows * columns
-        offset = image["pixel_offset"] + image["frame"] * count * dtype.itemsize
-        raw = np.fromfile(image["path"], dtype=dtype, count=count, offset=offset)
+        offset = image.pixel_offset + image.frame * count * dtype.itemsize
+        raw = np.fromfile(image.path, dtype=dtype, count=count, offset=offset)
         if raw.size != count:
             raise ValueError(f"file ends after {raw.size} of {count} pixels")
         return raw.reshape(rows, columns)
-    path = image["path"]
+    path = image.path
     if path not in decoded:
         decoded.clear()  # keep one multi-frame file in memory at a time
         try:
@@ -114,7 +118,7 @@ def _read_image(image: dict, decoded: dict[str, np.ndarray]) -> np.ndarray:
                 raise
             raise DecodeError(f"the image decoder crashed (panic: {exc})") from None
     frames = decoded[path]
-    frame = frames[image["frame"]] if frames.ndim == 3 else frames
+    frame = frames[image.frame] if frames.ndim == 3 else frames
     if frame.shape != (rows, columns):
         raise DecodeError(f"the decoder gave {frame.shape} pixels, the header declares {(rows, columns)}")
     return frame
@@ -126,10 +130,10 @@ def _decode_file(path: str) -> np.ndarray:
         return pydicom.dcmread(path).pixel_array
 
 
-def _store_slice(target: np.ndarray, raw: np.ndarray, image: dict) -> None:
-    if image["photometric"] == "MONOCHROME1":
-        raw = _invert(raw, image["bits_stored"])
-    slope, intercept = image["rescale"]
+def _store_slice(target: np.ndarray, raw: np.ndarray, image: ImageRow) -> None:
+    if image.photometric == "MONOCHROME1":
+        raw = _invert(raw, image.bits_stored)
+    slope, intercept = image.rescale
     if slope == 1.0 and intercept == 0.0:
         target[...] = raw
     else:

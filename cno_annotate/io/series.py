@@ -21,10 +21,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cno_annotate.io.volume import affine_from_dicom, orientation_name, slice_normal
+
+if TYPE_CHECKING:
+    from cno_annotate.store.instances import ImageRow
 
 #: Positions closer than this fraction of the slice step count as one slice.
 _SAME_POSITION = 0.05
@@ -41,7 +45,7 @@ class Stack:
 
     volume_id: str
     series_uid: str
-    images: list[dict]
+    images: list[ImageRow]
     slice_index: list[int]
     affine: np.ndarray
     shape: tuple[int, int, int]
@@ -59,45 +63,45 @@ CONTRAST_KEYS = ("image_type", "b_value", "diffusion_direction", "echo_number")
 REPEAT_KEYS = ("echo_time", "temporal_position", "acquisition")
 
 
-def unusable_reason(image: dict) -> str:
+def unusable_reason(image: ImageRow) -> str:
     """Why a stored image row cannot be stacked ("" when it can).
 
     Indexing refuses such files; this catches rows committed by older
     versions (NaN or infinite geometry), so that one bad row cannot stop
     every later rebuild of its study.
     """
-    numbers = [*image["position"], *image["orientation"], *image["pixel_spacing"]]
-    if len(image["position"]) != 3 or len(image["orientation"]) != 6 or len(image["pixel_spacing"]) != 2:
+    numbers = [*image.position, *image.orientation, *image.pixel_spacing]
+    if len(image.position) != 3 or len(image.orientation) != 6 or len(image.pixel_spacing) != 2:
         return "malformed geometry in the store"
-    if not all(np.isfinite(numbers)) or min(image["pixel_spacing"]) <= 0:
+    if not all(np.isfinite(numbers)) or min(image.pixel_spacing) <= 0:
         return "non-finite or zero geometry in the store"
-    if int(image["rows"]) < 1 or int(image["columns"]) < 1:
-        return f"empty image ({image['rows']} x {image['columns']})"
-    if not all(np.isfinite(image["rescale"])) or image["rescale"][0] == 0:
-        return f"invalid rescale {list(image['rescale'])}"
+    if int(image.rows) < 1 or int(image.columns) < 1:
+        return f"empty image ({image.rows} x {image.columns})"
+    if not all(np.isfinite(image.rescale)) or image.rescale[0] == 0:
+        return f"invalid rescale {list(image.rescale)}"
     return ""
 
 
-def usable_images(images: list[dict]) -> tuple[list[dict], list[dict]]:
+def usable_images(images: list[ImageRow]) -> tuple[list[ImageRow], list[dict]]:
     """Split image rows into those :func:`build_stacks` may use and ``{"path", "reason"}`` for the rest."""
     usable, refused = [], []
     for image in images:
         reason = unusable_reason(image)
         if reason:
-            refused.append({"path": image["path"], "reason": f"{reason}; re-import the file"})
+            refused.append({"path": image.path, "reason": f"{reason}; re-import the file"})
         else:
             usable.append(image)
     return usable, refused
 
 
-def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
+def build_stacks(series_uid: str, images: list[ImageRow]) -> list[Stack]:
     """Split one series' images into ordered slice stacks.
 
     Parameters
     ----------
     series_uid : str
         The SeriesInstanceUID.
-    images : list of dict
+    images : list of ImageRow
         Rows with ``orientation`` (6), ``position`` (3), ``rows``,
         ``columns``, ``pixel_spacing`` (2), ``slice_thickness``,
         ``echo_time`` and optionally ``split_values`` (see
@@ -112,10 +116,10 @@ def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
         ImageType, b-value, diffusion direction or echo number, nor, at one position, in echo
         time, temporal position or acquisition number.
     """
-    groups: dict[tuple, list[dict]] = defaultdict(list)
+    groups: dict[tuple, list[ImageRow]] = defaultdict(list)
     for image in images:
         groups[_group_key(image) + _contrast_key(image)].append(image)
-    parts: list[tuple[dict, list[dict]]] = []
+    parts: list[tuple[dict, list[ImageRow]]] = []
     for key in sorted(groups, key=lambda k: (-len(groups[k]), _sortable(k))):
         contrast = dict(zip(CONTRAST_KEYS, key[-len(CONTRAST_KEYS):]))
         for station, images_of_station in _split_stations(groups[key]):
@@ -130,24 +134,24 @@ def build_stacks(series_uid: str, images: list[dict]) -> list[Stack]:
     return stacks
 
 
-def _group_key(image: dict) -> tuple:
+def _group_key(image: ImageRow) -> tuple:
     return (
-        image.get("geometry_known", True),
-        tuple(round(v, 3) for v in image["orientation"]),
-        image["rows"],
-        image["columns"],
-        tuple(round(v, 4) for v in image["pixel_spacing"]),
+        image.geometry_known,
+        tuple(round(v, 3) for v in image.orientation),
+        image.rows,
+        image.columns,
+        tuple(round(v, 4) for v in image.pixel_spacing),
     )
 
 
-def _split(image: dict) -> dict:
-    values = dict(image.get("split_values") or {})
-    if "echo_time" not in values and image.get("echo_time") is not None:
-        values["echo_time"] = image["echo_time"]
+def _split(image: ImageRow) -> dict:
+    values = dict(image.split_values or {})
+    if "echo_time" not in values and image.echo_time is not None:
+        values["echo_time"] = image.echo_time
     return values
 
 
-def _contrast_key(image: dict) -> tuple:
+def _contrast_key(image: ImageRow) -> tuple:
     values = _split(image)
     return tuple(_hashable(values.get(k)) for k in CONTRAST_KEYS)
 
@@ -162,9 +166,9 @@ def _sortable(key: tuple) -> tuple:
                  for v in key)
 
 
-def _split_repeats(images: list[dict]) -> list[tuple[dict, list[dict]]]:
+def _split_repeats(images: list[ImageRow]) -> list[tuple[dict, list[ImageRow]]]:
     """Separate images that share slice positions by echo time, temporal position, acquisition."""
-    parts: list[tuple[dict, list[dict]]] = [({}, images)]
+    parts: list[tuple[dict, list[ImageRow]]] = [({}, images)]
     for key in REPEAT_KEYS:
         next_parts = []
         for values, part in parts:
@@ -180,7 +184,7 @@ def _split_repeats(images: list[dict]) -> list[tuple[dict, list[dict]]]:
     return parts
 
 
-def _split_stations(images: list[dict]) -> list[tuple[dict, list[dict]]]:
+def _split_stations(images: list[ImageRow]) -> list[tuple[dict, list[ImageRow]]]:
     """Separate the stations of a series that holds several (same depths, other table positions).
 
     Images that repeat positions along the slice normal but lie at distinct
@@ -188,14 +192,14 @@ def _split_stations(images: list[dict]) -> list[tuple[dict, list[dict]]]:
     numbered head first (``{"station": n}``). A series whose images share one
     in-plane origin, or without patient geometry, is returned whole.
     """
-    if not images[0].get("geometry_known", True) or not _repeats_positions(images):
+    if not images[0].geometry_known or not _repeats_positions(images):
         return [({}, images)]
-    orientation = np.array(images[0]["orientation"], dtype=float)
-    tolerance = max(float(max(images[0]["pixel_spacing"])), 1.0)
+    orientation = np.array(images[0].orientation, dtype=float)
+    tolerance = max(float(max(images[0].pixel_spacing)), 1.0)
     origins: list[np.ndarray] = []
-    members: list[list[dict]] = []
+    members: list[list[ImageRow]] = []
     for image in images:
-        position = np.array(image["position"], dtype=float)
+        position = np.array(image.position, dtype=float)
         origin = np.array([orientation[:3] @ position, orientation[3:] @ position])
         for n, known in enumerate(origins):
             if np.all(np.abs(known - origin) <= tolerance):
@@ -206,13 +210,13 @@ def _split_stations(images: list[dict]) -> list[tuple[dict, list[dict]]]:
             members.append([image])
     if len(members) < 2 or min(len(m) for m in members) < 2:
         return [({}, images)]
-    members.sort(key=lambda m: -float(np.mean([i["position"][2] for i in m])))  # head first (LPS: +z is up)
+    members.sort(key=lambda m: -float(np.mean([i.position[2] for i in m])))  # head first (LPS: +z is up)
     return [({"station": n}, m) for n, m in enumerate(members, start=1)]
 
 
-def _repeats_positions(images: list[dict]) -> bool:
-    normal = slice_normal(np.array(images[0]["orientation"]))
-    positions = {round(float(np.dot(normal, i["position"])), 2) for i in images}
+def _repeats_positions(images: list[ImageRow]) -> bool:
+    normal = slice_normal(np.array(images[0].orientation))
+    positions = {round(float(np.dot(normal, i.position)), 2) for i in images}
     return len(positions) < len(images)
 
 
@@ -248,16 +252,16 @@ def _variants(values: list[dict], stacks: list[Stack]) -> list[str]:
             for n, text in enumerate(out, start=1)]
 
 
-def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:
-    orientation = np.array(images[0]["orientation"], dtype=float)
+def _make_stack(volume_id: str, series_uid: str, images: list[ImageRow]) -> Stack:
+    orientation = np.array(images[0].orientation, dtype=float)
     normal = slice_normal(orientation)
-    along = np.array([float(np.dot(normal, i["position"])) for i in images])
+    along = np.array([float(np.dot(normal, i.position)) for i in images])
     order = np.argsort(along, kind="stable")
     images = [images[n] for n in order]
     along = along[order]
-    step = _typical_step(along, images[0].get("slice_thickness") or 1.0)
-    geometry_known = bool(images[0].get("geometry_known", True))
-    kept: list[dict] = []
+    step = _typical_step(along, images[0].slice_thickness or 1.0)
+    geometry_known = bool(images[0].geometry_known)
+    kept: list[ImageRow] = []
     index: list[int] = []
     duplicates, previous = 0, None
     for image, pos in zip(images, along):
@@ -279,9 +283,9 @@ def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:
     ]
     slice_step = normal * step
     if len(kept) > 1 and geometry_known:
-        slice_step = (np.array(kept[-1]["position"]) - np.array(kept[0]["position"])) / index[-1]
-    affine = affine_from_dicom(orientation, np.array(kept[0]["position"]), kept[0]["pixel_spacing"], slice_step)
-    shape = (index[-1] + 1, int(kept[0]["rows"]), int(kept[0]["columns"]))
+        slice_step = (np.array(kept[-1].position) - np.array(kept[0].position)) / index[-1]
+    affine = affine_from_dicom(orientation, np.array(kept[0].position), kept[0].pixel_spacing, slice_step)
+    shape = (index[-1] + 1, int(kept[0].rows), int(kept[0].columns))
     return Stack(
         volume_id=volume_id,
         series_uid=series_uid,
@@ -292,7 +296,7 @@ def _make_stack(volume_id: str, series_uid: str, images: list[dict]) -> Stack:
         orientation=orientation_name(normal),
         gaps=gaps,
         duplicates=duplicates,
-        patient_geometry=bool(images[0].get("geometry_known", True)),
+        patient_geometry=bool(images[0].geometry_known),
     )
 
 

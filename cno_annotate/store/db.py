@@ -24,10 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from cno_annotate.errors import CnoError, StoreWriteError
-from cno_annotate.paths import from_text
-from cno_annotate.store import catalog, postgres
+from cno_annotate.store import catalog, instances, postgres
 from cno_annotate.store.catalog import StudyRow, VolumeRow
 from cno_annotate.store.files import check_file, file_identity, newer_message, sidecar, writable
+from cno_annotate.store.instances import ImageRow
 from cno_annotate.store.locations import RecordedFile, missing_files, recorded_files, relocate, resolve_relative_paths
 from cno_annotate.store.sqlite import ByDialect, Step, migrate, statements, transaction
 
@@ -870,10 +870,9 @@ class Store:
             raise CnoError(f"{what} {text!r} in the store at {self.root} (see 'cno-annotate studies')")
         return matches[0]
 
-    def images(self, series_uid: str) -> list[dict]:
-        """Image rows of a DICOM series, with geometry decoded."""
-        rows = self.db.execute("SELECT * FROM images WHERE series_uid = ?", (series_uid,))
-        return [_image_row(r) for r in rows]
+    def images(self, series_uid: str) -> list[ImageRow]:
+        """The images of a DICOM series (a row per frame), with geometry decoded."""
+        return instances.series_images(self.db, series_uid)
 
     def set_role(self, volume_id: str, role: str | None) -> None:
         """Override a volume's role (``None`` removes the override)."""
@@ -1022,15 +1021,6 @@ def _flush_to_disk(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def _image_row(row: sqlite3.Row) -> dict:
-    out = dict(row)
-    for key in ("position", "orientation", "pixel_spacing", "rescale", "split_values"):
-        out[key] = json.loads(out[key])
-    out["path"] = from_text(out["path"])
-    out["geometry_known"] = bool(out["geometry_known"])
-    return out
 
 
 class PgStore(Store):

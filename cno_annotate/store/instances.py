@@ -123,11 +123,11 @@ class ImageRow:
     bits_stored: int
     rows: int
     columns: int
-    position: Sequence[float]
-    orientation: Sequence[float]
-    pixel_spacing: Sequence[float]
+    position: tuple[float, ...]  # (x, y, z) of the first pixel, LPS mm
+    orientation: tuple[float, ...]  # row and column direction cosines (6)
+    pixel_spacing: tuple[float, float]  # between rows, between columns (mm)
     slice_thickness: float | None
-    rescale: Sequence[float]  # slope, intercept
+    rescale: tuple[float, float]  # slope, intercept
     echo_time: float | None
     instance_number: int | None
     geometry_known: bool
@@ -163,6 +163,17 @@ def nifti_source_path(db: sqlite3.Connection, volume_id: str) -> str | None:
     """The recorded file (path text) of a volume (None: no such volume, or one without a file)."""
     row = db.execute("SELECT source_path FROM volumes WHERE volume_id = ?", (volume_id,)).fetchone()
     return None if row is None else row["source_path"]
+
+
+def series_images(db: sqlite3.Connection, series_uid: str) -> list[ImageRow]:
+    """The images of a DICOM series (every frame of its instances), geometry decoded, paths as the OS spells them."""
+    rows = db.execute(f"SELECT {_IMAGE_COLUMNS} FROM images WHERE series_uid = ?", (series_uid,))
+    return [ImageRow(
+        r["sop_uid"], r["frame"], r["series_uid"], paths.from_text(r["path"]), r["transfer_syntax"], r["pixel_offset"],
+        r["frames"], r["dtype"], r["photometric"], r["bits_stored"], r["rows"], r["columns"],
+        tuple(json.loads(r["position"])), tuple(json.loads(r["orientation"])), tuple(json.loads(r["pixel_spacing"])),
+        r["slice_thickness"], tuple(json.loads(r["rescale"])), r["echo_time"], r["instance_number"],
+        bool(r["geometry_known"]), json.loads(r["split_values"])) for r in rows]
 
 
 def study_owners(db: sqlite3.Connection) -> list[StudyOwner]:
