@@ -92,6 +92,30 @@ def test_series_json_fields(cli, small_study, tmp_path):
     assert len(json.loads(out)) == len(rows)
 
 
+def test_studies_and_series_listings_keep_their_fields_order_and_lines(cli, small_study, tmp_path):
+    """The listings scripts read: every key, in order, the counts, and the one-line text form of a study."""
+    store = tmp_path / "store"
+    cli("import", small_study, "--store", store)
+    code, out, _ = cli("studies", "--store", store, "--json")
+    (study,) = json.loads(out)
+    assert list(study) == ["study_uid", "study_date", "description", "accession", "institution", "patient_id",
+                           "patient_name", "birth_date", "sex", "series", "volumes", "images", "missing_files"]
+    assert (study["series"], study["volumes"], study["images"], study["missing_files"]) == (6, 8, 36, 0)
+    assert all(isinstance(study[k], str) for k in ("study_uid", "study_date", "patient_id", "description"))
+    code, out, _ = cli("studies", "--store", store)
+    assert out == (f"{study['study_uid']}  {study['study_date']:8}  {study['patient_id']:12}    6 series    "
+                   f"8 volumes  {study['description']}\n")
+    code, out, _ = cli("series", "--store", store, "--json")
+    rows = json.loads(out)
+    assert [list(r) for r in rows] == [[
+        "study_uid", "volume_id", "series_uid", "dicom_series_uid", "kind", "role", "role_reason", "orientation",
+        "composed", "stations", "members", "shape", "spacing_mm", "gaps", "duplicate_slices", "patient_geometry",
+        "description", "variant", "composition", "source_path"]] * 8
+    composed = next(r for r in rows if r["composed"])
+    assert composed["members"] and all(isinstance(m, str) for m in composed["members"])
+    assert composed["kind"] == "composed" and composed["source_path"] is None and composed["gaps"] == []
+
+
 def test_human_output_names_roles_and_composition(cli, small_study, tmp_path):
     code, out, _ = cli("import", small_study, "--store", tmp_path / "store")
     assert code == 0
