@@ -10,8 +10,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from cno_annotate.io.series import build_stacks
-from cno_annotate.store.instances import ImageRow
 from cno_annotate.store import Store
+from cno_annotate.store.instances import ImageRow
 
 CORONAL = (1.0, 0.0, 0.0, 0.0, 0.0, -1.0)
 
