@@ -26,7 +26,7 @@ LEGACY = Path(__file__).parent / "legacy_stores" / "store-v3.sqlite"
 def two_reads(sample_copy) -> tuple[Store, str, str]:
     """A store with two readers' drafts of the sample study, edited in turns."""
     store = sample_copy()
-    uid = store.studies()[0]["study_uid"]
+    uid = store.studies()[0].study_uid
     a = ReadSession.open_or_create(store, uid, "dr-a")
     b = ReadSession.open_or_create(store, uid, "dr-b")
     for session in (a, b, a, b):
