@@ -18,6 +18,7 @@ from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.importer import import_paths
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.store import Store
+from cno_annotate.store.catalog import VolumeRow
 from tests.cli_run import run_cli
 
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -34,15 +35,15 @@ def trial(request, tmp_path, small_study) -> Store:
     else:
         store = Store.open(tmp_path / "store")
     import_paths(store, [small_study])
-    uid = store.studies()[0]["study_uid"]
-    stack = next(v for v in store.volumes(uid) if v["kind"] == VolumeKind.STACK)
+    uid = store.studies()[0].study_uid
+    stack = next(v for v in store.volumes(uid) if v.kind == VolumeKind.STACK)
     rs.create(store, "trial")
     rs.add_cases(store, "trial", [uid])
     rs.add_readers(store, "trial", ["dr-a", "dr-b"])
     rs.assign(store, "trial")
     for reader in ("dr-a", "dr-b"):
         session = ReadSession.open_or_create(store, uid, reader, reading_study="trial")
-        lesion = session.add_lesion(_inside(store, stack), stack["volume_id"], (1, 2, 3),
+        lesion = session.add_lesion(_inside(store, stack), stack.volume_id, (1, 2, 3),
                                     site_id="femur.distal", side="R",
                                     extent={"kind": "box", "min_mm": [-5, -5, -5], "max_mm": [5, 5, 5]})
         session.set_grade(lesion, "marrow_hyperintensity", 2)
@@ -51,11 +52,11 @@ def trial(request, tmp_path, small_study) -> Store:
     store.close()
 
 
-def _inside(store: Store, stack: dict) -> tuple[float, float, float]:
+def _inside(store: Store, stack: VolumeRow) -> tuple[float, float, float]:
     """A position in the middle of the stack's grid (LPS mm)."""
     from cno_annotate.exchange.stations import Stations
 
-    station = Stations(store).get(stack["volume_id"])
+    station = Stations(store).get(stack.volume_id)
     k, j, i = station.shape
     return tuple(float(v) for v in (station.affine @ [i / 2, j / 2, k / 2, 1.0])[:3])  # type: ignore[return-value]
 
