@@ -23,18 +23,19 @@ from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.pacs import config
 from cno_annotate.pacs.client import open_client
 from cno_annotate.store import Store
+from cno_annotate.store.catalog import VolumeRow
 from tests.cli_run import run_cli
 from tests.test_online_reading import READER, source, trial  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
 
-def _centre(volume: dict) -> tuple[float, float, float]:
+def _centre(volume: VolumeRow) -> tuple[float, float, float]:
     """The LPS centre of a volume's grid."""
     import numpy as np
 
-    affine = np.asarray(volume["affine"], float)
-    k, j, i = volume["shape"]
+    affine = np.asarray(volume.affine, float)
+    k, j, i = volume.shape
     return tuple(float(v) for v in (affine @ [(i - 1) / 2, (j - 1) / 2, (k - 1) / 2, 1.0])[:3])  # type: ignore
 
 
@@ -51,9 +52,9 @@ def _read_online(url: str) -> tuple[str, dict[str, tuple]]:
         cache = Store.open(cached.cache)
         try:
             volumes = cache.volumes(cached.study_uid)
-            composed = next(v for v in volumes if v["kind"] == VolumeKind.COMPOSED)
-            stack = next(v for v in volumes if v["kind"] == VolumeKind.STACK)
-            members = {v["volume_id"]: v["series_uid"] for v in volumes if v["kind"] == VolumeKind.STACK}
+            composed = next(v for v in volumes if v.kind == VolumeKind.COMPOSED)
+            stack = next(v for v in volumes if v.kind == VolumeKind.STACK)
+            members = {v.volume_id: v.series_uid for v in volumes if v.kind == VolumeKind.STACK}
         finally:
             cache.close()
         session = ReadSession.open_or_create(reader, rs.study_uid_of(reader, "online", code), READER,
@@ -62,13 +63,13 @@ def _read_online(url: str) -> tuple[str, dict[str, tuple]]:
         for volume, boxed in ((composed, False), (stack, True)):  # a point on the composed volume, a box on a station
             where = _centre(volume)
             extent = {"kind": "box", "min_mm": [c - 6 for c in where], "max_mm": [c + 6 for c in where]} if boxed else None
-            lesion = session.add_lesion(where, volume["volume_id"], (1, 2, 3), site_id="femur.distal", side="R",
+            lesion = session.add_lesion(where, volume.volume_id, (1, 2, 3), site_id="femur.distal", side="R",
                                         extent=extent)
             session.set_grade(lesion, "marrow_hyperintensity", 2)
-            series = [members[m] for m in volume["members"]] if volume["kind"] == VolumeKind.COMPOSED \
-                else [volume["series_uid"]]
-            marked[lesion] = (volume["volume_id"], series, where)
-        session.add_roi("rectangle", "axial", [_centre(stack), [c + 4 for c in _centre(stack)]], stack["volume_id"])
+            series = [members[m] for m in volume.members] if volume.kind == VolumeKind.COMPOSED \
+                else [volume.series_uid]
+            marked[lesion] = (volume.volume_id, series, where)
+        session.add_roi("rectangle", "axial", [_centre(stack), [c + 4 for c in _centre(stack)]], stack.volume_id)
         session.submit()
         return session.read.read_id, marked
     finally:
@@ -80,14 +81,14 @@ def _source_of(owner: Store, series: list[str]) -> tuple[str, set[str]]:
     back = {new: old for old, new in owner.db.execute("SELECT source_uid, package_uid FROM package_uids")}
     originals = {back[s] for s in series}
     for volume in owner.volumes():
-        if volume["kind"] == VolumeKind.COMPOSED:
-            held = {owner.volume(m)["series_uid"] for m in volume["members"]}
-        elif volume["kind"] == VolumeKind.STACK:
-            held = {volume["series_uid"]}
+        if volume.kind == VolumeKind.COMPOSED:
+            held = {owner.volume(m).series_uid for m in volume.members}
+        elif volume.kind == VolumeKind.STACK:
+            held = {volume.series_uid}
         else:
             continue
         if held == originals:
-            return volume["volume_id"], originals
+            return volume.volume_id, originals
     raise AssertionError(f"no source volume of series {originals}")
 
 

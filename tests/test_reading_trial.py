@@ -177,7 +177,7 @@ def test_an_adjudicator_is_named_as_such_in_the_header(qtbot, tmp_path, sample_s
     shutil.copytree(sample_store.root, root)
     store = Store.open(root)
     rs.create(store, "adj", seed=1)
-    rs.add_cases(store, "adj", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "adj", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "adj", ["dr-a"])
     rs.add_readers(store, "adj", ["dr-adj"], role="adjudicator")
     rs.assign(store, "adj")
@@ -233,7 +233,7 @@ def test_one_unreadable_slice_is_said_in_the_singular(qtbot, tmp_path, small_stu
     store = Store.open(tmp_path / "store")
     import_paths(store, [folder])
     rs.create(store, "one", seed=1)
-    rs.add_cases(store, "one", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "one", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "one", ["dr-1"])
     rs.assign(store, "one")
     store.close()
@@ -276,7 +276,7 @@ def test_a_study_of_one_series_leaves_the_second_view_empty_not_failed(qtbot, tm
     shutil.copy(get_testdata_file("emri_small.dcm", download=False), folder / "IM0001")
     store = Store.open(tmp_path / "store")
     import_paths(store, [folder])
-    study_uid = store.studies()[0]["study_uid"]
+    study_uid = store.studies()[0].study_uid
     store.close()
     window = MainWindow(tmp_path / "store", reader="dr-1")
     window.resize(1280, 800)
