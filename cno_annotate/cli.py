@@ -36,6 +36,7 @@ from cno_annotate.paths import display as display_path
 
 if TYPE_CHECKING:
     from cno_annotate.store.catalog import VolumeRow
+    from cno_annotate.store.derived import CompositionNote
 
 PROG = "cno-annotate"
 PLUGIN_GROUP = "cno_annotate.commands"
@@ -419,7 +420,7 @@ def cmd_use_station(args) -> int:
 
     store = _open_store(args)
     note = (reset_station if args.latest else choose_station)(store, args.volume)
-    print(note["message"])
+    print(note.message)
     return 0
 
 
@@ -669,12 +670,12 @@ def _print_volumes(volumes: list[VolumeRow]) -> None:
               f"@ {spacing} mm  {s['description']}  [{s['role_reason']}]{gaps}")
 
 
-def _print_compositions(notes: list[dict]) -> None:
+def _print_compositions(notes: list[CompositionNote]) -> None:
     """How each STIR / T1 protocol composed, or why not (one line each)."""
     if notes:
         print("  composition:")
     for note in notes:
-        print(f"    {note['message']}")
+        print(f"    {note.message}")
 
 
 class TerminalProgress:

@@ -86,12 +86,12 @@ def _series_stacks(series_uid: str, images: list[ImageRow], problems: list[dict]
         return []
 
 
-def choose_station(store: Store, volume_id: str) -> dict:
+def choose_station(store: Store, volume_id: str) -> derived.CompositionNote:
     """Use this stack at its station position instead of the other acquisitions there.
 
     Returns
     -------
-    dict
+    CompositionNote
         The composition note of the stack's protocol after the change.
 
     Raises
@@ -101,7 +101,7 @@ def choose_station(store: Store, volume_id: str) -> dict:
     """
     row = store.volume(volume_id)
     for note in store.compositions(row.study_uid):
-        for alternative in note["detail"]["alternatives"]:
+        for alternative in note.detail["alternatives"]:
             position = [alternative["used"], *alternative["others"]]
             if row.volume_id in position:
                 store.choose_station(row.study_uid, row.volume_id, position)
@@ -111,11 +111,11 @@ def choose_station(store: Store, volume_id: str) -> dict:
                    "(see 'cno-annotate series')")
 
 
-def reset_station(store: Store, volume_id: str) -> dict:
+def reset_station(store: Store, volume_id: str) -> derived.CompositionNote:
     """Forget the reader's choice at this stack's station position: the latest acquisition is used."""
     row = store.volume(volume_id)
     for note in store.compositions(row.study_uid):
-        for alternative in note["detail"]["alternatives"]:
+        for alternative in note.detail["alternatives"]:
             position = [alternative["used"], *alternative["others"]]
             if row.volume_id in position:
                 store.choose_station(row.study_uid, None, position)
@@ -124,9 +124,9 @@ def reset_station(store: Store, volume_id: str) -> dict:
     raise CnoError(f"{row.volume_id} is not a repeated station (see 'cno-annotate series')")
 
 
-def _note_with(store: Store, row: VolumeRow) -> dict:
+def _note_with(store: Store, row: VolumeRow) -> derived.CompositionNote:
     for note in store.compositions(row.study_uid):
-        detail = note["detail"]
+        detail = note.detail
         ids = set(detail["stations"]) | {i for a in detail["alternatives"] for i in a["others"]}
         if row.volume_id in ids:
             return note

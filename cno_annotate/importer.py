@@ -95,7 +95,7 @@ class ImportReport:
             "volumes": len(volumes),
             "composed": sum(v.kind == VolumeKind.COMPOSED for v in volumes),
             "composition": [
-                {"study_uid": n["study_uid"], **n["detail"]} for s in sorted(self.studies) for n in store.compositions(s)
+                {"study_uid": n.study_uid, **n.detail} for s in sorted(self.studies) for n in store.compositions(s)
             ],
             "skipped": self.skipped,
             "ignored": sorted({os.path.basename(p) for p in self.ignored}, key=str.lower),

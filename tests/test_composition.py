@@ -11,6 +11,7 @@ import pydicom
 import pytest
 
 from cno_annotate.importer import import_paths
+from cno_annotate.store.derived import CompositionNote
 from cno_annotate.volumes import load_volume
 
 
@@ -32,8 +33,8 @@ def shift(dz: float):
     return edit
 
 
-def notes(store, role="STIR") -> list[dict]:
-    return [n for n in store.compositions() if n["role"] == role]
+def notes(store, role="STIR") -> list[CompositionNote]:
+    return [n for n in store.compositions() if n.role == role]
 
 
 def test_stations_too_far_apart_say_why_they_do_not_compose(small_study, copy_tree, store, cli):
@@ -41,14 +42,14 @@ def test_stations_too_far_apart_say_why_they_do_not_compose(small_study, copy_tr
     edit_series(series_folder(study, 103), shift(-40.0))  # 18.6 mm overlap becomes a 21.4 mm gap
     import_paths(store, [study])
     stir = notes(store)
-    assert sorted(len(n["detail"]["stations"]) for n in stir) == [1, 2]
-    alone = next(n for n in stir if len(n["detail"]["stations"]) == 1)
-    assert alone["volume_id"] is None and "not composed" in alone["message"]
-    assert "21.4 mm apart (more than 10 mm)" in alone["message"]
+    assert sorted(len(n.detail["stations"]) for n in stir) == [1, 2]
+    alone = next(n for n in stir if len(n.detail["stations"]) == 1)
+    assert alone.volume_id is None and "not composed" in alone.message
+    assert "21.4 mm apart (more than 10 mm)" in alone.message
     code, out, _ = cli("series", "--store", store.root)
     assert code == 0 and "21.4 mm apart (more than 10 mm)" in out and "composed from 2 stations" in out
     code, out, _ = cli("series", "--store", store.root, "--json")
-    station = next(v for v in json.loads(out) if v["volume_id"] == alone["detail"]["stations"][0])
+    station = next(v for v in json.loads(out) if v["volume_id"] == alone.detail["stations"][0])
     assert "21.4 mm apart" in station["composition"]["message"] and station["composition"]["composed"] is None
 
 
@@ -57,10 +58,10 @@ def test_a_gap_under_10_mm_composes_and_its_empty_rows_are_flagged(small_study, 
     edit_series(series_folder(study, 103), shift(-28.0))  # a 9.4 mm gap
     code, out, _ = cli("import", study, "--store", store.root)
     assert code == 0 and "gap 9.4 mm" in out and "FLAGGED" in out
-    (note,) = [n for n in notes(store) if n["volume_id"]]
-    empty = note["detail"]["empty_rows"]
-    assert empty >= 1 and f"{empty} empty rows" in note["message"]
-    volume = load_volume(store, note["volume_id"])
+    (note,) = [n for n in notes(store) if n.volume_id]
+    empty = note.detail["empty_rows"]
+    assert empty >= 1 and f"{empty} empty rows" in note.message
+    volume = load_volume(store, note.volume_id)
     assert int((~volume.array.any(axis=(0, 2))).sum()) == empty  # the flag counts the rows a reader sees empty
     code, out, _ = cli("import", study, "--store", store.root, "--json")
     summary = json.loads(out)
@@ -121,12 +122,12 @@ def test_a_missing_slice_is_flagged_and_does_not_darken_the_neighbour(small_stud
     positions = [float(pydicom.dcmread(f, stop_before_pixels=True).ImagePositionPatient[1]) for f in files]
     files[int(np.argsort(positions)[2])].unlink()  # the third slice along the normal
     import_paths(store, [study])
-    (note,) = [n for n in notes(store) if n["volume_id"]]
-    assert "misses 1 slices" in note["message"] and "FLAGGED" in note["message"]
-    (full_note,) = [n for n in notes(full) if n["volume_id"]]
-    got, reference = load_volume(store, note["volume_id"]), load_volume(full, full_note["volume_id"])
+    (note,) = [n for n in notes(store) if n.volume_id]
+    assert "misses 1 slices" in note.message and "FLAGGED" in note.message
+    (full_note,) = [n for n in notes(full) if n.volume_id]
+    got, reference = load_volume(store, note.volume_id), load_volume(full, full_note.volume_id)
     # Rows where stations 101 and 102 overlap, in the plane of the missing slice.
-    upper = load_volume(full, full_note["detail"]["stations"][0])
+    upper = load_volume(full, full_note.detail["stations"][0])
     lowest_z = upper.index_to_lps(np.array([0, upper.shape[1] - 1, 0]))[2]
     rows = np.arange(got.shape[1])
     z = got.index_to_lps(np.stack([np.zeros(rows.size), rows, np.zeros(rows.size)], axis=1))[:, 2]

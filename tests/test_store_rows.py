@@ -49,7 +49,7 @@ def test_a_derived_volume_is_read_back_as_it_was_written(store):
         derived.replace_derived(db, "1.2.3", [volume], [note])
     row = store.volume(volume.volume_id)
     assert {f.name: getattr(row, f.name) for f in dataclasses.fields(volume)} == dataclasses.asdict(volume)
-    assert store.compositions("1.2.3") == [dataclasses.asdict(note)]
+    assert store.compositions("1.2.3") == [note]
 
 
 def test_clinical_visits_come_back_typed_and_as_the_document_dictionaries(tmp_path):

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from cno_annotate.errors import CnoError, StoreWriteError
-from cno_annotate.store import catalog, instances, postgres
+from cno_annotate.store import catalog, derived, instances, postgres
 from cno_annotate.store.catalog import StudyRow, VolumeRow
+from cno_annotate.store.derived import CompositionNote
 from cno_annotate.store.files import check_file, file_identity, newer_message, sidecar, writable
 from cno_annotate.store.instances import ImageRow
 from cno_annotate.store.locations import RecordedFile, missing_files, recorded_files, relocate, resolve_relative_paths
@@ -902,13 +903,9 @@ class Store:
         """
         with self.transaction() as db:
             return relocate(db, os.fspath(old), os.fspath(new))
-    def compositions(self, study_uid: str | None = None) -> list[dict]:
-        """How each STIR / T1 protocol of a study composed, or why not (see ``derive``)."""
-        where, args = ("WHERE study_uid = ?", (study_uid,)) if study_uid else ("", ())
-        rows = self.db.execute(
-            f"SELECT * FROM compositions {where} ORDER BY study_uid, role, orientation, protocol, message", args
-        )
-        return [{**dict(r), "detail": json.loads(r["detail"])} for r in rows]
+    def compositions(self, study_uid: str | None = None) -> list[CompositionNote]:
+        """How each STIR / T1 protocol of a study (or of every study) composed, or why not (see ``derive``)."""
+        return derived.compositions(self.db, study_uid)
 
     def choose_station(self, study_uid: str, volume_id: str | None, position: list[str]) -> None:
         """Record which acquisition of a repeated station the reader uses (``None``: the latest)."""

@@ -69,6 +69,15 @@ _JSON_COLUMNS = {"shape", "affine", "members", "gaps", "composition"}
 _VOLUME_COLUMNS = tuple(f.name for f in fields(DerivedVolume))
 
 
+def compositions(db: sqlite3.Connection, study_uid: str | None = None) -> list[CompositionNote]:
+    """The composition notes of one study (or all), by study, role, orientation, protocol and message."""
+    where, args = ("WHERE study_uid = ?", (study_uid,)) if study_uid else ("", ())
+    rows = db.execute("SELECT study_uid, role, orientation, protocol, volume_id, message, detail FROM compositions "
+                      f"{where} ORDER BY study_uid, role, orientation, protocol, message", args)
+    return [CompositionNote(r["study_uid"], r["role"], r["orientation"], r["protocol"], r["volume_id"], r["message"],
+                            json.loads(r["detail"])) for r in rows]
+
+
 def role_overrides(db: sqlite3.Connection) -> dict[str, str]:
     """Volume id -> the role a reader set for it."""
     return {r["volume_id"]: r["role"] for r in db.execute("SELECT volume_id, role FROM role_overrides")}
