@@ -14,6 +14,7 @@ from cno_annotate.annotation.model import Lesion, Read
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.clinical import parse_clinical_csv
 from cno_annotate.errors import CnoError
+from cno_annotate.store.clinical import PainfulSite, Visit
 
 
 def _read(code: str, lesions: list[tuple]) -> Read:
@@ -208,7 +209,7 @@ def test_a_visit_exactly_the_window_away_is_used_and_one_day_more_is_not(linked_
 @pytest.mark.parametrize("study_date", ["", "2026110", "202611041", "2026-11-04"])
 def test_a_study_without_a_dicom_date_is_matched_to_no_visit_and_says_why(study_date):
     case = Case("CNO-0001", "P1", 1)
-    visits = [{"visit_date": "2026-11-04", "painful_sites": [{"site_id": "femur.distal", "side": "R"}]}]
+    visits = [Visit("R1", "2026-11-04", None, None, None, None, None, (PainfulSite("femur.distal", "R"),))]
     cohort._attach_visit(case, visits, study_date, 90)
     assert case.clinical_missing == "the study has no date to match a clinical visit to"
     assert case.clinical_sites is None
