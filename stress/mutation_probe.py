@@ -64,7 +64,7 @@ MUTANTS = [
            r"if not rows and len\(volume_id\) >= 8:", "if False:",
            ("tests/test_cli.py", "tests/test_worklists_and_lookup.py")),
     Mutant("M08", "adjudicators given shuffled worklists", "cno_annotate/reading_study.py",
-           r'if role == "reader":', "if True:",
+           r'if registration\.role == "reader":', "if True:",
            ("tests/test_reading_study.py", "tests/test_worklists_and_lookup.py")),
     Mutant("M09", "edits written with no transaction at all", "cno_annotate/store/sqlite.py",
            r'connection\.execute\("BEGIN IMMEDIATE"\)\n(?P<body>(.|\n)*?)connection\.execute\("COMMIT"\)',
@@ -76,8 +76,10 @@ MUTANTS = [
            r"if _digest\(prev_hash, seq, at, actor, action, entity, detail, prev_seq\) != digest:", "if False:",
            ("tests/test_reading_study.py",)),
     Mutant("M12", "not-assessable grades scored as 0", "cno_annotate/annotation/scoring.py",
-           r"if item\.scored and finding\.grades\.get\(item\.id, NOT_ASSESSABLE\) != NOT_ASSESSABLE",
-           "if item.scored", ("tests/test_scoring.py",)),
+           r"grades = \[int\(lesion\.grades\[item\.id\]\) for lesion in lesions\n(?P<indent>\s*)"
+           r"if lesion\.grades\.get\(item\.id, NOT_ASSESSABLE\) != NOT_ASSESSABLE\]",
+           r"grades = [0 if lesion.grades[item.id] == NOT_ASSESSABLE else int(lesion.grades[item.id]) "
+           r"for lesion in lesions\n\g<indent>if item.id in lesion.grades]", ("tests/test_scoring.py",)),
 ]
 
 
