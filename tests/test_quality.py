@@ -34,3 +34,17 @@ def test_ruff_finds_nothing():
 def test_mypy_finds_no_type_errors_in_the_core():
     proc = subprocess.run([_tool("mypy")], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_the_version_is_written_in_one_place():
+    """``cno_annotate.__version__`` is the version; pyproject.toml reads it instead of repeating it."""
+    import tomllib
+    from importlib.metadata import version
+
+    import cno_annotate
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert "version" not in project["project"], "a second version in pyproject.toml drifts from __version__"
+    assert "version" in project["project"]["dynamic"]
+    assert project["tool"]["setuptools"]["dynamic"]["version"] == {"attr": "cno_annotate.__version__"}
+    assert version("cno-annotate") == cno_annotate.__version__
