@@ -30,6 +30,7 @@ from cno_annotate.cli_args import (
 )
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError, UsageError
+from cno_annotate.io.axes import ijk_shape
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import ROLES
 from cno_annotate.paths import display as display_path
@@ -376,7 +377,6 @@ def series_summary(volume: VolumeRow) -> dict:
     rows = volume.affine[:3]
     spacing = [math.sqrt(rows[0][c] * rows[0][c] + rows[1][c] * rows[1][c] + rows[2][c] * rows[2][c])
                for c in range(3)]  # column norms, without loading numpy for a listing
-    k, j, i = volume.shape
     return {
         "study_uid": volume.study_uid,
         "volume_id": volume.volume_id,
@@ -389,7 +389,7 @@ def series_summary(volume: VolumeRow) -> dict:
         "composed": volume.kind == VolumeKind.COMPOSED,
         "stations": volume.stations,
         "members": volume.members,
-        "shape": [i, j, k],
+        "shape": list(ijk_shape(volume.shape)),
         "spacing_mm": [round(float(s), 4) for s in spacing],
         "gaps": volume.gaps,
         "duplicate_slices": volume.duplicates,
@@ -441,7 +441,7 @@ def cmd_export_nifti(args) -> int:
                        "or relocate it if it moved)")
     audited_file_export(store, args.out, args.force, "export-nifti", f"volume:{volume.volume_id}",
                         lambda path: (write_nifti(volume, path), {"format": "nifti", "shape": list(volume.shape)}))
-    i, j, k = volume.shape[2], volume.shape[1], volume.shape[0]
+    i, j, k = ijk_shape(volume.shape)
     print(f"wrote {args.out} ({i} x {j} x {k} voxels, {volume.role}, {volume.header.kind})")
     return 0
 

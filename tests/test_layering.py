@@ -36,3 +36,34 @@ def test_the_check_sees_a_call_on_any_receiver(tmp_path):
     planted.write_text("def f(store, db, c):\n    store.db.execute('SELECT 1')\n    db.executemany('x', [])\n"
                        "    c.executescript('y')\n    c.execute_later()\n", encoding="utf-8")
     assert sql_calls(planted) == [2, 3, 4]
+
+
+#: The one module that says how planes lie in LPS (and how array, affine and command line order axes).
+AXES_MODULE = "cno_annotate/io/axes.py"
+PLANE_NAMES = {"axial", "coronal", "sagittal"}
+
+
+def plane_tables(path: Path) -> list[int]:
+    """Lines of ``path`` with a literal table of the three planes: a dict keyed by them, or a tuple/list of them."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Dict):
+            names = [k.value for k in node.keys if isinstance(k, ast.Constant)]
+        elif isinstance(node, ast.Tuple | ast.List):
+            names = [e.value for e in node.elts if isinstance(e, ast.Constant)]
+        else:
+            continue
+        if len(names) == 3 and set(names) == PLANE_NAMES:
+            lines.append(node.lineno)
+    return lines
+
+
+def test_the_plane_axis_table_is_written_once():
+    tables = {}
+    for path in sorted(p for package in PACKAGES for p in package.rglob("*.py")):
+        name = path.relative_to(REPO).as_posix()
+        if name != AXES_MODULE and plane_tables(path):
+            tables[name] = plane_tables(path)
+    assert tables == {}, f"plane tables outside {AXES_MODULE} (use PLANES / PLANE_SCREEN / PLANE_AXES there): {tables}"
+    assert plane_tables(REPO / AXES_MODULE)  # the check sees the table where it is

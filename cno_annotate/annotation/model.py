@@ -21,8 +21,8 @@ from enum import StrEnum
 
 import numpy as np
 
-#: LPS axis of the screen columns, rows and the normal of each plane.
-PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
+from cno_annotate.io.axes import PLANE_AXES
+
 DEFAULT_RADIUS_MM = 5.0
 CONFIDENCE = (1, 2, 3, 4, 5)
 

@@ -17,6 +17,7 @@ from cno_annotate.annotation.model import Read, UnitMark
 from cno_annotate.annotation.skeleton import Shape, Skeleton, load_skeleton
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.display.regions import body_extent
+from cno_annotate.io.axes import ijk_shape
 from cno_annotate.io.volume import Volume
 
 
@@ -134,7 +135,7 @@ def unit_target(volume: Volume, taxonomy: Taxonomy, unit_id: str, current_lps,
 def _clamped(volume: Volume, lps: np.ndarray) -> np.ndarray:
     """The point moved into the volume's index box, if it lies outside."""
     ijk = volume.lps_to_index(lps)
-    limits = np.array(volume.shape[::-1], dtype=float) - 1
+    limits = np.array(ijk_shape(volume.shape), dtype=float) - 1
     return volume.index_to_lps(np.clip(ijk, 0, limits))
 
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 
 from cno_annotate.display.session import ViewState
+from cno_annotate.io.axes import plane_normal
 
-_NORMAL = {"axial": 2, "coronal": 1, "sagittal": 0}
 #: A drag shorter than this (mm, larger in-plane half-size) is a click.
 MIN_DRAG_MM = 1.0
 
@@ -39,7 +39,7 @@ def polygon_extent(view: ViewState, points_lps) -> dict:
     if len(points) < 3:
         raise ValueError("a polygon extent needs at least three points")
     m = view.loaded()[1]
-    normal = _NORMAL[view.plane]
+    normal = plane_normal(view.plane)
     in_plane = [a for a in range(3) if a != normal]
     depth = max(min(float(np.ptp(points[:, a])) for a in in_plane) / 2, m.slice_mm / 2)
     centre = float(points[0, normal])
@@ -66,7 +66,7 @@ def gesture_lesion(view: ViewState, start: tuple[float, float], end: tuple[float
     row0, col0 = clip_to_image(view, *start)
     row1, col1 = clip_to_image(view, *end)
     a, b = abs(col1 - col0) * m.col_mm, abs(row1 - row0) * m.row_mm
-    normal = _NORMAL[view.plane]
+    normal = plane_normal(view.plane)
     if click or max(a, b) < MIN_DRAG_MM:
         return view.screen_to_lps(row0, col0), None
     if box:

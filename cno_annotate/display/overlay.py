@@ -15,10 +15,8 @@ import numpy as np
 
 from cno_annotate.annotation.model import DEFAULT_RADIUS_MM, extent_sizes
 from cno_annotate.display.planes import PlaneMapping, index_to_screen, screen_to_index
+from cno_annotate.io.axes import PLANE_AXES
 from cno_annotate.io.volume import apply_affine
-
-#: LPS axis of the screen's columns and rows, and the normal, per plane.
-_PLANE_AXES = {"axial": (0, 1, 2), "coronal": (0, 2, 1), "sagittal": (1, 2, 0)}
 
 
 @dataclass(frozen=True)
@@ -56,7 +54,7 @@ def markers_on_slice(
     slice's distance from the centre gives the drawn ellipse.
     """
     inverse = np.linalg.inv(affine)  # once per call, for every marker
-    col_axis, row_axis, normal_axis = _PLANE_AXES[mapping.plane]
+    col_axis, row_axis, normal_axis = PLANE_AXES[mapping.plane]
     out = []
     for marker in markers:
         ijk = apply_affine(inverse, np.array(marker.lps, float))
@@ -85,7 +83,7 @@ def _outline_on_slice(extent: dict | None, mapping: PlaneMapping, affine: np.nda
     """A polygon extent's vertices on this slice (image row, column), when the slice is of its plane and within it."""
     if not extent or extent.get("kind") != "polygon" or extent["plane"] != mapping.plane:
         return None
-    normal = _PLANE_AXES[mapping.plane][2]
+    normal = PLANE_AXES[mapping.plane][2]
     slice_lps = apply_affine(affine, screen_to_index(mapping, slice_index, 0.0, 0.0))
     low, high = extent["slice_range_mm"]
     if not min(low, high) - mapping.slice_mm / 2 <= slice_lps[normal] <= max(low, high) + mapping.slice_mm / 2:

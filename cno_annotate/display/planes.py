@@ -20,16 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-PLANES = ("coronal", "axial", "sagittal")
+from cno_annotate.io.axes import PLANE_SCREEN, PLANES
 
-#: For each plane: (LPS axis, sign) that runs right on screen, that runs down
-#: on screen, and the plane's normal axis. LPS axes: 0 = x (to the patient's
-#: left), 1 = y (posterior), 2 = z (superior).
-_SCREEN = {
-    "axial": ((0, +1), (1, +1), 2),
-    "coronal": ((0, +1), (2, -1), 1),
-    "sagittal": ((1, +1), (2, -1), 0),
-}
 _LETTERS = {(0, +1): "L", (0, -1): "R", (1, +1): "P", (1, -1): "A", (2, +1): "S", (2, -1): "I"}
 
 
@@ -84,9 +76,9 @@ def plane_mapping(affine: np.ndarray, shape: tuple[int, int, int], plane: str) -
     ValueError
         For an unknown plane name.
     """
-    if plane not in _SCREEN:
+    if plane not in PLANE_SCREEN:
         raise ValueError(f"unknown plane {plane!r}; expected one of {', '.join(PLANES)}")
-    (x_axis, x_sign), (y_axis, y_sign), normal = _SCREEN[plane]
+    (x_axis, x_sign), (y_axis, y_sign), normal = PLANE_SCREEN[plane]
     corr = axis_correspondence(affine)
     spacing = np.linalg.norm(np.asarray(affine)[:3, :3], axis=0)  # by index axis i, j, k
     col_axis, col_sign = corr[x_axis]

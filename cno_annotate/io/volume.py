@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from cno_annotate.io.axes import plane_across
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import SequenceRole
 
@@ -241,7 +242,7 @@ def orientation_name(normal: np.ndarray) -> str:
     axis = int(np.argmax(normal))
     if normal[axis] < _OBLIQUE_COSINE * np.linalg.norm(normal):
         return "oblique"
-    return ("sagittal", "coronal", "axial")[axis]
+    return plane_across(axis)
 
 
 def is_valid_orientation(orientation: np.ndarray, tol: float = 1e-3) -> bool:
