@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import random
 import unicodedata
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.documents import document_of, read_document
-from cno_annotate.annotation.model import ReadingRole
+from cno_annotate.annotation.model import Read, ReadingRole, ReadStatus
 from cno_annotate.annotation.reads import list_reads, load_read, stored_reading_time
 from cno_annotate.annotation.scheme import load_scheme
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS
@@ -390,6 +391,21 @@ def limited_login(store: Store) -> str | None:
     return postgres.limited_login(connection) if connection is not None else None
 
 
+def next_unsubmitted(entries: Sequence[Mapping], current: str | None) -> str | None:
+    """The reading code to open after ``current``: the next case of the worklist not submitted.
+
+    ``entries`` are worklist entries in the reader's order (``reading_code``, ``status``).
+    The search starts after the open case and wraps round to the top; the open case
+    itself is never "next". None when every other case is submitted.
+    """
+    codes = [e["reading_code"] for e in entries]
+    start = codes.index(current) + 1 if current in codes else 0
+    for entry in [*entries[start:], *entries[:start]]:
+        if entry["status"] != ReadStatus.SUBMITTED and entry["reading_code"] != current:
+            return entry["reading_code"]
+    return None
+
+
 def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
     """What the study's settings let a reader know about a case besides its code."""
     out: dict = {}
@@ -517,15 +533,22 @@ def _blind_lesion(name: str, lesion):
     return dataclasses.replace(lesion, series_uid=pseudonymous_series_uid(name, lesion.series_uid))
 
 
-def adjudication_view(store: Store, name: str, code: str, adjudicator: str) -> list[dict]:
-    """The readers' submitted reads of a case, side by side (adjudicators only)."""
+def adjudication_reads(store: Store, name: str, code: str, adjudicator: str) -> list[Read]:
+    """The readers' submitted reads of a case (latest versions), for its adjudicator only.
+
+    Raises
+    ------
+    CnoError
+        If ``adjudicator`` is not an adjudicator of the reading study.
+    """
     if role_of(store, name, adjudicator) != "adjudicator":
         raise CnoError(f"{adjudicator!r} is not an adjudicator of {name!r}")
     uid = study_uid_of(store, name, code)
-    out = []
-    for row in list_reads(store, study_uid=uid, reading_study=name, latest_only=True):
-        if row["role"] == "reader" and row["status"] == "submitted":
-            document = read_document(load_read(store, row["read_id"]))
-            document["study_uid"] = code
-            out.append(document)
-    return out
+    return [load_read(store, row["read_id"])
+            for row in list_reads(store, study_uid=uid, reading_study=name, latest_only=True)
+            if row["role"] == "reader" and row["status"] == "submitted"]
+
+
+def adjudication_view(store: Store, name: str, code: str, adjudicator: str) -> list[dict]:
+    """The readers' submitted reads of a case, side by side, as documents naming the case by its code."""
+    return [{**read_document(read), "study_uid": code} for read in adjudication_reads(store, name, code, adjudicator)]

@@ -31,13 +31,12 @@ from PySide6.QtWidgets import (
 from cno_annotate import followup
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.model import FollowupStatus
+from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.display.catalog import default_pair, series_choices
-from cno_annotate.display.overlay import Marker, extent_radii
+from cno_annotate.display.overlay import ghost_markers, prior_markers
 from cno_annotate.display.session import CURRENT, PRIOR, UNREGISTERED, VIEW_NAMES
 from cno_annotate.errors import CnoError
 
-GHOST = "#ffb000"
-PRIOR_LESION = "#c08bff"
 #: 1 mm nudges: Alt + arrow keys move along the current study's x (left-right) and z (head-feet), PageUp/Down y.
 NUDGES = {"Alt+Left": (-1.0, 0.0, 0.0), "Alt+Right": (1.0, 0.0, 0.0), "Alt+Up": (0.0, 0.0, 1.0),
           "Alt+Down": (0.0, 0.0, -1.0), "Alt+PgUp": (0.0, -1.0, 0.0), "Alt+PgDown": (0.0, 1.0, 0.0)}
@@ -378,9 +377,7 @@ class Comparison(QObject):
         prior_read = followup.prior_read_of(w.store, self.prior.study_uid, w.reader, w.reading_study) \
             if self.prior else None
         if prior_read is not None:
-            w.session.set_prior_markers([
-                Marker(l.position, extent_radii(l.extent), f"{l.lesion_id} {l.site_id or ''}", PRIOR_LESION, False,
-                       f"prior:{l.tracking_uid}") for l in prior_read.lesions])
+            w.session.set_prior_markers(prior_markers(prior_read.lesions, load_taxonomy(prior_read.taxonomy)))
         allowed = w.reading_study is None or rs.get(w.store, w.reading_study).design == \
             rs.ReadingDesign.PAIRED_CHRONOLOGICAL
         if prior_read is None or not allowed or w.read_session is None:
@@ -418,8 +415,7 @@ class Comparison(QObject):
         self.counts.setText(f"persisting {counts['persisting']}, resolved {counts['resolved']}, not assessable "
                             f"{counts['not_assessable']}, unconfirmed {counts['unconfirmed']}; new {counts['new']}")
         self._ghosts_shown = True
-        self.w.set_markers([Marker(g.position, extent_radii(g.prior.extent), f"{g.label} ?", GHOST, False,
-                                   f"ghost:{g.tracking_uid}") for g in ghosts if g.status is None])
+        self.w.set_markers(ghost_markers(ghosts, load_taxonomy(self.carry.prior.taxonomy)))
 
     def selected_ghost(self) -> str | None:
         """The tracking UID of the prior lesion chosen in the list."""

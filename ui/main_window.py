@@ -46,13 +46,14 @@ from PySide6.QtWidgets import (
 )
 
 from cno_annotate import reading_study as rs
+from cno_annotate.annotation.documents import read_document
 from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS, ActiveTimer
 from cno_annotate.display.catalog import default_pair, series_choices
-from cno_annotate.display.checklist import propose_site, unit_states, unit_target
-from cno_annotate.display.marking import polygon_extent
-from cno_annotate.display.overlay import Marker, extent_radii, marker_outline
+from cno_annotate.display.checklist import unit_states, unit_target
+from cno_annotate.display.marking import click_placement, polygon_extent
+from cno_annotate.display.overlay import READER_COLOURS, Marker, read_markers, reader_markers
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
 from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
@@ -74,8 +75,6 @@ CHECKLIST_WIDTH = 210
 TIME_SAVE_MS = 20000
 #: Inputs that make the reader active (the reading timer counts).
 ACTIVITY_EVENTS = (QEvent.KeyPress, QEvent.MouseButtonPress, QEvent.Wheel, QEvent.MouseMove)
-#: The selected lesion's marker: magenta, unlike the yellow crosshair and every other marker.
-SELECTED = "#ff3cf0"
 ROW_START = "cno_row_start"  # a toolbar action's property: its group starts a row of the toolbar
 SEPARATOR_WIDTH = 7  # a toolbar separator and the spacing beside it, in pixels
 
@@ -835,13 +834,13 @@ class MainWindow(QMainWindow):
 
     def open_next_case(self) -> bool:
         """Open the next case of the worklist not yet submitted; False (and a message) when there is none."""
-        rows = [self.study_list.item(n) for n in range(self.study_list.count())]
-        codes = [r.data(Qt.UserRole) for r in rows]
-        start = codes.index(self.current_code) + 1 if self.current_code in codes else 0
-        for item in rows[start:] + rows[:start]:
-            if item.data(Qt.UserRole + 1) != "submitted" and item.data(Qt.UserRole) != self.current_code:
-                self.study_list.setCurrentItem(item)
-                return True
+        rows = {self.study_list.item(n).data(Qt.UserRole): self.study_list.item(n)
+                for n in range(self.study_list.count())}
+        entries = [{"reading_code": code, "status": item.data(Qt.UserRole + 1)} for code, item in rows.items()]
+        code = rs.next_unsubmitted(entries, self.current_code)
+        if code is not None:
+            self.study_list.setCurrentItem(rows[code])
+            return True
         self.statusBar().showMessage("Every case of your worklist is submitted", 10000)
         return False
 
@@ -1003,20 +1002,13 @@ class MainWindow(QMainWindow):
             lines.append(f"Patient {details['patient_code']}, timepoint {details['timepoint']} of {details['timepoints']}")
         self.extra_markers = []
         if self.role == "adjudicator":
-            colours = ["#7dff7a", "#ffb14d", "#b48cff", "#c8c8ff"]
-            for n, read in enumerate(rs.adjudication_view(self.store, self.reading_study, self.current_code, self.reader)):
-                colour = colours[n % len(colours)]
-                lines.append(f"<span style='color:{colour}'>{html.escape(read['reader'])}</span>: "
-                             f"total {read['scores']['total']}, "
-                             f"{len(read['lesions'])} lesions")
-                for lesion in read["lesions"]:
-                    site = lesion["site"]["label"] if lesion["site"] else "no site"
-                    side = lesion["laterality"]["side"] if lesion["laterality"] else ""
-                    markers_label = f"{read['reader']} {lesion['lesion_id']} {site} {side}".strip()
-                    self.extra_markers.append(Marker(tuple(lesion["position"]["lps_mm"]),
-                                                     extent_radii(lesion.get("extent")), markers_label, colour,
-                                                     False, f"{read['reader']}/{lesion['lesion_id']}",
-                                                     marker_outline(lesion.get("extent"))))
+            reads = rs.adjudication_reads(self.store, self.reading_study, self.current_code, self.reader)
+            for n, read in enumerate(reads):
+                colour = READER_COLOURS[n % len(READER_COLOURS)]  # as reader_markers colours their markers
+                total = read_document(read)["scores"]["total"]
+                lines.append(f"<span style='color:{colour}'>{html.escape(read.reader)}</span>: "
+                             f"total {total}, {len(read.lesions)} lesions")
+            self.extra_markers = reader_markers(reads)
         self.case_info.setText("<br>".join(lines))
 
     def set_markers(self, markers: list[Marker]) -> None:
@@ -1027,14 +1019,8 @@ class MainWindow(QMainWindow):
     def _refresh_markers(self) -> None:
         markers = list(self.extra_markers)
         if self.read_session is not None:
-            taxonomy = self.read_session.taxonomy
-            for lesion in self.read_session.read.lesions:
-                site = taxonomy.site(lesion.site_id).label if lesion.site_id else "no site"
-                selected = lesion.lesion_id == self.lesion_panel.selected
-                colour = SELECTED if selected else ("#ff5a5a" if lesion.site_id is None else "#3ec8ff")
-                label = f"{lesion.lesion_id} {site}{' ' + lesion.side if lesion.side else ''}"
-                markers.append(Marker(lesion.position, extent_radii(lesion.extent), label, colour, selected,
-                                      lesion.lesion_id, marker_outline(lesion.extent)))
+            markers += read_markers(self.read_session.read.lesions, self.read_session.taxonomy,
+                                    self.lesion_panel.selected)
         self.session.set_markers(markers)
         rois = self.read_session.read.rois if self.read_session is not None else []
         self.session.set_rois(rois, self._roi_titles(), self.session.selected_roi)
@@ -1275,18 +1261,17 @@ class MainWindow(QMainWindow):
         if self.read_session is None or not view.ready:
             self.statusBar().showMessage("Open a study before marking lesions", 10000)
             return
-        side = self.read_session.taxonomy.propose_side(float(centre[0]))
-        voxel = view.volume.lps_to_index(centre)
+        placed = click_placement(view.volume, self.read_session.taxonomy, centre)
         try:
-            lesion_id = self.read_session.add_lesion(centre, view.volume.volume_id, voxel, side=side, extent=extent)
+            lesion_id = self.read_session.add_lesion(centre, placed.volume_id, placed.voxel, side=placed.side,
+                                                     extent=extent)
         except CnoError as exc:
             self.statusBar().showMessage(str(exc), 10000)
             return
         if not self.sticky_action.isChecked():
             self.mark_action.setChecked(False)  # one lesion per M unless marking is kept on
         self.lesion_panel.select(lesion_id, focus_site=True)
-        site, _ = propose_site(view.volume, self.read_session.taxonomy, centre)
-        self.lesion_panel.propose_site(site)  # Enter takes the bone under the click; typing searches
+        self.lesion_panel.propose_site(placed.site_id)  # Enter takes the bone under the click; typing searches
 
     def _marker_clicked(self, key: str) -> None:
         """A click on a marker selects its lesion (markers of other readers only move the crosshair)."""

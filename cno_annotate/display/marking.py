@@ -9,10 +9,15 @@ slices is the narrower in-plane half-size, on both sides of the slice.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from cno_annotate.annotation.taxonomy import Taxonomy
+from cno_annotate.display.checklist import propose_site
 from cno_annotate.display.session import ViewState
 from cno_annotate.io.axes import plane_normal
+from cno_annotate.io.volume import Volume
 
 #: A drag shorter than this (mm, larger in-plane half-size) is a click.
 MIN_DRAG_MM = 1.0
@@ -83,3 +88,21 @@ def gesture_lesion(view: ViewState, start: tuple[float, float], end: tuple[float
     extent = {"kind": "ellipse", "plane": view.plane, "radii_mm": [round(a, 2), round(b, 2)],
               "slice_range_mm": [round(float(centre[normal] - depth), 2), round(float(centre[normal] + depth), 2)]}
     return centre, extent
+
+
+@dataclass(frozen=True)
+class ClickPlacement:
+    """Where a lesion placed by a click or drag lies: in the volume clicked, and in the body."""
+
+    volume_id: str
+    voxel: tuple[float, float, float]  # fractional (i, j, k) in that volume
+    side: str | None  # of the body, from the LPS x of the point (None near the midline)
+    site_id: str  # the site proposed for the reader to confirm (nearest on the fitted schematic)
+
+
+def click_placement(volume: Volume, taxonomy: Taxonomy, centre) -> ClickPlacement:
+    """The volume, voxel, side and proposed site of a lesion placed at ``centre`` (LPS mm) on ``volume``."""
+    point = np.asarray(centre, dtype=float)
+    voxel = tuple(float(v) for v in volume.lps_to_index(point))
+    site, _ = propose_site(volume, taxonomy, point)
+    return ClickPlacement(volume.volume_id, voxel, taxonomy.propose_side(float(point[0])), site)  # type: ignore[arg-type]

@@ -9,14 +9,30 @@ shows on every plane and every view it intersects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cno_annotate.annotation.model import DEFAULT_RADIUS_MM, extent_sizes
+from cno_annotate.annotation.model import DEFAULT_RADIUS_MM, Lesion, Read, extent_sizes
+from cno_annotate.annotation.taxonomy import Taxonomy, load_taxonomy
 from cno_annotate.display.planes import PlaneMapping, index_to_screen, screen_to_index
 from cno_annotate.io.axes import PLANE_AXES
 from cno_annotate.io.volume import apply_affine
+
+if TYPE_CHECKING:
+    from cno_annotate.followup import Ghost
+
+#: Marker colours, chosen to stand out on a grey-scale image and from each other: the open read's
+#: lesions, one without a site yet, the selected one; other readers' reads shown to an adjudicator
+#: (each reader's read its colour, in turn); the prior study's lesions; prior lesions carried forward.
+LESION_COLOUR = "#3ec8ff"
+UNPLACED_COLOUR = "#ff5a5a"
+SELECTED_COLOUR = "#ff3cf0"
+READER_COLOURS = ("#7dff7a", "#ffb14d", "#b48cff", "#c8c8ff")
+PRIOR_COLOUR = "#c08bff"
+GHOST_COLOUR = "#ffb000"
 
 
 @dataclass(frozen=True)
@@ -127,3 +143,48 @@ def marker_at(cuts: list[ScreenMarker], row: float, col: float, mapping: PlaneMa
             if distance < best_distance:
                 best, best_distance = cut, distance
     return best
+
+
+def lesion_label(lesion: Lesion, taxonomy: Taxonomy) -> str:
+    """A lesion as its marker names it: id, site label (or "no site") and side ("L2 Distal femur L")."""
+    site = taxonomy.site(lesion.site_id).label if lesion.site_id else "no site"
+    return f"{lesion.lesion_id} {site}{' ' + lesion.side if lesion.side else ''}"
+
+
+def lesion_marker(lesion: Lesion, label: str, colour: str, key: str, *, selected: bool = False,
+                  position: tuple[float, float, float] | None = None) -> Marker:
+    """The marker of a lesion: its position (or ``position``), the ellipsoid and outline of its extent."""
+    return Marker(tuple(position or lesion.position), extent_radii(lesion.extent), label,  # type: ignore[arg-type]
+                  colour, selected, key, marker_outline(lesion.extent))
+
+
+def read_markers(lesions: Iterable[Lesion], taxonomy: Taxonomy, selected: str | None = None) -> list[Marker]:
+    """Markers of the open read's lesions, keyed by lesion id; ``selected`` is the chosen lesion's id."""
+    out = []
+    for lesion in lesions:
+        chosen = lesion.lesion_id == selected
+        colour = SELECTED_COLOUR if chosen else (UNPLACED_COLOUR if lesion.site_id is None else LESION_COLOUR)
+        out.append(lesion_marker(lesion, lesion_label(lesion, taxonomy), colour, lesion.lesion_id, selected=chosen))
+    return out
+
+
+def reader_markers(reads: Iterable[Read]) -> list[Marker]:
+    """Markers of other readers' reads (an adjudicator's view): each read in its colour, labels led by the reader."""
+    out = []
+    for n, read in enumerate(reads):
+        taxonomy, colour = load_taxonomy(read.taxonomy), READER_COLOURS[n % len(READER_COLOURS)]
+        out += [lesion_marker(lesion, f"{read.reader} {lesion_label(lesion, taxonomy)}", colour,
+                              f"{read.reader}/{lesion.lesion_id}") for lesion in read.lesions]
+    return out
+
+
+def prior_markers(lesions: Iterable[Lesion], taxonomy: Taxonomy) -> list[Marker]:
+    """Markers of the prior study's read, on the prior study, keyed ``prior:<tracking UID>``."""
+    return [lesion_marker(lesion, lesion_label(lesion, taxonomy), PRIOR_COLOUR, f"prior:{lesion.tracking_uid}")
+            for lesion in lesions]
+
+
+def ghost_markers(ghosts: Iterable[Ghost], taxonomy: Taxonomy) -> list[Marker]:
+    """Markers of prior lesions not yet confirmed on the current study, where the registration maps them."""
+    return [lesion_marker(g.prior, f"prior {lesion_label(g.prior, taxonomy)} ?", GHOST_COLOUR,
+                          f"ghost:{g.tracking_uid}", position=g.position) for g in ghosts if g.status is None]
