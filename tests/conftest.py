@@ -182,6 +182,46 @@ def pg_database(pg_server, pg_template):
     return make
 
 
+#: The reading study every PostgreSQL test of several sessions works on (see ``trial_database``).
+TRIAL_READERS = ("dr-a", "dr-b")
+TRIAL_ADJUDICATOR = "dr-adj"
+
+
+@pytest.fixture(scope="session")
+def trial_template(pg_server, pg_template, tmp_path_factory) -> str:
+    """A template database, built once per session: reading study 'trial' on three imported studies, assigned
+    to readers dr-a and dr-b and adjudicator dr-adj (seed 7), with their server logins granted."""
+    from cno_annotate import reading_study as rs
+    from tests.cli_run import run_cli
+
+    studies = tmp_path_factory.mktemp("trial-studies")
+    for seed in range(3):
+        generate_study(studies / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=40 + seed))
+    url = pg_server.create_database("trial_template")
+    store = Store.open(url)
+    import_paths(store, [studies])
+    rs.create(store, "trial", seed=7)
+    rs.add_cases(store, "trial", sorted(store.study_uids()))
+    rs.add_readers(store, "trial", list(TRIAL_READERS))
+    rs.add_readers(store, "trial", [TRIAL_ADJUDICATOR], role="adjudicator")
+    rs.assign(store, "trial")
+    store.close()
+    for flag, login in [("--reader", r) for r in TRIAL_READERS] + [("--adjudicator", TRIAL_ADJUDICATOR)]:
+        code, out = run_cli("store", "grant", flag, login, "--store", url)
+        assert code == 0, out
+        if "password (shown once): " in out:  # roles belong to the server: made once per session
+            pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
+    return "trial_template"
+
+
+@pytest.fixture
+def trial_database(pg_server, pg_database, trial_template):
+    """``trial_database(login)`` -> the URL of this test's own copy of the trial database, as that login
+    (the owner by default)."""
+    database = pg_database(trial_template).rsplit("/", 1)[1]
+    return lambda login="cno_owner": pg_server.plain_url(database, user=login)
+
+
 @pytest.fixture
 def copy_tree(tmp_path):
     """Copy a folder into the test's temporary folder."""

@@ -1,6 +1,7 @@
 """The shared store on a real PostgreSQL server: access by database role, the append-only audit, killed sessions.
 
-One server for the session (conftest.pg_server); a reading study is built once into a template database
+One server for the session (conftest.pg_server); the reading study is built once into a template database
+(conftest.trial_template, shared with the other server tests)
 and each test works on its own copy. Readers' connections are tried with raw SQL: the server, not the
 program, must refuse.
 """
@@ -16,49 +17,21 @@ import pytest
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
 from cno_annotate.errors import CnoError, ReadConflict, StoreWriteError
-from cno_annotate.importer import import_paths
-from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import PgConnection
 from tests.cli_run import run_cli
-
-READERS = ("dr-a", "dr-b")
-ADJUDICATOR = "dr-adj"
-
-
-
-@pytest.fixture(scope="module")
-def trial_template(pg_server, pg_template, tmp_path_factory) -> str:
-    """A database holding two imported studies in reading study 'trial' (2 readers, 1 adjudicator), logins granted."""
-    studies = tmp_path_factory.mktemp("pg-studies")
-    for seed in range(2):
-        generate_study(studies / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=40 + seed))
-    url = pg_server.create_database("trial_template")
-    store = Store.open(url)
-    import_paths(store, [studies])
-    rs.create(store, "trial", seed=7)
-    rs.add_cases(store, "trial", sorted(store.study_uids()))
-    rs.add_readers(store, "trial", list(READERS))
-    rs.add_readers(store, "trial", [ADJUDICATOR], role="adjudicator")
-    rs.assign(store, "trial")
-    store.close()
-    for flag, login in [("--reader", r) for r in READERS] + [("--adjudicator", ADJUDICATOR)]:
-        code, out = run_cli("store", "grant", flag, login, "--store", url)
-        assert code == 0, out
-        if "password (shown once): " in out:  # roles belong to the server: made once per session
-            pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
-    return "trial_template"
+from tests.conftest import TRIAL_ADJUDICATOR as ADJUDICATOR
 
 
 @pytest.fixture
-def trial(pg_server, pg_database, trial_template):
-    """``trial(login)`` -> a Store on this test's copy of the trial database, as that login (owner by default)."""
-    database = pg_database(trial_template).rsplit("/", 1)[1]
+def trial(trial_database):
+    """``trial(login)`` -> a Store on this test's copy of the trial database (conftest), as that login (owner by
+    default)."""
     opened: list[Store] = []
 
     def open_as(login: str = "cno_owner", **options) -> Store:
-        opened.append(Store.open(pg_server.plain_url(database, user=login), **options))
+        opened.append(Store.open(trial_database(login), **options))
         return opened[-1]
 
     yield open_as
@@ -374,10 +347,10 @@ def test_a_reader_sees_patient_and_timepoint_of_cases_only_as_the_design_allows(
             reader.execute(sql)
     seen = reader.execute("SELECT patient_code, timepoint FROM rs_cases_seen").fetchall()
     reader.close()
-    assert len(seen) == 2
+    assert len(seen) == len(rs.cases(trial(), "trial"))
     assert all((row[0] is not None) == sees_patient and (row[1] is not None) == sees_timepoint for row in seen)
     store = trial("dr-a")
     entries = rs.worklist(store, "trial", "dr-a")  # the program's reader paths still work
-    assert [e.get("patient_code") is not None for e in entries] == [sees_patient] * 2
-    assert rs.comparison_cases(store, "trial", entries[0]["reading_code"]) == []  # two patients, one visit each
+    assert [e.get("patient_code") is not None for e in entries] == [sees_patient] * len(seen)
+    assert rs.comparison_cases(store, "trial", entries[0]["reading_code"]) == []  # each patient one visit
     assert rs.study_uid_of(store, "trial", entries[0]["reading_code"])
