@@ -67,3 +67,37 @@ def test_the_plane_axis_table_is_written_once():
             tables[name] = plane_tables(path)
     assert tables == {}, f"plane tables outside {AXES_MODULE} (use PLANES / PLANE_SCREEN / PLANE_AXES there): {tables}"
     assert plane_tables(REPO / AXES_MODULE)  # the check sees the table where it is
+
+
+def string_event_checks(path: Path) -> list[int]:
+    """Lines of ``path`` that compare a view event (a name ``what``) with a string instead of a ViewChange member."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare) and isinstance(node.left, ast.Name) and node.left.id == "what":
+            for right in node.comparators:
+                items = right.elts if isinstance(right, ast.Tuple | ast.List | ast.Set) else [right]
+                if any(isinstance(item, ast.Constant) and isinstance(item.value, str) for item in items):
+                    lines.append(node.lineno)
+    return lines
+
+
+def test_widgets_observe_typed_view_events():
+    """The session says what changed with ViewChange members; a widget that compares strings would miss a rename."""
+    found = {p.relative_to(REPO).as_posix(): string_event_checks(p) for p in sorted((REPO / "ui").rglob("*.py"))}
+    assert {name: lines for name, lines in found.items() if lines} == {}
+
+
+def test_reports_and_the_viewer_logic_do_not_depend_on_the_sample_generator():
+    """The skeleton map and the bone-unit checklist draw the schematic skeleton kept as data, not the phantom."""
+    import subprocess
+    import sys
+
+    script = ("import sys\n"
+              "import cno_annotate.analysis.report, cno_annotate.analysis.figures, cno_annotate.display.checklist\n"
+              "import cno_annotate.display.overlay, cno_annotate.display.marking, cno_annotate.annotation.skeleton\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[-1] in "
+              "('phantom', 'sample', 'sample_lesions', 'sample_visits')))\n")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

@@ -34,7 +34,7 @@ from cno_annotate.annotation.model import FollowupStatus
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.display.overlay import ghost_markers, prior_markers
-from cno_annotate.display.session import CURRENT, PRIOR, UNREGISTERED, VIEW_NAMES
+from cno_annotate.display.session import CURRENT, PRIOR, UNREGISTERED, VIEW_NAMES, ViewChange
 from cno_annotate.errors import CnoError
 
 #: 1 mm nudges: Alt + arrow keys move along the current study's x (left-right) and z (head-feet), PageUp/Down y.
@@ -353,7 +353,7 @@ class Comparison(QObject):
             self._refresh_ghosts()
 
     def _session_changed(self, name, what) -> None:
-        if self.active and what in ("point", "transform") and self.state == "registered":
+        if self.active and what in (ViewChange.POINT, ViewChange.TRANSFORM) and self.state == "registered":
             self._show_region(None)
 
     def _show_region(self, text: str | None) -> None:

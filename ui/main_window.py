@@ -56,7 +56,7 @@ from cno_annotate.display.marking import click_placement, polygon_extent
 from cno_annotate.display.overlay import READER_COLOURS, Marker, read_markers, reader_markers
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
-from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewerSession
+from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewChange, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import SequenceRole
 from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
@@ -192,14 +192,14 @@ class ViewPanel(QWidget):
     def _sync(self, name, what) -> None:
         """Show the session's plane and presets in the selectors."""
         state = self.session.views[self.name]
-        if what in ("plane", "volume") and (name is None or name == self.name):
+        if what in (ViewChange.PLANE, ViewChange.VOLUME) and (name is None or name == self.name):
             self.plane.blockSignals(True)
             self.plane.setCurrentIndex(PLANES.index(state.plane))
             self.plane.blockSignals(False)
-        if what == "volume" and name == self.name:
+        if what == ViewChange.VOLUME and name == self.name:
             self.preset.clear()
             self.preset.addItems(list(state.presets))
-        if what in ("window", "volume") and (name is None or name == self.name):
+        if what in (ViewChange.WINDOW, ViewChange.VOLUME) and (name is None or name == self.name):
             self._show_preset(state.preset_name)
 
     def _show_preset(self, preset: str | None) -> None:
@@ -1359,7 +1359,7 @@ class MainWindow(QMainWindow):
         self.position_label.setText("   |   ".join(parts))
 
     def _on_session_changed(self, name, what) -> None:
-        if what in ("point", "volume", "plane"):
+        if what in (ViewChange.POINT, ViewChange.VOLUME, ViewChange.PLANE):
             self._show_position(None)
 
     # -- layouts ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from cno_annotate.display.labels import BLOCK_SIDES, MARKER_SIDES, Box, LabelReq
 from cno_annotate.display.marking import clip_to_image, gesture_lesion
 from cno_annotate.display.measure import ScreenRoi
 from cno_annotate.display.overlay import ScreenMarker, marker_at
-from cno_annotate.display.session import ViewerSession, ViewState
+from cno_annotate.display.session import ViewChange, ViewerSession, ViewState
 from cno_annotate.display.windowing import Window, Windowing
 
 CROSSHAIR = QColor(255, 220, 0, 170)
@@ -607,7 +607,7 @@ class SliceView(QWidget):
     # -- events ----------------------------------------------------------------
     def _on_session_changed(self, name, what) -> None:
         if name is None or name == self.name:
-            if what == "volume":
+            if what == ViewChange.VOLUME:
                 self._image_key = None
             self.update()
 
