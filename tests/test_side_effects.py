@@ -38,3 +38,21 @@ def test_header_value_memo_lives_only_as_long_as_an_import(sample_store):
     with dicom_index.header_value_cache():
         assert dicom_index._converted is not None
     assert dicom_index._converted is None
+
+
+def test_header_value_memo_never_holds_more_than_its_limit(small_study):
+    """A long import cannot grow the memo without bound; values stay exactly what pydicom converts."""
+    import pydicom
+
+    keywords = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "ImagePositionPatient",
+                "ImageOrientationPatient", "PixelSpacing", "SliceThickness", "Rows", "Columns", "SeriesDescription")
+    files = sorted(p for p in small_study.rglob("*") if p.is_file() and p.suffix != ".json")[:12]
+    with dicom_index.header_value_cache(limit=7):
+        memo = dicom_index._converted
+        assert memo is not None
+        for path in files:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            for keyword in keywords:
+                assert dicom_index._get(ds, keyword) == pydicom.dcmread(path, stop_before_pixels=True).get(keyword)
+                assert len(memo.values) <= 7
+        assert memo.values  # it did memoise
