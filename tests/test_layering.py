@@ -101,3 +101,24 @@ def test_reports_and_the_viewer_logic_do_not_depend_on_the_sample_generator():
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def enum_value_comparisons(path: Path, values: set[str]) -> list[int]:
+    """Lines of ``path`` comparing something with a string that is an enumeration's value (use the member)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    lines = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            for side in (node.left, *node.comparators):
+                items = side.elts if isinstance(side, ast.Tuple | ast.List | ast.Set) else [side]
+                if any(isinstance(item, ast.Constant) and item.value in values for item in items):
+                    lines.append(node.lineno)
+    return lines
+
+
+def test_widgets_compare_read_states_and_roles_with_their_enumerations():
+    from cno_annotate.annotation.model import ReadingRole, ReadStatus, UnitMark
+
+    values = {str(member) for enum in (ReadStatus, UnitMark, ReadingRole) for member in enum}
+    found = {p.relative_to(REPO).as_posix(): enum_value_comparisons(p, values) for p in sorted((REPO / "ui").rglob("*.py"))}
+    assert {name: lines for name, lines in found.items() if lines} == {}

@@ -227,15 +227,6 @@ def test_qt_binding_keeps_references_to_none():
     assert before - sys.getrefcount(None) < 100
 
 
-def test_help_lists_every_action():
-    from cno_annotate_ui.help import SHORTCUTS, help_html
-
-    html = help_html()
-    for _, rows in SHORTCUTS:
-        for key, action in rows:
-            assert key in html and action in html
-
-
 def test_real_x11_window_under_xvfb(tmp_path):
     """The viewer in a real X window (Xvfb), not only offscreen."""
     if shutil.which("xvfb-run") is None:

@@ -13,6 +13,7 @@ from PySide6.QtCore import QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QTransform
 from PySide6.QtWidgets import QMenu, QSizePolicy, QToolTip, QWidget
 
+from cno_annotate.annotation.model import UnitMark
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.display.checklist import STATE_LABELS, UnitShape, UnitState, shape_bounds, unit_shapes
 
@@ -183,7 +184,7 @@ class SkeletonChecklist(QWidget):
     def _menu(self, unit: str, where) -> None:
         menu = QMenu(self)
         menu.addSection(unit_label(self.taxonomy, unit))
-        for text, mark in (("No lesion", "no_lesion"), ("Not assessable", "not_assessable"), ("Clear mark", "")):
+        for text, mark in (("No lesion", UnitMark.NO_LESION), ("Not assessable", UnitMark.NOT_ASSESSABLE), ("Clear mark", "")):
             menu.addAction(text, lambda m=mark: self.mark_requested.emit(unit, m))
         menu.exec(where)
 

@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from cno_annotate.annotation.model import ReadStatus
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Item
 from cno_annotate.annotation.scoring import NO_LESION, UNIT_NOT_ASSESSABLE
@@ -338,7 +339,7 @@ class LesionPanel(QWidget):
         enabled = session is not None and session.editable
         for widget in (self.editor, self.units_box, self.submit_button):
             widget.setEnabled(enabled)
-        self.version_button.setVisible(session is not None and session.read.status == "submitted"
+        self.version_button.setVisible(session is not None and session.read.status == ReadStatus.SUBMITTED
                                        and not session.store.read_only)
         if session is None:
             self.header.setText("No read open")

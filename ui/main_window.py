@@ -47,6 +47,7 @@ from PySide6.QtWidgets import (
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.documents import read_document
+from cno_annotate.annotation.model import ReadingRole
 from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS, ActiveTimer
@@ -239,7 +240,7 @@ class MainWindow(QMainWindow):
         self.store = Store.open(self.store_root, busy_timeout=INTERACTIVE_BUSY_TIMEOUT)  # never freeze on a lock
         self.reader = reader or default_reader()
         self.reading_study = reading_study  # reader mode: blinded, reading codes only
-        self.role = rs.role_of(self.store, reading_study, self.reader) if reading_study else "reader"
+        self.role = rs.role_of(self.store, reading_study, self.reader) if reading_study else ReadingRole.READER
         self.current_code: str | None = None
         self.read_session: ReadSession | None = None
         self.extra_markers: list[Marker] = []
@@ -1001,7 +1002,7 @@ class MainWindow(QMainWindow):
         if "timepoint" in details:
             lines.append(f"Patient {details['patient_code']}, timepoint {details['timepoint']} of {details['timepoints']}")
         self.extra_markers = []
-        if self.role == "adjudicator":
+        if self.role == ReadingRole.ADJUDICATOR:
             reads = rs.adjudication_reads(self.store, self.reading_study, self.current_code, self.reader)
             for n, read in enumerate(reads):
                 colour = READER_COLOURS[n % len(READER_COLOURS)]  # as reader_markers colours their markers
