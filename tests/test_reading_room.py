@@ -165,10 +165,11 @@ def test_labels_never_cover_another_label_another_roi_or_another_lesion(open_vie
     other lesion's marker and ROI, and of the view's corner texts; in the grabbed pixels no label's box holds
     another label's or outline's colour.
     """
-    from cno_annotate_ui.main_window import SELECTED
     from cno_annotate_ui.slice_view import ROI_COLOURS
     from PySide6.QtCore import QRectF
     from PySide6.QtGui import QColor
+
+    from cno_annotate.display.overlay import LESION_COLOUR, SELECTED_COLOUR, UNPLACED_COLOUR
 
     window = open_viewer(reader="dr-r", size=(1280, 800))
     v = window.panels["left"].view
@@ -206,7 +207,7 @@ def test_labels_never_cover_another_label_another_roi_or_another_lesion(open_vie
         mine = [o for o in owners if label.box.intersects(o)]
         assert mine == [], (label.lines[0], mine)
     # the pixels: inside a label's box, only its own colour (and the outline's black, the image's greys)
-    colours = {QColor(SELECTED).name(), QColor("#3ec8ff").name(), QColor("#ff5a5a").name(),
+    colours = {QColor(SELECTED_COLOUR).name(), QColor(LESION_COLOUR).name(), QColor(UNPLACED_COLOUR).name(),
                *(c.name() for c in ROI_COLOURS.values())}
     for label in labels:
         others = [QColor(c) for c in colours if c != label.colour.name()

@@ -200,7 +200,7 @@ def test_cine_plays_the_slices_at_the_set_rate_and_any_navigation_key_stops_it(w
 
 
 def test_polygon_extent_drawn_with_x_is_the_lesions_extent_and_drawn_as_its_polygon(window, qtbot, tmp_path):
-    from cno_annotate_ui.main_window import SELECTED
+    from cno_annotate.display.overlay import SELECTED_COLOUR as SELECTED
 
     v = window.panels["left"].view
     _key(qtbot, Qt.Key_X)  # no lesion selected: refused with a message, nothing to draw
