@@ -16,7 +16,9 @@ from cno_annotate.annotation.reads import list_reads, load_read
 from cno_annotate.store.db import SCHEMA_VERSION, Store
 
 LEGACY = Path(__file__).parent / "legacy_stores"
-VERSIONS = [1, 2, 3]
+VERSIONS = [1, 2, 3, 21]
+#: Versions whose store holds reads (each with one lesion: distal femur, left, 'kept across migrations').
+WITH_READS = [2, 3, 21]
 
 
 def _open_copy(tmp_path: Path, version: int) -> Store:
@@ -63,7 +65,7 @@ def test_imported_study_survives_migration(tmp_path, version):
     assert {v.role for v in volumes} == {"STIR", "T1"}
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", WITH_READS)
 def test_reads_survive_migration(tmp_path, version):
     store = _open_copy(tmp_path, version)
     reads = list_reads(store)
@@ -91,7 +93,7 @@ def test_reading_study_and_audit_survive_migration(tmp_path):
     assert result.objects == len(baseline), result
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", WITH_READS)
 def test_migration_gives_every_lesion_a_tracking_uid_kept_by_later_versions(tmp_path, version):
     from cno_annotate.uids import is_uid
 
@@ -106,3 +108,24 @@ def test_migration_gives_every_lesion_a_tracking_uid_kept_by_later_versions(tmp_
     assert len({u for found in first.values() for u in found}) == sum(map(len, first.values()))
     again = Store.open(store.root)  # stable: opening again changes nothing
     assert {rid: [l.tracking_uid for l in load_read(again, rid).lesions] for rid in reads} == uids
+
+
+def test_a_store_of_schema_21_keeps_rois_unit_marks_reading_times_and_its_audit_chain(tmp_path):
+    """The newest frozen store holds every part of a read the later schemas added: they survive what comes next."""
+    from cno_annotate.annotation.reads import stored_reading_time
+    from cno_annotate.store import audit
+
+    store = _open_copy(tmp_path, 21)
+    reads = {r["reader"]: load_read(store, r["read_id"]) for r in list_reads(store, reading_study="trial")}
+    assert {reader: read.status for reader, read in reads.items()} == {
+        "dr-a": "submitted", "dr-b": "draft", "dr-c": "submitted"}
+    assert reads["dr-c"].role == "adjudicator"
+    for read in reads.values():
+        [lesion] = read.lesions
+        assert lesion.grades == {"marrow_hyperintensity": 2}
+        [roi] = read.rois
+        assert (roi.kind, roi.plane) == ("rectangle", "coronal")
+        assert read.unit_marks == {"toe_phalanges:L": "no_lesion"}
+        assert stored_reading_time(store.db, read.read_id) == pytest.approx(95.5)
+    result = audit.verify(store.db)
+    assert result.ok and result.entries >= 22, result
