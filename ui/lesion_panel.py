@@ -600,7 +600,7 @@ class LesionPanel(QWidget):
         if answer == QMessageBox.Yes:
             self.about_to_submit.emit()
             self._run(self.session.submit)
-            if self.session.read.status == "submitted":
+            if self.session.read.status == ReadStatus.SUBMITTED:
                 self.message.emit("Read submitted: it is locked (New version… changes it, with a reason)")
 
     def _new_version(self) -> None:
