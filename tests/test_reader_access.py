@@ -8,6 +8,7 @@ each refusal the command line meets is one line that says what happened and what
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -205,3 +206,70 @@ def test_a_reader_cannot_append_an_export_entry_about_reads_not_theirs(trial):
                                (actor, action, json.dumps({"after": {"reader": "dr-a", "reads": reads}})))
     finally:
         reader.close()
+
+
+# -- other logins' activity ------------------------------------------------------------------------------------------
+def _listening(url: str) -> psycopg.Connection:
+    """A raw session that listens where any login could before migration 25: the shared channel."""
+    connection = psycopg.connect(url, autocommit=True)
+    connection.execute("LISTEN cno_reading")
+    return connection
+
+
+def _heard(listener, wanted) -> bool:
+    """Whether the listener hears an event satisfying ``wanted`` within a few waits."""
+    for _ in range(5):
+        if any(wanted(e) for e in listener.wait(20)):
+            return True
+    return False
+
+
+def test_a_reader_hears_no_notification_about_another_readers_read(trial):
+    from cno_annotate.store.live import ProgressListener
+
+    eavesdropper = _listening(trial("dr-b").url)
+    own = ProgressListener(trial("dr-b").url)
+    adjudicator = ProgressListener(trial(ADJUDICATOR).url)
+    coordinator = ProgressListener(trial().url)
+    try:
+        session = _start_read(trial("dr-a"), "dr-a")
+        session.submit()
+        submitted = lambda e: getattr(e, "reader", None) == "dr-a" and e.status == "submitted"  # noqa: E731
+        assert _heard(coordinator, submitted) and _heard(adjudicator, submitted)
+        assert list(eavesdropper.notifies(timeout=1)) == []  # no read id, no sender's PID on a shared channel
+        assert list(own._connection.notifies(timeout=1)) == []  # dr-b is not woken by dr-a's work at all
+    finally:
+        eavesdropper.close()
+        for listener in (own, adjudicator, coordinator):
+            listener.close()
+
+
+def test_the_deployment_step_hides_other_logins_sessions_from_a_reader(trial, pg_server):
+    from cno_annotate.store import postgres
+
+    database = trial().url.rsplit("/", 1)[1]
+    superuser = psycopg.connect(pg_server.url(database), autocommit=True)  # the tests' owner is the superuser
+    try:
+        superuser.execute(postgres.HIDE_ACTIVITY)
+    finally:
+        superuser.close()
+    other = _raw(trial("dr-a"))  # dr-a is connected
+    reader = _raw(trial("dr-b"))
+    try:
+        for sql in ("SELECT usename, pid FROM pg_stat_activity", "SELECT pid FROM pg_locks",
+                    "SELECT pg_stat_get_backend_userid(s) FROM pg_stat_get_backend_idset() s",
+                    "SELECT pg_stat_get_backend_userid(1)", "SELECT pg_stat_get_backend_pid(1)"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(sql)
+        coordinator = _raw(trial())
+        try:
+            logins = {r[0] for r in coordinator.execute("SELECT usename FROM pg_stat_activity")}
+            assert {"dr-a", "dr-b"} <= logins  # the coordinator still sees who is connected
+        finally:
+            coordinator.close()
+        assert rs.worklist(trial("dr-b"), "trial", "dr-b")  # the reader's program still works
+    finally:
+        reader.close()
+        other.close()
+    docs = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
+    assert " ".join(postgres.HIDE_ACTIVITY.split()) in " ".join(docs.split())  # the guide gives this very step

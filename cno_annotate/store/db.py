@@ -323,6 +323,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # action name of theirs that matches the read (create, new-version, follow-up, submit, an edit's label on a
     # draft), or the export of reads all theirs. An SQLite store has one user: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.reader_entries())),
+    # 25: on a PostgreSQL server, live progress on one secret channel per login (migration 16 used one channel
+    # that any login could listen to): a read's reader, the coordinators and, once submitted, the case's
+    # adjudicators hear of it. An SQLite store has no server to notify from: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.private_channels())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1,12 +1,13 @@
 """Live reading progress from a PostgreSQL store: LISTEN for the server's notifications, deliver typed events.
 
-Migration 16 makes the server announce, when a transaction commits, every read
-created, deleted or changing status (``read:<read id>``) and every worklist
-change (``worklist:<reading study>``) on one channel. Any login may listen to
-any channel, so a notification carries nothing a reader may not know; the
-listener looks each one up on its own session, under its own row security:
-a reader hears about their own reads, an adjudicator also about the submitted
-reads of their cases, a coordinator about every read.
+The server announces, when a transaction commits, every read created, deleted
+or changing status (``read:<read id>``) and every worklist change
+(``worklist:<reading study>``). Any login may listen to any channel, so since
+migration 25 each login listens on a channel of its own, named from a secret
+of the database (``cno_live_channel()``), and the server notifies only those
+who may see the change: a read's reader, the coordinators and, once a reader
+submitted it, the adjudicators of its case. The listener still looks each
+notification up on its own session, under its own row security.
 
 The listener keeps one server session of its own. A front end watches
 :meth:`ProgressListener.fileno` (Qt: a ``QSocketNotifier``) and calls
@@ -77,7 +78,11 @@ class ProgressListener:
         except psycopg.Error as exc:
             raise CnoError(f"cannot listen for live updates at {postgres.shown_url(url)}: "
                            f"{' '.join(str(exc).split())}") from None
-        self._connection.execute(f"LISTEN {postgres.LIVE_CHANNEL}")
+        from psycopg import sql
+
+        row = self._connection.execute("SELECT cno_live_channel()").fetchone()
+        self.channel = str(row[0]) if row else ""
+        self._connection.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
 
     def fileno(self) -> int:
         """The session's socket: readable when a notification (or anything else) arrived."""
@@ -101,7 +106,7 @@ class ProgressListener:
         self._connection.close()
 
     def _events(self, notifications: Any) -> list[LiveEvent]:
-        payloads = list(dict.fromkeys(n.payload for n in notifications if n.channel == postgres.LIVE_CHANNEL))
+        payloads = list(dict.fromkeys(n.payload for n in notifications if n.channel == self.channel))
         events: list[LiveEvent] = []
         for payload in payloads:
             kind, _, key = payload.partition(":")

@@ -1225,6 +1225,106 @@ def reader_entries() -> str:
     return _READER_ENTRIES
 
 
+_PRIVATE_CHANNELS = r"""
+-- A secret of this database (the owner's alone) names each login's channel; nobody can guess another's.
+CREATE TABLE live_secret (id INTEGER PRIMARY KEY CHECK (id = 1), secret TEXT NOT NULL);
+INSERT INTO live_secret VALUES (1, md5(gen_random_uuid()::text) || md5(gen_random_uuid()::text));
+REVOKE ALL ON live_secret FROM PUBLIC;
+
+-- The channel of a login ('' : the coordinators' channel).
+CREATE FUNCTION cno_channel_of(p_login text) RETURNS text LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = public AS $$
+    SELECT 'cno_live_' || left(encode(sha256(convert_to(secret || ':' || p_login, 'UTF8')), 'hex'), 40)
+    FROM live_secret WHERE id = 1
+$$;
+REVOKE ALL ON FUNCTION cno_channel_of(text) FROM PUBLIC;
+
+-- The channel this session listens on: its own login's, or the coordinators'.
+CREATE FUNCTION cno_live_channel() RETURNS text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+    SELECT cno_channel_of(CASE WHEN cno_is_coordinator() THEN '' ELSE session_user END)
+$$;
+REVOKE ALL ON FUNCTION cno_live_channel() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cno_live_channel() TO cno_coordinator, cno_reader, cno_adjudicator;
+
+-- A read created, deleted or changing status: its reader, the coordinators, and (once it was submitted by a
+-- reader) the adjudicators of its case hear of it; nobody else.
+CREATE OR REPLACE FUNCTION cno_notify_read() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+DECLARE
+    r reads%ROWTYPE;
+    adjudicator text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        r := OLD;
+    ELSIF TG_OP = 'UPDATE' AND NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        RETURN NULL;
+    ELSE
+        r := NEW;
+    END IF;
+    PERFORM pg_notify(cno_channel_of(''), 'read:' || r.read_id);
+    PERFORM pg_notify(cno_channel_of(r.reader), 'read:' || r.read_id);
+    IF r.role = 'reader' AND (r.status = 'submitted' OR (TG_OP = 'UPDATE' AND OLD.status = 'submitted')) THEN
+        FOR adjudicator IN SELECT DISTINCT w.reader FROM rs_worklists w
+            JOIN rs_cases c ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code
+            JOIN rs_readers x ON x.reading_study = w.reading_study AND x.reader = w.reader AND x.role = 'adjudicator'
+            WHERE w.reading_study = r.reading_study AND c.study_uid = r.study_uid LOOP
+            PERFORM pg_notify(cno_channel_of(adjudicator), 'read:' || r.read_id);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END $$;
+
+-- A worklist changing: its reader and the coordinators.
+CREATE OR REPLACE FUNCTION cno_notify_worklist() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+BEGIN
+    PERFORM pg_notify(cno_channel_of(''), 'worklist:' || COALESCE(NEW.reading_study, OLD.reading_study));
+    IF TG_OP <> 'INSERT' THEN
+        PERFORM pg_notify(cno_channel_of(OLD.reader), 'worklist:' || OLD.reading_study);
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        PERFORM pg_notify(cno_channel_of(NEW.reader), 'worklist:' || NEW.reading_study);
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+
+def private_channels() -> str:
+    """Migration 25 on PostgreSQL: live progress on one secret channel per login, not one channel for all.
+
+    Every login may LISTEN on any channel, so on the shared channel of
+    migration 16 a reader heard of every other reader's reads (their ids and
+    the sending session's PID, hence when each reader worked). Now each
+    login listens on a channel named from a secret of the database that
+    only the owner reads (``cno_live_channel()`` gives a session its own),
+    and the server notifies a read's reader, the coordinators and, once a
+    reader submitted it, the adjudicators of its case; a worklist change its
+    reader and the coordinators. Nothing is sent on the shared channel.
+    """
+    return _PRIVATE_CHANNELS
+
+
+#: Deployment step (docs/deployment.md), run once per study database by a superuser: only coordinators (and
+#: the database's owner) see the server's sessions, locks and per-backend statistics; a reader's or
+#: adjudicator's login no longer learns which other logins are connected, when, and from where.
+HIDE_ACTIVITY = """
+DO $$
+DECLARE
+    f regprocedure;
+    owner text := (SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database());
+BEGIN
+    FOR f IN SELECT oid::regprocedure FROM pg_proc WHERE pronamespace = 'pg_catalog'::regnamespace
+             AND (proname LIKE 'pg\\_stat\\_get\\_backend\\_%' OR proname IN ('pg_stat_get_activity',
+                  'pg_lock_status', 'pg_blocking_pids', 'pg_safe_snapshot_blocking_pids',
+                  'pg_stat_get_progress_info')) LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO cno_coordinator, %I', f, owner);
+    END LOOP;
+END $$;
+"""
+
+
 _CASES_SEEN = """
 CREATE VIEW rs_cases_seen WITH (security_barrier) AS
     SELECT c.reading_study, c.reading_code, c.study_uid,
