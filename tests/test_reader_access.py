@@ -273,3 +273,34 @@ def test_the_deployment_step_hides_other_logins_sessions_from_a_reader(trial, pg
         other.close()
     docs = (Path(__file__).parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8")
     assert " ".join(postgres.HIDE_ACTIVITY.split()) in " ".join(docs.split())  # the guide gives this very step
+
+
+# -- source UIDs -----------------------------------------------------------------------------------------------------
+#: The UID columns a reader's login may still select, and why: a read names its case by the source study UID (the
+#: program's key of a read and of a case, reads.study_uid and rs_cases(_seen).study_uid: see docs/deployment.md,
+#: "What a reader's login still sees"), rs_published gives the stand-in UID the study PACS holds, and a lesion's
+#: tracking UID is the program's own.
+READER_UID_COLUMNS = {("reads", "study_uid"), ("rs_cases", "study_uid"), ("rs_cases_seen", "study_uid"),
+                      ("rs_published", "pacs_study_uid"), ("followup_outcomes", "tracking_uid")}
+
+
+def test_a_readers_login_selects_no_series_or_study_uid_of_the_imaging_tables(trial):
+    reader = _raw(trial("dr-a"))
+    try:
+        for sql in ("SELECT study_uid FROM studies", "SELECT series_uid FROM volumes", "SELECT volume_id FROM volumes",
+                    "SELECT study_uid FROM volumes", "SELECT COUNT(*) FROM volumes", "SELECT COUNT(*) FROM studies"):
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                reader.execute(sql)
+    finally:
+        reader.close()
+    owner = _raw(trial())
+    try:
+        for login in ("dr-a", ADJUDICATOR):
+            selectable = {(r[0], r[1]) for r in owner.execute(
+                "SELECT c.relname, a.attname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "JOIN pg_attribute a ON a.attrelid = c.oid WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') "
+                "AND a.attnum > 0 AND NOT a.attisdropped AND (a.attname LIKE '%uid%' OR a.attname LIKE '%volume%' "
+                "OR a.attname LIKE '%series%') AND has_column_privilege(?, c.oid, a.attnum, 'SELECT')", (login,))}
+            assert selectable == READER_UID_COLUMNS, (login, selectable)
+    finally:
+        owner.close()

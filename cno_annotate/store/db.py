@@ -327,6 +327,9 @@ MIGRATIONS: list[Step | ByDialect] = [
     # that any login could listen to): a read's reader, the coordinators and, once submitted, the case's
     # adjudicators hear of it. An SQLite store has no server to notify from: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.private_channels())),
+    # 26: on a PostgreSQL server, readers and adjudicators select nothing of the studies and volumes tables (the
+    # source study and series UIDs); their viewer shows the study PACS's de-identified copies. SQLite: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.IMAGING_HIDDEN)),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -1091,6 +1094,21 @@ class PgStore(Store):
     def folder(self) -> Path | None:
         """None: the store lives on a server."""
         return None
+
+    def study_uids(self) -> set[str]:
+        """The UIDs of the studies this login may see; a reader or adjudicator: those of their worklist's cases.
+
+        Readers select nothing of the studies table (migration 26): their cases' UIDs come from ``rs_cases_seen``.
+        """
+        if postgres.limited_login(self.pg) is None:
+            return super().study_uids()
+        return {r[0] for r in self.db.execute("SELECT study_uid FROM rs_cases_seen")}
+
+    def series_of_studies(self) -> dict[str, set[str]]:
+        """As :meth:`Store.series_of_studies`; none for a reader or adjudicator (no volumes table, migration 26)."""
+        if postgres.limited_login(self.pg) is None:
+            return super().series_of_studies()
+        return {}
 
     @property
     def cache_dir(self) -> Path:

@@ -1325,6 +1325,17 @@ END $$;
 """
 
 
+#: Migration 26 on PostgreSQL: readers and adjudicators select nothing of the imaging tables. Migration 12 let them
+#: select the study UIDs of their worklist's studies and the volume ids, study and series UIDs of their volumes: the
+#: source (identifying) UIDs of the hospital's studies and series, which an online reader never needs (the viewer
+#: shows the de-identified copies of its image cache, under their stand-in UIDs).
+IMAGING_HIDDEN = """
+REVOKE ALL ON studies, volumes FROM cno_reader, cno_adjudicator;
+DROP POLICY worklist_studies ON studies;
+DROP POLICY worklist_volumes ON volumes;
+"""
+
+
 _CASES_SEEN = """
 CREATE VIEW rs_cases_seen WITH (security_barrier) AS
     SELECT c.reading_study, c.reading_code, c.study_uid,
