@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from cno_annotate.display.labels import MARKER_SIDES, Box, LabelRequest, Side, place_labels
+from cno_annotate.display.labels import MARKER_SIDES, Box, LabelRequest, Side, crossing, leader_line, place_labels
 
 VIEW = Box(0, 0, 360, 680)
 
@@ -84,3 +84,62 @@ def test_a_label_needs_a_side_and_a_size():
         LabelRequest(Box(0, 0, 1, 1), 10, 10, ())
     with pytest.raises(ValueError):
         LabelRequest(Box(0, 0, 1, 1), -1, 10)
+
+
+def _leaders_cross(boxes, requests, obstacles=()) -> list[str]:
+    """Every leader line that passes under a label or a fixed text other than its own (empty: none)."""
+    problems = []
+    for n, (box, request) in enumerate(zip(boxes, requests)):
+        line = leader_line(request.owner, box)
+        if line is None:
+            continue
+        problems += [f"the leader of label {n} passes under label {m}" for m, other in enumerate(boxes)
+                     if m != n and crossing(line, other) > 0]
+        problems += [f"the leader of label {n} passes under a fixed text" for o in obstacles if crossing(line, o) > 0]
+    return problems
+
+
+def test_the_leader_line_is_drawn_only_to_a_label_moved_away():
+    owner = Box(200, 300, 10, 10)
+    assert leader_line(owner, Box(214, 294, 60, 14)) is None  # beside it, at the gap
+    start, end = leader_line(owner, Box(214, 340, 60, 14))
+    assert start == (210, 310) and end == (214, 340)
+
+
+def test_crossing_measures_the_stretch_of_a_line_inside_a_box():
+    box = Box(10, 10, 20, 20)
+    assert crossing(((0, 20), (40, 20)), box) == pytest.approx(20)
+    assert crossing(((0, 0), (40, 40)), box) == pytest.approx(20 * 2**0.5)
+    assert crossing(((0, 5), (40, 5)), box) == 0 and crossing(((0, 5), (40, 5)), box, margin=6) == pytest.approx(32)
+    assert crossing(((15, 15), (16, 16)), box) == pytest.approx(2**0.5)  # wholly inside
+    assert crossing(((0, 10), (40, 10)), box) == 0  # along an edge: not under it
+
+
+def test_a_displaced_label_s_leader_does_not_pass_under_another_label():
+    """Issue 12: three lesions in a column, named to the right: the lower label's leader ran under the middle label.
+
+    The upper lesions take the places beside them; the lowest marker's places to its right are taken by the
+    others' labels, so its label goes out further, and its leader must find a way that no label covers.
+    """
+    requests = [LabelRequest(Box(100, 200 + 16 * n, 10, 10), 90, 14, MARKER_SIDES) for n in range(3)]
+    requests.append(LabelRequest(Box(120, 214, 10, 10), 70, 14, MARKER_SIDES))
+    boxes = place_labels(requests, VIEW)
+    assert _clear(boxes, requests) == []
+    assert _leaders_cross(boxes, requests) == []
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_crowded_scenes_leave_every_leader_clear_of_other_labels(seed):
+    """Markers and ROIs scattered over the legs, as in the test above: no leader under another label."""
+    rng = random.Random(seed)
+    requests = []
+    for n in range(10):
+        x, y = rng.uniform(60, 280), rng.uniform(250, 600)
+        if n % 2:
+            requests.append(LabelRequest(Box(x, y, 12, 12), rng.uniform(60, 110), 14, MARKER_SIDES))
+        else:
+            requests.append(LabelRequest(Box(x, y, rng.uniform(10, 40), rng.uniform(10, 40)), 150, 56))
+    fixed = [Box(8, 4, 200, 16), Box(280, 660, 72, 16), Box(4, 330, 12, 18)]
+    boxes = place_labels(requests, VIEW, fixed)
+    assert _clear(boxes, requests, fixed) == []
+    assert _leaders_cross(boxes, requests, fixed) == []

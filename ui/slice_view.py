@@ -31,7 +31,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
-from cno_annotate.display.labels import BLOCK_SIDES, MARKER_SIDES, Box, LabelRequest, Side, place_labels
+from cno_annotate.display.labels import BLOCK_SIDES, MARKER_SIDES, Box, LabelRequest, Side, leader_line, place_labels
 from cno_annotate.display.marking import clip_to_image, gesture_lesion
 from cno_annotate.display.measure import ScreenRoi
 from cno_annotate.display.overlay import ScreenMarker, marker_at
@@ -63,9 +63,9 @@ class PaintedLabel:
     owner: QRectF  # what it names: a label placed away from it gets a leader line to it
 
 
-def _nearest(rect: QRectF, point: QPointF) -> QPointF:
-    """The point of ``rect`` nearest to ``point``."""
-    return QPointF(min(max(point.x(), rect.left()), rect.right()), min(max(point.y(), rect.top()), rect.bottom()))
+def _box(rect: QRectF) -> Box:
+    """A Qt rectangle as the label placement's box."""
+    return Box(rect.left(), rect.top(), rect.width(), rect.height())
 
 
 _METRICS: dict[str, QFontMetricsF] = {}
@@ -465,11 +465,11 @@ class SliceView(QWidget):
     def _paint_labels(self, painter: QPainter, labels: list[PaintedLabel]) -> None:
         painter.save()
         for label in labels:
-            start, end = _nearest(label.owner, label.box.center()), _nearest(label.box, label.owner.center())
-            if (end - start).manhattanLength() > 12:  # moved away from what it names: a leader line to it
+            line = leader_line(_box(label.owner), _box(label.box))  # the line place_labels kept clear of labels
+            if line is not None:  # moved away from what it names: a leader line to it
                 for pen in (QPen(OUTLINE, 3), QPen(label.colour, 1)):
                     painter.setPen(pen)
-                    painter.drawLine(start, end)
+                    painter.drawLine(QPointF(*line[0]), QPointF(*line[1]))
         for label in labels:
             painter.setFont(label.font)
             metrics = _metrics(label.font)

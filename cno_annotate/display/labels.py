@@ -10,6 +10,7 @@ places are taken. Screen pixels, y down; no Qt here, so it is tested alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -81,6 +82,55 @@ class LabelRequest:
             raise ValueError("a label needs a size of at least 0 x 0 and one side to go on")
 
 
+#: A label further than this (pixels, along x plus along y) from what it names gets a leader line to it.
+LEADER_FROM = 12.0
+
+
+def _nearest(box: Box, point: tuple[float, float]) -> tuple[float, float]:
+    """The point of ``box`` nearest to ``point``."""
+    return min(max(point[0], box.left), box.right), min(max(point[1], box.top), box.bottom)
+
+
+def _centre(box: Box) -> tuple[float, float]:
+    return box.left + box.width / 2, box.top + box.height / 2
+
+
+def leader_line(owner: Box, label: Box) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """The line a view draws from what a label names to the label, or None when the label sits beside it.
+
+    It runs from the point of ``owner`` nearest the label's centre to the point of
+    the label nearest the owner's centre.
+    """
+    start, end = _nearest(owner, _centre(label)), _nearest(label, _centre(owner))
+    if abs(end[0] - start[0]) + abs(end[1] - start[1]) <= LEADER_FROM:
+        return None
+    return start, end
+
+
+def crossing(line: tuple[tuple[float, float], tuple[float, float]], box: Box, margin: float = 0.0) -> float:
+    """How long a stretch of the segment ``line`` runs inside ``box`` grown by ``margin`` (0: it passes clear).
+
+    Liang-Barsky clipping of the segment to the box.
+    """
+    (x0, y0), (x1, y1) = line
+    dx, dy = x1 - x0, y1 - y0
+    low, high = 0.0, 1.0
+    for p, q in ((-dx, x0 - (box.left - margin)), (dx, box.right + margin - x0),
+                 (-dy, y0 - (box.top - margin)), (dy, box.bottom + margin - y0)):
+        if p == 0:
+            if q <= 0:
+                return 0.0  # parallel to this edge and outside (or on) it
+            continue
+        t = q / p
+        if p < 0:
+            low = max(low, t)
+        else:
+            high = min(high, t)
+        if low >= high:
+            return 0.0
+    return (high - low) * (dx * dx + dy * dy) ** 0.5
+
+
 def _candidates(request: LabelRequest, ring: int, gap: float, step: float) -> list[Box]:
     """The label's places ``ring`` steps out from its owner, on each side in the request's order."""
     owner, w, h = request.owner, request.width, request.height
@@ -97,12 +147,28 @@ def _candidates(request: LabelRequest, ring: int, gap: float, step: float) -> li
             places.append(Box(owner.left, owner.bottom + gap + out, w, h))
         else:
             places.append(Box(owner.left, owner.top - gap - h - out, w, h))
+    for side in request.sides if ring else ():  # then further out on each side, straight and slanting
+        for along in (0.0, -out, out):
+            if side is Side.RIGHT:
+                places.append(Box(owner.right + gap + out, middle + along, w, h))
+            elif side is Side.LEFT:
+                places.append(Box(owner.left - gap - w - out, middle + along, w, h))
+            elif side is Side.BELOW:
+                places.append(Box(owner.left + along, owner.bottom + gap + out, w, h))
+            else:
+                places.append(Box(owner.left + along, owner.top - gap - h - out, w, h))
     return places if ring else list(dict.fromkeys(places))
 
 
 def place_labels(requests: Sequence[LabelRequest], bounds: Box, obstacles: Sequence[Box] = (),
                  gap: float = 4.0, rings: int = 16) -> list[Box]:
-    """Place every label; no two overlap, none covers another owner or an obstacle, when room allows.
+    """Place every label; no two overlap, none covers another owner or an obstacle, and no leader line passes
+    under a label or an obstacle, when room allows.
+
+    Labels are placed one after the other, each on its nearest clear place. When
+    some found none (the places around their owners were taken by labels placed
+    before them, or every way out for their leader line was), those choose first
+    in another round, up to :data:`ROUNDS` rounds; the round that covers least wins.
 
     Parameters
     ----------
@@ -120,25 +186,87 @@ def place_labels(requests: Sequence[LabelRequest], bounds: Box, obstacles: Seque
     Returns
     -------
     list of Box
-        One box per request, in order. When no place is clear, the place that overlaps least.
+        One box per request, in order. When no place is clear, the place that overlaps least (a pixel
+        of leader line under a text counts as :data:`LEADER_COST` square pixels of overlap).
     """
+    order = list(range(len(requests)))
+    best: tuple[float, list[Box]] | None = None
+    for _ in range(ROUNDS):
+        boxes, costs = _place_in_order(requests, order, bounds, obstacles, gap, rings)
+        if best is None or sum(costs) < best[0]:
+            best = (sum(costs), boxes)
+        if best[0] == 0:
+            break
+        order = [n for n in order if costs[n] > 0] + [n for n in order if costs[n] == 0]
+    return best[1] if best is not None else []
+
+
+#: Rounds of :func:`place_labels` at most (the labels left without a clear place choose first in the next).
+ROUNDS = 4
+
+
+def _place_in_order(requests: Sequence[LabelRequest], order: Sequence[int], bounds: Box, obstacles: Sequence[Box],
+                    gap: float, rings: int) -> tuple[list[Box], list[float]]:
+    """Each label on its nearest clear (else least covering) place, in ``order``; the boxes and what each covers."""
     owners = [r.owner for r in requests]
     placed: list[Box] = []
-    for request in requests:
-        blockers = [*placed, *obstacles, *owners]
-        margins = [gap / 2] * len(placed) + [0.0] * (len(obstacles) + len(owners))
+    leaders: list[tuple[tuple[float, float], tuple[float, float]]] = []  # of the labels placed so far
+    boxes: list[Box] = [bounds] * len(requests)
+    costs = [0.0] * len(requests)
+    for n in order:
+        request = requests[n]
+        blockers = [(b.left - m, b.top - m, b.right + m, b.bottom + m)
+                    for b, m in [*((p, gap / 2) for p in placed), *((o, 0.0) for o in (*obstacles, *owners))]]
+        texts = [*placed, *obstacles]  # what no leader line may pass under
         step = max(6.0, request.height / 2)
         best: tuple[float, Box] | None = None
         for ring in range(rings):
             for box in _candidates(request, ring, gap, step):
                 box = box.inside(bounds)
-                cost = sum(box.overlap(b, m) for b, m in zip(blockers, margins))
+                cost = _covered(box, blockers, best[0] if best is not None else math.inf)
+                if best is not None and cost >= best[0]:
+                    continue  # no better than a place already found, whatever its leader crosses
+                cost += LEADER_COST * _leader_crossings(request.owner, box, texts, leaders)
                 if best is None or cost < best[0]:
                     best = (cost, box)
                 if cost == 0:
                     break
             if best is not None and best[0] == 0:
                 break
-        placed.append(best[1] if best is not None else Box(request.owner.right + gap, request.owner.top,
-                                                           request.width, request.height).inside(bounds))
-    return placed
+        costs[n], boxes[n] = best if best is not None else (0.0, Box(request.owner.right + gap, request.owner.top,
+                                                                      request.width, request.height).inside(bounds))
+        placed.append(boxes[n])
+        line = leader_line(request.owner, boxes[n])
+        if line is not None:
+            leaders.append(line)
+    return boxes, costs
+
+
+def _covered(box: Box, blockers: Sequence[tuple[float, float, float, float]], enough: float) -> float:
+    """The area of ``box`` under the (left, top, right, bottom) ``blockers``, counted until it reaches ``enough``.
+
+    :meth:`Box.overlap` written out over plain numbers: this runs for every place of every label.
+    """
+    left, top, right, bottom = box.left, box.top, box.right, box.bottom
+    total = 0.0
+    for b_left, b_top, b_right, b_bottom in blockers:
+        width = min(right, b_right) - max(left, b_left)
+        if width > 0:
+            height = min(bottom, b_bottom) - max(top, b_top)
+            if height > 0:
+                total += width * height
+                if total >= enough:
+                    return total
+    return total
+
+
+#: What a pixel of leader line under a text costs, against a square pixel of one text covering another.
+LEADER_COST = 10.0
+
+
+def _leader_crossings(owner: Box, box: Box, texts: Sequence[Box],
+                      leaders: Sequence[tuple[tuple[float, float], tuple[float, float]]]) -> float:
+    """Pixels of leader line under a text: this label's leader under ``texts``, and earlier leaders under it."""
+    line = leader_line(owner, box)
+    under = sum(crossing(line, text) for text in texts) if line is not None else 0.0
+    return under + sum(crossing(other, box) for other in leaders)
