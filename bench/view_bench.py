@@ -9,7 +9,9 @@ On the 5-station, 400-file study of the import benchmark (generated, then delete
   (``--repaint-only`` measures only this, on a smaller generated study if asked);
 - finding the missing slices of the composed volume (done once per volume shown);
 - wall time from starting ``cno-annotate view`` to the first STIR image painted (cold: the
-  composed volume is built; warm: it comes from the cache).
+  composed volume is built; warm: it comes from the cache), and the whole process's CPU time; the
+  peer is the floor of any such start, Python with numpy and Qt painting one slice in a window
+  (``--first-image-only``; ``--before DIR`` times an older version in the same rounds).
 
 Run: ``python bench/view_bench.py [--repeats N]``. Nothing here is a test.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -196,26 +199,111 @@ def missing_figures(volume, repeats: int) -> dict:
             "voxels": int(np.prod(volume.shape))}
 
 
-def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpath: Path | None = None) -> list[float]:
-    """Seconds from starting ``cno-annotate view`` to the first STIR image painted (cold: the cache emptied first)."""
-    out = []
-    env = {**os.environ, "CNO_ANNOTATE_TIMING": "1", "QT_QPA_PLATFORM": "offscreen"}
+#: The floor for the first image: Python, numpy and Qt loaded, one window painting one windowed slice of the
+#: composed STIR's size (2081 x 448), nothing of ours. The viewer's start is given as a ratio to it.
+FLOOR_SCRIPT = """
+import sys, time
+import numpy as np
+from PySide6.QtGui import QImage, QPainter
+from PySide6.QtWidgets import QApplication, QWidget
+
+class View(QWidget):
+    def paintEvent(self, event):
+        slice_ = np.clip((np.arange(2081 * 448, dtype=np.float32).reshape(2081, 448) % 255), 0, 255).astype(np.uint8)
+        image = QImage(slice_.data, 448, 2081, 448, QImage.Format_Grayscale8)
+        painter = QPainter(self)
+        painter.drawImage(self.rect(), image)
+        painter.end()
+        print(f"first-image-painted left {time.time():.6f} cpu {time.process_time():.3f}", flush=True)
+        app.quit()
+
+app = QApplication(sys.argv[:1])
+view = View()
+view.resize(1400, 900)
+view.show()
+app.exec()
+"""
+
+
+def _child_environment(pythonpath: Path | None) -> dict[str, str]:
+    """The environment of a timed start: offscreen, timing printed, and bytecode kept (as an installed program has
+    it: a start that compiles every module measures the compiler)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(CNO_ANNOTATE_TIMING="1", QT_QPA_PLATFORM="offscreen")
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
+    return env
+
+
+def _first_paint(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float | None]:
+    """Wall seconds from starting ``command`` to its first painted STIR image, the CPU seconds of the whole
+    process (user + system, from the kernel's accounting of the finished child, to its exit), and the CPU
+    seconds the process had used when it painted (None: an older version that does not say)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.time()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=cwd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    painted = [line.split() for line in result.stdout.splitlines() if line.startswith("first-image-painted left")]
+    at_paint = float(painted[0][4]) if len(painted[0]) > 4 else None
+    return (float(painted[0][2]) - start, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            at_paint)
+
+
+def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpath: Path | None = None,
+                        with_cpu: bool = False) -> list:
+    """Seconds from starting ``cno-annotate view`` to the first STIR image painted (cold: the cache emptied first);
+    with ``with_cpu``, (wall, whole-process CPU) pairs."""
+    out: list = []
+    env = _child_environment(pythonpath)
     for _ in range(runs):
         if cold:
             for cached in (store_dir / "cache").rglob("*.npy"):
                 cached.unlink()
         shot = Path(tempfile.mkstemp(suffix=".png")[1])
-        start = time.time()
-        result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", str(store_dir),
-                                 "--screenshot", str(shot)], capture_output=True, text=True, env=env, check=True,
-                                cwd=store_dir.parent)  # not the checkout: -m would import its code first
-        shot.unlink()
-        painted = [float(line.split()[-1]) for line in result.stdout.splitlines()
-                   if line.startswith("first-image-painted left")]
-        out.append(painted[0] - start)
+        timed = _first_paint([sys.executable, "-m", "cno_annotate", "view", "--store", str(store_dir),
+                              "--screenshot", str(shot)], env, store_dir.parent)  # not the checkout: -m would
+        shot.unlink()                                                           # import its code first
+        out.append(timed if with_cpu else timed[0])
     return out
+
+
+def floor_seconds(work: Path) -> tuple[float, float, float | None]:
+    """The floor's start to first paint (wall) and its whole-process CPU seconds."""
+    script = work / "floor.py"
+    script.write_text(FLOOR_SCRIPT, encoding="utf-8")
+    return _first_paint([sys.executable, str(script)], _child_environment(None), work)
+
+
+def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | None) -> dict:
+    """Alternating starts: this version cold and warm, the floor, and ``before`` cold and warm (if given)."""
+    for code in (None, before) if before else (None,):  # compile each version's bytecode once, untimed
+        first_image_seconds(store_dir, 1, pythonpath=code)
+    floor_seconds(work)
+    rows: dict[str, list] = {k: [] for k in ("cold", "warm", "floor", "cold_before", "warm_before")}
+    for _ in range(runs):
+        rows["cold"] += first_image_seconds(store_dir, 1, cold=True, with_cpu=True)
+        rows["warm"] += first_image_seconds(store_dir, 1, with_cpu=True)
+        rows["floor"].append(floor_seconds(work))
+        if before:
+            rows["cold_before"] += first_image_seconds(store_dir, 1, cold=True, pythonpath=before, with_cpu=True)
+            rows["warm_before"] += first_image_seconds(store_dir, 1, pythonpath=before, with_cpu=True)
+    medians = {}
+    for name, runs_ in rows.items():
+        if runs_:
+            medians[name] = {"wall": statistics.median(r[0] for r in runs_), "cpu": statistics.median(r[1] for r in runs_)}
+            if runs_[0][2] is not None:
+                medians[name]["cpu_at_paint"] = statistics.median(r[2] for r in runs_)
+    for name in ("cold", "warm", "cold_before", "warm_before"):
+        if name in medians:
+            medians[name]["wall_x_floor"] = medians[name]["wall"] / medians["floor"]["wall"]
+            medians[name]["cpu_x_floor"] = medians[name]["cpu"] / medians["floor"]["cpu"]
+        if "cpu_at_paint" in medians.get(name, {}):
+            medians[name]["cpu_at_paint_x_floor"] = medians[name]["cpu_at_paint"] / medians["floor"]["cpu_at_paint"]
+    for name in ("cold", "warm"):
+        if f"{name}_before" in medians:
+            medians[name]["wall_x_before"] = medians[name]["wall"] / medians[f"{name}_before"]["wall"]
+            medians[name]["cpu_x_before"] = medians[name]["cpu"] / medians[f"{name}_before"]["cpu"]
+    return {"runs": rows, "medians": medians, "load_average": os.getloadavg()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -227,9 +315,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layout", default="1x2", help="layout for --repaint-only (1x2 or 2x2)")
     parser.add_argument("--pairs", type=int, default=0, help="with --repaint-only: this many alternating process "
                         "runs of this version and of --before (if given), the medians of each")
-    parser.add_argument("--first-image-only", type=int, default=0, metavar="PAIRS",
-                        help="only the start to first STIR image: this many cold starts of this version (and of "
-                        "--before, alternating), then as many warm ones")
+    parser.add_argument("--first-image-only", type=int, default=0, metavar="ROUNDS",
+                        help="only the start to first STIR image: this many rounds of a cold and a warm start of "
+                        "this version, the floor (Python, numpy and Qt painting one slice) and, with --before, a "
+                        "cold and a warm start of the older version; medians, ratios to the floor and to --before")
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)  # a child of --pairs: measure this store
     parser.add_argument("--before", type=Path, help="a folder with older cno_annotate and cno_annotate_ui packages: "
                         "its start to first image is timed in the same runs, alternating")
@@ -250,17 +339,7 @@ def main(argv: list[str] | None = None) -> int:
         for cache in (work / "store" / "cache").glob("*.npy"):
             cache.unlink()  # the first viewer start below builds the cache: a cold start
         if args.first_image_only:
-            cold, cold_before, warm, warm_before = [], [], [], []
-            for _ in range(args.first_image_only):
-                cold += first_image_seconds(work / "store", 1, cold=True)
-                warm += first_image_seconds(work / "store", 1)
-                if args.before:
-                    cold_before += first_image_seconds(work / "store", 1, cold=True, pythonpath=args.before)
-                    warm_before += first_image_seconds(work / "store", 1, pythonpath=args.before)
-            print(json.dumps({"cold": cold, "cold_before": cold_before, "warm": warm, "warm_before": warm_before,
-                              "medians": {k: statistics.median(v) for k, v in (("cold", cold), ("warm", warm),
-                                          ("cold_before", cold_before), ("warm_before", warm_before)) if v}},
-                             indent=2))
+            print(json.dumps(first_image_pairs(work / "store", work, args.first_image_only, args.before), indent=2))
             return 0
         if args.repaint_only and args.pairs:
             print(json.dumps(paired_repaints(work / "store", args.size, args.layout, args.pairs, args.before),

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = build_parser(plugins=False)
     if _may_name_a_plugin(sys.argv[1:] if argv is None else argv, _command_names(parser)):
-        parser = build_parser()
+        _add_plugin_commands(_subcommands(parser), store_parent())  # to the same parser: not built twice
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -125,8 +125,12 @@ def _may_name_a_plugin(argv: list[str], builtin: set[str]) -> bool:
 
 def _command_names(parser: argparse.ArgumentParser) -> set[str]:
     """The names of a parser's subcommands."""
-    return {name for action in parser._actions if isinstance(action, argparse._SubParsersAction)
-            for name in action.choices}
+    return set(_subcommands(parser).choices)
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
+    """The action of a parser that holds its subcommands."""
+    return next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
 
 
 def build_parser(plugins: bool = True) -> argparse.ArgumentParser:

@@ -35,8 +35,7 @@ import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pydicom
+from typing import TYPE_CHECKING
 
 from cno_annotate import __version__
 from cno_annotate import reading_study as rs
@@ -46,7 +45,6 @@ from cno_annotate.annotation.resources import schemas_dir
 from cno_annotate.annotation.scheme import scheme_path
 from cno_annotate.annotation.taxonomy import DEFAULT_TAXONOMY
 from cno_annotate.annotation.validation import load_strict_json, reference_problems
-from cno_annotate.deid import Replacements, deidentify, options
 from cno_annotate.errors import CnoError
 from cno_annotate.fileio import check_parent_folder
 from cno_annotate.store import Store, audit, catalog
@@ -54,6 +52,9 @@ from cno_annotate.store import packages as issued
 from cno_annotate.store import reading_studies as table
 from cno_annotate.store.db import DB_NAME, now
 from cno_annotate.store.locations import rewrite_prefix
+
+if TYPE_CHECKING:  # deid (and pydicom) load when a package is built, not when one is opened
+    from cno_annotate.deid import Replacements
 
 MANIFEST = "manifest.json"
 PACKAGE_SCHEMA = "reading-package-1.0.0"
@@ -139,6 +140,8 @@ def build(store: Store, name: str, reader: str, out: Path, actor: str = rs.COORD
 def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: list[dict], secret: bytes,
                    staging: Path) -> tuple[PackageReport, dict[str, str]]:
     """The package's files in ``staging``; returns the report and the source -> stand-in UID pairs used."""
+    from cno_annotate.deid import Replacements
+
     mapping: dict[str, str] = {}
 
     def stand_in(source: str) -> str:
@@ -180,6 +183,10 @@ def _write_package(store: Store, study: rs.ReadingStudy, reader: str, worklist: 
 
 def _write_case(store: Store, case: rs.Case, replacements: Replacements, images: Path, left_out: list[str]) -> int:
     """De-identified copies of one case's DICOM files; returns how many were written."""
+    import pydicom
+
+    from cno_annotate.deid import deidentify
+
     code = case.reading_code
     rows = catalog.files_of_study(store.db, case.study_uid)
     missing = [r.path for r in rows if not Path(r.path).is_file()]
@@ -299,6 +306,8 @@ def _copy_resources(study: rs.ReadingStudy, folder: Path) -> None:
 
 
 def _write_manifest(study: rs.ReadingStudy, reader: str, staging: Path, report: PackageReport) -> None:
+    from cno_annotate.deid import options
+
     files = {path.relative_to(staging).as_posix(): _sha256(path)
              for folder in (IMAGES, RESOURCES) for path in sorted((staging / folder).rglob("*")) if path.is_file()}
     manifest = {

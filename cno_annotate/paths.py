@@ -96,3 +96,16 @@ def config_dir() -> str:
     from platformdirs import user_config_dir
 
     return absolute(user_config_dir("cno-annotate", appauthor=False))
+
+
+#: Environment variable that overrides the per-user cache folder (tests use it).
+CACHE_ENV = "CNO_ANNOTATE_USER_CACHE"
+
+
+def user_cache_dir() -> str:
+    """The per-user cache folder: ``$CNO_ANNOTATE_USER_CACHE``, else the platform's (not created here)."""
+    if os.environ.get(CACHE_ENV):
+        return absolute(os.environ[CACHE_ENV])
+    from platformdirs import user_cache_dir as platform_cache_dir
+
+    return absolute(platform_cache_dir("cno-annotate", appauthor=False))

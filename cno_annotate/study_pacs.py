@@ -25,19 +25,20 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import pydicom
+from typing import TYPE_CHECKING
 
 from cno_annotate import reading_study as rs
-from cno_annotate.deid import Replacements, deidentify
 from cno_annotate.errors import CnoError
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.packages import _dates_kept_in_order, _secret, offset_days, stand_in_uid  # one rule for both
-from cno_annotate.pacs.client import PacsClient
-from cno_annotate.pacs.retrieve import RetrieveReport, retrieve_study
 from cno_annotate.store import Store, published
 from cno_annotate.store import packages as issued
 from cno_annotate.store.reading_studies import Case
+
+if TYPE_CHECKING:  # these load pydicom: imported where a case is published or fetched, not by the viewer's start
+    from cno_annotate.deid import Replacements
+    from cno_annotate.pacs.client import PacsClient
+    from cno_annotate.pacs.retrieve import RetrieveReport
 
 #: The image cache's folder inside the per-user cache of a server store.
 CACHE_FOLDER = "study-pacs"
@@ -71,6 +72,8 @@ def publish(store: Store, name: str, client: PacsClient, actor: str = rs.COORDIN
     PacsError
         If the PACS cannot be reached.
     """
+    from cno_annotate.deid import Replacements
+
     study = rs.get(store, name)
     secret = _secret(store, name)
     cases = rs.cases(store, name)
@@ -102,6 +105,10 @@ def publish(store: Store, name: str, client: PacsClient, actor: str = rs.COORDIN
 
 def _deidentified_copies(store: Store, case: Case, replacements: Replacements, folder: Path,
                          left_out: list[str]) -> list[Path]:
+    import pydicom
+
+    from cno_annotate.deid import deidentify
+
     code = case.reading_code
     paths = published.case_files(store, case.study_uid)
     missing = [p for p in paths if not p.is_file()]
@@ -157,6 +164,8 @@ def fetch_case(store: Store, name: str, code: str, client: PacsClient,
     PacsError
         If the PACS cannot be reached or does not hold the case.
     """
+    from cno_annotate.pacs.retrieve import retrieve_study
+
     study_uid = published.pacs_study_uid(store, name, code)
     cache = open_cache(store)
     try:

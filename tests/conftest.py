@@ -26,8 +26,10 @@ SAMPLE = REPO / "sample_scans" / "wbmri-cno-01"
 
 @pytest.fixture(autouse=True)
 def _own_config_folder(tmp_path_factory, monkeypatch):
-    """Every test has an empty per-user config folder (no keymap of the machine's user leaks in)."""
+    """Every test has an empty per-user config folder (no keymap of the machine's user leaks in), and the
+    session's own per-user cache folder (nothing of the machine's user's cache is trusted)."""
     monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path_factory.getbasetemp() / "user-config"))
+    monkeypatch.setenv("CNO_ANNOTATE_USER_CACHE", str(tmp_path_factory.getbasetemp() / "user-cache"))
 
 
 @pytest.fixture(scope="session")

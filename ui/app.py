@@ -8,7 +8,6 @@ from pathlib import Path
 
 from cno_annotate.display.catalog import bundled_sample_dir
 from cno_annotate.errors import CnoError
-from cno_annotate.importer import import_paths
 from cno_annotate.store import Store
 from cno_annotate.store.db import default_store_location
 from cno_annotate.store.postgres import is_url
@@ -110,6 +109,8 @@ def _package_at(folder: Path):
 
 def _study_to_open(store: Store, study: str | None, sample: bool) -> str | None:
     if sample:
+        from cno_annotate.importer import import_paths  # only for the sample: opening a stored study imports nothing
+
         folder = bundled_sample_dir()
         report = import_paths(store, [folder])
         if not report.studies:

@@ -245,7 +245,7 @@ class SliceView(QWidget):
         if not self._painted_once:
             self._painted_once = True
             if os.environ.get("CNO_ANNOTATE_TIMING"):
-                print(f"first-image-painted {self.name} {time.time():.6f}", flush=True)
+                print(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f}", flush=True)
             self.first_image_painted.emit()
 
     def _fill_around(self, painter: QPainter, target: QRectF) -> None:
@@ -609,6 +609,9 @@ class SliceView(QWidget):
         if name is None or name == self.name:
             if what == ViewChange.VOLUME:
                 self._image_key = None
+                if not self._painted_once and self.isVisible() and self.state.ready:
+                    self.repaint()  # the first image now, not after the other views' volumes are set up
+                    return
             self.update()
 
     def resizeEvent(self, event) -> None:  # noqa: N802

@@ -13,7 +13,6 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from cno_annotate import study_pacs
 from cno_annotate.errors import CnoError
 from cno_annotate.pacs import config
-from cno_annotate.pacs.client import open_client
 from cno_annotate.store import Store
 
 
@@ -33,6 +32,8 @@ class _FetchJob(QRunnable):
         try:
             store = Store.open(self.store_root)
             try:
+                from cno_annotate.pacs.client import open_client  # (pydicom): not loaded until a case is fetched
+
                 with open_client(config.get_node(self.node)) as client:
                     cached = study_pacs.fetch_case(store, self.reading_study, self.code, client,
                                                    lambda done, total: self.signals.progress.emit(self.request, done,

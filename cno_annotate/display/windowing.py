@@ -68,11 +68,9 @@ def body_sample(array: np.ndarray) -> np.ndarray:
 def presets(array: np.ndarray, role: str) -> dict[str, Window]:
     """Named windows for a volume: automatic first, then those of its role."""
     sample = body_sample(array)
-    out = {}
-    for name, low, high in [AUTO, *ROLE_PRESETS.get(role, [])]:
-        lo, hi = np.percentile(sample, [low, high])
-        out[name] = Window.from_range(float(lo), float(hi))
-    return out
+    named = [AUTO, *ROLE_PRESETS.get(role, [])]
+    values = np.percentile(sample, [q for _, low, high in named for q in (low, high)])  # one partition for all
+    return {name: Window.from_range(float(lo), float(hi)) for (name, _, _), lo, hi in zip(named, values[::2], values[1::2])}
 
 
 class Windowing:

@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
-import pydicom
 
 from cno_annotate.io.dicom_index import tolerant_reading
 from cno_annotate.io.series import Stack
@@ -126,6 +125,8 @@ def _read_image(image: ImageRow, decoded: dict[str, np.ndarray]) -> np.ndarray:
 
 def _decode_file(path: str) -> np.ndarray:
     """Every frame of a compressed or deflated file, decoded by pydicom's plugins."""
+    import pydicom  # only here: plain files are read without it, and a viewer's start needs none
+
     with tolerant_reading():
         return pydicom.dcmread(path).pixel_array
 
