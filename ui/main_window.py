@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QListView,
     QListWidget,
     QListWidgetItem,
     QMainWindow,
@@ -322,6 +323,13 @@ class MainWindow(QMainWindow):
         self.search.setClearButtonEnabled(True)
         self.study_list = QListWidget(panel)
         self.study_list.setFocusPolicy(Qt.NoFocus)  # clicking a study leaves the arrows to the image
+        # a narrow list (1024 px screens) shows a row's whole text on more lines, never cut at the right; a word
+        # longer than the row (a bare study UID) keeps both ends; the whole text is the row's tooltip too
+        self.study_list.setWordWrap(True)
+        self.study_list.setTextElideMode(Qt.ElideMiddle)
+        self.study_list.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.study_list.setResizeMode(QListView.Adjust)
+        self.study_list.setAlternatingRowColors(True)  # where one row of two lines ends and the next begins
         self.search.returnPressed.connect(self._open_first_match)
         layout.addWidget(self.search)
         layout.addWidget(self.study_list)
@@ -757,7 +765,7 @@ class MainWindow(QMainWindow):
             if study.missing_files:
                 item.setIcon(self.style().standardIcon(QStyle.StandardPixmap.SP_MessageBoxWarning))
             item.setData(Qt.UserRole, study.study_uid)
-            item.setToolTip(tip)
+            item.setToolTip(f"{text}\n{tip}")
             self.study_list.addItem(item)
         self.study_list.blockSignals(False)
         if self.study_list.count() == 0:
@@ -821,6 +829,7 @@ class MainWindow(QMainWindow):
                 extra.append(f"{entry['patient_code']} visit {entry['visit']} of {entry['visits']}")
             text = f"{entry['position']:3}. {entry['reading_code']}  {entry['status']}"
             item = QListWidgetItem(text + (f"  ({', '.join(extra)})" if extra else ""))
+            item.setToolTip(item.text())
             item.setData(Qt.UserRole, entry["reading_code"])
             item.setData(Qt.UserRole + 1, entry["status"])
             self.study_list.addItem(item)
