@@ -275,9 +275,18 @@ def floor_seconds(work: Path) -> tuple[float, float, float | None]:
 
 
 def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | None) -> dict:
-    """Alternating starts: this version cold and warm, the floor, and ``before`` cold and warm (if given)."""
-    for code in (None, before) if before else (None,):  # compile each version's bytecode once, untimed
-        first_image_seconds(store_dir, 1, pythonpath=code)
+    """Alternating starts: this version cold and warm, the floor, and ``before`` cold and warm (if given).
+
+    The older version gets a store of its own, made by its own import of the same study (it may not open a
+    store that a newer version migrated)."""
+    before_store = work / "store-before"
+    if before:
+        subprocess.run([sys.executable, "-m", "cno_annotate", "import", "--store", str(before_store),
+                        str(work / "study")], env=_child_environment(before), cwd=work, check=True,
+                       capture_output=True)
+    first_image_seconds(store_dir, 1)  # compile each version's bytecode once, untimed
+    if before:
+        first_image_seconds(before_store, 1, pythonpath=before)
     floor_seconds(work)
     rows: dict[str, list] = {k: [] for k in ("cold", "warm", "floor", "cold_before", "warm_before")}
     for _ in range(runs):
@@ -285,8 +294,9 @@ def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | Non
         rows["warm"] += first_image_seconds(store_dir, 1, with_cpu=True)
         rows["floor"].append(floor_seconds(work))
         if before:
-            rows["cold_before"] += first_image_seconds(store_dir, 1, cold=True, pythonpath=before, with_cpu=True)
-            rows["warm_before"] += first_image_seconds(store_dir, 1, pythonpath=before, with_cpu=True)
+            rows["cold_before"] += first_image_seconds(before_store, 1, cold=True, pythonpath=before,
+                                                       with_cpu=True)
+            rows["warm_before"] += first_image_seconds(before_store, 1, pythonpath=before, with_cpu=True)
     medians = {}
     for name, runs_ in rows.items():
         if runs_:
