@@ -104,8 +104,8 @@ def test_a_click_gives_the_voxel_of_the_volume_clicked_and_the_side_of_the_body(
     from cno_annotate.display.marking import click_placement
     from cno_annotate.volumes import load_volume
 
-    row = next(v for v in sample_store.volumes() if v["kind"] == "composed" and v["role"] == "STIR")
-    volume = load_volume(sample_store, row["volume_id"])
+    row = next(v for v in sample_store.volumes() if v.kind == "composed" and v.role == "STIR")
+    volume = load_volume(sample_store, row.volume_id)
     centre_ijk = (np.array(volume.shape[::-1]) - 1) / 2
     middle = volume.index_to_lps(centre_ijk)
     for dx, side in ((+40.0, "L"), (-40.0, "R")):  # LPS x grows towards the patient's left
