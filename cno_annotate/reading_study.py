@@ -518,7 +518,8 @@ def reader_document(store: Store, name: str, reader: str, actor: str | None = No
     reads = []
     for read in load_for_export(store, [r["read_id"] for r in list_reads(store, reader=reader, reading_study=name)]):
         read.study_uid = codes[read.study_uid]
-        read.lesions = [_blind_lesion(name, lesion) for lesion in read.lesions]
+        read.lesions = [_blind_series(name, lesion) for lesion in read.lesions]
+        read.rois = [_blind_series(name, roi) for roi in read.rois]
         reads.append(read)
     document = document_of(reads)
     if audited:
@@ -527,10 +528,11 @@ def reader_document(store: Store, name: str, reader: str, actor: str | None = No
     return document
 
 
-def _blind_lesion(name: str, lesion):
+def _blind_series(name: str, drawn):
+    """A lesion or ROI with its series UID replaced by the study's stable pseudonym."""
     import dataclasses
 
-    return dataclasses.replace(lesion, series_uid=pseudonymous_series_uid(name, lesion.series_uid))
+    return dataclasses.replace(drawn, series_uid=pseudonymous_series_uid(name, drawn.series_uid))
 
 
 def adjudication_reads(store: Store, name: str, code: str, adjudicator: str) -> list[Read]:

@@ -139,6 +139,18 @@ def test_a_reader_cannot_open_or_export_another_readers_read(trial, cli, tmp_pat
     assert mine["reads"][0]["lesions"][0]["position"]["series_uid"] != "1.2.3.4"
 
 
+def test_a_readers_export_names_no_series_uid_of_the_source_not_even_an_rois(trial):
+    """Reader exports replace series UIDs by pseudonyms: a lesion's and an ROI's alike."""
+    session = _read(trial, "dr-a")
+    lesion = _lesion(session)
+    session.add_roi("ellipse", "coronal", [(-70.0, 0.0, -400.0), (-60.0, 0.0, -390.0)], "1.2.3.4")
+    document = rs.reader_document(trial, "trial", "dr-a")
+    (read,) = document["reads"]
+    assert [lesion["lesion_id"] for lesion in read["lesions"]] == [lesion]
+    assert "1.2.3.4" not in json.dumps(document)  # was: the ROI kept its series UID
+    assert read["rois"][0]["series_uid"] == read["lesions"][0]["position"]["series_uid"]
+
+
 def test_adjudicator_sees_submitted_reads_side_by_side(trial):
     for reader, grade in (("dr-a", 2), ("dr-b", 1)):
         session = _read(trial, reader)
