@@ -347,6 +347,23 @@ def _minutes(seconds: float) -> str:
     return f"{whole // 60} min {whole % 60:02d} s"
 
 
+def _own_reads_only(store, reader: str, what: str) -> str | None:
+    """The login of a reader or adjudicator on a server (None for the coordinator), refusing another reader's reads.
+
+    Raises
+    ------
+    CnoError
+        If such a login names another reader: the server shows it only its own reads.
+    """
+    from cno_annotate import reading_study as rs
+
+    login = rs.limited_login(store)
+    if login is not None and reader != login:
+        raise CnoError(f"the login {login!r} can {what} its own reads only, not those of {reader!r}: run it with "
+                       f"'--reader {login}', or ask the coordinator (nothing was changed)")
+    return login
+
+
 def cmd_export(args) -> int:
     """Run ``cno-annotate reading-study export`` (see its ``--help``)."""
     from cno_annotate import reading_study as rs
@@ -356,10 +373,15 @@ def cmd_export(args) -> int:
 
     check_output_file(args.out, args.force)
     store = _store(args)
+    login = _own_reads_only(store, args.reader, "export")
     document = rs.reader_document(store, args.name, args.reader, audited=False)
-    audited_file_export(store, args.out, args.force, "export", f"reading-study:{args.name}",
-                        lambda path: (write_document(document, path),
-                                      {"reader": args.reader, "reads": len(document["reads"])}), actor=args.reader)
+    if login is None:
+        entity, detail = f"reading-study:{args.name}", {"reader": args.reader, "reads": len(document["reads"])}
+    else:  # a reader's login cannot hash the reading study's state; it audits the export of its own reads
+        entity, detail = "reads", {"format": "json", "reading_study": args.name, "reader": login,
+                                   "reads": [r["read_id"] for r in document["reads"]]}
+    audited_file_export(store, args.out, args.force, "export", entity,
+                        lambda path: (write_document(document, path), detail), actor=args.reader)
     print(f"wrote {len(document['reads'])} reads of {args.reader} to {args.out}")
     return 0
 
@@ -370,6 +392,7 @@ def cmd_new_version(args) -> int:
     from cno_annotate.annotation.reads import ReadSession, list_reads
 
     store = _store(args)
+    _own_reads_only(store, args.reader, "open a new version of")
     uid = rs.study_uid_of(store, args.name, args.code)
     rows = list_reads(store, uid, args.reader, args.name, latest_only=True)
     if not rows:

@@ -194,6 +194,29 @@ def test_a_reader_exports_their_own_reads_audited_under_their_login(trial, tmp_p
     assert verification.ok, verification.reason
 
 
+def test_a_readers_blinded_export_works_under_their_login_and_is_audited(trial, tmp_path):
+    """reading-study export (the reader's blinded record) on the server, as the reader's own login."""
+    mine = _start_read(trial("dr-a"), "dr-a")
+    code, out = run_cli("reading-study", "export", "trial", "--reader", "dr-a", "--store", trial("dr-a").root,
+                        "--out", tmp_path / "mine.json")
+    assert code == 0, out  # was: "permission denied for table reading_studies"
+    document = json.loads((tmp_path / "mine.json").read_text())
+    assert [r["study_uid"] for r in document["reads"]] == ["CNO-0001"]
+    owner = trial()
+    (entry,) = [e for e in audit.entries(owner.db, 100) if e["action"] == "export"]
+    assert entry["actor"] == "dr-a" and entry["detail"]["after"]["reads"] == [mine.read.read_id]
+    verification = audit.verify(owner.db)
+    assert verification.ok, verification.reason
+
+
+def test_a_new_version_of_another_readers_read_says_whose_reads_the_login_opens(trial):
+    _start_read(trial("dr-b"), "dr-b").submit()
+    code, out = run_cli("reading-study", "new-version", "trial", "--reader", "dr-b", "--code", "CNO-0001",
+                        "--reason", "typo", "--store", trial("dr-a").root)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert "own reads" in out and "dr-a" in out and "has no read" not in out  # dr-b has one: it is not dr-a's
+
+
 def test_a_reader_cannot_append_an_export_entry_about_reads_not_theirs(trial):
     _start_read(trial("dr-a"), "dr-a")
     theirs = _start_read(trial("dr-b"), "dr-b", "CNO-0002")
