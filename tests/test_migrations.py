@@ -16,9 +16,15 @@ from cno_annotate.annotation.reads import list_reads, load_read
 from cno_annotate.store.db import SCHEMA_VERSION, Store
 
 LEGACY = Path(__file__).parent / "legacy_stores"
-VERSIONS = [1, 2, 3, 21]
+#: Every schema version main was ever at. 13, 16 and 20 never were: two migrations landed together each time.
+VERSIONS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 15, 17, 18, 19, 21]
 #: Versions whose store holds reads (each with one lesion: distal femur, left, 'kept across migrations').
-WITH_READS = [2, 3, 21]
+WITH_READS = VERSIONS[1:]
+#: Versions written by make_store_4_to_19.py or make_store.py (21): the v3 reading study, each read with a
+#: graded lesion and a unit mark.
+WITH_GRADED_READS = [v for v in VERSIONS if v >= 4]
+FIRST_WITH_ROIS = 11
+FIRST_WITH_READING_TIME = 15
 
 
 def _open_copy(tmp_path: Path, version: int) -> Store:
@@ -110,22 +116,32 @@ def test_migration_gives_every_lesion_a_tracking_uid_kept_by_later_versions(tmp_
     assert {rid: [l.tracking_uid for l in load_read(again, rid).lesions] for rid in reads} == uids
 
 
-def test_a_store_of_schema_21_keeps_rois_unit_marks_reading_times_and_its_audit_chain(tmp_path):
-    """The newest frozen store holds every part of a read the later schemas added: they survive what comes next."""
+@pytest.mark.parametrize("version", WITH_GRADED_READS)
+def test_graded_reads_rois_unit_marks_reading_times_and_audit_survive_migration(tmp_path, version):
+    """Each release's reading study keeps every part of a read that release could store, and the audit verifies."""
+    from cno_annotate import reading_study as rs
     from cno_annotate.annotation.reads import stored_reading_time
     from cno_annotate.store import audit
 
-    store = _open_copy(tmp_path, 21)
+    before = sqlite3.connect(LEGACY / f"store-v{version}.sqlite")
+    try:
+        entries_before = before.execute("SELECT count(*) FROM audit").fetchone()[0]
+    finally:
+        before.close()
+    store = _open_copy(tmp_path, version)
+    assert [c.reading_code for c in rs.cases(store, "trial")] == ["CNO-0001"]
     reads = {r["reader"]: load_read(store, r["read_id"]) for r in list_reads(store, reading_study="trial")}
     assert {reader: read.status for reader, read in reads.items()} == {
         "dr-a": "submitted", "dr-b": "draft", "dr-c": "submitted"}
     assert reads["dr-c"].role == "adjudicator"
     for read in reads.values():
         [lesion] = read.lesions
-        assert lesion.grades == {"marrow_hyperintensity": 2}
-        [roi] = read.rois
-        assert (roi.kind, roi.plane) == ("rectangle", "coronal")
+        assert (lesion.site_id, lesion.side, lesion.grades) == ("femur.distal", "L", {"marrow_hyperintensity": 2})
         assert read.unit_marks == {"toe_phalanges:L": "no_lesion"}
-        assert stored_reading_time(store.db, read.read_id) == pytest.approx(95.5)
+        assert [(roi.kind, roi.plane) for roi in read.rois] == (
+            [("rectangle", "coronal")] if version >= FIRST_WITH_ROIS else [])
+        expected_time = 95.5 if version >= FIRST_WITH_READING_TIME else 0.0
+        assert stored_reading_time(store.db, read.read_id) == pytest.approx(expected_time)
     result = audit.verify(store.db)
-    assert result.ok and result.entries >= 22, result
+    assert result.ok and not result.problems, result
+    assert result.entries >= entries_before, result

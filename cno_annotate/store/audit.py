@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from cno_annotate.errors import CnoError
@@ -146,11 +147,12 @@ def _hash(value) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def read_state(db: sqlite3.Connection, read_id: str) -> str | None:
+def read_state(db: sqlite3.Connection, read_id: str, with_rois: bool = True) -> str | None:
     """Content hash of a read as stored (row, lesions, marks, grades, ROIs, follow-up); None if there is none.
 
     A read without ROIs, or that follows no prior read, hashes as it did before
     store schema 11 or 13 (that part is left out), so audited states recorded earlier hold.
+    ``with_rois=False`` gives the hash store schema 11 recorded, which left ROIs out.
     """
     cursor = db.execute("SELECT * FROM reads WHERE read_id = ?", (read_id,))
     found = cursor.fetchone()
@@ -166,7 +168,7 @@ def read_state(db: sqlite3.Connection, read_id: str) -> str | None:
                         (read_id,)).fetchall()
     parts = [row, [list(r) for r in lesions], [list(r) for r in marks], [list(r) for r in grades]]
     rois = db.execute("SELECT roi_id, ordinal, data, role FROM rois WHERE read_id = ? ORDER BY roi_id",
-                      (read_id,)).fetchall() if _has_rois(db) else []
+                      (read_id,)).fetchall() if with_rois and _has_rois(db) else []
     if rois:  # only then: the state of a read without ROIs keeps the hash it was audited with before ROIs existed
         parts.append([list(r) for r in rois])
     if "prior_read" in fields:  # store schema 13 on: the follow-up table exists too
@@ -219,7 +221,7 @@ def reading_study_state(db: sqlite3.Connection, name: str) -> str | None:
 
 
 #: Entity kinds whose state every entry records, and how to compute it.
-STATES = {"read": read_state, "reading-study": reading_study_state}
+STATES: dict[str, Callable[[sqlite3.Connection, str], str | None]] = {"read": read_state, "reading-study": reading_study_state}
 _TABLES = {"read": "SELECT read_id FROM reads", "reading-study": "SELECT name FROM reading_studies"}
 _NAMES = {"read": "read", "reading-study": "reading study"}
 _LOCKED_ROWS = {"read": ("reads", "read_id"), "reading-study": ("reading_studies", "name")}

@@ -265,8 +265,9 @@ MIGRATIONS: list[Step | ByDialect] = [
               lambda connection: connection.script(postgres.pg_ddl(ROIS_TABLE) + postgres.part_lock_trigger("rois"))),
     # 12: on a PostgreSQL server, access by database role: the audit trail written by the database and
     # append-only, row-level security and column privileges for readers and adjudicators (postgres.py).
-    # An SQLite store has one user: nothing to add.
-    ByDialect("", lambda connection: connection.script(postgres.access_rules())),
+    # An SQLite store has one user: nothing to add but the audit entries that let a read's audited state
+    # cover its ROIs from here on (schema 11 recorded states without them).
+    ByDialect(lambda connection: _audit_rois(connection), lambda connection: connection.script(postgres.access_rules())),
     # 13: tracking UIDs (every lesion gets one; a later version's lesion the one of the version it copies),
     # and follow-up reads: the prior read and the outcome of each prior lesion, locked and audited like the lesions.
     ByDialect(lambda connection: _track_lesions(connection), lambda connection: _track_lesions(connection)),
@@ -458,6 +459,21 @@ def _track_lesions(connection: Any) -> None:
     _give_tracking_uids(connection)
     if trigger is not None:
         connection.execute(trigger[0])
+
+
+def _audit_rois(connection: sqlite3.Connection) -> None:
+    """Migration 12 on SQLite: an audit entry per read with ROIs, from the state schema 11 recorded to today's.
+
+    Schema 11 hashed a read's audited state without its ROIs; from 12 on the
+    state covers them. Without this entry, 'audit verify' would report every
+    read with an ROI as changed outside the program after the upgrade.
+    """
+    from cno_annotate.store import audit
+
+    for (read_id,) in connection.execute("SELECT DISTINCT read_id FROM rois ORDER BY read_id").fetchall():
+        audit.append(connection, "cno-annotate", "migrate", f"read:{read_id}",
+                     state_before=audit.read_state(connection, read_id, with_rois=False),
+                     reason="the audited state covers the read's ROIs from store schema 12")
 
 
 def _give_tracking_uids(connection: Any) -> None:
