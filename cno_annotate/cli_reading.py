@@ -81,7 +81,7 @@ def _register_reading_study(sub, common) -> None:
     add_reading_study(p)
     add_reader(p, required=True)
     add_json(p)
-    p = command(actions, "progress", common, cmd_progress, "cases not started / draft / submitted per reader")
+    p = command(actions, "progress", common, cmd_progress, "cases not started / opened / draft / submitted per reader")
     add_reading_study(p)
     add_json(p)
     p = command(actions, "export", common, cmd_export, "a reader's own reads, blinded (reading codes)")
@@ -334,7 +334,8 @@ def cmd_progress(args) -> int:
     from cno_annotate import reading_study as rs
 
     _print_rows(rs.progress(_store(args), args.name), args.json, "no readers yet",
-                lambda r: f"{r['reader']:16} {r['role']:11} not started {r['not started']:3}  draft {r['draft']:3}  "
+                lambda r: f"{r['reader']:16} {r['role']:11} not started {r['not started']:3}  "
+                          f"opened {r['opened']:3}  draft {r['draft']:3}  "
                           f"submitted {r['submitted']:3}  active {_minutes(r['active_seconds'])}"
                           + (f" ({_minutes(r['seconds_per_submitted'])} per submitted case)"
                              if r["seconds_per_submitted"] is not None else ""))

@@ -374,10 +374,11 @@ def worklist(store: Store, name: str, reader: str) -> list[dict]:
         raise CnoError(f"{reader!r} has no worklist in {name!r} yet (run 'cno-annotate reading-study assign')")
     status = {r["study_uid"]: r["status"] for r in list_reads(store, reader=reader, reading_study=name,
                                                                latest_only=True)}
+    opened = table.opened(store.db, name, reader)
     out = []
     for row in rows:
         entry = {"position": row.position, "reading_code": row.reading_code,
-                 "status": status.get(row.study_uid, "not started")}
+                 "status": status.get(row.study_uid, "opened" if row.study_uid in opened else "not started")}
         entry.update(case_details(store, study, row.reading_code))
         out.append(entry)
     return out
@@ -439,16 +440,17 @@ def _age(birth: str | None, at: str | None) -> float | None:
 
 
 def progress(store: Store, name: str) -> list[dict]:
-    """Per reader: cases not started, in draft and submitted, and active reading time.
+    """Per reader: cases not started, opened (looked at, no read yet), in draft and submitted, and active reading time.
 
-    ``active_seconds`` sums the reader's latest reads of the study;
+    ``active_seconds`` sums the reader's latest reads of the study and the time spent looking at cases opened
+    without a read (a read made later took that time over: it is counted once);
     ``seconds_per_submitted`` is the mean over their submitted reads (None before the first).
     """
     get(store, name)
     out = []
     for registration in table.readers(store.db, name):
         reader, role = registration.reader, registration.role
-        counts = {"reader": reader, "role": role, "not started": 0, "draft": 0, "submitted": 0,
+        counts = {"reader": reader, "role": role, "not started": 0, "opened": 0, "draft": 0, "submitted": 0,
                   **_reading_time(store, name, reader, role)}
         try:
             for entry in worklist(store, name, reader):
@@ -460,11 +462,14 @@ def progress(store: Store, name: str) -> list[dict]:
 
 
 def _reading_time(store: Store, name: str, reader: str, role: str) -> dict:
-    """Active reading time of a reader's latest reads in a study: the total and the mean per submitted read."""
+    """Active reading time of a reader in a study: the total (latest reads, and cases only looked at), the mean per
+    submitted read."""
     reads = [r for r in list_reads(store, reader=reader, reading_study=name, latest_only=True) if r["role"] == role]
     seconds = {r["read_id"]: stored_reading_time(store.db, r["read_id"]) for r in reads}
     submitted = [seconds[r["read_id"]] for r in reads if r["status"] == "submitted"]
-    return {"active_seconds": round(sum(seconds.values()), 1),
+    read_cases = {r["study_uid"] for r in reads}
+    looked = sum(t for uid, t in table.opened(store.db, name, reader).items() if uid not in read_cases)
+    return {"active_seconds": round(sum(seconds.values()) + looked, 1),
             "seconds_per_submitted": round(sum(submitted) / len(submitted), 1) if submitted else None}
 
 

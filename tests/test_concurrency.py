@@ -180,7 +180,7 @@ def test_the_schema_allows_one_first_version_and_one_successor(store):
         _insert_audited(store, {**successor, "read_id": "v2b"})
 
 
-def test_progress_counts_a_case_only_looked_at_as_not_started(sample_store, tmp_path):
+def test_progress_tells_a_case_only_opened_from_one_not_started_and_keeps_its_time(sample_store, tmp_path):
     import shutil
 
     shutil.copytree(sample_store.root, tmp_path / "store")
@@ -190,11 +190,22 @@ def test_progress_counts_a_case_only_looked_at_as_not_started(sample_store, tmp_
     rs.add_cases(store, "trial", [uid])
     rs.add_readers(store, "trial", ["dr-a"])
     rs.assign(store, "trial")
-    session = ReadSession.open_or_create(store, uid, "dr-a", reading_study="trial")
-    assert rs.progress(store, "trial")[0]["not started"] == 1
-    session.add_lesion((1.0, 1.0, 1.0), SERIES, (1, 1, 1))
     progress = rs.progress(store, "trial")[0]
-    assert (progress["not started"], progress["draft"]) == (0, 1)
+    assert (progress["not started"], progress["opened"]) == (1, 0)
+    session = ReadSession.open_or_create(store, uid, "dr-a", reading_study="trial")
+    session.add_reading_time(20.0)  # only looking: no read, but the time is in the store
+    assert store.db.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 0
+    progress = rs.progress(store, "trial")[0]
+    assert (progress["not started"], progress["opened"], progress["draft"]) == (0, 1, 0)
+    assert progress["active_seconds"] == pytest.approx(20.0)
+    assert rs.worklist(store, "trial", "dr-a")[0]["status"] == "opened"
+    again = ReadSession.open_or_create(Store.open(tmp_path / "store"), uid, "dr-a", reading_study="trial")
+    again.add_reading_time(5.0)  # a later window on the same case adds to what was recorded
+    again.add_lesion((1.0, 1.0, 1.0), SERIES, (1, 1, 1))
+    progress = rs.progress(store, "trial")[0]
+    assert (progress["not started"], progress["opened"], progress["draft"]) == (0, 0, 1)
+    assert progress["active_seconds"] == pytest.approx(25.0)  # the looked-only time is counted once, with the read
+    assert load_read(store, again.read.read_id).active_seconds == pytest.approx(25.0)
 
 
 @pytest.mark.sqlite_only

@@ -327,3 +327,28 @@ def test_a_readers_login_selects_no_series_or_study_uid_of_the_imaging_tables(tr
             assert selectable == READER_UID_COLUMNS, (login, selectable)
     finally:
         owner.close()
+
+# -- a case only opened (looked at) by a reader --------------------------------------------------------------------
+def test_a_reader_records_opening_only_their_own_worklist_cases(trial):
+    reader = trial("dr-a")
+    uid = rs.study_uid_of(reader, "trial", "CNO-0001")
+    session = ReadSession.open_or_create(reader, uid, "dr-a", reading_study="trial")
+    session.add_reading_time(15.0)
+    coordinator = trial()
+    progress = {p["reader"]: p for p in rs.progress(coordinator, "trial")}
+    assert (progress["dr-a"]["opened"], progress["dr-a"]["draft"]) == (1, 0)
+    assert progress["dr-a"]["active_seconds"] == pytest.approx(15.0)
+    assert progress["dr-b"]["opened"] == 0
+    assert coordinator.db.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 0
+    session.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    progress = {p["reader"]: p for p in rs.progress(coordinator, "trial")}
+    assert (progress["dr-a"]["opened"], progress["dr-a"]["draft"]) == (0, 1)
+    assert progress["dr-a"]["active_seconds"] == pytest.approx(15.0)  # counted once
+    raw = _raw(reader)
+    try:
+        for who, study in (("dr-b", uid), ("dr-a", "1.2.3.999")):  # another reader's row; a case not on the worklist
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                raw.execute("INSERT INTO rs_opened (reading_study, reader, study_uid, opened, looked_seconds) "
+                            "VALUES ('trial', ?, ?, 'now', 0)", (who, study))
+    finally:
+        raw.close()

@@ -259,3 +259,51 @@ def test_reader_mode_shows_the_timer_only_when_the_study_enables_it(sample_store
     if shown:
         qtbot.waitUntil(lambda: window.timer_label.text().startswith("Reading time"), timeout=3000)
     window.close()
+
+
+@pytest.mark.gui
+def test_a_case_only_looked_at_in_the_window_shows_as_opened_with_its_time(tmp_path, qtbot):
+    """Open a case, scroll through it, go to the next case: progress says opened (not draft) with the time."""
+    pytest.importorskip("PySide6")
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from cno_annotate import reading_study as rs
+    from cno_annotate.importer import import_paths
+    from cno_annotate.sample import StudyPlan, generate_study
+    from cno_annotate.store import Store
+
+    for seed in range(3):
+        generate_study(tmp_path / "studies" / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=80 + seed))
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [tmp_path / "studies"])
+    rs.create(store, "blind", seed=4)
+    rs.add_cases(store, "blind", sorted(store.study_uids()))
+    rs.add_readers(store, "blind", ["dr-a"])
+    rs.assign(store, "blind")
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-a", reading_study="blind")
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=30000):
+        window.open_next_case()
+    clock = FakeClock()
+    window.reading_timer = ActiveTimer(idle_limit=60, clock=clock)
+    view = QApplication.focusWidget()
+    assert view is window.active_view()
+    qtbot.keyClick(view, Qt.Key_Down)
+    for _ in range(3):
+        clock.advance(10)
+        qtbot.keyClick(view, Qt.Key_Down)  # 30 s looking, no change
+    with qtbot.waitSignal(window.all_loaded, timeout=30000):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key_N, Qt.ControlModifier)  # the next case
+    other = Store.open(tmp_path / "store")
+    (progress,) = rs.progress(other, "blind")
+    assert (progress["not started"], progress["opened"], progress["draft"], progress["submitted"]) == (1, 2, 0, 0)
+    assert progress["active_seconds"] == pytest.approx(30)
+    assert other.db.execute("SELECT COUNT(*) FROM reads").fetchone()[0] == 0
+    statuses = [window.study_list.item(n).data(Qt.UserRole + 1) for n in range(window.study_list.count())]
+    assert sorted(statuses) == ["not started", "opened", "opened"]
+    other.close()
+    window.close()

@@ -915,6 +915,9 @@ class MainWindow(QMainWindow):
                         f"Cannot open the read: {exc}")
         else:
             self.read_session.changed.connect(self._read_changed)
+            item = self.study_list.currentItem()
+            if self.reading_study and item is not None and item.data(Qt.UserRole + 1) == "not started":
+                QTimer.singleShot(0, self._refresh_worklist)  # the case is now opened (after this selection ends)
             if self.store.read_only:
                 self.statusBar().showMessage("The store is read-only (read-only media): the read is shown, "
                                              "it cannot be changed or submitted here")
@@ -1127,7 +1130,7 @@ class MainWindow(QMainWindow):
         self._update_undo_actions()
         QTimer.singleShot(0, self._keep_keyboard)
         item = self.study_list.currentItem()
-        started = item is not None and item.data(Qt.UserRole + 1) == "not started"
+        started = item is not None and item.data(Qt.UserRole + 1) in ("not started", "opened")
         if self.reading_study and (change.kind is ReadChangeKind.SUBMIT or started):
             self._refresh_worklist()  # submitted, or the first change made the case a draft
 

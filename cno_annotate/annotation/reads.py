@@ -59,6 +59,7 @@ from cno_annotate.annotation.validation import (
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
 from cno_annotate.events import Event
 from cno_annotate.store import audit
+from cno_annotate.store import reading_studies as opened_cases
 from cno_annotate.store import reads as rows
 from cno_annotate.store.db import LOCKED_MESSAGE, Store, is_integrity_error, now
 
@@ -368,6 +369,7 @@ class ReadSession:
         self.changed = Event()
         self.stored = stored  # False until the first change creates the read in the store
         self._unsaved_seconds = 0.0  # reading time measured before the read exists in the store
+        self._opened_recorded = False  # a reading study's case: its opening and looked-only time are in the store
         # The number the read's next lesion takes, as stored (None: not known yet; looked up when needed).
         self._next_lesion = next_lesion if stored else 1
 
@@ -392,7 +394,24 @@ class ReadSession:
         scheme = load_scheme(scheme_id, scheme_version) if scheme_id else load_scheme()
         read = new_read(store, study_uid, reader, scheme, load_taxonomy(taxonomy), reading_study=reading_study,
                         role=role)
-        return cls(store, read, reader, stored=False)
+        session = cls(store, read, reader, stored=False)
+        session._record_opened()
+        return session
+
+    def _record_opened(self) -> None:
+        """A reading study's case opened before any read of it: recorded, with the time looked at it so far.
+
+        A store that refuses the write (locked, read-only) leaves the time in memory, as outside a study.
+        """
+        read = self.read
+        if read.reading_study is None or self.store.read_only:
+            return
+        try:
+            with self.store.single_statement() as db:
+                looked = opened_cases.record_opened(db, read.reading_study, read.reader, read.study_uid, now())
+        except CnoError:
+            return
+        self._unsaved_seconds, self._opened_recorded = looked, True
 
     @classmethod
     def new_version(cls, store: Store, read_id: str, actor: str, reason: str) -> ReadSession:
@@ -473,11 +492,20 @@ class ReadSession:
     def add_reading_time(self, seconds: float) -> None:
         """Add active reading time to the read (kept until the first change stores a new read).
 
+        Before that change, a reading study's case keeps it in the store as time looked at the opened case
+        (``reading-study progress`` counts it), which the new read then takes over.
+
         Time never bumps the revision (it cannot conflict with an edit made
         elsewhere); time on a submitted read, or in a read-only store, is
         dropped (the read's time is final once submitted).
         """
         if not seconds > 0 or not self.editable:
+            return
+        if not self.stored and self._opened_recorded:  # only looking so far: the time goes to the opened case
+            read = self.read
+            with self.store.single_statement() as db:
+                self._unsaved_seconds = opened_cases.add_looked_time(db, read.reading_study, read.reader,
+                                                                     read.study_uid, seconds, now())
             return
         if not self.stored:
             self._unsaved_seconds += float(seconds)

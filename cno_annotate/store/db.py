@@ -105,6 +105,16 @@ AUDIT_CHAINS = """
     CREATE TABLE audit_heads (entity TEXT PRIMARY KEY, seq INTEGER NOT NULL, hash TEXT NOT NULL);
 """
 
+#: Migration 27's table: the cases of a reading study a reader opened (looked at) without a read yet, with the
+#: active time spent only looking; counted in progress until the first change makes the read (which takes the time).
+OPENED_TABLE = """
+    CREATE TABLE rs_opened (
+        reading_study TEXT NOT NULL, reader TEXT NOT NULL, study_uid TEXT NOT NULL, opened TEXT NOT NULL,
+        looked_seconds REAL NOT NULL DEFAULT 0 CHECK (looked_seconds >= 0),
+        PRIMARY KEY (reading_study, reader, study_uid)
+    );
+"""
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -331,6 +341,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # 26: on a PostgreSQL server, readers and adjudicators select nothing of the studies and volumes tables (the
     # source study and series UIDs); their viewer shows the study PACS's de-identified copies. SQLite: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.IMAGING_HIDDEN)),
+    # 27: a case of a reading study opened (looked at) before any read of it, with the active time spent only
+    # looking (rs_opened): progress tells opened from not started, and the time is not lost when the reader moves
+    # on. On PostgreSQL a reader or adjudicator records this only under their login, for their worklist's cases.
+    ByDialect(OPENED_TABLE, lambda connection: connection.script(postgres.pg_ddl(OPENED_TABLE) + postgres.OPENED_RULES)),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1439,6 +1439,22 @@ CREATE TRIGGER rs_worklists_notify AFTER INSERT OR UPDATE OR DELETE ON rs_workli
     FOR EACH ROW EXECUTE FUNCTION cno_notify_worklist();
 """
 
+#: Migration 27 on PostgreSQL: a reader or adjudicator records the opening of (and the time looking at) only the
+#: cases of their own worklist, under their own login; coordinators see all.
+OPENED_RULES = """
+REVOKE ALL ON rs_opened FROM PUBLIC;
+GRANT SELECT, INSERT, UPDATE, DELETE ON rs_opened TO cno_coordinator;
+GRANT SELECT, INSERT, UPDATE ON rs_opened TO cno_reader, cno_adjudicator;
+ALTER TABLE rs_opened ENABLE ROW LEVEL SECURITY;
+CREATE POLICY coordinator_all ON rs_opened TO cno_coordinator USING (true) WITH CHECK (true);
+CREATE POLICY own_worklist_cases ON rs_opened TO cno_reader, cno_adjudicator
+    USING (reader = session_user) WITH CHECK (reader = session_user AND EXISTS (
+        SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
+            AND c.reading_code = w.reading_code
+        WHERE w.reader = session_user AND w.reading_study = rs_opened.reading_study
+            AND c.study_uid = rs_opened.study_uid));
+"""
+
 #: Migration 17 on PostgreSQL: coordinators publish cases to the study PACS; a reader or adjudicator sees
 #: where the cases of their own worklist are (the stand-in study UID, nothing of the source study).
 PUBLISHED_RULES = """

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -224,3 +225,27 @@ def worklist(db: sqlite3.Connection, name: str, reader: str) -> list[WorklistEnt
         "ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code "
         "WHERE w.reading_study = ? AND w.reader = ? ORDER BY w.position", (name, reader)).fetchall()
     return [WorklistEntry(r["position"], r["reading_code"], r["study_uid"]) for r in rows]
+
+
+def record_opened(db: Any, name: str, reader: str, study_uid: str, at: str) -> float:
+    """Record that a reader opened a case (kept from the first opening); the time recorded looking at it so far."""
+    row = db.execute("INSERT INTO rs_opened (reading_study, reader, study_uid, opened) VALUES (?,?,?,?) "
+                     "ON CONFLICT (reading_study, reader, study_uid) DO UPDATE SET opened = rs_opened.opened "
+                     "RETURNING looked_seconds", (name, reader, study_uid, at)).fetchone()
+    return float(row[0])
+
+
+def add_looked_time(db: Any, name: str, reader: str, study_uid: str, seconds: float, at: str) -> float:
+    """Add active time spent looking at an opened case (one statement); the case's looked-only time after."""
+    row = db.execute("INSERT INTO rs_opened (reading_study, reader, study_uid, opened, looked_seconds) "
+                     "VALUES (?,?,?,?,?) ON CONFLICT (reading_study, reader, study_uid) DO UPDATE "
+                     "SET looked_seconds = rs_opened.looked_seconds + excluded.looked_seconds "
+                     "RETURNING looked_seconds", (name, reader, study_uid, at, float(seconds))).fetchone()
+    return float(row[0])
+
+
+def opened(db: Any, name: str, reader: str) -> dict[str, float]:
+    """The cases a reader opened in a study: study UID -> active seconds spent only looking."""
+    rows = db.execute("SELECT study_uid, looked_seconds FROM rs_opened WHERE reading_study = ? AND reader = ?",
+                      (name, reader)).fetchall()
+    return {r["study_uid"]: float(r["looked_seconds"]) for r in rows}
