@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 
 class ReadingDesign(StrEnum):
