@@ -501,10 +501,11 @@ class ReadSession:
         """
         if not seconds > 0 or not self.editable:
             return
-        if not self.stored and self._opened_recorded:  # only looking so far: the time goes to the opened case
+        study = self.read.reading_study
+        if not self.stored and self._opened_recorded and study is not None:  # only looked at: kept with the case
             read = self.read
             with self.store.single_statement() as db:
-                self._unsaved_seconds = opened_cases.add_looked_time(db, read.reading_study, read.reader,
+                self._unsaved_seconds = opened_cases.add_looked_time(db, study, read.reader,
                                                                      read.study_uid, seconds, now())
             return
         if not self.stored:
