@@ -302,9 +302,10 @@ def test_the_deployment_step_hides_other_logins_sessions_from_a_reader(trial, pg
 #: The UID columns a reader's login may still select, and why: a read names its case by the source study UID (the
 #: program's key of a read and of a case, reads.study_uid and rs_cases(_seen).study_uid: see docs/deployment.md,
 #: "What a reader's login still sees"), rs_published gives the stand-in UID the study PACS holds, and a lesion's
-#: tracking UID is the program's own.
+#: tracking UID is the program's own. rs_opened.study_uid is the same key of a case the reader opened (migration 27).
 READER_UID_COLUMNS = {("reads", "study_uid"), ("rs_cases", "study_uid"), ("rs_cases_seen", "study_uid"),
-                      ("rs_published", "pacs_study_uid"), ("followup_outcomes", "tracking_uid")}
+                      ("rs_published", "pacs_study_uid"), ("followup_outcomes", "tracking_uid"),
+                      ("rs_opened", "study_uid")}
 
 
 def test_a_readers_login_selects_no_series_or_study_uid_of_the_imaging_tables(trial):
