@@ -15,48 +15,23 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
-from cno_annotate.importer import import_paths
-from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
 from cno_annotate.store.postgres import PgConnection
 from tests.cli_run import run_cli
+from tests.conftest import TRIAL_ADJUDICATOR, TRIAL_READERS
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-READERS = ("dr-a", "dr-b")
-ADJUDICATOR = "dr-adj"
-
-
-@pytest.fixture(scope="module")
-def access_template(pg_server, pg_template, tmp_path_factory) -> str:
-    """Two imported studies in reading study 'trial' (readers dr-a, dr-b, adjudicator dr-adj), logins granted."""
-    studies = tmp_path_factory.mktemp("access-studies")
-    for seed in range(2):
-        generate_study(studies / f"s{seed}", StudyPlan(stations=2, slices=3, matrix=32, seed=70 + seed))
-    url = pg_server.create_database("access_template")
-    store = Store.open(url)
-    import_paths(store, [studies])
-    rs.create(store, "trial", seed=7)
-    rs.add_cases(store, "trial", sorted(store.study_uids()))
-    rs.add_readers(store, "trial", list(READERS))
-    rs.add_readers(store, "trial", [ADJUDICATOR], role="adjudicator")
-    rs.assign(store, "trial")
-    store.close()
-    for flag, login in [("--reader", r) for r in READERS] + [("--adjudicator", ADJUDICATOR)]:
-        code, out = run_cli("store", "grant", flag, login, "--store", url)
-        assert code == 0, out
-        if "password (shown once): " in out:  # roles belong to the server: made once per session
-            pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
-    return "access_template"
+READERS, ADJUDICATOR = TRIAL_READERS, TRIAL_ADJUDICATOR
 
 
 @pytest.fixture
-def trial(pg_server, pg_database, access_template):
-    """``trial(login)`` -> a Store on this test's copy of the trial database, as that login (owner by default)."""
-    database = pg_database(access_template).rsplit("/", 1)[1]
+def trial(trial_database):
+    """``trial(login)`` -> a Store on this test's copy of the shared trial database (conftest), as that login
+    (owner by default)."""
     opened: list[Store] = []
 
     def open_as(login: str = "cno_owner") -> Store:
-        opened.append(Store.open(pg_server.plain_url(database, user=login)))
+        opened.append(Store.open(trial_database(login)))
         return opened[-1]
 
     yield open_as
