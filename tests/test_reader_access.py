@@ -15,39 +15,16 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
-from cno_annotate.store import Store, audit
+from cno_annotate.store import audit
 from cno_annotate.store.postgres import PgConnection
+from tests import test_postgres_store
 from tests.cli_run import run_cli
 from tests.conftest import TRIAL_ADJUDICATOR, TRIAL_READERS
+from tests.test_postgres_store import _raw, _start_read
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 READERS, ADJUDICATOR = TRIAL_READERS, TRIAL_ADJUDICATOR
-
-
-@pytest.fixture
-def trial(trial_database):
-    """``trial(login)`` -> a Store on this test's copy of the shared trial database (conftest), as that login
-    (owner by default)."""
-    opened: list[Store] = []
-
-    def open_as(login: str = "cno_owner") -> Store:
-        opened.append(Store.open(trial_database(login)))
-        return opened[-1]
-
-    yield open_as
-    for store in opened:
-        store.close()
-
-
-def _raw(store: Store) -> PgConnection:
-    return PgConnection(store.url)
-
-
-def _start_read(store: Store, reader: str, code: str = "CNO-0001") -> ReadSession:
-    session = ReadSession.open_or_create(store, rs.study_uid_of(store, "trial", code), reader, reading_study="trial")
-    lesion = session.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
-    session.set_grade(lesion, "marrow_hyperintensity", 2)
-    return session
+trial = test_postgres_store.trial  # the fixture: a Store on this test's copy of the trial database, as a login
 
 
 # -- one-line messages ---------------------------------------------------------------------------------------------
