@@ -578,17 +578,18 @@ def _import_nifti(store: Store, path: Path, report: ImportReport) -> str | None:
     digest = hashlib.sha1(path.read_bytes()).hexdigest()
     volume_id = stable_uid("nifti", digest)
     text = paths.to_text(path)
-    recorded = instances.nifti_source_path(store.db, volume_id)
-    if recorded is not None and recorded != text:
-        previous = paths.from_text(recorded)
+    folder = path.resolve().parent
+    study_uid = stable_uid("nifti-study", str(folder))
+    recorded = instances.nifti_source(store.db, volume_id)
+    if recorded is not None and recorded.path is not None and recorded.path != text:
+        previous = paths.from_text(recorded.path)
         if paths.exists(previous) and not paths.same_file(previous, os.fspath(path)):
             report.duplicates += 1
             report.skip(os.fspath(path), f"duplicate of {paths.display(previous)} (same content)")
             return None
         if not paths.exists(previous):
             report.relinked += 1
-    folder = path.resolve().parent
-    study_uid = stable_uid("nifti-study", str(folder))
+            study_uid = recorded.study_uid  # a moved file stays in the study its reads refer to
     name = path.name
     role, reason = classify_sequence({"SeriesDescription": name})
     normal = affine[:3, 2] / np.linalg.norm(affine[:3, 2])

@@ -95,3 +95,24 @@ def test_a_nii_gz_above_the_limit_after_import_is_a_one_line_error(tmp_path, sto
     monkeypatch.setattr(pixels, "MAX_VOLUME_BYTES", 100)
     with pytest.raises(CnoError, match="limit"):
         load_volume(store, volume_id)
+
+
+def test_a_moved_nifti_folder_stays_in_its_study_with_its_reads(tmp_path, store):
+    """Moving a folder of NIfTI files and importing it again re-links them in the study they were read in."""
+    from cno_annotate.annotation.reads import ReadSession
+
+    first = _small_volume(tmp_path / "visit" / "stir.nii")
+    _small_volume(tmp_path / "visit" / "t1.nii").write_bytes(first.read_bytes()[:-4] + b"\1\0\0\0")
+    import_paths(store, [first.parent])
+    (study,) = store.studies()
+    session = ReadSession.open_or_create(store, study.study_uid, "dr-a")
+    session.add_lesion((0.0, 0.0, 0.0), store.volumes()[0].volume_id, (1, 1, 1), site_id="femur.distal", side="R")
+    (tmp_path / "visit").rename(tmp_path / "moved")
+
+    report = import_paths(store, [tmp_path / "moved"])
+
+    assert report.relinked == 2
+    assert [s.study_uid for s in store.studies()] == [study.study_uid]
+    assert len(store.volumes()) == 2
+    assert all(str(tmp_path / "moved") in v.source_path for v in store.volumes())
+    assert ReadSession.open_or_create(store, study.study_uid, "dr-a").read.lesions

@@ -106,8 +106,8 @@ def test_nifti_volumes_are_recorded_in_their_folders_study_and_replaced(store):
         instances.add_nifti_volume(db, nifti(path="/moved/t.nii"))  # the same content found elsewhere
     assert sorted(instances.nifti_sources(store.db), key=lambda n: n.volume_id) == [
         instances.NiftiSource("2.25.7", "/moved/t.nii", "2.25.8"), instances.NiftiSource("2.25.9", "/d/u.nii", "2.25.8")]
-    assert instances.nifti_source_path(store.db, "2.25.7") == "/moved/t.nii"
-    assert instances.nifti_source_path(store.db, "2.25.10") is None
+    assert instances.nifti_source(store.db, "2.25.7") == instances.NiftiSource("2.25.7", "/moved/t.nii", "2.25.8")
+    assert instances.nifti_source(store.db, "2.25.10") is None
     study = store.db.execute("SELECT * FROM studies").fetchall()
     assert [(s["study_uid"], s["patient_key"], s["description"]) for s in study] == [
         ("2.25.8", None, "NIfTI files in d")]

@@ -159,10 +159,10 @@ def nifti_sources(db: sqlite3.Connection) -> list[NiftiSource]:
         "SELECT volume_id, source_path, study_uid FROM volumes WHERE kind = 'nifti'")]
 
 
-def nifti_source_path(db: sqlite3.Connection, volume_id: str) -> str | None:
-    """The recorded file (path text) of a volume (None: no such volume, or one without a file)."""
-    row = db.execute("SELECT source_path FROM volumes WHERE volume_id = ?", (volume_id,)).fetchone()
-    return None if row is None else row["source_path"]
+def nifti_source(db: sqlite3.Connection, volume_id: str) -> NiftiSource | None:
+    """A volume's recorded file (path text) and study (None: no such volume)."""
+    row = db.execute("SELECT source_path, study_uid FROM volumes WHERE volume_id = ?", (volume_id,)).fetchone()
+    return None if row is None else NiftiSource(volume_id, row["source_path"], row["study_uid"])
 
 
 def series_images(db: sqlite3.Connection, series_uid: str) -> list[ImageRow]:
