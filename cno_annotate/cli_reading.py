@@ -484,9 +484,14 @@ def cmd_collect(args) -> int:
 def _collected(done) -> str:
     """What collecting one results file did, in words."""
     older = f"{_plural(len(done.older), 'read')} older than what was collected; nothing changed" if done.older else ""
-    if done.new or done.updated:
+    opened = f"{_plural(done.opened, 'case')} opened without a read" if done.opened else ""
+    if done.off_worklist:
+        opened += f"{', ' if opened else ''}{_plural(done.off_worklist, 'case')} opened but no longer on the " \
+                  f"worklist (not counted)"
+    if done.new or done.updated or done.opened:
         return (f"collected {_plural(done.new, 'new read')}, {done.updated} updated, {done.unchanged} unchanged"
-                f"{f', {older}' if older else ''} ({done.reader}, package {done.package_id})")
+                f"{f', {older}' if older else ''}{f', {opened}' if opened else ''} "
+                f"({done.reader}, package {done.package_id})")
     if older:
         return f"{older} ({done.reader}, {done.unchanged} unchanged)"
     if done.unchanged:

@@ -28,6 +28,7 @@ import copy
 import hashlib
 import hmac
 import json
+import math
 import os
 import secrets
 import shutil
@@ -58,7 +59,9 @@ if TYPE_CHECKING:  # deid (and pydicom) load when a package is built, not when o
 
 MANIFEST = "manifest.json"
 PACKAGE_SCHEMA = "reading-package-1.0.0"
-RESULTS_SCHEMA = "reading-results-1.0.0"
+RESULTS_SCHEMA = "reading-results-1.1.0"  # 1.1.0: "opened", the cases opened without a read and the time looked
+#: Results files :func:`collect` takes (1.0.0: reads only, written before cases only opened were carried).
+RESULTS_SCHEMAS = ("reading-results-1.0.0", RESULTS_SCHEMA)
 IMAGES, STORE, RESOURCES = "images", "store", "scheme"
 #: Where the package store says its images are until the reader first opens the package.
 NEUTRAL_ROOT = "/cno-reading-package"
@@ -233,16 +236,21 @@ def _carry_collected_reads(store: Store, package_store: Store, name: str, reader
     """The reader's reads already in the coordinator's store, under the stand-in UIDs, locked as they are.
 
     A package issued again to a reader (a lost folder, a new laptop) so shows
-    their submitted cases as submitted and their drafts as drafts; collecting
-    its results later finds these reads unchanged.
+    their submitted cases as submitted, their drafts as drafts and the cases
+    they only opened as opened (with the time looked); collecting its results
+    later finds these unchanged.
     """
     document = export_document(store, reader=reader, reading_study=name)
-    if not document["reads"]:
+    opened = opened_without_read(store, name, reader)
+    if not document["reads"] and not opened:
         return
     carried = reads_from_document(_replaced(document, mapping), f"{reader}'s collected reads")
-    with package_store.transaction():
+    with package_store.transaction() as db:
         for read in carried:
             write_read(package_store, read, actor=rs.COORDINATOR, in_transaction=True)
+        for case in opened:  # the cases only looked at so far, with the time looked
+            table.record_opened(db, name, reader, mapping[case.study_uid], case.opened)
+            table.add_looked_time(db, name, reader, mapping[case.study_uid], case.looked_seconds, case.opened)
 
 
 def _replaced(value, mapping: dict[str, str]):
@@ -422,6 +430,7 @@ def results_document(package: Package) -> dict:
     store = Store.open(package.store_root)
     try:
         document = export_document(store, reader=package.reader, reading_study=package.reading_study)
+        opened = opened_without_read(store, package.reading_study, package.reader)
     finally:
         store.close()
     payload = {
@@ -432,8 +441,15 @@ def results_document(package: Package) -> dict:
         "content_hash": package.manifest["content_hash"],
         "exported": now(),
         "document": document,
+        "opened": [{"study_uid": c.study_uid, "opened": c.opened, "looked_seconds": c.looked_seconds} for c in opened],
     }
     return {**payload, "signature": _signature(package.manifest["results_key"], payload)}
+
+
+def opened_without_read(store: Store, name: str, reader: str) -> list[table.OpenedCase]:
+    """The cases a reader opened and looked at without making a read (a read took over the time looked before it)."""
+    read_cases = {r["study_uid"] for r in list_reads(store, reader=reader, reading_study=name)}
+    return [c for c in table.opened_cases(store.db, name, reader) if c.study_uid not in read_cases]
 
 
 def export_results(package: Package, out: Path, force: bool = False) -> int:
@@ -469,6 +485,8 @@ class Collected:
     updated: int = 0
     unchanged: int = 0
     older: list[str] = field(default_factory=list)  # read ids whose collected revision is newer than the file's
+    opened: int = 0  # cases opened without a read, new or looked at longer than collected before
+    off_worklist: int = 0  # cases opened that are no longer on the reader's worklist (not collected)
 
 
 def collect(store: Store, name: str, path: Path, reader: str | None = None,
@@ -478,7 +496,10 @@ def collect(store: Store, name: str, path: Path, reader: str | None = None,
     Reads already collected (same read, revision and status) are left as they
     are, so collecting a file twice changes nothing; a read whose collected
     revision is newer than the file's (an older export collected after a newer
-    one) is left as it is too and listed in ``Collected.older``.
+    one) is left as it is too and listed in ``Collected.older``. The cases the
+    reader opened without a read come back with the time spent looking at them
+    (as the online viewer records them): a case's time only grows, so an older
+    file changes nothing; a case no longer on the reader's worklist is left out.
 
     Raises
     ------
@@ -491,7 +512,7 @@ def collect(store: Store, name: str, path: Path, reader: str | None = None,
     source = str(path)
     rs.get(store, name)
     data = load_strict_json(Path(path))
-    if not isinstance(data, dict) or data.get("schema_version") != RESULTS_SCHEMA:
+    if not isinstance(data, dict) or data.get("schema_version") not in RESULTS_SCHEMAS:
         raise CnoError(f"{source}: not a reading-package results file (schema_version is not {RESULTS_SCHEMA}); "
                        f"the file was refused, nothing of it collected")
     package_id = str(data.get("package_id"))
@@ -510,7 +531,34 @@ def collect(store: Store, name: str, path: Path, reader: str | None = None,
         raise CnoError(f"{source}: package {package_id} was issued to {row.reader!r}"
                        f"{f', not {reader!r}' if reader and reader != row.reader else ''}; the file was refused, nothing of it collected")
     reads = reads_from_document(_mapped_back(store, name, row, data["document"], source), source)
-    return _write_collected(store, name, row, reads, source, actor)
+    opened = _opened_back(store, name, row, data.get("opened", []), source)
+    return _write_collected(store, name, row, reads, opened, source, actor)
+
+
+def _opened_back(store: Store, name: str, package: issued.PackageRecord, entries: object,
+                 source: str) -> list[table.OpenedCase]:
+    """The file's cases opened without a read, checked, under the original study UIDs."""
+    refused = "the file was refused, nothing of it collected"
+    if not isinstance(entries, list):
+        raise CnoError(f"{source}: $.opened: a list of the cases opened is expected; {refused}")
+    back = {new: old for old, new in issued.uid_pairs(store.db, name).items()}
+    allowed = {rs.study_uid_of(store, name, code) for code in package.codes}
+    out = []
+    for n, entry in enumerate(entries):
+        where = f"$.opened[{n}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("opened"), str):
+            raise CnoError(f"{source}: {where}: an object with study_uid, opened and looked_seconds is expected; "
+                           f"{refused}")
+        original = back.get(entry.get("study_uid"))
+        if original not in allowed:
+            raise CnoError(f"{source}: {where}.study_uid: not a case of package {package.package_id}; {refused}")
+        seconds = entry.get("looked_seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds) \
+                or seconds < 0:
+            raise CnoError(f"{source}: {where}.looked_seconds: a number of seconds, at least 0, is expected "
+                           f"(not {seconds!r}); {refused}")
+        out.append(table.OpenedCase(original, entry["opened"], float(seconds)))
+    return out
 
 
 def _mapped_back(store: Store, name: str, package: issued.PackageRecord, document: dict, source: str) -> dict:
@@ -540,8 +588,8 @@ def _mapped_back(store: Store, name: str, package: issued.PackageRecord, documen
     return mapped
 
 
-def _write_collected(store: Store, name: str, package: issued.PackageRecord, reads: list, source: str,
-                     actor: str) -> Collected:
+def _write_collected(store: Store, name: str, package: issued.PackageRecord, reads: list,
+                     opened: list[table.OpenedCase], source: str, actor: str) -> Collected:
     result = Collected(source, package.package_id, package.reader)
     stored = {r["read_id"]: r for r in list_reads(store, reader=package.reader, reading_study=name)}
     changed = []
@@ -559,15 +607,47 @@ def _write_collected(store: Store, name: str, package: issued.PackageRecord, rea
         changed.append(read)
         result.updated += old is not None
         result.new += old is None
-    if not changed:
+    looked = _looked_longer(store, name, package.reader, opened, result)
+    if not changed and not looked:
         return result
     problems = reference_problems(store, changed)
     if problems:
         raise CnoError(f"{source}: {problems[0]}; the file was refused, nothing of it collected")
+    codes = {c.study_uid: c.reading_code for c in rs.cases(store, name)}
     with store.transaction() as db:
         for read in changed:
             write_read(store, read, actor=actor, in_transaction=True)
+        for case, more in looked:  # as the viewer records an opening and the time looked (one code path)
+            table.record_opened(db, name, package.reader, case.study_uid, case.opened)
+            if more > 0:
+                table.add_looked_time(db, name, package.reader, case.study_uid, more, case.opened)
         audit.append(db, actor, "collect", f"reading-study:{name}",
                      after={"package_id": package.package_id, "reader": package.reader, "new": result.new,
-                            "updated": result.updated, "unchanged": result.unchanged, "older": len(result.older)})
+                            "updated": result.updated, "unchanged": result.unchanged, "older": len(result.older),
+                            "opened": [{"reading_code": codes[c.study_uid], "looked_seconds": c.looked_seconds}
+                                       for c, _ in looked]})
     return result
+
+
+#: Looked-at times closer than this (seconds) are the same time (a sum stored as REAL may differ in its last bits).
+_SAME_TIME = 1e-6
+
+
+def _looked_longer(store: Store, name: str, reader: str, opened: list[table.OpenedCase],
+                   result: Collected) -> list[tuple[table.OpenedCase, float]]:
+    """The file's opened cases that are new to the store or were looked at longer: each with the seconds to add.
+
+    A case no longer on the reader's worklist is counted in ``result.off_worklist`` and left out.
+    """
+    collected = {c.study_uid: c.looked_seconds for c in table.opened_cases(store.db, name, reader)}
+    on_worklist = {e.study_uid for e in table.worklist(store.db, name, reader)}
+    out = []
+    for case in opened:
+        if case.study_uid not in on_worklist:
+            result.off_worklist += 1
+            continue
+        before = collected.get(case.study_uid)
+        if before is None or case.looked_seconds > before + _SAME_TIME:
+            out.append((case, case.looked_seconds - (before or 0.0)))
+    result.opened = len(out)
+    return out

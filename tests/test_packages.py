@@ -600,3 +600,91 @@ def test_header_warnings_go_into_the_package_report(tmp_path, cli):
     assert code == 0 and err == "", err
     assert "note: CNO-0001: source header: The value length (74) exceeds the maximum length of 64 allowed for VR LO" \
         in out, out
+
+
+# -- cases only opened (looked at) in the package, and the time spent looking -------------------------------------
+def _progress(store, reader="dr-a") -> dict:
+    return next(p for p in rs.progress(store, "trial") if p["reader"] == reader)
+
+
+def _look(package, code: str, seconds: float) -> None:
+    """The reader opens a case of the package and looks at it for ``seconds`` of active time, changing nothing."""
+    store = Store.open(package.store_root)
+    try:
+        session = ReadSession.open_or_create(store, rs.study_uid_of(store, "trial", code), "dr-a",
+                                             reading_study="trial", scheme_id="rai-cromris", scheme_version="2.0.0")
+        session.add_reading_time(seconds)
+    finally:
+        store.close()
+
+
+def test_collect_brings_back_the_cases_only_opened_and_their_looked_at_time(coordinator, moved_package, tmp_path,
+                                                                          cli):
+    store = coordinator
+    package_store = Store.open(moved_package.store_root)
+    codes = [e["reading_code"] for e in rs.worklist(package_store, "trial", "dr-a")]
+    package_store.close()
+    _look(moved_package, codes[2], 40.0)  # opened, looked at, left without a change
+    older, newer = tmp_path / "older.json", tmp_path / "newer.json"
+    packages.export_results(moved_package, older)
+    code, out, err = cli("reading-study", "collect", "trial", older, "--store", store.root)
+    assert code == 0 and "collected 2 new reads" in out and "1 case opened without a read" in out, out + err
+    progress = _progress(store)
+    assert (progress["not started"], progress["opened"], progress["draft"], progress["submitted"]) == (0, 1, 1, 1)
+    assert progress["active_seconds"] == pytest.approx(40.0)
+    assert rs.worklist(store, "trial", "dr-a")[2]["status"] == "opened"
+    entry = store.db.execute("SELECT detail FROM audit WHERE action = 'collect' ORDER BY seq DESC LIMIT 1").fetchone()
+    assert {"reading_code": codes[2], "looked_seconds": 40.0} in json.loads(entry[0])["after"]["opened"]
+    assert audit.verify(store.db).ok
+    entries = store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    code, out, err = cli("reading-study", "collect", "trial", older, "--store", store.root)  # again: nothing
+    assert code == 0 and "already collected, nothing changed" in out, out + err
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == entries
+    _look(moved_package, codes[2], 5.0)  # the reader looks again later
+    packages.export_results(moved_package, newer)
+    assert cli("reading-study", "collect", "trial", newer, "--store", store.root)[0] == 0
+    assert _progress(store)["active_seconds"] == pytest.approx(45.0)
+    assert cli("reading-study", "collect", "trial", older, "--store", store.root)[0] == 0  # an older file: kept
+    assert _progress(store)["active_seconds"] == pytest.approx(45.0)
+    assert _progress(store, "dr-b")["opened"] == 0
+    again = packages.build(store, "trial", "dr-a", tmp_path / "again")  # a lost folder: the case stays opened
+    copy = Store.open(again.folder / "store")
+    try:
+        assert (_progress(copy)["opened"], _progress(copy)["active_seconds"]) == (1, pytest.approx(45.0))
+    finally:
+        copy.close()
+    packages.export_results(packages.open_package(again.folder), tmp_path / "again.json")
+    code, out, err = cli("reading-study", "collect", "trial", tmp_path / "again.json", "--store", store.root)
+    assert code == 0 and "nothing changed" in out, out + err
+
+
+def _resigned(results: Path, package, tmp_path: Path, change) -> Path:
+    """A results file changed and signed again with the package's key (as a forger holding the package could)."""
+    data = json.loads(results.read_text())
+    change(data)
+    payload = {k: v for k, v in data.items() if k != "signature"}
+    data["signature"] = packages._signature(package.manifest["results_key"], payload)
+    out = tmp_path / f"resigned-{len(list(tmp_path.iterdir()))}.json"
+    out.write_text(json.dumps(data))
+    return out
+
+
+def test_collect_refuses_an_opened_case_outside_the_package_or_a_bad_time(coordinator, moved_package, tmp_path,
+                                                                         cli):
+    store = coordinator
+    package_store = Store.open(moved_package.store_root)
+    code = rs.worklist(package_store, "trial", "dr-a")[2]["reading_code"]
+    package_store.close()
+    _look(moved_package, code, 12.0)
+    results = tmp_path / "results.json"
+    packages.export_results(moved_package, results)
+    before = store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    changes = {"not a case of package": lambda d: d["opened"][0].update(study_uid="2.25.1"),
+               "looked_seconds: a number of seconds, at least 0": lambda d: d["opened"][0].update(looked_seconds=-3),
+               "$.opened: a list": lambda d: d.update(opened={"a": 1})}
+    for said, change in changes.items():
+        code, out, err = cli("reading-study", "collect", "trial", _resigned(results, moved_package, tmp_path, change),
+                             "--store", store.root)
+        assert code == 1 and len(err.strip().splitlines()) == 1 and said in err and "refused" in err, err
+    assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == before
+    assert store.db.execute("SELECT COUNT(*) FROM rs_opened").fetchone()[0] == 0

@@ -249,3 +249,19 @@ def opened(db: Any, name: str, reader: str) -> dict[str, float]:
     rows = db.execute("SELECT study_uid, looked_seconds FROM rs_opened WHERE reading_study = ? AND reader = ?",
                       (name, reader)).fetchall()
     return {r["study_uid"]: float(r["looked_seconds"]) for r in rows}
+
+
+@dataclass(frozen=True)
+class OpenedCase:
+    """A case a reader opened: when first, and the active seconds spent only looking at it (no change)."""
+
+    study_uid: str
+    opened: str
+    looked_seconds: float
+
+
+def opened_cases(db: Any, name: str, reader: str) -> list[OpenedCase]:
+    """The cases a reader opened in a study, with when and how long they looked, by study UID."""
+    rows = db.execute("SELECT study_uid, opened, looked_seconds FROM rs_opened WHERE reading_study = ? AND reader = ? "
+                      "ORDER BY study_uid", (name, reader)).fetchall()
+    return [OpenedCase(r["study_uid"], r["opened"], float(r["looked_seconds"])) for r in rows]
