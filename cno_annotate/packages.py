@@ -549,7 +549,7 @@ def _opened_back(store: Store, name: str, package: issued.PackageRecord, entries
         if not isinstance(entry, dict) or not isinstance(entry.get("opened"), str):
             raise CnoError(f"{source}: {where}: an object with study_uid, opened and looked_seconds is expected; "
                            f"{refused}")
-        original = back.get(entry.get("study_uid"))
+        original = back.get(str(entry.get("study_uid")))
         if original not in allowed:
             raise CnoError(f"{source}: {where}.study_uid: not a case of package {package.package_id}; {refused}")
         seconds = entry.get("looked_seconds")
