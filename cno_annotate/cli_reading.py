@@ -77,6 +77,11 @@ def _register_reading_study(sub, common) -> None:
     p = command(actions, "assign", common, cmd_assign, "give each reader a seeded random worklist")
     add_reading_study(p)
     p.add_argument("--seed", type=int, help="seed (default: the study's)")
+    p = command(actions, "move", common, cmd_move, "take a case off a reader's worklist, or move it to another's")
+    add_reading_study(p)
+    p.add_argument("code", help="reading code of the case")
+    add_reader(p, required=True, help="reader whose worklist holds the case")
+    p.add_argument("--to", metavar="READER", help="the reader who takes the case (default: nobody)")
     p = command(actions, "worklist", common, cmd_worklist, "a reader's cases in order (reading codes only)")
     add_reading_study(p)
     add_reader(p, required=True)
@@ -314,6 +319,18 @@ def cmd_assign(args) -> int:
     worklists = rs.assign(_coordinator_store(args, "reading-study assign"), args.name, args.seed)
     for reader, codes in worklists.items():
         print(f"{reader}: {' '.join(codes)}")
+    return 0
+
+
+def cmd_move(args) -> int:
+    """Run ``cno-annotate reading-study move`` (see its ``--help``)."""
+    from cno_annotate import reading_study as rs
+
+    done = rs.move_case(_coordinator_store(args, "reading-study move"), args.name, args.code, args.reader, args.to)
+    where = f"to {done['to']}'s worklist (position {done['position']})" if done["to"] else "off the worklists"
+    looked = "" if done["looked_seconds"] is None else \
+        f"; {args.reader} had opened it ({_minutes(done['looked_seconds'])} looked at, kept in the audit)"
+    print(f"moved {args.code} from {args.reader}'s worklist {where}{looked}")
     return 0
 
 

@@ -283,10 +283,68 @@ def assign(store: Store, name: str, seed: int | None = None, actor: str = COORDI
         worklists[registration.reader] = order
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
+        dropped = _opened_dropped(db, name, worklists)
         table.replace_worklists(db, name, worklists)
-        audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists)},
+        audit.append(db, actor, "assign", f"reading-study:{name}", after={"seed": seed, "readers": list(worklists),
+                                                                          **({"opened_dropped": dropped} if dropped else {})},
                      state_before=state)
     return worklists
+
+
+def _opened_dropped(db, name: str, worklists: dict[str, list[str]]) -> list[dict]:
+    """The opened records the new worklists take off (each reader's cases they lose), with their looked-at time."""
+    dropped = []
+    for registration in table.readers(db, name):
+        kept = set(worklists.get(registration.reader, []))
+        looked = table.opened(db, name, registration.reader)
+        for entry in table.worklist(db, name, registration.reader):
+            if entry.reading_code not in kept and entry.study_uid in looked:
+                dropped.append({"reader": registration.reader, "reading_code": entry.reading_code,
+                                "looked_seconds": looked[entry.study_uid]})
+    return dropped
+
+
+def move_case(store: Store, name: str, code: str, reader: str, to: str | None = None,
+              actor: str = COORDINATOR) -> dict:
+    """Take a case off a reader's worklist, or move it to the end of another reader's (same role); audited.
+
+    The reader's opened record of the case (looked at without a read) goes with it: the database forgets it once
+    the case is off the worklist, and progress no longer counts it; the audit entry keeps its time looked.
+    Returns what was done: ``reading_code``, ``from``, ``to``, ``position`` (in ``to``'s worklist) and
+    ``looked_seconds`` (None if the reader had not opened the case).
+
+    Raises
+    ------
+    CnoError
+        In one line if the case is not on the reader's worklist, the reader has a read of it (draft or submitted:
+        a read stays with its reader), ``to`` is the reader, not registered with the same role, or has the case.
+    """
+    get(store, name)
+    role = role_of(store, name, reader)
+    uid = study_uid_of(store, name, code)
+    if code not in {e.reading_code for e in table.worklist(store.db, name, reader)}:
+        raise CnoError(f"{code} is not on {reader}'s worklist in {name!r}; nothing was changed")
+    read = next((r for r in list_reads(store, reader=reader, reading_study=name, latest_only=True)
+                 if r["study_uid"] == uid), None)
+    if read is not None:
+        raise CnoError(f"{reader} has a {read['status']} read of {code}: a case with a read stays on its reader's "
+                       f"worklist; nothing was changed")
+    if to is not None:
+        if to == reader:
+            raise CnoError(f"{code} is on {reader}'s worklist already; name another reader with --to")
+        if role_of(store, name, to) != role:
+            raise CnoError(f"{to!r} is not a{'n' if role == 'adjudicator' else ''} {role} of {name!r} as {reader!r} "
+                           f"is; nothing was changed")
+        if code in {e.reading_code for e in table.worklist(store.db, name, to)}:
+            raise CnoError(f"{code} is on {to}'s worklist already; nothing was changed")
+    with store.transaction() as db:
+        state = audit.require_unchanged(db, f"reading-study:{name}")
+        looked = table.opened(db, name, reader).get(uid)
+        table.remove_from_worklist(db, name, reader, code)
+        position = table.append_to_worklist(db, name, to, code) if to is not None else None
+        done = {"reading_code": code, "from": reader, "to": to, "position": position, "looked_seconds": looked}
+        audit.append(db, actor, "move-case", f"reading-study:{name}", after=done, state_before=state)
+    return done
 
 
 def _chronological_within_patients(store: Store, name: str, order: list[str]) -> list[str]:

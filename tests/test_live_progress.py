@@ -17,7 +17,7 @@ import pytest
 from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.store import Store
-from cno_annotate.store.live import ProgressListener, ReadStatusChanged, WorklistChanged, listener_for
+from cno_annotate.store.live import CaseOpened, ProgressListener, ReadStatusChanged, WorklistChanged, listener_for
 from tests.cli_run import run_cli
 
 #: Seconds a test waits for a notification that must come (a deadline, not a measured time).
@@ -88,6 +88,54 @@ def test_a_new_assignment_is_a_worklist_event(live):
         assert WorklistChanged("trial") in _events_until(listener, lambda e: isinstance(e, WorklistChanged))
     finally:
         listener.close()
+
+
+def _open_only(url: str, reader: str, code: str) -> None:
+    """Another program: the reader opens a case and looks at it, changing nothing, and closes."""
+    store = Store.open(url)
+    try:
+        session = ReadSession.open_or_create(store, rs.study_uid_of(store, "trial", code), reader, reading_study="trial")
+        session.add_reading_time(4.0)
+    finally:
+        store.close()
+
+
+def test_a_case_opened_elsewhere_reaches_the_coordinator_and_that_reader_only(live):
+    coordinator, reader, other = (ProgressListener(live(login)) for login in ("cno_owner", "dr-a", "dr-b"))
+    try:
+        first, second = (e["reading_code"] for e in rs.worklist(Store.open(live("dr-a")), "trial", "dr-a")[:2])
+        _open_only(live("dr-a"), "dr-a", first)
+        opened = CaseOpened("trial", first, "dr-a")
+        assert opened in _events_until(coordinator, lambda e: e == opened)
+        assert opened in _events_until(reader, lambda e: e == opened)  # the reader's other windows
+        theirs = CaseOpened("trial", rs.worklist(Store.open(live("dr-b")), "trial", "dr-b")[0]["reading_code"], "dr-b")
+        _open_only(live("dr-b"), "dr-b", theirs.reading_code)  # announced after dr-a's (commit order)
+        assert [e for e in _events_until(other, lambda e: e == theirs) if isinstance(e, CaseOpened)] == [theirs]
+        _open_only(live("dr-a"), "dr-a", first)  # opened again: nothing new to announce
+        _open_only(live("dr-a"), "dr-a", second)
+        later = _events_until(coordinator, lambda e: e == CaseOpened("trial", second, "dr-a"))
+        assert opened not in later and CaseOpened("trial", second, "dr-a") in later
+        progress = next(p for p in rs.progress(Store.open(live()), "trial") if p["reader"] == "dr-a")
+        assert progress["opened"] == 2
+    finally:
+        for listener in (coordinator, reader, other):
+            listener.close()
+
+
+def test_the_viewers_worklist_repaints_a_case_opened_in_another_window(live, qtbot):
+    from cno_annotate_ui.main_window import MainWindow
+
+    window = MainWindow(live("dr-a"), reader="dr-a", reading_study="trial")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    rows = _visible_rows(window)
+    code = rows[1].split()[1]
+    assert rows[1].endswith("not started")
+    _open_only(live("dr-a"), "dr-a", code)  # the same reader in another window (another session)
+    qtbot.waitUntil(lambda: _visible_rows(window)[1].endswith("opened"), timeout=int(ARRIVES * 1000))
+    assert _visible_rows(window)[1] == rows[1].replace("not started", "opened")
+    window.close()
 
 
 def test_an_sqlite_store_has_no_listener(tmp_path):

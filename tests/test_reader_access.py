@@ -209,7 +209,7 @@ def test_a_reader_hears_no_notification_about_another_readers_read(trial):
     try:
         session = _start_read(trial("dr-a"), "dr-a")
         session.submit()
-        submitted = lambda e: getattr(e, "reader", None) == "dr-a" and e.status == "submitted"  # noqa: E731
+        submitted = lambda e: getattr(e, "reader", None) == "dr-a" and getattr(e, "status", None) == "submitted"  # noqa: E731
         assert _heard(coordinator, submitted) and _heard(adjudicator, submitted)
         assert list(eavesdropper.notifies(timeout=1)) == []  # no read id, no sender's PID on a shared channel
         assert list(own._connection.notifies(timeout=1)) == []  # dr-b is not woken by dr-a's work at all

@@ -401,7 +401,8 @@ class ReadSession:
     def _record_opened(self) -> None:
         """A reading study's case opened before any read of it: recorded, with the time looked at it so far.
 
-        A store that refuses the write (locked, read-only) leaves the time in memory, as outside a study.
+        A store that refuses the write (locked, read-only, a case not on the reader's worklist) leaves the time in
+        memory, as outside a study.
         """
         read = self.read
         if read.reading_study is None or self.store.read_only:
@@ -409,8 +410,10 @@ class ReadSession:
         try:
             with self.store.single_statement() as db:
                 looked = opened_cases.record_opened(db, read.reading_study, read.reader, read.study_uid, now())
-        except CnoError:
-            return
+        except Exception as exc:
+            if isinstance(exc, CnoError) or opened_cases.opening_refused(exc):
+                return
+            raise
         self._unsaved_seconds, self._opened_recorded = looked, True
 
     @classmethod
@@ -504,10 +507,15 @@ class ReadSession:
         study = self.read.reading_study
         if not self.stored and self._opened_recorded and study is not None:  # only looked at: kept with the case
             read = self.read
-            with self.store.single_statement() as db:
-                self._unsaved_seconds = opened_cases.add_looked_time(db, study, read.reader,
-                                                                     read.study_uid, seconds, now())
-            return
+            try:
+                with self.store.single_statement() as db:
+                    self._unsaved_seconds = opened_cases.add_looked_time(db, study, read.reader,
+                                                                         read.study_uid, seconds, now())
+                return
+            except Exception as exc:  # taken off the worklist meanwhile: the time stays with this window
+                if not opened_cases.opening_refused(exc):
+                    raise
+                self._opened_recorded = False
         if not self.stored:
             self._unsaved_seconds += float(seconds)
             return

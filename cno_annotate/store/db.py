@@ -115,6 +115,37 @@ OPENED_TABLE = """
     );
 """
 
+#: Raised when an opening (or time looked) is recorded for a case that is not on the reader's worklist.
+OFF_WORKLIST_MESSAGE = "the case is not on the reader's worklist (taken off it, or moved to another reader)"
+
+#: A case's row of rs_opened exists only while the case is on that reader's worklist (WHERE clause of a case on a
+#: worklist, with NEW or OLD for the row).
+_ON_WORKLIST = """EXISTS (SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
+    AND c.reading_code = w.reading_code WHERE w.reading_study = {row}.reading_study AND w.reader = {row}.reader
+    AND c.study_uid = {row}.study_uid)"""
+
+#: Migration 28 on SQLite: a case taken off a reader's worklist (or moved to another reader) loses that reader's
+#: opened record (the coordinator's audit entry of the change keeps the time looked); none is recorded for a case
+#: that is not on the reader's worklist.
+OPENED_FOLLOWS_WORKLIST = f"""
+    CREATE TRIGGER rs_opened_on_worklist BEFORE INSERT ON rs_opened
+        WHEN NOT {_ON_WORKLIST.format(row="NEW")}
+        BEGIN SELECT RAISE(ABORT, '{OFF_WORKLIST_MESSAGE.replace("'", "''")}'); END;
+    CREATE TRIGGER rs_opened_stays_on_worklist BEFORE UPDATE OF reading_study, reader, study_uid ON rs_opened
+        WHEN NOT {_ON_WORKLIST.format(row="NEW")}
+        BEGIN SELECT RAISE(ABORT, '{OFF_WORKLIST_MESSAGE.replace("'", "''")}'); END;
+    CREATE TRIGGER rs_worklists_forget_opened AFTER DELETE ON rs_worklists
+        BEGIN DELETE FROM rs_opened WHERE reading_study = OLD.reading_study AND reader = OLD.reader
+            AND study_uid IN (SELECT study_uid FROM rs_cases WHERE reading_study = OLD.reading_study
+                              AND reading_code = OLD.reading_code)
+            AND NOT {_ON_WORKLIST.format(row="rs_opened")}; END;
+    CREATE TRIGGER rs_worklists_forget_moved AFTER UPDATE OF reading_study, reader, reading_code ON rs_worklists
+        BEGIN DELETE FROM rs_opened WHERE reading_study = OLD.reading_study AND reader = OLD.reader
+            AND study_uid IN (SELECT study_uid FROM rs_cases WHERE reading_study = OLD.reading_study
+                              AND reading_code = OLD.reading_code)
+            AND NOT {_ON_WORKLIST.format(row="rs_opened")}; END;
+"""
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -345,6 +376,11 @@ MIGRATIONS: list[Step | ByDialect] = [
     # looking (rs_opened): progress tells opened from not started, and the time is not lost when the reader moves
     # on. On PostgreSQL a reader or adjudicator records this only under their login, for their worklist's cases.
     ByDialect(OPENED_TABLE, lambda connection: connection.script(postgres.pg_ddl(OPENED_TABLE) + postgres.OPENED_RULES)),
+    # 28: an opened case belongs to the reader's worklist: taking a case off it (or moving it to another reader)
+    # forgets that reader's opened record, whose time the coordinator's audit entry keeps; none is recorded for a
+    # case off the worklist. On PostgreSQL also: a reader's first opening of a case notifies the coordinators and
+    # the reader's own sessions (live progress).
+    ByDialect(OPENED_FOLLOWS_WORKLIST, lambda connection: connection.script(postgres.opened_follows_worklist())),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

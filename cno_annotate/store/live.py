@@ -1,8 +1,10 @@
 """Live reading progress from a PostgreSQL store: LISTEN for the server's notifications, deliver typed events.
 
 The server announces, when a transaction commits, every read created, deleted
-or changing status (``read:<read id>``) and every worklist change
-(``worklist:<reading study>``). Any login may listen to any channel, so since
+or changing status (``read:<read id>``), every worklist change
+(``worklist:<reading study>``) and, since migration 28, a reader's first
+opening of a case (``opened:`` and a JSON object of the reading study, reader
+and reading code). Any login may listen to any channel, so since
 migration 25 each login listens on a channel of its own, named from a secret
 of the database (``cno_live_channel()``), and the server notifies only those
 who may see the change: a read's reader, the coordinators and, once a reader
@@ -17,6 +19,7 @@ An SQLite store has no server: :func:`listener_for` returns None for it.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -47,11 +50,22 @@ class WorklistChanged:
     reading_study: str
 
 
-LiveEvent = ReadStatusChanged | WorklistChanged
+@dataclass(frozen=True)
+class CaseOpened:
+    """A reader opened a case of their worklist for the first time (looked at it; no read yet)."""
+
+    reading_study: str
+    reading_code: str
+    reader: str
+
+
+LiveEvent = ReadStatusChanged | WorklistChanged | CaseOpened
 
 _READ = ("SELECT r.reading_study, c.reading_code, r.reader, r.status FROM reads r "
          "JOIN rs_cases c ON c.reading_study = r.reading_study AND c.study_uid = r.study_uid WHERE r.read_id = %s")
 _STUDY = "SELECT 1 FROM reading_studies WHERE name = %s"
+_OPENED = ("SELECT 1 FROM rs_opened o JOIN rs_cases c ON c.reading_study = o.reading_study AND c.study_uid = o.study_uid "
+           "WHERE o.reading_study = %s AND o.reader = %s AND c.reading_code = %s")
 
 
 class ProgressListener:
@@ -108,9 +122,11 @@ class ProgressListener:
     def _events(self, notifications: Any) -> list[LiveEvent]:
         payloads = list(dict.fromkeys(n.payload for n in notifications if n.channel == self.channel))
         events: list[LiveEvent] = []
+        handlers = {"read": self._read_event, "worklist": self._worklist_event, "opened": self._opened_event}
         for payload in payloads:
             kind, _, key = payload.partition(":")
-            event = self._read_event(key) if kind == "read" else self._worklist_event(key) if kind == "worklist" else None
+            handler = handlers.get(kind)
+            event = handler(key) if handler is not None else None
             if event is not None and event not in events:
                 events.append(event)
         return events
@@ -122,6 +138,16 @@ class ProgressListener:
     def _worklist_event(self, reading_study: str) -> WorklistChanged | None:
         seen = self._connection.execute(_STUDY, (reading_study,)).fetchone() is not None
         return WorklistChanged(reading_study) if seen else None
+
+
+    def _opened_event(self, key: str) -> CaseOpened | None:
+        try:
+            said = json.loads(key)
+            event = CaseOpened(str(said["reading_study"]), str(said["reading_code"]), str(said["reader"]))
+        except (ValueError, TypeError, KeyError):
+            return None
+        seen = self._connection.execute(_OPENED, (event.reading_study, event.reader, event.reading_code)).fetchone()
+        return event if seen is not None else None
 
 
 def listener_for(store: Store) -> ProgressListener | None:

@@ -310,6 +310,12 @@ def is_integrity_error(exc: BaseException) -> bool:
     return psycopg is not None and isinstance(exc, psycopg.errors.IntegrityError)
 
 
+def is_privilege_error(exc: BaseException) -> bool:
+    """A statement refused by a privilege or row security (SQLSTATE 42501)."""
+    psycopg = _loaded()
+    return psycopg is not None and isinstance(exc, psycopg.errors.InsufficientPrivilege)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """Two transactions waited on each other (deadlock, serialisation): nothing was applied."""
     psycopg = _loaded()
@@ -1454,6 +1460,75 @@ CREATE POLICY own_worklist_cases ON rs_opened TO cno_reader, cno_adjudicator
         WHERE w.reader = session_user AND w.reading_study = rs_opened.reading_study
             AND c.study_uid = rs_opened.study_uid));
 """
+
+_OPENED_FOLLOWS_WORKLIST = """
+-- A case's opened record exists only while the case is on that reader's worklist. AFTER the row (a reader's
+-- row security answers first for their own login); a coordinator's write is checked here.
+CREATE FUNCTION cno_opened_on_worklist() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
+                   AND c.reading_code = w.reading_code WHERE w.reading_study = NEW.reading_study
+                   AND w.reader = NEW.reader AND c.study_uid = NEW.study_uid) THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = %(message)s;
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rs_opened_on_worklist AFTER INSERT OR UPDATE OF reading_study, reader, study_uid ON rs_opened
+    FOR EACH ROW EXECUTE FUNCTION cno_opened_on_worklist();
+
+-- A case taken off a worklist (or moved to another reader): that reader's opened record goes.
+CREATE FUNCTION cno_worklist_forget_opened() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (NEW.reading_study, NEW.reader, NEW.reading_code)
+                            IS NOT DISTINCT FROM (OLD.reading_study, OLD.reader, OLD.reading_code) THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM rs_opened o USING rs_cases c
+    WHERE c.reading_study = OLD.reading_study AND c.reading_code = OLD.reading_code
+      AND o.reading_study = OLD.reading_study AND o.reader = OLD.reader AND o.study_uid = c.study_uid
+      AND NOT EXISTS (SELECT 1 FROM rs_worklists w WHERE w.reading_study = OLD.reading_study
+                      AND w.reader = OLD.reader AND w.reading_code = OLD.reading_code);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rs_worklists_forget_opened AFTER DELETE OR UPDATE ON rs_worklists
+    FOR EACH ROW EXECUTE FUNCTION cno_worklist_forget_opened();
+
+-- A reader's first opening of a case: the coordinators and the reader's own sessions hear of it (as of a read).
+CREATE FUNCTION cno_notify_opened() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+DECLARE
+    payload text;
+BEGIN
+    SELECT 'opened:' || json_build_object('reading_study', NEW.reading_study, 'reader', NEW.reader,
+                                          'reading_code', c.reading_code)::text INTO payload
+    FROM rs_cases c WHERE c.reading_study = NEW.reading_study AND c.study_uid = NEW.study_uid;
+    IF payload IS NOT NULL THEN
+        PERFORM pg_notify(cno_channel_of(''), payload);
+        PERFORM pg_notify(cno_channel_of(NEW.reader), payload);
+    END IF;
+    RETURN NULL;
+END $$;
+CREATE TRIGGER rs_opened_notify AFTER INSERT ON rs_opened FOR EACH ROW EXECUTE FUNCTION cno_notify_opened();
+"""
+
+
+def opened_follows_worklist() -> str:
+    """Migration 28 on PostgreSQL: opened records follow the worklists, and a first opening is announced.
+
+    A case taken off a reader's worklist (or moved to another reader) loses
+    that reader's ``rs_opened`` row (the coordinator's audit entry keeps the
+    time looked); no row is written for a case off the worklist (a reader's
+    row security refuses it first, a coordinator's write is refused here). A
+    reader's first opening of a case notifies the coordinators' channel and
+    the reader's own (``opened:`` and a JSON object of the reading study,
+    reader and reading code), which :mod:`.live` turns into ``CaseOpened``.
+    """
+    from cno_annotate.store.db import OFF_WORKLIST_MESSAGE
+
+    return _OPENED_FOLLOWS_WORKLIST % {"message": "'" + OFF_WORKLIST_MESSAGE.replace("'", "''") + "'"}
+
 
 #: Migration 17 on PostgreSQL: coordinators publish cases to the study PACS; a reader or adjudicator sees
 #: where the cases of their own worklist are (the stand-in study UID, nothing of the source study).

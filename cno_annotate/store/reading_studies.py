@@ -206,10 +206,38 @@ def has_worklists(db: sqlite3.Connection, name: str) -> bool:
 
 
 def replace_worklists(db: sqlite3.Connection, name: str, worklists: dict[str, list[str]]) -> None:
-    """Replace every worklist of the study: reader -> reading codes in their order (positions from 1)."""
-    db.execute("DELETE FROM rs_worklists WHERE reading_study = ?", (name,))
-    for reader, order in worklists.items():
-        add_worklist(db, name, reader, enumerate(order, start=1))
+    """Replace every worklist of the study: reader -> reading codes in their order (positions from 1).
+
+    A case that stays on a reader's worklist keeps its row (moved to its new
+    position), so what belongs to it (the reader's opened record) stays; only
+    the cases taken off a worklist are deleted from it.
+    """
+    wanted = {(reader, code): n for reader, order in worklists.items() for n, code in enumerate(order, start=1)}
+    held = {(r["reader"], r["reading_code"]) for r in db.execute(
+        "SELECT reader, reading_code FROM rs_worklists WHERE reading_study = ?", (name,)).fetchall()}
+    db.executemany("DELETE FROM rs_worklists WHERE reading_study = ? AND reader = ? AND reading_code = ?",
+                   [(name, reader, code) for reader, code in sorted(held - set(wanted))])
+    # out of the way first (positions are unique per reader), then each to its place
+    db.execute("UPDATE rs_worklists SET position = -position WHERE reading_study = ?", (name,))
+    db.executemany("UPDATE rs_worklists SET position = ? WHERE reading_study = ? AND reader = ? AND reading_code = ?",
+                   [(n, name, reader, code) for (reader, code), n in wanted.items() if (reader, code) in held])
+    db.executemany("INSERT INTO rs_worklists (reading_study, reader, position, reading_code) VALUES (?,?,?,?)",
+                   [(name, reader, n, code) for (reader, code), n in wanted.items() if (reader, code) not in held])
+
+
+def remove_from_worklist(db: sqlite3.Connection, name: str, reader: str, code: str) -> None:
+    """Take a case off a reader's worklist (the database forgets the reader's opened record of it)."""
+    db.execute("DELETE FROM rs_worklists WHERE reading_study = ? AND reader = ? AND reading_code = ?",
+               (name, reader, code))
+
+
+def append_to_worklist(db: sqlite3.Connection, name: str, reader: str, code: str) -> int:
+    """Add a case at the end of a reader's worklist; its position."""
+    row = db.execute("SELECT COALESCE(MAX(position), 0) + 1 FROM rs_worklists WHERE reading_study = ? AND reader = ?",
+                     (name, reader)).fetchone()
+    position = int(row[0])
+    add_worklist(db, name, reader, [(position, code)])
+    return position
 
 
 def add_worklist(db: sqlite3.Connection, name: str, reader: str, entries: Iterable[tuple[int, str]]) -> None:
@@ -245,10 +273,24 @@ def add_looked_time(db: Any, name: str, reader: str, study_uid: str, seconds: fl
 
 
 def opened(db: Any, name: str, reader: str) -> dict[str, float]:
-    """The cases a reader opened in a study: study UID -> active seconds spent only looking."""
-    rows = db.execute("SELECT study_uid, looked_seconds FROM rs_opened WHERE reading_study = ? AND reader = ?",
-                      (name, reader)).fetchall()
+    """The cases of a reader's worklist they opened in a study: study UID -> active seconds spent only looking."""
+    rows = db.execute("SELECT o.study_uid, o.looked_seconds FROM rs_opened o JOIN rs_cases c "
+                      "ON c.reading_study = o.reading_study AND c.study_uid = o.study_uid JOIN rs_worklists w "
+                      "ON w.reading_study = o.reading_study AND w.reader = o.reader AND w.reading_code = c.reading_code "
+                      "WHERE o.reading_study = ? AND o.reader = ?", (name, reader)).fetchall()
     return {r["study_uid"]: float(r["looked_seconds"]) for r in rows}
+
+
+def opening_refused(exc: BaseException) -> bool:
+    """Whether the database refused to record an opening or time looked: the case is not on the reader's worklist.
+
+    SQLite's trigger and a coordinator's on a server raise an integrity error; a reader's row security on a server
+    refuses the row as not theirs to write.
+    """
+    from cno_annotate.store import postgres
+
+    return isinstance(exc, sqlite3.IntegrityError) or postgres.is_integrity_error(exc) \
+        or postgres.is_privilege_error(exc)
 
 
 @dataclass(frozen=True)
