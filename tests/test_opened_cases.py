@@ -168,3 +168,34 @@ def test_reading_study_move_says_what_it_did(trial, cli):
     status, out, err = cli("reading-study", "move", "trial", code, "--reader", "dr-a", "--store", coordinator.root)
     assert status == 1 and out == "" and err.strip().endswith(f"{code} is not on dr-a's worklist in 'trial'; "
                                                                f"nothing was changed"), err
+
+
+# -- looked-only time handed to the read at its first change: exported once ---------------------------------------
+def _exported_seconds(store: Store, tmp_path, cli, reader: str = "dr-a") -> tuple[list, list, float]:
+    """The reader's active seconds as the JSON export, reads.csv and ``reading-study progress --json`` say."""
+    import csv
+
+    where = store.url if store.folder is None else store.root
+    out = tmp_path / f"export-{len(list(tmp_path.iterdir()))}"
+    code, _, err = cli("read", "export", "--reader", reader, "--out", out.with_suffix(".json"), "--store", where)
+    assert code == 0, err
+    in_json = [r["active_seconds"] for r in json.loads(out.with_suffix(".json").read_text())["reads"]]
+    code, _, err = cli("export-csv", "--reader", reader, "--reading-study", "trial", "--out", out, "--store", where)
+    assert code == 0, err
+    with open(out / "reads.csv", newline="") as f:
+        in_csv = [float(r["active_seconds"]) for r in csv.DictReader(f)]
+    code, printed, err = cli("reading-study", "progress", "trial", "--json", "--store", where)
+    assert code == 0, err
+    return in_json, in_csv, next(p for p in json.loads(printed) if p["reader"] == reader)["active_seconds"]
+
+
+def test_time_looked_before_the_first_change_is_exported_once(trial, tmp_path, cli):
+    coordinator, reader = trial(), trial("dr-a")
+    code = rs.worklist(reader, "trial", "dr-a")[0]["reading_code"]
+    _look(reader, code, 20.0)
+    later = _look(trial("dr-a"), code, 5.0)  # opened again in another window: adds to what was recorded
+    later.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")  # takes the 25 s
+    later.add_reading_time(10.0)
+    in_json, in_csv, in_progress = _exported_seconds(coordinator, tmp_path, cli)
+    assert in_json == [pytest.approx(35.0)] and in_csv == [pytest.approx(35.0)]
+    assert in_progress == pytest.approx(35.0)

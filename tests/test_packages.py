@@ -688,3 +688,36 @@ def test_collect_refuses_an_opened_case_outside_the_package_or_a_bad_time(coordi
         assert code == 1 and len(err.strip().splitlines()) == 1 and said in err and "refused" in err, err
     assert store.db.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == before
     assert store.db.execute("SELECT COUNT(*) FROM rs_opened").fetchone()[0] == 0
+
+
+def test_time_looked_offline_then_taken_by_the_read_is_exported_once(coordinator, moved_package, tmp_path, cli):
+    import csv
+
+    store = coordinator
+    package_store = Store.open(moved_package.store_root)
+    code = rs.worklist(package_store, "trial", "dr-a")[2]["reading_code"]
+    package_store.close()
+    _look(moved_package, code, 40.0)
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    packages.export_results(moved_package, first)
+    assert cli("reading-study", "collect", "trial", first, "--store", store.root)[0] == 0  # opened, 40 s
+    package_store = Store.open(moved_package.store_root)
+    try:  # the reader comes back to the case and changes it: the read takes the 40 s, then 10 s more
+        session = ReadSession.open_or_create(package_store, rs.study_uid_of(package_store, "trial", code), "dr-a",
+                                             reading_study="trial", scheme_id="rai-cromris", scheme_version="2.0.0")
+        session.mark_unit("skull", "no_lesion")
+        session.add_reading_time(10.0)
+    finally:
+        package_store.close()
+    packages.export_results(moved_package, second)
+    assert cli("reading-study", "collect", "trial", second, "--store", store.root)[0] == 0
+    progress = _progress(store)
+    assert (progress["opened"], progress["draft"], progress["active_seconds"]) == (0, 2, pytest.approx(50.0))
+    _, printed, _ = cli("reading-study", "progress", "trial", "--json", "--store", store.root)
+    assert next(p for p in json.loads(printed) if p["reader"] == "dr-a")["active_seconds"] == pytest.approx(50.0)
+    assert cli("read", "export", "--reader", "dr-a", "--out", tmp_path / "reads.json", "--store", store.root)[0] == 0
+    assert sorted(r["active_seconds"] for r in json.loads((tmp_path / "reads.json").read_text())["reads"]) == \
+        [0.0, 0.0, pytest.approx(50.0)]
+    assert cli("export-csv", "--reader", "dr-a", "--out", tmp_path / "csv", "--store", store.root)[0] == 0
+    with open(tmp_path / "csv" / "reads.csv", newline="") as f:
+        assert sorted(float(r["active_seconds"]) for r in csv.DictReader(f)) == [0.0, 0.0, pytest.approx(50.0)]
