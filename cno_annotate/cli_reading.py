@@ -327,10 +327,13 @@ def cmd_move(args) -> int:
     from cno_annotate import reading_study as rs
 
     done = rs.move_case(_coordinator_store(args, "reading-study move"), args.name, args.code, args.reader, args.to)
-    where = f"to {done['to']}'s worklist (position {done['position']})" if done["to"] else "off the worklists"
     looked = "" if done["looked_seconds"] is None else \
         f"; {args.reader} had opened it ({_minutes(done['looked_seconds'])} looked at, kept in the audit)"
-    print(f"moved {args.code} from {args.reader}'s worklist {where}{looked}")
+    if done["to"]:
+        print(f"moved {args.code} from {args.reader}'s worklist to {done['to']}'s (position {done['position']})"
+              f"{looked}")
+    else:
+        print(f"took {args.code} off {args.reader}'s worklist{looked}")
     return 0
 
 
@@ -513,6 +516,8 @@ def _collected(done) -> str:
         return f"{older} ({done.reader}, {done.unchanged} unchanged)"
     if done.unchanged:
         return f"already collected, nothing changed ({_plural(done.unchanged, 'read')} of {done.reader} unchanged)"
+    if done.off_worklist:
+        return f"nothing to collect: {opened} ({done.reader}, package {done.package_id})"
     return f"holds no reads yet ({done.reader}, package {done.package_id}); nothing to collect"
 
 

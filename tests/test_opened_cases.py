@@ -163,8 +163,13 @@ def test_reading_study_move_says_what_it_did(trial, cli):
     assert cli("reading-study", "add-readers", "trial", "dr-c", "--store", coordinator.root)[0] == 0
     status, out, err = cli("reading-study", "move", "trial", code, "--reader", "dr-a", "--to", "dr-c",
                            "--store", coordinator.root)
-    assert status == 0 and out.strip() == (f"moved {code} from dr-a's worklist to dr-c's worklist (position 1); "
+    assert status == 0 and out.strip() == (f"moved {code} from dr-a's worklist to dr-c's (position 1); "
                                            f"dr-a had opened it (1 min 15 s looked at, kept in the audit)"), err
+    other = rs.worklist(coordinator, "trial", "dr-b")[1]["reading_code"]
+    status, out, err = cli("reading-study", "move", "trial", other, "--reader", "dr-b", "--store", coordinator.root)
+    assert status == 0 and out.strip() == f"took {other} off dr-b's worklist", err
+    assert [e["position"] for e in rs.worklist(coordinator, "trial", "dr-b")] == [1, 2]  # closed up, no gap
+    assert other not in [e["reading_code"] for e in rs.worklist(coordinator, "trial", "dr-b")]
     status, out, err = cli("reading-study", "move", "trial", code, "--reader", "dr-a", "--store", coordinator.root)
     assert status == 1 and out == "" and err.strip().endswith(f"{code} is not on dr-a's worklist in 'trial'; "
                                                                f"nothing was changed"), err

@@ -721,3 +721,20 @@ def test_time_looked_offline_then_taken_by_the_read_is_exported_once(coordinator
     assert cli("export-csv", "--reader", "dr-a", "--out", tmp_path / "csv", "--store", store.root)[0] == 0
     with open(tmp_path / "csv" / "reads.csv", newline="") as f:
         assert sorted(float(r["active_seconds"]) for r in csv.DictReader(f)) == [0.0, 0.0, pytest.approx(50.0)]
+
+
+def test_collect_leaves_out_a_case_opened_offline_that_was_moved_off_the_readers_worklist(coordinator, moved_package,
+                                                                                         tmp_path, cli):
+    store = coordinator
+    package_store = Store.open(moved_package.store_root)
+    code = rs.worklist(package_store, "trial", "dr-a")[2]["reading_code"]
+    package_store.close()
+    _look(moved_package, code, 30.0)
+    results = tmp_path / "results.json"
+    packages.export_results(moved_package, results)
+    rs.move_case(store, "trial", code, "dr-a")  # the coordinator took it off dr-a's worklist meanwhile
+    status, out, err = cli("reading-study", "collect", "trial", results, "--store", store.root)
+    assert status == 0 and "collected 2 new reads" in out, err
+    assert "1 case opened but no longer on the worklist (not counted)" in out
+    assert store.db.execute("SELECT COUNT(*) FROM rs_opened").fetchone()[0] == 0
+    assert _progress(store)["opened"] == 0 and audit.verify(store.db).ok

@@ -226,9 +226,16 @@ def replace_worklists(db: sqlite3.Connection, name: str, worklists: dict[str, li
 
 
 def remove_from_worklist(db: sqlite3.Connection, name: str, reader: str, code: str) -> None:
-    """Take a case off a reader's worklist (the database forgets the reader's opened record of it)."""
+    """Take a case off a reader's worklist, the others closing up in their order (the database forgets the
+    reader's opened record of the case)."""
     db.execute("DELETE FROM rs_worklists WHERE reading_study = ? AND reader = ? AND reading_code = ?",
                (name, reader, code))
+    order = [r["reading_code"] for r in db.execute(
+        "SELECT reading_code FROM rs_worklists WHERE reading_study = ? AND reader = ? ORDER BY position",
+        (name, reader)).fetchall()]
+    db.execute("UPDATE rs_worklists SET position = -position WHERE reading_study = ? AND reader = ?", (name, reader))
+    db.executemany("UPDATE rs_worklists SET position = ? WHERE reading_study = ? AND reader = ? AND reading_code = ?",
+                   [(n, name, reader, c) for n, c in enumerate(order, start=1)])
 
 
 def append_to_worklist(db: sqlite3.Connection, name: str, reader: str, code: str) -> int:
