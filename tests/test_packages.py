@@ -505,6 +505,7 @@ def test_a_multi_file_collect_reports_each_file(coordinator, moved_package, tmp_
 @pytest.mark.parametrize("command", [
     ("reading-study", "add-readers", "trial", "dr-z"),
     ("reading-study", "assign", "trial"),
+    ("reading-study", "move", "trial", "CNO-0001", "--reader", "dr-a"),
     ("reading-study", "package", "trial", "--reader", "dr-a", "--out", "{tmp}/again"),
     ("reading-study", "export-unblinded", "trial", "--link-key", "{tmp}/key.sqlite", "--out", "{tmp}/unblinded"),
     ("export-csv", "--out", "{tmp}/csv"),
