@@ -305,3 +305,131 @@ def test_a_reader_records_opening_only_their_own_worklist_cases(trial):
                             "VALUES ('trial', ?, ?, 'now', 0)", (who, study))
     finally:
         raw.close()
+
+
+# -- one change of a read, run as the store's owner (cno_change_read, migration 29) --------------------------------
+_NO_DETAIL = json.dumps({"after": None, "before": None})
+
+
+def _change(connection: PgConnection, read_id: str, revision: int, actor: str, action: str = "edit comment",
+            row: dict | None = None, create: dict | None = None) -> dict:
+    """cno_change_read as the program calls it, with raw SQL on the caller's own connection."""
+    return connection.execute(
+        "SELECT cno_change_read(?::text, ?::bigint, NULL, 'now', ?::text, ?::text, '{}'::jsonb, ?::text, ?::jsonb, "
+        "?::jsonb)", (read_id, revision, actor, action, _NO_DETAIL, json.dumps(row or {}),
+                      None if create is None else json.dumps(create))).fetchone()[0]
+
+
+def _unchanged(trial, read_id: str, revision: int, entries: int) -> bool:
+    """Whether the read is still at ``revision`` and the trail holds ``entries`` entries."""
+    owner = _raw(trial())
+    try:
+        now = owner.execute("SELECT revision FROM reads WHERE read_id = ?", (read_id,)).fetchone()[0]
+        return now == revision and owner.execute("SELECT COUNT(*) FROM audit").fetchone()[0] == entries
+    finally:
+        owner.close()
+
+
+def _entries(trial) -> int:
+    owner = _raw(trial())
+    try:
+        return owner.execute("SELECT COUNT(*) FROM audit").fetchone()[0]
+    finally:
+        owner.close()
+
+
+def test_a_reader_changes_no_other_readers_read_through_the_owners_change_function(trial):
+    theirs = _start_read(trial("dr-b"), "dr-b")
+    read_id, revision, entries = theirs.read.read_id, theirs.read.revision, _entries(trial)
+    reader = _raw(trial("dr-a"))
+    try:
+        assert _change(reader, read_id, revision, "dr-a") == {"refused": None}  # as if there were no such read
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot write audit entries as dr-b"):
+            _change(reader, read_id, revision, "dr-b")
+        row = {**_read_row(trial, read_id), "read_id": "made-for-dr-b", "reader": "dr-b"}
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot make a read of dr-b"):
+            _change(reader, "made-for-dr-b", row["revision"], "dr-a", "add lesion",
+                    create={"row": row, "detail": _NO_DETAIL, "seconds": 0})
+    finally:
+        reader.close()
+    assert _unchanged(trial, read_id, revision, entries)
+    verification = audit.verify(trial().db)
+    assert verification.ok, verification.reason
+
+
+def _read_row(trial, read_id: str) -> dict:
+    owner = _raw(trial())
+    try:
+        return owner.execute("SELECT row_to_json(r) FROM reads r WHERE read_id = ?", (read_id,)).fetchone()[0]
+    finally:
+        owner.close()
+
+
+def test_a_reader_changes_their_submitted_read_through_the_owners_function_never(trial):
+    mine = _start_read(trial("dr-a"), "dr-a")
+    mine.submit()
+    read_id, revision, entries = mine.read.read_id, mine.read.revision, _entries(trial)
+    reader = _raw(trial("dr-a"))
+    try:
+        assert _change(reader, read_id, revision, "dr-a") == {"refused": {"status": "submitted",
+                                                                           "revision": revision}}
+        assert _change(reader, read_id, revision, "dr-a", "submit", row={"status": "submitted"})["refused"]
+    finally:
+        reader.close()
+    assert _unchanged(trial, read_id, revision, entries)
+
+
+@pytest.mark.parametrize("action", ["adjudicate", "submit", "create", "new-version", "follow-up", "import"])
+def test_the_owners_change_function_writes_only_the_entries_the_program_writes_for_a_reader(trial, action):
+    mine = _start_read(trial("dr-a"), "dr-a")  # a draft, already created, following no read
+    read_id, revision, entries = mine.read.read_id, mine.read.revision, _entries(trial)
+    reader = _raw(trial("dr-a"))
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="the program writes no such entry"):
+            _change(reader, read_id, revision, "dr-a", action)
+        assert _unchanged(trial, read_id, revision, entries)
+        assert "refused" not in _change(reader, read_id, revision, "dr-a", "edit comment")  # one the program writes
+    finally:
+        reader.close()
+    verification = audit.verify(trial().db)
+    assert verification.ok, verification.reason
+
+
+def test_an_adjudicator_changes_no_read_of_their_cases_through_the_owners_change_function(trial):
+    submitted = _start_read(trial("dr-a"), "dr-a")
+    submitted.submit()
+    draft = _start_read(trial("dr-b"), "dr-b")
+    entries = _entries(trial)
+    adjudicator = _raw(trial(ADJUDICATOR))
+    try:
+        for session in (submitted, draft):
+            assert _change(adjudicator, session.read.read_id, session.read.revision, ADJUDICATOR) == {"refused": None}
+            with pytest.raises(psycopg.errors.InsufficientPrivilege, match="cannot write audit entries as"):
+                _change(adjudicator, session.read.read_id, session.read.revision, session.read.reader)
+    finally:
+        adjudicator.close()
+    for session in (submitted, draft):
+        assert _unchanged(trial, session.read.read_id, session.read.revision, entries)
+
+
+def test_a_login_in_no_group_cannot_run_the_owners_change_function(trial, pg_server):
+    mine = _start_read(trial("dr-a"), "dr-a")
+    entries = _entries(trial)
+    owner = _raw(trial())
+    try:
+        owner.execute("DROP ROLE IF EXISTS \"dr-stranger\"")
+        owner.execute("CREATE ROLE \"dr-stranger\" LOGIN PASSWORD 'stranger'")  # CONNECT: every login may
+    finally:
+        owner.close()
+    database = trial().url.rsplit("/", 1)[1]
+    stranger = psycopg.connect(pg_server.url(database, "dr-stranger", "stranger"), autocommit=True)
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # in no group it would count as a coordinator
+            stranger.execute("SELECT cno_change_read(%s, %s, NULL, 'now', 'dr-a', 'edit comment', '{}', %s, '{}', "
+                             "NULL)", (mine.read.read_id, mine.read.revision, _NO_DETAIL))
+    finally:
+        stranger.close()
+        owner = _raw(trial())
+        owner.execute("DROP ROLE \"dr-stranger\"")
+        owner.close()
+    assert _unchanged(trial, mine.read.read_id, mine.read.revision, entries)

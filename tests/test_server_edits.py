@@ -17,10 +17,13 @@ from cno_annotate.errors import CnoError, StoreWriteError
 from cno_annotate.store import Store, audit
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import PgConnection, round_trips
+from tests import test_postgres_store
+from tests.test_postgres_store import _start_read
 
 STUDY = "1.2.826.0.1.3680043.99.16"
 #: An edit may take this many round trips at most: the write (checked, audited, returning the read) and one spare.
 MOST_ROUND_TRIPS_PER_EDIT = 2
+trial = test_postgres_store.trial  # the fixture: a Store on this test's copy of the trial database, as a login
 
 
 @pytest.fixture
@@ -265,3 +268,49 @@ def test_follow_up_is_written_in_one_round_trip_after_the_prior_read_is_loaded(p
     assert stored.followup is not None and stored.followup.prior_read_id == prior.read.read_id
     assert stored == follow.read
     assert audit.verify(pg_store.db).ok
+
+
+# -- what the server computes for one edit (migration 29) -----------------------------------------------------------
+def _calls_in_one_transaction(connection: PgConnection, sql: str, params: tuple) -> tuple[object, dict[str, int]]:
+    """The statement's result and how often each hashing function of the store ran for it.
+
+    Counted within its transaction (no counts are flushed while it is open); the view also holds counts
+    of the session's earlier transactions not yet flushed, hence the difference.
+    """
+    def counts() -> dict[str, int]:
+        return dict(connection.execute("SELECT funcname, calls FROM pg_stat_xact_user_functions "
+                                       "WHERE funcname IN ('cno_read_state', 'cno_audited_state')").fetchall())
+
+    connection.execute("BEGIN")
+    before = counts()
+    found = connection.execute(sql, params).fetchone()[0]
+    after = counts()
+    connection.execute("COMMIT")
+    return found, {name: n - before.get(name, 0) for name, n in after.items() if n > before.get(name, 0)}
+
+
+def test_a_readers_edit_hashes_the_read_twice_and_a_stale_copy_not_at_all(trial, pg_server):
+    """The state before and after an edit is hashed once each, the audited state read once, under any login.
+
+    Under the reader's row security ``cno_change_read`` hashed the state three times and read the audited
+    state twice (``cno_audit_append`` checked again what it was just given), and a stale copy was hashed
+    before it was refused.
+    """
+    session = _start_read(trial("dr-a"), "dr-a")
+    database = trial().url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.url(database), autocommit=True) as superuser:  # counted from the next session on
+        superuser.execute(f'ALTER DATABASE "{database}" SET track_functions = \'pl\'')
+    reader = PgConnection(trial("dr-a").url)
+    edit = ("SELECT cno_change_read(?::text, ?::bigint, NULL, 'now', 'dr-a', 'edit comment', '{}'::jsonb, "
+            "'{\"after\": null, \"before\": null}', '{}'::jsonb, NULL)")
+    try:
+        found, calls = _calls_in_one_transaction(reader, edit, (session.read.read_id, session.read.revision))
+        assert "refused" not in found
+        assert calls == {"cno_read_state": 2, "cno_audited_state": 1}
+        found, calls = _calls_in_one_transaction(reader, edit, (session.read.read_id, session.read.revision))
+        assert found == {"refused": {"status": "draft", "revision": session.read.revision + 1}}
+        assert calls == {}
+    finally:
+        reader.close()
+    verification = audit.verify(trial().db)
+    assert verification.ok, verification.reason
