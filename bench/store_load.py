@@ -41,6 +41,7 @@ def worker(location: str, reader: str, read_id: str, lesion: str, tag: str, edit
     store = Store.open(location)
     session = ReadSession.open(store, read_id, reader)
     latencies, conflicts, refused, acknowledged = [], 0, 0, None
+    cpu = time.process_time()
     for n in range(edits):
         while True:
             start = time.perf_counter()
@@ -56,8 +57,10 @@ def worker(location: str, reader: str, read_id: str, lesion: str, tag: str, edit
             latencies.append(time.perf_counter() - start)
             acknowledged = f"{tag}:{n}"
             break
+    cpu = time.process_time() - cpu
     store.close()
-    return {"tag": tag, "latencies": latencies, "conflicts": conflicts, "refused": refused, "last": acknowledged}
+    return {"tag": tag, "latencies": latencies, "conflicts": conflicts, "refused": refused, "last": acknowledged,
+            "cpu_s": cpu}
 
 
 def _prepare(location: str, readers: list[str]) -> dict[str, tuple[str, list[str]]]:
@@ -130,6 +133,7 @@ def run(location: str, processes: int, edits: int) -> dict:
             "audit_ok": verification.ok, "entries": verification.entries,
             "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * cuts[18], "wall_s": wall,
             "edits_per_s": len(latencies) / wall, "floor_ms": floor_ms(location), "per_edit": per_edit,
+            "client_cpu_ms": 1000 * sum(r["cpu_s"] for r in results.values()) / len(latencies),
             "waits": waits, "functions": server_functions(location)}
 
 
@@ -280,14 +284,17 @@ def main() -> None:
               f"{r['p95_ms']:.1f} | {r['edits_per_s']:.0f} | {r['floor_ms']:.2f} | "
               f"{r['p50_ms'] / r['floor_ms']:.1f} |")
     for name, r in rows.items():
+        print(f"\n{name}: client CPU {r['client_cpu_ms']:.2f} ms per acknowledged edit (the readers' processes, "
+              f"conflicts and reloads included)")
         if r["waits"]:
             print(f"\n{name}: where the program's server sessions were, share of samples during the run")
             for key, share in r["waits"].items():
                 print(f"- {key}: {100 * share:.1f} %")
         if r["functions"]:
-            print(f"\n{name}: server functions (calls, mean ms in all, mean ms in its own code)")
+            print(f"\n{name}: server functions (calls, calls per acknowledged edit, mean ms in all, mean ms in its "
+                  f"own code)")
             for function, (calls, total, own) in r["functions"].items():
-                print(f"- {function}: {calls} calls, {total:.2f} ms, {own:.2f} ms")
+                print(f"- {function}: {calls} calls, {calls / r['edits']:.2f} per edit, {total:.2f} ms, {own:.2f} ms")
 
 
 def _on_server(processes: int, edits: int, commit_delay: int = 0) -> dict:

@@ -124,7 +124,8 @@ def test_a_direct_change_is_refused_by_the_next_edit_and_found_by_verify(pg_stor
     assert not audit.verify(pg_store.db).ok
 
 
-def test_a_conflicting_edit_is_refused_and_the_read_reloaded(pg_store):
+def test_a_conflicting_edit_is_refused_and_the_read_reloaded_in_one_round_trip(pg_store):
+    """A stale copy's edit is refused with the read as stored (migration 28): one round trip, then no reload."""
     from cno_annotate.errors import ReadConflict
 
     session, lesion = _session_with_a_lesion(pg_store)
@@ -135,7 +136,8 @@ def test_a_conflicting_edit_is_refused_and_the_read_reloaded(pg_store):
         with round_trips(pg_store.db) as counted, pytest.raises(ReadConflict, match="changed in another window"):
             session.update_lesion(lesion, comment="stale copy")
         assert session.read.lesion(lesion).comment == "second window first"  # reloaded, nothing lost
-        assert counted.total <= 1 + MOST_ROUND_TRIPS_PER_EDIT  # the refusal, then the reload
+        assert counted.total == 1, counted.messages  # the refusal brings the read as stored: no reload after it
+        assert session.read == load_read(pg_store, session.read.read_id)
         second_lesion = session.add_lesion((1.0, 2.0, 3.0), "1.2.3", (1, 2, 3))
         assert second_lesion == "L2" and load_read(other, session.read.read_id).lesion("L2")
     finally:
@@ -308,7 +310,8 @@ def test_a_readers_edit_hashes_the_read_twice_and_a_stale_copy_not_at_all(trial,
         assert "refused" not in found
         assert calls == {"cno_read_state": 2, "cno_audited_state": 1}
         found, calls = _calls_in_one_transaction(reader, edit, (session.read.read_id, session.read.revision))
-        assert found == {"refused": {"status": "draft", "revision": session.read.revision + 1}}
+        assert found["refused"] == {"status": "draft", "revision": session.read.revision + 1}
+        assert found["read"]["row"]["revision"] == session.read.revision + 1  # the read as stored comes with it
         assert calls == {}
     finally:
         reader.close()

@@ -372,6 +372,7 @@ class ReadSession:
         self._opened_recorded = False  # a reading study's case: its opening and looked-only time are in the store
         # The number the read's next lesion takes, as stored (None: not known yet; looked up when needed).
         self._next_lesion = next_lesion if stored else 1
+        self._sent_with_refusal: rows.StoredRead | None = None  # the read a refusal came with (a server sends it)
 
     @classmethod
     def open(cls, store: Store, read_id: str, actor: str | None = None) -> ReadSession:
@@ -463,11 +464,12 @@ class ReadSession:
         """Whether there is an undone change to redo."""
         return bool(self._redo)
 
-    def reload(self) -> None:
+    def reload(self, sent: rows.StoredRead | None = None) -> None:
         """Load the read again from the store (after a conflict); the undo history is cleared.
 
         A session whose read was not yet stored picks up a read of the case
-        that another window or program created meanwhile.
+        that another window or program created meanwhile. ``sent``: the read as
+        the store sent it with a refusal just now (it is not asked for again).
         """
         read = self.read
         if not self.stored:
@@ -475,7 +477,7 @@ class ReadSession:
             if latest is not None:
                 self._loaded(_load_stored(self.store, latest))
         else:
-            stored = rows.stored_read(self.store.db, read.read_id)
+            stored = sent if sent is not None else rows.stored_read(self.store.db, read.read_id)
             if stored is not None:
                 self._loaded(stored)
         self._undo.clear()
@@ -866,10 +868,12 @@ class ReadSession:
     @contextmanager
     def _refusals_reload(self):
         """A refused change (conflict, lock) reloads the read, then the refusal goes on to the caller."""
+        self._sent_with_refusal = None
         try:
             yield
         except (ReadConflict, ReadLocked):
-            self.reload()
+            sent, self._sent_with_refusal = self._sent_with_refusal, None
+            self.reload(sent)
             raise
 
     def _creation(self) -> rows.Creation | None:
@@ -899,6 +903,7 @@ class ReadSession:
                 creation = self._creation()
                 result = rows.apply_edit(db, edit, creation)
                 if isinstance(result, rows.Refusal):
+                    self._sent_with_refusal = result.stored
                     raise self._refusal(result.current)
         if creation is not None:
             self._unsaved_seconds = 0.0

@@ -1346,7 +1346,7 @@ GRANT EXECUTE ON FUNCTION cno_audit_append(text, text, text, text) TO cno_coordi
 -- rules row security applies to them (a reader or adjudicator changes only their own reads, under their own login,
 -- and writes only the entries the program writes for them, migration 24); a read not theirs is refused as if it
 -- did not exist. A stale copy (revision, status or lesion counter) is refused before any lock is waited for or
--- any state hashed. Then, with the read's row locked: its stored state hashed and checked against its audited
+-- any state hashed, with the read as stored ("read", as cno_read_json gives it), so the editor need not ask again. Then, with the read's row locked: its stored state hashed and checked against its audited
 -- state (the latest entry, by index), the parts written, the state hashed again and the entry appended with both.
 CREATE OR REPLACE FUNCTION cno_change_read(p_read_id text, p_revision bigint, p_next_lesion bigint, p_stamp text,
                                            p_actor text, p_action text, p_parts jsonb, p_detail text, p_row jsonb,
@@ -1395,14 +1395,16 @@ BEGIN
         RETURN json_build_object('refused', NULL);
     END IF;
     IF r.revision <> p_revision OR r.status <> 'draft' OR r.next_lesion <> COALESCE(p_next_lesion, r.next_lesion) THEN
-        RETURN json_build_object('refused', json_build_object('status', r.status, 'revision', r.revision));
+        RETURN json_build_object('refused', json_build_object('status', r.status, 'revision', r.revision),
+                                 'read', cno_read_json(p_read_id));
     END IF;
     SELECT * INTO r FROM reads WHERE read_id = p_read_id FOR UPDATE;
     IF NOT FOUND THEN
         RETURN json_build_object('refused', NULL);
     END IF;
     IF r.revision <> p_revision OR r.status <> 'draft' OR r.next_lesion <> COALESCE(p_next_lesion, r.next_lesion) THEN
-        RETURN json_build_object('refused', json_build_object('status', r.status, 'revision', r.revision));
+        RETURN json_build_object('refused', json_build_object('status', r.status, 'revision', r.revision),
+                                 'read', cno_read_json(p_read_id));
     END IF;
     IF p_create IS NULL THEN  -- a read made just now holds the state its 'create' entry recorded
         state_before := cno_read_state(p_read_id);
@@ -1488,7 +1490,8 @@ def trusted_edits() -> str:
     checks what row security and ``cno_audit_append`` checked for a reader or
     adjudicator (their own read, made under their own login, an entry the
     program writes for them), refuses a stale copy before waiting for any lock
-    or hashing anything, hashes the state before and after the change once each,
+    or hashing anything (and sends the read as stored with the refusal, so the
+    editor's reload is no second round trip), hashes the state before and after the change once each,
     reads the audited state once, and appends through ``cno_audit_write``, which
     only the owner's functions may call.
     """

@@ -387,9 +387,13 @@ class Edit:
 
 @dataclass(frozen=True)
 class Refusal:
-    """An edit that matched no draft at the editor's revision: what the store holds instead (None: no read)."""
+    """An edit that matched no draft at the editor's revision: what the store holds instead (None: no read).
+
+    ``stored``: the read as stored, when the store sent it with the refusal (a server, migration 28).
+    """
 
     current: ReadRevision | None
+    stored: StoredRead | None = None
 
 
 def apply_edit(db: Any, edit: Edit, creation: Creation | None = None) -> StoredRead | Refusal:
@@ -458,7 +462,8 @@ def _apply_on_server(db: Any, edit: Edit, creation: Creation | None) -> StoredRe
         raise
     if "refused" in found:
         refused = found["refused"]
-        return Refusal(None if refused is None else ReadRevision(refused["status"], int(refused["revision"])))
+        return Refusal(None if refused is None else ReadRevision(refused["status"], int(refused["revision"])),
+                       _from_json(found.get("read")))
     stored = _from_json(found)
     assert stored is not None
     return stored
