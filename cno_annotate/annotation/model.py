@@ -15,8 +15,9 @@ the editor, ``read import``, scoring and the analysis all go through it.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import StrEnum
 
 import numpy as np
@@ -78,6 +79,11 @@ class Followup:
         object.__setattr__(self, "outcomes", {k: FollowupStatus(v) for k, v in self.outcomes.items()})
 
 
+def _copied(value: object) -> object:
+    """A field's value for a plain dict: a dict or list copied deep (as dataclasses.asdict does), else itself."""
+    return copy.deepcopy(value) if isinstance(value, (dict, list)) else value
+
+
 @dataclass(frozen=True)
 class Lesion:
     """One lesion of a read."""
@@ -101,8 +107,12 @@ class Lesion:
     tracking_uid: str = ""  # a DICOM UID: the same lesion across edits, versions, exports and visits
 
     def to_dict(self) -> dict:
-        """Plain-dict form (JSON-ready); back through ``validation.lesion_from_fields``."""
-        out = asdict(self)
+        """Plain-dict form (JSON-ready); back through ``validation.lesion_from_fields``.
+
+        As ``dataclasses.asdict`` gives it (dicts and lists copied deep, the rest immutable values), field by
+        field: asdict's generic walk was a sixth of the client's time per edit of a shared store (4x slower).
+        """
+        out = {f.name: _copied(getattr(self, f.name)) for f in fields(self)}
         out["position"] = [float(v) for v in self.position]
         out["voxel"] = [float(v) for v in self.voxel]
         return out
