@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 STUDY = "1.2.826.0.1.3680043.99.77"
@@ -86,13 +87,14 @@ def _as(location: str, reader: str) -> str:
     return location
 
 
-def run(location: str, processes: int, edits: int) -> dict:
+def run(location: str, processes: int, edits: int, server_cpu: Callable[[], float] | None = None,
+        sample_waits: bool = True) -> dict:
     from cno_annotate.store import Store, audit
 
     readers = [f"reader-{k:02d}" for k in range(processes // 2)]
     reads = _prepare(location, readers)
     per_edit = statements_per_edit(_as(location, readers[0]), reads[readers[0]][0], reads[readers[0]][1][0])
-    sampler = WaitSampler(location) if location.startswith("postgresql://") else None
+    sampler = WaitSampler(location) if sample_waits and location.startswith("postgresql://") else None
     jobs = []
     for reader in readers:
         read_id, lesions = reads[reader]
@@ -101,7 +103,7 @@ def run(location: str, processes: int, edits: int) -> dict:
             command = [sys.executable, __file__, "--worker", _as(location, reader), reader, read_id, lesion, tag,
                        str(edits)]
             jobs.append((tag, read_id, lesion, subprocess.Popen(command, stdout=subprocess.PIPE, text=True)))
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), server_cpu() if server_cpu else 0.0
     results = {}
     for tag, read_id, lesion, job in jobs:
         out, _ = job.communicate()
@@ -109,6 +111,7 @@ def run(location: str, processes: int, edits: int) -> dict:
             raise SystemExit(f"worker {tag} failed ({job.returncode})")
         results[tag] = {**json.loads(out), "read_id": read_id, "lesion": lesion}
     wall = time.perf_counter() - started
+    spent_on_server = server_cpu() - cpu_started if server_cpu else None
     waits = sampler.stop() if sampler is not None else {}
     store = Store.open(location)
     from cno_annotate.annotation.reads import load_read
@@ -134,6 +137,7 @@ def run(location: str, processes: int, edits: int) -> dict:
             "p50_ms": 1000 * statistics.median(latencies), "p95_ms": 1000 * cuts[18], "wall_s": wall,
             "edits_per_s": len(latencies) / wall, "floor_ms": floor_ms(location), "per_edit": per_edit,
             "client_cpu_ms": 1000 * sum(r["cpu_s"] for r in results.values()) / len(latencies),
+            "server_cpu_ms": None if spent_on_server is None else 1000 * spent_on_server / len(latencies),
             "waits": waits, "functions": server_functions(location)}
 
 
@@ -262,6 +266,8 @@ def main() -> None:
     parser.add_argument("--backend", choices=("both", "sqlite", "postgresql"), default="both")
     parser.add_argument("--commit-delay", type=int, default=0, metavar="US",
                         help="PostgreSQL group commit: commit_delay in microseconds (commit_siblings 4); 0: off")
+    parser.add_argument("--no-wait-sampling", action="store_true",
+                        help="PostgreSQL: do not sample pg_stat_activity (every 5 ms; it costs the server CPU too)")
     args = parser.parse_args()
     rows = {}
     if args.backend in ("both", "sqlite"):
@@ -273,7 +279,9 @@ def main() -> None:
         name = "PostgreSQL 127.0.0.1 (fsync on, reader logins, RLS)"
         if args.commit_delay:
             name = name[:-1] + f", commit_delay {args.commit_delay} us)"
-        rows[name] = _on_server(args.processes, args.edits, args.commit_delay)
+        if args.no_wait_sampling:
+            name = name[:-1] + ", no wait sampling)"
+        rows[name] = _on_server(args.processes, args.edits, args.commit_delay, not args.no_wait_sampling)
     print(f"{args.processes} processes x {args.edits} edits, on {os.cpu_count()} cores")
     print("| store | statements per edit | edits | lost | duplicated | conflicts reported | audit | p50 ms | p95 ms | "
           "edits/s | bare UPDATE+COMMIT ms | p50 x bare |")
@@ -286,6 +294,9 @@ def main() -> None:
     for name, r in rows.items():
         print(f"\n{name}: client CPU {r['client_cpu_ms']:.2f} ms per acknowledged edit (the readers' processes, "
               f"conflicts and reloads included)")
+        if r["server_cpu_ms"] is not None:
+            print(f"{name}: server CPU {r['server_cpu_ms']:.2f} ms per acknowledged edit (all the server's processes "
+                  f"during the run{', the wait sampler included' if r['waits'] else ''})")
         if r["waits"]:
             print(f"\n{name}: where the program's server sessions were, share of samples during the run")
             for key, share in r["waits"].items():
@@ -297,7 +308,7 @@ def main() -> None:
                 print(f"- {function}: {calls} calls, {calls / r['edits']:.2f} per edit, {total:.2f} ms, {own:.2f} ms")
 
 
-def _on_server(processes: int, edits: int, commit_delay: int = 0) -> dict:
+def _on_server(processes: int, edits: int, commit_delay: int = 0, sample_waits: bool = True) -> dict:
     import psycopg
 
     from cno_annotate.store import Store, pg_local, postgres
@@ -319,9 +330,27 @@ def _on_server(processes: int, edits: int, commit_delay: int = 0) -> dict:
             if postgres.grant(store.pg, reader, "reader", password):
                 server.remember(reader, password)
         store.close()
-        return run(location, processes, edits)
+        return run(location, processes, edits, lambda: _server_cpu_seconds(server.folder / "data"), sample_waits)
     finally:
         server.stop()
+
+
+def _server_cpu_seconds(data: Path) -> float:
+    """CPU seconds (user + system) the server has used: the postmaster, its live children and those it reaped."""
+    postmaster = int((data / "postmaster.pid").read_text().split()[0])
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile (its time is now its parent's)
+            continue
+        pid, parent = int(stat.parent.name), int(fields[1])
+        if pid == postmaster:
+            total += sum(int(v) for v in fields[11:15])  # utime, stime, cutime, cstime
+        elif parent == postmaster:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
 
 
 if __name__ == "__main__":
