@@ -432,3 +432,47 @@ def test_a_login_in_no_group_cannot_run_the_owners_change_function(trial, pg_ser
         owner.execute("DROP ROLE \"dr-stranger\"")
         owner.close()
     assert _unchanged(trial, mine.read.read_id, mine.read.revision, entries)
+
+
+# -- temporary tables named like the store's (a login's own pg_temp schema) ------------------------------------------
+def test_a_readers_temporary_tables_do_not_stand_in_for_the_stores_inside_its_functions(trial):
+    """A temporary table is searched before the schema unless the function's search path puts pg_temp last.
+
+    Here dr-a shadows ``reads`` (their submitted read shown as a draft) and ``audit`` (an entry of their own
+    making) in their session: the lock and audit-check triggers, which run as the owner, must still see the
+    store's tables and refuse the change to the submitted read.
+    """
+    mine = _start_read(trial("dr-a"), "dr-a")
+    mine.submit()
+    read_id = mine.read.read_id
+    reader = psycopg.connect(trial("dr-a").url, autocommit=True)
+    try:
+        reader.execute("CREATE TEMP TABLE reads AS SELECT * FROM public.reads WHERE read_id = %s", (read_id,))
+        reader.execute("UPDATE pg_temp.reads SET status = 'draft'")
+        reader.execute("CREATE TEMP TABLE audit AS SELECT * FROM public.audit WHERE false")
+        reader.execute("BEGIN")
+        reader.execute("INSERT INTO pg_temp.audit (seq, at, actor, action, entity, detail, prev_hash, hash, xact) "
+                       "VALUES (1, 'now', 'dr-a', 'edit comment', %s, '{}', '', '', txid_current())",
+                       (f"read:{read_id}",))
+        with pytest.raises(psycopg.errors.IntegrityConstraintViolation, match="submitted"):
+            reader.execute("UPDATE public.lesions SET data = replace(data, '\"comment\": \"\"', "
+                           "'\"comment\": \"changed after submit\"') WHERE read_id = %s", (read_id,))
+        reader.execute("ROLLBACK")
+    finally:
+        reader.close()
+    stored = test_postgres_store.load_read(trial(), read_id)
+    assert stored.status == "submitted" and stored.lesions[0].comment == ""
+    verification = audit.verify(trial().db)
+    assert verification.ok, verification.reason
+
+
+def test_every_function_of_the_store_that_runs_as_the_owner_searches_temporary_tables_last(trial):
+    owner = _raw(trial())
+    try:
+        unsafe = [r[0] for r in owner.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p WHERE p.pronamespace = 'public'::regnamespace "
+            "AND (p.prosecdef OR p.proconfig IS NOT NULL) "
+            "AND NOT ('search_path=public, pg_temp' = ANY (COALESCE(p.proconfig, '{}')))")]
+    finally:
+        owner.close()
+    assert unsafe == []

@@ -1237,7 +1237,7 @@ _TRUSTED_EDITS = r"""
 -- Whether the program writes this entry for a reader or adjudicator about their read r as it now stands
 -- (the rule of migration 24, in one place for cno_audit_append and cno_change_read).
 CREATE FUNCTION cno_reader_entry_allowed(p_action text, p_entity text, r reads) RETURNS boolean
-LANGUAGE sql STABLE SET search_path = public AS $$
+LANGUAGE sql STABLE SET search_path = public, pg_temp AS $$
     SELECT CASE
         WHEN p_action = 'create' THEN NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity)
         WHEN p_action = 'new-version' THEN r.supersedes IS NOT NULL
@@ -1251,7 +1251,7 @@ REVOKE ALL ON FUNCTION cno_reader_entry_allowed(text, text, reads) FROM PUBLIC;
 
 -- The entry on its object's chain (migration 22), unchecked: only the owner's functions call it, after their checks.
 CREATE FUNCTION cno_audit_write(p_actor text, p_action text, p_entity text, p_detail text) RETURNS bigint
-LANGUAGE plpgsql SET search_path = public AS $$
+LANGUAGE plpgsql SET search_path = public, pg_temp AS $$
 DECLARE
     parent_seq bigint;
     parent_hash text;
@@ -1290,7 +1290,7 @@ REVOKE ALL ON FUNCTION cno_audit_write(text, text, text, text) FROM PUBLIC;
 
 -- As migration 24: a reader's or adjudicator's entry tells the truth and is one the program writes for them.
 CREATE OR REPLACE FUNCTION cno_audit_append(p_actor text, p_action text, p_entity text, p_detail text) RETURNS bigint
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     who text := session_user;
     read_key text := substr(p_entity, 6);
@@ -1351,7 +1351,7 @@ GRANT EXECUTE ON FUNCTION cno_audit_append(text, text, text, text) TO cno_coordi
 CREATE OR REPLACE FUNCTION cno_change_read(p_read_id text, p_revision bigint, p_next_lesion bigint, p_stamp text,
                                            p_actor text, p_action text, p_parts jsonb, p_detail text, p_row jsonb,
                                            p_create jsonb)
-RETURNS json LANGUAGE plpgsql SECURITY DEFINER SET search_path = public AS $$
+RETURNS json LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $$
 DECLARE
     who text := session_user;
     limited boolean := NOT cno_is_coordinator();
@@ -1476,6 +1476,20 @@ END $$;
 REVOKE ALL ON FUNCTION cno_change_read(text, bigint, bigint, text, text, text, jsonb, text, jsonb, jsonb) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cno_change_read(text, bigint, bigint, text, text, text, jsonb, text, jsonb, jsonb)
     TO cno_coordinator, cno_reader, cno_adjudicator;
+
+-- A session's own temporary tables (pg_temp) are searched before the schema unless the search path lists pg_temp:
+-- a reader's temporary "reads" or "audit" then stood in for the store's inside the functions that run as the
+-- owner (a submitted read's lock trigger saw a draft, the commit-time audit check an entry of the reader's making).
+-- Every function of the store that sets its search path now searches pg_temp last.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = 'public'::regnamespace AND 'search_path=public' = ANY (p.proconfig) LOOP
+        EXECUTE format('ALTER FUNCTION %s SET search_path = public, pg_temp', f);
+    END LOOP;
+END $$;
 """
 
 
@@ -1494,6 +1508,12 @@ def trusted_edits() -> str:
     editor's reload is no second round trip), hashes the state before and after the change once each,
     reads the audited state once, and appends through ``cno_audit_write``, which
     only the owner's functions may call.
+
+    Every function of the store that sets its search path (all that run as the
+    owner) now searches the session's temporary schema last: a reader's temporary
+    table named like the store's stood in for it inside them (a submitted read's
+    lock and the commit-time audit check were passed that way). A function added
+    later must say ``SET search_path = public, pg_temp`` too (a test checks).
     """
     return _TRUSTED_EDITS
 
