@@ -125,7 +125,7 @@ def test_a_direct_change_is_refused_by_the_next_edit_and_found_by_verify(pg_stor
 
 
 def test_a_conflicting_edit_is_refused_and_the_read_reloaded_in_one_round_trip(pg_store):
-    """A stale copy's edit is refused with the read as stored (migration 28): one round trip, then no reload."""
+    """A stale copy's edit is refused with the read as stored (migration 29): one round trip, then no reload."""
     from cno_annotate.errors import ReadConflict
 
     session, lesion = _session_with_a_lesion(pg_store)

@@ -389,7 +389,7 @@ class Edit:
 class Refusal:
     """An edit that matched no draft at the editor's revision: what the store holds instead (None: no read).
 
-    ``stored``: the read as stored, when the store sent it with the refusal (a server, migration 28).
+    ``stored``: the read as stored, when the store sent it with the refusal (a server, migration 29).
     """
 
     current: ReadRevision | None
