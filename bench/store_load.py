@@ -10,6 +10,11 @@ pair's edits conflict; a refused edit reloads the read and is repeated, as a rea
 - conflicts reported (refused, reloaded, repeated), audit verification, p50/p95 latency of an edit.
 
     python bench/store_load.py [--processes 10] [--edits 200] [--backend both|sqlite|postgresql]
+                               [--commit-delay US] [--no-wait-sampling]
+
+Also reported: the readers' client CPU and (PostgreSQL) the server's CPU per acknowledged edit, where the
+server's sessions were (pg_stat_activity sampled every 5 ms, unless --no-wait-sampling) and its functions'
+calls per edit and time per call.
 
 PostgreSQL: a throwaway server (Debian postgresql; initdb/pg_ctl in a temporary folder, fsync on,
 127.0.0.1), readers connect with their own login roles (row-level security on).
