@@ -206,3 +206,39 @@ def test_a_volume_of_fewer_than_four_slices_is_refused_in_one_line_naming_its_sl
         message = str(caught.value)
         assert "3 slices" in message and "at least 4" in message and "patient coordinates" in message
         assert "\n" not in message
+
+
+def test_two_visits_of_one_patient_in_a_reading_package_are_registered(tmp_path):
+    """A package gives each case its reading code as patient ID; its reading study says which cases share a patient.
+
+    Prior beside current in a paired package registered nothing ("different patients"), so a lesion
+    carried forward as persisting landed at the prior's coordinates on a repositioned child. The two
+    cases of one patient code are one patient; a case of another patient code is still refused.
+    """
+    from cno_annotate import packages
+    from cno_annotate import reading_study as rs
+
+    generate_study(tmp_path / "visits", StudyPlan(stations=2, slices=4, matrix=32, seed=61, timepoints=2))
+    generate_study(tmp_path / "other", StudyPlan(stations=2, slices=4, matrix=32, seed=62))
+    coordinator = Store.open(tmp_path / "coordinator")
+    import_paths(coordinator, [tmp_path / "visits", tmp_path / "other"])
+    rs.create(coordinator, "paired", design="paired-chronological")
+    rs.add_cases(coordinator, "paired", [s.study_uid for s in coordinator.studies()])
+    rs.add_readers(coordinator, "paired", ["dr-p"])
+    rs.assign(coordinator, "paired")
+    packages.build(coordinator, "paired", "dr-p", tmp_path / "package")
+    coordinator.close()
+    store = Store.open(tmp_path / "package" / "store")
+    try:
+        cases = rs.cases(store, "paired")
+        by_patient: dict[str, list[str]] = {}
+        for case in sorted(cases, key=lambda c: c.timepoint):
+            stir = next(v.volume_id for v in store.volumes(case.study_uid) if v.kind == "composed" and v.role == "STIR")
+            by_patient.setdefault(case.patient_code, []).append(stir)
+        (prior, current), (stranger,) = sorted(by_patient.values(), key=len, reverse=True)
+        assert len({s.patient_id for s in store.studies()}) == 3  # each case its own patient ID (the reading code)
+        assert transform_between(store, prior, current, compute=False) is None  # not refused: nothing cached yet
+        with pytest.raises(CnoError, match="different patients"):
+            transform_between(store, prior, stranger, compute=False)
+    finally:
+        store.close()

@@ -49,6 +49,7 @@ from cno_annotate.registration.transform import (
     PiecewiseTransform,
     RegionTransform,
 )
+from cno_annotate.store import reading_studies
 from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
 
@@ -149,5 +150,6 @@ def _cached(store: Store, prior: VolumeRow, current: VolumeRow) -> PiecewiseTran
 def _refuse_other_patient(store: Store, prior: VolumeRow, current: VolumeRow) -> None:
     patients = {s.study_uid: s.patient_id for s in store.studies()}
     a, b = patients.get(prior.study_uid), patients.get(current.study_uid)
-    if a is not None and b is not None and a != b:
+    if a is not None and b is not None and a != b and not reading_studies.one_patient(
+            store.db, prior.study_uid, current.study_uid):
         raise CnoError("the two volumes belong to different patients: they are not registered")

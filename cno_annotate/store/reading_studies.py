@@ -158,6 +158,18 @@ def patient_cases(db: sqlite3.Connection, name: str, patient_code: str) -> list[
         (name, patient_code)).fetchall()]
 
 
+def one_patient(db: sqlite3.Connection, study_a: str, study_b: str) -> bool:
+    """Whether a reading study holds both studies as cases of one patient code.
+
+    A reading package's copies carry their reading code as patient ID, so only its reading study
+    says which cases are one child's visits (a patient code the login may not see is NULL: no match).
+    """
+    return db.execute(
+        "SELECT 1 FROM rs_cases_seen a JOIN rs_cases_seen b ON b.reading_study = a.reading_study "
+        "AND b.patient_code = a.patient_code WHERE a.study_uid = ? AND b.study_uid = ? LIMIT 1",
+        (study_a, study_b)).fetchone() is not None
+
+
 def add_case(db: sqlite3.Connection, new: Case) -> None:
     """Add a case."""
     db.execute("INSERT INTO rs_cases (reading_study, reading_code, study_uid, patient_code, timepoint) "
