@@ -208,11 +208,16 @@ class CarryForward:
 
 
 # -- registration between the two studies ---------------------------------------------------------
-def registration_between(store: Store, prior_volume_id: str, current_volume_id: str, progress=None):
-    """The prior -> current registration (computed and cached, or from the cache); may run in a worker thread."""
+def registration_between(store: Store, prior_volume_id: str, current_volume_id: str, progress=None,
+                         same_patient: bool = False):
+    """The prior -> current registration (computed and cached, or from the cache); may run in a worker thread.
+
+    ``same_patient``: as :func:`cno_annotate.registration.transform_between`.
+    """
     from cno_annotate.registration import transform_between
 
-    return transform_between(store, prior_volume_id, current_volume_id, progress=progress)
+    return transform_between(store, prior_volume_id, current_volume_id, progress=progress,
+                             same_patient=same_patient)
 
 
 def save_transform(store: Store, transform) -> None:

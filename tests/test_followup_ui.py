@@ -59,7 +59,7 @@ def held_registration(monkeypatch):
     transform = _Piecewise({"right_leg": (0.0, 0.0, 10.0), "left_leg": (0.0, 0.0, 10.0)})
     saved = []
 
-    def registration_between(store, prior, current, progress=None):
+    def registration_between(store, prior, current, progress=None, same_patient=False):
         assert release.wait(30)
         return transform
 

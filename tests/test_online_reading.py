@@ -228,3 +228,34 @@ def test_a_readers_viewer_without_the_study_pacs_says_why_and_a_screenshot_run_e
     assert blocker.args == [window.current_code]
     assert "--pacs NODE" in window.statusBar().currentMessage()
     window.close()
+
+
+def test_an_online_reader_sees_the_prior_visit_beside_the_current_one(trial, nodes, qtbot):
+    """Paired-chronological, online: Prior beside current fetches the prior case from the study PACS and shows it.
+
+    It raised "permission denied for table volumes" (the volumes of the source studies are not the
+    reader's) and showed nothing, so no prior lesion was carried forward.
+    """
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate.display.session import PRIOR
+
+    assert run_cli("reading-study", "design", "online", "paired-chronological", "--store", trial())[0] == 0
+    assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    window = MainWindow(trial(READER), reader=READER, reading_study="online", pacs="web")
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    later = next(e["reading_code"] for e in rs.worklist(window.store, "online", READER) if e["timepoint"] == 2)
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.open_case(later)
+    assert window.comparison.action.isEnabled()
+    prior_code = window.comparison.priors[0].reading_code
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.comparison.action.trigger()
+    assert window.comparison.active and window.session.views["left"].frame == PRIOR
+    assert window.session.views["left"].ready
+    prior_volumes = {v.volume_id for v in window.images.volumes(window.image_study_of(window.comparison.prior.study_uid))}
+    assert window.panels["left"].series.currentData() in prior_volumes
+    assert window.current_code == later and prior_code != later
+    window.close()

@@ -51,15 +51,17 @@ class _Signals(QObject):
 
 
 class _RegistrationJob(QRunnable):
-    def __init__(self, store, prior: str, current: str, request: int, signals: _Signals):
+    def __init__(self, store, prior: str, current: str, request: int, signals: _Signals, same_patient: bool):
         super().__init__()
         self.store, self.prior, self.current, self.request, self.signals = store, prior, current, request, signals
+        self.same_patient = same_patient
 
     def run(self) -> None:
         try:
             transform = followup.registration_between(
                 self.store, self.prior, self.current,
-                progress=lambda done, total: self.signals.progress.emit(self.request, done, total))
+                progress=lambda done, total: self.signals.progress.emit(self.request, done, total),
+                same_patient=self.same_patient)
         except CnoError as exc:
             self.signals.failed.emit(self.request, str(exc))
         except Exception as exc:  # the window must survive any failure
@@ -78,6 +80,7 @@ class Comparison(QObject):
         self.w = window
         self.priors: list[followup.Prior] = []
         self.prior: followup.Prior | None = None
+        self._awaiting: followup.Prior | None = None  # online: the prior being fetched from the study PACS
         self.carry: followup.CarryForward | None = None
         self.state = "off"  # off, registering, registered, unavailable, failed
         self._ghosts_shown = False
@@ -212,9 +215,20 @@ class Comparison(QObject):
             if self.w._study_uid is not None:
                 self.w.open_study(self.w._study_uid)
 
+    def prior_fetched(self, code: str) -> bool:
+        """Online: a case arrived from the study PACS; show it if it is the prior asked for (True then)."""
+        prior = self._awaiting
+        if prior is None or prior.reading_code != code:
+            return False
+        self._awaiting = None
+        if self.action.isChecked():
+            self.w.statusBar().clearMessage()
+            self.show(prior)
+        return True
+
     def _forget(self) -> None:
         """Back to the current study alone (no prior views, no ghosts)."""
-        self.prior, self.carry, self.state = None, None, "off"
+        self.prior, self.carry, self.state, self._awaiting = None, None, "off", None
         self._request += 1  # a registration still running is ignored
         for name in VIEW_NAMES:
             self.w.session.set_frame(name, CURRENT)
@@ -233,10 +247,16 @@ class Comparison(QObject):
     def show(self, prior: followup.Prior) -> None:
         """Prior STIR left, current STIR right (2x2: T1 of each below, coronal); register in the background."""
         w = self.w
+        if not w.has_images_of(prior.study_uid):  # online: the prior is a case of the study PACS, fetched first
+            self._awaiting = prior
+            w.statusBar().showMessage(f"Fetching {prior.reading_code or 'the prior'} from the study PACS…")
+            w.fetch_case(prior.reading_code)
+            return
+        self._awaiting = None
         self.prior = prior
         blinded = w.reading_study is not None
-        prior_volumes = w.store.volumes(prior.study_uid)
-        current_volumes = w.store.volumes(w._study_uid)
+        prior_volumes = w.volumes_of(prior.study_uid)
+        current_volumes = w.volumes_of(w._study_uid)
         prior_choices = series_choices(prior_volumes, blinded=blinded)
         w._labels.update(dict(prior_choices))
         current_tag, prior_tag = self._tags()
@@ -276,7 +296,7 @@ class Comparison(QObject):
         for name, study in (("lower-left", self.prior.study_uid if self.prior else None), ("lower-right", w._study_uid)):
             if study is None or w.session.views[name].status != "empty":
                 continue
-            t1 = default_pair(w.store.volumes(study))[1]
+            t1 = default_pair(w.volumes_of(study))[1]
             if t1 is not None:
                 w.session.set_plane(name, "coronal")
                 w.show_volume(name, t1)
@@ -303,7 +323,9 @@ class Comparison(QObject):
             return
         self.state = "registering"
         self._show_region("computing…")
-        self.pool.start(_RegistrationJob(self.w.store, prior_volume, current_volume, self._request, self._signals))
+        # a reading study offers only visits of the case's own patient code (its copies' patient IDs differ)
+        self.pool.start(_RegistrationJob(self.w.images, prior_volume, current_volume, self._request, self._signals,
+                                         same_patient=self.w.reading_study is not None))
 
     def wait(self, msecs: int = -1) -> bool:
         """Wait for a registration still running (tests, closing)."""
@@ -345,7 +367,7 @@ class Comparison(QObject):
             self.w.statusBar().showMessage(f"Cannot nudge: {exc}", 5000)
             return
         try:
-            followup.save_transform(self.w.store, self.w.session.transform)
+            followup.save_transform(self.w.images, self.w.session.transform)
         except (OSError, CnoError) as exc:
             self.w.statusBar().showMessage(f"The correction is used but could not be kept: {exc}", 10000)
         if self.carry is not None:

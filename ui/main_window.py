@@ -798,16 +798,39 @@ class MainWindow(QMainWindow):
             self.case_unavailable.emit(code)
 
     def _case_fetched(self, code: str, image_study_uid: str) -> None:
-        """A case arrived in the study PACS cache: show it (unless the reader moved on to another case)."""
-        if self._closed or code != self.current_code:
+        """A case arrived in the study PACS cache: show it (unless the reader moved on to another case).
+
+        A prior asked for by Prior beside current goes beside the case being read.
+        """
+        if self._closed:
             return
         if self.images is self.store:
             self.images = open_cache(self.store)
             self.loader.store_root = image_cache(self.store)
         study_uid = rs.study_uid_of(self.store, self.reading_study, code)
         self._image_study[study_uid] = image_study_uid
-        self.statusBar().clearMessage()
-        self.open_study(study_uid)
+        if code == self.current_code:
+            self.statusBar().clearMessage()
+            self.open_study(study_uid)
+        else:
+            self.comparison.prior_fetched(code)
+
+    def has_images_of(self, study_uid: str) -> bool:
+        """Whether the images of a study are at hand (always, but for an online case not yet fetched)."""
+        return self.fetcher is None or study_uid in self._image_study
+
+    def image_study_of(self, study_uid: str) -> str:
+        """The study UID of a study's images where they are (an online case: its stand-in in the cache)."""
+        return self._image_study.get(study_uid, study_uid)
+
+    def volumes_of(self, study_uid: str) -> list:
+        """The volumes of a study, from where its images are (the store, or the study PACS cache)."""
+        return self.images.volumes(self.image_study_of(study_uid))
+
+    def fetch_case(self, code: str | None) -> None:
+        """Online: fetch a case of the worklist from the study PACS (``_case_fetched`` when it is in)."""
+        if self.fetcher is not None and code:
+            self.fetcher.fetch(code)
 
     def _fetch_failed(self, code: str, message: str) -> None:
         self.report(f"Cannot fetch {code} from the study PACS: {message}", f"Cannot fetch {code}: {message}")
@@ -870,7 +893,7 @@ class MainWindow(QMainWindow):
 
     def open_study(self, study_uid: str) -> None:
         """Fill the series selectors and load STIR left, T1 right."""
-        volumes = self.images.volumes(self._image_study.get(study_uid, study_uid))
+        volumes = self.volumes_of(study_uid)
         choices = series_choices(volumes, blinded=self.reading_study is not None)
         self._labels = dict(choices)
         for panel in self.panels.values():

@@ -87,6 +87,7 @@ def transform_between(
     *,
     compute: bool = True,
     progress: Callable[[int, int], None] | None = None,
+    same_patient: bool = False,
 ) -> PiecewiseTransform | None:
     """The transform from a prior volume to a current one of the same patient.
 
@@ -101,6 +102,10 @@ def transform_between(
         Compute it when it is not cached; if False, return None instead.
     progress : callable, optional
         ``progress(done, total)`` during the computation.
+    same_patient : bool
+        The caller knows both studies are one patient's visits (two cases of one patient code of a
+        reading study whose images are in another store, an online reader's study PACS cache, where
+        each copy's patient ID is its reading code); else the store's patient IDs decide.
 
     Returns
     -------
@@ -118,7 +123,8 @@ def transform_between(
     own = Store.open(store.root, read_only=store.read_only, quick_check=False)
     try:
         prior, current = own.volume(prior_volume_id), own.volume(current_volume_id)
-        _refuse_other_patient(own, prior, current)
+        if not same_patient:
+            _refuse_other_patient(own, prior, current)
         cached = _cached(own, prior, current)
         if cached is not None or not compute:
             return cached
