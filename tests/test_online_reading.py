@@ -8,6 +8,7 @@ puts them (tests/test_packages.py); the reader's image cache is scanned byte by 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pydicom
@@ -15,6 +16,7 @@ import pytest
 
 from cno_annotate import reading_study as rs
 from cno_annotate import study_pacs
+from cno_annotate.display.session import PRIOR as PRIOR_FRAME
 from cno_annotate.errors import CnoError
 from cno_annotate.importer import import_paths
 from cno_annotate.pacs import config
@@ -39,7 +41,7 @@ def source(tmp_path_factory):
     for patient in PATIENTS.values():
         for visit_date, (accession, _) in patient["visits"].items():
             folder = root / patient["folder"] / f"{patient['PatientName'].split('^')[0]} {visit_date}"
-            generate_study(folder, StudyPlan(stations=2, slices=3, matrix=24, seed=seed))
+            generate_study(folder, StudyPlan(stations=2, slices=4, matrix=24, seed=seed))
             seed += 1
             for path in folder.rglob("*"):
                 if path.is_file() and path.name != "ground_truth.json":
@@ -123,9 +125,13 @@ def test_no_byte_of_the_readers_cache_holds_an_identifier_of_the_source(trial, n
     finally:
         owner.close()
     assert len(identifiers) > 60
-    folder = fetched[0].cache
-    files = [p for p in folder.rglob("*")]
+    files = _assert_no_identifier_in(fetched[0].cache, identifiers)
     assert sum(p.suffix == ".dcm" for p in files) >= 3 * 12 and any(p.name == "store.sqlite" for p in files)
+
+
+def _assert_no_identifier_in(folder, identifiers: set[str]) -> list:
+    """Scan every byte, file and folder name under ``folder`` for each identifier (three cases); the files."""
+    files = [p for p in folder.rglob("*")]
     names = "\n".join(str(p.relative_to(folder)) for p in files)
     blobs = {str(p.relative_to(folder)): p.read_bytes() for p in files if p.is_file()}
     for identifier in identifiers:
@@ -134,6 +140,7 @@ def test_no_byte_of_the_readers_cache_holds_an_identifier_of_the_source(trial, n
             needle = form.encode("utf-8")
             for name, blob in blobs.items():
                 assert needle not in blob, f"{form!r} found in the cache's {name}"
+    return files
 
 
 def test_a_reader_finds_only_the_cases_of_their_worklist_and_unpublished_cases_are_named(trial, nodes):
@@ -258,4 +265,170 @@ def test_an_online_reader_sees_the_prior_visit_beside_the_current_one(trial, nod
     prior_volumes = {v.volume_id for v in window.images.volumes(window.image_study_of(window.comparison.prior.study_uid))}
     assert window.panels["left"].series.currentData() in prior_volumes
     assert window.current_code == later and prior_code != later
+    window.close()
+
+
+# -- paired chronological, online: the prior visit beside the follow-up ----------------------------------------
+def _paired(trial, publish: bool = True) -> tuple[str, str]:
+    """Paired-chronological design (every case published, or none); the codes of a patient's two visits."""
+    assert run_cli("reading-study", "design", "online", "paired-chronological", "--store", trial())[0] == 0
+    reader = Store.open(trial(READER))
+    try:
+        entries = rs.worklist(reader, "online", READER)
+    finally:
+        reader.close()
+    later = next(e for e in entries if e["timepoint"] == 2)
+    prior = next(e["reading_code"] for e in entries if e["patient_code"] == later["patient_code"]
+                 and e["timepoint"] == 1)
+    if publish:
+        assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    return prior, later["reading_code"]
+
+
+def _submit_prior_read(trial, code: str) -> None:
+    """The reader's own read of the earlier visit, on the server: one lesion on the fetched copy's STIR, submitted."""
+    from cno_annotate.annotation.reads import ReadSession
+
+    reader = Store.open(trial(READER))
+    try:
+        with open_client(config.get_node("web")) as client:
+            cached = study_pacs.fetch_case(reader, "online", code, client)
+        cache = Store.open(cached.cache)
+        try:
+            stir = next(v for v in cache.volumes(cached.study_uid) if v.role == "STIR")
+            volume = load_volume(cache, stir.volume_id)
+        finally:
+            cache.close()
+        voxel = tuple(int(n) // 2 for n in reversed(volume.shape))
+        position = tuple(float(x) for x in volume.index_to_lps(np.asarray(voxel, float)))
+        session = ReadSession.open_or_create(reader, rs.study_uid_of(reader, "online", code), READER,
+                                             reading_study="online")
+        session.add_lesion(position, stir.volume_id, voxel, site_id="femur.distal", side="R")
+        session.submit()
+        shutil.rmtree(cached.cache)  # read on another computer: the viewer fetches the prior afresh
+    finally:
+        reader.close()
+
+
+def _online_window(qtbot, trial):
+    from cno_annotate_ui.main_window import MainWindow
+
+    window = MainWindow(trial(READER), reader=READER, reading_study="online", pacs="web")
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    qtbot.waitExposed(window)
+    return window
+
+
+def _messages(window) -> list[str]:
+    said: list[str] = []
+    window.statusBar().messageChanged.connect(lambda text: said.append(text) if text else None)
+    return said
+
+
+@pytest.mark.gui
+def test_an_online_reader_sees_the_prior_beside_the_follow_up_with_their_lesions_carried_forward(
+        trial, nodes, source, qtbot, tmp_path):
+    """Ctrl+P on the follow-up fetches the prior case from the study PACS into the reader's cache and shows it.
+
+    It raised "permission denied for table volumes" (the reader's login selects nothing of the source
+    studies on the server) and showed nothing: no prior, no carried-forward lesions.
+    """
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from cno_annotate.display.session import PRIOR
+
+    prior_code, later = _paired(trial)
+    _submit_prior_read(trial, prior_code)
+    window = _online_window(qtbot, trial)
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.open_case(later)
+    comparison = window.comparison
+    assert comparison.action.isEnabled() and comparison.prior_box.count() == 1
+    said = _messages(window)
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key_P, Qt.ControlModifier)
+    assert any(prior_code in m and "%" in m for m in said), said  # the fetch of the prior counts in the status bar
+    assert comparison.active and comparison.prior.reading_code == prior_code
+    left, right = window.session.views["left"], window.session.views["right"]
+    assert left.frame == PRIOR and left.ready and right.ready
+    cache = study_pacs.open_cache(window.store)
+    try:
+        prior_study = {v.volume_id: v.study_uid for v in cache.volumes()}[left.volume.volume_id]
+        current_study = {v.volume_id: v.study_uid for v in cache.volumes()}[right.volume.volume_id]
+        assert {s.study_uid: s.patient_id for s in cache.studies()}[prior_study] == prior_code
+    finally:
+        cache.close()
+    assert prior_study != current_study
+    image = window.panels["left"].view.grab().toImage()
+    image.save(str(tmp_path / "online-prior.png"))
+    grey = {image.pixelColor(x, y).lightness() for x in range(0, image.width(), 7)
+            for y in range(0, image.height(), 7)}
+    assert len(grey) > 20  # the prior's image is painted, not an empty view
+    window.grab().save(str(tmp_path / "online-prior-window.png"))
+    # the reader's own prior read: its lesion is listed in the dock, to be confirmed on the follow-up
+    assert comparison.dock is not None and comparison.dock.isVisible()
+    assert [comparison.ghost_list.item(n).text() for n in range(comparison.ghost_list.count())] == \
+        ["prior L1 femur.distal R: ?"]
+    assert len(window.session.prior_markers) == 1
+    comparison.wait(60000)  # the registration of the two copies, in the cache (never on the server)
+    qtbot.waitUntil(lambda: comparison.state != "registering", timeout=60000)
+    assert comparison.state == "registered", comparison.region_label.text()
+    qtbot.mouseClick(comparison.ghost_list.viewport(), Qt.LeftButton,
+                     pos=comparison.ghost_list.visualItemRect(comparison.ghost_list.item(0)).center())
+    qtbot.mouseClick(comparison.outcome_buttons["resolved"], Qt.LeftButton)
+    assert "resolved 1" in comparison.counts.text()
+    window.close()
+    # nothing of the source reached the reader's machine with the prior, its registration included
+    owner = Store.open(trial())
+    try:
+        identifiers = _identifiers({"store": owner, "source": source})
+    finally:
+        owner.close()
+    files = _assert_no_identifier_in(study_pacs.image_cache(window.store), identifiers)
+    assert sum(p.suffix == ".dcm" for p in files) >= 2 * 12
+
+
+@pytest.mark.gui
+def test_an_unpublished_prior_or_an_unreachable_pacs_is_said_in_one_line(trial, nodes, qtbot):
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from cno_annotate.cli import main
+
+    prior_code, later = _paired(trial, publish=False)
+    owner = Store.open(trial())
+    try:
+        with open_client(config.get_node("web")) as client:
+            study_pacs.publish(owner, "online", client, codes=[later])  # the follow-up only
+    finally:
+        owner.close()
+    window = _online_window(qtbot, trial)
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.open_case(later)
+    comparison = window.comparison
+    said = _messages(window)
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_P, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: any("not on the study PACS" in m for m in said), timeout=60000)
+    message = next(m for m in said if "not on the study PACS" in m)
+    assert prior_code in message and "\n" not in message and "Traceback" not in message
+    assert not comparison.active and not comparison.action.isChecked()  # back to the follow-up alone
+    assert window.session.views["left"].frame != PRIOR_FRAME and window.session.views["left"].ready
+    # the PACS gone: the node points at a closed port
+    assert main(["pacs", "remove", "web"]) == 0
+    assert main(["pacs", "add", "web", "--dicomweb", "http://127.0.0.1:9/dicom-web"]) == 0
+    owner = Store.open(trial())
+    try:
+        with open_client(config.get_node("get")) as client:
+            study_pacs.publish(owner, "online", client, codes=[prior_code])  # published, and the PACS unreachable
+    finally:
+        owner.close()
+    said.clear()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_P, Qt.ControlModifier)
+    qtbot.waitUntil(lambda: any(m.startswith(f"Cannot fetch {prior_code}") for m in said), timeout=60000)
+    message = next(m for m in said if m.startswith(f"Cannot fetch {prior_code}"))
+    assert "\n" not in message and "Traceback" not in message
+    assert not comparison.active and not comparison.action.isChecked()
     window.close()

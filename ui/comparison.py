@@ -226,6 +226,15 @@ class Comparison(QObject):
             self.show(prior)
         return True
 
+    def prior_unavailable(self, code: str) -> None:
+        """Online: the prior asked for could not be fetched (the window said why); the case stays alone."""
+        if self._awaiting is None or self._awaiting.reading_code != code:
+            return
+        self._awaiting = None
+        self.action.blockSignals(True)
+        self.action.setChecked(False)
+        self.action.blockSignals(False)
+
     def _forget(self) -> None:
         """Back to the current study alone (no prior views, no ghosts)."""
         self.prior, self.carry, self.state, self._awaiting = None, None, "off", None

@@ -834,9 +834,13 @@ class MainWindow(QMainWindow):
 
     def _fetch_failed(self, code: str, message: str) -> None:
         self.report(f"Cannot fetch {code} from the study PACS: {message}", f"Cannot fetch {code}: {message}")
+        if code != self.current_code:  # the prior asked for by Prior beside current: the case is read alone
+            self.comparison.prior_unavailable(code)
 
-    def _fetch_progress(self, fraction: float) -> None:
-        self.statusBar().showMessage(f"Fetching {self.current_code} from the study PACS: {100 * fraction:.0f} %")
+    def _fetch_progress(self, code: str, received: int, expected: int) -> None:
+        percent = 100 * received / max(expected, 1)
+        self.statusBar().showMessage(f"Fetching {code} from the study PACS: {received} of {expected} images "
+                                     f"({percent:.0f} %)")
 
     def _refresh_worklist(self) -> None:
         self.study_list.blockSignals(True)

@@ -17,7 +17,7 @@ from cno_annotate.store import Store
 
 
 class _Signals(QObject):
-    progress = Signal(int, int, int)  # request, received, expected
+    progress = Signal(int, str, int, int)  # request, reading code, received, expected
     fetched = Signal(int, str, str)  # request, reading code, study UID in the cache
     failed = Signal(int, str, str)  # request, reading code, message
 
@@ -28,6 +28,9 @@ class _FetchJob(QRunnable):
         self.store_root, self.reading_study, self.code, self.node = store_root, reading_study, code, node
         self.request, self.signals = request, signals
 
+    def _progress(self, done: int, total: int) -> None:
+        self.signals.progress.emit(self.request, self.code, done, total)
+
     def run(self) -> None:
         try:
             store = Store.open(self.store_root)
@@ -36,8 +39,7 @@ class _FetchJob(QRunnable):
 
                 with open_client(config.get_node(self.node)) as client:
                     cached = study_pacs.fetch_case(store, self.reading_study, self.code, client,
-                                                   lambda done, total: self.signals.progress.emit(self.request, done,
-                                                                                                  total))
+                                                   self._progress)
             finally:
                 store.close()
         except CnoError as exc:
@@ -49,9 +51,12 @@ class _FetchJob(QRunnable):
 
 
 class CaseFetcher(QObject):
-    """Fetch cases of a reading study from a study PACS node; :attr:`fetched` (code, cached study UID) when done."""
+    """Fetch cases of a reading study from a study PACS node; :attr:`fetched` (code, cached study UID) when done.
 
-    progress = Signal(float)
+    :attr:`progress` says which case (the one being read, or its prior) and how many of its instances are in.
+    """
+
+    progress = Signal(str, int, int)  # reading code, instances received, instances expected
     fetched = Signal(str, str)
     failed = Signal(str, str)
 
@@ -75,9 +80,9 @@ class CaseFetcher(QObject):
         """Wait for the fetches in flight (closing, tests)."""
         return self.pool.waitForDone(msecs)
 
-    def _relay_progress(self, request: int, done: int, total: int) -> None:
+    def _relay_progress(self, request: int, code: str, done: int, total: int) -> None:
         if request == self._latest:
-            self.progress.emit(done / max(total, 1))
+            self.progress.emit(code, done, total)
 
     def _relay_fetched(self, request: int, code: str, study_uid: str) -> None:
         if request == self._latest:
