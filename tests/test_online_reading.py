@@ -29,7 +29,7 @@ from tests.cli_run import run_cli
 from tests.test_packages import PATIENTS, _identifiers, _identify
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-READER, OTHER = "dr-online", "dr-elsewhere"
+READER, OTHER, ADJUDICATOR = "dr-online", "dr-elsewhere", "dr-online-adj"
 
 
 
@@ -60,10 +60,11 @@ def trial(pg_server, pg_database, source):
     rs.create(store, "online", reveal_timepoints=True)
     rs.add_cases(store, "online", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "online", [READER, OTHER])
+    rs.add_readers(store, "online", [ADJUDICATOR], role="adjudicator")
     rs.assign(store, "online")
     store.close()
-    for login in (READER, OTHER):
-        code, out = run_cli("store", "grant", "--reader", login, "--store", url)
+    for flag, login in (("--reader", READER), ("--reader", OTHER), ("--adjudicator", ADJUDICATOR)):
+        code, out = run_cli("store", "grant", flag, login, "--store", url)
         assert code == 0, out
         if "password (shown once): " in out:
             pg_server.remember(login, out.rsplit(": ", 1)[1].strip())
@@ -310,10 +311,10 @@ def _submit_prior_read(trial, code: str) -> None:
         reader.close()
 
 
-def _online_window(qtbot, trial):
+def _online_window(qtbot, trial, login: str = READER):
     from cno_annotate_ui.main_window import MainWindow
 
-    window = MainWindow(trial(READER), reader=READER, reading_study="online", pacs="web")
+    window = MainWindow(trial(login), reader=login, reading_study="online", pacs="web")
     qtbot.addWidget(window)
     window.resize(1200, 800)
     window.show()
@@ -389,6 +390,31 @@ def test_an_online_reader_sees_the_prior_beside_the_follow_up_with_their_lesions
         owner.close()
     files = _assert_no_identifier_in(study_pacs.image_cache(window.store), identifiers)
     assert sum(p.suffix == ".dcm" for p in files) >= 2 * 12
+
+
+@pytest.mark.gui
+def test_an_online_adjudicator_sees_the_prior_beside_the_follow_up(trial, nodes, qtbot):
+    """The adjudicator's login fetches the prior into their own cache; no read of theirs is carried forward."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    prior_code, later = _paired(trial)
+    _submit_prior_read(trial, prior_code)  # the reader's read: not the adjudicator's to carry forward
+    window = _online_window(qtbot, trial, ADJUDICATOR)
+    assert window.role == "adjudicator"
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.open_case(later)
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key_P, Qt.ControlModifier)
+    comparison = window.comparison
+    assert comparison.active and comparison.prior.reading_code == prior_code
+    assert window.session.views["left"].frame == PRIOR_FRAME and window.session.views["left"].ready
+    image = window.panels["left"].view.grab().toImage()
+    assert len({image.pixelColor(x, y).lightness() for x in range(0, image.width(), 7)
+                for y in range(0, image.height(), 7)}) > 20
+    assert comparison.carry is None and (comparison.dock is None or not comparison.dock.isVisible())
+    comparison.wait(60000)
+    window.close()
 
 
 @pytest.mark.gui
