@@ -340,6 +340,7 @@ def test_an_online_reader_sees_the_prior_beside_the_follow_up_with_their_lesions
     from PySide6.QtWidgets import QApplication
 
     from cno_annotate.display.session import PRIOR
+    from cno_annotate.registration import PiecewiseTransform
 
     prior_code, later = _paired(trial)
     _submit_prior_read(trial, prior_code)
@@ -377,6 +378,12 @@ def test_an_online_reader_sees_the_prior_beside_the_follow_up_with_their_lesions
     comparison.wait(60000)  # the registration of the two copies, in the cache (never on the server)
     qtbot.waitUntil(lambda: comparison.state != "registering", timeout=60000)
     assert comparison.state == "registered", comparison.region_label.text()
+    view = window.panels["right"].view
+    qtbot.mouseClick(view, Qt.LeftButton, pos=view.rect().center())
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Up, Qt.AltModifier)  # a 1 mm nudge, kept in the cache
+    assert "nudged" in comparison.region_label.text()
+    kept = list((study_pacs.image_cache(window.store) / "cache" / "registration").glob("*.json"))
+    assert any(PiecewiseTransform.from_dict(json.loads(p.read_text())).is_corrected for p in kept)
     qtbot.mouseClick(comparison.ghost_list.viewport(), Qt.LeftButton,
                      pos=comparison.ghost_list.visualItemRect(comparison.ghost_list.item(0)).center())
     qtbot.mouseClick(comparison.outcome_buttons["resolved"], Qt.LeftButton)
