@@ -870,6 +870,11 @@ class Store:
                                   str(exc)) from None
         self._check_wal()
 
+    @property
+    def name(self) -> str:
+        """Where the store is, for messages: its folder (a server: host and database, see :class:`PgStore`)."""
+        return str(self.root)
+
     @contextmanager
     def single_statement(self):
         """A write of one statement, which is its own transaction (``with store.single_statement() as db:``).
@@ -1210,6 +1215,11 @@ class PgStore(Store):
             with self.pg.transaction() as db:
                 yield db
 
+    @property
+    def name(self) -> str:
+        """The server and database, for messages (:attr:`root` keeps the connection options to reopen it)."""
+        return postgres.plain_name(str(self.root))
+
     @contextmanager
     def single_statement(self):
         """One write statement, run alone (autocommit: the statement is its own transaction, one round trip).
@@ -1226,25 +1236,25 @@ class PgStore(Store):
             except Exception as exc:
                 if postgres.is_operational(exc) and getattr(exc, "sqlstate", None) is None:
                     # No answer at all: the server may have applied the statement before the connection went.
-                    raise StoreWriteError(f"the store at {self.root} did not confirm the change ({_first_line(exc)}); "
-                                          f"it may have been saved: reopen the read to see", str(exc)) from None
+                    raise StoreWriteError(f"your change may have been saved: reopen the read to see (the store at "
+                                          f"{self.name} did not confirm it: {_first_line(exc)})", str(exc)) from None
                 raise
 
     @contextmanager
     def _refusals_explained(self):
         """A lost server, a lock wait given up or a deadlock as :class:`StoreWriteError`; nothing was applied."""
         if self.read_only:
-            raise StoreWriteError(f"the store at {self.root} is open read-only; nothing was changed", "read-only")
+            raise StoreWriteError(f"the store at {self.name} is open read-only; nothing was changed", "read-only")
         try:
             yield
         except Exception as exc:
             if postgres.is_retryable(exc):
-                raise StoreWriteError(f"the store at {self.root} refused the change because another program changed "
+                raise StoreWriteError(f"the store at {self.name} refused the change because another program changed "
                                       f"the same data at once ({_first_line(exc)}); nothing was changed",
                                       str(exc)) from None
             if not postgres.is_operational(exc):
                 raise
-            raise StoreWriteError(f"the store at {self.root} could not be written ({_first_line(exc)}); nothing "
+            raise StoreWriteError(f"the store at {self.name} could not be written ({_first_line(exc)}); nothing "
                                   f"was changed", str(exc)) from None
 
     def close(self) -> None:

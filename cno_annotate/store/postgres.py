@@ -43,6 +43,16 @@ def shown_url(url: str) -> str:
     return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
 
 
+def plain_name(url: str) -> str:
+    """The server and database of a URL, without password and connection options, for one-line messages.
+
+    ``postgresql://dr-a@db.example.org:5432/cnostudy?sslmode=verify-full&sslrootcert=...`` is
+    ``postgresql://dr-a@db.example.org:5432/cnostudy``.
+    """
+    parts = urlsplit(shown_url(url))
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
 class Row(tuple):
     """A result row read by position or by column name, like :class:`sqlite3.Row`."""
 
