@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             raise
         text = " ".join(str(exc).split())
         if type(exc).__name__ == "InsufficientPrivilege":  # the server's access rules, not a fault
-            text += " (the server's access rules do not let this login do that; nothing was changed)"
+            text += (" (the server's access rules do not let this login do that: a reader's or adjudicator's login "
+                     "reads its worklist and exports its own reads, the rest is the coordinator's; nothing was changed)")
         print(f"{PROG}: error: store: {text}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -244,6 +244,10 @@ def role_of(store: Store, name: str, reader: str) -> str:
     get(store, name)
     role = table.role(store.db, name, reader)
     if role is None:
+        login = limited_login(store)
+        if login is not None and login != reader:  # a reader's login sees only its own registration
+            raise CnoError(f"the login {login!r} reads only as {login!r}, not as {reader!r}: use --reader {login}, "
+                           f"or log in as {reader!r}")
         raise CnoError(f"{reader!r} is not a reader of reading study {name!r}")
     return role
 
@@ -529,6 +533,11 @@ def _reading_time(store: Store, name: str, reader: str, role: str) -> dict:
     looked = sum(t for uid, t in table.opened(store.db, name, reader).items() if uid not in read_cases)
     return {"active_seconds": round(sum(seconds.values()) + looked, 1),
             "seconds_per_submitted": round(sum(submitted) / len(submitted), 1) if submitted else None}
+
+
+def names(store: Store) -> list[str]:
+    """The names of the reading studies of the store, sorted."""
+    return table.names(store.db)
 
 
 def list_studies(store: Store) -> list[dict]:

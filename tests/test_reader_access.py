@@ -477,3 +477,27 @@ def test_every_function_of_the_store_that_runs_as_the_owner_searches_temporary_t
         owner.close()
     assert unsafe == [], ("say SET search_path = public, pg_temp in these functions: without pg_temp last, a "
                           f"reader's temporary tables stand in for the store's inside them: {unsafe}")
+# -- issue-16 trial: what a reader's login is told when it names someone else or runs a coordinator's command -------
+def test_a_reader_naming_another_reader_is_told_the_login_reads_as_itself(trial, tmp_path):
+    """It was told "'dr-b' is not a reader of reading study 'trial'", which is false."""
+    url = trial("dr-a").root
+    code, out = run_cli("view", "--reader", "dr-b", "--reading-study", "trial", "--screenshot",
+                        tmp_path / "never.png", "--store", url)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert "'dr-a'" in out and "not a reader" not in out, out
+    assert not (tmp_path / "never.png").exists()
+
+
+def test_a_readers_login_opening_the_viewer_without_a_reading_study_is_told_how(trial, tmp_path):
+    """It was told "store: permission denied for table images"."""
+    code, out = run_cli("view", "--screenshot", tmp_path / "never.png", "--store", trial("dr-a").root)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert "--reading-study" in out and "trial" in out and "permission denied" not in out, out
+
+
+def test_a_coordinators_command_run_by_a_reader_says_whose_it_is(trial, tmp_path):
+    code, out = run_cli("reading-study", "package", "trial", "--reader", "dr-a", "--out", tmp_path / "pkg",
+                        "--store", trial("dr-a").root)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert "coordinator" in out and "nothing was changed" in out, out
+    assert not (tmp_path / "pkg").exists()

@@ -47,6 +47,7 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
                 config.get_node(pacs)  # an unknown node is said now, not after the window opened
             study_uid = None
         else:
+            _refuse_a_readers_login(store)
             study_uid = _study_to_open(store, study, sample)
     finally:
         store.close()
@@ -95,6 +96,17 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
         window.select_study(study_uid)
     app.exec()
     return result["code"]
+
+
+def _refuse_a_readers_login(store: Store) -> None:
+    """A reader's or adjudicator's server login opens its worklist only (it may not list the studies)."""
+    from cno_annotate import reading_study as rs
+
+    login = rs.limited_login(store)
+    if login is not None:
+        studies = " or ".join(rs.names(store)) or "NAME"
+        raise CnoError(f"the login {login!r} reads a reading study's worklist: open it with --reader {login} "
+                       f"--reading-study {studies} (and --pacs NODE, the study PACS of its images)")
 
 
 def _package_at(folder: Path):
