@@ -219,10 +219,19 @@ def _store(args):
 
 
 def _coordinator_store(args, command: str):
-    """The store of a coordinator's command; a reader's package store is refused in one line."""
+    """The store of a coordinator's command; a reader's package store or server login is refused in one line.
+
+    Refused before anything is written (a link key file, a package folder).
+    """
+    from cno_annotate import reading_study as rs
     from cno_annotate.packages import refuse_reader_store
 
-    return refuse_reader_store(_store(args), command)
+    store = refuse_reader_store(_store(args), command)
+    login = rs.limited_login(store)
+    if login is not None:
+        raise CnoError(f"'{command}' is the coordinator's: the login {login!r} is a reader's or adjudicator's "
+                       f"(nothing was changed)")
+    return store
 
 
 def cmd_list(args) -> int:
@@ -305,11 +314,20 @@ def cmd_add_readers(args) -> int:
     from cno_annotate import reading_study as rs
 
     role = "adjudicator" if args.adjudicator else "reader"
-    added = rs.add_readers(_coordinator_store(args, "reading-study add-readers"), args.name, args.readers, role)
+    store = _coordinator_store(args, "reading-study add-readers")
+    before = rs.roles(store, args.name)  # an unknown study: add_readers says so
+    added = rs.add_readers(store, args.name, args.readers, role)
     print(f"added {len(added)} {role}{'' if len(added) == 1 else 's'} to {args.name}")
     for reader in dict.fromkeys(r for r in args.readers if r not in added):
-        print(f"  {reader} is already a reader of {args.name}")
+        if before.get(reader, role) == role:
+            print(f"  {reader} is already {_a(role)} of {args.name}")
+        else:
+            print(f"  {reader} was {_a(before[reader])} of {args.name} and is now {_a(role)}")
     return 0
+
+
+def _a(role: str) -> str:
+    return f"{'an' if role[0] in 'aeiou' else 'a'} {role}"
 
 
 def cmd_assign(args) -> int:

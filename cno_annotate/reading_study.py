@@ -535,6 +535,11 @@ def _reading_time(store: Store, name: str, reader: str, role: str) -> dict:
             "seconds_per_submitted": round(sum(submitted) / len(submitted), 1) if submitted else None}
 
 
+def roles(store: Store, name: str) -> dict[str, str]:
+    """Reader id -> role ("reader" or "adjudicator") of everyone registered in the study (that this login sees)."""
+    return {r.reader: r.role for r in table.readers(store.db, name)}
+
+
 def names(store: Store) -> list[str]:
     """The names of the reading studies of the store, sorted."""
     return table.names(store.db)

@@ -376,6 +376,17 @@ def test_add_readers_says_already_a_reader_for_a_repeat(hostile_copy, cli):
     assert "added 1 reader" in out and "$\\foo$ is already a reader" in out, out
 
 
+def test_add_readers_names_the_role_a_repeated_id_has(hostile_copy, cli):
+    """An adjudicator added again was said to be "already a reader"; a reader added as adjudicator changes role."""
+    store, _ = hostile_copy
+    assert cli("reading-study", "add-readers", "demo", "dr-judge", "--adjudicator", "--store", store)[0] == 0
+    code, out, err = cli("reading-study", "add-readers", "demo", "dr-judge", "--adjudicator", "--store", store)
+    assert code == 0 and "dr-judge is already an adjudicator of demo" in out, out + err
+    code, out, err = cli("reading-study", "add-readers", "demo", "dr-new2", "--store", store)
+    code, out, err = cli("reading-study", "add-readers", "demo", "dr-new2", "--adjudicator", "--store", store)
+    assert code == 0 and "dr-new2 was a reader of demo and is now an adjudicator" in out, out + err
+
+
 def test_read_import_of_a_reader_export_says_it_is_a_blinded_record_not_re_importable(hostile_copy, tmp_path, cli):
     store, _ = hostile_copy
     exported = tmp_path / "mine.json"

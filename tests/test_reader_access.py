@@ -501,3 +501,12 @@ def test_a_coordinators_command_run_by_a_reader_says_whose_it_is(trial, tmp_path
     assert code == 1 and len(out.strip().splitlines()) == 1, out
     assert "coordinator" in out and "nothing was changed" in out, out
     assert not (tmp_path / "pkg").exists()
+
+
+def test_a_reader_running_link_leaves_no_link_key_file(trial, tmp_path):
+    """Refused, but the new link key file was left behind in the reader's folder."""
+    key = tmp_path / "key.sqlite"
+    code, out = run_cli("link", "from-patient-ids", "trial", "--link-key", key, "--store", trial("dr-a").root)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert "coordinator" in out and "'dr-a'" in out, out
+    assert not key.exists()
