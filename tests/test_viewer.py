@@ -767,3 +767,31 @@ def test_every_toolbar_action_is_on_screen_at_small_window_sizes(open_viewer, si
                 hidden.append(action.text() or type(widget).__name__)
     window.loader.wait(5000)
     assert hidden == []
+
+
+def test_the_viewer_opens_within_the_screen(sample_store, qapp, monkeypatch):
+    """`view` opened 1400 x 900 on a 1280 x 800 screen: Submit and the lesion panel's edge were off it (issue-16 trial).
+
+    The window is shown by the real command; the event loop is replaced by a look at the shown window.
+    """
+    from cno_annotate_ui.app import run_viewer
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtWidgets import QApplication
+
+    seen = []
+
+    def look_and_close() -> int:
+        for widget in QApplication.topLevelWidgets():
+            if isinstance(widget, MainWindow) and widget.isVisible():
+                seen.append((widget.frameGeometry(), widget.screen().availableGeometry(),
+                             widget.minimumSizeHint().expandedTo(widget.minimumSize())))
+                widget.close()
+        return 0
+
+    monkeypatch.setattr(QApplication, "exec", staticmethod(look_and_close))
+    run_viewer(sample_store.root, None, False, None)
+    (frame, free, smallest), = seen
+    assert free.width() < 1400 and free.height() < 900  # the offscreen screen is smaller than the default size
+    assert frame.topLeft() == free.topLeft()
+    assert frame.height() <= free.height(), (frame, free)
+    assert frame.width() <= max(free.width(), smallest.width() + 8), (frame, free, smallest)  # no narrower than it can be

@@ -88,7 +88,11 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
             window.fetcher.failed.connect(lambda *_: QTimer.singleShot(50, save))
         if study_uid is None and not reading_study:
             QTimer.singleShot(100, save)
+    if screenshot is None:
+        _fit_to_screen(window)  # a screenshot keeps the size asked for
     window.show()
+    if screenshot is None:
+        _fit_to_screen(window)  # again, now that the window manager's frame is known
     if reading_study:
         if not window.open_next_case() and screenshot is not None:
             QTimer.singleShot(100, save)  # nothing to load: the worklist is what there is to show
@@ -96,6 +100,18 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
         window.select_study(study_uid)
     app.exec()
     return result["code"]
+
+
+def _fit_to_screen(window) -> None:
+    """Shrink the window, frame included, to the free area of its screen (a 1280 x 800 laptop), and move it there."""
+    free = window.screen().availableGeometry()
+    frame = window.frameGeometry()
+    extra_w, extra_h = frame.width() - window.width(), frame.height() - window.height()
+    width, height = min(window.width(), free.width() - extra_w), min(window.height(), free.height() - extra_h)
+    if (width, height) != (window.width(), window.height()):
+        window.resize(width, height)
+    if not free.contains(window.frameGeometry()):
+        window.move(free.topLeft())
 
 
 def _refuse_a_readers_login(store: Store) -> None:
