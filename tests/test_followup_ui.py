@@ -123,6 +123,8 @@ def test_prior_beside_current_links_views_through_the_registration_and_carries_l
     comparison = window.comparison
     assert comparison.dock.isVisible() and comparison.ghost_list.count() == 2
     assert len(window.session.prior_markers) == 2 and len(window.extra_markers) == 2
+    rows = sorted(comparison.ghost_list.item(n).text().rsplit(": ", 1)[0] for n in range(2))
+    assert rows == sorted(m.label.removesuffix(" ?") for m in window.extra_markers)  # the site as on the image
     prior = followup.prior_read_of(window.store, uids["baseline"], "dr-a", "fu")
     qtbot.mouseClick(comparison.ghost_list.viewport(), Qt.LeftButton,
                      pos=comparison.ghost_list.visualItemRect(comparison.ghost_list.item(0)).center())

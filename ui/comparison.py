@@ -33,7 +33,7 @@ from cno_annotate import reading_study as rs
 from cno_annotate.annotation.model import FollowupStatus
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.display.catalog import default_pair, series_choices
-from cno_annotate.display.overlay import ghost_markers, prior_markers
+from cno_annotate.display.overlay import ghost_markers, lesion_label, prior_markers
 from cno_annotate.display.session import CURRENT, PRIOR, UNREGISTERED, VIEW_NAMES, ViewChange
 from cno_annotate.errors import CnoError
 
@@ -432,11 +432,12 @@ class Comparison(QObject):
         if self.carry is None or self.carry.session is not self.w.read_session:
             return
         ghosts = self.carry.ghosts()
+        taxonomy = load_taxonomy(self.carry.prior.taxonomy)
         chosen = self.selected_ghost()
         self.ghost_list.blockSignals(True)
         self.ghost_list.clear()
         for ghost in ghosts:
-            item = QListWidgetItem(f"{ghost.label}: {STATUS_TEXT[ghost.status]}")
+            item = QListWidgetItem(f"prior {lesion_label(ghost.prior, taxonomy)}: {STATUS_TEXT[ghost.status]}")
             item.setData(Qt.UserRole, ghost.tracking_uid)
             self.ghost_list.addItem(item)
             if ghost.tracking_uid == chosen:
@@ -446,7 +447,7 @@ class Comparison(QObject):
         self.counts.setText(f"persisting {counts['persisting']}, resolved {counts['resolved']}, not assessable "
                             f"{counts['not_assessable']}, unconfirmed {counts['unconfirmed']}; new {counts['new']}")
         self._ghosts_shown = True
-        self.w.set_markers(ghost_markers(ghosts, load_taxonomy(self.carry.prior.taxonomy)))
+        self.w.set_markers(ghost_markers(ghosts, taxonomy))
 
     def selected_ghost(self) -> str | None:
         """The tracking UID of the prior lesion chosen in the list."""
