@@ -222,3 +222,37 @@ def test_a_dropped_listening_session_is_opened_again_and_the_worklist_catches_up
     _submit(live("dr-a"), "dr-a", second)  # the new session hears this one
     qtbot.waitUntil(lambda: _visible_rows(window)[2].endswith("submitted"), timeout=int(ARRIVES * 1000))
     window.close()
+
+
+def test_live_updates_come_back_when_the_server_lets_the_window_listen_again(live, qtbot):
+    """The server was unreachable for a moment (issue-16 trial: a killed server): live updates stopped for good.
+
+    Here the reader's login may not connect while its listening session is ended; the window says
+    live updates stopped (naming the server without its connection options), keeps trying, and
+    listens again once the login may connect: a read submitted then repaints the worklist.
+    """
+    from cno_annotate_ui.main_window import MainWindow
+
+    window = MainWindow(live("dr-a") + "?connect_timeout=9", reader="dr-a", reading_study="trial")
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    code = _visible_rows(window)[1].split()[1]
+    owner = Store.open(live())
+    try:
+        owner.db.execute('ALTER ROLE "dr-a" NOLOGIN')
+        try:
+            with qtbot.waitSignal(window.live.lost, timeout=int(ARRIVES * 1000)) as lost:
+                owner.db.execute("SELECT pg_terminate_backend(?)", (window.live.listener._connection.info.backend_pid,))
+        finally:
+            owner.db.execute('ALTER ROLE "dr-a" LOGIN')
+        message = lost.args[0]
+        assert message.startswith("Live updates stopped") and "connect_timeout" not in message, message
+        with qtbot.waitSignal(window.live.reconnected, timeout=int(ARRIVES * 1000)):
+            pass
+        assert window.statusBar().currentMessage() == "Live updates resumed"
+    finally:
+        owner.close()
+    _submit(live("dr-a"), "dr-a", code)
+    qtbot.waitUntil(lambda: _visible_rows(window)[1].endswith("submitted"), timeout=int(ARRIVES * 1000))
+    window.close()

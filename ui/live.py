@@ -9,7 +9,7 @@ shows what it read when it last refreshed.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QObject, QSocketNotifier, Signal
+from PySide6.QtCore import QObject, QSocketNotifier, QTimer, Signal
 
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
@@ -22,17 +22,22 @@ class LiveProgress(QObject):
     A lost listening session (server restart, a terminated backend) is opened again at
     once; then :attr:`reconnected` tells the window to re-read what it shows, because
     notifications sent meanwhile were missed. If the server cannot be reached,
-    :attr:`lost` carries a one-line message and live updates stop.
+    :attr:`lost` carries a one-line message, and the session is tried again every
+    :attr:`RETRY_MS` until the server answers (a restart), then :attr:`reconnected`.
     """
 
     events = Signal(list)
     reconnected = Signal()
     lost = Signal(str)
+    RETRY_MS = 5000
 
     def __init__(self, listener: ProgressListener, parent=None):
         super().__init__(parent)
         self.listener = listener
         self._notifier = self._watch(listener)
+        self._retry = QTimer(self)
+        self._retry.setInterval(self.RETRY_MS)
+        self._retry.timeout.connect(self._listen_again)
 
     def _watch(self, listener: ProgressListener) -> QSocketNotifier:
         notifier = QSocketNotifier(listener.fileno(), QSocketNotifier.Type.Read, self)
@@ -50,18 +55,25 @@ class LiveProgress(QObject):
             self.events.emit(events)
 
     def _listen_again(self) -> None:
-        self.close()
+        self._end_session()
         try:
             self.listener = ProgressListener(self.listener.url)
         except Exception as exc:  # unreachable, or LISTEN refused: one line in the window, no traceback
-            self.lost.emit(f"Live updates stopped ({' '.join(str(exc).split())}); "
-                           "the worklist shows what it read last")
+            if not self._retry.isActive():
+                self.lost.emit(f"Live updates stopped ({' '.join(str(exc).split())}); the worklist shows what "
+                               f"it read last; trying again every {self.RETRY_MS // 1000} s")
+                self._retry.start()
             return
+        self._retry.stop()
         self._notifier = self._watch(self.listener)
         self.reconnected.emit()
 
     def close(self) -> None:
-        """Stop listening and end the session."""
+        """Stop listening (and trying again) and end the session."""
+        self._retry.stop()
+        self._end_session()
+
+    def _end_session(self) -> None:
         self._notifier.setEnabled(False)
         try:
             self.listener.close()

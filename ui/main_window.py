@@ -301,7 +301,7 @@ class MainWindow(QMainWindow):
         self.live = live_progress_for(self.store, self) if reading_study else None
         if self.live is not None:
             self.live.events.connect(self._live_events)
-            self.live.reconnected.connect(self._refresh_worklist)  # notifications may have been missed
+            self.live.reconnected.connect(self._live_resumed)
             self.live.lost.connect(lambda message: self.statusBar().showMessage(message))
         QApplication.instance().installEventFilter(self)
         QApplication.instance().applicationStateChanged.connect(self._application_state)
@@ -863,6 +863,12 @@ class MainWindow(QMainWindow):
             if entry["reading_code"] == current:
                 self.study_list.setCurrentItem(item)
         self.study_list.blockSignals(False)
+
+    def _live_resumed(self) -> None:
+        """Listening again (after a server restart): re-read the worklist, notifications may have been missed."""
+        self._refresh_worklist()
+        if self.statusBar().currentMessage().startswith("Live updates stopped"):
+            self.statusBar().showMessage("Live updates resumed", 10000)
 
     def _live_events(self, events: list) -> None:
         """The server announced reads or worklists changing: show this study's worklist as it is now."""

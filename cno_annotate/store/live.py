@@ -90,7 +90,7 @@ class ProgressListener:
             self._connection = psycopg.connect(url, autocommit=True, connect_timeout=10,
                                                application_name="cno-annotate live")
         except psycopg.Error as exc:
-            raise CnoError(f"cannot listen for live updates at {postgres.shown_url(url)}: "
+            raise CnoError(f"cannot listen for live updates at {postgres.plain_name(url)}: "
                            f"{' '.join(str(exc).split())}") from None
         from psycopg import sql
 
