@@ -472,3 +472,24 @@ def test_a_reader_with_nothing_left_to_read_gets_a_screenshot_not_a_hang(blinded
                              "blind", "--screenshot", str(out)], capture_output=True, text=True, env=env, timeout=90)
     assert result.returncode == 0, result.stderr
     assert out.is_file() and "wrote" in result.stdout
+
+
+def test_a_reader_whose_every_case_is_submitted_is_told_so_in_the_views(blinded_store, qtbot):
+    """Nothing opens; the views said "No series selected" and the reason was a status message gone in 10 s."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate.annotation.reads import ReadSession
+
+    store = Store.open(blinded_store)
+    for study in store.studies():
+        session = ReadSession.open_or_create(store, study.study_uid, "dr-a", reading_study="blind")
+        session.mark_unit("spine.L5", "no_lesion")
+        session.submit()
+    store.close()
+    window = MainWindow(blinded_store, reader="dr-a", reading_study="blind")
+    qtbot.addWidget(window)
+    window.show()
+    assert not window.open_next_case()
+    messages = [window.session.views[name].message for name in ("left", "right")]
+    assert all("Every case of your worklist is submitted" in m for m in messages), messages
+    window.close()

@@ -884,7 +884,12 @@ class MainWindow(QMainWindow):
         if code is not None:
             self.study_list.setCurrentItem(rows[code])
             return True
-        self.statusBar().showMessage("Every case of your worklist is submitted", 10000)
+        done = "Every case of your worklist is submitted"
+        self.statusBar().showMessage(done, 10000)
+        if self.current_code is None:  # nothing open: the views say it for as long as they are empty
+            for name in VIEW_NAMES[:2]:
+                self.session.clear(name, f"{done}: click a case in the worklist to look at it" + (
+                    "; Export results (Ctrl+E) writes the file for the coordinator" if self.package else ""))
         return False
 
     def _filter_studies(self, text: str) -> None:
