@@ -492,4 +492,5 @@ def test_a_reader_whose_every_case_is_submitted_is_told_so_in_the_views(blinded_
     assert not window.open_next_case()
     messages = [window.session.views[name].message for name in ("left", "right")]
     assert all("Every case of your worklist is submitted" in m for m in messages), messages
+    assert not window.undo_action.isEnabled() and not window.redo_action.isEnabled()  # no read: nothing to undo
     window.close()

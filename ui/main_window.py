@@ -296,6 +296,7 @@ class MainWindow(QMainWindow):
         self.comparison = Comparison(self)
         self.resize(1400, 900)
         self._show_layout()
+        self._update_undo_actions()  # off until a read is open
         self.refresh_studies()
         # a server store tells the worklist when reads change (README: live progress); SQLite does not
         self.live = live_progress_for(self.store, self) if reading_study else None
