@@ -45,9 +45,10 @@ def test_the_window_opens_within_the_screen(qtbot, tmp_path, sample_store):
         seen["frame"], seen["screen"] = window.frameGeometry(), window.screen().availableGeometry()
         seen["least"] = window.minimumSizeHint()
         window.loader.wait(10000)
-        window.close()
-        QApplication.instance().quit()
+        window.close()  # the last window: the viewer's event loop ends (a quit() too would end the next test's)
 
+    for leftover in QApplication.topLevelWidgets():  # earlier tests' windows would keep the event loop running
+        leftover.close()
     QTimer.singleShot(0, look)
     assert run_viewer(store_dir, None, False, None) == 0
     frame, screen = seen["frame"], seen["screen"]
@@ -55,3 +56,48 @@ def test_the_window_opens_within_the_screen(qtbot, tmp_path, sample_store):
     assert screen.top() <= frame.top() and frame.bottom() <= screen.bottom(), (frame, screen)  # Submit, status bar
     # the offscreen test screen (800 wide) is narrower than the window can be: then no wider than it must
     assert frame.right() <= max(screen.right(), screen.left() + seen["least"].width() + 16), (frame, screen)
+
+
+def _mark_and_name(window, qtbot, site: str) -> None:
+    """M, a click on the image, the site typed and Enter: the keyboard is then on the side."""
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) > 0 and _focused() is not v)
+    qtbot.keyClicks(_focused(), site)
+    _key(qtbot, Qt.Key_Return)
+    assert _focused() is window.lesion_panel.side
+
+
+def test_enter_on_the_sub_site_moves_on_to_the_grades(open_viewer, qtbot):
+    """Site, side, Tab to the sub-site, a letter chooses it, Enter: the next digit grades the first item."""
+    window = open_viewer(reader="dr-s")
+    _mark_and_name(window, qtbot, "dist fem")
+    _key(qtbot, Qt.Key_Tab)
+    panel = window.lesion_panel
+    assert _focused() is panel.subsite
+    _key(qtbot, Qt.Key_M)
+    _key(qtbot, Qt.Key_Return)
+    _key(qtbot, Qt.Key_2)
+    lesion = window.read_session.read.lesions[-1]
+    first = next(iter(panel._grade_widgets))
+    assert lesion.subsite == "metaphysis"
+    assert lesion.grades.get(first) == 2, lesion.grades
+    window.loader.wait(5000)
+
+
+def test_a_digit_on_the_sub_site_grades_instead_of_changing_the_window(open_viewer, qtbot):
+    """A grade digit typed while the sub-site has the keyboard grades the first item, not the STIR preset."""
+    window = open_viewer(reader="dr-s")
+    state = window.session.views["left"]
+    before = state.window
+    _mark_and_name(window, qtbot, "dist fem")
+    _key(qtbot, Qt.Key_Tab)
+    _key(qtbot, Qt.Key_2)
+    lesion = window.read_session.read.lesions[-1]
+    assert lesion.grades.get(next(iter(window.lesion_panel._grade_widgets))) == 2, lesion.grades
+    assert state.window == before
+    _key(qtbot, Qt.Key_1)  # the keyboard moved on: the next item is graded
+    lesion = window.read_session.read.lesions[-1]
+    assert list(lesion.grades.values())[:2] == [2, 1], lesion.grades
+    window.loader.wait(5000)

@@ -129,6 +129,26 @@ class SideBox(QComboBox):
             super().keyPressEvent(event)
 
 
+class SubsiteBox(QComboBox):
+    """The sub-site selector: a letter chooses a sub-site; Enter keeps it and a grade digit grades the first
+    item, each moving on to the grades (``onward``), as the side selector does."""
+
+    onward = Signal(object)  # None (Enter), or the key event of a digit for the first grade
+
+    def takes(self, event) -> bool:
+        """Whether a key is this selector's (letters and arrows choose, Enter and digits move on)."""
+        return (event.text().strip().isdigit() or event.text().isalpha()
+                or event.key() in (Qt.Key_Up, Qt.Key_Down, Qt.Key_Return, Qt.Key_Enter))
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.text().strip().isdigit():
+            self.onward.emit(event)
+        elif event.key() in (Qt.Key_Return, Qt.Key_Enter):
+            self.onward.emit(None)
+        else:
+            super().keyPressEvent(event)
+
+
 class SitePicker(QWidget):
     """A search box over the taxonomy: typing "dist fem" lists Distal femur."""
 
@@ -268,7 +288,8 @@ class LesionPanel(QWidget):
         self.side.addItems([NO_SIDE, "R", "L"])
         self.side.setToolTip("Side, proposed from where the lesion was placed (R / L, Enter keeps it)")
         self.side.activated.connect(lambda i: self._edit(side=None if i == 0 else self.side.itemText(i)))
-        self.subsite = QComboBox(self.editor)
+        self.subsite = SubsiteBox(self.editor)
+        self.subsite.onward.connect(self._subsite_onward)
         self.subsite.activated.connect(lambda i: self._edit(subsite=self.subsite.itemData(i)))
         self.grades_box = QWidget(self.editor)
         self.grades_layout = QFormLayout(self.grades_box)
@@ -535,6 +556,13 @@ class LesionPanel(QWidget):
         if side is not None and self.side.isEnabled():
             self._edit(side=side)
         self.focus_first_grade()
+
+    def _subsite_onward(self, event) -> None:
+        """Enter or a grade digit on the sub-site: on to the first grade (the digit grades it)."""
+        self.focus_first_grade()
+        first = next(iter(self._grade_widgets.values()), None)
+        if event is not None and first is not None and first.takes(event):
+            first.keyPressEvent(event)
 
     def _lesion_unit(self, lesion) -> str | None:
         if lesion is None or not lesion.site_id:

@@ -10,7 +10,7 @@ import numpy as np
 from cno_annotate_ui.checklist import SkeletonChecklist
 from cno_annotate_ui.comparison import Comparison
 from cno_annotate_ui.help import HelpDialog
-from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel
+from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel, SubsiteBox
 from cno_annotate_ui.live import live_progress_for
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.slice_view import SliceView
@@ -113,13 +113,14 @@ def owns_key(widget, event: QKeyEvent) -> bool:
     """Whether the focused widget keeps a key that would otherwise go to the active image view.
 
     Text entries keep every key; a grade row keeps its digits, N, Delete and
-    Enter; a selector the reader tabbed into keeps its arrows and letters;
+    Enter; the sub-site selector its digits too (they grade the first item);
+    a selector the reader tabbed into keeps its arrows and letters;
     a button keeps Space and Enter.
     """
     key = event.key()
     if is_text_entry(widget):
         return True
-    if isinstance(widget, GradeSelector):
+    if isinstance(widget, (GradeSelector, SubsiteBox)):
         return widget.takes(event)
     if isinstance(widget, QComboBox):
         return key in (Qt.Key_Up, Qt.Key_Down, Qt.Key_Return, Qt.Key_Enter) or event.text().isalpha()
