@@ -101,3 +101,20 @@ def test_a_digit_on_the_sub_site_grades_instead_of_changing_the_window(open_view
     lesion = window.read_session.read.lesions[-1]
     assert list(lesion.grades.values())[:2] == [2, 1], lesion.grades
     window.loader.wait(5000)
+
+
+def test_undo_and_redo_say_what_they_did(open_viewer, qtbot):
+    """Ctrl+Z after a step says in the status bar which step it undid, Ctrl+Shift+Z which it redid."""
+    window = open_viewer(reader="dr-s")
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    window.statusBar().showMessage("L1 placed")
+    qtbot.keyClick(v, Qt.Key_Z, Qt.ControlModifier)
+    assert window.read_session.read.lesions == []
+    assert window.statusBar().currentMessage().startswith("Undone: add lesion"), window.statusBar().currentMessage()
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Z, Qt.ControlModifier | Qt.ShiftModifier)
+    assert len(window.read_session.read.lesions) == 1
+    assert window.statusBar().currentMessage().startswith("Redone: add lesion"), window.statusBar().currentMessage()
+    window.loader.wait(5000)
