@@ -118,3 +118,33 @@ def test_undo_and_redo_say_what_they_did(open_viewer, qtbot):
     assert len(window.read_session.read.lesions) == 1
     assert window.statusBar().currentMessage().startswith("Redone: add lesion"), window.statusBar().currentMessage()
     window.loader.wait(5000)
+
+
+def _read_next_dialog(qtbot, seen: dict, key=Qt.Key_Escape) -> None:
+    """Note the text of the dialog about to open, then press a key in it (as the reader would)."""
+
+    def press() -> None:
+        dialog = QApplication.activeModalWidget()
+        if dialog is None:
+            QTimer.singleShot(20, press)
+            return
+        seen["text"] = " ".join(filter(None, (dialog.text(), dialog.informativeText())))
+        qtbot.keyClick(dialog, key)
+
+    QTimer.singleShot(20, press)
+
+
+def test_submit_says_how_many_bone_units_are_not_reviewed(open_viewer, qtbot):
+    """One lesion placed, no unit marked: the submit confirmation says the other units are not reviewed."""
+    window = open_viewer(reader="dr-s")
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    remaining = len(window.read_session.remaining_units())
+    seen: dict = {}
+    _read_next_dialog(qtbot, seen)
+    window.lesion_panel.submit_button.click()
+    assert f"{remaining} bone units are not reviewed" in seen["text"], seen["text"]
+    assert window.read_session.read.status == "draft"  # Esc: not submitted
+    window.loader.wait(5000)

@@ -624,8 +624,14 @@ class LesionPanel(QWidget):
     def _submit(self) -> None:
         if self.session is None:
             return
-        answer = QMessageBox.question(self, "Submit read", "Submit this read? It is locked afterwards.")
-        if answer == QMessageBox.Yes:
+        box = QMessageBox(QMessageBox.Question, "Submit read", "Submit this read? It is locked afterwards.",
+                          QMessageBox.Yes | QMessageBox.No, self)
+        remaining = len(self.session.remaining_units())
+        if remaining:  # a reader who forgot the checklist hears it before the read is locked
+            box.setInformativeText(f"{remaining} bone units are not reviewed (no lesion and no mark): "
+                                   f"\"Rest: no lesion\" (Ctrl+Shift+N) marks them.")
+        box.setDefaultButton(QMessageBox.Yes)
+        if box.exec() == QMessageBox.Yes:
             self.about_to_submit.emit()
             self._run(self.session.submit)
             if self.session.read.status == ReadStatus.SUBMITTED:
