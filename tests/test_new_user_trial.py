@@ -148,3 +148,37 @@ def test_submit_says_how_many_bone_units_are_not_reviewed(open_viewer, qtbot):
     assert f"{remaining} bone units are not reviewed" in seen["text"], seen["text"]
     assert window.read_session.read.status == "draft"  # Esc: not submitted
     window.loader.wait(5000)
+
+
+def test_a_single_axial_image_opens_in_its_own_plane(qtbot, tmp_path):
+    """A one-image axial series (Siemens, pydicom-data) shows the image, not a one-pixel coronal line."""
+    import numpy as np
+    from cno_annotate_ui.main_window import MainWindow
+    from pydicom.data import get_testdata_file
+
+    from cno_annotate.importer import import_paths
+    from cno_annotate.store import Store
+
+    folder = tmp_path / "siemens"
+    folder.mkdir()
+    shutil.copy(get_testdata_file("MR-SIEMENS-DICOM-WithOverlays.dcm", download=False), folder / "a.dcm")
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [folder])
+    study_uid = store.studies()[0].study_uid
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-s")
+    window.resize(1200, 800)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.select_study(study_uid)
+    panel = window.panels["left"]
+    assert window.session.views["left"].plane == "axial"
+    assert panel.plane.currentText().lower() == "axial"
+    image = panel.view.grab().toImage()
+    width, height = image.width(), image.height()
+    lit_rows = sum(1 for y in range(0, height, 4)
+                   if any(image.pixelColor(x, y).lightness() > 60 for x in range(width // 4, 3 * width // 4, 4)))
+    assert lit_rows > height // 4 // 4, lit_rows  # an image, not a line a pixel high
+    window.loader.wait(5000)
+    np.testing.assert_equal(window.session.views["left"].mapping.slices, 1)

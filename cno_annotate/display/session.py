@@ -253,6 +253,7 @@ class ViewerSession:
         if not refining or auto_window:
             view.window = view.presets[AUTO[0]]
         view.status, view.message = "ready", ""
+        view.plane = _plane_showing(volume, view.plane)
         view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
         view.missing = None if volume.load.preview else find_missing_slices(volume.array)
         others = [v for v in self.views.values() if v is not view and v.point is not None and v.ready]
@@ -511,6 +512,17 @@ class ViewerSession:
         volume, mapping, _ = view.loaded()
         markers = self.prior_markers if view.frame == PRIOR else self.markers
         return markers_on_slice(markers, mapping, volume.affine, view.slice_index)
+
+
+def _plane_showing(volume: Volume, plane: str) -> str:
+    """``plane``, or the plane of a volume's only slice where ``plane`` would cut it to a line a pixel wide.
+
+    A single axial image shown in coronal is one row of pixels; in axial it is the image.
+    """
+    mapping = plane_mapping(volume.affine, volume.shape, plane)
+    if mapping.slices == 1 or 1 not in (mapping.rows, mapping.cols):
+        return plane
+    return next((p for p in PLANES if plane_mapping(volume.affine, volume.shape, p).slices == 1), plane)
 
 
 def _centre(volume: Volume) -> np.ndarray:
