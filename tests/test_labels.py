@@ -29,7 +29,7 @@ def test_a_lone_label_goes_on_its_first_side_at_the_gap():
     marker = LabelRequest(Box(200, 300, 10, 10), 60, 14, MARKER_SIDES)
     below, beside = place_labels([block, marker], VIEW, gap=4)
     assert below == Box(100, 124, 80, 40)
-    assert beside == Box(214, 294, 60, 14)  # right of the marker, its text just above the marker's centre line
+    assert beside == Box(214, 289, 60, 14)  # right of the marker, its text 2 px above the marker's centre line
 
 
 def test_a_block_that_would_cover_the_next_lesion_goes_elsewhere():

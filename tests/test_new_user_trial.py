@@ -182,3 +182,21 @@ def test_a_single_axial_image_opens_in_its_own_plane(qtbot, tmp_path):
     assert lit_rows > height // 4 // 4, lit_rows  # an image, not a line a pixel high
     window.loader.wait(5000)
     np.testing.assert_equal(window.session.views["left"].mapping.slices, 1)
+
+
+def test_the_crosshair_does_not_run_through_the_label_of_the_lesion_just_placed(open_viewer, qtbot, tmp_path):
+    """M and a click put the crosshair on the new marker; its name goes beside it, clear of the crosshair line."""
+    import math
+
+    window = open_viewer(reader="dr-s")
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    qtbot.wait(50)
+    v.grab().save(str(tmp_path / "label-and-crosshair.png"))
+    row, col = v.state.lps_to_screen(v.state.point)
+    line_y = math.floor(v.image_to_widget(row, col).y())  # the row the horizontal crosshair is painted on
+    (label,) = [painted for painted in v.label_layout() if painted.lines[0].startswith("L1")]
+    assert not label.box.top() <= line_y < label.box.bottom(), (label.box, line_y)
+    window.loader.wait(5000)

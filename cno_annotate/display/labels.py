@@ -82,6 +82,9 @@ class LabelRequest:
             raise ValueError("a label needs a size of at least 0 x 0 and one side to go on")
 
 
+#: Pixels between a label beside its owner and the owner's centre line (where a crosshair may run).
+CROSSHAIR_CLEARANCE = 2.0
+
 #: A label further than this (pixels, along x plus along y) from what it names gets a leader line to it.
 LEADER_FROM = 12.0
 
@@ -135,8 +138,8 @@ def _candidates(request: LabelRequest, ring: int, gap: float, step: float) -> li
     """The label's places ``ring`` steps out from its owner, on each side in the request's order."""
     owner, w, h = request.owner, request.width, request.height
     out = ring * step
-    middle = owner.top + owner.height / 2 - h + 3  # beside: its baseline just above the owner's centre line,
-    # clear of a crosshair through a marker's centre
+    middle = owner.top + owner.height / 2 - h - CROSSHAIR_CLEARANCE  # beside: the whole text (descenders too)
+    # just above the owner's centre line, clear of a crosshair through a marker's centre
     places = []
     for side in request.sides:
         if side is Side.RIGHT:
