@@ -200,3 +200,40 @@ def test_the_crosshair_does_not_run_through_the_label_of_the_lesion_just_placed(
     (label,) = [painted for painted in v.label_layout() if painted.lines[0].startswith("L1")]
     assert not label.box.top() <= line_y < label.box.bottom(), (label.box, line_y)
     window.loader.wait(5000)
+
+
+def test_choosing_the_prior_in_its_selector_shows_it_beside_the_current_study(qtbot, tmp_path, monkeypatch):
+    """A new user picks the earlier study in the "Prior beside current" selector: it appears beside this one."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate import followup
+    from cno_annotate.importer import import_paths
+    from cno_annotate.store import Store
+    from tests.followup_data import visits
+    from tests.test_followup import _Piecewise
+
+    monkeypatch.setattr(followup, "registration_between",
+                        lambda store, prior, current, progress=None: _Piecewise({"right_leg": (0.0, 0.0, 0.0), "left_leg": (0.0, 0.0, 0.0)}))
+    monkeypatch.setattr(followup, "save_transform", lambda store, transform: None)
+    uids = visits(tmp_path / "visits")
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [tmp_path / "visits"])
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-a")
+    window.resize(1400, 850)
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.select_study(uids["followup"])
+    box = window.comparison.prior_box
+    assert box.isEnabled() and box.count() == 1 and not window.comparison.active
+    qtbot.mouseClick(box, Qt.LeftButton)  # the selector opens its list
+    qtbot.waitUntil(lambda: box.view().isVisible())
+    item = box.view().visualRect(box.model().index(0, 0)).center()
+    qtbot.wait(QApplication.doubleClickInterval() + 100)  # a list that just opened ignores a click at once
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        qtbot.mouseClick(box.view().viewport(), Qt.LeftButton, pos=item)
+    assert window.comparison.active and window.comparison.action.isChecked()
+    stir = {v.volume_id for v in window.store.volumes(uids["baseline"]) if v.role == "STIR"}
+    assert window.session.views["left"].volume.volume_id in stir  # the prior's STIR on the left
+    window.loader.wait(5000)

@@ -103,7 +103,7 @@ class Comparison(QObject):
         self.prior_box.setSizeAdjustPolicy(QComboBox.AdjustToContents)
         self.prior_box.setMinimumContentsLength(24)
         self.prior_box.setToolTip("The earlier study to show beside this one")
-        self.prior_box.activated.connect(lambda index: self.show(self.priors[index]) if self.active else None)
+        self.prior_box.activated.connect(self._prior_chosen)
         self.action = QAction("Prior beside current", w)
         self.action.setCheckable(True)
         self.action.setShortcut(QKeySequence("Ctrl+P"))
@@ -206,6 +206,13 @@ class Comparison(QObject):
             self.action.setChecked(False)
             self.action.blockSignals(False)
         self.region_label.setText("")
+
+    def _prior_chosen(self, index: int) -> None:
+        """A prior chosen in the selector is shown beside the current study (switching comparison on)."""
+        if self.active:
+            self.show(self.priors[index])
+        else:
+            self.action.setChecked(True)  # shows the selector's prior
 
     def _toggled(self, on: bool) -> None:
         if on and self.priors:
