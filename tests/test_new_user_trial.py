@@ -237,3 +237,38 @@ def test_choosing_the_prior_in_its_selector_shows_it_beside_the_current_study(qt
     stir = {v.volume_id for v in window.store.volumes(uids["baseline"]) if v.role == "STIR"}
     assert window.session.views["left"].volume.volume_id in stir  # the prior's STIR on the left
     window.loader.wait(5000)
+
+
+def _drag(qtbot, view, start, end) -> None:
+    from PySide6.QtCore import QEvent
+    from PySide6.QtGui import QMouseEvent
+
+    qtbot.mousePress(view, Qt.LeftButton, pos=start.toPoint())
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                    Qt.NoModifier))
+    qtbot.mouseRelease(view, Qt.LeftButton, pos=end.toPoint())
+
+
+def test_u_and_l_say_what_the_roi_became(open_viewer, qtbot):
+    """After U the status bar says the ROI is the muscle reference; after L, whose ROI it is and the ratio."""
+    window = open_viewer(reader="dr-s")
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: bool(window.read_session.read.lesions))
+    lesion_id = window.read_session.read.lesions[0].lesion_id
+    _key(qtbot, Qt.Key_Escape)
+    _key(qtbot, Qt.Key_B)
+    _drag(qtbot, v, v.image_to_widget(150.0, 20.0), v.image_to_widget(170.0, 40.0))
+    _key(qtbot, Qt.Key_U)
+    muscle = window.read_session.read.muscle_roi
+    assert muscle is not None
+    message = window.statusBar().currentMessage()
+    assert message.startswith(f"{muscle.roi_id} is the muscle reference"), message
+    _key(qtbot, Qt.Key_E)
+    _drag(qtbot, v, v.image_to_widget(300.0, 40.0), v.image_to_widget(306.0, 46.0))
+    _key(qtbot, Qt.Key_L)
+    ratio = window.read_session.read.lesion(lesion_id).stir_muscle_ratio
+    message = window.statusBar().currentMessage()
+    assert ratio is not None and f"{lesion_id}'s ROI" in message and f"{ratio:.2f}" in message, message
+    window.loader.wait(5000)

@@ -1272,9 +1272,23 @@ class MainWindow(QMainWindow):
         stir = self.stir_volume()
         self._edit_read(lambda r: r.set_roi_role(roi_id, role, lesion_id, stir=stir))
         self.session.select_roi(roi_id)
+        self._say_roi_role(roi_id)
         if stir is None:
             self.statusBar().showMessage("No STIR series is shown: the STIR lesion:muscle ratio cannot be measured",
                                          10000)
+
+    def _say_roi_role(self, roi_id: str) -> None:
+        """Say in the status bar what an ROI became (U, L): the muscle reference, or a lesion's ROI and its ratio."""
+        read = self.read_session.read
+        roi = next((r for r in read.rois if r.roi_id == roi_id), None)
+        if roi is None or str(roi.role) == "measurement":
+            return  # refused: the refusal is the message
+        if str(roi.role) == "muscle":
+            self.statusBar().showMessage(f"{roi_id} is the muscle reference (Ctrl+Z undoes it)", 10000)
+            return
+        ratio = read.lesion(roi.lesion_id).stir_muscle_ratio if roi.lesion_id else None
+        said = f": STIR lesion:muscle {ratio:.2f}" if ratio is not None else ": no ratio yet (no muscle ROI, U)"
+        self.statusBar().showMessage(f"{roi_id} is {roi.lesion_id}'s ROI{said} (Ctrl+Z undoes it)", 10000)
 
     def _roi_titles(self) -> dict[str, str]:
         """What each ROI's label says: its id and role, and a lesion ROI's ratio."""
