@@ -272,3 +272,22 @@ def test_u_and_l_say_what_the_roi_became(open_viewer, qtbot):
     message = window.statusBar().currentMessage()
     assert ratio is not None and f"{lesion_id}'s ROI" in message and f"{ratio:.2f}" in message, message
     window.loader.wait(5000)
+
+
+def test_delete_on_the_image_deletes_the_selected_lesion_and_ctrl_z_brings_it_back(open_viewer, qtbot):
+    """A lesion placed by mistake: click its marker, Delete; the lesion goes (no dialog) and Ctrl+Z restores it."""
+    window = open_viewer(reader="dr-s")
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    at = v.image_to_widget(300.0, 40.0).toPoint()
+    qtbot.mouseClick(v, Qt.LeftButton, pos=at)
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    lesion_id = window.read_session.read.lesions[0].lesion_id
+    qtbot.mouseClick(v, Qt.LeftButton, pos=at)  # a click on its marker selects it; the keyboard is on the image
+    assert window.lesion_panel.selected == lesion_id and _focused() is v
+    _key(qtbot, Qt.Key_Delete)
+    assert window.read_session.read.lesions == []
+    assert "deleted" in window.statusBar().currentMessage()
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert [lesion.lesion_id for lesion in window.read_session.read.lesions] == [lesion_id]
+    window.loader.wait(5000)

@@ -34,7 +34,7 @@ SHORTCUTS = [
     ("Measuring: regions of interest (ROIs)", [
         ("Beside each ROI", "Mean, SD, min, max of the voxels of the series shown in that view, and area in mm²"),
         ("Click inside an ROI", "Select it"),
-        ("Delete (on the image)", "Delete the selected ROI; Ctrl+Z brings it back"),
+        ("Delete (on the image)", "Delete the selected ROI, else the selected lesion; Ctrl+Z brings it back"),
     ]),
     ("Marking lesions", [
         ("Click (mark mode)", "Place a lesion at the point; the side is proposed from the side of the body"),

@@ -303,7 +303,7 @@ class LesionPanel(QWidget):
         self.size_label = QLabel("", self.editor)
         self.delete_button = QPushButton("Delete lesion", self.editor)
         self.delete_button.setToolTip("Delete the selected lesion (Ctrl+Z brings it back)")
-        self.delete_button.clicked.connect(self._delete)
+        self.delete_button.clicked.connect(self.delete_selected)
         form.addRow("Site", self.site_picker)
         form.addRow("Side", self.side)
         form.addRow("Sub-site", self.subsite)
@@ -595,10 +595,10 @@ class LesionPanel(QWidget):
         if self.comment.text() != lesion.comment:
             self._run(lambda: self.session.update_lesion(lesion.lesion_id, comment=self.comment.text()))
 
-    def _delete(self) -> None:
+    def delete_selected(self) -> None:
         """Delete the selected lesion at once: Ctrl+Z brings it back, so no dialog asks first."""
         lesion = self.current_lesion()
-        if lesion is None:
+        if lesion is None or not self.delete_button.isEnabled():  # none, or a read that cannot change
             return
         self._run(lambda: self.session.delete_lesion(lesion.lesion_id))
         self.message.emit(f"Lesion {lesion.lesion_id} deleted (Ctrl+Z brings it back)")

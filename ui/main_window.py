@@ -287,6 +287,7 @@ class MainWindow(QMainWindow):
             panel.view.activated.connect(self._view_activated)
             panel.view.roi_drawn.connect(self._roi_drawn)
             panel.view.roi_delete.connect(self._delete_roi)
+            panel.view.lesion_delete.connect(self.lesion_panel.delete_selected)
             panel.view.navigated.connect(self.stop_cine)
             panel.view.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         self.loader.progress.connect(self._on_progress)

@@ -90,6 +90,7 @@ class SliceView(QWidget):
     roi_drawn = Signal(str, str, object)  # view name, ROI kind, list of LPS points
     roi_clicked = Signal(str)  # the id of the ROI clicked
     roi_delete = Signal(str)  # Delete pressed on the image with this ROI selected
+    lesion_delete = Signal()  # Delete pressed on the image with no ROI selected: the selected lesion goes
     navigated = Signal()  # a navigation key, the wheel or a click on the image (stops the cine)
     message = Signal(str)  # a gesture refused, and why (the status bar shows it)
 
@@ -834,8 +835,11 @@ class SliceView(QWidget):
         if key in (Qt.Key_Return, Qt.Key_Enter) and self._polygon:
             self.close_polygon()
             return
-        if key in (Qt.Key_Delete, Qt.Key_Backspace) and self.session.selected_roi is not None:
-            self.roi_delete.emit(self.session.selected_roi)
+        if key in (Qt.Key_Delete, Qt.Key_Backspace):
+            if self.session.selected_roi is not None:
+                self.roi_delete.emit(self.session.selected_roi)
+            else:
+                self.lesion_delete.emit()
             return
         if not self.state.ready:
             super().keyPressEvent(event)
