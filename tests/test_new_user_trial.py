@@ -291,3 +291,19 @@ def test_delete_on_the_image_deletes_the_selected_lesion_and_ctrl_z_brings_it_ba
     _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
     assert [lesion.lesion_id for lesion in window.read_session.read.lesions] == [lesion_id]
     window.loader.wait(5000)
+
+
+def test_a_keymap_message_at_open_is_not_painted_over_by_the_position(open_viewer, qtbot, tmp_path, monkeypatch):
+    """A bad keymap's one-line message at open stands alone in the status bar: the position text waits."""
+    import json
+
+    monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path / "conf"))
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "keymap.json").write_text(json.dumps({"schema_version": "1.0.0", "keys": {"ruler": "K"}}))
+    window = open_viewer(reader="dr-s")
+    bar = window.statusBar()
+    assert bar.currentMessage().startswith("Keymap: ")
+    assert window.position_label.text()  # the views are loaded: there is a position to show
+    bar.grab().save(str(tmp_path / "status-bar.png"))
+    assert not window.position_label.isVisible(), "the position is painted over the keymap message"
+    window.loader.wait(5000)

@@ -518,6 +518,9 @@ class MainWindow(QMainWindow):
     def showEvent(self, event) -> None:  # noqa: N802 (Qt API)
         super().showEvent(event)
         self._reflow_toolbars()
+        # a message shown before the window was (a bad keymap's) did not hide the position text, which Qt
+        # then showed with the window, painted over the message: hide it now, while the message lasts
+        self.statusBar().hideOrShow()
 
     def _tool_groups(self) -> list[tuple[bool, list[QAction]]]:
         """The toolbars' actions in order, in groups between separators; True for a group that starts a row."""
