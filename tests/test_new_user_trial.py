@@ -307,3 +307,29 @@ def test_a_keymap_message_at_open_is_not_painted_over_by_the_position(open_viewe
     bar.grab().save(str(tmp_path / "status-bar.png"))
     assert not window.position_label.isVisible(), "the position is painted over the keymap message"
     window.loader.wait(5000)
+
+
+def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, monkeypatch):
+    """The 'Prior lesions' dock says 'prior L1 Distal femur R', as the ghost marker does, not a site id."""
+    from cno_annotate import followup
+    from tests.test_followup import _Piecewise
+    from tests.test_followup_ui import _open, _prepared
+
+    monkeypatch.setattr(followup, "registration_between",
+                        lambda store, prior, current, progress=None: _Piecewise({"right_leg": (0.0, 0.0, 0.0),
+                                                                                  "left_leg": (0.0, 0.0, 0.0)}))
+    monkeypatch.setattr(followup, "save_transform", lambda store, transform: None)
+    from tests.followup_data import visits
+
+    root = tmp_path / "visits"
+    store_root, _ = _prepared(tmp_path, (root, visits(root)), "paired-chronological")
+    window = _open(qtbot, store_root)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    with qtbot.waitSignal(window.comparison.registered, timeout=30000):
+        qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+    ghosts = window.comparison.ghost_list
+    texts = [ghosts.item(n).text() for n in range(ghosts.count())]
+    assert len(texts) == 2 and any(t.startswith("prior L1 Distal femur R") for t in texts), texts
+    assert not any("femur.distal" in t for t in texts), texts
+    window.loader.wait(10000)

@@ -443,7 +443,7 @@ class Comparison(QObject):
         chosen = self.selected_ghost()
         self.ghost_list.blockSignals(True)
         self.ghost_list.clear()
-        for ghost in ghosts:
+        for ghost in ghosts:  # named as its marker is: "prior L1 Distal femur R"
             item = QListWidgetItem(f"prior {lesion_label(ghost.prior, taxonomy)}: {STATUS_TEXT[ghost.status]}")
             item.setData(Qt.UserRole, ghost.tracking_uid)
             self.ghost_list.addItem(item)
