@@ -333,3 +333,36 @@ def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, m
     assert len(texts) == 2 and any(t.startswith("prior L1 Distal femur R") for t in texts), texts
     assert not any("femur.distal" in t for t in texts), texts
     window.loader.wait(10000)
+
+
+def test_a_persisting_prior_lesion_is_graded_anew_by_the_next_digits(qtbot, tmp_path, monkeypatch):
+    """Persisting makes the prior lesion a lesion of this read to grade anew: the digits typed next grade it."""
+    from cno_annotate import followup
+    from tests.followup_data import visits
+    from tests.test_followup import _Piecewise
+    from tests.test_followup_ui import _open, _prepared
+
+    monkeypatch.setattr(followup, "registration_between",
+                        lambda store, prior, current, progress=None: _Piecewise({"right_leg": (0.0, 0.0, 0.0),
+                                                                                  "left_leg": (0.0, 0.0, 0.0)}))
+    monkeypatch.setattr(followup, "save_transform", lambda store, transform: None)
+    root = tmp_path / "visits"
+    store_root, _ = _prepared(tmp_path, (root, visits(root)), "paired-chronological")
+    window = _open(qtbot, store_root)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    with qtbot.waitSignal(window.comparison.registered, timeout=30000):
+        qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+    comparison = window.comparison
+    qtbot.waitUntil(lambda: all(window.session.views[n].ready for n in ("left", "right")), timeout=20000)
+    ghosts = comparison.ghost_list
+    qtbot.mouseClick(ghosts.viewport(), Qt.LeftButton, pos=ghosts.visualItemRect(ghosts.item(0)).center())
+    qtbot.mouseClick(comparison.outcome_buttons["persisting"], Qt.LeftButton)
+    assert len(window.read_session.read.lesions) == 1, window.statusBar().currentMessage()
+    prior_window = window.session.views["left"].window
+    _key(qtbot, Qt.Key_2)
+    _key(qtbot, Qt.Key_1)
+    [lesion] = window.read_session.read.lesions
+    assert list(lesion.grades.values())[:2] == [2, 1], lesion.grades
+    assert window.session.views["left"].window == prior_window  # no window preset changed on the prior
+    window.loader.wait(10000)

@@ -488,6 +488,7 @@ class Comparison(QObject):
                     raise CnoError("the current study is still loading")
                 lesion_id = self.carry.persisting(uid, view.volume.volume_id, view.volume.lps_to_index)
                 self.w.lesion_panel.select(lesion_id)
+                self.w.statusBar().showMessage(f"{lesion_id} persists: grade it anew (a digit per item)", 10000)
             elif status == FollowupStatus.RESOLVED:
                 self.carry.resolved(uid)
             else:
@@ -496,4 +497,7 @@ class Comparison(QObject):
             self.w.statusBar().showMessage(str(exc), 10000)
             return
         self._refresh_ghosts()
-        self.w.focus_image()
+        if status == FollowupStatus.PERSISTING:
+            self.w.lesion_panel.focus_first_grade()  # graded anew; after the last grade the image has the keys
+        else:
+            self.w.focus_image()
