@@ -270,7 +270,7 @@ def _add_plugin_commands(sub, common) -> None:
 # -- commands -------------------------------------------------------------------
 def cmd_sample(args) -> int:
     """Run ``cno-annotate sample`` (see its ``--help``)."""
-    from cno_annotate.sample import StudyPlan, generate_study
+    from cno_annotate.sample import StudyPlan, generate_study, lesions_outside
 
     out = args.out
     if out.exists() and any(out.iterdir()):
@@ -281,6 +281,13 @@ def cmd_sample(args) -> int:
     visits = f"{plan.timepoints} visits x " if plan.timepoints > 1 else ""
     print(f"wrote {truth['files']} DICOM files ({visits}{plan.stations} stations x 2 series x {plan.slices} "
           f"slices of {plan.matrix} x {plan.matrix}) and ground_truth.json to {out}")
+    for visit in sorted({v for v, _ in lesions_outside(truth)}):
+        names = [f"{x['id']} {x['segment']} {x['bone']} {x['side']}".replace("  ", " ")
+                 for v, x in lesions_outside(truth) if v == visit]
+        print(f"note: {len(names)} lesion{'' if len(names) == 1 else 's'} of visit {visit} "
+              f"{'lies' if len(names) == 1 else 'lie'} outside the images ({', '.join(names)}: beside the "
+              f"{plan.station_fov:.0f} mm wide field of view; fewer stations widen it); ground_truth.json marks "
+              f"{'it' if len(names) == 1 else 'them'} in_field_of_view false")
     return 0
 
 

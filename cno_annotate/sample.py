@@ -178,6 +178,21 @@ def station_grid(plan: StudyPlan, station: int, sub_slices: int = 1) -> phantom.
     return phantom.Grid(xs=xs, ys=ys, zs=zs)
 
 
+def _mark_field_of_view(found: list[dict], plan: StudyPlan) -> list[dict]:
+    """Each lesion or variant with ``in_field_of_view``: whether its centre lies within the images' width.
+
+    A station's field of view is square, so many stations make it narrow and the arms may fall beside it.
+    """
+    half = plan.station_fov / 2
+    return [{**x, "in_field_of_view": bool(abs(x["lps_mm"][0]) <= half)} for x in found]
+
+
+def lesions_outside(truth: dict) -> list[tuple[int, dict]]:
+    """(visit number, lesion) of every lesion of the ground truth whose centre lies beside the images."""
+    return [(visit["visit"], lesion) for visit in truth["visits"] for lesion in visit["lesions"]
+            if not lesion["in_field_of_view"]]
+
+
 def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
     """Write a synthetic whole-body MRI study (or several visits) and its ground truth.
 
@@ -220,8 +235,8 @@ def generate_study(out_dir: Path, plan: StudyPlan = StudyPlan()) -> dict:
         prefix = "" if visit == 0 else f"visit{visit + 1}-"
         study_uid = uid(f"{prefix}study")
         lesions = sample_visits.lesions_at(courses, visit)
-        scanner_lesions = sample_visits.placed(lesions, poses[visit])
-        scanner_variants = sample_visits.placed(variants, poses[visit])
+        scanner_lesions = _mark_field_of_view(sample_visits.placed(lesions, poses[visit]), plan)
+        scanner_variants = _mark_field_of_view(sample_visits.placed(variants, poses[visit]), plan)
         common = {**patient, "AccessionNumber": accessions[visit], "StudyDate": VISIT_DATES[visit],
                   "StudyInstanceUID": study_uid,
                   "FrameOfReferenceUID": uid(f"{prefix}frame") if visit else frame_uid}

@@ -69,3 +69,19 @@ def test_the_default_slices_cover_the_whole_body_depth():
     # the phantom's deepest points (back of the trunk, front of the feet) lie inside the slab
     slab = (plan.centre_y - plan.slices * plan.slice_mm / 2, plan.centre_y + plan.slices * plan.slice_mm / 2)
     assert slab[0] <= -105 and slab[1] >= 110
+
+
+def test_lesions_outside_the_field_of_view_are_said_and_marked_in_the_truth(cli, tmp_path):
+    """Six stations make each square field of view 288 mm wide: seed 613's distal radius lesion (x = 191 mm)
+    lies beside the images. The truth marks it and the command says so, so no one scores a miss for it."""
+    code, out, _ = cli("sample", "--out", tmp_path / "s", "--stations", "6", "--slices", "4", "--matrix", "48",
+                       "--seed", "613")
+    assert code == 0
+    truth = json.loads((tmp_path / "s" / "ground_truth.json").read_text())
+    half = StudyPlan(stations=6, slices=4, matrix=48, seed=613).station_fov / 2
+    for visit in truth["visits"]:
+        for found in visit["lesions"] + visit["normal_variants"]:
+            assert found["in_field_of_view"] == (abs(found["lps_mm"][0]) <= half), found
+    outside = [x for x in truth["lesions"] if not x["in_field_of_view"]]
+    assert [x["bone"] for x in outside] == ["radius"], outside
+    assert f"1 lesion of visit 1 lies outside the images ({outside[0]['id']} " in out, out
