@@ -366,3 +366,25 @@ def test_a_persisting_prior_lesion_is_graded_anew_by_the_next_digits(qtbot, tmp_
     assert list(lesion.grades.values())[:2] == [2, 1], lesion.grades
     assert window.session.views["left"].window == prior_window  # no window preset changed on the prior
     window.loader.wait(10000)
+
+
+@pytest.mark.parametrize(("region", "physes"), [
+    ("Elbows", {("humerus", "distal"), ("radius", "proximal"), ("ulna", "proximal")}),
+    ("Wrists / hands", {("radius", "distal"), ("ulna", "distal")})])
+def test_go_to_region_reaches_the_elbows_and_wrists(open_viewer, qtbot, sample_truth, region, physes):
+    """CNO strikes the distal radius too: 'Go to region' offers the elbows and wrists, at their height."""
+    window = open_viewer(reader="dr-s")
+    box = window.region
+    index = box.findText(region)
+    assert index > 0, [box.itemText(n) for n in range(box.count())]
+    qtbot.mouseClick(box, Qt.LeftButton)
+    qtbot.waitUntil(lambda: box.view().isVisible())
+    qtbot.wait(QApplication.doubleClickInterval() + 100)  # a list that just opened ignores a click at once
+    qtbot.mouseClick(box.view().viewport(), Qt.LeftButton,
+                     pos=box.view().visualRect(box.model().index(index, 0)).center())
+    z = window.session.views[window.active_name].point[2]
+    heights = [v["lps_mm"][2] for v in sample_truth["normal_variants"]  # the sample's growth plates there
+               if (v["bone"], v["segment"]) in physes and v["kind"] == "bright physis"]
+    assert abs(z - sum(heights) / len(heights)) < 40, (z, heights)
+    assert _focused() is window.active_view()
+    window.loader.wait(5000)

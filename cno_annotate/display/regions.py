@@ -19,7 +19,9 @@ REGION_FRACTIONS = {
     "Neck": 0.13,
     "Shoulders / clavicles": 0.19,
     "Chest / thoracic spine": 0.27,
+    "Elbows": 0.35,  # arms at the sides: the elbows beside the upper lumbar spine
     "Lumbar spine / abdomen": 0.38,
+    "Wrists / hands": 0.48,  # and the wrists beside the hips (CNO strikes the distal radius too)
     "Pelvis / hips": 0.50,
     "Knees": 0.72,
     "Ankles": 0.93,
