@@ -388,3 +388,24 @@ def test_go_to_region_reaches_the_elbows_and_wrists(open_viewer, qtbot, sample_t
     assert abs(z - sum(heights) / len(heights)) < 40, (z, heights)
     assert _focused() is window.active_view()
     window.loader.wait(5000)
+
+
+def test_the_crosshair_a_few_pixels_off_a_marker_does_not_run_through_its_name(open_viewer, qtbot):
+    """The crosshair put 6 px above a marker (a click beside it) leaves the marker's name clear too."""
+    import math
+
+    window = open_viewer(reader="dr-s")
+    v = window.panels["left"].view
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(300.0, 40.0).toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    _key(qtbot, Qt.Key_Escape)
+    marker = v.image_to_widget(300.0, 40.0)
+    for offset in (-6, -9, 5):
+        qtbot.mouseClick(v, Qt.LeftButton, pos=(marker + type(marker)(40, offset)).toPoint())  # beside it
+        row, col = v.state.lps_to_screen(v.state.point)
+        line_y = math.floor(v.image_to_widget(row, col).y())
+        assert abs(line_y - marker.y()) > 3, (line_y, marker.y())
+        (label,) = [painted for painted in v.label_layout() if painted.lines[0].startswith("L1")]
+        assert not label.box.top() <= line_y < label.box.bottom(), (offset, label.box, line_y)
+    window.loader.wait(5000)

@@ -454,6 +454,7 @@ class SliceView(QWidget):
             requests.append(LabelRequest(owner, max(metrics.horizontalAdvance(line) for line in lines),
                                          metrics.height() * len(lines), sides))
         fixed = tuple(Box(r.left(), r.top(), r.width(), r.height()) for r in self.overlay_layout().values())
+        fixed += self._crosshair_row()  # the horizontal crosshair would run along a name's letters
         key = (tuple(requests), fixed, self.width(), self.height())
         if self._labels_placed is None or self._labels_placed[0] != key:
             boxes = place_labels(requests, Box(2, 2, self.width() - 4, self.height() - 4), fixed)
@@ -462,6 +463,12 @@ class SliceView(QWidget):
         return [PaintedLabel(lines, colour, font, QRectF(b.left, b.top, b.width, b.height),
                              QRectF(o.left, o.top, o.width, o.height))
                 for (lines, colour, font, o, _), b in zip(wanted, boxes)]
+
+    def _crosshair_row(self) -> tuple[Box, ...]:
+        """The band the horizontal crosshair line is painted on (a row of pixels and one each side), if in view."""
+        row, col = self.state.lps_to_screen(self.state.point)
+        y = math.floor(self.image_to_widget(row, col).y())
+        return (Box(0, y - 1, self.width(), 3),) if 0 <= y < self.height() else ()
 
     def _paint_labels(self, painter: QPainter, labels: list[PaintedLabel]) -> None:
         painter.save()
