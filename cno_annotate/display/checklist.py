@@ -104,8 +104,20 @@ def unit_centre(taxonomy: Taxonomy, unit_id: str, skeleton: Skeleton | None = No
     return float(np.mean([c[0] for c in centres])), float(np.mean([c[1] for c in centres]))
 
 
+#: The skin of the schematic child of each skeleton file: (vertex, soles) z, mm. The bones' own
+#: extremes are not the body's ends: the scalp lies above the skull outline, and the front view
+#: draws the toes below the heels, 20 mm under the soles.
+SCHEMATIC_SKIN_MM = {"1.0.0": (662.0, -890.0)}
+
+
 def schematic_height(taxonomy: Taxonomy, skeleton: Skeleton | None = None) -> tuple[float, float]:
-    """(top, bottom) z of the schematic child: the vertex and the soles, mm."""
+    """(top, bottom) z of the schematic child: the skin of its vertex and soles, mm.
+
+    For a skeleton file without a known skin, the extremes of its shapes.
+    """
+    skeleton = skeleton or load_skeleton()
+    if skeleton.version in SCHEMATIC_SKIN_MM:
+        return SCHEMATIC_SKIN_MM[skeleton.version]
     bounds = [shape_bounds(u.shape) for u in unit_shapes(taxonomy, skeleton)]
     return max(b[3] for b in bounds), min(b[2] for b in bounds)
 
