@@ -143,3 +143,30 @@ def test_crowded_scenes_leave_every_leader_clear_of_other_labels(seed):
     boxes = place_labels(requests, VIEW, fixed)
     assert _clear(boxes, requests, fixed) == []
     assert _leaders_cross(boxes, requests, fixed) == []
+
+
+def test_an_owner_outside_the_view_is_named_at_the_edge_on_the_way_to_it():
+    """Off-view lesions' labels sit at the edge nearest to where the lesion lies, each facing into the view, and
+    the labels of several below the view do not pile up (they were all pinned along the bottom edge)."""
+    from cno_annotate.display.labels import edge_anchor
+
+    far = {"top": Box(170, -500, 10, 10), "bottom": Box(150, 1400, 10, 10), "left": Box(-600, 330, 10, 10),
+           "right": Box(900, 300, 10, 10), "bottom right": Box(420, 1500, 10, 10)}
+    anchors = {name: edge_anchor(owner, VIEW) for name, owner in far.items()}
+    assert anchors["top"].edge == "top" and anchors["top"].box.top == VIEW.top
+    assert anchors["bottom"].edge == "bottom" and anchors["bottom"].box.bottom == VIEW.bottom
+    assert anchors["left"].edge == "left" and anchors["left"].box.left == VIEW.left
+    assert anchors["right"].edge == "right" and anchors["right"].box.right == VIEW.right
+    assert anchors["bottom right"].edge == "bottom" and anchors["bottom right"].box.left > anchors["bottom"].box.left
+    assert [anchors[n].arrow for n in ("top", "bottom", "left", "right")] == ["↑", "↓", "←", "→"]
+    assert edge_anchor(Box(100, 100, 10, 10), VIEW) is None  # in view: named beside it
+    assert edge_anchor(Box(-5, 100, 10, 10), VIEW) is None  # partly in view: too
+    requests = [LabelRequest(a.box, 70, 14, a.sides) for a in anchors.values()]
+    boxes = place_labels(requests, VIEW)
+    assert _clear(boxes, requests) == []
+    for box, anchor in zip(boxes, anchors.values()):  # each beside its own anchor, inside the view
+        near_x = box.left - 8 <= anchor.box.left <= box.right + 8
+        near_y = box.top - 8 <= anchor.box.top <= box.bottom + 8
+        assert {"top": near_x and box.top - VIEW.top <= 6, "bottom": near_x and VIEW.bottom - box.bottom <= 6,
+                "left": near_y and box.left - VIEW.left <= 6, "right": near_y and VIEW.right - box.right <= 6,
+                }[anchor.edge], (anchor, box)

@@ -31,7 +31,16 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
-from cno_annotate.display.labels import BLOCK_SIDES, MARKER_SIDES, Box, LabelRequest, Side, leader_line, place_labels
+from cno_annotate.display.labels import (
+    BLOCK_SIDES,
+    MARKER_SIDES,
+    Box,
+    LabelRequest,
+    Side,
+    edge_anchor,
+    leader_line,
+    place_labels,
+)
 from cno_annotate.display.marking import clip_to_image, gesture_lesion
 from cno_annotate.display.measure import ScreenRoi
 from cno_annotate.display.overlay import ScreenMarker, marker_at
@@ -61,6 +70,7 @@ class PaintedLabel:
     font: QFont
     box: QRectF
     owner: QRectF  # what it names: a label placed away from it gets a leader line to it
+    off_view: tuple[str, tuple[float, float]] | None = None  # a marker outside the view: its key, (row, col)
 
 
 def _box(rect: QRectF) -> Box:
@@ -432,11 +442,20 @@ class SliceView(QWidget):
         """Place the labels with :func:`~cno_annotate.display.labels.place_labels`: none covers another
         label, another lesion's marker, another ROI or the view's corner texts."""
         plain, small = QFont(self.font()), QFont(self.font().family(), 10)
+        bounds = Box(2, 2, self.width() - 4, self.height() - 4)
         wanted: list[tuple[list[str], QColor, QFont, Box, tuple[Side, ...]]] = []
+        off_view: list[tuple[str, tuple[float, float]] | None] = []
         for sm in markers:
             if sm.marker.label:
-                wanted.append(([sm.marker.label], QColor(sm.marker.colour), plain, self._marker_box(sm),
-                               MARKER_SIDES))
+                owner = self._marker_box(sm)
+                anchor = edge_anchor(owner, bounds)
+                if anchor is None:
+                    wanted.append(([sm.marker.label], QColor(sm.marker.colour), plain, owner, MARKER_SIDES))
+                    off_view.append(None)
+                else:  # outside the view: named at the edge on the way to it, an arrow pointing there
+                    wanted.append(([f"{anchor.arrow} {sm.marker.label}"], QColor(sm.marker.colour), plain,
+                                   anchor.box, anchor.sides))
+                    off_view.append((sm.marker.key, (sm.row, sm.col)))
         for sr in rois:
             lines = [sr.title] + (sr.stats.label if sr.stats is not None else "no voxel inside").split("\n")
             bounds = self._roi_path(sr).boundingRect().adjusted(-2, -2, 2, 2)
@@ -457,12 +476,20 @@ class SliceView(QWidget):
         fixed += self._crosshair_row()  # the horizontal crosshair would run along a name's letters
         key = (tuple(requests), fixed, self.width(), self.height())
         if self._labels_placed is None or self._labels_placed[0] != key:
-            boxes = place_labels(requests, Box(2, 2, self.width() - 4, self.height() - 4), fixed)
+            boxes = place_labels(requests, bounds, fixed)
             self._labels_placed = (key, boxes)
         boxes = self._labels_placed[1]
+        off_view += [None] * (len(wanted) - len(off_view))
         return [PaintedLabel(lines, colour, font, QRectF(b.left, b.top, b.width, b.height),
-                             QRectF(o.left, o.top, o.width, o.height))
-                for (lines, colour, font, o, _), b in zip(wanted, boxes)]
+                             QRectF(o.left, o.top, o.width, o.height), away)
+                for (lines, colour, font, o, _), b, away in zip(wanted, boxes, off_view)]
+
+    def off_view_label_at(self, position: QPointF) -> tuple[str, tuple[float, float]] | None:
+        """The marker (key, image row and column) whose off-view label is under a widget position, if any."""
+        for label in self.label_layout():
+            if label.off_view is not None and label.box.adjusted(-3, -3, 3, 3).contains(position):
+                return label.off_view
+        return None
 
     def _crosshair_row(self) -> tuple[Box, ...]:
         """The band the horizontal crosshair line is painted on (a row of pixels and one each side), if in view."""
@@ -474,7 +501,7 @@ class SliceView(QWidget):
         painter.save()
         for label in labels:
             line = leader_line(_box(label.owner), _box(label.box))  # the line place_labels kept clear of labels
-            if line is not None:  # moved away from what it names: a leader line to it
+            if line is not None and label.off_view is None:  # (an off-view label's arrow points the way)  # moved away from what it names: a leader line to it
                 for pen in (QPen(OUTLINE, 3), QPen(label.colour, 1)):
                     painter.setPen(pen)
                     painter.drawLine(QPointF(*line[0]), QPointF(*line[1]))
@@ -637,6 +664,12 @@ class SliceView(QWidget):
         if not self.state.ready:
             return
         button = event.button()
+        away = self.off_view_label_at(event.position()) if button == Qt.LeftButton and not self._space else None
+        if away is not None:  # a lesion outside the view, named at its edge: bring it in and select it
+            self._drag = None
+            self.session.reveal(self.state.screen_to_lps(*away[1]))
+            self.marker_clicked.emit(away[0])
+            return
         if button == Qt.MiddleButton or (button == Qt.LeftButton and self._space):
             self._drag = ("pan", event.position(), self._centre_pixel())
         elif button == Qt.RightButton:

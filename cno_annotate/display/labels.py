@@ -85,6 +85,50 @@ class LabelRequest:
 #: Pixels between a label beside its owner and the owner's centre line (where a crosshair may run).
 CROSSHAIR_CLEARANCE = 2.0
 
+
+@dataclass(frozen=True)
+class EdgeAnchor:
+    """Where a view names an owner that lies outside it: a point on the ``edge`` on the way to the owner.
+
+    ``box`` is that point (0 x 0), ``sides`` the side facing into the view (the label goes there) and
+    ``arrow`` points from the label towards the owner.
+    """
+
+    box: Box
+    edge: str
+    sides: tuple[Side, ...]
+    arrow: str
+
+
+#: Per edge of the view: the side of its anchor facing into the view, and the arrow pointing out.
+_EDGES = {"top": (Side.BELOW, "↑"), "bottom": (Side.ABOVE, "↓"), "left": (Side.RIGHT, "←"),
+          "right": (Side.LEFT, "→")}
+
+
+def edge_anchor(owner: Box, bounds: Box) -> EdgeAnchor | None:
+    """The point of the view's edge nearest on the way to an owner lying wholly outside the view, or None.
+
+    The straight line from the view's centre to the owner's centre leaves the view through one edge;
+    the anchor is where. An owner of which any part shows is named beside it (None).
+    """
+    if owner.overlap(bounds) or (owner.width == 0 and owner.height == 0 and _inside(_centre(owner), bounds)):
+        return None
+    (cx, cy), (tx, ty) = _centre(bounds), _centre(owner)
+    dx, dy = tx - cx, ty - cy
+    along_x = bounds.width / 2 / abs(dx) if dx else math.inf
+    along_y = bounds.height / 2 / abs(dy) if dy else math.inf
+    if along_x < along_y:
+        edge, x, y = ("right" if dx > 0 else "left"), (bounds.right if dx > 0 else bounds.left), cy + dy * along_x
+    else:
+        edge, x, y = ("bottom" if dy > 0 else "top"), cx + dx * along_y, (bounds.bottom if dy > 0 else bounds.top)
+    side, arrow = _EDGES[edge]
+    return EdgeAnchor(Box(x, y, 0.0, 0.0), edge, (side,), arrow)
+
+
+def _inside(point: tuple[float, float], bounds: Box) -> bool:
+    return bounds.left <= point[0] <= bounds.right and bounds.top <= point[1] <= bounds.bottom
+
+
 #: A label further than this (pixels, along x plus along y) from what it names gets a leader line to it.
 LEADER_FROM = 12.0
 

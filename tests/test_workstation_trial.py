@@ -1,0 +1,68 @@
+"""Defects a radiologist trial of the reading workstation left (issue 12), driven through the real window.
+
+Every test starts from where the keyboard focus lands at open, drives keys, wheel and mouse, and saves
+the screenshots it judges by (under pytest's tmp_path) so that they can be looked at.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("PySide6", reason="the workstation needs the ui extra")
+
+from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(open_viewer):
+    w = open_viewer(reader="dr-t", size=(1280, 800))
+    yield w
+    w.loader.wait(5000)
+
+
+def _key(qtbot, key, modifiers=Qt.NoModifier):
+    """A key pressed wherever the keyboard focus is."""
+    qtbot.keyClick(QApplication.focusWidget(), key, modifiers)
+
+
+def test_labels_of_lesions_off_the_view_sit_at_the_nearest_edge_apart_and_a_click_brings_the_lesion_in(
+        window, qtbot, tmp_path):
+    """Defect 2: zoomed in, the four lesions above, below, right and left of the view are named at the top, bottom,
+    right and left edges (they were pinned along the bottom), clear of each other and of the corner texts;
+    a click on one selects its lesion and brings it into view."""
+    view, state, session = window.panels["left"].view, window.session.views["left"], window.read_session
+    row, col = state.lps_to_screen(state.point)
+    rows, cols = state.image().shape
+    places = {"top": (row - 150, col), "bottom": (row + 150, col), "left": (row, 4.0), "right": (row, cols - 5.0)}
+    ids = {}
+    for edge, (r, c) in places.items():
+        lps = state.screen_to_lps(r, c)
+        ids[edge] = session.add_lesion(lps, state.volume.volume_id, state.volume.lps_to_index(lps))
+    window.lesion_panel.refresh()
+    window.focus_image()
+    for _ in range(9):
+        _key(qtbot, Qt.Key_Plus)
+    qtbot.wait(20)
+    view.grab().save(str(tmp_path / "off-view-labels.png"))
+    labels = {label.lines[0].split()[1]: label for label in view.label_layout() if label.lines[0][0] in "↑↓←→"}
+    assert set(labels) == set(ids.values()), [label.lines for label in view.label_layout()]
+    arrows = {"top": "↑", "bottom": "↓", "left": "←", "right": "→"}
+    w, h = view.width(), view.height()
+    for edge, lesion_id in ids.items():
+        box = labels[lesion_id].box
+        assert labels[lesion_id].lines[0].startswith(arrows[edge])
+        assert {"top": box.top() < h / 4, "bottom": box.bottom() > 3 * h / 4,
+                "left": box.left() < w / 4, "right": box.right() > 3 * w / 4}[edge], (edge, box)
+    boxes = [label.box for label in labels.values()] + list(view.overlay_layout().values())
+    overlaps = [(a, b) for n, a in enumerate(boxes) for b in boxes[n + 1:] if a.intersects(b)]
+    assert overlaps == [] and all(QRectF(view.rect()).contains(label.box) for label in labels.values())
+    target = labels[ids["bottom"]].box.center()
+    qtbot.mouseClick(view, Qt.LeftButton, pos=target.toPoint())
+    assert window.lesion_panel.selected == ids["bottom"]
+    lesion = session.read.lesion(ids["bottom"])
+    where = view.image_to_widget(*state.lps_to_screen(lesion.position))
+    assert QRectF(view.rect()).contains(where)
+    view.grab().save(str(tmp_path / "brought-into-view.png"))
