@@ -66,3 +66,28 @@ def test_labels_of_lesions_off_the_view_sit_at_the_nearest_edge_apart_and_a_clic
     where = view.image_to_widget(*state.lps_to_screen(lesion.position))
     assert QRectF(view.rect()).contains(where)
     view.grab().save(str(tmp_path / "brought-into-view.png"))
+
+
+@pytest.mark.parametrize("plane_key", [Qt.Key_C, Qt.Key_S])
+def test_a_click_on_a_vertebral_body_names_its_level_in_coronal_and_sagittal_stir_and_t1(window, qtbot, plane_key):
+    """Defect 1 through the window: M, a click on the generator's T8, L3 or C5 body on the STIR (left) or T1
+    (right) view, coronal or sagittal: the site box offers that level (it offered the level below)."""
+    from cno_annotate.phantom import vertebra_centres
+
+    centres = vertebra_centres()
+    for name in ("left", "right"):
+        view, state = window.panels[name].view, window.session.views[name]
+        qtbot.mouseClick(view, Qt.LeftButton, pos=view.rect().center())  # this view is the active one
+        _key(qtbot, plane_key)
+        for level in ("T8", "L3", "C5"):
+            centre = centres[level][0]
+            window.session.set_point(name, centre)
+            placed = len(window.read_session.read.lesions)
+            _key(qtbot, Qt.Key_M)
+            row, col = state.lps_to_screen(centre)
+            qtbot.mouseClick(view, Qt.LeftButton, pos=view.image_to_widget(row, col).toPoint())
+            picker = window.lesion_panel.site_picker
+            qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == placed + 1, timeout=3000)  # (after the
+            # double-click interval)
+            assert picker.search.text() == window.read_session.taxonomy.site(f"spine.{level}").label, (name, level)
+            _key(qtbot, Qt.Key_Escape)
