@@ -34,6 +34,7 @@ from cno_annotate.io.axes import ijk_shape
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.io.roles import ROLES
 from cno_annotate.paths import display as display_path
+from cno_annotate.wording import counted
 
 if TYPE_CHECKING:
     from cno_annotate.store.catalog import VolumeRow
@@ -279,8 +280,8 @@ def cmd_sample(args) -> int:
                      timepoints=args.timepoints)
     truth = generate_study(out, plan)
     visits = f"{plan.timepoints} visits x " if plan.timepoints > 1 else ""
-    print(f"wrote {truth['files']} DICOM files ({visits}{plan.stations} stations x 2 series x {plan.slices} "
-          f"slices of {plan.matrix} x {plan.matrix}) and ground_truth.json to {out}")
+    print(f"wrote {counted(truth['files'], 'DICOM file')} ({visits}{counted(plan.stations, 'station')} x 2 series x "
+          f"{counted(plan.slices, 'slice')} of {plan.matrix} x {plan.matrix}) and ground_truth.json to {out}")
     for visit in sorted({v for v, _ in lesions_outside(truth)}):
         names = [f"{x['id']} {x['segment']} {x['bone']} {x['side']}".replace("  ", " ")
                  for v, x in lesions_outside(truth) if v == visit]
@@ -467,7 +468,9 @@ def cmd_import_log(args) -> int:
         return 0
     for run in runs:
         summary = run["summary"] or {}
-        print(f"run {run['run_id']}  {run['started']}  {summary.get('instances', '?')} instances, "
+        instances = summary.get("instances")
+        print(f"run {run['run_id']}  {run['started']}  "
+              f"{counted(instances, 'instance') if isinstance(instances, int) else '? instances'}, "
               f"{len(run['skipped'])} skipped  {' '.join(run['paths'])}")
         for item in run["skipped"]:
             print(f"    {item['path']}: {item['reason']}")
@@ -540,7 +543,7 @@ def cmd_read_export(args) -> int:
                         lambda path: (write_document(document, path),
                                       {"format": "json", "study_uid": study, "reader": reader,
                                        "reads": [r["read_id"] for r in document["reads"]]}), actor)
-    print(f"wrote {len(document['reads'])} reads to {args.out}")
+    print(f"wrote {counted(len(document['reads']), 'read')} to {args.out}")
     return 0
 
 
@@ -550,7 +553,7 @@ def cmd_read_import(args) -> int:
 
     store = _open_store(args)
     ids = import_document(store, args.file, replace=args.replace)
-    print(f"imported {len(ids)} reads from {args.file}")
+    print(f"imported {counted(len(ids), 'read')} from {args.file}")
     return 0
 
 
@@ -616,7 +619,7 @@ def cmd_export_csv(args) -> int:
                                                "reading_study": args.reading_study,
                                                "latest_submitted": args.latest_submitted,
                                                "reads": [r["read_id"] for r in document["reads"]]}), actor)
-    print(f"wrote {', '.join(str(p) for p in paths)} ({len(document['reads'])} reads)")
+    print(f"wrote {', '.join(str(p) for p in paths)} ({counted(len(document['reads']), 'read')})")
     return 0
 
 

@@ -10,6 +10,7 @@ from cno_annotate.cli_args import add_json, add_pacs_node, add_replace, add_time
 from cno_annotate.cli_output import open_store
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
+from cno_annotate.wording import counted
 
 
 def _port(text: str) -> int:
@@ -256,7 +257,7 @@ def cmd_retrieve(args) -> int:
     kept = [o for o in report.outcomes if o["result"] == "kept"]
     refused = [o for o in report.outcomes if o["result"] == "refused"]
     kinds = ", ".join(sorted({k for o in kept for k in o["reason"].split(", ")}))
-    print(f"retrieved {report.received} of {report.expected} instances{held} of study {report.study_uid} "
+    print(f"retrieved {report.received} of {counted(report.expected, 'instance')}{held} of study {report.study_uid} "
           f"from {client.node.name} in {report.seconds:.1f} s; imported {len(report.imported_series)} series into "
           f"{store.root}" + (f"; {len(kept)} series kept as non-image files ({kinds})" if kept else "")
           + (f"; {len(refused)} series refused by the importer (listed above)" if refused else ""))
@@ -264,7 +265,7 @@ def cmd_retrieve(args) -> int:
         print(f"cno-annotate: error: series {failed['number'] if failed['number'] is not None else '-'} "
               f"{failed['description'] or failed['series_uid']} not retrieved: {failed['reason']}", file=sys.stderr)
     if report.failed:
-        print(f"cno-annotate: error: {len(report.failed)} of {report.series} series not retrieved; run the same "
+        print(f"cno-annotate: error: {len(report.failed)} of {counted(report.series, 'series', 'series')} not retrieved; run the same "
               "command again to retry them", file=sys.stderr)
     return 1 if report.failed or refused else 0
 

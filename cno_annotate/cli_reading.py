@@ -19,6 +19,7 @@ from cno_annotate.cli_args import (
 from cno_annotate.cli_output import existing_store_root, open_store
 from cno_annotate.cli_output import print_rows as _print_rows
 from cno_annotate.errors import CnoError
+from cno_annotate.wording import counted
 
 
 def register(sub, common) -> None:
@@ -421,7 +422,7 @@ def cmd_export(args) -> int:
                                    "reads": [r["read_id"] for r in document["reads"]]}
     audited_file_export(store, args.out, args.force, "export", entity,
                         lambda path: (write_document(document, path), detail), actor=args.reader)
-    print(f"wrote {len(document['reads'])} reads of {args.reader} to {args.out}")
+    print(f"wrote {counted(len(document['reads']), 'read')} of {args.reader} to {args.out}")
     return 0
 
 
@@ -514,7 +515,7 @@ def cmd_collect(args) -> int:
             continue
         print(f"{path}: {_collected(done)}")
     if refused and len(args.results) > 1:
-        print(f"cno-annotate: error: {refused} of {len(args.results)} files refused (see above); "
+        print(f"cno-annotate: error: {refused} of {counted(len(args.results), 'file')} refused (see above); "
               f"{len(args.results) - refused} handled as said above", file=sys.stderr)
     return 1 if refused else 0
 
@@ -739,9 +740,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-def _plural(n: int, noun: str) -> str:
-    """``n`` and the noun, plural unless n is 1."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+_plural = counted
 
 
 def _check_report_options(store, args) -> None:

@@ -33,6 +33,7 @@ from cno_annotate.store import instances
 from cno_annotate.store.db import DB_NAME, Store, now
 from cno_annotate.store.locations import UNLINKED, RecordedFile, relink, stored_instances, unlink_replaced
 from cno_annotate.uids import stable_uid
+from cno_annotate.wording import counted
 
 Progress = Callable[[int, int], None]
 _BATCH = 200
@@ -362,7 +363,7 @@ def _stopped_message(store: Store, exc: StoreWriteError, saved: int) -> str:
     if not saved:
         return str(exc)
     return (f"the store at {store.root} could not be written ({exc.reason}): the import stopped after saving "
-            f"{saved} images (kept in the store, their series may be incomplete); run the import again to "
+            f"{counted(saved, 'image')} (kept in the store, their series may be incomplete); run the import again to "
             f"finish it")
 
 

@@ -24,6 +24,7 @@ from cno_annotate.io.volume import LoadReport, Volume, VolumeHeader, VolumeKind
 from cno_annotate.paths import display
 from cno_annotate.store.catalog import VolumeRow
 from cno_annotate.store.db import Store
+from cno_annotate.wording import counted
 
 
 def open_volume(store: Store, volume_id: str) -> Volume:
@@ -161,10 +162,10 @@ def _unusable_message(checks: list[FileCheck], what: str = "this series") -> str
     replaced = len(checks) - missing
     parts = []
     if missing:
-        parts.append(f"{missing} files of {what} are missing; if the folder moved, run: "
+        parts.append(f"{counted(missing, 'file')} of {what} {'is' if missing == 1 else 'are'} missing; if the folder moved, run: "
                      "cno-annotate relocate OLD NEW")
     if replaced:
-        parts.append(f"{replaced} files of {what} hold other images than the ones imported (another "
+        parts.append(f"{counted(replaced, 'file')} of {what} {'holds' if replaced == 1 else 'hold'} other images than the ones imported (another "
                      "study's files in their place?): not shown; import their folder again to re-index it")
     return "; ".join(parts)
 

@@ -123,7 +123,7 @@ def test_a_missing_slice_is_flagged_and_does_not_darken_the_neighbour(small_stud
     files[int(np.argsort(positions)[2])].unlink()  # the third slice along the normal
     import_paths(store, [study])
     (note,) = [n for n in notes(store) if n.volume_id]
-    assert "misses 1 slices" in note.message and "FLAGGED" in note.message
+    assert "misses 1 slice (" in note.message and "FLAGGED" in note.message
     (full_note,) = [n for n in notes(full) if n.volume_id]
     got, reference = load_volume(store, note.volume_id), load_volume(full, full_note.volume_id)
     # Rows where stations 101 and 102 overlap, in the plane of the missing slice.

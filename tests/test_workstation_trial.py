@@ -91,3 +91,22 @@ def test_a_click_on_a_vertebral_body_names_its_level_in_coronal_and_sagittal_sti
             # double-click interval)
             assert picker.search.text() == window.read_session.taxonomy.site(f"spine.{level}").label, (name, level)
             _key(qtbot, Qt.Key_Escape)
+
+
+def test_the_panel_and_the_status_count_one_unit_and_one_lesion_in_the_singular(window, qtbot, monkeypatch):
+    """Defect 3: one lesion in one unit reads "1 unit with lesions", the last unit marked "1 bone unit"."""
+    session, state = window.read_session, window.session.views["left"]
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), state.volume.volume_id, (40, 337, 6))
+    session.update_lesion(lesion, site_id="femur.distal", side="R")
+    window.lesion_panel.refresh()
+    text = window.lesion_panel.totals.text()
+    assert "1 unit with lesions" in text and "1 units" not in text, text
+    for unit in window.read_session.taxonomy.unit_ids()[1:]:
+        if unit != "femur.distal:R":
+            session.mark_unit(unit, "no_lesion")
+    window.lesion_panel.refresh()
+    questions = []
+    monkeypatch.setattr(window, "confirm", lambda question, detail: questions.append(question) or True)
+    qtbot.mouseClick(window.mark_rest_button, Qt.LeftButton)
+    assert questions == ["Mark the 1 bone unit not yet reviewed as 'no lesion'?"]
+    assert window.statusBar().currentMessage().startswith("1 unit marked no lesion"), window.statusBar().currentMessage()

@@ -32,6 +32,7 @@ from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.annotation.scheme import NOT_ASSESSABLE, Item
 from cno_annotate.annotation.scoring import NO_LESION, UNIT_NOT_ASSESSABLE
 from cno_annotate.errors import CnoError, ReadConflict, ReadLocked
+from cno_annotate.wording import counted
 
 NO_SIDE = "—"
 CHECKED_STYLE = ("QToolButton { min-width: 22px; } "
@@ -376,7 +377,7 @@ class LesionPanel(QWidget):
                             f"{session.scheme.title} ({session.scheme.id} {session.scheme.version})")
         scores = session.scores()
         regions = ", ".join(f"{session.taxonomy.regions[r]} {v}" for r, v in sorted(scores.regions.items()) if v)
-        self.totals.setText(f"<b>Total {scores.total}</b> · {scores.units_with_lesion} units with lesions · "
+        self.totals.setText(f"<b>Total {scores.total}</b> · {counted(scores.units_with_lesion, 'unit')} with lesions · "
                             f"{scores.units_not_assessable} not assessable<br>{regions}")
         self.lesions.blockSignals(True)
         self.lesions.clear()

@@ -67,6 +67,7 @@ from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import is_permission_error, is_url
 from cno_annotate.study_pacs import image_cache, open_cache
 from cno_annotate.volumes import unread_files_message
+from cno_annotate.wording import counted
 
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
@@ -761,11 +762,11 @@ class MainWindow(QMainWindow):
         self.study_list.clear()
         for study in self.store.studies():
             text = "  ".join(x for x in (study.study_date, study.patient_id, study.description) if x)
-            tip = f"{study.volumes} volumes"
+            tip = counted(study.volumes, "volume")
             text = text or study.study_uid
             if study.missing_files:  # first, so that a narrow list never cuts it off
-                text = f"{study.missing_files} files missing  {text}"
-                tip += (f"; {study.missing_files} files not found where they were imported from: import the "
+                text = f"{counted(study.missing_files, 'file')} missing  {text}"
+                tip += (f"; {counted(study.missing_files, 'file')} not found where they were imported from: import the "
                         "moved folder again or run 'cno-annotate relocate OLD NEW'")
             item = QListWidgetItem(text)
             if study.missing_files:
@@ -1064,7 +1065,7 @@ class MainWindow(QMainWindow):
                 colour = READER_COLOURS[n % len(READER_COLOURS)]  # as reader_markers colours their markers
                 total = read_document(read)["scores"]["total"]
                 lines.append(f"<span style='color:{colour}'>{html.escape(read.reader)}</span>: "
-                             f"total {total}, {len(read.lesions)} lesions")
+                             f"total {total}, {counted(len(read.lesions), 'lesion')}")
             self.extra_markers = reader_markers(reads)
         self.case_info.setText("<br>".join(lines))
 
@@ -1147,14 +1148,14 @@ class MainWindow(QMainWindow):
         if not remaining:
             self.statusBar().showMessage("Every bone unit is already reviewed", 5000)
             return
-        if self.confirm(f"Mark the {len(remaining)} bone units not yet reviewed as 'no lesion'?",
+        if self.confirm(f"Mark the {counted(len(remaining), 'bone unit')} not yet reviewed as 'no lesion'?",
                         "Units with a lesion or a mark keep it. Ctrl+Z undoes this in one step."):
             try:
                 marked = session.mark_remaining()
             except CnoError as exc:  # refused whole (changed elsewhere, submitted, not written): say so, not success
                 self.statusBar().showMessage(f"No unit was marked: {exc}", 10000)
             else:
-                self.statusBar().showMessage(f"{len(marked)} units marked no lesion (Ctrl+Z undoes)", 10000)
+                self.statusBar().showMessage(f"{counted(len(marked), 'unit')} marked no lesion (Ctrl+Z undoes)", 10000)
         self.focus_image()
 
     def confirm(self, question: str, detail: str) -> bool:

@@ -35,6 +35,7 @@ from cno_annotate.pacs.client import open_client
 from cno_annotate.pacs.query import StudyMatch, StudyQuery, parse_date_range
 from cno_annotate.pacs.retrieve import retrieve_study, series_line
 from cno_annotate.store import Store
+from cno_annotate.wording import counted
 
 COLUMNS = ("Date", "Patient ID", "Name", "Accession", "Modalities", "Series", "Instances", "Description")
 
@@ -225,7 +226,7 @@ class PacsDialog(QDialog):
         self.busy = False
         held = f", {report.already_in_store} already in the store" if report.already_in_store else ""
         verb = "Cancelled after" if report.cancelled else "Retrieved"
-        self.status.setText(f"{verb} {report.received} of {report.expected} instances{held} "
+        self.status.setText(f"{verb} {report.received} of {counted(report.expected, 'instance')}{held} "
                             f"({report.seconds:.1f} s); {len(report.imported_series)} series imported"
                             + (f"; {len(report.failed)} series not retrieved: "
                                + "; ".join(f"{f['description'] or f['series_uid']}: {f['reason']}"

@@ -27,6 +27,7 @@ from cno_annotate.annotation.scoring import (
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.annotation.validation import unit_of
 from cno_annotate.errors import CnoError
+from cno_annotate.wording import counted
 
 if TYPE_CHECKING:
     from cno_annotate.store.clinical import Visit
@@ -134,9 +135,7 @@ def _days(text: str) -> int:
     return date.fromisoformat(text).toordinal()
 
 
-def plural(n: int, noun: str) -> str:
-    """``n`` and the noun, plural unless n is 1 ("1 case", "3 cases")."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+plural = counted  # "1 case", "3 cases"
 
 
 def reference_read(case: Case, source: str) -> Read | None:

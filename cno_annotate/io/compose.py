@@ -24,6 +24,7 @@ import numpy as np
 from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.volume import Volume, VolumeHeader, VolumeKind, apply_affine
 from cno_annotate.uids import stable_uid
+from cno_annotate.wording import counted
 
 #: Stations further apart than this along head-feet (mm) do not chain.
 MAX_GAP_MM = 10.0
@@ -110,7 +111,7 @@ class CompositionPlan:
             notes.append(f"FLAGGED: {self.empty_rows} empty rows inside the composite (a gap between stations)")
         for station in self.stations:
             if station.missing_slices:
-                notes.append(f"FLAGGED: station {station.volume_id} misses {station.missing_slices} slices "
+                notes.append(f"FLAGGED: station {station.volume_id} misses {counted(station.missing_slices, 'slice')} "
                              "(no weight in blending; empty where no other station covers them)")
         for alternative in self.alternatives:
             others = ", ".join(alternative["others"])

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from cno_annotate.errors import CnoError
 from cno_annotate.store.db import now
+from cno_annotate.wording import counted
 
 GENESIS = "0" * 64
 #: ``append`` without ``state_before``: nothing was written yet, so the object is checked as it is now.
@@ -314,7 +315,7 @@ def verify(db: sqlite3.Connection, anchor_text: str | None = None) -> Verificati
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return Verification(chain.entries, 0, problems[0] + more, objects, tuple(problems))
     anchored = ", anchor matches" if anchor_text is not None else ""
-    return Verification(chain.entries, None, f"audit chain intact: {chain.entries} entries; {objects} reads and "
+    return Verification(chain.entries, None, f"audit chain intact: {counted(chain.entries, 'entry', 'entries')}; {objects} reads and "
                                              f"reading studies match their audited state{anchored}", objects)
 
 
@@ -399,7 +400,7 @@ def _verify_chain(db: sqlite3.Connection) -> Verification:
     if problems:
         seq, reason = min(problems)
         return Verification(count, seq, reason)
-    return Verification(count, None, f"audit chain intact: {count} entries")
+    return Verification(count, None, f"audit chain intact: {counted(count, 'entry', 'entries')}")
 
 
 def _end_problems(recorded: tuple[int, str], end: tuple[int, str]) -> list[tuple[int, str]]:
