@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6", reason="the workstation needs the ui extra")
 
-from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
+from PySide6.QtCore import QRectF, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 pytestmark = pytest.mark.gui
