@@ -110,3 +110,86 @@ def test_the_panel_and_the_status_count_one_unit_and_one_lesion_in_the_singular(
     qtbot.mouseClick(window.mark_rest_button, Qt.LeftButton)
     assert questions == ["Mark the 1 bone unit not yet reviewed as 'no lesion'?"]
     assert window.statusBar().currentMessage().startswith("1 unit marked no lesion"), window.statusBar().currentMessage()
+
+
+def _luminance(colour) -> float:
+    """WCAG relative luminance of a QColor."""
+    def channel(value: int) -> float:
+        c = value / 255
+        return c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4
+
+    return 0.2126 * channel(colour.red()) + 0.7152 * channel(colour.green()) + 0.0722 * channel(colour.blue())
+
+
+def _ratio(a: float, b: float) -> float:
+    return (max(a, b) + 0.05) / (min(a, b) + 0.05)
+
+
+def _surface_and_text(widget) -> tuple[float, float]:
+    """(luminance of a widget's surface, contrast of its text on it) from its pixels as painted.
+
+    The surface is the commonest colour inside the widget (its frame left out), the text the pixel that stands
+    out most from it (a glyph's core).
+    """
+    from collections import Counter
+
+    image = widget.grab().toImage()
+    pixels = [image.pixelColor(x, y) for x in range(3, image.width() - 3) for y in range(3, image.height() - 3)]
+    surface = Counter(p.rgb() for p in pixels).most_common(1)[0][0]
+    from PySide6.QtGui import QColor
+
+    lum = _luminance(QColor.fromRgb(surface))
+    return lum, max(_ratio(lum, _luminance(p)) for p in pixels)
+
+
+def _controls(window) -> list:
+    """The window's buttons (grade buttons, toolbar buttons), combos and text boxes that show a text."""
+    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit
+
+    found = []
+    for kind in (QAbstractButton, QComboBox, QLineEdit):
+        for widget in window.findChildren(kind):
+            text = widget.currentText() if isinstance(widget, QComboBox) else widget.text()
+            if widget.isVisible() and not widget.visibleRegion().isEmpty() and text and widget.width() > 12:
+                found.append(widget)
+    return found
+
+
+@pytest.mark.parametrize("first", ["dark", "light"])
+def test_every_control_state_reads_in_both_themes(open_viewer, qtbot, tmp_path, monkeypatch, first):
+    """Defect 4: after switching theme (and when started in it), every control of the window - enabled,
+    disabled, checked, checked and disabled (no lesion chosen, a lesion graded, the read submitted) - has the
+    theme's surface (light in the light theme, dark in the dark one; checked grades their blue) and text at
+    4.5:1 on it. Disabled grade buttons stayed dark in the light theme."""
+    from PySide6.QtWidgets import QMessageBox, QToolButton
+
+    monkeypatch.setenv("CNO_ANNOTATE_THEME", first)
+    window = open_viewer(reader="dr-t", size=(1280, 800))
+    state, session = window.session.views["left"], window.read_session
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), state.volume.volume_id, (40, 337, 6))
+    session.update_lesion(lesion, site_id="femur.distal", side="R")
+    session.set_grade(lesion, "marrow_hyperintensity", 2)
+    problems = []
+    for step in ("no lesion chosen", "a lesion graded", "submitted"):
+        if step == "a lesion graded":
+            window.lesion_panel.select(lesion)
+        if step == "submitted":
+            monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
+            qtbot.mouseClick(window.lesion_panel.submit_button, Qt.LeftButton)
+            window.lesion_panel.select(lesion)
+        for theme in ("light", "dark") if first == "dark" else ("dark", "light"):
+            if window.light_action.isChecked() != (theme == "light"):
+                window.light_action.trigger()
+            qtbot.wait(10)
+            window.grab().save(str(tmp_path / f"{first}-then-{theme}-{step.replace(' ', '-')}.png"))
+            for widget in _controls(window):
+                surface, contrast = _surface_and_text(widget)
+                checked = isinstance(widget, QToolButton) and widget.isChecked()
+                name = f"{step}, {theme}: {type(widget).__name__} {widget.text() if hasattr(widget, 'text') else ''}" \
+                       f"{' checked' if checked else ''}{'' if widget.isEnabled() else ' disabled'}"
+                if contrast < 4.5:
+                    problems.append(f"{name}: text {contrast:.1f}:1")
+                if not checked and (surface < 0.4 if theme == "light" else surface > 0.1):
+                    problems.append(f"{name}: surface luminance {surface:.2f} in the {theme} theme")
+    assert problems == [], "\n".join(problems)
+    window.loader.wait(5000)

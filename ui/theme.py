@@ -38,7 +38,7 @@ def dark_palette() -> QPalette:
     for role, colour in colours.items():
         palette.setColor(role, colour)
     palette.setColor(QPalette.Disabled, QPalette.Button, QColor(40, 40, 44))
-    _readable_when_disabled(palette, QColor(175, 175, 180))
+    _readable_when_disabled(palette, QColor(190, 190, 195))
     return palette
 
 
@@ -46,7 +46,7 @@ def light_palette() -> QPalette:
     """Fusion's light palette, its disabled texts darkened so a submitted (read-only) read stays readable."""
     palette = QApplication.style().standardPalette()
     palette.setColor(QPalette.Highlight, QColor(0, 95, 180))  # white on Fusion's blue was 3.7:1, this 6.6:1
-    _readable_when_disabled(palette, QColor(100, 100, 100))
+    _readable_when_disabled(palette, QColor(85, 85, 85))
     return palette
 
 
@@ -73,3 +73,6 @@ def apply_theme(name: str) -> None:
     app = QApplication.instance()
     app.setStyle("Fusion")
     app.setPalette(dark_palette() if name == "dark" else light_palette())
+    for widget in app.allWidgets():  # a widget with a style sheet keeps the palette it was polished with
+        if widget.styleSheet():
+            widget.setStyleSheet(widget.styleSheet())
