@@ -442,13 +442,13 @@ class SliceView(QWidget):
         """Place the labels with :func:`~cno_annotate.display.labels.place_labels`: none covers another
         label, another lesion's marker, another ROI or the view's corner texts."""
         plain, small = QFont(self.font()), QFont(self.font().family(), 10)
-        bounds = Box(2, 2, self.width() - 4, self.height() - 4)
+        view_box = Box(2, 2, self.width() - 4, self.height() - 4)
         wanted: list[tuple[list[str], QColor, QFont, Box, tuple[Side, ...]]] = []
         off_view: list[tuple[str, tuple[float, float]] | None] = []
         for sm in markers:
             if sm.marker.label:
                 owner = self._marker_box(sm)
-                anchor = edge_anchor(owner, bounds)
+                anchor = edge_anchor(owner, view_box)
                 if anchor is None:
                     wanted.append(([sm.marker.label], QColor(sm.marker.colour), plain, owner, MARKER_SIDES))
                     off_view.append(None)
@@ -476,7 +476,7 @@ class SliceView(QWidget):
         fixed += self._crosshair_row()  # the horizontal crosshair would run along a name's letters
         key = (tuple(requests), fixed, self.width(), self.height())
         if self._labels_placed is None or self._labels_placed[0] != key:
-            boxes = place_labels(requests, bounds, fixed)
+            boxes = place_labels(requests, view_box, fixed)
             self._labels_placed = (key, boxes)
         boxes = self._labels_placed[1]
         off_view += [None] * (len(wanted) - len(off_view))
@@ -501,7 +501,8 @@ class SliceView(QWidget):
         painter.save()
         for label in labels:
             line = leader_line(_box(label.owner), _box(label.box))  # the line place_labels kept clear of labels
-            if line is not None and label.off_view is None:  # (an off-view label's arrow points the way)  # moved away from what it names: a leader line to it
+            if line is not None and label.off_view is None:  # moved away from what it names: a leader line to it
+                # (not for a label of a marker outside the view: its arrow points the way)
                 for pen in (QPen(OUTLINE, 3), QPen(label.colour, 1)):
                     painter.setPen(pen)
                     painter.drawLine(QPointF(*line[0]), QPointF(*line[1]))
