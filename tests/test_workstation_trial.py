@@ -193,3 +193,85 @@ def test_every_control_state_reads_in_both_themes(open_viewer, qtbot, tmp_path, 
                     problems.append(f"{name}: surface luminance {surface:.2f} in the {theme} theme")
     assert problems == [], "\n".join(problems)
     window.loader.wait(5000)
+
+
+def _cut_selectors(window) -> list[str]:
+    """The visible combo boxes of the views' headers and the toolbars whose current text does not fit them."""
+    from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox
+
+    cut = []
+    for combo in window.findChildren(QComboBox):
+        if not combo.isVisible() or combo.visibleRegion().isEmpty() or not combo.currentText():
+            continue
+        option = QStyleOptionComboBox()
+        combo.initStyleOption(option)
+        field = combo.style().subControlRect(QStyle.CC_ComboBox, option, QStyle.SC_ComboBoxEditField, combo)
+        shown = combo.displayed_text() if hasattr(combo, "displayed_text") else combo.currentText()
+        needed = combo.fontMetrics().horizontalAdvance(shown)
+        if field.width() < needed:
+            cut.append(f"{shown!r}: {field.width()} of {needed} px")
+    return cut
+
+
+def _abbreviated(window) -> list[str]:
+    """The views' series selectors that show a short form instead of the whole name."""
+    return [p.series.displayed_text() for p in window.panels.values()
+            if p.isVisible() and p.series.displayed_text() != p.series.currentText()]
+
+
+@pytest.mark.parametrize("size", [(1024, 768), (1280, 800)])
+def test_series_selectors_show_their_whole_name_at_small_window_sizes(open_viewer, qtbot, tmp_path, size):
+    """Defect 5 (1x): at 1024x768 and 1280x800 every selector shows its whole text ("STIR coronal whole body
+    (4 stations)" was cut at 1024 px), and the images keep most of the window."""
+    window = open_viewer(reader="dr-t", size=size)
+    qtbot.wait(20)
+    window.grab().save(str(tmp_path / f"selectors-{size[0]}.png"))
+    assert window.width() <= size[0] and window.height() <= size[1]
+    assert _cut_selectors(window) == []
+    if size[0] >= 1280:  # room for the whole names: no abbreviation
+        assert _abbreviated(window) == []
+    view = window.panels["left"].view
+    assert view.height() > 0.75 * size[1]
+    window.loader.wait(5000)
+
+
+def test_series_selectors_show_their_whole_name_at_2x_scaling(tmp_path, sample_store):
+    """Defect 5 (2x): QT_SCALE_FACTOR=2, a 1280 x 800 window: every selector shows its whole text."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(sample_store.root, store_dir)
+    script = tmp_path / "hidpi.py"
+    script.write_text(f"""
+import json, sys
+sys.path.insert(0, {str(REPO)!r})
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from cno_annotate_ui.main_window import MainWindow
+from tests.test_workstation_trial import _abbreviated, _cut_selectors
+w = MainWindow({str(store_dir)!r}, reader="dr-h")
+w.resize(1280, 800)
+w.show()
+done = []
+w.all_loaded.connect(lambda: done.append(1))
+w.select_study(w.store.studies()[0].study_uid)
+while not done:
+    app.processEvents()
+app.processEvents()
+w.grab().save({str(tmp_path / "selectors-2x.png")!r})
+print(json.dumps({{"ratio": w.devicePixelRatioF(), "cut": _cut_selectors(w), "short": _abbreviated(w)}}))
+w.close()
+""")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    assert figures == {"ratio": 2.0, "cut": [], "short": []}
+

@@ -13,6 +13,7 @@ from cno_annotate_ui.help import HelpDialog
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel, SubsiteBox
 from cno_annotate_ui.live import live_progress_for
 from cno_annotate_ui.loader import VolumeLoader
+from cno_annotate_ui.selectors import FittedCombo
 from cno_annotate_ui.slice_view import SliceView
 from cno_annotate_ui.study_pacs import CaseFetcher
 from cno_annotate_ui.theme import apply_theme, default_theme
@@ -52,7 +53,7 @@ from cno_annotate.annotation.model import ReadingRole
 from cno_annotate.annotation.reads import ReadChange, ReadChangeKind, ReadSession
 from cno_annotate.annotation.taxonomy import load_taxonomy
 from cno_annotate.annotation.timing import DEFAULT_IDLE_SECONDS, ActiveTimer
-from cno_annotate.display.catalog import default_pair, series_choices
+from cno_annotate.display.catalog import default_pair, series_choices, short_label
 from cno_annotate.display.checklist import unit_states, unit_target
 from cno_annotate.display.marking import click_placement, polygon_extent
 from cno_annotate.display.overlay import READER_COLOURS, Marker, read_markers, reader_markers
@@ -154,34 +155,37 @@ class ViewPanel(QWidget):
     def __init__(self, session: ViewerSession, name: str, parent=None):
         super().__init__(parent)
         self.session, self.name = session, name
-        self.series = QComboBox(self)
+        self.series = FittedCombo(short_label, self)
         self.series.setToolTip("Series shown in this view")
         self.series.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.plane = QComboBox(self)
         self.plane.addItems([p.capitalize() for p in PLANES])
         self.plane.setToolTip("Plane (A / C / S)")
-        self.preset = QComboBox(self)
+        self.preset = FittedCombo(short_label, self)
         self.preset.setToolTip("Window / level preset")
         self.preset.setPlaceholderText("Custom")  # shown when the window is none of the presets (a right drag)
         for selector in (self.series, self.plane, self.preset):
             selector.setFocusPolicy(Qt.NoFocus)  # arrows always go to the image, never to a selector
         self.view = SliceView(session, name, self)
-        header = QHBoxLayout()
+        header = QHBoxLayout()  # the series on a line of its own: its name gets the view's width
         header.setContentsMargins(0, 0, 0, 0)
+        controls = QHBoxLayout()
+        controls.setContentsMargins(0, 0, 0, 0)
         self.preset.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
         self.tag = QLabel("", self)  # follow-up reading: which study this view shows
         self.tag.setObjectName("study-tag")
         self.tag.hide()
         header.addWidget(self.tag, 0)
-        header.addWidget(self.series, 4)
-        header.addWidget(self.plane, 0)
-        header.addWidget(self.preset, 2)
+        header.addWidget(self.series, 1)
+        controls.addWidget(self.plane, 0)
+        controls.addWidget(self.preset, 1)
         for selector in (self.series, self.preset):  # the whole name shows in the tooltip and the list
             selector.currentTextChanged.connect(lambda text, s=selector: s.setToolTip(text))
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
         layout.addLayout(header)
+        layout.addLayout(controls)
         layout.addWidget(self.view, 1)
         self.plane.currentIndexChanged.connect(lambda i: session.set_plane(name, PLANES[i]))
         self.preset.textActivated.connect(lambda text: session.apply_preset(name, text))

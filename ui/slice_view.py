@@ -31,6 +31,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
+from cno_annotate.display.catalog import short_label
 from cno_annotate.display.labels import (
     BLOCK_SIDES,
     MARKER_SIDES,
@@ -548,7 +549,10 @@ class SliceView(QWidget):
         painter.setFont(QFont(self.font().family(), 10))
         metrics = QFontMetricsF(painter.font())
         texts = self._corner_texts()
-        label = metrics.elidedText(texts["label"], Qt.ElideRight, layout["label"].width())
+        label = texts["label"]
+        if metrics.horizontalAdvance(label) > layout["label"].width() + 0.5:  # the short form before a cut one
+            label = short_label(label)
+        label = metrics.elidedText(label, Qt.ElideRight, layout["label"].width() + 0.5)
         for key, text in (("label", label), ("plane", texts["plane"]), ("window", texts["window"])):
             rect = layout[key]
             _outlined_text(painter, QPointF(rect.left(), rect.bottom() - metrics.descent()), text, TEXT)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -49,6 +50,25 @@ def series_choices(volumes: Sequence[VolumeRow], blinded: bool = False) -> list[
     ranked = sorted(volumes, key=lambda v: (order[v.kind], v.role == SequenceRole.OTHER, v.role,
                                              number.get(v.volume_id, (0, 0))[0]))
     return [(v.volume_id, label(v, n)) for n, v in enumerate(ranked, start=1)]
+
+
+#: Words a narrow selector abbreviates, in order (a whole word or phrase each).
+_SHORT_WORDS = ((r"\bcoronal\b", "cor"), (r"\bsagittal\b", "sag"), (r"\baxial\b", "ax"), (r"\bwhole body\b", "WB"),
+                (r"\((\d+) stations\)", r"×\1"), (r"\bstation (\d+/\d+)", r"st. \1"), (r"\bseries (\d+)$", r"ser. \1"))
+
+
+def short_label(label: str) -> str:
+    """The short form of a series or preset name, for a selector too narrow for the whole one.
+
+    Planes and "whole body" are abbreviated as on a PACS ("STIR cor WB ×4", "T1 sag st. 2/4"); a name
+    with nothing to abbreviate loses a closing remark in parentheses ("Auto (robust)" -> "Auto").
+    """
+    short = label
+    for pattern, replacement in _SHORT_WORDS:
+        short = re.sub(pattern, replacement, short)
+    if short == label:
+        short = re.sub(r"\s*\([^()]*\)$", "", label) or label
+    return short
 
 
 def default_pair(volumes: Sequence[VolumeRow]) -> tuple[str | None, str | None]:
