@@ -275,3 +275,76 @@ w.close()
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures == {"ratio": 2.0, "cut": [], "short": []}
 
+
+def _answer_when_shown(qtbot, *keys, text: str = "") -> list[str]:
+    """Answer the next modal dialog or popup, once it shows, with ``text`` typed and then ``keys``; returns
+    [its class name] once answered."""
+    from PySide6.QtCore import QTimer
+
+    answered: list[str] = []
+
+    def answer() -> None:
+        dialog = QApplication.activeModalWidget() or QApplication.activePopupWidget()
+        if dialog is None or not dialog.isVisible():
+            QTimer.singleShot(10, answer)
+            return
+        answered.append(type(dialog).__name__)
+        if text:
+            qtbot.keyClicks(dialog.focusWidget() or dialog, text)
+        for key in keys:
+            qtbot.keyClick(dialog.focusWidget() or dialog, key)
+        QTimer.singleShot(3000, lambda: dialog.isVisible() and (answered.append("left open"), dialog.close()))
+
+    QTimer.singleShot(0, answer)
+    return answered
+
+
+def _arrows_scroll_the_image(window, qtbot) -> bool:
+    """Whether Down, pressed wherever the focus is, moves the active image view one slice (and Up back)."""
+    state = window.session.views[window.active_name]
+    before = state.slice_index
+    if QApplication.focusWidget() is None:  # no widget has the keyboard: keys go nowhere
+        return False
+    _key(qtbot, Qt.Key_Down)
+    moved = state.slice_index == before + 1
+    _key(qtbot, Qt.Key_Up)
+    return moved and state.slice_index == before
+
+
+def test_keys_act_on_the_image_after_every_dialog(window, qtbot):
+    """Defect 6: after F1 help, the region list, the mark-the-rest and submit confirmations (declined and
+    accepted) and the new-version question, each opened by its own gesture and closed with the keyboard, the
+    arrows move the image again (they went to the button or list that opened the dialog)."""
+    session, state = window.read_session, window.session.views["left"]
+    lesion = session.add_lesion((-77.0, 0.0, -420.0), state.volume.volume_id, (40, 337, 6))
+    session.update_lesion(lesion, site_id="femur.distal", side="R")
+    window.lesion_panel.refresh()
+    assert _arrows_scroll_the_image(window, qtbot)
+    failed = []
+
+    def check(what: str, answered: list[str]) -> None:
+        qtbot.waitUntil(lambda: bool(answered), timeout=5000)
+        qtbot.wait(20)
+        if not _arrows_scroll_the_image(window, qtbot):
+            failed.append(f"{what} ({answered}): focus on {type(QApplication.focusWidget()).__name__}")
+
+    answered = _answer_when_shown(qtbot, Qt.Key_Escape)
+    _key(qtbot, Qt.Key_F1)
+    check("F1 help closed with Esc", answered)
+    answered = _answer_when_shown(qtbot, Qt.Key_Down, Qt.Key_Down, Qt.Key_Return)
+    qtbot.mouseClick(window.region, Qt.LeftButton)
+    check("region chosen from the list", answered)
+    answered = _answer_when_shown(qtbot, Qt.Key_Escape)
+    qtbot.mouseClick(window.mark_rest_button, Qt.LeftButton)
+    check("mark the rest declined", answered)
+    answered = _answer_when_shown(qtbot, Qt.Key_Escape)
+    qtbot.mouseClick(window.lesion_panel.submit_button, Qt.LeftButton)
+    check("submit declined", answered)
+    answered = _answer_when_shown(qtbot, Qt.Key_Return)
+    qtbot.mouseClick(window.lesion_panel.submit_button, Qt.LeftButton)
+    check("submit accepted", answered)
+    assert str(window.read_session.read.status) == "submitted"
+    answered = _answer_when_shown(qtbot, Qt.Key_Return, text="typo in a grade")
+    qtbot.mouseClick(window.lesion_panel.version_button, Qt.LeftButton)
+    check("new version given a reason", answered)
+    assert failed == [], "\n".join(failed)

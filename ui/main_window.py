@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import shiboken6
 from cno_annotate_ui.checklist import SkeletonChecklist
 from cno_annotate_ui.comparison import Comparison
 from cno_annotate_ui.help import HelpDialog
@@ -1512,6 +1513,29 @@ class MainWindow(QMainWindow):
         if self.isActiveWindow() and (focus is None or not focus.isEnabled() or not focus.isVisible()):
             self.focus_image()
 
+    def _window_hidden(self, window: QObject) -> None:
+        """A dialog or list of this window closed (help, a question, a region list): the keyboard comes back.
+
+        Without a window manager (or with one that activates nothing) the window was left without a
+        focused widget, or with the button that opened the dialog: the arrows did nothing on the image.
+        """
+        parent = window.parentWidget() if isinstance(window, QWidget) else None
+        if window is not self and parent is not None and parent.window() is self and window.isWindow():
+            QTimer.singleShot(0, lambda: self._after_dialog(window))
+
+    def _after_dialog(self, dialog: QWidget) -> None:
+        """The keyboard back to this window once ``dialog`` is closed (not when the reader only left it)."""
+        if self._closed or (shiboken6.isValid(dialog) and dialog.isVisible()) or QApplication.activeModalWidget():
+            return  # (a dialog of QMessageBox.question or QInputDialog.getText is deleted once closed)
+        focus = QApplication.focusWidget()
+        if focus is not None and (focus.window() is dialog or not focus.window().isVisible()):
+            focus = None  # still in the closed dialog
+        if focus is not None and focus.window() is not self:
+            return  # another dialog or window has the keyboard now
+        self.activateWindow()
+        if focus is None or not is_text_entry(focus):
+            self.focus_image()
+
     def _open_first_match(self) -> None:
         for row in range(self.study_list.count()):
             item = self.study_list.item(row)
@@ -1527,10 +1551,13 @@ class MainWindow(QMainWindow):
         - A letter typed into a text field, a selector or a list never fires a one-key shortcut (M).
         - Ctrl+Z / Ctrl+Y undo the read unless the text field has typing of its own to undo.
         - Esc leaves mark mode and gives the keyboard back to the image.
+        - A dialog or list of this window that closes gives the keyboard back (:meth:`_window_hidden`).
         """
         kind = event.type()
         if kind in ACTIVITY_EVENTS:
             self.reading_timer.activity()
+        elif kind == QEvent.Hide:
+            self._window_hidden(watched)
         if kind not in (QEvent.ShortcutOverride, QEvent.KeyPress):
             return False
         focus = QApplication.focusWidget()
