@@ -30,3 +30,5 @@ def test_the_command_line_counts_one_of_a_kind_in_the_singular(sample_copy, tmp_
     assert code == 0 and "imported 1 read from" in text, err
     code, text, _ = cli("export-csv", "--out", tmp_path / "csv", "--store", store.root)
     assert code == 0 and "(1 read)" in text, text
+    code, text, _ = cli("audit", "verify", "--store", store.root)
+    assert code == 0 and "; 1 read or reading study matches its audited state" in text, text

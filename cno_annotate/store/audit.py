@@ -315,8 +315,10 @@ def verify(db: sqlite3.Connection, anchor_text: str | None = None) -> Verificati
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         return Verification(chain.entries, 0, problems[0] + more, objects, tuple(problems))
     anchored = ", anchor matches" if anchor_text is not None else ""
-    return Verification(chain.entries, None, f"audit chain intact: {counted(chain.entries, 'entry', 'entries')}; {objects} reads and "
-                                             f"reading studies match their audited state{anchored}", objects)
+    return Verification(chain.entries, None, f"audit chain intact: {counted(chain.entries, 'entry', 'entries')}; "
+                                             f"{counted(objects, 'read or reading study', 'reads and reading studies')} "
+                                             f"{'matches its' if objects == 1 else 'match their'} audited state{anchored}",
+                        objects)
 
 
 @dataclass
