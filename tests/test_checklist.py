@@ -112,14 +112,15 @@ def test_a_clicked_point_proposes_the_bone_under_it(sample_store, sample_truth):
 
 @pytest.fixture(scope="module")
 def spine_volumes(tmp_path_factory, sample_store):
-    """Composed STIR and T1 of the bundled sample (seed 0) and of two other seeds at other matrices and slices."""
+    """Composed STIR and T1 of the bundled sample (seed 0) and of three other seeds (two at other matrices and
+    slices; seed 21 has a noise peak in the air above the head)."""
     from cno_annotate.importer import import_paths
     from cno_annotate.sample import StudyPlan, generate_study
     from cno_annotate.store import Store
     from cno_annotate.volumes import load_volume
 
     stores = {"seed 0, 128 x 16": sample_store}
-    for seed, slices, matrix in ((7, 16, 96), (13, 40, 64)):
+    for seed, slices, matrix in ((7, 16, 96), (13, 40, 64), (21, 16, 128)):
         folder = tmp_path_factory.mktemp(f"spine-{seed}")
         generate_study(folder / "study", StudyPlan(seed=seed, slices=slices, matrix=matrix))
         stores[f"seed {seed}, {matrix} x {slices}"] = Store.open(folder / "store")

@@ -43,10 +43,11 @@ def body_extent(volume: Volume, lps_axis: int) -> tuple[float, float]:
 
     The volume is projected to its brightest voxel across the slices and smoothed over 3 x 3
     voxels; a row along the axis is body when one of its voxels stands out from the air (the
-    darkest fifth of the projection) by six of the air's standard deviations. Noise alone never
-    reaches that, while the fat-suppressed scalp of a STIR does (a fifth of the mean row signal
-    counted a STIR's whole field of view as body). The smoothing widens the body by one voxel at
-    each end, which is taken back. Without body rows the volume's own extent is used.
+    darkest fifth of the projection) by six of the air's standard deviations, in a run of at least
+    :data:`MIN_BODY_ROWS` such rows (a lone row is a peak of noise). The fat-suppressed scalp of a
+    STIR passes (a fifth of the mean row signal counted a STIR's whole field of view as body). The
+    smoothing widens the body by one voxel at each end, which is taken back. Without body rows the
+    volume's own extent is used.
     """
     direction = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
     index_axis = int(np.argmax(np.abs(direction[lps_axis, :])))
@@ -56,7 +57,7 @@ def body_extent(volume: Volume, lps_axis: int) -> tuple[float, float]:
     row_axis = array_axis if array_axis < across else array_axis - 1
     profile = _smoothed(projection).max(axis=1 - row_axis)
     rows = np.arange(profile.size)
-    body = rows[profile > _air_threshold(_smoothed(projection))]
+    body = _long_runs(rows[profile > _air_threshold(_smoothed(projection))])
     if body.size:
         shrink = 1 if body.max() - body.min() > 2 else 0
         body = np.array([body.min() + shrink, body.max() - shrink])
@@ -68,6 +69,20 @@ def body_extent(volume: Volume, lps_axis: int) -> tuple[float, float]:
         ijk[index_axis] = r
         ends.append(float(volume.index_to_lps(ijk)[lps_axis]))
     return max(ends), min(ends)
+
+
+#: Fewer rows than this in a run above the air are a peak of noise, not body (a row's brightest voxel of noise
+#: can pass the threshold; a body part spans many rows).
+MIN_BODY_ROWS = 3
+
+
+def _long_runs(rows: np.ndarray) -> np.ndarray:
+    """The rows (sorted indices) that lie in runs of at least :data:`MIN_BODY_ROWS` consecutive ones."""
+    if rows.size == 0:
+        return rows
+    starts = np.flatnonzero(np.diff(rows, prepend=rows[0] - 2) != 1)
+    ends = np.append(starts[1:], rows.size)
+    return np.concatenate([rows[a:b] for a, b in zip(starts, ends) if b - a >= MIN_BODY_ROWS] or [rows[:0]])
 
 
 def _smoothed(image: np.ndarray) -> np.ndarray:
