@@ -348,3 +348,17 @@ def test_keys_act_on_the_image_after_every_dialog(window, qtbot):
     qtbot.mouseClick(window.lesion_panel.version_button, Qt.LeftButton)
     check("new version given a reason", answered)
     assert failed == [], "\n".join(failed)
+
+
+def test_undo_says_so_in_the_status_bar(window, qtbot, monkeypatch):
+    """Found in the trial: after "Rest: no lesion" and Ctrl+Z the status still said "135 units marked no
+    lesion" though none was; it says what Ctrl+Z and Ctrl+Y did."""
+    monkeypatch.setattr(window, "confirm", lambda question, detail: True)
+    qtbot.mouseClick(window.mark_rest_button, Qt.LeftButton)
+    assert window.statusBar().currentMessage().startswith("136 units marked no lesion")
+    _key(qtbot, Qt.Key_Z, Qt.ControlModifier)
+    assert window.read_session.read.unit_marks == {}
+    assert window.statusBar().currentMessage() == "Undone: mark 136 remaining units no lesion (Ctrl+Y redoes it)"
+    _key(qtbot, Qt.Key_Y, Qt.ControlModifier)
+    assert len(window.read_session.read.unit_marks) == 136
+    assert window.statusBar().currentMessage() == "Redone: mark 136 remaining units no lesion (Ctrl+Z undoes it)"

@@ -1178,10 +1178,10 @@ class MainWindow(QMainWindow):
     def _read_changed(self, change: ReadChange) -> None:
         self._refresh_markers()
         self._update_undo_actions()
-        if change.kind in (ReadChangeKind.UNDO, ReadChangeKind.REDO):  # the last message may name the undone step
-            done, again = ("Undone", "Ctrl+Shift+Z redoes") if change.kind is ReadChangeKind.UNDO \
-                else ("Redone", "Ctrl+Z undoes")
-            self.statusBar().showMessage(f"{done}: {change.label} ({again} it)", 10000)
+        if change.kind in (ReadChangeKind.UNDO, ReadChangeKind.REDO):  # (what the last message said is undone)
+            what = change.label.replace("_", " ")
+            self.statusBar().showMessage(f"Undone: {what} (Ctrl+Y redoes it)" if change.kind is ReadChangeKind.UNDO
+                                         else f"Redone: {what} (Ctrl+Z undoes it)", 10000)
         QTimer.singleShot(0, self._keep_keyboard)
         item = self.study_list.currentItem()
         started = item is not None and item.data(Qt.UserRole + 1) in ("not started", "opened")

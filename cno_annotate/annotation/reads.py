@@ -62,6 +62,7 @@ from cno_annotate.store import audit
 from cno_annotate.store import reading_studies as opened_cases
 from cno_annotate.store import reads as rows
 from cno_annotate.store.db import LOCKED_MESSAGE, Store, is_integrity_error, now
+from cno_annotate.wording import counted
 
 EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
 
@@ -616,7 +617,8 @@ class ReadSession:
             return []
         after = {unit: str(mark) for unit in units}
         self._check_whole_read({}, after)
-        self._commit(_Change(f"mark {len(units)} remaining units {mark}", {}, {}, dict.fromkeys(units), after))
+        self._commit(_Change(f"mark {counted(len(units), 'remaining unit')} {mark}", {}, {}, dict.fromkeys(units),
+                             after))
         return units
 
     def set_unit_grade(self, unit_id: str, item_id: str, value) -> None:
