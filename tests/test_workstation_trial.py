@@ -293,7 +293,8 @@ def _answer_when_shown(qtbot, *keys, text: str = "") -> list[str]:
             qtbot.keyClicks(dialog.focusWidget() or dialog, text)
         for key in keys:
             qtbot.keyClick(dialog.focusWidget() or dialog, key)
-        QTimer.singleShot(3000, lambda: dialog.isVisible() and (answered.append("left open"), dialog.close()))
+        # still open after 3 s: closed, and said (the timer goes with the dialog once that is deleted)
+        QTimer.singleShot(3000, dialog, lambda: dialog.isVisible() and (answered.append("left open"), dialog.close()))
 
     QTimer.singleShot(0, answer)
     return answered
