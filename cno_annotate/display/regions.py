@@ -88,7 +88,11 @@ def _long_runs(rows: np.ndarray) -> np.ndarray:
 def _smoothed(image: np.ndarray) -> np.ndarray:
     """The mean of each pixel's 3 x 3 neighbourhood (edges repeated)."""
     padded = np.pad(image, 1, mode="edge")
-    return sum(padded[i:i + image.shape[0], j:j + image.shape[1]] for i in range(3) for j in range(3)) / 9.0
+    total = np.zeros(image.shape, dtype=np.float64)
+    for i in range(3):
+        for j in range(3):
+            total += padded[i:i + image.shape[0], j:j + image.shape[1]]
+    return total / 9.0
 
 
 def _air_threshold(image: np.ndarray) -> float:
