@@ -363,3 +363,17 @@ def test_undo_says_so_in_the_status_bar(window, qtbot, monkeypatch):
     _key(qtbot, Qt.Key_Y, Qt.ControlModifier)
     assert len(window.read_session.read.unit_marks) == 136
     assert window.statusBar().currentMessage() == "Redone: mark 136 remaining units no lesion (Ctrl+Z undoes it)"
+
+
+def test_a_label_beside_its_marker_stays_off_the_crosshair_through_it(window, qtbot, tmp_path):
+    """Found in the trial: the label beside a lesion at the crosshair sat on the horizontal line, which ran
+    through its letters' feet and filled its spaces with dashes ("L1.Distal.femur.R")."""
+    view, state, session = window.panels["left"].view, window.session.views["left"], window.read_session
+    lesion = session.add_lesion(state.point, state.volume.volume_id, state.volume.lps_to_index(state.point))
+    session.update_lesion(lesion, site_id="femur.distal", side="R")
+    window.lesion_panel.refresh()
+    qtbot.wait(20)
+    view.grab().save(str(tmp_path / "label-and-crosshair.png"))
+    line = view.image_to_widget(*state.lps_to_screen(state.point)).y()
+    (label,) = [label for label in view.label_layout() if label.lines[0].startswith(lesion)]
+    assert label.box.bottom() < line - 1 or label.box.top() > line + 1, (label.box, line)
