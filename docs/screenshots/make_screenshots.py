@@ -39,7 +39,7 @@ def prepare(folder: Path) -> Path:
     store = Store.open(folder / "store")
     import_paths(store, [SAMPLE])
     rs.create(store, "trial", show_timer=True)
-    rs.add_cases(store, "trial", [s["study_uid"] for s in store.studies()])
+    rs.add_cases(store, "trial", [s.study_uid for s in store.studies()])
     rs.add_readers(store, "trial", ["dr-a"])
     rs.assign(store, "trial")
     store.close()
@@ -94,7 +94,7 @@ def render(store: Path, scene: str, size: tuple[int, int], out: Path) -> None:
     if reader_mode:
         window.open_next_case()
     else:
-        window.select_study(window.store.studies()[0]["study_uid"])
+        window.select_study(window.store.studies()[0].study_uid)
     while not loaded:
         app.processEvents()
         QTest.qWait(20)
