@@ -377,3 +377,30 @@ def test_a_label_beside_its_marker_stays_off_the_crosshair_through_it(window, qt
     line = view.image_to_widget(*state.lps_to_screen(state.point)).y()
     (label,) = [label for label in view.label_layout() if label.lines[0].startswith(lesion)]
     assert label.box.bottom() < line - 1 or label.box.top() > line + 1, (label.box, line)
+
+
+def test_undo_and_redo_are_greyed_until_there_is_something_to_undo(qtbot, tmp_path, sample_store):
+    """Found in the trial: in reader mode before a case is open, Undo and Redo looked enabled (and did nothing)."""
+    import shutil
+
+    from cno_annotate import reading_study as rs
+    from cno_annotate.store import Store
+    from cno_annotate_ui.main_window import MainWindow
+
+    shutil.copytree(sample_store.root, tmp_path / "store")
+    store = Store.open(tmp_path / "store")
+    rs.create(store, "one", seed=1)
+    rs.add_cases(store, "one", [s.study_uid for s in store.studies()])
+    rs.add_readers(store, "one", ["dr-1"])
+    rs.assign(store, "one")
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-1", reading_study="one")
+    qtbot.addWidget(window)
+    window.show()
+    assert not window.undo_action.isEnabled() and not window.redo_action.isEnabled()
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    assert not window.undo_action.isEnabled() and not window.redo_action.isEnabled()
+    window.read_session.mark_unit("skull", "no_lesion")
+    assert window.undo_action.isEnabled() and not window.redo_action.isEnabled()
+    window.loader.wait(5000)

@@ -452,6 +452,8 @@ class MainWindow(QMainWindow):
         self.redo_action = QAction("Redo", self)
         self.redo_action.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
         self.redo_action.triggered.connect(lambda: self._edit_read(lambda r: r.redo()))
+        for action in (self.undo_action, self.redo_action):
+            action.setEnabled(False)  # greyed until a read has a step to undo or redo (_update_undo_actions)
         for action in (self.mark_action, self.sticky_action, self.ruler_action, self.undo_action, self.redo_action):
             bar.addAction(action)
         self._build_roi_actions(bar)
