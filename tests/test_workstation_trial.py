@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip("PySide6", reason="the workstation needs the ui extra")
 
-from PySide6.QtCore import QRectF, Qt  # noqa: E402
+from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -133,7 +133,7 @@ def _surface_and_text(widget) -> tuple[float, float]:
     """
     from collections import Counter
 
-    image = widget.grab().toImage()
+    image = (widget.grab() if hasattr(widget, "grab") else widget).toImage()  # a widget, or a pixmap of one
     pixels = [image.pixelColor(x, y) for x in range(3, image.width() - 3) for y in range(3, image.height() - 3)]
     surface = Counter(p.rgb() for p in pixels).most_common(1)[0][0]
     from PySide6.QtGui import QColor
@@ -383,9 +383,10 @@ def test_undo_and_redo_are_greyed_until_there_is_something_to_undo(qtbot, tmp_pa
     """Found in the trial: in reader mode before a case is open, Undo and Redo looked enabled (and did nothing)."""
     import shutil
 
+    from cno_annotate_ui.main_window import MainWindow
+
     from cno_annotate import reading_study as rs
     from cno_annotate.store import Store
-    from cno_annotate_ui.main_window import MainWindow
 
     shutil.copytree(sample_store.root, tmp_path / "store")
     store = Store.open(tmp_path / "store")
@@ -404,3 +405,25 @@ def test_undo_and_redo_are_greyed_until_there_is_something_to_undo(qtbot, tmp_pa
     window.read_session.mark_unit("skull", "no_lesion")
     assert window.undo_action.isEnabled() and not window.redo_action.isEnabled()
     window.loader.wait(5000)
+
+
+def test_a_preset_selector_off_every_preset_shows_custom(window, qtbot, tmp_path):
+    """The preset selector (which shows short names when narrow) still paints its placeholder "Custom" when a
+    right drag leaves every preset (with the short-name painting it was left blank)."""
+    from PySide6.QtCore import QEvent, QPoint
+    from PySide6.QtGui import QMouseEvent
+
+    panel = window.panels["left"]
+    view = panel.view
+    centre = QPoint(view.width() // 2, view.height() // 2)
+    qtbot.mousePress(view, Qt.RightButton, pos=centre)
+    end = QPointF(centre + QPoint(40, -25))
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.RightButton,
+                                    Qt.NoModifier))
+    qtbot.mouseRelease(view, Qt.RightButton, pos=end.toPoint())
+    assert panel.preset.currentIndex() == -1
+    panel.preset.grab().save(str(tmp_path / "preset-custom.png"))
+    assert panel.preset.displayed_text() == "Custom"
+    left_part = panel.preset.grab(panel.preset.rect().adjusted(0, 0, -30, 0))  # the text, not the arrow
+    surface, contrast = _surface_and_text(left_part)
+    assert contrast > 2.0, contrast  # some text is painted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from PySide6.QtGui import QPalette
 from PySide6.QtWidgets import QComboBox, QStyle, QStyleOptionComboBox, QStylePainter
 
 
@@ -24,7 +25,10 @@ class FittedCombo(QComboBox):
         return self.style().subControlRect(QStyle.CC_ComboBox, option, QStyle.SC_ComboBoxEditField, self).width()
 
     def displayed_text(self) -> str:
-        """The text the box shows: the whole current text if it fits, else its short form."""
+        """The text the box shows: the whole current text if it fits, else its short form (no item chosen:
+        the placeholder)."""
+        if self.currentIndex() < 0:
+            return self.placeholderText()
         text = self.currentText()
         if self.fontMetrics().horizontalAdvance(text) <= self.text_room():
             return text
@@ -35,5 +39,7 @@ class FittedCombo(QComboBox):
         option = QStyleOptionComboBox()
         self.initStyleOption(option)
         option.currentText = self.displayed_text()
+        if self.currentIndex() < 0:  # the placeholder, in the palette's placeholder colour (as QComboBox paints it)
+            option.palette.setBrush(QPalette.ButtonText, option.palette.placeholderText())
         painter.drawComplexControl(QStyle.CC_ComboBox, option)
         painter.drawControl(QStyle.CE_ComboBoxLabel, option)
