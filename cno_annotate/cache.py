@@ -5,7 +5,9 @@ keep, so it is cached in the store's ``cache/`` folder as
 ``<volume id>-<fingerprint>.npy`` and opened later as a memory map. The cache
 is limited in size (``CNO_ANNOTATE_CACHE_LIMIT``, e.g. ``2G`` or ``500M``;
 default :data:`DEFAULT_LIMIT`); when a new entry takes it over the limit,
-the entries used longest ago are deleted.
+the entries used longest ago are deleted. Small documents derived from an
+entry (``<name>.<what>.json``, e.g. the viewer's presets and missing slices)
+may be kept beside it: they go when it goes.
 
 Eviction never breaks a volume that is open: a file is only ever unlinked
 (or replaced by an atomic rename), never truncated or rewritten in place,
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +97,8 @@ class VolumeCache:
         if array.nbytes > self.limit:
             return
         path = self.path_for(volume_id, fingerprint)
+        for derived in _beside(path):
+            _remove(derived)  # derived from the voxels this file held before
         try:
             atomic_write(path, lambda fp: np.save(fp, array), ".npy")
         except OSError:
@@ -102,6 +107,21 @@ class VolumeCache:
             if stale != path:
                 _remove(stale)
         self.trim(keep=path)
+
+    @staticmethod
+    def write_beside(path: Path, name: str, text: str) -> bool:
+        """Keep a small document derived from the entry ``path`` beside it (``name``: ``<stem>.<what>.json``).
+
+        It is deleted with the entry. Returns whether it was written (the cache is optional: a
+        full or read-only disk only costs the time to derive it again).
+        """
+        if not (name.startswith(path.stem + ".") and name.endswith(".json")):
+            raise ValueError(f"{name} is not named after {path.name}")
+        try:
+            atomic_write(path.with_name(name), lambda fp: fp.write(text.encode("utf-8")), ".json")
+        except OSError:
+            return False
+        return True
 
     def entries(self) -> list[tuple[Path, int, int]]:
         """(path, bytes, last use in ns) of every cached volume, least recently used first."""
@@ -151,7 +171,18 @@ class VolumeCache:
         }
 
 
+def _beside(path: Path) -> list[Path]:
+    """The documents kept beside an entry (see :meth:`VolumeCache.write_beside`)."""
+    return [p for p in path.parent.glob(f"{glob_escape(path.stem)}.*.json") if not p.name.startswith(".")]
+
+
 def _remove(path: Path) -> bool:
+    """Delete an entry and what is kept beside it; False if the entry could not be deleted."""
+    for derived in _beside(path) if path.suffix == ".npy" else ():
+        try:
+            derived.unlink()
+        except OSError:
+            pass
     try:
         path.unlink()
     except FileNotFoundError:

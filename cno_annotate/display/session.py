@@ -15,6 +15,7 @@ from enum import StrEnum
 import numpy as np
 
 from cno_annotate.annotation.model import Roi
+from cno_annotate.display.facts import VolumeFacts, volume_facts
 from cno_annotate.display.measure import (
     RoiStats,
     Ruler,
@@ -24,7 +25,7 @@ from cno_annotate.display.measure import (
     roi_slice,
     roi_stats,
 )
-from cno_annotate.display.missing import MissingSlices, find_missing_slices
+from cno_annotate.display.missing import MissingSlices
 from cno_annotate.display.overlay import Marker, ScreenMarker, markers_on_slice
 from cno_annotate.display.planes import (
     PLANES,
@@ -35,7 +36,7 @@ from cno_annotate.display.planes import (
     screen_to_index,
 )
 from cno_annotate.display.regions import region_z
-from cno_annotate.display.windowing import AUTO, Window, presets
+from cno_annotate.display.windowing import AUTO, Window
 from cno_annotate.events import Event
 from cno_annotate.io.volume import Volume
 
@@ -237,25 +238,29 @@ class ViewerSession:
         view.status, view.message, view.volume, view.mapping = "error", message, None, None
         self.changed.emit(name, ViewChange.STATUS)
 
-    def set_volume(self, name: str, volume: Volume, label: str = "") -> None:
+    def set_volume(self, name: str, volume: Volume, label: str = "", facts: VolumeFacts | None = None) -> None:
         """Show a loaded volume in a view, keeping the linked point.
 
         A volume with ``load.preview`` is a composed volume being built (its first
         station): it is shown at once, without missing-slice marks. The finished volume
         that follows keeps the point, zoom and centre the reader may have changed
         meanwhile, and the window unless the reader chose another one.
+
+        ``facts`` are the volume's presets and missing slices when the loader has them
+        already (:mod:`cno_annotate.display.facts`); without them the volume is scanned here.
         """
         view = self.views[name]
         refining = view.volume is not None and view.previewing and view.volume.volume_id == volume.volume_id
         auto_window = view.window == view.presets.get(AUTO[0])
+        facts = facts if facts is not None else volume_facts(volume)
         view.volume, view.label = volume, label or volume.volume_id
-        view.presets = presets(volume.array, volume.role)
+        view.presets = dict(facts.presets)
         if not refining or auto_window:
             view.window = view.presets[AUTO[0]]
         view.status, view.message = "ready", ""
         view.plane = _plane_showing(volume, view.plane)
         view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
-        view.missing = None if volume.load.preview else find_missing_slices(volume.array)
+        view.missing = None if volume.load.preview else facts.missing
         others = [v for v in self.views.values() if v is not view and v.point is not None and v.ready]
         if view.point is None:
             if others and self.link_position and others[0].point is not None:
