@@ -224,6 +224,7 @@ def test_the_viewer_loader_reports_a_decoder_panic(qtbot, store, panicking_rle):
 
 def test_the_viewer_loader_survives_a_panic_from_anywhere(qtbot, store, panicking_rle, monkeypatch):
     """A panic outside the pixel reader (a future decoder) must not leave the view loading forever."""
+    import cno_annotate.volumes
     import cno_annotate_ui.loader as loader_module
 
     panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
@@ -231,7 +232,7 @@ def test_the_viewer_loader_survives_a_panic_from_anywhere(qtbot, store, panickin
     def panicking(*_args, **_kwargs):
         raise panic("index out of bounds")
 
-    monkeypatch.setattr(loader_module, "load_volume", panicking)
+    monkeypatch.setattr(cno_annotate.volumes, "load_volume", panicking)
     loader = loader_module.VolumeLoader(store.root)
     with qtbot.waitSignal(loader.failed, timeout=20000) as blocker:
         loader.load("left", panicking_rle)

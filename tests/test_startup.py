@@ -25,16 +25,28 @@ from cno_annotate.store import Store
 pytest.importorskip("PySide6")
 
 WATCHED = ("pydicom", "jsonschema", "cno_annotate.importer", "requests", "PIL")
+#: Never needed for the first image: the readers of other formats, and the analysis and imaging toolkits.
+HEAVY = WATCHED + ("scipy", "matplotlib", "SimpleITK", "nibabel", "statsmodels", "highdicom", "pandas", "pynetdicom")
 
 
 def _start_viewer(store_dir, shot) -> dict:
-    """Start ``cno-annotate view --screenshot`` in a new process; the watched modules it loaded, and its output."""
+    """Start ``cno-annotate view --screenshot`` in a new process: the watched modules it loaded, the heavy
+    modules loaded when the left view painted its first image, and its output."""
     script = textwrap.dedent(
         f"""
         import json, sys
+        import cno_annotate_ui.slice_view as slice_view
+        at_first_image = []
+        paint = slice_view.SliceView.paintEvent
+        def recording(view, event):
+            paint(view, event)
+            if view.name == "left" and view.state.ready and not at_first_image:
+                at_first_image.append(sorted(m for m in {HEAVY!r} if m in sys.modules))
+        slice_view.SliceView.paintEvent = recording
         from cno_annotate.cli import main
         code = main(["view", "--store", {str(store_dir)!r}, "--screenshot", {str(shot)!r}, "--size", "800x600"])
-        print(json.dumps({{"code": code, "loaded": sorted(m for m in {WATCHED!r} if m in sys.modules)}}))
+        print(json.dumps({{"code": code, "loaded": sorted(m for m in {WATCHED!r} if m in sys.modules),
+                          "at_first_image": at_first_image}}))
         """
     )
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
@@ -54,9 +66,12 @@ def test_the_viewer_starts_without_pydicom_or_jsonschema_when_the_study_needs_ne
     assert "left: STIR coronal whole body (3 stations) (ready)" in first["said"], first["said"]
     assert "pydicom" not in first["loaded"], first
     assert "cno_annotate.importer" not in first["loaded"], first
+    # the first image painted with none of the heavy modules (jsonschema: the data files' first validation)
+    assert first["at_first_image"] in ([[]], [["jsonschema"]]), first
     again = _start_viewer(tmp_path / "store", tmp_path / "again.png")  # warm: the cached volume, data validated
     assert "left: STIR coronal whole body (3 stations) (ready)" in again["said"], again["said"]
     assert again["loaded"] == [], again
+    assert again["at_first_image"] == [[]], again
 
 
 def test_a_data_file_that_passed_is_not_validated_again_and_a_changed_one_is(tmp_path, monkeypatch):

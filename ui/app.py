@@ -6,7 +6,8 @@ import os
 import sys
 from pathlib import Path
 
-from cno_annotate.display.catalog import bundled_sample_dir
+from cno_annotate.display.catalog import bundled_sample_dir, default_pair
+from cno_annotate.display.prefetch import Prefetch
 from cno_annotate.errors import CnoError
 from cno_annotate.store import Store
 from cno_annotate.store.db import default_store_location
@@ -49,8 +50,11 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
         else:
             _refuse_a_readers_login(store)
             study_uid = _study_to_open(store, study, sample)
+        first_volume = default_pair(store.volumes(study_uid))[0] if study_uid is not None else None
     finally:
         store.close()
+    # the left view's volume is read while Qt and the window start (most of a start is that)
+    prefetch = Prefetch.start(store_dir, first_volume) if first_volume is not None else None
     if screenshot is not None and not screenshot.parent.is_dir():
         raise CnoError(f"{screenshot.parent} is not a folder")
     if screenshot is not None and "QT_QPA_PLATFORM" not in os.environ and not _has_display():
@@ -67,6 +71,8 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
     window = MainWindow(store_dir, reader=reader, reading_study=reading_study,
                         package=package.folder if package is not None else None, pacs=pacs)
     window.resize(*size)
+    if prefetch is not None:
+        window.loader.adopt(prefetch)
     result = {"code": 0}
     if screenshot is not None:
         def save() -> None:
@@ -88,16 +94,17 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
             window.fetcher.failed.connect(lambda *_: QTimer.singleShot(50, save))
         if study_uid is None and not reading_study:
             QTimer.singleShot(100, save)
-    if screenshot is None:
-        _fit_to_screen(window)  # a screenshot keeps the size asked for
-    window.show()
-    if screenshot is None:
-        _fit_to_screen(window)  # again, now that the window manager's frame is known
+    # the study first, then show: the first paint of the window has the left image if it is loaded already
     if reading_study:
         if not window.open_next_case() and screenshot is not None:
             QTimer.singleShot(100, save)  # nothing to load: the worklist is what there is to show
     elif study_uid is not None:
         window.select_study(study_uid)
+    if screenshot is None:
+        _fit_to_screen(window)  # a screenshot keeps the size asked for
+    window.show()
+    if screenshot is None:
+        _fit_to_screen(window)  # again, now that the window manager's frame is known
     app.exec()
     return result["code"]
 

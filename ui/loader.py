@@ -1,8 +1,10 @@
 """Load volumes in a worker thread, newest request wins.
 
 Workers open their own store connection (SQLite connections stay in the
-thread that made them) and report progress, the volume, or a one-line
-error through Qt signals, which arrive in the GUI thread.
+thread that made them) and report progress, the volume with its display
+facts (presets, missing slices: scanned here, or read from beside a cached
+composed volume, so the GUI thread only shows them), or a one-line error
+through Qt signals, which arrive in the GUI thread.
 """
 
 from __future__ import annotations
@@ -11,60 +13,56 @@ from pathlib import Path
 
 from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 
-from cno_annotate.errors import CnoError
-from cno_annotate.io.pixels import is_decoder_panic
-from cno_annotate.store import Store
-from cno_annotate.volumes import load_volume
+from cno_annotate.display.prefetch import Prefetch
 
 
 class _Signals(QObject):
     progress = Signal(str, int, float)  # view, request, fraction
-    preview = Signal(str, int, object)  # view, request, Volume being composed
-    loaded = Signal(str, int, object)  # view, request, Volume
+    preview = Signal(str, int, object, object)  # view, request, Volume being composed, VolumeFacts
+    loaded = Signal(str, int, object, object)  # view, request, Volume, VolumeFacts
     failed = Signal(str, int, str)  # view, request, message
 
 
 class _LoadJob(QRunnable):
-    def __init__(self, store_root: Path, volume_id: str, view: str, request: int, signals: _Signals):
+    """Load one volume in the pool's thread, or pass on what a prefetch started earlier reports."""
+
+    def __init__(self, store_root: Path, volume_id: str, view: str, request: int, signals: _Signals,
+                 prefetch: Prefetch | None = None):
         super().__init__()
         self.store_root, self.volume_id, self.view, self.request = store_root, volume_id, view, request
         self.signals = signals
+        self.prefetch = prefetch
 
     def run(self) -> None:
         last = [-1.0]
+        view, request, signals = self.view, self.request, self.signals
 
-        def progress(done: int, total: int) -> None:
-            fraction = done / max(total, 1)
-            if fraction - last[0] >= 0.05 or done == total:
-                last[0] = fraction
-                self.signals.progress.emit(self.view, self.request, fraction)
+        def sink(kind: str, *payload) -> None:
+            if kind == "progress":
+                done, total = payload
+                fraction = done / max(total, 1)
+                if fraction - last[0] >= 0.05 or done == total:
+                    last[0] = fraction
+                    signals.progress.emit(view, request, fraction)
+            else:
+                getattr(signals, kind).emit(view, request, *payload)
 
-        try:
-            store = Store.open(self.store_root)
-            try:
-                volume = load_volume(store, self.volume_id, progress,
-                                     preview=lambda v: self.signals.preview.emit(self.view, self.request, v))
-            finally:
-                store.close()
-        except CnoError as exc:
-            self.signals.failed.emit(self.view, self.request, str(exc))
-        except Exception as exc:  # the window must survive any failure
-            self.signals.failed.emit(self.view, self.request, f"{type(exc).__name__}: {exc}")
-        except BaseException as exc:  # a Rust decoder's panic is not an Exception
-            if not is_decoder_panic(exc):
-                raise
-            self.signals.failed.emit(self.view, self.request, f"the image decoder crashed: {exc}")
+        prefetch = self.prefetch or Prefetch(self.store_root, self.volume_id)
+        prefetch.attach(sink)
+        if self.prefetch is None:
+            prefetch.run()
         else:
-            self.signals.loaded.emit(self.view, self.request, volume)
+            prefetch.join()  # the loader is done when the prefetch is (tests and screenshots wait for it)
 
 
 class VolumeLoader(QObject):
     """Queue volume loads, one at a time, in the order asked (visible first)."""
 
     progress = Signal(str, float)
-    #: A composed volume's first station, before composition ends (``load.preview``).
-    preview = Signal(str, object)
-    loaded = Signal(str, object)
+    #: A composed volume's first station, before composition ends (``load.preview``), and its facts.
+    preview = Signal(str, object, object)
+    #: The volume and its facts (:class:`cno_annotate.display.facts.VolumeFacts`).
+    loaded = Signal(str, object, object)
     failed = Signal(str, str)
 
     def __init__(self, store_root: Path, parent=None):
@@ -75,16 +73,35 @@ class VolumeLoader(QObject):
         self._signals = _Signals()
         self._latest: dict[str, int] = {}
         self._counter = 0
+        self._prefetched: dict[str, Prefetch] = {}
         self._signals.progress.connect(self._relay_progress)
         self._signals.loaded.connect(self._relay_loaded)
         self._signals.preview.connect(self._relay_preview)
         self._signals.failed.connect(self._relay_failed)
 
+    def adopt(self, prefetch: Prefetch) -> None:
+        """Take over a prefetch of this store: the next load of its volume reports what it loads."""
+        self._prefetched[prefetch.volume_id] = prefetch
+
+    def take_loaded(self, view: str, volume_id: str):
+        """(volume, facts) of an adopted prefetch of ``volume_id`` that has finished, for ``view``; or None.
+
+        The view's older requests are then ignored, as after :meth:`load`.
+        """
+        prefetch = self._prefetched.get(volume_id)
+        done = prefetch.loaded() if prefetch is not None else None
+        if done is not None:
+            del self._prefetched[volume_id]
+            self._counter += 1
+            self._latest[view] = self._counter
+        return done
+
     def load(self, view: str, volume_id: str) -> None:
         """Load a volume for a view; an older request for the same view is ignored."""
         self._counter += 1
         self._latest[view] = self._counter
-        self.pool.start(_LoadJob(self.store_root, volume_id, view, self._counter, self._signals))
+        self.pool.start(_LoadJob(self.store_root, volume_id, view, self._counter, self._signals,
+                                 self._prefetched.pop(volume_id, None)))
 
     def wait(self, msecs: int = -1) -> bool:
         """Wait for queued loads (tests and screenshots)."""
@@ -97,13 +114,13 @@ class VolumeLoader(QObject):
         if self._current(view, request):
             self.progress.emit(view, fraction)
 
-    def _relay_preview(self, view: str, request: int, volume) -> None:
+    def _relay_preview(self, view: str, request: int, volume, facts) -> None:
         if self._current(view, request):
-            self.preview.emit(view, volume)
+            self.preview.emit(view, volume, facts)
 
-    def _relay_loaded(self, view: str, request: int, volume) -> None:
+    def _relay_loaded(self, view: str, request: int, volume, facts) -> None:
         if self._current(view, request):
-            self.loaded.emit(view, volume)
+            self.loaded.emit(view, volume, facts)
 
     def _relay_failed(self, view: str, request: int, message: str) -> None:
         if self._current(view, request):

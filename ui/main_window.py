@@ -79,6 +79,8 @@ CHECKLIST_WIDTH = 210
 #: How often the active reading time measured so far is added to the open read (ms).
 TIME_SAVE_MS = 20000
 #: Inputs that make the reader active (the reading timer counts).
+#: How long the read waits for the first image to be painted once everything is loaded (a window never painted).
+FIRST_IMAGE_WAIT_MS = 500
 ACTIVITY_EVENTS = (QEvent.KeyPress, QEvent.MouseButtonPress, QEvent.Wheel, QEvent.MouseMove)
 ROW_START = "cno_row_start"  # a toolbar action's property: its group starts a row of the toolbar
 SEPARATOR_WIDTH = 7  # a toolbar separator and the spacing beside it, in pixels
@@ -273,6 +275,10 @@ class MainWindow(QMainWindow):
         self.layout_name = "1x2"
         self._layout_before_1x1 = "1x2"
         self._study_uid: str | None = None
+        self._read_due: str | None = None  # a study opened whose read is not open yet
+        self._choosing = False  # the study list's selection is changing (_study_chosen)
+        self._loaded_due = False  # every view has loaded; all_loaded follows the read's opening
+        self._closed = False  # after close, nothing is written to the (closed) store
         rows = QSplitter(Qt.Vertical, self)
         for names in (VIEW_NAMES[:2], VIEW_NAMES[2:]):
             row = QSplitter(Qt.Horizontal, rows)
@@ -296,6 +302,8 @@ class MainWindow(QMainWindow):
             panel.view.lesion_delete.connect(self.lesion_panel.delete_selected)
             panel.view.navigated.connect(self.stop_cine)
             panel.view.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
+        # the read opens after the first image is painted (out of the paint, after the events queued)
+        self.panels[VIEW_NAMES[0]].view.image_shown.connect(lambda: QTimer.singleShot(0, self._open_due_read))
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.preview.connect(self._on_preview)
@@ -312,9 +320,8 @@ class MainWindow(QMainWindow):
             self.live.events.connect(self._live_events)
             self.live.reconnected.connect(self._live_resumed)
             self.live.lost.connect(lambda message: self.statusBar().showMessage(message))
-        QApplication.instance().installEventFilter(self)
+        self._watching = False  # the application-wide key filter (eventFilter) is installed: see _watch_keys
         QApplication.instance().applicationStateChanged.connect(self._application_state)
-        self._closed = False  # after close, nothing is written to the (closed) store
         self._time_saver = QTimer(self)
         self._time_saver.setInterval(TIME_SAVE_MS)
         self._time_saver.timeout.connect(self.save_reading_time)
@@ -529,6 +536,20 @@ class MainWindow(QMainWindow):
         # a message shown before the window was (a bad keymap's) did not hide the position text, which Qt
         # then showed with the window, painted over the message: hide it now, while the message lasts
         self.statusBar().hideOrShow()
+        if self._read_due is None and not self._pending:  # no first image to wait for
+            self._watch_keys()
+
+    def _watch_keys(self) -> None:
+        """Install the application-wide filter that routes keys to the image (:meth:`eventFilter`), once.
+
+        It is installed once the first image is painted (with the read, :meth:`_open_due_read`):
+        the first event it is handed for one of Qt's internal objects (the window's platform
+        window) makes PySide create every class and enumeration of QtCore, QtGui and QtWidgets
+        (about 70 ms), which the first image need not wait for.
+        """
+        if not self._watching and not self._closed:
+            QApplication.instance().installEventFilter(self)
+            self._watching = True
 
     def _tool_groups(self) -> list[tuple[bool, list[QAction]]]:
         """The toolbars' actions in order, in groups between separators; True for a group that starts a row."""
@@ -788,10 +809,14 @@ class MainWindow(QMainWindow):
     def _study_chosen(self, item: QListWidgetItem | None, _previous=None) -> None:
         if item is None:
             return
-        if self.reading_study:
-            self.open_case(item.data(Qt.UserRole))
-        else:
-            self.open_study(item.data(Qt.UserRole))
+        self._choosing = True
+        try:
+            if self.reading_study:
+                self.open_case(item.data(Qt.UserRole))
+            else:
+                self.open_study(item.data(Qt.UserRole))
+        finally:
+            self._choosing = False
 
     def open_case(self, code: str) -> None:
         """Reader mode: open a case by its reading code."""
@@ -857,6 +882,8 @@ class MainWindow(QMainWindow):
                                      f"({percent:.0f} %)")
 
     def _refresh_worklist(self) -> None:
+        if self._closed:
+            return  # asked for before the window closed (the store is closed now)
         self.study_list.blockSignals(True)
         current = self.current_code
         self.study_list.clear()
@@ -929,25 +956,59 @@ class MainWindow(QMainWindow):
             panel.series.clear()
             for volume_id, label in choices:
                 panel.series.addItem(label, volume_id)
-        self.open_read(study_uid)
+        self._leave_read()
+        self._read_due = study_uid  # opened once the first image is painted (see _open_due_read)
         self._study_uid = study_uid
         for name in LOWER_VIEWS:
             self.session.clear(name)
-        for name, volume_id in zip(VIEW_NAMES, default_pair(volumes)):
+        pair = default_pair(volumes)
+        self._pending.update(name for name, volume_id in zip(VIEW_NAMES, pair) if volume_id is not None)
+        for name, volume_id in zip(VIEW_NAMES, pair):
             if volume_id is None:  # a study of one series: nothing failed, the view waits for a choice
                 self.panels[name].series.setCurrentIndex(-1)
                 self.session.clear(name, "No second series in this study: pick one above to show it here too "
                                          "(in another plane, for example)")
                 continue
             self.show_volume(name, volume_id)
+        left = self.session.views[VIEW_NAMES[0]]
+        if VIEW_NAMES[0] not in self._pending and not left.ready:  # no image to wait for
+            QTimer.singleShot(0, self._open_due_read)
         if self.layout_name == "2x2":
             self._fill_lower_views()
         self.comparison.study_opened(study_uid)
         if not is_text_entry(QApplication.focusWidget()):
             self.focus_image()  # a study just opened: the keyboard is on its image
 
+    def _leave_read(self) -> None:
+        """Save the open read's reading time and close it: the panel, markers and checklist show no read."""
+        self.save_reading_time()
+        if self.read_session is None:
+            return
+        self.read_session.changed.disconnect(self._read_changed)
+        self.read_session = None
+        self.lesion_panel.set_session(None)
+        self._refresh_markers()
+        self._update_undo_actions()
+
+    def _open_due_read(self) -> None:
+        """Open the read of the study just opened, if it is not open yet.
+
+        A study's images are loaded first and its read (the lesion panel, markers and checklist,
+        about 50 ms to build) is opened when the left view has painted its first image, when
+        loading ends or fails, or before the first key press, click or wheel step in the window
+        (once the key filter is installed, which is here), whichever comes first: so the first
+        image is not held up by the panel.
+        """
+        if self._read_due is not None and not self._closed:
+            self.open_read(self._read_due)
+        self._watch_keys()
+        if self._loaded_due:
+            self._loaded_due = False
+            self.all_loaded.emit()
+
     def open_read(self, study_uid: str) -> None:
         """Open (or start) this reader's read of the study (the time spent on the case before is saved to it)."""
+        self._read_due = None
         self.save_reading_time()
         self.reading_timer.activity()  # opening a case is an input: the new case's time starts now
         if self.read_session is not None:
@@ -969,7 +1030,10 @@ class MainWindow(QMainWindow):
             self.read_session.changed.connect(self._read_changed)
             item = self.study_list.currentItem()
             if self.reading_study and item is not None and item.data(Qt.UserRole + 1) == "not started":
-                QTimer.singleShot(0, self._refresh_worklist)  # the case is now opened (after this selection ends)
+                if self._choosing:  # the list is not rebuilt while its selection is changing
+                    QTimer.singleShot(0, self._refresh_worklist)  # the case is now opened (after this selection ends)
+                else:
+                    self._refresh_worklist()
             if self.store.read_only:
                 self.statusBar().showMessage("The store is read-only (read-only media): the read is shown, "
                                              "it cannot be changed or submitted here")
@@ -1000,6 +1064,10 @@ class MainWindow(QMainWindow):
         panel.series.setCurrentIndex(max(0, panel.series.findData(volume_id)))
         self._pending.add(name)
         self.session.set_loading(name, self._labels.get(volume_id, volume_id))
+        loaded = self.loader.take_loaded(name, volume_id)  # loaded already while the window was starting
+        if loaded is not None:
+            self._on_loaded(name, *loaded)
+            return
         self.loader.load(name, volume_id)
         self._update_progress()
 
@@ -1012,13 +1080,13 @@ class MainWindow(QMainWindow):
             self.session.set_loading(name, view.label, fraction)
         self._update_progress()
 
-    def _on_preview(self, name: str, volume) -> None:
+    def _on_preview(self, name: str, volume, facts) -> None:
         """Show the first station of a composed volume while the others are read."""
         if self.session.views[name].status == "loading":
-            self.session.set_volume(name, volume, self.session.views[name].label)
+            self.session.set_volume(name, volume, self.session.views[name].label, facts)
 
-    def _on_loaded(self, name: str, volume) -> None:
-        self.session.set_volume(name, volume, self.session.views[name].label)
+    def _on_loaded(self, name: str, volume, facts) -> None:
+        self.session.set_volume(name, volume, self.session.views[name].label, facts)
         errors = volume.load.errors
         if errors:
             label = self.session.views[name].label
@@ -1029,6 +1097,8 @@ class MainWindow(QMainWindow):
         self._finish(name)
 
     def _on_failed(self, name: str, message: str) -> None:
+        if name == VIEW_NAMES[0]:
+            QTimer.singleShot(0, self._open_due_read)  # no first image to wait for
         label = self.session.views[name].label
         self.session.set_error(name, READER_LOAD_FAILED if self.reading_study else message)
         self.report(f"Cannot load {label}: {READER_LOAD_FAILED}", f"Cannot load {label}: {message}")
@@ -1046,8 +1116,15 @@ class MainWindow(QMainWindow):
     def _finish(self, name: str) -> None:
         self._pending.discard(name)
         self._update_progress()
-        if not self._pending:
-            self.all_loaded.emit()
+        if self._pending:
+            return
+        left = self.panels[VIEW_NAMES[0]].view
+        if self._read_due is not None and left.image_unpainted() and self.isVisible():
+            self._loaded_due = True  # said with the read open, after the first image (see _open_due_read)
+            QTimer.singleShot(FIRST_IMAGE_WAIT_MS, self._open_due_read)  # should the window not be painted
+            return
+        self._open_due_read()  # (if no image was painted: every view failed or is empty)
+        self.all_loaded.emit()
 
     def _update_progress(self) -> None:
         loading = [v for v in self.session.views.values() if v.status == "loading" or v.previewing]
@@ -1557,6 +1634,7 @@ class MainWindow(QMainWindow):
         """
         kind = event.type()
         if kind in ACTIVITY_EVENTS:
+            self._open_due_read()  # the reader acts on the open read, never on none
             self.reading_timer.activity()
         elif kind == QEvent.Hide:
             self._window_hidden(watched)

@@ -95,6 +95,8 @@ class SliceView(QWidget):
 
     hovered = Signal(object)  # LPS point under the mouse (numpy array) or None
     first_image_painted = Signal()
+    #: The image of a volume just set has been painted (after every change of volume, the preview's too).
+    image_shown = Signal()
     lesion_drawn = Signal(str, object, object)  # view name, LPS centre, extent dict or None
     marker_clicked = Signal(str)  # the key of the marker clicked (a lesion id for the open read)
     activated = Signal(str)  # the view got the keyboard or the mouse: it is the active view
@@ -121,6 +123,7 @@ class SliceView(QWidget):
         self._drag = None  # (mode, start position, start value)
         self._space = False
         self._painted_once = False
+        self._volume_unpainted = False  # a volume was set and its image is not painted yet
         self.mark_mode = False  # left click / drag places a lesion instead of moving the crosshair
         self.ruler_mode = False  # left drag measures a distance instead of moving the crosshair
         self._rubber: tuple[QPointF, QPointF] | None = None
@@ -259,6 +262,9 @@ class SliceView(QWidget):
             if os.environ.get("CNO_ANNOTATE_TIMING"):
                 print(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f}", flush=True)
             self.first_image_painted.emit()
+        if self._volume_unpainted:
+            self._volume_unpainted = False
+            self.image_shown.emit()
 
     def _fill_around(self, painter: QPainter, target: QRectF) -> None:
         """Black where the (opaque) slice image will not be drawn: the widget less the image's inner pixels."""
@@ -325,6 +331,10 @@ class SliceView(QWidget):
         painter.setPen(QColor(255, 235, 200))
         painter.drawText(box, Qt.AlignCenter, text)
         painter.restore()
+
+    def image_unpainted(self) -> bool:
+        """Whether the view has a volume whose image it has not painted yet."""
+        return self._volume_unpainted and self.state.ready
 
     def badge_text(self) -> str:
         """The missing-slices badge ("" when nothing is missing)."""
@@ -649,6 +659,7 @@ class SliceView(QWidget):
         if name is None or name == self.name:
             if what == ViewChange.VOLUME:
                 self._image_key = None
+                self._volume_unpainted = True
                 if not self._painted_once and self.isVisible() and self.state.ready:
                     self.repaint()  # the first image now, not after the other views' volumes are set up
                     return
