@@ -225,13 +225,15 @@ app.exec()
 """
 
 
-def _child_environment(pythonpath: Path | None) -> dict[str, str]:
+def _child_environment(pythonpath: Path | None, user_cache: Path | None = None) -> dict[str, str]:
     """The environment of a timed start: offscreen, timing printed, and bytecode kept (as an installed program has
-    it: a start that compiles every module measures the compiler)."""
+    it: a start that compiles every module measures the compiler); ``user_cache``: the per-user cache folder."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env.update(CNO_ANNOTATE_TIMING="1", QT_QPA_PLATFORM="offscreen")
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
+    if user_cache is not None:
+        env["CNO_ANNOTATE_USER_CACHE"] = str(user_cache)
     return env
 
 
@@ -249,16 +251,39 @@ def _first_paint(command: list[str], env: dict[str, str], cwd: Path) -> tuple[fl
             at_paint)
 
 
+def drop_from_page_cache(folder: Path) -> None:
+    """Ask the kernel to forget the cached pages of every file under ``folder`` (no root needed)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            finally:
+                os.close(fd)
+
+
+#: How cold a start is: "warm" (a second start), "cold" (no cached volume: the composed volumes are built
+#: from the study's files, which are dropped from the page cache first) and "first" (cold, and the per-user
+#: cache empty too: the first start after an install, which validates the data files once).
+CONDITIONS = ("warm", "cold", "first")
+
+
 def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpath: Path | None = None,
-                        with_cpu: bool = False) -> list:
+                        with_cpu: bool = False, condition: str | None = None, user_cache: Path | None = None) -> list:
     """Seconds from starting ``cno-annotate view`` to the first STIR image painted (cold: the cache emptied first);
-    with ``with_cpu``, (wall, whole-process CPU) pairs."""
+    with ``with_cpu``, (wall, whole-process CPU, CPU at the paint) triples. ``condition`` (one of
+    :data:`CONDITIONS`) overrides ``cold``."""
+    condition = condition or ("cold" if cold else "warm")
     out: list = []
-    env = _child_environment(pythonpath)
+    env = _child_environment(pythonpath, user_cache)
     for _ in range(runs):
-        if cold:
-            for cached in (store_dir / "cache").rglob("*.npy"):
-                cached.unlink()
+        if condition in ("cold", "first"):
+            for cached in (store_dir / "cache").glob("*"):
+                if cached.is_file():
+                    cached.unlink()
+            drop_from_page_cache(store_dir.parent / "study")
+        if condition == "first" and user_cache is not None:
+            shutil.rmtree(user_cache, ignore_errors=True)
         shot = Path(tempfile.mkstemp(suffix=".png")[1])
         timed = _first_paint([sys.executable, "-m", "cno_annotate", "view", "--store", str(store_dir),
                               "--screenshot", str(shot)], env, store_dir.parent)  # not the checkout: -m would
@@ -274,46 +299,61 @@ def floor_seconds(work: Path) -> tuple[float, float, float | None]:
     return _first_paint([sys.executable, str(script)], _child_environment(None), work)
 
 
-def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | None) -> dict:
-    """Alternating starts: this version cold and warm, the floor, and ``before`` cold and warm (if given).
+def checkout(revision: str, folder: Path) -> Path:
+    """This repository's packages (and the data they read) as they were at ``revision``, for ``--before``."""
+    folder.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", revision, "cno_annotate", "ui", "schemas"],
+                             check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    (folder / "ui").rename(folder / "cno_annotate_ui")
+    return folder
 
-    The older version gets a store of its own, made by its own import of the same study (it may not open a
-    store that a newer version migrated)."""
+
+def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | None) -> dict:
+    """Alternating starts: this version warm, cold and first, the floor, and ``before`` the same (if given).
+
+    Every version has a per-user cache folder of its own (emptied for "first"). The older version gets a
+    store of its own, made by its own import of the same study (it may not open a store that a newer version
+    migrated)."""
     before_store = work / "store-before"
     if before:
         subprocess.run([sys.executable, "-m", "cno_annotate", "import", "--store", str(before_store),
                         str(work / "study")], env=_child_environment(before), cwd=work, check=True,
                        capture_output=True)
-    first_image_seconds(store_dir, 1)  # compile each version's bytecode once, untimed
-    if before:
-        first_image_seconds(before_store, 1, pythonpath=before)
+    versions = [("", store_dir, None)] + ([("_before", before_store, before)] if before else [])
+    for suffix, store, code in versions:  # bytecode compiled and data files validated once, untimed
+        first_image_seconds(store, 1, pythonpath=code, user_cache=work / f"user-cache{suffix}")
     floor_seconds(work)
-    rows: dict[str, list] = {k: [] for k in ("cold", "warm", "floor", "cold_before", "warm_before")}
+    rows: dict[str, list] = {f"{c}{suffix}": [] for suffix, _, _ in versions for c in CONDITIONS}
+    rows["floor"] = []
     for _ in range(runs):
-        rows["cold"] += first_image_seconds(store_dir, 1, cold=True, with_cpu=True)
-        rows["warm"] += first_image_seconds(store_dir, 1, with_cpu=True)
+        for condition in CONDITIONS:
+            for suffix, store, code in versions:
+                rows[f"{condition}{suffix}"] += first_image_seconds(
+                    store, 1, pythonpath=code, with_cpu=True, condition=condition,
+                    user_cache=work / f"user-cache{suffix}")
         rows["floor"].append(floor_seconds(work))
-        if before:
-            rows["cold_before"] += first_image_seconds(before_store, 1, cold=True, pythonpath=before,
-                                                       with_cpu=True)
-            rows["warm_before"] += first_image_seconds(before_store, 1, pythonpath=before, with_cpu=True)
     medians = {}
     for name, runs_ in rows.items():
         if runs_:
             medians[name] = {"wall": statistics.median(r[0] for r in runs_), "cpu": statistics.median(r[1] for r in runs_)}
             if runs_[0][2] is not None:
                 medians[name]["cpu_at_paint"] = statistics.median(r[2] for r in runs_)
-    for name in ("cold", "warm", "cold_before", "warm_before"):
-        if name in medians:
-            medians[name]["wall_x_floor"] = medians[name]["wall"] / medians["floor"]["wall"]
-            medians[name]["cpu_x_floor"] = medians[name]["cpu"] / medians["floor"]["cpu"]
-        if "cpu_at_paint" in medians.get(name, {}):
+    for name in medians:
+        if name == "floor":
+            continue
+        medians[name]["wall_x_floor"] = medians[name]["wall"] / medians["floor"]["wall"]
+        medians[name]["cpu_x_floor"] = medians[name]["cpu"] / medians["floor"]["cpu"]
+        if "cpu_at_paint" in medians[name]:
             medians[name]["cpu_at_paint_x_floor"] = medians[name]["cpu_at_paint"] / medians["floor"]["cpu_at_paint"]
-    for name in ("cold", "warm"):
+    for name in CONDITIONS:
         if f"{name}_before" in medians:
-            medians[name]["wall_x_before"] = medians[name]["wall"] / medians[f"{name}_before"]["wall"]
-            medians[name]["cpu_x_before"] = medians[name]["cpu"] / medians[f"{name}_before"]["cpu"]
-    return {"runs": rows, "medians": medians, "load_average": os.getloadavg()}
+            old = medians[f"{name}_before"]
+            medians[name]["wall_x_before"] = medians[name]["wall"] / old["wall"]
+            medians[name]["cpu_x_before"] = medians[name]["cpu"] / old["cpu"]
+            if "cpu_at_paint" in old:
+                medians[name]["cpu_at_paint_x_before"] = medians[name]["cpu_at_paint"] / old["cpu_at_paint"]
+    return {"runs": rows, "medians": medians, "load_average": os.getloadavg(), "cpus": os.cpu_count()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,8 +370,9 @@ def main(argv: list[str] | None = None) -> int:
                         "this version, the floor (Python, numpy and Qt painting one slice) and, with --before, a "
                         "cold and a warm start of the older version; medians, ratios to the floor and to --before")
     parser.add_argument("--store", type=Path, help=argparse.SUPPRESS)  # a child of --pairs: measure this store
-    parser.add_argument("--before", type=Path, help="a folder with older cno_annotate and cno_annotate_ui packages: "
-                        "its start to first image is timed in the same runs, alternating")
+    parser.add_argument("--before", type=Path, help="a folder with older cno_annotate and cno_annotate_ui packages "
+                        "(and the schemas folder): its start to first image is timed in the same runs, alternating")
+    parser.add_argument("--before-rev", metavar="REV", help="as --before, with the packages of this git revision")
     args = parser.parse_args(argv)
     size = tuple(int(n) for n in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
@@ -339,6 +380,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(repaint_figures(args.store, 120, size, args.layout)))
         return 0
     work = Path(tempfile.mkdtemp(prefix="cno-view-bench-"))
+    if args.before_rev:
+        args.before = checkout(args.before_rev, work / "before")
     try:
         generate_study(work / "study", StudyPlan(stations=5, slices=40, matrix=448, seed=0))
         store = Store.open(work / "store")
