@@ -135,3 +135,15 @@ def test_a_missing_slice_is_flagged_and_does_not_darken_the_neighbour(small_stud
     assert overlap.any()
     ratio = got.array[2][overlap].mean() / reference.array[2][overlap].mean()
     assert ratio == pytest.approx(1.0, abs=0.1)
+
+
+def test_the_composed_array_is_zeros_in_small_pages_that_save_and_load_like_any_array(tmp_path):
+    from cno_annotate.io.compose import zeroed
+
+    array = zeroed((3, 50, 40))
+    assert array.dtype == np.float32 and array.shape == (3, 50, 40) and array.flags.writeable
+    assert not array.any()
+    array[:, 10:20] += 2.5  # a station's band in every slice
+    np.save(tmp_path / "v.npy", array)
+    np.testing.assert_array_equal(np.load(tmp_path / "v.npy"), array)
+    assert zeroed((0, 4, 4)).shape == (0, 4, 4)
