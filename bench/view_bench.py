@@ -214,7 +214,8 @@ class View(QWidget):
         painter = QPainter(self)
         painter.drawImage(self.rect(), image)
         painter.end()
-        print(f"first-image-painted left {time.time():.6f} cpu {time.process_time():.3f}", flush=True)
+        print(f"first-image-painted left {time.time():.6f} cpu {time.process_time():.3f} "
+              f"thread {time.thread_time():.3f}", flush=True)
         app.quit()
 
 app = QApplication(sys.argv[:1])
@@ -237,18 +238,20 @@ def _child_environment(pythonpath: Path | None, user_cache: Path | None = None) 
     return env
 
 
-def _first_paint(command: list[str], env: dict[str, str], cwd: Path) -> tuple[float, float, float | None]:
+def _first_paint(command: list[str], env: dict[str, str], cwd: Path) -> tuple:
     """Wall seconds from starting ``command`` to its first painted STIR image, the CPU seconds of the whole
-    process (user + system, from the kernel's accounting of the finished child, to its exit), and the CPU
-    seconds the process had used when it painted (None: an older version that does not say)."""
+    process (user + system, from the kernel's accounting of the finished child, to its exit), the CPU
+    seconds the process had used when it painted (all its threads; None: an older version that does not say)
+    and those of its window's thread alone (None if not said)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.time()
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=cwd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     painted = [line.split() for line in result.stdout.splitlines() if line.startswith("first-image-painted left")]
     at_paint = float(painted[0][4]) if len(painted[0]) > 4 else None
+    thread_at_paint = float(painted[0][6]) if len(painted[0]) > 6 else None
     return (float(painted[0][2]) - start, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            at_paint)
+            at_paint, thread_at_paint)
 
 
 def drop_from_page_cache(folder: Path) -> None:
@@ -262,10 +265,11 @@ def drop_from_page_cache(folder: Path) -> None:
                 os.close(fd)
 
 
-#: How cold a start is: "warm" (a second start), "cold" (no cached volume: the composed volumes are built
-#: from the study's files, which are dropped from the page cache first) and "first" (cold, and the per-user
-#: cache empty too: the first start after an install, which validates the data files once).
-CONDITIONS = ("warm", "cold", "first")
+#: How cold a start is: "warm" (a second start), "cold" (no cached volume: the composed volumes are built from
+#: the study's files, as in the earlier figures), "cold_disk" (cold, and the study's files dropped from the page
+#: cache: read from the disk) and "first" (cold_disk, and the per-user cache empty too: the first start after
+#: an install, which validates the data files once).
+CONDITIONS = ("warm", "cold", "cold_disk", "first")
 
 
 def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpath: Path | None = None,
@@ -277,10 +281,11 @@ def first_image_seconds(store_dir: Path, runs: int, cold: bool = False, pythonpa
     out: list = []
     env = _child_environment(pythonpath, user_cache)
     for _ in range(runs):
-        if condition in ("cold", "first"):
+        if condition != "warm":
             for cached in (store_dir / "cache").glob("*"):
                 if cached.is_file():
                     cached.unlink()
+        if condition in ("cold_disk", "first"):
             drop_from_page_cache(store_dir.parent / "study")
         if condition == "first" and user_cache is not None:
             shutil.rmtree(user_cache, ignore_errors=True)
@@ -339,13 +344,16 @@ def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | Non
             medians[name] = {"wall": statistics.median(r[0] for r in runs_), "cpu": statistics.median(r[1] for r in runs_)}
             if runs_[0][2] is not None:
                 medians[name]["cpu_at_paint"] = statistics.median(r[2] for r in runs_)
+            if len(runs_[0]) > 3 and runs_[0][3] is not None:
+                medians[name]["thread_cpu_at_paint"] = statistics.median(r[3] for r in runs_)
     for name in medians:
         if name == "floor":
             continue
         medians[name]["wall_x_floor"] = medians[name]["wall"] / medians["floor"]["wall"]
         medians[name]["cpu_x_floor"] = medians[name]["cpu"] / medians["floor"]["cpu"]
-        if "cpu_at_paint" in medians[name]:
-            medians[name]["cpu_at_paint_x_floor"] = medians[name]["cpu_at_paint"] / medians["floor"]["cpu_at_paint"]
+        for figure in ("cpu_at_paint", "thread_cpu_at_paint"):
+            if figure in medians[name]:
+                medians[name][f"{figure}_x_floor"] = medians[name][figure] / medians["floor"][figure]
     for name in CONDITIONS:
         if f"{name}_before" in medians:
             old = medians[f"{name}_before"]

@@ -260,7 +260,8 @@ class SliceView(QWidget):
         if not self._painted_once:
             self._painted_once = True
             if os.environ.get("CNO_ANNOTATE_TIMING"):
-                print(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f}", flush=True)
+                print(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f} "
+                      f"thread {time.thread_time():.3f}", flush=True)  # the process's CPU, the window thread's
             self.first_image_painted.emit()
         if self._volume_unpainted:
             self._volume_unpainted = False
