@@ -25,8 +25,11 @@ from cno_annotate.store import Store
 pytest.importorskip("PySide6")
 
 WATCHED = ("pydicom", "jsonschema", "cno_annotate.importer", "requests", "PIL")
-#: Never needed for the first image: the readers of other formats, and the analysis and imaging toolkits.
-HEAVY = WATCHED + ("scipy", "matplotlib", "SimpleITK", "nibabel", "statsmodels", "highdicom", "pandas", "pynetdicom")
+#: Never needed for the first image: the readers of other formats, the analysis and imaging toolkits, and the
+#: window's parts for reader mode on a server or a study PACS and for F1.
+HEAVY = WATCHED + ("scipy", "matplotlib", "SimpleITK", "nibabel", "statsmodels", "highdicom", "pandas", "pynetdicom",
+                   "cno_annotate.study_pacs", "cno_annotate_ui.study_pacs", "cno_annotate_ui.live",
+                   "cno_annotate_ui.help")
 
 
 def _start_viewer(store_dir, shot) -> dict:

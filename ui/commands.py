@@ -7,6 +7,7 @@ registering this command imports no Qt (Qt loads when the command runs).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from cno_annotate.cli_args import add_reader, command
@@ -34,6 +35,9 @@ def register(subparsers, common) -> None:
 
 def run(args) -> int:
     """Run ``cno-annotate view`` (see its ``--help``)."""
+    # The viewer's linear algebra is on 4 x 4 matrices: one BLAS thread spares numpy's import starting a pool
+    # of them (20-60 ms of CPU at every start, bench/README.md). A value the user set is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from cno_annotate_ui.app import run_viewer
 
     from cno_annotate.errors import UsageError

@@ -5,18 +5,16 @@ from __future__ import annotations
 import html
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import shiboken6
 from cno_annotate_ui.checklist import SkeletonChecklist
 from cno_annotate_ui.comparison import Comparison
-from cno_annotate_ui.help import HelpDialog
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel, SubsiteBox
-from cno_annotate_ui.live import live_progress_for
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.selectors import FittedCombo
 from cno_annotate_ui.slice_view import SliceView
-from cno_annotate_ui.study_pacs import CaseFetcher
 from cno_annotate_ui.theme import apply_theme, default_theme
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
@@ -67,9 +65,11 @@ from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
 from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import is_permission_error, is_url
-from cno_annotate.study_pacs import image_cache, open_cache
 from cno_annotate.volumes import unread_files_message
 from cno_annotate.wording import counted
+
+if TYPE_CHECKING:
+    from cno_annotate_ui.study_pacs import CaseFetcher
 
 #: Reader mode: what the reader is told when a series cannot be read (details go to the coordinator log).
 READER_LOAD_FAILED = "this series could not be read (the study coordinator's log has the details)"
@@ -262,6 +262,8 @@ class MainWindow(QMainWindow):
         self._image_study: dict[str, str] = {}  # a case's study UID -> its stand-in in the cache
         self.fetcher: CaseFetcher | None = None
         if pacs and reading_study:  # online reader: cases come from the de-identified study PACS
+            from cno_annotate_ui.study_pacs import CaseFetcher  # (reader mode only: not loaded at every start)
+
             self.fetcher = CaseFetcher(str(self.store_root), reading_study, pacs, self)
             self.fetcher.fetched.connect(self._case_fetched)
             self.fetcher.failed.connect(self._fetch_failed)
@@ -315,7 +317,11 @@ class MainWindow(QMainWindow):
         self._update_undo_actions()  # off until a read is open
         self.refresh_studies()
         # a server store tells the worklist when reads change (README: live progress); SQLite does not
-        self.live = live_progress_for(self.store, self) if reading_study else None
+        self.live = None
+        if reading_study:
+            from cno_annotate_ui.live import live_progress_for  # (reader mode only: not loaded at every start)
+
+            self.live = live_progress_for(self.store, self)
         if self.live is not None:
             self.live.events.connect(self._live_events)
             self.live.reconnected.connect(self._live_resumed)
@@ -844,6 +850,8 @@ class MainWindow(QMainWindow):
         if self._closed:
             return
         if self.images is self.store:
+            from cno_annotate.study_pacs import image_cache, open_cache
+
             self.images = open_cache(self.store)
             self.loader.store_root = image_cache(self.store)
         study_uid = rs.study_uid_of(self.store, self.reading_study, code)
@@ -1498,6 +1506,8 @@ class MainWindow(QMainWindow):
 
     def show_help(self) -> None:
         """Show every mouse and keyboard action, the keys as this window has them."""
+        from cno_annotate_ui.help import HelpDialog  # (F1: not loaded at every start)
+
         HelpDialog(self, self.key_bindings(), self.keymap).exec()
 
     def _show_position(self, lps) -> None:
