@@ -96,3 +96,11 @@ def test_a_data_file_that_passed_is_not_validated_again_and_a_changed_one_is(tmp
     with pytest.raises(CnoError, match=r"taxonomy\.json: \$\.sites"):  # a refusal is never remembered
         resources.load_versioned_json(taxonomy, "site-taxonomy")
     assert len(validated) == 3
+
+
+def test_the_viewer_knows_a_reading_package_by_the_manifest_name_the_packages_use():
+    from cno_annotate_ui.app import PACKAGE_MANIFEST
+
+    from cno_annotate import packages
+
+    assert PACKAGE_MANIFEST == packages.MANIFEST  # the viewer looks for it before loading the packages module

@@ -132,8 +132,14 @@ def _refuse_a_readers_login(store: Store) -> None:
                        f"--reading-study {studies} (and --pacs NODE, the study PACS of its images)")
 
 
+#: The file that marks a reading package's folder (``cno_annotate.packages.MANIFEST``; a test checks they agree).
+PACKAGE_MANIFEST = "manifest.json"
+
+
 def _package_at(folder: Path):
     """The reading package at ``folder`` (the package itself or its ``store`` folder), or None."""
+    if not any((candidate / PACKAGE_MANIFEST).is_file() for candidate in (folder, folder.parent)):
+        return None  # not a package: its module (and the reading-study modules it loads) can wait for the window
     from cno_annotate import packages
 
     for candidate in (folder, folder.parent):
