@@ -123,6 +123,8 @@ def _fit_to_screen(window) -> None:
 
 def _refuse_a_readers_login(store: Store) -> None:
     """A reader's or adjudicator's server login opens its worklist only (it may not list the studies)."""
+    if getattr(store, "pg", None) is None:
+        return  # a SQLite store has no logins (and the start need not import the reading-study module)
     from cno_annotate import reading_study as rs
 
     login = rs.limited_login(store)
