@@ -174,7 +174,7 @@ def test_every_control_state_reads_in_both_themes(open_viewer, qtbot, tmp_path, 
         if step == "a lesion graded":
             window.lesion_panel.select(lesion)
         if step == "submitted":
-            monkeypatch.setattr(QMessageBox, "question", lambda *a, **k: QMessageBox.Yes)
+            monkeypatch.setattr(QMessageBox, "exec", lambda box: QMessageBox.Yes)  # the submit question
             qtbot.mouseClick(window.lesion_panel.submit_button, Qt.LeftButton)
             window.lesion_panel.select(lesion)
         for theme in ("light", "dark") if first == "dark" else ("dark", "light"):

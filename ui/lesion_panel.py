@@ -632,7 +632,8 @@ class LesionPanel(QWidget):
                           QMessageBox.Yes | QMessageBox.No, self)
         remaining = len(self.session.remaining_units())
         if remaining:  # a reader who forgot the checklist hears it before the read is locked
-            box.setInformativeText(f"{remaining} bone units are not reviewed (no lesion and no mark): "
+            box.setInformativeText(f"{counted(remaining, 'bone unit')} {'is' if remaining == 1 else 'are'} not "
+                                   f"reviewed (no lesion and no mark): "
                                    f"\"Rest: no lesion\" (Ctrl+Shift+N) marks them.")
         box.setDefaultButton(QMessageBox.Yes)
         if box.exec() == QMessageBox.Yes:
