@@ -143,11 +143,12 @@ def _surface_and_text(widget) -> tuple[float, float]:
 
 
 def _controls(window) -> list:
-    """The window's buttons (grade buttons, toolbar buttons), combos and text boxes that show a text."""
-    from PySide6.QtWidgets import QAbstractButton, QComboBox, QLineEdit
+    """The window's buttons (grade buttons, toolbar buttons), combos, text boxes, labels and spin boxes that
+    show a text."""
+    from PySide6.QtWidgets import QAbstractButton, QAbstractSpinBox, QComboBox, QLabel, QLineEdit
 
     found = []
-    for kind in (QAbstractButton, QComboBox, QLineEdit):
+    for kind in (QAbstractButton, QComboBox, QLineEdit, QLabel, QAbstractSpinBox):
         for widget in window.findChildren(kind):
             text = widget.currentText() if isinstance(widget, QComboBox) else widget.text()
             if widget.isVisible() and not widget.visibleRegion().isEmpty() and text and widget.width() > 12:
