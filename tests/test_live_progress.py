@@ -200,6 +200,23 @@ def test_a_screenshot_of_a_case_the_study_pacs_cannot_deliver_is_written_not_wai
     assert shot.is_file() and "wrote" in result.stdout
 
 
+def test_a_case_the_study_pacs_cannot_deliver_says_so_in_the_views(live, tmp_path, monkeypatch, qtbot):
+    """The reason was a 15-s status message; then the views said only "No series selected" (issue-16 trial)."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    monkeypatch.setenv("CNO_ANNOTATE_CONFIG", str(tmp_path / "config"))  # this test's own nodes
+    assert run_cli("pacs", "add", "study-pacs", "--dicomweb", "http://127.0.0.1:9/dicom-web")[0] == 0
+    window = MainWindow(live("dr-a"), reader="dr-a", reading_study="trial", pacs="study-pacs")
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.fetcher.failed, timeout=int(ARRIVES * 1000)):
+        window.open_next_case()
+    messages = [window.session.views[name].message for name in ("left", "right")]
+    assert all(m.startswith(f"Cannot fetch {window.current_code} from the study PACS") and "try again" in m
+               for m in messages), messages
+    window.close()
+
+
 def test_a_dropped_listening_session_is_opened_again_and_the_worklist_catches_up(live, pg_server, qtbot):
     """The listener's backend is terminated; a read submitted meanwhile still shows, and later ones live."""
     from cno_annotate_ui.main_window import MainWindow

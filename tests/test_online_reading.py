@@ -465,3 +465,27 @@ def test_an_unpublished_prior_or_an_unreachable_pacs_is_said_in_one_line(trial, 
     assert "\n" not in message and "Traceback" not in message
     assert not comparison.active and not comparison.action.isChecked()
     window.close()
+
+
+def test_while_the_next_case_is_fetched_the_previous_one_is_not_left_open_under_its_code(trial, nodes, qtbot):
+    """The title and worklist named the case being fetched while the views and the lesion panel still held the
+    previous case's images and read: a lesion marked then went into the previous case (issue-16 trial)."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    assert run_cli("reading-study", "publish", "online", "--pacs", "web", "--store", trial())[0] == 0
+    window = MainWindow(trial(READER), reader=READER, reading_study="online", pacs="web")
+    qtbot.addWidget(window)
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.open_next_case()
+    first = window.current_code
+    second = next(e["reading_code"] for e in rs.worklist(window.store, "online", READER) if e["reading_code"] != first)
+    window.open_case(second)  # fetched in the background: nothing of the first case may stay open meanwhile
+    assert window.current_code == second and window.read_session is None
+    assert all(not window.session.views[name].ready for name in ("left", "right"))
+    assert all(f"Fetching {second}" in window.session.views[name].message for name in ("left", "right"))
+    assert first not in window.case_info.text() and window.panels["left"].series.count() == 0
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        pass
+    assert window.read_session is not None and window.session.views["left"].ready
+    window.close()

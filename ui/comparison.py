@@ -242,6 +242,10 @@ class Comparison(QObject):
         self.action.setChecked(False)
         self.action.blockSignals(False)
 
+    def case_closed(self) -> None:
+        """The case was closed (the next one is being fetched): no prior views, no ghosts, no prior awaited."""
+        self._forget()
+
     def _forget(self) -> None:
         """Back to the current study alone (no prior views, no ghosts)."""
         self.prior, self.carry, self.state, self._awaiting = None, None, "off", None

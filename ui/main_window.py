@@ -831,6 +831,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle(f"cno-annotate — {self.reading_study} — {self.role} {self.reader} — {code}")
         if self.fetcher is not None and study_uid not in self._image_study:
             self.statusBar().showMessage(f"Fetching {code} from the study PACS…")
+            self._close_case(f"Fetching {code} from the study PACS…")  # nothing of the previous case stays open
             self.fetcher.fetch(code)  # opens when it is in the cache (_case_fetched)
             return
         try:
@@ -841,6 +842,23 @@ class MainWindow(QMainWindow):
             self.report("The images of this case are on the study PACS: open the viewer with --pacs NODE "
                         "(README: online readers)", f"Cannot open {code}: {exc}")
             self.case_unavailable.emit(code)
+
+    def _close_case(self, message: str) -> None:
+        """No case open (its reading time saved): the views show ``message``, the lesion panel no read."""
+        self.save_reading_time()
+        self.comparison.case_closed()
+        if self.read_session is not None:
+            self.read_session.changed.disconnect(self._read_changed)
+            self.read_session = None
+        self._study_uid = None
+        self.lesion_panel.set_session(None)
+        self.case_info.setText(html.escape(message))
+        self.extra_markers = []  # an adjudicator's readers' lesions of the previous case
+        for name in VIEW_NAMES:
+            self.panels[name].series.clear()
+            self.session.clear(name, message if name in VIEW_NAMES[:2] else "")
+        self._refresh_markers()
+        self._update_undo_actions()
 
     def _case_fetched(self, code: str, image_study_uid: str) -> None:
         """A case arrived in the study PACS cache: show it (unless the reader moved on to another case).
@@ -881,7 +899,11 @@ class MainWindow(QMainWindow):
 
     def _fetch_failed(self, code: str, message: str) -> None:
         self.report(f"Cannot fetch {code} from the study PACS: {message}", f"Cannot fetch {code}: {message}")
-        if code != self.current_code:  # the prior asked for by Prior beside current: the case is read alone
+        if code == self.current_code and self._study_uid is None:  # the case is not open: the views say why
+            for name in VIEW_NAMES[:2]:
+                self.session.clear(name, f"Cannot fetch {code} from the study PACS ({message}); "
+                                         "click the case in the worklist to try again")
+        elif code != self.current_code:  # the prior asked for by Prior beside current: the case is read alone
             self.comparison.prior_unavailable(code)
 
     def _fetch_progress(self, code: str, received: int, expected: int) -> None:
