@@ -174,3 +174,27 @@ def test_a_warm_start_scans_no_volume_and_fills_the_panel_after_the_first_image(
     assert warm["scans"] == []  # presets and missing slices of both whole-body volumes came from beside the cache
     assert warm["at_first_image"] == {"read": False, "lesions": 0}  # the image did not wait for the lesion panel
     assert len(warm["shown"]["read"]["lesions"]) == 2  # which was filled after it
+
+
+def test_the_loader_takes_a_prefetch_only_for_the_volume_it_loaded(read_store, qtbot):
+    from cno_annotate_ui.loader import VolumeLoader
+
+    from cno_annotate.display.prefetch import Prefetch
+
+    store = Store.open(read_store)
+    stir, t1 = (next(r.volume_id for r in store.volumes() if r.kind == "composed" and r.role == role)
+                for role in ("STIR", "T1"))
+    store.close()
+    loader = VolumeLoader(read_store)
+    prefetch = Prefetch.start(read_store, stir)
+    prefetch.join(60)
+    loader.adopt(prefetch)
+    assert loader.take_loaded("left", t1) is None  # asked for another volume first: the prefetch is dropped
+    assert loader.take_loaded("left", stir) is None
+    with qtbot.waitSignal(loader.loaded, timeout=60000) as loaded:
+        loader.load("left", t1)
+    assert loaded.args[1].volume_id == t1
+    loader.adopt(prefetch)
+    volume, facts = loader.take_loaded("left", stir)
+    assert volume.volume_id == stir and facts.presets == presets(volume.array, volume.role)
+    loader.wait(5000)
