@@ -224,8 +224,9 @@ def test_the_viewer_loader_reports_a_decoder_panic(qtbot, store, panicking_rle):
 
 def test_the_viewer_loader_survives_a_panic_from_anywhere(qtbot, store, panicking_rle, monkeypatch):
     """A panic outside the pixel reader (a future decoder) must not leave the view loading forever."""
-    import cno_annotate.volumes
     import cno_annotate_ui.loader as loader_module
+
+    import cno_annotate.volumes
 
     panic = type("PanicException", (BaseException,), {"__module__": "pyo3_runtime"})
 
