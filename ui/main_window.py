@@ -78,9 +78,9 @@ COORDINATOR_LOG = "coordinator.log"
 CHECKLIST_WIDTH = 210
 #: How often the active reading time measured so far is added to the open read (ms).
 TIME_SAVE_MS = 20000
-#: Inputs that make the reader active (the reading timer counts).
 #: How long the read waits for the first image to be painted once everything is loaded (a window never painted).
 FIRST_IMAGE_WAIT_MS = 500
+#: Inputs that make the reader active (the reading timer counts).
 ACTIVITY_EVENTS = (QEvent.KeyPress, QEvent.MouseButtonPress, QEvent.Wheel, QEvent.MouseMove)
 ROW_START = "cno_row_start"  # a toolbar action's property: its group starts a row of the toolbar
 SEPARATOR_WIDTH = 7  # a toolbar separator and the spacing beside it, in pixels
