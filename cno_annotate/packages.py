@@ -34,9 +34,10 @@ import secrets
 import shutil
 import uuid
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cno_annotate import __version__
 from cno_annotate import reading_study as rs
@@ -374,6 +375,22 @@ def _secret(store: Store, name: str) -> bytes:
         text = issued.secret(store.db, name)
         assert text is not None, "the secret was just kept"
     return bytes.fromhex(text)
+
+
+def record_case_keys(db: Any, name: str, study_uids: Iterable[str]) -> None:
+    """Record, in the reading study's UID pairs, the stand-in of each case's source study UID (in the caller's
+    transaction; the study's secret is made if it has none yet).
+
+    The stand-in is the key a server reader's login names the case by (the study PACS holds the case under it,
+    packages name it so): their reads and openings never hold the source UID.
+    """
+    text = issued.secret(db, name)
+    if text is None:
+        issued.add_secret(db, name, secrets.token_hex(32))
+        text = issued.secret(db, name)
+        assert text is not None, "the secret was just kept"
+    secret = bytes.fromhex(text)
+    issued.add_uid_pairs(db, name, {uid: stand_in_uid(secret, uid) for uid in study_uids})
 
 
 def stand_in_uid(secret: bytes, source: str) -> str:

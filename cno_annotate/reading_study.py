@@ -159,10 +159,13 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
     random.Random(f"{study.seed}:{name}:codes:{len(existing)}").shuffle(new)
     first = 1 + len(existing)
     codes = [f"{CODE_PREFIX}{n:04d}" for n in range(first, first + len(new))]
+    from cno_annotate.packages import record_case_keys
+
     with store.transaction() as db:
         state = audit.require_unchanged(db, f"reading-study:{name}")
         for uid, code in zip(new, codes):
             table.add_case(db, Case(name, code, uid, "", 0))
+        record_case_keys(db, name, new)  # the stand-in each case's readers name it by (server logins)
         _number_patients(db, store, name)
         audit.append(db, actor, "add-cases", f"reading-study:{name}", after={"codes": codes, "studies": new},
                      state_before=state)

@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from cno_annotate import reading_study as rs
-from cno_annotate.annotation.reads import ReadSession
+from cno_annotate.annotation.reads import ReadSession, load_read
 from cno_annotate.store import audit
 from cno_annotate.store.postgres import PgConnection
 from tests import test_postgres_store
@@ -251,13 +251,13 @@ def test_the_deployment_step_hides_other_logins_sessions_from_a_reader(trial, pg
 
 
 # -- source UIDs -----------------------------------------------------------------------------------------------------
-#: The UID columns a reader's login may still select, and why: a read names its case by the source study UID (the
-#: program's key of a read and of a case, reads.study_uid and rs_cases(_seen).study_uid: see docs/deployment.md,
-#: "What a reader's login still sees"), rs_published gives the stand-in UID the study PACS holds, and a lesion's
-#: tracking UID is the program's own. rs_opened.study_uid is the same key of a case the reader opened (migration 27).
-READER_UID_COLUMNS = {("reads", "study_uid"), ("rs_cases", "study_uid"), ("rs_cases_seen", "study_uid"),
-                      ("rs_published", "pacs_study_uid"), ("followup_outcomes", "tracking_uid"),
-                      ("rs_opened", "study_uid")}
+#: The UID columns a reader's login may still select, and why: each holds a stand-in or the program's own UID, never a
+#: source UID (test_nothing_a_readers_or_adjudicators_login_can_select_holds_a_source_identifier scans every value).
+#: reads.study_uid, rs_cases_seen.study_uid and rs_opened.study_uid are a case's key (the stand-in study UID the
+#: study PACS holds it under, migration 28); rs_published gives that same stand-in; a lesion's tracking UID is the
+#: program's own. rs_cases_seen.case_key holds the key too (case_key has no 'uid' in its name).
+READER_UID_COLUMNS = {("reads", "study_uid"), ("rs_cases_seen", "study_uid"), ("rs_published", "pacs_study_uid"),
+                      ("followup_outcomes", "tracking_uid"), ("rs_opened", "study_uid")}
 
 
 def test_a_readers_login_selects_no_series_or_study_uid_of_the_imaging_tables(trial):
@@ -510,3 +510,80 @@ def test_a_reader_running_link_leaves_no_link_key_file(trial, tmp_path):
     assert code == 1 and len(out.strip().splitlines()) == 1, out
     assert "coordinator" in out and "'dr-a'" in out, out
     assert not key.exists()
+# -- nothing a reader's login can select holds an identifier of the source -----------------------------------------
+def _source_identifiers(owner: PgConnection) -> set[str]:
+    """Every identifier of the source studies the coordinator's store holds: UIDs, names (and their parts), IDs,
+    accession numbers, institutions, descriptions, dates (several spellings), the source volumes' ids."""
+    found: set[str] = set()
+    for sql in ("SELECT study_uid, accession, institution, description, study_date FROM studies",
+                "SELECT patient_id, patient_name, birth_date FROM patients", "SELECT series_uid FROM dicom_series",
+                "SELECT sop_uid FROM images", "SELECT volume_id FROM volumes"):
+        for row in owner.execute(sql):
+            for value in row:
+                if value:
+                    found.add(str(value))
+                    found.update(part for part in str(value).replace("^", " ").split() if len(part) > 3)
+    for date in [v for v in found if len(v) == 8 and v.isdigit()]:
+        found.update({f"{date[:4]}-{date[4:6]}-{date[6:]}", f"{date[6:]}.{date[4:6]}.{date[:4]}",
+                      f"{date[6:]}/{date[4:6]}/{date[:4]}"})
+    return found
+
+
+def _everything_selectable(connection: PgConnection, read_ids: list[str]) -> list[tuple[str, str]]:
+    """(where, text) of every value the login can select: each column it may select of every table and view of the
+    schema, and what the store's functions it may run return about its reads."""
+    values: list[tuple[str, str]] = []
+    relations = connection.execute(
+        "SELECT c.relname, array_agg(quote_ident(a.attname) ORDER BY a.attnum) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'm') AND a.attnum > 0 AND NOT a.attisdropped "
+        "AND has_column_privilege(c.oid, a.attnum, 'SELECT') GROUP BY c.relname").fetchall()
+    for relation, columns in relations:
+        for row in connection.execute(f"SELECT {', '.join(columns)} FROM {relation}"):
+            values += [(relation, str(v)) for v in row if v is not None]
+    for read_id in read_ids:
+        for call in ("cno_read_json(?::text)", "cno_read_state(?::text)", "cno_audited_state('read:' || ?)"):
+            values.append((call, str(connection.execute(f"SELECT {call}", (read_id,)).fetchone()[0])))
+    values.append(("cno_live_channel()", str(connection.execute("SELECT cno_live_channel()").fetchone()[0])))
+    return values
+
+
+def test_nothing_a_readers_or_adjudicators_login_can_select_holds_a_source_identifier(trial):
+    from cno_annotate import packages
+    from cno_annotate.store import published
+
+    owner = trial()
+    secret = packages._secret(owner, "trial")
+    for case in rs.cases(owner, "trial"):  # the cases are on the study PACS, under their stand-in study UIDs
+        published.record_case(owner, "trial", case.reading_code, packages.stand_in_uid(secret, case.study_uid), 3,
+                              {}, "web", "coordinator")
+    mine = _start_read(trial("dr-a"), "dr-a")
+    mine.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], "1.2.3.4")
+    mine.submit()
+    ReadSession.open_or_create(trial("dr-a"), rs.study_uid_of(trial("dr-a"), "trial", "CNO-0002"), "dr-a",
+                               reading_study="trial").add_reading_time(5.0)  # only opened: rs_opened
+    adjudicator = trial(ADJUDICATOR)
+    theirs = ReadSession.open_or_create(adjudicator, rs.study_uid_of(adjudicator, "trial", "CNO-0001"), ADJUDICATOR,
+                                        reading_study="trial", role="adjudicator")
+    theirs.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
+    raw_owner = _raw(owner)
+    try:
+        identifiers = _source_identifiers(raw_owner)
+    finally:
+        raw_owner.close()
+    assert len(identifiers) > 30
+    for login, read_ids in (("dr-a", [mine.read.read_id]), (ADJUDICATOR, [mine.read.read_id, theirs.read.read_id])):
+        connection = _raw(trial(login))
+        try:
+            values = _everything_selectable(connection, read_ids)
+        finally:
+            connection.close()
+        assert {where for where, _ in values} >= {"reads", "lesions", "audit", "rs_cases_seen", "rs_published"}
+        leaks = [(login, where, identifier) for where, text in values for identifier in identifiers
+                 if identifier in text]
+        assert leaks == [], leaks[:5]
+    # the coordinator's side still knows each read's source study (the one mapping of stand-ins back)
+    assert load_read(owner, mine.read.read_id).study_uid == rs.study_uid_of(owner, "trial", "CNO-0001")
+    statuses = {e["reading_code"]: e["status"] for e in rs.worklist(owner, "trial", "dr-a")}
+    assert (statuses["CNO-0001"], statuses["CNO-0002"]) == ("submitted", "opened")
+    assert [r.read_id for r in rs.adjudication_reads(owner, "trial", "CNO-0001", ADJUDICATOR)] == [mine.read.read_id]

@@ -86,22 +86,42 @@ def list_read_rows(store: Store, study_uid: str | None = None, reader: str | Non
 
     With ``latest_only``, only the newest version of each read.
     """
-    found = rows.select_reads(store.db, study_uid, reader, reading_study)
+    sources = opened_cases.case_sources(store.db)
+    keys = [study_uid] if study_uid else []
+    keys += [key for (name, key), source in sources.items()
+             if source == study_uid and reading_study in (None, name)]
+    found = rows.select_reads(store.db, keys, reader, reading_study)
+    if sources:
+        mapped = [_by_source(row, sources) for row in found]
+        if mapped != found:  # keep the store's order within each study
+            found = sorted(mapped, key=lambda row: row.study_uid)
     if latest_only:
         newest = {(r.study_uid, r.reader, r.reading_study, r.role): r for r in found}
         found = [r for r in found if newest[(r.study_uid, r.reader, r.reading_study, r.role)] is r]
     return found
 
 
+def _by_source(row: rows.ReadRow, sources: dict[tuple[str, str], str]) -> rows.ReadRow:
+    """The row naming its study by the source UID where the read names it by its case's key (a server reader's)."""
+    source = sources.get((row.reading_study or "", row.study_uid))
+    return row if source is None else dataclasses.replace(row, study_uid=source)
+
+
 def load_read(store: Store, read_id: str) -> Read:
-    """A read with its lesions and unit marks.
+    """A read with its lesions and unit marks, naming its study as this login knows it.
+
+    A server reader's read names its case by the case's key (a stand-in UID); the coordinator's
+    login gets it back under the source study UID (:func:`list_read_rows` does the same).
 
     Raises
     ------
     CnoError
         If the store has no such read.
     """
-    return read_from_stored(_load_stored(store, read_id))
+    stored = _load_stored(store, read_id)
+    if stored.row.reading_study is not None:
+        stored = dataclasses.replace(stored, row=_by_source(stored.row, opened_cases.case_sources(store.db)))
+    return read_from_stored(stored)
 
 
 def read_from_stored(stored: rows.StoredRead) -> Read:
@@ -194,7 +214,16 @@ def new_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy
         problems = reference_problems(store, [read])
         if problems:
             raise CnoError(problems[0].reason)
+        read = _keyed(store.db, read)
     return read
+
+
+def _keyed(db, read: Read) -> Read:
+    """The read naming its case as its reader's login sees it (on a server, the case's key: never the source UID)."""
+    if read.reading_study is None:
+        return read
+    key = opened_cases.case_key(db, read.reading_study, read.reader, read.study_uid)
+    return read if key == read.study_uid else dataclasses.replace(read, study_uid=key)
 
 
 def _insert_new(db, read: Read) -> None:
@@ -262,6 +291,7 @@ def write_read(store: Store, read: Read, actor: str = "coordinator", in_transact
 
 
 def _write_audited(db, read: Read, actor: str) -> None:
+    read = _keyed(db, read)
     state = audit.require_unchanged(db, f"read:{read.read_id}")
     _write_read(db, read)
     audit.append(db, actor, "import", f"read:{read.read_id}", after=_read_summary(read), lesions=len(read.lesions),
@@ -429,7 +459,7 @@ class ReadSession:
         """
         if not reason or not reason.strip():
             raise CnoError("a new version of a submitted read needs a reason")
-        old = load_read(store, read_id)
+        old = read_from_stored(_load_stored(store, read_id))  # as stored: the copy keeps the key its reader sees
         if actor != old.reader:
             raise CnoError(f"read {read_id} belongs to reader {old.reader}; {actor} cannot change it")
         if old.status != "submitted":

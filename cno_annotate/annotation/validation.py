@@ -19,6 +19,7 @@ checked, so import can prefix ``$.reads[3]``) and a one-line reason.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import numbers
@@ -507,8 +508,11 @@ def reference_problems(store, reads: Iterable[Read]) -> list[Problem]:
     """
     from cno_annotate import reading_study as rs
     from cno_annotate.annotation.reads import list_reads
+    from cno_annotate.store.reading_studies import case_sources
 
-    reads = list(reads)
+    sources = case_sources(store.db)  # a read naming its case by the key (a server reader's) is checked as its source
+    reads = [read if (read.reading_study or "", read.study_uid) not in sources else
+             dataclasses.replace(read, study_uid=sources[(read.reading_study or "", read.study_uid)]) for read in reads]
     problems: list[Problem] = []
     from cno_annotate.volumes import volumes_by_series  # volumes reads the store's files: imported when used
 

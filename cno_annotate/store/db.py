@@ -146,6 +146,14 @@ OPENED_FOLLOWS_WORKLIST = f"""
             AND NOT {_ON_WORKLIST.format(row="rs_opened")}; END;
 """
 
+#: Migration 30 on SQLite: the view of the cases shows each one's key (the stand-in its server readers name it by).
+CASE_KEY_VIEW = """
+    DROP VIEW rs_cases_seen;
+    CREATE VIEW rs_cases_seen AS
+        SELECT c.reading_study, c.reading_code, c.study_uid, c.patient_code, c.timepoint, p.package_uid AS case_key
+        FROM rs_cases c LEFT JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid;
+"""
+
 MIGRATIONS: list[Step | ByDialect] = [
     # 1: imported DICOM/NIfTI, derived volumes, role overrides, import log.
     """
@@ -386,6 +394,11 @@ MIGRATIONS: list[Step | ByDialect] = [
     # read's state is hashed before and after and its audited state read once, not five times under the caller's
     # row security (whose filter made each lookup read the read's whole trail). SQLite: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.trusted_edits())),
+    # 30: a case's key (case_key of rs_cases_seen): the stand-in of its study UID, recorded in the reading study's
+    # UID pairs when the case is added. On a PostgreSQL server a reader's or adjudicator's login sees the key as the
+    # case's study UID and names it so in their reads and openings (the server refuses the source UID there); the
+    # coordinator's login maps them back through the same pairs. An SQLite store shows the key beside the study UID.
+    ByDialect(CASE_KEY_VIEW, postgres.case_keys),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1839,3 +1839,156 @@ CREATE POLICY worklist_cases ON rs_published FOR SELECT TO cno_reader, cno_adjud
     SELECT 1 FROM rs_worklists w WHERE w.reading_study = rs_published.reading_study
         AND w.reading_code = rs_published.reading_code AND w.reader = session_user));
 """
+
+#: Migration 29 on PostgreSQL: a reader's or adjudicator's login names a case by its key, the stand-in study UID of the
+#: reading study's UID pairs (what the study PACS holds the case under), never by its source UID. They may no longer
+#: select rs_cases.study_uid; rs_cases_seen shows them the key as the study UID (coordinators see the source, and the
+#: key in case_key, to map their reads back). Their reads and openings are keyed so: the server refuses a read of a
+#: registered reader, or an opening, that names a case by its source UID (a coordinator's program writing it for them).
+CASE_KEYS = """
+CREATE OR REPLACE VIEW rs_cases_seen WITH (security_barrier) AS
+    SELECT c.reading_study, c.reading_code,
+        CASE WHEN cno_is_coordinator() THEN c.study_uid ELSE p.package_uid END AS study_uid,
+        CASE WHEN cno_is_coordinator() OR s.design <> 'unpaired-blinded' OR s.reveal_timepoints <> 0
+             THEN c.patient_code END AS patient_code,
+        CASE WHEN cno_is_coordinator() OR s.design = 'paired-chronological' OR s.reveal_timepoints <> 0
+             THEN c.timepoint END AS timepoint,
+        p.package_uid AS case_key
+    FROM rs_cases c JOIN reading_studies s ON s.name = c.reading_study
+        LEFT JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
+    WHERE cno_is_coordinator() OR EXISTS (SELECT 1 FROM rs_worklists w WHERE w.reading_study = c.reading_study
+                                          AND w.reading_code = c.reading_code AND w.reader = session_user);
+REVOKE SELECT (study_uid) ON rs_cases FROM cno_reader, cno_adjudicator;
+
+-- Whether a case of this login's worklist has this key (a key is all a reader knows of a case).
+CREATE FUNCTION cno_worklist_case(p_study text, p_key text) RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER
+SET search_path = public AS $$
+    SELECT EXISTS (SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
+                       AND c.reading_code = w.reading_code
+                   JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
+                   WHERE w.reader = session_user AND w.reading_study = p_study AND p.package_uid = p_key)
+$$;
+REVOKE ALL ON FUNCTION cno_worklist_case(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cno_worklist_case(text, text) TO cno_coordinator, cno_reader, cno_adjudicator;
+
+DROP POLICY adjudicated_cases ON reads;
+CREATE POLICY adjudicated_cases ON reads FOR SELECT TO cno_adjudicator USING (
+    status = 'submitted' AND role = 'reader' AND cno_worklist_case(reading_study, study_uid));
+DROP POLICY own_worklist_cases ON rs_opened;
+CREATE POLICY own_worklist_cases ON rs_opened TO cno_reader, cno_adjudicator
+    USING (reader = session_user) WITH CHECK (reader = session_user AND cno_worklist_case(reading_study, study_uid));
+
+-- A registered reader's read of a reading study, and any opening, names its case by the key: their login sees it.
+CREATE FUNCTION cno_keyed_by_stand_in() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+BEGIN
+    IF NEW.reading_study IS NOT NULL
+       AND EXISTS (SELECT 1 FROM rs_cases c WHERE c.reading_study = NEW.reading_study AND c.study_uid = NEW.study_uid)
+       AND (TG_TABLE_NAME = 'rs_opened' OR EXISTS (SELECT 1 FROM rs_readers x
+                                                  WHERE x.reading_study = NEW.reading_study AND x.reader = NEW.reader))
+    THEN
+        RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation', MESSAGE = format(
+            '%s of %s in reading study %s names its case by the source study UID, which their login would see; '
+            'on a server it names the case by its stand-in (reading_study.case_key)',
+            CASE WHEN TG_TABLE_NAME = 'reads' THEN 'a read' ELSE 'an opening' END, NEW.reader, NEW.reading_study);
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER reads_keyed_by_stand_in BEFORE INSERT OR UPDATE OF study_uid, reader, reading_study ON reads
+    FOR EACH ROW EXECUTE FUNCTION cno_keyed_by_stand_in();
+CREATE TRIGGER rs_opened_keyed_by_stand_in BEFORE INSERT OR UPDATE OF study_uid, reader, reading_study ON rs_opened
+    FOR EACH ROW EXECUTE FUNCTION cno_keyed_by_stand_in();
+
+-- The adjudicators of a read's case hear of its submission: the case found by its key (or, for a read made before
+-- schema 29, its source UID).
+CREATE OR REPLACE FUNCTION cno_notify_read() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+DECLARE
+    r reads%ROWTYPE;
+    adjudicator text;
+BEGIN
+    IF TG_OP = 'DELETE' THEN
+        r := OLD;
+    ELSIF TG_OP = 'UPDATE' AND NEW.status IS NOT DISTINCT FROM OLD.status THEN
+        RETURN NULL;
+    ELSE
+        r := NEW;
+    END IF;
+    PERFORM pg_notify(cno_channel_of(''), 'read:' || r.read_id);
+    PERFORM pg_notify(cno_channel_of(r.reader), 'read:' || r.read_id);
+    IF r.role = 'reader' AND (r.status = 'submitted' OR (TG_OP = 'UPDATE' AND OLD.status = 'submitted')) THEN
+        FOR adjudicator IN SELECT DISTINCT w.reader FROM rs_worklists w
+            JOIN rs_cases c ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code
+            JOIN rs_readers x ON x.reading_study = w.reading_study AND x.reader = w.reader AND x.role = 'adjudicator'
+            LEFT JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
+            WHERE w.reading_study = r.reading_study AND r.study_uid IN (c.study_uid, p.package_uid) LOOP
+            PERFORM pg_notify(cno_channel_of(adjudicator), 'read:' || r.read_id);
+        END LOOP;
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+
+#: Migration 29 on PostgreSQL: migration 28's opened records find their case by its key too (MESSAGE: its refusal).
+_OPENED_BY_KEY = """
+CREATE OR REPLACE FUNCTION cno_opened_on_worklist() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
+                   AND c.reading_code = w.reading_code
+                   LEFT JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
+                   WHERE w.reading_study = NEW.reading_study AND w.reader = NEW.reader
+                   AND NEW.study_uid IN (c.study_uid, p.package_uid)) THEN
+        RAISE EXCEPTION USING ERRCODE = 'check_violation', MESSAGE = MESSAGE_TEXT;
+    END IF;
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION cno_worklist_forget_opened() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+BEGIN
+    IF TG_OP = 'UPDATE' AND (NEW.reading_study, NEW.reader, NEW.reading_code)
+                            IS NOT DISTINCT FROM (OLD.reading_study, OLD.reader, OLD.reading_code) THEN
+        RETURN NULL;
+    END IF;
+    DELETE FROM rs_opened o USING rs_cases c
+        LEFT JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
+    WHERE c.reading_study = OLD.reading_study AND c.reading_code = OLD.reading_code
+      AND o.reading_study = OLD.reading_study AND o.reader = OLD.reader AND o.study_uid IN (c.study_uid, p.package_uid)
+      AND NOT EXISTS (SELECT 1 FROM rs_worklists w WHERE w.reading_study = OLD.reading_study
+                      AND w.reader = OLD.reader AND w.reading_code = OLD.reading_code);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION cno_notify_opened() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = public AS $$
+DECLARE
+    payload text;
+BEGIN
+    SELECT 'opened:' || json_build_object('reading_study', NEW.reading_study, 'reader', NEW.reader,
+                                          'reading_code', c.reading_code)::text INTO payload
+    FROM rs_cases c LEFT JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
+    WHERE c.reading_study = NEW.reading_study AND NEW.study_uid IN (c.study_uid, p.package_uid);
+    IF payload IS NOT NULL THEN
+        PERFORM pg_notify(cno_channel_of(''), payload);
+        PERFORM pg_notify(cno_channel_of(NEW.reader), payload);
+    END IF;
+    RETURN NULL;
+END $$;
+"""
+
+
+def case_keys(connection: PgConnection) -> None:
+    """Migration 29 on PostgreSQL: every case's key recorded (the reading study's UID pairs), then :data:`CASE_KEYS`,
+    and migration 28's opened records made to find their case by its key."""
+    from cno_annotate.packages import record_case_keys
+    from cno_annotate.store.db import OFF_WORKLIST_MESSAGE
+
+    studies: dict[str, list[str]] = {}
+    for row in connection.execute("SELECT reading_study, study_uid FROM rs_cases ORDER BY reading_study, study_uid"):
+        studies.setdefault(row[0], []).append(row[1])
+    for name, study_uids in studies.items():
+        record_case_keys(connection, name, study_uids)
+    connection.script(CASE_KEYS)
+    connection.script(_OPENED_BY_KEY.replace("MESSAGE_TEXT", "'" + OFF_WORKLIST_MESSAGE.replace("'", "''") + "'"))

@@ -143,6 +143,39 @@ def cases(db: sqlite3.Connection, name: str) -> list[Case]:
         f"SELECT {_CASE_COLUMNS} FROM rs_cases_seen WHERE reading_study = ? ORDER BY reading_code", (name,)).fetchall()]
 
 
+def case_sources(db: Any) -> dict[tuple[str, str], str]:
+    """(reading study, case key) -> source study UID, for every case whose readers name it by a stand-in.
+
+    On a server a reader's or adjudicator's login names a case by its key (the stand-in study UID the study PACS
+    holds it under, from the reading study's UID pairs), never by the source UID: their reads and openings are
+    keyed so. The coordinator's login maps them back with this; any other login gets nothing (its view of the
+    cases shows the key as the study UID).
+    """
+    rows = db.execute("SELECT reading_study, case_key, study_uid FROM rs_cases_seen WHERE case_key IS NOT NULL "
+                      "AND case_key <> study_uid").fetchall()
+    return {(r["reading_study"], r["case_key"]): r["study_uid"] for r in rows}
+
+
+def case_key(db: Any, name: str, reader: str, study_uid: str) -> str:
+    """The UID a read (or an opening) of ``reader`` in reading study ``name`` names the case of ``study_uid`` by.
+
+    On a server, for a reader registered in the study, the case's key (their login sees the read: never the
+    source UID); ``study_uid`` otherwise (an SQLite store, an unregistered reader, a key already).
+    """
+    if getattr(db, "dialect", "sqlite") == "sqlite":
+        return study_uid
+    if not hasattr(db, "cno_limited_login"):  # a login's groups do not change while it is connected: asked once
+        from cno_annotate.store.postgres import limited_login
+
+        db.cno_limited_login = limited_login(db)
+    if db.cno_limited_login is not None:
+        return study_uid  # a reader's or adjudicator's login knows its cases by their keys only
+    row = db.execute("SELECT c.case_key FROM rs_cases_seen c JOIN rs_readers x ON x.reading_study = c.reading_study "
+                     "WHERE c.reading_study = ? AND x.reader = ? AND c.study_uid = ? AND c.case_key IS NOT NULL",
+                     (name, reader, study_uid)).fetchone()
+    return study_uid if row is None else str(row[0])
+
+
 def case(db: sqlite3.Connection, name: str, code: str) -> Case | None:
     """The case with this reading code (None if the study has none)."""
     row = db.execute(f"SELECT {_CASE_COLUMNS} FROM rs_cases_seen WHERE reading_study = ? AND reading_code = ?",
@@ -268,14 +301,18 @@ def add_worklist(db: sqlite3.Connection, name: str, reader: str, entries: Iterab
 def worklist(db: sqlite3.Connection, name: str, reader: str) -> list[WorklistEntry]:
     """A reader's worklist in its order (empty before one is assigned)."""
     rows = db.execute(
-        "SELECT w.position, w.reading_code, c.study_uid FROM rs_worklists w JOIN rs_cases c "
+        "SELECT w.position, w.reading_code, c.study_uid FROM rs_worklists w JOIN rs_cases_seen c "
         "ON c.reading_study = w.reading_study AND c.reading_code = w.reading_code "
         "WHERE w.reading_study = ? AND w.reader = ? ORDER BY w.position", (name, reader)).fetchall()
     return [WorklistEntry(r["position"], r["reading_code"], r["study_uid"]) for r in rows]
 
 
 def record_opened(db: Any, name: str, reader: str, study_uid: str, at: str) -> float:
-    """Record that a reader opened a case (kept from the first opening); the time recorded looking at it so far."""
+    """Record that a reader opened a case (kept from the first opening); the time recorded looking at it so far.
+
+    On a server the opening names the case by its key (:func:`case_key`), as the reader's reads do.
+    """
+    study_uid = case_key(db, name, reader, study_uid)
     row = db.execute("INSERT INTO rs_opened (reading_study, reader, study_uid, opened) VALUES (?,?,?,?) "
                      "ON CONFLICT (reading_study, reader, study_uid) DO UPDATE SET opened = rs_opened.opened "
                      "RETURNING looked_seconds", (name, reader, study_uid, at)).fetchone()
@@ -284,6 +321,7 @@ def record_opened(db: Any, name: str, reader: str, study_uid: str, at: str) -> f
 
 def add_looked_time(db: Any, name: str, reader: str, study_uid: str, seconds: float, at: str) -> float:
     """Add active time spent looking at an opened case (one statement); the case's looked-only time after."""
+    study_uid = case_key(db, name, reader, study_uid)
     row = db.execute("INSERT INTO rs_opened (reading_study, reader, study_uid, opened, looked_seconds) "
                      "VALUES (?,?,?,?,?) ON CONFLICT (reading_study, reader, study_uid) DO UPDATE "
                      "SET looked_seconds = rs_opened.looked_seconds + excluded.looked_seconds "
@@ -292,9 +330,14 @@ def add_looked_time(db: Any, name: str, reader: str, study_uid: str, seconds: fl
 
 
 def opened(db: Any, name: str, reader: str) -> dict[str, float]:
-    """The cases of a reader's worklist they opened in a study: study UID -> active seconds spent only looking."""
-    rows = db.execute("SELECT o.study_uid, o.looked_seconds FROM rs_opened o JOIN rs_cases c "
-                      "ON c.reading_study = o.reading_study AND c.study_uid = o.study_uid JOIN rs_worklists w "
+    """The cases of a reader's worklist they opened in a study: study UID -> active seconds spent only looking.
+
+    An opening keyed by the case's key (a server reader's) is given under the study UID this login knows the case
+    by (the coordinator's: the source UID).
+    """
+    rows = db.execute("SELECT c.study_uid, o.looked_seconds FROM rs_opened o JOIN rs_cases_seen c "
+                      "ON c.reading_study = o.reading_study AND o.study_uid IN (c.study_uid, c.case_key) "
+                      "JOIN rs_worklists w "
                       "ON w.reading_study = o.reading_study AND w.reader = o.reader AND w.reading_code = c.reading_code "
                       "WHERE o.reading_study = ? AND o.reader = ?", (name, reader)).fetchall()
     return {r["study_uid"]: float(r["looked_seconds"]) for r in rows}
@@ -322,7 +365,10 @@ class OpenedCase:
 
 
 def opened_cases(db: Any, name: str, reader: str) -> list[OpenedCase]:
-    """The cases a reader opened in a study, with when and how long they looked, by study UID."""
-    rows = db.execute("SELECT study_uid, opened, looked_seconds FROM rs_opened WHERE reading_study = ? AND reader = ? "
-                      "ORDER BY study_uid", (name, reader)).fetchall()
+    """The cases a reader opened in a study, with when and how long they looked, by study UID (as this login knows
+    the case: the coordinator's the source UID of an opening a server reader keyed by the case's key)."""
+    rows = db.execute("SELECT COALESCE(c.study_uid, o.study_uid) AS study_uid, o.opened, o.looked_seconds "
+                      "FROM rs_opened o LEFT JOIN rs_cases_seen c ON c.reading_study = o.reading_study "
+                      "AND o.study_uid IN (c.study_uid, c.case_key) WHERE o.reading_study = ? AND o.reader = ? "
+                      "ORDER BY 1", (name, reader)).fetchall()
     return [OpenedCase(r["study_uid"], r["opened"], float(r["looked_seconds"])) for r in rows]

@@ -110,11 +110,17 @@ class ReadRevision:
 
 
 # -- reading -------------------------------------------------------------------------------
-def select_reads(db: Any, study_uid: str | None = None, reader: str | None = None,
+def select_reads(db: Any, study_uid: str | Sequence[str] | None = None, reader: str | None = None,
                  reading_study: str | None = None) -> list[ReadRow]:
-    """Read rows matching every filter given, ordered by study, reader, version, start."""
+    """Read rows matching every filter given, ordered by study, reader, version, start.
+
+    ``study_uid`` may be several keys of one study (its source UID and the stand-in its readers' reads name it by).
+    """
     sql, args = "SELECT * FROM reads WHERE 1", list[str]()
-    for column, value in (("study_uid", study_uid), ("reader", reader), ("reading_study", reading_study)):
+    keys = [study_uid] if isinstance(study_uid, str) else list(study_uid or ())
+    if keys:
+        sql, args = sql + f" AND study_uid IN ({', '.join('?' * len(keys))})", args + keys
+    for column, value in (("reader", reader), ("reading_study", reading_study)):
         if value:
             sql, args = sql + f" AND {column} = ?", args + [value]
     return [ReadRow.from_row(r) for r in db.execute(sql + " ORDER BY study_uid, reader, version, started, read_id",
