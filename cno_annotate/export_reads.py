@@ -5,7 +5,10 @@ changed outside the program (an SQLite shell, raw SQL on the server). Checking
 the whole trail at every export costs every entry and every object; this checks
 only the reads being exported, the way ``audit verify`` checks each read: its
 stored content hashed (:func:`cno_annotate.store.audit.read_state`) against the
-state its latest audit entry recorded. A read that differs, or that no entry
+state its latest audit entry recorded, and the read's own chain of entries
+(each entry's hash, each link, the chain's recorded end:
+:func:`cno_annotate.store.audit.object_chain_problem`), so an entry rewritten to
+match a changed read is caught too. A read that differs, or that no entry
 records, is refused with one line naming it (reports: unless the user asks to
 include such reads, and then the report names them).
 
@@ -37,10 +40,16 @@ class TamperedReads(CnoError):
 
 
 def unaudited_reads(store: Store, read_ids: Iterable[str]) -> list[str]:
-    """Of ``read_ids``, those whose stored content differs from their latest audited state (or that no entry records)."""
+    """Of ``read_ids``, those whose stored content differs from their latest audited state (or that no entry
+    records), or whose own chain of audit entries does not verify (an entry rewritten to match a changed read)."""
+    from cno_annotate.reading_study import limited_login
+
+    check_end = limited_login(store) is None  # a reader's login may not read where each chain ends
     out = []
     for read_id in dict.fromkeys(read_ids):
-        if audit.read_state(store.db, read_id) != audit.audited_state(store.db, f"read:{read_id}"):
+        entity = f"read:{read_id}"
+        if audit.read_state(store.db, read_id) != audit.audited_state(store.db, entity) \
+                or audit.object_chain_problem(store.db, entity, check_end) is not None:
             out.append(read_id)
     return out
 

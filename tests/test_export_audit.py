@@ -65,8 +65,13 @@ def _read_id(store: Store, reader: str) -> str:
     return store.db.execute("SELECT read_id FROM reads WHERE reader = ?", (reader,)).fetchone()[0]
 
 
-def _tamper(store: Store, read_id: str) -> None:
-    """Lower the grade of the read's lesion behind the program's back."""
+#: The read's latest audit entry made to record the state the read has after GRADE (its hash is left as it was).
+COVER = "UPDATE audit SET detail = ? WHERE seq = (SELECT MAX(seq) FROM audit WHERE entity = ?)"
+
+
+def _tamper(store: Store, read_id: str, cover: bool = False) -> None:
+    """Lower the grade of the read's lesion behind the program's back; with ``cover``, also rewrite the state its
+    latest audit entry recorded to match (the entry's hash, and so its chain, then no longer verify)."""
     if store.folder is None:
         from cno_annotate.store.postgres import PgConnection
 
@@ -76,6 +81,10 @@ def _tamper(store: Store, read_id: str) -> None:
                 db.execute("ALTER TABLE lesions DISABLE TRIGGER USER")
                 db.execute(GRADE, (read_id,))
                 db.execute("ALTER TABLE lesions ENABLE TRIGGER USER")
+                if cover:
+                    db.execute("ALTER TABLE audit DISABLE TRIGGER USER")
+                    db.execute(COVER, (_covering(db, read_id), f"read:{read_id}"))
+                    db.execute("ALTER TABLE audit ENABLE TRIGGER USER")
         finally:
             owner.close()
         return
@@ -83,7 +92,18 @@ def _tamper(store: Store, read_id: str) -> None:
     for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
         db.execute(f"DROP TRIGGER {name}")
     db.execute(GRADE, (read_id,))
+    if cover:
+        db.execute(COVER, (_covering(db, read_id), f"read:{read_id}"))
     db.close()
+
+
+def _covering(db, read_id: str) -> str:
+    """The detail of the read's latest entry with the state the read has now."""
+    from cno_annotate.store import audit
+
+    (detail,) = db.execute("SELECT detail FROM audit WHERE entity = ? ORDER BY seq DESC LIMIT 1",
+                           (f"read:{read_id}",)).fetchone()
+    return json.dumps({**json.loads(detail), "state": audit.read_state(db, read_id)})
 
 
 def _exports(tmp_path, store: Store, reader: str | None) -> dict[str, list]:
@@ -121,6 +141,27 @@ def test_every_export_of_a_changed_read_is_refused_in_one_line_naming_it(trial, 
             continue  # every read of the study: refused above
         code, out = run_cli(*args, "--store", trial.root)
         assert code == 0, f"{name} of dr-b's read: {out}"
+
+
+def test_a_read_whose_audit_chain_does_not_verify_is_refused_by_every_export_and_by_reports(trial, tmp_path):
+    """The read and its latest entry's recorded state both rewritten: the state matches, the chain does not."""
+    assert run_cli("link", "from-patient-ids", "trial", "--link-key", tmp_path / "key.sqlite", "--store",
+                   trial.root)[0] == 0
+    changed = _read_id(trial, "dr-a")
+    _tamper(trial, changed, cover=True)
+    refused = tmp_path / "refused"
+    refused.mkdir()
+    for name, args in _exports(refused, trial, None).items():
+        code, out = run_cli(*args, "--store", trial.root)
+        assert code != 0, f"{name} exported a read whose audit chain does not verify: {out}"
+        lines = out.strip().splitlines()
+        assert len(lines) == 1 and changed in lines[0] and "changed outside the program" in lines[0], (name, out)
+        assert not [p for p in refused.rglob("*") if p.is_file()], f"{name} left files"
+    code, out = run_cli("report", "agreement", "trial", "--bootstrap", "0", "--out", tmp_path / "r", "--store",
+                        trial.root)
+    assert code != 0 and changed in out and "--include-tampered" in out, out
+    code, out = run_cli("read", "export", "--reader", "dr-b", "--out", tmp_path / "b.json", "--store", trial.root)
+    assert code == 0, out  # the other reader's read, on its own intact chain
 
 
 def test_a_report_with_a_changed_read_is_refused_unless_asked_and_then_names_it(trial, tmp_path):

@@ -378,6 +378,40 @@ def _followed(db: sqlite3.Connection, upto: int | None = None) -> _Chains:
     return chains
 
 
+def object_chain_problem(db: sqlite3.Connection, entity: str, check_end: bool = True) -> str | None:
+    """Why the chain of one object's entries does not verify (None: it does), without following the whole trail.
+
+    Each entry's hash is recomputed; each entry on the object's chain must follow the one before it (``prev_seq``,
+    ``prev_hash``); its first entry, the spine entry it names (where this login may see it); with ``check_end``
+    (a login that may read ``audit_heads``), its last entry must be the recorded end of the chain.
+    """
+    rows = db.execute("SELECT seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq FROM audit "
+                      "WHERE entity = ? ORDER BY seq", (entity,)).fetchall()
+    last: tuple[int, str] | None = None
+    for seq, at, actor, action, _, detail, prev_hash, digest, prev_seq in rows:
+        if _digest(prev_hash, seq, at, actor, action, entity, detail, prev_seq) != digest:
+            return f"entry {seq} was changed after it was written (hash differs)"
+        if prev_seq is not None and last is not None and (prev_seq, prev_hash) != last:
+            return f"entry {seq} does not follow entry {last[0]} of its chain"
+        if prev_seq is not None and last is None and prev_seq > 0:
+            parent = db.execute("SELECT hash FROM audit WHERE seq = ?", (prev_seq,)).fetchone()
+            if parent is not None and parent[0] != prev_hash:
+                return f"entry {seq} does not follow entry {prev_seq} (previous hash differs)"
+        last = (int(seq), digest)
+    if check_end and last is not None and _chained_anywhere(db):
+        end = db.execute("SELECT seq, hash FROM audit_heads WHERE entity = ?", (entity,)).fetchone()
+        if end is not None and (int(end[0]), end[1]) != last:
+            return f"entry {end[0]} does not match the end of the chain (entries were removed or replaced)"
+    return None
+
+
+def _chained_anywhere(db: sqlite3.Connection) -> bool:
+    """Whether the store records the end of each object's chain (schema 22 on, either backend)."""
+    if getattr(db, "dialect", "sqlite") != "sqlite":
+        return True
+    return _chained(db)
+
+
 def _verify_chain(db: sqlite3.Connection) -> Verification:
     """Recompute the chains; report the first entry that was edited, removed, inserted, reordered or moved."""
     chains = _followed(db)
