@@ -58,6 +58,20 @@ def test_store_grant_for_someone_in_no_reading_study_says_so_and_what_to_do(tria
         owner.close()
 
 
+def test_importing_another_readers_document_says_whose_it_is_in_one_line(trial, tmp_path):
+    _start_read(trial("dr-b"), "dr-b").submit()
+    code, out = run_cli("read", "export", "--reader", "dr-b", "--store", trial().root, "--out", tmp_path / "b.json")
+    assert code == 0, out
+    code, out = run_cli("read", "import", tmp_path / "b.json", "--store", trial("dr-a").root)
+    assert code == 1 and len(out.strip().splitlines()) == 1, out
+    assert "dr-b" in out and "dr-a" in out and "nothing was imported" in out, out
+    assert "permission denied" not in out and "Traceback" not in out and "2.25." not in out, out
+    document = json.loads((tmp_path / "b.json").read_text())
+    assert not [uid for uid in (document["reads"][0]["study_uid"], document["reads"][0]["read_id"]) if uid in out]
+    owner = trial()
+    assert [r["reader"] for r in owner.db.execute("SELECT reader FROM reads").fetchall()] == ["dr-b"]
+
+
 # -- the audit entries a reader may append -------------------------------------------------------------------------
 def _true_entry(reader: PgConnection, read_id: str) -> str:
     """An entry's detail that records the read's true state (all the database checked before migration 24)."""

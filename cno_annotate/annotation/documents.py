@@ -257,6 +257,18 @@ def _refuse_reader_exports(store: Store, reads: list[Read], source: str) -> None
                            f"cannot be imported back (its reads are in the store already); nothing was imported")
 
 
+def _refuse_other_readers(store: Store, reads: list[Read], source: str) -> None:
+    """On a server, a reader's or adjudicator's login imports no read of another reader (the server would refuse
+    it anyway, with a message about a table): one line saying whose the document is."""
+    from cno_annotate.reading_study import limited_login
+
+    login = limited_login(store)
+    others = sorted({read.reader for read in reads} - {login}) if login is not None else []
+    if others:
+        raise CnoError(f"{source}: this document holds reads of {', '.join(others)}; the login {login!r} imports only "
+                       f"its own reads (the coordinator's login imports anyone's); nothing was imported")
+
+
 def import_document(store: Store, path: Path, replace: bool = False, actor: str = "coordinator") -> list[str]:
     """Import every read of a JSON file, all or nothing; returns the read ids.
 
@@ -275,6 +287,7 @@ def import_document(store: Store, path: Path, replace: bool = False, actor: str 
     source = str(path)
     reads = reads_from_document(load_strict_json(path), source)
     _refuse_reader_exports(store, reads, source)
+    _refuse_other_readers(store, reads, source)
     existing = {r["read_id"]: r for r in list_reads(store)}
     clashes = [r.read_id for r in reads if r.read_id in existing]
     locked = [read_id for read_id in clashes if existing[read_id]["status"] == "submitted"]
