@@ -216,20 +216,40 @@ def _write_case(store: Store, case: rs.Case, replacements: Replacements, images:
     return written
 
 
-def _record_volume_ids(store: Store, package_store: Store, mapping: dict[str, str]) -> None:
-    """Add the volume ids (split stacks, composed volumes) of the package to the UID pairs."""
-    from cno_annotate.io.compose import composed_volume_id
+def _record_volume_ids(store: Store, copies: Store, mapping: dict[str, str]) -> None:
+    """Add to the UID pairs each volume of the de-identified copies (split stacks, composed volumes) with the
+    coordinator's volume of the same images.
+
+    A copy stack is paired with the one source stack holding its instances (their stand-ins), never by its
+    number: the copies lose private attributes, so a series may split into stacks in another order there.
+    A composed copy is paired with the source volume composed of the paired stations, if the coordinator has one.
+    Pairs recorded already are kept (a source id never changes its stand-in). Used by packages and by
+    ``reading-study publish`` (the online readers' copies), so both map back one way.
+    """
+    from cno_annotate.volumes import stack_instances
 
     back = {new: source for source, new in mapping.items()}
-    package_volumes = package_store.volumes()
-    for volume in package_volumes:
-        if volume.kind == "stack" and volume.series_uid in back:
-            suffix = volume.volume_id[len(volume.series_uid):]
-            mapping[back[volume.series_uid] + suffix] = volume.volume_id
-    back = {new: source for source, new in mapping.items()}
-    for volume in package_volumes:
-        if volume.kind == "composed" and all(m in back for m in volume.members):
-            mapping[composed_volume_id([back[m] for m in volume.members])] = volume.volume_id
+    copy_volumes = copies.volumes()
+    studies = {back[v.study_uid] for v in copy_volumes if v.study_uid in back}
+    sources = [v for uid in sorted(studies) for v in store.volumes(uid)]
+    stack_of = {image: v.volume_id for v in sources if v.kind == "stack" for image in stack_instances(store, v)}
+    stacks: dict[str, str] = {}  # copy stack -> the one source stack holding its images (a file left out: fewer)
+    for volume in copy_volumes:
+        if volume.kind == "stack":
+            held = {stack_of.get((back.get(uid, uid), frame)) for uid, frame in stack_instances(copies, volume)}
+            if len(held) == 1 and None not in held:
+                stacks[volume.volume_id] = held.pop()  # type: ignore[assignment]
+    composed = {tuple(v.members): v.volume_id for v in sources if v.kind == "composed"}
+    pairs = {source: copied for copied, source in stacks.items()}
+    for volume in copy_volumes:
+        if volume.kind == "composed" and all(m in stacks for m in volume.members):
+            source = composed.get(tuple(stacks[m] for m in volume.members))
+            if source is not None:
+                pairs[source] = volume.volume_id
+    taken = set(mapping.values())
+    for source, copied in pairs.items():
+        if source not in mapping and copied not in taken:
+            mapping[source] = copied
 
 
 def _carry_collected_reads(store: Store, package_store: Store, name: str, reader: str,

@@ -96,11 +96,27 @@ def publish(store: Store, name: str, client: PacsClient, actor: str = rs.COORDIN
             refused = client.send(files)
             report.refused += [f"{case.reading_code} file {path.name}: {why}" for path, why in refused.items()]
             if files and not refused:
+                _pair_copy_volumes(store, Path(staging), pairs)
                 published.record_case(store, name, case.reading_code, stand_in(case.study_uid), len(files),
                                       pairs, client.node.name, actor)
                 report.cases += 1
                 report.instances += len(files)
     return report
+
+
+def _pair_copy_volumes(store: Store, folder: Path, pairs: dict[str, str]) -> None:
+    """Add the volume ids the readers' caches give the copies in ``folder`` (indexed here as a reader's cache
+    indexes them) to the UID pairs, each with the coordinator's volume of the same images (as packages do)."""
+    from cno_annotate.importer import import_paths
+    from cno_annotate.packages import _record_volume_ids
+
+    with tempfile.TemporaryDirectory(prefix="cno-publish-index-") as index:
+        copies = Store.open(Path(index) / "store")
+        try:
+            import_paths(copies, [folder])
+            _record_volume_ids(store, copies, pairs)
+        finally:
+            copies.close()
 
 
 def _deidentified_copies(store: Store, case: Case, replacements: Replacements, folder: Path,
@@ -181,11 +197,14 @@ def source_references(store: Store, name: str) -> dict[str, str]:
 
     An online reader marks lesions on the copies fetched from the study PACS
     (and a package reader on the package's copies): their lesions and ROIs name
-    stand-in series UIDs, split stacks of them (the stand-in UID with the
-    stack's suffix) and composed volumes of those stacks. The de-identified
-    copies keep every image's geometry, so each source stack has the stand-in
-    volume id of its series' stand-in with the same suffix, and each composed
-    volume the composed id of its members' stand-ins (and so the same grid).
+    stand-in series UIDs, split stacks of them and composed volumes of those
+    stacks. ``publish`` (and ``package``) index the copies as a reader's cache
+    does and record each copy volume with the coordinator's volume of the same
+    images (a copy may split a series in another order: it has no private
+    attributes). For cases published before that record existed, each source
+    stack is taken to have its series' stand-in with the same suffix and each
+    composed volume the composed id of its members' stand-ins; a recorded pair
+    always wins.
     Empty for a login that may not see the UID pairs (a reader or adjudicator
     on a server): their exports keep the stand-ins.
     """
@@ -204,6 +223,7 @@ def source_references(store: Store, name: str) -> dict[str, str]:
     for volume in volumes:
         if volume.kind == VolumeKind.COMPOSED and all(m in forward for m in volume.members):
             forward[volume.volume_id] = composed_volume_id([forward[m] for m in volume.members])
-    back = {new: old for old, new in pairs.items()}
-    back.update({new: old for old, new in forward.items()})
+    back = {new: old for old, new in pairs.items()}  # recorded at publish: the copies' own volume ids first
+    for old, new in forward.items():  # derived (cases published before the copies' volumes were recorded)
+        back.setdefault(new, old)
     return back

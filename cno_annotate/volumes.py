@@ -137,6 +137,11 @@ def _stack(store: Store, row: VolumeRow):
     return stacks[0]
 
 
+def stack_instances(store: Store, row: VolumeRow) -> frozenset[tuple[str, int]]:
+    """The (SOPInstanceUID, frame) of every image of a stack volume (what tells a stack apart, whatever its id)."""
+    return frozenset((image.sop_uid, image.frame) for image in _stack(store, row).images)
+
+
 def _read_stack(store: Store, row: VolumeRow, volume: Volume, progress) -> np.ndarray:
     stack = _stack(store, row)
     checks = check_files(stack.images, store.recorded_files(image.path for image in stack.images))

@@ -160,3 +160,87 @@ def test_the_coordinators_exports_name_the_source_series_of_an_online_readers_le
         series = {str(d.SeriesInstanceUID) for d in seg.ReferencedSeriesSequence}
         assert series <= source_series and not series & stand_ins
         assert str(seg.FrameOfReferenceUID) in frames
+
+
+# -- a series the copies split otherwise than the source ---------------------------------------------------------------
+B_VALUE = (0x0019, "SIEMENS MR HEADER", 0x0C)
+
+
+@pytest.fixture
+def diffusion(pg_server, pg_database, nodes, tmp_path):
+    """URL maker of a database holding one study with a diffusion series whose b-values (0, 800) are only in a
+    Siemens private attribute, b=800 acquired first (AcquisitionNumber 1): published, a reading study assigned.
+
+    The source splits the series by b-value (b=0 first); the de-identified copies have no private attributes and
+    split it by acquisition number (b=800 first), so the copies' stack numbers are not the source's."""
+    from pydicom.uid import generate_uid
+
+    from cno_annotate.importer import import_paths
+    from cno_annotate.sample import StudyPlan, generate_study
+
+    folder = tmp_path / "dwi-study"
+    generate_study(folder, StudyPlan(stations=1, slices=3, matrix=24, seed=61))
+    (folder / "ground_truth.json").unlink(missing_ok=True)
+    first = sorted(p for p in folder.rglob("IM*") if p.parent.name == "SE000101")
+    series = generate_uid()
+    target = first[0].parent.parent / "SE000901"
+    target.mkdir()
+    for b_value, acquisition in ((800, 1), (0, 2)):
+        for path in first:
+            ds = pydicom.dcmread(path)
+            ds.SeriesInstanceUID, ds.SeriesNumber, ds.AcquisitionNumber = series, 901, acquisition
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            ds.private_block(B_VALUE[0], B_VALUE[1], create=True).add_new(B_VALUE[2], "IS", str(b_value))
+            ds.save_as(target / f"B{b_value}-{path.name}", enforce_file_format=True)
+    url = pg_database()
+    database = url.rsplit("/", 1)[1]
+    store = Store.open(url)
+    import_paths(store, [folder])
+    rs.create(store, "dwi")
+    rs.add_cases(store, "dwi", [s.study_uid for s in store.studies()])
+    rs.add_readers(store, "dwi", [READER])
+    rs.assign(store, "dwi")
+    store.close()
+    code, out = run_cli("store", "grant", "--reader", READER, "--store", url)
+    assert code == 0, out
+    if "password (shown once): " in out:
+        pg_server.remember(READER, out.rsplit(": ", 1)[1].strip())
+    code, out = run_cli("reading-study", "publish", "dwi", "--pacs", "web", "--store", url)
+    assert code == 0, out
+    return lambda login="cno_owner": pg_server.plain_url(database, user=login)
+
+
+def _stack_values(store: Store, volume: VolumeRow, key: str) -> set:
+    """The split values ``key`` (b_value, acquisition) of a stack's images."""
+    from cno_annotate.volumes import _stack
+
+    return {image.split_values.get(key) for image in _stack(store, volume).images}
+
+
+def test_a_lesion_on_a_copy_stack_maps_back_to_the_source_stack_of_the_same_images(diffusion, nodes, tmp_path):
+    reader = Store.open(diffusion(READER))
+    try:
+        code = rs.worklist(reader, "dwi", READER)[0]["reading_code"]
+        with open_client(config.get_node("web")) as client:
+            cached = study_pacs.fetch_case(reader, "dwi", code, client)
+        cache = Store.open(cached.cache)
+        try:
+            stacks = [v for v in cache.volumes(cached.study_uid) if v.kind == VolumeKind.STACK]
+            first = next(v for v in stacks if _stack_values(cache, v, "acquisition") == {1})  # the b=800 images
+            assert first.volume_id.endswith(".1")  # the copies number it first; the source numbers b=0 first
+        finally:
+            cache.close()
+        session = ReadSession.open_or_create(reader, rs.study_uid_of(reader, "dwi", code), READER, reading_study="dwi")
+        session.add_lesion(_centre(first), first.volume_id, (1, 1, 1), site_id="femur.distal", side="R")
+        session.submit()
+    finally:
+        reader.close()
+    code, out = run_cli("read", "export", "--reader", READER, "--out", tmp_path / "reads.json", "--store", diffusion())
+    assert code == 0, out
+    (lesion,) = json.loads((tmp_path / "reads.json").read_text())["reads"][0]["lesions"]
+    owner = Store.open(diffusion())
+    try:
+        source = owner.volume(lesion["position"]["series_uid"])
+        assert _stack_values(owner, source, "b_value") == {800.0}  # the same images, not the stack of the same number
+    finally:
+        owner.close()
