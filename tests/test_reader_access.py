@@ -233,6 +233,26 @@ def test_a_reader_hears_no_notification_about_another_readers_read(trial):
             listener.close()
 
 
+def test_a_readers_notifications_come_only_from_their_own_sessions_or_a_coordinators(trial):
+    """What a reader may see of other sessions through live progress (docs/deployment.md): a notification carries
+    the sending session's process id, so a reader must hear nothing sent by another reader's session."""
+    from cno_annotate.store.live import ProgressListener
+
+    listener = ProgressListener(trial("dr-a").url)
+    reader, other, coordinator = trial("dr-a"), trial("dr-b"), trial()
+    try:
+        _start_read(reader, "dr-a").submit()
+        _start_read(other, "dr-b", "CNO-0002").submit()
+        rs.assign(coordinator, "trial", seed=3)  # the worklists change: sent from the coordinator's session
+        heard = [n for _ in range(5) for n in listener._connection.notifies(timeout=0.5)]
+    finally:
+        listener.close()
+    assert heard and {n.pid for n in heard} <= {reader.pg.backend_pid, coordinator.pg.backend_pid}
+    assert other.pg.backend_pid not in {n.pid for n in heard}
+    docs = " ".join((Path(__file__).parents[1] / "docs" / "deployment.md").read_text(encoding="utf-8").split())
+    assert "reader ids that are codes" in docs and "regrole" in docs  # the guide says why names must be codes
+
+
 def test_the_deployment_step_hides_other_logins_sessions_from_a_reader(trial, pg_server):
     from cno_annotate.store import postgres
 

@@ -1889,7 +1889,7 @@ BEGIN
     THEN
         RAISE EXCEPTION USING ERRCODE = 'integrity_constraint_violation', MESSAGE = format(
             '%s of %s in reading study %s names its case by the source study UID, which their login would see; '
-            'on a server it names the case by its stand-in (reading_study.case_key)',
+            'on a server it names the case by its key (rs_cases_seen.case_key)',
             CASE WHEN TG_TABLE_NAME = 'reads' THEN 'a read' ELSE 'an opening' END, NEW.reader, NEW.reading_study);
     END IF;
     RETURN NEW;
