@@ -387,13 +387,15 @@ def object_chain_problem(db: sqlite3.Connection, entity: str, check_end: bool = 
     """
     rows = db.execute("SELECT seq, at, actor, action, entity, detail, prev_hash, hash, prev_seq FROM audit "
                       "WHERE entity = ? ORDER BY seq", (entity,)).fetchall()
-    last: tuple[int, str] | None = None
+    last: tuple[int, str] | None = None  # the end of the object's own chain (entries since schema 22)
     for seq, at, actor, action, _, detail, prev_hash, digest, prev_seq in rows:
         if _digest(prev_hash, seq, at, actor, action, entity, detail, prev_seq) != digest:
             return f"entry {seq} was changed after it was written (hash differs)"
-        if prev_seq is not None and last is not None and (prev_seq, prev_hash) != last:
+        if prev_seq is None:
+            continue  # written before schema 22: on the spine, which only audit verify follows whole
+        if last is not None and (prev_seq, prev_hash) != last:
             return f"entry {seq} does not follow entry {last[0]} of its chain"
-        if prev_seq is not None and last is None and prev_seq > 0:
+        if last is None and prev_seq > 0:  # the chain's first entry follows the spine
             parent = db.execute("SELECT hash FROM audit WHERE seq = ?", (prev_seq,)).fetchone()
             if parent is not None and parent[0] != prev_hash:
                 return f"entry {seq} does not follow entry {prev_seq} (previous hash differs)"
