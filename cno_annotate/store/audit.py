@@ -389,7 +389,7 @@ def object_chain_problem(db: sqlite3.Connection, entity: str, check_end: bool = 
                       "WHERE entity = ? ORDER BY seq", (entity,)).fetchall()
     last: tuple[int, str] | None = None  # the end of the object's own chain (entries since schema 22)
     for seq, at, actor, action, _, detail, prev_hash, digest, prev_seq in rows:
-        if _digest(prev_hash, seq, at, actor, action, entity, detail, prev_seq) != digest:
+        if digest != _digest(prev_hash, seq, at, actor, action, entity, detail, prev_seq):
             return f"entry {seq} was changed after it was written (hash differs)"
         if prev_seq is None:
             continue  # written before schema 22: on the spine, which only audit verify follows whole
