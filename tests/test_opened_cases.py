@@ -20,6 +20,7 @@ from cno_annotate.annotation.reads import ReadSession
 from cno_annotate.importer import import_paths
 from cno_annotate.sample import StudyPlan, generate_study
 from cno_annotate.store import Store, audit
+from cno_annotate.store.reading_studies import case_key
 from tests.conftest import integrity_error
 
 STORE_BACKENDS = ("sqlite", "postgresql")
@@ -141,7 +142,8 @@ def _owner_connection(store: Store):
 def test_the_database_forgets_an_opened_record_off_the_worklist_whatever_program_writes(trial):
     coordinator, reader = trial(), trial("dr-a")
     code = rs.worklist(reader, "trial", "dr-a")[0]["reading_code"]
-    uid = rs.study_uid_of(coordinator, "trial", code)
+    # how an opening names the case: its source UID in SQLite, its key on a server (migration 29)
+    uid = case_key(coordinator.db, "trial", "dr-a", rs.study_uid_of(coordinator, "trial", code))
     _look(reader, code, 9.0)
     raw = _owner_connection(coordinator)
     try:

@@ -65,7 +65,8 @@ LiveEvent = ReadStatusChanged | WorklistChanged | CaseOpened
 _READ = ("SELECT r.reading_study, c.reading_code, r.reader, r.status FROM reads r JOIN rs_cases_seen c "
          "ON c.reading_study = r.reading_study AND r.study_uid IN (c.study_uid, c.case_key) WHERE r.read_id = %s")
 _STUDY = "SELECT 1 FROM reading_studies WHERE name = %s"
-_OPENED = ("SELECT 1 FROM rs_opened o JOIN rs_cases c ON c.reading_study = o.reading_study AND c.study_uid = o.study_uid "
+_OPENED = ("SELECT 1 FROM rs_opened o JOIN rs_cases_seen c ON c.reading_study = o.reading_study "
+           "AND o.study_uid IN (c.study_uid, c.case_key) "
            "WHERE o.reading_study = %s AND o.reader = %s AND c.reading_code = %s")
 
 
