@@ -14,8 +14,8 @@ import psycopg
 import pytest
 
 from cno_annotate import reading_study as rs
-from cno_annotate.annotation.reads import ReadSession, load_read
-from cno_annotate.store import audit
+from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
+from cno_annotate.store import Store, audit
 from cno_annotate.store.postgres import PgConnection
 from tests import test_postgres_store
 from tests.cli_run import run_cli
@@ -621,3 +621,47 @@ def test_nothing_a_readers_or_adjudicators_login_can_select_holds_a_source_ident
     statuses = {e["reading_code"]: e["status"] for e in rs.worklist(owner, "trial", "dr-a")}
     assert (statuses["CNO-0001"], statuses["CNO-0002"]) == ("submitted", "opened")
     assert [r.read_id for r in rs.adjudication_reads(owner, "trial", "CNO-0001", ADJUDICATOR)] == [mine.read.read_id]
+
+
+def test_a_package_readers_reads_collected_into_a_server_store_hold_no_source_uid_their_login_sees(trial, tmp_path):
+    """A reader who read offline (a package) and also has a server login: the collected reads are keyed by the case's
+    key and their lesions name the package's stand-in series (the coordinator's exports map them back)."""
+    from cno_annotate import packages
+    from tests.voxels import voxel_at
+
+    owner = trial()
+    packages.build(owner, "trial", "dr-a", tmp_path / "package")
+    package = packages.open_package(tmp_path / "package")
+    offline = Store.open(package.store_root)
+    try:
+        code = rs.worklist(offline, "trial", "dr-a")[0]["reading_code"]
+        uid = rs.study_uid_of(offline, "trial", code)
+        session = ReadSession.open_or_create(offline, uid, "dr-a", reading_study="trial")
+        series = offline.volumes(uid)[-1].volume_id
+        session.add_lesion((-70.0, 0.0, -400.0), series, voxel_at(offline, series, (-70.0, 0.0, -400.0)),
+                           site_id="femur.distal", side="R")
+        session.add_roi("rectangle", "axial", [(2, 2, 2), (5, 5, 2)], series)
+        session.submit()
+    finally:
+        offline.close()
+    assert run_cli("reading-study", "export-results", "--package", package.folder, "--out", tmp_path / "r.json")[0] == 0
+    status, out = run_cli("reading-study", "collect", "trial", tmp_path / "r.json", "--store", owner.root)
+    assert status == 0, out
+    raw_owner = _raw(owner)
+    try:
+        identifiers = _source_identifiers(raw_owner)
+    finally:
+        raw_owner.close()
+    read_id = list_reads(owner, reader="dr-a", reading_study="trial")[0]["read_id"]
+    connection = _raw(trial("dr-a"))
+    try:
+        values = _everything_selectable(connection, [read_id])
+    finally:
+        connection.close()
+    assert [(where, i) for where, text in values for i in identifiers if i in text] == []
+    exported = load_read(owner, read_id)  # the coordinator's side: the source study and series
+    assert exported.study_uid == rs.study_uid_of(owner, "trial", code)
+    from cno_annotate.export_reads import load_for_export
+
+    (resolved,) = load_for_export(owner, [read_id])
+    assert resolved.lesions[0].series_uid in identifiers and resolved.rois[0].series_uid in identifiers

@@ -62,6 +62,7 @@ from cno_annotate.store import audit
 from cno_annotate.store import reading_studies as opened_cases
 from cno_annotate.store import reads as rows
 from cno_annotate.store.db import LOCKED_MESSAGE, Store, is_integrity_error, now
+from cno_annotate.store.packages import uid_pairs
 from cno_annotate.wording import counted
 
 EDITABLE = {"site_id", "side", "subsite", "extent", "grades", "comment", "confidence", "position", "series_uid", "voxel"}
@@ -219,11 +220,23 @@ def new_read(store: Store, study_uid: str, reader: str, scheme: Scheme, taxonomy
 
 
 def _keyed(db, read: Read) -> Read:
-    """The read naming its case as its reader's login sees it (on a server, the case's key: never the source UID)."""
+    """The read naming its case as its reader's login sees it (on a server, the case's key: never the source UID).
+
+    A read the coordinator's program writes for a registered reader on a server (``collect``, ``read import``)
+    also names the stand-ins of its lesions' and ROIs' series where the reading study's UID pairs have them (the
+    copies the reader read); the coordinator's exports map them back (:class:`~cno_annotate.export_reads.SourceReferences`).
+    """
     if read.reading_study is None:
         return read
     key = opened_cases.case_key(db, read.reading_study, read.reader, read.study_uid)
-    return read if key == read.study_uid else dataclasses.replace(read, study_uid=key)
+    if key == read.study_uid:
+        return read
+    pairs = uid_pairs(db, read.reading_study)
+    return dataclasses.replace(
+        read, study_uid=key,
+        lesions=[dataclasses.replace(lesion, series_uid=pairs.get(lesion.series_uid, lesion.series_uid))
+                 for lesion in read.lesions],
+        rois=[dataclasses.replace(roi, series_uid=pairs.get(roi.series_uid, roi.series_uid)) for roi in read.rois])
 
 
 def _insert_new(db, read: Read) -> None:
