@@ -142,7 +142,7 @@ def _owner_connection(store: Store):
 def test_the_database_forgets_an_opened_record_off_the_worklist_whatever_program_writes(trial):
     coordinator, reader = trial(), trial("dr-a")
     code = rs.worklist(reader, "trial", "dr-a")[0]["reading_code"]
-    # how an opening names the case: its source UID in SQLite, its key on a server (migration 29)
+    # how an opening names the case: its source UID in SQLite, its key on a server (migration 30)
     uid = case_key(coordinator.db, "trial", "dr-a", rs.study_uid_of(coordinator, "trial", code))
     _look(reader, code, 9.0)
     raw = _owner_connection(coordinator)

@@ -288,7 +288,7 @@ def test_the_deployment_step_hides_other_logins_sessions_from_a_reader(trial, pg
 #: The UID columns a reader's login may still select, and why: each holds a stand-in or the program's own UID, never a
 #: source UID (test_nothing_a_readers_or_adjudicators_login_can_select_holds_a_source_identifier scans every value).
 #: reads.study_uid, rs_cases_seen.study_uid and rs_opened.study_uid are a case's key (the stand-in study UID the
-#: study PACS holds it under, migration 29); rs_published gives that same stand-in; a lesion's tracking UID is the
+#: study PACS holds it under, migration 30); rs_published gives that same stand-in; a lesion's tracking UID is the
 #: program's own. rs_cases_seen.case_key holds the key too (case_key has no 'uid' in its name).
 READER_UID_COLUMNS = {("reads", "study_uid"), ("rs_cases_seen", "study_uid"), ("rs_published", "pacs_study_uid"),
                       ("followup_outcomes", "tracking_uid"), ("rs_opened", "study_uid")}

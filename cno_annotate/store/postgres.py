@@ -1840,7 +1840,7 @@ CREATE POLICY worklist_cases ON rs_published FOR SELECT TO cno_reader, cno_adjud
         AND w.reading_code = rs_published.reading_code AND w.reader = session_user));
 """
 
-#: Migration 29 on PostgreSQL: a reader's or adjudicator's login names a case by its key, the stand-in study UID of the
+#: Migration 30 on PostgreSQL: a reader's or adjudicator's login names a case by its key, the stand-in study UID of the
 #: reading study's UID pairs (what the study PACS holds the case under), never by its source UID. They may no longer
 #: select rs_cases.study_uid; rs_cases_seen shows them the key as the study UID (coordinators see the source, and the
 #: key in case_key, to map their reads back). Their reads and openings are keyed so: the server refuses a read of a
@@ -1900,7 +1900,7 @@ CREATE TRIGGER rs_opened_keyed_by_stand_in BEFORE INSERT OR UPDATE OF study_uid,
     FOR EACH ROW EXECUTE FUNCTION cno_keyed_by_stand_in();
 
 -- The adjudicators of a read's case hear of its submission: the case found by its key (or, for a read made before
--- schema 29, its source UID).
+-- schema 30, its source UID).
 CREATE OR REPLACE FUNCTION cno_notify_read() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public AS $$
 DECLARE
@@ -1930,7 +1930,7 @@ END $$;
 """
 
 
-#: Migration 29 on PostgreSQL: migration 28's opened records find their case by its key too (MESSAGE: its refusal).
+#: Migration 30 on PostgreSQL: migration 28's opened records find their case by its key too (MESSAGE: its refusal).
 _OPENED_BY_KEY = """
 CREATE OR REPLACE FUNCTION cno_opened_on_worklist() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = public AS $$
@@ -1980,7 +1980,7 @@ END $$;
 
 
 def case_keys(connection: PgConnection) -> None:
-    """Migration 29 on PostgreSQL: every case's key recorded (the reading study's UID pairs), then :data:`CASE_KEYS`,
+    """Migration 30 on PostgreSQL: every case's key recorded (the reading study's UID pairs), then :data:`CASE_KEYS`,
     and migration 28's opened records made to find their case by its key."""
     from cno_annotate.packages import record_case_keys
     from cno_annotate.store.db import OFF_WORKLIST_MESSAGE
