@@ -1862,7 +1862,7 @@ REVOKE SELECT (study_uid) ON rs_cases FROM cno_reader, cno_adjudicator;
 
 -- Whether a case of this login's worklist has this key (a key is all a reader knows of a case).
 CREATE FUNCTION cno_worklist_case(p_study text, p_key text) RETURNS boolean LANGUAGE sql STABLE SECURITY DEFINER
-SET search_path = public AS $$
+SET search_path = public, pg_temp AS $$
     SELECT EXISTS (SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
                        AND c.reading_code = w.reading_code
                    JOIN package_uids p ON p.reading_study = c.reading_study AND p.source_uid = c.study_uid
@@ -1880,7 +1880,7 @@ CREATE POLICY own_worklist_cases ON rs_opened TO cno_reader, cno_adjudicator
 
 -- A registered reader's read of a reading study, and any opening, names its case by the key: their login sees it.
 CREATE FUNCTION cno_keyed_by_stand_in() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public AS $$
+SET search_path = public, pg_temp AS $$
 BEGIN
     IF NEW.reading_study IS NOT NULL
        AND EXISTS (SELECT 1 FROM rs_cases c WHERE c.reading_study = NEW.reading_study AND c.study_uid = NEW.study_uid)
@@ -1902,7 +1902,7 @@ CREATE TRIGGER rs_opened_keyed_by_stand_in BEFORE INSERT OR UPDATE OF study_uid,
 -- The adjudicators of a read's case hear of its submission: the case found by its key (or, for a read made before
 -- schema 30, its source UID).
 CREATE OR REPLACE FUNCTION cno_notify_read() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public AS $$
+SET search_path = public, pg_temp AS $$
 DECLARE
     r reads%ROWTYPE;
     adjudicator text;
@@ -1933,7 +1933,7 @@ END $$;
 #: Migration 30 on PostgreSQL: migration 28's opened records find their case by its key too (MESSAGE: its refusal).
 _OPENED_BY_KEY = """
 CREATE OR REPLACE FUNCTION cno_opened_on_worklist() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public AS $$
+SET search_path = public, pg_temp AS $$
 BEGIN
     IF NOT EXISTS (SELECT 1 FROM rs_worklists w JOIN rs_cases c ON c.reading_study = w.reading_study
                    AND c.reading_code = w.reading_code
@@ -1946,7 +1946,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION cno_worklist_forget_opened() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public AS $$
+SET search_path = public, pg_temp AS $$
 BEGIN
     IF TG_OP = 'UPDATE' AND (NEW.reading_study, NEW.reader, NEW.reading_code)
                             IS NOT DISTINCT FROM (OLD.reading_study, OLD.reader, OLD.reading_code) THEN
@@ -1962,7 +1962,7 @@ BEGIN
 END $$;
 
 CREATE OR REPLACE FUNCTION cno_notify_opened() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
-SET search_path = public AS $$
+SET search_path = public, pg_temp AS $$
 DECLARE
     payload text;
 BEGIN
