@@ -6,6 +6,8 @@ and looks at what is painted (grabbed pixels, the widgets' visible regions).
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
@@ -209,12 +211,16 @@ def test_labels_never_cover_another_label_another_roi_or_another_lesion(open_vie
     # the pixels: inside a label's box, only its own colour (and the outline's black, the image's greys)
     colours = {QColor(SELECTED_COLOUR).name(), QColor(LESION_COLOUR).name(), QColor(UNPLACED_COLOUR).name(),
                *(c.name() for c in ROI_COLOURS.values())}
+    # the vertical crosshair line spans the view and may pass under a label of a narrow view (its yellow over
+    # the grey image is near the measurement ROI's orange); the horizontal one is kept off the labels
+    centre = v.image_to_widget(*window.session.views["left"].lps_to_screen(window.session.views["left"].point))
+    crosshair_columns = {math.floor(centre.x()) + d for d in (-1, 0, 1)}
     for label in labels:
         others = [QColor(c) for c in colours if c != label.colour.name()
                   and not _near(QColor(c), label.colour, 60)]
         box = label.box.adjusted(2, 2, -2, -2).toRect()
         strays = [(x, y) for x in range(box.left(), box.right(), 2) for y in range(box.top(), box.bottom(), 2)
-                  if any(_near(grab.pixelColor(x, y), c) for c in others)]
+                  if x not in crosshair_columns and any(_near(grab.pixelColor(x, y), c) for c in others)]
         assert strays == [], (label.lines[0], strays[:5])
     window.loader.wait(5000)
 

@@ -28,7 +28,7 @@ def test_timepoints_write_visits_of_one_patient_with_tracked_lesions(cli, tmp_pa
     assert code == 1 and "--timepoints must be 1 to 3" in err
     code, out, _ = cli("sample", "--out", tmp_path / "s", "--timepoints", "3", "--stations", "1", "--slices", "2",
                        "--matrix", "16")
-    assert code == 0 and "3 visits x 1 stations" in out
+    assert code == 0 and "3 visits x 1 station x" in out
     truth = json.loads((tmp_path / "s" / "ground_truth.json").read_text())
     store = Store.open(tmp_path / "store")
     import_paths(store, [tmp_path / "s"])
