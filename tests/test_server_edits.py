@@ -317,3 +317,34 @@ def test_a_readers_edit_hashes_the_read_twice_and_a_stale_copy_not_at_all(trial,
         reader.close()
     verification = audit.verify(trial().db)
     assert verification.ok, verification.reason
+
+
+def test_a_readers_edit_runs_no_sql_function_that_is_planned_at_every_call(trial, pg_server):
+    """Every function an edit runs keeps its plans for the session (migration 31): none is a SQL function.
+
+    A SQL function the planner does not inline (``cno_json``, declared IMMUTABLE around the STABLE ``to_json``;
+    ``cno_read_json`` and ``cno_reader_entry_allowed``, which set their search path) is planned again at every
+    call: about twenty plans per content hash. With ``track_functions = 'all'`` such calls are counted; an
+    inlined SQL function is not called at all.
+    """
+    session = _start_read(trial("dr-a"), "dr-a")
+    database = trial().url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_server.url(database), autocommit=True) as superuser:  # counted from the next session on
+        superuser.execute(f'ALTER DATABASE "{database}" SET track_functions = \'all\'')
+        sql_functions = {row[0] for row in superuser.execute(
+            "SELECT p.proname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang "
+            "WHERE p.pronamespace = 'public'::regnamespace AND l.lanname = 'sql'")}
+    reader = PgConnection(trial("dr-a").url)
+    try:
+        reader.execute("BEGIN")
+        found = reader.execute("SELECT cno_change_read(?::text, ?::bigint, NULL, 'now', 'dr-a', 'edit comment', "
+                               "'{}'::jsonb, '{\"after\": null, \"before\": null}', '{}'::jsonb, NULL)",
+                               (session.read.read_id, session.read.revision)).fetchone()[0]
+        ran = {row[0] for row in reader.execute("SELECT funcname FROM pg_stat_xact_user_functions").fetchall()}
+        reader.execute("COMMIT")
+    finally:
+        reader.close()
+    assert "refused" not in found
+    assert "cno_read_state" in ran  # the counting works
+    assert ran & sql_functions == set()
+    assert audit.verify(trial().db).ok

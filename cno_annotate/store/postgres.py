@@ -2034,4 +2034,22 @@ BEGIN
         ELSE r.status = 'draft' AND cno_reader_edit_action(p_action)
     END;
 END $$;
+
+-- Called by every edit too, and not inlined there (a SECURITY DEFINER function never is).
+CREATE OR REPLACE FUNCTION cno_is_coordinator() RETURNS boolean
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+BEGIN
+    RETURN pg_has_role(session_user, 'cno_coordinator', 'MEMBER')
+        OR NOT (pg_has_role(session_user, 'cno_reader', 'MEMBER') OR pg_has_role(session_user, 'cno_adjudicator', 'MEMBER'));
+END $$;
+
+CREATE OR REPLACE FUNCTION cno_reader_edit_action(p_action text) RETURNS boolean LANGUAGE plpgsql IMMUTABLE AS $$
+BEGIN
+    RETURN regexp_replace(p_action, '^(undo|redo) ', '') ~ ('^(add lesion|delete lesion|draw ROI|delete ROI'
+        || '|edit (site_id|side|subsite|extent|grades|comment|confidence|position|series_uid|voxel)'
+        || '(, (site_id|side|subsite|extent|grades|comment|confidence|position|series_uid|voxel))*'
+        || '|mark [A-Za-z0-9_.:-]+|mark [0-9]+ remaining units (no_lesion|not_assessable)'
+        || '|grade [A-Za-z0-9_.:-]+ [A-Za-z0-9_.-]+|ROI R[0-9]+ (measurement|muscle|lesion)'
+        || '|(persisting|resolved|not assessable|unconfirm) prior lesion)$');
+END $$;
 """
