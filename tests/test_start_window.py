@@ -198,3 +198,37 @@ def test_the_loader_takes_a_prefetch_only_for_the_volume_it_loaded(read_store, q
     volume, facts = loader.take_loaded("left", stir)
     assert volume.volume_id == stir and facts.presets == presets(volume.array, volume.role)
     loader.wait(5000)
+
+
+def _opened_as_a_start_opens(store_root, qtbot):
+    """A window opened as ``run_viewer`` opens it: the study selected before the window is shown."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    window = MainWindow(store_root, reader=READER)
+    window.resize(*SIZE)
+    qtbot.addWidget(window)
+    window.select_study(window.store.studies()[0].study_uid)
+    window.show()
+    window.activateWindow()
+    return window
+
+
+def test_an_arrow_pressed_right_after_the_window_opens_moves_the_slice(read_store, qtbot):
+    """Down twice at once (no image yet, no read, no key filter): the slice moves two when the image comes."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    reference = _reference(read_store, qtbot)
+    at_open = reference.session.views["left"].slice_index
+    reference.close()
+    shutil.rmtree(read_store / "cache")  # cold: the image comes after the composition
+    window = _opened_as_a_start_opens(read_store, qtbot)
+    view = window.active_view()
+    assert window.focusWidget() is view and not view.state.ready  # where the keyboard is; before the first image
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        qtbot.keyClick(view, Qt.Key_Down)
+        qtbot.keyClick(view, Qt.Key_Down)
+    assert QApplication.focusWidget() is view
+    assert window.session.views["left"].slice_index == at_open + 2
+    qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Up)  # and once the image is there, as always
+    assert window.session.views["left"].slice_index == at_open + 1

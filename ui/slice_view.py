@@ -124,6 +124,7 @@ class SliceView(QWidget):
         self._space = False
         self._painted_once = False
         self._volume_unpainted = False  # a volume was set and its image is not painted yet
+        self._early_keys: list[tuple[int, Qt.KeyboardModifier, str]] = []  # pressed before the image: see keyPressEvent
         self.mark_mode = False  # left click / drag places a lesion instead of moving the crosshair
         self.ruler_mode = False  # left drag measures a distance instead of moving the crosshair
         self._rubber: tuple[QPointF, QPointF] | None = None
@@ -661,10 +662,20 @@ class SliceView(QWidget):
             if what == ViewChange.VOLUME:
                 self._image_key = None
                 self._volume_unpainted = True
+                if self._early_keys and self.state.ready:
+                    QTimer.singleShot(0, self._press_early_keys)  # after the image is painted
+                elif self.state.status != "loading":
+                    self._early_keys = []  # the volume failed or the view was emptied: they were for it
                 if not self._painted_once and self.isVisible() and self.state.ready:
                     self.repaint()  # the first image now, not after the other views' volumes are set up
                     return
             self.update()
+
+    def _press_early_keys(self) -> None:
+        """Act on the navigation keys pressed before the view had an image, in order."""
+        keys, self._early_keys = self._early_keys, []
+        for key, modifiers, text in keys:
+            self.keyPressEvent(QKeyEvent(QEvent.KeyPress, key, modifiers, text))
 
     def resizeEvent(self, event) -> None:  # noqa: N802
         self.session.set_viewport(self.name, self.width(), self.height())
@@ -899,6 +910,10 @@ class SliceView(QWidget):
                 self.lesion_delete.emit()
             return
         if not self.state.ready:
+            if key in self.navigation_keys() and self.state.status == "loading" and len(self._early_keys) < 64:
+                # a volume is on its way (a start or a case just opened): the reader's arrows act once it shows
+                self._early_keys.append((key, event.modifiers(), event.text()))
+                return
             super().keyPressEvent(event)
             return
         m = self.state.mapping
