@@ -377,3 +377,23 @@ def test_an_ungraded_persisting_lesion_stops_submit_in_the_editor_and_in_read_im
     session.set_grade(kept, "marrow_hyperintensity", 1)
     session.submit()
     assert load_read(store, session.read.read_id).status == "submitted"
+
+
+def test_showing_the_prior_creates_no_read_and_the_first_change_stores_the_link(patient):
+    """README: opening a case creates no read, the first change does; carrying the prior forward is no change."""
+    store, uids = patient
+    _study(store, "paired-chronological")
+    prior = _baseline(store, uids, reading_study="fu")
+    session = ReadSession.open_or_create(store, uids["followup"], "dr-a", reading_study="fu")
+    carry = CarryForward(session, prior, Shift((0.0, 0.0, 0.0)))
+    assert session.read.followup.prior_read_id == prior.read_id  # the views and the dock have it
+    assert len(carry.ghosts()) == 3 and carry.counts()["unconfirmed"] == 3
+    stored = store.db.execute("SELECT COUNT(*) FROM reads WHERE study_uid = ? AND reader = 'dr-a'",
+                              (uids["followup"],)).fetchone()[0]
+    assert stored == 0
+    assert next(p for p in rs.progress(store, "fu") if p["reader"] == "dr-a")["draft"] == 0
+    carry.resolved(prior.lesions[1].tracking_uid)  # the first real change: the read, its link and the outcome
+    kept = load_read(store, session.read.read_id)
+    assert kept.followup.prior_read_id == prior.read_id
+    assert kept.followup.outcomes == {prior.lesions[1].tracking_uid: FollowupStatus.RESOLVED}
+    assert audit.verify(store.db).ok

@@ -417,6 +417,7 @@ class ReadSession:
         # The number the read's next lesion takes, as stored (None: not known yet; looked up when needed).
         self._next_lesion = next_lesion if stored else 1
         self._sent_with_refusal: rows.StoredRead | None = None  # the read a refusal came with (a server sends it)
+        self._pending_prior: str | None = None  # a follow-up link chosen before the read exists: stored with its first change
 
     @classmethod
     def open(cls, store: Store, read_id: str, actor: str | None = None) -> ReadSession:
@@ -774,8 +775,12 @@ class ReadSession:
             if current.prior_read_id == prior_read_id:
                 return
             raise CnoError(f"read {self.read.read_id} already follows read {current.prior_read_id}")
-        self._apply(rows.Edit(self.read.read_id, self.read.revision, now(), self.actor, "follow-up",
-                              after={"prior_read": prior_read_id}, prior_read=prior_read_id))
+        if self.stored:
+            self._apply(rows.Edit(self.read.read_id, self.read.revision, now(), self.actor, "follow-up",
+                                  after={"prior_read": prior_read_id}, prior_read=prior_read_id))
+        else:  # showing the prior is no change: the link is kept here and stored with the read's first change
+            self._pending_prior = prior_read_id
+            self.read = dataclasses.replace(self.read, followup=Followup(prior_read_id))
         self.changed.emit(ReadChange(ReadChangeKind.EDIT, "follow up"))
 
     def set_outcome(self, tracking_uid: str, status: str | None, lesion: dict | None = None) -> str | None:
@@ -941,6 +946,7 @@ class ReadSession:
         ReadConflict, ReadLocked
             The read changed or was submitted elsewhere; the session reloads it.
         """
+        edit = self._with_pending_link(edit)
         server = getattr(self.store.db, "server_edits", False)
         writing = self.store.single_statement() if self.stored or server else self.store.transaction()
         with self._refusals_reload():
@@ -952,7 +958,15 @@ class ReadSession:
                     raise self._refusal(result.current)
         if creation is not None:
             self._unsaved_seconds = 0.0
+        self._pending_prior = None
         self._loaded(result)
+
+    def _with_pending_link(self, edit: rows.Edit) -> rows.Edit:
+        """The read's first change carries the follow-up link chosen before it existed (same edit, same audit entry)."""
+        if self._pending_prior is None or self.stored or edit.prior_read is not None:
+            return edit
+        after = {**edit.after, "prior_read": self._pending_prior} if isinstance(edit.after, dict) else edit.after
+        return dataclasses.replace(edit, prior_read=self._pending_prior, after=after)
 
     def _refusal(self, row: rows.ReadRevision | None) -> CnoError:
         """Why the revision-checked write matched no row: the stored read is ``row`` (None: gone)."""
