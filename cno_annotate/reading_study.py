@@ -20,7 +20,6 @@ from __future__ import annotations
 import random
 import unicodedata
 from collections.abc import Mapping, Sequence
-from datetime import date
 
 from cno_annotate.annotation.csv_export import FORMULA_START
 from cno_annotate.annotation.documents import document_of, read_document
@@ -476,10 +475,10 @@ def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
     """What the study's settings let a reader know about a case besides its code."""
     out: dict = {}
     if study.show_age_sex:
-        uid = study_uid_of(store, study.name, code)
-        info = next(s for s in store.studies() if s.study_uid == uid)
-        out["sex"] = info.sex or None
-        out["age_years"] = _age(info.birth_date, info.study_date)
+        shown = table.age_and_sex(store.db, study.name, code)
+        if shown is None:
+            raise CnoError(f"reading study {study.name!r} has no case {code!r} on this login's worklist")
+        out["sex"], out["age_years"] = shown
     if study.design.paired or study.reveal_timepoints:
         case = table.case(store.db, study.name, code)
         if case is None:
@@ -491,17 +490,6 @@ def case_details(store: Store, study: ReadingStudy, code: str) -> dict:
             total = len(table.patient_cases(store.db, study.name, case.patient_code))
             out.update({"patient_code": case.patient_code, "timepoint": case.timepoint, "timepoints": total})
     return out
-
-
-def _age(birth: str | None, at: str | None) -> float | None:
-    if not birth or not at:
-        return None
-    try:
-        b = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
-        a = date(int(at[:4]), int(at[4:6]), int(at[6:8]))
-    except (ValueError, TypeError, IndexError):
-        return None
-    return round((a - b).days / 365.25, 1)
 
 
 def progress(store: Store, name: str) -> list[dict]:

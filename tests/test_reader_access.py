@@ -17,6 +17,7 @@ from cno_annotate import reading_study as rs
 from cno_annotate.annotation.reads import ReadSession, list_reads, load_read
 from cno_annotate.store import Store, audit
 from cno_annotate.store.postgres import PgConnection
+from cno_annotate.store.reading_studies import age_years
 from tests import test_postgres_store
 from tests.cli_run import run_cli
 from tests.conftest import TRIAL_ADJUDICATOR, TRIAL_READERS
@@ -122,11 +123,16 @@ def test_every_change_the_program_makes_for_a_reader_is_still_audited_under_thei
     earlier.add_lesion((-70.0, 0.0, -400.0), "1.2.3.4", (1, 2, 3), site_id="femur.distal", side="R")
     earlier.submit()
     follow = ReadSession.open_or_create(store, second, "dr-a")
-    follow.follow_up(earlier.read.read_id)
+    follow.follow_up(earlier.read.read_id)  # no change yet: the link goes with the first outcome (one statement)
     tracking = earlier.read.lesions[0].tracking_uid
     for status in ("resolved", "not_assessable", None):
         follow.set_outcome(tracking, status)
+    third = ReadSession.open_or_create(store, rs.study_uid_of(store, "trial", "CNO-0003"), "dr-a")
+    third.mark_unit("spine.L5", "no_lesion")
+    third.follow_up(earlier.read.read_id)  # a read that exists: the link is a change of its own
     owner = trial()
+    assert load_read(owner, follow.read.read_id).followup.prior_read_id == earlier.read.read_id
+    assert load_read(owner, third.read.read_id).followup.prior_read_id == earlier.read.read_id
     actions = {e["action"] for e in audit.entries(owner.db, 500) if e["actor"] == "dr-a"}
     assert {"create", "add lesion", "edit comment, confidence", "edit grades", "grade femur.distal:R signal_extension",
             "delete lesion", "undo delete lesion", "redo delete lesion", "mark spine.L5", "draw ROI",
@@ -665,3 +671,34 @@ def test_a_package_readers_reads_collected_into_a_server_store_hold_no_source_ui
 
     (resolved,) = load_for_export(owner, [read_id])
     assert resolved.lesions[0].series_uid in identifiers and resolved.rois[0].series_uid in identifiers
+
+
+# -- what a study lets a reader know of a case (age at the visit, sex) ----------------------------------------------
+def test_a_reader_of_a_study_showing_age_and_sex_gets_them_under_their_login_and_nothing_more(trial):
+    owner = trial()
+    rs.create(owner, "shown", seed=3, show_age_sex=True)
+    rs.add_cases(owner, "shown", sorted(owner.study_uids()))
+    rs.add_readers(owner, "shown", ["dr-a"])
+    rs.assign(owner, "shown")
+    expected = {}
+    for case in rs.worklist(owner, "shown", "dr-a"):
+        info = next(s for s in owner.studies() if s.study_uid == rs.study_uid_of(owner, "shown", case["reading_code"]))
+        expected[case["reading_code"]] = {"sex": info.sex or None, "age_years": age_years(info.birth_date, info.study_date)}
+    assert any(v["age_years"] is not None for v in expected.values())
+    reader = trial("dr-a")
+    study = rs.get(reader, "shown")
+    for code, wanted in expected.items():
+        assert rs.case_details(reader, study, code) == wanted
+    assert rs.case_details(reader, rs.get(reader, "trial"), "CNO-0001") == {}  # this study shows neither
+    raw = _raw(reader)
+    try:  # the server gives those two values only, and only of the caller's worklist of a study that shows them
+        assert raw.execute("SELECT * FROM cno_case_age_sex('trial', 'CNO-0001')").fetchall() == []
+        assert raw.execute("SELECT * FROM cno_case_age_sex('shown', 'CNO-9999')").fetchall() == []
+    finally:
+        raw.close()
+    other = trial("dr-b")  # not a reader of 'shown'
+    raw = _raw(other)
+    try:
+        assert raw.execute("SELECT * FROM cno_case_age_sex('shown', ?)", (next(iter(expected)),)).fetchall() == []
+    finally:
+        raw.close()

@@ -403,6 +403,10 @@ MIGRATIONS: list[Step | ByDialect] = [
     # cno_read_json and cno_reader_entry_allowed in PL/pgSQL): the same results, hashes and rules, a third of the
     # server's time per edit less. SQLite: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.PLANNED_ONCE)),
+    # 32: on a PostgreSQL server, a reader of a reading study that shows age and sex gets the two values of a case
+    # of their worklist from the owner (cno_case_age_sex), as they select nothing of the studies and patients tables
+    # (migration 26). SQLite: nothing to add.
+    ByDialect("", lambda connection: connection.script(postgres.CASE_AGE_SEX)),
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

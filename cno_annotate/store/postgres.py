@@ -1979,6 +1979,39 @@ END $$;
 """
 
 
+#: Migration 32 on PostgreSQL: what a reading study that shows age and sex lets a reader know of a case (the sex,
+#: and the age at the visit in years), given by the owner for a case of the caller's worklist (a coordinator: any
+#: case), since readers and adjudicators select nothing of the studies and patients tables (migration 26).
+CASE_AGE_SEX = """
+CREATE FUNCTION cno_case_age_sex(p_study text, p_code text) RETURNS TABLE (sex text, age_years double precision)
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = public, pg_temp AS $$
+DECLARE
+    v_sex text;
+    v_birth text;
+    v_visit text;
+    v_age double precision;
+BEGIN
+    SELECT p.sex, p.birth_date, s.study_date INTO v_sex, v_birth, v_visit
+    FROM rs_cases c JOIN reading_studies r ON r.name = c.reading_study AND r.show_age_sex <> 0
+        JOIN studies s ON s.study_uid = c.study_uid JOIN patients p ON p.patient_key = s.patient_key
+    WHERE c.reading_study = p_study AND c.reading_code = p_code
+        AND (cno_is_coordinator() OR EXISTS (SELECT 1 FROM rs_worklists w WHERE w.reading_study = c.reading_study
+                                             AND w.reading_code = c.reading_code AND w.reader = session_user));
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    BEGIN
+        v_age := round(((to_date(substr(v_visit, 1, 8), 'YYYYMMDD') - to_date(substr(v_birth, 1, 8), 'YYYYMMDD'))
+                        / 365.25)::numeric, 1);
+    EXCEPTION WHEN others THEN
+        v_age := NULL;  -- a date missing or not YYYYMMDD: the age is unknown, as the program says on SQLite
+    END;
+    RETURN QUERY SELECT NULLIF(v_sex, ''), v_age;
+END $$;
+REVOKE ALL ON FUNCTION cno_case_age_sex(text, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cno_case_age_sex(text, text) TO cno_coordinator, cno_reader, cno_adjudicator;
+"""
+
 def case_keys(connection: PgConnection) -> None:
     """Migration 30 on PostgreSQL: every case's key recorded (the reading study's UID pairs), then :data:`CASE_KEYS`,
     and migration 28's opened records made to find their case by its key."""

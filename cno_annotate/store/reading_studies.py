@@ -11,6 +11,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 from typing import Any
 
@@ -372,3 +373,35 @@ def opened_cases(db: Any, name: str, reader: str) -> list[OpenedCase]:
                       "AND o.study_uid IN (c.study_uid, c.case_key) WHERE o.reading_study = ? AND o.reader = ? "
                       "ORDER BY 1", (name, reader)).fetchall()
     return [OpenedCase(r["study_uid"], r["opened"], float(r["looked_seconds"])) for r in rows]
+
+
+def age_and_sex(db: Any, reading_study: str, code: str) -> tuple[str | None, float | None] | None:
+    """Sex and age at the visit (years, 1 decimal) of a case of a study that shows them; None if not shown or no case.
+
+    On a server a reader's login may not select the imaging tables (migration 26): the server answers through
+    ``cno_case_age_sex`` (migration 32, run as the owner) with these two values only, and only for a case of the
+    caller's worklist (a coordinator's: any case).
+    """
+    from cno_annotate.store import postgres
+
+    if getattr(db, "dialect", "sqlite") == postgres.DIALECT:
+        row = db.execute("SELECT sex, age_years FROM cno_case_age_sex(?, ?)", (reading_study, code)).fetchone()
+        return None if row is None else (row[0], None if row[1] is None else float(row[1]))
+    row = db.execute(
+        "SELECT p.sex, p.birth_date, s.study_date FROM rs_cases c "
+        "JOIN reading_studies r ON r.name = c.reading_study AND r.show_age_sex <> 0 "
+        "JOIN studies s ON s.study_uid = c.study_uid JOIN patients p ON p.patient_key = s.patient_key "
+        "WHERE c.reading_study = ? AND c.reading_code = ?", (reading_study, code)).fetchone()
+    return None if row is None else (row[0] or None, age_years(row[1], row[2]))
+
+
+def age_years(birth: str | None, at: str | None) -> float | None:
+    """Age in years (1 decimal) on DICOM date ``at`` of someone born on ``birth`` (YYYYMMDD); None if unknown."""
+    if not birth or not at:
+        return None
+    try:
+        born = date(int(birth[:4]), int(birth[4:6]), int(birth[6:8]))
+        then = date(int(at[:4]), int(at[4:6]), int(at[6:8]))
+    except (ValueError, TypeError, IndexError):
+        return None
+    return round((then - born).days / 365.25, 1)
