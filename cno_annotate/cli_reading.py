@@ -495,8 +495,8 @@ def cmd_export_results(args) -> int:
     if getattr(args, "store", None) is not None:
         raise CnoError("export-results uses the package's own store: give --package DIR, not --store")
     package = packages.open_package(args.package)
-    n = packages.export_results(package, args.out, args.force)
-    print(f"wrote {_plural(n, 'read')} of {package.reader} to {args.out}; send this file to the coordinator")
+    written = packages.export_results(package, args.out, args.force)
+    print(f"wrote {written} of {package.reader} to {args.out}; send this file to the coordinator")
     return 0
 
 

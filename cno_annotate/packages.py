@@ -54,6 +54,7 @@ from cno_annotate.store import packages as issued
 from cno_annotate.store import reading_studies as table
 from cno_annotate.store.db import DB_NAME, now
 from cno_annotate.store.locations import rewrite_prefix
+from cno_annotate.wording import counted
 
 if TYPE_CHECKING:  # deid (and pydicom) load when a package is built, not when one is opened
     from cno_annotate.deid import Replacements
@@ -489,21 +490,35 @@ def opened_without_read(store: Store, name: str, reader: str) -> list[table.Open
     return [c for c in table.opened_cases(store.db, name, reader) if c.study_uid not in read_cases]
 
 
-def export_results(package: Package, out: Path, force: bool = False) -> int:
-    """Write the reader's results file (audited in the reader store); returns how many reads it holds."""
+@dataclass(frozen=True)
+class ResultsWritten:
+    """What a results file carries: the reader's reads and the cases they only opened (looked at)."""
+
+    reads: int
+    opened: int
+
+    def __str__(self) -> str:
+        """``2 reads``, or ``0 reads and 2 opened cases`` when it carries cases only opened."""
+        text = counted(self.reads, "read")
+        return f"{text} and {counted(self.opened, 'opened case')}" if self.opened else text
+
+
+def export_results(package: Package, out: Path, force: bool = False) -> ResultsWritten:
+    """Write the reader's results file (audited in the reader store); returns what it carries."""
     from cno_annotate.exports import audited_file_export
 
     document = results_document(package)
+    written = ResultsWritten(len(document["document"]["reads"]), len(document["opened"]))
     store = Store.open(package.store_root)
     try:
         audited_file_export(store, out, force, "export-results", f"reading-study:{package.reading_study}",
                             lambda path: (write_document(document, path),
-                                          {"reader": package.reader, "reads": len(document["document"]["reads"])}),
+                                          {"reader": package.reader, "reads": written.reads,
+                                           "opened": written.opened}),
                             actor=package.reader)
     finally:
         store.close()
-    return len(document["document"]["reads"])
-
+    return written
 
 def _signature(key: str, payload: dict) -> str:
     text = json.dumps(payload, ensure_ascii=False, sort_keys=True, separators=(",", ":"))

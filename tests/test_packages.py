@@ -739,3 +739,21 @@ def test_collect_leaves_out_a_case_opened_offline_that_was_moved_off_the_readers
     assert "1 case opened but no longer on the worklist (not counted)" in out
     assert store.db.execute("SELECT COUNT(*) FROM rs_opened").fetchone()[0] == 0
     assert _progress(store)["opened"] == 0 and audit.verify(store.db).ok
+
+
+def test_export_results_says_it_carries_the_opened_cases_when_there_are_no_reads(site, tmp_path, cli):
+    folder = tmp_path / "only-opened"
+    shutil.copytree(site["packages"]["dr-b"].folder, folder)
+    package = packages.open_package(folder)
+    store = Store.open(package.store_root)
+    try:
+        for code in [e["reading_code"] for e in rs.worklist(store, "trial", "dr-b")][:2]:
+            session = ReadSession.open_or_create(store, rs.study_uid_of(store, "trial", code), "dr-b",
+                                                 reading_study="trial", scheme_id="rai-cromris", scheme_version="2.0.0")
+            session.add_reading_time(12.0)  # looked at, nothing changed
+    finally:
+        store.close()
+    results = tmp_path / "results.json"
+    code, out, err = cli("reading-study", "export-results", "--package", folder, "--out", results)
+    assert code == 0 and "wrote 0 reads and 2 opened cases of dr-b" in out, out + err
+    assert len(json.loads(results.read_text())["opened"]) == 2

@@ -778,12 +778,11 @@ class MainWindow(QMainWindow):
                 return None
             path = Path(chosen)
         try:
-            n = packages.export_results(packages.open_package(self.package), path, force=True)
+            written = packages.export_results(packages.open_package(self.package), path, force=True)
         except CnoError as exc:
             self.statusBar().showMessage(f"Results not exported: {exc}", 15000)
             return None
-        self.statusBar().showMessage(f"Wrote {n} read{'' if n == 1 else 's'} to {path}: send this file to the "
-                                     f"coordinator", 15000)
+        self.statusBar().showMessage(f"Wrote {written} to {path}: send this file to the coordinator", 15000)
         return path
 
     # -- studies -------------------------------------------------------------------
