@@ -264,8 +264,12 @@ def test_follow_up_is_written_in_one_round_trip_after_the_prior_read_is_loaded(p
     prior.submit()
     follow = ReadSession.open_or_create(pg_store, STUDY + ".2", "dr-a")
     with round_trips(pg_store.db) as counted:
-        follow.follow_up(prior.read.read_id)  # also makes the new read
-    assert counted.total == 2, counted.messages  # the prior read (one statement), then the write
+        follow.follow_up(prior.read.read_id)  # showing the prior is no change: the new read is not made yet
+    assert counted.total == 1, counted.messages  # the prior read (one statement)
+    assert pg_store.db.execute("SELECT COUNT(*) FROM reads WHERE read_id = ?", (follow.read.read_id,)).fetchone()[0] == 0
+    with round_trips(pg_store.db) as counted:
+        follow.set_outcome(prior.read.lesions[0].tracking_uid, "resolved")  # makes the read, its link and outcome
+    assert counted.total == 1, counted.messages
     stored = load_read(pg_store, follow.read.read_id)
     assert stored.followup is not None and stored.followup.prior_read_id == prior.read.read_id
     assert stored == follow.read
