@@ -428,3 +428,63 @@ def test_a_preset_selector_off_every_preset_shows_custom(window, qtbot, tmp_path
     left_part = panel.preset.grab(panel.preset.rect().adjusted(0, 0, -30, 0))  # the text, not the arrow
     surface, contrast = _surface_and_text(left_part)
     assert contrast > 2.0, contrast  # some text is painted
+
+
+def test_status_bar_text_is_elided_in_the_middle_with_the_whole_text_in_its_tooltip_at_2x(tmp_path, sample_store):
+    """Trials (2x): QT_SCALE_FACTOR=2, 1024 x 768, the 2x2 layout: the position line and a long message fit the
+    status bar (elided in the middle), and the whole text is in the tooltip."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO
+
+    store_dir = tmp_path / "store"
+    shutil.copytree(sample_store.root, store_dir)
+    script = tmp_path / "status-2x.py"
+    script.write_text(f"""
+import json, sys
+sys.path.insert(0, {str(REPO)!r})
+from PySide6.QtWidgets import QApplication
+app = QApplication([])
+from cno_annotate_ui.main_window import MainWindow
+w = MainWindow({str(store_dir)!r}, reader="dr-h")
+w.resize(1024, 768)
+w.show()
+done = []
+w.all_loaded.connect(lambda: done.append(1))
+w.select_study(w.store.studies()[0].study_uid)
+while not done:
+    app.processEvents()
+w.set_layout("2x2")
+label = w.position_label
+while "sagittal" not in label.text():  # the lower views' series and slices join the line once shown
+    app.processEvents()
+shown = label.displayed_text()
+out = {{"ratio": w.devicePixelRatioF(), "width": w.width(), "full": label.text(), "tooltip": label.toolTip(),
+        "shown": shown, "fits": label.fontMetrics().horizontalAdvance(shown) <= label.contentsRect().width()}}
+w.grab().save({str(tmp_path / "status-2x.png")!r})
+message = "Fetching " + "CNO-0001 " * 30 + "from the study PACS: the end"
+w.statusBar().showMessage(message)
+app.processEvents()
+bar = w.statusBar()
+shown = bar.displayed_message()
+out.update(message_shown=shown, message_tooltip=bar.toolTip(), message=message,
+           message_fits=bar.fontMetrics().horizontalAdvance(shown) <= bar.message_rect().width())
+w.grab().save({str(tmp_path / "status-message-2x.png")!r})
+print(json.dumps(out))
+w.close()
+""")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (seen["ratio"], seen["width"]) == (2.0, 1024)
+    assert seen["full"].startswith("LPS ") and seen["tooltip"] == seen["full"]
+    assert seen["fits"] and "…" in seen["shown"], seen  # cut in the middle: both ends stay
+    assert seen["shown"].startswith(seen["full"][:8]) and seen["shown"].endswith(seen["full"][-8:])
+    assert seen["message_fits"] and seen["message_tooltip"] == seen["message"], seen
+    assert seen["message_shown"].startswith("Fetching") and seen["message_shown"].endswith("the end")

@@ -15,6 +15,7 @@ from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel, SubsiteBox
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.selectors import FittedCombo
 from cno_annotate_ui.slice_view import SliceView
+from cno_annotate_ui.status_bar import ElidedLabel, StatusBar
 from cno_annotate_ui.theme import apply_theme, default_theme
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
@@ -703,7 +704,9 @@ class MainWindow(QMainWindow):
         return self._cine_timer.isActive()
 
     def _build_status_bar(self) -> None:
-        self.position_label = QLabel("", self)
+        if not isinstance(self.statusBar(), StatusBar):
+            self.setStatusBar(StatusBar(self))  # long lines cut in the middle, whole in the tooltip (2x scaling)
+        self.position_label = ElidedLabel("", self)
         self.progress = QProgressBar(self)
         self.progress.setMaximumWidth(180)
         self.progress.setRange(0, 100)
