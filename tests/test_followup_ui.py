@@ -228,6 +228,8 @@ def test_with_the_real_registration_a_click_maps_through_it_and_a_nudge_is_kept(
     region = window.session.region
     assert kept.is_corrected and np.allclose(kept.region(region).nudge_mm, (1.0, 0.0, 0.0))
     assert "nudged +1 +0 +0 mm" in window.comparison.region_label.text()
+    label = window.comparison.region_label  # the status bar lays the longer text out (as the reader sees it)
+    qtbot.waitUntil(lambda: label.width() >= label.sizeHint().width(), timeout=2000)
     window.grab().save(str(tmp_path / "registered.png"))  # docs/followup-registered.png is this picture
     window.comparison.wait(5000)
 
