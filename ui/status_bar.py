@@ -53,7 +53,7 @@ class ElidedLabel(QLabel):
 
     def _elide(self) -> None:
         width = max(0, self.contentsRect().width() - 2 * self.margin())
-        QLabel.setText(self, self.fontMetrics().elidedText(self._full, Qt.ElideMiddle, width))
+        QLabel.setText(self, self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle, width))
 
 
 class StatusBar(QStatusBar):
@@ -64,10 +64,10 @@ class StatusBar(QStatusBar):
         self._permanent: list[QWidget] = []
         self.messageChanged.connect(self.setToolTip)
 
-    def addPermanentWidget(self, widget: QWidget, stretch: int = 0) -> None:  # noqa: N802 (Qt's name)
+    def addPermanentWidget(self, widget: QWidget, stretch: int | None = 0) -> None:  # noqa: N802 (Qt's name)
         """Add a widget on the right (messages stop left of it)."""
         self._permanent.append(widget)
-        super().addPermanentWidget(widget, stretch)
+        super().addPermanentWidget(widget, stretch or 0)
 
     def message_rect(self) -> QRect:
         """Where a message is painted: from the left edge to the first permanent widget shown."""
@@ -76,7 +76,8 @@ class StatusBar(QStatusBar):
 
     def displayed_message(self) -> str:
         """The current message as painted (elided in the middle to :meth:`message_rect`)."""
-        return self.fontMetrics().elidedText(self.currentMessage(), Qt.ElideMiddle, self.message_rect().width())
+        width = self.message_rect().width()
+        return self.fontMetrics().elidedText(self.currentMessage(), Qt.TextElideMode.ElideMiddle, width)
 
     def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
         if not self.currentMessage():
@@ -85,7 +86,7 @@ class StatusBar(QStatusBar):
         painter = QPainter(self)
         option = QStyleOption()
         option.initFrom(self)
-        self.style().drawPrimitive(QStyle.PE_PanelStatusBar, option, painter, self)
+        self.style().drawPrimitive(QStyle.PrimitiveElement.PE_PanelStatusBar, option, painter, self)
         painter.setPen(self.palette().windowText().color())
-        painter.drawText(self.message_rect(), Qt.AlignLeading | Qt.AlignVCenter | Qt.TextSingleLine,
-                         self.displayed_message())
+        flags = Qt.AlignmentFlag.AlignLeading | Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextSingleLine
+        painter.drawText(self.message_rect(), flags, self.displayed_message())
