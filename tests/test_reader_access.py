@@ -702,3 +702,22 @@ def test_a_reader_of_a_study_showing_age_and_sex_gets_them_under_their_login_and
         assert raw.execute("SELECT * FROM cno_case_age_sex('shown', ?)", (next(iter(expected)),)).fetchall() == []
     finally:
         raw.close()
+
+
+def test_a_readers_own_exports_on_the_server_hold_no_source_identifier(trial, tmp_path):
+    """`read export` and `export-csv` run with a reader's login write stand-ins, never a source UID or identifier."""
+    mine = _start_read(trial("dr-a"), "dr-a")
+    mine.submit()
+    ReadSession.open_or_create(trial("dr-a"), rs.study_uid_of(trial("dr-a"), "trial", "CNO-0002"), "dr-a",
+                               reading_study="trial").add_reading_time(5.0)  # only opened
+    url = trial("dr-a").root
+    assert run_cli("read", "export", "--store", url, "--out", tmp_path / "mine.json")[0] == 0
+    assert run_cli("export-csv", "--store", url, "--out", tmp_path / "csv", "--reading-study", "trial")[0] == 0
+    assert run_cli("export-csv", "--store", url, "--out", tmp_path / "all")[0] == 0
+    owner = trial()
+    identifiers = _source_identifiers(owner.db)
+    written = [tmp_path / "mine.json", *sorted((tmp_path / "csv").iterdir()), *sorted((tmp_path / "all").iterdir())]
+    written = [path for path in written if path.name != "columns.csv"]  # the codebook: column names ('follow-up')
+    leaks = [(path.name, value) for path in written for value in identifiers if value in path.read_text()]
+    assert not leaks, leaks
+    assert mine.read.study_uid not in identifiers and mine.read.study_uid in (tmp_path / "mine.json").read_text()
