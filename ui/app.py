@@ -104,7 +104,8 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
         _fit_to_screen(window)  # a screenshot keeps the size asked for
     window.show()
     if screenshot is None:
-        _fit_to_screen(window)  # again, now that the window manager's frame is known
+        _fit_to_screen(window)  # again: some platforms know the window manager's frame at once
+        _fit_again_once_framed(window)  # on X11 the frame is known once the window manager has framed it
     app.exec()
     return result["code"]
 
@@ -119,6 +120,27 @@ def _fit_to_screen(window) -> None:
         window.resize(width, height)
     if not free.contains(window.frameGeometry()):
         window.move(free.topLeft())
+
+
+def _fit_again_once_framed(window) -> None:
+    """Fit the window to its screen again, once, when the window manager's frame becomes known.
+
+    On X11 the window manager frames (reparents) the window after ``show()`` returns: until then the
+    frame is the window itself, and a window as high as the free area ends below the screen's edge by
+    the title bar (the status bar and Submit out of reach at 1280 x 800).
+    """
+    from PySide6.QtCore import QEvent, QObject  # Qt is imported late: the first volume is read meanwhile
+
+    class FitOnceFramed(QObject):
+        def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802
+            if event.type() in (QEvent.Type.Move, QEvent.Type.Resize) and watched is window \
+                    and window.frameGeometry().size() != window.size():
+                window.removeEventFilter(self)
+                _fit_to_screen(window)
+            return False
+
+    window._fit_once_framed = FitOnceFramed(window)  # kept alive with the window
+    window.installEventFilter(window._fit_once_framed)
 
 
 def _refuse_a_readers_login(store: Store) -> None:
