@@ -522,7 +522,7 @@ def _reading_time(store: Store, name: str, reader: str, role: str) -> dict:
     submitted = [seconds[r["read_id"]] for r in reads if r["status"] == "submitted"]
     read_cases = {r["study_uid"] for r in reads}
     looked = sum(t for uid, t in table.opened(store.db, name, reader).items() if uid not in read_cases)
-    return {"active_seconds": round(sum(seconds.values()) + looked, 1),
+    return {"active_seconds": round(float(sum(seconds.values()) + looked), 1),  # 0.0, not 0, with no time
             "seconds_per_submitted": round(sum(submitted) / len(submitted), 1) if submitted else None}
 
 

@@ -170,6 +170,15 @@ def test_adjudicator_sees_submitted_reads_side_by_side(trial):
     assert progress["dr-a"]["submitted"] == 1 and progress["dr-c"]["draft"] == 1
 
 
+
+def test_progress_gives_active_seconds_as_a_number_of_one_kind_for_every_reader(trial):
+    """`reading-study progress --json` writes active_seconds as 0.0 for a reader with no time, like 12.5 for
+    another: one type per field (it was the integer 0 beside floats)."""
+    _lesion(_read(trial, "dr-a"))
+    progress = {p["reader"]: p for p in rs.progress(trial, "trial")}
+    assert {type(p["active_seconds"]) for p in progress.values()} == {float}, progress
+
+
 @pytest.mark.sqlite_only  # PostgreSQL refuses the tampering itself: test_postgres_store.py
 def test_audit_chain_verifies_and_names_the_first_broken_entry(trial, cli):
     session = _read(trial, "dr-a")
