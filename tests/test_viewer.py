@@ -817,3 +817,28 @@ def test_under_a_window_manager_the_window_and_its_frame_fit_a_small_screen(tmp_
     fx, fy, fw, fh = map(int, words[6:10])
     assert words[10] == "framed", line
     assert fx <= x and fy <= y and x + w <= fx + fw and y + h <= fy + fh, line
+
+
+def test_arrow_keys_meant_for_an_image_that_failed_to_load_are_dropped(qtbot):
+    """Keys pressed while a series loads that then fails do not move the series the reader picks next."""
+    from cno_annotate_ui.slice_view import SliceView
+    from PySide6.QtWidgets import QApplication
+
+    from cno_annotate.display.session import ViewerSession
+
+    session = ViewerSession()
+    view = SliceView(session, "left")
+    qtbot.addWidget(view)
+    view.show()
+    view.setFocus()
+    session.set_loading("left", "STIR")
+    for _ in range(3):
+        qtbot.keyClick(view, Qt.Key_Down)
+    session.set_error("left", "could not be read")
+    volume = coronal_volume(shape=(6, 40, 30))
+    session.set_volume("left", volume)
+    qtbot.keyClick(view, Qt.Key_Down)  # a key after the image came acts at once
+    alone = ViewerSession()
+    alone.set_volume("left", volume)
+    QApplication.processEvents()  # what is queued for the view is delivered (nothing may move it further)
+    assert session.views["left"].slice_index == alone.views["left"].slice_index + 1

@@ -659,6 +659,8 @@ class SliceView(QWidget):
     # -- events ----------------------------------------------------------------
     def _on_session_changed(self, name, what) -> None:
         if name is None or name == self.name:
+            if self._early_keys and self.state.status not in ("loading", "ready"):
+                self._early_keys = []  # the volume failed or the view was emptied: they were for it
             if what == ViewChange.VOLUME:
                 self._image_key = None
                 self._volume_unpainted = True
