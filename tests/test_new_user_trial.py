@@ -19,12 +19,7 @@ from PySide6.QtWidgets import QApplication  # noqa: E402
 pytestmark = pytest.mark.gui
 
 
-def _focused():
-    return QApplication.focusWidget()
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
+from tests.test_reading_trial import _focused, _key  # noqa: E402
 
 
 def test_the_window_opens_within_the_screen(qtbot, tmp_path, sample_store):
@@ -309,9 +304,10 @@ def test_a_keymap_message_at_open_is_not_painted_over_by_the_position(open_viewe
     window.loader.wait(5000)
 
 
-def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, monkeypatch):
-    """The 'Prior lesions' dock says 'prior L1 Distal femur R', as the ghost marker does, not a site id."""
+def _follow_up_with_prior(qtbot, tmp_path, monkeypatch):
+    """A paired-chronological reading window on the follow-up, Ctrl+P pressed and the prior registered."""
     from cno_annotate import followup
+    from tests.followup_data import visits
     from tests.test_followup import _Piecewise
     from tests.test_followup_ui import _open, _prepared
 
@@ -319,8 +315,6 @@ def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, m
                         lambda store, prior, current, progress=None: _Piecewise({"right_leg": (0.0, 0.0, 0.0),
                                                                                   "left_leg": (0.0, 0.0, 0.0)}))
     monkeypatch.setattr(followup, "save_transform", lambda store, transform: None)
-    from tests.followup_data import visits
-
     root = tmp_path / "visits"
     store_root, _ = _prepared(tmp_path, (root, visits(root)), "paired-chronological")
     window = _open(qtbot, store_root)
@@ -328,6 +322,12 @@ def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, m
         window.open_next_case()
     with qtbot.waitSignal(window.comparison.registered, timeout=30000):
         qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+    return window
+
+
+def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, monkeypatch):
+    """The 'Prior lesions' dock says 'prior L1 Distal femur R', as the ghost marker does, not a site id."""
+    window = _follow_up_with_prior(qtbot, tmp_path, monkeypatch)
     ghosts = window.comparison.ghost_list
     texts = [ghosts.item(n).text() for n in range(ghosts.count())]
     assert len(texts) == 2 and any(t.startswith("prior L1 Distal femur R") for t in texts), texts
@@ -337,22 +337,7 @@ def test_the_prior_lesions_list_names_sites_as_the_markers_do(qtbot, tmp_path, m
 
 def test_a_persisting_prior_lesion_is_graded_anew_by_the_next_digits(qtbot, tmp_path, monkeypatch):
     """Persisting makes the prior lesion a lesion of this read to grade anew: the digits typed next grade it."""
-    from cno_annotate import followup
-    from tests.followup_data import visits
-    from tests.test_followup import _Piecewise
-    from tests.test_followup_ui import _open, _prepared
-
-    monkeypatch.setattr(followup, "registration_between",
-                        lambda store, prior, current, progress=None: _Piecewise({"right_leg": (0.0, 0.0, 0.0),
-                                                                                  "left_leg": (0.0, 0.0, 0.0)}))
-    monkeypatch.setattr(followup, "save_transform", lambda store, transform: None)
-    root = tmp_path / "visits"
-    store_root, _ = _prepared(tmp_path, (root, visits(root)), "paired-chronological")
-    window = _open(qtbot, store_root)
-    with qtbot.waitSignal(window.all_loaded, timeout=20000):
-        window.open_next_case()
-    with qtbot.waitSignal(window.comparison.registered, timeout=30000):
-        qtbot.keyClick(_focused(), Qt.Key_P, Qt.ControlModifier)
+    window = _follow_up_with_prior(qtbot, tmp_path, monkeypatch)
     comparison = window.comparison
     qtbot.waitUntil(lambda: all(window.session.views[n].ready for n in ("left", "right")), timeout=20000)
     ghosts = comparison.ghost_list

@@ -236,44 +236,51 @@ def test_series_selectors_show_their_whole_name_at_small_window_sizes(open_viewe
     window.loader.wait(5000)
 
 
-def test_series_selectors_show_their_whole_name_at_2x_scaling(tmp_path, sample_store):
-    """Defect 5 (2x): QT_SCALE_FACTOR=2, a 1280 x 800 window: every selector shows its whole text."""
+def _window_at_2x(tmp_path, sample_store, size: tuple[int, int], body: str) -> dict:
+    """Run ``body`` in a fresh process at QT_SCALE_FACTOR=2 (offscreen), with ``w``, a main window of size ``size``
+    showing the sample study, loaded; ``body`` prints one JSON line, returned as a dict."""
     import json
     import os
     import shutil
     import subprocess
     import sys
+    import textwrap
 
     from tests.conftest import REPO
 
     store_dir = tmp_path / "store"
     shutil.copytree(sample_store.root, store_dir)
-    script = tmp_path / "hidpi.py"
+    script = tmp_path / "at-2x.py"
     script.write_text(f"""
 import json, sys
 sys.path.insert(0, {str(REPO)!r})
 from PySide6.QtWidgets import QApplication
 app = QApplication([])
 from cno_annotate_ui.main_window import MainWindow
-from tests.test_workstation_trial import _abbreviated, _cut_selectors
 w = MainWindow({str(store_dir)!r}, reader="dr-h")
-w.resize(1280, 800)
+w.resize({size[0]}, {size[1]})
 w.show()
 done = []
 w.all_loaded.connect(lambda: done.append(1))
 w.select_study(w.store.studies()[0].study_uid)
 while not done:
     app.processEvents()
-app.processEvents()
-w.grab().save({str(tmp_path / "selectors-2x.png")!r})
-print(json.dumps({{"ratio": w.devicePixelRatioF(), "cut": _cut_selectors(w), "short": _abbreviated(w)}}))
-w.close()
-""")
+""" + textwrap.dedent(body) + "\nw.close()\n")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120,
                             cwd=REPO)
     assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_series_selectors_show_their_whole_name_at_2x_scaling(tmp_path, sample_store):
+    """Defect 5 (2x): QT_SCALE_FACTOR=2, a 1280 x 800 window: every selector shows its whole text."""
+    figures = _window_at_2x(tmp_path, sample_store, (1280, 800), f"""
+        from tests.test_workstation_trial import _abbreviated, _cut_selectors
+        app.processEvents()
+        w.grab().save({str(tmp_path / "selectors-2x.png")!r})
+        print(json.dumps({{"ratio": w.devicePixelRatioF(), "cut": _cut_selectors(w), "short": _abbreviated(w)}}))
+        """)
     assert figures == {"ratio": 2.0, "cut": [], "short": []}
 
 
@@ -433,55 +440,25 @@ def test_a_preset_selector_off_every_preset_shows_custom(window, qtbot, tmp_path
 def test_status_bar_text_is_elided_in_the_middle_with_the_whole_text_in_its_tooltip_at_2x(tmp_path, sample_store):
     """Trials (2x): QT_SCALE_FACTOR=2, 1024 x 768, the 2x2 layout: the position line and a long message fit the
     status bar (elided in the middle), and the whole text is in the tooltip."""
-    import json
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    from tests.conftest import REPO
-
-    store_dir = tmp_path / "store"
-    shutil.copytree(sample_store.root, store_dir)
-    script = tmp_path / "status-2x.py"
-    script.write_text(f"""
-import json, sys
-sys.path.insert(0, {str(REPO)!r})
-from PySide6.QtWidgets import QApplication
-app = QApplication([])
-from cno_annotate_ui.main_window import MainWindow
-w = MainWindow({str(store_dir)!r}, reader="dr-h")
-w.resize(1024, 768)
-w.show()
-done = []
-w.all_loaded.connect(lambda: done.append(1))
-w.select_study(w.store.studies()[0].study_uid)
-while not done:
-    app.processEvents()
-w.set_layout("2x2")
-label = w.position_label
-while "sagittal" not in label.text():  # the lower views' series and slices join the line once shown
-    app.processEvents()
-shown = label.displayed_text()
-out = {{"ratio": w.devicePixelRatioF(), "width": w.width(), "full": label.text(), "tooltip": label.toolTip(),
-        "shown": shown, "fits": label.fontMetrics().horizontalAdvance(shown) <= label.contentsRect().width()}}
-w.grab().save({str(tmp_path / "status-2x.png")!r})
-message = "Fetching " + "CNO-0001 " * 30 + "from the study PACS: the end"
-w.statusBar().showMessage(message)
-app.processEvents()
-bar = w.statusBar()
-shown = bar.displayed_message()
-out.update(message_shown=shown, message_tooltip=bar.toolTip(), message=message,
-           message_fits=bar.fontMetrics().horizontalAdvance(shown) <= bar.message_rect().width())
-w.grab().save({str(tmp_path / "status-message-2x.png")!r})
-print(json.dumps(out))
-w.close()
-""")
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120,
-                            cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    seen = json.loads(result.stdout.strip().splitlines()[-1])
+    seen = _window_at_2x(tmp_path, sample_store, (1024, 768), f"""
+        w.set_layout("2x2")
+        label = w.position_label
+        while "sagittal" not in label.text():  # the lower views' series and slices join the line once shown
+            app.processEvents()
+        shown = label.displayed_text()
+        out = {{"ratio": w.devicePixelRatioF(), "width": w.width(), "full": label.text(), "tooltip": label.toolTip(),
+                "shown": shown, "fits": label.fontMetrics().horizontalAdvance(shown) <= label.contentsRect().width()}}
+        w.grab().save({str(tmp_path / "status-2x.png")!r})
+        message = "Fetching " + "CNO-0001 " * 30 + "from the study PACS: the end"
+        w.statusBar().showMessage(message)
+        app.processEvents()
+        bar = w.statusBar()
+        shown = bar.displayed_message()
+        out.update(message_shown=shown, message_tooltip=bar.toolTip(), message=message,
+                   message_fits=bar.fontMetrics().horizontalAdvance(shown) <= bar.message_rect().width())
+        w.grab().save({str(tmp_path / "status-message-2x.png")!r})
+        print(json.dumps(out))
+        """)
     assert (seen["ratio"], seen["width"]) == (2.0, 1024)
     assert seen["full"].startswith("LPS ") and seen["tooltip"] == seen["full"]
     assert seen["fits"] and "…" in seen["shown"], seen  # cut in the middle: both ends stay
