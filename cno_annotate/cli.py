@@ -16,9 +16,9 @@ import os
 import sqlite3
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
-from cno_annotate import __version__, cli_pacs, cli_reading
+from cno_annotate import __version__, cli_pacs, cli_reading, timing
 from cno_annotate.cli_args import (
     add_json,
     add_output,
@@ -53,9 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     >>> main(["sample", "--out", "wb-sample", "--stations", "2"])  # doctest: +SKIP
     0
     """
-    parser = build_parser(plugins=False)
-    if _may_name_a_plugin(sys.argv[1:] if argv is None else argv, _command_names(parser)):
-        _add_plugin_commands(_subcommands(parser), store_parent())  # to the same parser: not built twice
+    timing.mark("python")
+    parser = _parser_for(sys.argv[1:] if argv is None else argv)
+    timing.mark("parser")
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
@@ -110,19 +110,41 @@ def _database_error(exc: Exception) -> bool:
     return isinstance(exc, sqlite3.Error) or (psycopg is not None and isinstance(exc, psycopg.DatabaseError))
 
 
-def _may_name_a_plugin(argv: list[str], builtin: set[str]) -> bool:
-    """Whether the command line may name a plugin command (else the entry-point scan is skipped).
+def _parser_for(argv: list[str]) -> argparse.ArgumentParser:
+    """The parser of the command ``argv`` names, alone; every command's for anything else.
 
-    Finding and loading plugins costs about 40 ms of start-up; a built-in command
-    does not need them. ``--help``, a usage error or an unknown word load them.
+    Building the parsers of all 50-odd commands costs 15-25 ms of every start, and
+    finding the commands other packages add another 25 (:mod:`cno_annotate.plugins`):
+    a command named (built in or a plugin's) gets a parser with that command only.
+    ``--help``, ``--version``, no command, or a word that is no command get the
+    whole parser (with every plugin), whose help and error messages list them all.
     """
+    word = _command_word(argv)
+    if word is not None:
+        parser = build_parser(plugins=False, only=word)
+        if word in _command_names(parser):
+            return parser
+        _add_plugin_commands(_subcommands(parser), store_parent(), only=word)
+        if word in _command_names(parser):
+            return parser
+    parser = build_parser(plugins=False)
+    _add_plugin_commands(_subcommands(parser), store_parent())  # to the same parser: not built twice
+    return parser
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The command ``argv`` names, if only ``--store DIR`` comes before it (else None)."""
     words = iter(argv)
     for word in words:
         if word == "--store":
             next(words, None)
-        elif not word.startswith("-"):
-            return word not in builtin
-    return True
+        elif word.startswith("--store="):
+            continue
+        elif word.startswith("-"):
+            return None  # --help, --version, or a mistake: the whole parser says what it means
+        else:
+            return word
+    return None
 
 
 def _command_names(parser: argparse.ArgumentParser) -> set[str]:
@@ -135,8 +157,9 @@ def _subcommands(parser: argparse.ArgumentParser) -> argparse._SubParsersAction:
     return next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
 
 
-def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
-    """The argument parser with every subcommand (``plugins=False``: the built-in ones only)."""
+def build_parser(plugins: bool = True, only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand (``plugins=False``: the built-in ones only; ``only``: that one
+    command, if built in, and no other)."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Read, annotate and score whole-body MRI of children with CNO.",
@@ -144,7 +167,8 @@ def build_parser(plugins: bool = True) -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     add_store(parser)  # before the command; each command takes it after too (store_parent)
     common = store_parent()
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", action=OneCommand)
+    cast(OneCommand, sub).only = only
     _add_study_commands(sub, common)
     _add_read_commands(sub, common)
     cli_reading.register(sub, common)
@@ -251,21 +275,48 @@ def _add_read_commands(sub, common) -> None:
                    help="only each reader's latest submitted version per case (default: every version and draft)")
 
 
-def _add_plugin_commands(sub, common) -> None:
-    """Commands other packages register (the viewer's ``view``), by entry point.
+def _add_plugin_commands(sub, common, only: str | None = None) -> None:
+    """Commands other packages register (the viewer's ``view``), by entry point (``only``: that one, if any).
 
     The core never imports them: ``ui`` registers itself in the
     ``cno_annotate.commands`` group.
     """
-    from importlib.metadata import entry_points
+    from cno_annotate import plugins
 
-    for entry in entry_points(group=PLUGIN_GROUP):
-        try:
-            register = entry.load()
-        except ImportError as exc:  # a plugin whose dependencies are missing
-            print(f"{PROG}: warning: command {entry.name!r} is unavailable: {exc}", file=sys.stderr)
-            continue
-        register(sub, common)
+    for refresh in (False, True):
+        entries = [(name, value) for name, value in plugins.command_entries(refresh) if only in (None, name)]
+        registers = []
+        for name, value in entries:
+            try:
+                registers.append(plugins.load(value))
+            except (ImportError, AttributeError) as exc:  # a plugin whose dependencies are missing
+                if not refresh:
+                    break  # perhaps removed since it was looked up: look again
+                print(f"{PROG}: warning: command {name!r} is unavailable: {exc}", file=sys.stderr)
+        else:
+            for register in registers:
+                register(sub, common)
+            return
+
+
+class OneCommand(argparse._SubParsersAction):
+    """Subcommands of which only the one named ``only`` is built (None: every one)."""
+
+    only: str | None = None
+
+    def add_parser(self, name, **kwargs):
+        """The command's parser if it is to be built; else a stand-in that ignores what is added to it."""
+        return super().add_parser(name, **kwargs) if self.only in (None, name) else _NotBuilt()
+
+
+class _NotBuilt:
+    """Stands for a command's parser that is not built: every call on it does nothing and returns it."""
+
+    def __getattr__(self, name: str):
+        return self._ignore
+
+    def _ignore(self, *args, **kwargs) -> _NotBuilt:
+        return self
 
 
 # -- commands -------------------------------------------------------------------

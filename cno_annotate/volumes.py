@@ -61,7 +61,8 @@ def volumes_by_series(store: Store) -> dict[str, list[Volume]]:
     return out
 
 
-def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = True, preview=None) -> Volume:
+def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = True, preview=None,
+                into: np.ndarray | None = None) -> Volume:
     """Read a volume's pixels.
 
     Parameters
@@ -78,6 +79,9 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
         ``preview(volume)`` with a first view of a composed volume being built: its
         final geometry and header, the first station's voxels, ``load.preview`` True.
         Its array is the one the result fills (a viewer shows it, then the result).
+    into : numpy.ndarray, optional
+        Zeros, float32, of the volume's shape: a composed volume built from its files is
+        composed into it (e.g. memory shared with another process); otherwise unused.
 
     Returns
     -------
@@ -90,17 +94,17 @@ def load_volume(store: Store, volume_id: str, progress=None, use_cache: bool = T
     CnoError
         If the id is unknown or the files cannot be read at all.
     """
-    volume = _lazy(store, store.volume(volume_id), progress, use_cache, preview)
+    volume = _lazy(store, store.volume(volume_id), progress, use_cache, preview, into)
     volume.array  # noqa: B018 - read now
     return volume
 
 
-def _lazy(store: Store, row: VolumeRow, progress, use_cache: bool, preview=None) -> Volume:
+def _lazy(store: Store, row: VolumeRow, progress, use_cache: bool, preview=None, into=None) -> Volume:
     header = _header(row)
     if row.kind == VolumeKind.NIFTI:
         return Volume.lazy(lambda volume: _read_nifti(row), _row_shape(row), np.array(row.affine), header)
     if row.kind == VolumeKind.COMPOSED:
-        return Volume.lazy(lambda volume: _read_composed(store, row, volume, progress, use_cache, preview),
+        return Volume.lazy(lambda volume: _read_composed(store, row, volume, progress, use_cache, preview, into),
                            _row_shape(row), np.array(row.affine), header)
     return Volume.lazy(lambda volume: _read_stack(store, row, volume, progress), _row_shape(row),
                        np.array(row.affine), header)
@@ -199,7 +203,8 @@ def _missing_slices(stack, errors: list[dict]) -> list[int]:
     return sorted((set(range(stack.shape[0])) - present) | unreadable)
 
 
-def _read_composed(store: Store, row: VolumeRow, volume: Volume, progress, use_cache: bool, preview=None) -> np.ndarray:
+def _read_composed(store: Store, row: VolumeRow, volume: Volume, progress, use_cache: bool, preview=None,
+                   into: np.ndarray | None = None) -> np.ndarray:
     members = [store.volume(m) for m in row.members]
     checks = [_member_checks(store, member) for member in members]
     unusable = [check for member in checks for check in member if not check.ok]
@@ -222,7 +227,7 @@ def _read_composed(store: Store, row: VolumeRow, volume: Volume, progress, use_c
             shown = Volume(array, grid_affine, header=volume.header)
             shown.load = LoadReport(preview=True)
             preview(shown)
-    composed = compose.compose(stations, volume_id=row.volume_id, preview=first)
+    composed = compose.compose(stations, volume_id=row.volume_id, preview=first, out=into)
     errors = [e for s in stations for e in s.load.errors]
     if cache is not None and not errors:
         cache.put(row.volume_id, row.fingerprint, composed.array)

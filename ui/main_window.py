@@ -66,7 +66,6 @@ from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
 from cno_annotate.store import Store
 from cno_annotate.store.db import INTERACTIVE_BUSY_TIMEOUT
 from cno_annotate.store.postgres import is_permission_error, is_url
-from cno_annotate.volumes import unread_files_message
 from cno_annotate.wording import counted
 
 if TYPE_CHECKING:
@@ -1121,6 +1120,8 @@ class MainWindow(QMainWindow):
         self.session.set_volume(name, volume, self.session.views[name].label, facts)
         errors = volume.load.errors
         if errors:
+            from cno_annotate.volumes import unread_files_message  # (its image readers are the loader's)
+
             label = self.session.views[name].label
             slices = f"{len(errors)} slice{'' if len(errors) == 1 else 's'}"
             self.report(f"{label}: {slices} could not be read (hatched in the view)",

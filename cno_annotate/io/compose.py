@@ -283,7 +283,8 @@ def _corners(affine: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
     return apply_affine(affine, ijk)
 
 
-def compose(stations: Sequence[Volume], volume_id: str | None = None, preview=None) -> Volume:
+def compose(stations: Sequence[Volume], volume_id: str | None = None, preview=None,
+            out: np.ndarray | None = None) -> Volume:
     """Compose station volumes into one volume on a common grid.
 
     Stations are read and blended one at a time: peak memory is the result
@@ -301,6 +302,9 @@ def compose(stations: Sequence[Volume], volume_id: str | None = None, preview=No
         added, with the result array being filled (that station's voxels are in it,
         overlap rows not yet blended, the rest zero), so that a viewer can show it
         before composition ends. The same array becomes the result.
+    out : numpy.ndarray, optional
+        The result array to fill: float32 zeros of the grid's shape (e.g. memory shared with
+        another process); by default a new one.
 
     Returns
     -------
@@ -318,7 +322,10 @@ def compose(stations: Sequence[Volume], volume_id: str | None = None, preview=No
     weights = _feather_weights([p.box for p in plans], hf_axis)
     same_extent = len({tuple(p.box[:hf_axis] + p.box[hf_axis + 1:]) for p in plans}) == 1
     per_row = same_extent and all(p.translate for p in plans)
-    out = zeroed(shape)
+    if out is None:
+        out = zeroed(shape)
+    elif tuple(out.shape) != tuple(shape) or out.dtype != np.float32:
+        raise ValueError(f"compose into {out.dtype} {tuple(out.shape)}: the grid is float32 {tuple(shape)}")
     total = np.zeros(shape[hf_axis] if per_row else shape, dtype=np.float32)
     for station, plan, w in zip(stations, plans, weights):
         data, coverage = _station_on_grid(station, plan, grid_affine)

@@ -927,6 +927,11 @@ class Store:
         """Every study with its patient and volume counts, and how many of its files are missing on disk."""
         return catalog.studies(self.db, missing_files(self.db))
 
+    def first_study_uid(self) -> str | None:
+        """The UID of the study :meth:`studies` lists first (by date and UID), or None; no file is looked at."""
+        row = self.db.execute("SELECT study_uid FROM studies ORDER BY study_date, study_uid LIMIT 1").fetchone()
+        return row[0] if row else None
+
     def study_uids(self) -> set[str]:
         """The UIDs of the studies this login may see (readers on a server: those of their worklist)."""
         return {r[0] for r in self.db.execute("SELECT study_uid FROM studies")}

@@ -1,0 +1,118 @@
+"""A cold start composes the first volume in a child process (issue 12, start-up: the 0.5 s aim).
+
+In a thread of the viewer's process the composition held the interpreter's lock while
+the window's thread imported Qt and built the window, and the window waited for it. On
+Linux a prefetch of a volume that must be composed now forks a child that composes into
+memory shared with the viewer. These tests check that what the viewer gets is what the
+thread gave, that the child is a process of its own that is reaped, that a child that
+dies is a one-line failure, and where the child is not used.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import cno_annotate.display.prefetch as prefetch_module
+from cno_annotate.cache import VolumeCache
+from cno_annotate.display.prefetch import Prefetch, can_fork
+from cno_annotate.store import Store
+from cno_annotate.volumes import load_volume
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux only")
+
+
+@pytest.fixture
+def cold(tmp_path, sample_store):
+    """A copy of the sample store with nothing cached: (root, composed STIR row, its voxels composed in-process)."""
+    root = tmp_path / "store"
+    shutil.copytree(sample_store.root, root)
+    shutil.rmtree(root / "cache", ignore_errors=True)
+    store = Store.open(root)
+    row = next(r for r in store.volumes() if r.kind == "composed" and r.role == "STIR")
+    expected = load_volume(store, row.volume_id, use_cache=False)
+    store.close()
+    return root, row, expected
+
+
+def _events(prefetch: Prefetch) -> list[tuple]:
+    events: list[tuple] = []
+    prefetch.attach(lambda *event: events.append(event))
+    prefetch.join(120)
+    return events
+
+
+def test_a_cold_volume_is_composed_by_a_child_process_into_memory_the_viewer_shares(cold):
+    root, row, expected = cold
+    assert can_fork()  # pytest runs this in its main thread with no other thread
+    prefetch = Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape))
+    assert "process" in prefetch._thread.name  # a relay of a child, not the composing thread
+    child = int(prefetch._thread.name.rsplit(" ", 1)[1].rstrip(")"))
+    assert child != os.getpid()
+    events = _events(prefetch)
+    kinds = [e[0] for e in events]
+    assert kinds[-1] == "loaded", events[-1]
+    assert "preview" in kinds and kinds.index("preview") < len(kinds) - 1
+    volume, facts = events[-1][1], events[-1][2]
+    np.testing.assert_array_equal(volume.array, expected.array)  # what the in-process composition gives
+    np.testing.assert_allclose(volume.affine, expected.affine)
+    assert volume.header == expected.header and volume.load.errors == []
+    assert facts.missing is not None and facts.presets
+    preview = next(e[1] for e in events if e[0] == "preview")
+    assert preview.load.preview and np.shares_memory(preview.array, volume.array)  # one array, shown then refined
+    with pytest.raises(ChildProcessError):
+        os.waitpid(child, os.WNOHANG)  # the child was reaped: no zombie left
+    store = Store.open(root)
+    try:  # the child kept the volume in the cache, with its facts, for the next start
+        cached = VolumeCache.of(store).get(row.volume_id, row.fingerprint, tuple(row.shape))
+        assert cached is not None and np.array_equal(cached, expected.array)
+        assert list((root / "cache").glob("*.facts.json"))
+    finally:
+        store.close()
+
+
+def test_a_child_that_dies_is_a_one_line_failure(cold, monkeypatch):
+    root, row, _ = cold
+
+    def dies(*args):
+        os._exit(3)  # the forked child runs this (it was patched before the fork)
+
+    monkeypatch.setattr(prefetch_module, "_compose_in_child", dies)
+    events = _events(Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape)))
+    assert events == [("failed", "the process reading the images ended unexpectedly (exit status 3)")]
+
+
+def test_an_unreadable_slice_is_reported_by_the_child_as_by_the_thread(cold):
+    root, row, _ = cold
+    store = Store.open(root)
+    member = store.volume(row.members[0])
+    first_file = next(iter(store.images(member.series_uid))).path
+    store.close()
+    os.unlink(first_file)  # one slice of the first station is gone: reported, the rest composed
+    thread_events = _events(Prefetch.start(root, row.volume_id))
+    shutil.rmtree(root / "cache", ignore_errors=True)
+    child_events = _events(Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape)))
+    said = [e[0] for e in child_events if e[0] != "progress"]
+    assert said == [e[0] for e in thread_events if e[0] != "progress"] == ["preview", "loaded"]
+    assert child_events[-1][1].load.errors == thread_events[-1][1].load.errors != []  # the slice that is gone
+    np.testing.assert_array_equal(child_events[-1][1].array, thread_events[-1][1].array)
+
+
+def test_no_child_is_forked_while_another_thread_runs_or_for_a_cached_volume(cold):
+    root, row, _ = cold
+    gate = threading.Event()
+    other = threading.Thread(target=gate.wait)
+    other.start()
+    try:
+        assert not can_fork()  # forking with threads running could copy a lock another thread holds
+        prefetch = Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape))
+        assert "process" not in prefetch._thread.name
+        assert _events(prefetch)[-1][0] == "loaded"
+    finally:
+        gate.set()
+        other.join()
