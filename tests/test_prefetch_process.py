@@ -116,3 +116,32 @@ def test_no_child_is_forked_while_another_thread_runs_or_for_a_cached_volume(col
     finally:
         gate.set()
         other.join()
+
+
+def test_one_child_composes_the_left_and_then_the_right_views_volume(cold):
+    root, stir_row, stir = cold
+    store = Store.open(root)
+    t1_row = next(r for r in store.volumes() if r.kind == "composed" and r.role == "T1")
+    t1 = load_volume(store, t1_row.volume_id, use_cache=False)
+    store.close()
+    shutil.rmtree(root / "cache", ignore_errors=True)
+    order: list[tuple[str, str]] = []
+    volumes = {}
+    left, right = Prefetch.start_several(root, [(stir_row.volume_id, tuple(stir_row.shape)),
+                                                (t1_row.volume_id, tuple(t1_row.shape))])
+    assert left._thread is right._thread and "process" in left._thread.name  # one child, one relay
+
+    def record(prefetch, kind, *payload):
+        order.append((prefetch.volume_id, kind))
+        if kind == "loaded":
+            volumes[prefetch.volume_id] = payload[0]
+
+    for prefetch in (left, right):
+        prefetch.attach(lambda kind, *payload, p=prefetch: record(p, kind, *payload))
+    left.join(120)
+    right.join(120)
+    said = [entry for entry in order if entry[1] != "progress"]
+    assert said == [(stir_row.volume_id, "preview"), (stir_row.volume_id, "loaded"),
+                    (t1_row.volume_id, "preview"), (t1_row.volume_id, "loaded")]  # the left's first, whole
+    np.testing.assert_array_equal(volumes[stir_row.volume_id].array, stir.array)
+    np.testing.assert_array_equal(volumes[t1_row.volume_id].array, t1.array)

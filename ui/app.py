@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 from cno_annotate import timing
 from cno_annotate.cache import VolumeCache
 from cno_annotate.display.catalog import bundled_sample_dir, default_pair
-from cno_annotate.display.prefetch import Prefetch
+from cno_annotate.display.prefetch import Prefetch, can_fork
 from cno_annotate.errors import CnoError
 from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.store import Store
@@ -57,14 +57,16 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
         else:
             _refuse_a_readers_login(store)
             study_uid = _study_to_open(store, study, sample)
-        rows = store.volumes(study_uid) if study_uid is not None else []
-        first_volume = default_pair(rows)[0]
-        compose_shape = _shape_to_compose(store, next((r for r in rows if r.volume_id == first_volume), None))
+        rows = {row.volume_id: row for row in (store.volumes(study_uid) if study_uid is not None else [])}
+        pair = [volume_id for volume_id in default_pair(list(rows.values())) if volume_id is not None]
+        wanted = [(volume_id, _shape_to_compose(store, rows[volume_id])) for volume_id in pair]
     finally:
         store.close()
     # the left view's volume is read while Qt and the window start (most of a start is that)
     timing.mark("study-found")
-    prefetch = Prefetch.start(store_dir, first_volume, compose_shape) if first_volume is not None else None
+    if len(wanted) > 1 and not (wanted[1][1] is not None and can_fork()):
+        del wanted[1:]  # the right view's volume too only if a child composes it after the left's
+    prefetches = Prefetch.start_several(store_dir, wanted)
     if screenshot is not None and not screenshot.parent.is_dir():
         raise CnoError(f"{screenshot.parent} is not a folder")
     if screenshot is not None and "QT_QPA_PLATFORM" not in os.environ and not _has_display():
@@ -85,8 +87,7 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
                         package=package.folder if package is not None else None, pacs=pacs)
     timing.mark("window-built")
     window.resize(*size)
-    if prefetch is not None:
-        window.loader.adopt(prefetch)
+    window.loader.adopt(*prefetches)
     result = {"code": 0}
     if screenshot is not None:
         def save() -> None:
@@ -147,9 +148,9 @@ def _import_core_before_qt() -> None:
         importlib.import_module(name)
 
 
-def _shape_to_compose(store: Store, row: VolumeRow | None) -> tuple[int, int, int] | None:
+def _shape_to_compose(store: Store, row: VolumeRow) -> tuple[int, int, int] | None:
     """The shape of ``row`` if it is a composed volume that is not cached (its files will be composed), else None."""
-    if row is None or row.kind != VolumeKind.COMPOSED:
+    if row.kind != VolumeKind.COMPOSED:
         return None
     if VolumeCache.of(store).path_for(row.volume_id, row.fingerprint).exists():
         return None

@@ -73,41 +73,47 @@ class VolumeLoader(QObject):
         self._signals = _Signals()
         self._latest: dict[str, int] = {}
         self._counter = 0
-        self._prefetched: Prefetch | None = None  # adopted, not yet asked for
+        self._prefetched: dict[str, Prefetch] = {}  # adopted, not yet asked for, by volume id
         self._signals.progress.connect(self._relay_progress)
         self._signals.loaded.connect(self._relay_loaded)
         self._signals.preview.connect(self._relay_preview)
         self._signals.failed.connect(self._relay_failed)
 
-    def adopt(self, prefetch: Prefetch) -> None:
-        """Take over a prefetch of this store for the first request (:meth:`take_loaded` or :meth:`load`).
+    def adopt(self, *prefetches: Prefetch) -> None:
+        """Take over prefetches of this store for the first requests of their volumes (:meth:`take_loaded` or
+        :meth:`load`).
 
-        If the first request is for another volume, the prefetch is dropped (its thread ends on its own).
+        A request for a volume that none of them loads drops them all (their loading ends on its own).
         """
-        self._prefetched = prefetch
+        self._prefetched = {prefetch.volume_id: prefetch for prefetch in prefetches}
 
     def take_loaded(self, view: str, volume_id: str):
-        """(volume, facts) of the adopted prefetch if it is of ``volume_id`` and has finished, for ``view``; or None.
+        """(volume, facts) of the adopted prefetch of ``volume_id`` if it has finished, for ``view``; or None.
 
         The view's older requests are then ignored, as after :meth:`load`.
         """
-        prefetch, self._prefetched = self._prefetched, None
-        done = prefetch.loaded() if prefetch is not None and prefetch.volume_id == volume_id else None
+        prefetch = self._take(volume_id)
+        done = prefetch.loaded() if prefetch is not None else None
         if done is not None:
             self._counter += 1
             self._latest[view] = self._counter
-        elif prefetch is not None and prefetch.volume_id == volume_id:
-            self._prefetched = prefetch  # still loading: the load that follows takes it over
+        elif prefetch is not None:
+            self._prefetched[volume_id] = prefetch  # still loading: the load that follows takes it over
         return done
 
     def load(self, view: str, volume_id: str) -> None:
         """Load a volume for a view; an older request for the same view is ignored."""
         self._counter += 1
         self._latest[view] = self._counter
-        prefetch, self._prefetched = self._prefetched, None
-        if prefetch is not None and prefetch.volume_id != volume_id:
-            prefetch = None
+        prefetch = self._take(volume_id)
         self.pool.start(_LoadJob(self.store_root, volume_id, view, self._counter, self._signals, prefetch))
+
+    def _take(self, volume_id: str) -> Prefetch | None:
+        """The adopted prefetch of ``volume_id``, no longer adopted; none of them if none is of it."""
+        prefetch = self._prefetched.pop(volume_id, None)
+        if prefetch is None:
+            self._prefetched = {}
+        return prefetch
 
     def wait(self, msecs: int = -1) -> bool:
         """Wait for queued loads (tests and screenshots)."""

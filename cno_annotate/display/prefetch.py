@@ -26,7 +26,7 @@ import pickle
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -63,6 +63,8 @@ class Prefetch:
         self._lock = threading.Lock()
         self._events: list[tuple] = []
         self._sink: Sink | None = None
+        self._ended = threading.Event()  # "loaded" or "failed" reported
+        self._by_child = False
         self._thread = threading.Thread(target=self._run, name=f"prefetch {volume_id}", daemon=True)
 
     @classmethod
@@ -75,13 +77,26 @@ class Prefetch:
         is composed in a child process that fills memory shared with this one; the thread only relays
         what the child reports.
         """
-        prefetch = cls(store_root, volume_id)
-        if compose_shape is not None and can_fork() and int(np.prod(compose_shape)) > 0:
-            k, j, i = (int(n) for n in compose_shape)
-            prefetch._start_child((k, j, i))
-        else:
-            prefetch._thread.start()
-        return prefetch
+        return cls.start_several(store_root, [(volume_id, compose_shape)])[0]
+
+    @classmethod
+    def start_several(cls, store_root: Path | str,
+                      volumes: Sequence[tuple[str, tuple[int, int, int] | None]]) -> list[Prefetch]:
+        """Prefetches of ``(volume_id, compose_shape)`` pairs, as :meth:`start` makes them, in order.
+
+        Those to be composed are composed by one child process, one after the other (the first one
+        shown first); the others are loaded in a thread each.
+        """
+        prefetches = [cls(store_root, volume_id) for volume_id, _ in volumes]
+        composed = [(prefetch, (int(shape[0]), int(shape[1]), int(shape[2])))
+                    for prefetch, (_, shape) in zip(prefetches, volumes)
+                    if shape is not None and int(np.prod(shape)) > 0]
+        if composed and can_fork():
+            _start_child(store_root, composed)  # forked before any thread of ours starts
+        for prefetch in prefetches:
+            if not prefetch._by_child:
+                prefetch._thread.start()
+        return prefetches
 
     def run(self) -> None:
         """Load in the calling thread instead (a prefetch that was not started)."""
@@ -103,60 +118,70 @@ class Prefetch:
         return None
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for the thread to end (at once for a prefetch that was not started)."""
-        if self._thread.is_alive():
+        """Wait for loading to end (at once for a prefetch that was not started)."""
+        if self._by_child:
+            self._ended.wait(timeout)  # the child may go on with the next volume
+        elif self._thread.is_alive():
             self._thread.join(timeout)
 
     def _report(self, *event) -> None:
         if event[0] != "progress":
             timing.mark(f"prefetch-{event[0]}")
         with self._lock:
-            if self._sink is None:
-                self._events.append(event)
-                return
             sink = self._sink
-        sink(*event)
+            if sink is None:
+                self._events.append(event)
+        if sink is not None:
+            sink(*event)
+        if event[0] in ("loaded", "failed"):
+            self._ended.set()
 
     def _run(self) -> None:
         _load(self.store_root, self.volume_id, self._report)
 
-    def _start_child(self, shape: tuple[int, int, int]) -> None:
-        """Fork the process that composes the volume into shared memory; relay its reports from a thread."""
-        shared = np.frombuffer(mmap.mmap(-1, int(np.prod(shape)) * 4, flags=mmap.MAP_SHARED),
-                               dtype=np.float32).reshape(shape)
-        read_end, write_end = os.pipe()
-        sys.stdout.flush()  # what this process printed is not printed again by the child
-        sys.stderr.flush()
-        parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:  # the child
-            os.close(read_end)
-            _compose_in_child(self.store_root, self.volume_id, shared, write_end, parent)
-        os.close(write_end)
-        self._thread = threading.Thread(target=self._relay, args=(pid, read_end, shared), daemon=True,
-                                        name=f"prefetch {self.volume_id} (process {pid})")
-        self._thread.start()
 
-    def _relay(self, pid: int, read_end: int, shared: np.ndarray) -> None:
-        """Report what the child reports, its volumes on the shared array; a child that died is a failed load."""
-        ended = False
-        with os.fdopen(read_end, "rb") as stream:
-            while not ended:
-                try:
-                    event = pickle.load(stream)
-                except (EOFError, OSError, pickle.UnpicklingError):
-                    break
-                ended = event[0] in ("loaded", "failed")
-                if event[0] in ("preview", "loaded"):
-                    kind, affine, header, load, facts = event
-                    volume = Volume(shared, affine, header=header)
-                    volume.load = load
-                    self._report(kind, volume, facts)
-                else:
-                    self._report(*event)
-        _pid, status = os.waitpid(pid, 0)
-        if not ended:
-            self._report("failed", f"the process reading the images ended unexpectedly ({_exit_reason(status)})")
+def _start_child(store_root: Path | str, composed: list[tuple[Prefetch, tuple[int, int, int]]]) -> None:
+    """Fork the process that composes each volume into memory shared with this one, and the thread that
+    relays what it reports to the prefetch of each."""
+    shared = [np.frombuffer(mmap.mmap(-1, int(np.prod(shape)) * 4, flags=mmap.MAP_SHARED),
+                            dtype=np.float32).reshape(shape) for _, shape in composed]
+    read_end, write_end = os.pipe()
+    sys.stdout.flush()  # what this process printed is not printed again by the child
+    sys.stderr.flush()
+    parent = os.getpid()
+    pid = os.fork()
+    if pid == 0:  # the child
+        os.close(read_end)
+        _compose_in_child(store_root, [prefetch.volume_id for prefetch, _ in composed], shared, write_end, parent)
+    os.close(write_end)
+    prefetches = [prefetch for prefetch, _ in composed]
+    relay = threading.Thread(target=_relay, args=(pid, read_end, prefetches, shared), daemon=True,
+                             name=f"prefetch {' '.join(p.volume_id for p in prefetches)} (process {pid})")
+    for prefetch in prefetches:
+        prefetch._by_child, prefetch._thread = True, relay
+    relay.start()
+
+
+def _relay(pid: int, read_end: int, prefetches: list[Prefetch], shared: list[np.ndarray]) -> None:
+    """Report what the child reports, its volumes on the shared arrays; a child that died is a failed load."""
+    with os.fdopen(read_end, "rb") as stream:
+        while True:
+            try:
+                index, *event = pickle.load(stream)
+            except (EOFError, OSError, pickle.UnpicklingError, ValueError):
+                break
+            prefetch = prefetches[index]
+            if event[0] in ("preview", "loaded"):
+                kind, affine, header, load, facts = event
+                volume = Volume(shared[index], affine, header=header)
+                volume.load = load
+                prefetch._report(kind, volume, facts)
+            else:
+                prefetch._report(*event)
+    _pid, status = os.waitpid(pid, 0)
+    for prefetch in prefetches:
+        if not prefetch._ended.is_set():
+            prefetch._report("failed", f"the process reading the images ended unexpectedly ({_exit_reason(status)})")
 
 
 def can_fork() -> bool:
@@ -195,9 +220,10 @@ def _load(store_root: Path | str, volume_id: str, report: Sink, into: np.ndarray
         report("failed", f"the image decoder crashed: {exc}")
 
 
-def _compose_in_child(store_root: Path | str, volume_id: str, shared: np.ndarray, write_end: int,
+def _compose_in_child(store_root: Path | str, volume_ids: list[str], shared: list[np.ndarray], write_end: int,
                       parent: int) -> NoReturn:
-    """The child's whole life: load into ``shared``, send each report down the pipe, exit without cleanup.
+    """The child's whole life: load each volume into its shared array, in order, send each report down the
+    pipe (with the volume's index), exit without cleanup.
 
     It ends with its parent (the viewer closed before composition ended): the cache file being
     written is then removed, not left half-written.
@@ -208,27 +234,34 @@ def _compose_in_child(store_root: Path | str, volume_id: str, shared: np.ndarray
         signal.signal(signal.SIGINT, _exit_on_signal)
         _end_with_parent(parent)
         stream = os.fdopen(write_end, "wb")
-        sent = [-1.0]
-
-        def send(kind: str, *payload) -> None:
-            if kind == "progress":
-                done, total = payload
-                if done != total and done / max(total, 1) - sent[0] < 0.02:
-                    return  # the viewer shows whole percents: fewer wake-ups of its process
-                sent[0] = done / max(total, 1)
-            elif kind in ("preview", "loaded"):
-                volume, facts = payload
-                if not np.shares_memory(volume.array, shared):
-                    np.copyto(shared, volume.array)  # e.g. another viewer cached it meanwhile
-                payload = (volume.affine, volume.header, volume.load, facts)
-            pickle.dump((kind, *payload), stream, protocol=pickle.HIGHEST_PROTOCOL)
-            stream.flush()
-
-        _load(store_root, volume_id, send, into=shared)
+        for index, (volume_id, into) in enumerate(zip(volume_ids, shared)):
+            _load(store_root, volume_id, _sender(stream, index, into), into=into)
         code = 0
     except BaseException:  # noqa: BLE001 - the parent says a load ended without a report
         pass
     os._exit(code)
+
+
+def _sender(stream, index: int, shared: np.ndarray) -> Sink:
+    """A sink that sends a volume's reports down the pipe: volumes as their affine, header and load report
+    (their voxels are in ``shared``), progress in steps of 2 % (fewer wake-ups of the viewer)."""
+    sent = [-1.0]
+
+    def send(kind: str, *payload) -> None:
+        if kind == "progress":
+            done, total = payload
+            if done != total and done / max(total, 1) - sent[0] < 0.02:
+                return
+            sent[0] = done / max(total, 1)
+        elif kind in ("preview", "loaded"):
+            volume, facts = payload
+            if not np.shares_memory(volume.array, shared):
+                np.copyto(shared, volume.array)  # e.g. another viewer cached it meanwhile
+            payload = (volume.affine, volume.header, volume.load, facts)
+        pickle.dump((index, kind, *payload), stream, protocol=pickle.HIGHEST_PROTOCOL)
+        stream.flush()
+
+    return send
 
 
 def _exit_on_signal(signum, frame) -> None:
