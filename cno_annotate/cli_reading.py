@@ -300,7 +300,7 @@ def cmd_add_cases(args) -> int:
 
     store = _coordinator_store(args, "reading-study add-cases")
     if args.all:
-        uids = [s.study_uid for s in store.studies()]
+        uids = [s.study_uid for s in store.studies(count_missing=False)]
     elif args.studies:
         uids = [store.study_uid_for(s) for s in args.studies]
     else:

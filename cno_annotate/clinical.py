@@ -320,7 +320,7 @@ def link_patient_ids(store, db: CoordinatorDB, reading_study: str) -> int:
     """Link every case of a reading study to its DICOM PatientID (the common case)."""
     from cno_annotate.reading_study import cases
 
-    ids = {s.study_uid: s.patient_id for s in store.studies()}
+    ids = {s.study_uid: s.patient_id for s in store.studies(count_missing=False)}
     links = {c.reading_code: ids[c.study_uid] for c in cases(store, reading_study) if ids.get(c.study_uid)}
     db.link(reading_study, links)
     return len(links)

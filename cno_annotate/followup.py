@@ -55,7 +55,7 @@ def prior_studies(store: Store, study_uid: str) -> list[Prior]:
     A study is the same patient's when both name the same patient record
     (patient ID, name and birth date); a study with no patient record has no priors.
     """
-    studies = {s.study_uid: s for s in store.studies()}
+    studies = {s.study_uid: s for s in store.studies(count_missing=False)}
     if study_uid not in studies:
         raise CnoError(f"study {study_uid} is not in the store")
     keys = catalog.patient_keys(store.db)

@@ -149,7 +149,7 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
     patient become separate cases (timepoints).
     """
     study = get(store, name)
-    known = {r.study_uid for r in store.studies()}
+    known = {r.study_uid for r in store.studies(count_missing=False)}
     unknown = [uid for uid in study_uids if uid not in known]
     if unknown:
         raise CnoError(f"not in the store: {', '.join(unknown)}")
@@ -174,7 +174,7 @@ def add_cases(store: Store, name: str, study_uids: list[str], actor: str = COORD
 def _number_patients(db, store: Store, name: str) -> None:
     """Give each patient a pseudonymous code and each study its timepoint number (by study date)."""
     by_patient: dict[str, list[tuple[str, str]]] = {}
-    studies = {s.study_uid: s for s in store.studies()}
+    studies = {s.study_uid: s for s in store.studies(count_missing=False)}
     for case in table.cases(db, name):
         s = studies[case.study_uid]
         key = s.patient_id or s.patient_name or case.study_uid

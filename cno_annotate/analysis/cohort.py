@@ -65,7 +65,7 @@ def collect(store, name: str, clinical_db=None, visit_window_days: int = VISIT_W
     from cno_annotate.annotation.reads import list_reads, load_read
 
     rs.get(store, name)
-    dates = {s.study_uid: s.study_date for s in store.studies()}
+    dates = {s.study_uid: s.study_date for s in store.studies(count_missing=False)}
     links = clinical_db.links(name) if clinical_db is not None else {}
     cases = []
     for row in rs.cases(store, name):

@@ -73,7 +73,7 @@ def read_sr(path: Path, store, stations: Stations) -> ImportedSR:
     if sr is None or not isinstance(sr.content, hd.sr.MeasurementReport):
         raise CnoError(f"{path}: not a TID 1500 measurement report")
     study_uid = str(dataset.StudyInstanceUID)
-    if study_uid not in {s.study_uid for s in store.studies()}:
+    if study_uid not in {s.study_uid for s in store.studies(count_missing=False)}:
         raise CnoError(f"{path}: study {study_uid} is not in the store (import its images first)")
     table = cc.load_code_table()
     report = sr.content

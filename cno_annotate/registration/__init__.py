@@ -154,7 +154,7 @@ def _cached(store: Store, prior: VolumeRow, current: VolumeRow) -> PiecewiseTran
 
 
 def _refuse_other_patient(store: Store, prior: VolumeRow, current: VolumeRow) -> None:
-    patients = {s.study_uid: s.patient_id for s in store.studies()}
+    patients = {s.study_uid: s.patient_id for s in store.studies(count_missing=False)}
     a, b = patients.get(prior.study_uid), patients.get(current.study_uid)
     if a is not None and b is not None and a != b and not reading_studies.one_patient(
             store.db, prior.study_uid, current.study_uid):
