@@ -250,8 +250,11 @@ def _first_paint(command: list[str], env: dict[str, str], cwd: Path) -> tuple:
     painted = [line.split() for line in result.stdout.splitlines() if line.startswith("first-image-painted left")]
     at_paint = float(painted[0][4]) if len(painted[0]) > 4 else None
     thread_at_paint = float(painted[0][6]) if len(painted[0]) > 6 else None
+    phases: dict[str, float] = {}  # when each step of the start ended (s from the start; CNO_ANNOTATE_TIMING)
+    for words in (line.split() for line in result.stdout.splitlines() if line.startswith("start-phase ")):
+        phases.setdefault(words[1], float(words[2]) - start)  # a step seen twice (the right view's): the first
     return (float(painted[0][2]) - start, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            at_paint, thread_at_paint)
+            at_paint, thread_at_paint, phases)
 
 
 def drop_from_page_cache(folder: Path) -> None:
@@ -346,6 +349,10 @@ def first_image_pairs(store_dir: Path, work: Path, runs: int, before: Path | Non
                 medians[name]["cpu_at_paint"] = statistics.median(r[2] for r in runs_)
             if len(runs_[0]) > 3 and runs_[0][3] is not None:
                 medians[name]["thread_cpu_at_paint"] = statistics.median(r[3] for r in runs_)
+            steps = [step for step in runs_[0][4] if all(step in r[4] for r in runs_)] if len(runs_[0]) > 4 else []
+            if steps:
+                medians[name]["phases_s"] = {step: round(statistics.median(r[4][step] for r in runs_), 3)
+                                             for step in steps}
     for name in medians:
         if name == "floor":
             continue
