@@ -12,19 +12,26 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 import cno_annotate.display.prefetch as prefetch_module
 from cno_annotate.cache import VolumeCache
-from cno_annotate.display.prefetch import Prefetch, can_fork
+from cno_annotate.display.prefetch import Prefetch
 from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux only")
+
+
+@pytest.fixture
+def forking(monkeypatch):
+    """Fork here although pytest's process has other threads (numpy's BLAS pool, Qt's if a GUI test ran):
+    the child runs the loader's code only. The viewer forks with no other thread (last test)."""
+    monkeypatch.setattr(prefetch_module, "can_fork", lambda: True)
 
 
 @pytest.fixture
@@ -47,9 +54,8 @@ def _events(prefetch: Prefetch) -> list[tuple]:
     return events
 
 
-def test_a_cold_volume_is_composed_by_a_child_process_into_memory_the_viewer_shares(cold):
+def test_a_cold_volume_is_composed_by_a_child_process_into_memory_the_viewer_shares(cold, forking):
     root, row, expected = cold
-    assert can_fork()  # pytest runs this in its main thread with no other thread
     prefetch = Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape))
     assert "process" in prefetch._thread.name  # a relay of a child, not the composing thread
     child = int(prefetch._thread.name.rsplit(" ", 1)[1].rstrip(")"))
@@ -76,7 +82,7 @@ def test_a_cold_volume_is_composed_by_a_child_process_into_memory_the_viewer_sha
         store.close()
 
 
-def test_a_child_that_dies_is_a_one_line_failure(cold, monkeypatch):
+def test_a_child_that_dies_is_a_one_line_failure(cold, forking, monkeypatch):
     root, row, _ = cold
 
     def dies(*args):
@@ -87,7 +93,7 @@ def test_a_child_that_dies_is_a_one_line_failure(cold, monkeypatch):
     assert events == [("failed", "the process reading the images ended unexpectedly (exit status 3)")]
 
 
-def test_an_unreadable_slice_is_reported_by_the_child_as_by_the_thread(cold):
+def test_an_unreadable_slice_is_reported_by_the_child_as_by_the_thread(cold, forking):
     root, row, _ = cold
     store = Store.open(root)
     member = store.volume(row.members[0])
@@ -103,22 +109,32 @@ def test_an_unreadable_slice_is_reported_by_the_child_as_by_the_thread(cold):
     np.testing.assert_array_equal(child_events[-1][1].array, thread_events[-1][1].array)
 
 
-def test_no_child_is_forked_while_another_thread_runs_or_for_a_cached_volume(cold):
+def test_no_child_is_forked_while_another_thread_runs(cold):
+    script = ("import threading\n"
+              "from cno_annotate.display.prefetch import can_fork\n"
+              "alone = can_fork()\n"
+              "gate = threading.Event()\n"
+              "other = threading.Thread(target=gate.wait)\n"
+              "other.start()\n"
+              "print(alone, can_fork())\n"
+              "gate.set()\n")
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # as the viewer sets it: numpy starts no thread
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60)
+    assert result.stdout.split() == ["True", "False"], result.stderr  # another thread could hold a lock
     root, row, _ = cold
     gate = threading.Event()
     other = threading.Thread(target=gate.wait)
     other.start()
-    try:
-        assert not can_fork()  # forking with threads running could copy a lock another thread holds
+    try:  # with another thread running, the prefetch composes in a thread of its own
         prefetch = Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape))
-        assert "process" not in prefetch._thread.name
-        assert _events(prefetch)[-1][0] == "loaded"
     finally:
         gate.set()
         other.join()
+    assert "process" not in prefetch._thread.name
+    assert _events(prefetch)[-1][0] == "loaded"
 
 
-def test_one_child_composes_the_left_and_then_the_right_views_volume(cold):
+def test_one_child_composes_the_left_and_then_the_right_views_volume(cold, forking):
     root, stir_row, stir = cold
     store = Store.open(root)
     t1_row = next(r for r in store.volumes() if r.kind == "composed" and r.role == "T1")
@@ -145,3 +161,18 @@ def test_one_child_composes_the_left_and_then_the_right_views_volume(cold):
                     (t1_row.volume_id, "preview"), (t1_row.volume_id, "loaded")]  # the left's first, whole
     np.testing.assert_array_equal(volumes[stir_row.volume_id].array, stir.array)
     np.testing.assert_array_equal(volumes[t1_row.volume_id].array, t1.array)
+
+
+def test_the_viewer_forks_its_composing_child_with_no_other_thread(cold, tmp_path):
+    """``cno-annotate view`` as a user starts it, on a cold cache: the left view's volume comes from a child."""
+    root, row, _ = cold
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "CNO_ANNOTATE_TIMING": "1"}
+    env.pop("OPENBLAS_NUM_THREADS", None)  # the viewer sets it itself
+    result = subprocess.run([sys.executable, "-m", "cno_annotate", "view", "--store", str(root), "--screenshot",
+                             str(tmp_path / "shot.png")], capture_output=True, text=True, env=env, timeout=120,
+                            cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    previews = [line for line in result.stdout.splitlines() if line.startswith("start-phase prefetch-preview")]
+    assert previews and all("(process " in line for line in previews), result.stdout
+    assert row.volume_id in previews[0]
+    assert (tmp_path / "shot.png").stat().st_size > 0

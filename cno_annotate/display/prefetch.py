@@ -185,8 +185,18 @@ def _relay(pid: int, read_end: int, prefetches: list[Prefetch], shared: list[np.
 
 
 def can_fork() -> bool:
-    """Whether a child process can be forked safely here: Linux, and no thread but this one."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+    """Whether a child process can be forked safely here: Linux, and no thread but this one.
+
+    Not only Python's threads: a library's (Qt's, a BLAS pool's) could hold a lock that the child
+    would wait for forever. The viewer forks before Qt is imported, with one BLAS thread
+    (``OPENBLAS_NUM_THREADS=1``, which numpy then runs in the calling thread).
+    """
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return threading.active_count() == 1
 
 
 def _load(store_root: Path | str, volume_id: str, report: Sink, into: np.ndarray | None = None) -> None:
