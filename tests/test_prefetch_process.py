@@ -22,8 +22,10 @@ import pytest
 import cno_annotate.display.prefetch as prefetch_module
 from cno_annotate.cache import VolumeCache
 from cno_annotate.display.prefetch import Prefetch
+from cno_annotate.importer import import_paths
 from cno_annotate.store import Store
 from cno_annotate.volumes import load_volume
+from tests.conftest import SAMPLE
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the child is forked on Linux only")
 
@@ -36,12 +38,13 @@ def forking(monkeypatch):
 
 
 @pytest.fixture
-def cold(tmp_path, sample_store):
-    """A copy of the sample store with nothing cached: (root, composed STIR row, its voxels composed in-process)."""
+def cold(tmp_path):
+    """A store of its own copy of the sample study's files, nothing cached: (root, composed STIR row, its voxels
+    composed in-process). Its own files: a test removes one."""
+    shutil.copytree(SAMPLE / "DICOM", tmp_path / "study")
     root = tmp_path / "store"
-    shutil.copytree(sample_store.root, root)
-    shutil.rmtree(root / "cache", ignore_errors=True)
     store = Store.open(root)
+    import_paths(store, [tmp_path / "study"])
     row = next(r for r in store.volumes() if r.kind == "composed" and r.role == "STIR")
     expected = load_volume(store, row.volume_id, use_cache=False)
     store.close()
@@ -100,6 +103,7 @@ def test_an_unreadable_slice_is_reported_by_the_child_as_by_the_thread(cold, for
     member = store.volume(row.members[0])
     first_file = next(iter(store.images(member.series_uid))).path
     store.close()
+    assert str(root.parent) in str(first_file)  # this test's own copy
     os.unlink(first_file)  # one slice of the first station is gone: reported, the rest composed
     thread_events = _events(Prefetch.start(root, row.volume_id))
     shutil.rmtree(root / "cache", ignore_errors=True)
