@@ -146,3 +146,24 @@ def test_a_click_on_a_vertebral_body_proposes_its_own_level(spine_volumes):
                 if (site, side) != (f"spine.{level}", None):
                     wrong.append(f"{name} {role}: {level}{dz:+.0f} mm -> {site}")
     assert not wrong, f"{len(wrong)} wrong: {wrong[:12]}"
+
+
+def test_a_click_anywhere_inside_a_vertebral_body_proposes_its_level(spine_volumes):
+    """A click just inside a body's upper or lower endplate (2.5 mm in from its end, disc half included), or half
+    its radius to either side, proposes that body's level, cervical bodies (13 mm) too: the schematic's fit
+    alone is a few mm off, so a cervical body clicked near an edge proposed its neighbour."""
+    from cno_annotate.display.checklist import propose_site
+    from cno_annotate.phantom import vertebra_centres
+
+    taxonomy = load_taxonomy()
+    wrong, total = [], 0
+    for (name, role), volume in spine_volumes.items():
+        for level, (centre, height, radius) in vertebra_centres().items():
+            inside = height / 2 - 2.5
+            for dx, dz in ((0.0, -inside), (0.0, inside), (-radius / 2, 0.0), (radius / 2, 0.0),
+                           (radius / 2, inside), (-radius / 2, -inside)):
+                total += 1
+                site, side = propose_site(volume, taxonomy, centre + [dx, 0.0, dz])
+                if (site, side) != (f"spine.{level}", None):
+                    wrong.append(f"{name} {role}: {level} {dx:+.1f},{dz:+.1f} mm -> {site}")
+    assert not wrong, f"{len(wrong)} of {total} wrong: {wrong[:12]}"

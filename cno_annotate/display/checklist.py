@@ -18,6 +18,7 @@ from cno_annotate.annotation.skeleton import Shape, Skeleton, load_skeleton
 from cno_annotate.annotation.taxonomy import Taxonomy
 from cno_annotate.display.regions import body_extent
 from cno_annotate.io.axes import ijk_shape
+from cno_annotate.io.roles import SequenceRole
 from cno_annotate.io.volume import Volume
 
 
@@ -122,12 +123,28 @@ def schematic_height(taxonomy: Taxonomy, skeleton: Skeleton | None = None) -> tu
     return max(b[3] for b in bounds), min(b[2] for b in bounds)
 
 
+#: How far inside the skin the body found on a fat-suppressed volume ends, at the vertex and at the soles (mm):
+#: the subcutaneous fat is as dark as the air there. Measured on the sample generator's STIR beside its T1
+#: (8 mm of fat; the STIR's body ended 3-7 mm below the vertex and 6-8 mm above the soles over seeds 0, 7, 13,
+#: 21, 30 and 31 at 64-128 pixels, the T1's within 0-4 mm of both); a cervical body is 13 mm tall, so the
+#: fit's 6 mm put a click near its upper endplate on the level above.
+SUPPRESSED_FAT_MM = 6.0
+
+
+def skin_extent_z(volume: Volume) -> tuple[float, float]:
+    """LPS z (mm) of the top and bottom of the skin in a volume, the fat-suppressed fat under it included."""
+    top, bottom = body_extent(volume, 2)
+    if volume.role == SequenceRole.STIR:
+        return top + SUPPRESSED_FAT_MM, bottom - SUPPRESSED_FAT_MM
+    return top, bottom
+
+
 def unit_target(volume: Volume, taxonomy: Taxonomy, unit_id: str, current_lps,
                 skeleton: Skeleton | None = None) -> np.ndarray:
     """The LPS point (mm) of a bone unit in this patient's volume.
 
     The schematic is scaled so that its vertex and soles meet the top and
-    bottom of the body found in the volume (head-feet signal profile), and
+    bottom of the skin found in the volume (:func:`skin_extent_z`), and
     centred on the body's midline (right-left profile); the unit lands at the
     middle of its shapes. The anterior-posterior coordinate of ``current_lps``
     is kept (a coronal view stays on its slice). The point is clamped into the
@@ -135,7 +152,7 @@ def unit_target(volume: Volume, taxonomy: Taxonomy, unit_id: str, current_lps,
     """
     x_s, z_s = unit_centre(taxonomy, unit_id, skeleton)
     top_s, bottom_s = schematic_height(taxonomy, skeleton)
-    top, bottom = body_extent(volume, 2)
+    top, bottom = skin_extent_z(volume)
     left, right = body_extent(volume, 0)
     scale = (top - bottom) / (top_s - bottom_s)
     point = np.array(current_lps, dtype=float)
@@ -171,11 +188,12 @@ def propose_site(volume: Volume, taxonomy: Taxonomy, lps, skeleton: Skeleton | N
     body in the volume; of the shapes it falls in, the one drawn first wins (the skeleton file
     draws the axial skeleton and long bones before what lies over them: ribs, patellae);
     outside every shape, the nearest. The front view draws the sternum over the thoracic
-    spine, so depth decides between them: a point behind the body's coronal midplane is never
-    proposed the sternum, one in front of it never a vertebra or the sacrum.
+    spine and the mandible over the upper cervical spine, so depth decides between them: a
+    point behind the body's coronal midplane is never proposed the sternum or the mandible,
+    one in front of it never a vertebra or the sacrum.
     """
     top_s, bottom_s = schematic_height(taxonomy, skeleton)
-    top, bottom = body_extent(volume, 2)
+    top, bottom = skin_extent_z(volume)
     left, right = body_extent(volume, 0)
     back, front = body_extent(volume, 1)
     scale = (top - bottom) / (top_s - bottom_s)
@@ -190,7 +208,7 @@ def propose_site(volume: Volume, taxonomy: Taxonomy, lps, skeleton: Skeleton | N
 
 def _at_depth(site, posterior: bool) -> bool:
     """Whether a site can lie at a point behind (``posterior``) or in front of the coronal midplane."""
-    if site.bone == "sternum":
+    if site.bone in ("sternum", "mandible"):
         return not posterior
     if site.region == "spine":
         return posterior
