@@ -342,3 +342,47 @@ def test_the_proposed_site_is_shown_whole(open_viewer, qtbot, tmp_path, size):
     lines = -(-text_width // max(1, results.viewport().width() - 8))
     assert shown.height() >= lines * results.fontMetrics().height(), (text_width, shown, results.viewport().width())
     window.loader.wait(5000)
+
+
+def test_a_lesion_clicked_in_the_list_takes_the_grade_digits(open_viewer, qtbot, tmp_path):
+    """A click on a lesion's row puts the keyboard on its first grade: a digit grades it (and moves on), not the
+    STIR's window preset; Enter gives the keyboard back to the image, whose arrows move the slice, not the list.
+
+    The trial placed two lesions, clicked the first one's row to grade it and typed 2: the STIR's window went to
+    its second preset and the lesion stayed ungraded (the list had the keyboard; digits are presets on the image).
+    """
+    window = open_viewer(reader="dr-g", size=(1280, 800))
+    panel = window.lesion_panel
+    v = window.panels["left"].view
+    state = window.session.views["left"]
+    for column in (300.0, 280.0):  # two lesions, named and sided, left ungraded
+        count = len(window.read_session.read.lesions)
+        _key(qtbot, Qt.Key_M)
+        qtbot.mouseClick(v, Qt.LeftButton, pos=v.image_to_widget(column, 40.0).toPoint())
+        qtbot.waitUntil(lambda: len(window.read_session.read.lesions) > count)  # noqa: B023 (waited for here)
+        qtbot.keyClicks(_focused(), "dist fem")
+        _key(qtbot, Qt.Key_Return)
+        _key(qtbot, Qt.Key_R)
+        _key(qtbot, Qt.Key_Escape)
+    assert _focused() is v
+    window_before, slice_before = state.window, state.slice_index
+    first = panel.lesions.item(0)
+    qtbot.mouseClick(panel.lesions.viewport(), Qt.LeftButton, pos=panel.lesions.visualItemRect(first).center())
+    assert panel.selected == window.read_session.read.lesions[0].lesion_id
+    _key(qtbot, Qt.Key_2)
+    _key(qtbot, Qt.Key_1)
+    window.grab().save(str(tmp_path / "graded-from-the-list.png"))
+    lesion = window.read_session.read.lesions[0]
+    assert list(lesion.grades.values())[:2] == [2, 1], lesion.grades
+    assert state.window == window_before  # no preset was applied
+    assert not window.read_session.read.lesions[1].grades
+    _key(qtbot, Qt.Key_Return)
+    assert _focused() is v
+    _key(qtbot, Qt.Key_Down)
+    assert state.slice_index != slice_before and panel.lesions.currentRow() == 0
+    first = panel.lesions.item(0)  # the selected lesion's row clicked again: its first grade again
+    qtbot.mouseClick(panel.lesions.viewport(), Qt.LeftButton, pos=panel.lesions.visualItemRect(first).center())
+    _key(qtbot, Qt.Key_0)
+    assert list(window.read_session.read.lesions[0].grades.values())[:2] == [0, 1]
+    assert state.window == window_before
+    window.loader.wait(5000)

@@ -274,7 +274,8 @@ def test_after_setting_the_frame_rate_the_keys_act_on_the_image_again(window, qt
 
 
 def test_after_choosing_a_lesion_in_the_list_its_letter_keys_still_work(window, qtbot):
-    """Clicking a row of the lesion list selects the lesion; X (polygon extent) and M (mark) still act."""
+    """Clicking a row of the lesion list selects the lesion and puts the keyboard on its first grade; X (polygon
+    extent) and M (mark) still act."""
     state = window.session.views["left"]
     session = window.read_session
     assert session is not None
@@ -283,7 +284,7 @@ def test_after_choosing_a_lesion_in_the_list_its_letter_keys_still_work(window, 
     window.lesion_panel.refresh()
     lesions = window.lesion_panel.lesions
     qtbot.mouseClick(lesions.viewport(), Qt.LeftButton, pos=lesions.visualItemRect(lesions.item(0)).center())
-    assert _focused() is lesions
+    assert _focused() is next(iter(window.lesion_panel._grade_widgets.values()))
     _key(qtbot, Qt.Key_X)
     assert window.extent_action.isChecked()
     _key(qtbot, Qt.Key_Escape)

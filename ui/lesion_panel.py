@@ -222,6 +222,21 @@ class SitePicker(QWidget):
         self.results.hide()
 
 
+class LesionList(QListWidget):
+    """The read's lesions, one row each; ``row_clicked`` when the mouse is released over a row.
+
+    (``itemClicked`` is not enough: selecting a lesion redraws the list, so the row pressed is
+    another item than the row released.)
+    """
+
+    row_clicked = Signal()
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        super().mouseReleaseEvent(event)
+        if event.button() == Qt.LeftButton and self.itemAt(event.position().toPoint()) is not None:
+            self.row_clicked.emit()
+
+
 class LesionPanel(QWidget):
     """The read: lesions, the selected lesion's editor, totals and unit marks."""
 
@@ -245,9 +260,10 @@ class LesionPanel(QWidget):
         self.totals = QLabel("", self)
         self.totals.setWordWrap(True)
         self.totals.setObjectName("totals")
-        self.lesions = QListWidget(self)
+        self.lesions = LesionList(self)
         self.lesions.setToolTip("Lesions of this read with their score; select one to go to it")
         self.lesions.currentItemChanged.connect(self._lesion_clicked)
+        self.lesions.row_clicked.connect(self._to_lesion_editor)
         self._build_editor()
         self._build_units()
         self.submit_button = QPushButton("Submit read…", self)
@@ -533,6 +549,21 @@ class LesionPanel(QWidget):
         self.selected = lesion_id
         self.refresh()
         self.lesion_selected.emit(lesion_id)
+
+    def _to_lesion_editor(self) -> None:
+        """After a lesion's row was clicked: the keyboard on its first grade (its site box while it has no site).
+
+        Digits then grade it and move on, as on the keyboard path after placing a lesion; the list keeps
+        no keys (a digit there set the image's window preset instead).
+        """
+        lesion = self.current_lesion()
+        if lesion is None or not self.editor.isEnabled():
+            return
+        if lesion.site_id is None:
+            self.site_picker.search.setFocus(Qt.MouseFocusReason)
+            self.site_picker.search.selectAll()
+        else:
+            self.focus_first_grade()
 
     def _edit(self, **fields) -> None:
         if self.current_lesion() is None:
