@@ -307,3 +307,67 @@ def test_a_case_only_looked_at_in_the_window_shows_as_opened_with_its_time(tmp_p
     assert sorted(statuses) == ["not started", "opened", "opened"]
     other.close()
     window.close()
+
+
+#: Runs the viewer as ``cno-annotate view`` does and prints the active time the window has measured, as it grows.
+_VIEWER_REPORTING_TIME = """
+import sys
+from PySide6.QtCore import QTimer
+from PySide6.QtWidgets import QApplication
+from cno_annotate_ui.app import run_viewer
+
+app = QApplication(sys.argv[:1])
+
+def report():
+    for window in app.topLevelWidgets():
+        if type(window).__name__ == "MainWindow" and window.read_session is not None and window.read_session.stored:
+            print(f"measured {window.reading_timer.elapsed():.6f}", flush=True)
+
+timer = QTimer()
+timer.timeout.connect(report)
+timer.start(20)
+sys.exit(run_viewer(sys.argv[1], sys.argv[2], False, None, reader="dr-term"))
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_the_active_time_is_saved_when_the_viewer_is_terminated(sample_copy, tmp_path, signal_name):
+    """SIGTERM (a logout, a shutdown, ``kill``) or SIGINT while a case is read: the viewer saves the active time it
+    has measured before it exits. It was saved every 20 s only, so up to 20 s of reading were lost.
+
+    The viewer runs offscreen in a subprocess that prints what its timer has measured; after the signal the
+    store holds at least the last figure printed (added to what the read had before).
+    """
+    pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    store = sample_copy("terminated")
+    study = store.studies()[0].study_uid
+    session = ReadSession.open_or_create(store, study, "dr-term")
+    session.mark_unit("skull", "no_lesion")  # a stored read, to take the time
+    session.add_reading_time(7.0)
+    read_id = session.read.read_id
+    before = load_read(store, read_id).active_seconds
+    script = tmp_path / "viewer.py"
+    script.write_text(_VIEWER_REPORTING_TIME)
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    viewer = subprocess.Popen([sys.executable, str(script), str(store.root), study], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env)
+    measured = 0.0
+    try:
+        assert viewer.stdout is not None
+        for line in viewer.stdout:
+            measured = float(line.split()[1])
+            if measured > 0:
+                break
+        viewer.send_signal(getattr(signal, signal_name))
+        _, errors = viewer.communicate(timeout=60)
+    finally:
+        viewer.kill()
+    assert measured > 0, errors
+    assert viewer.returncode == -getattr(signal, signal_name), errors  # it still ends as the signal asks
+    saved = load_read(store, read_id).active_seconds
+    assert saved - before >= measured, (before, measured, saved)

@@ -16,6 +16,7 @@ from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.selectors import FittedCombo
 from cno_annotate_ui.slice_view import SliceView
 from cno_annotate_ui.status_bar import ElidedLabel, StatusBar
+from cno_annotate_ui.termination import Termination
 from cno_annotate_ui.theme import apply_theme, default_theme
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeyEvent, QKeySequence
@@ -328,6 +329,10 @@ class MainWindow(QMainWindow):
             self.live.lost.connect(lambda message: self.statusBar().showMessage(message))
         self._watching = False  # the application-wide key filter (eventFilter) is installed: see _watch_keys
         QApplication.instance().applicationStateChanged.connect(self._application_state)
+        # SIGTERM, SIGINT, a session's logout or the application quitting: the reading time is saved first
+        self._termination = Termination(self.close, self)
+        QApplication.instance().commitDataRequest.connect(self._save_before_ending)
+        QApplication.instance().aboutToQuit.connect(self._save_before_ending)
         self._time_saver = QTimer(self)
         self._time_saver.setInterval(TIME_SAVE_MS)
         self._time_saver.timeout.connect(self.save_reading_time)
@@ -1213,6 +1218,12 @@ class MainWindow(QMainWindow):
             self.reading_timer.give_back(seconds)
             self.log.warning("reading time not saved yet: %s", exc)
 
+    def _save_before_ending(self, *_args) -> None:
+        """The session logs out or the application quits: the reading time and a comment being typed are saved."""
+        if not self._closed:
+            self.lesion_panel.flush()
+            self.save_reading_time()
+
     def _application_state(self, state) -> None:
         """The window lost (timer pauses) or regained (restarts) the focus."""
         self.reading_timer.focus_changed(state == Qt.ApplicationActive)
@@ -1725,6 +1736,9 @@ class MainWindow(QMainWindow):
         self._closed = True
         QApplication.instance().removeEventFilter(self)
         QApplication.instance().applicationStateChanged.disconnect(self._application_state)
+        QApplication.instance().commitDataRequest.disconnect(self._save_before_ending)
+        QApplication.instance().aboutToQuit.disconnect(self._save_before_ending)
+        self._termination.restore()
         for panel in self.panels.values():
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
