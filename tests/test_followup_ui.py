@@ -140,6 +140,28 @@ def test_prior_beside_current_links_views_through_the_registration_and_carries_l
     window.grab().save(str(tmp_path / "followup.png"))  # docs/followup.png is this picture
 
 
+def test_worklist_rows_read_whole_in_a_1400_pixel_window(qtbot, tmp_path, visit_dirs):
+    """Each worklist row's lines fit the list (the follow-up picture's rows wrapped mid-text at 1400 px:
+    "2. CNO-0002  draft  (P-001 tp" then "2/2)"): the case and its status on one line, the patient's
+    timepoint on a line of its own, each within the row's width."""
+    store_root, _ = _prepared(tmp_path, visit_dirs, "paired-chronological")
+    window = _open(qtbot, store_root)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.open_next_case()
+    qtbot.wait(50)
+    rows = window.study_list
+    metrics = rows.fontMetrics()
+    cut = []
+    for n in range(rows.count()):
+        item = rows.item(n)
+        room = rows.visualItemRect(item).width() - 8  # the style's text margins
+        cut += [line for line in item.text().split("\n") if metrics.horizontalAdvance(line) > room]
+        assert "tp " in item.text() and item.toolTip() == item.text()
+    window.grab().save(str(tmp_path / "worklist-1400.png"))
+    assert cut == [], (cut, rows.viewport().width())
+    window.loader.wait(5000)
+
+
 def test_hidden_order_window_never_says_which_visit_is_earlier(qtbot, tmp_path, visit_dirs, held_registration):
     from PySide6.QtCore import Qt
 

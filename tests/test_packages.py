@@ -332,7 +332,7 @@ def test_the_viewer_opens_a_package_in_reader_mode_only(site, tmp_path, qtbot):
     assert [d.windowTitle() for d in window.findChildren(QDockWidget)] == ["Worklist", "Lesions", "Bone units"]
     rows = [window.study_list.item(n).text() for n in range(window.study_list.count())]
     statuses = ["opened", "not started", "not started"]  # the case the window opened, then the others
-    assert len(rows) == 3 and all(re.fullmatch(rf"\s*\d\. CNO-\d{{4}}  {status}  \(P-\d{{3}} tp \d/\d\)", r)
+    assert len(rows) == 3 and all(re.fullmatch(rf"\s*\d\. CNO-\d{{4}}  {status}\n\s+\(P-\d{{3}} tp \d/\d\)", r)
                                   for r, status in zip(rows, statuses, strict=True)), rows
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key_M)  # from where the keyboard lands at open
     assert window.mark_action.isChecked()

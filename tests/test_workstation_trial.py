@@ -465,3 +465,48 @@ def test_status_bar_text_is_elided_in_the_middle_with_the_whole_text_in_its_tool
     assert seen["shown"].startswith(seen["full"][:8]) and seen["shown"].endswith(seen["full"][-8:])
     assert seen["message_fits"] and seen["message_tooltip"] == seen["message"], seen
     assert seen["message_shown"].startswith("Fetching") and seen["message_shown"].endswith("the end")
+
+
+def _loading_bar_report(w) -> dict:
+    """Load the composed T1 again into the right view, held at "loading" (the loader is stopped), and say what the
+    status bar's progress bar paints: its text, whether it fits the bar, and its tooltip."""
+    from PySide6.QtWidgets import QApplication
+
+    w.loader.load = lambda *_args: None  # the load never ends: the bar stays up to be looked at
+    t1 = next(v for v in w.store.volumes(w.store.studies()[0].study_uid) if v.role == "T1" and v.kind == "composed")
+    w.show_volume("right", t1.volume_id)
+    w._on_progress("right", 0.45)
+    QApplication.processEvents()
+    bar = w.progress
+    label = w.session.views["right"].label
+    shown = bar.text()
+    room = bar.contentsRect().width() - 8  # the style's padding either side
+    return {"visible": bar.isVisible(), "shown": shown, "whole": f"Loading {label} 45%", "tooltip": bar.toolTip(),
+            "fits": bar.fontMetrics().horizontalAdvance(shown) <= room,
+            "bar": bar.geometry().getRect(), "status": w.statusBar().geometry().getRect()}
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 768)])
+def test_the_loading_progress_reads_whole_in_the_status_bar(window, qtbot, tmp_path, size):
+    """The progress bar's text ("Loading T1 coronal whole body (4 stations) 45%") was cut to "Loading T1 coronal
+    whole…" in a 180-pixel bar at 1280 x 800: the bar is as wide as its text (1280 x 800), or the series' name is
+    cut in the middle, whole in the tooltip, when the window is too narrow for it."""
+    window.resize(*size)
+    report = _loading_bar_report(window)
+    window.grab().save(str(tmp_path / f"loading-{size[0]}.png"))
+    assert report["visible"] and report["fits"], report
+    if size[0] >= 1280:
+        assert report["shown"] == report["whole"], report
+    assert report["shown"].startswith("Loading T1") and report["shown"].endswith("45%"), report
+    assert report["tooltip"] == report["whole"], report
+
+
+def test_the_loading_progress_reads_whole_at_2x_scaling(tmp_path, sample_store):
+    """The same at QT_SCALE_FACTOR=2 in a 1280 x 800 window: the whole text, fitting its bar."""
+    report = _window_at_2x(tmp_path, sample_store, (1280, 800), f"""
+        from tests.test_workstation_trial import _loading_bar_report
+        out = _loading_bar_report(w)
+        w.grab().save({str(tmp_path / "loading-2x.png")!r})
+        print(json.dumps(out))
+        """)
+    assert report["visible"] and report["fits"] and report["shown"] == report["whole"], report

@@ -15,7 +15,7 @@ from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel, SubsiteBox
 from cno_annotate_ui.loader import VolumeLoader
 from cno_annotate_ui.selectors import FittedCombo
 from cno_annotate_ui.slice_view import SliceView
-from cno_annotate_ui.status_bar import ElidedLabel, StatusBar
+from cno_annotate_ui.status_bar import ElidedLabel, LoadingBar, StatusBar
 from cno_annotate_ui.termination import Termination
 from cno_annotate_ui.theme import apply_theme, default_theme
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
@@ -36,7 +36,6 @@ from PySide6.QtWidgets import (
     QMainWindow,
     QMessageBox,
     QPlainTextEdit,
-    QProgressBar,
     QPushButton,
     QSizePolicy,
     QSpinBox,
@@ -77,6 +76,8 @@ READER_LOAD_FAILED = "this series could not be read (the study coordinator's log
 COORDINATOR_LOG = "coordinator.log"
 #: The bone-unit checklist's width at start (logical pixels; the reader can narrow it).
 CHECKLIST_WIDTH = 210
+#: The worklist's second line of a row (the patient's sex, age, timepoint or visit) starts under the reading code.
+WORKLIST_INDENT = " " * 6
 #: How often the active reading time measured so far is added to the open read (ms).
 TIME_SAVE_MS = 20000
 #: How long the read waits for the first image to be painted once everything is loaded (a window never painted).
@@ -711,9 +712,7 @@ class MainWindow(QMainWindow):
         if not isinstance(self.statusBar(), StatusBar):
             self.setStatusBar(StatusBar(self))  # long lines cut in the middle, whole in the tooltip (2x scaling)
         self.position_label = ElidedLabel("", self)
-        self.progress = QProgressBar(self)
-        self.progress.setMaximumWidth(180)
-        self.progress.setRange(0, 100)
+        self.progress = LoadingBar(self)
         self.progress.hide()
         self.statusBar().addWidget(self.position_label, 1)
         self.statusBar().addPermanentWidget(self.progress)
@@ -932,7 +931,8 @@ class MainWindow(QMainWindow):
             if "visit" in entry:  # hidden order: the visit's letter, never which visit is earlier
                 extra.append(f"{entry['patient_code']} visit {entry['visit']} of {entry['visits']}")
             text = f"{entry['position']:3}. {entry['reading_code']}  {entry['status']}"
-            item = QListWidgetItem(text + (f"  ({', '.join(extra)})" if extra else ""))
+            # the patient's details on a line of their own: a row never wraps in the middle of them
+            item = QListWidgetItem(text + (f"\n{WORKLIST_INDENT}({', '.join(extra)})" if extra else ""))
             item.setToolTip(item.text())
             item.setData(Qt.UserRole, entry["reading_code"])
             item.setData(Qt.UserRole + 1, entry["status"])
@@ -1168,8 +1168,8 @@ class MainWindow(QMainWindow):
         loading = [v for v in self.session.views.values() if v.status == "loading" or v.previewing]
         self.progress.setVisible(bool(loading))
         if loading:
+            self.progress.set_name(loading[0].label)
             self.progress.setValue(int(100 * min(v.progress for v in loading)))
-            self.progress.setFormat(f"Loading {loading[0].label} %p%")
 
     # -- actions -----------------------------------------------------------------------
     def _show_case_info(self, study) -> None:

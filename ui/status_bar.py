@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from PySide6.QtCore import QRect, QSize, Qt
 from PySide6.QtGui import QPainter
-from PySide6.QtWidgets import QLabel, QStatusBar, QStyle, QStyleOption, QWidget
+from PySide6.QtWidgets import QLabel, QProgressBar, QStatusBar, QStyle, QStyleOption, QWidget
 
 #: The gap QStatusBar leaves left and right of a message (logical pixels).
 _MESSAGE_MARGIN = 6
@@ -54,6 +54,69 @@ class ElidedLabel(QLabel):
     def _elide(self) -> None:
         width = max(0, self.contentsRect().width() - 2 * self.margin())
         QLabel.setText(self, self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideMiddle, width))
+
+
+#: Room (logical pixels) the progress bar's style keeps either side of its text.
+_BAR_PADDING = 8
+#: The widest the progress bar grows to show its whole text, as a share of the status bar.
+_BAR_SHARE = 0.45
+
+
+class LoadingBar(QProgressBar):
+    """The status bar's progress of a series loading: "Loading NAME 45%" on one line, as wide as that text.
+
+    Where the status bar has not the room (a narrow window), the series' name is cut in the middle so that
+    "Loading" and the percentage stay; the whole text is in the tooltip. (A 180-pixel bar cut "Loading T1
+    coronal whole body (4 stations) 45%" to "Loading T1 coronal whole", on two lines.)
+    """
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._name = ""
+        self.setRange(0, 100)
+        self.setTextVisible(True)
+
+    def set_name(self, name: str) -> None:
+        """Name the series loading."""
+        if name != self._name:
+            self._name = name
+            self.updateGeometry()
+        self.setToolTip(self.whole_text())
+        self.update()
+
+    def setValue(self, value: int) -> None:  # noqa: N802 (Qt's name)
+        super().setValue(value)
+        self.setToolTip(self.whole_text())
+
+    def whole_text(self) -> str:
+        """The text uncut."""
+        return f"Loading {self._name} {self.value()}%"
+
+    def text(self) -> str:
+        """The text as painted: the series' name cut in the middle to the bar's width if need be."""
+        room = self.contentsRect().width() - 2 * _BAR_PADDING
+        metrics = self.fontMetrics()
+        whole = self.whole_text()
+        if metrics.horizontalAdvance(whole) <= room:
+            return whole
+        ends = f"Loading  {self.value()}%"
+        name = metrics.elidedText(self._name, Qt.TextElideMode.ElideMiddle,
+                                  max(0, room - metrics.horizontalAdvance(ends)))
+        return f"Loading {name} {self.value()}%"
+
+    def sizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        """Wide enough for the whole text (at 100%), up to a share of the status bar."""
+        hint = super().sizeHint()
+        width = self.fontMetrics().horizontalAdvance(f"Loading {self._name} 100%") + 2 * _BAR_PADDING + 4
+        parent = self.parentWidget()
+        if parent is not None and parent.width() > 0:
+            width = min(width, int(parent.width() * _BAR_SHARE))
+        return QSize(width, hint.height())
+
+    def minimumSizeHint(self) -> QSize:  # noqa: N802 (Qt's name)
+        """Room for "Loading … 100%"."""
+        hint = super().minimumSizeHint()
+        return QSize(self.fontMetrics().horizontalAdvance("Loading … 100%") + 2 * _BAR_PADDING + 4, hint.height())
 
 
 class StatusBar(QStatusBar):
