@@ -43,7 +43,9 @@ class Termination(QObject):
         except (ValueError, OSError):  # not the main thread, or no socket pair
             return
         self._sockets = (reading, writing)
-        self._previous = {number: signal.signal(number, self._noted) for number in ENDING_SIGNALS}
+        # a signal the process was started to ignore (nohup, a background job of a script) stays ignored
+        self._previous = {number: signal.signal(number, self._noted) for number in ENDING_SIGNALS
+                          if signal.getsignal(number) is not signal.SIG_IGN}
         self._notifier = QSocketNotifier(reading.fileno(), QSocketNotifier.Read, self)
         self._notifier.activated.connect(self._woken)
 
