@@ -462,6 +462,7 @@ def series_summary(volume: VolumeRow) -> dict:
         "variant": volume.variant,
         "composition": volume.composition,
         "source_path": volume.source_path,
+        "sequence": volume.sequence,
     }
 
 
@@ -732,7 +733,8 @@ def _print_volumes(volumes: list[VolumeRow]) -> None:
         if s["duplicate_slices"]:
             gaps += (f"  DUPLICATES: {_count(s['duplicate_slices'], 'image')} at a repeated position not used "
                      "(see --json)")
-        print(f"  {s['series_uid']}  {s['role']:5} {s['orientation']:8} {stations:11} {shape:>12} "
+        what = s["role"] if s["sequence"] in ("", s["role"]) or v.overridden else f"{s['role']} ({s['sequence']})"
+        print(f"  {s['series_uid']}  {what:5} {s['orientation']:8} {stations:11} {shape:>12} "
               f"@ {spacing} mm  {s['description']}  [{s['role_reason']}]{gaps}")
 
 

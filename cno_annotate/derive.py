@@ -15,7 +15,7 @@ import numpy as np
 
 from cno_annotate.errors import CnoError
 from cno_annotate.io import compose
-from cno_annotate.io.roles import classify_sequence
+from cno_annotate.io.roles import SeriesClass, recognise_series
 from cno_annotate.io.series import Stack, build_stacks, usable_images
 from cno_annotate.store import derived
 from cno_annotate.store.catalog import VolumeRow
@@ -45,19 +45,19 @@ def rebuild_volumes(store: Store, study_uids: list[str]) -> list[dict]:
         series_records = derived.study_series(store.db, study_uid)
         if not series_records:
             continue  # a NIfTI study: nothing to derive
-        stacks: list[tuple[Stack, str, str, str]] = []
+        stacks: list[tuple[Stack, SeriesClass, str]] = []
         geometries = []
         for series in series_records:
             attributes = series.attributes
-            role, reason = classify_sequence(attributes)
             description = attributes.get("SeriesDescription") or attributes.get("ProtocolName") or ""
             acquired = (str(attributes.get("SeriesTime") or ""), int(series.series_number or 0))
             images = [i for i in store.images(series.series_uid) if i.path not in damaged]
             for stack in _series_stacks(series.series_uid, images, problems):
-                stacks.append((stack, role, reason, description))
+                found = recognise_series(_stack_attributes(attributes, stack))
+                stacks.append((stack, found, description))
                 if stack.patient_geometry:
                     geometries.append(compose.StackGeometry(
-                        stack.volume_id, study_uid, overrides.get(stack.volume_id, role), stack.orientation,
+                        stack.volume_id, study_uid, overrides.get(stack.volume_id, found.role), stack.orientation,
                         description, stack.affine, stack.shape, variant=stack.variant, acquired=acquired,
                         missing_slices=sum(g["missing"] for g in stack.gaps),
                     ))
@@ -146,13 +146,22 @@ def _station_notes(plans: list[compose.CompositionPlan]) -> dict[str, dict]:
     return notes
 
 
-def _stack_volume(study_uid: str, stack: Stack, role: str, reason: str, description: str,
+def _stack_attributes(attributes: dict, stack: Stack) -> dict:
+    """A series' attributes with the stack's own ImageType (FrameType): a Dixon series split into images."""
+    image_type = (stack.images[0].split_values or {}).get("image_type") if stack.images else None
+    if not image_type:
+        return attributes
+    keyword = "FrameType" if attributes.get("FrameType") else "ImageType"
+    return {**attributes, keyword: str(image_type).split("\\")}
+
+
+def _stack_volume(study_uid: str, stack: Stack, found: SeriesClass, description: str,
                   note: dict) -> derived.DerivedVolume:
     files = "\n".join(sorted(i.path + f"#{i.frame}" for i in stack.images))
     name = f"{description} ({stack.variant})".strip() if stack.variant else description
     return derived.DerivedVolume(
-        volume_id=stack.volume_id, study_uid=study_uid, kind="stack", series_uid=stack.series_uid, auto_role=role,
-        role_reason=reason, orientation=stack.orientation, shape=stack.shape, affine=stack.affine.tolist(),
+        volume_id=stack.volume_id, study_uid=study_uid, kind="stack", series_uid=stack.series_uid,
+        auto_role=found.role, role_reason=found.reason, sequence=found.name, orientation=stack.orientation, shape=stack.shape, affine=stack.affine.tolist(),
         stations=1, members=[stack.volume_id], gaps=stack.gaps, duplicates=stack.duplicates, description=name,
         source_path=None, fingerprint=hashlib.sha1(files.encode("utf-8", "surrogateescape")).hexdigest(),
         patient_geometry=stack.patient_geometry, variant=stack.variant, composition=note,
@@ -171,6 +180,7 @@ def _composed_volume(study_uid: str, plan: compose.CompositionPlan,
     return derived.DerivedVolume(
         volume_id=plan.volume_id, study_uid=study_uid, kind="composed", series_uid=None, auto_role=chain[0].role,
         role_reason=f"composed from {len(members)} {chain[0].role} stations ({chain[0].orientation})",
+        sequence=next((s.sequence for s in stacks if s.volume_id == members[0]), ""),
         orientation=chain[0].orientation, shape=shape, affine=affine.tolist(), stations=len(members),
         members=members, gaps=gaps, duplicates=0, description=chain[0].description, source_path=None,
         fingerprint=fingerprint, patient_geometry=True, variant=chain[0].variant, composition=plan.detail(),

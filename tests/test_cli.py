@@ -110,7 +110,7 @@ def test_studies_and_series_listings_keep_their_fields_order_and_lines(cli, smal
     assert [list(r) for r in rows] == [[
         "study_uid", "volume_id", "series_uid", "dicom_series_uid", "kind", "role", "role_reason", "orientation",
         "composed", "stations", "members", "shape", "spacing_mm", "gaps", "duplicate_slices", "patient_geometry",
-        "description", "variant", "composition", "source_path"]] * 8
+        "description", "variant", "composition", "source_path", "sequence"]] * 8
     composed = next(r for r in rows if r["composed"])
     assert composed["members"] and all(isinstance(m, str) for m in composed["members"])
     assert composed["kind"] == "composed" and composed["source_path"] is None and composed["gaps"] == []

@@ -40,7 +40,7 @@ def test_reading_study_rows_come_back_typed_with_named_fields(store):
 def test_a_derived_volume_is_read_back_as_it_was_written(store):
     volume = derived.DerivedVolume(
         volume_id="1.2.3.9-comp", study_uid="1.2.3", kind="composed", series_uid=None, auto_role="STIR",
-        role_reason="composed from 2 STIR stations (COR)", orientation="COR", shape=[4, 5, 6],
+        role_reason="composed from 2 STIR stations (COR)", sequence="STIR", orientation="COR", shape=[4, 5, 6],
         affine=[[1.5, 0, 0, -10.25], [0, 1.5, 0, 3.0], [0, 0, 4.0, 7.5], [0, 0, 0, 1]], stations=2,
         members=["a", "b"], gaps=[{"member": "a", "after": 3, "missing": 1}], duplicates=0, description="STIR",
         source_path=None, fingerprint="f" * 40, patient_geometry=True, variant="", composition={"composed": None})

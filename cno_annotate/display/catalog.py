@@ -22,9 +22,13 @@ SAMPLE_ENV = "CNO_ANNOTATE_SAMPLE"
 def series_choices(volumes: Sequence[VolumeRow], blinded: bool = False) -> list[tuple[str, str]]:
     """(volume id, label) for every volume of a study, whole-body first.
 
+    A label starts with what the series is: its role (STIR, T1), or for other
+    series the class recognised from the headers ("Dixon water axial"), or,
+    when the headers do not say, the vendor's description ("trufi_cor
+    coronal"); the plane is the volume's own (from ImageOrientationPatient).
     Stations are numbered head to feet within their role and orientation.
     ``blinded`` labels never use series descriptions or file names (they can
-    carry identifying text): only role, orientation and a number.
+    carry identifying text): only the role or class, orientation and a number.
     """
     stations: dict[tuple, list[VolumeRow]] = {}
     for v in volumes:
@@ -37,7 +41,10 @@ def series_choices(volumes: Sequence[VolumeRow], blinded: bool = False) -> list[
             number[v.volume_id] = (n, len(group))
 
     def label(v: VolumeRow, index: int) -> str:
-        text = f"{v.role} {v.orientation}"
+        what = _what(v)
+        if not what and v.description and not blinded:
+            return f"{v.description} {v.orientation}"  # the vendor's name says more than "other"
+        text = f"{what or SequenceRole.OTHER} {v.orientation}"
         if v.kind == VolumeKind.COMPOSED:
             return f"{text} whole body ({v.stations} stations)"
         if v.kind != VolumeKind.NIFTI:
@@ -50,6 +57,18 @@ def series_choices(volumes: Sequence[VolumeRow], blinded: bool = False) -> list[
     ranked = sorted(volumes, key=lambda v: (order[v.kind], v.role == SequenceRole.OTHER, v.role,
                                              number.get(v.volume_id, (0, 0))[0]))
     return [(v.volume_id, label(v, n)) for n, v in enumerate(ranked, start=1)]
+
+
+def _what(volume: VolumeRow) -> str:
+    """What a volume is, for its label: the role, with the recognised class where it says more ("" unknown)."""
+    name = volume.sequence
+    if volume.overridden:
+        return volume.role  # a role the reader set stands alone: the recognised class may contradict it
+    if volume.role == SequenceRole.OTHER:
+        return name
+    if name in ("", volume.role):
+        return volume.role
+    return f"{volume.role} {name}"
 
 
 #: Words a narrow selector abbreviates, in order (a whole word or phrase each).

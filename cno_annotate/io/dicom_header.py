@@ -39,6 +39,7 @@ ATTRIBUTES: dict[str, tuple[int, str]] = {
     "SeriesTime": (0x00080031, "TM"),
     "AccessionNumber": (0x00080050, "SH"),
     "Modality": (0x00080060, "CS"),
+    "Manufacturer": (0x00080070, "LO"),
     "InstitutionName": (0x00080080, "LO"),
     "StudyDescription": (0x00081030, "LO"),
     "SeriesDescription": (0x0008103E, "LO"),
@@ -95,19 +96,22 @@ ATTRIBUTES: dict[str, tuple[int, str]] = {
     "PerFrameFunctionalGroupsSequence": (0x52009230, "SQ"),
 }
 _BY_TAG = {tag: (keyword, vr) for keyword, (tag, vr) in ATTRIBUTES.items()}
-#: Private attributes the index reads (vendor b-values and diffusion directions): (group, private
-#: creator, element offset in the creator's block) -> VR in pydicom's private dictionary.
+#: Private attributes the index reads (vendor b-values and diffusion directions, Philips' scanning technique
+#: and SPIR flag): (group, private creator, element offset in the creator's block) -> VR in pydicom's private
+#: dictionary.
 PRIVATE_ATTRIBUTES: dict[tuple[int, str, int], str] = {
     (0x0019, "SIEMENS MR HEADER", 0x0C): "IS",
     (0x0019, "SIEMENS MR HEADER", 0x0E): "FD",
     (0x0043, "GEMS_PARM_01", 0x39): "IS",
     (0x2001, "Philips Imaging DD 001", 0x03): "FL",
+    (0x2001, "Philips Imaging DD 001", 0x20): "LO",
+    (0x2001, "Philips Imaging DD 001", 0x21): "CS",
 }
 #: Element offsets looked at in each private group (the block's creator then decides).
 _PRIVATE_OFFSETS = {(group, offset) for group, _, offset in PRIVATE_ATTRIBUTES}
 _PRIVATE_GROUPS_READ = {group for group, _, _ in PRIVATE_ATTRIBUTES}
 #: VRs in which a private value is converted here (any other goes to pydicom).
-_PRIVATE_VRS = {"IS", "DS", "FD", "FL"}
+_PRIVATE_VRS = {"IS", "DS", "FD", "FL", "LO", "CS"}
 _LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"SV", b"UC", b"UR", b"UT", b"UN", b"UV"}
 #: Character sets in which ASCII bytes mean ASCII (non-ASCII text is left to pydicom in any case).
 _ASCII_CHARSETS = {"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 192", "ISO 2022 IR 6"}

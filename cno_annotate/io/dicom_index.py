@@ -62,7 +62,7 @@ SEQUENCE_ATTRIBUTES = (
     "RepetitionTime", "EchoTime", "ImageType", "SequenceName", "SeriesDescription",
     "ProtocolName", "MagneticFieldStrength", "MRAcquisitionType",
     "EchoPulseSequence", "InversionRecovery", "PulseSequenceName", "EchoPlanarPulseSequence",
-    "DiffusionBValue", "SeriesTime",
+    "DiffusionBValue", "SeriesTime", "Manufacturer", "FrameType",
 )
 _NUMERIC_ATTRIBUTES = {"InversionTime", "RepetitionTime", "EchoTime", "MagneticFieldStrength", "DiffusionBValue"}
 
@@ -73,6 +73,13 @@ _FUNCTIONAL_GROUP_PLACES = {
     "RepetitionTime": ("MRTimingAndRelatedParametersSequence", "RepetitionTime"),
     "EchoTime": ("MREchoSequence", "EffectiveEchoTime"),
     "DiffusionBValue": ("MRDiffusionSequence", "DiffusionBValue"),
+    "FrameType": ("MRImageFrameTypeSequence", "FrameType"),
+}
+#: Philips' private attributes that say what a series is (pydicom's private dictionary names them):
+#: key in the series attributes -> (group, private creator, element offset).
+_PHILIPS_SEQUENCE_ATTRIBUTES = {
+    "PhilipsTechnique": (0x2001, "Philips Imaging DD 001", 0x20),  # Scanning Technique Description MR: "T1TFE"
+    "PhilipsSPIR": (0x2001, "Philips Imaging DD 001", 0x21),  # SPIR (spectral fat suppression): "Y" / "N"
 }
 
 
@@ -948,6 +955,12 @@ def _sequence_attributes(ds: Dataset) -> dict[str, Any]:
             out[keyword] = _float_or_none(value)
         else:
             out[keyword] = str(value)
+    for keyword, (group, creator, offset) in _PHILIPS_SEQUENCE_ATTRIBUTES.items():
+        value = _private_value(ds, group, creator, offset)
+        if isinstance(value, bytes):
+            value = value.decode("ascii", "replace")
+        if value is not None and str(value).strip("\x00 "):
+            out[keyword] = str(value).strip("\x00 ")
     if from_groups:
         out["FromFunctionalGroups"] = from_groups
     if converted:
@@ -979,7 +992,7 @@ def _enhanced_attribute(ds: Dataset, keyword: str):
     groups = [g for g in (_first_item(ds, "SharedFunctionalGroupsSequence"),
                           _first_item(ds, "PerFrameFunctionalGroupsSequence")) if g is not None]
     value = _lookup(NoElements(), groups, *_FUNCTIONAL_GROUP_PLACES[keyword])
-    if isinstance(value, (list, MutableSequence)):
+    if isinstance(value, (list, MutableSequence)) and keyword != "FrameType":
         value = value[0] if len(value) else None
     return value
 

@@ -53,6 +53,7 @@ class VolumeRow:
     series_uid: str | None  # a stack's DICOM series
     auto_role: str
     role_reason: str
+    sequence: str  # what a radiologist calls the series ("Dixon water"), "" when unknown
     orientation: str
     shape: list[int]
     affine: list[list[float]]
@@ -112,7 +113,8 @@ def volumes(db: sqlite3.Connection, where: str = "1", args: tuple = ()) -> list[
 
 def _volume(r: Any) -> VolumeRow:
     return VolumeRow(
-        r["volume_id"], r["study_uid"], r["kind"], r["series_uid"], r["auto_role"], r["role_reason"], r["orientation"],
+        r["volume_id"], r["study_uid"], r["kind"], r["series_uid"], r["auto_role"], r["role_reason"], r["sequence"],
+        r["orientation"],
         json.loads(r["shape"]), json.loads(r["affine"]), r["stations"], json.loads(r["members"]),
         json.loads(r["gaps"]), r["duplicates"], r["description"], from_text(r["source_path"]) if r["source_path"]
         else r["source_path"], r["fingerprint"], bool(r["patient_geometry"]), r["variant"],

@@ -407,6 +407,9 @@ MIGRATIONS: list[Step | ByDialect] = [
     # of their worklist from the owner (cno_case_age_sex), as they select nothing of the studies and patients tables
     # (migration 26). SQLite: nothing to add.
     ByDialect("", lambda connection: connection.script(postgres.CASE_AGE_SEX)),
+    # 33: what a radiologist calls a volume's series ("Dixon water", "T2 fat-sat"; "" when the headers do not say),
+    # recognised from its headers with its role; series labels show it instead of "other". Filled by the next rebuild.
+    "ALTER TABLE volumes ADD COLUMN sequence TEXT NOT NULL DEFAULT ''",
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -37,6 +37,7 @@ class DerivedVolume:
     series_uid: str | None
     auto_role: str
     role_reason: str
+    sequence: str  # what a radiologist calls the series ("Dixon water"), "" when the headers do not say
     orientation: str
     shape: Sequence[int]
     affine: list[list[float]]
