@@ -17,7 +17,7 @@ import pytest
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from cno_annotate.display.catalog import series_choices
+from cno_annotate.display.catalog import default_pair, series_choices
 from cno_annotate.importer import import_paths
 from cno_annotate.io.roles import recognise_series
 
@@ -235,3 +235,18 @@ def test_imported_series_are_listed_by_class_and_plane(tmp_path, store):
                if vid == v.volume_id}
     assert blinded[3].startswith("T2 axial series") and blinded[4].startswith("other coronal series")
     assert not any("WB 3" in label or "Körper" in label for label in blinded.values())
+
+
+def test_the_plain_t1_is_shown_before_a_dixon_in_phase(tmp_path, store):
+    """Both are T1 by role; the view opens on the T1 the protocol meant as such (the T1 TFE), not the Dixon's."""
+    folder = tmp_path / "scans"
+    philips = {"Manufacturer": "Philips Medical Systems", "ScanningSequence": "GR", "RepetitionTime": 5.5,
+               "EchoTime": 2.3}
+    write_series(folder, 1, CORONAL, **philips, SeriesDescription="A_T1_mDIXON_cor",
+                 ImageType=["ORIGINAL", "PRIMARY", "IP_FFE", "IP", "FFE"])
+    write_series(folder, 2, CORONAL, **philips, SeriesDescription="B WB", philips_technique="T1TFE")
+    import_paths(store, [folder])
+    volumes = store.volumes()
+    assert sorted((v.role, v.sequence) for v in volumes) == [("T1", "Dixon in-phase"), ("T1", "T1")]
+    _, right = default_pair(volumes)
+    assert next(v for v in volumes if v.volume_id == right).description == "B WB"
