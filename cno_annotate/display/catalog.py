@@ -91,11 +91,13 @@ def short_label(label: str) -> str:
 
 
 def default_pair(volumes: Sequence[VolumeRow]) -> tuple[str | None, str | None]:
-    """The volumes to show first: STIR left and T1 right, whole-body preferred."""
+    """The volumes to show first: STIR left and T1 right, whole-body preferred, then coronal, then a series
+    that is plainly of its role (a T1 TSE or TFE before the in-phase image of a Dixon)."""
 
     def best(role: str) -> str | None:
         candidates = [v for v in volumes if v.role == role and v.patient_geometry]
-        candidates.sort(key=lambda v: (v.kind != VolumeKind.COMPOSED, v.orientation != "coronal"))
+        candidates.sort(key=lambda v: (v.kind != VolumeKind.COMPOSED, v.orientation != "coronal",
+                                       v.sequence not in ("", v.role)))
         return candidates[0].volume_id if candidates else None
 
     left, right = best(SequenceRole.STIR), best(SequenceRole.T1)

@@ -127,6 +127,8 @@ _FLAVOURS = {
     "FLUID_ATTENUATED": (SequenceRole.OTHER, "FLAIR"),
 }
 _NAME_KEYWORDS = ("SeriesDescription", "ProtocolName", "SequenceName", "PulseSequenceName", "PhilipsTechnique")
+#: How a reason names a private attribute.
+_NAME_PLACES = {"PhilipsTechnique": "Philips Scanning Technique Description (2001,xx20)"}
 
 
 @dataclass(frozen=True)
@@ -217,8 +219,8 @@ class _Headers:
                    _fat_sat_source(attributes, options), dropped)
 
     def names(self) -> list[tuple[str, str]]:
-        """(keyword, name) of every name the headers give, description first."""
-        return [(k, str(self.attributes[k])) for k in _NAME_KEYWORDS if self.attributes.get(k)]
+        """(where, name) of every name the headers give, description first."""
+        return [(_NAME_PLACES.get(k, k), str(self.attributes[k])) for k in _NAME_KEYWORDS if self.attributes.get(k)]
 
     def named(self, pattern: re.Pattern[str]) -> tuple[str, str] | None:
         """The first (keyword, name) that matches ``pattern``."""
