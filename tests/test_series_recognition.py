@@ -250,3 +250,20 @@ def test_the_plain_t1_is_shown_before_a_dixon_in_phase(tmp_path, store):
     assert sorted((v.role, v.sequence) for v in volumes) == [("T1", "Dixon in-phase"), ("T1", "T1")]
     _, right = default_pair(volumes)
     assert next(v for v in volumes if v.volume_id == right).description == "B WB"
+
+
+def test_enhanced_dixon_frames_are_split_and_each_recognised(tmp_path, store):
+    """A Philips enhanced mDIXON file holds water and fat frames (FrameType ...\\DIXON\\WATER, ...\\FAT in
+    MRImageFrameTypeSequence); each becomes its own volume with its own class, while the file's top-level
+    ImageType says T1."""
+    from tests.test_third_party import enhanced_from_emri
+
+    folder = tmp_path / "enhanced"
+    folder.mkdir()
+    frames = [{"slice": n % 5, "frame_type": ["ORIGINAL", "PRIMARY", "DIXON", "WATER" if n < 5 else "FAT"]}
+              for n in range(10)]
+    enhanced_from_emri(folder / "mdixon", echo_pulse="GRADIENT", inversion=None, tr=5.5, te=1.8,
+                       description="mDIXON cor", frame_values=frames)
+    import_paths(store, [folder])
+    found = sorted((v.role, v.sequence, v.orientation, v.shape[0]) for v in store.volumes())
+    assert found == [("other", "Dixon fat", "coronal", 5), ("other", "Dixon water", "coronal", 5)]

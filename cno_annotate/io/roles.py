@@ -115,7 +115,7 @@ _DIXON_WORDS = {
 }
 #: Single letters that name a Dixon image only where the series is known to be Dixon (or is Philips').
 _DIXON_LETTERS = {"W", "F", "IP", "OP"}
-_DIXON_NAME = re.compile(r"dixon|ideal|flex|(?<![a-z])wfop(?![a-z])", re.IGNORECASE)
+_DIXON_NAME = re.compile(r"dixon|(?<![a-z])(ideal|flex)|(?<![a-z])wfop(?![a-z])", re.IGNORECASE)
 _DIXON_SCAN_OPTIONS = {"IDEAL_GEMS", "FLEX_GEMS", "DIXON"}
 
 #: Enhanced MR image flavour (FrameType / ImageType value 3) -> (role, class name).
