@@ -161,7 +161,8 @@ def _stack_volume(study_uid: str, stack: Stack, found: SeriesClass, description:
     name = f"{description} ({stack.variant})".strip() if stack.variant else description
     return derived.DerivedVolume(
         volume_id=stack.volume_id, study_uid=study_uid, kind="stack", series_uid=stack.series_uid,
-        auto_role=found.role, role_reason=found.reason, sequence=found.name, orientation=stack.orientation, shape=stack.shape, affine=stack.affine.tolist(),
+        auto_role=found.role, role_reason=found.reason, sequence=found.name, orientation=stack.orientation,
+        shape=stack.shape, affine=stack.affine.tolist(),
         stations=1, members=[stack.volume_id], gaps=stack.gaps, duplicates=stack.duplicates, description=name,
         source_path=None, fingerprint=hashlib.sha1(files.encode("utf-8", "surrogateescape")).hexdigest(),
         patient_geometry=stack.patient_geometry, variant=stack.variant, composition=note,
