@@ -44,7 +44,7 @@ class Termination(QObject):
             return
         self._sockets = (reading, writing)
         # a signal the process was started to ignore (nohup, a background job of a script) stays ignored
-        self._previous = {number: signal.signal(number, self._noted) for number in ENDING_SIGNALS
+        self._previous = {number: signal.signal(number, _noted) for number in ENDING_SIGNALS
                           if signal.getsignal(number) is not signal.SIG_IGN}
         self._notifier = QSocketNotifier(reading.fileno(), QSocketNotifier.Read, self)
         self._notifier.activated.connect(self._woken)
@@ -75,7 +75,7 @@ class Termination(QObject):
         if self._notifier is not None:
             self._notifier.setEnabled(False)
         for number, handler in self._previous.items():
-            if signal.getsignal(number) == self._noted:
+            if signal.getsignal(number) is _noted:
                 signal.signal(number, handler)  # type: ignore[arg-type]
         current = signal.set_wakeup_fd(-1)
         if current != self._sockets[1].fileno():
@@ -89,5 +89,11 @@ class Termination(QObject):
             end.close()
         self._sockets = None
 
-    def _noted(self, _number: int, _frame) -> None:
-        """The Python-level handler: nothing; the wake-up socket already carries the signal to Qt."""
+
+def _noted(_number: int, _frame) -> None:
+    """The Python-level handler: nothing; the wake-up socket already carries the signal to Qt.
+
+    A function, not a method of the (Qt) object: a window deleted without being closed leaves it
+    installed, and Python's ``signal.getsignal`` then compares it with its enumeration of handlers,
+    which a method of a deleted Qt object refuses (RuntimeError at the next window's start).
+    """
