@@ -75,6 +75,8 @@ def test_a_cold_volume_is_composed_by_a_child_process_into_memory_the_viewer_sha
     assert facts.missing is not None and facts.presets
     preview = next(e[1] for e in events if e[0] == "preview")
     assert preview.load.preview and np.shares_memory(preview.array, volume.array)  # one array, shown then refined
+    prefetch._thread.join(60)  # the relay ends when the child has exited
+    assert not prefetch._thread.is_alive()
     with pytest.raises(ChildProcessError):
         os.waitpid(child, os.WNOHANG)  # the child was reaped: no zombie left
     store = Store.open(root)
