@@ -59,7 +59,7 @@ from cno_annotate.display.marking import click_placement, polygon_extent
 from cno_annotate.display.overlay import READER_COLOURS, Marker, read_markers, reader_markers
 from cno_annotate.display.planes import PLANES
 from cno_annotate.display.regions import REGION_FRACTIONS
-from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, ViewChange, ViewerSession
+from cno_annotate.display.session import LOWER_VIEWS, VIEW_NAMES, StudyFrame, ViewChange, ViewerSession
 from cno_annotate.errors import CnoError
 from cno_annotate.io.roles import SequenceRole
 from cno_annotate.keymap import ACTIONS, Keymap, load_keymap
@@ -1389,8 +1389,9 @@ class MainWindow(QMainWindow):
         self._edit_read(lambda r: r.delete_roi(roi_id, stir=self.stir_volume()))
 
     def stir_volume(self):
-        """The case's STIR volume shown in a view (the ratios are measured on it), or None."""
-        return next((v.volume for v in self.session.views.values() if v.ready and v.volume.role == SequenceRole.STIR), None)
+        """The case's STIR volume shown in a view (the ratios are measured on it), or None; never the prior's."""
+        return next((v.volume for v in self.session.views.values()
+                     if v.ready and v.frame == StudyFrame.CURRENT and v.volume.role == SequenceRole.STIR), None)
 
     def set_roi_role(self, role: str) -> None:
         """Make the selected ROI the muscle reference or the selected lesion's ROI."""

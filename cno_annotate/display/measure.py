@@ -26,13 +26,18 @@ from cno_annotate.io.volume import Volume
 
 @dataclass(frozen=True)
 class Ruler:
-    """A straight measurement between two LPS points on one slice of one view."""
+    """A straight measurement between two LPS points on one slice of one view.
+
+    ``frame`` is the study the view showed ("current", or "prior" beside it): the ruler shows only
+    while the view shows that study.
+    """
 
     view: str
     plane: str
     slice_index: int
     start: tuple[float, float, float]
     end: tuple[float, float, float]
+    frame: str = "current"
 
     @property
     def length_mm(self) -> float:

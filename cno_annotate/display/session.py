@@ -451,7 +451,7 @@ class ViewerSession:
         """Measure from ``start`` to ``end`` (LPS mm) on the view's displayed slice; one ruler per view."""
         view = self.views[name]
         ruler = Ruler(name, view.plane, view.slice_index, tuple(float(v) for v in start),  # type: ignore[arg-type]
-                      tuple(float(v) for v in end))  # type: ignore[arg-type]
+                      tuple(float(v) for v in end), str(view.frame))  # type: ignore[arg-type]
         self.rulers = [r for r in self.rulers if r.view != name] + [ruler]
         self.changed.emit(name, ViewChange.MARKERS)
         return ruler
@@ -464,8 +464,8 @@ class ViewerSession:
     def rulers_on(self, name: str) -> list[Ruler]:
         """The rulers drawn on a view's displayed slice."""
         view = self.views[name]
-        return [r for r in self.rulers
-                if r.view == name and r.plane == view.plane and view.ready and r.slice_index == view.slice_index]
+        return [r for r in self.rulers if r.view == name and r.frame == view.frame and r.plane == view.plane
+                and view.ready and r.slice_index == view.slice_index]
 
     def set_rois(self, rois: list[Roi], titles: dict[str, str] | None = None, selected: str | None = None) -> None:
         """Replace the regions of interest drawn over the views (and which one is selected)."""
@@ -480,9 +480,12 @@ class ViewerSession:
         self.changed.emit(None, ViewChange.MARKERS)
 
     def rois_on(self, name: str) -> list[ScreenRoi]:
-        """The ROIs that lie on a view's displayed slice, with their statistics on the view's volume."""
+        """The ROIs that lie on a view's displayed slice, with their statistics on the view's volume.
+
+        None on a view of the prior study: the ROIs are the read's, in the current study's coordinates.
+        """
         view = self.views[name]
-        if not view.ready:
+        if not view.ready or view.frame == PRIOR:
             return []
         volume, mapping, _ = view.loaded()
         out = []

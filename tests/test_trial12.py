@@ -1,0 +1,135 @@
+"""Defects found by the issue-12 new-user trial (a radiologist's whole read under Xvfb), each driven in the real window."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
+
+from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
+from PySide6.QtGui import QMouseEvent  # noqa: E402
+
+from cno_annotate.importer import import_paths  # noqa: E402
+from cno_annotate.store import Store  # noqa: E402
+from tests.followup_data import visits  # noqa: E402
+
+pytestmark = pytest.mark.gui
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+
+def _focused():
+    from PySide6.QtWidgets import QApplication
+
+    return QApplication.focusWidget()
+
+
+def _key(qtbot, key, modifiers=Qt.NoModifier):
+    qtbot.keyClick(_focused(), key, modifiers)
+
+
+def _drag(qtbot, view, start: QPointF, end: QPointF) -> None:
+    qtbot.mousePress(view, Qt.LeftButton, pos=start.toPoint())
+    view.mouseMoveEvent(QMouseEvent(QEvent.MouseMove, end, view.mapToGlobal(end), Qt.NoButton, Qt.LeftButton,
+                                    Qt.NoModifier))
+    qtbot.mouseRelease(view, Qt.LeftButton, pos=end.toPoint())
+
+
+@pytest.fixture(scope="module")
+def two_visits(tmp_path_factory):
+    root = tmp_path_factory.mktemp("trial12-visits")
+    return root, visits(root)
+
+
+def _followup_window(qtbot, tmp_path, two_visits):
+    from cno_annotate_ui.main_window import MainWindow
+
+    root, uids = two_visits
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [root])
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-a")
+    window.resize(1280, 800)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.select_study(uids["followup"])
+    return window
+
+
+def test_prior_view_shows_none_of_the_current_reads_rois_or_rulers(qtbot, tmp_path, two_visits):
+    """An ROI (with its lesion:muscle text) and a ruler measured on the current visit are not drawn on the prior.
+
+    They are the current study's measurements in its patient coordinates; drawn over the prior
+    (repositioned) they measured other tissue under the current read's labels.
+    """
+    window = _followup_window(qtbot, tmp_path, two_visits)
+    view = window.panels["left"].view
+    view.setFocus()
+    centre = QPointF(view.rect().center())
+    _key(qtbot, Qt.Key_E)
+    _drag(qtbot, view, centre, centre + QPointF(8, 8))
+    _key(qtbot, Qt.Key_D)
+    _drag(qtbot, view, centre + QPointF(-30, 20), centre + QPointF(10, 40))
+    assert window.session.rois_on("left") and window.session.rulers_on("left")
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        _key(qtbot, Qt.Key_P, Qt.ControlModifier)
+    assert window.session.views["left"].frame == "prior"
+    assert window.session.rois_on("left") == [] and window.session.rulers_on("left") == []
+    texts = window.panels["left"].view.overlay_texts()
+    assert not [t for t in texts if t.startswith(("mean", "R1")) or t.endswith(" mm")], texts
+    assert window.session.rois_on("right")  # still on the current visit
+
+
+def _ellipse(qtbot, view, at: QPointF, radius: float = 20) -> None:
+    view.setFocus()
+    _key(qtbot, Qt.Key_E)
+    _drag(qtbot, view, at, at + QPointF(radius, radius))
+
+
+def test_lesion_muscle_ratio_set_beside_the_prior_is_measured_on_the_visit_being_read(qtbot, tmp_path, two_visits):
+    """With the prior on the left, U on a muscle ROI of the current visit measures both ROIs on the current STIR."""
+    from cno_annotate.display.measure import roi_stats
+
+    window = _followup_window(qtbot, tmp_path, two_visits)
+    view = window.panels["left"].view
+    view.setFocus()
+    centre = QPointF(view.rect().center())
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(view, Qt.LeftButton, pos=centre.toPoint())
+    qtbot.waitUntil(lambda: window.read_session is not None and len(window.read_session.read.lesions) == 1)
+    (lesion_id,) = [lesion.lesion_id for lesion in window.read_session.read.lesions]
+    _ellipse(qtbot, view, centre)
+    _key(qtbot, Qt.Key_L)  # R1: the lesion's ROI
+    current_stir = window.session.views["left"].volume
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        _key(qtbot, Qt.Key_P, Qt.ControlModifier)
+    assert window.session.views["left"].frame == "prior"
+    right = window.panels["right"].view
+    assert window.session.views["right"].volume.volume_id == current_stir.volume_id
+    _ellipse(qtbot, right, QPointF(right.rect().center()) + QPointF(0, 40))
+    _key(qtbot, Qt.Key_U)  # R2: the muscle reference, drawn on the current visit
+    read = window.read_session.read
+    lesion_roi, muscle = (next(r for r in read.rois if r.roi_id == rid) for rid in ("R1", "R2"))
+    expected = roi_stats(lesion_roi, current_stir).mean / roi_stats(muscle, current_stir).mean
+    assert read.lesion(lesion_id).stir_muscle_ratio == pytest.approx(expected, abs=5e-5)  # stored to 4 decimals
+
+
+def test_a_lesion_or_roi_cannot_be_placed_on_the_prior_study_beside_the_current(qtbot, tmp_path, two_visits):
+    """A click in mark or ROI mode on the prior view adds nothing to the read of the current study and says why."""
+    window = _followup_window(qtbot, tmp_path, two_visits)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        _key(qtbot, Qt.Key_P, Qt.ControlModifier)
+    prior = window.panels["left"].view
+    assert window.session.views["left"].frame == "prior"
+    prior.setFocus()
+    _key(qtbot, Qt.Key_M)
+    qtbot.mouseClick(prior, Qt.LeftButton, pos=prior.rect().center())
+    qtbot.waitUntil(lambda: "prior" in window.statusBar().currentMessage())  # a single click waits out a double
+    _ellipse(qtbot, prior, QPointF(prior.rect().center()))
+    read = window.read_session.read if window.read_session is not None else None
+    assert read is None or (read.lesions == [] and read.rois == [])
+    message = window.statusBar().currentMessage()
+    assert "prior" in message and "2.25." not in message, message
