@@ -133,3 +133,34 @@ def test_a_lesion_or_roi_cannot_be_placed_on_the_prior_study_beside_the_current(
     assert read is None or (read.lesions == [] and read.rois == [])
     message = window.statusBar().currentMessage()
     assert "prior" in message and "2.25." not in message, message
+
+
+def _whole_text_shown(widget, item) -> bool:
+    """Whether a list item's whole text fits in its rectangle, inside the list's viewport (nothing cut)."""
+    from PySide6.QtCore import QRect
+
+    rect = widget.visualItemRect(item)
+    if rect.left() < 0 or rect.right() >= widget.viewport().width():
+        return False
+    needed = widget.fontMetrics().boundingRect(QRect(0, 0, rect.width() - 8, 10000), Qt.TextWordWrap, item.text())
+    return needed.width() <= rect.width() and needed.height() <= rect.height()
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 768)])
+def test_a_lesion_row_shows_its_whole_text_and_score_in_the_lesion_list(open_viewer, qtbot, size):
+    """At 1280 x 800 a graded "Proximal humerus L · metaphysis" row ended at "— score": the score was cut off."""
+    window = open_viewer(reader="dr-trial", size=size)
+    state = window.session.views["left"]
+    point = state.screen_to_lps(100.0, 90.0)
+    session = window.read_session
+    lesion_id = session.add_lesion(point, state.volume.volume_id, state.volume.lps_to_index(point),
+                                   site_id="humerus.proximal", side="L", subsite="metaphysis",
+                                   grades={"marrow_hyperintensity": 2, "signal_extension": 1})
+    window.lesion_panel.refresh()
+    qtbot.wait(50)
+    lesions = window.lesion_panel.lesions
+    (item,) = [lesions.item(n) for n in range(lesions.count())]
+    assert item.text().startswith(lesion_id) and item.text().endswith("score 3"), item.text()
+    assert not lesions.horizontalScrollBar().isVisible()  # no sideways scrolling to find the score
+    assert _whole_text_shown(lesions, item), (item.text(), lesions.visualItemRect(item), lesions.viewport().width())
+    window.loader.wait(5000)

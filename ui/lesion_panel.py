@@ -262,6 +262,9 @@ class LesionPanel(QWidget):
         self.totals.setObjectName("totals")
         self.lesions = LesionList(self)
         self.lesions.setToolTip("Lesions of this read with their score; select one to go to it")
+        self.lesions.setWordWrap(True)  # a long site and sub-site wrap: the score at the end is never cut off
+        self.lesions.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.lesions.setTextElideMode(Qt.ElideNone)
         self.lesions.currentItemChanged.connect(self._lesion_clicked)
         self.lesions.row_clicked.connect(self._to_lesion_editor)
         self._build_editor()
