@@ -164,3 +164,44 @@ def test_a_lesion_row_shows_its_whole_text_and_score_in_the_lesion_list(open_vie
     assert not lesions.horizontalScrollBar().isVisible()  # no sideways scrolling to find the score
     assert _whole_text_shown(lesions, item), (item.text(), lesions.visualItemRect(item), lesions.viewport().width())
     window.loader.wait(5000)
+
+
+def _body_at(volume, lps) -> bool:
+    """Whether the voxel at an LPS point is body: above the air of its slice (darkest fifth + 6 SD)."""
+    import numpy as np
+
+    i, j, k = np.round(volume.lps_to_index(np.asarray(lps, dtype=float))).astype(int)
+    image = np.asarray(volume.array[k], dtype=np.float64)
+    air = image[image <= np.percentile(image, 20)]
+    patch = image[max(0, j - 1):j + 2, max(0, i - 1):i + 2]
+    return float(patch.mean()) > air.mean() + 6 * air.std()
+
+
+def test_a_unit_clicked_on_a_slice_that_misses_its_bone_goes_to_a_slice_through_it(sample_store, sample_truth):
+    """Trial: clicking the left proximal humerus on a posterior coronal slice put the crosshair on air.
+
+    The coronal slice is kept where the body is at the unit's place on it; otherwise the views go to
+    the slice through the middle of the body there (the arm), near the lesion's own slice.
+    """
+    import numpy as np
+
+    from cno_annotate.annotation.taxonomy import load_taxonomy
+    from cno_annotate.display.checklist import unit_target
+    from cno_annotate.volumes import load_volume
+
+    row = next(v for v in sample_store.volumes() if v.kind == "composed" and v.role == "STIR")
+    volume, taxonomy = load_volume(sample_store, row.volume_id), load_taxonomy()
+    corners = np.array([volume.index_to_lps(np.array([0.0, 0.0, k])) for k in (0, volume.shape[0] - 1)])
+    posterior = float(corners[:, 1].max())  # the last coronal slice, behind the arms
+    limbs = [lesion for lesion in sample_truth["lesions"] if lesion["bone"] in {"humerus", "radius", "ulna"}]
+    assert limbs
+    for lesion in limbs:
+        unit = f"{lesion['bone']}.{lesion['segment']}:{lesion['side']}" if lesion["segment"] else lesion["bone"]
+        start = np.array([0.0, posterior, 0.0])
+        assert not _body_at(volume, [lesion["lps_mm"][0], posterior, lesion["lps_mm"][2]])  # the bone is not there
+        target = unit_target(volume, taxonomy, unit, start)
+        assert _body_at(volume, target), (unit, target)
+        assert abs(target[1] - lesion["lps_mm"][1]) < 30, (unit, target, lesion["lps_mm"])
+    trunk = [0.0, 12.0, float(np.mean(corners[:, 2]))]
+    target = unit_target(volume, taxonomy, "ilium:L", np.array(trunk))
+    assert _body_at(volume, target) and target[1] == pytest.approx(12.0)  # body there: the slice is kept

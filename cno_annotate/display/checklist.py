@@ -147,7 +147,10 @@ def unit_target(volume: Volume, taxonomy: Taxonomy, unit_id: str, current_lps,
     bottom of the skin found in the volume (:func:`skin_extent_z`), and
     centred on the body's midline (right-left profile); the unit lands at the
     middle of its shapes. The anterior-posterior coordinate of ``current_lps``
-    is kept (a coronal view stays on its slice). The point is clamped into the
+    is kept (a coronal view stays on its slice) where the body is at the unit's
+    place on that slice; where it is not (an arm in front of a posterior slice),
+    the point goes to the middle of the body along anterior-posterior there, so
+    the view shows the bone rather than air. The point is clamped into the
     volume's extent.
     """
     x_s, z_s = unit_centre(taxonomy, unit_id, skeleton)
@@ -158,7 +161,39 @@ def unit_target(volume: Volume, taxonomy: Taxonomy, unit_id: str, current_lps,
     point = np.array(current_lps, dtype=float)
     point[0] = (left + right) / 2 + x_s * scale
     point[2] = top - (top_s - z_s) * scale
-    return _clamped(volume, point)
+    return _through_body(volume, _clamped(volume, point))
+
+
+#: At most this many voxels are sampled to find the air's signal (the darkest fifth of the volume).
+_AIR_SAMPLE = 1_000_000
+
+
+def _through_body(volume: Volume, lps: np.ndarray) -> np.ndarray:
+    """``lps``, or, when it lies in air, the middle of the nearest run of body along anterior-posterior there.
+
+    Body is a 3 x 3 in-plane mean above the air (the darkest fifth of the volume's voxels, sampled)
+    by six of the air's standard deviations.
+    """
+    array = volume.array
+    direction = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
+    index_axis = int(np.argmax(np.abs(direction[1, :])))  # the ijk axis along anterior-posterior
+    array_axis = 2 - index_axis
+    position = np.clip(np.round(volume.lps_to_index(lps)).astype(int)[::-1], 0, np.array(array.shape) - 1)
+    block = tuple(slice(None) if axis == array_axis else slice(max(0, int(c) - 1), int(c) + 2)
+                  for axis, c in enumerate(position))
+    others = tuple(axis for axis in range(3) if axis != array_axis)
+    profile = np.asarray(array[block], dtype=np.float64).mean(axis=others)
+    step = max(1, int(np.ceil((array.size / _AIR_SAMPLE) ** (1 / 3))))
+    sample = np.asarray(array[::step, ::step, ::step], dtype=np.float64).ravel()
+    air = sample[sample <= np.percentile(sample, 20)]
+    body = np.flatnonzero(profile > air.mean() + 6 * air.std())
+    here = int(position[array_axis])
+    if body.size == 0 or here in body:
+        return lps
+    runs = np.split(body, np.flatnonzero(np.diff(body) > 1) + 1)
+    nearest = min(runs, key=lambda run: min(abs(int(run[0]) - here), abs(int(run[-1]) - here)))
+    middle = (float(nearest[0]) + float(nearest[-1])) / 2
+    return lps + (middle - here) * volume.affine[:3, index_axis]
 
 
 def _clamped(volume: Volume, lps: np.ndarray) -> np.ndarray:
