@@ -62,6 +62,11 @@ _NICE_MM = (5, 10, 20, 50, 100, 200, 500)
 _ZOOM_STEP = 1.25
 
 
+#: A voxel shows as tissue (not air) where the window maps it above this fraction of black to white;
+#: the missing-slices badge goes where it covers the fewest such voxels.
+VISIBLE = 0.25
+
+
 @dataclass(frozen=True)
 class PaintedLabel:
     """A label as a view paints it: its lines, colour and font, and the box it takes (widget pixels)."""
@@ -117,6 +122,7 @@ class SliceView(QWidget):
         self.setAttribute(Qt.WA_OpaquePaintEvent)
         self._windowing = Windowing()
         self._image_key = None
+        self._body_counts: dict[tuple, int] = {}  # body voxels under a badge position, per slice and geometry
         self._drawn: tuple | None = None
         self._buffer = None
         self._labels_placed: tuple[tuple, list[Box]] | None = None  # the last placement and what it was for
@@ -331,8 +337,55 @@ class SliceView(QWidget):
         painter.setBrush(QColor(120, 50, 0, 220))
         painter.drawRoundedRect(box, 4, 4)
         painter.setPen(QColor(255, 235, 200))
-        painter.drawText(box, Qt.AlignCenter, text)
+        painter.drawText(box, Qt.AlignCenter, self._badge_lines(text, box.width()))
         painter.restore()
+
+    def _badge_lines(self, text: str, width: float) -> str:
+        """The badge's text, on two lines ("N slices missing" / "(hatched)") when one line is wider than ``width``."""
+        metrics = QFontMetricsF(QFont(self.font().family(), 10, QFont.Bold))
+        if metrics.horizontalAdvance(text) + 14 <= width + 0.5 or " (" not in text:
+            return text
+        return text.replace(" (", "\n(", 1)
+
+    def _badge_box(self, text: str, out: dict[str, QRectF]) -> QRectF:
+        """Where the missing-slices badge goes: the corner (above the W/L or scale texts, below the top ones)
+        whose box covers the least body on the displayed slice, the lower right first; in a view too narrow
+        for one line beside the centre letters, on two lines."""
+        w = float(self.width())
+        metrics = QFontMetricsF(QFont(self.font().family(), 10, QFont.Bold))
+        half = w / 2 - max(out["top"].width(), out["bottom"].width()) / 2 - 8 - 6
+        one_line = metrics.horizontalAdvance(text) + 14
+        lines = self._badge_lines(text, min(one_line, half)).split("\n")
+        width = min(max(metrics.horizontalAdvance(line) for line in lines) + 14, w - 16)
+        height = len(lines) * metrics.height() + 8
+        top_text = max(out["label"].bottom(), out["plane"].bottom()) + 6
+        corners = [QRectF(w - 8 - width, out["window"].top() - 6 - height, width, height),
+                   QRectF(w - 8 - width, top_text, width, height),
+                   QRectF(8, out["scale"].top() - 6 - height, width, height),
+                   QRectF(8, top_text, width, height)]
+        return min(corners, key=lambda box: (self._body_under(box), corners.index(box)))
+
+    def _body_under(self, box: QRectF) -> int:
+        """How many voxels of the displayed slice under a widget rectangle show as tissue (see :data:`VISIBLE`).
+
+        Worked out once per slice, window and geometry.
+        """
+        view = self.state
+        key = (id(view.volume), view.plane, view.slice_index, view.window, self.width(), self.height(), view.zoom,
+               None if view.centre is None else tuple(view.centre), box.getCoords())
+        cached = self._body_counts.get(key)
+        if cached is not None:
+            return cached
+        image = view.image()
+        (r0, c0), (r1, c1) = self.widget_to_image(box.topLeft()), self.widget_to_image(box.bottomRight())
+        rows = slice(max(0, math.floor(min(r0, r1))), max(0, math.ceil(max(r0, r1)) + 1))
+        cols = slice(max(0, math.floor(min(c0, c1))), max(0, math.ceil(max(c0, c1)) + 1))
+        window = view.window
+        count = int(np.count_nonzero(image[rows, cols] > window.level - window.width / 2 + VISIBLE * window.width))
+        if len(self._body_counts) > 64:
+            self._body_counts.clear()
+        self._body_counts[key] = count
+        return count
 
     def image_unpainted(self) -> bool:
         """Whether the view has a volume whose image it has not painted yet."""
@@ -611,10 +664,7 @@ class SliceView(QWidget):
         out["scale"] = QRectF(12, h - 14 - 6 - line, max(length_px, small.horizontalAdvance(text)), line + 10)
         badge = self.badge_text()
         if badge:
-            badge_font = QFontMetricsF(QFont(self.font().family(), 10, QFont.Bold))
-            width = min(badge_font.horizontalAdvance(badge) + 14, w - 16)
-            out["badge"] = QRectF(w - 8 - width, out["window"].top() - 6 - (badge_font.height() + 8), width,
-                                  badge_font.height() + 8)
+            out["badge"] = self._badge_box(badge, out)
         return out
 
     def _corner_texts(self) -> dict[str, str]:
