@@ -205,3 +205,85 @@ def test_a_unit_clicked_on_a_slice_that_misses_its_bone_goes_to_a_slice_through_
     trunk = [0.0, 12.0, float(np.mean(corners[:, 2]))]
     target = unit_target(volume, taxonomy, "ilium:L", np.array(trunk))
     assert _body_at(volume, target) and target[1] == pytest.approx(12.0)  # body there: the slice is kept
+
+
+def _body_under(view, box) -> int:
+    """How many pixels under a widget rectangle show tissue: above a quarter of the window from black to white."""
+    import numpy as np
+
+    window = view.state.window
+    body = np.asarray(view.state.image()) > window.level - window.width / 2 + 0.25 * window.width
+    count = 0
+    for y in np.arange(box.top(), box.bottom(), 2.0):
+        for x in np.arange(box.left(), box.right(), 2.0):
+            row, col = view.widget_to_image(QPointF(x, y))
+            r, c = int(round(row)), int(round(col))
+            if 0 <= r < body.shape[0] and 0 <= c < body.shape[1] and body[r, c]:
+                count += 1
+    return count
+
+
+@pytest.fixture(scope="module")
+def gapped_study(tmp_path_factory):
+    """A 4-station sample (matrix 64) with one slice file of one STIR station deleted."""
+    from cno_annotate.sample import StudyPlan, generate_study
+
+    out = tmp_path_factory.mktemp("trial12-gap") / "study"
+    truth = generate_study(out, StudyPlan(stations=4, slices=8, matrix=64, seed=907))
+    stir2 = next(s["series_uid"] for s in truth["series"] if s["role"] == "STIR" and s["station"] == 2)
+    import pydicom
+
+    files = [p for p in sorted(out.rglob("IM*")) if pydicom.dcmread(p, stop_before_pixels=True).SeriesInstanceUID == stir2]
+    files[4].unlink()
+    return out
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1920, 1080)])
+def test_the_missing_slices_badge_does_not_cover_the_body(qtbot, tmp_path, gapped_study, size):
+    """Trial: in the 1x2 layout the badge sat over both ankles and feet (a common CNO site) on every slice."""
+    from cno_annotate_ui.main_window import MainWindow
+
+    store = Store.open(tmp_path / "store")
+    import_paths(store, [gapped_study])
+    study = store.studies()[0].study_uid
+    store.close()
+    window = MainWindow(tmp_path / "store", reader="dr-a")
+    window.resize(*size)
+    qtbot.addWidget(window)
+    window.show()
+    qtbot.waitExposed(window)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.select_study(study)
+    view = window.panels["left"].view
+    assert view.badge_text()
+    for _ in range(3):
+        layout = view.overlay_layout()
+        assert _body_under(view, layout["badge"]) == 0, (view.state.slice_index, layout["badge"])
+        others = [key for key in layout if key != "badge" and layout[key].intersects(layout["badge"])]
+        assert not others and view.rect().contains(layout["badge"].toRect())
+        _key(qtbot, Qt.Key_Down)
+    window.loader.wait(5000)
+
+
+@pytest.mark.parametrize("size", [(1280, 800), (1024, 768)])
+def test_prior_views_series_selector_shows_its_short_name_whole_beside_the_study_tag(qtbot, tmp_path, two_visits,
+                                                                                      size):
+    """Trial at 1280 x 800 and 2x: "Prior: <date> <description>" left the prior's selector "STIR cor WB ×" (cut)."""
+    window = _followup_window(qtbot, tmp_path, two_visits)
+    window.resize(*size)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        _key(qtbot, Qt.Key_P, Qt.ControlModifier)
+    for layout in (Qt.Key_2, Qt.Key_4):
+        _key(qtbot, layout, Qt.ControlModifier)
+        qtbot.wait(50)
+        for name, panel in window.panels.items():
+            if not panel.isVisible():
+                continue
+            combo = panel.series
+            shown = combo.displayed_text()
+            assert combo.fontMetrics().horizontalAdvance(shown) <= combo.text_room(), (name, shown, combo.text_room())
+            tag = panel.tag
+            if tag.isVisible():
+                assert tag.toolTip().startswith(("Prior", "Current"))
+                assert tag.displayed_text().startswith(("Prior: 2019-01-04", "Current (being re")), tag.displayed_text()
+                assert tag.geometry().right() < combo.geometry().left()  # side by side, not over each other

@@ -13,7 +13,7 @@ from cno_annotate_ui.checklist import SkeletonChecklist
 from cno_annotate_ui.comparison import Comparison
 from cno_annotate_ui.lesion_panel import GradeSelector, LesionPanel, SubsiteBox
 from cno_annotate_ui.loader import VolumeLoader
-from cno_annotate_ui.selectors import FittedCombo
+from cno_annotate_ui.selectors import FittedCombo, StudyTag
 from cno_annotate_ui.slice_view import SliceView
 from cno_annotate_ui.status_bar import ElidedLabel, LoadingBar, StatusBar
 from cno_annotate_ui.termination import Termination
@@ -177,7 +177,7 @@ class ViewPanel(QWidget):
         controls = QHBoxLayout()
         controls.setContentsMargins(0, 0, 0, 0)
         self.preset.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.tag = QLabel("", self)  # follow-up reading: which study this view shows
+        self.tag = StudyTag("", self)  # follow-up reading: which study this view shows (gives way to the series)
         self.tag.setObjectName("study-tag")
         self.tag.hide()
         header.addWidget(self.tag, 0)
