@@ -287,3 +287,40 @@ def test_prior_views_series_selector_shows_its_short_name_whole_beside_the_study
                 assert tag.toolTip().startswith(("Prior", "Current"))
                 assert tag.displayed_text().startswith(("Prior: 2019-01-04", "Current (being re")), tag.displayed_text()
                 assert tag.geometry().right() < combo.geometry().left()  # side by side, not over each other
+
+
+def test_no_site_is_proposed_on_a_series_that_does_not_show_the_whole_body(open_viewer, qtbot):
+    """Trial: on a knee station (legs running off its top and bottom) a click proposed "Phalanges of the hand".
+
+    The schematic is fitted to the vertex and soles; on a part of the body there are none, so no site
+    is proposed (the site box stays empty for typing) and the status bar says why. The composed
+    whole-body volume still proposes.
+    """
+    import numpy as np
+
+    from cno_annotate.display.marking import click_placement
+
+    window = open_viewer(reader="dr-trial", size=(1280, 800))
+    panel, state = window.panels["left"], window.session.views["left"]
+    taxonomy = window.read_session.taxonomy
+    composed = state.volume
+    knee = state.screen_to_lps(state.mapping.rows * 0.7, state.mapping.cols * 0.4)
+    assert click_placement(composed, taxonomy, knee).site_id is not None
+    rows = [v for v in window.store.volumes(window.read_session.read.study_uid) if v.kind == "stack" and v.role == "STIR"]
+    station = next(r for r in rows if (np.asarray(r.affine)[2, 3] > knee[2] and  # the station holding the knee
+                                       np.asarray(r.affine)[2, 3] - 128 * 3.3 < knee[2]))
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        window.show_volume("left", station.volume_id)
+    assert state.volume.volume_id == station.volume_id
+    view = panel.view
+    view.setFocus()
+    state.set_point(knee) if hasattr(state, "set_point") else window.session.set_point("left", knee)
+    _key(qtbot, Qt.Key_M)
+    spot = view.image_to_widget(*state.lps_to_screen(knee))
+    qtbot.mouseClick(view, Qt.LeftButton, pos=spot.toPoint())
+    qtbot.waitUntil(lambda: len(window.read_session.read.lesions) == 1)
+    assert click_placement(state.volume, taxonomy, knee).site_id is None
+    picker = window.lesion_panel.site_picker
+    assert picker.search.text() == "" and not picker.results.isVisible()
+    assert "whole body" in window.statusBar().currentMessage()
+    window.loader.wait(5000)

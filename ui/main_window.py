@@ -1476,7 +1476,11 @@ class MainWindow(QMainWindow):
         if not self.sticky_action.isChecked():
             self.mark_action.setChecked(False)  # one lesion per M unless marking is kept on
         self.lesion_panel.select(lesion_id, focus_site=True)
-        self.lesion_panel.propose_site(placed.site_id)  # Enter takes the bone under the click; typing searches
+        if placed.site_id is None:
+            self.statusBar().showMessage("No site proposed: this series does not show the whole body (vertex to "
+                                         "soles); type the site, e.g. dist fem", 10000)
+        else:
+            self.lesion_panel.propose_site(placed.site_id)  # Enter takes the bone under the click; typing searches
 
     def _marker_clicked(self, key: str) -> None:
         """A click on a marker selects its lesion (markers of other readers only move the crosshair)."""

@@ -216,6 +216,29 @@ def _distance_to_shape(shape: Shape, x: float, z: float) -> float:
     return float(np.hypot(max(x0 - x, 0.0, x - x1), max(z0 - z, 0.0, z - z1)))
 
 
+#: A body found over at least this head-feet length (mm) is a whole body even when it runs off one end of
+#: the volume (feet or vertex at the edge of a whole-body scan); a toddler is about 850 mm tall.
+WHOLE_BODY_MM = 700.0
+
+
+def shows_whole_body(volume: Volume) -> bool:
+    """Whether a volume holds the whole body from vertex to soles, so the schematic can be fitted to it.
+
+    The body found along head-feet (:func:`body_extent`) must end inside the volume at both ends,
+    or run off at most one end over at least :data:`WHOLE_BODY_MM`. A station, or a series of the
+    knees, whose body runs off the top and bottom (or is short) is not a whole body.
+    """
+    top, bottom = body_extent(volume, 2)
+    far = np.array(ijk_shape(volume.shape), dtype=float) - 1
+    ends = [float(volume.index_to_lps(np.array(corner) * far)[2]) for corner in np.ndindex(2, 2, 2)]
+    direction = volume.affine[:3, :3] / np.linalg.norm(volume.affine[:3, :3], axis=0)
+    step = float(np.linalg.norm(volume.affine[:3, int(np.argmax(np.abs(direction[2, :])))]))
+    cut_top, cut_bottom = top >= max(ends) - 1.5 * step, bottom <= min(ends) + 1.5 * step
+    if not (cut_top or cut_bottom):
+        return True
+    return not (cut_top and cut_bottom) and top - bottom >= WHOLE_BODY_MM
+
+
 def propose_site(volume: Volume, taxonomy: Taxonomy, lps, skeleton: Skeleton | None = None) -> tuple[str, str | None]:
     """The site (and side) whose schematic shape lies nearest to an LPS point, for the reader to confirm.
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cno_annotate.annotation.taxonomy import Taxonomy
-from cno_annotate.display.checklist import propose_site
+from cno_annotate.display.checklist import propose_site, shows_whole_body
 from cno_annotate.display.session import ViewState
 from cno_annotate.io.axes import plane_normal
 from cno_annotate.io.volume import Volume
@@ -97,12 +97,16 @@ class ClickPlacement:
     volume_id: str
     voxel: tuple[float, float, float]  # fractional (i, j, k) in that volume
     side: str | None  # of the body, from the LPS x of the point (None near the midline)
-    site_id: str  # the site proposed for the reader to confirm (nearest on the fitted schematic)
+    site_id: str | None  # the site proposed for the reader to confirm (None: the volume is not a whole body)
 
 
 def click_placement(volume: Volume, taxonomy: Taxonomy, centre) -> ClickPlacement:
-    """The volume, voxel, side and proposed site of a lesion placed at ``centre`` (LPS mm) on ``volume``."""
+    """The volume, voxel, side and proposed site of a lesion placed at ``centre`` (LPS mm) on ``volume``.
+
+    A site is proposed only on a volume that shows the whole body (:func:`shows_whole_body`): the
+    schematic is fitted to the vertex and the soles, which a station or a knee series does not hold.
+    """
     point = np.asarray(centre, dtype=float)
     voxel = tuple(float(v) for v in volume.lps_to_index(point))
-    site, _ = propose_site(volume, taxonomy, point)
+    site = propose_site(volume, taxonomy, point)[0] if shows_whole_body(volume) else None
     return ClickPlacement(volume.volume_id, voxel, taxonomy.propose_side(float(point[0])), site)  # type: ignore[arg-type]
