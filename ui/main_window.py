@@ -224,6 +224,10 @@ class ViewPanel(QWidget):
             self.preset.blockSignals(False)
 
 
+#: Said when a lesion or ROI is placed on the prior study shown beside the case (no UID: reader mode shows it).
+ON_PRIOR = "{what} goes on the study being read, not on the prior study beside it: nothing was added"
+
+
 def default_reader() -> str:
     """The reader id when none is given: the login name."""
     import getpass
@@ -1362,6 +1366,11 @@ class MainWindow(QMainWindow):
     def _roi_drawn(self, name: str, kind: str, points) -> None:
         """Keep a drawn ROI with the read (one undo step) and select it; or set the lesion's polygon extent."""
         view = self.session.views[name]
+        if view.frame != StudyFrame.CURRENT:
+            self.extent_action.setChecked(False)
+            self.roi_actions[kind].setChecked(False)
+            self.statusBar().showMessage(ON_PRIOR.format(what="An extent" if self._extent_lesion else "An ROI"), 10000)
+            return
         if self._extent_lesion is not None:
             lesion_id = self._extent_lesion
             self.extent_action.setChecked(False)
@@ -1465,6 +1474,9 @@ class MainWindow(QMainWindow):
         view = self.session.views[name]
         if self.read_session is None or not view.ready:
             self.statusBar().showMessage("Open a study before marking lesions", 10000)
+            return
+        if view.frame != StudyFrame.CURRENT:
+            self.statusBar().showMessage(ON_PRIOR.format(what="A lesion"), 10000)
             return
         placed = click_placement(view.volume, self.read_session.taxonomy, centre)
         try:

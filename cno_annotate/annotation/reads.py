@@ -571,15 +571,6 @@ class ReadSession:
         if total is not None:  # else submitted (or gone) in another program meanwhile
             self.read.active_seconds = total
 
-    def _require_series_of_study(self, series_uid: str, what: str) -> None:
-        """Refuse a series of another study (the prior shown beside the case): the read is of its own study.
-
-        The message names no UID (it is shown in reader mode).
-        """
-        study = self.store.study_of_series(series_uid)
-        if study is not None and study != self.read.study_uid:
-            raise CnoError(f"{what} goes on the study being read, not on the prior study beside it: nothing was added")
-
     # -- edits -----------------------------------------------------------------------------
     def add_lesion(self, position, series_uid: str, voxel, tracking_uid: str | None = None, **fields) -> str:
         """Place a lesion; returns its id (ids are never reused; the number is taken inside the write).
@@ -589,7 +580,6 @@ class ReadSession:
         lesion gets a new tracking UID.
         """
         self._require_draft()
-        self._require_series_of_study(series_uid, "a lesion")
         stamp = now()
         unknown = set(fields) - EDITABLE
         if unknown:
@@ -707,7 +697,6 @@ class ReadSession:
     def add_roi(self, kind: str, plane: str, points_mm, series_uid: str) -> str:
         """Draw a measurement ROI (points in LPS mm); returns its id (R1, R2, ... never reused in a session)."""
         self._require_draft()
-        self._require_series_of_study(series_uid, "an ROI")
         taken = [_lesion_number(r.roi_id) for r in self.read.rois]
         taken += [_lesion_number(k) for c in self._undo + self._redo for k in {**c.rois_before, **c.rois_after}]
         roi = make_roi(roi_id=f"R{1 + max(taken, default=0)}", kind=kind, plane=plane, points_mm=points_mm,

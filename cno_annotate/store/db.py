@@ -943,12 +943,6 @@ class Store:
         """The UIDs of the studies this login may see (readers on a server: those of their worklist)."""
         return {r[0] for r in self.db.execute("SELECT study_uid FROM studies")}
 
-    def study_of_series(self, series_id: str) -> str | None:
-        """The study of a volume id or DICOM series UID (what a lesion or ROI names as its series), or None."""
-        row = self.db.execute("SELECT study_uid FROM volumes WHERE volume_id = ? OR series_uid = ? LIMIT 1",
-                              (series_id, series_id)).fetchone()
-        return None if row is None else row[0]
-
     def series_of_studies(self) -> dict[str, set[str]]:
         """Study UID -> the ids a lesion may name as its series: volume ids and their DICOM series UIDs."""
         out: dict[str, set[str]] = {}
