@@ -324,3 +324,26 @@ def test_no_site_is_proposed_on_a_series_that_does_not_show_the_whole_body(open_
     assert picker.search.text() == "" and not picker.results.isVisible()
     assert "whole body" in window.statusBar().currentMessage()
     window.loader.wait(5000)
+
+
+def test_a_click_just_beside_a_thin_bone_of_the_schematic_goes_to_that_bone(open_viewer, qtbot):
+    """Trial at 1280 x 800: the humerus is drawn about 5 px wide; a click 2 px beside it did nothing at all."""
+    import numpy as np
+
+    from cno_annotate.display.checklist import unit_target
+
+    window = open_viewer(reader="dr-trial", size=(1280, 800))
+    checklist, state = window.checklist, window.session.views["left"]
+    inside = checklist.unit_point("humerus.proximal:L")
+    beside = QPointF(inside)
+    while checklist.drawn_at(beside) == "humerus.proximal:L":
+        beside += QPointF(1, 0)
+    beside += QPointF(2, 0)  # 2 px outside the outline, towards the open side of the arm
+    assert checklist.drawn_at(beside) is None
+    start = state.point.copy()
+    qtbot.mouseClick(checklist, Qt.LeftButton, pos=beside.toPoint())
+    expected = unit_target(state.volume, window.read_session.taxonomy, "humerus.proximal:L", start)
+    np.testing.assert_allclose(state.point, expected, atol=1e-6)
+    far = QPointF(checklist.width() - 3, inside.y())  # far from every bone: still nothing
+    assert checklist.unit_at(far) is None
+    window.loader.wait(5000)

@@ -54,6 +54,10 @@ def _path(shape) -> QPainterPath:
     return path
 
 
+#: A click this many pixels beside a unit's outline still takes the unit.
+NEAR_PX = 4.0
+
+
 class SkeletonChecklist(QWidget):
     """Every bone unit on a front-view skeleton, filled by state, with a legend below.
 
@@ -111,14 +115,34 @@ class SkeletonChecklist(QWidget):
         left = MARGIN + (width - scale * (x1 - x0)) / 2
         return QTransform(scale, 0, 0, -scale, left - scale * x0, MARGIN + scale * z1)
 
-    def unit_at(self, pos: QPointF) -> str | None:
-        """The unit drawn at a widget position (the topmost shape), or None."""
-        inverse, _ = self.transform().inverted()
-        point = inverse.map(QPointF(pos))
+    def drawn_at(self, pos: QPointF) -> str | None:
+        """The unit whose shape is drawn at a widget position (the topmost), or None."""
+        point = self.transform().inverted()[0].map(QPointF(pos))
         for unit_shape, path in zip(reversed(self.shapes), reversed(self._paths)):
             if path.contains(point):
                 return unit_shape.unit_id
         return None
+
+    def unit_at(self, pos: QPointF) -> str | None:
+        """The unit drawn at a widget position (the topmost shape), else the one within :data:`NEAR_PX` of it.
+
+        Long bones are a few pixels wide at 1280 x 800: a click just beside one still takes it (of
+        several within reach, the one whose outline passes nearest).
+        """
+        drawn = self.drawn_at(pos)
+        if drawn is not None:
+            return drawn
+        transform = self.transform()
+        point = transform.inverted()[0].map(QPointF(pos))
+        reach = NEAR_PX / max(transform.m11(), 1e-6)  # widget pixels -> schematic mm
+        near = []
+        for unit_shape, path in zip(self.shapes, self._paths):
+            for step in range(1, 5):  # growing squares: the first that touches the outline gives the distance
+                size = reach * step / 4
+                if path.intersects(QRectF(point.x() - size, point.y() - size, 2 * size, 2 * size)):
+                    near.append((step, unit_shape.unit_id))
+                    break
+        return min(near)[1] if near else None
 
     def unit_point(self, unit_id: str) -> QPointF:
         """A widget position where a click lands on the unit (near the middle of one of its shapes).
