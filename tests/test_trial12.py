@@ -347,3 +347,26 @@ def test_a_click_just_beside_a_thin_bone_of_the_schematic_goes_to_that_bone(open
     far = QPointF(checklist.width() - 3, inside.y())  # far from every bone: still nothing
     assert checklist.unit_at(far) is None
     window.loader.wait(5000)
+
+
+def test_the_two_rows_of_the_2x2_layout_keep_their_columns_lined_up(qtbot, tmp_path, two_visits):
+    """Trial at 2x with the prior beside: the upper row split at 395/640 px, the lower at 470/700: columns askew.
+
+    Both rows split at the same place when 2x2 opens, and a splitter moved in one row moves the other.
+    """
+    window = _followup_window(qtbot, tmp_path, two_visits)
+    with qtbot.waitSignal(window.all_loaded, timeout=20000):
+        _key(qtbot, Qt.Key_P, Qt.ControlModifier)
+    _key(qtbot, Qt.Key_4, Qt.ControlModifier)
+    qtbot.wait(50)
+    rows = window.centralWidget()
+    upper, lower = rows.widget(0), rows.widget(1)
+
+    def columns(row):
+        return [row.widget(n).geometry().width() for n in range(row.count())]
+
+    assert abs(columns(upper)[0] - columns(lower)[0]) <= 1, (columns(upper), columns(lower))
+    sizes = upper.sizes()
+    upper.moveSplitter(sizes[0] - 60, 1)
+    qtbot.wait(20)
+    assert abs(columns(upper)[0] - columns(lower)[0]) <= 1, (columns(upper), columns(lower))

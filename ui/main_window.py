@@ -293,6 +293,7 @@ class MainWindow(QMainWindow):
             for name in names:
                 row.addWidget(self.panels[name])
             rows.addWidget(row)
+            row.splitterMoved.connect(lambda _pos, _index, moved=row: self._align_rows(moved))
         self.setCentralWidget(rows)
         self._build_studies_dock()
         self._build_lesions_dock()
@@ -1615,6 +1616,18 @@ class MainWindow(QMainWindow):
         for n in range(self.centralWidget().count()):
             row = self.centralWidget().widget(n)
             row.setVisible(any(name in shown for name in VIEW_NAMES[2 * n: 2 * n + 2]))
+        if len(shown) == 4:
+            QTimer.singleShot(0, lambda: self._align_rows(self.centralWidget().widget(0)))  # once laid out
+
+    def _align_rows(self, moved: QSplitter) -> None:
+        """Split the other row of views where ``moved`` is split, so the 2x2 columns line up."""
+        rows = self.centralWidget()
+        for n in range(rows.count()):
+            row = rows.widget(n)
+            if row is not moved and row.isVisible() and moved.isVisible() and row.sizes() != moved.sizes():
+                row.blockSignals(True)
+                row.setSizes(moved.sizes())
+                row.blockSignals(False)
 
     def _fill_lower_views(self) -> None:
         """2x2: each lower view shows the series above it in its own plane (sagittal), once.
