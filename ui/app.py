@@ -118,7 +118,10 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
     if screenshot is None:
         _fit_to_screen(window)  # a screenshot keeps the size asked for
     timing.mark("study-selected")
-    window.show()
+    if screenshot is None:
+        window.showMaximized()  # a reading tool takes the whole screen (the reader may restore it smaller)
+    else:
+        window.show()
     timing.mark("shown")
     if screenshot is None:
         _fit_to_screen(window)  # again: some platforms know the window manager's frame at once
