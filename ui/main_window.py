@@ -283,6 +283,7 @@ class MainWindow(QMainWindow):
         self.layout_name = "1x2"
         self._layout_before_1x1 = "1x2"
         self._study_uid: str | None = None
+        self._studies_counted = True  # the study list shows its missing-file warnings (see refresh_studies)
         self._read_due: str | None = None  # a study opened whose read is not open yet
         self._choosing = False  # the study list's selection is changing (_study_chosen)
         self._loaded_due = False  # every view has loaded; all_loaded follows the read's opening
@@ -322,7 +323,7 @@ class MainWindow(QMainWindow):
         self.resize(1400, 900)
         self._show_layout()
         self._update_undo_actions()  # off until a read is open
-        self.refresh_studies()
+        self.refresh_studies(count_missing=False)  # the missing-file warnings once the first image is shown
         # a server store tells the worklist when reads change (README: live progress); SQLite does not
         self.live = None
         if reading_study:
@@ -555,6 +556,8 @@ class MainWindow(QMainWindow):
         self.statusBar().hideOrShow()
         if self._read_due is None and not self._pending:  # no first image to wait for
             self._watch_keys()
+            if not self._studies_counted:
+                self.refresh_studies()
 
     def _watch_keys(self) -> None:
         """Install the application-wide filter that routes keys to the image (:meth:`eventFilter`), once.
@@ -797,14 +800,20 @@ class MainWindow(QMainWindow):
         return path
 
     # -- studies -------------------------------------------------------------------
-    def refresh_studies(self) -> None:
-        """Fill the study list from the store (reader mode: the worklist of reading codes)."""
+    def refresh_studies(self, count_missing: bool = True) -> None:
+        """Fill the study list from the store (reader mode: the worklist of reading codes); the study open stays
+        selected.
+
+        ``count_missing=False``: without the missing-file warnings (they stat every file of every study: a
+        start fills the list without them and again once the first image is shown).
+        """
         if self.reading_study:
             self._refresh_worklist()
             return
+        self._studies_counted = count_missing
         self.study_list.blockSignals(True)
         self.study_list.clear()
-        for study in self.store.studies():
+        for study in self.store.studies(count_missing=count_missing):
             text = "  ".join(x for x in (study.study_date, study.patient_id, study.description) if x)
             tip = counted(study.volumes, "volume")
             text = text or study.study_uid
@@ -818,6 +827,8 @@ class MainWindow(QMainWindow):
             item.setData(Qt.UserRole, study.study_uid)
             item.setToolTip(f"{text}\n{tip}")
             self.study_list.addItem(item)
+            if study.study_uid == self._study_uid:
+                self.study_list.setCurrentItem(item)
         self.study_list.blockSignals(False)
         if self.study_list.count() == 0:
             self.statusBar().showMessage("No studies in the store: import some with 'cno-annotate import PATH'")
@@ -1042,6 +1053,8 @@ class MainWindow(QMainWindow):
         """
         if self._read_due is not None and not self._closed:
             self.open_read(self._read_due)
+        if not self._studies_counted and not self._closed:
+            self.refresh_studies()
         self._watch_keys()
         if self._loaded_due:
             self._loaded_due = False
