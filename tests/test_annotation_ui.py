@@ -10,6 +10,9 @@ pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 from PySide6.QtCore import QEvent, Qt  # noqa: E402
 from PySide6.QtGui import QMouseEvent  # noqa: E402
 
+from tests.gui_keys import focused as _focused  # noqa: E402
+from tests.gui_keys import key as _key  # noqa: E402
+
 pytestmark = pytest.mark.gui
 
 
@@ -229,20 +232,10 @@ def test_a_comment_being_typed_is_never_lost(window, qtbot):
 
 
 # -- issue 12: the keyboard path and marking gestures, driven from where the focus lands ---------------------
-def _focused():
-    from PySide6.QtWidgets import QApplication
-
-    return QApplication.focusWidget()
-
-
 def _type(qtbot, text):
     """Type into whatever has the keyboard, as a reader would."""
     for char in text:
         qtbot.keyClicks(_focused(), char)
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
 
 
 def test_m_typed_in_a_selector_or_text_box_does_not_toggle_mark_mode(window, qtbot):

@@ -16,15 +16,10 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QMouseEvent  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from tests.gui_keys import focused as _focused  # noqa: E402
+from tests.gui_keys import key as _key  # noqa: E402
+
 pytestmark = pytest.mark.gui
-
-
-def _focused():
-    return QApplication.focusWidget()
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
 
 
 def _place_lesion_by_keyboard(window, qtbot, row: float, col: float, site: str, side: str) -> str:

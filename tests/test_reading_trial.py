@@ -17,15 +17,10 @@ from PySide6.QtCore import QPoint, Qt, QTimer  # noqa: E402
 from PySide6.QtGui import QColor  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from tests.gui_keys import focused as _focused  # noqa: E402
+from tests.gui_keys import key as _key  # noqa: E402
+
 pytestmark = pytest.mark.gui
-
-
-def _focused():
-    return QApplication.focusWidget()
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
 
 
 def _crosshair_column_drawn(view, tmp_path, name: str) -> bool:

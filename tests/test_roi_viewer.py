@@ -10,6 +10,9 @@ pytest.importorskip("PySide6", reason="the viewer needs the ui extra")
 from PySide6.QtCore import QEvent, QPointF, Qt  # noqa: E402
 from PySide6.QtGui import QColor, QMouseEvent  # noqa: E402
 
+from tests.gui_keys import focused as _focused  # noqa: E402
+from tests.gui_keys import key as _key  # noqa: E402
+
 pytestmark = pytest.mark.gui
 
 
@@ -18,16 +21,6 @@ def window(open_viewer):
     w = open_viewer(reader=None, size=(1280, 800))
     yield w
     w.loader.wait(5000)
-
-
-def _focused():
-    from PySide6.QtWidgets import QApplication
-
-    return QApplication.focusWidget()
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
 
 
 def _drag(qtbot, view, start: QPointF, end: QPointF) -> None:

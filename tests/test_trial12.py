@@ -14,19 +14,10 @@ from PySide6.QtGui import QMouseEvent  # noqa: E402
 from cno_annotate.importer import import_paths  # noqa: E402
 from cno_annotate.store import Store  # noqa: E402
 from tests.followup_data import visits  # noqa: E402
+from tests.gui_keys import key as _key  # noqa: E402
 
 pytestmark = pytest.mark.gui
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-
-
-def _focused():
-    from PySide6.QtWidgets import QApplication
-
-    return QApplication.focusWidget()
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
 
 
 def _drag(qtbot, view, start: QPointF, end: QPointF) -> None:

@@ -23,6 +23,8 @@ from cno_annotate.display.windowing import Window  # noqa: E402
 from cno_annotate.importer import import_paths  # noqa: E402
 from cno_annotate.store import Store  # noqa: E402
 from tests.conftest import REPO, SAMPLE  # noqa: E402
+from tests.gui_keys import focused as _focused  # noqa: E402
+from tests.gui_keys import key as _key  # noqa: E402
 from tests.test_display import coronal_volume  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -264,16 +266,6 @@ def test_screenshot_command_writes_a_png_offscreen(tmp_path):
 
 
 # -- issue 12: the reading workstation, driven from where the focus lands at open --------------------------------
-def _focused():
-    from PySide6.QtWidgets import QApplication
-
-    return QApplication.focusWidget()
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    qtbot.keyClick(_focused(), key, modifiers)
-
-
 def _post_wheel(widget, delta, modifiers=Qt.NoModifier):
     from PySide6.QtWidgets import QApplication
 

@@ -13,6 +13,8 @@ pytest.importorskip("PySide6", reason="the workstation needs the ui extra")
 from PySide6.QtCore import QPointF, QRectF, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
+from tests.gui_keys import key as _key  # noqa: E402
+
 pytestmark = pytest.mark.gui
 
 
@@ -21,11 +23,6 @@ def window(open_viewer):
     w = open_viewer(reader="dr-t", size=(1280, 800))
     yield w
     w.loader.wait(5000)
-
-
-def _key(qtbot, key, modifiers=Qt.NoModifier):
-    """A key pressed wherever the keyboard focus is."""
-    qtbot.keyClick(QApplication.focusWidget(), key, modifiers)
 
 
 def test_labels_of_lesions_off_the_view_sit_at_the_nearest_edge_apart_and_a_click_brings_the_lesion_in(
