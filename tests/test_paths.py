@@ -388,6 +388,7 @@ def test_the_viewer_lists_a_study_with_missing_files(small_study, tmp_path, qtbo
     (tmp_path / "before").rename(tmp_path / "after")
     window = MainWindow(tmp_path / "s")
     qtbot.addWidget(window)
+    window.show()  # the list counts missing files once shown (after the first image when a study opens)
     item = window.study_list.item(0)
     assert item.text().startswith(f"{n_files} files missing") and "relocate" in item.toolTip()
 
