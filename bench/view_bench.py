@@ -247,11 +247,12 @@ def _first_paint(command: list[str], env: dict[str, str], cwd: Path) -> tuple:
     start = time.time()
     result = subprocess.run(command, capture_output=True, text=True, env=env, check=True, cwd=cwd)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    painted = [line.split() for line in result.stdout.splitlines() if line.startswith("first-image-painted left")]
+    lines = (result.stderr + result.stdout).splitlines()  # stderr now; stdout in older versions (--before)
+    painted = [line.split() for line in lines if line.startswith("first-image-painted left")]
     at_paint = float(painted[0][4]) if len(painted[0]) > 4 else None
     thread_at_paint = float(painted[0][6]) if len(painted[0]) > 6 else None
     phases: dict[str, float] = {}  # when each step of the start ended (s from the start; CNO_ANNOTATE_TIMING)
-    for words in (line.split() for line in result.stdout.splitlines() if line.startswith("start-phase ")):
+    for words in (line.split() for line in lines if line.startswith("start-phase ")):
         phases.setdefault(words[1], float(words[2]) - start)  # a step seen twice (the right view's): the first
     return (float(painted[0][2]) - start, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
             at_paint, thread_at_paint, phases)

@@ -1,7 +1,8 @@
 """Start-up timeline for benchmarks: ``CNO_ANNOTATE_TIMING=1`` prints when each step of a start ends.
 
-Each line is ``start-phase <name> <wall clock s> thread <CPU s of the calling thread> cpu <of the process>``;
-``bench/view_bench.py`` reads them. Without the variable nothing is printed and nothing is imported.
+Each line (on stderr) is ``start-phase <name> <wall clock s> thread <CPU s of the calling thread> cpu <of the process>``;
+``bench/view_bench.py`` reads them. They go to stderr, so what a command prints (``--json``) stays whole.
+Without the variable nothing is printed and nothing is imported.
 """
 
 from __future__ import annotations
@@ -18,4 +19,4 @@ def mark(name: str) -> None:
     """Print that the step ``name`` of a start has ended (only with ``CNO_ANNOTATE_TIMING``)."""
     if ENABLED:
         print(f"start-phase {name} {time.time():.6f} thread {time.thread_time():.3f} cpu {time.process_time():.3f} "
-              f"in {threading.current_thread().name}", file=sys.stdout, flush=True)
+              f"in {threading.current_thread().name}", file=sys.stderr, flush=True)

@@ -87,3 +87,14 @@ def test_the_core_modules_of_the_window_are_imported_before_qt():
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", "add these to cno_annotate_ui.app.CORE_BEFORE_QT"
+
+
+def test_start_timing_goes_to_stderr_so_a_commands_json_stays_json(sample_store):
+    """``CNO_ANNOTATE_TIMING=1`` (README) must not mix its ``start-phase`` lines into what a command prints."""
+    env = {**os.environ, "CNO_ANNOTATE_TIMING": "1"}
+    result = subprocess.run([sys.executable, "-m", "cno_annotate", "studies", "--json", "--store", str(sample_store.root)],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    studies = json.loads(result.stdout)  # the whole of stdout is the JSON document
+    assert [s["study_uid"] for s in studies] == [s.study_uid for s in sample_store.studies()]
+    assert "start-phase parser" in result.stderr  # the timeline is still printed, beside it

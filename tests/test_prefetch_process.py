@@ -179,7 +179,7 @@ def test_the_viewer_forks_its_composing_child_with_no_other_thread(cold, tmp_pat
                              str(tmp_path / "shot.png")], capture_output=True, text=True, env=env, timeout=120,
                             cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    previews = [line for line in result.stdout.splitlines() if line.startswith("start-phase prefetch-preview")]
-    assert previews and all("(process " in line for line in previews), result.stdout
+    previews = [line for line in result.stderr.splitlines() if line.startswith("start-phase prefetch-preview")]
+    assert previews and all("(process " in line for line in previews), result.stderr
     assert row.volume_id in previews[0]
     assert (tmp_path / "shot.png").stat().st_size > 0

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 
@@ -268,7 +269,7 @@ class SliceView(QWidget):
             self._painted_once = True
             if os.environ.get("CNO_ANNOTATE_TIMING"):
                 print(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f} "
-                      f"thread {time.thread_time():.3f}", flush=True)  # the process's CPU, the window thread's
+                      f"thread {time.thread_time():.3f}", file=sys.stderr, flush=True)  # the process's CPU, the window thread's
             self.first_image_painted.emit()
         if self._volume_unpainted:
             self._volume_unpainted = False
