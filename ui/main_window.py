@@ -1785,6 +1785,7 @@ class MainWindow(QMainWindow):
         for panel in self.panels.values():
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
+        self.hide()  # off the screen at once: a composition still running can take seconds to end
         self.loader.wait(5000)
         self.comparison.wait(5000)
         if self.live is not None:
