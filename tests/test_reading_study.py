@@ -396,6 +396,19 @@ def test_no_identifier_in_reader_exports_and_logs(blinded_store, tmp_path):
     assert [ident for ident in _identifiers() if ident.lower() in text] == []
 
 
+def test_reader_mode_refuses_a_named_study_rather_than_opening_another_case(blinded_store, cli, tmp_path):
+    """``view CNO-0002 --reader dr-a --reading-study blind`` opened the first case of the worklist, saying nothing
+    (found in a new-user trial): reader mode opens the worklist, so a study or ``--sample`` is refused in one line."""
+    pytest.importorskip("PySide6")
+    shot = tmp_path / "r.png"
+    for named in (["CNO-0002"], ["--sample"]):
+        code, out, err = cli("view", "--store", blinded_store, "--reader", "dr-a", "--reading-study", "blind",
+                             *named, "--screenshot", shot)
+        assert code == 1, (out, err)
+        assert "choose the case in the worklist" in err and len(err.strip().splitlines()) == 1, err
+        assert not shot.exists()
+
+
 @pytest.mark.gui
 def test_reader_mode_worklist_next_case_and_submit(qtbot, tmp_path, studies_dir):
     from cno_annotate_ui.main_window import MainWindow

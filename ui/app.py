@@ -45,6 +45,9 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
         if reading_study:
             if not reader:
                 raise CnoError("reader mode needs --reader ID with --reading-study")
+            if study or sample:
+                raise CnoError(f"reader mode opens your worklist of {reading_study}: it takes no study or "
+                               f"--sample; choose the case in the worklist")
             from cno_annotate import reading_study as rs
 
             rs.role_of(store, reading_study, reader)
