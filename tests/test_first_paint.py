@@ -97,3 +97,29 @@ def test_first_paint_shows_the_first_station_then_the_composed_volume(qtbot, col
     assert same_rows[filled].mean() > 0.7  # the first paint's rows were already the final voxels
     assert state.missing is not None  # missing slices are found on the finished volume
     window.loader.wait(5000)
+
+
+def test_a_preset_chosen_on_the_first_station_stays_that_preset_on_the_composed_volume(
+        qtbot, cold_store, held_after_first_station):
+    """New-user trial: key 2 ("STIR: oedema") pressed while the first station showed; when composition ended
+    the selector said "Custom" and the window kept the first station's numbers, as if the reader had dragged it.
+    A preset chosen meanwhile is that preset of the composed volume (a window the reader dragged stays as is)."""
+    from cno_annotate_ui.main_window import MainWindow
+    from PySide6.QtCore import Qt
+    from PySide6.QtTest import QTest
+
+    window = MainWindow(cold_store)
+    window.resize(1200, 800)
+    qtbot.addWidget(window)
+    window.show()
+    state, v, panel = window.session.views["left"], window.panels["left"].view, window.panels["left"]
+    window.select_study(window.store.studies()[0].study_uid)
+    qtbot.waitUntil(lambda: state.previewing, timeout=30000)
+    chosen = list(state.presets)[1]
+    QTest.keyClick(v, Qt.Key_2)
+    assert panel.preset.currentText() == chosen and state.preset_name == chosen
+    held_after_first_station.set()
+    qtbot.waitUntil(lambda: not state.previewing and not window._pending, timeout=60000)
+    assert panel.preset.currentText() == chosen
+    assert state.window == state.presets[chosen]  # the composed volume's own values of that preset
+    window.loader.wait(5000)

@@ -244,19 +244,20 @@ class ViewerSession:
         A volume with ``load.preview`` is a composed volume being built (its first
         station): it is shown at once, without missing-slice marks. The finished volume
         that follows keeps the point, zoom and centre the reader may have changed
-        meanwhile, and the window unless the reader chose another one.
+        meanwhile; a preset chosen meanwhile stays that preset (the finished volume's values of
+        it) and a window of the reader's own (a right drag) stays as it is.
 
         ``facts`` are the volume's presets and missing slices when the loader has them
         already (:mod:`cno_annotate.display.facts`); without them the volume is scanned here.
         """
         view = self.views[name]
         refining = view.volume is not None and view.previewing and view.volume.volume_id == volume.volume_id
-        auto_window = view.window == view.presets.get(AUTO[0])
+        chosen = view.preset_name if refining else AUTO[0]  # None: the reader's own window
         facts = facts if facts is not None else volume_facts(volume)
         view.volume, view.label = volume, label or volume.volume_id
         view.presets = dict(facts.presets)
-        if not refining or auto_window:
-            view.window = view.presets[AUTO[0]]
+        if chosen is not None or view.window is None:
+            view.window = view.presets.get(chosen or AUTO[0], view.presets[AUTO[0]])
         view.status, view.message = "ready", ""
         view.plane = _plane_showing(volume, view.plane)
         view.mapping = plane_mapping(volume.affine, volume.shape, view.plane)
