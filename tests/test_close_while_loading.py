@@ -27,3 +27,19 @@ def test_the_window_is_off_the_screen_while_it_waits_for_its_loads(open_viewer, 
     window.close()
     assert shown_while_waiting == [False, False]  # hidden first, then the loads are waited for
     assert not window.isVisible()
+
+
+def test_closing_does_not_wait_for_a_composition_still_running(open_viewer, qtbot):
+    """The process need not wait for a composition when the window closes (it lingered 2.7-3.4 s after the
+    window was gone: the loader's thread waited for the prefetch). A load that never ends stands in for it."""
+    from cno_annotate.display.prefetch import Prefetch
+
+    window = open_viewer()
+    window.loader.wait(60000)
+    endless = Prefetch(window.store_root, "a-volume-being-composed")
+    endless._by_child = True  # as if a child process composed it: it reports nothing, ever
+    window.loader.adopt(endless)
+    window.loader.load("left", "a-volume-being-composed")
+    qtbot.waitUntil(lambda: endless in window.loader._running)
+    window.close()
+    assert window.loader.wait(0)  # the pool's thread is free: nothing keeps the process from ending

@@ -27,11 +27,12 @@ class _LoadJob(QRunnable):
     """Load one volume in the pool's thread, or pass on what a prefetch started earlier reports."""
 
     def __init__(self, store_root: Path, volume_id: str, view: str, request: int, signals: _Signals,
-                 prefetch: Prefetch | None = None):
+                 prefetch: Prefetch | None = None, running: set[Prefetch] | None = None):
         super().__init__()
         self.store_root, self.volume_id, self.view, self.request = store_root, volume_id, view, request
         self.signals = signals
         self.prefetch = prefetch
+        self.running = running if running is not None else set()  # the loader's loads under way
 
     def run(self) -> None:
         last = [-1.0]
@@ -47,12 +48,13 @@ class _LoadJob(QRunnable):
             else:
                 getattr(signals, kind).emit(view, request, *payload)
 
-        prefetch = self.prefetch or Prefetch(self.store_root, self.volume_id)
-        prefetch.attach(sink)
-        if self.prefetch is None:
-            prefetch.run()
-        else:
+        prefetch = self.prefetch or Prefetch.start(self.store_root, self.volume_id)  # (in a thread: abandonable)
+        self.running.add(prefetch)
+        try:
+            prefetch.attach(sink)
             prefetch.join()  # the loader is done when the prefetch is (tests and screenshots wait for it)
+        finally:
+            self.running.discard(prefetch)
 
 
 class VolumeLoader(QObject):
@@ -74,6 +76,7 @@ class VolumeLoader(QObject):
         self._latest: dict[str, int] = {}
         self._counter = 0
         self._prefetched: dict[str, Prefetch] = {}  # adopted, not yet asked for, by volume id
+        self._running: set[Prefetch] = set()  # the loads under way (in the pool's thread)
         self._signals.progress.connect(self._relay_progress)
         self._signals.loaded.connect(self._relay_loaded)
         self._signals.preview.connect(self._relay_preview)
@@ -106,7 +109,8 @@ class VolumeLoader(QObject):
         self._counter += 1
         self._latest[view] = self._counter
         prefetch = self._take(volume_id)
-        self.pool.start(_LoadJob(self.store_root, volume_id, view, self._counter, self._signals, prefetch))
+        self.pool.start(_LoadJob(self.store_root, volume_id, view, self._counter, self._signals, prefetch,
+                                 self._running))
 
     def _take(self, volume_id: str) -> Prefetch | None:
         """The adopted prefetch of ``volume_id``, no longer adopted; none of them if none is of it."""
@@ -114,6 +118,15 @@ class VolumeLoader(QObject):
         if prefetch is None:
             self._prefetched = {}
         return prefetch
+
+    def abandon(self) -> None:
+        """Stop waiting for every load (the window is closing): the pool's thread is free at once.
+
+        A child process composing a volume ends with the viewer; a loading thread with the interpreter.
+        """
+        for prefetch in [*self._prefetched.values(), *list(self._running)]:
+            prefetch.abandon()
+        self._prefetched = {}
 
     def wait(self, msecs: int = -1) -> bool:
         """Wait for queued loads (tests and screenshots)."""

@@ -1786,6 +1786,7 @@ class MainWindow(QMainWindow):
             panel.view.cancel_pending_click()  # nothing is placed after the read is closed
         self.lesion_panel.flush()  # a comment still being typed is saved
         self.hide()  # off the screen at once: a composition still running can take seconds to end
+        self.loader.abandon()  # and the process need not wait for it
         self.loader.wait(5000)
         self.comparison.wait(5000)
         if self.live is not None:

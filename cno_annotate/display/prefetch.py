@@ -26,6 +26,7 @@ import pickle
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -65,6 +66,7 @@ class Prefetch:
         self._sink: Sink | None = None
         self._ended = threading.Event()  # "loaded" or "failed" reported
         self._by_child = False
+        self._abandoned = False
         self._thread = threading.Thread(target=self._run, name=f"prefetch {volume_id}", daemon=True)
 
     @classmethod
@@ -118,16 +120,33 @@ class Prefetch:
         return None
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait for loading to end (at once for a prefetch that was not started)."""
-        if self._by_child:
-            self._ended.wait(timeout)  # the child may go on with the next volume
-        elif self._thread.is_alive():
-            self._thread.join(timeout)
+        """Wait for loading to end, or for :meth:`abandon` (at once for a prefetch that was not started)."""
+        if self._by_child or self._abandoned:
+            self._ended.wait(timeout)  # a child may go on with the next volume
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._thread.is_alive() and not self._ended.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            self._ended.wait(0.1 if left is None else min(left, 0.1))  # abandon() wakes it too
+
+    def abandon(self) -> None:
+        """Stop waiting for this load (the viewer is closing): :meth:`join` returns, nothing more is reported.
+
+        A child composing it ends with the viewer's process; a thread loading it with the interpreter.
+        """
+        with self._lock:
+            self._abandoned = True
+            self._events = []
+        self._ended.set()
 
     def _report(self, *event) -> None:
         if event[0] != "progress":
             timing.mark(f"prefetch-{event[0]}")
         with self._lock:
+            if self._abandoned:
+                return
             sink = self._sink
             if sink is None:
                 self._events.append(event)
