@@ -120,12 +120,13 @@ class VolumeLoader(QObject):
         return prefetch
 
     def abandon(self) -> None:
-        """Stop waiting for every load (the window is closing): the pool's thread is free at once.
-
-        A child process composing a volume ends with the viewer; a loading thread with the interpreter.
+        """Stop waiting for the loads a child process composes (the window is closing): it ends with the viewer,
+        removing the cache file it was writing. A load in a thread is waited for (:meth:`wait`): stopped by
+        the interpreter's exit it would leave a half-written cache file.
         """
         for prefetch in [*self._prefetched.values(), *list(self._running)]:
-            prefetch.abandon()
+            if prefetch.in_child:
+                prefetch.abandon()
         self._prefetched = {}
 
     def wait(self, msecs: int = -1) -> bool:

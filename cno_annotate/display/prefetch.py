@@ -131,10 +131,16 @@ class Prefetch:
                 return
             self._ended.wait(0.1 if left is None else min(left, 0.1))  # abandon() wakes it too
 
+    @property
+    def in_child(self) -> bool:
+        """Whether a child process loads it (it ends, cleaning up, when this process ends)."""
+        return self._by_child
+
     def abandon(self) -> None:
         """Stop waiting for this load (the viewer is closing): :meth:`join` returns, nothing more is reported.
 
-        A child composing it ends with the viewer's process; a thread loading it with the interpreter.
+        Meant for a load :attr:`in_child`: the child ends with the viewer's process and removes what it was
+        writing. A thread would be stopped by the interpreter's exit in the middle of writing the cache.
         """
         with self._lock:
             self._abandoned = True
