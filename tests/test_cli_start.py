@@ -98,3 +98,13 @@ def test_start_timing_goes_to_stderr_so_a_commands_json_stays_json(sample_store)
     studies = json.loads(result.stdout)  # the whole of stdout is the JSON document
     assert [s["study_uid"] for s in studies] == [s.study_uid for s in sample_store.studies()]
     assert "start-phase parser" in result.stderr  # the timeline is still printed, beside it
+
+
+def test_a_screenshot_not_named_png_is_refused_before_the_viewer_starts(tmp_path, capsys):
+    """`view --screenshot shots/noext` said only "cannot write shots/noext", after the whole start (trial)."""
+    pytest.importorskip("cno_annotate_ui")
+    code = cli.main(["view", "--store", str(tmp_path / "store"), "--screenshot", str(tmp_path / "noext")])
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == f"cno-annotate: error: --screenshot writes a PNG image: name it FILE.png, not {tmp_path / 'noext'}"
+    assert not (tmp_path / "store").exists()  # refused before anything was opened or made

@@ -54,6 +54,8 @@ def run(args) -> int:
         if given:
             raise UsageError(f"a package opens in reader mode only, with its own study and reader: drop "
                            f"{', '.join(given)}")
+    if args.screenshot is not None and args.screenshot.suffix.lower() != ".png":
+        raise UsageError(f"--screenshot writes a PNG image: name it FILE.png, not {args.screenshot}")
     if args.pacs and not args.reading_study:
         raise UsageError("--pacs is for reader mode: give --reader ID --reading-study NAME too")
     return run_viewer(args.package or args.store, args.study, args.sample, args.screenshot, (width, height),
