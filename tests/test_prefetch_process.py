@@ -60,7 +60,7 @@ def _events(prefetch: Prefetch) -> list[tuple]:
 
 def test_a_cold_volume_is_composed_by_a_child_process_into_memory_the_viewer_shares(cold, forking):
     root, row, expected = cold
-    prefetch = Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape))
+    prefetch = Prefetch.start(root, row.volume_id, shape=tuple(row.shape))
     assert "process" in prefetch._thread.name  # a relay of a child, not the composing thread
     child = int(prefetch._thread.name.rsplit(" ", 1)[1].rstrip(")"))
     assert child != os.getpid()
@@ -95,7 +95,7 @@ def test_a_child_that_dies_is_a_one_line_failure(cold, forking, monkeypatch):
         os._exit(3)  # the forked child runs this (it was patched before the fork)
 
     monkeypatch.setattr(prefetch_module, "_compose_in_child", dies)
-    events = _events(Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape)))
+    events = _events(Prefetch.start(root, row.volume_id, shape=tuple(row.shape)))
     assert events == [("failed", "the process reading the images ended unexpectedly (exit status 3)")]
 
 
@@ -109,7 +109,7 @@ def test_an_unreadable_slice_is_reported_by_the_child_as_by_the_thread(cold, for
     os.unlink(first_file)  # one slice of the first station is gone: reported, the rest composed
     thread_events = _events(Prefetch.start(root, row.volume_id))
     shutil.rmtree(root / "cache", ignore_errors=True)
-    child_events = _events(Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape)))
+    child_events = _events(Prefetch.start(root, row.volume_id, shape=tuple(row.shape)))
     said = [e[0] for e in child_events if e[0] != "progress"]
     assert said == [e[0] for e in thread_events if e[0] != "progress"] == ["preview", "loaded"]
     assert child_events[-1][1].load.errors == thread_events[-1][1].load.errors != []  # the slice that is gone
@@ -133,7 +133,7 @@ def test_no_child_is_forked_while_another_thread_runs(cold):
     other = threading.Thread(target=gate.wait)
     other.start()
     try:  # with another thread running, the prefetch composes in a thread of its own
-        prefetch = Prefetch.start(root, row.volume_id, compose_shape=tuple(row.shape))
+        prefetch = Prefetch.start(root, row.volume_id, shape=tuple(row.shape))
     finally:
         gate.set()
         other.join()
@@ -183,3 +183,22 @@ def test_the_viewer_forks_its_composing_child_with_no_other_thread(cold, tmp_pat
     assert previews and all("(process " in line for line in previews), result.stderr
     assert row.volume_id in previews[0]
     assert (tmp_path / "shot.png").stat().st_size > 0
+
+
+def test_a_cached_volume_is_checked_by_the_child_and_mapped_by_the_viewer(cold, forking):
+    """A warm start: the child checks the files and reads the kept facts (40-70 ms that held the viewer's
+    interpreter lock in a thread); the viewer maps the cached file itself, without a copy."""
+    root, row, expected = cold
+    first = _events(Prefetch.start(root, row.volume_id, shape=tuple(row.shape)))  # composes and caches
+    assert first[-1][0] == "loaded" and not first[-1][1].load.cached
+    prefetch = Prefetch.start(root, row.volume_id, shape=tuple(row.shape))
+    assert "process" in prefetch._thread.name
+    events = _events(prefetch)
+    assert [e[0] for e in events if e[0] != "progress"] == ["loaded"]
+    volume, facts = events[-1][1], events[-1][2]
+    assert volume.load.cached and isinstance(volume.array, np.memmap)  # the cache file, mapped here
+    assert str(root / "cache") in str(volume.array.filename)
+    np.testing.assert_array_equal(volume.array, expected.array)
+    composed_facts = first[-1][2]  # the kept facts are those the composition found
+    assert facts.presets == composed_facts.presets
+    np.testing.assert_array_equal(facts.missing.lines, composed_facts.missing.lines)

@@ -8,11 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cno_annotate import timing
-from cno_annotate.cache import VolumeCache
 from cno_annotate.display.catalog import bundled_sample_dir, default_pair
 from cno_annotate.display.prefetch import Prefetch, can_fork
 from cno_annotate.errors import CnoError
-from cno_annotate.io.kinds import VolumeKind
 from cno_annotate.store import Store
 from cno_annotate.store.db import default_store_location
 from cno_annotate.store.postgres import is_url
@@ -62,13 +60,13 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
             study_uid = _study_to_open(store, study, sample)
         rows = {row.volume_id: row for row in (store.volumes(study_uid) if study_uid is not None else [])}
         pair = [volume_id for volume_id in default_pair(list(rows.values())) if volume_id is not None]
-        wanted = [(volume_id, _shape_to_compose(store, rows[volume_id])) for volume_id in pair]
+        wanted = [(volume_id, _shape(rows[volume_id])) for volume_id in pair]
     finally:
         store.close()
     # the left view's volume is read while Qt and the window start (most of a start is that)
     timing.mark("study-found")
-    if len(wanted) > 1 and not (wanted[1][1] is not None and can_fork()):
-        del wanted[1:]  # the right view's volume too only if a child composes it after the left's
+    if len(wanted) > 1 and not can_fork():
+        del wanted[1:]  # the right view's volume too only if a child loads it after the left's
     prefetches = Prefetch.start_several(store_dir, wanted)
     if screenshot is not None and not screenshot.parent.is_dir():
         raise CnoError(f"{screenshot.parent} is not a folder")
@@ -154,12 +152,8 @@ def _import_core_before_qt() -> None:
         importlib.import_module(name)
 
 
-def _shape_to_compose(store: Store, row: VolumeRow) -> tuple[int, int, int] | None:
-    """The shape of ``row`` if it is a composed volume that is not cached (its files will be composed), else None."""
-    if row.kind != VolumeKind.COMPOSED:
-        return None
-    if VolumeCache.of(store).path_for(row.volume_id, row.fingerprint).exists():
-        return None
+def _shape(row: VolumeRow) -> tuple[int, int, int]:
+    """A volume's shape as the store knows it (what a child process loads it into)."""
     k, j, i = (int(n) for n in row.shape)
     return (k, j, i)
 

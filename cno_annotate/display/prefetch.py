@@ -8,14 +8,14 @@ its files. :class:`Prefetch` does that in a thread of its own, started before
 Qt is imported; the viewer's loader takes it over (:meth:`Prefetch.attach`), or,
 when it has finished by the time the window asks for it, shows it at once.
 
-A volume that has to be composed from its files (a cold start) is composed in a
-child process instead, on Linux: forked before any thread or Qt exists, so it
-imports nothing again, and writing into memory it shares with the viewer, which
-maps the result without a copy. In a thread of the viewer's process the
-composition held the interpreter's lock for most of its 0.3-0.6 s of CPU, and the
-window's thread, importing Qt and building the window at the same time, waited
-for it: on two cores a cold start was 0.1-0.2 s slower than a warm one for that
-alone (bench/README.md, start-up).
+On Linux the volumes are loaded by a child process instead: forked before any
+thread or Qt exists, so it imports nothing again. A volume it composes (a cold
+start) is written into memory shared with the viewer; a cached one the viewer maps
+itself once the child has checked it. In a thread of the viewer's process the work
+held the interpreter's lock, and the window's thread, importing Qt and building
+the window at the same time, waited for it: the composition's 0.3-0.6 s of CPU made
+a cold start 0.1-0.2 s slower than a warm one, and a warm start's file checks and
+facts 40-70 ms (bench/README.md, start-up).
 """
 
 from __future__ import annotations
@@ -70,24 +70,23 @@ class Prefetch:
         self._thread = threading.Thread(target=self._run, name=f"prefetch {volume_id}", daemon=True)
 
     @classmethod
-    def start(cls, store_root: Path | str, volume_id: str,
-              compose_shape: tuple[int, int, int] | None = None) -> Prefetch:
+    def start(cls, store_root: Path | str, volume_id: str, shape: tuple[int, int, int] | None = None) -> Prefetch:
         """A prefetch of ``volume_id``, started in its thread.
 
-        With ``compose_shape`` (the shape of a composed volume that is not cached: it will be composed
-        from its files), where a process can be forked safely (Linux, no other thread yet), the volume
-        is composed in a child process that fills memory shared with this one; the thread only relays
-        what the child reports.
+        With ``shape`` (the volume's, as the store knows it), where a process can be forked safely
+        (Linux, no other thread yet), the volume is loaded by a child process: composed into memory
+        shared with this one, or, cached, mapped here once the child has checked it; the thread only
+        relays what the child reports.
         """
-        return cls.start_several(store_root, [(volume_id, compose_shape)])[0]
+        return cls.start_several(store_root, [(volume_id, shape)])[0]
 
     @classmethod
     def start_several(cls, store_root: Path | str,
                       volumes: Sequence[tuple[str, tuple[int, int, int] | None]]) -> list[Prefetch]:
-        """Prefetches of ``(volume_id, compose_shape)`` pairs, as :meth:`start` makes them, in order.
+        """Prefetches of ``(volume_id, shape)`` pairs, as :meth:`start` makes them, in order.
 
-        Those to be composed are composed by one child process, one after the other (the first one
-        shown first); the others are loaded in a thread each.
+        Those with a shape are loaded by one child process, one after the other (the first one shown
+        first); the others in a thread each.
         """
         prefetches = [cls(store_root, volume_id) for volume_id, _ in volumes]
         composed = [(prefetch, (int(shape[0]), int(shape[1]), int(shape[2])))
@@ -197,8 +196,14 @@ def _relay(pid: int, read_end: int, prefetches: list[Prefetch], shared: list[np.
                 break
             prefetch = prefetches[index]
             if event[0] in ("preview", "loaded"):
-                kind, affine, header, load, facts = event
-                volume = Volume(shared[index], affine, header=header)
+                kind, affine, header, load, facts, cached = event
+                try:
+                    voxels = shared[index] if cached is None else np.load(cached, mmap_mode="r")
+                except (OSError, ValueError) as exc:  # evicted or replaced since the child checked it
+                    prefetch._report("failed", f"the cached volume could not be opened ({exc}); open it again")
+                    continue
+                shared[index] = voxels  # (a cached volume's shared memory, never written, is let go)
+                volume = Volume(voxels, affine, header=header)
                 volume.load = load
                 prefetch._report(kind, volume, facts)
             else:
@@ -278,8 +283,8 @@ def _compose_in_child(store_root: Path | str, volume_ids: list[str], shared: lis
 
 
 def _sender(stream, index: int, shared: np.ndarray) -> Sink:
-    """A sink that sends a volume's reports down the pipe: volumes as their affine, header and load report
-    (their voxels are in ``shared``), progress in steps of 2 % (fewer wake-ups of the viewer)."""
+    """A sink that sends a volume's reports down the pipe: volumes as their affine, header and load report, their
+    voxels in ``shared`` or, cached, the file the viewer maps; progress in steps of 2 % (fewer wake-ups)."""
     sent = [-1.0]
 
     def send(kind: str, *payload) -> None:
@@ -290,9 +295,11 @@ def _sender(stream, index: int, shared: np.ndarray) -> Sink:
             sent[0] = done / max(total, 1)
         elif kind in ("preview", "loaded"):
             volume, facts = payload
-            if not np.shares_memory(volume.array, shared):
-                np.copyto(shared, volume.array)  # e.g. another viewer cached it meanwhile
-            payload = (volume.affine, volume.header, volume.load, facts)
+            array = volume.array
+            cached = array.filename if isinstance(array, np.memmap) and array.filename else None
+            if cached is None and not np.shares_memory(array, shared):
+                np.copyto(shared, array)  # a stack or NIfTI volume read here
+            payload = (volume.affine, volume.header, volume.load, facts, cached)
         pickle.dump((index, kind, *payload), stream, protocol=pickle.HIGHEST_PROTOCOL)
         stream.flush()
 
