@@ -18,5 +18,12 @@ ENABLED = bool(os.environ.get("CNO_ANNOTATE_TIMING"))
 def mark(name: str) -> None:
     """Print that the step ``name`` of a start has ended (only with ``CNO_ANNOTATE_TIMING``)."""
     if ENABLED:
-        print(f"start-phase {name} {time.time():.6f} thread {time.thread_time():.3f} cpu {time.process_time():.3f} "
-              f"in {threading.current_thread().name}", file=sys.stderr, flush=True)
+        line(f"start-phase {name} {time.time():.6f} thread {time.thread_time():.3f} cpu {time.process_time():.3f} "
+             f"in {threading.current_thread().name}")
+
+
+def line(text: str) -> None:
+    """Write one timing line to stderr in one write (print writes the text and its newline apart: two threads'
+    lines ran into each other)."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

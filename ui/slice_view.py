@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 
@@ -32,6 +31,7 @@ from PySide6.QtGui import (
 )
 from PySide6.QtWidgets import QApplication, QSizePolicy, QWidget
 
+from cno_annotate import timing
 from cno_annotate.display.catalog import short_label
 from cno_annotate.display.labels import (
     BLOCK_SIDES,
@@ -268,8 +268,8 @@ class SliceView(QWidget):
         if not self._painted_once:
             self._painted_once = True
             if os.environ.get("CNO_ANNOTATE_TIMING"):
-                print(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f} "
-                      f"thread {time.thread_time():.3f}", file=sys.stderr, flush=True)  # the process's CPU, the window thread's
+                timing.line(f"first-image-painted {self.name} {time.time():.6f} cpu {time.process_time():.3f} "
+                            f"thread {time.thread_time():.3f}")  # the process's CPU, the window thread's
             self.first_image_painted.emit()
         if self._volume_unpainted:
             self._volume_unpainted = False
