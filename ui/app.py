@@ -89,6 +89,7 @@ def run_viewer(store_dir: Path | str | None, study: str | None, sample: bool, sc
     timing.mark("window-built")
     window.resize(*size)
     window.loader.adopt(*prefetches)
+    window.will_show()  # the study opens first (the first paint has its image), the read after the image
     result = {"code": 0}
     if screenshot is not None:
         def save() -> None:

@@ -284,6 +284,7 @@ class MainWindow(QMainWindow):
         self._layout_before_1x1 = "1x2"
         self._study_uid: str | None = None
         self._studies_counted = True  # the study list shows its missing-file warnings (see refresh_studies)
+        self._show_next = False  # shown right after the study opens (see will_show)
         self._read_due: str | None = None  # a study opened whose read is not open yet
         self._choosing = False  # the study list's selection is changing (_study_chosen)
         self._loaded_due = False  # every view has loaded; all_loaded follows the read's opening
@@ -800,6 +801,12 @@ class MainWindow(QMainWindow):
         return path
 
     # -- studies -------------------------------------------------------------------
+    def will_show(self) -> None:
+        """Say that the window is shown right after its study is opened (``cno-annotate view`` opens the study
+        first, so that the first paint has the image): the read then opens after the first image even when
+        every volume was loaded before the window was shown (a start's prefetches)."""
+        self._show_next = True
+
     def refresh_studies(self, count_missing: bool = True) -> None:
         """Fill the study list from the store (reader mode: the worklist of reading codes); the study open stays
         selected.
@@ -1175,7 +1182,7 @@ class MainWindow(QMainWindow):
         if self._pending:
             return
         left = self.panels[VIEW_NAMES[0]].view
-        if self._read_due is not None and left.image_unpainted() and self.isVisible():
+        if self._read_due is not None and left.image_unpainted() and (self.isVisible() or self._show_next):
             self._loaded_due = True  # said with the read open, after the first image (see _open_due_read)
             QTimer.singleShot(FIRST_IMAGE_WAIT_MS, self._open_due_read)  # should the window not be painted
             return
