@@ -285,6 +285,7 @@ class MainWindow(QMainWindow):
         self._study_uid: str | None = None
         self._studies_counted = True  # the study list shows its missing-file warnings (see refresh_studies)
         self._show_next = False  # shown right after the study opens (see will_show)
+        self._held: dict[str, tuple] = {}  # view -> (volume id, (volume, facts)) held for the first image
         self._read_due: str | None = None  # a study opened whose read is not open yet
         self._choosing = False  # the study list's selection is changing (_study_chosen)
         self._loaded_due = False  # every view has loaded; all_loaded follows the read's opening
@@ -314,7 +315,7 @@ class MainWindow(QMainWindow):
             panel.view.navigated.connect(self.stop_cine)
             panel.view.message.connect(lambda text: self.statusBar().showMessage(text, 10000))
         # the read opens after the first image is painted (out of the paint, after the events queued)
-        self.panels[VIEW_NAMES[0]].view.image_shown.connect(lambda: QTimer.singleShot(0, self._open_due_read))
+        self.panels[VIEW_NAMES[0]].view.image_shown.connect(lambda: QTimer.singleShot(0, self._first_image_shown))
         self.loader.progress.connect(self._on_progress)
         self.loader.loaded.connect(self._on_loaded)
         self.loader.preview.connect(self._on_preview)
@@ -1049,6 +1050,30 @@ class MainWindow(QMainWindow):
         self._refresh_markers()
         self._update_undo_actions()
 
+    def _first_image_due(self) -> bool:
+        """Whether the left view's first image of the study is still to be painted in a window shown (or about to be)."""
+        return self.panels[VIEW_NAMES[0]].view.image_unpainted() and (self.isVisible() or self._show_next)
+
+    def _first_image_shown(self) -> None:
+        """The left view painted its first image: the views held back for it next, then the read."""
+        if self._show_held():
+            QTimer.singleShot(0, self._open_due_read)  # their first paint before the read's 50 ms
+        else:
+            self._open_due_read()
+
+    def _show_held(self) -> bool:
+        """Show the volumes loaded before the first image that were held back for it; whether there were any.
+
+        A start's prefetches can deliver both views' volumes before the window is painted; the left
+        view's image (the STIR) then comes first, the others a frame later.
+        """
+        held, self._held = self._held, {}
+        for name, (volume_id, loaded) in held.items():
+            if self.session.views[name].status == "loading" and \
+                    self.session.views[name].label == self._labels.get(volume_id, volume_id):  # still asked for
+                self._on_loaded(name, *loaded)
+        return bool(held)
+
     def _open_due_read(self) -> None:
         """Open the read of the study just opened, if it is not open yet.
 
@@ -1058,6 +1083,7 @@ class MainWindow(QMainWindow):
         (once the key filter is installed, which is here), whichever comes first: so the first
         image is not held up by the panel.
         """
+        self._show_held()  # (no first image came: the held views need not wait for it)
         if self._read_due is not None and not self._closed:
             self.open_read(self._read_due)
         if not self._studies_counted and not self._closed:
@@ -1127,6 +1153,9 @@ class MainWindow(QMainWindow):
         self.session.set_loading(name, self._labels.get(volume_id, volume_id))
         loaded = self.loader.take_loaded(name, volume_id)  # loaded already while the window was starting
         if loaded is not None:
+            if name != VIEW_NAMES[0] and self._first_image_due():
+                self._held[name] = (volume_id, loaded)  # shown a frame after the left view's first image
+                return
             self._on_loaded(name, *loaded)
             return
         self.loader.load(name, volume_id)
