@@ -233,3 +233,39 @@ def test_an_arrow_pressed_right_after_the_window_opens_moves_the_slice(read_stor
     assert window.session.views["left"].slice_index == at_open + 2
     qtbot.keyClick(QApplication.focusWidget(), Qt.Key_Up)  # and once the image is there, as always
     assert window.session.views["left"].slice_index == at_open + 1
+
+
+def test_a_right_view_image_arriving_before_the_first_paint_is_painted_after_the_left_one(read_store, qtbot,
+                                                                                            monkeypatch):
+    """The STIR (left) is the first image a start paints, also when the right view's first station (a
+    preview) or its volume arrives from the loader before the window's first paint (seen in a cold start
+    of a 6-station study: the T1's first station came before the window was shown and was painted first)."""
+    from cno_annotate_ui import slice_view
+    from cno_annotate_ui.main_window import MainWindow
+
+    from cno_annotate.display.facts import volume_facts
+
+    first_images: list[str] = []
+    paint = slice_view.SliceView.paintEvent
+
+    def recording(view, event):
+        paint(view, event)
+        if view.state.ready and view.name not in first_images:
+            first_images.append(view.name)
+
+    monkeypatch.setattr(slice_view.SliceView, "paintEvent", recording)
+    window = MainWindow(read_store, reader=READER)
+    window.resize(*SIZE)
+    qtbot.addWidget(window)
+    store = Store.open(read_store)
+    composed = {r.role: r.volume_id for r in store.volumes() if r.kind == "composed"}
+    stir, t1 = (load_volume(store, composed[role], use_cache=False) for role in ("STIR", "T1"))
+    store.close()
+    window.show()
+    with qtbot.waitSignal(window.all_loaded, timeout=60000):
+        window.select_study(window.store.studies()[0].study_uid)
+        window.loader.loaded.emit("left", stir, volume_facts(stir))  # as the loader delivers them, before
+        window.loader.preview.emit("right", t1, volume_facts(t1))  # the window painted anything
+    qtbot.waitUntil(lambda: len(first_images) == 2, timeout=10000)
+    assert first_images == ["left", "right"]
+    assert window.session.views["right"].status == "ready" and window.session.views["right"].label.startswith("T1")

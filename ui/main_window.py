@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import html
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -285,7 +286,7 @@ class MainWindow(QMainWindow):
         self._study_uid: str | None = None
         self._studies_counted = True  # the study list shows its missing-file warnings (see refresh_studies)
         self._show_next = False  # shown right after the study opens (see will_show)
-        self._held: dict[str, tuple] = {}  # view -> (volume id, (volume, facts)) held for the first image
+        self._held: dict[str, tuple[str, Callable[[], None]]] = {}  # view -> (label, delivery) held for the first image
         self._read_due: str | None = None  # a study opened whose read is not open yet
         self._choosing = False  # the study list's selection is changing (_study_chosen)
         self._loaded_due = False  # every view has loaded; all_loaded follows the read's opening
@@ -317,8 +318,8 @@ class MainWindow(QMainWindow):
         # the read opens after the first image is painted (out of the paint, after the events queued)
         self.panels[VIEW_NAMES[0]].view.image_shown.connect(lambda: QTimer.singleShot(0, self._first_image_shown))
         self.loader.progress.connect(self._on_progress)
-        self.loader.loaded.connect(self._on_loaded)
-        self.loader.preview.connect(self._on_preview)
+        self.loader.loaded.connect(self._on_loader_loaded)
+        self.loader.preview.connect(self._on_loader_preview)
         self.loader.failed.connect(self._on_failed)
         self.session.changed.connect(self._on_session_changed)
         self.comparison = Comparison(self)
@@ -1068,11 +1069,17 @@ class MainWindow(QMainWindow):
         view's image (the STIR) then comes first, the others a frame later.
         """
         held, self._held = self._held, {}
-        for name, (volume_id, loaded) in held.items():
-            if self.session.views[name].status == "loading" and \
-                    self.session.views[name].label == self._labels.get(volume_id, volume_id):  # still asked for
-                self._on_loaded(name, *loaded)
+        for name, (label, deliver) in held.items():
+            if self.session.views[name].status == "loading" and self.session.views[name].label == label:
+                deliver()  # still asked for
         return bool(held)
+
+    def _hold(self, name: str, deliver: Callable[[], None]) -> bool:
+        """Hold a delivery to a view other than the left one while the left view's first image is due; whether held."""
+        if name == VIEW_NAMES[0] or not self._first_image_due():
+            return False
+        self._held[name] = (self.session.views[name].label, deliver)  # a later delivery replaces it
+        return True
 
     def _open_due_read(self) -> None:
         """Open the read of the study just opened, if it is not open yet.
@@ -1153,10 +1160,8 @@ class MainWindow(QMainWindow):
         self.session.set_loading(name, self._labels.get(volume_id, volume_id))
         loaded = self.loader.take_loaded(name, volume_id)  # loaded already while the window was starting
         if loaded is not None:
-            if name != VIEW_NAMES[0] and self._first_image_due():
-                self._held[name] = (volume_id, loaded)  # shown a frame after the left view's first image
-                return
-            self._on_loaded(name, *loaded)
+            if not self._hold(name, lambda: self._on_loaded(name, *loaded)):  # else a frame after the left's
+                self._on_loaded(name, *loaded)
             return
         self.loader.load(name, volume_id)
         self._update_progress()
@@ -1169,6 +1174,16 @@ class MainWindow(QMainWindow):
         else:
             self.session.set_loading(name, view.label, fraction)
         self._update_progress()
+
+    def _on_loader_preview(self, name: str, volume, facts) -> None:
+        """A preview from the loader: held, like a volume, while the left view's first image is due."""
+        if not self._hold(name, lambda: self._on_preview(name, volume, facts)):
+            self._on_preview(name, volume, facts)
+
+    def _on_loader_loaded(self, name: str, volume, facts) -> None:
+        """A volume from the loader: held while the left view's first image is due (the STIR is painted first)."""
+        if not self._hold(name, lambda: self._on_loaded(name, volume, facts)):
+            self._on_loaded(name, volume, facts)
 
     def _on_preview(self, name: str, volume, facts) -> None:
         """Show the first station of a composed volume while the others are read."""
