@@ -22,7 +22,7 @@ from cno_annotate.display.overlay import Marker  # noqa: E402
 from cno_annotate.display.windowing import Window  # noqa: E402
 from cno_annotate.importer import import_paths  # noqa: E402
 from cno_annotate.store import Store  # noqa: E402
-from tests.conftest import REPO, SAMPLE  # noqa: E402
+from tests.conftest import SAMPLE  # noqa: E402
 from tests.gui_keys import focused as _focused  # noqa: E402
 from tests.gui_keys import key as _key  # noqa: E402
 from tests.test_display import coronal_volume  # noqa: E402
@@ -567,41 +567,20 @@ def test_layout_leaves_nothing_overlapping_or_cut(open_viewer, qtbot, tmp_path, 
 
 def test_layout_and_device_pixel_sampling_at_2x_scaling(tmp_path, sample_store):
     """Defect 15 (2x): the same checks with QT_SCALE_FACTOR=2, and zoomed-out images sampled at device pixels."""
-    store_dir = tmp_path / "store"
-    shutil.copytree(sample_store.root, store_dir)
-    script = tmp_path / "hidpi.py"
-    script.write_text(f"""
-import json, sys
-sys.path.insert(0, {str(REPO)!r})
-from PySide6.QtWidgets import QApplication
-app = QApplication([])
-from cno_annotate_ui.main_window import MainWindow
-from tests.test_viewer import _layout_report
-w = MainWindow({str(store_dir)!r}, reader="dr-h")
-w.resize(1280, 800)
-w.show()
-done = []
-w.all_loaded.connect(lambda: done.append(1))
-w.select_study(w.store.studies()[0].study_uid)
-while not done:
-    app.processEvents()
-app.processEvents()
-v = w.panels["left"].view
-for _ in range(6):
-    v.zoom_about(v.rect().center(), 0.8)  # zoomed out: the sampled path
-app.processEvents()
-image, target, source = v.current_image()
-grab = w.grab()
-grab.save({str(tmp_path / "hidpi.png")!r})
-print(json.dumps({{"ratio": v.devicePixelRatioF(), "image_width": image.width(), "target_width": target.width(),
-                   "report": _layout_report(w)}}))
-w.close()
-""")
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "QT_SCALE_FACTOR": "2"}
-    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=120,
-                            cwd=REPO)
-    assert result.returncode == 0, result.stderr
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    from tests.test_workstation_trial import _window_at_2x
+
+    figures = _window_at_2x(tmp_path, sample_store, (1280, 800), f"""
+        from tests.test_viewer import _layout_report
+        app.processEvents()
+        v = w.panels["left"].view
+        for _ in range(6):
+            v.zoom_about(v.rect().center(), 0.8)  # zoomed out: the sampled path
+        app.processEvents()
+        image, target, source = v.current_image()
+        w.grab().save({str(tmp_path / "hidpi.png")!r})
+        print(json.dumps({{"ratio": v.devicePixelRatioF(), "image_width": image.width(),
+                          "target_width": target.width(), "report": _layout_report(w)}}))
+        """)
     assert figures["ratio"] == 2.0
     assert figures["image_width"] == pytest.approx(2 * figures["target_width"], abs=2)  # one sample per device pixel
     assert figures["report"] == {"overlaps": [], "cut": [], "hidden": []}
