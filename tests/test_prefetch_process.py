@@ -94,7 +94,7 @@ def test_a_child_that_dies_is_a_one_line_failure(cold, forking, monkeypatch):
     def dies(*args):
         os._exit(3)  # the forked child runs this (it was patched before the fork)
 
-    monkeypatch.setattr(prefetch_module, "_compose_in_child", dies)
+    monkeypatch.setattr(prefetch_module, "_load_in_child", dies)
     events = _events(Prefetch.start(root, row.volume_id, shape=tuple(row.shape)))
     assert events == [("failed", "the process reading the images ended unexpectedly (exit status 3)")]
 

@@ -89,11 +89,11 @@ class Prefetch:
         first); the others in a thread each.
         """
         prefetches = [cls(store_root, volume_id) for volume_id, _ in volumes]
-        composed = [(prefetch, (int(shape[0]), int(shape[1]), int(shape[2])))
+        by_child = [(prefetch, (int(shape[0]), int(shape[1]), int(shape[2])))
                     for prefetch, (_, shape) in zip(prefetches, volumes)
                     if shape is not None and int(np.prod(shape)) > 0]
-        if composed and can_fork():
-            _start_child(store_root, composed)  # forked before any thread of ours starts
+        if by_child and can_fork():
+            _start_child(store_root, by_child)  # forked before any thread of ours starts
         for prefetch in prefetches:
             if not prefetch._by_child:
                 prefetch._thread.start()
@@ -164,11 +164,11 @@ class Prefetch:
         _load(self.store_root, self.volume_id, self._report)
 
 
-def _start_child(store_root: Path | str, composed: list[tuple[Prefetch, tuple[int, int, int]]]) -> None:
-    """Fork the process that composes each volume into memory shared with this one, and the thread that
-    relays what it reports to the prefetch of each."""
+def _start_child(store_root: Path | str, wanted: list[tuple[Prefetch, tuple[int, int, int]]]) -> None:
+    """Fork the process that loads each volume (into memory shared with this one, or, cached, for this one to
+    map), and the thread that relays what it reports to the prefetch of each."""
     shared = [np.frombuffer(mmap.mmap(-1, int(np.prod(shape)) * 4, flags=mmap.MAP_SHARED),
-                            dtype=np.float32).reshape(shape) for _, shape in composed]
+                            dtype=np.float32).reshape(shape) for _, shape in wanted]
     read_end, write_end = os.pipe()
     sys.stdout.flush()  # what this process printed is not printed again by the child
     sys.stderr.flush()
@@ -176,9 +176,9 @@ def _start_child(store_root: Path | str, composed: list[tuple[Prefetch, tuple[in
     pid = os.fork()
     if pid == 0:  # the child
         os.close(read_end)
-        _compose_in_child(store_root, [prefetch.volume_id for prefetch, _ in composed], shared, write_end, parent)
+        _load_in_child(store_root, [prefetch.volume_id for prefetch, _ in wanted], shared, write_end, parent)
     os.close(write_end)
-    prefetches = [prefetch for prefetch, _ in composed]
+    prefetches = [prefetch for prefetch, _ in wanted]
     relay = threading.Thread(target=_relay, args=(pid, read_end, prefetches, shared), daemon=True,
                              name=f"prefetch {' '.join(p.volume_id for p in prefetches)} (process {pid})")
     for prefetch in prefetches:
@@ -260,8 +260,8 @@ def _load(store_root: Path | str, volume_id: str, report: Sink, into: np.ndarray
         report("failed", f"the image decoder crashed: {exc}")
 
 
-def _compose_in_child(store_root: Path | str, volume_ids: list[str], shared: list[np.ndarray], write_end: int,
-                      parent: int) -> NoReturn:
+def _load_in_child(store_root: Path | str, volume_ids: list[str], shared: list[np.ndarray], write_end: int,
+                   parent: int) -> NoReturn:
     """The child's whole life: load each volume into its shared array, in order, send each report down the
     pipe (with the volume's index), exit without cleanup.
 
